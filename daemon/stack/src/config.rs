@@ -1,0 +1,140 @@
+//! Stack-wide configuration, fixed at [`crate::Stack::new`], and the per-socket
+//! options a socket starts with.
+
+use crate::time::Duration;
+use core::net::Ipv4Addr;
+
+/// Maximum segment lifetime default: 30 s, so TIME-WAIT (2×MSL) lasts 60 s as
+/// on Linux (RFC 9293 §3.4.2 suggests 2 minutes for MSL; Linux uses 60 s TIME-WAIT).
+pub const DEFAULT_MSL: Duration = Duration::from_secs(30);
+
+/// Congestion-control algorithms (RFC 5681/6582 NewReno, RFC 8312 CUBIC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum CongestionAlgorithm {
+    NewReno,
+    #[default]
+    Cubic,
+}
+
+impl CongestionAlgorithm {
+    /// The Linux-style name: "newreno" or "cubic".
+    pub fn name(self) -> &'static str {
+        match self {
+            CongestionAlgorithm::NewReno => "newreno",
+            CongestionAlgorithm::Cubic => "cubic",
+        }
+    }
+
+    /// Parses a name as [`CongestionAlgorithm::name`] spells it ("reno" is accepted for NewReno).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "newreno" | "reno" => Some(CongestionAlgorithm::NewReno),
+            "cubic" => Some(CongestionAlgorithm::Cubic),
+            _ => None,
+        }
+    }
+}
+
+/// Options a socket carries (setsockopt-able), with Linux-like defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// SO_REUSEADDR: allow binding a local address whose only users are in TIME-WAIT.
+    pub reuse_addr: bool,
+    /// TCP_NODELAY: disable Nagle (RFC 9293 §3.7.4).
+    pub nodelay: bool,
+    /// SO_KEEPALIVE (RFC 1122 §4.2.3.6): off by default.
+    pub keepalive: bool,
+    /// TCP_KEEPIDLE: idle time before the first probe (Linux default 7200 s).
+    pub keep_idle: Duration,
+    /// TCP_KEEPINTVL: time between probes (Linux default 75 s).
+    pub keep_interval: Duration,
+    /// TCP_KEEPCNT: unanswered probes before the connection is dropped (Linux default 9).
+    pub keep_count: u32,
+    /// SO_RCVBUF: receive buffer bytes; bounds the advertised window.
+    pub recv_buffer: usize,
+    /// SO_SNDBUF: send buffer bytes.
+    pub send_buffer: usize,
+    /// SO_LINGER: `Some(0)` makes close() abort with RST; `Some(t)` is accepted
+    /// and close stays graceful (the daemon does not block close).
+    pub linger: Option<Duration>,
+    /// TCP_CONGESTION.
+    pub congestion: CongestionAlgorithm,
+    /// TCP_SYNCNT: SYN retransmissions before connect fails with ETIMEDOUT (Linux default 6).
+    pub syn_retries: u32,
+    /// TCP_USER_TIMEOUT: if set, unacknowledged data older than this aborts
+    /// the connection with ETIMEDOUT (RFC 5482); else `max_retries` applies.
+    pub user_timeout: Option<Duration>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            reuse_addr: false,
+            nodelay: false,
+            keepalive: false,
+            keep_idle: Duration::from_secs(7200),
+            keep_interval: Duration::from_secs(75),
+            keep_count: 9,
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+            linger: None,
+            congestion: CongestionAlgorithm::Cubic,
+            syn_retries: 6,
+            user_timeout: None,
+        }
+    }
+}
+
+/// Stack-wide settings.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// The stack's own IPv4 address.
+    pub address: Ipv4Addr,
+    /// Prefix length of the link (informational; everything non-local goes out the one link).
+    pub prefix_len: u8,
+    /// Link MTU; the advertised MSS is `mtu - 40` (RFC 9293 §3.7.1).
+    pub mtu: u16,
+    /// Maximum segment lifetime; TIME-WAIT lasts 2×MSL (RFC 9293 §3.3.2).
+    pub msl: Duration,
+    /// Secret key for initial sequence numbers (RFC 6528 §3); the caller
+    /// fills it from the OS random source.
+    pub isn_secret: [u8; 16],
+    /// Seed for the stack's PRNG (ephemeral ports, timestamp offsets).
+    pub rng_seed: u64,
+    /// Largest listen() backlog honoured (Linux's somaxconn default is 4096).
+    pub max_backlog: u32,
+    /// Data retransmissions before a connection fails with ETIMEDOUT
+    /// (Linux tcp_retries2 = 15, RFC 1122 §4.2.3.5 R2).
+    pub max_retries: u32,
+    /// Lower bound on the RTO. RFC 6298 §2.4 says 1 s; 200 ms is Linux's and the project's choice.
+    pub min_rto: Duration,
+    /// Upper bound on the RTO (RFC 6298 §2.5 allows a maximum of at least 60 s; Linux uses 120 s).
+    pub max_rto: Duration,
+    /// Initial RTO before any RTT sample (RFC 6298 §2.1: 1 s).
+    pub initial_rto: Duration,
+    /// Delayed-ACK timeout (RFC 9293 §3.8.6.3 says < 0.5 s; Linux uses at most 40 ms quick/200 ms; tcpd uses 40 ms).
+    pub delayed_ack: Duration,
+    /// Options new sockets start with.
+    pub socket_defaults: SocketOptions,
+}
+
+impl StackConfig {
+    /// A configuration with defaults for everything but the address.
+    pub fn new(address: Ipv4Addr, prefix_len: u8) -> Self {
+        StackConfig {
+            address,
+            prefix_len,
+            mtu: 1500,
+            msl: DEFAULT_MSL,
+            isn_secret: [0; 16],
+            rng_seed: 0,
+            max_backlog: 4096,
+            max_retries: 15,
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(120),
+            initial_rto: Duration::from_secs(1),
+            delayed_ack: Duration::from_millis(40),
+            socket_defaults: SocketOptions::default(),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `tcpd-stack`: the sans-IO TCP/IPv4 core of tcpd.
+//!
+//! No sockets, no threads, no clock: IPv4 packets go in through
+//! [`Stack::handle_packet`] and come out of [`Stack::poll_transmit`]; time is
+//! an argument ([`time::Instant`]); the next wake-up is
+//! [`Stack::poll_timeout`]; readiness is reported by [`Stack::poll_event`].
+//! The daemon is thin glue around it; tests drive it with a virtual clock.
+//!
+//! Layout:
+//! - [`wire`]: IPv4, TCP, ICMPv4 checked views and parse/emit.
+//! - [`seq`]: wrapping sequence numbers.
+//! - [`tcp`]: states, the connection state machine, buffers, RTO, congestion control, ISNs.
+//! - [`stack`]: the interface, demultiplexing, listeners, ports, the socket API.
+//! - [`socket`], [`error`], [`config`], [`stats`]: the vocabulary of the API.
+
+pub mod config;
+pub mod error;
+pub mod seq;
+pub mod socket;
+pub mod stack;
+pub mod stats;
+pub mod tcp;
+pub mod time;
+pub mod wire;
+
+pub use config::{CongestionAlgorithm, SocketOptions, StackConfig};
+pub use error::{
+    AcceptError, BindError, ConnError, ConnectError, ListenError, RecvError, SendError,
+    ShutdownError, SocketError,
+};
+pub use seq::SeqNum;
+pub use socket::{
+    OptionName, Readiness, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
+};
+pub use stack::Stack;
+pub use stats::{DropReason, Stats};
+pub use tcp::TcpState;
+pub use time::{Duration, Instant};

@@ -1,0 +1,107 @@
+//! Stack-wide counters (like the kernel's `nstat`), for the admin API.
+//! Counters only ever increase.
+
+/// Why an incoming packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Truncated or malformed IPv4/TCP/ICMP header.
+    Malformed,
+    /// IPv4 header, TCP or ICMP checksum failed.
+    Checksum,
+    /// An IPv4 fragment (tcpd does not reassemble).
+    Fragment,
+    /// Not addressed to the stack's address.
+    NotForUs,
+    /// A protocol other than TCP and ICMP, or an unhandled ICMP type.
+    Unsupported,
+    /// A listener's SYN or accept queue was full.
+    ListenOverflow,
+    /// A segment the state machine discarded (out of window, PAWS, bad ACK...).
+    Unacceptable,
+}
+
+impl DropReason {
+    /// Every reason, for listing.
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Malformed,
+        DropReason::Checksum,
+        DropReason::Fragment,
+        DropReason::NotForUs,
+        DropReason::Unsupported,
+        DropReason::ListenOverflow,
+        DropReason::Unacceptable,
+    ];
+
+    /// Stable snake_case name used in the admin API ("drop_" is prefixed there).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Checksum => "checksum",
+            DropReason::Fragment => "fragment",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::Unsupported => "unsupported",
+            DropReason::ListenOverflow => "listen_overflow",
+            DropReason::Unacceptable => "unacceptable",
+        }
+    }
+}
+
+/// The counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub segments_in: u64,
+    pub segments_out: u64,
+    pub retransmits: u64,
+    pub rst_sent: u64,
+    pub rst_received: u64,
+    pub checksum_errors: u64,
+    pub active_opens: u64,
+    pub passive_opens: u64,
+    pub failed_opens: u64,
+    pub icmp_echo_replies: u64,
+    pub icmp_unreachable_received: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl Stats {
+    /// Counts a dropped packet.
+    pub fn drop_packet(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+        if reason == DropReason::Checksum {
+            self.checksum_errors += 1;
+        }
+    }
+
+    /// Drops counted for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Every counter with its stable name, for the admin API.
+    pub fn named(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = vec![
+            ("packets_in".into(), self.packets_in),
+            ("packets_out".into(), self.packets_out),
+            ("segments_in".into(), self.segments_in),
+            ("segments_out".into(), self.segments_out),
+            ("retransmits".into(), self.retransmits),
+            ("rst_sent".into(), self.rst_sent),
+            ("rst_received".into(), self.rst_received),
+            ("checksum_errors".into(), self.checksum_errors),
+            ("active_opens".into(), self.active_opens),
+            ("passive_opens".into(), self.passive_opens),
+            ("failed_opens".into(), self.failed_opens),
+            ("icmp_echo_replies".into(), self.icmp_echo_replies),
+            (
+                "icmp_unreachable_received".into(),
+                self.icmp_unreachable_received,
+            ),
+        ];
+        for r in DropReason::ALL {
+            v.push((format!("drop_{}", r.name()), self.drops(r)));
+        }
+        v
+    }
+}

@@ -1,0 +1,98 @@
+//! TCP: the per-connection machinery of RFC 9293 and its companions.
+//!
+//! - [`TcpState`]: the RFC 9293 §3.3.2 states and their names.
+//! - [`connection`]: one connection's TCB and state machine (sans-IO).
+//! - [`congestion`]: the congestion-control trait with NewReno and CUBIC.
+//! - [`rtt`]: the RFC 6298 retransmission-timeout estimator.
+//! - [`buffer`]: send buffer and receive buffer with out-of-order reassembly.
+//! - [`isn`]: RFC 6528 initial sequence numbers.
+
+pub mod buffer;
+pub mod congestion;
+pub mod connection;
+pub mod isn;
+pub mod rtt;
+
+/// The connection states of RFC 9293 §3.3.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    Closed,
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+impl TcpState {
+    /// Every state, in RFC order.
+    pub const ALL: [TcpState; 11] = [
+        TcpState::Closed,
+        TcpState::Listen,
+        TcpState::SynSent,
+        TcpState::SynReceived,
+        TcpState::Established,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::CloseWait,
+        TcpState::Closing,
+        TcpState::LastAck,
+        TcpState::TimeWait,
+    ];
+
+    /// The RFC 9293 spelling: "SYN-RECEIVED", "TIME-WAIT"...
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Closed => "CLOSED",
+            TcpState::Listen => "LISTEN",
+            TcpState::SynSent => "SYN-SENT",
+            TcpState::SynReceived => "SYN-RECEIVED",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait1 => "FIN-WAIT-1",
+            TcpState::FinWait2 => "FIN-WAIT-2",
+            TcpState::CloseWait => "CLOSE-WAIT",
+            TcpState::Closing => "CLOSING",
+            TcpState::LastAck => "LAST-ACK",
+            TcpState::TimeWait => "TIME-WAIT",
+        }
+    }
+
+    /// Parses the RFC spelling, case-insensitively; `_` may stand for `-`.
+    pub fn from_name(name: &str) -> Option<TcpState> {
+        let n = name.to_ascii_uppercase().replace('_', "-");
+        TcpState::ALL.into_iter().find(|s| s.name() == n)
+    }
+
+    /// A synchronized state (RFC 9293 §3.5.2: ESTABLISHED and later).
+    pub fn is_synchronized(self) -> bool {
+        !matches!(
+            self,
+            TcpState::Closed | TcpState::Listen | TcpState::SynSent | TcpState::SynReceived
+        )
+    }
+}
+
+impl core::fmt::Display for TcpState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in TcpState::ALL {
+            assert_eq!(TcpState::from_name(s.name()), Some(s));
+        }
+        assert_eq!(TcpState::from_name("time_wait"), Some(TcpState::TimeWait));
+        assert_eq!(TcpState::from_name("bogus"), None);
+    }
+}

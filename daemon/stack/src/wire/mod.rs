@@ -1,0 +1,36 @@
+//! Wire formats: checked views over untrusted bytes plus parse/emit pairs.
+//!
+//! Each protocol has a `*Packet<T: AsRef<[u8]>>` view whose `new_checked`
+//! validates lengths before any field is read (so accessors never panic), and
+//! a `*Repr` high-level representation with `parse` (view → repr, checksum
+//! verified) and `emit` (repr → bytes, checksum filled in). Malformed input is
+//! a [`WireError`], never a panic.
+
+pub mod checksum;
+pub mod icmpv4;
+pub mod ipv4;
+pub mod tcp;
+
+pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
+pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
+pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpSegment};
+
+/// Why a packet was rejected. Each variant is counted by the stack as a drop reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum WireError {
+    /// Shorter than its fixed header or than a length field claims.
+    #[error("truncated packet")]
+    Truncated,
+    /// A header field holds an impossible value (version, header length...).
+    #[error("malformed header")]
+    Malformed,
+    /// The checksum does not verify.
+    #[error("bad checksum")]
+    Checksum,
+    /// A fragment (MF set or non-zero offset): tcpd does not reassemble.
+    #[error("IPv4 fragment")]
+    Fragment,
+    /// A protocol or message type the stack does not handle.
+    #[error("unsupported protocol or type")]
+    Unsupported,
+}
