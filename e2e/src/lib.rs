@@ -1,1 +1,366 @@
-//! placeholder
+//! `tcpd-e2e`: the harness for end-to-end tests and benchmarks.
+//!
+//! Every test gets its own network namespace ([`Netns`], a unique name,
+//! deleted by `Drop` even when the test panics), a real `tcpd` started inside
+//! it ([`Daemon`], killed by `Drop`), and the Linux kernel as the TCP peer on
+//! the other side of tcpd's TUN. Traffic never leaves namespaces the test
+//! created. [`require_privileges`] decides whether a test can run: without
+//! root it prints why and skips, except under `CI=true`, where it fails.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// tcpd's own address inside a test namespace.
+pub const TCPD_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The kernel side of the TUN inside a test namespace.
+pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// Prefix length of the TUN link.
+pub const PREFIX_LEN: u8 = 24;
+/// TUN device name inside a test namespace.
+pub const TUN_NAME: &str = "tcpd0";
+
+/// True when running under CI (`CI=true`): missing privileges fail instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether this process may create namespaces and TUN devices.
+///
+/// Returns `false` (after saying why on stderr) when the test should skip;
+/// panics instead under `CI=true`, where a skipped test would hide a failure.
+pub fn require_privileges(test: &str) -> bool {
+    let problem = if !nix::unistd::geteuid().is_root() {
+        Some("not running as root".to_string())
+    } else if !Path::new("/dev/net/tun").exists() {
+        Some("/dev/net/tun is missing".to_string())
+    } else if which("ip").is_none() {
+        Some("the `ip` command (iproute2) is missing".to_string())
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(why) if in_ci() => panic!("{test}: cannot run under CI=true: {why}"),
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why} (needs root, /dev/net/tun and iproute2)");
+            false
+        }
+    }
+}
+
+/// The path of a command on `$PATH`.
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// A workspace binary (`tcpd`, `tcpctl`, `tcpd-nc`, ...) from the target
+/// directory this test binary was built into (target/<profile>/).
+///
+/// Panics with a hint when it is missing: the README's test command builds
+/// the workspace before testing.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary> or target/<profile>/<bin>
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// The target profile directory (target/<profile>) the tests were built into.
+pub fn target_dir() -> PathBuf {
+    let p = bin_path("tcpd");
+    p.parent().expect("profile dir").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{:?} failed: {}{}",
+            cmd,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+static NEXT_NS: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace owned by the test; deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `tcpd-<tag>-<pid>-<n>` with its loopback up.
+    pub fn new(tag: &str) -> io::Result<Netns> {
+        let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
+        let name = format!("tcpd-{tag}-{}-{n}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns { name };
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `program args...` inside the namespace and fails unless it succeeds.
+    pub fn run(&self, program: &str, args: &[&str]) -> io::Result<()> {
+        run(self.command(program).args(args))
+    }
+
+    /// Runs `f` on a new thread that has entered the namespace (setns
+    /// affects only the calling thread), so kernel sockets it opens live there.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the test namespace");
+            f()
+        })
+    }
+
+    /// Runs `f` in the namespace on a helper thread and waits for it.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match self.spawn(f).join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill anything still running inside, then remove the namespace.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> io::Result<TempDir> {
+        let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tcpd-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A `tcpd` process running inside a test namespace; killed on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    /// Starts tcpd in `ns` with the test defaults (TUN tcpd0, 10.77.0.2/24,
+    /// host side 10.77.0.1, socket in a temp dir) plus `extra` flags, and waits
+    /// until its socket accepts connections.
+    pub fn start(ns: &Netns, extra: &[&str]) -> io::Result<Daemon> {
+        let dir = TempDir::new("daemon")?;
+        let socket = dir.path().join("tcpd.sock");
+        let log = dir.path().join("tcpd.log");
+        let logfile = std::fs::File::create(&log)?;
+        let address = format!("{TCPD_ADDR}/{PREFIX_LEN}");
+        let host = HOST_ADDR.to_string();
+        let mut cmd = ns.command(bin_path("tcpd"));
+        cmd.args([
+            "--tun",
+            TUN_NAME,
+            "--address",
+            &address,
+            "--host-address",
+            &host,
+        ])
+        .arg("--socket")
+        .arg(&socket)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(logfile.try_clone()?)
+        .stderr(logfile);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd.spawn()?;
+        let mut d = Daemon {
+            child: Some(child),
+            socket,
+            log,
+            _dir: dir,
+        };
+        d.wait_ready(Duration::from_secs(20))?;
+        Ok(d)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
+        let start = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    return Err(io::Error::other(format!(
+                        "tcpd exited early ({status}); log:\n{}",
+                        self.log_text()
+                    )));
+                }
+            }
+            if start.elapsed() > limit {
+                return Err(io::Error::other(format!(
+                    "tcpd not ready after {limit:?}; log:\n{}",
+                    self.log_text()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's Unix socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id (of `ip netns exec`, which execs tcpd: the same process).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends SIGTERM and waits for the exit status (up to 10 s, then SIGKILL).
+    pub fn terminate(&mut self) -> io::Result<std::process::ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| io::Error::other("daemon already stopped"))?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                return child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- tcpd log ----\n{}", self.log_text());
+        }
+    }
+}
+
+/// SHA-256 of `data`, hex encoded.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Deterministic pseudo-random test payload of `len` bytes.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
