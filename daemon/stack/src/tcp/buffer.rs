@@ -7,30 +7,80 @@
 //! until the gap fills (RFC 9293 §3.10.7.4 "should" keep them), with the held
 //! ranges exposed for SACK blocks (RFC 2018 §4). Both have a fixed capacity;
 //! nothing is ever stored beyond it.
+//!
+//! Both are [`VecDeque<u8>`]s that grow on demand (an idle connection holds
+//! no buffer memory) and are copied slice-wise, never byte by byte.
+//!
+//! [`RecvBuffer`] invariants:
+//! - `bytes[..readable]` is the in-order data; `bytes[readable..]` is the
+//!   out-of-order area, where index `readable + k` holds stream offset
+//!   `rcv_nxt + k`. Bytes of the area not covered by a held range are filler.
+//! - `held` maps the absolute stream start of each held range to its end; the
+//!   ranges are disjoint, never touch each other, and all start after
+//!   `rcv_nxt` (a range reaching `rcv_nxt` is made readable at once).
+//! - `bytes.len() == readable + (end of the last held range - rcv_nxt)`.
+//! - `readable` plus the held extent never exceeds the capacity at the time
+//!   the bytes were written.
+
+use std::collections::{BTreeMap, VecDeque};
+
+/// Copies `data` into `deque[at..at + data.len()]`, which must exist.
+fn copy_into(deque: &mut VecDeque<u8>, at: usize, data: &[u8]) {
+    let (front, back) = deque.as_mut_slices();
+    if at < front.len() {
+        let in_front = data.len().min(front.len() - at);
+        front[at..at + in_front].copy_from_slice(&data[..in_front]);
+        let rest = &data[in_front..];
+        back[..rest.len()].copy_from_slice(rest);
+    } else {
+        let at = at - front.len();
+        back[at..at + data.len()].copy_from_slice(data);
+    }
+}
+
+/// Copies `deque[at..]` into `out` as far as both go; returns the count.
+fn copy_from(deque: &VecDeque<u8>, at: usize, out: &mut [u8]) -> usize {
+    let n = out.len().min(deque.len().saturating_sub(at));
+    if n == 0 {
+        return 0;
+    }
+    let (front, back) = deque.as_slices();
+    if at < front.len() {
+        let in_front = n.min(front.len() - at);
+        out[..in_front].copy_from_slice(&front[at..at + in_front]);
+        out[in_front..n].copy_from_slice(&back[..n - in_front]);
+    } else {
+        let at = at - front.len();
+        out[..n].copy_from_slice(&back[at..at + n]);
+    }
+    n
+}
 
 /// Outgoing bytes, indexed by offset from SND.UNA.
 #[derive(Debug)]
 pub struct SendBuffer {
-    _private: (),
+    bytes: VecDeque<u8>,
+    capacity: usize,
 }
 
 impl SendBuffer {
     pub fn new(capacity: usize) -> Self {
-        let _ = capacity;
-        todo!("helper")
+        SendBuffer {
+            bytes: VecDeque::new(),
+            capacity,
+        }
     }
     pub fn capacity(&self) -> usize {
-        todo!()
+        self.capacity
     }
     /// Changes the capacity; never drops stored bytes (a smaller capacity
     /// takes effect as they are acknowledged).
     pub fn set_capacity(&mut self, capacity: usize) {
-        let _ = capacity;
-        todo!()
+        self.capacity = capacity;
     }
     /// Bytes stored (unacknowledged plus unsent).
     pub fn len(&self) -> usize {
-        todo!()
+        self.bytes.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -41,44 +91,74 @@ impl SendBuffer {
     }
     /// Appends as much of `data` as fits; returns the count.
     pub fn push(&mut self, data: &[u8]) -> usize {
-        let _ = data;
-        todo!()
+        let n = data.len().min(self.free());
+        self.bytes.extend(&data[..n]);
+        n
     }
     /// Copies up to `out.len()` bytes starting `offset` bytes after the
     /// front into `out`; returns the count (0 past the end).
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> usize {
-        let _ = (offset, out);
-        todo!()
+        copy_from(&self.bytes, offset, out)
     }
-    /// Drops `n` bytes from the front (they were acknowledged).
+    /// Drops `n` bytes from the front (they were acknowledged); `n` beyond
+    /// the stored length empties the buffer.
     pub fn consume(&mut self, n: usize) {
-        let _ = n;
-        todo!()
+        let n = n.min(self.bytes.len());
+        self.bytes.drain(..n);
     }
+}
+
+/// Out-of-order ranges held at once, at most. A flood of tiny segments
+/// scattered over the window could otherwise make the range map as large as
+/// the window; Linux bounds the same thing through per-segment memory
+/// accounting. Segments that would open a range beyond this are not stored
+/// (they are retransmitted later, RFC 9293 §3.10.7.4 only says "should").
+pub const MAX_HELD_RANGES: usize = 1024;
+
+/// One out-of-order range: its end (absolute stream offset) and when it last changed.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    end: u64,
+    changed: u64,
 }
 
 /// Incoming bytes: an in-order readable part and out-of-order ranges beyond it.
 #[derive(Debug)]
 pub struct RecvBuffer {
-    _private: (),
+    /// Readable bytes, then the out-of-order area (see the module invariants).
+    bytes: VecDeque<u8>,
+    /// How many bytes at the front of `bytes` are readable.
+    readable: usize,
+    capacity: usize,
+    /// Absolute stream offset of RCV.NXT (bytes ever made readable).
+    rcv_nxt: u64,
+    /// Out-of-order ranges by absolute start.
+    held: BTreeMap<u64, Held>,
+    /// Bumped on every write that touches a held range, to order them by recency.
+    clock: u64,
 }
 
 impl RecvBuffer {
     pub fn new(capacity: usize) -> Self {
-        let _ = capacity;
-        todo!("helper")
+        RecvBuffer {
+            bytes: VecDeque::new(),
+            readable: 0,
+            capacity,
+            rcv_nxt: 0,
+            held: BTreeMap::new(),
+            clock: 0,
+        }
     }
     pub fn capacity(&self) -> usize {
-        todo!()
+        self.capacity
     }
     /// Changes the capacity; never drops stored bytes.
     pub fn set_capacity(&mut self, capacity: usize) {
-        let _ = capacity;
-        todo!()
+        self.capacity = capacity;
     }
     /// Bytes readable in order.
     pub fn readable(&self) -> usize {
-        todo!()
+        self.readable
     }
     /// Space beyond the readable bytes: the basis of the receive window.
     pub fn window(&self) -> usize {
@@ -89,26 +169,391 @@ impl RecvBuffer {
     /// overlaps with held data are fine. Returns how many bytes became
     /// readable in order (how far RCV.NXT advances).
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> usize {
-        let _ = (offset, data);
-        todo!()
+        let window = self.window();
+        if offset >= window {
+            return 0;
+        }
+        let data = &data[..data.len().min(window - offset)];
+        if data.is_empty() {
+            return 0;
+        }
+        let mut start = self.rcv_nxt + offset as u64;
+        let mut end = start + data.len() as u64;
+        if offset > 0 && self.held.len() >= MAX_HELD_RANGES && !self.joins_held(start, end) {
+            return 0;
+        }
+
+        let area_end = self.readable + offset + data.len();
+        if self.bytes.len() < area_end {
+            self.bytes.resize(area_end, 0);
+        }
+        copy_into(&mut self.bytes, self.readable + offset, data);
+
+        // Merge with every held range it overlaps or touches.
+        if let Some((&prev_start, prev)) = self.held.range(..=start).next_back()
+            && prev.end >= start
+        {
+            start = prev_start;
+            end = end.max(prev.end);
+            self.held.remove(&prev_start);
+        }
+        while let Some((&next_start, next)) = self.held.range(start..=end).next() {
+            end = end.max(next.end);
+            self.held.remove(&next_start);
+        }
+
+        if start == self.rcv_nxt {
+            // The gap at RCV.NXT is filled: everything up to `end` is in order.
+            let advanced = usize::try_from(end - self.rcv_nxt)
+                .expect("an advance is bounded by the capacity, a usize");
+            self.readable += advanced;
+            self.rcv_nxt = end;
+            advanced
+        } else {
+            self.clock += 1;
+            self.held.insert(
+                start,
+                Held {
+                    end,
+                    changed: self.clock,
+                },
+            );
+            0
+        }
+    }
+    /// Whether `[start, end)` overlaps or touches a held range (so storing it
+    /// does not add a range).
+    fn joins_held(&self, start: u64, end: u64) -> bool {
+        let touches_prev = self
+            .held
+            .range(..=start)
+            .next_back()
+            .is_some_and(|(_, prev)| prev.end >= start);
+        touches_prev || self.held.range(start..=end).next().is_some()
     }
     /// Moves up to `out.len()` readable bytes into `out`.
     pub fn read(&mut self, out: &mut [u8]) -> usize {
-        let _ = out;
-        todo!()
+        let n = self.peek(out);
+        self.bytes.drain(..n);
+        self.readable -= n;
+        n
     }
     /// Copies up to `out.len()` readable bytes without consuming them (MSG_PEEK).
     pub fn peek(&self, out: &mut [u8]) -> usize {
-        let _ = out;
-        todo!()
+        let n = out.len().min(self.readable);
+        copy_from(&self.bytes, 0, &mut out[..n])
     }
     /// Out-of-order ranges held, as (start, end) offsets from RCV.NXT, the
     /// most recently changed first (RFC 2018 §4 reports it first).
     pub fn held_ranges(&self) -> Vec<(usize, usize)> {
-        todo!()
+        let mut ranges: Vec<(u64, u64, u64)> = self
+            .held
+            .iter()
+            .map(|(&start, held)| (held.changed, start, held.end))
+            .collect();
+        ranges.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        ranges
+            .into_iter()
+            .map(|(_, start, end)| (self.relative(start), self.relative(end)))
+            .collect()
+    }
+    /// Offset of an absolute stream position from RCV.NXT.
+    fn relative(&self, absolute: u64) -> usize {
+        usize::try_from(absolute - self.rcv_nxt)
+            .expect("held ranges lie within the capacity, a usize")
     }
     /// Whether any out-of-order data is held.
     pub fn has_holes(&self) -> bool {
-        todo!()
+        !self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_all(buf: &mut RecvBuffer) -> Vec<u8> {
+        let mut out = vec![0; buf.readable()];
+        let n = buf.read(&mut out);
+        assert_eq!(n, out.len());
+        out
+    }
+
+    #[test]
+    fn send_buffer_push_read_consume() {
+        let mut buf = SendBuffer::new(10);
+        assert!(buf.is_empty());
+        assert_eq!(buf.push(b"hello"), 5);
+        assert_eq!(buf.push(b"world!!"), 5);
+        assert_eq!(buf.len(), 10);
+        assert_eq!(buf.free(), 0);
+        assert_eq!(buf.push(b"x"), 0);
+        let mut out = [0u8; 4];
+        assert_eq!(buf.read_at(3, &mut out), 4);
+        assert_eq!(&out, b"lowo");
+        assert_eq!(buf.read_at(8, &mut out), 2);
+        assert_eq!(&out[..2], b"ld");
+        assert_eq!(buf.read_at(10, &mut out), 0);
+        assert_eq!(buf.read_at(1000, &mut out), 0);
+        buf.consume(6);
+        assert_eq!(buf.len(), 4);
+        assert_eq!(buf.push(b"abcdefgh"), 6);
+        let mut all = [0u8; 16];
+        assert_eq!(buf.read_at(0, &mut all), 10);
+        assert_eq!(&all[..10], b"orldabcdef");
+        buf.consume(100);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn send_buffer_shrinking_capacity_keeps_bytes() {
+        let mut buf = SendBuffer::new(8);
+        buf.push(b"12345678");
+        buf.set_capacity(4);
+        assert_eq!(buf.len(), 8);
+        assert_eq!(buf.free(), 0);
+        buf.consume(6);
+        assert_eq!(buf.free(), 2);
+    }
+
+    #[test]
+    fn send_buffer_reads_across_the_ring_wrap() {
+        let mut buf = SendBuffer::new(16);
+        // Fill, consume most and refill so the deque wraps around.
+        for round in 0..20u8 {
+            let chunk = [round; 7];
+            assert_eq!(buf.push(&chunk), 7);
+            let mut out = [0u8; 7];
+            assert_eq!(buf.read_at(buf.len() - 7, &mut out), 7);
+            assert_eq!(out, chunk);
+            buf.consume(7);
+        }
+    }
+
+    #[test]
+    fn in_order_writes_are_readable() {
+        let mut buf = RecvBuffer::new(16);
+        assert_eq!(buf.write_at(0, b"abc"), 3);
+        assert_eq!(buf.write_at(0, b"def"), 3);
+        assert_eq!(buf.readable(), 6);
+        assert_eq!(buf.window(), 10);
+        let mut peeked = [0u8; 4];
+        assert_eq!(buf.peek(&mut peeked), 4);
+        assert_eq!(&peeked, b"abcd");
+        assert_eq!(read_all(&mut buf), b"abcdef");
+        assert_eq!(buf.window(), 16);
+    }
+
+    #[test]
+    fn out_of_order_fills_and_advances() {
+        let mut buf = RecvBuffer::new(100);
+        assert_eq!(buf.write_at(10, b"KLMNO"), 0);
+        assert_eq!(buf.write_at(3, b"DEF"), 0);
+        assert!(buf.has_holes());
+        // Most recently changed first.
+        assert_eq!(buf.held_ranges(), vec![(3, 6), (10, 15)]);
+        assert_eq!(buf.write_at(12, b"MNOPQ"), 0);
+        assert_eq!(buf.held_ranges(), vec![(10, 17), (3, 6)]);
+        assert_eq!(buf.readable(), 0);
+        // Filling [0, 3) releases [0, 6).
+        assert_eq!(buf.write_at(0, b"ABC"), 6);
+        assert_eq!(buf.held_ranges(), vec![(4, 11)]);
+        // Filling [0, 4) of the new RCV.NXT bridges to the held range.
+        assert_eq!(buf.write_at(0, b"GHIJ"), 11);
+        assert!(!buf.has_holes());
+        assert_eq!(read_all(&mut buf), b"ABCDEFGHIJKLMNOPQ");
+    }
+
+    #[test]
+    fn duplicate_segment_becomes_first_sack_block() {
+        let mut buf = RecvBuffer::new(100);
+        buf.write_at(10, b"aa");
+        buf.write_at(20, b"bb");
+        assert_eq!(buf.held_ranges(), vec![(20, 22), (10, 12)]);
+        // RFC 2018 §4: the block holding the segment that triggered the ACK comes first.
+        buf.write_at(10, b"aa");
+        assert_eq!(buf.held_ranges(), vec![(10, 12), (20, 22)]);
+    }
+
+    #[test]
+    fn a_write_covering_several_ranges_merges_them() {
+        let mut buf = RecvBuffer::new(100);
+        buf.write_at(5, b"x");
+        buf.write_at(8, b"y");
+        buf.write_at(11, b"z");
+        buf.write_at(4, b"1234567890");
+        assert_eq!(buf.held_ranges(), vec![(4, 14)]);
+        // Touching (not overlapping) ranges merge too.
+        buf.write_at(14, b"ab");
+        assert_eq!(buf.held_ranges(), vec![(4, 16)]);
+        buf.write_at(1, b"abc");
+        assert_eq!(buf.held_ranges(), vec![(1, 16)]);
+    }
+
+    #[test]
+    fn nothing_is_stored_beyond_capacity() {
+        let mut buf = RecvBuffer::new(8);
+        assert_eq!(buf.write_at(6, b"ghij"), 0);
+        assert_eq!(buf.held_ranges(), vec![(6, 8)]);
+        assert_eq!(buf.write_at(8, b"!!"), 0);
+        assert_eq!(buf.write_at(100, b"!!"), 0);
+        assert_eq!(buf.held_ranges(), vec![(6, 8)]);
+        assert_eq!(buf.write_at(0, b"abcdefghijkl"), 8);
+        assert_eq!(read_all(&mut buf), b"abcdefgh");
+        // With 5 unread bytes, only 3 more fit.
+        assert_eq!(buf.write_at(0, b"12345"), 5);
+        assert_eq!(buf.write_at(0, b"6789"), 3);
+        assert_eq!(buf.window(), 0);
+        assert_eq!(buf.write_at(0, b"x"), 0);
+        assert_eq!(read_all(&mut buf), b"12345678");
+    }
+
+    #[test]
+    fn shrinking_capacity_keeps_held_bytes() {
+        let mut buf = RecvBuffer::new(20);
+        buf.write_at(0, b"0123456789");
+        buf.write_at(5, b"ab");
+        buf.set_capacity(4);
+        assert_eq!(buf.window(), 0);
+        assert_eq!(buf.write_at(0, b"zz"), 0);
+        assert_eq!(read_all(&mut buf), b"0123456789");
+        assert_eq!(buf.held_ranges(), vec![(5, 7)]);
+        assert_eq!(buf.write_at(0, b"ABCDE"), 4);
+        // The gap [4, 5) stays: capacity 4 leaves no room for it.
+        assert_eq!(buf.held_ranges(), vec![(1, 3)]);
+    }
+
+    #[test]
+    fn range_count_is_bounded() {
+        let mut buf = RecvBuffer::new(1 << 20);
+        for i in 0..MAX_HELD_RANGES + 10 {
+            buf.write_at(2 * i + 1, b"x");
+        }
+        assert_eq!(buf.held_ranges().len(), MAX_HELD_RANGES);
+        // Growing an existing range is still accepted...
+        buf.write_at(2, b"y");
+        assert_eq!(buf.held_ranges().len(), MAX_HELD_RANGES - 1);
+        // ...and so is in-order data.
+        assert_eq!(buf.write_at(0, b"z"), 4);
+    }
+
+    #[test]
+    fn empty_writes_change_nothing() {
+        let mut buf = RecvBuffer::new(8);
+        assert_eq!(buf.write_at(0, b""), 0);
+        assert_eq!(buf.write_at(3, b""), 0);
+        assert!(!buf.has_holes());
+        assert_eq!(buf.readable(), 0);
+    }
+
+    /// A segment of the test stream: where it starts and how long it is.
+    fn arb_segments(len: usize) -> impl Strategy<Value = Vec<(usize, usize)>> {
+        proptest::collection::vec((0..len, 1usize..300), 1..60)
+    }
+
+    proptest! {
+        #[test]
+        fn reassembles_any_delivery_order(
+            stream in proptest::collection::vec(any::<u8>(), 1..3000),
+            capacity in 1usize..4000,
+            extra in arb_segments(3000),
+            seed: u64,
+        ) {
+            // Cover the stream with consecutive segments, add random
+            // overlapping ones, and deliver them round after round in a
+            // shuffled order with reads in between, as a retransmitting
+            // sender would, until the whole stream is through.
+            let mut segments: Vec<(usize, usize)> = (0..stream.len())
+                .step_by(97)
+                .map(|s| (s, 97.min(stream.len() - s)))
+                .collect();
+            segments.extend(extra.into_iter().filter(|&(s, _)| s < stream.len())
+                .map(|(s, l)| (s, l.min(stream.len() - s))));
+            let mut rng = seed;
+            let mut next = || { rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (rng >> 33) as usize };
+            let mut buf = RecvBuffer::new(capacity);
+            let mut received = Vec::new();
+            let mut rcv_nxt = 0usize;
+            for _round in 0..(stream.len() / capacity.min(stream.len()) + 2) * 4 {
+                for i in (1..segments.len()).rev() {
+                    let j = next() % (i + 1);
+                    segments.swap(i, j);
+                }
+                for &(start, len) in &segments {
+                    let end = start + len;
+                    if end <= rcv_nxt {
+                        continue;
+                    }
+                    // The receiver trims what it already has (RFC 9293 §3.10.7.4).
+                    let from = start.max(rcv_nxt);
+                    rcv_nxt += buf.write_at(from - rcv_nxt, &stream[from..end]);
+                    let held = buf.held_ranges();
+                    for &(s, e) in &held {
+                        prop_assert!(s > 0 && s < e);
+                        prop_assert!(buf.readable() + e <= capacity);
+                        prop_assert_eq!(&buf.bytes.range(buf.readable + s..buf.readable + e)
+                            .copied().collect::<Vec<_>>()[..], &stream[rcv_nxt + s..rcv_nxt + e]);
+                    }
+                    let mut sorted = held.clone();
+                    sorted.sort_unstable();
+                    for w in sorted.windows(2) {
+                        prop_assert!(w[0].1 < w[1].0, "ranges must be disjoint and not touch");
+                    }
+                    if next() % 3 == 0 {
+                        let mut out = vec![0; next() % 500];
+                        let n = buf.read(&mut out);
+                        received.extend_from_slice(&out[..n]);
+                    }
+                }
+                received.extend(read_all(&mut buf));
+                if rcv_nxt == stream.len() {
+                    break;
+                }
+            }
+            prop_assert_eq!(rcv_nxt, stream.len());
+            prop_assert!(!buf.has_holes());
+            prop_assert_eq!(received, stream);
+        }
+
+        #[test]
+        fn held_ranges_match_a_byte_model(
+            writes in proptest::collection::vec((0usize..200, 0usize..40), 0..40),
+            capacity in 1usize..250,
+        ) {
+            // Model: which offsets past the original RCV.NXT are present.
+            let mut have = vec![false; 1000];
+            let mut buf = RecvBuffer::new(capacity);
+            let mut rcv_nxt = 0;
+            for (offset, len) in writes {
+                let data = vec![7u8; len];
+                let start = rcv_nxt + offset;
+                let stored = len.min(capacity.saturating_sub(buf.readable() + offset));
+                for present in &mut have[start..start + stored] {
+                    *present = true;
+                }
+                let advanced = buf.write_at(offset, &data);
+                let mut expected_nxt = rcv_nxt;
+                while have[expected_nxt] {
+                    expected_nxt += 1;
+                }
+                prop_assert_eq!(advanced, expected_nxt - rcv_nxt);
+                rcv_nxt = expected_nxt;
+                let mut expected = Vec::new();
+                let mut i = rcv_nxt;
+                while i < have.len() {
+                    if have[i] {
+                        let s = i;
+                        while have[i] { i += 1; }
+                        expected.push((s - rcv_nxt, i - rcv_nxt));
+                    } else {
+                        i += 1;
+                    }
+                }
+                let mut actual = buf.held_ranges();
+                actual.sort_unstable();
+                prop_assert_eq!(actual, expected);
+            }
+        }
     }
 }
