@@ -251,7 +251,7 @@ impl RecvBuffer {
             .iter()
             .map(|(&start, held)| (held.changed, start, held.end))
             .collect();
-        ranges.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        ranges.sort_unstable_by_key(|&(changed, _, _)| core::cmp::Reverse(changed));
         ranges
             .into_iter()
             .map(|(_, start, end)| (self.relative(start), self.relative(end)))
