@@ -7,6 +7,8 @@
 //! created. [`require_privileges`] decides whether a test can run: without
 //! root it prints why and skips, except under `CI=true`, where it fails.
 
+pub mod bench;
+
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;

@@ -1,0 +1,123 @@
+//! `tcpd-bench`: each workload measured against the Linux kernel and against
+//! tcpd on the same machine, in the same run, reported as a ratio.
+//!
+//! Topologies (all inside namespaces the benchmark creates and removes):
+//! - **kernel**: two namespaces joined by a veth pair; the client in one, the
+//!   server in the other — the physical reference.
+//! - **tcpd**: one namespace holding tcpd and its TUN; the client uses tcpd
+//!   through `tcpd-client`; the server is the kernel's TCP on the TUN's far side.
+//!
+//! Pinning (2-core machines make this matter several-fold): the client runs
+//! on CPU 0; the server (kernel peer) on CPU 1; the tcpd daemon, when present,
+//! also on CPU 1, beside the peer it talks to through the TUN. With fewer than
+//! two CPUs nothing is pinned.
+
+pub mod stats;
+pub mod workloads;
+
+pub use stats::{Summary, percentile};
+
+use std::io;
+use std::path::Path;
+
+/// Pins the calling thread to `cpu` when the machine has more than one CPU.
+pub fn pin_current_thread(cpu: usize) {
+    if num_cpus() < 2 {
+        return;
+    }
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// Pins every thread of process `pid` to `cpu` (threads it starts later
+/// inherit the mask from whichever thread creates them).
+pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
+    if num_cpus() < 2 {
+        return Ok(());
+    }
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).map_err(io::Error::from)?;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid: i32 = entry?
+            .file_name()
+            .to_string_lossy()
+            .parse()
+            .map_err(|_| io::Error::other("bad tid"))?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set)
+            .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Online CPUs.
+pub fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+pub fn process_cpu_seconds(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line (proc(5)).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("bad /proc stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> io::Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| io::Error::other("bad /proc stat field"))
+    };
+    // rest starts at field 3 (state), so utime (14) is index 11, stime (15) index 12.
+    let hz = clock_ticks_per_second();
+    Ok((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// Busy CPU seconds of the whole machine so far (all CPUs, /proc/stat).
+pub fn system_busy_seconds() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .next()
+        .ok_or_else(|| io::Error::other("empty /proc/stat"))?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait.
+    let busy: f64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    Ok(busy / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// Resident set size of a process in bytes.
+pub fn rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::other("no VmRSS"))
+}
+
+/// Writes `value` as pretty JSON to `path`.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    std::fs::write(path, text + "\n")
+}

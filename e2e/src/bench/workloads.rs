@@ -1,0 +1,365 @@
+//! The workloads: kernel-side servers (the peer in both topologies) and
+//! client loops generic over how the client reaches TCP ([`Dialer`]: the
+//! kernel's sockets, or tcpd through `tcpd-client`).
+//!
+//! Every server runs on its own thread inside the peer's namespace, on a
+//! current-thread tokio runtime pinned to the peer CPU; every client loop runs
+//! the same way on the client CPU. Loops are bounded by a duration or a count.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::Netns;
+use crate::bench::{percentile, pin_current_thread};
+
+/// Size of each write in bulk transfers.
+pub const CHUNK: usize = 64 * 1024;
+
+/// How a client reaches TCP.
+pub trait Dialer: Clone + Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Opens a connection to `addr`.
+    fn connect(&self, addr: SocketAddrV4) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Turns Nagle off on `stream` (request/response workloads).
+    fn set_nodelay(stream: &Self::Stream) -> io::Result<()>;
+}
+
+/// The Linux kernel's own sockets (the client thread sits in the client namespace).
+#[derive(Clone, Copy, Debug)]
+pub struct KernelDialer;
+
+impl Dialer for KernelDialer {
+    type Stream = tokio::net::TcpStream;
+    fn connect(&self, addr: SocketAddrV4) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        tokio::net::TcpStream::connect(addr)
+    }
+    fn set_nodelay(stream: &Self::Stream) -> io::Result<()> {
+        stream.set_nodelay(true)
+    }
+}
+
+/// What a kernel-side server does with each connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Reads to EOF, then writes the byte count (u64, big-endian) and closes.
+    Sink,
+    /// Writes for the given time, then closes.
+    Source(Duration),
+    /// Echoes everything back (Nagle off) until EOF.
+    Echo,
+    /// Reads one byte, writes one byte, closes (the server closes first).
+    OneShot,
+    /// Keeps the connection open until the server stops.
+    Hold,
+}
+
+/// A running server; stops (and closes its connections) on drop.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddrV4,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts a server of `kind` on `ip:port` inside `ns`, pinned to `cpu`.
+    pub fn start(
+        ns: &Netns,
+        ip: Ipv4Addr,
+        port: u16,
+        kind: ServerKind,
+        cpu: usize,
+    ) -> io::Result<Server> {
+        let addr = SocketAddrV4::new(ip, port);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        let thread = ns.spawn(move || {
+            pin_current_thread(cpu);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut held = Vec::new();
+                let accept_loop = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        match kind {
+                            ServerKind::Hold => held.push(stream),
+                            kind => {
+                                tokio::spawn(serve(stream, kind));
+                            }
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = accept_loop => {}
+                    _ = stop_rx => {}
+                }
+            });
+        });
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("server thread died"))??;
+        Ok(Server {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(mut stream: tokio::net::TcpStream, kind: ServerKind) {
+    let mut buf = vec![0u8; CHUNK];
+    match kind {
+        ServerKind::Sink => {
+            let mut total: u64 = 0;
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            let _ = stream.write_all(&total.to_be_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+        ServerKind::Source(d) => {
+            let start = Instant::now();
+            while start.elapsed() < d {
+                if stream.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+            let _ = stream.shutdown().await;
+        }
+        ServerKind::Echo => {
+            let _ = stream.set_nodelay(true);
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+        ServerKind::OneShot => {
+            let _ = stream.set_nodelay(true);
+            if stream.read_exact(&mut buf[..1]).await.is_ok() {
+                let _ = stream.write_all(&buf[..1]).await;
+            }
+            let _ = stream.shutdown().await;
+        }
+        ServerKind::Hold => {}
+    }
+}
+
+/// Runs `f` to completion on a client thread: optionally inside `ns`, pinned to `cpu`.
+pub fn run_client<T: Send + 'static, F: Future<Output = io::Result<T>> + 'static>(
+    ns: Option<&Netns>,
+    cpu: usize,
+    f: impl FnOnce() -> F + Send + 'static,
+) -> io::Result<T> {
+    let body = move || -> io::Result<T> {
+        pin_current_thread(cpu);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(f())
+    };
+    let handle = match ns {
+        Some(ns) => ns.spawn(body),
+        None => std::thread::spawn(body),
+    };
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("client thread panicked")))
+}
+
+/// Result of a bulk transfer.
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl Transfer {
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.seconds / 1e9
+    }
+}
+
+/// Client sends for `dur` to a [`ServerKind::Sink`]; the count the server
+/// received (it answers after EOF) over the time until that answer.
+pub async fn bulk_send<D: Dialer>(d: D, addr: SocketAddrV4, dur: Duration) -> io::Result<Transfer> {
+    let mut s = d.connect(addr).await?;
+    let buf = vec![0x5a_u8; CHUNK];
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        s.write_all(&buf).await?;
+    }
+    s.shutdown().await?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).await?;
+    Ok(Transfer {
+        bytes: u64::from_be_bytes(count),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Client reads from a [`ServerKind::Source`] until EOF.
+pub async fn bulk_recv<D: Dialer>(d: D, addr: SocketAddrV4) -> io::Result<Transfer> {
+    let mut s = d.connect(addr).await?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0u64;
+    let mut start = None;
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        start.get_or_insert_with(Instant::now);
+        bytes += n as u64;
+    }
+    let seconds = start.map_or(f64::NAN, |s| s.elapsed().as_secs_f64());
+    Ok(Transfer { bytes, seconds })
+}
+
+/// Request/response figures.
+#[derive(Clone, Copy, Debug)]
+pub struct PingPong {
+    pub transactions_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// 1-byte ping-pong against a [`ServerKind::Echo`] for `dur`.
+pub async fn request_response<D: Dialer>(
+    d: D,
+    addr: SocketAddrV4,
+    dur: Duration,
+) -> io::Result<PingPong> {
+    let mut s = d.connect(addr).await?;
+    D::set_nodelay(&s)?;
+    let mut lat = Vec::with_capacity(100_000);
+    let mut byte = [0u8; 1];
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        let t = Instant::now();
+        s.write_all(&byte).await?;
+        s.read_exact(&mut byte).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let total = start.elapsed().as_secs_f64();
+    let n = lat.len();
+    lat.sort_by(f64::total_cmp);
+    Ok(PingPong {
+        transactions_per_s: n as f64 / total,
+        p50_us: percentile(&lat, 50.0),
+        p99_us: percentile(&lat, 99.0),
+    })
+}
+
+/// Connections per second: connect, 1-byte exchange, close (the server
+/// closes first, so TIME-WAIT stays on the server side), for `dur`.
+pub async fn connection_rate<D: Dialer>(
+    d: D,
+    addr: SocketAddrV4,
+    dur: Duration,
+) -> io::Result<f64> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut byte = [1u8; 1];
+    while start.elapsed() < dur {
+        let mut s = d.connect(addr).await?;
+        D::set_nodelay(&s)?;
+        s.write_all(&byte).await?;
+        s.read_exact(&mut byte).await?;
+        // Wait for the server's FIN so the connection is really over.
+        let mut rest = [0u8; 1];
+        let _ = s.read(&mut rest).await?;
+        drop(s);
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Opens `count` connections to a [`ServerKind::Hold`] server, 64 at a time;
+/// returns them (still open) and the seconds it took.
+pub async fn open_idle<D: Dialer>(
+    d: D,
+    addr: SocketAddrV4,
+    count: usize,
+) -> io::Result<(Vec<D::Stream>, f64)> {
+    let start = Instant::now();
+    let mut open = Vec::with_capacity(count);
+    let mut set = tokio::task::JoinSet::new();
+    let mut started = 0;
+    while open.len() < count {
+        while started < count && set.len() < 64 {
+            let d = d.clone();
+            set.spawn(async move { d.connect(addr).await });
+            started += 1;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(s))) => open.push(s),
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            None => break,
+        }
+    }
+    Ok((open, start.elapsed().as_secs_f64()))
+}
+
+/// `streams` concurrent [`bulk_send`]s for `dur`; total throughput.
+pub async fn parallel_streams<D: Dialer>(
+    d: D,
+    addr: SocketAddrV4,
+    streams: usize,
+    dur: Duration,
+) -> io::Result<Transfer> {
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        let d = d.clone();
+        set.spawn(async move { bulk_send(d, addr, dur).await });
+    }
+    let mut bytes = 0;
+    while let Some(r) = set.join_next().await {
+        bytes += r.map_err(io::Error::other)??.bytes;
+    }
+    Ok(Transfer {
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
