@@ -7,18 +7,148 @@
 //! owner drains. Invariants: a handle maps to at most one socket and is never
 //! reused; every live 4-tuple maps to exactly one connection; nothing here
 //! reads a clock or does I/O.
+//!
+//! Internal structure:
+//! - Connections live in `conns`, keyed by a [`ConnId`] that is never reused.
+//!   A connection is *linked* (present in the 4-tuple map and the port table)
+//!   until it is finished (CLOSED with nothing to send); then it is unlinked,
+//!   and forgotten unless a user handle still refers to it (so that handle
+//!   keeps reporting EOF or its error until closed).
+//! - A connection that may have something to send sits in the `ready` FIFO
+//!   (at most once); `poll_transmit` serves that FIFO round-robin, one segment
+//!   per turn, after the stack's own RSTs and ICMP replies.
+//! - Deadlines are in a min-heap with lazy invalidation ([`timers`]).
+//! - After every call into a connection, [`Stack::after_conn_call`] turns its
+//!   state changes into events, re-arms its timer, queues it for transmission,
+//!   moves a listener's child from the SYN queue to the accept queue, and reaps
+//!   it when finished. Readiness events are coalesced: at most one is queued
+//!   per handle, and it reports the readiness current when it is polled.
 
-use crate::config::StackConfig;
+mod control;
+mod options;
+mod ports;
+mod timers;
+
+use crate::config::{SocketOptions, StackConfig};
 use crate::error::{
-    AcceptError, BindError, ConnectError, ListenError, RecvError, SendError, ShutdownError,
-    SocketError,
+    AcceptError, BindError, ConnError, ConnectError, ListenError, RecvError, SendError,
+    ShutdownError, SocketError,
 };
+use crate::seq::SeqNum;
 use crate::socket::{
     OptionName, Readiness, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
 };
-use crate::stats::Stats;
-use crate::time::Instant;
-use core::net::SocketAddrV4;
+use crate::stats::{DropReason, Stats};
+use crate::tcp::TcpState;
+use crate::tcp::connection::{Connection, ConnectionConfig, ConnectionParams};
+use crate::tcp::isn::IsnGenerator;
+use crate::time::{Duration, Instant};
+use crate::wire::ipv4::{DEFAULT_TTL, HEADER_LEN as IPV4_HEADER_LEN};
+use crate::wire::{Icmpv4Repr, IpProtocol, Ipv4Repr, TcpFlags, TcpRepr, WireError};
+use control::{ControlKind, ControlPacket, ControlQueue};
+use core::net::{Ipv4Addr, SocketAddrV4};
+use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use timers::TimerQueue;
+
+/// Smallest MTU every IPv4 link must carry (RFC 791 §3.2, "Total Length").
+const MIN_MTU: u16 = 68;
+/// TCP and IPv4 headers without options: the MSS is the MTU minus this (RFC 9293 §3.7.1).
+const TCP_IP_HEADERS: u16 = 40;
+/// Offset of the control-bits byte in the TCP header (RFC 9293 §3.1).
+const TCP_FLAGS_OFFSET: usize = 13;
+/// Most state-change events kept undrained; further ones are dropped (they
+/// only feed the admin watch stream). Readiness events are never dropped:
+/// they are coalesced per handle instead, so they are bounded by the handles.
+const STATE_EVENT_LIMIT: usize = 65536;
+/// Readiness of a socket that is neither listening nor connected: like Linux's
+/// tcp_poll for TCP_CLOSE, writable (the send would fail at once) and hung up.
+const UNCONNECTED_READINESS: Readiness = Readiness(Readiness::OUT.0 | Readiness::HUP.0);
+
+/// Internal identity of a connection; never reused within one stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ConnId(pub(crate) u64);
+
+/// A connection's addresses as seen from this stack (local is always ours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FourTuple {
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+}
+
+/// A connection and the stack's bookkeeping about it.
+#[derive(Debug)]
+struct ConnEntry {
+    conn: Connection,
+    key: FourTuple,
+    /// The user's handle: `None` before accept and after close.
+    handle: Option<SocketHandle>,
+    /// The listener whose SYN or accept queue holds it (before accept).
+    parent: Option<SocketHandle>,
+    /// In the 4-tuple map and the port table (until finished).
+    linked: bool,
+    /// Holds its local port explicitly (see [`ports`]).
+    explicit_port: bool,
+    /// The deadline registered in the timer queue.
+    timer: Option<Instant>,
+    /// Queued in the transmit FIFO.
+    in_ready: bool,
+    /// Retransmissions already added to the stack counter.
+    retransmits_seen: u64,
+}
+
+/// A listening socket's queues (RFC 9293 §3.10.7.2; queue sizing is Linux-like).
+#[derive(Debug)]
+struct Listener {
+    /// As bound: 0.0.0.0 or the stack's address.
+    local: SocketAddrV4,
+    backlog: u32,
+    /// Children still in SYN-RECEIVED (ordered for deterministic teardown).
+    syn_queue: BTreeSet<ConnId>,
+    /// Synchronized children waiting for accept(), oldest first.
+    accept_queue: VecDeque<ConnId>,
+}
+
+#[derive(Debug)]
+enum SocketKind {
+    /// socket(), possibly bind(); holds its port if bound.
+    Unconnected {
+        bound: Option<SocketAddrV4>,
+    },
+    Listening(Listener),
+    /// connect() was called or the socket was accepted. The connection stays
+    /// in `conns` as long as this handle exists.
+    Connection(ConnId),
+}
+
+#[derive(Debug)]
+struct SocketEntry {
+    /// Options of an unconnected or listening socket (children inherit a
+    /// listener's). A connection keeps its own copy in the [`Connection`].
+    options: SocketOptions,
+    kind: SocketKind,
+    /// The readiness last reported by an event (or established by the call
+    /// that created the socket's current kind).
+    reported: Readiness,
+    /// A readiness event for this handle is in the event queue.
+    readiness_queued: bool,
+}
+
+#[derive(Debug)]
+enum QueuedEvent {
+    /// Resolved to the then-current readiness when polled.
+    Readiness(SocketHandle),
+    State(StackEvent),
+}
+
+/// What a handle refers to, for operations that only make sense on connections.
+enum Target {
+    Missing,
+    NotConnection,
+    Conn(ConnId),
+}
 
 /// The sans-IO TCP/IPv4 stack.
 ///
@@ -28,89 +158,419 @@ use core::net::SocketAddrV4;
 /// [`Stack::poll_event`] to learn which sockets became ready.
 #[derive(Debug)]
 pub struct Stack {
-    _private: (),
+    config: StackConfig,
+    conn_config: ConnectionConfig,
+    isn: IsnGenerator,
+    rng: SmallRng,
+    /// Next IPv4 identification field (RFC 791; incremented per packet).
+    ip_ident: u16,
+    next_handle: u64,
+    next_conn: u64,
+    sockets: HashMap<SocketHandle, SocketEntry>,
+    conns: HashMap<ConnId, ConnEntry>,
+    by_tuple: HashMap<FourTuple, ConnId>,
+    /// At most one listener per port: the bind rules make two listeners on a port conflict.
+    listeners: HashMap<u16, SocketHandle>,
+    ports: PortTable,
+    timers: TimerQueue,
+    ready: VecDeque<ConnId>,
+    control: ControlQueue,
+    events: VecDeque<QueuedEvent>,
+    state_events_queued: usize,
+    state_scratch: Vec<(TcpState, TcpState)>,
+    stats: Stats,
 }
 
 impl Stack {
-    pub fn new(config: StackConfig, now: Instant) -> Stack {
-        let _ = (config, now);
-        todo!("helper: stack")
+    /// A stack for `config`. An MTU below the IPv4 minimum of 68 (RFC 791) is raised to it.
+    pub fn new(mut config: StackConfig, now: Instant) -> Stack {
+        let _ = now;
+        config.mtu = config.mtu.max(MIN_MTU);
+        let mut rng = SmallRng::seed_from_u64(config.rng_seed);
+        let conn_config = ConnectionConfig {
+            mtu: config.mtu,
+            msl: config.msl,
+            max_retries: config.max_retries,
+            min_rto: config.min_rto,
+            max_rto: config.max_rto,
+            initial_rto: config.initial_rto,
+            delayed_ack: config.delayed_ack,
+        };
+        Stack {
+            isn: IsnGenerator::new(config.isn_secret),
+            ip_ident: rng.random(),
+            rng,
+            conn_config,
+            config,
+            next_handle: 1,
+            next_conn: 1,
+            sockets: HashMap::new(),
+            conns: HashMap::new(),
+            by_tuple: HashMap::new(),
+            listeners: HashMap::new(),
+            ports: PortTable::default(),
+            timers: TimerQueue::default(),
+            ready: VecDeque::new(),
+            control: ControlQueue::default(),
+            events: VecDeque::new(),
+            state_events_queued: 0,
+            state_scratch: Vec::new(),
+            stats: Stats::default(),
+        }
     }
 
     pub fn config(&self) -> &StackConfig {
-        todo!()
+        &self.config
     }
 
     // ------------------------------------------------------------ link side
 
     /// One IPv4 packet from the link. Malformed packets are dropped and counted.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
-        let _ = (now, packet);
-        todo!()
+        self.stats.packets_in += 1;
+        let (ip, payload) = match Ipv4Repr::parse(packet) {
+            Ok(parsed) => parsed,
+            Err(e) => return self.stats.drop_packet(drop_reason(e)),
+        };
+        if ip.dst != self.config.address {
+            return self.stats.drop_packet(DropReason::NotForUs);
+        }
+        // RFC 1122 §3.2.1.3: a packet whose source is not a unicast address
+        // (or claims to be us) is silently discarded.
+        if !self.is_remote_unicast(ip.src) {
+            return self.stats.drop_packet(DropReason::Malformed);
+        }
+        match ip.protocol {
+            IpProtocol::Tcp => self.handle_tcp(now, ip.src, payload),
+            IpProtocol::Icmp => self.handle_icmp(now, ip.src, payload),
+            IpProtocol::Other(_) => self.stats.drop_packet(DropReason::Unsupported),
+        }
     }
 
     /// Writes the next IPv4 packet to send into `buf` (at least MTU bytes)
     /// and returns its length; `None` when nothing is due.
+    ///
+    /// Panics if `buf` is shorter than the MTU (a bug in the caller).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let _ = (now, buf);
-        todo!()
+        let mtu = usize::from(self.config.mtu);
+        assert!(
+            buf.len() >= mtu,
+            "poll_transmit needs a buffer of at least the MTU ({mtu} bytes), got {}",
+            buf.len()
+        );
+        let buf = &mut buf[..mtu];
+        if let Some(packet) = self.control.pop() {
+            let ident = self.next_ip_ident();
+            let (len, kind) = packet.emit(buf, ident);
+            self.stats.packets_out += 1;
+            match kind {
+                ControlKind::Reset => {
+                    self.stats.segments_out += 1;
+                    self.stats.rst_sent += 1;
+                }
+                ControlKind::EchoReply => self.stats.icmp_echo_replies += 1,
+            }
+            return Some(len);
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let ident = self.ip_ident;
+            let Some(entry) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let segment_buf = &mut buf[IPV4_HEADER_LEN..];
+            let Some(len) = entry.conn.poll_transmit(now, segment_buf) else {
+                entry.in_ready = false;
+                self.after_conn_call(id, false);
+                continue;
+            };
+            let len = len.min(segment_buf.len());
+            let is_reset = segment_buf
+                .get(TCP_FLAGS_OFFSET)
+                .is_some_and(|flags| flags & TcpFlags::RST.0 != 0);
+            let header = Ipv4Repr {
+                src: *entry.key.local.ip(),
+                dst: *entry.key.remote.ip(),
+                protocol: IpProtocol::Tcp,
+                ttl: DEFAULT_TTL,
+                // DF on everything: path MTU discovery (RFC 1191 §3).
+                dont_fragment: true,
+                payload_len: len,
+            };
+            header.emit(&mut buf[..IPV4_HEADER_LEN], ident);
+            self.ip_ident = ident.wrapping_add(1);
+            self.stats.packets_out += 1;
+            self.stats.segments_out += 1;
+            if is_reset {
+                self.stats.rst_sent += 1;
+            }
+            // Round-robin: back of the line, still marked ready; it leaves the
+            // FIFO on the turn where it has nothing to send.
+            self.ready.push_back(id);
+            self.after_conn_call(id, false);
+            return Some(IPV4_HEADER_LEN + len);
+        }
+        None
     }
 
     /// The earliest instant at which [`Stack::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        // Every mutating entry point prunes stale heap tops, so the top is live.
+        self.timers.peek().map(|(deadline, _)| deadline)
     }
 
     /// Runs expired timers of every connection.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        // Collect first, then run: a connection that re-arms at or before
+        // `now` is served on the next call, never in a loop here.
+        let mut due = Vec::new();
+        while let Some((deadline, id)) = self.timers.peek() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(entry) = self.conns.get_mut(&id)
+                && entry.timer == Some(deadline)
+            {
+                // Cleared so that a duplicate heap entry is stale.
+                entry.timer = None;
+                due.push(id);
+            }
+        }
+        for id in due {
+            if let Some(entry) = self.conns.get_mut(&id) {
+                entry.conn.handle_timeout(now);
+            }
+            self.after_conn_call(id, true);
+        }
+        self.prune_timers();
     }
 
     /// The next event (readiness change or state change), oldest first.
     pub fn poll_event(&mut self) -> Option<StackEvent> {
-        todo!()
+        while let Some(event) = self.events.pop_front() {
+            match event {
+                QueuedEvent::State(event) => {
+                    self.state_events_queued = self.state_events_queued.saturating_sub(1);
+                    return Some(event);
+                }
+                QueuedEvent::Readiness(socket) => {
+                    let Some(current) = self.readiness_of(socket) else {
+                        continue;
+                    };
+                    let Some(entry) = self.sockets.get_mut(&socket) else {
+                        continue;
+                    };
+                    entry.readiness_queued = false;
+                    if current != entry.reported {
+                        entry.reported = current;
+                        return Some(StackEvent::Readiness {
+                            socket,
+                            ready: current,
+                        });
+                    }
+                }
+            }
+        }
+        None
     }
 
     // ------------------------------------------------------------ socket side
 
     /// A new, unbound socket (socket(2)).
     pub fn socket(&mut self) -> SocketHandle {
-        todo!()
+        let handle = self.new_handle();
+        self.sockets.insert(
+            handle,
+            SocketEntry {
+                options: self.config.socket_defaults,
+                kind: SocketKind::Unconnected { bound: None },
+                reported: UNCONNECTED_READINESS,
+                readiness_queued: false,
+            },
+        );
+        handle
     }
 
     /// bind(2). Address 0.0.0.0 or the stack's own; port 0 picks an ephemeral port.
+    ///
+    /// Port sharing follows Linux (inet_csk_bind_conflict): a port already
+    /// used by another socket or connection (TIME-WAIT included) is
+    /// EADDRINUSE unless both this socket and that user have SO_REUSEADDR and
+    /// that user is not listening. Every address this stack can bind (its one
+    /// address or the wildcard) overlaps every other, so only ports matter.
     pub fn bind(&mut self, socket: SocketHandle, addr: SocketAddrV4) -> Result<(), BindError> {
-        let _ = (socket, addr);
-        todo!()
+        let entry = self.sockets.get(&socket).ok_or(BindError::BadHandle)?;
+        let SocketKind::Unconnected { bound: None } = entry.kind else {
+            return Err(BindError::AlreadyBound);
+        };
+        if !addr.ip().is_unspecified() && *addr.ip() != self.config.address {
+            return Err(BindError::AddrNotAvailable);
+        }
+        let reuse = entry.options.reuse_addr;
+        let port = if addr.port() == 0 {
+            self.pick_unused_port().ok_or(BindError::AddrInUse)?
+        } else if self.port_conflict(addr.port(), socket, reuse) {
+            return Err(BindError::AddrInUse);
+        } else {
+            addr.port()
+        };
+        self.ports.add(port, PortOwner::Socket(socket), true);
+        if let Some(entry) = self.sockets.get_mut(&socket) {
+            entry.kind = SocketKind::Unconnected {
+                bound: Some(SocketAddrV4::new(*addr.ip(), port)),
+            };
+        }
+        Ok(())
     }
 
     /// listen(2); binds an ephemeral port first if unbound. `backlog` is
-    /// clamped to [1, max_backlog].
+    /// clamped to [1, max_backlog]. Calling it again on a listener changes
+    /// the backlog (as on Linux).
     pub fn listen(&mut self, socket: SocketHandle, backlog: u32) -> Result<(), ListenError> {
-        let _ = (socket, backlog);
-        todo!()
+        let backlog = backlog.clamp(1, self.config.max_backlog.max(1));
+        let entry = self
+            .sockets
+            .get_mut(&socket)
+            .ok_or(ListenError::BadHandle)?;
+        let bound = match &mut entry.kind {
+            SocketKind::Listening(listener) => {
+                listener.backlog = backlog;
+                return Ok(());
+            }
+            SocketKind::Connection(_) => return Err(ListenError::InvalidState),
+            SocketKind::Unconnected { bound } => *bound,
+        };
+        let reuse = entry.options.reuse_addr;
+        let local = match bound {
+            // Re-checked: another socket sharing the port through SO_REUSEADDR
+            // may have started listening since our bind (Linux re-runs the
+            // conflict check in inet_csk_listen_start).
+            Some(bound) if self.port_conflict(bound.port(), socket, reuse) => {
+                return Err(ListenError::AddrInUse);
+            }
+            Some(bound) => bound,
+            None => {
+                let port = self.pick_unused_port().ok_or(ListenError::AddrInUse)?;
+                self.ports.add(port, PortOwner::Socket(socket), true);
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
+            }
+        };
+        self.listeners.insert(local.port(), socket);
+        if let Some(entry) = self.sockets.get_mut(&socket) {
+            entry.kind = SocketKind::Listening(Listener {
+                local,
+                backlog,
+                syn_queue: BTreeSet::new(),
+                accept_queue: VecDeque::new(),
+            });
+            entry.reported = Readiness::empty();
+        }
+        Ok(())
     }
 
     /// accept(2): a completed connection and its peer address.
+    ///
+    /// The new socket's readiness is reported by an event right away when it
+    /// is not empty (data or FIN may have arrived before accept).
     pub fn accept(
         &mut self,
         socket: SocketHandle,
     ) -> Result<(SocketHandle, SocketAddrV4), AcceptError> {
-        let _ = socket;
-        todo!()
+        let entry = self
+            .sockets
+            .get_mut(&socket)
+            .ok_or(AcceptError::BadHandle)?;
+        let SocketKind::Listening(listener) = &mut entry.kind else {
+            return Err(AcceptError::NotListening);
+        };
+        // Children leave the queue when they die, so the front is live.
+        let id = listener
+            .accept_queue
+            .pop_front()
+            .ok_or(AcceptError::WouldBlock)?;
+        let handle = self.new_handle();
+        let Some(child) = self.conns.get_mut(&id) else {
+            // Unreachable by the invariant above; fail softly rather than panic.
+            return Err(AcceptError::WouldBlock);
+        };
+        child.handle = Some(handle);
+        child.parent = None;
+        let remote = child.key.remote;
+        let options = *child.conn.options();
+        self.sockets.insert(
+            handle,
+            SocketEntry {
+                options,
+                kind: SocketKind::Connection(id),
+                reported: Readiness::empty(),
+                readiness_queued: false,
+            },
+        );
+        self.note_readiness(socket);
+        self.note_readiness(handle);
+        Ok((handle, remote))
     }
 
     /// connect(2), always non-blocking: starts the handshake. Completion is a
     /// readiness event (OUT, or ERR with the error in SO_ERROR).
+    ///
+    /// An unbound socket gets an ephemeral port (RFC 6335 §6 range, random
+    /// start, linear probe — RFC 6056 §3.3.1's "simple port randomization"
+    /// with the probe of Algorithm 2) whose 4-tuple is unused; as on Linux an
+    /// ephemeral port may serve several remote endpoints. Deviation from
+    /// Linux: a socket whose connection failed cannot connect again (after
+    /// the error is reported, connect says EISCONN).
     pub fn connect(
         &mut self,
         now: Instant,
         socket: SocketHandle,
         remote: SocketAddrV4,
     ) -> Result<(), ConnectError> {
-        let _ = (now, socket, remote);
-        todo!()
+        let entry = self.sockets.get(&socket).ok_or(ConnectError::BadHandle)?;
+        let bound = match entry.kind {
+            SocketKind::Listening(_) => return Err(ConnectError::Invalid),
+            SocketKind::Connection(id) => return Err(self.connect_again(socket, id)),
+            SocketKind::Unconnected { bound } => bound,
+        };
+        if remote.port() == 0 {
+            return Err(ConnectError::Invalid);
+        }
+        if !self.is_remote_unicast(*remote.ip()) {
+            return Err(ConnectError::AddrNotAvailable);
+        }
+        let options = entry.options;
+        let (local, explicit_port) = match bound {
+            Some(bound) => {
+                let local = SocketAddrV4::new(self.config.address, bound.port());
+                if self.by_tuple.contains_key(&FourTuple { local, remote }) {
+                    return Err(ConnectError::AddrNotAvailable);
+                }
+                (local, true)
+            }
+            None => {
+                let port = self
+                    .pick_connect_port(remote)
+                    .ok_or(ConnectError::AddrNotAvailable)?;
+                (SocketAddrV4::new(self.config.address, port), false)
+            }
+        };
+        let key = FourTuple { local, remote };
+        let params = self.connection_params(key, options, now);
+        let conn = Connection::connect(params, now);
+        let initial_readiness = conn.readiness();
+        if let Some(bound) = bound {
+            // The connection takes over the socket's claim on the port.
+            self.ports
+                .remove(bound.port(), PortOwner::Socket(socket), true);
+        }
+        let id = self.insert_connection(conn, key, Some(socket), None, explicit_port);
+        if let Some(entry) = self.sockets.get_mut(&socket) {
+            entry.kind = SocketKind::Connection(id);
+            entry.reported = initial_readiness;
+        }
+        self.stats.active_opens += 1;
+        self.after_conn_call(id, true);
+        Ok(())
     }
 
     pub fn send(
@@ -119,8 +579,13 @@ impl Stack {
         socket: SocketHandle,
         data: &[u8],
     ) -> Result<usize, SendError> {
-        let _ = (now, socket, data);
-        todo!()
+        let id = match self.target(socket) {
+            Target::Missing => return Err(SendError::BadHandle),
+            Target::NotConnection => return Err(SendError::NotConnected),
+            Target::Conn(id) => id,
+        };
+        let result = self.with_conn(id, |conn| conn.send(now, data));
+        result.unwrap_or(Err(SendError::BadHandle))
     }
 
     /// `Ok(0)` is end of stream.
@@ -131,58 +596,172 @@ impl Stack {
         out: &mut [u8],
         peek: bool,
     ) -> Result<usize, RecvError> {
-        let _ = (now, socket, out, peek);
-        todo!()
+        let id = match self.target(socket) {
+            Target::Missing => return Err(RecvError::BadHandle),
+            Target::NotConnection => return Err(RecvError::NotConnected),
+            Target::Conn(id) => id,
+        };
+        // Reading may open the receive window: the connection is queued for
+        // transmission so it can send a window update (RFC 9293 §3.8.6.2.2).
+        let result = self.with_conn(id, |conn| conn.recv(now, out, peek));
+        result.unwrap_or(Err(RecvError::BadHandle))
     }
 
+    /// shutdown(2). ENOTCONN on sockets that are not connected, and (as
+    /// Linux) on a connection that is already CLOSED.
     pub fn shutdown(
         &mut self,
         now: Instant,
         socket: SocketHandle,
         how: Shutdown,
     ) -> Result<(), ShutdownError> {
-        let _ = (now, socket, how);
-        todo!()
+        let id = match self.target(socket) {
+            Target::Missing => return Err(ShutdownError::BadHandle),
+            Target::NotConnection => return Err(ShutdownError::NotConnected),
+            Target::Conn(id) => id,
+        };
+        let result = self.with_conn(id, |conn| {
+            if conn.state() == TcpState::Closed {
+                Err(ShutdownError::NotConnected)
+            } else {
+                conn.shutdown(now, how);
+                Ok(())
+            }
+        });
+        result.unwrap_or(Err(ShutdownError::BadHandle))
     }
 
     /// close(2): releases the handle at once; the connection finishes on its
     /// own (FIN, TIME-WAIT) or is reset if unread data remains. Closing a
     /// listener resets its unaccepted connections.
     pub fn close(&mut self, now: Instant, socket: SocketHandle) -> Result<(), SocketError> {
-        let _ = (now, socket);
-        todo!()
+        let entry = self.sockets.remove(&socket).ok_or(SocketError::BadHandle)?;
+        match entry.kind {
+            SocketKind::Unconnected { bound } => {
+                if let Some(bound) = bound {
+                    self.ports
+                        .remove(bound.port(), PortOwner::Socket(socket), true);
+                }
+            }
+            SocketKind::Listening(listener) => {
+                let port = listener.local.port();
+                self.ports.remove(port, PortOwner::Socket(socket), true);
+                if self.listeners.get(&port) == Some(&socket) {
+                    self.listeners.remove(&port);
+                }
+                // Like Linux's inet_csk_listen_stop: every child not yet
+                // accepted is aborted (RFC 9293 §3.10.5 ABORT; RST where the
+                // connection decides one is due).
+                let children = listener
+                    .syn_queue
+                    .iter()
+                    .chain(listener.accept_queue.iter())
+                    .copied();
+                for child in children {
+                    if let Some(entry) = self.conns.get_mut(&child) {
+                        entry.parent = None;
+                        entry.conn.abort(now, ConnError::Aborted);
+                    }
+                    self.after_conn_call(child, true);
+                }
+            }
+            SocketKind::Connection(id) => {
+                if let Some(entry) = self.conns.get_mut(&id) {
+                    entry.handle = None;
+                    entry.conn.close(now);
+                }
+                self.after_conn_call(id, true);
+            }
+        }
+        Ok(())
     }
 
     /// Aborts with RST every connection between `local` and `remote` (admin
     /// kill); returns how many. Their sockets report ECONNABORTED.
+    ///
+    /// An unspecified address (0.0.0.0) or port 0 on either side is a wildcard.
     pub fn abort_matching(
         &mut self,
         now: Instant,
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> usize {
-        let _ = (now, local, remote);
-        todo!()
+        let exact = !local.ip().is_unspecified()
+            && local.port() != 0
+            && !remote.ip().is_unspecified()
+            && remote.port() != 0;
+        let mut victims: Vec<ConnId> = if exact {
+            self.by_tuple
+                .get(&FourTuple { local, remote })
+                .copied()
+                .into_iter()
+                .collect()
+        } else {
+            self.by_tuple
+                .iter()
+                .filter(|(key, _)| {
+                    endpoint_matches(local, key.local) && endpoint_matches(remote, key.remote)
+                })
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        // HashMap order is random; abort in a reproducible order.
+        victims.sort_unstable();
+        for &id in &victims {
+            if let Some(entry) = self.conns.get_mut(&id) {
+                entry.conn.abort(now, ConnError::Aborted);
+            }
+            self.after_conn_call(id, true);
+        }
+        victims.len()
     }
 
     pub fn local_addr(&self, socket: SocketHandle) -> Result<SocketAddrV4, SocketError> {
-        let _ = socket;
-        todo!()
+        let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
+        Ok(match &entry.kind {
+            SocketKind::Unconnected { bound } => bound.unwrap_or(UNSPECIFIED_ENDPOINT),
+            SocketKind::Listening(listener) => listener.local,
+            SocketKind::Connection(id) => self
+                .conns
+                .get(id)
+                .map_or(UNSPECIFIED_ENDPOINT, |entry| entry.key.local),
+        })
     }
 
+    /// getpeername(2): ENOTCONN unless connected (as Linux, a socket still in
+    /// SYN-SENT or already CLOSED has no peer).
     pub fn peer_addr(&self, socket: SocketHandle) -> Result<SocketAddrV4, SocketError> {
-        let _ = socket;
-        todo!()
+        let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
+        let SocketKind::Connection(id) = entry.kind else {
+            return Err(SocketError::NotConnected);
+        };
+        let conn = self.conns.get(&id).ok_or(SocketError::NotConnected)?;
+        match conn.conn.state() {
+            TcpState::SynSent | TcpState::Closed => Err(SocketError::NotConnected),
+            _ => Ok(conn.key.remote),
+        }
     }
 
+    /// setsockopt(2). Options set before connect/listen are handed to the
+    /// connection (children inherit their listener's). `Error` and
+    /// `MaxSegment` are read-only (ENOPROTOOPT).
     pub fn set_option(
         &mut self,
         now: Instant,
         socket: SocketHandle,
         option: SockOption,
     ) -> Result<(), SocketError> {
-        let _ = (now, socket, option);
-        todo!()
+        let entry = self
+            .sockets
+            .get_mut(&socket)
+            .ok_or(SocketError::BadHandle)?;
+        let option = options::normalize(option)?;
+        let SocketKind::Connection(id) = entry.kind else {
+            options::store(&mut entry.options, option);
+            return Ok(());
+        };
+        let result = self.with_conn(id, |conn| conn.set_option(now, option));
+        result.unwrap_or(Err(SocketError::BadHandle))
     }
 
     /// Reading `OptionName::Error` clears the pending error.
@@ -191,28 +770,654 @@ impl Stack {
         socket: SocketHandle,
         name: OptionName,
     ) -> Result<SockOption, SocketError> {
-        let _ = (socket, name);
-        todo!()
+        let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
+        let SocketKind::Connection(id) = entry.kind else {
+            return Ok(match name {
+                OptionName::Error => SockOption::Error(None),
+                // Not connected: the MSS we would advertise (RFC 9293 §3.7.1).
+                OptionName::MaxSegment => {
+                    SockOption::MaxSegment(self.config.mtu.saturating_sub(TCP_IP_HEADERS))
+                }
+                _ => options::read(&entry.options, name).ok_or(SocketError::UnsupportedOption)?,
+            });
+        };
+        let conn = &mut self.conns.get_mut(&id).ok_or(SocketError::BadHandle)?.conn;
+        match name {
+            OptionName::Error => {
+                let error = conn.take_error();
+                // The pending error is part of readiness (ERR).
+                self.note_readiness(socket);
+                Ok(SockOption::Error(error))
+            }
+            OptionName::MaxSegment => Ok(SockOption::MaxSegment(conn.stats().mss)),
+            _ => options::read(conn.options(), name).ok_or(SocketError::UnsupportedOption),
+        }
     }
 
     /// Current readiness of a socket.
     pub fn readiness(&self, socket: SocketHandle) -> Result<Readiness, SocketError> {
-        let _ = socket;
-        todo!()
+        self.readiness_of(socket).ok_or(SocketError::BadHandle)
     }
 
     /// One socket's info.
     pub fn socket_info(&self, socket: SocketHandle) -> Result<SocketInfo, SocketError> {
-        let _ = socket;
-        todo!()
+        let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
+        Ok(self.socket_entry_info(socket, entry))
     }
 
-    /// Every socket and connection (including unaccepted and TIME-WAIT ones).
+    /// Every socket and connection (including unaccepted and TIME-WAIT ones):
+    /// sockets with a handle by handle, then handle-less connections oldest first.
     pub fn sockets(&self) -> Vec<SocketInfo> {
-        todo!()
+        let mut handles: Vec<&SocketHandle> = self.sockets.keys().collect();
+        handles.sort_unstable();
+        let mut orphans: Vec<(&ConnId, &ConnEntry)> = self
+            .conns
+            .iter()
+            .filter(|(_, entry)| entry.handle.is_none())
+            .collect();
+        orphans.sort_unstable_by_key(|(id, _)| **id);
+        handles
+            .into_iter()
+            .filter_map(|h| {
+                self.sockets
+                    .get(h)
+                    .map(|entry| self.socket_entry_info(*h, entry))
+            })
+            .chain(orphans.into_iter().map(|(_, entry)| conn_info(entry)))
+            .collect()
     }
 
     pub fn stats(&self) -> &Stats {
-        todo!()
+        &self.stats
+    }
+
+    // ------------------------------------------------------------ internals: input
+
+    fn handle_tcp(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8]) {
+        let segment = match TcpRepr::parse(payload, src, self.config.address) {
+            Ok(segment) => segment,
+            Err(e) => return self.stats.drop_packet(drop_reason(e)),
+        };
+        self.stats.segments_in += 1;
+        if segment.flags.rst() {
+            self.stats.rst_received += 1;
+        }
+        // Port 0 is reserved (RFC 6335 §6) and never names a connection.
+        if segment.src_port == 0 || segment.dst_port == 0 {
+            return self.stats.drop_packet(DropReason::Malformed);
+        }
+        let key = FourTuple {
+            local: SocketAddrV4::new(self.config.address, segment.dst_port),
+            remote: SocketAddrV4::new(src, segment.src_port),
+        };
+        if let Some(&id) = self.by_tuple.get(&key) {
+            if let Some(entry) = self.conns.get_mut(&id) {
+                entry.conn.handle_segment(now, &segment);
+            }
+            self.after_conn_call(id, true);
+        } else if let Some(&listener) = self.listeners.get(&segment.dst_port) {
+            self.handle_listen_segment(now, listener, key, &segment);
+        } else {
+            self.reset_closed(key, &segment);
+        }
+    }
+
+    /// A segment for a listener, with no connection of its own (RFC 9293 §3.10.7.2).
+    fn handle_listen_segment(
+        &mut self,
+        now: Instant,
+        listener: SocketHandle,
+        key: FourTuple,
+        segment: &TcpRepr<'_>,
+    ) {
+        // First check: an incoming RST is ignored.
+        if segment.flags.rst() {
+            return;
+        }
+        // Second check: any acknowledgment is bad; <SEQ=SEG.ACK><CTL=RST>.
+        if segment.flags.ack() {
+            self.queue_reset(key, segment.ack, None);
+            return;
+        }
+        // Fourth "check": anything without SYN is dropped. SYN+FIN is dropped
+        // too, as Linux does (tcp_rcv_state_process); the RFC would let
+        // SYN-RECEIVED process the FIN.
+        if !segment.flags.syn() || segment.flags.fin() {
+            return self.stats.drop_packet(DropReason::Unacceptable);
+        }
+        // Third check: SYN. Backlog: SYN-RECEIVED plus not-yet-accepted
+        // children must stay under the backlog; an excess SYN is dropped
+        // without an answer so the peer retries (Linux-like: it counts
+        // ListenOverflows/ListenDrops; it has separate SYN and accept limits).
+        let Some(entry) = self.sockets.get(&listener) else {
+            return;
+        };
+        let SocketKind::Listening(listen) = &entry.kind else {
+            return;
+        };
+        if listen.syn_queue.len() + listen.accept_queue.len() >= listen.backlog as usize {
+            return self.stats.drop_packet(DropReason::ListenOverflow);
+        }
+        let options = entry.options;
+        let params = self.connection_params(key, options, now);
+        let conn = Connection::accept_syn(params, segment, now);
+        self.stats.passive_opens += 1;
+        let id = self.insert_connection(conn, key, None, Some(listener), true);
+        if let Some(SocketEntry {
+            kind: SocketKind::Listening(listen),
+            ..
+        }) = self.sockets.get_mut(&listener)
+        {
+            listen.syn_queue.insert(id);
+        }
+        self.after_conn_call(id, true);
+    }
+
+    /// A segment for no connection and no listener: the CLOSED state of RFC
+    /// 9293 §3.10.7.1. A RST is never answered; otherwise if ACK is set the
+    /// reply is <SEQ=SEG.ACK><CTL=RST>, else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+    fn reset_closed(&mut self, key: FourTuple, segment: &TcpRepr<'_>) {
+        if segment.flags.rst() {
+            return;
+        }
+        if segment.flags.ack() {
+            self.queue_reset(key, segment.ack, None);
+        } else {
+            let ack = segment.seq + segment.segment_len();
+            self.queue_reset(key, SeqNum(0), Some(ack));
+        }
+    }
+
+    fn queue_reset(&mut self, key: FourTuple, seq: SeqNum, ack: Option<SeqNum>) {
+        self.control.push(ControlPacket::Reset {
+            local: key.local,
+            remote: key.remote,
+            seq,
+            ack,
+        });
+    }
+
+    fn handle_icmp(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8]) {
+        let message = match Icmpv4Repr::parse(payload) {
+            Ok(message) => message,
+            Err(e) => return self.stats.drop_packet(drop_reason(e)),
+        };
+        match message {
+            // RFC 1122 §3.2.2.6: every host answers echo requests, with the
+            // same identifier, sequence number and data (RFC 792).
+            Icmpv4Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            } => {
+                let reply = ControlPacket::EchoReply {
+                    local: self.config.address,
+                    remote: src,
+                    ident,
+                    seq_no,
+                    data: data.to_vec(),
+                };
+                // tcpd does not fragment: a reply that would exceed the MTU
+                // (the request came in over-sized) is not sent.
+                if reply.wire_len() > usize::from(self.config.mtu) {
+                    return self.stats.drop_packet(DropReason::Unsupported);
+                }
+                self.control.push(reply);
+            }
+            Icmpv4Repr::DestinationUnreachable {
+                code,
+                next_hop_mtu,
+                quoted,
+            } => {
+                self.stats.icmp_unreachable_received += 1;
+                // The quoted packet is one we sent: its source is our side
+                // (RFC 792; RFC 5927 §4.1 asks to check it matches a connection).
+                if quoted.protocol != IpProtocol::Tcp || quoted.src != self.config.address {
+                    return;
+                }
+                let key = FourTuple {
+                    local: SocketAddrV4::new(quoted.src, quoted.src_port),
+                    remote: SocketAddrV4::new(quoted.dst, quoted.dst_port),
+                };
+                if let Some(&id) = self.by_tuple.get(&key) {
+                    if let Some(entry) = self.conns.get_mut(&id) {
+                        entry.conn.handle_icmp_unreachable(
+                            now,
+                            code,
+                            next_hop_mtu,
+                            SeqNum(quoted.seq),
+                        );
+                    }
+                    self.after_conn_call(id, true);
+                }
+            }
+            Icmpv4Repr::EchoReply { .. } => self.stats.drop_packet(DropReason::Unsupported),
+        }
+    }
+
+    // ------------------------------------------------------------ internals: connections
+
+    fn new_handle(&mut self) -> SocketHandle {
+        let handle = SocketHandle(self.next_handle);
+        self.next_handle += 1;
+        handle
+    }
+
+    fn next_ip_ident(&mut self) -> u16 {
+        let ident = self.ip_ident;
+        self.ip_ident = ident.wrapping_add(1);
+        ident
+    }
+
+    fn connection_params(
+        &mut self,
+        key: FourTuple,
+        options: SocketOptions,
+        now: Instant,
+    ) -> ConnectionParams {
+        ConnectionParams {
+            local: key.local,
+            remote: key.remote,
+            // RFC 6528 §3: keyed hash of the 4-tuple plus a clock.
+            iss: self.isn.isn(key.local, key.remote, now),
+            // RFC 7323 §5.4: a random per-connection timestamp offset.
+            ts_offset: self.rng.random(),
+            options,
+            config: self.conn_config,
+        }
+    }
+
+    fn insert_connection(
+        &mut self,
+        conn: Connection,
+        key: FourTuple,
+        handle: Option<SocketHandle>,
+        parent: Option<SocketHandle>,
+        explicit_port: bool,
+    ) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.by_tuple.insert(key, id);
+        self.ports
+            .add(key.local.port(), PortOwner::Conn(id), explicit_port);
+        self.conns.insert(
+            id,
+            ConnEntry {
+                conn,
+                key,
+                handle,
+                parent,
+                linked: true,
+                explicit_port,
+                timer: None,
+                in_ready: false,
+                retransmits_seen: 0,
+            },
+        );
+        id
+    }
+
+    /// Runs `op` on connection `id` (a user call), then the bookkeeping.
+    /// `None` if the connection does not exist (never for a live handle).
+    fn with_conn<R>(&mut self, id: ConnId, op: impl FnOnce(&mut Connection) -> R) -> Option<R> {
+        let entry = self.conns.get_mut(&id)?;
+        let result = op(&mut entry.conn);
+        self.after_conn_call(id, true);
+        Some(result)
+    }
+
+    /// Bookkeeping after any call into connection `id`: state-change events
+    /// and counters, timer re-arming, the transmit FIFO, readiness events,
+    /// listener queues, reaping.
+    fn after_conn_call(&mut self, id: ConnId, wants_transmit: bool) {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        self.state_scratch.clear();
+        entry.conn.drain_state_changes(&mut self.state_scratch);
+        for &(old, new) in &self.state_scratch {
+            // RFC 4022 tcpAttemptFails: SYN-SENT or SYN-RECEIVED straight to CLOSED.
+            if new == TcpState::Closed && matches!(old, TcpState::SynSent | TcpState::SynReceived) {
+                self.stats.failed_opens += 1;
+            }
+            if self.state_events_queued < STATE_EVENT_LIMIT {
+                self.state_events_queued += 1;
+                self.events
+                    .push_back(QueuedEvent::State(StackEvent::StateChange {
+                        socket: entry.handle,
+                        local: entry.key.local,
+                        remote: entry.key.remote,
+                        old,
+                        new,
+                    }));
+            }
+        }
+        let retransmits = entry.conn.stats().retransmits;
+        self.stats.retransmits += retransmits.saturating_sub(entry.retransmits_seen);
+        entry.retransmits_seen = entry.retransmits_seen.max(retransmits);
+
+        let finished = entry.conn.is_finished();
+        let deadline = if finished {
+            None
+        } else {
+            entry.conn.poll_timeout()
+        };
+        if deadline != entry.timer {
+            entry.timer = deadline;
+            if let Some(deadline) = deadline {
+                self.timers.push(deadline, id);
+            }
+        }
+        if wants_transmit && !entry.in_ready && !finished {
+            entry.in_ready = true;
+            self.ready.push_back(id);
+        }
+        let state = entry.conn.state();
+        let (handle, parent) = (entry.handle, entry.parent);
+
+        if let Some(handle) = handle {
+            self.note_readiness(handle);
+        }
+        if let Some(listener) = parent {
+            self.update_child(listener, id, state, finished);
+        }
+        if finished {
+            self.unlink(id);
+            if handle.is_none() {
+                self.conns.remove(&id);
+            }
+        }
+        self.prune_timers();
+    }
+
+    /// Moves a listener's child between queues as its state changes: to the
+    /// accept queue once synchronized (ESTABLISHED, or CLOSE-WAIT when data
+    /// and FIN came fast), out of both queues once it dies before accept.
+    fn update_child(
+        &mut self,
+        listener: SocketHandle,
+        id: ConnId,
+        state: TcpState,
+        finished: bool,
+    ) {
+        let Some(SocketEntry {
+            kind: SocketKind::Listening(listen),
+            ..
+        }) = self.sockets.get_mut(&listener)
+        else {
+            return;
+        };
+        let mut accept_queue_changed = false;
+        if finished || state == TcpState::Closed {
+            listen.syn_queue.remove(&id);
+            if let Some(position) = listen.accept_queue.iter().position(|&c| c == id) {
+                listen.accept_queue.remove(position);
+                accept_queue_changed = true;
+            }
+            if let Some(entry) = self.conns.get_mut(&id) {
+                entry.parent = None;
+            }
+        } else if state.is_synchronized() && listen.syn_queue.remove(&id) {
+            listen.accept_queue.push_back(id);
+            accept_queue_changed = true;
+        }
+        if accept_queue_changed {
+            self.note_readiness(listener);
+        }
+    }
+
+    /// Releases a finished connection's 4-tuple and port.
+    fn unlink(&mut self, id: ConnId) {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !entry.linked {
+            return;
+        }
+        entry.linked = false;
+        entry.timer = None;
+        let key = entry.key;
+        if self.by_tuple.get(&key) == Some(&id) {
+            self.by_tuple.remove(&key);
+        }
+        self.ports
+            .remove(key.local.port(), PortOwner::Conn(id), entry.explicit_port);
+    }
+
+    /// Queues a readiness event for `socket` if its readiness differs from
+    /// what was last reported and none is queued yet.
+    fn note_readiness(&mut self, socket: SocketHandle) {
+        let Some(current) = self.readiness_of(socket) else {
+            return;
+        };
+        let Some(entry) = self.sockets.get_mut(&socket) else {
+            return;
+        };
+        if current != entry.reported && !entry.readiness_queued {
+            entry.readiness_queued = true;
+            self.events.push_back(QueuedEvent::Readiness(socket));
+        }
+    }
+
+    fn readiness_of(&self, socket: SocketHandle) -> Option<Readiness> {
+        let entry = self.sockets.get(&socket)?;
+        Some(match &entry.kind {
+            SocketKind::Unconnected { .. } => UNCONNECTED_READINESS,
+            // poll(2) on a listener: readable when accept() would not block.
+            SocketKind::Listening(listener) if listener.accept_queue.is_empty() => {
+                Readiness::empty()
+            }
+            SocketKind::Listening(_) => Readiness::IN,
+            SocketKind::Connection(id) => self
+                .conns
+                .get(id)
+                .map_or(Readiness::HUP, |entry| entry.conn.readiness()),
+        })
+    }
+
+    /// Drops stale entries from the top of the timer heap (so
+    /// [`Stack::poll_timeout`] can peek), and rebuilds it when stale entries
+    /// pile up.
+    fn prune_timers(&mut self) {
+        while let Some((deadline, id)) = self.timers.peek() {
+            if self
+                .conns
+                .get(&id)
+                .is_some_and(|entry| entry.timer == Some(deadline))
+            {
+                break;
+            }
+            self.timers.pop();
+        }
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let live = self
+                .conns
+                .iter()
+                .filter_map(|(id, entry)| entry.timer.map(|deadline| (deadline, *id)));
+            self.timers.rebuild(live);
+        }
+    }
+
+    /// connect() on a socket that already has a connection.
+    fn connect_again(&mut self, socket: SocketHandle, id: ConnId) -> ConnectError {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return ConnectError::AlreadyConnected;
+        };
+        let error = match entry.conn.state() {
+            TcpState::SynSent | TcpState::SynReceived => ConnectError::InProgress,
+            // A failed connect reports its error once (Linux: sock_error()).
+            TcpState::Closed => entry
+                .conn
+                .take_error()
+                .map_or(ConnectError::AlreadyConnected, ConnectError::Failed),
+            _ => ConnectError::AlreadyConnected,
+        };
+        self.note_readiness(socket);
+        error
+    }
+
+    fn target(&self, socket: SocketHandle) -> Target {
+        match self.sockets.get(&socket).map(|entry| &entry.kind) {
+            None => Target::Missing,
+            Some(SocketKind::Connection(id)) => Target::Conn(*id),
+            Some(_) => Target::NotConnection,
+        }
+    }
+
+    // ------------------------------------------------------------ internals: ports and addresses
+
+    /// True if binding (or listening on) `port` for `socket` with the given
+    /// SO_REUSEADDR setting conflicts with another user of the port.
+    fn port_conflict(&self, port: u16, socket: SocketHandle, reuse: bool) -> bool {
+        self.ports.owners(port).any(|owner| {
+            let (other_reuse, other_listening) = match owner {
+                PortOwner::Socket(handle) if handle == socket => return false,
+                PortOwner::Socket(handle) => match self.sockets.get(&handle) {
+                    Some(entry) => (
+                        entry.options.reuse_addr,
+                        matches!(entry.kind, SocketKind::Listening(_)),
+                    ),
+                    None => return false,
+                },
+                PortOwner::Conn(id) => match self.conns.get(&id) {
+                    Some(entry) => (entry.conn.options().reuse_addr, false),
+                    None => return false,
+                },
+            };
+            !(reuse && other_reuse && !other_listening)
+        })
+    }
+
+    /// An ephemeral port nobody uses (bind to port 0, listen without bind).
+    fn pick_unused_port(&mut self) -> Option<u16> {
+        let start = self.rng.random_range(0..EPHEMERAL_COUNT);
+        (0..EPHEMERAL_COUNT)
+            .map(|i| ephemeral_port(start, i))
+            .find(|&port| self.ports.is_free(port))
+    }
+
+    /// An ephemeral port for connecting to `remote`: not held explicitly by
+    /// anyone, and not already connected to `remote`.
+    fn pick_connect_port(&mut self, remote: SocketAddrV4) -> Option<u16> {
+        let start = self.rng.random_range(0..EPHEMERAL_COUNT);
+        let local_ip = self.config.address;
+        (0..EPHEMERAL_COUNT)
+            .map(|i| ephemeral_port(start, i))
+            .find(|&port| {
+                self.ports.shareable_by_connect(port)
+                    && !self.by_tuple.contains_key(&FourTuple {
+                        local: SocketAddrV4::new(local_ip, port),
+                        remote,
+                    })
+            })
+    }
+
+    /// True for an address a connection can have at its far end: not
+    /// unspecified, broadcast (limited or this subnet's), multicast,
+    /// loopback, or the stack's own address (RFC 1122 §3.2.1.3, §4.2.3.10).
+    fn is_remote_unicast(&self, ip: Ipv4Addr) -> bool {
+        !(ip.is_unspecified()
+            || ip.is_broadcast()
+            || ip.is_multicast()
+            || ip.is_loopback()
+            || ip == self.config.address
+            || Some(ip) == self.directed_broadcast())
+    }
+
+    /// The subnet's broadcast address, for prefixes that have one (RFC 3021: /31 and /32 do not).
+    fn directed_broadcast(&self) -> Option<Ipv4Addr> {
+        let prefix = u32::from(self.config.prefix_len);
+        if !(1..=30).contains(&prefix) {
+            return None;
+        }
+        let host_mask = u32::MAX >> prefix;
+        Some(Ipv4Addr::from(u32::from(self.config.address) | host_mask))
+    }
+
+    // ------------------------------------------------------------ internals: info
+
+    fn socket_entry_info(&self, handle: SocketHandle, entry: &SocketEntry) -> SocketInfo {
+        let (state, local, backlog, accepted) = match &entry.kind {
+            SocketKind::Connection(id) => {
+                if let Some(conn) = self.conns.get(id) {
+                    return conn_info(conn);
+                }
+                (TcpState::Closed, UNSPECIFIED_ENDPOINT, 0, 0)
+            }
+            SocketKind::Unconnected { bound } => (
+                TcpState::Closed,
+                bound.unwrap_or(UNSPECIFIED_ENDPOINT),
+                0,
+                0,
+            ),
+            SocketKind::Listening(listener) => (
+                TcpState::Listen,
+                listener.local,
+                listener.backlog,
+                u32::try_from(listener.accept_queue.len()).unwrap_or(u32::MAX),
+            ),
+        };
+        SocketInfo {
+            handle: Some(handle),
+            state,
+            local,
+            remote: UNSPECIFIED_ENDPOINT,
+            // As `ss` shows listeners: Recv-Q is the accept queue, Send-Q the backlog.
+            recv_queue: accepted as usize,
+            send_queue: backlog as usize,
+            srtt: Duration::ZERO,
+            rttvar: Duration::ZERO,
+            rto: Duration::ZERO,
+            cwnd: 0,
+            ssthresh: 0,
+            retransmits: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            congestion: entry.options.congestion,
+            mss: 0,
+            listen_backlog: backlog,
+            accept_queue: accepted,
+        }
+    }
+}
+
+const UNSPECIFIED_ENDPOINT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+
+fn conn_info(entry: &ConnEntry) -> SocketInfo {
+    let stats = entry.conn.stats();
+    SocketInfo {
+        handle: entry.handle,
+        state: entry.conn.state(),
+        local: entry.key.local,
+        remote: entry.key.remote,
+        recv_queue: stats.recv_queue,
+        send_queue: stats.send_queue,
+        srtt: stats.srtt,
+        rttvar: stats.rttvar,
+        rto: stats.rto,
+        cwnd: stats.cwnd,
+        ssthresh: stats.ssthresh,
+        retransmits: stats.retransmits,
+        bytes_sent: stats.bytes_sent,
+        bytes_received: stats.bytes_received,
+        congestion: entry.conn.options().congestion,
+        mss: stats.mss,
+        listen_backlog: 0,
+        accept_queue: 0,
+    }
+}
+
+/// Whether `actual` matches `pattern`, where 0.0.0.0 and port 0 are wildcards.
+fn endpoint_matches(pattern: SocketAddrV4, actual: SocketAddrV4) -> bool {
+    (pattern.ip().is_unspecified() || pattern.ip() == actual.ip())
+        && (pattern.port() == 0 || pattern.port() == actual.port())
+}
+
+fn drop_reason(error: WireError) -> DropReason {
+    match error {
+        WireError::Truncated | WireError::Malformed => DropReason::Malformed,
+        WireError::Checksum => DropReason::Checksum,
+        WireError::Fragment => DropReason::Fragment,
+        WireError::Unsupported => DropReason::Unsupported,
     }
 }

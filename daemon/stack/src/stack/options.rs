@@ -1,0 +1,130 @@
+//! Socket-option validation and storage shared by unconnected sockets,
+//! listeners and connections.
+//!
+//! Values are checked once here, with Linux's limits, before they reach a
+//! socket's [`SocketOptions`] or a live connection, so every socket kind
+//! accepts and rejects the same values. `SO_ERROR` and `TCP_MAXSEG` are read
+//! only and are answered by the stack, not stored.
+
+use crate::config::SocketOptions;
+use crate::error::SocketError;
+use crate::socket::{OptionName, SockOption};
+use crate::time::Duration;
+
+/// Smallest socket buffer honoured (Linux clamps SO_RCVBUF/SO_SNDBUF up to
+/// SOCK_MIN_RCVBUF/SOCK_MIN_SNDBUF, a few KiB).
+pub(crate) const MIN_BUFFER: usize = 4096;
+/// Largest socket buffer honoured (a fixed stand-in for Linux's rmem_max/wmem_max sysctls).
+pub(crate) const MAX_BUFFER: usize = 64 * 1024 * 1024;
+/// Linux MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL: 32767 s.
+const MAX_KEEPALIVE_SECS: u64 = 32767;
+/// Linux MAX_TCP_KEEPCNT.
+const MAX_KEEPCNT: u32 = 127;
+/// Linux MAX_TCP_SYNCNT.
+const MAX_SYNCNT: u32 = 127;
+
+/// Checks `option` and returns the value to store (buffer sizes are clamped
+/// like Linux does; out-of-range counts and intervals are EINVAL as on Linux).
+pub(crate) fn normalize(option: SockOption) -> Result<SockOption, SocketError> {
+    let keepalive_range = Duration::from_secs(1)..=Duration::from_secs(MAX_KEEPALIVE_SECS);
+    match option {
+        SockOption::Error(_) | SockOption::MaxSegment(_) => Err(SocketError::UnsupportedOption),
+        SockOption::KeepIdle(d) | SockOption::KeepInterval(d) if !keepalive_range.contains(&d) => {
+            Err(SocketError::InvalidValue)
+        }
+        SockOption::KeepCount(n) if !(1..=MAX_KEEPCNT).contains(&n) => {
+            Err(SocketError::InvalidValue)
+        }
+        SockOption::SynRetries(n) if !(1..=MAX_SYNCNT).contains(&n) => {
+            Err(SocketError::InvalidValue)
+        }
+        SockOption::RecvBuffer(n) => Ok(SockOption::RecvBuffer(n.clamp(MIN_BUFFER, MAX_BUFFER))),
+        SockOption::SendBuffer(n) => Ok(SockOption::SendBuffer(n.clamp(MIN_BUFFER, MAX_BUFFER))),
+        valid => Ok(valid),
+    }
+}
+
+/// Stores an already [`normalize`]d option.
+pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
+    match option {
+        SockOption::ReuseAddr(v) => options.reuse_addr = v,
+        SockOption::NoDelay(v) => options.nodelay = v,
+        SockOption::KeepAlive(v) => options.keepalive = v,
+        SockOption::KeepIdle(d) => options.keep_idle = d,
+        SockOption::KeepInterval(d) => options.keep_interval = d,
+        SockOption::KeepCount(n) => options.keep_count = n,
+        SockOption::RecvBuffer(n) => options.recv_buffer = n,
+        SockOption::SendBuffer(n) => options.send_buffer = n,
+        SockOption::Linger(l) => options.linger = l,
+        SockOption::Congestion(c) => options.congestion = c,
+        SockOption::SynRetries(n) => options.syn_retries = n,
+        SockOption::UserTimeout(t) => options.user_timeout = t,
+        // Read-only; normalize() rejects them before they get here.
+        SockOption::Error(_) | SockOption::MaxSegment(_) => {}
+    }
+}
+
+/// Reads a stored option; `None` for the ones the stack answers itself
+/// (`Error`, `MaxSegment`).
+pub(crate) fn read(options: &SocketOptions, name: OptionName) -> Option<SockOption> {
+    Some(match name {
+        OptionName::ReuseAddr => SockOption::ReuseAddr(options.reuse_addr),
+        OptionName::NoDelay => SockOption::NoDelay(options.nodelay),
+        OptionName::KeepAlive => SockOption::KeepAlive(options.keepalive),
+        OptionName::KeepIdle => SockOption::KeepIdle(options.keep_idle),
+        OptionName::KeepInterval => SockOption::KeepInterval(options.keep_interval),
+        OptionName::KeepCount => SockOption::KeepCount(options.keep_count),
+        OptionName::RecvBuffer => SockOption::RecvBuffer(options.recv_buffer),
+        OptionName::SendBuffer => SockOption::SendBuffer(options.send_buffer),
+        OptionName::Linger => SockOption::Linger(options.linger),
+        OptionName::Congestion => SockOption::Congestion(options.congestion),
+        OptionName::SynRetries => SockOption::SynRetries(options.syn_retries),
+        OptionName::UserTimeout => SockOption::UserTimeout(options.user_timeout),
+        OptionName::Error | OptionName::MaxSegment => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_linux() {
+        assert_eq!(
+            normalize(SockOption::KeepCount(0)),
+            Err(SocketError::InvalidValue)
+        );
+        assert_eq!(
+            normalize(SockOption::KeepIdle(Duration::ZERO)),
+            Err(SocketError::InvalidValue)
+        );
+        assert_eq!(
+            normalize(SockOption::MaxSegment(1000)),
+            Err(SocketError::UnsupportedOption)
+        );
+        assert_eq!(
+            normalize(SockOption::RecvBuffer(1)),
+            Ok(SockOption::RecvBuffer(MIN_BUFFER))
+        );
+        assert_eq!(
+            normalize(SockOption::SendBuffer(usize::MAX)),
+            Ok(SockOption::SendBuffer(MAX_BUFFER))
+        );
+    }
+
+    #[test]
+    fn store_then_read_round_trips() {
+        let mut o = SocketOptions::default();
+        store(&mut o, SockOption::NoDelay(true));
+        store(&mut o, SockOption::KeepCount(3));
+        assert_eq!(
+            read(&o, OptionName::NoDelay),
+            Some(SockOption::NoDelay(true))
+        );
+        assert_eq!(
+            read(&o, OptionName::KeepCount),
+            Some(SockOption::KeepCount(3))
+        );
+        assert_eq!(read(&o, OptionName::Error), None);
+    }
+}
