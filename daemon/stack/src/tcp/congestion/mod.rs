@@ -1,0 +1,118 @@
+//! Congestion control (RFC 5681): the [`CongestionControl`] trait the
+//! connection drives, with NewReno (RFC 5681 + RFC 6582) and CUBIC (RFC 8312,
+//! as revised by RFC 9438) implementations. CUBIC is the default, as on Linux.
+//!
+//! Division of labour: the connection detects loss (dup ACKs, SACK, RTO) and
+//! runs the recovery state machine (RFC 6582 / RFC 6675), including any cwnd
+//! inflation during fast recovery; the controller only decides cwnd and
+//! ssthresh at these events.
+//!
+//! Shared rules (both controllers):
+//! - Slow start counts acknowledged bytes, at most 2*SMSS per ACK (RFC 3465
+//!   §2.2, L = 2), so stretch ACKs and delayed ACKs both give ~doubling per RTT.
+//! - The window only grows while it is in use: the flight before the ACK must
+//!   be at least half the window (RFC 7661 §4.3's "validated" test, with the
+//!   flight standing in for pipeACK). An application-limited sender therefore
+//!   does not accumulate a window it never tested.
+//! - cwnd never falls below one SMSS; ssthresh after loss never below 2*SMSS
+//!   (RFC 5681 §3.1, equation 4).
+
+use crate::config::CongestionAlgorithm;
+use crate::time::{Duration, Instant};
+
+mod cubic;
+mod newreno;
+
+pub use cubic::Cubic;
+pub use newreno::NewReno;
+
+/// Initial window: min(10*MSS, max(2*MSS, 14600)) (RFC 6928 §2).
+pub fn initial_window(mss: usize) -> usize {
+    (10 * mss).min((2 * mss).max(14_600))
+}
+
+/// What every congestion controller provides.
+pub trait CongestionControl: core::fmt::Debug + Send {
+    /// Which algorithm this is.
+    fn algorithm(&self) -> CongestionAlgorithm;
+    /// Congestion window in bytes.
+    fn cwnd(&self) -> usize;
+    /// Slow-start threshold in bytes (`usize::MAX` until the first loss).
+    fn ssthresh(&self) -> usize;
+    /// The send MSS changed (after the handshake or PMTU discovery).
+    fn set_mss(&mut self, mss: usize);
+    /// New data was cumulatively acknowledged outside loss recovery:
+    /// slow start or congestion avoidance (RFC 5681 §3.1). `rtt` is the
+    /// sample this ACK produced, if any. `in_flight` is the bytes still
+    /// outstanding after this ACK (so `in_flight + acked` was the flight
+    /// before it).
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>, in_flight: usize);
+    /// Loss detected by duplicate ACKs or SACK: entering fast recovery.
+    /// Sets ssthresh (and cwnd = ssthresh) per the algorithm (RFC 5681 §3.2 step 2 / RFC 8312 §4.5).
+    fn on_congestion_event(&mut self, now: Instant, in_flight: usize);
+    /// Fast recovery ended (full ACK, RFC 6582 §3.2 step 3): cwnd = ssthresh.
+    fn on_recovery_exit(&mut self, now: Instant);
+    /// The retransmission timer expired: ssthresh = max(in_flight/2, 2*MSS),
+    /// cwnd = one MSS (RFC 5681 §3.1, equation 4 and the loss window).
+    /// CUBIC reduces ssthresh by its own factor instead (RFC 9438 §4.8).
+    fn on_retransmission_timeout(&mut self, now: Instant, in_flight: usize);
+    /// The connection was idle longer than an RTO: restart window (RFC 5681 §4.1).
+    fn on_idle_restart(&mut self, now: Instant);
+}
+
+/// Builds a controller of the given algorithm for a connection with send MSS `mss`.
+pub fn new_controller(algorithm: CongestionAlgorithm, mss: usize) -> Box<dyn CongestionControl> {
+    match algorithm {
+        CongestionAlgorithm::NewReno => Box::new(NewReno::new(mss)),
+        CongestionAlgorithm::Cubic => Box::new(Cubic::new(mss)),
+    }
+}
+
+/// Slow-start growth for one ACK: the bytes it acknowledged, at most
+/// L = 2*SMSS (RFC 3465 §2.2 appropriate byte counting limit).
+fn slow_start_increase(acked: usize, mss: usize) -> usize {
+    acked.min(2 * mss)
+}
+
+/// Whether the window was in use when this ACK arrived, so that growing it
+/// is justified: flight before the ACK ≥ cwnd/2 (RFC 7661 §4.3).
+fn window_is_validated(cwnd: usize, acked: usize, in_flight: usize) -> bool {
+    in_flight.saturating_add(acked).saturating_mul(2) >= cwnd
+}
+
+/// An MSS of zero would make every per-segment computation meaningless; the
+/// connection never sends one, but the controller must not divide by it.
+fn sane_mss(mss: usize) -> usize {
+    mss.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_window_rfc6928() {
+        // 10 segments up to 1460 bytes...
+        assert_eq!(initial_window(536), 5360);
+        assert_eq!(initial_window(1460), 14_600);
+        // ...then capped at 14600 bytes but at least 2 segments.
+        assert_eq!(initial_window(4000), 14_600);
+        assert_eq!(initial_window(8960), 17_920);
+    }
+
+    #[test]
+    fn factory_builds_the_requested_algorithm() {
+        for algorithm in [CongestionAlgorithm::NewReno, CongestionAlgorithm::Cubic] {
+            let cc = new_controller(algorithm, 1460);
+            assert_eq!(cc.algorithm(), algorithm);
+            assert_eq!(cc.cwnd(), 14_600);
+            assert_eq!(cc.ssthresh(), usize::MAX);
+        }
+    }
+
+    #[test]
+    fn validation_rule() {
+        assert!(window_is_validated(10_000, 1000, 4000));
+        assert!(!window_is_validated(10_000, 1000, 3999));
+    }
+}
