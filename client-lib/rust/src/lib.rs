@@ -1,8 +1,152 @@
-//! `tcpd-client`: use tcpd's TCP from Rust.
+//! `tcpd-client`: TCP through the tcpd daemon, from Rust.
 //!
-//! (The full client lands here; this file starts with the connection helpers
-//! every client of the daemon shares.)
+//! tcpd is a user-space TCP/IPv4 stack running as a daemon; programs use its
+//! sockets through a gRPC API on a Unix socket (`$TCPD_SOCKET`, default
+//! `/run/tcpd/tcpd.sock`). This crate hides that API behind the types Rust
+//! programs already know:
+//!
+//! | here | like | notes |
+//! | --- | --- | --- |
+//! | [`TcpStream`] | `tokio::net::TcpStream` | `AsyncRead` + `AsyncWrite`, `split`/`into_split` |
+//! | [`TcpListener`] | `tokio::net::TcpListener` | `bind`, `accept`, `incoming` |
+//! | [`blocking::TcpStream`], [`blocking::TcpListener`] | `std::net` | `Read` + `Write`, no runtime needed |
+//! | [`Socket`] | the BSD calls | one method per RPC, for shims and tests |
+//! | [`Client`] | — | one session with the daemon (one HTTP/2 connection) |
+//!
+//! Errors are always `io::Error::from_raw_os_error(errno)` with the errno
+//! Linux would give (`ECONNREFUSED`, `EADDRINUSE`, `ECONNRESET`...), so
+//! `err.kind()` and `err.raw_os_error()` work as with kernel sockets. A
+//! daemon that is not running shows up as the connect(2) error of its Unix
+//! socket (`ENOENT` or `ECONNREFUSED`).
+//!
+//! Data moves over one bidirectional Stream RPC per connection: writes and
+//! reads cost no round trip each, and back-pressure is end to end (a slow
+//! reader closes the TCP window; a slow peer makes `write` wait).
+//!
+//! # Connecting
+//!
+//! ```no_run
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let mut stream = tcpd_client::TcpStream::connect("10.7.0.1:80").await?;
+//! stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+//! let mut response = Vec::new();
+//! stream.read_to_end(&mut response).await?;
+//! println!("{}", String::from_utf8_lossy(&response));
+//! # Ok(()) }
+//! ```
+//!
+//! # Listening
+//!
+//! ```no_run
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let listener = tcpd_client::TcpListener::bind("0.0.0.0:7000").await?;
+//! println!("listening on {}", listener.local_addr()?);
+//! loop {
+//!     let (mut stream, peer) = listener.accept().await?;
+//!     tokio::spawn(async move {
+//!         let _ = stream.write_all(format!("hello {peer}\n").as_bytes()).await;
+//!         let _ = stream.shutdown().await;
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! # Sessions
+//!
+//! The free constructors use a process-wide session opened on first use
+//! ([`Client::shared`]). To pick the daemon explicitly, or to keep groups of
+//! sockets in separate sessions, use a [`Client`]:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let client = tcpd_client::Client::connect("/tmp/tcpd-test.sock").await?;
+//! let listener = client.tcp_bind("0.0.0.0:0").await?;
+//! let port = listener.local_addr()?.port();
+//! # let _ = port; Ok(()) }
+//! ```
+//!
+//! All socket I/O runs on a small runtime owned by this crate (threads named
+//! `tcpd-client-io`), so the types work from any executor and from plain
+//! threads.
 
+pub mod addr;
+pub mod blocking;
+mod client;
+mod listener;
+mod runtime;
+mod socket;
+mod sockopt;
+mod stream;
 pub mod transport;
 
+pub use addr::ToSocketAddrsV4;
+pub use client::Client;
+pub use listener::{DEFAULT_BACKLOG, TcpListener};
+pub use socket::{MAX_READ_LEN, ReadFlags, Socket};
+pub use sockopt::{OptionName, PollFlags, SockOption};
+pub use stream::{
+    MAX_UP_FRAME, OwnedReadHalf, OwnedWriteHalf, ReadHalf, TcpStream, UP_QUEUE_FRAMES, WriteHalf,
+};
 pub use transport::{connect_channel, status_to_io};
+
+/// Describes an error the way `tcpd-nc` and `tcpctl` print it:
+/// `"Connection refused (ECONNREFUSED)"` for OS errors, the plain message
+/// otherwise.
+pub fn describe_error(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(errno) => {
+            let text = err.to_string();
+            // std renders "Connection refused (os error 111)": keep the text.
+            let text = text
+                .strip_suffix(&format!(" (os error {errno})"))
+                .unwrap_or(&text)
+                .to_string();
+            format!("{text} ({})", errno_label(errno))
+        }
+        None => err.to_string(),
+    }
+}
+
+/// The symbolic errno name, or the number for ones tcpd does not know.
+fn errno_label(errno: i32) -> String {
+    match tcpd_proto::errno_name(errno) {
+        "EUNKNOWN" => format!("errno {errno}"),
+        name => name.to_string(),
+    }
+}
+
+use std::io;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcpd_proto::errno;
+
+    #[test]
+    fn errors_print_with_their_errno_name() {
+        let e = io::Error::from_raw_os_error(errno::ECONNREFUSED);
+        assert_eq!(describe_error(&e), "Connection refused (ECONNREFUSED)");
+        let e = io::Error::from_raw_os_error(errno::EADDRINUSE);
+        assert_eq!(describe_error(&e), "Address already in use (EADDRINUSE)");
+        assert_eq!(
+            describe_error(&io::Error::from_raw_os_error(2)),
+            "No such file or directory (errno 2)"
+        );
+        assert_eq!(describe_error(&io::Error::other("plain")), "plain");
+    }
+
+    #[test]
+    fn statuses_become_raw_os_errors() {
+        let st = tcpd_proto::errno_status(errno::EADDRINUSE, "bind");
+        let e = status_to_io(st);
+        assert_eq!(e.raw_os_error(), Some(errno::EADDRINUSE));
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // No errno details and no OS error underneath: guessed from the code.
+        let e = status_to_io(tonic::Status::unavailable("daemon gone"));
+        assert_eq!(e.raw_os_error(), Some(errno::ECONNREFUSED));
+    }
+}

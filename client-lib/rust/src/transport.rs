@@ -11,6 +11,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// Per-stream HTTP/2 receive window: how much received data one socket may
+/// have in flight between the daemon and an application that does not read.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// Connection-level HTTP/2 receive window: 2^31-1, the largest RFC 9113
+/// §6.9.1 allows, so that only the per-stream windows bound buffering.
+pub const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
 /// Opens a session with the daemon listening on the Unix socket `path`.
 ///
 /// Fails with the connect(2) error of the Unix socket (ENOENT, ECONNREFUSED,
@@ -23,7 +31,13 @@ pub async fn connect_channel(path: impl AsRef<Path>) -> io::Result<Channel> {
     let mut first = Some(probe);
     // The URI is required by the API but unused: the connector ignores it.
     let endpoint = Endpoint::try_from("http://tcpd.invalid")
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        // Every connected socket keeps one Stream RPC open, so one slow
+        // reader must not starve the session: each stream may hold at most
+        // STREAM_WINDOW unread bytes, and the connection-wide window is the
+        // HTTP/2 maximum (RFC 9113 §6.9.1) so it never becomes the limit.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
@@ -43,6 +57,38 @@ pub async fn connect_channel(path: impl AsRef<Path>) -> io::Result<Channel> {
 /// Turns a failed call into the `io::Error` the daemon meant:
 /// `io::Error::from_raw_os_error` of the errno it carried (see
 /// `tcpd_proto::errno_status`), so `raw_os_error()` gives the errno back.
+///
+/// A status without errno details did not come from the daemon's socket
+/// layer: when the session could not be (re)established, the connect(2) error
+/// of the Unix socket (ENOENT, ECONNREFUSED...) is found in the status's
+/// source chain and returned; otherwise the errno is guessed from the gRPC
+/// code (see `tcpd_proto::status_errno`).
 pub fn status_to_io(status: tonic::Status) -> io::Error {
+    if !carries_errno(&status) {
+        if let Some(errno) = transport_os_error(&status) {
+            return io::Error::from_raw_os_error(errno);
+        }
+    }
     io::Error::from_raw_os_error(tcpd_proto::status_errno(&status))
+}
+
+/// Whether the daemon attached an `Errno` to this status.
+pub(crate) fn carries_errno(status: &tonic::Status) -> bool {
+    use prost::Message;
+    tcpd_proto::v1::Errno::decode(status.details()).is_ok_and(|e| e.number != 0)
+}
+
+/// The OS error at the bottom of a transport failure, if there is one.
+fn transport_os_error(status: &tonic::Status) -> Option<i32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(errno) = err
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(errno);
+        }
+        source = err.source();
+    }
+    None
 }

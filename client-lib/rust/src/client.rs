@@ -1,0 +1,154 @@
+//! [`Client`]: one session with the daemon.
+//!
+//! A session is one HTTP/2 connection over the daemon's Unix socket (a tonic
+//! [`Channel`]). Every socket belongs to the session that created or accepted
+//! it; when the last clone of a `Client` — including the clones held inside
+//! its sockets — is gone, the connection closes and the daemon closes that
+//! session's remaining sockets (graceful FIN, or RST where unread data
+//! remains), as the kernel does for a process that exits.
+//!
+//! The connection runs on the library's I/O runtime (see `runtime`), so a
+//! `Client` works from any executor and outlives the runtime that made it.
+//! [`Client::shared`] is the process-wide default used by the free
+//! constructors (`TcpStream::connect`, `TcpListener::bind`...).
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::path::Path;
+use std::time::Duration;
+
+use tcpd_proto::v1;
+use tcpd_proto::v1::socket_client::SocketClient;
+use tokio::sync::OnceCell;
+use tonic::transport::Channel;
+
+use crate::addr::{self, ToSocketAddrsV4};
+use crate::sockopt::PollFlags;
+use crate::transport::{connect_channel, status_to_io};
+use crate::{Socket, TcpListener, TcpStream, runtime};
+
+/// The process-wide session behind [`Client::shared`].
+static SHARED: OnceCell<Client> = OnceCell::const_new();
+
+/// A session with the tcpd daemon. Cheap to clone (clones share the session).
+#[derive(Debug, Clone)]
+pub struct Client {
+    rpc: SocketClient<Channel>,
+}
+
+impl Client {
+    /// Opens a session with the daemon listening on the Unix socket `path`.
+    ///
+    /// Fails with the connect(2) error of that socket: `ENOENT` or
+    /// `ECONNREFUSED` when no daemon is running, `EACCES` when this user may
+    /// not use it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> std::io::Result<()> {
+    /// let client = tcpd_client::Client::connect("/run/tcpd/tcpd.sock").await?;
+    /// let stream = client.tcp_connect("10.0.0.1:80").await?;
+    /// # drop(stream); Ok(()) }
+    /// ```
+    pub async fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
+        let path = path.as_ref().to_path_buf();
+        let channel = runtime::run(connect_channel(path)).await??;
+        Ok(Client::from_channel(channel))
+    }
+
+    /// Opens a session at `$TCPD_SOCKET`, or the default
+    /// `/run/tcpd/tcpd.sock` when it is unset or empty.
+    pub async fn from_env() -> io::Result<Client> {
+        Client::connect(tcpd_proto::socket_path_from_env()).await
+    }
+
+    /// The process-wide default session, opened from the environment (as
+    /// [`Client::from_env`]) on first use. A failed attempt is not cached: the
+    /// next call tries again.
+    pub async fn shared() -> io::Result<Client> {
+        SHARED.get_or_try_init(Client::from_env).await.cloned()
+    }
+
+    /// Wraps an already connected channel (for instance one made with
+    /// [`connect_channel`] and custom settings). The channel's connection
+    /// must have been created on a runtime that outlives the client.
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            rpc: SocketClient::new(channel),
+        }
+    }
+
+    /// The generated gRPC client of this session, for calls this crate does
+    /// not wrap.
+    pub fn rpc(&self) -> SocketClient<Channel> {
+        self.rpc.clone()
+    }
+
+    /// Connects a TCP stream through this session (see [`TcpStream::connect`]).
+    pub async fn tcp_connect<A: ToSocketAddrsV4 + ?Sized>(
+        &self,
+        addr: &A,
+    ) -> io::Result<TcpStream> {
+        let targets = addr::resolve(addr).await?;
+        TcpStream::connect_any(self, &targets).await
+    }
+
+    /// Binds a listener through this session (see [`TcpListener::bind`]).
+    pub async fn tcp_bind<A: ToSocketAddrsV4 + ?Sized>(&self, addr: &A) -> io::Result<TcpListener> {
+        let targets = addr::resolve(addr).await?;
+        TcpListener::bind_any(self, &targets).await
+    }
+
+    /// Creates a new, unbound socket (socket(2)).
+    pub async fn socket(&self) -> io::Result<Socket> {
+        Socket::new(self).await
+    }
+
+    /// Waits until one of `entries` (handle, interesting events) is ready, or
+    /// `timeout` passes (`None` waits forever, `Some(ZERO)` does not wait),
+    /// like poll(2). Returns the ready bits of each entry, in order; `ERR`
+    /// and `HUP` are always reported, `NVAL` marks a handle this session does
+    /// not own. An empty result set (all `EMPTY`) means the timeout expired.
+    pub async fn poll(
+        &self,
+        entries: &[(u64, PollFlags)],
+        timeout: Option<Duration>,
+    ) -> io::Result<Vec<PollFlags>> {
+        let timeout_ms = match timeout {
+            None => -1,
+            // poll(2) takes an int; longer waits are clamped to ~24.8 days.
+            Some(t) => i32::try_from(t.as_millis()).unwrap_or(i32::MAX),
+        };
+        let request = v1::PollRequest {
+            entries: entries
+                .iter()
+                .map(|(handle, events)| v1::PollEntry {
+                    handle: *handle,
+                    events: events.bits(),
+                })
+                .collect(),
+            timeout_ms,
+        };
+        let reply = self
+            .rpc()
+            .poll(request)
+            .await
+            .map_err(status_to_io)?
+            .into_inner();
+        if reply.entries.len() != entries.len() {
+            return Err(io::Error::from_raw_os_error(crate::sockopt::EPROTO));
+        }
+        Ok(reply
+            .entries
+            .iter()
+            .map(|e| PollFlags::from_bits(e.events))
+            .collect())
+    }
+
+    /// Creates, binds and connects in one call: the low-level path that
+    /// [`TcpStream::connect`] also uses. Returns the connected socket.
+    pub(crate) async fn connect_socket(&self, target: SocketAddrV4) -> io::Result<Socket> {
+        let socket = Socket::new(self).await?;
+        socket.connect(target, false).await?;
+        Ok(socket)
+    }
+}

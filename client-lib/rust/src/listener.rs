@@ -1,0 +1,112 @@
+//! [`TcpListener`]: a listening socket that yields [`TcpStream`]s.
+//!
+//! `bind` is socket + `SO_REUSEADDR` (as tokio sets it) + bind + listen with
+//! a backlog of [`DEFAULT_BACKLOG`]; the bound address is read back once
+//! (so port 0 gives the chosen port) and cached. Each accepted connection
+//! gets its own Stream RPC, started as soon as it is accepted.
+
+use std::io;
+use std::net::SocketAddrV4;
+
+use futures::Stream;
+
+use crate::addr::{self, ToSocketAddrsV4};
+use crate::sockopt::SockOption;
+use crate::{Client, Socket, TcpStream};
+
+/// Backlog used by [`TcpListener::bind`] (the daemon clamps it to its own
+/// maximum, as Linux clamps to `somaxconn`).
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// A TCP listener through tcpd, like `tokio::net::TcpListener`.
+///
+/// ```no_run
+/// use tokio::io::AsyncWriteExt;
+///
+/// # async fn demo() -> std::io::Result<()> {
+/// let listener = tcpd_client::TcpListener::bind("0.0.0.0:8080").await?;
+/// loop {
+///     let (mut stream, peer) = listener.accept().await?;
+///     tokio::spawn(async move {
+///         let greeting = format!("hello {peer}\n");
+///         let _ = stream.write_all(greeting.as_bytes()).await;
+///     });
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TcpListener {
+    socket: Socket,
+    local: SocketAddrV4,
+}
+
+impl TcpListener {
+    /// Binds and listens on `addr` through the process-wide session
+    /// ([`Client::shared`]). With several addresses, the first that binds
+    /// wins.
+    pub async fn bind<A: ToSocketAddrsV4 + ?Sized>(addr: &A) -> io::Result<TcpListener> {
+        let targets = addr::resolve(addr).await?;
+        let client = Client::shared().await?;
+        TcpListener::bind_any(&client, &targets).await
+    }
+
+    pub(crate) async fn bind_any(
+        client: &Client,
+        targets: &[SocketAddrV4],
+    ) -> io::Result<TcpListener> {
+        let mut last = io::Error::from_raw_os_error(tcpd_proto::errno::EINVAL);
+        for &target in targets {
+            match TcpListener::bind_one(client, target).await {
+                Ok(listener) => return Ok(listener),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn bind_one(client: &Client, addr: SocketAddrV4) -> io::Result<TcpListener> {
+        let socket = Socket::new(client).await?;
+        socket.set_option(SockOption::ReuseAddr(true)).await?;
+        socket.bind(addr).await?;
+        socket.listen(DEFAULT_BACKLOG).await?;
+        let local = socket.local_addr().await?;
+        Ok(TcpListener { socket, local })
+    }
+
+    /// Turns a socket that is already listening into a listener.
+    pub async fn from_socket(socket: Socket) -> io::Result<TcpListener> {
+        let local = socket.local_addr().await?;
+        Ok(TcpListener { socket, local })
+    }
+
+    /// Waits for the next connection (accept(2)).
+    ///
+    /// Cancel safety: see [`Socket::accept`].
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddrV4)> {
+        let (socket, peer) = self.socket.accept(false).await?;
+        Ok((TcpStream::from_connected(socket, peer), peer))
+    }
+
+    /// The bound address (cached at bind time).
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        Ok(self.local)
+    }
+
+    /// The daemon's handle of the listening socket.
+    pub fn handle(&self) -> u64 {
+        self.socket.handle()
+    }
+
+    /// The session the listener belongs to.
+    pub fn client(&self) -> &Client {
+        self.socket.client()
+    }
+
+    /// The accepted connections as an endless stream.
+    pub fn incoming(&self) -> impl Stream<Item = io::Result<TcpStream>> + '_ {
+        futures::stream::unfold(self, |listener| async move {
+            let next = listener.accept().await.map(|(stream, _)| stream);
+            Some((next, listener))
+        })
+    }
+}

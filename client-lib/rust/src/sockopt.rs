@@ -1,0 +1,359 @@
+//! Typed socket options and poll(2) readiness bits.
+//!
+//! [`SockOption`] is one option *with its value*, named after the Linux
+//! constant it stands for; [`OptionName`] names one for `get_option`. Units
+//! are the ones setsockopt(2) uses (seconds, milliseconds, bytes), so a C
+//! shim maps 1:1. Conversions to and from the wire (`tcpd.v1.SetOption` /
+//! `GetOption`) live here and nowhere else; a value of the wrong shape from
+//! the daemon is a protocol error (`EPROTO`), never a panic.
+
+use std::fmt;
+use std::io;
+use std::ops::{BitOr, BitOrAssign};
+
+use tcpd_proto::v1;
+use tcpd_proto::v1::option_value::Value;
+
+/// Linux `EPROTO`: the daemon answered with something this client cannot read.
+pub(crate) const EPROTO: i32 = 71;
+
+/// Names of the options tcpd supports (see [`SockOption`] for meanings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OptionName {
+    /// `SO_REUSEADDR`
+    ReuseAddr,
+    /// `TCP_NODELAY`
+    NoDelay,
+    /// `SO_KEEPALIVE`
+    KeepAlive,
+    /// `TCP_KEEPIDLE`
+    KeepIdle,
+    /// `TCP_KEEPINTVL`
+    KeepInterval,
+    /// `TCP_KEEPCNT`
+    KeepCount,
+    /// `SO_RCVBUF`
+    RecvBuffer,
+    /// `SO_SNDBUF`
+    SendBuffer,
+    /// `SO_LINGER`
+    Linger,
+    /// `SO_ERROR` (get only)
+    Error,
+    /// `TCP_CONGESTION`
+    Congestion,
+    /// `TCP_MAXSEG` (get only)
+    MaxSegment,
+    /// `TCP_SYNCNT`
+    SynCount,
+    /// `TCP_USER_TIMEOUT`
+    UserTimeout,
+}
+
+impl OptionName {
+    pub(crate) fn to_wire(self) -> v1::SockOpt {
+        match self {
+            OptionName::ReuseAddr => v1::SockOpt::SoReuseaddr,
+            OptionName::NoDelay => v1::SockOpt::TcpNodelay,
+            OptionName::KeepAlive => v1::SockOpt::SoKeepalive,
+            OptionName::KeepIdle => v1::SockOpt::TcpKeepidle,
+            OptionName::KeepInterval => v1::SockOpt::TcpKeepintvl,
+            OptionName::KeepCount => v1::SockOpt::TcpKeepcnt,
+            OptionName::RecvBuffer => v1::SockOpt::SoRcvbuf,
+            OptionName::SendBuffer => v1::SockOpt::SoSndbuf,
+            OptionName::Linger => v1::SockOpt::SoLinger,
+            OptionName::Error => v1::SockOpt::SoError,
+            OptionName::Congestion => v1::SockOpt::TcpCongestion,
+            OptionName::MaxSegment => v1::SockOpt::TcpMaxseg,
+            OptionName::SynCount => v1::SockOpt::TcpSyncnt,
+            OptionName::UserTimeout => v1::SockOpt::TcpUserTimeout,
+        }
+    }
+}
+
+/// One socket option with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SockOption {
+    /// `SO_REUSEADDR`: bind may reuse a local address still in TIME-WAIT.
+    ReuseAddr(bool),
+    /// `TCP_NODELAY`: disable Nagle's algorithm (RFC 9293 §3.7.4).
+    NoDelay(bool),
+    /// `SO_KEEPALIVE`: send keep-alive probes on an idle connection
+    /// (RFC 9293 §3.8.4).
+    KeepAlive(bool),
+    /// `TCP_KEEPIDLE`: idle seconds before the first keep-alive probe.
+    KeepIdle(u32),
+    /// `TCP_KEEPINTVL`: seconds between keep-alive probes.
+    KeepInterval(u32),
+    /// `TCP_KEEPCNT`: unanswered probes before the connection is dropped.
+    KeepCount(u32),
+    /// `SO_RCVBUF`: receive buffer size in bytes.
+    RecvBuffer(u32),
+    /// `SO_SNDBUF`: send buffer size in bytes.
+    SendBuffer(u32),
+    /// `SO_LINGER`: `Some(seconds)` makes close wait for (or, with 0, reset)
+    /// unsent data; `None` is the default graceful background close.
+    Linger(Option<u32>),
+    /// `SO_ERROR`: the pending error's errno, 0 if none (reading clears it).
+    Error(i32),
+    /// `TCP_CONGESTION`: `"cubic"` or `"newreno"`.
+    Congestion(String),
+    /// `TCP_MAXSEG`: the effective send MSS in bytes.
+    MaxSegment(u32),
+    /// `TCP_SYNCNT`: SYN retransmissions before connect fails with ETIMEDOUT.
+    SynCount(u32),
+    /// `TCP_USER_TIMEOUT`: milliseconds unacknowledged data may wait before
+    /// the connection is dropped (RFC 9293 §3.8.3); 0 is the default.
+    UserTimeout(u32),
+}
+
+impl SockOption {
+    /// The option's name.
+    pub fn name(&self) -> OptionName {
+        match self {
+            SockOption::ReuseAddr(_) => OptionName::ReuseAddr,
+            SockOption::NoDelay(_) => OptionName::NoDelay,
+            SockOption::KeepAlive(_) => OptionName::KeepAlive,
+            SockOption::KeepIdle(_) => OptionName::KeepIdle,
+            SockOption::KeepInterval(_) => OptionName::KeepInterval,
+            SockOption::KeepCount(_) => OptionName::KeepCount,
+            SockOption::RecvBuffer(_) => OptionName::RecvBuffer,
+            SockOption::SendBuffer(_) => OptionName::SendBuffer,
+            SockOption::Linger(_) => OptionName::Linger,
+            SockOption::Error(_) => OptionName::Error,
+            SockOption::Congestion(_) => OptionName::Congestion,
+            SockOption::MaxSegment(_) => OptionName::MaxSegment,
+            SockOption::SynCount(_) => OptionName::SynCount,
+            SockOption::UserTimeout(_) => OptionName::UserTimeout,
+        }
+    }
+
+    /// The wire value.
+    pub(crate) fn to_wire(&self) -> v1::OptionValue {
+        let value = match self {
+            SockOption::ReuseAddr(b) | SockOption::NoDelay(b) | SockOption::KeepAlive(b) => {
+                Value::Flag(*b)
+            }
+            SockOption::KeepIdle(n)
+            | SockOption::KeepInterval(n)
+            | SockOption::KeepCount(n)
+            | SockOption::RecvBuffer(n)
+            | SockOption::SendBuffer(n)
+            | SockOption::MaxSegment(n)
+            | SockOption::SynCount(n)
+            | SockOption::UserTimeout(n) => Value::Int(i64::from(*n)),
+            SockOption::Error(e) => Value::Int(i64::from(*e)),
+            SockOption::Linger(l) => Value::Linger(v1::Linger {
+                enabled: l.is_some(),
+                seconds: l.unwrap_or(0),
+            }),
+            SockOption::Congestion(name) => Value::Text(name.clone()),
+        };
+        v1::OptionValue { value: Some(value) }
+    }
+
+    /// Reads the daemon's answer to `GetOption(name)`.
+    pub(crate) fn from_wire(name: OptionName, value: Option<v1::OptionValue>) -> io::Result<Self> {
+        let protocol_error = || io::Error::from_raw_os_error(EPROTO);
+        let value = value.and_then(|v| v.value).ok_or_else(protocol_error)?;
+        let flag = |v: &Value| match v {
+            Value::Flag(b) => Ok(*b),
+            // Some servers answer booleans as 0/1 integers, as getsockopt does.
+            Value::Int(i) => Ok(*i != 0),
+            _ => Err(protocol_error()),
+        };
+        let unsigned = |v: &Value| match v {
+            Value::Int(i) => u32::try_from(*i).map_err(|_| protocol_error()),
+            _ => Err(protocol_error()),
+        };
+        Ok(match name {
+            OptionName::ReuseAddr => SockOption::ReuseAddr(flag(&value)?),
+            OptionName::NoDelay => SockOption::NoDelay(flag(&value)?),
+            OptionName::KeepAlive => SockOption::KeepAlive(flag(&value)?),
+            OptionName::KeepIdle => SockOption::KeepIdle(unsigned(&value)?),
+            OptionName::KeepInterval => SockOption::KeepInterval(unsigned(&value)?),
+            OptionName::KeepCount => SockOption::KeepCount(unsigned(&value)?),
+            OptionName::RecvBuffer => SockOption::RecvBuffer(unsigned(&value)?),
+            OptionName::SendBuffer => SockOption::SendBuffer(unsigned(&value)?),
+            OptionName::MaxSegment => SockOption::MaxSegment(unsigned(&value)?),
+            OptionName::SynCount => SockOption::SynCount(unsigned(&value)?),
+            OptionName::UserTimeout => SockOption::UserTimeout(unsigned(&value)?),
+            OptionName::Error => match value {
+                Value::Int(i) => SockOption::Error(i32::try_from(i).map_err(|_| protocol_error())?),
+                _ => return Err(protocol_error()),
+            },
+            OptionName::Linger => match value {
+                Value::Linger(l) => SockOption::Linger(l.enabled.then_some(l.seconds)),
+                _ => return Err(protocol_error()),
+            },
+            OptionName::Congestion => match value {
+                Value::Text(t) => SockOption::Congestion(t),
+                _ => return Err(protocol_error()),
+            },
+        })
+    }
+}
+
+/// poll(2) readiness bits, as `tcpd.v1.PollEvent` (same values as Linux).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PollFlags(u32);
+
+impl PollFlags {
+    /// No bits.
+    pub const EMPTY: PollFlags = PollFlags(0);
+    /// `POLLIN`: data or EOF to read, or a connection to accept.
+    pub const IN: PollFlags = PollFlags(1);
+    /// `POLLOUT`: send-buffer space, or a non-blocking connect finished.
+    pub const OUT: PollFlags = PollFlags(4);
+    /// `POLLERR`: a pending error (read it with `SO_ERROR`).
+    pub const ERR: PollFlags = PollFlags(8);
+    /// `POLLHUP`: both directions closed.
+    pub const HUP: PollFlags = PollFlags(16);
+    /// `POLLNVAL`: the handle is unknown to this session.
+    pub const NVAL: PollFlags = PollFlags(32);
+    /// `POLLRDHUP`: the peer closed its sending side (FIN received).
+    pub const RDHUP: PollFlags = PollFlags(0x2000);
+
+    const NAMES: [(PollFlags, &'static str); 6] = [
+        (PollFlags::IN, "IN"),
+        (PollFlags::OUT, "OUT"),
+        (PollFlags::ERR, "ERR"),
+        (PollFlags::HUP, "HUP"),
+        (PollFlags::NVAL, "NVAL"),
+        (PollFlags::RDHUP, "RDHUP"),
+    ];
+
+    /// From raw bits (unknown bits are kept).
+    pub const fn from_bits(bits: u32) -> PollFlags {
+        PollFlags(bits)
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: PollFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any bit of `other` is set.
+    pub const fn intersects(self, other: PollFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Whether no bit is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl BitOr for PollFlags {
+    type Output = PollFlags;
+    fn bitor(self, rhs: PollFlags) -> PollFlags {
+        PollFlags(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for PollFlags {
+    fn bitor_assign(&mut self, rhs: PollFlags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for PollFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        let mut first = true;
+        f.write_str("PollFlags(")?;
+        for (flag, name) in PollFlags::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+                rest &= !flag.0;
+            }
+        }
+        if rest != 0 || first {
+            if !first {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{rest:#x}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_round_trip_through_the_wire_form() {
+        let all = [
+            SockOption::ReuseAddr(true),
+            SockOption::NoDelay(false),
+            SockOption::KeepAlive(true),
+            SockOption::KeepIdle(7200),
+            SockOption::KeepInterval(75),
+            SockOption::KeepCount(9),
+            SockOption::RecvBuffer(131_072),
+            SockOption::SendBuffer(16_384),
+            SockOption::Linger(Some(0)),
+            SockOption::Linger(None),
+            SockOption::Error(111),
+            SockOption::Congestion("cubic".into()),
+            SockOption::MaxSegment(1460),
+            SockOption::SynCount(6),
+            SockOption::UserTimeout(30_000),
+        ];
+        for opt in all {
+            let back = SockOption::from_wire(opt.name(), Some(opt.to_wire())).expect("decodes");
+            assert_eq!(back, opt);
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_are_protocol_errors_not_panics() {
+        let text = Some(v1::OptionValue {
+            value: Some(Value::Text("x".into())),
+        });
+        let err = SockOption::from_wire(OptionName::NoDelay, text).expect_err("text is no flag");
+        assert_eq!(err.raw_os_error(), Some(EPROTO));
+        let negative = Some(v1::OptionValue {
+            value: Some(Value::Int(-1)),
+        });
+        let err =
+            SockOption::from_wire(OptionName::RecvBuffer, negative).expect_err("negative size");
+        assert_eq!(err.raw_os_error(), Some(EPROTO));
+        let err = SockOption::from_wire(OptionName::Linger, None).expect_err("missing value");
+        assert_eq!(err.raw_os_error(), Some(EPROTO));
+    }
+
+    #[test]
+    fn option_names_match_the_proto_enum() {
+        assert_eq!(OptionName::NoDelay.to_wire() as i32, 2);
+        assert_eq!(OptionName::Error.to_wire() as i32, 10);
+        assert_eq!(OptionName::UserTimeout.to_wire() as i32, 14);
+    }
+
+    #[test]
+    fn poll_flags_match_linux_and_print_names() {
+        assert_eq!(PollFlags::IN.bits(), v1::PollEvent::In as u32);
+        assert_eq!(PollFlags::OUT.bits(), v1::PollEvent::Out as u32);
+        assert_eq!(PollFlags::RDHUP.bits(), v1::PollEvent::Rdhup as u32);
+        let f = PollFlags::IN | PollFlags::RDHUP;
+        assert!(f.contains(PollFlags::IN) && !f.contains(PollFlags::OUT));
+        assert_eq!(format!("{f:?}"), "PollFlags(IN | RDHUP)");
+        assert_eq!(format!("{:?}", PollFlags::EMPTY), "PollFlags(0x0)");
+        assert_eq!(
+            format!("{:?}", PollFlags::from_bits(0x41)),
+            "PollFlags(IN | 0x40)"
+        );
+    }
+}
