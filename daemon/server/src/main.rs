@@ -1,1 +1,227 @@
-fn main() {}
+//! `tcpd`: the user-space TCP/IPv4 daemon.
+//!
+//! Startup order (each step needs the previous one):
+//! 1. configuration (flags over `--config` TOML over defaults), logging;
+//! 2. the TUN device, created and configured here (host-side address,
+//!    netmask, MTU, up) so the kernel routes the prefix into it;
+//! 3. the API's Unix socket (mode 0660, optional group; stale files replaced,
+//!    a live daemon on the same path is a fatal error);
+//! 4. privilege drop (see [`privileges`]) — before any thread exists;
+//! 5. the driver thread (owns the stack; its own current-thread runtime) and
+//!    the gRPC server on the main thread's current-thread runtime;
+//! 6. `READY=1` to systemd when `NOTIFY_SOCKET` is set.
+//!
+//! SIGTERM/SIGINT: stop serving, reset every connection (the RSTs are written
+//! to the TUN before exit), remove the socket file, exit 0.
+
+mod admin_service;
+mod config;
+mod convert;
+mod driver;
+mod errno;
+mod impair;
+mod privileges;
+mod session;
+mod socket_file;
+mod socket_service;
+
+use admin_service::{AdminService, DaemonInfo};
+use clap::Parser;
+use config::{Cli, LogFormat, Settings};
+use driver::{Clock, Driver};
+use session::SessionAcceptor;
+use socket_file::SocketFile;
+use socket_service::SocketService;
+use std::process::ExitCode;
+use tcpd_proto::v1::admin_server::AdminServer;
+use tcpd_proto::v1::socket_server::SocketServer;
+use tcpd_stack::{Stack, StackConfig};
+
+/// HTTP/2 stream window: how much Stream data may be in flight per RPC
+/// before flow control pushes back on the writer.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 connection window (all RPCs of one session together).
+const CONNECTION_WINDOW: u32 = 4 << 20;
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Creates and configures the TUN device (needs CAP_NET_ADMIN).
+fn open_tun(settings: &Settings) -> anyhow::Result<tun::Device> {
+    let mut cfg = tun::Configuration::default();
+    cfg.tun_name(&settings.tun)
+        .address(settings.host_address)
+        .netmask(config::netmask(settings.prefix_len))
+        .mtu(settings.mtu)
+        .up();
+    tun::create(&cfg).map_err(|e| anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun))
+}
+
+/// The stack's configuration, with secrets from the OS random source.
+fn stack_config(settings: &Settings) -> anyhow::Result<StackConfig> {
+    use rand::TryRngCore;
+    let mut config = StackConfig::new(settings.address, settings.prefix_len);
+    config.mtu = settings.mtu;
+    config.msl = settings.msl;
+    let mut os = rand::rngs::OsRng;
+    // RFC 6528 §3: the ISN function's secret key must be unguessable.
+    os.try_fill_bytes(&mut config.isn_secret)?;
+    config.rng_seed = os.try_next_u64()?;
+    if let Some(n) = settings.syn_retries {
+        config.socket_defaults.syn_retries = n;
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tcpd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tcpd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(settings: Settings) -> anyhow::Result<()> {
+    // Look the user up first: a typo must fail before anything is created.
+    let user = settings
+        .user
+        .as_deref()
+        .map(privileges::lookup_user)
+        .transpose()?;
+    let device = open_tun(&settings)?;
+    let socket = SocketFile::bind(&settings.socket, settings.socket_group.as_deref())?;
+    if let Some(user) = &user {
+        let mut paths = vec![socket.path.as_path()];
+        if let Some(dir) = &socket.created_dir {
+            paths.push(dir.as_path());
+        }
+        privileges::hand_over(user, &paths)?;
+    }
+    privileges::drop_privileges(user.as_ref())?;
+
+    let clock = Clock::start();
+    let stack = Stack::new(stack_config(&settings)?, clock.now());
+    let impairer = settings
+        .impair
+        .clone()
+        .filter(|spec| !spec.is_noop() || spec.seed.is_some())
+        .map(impair::Impairer::new);
+    let impairment = impairer
+        .as_ref()
+        .map(|i| i.spec().to_string())
+        .unwrap_or_default();
+    let (driver, handle) = Driver::new(stack, clock, device, impairer, settings.mtu);
+
+    // The driver gets a thread of its own: the stack work and the gRPC work
+    // then use both cores.
+    let (driver_done_tx, driver_done) = tokio::sync::oneshot::channel::<String>();
+    std::thread::Builder::new()
+        .name("tcpd-driver".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => match rt.block_on(driver.run()) {
+                    Ok(()) => String::new(),
+                    Err(e) => format!("driver failed: {e}"),
+                },
+                Err(e) => format!("cannot start the driver runtime: {e}"),
+            };
+            let _ = driver_done_tx.send(outcome);
+        })?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let info = DaemonInfo {
+        tun_name: settings.tun.clone(),
+        address: settings.address,
+        prefix_len: settings.prefix_len,
+        host_address: settings.host_address,
+        mtu: settings.mtu,
+        socket_path: settings.socket.display().to_string(),
+        impairment,
+        started: std::time::Instant::now(),
+    };
+    let socket_path = socket.path.clone();
+    let result = rt.block_on(serve(socket, handle, info, driver_done));
+    socket_file::remove(&socket_path);
+    // Exit without waiting for connection tasks still parked in the runtime.
+    drop(rt);
+    result
+}
+
+async fn serve(
+    socket: SocketFile,
+    driver: driver::DriverHandle,
+    info: DaemonInfo,
+    driver_done: tokio::sync::oneshot::Receiver<String>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener = tokio::net::UnixListener::from_std(socket.listener)?;
+    let acceptor = SessionAcceptor::new(listener, driver.session_end_sender());
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tracing::info!(
+        tun = %info.tun_name,
+        address = %format!("{}/{}", info.address, info.prefix_len),
+        host = %info.host_address,
+        mtu = info.mtu,
+        socket = %info.socket_path,
+        impairment = %info.impairment,
+        "tcpd ready"
+    );
+    let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .add_service(SocketServer::new(SocketService::new(driver.clone())))
+        .add_service(AdminServer::new(AdminService::new(driver.clone(), info)))
+        .serve_with_incoming(acceptor.into_stream());
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "sd_notify READY=1 failed");
+        }
+    }
+    tokio::select! {
+        served = server => {
+            served?;
+            anyhow::bail!("the RPC server stopped unexpectedly");
+        }
+        outcome = driver_done => {
+            let reason = outcome.unwrap_or_default();
+            anyhow::bail!("the stack driver stopped: {reason}");
+        }
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
+    // The server future is dropped: no new sessions or RPCs. Reset everything.
+    driver.terminate().await;
+    tracing::info!("all connections reset; exiting");
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The `tcpd.v1.Admin` service: connection listing, counters, the state
+//! change feed, administrative aborts (root only) and daemon status.
+
+use crate::convert;
+use crate::driver::DriverHandle;
+use crate::errno::Errno;
+use crate::socket_service::session_of;
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use tcpd_proto::errno::EPERM;
+use tcpd_proto::v1;
+use tcpd_proto::v1::admin_server::Admin;
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Status};
+
+/// Fixed facts about this daemon, reported by Status.
+#[derive(Clone, Debug)]
+pub struct DaemonInfo {
+    pub tun_name: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub host_address: Ipv4Addr,
+    pub mtu: u16,
+    pub socket_path: String,
+    /// The canonical impairment spec, "" when none.
+    pub impairment: String,
+    pub started: std::time::Instant,
+}
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    driver: DriverHandle,
+    info: DaemonInfo,
+}
+
+impl AdminService {
+    pub fn new(driver: DriverHandle, info: DaemonInfo) -> Self {
+        AdminService { driver, info }
+    }
+}
+
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn counters(pairs: Vec<(String, u64)>) -> Vec<v1::Counter> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| v1::Counter { name, value })
+        .collect()
+}
+
+type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<v1::StateChange, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_connections(
+        &self,
+        _request: Request<v1::ListConnectionsRequest>,
+    ) -> Result<Response<v1::ListConnectionsReply>, Status> {
+        let rows = self.driver.call(|c| c.connections()).await?;
+        let connections = rows
+            .into_iter()
+            .map(|(info, owner)| v1::ConnectionInfo {
+                handle: info.handle.map_or(0, |h| h.0),
+                state: convert::tcp_state(info.state) as i32,
+                state_name: info.state.name().to_string(),
+                local: Some(info.local.into()),
+                remote: Some(info.remote.into()),
+                owner_uid: owner.map_or(0, |o| o.uid),
+                owner_gid: owner.map_or(0, |o| o.gid),
+                owner_pid: owner.map_or(0, |o| o.pid),
+                recv_queue: to_u64(info.recv_queue),
+                send_queue: to_u64(info.send_queue),
+                srtt_us: micros(info.srtt),
+                rttvar_us: micros(info.rttvar),
+                rto_us: micros(info.rto),
+                cwnd: to_u64(info.cwnd),
+                ssthresh: to_u64(info.ssthresh),
+                retransmits: info.retransmits,
+                bytes_sent: info.bytes_sent,
+                bytes_received: info.bytes_received,
+                congestion: info.congestion.name().to_string(),
+                mss: u32::from(info.mss),
+                listen_backlog: info.listen_backlog,
+                accept_queue: info.accept_queue,
+            })
+            .collect();
+        Ok(Response::new(v1::ListConnectionsReply { connections }))
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsReply>, Status> {
+        let (named, states) = self.driver.call(|c| c.stats()).await?;
+        Ok(Response::new(v1::StatsReply {
+            counters: counters(named),
+            states: counters(states),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        _request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let rx = self.driver.watch_state_changes();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(change) => return Some((Ok(change), rx)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "a Watch client fell behind; events skipped");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn abort(
+        &self,
+        request: Request<v1::AbortRequest>,
+    ) -> Result<Response<v1::AbortReply>, Status> {
+        let session = session_of(&request)?;
+        if !session.creds.is_root() {
+            return Err(Errno::new(EPERM, "Abort is for root only").into_status());
+        }
+        let req = request.into_inner();
+        let local = convert::socket_addr(req.local.as_ref())?;
+        let remote = convert::socket_addr(req.remote.as_ref())?;
+        let aborted = self.driver.call(move |c| c.abort(local, remote)).await?;
+        tracing::info!(%local, %remote, aborted, uid = session.creds.uid, "admin abort");
+        Ok(Response::new(v1::AbortReply {
+            aborted: u32::try_from(aborted).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusReply>, Status> {
+        let info = &self.info;
+        Ok(Response::new(v1::StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: u64::try_from(info.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            tun_name: info.tun_name.clone(),
+            address: Some(v1::SockAddr {
+                ip: u32::from(info.address),
+                port: 0,
+            }),
+            prefix_len: u32::from(info.prefix_len),
+            host_address: Some(v1::SockAddr {
+                ip: u32::from(info.host_address),
+                port: 0,
+            }),
+            mtu: u32::from(info.mtu),
+            socket_path: info.socket_path.clone(),
+            pid: std::process::id(),
+            impairment: info.impairment.clone(),
+        }))
+    }
+}

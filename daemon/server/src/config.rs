@@ -1,0 +1,359 @@
+//! Daemon configuration: command-line flags, an optional TOML file with the
+//! same keys, and the defaults. Flags win over the file, the file over the
+//! defaults. The result, [`Settings`], is validated once here (address and
+//! prefix, MTU range, impairment syntax) so the rest of the daemon never sees
+//! a malformed value.
+
+use crate::impair::ImpairSpec;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Smallest MTU tcpd accepts: IPv4 requires every link to carry 576-byte
+/// datagrams (RFC 791 §3.1, RFC 1122 §3.3.3).
+pub const MIN_MTU: u16 = 576;
+/// Largest MTU accepted (a TUN device takes up to 64 KiB packets).
+pub const MAX_MTU: u16 = 65535;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags. Every value is optional so the TOML file can supply it.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "tcpd",
+    version,
+    about = "User-space TCP/IPv4 daemon: owns a TUN device and serves a socket API over gRPC"
+)]
+pub struct Cli {
+    /// TOML file with the same keys as the long flags (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// TUN device name [default: tcpd0].
+    #[arg(long, value_name = "NAME")]
+    pub tun: Option<String>,
+    /// tcpd's own address and prefix [default: 10.77.0.2/24].
+    #[arg(long, value_name = "A.B.C.D/LEN")]
+    pub address: Option<String>,
+    /// Kernel side of the TUN [default: 10.77.0.1].
+    #[arg(long, value_name = "A.B.C.D")]
+    pub host_address: Option<Ipv4Addr>,
+    /// Link MTU [default: 1500].
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u16>,
+    /// Unix socket path of the API [default: /run/tcpd/tcpd.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Group owning the socket (mode is always 0660).
+    #[arg(long, value_name = "NAME")]
+    pub socket_group: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or tracing filter (RUST_LOG overrides) [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Maximum segment lifetime in ms; TIME-WAIT lasts twice this [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub msl_ms: Option<u64>,
+    /// SYN retransmissions before connect fails with ETIMEDOUT [default: 6].
+    #[arg(long, value_name = "N")]
+    pub syn_retries: Option<u32>,
+    /// Packet impairment on the TUN, e.g. loss=5%,delay=10ms,jitter=5ms,reorder=2%,duplicate=1%,corrupt=0.5%,seed=N.
+    #[arg(long, value_name = "SPEC")]
+    pub impair: Option<String>,
+    /// Drop to this user (and its primary group) once the TUN and socket are open.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+}
+
+/// The TOML file: the long flag names as keys (kebab-case), all optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub tun: Option<String>,
+    pub address: Option<String>,
+    pub host_address: Option<Ipv4Addr>,
+    pub mtu: Option<u16>,
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub msl_ms: Option<u64>,
+    pub syn_retries: Option<u32>,
+    pub impair: Option<String>,
+    pub user: Option<String>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub tun: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub host_address: Ipv4Addr,
+    pub mtu: u16,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub msl: Duration,
+    pub syn_retries: Option<u32>,
+    pub impair: Option<ImpairSpec>,
+    pub user: Option<String>,
+}
+
+/// A configuration error, reported before anything is opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid --address {0:?}: expected A.B.C.D/LEN with LEN in 1..=30")]
+    Address(String),
+    #[error("--host-address {host} is not inside {address}/{prefix_len} or equals tcpd's address")]
+    HostAddress {
+        host: Ipv4Addr,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    },
+    #[error("invalid --mtu {0}: must be in {MIN_MTU}..={MAX_MTU}")]
+    Mtu(u16),
+    #[error("invalid --tun {0:?}: must be 1..=15 characters without '/' or whitespace")]
+    TunName(String),
+    #[error("invalid --impair: {0}")]
+    Impair(String),
+    #[error("invalid --msl-ms 0: must be positive")]
+    Msl,
+}
+
+/// Parses `A.B.C.D/LEN`. Prefixes longer than /30 leave no room for the
+/// host side plus tcpd on one link.
+pub fn parse_address(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+    let bad = || ConfigError::Address(s.to_string());
+    let (ip, len) = s.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.trim().parse().map_err(|_| bad())?;
+    let len: u8 = len.trim().parse().map_err(|_| bad())?;
+    if !(1..=30).contains(&len) {
+        return Err(bad());
+    }
+    Ok((ip, len))
+}
+
+/// The netmask of a prefix length (1..=32).
+pub fn netmask(prefix_len: u8) -> Ipv4Addr {
+    let bits = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
+    Ipv4Addr::from(bits)
+}
+
+/// Whether `a` and `b` lie in the same prefix.
+pub fn same_prefix(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
+    let mask = u32::from(netmask(prefix_len));
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
+impl Settings {
+    /// Merges flags over the file over the defaults and validates the result.
+    pub fn resolve(cli: &Cli, file: FileConfig) -> Result<Settings, ConfigError> {
+        let tun = cli
+            .tun
+            .clone()
+            .or(file.tun)
+            .unwrap_or_else(|| "tcpd0".to_string());
+        // Linux interface names: at most IFNAMSIZ-1 = 15 bytes, no '/' or spaces.
+        if tun.is_empty()
+            || tun.len() > 15
+            || tun.contains('/')
+            || tun.chars().any(char::is_whitespace)
+        {
+            return Err(ConfigError::TunName(tun));
+        }
+        let address_text = cli
+            .address
+            .clone()
+            .or(file.address)
+            .unwrap_or_else(|| "10.77.0.2/24".to_string());
+        let (address, prefix_len) = parse_address(&address_text)?;
+        let host_address = cli
+            .host_address
+            .or(file.host_address)
+            .unwrap_or(Ipv4Addr::new(10, 77, 0, 1));
+        if host_address == address || !same_prefix(host_address, address, prefix_len) {
+            return Err(ConfigError::HostAddress {
+                host: host_address,
+                address,
+                prefix_len,
+            });
+        }
+        let mtu = cli.mtu.or(file.mtu).unwrap_or(1500);
+        if mtu < MIN_MTU {
+            return Err(ConfigError::Mtu(mtu));
+        }
+        let msl_ms = cli.msl_ms.or(file.msl_ms).unwrap_or(30_000);
+        if msl_ms == 0 {
+            return Err(ConfigError::Msl);
+        }
+        let impair = match cli.impair.clone().or(file.impair) {
+            Some(text) if !text.trim().is_empty() => {
+                Some(ImpairSpec::parse(&text).map_err(|e| ConfigError::Impair(e.to_string()))?)
+            }
+            _ => None,
+        };
+        Ok(Settings {
+            tun,
+            address,
+            prefix_len,
+            host_address,
+            mtu,
+            socket: cli
+                .socket
+                .clone()
+                .or(file.socket)
+                .unwrap_or_else(|| PathBuf::from(tcpd_proto::DEFAULT_SOCKET_PATH)),
+            socket_group: cli.socket_group.clone().or(file.socket_group),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: cli
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_string()),
+            msl: Duration::from_millis(msl_ms),
+            syn_retries: cli.syn_retries.or(file.syn_retries),
+            impair,
+            user: cli.user.clone().or(file.user),
+        })
+    }
+
+    /// Reads the file named by `--config` (if any) and resolves.
+    pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Settings::resolve(cli, file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["tcpd"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(&cli(&[]), FileConfig::default()).expect("valid");
+        assert_eq!(s.tun, "tcpd0");
+        assert_eq!(s.address, Ipv4Addr::new(10, 77, 0, 2));
+        assert_eq!(s.prefix_len, 24);
+        assert_eq!(s.host_address, Ipv4Addr::new(10, 77, 0, 1));
+        assert_eq!(s.mtu, 1500);
+        assert_eq!(s.socket, PathBuf::from("/run/tcpd/tcpd.sock"));
+        assert_eq!(s.msl, Duration::from_secs(30));
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.impair, None);
+        assert_eq!(s.user, None);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            tun = "filetun"
+            address = "192.168.5.9/16"
+            host-address = "192.168.0.1"
+            mtu = 9000
+            socket = "/tmp/x.sock"
+            log-format = "json"
+            msl-ms = 500
+            syn-retries = 2
+            impair = "loss=1%"
+            user = "nobody"
+            "#,
+        )
+        .expect("toml parses");
+        let s =
+            Settings::resolve(&cli(&["--tun", "flagtun", "--mtu", "1400"]), file).expect("valid");
+        assert_eq!(s.tun, "flagtun");
+        assert_eq!(s.mtu, 1400);
+        assert_eq!(s.address, Ipv4Addr::new(192, 168, 5, 9));
+        assert_eq!(s.prefix_len, 16);
+        assert_eq!(s.host_address, Ipv4Addr::new(192, 168, 0, 1));
+        assert_eq!(s.socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.msl, Duration::from_millis(500));
+        assert_eq!(s.syn_retries, Some(2));
+        assert!(s.impair.is_some());
+        assert_eq!(s.user.as_deref(), Some("nobody"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("tunn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let bad = |args: &[&str]| Settings::resolve(&cli(args), FileConfig::default()).is_err();
+        assert!(bad(&["--address", "10.0.0.1"]));
+        assert!(bad(&["--address", "10.0.0.1/33"]));
+        assert!(bad(&["--address", "10.0.0.256/24"]));
+        assert!(bad(&["--address", "10.0.0.1/31"]));
+        assert!(bad(&["--host-address", "10.78.0.1"]));
+        assert!(bad(&["--host-address", "10.77.0.2"]));
+        assert!(bad(&["--mtu", "100"]));
+        assert!(bad(&["--tun", "a-very-long-interface-name"]));
+        assert!(bad(&["--impair", "loss=500%"]));
+        assert!(bad(&["--msl-ms", "0"]));
+        assert!(Cli::try_parse_from(["tcpd", "--mtu", "70000"]).is_err());
+    }
+
+    #[test]
+    fn netmask_and_prefix() {
+        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(1), Ipv4Addr::new(128, 0, 0, 0));
+        assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
+        assert!(same_prefix(
+            Ipv4Addr::new(10, 77, 0, 1),
+            Ipv4Addr::new(10, 77, 0, 200),
+            24
+        ));
+        assert!(!same_prefix(
+            Ipv4Addr::new(10, 77, 1, 1),
+            Ipv4Addr::new(10, 77, 0, 200),
+            24
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! Conversions between the tcpd.v1 wire types and the stack's types.
+//!
+//! Untrusted request fields are validated here: a missing address, a port
+//! above 65535, an unknown enum value or an option value of the wrong kind
+//! becomes an [`Errno`] (EINVAL, ENOPROTOOPT), never a panic.
+
+use crate::errno::Errno;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+use tcpd_proto::errno::ENOPROTOOPT;
+use tcpd_proto::v1;
+use tcpd_proto::v1::option_value::Value;
+use tcpd_stack::{CongestionAlgorithm, OptionName, Shutdown, SockOption, TcpState};
+
+/// A request address; EINVAL when missing or when the port exceeds 16 bits.
+pub fn socket_addr(addr: Option<&v1::SockAddr>) -> Result<SocketAddrV4, Errno> {
+    let addr = addr.ok_or_else(|| Errno::invalid("address missing"))?;
+    addr.to_std()
+        .ok_or_else(|| Errno::invalid(format!("port {} out of range", addr.port)))
+}
+
+/// The wire enum for a stack state.
+pub fn tcp_state(state: TcpState) -> v1::TcpState {
+    match state {
+        TcpState::Closed => v1::TcpState::Closed,
+        TcpState::Listen => v1::TcpState::Listen,
+        TcpState::SynSent => v1::TcpState::SynSent,
+        TcpState::SynReceived => v1::TcpState::SynReceived,
+        TcpState::Established => v1::TcpState::Established,
+        TcpState::FinWait1 => v1::TcpState::FinWait1,
+        TcpState::FinWait2 => v1::TcpState::FinWait2,
+        TcpState::CloseWait => v1::TcpState::CloseWait,
+        TcpState::Closing => v1::TcpState::Closing,
+        TcpState::LastAck => v1::TcpState::LastAck,
+        TcpState::TimeWait => v1::TcpState::TimeWait,
+    }
+}
+
+/// shutdown(2)'s `how`; EINVAL for unspecified or unknown values.
+pub fn shutdown_how(how: i32) -> Result<Shutdown, Errno> {
+    match v1::ShutdownHow::try_from(how) {
+        Ok(v1::ShutdownHow::Read) => Ok(Shutdown::Read),
+        Ok(v1::ShutdownHow::Write) => Ok(Shutdown::Write),
+        Ok(v1::ShutdownHow::Both) => Ok(Shutdown::Both),
+        _ => Err(Errno::invalid(format!("invalid shutdown mode {how}"))),
+    }
+}
+
+/// The option a request names; ENOPROTOOPT for unknown values.
+pub fn option_name(option: i32) -> Result<OptionName, Errno> {
+    use v1::SockOpt as O;
+    let name = match O::try_from(option) {
+        Ok(O::SoReuseaddr) => OptionName::ReuseAddr,
+        Ok(O::TcpNodelay) => OptionName::NoDelay,
+        Ok(O::SoKeepalive) => OptionName::KeepAlive,
+        Ok(O::TcpKeepidle) => OptionName::KeepIdle,
+        Ok(O::TcpKeepintvl) => OptionName::KeepInterval,
+        Ok(O::TcpKeepcnt) => OptionName::KeepCount,
+        Ok(O::SoRcvbuf) => OptionName::RecvBuffer,
+        Ok(O::SoSndbuf) => OptionName::SendBuffer,
+        Ok(O::SoLinger) => OptionName::Linger,
+        Ok(O::SoError) => OptionName::Error,
+        Ok(O::TcpCongestion) => OptionName::Congestion,
+        Ok(O::TcpMaxseg) => OptionName::MaxSegment,
+        Ok(O::TcpSyncnt) => OptionName::SynRetries,
+        Ok(O::TcpUserTimeout) => OptionName::UserTimeout,
+        Ok(O::Unspecified) | Err(_) => {
+            return Err(Errno::new(ENOPROTOOPT, format!("unknown option {option}")));
+        }
+    };
+    Ok(name)
+}
+
+/// A boolean option: `flag`, or an integer as setsockopt(2) takes it (non-zero = on).
+fn flag(value: &Value) -> Result<bool, Errno> {
+    match value {
+        Value::Flag(b) => Ok(*b),
+        Value::Int(i) => Ok(*i != 0),
+        _ => Err(Errno::invalid("expected a boolean")),
+    }
+}
+
+/// An integer option in `range`.
+fn int(value: &Value, range: std::ops::RangeInclusive<i64>) -> Result<i64, Errno> {
+    match value {
+        Value::Int(i) if range.contains(i) => Ok(*i),
+        Value::Int(i) => Err(Errno::invalid(format!("value {i} out of range"))),
+        _ => Err(Errno::invalid("expected an integer")),
+    }
+}
+
+fn to_u32(i: i64) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+fn to_usize(i: i64) -> usize {
+    usize::try_from(i).unwrap_or(usize::MAX)
+}
+
+/// The option and value of a SetOption request.
+pub fn option_to_set(option: i32, value: Option<&v1::OptionValue>) -> Result<SockOption, Errno> {
+    let name = option_name(option)?;
+    let value = value
+        .and_then(|v| v.value.as_ref())
+        .ok_or_else(|| Errno::invalid("option value missing"))?;
+    // Linux bounds: TCP_KEEPIDLE/KEEPINTVL 1..=32767 s, TCP_KEEPCNT 1..=127, TCP_SYNCNT 1..=127.
+    let option = match name {
+        OptionName::ReuseAddr => SockOption::ReuseAddr(flag(value)?),
+        OptionName::NoDelay => SockOption::NoDelay(flag(value)?),
+        OptionName::KeepAlive => SockOption::KeepAlive(flag(value)?),
+        OptionName::KeepIdle => {
+            SockOption::KeepIdle(Duration::from_secs(int(value, 1..=32767)?.unsigned_abs()))
+        }
+        OptionName::KeepInterval => {
+            SockOption::KeepInterval(Duration::from_secs(int(value, 1..=32767)?.unsigned_abs()))
+        }
+        OptionName::KeepCount => SockOption::KeepCount(to_u32(int(value, 1..=127)?)),
+        OptionName::RecvBuffer => {
+            SockOption::RecvBuffer(to_usize(int(value, 0..=i64::from(i32::MAX))?))
+        }
+        OptionName::SendBuffer => {
+            SockOption::SendBuffer(to_usize(int(value, 0..=i64::from(i32::MAX))?))
+        }
+        OptionName::Linger => match value {
+            Value::Linger(l) if l.enabled => {
+                SockOption::Linger(Some(Duration::from_secs(u64::from(l.seconds))))
+            }
+            Value::Linger(_) => SockOption::Linger(None),
+            _ => return Err(Errno::invalid("expected a linger value")),
+        },
+        OptionName::Congestion => match value {
+            Value::Text(name) => SockOption::Congestion(
+                // Linux answers ENOENT for an unknown algorithm; tcpd's errno
+                // vocabulary has no ENOENT, so EINVAL.
+                CongestionAlgorithm::from_name(name).ok_or_else(|| {
+                    Errno::invalid(format!("unknown congestion control {name:?}"))
+                })?,
+            ),
+            _ => return Err(Errno::invalid("expected a text value")),
+        },
+        OptionName::SynRetries => SockOption::SynRetries(to_u32(int(value, 1..=127)?)),
+        OptionName::UserTimeout => {
+            let ms = int(value, 0..=i64::from(i32::MAX))?;
+            SockOption::UserTimeout((ms > 0).then(|| Duration::from_millis(ms.unsigned_abs())))
+        }
+        OptionName::MaxSegment => {
+            SockOption::MaxSegment(u16::try_from(int(value, 88..=65535)?).unwrap_or(u16::MAX))
+        }
+        // SO_ERROR is read-only (setsockopt gives ENOPROTOOPT on Linux).
+        OptionName::Error => return Err(Errno::new(ENOPROTOOPT, "SO_ERROR is read-only")),
+    };
+    Ok(option)
+}
+
+/// The wire value of an option read with GetOption.
+pub fn option_value(option: SockOption) -> v1::OptionValue {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let value = match option {
+        SockOption::ReuseAddr(b) | SockOption::NoDelay(b) | SockOption::KeepAlive(b) => {
+            Value::Flag(b)
+        }
+        SockOption::KeepIdle(d) | SockOption::KeepInterval(d) => Value::Int(secs(d)),
+        SockOption::KeepCount(n) | SockOption::SynRetries(n) => Value::Int(i64::from(n)),
+        SockOption::RecvBuffer(n) | SockOption::SendBuffer(n) => {
+            Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
+        }
+        SockOption::Linger(l) => Value::Linger(v1::Linger {
+            enabled: l.is_some(),
+            seconds: l.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+        }),
+        SockOption::Error(e) => Value::Int(i64::from(e.map_or(0, crate::errno::conn_error_errno))),
+        SockOption::Congestion(c) => Value::Text(c.name().to_string()),
+        SockOption::MaxSegment(mss) => Value::Int(i64::from(mss)),
+        SockOption::UserTimeout(t) => {
+            Value::Int(t.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        }
+    };
+    v1::OptionValue { value: Some(value) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcpd_proto::errno::EINVAL;
+
+    fn set(option: v1::SockOpt, value: Value) -> Result<SockOption, Errno> {
+        option_to_set(option as i32, Some(&v1::OptionValue { value: Some(value) }))
+    }
+
+    #[test]
+    fn addresses_are_validated() {
+        let ok = v1::SockAddr {
+            ip: 0x0a4d_0002,
+            port: 80,
+        };
+        assert_eq!(
+            socket_addr(Some(&ok)),
+            Ok(SocketAddrV4::new([10, 77, 0, 2].into(), 80))
+        );
+        let big = v1::SockAddr { ip: 1, port: 65536 };
+        assert_eq!(socket_addr(Some(&big)).map_err(|e| e.number), Err(EINVAL));
+        assert_eq!(socket_addr(None).map_err(|e| e.number), Err(EINVAL));
+    }
+
+    #[test]
+    fn enums_are_validated() {
+        assert_eq!(shutdown_how(2), Ok(Shutdown::Write));
+        assert_eq!(shutdown_how(0).map_err(|e| e.number), Err(EINVAL));
+        assert_eq!(shutdown_how(99).map_err(|e| e.number), Err(EINVAL));
+        assert_eq!(option_name(0).map_err(|e| e.number), Err(ENOPROTOOPT));
+        assert_eq!(option_name(1234).map_err(|e| e.number), Err(ENOPROTOOPT));
+        assert_eq!(option_name(10), Ok(OptionName::Error));
+    }
+
+    #[test]
+    fn option_values_convert_both_ways() {
+        use v1::SockOpt as O;
+        assert_eq!(
+            set(O::TcpNodelay, Value::Flag(true)),
+            Ok(SockOption::NoDelay(true))
+        );
+        assert_eq!(
+            set(O::SoReuseaddr, Value::Int(1)),
+            Ok(SockOption::ReuseAddr(true))
+        );
+        assert_eq!(
+            set(O::TcpKeepidle, Value::Int(60)),
+            Ok(SockOption::KeepIdle(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            set(O::TcpKeepidle, Value::Int(0)).map_err(|e| e.number),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            set(O::TcpNodelay, Value::Text("x".into())).map_err(|e| e.number),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            set(O::TcpCongestion, Value::Text("newreno".into())),
+            Ok(SockOption::Congestion(CongestionAlgorithm::NewReno))
+        );
+        assert_eq!(
+            set(O::SoError, Value::Int(0)).map_err(|e| e.number),
+            Err(ENOPROTOOPT)
+        );
+        assert_eq!(
+            set(
+                O::SoLinger,
+                Value::Linger(v1::Linger {
+                    enabled: true,
+                    seconds: 0
+                })
+            ),
+            Ok(SockOption::Linger(Some(Duration::ZERO)))
+        );
+        assert_eq!(
+            set(O::TcpUserTimeout, Value::Int(0)),
+            Ok(SockOption::UserTimeout(None))
+        );
+        assert_eq!(
+            option_to_set(O::TcpNodelay as i32, None).map_err(|e| e.number),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            option_value(SockOption::Error(Some(tcpd_stack::ConnError::Refused))).value,
+            Some(Value::Int(111))
+        );
+        assert_eq!(
+            option_value(SockOption::Error(None)).value,
+            Some(Value::Int(0))
+        );
+        assert_eq!(
+            option_value(SockOption::UserTimeout(Some(Duration::from_millis(1500)))).value,
+            Some(Value::Int(1500))
+        );
+    }
+}

@@ -1,0 +1,801 @@
+//! The driver: the one task that owns the stack.
+//!
+//! Everything that touches [`tcpd_stack::Stack`] runs here, on one task, so
+//! no lock guards it. The driver `select!`s over three sources:
+//! - the TUN device: packets are read in batches (one awaited read, then up
+//!   to [`RX_BATCH`] non-blocking ones) and fed to the stack, through the
+//!   impairer if one is configured;
+//! - the command channel: gRPC handlers send closures over [`Core`] (the
+//!   stack plus the daemon's per-socket bookkeeping) and await the reply on a
+//!   oneshot; session ends and the final shutdown arrive here too;
+//! - the timer: the earlier of the stack's [`Stack::poll_timeout`] and the
+//!   impairer's next release.
+//!
+//! After each wake-up the driver runs due timers, releases held packets,
+//! drains [`Stack::poll_transmit`] into TUN writes and [`Stack::poll_event`]
+//! into readiness watches (one `tokio::sync::watch` per socket somebody
+//! waits on) and the admin state-change broadcast.
+//!
+//! Waiting: handlers never poll. A blocking call that would block gets, in the
+//! same driver turn as its failed attempt, a `watch::Receiver` of the socket's
+//! readiness ([`Attempt::Blocked`]); any readiness change after the attempt
+//! wakes it and it retries. Closing a socket drops its watch, which wakes the
+//! waiters too (they then get EBADF).
+//!
+//! Ownership: every handle belongs to the session that created or accepted
+//! it; operations from any other session fail with EBADF. Invariant: a handle
+//! is in `sockets` exactly while the stack knows it as a user socket.
+
+use crate::errno::Errno;
+use crate::impair::{Direction, Impairer};
+use crate::session::{Credentials, SessionId, SessionInfo};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tcpd_proto::errno::{EACCES, EIO};
+use tcpd_proto::v1;
+use tcpd_stack::{
+    Instant, OptionName, Readiness, Shutdown, SockOption, SocketHandle, SocketInfo, Stack,
+    StackEvent, TcpState,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Packets read from the TUN per wake-up before the driver flushes.
+pub const RX_BATCH: usize = 64;
+/// Commands run per wake-up before the driver flushes.
+const COMMAND_BATCH: usize = 64;
+/// Largest read a single Read call may return (the proto caps max_len at 1 MiB).
+pub const MAX_READ: usize = 1 << 20;
+/// Ports below this need uid 0 to bind, as on Linux (CAP_NET_BIND_SERVICE).
+const PRIVILEGED_PORT_LIMIT: u16 = 1024;
+/// listen(2) backlog used when the caller passes <= 0.
+const DEFAULT_BACKLOG: u32 = 16;
+/// Capacity of the admin Watch broadcast; slower watchers lose the oldest events.
+const STATE_CHANGE_CAPACITY: usize = 4096;
+
+/// Work sent to the driver.
+pub enum Command {
+    /// Run a closure on the stack; it replies through its own oneshot.
+    Exec(Box<dyn FnOnce(&mut Core) + Send>),
+    /// A client connection ended: close its sockets like a dead process's.
+    SessionEnded(SessionId),
+    /// Reset every connection, flush the RSTs, then stop the driver.
+    Terminate(oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Exec(_) => f.write_str("Exec"),
+            Command::SessionEnded(id) => write!(f, "SessionEnded({})", id.0),
+            Command::Terminate(_) => f.write_str("Terminate"),
+        }
+    }
+}
+
+/// The outcome of an operation that may block.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// Done (successfully or not).
+    Ready(Result<T, Errno>),
+    /// Would block: wait for a change on this receiver, then retry.
+    Blocked(watch::Receiver<Readiness>),
+}
+
+/// The handlers' side of the command channel.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    state_changes: broadcast::Sender<v1::StateChange>,
+}
+
+impl DriverHandle {
+    /// Runs `op` on the driver and returns its result.
+    pub async fn call<T, F>(&self, op: F) -> Result<T, Errno>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core) -> T + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let command = Command::Exec(Box::new(move |core| {
+            // The caller may have gone away (RPC cancelled); nothing to do then.
+            let _ = reply.send(op(core));
+        }));
+        self.commands
+            .send(command)
+            .map_err(|_| Errno::new(EIO, "tcpd is shutting down"))?;
+        result
+            .await
+            .map_err(|_| Errno::new(EIO, "tcpd is shutting down"))
+    }
+
+    /// Runs `op` until it does not block; `op` returns [`Attempt::Blocked`]
+    /// only when the caller asked to wait.
+    pub async fn call_blocking<T, F>(&self, op: F) -> Result<T, Errno>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Core) -> Attempt<T> + Clone + Send + 'static,
+    {
+        loop {
+            match self.call(op.clone()).await? {
+                Attempt::Ready(result) => return result,
+                Attempt::Blocked(mut readiness) => {
+                    // An error means the socket was closed: the retry reports EBADF.
+                    let _ = readiness.changed().await;
+                }
+            }
+        }
+    }
+
+    /// The sender sessions report their end on (usable from `Drop`).
+    pub fn session_end_sender(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
+    }
+
+    /// Subscribes to connection state changes (admin Watch).
+    pub fn watch_state_changes(&self) -> broadcast::Receiver<v1::StateChange> {
+        self.state_changes.subscribe()
+    }
+
+    /// Asks the driver to reset everything and stop; returns when it has.
+    pub async fn terminate(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Terminate(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// The daemon's monotonic clock, mapped onto the stack's [`Instant`].
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base: std::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            base: std::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The tokio deadline for a stack instant.
+    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.base) + Duration::from_micros(at.total_micros())
+    }
+}
+
+/// What the daemon knows about a user socket besides the stack's state.
+#[derive(Debug)]
+struct SocketEntry {
+    owner: SessionInfo,
+    /// Created when somebody first waits on the socket.
+    readiness: Option<watch::Sender<Readiness>>,
+}
+
+/// The stack plus the daemon's bookkeeping; only the driver task touches it.
+#[derive(Debug)]
+pub struct Core {
+    stack: Stack,
+    clock: Clock,
+    sockets: HashMap<SocketHandle, SocketEntry>,
+    state_changes: broadcast::Sender<v1::StateChange>,
+    recv_scratch: Vec<u8>,
+}
+
+impl Core {
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// The handle if it exists and belongs to `session`; EBADF otherwise.
+    fn owned(&self, session: &SessionInfo, handle: u64) -> Result<SocketHandle, Errno> {
+        let h = SocketHandle(handle);
+        match self.sockets.get(&h) {
+            Some(entry) if entry.owner.id == session.id => Ok(h),
+            _ => Err(Errno::bad_handle()),
+        }
+    }
+
+    /// A receiver that wakes on the socket's next readiness change.
+    fn subscribe(&mut self, h: SocketHandle) -> Result<watch::Receiver<Readiness>, Errno> {
+        let current = self.stack.readiness(h).unwrap_or_default();
+        let entry = self.sockets.get_mut(&h).ok_or_else(Errno::bad_handle)?;
+        let sender = entry
+            .readiness
+            .get_or_insert_with(|| watch::channel(current).0);
+        Ok(sender.subscribe())
+    }
+
+    /// Waits for the socket's next readiness change.
+    fn block_on<T>(&mut self, h: SocketHandle) -> Attempt<T> {
+        match self.subscribe(h) {
+            Ok(rx) => Attempt::Blocked(rx),
+            Err(e) => Attempt::Ready(Err(e)),
+        }
+    }
+
+    /// Turns a would-block failure into a wait (or EAGAIN when not waiting).
+    fn attempt<T>(&mut self, h: SocketHandle, wait: bool, result: Result<T, Errno>) -> Attempt<T> {
+        match result {
+            Err(e) if e.would_block() && wait => self.block_on(h),
+            other => Attempt::Ready(other),
+        }
+    }
+
+    fn register(&mut self, h: SocketHandle, owner: SessionInfo) {
+        self.sockets.insert(
+            h,
+            SocketEntry {
+                owner,
+                readiness: None,
+            },
+        );
+    }
+
+    // ------------------------------------------------------------ socket API
+
+    /// EBADF unless `handle` is a socket of `session`.
+    pub fn check(&self, session: SessionInfo, handle: u64) -> Result<(), Errno> {
+        self.owned(&session, handle).map(|_| ())
+    }
+
+    pub fn socket(&mut self, session: SessionInfo) -> u64 {
+        let h = self.stack.socket();
+        self.register(h, session);
+        h.0
+    }
+
+    pub fn bind(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        addr: SocketAddrV4,
+    ) -> Result<(), Errno> {
+        let h = self.owned(&session, handle)?;
+        // Linux: binding a port below 1024 needs CAP_NET_BIND_SERVICE; tcpd asks for uid 0.
+        if addr.port() != 0 && addr.port() < PRIVILEGED_PORT_LIMIT && !session.creds.is_root() {
+            return Err(Errno::new(
+                EACCES,
+                format!("port {} is privileged (root only)", addr.port()),
+            ));
+        }
+        Ok(self.stack.bind(h, addr)?)
+    }
+
+    pub fn listen(&mut self, session: SessionInfo, handle: u64, backlog: i32) -> Result<(), Errno> {
+        let h = self.owned(&session, handle)?;
+        let backlog = u32::try_from(backlog)
+            .ok()
+            .filter(|b| *b > 0)
+            .unwrap_or(DEFAULT_BACKLOG);
+        Ok(self.stack.listen(h, backlog)?)
+    }
+
+    pub fn accept(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        wait: bool,
+    ) -> Attempt<(u64, SocketAddrV4)> {
+        let h = match self.owned(&session, handle) {
+            Ok(h) => h,
+            Err(e) => return Attempt::Ready(Err(e)),
+        };
+        let result = self.stack.accept(h).map_err(Errno::from);
+        if let Ok((child, _)) = &result {
+            self.register(*child, session);
+        }
+        self.attempt(h, wait, result.map(|(child, peer)| (child.0, peer)))
+    }
+
+    pub fn connect(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        remote: SocketAddrV4,
+    ) -> Result<(), Errno> {
+        let h = self.owned(&session, handle)?;
+        let now = self.now();
+        Ok(self.stack.connect(now, h, remote)?)
+    }
+
+    /// The outcome of a connect in progress: done when the socket is
+    /// writable (connected) or has a pending error (which this consumes, as
+    /// a blocking connect(2) reports and clears it).
+    pub fn connect_outcome(&mut self, session: SessionInfo, handle: u64) -> Attempt<()> {
+        let h = match self.owned(&session, handle) {
+            Ok(h) => h,
+            Err(e) => return Attempt::Ready(Err(e)),
+        };
+        let ready = match self.stack.readiness(h) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Ready(Err(e.into())),
+        };
+        if ready.intersects(Readiness::ERR | Readiness::HUP) {
+            return Attempt::Ready(match self.stack.get_option(h, OptionName::Error) {
+                Ok(SockOption::Error(Some(e))) => Err(e.into()),
+                _ if ready.contains(Readiness::OUT) => Ok(()),
+                Ok(_) => Err(Errno::from(tcpd_stack::ConnError::Reset)),
+                Err(e) => Err(e.into()),
+            });
+        }
+        if ready.contains(Readiness::OUT) {
+            return Attempt::Ready(Ok(()));
+        }
+        self.block_on(h)
+    }
+
+    /// Reads up to `max_len` bytes; an empty result is end of stream.
+    pub fn read(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        max_len: usize,
+        peek: bool,
+        wait: bool,
+    ) -> Attempt<Vec<u8>> {
+        let h = match self.owned(&session, handle) {
+            Ok(h) => h,
+            Err(e) => return Attempt::Ready(Err(e)),
+        };
+        let len = max_len.min(MAX_READ);
+        if self.recv_scratch.len() < len {
+            self.recv_scratch.resize(len, 0);
+        }
+        let now = self.now();
+        let result = self
+            .stack
+            .recv(now, h, &mut self.recv_scratch[..len], peek)
+            .map(|n| self.recv_scratch[..n].to_vec())
+            .map_err(Errno::from);
+        self.attempt(h, wait, result)
+    }
+
+    /// Queues as much of `data` as fits; EAGAIN (or a wait) when nothing fits.
+    pub fn write(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        data: &[u8],
+        wait: bool,
+    ) -> Attempt<usize> {
+        let h = match self.owned(&session, handle) {
+            Ok(h) => h,
+            Err(e) => return Attempt::Ready(Err(e)),
+        };
+        let now = self.now();
+        let result = match self.stack.send(now, h, data) {
+            // A send buffer with no room reports WouldBlock; 0 for non-empty data means the same.
+            Ok(0) if !data.is_empty() => Err(Errno::from(tcpd_stack::SendError::WouldBlock)),
+            other => other.map_err(Errno::from),
+        };
+        self.attempt(h, wait, result)
+    }
+
+    pub fn shutdown(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        how: Shutdown,
+    ) -> Result<(), Errno> {
+        let h = self.owned(&session, handle)?;
+        let now = self.now();
+        Ok(self.stack.shutdown(now, h, how)?)
+    }
+
+    pub fn close(&mut self, session: SessionInfo, handle: u64) -> Result<(), Errno> {
+        let h = self.owned(&session, handle)?;
+        self.close_handle(h)
+    }
+
+    fn close_handle(&mut self, h: SocketHandle) -> Result<(), Errno> {
+        // Dropping the entry drops its watch sender, which wakes any waiter.
+        self.sockets.remove(&h);
+        let now = self.now();
+        Ok(self.stack.close(now, h)?)
+    }
+
+    pub fn address(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        peer: bool,
+    ) -> Result<SocketAddrV4, Errno> {
+        let h = self.owned(&session, handle)?;
+        let addr = if peer {
+            self.stack.peer_addr(h)
+        } else {
+            self.stack.local_addr(h)
+        };
+        Ok(addr?)
+    }
+
+    pub fn set_option(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        option: SockOption,
+    ) -> Result<(), Errno> {
+        let h = self.owned(&session, handle)?;
+        let now = self.now();
+        Ok(self.stack.set_option(now, h, option)?)
+    }
+
+    pub fn get_option(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        name: OptionName,
+    ) -> Result<SockOption, Errno> {
+        let h = self.owned(&session, handle)?;
+        Ok(self.stack.get_option(h, name)?)
+    }
+
+    /// For Poll: per handle, a readiness receiver holding the current
+    /// readiness, or `None` for handles that are unknown or foreign.
+    pub fn poll_subscribe(
+        &mut self,
+        session: SessionInfo,
+        handles: &[u64],
+    ) -> Vec<Option<watch::Receiver<Readiness>>> {
+        handles
+            .iter()
+            .map(|&handle| {
+                let h = self.owned(&session, handle).ok()?;
+                let current = self.stack.readiness(h).ok()?;
+                let entry = self.sockets.get_mut(&h)?;
+                let sender = entry
+                    .readiness
+                    .get_or_insert_with(|| watch::channel(current).0);
+                // Events of this turn are not drained yet: start from the
+                // stack's present state (waking others only if it differs).
+                sender.send_if_modified(|value| {
+                    let differs = *value != current;
+                    *value = current;
+                    differs
+                });
+                Some(sender.subscribe())
+            })
+            .collect()
+    }
+
+    // ------------------------------------------------------------ admin
+
+    /// Every socket and connection, with the owner's credentials for user sockets.
+    pub fn connections(&self) -> Vec<(SocketInfo, Option<Credentials>)> {
+        self.stack
+            .sockets()
+            .into_iter()
+            .map(|info| {
+                let owner = info
+                    .handle
+                    .and_then(|h| self.sockets.get(&h))
+                    .map(|e| e.owner.creds);
+                (info, owner)
+            })
+            .collect()
+    }
+
+    /// The stack's counters and the number of connections per state.
+    pub fn stats(&self) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+        let mut per_state: Vec<(String, u64)> = TcpState::ALL
+            .iter()
+            .map(|s| (s.name().to_string(), 0))
+            .collect();
+        for info in self.stack.sockets() {
+            if let Some(slot) = per_state.iter_mut().find(|(n, _)| n == info.state.name()) {
+                slot.1 += 1;
+            }
+        }
+        (self.stack.stats().named(), per_state)
+    }
+
+    pub fn abort(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> usize {
+        let now = self.now();
+        self.stack.abort_matching(now, local, remote)
+    }
+
+    /// Closes every socket of a session that ended.
+    fn end_session(&mut self, id: SessionId) {
+        let handles: Vec<SocketHandle> = self
+            .sockets
+            .iter()
+            .filter(|(_, e)| e.owner.id == id)
+            .map(|(h, _)| *h)
+            .collect();
+        if !handles.is_empty() {
+            tracing::debug!(
+                session = id.0,
+                sockets = handles.len(),
+                "session ended, closing its sockets"
+            );
+        }
+        for h in handles {
+            if let Err(e) = self.close_handle(h) {
+                tracing::debug!(handle = h.0, error = %e, "closing a dead session's socket");
+            }
+        }
+    }
+
+    /// Resets every synchronized connection and releases every socket (shutdown).
+    fn abort_everything(&mut self) {
+        let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+        let now = self.now();
+        for info in self.stack.sockets() {
+            let synchronized = !matches!(
+                info.state,
+                TcpState::Closed | TcpState::Listen | TcpState::TimeWait
+            );
+            if synchronized && info.remote != unspecified {
+                self.stack.abort_matching(now, info.local, info.remote);
+            }
+        }
+        let handles: Vec<SocketHandle> = self.sockets.keys().copied().collect();
+        for h in handles {
+            let _ = self.close_handle(h);
+        }
+    }
+
+    /// Publishes the stack's pending events.
+    fn publish_events(&mut self) {
+        while let Some(event) = self.stack.poll_event() {
+            match event {
+                StackEvent::Readiness { socket, ready } => {
+                    if let Some(sender) =
+                        self.sockets.get(&socket).and_then(|e| e.readiness.as_ref())
+                    {
+                        sender.send_replace(ready);
+                    }
+                }
+                StackEvent::StateChange {
+                    socket,
+                    local,
+                    remote,
+                    old,
+                    new,
+                } => {
+                    if self.state_changes.receiver_count() == 0 {
+                        continue;
+                    }
+                    let timestamp_us = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                        .unwrap_or(0);
+                    let _ = self.state_changes.send(v1::StateChange {
+                        timestamp_us,
+                        local: Some(local.into()),
+                        remote: Some(remote.into()),
+                        old_state: crate::convert::tcp_state(old) as i32,
+                        new_state: crate::convert::tcp_state(new) as i32,
+                        handle: socket.map_or(0, |h| h.0),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The link side: the TUN device and the optional impairer.
+struct Link {
+    tun: tun::AsyncDevice,
+    impairer: Option<Impairer>,
+    write_errors: u64,
+}
+
+impl Link {
+    /// Writes one packet to the TUN without waiting. TUN writes hand the
+    /// packet to the kernel's receive path and do not block in practice; a
+    /// failed write is counted and the packet dropped (TCP recovers).
+    fn write_now(tun: &tun::AsyncDevice, write_errors: &mut u64, packet: &[u8]) {
+        let device: &tun::Device = tun;
+        if let Err(e) = device.send(packet) {
+            *write_errors += 1;
+            if *write_errors < 10 || write_errors.is_power_of_two() {
+                tracing::warn!(error = %e, count = *write_errors, "TUN write failed; packet dropped");
+            }
+        }
+    }
+}
+
+/// The driver task; see the module docs.
+pub struct Driver {
+    core: Core,
+    device: tun::Device,
+    impairer: Option<Impairer>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    mtu: usize,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("mtu", &self.mtu)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// A driver for `stack` over the TUN `device`, and the handle to command it.
+    pub fn new(
+        stack: Stack,
+        clock: Clock,
+        device: tun::Device,
+        impairer: Option<Impairer>,
+        mtu: u16,
+    ) -> (Driver, DriverHandle) {
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (state_changes, _) = broadcast::channel(STATE_CHANGE_CAPACITY);
+        let driver = Driver {
+            core: Core {
+                stack,
+                clock,
+                sockets: HashMap::new(),
+                state_changes: state_changes.clone(),
+                recv_scratch: Vec::new(),
+            },
+            device,
+            impairer,
+            commands,
+            mtu: usize::from(mtu),
+        };
+        let handle = DriverHandle {
+            commands: commands_tx,
+            state_changes,
+        };
+        (driver, handle)
+    }
+
+    /// Runs until [`Command::Terminate`] or until every [`DriverHandle`] is
+    /// gone. Must run inside the tokio runtime that will drive the TUN.
+    pub async fn run(self) -> std::io::Result<()> {
+        let Driver {
+            core,
+            device,
+            impairer,
+            commands,
+            mtu,
+        } = self;
+        let tun = tun::AsyncDevice::new(device)?;
+        let mut running = Running {
+            core,
+            link: Link {
+                tun,
+                impairer,
+                write_errors: 0,
+            },
+            commands,
+        };
+        running.run(mtu).await;
+        Ok(())
+    }
+}
+
+/// The driver once its TUN is registered with the runtime.
+struct Running {
+    core: Core,
+    link: Link,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Running {
+    async fn run(&mut self, mtu: usize) {
+        // Room for the largest packet a TUN read may return.
+        let mut rx_buf = vec![0u8; 65536];
+        let mut tx_buf = vec![0u8; mtu.max(1500)];
+        loop {
+            let deadline = match (
+                self.core.stack.poll_timeout(),
+                self.link.impairer.as_ref().and_then(Impairer::next_release),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep_until = deadline.map(|d| self.core.clock.deadline(d));
+            tokio::select! {
+                received = self.link.tun.recv(&mut rx_buf) => match received {
+                    Ok(n) => {
+                        self.ingest(&rx_buf[..n]);
+                        for _ in 1..RX_BATCH {
+                            let device: &tun::Device = &self.link.tun;
+                            match device.recv(&mut rx_buf) {
+                                Ok(n) => self.ingest(&rx_buf[..n]),
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "TUN read failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TUN read failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return };
+                    if self.execute(command, &mut tx_buf) {
+                        return;
+                    }
+                    for _ in 1..COMMAND_BATCH {
+                        let Ok(command) = self.commands.try_recv() else { break };
+                        if self.execute(command, &mut tx_buf) {
+                            return;
+                        }
+                    }
+                }
+                () = async {
+                    match sleep_until {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            self.flush(&mut tx_buf);
+        }
+    }
+
+    /// Runs one command; true when the driver must stop.
+    fn execute(&mut self, command: Command, tx_buf: &mut [u8]) -> bool {
+        match command {
+            Command::Exec(op) => op(&mut self.core),
+            Command::SessionEnded(id) => self.core.end_session(id),
+            Command::Terminate(done) => {
+                self.core.abort_everything();
+                // Held packets would never leave: send the RSTs unimpaired.
+                self.link.impairer = None;
+                self.flush(tx_buf);
+                let _ = done.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One packet from the TUN.
+    fn ingest(&mut self, packet: &[u8]) {
+        let now = self.core.now();
+        let stack = &mut self.core.stack;
+        match self.link.impairer.as_mut() {
+            Some(impairer) => impairer.process(now, Direction::Inbound, packet, |_, p| {
+                stack.handle_packet(now, p)
+            }),
+            None => stack.handle_packet(now, packet),
+        }
+    }
+
+    /// Held packets, timers, transmissions and events, in that order.
+    fn flush(&mut self, tx_buf: &mut [u8]) {
+        let now = self.core.now();
+        let Link {
+            tun,
+            impairer,
+            write_errors,
+        } = &mut self.link;
+        let stack = &mut self.core.stack;
+        if let Some(impairer) = impairer.as_mut() {
+            impairer.release_due(now, |direction, p| match direction {
+                Direction::Inbound => stack.handle_packet(now, p),
+                Direction::Outbound => Link::write_now(tun, write_errors, p),
+            });
+        }
+        if stack.poll_timeout().is_some_and(|at| at <= now) {
+            stack.handle_timeout(now);
+        }
+        while let Some(n) = stack.poll_transmit(now, tx_buf) {
+            let packet = &tx_buf[..n];
+            match impairer.as_mut() {
+                Some(impairer) => impairer.process(now, Direction::Outbound, packet, |_, p| {
+                    Link::write_now(tun, write_errors, p)
+                }),
+                None => Link::write_now(tun, write_errors, packet),
+            }
+        }
+        self.core.publish_events();
+    }
+}

@@ -1,0 +1,166 @@
+//! Sessions: one accepted connection on the daemon's Unix socket (one HTTP/2
+//! connection) is one session.
+//!
+//! [`SessionStream`] wraps the accepted `UnixStream` and is what tonic/hyper
+//! serve. It hands every request a [`SessionInfo`] (through
+//! `tonic::transport::server::Connected`, so handlers read it from
+//! `request.extensions()`): the session id and the peer's credentials, taken
+//! once with SO_PEERCRED at accept time. Its `Drop` (hyper drops the IO when
+//! the connection ends, for whatever reason) tells the driver the session is
+//! over, and the driver closes the session's sockets as the kernel does for a
+//! dead process. Invariant: session ids are never reused, and every
+//! `SessionStream` reports its end exactly once.
+
+use crate::driver::Command;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Identifies one client connection for the daemon's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// The peer's credentials (SO_PEERCRED), as of connect time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// 0 when the kernel did not report one.
+    pub pid: i32,
+}
+
+impl Credentials {
+    /// Whether the peer is root (uid 0), which privileged calls require.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// What every request of a session carries in its extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub creds: Credentials,
+}
+
+/// An accepted client connection; see the module docs.
+#[derive(Debug)]
+pub struct SessionStream {
+    stream: UnixStream,
+    info: SessionInfo,
+    driver: UnboundedSender<Command>,
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        // The driver may already be gone during shutdown; nothing to close then.
+        let _ = self.driver.send(Command::SessionEnded(self.info.id));
+    }
+}
+
+impl tonic::transport::server::Connected for SessionStream {
+    type ConnectInfo = SessionInfo;
+
+    fn connect_info(&self) -> SessionInfo {
+        self.info
+    }
+}
+
+impl AsyncRead for SessionStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SessionStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Accepts client connections and turns them into sessions.
+#[derive(Debug)]
+pub struct SessionAcceptor {
+    listener: UnixListener,
+    driver: UnboundedSender<Command>,
+    next_id: AtomicU64,
+}
+
+impl SessionAcceptor {
+    pub fn new(listener: UnixListener, driver: UnboundedSender<Command>) -> Self {
+        SessionAcceptor {
+            listener,
+            driver,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The next session. Connections whose credentials cannot be read are
+    /// refused (closed) and the error returned; callers skip it.
+    pub async fn accept(&self) -> io::Result<SessionStream> {
+        let (stream, _) = self.listener.accept().await?;
+        let cred = stream.peer_cred()?;
+        let info = SessionInfo {
+            id: SessionId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            creds: Credentials {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid().unwrap_or(0),
+            },
+        };
+        tracing::debug!(
+            session = info.id.0,
+            uid = info.creds.uid,
+            pid = info.creds.pid,
+            "session opened"
+        );
+        Ok(SessionStream {
+            stream,
+            info,
+            driver: self.driver.clone(),
+        })
+    }
+
+    /// An endless stream of sessions for `serve_with_incoming`.
+    pub fn into_stream(self) -> impl futures::Stream<Item = io::Result<SessionStream>> {
+        futures::stream::unfold(self, |acceptor| async move {
+            let next = acceptor.accept().await;
+            if let Err(e) = &next {
+                tracing::warn!(error = %e, "refusing a client connection");
+            }
+            Some((next, acceptor))
+        })
+    }
+}
