@@ -1,0 +1,169 @@
+//! The library's connection to the daemon: one tokio runtime and one gRPC
+//! session per process, started on first use.
+//!
+//! Invariants:
+//! - [`process`] returns the state created by *this* process. After `fork()`
+//!   the child sees a different pid, abandons (leaks, never drops) the
+//!   parent's state — its runtime threads do not exist in the child, so
+//!   dropping it could wait forever — and starts a fresh runtime and, on the
+//!   next call that needs the daemon, a fresh session.
+//! - Every blocking C call waits on its own thread (`Runtime::block_on` on a
+//!   multi-thread runtime runs the future on the caller's thread while the
+//!   worker drives I/O), so calls from several C threads wait independently.
+//! - The runtime's threads block all asynchronous signals: a C program's
+//!   signal handlers run on its own threads, and writing to the daemon's
+//!   Unix socket after the daemon died raises no `SIGPIPE` in the program.
+//! - A failed session start is not remembered: the next call tries again.
+
+use std::future::Future;
+use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hyper_util::rt::TokioIo;
+use tcpd_proto::v1::socket_client::SocketClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::ffi::{Errno, Result};
+
+/// Per-process library state.
+#[derive(Debug)]
+pub struct Process {
+    /// The pid that created this state; a different `getpid()` means we are
+    /// in a forked child.
+    pid: u32,
+    runtime: tokio::runtime::Runtime,
+    /// The session, once connected.
+    client: Mutex<Option<SocketClient<Channel>>>,
+}
+
+/// The current process's state; replaced (the old one leaked) after fork.
+static CURRENT: Mutex<Option<&'static Process>> = Mutex::new(None);
+
+/// Locks a mutex, ignoring poisoning: every critical section in this crate
+/// leaves the data consistent, and a panic is already reported as `EIO`.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks [`CURRENT`]; exposed for the fork handlers in `fdtable`.
+pub(crate) fn lock_current() -> MutexGuard<'static, Option<&'static Process>> {
+    lock(&CURRENT)
+}
+
+/// This process's state, creating it (runtime only; the session starts
+/// lazily in [`Process::client`]) on first use or after a fork.
+pub fn process() -> Result<&'static Process> {
+    crate::fdtable::install_fork_handlers();
+    let pid = std::process::id();
+    let mut current = lock_current();
+    if let Some(state) = *current
+        && state.pid == pid
+    {
+        return Ok(state);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tcpd-runtime")
+        .on_thread_start(block_async_signals)
+        .enable_all()
+        .build()
+        .map_err(|e| Errno::from_io(&e, libc::ENOMEM))?;
+    let state: &'static Process = Box::leak(Box::new(Process {
+        pid,
+        runtime,
+        client: Mutex::new(None),
+    }));
+    *current = Some(state);
+    Ok(state)
+}
+
+/// Blocks every signal except the synchronous fault signals on the calling
+/// (runtime) thread.
+fn block_async_signals() {
+    // SAFETY: plain libc calls on a local, initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            libc::sigdelset(&mut set, fault);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+impl Process {
+    /// The session's client, connecting to `$TCPD_SOCKET` (default
+    /// `/run/tcpd/tcpd.sock`) on first use. A daemon that is not there fails
+    /// with the Unix `connect(2)` errno: `ENOENT` (no socket file),
+    /// `ECONNREFUSED` (nobody listening), `EACCES`.
+    pub fn client(&self) -> Result<SocketClient<Channel>> {
+        let mut slot = lock(&self.client);
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let path = tcpd_proto::socket_path_from_env();
+        let channel = self
+            .runtime
+            .block_on(connect_channel(path))
+            .map_err(|e| Errno::from_io(&e, libc::ECONNREFUSED))?;
+        let client = SocketClient::new(channel);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Waits for `future` on the calling thread.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Runs `future` on the runtime's worker, independent of the caller.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(future)
+    }
+}
+
+/// Opens one session (one HTTP/2 connection) over the daemon's Unix socket,
+/// failing with the OS error of `connect(2)` when the daemon is not there.
+async fn connect_channel(path: String) -> io::Result<Channel> {
+    // Probe first so "no daemon" is reported with its real errno instead of
+    // a vague transport error; the probe stream becomes the connection.
+    let probe = UnixStream::connect(&path).await?;
+    let mut first = Some(probe);
+    // The URI is required by the API but unused by the connector.
+    let endpoint = Endpoint::try_from("http://tcpd.invalid")
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            let reuse = first.take();
+            async move {
+                let stream = match reuse {
+                    Some(stream) => stream,
+                    None => UnixStream::connect(&path).await?,
+                };
+                Ok::<_, io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))
+}
+
+/// Runs one unary RPC for a C call and waits for it: `call` gets a clone of
+/// the session's client; a failed status becomes the errno it carries.
+pub fn rpc<T, F, Fut>(call: F) -> Result<T>
+where
+    F: FnOnce(SocketClient<Channel>) -> Fut,
+    Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+{
+    let state = process()?;
+    let client = state.client()?;
+    state
+        .block_on(call(client))
+        .map(tonic::Response::into_inner)
+        .map_err(|status| Errno::from_status(&status))
+}
