@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# packaging/tests/test-deb.sh: build, lint, install, exercise and purge the
+# tcpd Debian package on this machine. Run as root from anywhere; .ci/run
+# calls it. Ends with the line "N passed, N failed".
+#
+# What it asserts:
+#   - systemd/tcpd.service's exposure score (systemd-analyze security
+#     --offline=true) is <= 2.0;
+#   - packaging/build-deb produces target/debian/tcpd_<ver>-1_<arch>.deb and
+#     lintian reports no error for it;
+#   - dpkg -i installs every expected file (listed below) and nothing
+#     unexpected under the package's own directories, creates user and group
+#     tcpd, makes /etc/tcpd 0750 and tcpd.toml 0640 root:tcpd;
+#   - the installed tcpd --version, tcpctl --help, tcpd-nc --help and
+#     pkg-config --libs/--cflags/--modversion tcpd work; a C program builds
+#     against the installed header and library via pkg-config and runs;
+#   - the installed tcpd, started as root with the installed config in a fresh
+#     network namespace under a stand-in NOTIFY_SOCKET, sends READY=1 only
+#     once its API socket listens (group tcpd, mode 0660) and its TUN is up
+#     with the configured address; tcpctl reaches it;
+#   - dpkg -r keeps /etc/tcpd/tcpd.toml; dpkg --purge removes every file of
+#     the package and /etc/tcpd, and keeps the tcpd user and group.
+#
+# Environment:
+#   TCPD_DEB=path      test this .deb instead of building one
+#   TCPD_DEB_NO_BUILD=1  build-deb reuses the last release build
+#   CI=true            missing root/netns support fails instead of skipping
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+PASSED=0
+FAILED=0
+pass() {
+    PASSED=$((PASSED + 1))
+    echo "ok   - $*"
+}
+fail() {
+    FAILED=$((FAILED + 1))
+    echo "FAIL - $*"
+}
+# check DESCRIPTION COMMAND...: passes when COMMAND exits 0.
+check() {
+    local what="$1"
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+finish() {
+    echo "$PASSED passed, $FAILED failed"
+    ((FAILED == 0))
+    exit $?
+}
+# Stops the run: prerequisites this test cannot work without.
+abort() {
+    fail "$*"
+    finish
+}
+
+if [[ "$(id -u)" != 0 ]]; then
+    if [[ "${CI:-}" == true ]]; then
+        abort "test-deb.sh needs root (dpkg -i, network namespaces)"
+    fi
+    echo "test-deb.sh: skipped: needs root for dpkg -i and network namespaces"
+    echo "0 passed, 0 failed, 1 skipped"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- tools ------
+need_pkgs=()
+command -v lintian >/dev/null 2>&1 || need_pkgs+=(lintian)
+command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+command -v dpkg-architecture >/dev/null 2>&1 || need_pkgs+=(dpkg-dev)
+command -v objcopy >/dev/null 2>&1 || need_pkgs+=(binutils)
+if ((${#need_pkgs[@]} > 0)); then
+    echo "test-deb.sh: apt-get install ${need_pkgs[*]}"
+    apt-get update -qq >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null ||
+        abort "apt-get install ${need_pkgs[*]}"
+fi
+
+VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
+MULTIARCH="$(dpkg-architecture -qDEB_HOST_MULTIARCH)"
+WORK="$(mktemp -d /tmp/tcpd-test-deb.XXXXXX)"
+NETNS="tcpd-pkg-$$"
+DAEMON_PID=""
+LISTENER_PID=""
+cleanup() {
+    [[ -n "$DAEMON_PID" ]] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+    [[ -n "$LISTENER_PID" ]] && kill "$LISTENER_PID" 2>/dev/null && wait "$LISTENER_PID" 2>/dev/null
+    ip netns del "$NETNS" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------ unit exposure --------
+score_line="$(systemd-analyze security --offline=true --no-pager systemd/tcpd.service 2>&1 |
+    grep 'Overall exposure level')"
+score="$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' <<<"$score_line")"
+echo "     $score_line"
+if [[ -n "$score" ]] && awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }'; then
+    pass "tcpd.service exposure $score <= 2.0"
+else
+    fail "tcpd.service exposure '${score:-unparsed}' <= 2.0"
+fi
+check "tcpd.service does not set PrivateNetwork= or PrivateUsers=" \
+    bash -c '! grep -Eq "^(PrivateNetwork|PrivateUsers)=" systemd/tcpd.service'
+
+# ------------------------------------------------------------- build ---------
+if [[ -n "${TCPD_DEB:-}" ]]; then
+    DEB="$TCPD_DEB"
+else
+    echo "test-deb.sh: packaging/build-deb"
+    DEB="$(packaging/build-deb)" || abort "packaging/build-deb"
+fi
+[[ -f "$DEB" ]] || abort "package $DEB exists"
+pass "built $(basename "$DEB")"
+ARCH="$(dpkg-architecture -qDEB_HOST_ARCH)"
+check "package file is named tcpd_${VERSION}-1_${ARCH}.deb" \
+    test "$(basename "$DEB")" = "tcpd_${VERSION}-1_${ARCH}.deb"
+
+# ------------------------------------------------------------ lintian --------
+lintian --fail-on error --no-tag-display-limit "$DEB" >"$WORK/lintian.txt" 2>&1
+lintian_rc=$?
+sed 's/^/     lintian: /' "$WORK/lintian.txt"
+check "lintian reports no error" test "$lintian_rc" = 0
+
+# -------------------------------------------------------------- install ------
+# Start from a clean slate: a previous run or a developer's install.
+dpkg --purge tcpd >/dev/null 2>&1
+if ! dpkg -i "$DEB" >"$WORK/dpkg-i.txt" 2>&1; then
+    sed 's/^/     dpkg: /' "$WORK/dpkg-i.txt"
+    abort "dpkg -i $(basename "$DEB")"
+fi
+pass "dpkg -i (no systemd as PID 1: enable only, no start)"
+
+LIB="/usr/lib/$MULTIARCH"
+expected_files=(
+    /usr/sbin/tcpd
+    /usr/bin/tcpctl
+    /usr/bin/tcpd-nc
+    "$LIB/libtcpd.so.0"
+    "$LIB/libtcpd.so"
+    "$LIB/pkgconfig/tcpd.pc"
+    /usr/include/tcpd.h
+    /usr/lib/systemd/system/tcpd.service
+    /usr/lib/sysusers.d/tcpd.conf
+    /usr/lib/tmpfiles.d/tcpd.conf
+    /etc/tcpd/tcpd.toml
+    /usr/share/man/man8/tcpd.8.gz
+    /usr/share/man/man1/tcpctl.1.gz
+    /usr/share/man/man1/tcpd-nc.1.gz
+    /usr/share/man/man3/tcpd.3.gz
+    /usr/share/bash-completion/completions/tcpctl
+    /usr/share/zsh/vendor-completions/_tcpctl
+    /usr/share/fish/vendor_completions.d/tcpctl.fish
+    /usr/share/doc/tcpd/copyright
+    /usr/share/doc/tcpd/changelog.Debian.gz
+    /usr/share/doc/tcpd/README.systemd
+)
+dpkg -L tcpd | sort >"$WORK/dpkg-L.txt"
+for f in "${expected_files[@]}"; do
+    if grep -qxF "$f" "$WORK/dpkg-L.txt" && { [[ -f "$f" ]] || [[ -L "$f" ]]; }; then
+        pass "installed $f"
+    else
+        fail "installed $f"
+    fi
+done
+# Every regular file or link the package owns is one we expect.
+unexpected=()
+while IFS= read -r f; do
+    [[ -d "$f" && ! -L "$f" ]] && continue
+    printf '%s\n' "${expected_files[@]}" | grep -qxF "$f" || unexpected+=("$f")
+done <"$WORK/dpkg-L.txt"
+if ((${#unexpected[@]} == 0)); then
+    pass "no unexpected files in the package"
+else
+    fail "no unexpected files in the package: ${unexpected[*]}"
+fi
+check "libtcpd.so is a link to libtcpd.so.0" test "$(readlink "$LIB/libtcpd.so")" = libtcpd.so.0
+check "libtcpd.so.0 has SONAME libtcpd.so.0" \
+    bash -c "objdump -p '$LIB/libtcpd.so.0' | grep -Eq 'SONAME +libtcpd\.so\.0\$'"
+check "dynamic loader cache knows libtcpd.so.0" bash -c "ldconfig -p | grep -q 'libtcpd.so.0 '"
+check "/etc/tcpd/tcpd.toml is a conffile" \
+    bash -c "dpkg-query -W -f='\${Conffiles}' tcpd | grep -q '/etc/tcpd/tcpd.toml'"
+check "unit is enabled (deb-systemd-helper)" \
+    test -L /etc/systemd/system/multi-user.target.wants/tcpd.service
+check "group tcpd exists" bash -c "getent group tcpd >/dev/null"
+check "user tcpd exists in group tcpd" \
+    bash -c '[[ "$(id -gn tcpd 2>/dev/null)" == tcpd ]]'
+check "/etc/tcpd is 750 root:tcpd" test "$(stat -c '%a %U:%G' /etc/tcpd)" = "750 root:tcpd"
+check "/etc/tcpd/tcpd.toml is 640 root:tcpd" \
+    test "$(stat -c '%a %U:%G' /etc/tcpd/tcpd.toml)" = "640 root:tcpd"
+check "installed tcpd.service scores the same" \
+    bash -c "systemd-analyze security --offline=true --no-pager /usr/lib/systemd/system/tcpd.service 2>&1 | grep -q 'exposure level for tcpd.service: $score'"
+
+# ------------------------------------------------------ installed tools -------
+out="$(/usr/sbin/tcpd --version 2>&1)"
+check "tcpd --version prints $VERSION ($out)" grep -q "$VERSION" <<<"$out"
+check "tcpctl --help" bash -c '/usr/bin/tcpctl --help >/dev/null'
+check "tcpd-nc --help" bash -c '/usr/bin/tcpd-nc --help >/dev/null'
+check "bash completion mentions tcpctl" grep -q tcpctl /usr/share/bash-completion/completions/tcpctl
+check "man tcpd(8) renders" bash -c 'man -l /usr/share/man/man8/tcpd.8.gz >/dev/null 2>&1'
+check "man tcpctl(1) renders" bash -c 'man -l /usr/share/man/man1/tcpctl.1.gz >/dev/null 2>&1'
+
+libs="$(pkg-config --libs tcpd 2>&1 | xargs)"
+check "pkg-config --libs tcpd = -ltcpd ($libs)" test "$libs" = "-ltcpd"
+modversion="$(pkg-config --modversion tcpd 2>&1)"
+check "pkg-config --modversion tcpd = $VERSION ($modversion)" test "$modversion" = "$VERSION"
+check "pkg-config --cflags tcpd" bash -c "pkg-config --cflags tcpd >/dev/null"
+check "tcpd.pc points at the multiarch libdir" \
+    test "$(pkg-config --variable=libdir tcpd)" = "$LIB"
+
+# A C program built only from installed files: header via pkg-config, linked
+# against libtcpd.so, loaded at run time from the multiarch directory.
+cat >"$WORK/hello.c" <<'EOF'
+#define _GNU_SOURCE
+#include <tcpd.h>
+#include <stdio.h>
+#include <dlfcn.h>
+
+int main(void) {
+    /* The address of tcpd_socket proves the symbol resolved from libtcpd.so.0. */
+    Dl_info info;
+    if (dladdr((void *)&tcpd_socket, &info) == 0 || info.dli_fname == NULL) {
+        return 2;
+    }
+    printf("%s\n", info.dli_fname);
+    return 0;
+}
+EOF
+if cc -o "$WORK/hello" "$WORK/hello.c" $(pkg-config --cflags --libs tcpd) -ldl 2>"$WORK/cc.txt"; then
+    pass "C program compiles and links with pkg-config tcpd"
+    loaded="$("$WORK/hello" 2>&1)"
+    check "C program runs, tcpd_socket from $LIB/libtcpd.so.0 ($loaded)" \
+        test "$(readlink -f "$loaded")" = "$(readlink -f "$LIB/libtcpd.so.0")"
+else
+    sed 's/^/     cc: /' "$WORK/cc.txt"
+    fail "C program compiles and links with pkg-config tcpd"
+fi
+
+# ------------------------------------------- Type=notify readiness ------------
+# The installed daemon with the installed config, as the unit runs it, but as
+# root in a throw-away network namespace (never the machine's own), with the
+# socket in a scratch directory and NOTIFY_SOCKET pointing at a datagram
+# listener that records what arrives. A filesystem socket path, because
+# abstract unix sockets are per network namespace.
+if ip netns add "$NETNS" 2>"$WORK/netns.txt"; then
+    ip -n "$NETNS" link set lo up
+    cat >"$WORK/notify.py" <<'EOF'
+# Stand-in for systemd's notify socket: prints each datagram's lines, exits 0
+# on READY=1, 1 on timeout. On READY=1 it also records whether the API socket
+# already existed (argv[3]).
+import os, socket, sys
+path, timeout, api = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+os.chmod(path, 0o666)
+s.settimeout(timeout)
+sys.stdout.write("listening\n")
+sys.stdout.flush()
+try:
+    while True:
+        msg = s.recv(4096).decode(errors="replace")
+        for line in msg.splitlines():
+            print("got", line, flush=True)
+        if "READY=1" in msg.splitlines():
+            print("api-socket-at-ready", os.path.exists(api), flush=True)
+            sys.exit(0)
+except socket.timeout:
+    print("timeout", flush=True)
+    sys.exit(1)
+EOF
+    API_SOCK="$WORK/run/tcpd.sock"
+    mkdir -p "$WORK/run"
+    python3 "$WORK/notify.py" "$WORK/notify.sock" 20 "$API_SOCK" >"$WORK/notify.txt" 2>&1 &
+    LISTENER_PID=$!
+    for _ in $(seq 50); do grep -q listening "$WORK/notify.txt" && break; sleep 0.1; done
+    ip netns exec "$NETNS" env NOTIFY_SOCKET="$WORK/notify.sock" \
+        /usr/sbin/tcpd --config /etc/tcpd/tcpd.toml --socket "$API_SOCK" \
+        >"$WORK/tcpd.log" 2>&1 &
+    DAEMON_PID=$!
+    # Until READY=1 arrives (the listener exits 0), the daemon dies, or 20 s.
+    for _ in $(seq 200); do
+        kill -0 "$LISTENER_PID" 2>/dev/null || break
+        kill -0 "$DAEMON_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$LISTENER_PID" 2>/dev/null
+    wait "$LISTENER_PID"
+    listener_rc=$?
+    LISTENER_PID=""
+    sed 's/^/     notify: /' "$WORK/notify.txt"
+    if [[ "$listener_rc" == 0 ]]; then
+        pass "READY=1 arrives on NOTIFY_SOCKET"
+        check "API socket existed when READY=1 arrived" grep -qx "api-socket-at-ready True" "$WORK/notify.txt"
+        check "API socket is a socket, 660 root:tcpd" \
+            bash -c "[[ -S '$API_SOCK' && \"\$(stat -c '%a %G' '$API_SOCK')\" == '660 tcpd' ]]"
+        check "TUN tcpd0 is up in the namespace" \
+            bash -c "ip -n '$NETNS' -o link show dev tcpd0 | grep -q '[<,]UP[,>]'"
+        check "TUN tcpd0 has host address 10.77.0.1/24" \
+            bash -c "ip -n '$NETNS' -o -4 addr show dev tcpd0 | grep -q 'inet 10.77.0.1/24'"
+        check "tcpctl status reaches the daemon" \
+            bash -c "TCPD_SOCKET='$API_SOCK' timeout 10 /usr/bin/tcpctl status >'$WORK/status.txt' 2>&1"
+        sed 's/^/     tcpctl: /' "$WORK/status.txt"
+    else
+        fail "READY=1 arrives on NOTIFY_SOCKET"
+    fi
+    if kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -TERM "$DAEMON_PID"
+        for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$DAEMON_PID" 2>/dev/null; then
+            fail "tcpd exits within 5 s of SIGTERM"
+            kill -KILL "$DAEMON_PID"
+        else
+            pass "tcpd exits within 5 s of SIGTERM"
+        fi
+        wait "$DAEMON_PID" 2>/dev/null
+    else
+        fail "tcpd still running after READY=1"
+    fi
+    DAEMON_PID=""
+    sed 's/^/     tcpd: /' "$WORK/tcpd.log" | tail -n 20
+    ip netns del "$NETNS"
+else
+    sed 's/^/     /' "$WORK/netns.txt"
+    if [[ "${CI:-}" == true ]]; then
+        fail "ip netns add (needed for the readiness test)"
+    else
+        echo "skip - readiness test: cannot create a network namespace"
+    fi
+fi
+
+# ------------------------------------------------------- remove, purge --------
+if dpkg -r tcpd >"$WORK/dpkg-r.txt" 2>&1; then
+    pass "dpkg -r tcpd"
+else
+    sed 's/^/     dpkg: /' "$WORK/dpkg-r.txt"
+    fail "dpkg -r tcpd"
+fi
+check "remove keeps /etc/tcpd/tcpd.toml" test -f /etc/tcpd/tcpd.toml
+check "remove deletes /usr/sbin/tcpd" test ! -e /usr/sbin/tcpd
+# A file the admin left next to the config must not keep /etc/tcpd alive.
+touch /etc/tcpd/tcpd.toml.dpkg-old
+if dpkg --purge tcpd >"$WORK/dpkg-P.txt" 2>&1; then
+    pass "dpkg --purge tcpd"
+else
+    sed 's/^/     dpkg: /' "$WORK/dpkg-P.txt"
+    fail "dpkg --purge tcpd"
+fi
+check "package is gone from dpkg's database" bash -c '! dpkg -s tcpd >/dev/null 2>&1'
+left=()
+while IFS= read -r f; do
+    [[ -d "$f" && ! -L "$f" ]] && continue
+    if [[ -e "$f" || -L "$f" ]]; then left+=("$f"); fi
+done <"$WORK/dpkg-L.txt"
+if ((${#left[@]} == 0)); then
+    pass "purge leaves none of the package's $(wc -l <"$WORK/dpkg-L.txt") paths behind"
+else
+    fail "purge leaves files behind: ${left[*]}"
+fi
+check "purge removes /etc/tcpd" test ! -e /etc/tcpd
+check "purge removes the enable link" test ! -e /etc/systemd/system/multi-user.target.wants/tcpd.service
+check "purge keeps user tcpd (system accounts stay)" bash -c "getent passwd tcpd >/dev/null"
+
+finish
