@@ -183,11 +183,15 @@ impl RecvBuffer {
             return 0;
         }
 
-        let area_end = self.readable + offset + data.len();
-        if self.bytes.len() < area_end {
-            self.bytes.resize(area_end, 0);
+        // Overwrite what already exists of the target area, append the rest
+        // (after filler up to `at` if the write lands past the current end).
+        let at = self.readable + offset;
+        if self.bytes.len() < at {
+            self.bytes.resize(at, 0);
         }
-        copy_into(&mut self.bytes, self.readable + offset, data);
+        let overlapping = (self.bytes.len() - at).min(data.len());
+        copy_into(&mut self.bytes, at, &data[..overlapping]);
+        self.bytes.extend(&data[overlapping..]);
 
         // Merge with every held range it overlaps or touches.
         if let Some((&prev_start, prev)) = self.held.range(..=start).next_back()

@@ -11,7 +11,7 @@ pub mod icmpv4;
 pub mod ipv4;
 pub mod tcp;
 
-pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
+pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, QuotedHeader};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpSegment};
 
