@@ -1,0 +1,448 @@
+//! The `tcpctl` binary against a scripted Admin service on a Unix socket:
+//! output, filters, `kill` requests, and every documented exit code — no
+//! daemon, no root, no network needed.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tcpd_proto::v1::admin_server::{Admin, AdminServer};
+use tcpd_proto::v1::{
+    AbortReply, AbortRequest, ConnectionInfo, Counter, ListConnectionsReply,
+    ListConnectionsRequest, SockAddr, StateChange, StatsReply, StatsRequest, StatusReply,
+    StatusRequest, TcpState, WatchRequest,
+};
+use tcpd_proto::{errno, errno_status};
+use tonic::{Request, Response, Status};
+
+fn addr(a: [u8; 4], port: u32) -> Option<SockAddr> {
+    Some(SockAddr {
+        ip: u32::from_be_bytes(a),
+        port,
+    })
+}
+
+fn conn(state: TcpState, local: Option<SockAddr>, remote: Option<SockAddr>) -> ConnectionInfo {
+    ConnectionInfo {
+        handle: 1,
+        state: state as i32,
+        local,
+        remote,
+        owner_uid: 0,
+        owner_pid: 1,
+        congestion: "cubic".into(),
+        mss: 1460,
+        ..Default::default()
+    }
+}
+
+/// What the scripted daemon holds and what it was asked.
+#[derive(Default)]
+struct Script {
+    deny_abort: bool,
+    aborts: Mutex<Vec<AbortRequest>>,
+}
+
+struct MockAdmin(Arc<Script>);
+
+fn connections() -> Vec<ConnectionInfo> {
+    let mut listener = conn(
+        TcpState::Listen,
+        addr([10, 0, 0, 1], 8080),
+        addr([0, 0, 0, 0], 0),
+    );
+    listener.listen_backlog = 16;
+    let mut busy = conn(
+        TcpState::Established,
+        addr([10, 0, 0, 1], 8080),
+        addr([10, 0, 0, 2], 40000),
+    );
+    busy.send_queue = 4096;
+    busy.bytes_sent = 1_000_000;
+    vec![
+        busy,
+        listener,
+        conn(
+            TcpState::CloseWait,
+            addr([10, 0, 0, 1], 8080),
+            addr([10, 0, 0, 2], 40001),
+        ),
+        conn(
+            TcpState::CloseWait,
+            addr([10, 0, 0, 1], 9090),
+            addr([10, 0, 0, 2], 40002),
+        ),
+        conn(
+            TcpState::TimeWait,
+            addr([10, 0, 0, 1], 49152),
+            addr([10, 0, 0, 2], 80),
+        ),
+    ]
+}
+
+#[tonic::async_trait]
+impl Admin for MockAdmin {
+    async fn list_connections(
+        &self,
+        _: Request<ListConnectionsRequest>,
+    ) -> Result<Response<ListConnectionsReply>, Status> {
+        Ok(Response::new(ListConnectionsReply {
+            connections: connections(),
+        }))
+    }
+
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
+        Ok(Response::new(StatsReply {
+            counters: vec![
+                Counter {
+                    name: "segments_in".into(),
+                    value: 10,
+                },
+                Counter {
+                    name: "drop_bad_checksum".into(),
+                    value: 2,
+                },
+            ],
+            states: vec![Counter {
+                name: "ESTABLISHED".into(),
+                value: 1,
+            }],
+        }))
+    }
+
+    type WatchStream = futures::stream::BoxStream<'static, Result<StateChange, Status>>;
+
+    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        use futures::StreamExt;
+        let change = |old: TcpState, new: TcpState, port: u32| {
+            Ok(StateChange {
+                timestamp_us: 1_767_323_045_678_901,
+                local: addr([10, 0, 0, 1], port),
+                remote: addr([10, 0, 0, 2], 80),
+                old_state: old as i32,
+                new_state: new as i32,
+                handle: 5,
+            })
+        };
+        let events = vec![
+            change(TcpState::Closed, TcpState::SynSent, 50000),
+            change(TcpState::SynSent, TcpState::Established, 50000),
+            change(TcpState::Established, TcpState::CloseWait, 50001),
+        ];
+        // Three events, then the stream stays open like a quiet daemon.
+        let stream = futures::stream::iter(events).chain(futures::stream::pending());
+        Ok(Response::new(stream.boxed()))
+    }
+
+    async fn abort(&self, request: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
+        if self.0.deny_abort {
+            return Err(errno_status(errno::EPERM, "abort is for root only"));
+        }
+        let request = request.into_inner();
+        let known = connections()
+            .iter()
+            .any(|c| c.local == request.local && c.remote == request.remote);
+        self.0.aborts.lock().expect("abort log lock").push(request);
+        Ok(Response::new(AbortReply {
+            aborted: u32::from(known),
+        }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        Ok(Response::new(StatusReply {
+            version: "9.9.9".into(),
+            uptime_ms: 61_000,
+            tun_name: "tcpd-mock".into(),
+            address: addr([10, 0, 0, 1], 0),
+            prefix_len: 24,
+            host_address: addr([10, 0, 0, 2], 0),
+            mtu: 1500,
+            socket_path: "/mock.sock".into(),
+            pid: 77,
+            impairment: "loss 1%".into(),
+        }))
+    }
+}
+
+/// A scripted daemon serving on its own socket until the test process ends.
+struct MockDaemon {
+    socket: PathBuf,
+    script: Arc<Script>,
+}
+
+impl MockDaemon {
+    fn start(deny_abort: bool) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let socket = std::env::temp_dir().join(format!(
+            "tcpctl-mock-{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&socket);
+        let script = Arc::new(Script {
+            deny_abort,
+            ..Default::default()
+        });
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind mock socket");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let served = Arc::clone(&script);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("mock runtime");
+            runtime.block_on(async move {
+                let listener =
+                    tokio::net::UnixListener::from_std(listener).expect("tokio listener");
+                tonic::transport::Server::builder()
+                    .add_service(AdminServer::new(MockAdmin(served)))
+                    .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                    .await
+                    .expect("mock server");
+            });
+        });
+        MockDaemon { socket, script }
+    }
+
+    fn tcpctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tcpctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TCPD_SOCKET")
+            .output()
+            .expect("run tcpctl")
+    }
+
+    fn aborts(&self) -> Vec<AbortRequest> {
+        self.script.aborts.lock().expect("abort log lock").clone()
+    }
+}
+
+impl Drop for MockDaemon {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("utf-8 stderr")
+}
+
+#[test]
+fn ls_json_lists_every_socket_listeners_first() {
+    let daemon = MockDaemon::start(false);
+    let output = daemon.tcpctl(&["ls", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json array");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0]["state"], "LISTEN");
+    assert_eq!(rows[0]["listen_backlog"], 16);
+    let busy = rows
+        .iter()
+        .find(|r| r["state"] == "ESTABLISHED")
+        .expect("established row");
+    assert_eq!(busy["local"], "10.0.0.1:8080");
+    assert_eq!(busy["remote"], "10.0.0.2:40000");
+    assert_eq!(busy["send_queue"], 4096);
+    assert_eq!(busy["owner_user"], "root");
+}
+
+#[test]
+fn ls_filters_by_state_group_port_and_listening() {
+    let daemon = MockDaemon::start(false);
+    let states = |args: &[&str]| -> Vec<String> {
+        let output = daemon.tcpctl(args);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let rows: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| format!("{} {}", r["state"].as_str().unwrap_or("?"), r["remote"]))
+            .collect()
+    };
+    assert_eq!(states(&["ls", "-l", "--json"]), ["LISTEN \"0.0.0.0:0\""]);
+    assert_eq!(
+        states(&["ls", "--json", "--state", "close_wait", "--port", "8080"]),
+        ["CLOSE-WAIT \"10.0.0.2:40001\""]
+    );
+    assert_eq!(
+        states(&["ls", "--json", "--state", "synchronized"]).len(),
+        4
+    );
+    assert_eq!(states(&["ls", "--json", "--port", "80"]).len(), 1);
+    assert_eq!(states(&["ls", "--json", "--uid", "1000"]).len(), 0);
+}
+
+#[test]
+fn ls_human_table_has_aligned_columns() {
+    let daemon = MockDaemon::start(false);
+    let output = daemon.tcpctl(&["ls", "--color", "always", "--state", "established"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("State"));
+    assert!(
+        lines[1].starts_with("\u{1b}[32mESTABLISHED\u{1b}[0m"),
+        "{text}"
+    );
+    assert!(lines[1].contains("10.0.0.1:8080"));
+    // Piped output is not coloured in auto mode.
+    let plain = stdout(&daemon.tcpctl(&["ls"]));
+    assert!(!plain.contains('\u{1b}'));
+}
+
+#[test]
+fn stats_and_status() {
+    let daemon = MockDaemon::start(false);
+    let output = daemon.tcpctl(&["stats", "--json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+    assert_eq!(stats["counters"]["segments_in"], 10);
+    assert_eq!(stats["drops"]["bad_checksum"], 2);
+    assert_eq!(stats["states"]["ESTABLISHED"], 1);
+    let text = stdout(&daemon.tcpctl(&["stats"]));
+    assert!(text.contains("Drops by reason\n  bad checksum"), "{text}");
+
+    let output = daemon.tcpctl(&["status"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    assert!(text.contains("version       9.9.9"), "{text}");
+    assert!(text.contains("uptime        1m 1s"), "{text}");
+    assert!(text.contains("impairment    loss 1%"), "{text}");
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&daemon.tcpctl(&["status", "--json"]))).expect("json");
+    assert_eq!(status["tun_name"], "tcpd-mock");
+    assert_eq!(status["pid"], 77);
+}
+
+#[test]
+fn watch_counts_filters_and_times_out() {
+    let daemon = MockDaemon::start(false);
+    let output = daemon.tcpctl(&["watch", "--json", "--count", "2"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[1]["old"].as_str(), lines[1]["new"].as_str()),
+        (Some("SYN-SENT"), Some("ESTABLISHED"))
+    );
+    assert_eq!(lines[0]["ts"], "2026-01-02T03:04:05.678Z");
+
+    let output = daemon.tcpctl(&["watch", "--count", "1", "--port", "50001"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stdout(&output).ends_with("ESTABLISHED -> CLOSE-WAIT\n"),
+        "{}",
+        stdout(&output)
+    );
+
+    // Only three events ever come: --count 5 must time out with exit 1.
+    let output = daemon.tcpctl(&["watch", "--count", "5", "--timeout", "0.5"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output).lines().count(), 3);
+    assert!(stderr(&output).contains("timed out after 3 of 5 events"));
+    // Without --count, a timeout is a normal end.
+    let output = daemon.tcpctl(&["watch", "--timeout", "0.3"]);
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn kill_by_tuple_and_by_filter() {
+    let daemon = MockDaemon::start(false);
+    let output = daemon.tcpctl(&["kill", "10.0.0.1:8080", "10.0.0.2:40000"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "reset 10.0.0.1:8080 10.0.0.2:40000\n");
+
+    // Unknown 4-tuple: the daemon aborts nothing, tcpctl says so with exit 1.
+    let output = daemon.tcpctl(&["kill", "10.0.0.1:1", "10.0.0.2:2"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no connection 10.0.0.1:1 10.0.0.2:2"));
+
+    // Filter: port 8080 in any connected state — the listener is skipped.
+    let before = daemon.aborts().len();
+    let output = daemon.tcpctl(&["kill", "--json", "--state", "connected", "--port", "8080"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+    assert_eq!(report["aborted"], 2);
+    let sent: Vec<(u32, u32)> = daemon.aborts()[before..]
+        .iter()
+        .map(|a| {
+            (
+                a.local.map_or(0, |l| l.port),
+                a.remote.map_or(0, |r| r.port),
+            )
+        })
+        .collect();
+    assert_eq!(sent, [(8080, 40000), (8080, 40001)]);
+
+    // A filter that matches nothing sends nothing.
+    let before = daemon.aborts().len();
+    let output = daemon.tcpctl(&["kill", "--port", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(daemon.aborts().len(), before);
+}
+
+#[test]
+fn kill_refused_by_the_daemon_exits_4() {
+    let daemon = MockDaemon::start(true);
+    let output = daemon.tcpctl(&["kill", "10.0.0.1:8080", "10.0.0.2:40000"]);
+    assert_eq!(output.status.code(), Some(4));
+    let message = stderr(&output);
+    assert!(message.contains("permission denied (EPERM)"), "{message}");
+}
+
+#[test]
+fn unreachable_daemon_exits_3_with_a_hint() {
+    let missing = std::env::temp_dir().join(format!("tcpctl-nowhere-{}.sock", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_tcpctl"))
+        .args(["ls"])
+        .env("TCPD_SOCKET", &missing)
+        .output()
+        .expect("run tcpctl");
+    assert_eq!(output.status.code(), Some(3));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("is tcpd running? set TCPD_SOCKET or pass --socket"));
+}
+
+#[test]
+fn usage_help_and_completions() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tcpctl"))
+            .args(args)
+            .output()
+            .expect("run tcpctl")
+    };
+    assert_eq!(run(&["ls", "--state", "bogus"]).status.code(), Some(2));
+    assert_eq!(run(&["kill"]).status.code(), Some(2));
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = stdout(&help);
+    assert!(
+        help.contains("Exit codes:") && help.contains("Examples:"),
+        "{help}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run(&["completions", shell]);
+        assert_eq!(output.status.code(), Some(0));
+        let script = stdout(&output);
+        assert!(
+            script.contains("tcpctl") && script.contains("watch"),
+            "{shell}"
+        );
+    }
+}
