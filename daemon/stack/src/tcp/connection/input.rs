@@ -1,0 +1,650 @@
+//! SEGMENT ARRIVES (RFC 9293 §3.10.7): the checks in the RFC's order, with
+//! the RFC 5961 hardening (RST, SYN and ACK checks), RFC 7323 PAWS and
+//! TS.Recent, and loss detection on ACKs (RFC 5681 §3.2 duplicate ACKs,
+//! RFC 6582 NewReno partial/full ACKs, RFC 6675 SACK).
+//!
+//! Invariant: nothing a peer sends can make these functions panic; every
+//! length is derived from the segment's own slice and clamped.
+
+use super::{
+    AckDue, Connection, DUP_ACK_THRESHOLD, MAX_WINDOW_FIELD, PAWS_IDLE_LIMIT, ProbeDue,
+    QUICK_ACK_SEGMENTS,
+};
+use crate::error::ConnError;
+use crate::seq::SeqNum;
+use crate::tcp::TcpState;
+use crate::time::{Duration, Instant};
+use crate::wire::TcpRepr;
+
+/// RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability.
+pub(super) fn segment_acceptable(seq: SeqNum, len: usize, rcv_nxt: SeqNum, rcv_wnd: usize) -> bool {
+    let wnd_end = rcv_nxt + rcv_wnd;
+    match (len, rcv_wnd) {
+        (0, 0) => seq == rcv_nxt,
+        (0, _) => seq.in_range(rcv_nxt, wnd_end),
+        (_, 0) => false,
+        (_, _) => seq.in_range(rcv_nxt, wnd_end) || (seq + (len - 1)).in_range(rcv_nxt, wnd_end),
+    }
+}
+
+/// `a` is before `b` on the 32-bit timestamp clock (RFC 7323 §5.3: compared
+/// modulo 2^32 like sequence numbers).
+fn ts_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl Connection {
+    pub(super) fn on_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.counters.segments_in += 1;
+        match self.state {
+            TcpState::Closed | TcpState::Listen => self.on_segment_closed(seg),
+            TcpState::SynSent => self.on_segment_syn_sent(now, seg),
+            _ => self.on_segment_synchronized(now, seg),
+        }
+    }
+
+    /// RFC 9293 §3.10.7.1, CLOSED: everything but a reset gets a reset.
+    fn on_segment_closed(&mut self, seg: &TcpRepr<'_>) {
+        if seg.flags.rst() {
+            return;
+        }
+        if seg.flags.ack() {
+            self.queue_rst(seg.ack, None);
+        } else {
+            self.queue_rst(SeqNum(0), Some(seg.seq + seg.segment_len()));
+        }
+    }
+
+    /// The current timestamp clock: 1 ms ticks (RFC 7323 §5.4 allows 1 ms
+    /// to 1 s) plus the per-connection offset.
+    pub(super) fn ts_now(&self, now: Instant) -> u32 {
+        // The clock wraps modulo 2^32 by design (RFC 7323 §5.2).
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// An RTT sample from this ACK, if one may be taken: from the echoed
+    /// timestamp (RFC 7323 §4.1), else from the timed segment (RFC 6298 §3;
+    /// the timed segment is forgotten whenever anything is retransmitted: Karn).
+    fn rtt_sample(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNum) -> Option<Duration> {
+        if self.ts_enabled
+            && let Some((_, tsecr)) = seg.options.timestamp
+            && tsecr != 0
+        {
+            let elapsed = self.ts_now(now).wrapping_sub(tsecr);
+            if (elapsed as i32) >= 0 {
+                self.rtt_timed = None;
+                return Some(Duration::from_millis(u64::from(elapsed)));
+            }
+        }
+        match self.rtt_timed {
+            Some((end, sent)) if ack.ge(end) => {
+                self.rtt_timed = None;
+                Some(now - sent)
+            }
+            _ => None,
+        }
+    }
+
+    /// RFC 9293 §3.10.7.3: SYN-SENT.
+    fn on_segment_syn_sent(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        // First: the ACK bit. SEG.ACK =< ISS or SEG.ACK > SND.NXT is not
+        // acceptable: reset it (unless it is a reset) and drop.
+        if seg.flags.ack() && (seg.ack.le(self.iss) || seg.ack.gt(self.snd_nxt)) {
+            if !seg.flags.rst() {
+                self.queue_rst(seg.ack, None);
+            }
+            return;
+        }
+        let ack_acceptable = seg.flags.ack();
+        // Second: RST. Only with an acceptable ACK (RFC 5961 §3.2, RFC 9293):
+        // connection refused.
+        if seg.flags.rst() {
+            if ack_acceptable {
+                self.enter_closed(Some(ConnError::Refused));
+            }
+            return;
+        }
+        // Third (security/compartment) does not apply. Fourth: SYN.
+        if !seg.flags.syn() {
+            return;
+        }
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq + 1;
+        self.last_ack_sent = self.rcv_nxt;
+        self.negotiate_options(seg, now);
+        // Our SYN advertised this much, unscaled (RFC 7323 §2.2).
+        self.rcv_adv_right = self.rcv_nxt + self.recv_buf.window().min(MAX_WINDOW_FIELD);
+        // The window of a SYN is never scaled (RFC 7323 §2.2).
+        self.snd_wnd = usize::from(seg.window);
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        if ack_acceptable {
+            // SYN,ACK: our SYN is acknowledged; ESTABLISHED, and
+            // <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>.
+            let sample = self.rtt_sample(now, seg, seg.ack);
+            if let Some(rtt) = sample {
+                self.rtt.on_sample(rtt);
+            }
+            self.snd_una = seg.ack;
+            self.tx_next = self.tx_next.max(seg.ack);
+            self.rtx_deadline = None;
+            self.establish(now);
+            self.ack_now();
+            // "If there are other controls or text in the segment, then
+            // continue processing at the sixth step".
+            if !seg.payload.is_empty() || seg.flags.fin() {
+                self.process_text_and_fin(now, seg.seq + 1, seg.payload, seg.flags.fin());
+            }
+        } else {
+            // Simultaneous open (RFC 9293 §3.5, Figure 8): SYN-RECEIVED and
+            // <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>. Data on the SYN is not
+            // queued; the peer will retransmit it.
+            self.set_state(TcpState::SynReceived);
+            self.tx_next = self.iss;
+        }
+    }
+
+    /// The ACK of our SYN arrived in SYN-RECEIVED (RFC 9293 §3.10.7.4, fifth
+    /// check): ESTABLISHED, with the send window from this segment.
+    fn on_syn_acked(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let sample = self.rtt_sample(now, seg, seg.ack);
+        if let Some(rtt) = sample {
+            self.rtt.on_sample(rtt);
+        }
+        self.snd_una = seg.ack;
+        self.tx_next = self.tx_next.max(seg.ack);
+        self.rtx_deadline = None;
+        // A SYN's window is unscaled (the crossing SYN,ACK of a
+        // simultaneous open); any other segment's is scaled (RFC 7323 §2.2).
+        let shift = if seg.flags.syn() { 0 } else { self.snd_wscale };
+        self.snd_wnd = usize::from(seg.window) << shift;
+        self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        self.establish(now);
+    }
+
+    /// RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state.
+    fn on_segment_synchronized(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let seg_len = seg.segment_len();
+        if self.state == TcpState::SynReceived
+            && seg.flags.syn()
+            && !seg.flags.rst()
+            && seg.seq == self.irs
+            && self.snd_una == self.iss
+        {
+            if !seg.flags.ack() {
+                // The peer retransmitted its SYN: our SYN,ACK was lost. Send
+                // it again (a listener's answer to a duplicate SYN).
+                self.tx_next = self.iss;
+                return;
+            }
+            if seg.ack == self.snd_nxt {
+                // Simultaneous open: the peer's SYN,ACK acknowledges our SYN
+                // (RFC 9293 Figure 8 line 4; Linux accepts it the same way).
+                self.on_syn_acked(now, seg);
+                self.ack_now();
+                return;
+            }
+        }
+
+        // RFC 7323 §5.3 R1 (before the sequence check): PAWS. A segment
+        // whose TSval is older than TS.Recent is a duplicate from an old
+        // incarnation or wrap: ACK it and drop it (never for RST).
+        if self.ts_enabled
+            && !seg.flags.rst()
+            && let Some((tsval, _)) = seg.options.timestamp
+        {
+            if now - self.ts_recent_at > PAWS_IDLE_LIMIT {
+                // RFC 7323 §5.5: TS.Recent is stale after 24 days idle.
+                self.ts_recent = tsval;
+                self.ts_recent_at = now;
+            } else if ts_before(tsval, self.ts_recent) {
+                self.ack_now();
+                return;
+            }
+        }
+
+        // First check: sequence number.
+        let rcv_wnd = self.rcv_wnd();
+        let acceptable = segment_acceptable(seg.seq, seg_len, self.rcv_nxt, rcv_wnd);
+
+        // Second check: RST (RFC 5961 §3.2 replaces RFC 793's in-window rule).
+        if seg.flags.rst() {
+            self.on_rst(seg, rcv_wnd);
+            return;
+        }
+
+        if !acceptable {
+            // TIME-WAIT: a retransmitted FIN (it ends at RCV.NXT): re-ACK it
+            // and restart the 2 MSL timeout (RFC 9293 §3.10.7.4, eighth check).
+            if self.state == TcpState::TimeWait
+                && seg.flags.fin()
+                && (seg.seq + seg_len) == self.rcv_nxt
+            {
+                self.close_deadline = Some(now + self.config.msl * 2);
+            }
+            self.ack_now();
+            // RFC 9293 §3.10.7.4: with a zero receive window, "special
+            // allowance should be made to accept valid ACKs": a segment at
+            // exactly RCV.NXT still has its ACK processed; its text is not.
+            let zero_window_ack =
+                rcv_wnd == 0 && seg.seq == self.rcv_nxt && seg.flags.ack() && !seg.flags.syn();
+            if !zero_window_ack {
+                return;
+            }
+        }
+
+        // The peer is alive: keepalive starts over (RFC 1122 §4.2.3.6).
+        self.keepalive_probes = 0;
+        if self.options.keepalive {
+            self.arm_keepalive(now);
+        }
+
+        // Third check (security) does not apply. Fourth: SYN in a
+        // synchronized state: challenge ACK, drop (RFC 5961 §4.2, RFC 9293).
+        if seg.flags.syn() {
+            self.ack_now();
+            return;
+        }
+
+        // Fifth check: ACK. Without it the segment is dropped.
+        if !seg.flags.ack() {
+            return;
+        }
+
+        // RFC 7323 §4.3 (2): TS.Recent follows the segment that covers
+        // Last.ACK.sent (PAWS has already rejected older TSvals).
+        if self.ts_enabled
+            && let Some((tsval, _)) = seg.options.timestamp
+            && seg.seq.le(self.last_ack_sent)
+            && !ts_before(tsval, self.ts_recent)
+        {
+            self.ts_recent = tsval;
+            self.ts_recent_at = now;
+        }
+
+        if self.state == TcpState::SynReceived {
+            if seg.ack.gt(self.snd_una) && seg.ack.le(self.snd_nxt) {
+                self.on_syn_acked(now, seg);
+            } else {
+                // Unacceptable ACK in SYN-RECEIVED: <SEQ=SEG.ACK><CTL=RST>.
+                self.queue_rst(seg.ack, None);
+                return;
+            }
+        }
+
+        if !self.process_ack(now, seg) {
+            return;
+        }
+        if self.state == TcpState::TimeWait {
+            // "The only thing that can arrive in this state is a
+            // retransmission of the remote FIN", handled above.
+            return;
+        }
+
+        // Sixth check: URG. Urgent mode is not supported; urgent bytes are
+        // delivered inline as ordinary data (RFC 6093 §6 recommends new
+        // applications not use it), which is safe whatever the pointer says.
+
+        // Seventh and eighth: text and FIN.
+        if acceptable {
+            self.process_text_and_fin(now, seg.seq, seg.payload, seg.flags.fin());
+        }
+    }
+
+    /// A RST in SYN-RECEIVED or a synchronized state, per RFC 5961 §3.2:
+    /// exactly at RCV.NXT resets; elsewhere in the window earns a challenge
+    /// ACK; outside the window it is dropped silently.
+    fn on_rst(&mut self, seg: &TcpRepr<'_>, rcv_wnd: usize) {
+        if self.state == TcpState::TimeWait {
+            // RFC 1337 §3 (TIME-WAIT assassination hazards, fix TW1): ignore
+            // RST segments in TIME-WAIT.
+            return;
+        }
+        if seg.seq == self.rcv_nxt {
+            match self.state {
+                // RFC 9293 §3.10.7.4: a passive open returns to LISTEN (the
+                // listener still exists; this embryo just goes, silently); an
+                // active one (simultaneous open) was refused.
+                TcpState::SynReceived => {
+                    let error = self.active_open.then_some(ConnError::Refused);
+                    self.enter_closed(error);
+                }
+                // "Any outstanding RECEIVEs and SEND should receive reset
+                // responses. All segment queues should be flushed."
+                TcpState::Established
+                | TcpState::FinWait1
+                | TcpState::FinWait2
+                | TcpState::CloseWait => {
+                    self.discard_readable();
+                    self.enter_closed(Some(ConnError::Reset));
+                }
+                // CLOSING, LAST-ACK: the connection is gone anyway.
+                _ => self.enter_closed(None),
+            }
+        } else if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd) {
+            // RFC 5961 §3.2: in the window but not exact: challenge ACK.
+            self.ack_now();
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4, fifth check, for ESTABLISHED and later. Returns
+    /// false when the segment must be dropped here.
+    fn process_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) -> bool {
+        let ack = seg.ack;
+        // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT) then
+        // send an ACK, drop the segment, and return."
+        if ack.gt(self.snd_nxt) {
+            self.ack_now();
+            return false;
+        }
+        // RFC 5961 §5.2: an ACK older than SND.UNA - MAX.SND.WND is
+        // unacceptable: ACK and drop.
+        if ack.lt(self.snd_una - self.max_snd_wnd) {
+            self.ack_now();
+            return false;
+        }
+        let window = usize::from(seg.window) << self.snd_wscale;
+        let flight_before = self.snd_nxt.since(self.snd_una);
+        if self.sack_enabled {
+            self.record_sack_blocks(seg);
+        }
+        if ack.gt(self.snd_una) {
+            self.on_new_ack(now, seg, ack, flight_before);
+        } else if ack == self.snd_una
+            && flight_before > 0
+            && seg.payload.is_empty()
+            && !seg.flags.syn()
+            && !seg.flags.fin()
+            && (window == self.snd_wnd || seg.options.sacks().next().is_some())
+        {
+            // A duplicate ACK as RFC 5681 §2 defines it (RFC 6675 §2 also
+            // counts ACKs carrying SACK information).
+            self.on_duplicate_ack(now);
+        }
+        // RFC 6675 §5: with SACK, loss is also inferred from what is SACKed
+        // (IsLost(SND.UNA): more than (DupThresh - 1) * SMSS above it).
+        if self.sack_enabled
+            && !self.in_recovery
+            && self.scoreboard.sacked_bytes() > (DUP_ACK_THRESHOLD as usize - 1) * self.send_mss
+            && self.fast_retransmit_allowed()
+        {
+            self.enter_recovery(now);
+        }
+
+        // SND.WND update (RFC 9293 §3.10.7.4): only from a segment not older
+        // than the one that last set it (SND.WL1, SND.WL2).
+        if self.snd_wl1.lt(seg.seq) || (self.snd_wl1 == seg.seq && self.snd_wl2.le(ack)) {
+            self.snd_wnd = window;
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+            self.max_snd_wnd = self.max_snd_wnd.max(window);
+            if window > 0 {
+                // The window opened: stop probing (RFC 9293 §3.8.6.1).
+                self.persist_deadline = None;
+                self.persist_backoff = 0;
+                if self.probe_due == ProbeDue::ZeroWindow {
+                    self.probe_due = ProbeDue::No;
+                }
+            }
+        }
+        // Any ACK answers our probes.
+        self.persist_probes = 0;
+
+        match self.state {
+            TcpState::FinWait1 if self.fin_acked() => {
+                self.set_state(TcpState::FinWait2);
+                if self.user_closed {
+                    self.close_deadline = Some(now + self.fin_wait_2_timeout());
+                }
+            }
+            TcpState::Closing if self.fin_acked() => {
+                self.enter_time_wait(now);
+                return false;
+            }
+            TcpState::LastAck if self.fin_acked() => {
+                self.enter_closed(None);
+                return false;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// RFC 2018 §3: remember SACK blocks that lie within what we sent.
+    fn record_sack_blocks(&mut self, seg: &TcpRepr<'_>) {
+        for block in seg.options.sacks() {
+            if block.left.lt(block.right)
+                && block.right.gt(self.snd_una)
+                && block.right.le(self.snd_nxt)
+            {
+                self.scoreboard
+                    .insert(block.left.max(self.snd_una), block.right);
+            }
+        }
+    }
+
+    /// SND.UNA < SEG.ACK =< SND.NXT: new data acknowledged.
+    fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNum, flight_before: usize) {
+        let acked = ack.since(self.snd_una);
+        let sample = self.rtt_sample(now, seg, ack);
+        if let Some(rtt) = sample {
+            // RFC 6298 §2.2/§2.3.
+            self.rtt.on_sample(rtt);
+        }
+        // SYN and FIN occupy sequence space but no buffer bytes.
+        let data_acked = ack.min(self.data_end()).since(self.send_buf_seq);
+        self.send_buf.consume(data_acked);
+        self.send_buf_seq += data_acked;
+        self.snd_una = ack;
+        if self.tx_next.lt(ack) {
+            self.tx_next = ack;
+        }
+        self.retries = 0;
+        self.last_progress = now;
+        self.scoreboard.prune(ack);
+        if let Some(guard) = self.rto_recover
+            && ack.gt(guard)
+        {
+            self.rto_recover = None;
+        }
+
+        if self.in_recovery {
+            if ack.ge(self.recover) {
+                // RFC 6582 §3.2 step 3: a full ACK ends fast recovery.
+                self.exit_recovery(now);
+            } else {
+                // RFC 6582 §3.2 step 5: a partial ACK. Retransmit the next
+                // hole at once (with SACK, NextSeg finds holes below SACKed
+                // data; without SACK blocks above, do as NewReno), deflate
+                // the inflation by what was acknowledged, add back one SMSS.
+                if !self.sack_enabled || self.scoreboard.is_empty() {
+                    self.fast_retransmit_due = true;
+                }
+                if !self.sack_enabled {
+                    self.cwnd_inflation = self.cwnd_inflation.saturating_sub(acked);
+                    if acked >= self.send_mss {
+                        self.cwnd_inflation += self.send_mss;
+                    }
+                }
+                self.high_rxt = self.high_rxt.max(ack);
+            }
+        } else {
+            self.dup_acks = 0;
+            // RFC 5681 §3.1: slow start / congestion avoidance.
+            self.cc.on_ack(now, acked, sample, flight_before);
+        }
+
+        // RFC 6298 §5.2: all data acknowledged: stop the timer; §5.3: new
+        // data acknowledged: restart it.
+        if self.snd_una == self.snd_nxt {
+            self.rtx_deadline = None;
+        } else {
+            self.rtx_deadline = Some(self.rto_deadline(now));
+        }
+    }
+
+    /// RFC 5681 §3.2 / RFC 6582 §3.2: a duplicate ACK.
+    fn on_duplicate_ack(&mut self, now: Instant) {
+        self.dup_acks = self.dup_acks.saturating_add(1);
+        if self.in_recovery {
+            // Step 4: each further duplicate ACK means a segment left the
+            // network: inflate cwnd by one SMSS (SACK uses pipe instead).
+            if !self.sack_enabled {
+                self.cwnd_inflation += self.send_mss;
+            }
+            return;
+        }
+        if self.dup_acks >= DUP_ACK_THRESHOLD && self.fast_retransmit_allowed() {
+            self.enter_recovery(now);
+        }
+    }
+
+    /// RFC 6582 §4: after a retransmission timeout, duplicate ACKs for data
+    /// sent before it do not start another fast retransmit.
+    fn fast_retransmit_allowed(&self) -> bool {
+        self.rto_recover.is_none_or(|guard| self.snd_una.gt(guard))
+    }
+
+    /// Fast retransmit and the start of fast recovery (RFC 5681 §3.2 steps
+    /// 2–3, RFC 6582 §3.2 step 2, RFC 6675 §5 step 4).
+    fn enter_recovery(&mut self, now: Instant) {
+        let flight = self.snd_nxt.since(self.snd_una);
+        self.cc.on_congestion_event(now, flight);
+        self.in_recovery = true;
+        self.recover = self.snd_nxt;
+        self.high_rxt = self.snd_una;
+        self.fast_retransmit_due = true;
+        // NewReno: cwnd = ssthresh + 3*SMSS (the three segments that left).
+        self.cwnd_inflation = if self.sack_enabled {
+            0
+        } else {
+            DUP_ACK_THRESHOLD as usize * self.send_mss
+        };
+        // Karn: a retransmission makes the timed segment ambiguous.
+        self.rtt_timed = None;
+    }
+
+    /// Leaves fast recovery after a full ACK (RFC 6582 §3.2 step 3).
+    fn exit_recovery(&mut self, now: Instant) {
+        self.in_recovery = false;
+        self.cwnd_inflation = 0;
+        self.dup_acks = 0;
+        self.fast_retransmit_due = false;
+        self.cc.on_recovery_exit(now);
+    }
+
+    /// RFC 9293 §3.10.7.4, seventh (segment text) and eighth (FIN) checks,
+    /// for a segment starting at `seq` that passed the acceptability test.
+    pub(super) fn process_text_and_fin(
+        &mut self,
+        now: Instant,
+        seq: SeqNum,
+        payload: &[u8],
+        fin: bool,
+    ) {
+        // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: a FIN has already been
+        // received, so text is ignored; so is a second FIN.
+        if !matches!(
+            self.state,
+            TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2
+        ) {
+            return;
+        }
+        let mut fin_in_window = fin;
+        if !payload.is_empty() {
+            // Trim what was already received (before RCV.NXT) and what lies
+            // beyond the window we advertised (RFC 9293 §3.10.7.4).
+            let already = self.rcv_nxt.since(seq).min(payload.len());
+            let data = &payload[already..];
+            let offset = seq.since(self.rcv_nxt);
+            let room = self.rcv_wnd().saturating_sub(offset);
+            let accepted = data.len().min(room);
+            if accepted < data.len() {
+                // The FIN lies beyond the window too; the peer resends it.
+                fin_in_window = false;
+            }
+            if accepted > 0 {
+                if self.user_closed {
+                    // RFC 1122 §4.2.2.13 / Linux: data arriving after the
+                    // user closed cannot be delivered: reset.
+                    self.queue_rst(self.snd_nxt, None);
+                    self.enter_closed(None);
+                    return;
+                }
+                let had_holes = self.recv_buf.has_holes();
+                let advanced = self.recv_buf.write_at(offset, &data[..accepted]);
+                self.rcv_nxt += advanced;
+                self.counters.bytes_received += advanced as u64;
+                if self.read_shut {
+                    self.discard_readable();
+                }
+                self.rcv_mss = self.rcv_mss.max(accepted.min(self.adv_mss));
+                if offset > 0 || had_holes {
+                    // RFC 5681 §4.2 / RFC 9293 §3.8.6.3: ACK out-of-order
+                    // segments and those that fill a gap at once; stay in
+                    // quick-ACK mode while the peer recovers (Linux does too).
+                    self.quick_acks = QUICK_ACK_SEGMENTS;
+                    self.ack_now();
+                } else {
+                    self.schedule_data_ack(now, advanced);
+                }
+            } else {
+                // Nothing fit (zero window), or all of it was a retransmission
+                // of data we have: tell the peer where we are.
+                self.ack_now();
+            }
+        }
+        if fin && fin_in_window {
+            let fin_seq = seq + payload.len();
+            if fin_seq.ge(self.rcv_nxt) {
+                self.peer_fin_at = Some(fin_seq);
+            }
+        }
+        // Eighth check: the FIN counts only once everything before it
+        // arrived (a FIN beyond a hole waits in `peer_fin_at`).
+        if self.peer_fin_at == Some(self.rcv_nxt) {
+            self.process_fin(now);
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4, eighth check: the peer's FIN, in order.
+    fn process_fin(&mut self, now: Instant) {
+        self.peer_fin_at = None;
+        self.rcv_nxt += 1;
+        self.fin_received = true;
+        // Acknowledge the FIN at once (as the seed diagram's CLOSE-WAIT line).
+        self.ack_now();
+        match self.state {
+            TcpState::SynReceived | TcpState::Established => self.set_state(TcpState::CloseWait),
+            // Simultaneous close (RFC 9293 Figure 13): CLOSING unless our FIN
+            // is already acknowledged.
+            TcpState::FinWait1 => {
+                if self.fin_acked() {
+                    self.enter_time_wait(now);
+                } else {
+                    self.set_state(TcpState::Closing);
+                }
+            }
+            TcpState::FinWait2 => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+
+    /// Delayed ACK for in-order data (RFC 9293 §3.8.6.3, RFC 1122 §4.2.3.2,
+    /// RFC 5681 §4.2): at least every second full-sized segment, otherwise
+    /// within the delayed-ACK timeout; at once in quick-ACK mode.
+    fn schedule_data_ack(&mut self, now: Instant, len: usize) {
+        self.bytes_since_ack += len;
+        if self.quick_acks > 0 {
+            self.quick_acks -= 1;
+            self.ack_now();
+        } else if self.bytes_since_ack >= 2 * self.rcv_mss {
+            self.ack_now();
+        } else if self.ack_due == AckDue::No {
+            self.ack_due = AckDue::By(now + self.config.delayed_ack);
+        }
+    }
+}

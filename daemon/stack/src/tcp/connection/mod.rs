@@ -1,0 +1,886 @@
+//! One TCP connection: the transmission control block (RFC 9293 §3.3.1) and
+//! the event processing of RFC 9293 §3.10, sans-IO.
+//!
+//! The stack owns every `Connection` and routes to it the segments of its
+//! 4-tuple (checksum already verified), the user calls, and timeouts. A
+//! connection never touches other connections or the IP layer: it emits whole
+//! TCP segments (header, options, payload, checksum) through
+//! [`Connection::poll_transmit`] and says when it next needs time through
+//! [`Connection::poll_timeout`].
+//!
+//! Layout of the module:
+//! - this file: the TCB, construction (active and passive open), the user
+//!   calls (RFC 9293 §3.10.1–§3.10.6), readiness, options and counters;
+//! - `input`: SEGMENT ARRIVES (RFC 9293 §3.10.7) with RFC 5961, RFC 7323
+//!   (PAWS, TS.Recent), RFC 5681/6582/6675 loss detection on ACKs;
+//! - `output`: what to send next: SYN, data (Nagle, SWS avoidance, cwnd),
+//!   retransmissions, FIN, probes, ACKs, RST — one segment per call;
+//! - `timers`: retransmission (RFC 6298), persist, delayed ACK, keepalive,
+//!   TIME-WAIT;
+//! - `sack`: the RFC 6675 scoreboard of what the peer has SACKed.
+//!
+//! Sequence-space invariants (all comparisons through [`SeqNum`]):
+//! - `iss` is our SYN; `send_buf_seq` is the sequence number of the first byte
+//!   in the send buffer (`iss + 1` until data is acknowledged); the data ends
+//!   at `data_end() = send_buf_seq + send_buf.len()`, and our FIN (once
+//!   queued) occupies `data_end()`.
+//! - `snd_una <= tx_next <= snd_nxt`: `snd_nxt` is RFC 9293's SND.NXT (the
+//!   highest sequence number sent, plus one); `tx_next` is where the next new
+//!   transmission starts. They differ only after a retransmission timeout,
+//!   which rewinds `tx_next` to `snd_una` (go-back-N, RFC 6298 §5.4).
+//! - `rcv_nxt <= rcv_adv_right`: the right edge we advertised, which never
+//!   moves left (RFC 9293 §3.8.6.2.2, RFC 7323 §2.4).
+
+mod input;
+mod output;
+mod sack;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use crate::config::SocketOptions;
+use crate::error::{ConnError, RecvError, SendError, SocketError};
+use crate::seq::SeqNum;
+use crate::socket::{Readiness, Shutdown, SockOption};
+use crate::tcp::TcpState;
+use crate::tcp::buffer::{RecvBuffer, SendBuffer};
+use crate::tcp::congestion::{CongestionControl, new_controller};
+use crate::tcp::rtt::RttEstimator;
+use crate::time::{Duration, Instant};
+use crate::wire::TcpRepr;
+use core::net::SocketAddrV4;
+
+use sack::Scoreboard;
+
+/// IPv4 plus TCP fixed headers: MSS = MTU - 40 (RFC 9293 §3.7.1, RFC 879).
+const IPV4_TCP_HEADERS: usize = 40;
+/// The send MSS when the peer's SYN carries no MSS option (RFC 9293 §3.7.1:
+/// 536 for IPv4).
+const DEFAULT_IPV4_MSS: usize = 536;
+/// Smallest send MSS we accept from a peer's option or an ICMP "fragmentation
+/// needed" (Linux's TCP_MIN_MSS), so a hostile MSS of 0 or 1 cannot make us
+/// send one-byte segments.
+const MIN_SEND_MSS: usize = 88;
+/// Bytes a timestamps option takes in every segment once negotiated:
+/// 10 plus 2 NOPs (RFC 7323 §3.2, Appendix A layout).
+const TIMESTAMP_OPTION_LEN: usize = 12;
+/// Largest window-scale shift (RFC 7323 §2.3).
+const MAX_WINDOW_SHIFT: u8 = 14;
+/// The largest value of the 16-bit window field (RFC 9293 §3.1).
+const MAX_WINDOW_FIELD: usize = u16::MAX as usize;
+/// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2, DupThresh of
+/// RFC 6675 §2).
+const DUP_ACK_THRESHOLD: u32 = 3;
+/// "Quick ACK" segments acknowledged at once after the connection starts or
+/// after a reordering event, like Linux's TCP_MAX_QUICKACKS: while the peer
+/// is in slow start its cwnd is small, and delaying every other ACK would
+/// slow it down (RFC 5681 §4.2 allows ACKing every segment).
+const QUICK_ACK_SEGMENTS: u32 = 16;
+/// TS.Recent is invalid after 24 days of idleness (RFC 7323 §5.5).
+const PAWS_IDLE_LIMIT: Duration = Duration::from_secs(24 * 24 * 60 * 60);
+
+/// Stack-wide timing and limits a connection needs (copied from `StackConfig`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionConfig {
+    /// Link MTU: the MSS we advertise is `mtu - 40` (RFC 9293 §3.7.1).
+    pub mtu: u16,
+    pub msl: Duration,
+    pub max_retries: u32,
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    pub initial_rto: Duration,
+    pub delayed_ack: Duration,
+}
+
+/// What a new connection starts from.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionParams {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    /// Our initial send sequence number (RFC 6528, from the stack).
+    pub iss: SeqNum,
+    /// Per-connection offset added to the timestamp clock (RFC 7323 §5.4).
+    pub ts_offset: u32,
+    pub options: SocketOptions,
+    pub config: ConnectionConfig,
+}
+
+/// Per-connection counters and estimator values, for the admin API.
+///
+/// `bytes_sent` counts payload bytes transmitted, retransmissions included
+/// (Linux's tcpi_bytes_sent); `bytes_received` counts payload bytes that
+/// arrived in order (tcpi_bytes_received).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    pub recv_queue: usize,
+    pub send_queue: usize,
+    pub srtt: Duration,
+    pub rttvar: Duration,
+    pub rto: Duration,
+    pub cwnd: usize,
+    pub ssthresh: usize,
+    pub retransmits: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub mss: u16,
+    pub segments_in: u64,
+    pub segments_out: u64,
+}
+
+/// How soon an acknowledgement must be sent (RFC 9293 §3.8.6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckDue {
+    /// Nothing received since our last ACK.
+    No,
+    /// Delayed ACK: by this time at the latest.
+    By(Instant),
+    /// At the next transmit opportunity.
+    Now,
+}
+
+/// A reset to send; `ack` set means `<CTL=RST,ACK>` with that number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PendingRst {
+    seq: SeqNum,
+    ack: Option<SeqNum>,
+}
+
+/// A probe segment `<SEQ=SND.UNA-1><ACK=RCV.NXT>` is due: it lies just left
+/// of the peer's window, so the peer answers it with an ACK carrying its
+/// current window (RFC 1122 §4.2.3.6 keepalive; Linux's zero-window probe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProbeDue {
+    No,
+    ZeroWindow,
+    Keepalive,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Connection {
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    config: ConnectionConfig,
+    options: SocketOptions,
+    state: TcpState,
+    state_changes: Vec<(TcpState, TcpState)>,
+    /// We sent the first SYN (connect), as opposed to answering one.
+    active_open: bool,
+
+    // --- Send sequence space (RFC 9293 §3.3.1) ---
+    iss: SeqNum,
+    snd_una: SeqNum,
+    /// RFC 9293 SND.NXT: one past the highest sequence number ever sent.
+    snd_nxt: SeqNum,
+    /// Where the next transmission from the queue starts (see module doc).
+    tx_next: SeqNum,
+    /// SND.WND in bytes (already scaled).
+    snd_wnd: usize,
+    /// The largest window the peer ever offered (RFC 1122 §4.2.3.4 Max(SND.WND),
+    /// RFC 5961 §5.2 MAX.SND.WND).
+    max_snd_wnd: usize,
+    snd_wl1: SeqNum,
+    snd_wl2: SeqNum,
+    send_buf: SendBuffer,
+    /// Sequence number of `send_buf`'s first byte.
+    send_buf_seq: SeqNum,
+    /// The user asked for a FIN after the queued data (CLOSE / shutdown(WR)).
+    fin_queued: bool,
+
+    // --- Receive sequence space ---
+    irs: SeqNum,
+    rcv_nxt: SeqNum,
+    /// RCV.NXT + the window we last advertised (never moves left).
+    rcv_adv_right: SeqNum,
+    recv_buf: RecvBuffer,
+    /// A FIN that arrived beyond a hole, at this sequence number.
+    peer_fin_at: Option<SeqNum>,
+    fin_received: bool,
+
+    // --- Negotiated options ---
+    /// MSS we advertise: mtu - 40 (RFC 9293 §3.7.1).
+    adv_mss: usize,
+    /// Largest segment payload the path takes, before options:
+    /// min(peer MSS or 536, mtu - 40), lowered by ICMP (RFC 1191).
+    path_mss: usize,
+    /// Effective send MSS: `path_mss` minus the timestamps option when on
+    /// (RFC 9293 §3.7.1 "Eff.snd.MSS").
+    send_mss: usize,
+    /// Estimate of the peer's segment size, for "full-sized" in the delayed-ACK rule.
+    rcv_mss: usize,
+    /// Shift applied to the peer's window field (RFC 7323 §2.3 Snd.Wind.Shift).
+    snd_wscale: u8,
+    /// Shift applied to our window field (Rcv.Wind.Shift).
+    rcv_wscale: u8,
+    /// Both SYNs carried the window-scale option (RFC 7323 §2.2).
+    ws_enabled: bool,
+    ts_enabled: bool,
+    ts_offset: u32,
+    /// TS.Recent and when it was last updated (RFC 7323 §4.3, §5.5).
+    ts_recent: u32,
+    ts_recent_at: Instant,
+    /// Last.ACK.sent (RFC 7323 §4.3).
+    last_ack_sent: SeqNum,
+    sack_enabled: bool,
+
+    // --- User side ---
+    write_shut: bool,
+    read_shut: bool,
+    /// close(2) was called: the user holds no handle any more.
+    user_closed: bool,
+    pending_error: Option<ConnError>,
+
+    // --- Output obligations ---
+    ack_due: AckDue,
+    /// In-order payload bytes received since our last ACK.
+    bytes_since_ack: usize,
+    quick_acks: u32,
+    pending_rst: Option<PendingRst>,
+    probe_due: ProbeDue,
+    /// The persist timer expired with a small but non-zero window: send what
+    /// fits despite SWS avoidance (RFC 1122 §4.2.3.4 override timeout).
+    force_send: bool,
+    /// Retransmit one segment at SND.UNA (fast retransmit / partial ACK).
+    fast_retransmit_due: bool,
+
+    // --- Timers ---
+    rtx_deadline: Option<Instant>,
+    /// Consecutive timeouts of the current retransmission series.
+    retries: u32,
+    persist_deadline: Option<Instant>,
+    persist_backoff: u32,
+    /// Persist probes sent since the peer last answered.
+    persist_probes: u32,
+    keepalive_deadline: Option<Instant>,
+    keepalive_probes: u32,
+    /// TIME-WAIT (2×MSL) or the FIN-WAIT-2 timeout of a closed socket.
+    close_deadline: Option<Instant>,
+    /// When SND.UNA last advanced (or data first went out): the base of TCP_USER_TIMEOUT.
+    last_progress: Instant,
+    /// When data was last sent: the idle test of RFC 5681 §4.1.
+    last_data_sent: Option<Instant>,
+    syn_retransmitted: bool,
+
+    // --- RTT and congestion ---
+    rtt: RttEstimator,
+    /// The segment being timed for an RTT sample without timestamps: its end
+    /// and when it was sent (RFC 6298 §3, Karn: cleared on retransmission).
+    rtt_timed: Option<(SeqNum, Instant)>,
+    cc: Box<dyn CongestionControl>,
+    dup_acks: u32,
+    in_recovery: bool,
+    /// RFC 6582 "recover": SND.NXT when loss recovery began.
+    recover: SeqNum,
+    /// SND.NXT at the last retransmission timeout: no fast retransmit until
+    /// an ACK covers more than this (RFC 6582 §4).
+    rto_recover: Option<SeqNum>,
+    /// NewReno cwnd inflation during fast recovery (RFC 5681 §3.2 steps 3–5).
+    cwnd_inflation: usize,
+    scoreboard: Scoreboard,
+    /// RFC 6675 HighRxt: the highest sequence number retransmitted in this recovery.
+    high_rxt: SeqNum,
+
+    /// Payload staging for transmission, sized once to the send MSS.
+    tx_scratch: Vec<u8>,
+    counters: ConnectionStats,
+}
+
+/// The window-scale shift to offer: the smallest that lets the 16-bit field
+/// describe the whole receive buffer, at most 14 (RFC 7323 §2.2, §2.3).
+fn window_shift_for(buffer: usize) -> u8 {
+    let mut shift = 0u8;
+    while shift < MAX_WINDOW_SHIFT && (MAX_WINDOW_FIELD << shift) < buffer {
+        shift += 1;
+    }
+    shift
+}
+
+impl Connection {
+    fn new(params: ConnectionParams, now: Instant, active_open: bool) -> Connection {
+        let config = params.config;
+        let options = params.options;
+        let adv_mss = usize::from(config.mtu)
+            .saturating_sub(IPV4_TCP_HEADERS)
+            .max(1);
+        let path_mss = DEFAULT_IPV4_MSS.min(adv_mss);
+        let iss = params.iss;
+        Connection {
+            local: params.local,
+            remote: params.remote,
+            config,
+            options,
+            state: if active_open {
+                TcpState::SynSent
+            } else {
+                TcpState::SynReceived
+            },
+            state_changes: Vec::new(),
+            active_open,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            tx_next: iss,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: iss,
+            send_buf: SendBuffer::new(options.send_buffer),
+            send_buf_seq: iss + 1,
+            fin_queued: false,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_adv_right: SeqNum(0),
+            recv_buf: RecvBuffer::new(options.recv_buffer),
+            peer_fin_at: None,
+            fin_received: false,
+            adv_mss,
+            path_mss,
+            send_mss: path_mss,
+            rcv_mss: path_mss,
+            snd_wscale: 0,
+            rcv_wscale: window_shift_for(options.recv_buffer),
+            ws_enabled: false,
+            ts_enabled: false,
+            ts_offset: params.ts_offset,
+            ts_recent: 0,
+            ts_recent_at: now,
+            last_ack_sent: SeqNum(0),
+            sack_enabled: false,
+            write_shut: false,
+            read_shut: false,
+            user_closed: false,
+            pending_error: None,
+            ack_due: AckDue::No,
+            bytes_since_ack: 0,
+            quick_acks: QUICK_ACK_SEGMENTS,
+            pending_rst: None,
+            probe_due: ProbeDue::No,
+            force_send: false,
+            fast_retransmit_due: false,
+            rtx_deadline: None,
+            retries: 0,
+            persist_deadline: None,
+            persist_backoff: 0,
+            persist_probes: 0,
+            keepalive_deadline: None,
+            keepalive_probes: 0,
+            close_deadline: None,
+            last_progress: now,
+            last_data_sent: None,
+            syn_retransmitted: false,
+            rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
+            rtt_timed: None,
+            cc: new_controller(options.congestion, path_mss),
+            dup_acks: 0,
+            in_recovery: false,
+            recover: iss,
+            rto_recover: None,
+            cwnd_inflation: 0,
+            scoreboard: Scoreboard::default(),
+            high_rxt: iss,
+            tx_scratch: Vec::new(),
+            counters: ConnectionStats::default(),
+        }
+    }
+
+    /// Active open (RFC 9293 §3.10.1): SYN-SENT with a SYN ready to send.
+    pub fn connect(params: ConnectionParams, now: Instant) -> Connection {
+        let mut conn = Connection::new(params, now, true);
+        // The stack reports CLOSED -> SYN-SENT for the watch stream.
+        conn.state_changes
+            .push((TcpState::Closed, TcpState::SynSent));
+        conn
+    }
+
+    /// Passive open: a listener received an acceptable SYN (RFC 9293
+    /// §3.10.7.2, LISTEN, third check). SYN-RECEIVED with a SYN-ACK ready.
+    pub fn accept_syn(params: ConnectionParams, syn: &TcpRepr<'_>, now: Instant) -> Connection {
+        let mut conn = Connection::new(params, now, false);
+        conn.state_changes
+            .push((TcpState::Listen, TcpState::SynReceived));
+        // RFC 9293 §3.10.7.2: RCV.NXT = SEG.SEQ+1, IRS = SEG.SEQ; the SYN's
+        // window is never scaled (RFC 7323 §2.2). Data on a SYN is not
+        // queued (no TCP Fast Open): the peer retransmits it after the handshake.
+        conn.irs = syn.seq;
+        conn.rcv_nxt = syn.seq + 1;
+        conn.rcv_adv_right = conn.rcv_nxt;
+        conn.last_ack_sent = conn.rcv_nxt;
+        conn.negotiate_options(syn, now);
+        conn.snd_wnd = usize::from(syn.window);
+        conn.max_snd_wnd = conn.snd_wnd;
+        conn.snd_wl1 = syn.seq;
+        conn
+    }
+
+    /// Records the peer's SYN options and derives what both sides use
+    /// (RFC 9293 §3.7.1 MSS, RFC 7323 §2.2/§3.2, RFC 2018 §2).
+    fn negotiate_options(&mut self, syn: &TcpRepr<'_>, now: Instant) {
+        let opts = &syn.options;
+        // RFC 7323 §2.2: scaling only if both SYNs carry the option; a
+        // received shift above 14 is used as 14 (§2.3).
+        self.ws_enabled = opts.window_scale.is_some();
+        match opts.window_scale {
+            Some(shift) => self.snd_wscale = shift.min(MAX_WINDOW_SHIFT),
+            None => {
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        // RFC 7323 §3.2: timestamps only if the SYN carried them.
+        if let Some((tsval, _)) = opts.timestamp {
+            self.ts_enabled = true;
+            self.ts_recent = tsval;
+            self.ts_recent_at = now;
+        } else {
+            self.ts_enabled = false;
+        }
+        self.sack_enabled = opts.sack_permitted;
+        // RFC 9293 §3.7.1: without the option the peer takes 536 bytes.
+        let peer_mss = opts.mss.map_or(DEFAULT_IPV4_MSS, usize::from);
+        self.path_mss = peer_mss
+            .min(self.adv_mss)
+            .max(MIN_SEND_MSS.min(self.adv_mss));
+        self.update_send_mss();
+        self.rcv_mss = self.adv_mss.min(DEFAULT_IPV4_MSS);
+    }
+
+    /// Eff.snd.MSS: path MSS less the options every segment carries (RFC 9293 §3.7.1).
+    fn update_send_mss(&mut self) {
+        let options = if self.ts_enabled {
+            TIMESTAMP_OPTION_LEN
+        } else {
+            0
+        };
+        self.send_mss = self.path_mss.saturating_sub(options).max(1);
+        self.cc.set_mss(self.send_mss);
+    }
+
+    /// Sequence number one past the last queued data byte (where our FIN goes).
+    fn data_end(&self) -> SeqNum {
+        self.send_buf_seq + self.send_buf.len()
+    }
+
+    /// Our FIN has been sent (it occupies `data_end()`).
+    fn fin_sent(&self) -> bool {
+        self.fin_queued && self.snd_nxt.gt(self.data_end())
+    }
+
+    /// Our FIN has been acknowledged.
+    fn fin_acked(&self) -> bool {
+        self.fin_queued && self.snd_una.gt(self.data_end())
+    }
+
+    /// The window we currently promise: RCV.WND of RFC 9293 §3.3.1.
+    fn rcv_wnd(&self) -> usize {
+        self.rcv_adv_right.since(self.rcv_nxt)
+    }
+
+    /// Moves to `new`, recording the transition for the watch stream.
+    fn set_state(&mut self, new: TcpState) {
+        if self.state != new {
+            self.state_changes.push((self.state, new));
+            self.state = new;
+        }
+    }
+
+    /// The handshake completed (RFC 9293 §3.10.7.3 / §3.10.7.4 SYN-RECEIVED).
+    fn establish(&mut self, now: Instant) {
+        self.set_state(TcpState::Established);
+        self.cc = new_controller(self.options.congestion, self.send_mss);
+        self.quick_acks = QUICK_ACK_SEGMENTS;
+        self.retries = 0;
+        self.last_progress = now;
+        self.tx_scratch = vec![0; self.send_mss];
+        self.arm_keepalive(now);
+        // A shutdown(WR) issued in SYN-RECEIVED was queued until now
+        // (RFC 9293 §3.10.4, SYN-RECEIVED: "queue for processing after
+        // entering ESTABLISHED state").
+        if self.fin_queued {
+            self.set_state(TcpState::FinWait1);
+        }
+    }
+
+    /// Ends the connection: CLOSED, timers off, both directions shut; `error`
+    /// becomes the pending error (RFC 9293 §3.10.7.4 RST handling, §3.10.5).
+    fn enter_closed(&mut self, error: Option<ConnError>) {
+        if let Some(e) = error {
+            self.pending_error = Some(e);
+        }
+        self.set_state(TcpState::Closed);
+        self.write_shut = true;
+        self.read_shut = true;
+        self.rtx_deadline = None;
+        self.persist_deadline = None;
+        self.keepalive_deadline = None;
+        self.close_deadline = None;
+        self.ack_due = AckDue::No;
+        self.probe_due = ProbeDue::No;
+        self.fast_retransmit_due = false;
+        self.force_send = false;
+    }
+
+    /// Queues `<SEQ=seq><CTL=RST>` (or RST,ACK with `ack`).
+    fn queue_rst(&mut self, seq: SeqNum, ack: Option<SeqNum>) {
+        self.pending_rst = Some(PendingRst { seq, ack });
+    }
+
+    /// Asks for an immediate ACK.
+    fn ack_now(&mut self) {
+        self.ack_due = AckDue::Now;
+    }
+
+    /// Whether a synchronized-state RST is owed when we abort (RFC 9293
+    /// §3.10.5: SYN-RECEIVED, ESTABLISHED, FIN-WAIT-1/2, CLOSE-WAIT).
+    fn abort_sends_rst(&self) -> bool {
+        matches!(
+            self.state,
+            TcpState::SynReceived
+                | TcpState::Established
+                | TcpState::FinWait1
+                | TcpState::FinWait2
+                | TcpState::CloseWait
+        )
+    }
+
+    /// Discards readable data (after shutdown(RD), or a reset flushing the
+    /// queues per RFC 9293 §3.10.7.4).
+    fn discard_readable(&mut self) {
+        let mut sink = [0u8; 4096];
+        while self.recv_buf.readable() > 0 {
+            if self.recv_buf.read(&mut sink) == 0 {
+                break;
+            }
+        }
+    }
+
+    /// A segment of this connection's 4-tuple arrived (RFC 9293 §3.10.7).
+    pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.on_segment(now, seg);
+    }
+
+    /// ICMP destination unreachable quoting one of our segments with `quoted_seq`.
+    /// Code 4 (fragmentation needed) lowers the MSS to `next_hop_mtu - 40`
+    /// (RFC 1191); others are soft errors (RFC 1122 §4.2.3.9) that only fail
+    /// a connection still in SYN-SENT.
+    pub fn handle_icmp_unreachable(
+        &mut self,
+        now: Instant,
+        code: u8,
+        next_hop_mtu: u16,
+        quoted_seq: SeqNum,
+    ) {
+        let _ = now;
+        // RFC 5927 §4.1: only believe ICMP that quotes data in flight.
+        if !quoted_seq.in_range(self.snd_una, self.snd_nxt) {
+            return;
+        }
+        /// ICMP code "fragmentation needed and DF set" (RFC 792, RFC 1191).
+        const FRAGMENTATION_NEEDED: u8 = 4;
+        if code == FRAGMENTATION_NEEDED {
+            let new_mss = usize::from(next_hop_mtu)
+                .saturating_sub(IPV4_TCP_HEADERS)
+                .max(MIN_SEND_MSS);
+            if new_mss < self.path_mss {
+                self.path_mss = new_mss;
+                self.update_send_mss();
+                // RFC 1191 §6.5: resend what was too big, at once; this is
+                // not congestion, so cwnd stays.
+                if self.state.is_synchronized() {
+                    self.tx_next = self.snd_una;
+                }
+            }
+        } else if self.state == TcpState::SynSent {
+            self.enter_closed(Some(ConnError::HostUnreachable));
+        }
+    }
+
+    /// Writes the next segment to send (TCP header + options + payload, with
+    /// the checksum) into `buf` and returns its length; `None` when nothing is
+    /// due. `buf` holds at least `mtu - 20` bytes.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.transmit(now, buf)
+    }
+
+    /// When [`Connection::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    /// Runs whatever timers have expired at `now` (retransmission, delayed
+    /// ACK, persist, keepalive, TIME-WAIT...).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_timers(now);
+    }
+
+    /// Queues bytes for sending (RFC 9293 §3.10.2).
+    pub fn send(&mut self, now: Instant, data: &[u8]) -> Result<usize, SendError> {
+        let _ = now;
+        if let Some(e) = self.pending_error.take() {
+            return Err(SendError::Failed(e));
+        }
+        match self.state {
+            // RFC 9293 §3.10.2 allows queueing before the handshake ends;
+            // like Linux we make the caller wait for the connect instead.
+            TcpState::SynSent | TcpState::SynReceived if !self.write_shut => {
+                return Err(SendError::WouldBlock);
+            }
+            TcpState::Established | TcpState::CloseWait if !self.write_shut => {}
+            // RFC 9293 §3.10.2: "connection closing" once CLOSE was issued.
+            _ => return Err(SendError::BrokenPipe),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        match self.send_buf.push(data) {
+            0 => Err(SendError::WouldBlock),
+            n => Ok(n),
+        }
+    }
+
+    /// Reads in-order bytes (RFC 9293 §3.10.3); `Ok(0)` is end of stream.
+    pub fn recv(&mut self, now: Instant, out: &mut [u8], peek: bool) -> Result<usize, RecvError> {
+        let _ = now;
+        if let Some(e) = self.pending_error.take() {
+            return Err(RecvError::Failed(e));
+        }
+        if self.recv_buf.readable() > 0 && !out.is_empty() {
+            if peek {
+                return Ok(self.recv_buf.peek(out));
+            }
+            let n = self.recv_buf.read(out);
+            self.window_update_after_read();
+            return Ok(n);
+        }
+        if out.is_empty() || self.fin_received || self.read_shut || self.state == TcpState::Closed {
+            return Ok(0);
+        }
+        Err(RecvError::WouldBlock)
+    }
+
+    /// The application's reads opened the receive window: advertise it at
+    /// once if it grew by at least min(RCV.BUFF/2, MSS) (RFC 9293
+    /// §3.8.6.2.2, RFC 1122 §4.2.3.3) and the peer sees less than half the
+    /// buffer (Linux's refinement: a wide-open window needs no extra ACK;
+    /// the increase rides on the next ACK).
+    fn window_update_after_read(&mut self) {
+        if !matches!(
+            self.state,
+            TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2
+        ) {
+            return;
+        }
+        let advertised = self.rcv_wnd();
+        let threshold = self.sws_threshold();
+        let free = self.recv_buf.window();
+        if free >= advertised + threshold && advertised < self.recv_buf.capacity() / 2 {
+            self.ack_now();
+        }
+    }
+
+    /// Receiver SWS threshold: min(RCV.BUFF/2, MSS) (RFC 9293 §3.8.6.2.2).
+    fn sws_threshold(&self) -> usize {
+        (self.recv_buf.capacity() / 2).min(self.adv_mss).max(1)
+    }
+
+    /// shutdown(2): `Write` sends FIN after queued data; `Read` discards
+    /// further data.
+    pub fn shutdown(&mut self, now: Instant, how: Shutdown) {
+        let _ = now;
+        if matches!(how, Shutdown::Read | Shutdown::Both) && !self.read_shut {
+            self.read_shut = true;
+            self.discard_readable();
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) && !self.write_shut {
+            self.write_shut = true;
+            // RFC 9293 §3.10.4 CLOSE, per state.
+            match self.state {
+                // "Delete the TCB": nothing was synchronized.
+                TcpState::SynSent => self.enter_closed(None),
+                // FIN once ESTABLISHED is reached (see `establish`).
+                TcpState::SynReceived => self.fin_queued = true,
+                TcpState::Established => {
+                    self.fin_queued = true;
+                    self.set_state(TcpState::FinWait1);
+                }
+                TcpState::CloseWait => {
+                    self.fin_queued = true;
+                    self.set_state(TcpState::LastAck);
+                }
+                // Already closing: "error: connection closing".
+                _ => {}
+            }
+        }
+    }
+
+    /// close(2) by the user (RFC 9293 §3.10.4): FIN after queued data, or RST
+    /// at once when unread data remains or linger is zero (as Linux).
+    pub fn close(&mut self, now: Instant) {
+        self.user_closed = true;
+        let unread = self.recv_buf.readable() > 0;
+        let linger_zero = self.options.linger == Some(Duration::ZERO);
+        if self.state == TcpState::Closed || self.state == TcpState::Listen {
+            return;
+        }
+        if (unread || linger_zero) && self.state != TcpState::SynSent {
+            // RFC 2525 §2.17 / Linux tcp_close: data the application never
+            // read is lost; tell the peer with RST instead of a FIN.
+            if self.abort_sends_rst() {
+                self.queue_rst(self.snd_nxt, None);
+            }
+            self.enter_closed(None);
+            return;
+        }
+        self.shutdown(now, Shutdown::Both);
+        // A closed socket in FIN-WAIT-2 waits for the peer's FIN only so long.
+        if self.state == TcpState::FinWait2 {
+            self.close_deadline = Some(now + self.fin_wait_2_timeout());
+        }
+    }
+
+    /// ABORT (RFC 9293 §3.10.5): RST if synchronized, then CLOSED; `why` becomes the pending error.
+    pub fn abort(&mut self, now: Instant, why: ConnError) {
+        let _ = now;
+        if self.state == TcpState::Closed {
+            return;
+        }
+        if self.abort_sends_rst() {
+            self.queue_rst(self.snd_nxt, None);
+        }
+        self.enter_closed(Some(why));
+    }
+
+    pub fn state(&self) -> TcpState {
+        self.state
+    }
+
+    /// True once CLOSED with nothing left to send: the stack may forget it.
+    pub fn is_finished(&self) -> bool {
+        self.state == TcpState::Closed && self.pending_rst.is_none()
+    }
+
+    pub fn local(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    pub fn remote(&self) -> SocketAddrV4 {
+        self.remote
+    }
+
+    /// Whether this TIME-WAIT connection may give way to a new incarnation
+    /// opened by `syn` (RFC 9293 §3.6.1 / RFC 1122 §4.2.2.13: the new SYN's
+    /// sequence number is above RCV.NXT; RFC 6191: or its timestamp is newer).
+    /// The stack asks before routing a SYN to a listener.
+    pub fn time_wait_accepts_syn(&self, syn: &TcpRepr<'_>) -> bool {
+        if self.state != TcpState::TimeWait || !syn.flags.syn() || syn.flags.ack() {
+            return false;
+        }
+        match (self.ts_enabled, syn.options.timestamp) {
+            (true, Some((tsval, _))) => tsval.wrapping_sub(self.ts_recent) as i32 > 0,
+            _ => syn.seq.gt(self.rcv_nxt),
+        }
+    }
+
+    /// Current readiness (poll bits), following Linux's tcp_poll.
+    pub fn readiness(&self) -> Readiness {
+        let mut ready = Readiness::empty();
+        let connecting = matches!(self.state, TcpState::SynSent | TcpState::SynReceived);
+        let closed = self.state == TcpState::Closed;
+        let read_done = self.fin_received || self.read_shut;
+        if self.recv_buf.readable() > 0 || read_done || self.pending_error.is_some() || closed {
+            ready |= Readiness::IN;
+        }
+        if read_done {
+            ready |= Readiness::RDHUP;
+        }
+        if self.pending_error.is_some() {
+            ready |= Readiness::ERR;
+        }
+        if closed || (self.write_shut && read_done) {
+            ready |= Readiness::HUP;
+        }
+        if !connecting || closed {
+            // Writable: EPIPE/error is ready to be reported, or the send buffer
+            // has at least a third free (Linux's sk_stream_wspace >= queued/2).
+            if self.write_shut || closed || self.send_buf.free() >= self.send_buf.capacity() / 3 {
+                ready |= Readiness::OUT;
+            }
+        }
+        ready
+    }
+
+    /// Takes the pending error (SO_ERROR semantics).
+    pub fn take_error(&mut self) -> Option<ConnError> {
+        self.pending_error.take()
+    }
+
+    /// Appends the state transitions since the last call, oldest first.
+    pub fn drain_state_changes(&mut self, out: &mut Vec<(TcpState, TcpState)>) {
+        out.append(&mut self.state_changes);
+    }
+
+    pub fn options(&self) -> &SocketOptions {
+        &self.options
+    }
+
+    /// Applies an option; buffer sizes and timers take effect at once.
+    pub fn set_option(&mut self, now: Instant, option: SockOption) -> Result<(), SocketError> {
+        match option {
+            SockOption::ReuseAddr(v) => self.options.reuse_addr = v,
+            SockOption::NoDelay(v) => self.options.nodelay = v,
+            SockOption::KeepAlive(v) => {
+                self.options.keepalive = v;
+                self.keepalive_probes = 0;
+                self.arm_keepalive(now);
+            }
+            SockOption::KeepIdle(d) | SockOption::KeepInterval(d) if d.is_zero() => {
+                return Err(SocketError::InvalidValue);
+            }
+            SockOption::KeepIdle(d) => {
+                self.options.keep_idle = d;
+                self.arm_keepalive(now);
+            }
+            SockOption::KeepInterval(d) => self.options.keep_interval = d,
+            SockOption::KeepCount(0) => return Err(SocketError::InvalidValue),
+            SockOption::KeepCount(n) => self.options.keep_count = n,
+            SockOption::RecvBuffer(0) | SockOption::SendBuffer(0) => {
+                return Err(SocketError::InvalidValue);
+            }
+            SockOption::RecvBuffer(n) => {
+                self.options.recv_buffer = n;
+                self.recv_buf.set_capacity(n);
+            }
+            SockOption::SendBuffer(n) => {
+                self.options.send_buffer = n;
+                self.send_buf.set_capacity(n);
+            }
+            SockOption::Linger(l) => self.options.linger = l,
+            SockOption::Congestion(alg) => {
+                if alg != self.options.congestion {
+                    self.options.congestion = alg;
+                    self.cc = new_controller(alg, self.send_mss);
+                }
+            }
+            SockOption::SynRetries(n) => self.options.syn_retries = n,
+            SockOption::UserTimeout(t) => self.options.user_timeout = t,
+            // Read-only (TCP_MAXSEG here, SO_ERROR).
+            SockOption::MaxSegment(_) | SockOption::Error(_) => {
+                return Err(SocketError::UnsupportedOption);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            recv_queue: self.recv_buf.readable(),
+            send_queue: self.send_buf.len(),
+            srtt: self.rtt.srtt(),
+            rttvar: self.rtt.rttvar(),
+            rto: self.rtt.rto(),
+            cwnd: self.cc.cwnd() + self.cwnd_inflation,
+            ssthresh: self.cc.ssthresh(),
+            mss: u16::try_from(self.send_mss).unwrap_or(u16::MAX),
+            ..self.counters
+        }
+    }
+}

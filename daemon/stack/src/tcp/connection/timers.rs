@@ -1,0 +1,223 @@
+//! The connection's timers: retransmission (RFC 6298 §5), persist (RFC 9293
+//! §3.8.6.1), delayed ACK (RFC 9293 §3.8.6.3), keepalive (RFC 1122
+//! §4.2.3.6), TIME-WAIT (RFC 9293 §3.3.2: 2×MSL) and the FIN-WAIT-2 timeout
+//! of a closed socket. Each is an `Option<Instant>` deadline (the delayed
+//! ACK lives in `AckDue::By`); `poll_timeout` is their minimum.
+
+use super::{AckDue, Connection, ProbeDue};
+use crate::error::ConnError;
+use crate::tcp::TcpState;
+use crate::time::{Duration, Instant};
+
+/// Cap on the persist backoff exponent (the interval is capped by max_rto anyway).
+const MAX_PERSIST_BACKOFF: u32 = 16;
+
+impl Connection {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let delayed_ack = match self.ack_due {
+            AckDue::By(t) => Some(t),
+            AckDue::No | AckDue::Now => None,
+        };
+        [
+            self.rtx_deadline,
+            self.persist_deadline,
+            self.keepalive_deadline,
+            self.close_deadline,
+            delayed_ack,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub(super) fn run_timers(&mut self, now: Instant) {
+        if let Some(t) = self.close_deadline
+            && now >= t
+        {
+            self.close_deadline = None;
+            if matches!(self.state, TcpState::TimeWait | TcpState::FinWait2) {
+                // 2×MSL elapsed (RFC 9293 §3.10.8), or the peer never sent
+                // its FIN to a closed socket (Linux tcp_fin_timeout).
+                self.enter_closed(None);
+                return;
+            }
+        }
+        if let AckDue::By(t) = self.ack_due
+            && now >= t
+        {
+            self.ack_due = AckDue::Now;
+        }
+        if let Some(t) = self.rtx_deadline
+            && now >= t
+        {
+            self.rtx_deadline = None;
+            self.on_retransmission_timeout(now);
+        }
+        if let Some(t) = self.persist_deadline
+            && now >= t
+        {
+            self.persist_deadline = None;
+            self.on_persist_timeout();
+        }
+        if let Some(t) = self.keepalive_deadline
+            && now >= t
+        {
+            self.keepalive_deadline = None;
+            self.on_keepalive_timeout(now);
+        }
+    }
+
+    /// The retransmission deadline from `now`: the current RTO, but never
+    /// past TCP_USER_TIMEOUT (RFC 5482; Linux clamps the same way).
+    pub(super) fn rto_deadline(&self, now: Instant) -> Instant {
+        let deadline = now + self.rtt.rto();
+        match self.options.user_timeout {
+            Some(uto) => deadline.min((self.last_progress + uto).max(now)),
+            None => deadline,
+        }
+    }
+
+    /// RFC 6298 §5.4–§5.6, RFC 5681 §3.1, RFC 6582 §4, RFC 2018 §8.
+    fn on_retransmission_timeout(&mut self, now: Instant) {
+        match self.state {
+            TcpState::SynSent | TcpState::SynReceived if self.snd_una == self.iss => {
+                // The SYN (or SYN,ACK) went unanswered: resend it with the
+                // backed-off RTO, up to syn_retries times (Linux TCP_SYNCNT).
+                if self.retries >= self.options.syn_retries {
+                    self.enter_closed(Some(ConnError::TimedOut));
+                    return;
+                }
+                self.retries += 1;
+                self.rtt.backoff();
+                self.rtt_timed = None;
+                self.syn_retransmitted = true;
+                self.tx_next = self.iss;
+                self.rtx_deadline = Some(now + self.rtt.rto());
+            }
+            TcpState::Established
+            | TcpState::FinWait1
+            | TcpState::CloseWait
+            | TcpState::Closing
+            | TcpState::LastAck => {
+                if self.snd_una == self.snd_nxt {
+                    return;
+                }
+                let user_timeout_expired = self
+                    .options
+                    .user_timeout
+                    .is_some_and(|uto| now - self.last_progress >= uto);
+                if user_timeout_expired || self.retries >= self.config.max_retries {
+                    // RFC 1122 §4.2.3.5 R2 / RFC 5482: give up.
+                    self.enter_closed(Some(ConnError::TimedOut));
+                    return;
+                }
+                self.retries += 1;
+                // RFC 5681 §3.1 eq. (4): ssthresh from the flight; cwnd = 1 SMSS.
+                self.cc
+                    .on_retransmission_timeout(now, self.snd_nxt.since(self.snd_una));
+                // RFC 6298 §5.5: back off.
+                self.rtt.backoff();
+                self.rtt_timed = None;
+                self.in_recovery = false;
+                self.cwnd_inflation = 0;
+                self.dup_acks = 0;
+                self.fast_retransmit_due = false;
+                self.rto_recover = Some(self.snd_nxt);
+                // RFC 2018 §8: after a timeout, SACKed data is not trusted.
+                self.scoreboard.clear();
+                // RFC 6298 §5.4: retransmit the earliest unacknowledged
+                // segment (and go back N: the rest follows as cwnd allows).
+                self.tx_next = self.snd_una;
+                // §5.6: restart the timer with the backed-off RTO.
+                self.rtx_deadline = Some(self.rto_deadline(now));
+            }
+            _ => {}
+        }
+    }
+
+    /// Persist timer interval: the RTO doubled per unanswered probe, at most max_rto.
+    pub(super) fn persist_interval(&self) -> Duration {
+        let base = self.rtt.rto();
+        base.checked_mul(1u32 << self.persist_backoff.min(MAX_PERSIST_BACKOFF))
+            .unwrap_or(self.config.max_rto)
+            .min(self.config.max_rto)
+    }
+
+    /// RFC 9293 §3.8.6.1 (zero window) and RFC 1122 §4.2.3.4 (override of
+    /// sender SWS avoidance for a small window).
+    fn on_persist_timeout(&mut self) {
+        if !matches!(
+            self.state,
+            TcpState::Established | TcpState::CloseWait | TcpState::FinWait1 | TcpState::LastAck
+        ) {
+            return;
+        }
+        self.persist_probes += 1;
+        if self.persist_probes > self.config.max_retries {
+            // Nobody answers our probes (Linux tcp_probe_timer gives up after
+            // tcp_retries2 unanswered probes).
+            self.enter_closed(Some(ConnError::TimedOut));
+            return;
+        }
+        self.persist_backoff = (self.persist_backoff + 1).min(MAX_PERSIST_BACKOFF);
+        if self.snd_wnd == 0 {
+            self.probe_due = ProbeDue::ZeroWindow;
+        } else {
+            self.force_send = true;
+        }
+        // `transmit` re-arms the timer while the window still blocks us.
+    }
+
+    /// Keepalive (RFC 1122 §4.2.3.6): probe after keep_idle of silence, every
+    /// keep_interval; keep_count unanswered probes end the connection.
+    fn on_keepalive_timeout(&mut self, now: Instant) {
+        if !self.options.keepalive || !self.keepalive_state() {
+            return;
+        }
+        if self.snd_nxt != self.snd_una || !self.send_buf.is_empty() {
+            // Data is outstanding: retransmission and persist timers watch
+            // the peer (Linux skips the probe the same way).
+            self.keepalive_deadline = Some(now + self.options.keep_idle);
+            return;
+        }
+        if self.keepalive_probes >= self.options.keep_count {
+            self.queue_rst(self.snd_nxt, None);
+            self.enter_closed(Some(ConnError::TimedOut));
+            return;
+        }
+        self.keepalive_probes += 1;
+        self.probe_due = ProbeDue::Keepalive;
+        self.keepalive_deadline = Some(now + self.options.keep_interval);
+    }
+
+    /// States in which keepalive runs: synchronized and not yet closing down
+    /// on our side's timers.
+    fn keepalive_state(&self) -> bool {
+        matches!(
+            self.state,
+            TcpState::Established | TcpState::CloseWait | TcpState::FinWait1 | TcpState::FinWait2
+        )
+    }
+
+    /// (Re)starts the keepalive idle timer from `now`, or stops it.
+    pub(super) fn arm_keepalive(&mut self, now: Instant) {
+        self.keepalive_deadline = (self.options.keepalive && self.keepalive_state())
+            .then(|| now + self.options.keep_idle);
+    }
+
+    /// TIME-WAIT (RFC 9293 §3.3.2): 2×MSL, every other timer off.
+    pub(super) fn enter_time_wait(&mut self, now: Instant) {
+        self.set_state(TcpState::TimeWait);
+        self.close_deadline = Some(now + self.config.msl * 2);
+        self.rtx_deadline = None;
+        self.persist_deadline = None;
+        self.keepalive_deadline = None;
+        self.probe_due = ProbeDue::No;
+    }
+
+    /// How long a closed socket waits in FIN-WAIT-2 for the peer's FIN:
+    /// 2×MSL, i.e. Linux's tcp_fin_timeout (60 s) with the default MSL.
+    pub(super) fn fin_wait_2_timeout(&self) -> Duration {
+        self.config.msl * 2
+    }
+}
