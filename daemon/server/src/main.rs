@@ -49,6 +49,7 @@ fn init_logging(settings: &Settings) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
@@ -64,7 +65,15 @@ fn open_tun(settings: &Settings) -> anyhow::Result<tun::Device> {
         .netmask(config::netmask(settings.prefix_len))
         .mtu(settings.mtu)
         .up();
-    tun::create(&cfg).map_err(|e| anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun))
+    let device = tun::create(&cfg)
+        .map_err(|e| anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun))?;
+    // tcpd speaks IPv4 only: keep the kernel from sending IPv6 (router
+    // solicitations, MLD) into the TUN. Best effort: IPv6 may be disabled.
+    let ipv6_switch = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", settings.tun);
+    if let Err(e) = std::fs::write(&ipv6_switch, b"1") {
+        tracing::debug!(error = %e, "cannot disable IPv6 on the TUN");
+    }
+    Ok(device)
 }
 
 /// The stack's configuration, with secrets from the OS random source.
@@ -110,8 +119,16 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         .as_deref()
         .map(privileges::lookup_user)
         .transpose()?;
-    let device = open_tun(&settings)?;
+    // The socket first: a second daemon on the same path must fail with
+    // "another tcpd is listening", not with whatever the TUN says.
     let socket = SocketFile::bind(&settings.socket, settings.socket_group.as_deref())?;
+    let device = match open_tun(&settings) {
+        Ok(device) => device,
+        Err(e) => {
+            socket_file::remove(&socket.path);
+            return Err(e);
+        }
+    };
     if let Some(user) = &user {
         let mut paths = vec![socket.path.as_path()];
         if let Some(dir) = &socket.created_dir {
