@@ -478,3 +478,356 @@ fn lossy_transfer_without_sack_uses_newreno() {
     assert!(got == data, "data corrupted");
     assert!(net.a.stats().retransmits > 0);
 }
+
+// ---------------------------------------------------------------------------
+// Per-state behaviour against a scripted peer (no options: plain numbers).
+// Our side has ISS 1000; the peer's ISS is 5000.
+// ---------------------------------------------------------------------------
+
+/// A connection in a given state plus what the scripted peer knows.
+struct Scripted {
+    conn: Connection,
+    now: Instant,
+    /// The peer's next sequence number (= our RCV.NXT).
+    peer_nxt: u32,
+    /// Our SND.NXT.
+    our_nxt: u32,
+}
+
+impl Scripted {
+    fn peer(&self, seq: u32, ack: u32, flags: TcpFlags, payload: &[u8]) -> Seg {
+        to(&self.conn, seq, ack, flags, payload)
+    }
+    /// An ACK number that leaves our FIN (if in flight) unacknowledged.
+    fn una(&self) -> u32 {
+        match self.conn.state() {
+            TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck => self.our_nxt - 1,
+            _ => self.our_nxt,
+        }
+    }
+    fn feed(&mut self, seg: &Seg) -> Vec<Seg> {
+        feed(&mut self.conn, self.now, seg);
+        drain(&mut self.conn, self.now)
+    }
+}
+
+fn scripted_established(options: SocketOptions) -> Scripted {
+    let now = Instant::from_millis(1000);
+    let mut conn = Connection::connect(params_with(A, B, 1000, options), now);
+    let syn = out(&mut conn, now).expect("SYN");
+    assert_seg(&syn, 1000, 0, SYN);
+    let synack = to(&conn, 5000, 1001, syn_ack(), b"");
+    feed(&mut conn, now, &synack);
+    let ack = drain(&mut conn, now);
+    assert_eq!(ack.len(), 1);
+    assert_seg(&ack[0], 1001, 5001, ACK);
+    Scripted {
+        conn,
+        now,
+        peer_nxt: 5001,
+        our_nxt: 1001,
+    }
+}
+
+/// Builds a connection in `state` (not LISTEN/CLOSED/SYN-SENT).
+fn scripted(state: TcpState) -> Scripted {
+    if state == TcpState::SynReceived {
+        let now = Instant::from_millis(1000);
+        let syn = Seg {
+            src_port: A.port(),
+            dst_port: B.port(),
+            seq: 4999,
+            ack: 0,
+            flags: SYN,
+            window: 65535,
+            options: TcpOptions::default(),
+            payload: Vec::new(),
+        };
+        let mut conn = Connection::accept_syn(params(B, A, 1000), &syn.repr(), now);
+        let synack = drain(&mut conn, now);
+        assert_eq!(synack.len(), 1);
+        assert_seg(&synack[0], 1000, 5000, syn_ack());
+        return Scripted {
+            conn,
+            now,
+            peer_nxt: 5000,
+            our_nxt: 1001,
+        };
+    }
+    let mut s = scripted_established(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    match state {
+        TcpState::Established => {}
+        TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::TimeWait => {
+            s.conn.shutdown(s.now, Shutdown::Write);
+            let fin = drain(&mut s.conn, s.now);
+            assert_seg(&fin[0], o, p, fin_ack());
+            s.our_nxt = o + 1;
+            match state {
+                TcpState::FinWait2 | TcpState::TimeWait => {
+                    let ack = s.peer(p, o + 1, ACK, b"");
+                    s.feed(&ack);
+                    if state == TcpState::TimeWait {
+                        let fin = s.peer(p, o + 1, fin_ack(), b"");
+                        s.feed(&fin);
+                        s.peer_nxt = p + 1;
+                    }
+                }
+                TcpState::Closing => {
+                    let fin = s.peer(p, o, fin_ack(), b"");
+                    s.feed(&fin);
+                    s.peer_nxt = p + 1;
+                }
+                _ => {}
+            }
+        }
+        TcpState::CloseWait | TcpState::LastAck => {
+            let fin = s.peer(p, o, fin_ack(), b"");
+            s.feed(&fin);
+            s.peer_nxt = p + 1;
+            if state == TcpState::LastAck {
+                s.conn.shutdown(s.now, Shutdown::Write);
+                let fin = drain(&mut s.conn, s.now);
+                assert_seg(&fin[0], o, p + 1, fin_ack());
+                s.our_nxt = o + 1;
+            }
+        }
+        other => panic!("no script for {other}"),
+    }
+    assert_eq!(s.conn.state(), state);
+    s
+}
+
+const SYNC_STATES: [TcpState; 8] = [
+    TcpState::SynReceived,
+    TcpState::Established,
+    TcpState::FinWait1,
+    TcpState::FinWait2,
+    TcpState::CloseWait,
+    TcpState::Closing,
+    TcpState::LastAck,
+    TcpState::TimeWait,
+];
+
+#[test]
+fn out_of_window_segment_is_acked_and_dropped_in_every_state() {
+    for state in SYNC_STATES {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let seg = s.peer(p.wrapping_add(200_000), o, ACK, b"far away");
+        let replies = s.feed(&seg);
+        assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+        assert_seg(&replies[0], o, p, ACK);
+        assert_eq!(s.conn.state(), state);
+        assert_eq!(s.conn.stats().recv_queue, 0);
+    }
+}
+
+#[test]
+fn duplicate_segment_is_acked_and_dropped_in_every_state() {
+    for state in SYNC_STATES {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        // Entirely before RCV.NXT: an old duplicate.
+        let seg = s.peer(p.wrapping_sub(10), o, ACK, b"old");
+        let replies = s.feed(&seg);
+        assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+        assert_seg(&replies[0], o, p, ACK);
+        assert_eq!(s.conn.state(), state);
+    }
+}
+
+#[test]
+fn rst_exactly_at_rcv_nxt_resets_except_in_time_wait() {
+    for state in SYNC_STATES {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let replies = s.feed(&s.peer(p, o, RST, b""));
+        assert!(replies.is_empty(), "{state}: {replies:?}");
+        let expected_error = match state {
+            TcpState::Established
+            | TcpState::FinWait1
+            | TcpState::FinWait2
+            | TcpState::CloseWait => Some(ConnError::Reset),
+            _ => None,
+        };
+        if state == TcpState::TimeWait {
+            // RFC 1337: TIME-WAIT ignores RST.
+            assert_eq!(s.conn.state(), TcpState::TimeWait);
+        } else {
+            assert_eq!(s.conn.state(), TcpState::Closed, "{state}");
+            assert!(s.conn.is_finished());
+        }
+        assert_eq!(s.conn.take_error(), expected_error, "{state}");
+    }
+}
+
+#[test]
+fn rst_in_window_not_exact_gets_a_challenge_ack() {
+    for state in SYNC_STATES {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let replies = s.feed(&s.peer(p + 100, o, RST, b""));
+        assert_eq!(s.conn.state(), state, "{state}");
+        if state == TcpState::TimeWait {
+            assert!(replies.is_empty());
+        } else {
+            assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+            assert_seg(&replies[0], o, p, ACK);
+        }
+        // Out of window: dropped silently.
+        let replies = s.feed(&s.peer(p.wrapping_add(300_000), o, RST, b""));
+        assert!(replies.is_empty(), "{state}: {replies:?}");
+        assert_eq!(s.conn.state(), state);
+        assert_eq!(s.conn.take_error(), None);
+    }
+}
+
+#[test]
+fn syn_in_a_synchronized_state_gets_a_challenge_ack() {
+    for state in SYNC_STATES {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let replies = s.feed(&s.peer(p + 10, 0, SYN, b""));
+        assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+        assert_seg(&replies[0], o, p, ACK);
+        assert_eq!(s.conn.state(), state);
+    }
+}
+
+#[test]
+fn ack_of_unsent_data_is_answered_with_an_ack() {
+    for state in SYNC_STATES {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let replies = s.feed(&s.peer(p, o + 1000, ACK, b""));
+        assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+        if state == TcpState::SynReceived {
+            // RFC 9293 §3.10.7.4: unacceptable ACK in SYN-RECEIVED: <SEQ=SEG.ACK><CTL=RST>.
+            assert_seg(&replies[0], o + 1000, 0, RST);
+        } else if state == TcpState::TimeWait {
+            assert_seg(&replies[0], o, p, ACK);
+        } else {
+            assert_seg(&replies[0], o, p, ACK);
+        }
+        assert_eq!(s.conn.state(), state);
+    }
+}
+
+#[test]
+fn in_window_data_is_delivered_only_before_the_peer_fin() {
+    for state in SYNC_STATES {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let replies = s.feed(&s.peer(p, s.una(), ACK, b"hello"));
+        let deliverable = matches!(
+            state,
+            TcpState::SynReceived | TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2
+        );
+        if deliverable {
+            // Quick-ACK mode at the start of a connection: ACKed at once.
+            assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+            assert_seg(&replies[0], o, p + 5, ACK);
+            assert_eq!(s.conn.stats().recv_queue, 5, "{state}");
+            let expected = if state == TcpState::SynReceived {
+                TcpState::Established
+            } else {
+                state
+            };
+            assert_eq!(s.conn.state(), expected);
+        } else {
+            // After a FIN, text is ignored (RFC 9293 §3.10.7.4 seventh check).
+            assert_eq!(s.conn.stats().recv_queue, 0, "{state}");
+            assert_eq!(s.conn.state(), state);
+        }
+    }
+}
+
+#[test]
+fn fin_moves_each_state_as_rfc_9293_says() {
+    let table = [
+        (TcpState::SynReceived, TcpState::CloseWait),
+        (TcpState::Established, TcpState::CloseWait),
+        // Our FIN not yet acknowledged: simultaneous close.
+        (TcpState::FinWait1, TcpState::Closing),
+        (TcpState::FinWait2, TcpState::TimeWait),
+        (TcpState::CloseWait, TcpState::CloseWait),
+        (TcpState::Closing, TcpState::Closing),
+        (TcpState::LastAck, TcpState::LastAck),
+        (TcpState::TimeWait, TcpState::TimeWait),
+    ];
+    for (state, after) in table {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let fresh = !matches!(
+            state,
+            TcpState::CloseWait | TcpState::Closing | TcpState::LastAck | TcpState::TimeWait
+        );
+        // A FIN at RCV.NXT (for states past the peer's FIN: its retransmission).
+        let fin_seq = if fresh { p } else { p - 1 };
+        let replies = s.feed(&s.peer(fin_seq, s.una(), fin_ack(), b""));
+        assert_eq!(s.conn.state(), after, "{state}");
+        assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+        let acked = if fresh { p + 1 } else { p };
+        assert_seg(&replies[0], o, acked, ACK);
+        if fresh {
+            let mut buf = [0u8; 4];
+            assert_eq!(s.conn.recv(s.now, &mut buf, false), Ok(0), "EOF in {after}");
+            assert!(s.conn.readiness().contains(Readiness::RDHUP));
+        }
+    }
+}
+
+#[test]
+fn fin_wait_1_fin_with_ack_of_our_fin_goes_to_time_wait() {
+    let mut s = scripted(TcpState::FinWait1);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let replies = s.feed(&s.peer(p, o, fin_ack(), b""));
+    assert_eq!(s.conn.state(), TcpState::TimeWait);
+    assert_seg(&replies[0], o, p + 1, ACK);
+}
+
+#[test]
+fn time_wait_retransmitted_fin_is_reacked_and_restarts_2msl() {
+    let mut s = scripted(TcpState::TimeWait);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let entered = s.now;
+    assert_eq!(s.conn.poll_timeout(), Some(entered + MSL * 2));
+    s.now = entered + Duration::from_secs(50);
+    s.conn.handle_timeout(s.now);
+    let replies = s.feed(&s.peer(p - 1, o, fin_ack(), b""));
+    assert_eq!(replies.len(), 1);
+    assert_seg(&replies[0], o, p, ACK);
+    assert_eq!(s.conn.poll_timeout(), Some(s.now + MSL * 2));
+    s.conn.handle_timeout(entered + MSL * 2);
+    assert_eq!(s.conn.state(), TcpState::TimeWait, "restarted");
+    s.conn.handle_timeout(s.now + MSL * 2);
+    assert_eq!(s.conn.state(), TcpState::Closed);
+}
+
+#[test]
+fn syn_received_retransmitted_syn_resends_syn_ack() {
+    let mut s = scripted(TcpState::SynReceived);
+    let syn = Seg {
+        src_port: A.port(),
+        dst_port: B.port(),
+        seq: 4999,
+        ack: 0,
+        flags: SYN,
+        window: 65535,
+        options: TcpOptions::default(),
+        payload: Vec::new(),
+    };
+    let replies = s.feed(&syn);
+    assert_eq!(replies.len(), 1);
+    assert_seg(&replies[0], 1000, 5000, syn_ack());
+}
+
+#[test]
+fn passive_syn_received_ack_completes_with_data() {
+    let mut s = scripted(TcpState::SynReceived);
+    let replies = s.feed(&s.peer(5000, 1001, ACK, b"GET /"));
+    assert_eq!(s.conn.state(), TcpState::Established);
+    assert_eq!(s.conn.stats().recv_queue, 5);
+    assert_seg(&replies[0], 1001, 5005, ACK);
+}
