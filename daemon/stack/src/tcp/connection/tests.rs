@@ -831,3 +831,640 @@ fn passive_syn_received_ack_completes_with_data() {
     assert_eq!(s.conn.stats().recv_queue, 5);
     assert_seg(&replies[0], 1001, 5005, ACK);
 }
+
+// ---------------------------------------------------------------------------
+// Opening and closing variants.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn simultaneous_open_reaches_established_on_both_sides() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let mut b = Connection::connect(params(B, A, 300), now);
+    let syn_a = out(&mut a, now).expect("SYN a");
+    let syn_b = out(&mut b, now).expect("SYN b");
+    assert_seg(&syn_a, 100, 0, SYN);
+    assert_seg(&syn_b, 300, 0, SYN);
+    // The SYNs cross: each side goes to SYN-RECEIVED and sends SYN,ACK.
+    feed(&mut a, now, &syn_b);
+    feed(&mut b, now, &syn_a);
+    assert_eq!(a.state(), TcpState::SynReceived);
+    assert_eq!(b.state(), TcpState::SynReceived);
+    let sa_a = out(&mut a, now).expect("SYN,ACK a");
+    let sa_b = out(&mut b, now).expect("SYN,ACK b");
+    assert_seg(&sa_a, 100, 301, syn_ack());
+    assert_seg(&sa_b, 300, 101, syn_ack());
+    feed(&mut a, now, &sa_b);
+    feed(&mut b, now, &sa_a);
+    assert_eq!(a.state(), TcpState::Established);
+    assert_eq!(b.state(), TcpState::Established);
+    let ack_a = out(&mut a, now).expect("ACK a");
+    assert_seg(&ack_a, 101, 301, ACK);
+    feed(&mut b, now, &ack_a);
+    assert_eq!(b.state(), TcpState::Established);
+    let mut changes = Vec::new();
+    a.drain_state_changes(&mut changes);
+    assert_eq!(
+        changes,
+        vec![
+            (TcpState::Closed, TcpState::SynSent),
+            (TcpState::SynSent, TcpState::SynReceived),
+            (TcpState::SynReceived, TcpState::Established)
+        ]
+    );
+}
+
+#[test]
+fn simultaneous_close_goes_through_closing() {
+    let mut net = Net::establish(99, 299, SocketOptions::default(), SocketOptions::default());
+    let now = net.now;
+    net.a.close(now);
+    net.b.close(now);
+    let fin_a = out(&mut net.a, now).expect("FIN a");
+    let fin_b = out(&mut net.b, now).expect("FIN b");
+    assert_seg(&fin_a, 100, 300, fin_ack());
+    assert_seg(&fin_b, 300, 100, fin_ack());
+    feed(&mut net.a, now, &fin_b);
+    feed(&mut net.b, now, &fin_a);
+    assert_eq!(net.a.state(), TcpState::Closing);
+    assert_eq!(net.b.state(), TcpState::Closing);
+    let ack_a = out(&mut net.a, now).expect("ACK a");
+    let ack_b = out(&mut net.b, now).expect("ACK b");
+    assert_seg(&ack_a, 101, 301, ACK);
+    assert_seg(&ack_b, 301, 101, ACK);
+    feed(&mut net.a, now, &ack_b);
+    feed(&mut net.b, now, &ack_a);
+    assert_eq!(net.a.state(), TcpState::TimeWait);
+    assert_eq!(net.b.state(), TcpState::TimeWait);
+    net.advance(MSL * 2);
+    assert_eq!(net.a.state(), TcpState::Closed);
+    assert_eq!(net.b.state(), TcpState::Closed);
+}
+
+#[test]
+fn half_close_keeps_reading() {
+    let mut net = Net::default_pair();
+    net.a.shutdown(net.now, Shutdown::Write);
+    net.exchange();
+    assert_eq!(net.a.state(), TcpState::FinWait2);
+    assert_eq!(net.b.state(), TcpState::CloseWait);
+    assert_eq!(net.a.send(net.now, b"x"), Err(SendError::BrokenPipe));
+    // B still sends; A still reads.
+    assert_eq!(net.b.send(net.now, b"reply after FIN"), Ok(15));
+    net.exchange();
+    let mut buf = [0u8; 64];
+    assert_eq!(net.a.recv(net.now, &mut buf, false), Ok(15));
+    assert_eq!(&buf[..15], b"reply after FIN");
+    assert_eq!(net.b.recv(net.now, &mut buf, false), Ok(0), "B sees EOF");
+    assert!(net.b.readiness().contains(Readiness::RDHUP));
+    net.b.close(net.now);
+    net.exchange();
+    assert_eq!(net.a.state(), TcpState::TimeWait);
+    assert_eq!(net.b.state(), TcpState::Closed);
+}
+
+#[test]
+fn close_with_unread_data_sends_rst() {
+    let mut net = Net::default_pair();
+    net.b.send(net.now, b"unread").expect("send");
+    net.exchange();
+    assert_eq!(net.a.stats().recv_queue, 6);
+    net.a.close(net.now);
+    assert_eq!(net.a.state(), TcpState::Closed);
+    let rst = out(&mut net.a, net.now).expect("RST");
+    assert_eq!(rst.ctl(), RST);
+    assert!(out(&mut net.a, net.now).is_none());
+    assert!(net.a.is_finished());
+    feed(&mut net.b, net.now, &rst);
+    assert_eq!(net.b.state(), TcpState::Closed);
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        net.b.recv(net.now, &mut buf, false),
+        Err(RecvError::Failed(ConnError::Reset))
+    );
+    assert_eq!(net.b.recv(net.now, &mut buf, false), Ok(0));
+    assert_eq!(net.b.send(net.now, b"x"), Err(SendError::BrokenPipe));
+}
+
+#[test]
+fn linger_zero_close_sends_rst() {
+    let mut net = Net::default_pair();
+    net.a
+        .set_option(net.now, SockOption::Linger(Some(Duration::ZERO)))
+        .expect("linger");
+    net.a.close(net.now);
+    let rst = out(&mut net.a, net.now).expect("RST");
+    assert_eq!(rst.ctl(), RST);
+    assert_eq!(net.a.state(), TcpState::Closed);
+}
+
+#[test]
+fn abort_sends_rst_and_reports_the_reason() {
+    let mut net = Net::default_pair();
+    net.a.abort(net.now, ConnError::Aborted);
+    assert_eq!(net.a.take_error(), Some(ConnError::Aborted));
+    let rst = out(&mut net.a, net.now).expect("RST");
+    assert_eq!(rst.ctl(), RST);
+    feed(&mut net.b, net.now, &rst);
+    assert_eq!(net.b.take_error(), Some(ConnError::Reset));
+    let ready = net.b.readiness();
+    assert!(ready.contains(Readiness::HUP | Readiness::IN));
+}
+
+#[test]
+fn rst_answering_our_syn_is_connection_refused() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let _syn = out(&mut a, now).expect("SYN");
+    // An RST whose ACK is not acceptable is ignored.
+    let seg = to(&a, 0, 100, RST | ACK, b"");
+    feed(&mut a, now, &seg);
+    assert_eq!(a.state(), TcpState::SynSent);
+    let seg = to(&a, 0, 101, RST | ACK, b"");
+    feed(&mut a, now, &seg);
+    assert_eq!(a.state(), TcpState::Closed);
+    assert_eq!(a.take_error(), Some(ConnError::Refused));
+}
+
+#[test]
+fn syn_sent_resets_an_unacceptable_ack() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let _syn = out(&mut a, now).expect("SYN");
+    let seg = to(&a, 7000, 5555, ACK, b"");
+    feed(&mut a, now, &seg);
+    let rst = out(&mut a, now).expect("RST");
+    assert_seg(&rst, 5555, 0, RST);
+    assert_eq!(a.state(), TcpState::SynSent);
+}
+
+// ---------------------------------------------------------------------------
+// Retransmission and timeouts.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn syn_is_retried_with_backoff_then_times_out() {
+    let start = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), start);
+    let mut sent_at = Vec::new();
+    let mut now = start;
+    while a.state() == TcpState::SynSent {
+        while let Some(s) = out(&mut a, now) {
+            assert_seg(&s, 100, 0, SYN);
+            sent_at.push((now - start).as_secs());
+        }
+        now = a.poll_timeout().expect("SYN timer");
+        a.handle_timeout(now);
+    }
+    // syn_retries = 6: 1 s initial RTO doubling (RFC 6298 §2.1, §5.5).
+    assert_eq!(sent_at, vec![0, 1, 3, 7, 15, 31, 63]);
+    assert_eq!((now - start).as_secs(), 127);
+    assert_eq!(a.take_error(), Some(ConnError::TimedOut));
+    assert_eq!(a.stats().retransmits, 6);
+}
+
+#[test]
+fn data_retransmission_backs_off_then_times_out() {
+    let mut s = scripted_established(SocketOptions::default());
+    let start = s.now;
+    s.conn.send(start, b"lost forever").expect("send");
+    let mut times = Vec::new();
+    let mut now = start;
+    while s.conn.state() == TcpState::Established {
+        while let Some(seg) = out(&mut s.conn, now) {
+            assert_eq!(seg.seq, 1001);
+            assert_eq!(seg.payload, b"lost forever");
+            times.push(now - start);
+        }
+        now = s.conn.poll_timeout().expect("retransmission timer");
+        s.conn.handle_timeout(now);
+    }
+    assert_eq!(times.len(), 16, "first transmission + max_retries (15)");
+    // The handshake's RTT sample was ~0, so the RTO starts at min_rto and doubles.
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps[0], ms(200));
+    assert_eq!(gaps[1], ms(400));
+    assert_eq!(gaps[2], ms(800));
+    assert!(gaps.iter().all(|&g| g <= Duration::from_secs(120)));
+    assert_eq!(s.conn.state(), TcpState::Closed);
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        s.conn.recv(now, &mut buf, false),
+        Err(RecvError::Failed(ConnError::TimedOut))
+    );
+    assert_eq!(s.conn.stats().retransmits, 15);
+}
+
+#[test]
+fn user_timeout_bounds_retransmission() {
+    let options = SocketOptions {
+        user_timeout: Some(Duration::from_secs(2)),
+        ..SocketOptions::default()
+    };
+    let mut s = scripted_established(options);
+    let start = s.now;
+    s.conn.send(start, b"data").expect("send");
+    let mut now = start;
+    while s.conn.state() == TcpState::Established {
+        drain(&mut s.conn, now);
+        now = s.conn.poll_timeout().expect("timer");
+        s.conn.handle_timeout(now);
+    }
+    assert_eq!(now - start, Duration::from_secs(2));
+    assert_eq!(s.conn.take_error(), Some(ConnError::TimedOut));
+}
+
+#[test]
+fn three_duplicate_acks_trigger_fast_retransmit() {
+    let mut s = scripted_established(SocketOptions {
+        nodelay: true,
+        ..SocketOptions::default()
+    });
+    let now = s.now;
+    let mss = 536; // No MSS option from the peer (RFC 9293 §3.7.1).
+    assert_eq!(s.conn.stats().mss, mss as u16);
+    let data = pattern(mss * 6);
+    s.conn.send(now, &data).expect("send");
+    let segs = drain(&mut s.conn, now);
+    assert_eq!(segs.len(), 6, "initial window allows 6 segments of 536");
+    let p = s.peer_nxt;
+    // Segment 1 arrives, 2 is lost, 3..5 produce duplicate ACKs.
+    assert!(s.feed(&s.peer(p, 1001 + mss as u32, ACK, b"")).is_empty());
+    for _ in 0..2 {
+        assert!(s.feed(&s.peer(p, 1001 + mss as u32, ACK, b"")).is_empty());
+    }
+    let replies = s.feed(&s.peer(p, 1001 + mss as u32, ACK, b""));
+    assert_eq!(replies.len(), 1, "fast retransmit: {replies:?}");
+    assert_eq!(replies[0].seq, 1001 + mss as u32);
+    assert_eq!(replies[0].payload.len(), mss);
+    assert_eq!(s.conn.stats().retransmits, 1);
+    // The retransmission timer did not fire: it is still the first RTO.
+    assert!(s.conn.poll_timeout().expect("rtx") > now);
+}
+
+#[test]
+fn zero_window_is_probed_with_backoff() {
+    let mut s = scripted_established(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let mut closed = s.peer(p, o, ACK, b"");
+    closed.window = 0;
+    s.feed(&closed);
+    let start = s.now;
+    s.conn.send(start, b"waiting").expect("send");
+    assert!(drain(&mut s.conn, start).is_empty(), "window is zero");
+    let mut probes = Vec::new();
+    let mut now = start;
+    for _ in 0..4 {
+        now = s.conn.poll_timeout().expect("persist timer");
+        s.conn.handle_timeout(now);
+        let segs = drain(&mut s.conn, now);
+        assert_eq!(segs.len(), 1, "{segs:?}");
+        // <SEQ=SND.UNA-1><ACK=RCV.NXT>, no data.
+        assert_seg(&segs[0], o - 1, p, ACK);
+        assert!(segs[0].payload.is_empty());
+        probes.push(now - start);
+        // The peer answers with a zero window again.
+        s.now = now;
+        s.feed(&closed);
+    }
+    let gaps: Vec<Duration> = core::iter::once(probes[0])
+        .chain(probes.windows(2).map(|w| w[1] - w[0]))
+        .collect();
+    assert!(
+        gaps.windows(2).all(|w| w[1] == w[0] * 2),
+        "backoff {gaps:?}"
+    );
+    // The window opens: the data goes out.
+    let open = s.peer(p, o, ACK, b"");
+    let segs = s.feed(&open);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].payload, b"waiting");
+}
+
+// ---------------------------------------------------------------------------
+// Options.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn syn_offers_mss_window_scale_sack_and_timestamps() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let syn = out(&mut a, now).expect("SYN");
+    assert_eq!(syn.options.mss, Some(1460));
+    // 256 KiB receive buffer: 65535 << 3 is the first that covers it.
+    assert_eq!(syn.options.window_scale, Some(3));
+    assert!(syn.options.sack_permitted);
+    assert_eq!(syn.options.timestamp, Some((1000, 0)));
+    assert_eq!(syn.window, 65535, "SYN window is never scaled");
+
+    // A peer that offers nothing gets nothing back, and a 536-byte MSS is used.
+    let bare = Seg {
+        src_port: A.port(),
+        dst_port: B.port(),
+        seq: 7,
+        ack: 0,
+        flags: SYN,
+        window: 1000,
+        options: TcpOptions::default(),
+        payload: Vec::new(),
+    };
+    let mut b = Connection::accept_syn(params(B, A, 300), &bare.repr(), now);
+    let synack = out(&mut b, now).expect("SYN,ACK");
+    assert_eq!(synack.options.window_scale, None);
+    assert_eq!(synack.options.timestamp, None);
+    assert!(!synack.options.sack_permitted);
+    assert_eq!(synack.options.mss, Some(1460));
+    assert_eq!(b.stats().mss, 536);
+}
+
+#[test]
+fn window_scaling_and_mss_are_negotiated() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let _syn = out(&mut a, now).expect("SYN");
+    let mut synack = to(&a, 300, 101, syn_ack(), b"");
+    synack.options.mss = Some(1000);
+    synack.options.window_scale = Some(5);
+    synack.options.timestamp = Some((777, 1000));
+    synack.window = 1000; // unscaled in a SYN
+    feed(&mut a, now, &synack);
+    assert_eq!(a.state(), TcpState::Established);
+    // min(peer MSS, mtu-40) less the 12-byte timestamps option.
+    assert_eq!(a.stats().mss, 1000 - 12);
+    let ack = out(&mut a, now).expect("ACK");
+    assert_eq!(ack.options.timestamp, Some((1000, 777)));
+    // Our window field is now scaled by 3: 256 KiB >> 3.
+    assert_eq!(ack.window, (256 * 1024 >> 3) as u16);
+    // The peer's windows are scaled by 5 from now on.
+    let mut upd = to(&a, 301, 101, ACK, b"");
+    upd.window = 100;
+    upd.options.timestamp = Some((778, 1000));
+    feed(&mut a, now, &upd);
+    assert_eq!(a.snd_wnd, 100 << 5);
+    // A shift above 14 is taken as 14 (RFC 7323 §2.3).
+    let mut b = Connection::connect(params(A, B, 100), now);
+    let _ = out(&mut b, now);
+    let mut synack = to(&b, 300, 101, syn_ack(), b"");
+    synack.options.window_scale = Some(20);
+    feed(&mut b, now, &synack);
+    assert_eq!(b.snd_wscale, 14);
+}
+
+#[test]
+fn paws_drops_old_timestamps_but_not_rst() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let _syn = out(&mut a, now).expect("SYN");
+    let mut synack = to(&a, 300, 101, syn_ack(), b"");
+    synack.options.timestamp = Some((5000, 1000));
+    feed(&mut a, now, &synack);
+    drain(&mut a, now);
+    // An old TSval: ACK and drop.
+    let mut old = to(&a, 301, 101, ACK, b"stale");
+    old.options.timestamp = Some((4000, 1000));
+    feed(&mut a, now, &old);
+    let replies = drain(&mut a, now);
+    assert_eq!(replies.len(), 1);
+    assert_seg(&replies[0], 101, 301, ACK);
+    assert_eq!(a.stats().recv_queue, 0);
+    // A fresh one is accepted.
+    let mut fresh = to(&a, 301, 101, ACK, b"fresh");
+    fresh.options.timestamp = Some((5001, 1000));
+    feed(&mut a, now, &fresh);
+    assert_eq!(a.stats().recv_queue, 5);
+    // RST is exempt from PAWS (RFC 7323 §5.3 R1).
+    let mut rst = to(&a, 306, 0, RST, b"");
+    rst.options.timestamp = Some((1, 0));
+    feed(&mut a, now, &rst);
+    assert_eq!(a.state(), TcpState::Closed);
+}
+
+#[test]
+fn sack_blocks_report_out_of_order_data_most_recent_first() {
+    let mut net = Net::default_pair();
+    let now = net.now;
+    let (b_una, a_ack) = (net.b.snd_nxt.raw(), net.b.rcv_nxt.raw());
+    let base = a_ack;
+    let mut seg1 = to(&net.b, base + 100, b_una, ACK, &[1; 50]);
+    seg1.options.timestamp = Some((net.a.ts_recent, 0));
+    feed(&mut net.b, now, &seg1);
+    let r1 = drain(&mut net.b, now);
+    assert_eq!(r1.len(), 1);
+    assert_eq!(r1[0].ack, base);
+    assert_eq!(
+        r1[0].options.sacks().collect::<Vec<_>>(),
+        vec![SackBlock {
+            left: SeqNum(base + 100),
+            right: SeqNum(base + 150)
+        }]
+    );
+    let mut seg2 = to(&net.b, base + 300, b_una, ACK, &[2; 20]);
+    seg2.options.timestamp = Some((net.a.ts_recent, 0));
+    feed(&mut net.b, now, &seg2);
+    let r2 = drain(&mut net.b, now);
+    let blocks: Vec<_> = r2[0].options.sacks().collect();
+    assert_eq!(blocks[0].left, SeqNum(base + 300), "most recent first");
+    assert_eq!(blocks[1].left, SeqNum(base + 100));
+}
+
+// ---------------------------------------------------------------------------
+// Keepalive, Nagle, delayed ACK.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn keepalive_probes_then_times_out() {
+    let options = SocketOptions {
+        keepalive: true,
+        keep_idle: Duration::from_secs(10),
+        keep_interval: Duration::from_secs(2),
+        keep_count: 3,
+        ..SocketOptions::default()
+    };
+    let mut s = scripted_established(options);
+    let start = s.now;
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let mut probe_times = Vec::new();
+    let mut now = start;
+    while s.conn.state() == TcpState::Established {
+        now = s.conn.poll_timeout().expect("keepalive timer");
+        s.conn.handle_timeout(now);
+        for seg in drain(&mut s.conn, now) {
+            if seg.ctl() == RST {
+                continue;
+            }
+            // <SEQ=SND.NXT-1><ACK=RCV.NXT>, no data (RFC 1122 §4.2.3.6).
+            assert_seg(&seg, o - 1, p, ACK);
+            probe_times.push((now - start).as_secs());
+        }
+    }
+    assert_eq!(probe_times, vec![10, 12, 14]);
+    assert_eq!((now - start).as_secs(), 16);
+    assert_eq!(s.conn.take_error(), Some(ConnError::TimedOut));
+}
+
+#[test]
+fn keepalive_answer_resets_the_probe_count() {
+    let options = SocketOptions {
+        keepalive: true,
+        keep_idle: Duration::from_secs(10),
+        keep_interval: Duration::from_secs(2),
+        keep_count: 2,
+        ..SocketOptions::default()
+    };
+    let mut s = scripted_established(options);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    for _ in 0..5 {
+        let t = s.conn.poll_timeout().expect("timer");
+        s.now = t;
+        s.conn.handle_timeout(t);
+        let probes = drain(&mut s.conn, t);
+        assert_eq!(probes.len(), 1);
+        // The peer answers the probe.
+        s.feed(&s.peer(p, o, ACK, b""));
+    }
+    assert_eq!(s.conn.state(), TcpState::Established);
+}
+
+#[test]
+fn nagle_coalesces_small_writes_and_nodelay_does_not() {
+    for nodelay in [false, true] {
+        let mut s = scripted_established(SocketOptions {
+            nodelay,
+            ..SocketOptions::default()
+        });
+        let now = s.now;
+        s.conn.send(now, b"a").expect("send");
+        let first = drain(&mut s.conn, now);
+        assert_eq!(first.len(), 1, "nothing in flight: sent at once");
+        s.conn.send(now, b"b").expect("send");
+        s.conn.send(now, b"c").expect("send");
+        let second = drain(&mut s.conn, now);
+        if nodelay {
+            assert_eq!(second.len(), 1);
+            assert_eq!(second[0].payload, b"bc");
+        } else {
+            assert!(
+                second.is_empty(),
+                "Nagle holds small data while 'a' is unacked"
+            );
+            let (p, o) = (s.peer_nxt, s.our_nxt);
+            let replies = s.feed(&s.peer(p, o + 1, ACK, b""));
+            assert_eq!(replies.len(), 1);
+            assert_eq!(replies[0].payload, b"bc", "coalesced after the ACK");
+        }
+    }
+}
+
+#[test]
+fn delayed_ack_after_quick_acks_fires_after_40ms() {
+    let mut s = scripted_established(SocketOptions::default());
+    let (mut p, o) = (s.peer_nxt, s.our_nxt);
+    // The first segments are ACKed at once (quick-ACK mode).
+    for _ in 0..QUICK_ACK_SEGMENTS {
+        let replies = s.feed(&s.peer(p, o, ACK, b"x"));
+        p += 1;
+        assert_eq!(replies.len(), 1);
+    }
+    // Now a single small segment waits for the delayed-ACK timer.
+    let replies = s.feed(&s.peer(p, o, ACK, b"y"));
+    p += 1;
+    assert!(replies.is_empty());
+    assert_eq!(s.conn.poll_timeout(), Some(s.now + ms(40)));
+    s.conn.handle_timeout(s.now + ms(39));
+    assert!(drain(&mut s.conn, s.now + ms(39)).is_empty());
+    s.conn.handle_timeout(s.now + ms(40));
+    let ack = drain(&mut s.conn, s.now + ms(40));
+    assert_eq!(ack.len(), 1);
+    assert_seg(&ack[0], o, p, ACK);
+    // Two full-sized segments are ACKed at once.
+    let full = vec![0u8; 536];
+    assert!(s.feed(&s.peer(p, o, ACK, &full)).is_empty());
+    let replies = s.feed(&s.peer(p + 536, o, ACK, &full));
+    assert_eq!(replies.len(), 1);
+    assert_seg(&replies[0], o, p + 1072, ACK);
+    // Out-of-order data is ACKed at once.
+    let replies = s.feed(&s.peer(p + 5000, o, ACK, b"z"));
+    assert_eq!(replies.len(), 1);
+    assert_seg(&replies[0], o, p + 1072, ACK);
+}
+
+#[test]
+fn receiver_window_update_after_reading_a_full_buffer() {
+    let options = SocketOptions {
+        recv_buffer: 4096,
+        ..SocketOptions::default()
+    };
+    let mut s = scripted_established(options);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let replies = s.feed(&s.peer(p, o, ACK, &[7u8; 4096]));
+    assert_eq!(replies.last().expect("ACK").window, 0, "buffer full");
+    // Beyond the window: dropped and ACKed.
+    let replies = s.feed(&s.peer(p + 4096, o, ACK, b"more"));
+    assert_seg(&replies[0], o, p + 4096, ACK);
+    assert_eq!(replies[0].window, 0);
+    // Reading 100 bytes does not reopen the window (SWS avoidance)...
+    let mut buf = [0u8; 4096];
+    assert_eq!(s.conn.recv(s.now, &mut buf[..100], false), Ok(100));
+    assert!(drain(&mut s.conn, s.now).is_empty());
+    // ...reading enough does, with an immediate window update.
+    assert_eq!(s.conn.recv(s.now, &mut buf, false), Ok(3996));
+    let upd = drain(&mut s.conn, s.now);
+    assert_eq!(upd.len(), 1);
+    assert_eq!(upd[0].window, 4096);
+}
+
+#[test]
+fn readiness_follows_the_connection() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    assert!(!a.readiness().contains(Readiness::OUT), "connecting");
+    let _ = out(&mut a, now);
+    let seg = to(&a, 300, 101, syn_ack(), b"");
+    feed(&mut a, now, &seg);
+    assert!(a.readiness().contains(Readiness::OUT));
+    assert!(!a.readiness().contains(Readiness::IN));
+    let seg = to(&a, 301, 101, ACK, b"hi");
+    feed(&mut a, now, &seg);
+    assert!(a.readiness().contains(Readiness::IN));
+    let seg = to(&a, 303, 101, fin_ack(), b"");
+    feed(&mut a, now, &seg);
+    let r = a.readiness();
+    assert!(r.contains(Readiness::IN | Readiness::RDHUP));
+    assert!(!r.contains(Readiness::HUP));
+    a.shutdown(now, Shutdown::Write);
+    assert!(a.readiness().contains(Readiness::HUP));
+}
+
+#[test]
+fn send_and_recv_errors_by_state() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    assert_eq!(a.send(now, b"x"), Err(SendError::WouldBlock));
+    let mut buf = [0u8; 4];
+    assert_eq!(a.recv(now, &mut buf, false), Err(RecvError::WouldBlock));
+    let _ = out(&mut a, now);
+    let seg = to(&a, 300, 101, syn_ack(), b"");
+    feed(&mut a, now, &seg);
+    assert_eq!(a.recv(now, &mut buf, false), Err(RecvError::WouldBlock));
+    let cap = a.options().send_buffer;
+    assert_eq!(a.send(now, &vec![0u8; cap + 10]), Ok(cap));
+    assert_eq!(a.send(now, b"x"), Err(SendError::WouldBlock));
+    assert!(!a.readiness().contains(Readiness::OUT));
+}
+
+#[test]
+fn icmp_fragmentation_needed_lowers_the_mss() {
+    let mut s = scripted_established(SocketOptions::default());
+    let now = s.now;
+    s.conn.send(now, &[1u8; 500]).expect("send");
+    let first = drain(&mut s.conn, now);
+    assert_eq!(first[0].payload.len(), 500);
+    s.conn.handle_icmp_unreachable(now, 4, 400, SeqNum(1001));
+    assert_eq!(s.conn.stats().mss, 360);
+    let again = drain(&mut s.conn, now);
+    assert_eq!(again[0].seq, 1001);
+    assert_eq!(again[0].payload.len(), 360);
+    // Soft errors do not fail an established connection.
+    s.conn.handle_icmp_unreachable(now, 1, 0, SeqNum(1001));
+    assert_eq!(s.conn.state(), TcpState::Established);
+}
