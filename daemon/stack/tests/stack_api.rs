@@ -1,0 +1,742 @@
+//! Integration tests of the stack layer through its public API: answers to
+//! closed ports (RFC 9293 §3.10.7.1), ICMP echo (RFC 792), port rules
+//! (ephemeral range, EADDRINUSE/SO_REUSEADDR), listener backlog and accept
+//! order, readiness and state events, drop counters, listener teardown, and
+//! admin aborts. Raw packets are built and checked with the crate's wire
+//! module; two-stack scenarios use the simulation in `common`.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use tcpd_stack::wire::checksum;
+use tcpd_stack::wire::{Icmpv4Repr, IpProtocol, Ipv4Repr, TcpFlags, TcpOptions};
+use tcpd_stack::{
+    BindError, ConnError, ConnectError, DropReason, Duration, Instant, ListenError, OptionName,
+    Readiness, RecvError, SockOption, SocketHandle, Stack, StackEvent, TcpState,
+};
+
+const T0: Instant = Instant::from_millis(1_000);
+
+fn server_stack() -> Stack {
+    Stack::new(test_config(ADDR_B, 11), T0)
+}
+
+fn peer(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ADDR_A, port)
+}
+
+fn ours(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ADDR_B, port)
+}
+
+fn any(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
+}
+
+/// A client SYN with typical options.
+fn syn(from_port: u16, to_port: u16, isn: u32) -> Vec<u8> {
+    let mut s = Segment::new(peer(from_port), ours(to_port), TcpFlags::SYN, isn, 0);
+    s.options = TcpOptions {
+        mss: Some(1460),
+        window_scale: Some(7),
+        sack_permitted: true,
+        ..TcpOptions::default()
+    };
+    s.to_packet()
+}
+
+/// Sends SYN from `from_port`, returns the SYN-ACK.
+fn open_half(stack: &mut Stack, now: Instant, from_port: u16, to_port: u16) -> SentSegment {
+    stack.handle_packet(now, &syn(from_port, to_port, 1000));
+    let out = drain_transmit(stack, now);
+    assert_eq!(out.len(), 1, "one SYN-ACK expected");
+    let synack = parse_tcp(&out[0]);
+    assert_eq!(synack.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(synack.ack, 1001);
+    synack
+}
+
+/// Completes a handshake opened by [`open_half`].
+fn finish_handshake(
+    stack: &mut Stack,
+    now: Instant,
+    from_port: u16,
+    to_port: u16,
+    synack: &SentSegment,
+) {
+    let ack = Segment::new(
+        peer(from_port),
+        ours(to_port),
+        TcpFlags::ACK,
+        1001,
+        synack.seq.wrapping_add(1),
+    );
+    stack.handle_packet(now, &ack.to_packet());
+}
+
+fn listener(stack: &mut Stack, port: u16, backlog: u32) -> SocketHandle {
+    let l = stack.socket();
+    stack.bind(l, any(port)).expect("bind");
+    stack.listen(l, backlog).expect("listen");
+    l
+}
+
+fn readiness_events(events: &[(Instant, StackEvent)], socket: SocketHandle) -> Vec<Readiness> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match *e {
+            StackEvent::Readiness { socket: s, ready } if s == socket => Some(ready),
+            _ => None,
+        })
+        .collect()
+}
+
+fn state_events(
+    events: &[(Instant, StackEvent)],
+) -> Vec<(Option<SocketHandle>, TcpState, TcpState)> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match *e {
+            StackEvent::StateChange {
+                socket, old, new, ..
+            } => Some((socket, old, new)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ closed ports
+
+#[test]
+fn closed_port_answers_syn_with_rst_ack_and_ack_with_rst() {
+    let mut s = server_stack();
+    // No ACK: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; the SYN counts one.
+    s.handle_packet(T0, &syn(40000, 80, 1000));
+    let out = drain_transmit(&mut s, T0);
+    assert_eq!(out.len(), 1);
+    let rst = parse_tcp(&out[0]);
+    assert_eq!(rst.flags, TcpFlags::RST | TcpFlags::ACK);
+    assert_eq!((rst.seq, rst.ack), (0, 1001));
+    assert_eq!((rst.src_port, rst.dst_port), (80, 40000));
+    assert_eq!((rst.ip.src, rst.ip.dst), (ADDR_B, ADDR_A));
+    assert_eq!(rst.ip.ttl, 64);
+    assert!(rst.ip.dont_fragment);
+    assert!(rst.payload.is_empty());
+    assert_eq!(rst.window, 0);
+
+    // No ACK, FIN plus 10 bytes: SEG.LEN = 11.
+    let mut fin = Segment::new(peer(40001), ours(81), TcpFlags::FIN, 5000, 0);
+    fin.payload = b"0123456789";
+    s.handle_packet(T0, &fin.to_packet());
+    let rst = parse_tcp(&drain_transmit(&mut s, T0)[0]);
+    assert_eq!(rst.flags, TcpFlags::RST | TcpFlags::ACK);
+    assert_eq!((rst.seq, rst.ack), (0, 5011));
+
+    // ACK set: <SEQ=SEG.ACK><CTL=RST>.
+    let ack = Segment::new(peer(40002), ours(82), TcpFlags::ACK, 7, 123_456);
+    s.handle_packet(T0, &ack.to_packet());
+    let rst = parse_tcp(&drain_transmit(&mut s, T0)[0]);
+    assert_eq!(rst.flags, TcpFlags::RST);
+    assert_eq!(rst.seq, 123_456);
+
+    // A RST is never answered.
+    let reset = Segment::new(peer(40003), ours(83), TcpFlags::RST, 9, 0);
+    s.handle_packet(T0, &reset.to_packet());
+    assert!(drain_transmit(&mut s, T0).is_empty());
+
+    let stats = s.stats();
+    assert_eq!(stats.rst_sent, 3);
+    assert_eq!(stats.rst_received, 1);
+    assert_eq!(stats.segments_in, 4);
+    assert_eq!(stats.segments_out, 3);
+    assert_eq!(stats.packets_out, 3);
+}
+
+#[test]
+fn listener_resets_stray_ack_and_ignores_rst() {
+    let mut s = server_stack();
+    listener(&mut s, 80, 16);
+    let ack = Segment::new(peer(40000), ours(80), TcpFlags::ACK, 1, 777);
+    s.handle_packet(T0, &ack.to_packet());
+    let rst = parse_tcp(&drain_transmit(&mut s, T0)[0]);
+    assert_eq!((rst.flags, rst.seq), (TcpFlags::RST, 777));
+    let reset = Segment::new(peer(40000), ours(80), TcpFlags::RST, 1, 0);
+    s.handle_packet(T0, &reset.to_packet());
+    assert!(drain_transmit(&mut s, T0).is_empty());
+}
+
+// ------------------------------------------------------------------ ICMP
+
+fn internet_checksum(data: &[u8]) -> u16 {
+    checksum::finish(checksum::sum(data))
+}
+
+#[test]
+fn echo_request_gets_byte_exact_reply() {
+    let mut s = server_stack();
+    let data = b"tcpd ping payload";
+    s.handle_packet(T0, &echo_request(ADDR_A, ADDR_B, 0x1234, 7, data));
+    let out = drain_transmit(&mut s, T0);
+    assert_eq!(out.len(), 1);
+    let packet = &out[0];
+    let (ip, icmp) = Ipv4Repr::parse(packet).expect("valid IPv4");
+    assert_eq!(
+        (ip.src, ip.dst, ip.protocol),
+        (ADDR_B, ADDR_A, IpProtocol::Icmp)
+    );
+    assert_eq!(ip.ttl, 64);
+    assert!(ip.dont_fragment);
+    assert_eq!(packet.len(), 20 + 8 + data.len());
+    assert_eq!(internet_checksum(&packet[..20]), 0, "IPv4 header checksum");
+    // Type 0 code 0, checksum, identifier, sequence number, the same data.
+    let mut expected = vec![0u8, 0, 0, 0, 0x12, 0x34, 0x00, 0x07];
+    expected.extend_from_slice(data);
+    let sum = internet_checksum(&expected);
+    expected[2..4].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(icmp, &expected[..]);
+    assert_eq!(
+        Icmpv4Repr::parse(icmp),
+        Ok(Icmpv4Repr::EchoReply {
+            ident: 0x1234,
+            seq_no: 7,
+            data
+        })
+    );
+    assert_eq!(s.stats().icmp_echo_replies, 1);
+}
+
+#[test]
+fn icmp_unreachable_fails_a_connecting_socket() {
+    let mut s = server_stack();
+    let c = s.socket();
+    s.connect(T0, c, peer(5000)).expect("connect");
+    let out = drain_transmit(&mut s, T0);
+    let syn = parse_tcp(&out[0]);
+    assert_eq!(syn.flags, TcpFlags::SYN);
+    // Host unreachable (code 1) quoting our SYN (RFC 792: IP header + 8 bytes).
+    let mut message = vec![3u8, 1, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(&out[0][..28]);
+    let sum = internet_checksum(&message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut packet = vec![0; 20 + message.len()];
+    packet[20..].copy_from_slice(&message);
+    ip_header(ADDR_A, ADDR_B, IpProtocol::Icmp, message.len(), &mut packet);
+    s.handle_packet(T0, &packet);
+    assert_eq!(s.stats().icmp_unreachable_received, 1);
+    assert!(s.readiness(c).expect("live").contains(Readiness::ERR));
+    assert_eq!(
+        s.get_option(c, OptionName::Error),
+        Ok(SockOption::Error(Some(ConnError::HostUnreachable)))
+    );
+    assert_eq!(s.stats().failed_opens, 1);
+}
+
+// ------------------------------------------------------------------ drops
+
+#[test]
+fn malformed_packets_are_counted_not_answered() {
+    let mut s = server_stack();
+    let good = syn(40000, 80, 1);
+    let refix_ip = |p: &mut Vec<u8>| {
+        p[10] = 0;
+        p[11] = 0;
+        let sum = internet_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+    };
+    let mut cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (vec![], DropReason::Malformed),
+        (good[..19].to_vec(), DropReason::Malformed),
+        (vec![0x60; 40], DropReason::Malformed),
+    ];
+    let mut bad_ip_sum = good.clone();
+    bad_ip_sum[10] ^= 0xff;
+    cases.push((bad_ip_sum, DropReason::Checksum));
+    let mut fragment = good.clone();
+    fragment[6] |= 0x20; // MF
+    refix_ip(&mut fragment);
+    cases.push((fragment, DropReason::Fragment));
+    let mut not_ours = good.clone();
+    not_ours[19] = 99;
+    refix_ip(&mut not_ours);
+    cases.push((not_ours, DropReason::NotForUs));
+    let mut udp = good.clone();
+    udp[9] = 17;
+    refix_ip(&mut udp);
+    cases.push((udp, DropReason::Unsupported));
+    let mut bad_tcp_sum = good.clone();
+    bad_tcp_sum[20 + 16] ^= 0x01;
+    cases.push((bad_tcp_sum, DropReason::Checksum));
+    let mut short_tcp = good[..30].to_vec();
+    short_tcp[2..4].copy_from_slice(&30u16.to_be_bytes());
+    refix_ip(&mut short_tcp);
+    cases.push((short_tcp, DropReason::Malformed));
+    let mut broadcast_source = good.clone();
+    broadcast_source[12..16].copy_from_slice(&[255, 255, 255, 255]);
+    refix_ip(&mut broadcast_source);
+    cases.push((broadcast_source, DropReason::Malformed));
+    // ICMP timestamp request (type 13): not handled.
+    let mut timestamp = vec![13u8, 0, 0, 0, 0, 1, 0, 1];
+    timestamp.extend_from_slice(&[0; 12]);
+    let sum = internet_checksum(&timestamp);
+    timestamp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut icmp = vec![0; 20 + timestamp.len()];
+    icmp[20..].copy_from_slice(&timestamp);
+    ip_header(ADDR_A, ADDR_B, IpProtocol::Icmp, timestamp.len(), &mut icmp);
+    cases.push((icmp, DropReason::Unsupported));
+
+    let total = cases.len() as u64;
+    for (i, (packet, reason)) in cases.into_iter().enumerate() {
+        let before = s.stats().drops(reason);
+        s.handle_packet(T0, &packet);
+        assert_eq!(s.stats().drops(reason), before + 1, "case {i}: {reason:?}");
+    }
+    assert!(drain_transmit(&mut s, T0).is_empty());
+    assert_eq!(s.stats().packets_in, total);
+    assert_eq!(s.stats().checksum_errors, 2);
+    assert_eq!(s.stats().segments_in, 0);
+}
+
+// ------------------------------------------------------------------ ports
+
+#[test]
+fn ephemeral_ports_are_unique_and_in_the_iana_range() {
+    let mut s = server_stack();
+    let mut seen = HashSet::new();
+    for i in 0..400u16 {
+        let c = s.socket();
+        // Two destinations: each connection's 4-tuple must be unique.
+        let remote = peer(80 + (i % 2));
+        s.connect(T0, c, remote).expect("connect");
+        let local = s.local_addr(c).expect("bound");
+        assert_eq!(*local.ip(), ADDR_B);
+        assert!((49152..=65535).contains(&local.port()), "{local}");
+        assert!(
+            seen.insert((local, remote)),
+            "4-tuple reused: {local} -> {remote}"
+        );
+        assert_eq!(s.peer_addr(c), Err(tcpd_stack::SocketError::NotConnected));
+    }
+    assert_eq!(s.stats().active_opens, 400);
+    // bind(port 0) picks a port nobody uses at all.
+    let b = s.socket();
+    s.bind(b, any(0)).expect("bind 0");
+    let port = s.local_addr(b).expect("bound").port();
+    assert!((49152..=65535).contains(&port));
+    assert!(seen.iter().all(|(l, _)| l.port() != port));
+}
+
+#[test]
+fn connect_rejects_bad_destinations_and_states() {
+    let mut s = server_stack();
+    let c = s.socket();
+    assert_eq!(s.connect(T0, c, peer(0)), Err(ConnectError::Invalid));
+    for ip in [
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 1),
+        ADDR_B,
+        Ipv4Addr::new(10, 0, 0, 255), // the /24's broadcast
+    ] {
+        assert_eq!(
+            s.connect(T0, c, SocketAddrV4::new(ip, 80)),
+            Err(ConnectError::AddrNotAvailable),
+            "{ip}"
+        );
+    }
+    s.connect(T0, c, peer(80)).expect("connect");
+    assert_eq!(s.connect(T0, c, peer(80)), Err(ConnectError::InProgress));
+    let l = listener(&mut s, 8080, 4);
+    assert_eq!(s.connect(T0, l, peer(80)), Err(ConnectError::Invalid));
+    assert_eq!(
+        s.connect(T0, SocketHandle(9999), peer(80)),
+        Err(ConnectError::BadHandle)
+    );
+    assert_eq!(s.listen(c, 1), Err(ListenError::InvalidState));
+}
+
+#[test]
+fn bind_follows_linux_reuseaddr_rules() {
+    let mut s = server_stack();
+    let a = s.socket();
+    s.bind(a, any(8080)).expect("first bind");
+    assert_eq!(s.bind(a, any(8081)), Err(BindError::AlreadyBound));
+    let b = s.socket();
+    assert_eq!(s.bind(b, ours(8080)), Err(BindError::AddrInUse));
+    assert_eq!(
+        s.bind(b, SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 9), 1)),
+        Err(BindError::AddrNotAvailable)
+    );
+    // Only one side with SO_REUSEADDR is not enough.
+    s.set_option(T0, b, SockOption::ReuseAddr(true))
+        .expect("set");
+    assert_eq!(s.bind(b, ours(8080)), Err(BindError::AddrInUse));
+    // Both: sharing is fine while neither listens.
+    s.set_option(T0, a, SockOption::ReuseAddr(true))
+        .expect("set");
+    s.bind(b, ours(8080)).expect("shared bind");
+    s.listen(a, 8).expect("first listener");
+    assert_eq!(s.listen(b, 8), Err(ListenError::AddrInUse));
+    // A listener blocks even a SO_REUSEADDR bind.
+    let c = s.socket();
+    s.set_option(T0, c, SockOption::ReuseAddr(true))
+        .expect("set");
+    assert_eq!(s.bind(c, any(8080)), Err(BindError::AddrInUse));
+    s.close(T0, a).expect("close");
+    s.listen(b, 8).expect("listener after the first is gone");
+    assert_eq!(s.local_addr(b), Ok(ours(8080)));
+    // Handles are never reused and closed ones are EBADF.
+    assert_eq!(s.close(T0, a), Err(tcpd_stack::SocketError::BadHandle));
+    let d = s.socket();
+    assert!(d.0 > c.0);
+    // listen() without bind picks an ephemeral port.
+    s.listen(d, 8).expect("auto-bind");
+    assert!(s.local_addr(d).expect("bound").port() >= 49152);
+}
+
+/// Server-side active close leaves a TIME-WAIT connection on the listening
+/// port; rebinding it needs SO_REUSEADDR on both (the connection inherited
+/// the listener's) until 2×MSL has passed.
+#[test]
+fn time_wait_blocks_rebind_without_reuseaddr() {
+    let mut sim = Sim::new(3, LinkConfig::perfect());
+    let l = sim.b.socket();
+    sim.b
+        .set_option(sim.now, l, SockOption::ReuseAddr(true))
+        .expect("set");
+    sim.b.bind(l, any(9000)).expect("bind");
+    sim.b.listen(l, 4).expect("listen");
+    let c = sim.a.socket();
+    sim.a
+        .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 9000))
+        .expect("connect");
+    let mut server = None;
+    sim.run_until("accept", |sim| {
+        server = server.or_else(|| sim.b.accept(l).ok().map(|(h, _)| h));
+        server.is_some()
+    });
+    let server = server.expect("accepted");
+    sim.b.close(sim.now, server).expect("server closes first");
+    sim.run_until("client sees EOF", |sim| {
+        let mut buf = [0u8; 16];
+        matches!(sim.a.recv(sim.now, c, &mut buf, false), Ok(0))
+    });
+    sim.a.close(sim.now, c).expect("client closes");
+    sim.b.close(sim.now, l).expect("listener closes");
+    sim.run_until("server in TIME-WAIT", |sim| {
+        sim.b
+            .sockets()
+            .iter()
+            .any(|i| i.state == TcpState::TimeWait)
+    });
+    let info = sim.b.sockets();
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!((info[0].handle, info[0].local), (None, ours(9000)));
+
+    let plain = sim.b.socket();
+    assert_eq!(sim.b.bind(plain, any(9000)), Err(BindError::AddrInUse));
+    let reusing = sim.b.socket();
+    sim.b
+        .set_option(sim.now, reusing, SockOption::ReuseAddr(true))
+        .expect("set");
+    sim.b
+        .bind(reusing, any(9000))
+        .expect("SO_REUSEADDR over TIME-WAIT");
+    sim.b.listen(reusing, 4).expect("listen over TIME-WAIT");
+    sim.b.close(sim.now, reusing).expect("close");
+
+    let entered = sim.now;
+    sim.run_until_idle();
+    assert!(sim.now - entered >= Duration::from_secs(60) - Duration::from_millis(10));
+    assert!(sim.b.sockets().iter().all(|i| i.handle.is_some()));
+    sim.b.bind(plain, any(9000)).expect("free after 2MSL");
+}
+
+// ------------------------------------------------------------------ listeners
+
+#[test]
+fn backlog_overflow_drops_syns_and_counts_them() {
+    let mut s = server_stack();
+    let l = listener(&mut s, 80, 2);
+    let first = open_half(&mut s, T0, 1001, 80);
+    open_half(&mut s, T0, 1002, 80);
+    s.handle_packet(T0, &syn(1003, 80, 1000));
+    assert!(
+        drain_transmit(&mut s, T0).is_empty(),
+        "third SYN dropped silently"
+    );
+    assert_eq!(s.stats().drops(DropReason::ListenOverflow), 1);
+    assert_eq!(s.stats().passive_opens, 2);
+    let half_open = s
+        .sockets()
+        .iter()
+        .filter(|i| i.state == TcpState::SynReceived && i.handle.is_none())
+        .count();
+    assert_eq!(half_open, 2);
+    // One completes and is accepted: room for the retried SYN.
+    finish_handshake(&mut s, T0, 1001, 80, &first);
+    let (h, from) = s.accept(l).expect("accept");
+    assert_eq!(from, peer(1001));
+    assert_eq!(s.socket_info(h).expect("info").state, TcpState::Established);
+    open_half(&mut s, T0, 1003, 80);
+    assert_eq!(s.stats().drops(DropReason::ListenOverflow), 1);
+}
+
+#[test]
+fn accept_returns_connections_in_completion_order() {
+    let mut s = server_stack();
+    let l = listener(&mut s, 80, 16);
+    assert_eq!(s.accept(l), Err(tcpd_stack::AcceptError::WouldBlock));
+    let synacks: Vec<_> = (1001..=1003)
+        .map(|p| (p, open_half(&mut s, T0, p, 80)))
+        .collect();
+    for &i in &[2usize, 0, 1] {
+        let (port, ref synack) = synacks[i];
+        finish_handshake(&mut s, T0, port, 80, synack);
+    }
+    assert_eq!(s.socket_info(l).expect("info").accept_queue, 3);
+    let order: Vec<u16> = (0..3)
+        .map(|_| s.accept(l).expect("accept").1.port())
+        .collect();
+    assert_eq!(order, vec![1003, 1001, 1002]);
+    assert_eq!(s.accept(l), Err(tcpd_stack::AcceptError::WouldBlock));
+    let c = s.socket();
+    assert_eq!(s.accept(c), Err(tcpd_stack::AcceptError::NotListening));
+}
+
+#[test]
+fn child_reset_before_accept_leaves_the_queue() {
+    let mut s = server_stack();
+    let l = listener(&mut s, 80, 16);
+    let synack = open_half(&mut s, T0, 1001, 80);
+    finish_handshake(&mut s, T0, 1001, 80, &synack);
+    assert_eq!(s.readiness(l), Ok(Readiness::IN));
+    let rst = Segment::new(peer(1001), ours(80), TcpFlags::RST, 1001, 0);
+    s.handle_packet(T0, &rst.to_packet());
+    drain_transmit(&mut s, T0);
+    assert_eq!(s.readiness(l), Ok(Readiness::empty()));
+    assert_eq!(s.accept(l), Err(tcpd_stack::AcceptError::WouldBlock));
+    assert_eq!(s.sockets().len(), 1, "only the listener is left");
+}
+
+#[test]
+fn readiness_and_state_events_for_connect_and_accept() {
+    let mut sim = Sim::new(5, LinkConfig::perfect());
+    let l = sim.b.socket();
+    sim.b.bind(l, any(80)).expect("bind");
+    sim.b.listen(l, 8).expect("listen");
+    let c = sim.a.socket();
+    sim.a
+        .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
+        .expect("connect");
+    sim.run_until("listener readable", |sim| {
+        sim.b.readiness(l) == Ok(Readiness::IN)
+    });
+    sim.run_until_idle();
+    assert_eq!(readiness_events(&sim.events_a, c), vec![Readiness::OUT]);
+    assert_eq!(readiness_events(&sim.events_b, l), vec![Readiness::IN]);
+    assert!(
+        state_events(&sim.events_a).contains(&(Some(c), TcpState::SynSent, TcpState::Established)),
+        "{:?}",
+        sim.events_a
+    );
+    assert!(
+        state_events(&sim.events_b).contains(&(None, TcpState::SynReceived, TcpState::Established)),
+        "{:?}",
+        sim.events_b
+    );
+
+    let (server, _) = sim.b.accept(l).expect("accept");
+    sim.run_until_idle();
+    assert_eq!(
+        readiness_events(&sim.events_b, l),
+        vec![Readiness::IN, Readiness::empty()]
+    );
+    assert_eq!(
+        readiness_events(&sim.events_b, server),
+        vec![Readiness::OUT]
+    );
+
+    sim.a.send(sim.now, c, b"hello").expect("send");
+    sim.run_until_idle();
+    assert_eq!(
+        readiness_events(&sim.events_b, server),
+        vec![Readiness::OUT, Readiness::IN | Readiness::OUT]
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(sim.b.recv(sim.now, server, &mut buf, false), Ok(5));
+    assert_eq!(&buf[..5], b"hello");
+    sim.run_until_idle();
+    assert_eq!(
+        readiness_events(&sim.events_b, server).last(),
+        Some(&Readiness::OUT)
+    );
+    // FIN from the client: readable (EOF) and RDHUP.
+    sim.a
+        .shutdown(sim.now, c, tcpd_stack::Shutdown::Write)
+        .expect("shutdown");
+    sim.run_until_idle();
+    let last = *readiness_events(&sim.events_b, server)
+        .last()
+        .expect("event");
+    assert!(last.contains(Readiness::IN | Readiness::RDHUP), "{last:?}");
+    assert_eq!(sim.b.recv(sim.now, server, &mut buf, false), Ok(0));
+}
+
+/// Sets up `n` client connections to B:80 that B has completed but not accepted.
+fn unaccepted_pair(seed: u64, n: usize) -> (Sim, SocketHandle, Vec<SocketHandle>) {
+    let mut sim = Sim::new(seed, LinkConfig::perfect());
+    let l = sim.b.socket();
+    sim.b.bind(l, any(80)).expect("bind");
+    sim.b.listen(l, 16).expect("listen");
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let c = sim.a.socket();
+            sim.a
+                .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
+                .expect("connect");
+            c
+        })
+        .collect();
+    sim.run_until("all established", |sim| {
+        sim.b.socket_info(l).expect("listener").accept_queue as usize == n
+    });
+    sim.run_until_idle();
+    (sim, l, clients)
+}
+
+#[test]
+fn closing_a_listener_resets_its_unaccepted_children() {
+    let (mut sim, l, clients) = unaccepted_pair(7, 2);
+    for &c in &clients {
+        assert_eq!(
+            sim.a.socket_info(c).expect("info").state,
+            TcpState::Established
+        );
+    }
+    sim.b.close(sim.now, l).expect("close listener");
+    sim.run_until_idle();
+    assert!(sim.b.stats().rst_sent >= 2);
+    assert!(sim.b.sockets().is_empty(), "{:?}", sim.b.sockets());
+    for &c in &clients {
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            sim.a.recv(sim.now, c, &mut buf, false),
+            Err(RecvError::Failed(ConnError::Reset))
+        );
+        assert_eq!(sim.a.socket_info(c).expect("info").state, TcpState::Closed);
+    }
+}
+
+#[test]
+fn abort_matching_resets_and_reports_aborted() {
+    let (mut sim, l, clients) = unaccepted_pair(9, 3);
+    let (server, from) = sim.b.accept(l).expect("accept");
+    assert_eq!(from, sim.a.local_addr(clients[0]).expect("addr"));
+    let local = sim.b.local_addr(server).expect("addr");
+    assert_eq!(sim.b.abort_matching(sim.now, local, from), 1);
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        sim.b.recv(sim.now, server, &mut buf, false),
+        Err(RecvError::Failed(ConnError::Aborted))
+    );
+    sim.run_until_idle();
+    assert_eq!(
+        sim.a.recv(sim.now, clients[0], &mut buf, false),
+        Err(RecvError::Failed(ConnError::Reset))
+    );
+    // Wildcards: every connection from A's address.
+    let n = sim
+        .b
+        .abort_matching(sim.now, any(0), SocketAddrV4::new(ADDR_A, 0));
+    assert_eq!(n, 2);
+    sim.run_until_idle();
+    for &c in &clients[1..] {
+        assert_eq!(
+            sim.a.recv(sim.now, c, &mut buf, false),
+            Err(RecvError::Failed(ConnError::Reset))
+        );
+    }
+    assert_eq!(sim.b.abort_matching(sim.now, any(0), any(0)), 0);
+}
+
+#[test]
+fn options_before_connect_reach_the_connection() {
+    let mut sim = Sim::new(13, LinkConfig::perfect());
+    let l = sim.b.socket();
+    sim.b
+        .set_option(sim.now, l, SockOption::NoDelay(true))
+        .expect("set");
+    sim.b.bind(l, any(80)).expect("bind");
+    sim.b.listen(l, 8).expect("listen");
+    let c = sim.a.socket();
+    sim.a
+        .set_option(sim.now, c, SockOption::KeepAlive(true))
+        .expect("set");
+    sim.a
+        .set_option(sim.now, c, SockOption::RecvBuffer(65536))
+        .expect("set");
+    assert_eq!(
+        sim.a.set_option(sim.now, c, SockOption::MaxSegment(100)),
+        Err(tcpd_stack::SocketError::UnsupportedOption)
+    );
+    assert_eq!(
+        sim.a.set_option(sim.now, c, SockOption::KeepCount(0)),
+        Err(tcpd_stack::SocketError::InvalidValue)
+    );
+    sim.a
+        .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
+        .expect("connect");
+    // Keepalive timers never let the simulation go idle: run until accepted.
+    sim.run_until("handshake done", |sim| {
+        sim.b.readiness(l) == Ok(Readiness::IN)
+    });
+    assert_eq!(
+        sim.a.get_option(c, OptionName::KeepAlive),
+        Ok(SockOption::KeepAlive(true))
+    );
+    assert_eq!(
+        sim.a.get_option(c, OptionName::RecvBuffer),
+        Ok(SockOption::RecvBuffer(65536))
+    );
+    assert_eq!(
+        sim.a.get_option(c, OptionName::MaxSegment),
+        Ok(SockOption::MaxSegment(1448))
+    );
+    // (1460 less the 12 bytes of the timestamp option, as Linux reports it.)
+    assert_eq!(
+        sim.a.get_option(c, OptionName::Error),
+        Ok(SockOption::Error(None))
+    );
+    let (server, _) = sim.b.accept(l).expect("accept");
+    assert_eq!(
+        sim.b.get_option(server, OptionName::NoDelay),
+        Ok(SockOption::NoDelay(true))
+    );
+}
+
+#[test]
+fn connection_refused_is_reported_once() {
+    let mut sim = Sim::new(17, LinkConfig::perfect());
+    let c = sim.a.socket();
+    sim.a
+        .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 4444))
+        .expect("connect");
+    sim.run_until_idle();
+    assert!(sim.a.readiness(c).expect("live").contains(Readiness::ERR));
+    assert_eq!(
+        sim.a.connect(sim.now, c, SocketAddrV4::new(ADDR_B, 4444)),
+        Err(ConnectError::Failed(ConnError::Refused))
+    );
+    assert_eq!(
+        sim.a.get_option(c, OptionName::Error),
+        Ok(SockOption::Error(None))
+    );
+    assert_eq!(sim.a.stats().failed_opens, 1);
+    assert_eq!(sim.b.stats().rst_sent, 1);
+    // The failed connection released its 4-tuple; the handle stays until closed.
+    assert_eq!(sim.a.sockets().len(), 1);
+    sim.a.close(sim.now, c).expect("close");
+    assert!(sim.a.sockets().is_empty());
+}
