@@ -104,7 +104,7 @@ fn tcpd_to_kernel(
     listener: &TcpListener,
     target: SocketAddrV4,
 ) -> (blocking::TcpStream, TcpStream, SocketAddrV4) {
-    let stream = blocking::TcpStream::connect_with(client, &target).expect("tcpd connect");
+    let stream = blocking::TcpStream::connect_with(client, target).expect("tcpd connect");
     let (kernel, _) = listener.accept().expect("kernel accept");
     let local = stream.local_addr().expect("tcpd local address");
     (stream, kernel, local)
@@ -204,7 +204,7 @@ fn listener_shows_listen_with_owner() {
     };
     let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
     let listener =
-        blocking::TcpListener::bind_with(&client, &SocketAddrV4::new(TCPD_ADDR, 0)).expect("bind");
+        blocking::TcpListener::bind_with(&client, SocketAddrV4::new(TCPD_ADDR, 0)).expect("bind");
     let port = listener.local_addr().expect("address").port();
 
     let rows = tcpctl_json(&daemon, &["ls", "-l"]);
@@ -369,7 +369,7 @@ fn watch_shows_passive_close_transitions() {
     };
     let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
     let listener =
-        blocking::TcpListener::bind_with(&client, &SocketAddrV4::new(TCPD_ADDR, 0)).expect("bind");
+        blocking::TcpListener::bind_with(&client, SocketAddrV4::new(TCPD_ADDR, 0)).expect("bind");
     let tcpd_addr = listener.local_addr().expect("address");
     let watcher = Watcher::start(&daemon, tcpd_addr.port());
 
@@ -582,7 +582,7 @@ fn sample_ls_output() {
     };
     let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
     let _tcpd_listener =
-        blocking::TcpListener::bind_with(&client, &SocketAddrV4::new(TCPD_ADDR, 8080))
+        blocking::TcpListener::bind_with(&client, SocketAddrV4::new(TCPD_ADDR, 8080))
             .expect("bind");
     let (listener, target) = kernel_listener(&ns);
     let (mut stream, mut kernel, _local) = tcpd_to_kernel(&client, &listener, target);
