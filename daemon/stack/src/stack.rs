@@ -851,15 +851,51 @@ impl Stack {
             remote: SocketAddrV4::new(src, segment.src_port),
         };
         if let Some(&id) = self.by_tuple.get(&key) {
-            if let Some(entry) = self.conns.get_mut(&id) {
-                entry.conn.handle_segment(now, &segment);
+            if !self.time_wait_yields_to(id, &segment) {
+                if let Some(entry) = self.conns.get_mut(&id) {
+                    entry.conn.handle_segment(now, &segment);
+                }
+                self.after_conn_call(id, true);
+                return;
             }
-            self.after_conn_call(id, true);
-        } else if let Some(&listener) = self.listeners.get(&segment.dst_port) {
+            self.retire_time_wait(id);
+        }
+        if let Some(&listener) = self.listeners.get(&segment.dst_port) {
             self.handle_listen_segment(now, listener, key, &segment);
         } else {
             self.reset_closed(key, &segment);
         }
+    }
+
+    /// True if connection `id` is a handle-less TIME-WAIT connection that
+    /// may give way to a new incarnation opened by `syn`, and a listener
+    /// wants it (RFC 9293 §3.10.7.4 TIME-WAIT, RFC 1122 §4.2.2.13, RFC 6191:
+    /// the connection judges the SYN's sequence number or timestamp). A
+    /// TIME-WAIT connection whose user still holds the handle is not retired.
+    fn time_wait_yields_to(&self, id: ConnId, syn: &TcpRepr<'_>) -> bool {
+        self.listeners.contains_key(&syn.dst_port)
+            && self.conns.get(&id).is_some_and(|entry| {
+                entry.handle.is_none() && entry.conn.time_wait_accepts_syn(syn)
+            })
+    }
+
+    /// Forgets a TIME-WAIT connection at once (its 4-tuple is being reopened).
+    fn retire_time_wait(&mut self, id: ConnId) {
+        self.unlink(id);
+        if let Some(entry) = self.conns.remove(&id)
+            && self.state_events_queued < STATE_EVENT_LIMIT
+        {
+            self.state_events_queued += 1;
+            self.events
+                .push_back(QueuedEvent::State(StackEvent::StateChange {
+                    socket: None,
+                    local: entry.key.local,
+                    remote: entry.key.remote,
+                    old: TcpState::TimeWait,
+                    new: TcpState::Closed,
+                }));
+        }
+        self.prune_timers();
     }
 
     /// A segment for a listener, with no connection of its own (RFC 9293 §3.10.7.2).

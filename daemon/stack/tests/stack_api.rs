@@ -740,3 +740,59 @@ fn connection_refused_is_reported_once() {
     sim.a.close(sim.now, c).expect("close");
     assert!(sim.a.sockets().is_empty());
 }
+
+/// A new SYN for a 4-tuple whose server side is in TIME-WAIT reopens it
+/// (RFC 9293 §3.10.7.4, RFC 6191) when a listener is there.
+#[test]
+fn syn_reopens_a_time_wait_four_tuple() {
+    let mut sim = Sim::new(21, LinkConfig::perfect());
+    let l = listener(&mut sim.b, 80, 8);
+    let open = |sim: &mut Sim| {
+        let c = sim.a.socket();
+        sim.a
+            .set_option(sim.now, c, SockOption::ReuseAddr(true))
+            .expect("set");
+        sim.a
+            .bind(c, SocketAddrV4::new(ADDR_A, 45000))
+            .expect("bind");
+        sim.a
+            .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
+            .expect("connect");
+        let mut server = None;
+        sim.run_until("accept", |sim| {
+            server = server.or_else(|| sim.b.accept(l).ok().map(|(h, _)| h));
+            server.is_some()
+        });
+        (c, server.expect("accepted"))
+    };
+    let (c, server) = open(&mut sim);
+    sim.b.close(sim.now, server).expect("server closes first");
+    sim.run_until("client EOF", |sim| {
+        let mut buf = [0u8; 4];
+        matches!(sim.a.recv(sim.now, c, &mut buf, false), Ok(0))
+    });
+    sim.a.close(sim.now, c).expect("client closes");
+    sim.run_until("server TIME-WAIT, client gone", |sim| {
+        sim.a.sockets().is_empty()
+            && sim
+                .b
+                .sockets()
+                .iter()
+                .any(|i| i.state == TcpState::TimeWait)
+    });
+    let (c2, server2) = open(&mut sim);
+    let b_sockets = sim.b.sockets();
+    assert!(
+        b_sockets.iter().all(|i| i.state != TcpState::TimeWait),
+        "{b_sockets:?}"
+    );
+    assert_eq!(
+        sim.b.socket_info(server2).expect("info").state,
+        TcpState::Established
+    );
+    assert_eq!(
+        sim.a.socket_info(c2).expect("info").state,
+        TcpState::Established
+    );
+    assert_eq!(sim.b.stats().passive_opens, 2);
+}
