@@ -1468,3 +1468,111 @@ fn icmp_fragmentation_needed_lowers_the_mss() {
     s.conn.handle_icmp_unreachable(now, 1, 0, SeqNum(1001));
     assert_eq!(s.conn.state(), TcpState::Established);
 }
+
+#[test]
+fn fin_beyond_a_hole_waits_for_the_data_before_it() {
+    let mut s = scripted_established(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    // "world" + FIN arrives before "hello ".
+    let replies = s.feed(&s.peer(p + 6, o, fin_ack(), b"world"));
+    assert_eq!(s.conn.state(), TcpState::Established, "FIN not yet in order");
+    assert_seg(&replies[0], o, p, ACK);
+    let replies = s.feed(&s.peer(p, o, ACK, b"hello "));
+    assert_eq!(s.conn.state(), TcpState::CloseWait);
+    assert_seg(&replies[0], o, p + 12, ACK);
+    let mut buf = [0u8; 32];
+    assert_eq!(s.conn.recv(s.now, &mut buf, false), Ok(11));
+    assert_eq!(&buf[..11], b"hello world");
+    assert_eq!(s.conn.recv(s.now, &mut buf, false), Ok(0));
+}
+
+#[test]
+fn too_old_ack_gets_a_challenge_ack() {
+    let mut s = scripted_established(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    // RFC 5961 §5.2: SEG.ACK < SND.UNA - MAX.SND.WND.
+    let replies = s.feed(&s.peer(p, o.wrapping_sub(200_000), ACK, b"data"));
+    assert_eq!(replies.len(), 1);
+    assert_seg(&replies[0], o, p, ACK);
+    assert_eq!(s.conn.stats().recv_queue, 0, "segment dropped");
+}
+
+#[test]
+fn sack_recovery_retransmits_only_the_hole() {
+    let mut s = scripted_established(SocketOptions {
+        nodelay: true,
+        ..SocketOptions::default()
+    });
+    // Re-run the handshake with SACK permitted.
+    let now = s.now;
+    let mut conn = Connection::connect(
+        params_with(
+            A,
+            B,
+            1000,
+            SocketOptions {
+                nodelay: true,
+                ..SocketOptions::default()
+            },
+        ),
+        now,
+    );
+    let _syn = out(&mut conn, now);
+    let mut synack = to(&conn, 5000, 1001, syn_ack(), b"");
+    synack.options.sack_permitted = true;
+    feed(&mut conn, now, &synack);
+    drain(&mut conn, now);
+    assert!(conn.sack_enabled);
+    s.conn = conn;
+    let mss = 536u32;
+    let data = pattern(mss as usize * 6);
+    s.conn.send(now, &data).expect("send");
+    assert_eq!(drain(&mut s.conn, now).len(), 6);
+    let p = s.peer_nxt;
+    let base = 1001u32;
+    // Segment 2 (index 1) is lost; 3, 4, 5 are SACKed one by one.
+    for k in 2..5u32 {
+        let mut dup = s.peer(p, base + mss, ACK, b"");
+        dup.options.set_sacks([SackBlock {
+            left: SeqNum(base + 2 * mss),
+            right: SeqNum(base + (k + 1) * mss),
+        }]);
+        let replies = s.feed(&dup);
+        if k < 4 {
+            assert!(replies.is_empty(), "k={k}: {replies:?}");
+        } else {
+            assert_eq!(replies.len(), 1, "retransmission of the hole: {replies:?}");
+            assert_eq!(replies[0].seq, base + mss);
+            assert_eq!(replies[0].payload.len(), mss as usize);
+        }
+    }
+    assert_eq!(s.conn.stats().retransmits, 1);
+    // The full ACK ends recovery; nothing else is resent.
+    let replies = s.feed(&s.peer(p, base + 6 * mss, ACK, b""));
+    assert!(replies.iter().all(|r| r.payload.is_empty()));
+    assert_eq!(s.conn.stats().retransmits, 1);
+    assert!(!s.conn.in_recovery);
+}
+
+#[test]
+fn advertised_window_never_shrinks() {
+    let options = SocketOptions {
+        recv_buffer: 8192,
+        ..SocketOptions::default()
+    };
+    let mut s = scripted_established(options);
+    let (mut p, o) = (s.peer_nxt, s.our_nxt);
+    let mut right_edge = p + 8192;
+    for _ in 0..20 {
+        let replies = s.feed(&s.peer(p, o, ACK, &[0u8; 300]));
+        p += 300;
+        for r in replies {
+            let edge = r.ack + u32::from(r.window);
+            assert!(SeqNum(edge).ge(SeqNum(right_edge)), "window shrank");
+            right_edge = edge;
+        }
+        // Read a little now and then.
+        let mut buf = [0u8; 100];
+        let _ = s.conn.recv(s.now, &mut buf, false);
+    }
+}
