@@ -573,11 +573,11 @@ fn daemon_gone_is_exit_code_3() {
     assert!(stderr.contains("TCPD_SOCKET"), "{stderr}");
 }
 
-/// Prints real `tcpctl ls` and `ls -i` output (run with --nocapture to see
-/// it); asserts that both list the connections.
+/// Prints real `tcpctl ls`, `ls -i`, `watch`, `stats` and `status` output
+/// (run with --nocapture to see it) and checks each has what it should.
 #[test]
-fn sample_ls_output() {
-    let Some((ns, daemon)) = start("sample_ls_output") else {
+fn sample_outputs() {
+    let Some((ns, daemon)) = start("sample_outputs") else {
         return;
     };
     let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
@@ -585,13 +585,38 @@ fn sample_ls_output() {
         blocking::TcpListener::bind_with(&client, SocketAddrV4::new(TCPD_ADDR, 8080))
             .expect("bind");
     let (listener, target) = kernel_listener(&ns);
+    let mut watch = tcpctl_command(
+        &daemon,
+        &[
+            "watch",
+            "--count",
+            "5",
+            "--port",
+            &target.port().to_string(),
+            "--timeout",
+            "30",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start tcpctl watch");
+    let mut subscribed = String::new();
+    BufReader::new(watch.stderr.take().expect("stderr"))
+        .read_line(&mut subscribed)
+        .expect("watch stderr");
+    assert!(subscribed.contains("watching"), "{subscribed}");
+
     let (mut stream, mut kernel, _local) = tcpd_to_kernel(&client, &listener, target);
     let data = tcpd_e2e::payload(256 * 1024, 3);
     stream.write_all(&data).expect("write");
     let mut sink = vec![0u8; data.len()];
     kernel.read_exact(&mut sink).expect("read");
     kernel.write_all(b"unread by tcpd").expect("write back");
-    let (_stream2, _kernel2, _local2) = tcpd_to_kernel(&client, &listener, target);
+    let (mut closing, mut closing_kernel, _) = tcpd_to_kernel(&client, &listener, target);
+    closing.shutdown(Shutdown::Write).expect("FIN");
+    let mut rest = Vec::new();
+    closing_kernel.read_to_end(&mut rest).expect("EOF");
     std::thread::sleep(Duration::from_millis(200));
     for args in [&["ls"][..], &["ls", "-i"]] {
         let output = tcpctl(&daemon, args);
@@ -602,8 +627,28 @@ fn sample_ls_output() {
             text.lines()
                 .filter(|l| l.starts_with("ESTABLISHED"))
                 .count(),
-            2
+            1
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("FIN-WAIT-2")).count(),
+            1
         );
         assert_eq!(text.lines().filter(|l| l.starts_with("LISTEN")).count(), 1);
     }
+    drop(closing_kernel);
+    let watched = watch.wait_with_output().expect("watch ends after --count");
+    let text = String::from_utf8_lossy(&watched.stdout);
+    eprintln!("$ tcpctl watch --count 5 --port {}\n{text}", target.port());
+    assert_eq!(watched.status.code(), Some(0));
+    assert_eq!(text.lines().count(), 5);
+    for args in [&["stats"][..], &["status"]] {
+        let output = tcpctl(&daemon, args);
+        eprintln!(
+            "$ tcpctl {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert_eq!(output.status.code(), Some(0));
+    }
+    drop(closing);
 }
