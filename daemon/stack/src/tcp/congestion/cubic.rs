@@ -146,7 +146,7 @@ impl CongestionControl for Cubic {
             self.min_rtt = Some(self.min_rtt.map_or(sample, |m| m.min(sample)));
         }
         let cwnd_bytes = self.cwnd();
-        if acked == 0 || !window_is_validated(cwnd_bytes, acked, in_flight) {
+        if acked == 0 || !window_is_validated(cwnd_bytes, in_flight) {
             return;
         }
         if self.cwnd < self.ssthresh {
@@ -233,8 +233,8 @@ mod tests {
             let step = rtt / segments as u32;
             for _ in 0..segments {
                 now += step;
-                let in_flight = cc.cwnd() - MSS;
-                cc.on_ack(now, MSS, Some(rtt), in_flight);
+                let full_pipe = cc.cwnd();
+                cc.on_ack(now, MSS, Some(rtt), full_pipe);
             }
             trace.push(cc.cwnd);
         }
@@ -352,7 +352,7 @@ mod tests {
     fn application_limited_sender_does_not_grow() {
         let mut cc = Cubic::new(MSS);
         for i in 0..100 {
-            cc.on_ack(Instant::from_millis(i), MSS, None, 0);
+            cc.on_ack(Instant::from_millis(i), MSS, None, MSS);
         }
         assert_eq!(cc.cwnd(), 10 * MSS);
     }

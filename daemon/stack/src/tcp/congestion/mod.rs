@@ -43,9 +43,9 @@ pub trait CongestionControl: core::fmt::Debug + Send {
     fn set_mss(&mut self, mss: usize);
     /// New data was cumulatively acknowledged outside loss recovery:
     /// slow start or congestion avoidance (RFC 5681 §3.1). `rtt` is the
-    /// sample this ACK produced, if any. `in_flight` is the bytes still
-    /// outstanding after this ACK (so `in_flight + acked` was the flight
-    /// before it).
+    /// sample this ACK produced, if any. `in_flight` is the flight when the
+    /// ACK arrived, before it took `acked` bytes off (FlightSize as the
+    /// sender last filled it).
     fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>, in_flight: usize);
     /// Loss detected by duplicate ACKs or SACK: entering fast recovery.
     /// Sets ssthresh (and cwnd = ssthresh) per the algorithm (RFC 5681 §3.2 step 2 / RFC 8312 §4.5).
@@ -76,8 +76,8 @@ fn slow_start_increase(acked: usize, mss: usize) -> usize {
 
 /// Whether the window was in use when this ACK arrived, so that growing it
 /// is justified: flight before the ACK ≥ cwnd/2 (RFC 7661 §4.3).
-fn window_is_validated(cwnd: usize, acked: usize, in_flight: usize) -> bool {
-    in_flight.saturating_add(acked).saturating_mul(2) >= cwnd
+fn window_is_validated(cwnd: usize, flight_before_ack: usize) -> bool {
+    flight_before_ack.saturating_mul(2) >= cwnd
 }
 
 /// An MSS of zero would make every per-segment computation meaningless; the
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn validation_rule() {
-        assert!(window_is_validated(10_000, 1000, 4000));
-        assert!(!window_is_validated(10_000, 1000, 3999));
+        assert!(window_is_validated(10_000, 5000));
+        assert!(!window_is_validated(10_000, 4999));
     }
 }

@@ -80,7 +80,7 @@ impl CongestionControl for NewReno {
 
     fn on_ack(&mut self, _now: Instant, acked: usize, _rtt: Option<Duration>, in_flight: usize) {
         self.pristine = false;
-        if acked == 0 || !window_is_validated(self.cwnd, acked, in_flight) {
+        if acked == 0 || !window_is_validated(self.cwnd, in_flight) {
             return;
         }
         let mut acked = acked;
@@ -149,8 +149,8 @@ mod tests {
         while unacked > 0 {
             let acked = per_ack.min(unacked);
             unacked -= acked;
-            let still_in_flight = cc.cwnd() - acked;
-            cc.on_ack(NOW, acked, None, still_in_flight);
+            let full_pipe = cc.cwnd();
+            cc.on_ack(NOW, acked, None, full_pipe);
         }
         cc.cwnd()
     }
@@ -169,7 +169,7 @@ mod tests {
     fn stretch_acks_are_limited_to_two_segments() {
         let mut cc = NewReno::new(MSS);
         // An ACK for four segments grows the window by two at most.
-        cc.on_ack(NOW, 4 * MSS, None, 6 * MSS);
+        cc.on_ack(NOW, 4 * MSS, None, 10 * MSS);
         assert_eq!(cc.cwnd(), 12 * MSS);
     }
 
@@ -222,7 +222,7 @@ mod tests {
         let mut cc = NewReno::new(MSS);
         for _ in 0..100 {
             // One segment at a time in a ten-segment window.
-            cc.on_ack(NOW, MSS, None, 0);
+            cc.on_ack(NOW, MSS, None, MSS);
         }
         assert_eq!(cc.cwnd(), 10 * MSS);
     }
