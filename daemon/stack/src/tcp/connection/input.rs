@@ -7,8 +7,8 @@
 //! length is derived from the segment's own slice and clamped.
 
 use super::{
-    AckDue, Connection, DUP_ACK_THRESHOLD, MAX_WINDOW_FIELD, PAWS_IDLE_LIMIT, ProbeDue,
-    QUICK_ACK_SEGMENTS,
+    AckDue, Connection, DUP_ACK_THRESHOLD, INVALID_ACK_INTERVAL, MAX_WINDOW_FIELD, PAWS_IDLE_LIMIT,
+    ProbeDue, QUICK_ACK_SEGMENTS,
 };
 use crate::error::ConnError;
 use crate::seq::SeqNum;
@@ -201,7 +201,7 @@ impl Connection {
                 self.ts_recent = tsval;
                 self.ts_recent_at = now;
             } else if ts_before(tsval, self.ts_recent) {
-                self.ack_now();
+                self.ack_invalid(now, seg);
                 return;
             }
         }
@@ -212,7 +212,7 @@ impl Connection {
 
         // Second check: RST (RFC 5961 §3.2 replaces RFC 793's in-window rule).
         if seg.flags.rst() {
-            self.on_rst(seg, rcv_wnd);
+            self.on_rst(now, seg, rcv_wnd);
             return;
         }
 
@@ -225,7 +225,12 @@ impl Connection {
             {
                 self.close_deadline = Some(now + self.config.msl * 2);
             }
-            self.ack_now();
+            // Probes (<SEQ=RCV.NXT-1>, no data) must always be answered.
+            if seg.seq + 1 == self.rcv_nxt && seg_len == 0 {
+                self.ack_now();
+            } else {
+                self.ack_invalid(now, seg);
+            }
             // RFC 9293 §3.10.7.4: with a zero receive window, "special
             // allowance should be made to accept valid ACKs": a segment at
             // exactly RCV.NXT still has its ACK processed; its text is not.
@@ -245,7 +250,7 @@ impl Connection {
         // Third check (security) does not apply. Fourth: SYN in a
         // synchronized state: challenge ACK, drop (RFC 5961 §4.2, RFC 9293).
         if seg.flags.syn() {
-            self.ack_now();
+            self.ack_invalid(now, seg);
             return;
         }
 
@@ -297,7 +302,7 @@ impl Connection {
     /// A RST in SYN-RECEIVED or a synchronized state, per RFC 5961 §3.2:
     /// exactly at RCV.NXT resets; elsewhere in the window earns a challenge
     /// ACK; outside the window it is dropped silently.
-    fn on_rst(&mut self, seg: &TcpRepr<'_>, rcv_wnd: usize) {
+    fn on_rst(&mut self, now: Instant, seg: &TcpRepr<'_>, rcv_wnd: usize) {
         if self.state == TcpState::TimeWait {
             // RFC 1337 §3 (TIME-WAIT assassination hazards, fix TW1): ignore
             // RST segments in TIME-WAIT.
@@ -326,8 +331,30 @@ impl Connection {
             }
         } else if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd) {
             // RFC 5961 §3.2: in the window but not exact: challenge ACK.
-            self.ack_now();
+            self.ack_invalid(now, seg);
         }
+    }
+
+    /// The ACK owed to an invalid segment (unacceptable, PAWS-rejected, or a
+    /// challenge ACK). Segments without data, and SYNs, get at most one such
+    /// ACK per [`INVALID_ACK_INTERVAL`] (RFC 5961 §7 ACK throttling; Linux's
+    /// tcp_invalid_ratelimit): two confused endpoints cannot ACK each other
+    /// in a loop, and blind attackers get few answers. Data segments are
+    /// always answered (they are not part of an ACK loop), and so are FINs
+    /// (a retransmitted FIN in TIME-WAIT needs its ACK).
+    fn ack_invalid(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        if (!seg.payload.is_empty() || seg.flags.fin()) && !seg.flags.syn() {
+            self.ack_now();
+            return;
+        }
+        if self
+            .last_invalid_ack
+            .is_some_and(|last| now - last < INVALID_ACK_INTERVAL)
+        {
+            return;
+        }
+        self.last_invalid_ack = Some(now);
+        self.ack_now();
     }
 
     /// RFC 9293 §3.10.7.4, fifth check, for ESTABLISHED and later. Returns
@@ -337,13 +364,13 @@ impl Connection {
         // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT) then
         // send an ACK, drop the segment, and return."
         if ack.gt(self.snd_nxt) {
-            self.ack_now();
+            self.ack_invalid(now, seg);
             return false;
         }
         // RFC 5961 §5.2: an ACK older than SND.UNA - MAX.SND.WND is
         // unacceptable: ACK and drop.
         if ack.lt(self.snd_una - self.max_snd_wnd) {
-            self.ack_now();
+            self.ack_invalid(now, seg);
             return false;
         }
         let window = usize::from(seg.window) << self.snd_wscale;

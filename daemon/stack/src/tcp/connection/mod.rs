@@ -76,6 +76,9 @@ const DUP_ACK_THRESHOLD: u32 = 3;
 /// is in slow start its cwnd is small, and delaying every other ACK would
 /// slow it down (RFC 5681 §4.2 allows ACKing every segment).
 const QUICK_ACK_SEGMENTS: u32 = 16;
+/// At most one ACK per this interval answers invalid segments without data
+/// (RFC 5961 §7 throttling; Linux's tcp_invalid_ratelimit default).
+const INVALID_ACK_INTERVAL: Duration = Duration::from_millis(500);
 /// TS.Recent is invalid after 24 days of idleness (RFC 7323 §5.5).
 const PAWS_IDLE_LIMIT: Duration = Duration::from_secs(24 * 24 * 60 * 60);
 
@@ -237,6 +240,8 @@ pub struct Connection {
     quick_acks: u32,
     pending_rst: Option<PendingRst>,
     probe_due: ProbeDue,
+    /// When an invalid segment was last answered (see `INVALID_ACK_INTERVAL`).
+    last_invalid_ack: Option<Instant>,
     /// The persist timer expired with a small but non-zero window: send what
     /// fits despite SWS avoidance (RFC 1122 §4.2.3.4 override timeout).
     force_send: bool,
@@ -355,6 +360,7 @@ impl Connection {
             quick_acks: QUICK_ACK_SEGMENTS,
             pending_rst: None,
             probe_due: ProbeDue::No,
+            last_invalid_ack: None,
             force_send: false,
             fast_retransmit_due: false,
             rtx_deadline: None,

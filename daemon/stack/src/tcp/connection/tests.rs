@@ -1475,7 +1475,11 @@ fn fin_beyond_a_hole_waits_for_the_data_before_it() {
     let (p, o) = (s.peer_nxt, s.our_nxt);
     // "world" + FIN arrives before "hello ".
     let replies = s.feed(&s.peer(p + 6, o, fin_ack(), b"world"));
-    assert_eq!(s.conn.state(), TcpState::Established, "FIN not yet in order");
+    assert_eq!(
+        s.conn.state(),
+        TcpState::Established,
+        "FIN not yet in order"
+    );
     assert_seg(&replies[0], o, p, ACK);
     let replies = s.feed(&s.peer(p, o, ACK, b"hello "));
     assert_eq!(s.conn.state(), TcpState::CloseWait);
@@ -1575,4 +1579,23 @@ fn advertised_window_never_shrinks() {
         let mut buf = [0u8; 100];
         let _ = s.conn.recv(s.now, &mut buf, false);
     }
+}
+
+#[test]
+fn challenge_acks_are_rate_limited() {
+    let mut s = scripted_established(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let syn = s.peer(p + 10, 0, SYN, b"");
+    assert_eq!(s.feed(&syn).len(), 1);
+    assert!(s.feed(&syn).is_empty(), "second challenge within 500 ms");
+    let rst = s.peer(p + 10, 0, RST, b"");
+    assert!(s.feed(&rst).is_empty());
+    s.now += ms(500);
+    let replies = s.feed(&rst);
+    assert_eq!(replies.len(), 1);
+    assert_seg(&replies[0], o, p, ACK);
+    // Data segments out of the window are always answered.
+    let far = s.peer(p.wrapping_add(500_000), o, ACK, b"data");
+    assert_eq!(s.feed(&far).len(), 1);
+    assert_eq!(s.feed(&far).len(), 1);
 }
