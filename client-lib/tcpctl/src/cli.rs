@@ -26,8 +26,8 @@ Examples:
 State names (for --state): listen, syn-sent, syn-received, established,
 fin-wait-1, fin-wait-2, close-wait, closing, last-ack, time-wait, closed
 (RFC 9293; any case, `-` or `_`); groups: all, connected (all but LISTEN and
-CLOSED), synchronized (connected minus SYN-SENT and SYN-RECEIVED), bucket,
-big.
+CLOSED), synchronized (connected minus SYN-SENT and SYN-RECEIVED), bucket
+(SYN-RECEIVED, TIME-WAIT), big (all but bucket).
 
 Exit codes:
   0  success
@@ -37,6 +37,25 @@ Exit codes:
   4  permission denied (EPERM/EACCES: `kill` needs root; socket access)
 
 The --json schemas are documented in tcpctl's README.md.";
+
+const LS_HELP: &str = "\
+State names (for --state): listen, syn-sent, syn-received, established,
+fin-wait-1, fin-wait-2, close-wait, closing, last-ack, time-wait, closed
+(RFC 9293; any case, `-` or `_`); groups: all, connected (all but LISTEN and
+CLOSED), synchronized (connected minus SYN-SENT and SYN-RECEIVED), bucket
+(SYN-RECEIVED, TIME-WAIT), big (all but bucket).";
+
+const KILL_HELP: &str = "\
+Either give one connection as LOCAL REMOTE (ip:port each), or select
+connections with --state/--port/--uid (at least one); each distinct match is
+aborted with its own request. Sockets without a peer (listeners) are skipped.
+The daemon allows this for root only (exit code 4 otherwise).
+
+State names (for --state): listen, syn-sent, syn-received, established,
+fin-wait-1, fin-wait-2, close-wait, closing, last-ack, time-wait, closed
+(RFC 9293; any case, `-` or `_`); groups: all, connected (all but LISTEN and
+CLOSED), synchronized (connected minus SYN-SENT and SYN-RECEIVED), bucket
+(SYN-RECEIVED, TIME-WAIT), big (all but bucket).";
 
 /// tcpctl — inspect and control the tcpd user-space TCP stack.
 #[derive(Debug, Parser)]
@@ -57,16 +76,17 @@ pub struct Cli {
         value_name = "PATH",
         env = "TCPD_SOCKET",
         default_value = tcpd_proto::DEFAULT_SOCKET_PATH,
-        global = true
+        global = true,
+        help_heading = "Global options"
     )]
     pub socket: PathBuf,
 
     /// When to colour state names.
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto, global = true)]
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto, global = true, help_heading = "Global options")]
     pub color: ColorChoice,
 
     /// Print machine-readable JSON (schema in README.md).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// What to do.
@@ -89,7 +109,7 @@ pub enum ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List sockets, one row each (like `ss -tanp`).
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_help = LS_HELP)]
     Ls(LsArgs),
     /// Stream TCP state transitions as they happen.
     Watch(WatchArgs),
@@ -97,10 +117,7 @@ pub enum Command {
     Stats,
     /// Reset (RST) connections; needs root.
     #[command(
-        after_help = "Either give one connection as LOCAL REMOTE (ip:port each), or select \
-                            connections with --state/--port/--uid (at least one); each match is \
-                            aborted with its own request. Sockets without a peer (listeners) are \
-                            skipped. The daemon allows this for root only."
+        after_help = KILL_HELP
     )]
     Kill(KillArgs),
     /// Show the daemon's version, uptime, TUN and addresses.
