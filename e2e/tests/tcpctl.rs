@@ -310,6 +310,7 @@ impl Watcher {
             }
             path.push(new.clone());
             if new == last_state {
+                eprintln!("{local} <-> {remote}: {}", path.join(" -> "));
                 return path;
             }
         }

@@ -446,3 +446,43 @@ fn usage_help_and_completions() {
         );
     }
 }
+
+/// `--color auto` colours on a terminal only, and never with NO_COLOR set.
+/// Runs tcpctl under `script(1)` to give it a pseudo-terminal; skips when
+/// util-linux's `script` is not installed.
+#[test]
+fn auto_colour_needs_a_terminal() {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("SKIPPED auto_colour_needs_a_terminal: /usr/bin/script is missing");
+        return;
+    }
+    let daemon = MockDaemon::start(false);
+    let on_tty = |no_color: bool| -> String {
+        let command_line = format!(
+            "{} --socket {} ls --state established",
+            env!("CARGO_BIN_EXE_tcpctl"),
+            daemon.socket.display()
+        );
+        let mut script = Command::new("/usr/bin/script");
+        script
+            .args(["-qec", &command_line, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let output = script.output().expect("run script");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let coloured = on_tty(false);
+    assert!(
+        coloured.contains("\u{1b}[32mESTABLISHED\u{1b}[0m"),
+        "{coloured:?}"
+    );
+    let plain = on_tty(true);
+    assert!(
+        plain.contains("ESTABLISHED") && !plain.contains("\u{1b}[32m"),
+        "{plain:?}"
+    );
+}
