@@ -22,10 +22,13 @@ pub const CHUNK: usize = 64 * 1024;
 /// How a client reaches TCP.
 pub trait Dialer: Clone + Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// Opens a connection to `addr`.
-    fn connect(&self, addr: SocketAddrV4) -> impl Future<Output = io::Result<Self::Stream>> + Send;
-    /// Turns Nagle off on `stream` (request/response workloads).
-    fn set_nodelay(stream: &Self::Stream) -> io::Result<()>;
+    /// Opens a connection to `addr`; `nodelay` turns Nagle off
+    /// (request/response workloads).
+    fn connect(
+        &self,
+        addr: SocketAddrV4,
+        nodelay: bool,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
 
 /// The Linux kernel's own sockets (the client thread sits in the client namespace).
@@ -34,11 +37,26 @@ pub struct KernelDialer;
 
 impl Dialer for KernelDialer {
     type Stream = tokio::net::TcpStream;
-    fn connect(&self, addr: SocketAddrV4) -> impl Future<Output = io::Result<Self::Stream>> + Send {
-        tokio::net::TcpStream::connect(addr)
+    async fn connect(&self, addr: SocketAddrV4, nodelay: bool) -> io::Result<Self::Stream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(nodelay)?;
+        Ok(s)
     }
-    fn set_nodelay(stream: &Self::Stream) -> io::Result<()> {
-        stream.set_nodelay(true)
+}
+
+/// tcpd through the Rust client library (`tcpd_client::TcpStream`, the
+/// Stream RPC data path), on the process-wide session from `$TCPD_SOCKET`.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpdDialer;
+
+impl Dialer for TcpdDialer {
+    type Stream = tcpd_client::TcpStream;
+    async fn connect(&self, addr: SocketAddrV4, nodelay: bool) -> io::Result<Self::Stream> {
+        let s = tcpd_client::TcpStream::connect(addr).await?;
+        if nodelay {
+            s.set_nodelay(true).await?;
+        }
+        Ok(s)
     }
 }
 
@@ -222,7 +240,7 @@ impl Transfer {
 /// Client sends for `dur` to a [`ServerKind::Sink`]; the count the server
 /// received (it answers after EOF) over the time until that answer.
 pub async fn bulk_send<D: Dialer>(d: D, addr: SocketAddrV4, dur: Duration) -> io::Result<Transfer> {
-    let mut s = d.connect(addr).await?;
+    let mut s = d.connect(addr, false).await?;
     let buf = vec![0x5a_u8; CHUNK];
     let start = Instant::now();
     while start.elapsed() < dur {
@@ -239,7 +257,7 @@ pub async fn bulk_send<D: Dialer>(d: D, addr: SocketAddrV4, dur: Duration) -> io
 
 /// Client reads from a [`ServerKind::Source`] until EOF.
 pub async fn bulk_recv<D: Dialer>(d: D, addr: SocketAddrV4) -> io::Result<Transfer> {
-    let mut s = d.connect(addr).await?;
+    let mut s = d.connect(addr, false).await?;
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
     let mut start = None;
@@ -269,8 +287,7 @@ pub async fn request_response<D: Dialer>(
     addr: SocketAddrV4,
     dur: Duration,
 ) -> io::Result<PingPong> {
-    let mut s = d.connect(addr).await?;
-    D::set_nodelay(&s)?;
+    let mut s = d.connect(addr, true).await?;
     let mut lat = Vec::with_capacity(100_000);
     let mut byte = [0u8; 1];
     let start = Instant::now();
@@ -301,8 +318,7 @@ pub async fn connection_rate<D: Dialer>(
     let mut n = 0u64;
     let mut byte = [1u8; 1];
     while start.elapsed() < dur {
-        let mut s = d.connect(addr).await?;
-        D::set_nodelay(&s)?;
+        let mut s = d.connect(addr, true).await?;
         s.write_all(&byte).await?;
         s.read_exact(&mut byte).await?;
         // Wait for the server's FIN so the connection is really over.
@@ -328,7 +344,7 @@ pub async fn open_idle<D: Dialer>(
     while open.len() < count {
         while started < count && set.len() < 64 {
             let d = d.clone();
-            set.spawn(async move { d.connect(addr).await });
+            set.spawn(async move { d.connect(addr, false).await });
             started += 1;
         }
         match set.join_next().await {

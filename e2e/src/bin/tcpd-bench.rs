@@ -1,1 +1,440 @@
-fn main() {}
+//! tcpd-bench: measures tcpd against the Linux kernel on this machine, in one
+//! run, and prints each workload's figures side by side with their ratio.
+//!
+//!   tcpd-bench            full run (5 s per measurement, 5 repetitions)
+//!   tcpd-bench --quick    about a minute
+//!   tcpd-bench --smoke    seconds: proves the benchmark works (CI)
+//!
+//! Needs root (it creates network namespaces and starts tcpd in one). See the
+//! module docs of `tcpd_e2e::bench` for the topologies and CPU pinning.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+use tcpd_e2e::bench::workloads::{self, KernelDialer, Server, ServerKind, TcpdDialer};
+use tcpd_e2e::bench::{self, Summary};
+use tcpd_e2e::{Daemon, HOST_ADDR, Netns};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Measure tcpd against the Linux kernel, side by side, in one run"
+)]
+struct Args {
+    /// About a minute: 1 s measurements, 3 repetitions, 1k idle connections.
+    #[arg(long)]
+    quick: bool,
+    /// A few seconds: proves every workload still runs (used by CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Repetitions per figure (overrides the mode's default).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Seconds per measurement (overrides the mode's default).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/tcpd-bench.json")]
+    json: PathBuf,
+}
+
+const KERNEL_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+const KERNEL_SERVER: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
+const CLIENT_CPU: usize = 0;
+const PEER_CPU: usize = 1;
+
+struct Plan {
+    seconds: Duration,
+    reps: usize,
+    idle: Vec<usize>,
+    streams: usize,
+}
+
+/// One row of the table: the kernel's and tcpd's figures for one workload.
+struct Row {
+    name: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    kernel: Option<Summary>,
+    tcpd: Option<Summary>,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        let (k, t) = (self.kernel?, self.tcpd?);
+        (k.median != 0.0).then(|| t.median / k.median)
+    }
+}
+
+fn fmt_summary(s: Option<Summary>) -> String {
+    match s {
+        Some(s) if s.median >= 100.0 => format!("{:.0} ±{:.0}%", s.median, s.spread_percent()),
+        Some(s) => format!("{:.3} ±{:.0}%", s.median, s.spread_percent()),
+        None => "n/a".into(),
+    }
+}
+
+fn print_table(rows: &[Row], plan: &Plan) {
+    println!();
+    println!(
+        "tcpd-bench: median of {} runs of {:.1} s (± half the range); client on CPU {CLIENT_CPU}, peer and tcpd on CPU {PEER_CPU}",
+        plan.reps,
+        plan.seconds.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>16} {:>16} {:>8}",
+        "workload", "kernel", "tcpd", "tcpd/kernel"
+    );
+    for r in rows {
+        let ratio = r.ratio().map_or("n/a".into(), |x| format!("{x:.3}"));
+        println!(
+            "{:<44} {:>16} {:>16} {:>8}",
+            format!("{} ({})", r.name, r.unit),
+            fmt_summary(r.kernel),
+            fmt_summary(r.tcpd),
+            ratio
+        );
+    }
+}
+
+fn repeat(reps: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Option<Summary>> {
+    let mut v = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        v.push(f()?);
+    }
+    Ok(Summary::of(&v))
+}
+
+/// Both topologies: the kernel pair over veth and tcpd with its kernel peer.
+struct Topology {
+    kernel_client: Netns,
+    kernel_server: Netns,
+    tcpd_ns: Netns,
+    daemon: Daemon,
+}
+
+impl Topology {
+    fn new() -> Result<Topology> {
+        let kernel_client = Netns::new("bench-kc")?;
+        let kernel_server = Netns::new("bench-ks")?;
+        let pid = std::process::id();
+        let (va, vb) = (format!("tbA{pid}"), format!("tbB{pid}"));
+        // The veth pair is created inside the client namespace, so nothing
+        // ever appears in the machine's own namespace.
+        kernel_client.run(
+            "ip",
+            &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+        )?;
+        kernel_client.run("ip", &["link", "set", &vb, "netns", kernel_server.name()])?;
+        kernel_client.run(
+            "ip",
+            &["addr", "add", &format!("{KERNEL_CLIENT}/24"), "dev", &va],
+        )?;
+        kernel_client.run("ip", &["link", "set", &va, "up"])?;
+        kernel_server.run(
+            "ip",
+            &["addr", "add", &format!("{KERNEL_SERVER}/24"), "dev", &vb],
+        )?;
+        kernel_server.run("ip", &["link", "set", &vb, "up"])?;
+        let tcpd_ns = Netns::new("bench-tcpd")?;
+        let daemon = Daemon::start(&tcpd_ns, &[]).context("starting tcpd")?;
+        if let Some(pid) = daemon.pid() {
+            bench::pin_process(pid, PEER_CPU)?;
+        }
+        // SAFETY: set before any other thread reads the environment.
+        unsafe { std::env::set_var("TCPD_SOCKET", daemon.socket()) };
+        Ok(Topology {
+            kernel_client,
+            kernel_server,
+            tcpd_ns,
+            daemon,
+        })
+    }
+}
+
+fn kernel_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result<T>> + 'static>(
+    topo: &Topology,
+    f: impl FnOnce(KernelDialer) -> F + Send + 'static,
+) -> Result<T> {
+    Ok(workloads::run_client(
+        Some(&topo.kernel_client),
+        CLIENT_CPU,
+        move || f(KernelDialer),
+    )?)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if !tcpd_e2e::require_privileges("tcpd-bench") {
+        anyhow::bail!("tcpd-bench needs root: it creates network namespaces and a TUN device");
+    }
+    let mut plan = if args.smoke {
+        Plan {
+            seconds: Duration::from_millis(300),
+            reps: 1,
+            idle: vec![100],
+            streams: 4,
+        }
+    } else if args.quick {
+        Plan {
+            seconds: Duration::from_secs(1),
+            reps: 3,
+            idle: vec![1000],
+            streams: 100,
+        }
+    } else {
+        Plan {
+            seconds: Duration::from_secs(5),
+            reps: 5,
+            idle: vec![1000, 10_000],
+            streams: 100,
+        }
+    };
+    if let Some(r) = args.reps {
+        plan.reps = r.max(1);
+    }
+    if let Some(s) = args.seconds {
+        plan.seconds = Duration::from_secs_f64(s.max(0.05));
+    }
+
+    let topo = Topology::new()?;
+    let k = KERNEL_SERVER;
+    let t = HOST_ADDR;
+    let dur = plan.seconds;
+    let mut rows = Vec::new();
+
+    // 1. Bulk, both directions, with CPU cost.
+    let ksink = Server::start(&topo.kernel_server, k, 5001, ServerKind::Sink, PEER_CPU)?;
+    let tsink = Server::start(&topo.tcpd_ns, t, 5001, ServerKind::Sink, PEER_CPU)?;
+    let mut cpu_kernel = Vec::new();
+    let mut cpu_tcpd = Vec::new();
+    let kernel = repeat(plan.reps, || {
+        let busy0 = bench::system_busy_seconds()?;
+        let addr = ksink.addr;
+        let tr = kernel_run(&topo, move |d| workloads::bulk_send(d, addr, dur))?;
+        cpu_kernel.push((bench::system_busy_seconds()? - busy0) / (tr.bytes as f64 / 1e9));
+        Ok(tr.gbit_per_s())
+    })?;
+    let daemon_pid = topo.daemon.pid().unwrap_or(0);
+    let tcpd = repeat(plan.reps, || {
+        let busy0 = bench::system_busy_seconds()?;
+        let d0 = bench::process_cpu_seconds(daemon_pid)?;
+        let tr = tcpd_run(tsink.addr, move |d, addr| {
+            workloads::bulk_send(d, addr, dur)
+        })?;
+        let gb = tr.bytes as f64 / 1e9;
+        cpu_tcpd.push((
+            (bench::system_busy_seconds()? - busy0) / gb,
+            (bench::process_cpu_seconds(daemon_pid)? - d0) / gb,
+        ));
+        Ok(tr.gbit_per_s())
+    })?;
+    rows.push(Row {
+        name: "bulk, client sends".into(),
+        unit: "Gbit/s",
+        higher_is_better: true,
+        kernel,
+        tcpd,
+    });
+    rows.push(Row {
+        name: "CPU per GB sent, whole machine".into(),
+        unit: "CPU-s/GB",
+        higher_is_better: false,
+        kernel: Summary::of(&cpu_kernel),
+        tcpd: Summary::of(&cpu_tcpd.iter().map(|c| c.0).collect::<Vec<_>>()),
+    });
+    rows.push(Row {
+        name: "CPU per GB sent, tcpd daemon only".into(),
+        unit: "CPU-s/GB",
+        higher_is_better: false,
+        kernel: None,
+        tcpd: Summary::of(&cpu_tcpd.iter().map(|c| c.1).collect::<Vec<_>>()),
+    });
+    drop((ksink, tsink));
+
+    let ksrc = Server::start(
+        &topo.kernel_server,
+        k,
+        5002,
+        ServerKind::Source(dur),
+        PEER_CPU,
+    )?;
+    let tsrc = Server::start(&topo.tcpd_ns, t, 5002, ServerKind::Source(dur), PEER_CPU)?;
+    let kernel = repeat(plan.reps, || {
+        let addr = ksrc.addr;
+        Ok(kernel_run(&topo, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
+    })?;
+    let tcpd = repeat(plan.reps, || {
+        Ok(tcpd_run(tsrc.addr, workloads::bulk_recv)?.gbit_per_s())
+    })?;
+    rows.push(Row {
+        name: "bulk, client receives".into(),
+        unit: "Gbit/s",
+        higher_is_better: true,
+        kernel,
+        tcpd,
+    });
+    drop((ksrc, tsrc));
+
+    // 2. Request/response.
+    let kecho = Server::start(&topo.kernel_server, k, 5003, ServerKind::Echo, PEER_CPU)?;
+    let techo = Server::start(&topo.tcpd_ns, t, 5003, ServerKind::Echo, PEER_CPU)?;
+    let mut kr = Vec::new();
+    let mut tr = Vec::new();
+    for _ in 0..plan.reps {
+        let addr = kecho.addr;
+        kr.push(kernel_run(&topo, move |d| {
+            workloads::request_response(d, addr, dur)
+        })?);
+        tr.push(tcpd_run(techo.addr, move |d, addr| {
+            workloads::request_response(d, addr, dur)
+        })?);
+    }
+    let pick = |v: &[workloads::PingPong], f: fn(&workloads::PingPong) -> f64| {
+        Summary::of(&v.iter().map(f).collect::<Vec<_>>())
+    };
+    rows.push(Row {
+        name: "1-byte request/response".into(),
+        unit: "trans/s",
+        higher_is_better: true,
+        kernel: pick(&kr, |p| p.transactions_per_s),
+        tcpd: pick(&tr, |p| p.transactions_per_s),
+    });
+    rows.push(Row {
+        name: "1-byte request/response p50".into(),
+        unit: "µs",
+        higher_is_better: false,
+        kernel: pick(&kr, |p| p.p50_us),
+        tcpd: pick(&tr, |p| p.p50_us),
+    });
+    rows.push(Row {
+        name: "1-byte request/response p99".into(),
+        unit: "µs",
+        higher_is_better: false,
+        kernel: pick(&kr, |p| p.p99_us),
+        tcpd: pick(&tr, |p| p.p99_us),
+    });
+    drop((kecho, techo));
+
+    // 3. Connection rate.
+    let kone = Server::start(&topo.kernel_server, k, 5004, ServerKind::OneShot, PEER_CPU)?;
+    let tone = Server::start(&topo.tcpd_ns, t, 5004, ServerKind::OneShot, PEER_CPU)?;
+    let kernel = repeat(plan.reps, || {
+        let addr = kone.addr;
+        Ok(kernel_run(&topo, move |d| {
+            workloads::connection_rate(d, addr, dur)
+        })?)
+    })?;
+    let tcpd = repeat(plan.reps, || {
+        tcpd_run(tone.addr, move |d, addr| {
+            workloads::connection_rate(d, addr, dur)
+        })
+    })?;
+    rows.push(Row {
+        name: "connect + 1-byte exchange + close".into(),
+        unit: "conn/s",
+        higher_is_better: true,
+        kernel,
+        tcpd,
+    });
+    drop((kone, tone));
+
+    // 4. Concurrency: idle connections and their cost, then parallel streams.
+    let khold = Server::start(&topo.kernel_server, k, 5005, ServerKind::Hold, PEER_CPU)?;
+    let thold = Server::start(&topo.tcpd_ns, t, 5005, ServerKind::Hold, PEER_CPU)?;
+    let mut idle_json = Vec::new();
+    for &n in &plan.idle {
+        let addr = khold.addr;
+        let ksecs = kernel_run(&topo, move |d| async move {
+            Ok(workloads::open_idle(d, addr, n).await?.1)
+        })?;
+        let rss0 = bench::rss_bytes(daemon_pid)?;
+        let (tsecs, rss1) = tcpd_run(thold.addr, move |d, addr| async move {
+            let (conns, secs) = workloads::open_idle(d, addr, n).await?;
+            // Give the daemon a moment to settle, then read its RSS while they are open.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let rss = bench::rss_bytes(daemon_pid)?;
+            drop(conns);
+            Ok((secs, rss))
+        })?;
+        let per_conn = rss1.saturating_sub(rss0) as f64 / n as f64;
+        rows.push(Row {
+            name: format!("open {n} idle connections"),
+            unit: "s",
+            higher_is_better: false,
+            kernel: Summary::of(&[ksecs]),
+            tcpd: Summary::of(&[tsecs]),
+        });
+        rows.push(Row {
+            name: format!("daemon RSS per idle connection ({n})"),
+            unit: "bytes",
+            higher_is_better: false,
+            kernel: None,
+            tcpd: Summary::of(&[per_conn]),
+        });
+        idle_json.push(json!({"connections": n, "kernel_open_s": ksecs, "tcpd_open_s": tsecs, "tcpd_rss_per_connection": per_conn}));
+        // Let closes drain before the next size.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop((khold, thold));
+
+    let ksink = Server::start(&topo.kernel_server, k, 5006, ServerKind::Sink, PEER_CPU)?;
+    let tsink = Server::start(&topo.tcpd_ns, t, 5006, ServerKind::Sink, PEER_CPU)?;
+    let streams = plan.streams;
+    let kernel = repeat(plan.reps, || {
+        let addr = ksink.addr;
+        Ok(kernel_run(&topo, move |d| {
+            workloads::parallel_streams(d, addr, streams, dur)
+        })?
+        .gbit_per_s())
+    })?;
+    let tcpd = repeat(plan.reps, || {
+        Ok(tcpd_run(tsink.addr, move |d, addr| {
+            workloads::parallel_streams(d, addr, streams, dur)
+        })?
+        .gbit_per_s())
+    })?;
+    rows.push(Row {
+        name: format!("{streams} concurrent streams, client sends"),
+        unit: "Gbit/s",
+        higher_is_better: true,
+        kernel,
+        tcpd,
+    });
+    drop((ksink, tsink));
+
+    print_table(&rows, &plan);
+    let json_rows: Vec<_> = rows
+        .iter()
+        .map(|r| json!({"workload": r.name, "unit": r.unit, "higher_is_better": r.higher_is_better, "kernel": r.kernel, "tcpd": r.tcpd, "ratio": r.ratio()}))
+        .collect();
+    let doc = json!({
+        "seconds_per_run": plan.seconds.as_secs_f64(),
+        "repetitions": plan.reps,
+        "cpus": bench::num_cpus(),
+        "pinning": {"client_cpu": CLIENT_CPU, "peer_cpu": PEER_CPU, "tcpd_cpu": PEER_CPU},
+        "rows": json_rows,
+        "idle": idle_json,
+    });
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    bench::write_json(&args.json, &doc)?;
+    println!("\nJSON written to {}", args.json.display());
+    Ok(())
+}
+
+/// The tcpd side: the client reaches TCP through tcpd-client.
+fn tcpd_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result<T>> + 'static>(
+    addr: SocketAddrV4,
+    f: impl FnOnce(TcpdDialer, SocketAddrV4) -> F + Send + 'static,
+) -> Result<T> {
+    Ok(workloads::run_client(None, CLIENT_CPU, move || {
+        f(TcpdDialer, addr)
+    })?)
+}
