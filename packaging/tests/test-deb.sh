@@ -14,10 +14,14 @@
 #   - the installed tcpd --version, tcpctl --help, tcpd-nc --help and
 #     pkg-config --libs/--cflags/--modversion tcpd work; a C program builds
 #     against the installed header and library via pkg-config and runs;
-#   - the installed tcpd, started as root with the installed config in a fresh
-#     network namespace under a stand-in NOTIFY_SOCKET, sends READY=1 only
-#     once its API socket listens (group tcpd, mode 0660) and its TUN is up
-#     with the configured address; tcpctl reaches it;
+#   - systemd-analyze verify accepts the installed unit;
+#   - the installed tcpd with the installed config, in a fresh network
+#     namespace under a stand-in NOTIFY_SOCKET, sends READY=1 only once its
+#     API socket listens (mode 0660, group tcpd) and its TUN is up with the
+#     configured address; tcpctl and a C program using libtcpd reach it; it
+#     exits on SIGTERM and removes its socket. Run twice: as root, and with
+#     the identity tcpd.service gives it (user tcpd, ambient CAP_NET_ADMIN
+#     only, no_new_privs);
 #   - dpkg -r keeps /etc/tcpd/tcpd.toml; dpkg --purge removes every file of
 #     the package and /etc/tcpd, and keeps the tcpd user and group.
 #
@@ -124,7 +128,7 @@ check "package file is named tcpd_${VERSION}-1_${ARCH}.deb" \
     test "$(basename "$DEB")" = "tcpd_${VERSION}-1_${ARCH}.deb"
 
 # ------------------------------------------------------------ lintian --------
-lintian --fail-on error --no-tag-display-limit "$DEB" >"$WORK/lintian.txt" 2>&1
+lintian --fail-on error --tag-display-limit 0 "$DEB" >"$WORK/lintian.txt" 2>&1
 lintian_rc=$?
 sed 's/^/     lintian: /' "$WORK/lintian.txt"
 check "lintian reports no error" test "$lintian_rc" = 0
@@ -195,6 +199,9 @@ check "user tcpd exists in group tcpd" \
 check "/etc/tcpd is 750 root:tcpd" test "$(stat -c '%a %U:%G' /etc/tcpd)" = "750 root:tcpd"
 check "/etc/tcpd/tcpd.toml is 640 root:tcpd" \
     test "$(stat -c '%a %U:%G' /etc/tcpd/tcpd.toml)" = "640 root:tcpd"
+check "systemd-analyze verify accepts the installed unit" \
+    bash -c "systemd-analyze verify /usr/lib/systemd/system/tcpd.service >'$WORK/verify.txt' 2>&1"
+sed 's/^/     verify: /' "$WORK/verify.txt"
 check "installed tcpd.service scores the same" \
     bash -c "systemd-analyze security --offline=true --no-pager /usr/lib/systemd/system/tcpd.service 2>&1 | grep -q 'exposure level for tcpd.service: $score'"
 
@@ -217,25 +224,52 @@ check "tcpd.pc points at the multiarch libdir" \
 
 # A C program built only from installed files: header via pkg-config, linked
 # against libtcpd.so, loaded at run time from the multiarch directory.
+#   hello            prints the file tcpd_socket was resolved from
+#   hello listen P   socket/bind 0.0.0.0:P/listen/getsockname/close through the
+#                    daemon at $TCPD_SOCKET; prints "listening on A:P"
 cat >"$WORK/hello.c" <<'EOF'
 #define _GNU_SOURCE
 #include <tcpd.h>
-#include <stdio.h>
+#include <arpa/inet.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-int main(void) {
+static int die(const char *what) {
+    printf("%s: %s\n", what, strerror(errno));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "listen") == 0) {
+        struct sockaddr_in want = {0}, got = {0};
+        socklen_t len = sizeof got;
+        int fd = tcpd_socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) return die("tcpd_socket");
+        want.sin_family = AF_INET;
+        want.sin_port = htons((unsigned short)atoi(argv[2]));
+        want.sin_addr.s_addr = htonl(INADDR_ANY);
+        if (tcpd_bind(fd, (struct sockaddr *)&want, sizeof want) != 0) return die("tcpd_bind");
+        if (tcpd_listen(fd, 8) != 0) return die("tcpd_listen");
+        if (tcpd_getsockname(fd, (struct sockaddr *)&got, &len) != 0) return die("tcpd_getsockname");
+        printf("listening on %s:%u\n", inet_ntoa(got.sin_addr), ntohs(got.sin_port));
+        if (tcpd_close(fd) != 0) return die("tcpd_close");
+        return 0;
+    }
     /* The address of tcpd_socket proves the symbol resolved from libtcpd.so.0. */
     Dl_info info;
-    if (dladdr((void *)&tcpd_socket, &info) == 0 || info.dli_fname == NULL) {
-        return 2;
-    }
+    if (dladdr((void *)&tcpd_socket, &info) == 0 || info.dli_fname == NULL) return 2;
     printf("%s\n", info.dli_fname);
     return 0;
 }
 EOF
+HELLO=""
 if cc -o "$WORK/hello" "$WORK/hello.c" $(pkg-config --cflags --libs tcpd) -ldl 2>"$WORK/cc.txt"; then
     pass "C program compiles and links with pkg-config tcpd"
-    loaded="$("$WORK/hello" 2>&1)"
+    HELLO="$WORK/hello"
+    loaded="$("$HELLO" 2>&1)"
     check "C program runs, tcpd_socket from $LIB/libtcpd.so.0 ($loaded)" \
         test "$(readlink -f "$loaded")" = "$(readlink -f "$LIB/libtcpd.so.0")"
 else
@@ -244,45 +278,65 @@ else
 fi
 
 # ------------------------------------------- Type=notify readiness ------------
-# The installed daemon with the installed config, as the unit runs it, but as
-# root in a throw-away network namespace (never the machine's own), with the
+# The installed daemon with the installed config, as tcpd.service runs it,
+# in a throw-away network namespace (never the machine's own), with the API
 # socket in a scratch directory and NOTIFY_SOCKET pointing at a datagram
 # listener that records what arrives. A filesystem socket path, because
 # abstract unix sockets are per network namespace.
-if ip netns add "$NETNS" 2>"$WORK/netns.txt"; then
-    ip -n "$NETNS" link set lo up
-    cat >"$WORK/notify.py" <<'EOF'
+cat >"$WORK/notify.py" <<'EOF'
 # Stand-in for systemd's notify socket: prints each datagram's lines, exits 0
 # on READY=1, 1 on timeout. On READY=1 it also records whether the API socket
-# already existed (argv[3]).
+# (argv[3]) already existed.
 import os, socket, sys
 path, timeout, api = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(path)
 os.chmod(path, 0o666)
 s.settimeout(timeout)
-sys.stdout.write("listening\n")
-sys.stdout.flush()
+print("listening", flush=True)
 try:
     while True:
-        msg = s.recv(4096).decode(errors="replace")
-        for line in msg.splitlines():
+        lines = s.recv(4096).decode(errors="replace").splitlines()
+        for line in lines:
             print("got", line, flush=True)
-        if "READY=1" in msg.splitlines():
+        if "READY=1" in lines:
             print("api-socket-at-ready", os.path.exists(api), flush=True)
             sys.exit(0)
 except socket.timeout:
     print("timeout", flush=True)
     sys.exit(1)
 EOF
-    API_SOCK="$WORK/run/tcpd.sock"
-    mkdir -p "$WORK/run"
-    python3 "$WORK/notify.py" "$WORK/notify.sock" 20 "$API_SOCK" >"$WORK/notify.txt" 2>&1 &
+chmod 0755 "$WORK"
+
+# readiness_run LABEL SOCKET_OWNER COMMAND...: runs COMMAND in the fresh
+# namespace $NETNS; COMMAND must exec /usr/sbin/tcpd with the installed
+# config, --socket $WORK/LABEL/run/tcpd.sock and NOTIFY_SOCKET set to
+# $WORK/LABEL/notify.sock. Waits for READY=1, checks the socket (owner
+# SOCKET_OWNER), the TUN and two clients, then stops the daemon (SIGTERM).
+readiness_run() {
+    local label="$1" owner="$2"
+    shift 2
+    local dir="$WORK/$label"
+    mkdir -p "$dir/run"
+    chmod 0755 "$dir"
+    # The socket's directory belongs to the daemon's user, as /run/tcpd does
+    # under systemd (RuntimeDirectory=); tcpd removes the socket at exit.
+    chown "${owner%%:*}:${owner#*:}" "$dir/run"
+    local API_SOCK="$dir/run/tcpd.sock" NOTIFY_SOCKET="$dir/notify.sock"
+    if ! ip netns add "$NETNS" 2>"$dir/netns.txt"; then
+        sed 's/^/     /' "$dir/netns.txt"
+        if [[ "${CI:-}" == true ]]; then
+            fail "[$label] ip netns add (needed for the readiness test)"
+        else
+            echo "skip - [$label] readiness test: cannot create a network namespace"
+        fi
+        return
+    fi
+    ip -n "$NETNS" link set lo up
+    python3 "$WORK/notify.py" "$NOTIFY_SOCKET" 20 "$API_SOCK" >"$dir/notify.txt" 2>&1 &
     LISTENER_PID=$!
-    for _ in $(seq 50); do grep -q listening "$WORK/notify.txt" && break; sleep 0.1; done
-    ip netns exec "$NETNS" env NOTIFY_SOCKET="$WORK/notify.sock" \
-        /usr/sbin/tcpd --config /etc/tcpd/tcpd.toml --socket "$API_SOCK" \
-        >"$WORK/tcpd.log" 2>&1 &
+    for _ in $(seq 50); do grep -qs listening "$dir/notify.txt" && break; sleep 0.1; done
+    ip netns exec "$NETNS" "$@" >"$dir/tcpd.log" 2>&1 &
     DAEMON_PID=$!
     # Until READY=1 arrives (the listener exits 0), the daemon dies, or 20 s.
     for _ in $(seq 200); do
@@ -292,48 +346,71 @@ EOF
     done
     kill "$LISTENER_PID" 2>/dev/null
     wait "$LISTENER_PID"
-    listener_rc=$?
+    local listener_rc=$?
     LISTENER_PID=""
-    sed 's/^/     notify: /' "$WORK/notify.txt"
+    sed 's/^/     notify: /' "$dir/notify.txt"
     if [[ "$listener_rc" == 0 ]]; then
-        pass "READY=1 arrives on NOTIFY_SOCKET"
-        check "API socket existed when READY=1 arrived" grep -qx "api-socket-at-ready True" "$WORK/notify.txt"
-        check "API socket is a socket, 660 root:tcpd" \
-            bash -c "[[ -S '$API_SOCK' && \"\$(stat -c '%a %G' '$API_SOCK')\" == '660 tcpd' ]]"
-        check "TUN tcpd0 is up in the namespace" \
+        pass "[$label] READY=1 arrives on NOTIFY_SOCKET"
+        check "[$label] API socket existed when READY=1 arrived" \
+            grep -qx "api-socket-at-ready True" "$dir/notify.txt"
+        check "[$label] API socket is a socket, mode 660, $owner" \
+            bash -c "[[ -S '$API_SOCK' && \"\$(stat -c '%a %U:%G' '$API_SOCK')\" == '660 $owner' ]]"
+        check "[$label] TUN tcpd0 is up in the namespace" \
             bash -c "ip -n '$NETNS' -o link show dev tcpd0 | grep -q '[<,]UP[,>]'"
-        check "TUN tcpd0 has host address 10.77.0.1/24" \
+        check "[$label] TUN tcpd0 has host address 10.77.0.1/24" \
             bash -c "ip -n '$NETNS' -o -4 addr show dev tcpd0 | grep -q 'inet 10.77.0.1/24'"
-        check "tcpctl status reaches the daemon" \
-            bash -c "TCPD_SOCKET='$API_SOCK' timeout 10 /usr/bin/tcpctl status >'$WORK/status.txt' 2>&1"
-        sed 's/^/     tcpctl: /' "$WORK/status.txt"
+        if TCPD_SOCKET="$API_SOCK" timeout 10 /usr/bin/tcpctl status >"$dir/status.txt" 2>&1; then
+            pass "[$label] tcpctl status reaches the daemon"
+        else
+            fail "[$label] tcpctl status reaches the daemon"
+        fi
+        sed 's/^/     tcpctl: /' "$dir/status.txt"
+        if [[ -n "$HELLO" ]]; then
+            out="$(TCPD_SOCKET="$API_SOCK" timeout 10 "$HELLO" listen 7000 2>&1)"
+            check "[$label] C program listens through libtcpd ($out)" \
+                test "$out" = "listening on 0.0.0.0:7000"
+        fi
     else
-        fail "READY=1 arrives on NOTIFY_SOCKET"
+        fail "[$label] READY=1 arrives on NOTIFY_SOCKET"
     fi
     if kill -0 "$DAEMON_PID" 2>/dev/null; then
         kill -TERM "$DAEMON_PID"
         for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$DAEMON_PID" 2>/dev/null; then
-            fail "tcpd exits within 5 s of SIGTERM"
+            fail "[$label] tcpd exits within 5 s of SIGTERM"
             kill -KILL "$DAEMON_PID"
         else
-            pass "tcpd exits within 5 s of SIGTERM"
+            pass "[$label] tcpd exits within 5 s of SIGTERM"
         fi
         wait "$DAEMON_PID" 2>/dev/null
+        check "[$label] tcpd removes its socket at exit" test ! -e "$API_SOCK"
     else
-        fail "tcpd still running after READY=1"
+        fail "[$label] tcpd still running after READY=1"
     fi
     DAEMON_PID=""
-    sed 's/^/     tcpd: /' "$WORK/tcpd.log" | tail -n 20
+    sed 's/^/     tcpd: /' "$dir/tcpd.log" | tail -n 20
     ip netns del "$NETNS"
-else
-    sed 's/^/     /' "$WORK/netns.txt"
-    if [[ "${CI:-}" == true ]]; then
-        fail "ip netns add (needed for the readiness test)"
-    else
-        echo "skip - readiness test: cannot create a network namespace"
-    fi
-fi
+}
+
+# 1. As root, the daemon's own privilege drop and all.
+readiness_run root root:tcpd \
+    env NOTIFY_SOCKET="$WORK/root/notify.sock" \
+    /usr/sbin/tcpd --config /etc/tcpd/tcpd.toml --socket "$WORK/root/run/tcpd.sock"
+
+# 2. With the identity tcpd.service gives it: user and group tcpd, only
+#    CAP_NET_ADMIN (ambient, bounding), no_new_privs, reading the config
+#    through group tcpd. /dev/net/tun is 0600 on some hosts (Debian's udev
+#    makes it 0666); a private mount namespace gets a 0666 node of the same
+#    device (10:200) bound over it, leaving the machine's /dev untouched.
+readiness_run unit tcpd:tcpd \
+    unshare --mount --propagation private sh -c '
+        mknod -m 0666 "$0/tun" c 10 200 && mount --bind "$0/tun" /dev/net/tun &&
+        exec setpriv --reuid tcpd --regid tcpd --init-groups --no-new-privs \
+            --inh-caps -all,+net_admin --ambient-caps -all,+net_admin \
+            --bounding-set -all,+net_admin \
+            env NOTIFY_SOCKET="$0/notify.sock" \
+            /usr/sbin/tcpd --config /etc/tcpd/tcpd.toml --socket "$0/run/tcpd.sock"' \
+    "$WORK/unit"
 
 # ------------------------------------------------------- remove, purge --------
 if dpkg -r tcpd >"$WORK/dpkg-r.txt" 2>&1; then
