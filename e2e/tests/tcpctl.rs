@@ -41,7 +41,11 @@ fn start(test: &str) -> Option<(Netns, Daemon)> {
 }
 
 fn tcpctl_command(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut command = Command::new(bin_path("tcpctl"));
+    tcpctl_command_from(&bin_path("tcpctl"), daemon, args)
+}
+
+fn tcpctl_command_from(binary: &std::path::Path, daemon: &Daemon, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
     command
         .arg("--socket")
         .arg(daemon.socket())
@@ -481,19 +485,32 @@ fn kill_as_non_root_is_refused() {
     // The socket is 0660: open it to `nobody` for this test only.
     std::fs::set_permissions(daemon.socket(), std::fs::Permissions::from_mode(0o666))
         .expect("chmod the daemon socket");
+    // The build tree may sit where `nobody` cannot reach (a home directory):
+    // run a copy from a world-readable scratch directory.
+    let scratch = tcpd_e2e::TempDir::new("tcpctl-nobody").expect("scratch dir");
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod scratch dir");
+    let binary = scratch.path().join("tcpctl");
+    std::fs::copy(bin_path("tcpctl"), &binary).expect("copy tcpctl");
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod tcpctl copy");
     const NOBODY: u32 = 65534;
-    let output = tcpctl_command(&daemon, &["kill", &local.to_string(), &target.to_string()])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .expect("run tcpctl as nobody");
+    let output = tcpctl_command_from(
+        &binary,
+        &daemon,
+        &["kill", &local.to_string(), &target.to_string()],
+    )
+    .uid(NOBODY)
+    .gid(NOBODY)
+    .output()
+    .expect("run tcpctl as nobody");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("permission denied (EPERM)"), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
 
     // Unprivileged listing still works, and the connection is untouched.
-    let output = tcpctl_command(&daemon, &["ls", "--json"])
+    let output = tcpctl_command_from(&binary, &daemon, &["ls", "--json"])
         .uid(NOBODY)
         .gid(NOBODY)
         .output()
