@@ -330,20 +330,44 @@ const STATS_SECTIONS: [&str; 6] = [
     "Other",
 ];
 
+/// One line of the `stats` output; `value: None` prints the label alone.
+struct StatLine {
+    section: &'static str,
+    label: String,
+    value: Option<u64>,
+    style: Style,
+}
+
+impl StatLine {
+    fn counter(section: &'static str, label: String, value: u64) -> Self {
+        StatLine {
+            section,
+            label,
+            value: Some(value),
+            style: Style::new(),
+        }
+    }
+}
+
 /// The `stats` output: counters grouped by kind, then the current number of
 /// connections in each state (every state listed, zeros included), aligned.
 pub fn render_stats(stats: &StatsReply, color: bool) -> String {
-    // (section, label, value, style) in output order.
-    let mut entries: Vec<(&str, String, u64, Style)> = Vec::new();
+    let mut lines: Vec<StatLine> = Vec::new();
     for section in STATS_SECTIONS {
+        let before = lines.len();
         for counter in &stats.counters {
             let (place, label) = counter_place(&counter.name);
             if place == section {
-                entries.push((section, label, counter.value, Style::new()));
+                lines.push(StatLine::counter(section, label, counter.value));
             }
         }
-        if section == "Drops by reason" && !entries.iter().any(|e| e.0 == section) {
-            entries.push((section, "none".into(), 0, Style::new()));
+        if section == "Drops by reason" && lines.len() == before {
+            lines.push(StatLine {
+                section,
+                label: "none reported".into(),
+                value: None,
+                style: Style::new(),
+            });
         }
     }
     let by_state = "Connections by state";
@@ -357,7 +381,10 @@ pub fn render_stats(stats: &StatsReply, color: bool) -> String {
             .map(|c| c.value)
             .sum::<u64>();
         total = total.saturating_add(count);
-        entries.push((by_state, name.to_string(), count, state_style(name)));
+        lines.push(StatLine {
+            style: state_style(name),
+            ..StatLine::counter(by_state, name.to_string(), count)
+        });
     }
     // States a newer daemon may report that this tcpctl does not know.
     for counter in &stats.states {
@@ -366,48 +393,45 @@ pub fn render_stats(stats: &StatsReply, color: bool) -> String {
             .any(|s| counter.name.eq_ignore_ascii_case(rfc_name(*s)))
         {
             total = total.saturating_add(counter.value);
-            entries.push((
-                by_state,
-                printable_label(&counter.name),
-                counter.value,
-                Style::new(),
-            ));
+            let label = printable_label(&counter.name);
+            lines.push(StatLine::counter(by_state, label, counter.value));
         }
     }
-    entries.push((by_state, "total".into(), total, Style::new()));
+    lines.push(StatLine::counter(by_state, "total".into(), total));
 
-    let label_width = entries
+    let label_width = lines
         .iter()
-        .map(|e| e.1.chars().count())
+        .filter(|l| l.value.is_some())
+        .map(|l| l.label.chars().count())
         .max()
         .unwrap_or(0);
-    let value_width = entries
+    let value_width = lines
         .iter()
-        .map(|e| e.2.to_string().len())
+        .filter_map(|l| l.value)
+        .map(|v| v.to_string().len())
         .max()
         .unwrap_or(0);
     let mut out = String::new();
     let mut current = "";
-    for (section, label, value, style) in &entries {
-        if *section != current {
+    for line in &lines {
+        if line.section != current {
             if !current.is_empty() {
                 out.push('\n');
             }
-            current = section;
-            out.push_str(section);
+            current = line.section;
+            out.push_str(current);
             out.push('\n');
         }
-        if *section == "Drops by reason" && label == "none" {
-            out.push_str("  none\n");
-            continue;
+        let label = paint(&line.label, line.style, color);
+        match line.value {
+            None => {
+                let _ = writeln!(out, "  {label}");
+            }
+            Some(value) => {
+                let pad = label_width.saturating_sub(line.label.chars().count());
+                let _ = writeln!(out, "  {label}{} {value:>value_width$}", " ".repeat(pad));
+            }
         }
-        let pad = label_width - label.chars().count();
-        let _ = writeln!(
-            out,
-            "  {}{} {value:>value_width$}",
-            paint(label, *style, color),
-            " ".repeat(pad)
-        );
     }
     out
 }
@@ -546,6 +570,14 @@ mod tests {
             wrap_words(&long, 40),
             vec![format!("{DETAIL_INDENT}{}", "x".repeat(100))]
         );
+    }
+
+    #[test]
+    fn stats_without_drop_counters_say_so() {
+        let text = render_stats(&StatsReply::default(), false);
+        assert!(text.starts_with("Drops by reason\n  none reported\n\n"), "{text}");
+        assert!(text.contains("  LISTEN       0\n"), "{text}");
+        assert!(text.ends_with("  total        0\n"), "{text}");
     }
 
     #[test]
