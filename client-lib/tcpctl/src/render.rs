@@ -575,7 +575,10 @@ mod tests {
     #[test]
     fn stats_without_drop_counters_say_so() {
         let text = render_stats(&StatsReply::default(), false);
-        assert!(text.starts_with("Drops by reason\n  none reported\n\n"), "{text}");
+        assert!(
+            text.starts_with("Drops by reason\n  none reported\n\n"),
+            "{text}"
+        );
         assert!(text.contains("  LISTEN       0\n"), "{text}");
         assert!(text.ends_with("  total        0\n"), "{text}");
     }
