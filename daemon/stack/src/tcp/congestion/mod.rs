@@ -89,6 +89,82 @@ fn sane_mss(mss: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// One thing that can happen to a controller.
+    #[derive(Clone, Debug)]
+    enum Event {
+        Ack {
+            acked: usize,
+            rtt_ms: Option<u64>,
+            in_flight: usize,
+        },
+        Loss {
+            in_flight: usize,
+        },
+        RecoveryExit,
+        Timeout {
+            in_flight: usize,
+        },
+        Idle,
+        Mss(usize),
+    }
+
+    fn arb_event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            6 => (0usize..200_000, proptest::option::of(0u64..2000), 0usize..2_000_000)
+                .prop_map(|(acked, rtt_ms, in_flight)| Event::Ack { acked, rtt_ms, in_flight }),
+            1 => (0usize..2_000_000).prop_map(|in_flight| Event::Loss { in_flight }),
+            1 => Just(Event::RecoveryExit),
+            1 => (0usize..2_000_000).prop_map(|in_flight| Event::Timeout { in_flight }),
+            1 => Just(Event::Idle),
+            1 => (0usize..10_000).prop_map(Event::Mss),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn invariants_hold_under_any_event_sequence(
+            algorithm in prop_oneof![Just(CongestionAlgorithm::NewReno), Just(CongestionAlgorithm::Cubic)],
+            mss in 1usize..9000,
+            events in proptest::collection::vec((0u64..5000, arb_event()), 0..200),
+        ) {
+            let mut cc = new_controller(algorithm, mss);
+            let mut mss = mss;
+            let mut now = Instant::ZERO;
+            let mut lost = false;
+            for (advance_ms, event) in events {
+                now += Duration::from_millis(advance_ms);
+                match event {
+                    Event::Ack { acked, rtt_ms, in_flight } => {
+                        cc.on_ack(now, acked, rtt_ms.map(Duration::from_millis), in_flight)
+                    }
+                    Event::Loss { in_flight } => {
+                        cc.on_congestion_event(now, in_flight);
+                        lost = true;
+                    }
+                    Event::RecoveryExit => cc.on_recovery_exit(now),
+                    Event::Timeout { in_flight } => {
+                        cc.on_retransmission_timeout(now, in_flight);
+                        lost = true;
+                        prop_assert_eq!(cc.cwnd(), mss);
+                    }
+                    Event::Idle => cc.on_idle_restart(now),
+                    Event::Mss(new) => {
+                        cc.set_mss(new);
+                        mss = new.max(1);
+                    }
+                }
+                prop_assert!(cc.cwnd() >= mss, "cwnd {} below one MSS {}", cc.cwnd(), mss);
+                if lost {
+                    // 2 segments, allowing for rounding after an MSS change.
+                    prop_assert!(cc.ssthresh() + 1 >= 2 * mss, "ssthresh {}", cc.ssthresh());
+                } else {
+                    prop_assert_eq!(cc.ssthresh(), usize::MAX);
+                }
+            }
+        }
+    }
 
     #[test]
     fn initial_window_rfc6928() {
