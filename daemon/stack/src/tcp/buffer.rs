@@ -17,7 +17,8 @@
 //!   `rcv_nxt + k`. Bytes of the area not covered by a held range are filler.
 //! - `held` maps the absolute stream start of each held range to its end; the
 //!   ranges are disjoint, never touch each other, and all start after
-//!   `rcv_nxt` (a range reaching `rcv_nxt` is made readable at once).
+//!   `rcv_nxt` (a range reaching `rcv_nxt` is made readable at once); there
+//!   are at most [`MAX_HELD_RANGES`] of them.
 //! - `bytes.len() == readable + (end of the last held range - rcv_nxt)`.
 //! - `readable` plus the held extent never exceeds the capacity at the time
 //!   the bytes were written.
