@@ -75,8 +75,11 @@ impl Connection {
                 )
             }
         } else {
+            // Limited Transmit (RFC 3042 §2): each of the first two
+            // duplicate ACKs lets one more new segment out, beyond cwnd.
+            let limited_transmit = self.dup_acks.min(2) as usize * self.send_mss;
             // After a timeout, what was sent beyond `tx_next` is presumed lost.
-            (self.cc.cwnd(), from.since(self.snd_una))
+            (self.cc.cwnd() + limited_transmit, from.since(self.snd_una))
         }
     }
 
