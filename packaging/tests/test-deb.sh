@@ -199,6 +199,30 @@ check "user tcpd exists in group tcpd" \
 check "/etc/tcpd is 750 root:tcpd" test "$(stat -c '%a %U:%G' /etc/tcpd)" = "750 root:tcpd"
 check "/etc/tcpd/tcpd.toml is 640 root:tcpd" \
     test "$(stat -c '%a %U:%G' /etc/tcpd/tcpd.toml)" = "640 root:tcpd"
+# postinst's fallback for hosts without systemd: with systemd-sysusers and
+# systemd-tmpfiles hidden from PATH, re-running "postinst configure" after
+# deleting the account must recreate it with adduser and fix the config's
+# mode by hand.
+mkdir -p "$WORK/bin"
+for f in /usr/local/bin/* /usr/sbin/* /usr/bin/*; do
+    case "${f##*/}" in systemd-sysusers | systemd-tmpfiles) continue ;; esac
+    ln -sf "$f" "$WORK/bin/${f##*/}"
+done
+userdel tcpd >/dev/null 2>&1
+groupdel tcpd >/dev/null 2>&1
+chmod 0644 /etc/tcpd/tcpd.toml
+chgrp root /etc/tcpd/tcpd.toml
+if PATH="$WORK/bin" /var/lib/dpkg/info/tcpd.postinst configure >"$WORK/postinst.txt" 2>&1; then
+    pass "postinst configure without systemd-sysusers/systemd-tmpfiles"
+else
+    sed 's/^/     postinst: /' "$WORK/postinst.txt"
+    fail "postinst configure without systemd-sysusers/systemd-tmpfiles"
+fi
+check "adduser fallback: user tcpd in group tcpd, no login shell" \
+    bash -c '[[ "$(id -gn tcpd 2>/dev/null)" == tcpd && "$(getent passwd tcpd | cut -d: -f7)" == /usr/sbin/nologin ]]'
+check "fallback: /etc/tcpd/tcpd.toml is 640 root:tcpd again" \
+    test "$(stat -c '%a %U:%G' /etc/tcpd/tcpd.toml)" = "640 root:tcpd"
+
 check "systemd-analyze verify accepts the installed unit" \
     bash -c "systemd-analyze verify /usr/lib/systemd/system/tcpd.service >'$WORK/verify.txt' 2>&1"
 sed 's/^/     verify: /' "$WORK/verify.txt"
