@@ -1634,3 +1634,20 @@ fn limited_transmit_sends_new_data_on_the_first_duplicate_acks() {
     assert_eq!(r3[0].seq, una);
     assert_eq!(s.conn.stats().retransmits, 1);
 }
+
+/// Throughput check of the state machine alone (run with --ignored).
+#[test]
+#[ignore]
+fn bulk_transfer_throughput() {
+    let mut net = Net::default_pair();
+    let data = pattern(64 * 1024 * 1024);
+    let start = std::time::Instant::now();
+    let got = transfer(&mut net, &data, Duration::from_secs(3600));
+    let elapsed = start.elapsed();
+    assert_eq!(got.len(), data.len());
+    eprintln!(
+        "64 MiB in {elapsed:?}: {:.1} MiB/s, {} segments logged",
+        64.0 / elapsed.as_secs_f64(),
+        net.log.len()
+    );
+}
