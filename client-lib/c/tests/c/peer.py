@@ -2,10 +2,13 @@
 """Kernel-socket peers for the libtcpd C tests.
 
 usage: peer.py HOST
-Listens on HOST with three servers and prints one line
+       peer.py echo-client HOST PORT BYTES
+The first form listens on HOST with three servers and prints one line
 "ports ECHO SHA CLOSER CLOSED": ECHO echoes everything, SHA reads to EOF
 and answers the hex SHA-256 of what it read, CLOSER accepts and closes at
 once, CLOSED is a port nobody listens on. Runs until killed.
+The second connects to an echo server, sends BYTES of data while reading
+the echo back, and exits 0 when the SHA-256 of both sides agree.
 """
 import hashlib
 import socket
@@ -50,7 +53,41 @@ def serve(host, handler):
     return server.server_address[1]
 
 
+def echo_client(host, port, total):
+    sock = socket.create_connection((host, port))
+    sent, received = hashlib.sha256(), hashlib.sha256()
+    got = 0
+
+    def reader():
+        nonlocal got
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                return
+            received.update(data)
+            got += len(data)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    block = bytes((i * 7 + 3) % 251 for i in range(65536))
+    left = total
+    while left > 0:
+        chunk = block[: min(left, len(block))]
+        sock.sendall(chunk)
+        sent.update(chunk)
+        left -= len(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    thread.join(timeout=120)
+    sock.close()
+    ok = got == total and sent.hexdigest() == received.hexdigest()
+    print("echo-client", "ok" if ok else "MISMATCH", got, received.hexdigest(), flush=True)
+    sys.exit(0 if ok else 1)
+
+
 def main():
+    if sys.argv[1] == "echo-client":
+        echo_client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     host = sys.argv[1]
     ports = [serve(host, h) for h in (Echo, Sha, Closer)]
     probe = socket.socket()

@@ -1,5 +1,5 @@
 /* Several threads, each with its own tcpd connection, at the same time;
- * one more thread sits blocked in tcpd_accept the whole while, proving a
+ * one more thread sits blocked in tcpd_read the whole while, proving a
  * blocking call does not hold up the others.
  *
  * usage: threads IP ECHO_PORT THREADS BYTES_PER_THREAD */
@@ -37,13 +37,15 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static int listener;
+/* A connection to the echo peer on which nothing is sent until the end:
+ * its reader thread stays blocked in tcpd_read the whole time. */
+static int idle_fd;
 
-static void *acceptor(void *arg) {
+static void *blocked_reader(void *arg) {
     (void)arg;
-    int c = tcpd_accept(listener, NULL, NULL); /* blocks until main connects */
-    if (c < 0) FAIL("tcpd_accept");
-    tcpd_close(c);
+    char byte = 0;
+    ssize_t n = tcpd_read(idle_fd, &byte, 1);
+    if (n != 1 || byte != 'x') FAIL("blocked reader got %zd '%c'", n, byte);
     return NULL;
 }
 
@@ -53,14 +55,12 @@ int main(int argc, char **argv) {
     size_t bytes = strtoull(argv[4], NULL, 10);
     if (nthreads < 1 || nthreads > 64) return 2;
 
-    listener = tcpd_socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in any = make_addr(argv[1], 0);
-    if (listener < 0 || tcpd_bind(listener, (struct sockaddr *)&any, sizeof any) < 0 || tcpd_listen(listener, 4) < 0)
-        FAIL("listener");
-    socklen_t len = sizeof any;
-    if (tcpd_getsockname(listener, (struct sockaddr *)&any, &len) < 0) FAIL("getsockname");
+    struct sockaddr_in echo_addr = make_addr(argv[1], atoi(argv[2]));
+    idle_fd = tcpd_socket(AF_INET, SOCK_STREAM, 0);
+    if (idle_fd < 0 || tcpd_connect(idle_fd, (struct sockaddr *)&echo_addr, sizeof echo_addr) < 0)
+        FAIL("idle connection");
     pthread_t blocked;
-    pthread_create(&blocked, NULL, acceptor, NULL);
+    pthread_create(&blocked, NULL, blocked_reader, NULL);
     usleep(50000); /* let it block in the daemon */
 
     pthread_t tids[64];
@@ -73,12 +73,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nthreads; i++)
         if (!jobs[i].ok) FAIL("thread %d", i);
 
-    /* release the acceptor */
-    int c = tcpd_socket(AF_INET, SOCK_STREAM, 0);
-    if (c < 0 || tcpd_connect(c, (struct sockaddr *)&any, sizeof any) < 0) FAIL("connect to own listener");
+    /* release the blocked reader: the echo peer sends the byte back */
+    write_all(idle_fd, "x", 1);
     pthread_join(blocked, NULL);
-    tcpd_close(c);
-    tcpd_close(listener);
+    if (tcpd_close(idle_fd) < 0) FAIL("tcpd_close");
     printf("threads ok %d\n", nthreads);
     return 0;
 }

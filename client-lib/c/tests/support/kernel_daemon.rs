@@ -9,6 +9,8 @@
 //! `AsyncFd`, so a blocking RPC waits on readiness and is cancelled by
 //! dropping it, as the daemon's are. The `Stream` RPC is not offered.
 
+#![allow(clippy::unwrap_used)] // test support: a failed lock or setup is a test failure
+
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;

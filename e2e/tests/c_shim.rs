@@ -1,0 +1,341 @@
+//! libtcpd (the C shim) against the real daemon: the C programs of
+//! `client-lib/c/tests/c/` compiled exactly as a C user would
+//! (`cc $(pkg-config --cflags --libs tcpd)` on the uninstalled build), run
+//! against `tcpd` in a private network namespace, with the Linux kernel as
+//! the TCP peer (`peer.py` inside the namespace, at the TUN's host address).
+//!
+//! Covers: an echo server in a poll loop serving kernel clients, a 10 MiB
+//! transfer checked by SHA-256 on both ends, non-blocking connect and
+//! `tcpd_poll` mixing tcpd sockets with a pipe, POSIX errno reporting
+//! (ECONNREFUSED, EBADF, EINVAL, EFAULT, EPIPE without SIGPIPE...), a
+//! multi-threaded client, and the 10 MiB client once more under valgrind.
+//!
+//! Needs root (namespaces, TUN), cc, pkg-config and python3: skips without
+//! root, fails under `CI=true`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TCPD_ADDR, require_privileges, target_dir};
+
+/// Generous limit for one C program on a loaded 2-core machine.
+const LIMIT: Duration = Duration::from_secs(180);
+const TEN_MIB: &str = "10485760";
+
+fn shim_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-lib/c")
+}
+
+/// Renders tcpd.pc for target/<profile> once; returns PKG_CONFIG_PATH.
+fn pkg_config_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let profile = target_dir();
+        assert!(
+            profile.join("libtcpd.so").exists(),
+            "{}/libtcpd.so missing: build the workspace first (cargo build --workspace)",
+            profile.display()
+        );
+        let out = Command::new(shim_dir().join("pkgconfig.sh"))
+            .arg(&profile)
+            .output()
+            .expect("run pkgconfig.sh");
+        assert!(
+            out.status.success(),
+            "pkgconfig.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile.join("pkgconfig")
+    })
+}
+
+/// Compiles `client-lib/c/tests/c/<name>.c` against libtcpd.
+fn compile(name: &str) -> PathBuf {
+    let profile = target_dir();
+    let out_dir = profile.join("c-tests-e2e");
+    std::fs::create_dir_all(&out_dir).expect("create output dir");
+    let binary = out_dir.join(name);
+    let source = shim_dir().join("tests/c").join(format!("{name}.c"));
+    let script = format!(
+        "cc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -o '{}' '{}' \
+         $(pkg-config --cflags --libs tcpd) -Wl,-rpath,'{}' -lpthread",
+        binary.display(),
+        source.display(),
+        profile.display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("PKG_CONFIG_PATH", pkg_config_path())
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    binary
+}
+
+/// The kernel peers of `peer.py`, listening at HOST_ADDR inside the namespace.
+struct Peers {
+    child: Child,
+    echo: u16,
+    sha: u16,
+    closer: u16,
+    closed: u16,
+}
+
+impl Peers {
+    fn start(ns: &Netns) -> Peers {
+        let mut child = ns
+            .command("python3")
+            .arg(shim_dir().join("tests/c/peer.py"))
+            .arg(HOST_ADDR.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 peer.py in the namespace");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("peer.py prints its ports");
+        let ports: Vec<u16> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|p| p.parse().expect("port number"))
+            .collect();
+        assert_eq!(ports.len(), 4, "peer.py said {line:?}");
+        Peers {
+            child,
+            echo: ports[0],
+            sha: ports[1],
+            closer: ports[2],
+            closed: ports[3],
+        }
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tcpd in a fresh namespace, or `None` when the test must skip.
+fn start(test: &str) -> Option<(Netns, Daemon)> {
+    if !require_privileges(test) {
+        return None;
+    }
+    let ns = Netns::new("cshim").expect("create namespace");
+    let daemon = Daemon::start(&ns, &[]).expect("start tcpd in namespace");
+    Some((ns, daemon))
+}
+
+/// Runs a tcpd-side C program (outside the namespace: it only talks to the
+/// daemon's Unix socket), killing it after `limit`.
+fn run(daemon: &Daemon, program: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(program[0])
+        .args(&program[1..])
+        .env("TCPD_SOCKET", daemon.socket())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn C program");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collect output");
+    eprintln!(
+        "$ {}\n--- stdout\n{}--- stderr\n{}",
+        program.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn assert_success(out: &Output, expect_line: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    assert!(
+        stdout.lines().any(|l| l.starts_with(expect_line)),
+        "no line starting {expect_line:?}"
+    );
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn c_client_sends_10_mib_with_sha256_to_the_kernel() {
+    let Some((ns, daemon)) = start("c_client_sends_10_mib_with_sha256_to_the_kernel") else {
+        return;
+    };
+    let peers = Peers::start(&ns);
+    let bin = compile("sha_client");
+    let out = run(
+        &daemon,
+        &[
+            path_str(&bin),
+            &HOST_ADDR.to_string(),
+            &peers.sha.to_string(),
+            TEN_MIB,
+            "sink",
+        ],
+        LIMIT,
+    );
+    assert_success(&out, "sha ok ");
+}
+
+#[test]
+fn c_echo_server_serves_kernel_clients() {
+    let Some((ns, daemon)) = start("c_echo_server_serves_kernel_clients") else {
+        return;
+    };
+    let server = compile("echo_server");
+    let mut srv = Command::new(&server)
+        .args([&TCPD_ADDR.to_string(), "0", "3"])
+        .env("TCPD_SOCKET", daemon.socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn echo_server");
+    let mut reader = BufReader::new(srv.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("listening line");
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .expect("listening PORT")
+        .to_string();
+    // Three kernel clients at once, each checking its echo by SHA-256.
+    let clients: Vec<Child> = ["3000000", "1000000", "1"]
+        .iter()
+        .map(|bytes| {
+            ns.command("python3")
+                .arg(shim_dir().join("tests/c/peer.py"))
+                .args(["echo-client", &TCPD_ADDR.to_string(), &port, bytes])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3 echo-client")
+        })
+        .collect();
+    for client in clients {
+        let out = client.wait_with_output().expect("echo-client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stdout}");
+        assert!(
+            out.status.success() && stdout.starts_with("echo-client ok"),
+            "{stdout}"
+        );
+    }
+    let status = srv.wait().expect("echo_server exit");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("server output");
+    if !status.success() {
+        eprintln!("---- tcpd log ----\n{}", daemon.log_text());
+    }
+    assert!(status.success(), "echo_server {status:?}");
+    assert!(rest.contains("served 3"), "{rest}");
+}
+
+#[test]
+fn c_non_blocking_connect_and_mixed_poll() {
+    let Some((ns, daemon)) = start("c_non_blocking_connect_and_mixed_poll") else {
+        return;
+    };
+    let peers = Peers::start(&ns);
+    let bin = compile("nonblock_connect");
+    let out = run(
+        &daemon,
+        &[
+            path_str(&bin),
+            &HOST_ADDR.to_string(),
+            &peers.echo.to_string(),
+            &peers.closed.to_string(),
+        ],
+        LIMIT,
+    );
+    assert_success(&out, "nonblock_connect ok");
+}
+
+#[test]
+fn c_errors_are_posix() {
+    let Some((ns, daemon)) = start("c_errors_are_posix") else {
+        return;
+    };
+    let peers = Peers::start(&ns);
+    let bin = compile("errors");
+    let out = run(
+        &daemon,
+        &[
+            path_str(&bin),
+            &HOST_ADDR.to_string(),
+            &peers.closed.to_string(),
+            &peers.closer.to_string(),
+        ],
+        LIMIT,
+    );
+    assert_success(&out, "errors ok");
+}
+
+#[test]
+fn c_threads_each_with_a_connection() {
+    let Some((ns, daemon)) = start("c_threads_each_with_a_connection") else {
+        return;
+    };
+    let peers = Peers::start(&ns);
+    let bin = compile("threads");
+    let out = run(
+        &daemon,
+        &[
+            path_str(&bin),
+            &HOST_ADDR.to_string(),
+            &peers.echo.to_string(),
+            "6",
+            "200000",
+        ],
+        LIMIT,
+    );
+    assert_success(&out, "threads ok 6");
+}
+
+#[test]
+fn c_client_is_clean_under_valgrind() {
+    let Some((ns, daemon)) = start("c_client_is_clean_under_valgrind") else {
+        return;
+    };
+    if tcpd_e2e::which("valgrind").is_none() {
+        assert!(!tcpd_e2e::in_ci(), "valgrind is required under CI=true");
+        eprintln!("SKIPPED c_client_is_clean_under_valgrind: valgrind not installed");
+        return;
+    }
+    let peers = Peers::start(&ns);
+    let bin = compile("sha_client");
+    let out = run(
+        &daemon,
+        &[
+            "valgrind",
+            "--error-exitcode=99",
+            "--leak-check=no",
+            "-q",
+            path_str(&bin),
+            &HOST_ADDR.to_string(),
+            &peers.sha.to_string(),
+            TEN_MIB,
+            "sink",
+        ],
+        Duration::from_secs(400),
+    );
+    assert_success(&out, "sha ok ");
+}
