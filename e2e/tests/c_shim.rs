@@ -8,7 +8,8 @@
 //! transfer checked by SHA-256 on both ends, non-blocking connect and
 //! `tcpd_poll` mixing tcpd sockets with a pipe, POSIX errno reporting
 //! (ECONNREFUSED, EBADF, EINVAL, EFAULT, EPIPE without SIGPIPE...), a
-//! multi-threaded client, and the 10 MiB client once more under valgrind.
+//! multi-threaded client, the fork() rule, and the 10 MiB client once more
+//! under valgrind.
 //!
 //! Needs root (namespaces, TUN), cc, pkg-config and python3: skips without
 //! root, fails under `CI=true`.
@@ -338,4 +339,24 @@ fn c_client_is_clean_under_valgrind() {
         Duration::from_secs(400),
     );
     assert_success(&out, "sha ok ");
+}
+
+#[test]
+fn c_fork_child_gets_its_own_session() {
+    let Some((ns, daemon)) = start("c_fork_child_gets_its_own_session") else {
+        return;
+    };
+    let peers = Peers::start(&ns);
+    let bin = compile("fork");
+    let out = run(
+        &daemon,
+        &[
+            path_str(&bin),
+            &HOST_ADDR.to_string(),
+            &peers.echo.to_string(),
+        ],
+        LIMIT,
+    );
+    assert_success(&out, "fork ok");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("child ok"));
 }

@@ -315,6 +315,43 @@ fn threads_each_with_a_connection() {
 }
 
 #[test]
+fn fork_child_gets_its_own_session() {
+    let daemon = TestDaemon::start();
+    let peers = Peers::start();
+    let bin = compile("fork", "", "");
+    let out = run(
+        &daemon,
+        &[bin.to_str().unwrap(), "127.0.0.1", &peers.echo.to_string()],
+        LIMIT,
+    );
+    assert_success(&out, "fork ok");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("child ok"));
+}
+
+#[test]
+fn daemon_not_listening_is_econnrefused() {
+    // A socket file nobody listens on: the Unix connect says ECONNREFUSED.
+    let bin = compile("errors", "", "");
+    let dir = std::env::temp_dir().join(format!("tcpd-cshim-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("stale.sock");
+    let _ = std::fs::remove_file(&path);
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    let out = Command::new(&bin)
+        .args(["127.0.0.1", "1", "1"])
+        .env("TCPD_SOCKET", &path)
+        .output()
+        .expect("run errors");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("errno 111:"),
+        "want ECONNREFUSED, got: {stderr}"
+    );
+}
+
+#[test]
 fn daemon_unreachable_is_enoent() {
     // No daemon: the first call fails with the Unix connect errno.
     let bin = compile("errors", "", "");

@@ -4,6 +4,8 @@
  * OPEN_PORT must accept connections (and not send); CLOSED_PORT must refuse. */
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +15,12 @@ static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig) {
+    (void)sig;
+    alarms++;
 }
 
 static int so_error(int fd) {
@@ -74,6 +82,24 @@ int main(int argc, char **argv) {
     if (n != 0 || q[0].revents || q[1].revents) FAIL("timeout poll: n=%d", n);
     if (waited < 290 || waited > 3000) FAIL("timeout poll took %.0f ms", waited);
     printf("ok timeout after %.0f ms\n", waited);
+
+    /* A signal during the wait (handler without SA_RESTART) does not end
+     * the call early: EINTR of the inner poll(2) is retried. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    if (sigaction(SIGALRM, &sa, NULL) < 0) FAIL("sigaction");
+    struct itimerval tick = {.it_interval = {0, 50000}, .it_value = {0, 50000}};
+    if (setitimer(ITIMER_REAL, &tick, NULL) < 0) FAIL("setitimer");
+    q[0].revents = q[1].revents = 0;
+    t0 = now_ms();
+    n = tcpd_poll(q, 2, 300);
+    waited = now_ms() - t0;
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    if (n != 0) FAIL("poll under signals: n=%d", n);
+    if (waited < 290) FAIL("poll under signals returned after %.0f ms", waited);
+    printf("ok %d signals during poll, returned after %.0f ms\n", (int)alarms, waited);
 
     /* Only tcpd sockets, timeout 0: a sample. */
     n = tcpd_poll(q, 1, 0);
