@@ -51,6 +51,7 @@ use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use timers::TimerQueue;
 
 /// Smallest MTU every IPv4 link must carry (RFC 791 §3.2, "Total Length").
@@ -66,6 +67,34 @@ const STATE_EVENT_LIMIT: usize = 65536;
 /// Readiness of a socket that is neither listening nor connected: like Linux's
 /// tcp_poll for TCP_CLOSE, writable (the send would fail at once) and hung up.
 const UNCONNECTED_READINESS: Readiness = Readiness(Readiness::OUT.0 | Readiness::HUP.0);
+
+/// Hasher for the stack's own sequential ids ([`ConnId`], [`SocketHandle`]).
+/// Their values are not chosen by the network, so a multiplicative
+/// (Fibonacci) hash is safe and much cheaper than SipHash on the per-segment
+/// path. The 4-tuple map, whose keys come from packets, keeps SipHash with a
+/// random key (HashDoS).
+#[derive(Clone, Copy, Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // 2^64 / golden ratio (Knuth, TAOCP 6.4).
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by one of the stack's own ids.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// Internal identity of a connection; never reused within one stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,7 +124,8 @@ struct ConnEntry {
     timer: Option<Instant>,
     /// Queued in the transmit FIFO.
     in_ready: bool,
-    /// Retransmissions already added to the stack counter.
+    /// Retransmissions already added to the stack counter (synced after each
+    /// segment it emits, the only time the count changes).
     retransmits_seen: u64,
 }
 
@@ -166,8 +196,8 @@ pub struct Stack {
     ip_ident: u16,
     next_handle: u64,
     next_conn: u64,
-    sockets: HashMap<SocketHandle, SocketEntry>,
-    conns: HashMap<ConnId, ConnEntry>,
+    sockets: IdMap<SocketHandle, SocketEntry>,
+    conns: IdMap<ConnId, ConnEntry>,
     by_tuple: HashMap<FourTuple, ConnId>,
     /// At most one listener per port: the bind rules make two listeners on a port conflict.
     listeners: HashMap<u16, SocketHandle>,
@@ -204,8 +234,8 @@ impl Stack {
             config,
             next_handle: 1,
             next_conn: 1,
-            sockets: HashMap::new(),
-            conns: HashMap::new(),
+            sockets: IdMap::default(),
+            conns: IdMap::default(),
             by_tuple: HashMap::new(),
             listeners: HashMap::new(),
             ports: PortTable::default(),
@@ -303,6 +333,10 @@ impl Stack {
             if is_reset {
                 self.stats.rst_sent += 1;
             }
+            // Retransmissions are counted by the connection as it emits them.
+            let retransmits = entry.conn.stats().retransmits;
+            self.stats.retransmits += retransmits.saturating_sub(entry.retransmits_seen);
+            entry.retransmits_seen = entry.retransmits_seen.max(retransmits);
             // Round-robin: back of the line, still marked ready; it leaves the
             // FIFO on the turn where it has nothing to send.
             self.ready.push_back(id);
@@ -1128,10 +1162,6 @@ impl Stack {
                     }));
             }
         }
-        let retransmits = entry.conn.stats().retransmits;
-        self.stats.retransmits += retransmits.saturating_sub(entry.retransmits_seen);
-        entry.retransmits_seen = entry.retransmits_seen.max(retransmits);
-
         let finished = entry.conn.is_finished();
         let deadline = if finished {
             None

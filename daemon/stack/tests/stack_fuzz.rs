@@ -47,3 +47,16 @@ fn harness_starts_with_live_connections() {
         "{states:?}"
     );
 }
+
+/// The structured operations really reach the live connection: an in-order
+/// data segment built by operation 1 with zero deltas is accepted as data.
+#[test]
+fn structured_segment_reaches_the_established_connection() {
+    let mut harness = Harness::new();
+    let server = harness.server();
+    let before = harness.stack.socket_info(server).expect("live").recv_queue;
+    // op 1, flags ACK|PSH, seq/ack deltas 0, window 0xffff, no options, 2×8 payload bytes.
+    harness.run(&[1, 0x18, 0, 0, 0, 0, 0xff, 0xff, 0, 2]);
+    let after = harness.stack.socket_info(server).expect("live").recv_queue;
+    assert_eq!(after, before + 16);
+}

@@ -222,6 +222,11 @@ impl Harness {
         harness
     }
 
+    /// The accepted ESTABLISHED connection's handle.
+    pub fn server(&self) -> SocketHandle {
+        self.server
+    }
+
     /// Runs the operations encoded in `data`.
     pub fn run(&mut self, data: &[u8]) {
         let mut input = Cursor { data };
