@@ -395,7 +395,7 @@ impl Connection {
         // (IsLost(SND.UNA): more than (DupThresh - 1) * SMSS above it).
         if self.sack_enabled
             && !self.in_recovery
-            && self.scoreboard.sacked_bytes() > (DUP_ACK_THRESHOLD as usize - 1) * self.send_mss
+            && self.lost_end().gt(self.snd_una)
             && self.fast_retransmit_allowed()
         {
             self.enter_recovery(now);

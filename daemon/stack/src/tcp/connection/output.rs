@@ -10,7 +10,7 @@
 //! the path MSS less the options actually carried, nor the caller's buffer.
 //! The payload is staged in a scratch buffer allocated once per connection.
 
-use super::{AckDue, Connection, MAX_WINDOW_FIELD, PendingRst, ProbeDue};
+use super::{AckDue, Connection, DUP_ACK_THRESHOLD, MAX_WINDOW_FIELD, PendingRst, ProbeDue};
 use crate::seq::SeqNum;
 use crate::tcp::TcpState;
 use crate::time::Instant;
@@ -83,16 +83,25 @@ impl Connection {
         }
     }
 
-    /// RFC 6675 §4 SetPipe(), simplified: data beyond the highest SACKed
-    /// byte is in flight; holes below it are lost unless retransmitted in
-    /// this recovery (below HighRxt).
+    /// Where IsLost() ends (RFC 6675 §4): un-SACKed data below is lost.
+    pub(super) fn lost_end(&self) -> SeqNum {
+        let threshold = (DUP_ACK_THRESHOLD as usize - 1) * self.send_mss;
+        self.scoreboard
+            .lost_below(threshold)
+            .unwrap_or(self.snd_una)
+            .max(self.snd_una)
+    }
+
+    /// RFC 6675 §4 SetPipe(): every un-SACKed byte in flight counts once,
+    /// except lost bytes not yet retransmitted in this recovery (at or above
+    /// HighRxt). Retransmissions only cover lost data or the first segment,
+    /// so a retransmitted byte is never counted twice.
     pub(super) fn pipe(&self) -> usize {
-        let high = self.scoreboard.high_sacked(self.snd_una);
-        let beyond = self.snd_nxt.since(high);
-        let retransmitted_holes = self
-            .scoreboard
-            .holes_between(self.snd_una, self.high_rxt.min(high));
-        beyond + retransmitted_holes
+        let unsacked = self.scoreboard.holes_between(self.snd_una, self.snd_nxt);
+        let lost_end = self.lost_end();
+        let retransmitted_up_to = self.high_rxt.max(self.snd_una);
+        let lost_pending = self.scoreboard.holes_between(retransmitted_up_to, lost_end);
+        unsacked.saturating_sub(lost_pending)
     }
 
     fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -121,11 +130,13 @@ impl Connection {
             if self.pipe() + mss > self.cc.cwnd() {
                 return None;
             }
-            let high = self.scoreboard.high_sacked(self.snd_una);
+            // NextSeg() rule 1: the first lost byte not yet retransmitted.
+            let lost_end = self.lost_end();
             let from = self.high_rxt.max(self.snd_una);
             if let Some((start, end)) = self.scoreboard.next_hole(from)
-                && start.lt(high)
+                && start.lt(lost_end)
             {
+                let end = end.min(lost_end);
                 let len = end.min(data_end).since(start).min(mss);
                 let fin = self.fin_sent() && start + len == data_end && end.gt(data_end);
                 if len > 0 || fin {

@@ -59,6 +59,7 @@ impl Scoreboard {
         }
     }
 
+    #[cfg(test)]
     /// The highest SACKed sequence number plus one (RFC 6675 "HighACK" side of
     /// the scoreboard), or `floor` if nothing is SACKed.
     pub(super) fn high_sacked(&self, floor: SeqNum) -> SeqNum {
@@ -66,6 +67,7 @@ impl Scoreboard {
     }
 
     /// Bytes SACKed in total.
+    #[cfg(test)]
     pub(super) fn sacked_bytes(&self) -> usize {
         self.blocks.iter().map(|&(l, r)| r.since(l)).sum()
     }
@@ -91,9 +93,23 @@ impl Scoreboard {
         total.saturating_sub(sacked)
     }
 
-    /// RFC 6675 NextSeg() rule 1, simplified: the first un-SACKed range at or
-    /// after `from` that lies below the highest SACKed byte (such data is
-    /// deemed lost: the peer holds later data). Returns `[start, end)`.
+    /// RFC 6675 §4 IsLost(): un-SACKed bytes below the returned sequence
+    /// number are deemed lost, because more than `threshold` bytes above
+    /// them are SACKed ((DupThresh - 1) * SMSS). `None`: nothing is lost.
+    pub(super) fn lost_below(&self, threshold: usize) -> Option<SeqNum> {
+        let mut sacked_above = 0;
+        for &(l, r) in self.blocks.iter().rev() {
+            sacked_above += r.since(l);
+            if sacked_above > threshold {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    /// The first un-SACKed range at or after `from` that lies below the
+    /// highest SACKed byte, as `[start, end)` (RFC 6675 NextSeg() rule 1
+    /// takes it if IsLost says so).
     pub(super) fn next_hole(&self, from: SeqNum) -> Option<(SeqNum, SeqNum)> {
         let mut start = from;
         for &(l, r) in &self.blocks {
@@ -130,6 +146,10 @@ mod tests {
         assert_eq!(sb.next_hole(SeqNum(120)), Some((SeqNum(250), SeqNum(300))));
         assert_eq!(sb.next_hole(SeqNum(300)), None);
         assert_eq!(sb.holes_between(SeqNum(50), SeqNum(400)), 50 + 50);
+        // 100 bytes SACKed above 250, 250 above 50.
+        assert_eq!(sb.lost_below(99), Some(SeqNum(300)));
+        assert_eq!(sb.lost_below(100), Some(SeqNum(100)));
+        assert_eq!(sb.lost_below(250), None);
         sb.insert(SeqNum(240), SeqNum(310));
         assert_eq!(sb.blocks, vec![(SeqNum(100), SeqNum(400))]);
         sb.prune(SeqNum(150));

@@ -458,14 +458,24 @@ fn bulk_transfer_is_delivered_intact() {
 #[test]
 fn lossy_transfer_recovers_with_fast_retransmit() {
     let mut net = Net::default_pair();
-    // Drop every 50th data segment from A.
-    net.drop_filter = Some(Box::new(|from_a, s: &Seg, idx| {
-        !(from_a && !s.payload.is_empty() && idx % 50 == 7)
+    // Drop every 50th data segment from A (the first transmission only).
+    let dropped = std::rc::Rc::new(core::cell::Cell::new(0u64));
+    let counter = dropped.clone();
+    let mut seen = std::collections::HashSet::new();
+    net.drop_filter = Some(Box::new(move |from_a, s: &Seg, idx| {
+        let first_time = seen.insert(s.seq);
+        let drop = from_a && !s.payload.is_empty() && idx % 50 == 7 && first_time;
+        if drop {
+            counter.set(counter.get() + 1);
+        }
+        !drop
     }));
     let data = pattern(1024 * 1024);
     let got = transfer(&mut net, &data, Duration::from_secs(300));
     assert!(got == data, "data corrupted");
-    assert!(net.a.stats().retransmits > 0);
+    // SACK recovery resends exactly what was lost: no timeout, nothing spurious.
+    assert!(dropped.get() > 10);
+    assert_eq!(net.a.stats().retransmits, dropped.get());
 }
 
 #[test]
@@ -1649,5 +1659,38 @@ fn bulk_transfer_throughput() {
         "64 MiB in {elapsed:?}: {:.1} MiB/s, {} segments logged",
         64.0 / elapsed.as_secs_f64(),
         net.log.len()
+    );
+}
+
+#[test]
+fn sack_recovery_repairs_several_holes_per_window_without_timeout() {
+    let mut net = Net::default_pair();
+    let dropped = std::rc::Rc::new(core::cell::Cell::new(0u64));
+    let counter = dropped.clone();
+    let mut seen = std::collections::HashSet::new();
+    net.drop_filter = Some(Box::new(move |from_a, s: &Seg, idx| {
+        let first_time = seen.insert(s.seq);
+        let drop =
+            from_a && !s.payload.is_empty() && matches!(idx % 97, 10 | 12 | 13 | 30) && first_time;
+        if drop {
+            counter.set(counter.get() + 1);
+        }
+        !drop
+    }));
+    let start = net.now;
+    let data = pattern(1024 * 1024);
+    let got = transfer(&mut net, &data, Duration::from_secs(300));
+    assert!(got == data, "data corrupted");
+    assert!(dropped.get() > 20);
+    assert_eq!(
+        net.a.stats().retransmits,
+        dropped.get(),
+        "no spurious or timeout retransmissions"
+    );
+    // With zero link delay nothing should wait for a retransmission timeout.
+    assert!(
+        net.now - start < Duration::from_secs(1),
+        "took {:?}",
+        net.now - start
     );
 }
