@@ -1694,3 +1694,36 @@ fn sack_recovery_repairs_several_holes_per_window_without_timeout() {
         net.now - start
     );
 }
+
+#[test]
+fn closed_connection_answers_segments_with_rst() {
+    let mut s = scripted_established(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    s.conn.abort(s.now, ConnError::Aborted);
+    let rst = drain(&mut s.conn, s.now);
+    assert_seg(&rst[0], o, 0, RST);
+    // RFC 9293 §3.10.7.1: with ACK: <SEQ=SEG.ACK><CTL=RST>.
+    let replies = s.feed(&s.peer(p, o, ACK, b"late"));
+    assert_seg(&replies[0], o, 0, RST);
+    // Without ACK: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+    let replies = s.feed(&s.peer(p, 0, FIN, b"abc"));
+    assert_seg(&replies[0], 0, p + 4, RST | ACK);
+    // A RST is never answered.
+    assert!(s.feed(&s.peer(p, 0, RST, b"")).is_empty());
+    assert!(s.conn.is_finished());
+}
+
+#[test]
+fn syn_sent_ignores_segments_without_syn_or_rst() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let _syn = out(&mut a, now);
+    let seg = to(&a, 300, 0, FIN, b"data");
+    feed(&mut a, now, &seg);
+    assert_eq!(a.state(), TcpState::SynSent);
+    assert!(out(&mut a, now).is_none());
+    // A RST without ACK is ignored in SYN-SENT.
+    let seg = to(&a, 300, 0, RST, b"");
+    feed(&mut a, now, &seg);
+    assert_eq!(a.state(), TcpState::SynSent);
+}
