@@ -796,3 +796,52 @@ fn syn_reopens_a_time_wait_four_tuple() {
     );
     assert_eq!(sim.b.stats().passive_opens, 2);
 }
+
+/// Readiness events are coalesced per handle: many changes between two
+/// drains yield one event carrying the readiness at drain time.
+#[test]
+fn readiness_events_are_coalesced_per_handle() {
+    let mut s = server_stack();
+    let l = listener(&mut s, 80, 8);
+    let synack = open_half(&mut s, T0, 1001, 80);
+    finish_handshake(&mut s, T0, 1001, 80, &synack);
+    let (h, _) = s.accept(l).expect("accept");
+    while s.poll_event().is_some() {}
+    let mut buf = [0u8; 64];
+    for i in 0..100u32 {
+        let mut data = Segment::new(
+            peer(1001),
+            ours(80),
+            TcpFlags::ACK | TcpFlags::PSH,
+            1001 + 10 * i,
+            synack.seq.wrapping_add(1),
+        );
+        data.payload = b"0123456789";
+        s.handle_packet(T0, &data.to_packet());
+        // Read every other time: readiness flips IN on and off.
+        if i % 2 == 1 {
+            assert_eq!(s.recv(T0, h, &mut buf, false), Ok(20));
+        }
+    }
+    s.handle_packet(T0, &{
+        let mut d = Segment::new(
+            peer(1001),
+            ours(80),
+            TcpFlags::ACK,
+            2001,
+            synack.seq.wrapping_add(1),
+        );
+        d.payload = b"tail";
+        d.to_packet()
+    });
+    let events: Vec<StackEvent> = std::iter::from_fn(|| s.poll_event())
+        .filter(|e| matches!(e, StackEvent::Readiness { .. }))
+        .collect();
+    assert_eq!(
+        events,
+        vec![StackEvent::Readiness {
+            socket: h,
+            ready: Readiness::IN | Readiness::OUT
+        }]
+    );
+}
