@@ -21,7 +21,8 @@
 #     configured address; tcpctl and a C program using libtcpd reach it; it
 #     exits on SIGTERM and removes its socket. Run twice: as root, and with
 #     the identity tcpd.service gives it (user tcpd, ambient CAP_NET_ADMIN
-#     only, no_new_privs);
+#     only, no_new_privs) under the unit's system call and address family
+#     filter (unit-seccomp.py);
 #   - dpkg -r keeps /etc/tcpd/tcpd.toml; dpkg --purge removes every file of
 #     the package and /etc/tcpd, and keeps the tcpd user and group.
 #
@@ -80,6 +81,9 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 command -v dpkg-architecture >/dev/null 2>&1 || need_pkgs+=(dpkg-dev)
 command -v objcopy >/dev/null 2>&1 || need_pkgs+=(binutils)
+command -v man >/dev/null 2>&1 || need_pkgs+=(man-db)
+command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
+/usr/bin/python3 -c 'import seccomp' >/dev/null 2>&1 || need_pkgs+=(python3-seccomp)
 if ((${#need_pkgs[@]} > 0)); then
     echo "test-deb.sh: apt-get install ${need_pkgs[*]}"
     apt-get update -qq >/dev/null &&
@@ -421,20 +425,26 @@ readiness_run root root:tcpd \
     env NOTIFY_SOCKET="$WORK/root/notify.sock" \
     /usr/sbin/tcpd --config /etc/tcpd/tcpd.toml --socket "$WORK/root/run/tcpd.sock"
 
-# 2. With the identity tcpd.service gives it: user and group tcpd, only
-#    CAP_NET_ADMIN (ambient, bounding), no_new_privs, reading the config
-#    through group tcpd. /dev/net/tun is 0600 on some hosts (Debian's udev
-#    makes it 0666); a private mount namespace gets a 0666 node of the same
-#    device (10:200) bound over it, leaving the machine's /dev untouched.
+# 2. Inside the part of tcpd.service's sandbox that can be rebuilt without
+#    systemd as PID 1: user and group tcpd, only CAP_NET_ADMIN (ambient,
+#    bounding), no_new_privs, the config read through group tcpd, and the
+#    unit's own SystemCallFilter=/RestrictAddressFamilies= as a seccomp
+#    filter (unit-seccomp.py, from the installed unit file).
+#    /dev/net/tun is 0600 on some hosts (Debian's udev makes it 0666); a
+#    private mount namespace gets a 0666 node of the same device (10:200)
+#    bound over it, leaving the machine's /dev untouched.
+cp packaging/tests/unit-seccomp.py "$WORK/unit-seccomp.py"
+chmod 0755 "$WORK/unit-seccomp.py"
 readiness_run unit tcpd:tcpd \
     unshare --mount --propagation private sh -c '
         mknod -m 0666 "$0/tun" c 10 200 && mount --bind "$0/tun" /dev/net/tun &&
         exec setpriv --reuid tcpd --regid tcpd --init-groups --no-new-privs \
             --inh-caps -all,+net_admin --ambient-caps -all,+net_admin \
             --bounding-set -all,+net_admin \
+            /usr/bin/python3 "$1/unit-seccomp.py" /usr/lib/systemd/system/tcpd.service -- \
             env NOTIFY_SOCKET="$0/notify.sock" \
             /usr/sbin/tcpd --config /etc/tcpd/tcpd.toml --socket "$0/run/tcpd.sock"' \
-    "$WORK/unit"
+    "$WORK/unit" "$WORK"
 
 # ------------------------------------------------------- remove, purge --------
 if dpkg -r tcpd >"$WORK/dpkg-r.txt" 2>&1; then
