@@ -54,7 +54,22 @@ fn pkg_config_path() -> &'static Path {
 }
 
 /// Compiles `client-lib/c/tests/c/<name>.c` against libtcpd.
+/// Compiles each program once per test binary (tests run in parallel and
+/// must not rewrite an executable another test is running).
 fn compile(name: &str) -> PathBuf {
+    static COMPILED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut compiled = COMPILED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, path)) = compiled.iter().find(|(k, _)| k == name) {
+        return path.clone();
+    }
+    let path = compile_uncached(name);
+    compiled.push((name.to_string(), path.clone()));
+    path
+}
+
+fn compile_uncached(name: &str) -> PathBuf {
     let profile = target_dir();
     let out_dir = profile.join("c-tests-e2e");
     std::fs::create_dir_all(&out_dir).expect("create output dir");

@@ -51,7 +51,23 @@ fn pkg_config_path() -> &'static Path {
 }
 
 /// Compiles `tests/c/<name>.c` with `cc $(pkg-config --cflags --libs tcpd)`.
+/// Compiles each program once per test binary (tests run in parallel and
+/// must not rewrite an executable another test is running).
 fn compile(name: &str, variant: &str, extra_flags: &str) -> PathBuf {
+    static COMPILED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let key = format!("{name}{variant}");
+    let mut compiled = COMPILED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, path)) = compiled.iter().find(|(k, _)| *k == key) {
+        return path.clone();
+    }
+    let path = compile_uncached(name, variant, extra_flags);
+    compiled.push((key, path.clone()));
+    path
+}
+
+fn compile_uncached(name: &str, variant: &str, extra_flags: &str) -> PathBuf {
     let out_dir = profile_dir().join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("create c-tests dir");
     let binary = out_dir.join(format!("{name}{variant}"));
