@@ -227,6 +227,29 @@ check "adduser fallback: user tcpd in group tcpd, no login shell" \
 check "fallback: /etc/tcpd/tcpd.toml is 640 root:tcpd again" \
     test "$(stat -c '%a %U:%G' /etc/tcpd/tcpd.toml)" = "640 root:tcpd"
 
+# Reinstall over itself (the upgrade path of the maintainer scripts): an
+# admin's edit of the conffile survives, its mode is applied again.
+echo "# local edit by test-deb.sh" >>/etc/tcpd/tcpd.toml
+if dpkg -i "$DEB" >"$WORK/dpkg-re.txt" 2>&1; then
+    pass "dpkg -i over the installed package (upgrade path)"
+else
+    sed 's/^/     dpkg: /' "$WORK/dpkg-re.txt"
+    fail "dpkg -i over the installed package (upgrade path)"
+fi
+check "upgrade keeps the admin's edit of tcpd.toml" \
+    grep -qx "# local edit by test-deb.sh" /etc/tcpd/tcpd.toml
+check "upgrade: /etc/tcpd/tcpd.toml still 640 root:tcpd" \
+    test "$(stat -c '%a %U:%G' /etc/tcpd/tcpd.toml)" = "640 root:tcpd"
+check "upgrade: unit still enabled" \
+    test -L /etc/systemd/system/multi-user.target.wants/tcpd.service
+# An admin's "systemctl disable tcpd" (which removes the enable link and
+# leaves deb-systemd-helper's state alone) survives an upgrade too.
+rm /etc/systemd/system/multi-user.target.wants/tcpd.service
+dpkg -i "$DEB" >"$WORK/dpkg-re2.txt" 2>&1
+check "upgrade keeps a disabled unit disabled" \
+    test ! -e /etc/systemd/system/multi-user.target.wants/tcpd.service
+ln -s /usr/lib/systemd/system/tcpd.service /etc/systemd/system/multi-user.target.wants/tcpd.service
+
 check "systemd-analyze verify accepts the installed unit" \
     bash -c "systemd-analyze verify /usr/lib/systemd/system/tcpd.service >'$WORK/verify.txt' 2>&1"
 sed 's/^/     verify: /' "$WORK/verify.txt"
@@ -476,6 +499,8 @@ else
 fi
 check "purge removes /etc/tcpd" test ! -e /etc/tcpd
 check "purge removes the enable link" test ! -e /etc/systemd/system/multi-user.target.wants/tcpd.service
+check "purge removes deb-systemd-helper's state for tcpd.service" \
+    bash -c '! find /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked -name "*tcpd*" 2>/dev/null | grep -q .'
 check "purge keeps user tcpd (system accounts stay)" bash -c "getent passwd tcpd >/dev/null"
 
 finish
