@@ -18,7 +18,8 @@ use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddrV4;
 use tcpd_stack::{
-    Duration, Instant, RecvError, SendError, Shutdown, SocketHandle, StackEvent, TcpState,
+    Duration, Instant, RecvError, SendError, Shutdown, SockOption, SocketHandle, StackEvent,
+    TcpState,
 };
 
 const SERVER_PORT: u16 = 80;
@@ -37,6 +38,8 @@ struct App {
     write_shut: bool,
     eof: bool,
     closed: bool,
+    /// Most bytes read per `drive` (a slow reader makes the window close).
+    read_limit: usize,
 }
 
 impl App {
@@ -51,6 +54,7 @@ impl App {
             write_shut: false,
             eof: false,
             closed: false,
+            read_limit: usize::MAX,
         }
     }
 
@@ -77,10 +81,15 @@ impl App {
             self.write_shut = true;
         }
         let mut buf = [0u8; 16 * 1024];
-        while !self.eof {
-            match stack.recv(now, socket, &mut buf, false) {
+        let mut read = 0;
+        while !self.eof && read < self.read_limit {
+            let want = buf.len().min(self.read_limit - read);
+            match stack.recv(now, socket, &mut buf[..want], false) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    read += n;
+                    self.received.extend_from_slice(&buf[..n]);
+                }
                 Err(RecvError::WouldBlock) | Err(RecvError::NotConnected) => break,
                 Err(e) => panic!("{:?} recv failed: {e}", self.side),
             }
@@ -135,6 +144,34 @@ struct Outcome {
 /// `b_len` bytes concurrently. A shuts down writing once its data is queued;
 /// B only once it has also seen A's FIN, so A is the active closer.
 fn run_transfer(seed: u64, link: LinkConfig, a_len: usize, b_len: usize) -> Outcome {
+    run_transfer_tuned(seed, link, a_len, b_len, Tuning::default())
+}
+
+/// Server-side knobs that exercise flow control.
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    /// SO_RCVBUF of the server's connection (inherited from the listener).
+    server_recv_buffer: Option<usize>,
+    /// Bytes the server reads per simulation step.
+    server_read_limit: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            server_recv_buffer: None,
+            server_read_limit: usize::MAX,
+        }
+    }
+}
+
+fn run_transfer_tuned(
+    seed: u64,
+    link: LinkConfig,
+    a_len: usize,
+    b_len: usize,
+    tuning: Tuning,
+) -> Outcome {
     let mut sim = Sim::new(seed, link);
     // Generous: under 15–20 % loss in both directions a run can spend over an
     // hour of virtual time in backed-off RTOs (see `rto_inflation_seed`).
@@ -143,9 +180,15 @@ fn run_transfer(seed: u64, link: LinkConfig, a_len: usize, b_len: usize) -> Outc
     sim.b
         .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
         .expect("bind");
+    if let Some(size) = tuning.server_recv_buffer {
+        sim.b
+            .set_option(sim.now, listener, SockOption::RecvBuffer(size))
+            .expect("SO_RCVBUF");
+    }
     sim.b.listen(listener, 8).expect("listen");
     let mut a = App::new(Side::A, false, random_bytes(seed ^ 0xa, a_len));
     let mut b = App::new(Side::B, true, random_bytes(seed ^ 0xb, b_len));
+    b.read_limit = tuning.server_read_limit;
     let client = sim.a.socket();
     sim.a
         .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
@@ -294,6 +337,24 @@ proptest! {
     ) {
         let link = LinkConfig::lossy(f64::from(loss_percent) / 100.0);
         run_transfer(seed, link, a_kib * 1024, b_kib * 1024);
+    }
+
+    /// Small receive buffers and a slow reader: zero windows, persist
+    /// probes and window updates, with loss.
+    #[test]
+    fn flow_control_survives_impairments(
+        seed in any::<u64>(),
+        loss_percent in 0u32..=10,
+        a_kib in 16usize..=256,
+        recv_buffer in prop_oneof![Just(4096usize), Just(8192), Just(65536)],
+        read_limit in prop_oneof![Just(512usize), Just(1500), Just(16384)],
+    ) {
+        let link = LinkConfig::lossy(f64::from(loss_percent) / 100.0);
+        let tuning = Tuning {
+            server_recv_buffer: Some(recv_buffer),
+            server_read_limit: read_limit,
+        };
+        run_transfer_tuned(seed, link, a_kib * 1024, 4096, tuning);
     }
 }
 
