@@ -375,3 +375,33 @@ fn c_fork_child_gets_its_own_session() {
     assert_success(&out, "fork ok");
     assert!(String::from_utf8_lossy(&out.stdout).contains("child ok"));
 }
+
+#[test]
+fn c_program_survives_the_daemon_going_away() {
+    let Some((ns, mut daemon)) = start("c_program_survives_the_daemon_going_away") else {
+        return;
+    };
+    let peers = Peers::start(&ns);
+    let bin = compile("daemon_gone");
+    let mut child = Command::new(&bin)
+        .args([&HOST_ADDR.to_string(), &peers.echo.to_string()])
+        .env("TCPD_SOCKET", daemon.socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon_gone");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("connected line");
+    assert_eq!(line.trim(), "connected");
+    std::thread::sleep(Duration::from_millis(100)); // let it block in tcpd_read
+    daemon.terminate().expect("stop tcpd");
+    let status = child.wait().expect("daemon_gone exit");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("output");
+    eprintln!("{rest}");
+    assert!(
+        status.success(),
+        "daemon_gone {status:?} (a signal here would be SIGPIPE)"
+    );
+    assert!(rest.contains("daemon_gone ok"), "{rest}");
+}

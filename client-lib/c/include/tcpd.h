@@ -136,7 +136,8 @@ int tcpd_shutdown(int fd, int how);
  Closes a socket, as `close(2)`: the fd number is released whatever the
  outcome; an error from the daemon is still reported. In a forked child,
  closing a socket inherited from the parent releases the child's fd only
- and succeeds (the parent's socket is untouched).
+ and succeeds (the parent's socket is untouched); so does closing a socket
+ of a daemon session that was lost (the daemon already closed it).
  */
 int tcpd_close(int fd);
 

@@ -398,12 +398,13 @@ pub extern "C" fn tcpd_shutdown(fd: c_int, how: c_int) -> c_int {
 /// Closes a socket, as `close(2)`: the fd number is released whatever the
 /// outcome; an error from the daemon is still reported. In a forked child,
 /// closing a socket inherited from the parent releases the child's fd only
-/// and succeeds (the parent's socket is untouched).
+/// and succeeds (the parent's socket is untouched); so does closing a socket
+/// of a daemon session that was lost (the daemon already closed it).
 #[unsafe(no_mangle)]
 pub extern "C" fn tcpd_close(fd: c_int) -> c_int {
     ffi_call(|| match fdtable::remove(fd) {
         Lookup::Unknown => Err(Errno(libc::EBADF)),
-        Lookup::Inherited => Ok(0),
+        Lookup::Orphaned => Ok(0),
         Lookup::Owned(entry) => {
             let request = HandleRequest {
                 handle: entry.handle,

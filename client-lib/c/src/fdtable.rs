@@ -11,9 +11,12 @@
 //!   placeholder is owned by the entry and closes when the last reference
 //!   to a removed entry drops (so a number cannot be reused while another
 //!   thread is still inside a call on it);
-//! - an entry belongs to the process that created it (`owner_pid`); in a
-//!   forked child, inherited entries are not sockets (`EBADF`, poll reports
-//!   `POLLNVAL`) except that closing one releases the child's copy of the fd;
+//! - an entry belongs to the process that created it (`owner_pid`) and to
+//!   the daemon connection it was created on (`session`); in a forked child,
+//!   or after the connection to the daemon was lost and re-made (a new
+//!   session, where the old handle numbers may name other sockets), the
+//!   entry is an orphan: not a socket (`EBADF`, poll reports `POLLNVAL`),
+//!   except that closing one releases the fd;
 //! - the table lock is never held across a daemon call.
 
 use std::collections::BTreeMap;
@@ -22,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use crate::ffi::{Errno, Result};
-use crate::session::{lock, lock_current};
+use crate::session::{current_session, lock, lock_current};
 
 /// One tcpd socket as the program sees it.
 #[derive(Debug)]
@@ -30,6 +33,9 @@ pub struct SocketEntry {
     /// The daemon's handle, valid in the session of `owner_pid`.
     pub handle: u64,
     owner_pid: u32,
+    /// The daemon connection the handle belongs to (see
+    /// `session::current_session`).
+    session: u64,
     /// Keeps the fd number reserved; closed when the entry drops.
     placeholder: OwnedFd,
     /// `O_NONBLOCK`: calls fail with `EAGAIN`/`EINPROGRESS` instead of waiting.
@@ -75,18 +81,27 @@ fn lock_table() -> MutexGuard<'static, Table> {
 pub enum Lookup {
     /// A tcpd socket of this process.
     Owned(Arc<SocketEntry>),
-    /// A tcpd socket inherited from the parent across `fork()`: unusable here.
-    Inherited,
+    /// A tcpd socket inherited from the parent across `fork()`, or created
+    /// on an earlier connection to the daemon: unusable here.
+    Orphaned,
     /// Not a tcpd socket (maybe an ordinary fd, maybe nothing).
     Unknown,
+}
+
+impl SocketEntry {
+    /// Whether the handle is valid in the current daemon session of this
+    /// process.
+    fn is_current(&self) -> bool {
+        self.owner_pid == std::process::id() && self.session == current_session()
+    }
 }
 
 /// Classifies `fd`.
 pub fn classify(fd: RawFd) -> Lookup {
     match lock_table().get(&fd) {
         None => Lookup::Unknown,
-        Some(entry) if entry.owner_pid == std::process::id() => Lookup::Owned(Arc::clone(entry)),
-        Some(_) => Lookup::Inherited,
+        Some(entry) if entry.is_current() => Lookup::Owned(Arc::clone(entry)),
+        Some(_) => Lookup::Orphaned,
     }
 }
 
@@ -95,7 +110,7 @@ pub fn classify(fd: RawFd) -> Lookup {
 pub fn lookup(fd: RawFd) -> Result<Arc<SocketEntry>> {
     match classify(fd) {
         Lookup::Owned(entry) => Ok(entry),
-        Lookup::Inherited | Lookup::Unknown => Err(Errno(libc::EBADF)),
+        Lookup::Orphaned | Lookup::Unknown => Err(Errno(libc::EBADF)),
     }
 }
 
@@ -116,6 +131,7 @@ pub fn insert(placeholder: OwnedFd, handle: u64, nonblocking: bool, cloexec: boo
     let entry = Arc::new(SocketEntry {
         handle,
         owner_pid: std::process::id(),
+        session: current_session(),
         placeholder,
         nonblocking: AtomicBool::new(nonblocking),
         cloexec: AtomicBool::new(cloexec),
@@ -129,9 +145,9 @@ pub fn insert(placeholder: OwnedFd, handle: u64, nonblocking: bool, cloexec: boo
 pub fn remove(fd: RawFd) -> Lookup {
     match lock_table().remove(&fd) {
         None => Lookup::Unknown,
-        Some(entry) if entry.owner_pid == std::process::id() => Lookup::Owned(entry),
-        // Dropping the entry here closes the child's copy of the fd.
-        Some(_) => Lookup::Inherited,
+        Some(entry) if entry.is_current() => Lookup::Owned(entry),
+        // Dropping the entry here closes the fd (in a forked child: its copy).
+        Some(_) => Lookup::Orphaned,
     }
 }
 

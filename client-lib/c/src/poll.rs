@@ -238,7 +238,7 @@ unsafe fn poll_impl(fds: *mut pollfd, nfds: nfds_t, timeout_ms: c_int) -> Result
                     });
                     Route::Daemon(daemon_entries.len() - 1)
                 }
-                Lookup::Inherited => Route::Invalid,
+                Lookup::Orphaned => Route::Invalid,
                 Lookup::Unknown => {
                     kernel.push(pollfd {
                         fd: pfd.fd,

@@ -14,9 +14,15 @@
 //!   signal handlers run on its own threads, and writing to the daemon's
 //!   Unix socket after the daemon died raises no `SIGPIPE` in the program.
 //! - A failed session start is not remembered: the next call tries again.
+//! - Every connection made to the daemon is a new session (the daemon
+//!   closed the old one's sockets). tonic re-connects lazily after a lost
+//!   connection, so [`current_session`] counts connections: handles
+//!   obtained on an earlier one must not be used on the new one, where the
+//!   same numbers may name other sockets.
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hyper_util::rt::TokioIo;
@@ -35,6 +41,16 @@ pub struct Process {
     runtime: tokio::runtime::Runtime,
     /// The session, once connected.
     client: Mutex<Option<SocketClient<Channel>>>,
+}
+
+/// Number of connections made to the daemon so far (by this process or,
+/// before a fork, its parent): identifies the current session.
+static SESSION: AtomicU64 = AtomicU64::new(0);
+
+/// The current daemon session; handles are valid only in the session that
+/// issued them.
+pub fn current_session() -> u64 {
+    SESSION.load(Ordering::SeqCst)
 }
 
 /// The current process's state; replaced (the old one leaked) after fork.
@@ -146,6 +162,9 @@ async fn connect_channel(path: String) -> io::Result<Channel> {
                     Some(stream) => stream,
                     None => UnixStream::connect(&path).await?,
                 };
+                // A new connection is a new session: sockets of the old one
+                // are gone in the daemon.
+                SESSION.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, io::Error>(TokioIo::new(stream))
             }
         }))

@@ -139,7 +139,7 @@ impl Drop for Peers {
 
 /// A stand-in daemon on a fresh Unix socket.
 struct TestDaemon {
-    _daemon: kernel_daemon::RunningDaemon,
+    daemon: Option<kernel_daemon::RunningDaemon>,
     dir: PathBuf,
 }
 
@@ -151,12 +151,21 @@ impl TestDaemon {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let daemon = kernel_daemon::start(&dir.join("tcpd.sock"));
         TestDaemon {
-            _daemon: daemon,
+            daemon: Some(daemon),
             dir,
         }
     }
     fn socket(&self) -> PathBuf {
         self.dir.join("tcpd.sock")
+    }
+    /// Stops the daemon: every session's connection closes.
+    fn stop(&mut self) {
+        self.daemon = None;
+    }
+    /// Starts a fresh daemon (handle numbers start over) on the same path.
+    fn restart(&mut self) {
+        self.stop();
+        self.daemon = Some(kernel_daemon::start(&self.socket()));
     }
 }
 
@@ -328,6 +337,49 @@ fn threads_each_with_a_connection() {
         LIMIT,
     );
     assert_success(&out, "threads ok 8");
+}
+
+#[test]
+fn daemon_going_away_fails_calls_cleanly_and_a_new_session_works() {
+    let mut daemon = TestDaemon::start();
+    let peers = Peers::start();
+    let bin = compile("daemon_gone", "", "");
+    let mut child = Command::new(&bin)
+        .args(["127.0.0.1", &peers.echo.to_string(), "restart"])
+        .env("TCPD_SOCKET", daemon.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon_gone");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("connected line");
+    assert_eq!(line.trim(), "connected");
+    std::thread::sleep(Duration::from_millis(100)); // let it block in tcpd_read
+    daemon.stop();
+    let mut seen = String::new();
+    while !seen.contains("daemon_gone ok") {
+        line.clear();
+        if reader.read_line(&mut line).expect("output") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("daemon_gone ok"), "{seen}");
+    // A new daemon numbers its handles from 1 again: the program's old
+    // socket must not alias the new session's first socket.
+    daemon.restart();
+    std::io::Write::write_all(&mut stdin, b"restarted\n").expect("signal restart");
+    let status = child.wait().expect("daemon_gone exit");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("output");
+    eprintln!("{seen}{rest}");
+    assert!(
+        status.success(),
+        "daemon_gone {status:?} (a signal here would be SIGPIPE)"
+    );
+    assert!(rest.contains("restart ok"), "{rest}");
 }
 
 #[test]
