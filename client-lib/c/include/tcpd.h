@@ -39,7 +39,7 @@ extern "C" {
  types or a protocol other than 0/`IPPROTO_TCP`: `EPROTONOSUPPORT`).
  Returns a new file descriptor number, or -1 with errno set.
  */
-int tcpd_socket(int domain, int ty, int protocol);
+int tcpd_socket(int domain, int type, int protocol);
 
 /*
  Binds a socket to a local `struct sockaddr_in`, as `bind(2)`.

@@ -73,8 +73,8 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
 /// types or a protocol other than 0/`IPPROTO_TCP`: `EPROTONOSUPPORT`).
 /// Returns a new file descriptor number, or -1 with errno set.
 #[unsafe(no_mangle)]
-pub extern "C" fn tcpd_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    ffi_call(|| socket_impl(domain, ty, protocol))
+pub extern "C" fn tcpd_socket(domain: c_int, r#type: c_int, protocol: c_int) -> c_int {
+    ffi_call(|| socket_impl(domain, r#type, protocol))
 }
 
 /// Binds a socket to a local `struct sockaddr_in`, as `bind(2)`.
