@@ -19,3 +19,55 @@ fn header_is_current() {
         committed.display()
     );
 }
+
+/// The header stands alone in strict C99 and in C++: it brings in the
+/// system headers whose types and constants its functions use.
+#[test]
+fn header_compiles_as_c_and_cxx() {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let dir = std::env::temp_dir().join(format!("tcpd-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let source = dir.join("use_header.c");
+    std::fs::write(
+        &source,
+        "#include <tcpd.h>\n\
+         int main(void) {\n\
+             struct pollfd p = { 0, POLLIN, 0 };\n\
+             int one = 1;\n\
+             (void)tcpd_setsockopt(3, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);\n\
+             (void)tcpd_poll(&p, 1, 0);\n\
+             return tcpd_fcntl(3, F_GETFL) | tcpd_fcntl(3, F_SETFL, O_NONBLOCK);\n\
+         }\n",
+    )
+    .expect("write source");
+    let compilers: [(&str, &[&str]); 2] = [
+        (
+            "cc",
+            &["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"],
+        ),
+        ("c++", &["-x", "c++", "-Wall", "-Wextra", "-Werror"]),
+    ];
+    for (compiler, flags) in compilers {
+        let out = match std::process::Command::new(compiler)
+            .args(flags)
+            .arg("-fsyntax-only")
+            .arg("-I")
+            .arg(&include)
+            .arg(&source)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) if compiler == "c++" => {
+                eprintln!("SKIP the C++ check: {compiler}: {e}");
+                continue;
+            }
+            Err(e) => panic!("{compiler}: {e}"),
+        };
+        assert!(
+            out.status.success(),
+            "{compiler}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
