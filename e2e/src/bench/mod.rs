@@ -51,6 +51,58 @@ pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Raises this process's open-file limit (soft and hard) to `wanted`, or
+/// as far as the kernel allows (`/proc/sys/fs/nr_open`): tens of thousands
+/// of idle kernel connections need two descriptors each (client and server
+/// live in this process). Returns the soft limit in force afterwards.
+pub fn raise_fd_limit(wanted: u64) -> io::Result<u64> {
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(wanted);
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the local it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut current) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let target = wanted.min(ceiling).max(current.rlim_cur);
+    if target == current.rlim_cur {
+        return Ok(current.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: target.max(current.rlim_max),
+    };
+    // SAFETY: setrlimit reads one rlimit from the local it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } != 0 {
+        // Without CAP_SYS_RESOURCE only the soft limit can move, up to the hard one.
+        let soft = libc::rlimit {
+            rlim_cur: target.min(current.rlim_max),
+            rlim_max: current.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const soft) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(soft.rlim_cur);
+    }
+    Ok(target)
+}
+
+/// Memory the kernel says is available for new work (`MemAvailable`), in bytes.
+pub fn mem_available_bytes() -> io::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::other("no MemAvailable in /proc/meminfo"))
+}
+
 /// Online CPUs.
 pub fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

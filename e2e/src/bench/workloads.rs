@@ -202,26 +202,61 @@ async fn serve(mut stream: tokio::net::TcpStream, kind: ServerKind) {
     }
 }
 
-/// Runs `f` to completion on a client thread: optionally inside `ns`, pinned to `cpu`.
+/// Runs `f` to completion on a client thread: optionally inside `ns`, pinned
+/// to `cpu`, on a current-thread tokio runtime. Gives up after `limit` (see
+/// [`run_blocking_client`]).
 pub fn run_client<T: Send + 'static, F: Future<Output = io::Result<T>> + 'static>(
     ns: Option<&Netns>,
     cpu: usize,
+    limit: Duration,
     f: impl FnOnce() -> F + Send + 'static,
 ) -> io::Result<T> {
-    let body = move || -> io::Result<T> {
-        pin_current_thread(cpu);
+    run_blocking_client(ns, cpu, limit, move || -> io::Result<T> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(f())
+    })
+}
+
+/// Runs the blocking `f` on a client thread, optionally inside `ns`, pinned
+/// to `cpu`, and waits at most `limit` for its result.
+///
+/// A loop that hangs (a lost wake-up, a peer that never answers) becomes a
+/// `TimedOut` error instead of a benchmark that never ends; the stuck thread
+/// is abandoned (it dies with the process, which then reports the error and
+/// removes its namespaces).
+pub fn run_blocking_client<T: Send + 'static>(
+    ns: Option<&Netns>,
+    cpu: usize,
+    limit: Duration,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let body = move || {
+        pin_current_thread(cpu);
+        // The receiver is gone only when the caller already gave up.
+        let _ = done_tx.send(f());
     };
     let handle = match ns {
         Some(ns) => ns.spawn(body),
         None => std::thread::spawn(body),
     };
-    handle
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("client thread panicked")))
+    match done_rx.recv_timeout(limit) {
+        Ok(result) => {
+            let _ = handle.join();
+            result
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("client loop still running after {limit:?}; abandoned"),
+        )),
+        // The sender was dropped without a result: the thread panicked.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = handle.join();
+            Err(io::Error::other("client thread panicked"))
+        }
+    }
 }
 
 /// Result of a bulk transfer.
@@ -330,13 +365,21 @@ pub async fn connection_rate<D: Dialer>(
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Opens `count` connections to a [`ServerKind::Hold`] server, 64 at a time;
-/// returns them (still open) and the seconds it took.
+/// Opens `count` connections to [`ServerKind::Hold`] servers, 64 at a time,
+/// spread round-robin over `addrs` (several server ports lift the limit one
+/// client address and one server port put on the number of connections: the
+/// ephemeral port range); returns them (still open) and the seconds it took.
 pub async fn open_idle<D: Dialer>(
     d: D,
-    addr: SocketAddrV4,
+    addrs: &[SocketAddrV4],
     count: usize,
 ) -> io::Result<(Vec<D::Stream>, f64)> {
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no server address",
+        ));
+    }
     let start = Instant::now();
     let mut open = Vec::with_capacity(count);
     let mut set = tokio::task::JoinSet::new();
@@ -344,6 +387,7 @@ pub async fn open_idle<D: Dialer>(
     while open.len() < count {
         while started < count && set.len() < 64 {
             let d = d.clone();
+            let addr = addrs[started % addrs.len()];
             set.spawn(async move { d.connect(addr, false).await });
             started += 1;
         }
@@ -378,4 +422,101 @@ pub async fn parallel_streams<D: Dialer>(
         bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Connections per second through the C shim (`libtcpd`'s `tcpd_socket`,
+/// `tcpd_connect`, `tcpd_write`, `tcpd_read`, `tcpd_close`), the same
+/// exchange as [`connection_rate`]: what a C program pays. Blocking; the
+/// shim reaches the daemon at `$TCPD_SOCKET`.
+pub fn c_shim_connection_rate(addr: SocketAddrV4, dur: Duration) -> io::Result<f64> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        c_shim_one_connection(addr)?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `-1` from a C-shim call as the `io::Error` of the errno it set.
+fn c_check(ret: isize) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
+/// One connect, 1-byte exchange, wait for the server's FIN, close, through the C ABI.
+fn c_shim_one_connection(addr: SocketAddrV4) -> io::Result<()> {
+    let fd = tcpd::tcpd_socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+    c_check(fd as isize)?;
+    let result = c_shim_exchange(fd, addr);
+    let closed = c_check(tcpd::tcpd_close(fd) as isize);
+    result.and(closed.map(drop))
+}
+
+fn c_shim_exchange(fd: libc::c_int, addr: SocketAddrV4) -> io::Result<()> {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let one: libc::c_int = 1;
+    let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let sin_len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: every pointer is to a live local of the stated length.
+    unsafe {
+        // Nagle off, as the Rust rows do (one more RPC, as in C programs).
+        c_check(tcpd::tcpd_setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw const one).cast(),
+            int_len,
+        ) as isize)?;
+        c_check(tcpd::tcpd_connect(fd, (&raw const sin).cast(), sin_len) as isize)?;
+        let mut byte = [1u8; 1];
+        if c_check(tcpd::tcpd_write(fd, byte.as_ptr().cast(), 1))? != 1 {
+            return Err(io::Error::other("short write through the C shim"));
+        }
+        if c_check(tcpd::tcpd_read(fd, byte.as_mut_ptr().cast(), 1))? != 1 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        // Wait for the server's FIN (read returns 0), as connection_rate does.
+        c_check(tcpd::tcpd_read(fd, byte.as_mut_ptr().cast(), 1))?;
+    }
+    Ok(())
+}
+
+/// Mean time of one getsockname(2) on a kernel socket, in microseconds,
+/// over calls for `dur` (the kernel's figure for a trivial socket call).
+pub fn kernel_getsockname_us(dur: Duration) -> io::Result<f64> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < dur {
+        // std's local_addr is one getsockname(2) per call.
+        for _ in 0..64 {
+            std::hint::black_box(listener.local_addr()?);
+        }
+        calls += 64;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / calls as f64)
+}
+
+/// Mean time of one `GetSockName` unary RPC through `tcpd-client`'s
+/// [`tcpd_client::Socket`], in microseconds, over calls for `dur`: the
+/// cost of a client → daemon → client round trip without the network.
+pub async fn tcpd_getsockname_us(dur: Duration) -> io::Result<f64> {
+    let client = tcpd_client::Client::shared().await?;
+    let socket = tcpd_client::Socket::new(&client).await?;
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < dur {
+        std::hint::black_box(socket.local_addr().await?);
+        calls += 1;
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / calls as f64;
+    socket.close().await?;
+    Ok(us)
 }

@@ -7,6 +7,10 @@
 //!
 //! Needs root (it creates network namespaces and starts tcpd in one). See the
 //! module docs of `tcpd_e2e::bench` for the topologies and CPU pinning.
+//!
+//! Every client loop runs under a deadline (its planned duration plus a
+//! margin): a hang becomes an error naming the workload, and the run ends
+//! by itself, removing its namespaces and stopping its daemon.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -38,6 +42,10 @@ struct Args {
     /// Seconds per measurement (overrides the mode's default).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Idle-connection counts to try (overrides the mode's default:
+    /// 100 smoke, 1000 quick, 1000,10000,100000 full), e.g. `--idle 10000`.
+    #[arg(long, value_delimiter = ',')]
+    idle: Vec<usize>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/tcpd-bench.json")]
     json: PathBuf,
@@ -48,11 +56,37 @@ const KERNEL_SERVER: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
 const CLIENT_CPU: usize = 0;
 const PEER_CPU: usize = 1;
 
+/// Idle connections per server port: below both tcpd's 16,384 ephemeral
+/// ports (RFC 6335 §6 range 49152–65535) and Linux's default 28,232
+/// (`ip_local_port_range` 32768–60999), since one client address reaches
+/// one server port through at most that many local ports. Larger counts are
+/// spread over several server ports.
+const IDLE_PER_SERVER_PORT: usize = 8_000;
+
+/// Memory the machine must have available per idle connection before the
+/// benchmark tries a size (kernel client and server sockets, the peer's
+/// sockets on the tcpd side, and tcpd's own state, with a wide margin).
+const IDLE_MEMORY_PER_CONNECTION: u64 = 48 * 1024;
+
 struct Plan {
     seconds: Duration,
     reps: usize,
     idle: Vec<usize>,
     streams: usize,
+}
+
+impl Plan {
+    /// The deadline of a client loop planned to take `work`: generous, so
+    /// only a real hang trips it on a loaded machine.
+    fn limit(&self, work: Duration) -> Duration {
+        work * 4 + Duration::from_secs(30)
+    }
+
+    /// The deadline for opening `n` idle connections (tcpd in a debug build
+    /// opens about 1,500 a second).
+    fn idle_limit(n: usize) -> Duration {
+        Duration::from_secs(30) + Duration::from_millis(5 * n as u64)
+    }
 }
 
 /// One row of the table: the kernel's and tcpd's figures for one workload.
@@ -79,7 +113,7 @@ fn fmt_summary(s: Option<Summary>) -> String {
     }
 }
 
-fn print_table(rows: &[Row], plan: &Plan) {
+fn print_table(rows: &[Row], plan: &Plan, notes: &[String]) {
     println!();
     println!(
         "tcpd-bench: median of {} runs of {:.1} s (± half the range); client on CPU {CLIENT_CPU}, peer and tcpd on CPU {PEER_CPU}",
@@ -87,18 +121,21 @@ fn print_table(rows: &[Row], plan: &Plan) {
         plan.seconds.as_secs_f64()
     );
     println!(
-        "{:<44} {:>16} {:>16} {:>8}",
+        "{:<52} {:>16} {:>16} {:>11}",
         "workload", "kernel", "tcpd", "tcpd/kernel"
     );
     for r in rows {
         let ratio = r.ratio().map_or("n/a".into(), |x| format!("{x:.3}"));
         println!(
-            "{:<44} {:>16} {:>16} {:>8}",
+            "{:<52} {:>16} {:>16} {:>11}",
             format!("{} ({})", r.name, r.unit),
             fmt_summary(r.kernel),
             fmt_summary(r.tcpd),
             ratio
         );
+    }
+    for note in notes {
+        println!("note: {note}");
     }
 }
 
@@ -157,13 +194,16 @@ impl Topology {
     }
 }
 
+/// The kernel side: a client in the kernel client namespace, over the veth.
 fn kernel_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result<T>> + 'static>(
     topo: &Topology,
+    limit: Duration,
     f: impl FnOnce(KernelDialer) -> F + Send + 'static,
 ) -> Result<T> {
     Ok(workloads::run_client(
         Some(&topo.kernel_client),
         CLIENT_CPU,
+        limit,
         move || f(KernelDialer),
     )?)
 }
@@ -191,7 +231,7 @@ fn main() -> Result<()> {
         Plan {
             seconds: Duration::from_secs(5),
             reps: 5,
-            idle: vec![1000, 10_000],
+            idle: vec![1000, 10_000, 100_000],
             streams: 100,
         }
     };
@@ -201,11 +241,19 @@ fn main() -> Result<()> {
     if let Some(s) = args.seconds {
         plan.seconds = Duration::from_secs_f64(s.max(0.05));
     }
+    if !args.idle.is_empty() {
+        plan.idle = args.idle.clone();
+    }
+    let mut notes = Vec::new();
+    // Kernel idle connections cost two descriptors each in this process.
+    let max_idle = plan.idle.iter().copied().max().unwrap_or(0) as u64;
+    let fd_limit = bench::raise_fd_limit(2 * max_idle + 4096).context("raising RLIMIT_NOFILE")?;
 
     let topo = Topology::new()?;
     let k = KERNEL_SERVER;
     let t = HOST_ADDR;
     let dur = plan.seconds;
+    let limit = plan.limit(dur);
     let mut rows = Vec::new();
 
     // 1. Bulk, both directions, with CPU cost.
@@ -216,7 +264,7 @@ fn main() -> Result<()> {
     let kernel = repeat(plan.reps, || {
         let busy0 = bench::system_busy_seconds()?;
         let addr = ksink.addr;
-        let tr = kernel_run(&topo, move |d| workloads::bulk_send(d, addr, dur))?;
+        let tr = kernel_run(&topo, limit, move |d| workloads::bulk_send(d, addr, dur))?;
         cpu_kernel.push((bench::system_busy_seconds()? - busy0) / (tr.bytes as f64 / 1e9));
         Ok(tr.gbit_per_s())
     })?;
@@ -224,7 +272,7 @@ fn main() -> Result<()> {
     let tcpd = repeat(plan.reps, || {
         let busy0 = bench::system_busy_seconds()?;
         let d0 = bench::process_cpu_seconds(daemon_pid)?;
-        let tr = tcpd_run(tsink.addr, move |d, addr| {
+        let tr = tcpd_run(tsink.addr, limit, move |d, addr| {
             workloads::bulk_send(d, addr, dur)
         })?;
         let gb = tr.bytes as f64 / 1e9;
@@ -267,10 +315,10 @@ fn main() -> Result<()> {
     let tsrc = Server::start(&topo.tcpd_ns, t, 5002, ServerKind::Source(dur), PEER_CPU)?;
     let kernel = repeat(plan.reps, || {
         let addr = ksrc.addr;
-        Ok(kernel_run(&topo, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
+        Ok(kernel_run(&topo, limit, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
     })?;
     let tcpd = repeat(plan.reps, || {
-        Ok(tcpd_run(tsrc.addr, workloads::bulk_recv)?.gbit_per_s())
+        Ok(tcpd_run(tsrc.addr, limit, workloads::bulk_recv)?.gbit_per_s())
     })?;
     rows.push(Row {
         name: "bulk, client receives".into(),
@@ -288,10 +336,10 @@ fn main() -> Result<()> {
     let mut tr = Vec::new();
     for _ in 0..plan.reps {
         let addr = kecho.addr;
-        kr.push(kernel_run(&topo, move |d| {
+        kr.push(kernel_run(&topo, limit, move |d| {
             workloads::request_response(d, addr, dur)
         })?);
-        tr.push(tcpd_run(techo.addr, move |d, addr| {
+        tr.push(tcpd_run(techo.addr, limit, move |d, addr| {
             workloads::request_response(d, addr, dur)
         })?);
     }
@@ -321,19 +369,52 @@ fn main() -> Result<()> {
     });
     drop((kecho, techo));
 
-    // 3. Connection rate.
+    // The unary RPC round trip without the network: GetSockName through
+    // tcpd-client against getsockname(2) on a kernel socket.
+    let kernel = repeat(plan.reps, || {
+        Ok(workloads::run_blocking_client(
+            Some(&topo.kernel_client),
+            CLIENT_CPU,
+            limit,
+            move || workloads::kernel_getsockname_us(dur),
+        )?)
+    })?;
+    let tcpd = repeat(plan.reps, || {
+        Ok(workloads::run_client(None, CLIENT_CPU, limit, move || {
+            workloads::tcpd_getsockname_us(dur)
+        })?)
+    })?;
+    rows.push(Row {
+        name: "RPC round trip (GetSockName)".into(),
+        unit: "µs",
+        higher_is_better: false,
+        kernel,
+        tcpd,
+    });
+
+    // 3. Connection rate, through the Rust library and through the C shim
+    // (whose every call is one unary RPC); the kernel figure is the same.
     let kone = Server::start(&topo.kernel_server, k, 5004, ServerKind::OneShot, PEER_CPU)?;
     let tone = Server::start(&topo.tcpd_ns, t, 5004, ServerKind::OneShot, PEER_CPU)?;
     let kernel = repeat(plan.reps, || {
         let addr = kone.addr;
-        Ok(kernel_run(&topo, move |d| {
-            workloads::connection_rate(d, addr, dur)
-        })?)
-    })?;
-    let tcpd = repeat(plan.reps, || {
-        tcpd_run(tone.addr, move |d, addr| {
+        kernel_run(&topo, limit, move |d| {
             workloads::connection_rate(d, addr, dur)
         })
+    })?;
+    let tcpd = repeat(plan.reps, || {
+        tcpd_run(tone.addr, limit, move |d, addr| {
+            workloads::connection_rate(d, addr, dur)
+        })
+    })?;
+    let c_shim = repeat(plan.reps, || {
+        let addr = tone.addr;
+        Ok(workloads::run_blocking_client(
+            None,
+            CLIENT_CPU,
+            limit,
+            move || workloads::c_shim_connection_rate(addr, dur),
+        )?)
     })?;
     rows.push(Row {
         name: "connect + 1-byte exchange + close".into(),
@@ -342,59 +423,74 @@ fn main() -> Result<()> {
         kernel,
         tcpd,
     });
+    rows.push(Row {
+        name: "connect + 1-byte exchange + close (C shim)".into(),
+        unit: "conn/s",
+        higher_is_better: true,
+        kernel,
+        tcpd: c_shim,
+    });
     drop((kone, tone));
 
     // 4. Concurrency: idle connections and their cost, then parallel streams.
-    let khold = Server::start(&topo.kernel_server, k, 5005, ServerKind::Hold, PEER_CPU)?;
-    let thold = Server::start(&topo.tcpd_ns, t, 5005, ServerKind::Hold, PEER_CPU)?;
     let mut idle_json = Vec::new();
-    for &n in &plan.idle {
-        let addr = khold.addr;
-        let ksecs = kernel_run(&topo, move |d| async move {
-            Ok(workloads::open_idle(d, addr, n).await?.1)
-        })?;
-        let rss0 = bench::rss_bytes(daemon_pid)?;
-        let (tsecs, rss1) = tcpd_run(thold.addr, move |d, addr| async move {
-            let (conns, secs) = workloads::open_idle(d, addr, n).await?;
-            // Give the daemon a moment to settle, then read its RSS while they are open.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let rss = bench::rss_bytes(daemon_pid)?;
-            drop(conns);
-            Ok((secs, rss))
-        })?;
-        let per_conn = rss1.saturating_sub(rss0) as f64 / n as f64;
-        rows.push(Row {
-            name: format!("open {n} idle connections"),
-            unit: "s",
-            higher_is_better: false,
-            kernel: Summary::of(&[ksecs]),
-            tcpd: Summary::of(&[tsecs]),
-        });
-        rows.push(Row {
-            name: format!("daemon RSS per idle connection ({n})"),
-            unit: "bytes",
-            higher_is_better: false,
-            kernel: None,
-            tcpd: Summary::of(&[per_conn]),
-        });
-        idle_json.push(json!({"connections": n, "kernel_open_s": ksecs, "tcpd_open_s": tsecs, "tcpd_rss_per_connection": per_conn}));
+    for (size_index, &n) in plan.idle.iter().enumerate() {
+        match idle_connections(&topo, size_index, n, fd_limit) {
+            Ok(idle) => {
+                let per_conn = idle.tcpd_rss_growth as f64 / n as f64;
+                rows.push(Row {
+                    name: format!("open {n} idle connections"),
+                    unit: "s",
+                    higher_is_better: false,
+                    kernel: Summary::of(&[idle.kernel_seconds]),
+                    tcpd: Summary::of(&[idle.tcpd_seconds]),
+                });
+                rows.push(Row {
+                    name: format!("daemon RSS per idle connection ({n})"),
+                    unit: "bytes",
+                    higher_is_better: false,
+                    kernel: None,
+                    tcpd: Summary::of(&[per_conn]),
+                });
+                if idle.server_ports > 1 {
+                    notes.push(format!(
+                        "{n} idle connections spread over {} server ports: one client address \
+                         reaches one server port through at most 16,384 ephemeral ports in tcpd \
+                         (49152-65535) and 28,232 in Linux (32768-60999)",
+                        idle.server_ports
+                    ));
+                }
+                idle_json.push(json!({
+                    "connections": n,
+                    "server_ports": idle.server_ports,
+                    "kernel_open_s": idle.kernel_seconds,
+                    "tcpd_open_s": idle.tcpd_seconds,
+                    "tcpd_rss_per_connection": per_conn,
+                }));
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                eprintln!("tcpd-bench: {n} idle connections skipped: {why}");
+                notes.push(format!("{n} idle connections not measured: {why}"));
+                idle_json.push(json!({"connections": n, "skipped": why}));
+            }
+        }
         // Let closes drain before the next size.
         std::thread::sleep(Duration::from_millis(500));
     }
-    drop((khold, thold));
 
     let ksink = Server::start(&topo.kernel_server, k, 5006, ServerKind::Sink, PEER_CPU)?;
     let tsink = Server::start(&topo.tcpd_ns, t, 5006, ServerKind::Sink, PEER_CPU)?;
     let streams = plan.streams;
     let kernel = repeat(plan.reps, || {
         let addr = ksink.addr;
-        Ok(kernel_run(&topo, move |d| {
+        Ok(kernel_run(&topo, limit, move |d| {
             workloads::parallel_streams(d, addr, streams, dur)
         })?
         .gbit_per_s())
     })?;
     let tcpd = repeat(plan.reps, || {
-        Ok(tcpd_run(tsink.addr, move |d, addr| {
+        Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
             workloads::parallel_streams(d, addr, streams, dur)
         })?
         .gbit_per_s())
@@ -408,7 +504,7 @@ fn main() -> Result<()> {
     });
     drop((ksink, tsink));
 
-    print_table(&rows, &plan);
+    print_table(&rows, &plan, &notes);
     let json_rows: Vec<_> = rows
         .iter()
         .map(|r| json!({"workload": r.name, "unit": r.unit, "higher_is_better": r.higher_is_better, "kernel": r.kernel, "tcpd": r.tcpd, "ratio": r.ratio()}))
@@ -420,6 +516,7 @@ fn main() -> Result<()> {
         "pinning": {"client_cpu": CLIENT_CPU, "peer_cpu": PEER_CPU, "tcpd_cpu": PEER_CPU},
         "rows": json_rows,
         "idle": idle_json,
+        "notes": notes,
     });
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir).ok();
@@ -429,12 +526,89 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// What opening one size of idle connections cost.
+struct IdleResult {
+    server_ports: usize,
+    kernel_seconds: f64,
+    tcpd_seconds: f64,
+    tcpd_rss_growth: u64,
+}
+
+/// Opens `n` idle connections on each side, spread over enough server ports
+/// (a fresh range for every size, so TIME-WAIT left by a previous size never
+/// collides), and measures the time and tcpd's RSS growth while they are open.
+fn idle_connections(
+    topo: &Topology,
+    size_index: usize,
+    n: usize,
+    fd_limit: u64,
+) -> Result<IdleResult> {
+    let available = bench::mem_available_bytes()?;
+    let needed = n as u64 * IDLE_MEMORY_PER_CONNECTION;
+    anyhow::ensure!(
+        available >= needed,
+        "the machine has {} MiB available, {} MiB wanted",
+        available >> 20,
+        needed >> 20
+    );
+    anyhow::ensure!(
+        fd_limit >= 2 * n as u64 + 256,
+        "open-file limit {fd_limit} is too low for {n} kernel connections (2 descriptors each)"
+    );
+    let server_ports = n.div_ceil(IDLE_PER_SERVER_PORT).max(1);
+    let base_port = 6000 + 100 * u16::try_from(size_index).context("too many idle sizes")?;
+    let mut kernel_servers = Vec::with_capacity(server_ports);
+    let mut tcpd_servers = Vec::with_capacity(server_ports);
+    for i in 0..server_ports {
+        let port = base_port + u16::try_from(i).context("too many server ports")?;
+        kernel_servers.push(Server::start(
+            &topo.kernel_server,
+            KERNEL_SERVER,
+            port,
+            ServerKind::Hold,
+            PEER_CPU,
+        )?);
+        tcpd_servers.push(Server::start(
+            &topo.tcpd_ns,
+            HOST_ADDR,
+            port,
+            ServerKind::Hold,
+            PEER_CPU,
+        )?);
+    }
+    let kernel_addrs: Vec<SocketAddrV4> = kernel_servers.iter().map(|s| s.addr).collect();
+    let tcpd_addrs: Vec<SocketAddrV4> = tcpd_servers.iter().map(|s| s.addr).collect();
+    let limit = Plan::idle_limit(n);
+    let kernel_seconds = kernel_run(topo, limit, move |d| async move {
+        Ok(workloads::open_idle(d, &kernel_addrs, n).await?.1)
+    })?;
+    let daemon_pid = topo.daemon.pid().unwrap_or(0);
+    let rss_before = bench::rss_bytes(daemon_pid)?;
+    let (tcpd_seconds, rss_open) =
+        workloads::run_client(None, CLIENT_CPU, limit, move || async move {
+            let (conns, secs) = workloads::open_idle(TcpdDialer, &tcpd_addrs, n).await?;
+            // Give the daemon a moment to settle, then read its RSS while they are open.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let rss = bench::rss_bytes(daemon_pid)?;
+            drop(conns);
+            Ok((secs, rss))
+        })?;
+    drop((kernel_servers, tcpd_servers));
+    Ok(IdleResult {
+        server_ports,
+        kernel_seconds,
+        tcpd_seconds,
+        tcpd_rss_growth: rss_open.saturating_sub(rss_before),
+    })
+}
+
 /// The tcpd side: the client reaches TCP through tcpd-client.
 fn tcpd_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result<T>> + 'static>(
     addr: SocketAddrV4,
+    limit: Duration,
     f: impl FnOnce(TcpdDialer, SocketAddrV4) -> F + Send + 'static,
 ) -> Result<T> {
-    Ok(workloads::run_client(None, CLIENT_CPU, move || {
+    Ok(workloads::run_client(None, CLIENT_CPU, limit, move || {
         f(TcpdDialer, addr)
     })?)
 }
