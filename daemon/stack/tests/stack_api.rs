@@ -845,3 +845,60 @@ fn readiness_events_are_coalesced_per_handle() {
         }]
     );
 }
+
+/// RFC 6298 §5.5 backoff and TCP_SYNCNT: a SYN that is never answered
+/// fails the connect with ETIMEDOUT after 1+2+4+8+16+32+64 s (6 retries).
+#[test]
+fn unanswered_connect_times_out() {
+    let mut link = LinkConfig::perfect();
+    link.loss = 1.0;
+    let mut sim = Sim::new(23, link);
+    let c = sim.a.socket();
+    let start = sim.now;
+    sim.a
+        .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
+        .expect("connect");
+    sim.run_until_idle();
+    let took = sim.now - start;
+    assert!(
+        took >= Duration::from_secs(127) && took <= Duration::from_secs(128),
+        "{took:?}"
+    );
+    assert_eq!(sim.link.stats.sent, 7, "SYN plus 6 retransmissions");
+    assert_eq!(
+        sim.a.get_option(c, OptionName::Error),
+        Ok(SockOption::Error(Some(ConnError::TimedOut)))
+    );
+    assert_eq!(sim.a.stats().failed_opens, 1);
+    assert_eq!(sim.a.stats().retransmits, 6);
+}
+
+/// A connection whose user has closed it, with data the peer never
+/// acknowledges, gives up after `max_retries` and is forgotten.
+#[test]
+fn orphaned_connection_is_reaped_after_retries_fail() {
+    let mut a_config = test_config(ADDR_A, 1);
+    a_config.max_retries = 3;
+    let mut sim = Sim::with_configs(a_config, test_config(ADDR_B, 2), LinkConfig::perfect(), 29);
+    let l = listener(&mut sim.b, 80, 4);
+    let c = sim.a.socket();
+    sim.a
+        .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
+        .expect("connect");
+    sim.run_until("listener readable", |sim| {
+        sim.b.readiness(l) == Ok(Readiness::IN)
+    });
+    sim.link.config.loss = 1.0;
+    assert_eq!(sim.a.send(sim.now, c, &[1; 5000]), Ok(5000));
+    sim.a
+        .close(sim.now, c)
+        .expect("close with unacknowledged data");
+    sim.run_until("A forgets the connection", |sim| sim.a.sockets().is_empty());
+    assert!(sim.a.stats().retransmits >= 3);
+    let states = state_events(&sim.events_a);
+    assert_eq!(
+        states.last().map(|s| s.2),
+        Some(TcpState::Closed),
+        "{states:?}"
+    );
+}
