@@ -36,7 +36,9 @@ pub struct SocketEntry {
     /// The daemon connection the handle belongs to (see
     /// `session::current_session`).
     session: u64,
-    /// Keeps the fd number reserved; closed when the entry drops.
+    /// Keeps the fd number reserved; closed when the entry drops (held for
+    /// its `Drop`, read only by tests).
+    #[allow(dead_code)]
     placeholder: OwnedFd,
     /// `O_NONBLOCK`: calls fail with `EAGAIN`/`EINPROGRESS` instead of waiting.
     nonblocking: AtomicBool,
@@ -151,6 +153,7 @@ pub fn remove(fd: RawFd) -> Lookup {
     }
 }
 
+#[cfg(test)]
 impl SocketEntry {
     /// The reserved fd number.
     pub fn fd(&self) -> RawFd {

@@ -83,25 +83,6 @@ pub fn ffi_call<R: FailureValue>(body: impl FnOnce() -> Result<R>) -> R {
     }
 }
 
-/// Turns a possibly-null C pointer into a reference, or `EFAULT`.
-///
-/// # Safety
-/// A non-null `ptr` must point to a valid, initialised `T` for `'a`.
-pub unsafe fn non_null_ref<'a, T>(ptr: *const T) -> Result<&'a T> {
-    // SAFETY: the caller guarantees a non-null pointer is valid.
-    unsafe { ptr.as_ref() }.ok_or(Errno(libc::EFAULT))
-}
-
-/// Turns a possibly-null C pointer into a mutable reference, or `EFAULT`.
-///
-/// # Safety
-/// A non-null `ptr` must point to a valid `T` that nothing else accesses
-/// for `'a`.
-pub unsafe fn non_null_mut<'a, T>(ptr: *mut T) -> Result<&'a mut T> {
-    // SAFETY: the caller guarantees a non-null pointer is valid and unaliased.
-    unsafe { ptr.as_mut() }.ok_or(Errno(libc::EFAULT))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,12 +110,5 @@ mod tests {
         let r: c_int = ffi_call(|| panic!("boom"));
         assert_eq!(r, -1);
         assert_eq!(errno(), libc::EIO);
-    }
-
-    #[test]
-    fn null_pointers_are_efault() {
-        // SAFETY: null is always accepted and answered with EFAULT.
-        let r = unsafe { non_null_ref::<c_int>(std::ptr::null()) };
-        assert_eq!(r.err(), Some(Errno(libc::EFAULT)));
     }
 }

@@ -7,22 +7,22 @@
 //! sent), blocking unless `O_NONBLOCK`/`MSG_DONTWAIT`.
 //!
 //! Modules:
-//! - [`ffi`]: errno and the panic-proof wrapper every entry point uses;
-//! - [`session`]: the per-process runtime and daemon session (fork rule);
-//! - [`fdtable`]: fd numbers the library reserves for its sockets;
-//! - [`sockaddr`], [`options`]: C value conversions;
-//! - [`api`], [`poll`]: the entry points.
+//! - `ffi`: errno and the panic-proof wrapper every entry point uses;
+//! - `session`: the per-process runtime and daemon session (fork rule);
+//! - `fdtable`: fd numbers the library reserves for its sockets;
+//! - `sockaddr`, `options`: C value conversions;
+//! - `api`, `poll`: the entry points.
 //!
 //! The C header `include/tcpd.h` is generated from this crate by cbindgen
 //! (see `build.rs`) and committed; a test keeps it current.
 
-pub mod api;
-pub mod fdtable;
-pub mod ffi;
-pub mod options;
-pub mod poll;
-pub mod session;
-pub mod sockaddr;
+mod api;
+mod fdtable;
+mod ffi;
+mod options;
+mod poll;
+mod session;
+mod sockaddr;
 
 pub use api::*;
 pub use poll::tcpd_poll;
