@@ -226,7 +226,11 @@ mod tests {
             String::from("10.0.0.2:8080").target().ok(),
             Some(Target::Addrs(vec![want]))
         );
-        assert_eq!((&want).target().ok(), Some(Target::Addrs(vec![want])));
+        let by_ref: &SocketAddrV4 = &want;
+        assert_eq!(
+            Sealed::target(&by_ref).ok(),
+            Some(Target::Addrs(vec![want]))
+        );
     }
 
     #[test]

@@ -68,17 +68,14 @@ pub struct TcpStream {
 
 impl TcpStream {
     /// Connects through the process-wide session.
-    pub fn connect<A: ToSocketAddrsV4 + ?Sized>(addr: &A) -> io::Result<TcpStream> {
+    pub fn connect<A: ToSocketAddrsV4>(addr: A) -> io::Result<TcpStream> {
         let client = shared_client()?;
         TcpStream::connect_with(&client, addr)
     }
 
     /// Connects through `client`.
-    pub fn connect_with<A: ToSocketAddrsV4 + ?Sized>(
-        client: &Client,
-        addr: &A,
-    ) -> io::Result<TcpStream> {
-        let targets = addr::resolve_sync(addr)?;
+    pub fn connect_with<A: ToSocketAddrsV4>(client: &Client, addr: A) -> io::Result<TcpStream> {
+        let targets = addr::resolve_sync(&addr)?;
         let inner = block_on(crate::TcpStream::connect_any(client, &targets))??;
         Ok(TcpStream::from_async(inner))
     }
@@ -200,17 +197,14 @@ pub struct TcpListener {
 
 impl TcpListener {
     /// Binds and listens through the process-wide session.
-    pub fn bind<A: ToSocketAddrsV4 + ?Sized>(addr: &A) -> io::Result<TcpListener> {
+    pub fn bind<A: ToSocketAddrsV4>(addr: A) -> io::Result<TcpListener> {
         let client = shared_client()?;
         TcpListener::bind_with(&client, addr)
     }
 
     /// Binds and listens through `client`.
-    pub fn bind_with<A: ToSocketAddrsV4 + ?Sized>(
-        client: &Client,
-        addr: &A,
-    ) -> io::Result<TcpListener> {
-        let targets = addr::resolve_sync(addr)?;
+    pub fn bind_with<A: ToSocketAddrsV4>(client: &Client, addr: A) -> io::Result<TcpListener> {
+        let targets = addr::resolve_sync(&addr)?;
         let inner = block_on(crate::TcpListener::bind_any(client, &targets))??;
         Ok(TcpListener { inner })
     }

@@ -84,17 +84,14 @@ impl Client {
     }
 
     /// Connects a TCP stream through this session (see [`TcpStream::connect`]).
-    pub async fn tcp_connect<A: ToSocketAddrsV4 + ?Sized>(
-        &self,
-        addr: &A,
-    ) -> io::Result<TcpStream> {
-        let targets = addr::resolve(addr).await?;
+    pub async fn tcp_connect<A: ToSocketAddrsV4>(&self, addr: A) -> io::Result<TcpStream> {
+        let targets = addr::resolve(&addr).await?;
         TcpStream::connect_any(self, &targets).await
     }
 
     /// Binds a listener through this session (see [`TcpListener::bind`]).
-    pub async fn tcp_bind<A: ToSocketAddrsV4 + ?Sized>(&self, addr: &A) -> io::Result<TcpListener> {
-        let targets = addr::resolve(addr).await?;
+    pub async fn tcp_bind<A: ToSocketAddrsV4>(&self, addr: A) -> io::Result<TcpListener> {
+        let targets = addr::resolve(&addr).await?;
         TcpListener::bind_any(self, &targets).await
     }
 

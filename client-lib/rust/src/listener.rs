@@ -44,8 +44,8 @@ impl TcpListener {
     /// Binds and listens on `addr` through the process-wide session
     /// ([`Client::shared`]). With several addresses, the first that binds
     /// wins.
-    pub async fn bind<A: ToSocketAddrsV4 + ?Sized>(addr: &A) -> io::Result<TcpListener> {
-        let targets = addr::resolve(addr).await?;
+    pub async fn bind<A: ToSocketAddrsV4>(addr: A) -> io::Result<TcpListener> {
+        let targets = addr::resolve(&addr).await?;
         let client = Client::shared().await?;
         TcpListener::bind_any(&client, &targets).await
     }

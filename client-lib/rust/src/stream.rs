@@ -22,6 +22,8 @@
 //!   then `shutdown_write`, then (on another RPC) `Close`.
 //! - `poll_flush` is `Ready` once every queued frame has been taken by the
 //!   gRPC request body (handed to HTTP/2), not when the peer has it.
+//! - A pending flush never outlives the next write: its claim on every queue
+//!   slot is dropped first, or the (fair) queue would starve the writer.
 //! - The daemon handle is closed exactly once, when the last part (stream or
 //!   both owned halves) is dropped.
 
@@ -30,7 +32,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddrV4};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ use sync_wrapper::SyncWrapper;
 use tcpd_proto::errno;
 use tcpd_proto::v1::{self, stream_down, stream_up};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
@@ -70,21 +72,46 @@ struct Shared {
     peer: SocketAddrV4,
     /// A sender kept so the close path can wait for queued frames to drain.
     up: mpsc::Sender<v1::StreamUp>,
+    /// Becomes `true` once the daemon has answered the Stream RPC (so it
+    /// knows the stream belongs to this handle before Close arrives).
+    opened: watch::Receiver<bool>,
+    /// Where the read side leaves the down stream when it is dropped, so the
+    /// close path can keep it alive until the daemon ends it (see `Drop`).
+    parked_down: ParkedDown,
 }
+
+/// How long a closed stream's down side is drained, waiting for the daemon
+/// to end it, before it is dropped regardless.
+const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// The down stream of a dropped read side, waiting for the close path.
+type ParkedDown = Arc<Mutex<Option<Down>>>;
 
 impl Drop for Shared {
     fn drop(&mut self) {
         let client = self.client.clone();
         let handle = self.handle;
         let up = self.up.clone();
+        let mut opened = self.opened.clone();
+        let parked = Arc::clone(&self.parked_down);
         // Without a runtime the session's end closes the socket instead.
         let _ = runtime::spawn(async move {
             // Data already written must reach the daemon before Close, or a
-            // graceful close would lose it; the wait ends early if the
-            // Stream RPC is gone (the queue then reports closed).
+            // graceful close would lose it. So: the daemon has attached the
+            // Stream RPC to the handle, every queued frame has been handed to
+            // HTTP/2, and the up side is ended (the last sender goes here),
+            // so the daemon can finish the stream's frames before closing.
+            // Each wait ends early if the Stream RPC is gone.
+            let _ = opened.wait_for(|done| *done).await;
             let _ = up.reserve_many(up.max_capacity()).await;
             drop(up);
             let _ = socket::close_handle(&client, handle).await;
+            // Dropping the response half of an HTTP/2 stream whose request
+            // half still has DATA buffered makes h2 reset it (RST_STREAM
+            // CANCEL, RFC 9113 §8.1), discarding that data. So the down
+            // stream lives until the daemon ends it after Close.
+            let parked = parked.lock().ok().and_then(|mut slot| slot.take());
+            let _ = tokio::time::timeout(CLOSE_DRAIN_LIMIT, drain_down(parked)).await;
         });
     }
 }
@@ -102,15 +129,33 @@ impl fmt::Debug for Shared {
 enum Down {
     /// The RPC is being opened on the I/O runtime.
     Opening(JoinHandle<OpenResult>),
-    /// Frames arrive here.
-    Open(SyncWrapper<DownStream>),
+    /// Frames arrive here (boxed: the decoder state is large).
+    Open(Box<SyncWrapper<DownStream>>),
     /// EOF, a delivered error, or the RPC ended: reads return 0.
     Done,
+}
+
+/// Reads a parked down stream to its end, discarding what arrives.
+async fn drain_down(down: Option<Down>) {
+    let mut frames = match down {
+        Some(Down::Open(frames)) => frames.into_inner(),
+        Some(Down::Opening(task)) => match task.await {
+            Ok(Ok(response)) => response.into_inner(),
+            _ => return,
+        },
+        Some(Down::Done) | None => return,
+    };
+    while let Some(Ok(_)) = frames.next().await {}
 }
 
 /// State of the reading side.
 struct ReadState {
     down: Down,
+    /// EOF or a terminal error was delivered: reads return 0. The down
+    /// stream is kept (not dropped) until close, see [`CLOSE_DRAIN_LIMIT`].
+    finished: bool,
+    /// Shared with [`Shared`]; filled when this state is dropped.
+    parked_down: ParkedDown,
     /// Bytes of the last data frame not yet read, from `pos`.
     pending: Vec<u8>,
     pos: usize,
@@ -133,7 +178,7 @@ fn stream_status_error(status: &tonic::Status) -> io::Error {
 
 impl ReadState {
     fn finish_with(&mut self, errno: i32) -> io::Error {
-        self.down = Down::Done;
+        self.finished = true;
         let _ = self.terminal.set(errno);
         io::Error::from_raw_os_error(errno)
     }
@@ -149,18 +194,25 @@ impl ReadState {
                 self.pos += n;
                 return Poll::Ready(Ok(()));
             }
+            if self.finished {
+                return Poll::Ready(Ok(()));
+            }
             match &mut self.down {
                 Down::Done => return Poll::Ready(Ok(())),
                 Down::Opening(task) => match ready!(Pin::new(task).poll(cx)) {
                     Ok(Ok(response)) => {
-                        self.down = Down::Open(SyncWrapper::new(response.into_inner()));
+                        self.down = Down::Open(Box::new(SyncWrapper::new(response.into_inner())));
                     }
                     Ok(Err(status)) => {
+                        self.down = Down::Done;
                         let err = stream_status_error(&status);
                         let errno = err.raw_os_error().unwrap_or(errno::EIO);
                         return Poll::Ready(Err(self.finish_with(errno)));
                     }
-                    Err(_) => return Poll::Ready(Err(self.finish_with(errno::ECANCELED))),
+                    Err(_) => {
+                        self.down = Down::Done;
+                        return Poll::Ready(Err(self.finish_with(errno::ECANCELED)));
+                    }
                 },
                 Down::Open(frames) => match ready!(frames.get_mut().poll_next_unpin(cx)) {
                     Some(Ok(v1::StreamDown { frame })) => match frame {
@@ -169,7 +221,7 @@ impl ReadState {
                             self.pos = 0;
                         }
                         Some(stream_down::Frame::Eof(_)) => {
-                            self.down = Down::Done;
+                            self.finished = true;
                             return Poll::Ready(Ok(()));
                         }
                         Some(stream_down::Frame::Error(e)) => {
@@ -192,6 +244,15 @@ impl ReadState {
                     }
                 },
             }
+        }
+    }
+}
+
+impl Drop for ReadState {
+    fn drop(&mut self) {
+        let down = std::mem::replace(&mut self.down, Down::Done);
+        if let Ok(mut slot) = self.parked_down.lock() {
+            *slot = Some(down);
         }
     }
 }
@@ -228,6 +289,9 @@ impl WriteState {
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
+        // An unfinished flush must not keep its claim on the queue's slots
+        // (the semaphore is fair: it would starve this write forever).
+        self.drain = None;
         if ready!(self.tx.poll_reserve(cx)).is_err() {
             return Poll::Ready(Err(self.closed_error()));
         }
@@ -279,6 +343,7 @@ impl WriteState {
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.write_shut {
+            self.drain = None;
             if ready!(self.tx.poll_reserve(cx)).is_err() {
                 return Poll::Ready(Err(self.closed_error()));
             }
@@ -299,6 +364,7 @@ impl WriteState {
             return;
         }
         self.write_shut = true;
+        self.drain = None;
         self.tx.abort_send();
         if let Some(sender) = self.tx.get_ref().cloned() {
             let _ = runtime::spawn(async move {
@@ -333,9 +399,11 @@ impl WriteState {
 /// # Ok(()) }
 /// ```
 pub struct TcpStream {
-    shared: Arc<Shared>,
+    // Field order is drop order: the read side parks its down stream
+    // before the last `Shared` reference starts the close path.
     read: ReadState,
     write: WriteState,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for TcpStream {
@@ -348,8 +416,8 @@ impl TcpStream {
     /// Opens a connection to `addr` through the process-wide session
     /// ([`Client::shared`]). With several addresses (a host name), each is
     /// tried in turn and the last error is returned.
-    pub async fn connect<A: ToSocketAddrsV4 + ?Sized>(addr: &A) -> io::Result<TcpStream> {
-        let targets = addr::resolve(addr).await?;
+    pub async fn connect<A: ToSocketAddrsV4>(addr: A) -> io::Result<TcpStream> {
+        let targets = addr::resolve(&addr).await?;
         let client = Client::shared().await?;
         TcpStream::connect_any(&client, &targets).await
     }
@@ -383,6 +451,7 @@ impl TcpStream {
         let terminal = Arc::new(OnceLock::new());
         let rpc = client.rpc();
         let open_terminal = Arc::clone(&terminal);
+        let (opened_tx, opened) = watch::channel(false);
         let down = match runtime::spawn(async move {
             let mut rpc = rpc;
             let result = rpc.stream(ReceiverStream::new(rx)).await;
@@ -392,6 +461,7 @@ impl TcpStream {
                     .unwrap_or(errno::EIO);
                 let _ = open_terminal.set(errno);
             }
+            opened_tx.send_replace(true);
             result
         }) {
             Ok(task) => Down::Opening(task),
@@ -400,16 +470,21 @@ impl TcpStream {
                 Down::Done
             }
         };
+        let parked_down: ParkedDown = Arc::new(Mutex::new(None));
         let shared = Arc::new(Shared {
             client,
             handle,
             peer,
             up: tx.clone(),
+            opened,
+            parked_down: Arc::clone(&parked_down),
         });
         TcpStream {
             shared,
             read: ReadState {
                 down,
+                finished: false,
+                parked_down,
                 pending: Vec::new(),
                 pos: 0,
                 terminal: Arc::clone(&terminal),
@@ -614,15 +689,15 @@ pub struct WriteHalf<'a> {
 
 /// The reading half of [`TcpStream::into_split`].
 pub struct OwnedReadHalf {
-    shared: Arc<Shared>,
     read: ReadState,
+    shared: Arc<Shared>,
 }
 
 /// The writing half of [`TcpStream::into_split`]; dropping it queues
 /// `shutdown_write` (FIN after the data), as tokio's does.
 pub struct OwnedWriteHalf {
-    shared: Arc<Shared>,
     write: WriteState,
+    shared: Arc<Shared>,
 }
 
 impl Drop for OwnedWriteHalf {

@@ -64,10 +64,10 @@ pub async fn connect_channel(path: impl AsRef<Path>) -> io::Result<Channel> {
 /// source chain and returned; otherwise the errno is guessed from the gRPC
 /// code (see `tcpd_proto::status_errno`).
 pub fn status_to_io(status: tonic::Status) -> io::Error {
-    if !carries_errno(&status) {
-        if let Some(errno) = transport_os_error(&status) {
-            return io::Error::from_raw_os_error(errno);
-        }
+    if !carries_errno(&status)
+        && let Some(errno) = transport_os_error(&status)
+    {
+        return io::Error::from_raw_os_error(errno);
     }
     io::Error::from_raw_os_error(tcpd_proto::status_errno(&status))
 }
