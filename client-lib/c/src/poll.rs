@@ -373,6 +373,31 @@ mod tests {
     }
 
     #[test]
+    fn more_entries_than_rlimit_nofile_is_einval() {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the local struct.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        let mut one = [pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }];
+        // SAFETY: the count is rejected before the array is read.
+        let n = unsafe { tcpd_poll(one.as_mut_ptr(), limit.rlim_cur + 1, 0) };
+        assert_eq!(n, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+    }
+
+    #[test]
     fn remaining_time_rounds_up() {
         assert_eq!(remaining_ms(None), -1);
         let soon = Instant::now() + Duration::from_micros(1500);
