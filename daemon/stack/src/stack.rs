@@ -9,7 +9,7 @@
 //! reads a clock or does I/O.
 //!
 //! Internal structure:
-//! - Connections live in `conns`, keyed by a [`ConnId`] that is never reused.
+//! - Connections live in `conns`, keyed by a `ConnId` that is never reused.
 //!   A connection is *linked* (present in the 4-tuple map and the port table)
 //!   until it is finished (CLOSED with nothing to send); then it is unlinked,
 //!   and forgotten unless a user handle still refers to it (so that handle
@@ -17,9 +17,9 @@
 //! - A connection that may have something to send sits in the `ready` FIFO
 //!   (at most once); `poll_transmit` serves that FIFO round-robin, one segment
 //!   per turn, after the stack's own RSTs and ICMP replies.
-//! - Arriving segments and ICMP messages are routed in [`input`].
-//! - Deadlines are in a min-heap with lazy invalidation ([`timers`]).
-//! - After every call into a connection, [`Stack::after_conn_call`] turns its
+//! - Arriving segments and ICMP messages are routed in `input`.
+//! - Deadlines are in a min-heap with lazy invalidation (`timers`).
+//! - After every call into a connection, `Stack::after_conn_call` turns its
 //!   state changes into events, re-arms its timer, queues it for transmission,
 //!   moves a listener's child from the SYN queue to the accept queue, and reaps
 //!   it when finished. Readiness events are coalesced: at most one is queued
