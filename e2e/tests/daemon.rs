@@ -682,8 +682,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
 /// Not a test on its own: the client process of
 /// [`killed_client_leaves_no_socket_behind`], run by re-executing this
 /// test binary with `TCPD_E2E_KILL_CHILD=<socket path>:<port>`. It connects
-/// through tcpd to the kernel, sends a greeting, reports its handle and
-/// waits to be killed.
+/// through tcpd to the kernel, sends a greeting and waits to be killed.
 #[test]
 fn helper_process_client() {
     let Ok(spec) = std::env::var("TCPD_E2E_KILL_CHILD") else {
@@ -700,8 +699,6 @@ fn helper_process_client() {
             .await
             .expect("child connect");
         stream.write_all(b"hello").await.expect("child write");
-        stream.flush().await.expect("child flush");
-        println!("HANDLE {}", stream.handle());
         std::future::pending::<()>().await;
     });
 }
@@ -711,6 +708,7 @@ fn killed_client_leaves_no_socket_behind() {
     let Some(env) = setup("d-kill", &[]) else {
         return;
     };
+    let (greeted_tx, greeted_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let kernel = env.ns.spawn(move || {
         let listener =
@@ -720,6 +718,7 @@ fn killed_client_leaves_no_socket_behind() {
         let mut greeting = [0u8; 5];
         stream.read_exact(&mut greeting).expect("greeting");
         assert_eq!(&greeting, b"hello");
+        greeted_tx.send(()).expect("greeted");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -733,41 +732,42 @@ fn killed_client_leaves_no_socket_behind() {
     });
     ready_rx.recv().expect("kernel listener ready");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "helper_process_client",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "helper_process_client", "--test-threads=1"])
         .env(
             "TCPD_E2E_KILL_CHILD",
             format!("{}:5004", env.daemon.socket().display()),
         )
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn the client process");
-    let mut output = io::BufReader::new(child.stdout.take().expect("child stdout"));
-    let handle: u64 = loop {
-        let mut line = String::new();
-        let n = io::BufRead::read_line(&mut output, &mut line).expect("child output");
-        assert!(n > 0, "the client process exited before connecting");
-        if let Some(h) = line.trim().strip_prefix("HANDLE ") {
-            break h.parse().expect("handle");
-        }
+    let child_pid = i32::try_from(child.id()).expect("pid fits i32");
+    greeted_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the client process connected and sent its greeting");
+    let rt = runtime();
+    let owned_by_child = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut admin = admin(&env.daemon).await;
+            connections(&mut admin)
+                .await
+                .into_iter()
+                .filter(|c| c.owner_pid == child_pid)
+                .collect::<Vec<_>>()
+        })
     };
+    let before = owned_by_child(&rt);
+    assert_eq!(before.len(), 1, "the child's socket is listed: {before:?}");
+    assert_eq!(before[0].state_name, "ESTABLISHED");
     child.kill().expect("SIGKILL the client");
     let _ = child.wait();
     let seen = kernel.join().expect("kernel peer");
     assert!(seen == "FIN" || seen == "RST", "kernel peer saw {seen}");
-    runtime().block_on(async {
-        let mut admin = admin(&env.daemon).await;
-        let rows = connections(&mut admin).await;
-        assert!(
-            rows.iter().all(|c| c.handle != handle),
-            "the dead client's socket is still open: {rows:?}"
-        );
-    });
+    let after = owned_by_child(&rt);
+    assert!(
+        after.is_empty(),
+        "the dead client's socket is still open: {after:?}"
+    );
 }
 
 #[test]
