@@ -169,6 +169,7 @@ expected_files=(
     /usr/share/doc/tcpd/copyright
     /usr/share/doc/tcpd/changelog.Debian.gz
     /usr/share/doc/tcpd/README.systemd
+    /usr/share/lintian/overrides/tcpd
 )
 dpkg -L tcpd | sort >"$WORK/dpkg-L.txt"
 for f in "${expected_files[@]}"; do
