@@ -21,7 +21,7 @@ use tcpd_proto::v1::{
 use crate::fdtable::{self, Lookup};
 use crate::ffi::{Errno, Result, ffi_call};
 use crate::options;
-use crate::session::rpc;
+use crate::session::{rpc, rpc_in_session};
 use crate::sockaddr::{
     UnspecAny, check_out_args, read_sockaddr_in, to_sockaddr_in, write_sockaddr_in,
 };
@@ -57,10 +57,11 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
         return Err(Errno(libc::EPROTONOSUPPORT));
     }
     let placeholder = fdtable::reserve_fd()?;
-    let reply = rpc(|mut c| async move { c.socket(SocketRequest {}).await })?;
+    let (reply, session) = rpc_in_session(|mut c| async move { c.socket(SocketRequest {}).await })?;
     Ok(fdtable::insert(
         placeholder,
         reply.handle,
+        session,
         flags & libc::SOCK_NONBLOCK != 0,
         flags & libc::SOCK_CLOEXEC != 0,
     ))
@@ -133,7 +134,7 @@ unsafe fn accept_impl(
         handle: entry.handle,
         nonblocking: entry.nonblocking(),
     };
-    let reply = rpc(|mut c| async move { c.accept(request).await })?;
+    let (reply, session) = rpc_in_session(|mut c| async move { c.accept(request).await })?;
     let peer = reply.peer.unwrap_or_default();
     if to_sockaddr_in(&peer).is_err() {
         // A malformed reply: do not leak the daemon's socket.
@@ -145,6 +146,7 @@ unsafe fn accept_impl(
     let new_fd = fdtable::insert(
         placeholder,
         reply.handle,
+        session,
         flags & libc::SOCK_NONBLOCK != 0,
         flags & libc::SOCK_CLOEXEC != 0,
     );

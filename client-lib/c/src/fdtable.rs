@@ -128,12 +128,19 @@ pub fn reserve_fd() -> Result<OwnedFd> {
 }
 
 /// Publishes a socket under its placeholder's number and returns the number.
-pub fn insert(placeholder: OwnedFd, handle: u64, nonblocking: bool, cloexec: bool) -> RawFd {
+/// `session` is the daemon session that issued `handle`.
+pub fn insert(
+    placeholder: OwnedFd,
+    handle: u64,
+    session: u64,
+    nonblocking: bool,
+    cloexec: bool,
+) -> RawFd {
     let fd = placeholder.as_raw_fd();
     let entry = Arc::new(SocketEntry {
         handle,
         owner_pid: std::process::id(),
-        session: current_session(),
+        session,
         placeholder,
         nonblocking: AtomicBool::new(nonblocking),
         cloexec: AtomicBool::new(cloexec),
@@ -207,7 +214,7 @@ pub(crate) mod tests {
     /// not reach a daemon.
     pub(crate) fn fake_socket(handle: u64) -> RawFd {
         let placeholder = reserve_fd().unwrap();
-        insert(placeholder, handle, false, false)
+        insert(placeholder, handle, current_session(), false, false)
     }
 
     #[test]

@@ -179,10 +179,26 @@ where
     F: FnOnce(SocketClient<Channel>) -> Fut,
     Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
 {
+    rpc_in_session(call).map(|(reply, _session)| reply)
+}
+
+/// As [`rpc`], also returning the session that answered, for replies that
+/// carry a new handle. The session is read when the reply is in: a lost
+/// connection is re-made by the next request, so a change during the call
+/// means this call (or a concurrent one) opened the new session and the
+/// reply came from it. (The one case this misjudges needs the connection
+/// to die between this reply and another thread's request; the handle is
+/// dead then anyway.)
+pub fn rpc_in_session<T, F, Fut>(call: F) -> Result<(T, u64)>
+where
+    F: FnOnce(SocketClient<Channel>) -> Fut,
+    Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+{
     let state = process()?;
     let client = state.client()?;
-    state
+    let reply = state
         .block_on(call(client))
         .map(tonic::Response::into_inner)
-        .map_err(|status| Errno::from_status(&status))
+        .map_err(|status| Errno::from_status(&status))?;
+    Ok((reply, current_session()))
 }
