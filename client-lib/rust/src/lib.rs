@@ -111,8 +111,17 @@ pub fn describe_error(err: &io::Error) -> String {
     }
 }
 
+/// Linux `ENOENT`: no daemon socket at the path.
+const ENOENT: i32 = 2;
+
 /// The symbolic errno name, or the number for ones tcpd does not know.
 fn errno_label(errno: i32) -> String {
+    match errno {
+        // Errors of the daemon's own Unix socket and of this crate.
+        ENOENT => return "ENOENT".to_string(),
+        sockopt::EPROTO => return "EPROTO".to_string(),
+        _ => {}
+    }
     match tcpd_proto::errno_name(errno) {
         "EUNKNOWN" => format!("errno {errno}"),
         name => name.to_string(),
@@ -134,7 +143,11 @@ mod tests {
         assert_eq!(describe_error(&e), "Address already in use (EADDRINUSE)");
         assert_eq!(
             describe_error(&io::Error::from_raw_os_error(2)),
-            "No such file or directory (errno 2)"
+            "No such file or directory (ENOENT)"
+        );
+        assert_eq!(
+            describe_error(&io::Error::from_raw_os_error(61)),
+            "No data available (errno 61)"
         );
         assert_eq!(describe_error(&io::Error::other("plain")), "plain");
     }

@@ -70,14 +70,8 @@ struct Shared {
     client: Client,
     handle: u64,
     peer: SocketAddrV4,
-    /// A sender kept so the close path can wait for queued frames to drain.
-    up: mpsc::Sender<v1::StreamUp>,
-    /// Becomes `true` once the daemon has answered the Stream RPC (so it
-    /// knows the stream belongs to this handle before Close arrives).
-    opened: watch::Receiver<bool>,
-    /// Where the read side leaves the down stream when it is dropped, so the
-    /// close path can keep it alive until the daemon ends it (see `Drop`).
-    parked_down: ParkedDown,
+    /// Taken by the first of [`TcpStream::close`] and `Drop`.
+    close: Mutex<Option<ClosePath>>,
 }
 
 /// How long a closed stream's down side is drained, waiting for the daemon
@@ -87,32 +81,63 @@ const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// The down stream of a dropped read side, waiting for the close path.
 type ParkedDown = Arc<Mutex<Option<Down>>>;
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let client = self.client.clone();
-        let handle = self.handle;
-        let up = self.up.clone();
-        let mut opened = self.opened.clone();
-        let parked = Arc::clone(&self.parked_down);
-        // Without a runtime the session's end closes the socket instead.
+/// Everything needed to close the socket without losing written data.
+struct ClosePath {
+    client: Client,
+    handle: u64,
+    /// A sender kept so the close path can wait for queued frames to drain.
+    up: mpsc::Sender<v1::StreamUp>,
+    /// Becomes `true` once the daemon has answered the Stream RPC (so it
+    /// knows the stream belongs to this handle before Close arrives).
+    opened: watch::Receiver<bool>,
+    /// Where the read side leaves the down stream when it is dropped, so
+    /// the close path can keep it alive until the daemon ends it.
+    parked_down: ParkedDown,
+}
+
+impl ClosePath {
+    /// Data already written must reach the daemon before Close, or a
+    /// graceful close would lose it. So: wait until the daemon has attached
+    /// the Stream RPC to the handle and every queued frame has been handed
+    /// to HTTP/2, end the up side (the last sender is dropped here) so the
+    /// daemon can finish the stream's frames, then send Close. Each wait
+    /// ends early if the Stream RPC is gone.
+    async fn run(self) -> io::Result<()> {
+        let ClosePath {
+            client,
+            handle,
+            up,
+            mut opened,
+            parked_down,
+        } = self;
+        let _ = opened.wait_for(|done| *done).await;
+        let _ = up.reserve_many(up.max_capacity()).await;
+        drop(up);
+        let result = socket::close_handle(&client, handle).await;
+        // Dropping the response half of an HTTP/2 stream whose request half
+        // still has DATA buffered makes h2 reset it (RST_STREAM CANCEL, RFC
+        // 9113 §8.1), discarding that data. So the down stream lives until
+        // the daemon ends it after Close.
+        let parked = parked_down.lock().ok().and_then(|mut slot| slot.take());
         let _ = runtime::spawn(async move {
-            // Data already written must reach the daemon before Close, or a
-            // graceful close would lose it. So: the daemon has attached the
-            // Stream RPC to the handle, every queued frame has been handed to
-            // HTTP/2, and the up side is ended (the last sender goes here),
-            // so the daemon can finish the stream's frames before closing.
-            // Each wait ends early if the Stream RPC is gone.
-            let _ = opened.wait_for(|done| *done).await;
-            let _ = up.reserve_many(up.max_capacity()).await;
-            drop(up);
-            let _ = socket::close_handle(&client, handle).await;
-            // Dropping the response half of an HTTP/2 stream whose request
-            // half still has DATA buffered makes h2 reset it (RST_STREAM
-            // CANCEL, RFC 9113 §8.1), discarding that data. So the down
-            // stream lives until the daemon ends it after Close.
-            let parked = parked.lock().ok().and_then(|mut slot| slot.take());
             let _ = tokio::time::timeout(CLOSE_DRAIN_LIMIT, drain_down(parked)).await;
         });
+        result
+    }
+}
+
+impl Shared {
+    fn take_close_path(&self) -> Option<ClosePath> {
+        self.close.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(path) = self.take_close_path() {
+            // Without a runtime the session's end closes the socket instead.
+            let _ = runtime::spawn(path.run());
+        }
     }
 }
 
@@ -471,13 +496,18 @@ impl TcpStream {
             }
         };
         let parked_down: ParkedDown = Arc::new(Mutex::new(None));
+        let close = ClosePath {
+            client: client.clone(),
+            handle,
+            up: tx.clone(),
+            opened,
+            parked_down: Arc::clone(&parked_down),
+        };
         let shared = Arc::new(Shared {
             client,
             handle,
             peer,
-            up: tx.clone(),
-            opened,
-            parked_down: Arc::clone(&parked_down),
+            close: Mutex::new(Some(close)),
         });
         TcpStream {
             shared,
@@ -599,6 +629,22 @@ impl TcpStream {
                 .map_err(crate::status_to_io)?;
         }
         Ok(())
+    }
+
+    /// Closes the socket and waits for the daemon's answer (dropping the
+    /// stream does the same in the background, without reporting errors).
+    ///
+    /// Data written before is handed to the daemon first, so a graceful
+    /// close still delivers it (FIN after the data, RFC 9293 §3.6); unread
+    /// received data makes the daemon reset the connection, as Linux does.
+    pub async fn close(self) -> io::Result<()> {
+        let shared = Arc::clone(&self.shared);
+        // Parks the down stream and drops the write side's senders.
+        drop(self);
+        match shared.take_close_path() {
+            Some(path) => path.run().await,
+            None => Ok(()),
+        }
     }
 
     /// Borrowed halves, usable concurrently (e.g. in `tokio::join!`).
