@@ -823,3 +823,78 @@ fn second_daemon_on_the_same_socket_is_refused_and_sigterm_cleans_up() {
     assert_eq!(kernel.join().expect("kernel peer"), "RST");
     drop(stream);
 }
+
+#[test]
+fn garbage_on_the_api_socket_is_harmless() {
+    let Some(env) = setup("d-garbage", &[]) else {
+        return;
+    };
+    // Not HTTP/2 at all, then a valid preface followed by junk frames.
+    for junk in [
+        &b"\x00\xffGET / HTTP/1.1\r\n\r\n\x16\x03\x01garbage"[..],
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x09\x00\x00\x00\x00\x01zzzzzzzzzzzz"[..],
+    ] {
+        let mut raw =
+            std::os::unix::net::UnixStream::connect(env.daemon.socket()).expect("connect");
+        raw.write_all(junk).expect("write junk");
+        raw.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut sink = Vec::new();
+        // The daemon answers with an error or closes; either way it must not block or die.
+        let _ = raw.read_to_end(&mut sink);
+    }
+    runtime().block_on(async {
+        let mut admin = admin(&env.daemon).await;
+        let status = admin
+            .status(v1::StatusRequest {})
+            .await
+            .expect("the daemon still answers")
+            .into_inner();
+        assert_eq!(status.tun_name, "tcpd0");
+        assert_eq!(status.address.map(|a| a.ip), Some(u32::from(TCPD_ADDR)));
+        assert_eq!(status.mtu, 1500);
+    });
+}
+
+#[test]
+fn readiness_is_announced_to_systemd() {
+    if !require_privileges("readiness_is_announced_to_systemd") {
+        return;
+    }
+    let ns = Netns::new("d-notify").expect("namespace");
+    let dir = tcpd_e2e::TempDir::new("notify").expect("temp dir");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind NOTIFY_SOCKET");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let api = dir.path().join("tcpd.sock");
+    let daemon = ns
+        .command(tcpd_e2e::bin_path("tcpd"))
+        .arg("--socket")
+        .arg(&api)
+        .args(["--log-format", "json"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcpd");
+    let mut message = [0u8; 256];
+    let n = notify.recv(&mut message).expect("a notification");
+    let text = String::from_utf8_lossy(&message[..n]).to_string();
+    // READY=1 comes only once the API socket accepts connections.
+    let api_up = std::os::unix::net::UnixStream::connect(&api).is_ok();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let output = daemon.wait_with_output().expect("tcpd exits");
+    let log = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(text.contains("READY=1"), "notification: {text:?}");
+    assert!(api_up, "READY=1 before the socket listened");
+    assert!(output.status.success(), "exit status {}", output.status);
+    // --log-format json: every line is a JSON object.
+    let first = log.lines().next().expect("tcpd logged something");
+    let parsed: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
+    assert!(parsed.get("fields").is_some(), "{first}");
+}
