@@ -122,6 +122,8 @@ impl Server {
                 let accept_loop = async {
                     loop {
                         let Ok((stream, _)) = listener.accept().await else {
+                            // EMFILE and the like: back off instead of spinning.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         };
                         match kind {
@@ -200,6 +202,108 @@ async fn serve(mut stream: tokio::net::TcpStream, kind: ServerKind) {
         }
         ServerKind::Hold => {}
     }
+}
+
+/// A [`ServerKind::Hold`] server in a child process (this same program,
+/// re-run with `--hold-helper`), for idle-connection counts beyond what one
+/// process may hold: every accepted connection is a descriptor, and
+/// `RLIMIT_NOFILE` caps a process (raising the hard limit needs
+/// `CAP_SYS_RESOURCE`). The child stops when its stdin closes, and is
+/// killed on drop.
+#[derive(Debug)]
+pub struct HoldProcess {
+    pub addr: SocketAddrV4,
+    child: std::process::Child,
+}
+
+impl HoldProcess {
+    /// Starts `program --hold-helper <ns> --hold-addr <ip:port> --hold-cpu
+    /// <cpu>` and waits for its "ready" line (the listener is bound).
+    pub fn start(
+        program: &std::path::Path,
+        ns: &Netns,
+        addr: SocketAddrV4,
+        cpu: usize,
+    ) -> io::Result<HoldProcess> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(program)
+            .arg("--hold-helper")
+            .arg(ns.name())
+            .arg("--hold-addr")
+            .arg(addr.to_string())
+            .arg("--hold-cpu")
+            .arg(cpu.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let ready = child
+            .stdout
+            .take()
+            .map(|out| {
+                let mut line = String::new();
+                std::io::BufReader::new(out)
+                    .read_line(&mut line)
+                    .map(|_| line)
+            })
+            .transpose()?;
+        let held = HoldProcess { addr, child };
+        match ready.as_deref().map(str::trim) {
+            Some("ready") => Ok(held),
+            other => Err(io::Error::other(format!(
+                "hold helper for {addr} did not start (said {other:?})"
+            ))),
+        }
+    }
+}
+
+impl Drop for HoldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `--hold-helper` side of [`HoldProcess`]: enters namespace `ns`,
+/// listens on `addr`, says "ready" on stdout, and holds every connection it
+/// accepts until stdin reaches end of file.
+pub fn hold_helper_main(ns: &str, addr: SocketAddrV4, cpu: usize) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let netns = std::fs::File::open(std::path::Path::new("/run/netns").join(ns))?;
+    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+    pin_current_thread(cpu);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ready")?;
+            out.flush()?;
+        }
+        let mut held = Vec::new();
+        let accept_loop = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => held.push(stream),
+                    // EMFILE and the like: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        };
+        let parent_gone = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())
+            })
+            .await;
+        };
+        tokio::select! {
+            () = accept_loop => {}
+            () = parent_gone => {}
+        }
+        Ok(())
+    })
 }
 
 /// Runs `f` to completion on a client thread: optionally inside `ns`, pinned

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 
-use tcpd_e2e::bench::workloads::{self, KernelDialer, Server, ServerKind, TcpdDialer};
+use tcpd_e2e::bench::workloads::{self, HoldProcess, KernelDialer, Server, ServerKind, TcpdDialer};
 use tcpd_e2e::bench::{self, Summary};
 use tcpd_e2e::{Daemon, HOST_ADDR, Netns};
 
@@ -46,6 +46,14 @@ struct Args {
     /// 100 smoke, 1000 quick, 1000,10000,100000 full), e.g. `--idle 10000`.
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
+    /// Internal: run as the idle-connection holder inside this namespace
+    /// (see `workloads::HoldProcess`).
+    #[arg(long, hide = true, requires = "hold_addr")]
+    hold_helper: Option<String>,
+    #[arg(long, hide = true)]
+    hold_addr: Option<SocketAddrV4>,
+    #[arg(long, hide = true, default_value_t = PEER_CPU)]
+    hold_cpu: usize,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/tcpd-bench.json")]
     json: PathBuf,
@@ -210,6 +218,9 @@ fn kernel_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let (Some(ns), Some(addr)) = (&args.hold_helper, args.hold_addr) {
+        return Ok(workloads::hold_helper_main(ns, addr, args.hold_cpu)?);
+    }
     if !tcpd_e2e::require_privileges("tcpd-bench") {
         anyhow::bail!("tcpd-bench needs root: it creates network namespaces and a TUN device");
     }
@@ -245,9 +256,9 @@ fn main() -> Result<()> {
         plan.idle = args.idle.clone();
     }
     let mut notes = Vec::new();
-    // Kernel idle connections cost two descriptors each in this process.
+    // The kernel client of the idle workload holds one descriptor per connection.
     let max_idle = plan.idle.iter().copied().max().unwrap_or(0) as u64;
-    let fd_limit = bench::raise_fd_limit(2 * max_idle + 4096).context("raising RLIMIT_NOFILE")?;
+    let fd_limit = bench::raise_fd_limit(max_idle + 4096).context("raising RLIMIT_NOFILE")?;
 
     let topo = Topology::new()?;
     let k = KERNEL_SERVER;
@@ -432,17 +443,37 @@ fn main() -> Result<()> {
     });
     drop((kone, tone));
 
-    // 4. Concurrency: idle connections and their cost, then parallel streams.
+    // 4. Concurrency: idle connections and their cost, then parallel
+    // streams. The streams are measured first (reported after): tearing
+    // down thousands of idle connections keeps tcpd busy for a while.
+    let ksink = Server::start(&topo.kernel_server, k, 5006, ServerKind::Sink, PEER_CPU)?;
+    let tsink = Server::start(&topo.tcpd_ns, t, 5006, ServerKind::Sink, PEER_CPU)?;
+    let streams = plan.streams;
+    let streams_kernel = repeat(plan.reps, || {
+        let addr = ksink.addr;
+        Ok(kernel_run(&topo, limit, move |d| {
+            workloads::parallel_streams(d, addr, streams, dur)
+        })?
+        .gbit_per_s())
+    })?;
+    let streams_tcpd = repeat(plan.reps, || {
+        Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
+            workloads::parallel_streams(d, addr, streams, dur)
+        })?
+        .gbit_per_s())
+    })?;
+    drop((ksink, tsink));
+
     let mut idle_json = Vec::new();
     for (size_index, &n) in plan.idle.iter().enumerate() {
-        match idle_connections(&topo, size_index, n, fd_limit) {
+        match idle_connections(&topo, size_index, n, fd_limit, &mut notes) {
             Ok(idle) => {
                 let per_conn = idle.tcpd_rss_growth as f64 / n as f64;
                 rows.push(Row {
                     name: format!("open {n} idle connections"),
                     unit: "s",
                     higher_is_better: false,
-                    kernel: Summary::of(&[idle.kernel_seconds]),
+                    kernel: idle.kernel_seconds.and_then(|s| Summary::of(&[s])),
                     tcpd: Summary::of(&[idle.tcpd_seconds]),
                 });
                 rows.push(Row {
@@ -475,34 +506,22 @@ fn main() -> Result<()> {
                 idle_json.push(json!({"connections": n, "skipped": why}));
             }
         }
-        // Let closes drain before the next size.
-        std::thread::sleep(Duration::from_millis(500));
+        // Let closes drain before the next size (and say how long tcpd stayed busy).
+        let busy = wait_until_quiet(daemon_pid, Plan::idle_limit(n))?;
+        if busy > 1.0 {
+            notes.push(format!(
+                "tcpd stayed busy {busy:.1} s after the {n} idle connections were closed"
+            ));
+        }
     }
 
-    let ksink = Server::start(&topo.kernel_server, k, 5006, ServerKind::Sink, PEER_CPU)?;
-    let tsink = Server::start(&topo.tcpd_ns, t, 5006, ServerKind::Sink, PEER_CPU)?;
-    let streams = plan.streams;
-    let kernel = repeat(plan.reps, || {
-        let addr = ksink.addr;
-        Ok(kernel_run(&topo, limit, move |d| {
-            workloads::parallel_streams(d, addr, streams, dur)
-        })?
-        .gbit_per_s())
-    })?;
-    let tcpd = repeat(plan.reps, || {
-        Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
-            workloads::parallel_streams(d, addr, streams, dur)
-        })?
-        .gbit_per_s())
-    })?;
     rows.push(Row {
         name: format!("{streams} concurrent streams, client sends"),
         unit: "Gbit/s",
         higher_is_better: true,
-        kernel,
-        tcpd,
+        kernel: streams_kernel,
+        tcpd: streams_tcpd,
     });
-    drop((ksink, tsink));
 
     print_table(&rows, &plan, &notes);
     let json_rows: Vec<_> = rows
@@ -526,10 +545,26 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Waits until process `pid` uses under 10% of a CPU over a 500 ms window
+/// (or `limit` passes); returns the seconds waited.
+fn wait_until_quiet(pid: u32, limit: Duration) -> Result<f64> {
+    const WINDOW: Duration = Duration::from_millis(500);
+    let start = std::time::Instant::now();
+    loop {
+        let before = bench::process_cpu_seconds(pid)?;
+        std::thread::sleep(WINDOW);
+        let used = bench::process_cpu_seconds(pid)? - before;
+        if used < 0.1 * WINDOW.as_secs_f64() || start.elapsed() > limit {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+    }
+}
+
 /// What opening one size of idle connections cost.
 struct IdleResult {
     server_ports: usize,
-    kernel_seconds: f64,
+    /// `None` when this process may not hold that many kernel sockets.
+    kernel_seconds: Option<f64>,
     tcpd_seconds: f64,
     tcpd_rss_growth: u64,
 }
@@ -537,11 +572,16 @@ struct IdleResult {
 /// Opens `n` idle connections on each side, spread over enough server ports
 /// (a fresh range for every size, so TIME-WAIT left by a previous size never
 /// collides), and measures the time and tcpd's RSS growth while they are open.
+///
+/// The servers run as child processes ([`HoldProcess`], at most
+/// [`IDLE_PER_SERVER_PORT`] connections each), so this process holds only
+/// the kernel client's `n` descriptors, and none for tcpd's connections.
 fn idle_connections(
     topo: &Topology,
     size_index: usize,
     n: usize,
     fd_limit: u64,
+    notes: &mut Vec<String>,
 ) -> Result<IdleResult> {
     let available = bench::mem_available_bytes()?;
     let needed = n as u64 * IDLE_MEMORY_PER_CONNECTION;
@@ -551,49 +591,57 @@ fn idle_connections(
         available >> 20,
         needed >> 20
     );
-    anyhow::ensure!(
-        fd_limit >= 2 * n as u64 + 256,
-        "open-file limit {fd_limit} is too low for {n} kernel connections (2 descriptors each)"
-    );
+    let program = std::env::current_exe().context("finding this program for its helpers")?;
     let server_ports = n.div_ceil(IDLE_PER_SERVER_PORT).max(1);
     let base_port = 6000 + 100 * u16::try_from(size_index).context("too many idle sizes")?;
-    let mut kernel_servers = Vec::with_capacity(server_ports);
-    let mut tcpd_servers = Vec::with_capacity(server_ports);
+    let limit = Plan::idle_limit(n);
+
+    let kernel_fits = fd_limit >= n as u64 + 1024;
+    let kernel_seconds = if kernel_fits {
+        let mut servers = Vec::with_capacity(server_ports);
+        for i in 0..server_ports {
+            let port = base_port + u16::try_from(i).context("too many server ports")?;
+            let addr = SocketAddrV4::new(KERNEL_SERVER, port);
+            servers.push(HoldProcess::start(
+                &program,
+                &topo.kernel_server,
+                addr,
+                PEER_CPU,
+            )?);
+        }
+        let addrs: Vec<SocketAddrV4> = servers.iter().map(|s| s.addr).collect();
+        let secs = kernel_run(topo, limit, move |d| async move {
+            Ok(workloads::open_idle(d, &addrs, n).await?.1)
+        })?;
+        drop(servers);
+        Some(secs)
+    } else {
+        notes.push(format!(
+            "kernel side of {n} idle connections not measured: its client holds one descriptor \
+             per connection and RLIMIT_NOFILE is {fd_limit} (raising it needs CAP_SYS_RESOURCE)"
+        ));
+        None
+    };
+
+    let mut servers = Vec::with_capacity(server_ports);
     for i in 0..server_ports {
         let port = base_port + u16::try_from(i).context("too many server ports")?;
-        kernel_servers.push(Server::start(
-            &topo.kernel_server,
-            KERNEL_SERVER,
-            port,
-            ServerKind::Hold,
-            PEER_CPU,
-        )?);
-        tcpd_servers.push(Server::start(
-            &topo.tcpd_ns,
-            HOST_ADDR,
-            port,
-            ServerKind::Hold,
-            PEER_CPU,
-        )?);
+        let addr = SocketAddrV4::new(HOST_ADDR, port);
+        servers.push(HoldProcess::start(&program, &topo.tcpd_ns, addr, PEER_CPU)?);
     }
-    let kernel_addrs: Vec<SocketAddrV4> = kernel_servers.iter().map(|s| s.addr).collect();
-    let tcpd_addrs: Vec<SocketAddrV4> = tcpd_servers.iter().map(|s| s.addr).collect();
-    let limit = Plan::idle_limit(n);
-    let kernel_seconds = kernel_run(topo, limit, move |d| async move {
-        Ok(workloads::open_idle(d, &kernel_addrs, n).await?.1)
-    })?;
+    let addrs: Vec<SocketAddrV4> = servers.iter().map(|s| s.addr).collect();
     let daemon_pid = topo.daemon.pid().unwrap_or(0);
     let rss_before = bench::rss_bytes(daemon_pid)?;
     let (tcpd_seconds, rss_open) =
         workloads::run_client(None, CLIENT_CPU, limit, move || async move {
-            let (conns, secs) = workloads::open_idle(TcpdDialer, &tcpd_addrs, n).await?;
+            let (conns, secs) = workloads::open_idle(TcpdDialer, &addrs, n).await?;
             // Give the daemon a moment to settle, then read its RSS while they are open.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let rss = bench::rss_bytes(daemon_pid)?;
             drop(conns);
             Ok((secs, rss))
         })?;
-    drop((kernel_servers, tcpd_servers));
+    drop(servers);
     Ok(IdleResult {
         server_ports,
         kernel_seconds,
