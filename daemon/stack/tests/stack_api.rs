@@ -902,3 +902,57 @@ fn orphaned_connection_is_reaped_after_retries_fail() {
         "{states:?}"
     );
 }
+
+/// ICMP "fragmentation needed" quoting one of our segments reaches its
+/// connection, whose later segments fit the next-hop MTU (RFC 1191).
+#[test]
+fn fragmentation_needed_lowers_the_segment_size() {
+    let mut s = server_stack();
+    let l = listener(&mut s, 80, 8);
+    let synack = open_half(&mut s, T0, 1001, 80);
+    let mut ack = Segment::new(
+        peer(1001),
+        ours(80),
+        TcpFlags::ACK,
+        1001,
+        synack.seq.wrapping_add(1),
+    );
+    ack.window = 65535;
+    s.handle_packet(T0, &ack.to_packet());
+    let (h, _) = s.accept(l).expect("accept");
+    assert_eq!(s.send(T0, h, &[7; 2000]), Ok(2000));
+    let out = drain_transmit(&mut s, T0);
+    assert_eq!(out[0].len(), 1500, "a full-sized first segment");
+    // Type 3 code 4, next-hop MTU 1000, quoting the IPv4 header and 8 bytes.
+    let mut message = vec![3u8, 4, 0, 0, 0, 0];
+    message.extend_from_slice(&1000u16.to_be_bytes());
+    message.extend_from_slice(&out[0][..28]);
+    let sum = internet_checksum(&message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut packet = vec![0; 20 + message.len()];
+    packet[20..].copy_from_slice(&message);
+    ip_header(
+        Ipv4Addr::new(10, 0, 0, 254),
+        ADDR_B,
+        IpProtocol::Icmp,
+        message.len(),
+        &mut packet,
+    );
+    s.handle_packet(T0, &packet);
+    assert_eq!(s.stats().icmp_unreachable_received, 1);
+    assert_eq!(s.send(T0, h, &[8; 3000]), Ok(3000));
+    let later = T0 + Duration::from_secs(2);
+    s.handle_timeout(later);
+    let out = drain_transmit(&mut s, later);
+    assert!(!out.is_empty());
+    for packet in &out {
+        assert!(
+            packet.len() <= 1000,
+            "{} bytes after PMTU 1000",
+            packet.len()
+        );
+    }
+    assert!(
+        matches!(s.get_option(h, OptionName::MaxSegment), Ok(SockOption::MaxSegment(m)) if m <= 960)
+    );
+}
