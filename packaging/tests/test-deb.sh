@@ -97,10 +97,14 @@ WORK="$(mktemp -d /tmp/tcpd-test-deb.XXXXXX)"
 NETNS="tcpd-pkg-$$"
 DAEMON_PID=""
 LISTENER_PID=""
+INSTALLED=0
+# Leaves the machine as found: no daemon, namespace, scratch files, or (after
+# an early stop) installed package.
 cleanup() {
     [[ -n "$DAEMON_PID" ]] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
     [[ -n "$LISTENER_PID" ]] && kill "$LISTENER_PID" 2>/dev/null && wait "$LISTENER_PID" 2>/dev/null
     ip netns del "$NETNS" 2>/dev/null
+    ((INSTALLED)) && dpkg --purge tcpd >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -140,6 +144,7 @@ check "lintian reports no error" test "$lintian_rc" = 0
 # -------------------------------------------------------------- install ------
 # Start from a clean slate: a previous run or a developer's install.
 dpkg --purge tcpd >/dev/null 2>&1
+INSTALLED=1
 if ! dpkg -i "$DEB" >"$WORK/dpkg-i.txt" 2>&1; then
     sed 's/^/     dpkg: /' "$WORK/dpkg-i.txt"
     abort "dpkg -i $(basename "$DEB")"
@@ -488,6 +493,7 @@ else
     fail "dpkg --purge tcpd"
 fi
 check "package is gone from dpkg's database" bash -c '! dpkg -s tcpd >/dev/null 2>&1'
+INSTALLED=0
 left=()
 while IFS= read -r f; do
     [[ -d "$f" && ! -L "$f" ]] && continue
