@@ -339,6 +339,23 @@ proptest! {
         run_transfer(seed, link, a_kib * 1024, b_kib * 1024);
     }
 
+    /// Heavy reordering and duplication (SACK, duplicate-ACK thresholds,
+    /// D-SACK-worthy duplicates) with light loss.
+    #[test]
+    fn transfers_survive_reordering(
+        seed in any::<u64>(),
+        reorder_percent in 5u32..=40,
+        duplicate_percent in 0u32..=20,
+        loss_percent in 0u32..=5,
+        a_kib in 64usize..=512,
+    ) {
+        let mut link = LinkConfig::lossy(f64::from(loss_percent) / 100.0);
+        link.reorder = f64::from(reorder_percent) / 100.0;
+        link.duplicate = f64::from(duplicate_percent) / 100.0;
+        link.jitter = Duration::from_millis(6);
+        run_transfer(seed, link, a_kib * 1024, 8 * 1024);
+    }
+
     /// Small receive buffers and a slow reader: zero windows, persist
     /// probes and window updates, with loss.
     #[test]
