@@ -98,10 +98,10 @@ impl Admin for AdminService {
         &self,
         _request: Request<v1::StatsRequest>,
     ) -> Result<Response<v1::StatsReply>, Status> {
-        let (named, states) = self.driver.call(|c| c.stats()).await?;
+        let snapshot = self.driver.call(|c| c.stats()).await?;
         Ok(Response::new(v1::StatsReply {
-            counters: counters(named),
-            states: counters(states),
+            counters: counters(snapshot.counters),
+            states: counters(snapshot.per_state),
         }))
     }
 

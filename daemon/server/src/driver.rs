@@ -169,6 +169,13 @@ impl Clock {
     }
 }
 
+/// Named counters and connections per state, for the admin Stats call.
+#[derive(Debug)]
+pub struct StatsSnapshot {
+    pub counters: Vec<(String, u64)>,
+    pub per_state: Vec<(String, u64)>,
+}
+
 /// What the daemon knows about a user socket besides the stack's state.
 #[derive(Debug)]
 struct SocketEntry {
@@ -482,7 +489,7 @@ impl Core {
     }
 
     /// The stack's counters and the number of connections per state.
-    pub fn stats(&self) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+    pub fn stats(&self) -> StatsSnapshot {
         let mut per_state: Vec<(String, u64)> = TcpState::ALL
             .iter()
             .map(|s| (s.name().to_string(), 0))
@@ -492,7 +499,10 @@ impl Core {
                 slot.1 += 1;
             }
         }
-        (self.stack.stats().named(), per_state)
+        StatsSnapshot {
+            counters: self.stack.stats().named(),
+            per_state,
+        }
     }
 
     pub fn abort(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> usize {

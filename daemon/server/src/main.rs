@@ -217,10 +217,10 @@ async fn serve(
         .add_service(SocketServer::new(SocketService::new(driver.clone())))
         .add_service(AdminServer::new(AdminService::new(driver.clone(), info)))
         .serve_with_incoming(acceptor.into_stream());
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-            tracing::warn!(error = %e, "sd_notify READY=1 failed");
-        }
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])
+    {
+        tracing::warn!(error = %e, "sd_notify READY=1 failed");
     }
     tokio::select! {
         served = server => {

@@ -53,13 +53,13 @@ impl SocketFile {
             })
             .transpose()?;
         let mut created_dir = None;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(io_error("cannot create", dir))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
-                    .map_err(io_error("cannot chmod", dir))?;
-                created_dir = Some(dir.to_path_buf());
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(io_error("cannot create", dir))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+                .map_err(io_error("cannot chmod", dir))?;
+            created_dir = Some(dir.to_path_buf());
         }
         remove_if_stale(path)?;
         // Create the socket with its final mode: no window where others could connect.
@@ -108,10 +108,10 @@ fn remove_if_stale(path: &Path) -> Result<(), SocketFileError> {
 
 /// Removes the socket file at shutdown (best effort).
 pub fn remove(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file");
-        }
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file");
     }
 }
 
