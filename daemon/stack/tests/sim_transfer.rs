@@ -138,6 +138,8 @@ fn time_wait_span(events: &[(Instant, StackEvent)]) -> (Option<Instant>, Option<
 
 struct Outcome {
     sim: Sim,
+    /// Virtual time from connect until both applications had closed.
+    data_done: Duration,
 }
 
 /// Runs a full connection: A (client) sends `a_len` bytes and B (server)
@@ -194,6 +196,7 @@ fn run_transfer_tuned(
         .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
         .expect("connect");
     a.socket = Some(client);
+    let started = sim.now;
     sim.run_until("both applications closed", |sim| {
         if b.socket.is_none()
             && let Ok((server, _)) = sim.b.accept(listener)
@@ -223,6 +226,7 @@ fn run_transfer_tuned(
         }
         a.closed && b.closed
     });
+    let data_done = sim.now - started;
     assert_eq!(
         a.received.len(),
         b.to_send.len(),
@@ -281,13 +285,21 @@ fn run_transfer_tuned(
     );
     assert_eq!(sim.a.stats().active_opens, 1);
     assert_eq!(sim.b.stats().passive_opens, 1);
-    Outcome { sim }
+    Outcome { sim, data_done }
 }
 
 #[test]
 fn clean_link_bidirectional_transfer() {
     let outcome = run_transfer(1, LinkConfig::perfect(), 256 * 1024, 100 * 1024);
     let sim = &outcome.sim;
+    // 2 ms RTT, unlimited bandwidth: slow start from the RFC 6928 initial
+    // window needs a handful of round trips (22 ms when written). A stall on
+    // a timer (delayed ACK, Nagle, persist, RTO) would show up here.
+    assert!(
+        outcome.data_done < Duration::from_millis(100),
+        "clean transfer took {:?}",
+        outcome.data_done
+    );
     assert_eq!(sim.a.stats().retransmits, 0);
     assert_eq!(sim.b.stats().retransmits, 0);
     assert_eq!(sim.a.stats().failed_opens, 0);
