@@ -518,3 +518,51 @@ fn many_concurrent_connections() {
     assert!(sim.b.sockets().is_empty(), "{:?}", sim.b.sockets());
     assert_eq!(sim.b.stats().passive_opens, CLIENTS as u64);
 }
+
+/// One-byte request/response ping-pong: each exchange takes one round trip
+/// (2 ms here), not a delayed-ACK or Nagle timeout (RFC 9293 §3.7.4,
+/// §3.8.6.3: the response carries the ACK; the next request has nothing
+/// unacknowledged ahead of it).
+#[test]
+fn request_response_takes_one_round_trip() {
+    const EXCHANGES: usize = 50;
+    let mut sim = Sim::new(41, LinkConfig::perfect());
+    let listener = sim.b.socket();
+    sim.b
+        .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+        .expect("bind");
+    sim.b.listen(listener, 4).expect("listen");
+    let client = sim.a.socket();
+    sim.a
+        .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+        .expect("connect");
+    let mut server = None;
+    sim.run_until("accepted", |sim| {
+        server = server.or_else(|| sim.b.accept(listener).ok().map(|(h, _)| h));
+        server.is_some()
+            && sim
+                .a
+                .readiness(client)
+                .is_ok_and(|r| r.contains(tcpd_stack::Readiness::OUT))
+    });
+    let server = server.expect("accepted");
+    let started = sim.now;
+    let mut buf = [0u8; 8];
+    for i in 0..EXCHANGES {
+        let byte = [i as u8];
+        assert_eq!(sim.a.send(sim.now, client, &byte), Ok(1));
+        sim.run_until("request arrives", |sim| {
+            sim.b.recv(sim.now, server, &mut buf, false) == Ok(1)
+        });
+        assert_eq!(buf[0], i as u8);
+        assert_eq!(sim.b.send(sim.now, server, &byte), Ok(1));
+        sim.run_until("response arrives", |sim| {
+            sim.a.recv(sim.now, client, &mut buf, false) == Ok(1)
+        });
+    }
+    let per_exchange = (sim.now - started) / EXCHANGES as u32;
+    assert!(
+        per_exchange <= Duration::from_millis(3),
+        "{per_exchange:?} per exchange"
+    );
+}
