@@ -61,10 +61,25 @@ impl Stack {
     /// the connection judges the SYN's sequence number or timestamp). A
     /// TIME-WAIT connection whose user still holds the handle is not retired.
     fn time_wait_yields_to(&self, id: ConnId, syn: &TcpRepr<'_>) -> bool {
-        self.listeners.contains_key(&syn.dst_port)
+        // Only if the listener will take the SYN: otherwise the TIME-WAIT
+        // connection keeps protecting the 4-tuple and the peer retries.
+        self.listeners
+            .get(&syn.dst_port)
+            .is_some_and(|&listener| self.listener_has_room(listener))
             && self.conns.get(&id).is_some_and(|entry| {
                 entry.handle.is_none() && entry.conn.time_wait_accepts_syn(syn)
             })
+    }
+
+    /// True while the listener's SYN-RECEIVED plus unaccepted children are
+    /// under its backlog.
+    fn listener_has_room(&self, listener: SocketHandle) -> bool {
+        match self.sockets.get(&listener).map(|entry| &entry.kind) {
+            Some(SocketKind::Listening(listen)) => {
+                listen.syn_queue.len() + listen.accept_queue.len() < listen.backlog as usize
+            }
+            _ => false,
+        }
     }
 
     /// Forgets a TIME-WAIT connection at once (its 4-tuple is being reopened).
@@ -113,15 +128,12 @@ impl Stack {
         // children must stay under the backlog; an excess SYN is dropped
         // without an answer so the peer retries (Linux-like: it counts
         // ListenOverflows/ListenDrops; it has separate SYN and accept limits).
+        if !self.listener_has_room(listener) {
+            return self.stats.drop_packet(DropReason::ListenOverflow);
+        }
         let Some(entry) = self.sockets.get(&listener) else {
             return;
         };
-        let SocketKind::Listening(listen) = &entry.kind else {
-            return;
-        };
-        if listen.syn_queue.len() + listen.accept_queue.len() >= listen.backlog as usize {
-            return self.stats.drop_packet(DropReason::ListenOverflow);
-        }
         let options = entry.options;
         let params = self.connection_params(key, options, now);
         let conn = Connection::accept_syn(params, segment, now);
