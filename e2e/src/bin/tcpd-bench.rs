@@ -46,6 +46,12 @@ struct Args {
     /// 100 smoke, 1000 quick, 1000,10000,100000 full), e.g. `--idle 10000`.
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
+    /// Link MTU for tcpd's TUN (tcpd `--mtu`; default 1500 like the veth).
+    #[arg(long)]
+    tcpd_mtu: Option<u16>,
+    /// Measure only bulk transfer (both directions) and its CPU cost.
+    #[arg(long)]
+    bulk_only: bool,
     /// Internal: run as the idle-connection holder inside this namespace
     /// (see `workloads::HoldProcess`).
     #[arg(long, hide = true, requires = "hold_addr")]
@@ -164,7 +170,8 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Result<Topology> {
+    /// Builds both topologies; `tcpd_mtu` is passed to tcpd (`--mtu`) when set.
+    fn new(tcpd_mtu: Option<u16>) -> Result<Topology> {
         let kernel_client = Netns::new("bench-kc")?;
         let kernel_server = Netns::new("bench-ks")?;
         let pid = std::process::id();
@@ -187,7 +194,12 @@ impl Topology {
         )?;
         kernel_server.run("ip", &["link", "set", &vb, "up"])?;
         let tcpd_ns = Netns::new("bench-tcpd")?;
-        let daemon = Daemon::start(&tcpd_ns, &[]).context("starting tcpd")?;
+        let mtu_arg = tcpd_mtu.map(|m| m.to_string());
+        let daemon_args: Vec<&str> = match &mtu_arg {
+            Some(m) => vec!["--mtu", m],
+            None => Vec::new(),
+        };
+        let daemon = Daemon::start(&tcpd_ns, &daemon_args).context("starting tcpd")?;
         if let Some(pid) = daemon.pid() {
             bench::pin_process(pid, PEER_CPU)?;
         }
@@ -260,7 +272,12 @@ fn main() -> Result<()> {
     let max_idle = plan.idle.iter().copied().max().unwrap_or(0) as u64;
     let fd_limit = bench::raise_fd_limit(max_idle + 4096).context("raising RLIMIT_NOFILE")?;
 
-    let topo = Topology::new()?;
+    let topo = Topology::new(args.tcpd_mtu)?;
+    if let Some(mtu) = args.tcpd_mtu {
+        notes.push(format!(
+            "tcpd's TUN MTU set to {mtu} (--tcpd-mtu); the veth keeps 1500"
+        ));
+    }
     let k = KERNEL_SERVER;
     let t = HOST_ADDR;
     let dur = plan.seconds;
@@ -339,6 +356,9 @@ fn main() -> Result<()> {
         tcpd,
     });
     drop((ksrc, tsrc));
+    if args.bulk_only {
+        return finish(&args, &plan, &rows, &notes, Vec::new());
+    }
 
     // 2. Request/response.
     let kecho = Server::start(&topo.kernel_server, k, 5003, ServerKind::Echo, PEER_CPU)?;
@@ -523,7 +543,18 @@ fn main() -> Result<()> {
         tcpd: streams_tcpd,
     });
 
-    print_table(&rows, &plan, &notes);
+    finish(&args, &plan, &rows, &notes, idle_json)
+}
+
+/// Prints the table and writes the JSON file.
+fn finish(
+    args: &Args,
+    plan: &Plan,
+    rows: &[Row],
+    notes: &[String],
+    idle_json: Vec<serde_json::Value>,
+) -> Result<()> {
+    print_table(rows, plan, notes);
     let json_rows: Vec<_> = rows
         .iter()
         .map(|r| json!({"workload": r.name, "unit": r.unit, "higher_is_better": r.higher_is_better, "kernel": r.kernel, "tcpd": r.tcpd, "ratio": r.ratio()}))
@@ -533,6 +564,7 @@ fn main() -> Result<()> {
         "repetitions": plan.reps,
         "cpus": bench::num_cpus(),
         "pinning": {"client_cpu": CLIENT_CPU, "peer_cpu": PEER_CPU, "tcpd_cpu": PEER_CPU},
+        "tcpd_mtu": args.tcpd_mtu.unwrap_or(1500),
         "rows": json_rows,
         "idle": idle_json,
         "notes": notes,
