@@ -898,3 +898,109 @@ fn readiness_is_announced_to_systemd() {
     let parsed: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
     assert!(parsed.get("fields").is_some(), "{first}");
 }
+
+/// Sends `size` bytes from a kernel socket in `from` to a kernel sink at
+/// `to` (listening in `sink_ns`); returns MB/s (10^6 bytes per second).
+fn kernel_bulk(sink_ns: &Netns, from: &Netns, to: SocketAddrV4, size: usize) -> f64 {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let sink = sink_ns.spawn(move || {
+        let listener = TcpListener::bind(to).expect("sink listen");
+        ready_tx.send(()).expect("ready");
+        let (mut stream, _) = listener.accept().expect("sink accept");
+        io::copy(&mut stream, &mut io::sink()).expect("sink read")
+    });
+    ready_rx.recv().expect("sink ready");
+    let start = Instant::now();
+    from.within(move || {
+        let mut stream = TcpStream::connect(to).expect("connect");
+        let chunk = vec![0x5a_u8; 256 * 1024];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            stream.write_all(&chunk[..n]).expect("send");
+            left -= n;
+        }
+    });
+    let received = sink.join().expect("sink");
+    let elapsed = start.elapsed();
+    assert_eq!(received, size as u64);
+    size as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+#[test]
+#[ignore = "measurement; run: cargo test --release -p tcpd-e2e --test daemon -- --ignored --nocapture"]
+fn bulk_100mib_throughput_tcpd_vs_kernel_veth() {
+    const SIZE: usize = 100 * MIB;
+    let Some(env) = setup("d-bulk", &[]) else {
+        return;
+    };
+    // tcpd: a tcpd-client stream to a kernel sink across the TUN.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let sink = env.ns.spawn(move || {
+        let listener = TcpListener::bind(SocketAddrV4::new(HOST_ADDR, 5100)).expect("sink listen");
+        ready_tx.send(()).expect("ready");
+        let (mut stream, _) = listener.accept().expect("sink accept");
+        io::copy(&mut stream, &mut io::sink()).expect("sink read")
+    });
+    ready_rx.recv().expect("sink ready");
+    let tcpd_mbps = runtime().block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let start = Instant::now();
+        let mut stream = client
+            .tcp_connect(&SocketAddrV4::new(HOST_ADDR, 5100))
+            .await
+            .expect("connect");
+        let chunk = vec![0x5a_u8; 256 * 1024];
+        let mut left = SIZE;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            stream.write_all(&chunk[..n]).await.expect("send");
+            left -= n;
+        }
+        stream.shutdown().await.expect("shutdown");
+        let received = tokio::task::spawn_blocking(move || sink.join())
+            .await
+            .expect("join")
+            .expect("sink");
+        assert_eq!(received, SIZE as u64);
+        SIZE as f64 / start.elapsed().as_secs_f64() / 1e6
+    });
+    // Kernel to kernel over a veth pair between two namespaces.
+    let a = Netns::new("d-bulk-a").expect("ns a");
+    let b = Netns::new("d-bulk-b").expect("ns b");
+    a.run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "va",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vb",
+            "netns",
+            b.name(),
+        ],
+    )
+    .expect("veth pair");
+    a.run("ip", &["addr", "add", "10.88.0.1/24", "dev", "va"])
+        .expect("addr a");
+    b.run("ip", &["addr", "add", "10.88.0.2/24", "dev", "vb"])
+        .expect("addr b");
+    a.run("ip", &["link", "set", "va", "up"]).expect("up a");
+    b.run("ip", &["link", "set", "vb", "up"]).expect("up b");
+    let kernel_mbps = kernel_bulk(
+        &b,
+        &a,
+        SocketAddrV4::new(Ipv4Addr::new(10, 88, 0, 2), 5100),
+        SIZE,
+    );
+    println!(
+        "100 MiB bulk: tcpd {tcpd_mbps:.0} MB/s, kernel veth {kernel_mbps:.0} MB/s ({:.1}%)",
+        100.0 * tcpd_mbps / kernel_mbps
+    );
+    assert!(tcpd_mbps > 0.0 && kernel_mbps > 0.0);
+}
