@@ -22,7 +22,11 @@ use tokio::sync::mpsc;
 
 /// netcat over the tcpd user-space TCP stack.
 #[derive(Debug, Parser)]
-#[command(name = "tcpd-nc", version, about)]
+#[command(
+    name = "tcpd-nc",
+    version,
+    after_help = "Examples:\n  tcpd-nc 10.77.0.1 80 < request.txt\n  tcpd-nc -l 7000 > received.bin\n  tcpd-nc -l -k 10.77.0.2 7000"
+)]
 struct Args {
     /// Listen for a connection instead of connecting.
     #[arg(short = 'l', long)]
@@ -40,8 +44,12 @@ struct Args {
     #[arg(short = 'v', long)]
     verbose: bool,
 
-    /// HOST PORT to connect to, or with -l: [ADDR] PORT to listen on.
-    #[arg(value_name = "ADDRESS", required = true, num_args = 1..=2)]
+    #[arg(
+        value_name = "ADDRESS",
+        required = true,
+        num_args = 1..=2,
+        help = "HOST PORT to connect to, or with -l: [ADDR] PORT to listen on"
+    )]
     address: Vec<String>,
 }
 
