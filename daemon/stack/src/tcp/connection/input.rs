@@ -62,14 +62,33 @@ impl Connection {
         (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
-    /// An RTT sample from this ACK, if one may be taken: from the echoed
-    /// timestamp (RFC 7323 §4.1), else from the timed segment (RFC 6298 §3;
-    /// the timed segment is forgotten whenever anything is retransmitted: Karn).
+    /// An RTT sample from this ACK (called only for ACKs of new data, RFC
+    /// 7323 §4.1 RTTM rule), if one may be taken: from the echoed timestamp,
+    /// else from the timed segment (RFC 6298 §3; the timed segment is
+    /// forgotten whenever anything is retransmitted: Karn).
+    ///
+    /// A TSecr older than our latest retransmission's TSval gives no sample.
+    /// Such an echo comes from a segment sent before the retransmission:
+    /// typically the peer already had the retransmitted data (our original
+    /// ACKs were lost), and a wholly duplicate segment does not update its
+    /// TS.Recent (RFC 7323 §4.3, §5.3 R2 before R3), so its ACK echoes the
+    /// TSval of an older segment; `now - TSecr` would then include the whole
+    /// backoff, and every inflated RTO would inflate the next sample. This is
+    /// Karn's rule applied to timestamps (RFC 6298 §3, RFC 7323 §4.1 "the
+    /// retransmitted segment ... ambiguous") and the Eifel detection test of
+    /// RFC 3522 §3.2 (Linux: tcp_packet_delayed). The backed-off RTO then
+    /// stays until a valid sample (RFC 6298 §5.7).
     fn rtt_sample(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNum) -> Option<Duration> {
         if self.ts_enabled
             && let Some((_, tsecr)) = seg.options.timestamp
             && tsecr != 0
         {
+            if let Some(rtx_tsval) = self.rtx_tsval {
+                if ts_before(tsecr, rtx_tsval) {
+                    return None;
+                }
+                self.rtx_tsval = None;
+            }
             let elapsed = self.ts_now(now).wrapping_sub(tsecr);
             if (elapsed as i32) >= 0 {
                 self.rtt_timed = None;

@@ -271,6 +271,12 @@ pub struct Connection {
     /// The segment being timed for an RTT sample without timestamps: its end
     /// and when it was sent (RFC 6298 §3, Karn: cleared on retransmission).
     rtt_timed: Option<(SeqNum, Instant)>,
+    /// The TSval carried by our most recent retransmission (SYN or data),
+    /// while timestamps are on. An ACK echoing an older TSecr reports on a
+    /// transmission from before it and gives no RTT sample (RFC 7323 §4.1,
+    /// Karn / RFC 6298 §3, the Eifel check of RFC 3522 §3.2). Cleared once a
+    /// sample echoing it (or later) was taken.
+    rtx_tsval: Option<u32>,
     cc: Box<dyn CongestionControl>,
     dup_acks: u32,
     in_recovery: bool,
@@ -376,6 +382,7 @@ impl Connection {
             syn_retransmitted: false,
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             rtt_timed: None,
+            rtx_tsval: None,
             cc: new_controller(options.congestion, path_mss),
             dup_acks: 0,
             in_recovery: false,

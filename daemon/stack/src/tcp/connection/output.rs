@@ -258,6 +258,7 @@ impl Connection {
         let retransmission = seq.lt(self.snd_nxt);
         if retransmission {
             self.counters.retransmits += 1;
+            self.note_retransmission_tsval(now);
             // Karn (RFC 6298 §3): a retransmitted timed segment gives no sample.
             if let Some((timed_end, _)) = self.rtt_timed
                 && seq.lt(timed_end)
@@ -283,6 +284,14 @@ impl Connection {
             self.rtx_deadline = Some(self.rto_deadline(now));
         }
         Some((n, end))
+    }
+
+    /// Remembers the TSval a retransmission just carried (see `rtx_tsval`):
+    /// `ts_now(now)` is what `segment_options` / `emit_syn` put in it.
+    fn note_retransmission_tsval(&mut self, now: Instant) {
+        if self.ts_enabled {
+            self.rtx_tsval = Some(self.ts_now(now));
+        }
     }
 
     /// Options for a non-SYN segment: timestamps when negotiated (RFC 7323
@@ -401,6 +410,7 @@ impl Connection {
             options.sack_permitted = true;
             options.timestamp = Some((self.ts_now(now), 0));
         }
+        let syn_tsval = options.timestamp.map(|(tsval, _)| tsval);
         let mut flags = TcpFlags::SYN;
         if syn_ack {
             flags |= TcpFlags::ACK;
@@ -422,6 +432,11 @@ impl Connection {
         let end = self.iss + 1;
         if self.snd_nxt.gt(self.iss) {
             self.counters.retransmits += 1;
+            // Recorded even before timestamps are agreed: the SYN,ACK may
+            // echo the first SYN's TSval (see `rtx_tsval`).
+            if syn_tsval.is_some() {
+                self.rtx_tsval = syn_tsval;
+            }
         } else {
             // Time the first SYN only (RFC 6298 §3, Karn).
             self.rtt_timed = Some((end, now));

@@ -1727,3 +1727,114 @@ fn syn_sent_ignores_segments_without_syn_or_rst() {
     feed(&mut a, now, &seg);
     assert_eq!(a.state(), TcpState::SynSent);
 }
+
+/// An established connection with timestamps on, whose handshake RTT sample
+/// was 0 (so the RTO sits at min_rto), at t = 1 s. TSval = milliseconds
+/// (ts_offset 0).
+fn scripted_with_timestamps() -> Scripted {
+    let now = Instant::from_millis(1000);
+    let mut conn = Connection::connect(params(A, B, 1000), now);
+    let syn = out(&mut conn, now).expect("SYN");
+    assert_eq!(syn.options.timestamp, Some((1000, 0)));
+    let mut synack = to(&conn, 5000, 1001, syn_ack(), b"");
+    synack.options.timestamp = Some((7000, 1000));
+    feed(&mut conn, now, &synack);
+    drain(&mut conn, now);
+    assert_eq!(conn.stats().rto, ms(200));
+    Scripted {
+        conn,
+        now,
+        peer_nxt: 5001,
+        our_nxt: 1001,
+    }
+}
+
+/// The `rto_inflation_seed` bug, segment by segment: data goes out at
+/// t = 1.0 s, the RTO retransmits it at 1.2 s and 1.6 s, and then an ACK
+/// covering everything arrives echoing the TSval of the original
+/// transmission (the peer had the data; its ACKs were lost, and the
+/// duplicate did not update its TS.Recent). `now - TSecr` = 610 ms would
+/// include the backoff: no sample (RFC 6298 §3, RFC 7323 §4.1, RFC 3522),
+/// and the backed-off RTO stays (RFC 6298 §5.7). An ACK echoing a TSval
+/// from after the retransmission is a valid sample and clears the backoff.
+#[test]
+fn ack_echoing_a_timestamp_older_than_the_retransmission_gives_no_rtt_sample() {
+    let mut s = scripted_with_timestamps();
+    let start = s.now;
+    s.conn.send(start, &[7u8; 100]).expect("send");
+    let first = drain(&mut s.conn, start);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].options.timestamp.map(|t| t.0), Some(1000));
+    let mut now = start;
+    for (expected_at, expected_rto_after) in [(1200, ms(400)), (1600, ms(800))] {
+        now = s.conn.poll_timeout().expect("RTO");
+        assert_eq!(now, Instant::from_millis(expected_at));
+        s.conn.handle_timeout(now);
+        let rtx = drain(&mut s.conn, now);
+        assert_eq!(rtx.len(), 1);
+        assert_eq!(rtx[0].seq, 1001);
+        assert_eq!(
+            rtx[0].options.timestamp.map(|t| t.0),
+            Some(expected_at as u32)
+        );
+        assert_eq!(s.conn.stats().rto, expected_rto_after);
+    }
+    let srtt_before = s.conn.stats().srtt;
+
+    now = Instant::from_millis(1610);
+    let mut stale = s.peer(5001, 1101, ACK, b"");
+    stale.options.timestamp = Some((7100, 1000));
+    feed(&mut s.conn, now, &stale);
+    assert_eq!(
+        s.conn.stats().send_queue,
+        0,
+        "the ACK still acknowledges the data"
+    );
+    assert_eq!(
+        s.conn.stats().srtt,
+        srtt_before,
+        "no sample from TSecr 1000"
+    );
+    assert_eq!(s.conn.stats().rto, ms(800), "the backed-off RTO stays");
+
+    // New data at 1.7 s, acknowledged 20 ms later echoing its own TSval.
+    now = Instant::from_millis(1700);
+    s.conn.send(now, &[8u8; 100]).expect("send");
+    assert_eq!(drain(&mut s.conn, now).len(), 1);
+    now = Instant::from_millis(1720);
+    let mut fresh = s.peer(5001, 1201, ACK, b"");
+    fresh.options.timestamp = Some((7200, 1700));
+    feed(&mut s.conn, now, &fresh);
+    // SRTT was 0 (the handshake sample): 7/8 * 0 + 1/8 * 20 ms.
+    assert_eq!(s.conn.stats().srtt, Duration::from_micros(2500));
+    assert_eq!(
+        s.conn.stats().rto,
+        ms(200),
+        "a valid sample clears the backoff"
+    );
+}
+
+/// Karn for the handshake: a SYN,ACK echoing the first SYN's TSval after
+/// the SYN was retransmitted gives no sample (the estimator keeps no
+/// sample), while one echoing the retransmitted SYN's TSval does.
+#[test]
+fn syn_ack_echoing_the_first_syn_after_a_retransmission_gives_no_sample() {
+    for (echo, expected_srtt) in [(1000u32, Duration::ZERO), (2000, ms(10))] {
+        let start = Instant::from_millis(1000);
+        let mut a = Connection::connect(params(A, B, 100), start);
+        assert_eq!(
+            out(&mut a, start).expect("SYN").options.timestamp,
+            Some((1000, 0))
+        );
+        let now = a.poll_timeout().expect("SYN timer");
+        a.handle_timeout(now);
+        let rtx = out(&mut a, now).expect("SYN again");
+        assert_eq!(rtx.options.timestamp, Some((2000, 0)));
+        let now = Instant::from_millis(2010);
+        let mut synack = to(&a, 300, 101, syn_ack(), b"");
+        synack.options.timestamp = Some((9000, echo));
+        feed(&mut a, now, &synack);
+        assert_eq!(a.state(), TcpState::Established);
+        assert_eq!(a.stats().srtt, expected_srtt, "TSecr {echo}");
+    }
+}
