@@ -475,3 +475,34 @@ fn a_client_outlives_the_runtime_that_created_it() {
         .expect("bind on a second runtime");
     assert_ne!(listener.local_addr().expect("addr").port(), 0);
 }
+
+#[tokio::test]
+async fn hundreds_of_open_streams_do_not_block_the_session() {
+    // Each connected TcpStream keeps one Stream RPC open; HTTP/2's
+    // concurrent-stream limit must not stall the session's other calls.
+    let fake = Fake::start();
+    let client = Client::connect(&fake.path).await.expect("session");
+    let listener = client.tcp_bind("0.0.0.0:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut streams = Vec::new();
+    for _ in 0..150 {
+        let (a, b) = tokio::join!(client.tcp_connect((FAKE_IP, port)), listener.accept());
+        let mut a = a.expect("connect");
+        let (mut b, _) = b.expect("accept");
+        // Touch both so their Stream RPCs are really open.
+        a.write_all(b"!").await.expect("write");
+        let mut one = [0u8; 1];
+        b.read_exact(&mut one).await.expect("read");
+        streams.push((a, b));
+    }
+    let check = tokio::time::timeout(Duration::from_secs(10), async {
+        let (mut a, mut b) = pair(&client).await;
+        a.write_all(b"still moving").await.expect("write");
+        let mut got = [0u8; 12];
+        b.read_exact(&mut got).await.expect("read");
+        got
+    })
+    .await
+    .expect("session stalled with 300 open streams");
+    assert_eq!(&check, b"still moving");
+}
