@@ -16,10 +16,20 @@
 //! holds downstream with the per-stream HTTP/2 window
 //! ([`STREAM_WINDOW`](crate::transport::STREAM_WINDOW)).
 //!
+//! Closing (explicit [`TcpStream::close`] or the last drop): wait until the
+//! daemon has answered the Stream RPC, wait for the up queue to drain, end
+//! the up side, send `Close`, and only then let go of the down stream after
+//! the daemon ends it. Dropping the down (response) half earlier would make
+//! h2 reset the whole HTTP/2 stream (RFC 9113 §8.1) and discard up data it
+//! still buffers. The daemon must in turn finish a Stream's received up
+//! frames before acting on `Close`.
+//!
 //! Invariants:
 //! - Frames enter the queue only from the write half, in call order; the
 //!   close path only waits for the queue to drain, so the daemon sees data,
 //!   then `shutdown_write`, then (on another RPC) `Close`.
+//! - The down stream is never dropped while the socket is open: EOF and
+//!   error frames only mark the read side finished.
 //! - `poll_flush` is `Ready` once every queued frame has been taken by the
 //!   gRPC request body (handed to HTTP/2), not when the peer has it.
 //! - A pending flush never outlives the next write: its claim on every queue
