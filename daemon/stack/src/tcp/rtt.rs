@@ -11,6 +11,10 @@ use crate::time::Duration;
 
 /// Clock granularity G (RFC 6298 §2): the stack's timers resolve to 1 ms.
 pub const CLOCK_GRANULARITY: Duration = Duration::from_millis(1);
+/// The RTO once data transmission begins after the SYN or SYN,ACK had to be
+/// retransmitted and no RTT sample was taken (RFC 6298 §5.7: "re-initialized
+/// to 3 seconds"; Linux's TCP_TIMEOUT_FALLBACK).
+pub const SYN_LOSS_RTO: Duration = Duration::from_secs(3);
 /// RTTVAR multiplier K in RTO = SRTT + max(G, K*RTTVAR) (RFC 6298 §2).
 const K: u64 = 4;
 
@@ -71,6 +75,13 @@ impl RttEstimator {
             .saturating_add(variance_term)
             .clamp(self.min_rto_us, self.max_rto_us);
         // RFC 6298 §5.7 lets the backed-off RTO stand until a new sample; this is it.
+        self.backoffs = 0;
+    }
+    /// Starts over without a sample from an RTO of `rto` (clamped to
+    /// [min, max]) and no backoff: RFC 6298 §5.7 after a lost SYN, with
+    /// [`SYN_LOSS_RTO`]. Samples taken earlier, if any, are kept.
+    pub fn reset_to(&mut self, rto: Duration) {
+        self.base_rto_us = micros(rto).clamp(self.min_rto_us, self.max_rto_us);
         self.backoffs = 0;
     }
     /// The current RTO including backoff, within [min, max].
@@ -203,6 +214,24 @@ mod tests {
         assert_eq!(est.backoffs(), 4);
         est.on_sample(ms(100));
         assert_eq!(est.backoffs(), 0);
+        assert_eq!(est.rto(), ms(300));
+    }
+
+    #[test]
+    fn reset_to_replaces_a_backed_off_rto_and_clears_the_backoff() {
+        let mut est = linux_like();
+        est.backoff();
+        est.backoff();
+        assert_eq!(est.rto(), ms(4000));
+        est.reset_to(SYN_LOSS_RTO);
+        assert_eq!(est.rto(), ms(3000));
+        assert_eq!(est.backoffs(), 0);
+        assert!(!est.has_sample());
+        // Clamped like every RTO (RFC 6298 §2.4, §2.5).
+        est.reset_to(ms(1));
+        assert_eq!(est.rto(), ms(200));
+        // The next sample replaces it as usual (RFC 6298 §2.2).
+        est.on_sample(ms(100));
         assert_eq!(est.rto(), ms(300));
     }
 

@@ -214,6 +214,11 @@ impl CongestionControl for Cubic {
         self.cwnd = self.cwnd.min(restart);
         self.epoch_start = None;
     }
+
+    fn on_syn_loss(&mut self) {
+        self.cwnd = 1.0;
+        self.pristine = false;
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ pub trait CongestionControl: core::fmt::Debug + Send {
     fn on_retransmission_timeout(&mut self, now: Instant, in_flight: usize);
     /// The connection was idle longer than an RTO: restart window (RFC 5681 §4.1).
     fn on_idle_restart(&mut self, now: Instant);
+    /// The SYN or SYN,ACK was lost (retransmitted): the window after the
+    /// handshake is one segment, not the initial window (RFC 5681 §3.1
+    /// "if the SYN or SYN/ACK is lost, the initial window ... MUST be one
+    /// segment", kept by RFC 6928 §2). Called before any data is sent.
+    fn on_syn_loss(&mut self);
 }
 
 /// Builds a controller of the given algorithm for a connection with send MSS `mss`.
@@ -183,6 +188,23 @@ mod tests {
             assert_eq!(cc.algorithm(), algorithm);
             assert_eq!(cc.cwnd(), 14_600);
             assert_eq!(cc.ssthresh(), usize::MAX);
+        }
+    }
+
+    #[test]
+    fn syn_loss_leaves_one_segment_whatever_the_algorithm() {
+        for algorithm in [CongestionAlgorithm::NewReno, CongestionAlgorithm::Cubic] {
+            let mut cc = new_controller(algorithm, 1460);
+            cc.on_syn_loss();
+            assert_eq!(cc.cwnd(), 1460, "{algorithm:?}");
+            assert_eq!(
+                cc.ssthresh(),
+                usize::MAX,
+                "{algorithm:?}: no loss of data yet"
+            );
+            // An MSS change keeps it one segment (not a fresh initial window).
+            cc.set_mss(1000);
+            assert_eq!(cc.cwnd(), 1000, "{algorithm:?}");
         }
     }
 

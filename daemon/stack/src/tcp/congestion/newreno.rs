@@ -133,6 +133,12 @@ impl CongestionControl for NewReno {
         self.cwnd = self.cwnd.min(initial_window(self.mss));
         self.bytes_acked = 0;
     }
+
+    fn on_syn_loss(&mut self) {
+        self.cwnd = self.mss;
+        self.bytes_acked = 0;
+        self.pristine = false;
+    }
 }
 
 #[cfg(test)]

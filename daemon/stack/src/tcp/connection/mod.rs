@@ -45,7 +45,7 @@ use crate::socket::{Readiness, Shutdown, SockOption};
 use crate::tcp::TcpState;
 use crate::tcp::buffer::{RecvBuffer, SendBuffer};
 use crate::tcp::congestion::{CongestionControl, new_controller};
-use crate::tcp::rtt::RttEstimator;
+use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
 use crate::time::{Duration, Instant};
 use crate::wire::TcpRepr;
 use core::net::SocketAddrV4;
@@ -264,6 +264,9 @@ pub struct Connection {
     last_progress: Instant,
     /// When data was last sent: the idle test of RFC 5681 §4.1.
     last_data_sent: Option<Instant>,
+    /// Our SYN or SYN,ACK was sent more than once (a timeout, or the peer
+    /// retransmitted its SYN): RFC 6298 §5.7 and RFC 5681 §3.1 apply once
+    /// the connection is established.
     syn_retransmitted: bool,
 
     // --- RTT and congestion ---
@@ -500,6 +503,16 @@ impl Connection {
     fn establish(&mut self, now: Instant) {
         self.set_state(TcpState::Established);
         self.cc = new_controller(self.options.congestion, self.send_mss);
+        if self.syn_retransmitted {
+            // RFC 6298 §5.7: a SYN or SYN,ACK timed out and no RTT sample
+            // came from the handshake: data transmission starts at a 3 s RTO
+            // (the backed-off SYN RTO, or a 1 s initial one, would be wrong).
+            if !self.rtt.has_sample() {
+                self.rtt.reset_to(SYN_LOSS_RTO);
+            }
+            // RFC 5681 §3.1 / RFC 6928 §2: the initial window is one segment.
+            self.cc.on_syn_loss();
+        }
         self.quick_acks = QUICK_ACK_SEGMENTS;
         self.retries = 0;
         self.last_progress = now;

@@ -437,6 +437,7 @@ impl Connection {
             if syn_tsval.is_some() {
                 self.rtx_tsval = syn_tsval;
             }
+            self.syn_retransmitted = true;
         } else {
             // Time the first SYN only (RFC 6298 §3, Karn).
             self.rtt_timed = Some((end, now));

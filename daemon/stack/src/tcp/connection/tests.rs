@@ -1765,7 +1765,7 @@ fn ack_echoing_a_timestamp_older_than_the_retransmission_gives_no_rtt_sample() {
     let first = drain(&mut s.conn, start);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].options.timestamp.map(|t| t.0), Some(1000));
-    let mut now = start;
+    let mut now: Instant;
     for (expected_at, expected_rto_after) in [(1200, ms(400)), (1600, ms(800))] {
         now = s.conn.poll_timeout().expect("RTO");
         assert_eq!(now, Instant::from_millis(expected_at));
@@ -1816,10 +1816,17 @@ fn ack_echoing_a_timestamp_older_than_the_retransmission_gives_no_rtt_sample() {
 
 /// Karn for the handshake: a SYN,ACK echoing the first SYN's TSval after
 /// the SYN was retransmitted gives no sample (the estimator keeps no
-/// sample), while one echoing the retransmitted SYN's TSval does.
+/// sample), while one echoing the retransmitted SYN's TSval does. Without a
+/// sample the RTO restarts at 3 s when data transmission begins (RFC 6298
+/// §5.7); either way the lost SYN leaves an initial window of one segment
+/// (RFC 5681 §3.1, RFC 6928 §2).
 #[test]
 fn syn_ack_echoing_the_first_syn_after_a_retransmission_gives_no_sample() {
-    for (echo, expected_srtt) in [(1000u32, Duration::ZERO), (2000, ms(10))] {
+    for (echo, expected_srtt, expected_rto) in [
+        (1000u32, Duration::ZERO, Duration::from_secs(3)),
+        // A 10 ms sample: 10 + 4 * 5 ms = 30 ms, raised to min_rto.
+        (2000, ms(10), ms(200)),
+    ] {
         let start = Instant::from_millis(1000);
         let mut a = Connection::connect(params(A, B, 100), start);
         assert_eq!(
@@ -1836,5 +1843,59 @@ fn syn_ack_echoing_the_first_syn_after_a_retransmission_gives_no_sample() {
         feed(&mut a, now, &synack);
         assert_eq!(a.state(), TcpState::Established);
         assert_eq!(a.stats().srtt, expected_srtt, "TSecr {echo}");
+        assert_eq!(a.stats().rto, expected_rto, "TSecr {echo}");
+        let mss = usize::from(a.stats().mss);
+        assert_eq!(a.stats().cwnd, mss, "TSecr {echo}");
+        // Only one segment of a larger write goes out before an ACK.
+        drain(&mut a, now);
+        a.send(now, &[1u8; 10_000]).expect("send");
+        let data = drain(&mut a, now);
+        assert_eq!(data.len(), 1, "TSecr {echo}");
+        assert_eq!(data[0].payload.len(), mss);
     }
+}
+
+/// RFC 6298 §5.7 without timestamps: the timed SYN was retransmitted, so
+/// Karn leaves no sample; the RTO is 3 s once established, not the 2 s the
+/// SYN backoff reached, and the window is one segment. A handshake without
+/// loss keeps the RFC 6928 initial window.
+#[test]
+fn lost_syn_means_three_second_rto_and_one_segment_window() {
+    let start = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), start);
+    out(&mut a, start).expect("SYN");
+    let now = a.poll_timeout().expect("SYN timer");
+    a.handle_timeout(now);
+    out(&mut a, now).expect("SYN again");
+    assert_eq!(a.stats().rto, ms(2000));
+    let now = now + ms(10);
+    let synack = to(&a, 300, 101, syn_ack(), b"");
+    feed(&mut a, now, &synack);
+    assert_eq!(a.state(), TcpState::Established);
+    assert_eq!(a.stats().srtt, Duration::ZERO);
+    assert_eq!(a.stats().rto, Duration::from_secs(3));
+    assert_eq!(a.stats().cwnd, usize::from(a.stats().mss));
+
+    let mut b = Connection::connect(params(A, B, 100), start);
+    out(&mut b, start).expect("SYN");
+    let synack = to(&b, 300, 101, syn_ack(), b"");
+    feed(&mut b, start + ms(10), &synack);
+    assert_eq!(b.stats().srtt, ms(10));
+    assert_eq!(b.stats().cwnd, crate::tcp::congestion::initial_window(536));
+}
+
+/// The passive side: our SYN,ACK timed out once before the handshake's ACK.
+#[test]
+fn lost_syn_ack_means_three_second_rto_and_one_segment_window() {
+    let mut s = scripted(TcpState::SynReceived);
+    let now = s.conn.poll_timeout().expect("SYN,ACK timer");
+    s.conn.handle_timeout(now);
+    let rtx = drain(&mut s.conn, now);
+    assert_eq!(rtx.len(), 1);
+    assert_seg(&rtx[0], 1000, 5000, syn_ack());
+    s.now = now + ms(5);
+    s.feed(&s.peer(5000, 1001, ACK, b""));
+    assert_eq!(s.conn.state(), TcpState::Established);
+    assert_eq!(s.conn.stats().rto, Duration::from_secs(3));
+    assert_eq!(s.conn.stats().cwnd, usize::from(s.conn.stats().mss));
 }
