@@ -270,13 +270,17 @@ check "tcpd-nc --help" bash -c '/usr/bin/tcpd-nc --help >/dev/null'
 check "bash completion mentions tcpctl" grep -q tcpctl /usr/share/bash-completion/completions/tcpctl
 # Documentation drift: every long option of the installed tcpd is described
 # in tcpd(8) and, except --config, is a key of the example tcpd.toml; every
-# tcpctl command is in tcpctl(1).
+# option of tcpd-nc is in tcpd-nc(1), every tcpctl command in tcpctl(1).
 zcat /usr/share/man/man8/tcpd.8.gz | sed 's/\\-/-/g' >"$WORK/tcpd.8.txt"
 for flag in $(/usr/sbin/tcpd --help | grep -oE '^ +(-[a-zA-Z], )?--[a-z][a-z-]*' | grep -oE -- '--[a-z-]+'); do
     case "$flag" in --help | --version) continue ;; esac
     check "tcpd(8) documents $flag" grep -qF -- "$flag" "$WORK/tcpd.8.txt"
     [[ "$flag" == --config ]] && continue
     check "tcpd.toml documents key ${flag#--}" grep -qE "^#? ?${flag#--} = " /etc/tcpd/tcpd.toml
+done
+zcat /usr/share/man/man1/tcpd-nc.1.gz | sed 's/\\-/-/g' >"$WORK/tcpd-nc.1.txt"
+for flag in $(/usr/bin/tcpd-nc --help | grep -oE '^ +(-[a-zA-Z], )?--[a-z][a-z-]*' | grep -oE -- '--[a-z-]+'); do
+    check "tcpd-nc(1) documents $flag" grep -qF -- "$flag" "$WORK/tcpd-nc.1.txt"
 done
 zcat /usr/share/man/man1/tcpctl.1.gz >"$WORK/tcpctl.1.txt"
 for command in $(/usr/bin/tcpctl --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && $1 != "help" { print $1 }'); do
