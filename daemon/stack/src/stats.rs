@@ -16,7 +16,9 @@ pub enum DropReason {
     Unsupported,
     /// A listener's SYN or accept queue was full.
     ListenOverflow,
-    /// A segment the state machine discarded (out of window, PAWS, bad ACK...).
+    /// A segment the state machine discarded without using it: a listener's
+    /// (no SYN, SYN+FIN) or a connection's (out of window, PAWS, bad ACK, RST
+    /// or SYN answered by a challenge ACK..., see `ConnectionStats::segments_discarded`).
     Unacceptable,
 }
 

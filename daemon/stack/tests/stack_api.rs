@@ -167,6 +167,50 @@ fn listener_resets_stray_ack_and_ignores_rst() {
     assert!(drain_transmit(&mut s, T0).is_empty());
 }
 
+/// Segments a connection discards (out of window, ACK of unsent data, no
+/// ACK bit) count as `drop_unacceptable`, like a listener's discards; a
+/// segment it uses does not.
+#[test]
+fn connection_discards_count_as_unacceptable_drops() {
+    let mut s = server_stack();
+    listener(&mut s, 80, 16);
+    let synack = open_half(&mut s, T0, 40000, 80);
+    finish_handshake(&mut s, T0, 40000, 80, &synack);
+    drain_transmit(&mut s, T0);
+    let our_next = synack.seq.wrapping_add(1);
+    let unacceptable = |s: &Stack| s.stats().drops(DropReason::Unacceptable);
+    assert_eq!(unacceptable(&s), 0);
+
+    let mut data = Segment::new(peer(40000), ours(80), TcpFlags::ACK, 1001, our_next);
+    data.payload = b"in order";
+    s.handle_packet(T0, &data.to_packet());
+    assert_eq!(unacceptable(&s), 0, "in-order data is used");
+
+    let mut far = Segment::new(peer(40000), ours(80), TcpFlags::ACK, 900_000, our_next);
+    far.payload = b"out of window";
+    s.handle_packet(T0, &far.to_packet());
+    assert_eq!(unacceptable(&s), 1, "out of window");
+
+    let unsent = Segment::new(
+        peer(40000),
+        ours(80),
+        TcpFlags::ACK,
+        1009,
+        our_next.wrapping_add(5000),
+    );
+    s.handle_packet(T0, &unsent.to_packet());
+    assert_eq!(unacceptable(&s), 2, "ACK of unsent data");
+
+    let no_ack = Segment::new(peer(40000), ours(80), TcpFlags::PSH, 1009, 0);
+    s.handle_packet(T0, &no_ack.to_packet());
+    assert_eq!(unacceptable(&s), 3, "no ACK bit");
+    assert!(
+        s.stats()
+            .named()
+            .contains(&("drop_unacceptable".to_string(), 3))
+    );
+}
+
 // ------------------------------------------------------------------ ICMP
 
 fn internet_checksum(data: &[u8]) -> u16 {

@@ -41,7 +41,11 @@ impl Stack {
         if let Some(&id) = self.by_tuple.get(&key) {
             if !self.time_wait_yields_to(id, &segment) {
                 if let Some(entry) = self.conns.get_mut(&id) {
+                    let discarded_before = entry.conn.segments_discarded();
                     entry.conn.handle_segment(now, &segment);
+                    if entry.conn.segments_discarded() != discarded_before {
+                        self.stats.drop_packet(DropReason::Unacceptable);
+                    }
                 }
                 self.after_conn_call(id, true);
                 return;

@@ -43,8 +43,14 @@ impl Connection {
         }
     }
 
+    /// Counts an arriving segment discarded without its content being used.
+    fn discard(&mut self) {
+        self.counters.segments_discarded += 1;
+    }
+
     /// RFC 9293 §3.10.7.1, CLOSED: everything but a reset gets a reset.
     fn on_segment_closed(&mut self, seg: &TcpRepr<'_>) {
+        self.discard();
         if seg.flags.rst() {
             return;
         }
@@ -109,6 +115,7 @@ impl Connection {
         // First: the ACK bit. SEG.ACK =< ISS or SEG.ACK > SND.NXT is not
         // acceptable: reset it (unless it is a reset) and drop.
         if seg.flags.ack() && (seg.ack.le(self.iss) || seg.ack.gt(self.snd_nxt)) {
+            self.discard();
             if !seg.flags.rst() {
                 self.queue_rst(seg.ack, None);
             }
@@ -120,11 +127,14 @@ impl Connection {
         if seg.flags.rst() {
             if ack_acceptable {
                 self.enter_closed(Some(ConnError::Refused));
+            } else {
+                self.discard();
             }
             return;
         }
         // Third (security/compartment) does not apply. Fourth: SYN.
         if !seg.flags.syn() {
+            self.discard();
             return;
         }
         self.irs = seg.seq;
@@ -220,6 +230,7 @@ impl Connection {
                 self.ts_recent = tsval;
                 self.ts_recent_at = now;
             } else if ts_before(tsval, self.ts_recent) {
+                self.discard();
                 self.ack_invalid(now, seg);
                 return;
             }
@@ -256,6 +267,7 @@ impl Connection {
             let zero_window_ack =
                 rcv_wnd == 0 && seg.seq == self.rcv_nxt && seg.flags.ack() && !seg.flags.syn();
             if !zero_window_ack {
+                self.discard();
                 return;
             }
         }
@@ -269,12 +281,14 @@ impl Connection {
         // Third check (security) does not apply. Fourth: SYN in a
         // synchronized state: challenge ACK, drop (RFC 5961 §4.2, RFC 9293).
         if seg.flags.syn() {
+            self.discard();
             self.ack_invalid(now, seg);
             return;
         }
 
         // Fifth check: ACK. Without it the segment is dropped.
         if !seg.flags.ack() {
+            self.discard();
             return;
         }
 
@@ -294,6 +308,7 @@ impl Connection {
                 self.on_syn_acked(now, seg);
             } else {
                 // Unacceptable ACK in SYN-RECEIVED: <SEQ=SEG.ACK><CTL=RST>.
+                self.discard();
                 self.queue_rst(seg.ack, None);
                 return;
             }
@@ -325,6 +340,7 @@ impl Connection {
         if self.state == TcpState::TimeWait {
             // RFC 1337 §3 (TIME-WAIT assassination hazards, fix TW1): ignore
             // RST segments in TIME-WAIT.
+            self.discard();
             return;
         }
         if seg.seq == self.rcv_nxt {
@@ -350,7 +366,11 @@ impl Connection {
             }
         } else if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd) {
             // RFC 5961 §3.2: in the window but not exact: challenge ACK.
+            self.discard();
             self.ack_invalid(now, seg);
+        } else {
+            // Outside the window: dropped silently (RFC 5961 §3.2).
+            self.discard();
         }
     }
 
@@ -383,12 +403,14 @@ impl Connection {
         // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT) then
         // send an ACK, drop the segment, and return."
         if ack.gt(self.snd_nxt) {
+            self.discard();
             self.ack_invalid(now, seg);
             return false;
         }
         // RFC 5961 §5.2: an ACK older than SND.UNA - MAX.SND.WND is
         // unacceptable: ACK and drop.
         if ack.lt(self.snd_una - self.max_snd_wnd) {
+            self.discard();
             self.ack_invalid(now, seg);
             return false;
         }

@@ -128,6 +128,11 @@ pub struct ConnectionStats {
     pub mss: u16,
     pub segments_in: u64,
     pub segments_out: u64,
+    /// Arriving segments discarded without their content being used: out
+    /// of window, PAWS-rejected, unacceptable ACK, RST or SYN answered by a
+    /// challenge ACK, no ACK bit, or anything reaching a CLOSED connection
+    /// (RFC 9293 §3.10.7). The stack counts them as `drop_unacceptable`.
+    pub segments_discarded: u64,
 }
 
 /// How soon an acknowledgement must be sent (RFC 9293 §3.8.6.3).
@@ -580,8 +585,16 @@ impl Connection {
     }
 
     /// A segment of this connection's 4-tuple arrived (RFC 9293 §3.10.7).
+    /// Whether it was discarded shows in [`Connection::segments_discarded`].
     pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         self.on_segment(now, seg);
+    }
+
+    /// How many arriving segments were discarded so far (see
+    /// [`ConnectionStats::segments_discarded`]); cheap, for the stack's
+    /// per-segment drop accounting.
+    pub fn segments_discarded(&self) -> u64 {
+        self.counters.segments_discarded
     }
 
     /// ICMP destination unreachable quoting one of our segments with `quoted_seq`.

@@ -629,11 +629,14 @@ fn out_of_window_segment_is_acked_and_dropped_in_every_state() {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
         let seg = s.peer(p.wrapping_add(200_000), o, ACK, b"far away");
+        let discarded = s.conn.segments_discarded();
         let replies = s.feed(&seg);
         assert_eq!(replies.len(), 1, "{state}: {replies:?}");
         assert_seg(&replies[0], o, p, ACK);
         assert_eq!(s.conn.state(), state);
         assert_eq!(s.conn.stats().recv_queue, 0);
+        assert_eq!(s.conn.segments_discarded(), discarded + 1, "{state}");
+        assert_eq!(s.conn.stats().segments_discarded, discarded + 1, "{state}");
     }
 }
 
@@ -644,7 +647,9 @@ fn duplicate_segment_is_acked_and_dropped_in_every_state() {
         let (p, o) = (s.peer_nxt, s.our_nxt);
         // Entirely before RCV.NXT: an old duplicate.
         let seg = s.peer(p.wrapping_sub(10), o, ACK, b"old");
+        let discarded = s.conn.segments_discarded();
         let replies = s.feed(&seg);
+        assert_eq!(s.conn.segments_discarded(), discarded + 1, "{state}");
         assert_eq!(replies.len(), 1, "{state}: {replies:?}");
         assert_seg(&replies[0], o, p, ACK);
         assert_eq!(s.conn.state(), state);
@@ -1898,4 +1903,35 @@ fn lost_syn_ack_means_three_second_rto_and_one_segment_window() {
     assert_eq!(s.conn.state(), TcpState::Established);
     assert_eq!(s.conn.stats().rto, Duration::from_secs(3));
     assert_eq!(s.conn.stats().cwnd, usize::from(s.conn.stats().mss));
+}
+
+/// What counts as discarded (RFC 9293 §3.10.7): every segment whose content
+/// is not used. In-order data, a pure ACK and an exact RST are used.
+#[test]
+fn discarded_segments_are_counted_by_kind() {
+    let mut s = scripted(TcpState::Established);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    s.feed(&s.peer(p, o, ACK, b"data"));
+    s.feed(&s.peer(p + 4, o, ACK, b""));
+    assert_eq!(s.conn.segments_discarded(), 0, "used segments");
+    let p = p + 4;
+    let cases: [(&str, Seg); 4] = [
+        ("no ACK bit", s.peer(p, 0, TcpFlags::PSH, b"x")),
+        ("SYN: challenge ACK", s.peer(p, o, SYN, b"")),
+        ("RST in window, not exact", s.peer(p + 10, 0, RST, b"")),
+        (
+            "RST outside the window",
+            s.peer(p.wrapping_add(1 << 30), 0, RST, b""),
+        ),
+    ];
+    for (n, (what, seg)) in cases.iter().enumerate() {
+        s.feed(seg);
+        assert_eq!(s.conn.segments_discarded(), n as u64 + 1, "{what}");
+        assert_eq!(s.conn.state(), TcpState::Established, "{what}");
+    }
+    s.feed(&s.peer(p, o, RST, b""));
+    assert_eq!(s.conn.state(), TcpState::Closed);
+    assert_eq!(s.conn.segments_discarded(), 4, "the exact RST was used");
+    s.feed(&s.peer(p, o, ACK, b"late"));
+    assert_eq!(s.conn.segments_discarded(), 5, "anything reaching CLOSED");
 }
