@@ -24,6 +24,26 @@
 //!   moves a listener's child from the SYN queue to the accept queue, and reaps
 //!   it when finished. Readiness events are coalesced: at most one is queued
 //!   per handle, and it reports the readiness current when it is polled.
+//!
+//! Listen backlog (`listen(2)`): a listener's *SYN queue* holds its children
+//! in SYN-RECEIVED, its *accept queue* those that completed the handshake
+//! and wait for `accept`. One bound covers both: their sum stays below the
+//! backlog (clamped to 1..=`StackConfig::max_backlog`). On overflow:
+//! - a new SYN is dropped without any answer (no SYN,ACK, no RST) and
+//!   counted as `drop_listen_overflow`; the peer's SYN retransmission
+//!   (RFC 6298 §5, RFC 9293 §3.8.1) retries later, as with Linux's default
+//!   `tcp_abort_on_overflow = 0`;
+//! - a SYN that would reopen a TIME-WAIT 4-tuple is handled the same way:
+//!   the TIME-WAIT connection stays until the listener has room;
+//! - a child never overflows on completion: it already counted in the SYN
+//!   queue, and moves to the accept queue in place.
+//!
+//! Closing a listener resets its unaccepted children (as Linux does; RFC
+//! 9293 §3.10.4 leaves them unspecified).
+//! Deviation from Linux: Linux bounds the accept queue by the backlog and
+//! the SYN queue separately (with SYN cookies past it); tcpd has no SYN
+//! cookies, so a SYN flood can fill a listener's backlog until the embryos
+//! time out (their SYN,ACK retries end them).
 
 mod control;
 mod input;

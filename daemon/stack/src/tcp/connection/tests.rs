@@ -1935,3 +1935,36 @@ fn discarded_segments_are_counted_by_kind() {
     s.feed(&s.peer(p, o, ACK, b"late"));
     assert_eq!(s.conn.segments_discarded(), 5, "anything reaching CLOSED");
 }
+
+/// URG is not supported (RFC 6093 §6 advises against it): urgent bytes are
+/// ordinary in-line data, whatever the urgent pointer says — zero, inside
+/// the payload, far beyond it, or set without the URG flag.
+#[test]
+fn urgent_data_is_delivered_inline_whatever_the_pointer() {
+    let mut s = scripted(TcpState::Established);
+    let (mut p, o) = (s.peer_nxt, s.our_nxt);
+    let mut expected = Vec::new();
+    for (flags, urgent, payload) in [
+        (TcpFlags(ACK.0 | TcpFlags::URG.0), 0u16, &b"urgent-zero"[..]),
+        (TcpFlags(ACK.0 | TcpFlags::URG.0), 3, b"urgent-inside"),
+        (
+            TcpFlags(ACK.0 | TcpFlags::URG.0),
+            u16::MAX,
+            b"urgent-beyond",
+        ),
+        (ACK, 7, b"pointer-without-flag"),
+    ] {
+        let seg = s.peer(p, o, flags, payload);
+        let mut repr = seg.repr();
+        repr.urgent = urgent;
+        s.conn.handle_segment(s.now, &repr);
+        drain(&mut s.conn, s.now);
+        p += payload.len() as u32;
+        expected.extend_from_slice(payload);
+    }
+    let mut buf = vec![0u8; 256];
+    let n = s.conn.recv(s.now, &mut buf, false).expect("readable");
+    assert_eq!(&buf[..n], &expected[..]);
+    assert_eq!(s.conn.state(), TcpState::Established);
+    assert_eq!(s.conn.segments_discarded(), 0);
+}
