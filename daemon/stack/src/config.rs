@@ -138,3 +138,49 @@ impl StackConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults the project promises (issue 2 checklist): MSL 30 s
+    /// (TIME-WAIT 60 s), RFC 6298 timing with Linux's 200 ms floor and
+    /// 120 s ceiling, 40 ms delayed ACKs, CUBIC, Nagle on, keepalive off with
+    /// Linux's idle/interval/count, Linux's retry counts.
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = StackConfig::new(Ipv4Addr::new(10, 0, 0, 1), 24);
+        assert_eq!(config.msl, Duration::from_secs(30));
+        assert_eq!(config.min_rto, Duration::from_millis(200));
+        assert_eq!(config.max_rto, Duration::from_secs(120));
+        assert_eq!(config.initial_rto, Duration::from_secs(1));
+        assert_eq!(config.delayed_ack, Duration::from_millis(40));
+        assert_eq!(config.max_retries, 15);
+        assert_eq!(config.mtu, 1500);
+        let options = config.socket_defaults;
+        assert_eq!(options.congestion, CongestionAlgorithm::Cubic);
+        assert_eq!(CongestionAlgorithm::default(), CongestionAlgorithm::Cubic);
+        assert!(!options.nodelay, "Nagle is on by default");
+        assert!(!options.keepalive);
+        assert_eq!(options.keep_idle, Duration::from_secs(7200));
+        assert_eq!(options.keep_interval, Duration::from_secs(75));
+        assert_eq!(options.keep_count, 9);
+        assert_eq!(options.syn_retries, 6);
+        assert_eq!(options.linger, None);
+    }
+
+    #[test]
+    fn congestion_names_round_trip() {
+        for algorithm in [CongestionAlgorithm::NewReno, CongestionAlgorithm::Cubic] {
+            assert_eq!(
+                CongestionAlgorithm::from_name(algorithm.name()),
+                Some(algorithm)
+            );
+        }
+        assert_eq!(
+            CongestionAlgorithm::from_name("Reno"),
+            Some(CongestionAlgorithm::NewReno)
+        );
+        assert_eq!(CongestionAlgorithm::from_name("bbr"), None);
+    }
+}

@@ -363,6 +363,12 @@ fn ephemeral_ports_are_unique_and_in_the_iana_range() {
         assert_eq!(s.peer_addr(c), Err(tcpd_stack::SocketError::NotConnected));
     }
     assert_eq!(s.stats().active_opens, 400);
+    // Randomised (RFC 6056 §3.3): each connect starts its search at a random
+    // point, so 400 picks spread over the range instead of counting up.
+    let ports: Vec<u16> = seen.iter().map(|(l, _)| l.port()).collect();
+    let spread =
+        ports.iter().max().copied().unwrap_or(0) - ports.iter().min().copied().unwrap_or(0);
+    assert!(spread > 8192, "ports span only {spread}");
     // bind(port 0) picks a port nobody uses at all.
     let b = s.socket();
     s.bind(b, any(0)).expect("bind 0");
