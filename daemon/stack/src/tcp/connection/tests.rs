@@ -1968,3 +1968,94 @@ fn urgent_data_is_delivered_inline_whatever_the_pointer() {
     assert_eq!(s.conn.state(), TcpState::Established);
     assert_eq!(s.conn.segments_discarded(), 0);
 }
+
+/// The send MSS is the smaller of the peer's MSS option and our MTU less
+/// 40 (RFC 9293 §3.7.1, RFC 6691), less the timestamps option when on.
+#[test]
+fn a_peer_mss_above_our_mtu_is_clamped() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let syn = out(&mut a, now).expect("SYN");
+    assert_eq!(syn.options.mss, Some(1460), "MTU 1500 - 40");
+    let mut synack = to(&a, 300, 101, syn_ack(), b"");
+    synack.options.mss = Some(8960);
+    feed(&mut a, now, &synack);
+    assert_eq!(a.stats().mss, 1460);
+    a.send(now, &[3u8; 20_000]).expect("send");
+    let data = drain(&mut a, now);
+    assert!(!data.is_empty());
+    assert!(data.iter().all(|s| s.payload.len() <= 1460), "{data:?}");
+}
+
+/// Sender SWS avoidance (RFC 9293 §3.8.6.2.1, RFC 1122 §4.2.3.4): with a
+/// usable window below both one MSS and half the largest window the peer
+/// offered, a sender holding more data waits; the persist timer's override
+/// then sends what fits; a window of at least half the maximum is used.
+#[test]
+fn sender_avoids_silly_windows_until_the_override() {
+    let mut s = scripted_established(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    // The peer shrinks its offer to 100 bytes (max window stays 65535).
+    let mut small = s.peer(p, o, ACK, b"");
+    small.window = 100;
+    s.feed(&small);
+    s.conn.send(s.now, &[5u8; 1000]).expect("send");
+    assert!(
+        drain(&mut s.conn, s.now).is_empty(),
+        "100 < MSS and < 65535/2"
+    );
+    let deadline = s.conn.poll_timeout().expect("persist timer");
+    s.conn.handle_timeout(deadline);
+    let sent = drain(&mut s.conn, deadline);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].seq, sent[0].payload.len()), (o, 100));
+    // Acknowledged with a window of 40000: a full segment goes; the 364
+    // bytes after it are a small segment that Nagle holds while data is
+    // unacknowledged (RFC 9293 §3.7.4), until the next ACK.
+    let mut open = s.peer(p, o + 100, ACK, b"");
+    open.window = 40_000;
+    feed(&mut s.conn, deadline, &open);
+    let full = drain(&mut s.conn, deadline);
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert_eq!((full[0].seq, full[0].payload.len()), (o + 100, 536));
+    let mut acked = s.peer(p, o + 636, ACK, b"");
+    acked.window = 40_000;
+    feed(&mut s.conn, deadline, &acked);
+    let last = drain(&mut s.conn, deadline);
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!((last[0].seq, last[0].payload.len()), (o + 636, 364));
+}
+
+/// Which TSecr our ACKs carry (RFC 7323 §4.2, §4.3): the TSval of the
+/// in-order segment that last advanced the window; an out-of-order segment
+/// does not change it (case B), the segment that fills the hole does (case
+/// C), and a wholly duplicate segment does not (it lies outside the window,
+/// RFC 7323 §5.3 R2 rejects it before R3 would record its TSval).
+#[test]
+fn acks_echo_ts_recent_per_rfc_7323() {
+    let mut s = scripted_with_timestamps();
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let echo = |replies: &[Seg]| {
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies[0].options.timestamp.map(|(_, tsecr)| tsecr)
+    };
+    let with_ts = |s: &Scripted, seq: u32, data: &[u8], tsval: u32| {
+        let mut seg = s.peer(seq, o, ACK, data);
+        seg.options.timestamp = Some((tsval, 1000));
+        seg
+    };
+    let in_order = with_ts(&s, p, &[1; 10], 7010);
+    assert_eq!(echo(&s.feed(&in_order)), Some(7010));
+    let above_hole = with_ts(&s, p + 100, &[3; 10], 7020);
+    let replies = s.feed(&above_hole);
+    assert_eq!(echo(&replies), Some(7010), "case B: out of order");
+    assert_eq!(replies[0].ack, p + 10);
+    let filler = with_ts(&s, p + 10, &[2; 90], 7030);
+    let replies = s.feed(&filler);
+    assert_eq!(echo(&replies), Some(7030), "case C: the hole's filler");
+    assert_eq!(replies[0].ack, p + 110);
+    let duplicate = with_ts(&s, p, &[1; 10], 7040);
+    let replies = s.feed(&duplicate);
+    assert_eq!(echo(&replies), Some(7030), "a duplicate leaves TS.Recent");
+    assert_eq!(replies[0].ack, p + 110);
+}
