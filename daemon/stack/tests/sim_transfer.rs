@@ -367,7 +367,7 @@ fn heavy_loss_still_delivers_everything() {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 24,
+        cases: 64,
         max_shrink_iters: 4,
         ..ProptestConfig::default()
     })]
