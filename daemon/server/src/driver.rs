@@ -29,7 +29,7 @@
 use crate::errno::Errno;
 use crate::impair::{Direction, Impairer};
 use crate::session::{Credentials, SessionId, SessionInfo};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tcpd_proto::errno::{EACCES, EIO};
@@ -57,6 +57,8 @@ const STATE_CHANGE_CAPACITY: usize = 4096;
 pub enum Command {
     /// Run a closure on the stack; it replies through its own oneshot.
     Exec(Box<dyn FnOnce(&mut Core) + Send>),
+    /// A client connection was accepted (sent before any of its requests).
+    SessionStarted(SessionId),
     /// A client connection ended: close its sockets like a dead process's.
     SessionEnded(SessionId),
     /// Reset every connection, flush the RSTs, then stop the driver.
@@ -67,6 +69,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Exec(_) => f.write_str("Exec"),
+            Command::SessionStarted(id) => write!(f, "SessionStarted({})", id.0),
             Command::SessionEnded(id) => write!(f, "SessionEnded({})", id.0),
             Command::Terminate(_) => f.write_str("Terminate"),
         }
@@ -190,6 +193,9 @@ pub struct Core {
     stack: Stack,
     clock: Clock,
     sockets: HashMap<SocketHandle, SocketEntry>,
+    /// Sessions whose connection is still open. A request that was already
+    /// in flight when its session ended must not create sockets nobody owns.
+    live_sessions: HashSet<SessionId>,
     state_changes: broadcast::Sender<v1::StateChange>,
     recv_scratch: Vec<u8>,
 }
@@ -234,7 +240,14 @@ impl Core {
         }
     }
 
-    fn register(&mut self, h: SocketHandle, owner: SessionInfo) {
+    /// Records `owner` as the owner of a new handle; a session that has
+    /// already ended gets its socket closed at once (EBADF to the caller).
+    fn register(&mut self, h: SocketHandle, owner: SessionInfo) -> Result<(), Errno> {
+        if !self.live_sessions.contains(&owner.id) {
+            let now = self.now();
+            let _ = self.stack.close(now, h);
+            return Err(Errno::bad_handle());
+        }
         self.sockets.insert(
             h,
             SocketEntry {
@@ -242,6 +255,7 @@ impl Core {
                 readiness: None,
             },
         );
+        Ok(())
     }
 
     // ------------------------------------------------------------ socket API
@@ -251,10 +265,10 @@ impl Core {
         self.owned(&session, handle).map(|_| ())
     }
 
-    pub fn socket(&mut self, session: SessionInfo) -> u64 {
+    pub fn socket(&mut self, session: SessionInfo) -> Result<u64, Errno> {
         let h = self.stack.socket();
-        self.register(h, session);
-        h.0
+        self.register(h, session)?;
+        Ok(h.0)
     }
 
     pub fn bind(
@@ -293,11 +307,15 @@ impl Core {
             Ok(h) => h,
             Err(e) => return Attempt::Ready(Err(e)),
         };
-        let result = self.stack.accept(h).map_err(Errno::from);
-        if let Ok((child, _)) = &result {
-            self.register(*child, session);
-        }
-        self.attempt(h, wait, result.map(|(child, peer)| (child.0, peer)))
+        let result = self
+            .stack
+            .accept(h)
+            .map_err(Errno::from)
+            .and_then(|(child, peer)| {
+                self.register(child, session)?;
+                Ok((child.0, peer))
+            });
+        self.attempt(h, wait, result)
     }
 
     pub fn connect(
@@ -512,6 +530,7 @@ impl Core {
 
     /// Closes every socket of a session that ended.
     fn end_session(&mut self, id: SessionId) {
+        self.live_sessions.remove(&id);
         let handles: Vec<SocketHandle> = self
             .sockets
             .iter()
@@ -645,6 +664,7 @@ impl Driver {
                 stack,
                 clock,
                 sockets: HashMap::new(),
+                live_sessions: HashSet::new(),
                 state_changes: state_changes.clone(),
                 recv_scratch: Vec::new(),
             },
@@ -754,6 +774,9 @@ impl Running {
     fn execute(&mut self, command: Command, tx_buf: &mut [u8]) -> bool {
         match command {
             Command::Exec(op) => op(&mut self.core),
+            Command::SessionStarted(id) => {
+                self.core.live_sessions.insert(id);
+            }
             Command::SessionEnded(id) => self.core.end_session(id),
             Command::Terminate(done) => {
                 self.core.abort_everything();

@@ -5,11 +5,13 @@
 //! serve. It hands every request a [`SessionInfo`] (through
 //! `tonic::transport::server::Connected`, so handlers read it from
 //! `request.extensions()`): the session id and the peer's credentials, taken
-//! once with SO_PEERCRED at accept time. Its `Drop` (hyper drops the IO when
-//! the connection ends, for whatever reason) tells the driver the session is
-//! over, and the driver closes the session's sockets as the kernel does for a
-//! dead process. Invariant: session ids are never reused, and every
-//! `SessionStream` reports its end exactly once.
+//! once with SO_PEERCRED at accept time. The acceptor announces each new
+//! session to the driver before hyper reads a byte of it; the stream's `Drop`
+//! (hyper drops the IO when the connection ends, for whatever reason) tells
+//! the driver the session is over, and the driver closes the session's
+//! sockets as the kernel does for a dead process. Invariants: session ids are
+//! never reused; every session is announced once, before its first request,
+//! and reports its end exactly once.
 
 use crate::driver::Command;
 use std::io;
@@ -140,6 +142,8 @@ impl SessionAcceptor {
                 pid: cred.pid().unwrap_or(0),
             },
         };
+        // Before hyper sees the connection, so it precedes all its requests.
+        let _ = self.driver.send(Command::SessionStarted(info.id));
         tracing::debug!(
             session = info.id.0,
             uid = info.creds.uid,

@@ -80,7 +80,7 @@ impl SocketService {
 impl Socket for SocketService {
     async fn socket(&self, request: Request<v1::SocketRequest>) -> Reply<v1::SocketReply> {
         let s = session_of(&request)?;
-        let handle = self.driver.call(move |c| c.socket(s)).await?;
+        let handle = self.driver.call(move |c| c.socket(s)).await??;
         Ok(Response::new(v1::SocketReply { handle }))
     }
 
