@@ -201,6 +201,17 @@ pub struct Core {
 }
 
 impl Core {
+    fn new(stack: Stack, clock: Clock, state_changes: broadcast::Sender<v1::StateChange>) -> Core {
+        Core {
+            stack,
+            clock,
+            sockets: HashMap::new(),
+            live_sessions: HashSet::new(),
+            state_changes,
+            recv_scratch: Vec::new(),
+        }
+    }
+
     pub fn now(&self) -> Instant {
         self.clock.now()
     }
@@ -660,14 +671,7 @@ impl Driver {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (state_changes, _) = broadcast::channel(STATE_CHANGE_CAPACITY);
         let driver = Driver {
-            core: Core {
-                stack,
-                clock,
-                sockets: HashMap::new(),
-                live_sessions: HashSet::new(),
-                state_changes: state_changes.clone(),
-                recv_scratch: Vec::new(),
-            },
+            core: Core::new(stack, clock, state_changes.clone()),
             device,
             impairer,
             commands,
@@ -830,5 +834,183 @@ impl Running {
             }
         }
         self.core.publish_events();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver's bookkeeping over real stacks, without a TUN: two cores
+    //! whose packets are carried by hand.
+    use super::*;
+    use crate::session::Credentials;
+    use tcpd_proto::errno::{EAGAIN, EBADF, ECONNREFUSED};
+    use tcpd_stack::StackConfig;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+
+    fn core(address: Ipv4Addr, seed: u64) -> Core {
+        let clock = Clock::start();
+        let mut config = StackConfig::new(address, 24);
+        config.rng_seed = seed;
+        config.isn_secret = [seed as u8; 16];
+        let (state_changes, _) = broadcast::channel(16);
+        Core::new(Stack::new(config, clock.now()), clock, state_changes)
+    }
+
+    fn session(core: &mut Core, id: u64, uid: u32) -> SessionInfo {
+        let info = SessionInfo {
+            id: SessionId(id),
+            creds: Credentials {
+                uid,
+                gid: uid,
+                pid: 100 + i32::try_from(id).expect("small id"),
+            },
+        };
+        core.live_sessions.insert(info.id);
+        info
+    }
+
+    /// Moves every pending packet of `from` into `to`; true if any moved.
+    fn carry(from: &mut Core, to: &mut Core) -> bool {
+        let mut buf = vec![0u8; 2048];
+        let mut moved = false;
+        let now = from.now();
+        while let Some(n) = from.stack.poll_transmit(now, &mut buf) {
+            let now = to.now();
+            to.stack.handle_packet(now, &buf[..n]);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Carries packets both ways until both stacks are quiet, then publishes events.
+    fn shuttle(a: &mut Core, b: &mut Core) {
+        while carry(a, b) | carry(b, a) {}
+        a.publish_events();
+        b.publish_events();
+    }
+
+    fn errno<T: std::fmt::Debug>(r: Result<T, Errno>) -> i32 {
+        r.expect_err("expected an error").number
+    }
+
+    fn ready<T>(attempt: Attempt<T>) -> Result<T, Errno> {
+        match attempt {
+            Attempt::Ready(r) => r,
+            Attempt::Blocked(_) => panic!("expected a ready outcome, got Blocked"),
+        }
+    }
+
+    fn blocked<T: std::fmt::Debug>(attempt: Attempt<T>) -> watch::Receiver<Readiness> {
+        match attempt {
+            Attempt::Blocked(rx) => rx,
+            Attempt::Ready(r) => panic!("expected Blocked, got {r:?}"),
+        }
+    }
+
+    #[test]
+    fn handles_belong_to_their_session() {
+        let mut c = core(A, 1);
+        let alice = session(&mut c, 1, 1000);
+        let bob = session(&mut c, 2, 1000);
+        let h = c.socket(alice).expect("socket");
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7000);
+        assert_eq!(errno(c.bind(bob, h, any)), EBADF);
+        assert_eq!(errno(c.close(bob, h)), EBADF);
+        assert_eq!(errno(c.address(bob, h, false)), EBADF);
+        assert_eq!(errno(ready(c.read(bob, h, 10, false, true))), EBADF);
+        assert!(c.poll_subscribe(bob, &[h])[0].is_none());
+        assert!(c.poll_subscribe(alice, &[h])[0].is_some());
+        c.bind(alice, h, any).expect("owner binds");
+        c.close(alice, h).expect("owner closes");
+        assert_eq!(errno(c.check(alice, h)), EBADF, "closed handles are gone");
+    }
+
+    #[test]
+    fn privileged_ports_need_root() {
+        let mut c = core(A, 2);
+        let user = session(&mut c, 1, 1000);
+        let root = session(&mut c, 2, 0);
+        let h = c.socket(user).expect("socket");
+        let port80 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80);
+        assert_eq!(errno(c.bind(user, h, port80)), EACCES);
+        c.bind(user, h, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080))
+            .expect("unprivileged port");
+        let r = c.socket(root).expect("socket");
+        c.bind(root, r, port80).expect("root binds port 80");
+    }
+
+    #[test]
+    fn an_ended_session_loses_its_sockets_and_cannot_make_more() {
+        let mut c = core(A, 3);
+        let alice = session(&mut c, 1, 1000);
+        let h = c.socket(alice).expect("socket");
+        c.listen(alice, h, 0).expect("listen");
+        c.end_session(alice.id);
+        assert_eq!(errno(c.check(alice, h)), EBADF);
+        assert!(c.stack.sockets().is_empty(), "listener released");
+        assert_eq!(errno(c.socket(alice)), EBADF);
+        assert!(c.stack.sockets().is_empty(), "late socket closed at once");
+    }
+
+    #[test]
+    fn blocked_calls_wake_on_readiness_changes() {
+        let mut a = core(A, 4);
+        let mut b = core(B, 5);
+        let client = session(&mut a, 1, 1000);
+        let server = session(&mut b, 1, 1000);
+        let l = b.socket(server).expect("socket");
+        b.bind(server, l, SocketAddrV4::new(B, 7000)).expect("bind");
+        b.listen(server, l, 4).expect("listen");
+        assert_eq!(errno(ready(b.accept(server, l, false))), EAGAIN);
+        let accept_wait = blocked(b.accept(server, l, true));
+        let s = a.socket(client).expect("socket");
+        a.connect(client, s, SocketAddrV4::new(B, 7000))
+            .expect("connect starts");
+        let connect_wait = blocked(a.connect_outcome(client, s));
+        shuttle(&mut a, &mut b);
+        assert!(connect_wait.has_changed().expect("sender alive"));
+        assert!(accept_wait.has_changed().expect("sender alive"));
+        ready(a.connect_outcome(client, s)).expect("connected");
+        let (child, peer) = ready(b.accept(server, l, true)).expect("accepted");
+        assert_eq!(*peer.ip(), A);
+        // Data: the reader waits, the write wakes it.
+        let read_wait = blocked(b.read(server, child, 100, false, true));
+        assert_eq!(ready(a.write(client, s, b"ping", true)), Ok(4));
+        shuttle(&mut a, &mut b);
+        assert!(read_wait.has_changed().expect("sender alive"));
+        assert_eq!(
+            ready(b.read(server, child, 100, true, true)),
+            Ok(b"ping".to_vec()),
+            "peek leaves the data"
+        );
+        assert_eq!(
+            ready(b.read(server, child, 100, false, false)),
+            Ok(b"ping".to_vec())
+        );
+        assert_eq!(
+            errno(ready(b.read(server, child, 100, false, false))),
+            EAGAIN
+        );
+        // Closing the socket wakes its waiters (they then get EBADF).
+        let orphan_wait = blocked(b.read(server, child, 100, false, true));
+        b.close(server, child).expect("close");
+        assert!(orphan_wait.has_changed().is_err());
+        assert_eq!(errno(ready(b.read(server, child, 100, false, true))), EBADF);
+    }
+
+    #[test]
+    fn a_refused_connect_reports_econnrefused() {
+        let mut a = core(A, 6);
+        let mut b = core(B, 7);
+        let client = session(&mut a, 1, 1000);
+        let s = a.socket(client).expect("socket");
+        a.connect(client, s, SocketAddrV4::new(B, 7001))
+            .expect("connect starts");
+        let wait = blocked(a.connect_outcome(client, s));
+        shuttle(&mut a, &mut b);
+        assert!(wait.has_changed().expect("sender alive"));
+        assert_eq!(errno(ready(a.connect_outcome(client, s))), ECONNREFUSED);
     }
 }
