@@ -22,6 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// Pause after a failed accept before the next attempt.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Identifies one client connection for the daemon's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
@@ -163,6 +166,8 @@ impl SessionAcceptor {
             let next = acceptor.accept().await;
             if let Err(e) = &next {
                 tracing::warn!(error = %e, "refusing a client connection");
+                // Errors such as EMFILE persist for a while: do not spin on them.
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
             Some((next, acceptor))
         })
