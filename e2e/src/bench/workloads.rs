@@ -60,6 +60,22 @@ impl Dialer for TcpdDialer {
     }
 }
 
+/// Accept-queue length of every benchmark listener. The default of the
+/// listening helpers (128) overflows when 64 connects arrive at once: the
+/// kernel then drops SYNs (`ListenOverflows`) and each costs a 1 s SYN
+/// retransmission (RFC 6298 §2.1 initial RTO), which would be measured as
+/// slowness of the side under test. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A kernel listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`.
+fn listen(addr: SocketAddrV4) -> io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr.into())?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// What a kernel-side server does with each connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerKind {
@@ -108,7 +124,7 @@ impl Server {
                 }
             };
             rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind(addr).await {
+                let listener = match listen(addr) {
                     Ok(l) => {
                         let _ = ready_tx.send(Ok(()));
                         l
@@ -276,7 +292,7 @@ pub fn hold_helper_main(ns: &str, addr: SocketAddrV4, cpu: usize) -> io::Result<
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "ready")?;
