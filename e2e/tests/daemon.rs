@@ -1004,3 +1004,33 @@ fn bulk_100mib_throughput_tcpd_vs_kernel_veth() {
     );
     assert!(tcpd_mbps > 0.0 && kernel_mbps > 0.0);
 }
+
+#[test]
+fn corrupted_packets_are_caught_by_checksums() {
+    let Some(env) = setup("d-corrupt", &["--impair", "corrupt=5%,seed=7"]) else {
+        return;
+    };
+    runtime().block_on(async {
+        // Both directions: tcpd's checksum checks catch inbound flips, the
+        // kernel's catch outbound ones; TCP retransmits either way.
+        transfer_to_kernel(&env, 5006, MIB).await;
+        let mut admin = admin(&env.daemon).await;
+        let stats = admin
+            .stats(v1::StatsRequest {})
+            .await
+            .expect("Stats")
+            .into_inner();
+        let counter = |name: &str| {
+            stats
+                .counters
+                .iter()
+                .find(|c| c.name == name)
+                .map_or(0, |c| c.value)
+        };
+        assert!(
+            counter("checksum_errors") > 0,
+            "corrupted inbound packets must fail their checksums: {:?}",
+            stats.counters
+        );
+    });
+}
