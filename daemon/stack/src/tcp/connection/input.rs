@@ -80,10 +80,10 @@ impl Connection {
     /// TS.Recent (RFC 7323 §4.3, §5.3 R2 before R3), so its ACK echoes the
     /// TSval of an older segment; `now - TSecr` would then include the whole
     /// backoff, and every inflated RTO would inflate the next sample. This is
-    /// Karn's rule applied to timestamps (RFC 6298 §3, RFC 7323 §4.1 "the
-    /// retransmitted segment ... ambiguous") and the Eifel detection test of
-    /// RFC 3522 §3.2 (Linux: tcp_packet_delayed). The backed-off RTO then
-    /// stays until a valid sample (RFC 6298 §5.7).
+    /// Karn's rule (RFC 6298 §3) applied to timestamp samples, with the test
+    /// of the Eifel detection algorithm (RFC 3522 §3.2; Linux:
+    /// tcp_packet_delayed). The backed-off RTO then stays until a valid
+    /// sample (RFC 6298 §5.7).
     fn rtt_sample(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNum) -> Option<Duration> {
         if self.ts_enabled
             && let Some((_, tsecr)) = seg.options.timestamp
