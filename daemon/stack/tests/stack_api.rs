@@ -1006,3 +1006,67 @@ fn fragmentation_needed_lowers_the_segment_size() {
         matches!(s.get_option(h, OptionName::MaxSegment), Ok(SockOption::MaxSegment(m)) if m <= 960)
     );
 }
+
+/// Per-connection info (`ss -ti` style) after a small transfer: the
+/// counters, the estimator, the negotiated MSS and the algorithm; the
+/// listener reports its backlog and accept queue.
+#[test]
+fn socket_info_reports_connection_counters() {
+    let mut sim = Sim::new(41, LinkConfig::perfect());
+    let l = sim.b.socket();
+    sim.b.bind(l, any(80)).expect("bind");
+    sim.b.listen(l, 5).expect("listen");
+    let c = sim.a.socket();
+    sim.a
+        .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
+        .expect("connect");
+    sim.run_until_idle();
+    let listener_info = sim.b.sockets();
+    let listener_info = listener_info
+        .iter()
+        .find(|i| i.handle == Some(l))
+        .expect("listener listed");
+    assert_eq!(listener_info.state, TcpState::Listen);
+    assert_eq!(
+        (listener_info.listen_backlog, listener_info.accept_queue),
+        (5, 1)
+    );
+    let (server, _) = sim.b.accept(l).expect("accept");
+    let data = vec![0x5a; 10_000];
+    assert_eq!(sim.a.send(sim.now, c, &data), Ok(10_000));
+    sim.run_until_idle();
+    let mut buf = vec![0u8; 20_000];
+    assert_eq!(sim.b.recv(sim.now, server, &mut buf, false), Ok(10_000));
+    sim.run_until_idle();
+
+    let client = sim
+        .a
+        .sockets()
+        .into_iter()
+        .find(|i| i.handle == Some(c))
+        .expect("client listed");
+    assert_eq!(client.state, TcpState::Established);
+    assert_eq!(client.remote, SocketAddrV4::new(ADDR_B, 80));
+    assert_eq!((client.bytes_sent, client.bytes_received), (10_000, 0));
+    assert_eq!((client.send_queue, client.recv_queue), (0, 0));
+    assert_eq!(client.retransmits, 0);
+    // MSS = MTU - 40, less the 12-byte timestamps option (RFC 7323 §3.2).
+    assert_eq!(usize::from(client.mss), usize::from(MTU) - 40 - 12);
+    assert_eq!(client.congestion, tcpd_stack::CongestionAlgorithm::Cubic);
+    assert!(client.srtt > Duration::ZERO && client.srtt < Duration::from_millis(50));
+    assert!(
+        client.rto >= Duration::from_millis(200),
+        "RFC 6298 floor (200 ms here)"
+    );
+    assert!(client.cwnd >= 10 * usize::from(client.mss), "IW10 or more");
+    let server_info = sim
+        .b
+        .sockets()
+        .into_iter()
+        .find(|i| i.handle == Some(server))
+        .expect("server listed");
+    assert_eq!(
+        (server_info.bytes_sent, server_info.bytes_received),
+        (0, 10_000)
+    );
+}
