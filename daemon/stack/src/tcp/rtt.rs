@@ -1,7 +1,9 @@
 //! The retransmission timeout (RFC 6298): SRTT/RTTVAR smoothing, the RTO with
 //! its floor and ceiling, and exponential backoff. Karn's algorithm (no samples
 //! from retransmitted segments, RFC 6298 §3) is the caller's duty: it only
-//! feeds samples it may take (timestamps make every ACK a valid sample, RFC 7323 §4).
+//! feeds samples it may take. With timestamps, an ACK of new data is a sample
+//! (RFC 7323 §4.1) unless it echoes a TSval older than the latest
+//! retransmission (the connection's `rtt_sample` explains why).
 //!
 //! Arithmetic is in integer microseconds. Invariants: `rto()` always lies in
 //! `[min_rto, max_rto]`; the backoff count only grows through [`RttEstimator::backoff`]
