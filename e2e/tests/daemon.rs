@@ -1034,3 +1034,42 @@ fn corrupted_packets_are_caught_by_checksums() {
         );
     });
 }
+
+/// Close (and drop) right after writing, with no shutdown first: every byte
+/// written before the close still reaches the kernel peer, followed by FIN —
+/// as close(2) on a kernel socket with queued data.
+#[test]
+fn close_right_after_writing_loses_no_data() {
+    let Some(env) = setup("close-drain", &[]) else {
+        return;
+    };
+    let rt = runtime();
+    for (port, explicit_close) in [(7301u16, true), (7302, false)] {
+        let data = payload(8 * MIB, u64::from(port));
+        let expected = sha256_hex(&data);
+        // The kernel only reads: it sends nothing and closes after EOF.
+        let server = kernel_server(&env.ns, port, Vec::new(), true);
+        rt.block_on(async {
+            let client = tcpd_client::Client::connect(env.daemon.socket())
+                .await
+                .expect("client session");
+            let mut stream = client
+                .tcp_connect(&SocketAddrV4::new(HOST_ADDR, port))
+                .await
+                .expect("connect to the kernel listener");
+            stream.write_all(&data).await.expect("write");
+            if explicit_close {
+                stream.close().await.expect("close");
+            } else {
+                drop(stream);
+            }
+        });
+        let received = server.join().expect("kernel server");
+        assert_eq!(
+            received,
+            expected,
+            "the kernel must receive all 8 MiB written before {}",
+            if explicit_close { "close()" } else { "drop" }
+        );
+    }
+}

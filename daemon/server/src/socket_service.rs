@@ -10,16 +10,18 @@
 use crate::convert;
 use crate::driver::{Attempt, Core, DriverHandle, MAX_READ};
 use crate::errno::Errno;
-use crate::session::SessionInfo;
+use crate::session::{SessionId, SessionInfo};
 use bytes::Bytes;
 use futures::FutureExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tcpd_proto::errno::{EINPROGRESS, EINVAL, EIO};
 use tcpd_proto::v1;
 use tcpd_proto::v1::socket_server::Socket;
 use tcpd_proto::v1::{stream_down, stream_up};
 use tcpd_stack::{Readiness, Shutdown};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -64,15 +66,95 @@ async fn write_all(
     (written, None)
 }
 
+/// How long Close waits for a Stream's up half to queue the data its client
+/// sent before the Close (see [`Uploads`]).
+const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The up halves of open Streams, by (session, handle).
+///
+/// A client ends a Stream's up side and then calls Close, but the two travel
+/// separately: frames the client already sent may still sit in HTTP/2
+/// buffers, or in `stream_up` waiting for send-buffer space, when Close
+/// arrives. Closing at once would lose that tail of the data, so Close first
+/// waits (bounded by [`CLOSE_DRAIN_LIMIT`]) until the socket's up half has
+/// finished. The lock guards only this map, never the stack.
+#[derive(Debug, Default, Clone)]
+struct Uploads(Arc<Mutex<HashMap<(SessionId, u64), watch::Receiver<()>>>>);
+
+impl Uploads {
+    /// Registers the up half of a Stream; it counts as running until the
+    /// returned guard is dropped.
+    fn start(&self, session: SessionId, handle: u64) -> UploadGuard {
+        let (done, watcher) = watch::channel(());
+        if let Ok(mut map) = self.0.lock() {
+            map.insert((session, handle), watcher.clone());
+        }
+        UploadGuard {
+            uploads: self.clone(),
+            key: (session, handle),
+            watcher,
+            _done: done,
+        }
+    }
+
+    /// Waits until the up half of (session, handle), if any, has finished.
+    async fn drained(&self, session: SessionId, handle: u64) {
+        let watcher = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&(session, handle)).cloned());
+        if let Some(mut watcher) = watcher {
+            // `changed` fails once the guard's sender is dropped.
+            let finished = async { while watcher.changed().await.is_ok() {} };
+            if tokio::time::timeout(CLOSE_DRAIN_LIMIT, finished)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    handle,
+                    "closing while the socket's Stream is still queuing data"
+                );
+            }
+        }
+    }
+}
+
+/// Marks one running up half; removes its entry when dropped.
+struct UploadGuard {
+    uploads: Uploads,
+    key: (SessionId, u64),
+    watcher: watch::Receiver<()>,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.uploads.0.lock() {
+            // A newer Stream on the same handle may have replaced this entry.
+            if map
+                .get(&self.key)
+                .is_some_and(|w| w.same_channel(&self.watcher))
+            {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The Socket service.
 #[derive(Debug, Clone)]
 pub struct SocketService {
     driver: DriverHandle,
+    uploads: Uploads,
 }
 
 impl SocketService {
     pub fn new(driver: DriverHandle) -> Self {
-        SocketService { driver }
+        SocketService {
+            driver,
+            uploads: Uploads::default(),
+        }
     }
 }
 
@@ -201,6 +283,7 @@ impl Socket for SocketService {
     async fn close(&self, request: Request<v1::HandleRequest>) -> Reply<v1::Empty> {
         let s = session_of(&request)?;
         let handle = request.into_inner().handle;
+        self.uploads.drained(s.id, handle).await;
         self.driver.call(move |c| c.close(s, handle)).await??;
         Ok(Response::new(v1::Empty {}))
     }
@@ -337,7 +420,9 @@ impl Socket for SocketService {
         self.driver.call(move |c| c.check(s, handle)).await??;
         let (down_tx, down_rx) = mpsc::channel(STREAM_DOWN_QUEUE);
         let down = tokio::spawn(stream_down(self.driver.clone(), s, handle, down_tx.clone()));
+        let upload = self.uploads.start(s.id, handle);
         tokio::spawn(stream_up(
+            upload,
             self.driver.clone(),
             s,
             handle,
@@ -398,6 +483,7 @@ async fn stream_down(
 /// once the previous one is fully queued, so HTTP/2 flow control carries
 /// the back-pressure to the writer.
 async fn stream_up(
+    _upload: UploadGuard,
     driver: DriverHandle,
     session: SessionInfo,
     handle: u64,
