@@ -247,6 +247,24 @@ impl Connection {
         }
 
         if !acceptable {
+            // A retransmission of the last data we acknowledged (it ends
+            // exactly at RCV.NXT = Last.ACK.sent: our ACK was lost). RFC 7323
+            // §4.3's rule, SEG.TSval >= TS.Recent and SEG.SEQ <= Last.ACK.sent,
+            // holds for it, so TS.Recent takes its TSval (Linux likewise
+            // accepts a segment ending at rcv_wup): the duplicate ACK below
+            // then echoes the retransmission, and the sender gets a valid RTT
+            // sample instead of one it must refuse (see `rtt_sample`).
+            if self.ts_enabled
+                && seg_len > 0
+                && !seg.flags.syn()
+                && seg.seq + seg_len == self.rcv_nxt
+                && self.rcv_nxt == self.last_ack_sent
+                && let Some((tsval, _)) = seg.options.timestamp
+                && !ts_before(tsval, self.ts_recent)
+            {
+                self.ts_recent = tsval;
+                self.ts_recent_at = now;
+            }
             // TIME-WAIT: a retransmitted FIN (it ends at RCV.NXT): re-ACK it
             // and restart the 2 MSL timeout (RFC 9293 §3.10.7.4, eighth check).
             if self.state == TcpState::TimeWait

@@ -2030,7 +2030,8 @@ fn sender_avoids_silly_windows_until_the_override() {
 /// in-order segment that last advanced the window; an out-of-order segment
 /// does not change it (case B), the segment that fills the hole does (case
 /// C), and a wholly duplicate segment does not (it lies outside the window,
-/// RFC 7323 §5.3 R2 rejects it before R3 would record its TSval).
+/// RFC 7323 §5.3 R2 rejects it before R3 would record its TSval) — unless it
+/// ends exactly at Last.ACK.sent (as Linux, see `on_segment_synchronized`).
 #[test]
 fn acks_echo_ts_recent_per_rfc_7323() {
     let mut s = scripted_with_timestamps();
@@ -2058,4 +2059,15 @@ fn acks_echo_ts_recent_per_rfc_7323() {
     let replies = s.feed(&duplicate);
     assert_eq!(echo(&replies), Some(7030), "a duplicate leaves TS.Recent");
     assert_eq!(replies[0].ack, p + 110);
+    // But a retransmission ending exactly at RCV.NXT = Last.ACK.sent (our
+    // ACK of it was lost) meets RFC 7323 §4.3's rule: its ACK echoes it.
+    let last_again = with_ts(&s, p + 100, &[3; 10], 7050);
+    let replies = s.feed(&last_again);
+    assert_eq!(
+        echo(&replies),
+        Some(7050),
+        "retransmission of the last segment"
+    );
+    assert_eq!(replies[0].ack, p + 110);
+    assert_eq!(s.conn.stats().recv_queue, 110, "nothing delivered twice");
 }
