@@ -40,8 +40,11 @@ use tcpd_stack::{Stack, StackConfig};
 /// HTTP/2 stream window: how much Stream data may be in flight per RPC
 /// before flow control pushes back on the writer.
 const STREAM_WINDOW: u32 = 1 << 20;
-/// HTTP/2 connection window (all RPCs of one session together).
-const CONNECTION_WINDOW: u32 = 4 << 20;
+/// HTTP/2 connection window (all RPCs of one session together). It bounds
+/// the memory one session can make the daemon buffer, and must leave room for
+/// many Streams at once: with 1 MiB per stream, 64 sockets whose peers are
+/// slow (stream windows full) still leave the session's other sockets moving.
+const CONNECTION_WINDOW: u32 = 64 << 20;
 
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
