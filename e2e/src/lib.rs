@@ -219,6 +219,7 @@ pub struct Daemon {
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
+    netns: String,
     _dir: TempDir,
 }
 
@@ -256,6 +257,7 @@ impl Daemon {
             child: Some(child),
             socket,
             log,
+            netns: ns.name().to_string(),
             _dir: dir,
         };
         d.wait_ready(Duration::from_secs(20))?;
@@ -265,7 +267,10 @@ impl Daemon {
     fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
         let start = Instant::now();
         loop {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+            // The API socket is bound before the TUN is configured (so a second
+            // daemon is refused early): ready means both the socket answers and
+            // the kernel side of the TUN carries its address.
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.tun_ready() {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -284,6 +289,28 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the TUN in the daemon's namespace is up with the host address.
+    fn tun_ready(&self) -> bool {
+        Command::new("ip")
+            .args([
+                "-n",
+                &self.netns,
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                TUN_NAME,
+                "up",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).contains(&format!("inet {HOST_ADDR}/"))
+            })
     }
 
     /// The daemon's Unix socket.
