@@ -91,7 +91,7 @@ pub use sockopt::{OptionName, PollFlags, SockOption};
 pub use stream::{
     MAX_UP_FRAME, OwnedReadHalf, OwnedWriteHalf, ReadHalf, TcpStream, UP_QUEUE_FRAMES, WriteHalf,
 };
-pub use transport::{connect_channel, status_to_io};
+pub use transport::{connect_channel, connect_channel_with, status_to_io};
 
 /// Describes an error the way `tcpd-nc` and `tcpctl` print it:
 /// `"Connection refused (ECONNREFUSED)"` for OS errors, the plain message

@@ -24,11 +24,28 @@ pub const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 /// Fails with the connect(2) error of the Unix socket (ENOENT, ECONNREFUSED,
 /// EACCES...) so callers can tell "daemon not running" from other failures.
 pub async fn connect_channel(path: impl AsRef<Path>) -> io::Result<Channel> {
+    connect_channel_with(path, || {}).await
+}
+
+/// As [`connect_channel`], and calls `on_connect` once for every Unix
+/// connection the channel makes: the first one (the probe that reports a
+/// missing daemon) and every later one tonic makes after losing the
+/// previous connection.
+///
+/// Each such connection is a new session, whose daemon knows nothing of the
+/// sockets of the one before; a caller that keeps socket handles across
+/// calls (the C shim) counts sessions here to tell stale handles from live
+/// ones.
+pub async fn connect_channel_with(
+    path: impl AsRef<Path>,
+    on_connect: impl Fn() + Send + Sync + 'static,
+) -> io::Result<Channel> {
     let path = path.as_ref().to_path_buf();
     // Fail early, with the OS error, if the daemon is not there: the lazy
     // tonic connector would report a vaguer transport error later.
     let probe = UnixStream::connect(&path).await?;
     let mut first = Some(probe);
+    let on_connect = std::sync::Arc::new(on_connect);
     // The URI is required by the API but unused: the connector ignores it.
     let endpoint = Endpoint::try_from("http://tcpd.invalid")
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
@@ -42,11 +59,13 @@ pub async fn connect_channel(path: impl AsRef<Path>) -> io::Result<Channel> {
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             let reuse = first.take();
+            let on_connect = std::sync::Arc::clone(&on_connect);
             async move {
                 let stream = match reuse {
                     Some(s) => s,
                     None => UnixStream::connect(&path).await?,
                 };
+                on_connect();
                 Ok::<_, io::Error>(TokioIo::new(stream))
             }
         }))
@@ -91,4 +110,53 @@ fn transport_os_error(status: &tonic::Status) -> Option<i32> {
         source = err.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn counter() -> (Arc<AtomicUsize>, impl Fn() + Send + Sync + 'static) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let bump = Arc::clone(&count);
+        (count, move || {
+            bump.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    #[tokio::test]
+    async fn the_probe_connection_counts_as_the_first_session() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tcpd.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        // Accept and hold connections; no HTTP/2 is needed until a request.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let (count, on_connect) = counter();
+        let _channel = connect_channel_with(&path, on_connect)
+            .await
+            .expect("channel over the listening socket");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_missing_daemon_fails_with_enoent_and_no_session() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (count, on_connect) = counter();
+        let err = connect_channel_with(dir.path().join("missing.sock"), on_connect)
+            .await
+            .expect_err("nobody there");
+        // connect(2) says ENOENT, which std reports as NotFound.
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.raw_os_error().is_some(), "the OS error itself: {err}");
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
 }
