@@ -18,17 +18,17 @@
 //!   closed the old one's sockets). tonic re-connects lazily after a lost
 //!   connection, so [`current_session`] counts connections: handles
 //!   obtained on an earlier one must not be used on the new one, where the
-//!   same numbers may name other sockets.
+//!   same numbers may name other sockets. The connection itself is
+//!   tcpd-client's (`connect_channel_with`, same HTTP/2 settings as the
+//!   Rust client); this module only counts it.
 
 use std::future::Future;
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use hyper_util::rt::TokioIo;
+use tcpd_client::transport::connect_channel_with;
 use tcpd_proto::v1::socket_client::SocketClient;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::ffi::{Errno, Result};
 
@@ -119,9 +119,14 @@ impl Process {
             return Ok(client.clone());
         }
         let path = tcpd_proto::socket_path_from_env();
+        // A new connection is a new session: sockets of the old one are
+        // gone in the daemon.
+        let count_session = || {
+            SESSION.fetch_add(1, Ordering::SeqCst);
+        };
         let channel = self
             .runtime
-            .block_on(connect_channel(path))
+            .block_on(connect_channel_with(path, count_session))
             .map_err(|e| Errno::from_io(&e, libc::ECONNREFUSED))?;
         let client = SocketClient::new(channel);
         *slot = Some(client.clone());
@@ -141,35 +146,6 @@ impl Process {
     {
         self.runtime.spawn(future)
     }
-}
-
-/// Opens one session (one HTTP/2 connection) over the daemon's Unix socket,
-/// failing with the OS error of `connect(2)` when the daemon is not there.
-async fn connect_channel(path: String) -> io::Result<Channel> {
-    // Probe first so "no daemon" is reported with its real errno instead of
-    // a vague transport error; the probe stream becomes the connection.
-    let probe = UnixStream::connect(&path).await?;
-    let mut first = Some(probe);
-    // The URI is required by the API but unused by the connector.
-    let endpoint = Endpoint::try_from("http://tcpd.invalid")
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    endpoint
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            let reuse = first.take();
-            async move {
-                let stream = match reuse {
-                    Some(stream) => stream,
-                    None => UnixStream::connect(&path).await?,
-                };
-                // A new connection is a new session: sockets of the old one
-                // are gone in the daemon.
-                SESSION.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))
 }
 
 /// Runs one unary RPC for a C call and waits for it: `call` gets a clone of
