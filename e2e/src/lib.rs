@@ -230,6 +230,20 @@ impl Daemon {
     pub fn start(ns: &Netns, extra: &[&str]) -> io::Result<Daemon> {
         let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("tcpd.sock");
+        Daemon::launch(ns, socket, dir, extra)
+    }
+
+    /// As [`Daemon::start`], but serving the API on `socket` (which the
+    /// caller's directory holds and outlives this daemon): how a test
+    /// restarts tcpd where its clients expect it, after
+    /// [`Daemon::terminate`] stopped the previous one in the same namespace.
+    pub fn start_at(ns: &Netns, socket: &Path, extra: &[&str]) -> io::Result<Daemon> {
+        let dir = TempDir::new("daemon")?;
+        Daemon::launch(ns, socket.to_path_buf(), dir, extra)
+    }
+
+    /// Spawns tcpd with its log in `dir` and waits until it is ready.
+    fn launch(ns: &Netns, socket: PathBuf, dir: TempDir, extra: &[&str]) -> io::Result<Daemon> {
         let log = dir.path().join("tcpd.log");
         let logfile = std::fs::File::create(&log)?;
         let address = format!("{TCPD_ADDR}/{PREFIX_LEN}");
