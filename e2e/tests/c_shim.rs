@@ -8,8 +8,15 @@
 //! transfer checked by SHA-256 on both ends, non-blocking connect and
 //! `tcpd_poll` mixing tcpd sockets with a pipe, POSIX errno reporting
 //! (ECONNREFUSED, EBADF, EINVAL, EFAULT, EPIPE without SIGPIPE...), a
-//! multi-threaded client, the fork() rule, and the 10 MiB client once more
-//! under valgrind.
+//! multi-threaded client, the fork() rule, the 10 MiB client once more
+//! under valgrind, and the daemon going away: calls fail cleanly (no
+//! SIGPIPE), a restarted daemon gives a new session whose handles never
+//! alias the old ones, and a crashed (stale socket file) or stopped daemon
+//! fails the first call with ECONNREFUSED or ENOENT.
+//!
+//! This file is the one place that builds and runs the C programs (the
+//! compile, pkg-config and run helpers below); `client-lib/c/tests` keeps
+//! only the daemon-free header checks.
 //!
 //! Needs root (namespaces, TUN), cc, pkg-config and python3: skips without
 //! root, fails under `CI=true`.
@@ -376,32 +383,111 @@ fn c_fork_child_gets_its_own_session() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("child ok"));
 }
 
+/// The daemon stops under a program blocked in `tcpd_read`: every call
+/// fails with -1 and an errno, never SIGPIPE. A new tcpd on the same socket
+/// path numbers its handles from 1 again, and the program's next call opens
+/// a new session there: its old socket stays dead (EBADF, POLLNVAL) even
+/// though the new session reuses its handle number, while new sockets work.
 #[test]
-fn c_program_survives_the_daemon_going_away() {
-    let Some((ns, mut daemon)) = start("c_program_survives_the_daemon_going_away") else {
+fn c_program_survives_the_daemon_going_away_and_uses_a_restarted_one() {
+    let test = "c_program_survives_the_daemon_going_away_and_uses_a_restarted_one";
+    let Some((ns, mut daemon)) = start(test) else {
         return;
     };
     let peers = Peers::start(&ns);
     let bin = compile("daemon_gone");
     let mut child = Command::new(&bin)
-        .args([&HOST_ADDR.to_string(), &peers.echo.to_string()])
+        .args([&HOST_ADDR.to_string(), &peers.echo.to_string(), "restart"])
         .env("TCPD_SOCKET", daemon.socket())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn daemon_gone");
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut reader = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut line = String::new();
     reader.read_line(&mut line).expect("connected line");
     assert_eq!(line.trim(), "connected");
     std::thread::sleep(Duration::from_millis(100)); // let it block in tcpd_read
     daemon.terminate().expect("stop tcpd");
+    let mut seen = String::new();
+    while !seen.contains("daemon_gone ok") {
+        line.clear();
+        if reader.read_line(&mut line).expect("output") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("daemon_gone ok"), "{seen}");
+    // `daemon` (stopped) keeps the socket's directory until the test ends.
+    let restarted = Daemon::start_at(&ns, daemon.socket(), &[]).expect("restart tcpd");
+    std::io::Write::write_all(&mut stdin, b"restarted\n").expect("signal the restart");
     let status = child.wait().expect("daemon_gone exit");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).expect("output");
-    eprintln!("{rest}");
+    eprintln!("{seen}{rest}");
+    if !status.success() {
+        eprintln!("---- restarted tcpd log ----\n{}", restarted.log_text());
+    }
     assert!(
         status.success(),
         "daemon_gone {status:?} (a signal here would be SIGPIPE)"
     );
-    assert!(rest.contains("daemon_gone ok"), "{rest}");
+    assert!(rest.contains("restart ok"), "{rest}");
+}
+
+/// Runs `errors` (whose first daemon call is a `tcpd_socket`) against a
+/// daemon that is not there and returns its stderr.
+fn errors_without_a_daemon(socket: &Path) -> String {
+    let bin = compile("errors");
+    let out = Command::new(&bin)
+        .args([&HOST_ADDR.to_string(), "1", "1"])
+        .env("TCPD_SOCKET", socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run errors");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("{stderr}");
+    assert!(!out.status.success(), "errors succeeded without a daemon");
+    stderr
+}
+
+/// A crashed tcpd leaves its socket file behind with nobody listening: the
+/// first call fails with the Unix connect(2) errno, ECONNREFUSED.
+#[test]
+fn c_calls_after_a_daemon_crash_fail_with_econnrefused() {
+    let Some((_ns, mut daemon)) = start("c_calls_after_a_daemon_crash_fail_with_econnrefused")
+    else {
+        return;
+    };
+    let pid = daemon.pid().expect("running daemon");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits pid_t"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL tcpd");
+    daemon.terminate().expect("reap tcpd");
+    assert!(
+        daemon.socket().exists(),
+        "a killed tcpd cannot remove its socket file"
+    );
+    let stderr = errors_without_a_daemon(daemon.socket());
+    assert!(
+        stderr.contains("errno 111:"),
+        "want ECONNREFUSED, got: {stderr}"
+    );
+}
+
+/// A tcpd stopped cleanly removes its socket file: the first call fails
+/// with the Unix connect(2) errno, ENOENT.
+#[test]
+fn c_calls_after_a_clean_daemon_stop_fail_with_enoent() {
+    let Some((_ns, mut daemon)) = start("c_calls_after_a_clean_daemon_stop_fail_with_enoent")
+    else {
+        return;
+    };
+    daemon.terminate().expect("stop tcpd");
+    assert!(
+        !daemon.socket().exists(),
+        "tcpd removes its socket file at shutdown"
+    );
+    let stderr = errors_without_a_daemon(daemon.socket());
+    assert!(stderr.contains("errno 2:"), "want ENOENT, got: {stderr}");
 }
