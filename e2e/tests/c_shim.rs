@@ -78,7 +78,7 @@ fn compile(name: &str) -> PathBuf {
 
 fn compile_uncached(name: &str) -> PathBuf {
     let profile = target_dir();
-    let out_dir = profile.join("c-tests-e2e");
+    let out_dir = profile.join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("create output dir");
     let binary = out_dir.join(name);
     let source = shim_dir().join("tests/c").join(format!("{name}.c"));
@@ -200,25 +200,110 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
+/// Runs the C program `name` against tcpd with the kernel peers of
+/// `peer.py` at HOST_ADDR: the command line is `wrapper...` (valgrind, or
+/// nothing), the program, HOST_ADDR, then `args(&peers)`. Checks that it
+/// exits 0 and prints a line starting `expect_line`; returns its stdout,
+/// or `None` when the test must skip (no privileges).
+fn run_against_kernel_peers(
+    test: &str,
+    wrapper: &[&str],
+    name: &str,
+    args: impl FnOnce(&Peers) -> Vec<String>,
+    limit: Duration,
+    expect_line: &str,
+) -> Option<String> {
+    let (ns, daemon) = start(test)?;
+    let peers = Peers::start(&ns);
+    let bin = compile(name);
+    let host = HOST_ADDR.to_string();
+    let args = args(&peers);
+    let mut command: Vec<&str> = wrapper.to_vec();
+    command.extend([path_str(&bin), &host]);
+    command.extend(args.iter().map(String::as_str));
+    let out = run(&daemon, &command, limit);
+    assert_success(&out, expect_line);
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[test]
 fn c_client_sends_10_mib_with_sha256_to_the_kernel() {
-    let Some((ns, daemon)) = start("c_client_sends_10_mib_with_sha256_to_the_kernel") else {
-        return;
-    };
-    let peers = Peers::start(&ns);
-    let bin = compile("sha_client");
-    let out = run(
-        &daemon,
-        &[
-            path_str(&bin),
-            &HOST_ADDR.to_string(),
-            &peers.sha.to_string(),
-            TEN_MIB,
-            "sink",
-        ],
+    run_against_kernel_peers(
+        "c_client_sends_10_mib_with_sha256_to_the_kernel",
+        &[],
+        "sha_client",
+        |peers| vec![peers.sha.to_string(), TEN_MIB.into(), "sink".into()],
         LIMIT,
+        "sha ok ",
     );
-    assert_success(&out, "sha ok ");
+}
+
+#[test]
+fn c_non_blocking_connect_and_mixed_poll() {
+    run_against_kernel_peers(
+        "c_non_blocking_connect_and_mixed_poll",
+        &[],
+        "nonblock_connect",
+        |peers| vec![peers.echo.to_string(), peers.closed.to_string()],
+        LIMIT,
+        "nonblock_connect ok",
+    );
+}
+
+#[test]
+fn c_errors_are_posix() {
+    run_against_kernel_peers(
+        "c_errors_are_posix",
+        &[],
+        "errors",
+        |peers| vec![peers.closed.to_string(), peers.closer.to_string()],
+        LIMIT,
+        "errors ok",
+    );
+}
+
+#[test]
+fn c_threads_each_with_a_connection() {
+    run_against_kernel_peers(
+        "c_threads_each_with_a_connection",
+        &[],
+        "threads",
+        |peers| vec![peers.echo.to_string(), "6".into(), "200000".into()],
+        LIMIT,
+        "threads ok 6",
+    );
+}
+
+#[test]
+fn c_client_is_clean_under_valgrind() {
+    if tcpd_e2e::which("valgrind").is_none() {
+        assert!(!tcpd_e2e::in_ci(), "valgrind is required under CI=true");
+        eprintln!("SKIPPED c_client_is_clean_under_valgrind: valgrind not installed");
+        return;
+    }
+    run_against_kernel_peers(
+        "c_client_is_clean_under_valgrind",
+        &["valgrind", "--error-exitcode=99", "--leak-check=no", "-q"],
+        "sha_client",
+        |peers| vec![peers.sha.to_string(), TEN_MIB.into(), "sink".into()],
+        Duration::from_secs(400),
+        "sha ok ",
+    );
+}
+
+#[test]
+fn c_fork_child_gets_its_own_session() {
+    let stdout = run_against_kernel_peers(
+        "c_fork_child_gets_its_own_session",
+        &[],
+        "fork",
+        |peers| vec![peers.echo.to_string()],
+        LIMIT,
+        "fork ok",
+    );
+    if let Some(stdout) = stdout {
+        assert!(stdout.contains("child ok"), "{stdout}");
+    }
 }
 
 #[test]
@@ -272,122 +357,6 @@ fn c_echo_server_serves_kernel_clients() {
     assert!(rest.contains("served 3"), "{rest}");
 }
 
-#[test]
-fn c_non_blocking_connect_and_mixed_poll() {
-    let Some((ns, daemon)) = start("c_non_blocking_connect_and_mixed_poll") else {
-        return;
-    };
-    let peers = Peers::start(&ns);
-    let bin = compile("nonblock_connect");
-    let out = run(
-        &daemon,
-        &[
-            path_str(&bin),
-            &HOST_ADDR.to_string(),
-            &peers.echo.to_string(),
-            &peers.closed.to_string(),
-        ],
-        LIMIT,
-    );
-    assert_success(&out, "nonblock_connect ok");
-}
-
-#[test]
-fn c_errors_are_posix() {
-    let Some((ns, daemon)) = start("c_errors_are_posix") else {
-        return;
-    };
-    let peers = Peers::start(&ns);
-    let bin = compile("errors");
-    let out = run(
-        &daemon,
-        &[
-            path_str(&bin),
-            &HOST_ADDR.to_string(),
-            &peers.closed.to_string(),
-            &peers.closer.to_string(),
-        ],
-        LIMIT,
-    );
-    assert_success(&out, "errors ok");
-}
-
-#[test]
-fn c_threads_each_with_a_connection() {
-    let Some((ns, daemon)) = start("c_threads_each_with_a_connection") else {
-        return;
-    };
-    let peers = Peers::start(&ns);
-    let bin = compile("threads");
-    let out = run(
-        &daemon,
-        &[
-            path_str(&bin),
-            &HOST_ADDR.to_string(),
-            &peers.echo.to_string(),
-            "6",
-            "200000",
-        ],
-        LIMIT,
-    );
-    assert_success(&out, "threads ok 6");
-}
-
-#[test]
-fn c_client_is_clean_under_valgrind() {
-    let Some((ns, daemon)) = start("c_client_is_clean_under_valgrind") else {
-        return;
-    };
-    if tcpd_e2e::which("valgrind").is_none() {
-        assert!(!tcpd_e2e::in_ci(), "valgrind is required under CI=true");
-        eprintln!("SKIPPED c_client_is_clean_under_valgrind: valgrind not installed");
-        return;
-    }
-    let peers = Peers::start(&ns);
-    let bin = compile("sha_client");
-    let out = run(
-        &daemon,
-        &[
-            "valgrind",
-            "--error-exitcode=99",
-            "--leak-check=no",
-            "-q",
-            path_str(&bin),
-            &HOST_ADDR.to_string(),
-            &peers.sha.to_string(),
-            TEN_MIB,
-            "sink",
-        ],
-        Duration::from_secs(400),
-    );
-    assert_success(&out, "sha ok ");
-}
-
-#[test]
-fn c_fork_child_gets_its_own_session() {
-    let Some((ns, daemon)) = start("c_fork_child_gets_its_own_session") else {
-        return;
-    };
-    let peers = Peers::start(&ns);
-    let bin = compile("fork");
-    let out = run(
-        &daemon,
-        &[
-            path_str(&bin),
-            &HOST_ADDR.to_string(),
-            &peers.echo.to_string(),
-        ],
-        LIMIT,
-    );
-    assert_success(&out, "fork ok");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("child ok"));
-}
-
-/// The daemon stops under a program blocked in `tcpd_read`: every call
-/// fails with -1 and an errno, never SIGPIPE. A new tcpd on the same socket
-/// path numbers its handles from 1 again, and the program's next call opens
-/// a new session there: its old socket stays dead (EBADF, POLLNVAL) even
-/// though the new session reuses its handle number, while new sockets work.
 #[test]
 fn c_program_survives_the_daemon_going_away_and_uses_a_restarted_one() {
     let test = "c_program_survives_the_daemon_going_away_and_uses_a_restarted_one";
