@@ -462,17 +462,38 @@ pub async fn request_response<D: Dialer>(
     })
 }
 
+/// Connection-rate figures.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionRate {
+    pub per_second: f64,
+    /// Median time of one connect + exchange + close: unlike the rate, not
+    /// moved by rare stalls (a lost SYN costs a 1 s retransmission timeout).
+    pub p50_us: f64,
+}
+
+impl ConnectionRate {
+    fn from_latencies(mut lat: Vec<f64>, seconds: f64) -> ConnectionRate {
+        let n = lat.len();
+        lat.sort_by(f64::total_cmp);
+        ConnectionRate {
+            per_second: n as f64 / seconds,
+            p50_us: percentile(&lat, 50.0),
+        }
+    }
+}
+
 /// Connections per second: connect, 1-byte exchange, close (the server
 /// closes first, so TIME-WAIT stays on the server side), for `dur`.
 pub async fn connection_rate<D: Dialer>(
     d: D,
     addr: SocketAddrV4,
     dur: Duration,
-) -> io::Result<f64> {
+) -> io::Result<ConnectionRate> {
     let start = Instant::now();
-    let mut n = 0u64;
+    let mut lat = Vec::with_capacity(16 * 1024);
     let mut byte = [1u8; 1];
     while start.elapsed() < dur {
+        let t = Instant::now();
         let mut s = d.connect(addr, true).await?;
         s.write_all(&byte).await?;
         s.read_exact(&mut byte).await?;
@@ -480,9 +501,12 @@ pub async fn connection_rate<D: Dialer>(
         let mut rest = [0u8; 1];
         let _ = s.read(&mut rest).await?;
         drop(s);
-        n += 1;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(ConnectionRate::from_latencies(
+        lat,
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 /// Opens `count` connections to [`ServerKind::Hold`] servers, 64 at a time,
@@ -548,14 +572,18 @@ pub async fn parallel_streams<D: Dialer>(
 /// `tcpd_connect`, `tcpd_write`, `tcpd_read`, `tcpd_close`), the same
 /// exchange as [`connection_rate`]: what a C program pays. Blocking; the
 /// shim reaches the daemon at `$TCPD_SOCKET`.
-pub fn c_shim_connection_rate(addr: SocketAddrV4, dur: Duration) -> io::Result<f64> {
+pub fn c_shim_connection_rate(addr: SocketAddrV4, dur: Duration) -> io::Result<ConnectionRate> {
     let start = Instant::now();
-    let mut n = 0u64;
+    let mut lat = Vec::with_capacity(16 * 1024);
     while start.elapsed() < dur {
+        let t = Instant::now();
         c_shim_one_connection(addr)?;
-        n += 1;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(ConnectionRate::from_latencies(
+        lat,
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 /// `-1` from a C-shim call as the `io::Error` of the errno it set.

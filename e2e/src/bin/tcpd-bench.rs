@@ -427,39 +427,58 @@ fn main() -> Result<()> {
     // (whose every call is one unary RPC); the kernel figure is the same.
     let kone = Server::start(&topo.kernel_server, k, 5004, ServerKind::OneShot, PEER_CPU)?;
     let tone = Server::start(&topo.tcpd_ns, t, 5004, ServerKind::OneShot, PEER_CPU)?;
-    let kernel = repeat(plan.reps, || {
+    let mut kernel = Vec::new();
+    let mut tcpd = Vec::new();
+    let mut c_shim = Vec::new();
+    for _ in 0..plan.reps {
         let addr = kone.addr;
-        kernel_run(&topo, limit, move |d| {
+        kernel.push(kernel_run(&topo, limit, move |d| {
             workloads::connection_rate(d, addr, dur)
-        })
-    })?;
-    let tcpd = repeat(plan.reps, || {
-        tcpd_run(tone.addr, limit, move |d, addr| {
+        })?);
+        tcpd.push(tcpd_run(tone.addr, limit, move |d, addr| {
             workloads::connection_rate(d, addr, dur)
-        })
-    })?;
-    let c_shim = repeat(plan.reps, || {
+        })?);
         let addr = tone.addr;
-        Ok(workloads::run_blocking_client(
+        c_shim.push(workloads::run_blocking_client(
             None,
             CLIENT_CPU,
             limit,
             move || workloads::c_shim_connection_rate(addr, dur),
-        )?)
-    })?;
+        )?);
+    }
+    let rate = |v: &[workloads::ConnectionRate]| {
+        Summary::of(&v.iter().map(|r| r.per_second).collect::<Vec<_>>())
+    };
+    let p50 = |v: &[workloads::ConnectionRate]| {
+        Summary::of(&v.iter().map(|r| r.p50_us).collect::<Vec<_>>())
+    };
     rows.push(Row {
         name: "connect + 1-byte exchange + close".into(),
         unit: "conn/s",
         higher_is_better: true,
-        kernel,
-        tcpd,
+        kernel: rate(&kernel),
+        tcpd: rate(&tcpd),
     });
     rows.push(Row {
         name: "connect + 1-byte exchange + close (C shim)".into(),
         unit: "conn/s",
         higher_is_better: true,
-        kernel,
-        tcpd: c_shim,
+        kernel: rate(&kernel),
+        tcpd: rate(&c_shim),
+    });
+    rows.push(Row {
+        name: "one connection p50".into(),
+        unit: "µs",
+        higher_is_better: false,
+        kernel: p50(&kernel),
+        tcpd: p50(&tcpd),
+    });
+    rows.push(Row {
+        name: "one connection p50 (C shim)".into(),
+        unit: "µs",
+        higher_is_better: false,
+        kernel: p50(&kernel),
+        tcpd: p50(&c_shim),
     });
     drop((kone, tone));
 
