@@ -287,13 +287,13 @@ impl Daemon {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.tun_ready() {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    return Err(io::Error::other(format!(
-                        "tcpd exited early ({status}); log:\n{}",
-                        self.log_text()
-                    )));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(io::Error::other(format!(
+                    "tcpd exited early ({status}); log:\n{}",
+                    self.log_text()
+                )));
             }
             if start.elapsed() > limit {
                 return Err(io::Error::other(format!(
