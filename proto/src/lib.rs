@@ -53,10 +53,10 @@ pub fn errno_status(errno: i32, message: impl Into<String>) -> tonic::Status {
 /// away) map to a best guess from the gRPC code, so a client always has an
 /// errno to report.
 pub fn status_errno(status: &tonic::Status) -> i32 {
-    if let Ok(errno) = v1::Errno::decode(status.details()) {
-        if errno.number != 0 {
-            return errno.number;
-        }
+    if let Ok(errno) = v1::Errno::decode(status.details())
+        && errno.number != 0
+    {
+        return errno.number;
     }
     use tonic::Code;
     match status.code() {
