@@ -7,6 +7,15 @@
 //! - **tcpd**: one namespace holding tcpd and its TUN; the client uses tcpd
 //!   through `tcpd-client`; the server is the kernel's TCP on the TUN's far side.
 //!
+//! - **C shim**: the connection-rate workload is also run through `libtcpd`'s
+//!   C ABI (linked as the `tcpd` rlib), reaching the same daemon through
+//!   `$TCPD_SOCKET`.
+//!
+//! Idle-connection servers run as helper processes (the benchmark binary
+//! re-run with `--hold-helper`, see [`workloads::HoldProcess`]) so that no one
+//! process needs more descriptors than `RLIMIT_NOFILE` allows. Every client
+//! loop runs under a deadline ([`workloads::run_blocking_client`]).
+//!
 //! Pinning (2-core machines make this matter several-fold): the client runs
 //! on CPU 0; the server (kernel peer) on CPU 1; the tcpd daemon, when present,
 //! also on CPU 1, beside the peer it talks to through the TUN. With fewer than

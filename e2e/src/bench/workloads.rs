@@ -668,3 +668,27 @@ pub async fn tcpd_getsockname_us(dur: Duration) -> io::Result<f64> {
     socket.close().await?;
     Ok(us)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_rate_counts_per_second_and_takes_the_median() {
+        let r = ConnectionRate::from_latencies(vec![300.0, 100.0, 200.0], 2.0);
+        assert_eq!(r.per_second, 1.5);
+        assert_eq!(r.p50_us, 200.0);
+    }
+
+    #[test]
+    fn blocking_client_returns_the_result_or_times_out() {
+        let v = run_blocking_client(None, 0, Duration::from_secs(5), || Ok(7)).unwrap();
+        assert_eq!(v, 7);
+        let err = run_blocking_client(None, 0, Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}
