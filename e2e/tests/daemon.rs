@@ -325,10 +325,10 @@ fn kernel_client_to_tcpd_listener_10mib_each_way() {
             && !transitions.contains(&(v1::TcpState::LastAck as i32, v1::TcpState::Closed as i32))
         {
             let next = tokio::time::timeout(Duration::from_secs(1), watch.message()).await;
-            if let Ok(Ok(Some(change))) = next {
-                if port_of(&change.remote) == u32::from(kernel_port) {
-                    transitions.push((change.old_state, change.new_state));
-                }
+            if let Ok(Ok(Some(change))) = next
+                && port_of(&change.remote) == u32::from(kernel_port)
+            {
+                transitions.push((change.old_state, change.new_state));
             }
         }
         use v1::TcpState as S;

@@ -79,7 +79,10 @@ const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// waits (bounded by [`CLOSE_DRAIN_LIMIT`]) until the socket's up half has
 /// finished. The lock guards only this map, never the stack.
 #[derive(Debug, Default, Clone)]
-struct Uploads(Arc<Mutex<HashMap<(SessionId, u64), watch::Receiver<()>>>>);
+struct Uploads(Arc<Mutex<UploadWatchers>>);
+
+/// Per (session, handle): a watcher that sees the up half finish.
+type UploadWatchers = HashMap<(SessionId, u64), watch::Receiver<()>>;
 
 impl Uploads {
     /// Registers the up half of a Stream; it counts as running until the
