@@ -215,6 +215,8 @@ pub struct Stack {
     rng: SmallRng,
     /// Next IPv4 identification field (RFC 791; incremented per packet).
     ip_ident: u16,
+    /// RFC 6056 §3.3.3 `next_ephemeral`: ports tried by connects so far.
+    next_ephemeral: u32,
     next_handle: u64,
     next_conn: u64,
     sockets: IdMap<SocketHandle, SocketEntry>,
@@ -250,6 +252,7 @@ impl Stack {
         Stack {
             isn: IsnGenerator::new(config.isn_secret),
             ip_ident: rng.random(),
+            next_ephemeral: rng.random(),
             rng,
             conn_config,
             config,
@@ -911,8 +914,8 @@ impl Stack {
             remote: key.remote,
             // RFC 6528 §3: keyed hash of the 4-tuple plus a clock.
             iss: self.isn.isn(key.local, key.remote, now),
-            // RFC 7323 §5.4: a random per-connection timestamp offset.
-            ts_offset: self.rng.random(),
+            // RFC 7323 §5.4 offset, fixed per host pair (see IsnGenerator::ts_offset).
+            ts_offset: self.isn.ts_offset(*key.local.ip(), *key.remote.ip()),
             options,
             config: self.conn_config,
         }
@@ -1185,18 +1188,29 @@ impl Stack {
 
     /// An ephemeral port for connecting to `remote`: not held explicitly by
     /// anyone, and not already connected to `remote`.
+    ///
+    /// RFC 6056 §3.3.3 (Algorithm 3, "simple hash-based"): the search starts
+    /// at a keyed hash of the destination plus a counter that advances with
+    /// every port tried. Successive connections to one destination thus walk
+    /// the whole range before a port comes back, so a new connection does not
+    /// land on a 4-tuple the peer still holds in TIME-WAIT; a random start per
+    /// connect repeated ports after a few hundred connections.
     fn pick_connect_port(&mut self, remote: SocketAddrV4) -> Option<u16> {
-        let start = self.rng.random_range(0..EPHEMERAL_COUNT);
         let local_ip = self.config.address;
-        (0..EPHEMERAL_COUNT)
-            .map(|i| ephemeral_port(start, i))
-            .find(|&port| {
-                self.ports.shareable_by_connect(port)
-                    && !self.by_tuple.contains_key(&FourTuple {
-                        local: SocketAddrV4::new(local_ip, port),
-                        remote,
-                    })
-            })
+        let start = self
+            .isn
+            .port_offset(local_ip, remote)
+            .wrapping_add(self.next_ephemeral);
+        let found = (0..EPHEMERAL_COUNT).find(|&i| {
+            let port = ephemeral_port(start, i);
+            self.ports.shareable_by_connect(port)
+                && !self.by_tuple.contains_key(&FourTuple {
+                    local: SocketAddrV4::new(local_ip, port),
+                    remote,
+                })
+        })?;
+        self.next_ephemeral = self.next_ephemeral.wrapping_add(found + 1);
+        Some(ephemeral_port(start, found))
     }
 
     /// True for an address a connection can have at its far end: not
