@@ -689,48 +689,6 @@ impl TcpStream {
     }
 }
 
-impl AsyncRead for TcpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.get_mut().read.poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TcpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .write
-            .poll_write_frame(cx, &[io::IoSlice::new(buf)])
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut().write.poll_write_frame(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().write.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().write.poll_shutdown(cx)
-    }
-}
-
 /// The reading half of [`TcpStream::split`].
 pub struct ReadHalf<'a> {
     shared: &'a Shared,
@@ -794,25 +752,21 @@ macro_rules! half_impls {
 
 half_impls!(ReadHalf<'_>, WriteHalf<'_>, OwnedReadHalf, OwnedWriteHalf);
 
-impl AsyncRead for ReadHalf<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.get_mut().read.poll_read(cx, buf)
-    }
+macro_rules! read_impls {
+    ($($reader:ty),*) => {$(
+        impl AsyncRead for $reader {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.get_mut().read.poll_read(cx, buf)
+            }
+        }
+    )*};
 }
 
-impl AsyncRead for OwnedReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.get_mut().read.poll_read(cx, buf)
-    }
-}
+read_impls!(TcpStream, ReadHalf<'_>, OwnedReadHalf);
 
 macro_rules! write_impls {
     ($($half:ty),*) => {$(
@@ -844,7 +798,7 @@ macro_rules! write_impls {
     )*};
 }
 
-write_impls!(WriteHalf<'_>, OwnedWriteHalf);
+write_impls!(TcpStream, WriteHalf<'_>, OwnedWriteHalf);
 
 #[cfg(test)]
 mod tests {
