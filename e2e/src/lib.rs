@@ -6,8 +6,11 @@
 //! the other side of tcpd's TUN. Traffic never leaves namespaces the test
 //! created. [`require_privileges`] decides whether a test can run: without
 //! root it prints why and skips, except under `CI=true`, where it fails.
+//! The [`watchdog`] bounds every namespace's life, so a test stuck waiting
+//! on the network fails with a report instead of hanging the suite.
 
 pub mod bench;
+pub mod watchdog;
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -119,6 +122,7 @@ impl Netns {
         let name = format!("tcpd-{tag}-{}-{n}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Netns { name };
+        watchdog::register_namespace(&ns.name);
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
         Ok(ns)
     }
@@ -166,27 +170,29 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Kill anything still running inside, then remove the namespace.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+        watchdog::unregister_namespace(&self.name);
+        kill_and_delete_namespace(&self.name);
+    }
+}
+
+/// Kills anything still running inside namespace `name`, then removes it.
+fn kill_and_delete_namespace(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A scratch directory removed on drop.
@@ -267,6 +273,7 @@ impl Daemon {
             cmd.env("RUST_LOG", "info");
         }
         let child = cmd.spawn()?;
+        watchdog::register_daemon(ns.name(), socket.clone(), log.clone());
         let mut d = Daemon {
             child: Some(child),
             socket,

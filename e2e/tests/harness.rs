@@ -63,3 +63,54 @@ fn kernel_tcp_works_inside_a_namespace() {
     });
     assert_eq!(&echoed, b"hello");
 }
+
+/// The stuck test [`a_stuck_test_is_stopped_by_the_watchdog`] runs in a child
+/// process: it starts a daemon and then waits forever.
+#[test]
+#[ignore = "run only by a_stuck_test_is_stopped_by_the_watchdog, in a child process"]
+fn stuck_test_for_the_watchdog() {
+    let ns = Netns::new("harness-stuck").expect("create namespace");
+    let _daemon = tcpd_e2e::Daemon::start(&ns, &[]).expect("start tcpd");
+    println!("NAMESPACE={}", ns.name());
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn a_stuck_test_is_stopped_by_the_watchdog() {
+    if !require_privileges("a_stuck_test_is_stopped_by_the_watchdog") {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().expect("current_exe"))
+        .args([
+            "--ignored",
+            "--exact",
+            "stuck_test_for_the_watchdog",
+            "--nocapture",
+        ])
+        .env(tcpd_e2e::watchdog::LIMIT_ENV, "3")
+        .output()
+        .expect("run the stuck test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // The report names the test and shows both views of the sockets.
+    assert!(
+        stderr.contains("test `stuck_test_for_the_watchdog` still running after 3s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kernel sockets (ss -tanoi)"), "{stderr}");
+    assert!(stderr.contains("tcpctl ls"), "{stderr}");
+    assert!(stderr.contains("tcpd.log"), "{stderr}");
+    // ...and the namespace the stuck test created is gone.
+    let name = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("NAMESPACE="))
+        .expect("the stuck test printed its namespace");
+    assert!(!namespaces().contains(name), "namespace {name} left behind");
+}

@@ -236,6 +236,13 @@ fn main() -> Result<()> {
     if !tcpd_e2e::require_privileges("tcpd-bench") {
         anyhow::bail!("tcpd-bench needs root: it creates network namespaces and a TUN device");
     }
+    // The namespaces live for the whole run: bound it by what the plan needs,
+    // so a stuck workload fails with a report instead of hanging (CI runs --smoke).
+    tcpd_e2e::watchdog::set_limit(Some(Duration::from_secs(if args.smoke {
+        600
+    } else {
+        3 * 3600
+    })));
     let mut plan = if args.smoke {
         Plan {
             seconds: Duration::from_millis(300),
