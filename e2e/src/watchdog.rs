@@ -147,7 +147,7 @@ fn fail(test: &str, namespace: &str, limit: Duration) -> ! {
                         "--socket",
                     ])
                     .arg(socket)
-                    .arg("ls"),
+                    .args(["ls", "--info"]),
             );
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();

@@ -23,7 +23,10 @@
 //!   state changes into events, re-arms its timer, queues it for transmission,
 //!   moves a listener's child from the SYN queue to the accept queue, and reaps
 //!   it when finished. Readiness events are coalesced: at most one is queued
-//!   per handle, and it reports the readiness current when it is polled.
+//!   per handle, and it reports the readiness current when it is polled —
+//!   even when that equals the last report, because a change undone before
+//!   the poll may have been observed in between (a `recv` that found the
+//!   buffer empty and now waits for this very event).
 //!
 //! Listen backlog (`listen(2)`): a listener's *SYN queue* holds its children
 //! in SYN-RECEIVED, its *accept queue* those that completed the handshake
@@ -419,13 +422,18 @@ impl Stack {
                         continue;
                     };
                     entry.readiness_queued = false;
-                    if current != entry.reported {
-                        entry.reported = current;
-                        return Some(StackEvent::Readiness {
-                            socket,
-                            ready: current,
-                        });
-                    }
+                    // Emitted even if `current == entry.reported`: readiness
+                    // changed since the last report (that is why the event was
+                    // queued) and may have changed back, e.g. IN cleared by a
+                    // recv that drained the buffer and set again by new data.
+                    // A caller that saw the cleared state (a recv returning
+                    // WouldBlock) waits for an event; suppressing this one
+                    // would leave it waiting with data in the buffer.
+                    entry.reported = current;
+                    return Some(StackEvent::Readiness {
+                        socket,
+                        ready: current,
+                    });
                 }
             }
         }

@@ -662,3 +662,19 @@ fn request_response_takes_one_round_trip() {
         "{per_exchange:?} per exchange"
     );
 }
+
+/// Regression (found by `flow_control_survives_impairments`): B→A loss
+/// leaves A holding out-of-order data, so A's segments carry SACK blocks,
+/// which cut the payload of A's last segment below the MSS it was sized
+/// for. The FIN was still set on that segment, four bytes short of the end
+/// of the data: B ended the stream without them.
+#[test]
+fn fin_waits_when_sack_options_cut_the_last_segment_short() {
+    let link = LinkConfig::lossy(0.09);
+    let tuning = Tuning {
+        server_recv_buffer: Some(65536),
+        server_read_limit: 512,
+        ..Tuning::default()
+    };
+    run_transfer_tuned(9870154435506193443, link, 160 * 1024, 4096, tuning);
+}

@@ -890,6 +890,55 @@ fn readiness_events_are_coalesced_per_handle() {
     );
 }
 
+/// A readiness change that is undone before the next drain still yields an
+/// event. The daemon's reader drains the buffer, finds it empty (WouldBlock)
+/// and waits for an event; data arriving in the same driver turn sets IN
+/// again, back to the last reported value. Without the event the reader
+/// would wait forever with data in the buffer (the lost wake-up seen as a
+/// stalled transfer under impairment).
+#[test]
+fn readiness_change_undone_before_the_drain_still_yields_an_event() {
+    let mut s = server_stack();
+    let l = listener(&mut s, 80, 8);
+    let synack = open_half(&mut s, T0, 1001, 80);
+    finish_handshake(&mut s, T0, 1001, 80, &synack);
+    let (h, _) = s.accept(l).expect("accept");
+    let data_at = |seq: u32, payload: &'static [u8]| {
+        let mut d = Segment::new(
+            peer(1001),
+            ours(80),
+            TcpFlags::ACK | TcpFlags::PSH,
+            seq,
+            synack.seq.wrapping_add(1),
+        );
+        d.payload = payload;
+        d.to_packet()
+    };
+    s.handle_packet(T0, &data_at(1001, b"first"));
+    let events: Vec<StackEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(events.contains(&StackEvent::Readiness {
+        socket: h,
+        ready: Readiness::IN | Readiness::OUT
+    }));
+    // The reader drains the buffer and then finds it empty...
+    let mut buf = [0u8; 64];
+    assert_eq!(s.recv(T0, h, &mut buf, false), Ok(5));
+    assert_eq!(s.recv(T0, h, &mut buf, false), Err(RecvError::WouldBlock));
+    // ...and before anyone drains the events, more data arrives.
+    s.handle_packet(T0, &data_at(1006, b"second"));
+    let events: Vec<StackEvent> = std::iter::from_fn(|| s.poll_event())
+        .filter(|e| matches!(e, StackEvent::Readiness { .. }))
+        .collect();
+    assert_eq!(
+        events,
+        vec![StackEvent::Readiness {
+            socket: h,
+            ready: Readiness::IN | Readiness::OUT
+        }],
+        "the waiting reader must be woken"
+    );
+}
+
 /// RFC 6298 §5.5 backoff and TCP_SYNCNT: a SYN that is never answered
 /// fails the connect with ETIMEDOUT after 1+2+4+8+16+32+64 s (6 retries).
 #[test]

@@ -16,12 +16,22 @@ use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
 use crate::wire::TcpRepr;
 
-/// RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability.
+/// RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability,
+/// widened as Linux widens them (`tcp_sequence`): a segment without text
+/// may start exactly at the right edge, RCV.NXT+RCV.WND.
+///
+/// Linux sends its pure ACKs at SND.UNA+SND.WND, our right edge, once its
+/// SND.NXT has reached it (`tcp_acceptable_seq`): after it filled our window
+/// with data we could not all keep (the window may be rounded up to the
+/// scale unit, RFC 7323 §2.4, beyond the free buffer). RFC 9293's strict
+/// `SEG.SEQ < RCV.NXT+RCV.WND` would discard every such ACK until our window
+/// opens, and with it every acknowledgment of the data we send: both sides
+/// then wait on each other's timers.
 pub(super) fn segment_acceptable(seq: SeqNum, len: usize, rcv_nxt: SeqNum, rcv_wnd: usize) -> bool {
     let wnd_end = rcv_nxt + rcv_wnd;
     match (len, rcv_wnd) {
-        (0, 0) => seq == rcv_nxt,
-        (0, _) => seq.in_range(rcv_nxt, wnd_end),
+        // With a zero window this is the RFC's SEG.SEQ = RCV.NXT.
+        (0, _) => seq.in_range_inclusive(rcv_nxt, wnd_end),
         (_, 0) => false,
         (_, _) => seq.in_range(rcv_nxt, wnd_end) || (seq + (len - 1)).in_range(rcv_nxt, wnd_end),
     }
@@ -282,9 +292,13 @@ impl Connection {
             // RFC 9293 §3.10.7.4: with a zero receive window, "special
             // allowance should be made to accept valid ACKs": a segment at
             // exactly RCV.NXT still has its ACK processed; its text is not.
-            let zero_window_ack =
-                rcv_wnd == 0 && seg.seq == self.rcv_nxt && seg.flags.ack() && !seg.flags.syn();
-            if !zero_window_ack {
+            // As Linux (`tcp_sequence`), the allowance covers any segment
+            // starting exactly at the right edge RCV.NXT+RCV.WND (with a zero
+            // window, RCV.NXT itself): the data a peer sends after filling
+            // our window carries the ACKs of what we send.
+            let right_edge_ack =
+                seg.seq == self.rcv_nxt + rcv_wnd && seg.flags.ack() && !seg.flags.syn();
+            if !right_edge_ack {
                 self.discard();
                 return;
             }

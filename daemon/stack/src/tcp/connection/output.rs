@@ -242,16 +242,23 @@ impl Connection {
         fin: bool,
     ) -> Option<(usize, SeqNum)> {
         let data_end = self.data_end();
+        let window = self.advertise_window();
+        let options = self.segment_options(now);
+        // The payload fits the path MSS less the options this segment carries
+        // (SACK blocks can make them longer than the MSS allowed for).
+        let limit = self.path_mss.saturating_sub(options.wire_len()).max(1);
+        let cut = len.min(limit);
+        // The FIN follows the last byte of the queue (RFC 9293 §3.6): if the
+        // options cut this segment short of it, the FIN waits for the next
+        // segment; set here, it would claim the uncarried bytes' sequence
+        // number and the receiver would end the stream before them.
+        let fin = fin && cut == len;
+        let len = cut;
         let mut flags = TcpFlags::ACK;
         if len > 0 && seq + len == data_end {
             // PSH on the segment that empties the queue, as Linux does.
             flags |= TcpFlags::PSH;
         }
-        let window = self.advertise_window();
-        let options = self.segment_options(now);
-        // The payload fits the path MSS less the options this segment carries.
-        let limit = self.path_mss.saturating_sub(options.wire_len()).max(1);
-        let len = len.min(limit);
         let (n, carried, fin_sent) = self.write(buf, seq, flags, window, options, len, fin)?;
         let end = seq + carried + usize::from(fin_sent);
 

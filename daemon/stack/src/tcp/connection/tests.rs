@@ -1429,6 +1429,41 @@ fn receiver_window_update_after_reading_a_full_buffer() {
     assert_eq!(upd[0].window, 4096);
 }
 
+/// A peer that filled our window but whose last bytes we never got (lost,
+/// or cut because the window was rounded up to the scale unit) sends its
+/// next segments at our right edge, RCV.NXT+RCV.WND: Linux puts pure ACKs
+/// there (`tcp_acceptable_seq`). Their acknowledgments must count, as Linux
+/// counts them (`tcp_sequence`); dropping them stalled a bidirectional
+/// transfer until the application read.
+#[test]
+fn acks_at_the_right_edge_of_our_window_are_processed() {
+    for with_data in [false, true] {
+        let options = SocketOptions {
+            recv_buffer: 4096,
+            ..SocketOptions::default()
+        };
+        let mut s = scripted_established(options);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let replies = s.feed(&s.peer(p, o, ACK, &[7u8; 3996]));
+        assert_eq!(replies.last().expect("ACK").window, 100);
+        // Our data goes out; the peer's last 100 bytes never arrive.
+        assert_eq!(s.conn.send(s.now, b"hello"), Ok(5));
+        let sent = drain(&mut s.conn, s.now);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(s.conn.stats().send_queue, 5);
+        // The peer's next segment starts at our right edge, p + 4096.
+        let payload: &[u8] = if with_data { b"beyond" } else { b"" };
+        s.feed(&s.peer(p + 4096, o + 5, ACK, payload));
+        assert_eq!(
+            s.conn.stats().send_queue,
+            0,
+            "ACK at the right edge (with data: {with_data}) must acknowledge our data"
+        );
+        // Its text (beyond the window) is not taken.
+        assert_eq!(s.conn.stats().recv_queue, 3996);
+    }
+}
+
 #[test]
 fn readiness_follows_the_connection() {
     let now = Instant::from_millis(1000);
