@@ -78,7 +78,7 @@ fn errno_code(e: i32) -> tonic::Code {
     use tonic::Code;
     match e {
         errno::EINVAL | errno::EAFNOSUPPORT | errno::ENOPROTOOPT => Code::InvalidArgument,
-        errno::EBADF | errno::ENOTSOCK => Code::NotFound,
+        errno::EBADF | errno::ENOTSOCK | errno::ENOENT => Code::NotFound,
         errno::EADDRINUSE | errno::EISCONN | errno::EALREADY => Code::AlreadyExists,
         errno::EACCES | errno::EPERM => Code::PermissionDenied,
         errno::ENOBUFS | errno::ENOMEM | errno::EMFILE => Code::ResourceExhausted,
@@ -96,6 +96,7 @@ fn errno_code(e: i32) -> tonic::Code {
 pub mod errno {
     #![allow(missing_docs)]
     pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
     pub const EINTR: i32 = 4;
     pub const EIO: i32 = 5;
     pub const EBADF: i32 = 9;
@@ -137,6 +138,7 @@ pub fn errno_name(e: i32) -> &'static str {
         EINTR => "EINTR",
         EIO => "EIO",
         EBADF => "EBADF",
+        ENOENT => "ENOENT",
         EAGAIN => "EAGAIN",
         ENOMEM => "ENOMEM",
         EACCES => "EACCES",

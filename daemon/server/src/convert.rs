@@ -130,10 +130,13 @@ pub fn option_to_set(option: i32, value: Option<&v1::OptionValue>) -> Result<Soc
         },
         OptionName::Congestion => match value {
             Value::Text(name) => SockOption::Congestion(
-                // Linux answers ENOENT for an unknown algorithm; tcpd's errno
-                // vocabulary has no ENOENT, so EINVAL.
+                // ENOENT for an unknown algorithm, as Linux's
+                // tcp_set_congestion_control (tcp_ca_find fails).
                 CongestionAlgorithm::from_name(name).ok_or_else(|| {
-                    Errno::invalid(format!("unknown congestion control {name:?}"))
+                    Errno::new(
+                        tcpd_proto::errno::ENOENT,
+                        format!("unknown congestion control {name:?} (known: cubic, newreno)"),
+                    )
                 })?,
             ),
             _ => return Err(Errno::invalid("expected a text value")),
@@ -238,6 +241,11 @@ mod tests {
         assert_eq!(
             set(O::TcpCongestion, Value::Text("newreno".into())),
             Ok(SockOption::Congestion(CongestionAlgorithm::NewReno))
+        );
+        // Linux: ENOENT for an algorithm it does not know.
+        assert_eq!(
+            set(O::TcpCongestion, Value::Text("bbr".into())).map_err(|e| e.number),
+            Err(tcpd_proto::errno::ENOENT)
         );
         assert_eq!(
             set(O::SoError, Value::Int(0)).map_err(|e| e.number),
