@@ -21,7 +21,9 @@
 //!   are at most [`MAX_HELD_RANGES`] of them.
 //! - `bytes.len() == readable + (end of the last held range - rcv_nxt)`.
 //! - `readable` plus the held extent never exceeds the capacity at the time
-//!   the bytes were written.
+//!   the bytes were written, or the room the connection advertised if that
+//!   was larger (window scaling rounds a window up by less than one scale
+//!   unit, RFC 7323 §2.4; see [`RecvBuffer::write_within`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -170,7 +172,15 @@ impl RecvBuffer {
     /// overlaps with held data are fine. Returns how many bytes became
     /// readable in order (how far RCV.NXT advances).
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> usize {
-        let window = self.window();
+        self.write_within(offset, data, 0)
+    }
+    /// As [`RecvBuffer::write_at`], but storing up to `advertised` bytes past
+    /// RCV.NXT even where that exceeds the free capacity: the window the
+    /// connection advertised, which scaling may have rounded up beyond the
+    /// free space (RFC 7323 §2.4). Data the peer was allowed to send is kept,
+    /// as Linux keeps it, instead of being dropped in-window.
+    pub fn write_within(&mut self, offset: usize, data: &[u8], advertised: usize) -> usize {
+        let window = self.window().max(advertised);
         if offset >= window {
             return 0;
         }

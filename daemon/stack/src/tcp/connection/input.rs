@@ -675,7 +675,10 @@ impl Connection {
                     return;
                 }
                 let had_holes = self.recv_buf.has_holes();
-                let advanced = self.recv_buf.write_at(offset, &data[..accepted]);
+                let advertised = self.rcv_wnd();
+                let advanced = self
+                    .recv_buf
+                    .write_within(offset, &data[..accepted], advertised);
                 self.rcv_nxt += advanced;
                 self.counters.bytes_received += advanced as u64;
                 if self.read_shut {

@@ -1464,6 +1464,41 @@ fn acks_at_the_right_edge_of_our_window_are_processed() {
     }
 }
 
+/// Window scaling rounds the window we advertise up to the scale unit
+/// (RFC 7323 §2.4: it never shrinks), so it can exceed the free buffer by a
+/// few bytes. The peer may send them, and they are kept, not dropped.
+#[test]
+fn data_in_a_window_rounded_up_by_scaling_is_kept() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let _syn = out(&mut a, now).expect("SYN");
+    let mut synack = to(&a, 300, 101, syn_ack(), b"");
+    synack.options.window_scale = Some(0);
+    feed(&mut a, now, &synack);
+    let ack = out(&mut a, now).expect("ACK");
+    // 256 KiB, scaled by 3.
+    assert_eq!(ack.window, ((256 * 1024) >> 3) as u16);
+    // The peer fills all but 3 bytes; our next window field is 1 (8 bytes).
+    let mut seq = 301u32;
+    let mut left = 256 * 1024 - 3;
+    while left > 0 {
+        let n = left.min(60_000);
+        let data = to(&a, seq, 101, ACK, &vec![1u8; n]);
+        feed(&mut a, now, &data);
+        seq += n as u32;
+        left -= n;
+    }
+    let replies = drain(&mut a, now + ms(200));
+    let last = replies.last().expect("ACK");
+    assert_eq!((last.ack, last.window), (seq, 1), "3 bytes rounded up to 8");
+    // The peer sends the 8 bytes it was offered: all of them are kept.
+    let offered = to(&a, seq, 101, ACK, b"12345678");
+    feed(&mut a, now + ms(200), &offered);
+    assert_eq!(a.stats().recv_queue, 256 * 1024 + 5);
+    let replies = drain(&mut a, now + ms(400));
+    assert_eq!(replies.last().expect("ACK").ack, seq + 8);
+}
+
 #[test]
 fn readiness_follows_the_connection() {
     let now = Instant::from_millis(1000);
