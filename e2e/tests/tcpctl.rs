@@ -155,6 +155,13 @@ fn ls_shows_transfer_time_wait_and_expiry() {
         last["srtt_us"].is_u64() && last["rto_us"].is_u64(),
         "{last:#}"
     );
+    // The kernel reads everything: its window is open. tcpd's application
+    // reads nothing yet: the window tcpd advertises has shrunk by what it holds.
+    assert!(last["snd_wnd"].as_u64().is_some_and(|w| w > 0), "{last:#}");
+    assert!(
+        last["rcv_wnd"].as_u64().is_some_and(|w| w < 256 * 1024),
+        "{last:#}"
+    );
 
     // The human table shows the same connection on one row.
     let table = String::from_utf8(tcpctl(&daemon, &["ls", "--state", "established"]).stdout)

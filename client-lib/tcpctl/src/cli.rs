@@ -153,7 +153,7 @@ pub struct LsArgs {
     #[arg(short = 'l', long)]
     pub listening: bool,
     /// Add a detail line per socket: congestion control, mss, srtt, rttvar,
-    /// rto, cwnd, ssthresh, retransmits, bytes sent/received.
+    /// rto, cwnd, ssthresh, snd_wnd, rcv_wnd, retransmits, bytes sent/received.
     #[arg(short = 'i', long)]
     pub info: bool,
 }

@@ -63,6 +63,10 @@ pub struct ConnectionJson {
     pub listen_backlog: u32,
     /// For a listener: completed connections waiting for accept; else 0.
     pub accept_queue: u32,
+    /// The peer's receive window, bytes (SND.WND).
+    pub snd_wnd: u64,
+    /// The window tcpd last advertised, bytes (RCV.WND).
+    pub rcv_wnd: u64,
 }
 
 impl ConnectionJson {
@@ -95,6 +99,8 @@ impl ConnectionJson {
             mss: info.mss,
             listen_backlog: info.listen_backlog,
             accept_queue: info.accept_queue,
+            snd_wnd: info.snd_wnd,
+            rcv_wnd: info.rcv_wnd,
         }
     }
 }

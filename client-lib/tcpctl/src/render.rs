@@ -266,6 +266,8 @@ fn detail_words(info: &ConnectionInfo) -> Vec<String> {
         format!("rto:{}", millis_text(info.rto_us)),
         format!("cwnd:{}", info.cwnd),
         format!("ssthresh:{ssthresh}"),
+        format!("snd_wnd:{}", info.snd_wnd),
+        format!("rcv_wnd:{}", info.rcv_wnd),
         format!("retrans:{}", info.retransmits),
         format!("bytes_sent:{}", info.bytes_sent),
         format!("bytes_received:{}", info.bytes_received),

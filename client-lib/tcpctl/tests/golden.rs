@@ -59,6 +59,8 @@ fn connections() -> Vec<ConnectionInfo> {
         bytes_received: 512,
         congestion: "cubic".into(),
         mss: 1460,
+        snd_wnd: 64_240,
+        rcv_wnd: 262_144,
         ..Default::default()
     };
     vec![
@@ -406,7 +408,7 @@ fn status_text_and_json() {
 
 /// The documented `ls --json` field names, in order. Changing this list is a
 /// breaking change of the published schema (README.md).
-const LS_JSON_FIELDS: [&str; 23] = [
+const LS_JSON_FIELDS: [&str; 25] = [
     "state",
     "local",
     "remote",
@@ -430,6 +432,8 @@ const LS_JSON_FIELDS: [&str; 23] = [
     "mss",
     "listen_backlog",
     "accept_queue",
+    "snd_wnd",
+    "rcv_wnd",
 ];
 
 #[test]

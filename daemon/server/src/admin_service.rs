@@ -89,6 +89,8 @@ impl Admin for AdminService {
                 mss: u32::from(info.mss),
                 listen_backlog: info.listen_backlog,
                 accept_queue: info.accept_queue,
+                snd_wnd: to_u64(info.snd_wnd),
+                rcv_wnd: to_u64(info.rcv_wnd),
             })
             .collect();
         Ok(Response::new(v1::ListConnectionsReply { connections }))

@@ -151,6 +151,10 @@ pub struct SocketInfo {
     pub bytes_received: u64,
     pub congestion: CongestionAlgorithm,
     pub mss: u16,
+    /// The peer's receive window, bytes (SND.WND).
+    pub snd_wnd: usize,
+    /// The window we last advertised, bytes (RCV.WND).
+    pub rcv_wnd: usize,
     pub listen_backlog: u32,
     pub accept_queue: u32,
 }

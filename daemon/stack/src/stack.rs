@@ -1284,6 +1284,8 @@ impl Stack {
             bytes_received: 0,
             congestion: entry.options.congestion,
             mss: 0,
+            snd_wnd: 0,
+            rcv_wnd: 0,
             listen_backlog: backlog,
             accept_queue: accepted,
         }
@@ -1311,6 +1313,8 @@ fn conn_info(entry: &ConnEntry) -> SocketInfo {
         bytes_received: stats.bytes_received,
         congestion: entry.conn.options().congestion,
         mss: stats.mss,
+        snd_wnd: stats.snd_wnd,
+        rcv_wnd: stats.rcv_wnd,
         listen_backlog: 0,
         accept_queue: 0,
     }

@@ -126,6 +126,10 @@ pub struct ConnectionStats {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub mss: u16,
+    /// The peer's receive window, bytes (SND.WND, scaled).
+    pub snd_wnd: usize,
+    /// The window we last advertised, bytes (RCV.WND: our right edge less RCV.NXT).
+    pub rcv_wnd: usize,
     pub segments_in: u64,
     pub segments_out: u64,
     /// Arriving segments discarded without their content being used: out
@@ -919,6 +923,8 @@ impl Connection {
             cwnd: self.cc.cwnd() + self.cwnd_inflation,
             ssthresh: self.cc.ssthresh(),
             mss: u16::try_from(self.send_mss).unwrap_or(u16::MAX),
+            snd_wnd: self.snd_wnd,
+            rcv_wnd: self.rcv_wnd(),
             ..self.counters
         }
     }
