@@ -72,19 +72,27 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
 /// Panics with a hint when it is missing: the README's test command builds
 /// the workspace before testing.
 pub fn bin_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary> or target/<profile>/<bin>
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let p = dir.join(name);
+    let p = sibling_bin(name);
     assert!(
         p.exists(),
         "{} not found: build the workspace first (cargo build --workspace)",
         p.display()
     );
     p
+}
+
+/// Where [`bin_path`] looks for `name`, whether or not it exists (for
+/// callers that must not panic, such as the watchdog's report).
+pub(crate) fn sibling_bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test-binary> or target/<profile>/<bin>
+    let mut dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
 }
 
 /// The target profile directory (target/<profile>) the tests were built into.

@@ -10,7 +10,7 @@
 //! 1. writes a report to stderr (bypassing the test harness's output
 //!    capture): the test (thread) that created the namespace, the kernel's
 //!    view of its sockets (`ss -tanoi` inside the namespace), tcpd's view
-//!    (`tcpctl ls`) and the tail of each daemon's log;
+//!    (`tcpctl ls --info`) and the tail of each daemon's log;
 //! 2. kills every process in every registered namespace and deletes the
 //!    namespaces (the guards of the stuck test will never run);
 //! 3. exits the process with status 101, the code of a failed test binary.
@@ -143,7 +143,9 @@ fn fail(test: &str, namespace: &str, limit: Duration) -> ! {
                 Command::new("timeout")
                     .args([
                         "5",
-                        &crate::bin_path("tcpctl").to_string_lossy(),
+                        // Not `bin_path`: a panic here would end the watchdog
+                        // thread and leave the stuck test hanging after all.
+                        &crate::sibling_bin("tcpctl").to_string_lossy(),
                         "--socket",
                     ])
                     .arg(socket)

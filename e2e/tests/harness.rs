@@ -105,8 +105,15 @@ fn a_stuck_test_is_stopped_by_the_watchdog() {
         "{stderr}"
     );
     assert!(stderr.contains("kernel sockets (ss -tanoi)"), "{stderr}");
+    // tcpctl reached the stuck daemon: its table header (ss says "Process").
     assert!(stderr.contains("tcpctl ls"), "{stderr}");
+    assert!(stderr.contains("Owner"), "tcpctl output missing: {stderr}");
+    // The daemon log's tail, with the line it writes when ready.
     assert!(stderr.contains("tcpd.log"), "{stderr}");
+    assert!(
+        stderr.contains("tcpd ready"),
+        "daemon log missing: {stderr}"
+    );
     // ...and the namespace the stuck test created is gone.
     let name = stdout
         .lines()

@@ -237,9 +237,11 @@ fn main() -> Result<()> {
         anyhow::bail!("tcpd-bench needs root: it creates network namespaces and a TUN device");
     }
     // The namespaces live for the whole run: bound it by what the plan needs,
-    // so a stuck workload fails with a report instead of hanging (CI runs --smoke).
+    // so a stuck workload fails with a report instead of hanging. CI runs
+    // --smoke (seconds) under a 10-minute `timeout` in scripts/test; the
+    // watchdog must fire first, or its report is lost.
     tcpd_e2e::watchdog::set_limit(Some(Duration::from_secs(if args.smoke {
-        600
+        300
     } else {
         3 * 3600
     })));

@@ -1499,6 +1499,46 @@ fn data_in_a_window_rounded_up_by_scaling_is_kept() {
     assert_eq!(replies.last().expect("ACK").ack, seq + 8);
 }
 
+/// SACK blocks lengthen a segment's options beyond what the MSS allowed
+/// for, so the payload of our last segment is cut short: the FIN must then
+/// wait for the segment that carries the last byte (RFC 9293 §3.6). Set on
+/// the short one, it claimed the sequence number of uncarried bytes and the
+/// receiver ended the stream without them.
+#[test]
+fn fin_waits_when_sack_options_cut_the_last_segment_short() {
+    let now = Instant::from_millis(1000);
+    let mut a = Connection::connect(params(A, B, 100), now);
+    let _syn = out(&mut a, now).expect("SYN");
+    let mut synack = to(&a, 300, 101, syn_ack(), b"");
+    synack.options.mss = Some(1460);
+    synack.options.sack_permitted = true;
+    feed(&mut a, now, &synack);
+    let _ack = drain(&mut a, now);
+    assert_eq!(a.stats().mss, 1460);
+    // Out-of-order data from the peer: our segments now carry a SACK block.
+    let _dup_ack = {
+        let hole = to(&a, 401, 101, ACK, &[9u8; 50]);
+        feed(&mut a, now, &hole);
+        drain(&mut a, now)
+    };
+    // One MSS of data, then FIN.
+    let data = pattern(1460);
+    assert_eq!(a.send(now, &data), Ok(1460));
+    a.shutdown(now, Shutdown::Write);
+    let sent = drain(&mut a, now);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[0].options.sacks().next().is_some(),
+        "SACK block carried"
+    );
+    assert!(sent[0].payload.len() < 1460, "options cut the payload");
+    assert!(!sent[0].flags.fin(), "no FIN before the last byte");
+    assert_eq!(sent[1].seq, 101 + sent[0].payload.len() as u32);
+    assert!(sent[1].flags.fin());
+    let carried: Vec<u8> = sent.iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(carried, data);
+}
+
 #[test]
 fn readiness_follows_the_connection() {
     let now = Instant::from_millis(1000);
