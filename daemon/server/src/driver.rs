@@ -2,17 +2,17 @@
 //!
 //! Everything that touches [`tcpd_stack::Stack`] runs here, on one task, so
 //! no lock guards it. The driver `select!`s over three sources:
-//! - the TUN device: packets are read in batches (one awaited read, then up
-//!   to [`RX_BATCH`] non-blocking ones) and fed to the stack, through the
-//!   impairer if one is configured;
+//! - the link ([`crate::link::Link`]: the TUN device and the impairer):
+//!   packets are read in batches and fed to the stack;
 //! - the command channel: gRPC handlers send closures over [`Core`] (the
 //!   stack plus the daemon's per-socket bookkeeping) and await the reply on a
 //!   oneshot; session ends and the final shutdown arrive here too;
 //! - the timer: the earlier of the stack's [`Stack::poll_timeout`] and the
 //!   impairer's next release.
 //!
-//! After each wake-up the driver runs due timers, releases held packets,
-//! drains [`Stack::poll_transmit`] into TUN writes and [`Stack::poll_event`]
+//! After each wake-up the driver has the link release held packets, runs due
+//! timers, has the link drain [`Stack::poll_transmit`] into TUN writes, and
+//! drains [`Stack::poll_event`]
 //! into readiness watches (one `tokio::sync::watch` per socket somebody
 //! waits on) and the admin state-change broadcast.
 //!
@@ -27,7 +27,8 @@
 //! is in `sockets` exactly while the stack knows it as a user socket.
 
 use crate::errno::Errno;
-use crate::impair::{Direction, Impairer};
+use crate::impair::Impairer;
+use crate::link::Link;
 use crate::session::{Credentials, SessionId, SessionInfo};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -40,8 +41,6 @@ use tcpd_stack::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-/// Packets read from the TUN per wake-up before the driver flushes.
-pub const RX_BATCH: usize = 64;
 /// Commands run per wake-up before the driver flushes.
 const COMMAND_BATCH: usize = 64;
 /// Largest read a single Read call may return (the proto caps max_len at 1 MiB).
@@ -620,28 +619,6 @@ impl Core {
     }
 }
 
-/// The link side: the TUN device and the optional impairer.
-struct Link {
-    tun: tun::AsyncDevice,
-    impairer: Option<Impairer>,
-    write_errors: u64,
-}
-
-impl Link {
-    /// Writes one packet to the TUN without waiting. TUN writes hand the
-    /// packet to the kernel's receive path and do not block in practice; a
-    /// failed write is counted and the packet dropped (TCP recovers).
-    fn write_now(tun: &tun::AsyncDevice, write_errors: &mut u64, packet: &[u8]) {
-        let device: &tun::Device = tun;
-        if let Err(e) = device.send(packet) {
-            *write_errors += 1;
-            if *write_errors < 10 || write_errors.is_power_of_two() {
-                tracing::warn!(error = %e, count = *write_errors, "TUN write failed; packet dropped");
-            }
-        }
-    }
-}
-
 /// The driver task; see the module docs.
 pub struct Driver {
     core: Core,
@@ -694,17 +671,12 @@ impl Driver {
             commands,
             mtu,
         } = self;
-        let tun = tun::AsyncDevice::new(device)?;
         let mut running = Running {
             core,
-            link: Link {
-                tun,
-                impairer,
-                write_errors: 0,
-            },
+            link: Link::new(device, impairer, mtu)?,
             commands,
         };
-        running.run(mtu).await;
+        running.run().await;
         Ok(())
     }
 }
@@ -717,34 +689,18 @@ struct Running {
 }
 
 impl Running {
-    async fn run(&mut self, mtu: usize) {
-        // Room for the largest packet a TUN read may return.
-        let mut rx_buf = vec![0u8; 65536];
-        let mut tx_buf = vec![0u8; mtu.max(1500)];
+    async fn run(&mut self) {
         loop {
-            let deadline = match (
-                self.core.stack.poll_timeout(),
-                self.link.impairer.as_ref().and_then(Impairer::next_release),
-            ) {
+            let deadline = match (self.core.stack.poll_timeout(), self.link.next_release()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             let sleep_until = deadline.map(|d| self.core.clock.deadline(d));
             tokio::select! {
-                received = self.link.tun.recv(&mut rx_buf) => match received {
+                received = self.link.recv() => match received {
                     Ok(n) => {
-                        self.ingest(&rx_buf[..n]);
-                        for _ in 1..RX_BATCH {
-                            let device: &tun::Device = &self.link.tun;
-                            match device.recv(&mut rx_buf) {
-                                Ok(n) => self.ingest(&rx_buf[..n]),
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "TUN read failed");
-                                    break;
-                                }
-                            }
-                        }
+                        let now = self.core.now();
+                        self.link.ingest_batch(n, now, &mut self.core.stack);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "TUN read failed");
@@ -753,12 +709,12 @@ impl Running {
                 },
                 command = self.commands.recv() => {
                     let Some(command) = command else { return };
-                    if self.execute(command, &mut tx_buf) {
+                    if self.execute(command) {
                         return;
                     }
                     for _ in 1..COMMAND_BATCH {
                         let Ok(command) = self.commands.try_recv() else { break };
-                        if self.execute(command, &mut tx_buf) {
+                        if self.execute(command) {
                             return;
                         }
                     }
@@ -770,12 +726,12 @@ impl Running {
                     }
                 } => {}
             }
-            self.flush(&mut tx_buf);
+            self.flush();
         }
     }
 
     /// Runs one command; true when the driver must stop.
-    fn execute(&mut self, command: Command, tx_buf: &mut [u8]) -> bool {
+    fn execute(&mut self, command: Command) -> bool {
         match command {
             Command::Exec(op) => op(&mut self.core),
             Command::SessionStarted(id) => {
@@ -785,8 +741,8 @@ impl Running {
             Command::Terminate(done) => {
                 self.core.abort_everything();
                 // Held packets would never leave: send the RSTs unimpaired.
-                self.link.impairer = None;
-                self.flush(tx_buf);
+                self.link.disable_impairer();
+                self.flush();
                 let _ = done.send(());
                 return true;
             }
@@ -794,45 +750,15 @@ impl Running {
         false
     }
 
-    /// One packet from the TUN.
-    fn ingest(&mut self, packet: &[u8]) {
-        let now = self.core.now();
-        let stack = &mut self.core.stack;
-        match self.link.impairer.as_mut() {
-            Some(impairer) => impairer.process(now, Direction::Inbound, packet, |_, p| {
-                stack.handle_packet(now, p)
-            }),
-            None => stack.handle_packet(now, packet),
-        }
-    }
-
     /// Held packets, timers, transmissions and events, in that order.
-    fn flush(&mut self, tx_buf: &mut [u8]) {
+    fn flush(&mut self) {
         let now = self.core.now();
-        let Link {
-            tun,
-            impairer,
-            write_errors,
-        } = &mut self.link;
         let stack = &mut self.core.stack;
-        if let Some(impairer) = impairer.as_mut() {
-            impairer.release_due(now, |direction, p| match direction {
-                Direction::Inbound => stack.handle_packet(now, p),
-                Direction::Outbound => Link::write_now(tun, write_errors, p),
-            });
-        }
+        self.link.release_due(now, stack);
         if stack.poll_timeout().is_some_and(|at| at <= now) {
             stack.handle_timeout(now);
         }
-        while let Some(n) = stack.poll_transmit(now, tx_buf) {
-            let packet = &tx_buf[..n];
-            match impairer.as_mut() {
-                Some(impairer) => impairer.process(now, Direction::Outbound, packet, |_, p| {
-                    Link::write_now(tun, write_errors, p)
-                }),
-                None => Link::write_now(tun, write_errors, packet),
-            }
-        }
+        self.link.transmit(now, stack);
         self.core.publish_events();
     }
 }

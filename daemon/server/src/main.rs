@@ -20,6 +20,7 @@ mod convert;
 mod driver;
 mod errno;
 mod impair;
+mod link;
 mod privileges;
 mod session;
 mod socket_file;
@@ -58,25 +59,6 @@ fn init_logging(settings: &Settings) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-/// Creates and configures the TUN device (needs CAP_NET_ADMIN).
-fn open_tun(settings: &Settings) -> anyhow::Result<tun::Device> {
-    let mut cfg = tun::Configuration::default();
-    cfg.tun_name(&settings.tun)
-        .address(settings.host_address)
-        .netmask(config::netmask(settings.prefix_len))
-        .mtu(settings.mtu)
-        .up();
-    let device = tun::create(&cfg)
-        .map_err(|e| anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun))?;
-    // tcpd speaks IPv4 only: keep the kernel from sending IPv6 (router
-    // solicitations, MLD) into the TUN. Best effort: IPv6 may be disabled.
-    let ipv6_switch = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", settings.tun);
-    if let Err(e) = std::fs::write(&ipv6_switch, b"1") {
-        tracing::debug!(error = %e, "cannot disable IPv6 on the TUN");
-    }
-    Ok(device)
 }
 
 /// The stack's configuration, with secrets from the OS random source.
@@ -125,7 +107,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     // The socket first: a second daemon on the same path must fail with
     // "another tcpd is listening", not with whatever the TUN says.
     let socket = SocketFile::bind(&settings.socket, settings.socket_group.as_deref())?;
-    let device = match open_tun(&settings) {
+    let device = match link::tun::open(&settings) {
         Ok(device) => device,
         Err(e) => {
             socket_file::remove(&socket.path);
