@@ -300,7 +300,10 @@ impl Stack {
         match ip.protocol {
             IpProtocol::Tcp => self.handle_tcp(now, ip.src, payload),
             IpProtocol::Icmp => self.handle_icmp(now, ip.src, payload),
-            IpProtocol::Other(_) => self.stats.drop_packet(DropReason::Unsupported),
+            // ICMPv6 inside IPv4 is as meaningless as any unknown protocol.
+            IpProtocol::Icmpv6 | IpProtocol::Other(_) => {
+                self.stats.drop_packet(DropReason::Unsupported)
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! Fuzz target `wire_parse`: arbitrary bytes through every wire parser of
-//! tcpd-stack, as an IPv4 packet from the TUN device would go.
+//! tcpd-stack, as an IPv4 or IPv6 packet from the TUN device would go.
 //!
 //! The parsers face untrusted input and must never panic; the target also
 //! checks that whatever parses re-emits to bytes that parse back to the same
@@ -20,10 +20,11 @@
 
 #![no_main]
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use libfuzzer_sys::fuzz_target;
 use tcpd_stack::wire::checksum;
-use tcpd_stack::wire::{Icmpv4Repr, IpProtocol, Ipv4Repr, TcpRepr};
+use tcpd_stack::wire::icmpv6::QuotedHeader as QuotedHeaderV6;
+use tcpd_stack::wire::{Icmpv4Repr, Icmpv6Repr, IpProtocol, Ipv4Repr, Ipv6Repr, TcpRepr};
 
 const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const DST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -31,6 +32,7 @@ const DST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 fuzz_target!(|data: &[u8]| {
     // The raw bytes as a whole packet...
     parse_packet(data);
+    parse_packet_v6(data);
     // ...and as bare transport payloads.
     check_tcp(data, SRC, DST);
     check_icmp(data);
@@ -76,7 +78,36 @@ fn parse_packet(data: &[u8]) {
     match ip.protocol {
         IpProtocol::Tcp => check_tcp(payload, ip.src, ip.dst),
         IpProtocol::Icmp => check_icmp(payload),
-        IpProtocol::Other(_) => {}
+        IpProtocol::Icmpv6 | IpProtocol::Other(_) => {}
+    }
+}
+
+fn parse_packet_v6(data: &[u8]) {
+    let Ok(parsed) = Ipv6Repr::parse(data) else {
+        return;
+    };
+    assert_eq!(parsed.payload.len(), parsed.repr.payload_len);
+    if parsed.repr.next_header == IpProtocol::Icmpv6 {
+        check_icmpv6(parsed.payload, parsed.repr.src, parsed.repr.dst);
+    }
+}
+
+fn check_icmpv6(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) {
+    let Ok(icmp) = Icmpv6Repr::parse(src, dst, message) else {
+        return;
+    };
+    if let Some(invoking) = icmp.invoking() {
+        let _ = QuotedHeaderV6::parse(invoking);
+    }
+    let mut buf = vec![0u8; icmp.buffer_len()];
+    icmp.emit(src, dst, &mut buf);
+    let again = Icmpv6Repr::parse(src, dst, &buf).expect("re-emitted ICMPv6 must parse");
+    // An error quoting more than the minimum MTU allows is cut on emit.
+    let quote_fits = icmp
+        .invoking()
+        .is_none_or(|invoking| invoking.len() <= tcpd_stack::wire::icmpv6::MAX_QUOTE_LEN);
+    if quote_fits {
+        assert_eq!(again, icmp);
     }
 }
 

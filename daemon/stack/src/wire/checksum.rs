@@ -1,4 +1,5 @@
-//! The Internet checksum (RFC 1071) and the TCP/IPv4 pseudo-header sum (RFC 9293 §3.1).
+//! The Internet checksum (RFC 1071) and the upper-layer pseudo-header sums:
+//! TCP over IPv4 (RFC 9293 §3.1) and any upper layer over IPv6 (RFC 8200 §8.1).
 //!
 //! Partial sums are plain `u32` values that callers add together before
 //! calling [`finish`]; each function here returns a value already folded to
@@ -7,7 +8,7 @@
 //! word size as long as carries are folded back in (RFC 1071 §2, "parallel
 //! summation"), which halves the loop count of the hot path.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Folds carries of a wide one's-complement accumulator into 16 bits.
 fn fold(mut acc: u64) -> u32 {
@@ -48,6 +49,16 @@ pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u32) ->
         + u64::from(u32::from(dst))
         + u64::from(protocol)
         + u64::from(length);
+    fold(acc)
+}
+
+/// Partial sum of the IPv6 pseudo-header (RFC 8200 §8.1): source, destination,
+/// the 32-bit upper-layer packet length, three zero bytes and the next header
+/// value of the upper-layer protocol (not of any extension header before it).
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u32 {
+    let mut acc = u64::from(sum(&src.octets())) + u64::from(sum(&dst.octets()));
+    acc += u64::from(length >> 16) + u64::from(length & 0xffff);
+    acc += u64::from(next_header);
     fold(acc)
 }
 
@@ -111,6 +122,20 @@ mod tests {
             20,
         );
         assert_eq!(s, 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + 20);
+    }
+
+    #[test]
+    fn pseudo_header_v6_is_the_rfc8200_layout() {
+        // RFC 8200 §8.1: the pseudo-header as bytes, summed the plain way.
+        let src: Ipv6Addr = "fd00::1".parse().unwrap();
+        let dst: Ipv6Addr = "fd00:0:0:1::2:3".parse().unwrap();
+        let length: u32 = 0x0001_0203;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&src.octets());
+        bytes.extend_from_slice(&dst.octets());
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 58]);
+        assert_eq!(pseudo_header_v6(src, dst, 58, length), sum(&bytes));
     }
 
     proptest! {

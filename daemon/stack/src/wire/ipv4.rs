@@ -15,33 +15,7 @@ pub const HEADER_LEN: usize = 20;
 /// Default TTL for packets tcpd originates (RFC 1700 / Linux's 64).
 pub const DEFAULT_TTL: u8 = 64;
 
-/// The protocol numbers the stack cares about (IANA).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IpProtocol {
-    Icmp,
-    Tcp,
-    Other(u8),
-}
-
-impl From<u8> for IpProtocol {
-    fn from(v: u8) -> Self {
-        match v {
-            1 => IpProtocol::Icmp,
-            6 => IpProtocol::Tcp,
-            o => IpProtocol::Other(o),
-        }
-    }
-}
-
-impl From<IpProtocol> for u8 {
-    fn from(p: IpProtocol) -> u8 {
-        match p {
-            IpProtocol::Icmp => 1,
-            IpProtocol::Tcp => 6,
-            IpProtocol::Other(o) => o,
-        }
-    }
-}
+pub use crate::wire::ip::IpProtocol;
 
 /// Field offsets in the header (RFC 791 §3.1).
 mod field {

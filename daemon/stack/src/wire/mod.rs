@@ -8,11 +8,17 @@
 
 pub mod checksum;
 pub mod icmpv4;
+pub mod icmpv6;
+pub mod ip;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, QuotedHeader};
-pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
+pub use icmpv6::{Icmpv6Packet, Icmpv6Repr};
+pub use ip::IpProtocol;
+pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Drop, Ipv6Packet, Ipv6Parsed, Ipv6Repr};
 pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpSegment};
 
 /// Why a packet was rejected. Each variant is counted by the stack as a drop reason.
@@ -27,8 +33,9 @@ pub enum WireError {
     /// The checksum does not verify.
     #[error("bad checksum")]
     Checksum,
-    /// A fragment (MF set or non-zero offset): tcpd does not reassemble.
-    #[error("IPv4 fragment")]
+    /// A fragment (IPv4: MF set or non-zero offset; IPv6: a fragment header
+    /// that is not atomic): tcpd does not reassemble.
+    #[error("IP fragment")]
     Fragment,
     /// A protocol or message type the stack does not handle.
     #[error("unsupported protocol or type")]

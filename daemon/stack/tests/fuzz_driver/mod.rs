@@ -310,7 +310,9 @@ impl Harness {
                 IpProtocol::Icmp => {
                     Icmpv4Repr::parse(payload).expect("emitted ICMP is valid");
                 }
-                IpProtocol::Other(p) => panic!("emitted protocol {p}"),
+                other @ (IpProtocol::Icmpv6 | IpProtocol::Other(_)) => {
+                    panic!("emitted protocol {other:?}")
+                }
             }
         }
         while self.stack.poll_event().is_some() {}
