@@ -307,6 +307,11 @@ fn counter_place(name: &str) -> (&'static str, String) {
         "active_opens" => ("Opens", "active (connect)".into()),
         "passive_opens" => ("Opens", "passive (accept)".into()),
         "checksum_errors" => ("Errors", "bad checksum".into()),
+        // Resource limits (tcpd(8) LIMITS): SYN queue and cookies, listen
+        // backlog, orphans, API client connections.
+        other if LIMIT_PREFIXES.iter().any(|p| other.starts_with(p)) => {
+            ("Limits", printable_label(other))
+        }
         other => match other.strip_prefix("drop_") {
             Some(reason) => ("Drops by reason", printable_label(reason)),
             None => ("Other", printable_label(other)),
@@ -322,12 +327,16 @@ fn printable_label(name: &str) -> String {
         .collect()
 }
 
+/// Counter name prefixes shown under "Limits".
+const LIMIT_PREFIXES: [&str; 4] = ["syncookies_", "listen_", "orphan", "api_"];
+
 /// Section order of `stats`.
-const STATS_SECTIONS: [&str; 6] = [
+const STATS_SECTIONS: [&str; 7] = [
     "Segments",
     "Resets",
     "Opens",
     "Errors",
+    "Limits",
     "Drops by reason",
     "Other",
 ];

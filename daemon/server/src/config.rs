@@ -5,6 +5,7 @@
 //! a malformed value.
 
 use crate::impair::ImpairSpec;
+use crate::limits::{LimitError, LimitFlags, Limits};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use std::net::Ipv4Addr;
@@ -75,6 +76,9 @@ pub struct Cli {
     /// Drop to this user (and its primary group) once the TUN and socket are open.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// Resource limits (the file's `[limits]` table).
+    #[command(flatten)]
+    pub limits: LimitFlags,
 }
 
 /// The TOML file: the long flag names as keys (kebab-case), all optional.
@@ -93,6 +97,7 @@ pub struct FileConfig {
     pub syn_retries: Option<u32>,
     pub impair: Option<String>,
     pub user: Option<String>,
+    pub limits: Option<LimitFlags>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -111,6 +116,7 @@ pub struct Settings {
     pub syn_retries: Option<u32>,
     pub impair: Option<ImpairSpec>,
     pub user: Option<String>,
+    pub limits: Limits,
 }
 
 /// A configuration error, reported before anything is opened.
@@ -142,6 +148,8 @@ pub enum ConfigError {
     Impair(String),
     #[error("invalid --msl-ms 0: must be positive")]
     Msl,
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// Parses `A.B.C.D/LEN`. Prefixes longer than /30 leave no room for the
@@ -240,6 +248,7 @@ impl Settings {
             syn_retries: cli.syn_retries.or(file.syn_retries),
             impair,
             user: cli.user.clone().or(file.user),
+            limits: Limits::resolve(&cli.limits, file.limits.as_ref())?,
         })
     }
 

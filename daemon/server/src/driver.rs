@@ -28,6 +28,7 @@
 
 use crate::errno::Errno;
 use crate::impair::Impairer;
+use crate::limits::LimitLog;
 use crate::link::Link;
 use crate::session::{Credentials, SessionId, SessionInfo};
 use std::collections::{HashMap, HashSet};
@@ -675,6 +676,7 @@ impl Driver {
             core,
             link: Link::new(device, impairer, mtu)?,
             commands,
+            limit_log: LimitLog::default(),
         };
         running.run().await;
         Ok(())
@@ -686,6 +688,7 @@ struct Running {
     core: Core,
     link: Link,
     commands: mpsc::UnboundedReceiver<Command>,
+    limit_log: LimitLog,
 }
 
 impl Running {
@@ -760,6 +763,7 @@ impl Running {
         }
         self.link.transmit(now, stack);
         self.core.publish_events();
+        self.limit_log.note(self.core.stack.stats(), now);
     }
 }
 

@@ -20,6 +20,7 @@ mod convert;
 mod driver;
 mod errno;
 mod impair;
+mod limits;
 mod link;
 mod privileges;
 mod session;
@@ -74,6 +75,7 @@ fn stack_config(settings: &Settings) -> anyhow::Result<StackConfig> {
     if let Some(n) = settings.syn_retries {
         config.socket_defaults.syn_retries = n;
     }
+    settings.limits.apply_to_stack(&mut config);
     Ok(config)
 }
 

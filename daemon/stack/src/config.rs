@@ -8,6 +8,39 @@ use core::net::Ipv4Addr;
 /// on Linux (RFC 9293 §3.4.2 suggests 2 minutes for MSL; Linux uses 60 s TIME-WAIT).
 pub const DEFAULT_MSL: Duration = Duration::from_secs(30);
 
+/// When a listener answers a SYN with a SYN cookie instead of keeping state
+/// (RFC 4987 §3.6; Linux's `net.ipv4.tcp_syncookies` 0/1/2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SynCookieMode {
+    /// Never: a SYN that finds the SYN queue full is dropped (tcp_syncookies=0).
+    Never,
+    /// Only when the listener's SYN queue is full (tcp_syncookies=1, Linux's default).
+    #[default]
+    Auto,
+    /// For every SYN, even with room in the SYN queue (tcp_syncookies=2, for tests).
+    Always,
+}
+
+impl SynCookieMode {
+    /// The name used by the daemon's flag and config key.
+    pub fn name(self) -> &'static str {
+        match self {
+            SynCookieMode::Never => "never",
+            SynCookieMode::Auto => "auto",
+            SynCookieMode::Always => "always",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "never" => Some(SynCookieMode::Never),
+            "auto" => Some(SynCookieMode::Auto),
+            "always" => Some(SynCookieMode::Always),
+            _ => None,
+        }
+    }
+}
+
 /// Congestion-control algorithms (RFC 5681/6582 NewReno, RFC 8312 CUBIC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum CongestionAlgorithm {
@@ -102,7 +135,16 @@ pub struct StackConfig {
     /// Seed for the stack's PRNG (ephemeral ports, timestamp offsets).
     pub rng_seed: u64,
     /// Largest listen() backlog honoured (Linux's somaxconn default is 4096).
+    /// The backlog bounds a listener's accept queue.
     pub max_backlog: u32,
+    /// Most children a listener keeps in SYN-RECEIVED (its SYN queue), like
+    /// Linux's `tcp_max_syn_backlog` (2048 on the reference kernel).
+    pub max_syn_backlog: u32,
+    /// SYN cookies when the SYN queue is full (Linux `tcp_syncookies`, default 1 = auto).
+    pub syncookies: SynCookieMode,
+    /// SYN,ACK retransmissions before an embryonic connection is dropped
+    /// (Linux `tcp_synack_retries` = 5: 1+2+4+8+16+32 = 63 s with a 1 s initial RTO).
+    pub synack_retries: u32,
     /// Data retransmissions before a connection fails with ETIMEDOUT
     /// (Linux tcp_retries2 = 15, RFC 1122 §4.2.3.5 R2).
     pub max_retries: u32,
@@ -129,6 +171,9 @@ impl StackConfig {
             isn_secret: [0; 16],
             rng_seed: 0,
             max_backlog: 4096,
+            max_syn_backlog: 2048,
+            syncookies: SynCookieMode::Auto,
+            synack_retries: 5,
             max_retries: 15,
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(120),
@@ -156,6 +201,9 @@ mod tests {
         assert_eq!(config.initial_rto, Duration::from_secs(1));
         assert_eq!(config.delayed_ack, Duration::from_millis(40));
         assert_eq!(config.max_retries, 15);
+        assert_eq!(config.synack_retries, 5);
+        assert_eq!(config.max_syn_backlog, 2048);
+        assert_eq!(config.syncookies, SynCookieMode::Auto);
         assert_eq!(config.mtu, 1500);
         let options = config.socket_defaults;
         assert_eq!(options.congestion, CongestionAlgorithm::Cubic);

@@ -23,7 +23,7 @@ pub mod tcp;
 pub mod time;
 pub mod wire;
 
-pub use config::{CongestionAlgorithm, SocketOptions, StackConfig};
+pub use config::{CongestionAlgorithm, SocketOptions, StackConfig, SynCookieMode};
 pub use error::{
     AcceptError, BindError, ConnError, ConnectError, ListenError, RecvError, SendError,
     ShutdownError, SocketError,

@@ -30,28 +30,35 @@
 //!
 //! Listen backlog (`listen(2)`): a listener's *SYN queue* holds its children
 //! in SYN-RECEIVED, its *accept queue* those that completed the handshake
-//! and wait for `accept`. One bound covers both: their sum stays below the
-//! backlog (clamped to 1..=`StackConfig::max_backlog`). On overflow:
-//! - a new SYN is dropped without any answer (no SYN,ACK, no RST) and
-//!   counted as `drop_listen_overflow`; the peer's SYN retransmission
-//!   (RFC 6298 §5, RFC 9293 §3.8.1) retries later, as with Linux's default
-//!   `tcp_abort_on_overflow = 0`;
-//! - a SYN that would reopen a TIME-WAIT 4-tuple is handled the same way:
-//!   the TIME-WAIT connection stays until the listener has room;
-//! - a child never overflows on completion: it already counted in the SYN
-//!   queue, and moves to the accept queue in place.
+//! and wait for `accept`. As on Linux they have separate bounds:
+//! - the accept queue is bounded by the backlog (clamped to
+//!   1..=`StackConfig::max_backlog`): a SYN or a SYN-cookie ACK arriving
+//!   while it is full is dropped without any answer and counted
+//!   (`listen_overflows`, `listen_drops`, `drop_listen_overflow`); the peer's
+//!   retransmission (RFC 6298 §5, RFC 9293 §3.8.1) retries later, as with
+//!   Linux's default `tcp_abort_on_overflow = 0`. A child already in the
+//!   SYN queue moves to the accept queue in place when it completes, so the
+//!   accept queue may exceed the backlog by the children admitted before it
+//!   filled (as on Linux, which checks the backlog when the SYN arrives);
+//! - the SYN queue is bounded by `StackConfig::max_syn_backlog` (Linux's
+//!   `tcp_max_syn_backlog`). A SYN that finds it full gets a SYN cookie
+//!   (RFC 4987 §3.6, [`syncookie`]) with `SynCookieMode::Auto`, or is dropped
+//!   with `Never`; `Always` answers every SYN with a cookie. A cookie keeps
+//!   no state, so a SYN flood from spoofed addresses fills at most the SYN
+//!   queue, whose embryos end after `synack_retries` SYN,ACK retransmissions
+//!   (63 s with Linux's 5), while real clients still connect;
+//! - a SYN that would reopen a TIME-WAIT 4-tuple needs room in both queues;
+//!   otherwise the TIME-WAIT connection stays and the SYN is handled as any
+//!   other.
 //!
 //! Closing a listener resets its unaccepted children (as Linux does; RFC
 //! 9293 §3.10.4 leaves them unspecified).
-//! Deviation from Linux: Linux bounds the accept queue by the backlog and
-//! the SYN queue separately (with SYN cookies past it); tcpd has no SYN
-//! cookies, so a SYN flood can fill a listener's backlog until the embryos
-//! time out (their SYN,ACK retries end them).
 
 mod control;
 mod input;
 mod options;
 mod ports;
+mod syncookie;
 mod timers;
 
 use crate::config::{SocketOptions, StackConfig};
@@ -76,6 +83,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use syncookie::SynCookies;
 use timers::TimerQueue;
 
 /// Smallest MTU every IPv4 link must carry (RFC 791 §3.2, "Total Length").
@@ -163,6 +171,10 @@ struct Listener {
     syn_queue: BTreeSet<ConnId>,
     /// Synchronized children waiting for accept(), oldest first.
     accept_queue: VecDeque<ConnId>,
+    /// When this listener last answered a SYN with a cookie: ACKs are
+    /// checked as cookies only for two cookie periods after it (Linux's
+    /// tcp_synq_no_recent_overflow), or always in `SynCookieMode::Always`.
+    cookie_sent_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -215,6 +227,7 @@ pub struct Stack {
     config: StackConfig,
     conn_config: ConnectionConfig,
     isn: IsnGenerator,
+    syncookies: SynCookies,
     rng: SmallRng,
     /// Next IPv4 identification field (RFC 791; incremented per packet).
     ip_ident: u16,
@@ -251,9 +264,11 @@ impl Stack {
             max_rto: config.max_rto,
             initial_rto: config.initial_rto,
             delayed_ack: config.delayed_ack,
+            synack_retries: config.synack_retries,
         };
         Stack {
             isn: IsnGenerator::new(config.isn_secret),
+            syncookies: SynCookies::new(config.isn_secret),
             ip_ident: rng.random(),
             next_ephemeral: rng.random(),
             rng,
@@ -328,6 +343,7 @@ impl Stack {
                     self.stats.segments_out += 1;
                     self.stats.rst_sent += 1;
                 }
+                ControlKind::SynAck => self.stats.segments_out += 1,
                 ControlKind::EchoReply => self.stats.icmp_echo_replies += 1,
             }
             return Some(len);
@@ -531,6 +547,7 @@ impl Stack {
                 backlog,
                 syn_queue: BTreeSet::new(),
                 accept_queue: VecDeque::new(),
+                cookie_sent_at: None,
             });
             entry.reported = Readiness::empty();
         }

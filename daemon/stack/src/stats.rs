@@ -64,6 +64,16 @@ pub struct Stats {
     pub failed_opens: u64,
     pub icmp_echo_replies: u64,
     pub icmp_unreachable_received: u64,
+    /// SYN,ACKs carrying a SYN cookie (Linux SyncookiesSent).
+    pub syncookies_sent: u64,
+    /// ACKs that carried a valid cookie and opened a connection (SyncookiesRecv).
+    pub syncookies_recv: u64,
+    /// ACKs to a listener in cookie mode whose cookie did not check (SyncookiesFailed).
+    pub syncookies_failed: u64,
+    /// Connections refused because a listener's accept queue was full (ListenOverflows).
+    pub listen_overflows: u64,
+    /// SYNs and cookie ACKs a listener dropped for any reason (ListenDrops).
+    pub listen_drops: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -100,6 +110,11 @@ impl Stats {
                 "icmp_unreachable_received".into(),
                 self.icmp_unreachable_received,
             ),
+            ("syncookies_sent".into(), self.syncookies_sent),
+            ("syncookies_recv".into(), self.syncookies_recv),
+            ("syncookies_failed".into(), self.syncookies_failed),
+            ("listen_overflows".into(), self.listen_overflows),
+            ("listen_drops".into(), self.listen_drops),
         ];
         for r in DropReason::ALL {
             v.push((format!("drop_{}", r.name()), self.drops(r)));

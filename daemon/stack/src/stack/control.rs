@@ -1,6 +1,7 @@
 //! Packets the stack itself originates, outside any connection: RSTs for
 //! segments that reach no connection or listener (RFC 9293 §3.10.7.1,
-//! §3.10.7.2) and ICMP echo replies (RFC 792, RFC 1122 §3.2.2.6).
+//! §3.10.7.2), SYN-cookie SYN,ACKs (RFC 4987 §3.6; no connection exists for
+//! them) and ICMP echo replies (RFC 792, RFC 1122 §3.2.2.6).
 //!
 //! They wait in a bounded FIFO until `poll_transmit`; when it is full new ones
 //! are dropped, which bounds the memory an attacker can make the stack spend
@@ -26,6 +27,13 @@ pub(crate) enum ControlPacket {
         /// `Some` makes it RST+ACK with this acknowledgement number.
         ack: Option<SeqNum>,
     },
+    /// A whole TCP segment already emitted (checksum included): a SYN
+    /// cookie's SYN,ACK.
+    SynAck {
+        local: Ipv4Addr,
+        remote: Ipv4Addr,
+        segment: Vec<u8>,
+    },
     /// An echo reply carrying the request's identifier, sequence number and data.
     EchoReply {
         local: Ipv4Addr,
@@ -40,6 +48,7 @@ pub(crate) enum ControlPacket {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ControlKind {
     Reset,
+    SynAck,
     EchoReply,
 }
 
@@ -49,6 +58,7 @@ impl ControlPacket {
         IPV4_HEADER_LEN
             + match self {
                 ControlPacket::Reset { .. } => crate::wire::tcp::HEADER_LEN,
+                ControlPacket::SynAck { segment, .. } => segment.len(),
                 ControlPacket::EchoReply { data, .. } => echo_reply(0, 0, data).buffer_len(),
             }
     }
@@ -85,6 +95,21 @@ impl ControlPacket {
                     IpProtocol::Tcp,
                     len,
                     ControlKind::Reset,
+                )
+            }
+            ControlPacket::SynAck {
+                local,
+                remote,
+                segment,
+            } => {
+                let body = &mut buf[IPV4_HEADER_LEN..IPV4_HEADER_LEN + segment.len()];
+                body.copy_from_slice(segment);
+                (
+                    *local,
+                    *remote,
+                    IpProtocol::Tcp,
+                    segment.len(),
+                    ControlKind::SynAck,
                 )
             }
             ControlPacket::EchoReply {

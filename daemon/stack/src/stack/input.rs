@@ -9,15 +9,18 @@
 
 use super::control::ControlPacket;
 use super::{
-    ConnId, DropReason, FourTuple, QueuedEvent, STATE_EVENT_LIMIT, SocketEntry, SocketKind, Stack,
-    drop_reason,
+    ConnId, DropReason, FourTuple, Listener, QueuedEvent, STATE_EVENT_LIMIT, SocketEntry,
+    SocketKind, Stack, drop_reason, syncookie,
 };
+use crate::config::SynCookieMode;
 use crate::seq::SeqNum;
 use crate::socket::{SocketHandle, StackEvent};
 use crate::tcp::TcpState;
 use crate::tcp::connection::Connection;
 use crate::time::Instant;
+use crate::wire::ipv4::HEADER_LEN as IPV4_HEADER_LEN;
 use crate::wire::{Icmpv4Repr, IpProtocol, TcpRepr};
+use crate::wire::{TcpFlags, TcpOptions};
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 impl Stack {
@@ -75,15 +78,19 @@ impl Stack {
             })
     }
 
-    /// True while the listener's SYN-RECEIVED plus unaccepted children are
-    /// under its backlog.
+    /// True while the listener can take a new child into its SYN queue:
+    /// both its accept queue and its SYN queue have room.
     fn listener_has_room(&self, listener: SocketHandle) -> bool {
         match self.sockets.get(&listener).map(|entry| &entry.kind) {
             Some(SocketKind::Listening(listen)) => {
-                listen.syn_queue.len() + listen.accept_queue.len() < listen.backlog as usize
+                !accept_queue_full(listen) && !self.syn_queue_full(listen)
             }
             _ => false,
         }
+    }
+
+    fn syn_queue_full(&self, listen: &Listener) -> bool {
+        listen.syn_queue.len() >= self.config.max_syn_backlog.max(1) as usize
     }
 
     /// Forgets a TIME-WAIT connection at once (its 4-tuple is being reopened).
@@ -117,8 +124,12 @@ impl Stack {
         if segment.flags.rst() {
             return;
         }
-        // Second check: any acknowledgment is bad; <SEQ=SEG.ACK><CTL=RST>.
+        // Second check: any acknowledgment is bad; <SEQ=SEG.ACK><CTL=RST> —
+        // unless it returns one of our SYN cookies (RFC 4987 §3.6).
         if segment.flags.ack() {
+            if !segment.flags.syn() && self.cookie_ack(now, listener, key, segment) {
+                return;
+            }
             self.queue_reset(key, segment.ack, None);
             return;
         }
@@ -128,20 +139,44 @@ impl Stack {
         if !segment.flags.syn() || segment.flags.fin() {
             return self.stats.drop_packet(DropReason::Unacceptable);
         }
-        // Third check: SYN. Backlog: SYN-RECEIVED plus not-yet-accepted
-        // children must stay under the backlog; an excess SYN is dropped
-        // without an answer so the peer retries (Linux-like: it counts
-        // ListenOverflows/ListenDrops; it has separate SYN and accept limits).
-        if !self.listener_has_room(listener) {
-            return self.stats.drop_packet(DropReason::ListenOverflow);
-        }
-        let Some(entry) = self.sockets.get(&listener) else {
+        // Third check: SYN. A full accept queue drops it unanswered so the
+        // peer retries (Linux tcp_conn_request: ListenOverflows and
+        // ListenDrops); a full SYN queue calls for a cookie (or a drop).
+        let Some(SocketEntry {
+            options,
+            kind: SocketKind::Listening(listen),
+            ..
+        }) = self.sockets.get(&listener)
+        else {
             return;
         };
-        let options = entry.options;
+        let options = *options;
+        if accept_queue_full(listen) {
+            self.stats.listen_overflows += 1;
+            self.stats.listen_drops += 1;
+            return self.stats.drop_packet(DropReason::ListenOverflow);
+        }
+        let syn_queue_full = self.syn_queue_full(listen);
+        match self.config.syncookies {
+            SynCookieMode::Always => return self.send_cookie(now, listener, key, segment),
+            SynCookieMode::Auto if syn_queue_full => {
+                return self.send_cookie(now, listener, key, segment);
+            }
+            _ if syn_queue_full => {
+                self.stats.listen_drops += 1;
+                return self.stats.drop_packet(DropReason::ListenOverflow);
+            }
+            _ => {}
+        }
         let params = self.connection_params(key, options, now);
         let conn = Connection::accept_syn(params, segment, now);
         self.stats.passive_opens += 1;
+        self.adopt_child(listener, conn, key);
+    }
+
+    /// Inserts a listener's new child (in its SYN queue until the stack
+    /// sees it synchronized) and runs the bookkeeping.
+    fn adopt_child(&mut self, listener: SocketHandle, conn: Connection, key: FourTuple) {
         let id = self.insert_connection(conn, key, None, Some(listener), true);
         if let Some(SocketEntry {
             kind: SocketKind::Listening(listen),
@@ -151,6 +186,153 @@ impl Stack {
             listen.syn_queue.insert(id);
         }
         self.after_conn_call(id, true);
+    }
+
+    /// Answers `syn` with a SYN,ACK whose ISS is a cookie, keeping no state
+    /// (RFC 4987 §3.6). The SYN,ACK is the one a child built from the SYN
+    /// would send, with the cookie as ISS and, when timestamps are on, the
+    /// option bits in the TSval (see [`syncookie`]); without timestamps it
+    /// offers MSS only, as Linux's.
+    fn send_cookie(
+        &mut self,
+        now: Instant,
+        listener: SocketHandle,
+        key: FourTuple,
+        syn: &TcpRepr<'_>,
+    ) {
+        let Some(entry) = self.sockets.get_mut(&listener) else {
+            return;
+        };
+        let options = entry.options;
+        if let SocketKind::Listening(listen) = &mut entry.kind {
+            listen.cookie_sent_at = Some(now);
+        }
+        let peer_mss = syn.options.mss.unwrap_or(syncookie::MSS_TABLE[0]);
+        let (iss, mss) = self
+            .syncookies
+            .cookie(key.local, key.remote, syn.seq, peer_mss, now);
+        let mut remembered = TcpRepr {
+            payload: &[],
+            ..*syn
+        };
+        remembered.options.mss = Some(mss);
+        let mut params = self.connection_params(key, options, now);
+        params.iss = iss;
+        if syn.options.timestamp.is_some() {
+            let bits =
+                syncookie::ts_option_bits(syn.options.window_scale, syn.options.sack_permitted);
+            let ts_now = (now.total_millis() as u32).wrapping_add(params.ts_offset);
+            let tsval = syncookie::cookie_tsval(ts_now, bits);
+            params.ts_offset = params.ts_offset.wrapping_add(tsval.wrapping_sub(ts_now));
+        } else {
+            remembered.options.window_scale = None;
+            remembered.options.sack_permitted = false;
+        }
+        let mut probe = Connection::accept_syn(params, &remembered, now);
+        let mut segment = vec![0; usize::from(self.config.mtu) - IPV4_HEADER_LEN];
+        let Some(len) = probe.poll_transmit(now, &mut segment) else {
+            return;
+        };
+        segment.truncate(len);
+        let queued = self.control.push(ControlPacket::SynAck {
+            local: *key.local.ip(),
+            remote: *key.remote.ip(),
+            segment,
+        });
+        if queued {
+            self.stats.syncookies_sent += 1;
+        } else {
+            self.stats.listen_drops += 1;
+        }
+    }
+
+    /// An ACK to a listener: if it returns a valid cookie, the connection is
+    /// rebuilt from it and joins the accept queue (RFC 4987 §3.6). True if the
+    /// ACK was consumed (a connection, or a drop because the accept queue is
+    /// full); false if it must be answered with RST (not a cookie).
+    fn cookie_ack(
+        &mut self,
+        now: Instant,
+        listener: SocketHandle,
+        key: FourTuple,
+        ack: &TcpRepr<'_>,
+    ) -> bool {
+        let Some(SocketEntry {
+            options,
+            kind: SocketKind::Listening(listen),
+            ..
+        }) = self.sockets.get(&listener)
+        else {
+            return false;
+        };
+        let options = *options;
+        let recent = listen
+            .cookie_sent_at
+            .is_some_and(|at| now.saturating_duration_since(at) < syncookie::VALIDITY);
+        let checked = match self.config.syncookies {
+            SynCookieMode::Always => true,
+            SynCookieMode::Auto => recent,
+            SynCookieMode::Never => false,
+        };
+        if !checked {
+            return false;
+        }
+        let client_isn = ack.seq - 1;
+        let cookie = ack.ack - 1;
+        let decoded = self
+            .syncookies
+            .check(key.local, key.remote, client_isn, cookie, now)
+            .map(|mss| match ack.options.timestamp {
+                None => (mss, None, false, None),
+                Some((tsval, tsecr)) => {
+                    let (window_scale, sack) = syncookie::decode_ts_option_bits(tsecr);
+                    (mss, window_scale, sack, Some((tsval, 0)))
+                }
+            });
+        let Some((mss, window_scale, sack_permitted, timestamp)) = decoded else {
+            self.stats.syncookies_failed += 1;
+            return false;
+        };
+        if accept_queue_full(listen) {
+            self.stats.listen_overflows += 1;
+            self.stats.listen_drops += 1;
+            self.stats.drop_packet(DropReason::ListenOverflow);
+            return true;
+        }
+        // The SYN the cookie stands for, and the SYN,ACK we sent for it.
+        let syn = TcpRepr {
+            src_port: ack.src_port,
+            dst_port: ack.dst_port,
+            seq: client_isn,
+            ack: SeqNum(0),
+            flags: TcpFlags::SYN,
+            window: ack.window,
+            urgent: 0,
+            options: TcpOptions {
+                mss: Some(mss),
+                window_scale,
+                sack_permitted,
+                timestamp,
+                ..TcpOptions::default()
+            },
+            payload: &[],
+        };
+        let mut params = self.connection_params(key, options, now);
+        params.iss = cookie;
+        let mut conn = Connection::accept_syn(params, &syn, now);
+        let mut sent = vec![0; usize::from(self.config.mtu) - IPV4_HEADER_LEN];
+        let _ = conn.poll_transmit(now, &mut sent);
+        conn.handle_segment(now, ack);
+        if !conn.state().is_synchronized() {
+            // The ACK was unacceptable after all (it cannot be, for a valid
+            // cookie); forget it as a failed cookie.
+            self.stats.syncookies_failed += 1;
+            return true;
+        }
+        self.stats.syncookies_recv += 1;
+        self.stats.passive_opens += 1;
+        self.adopt_child(listener, conn, key);
+        true
     }
 
     /// A segment for no connection and no listener: the CLOSED state of RFC
@@ -234,4 +416,9 @@ impl Stack {
             Icmpv4Repr::EchoReply { .. } => self.stats.drop_packet(DropReason::Unsupported),
         }
     }
+}
+
+/// The accept queue is at the backlog: no new child may join it.
+fn accept_queue_full(listen: &Listener) -> bool {
+    listen.accept_queue.len() >= listen.backlog as usize
 }

@@ -93,6 +93,9 @@ pub struct ConnectionConfig {
     pub max_rto: Duration,
     pub initial_rto: Duration,
     pub delayed_ack: Duration,
+    /// SYN,ACK retransmissions of a passive open (Linux tcp_synack_retries);
+    /// an active open's SYN uses the socket's TCP_SYNCNT instead.
+    pub synack_retries: u32,
 }
 
 /// What a new connection starts from.

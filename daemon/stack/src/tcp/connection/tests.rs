@@ -22,6 +22,7 @@ fn config() -> ConnectionConfig {
         max_rto: Duration::from_secs(120),
         initial_rto: Duration::from_secs(1),
         delayed_ack: Duration::from_millis(40),
+        synack_retries: 5,
     }
 }
 

@@ -82,8 +82,14 @@ impl Connection {
         match self.state {
             TcpState::SynSent | TcpState::SynReceived if self.snd_una == self.iss => {
                 // The SYN (or SYN,ACK) went unanswered: resend it with the
-                // backed-off RTO, up to syn_retries times (Linux TCP_SYNCNT).
-                if self.retries >= self.options.syn_retries {
+                // backed-off RTO, up to syn_retries times (Linux TCP_SYNCNT),
+                // or synack_retries for a passive open (tcp_synack_retries).
+                let limit = if self.active_open {
+                    self.options.syn_retries
+                } else {
+                    self.config.synack_retries
+                };
+                if self.retries >= limit {
                     self.enter_closed(Some(ConnError::TimedOut));
                     return;
                 }
