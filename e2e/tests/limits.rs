@@ -3,7 +3,10 @@
 //! - a SYN flood with spoofed sources (crafted on a raw socket inside the
 //!   namespace, bounded in count and time) while the kernel connects for
 //!   real: SYN cookies keep the listener open, and the SYN queue drains
-//!   after the SYN,ACK retries.
+//!   after the SYN,ACK retries;
+//! - orphans (sockets closed with data the kernel never reads): their cap,
+//!   the reset of the oldest, the give-up after `--orphan-retries`, and the
+//!   daemon's memory meanwhile.
 //!
 //! Without root these tests print why and pass as skipped (they fail under
 //! `CI=true`).
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, sendto, socket,
 };
-use tcpd_e2e::{Daemon, Netns, TCPD_ADDR, require_privileges};
+use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TCPD_ADDR, require_privileges};
 use tcpd_proto::v1;
 use tcpd_proto::v1::admin_client::AdminClient;
 use tcpd_stack::SeqNum;
@@ -313,4 +316,110 @@ fn syn_flood_leaves_the_listener_open() {
     env.ns
         .within(move || legit_connect(target))
         .expect("connect after the flood");
+}
+
+/// The daemon's resident memory in KiB (VmRSS).
+fn rss_kib(daemon: &Daemon) -> u64 {
+    let pid = daemon.pid().expect("daemon pid");
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 16: 300 sockets closed with data their peer never reads sat in
+/// FIN-WAIT-1 holding 87 MB for good. Now at most `--max-orphans` stay (the
+/// oldest are reset, counted), and those left are dropped after
+/// `--orphan-retries` zero-window probes; the daemon's memory stays bounded.
+#[test]
+fn orphans_of_a_peer_that_never_reads_are_capped_and_expire() {
+    let Some(env) = setup("orphans", &["--max-orphans", "8", "--orphan-retries", "3"]) else {
+        return;
+    };
+    let port = 7070;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // The kernel peer: accepts, never reads, keeps every connection open.
+    let peer = {
+        let stop = stop.clone();
+        env.ns.spawn(move || {
+            let listener = std::net::TcpListener::bind(SocketAddrV4::new(HOST_ADDR, port))
+                .expect("kernel listen");
+            listener.set_nonblocking(true).expect("nonblocking");
+            ready_tx.send(()).expect("ready");
+            let mut held = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            held.len()
+        })
+    };
+    ready_rx.recv().expect("kernel listener");
+    let rt = runtime();
+    let mut admin = rt.block_on(admin(&env.daemon));
+    let rss_before = rss_kib(&env.daemon);
+    let orphans = 40;
+    let queued = rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let chunk = vec![0x5a; 64 * 1024];
+        let mut queued = 0;
+        for _ in 0..orphans {
+            let socket = client.socket().await.expect("socket");
+            socket
+                .connect(SocketAddrV4::new(HOST_ADDR, port), false)
+                .await
+                .expect("connect");
+            // Fill what the peer's window and our send buffer take, then close.
+            while let Ok(n) = socket.write(&chunk, true).await {
+                queued += n;
+            }
+            socket.close().await.expect("close");
+        }
+        queued
+    });
+    let after_close = rt.block_on(stats(&mut admin));
+    let fin_wait_1 = counter(&after_close.states, "FIN-WAIT-1");
+    let resets = counter(&after_close.counters, "orphan_resets");
+    let rss_full = rss_kib(&env.daemon);
+    eprintln!(
+        "orphans: {orphans} sockets closed holding {queued} bytes in all; {fin_wait_1} left in \
+         FIN-WAIT-1, {resets} reset; daemon RSS {rss_before} KiB before, {rss_full} KiB after"
+    );
+    assert!(fin_wait_1 <= 8, "{fin_wait_1} orphans kept, cap 8");
+    assert_eq!(resets, orphans - 8, "every orphan past the cap was reset");
+    // 8 orphans × (256 KiB send buffer) plus the daemon's own: far below
+    // the 40 × 320 KiB the orphans queued.
+    assert!(
+        rss_full < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} to {rss_full} KiB"
+    );
+
+    // The peer keeps answering zero-window probes; 3 probes (RTO × 1, 2, 4)
+    // end the orphans.
+    let gone = rt.block_on(async {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let reply = stats(&mut admin).await;
+            if counter(&reply.states, "FIN-WAIT-1") == 0 {
+                return Some((start.elapsed(), reply));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    });
+    let (took, reply) = gone.expect("orphans dropped within 30 s");
+    eprintln!(
+        "orphans dropped {took:?} after the cap; orphan_timeouts {}",
+        counter(&reply.counters, "orphan_timeouts")
+    );
+    assert_eq!(counter(&reply.counters, "orphan_timeouts"), fin_wait_1);
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(peer.join().expect("peer"), orphans as usize);
 }

@@ -28,6 +28,18 @@ pub struct LimitFlags {
     /// SYN,ACK retransmissions before a half-open connection is dropped [default: 5].
     #[arg(long, value_name = "N")]
     pub synack_retries: Option<u32>,
+    /// Most orphaned connections (closed, still delivering data); the oldest is reset past it [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_orphans: Option<u32>,
+    /// Most bytes all orphaned connections may hold; the oldest is reset past it [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_orphan_memory: Option<u64>,
+    /// Retransmissions or zero-window probes before an orphan is dropped [default: 8].
+    #[arg(long, value_name = "N")]
+    pub orphan_retries: Option<u32>,
+    /// FIN-WAIT-2 timeout of a closed socket, in ms [default: twice --msl-ms, 60000].
+    #[arg(long, value_name = "MS")]
+    pub fin_timeout_ms: Option<u64>,
 }
 
 /// A `[limits]` or flag value out of range.
@@ -50,22 +62,38 @@ pub struct Limits {
     pub syncookies: SynCookieMode,
     pub max_syn_backlog: u32,
     pub synack_retries: u32,
+    pub max_orphans: u32,
+    pub max_orphan_memory: usize,
+    pub orphan_retries: u32,
+    /// `None`: twice the MSL.
+    pub fin_timeout: Option<Duration>,
 }
 
 /// Linux's limits for the same knobs: tcp_max_syn_backlog is at least 128;
 /// tcp_synack_retries at most 255 (it is a u8 there).
 const MAX_SYNACK_RETRIES: u32 = 255;
 const MAX_SYN_BACKLOG: u32 = 1 << 20;
+/// Orphan limits: Linux's tcp_orphan_retries is a u8 too; a FIN-WAIT-2
+/// timeout above Linux's cap (MAX_TCP_KEEPIDLE s) or an orphan memory above
+/// 64 GiB makes no sense.
+const MAX_ORPHAN_RETRIES: u32 = 255;
+const MAX_ORPHANS: u32 = 1 << 24;
+const MAX_ORPHAN_MEMORY: u64 = 64 << 30;
+const MAX_FIN_TIMEOUT_MS: u64 = 32_767_000;
 
 fn in_range(name: &'static str, value: u32, min: u32, max: u32) -> Result<u32, LimitError> {
+    in_range_u64(name, value.into(), min.into(), max.into()).map(|v| v as u32)
+}
+
+fn in_range_u64(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, LimitError> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
         Err(LimitError::Range {
             name,
-            value: value.into(),
-            min: min.into(),
-            max: max.into(),
+            value,
+            min,
+            max,
         })
     }
 }
@@ -97,10 +125,44 @@ impl Limits {
             1,
             MAX_SYNACK_RETRIES,
         )?;
+        let max_orphans = in_range(
+            "max-orphans",
+            cli.max_orphans
+                .or(file.max_orphans)
+                .unwrap_or(defaults.max_orphans),
+            0,
+            MAX_ORPHANS,
+        )?;
+        let max_orphan_memory = in_range_u64(
+            "max-orphan-memory",
+            cli.max_orphan_memory
+                .or(file.max_orphan_memory)
+                .unwrap_or(defaults.max_orphan_memory as u64),
+            0,
+            MAX_ORPHAN_MEMORY,
+        )?;
+        let orphan_retries = in_range(
+            "orphan-retries",
+            cli.orphan_retries
+                .or(file.orphan_retries)
+                .unwrap_or(defaults.orphan_retries),
+            1,
+            MAX_ORPHAN_RETRIES,
+        )?;
+        let fin_timeout = cli
+            .fin_timeout_ms
+            .or(file.fin_timeout_ms)
+            .map(|ms| in_range_u64("fin-timeout-ms", ms, 1, MAX_FIN_TIMEOUT_MS))
+            .transpose()?
+            .map(Duration::from_millis);
         Ok(Limits {
             syncookies,
             max_syn_backlog,
             synack_retries,
+            max_orphans,
+            max_orphan_memory: usize::try_from(max_orphan_memory).unwrap_or(usize::MAX),
+            orphan_retries,
+            fin_timeout,
         })
     }
 
@@ -109,6 +171,10 @@ impl Limits {
         config.syncookies = self.syncookies;
         config.max_syn_backlog = self.max_syn_backlog;
         config.synack_retries = self.synack_retries;
+        config.max_orphans = self.max_orphans;
+        config.max_orphan_memory = self.max_orphan_memory;
+        config.orphan_retries = self.orphan_retries;
+        config.fin_timeout = self.fin_timeout;
     }
 }
 
@@ -120,7 +186,7 @@ struct Watched {
 }
 
 /// Stack limits whose first bite (and later ones, at most once a minute) is logged.
-const WATCHED: [Watched; 3] = [
+const WATCHED: [Watched; 5] = [
     Watched {
         counter: |s| s.syncookies_sent,
         name: "max-syn-backlog",
@@ -135,6 +201,16 @@ const WATCHED: [Watched; 3] = [
         counter: |s| s.syncookies_failed,
         name: "syncookies",
         message: "ACKs with invalid SYN cookies (forged, or older than two minutes) were reset",
+    },
+    Watched {
+        counter: |s| s.orphan_resets,
+        name: "max-orphans / max-orphan-memory",
+        message: "too many orphaned connections (closed, still holding data): the oldest were reset",
+    },
+    Watched {
+        counter: |s| s.orphan_timeouts,
+        name: "orphan-retries / fin-timeout",
+        message: "orphaned connections whose peer stopped answering or reading were dropped",
     },
 ];
 
@@ -180,6 +256,10 @@ mod tests {
         assert_eq!(l.syncookies, SynCookieMode::Auto);
         assert_eq!(l.max_syn_backlog, 2048);
         assert_eq!(l.synack_retries, 5);
+        assert_eq!(l.max_orphans, 4096);
+        assert_eq!(l.max_orphan_memory, 64 << 20);
+        assert_eq!(l.orphan_retries, 8);
+        assert_eq!(l.fin_timeout, None);
     }
 
     #[test]

@@ -145,6 +145,18 @@ pub struct StackConfig {
     /// SYN,ACK retransmissions before an embryonic connection is dropped
     /// (Linux `tcp_synack_retries` = 5: 1+2+4+8+16+32 = 63 s with a 1 s initial RTO).
     pub synack_retries: u32,
+    /// Most orphans (connections closed by their user, still delivering
+    /// data or FIN); past it the oldest is reset (Linux `tcp_max_orphans`).
+    pub max_orphans: u32,
+    /// Most bytes all orphans together may hold in their buffers; past it
+    /// the oldest is reset (Linux bounds them by `tcp_mem` pressure).
+    pub max_orphan_memory: usize,
+    /// Retransmissions or zero-window probes before an orphan is dropped
+    /// (Linux `tcp_orphan_retries`, whose default 0 means 8).
+    pub orphan_retries: u32,
+    /// FIN-WAIT-2 timeout of a closed socket (Linux `tcp_fin_timeout`);
+    /// `None` is 2×MSL, i.e. Linux's 60 s with the default MSL.
+    pub fin_timeout: Option<Duration>,
     /// Data retransmissions before a connection fails with ETIMEDOUT
     /// (Linux tcp_retries2 = 15, RFC 1122 §4.2.3.5 R2).
     pub max_retries: u32,
@@ -174,6 +186,10 @@ impl StackConfig {
             max_syn_backlog: 2048,
             syncookies: SynCookieMode::Auto,
             synack_retries: 5,
+            max_orphans: 4096,
+            max_orphan_memory: 64 * 1024 * 1024,
+            orphan_retries: 8,
+            fin_timeout: None,
             max_retries: 15,
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(120),
@@ -204,6 +220,7 @@ mod tests {
         assert_eq!(config.synack_retries, 5);
         assert_eq!(config.max_syn_backlog, 2048);
         assert_eq!(config.syncookies, SynCookieMode::Auto);
+        assert_eq!(config.orphan_retries, 8);
         assert_eq!(config.mtu, 1500);
         let options = config.socket_defaults;
         assert_eq!(options.congestion, CongestionAlgorithm::Cubic);

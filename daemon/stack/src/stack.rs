@@ -53,6 +53,14 @@
 //!
 //! Closing a listener resets its unaccepted children (as Linux does; RFC
 //! 9293 §3.10.4 leaves them unspecified).
+//!
+//! Orphans: a connection whose user closed it while data or the FIN are
+//! still on their way (FIN-WAIT-1/2, CLOSING, LAST-ACK) is an orphan. The
+//! stack keeps them in the order they were orphaned (`orphans`) with the
+//! bytes they hold (`orphan_bytes`); past `max_orphans` or
+//! `max_orphan_memory` the oldest is reset (Linux tcp_out_of_resources).
+//! The connection itself gives up after `orphan_retries` retransmissions or
+//! zero-window probes, and after `fin_timeout` in FIN-WAIT-2.
 
 mod control;
 mod input;
@@ -81,7 +89,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use syncookie::SynCookies;
 use timers::TimerQueue;
@@ -159,6 +167,16 @@ struct ConnEntry {
     /// Retransmissions already added to the stack counter (synced after each
     /// segment it emits, the only time the count changes).
     retransmits_seen: u64,
+    /// While an orphan: its place in the orphan order and the bytes it was
+    /// last counted for in `Stack::orphan_bytes`.
+    orphan: Option<OrphanMark>,
+}
+
+/// An orphan's bookkeeping (see "Orphans" in the module docs).
+#[derive(Clone, Copy, Debug)]
+struct OrphanMark {
+    order: u64,
+    bytes: usize,
 }
 
 /// A listening socket's queues (RFC 9293 §3.10.7.2; queue sizing is Linux-like).
@@ -247,6 +265,11 @@ pub struct Stack {
     events: VecDeque<QueuedEvent>,
     state_events_queued: usize,
     state_scratch: Vec<(TcpState, TcpState)>,
+    /// Orphans, oldest (first orphaned) first.
+    orphans: BTreeMap<u64, ConnId>,
+    next_orphan: u64,
+    /// Bytes all orphans hold (sum of their `OrphanMark::bytes`).
+    orphan_bytes: usize,
     stats: Stats,
 }
 
@@ -265,6 +288,8 @@ impl Stack {
             initial_rto: config.initial_rto,
             delayed_ack: config.delayed_ack,
             synack_retries: config.synack_retries,
+            orphan_retries: config.orphan_retries,
+            fin_timeout: config.fin_timeout.unwrap_or(config.msl * 2),
         };
         Stack {
             isn: IsnGenerator::new(config.isn_secret),
@@ -287,6 +312,9 @@ impl Stack {
             events: VecDeque::new(),
             state_events_queued: 0,
             state_scratch: Vec::new(),
+            orphans: BTreeMap::new(),
+            next_orphan: 0,
+            orphan_bytes: 0,
             stats: Stats::default(),
         }
     }
@@ -757,6 +785,7 @@ impl Stack {
                     entry.conn.close(now);
                 }
                 self.after_conn_call(id, true);
+                self.adopt_orphan(now, id);
             }
         }
         Ok(())
@@ -974,6 +1003,7 @@ impl Stack {
                 timer: None,
                 in_ready: false,
                 retransmits_seen: 0,
+                orphan: None,
             },
         );
         id
@@ -1039,6 +1069,7 @@ impl Stack {
         if let Some(listener) = parent {
             self.update_child(listener, id, state, finished);
         }
+        self.account_orphan(id);
         if finished {
             self.unlink(id);
             if handle.is_none() {
@@ -1081,6 +1112,65 @@ impl Stack {
         }
         if accept_queue_changed {
             self.note_readiness(listener);
+        }
+    }
+
+    /// Counts connection `id` as an orphan if closing it left one, then
+    /// enforces the orphan limits: while there are more than `max_orphans`
+    /// or they hold more than `max_orphan_memory` bytes, the oldest orphan is
+    /// reset (RST, counted as `orphan_resets`), as Linux's
+    /// tcp_out_of_resources resets orphans past `tcp_max_orphans`.
+    fn adopt_orphan(&mut self, now: Instant, id: ConnId) {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if entry.orphan.is_some() || !entry.conn.is_orphan() {
+            return;
+        }
+        let order = self.next_orphan;
+        self.next_orphan += 1;
+        let bytes = entry.conn.buffered_bytes();
+        entry.orphan = Some(OrphanMark { order, bytes });
+        self.orphans.insert(order, id);
+        self.orphan_bytes += bytes;
+        while self.orphans.len() > self.config.max_orphans as usize
+            || self.orphan_bytes > self.config.max_orphan_memory
+        {
+            let Some((_, oldest)) = self.orphans.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.conns.get_mut(&oldest) {
+                if let Some(mark) = entry.orphan.take() {
+                    self.orphan_bytes -= mark.bytes;
+                }
+                entry.conn.abort(now, ConnError::Aborted);
+            }
+            self.stats.orphan_resets += 1;
+            self.after_conn_call(oldest, true);
+        }
+    }
+
+    /// Keeps an orphan's byte count current, and forgets it once it is no
+    /// longer an orphan (TIME-WAIT or CLOSED); one that ended by a timeout
+    /// (retries, probes, FIN-WAIT-2) is counted as `orphan_timeouts`.
+    fn account_orphan(&mut self, id: ConnId) {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(mark) = entry.orphan.as_mut() else {
+            return;
+        };
+        self.orphan_bytes -= mark.bytes;
+        if entry.conn.is_orphan() {
+            mark.bytes = entry.conn.buffered_bytes();
+            self.orphan_bytes += mark.bytes;
+            return;
+        }
+        let order = mark.order;
+        entry.orphan = None;
+        self.orphans.remove(&order);
+        if entry.conn.peek_error() == Some(ConnError::TimedOut) {
+            self.stats.orphan_timeouts += 1;
         }
     }
 

@@ -74,6 +74,12 @@ pub struct Stats {
     pub listen_overflows: u64,
     /// SYNs and cookie ACKs a listener dropped for any reason (ListenDrops).
     pub listen_drops: u64,
+    /// Orphans reset because there were too many, or they held too much
+    /// memory (Linux TCPAbortOnMemory).
+    pub orphan_resets: u64,
+    /// Orphans dropped after `orphan_retries` or the FIN-WAIT-2 timeout
+    /// (Linux TCPAbortOnTimeout, for orphans).
+    pub orphan_timeouts: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -115,6 +121,8 @@ impl Stats {
             ("syncookies_failed".into(), self.syncookies_failed),
             ("listen_overflows".into(), self.listen_overflows),
             ("listen_drops".into(), self.listen_drops),
+            ("orphan_resets".into(), self.orphan_resets),
+            ("orphan_timeouts".into(), self.orphan_timeouts),
         ];
         for r in DropReason::ALL {
             v.push((format!("drop_{}", r.name()), self.drops(r)));

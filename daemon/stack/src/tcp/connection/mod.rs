@@ -96,6 +96,13 @@ pub struct ConnectionConfig {
     /// SYN,ACK retransmissions of a passive open (Linux tcp_synack_retries);
     /// an active open's SYN uses the socket's TCP_SYNCNT instead.
     pub synack_retries: u32,
+    /// Retransmissions (and zero-window probes) of an orphan — a
+    /// connection closed by its user with data or FIN still unacknowledged —
+    /// before it is dropped (Linux tcp_orphan_retries; its 0 means 8).
+    pub orphan_retries: u32,
+    /// How long a closed socket waits in FIN-WAIT-2 for the peer's FIN
+    /// (Linux tcp_fin_timeout).
+    pub fin_timeout: Duration,
 }
 
 /// What a new connection starts from.
@@ -797,6 +804,24 @@ impl Connection {
 
     pub fn state(&self) -> TcpState {
         self.state
+    }
+
+    /// An orphan: closed by its user (no handle left) but still alive on
+    /// the wire, holding data or a FIN to deliver (FIN-WAIT-1/2, CLOSING,
+    /// LAST-ACK). TIME-WAIT and CLOSED connections are not orphans.
+    pub fn is_orphan(&self) -> bool {
+        self.user_closed && !matches!(self.state, TcpState::Closed | TcpState::TimeWait)
+    }
+
+    /// Bytes the connection holds in its buffers (queued to send or
+    /// received and unread), for memory accounting.
+    pub fn buffered_bytes(&self) -> usize {
+        self.send_buf.len() + self.recv_buf.readable()
+    }
+
+    /// The pending error, without clearing it (see [`Connection::take_error`]).
+    pub fn peek_error(&self) -> Option<ConnError> {
+        self.pending_error
     }
 
     /// True once CLOSED with nothing left to send: the stack may forget it.

@@ -23,6 +23,8 @@ fn config() -> ConnectionConfig {
         initial_rto: Duration::from_secs(1),
         delayed_ack: Duration::from_millis(40),
         synack_retries: 5,
+        orphan_retries: 8,
+        fin_timeout: MSL * 2,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The connection's timers: retransmission (RFC 6298 §5), persist (RFC 9293
 //! §3.8.6.1), delayed ACK (RFC 9293 §3.8.6.3), keepalive (RFC 1122
 //! §4.2.3.6), TIME-WAIT (RFC 9293 §3.3.2: 2×MSL) and the FIN-WAIT-2 timeout
-//! of a closed socket. Each is an `Option<Instant>` deadline (the delayed
+//! of a closed socket. Orphans (closed by their user) give up after
+//! `orphan_retries` retransmissions or zero-window probes (Linux). Each is an `Option<Instant>` deadline (the delayed
 //! ACK lives in `AckDue::By`); `poll_timeout` is their minimum.
 
 use super::{AckDue, Connection, ProbeDue};
@@ -35,10 +36,15 @@ impl Connection {
             && now >= t
         {
             self.close_deadline = None;
-            if matches!(self.state, TcpState::TimeWait | TcpState::FinWait2) {
-                // 2×MSL elapsed (RFC 9293 §3.10.8), or the peer never sent
-                // its FIN to a closed socket (Linux tcp_fin_timeout).
+            if self.state == TcpState::TimeWait {
+                // 2×MSL elapsed (RFC 9293 §3.10.8).
                 self.enter_closed(None);
+                return;
+            }
+            if self.state == TcpState::FinWait2 {
+                // The peer never sent its FIN to a closed socket (Linux
+                // tcp_fin_timeout); counted by the stack as an orphan timeout.
+                self.enter_closed(Some(ConnError::TimedOut));
                 return;
             }
         }
@@ -112,7 +118,13 @@ impl Connection {
                     .options
                     .user_timeout
                     .is_some_and(|uto| now - self.last_progress >= uto);
-                if user_timeout_expired || self.retries >= self.config.max_retries {
+                // An orphan gives up sooner (Linux tcp_orphan_retries).
+                let max_retries = if self.user_closed {
+                    self.config.orphan_retries.min(self.config.max_retries)
+                } else {
+                    self.config.max_retries
+                };
+                if user_timeout_expired || self.retries >= max_retries {
                     // RFC 1122 §4.2.3.5 R2 / RFC 5482: give up.
                     self.enter_closed(Some(ConnError::TimedOut));
                     return;
@@ -159,7 +171,12 @@ impl Connection {
             return;
         }
         self.persist_probes += 1;
-        if self.persist_probes > self.config.max_retries {
+        // An orphan whose peer keeps its window shut (answering every probe)
+        // is dropped after orphan_retries probes in a row: nobody will read
+        // what it holds (Linux tcp_probe_timer, for orphans).
+        let orphan_gives_up =
+            self.user_closed && self.persist_backoff >= self.config.orphan_retries;
+        if self.persist_probes > self.config.max_retries || orphan_gives_up {
             // Nobody answers our probes (Linux tcp_probe_timer gives up after
             // tcp_retries2 unanswered probes).
             self.enter_closed(Some(ConnError::TimedOut));
@@ -221,9 +238,9 @@ impl Connection {
         self.probe_due = ProbeDue::No;
     }
 
-    /// How long a closed socket waits in FIN-WAIT-2 for the peer's FIN:
-    /// 2×MSL, i.e. Linux's tcp_fin_timeout (60 s) with the default MSL.
+    /// How long a closed socket waits in FIN-WAIT-2 for the peer's FIN
+    /// (Linux tcp_fin_timeout, 60 s by default).
     pub(super) fn fin_wait_2_timeout(&self) -> Duration {
-        self.config.msl * 2
+        self.config.fin_timeout
     }
 }
