@@ -6,7 +6,10 @@
 //!   after the SYN,ACK retries;
 //! - orphans (sockets closed with data the kernel never reads): their cap,
 //!   the reset of the oldest, the give-up after `--orphan-retries`, and the
-//!   daemon's memory meanwhile.
+//!   daemon's memory meanwhile;
+//! - API connection limits: per uid, in total, the HTTP/2 handshake
+//!   timeout, and root's reserved slots (non-root clients are child
+//!   processes with another uid and the socket's group).
 //!
 //! Without root these tests print why and pass as skipped (they fail under
 //! `CI=true`).
@@ -14,6 +17,8 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -422,4 +427,180 @@ fn orphans_of_a_peer_that_never_reads_are_capped_and_expire() {
     assert_eq!(counter(&reply.counters, "orphan_timeouts"), fin_wait_1);
     stop.store(true, Ordering::SeqCst);
     assert_eq!(peer.join().expect("peer"), orphans as usize);
+}
+
+/// A non-root client process (`uid`, group nogroup, the socket's group)
+/// that opens `count` connections to the API socket, with the HTTP/2
+/// client preface and an empty SETTINGS frame when `preface`, waits
+/// `settle_ms`, and prints how many are still open (`open=N tried=M`);
+/// then holds them until its stdin closes.
+struct RawClients {
+    child: std::process::Child,
+    open: usize,
+    tried: usize,
+}
+
+const RAW_CLIENTS: &str = r#"
+import socket, sys, time
+path, count, preface, settle = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4])
+held = []
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        break
+    held.append(s)
+    if preface:
+        try:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        except OSError:
+            pass  # refused: the daemon closed it already
+time.sleep(settle)
+still = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        while s.recv(65536) != b"":
+            pass
+    except BlockingIOError:
+        still += 1
+    except OSError:
+        pass
+print(f"open={still} tried={len(held)}", flush=True)
+sys.stdin.read()
+"#;
+
+impl RawClients {
+    fn open(daemon: &Daemon, uid: u32, count: usize, preface: bool, settle_ms: u64) -> RawClients {
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-c", RAW_CLIENTS])
+            .arg(daemon.socket())
+            .arg(count.to_string())
+            .arg(if preface { "1" } else { "0" })
+            .arg(format!("{}", settle_ms as f64 / 1000.0))
+            .uid(uid)
+            .gid(65534)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 client");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("client report");
+        let field = |name: &str| -> usize {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("bad client report {line:?}"))
+        };
+        RawClients {
+            open: field("open="),
+            tried: field("tried="),
+            child,
+        }
+    }
+}
+
+impl Drop for RawClients {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_fds(daemon: &Daemon) -> usize {
+    let pid = daemon.pid().expect("pid");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// `tcpctl status` as root: the reserved slot lets the operator in.
+fn tcpctl_status_answers(daemon: &Daemon) -> bool {
+    Command::new(tcpd_e2e::bin_path("tcpctl"))
+        .arg("status")
+        .env("TCPD_SOCKET", daemon.socket())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Issue 16: ~20 000 idle connections from one group member exhausted the
+/// daemon's file descriptors and `tcpctl status` timed out. Now a uid holds
+/// at most --max-clients-per-uid, everybody at most --max-clients, silent
+/// connections go after the handshake timeout, and root still gets in.
+#[test]
+fn api_connection_limits_keep_a_slot_for_the_operator() {
+    let Some(env) = setup(
+        "api-limits",
+        &[
+            "--socket-group",
+            "nogroup",
+            "--max-clients",
+            "30",
+            "--max-clients-per-uid",
+            "20",
+            "--handshake-timeout-ms",
+            "1000",
+        ],
+    ) else {
+        return;
+    };
+    let rt = runtime();
+    let api = |admin: &mut AdminClient<Channel>, name: &str| {
+        let reply = rt.block_on(stats(admin));
+        counter(&reply.counters, name)
+    };
+    let mut admin = rt.block_on(admin(&env.daemon));
+
+    // Silent connections (no HTTP/2 preface) are dropped after 1 s.
+    let silent = RawClients::open(&env.daemon, 34567, 5, false, 2500);
+    assert_eq!(
+        (silent.open, silent.tried),
+        (0, 5),
+        "silent connections dropped"
+    );
+    assert_eq!(api(&mut admin, "api_handshake_timeouts"), 5);
+    drop(silent);
+
+    // One uid gets 20 of 25; a second uid the 10 left of the 30.
+    let first = RawClients::open(&env.daemon, 65534, 25, true, 500);
+    assert_eq!((first.open, first.tried), (20, 25), "per-uid limit");
+    let second = RawClients::open(&env.daemon, 23456, 25, true, 500);
+    assert_eq!((second.open, second.tried), (10, 25), "total limit");
+    assert_eq!(api(&mut admin, "api_refused_per_uid"), 5);
+    assert_eq!(api(&mut admin, "api_refused_total"), 15);
+    // The limits are full, yet root's tcpctl still answers.
+    assert!(tcpctl_status_answers(&env.daemon), "tcpctl status as root");
+
+    // The issue's attack: ~20 000 connections from one more uid. All refused;
+    // the daemon's descriptors stay bounded and tcpctl still answers.
+    let flood = RawClients::open(&env.daemon, 45678, 19_000, true, 1000);
+    let fds = open_fds(&env.daemon);
+    let answers = tcpctl_status_answers(&env.daemon);
+    eprintln!(
+        "API connection flood: {} tried, {} open; daemon fds {fds}; tcpctl status {}; \
+         refused per uid {} total {}",
+        flood.tried,
+        flood.open,
+        if answers { "answers" } else { "FAILS" },
+        api(&mut admin, "api_refused_per_uid"),
+        api(&mut admin, "api_refused_total"),
+    );
+    assert_eq!(flood.open, 0);
+    assert!(
+        flood.tried >= 10_000,
+        "the flood opened {} connections",
+        flood.tried
+    );
+    assert!(fds < 30 + 16 + 64, "daemon holds {fds} descriptors");
+    assert!(answers, "tcpctl status during the flood");
+    assert_eq!(
+        api(&mut admin, "api_clients"),
+        31,
+        "30 clients and this admin session"
+    );
+    drop((first, second, flood));
 }

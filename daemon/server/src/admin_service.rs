@@ -1,12 +1,14 @@
 //! The `tcpd.v1.Admin` service: connection listing, counters, the state
 //! change feed, administrative aborts (root only) and daemon status.
 
+use crate::admission::Admission;
 use crate::convert;
 use crate::driver::DriverHandle;
 use crate::errno::Errno;
 use crate::socket_service::session_of;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
+use std::sync::Arc;
 use tcpd_proto::errno::EPERM;
 use tcpd_proto::v1;
 use tcpd_proto::v1::admin_server::Admin;
@@ -32,11 +34,16 @@ pub struct DaemonInfo {
 pub struct AdminService {
     driver: DriverHandle,
     info: DaemonInfo,
+    admission: Arc<Admission>,
 }
 
 impl AdminService {
-    pub fn new(driver: DriverHandle, info: DaemonInfo) -> Self {
-        AdminService { driver, info }
+    pub fn new(driver: DriverHandle, info: DaemonInfo, admission: Arc<Admission>) -> Self {
+        AdminService {
+            driver,
+            info,
+            admission,
+        }
     }
 }
 
@@ -100,7 +107,8 @@ impl Admin for AdminService {
         &self,
         _request: Request<v1::StatsRequest>,
     ) -> Result<Response<v1::StatsReply>, Status> {
-        let snapshot = self.driver.call(|c| c.stats()).await?;
+        let mut snapshot = self.driver.call(|c| c.stats()).await?;
+        snapshot.counters.extend(self.admission.named_counters());
         Ok(Response::new(v1::StatsReply {
             counters: counters(snapshot.counters),
             states: counters(snapshot.per_state),

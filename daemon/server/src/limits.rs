@@ -40,6 +40,18 @@ pub struct LimitFlags {
     /// FIN-WAIT-2 timeout of a closed socket, in ms [default: twice --msl-ms, 60000].
     #[arg(long, value_name = "MS")]
     pub fin_timeout_ms: Option<u64>,
+    /// API client connections all unprivileged users together may hold [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<u32>,
+    /// API client connections one unprivileged uid may hold [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_clients_per_uid: Option<u32>,
+    /// Time a new API connection has to send the HTTP/2 preface, in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// HTTP/2 keepalive: ping an API connection silent for this long, in ms; 0 disables [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub keepalive_ms: Option<u64>,
 }
 
 /// A `[limits]` or flag value out of range.
@@ -67,6 +79,11 @@ pub struct Limits {
     pub orphan_retries: u32,
     /// `None`: twice the MSL.
     pub fin_timeout: Option<Duration>,
+    pub max_clients: u32,
+    pub max_clients_per_uid: u32,
+    pub handshake_timeout: std::time::Duration,
+    /// `None`: no keepalive pings.
+    pub keepalive: Option<std::time::Duration>,
 }
 
 /// Linux's limits for the same knobs: tcp_max_syn_backlog is at least 128;
@@ -80,6 +97,10 @@ const MAX_ORPHAN_RETRIES: u32 = 255;
 const MAX_ORPHANS: u32 = 1 << 24;
 const MAX_ORPHAN_MEMORY: u64 = 64 << 30;
 const MAX_FIN_TIMEOUT_MS: u64 = 32_767_000;
+/// API limits: no more clients than file descriptors could ever allow;
+/// timeouts up to a day.
+const MAX_CLIENTS: u32 = 1 << 24;
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 fn in_range(name: &'static str, value: u32, min: u32, max: u32) -> Result<u32, LimitError> {
     in_range_u64(name, value.into(), min.into(), max.into()).map(|v| v as u32)
@@ -155,7 +176,42 @@ impl Limits {
             .map(|ms| in_range_u64("fin-timeout-ms", ms, 1, MAX_FIN_TIMEOUT_MS))
             .transpose()?
             .map(Duration::from_millis);
+        let max_clients = in_range(
+            "max-clients",
+            cli.max_clients.or(file.max_clients).unwrap_or(4096),
+            1,
+            MAX_CLIENTS,
+        )?;
+        let max_clients_per_uid = in_range(
+            "max-clients-per-uid",
+            cli.max_clients_per_uid
+                .or(file.max_clients_per_uid)
+                .unwrap_or(256),
+            1,
+            MAX_CLIENTS,
+        )?;
+        let handshake_timeout = std::time::Duration::from_millis(in_range_u64(
+            "handshake-timeout-ms",
+            cli.handshake_timeout_ms
+                .or(file.handshake_timeout_ms)
+                .unwrap_or(10_000),
+            1,
+            MAX_TIMEOUT_MS,
+        )?);
+        let keepalive = match in_range_u64(
+            "keepalive-ms",
+            cli.keepalive_ms.or(file.keepalive_ms).unwrap_or(60_000),
+            0,
+            MAX_TIMEOUT_MS,
+        )? {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        };
         Ok(Limits {
+            max_clients,
+            max_clients_per_uid,
+            handshake_timeout,
+            keepalive,
             syncookies,
             max_syn_backlog,
             synack_retries,
@@ -260,6 +316,9 @@ mod tests {
         assert_eq!(l.max_orphan_memory, 64 << 20);
         assert_eq!(l.orphan_retries, 8);
         assert_eq!(l.fin_timeout, None);
+        assert_eq!((l.max_clients, l.max_clients_per_uid), (4096, 256));
+        assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(l.keepalive, Some(std::time::Duration::from_secs(60)));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! to the TUN before exit), remove the socket file, exit 0.
 
 mod admin_service;
+mod admission;
 mod config;
 mod convert;
 mod driver;
@@ -124,6 +125,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         privileges::hand_over(user, &paths)?;
     }
     privileges::drop_privileges(user.as_ref())?;
+    let admission = client_admission(&settings);
 
     let clock = Clock::start();
     let stack = Stack::new(stack_config(&settings)?, clock.now());
@@ -171,22 +173,64 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
     };
     let socket_path = socket.path.clone();
-    let result = rt.block_on(serve(socket, handle, info, driver_done));
+    let server = ServeParams {
+        info,
+        admission,
+        keepalive: settings.limits.keepalive,
+    };
+    let result = rt.block_on(serve(socket, handle, server, driver_done));
     socket_file::remove(&socket_path);
     // Exit without waiting for connection tasks still parked in the runtime.
     drop(rt);
     result
 }
 
+/// The API's admission limits, with `max_clients` fitted below the fd limit
+/// (raised to its hard limit first).
+fn client_admission(settings: &Settings) -> std::sync::Arc<admission::Admission> {
+    let fd_limit = admission::raise_fd_limit();
+    let wanted = settings.limits.max_clients as usize;
+    let max_clients = admission::fit_to_fd_limit(wanted, fd_limit);
+    if max_clients < wanted {
+        tracing::warn!(
+            wanted,
+            max_clients,
+            fd_limit,
+            "--max-clients lowered to fit the file-descriptor limit"
+        );
+    }
+    let limits = admission::AdmissionLimits {
+        max_clients,
+        max_clients_per_uid: settings.limits.max_clients_per_uid as usize,
+        handshake_timeout: settings.limits.handshake_timeout,
+    };
+    admission::Admission::new(limits, nix::unistd::geteuid().as_raw())
+}
+
+/// What the API server needs besides the socket and the driver.
+struct ServeParams {
+    info: DaemonInfo,
+    admission: std::sync::Arc<admission::Admission>,
+    keepalive: Option<std::time::Duration>,
+}
+
+/// How long a keepalive ping may go unanswered before the connection is dropped.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 async fn serve(
     socket: SocketFile,
     driver: driver::DriverHandle,
-    info: DaemonInfo,
+    params: ServeParams,
     driver_done: tokio::sync::oneshot::Receiver<String>,
 ) -> anyhow::Result<()> {
+    let ServeParams {
+        info,
+        admission,
+        keepalive,
+    } = params;
     use tokio::signal::unix::{SignalKind, signal};
     let listener = tokio::net::UnixListener::from_std(socket.listener)?;
-    let acceptor = SessionAcceptor::new(listener, driver.session_end_sender());
+    let acceptor = SessionAcceptor::new(listener, driver.session_end_sender(), admission.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(
@@ -200,9 +244,16 @@ async fn serve(
     );
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
+        // RFC 9113 §6.7 PING: finds clients that hang without closing.
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(SocketServer::new(SocketService::new(driver.clone())))
-        .add_service(AdminServer::new(AdminService::new(driver.clone(), info)))
+        .add_service(AdminServer::new(AdminService::new(
+            driver.clone(),
+            info,
+            admission,
+        )))
         .serve_with_incoming(acceptor.into_stream());
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])

@@ -12,15 +12,26 @@
 //! sockets as the kernel does for a dead process. Invariants: session ids are
 //! never reused; every session is announced once, before its first request,
 //! and reports its end exactly once.
+//!
+//! Admission ([`crate::admission`]): the acceptor asks for a slot before a
+//! connection becomes a session; a refused one is closed at once. The
+//! session holds its slot (a `Permit`) until it ends, and must send the
+//! HTTP/2 client preface within the handshake timeout or be dropped.
 
+use crate::admission::{Admission, Permit};
 use crate::driver::Command;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// Length of the HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE_LEN: usize = 24;
 
 /// Pause after a failed accept before the next attempt.
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
@@ -58,6 +69,12 @@ pub struct SessionStream {
     stream: UnixStream,
     info: SessionInfo,
     driver: UnboundedSender<Command>,
+    /// The session's admission slot, given back when it ends.
+    _permit: Permit,
+    admission: Arc<Admission>,
+    /// Until the client preface has arrived: when the handshake times out.
+    handshake_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    preface_bytes: usize,
 }
 
 impl Drop for SessionStream {
@@ -77,11 +94,34 @@ impl tonic::transport::server::Connected for SessionStream {
 
 impl AsyncRead for SessionStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let Some(deadline) = this.handshake_deadline.as_mut() else {
+            return polled;
+        };
+        match polled {
+            Poll::Ready(Ok(())) => {
+                this.preface_bytes += buf.filled().len() - before;
+                if this.preface_bytes >= H2_PREFACE_LEN {
+                    this.handshake_deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                this.handshake_deadline = None;
+                this.admission.count_handshake_timeout(&this.info.creds);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface within the handshake timeout",
+                )))
+            }
+            other => other,
+        }
     }
 }
 
@@ -120,30 +160,45 @@ impl AsyncWrite for SessionStream {
 pub struct SessionAcceptor {
     listener: UnixListener,
     driver: UnboundedSender<Command>,
+    admission: Arc<Admission>,
     next_id: AtomicU64,
 }
 
 impl SessionAcceptor {
-    pub fn new(listener: UnixListener, driver: UnboundedSender<Command>) -> Self {
+    pub fn new(
+        listener: UnixListener,
+        driver: UnboundedSender<Command>,
+        admission: Arc<Admission>,
+    ) -> Self {
         SessionAcceptor {
             listener,
             driver,
+            admission,
             next_id: AtomicU64::new(1),
         }
     }
 
     /// The next session. Connections whose credentials cannot be read are
-    /// refused (closed) and the error returned; callers skip it.
+    /// refused (closed) and the error returned; callers skip it. Connections
+    /// over the admission limits are closed (and counted) here.
     pub async fn accept(&self) -> io::Result<SessionStream> {
-        let (stream, _) = self.listener.accept().await?;
-        let cred = stream.peer_cred()?;
-        let info = SessionInfo {
-            id: SessionId(self.next_id.fetch_add(1, Ordering::Relaxed)),
-            creds: Credentials {
+        let (stream, creds, permit) = loop {
+            let (stream, _) = self.listener.accept().await?;
+            let cred = stream.peer_cred()?;
+            let creds = Credentials {
                 uid: cred.uid(),
                 gid: cred.gid(),
                 pid: cred.pid().unwrap_or(0),
-            },
+            };
+            match self.admission.admit(&creds) {
+                Ok(permit) => break (stream, creds, permit),
+                // Dropping the stream closes it before any HTTP/2 byte.
+                Err(_) => drop(stream),
+            }
+        };
+        let info = SessionInfo {
+            id: SessionId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            creds,
         };
         // Before hyper sees the connection, so it precedes all its requests.
         let _ = self.driver.send(Command::SessionStarted(info.id));
@@ -153,10 +208,15 @@ impl SessionAcceptor {
             pid = info.creds.pid,
             "session opened"
         );
+        let handshake = self.admission.limits().handshake_timeout;
         Ok(SessionStream {
             stream,
             info,
             driver: self.driver.clone(),
+            _permit: permit,
+            admission: self.admission.clone(),
+            handshake_deadline: Some(Box::pin(tokio::time::sleep(handshake))),
+            preface_bytes: 0,
         })
     }
 
