@@ -677,3 +677,144 @@ fn sample_outputs() {
     }
     drop(closing);
 }
+
+/// Least privilege (tcpctl(1) PRIVILEGES): a non-root caller sees every
+/// connection's addresses and state, as `ss` does, but the handle and
+/// owner pid (hence the command) only of its own sockets — in `ls` and in
+/// `watch`. Root sees everything.
+#[test]
+fn non_root_sees_addresses_of_all_but_owners_of_its_own_only() {
+    let Some((ns, daemon)) = start("non_root_views") else {
+        return;
+    };
+    let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
+    let (listener, target) = kernel_listener(&ns);
+    // The socket is 0660: open it to `nobody`; copies of the binaries in a
+    // world-readable directory (the build tree may not be).
+    std::fs::set_permissions(daemon.socket(), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod the daemon socket");
+    let scratch = tcpd_e2e::TempDir::new("views-nobody").expect("scratch dir");
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod scratch dir");
+    let copy = |name: &str| {
+        let binary = scratch.path().join(name);
+        std::fs::copy(bin_path(name), &binary).expect("copy binary");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod copy");
+        binary
+    };
+    let (tcpctl_copy, nc_copy) = (copy("tcpctl"), copy("tcpd-nc"));
+    const NOBODY: u32 = 65534;
+
+    // nobody watches everything.
+    let mut watch = tcpctl_command_from(
+        &tcpctl_copy,
+        &daemon,
+        &["watch", "--json", "--timeout", "60"],
+    )
+    .uid(NOBODY)
+    .gid(NOBODY)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("tcpctl watch as nobody");
+    let mut first = String::new();
+    BufReader::new(watch.stderr.take().expect("stderr"))
+        .read_line(&mut first)
+        .expect("watch's stderr");
+    assert!(first.contains("watching"), "tcpctl watch said: {first}");
+    let (tx, events) = mpsc::channel::<Value>();
+    let stdout = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(event) = serde_json::from_str(&line) else {
+                continue;
+            };
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Root's connection, then nobody's (tcpd-nc, held open by its stdin).
+    let (mut root_stream, _root_kernel, root_local) = tcpd_to_kernel(&client, &listener, target);
+    let mut nc = Command::new(&nc_copy)
+        .arg(HOST_ADDR.to_string())
+        .arg(target.port().to_string())
+        .env("TCPD_SOCKET", daemon.socket())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpd-nc as nobody");
+    let (nobody_kernel, nobody_local) = listener.accept().expect("kernel accepts nobody");
+    let nobody_local = match nobody_local {
+        std::net::SocketAddr::V4(a) => a,
+        other => panic!("unexpected peer {other}"),
+    };
+
+    let ls_as = |uid: u32| -> Vec<Value> {
+        let output = tcpctl_command_from(&tcpctl_copy, &daemon, &["ls", "--json"])
+            .uid(uid)
+            .gid(NOBODY)
+            .output()
+            .expect("tcpctl ls");
+        assert_eq!(output.status.code(), Some(0));
+        serde_json::from_slice::<Value>(&output.stdout)
+            .expect("JSON")
+            .as_array()
+            .expect("array")
+            .clone()
+    };
+    let row = |rows: &[Value], local: SocketAddrV4| -> Value {
+        rows.iter()
+            .find(|r| r["local"] == local.to_string() && r["remote"] == target.to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {local}: {rows:?}"))
+    };
+    let as_nobody = ls_as(NOBODY);
+    let theirs = row(&as_nobody, root_local);
+    assert_eq!(theirs["state"], "ESTABLISHED", "{theirs}");
+    assert_eq!(
+        theirs["handle"], 0,
+        "another user's handle is hidden: {theirs}"
+    );
+    assert_eq!(theirs["owner_pid"], 0, "{theirs}");
+    assert!(theirs["owner_process"].is_null(), "{theirs}");
+    let mine = row(&as_nobody, nobody_local);
+    assert_eq!(mine["state"], "ESTABLISHED");
+    assert_ne!(mine["handle"], 0, "own handle shown: {mine}");
+    assert_eq!(mine["owner_uid"], NOBODY);
+    assert_eq!(mine["owner_pid"], nc.id(), "own pid shown: {mine}");
+    // Root sees both owners.
+    let as_root = ls_as(0);
+    assert_eq!(row(&as_root, root_local)["owner_pid"], std::process::id());
+    assert_eq!(row(&as_root, nobody_local)["owner_pid"], nc.id());
+
+    // Watch: root's FIN-WAIT-1 shows without its handle, nobody's
+    // ESTABLISHED with it.
+    root_stream.shutdown(Shutdown::Write).expect("root's FIN");
+    let (mut saw_root, mut saw_own) = (false, false);
+    let deadline = Instant::now() + SOON;
+    while !(saw_root && saw_own) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("watch events missing: root {saw_root}, own {saw_own}"));
+        if event["local"] == root_local.to_string() && event["new"] == "FIN-WAIT-1" {
+            assert_eq!(event["handle"], 0, "another user's handle hidden: {event}");
+            saw_root = true;
+        }
+        if event["local"] == nobody_local.to_string() && event["new"] == "ESTABLISHED" {
+            assert_ne!(event["handle"], 0, "own handle shown: {event}");
+            saw_own = true;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = nc.kill();
+    let _ = nc.wait();
+    drop(nobody_kernel);
+}

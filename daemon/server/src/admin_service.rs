@@ -1,10 +1,20 @@
 //! The `tcpd.v1.Admin` service: connection listing, counters, the state
 //! change feed, administrative aborts (root only) and daemon status.
+//!
+//! Least privilege, as `ss` on Linux: every caller sees every connection's
+//! addresses, state and TCP counters; only root sees who owns a socket
+//! that is not its own. For other users' sockets a non-root caller gets
+//! handle 0 and owner gid/pid 0 (so no process name either), in
+//! ListConnections and in Watch. The owner uid stays visible (`ss -e`
+//! shows it). Abort (kill) is root's alone. Any RPC added here that reveals
+//! per-socket ownership or traffic (traces, captures) follows the same rule:
+//! root sees all, others only their own sockets' details.
 
 use crate::admission::Admission;
 use crate::convert;
-use crate::driver::DriverHandle;
+use crate::driver::{DriverHandle, WatchedChange};
 use crate::errno::Errno;
+use crate::session::Credentials;
 use crate::socket_service::session_of;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
@@ -47,6 +57,12 @@ impl AdminService {
     }
 }
 
+/// Whether `caller` may see the owner details (handle, pid, gid) of a
+/// socket owned by `owner_uid`: root sees all, others their own.
+fn sees_owner(caller: &Credentials, owner_uid: u32) -> bool {
+    caller.is_root() || caller.uid == owner_uid
+}
+
 fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -68,11 +84,22 @@ type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<v1::StateChange, St
 impl Admin for AdminService {
     async fn list_connections(
         &self,
-        _request: Request<v1::ListConnectionsRequest>,
+        request: Request<v1::ListConnectionsRequest>,
     ) -> Result<Response<v1::ListConnectionsReply>, Status> {
+        let caller = session_of(&request)?.creds;
         let rows = self.driver.call(|c| c.connections()).await?;
         let connections = rows
             .into_iter()
+            .map(|(mut info, mut owner)| {
+                if let Some(o) = owner.as_mut()
+                    && !sees_owner(&caller, o.uid)
+                {
+                    o.gid = 0;
+                    o.pid = 0;
+                    info.handle = None;
+                }
+                (info, owner)
+            })
             .map(|(info, owner)| v1::ConnectionInfo {
                 handle: info.handle.map_or(0, |h| h.0),
                 state: convert::tcp_state(info.state) as i32,
@@ -119,13 +146,22 @@ impl Admin for AdminService {
 
     async fn watch(
         &self,
-        _request: Request<v1::WatchRequest>,
+        request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = session_of(&request)?.creds;
         let rx = self.driver.watch_state_changes();
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let stream = futures::stream::unfold(rx, move |mut rx| async move {
             loop {
                 match rx.recv().await {
-                    Ok(change) => return Some((Ok(change), rx)),
+                    Ok(WatchedChange {
+                        mut change,
+                        owner_uid,
+                    }) => {
+                        if owner_uid.is_some_and(|uid| !sees_owner(&caller, uid)) {
+                            change.handle = 0;
+                        }
+                        return Some((Ok(change), rx));
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "a Watch client fell behind; events skipped");
                     }

@@ -89,7 +89,7 @@ pub enum Attempt<T> {
 #[derive(Clone, Debug)]
 pub struct DriverHandle {
     commands: mpsc::UnboundedSender<Command>,
-    state_changes: broadcast::Sender<v1::StateChange>,
+    state_changes: broadcast::Sender<WatchedChange>,
 }
 
 impl DriverHandle {
@@ -136,7 +136,7 @@ impl DriverHandle {
     }
 
     /// Subscribes to connection state changes (admin Watch).
-    pub fn watch_state_changes(&self) -> broadcast::Receiver<v1::StateChange> {
+    pub fn watch_state_changes(&self) -> broadcast::Receiver<WatchedChange> {
         self.state_changes.subscribe()
     }
 
@@ -196,12 +196,12 @@ pub struct Core {
     /// Sessions whose connection is still open. A request that was already
     /// in flight when its session ended must not create sockets nobody owns.
     live_sessions: HashSet<SessionId>,
-    state_changes: broadcast::Sender<v1::StateChange>,
+    state_changes: broadcast::Sender<WatchedChange>,
     recv_scratch: Vec<u8>,
 }
 
 impl Core {
-    fn new(stack: Stack, clock: Clock, state_changes: broadcast::Sender<v1::StateChange>) -> Core {
+    fn new(stack: Stack, clock: Clock, state_changes: broadcast::Sender<WatchedChange>) -> Core {
         Core {
             stack,
             clock,
@@ -606,18 +606,31 @@ impl Core {
                         .duration_since(UNIX_EPOCH)
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
                         .unwrap_or(0);
-                    let _ = self.state_changes.send(v1::StateChange {
+                    let owner_uid = socket
+                        .and_then(|h| self.sockets.get(&h))
+                        .map(|e| e.owner.creds.uid);
+                    let change = v1::StateChange {
                         timestamp_us,
                         local: Some(local.into()),
                         remote: Some(remote.into()),
                         old_state: crate::convert::tcp_state(old) as i32,
                         new_state: crate::convert::tcp_state(new) as i32,
                         handle: socket.map_or(0, |h| h.0),
-                    });
+                    };
+                    let _ = self.state_changes.send(WatchedChange { change, owner_uid });
                 }
             }
         }
     }
+}
+
+/// A state change for the Watch feed, with the uid owning its socket (when
+/// a user handle refers to it), so the admin API can show each caller only
+/// its own sockets' handles.
+#[derive(Clone, Debug)]
+pub struct WatchedChange {
+    pub change: v1::StateChange,
+    pub owner_uid: Option<u32>,
 }
 
 /// The driver task; see the module docs.
