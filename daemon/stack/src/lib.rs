@@ -30,7 +30,7 @@ pub use error::{
 };
 pub use seq::SeqNum;
 pub use socket::{
-    OptionName, Readiness, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
+    OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
 };
 pub use stack::Stack;
 pub use stats::{DropReason, Stats};

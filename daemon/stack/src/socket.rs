@@ -130,6 +130,35 @@ pub enum SockOption {
     UserTimeout(Option<Duration>),
 }
 
+/// Loss recovery and buffer autotuning of one connection (like the extra
+/// lines of `ss -ti`), for the admin API and TCP_INFO.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryInfo {
+    /// Retransmission timeouts (RFC 6298).
+    pub rto_timeouts: u64,
+    /// Fast-recovery episodes (PRR, RFC 6937) entered.
+    pub fast_recoveries: u64,
+    /// Fast recovery is under way.
+    pub in_recovery: bool,
+    /// Tail-loss probes sent (RFC 8985 §7).
+    pub tlp_probes: u64,
+    /// Probes that repaired a tail loss.
+    pub tlp_recoveries: u64,
+    /// D-SACK blocks received (RFC 2883).
+    pub dsacks_received: u64,
+    /// RACK's reordering window (RFC 8985 §6.2).
+    pub reorder_window: Duration,
+    /// Bytes sent and not yet acknowledged (SND.NXT - SND.UNA).
+    pub unacked: usize,
+    /// Bytes of that SACKed, and deemed lost (not yet retransmitted).
+    pub sacked: usize,
+    pub lost: usize,
+    /// The receive buffer's current size (autotuned unless SO_RCVBUF was set).
+    pub recv_buffer: usize,
+    /// The send buffer's current size (autotuned unless SO_SNDBUF was set).
+    pub send_buffer: usize,
+}
+
 /// A snapshot of one socket or connection for the admin API (like `ss -ti`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketInfo {
@@ -157,4 +186,6 @@ pub struct SocketInfo {
     pub rcv_wnd: usize,
     pub listen_backlog: u32,
     pub accept_queue: u32,
+    /// Loss recovery and buffer sizes (all zero for listeners).
+    pub recovery: RecoveryInfo,
 }

@@ -75,7 +75,7 @@ use crate::error::{
     ShutdownError, SocketError,
 };
 use crate::socket::{
-    OptionName, Readiness, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
+    OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
 };
 use crate::stats::{DropReason, Stats};
 use crate::tcp::TcpState;
@@ -1398,6 +1398,7 @@ impl Stack {
             rcv_wnd: 0,
             listen_backlog: backlog,
             accept_queue: accepted,
+            recovery: RecoveryInfo::default(),
         }
     }
 }
@@ -1427,6 +1428,7 @@ fn conn_info(entry: &ConnEntry) -> SocketInfo {
         rcv_wnd: stats.rcv_wnd,
         listen_backlog: 0,
         accept_queue: 0,
+        recovery: stats.recovery,
     }
 }
 

@@ -115,21 +115,37 @@ pub struct LinkStats {
 /// A packet in flight: delivery time, send order, destination, bytes.
 type InFlight = Reverse<(Instant, u64, Side, Vec<u8>)>;
 
+/// Decides deterministic drops on top of the random ones: (sender, packet)
+/// -> drop it?
+pub type DropFilter = Box<dyn FnMut(Side, &[u8]) -> bool>;
+
 /// The simulated link: packets in flight ordered by delivery time, then by
 /// the order they were sent (a total order, so runs are reproducible).
-#[derive(Debug)]
 pub struct Link {
     pub config: LinkConfig,
+    /// Drops chosen by a test (tail losses...), before the random impairments.
+    pub drop_filter: Option<DropFilter>,
     rng: SmallRng,
     in_flight: BinaryHeap<InFlight>,
     sequence: u64,
     pub stats: LinkStats,
 }
 
+impl core::fmt::Debug for Link {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Link")
+            .field("config", &self.config)
+            .field("in_flight", &self.in_flight.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
 impl Link {
     pub fn new(config: LinkConfig, seed: u64) -> Self {
         Link {
             config,
+            drop_filter: None,
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_11c4),
             in_flight: BinaryHeap::new(),
             sequence: 0,
@@ -140,6 +156,12 @@ impl Link {
     /// A packet sent by `from` at `now`, subject to the impairments.
     pub fn send(&mut self, now: Instant, from: Side, packet: &[u8]) {
         self.stats.sent += 1;
+        if let Some(filter) = &mut self.drop_filter
+            && filter(from, packet)
+        {
+            self.stats.lost += 1;
+            return;
+        }
         if self.rng.random_bool(self.config.loss) {
             self.stats.lost += 1;
             return;

@@ -94,8 +94,10 @@ impl Cubic {
         self.w_est = self.cwnd;
     }
 
-    /// Multiplicative decrease shared by loss and timeout (RFC 9438 §4.6 and §4.7).
-    fn reduce(&mut self, in_flight: usize) {
+    /// Multiplicative decrease shared by loss and timeout (RFC 9438 §4.6 and
+    /// §4.7), from cwnd as Linux's `bictcp_recalc_ssthresh` (see
+    /// [`CongestionControl::on_congestion_event`]).
+    fn reduce(&mut self) {
         self.pristine = false;
         self.epoch_start = None;
         // Fast convergence (RFC 9438 §4.7): a loss below the previous maximum
@@ -106,9 +108,8 @@ impl Cubic {
             self.cwnd
         };
         self.cwnd_prior = self.cwnd;
-        // RFC 9438 §4.6: ssthresh = flight_size × β_cubic, at least 2 segments.
-        let flight = in_flight as f64 / self.mss as f64;
-        self.ssthresh = (flight * BETA).max(2.0);
+        // RFC 9438 §4.6: ssthresh = cwnd × β_cubic, at least 2 segments.
+        self.ssthresh = (self.cwnd * BETA).max(2.0);
     }
 }
 
@@ -189,8 +190,8 @@ impl CongestionControl for Cubic {
         }
     }
 
-    fn on_congestion_event(&mut self, _now: Instant, in_flight: usize) {
-        self.reduce(in_flight);
+    fn on_congestion_event(&mut self, _now: Instant) {
+        self.reduce();
         self.cwnd = self.ssthresh;
     }
 
@@ -200,9 +201,13 @@ impl CongestionControl for Cubic {
         }
     }
 
-    fn on_retransmission_timeout(&mut self, _now: Instant, in_flight: usize) {
+    fn on_retransmission_timeout(&mut self, _now: Instant, reduce: bool) {
         // RFC 9438 §4.8: Reno's loss window, CUBIC's ssthresh.
-        self.reduce(in_flight);
+        if reduce {
+            self.reduce();
+        }
+        self.pristine = false;
+        self.epoch_start = None;
         self.cwnd = 1.0;
         self.after_timeout = true;
     }
@@ -251,7 +256,7 @@ mod tests {
         let mut cc = Cubic::new(MSS);
         cc.cwnd = 100.0;
         cc.pristine = false;
-        cc.on_congestion_event(Instant::ZERO, 100 * MSS);
+        cc.on_congestion_event(Instant::ZERO);
         cc
     }
 
@@ -267,7 +272,7 @@ mod tests {
     fn fast_convergence_lowers_w_max() {
         let mut cc = after_loss_at_100();
         cc.cwnd = 90.0;
-        cc.on_congestion_event(Instant::ZERO, 90 * MSS);
+        cc.on_congestion_event(Instant::ZERO);
         // 90 < W_max = 100: W_max = 90 × (1 + 0.7) / 2 = 76.5.
         assert!((cc.w_max - 76.5).abs() < 1e-9);
         assert_eq!(cc.cwnd(), 63 * MSS);
@@ -319,7 +324,7 @@ mod tests {
         let rtt = Duration::from_millis(10);
         let (now, trace) = run(&mut cc, Instant::ZERO, rtt, 3);
         assert_eq!(trace, vec![20.0, 40.0, 80.0]);
-        cc.on_retransmission_timeout(now, 80 * MSS);
+        cc.on_retransmission_timeout(now, true);
         assert_eq!(cc.cwnd(), MSS);
         // ssthresh = 0.7 × 80 segments.
         assert_eq!(cc.ssthresh(), 56 * MSS);

@@ -47,15 +47,24 @@ pub trait CongestionControl: core::fmt::Debug + Send {
     /// ACK arrived, before it took `acked` bytes off (FlightSize as the
     /// sender last filled it).
     fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>, in_flight: usize);
-    /// Loss detected by duplicate ACKs or SACK: entering fast recovery.
-    /// Sets ssthresh (and cwnd = ssthresh) per the algorithm (RFC 5681 §3.2 step 2 / RFC 8312 §4.5).
-    fn on_congestion_event(&mut self, now: Instant, in_flight: usize);
+    /// Loss detected by duplicate ACKs, SACK or RACK: entering fast
+    /// recovery. Sets ssthresh (and cwnd = ssthresh) per the algorithm from
+    /// the congestion window, as Linux does (`tcp_reno_ssthresh`,
+    /// `bictcp_recalc_ssthresh`), rather than from RFC 5681 §3.1's FlightSize:
+    /// when a loss is detected the cumulative ACK has usually already taken
+    /// the part of the window below the hole out of the flight, and the
+    /// flight then understates the window that met the loss (RFC 9438 §4.6
+    /// allows cwnd where, as here, the window only grows while it is used).
+    fn on_congestion_event(&mut self, now: Instant);
     /// Fast recovery ended (full ACK, RFC 6582 §3.2 step 3): cwnd = ssthresh.
     fn on_recovery_exit(&mut self, now: Instant);
-    /// The retransmission timer expired: ssthresh = max(in_flight/2, 2*MSS),
-    /// cwnd = one MSS (RFC 5681 §3.1, equation 4 and the loss window).
-    /// CUBIC reduces ssthresh by its own factor instead (RFC 9438 §4.8).
-    fn on_retransmission_timeout(&mut self, now: Instant, in_flight: usize);
+    /// The retransmission timer expired: cwnd = one MSS (RFC 5681 §3.1, the
+    /// loss window) and, when `reduce` is set, ssthresh = max(cwnd/2, 2*MSS)
+    /// (CUBIC: its own factor, RFC 9438 §4.8). The connection clears
+    /// `reduce` when this window's loss was already answered (a timeout
+    /// during fast recovery, or a backed-off timeout repeating), as Linux's
+    /// `tcp_enter_loss` does: one reduction per window of data.
+    fn on_retransmission_timeout(&mut self, now: Instant, reduce: bool);
     /// The connection was idle longer than an RTO: restart window (RFC 5681 §4.1).
     fn on_idle_restart(&mut self, now: Instant);
     /// The SYN or SYN,ACK was lost (retransmitted): the window after the
@@ -104,12 +113,10 @@ mod tests {
             rtt_ms: Option<u64>,
             in_flight: usize,
         },
-        Loss {
-            in_flight: usize,
-        },
+        Loss,
         RecoveryExit,
         Timeout {
-            in_flight: usize,
+            reduce: bool,
         },
         Idle,
         Mss(usize),
@@ -119,9 +126,9 @@ mod tests {
         prop_oneof![
             6 => (0usize..200_000, proptest::option::of(0u64..2000), 0usize..2_000_000)
                 .prop_map(|(acked, rtt_ms, in_flight)| Event::Ack { acked, rtt_ms, in_flight }),
-            1 => (0usize..2_000_000).prop_map(|in_flight| Event::Loss { in_flight }),
+            1 => Just(Event::Loss),
             1 => Just(Event::RecoveryExit),
-            1 => (0usize..2_000_000).prop_map(|in_flight| Event::Timeout { in_flight }),
+            1 => any::<bool>().prop_map(|reduce| Event::Timeout { reduce }),
             1 => Just(Event::Idle),
             1 => (0usize..10_000).prop_map(Event::Mss),
         ]
@@ -144,14 +151,14 @@ mod tests {
                     Event::Ack { acked, rtt_ms, in_flight } => {
                         cc.on_ack(now, acked, rtt_ms.map(Duration::from_millis), in_flight)
                     }
-                    Event::Loss { in_flight } => {
-                        cc.on_congestion_event(now, in_flight);
+                    Event::Loss => {
+                        cc.on_congestion_event(now);
                         lost = true;
                     }
                     Event::RecoveryExit => cc.on_recovery_exit(now),
-                    Event::Timeout { in_flight } => {
-                        cc.on_retransmission_timeout(now, in_flight);
-                        lost = true;
+                    Event::Timeout { reduce } => {
+                        cc.on_retransmission_timeout(now, reduce);
+                        lost |= reduce;
                         prop_assert_eq!(cc.cwnd(), mss);
                     }
                     Event::Idle => cc.on_idle_restart(now),

@@ -35,9 +35,11 @@ impl NewReno {
         }
     }
 
-    /// ssthresh after a loss: max(FlightSize / 2, 2*SMSS) (RFC 5681 §3.1, equation 4).
-    fn reduced_ssthresh(&self, in_flight: usize) -> usize {
-        (in_flight / 2).max(2 * self.mss)
+    /// ssthresh after a loss: max(cwnd / 2, 2*SMSS): RFC 5681 §3.1's
+    /// equation 4 with cwnd for FlightSize, as Linux's `tcp_reno_ssthresh`
+    /// (see [`CongestionControl::on_congestion_event`]).
+    fn reduced_ssthresh(&self) -> usize {
+        (self.cwnd / 2).max(2 * self.mss)
     }
 }
 
@@ -104,10 +106,10 @@ impl CongestionControl for NewReno {
         }
     }
 
-    fn on_congestion_event(&mut self, _now: Instant, in_flight: usize) {
+    fn on_congestion_event(&mut self, _now: Instant) {
         self.pristine = false;
         // RFC 5681 §3.2 step 2; the 3*SMSS inflation of step 3 is the connection's.
-        self.ssthresh = self.reduced_ssthresh(in_flight);
+        self.ssthresh = self.reduced_ssthresh();
         self.cwnd = self.ssthresh;
         self.bytes_acked = 0;
     }
@@ -120,10 +122,12 @@ impl CongestionControl for NewReno {
         self.bytes_acked = 0;
     }
 
-    fn on_retransmission_timeout(&mut self, _now: Instant, in_flight: usize) {
+    fn on_retransmission_timeout(&mut self, _now: Instant, reduce: bool) {
         self.pristine = false;
         // RFC 5681 §3.1: equation 4 and the loss window LW = 1 SMSS.
-        self.ssthresh = self.reduced_ssthresh(in_flight);
+        if reduce {
+            self.ssthresh = self.reduced_ssthresh();
+        }
         self.cwnd = self.mss;
         self.bytes_acked = 0;
     }
@@ -182,7 +186,8 @@ mod tests {
     #[test]
     fn congestion_avoidance_adds_one_segment_per_rtt() {
         let mut cc = NewReno::new(MSS);
-        cc.on_congestion_event(NOW, 40 * MSS);
+        cc.cwnd = 40 * MSS;
+        cc.on_congestion_event(NOW);
         assert_eq!(cc.ssthresh(), 20 * MSS);
         assert_eq!(cc.cwnd(), 20 * MSS);
         cc.on_recovery_exit(NOW);
@@ -196,7 +201,8 @@ mod tests {
     #[test]
     fn slow_start_stops_at_ssthresh() {
         let mut cc = NewReno::new(MSS);
-        cc.on_retransmission_timeout(NOW, 30 * MSS);
+        cc.cwnd = 30 * MSS;
+        cc.on_retransmission_timeout(NOW, true);
         assert_eq!(cc.ssthresh(), 15 * MSS);
         assert_eq!(cc.cwnd(), MSS);
         assert_eq!(one_rtt(&mut cc, MSS), 2 * MSS);
@@ -207,9 +213,10 @@ mod tests {
     }
 
     #[test]
-    fn loss_halves_the_flight_with_a_floor() {
+    fn loss_halves_the_window_with_a_floor() {
         let mut cc = NewReno::new(MSS);
-        cc.on_congestion_event(NOW, 3 * MSS);
+        cc.cwnd = 3 * MSS;
+        cc.on_congestion_event(NOW);
         assert_eq!(cc.ssthresh(), 2 * MSS);
         assert_eq!(cc.cwnd(), 2 * MSS);
     }
@@ -218,7 +225,11 @@ mod tests {
     fn rto_collapses_to_one_segment() {
         let mut cc = NewReno::new(MSS);
         one_rtt(&mut cc, MSS);
-        cc.on_retransmission_timeout(NOW, 20 * MSS);
+        cc.on_retransmission_timeout(NOW, true);
+        assert_eq!(cc.cwnd(), MSS);
+        assert_eq!(cc.ssthresh(), 10 * MSS);
+        // A repeated (backed-off) timeout of the same window: no second cut.
+        cc.on_retransmission_timeout(NOW, false);
         assert_eq!(cc.cwnd(), MSS);
         assert_eq!(cc.ssthresh(), 10 * MSS);
     }
@@ -240,7 +251,7 @@ mod tests {
         one_rtt(&mut cc, MSS);
         cc.on_idle_restart(NOW);
         assert_eq!(cc.cwnd(), 10 * MSS);
-        cc.on_retransmission_timeout(NOW, 0);
+        cc.on_retransmission_timeout(NOW, true);
         cc.on_idle_restart(NOW);
         assert_eq!(cc.cwnd(), MSS);
     }
@@ -250,7 +261,8 @@ mod tests {
         let mut cc = NewReno::new(536);
         cc.set_mss(1460);
         assert_eq!(cc.cwnd(), 14_600);
-        cc.on_congestion_event(NOW, 40 * 1460);
+        cc.cwnd = 40 * 1460;
+        cc.on_congestion_event(NOW);
         cc.set_mss(1200);
         // Still 20 segments, now of 1200 bytes.
         assert_eq!(cc.cwnd(), 24_000);

@@ -1,14 +1,18 @@
 //! SEGMENT ARRIVES (RFC 9293 §3.10.7): the checks in the RFC's order, with
 //! the RFC 5961 hardening (RST, SYN and ACK checks), RFC 7323 PAWS and
-//! TS.Recent, and loss detection on ACKs (RFC 5681 §3.2 duplicate ACKs,
-//! RFC 6582 NewReno partial/full ACKs, RFC 6675 SACK).
+//! TS.Recent, and loss detection on ACKs: with SACK, RACK (RFC 8985 §6)
+//! with D-SACK (RFC 2883) adapting its reordering window; without, RFC 5681
+//! §3.2 duplicate ACKs and RFC 6582 NewReno partial/full ACKs. PRR (RFC
+//! 6937) paces fast recovery either way.
 //!
 //! Invariant: nothing a peer sends can make these functions panic; every
 //! length is derived from the segment's own slice and clamped.
 
+use super::recovery::Prr;
+use super::sent::Delivered;
 use super::{
-    AckDue, Connection, DUP_ACK_THRESHOLD, INVALID_ACK_INTERVAL, MAX_WINDOW_FIELD, PAWS_IDLE_LIMIT,
-    ProbeDue, QUICK_ACK_SEGMENTS,
+    AckDue, Connection, DUP_ACK_THRESHOLD, INVALID_ACK_INTERVAL, MAX_ACK_POINTS, MAX_WINDOW_FIELD,
+    PAWS_IDLE_LIMIT, ProbeDue, QUICK_ACK_SEGMENTS,
 };
 use crate::error::ConnError;
 use crate::seq::SeqNum;
@@ -448,11 +452,17 @@ impl Connection {
         }
         let window = usize::from(seg.window) << self.snd_wscale;
         let flight_before = self.snd_nxt.since(self.snd_una);
+        let mut delivered = Delivered::default();
+        // RACK.fack before this ACK: what it delivers below is reordered.
+        let fack_before = self.rack.fack;
+        let mut dsack = false;
         if self.sack_enabled {
-            self.record_sack_blocks(seg);
+            dsack = self.record_sack_blocks(seg, &mut delivered);
         }
+        let mut newly_acked = 0;
         if ack.gt(self.snd_una) {
-            self.on_new_ack(now, seg, ack, flight_before);
+            newly_acked =
+                self.on_new_ack(now, seg, ack, flight_before, fack_before, &mut delivered);
         } else if ack == self.snd_una
             && flight_before > 0
             && seg.payload.is_empty()
@@ -464,15 +474,25 @@ impl Connection {
             // counts ACKs carrying SACK information).
             self.on_duplicate_ack(now);
         }
-        // RFC 6675 §5: with SACK, loss is also inferred from what is SACKed
-        // (IsLost(SND.UNA): more than (DupThresh - 1) * SMSS above it).
-        if self.sack_enabled
-            && !self.in_recovery
-            && self.lost_end().gt(self.snd_una)
-            && self.fast_retransmit_allowed()
-        {
-            self.enter_recovery(now);
+        if self.sack_enabled {
+            self.rack_on_ack(now, &delivered, dsack);
         }
+        if self.in_recovery {
+            // RFC 6937 §3, "on every ACK starting or during fast recovery":
+            // DeliveredData = change in SND.UNA + change in SACKed bytes
+            // (without SACK, a duplicate ACK stands for one SMSS).
+            let delivered_data = if self.sack_enabled {
+                newly_acked.saturating_sub(delivered.previously_sacked) + delivered.sacked_bytes
+            } else if newly_acked == 0 {
+                self.send_mss
+            } else {
+                newly_acked
+            };
+            let pipe = self.pipe();
+            self.prr
+                .on_ack(delivered_data, pipe, self.cc.ssthresh(), self.send_mss);
+        }
+        self.tlp_on_ack(now, ack, newly_acked, dsack);
 
         // SND.WND update (RFC 9293 §3.10.7.4): only from a segment not older
         // than the one that last set it (SND.WL1, SND.WL2).
@@ -513,26 +533,96 @@ impl Connection {
         true
     }
 
-    /// RFC 2018 §3: remember SACK blocks that lie within what we sent.
-    fn record_sack_blocks(&mut self, seg: &TcpRepr<'_>) {
-        for block in seg.options.sacks() {
+    /// RFC 2018 §3: marks the SACKed ranges that lie within what we sent.
+    /// Returns whether the first block is a D-SACK (RFC 2883 §4: it lies
+    /// below the cumulative ACK, or inside the second block): a report of
+    /// a duplicate, which says nothing about loss.
+    fn record_sack_blocks(&mut self, seg: &TcpRepr<'_>, delivered: &mut Delivered) -> bool {
+        let mut blocks = seg.options.sacks();
+        let first = blocks.next();
+        let second = seg.options.sacks().nth(1);
+        let dsack = first.is_some_and(|b| {
+            b.left.lt(b.right)
+                && (b.right.le(seg.ack)
+                    || second.is_some_and(|s| s.left.le(b.left) && b.right.le(s.right)))
+        });
+        let fack = self.rack.fack;
+        for block in first.into_iter().chain(blocks) {
             if block.left.lt(block.right)
                 && block.right.gt(self.snd_una)
                 && block.right.le(self.snd_nxt)
             {
-                self.scoreboard
-                    .insert(block.left.max(self.snd_una), block.right);
+                self.sent
+                    .on_sack(block.left.max(self.snd_una), block.right, fack, delivered);
+                self.rack.advance_fack(block.right);
             }
+        }
+        dsack
+    }
+
+    /// RACK on every ACK with SACK in use (RFC 8985 §6.2): update the RACK
+    /// segment and the reordering window, then mark lost what was sent
+    /// before the most recently delivered segment and has waited longer than
+    /// RTT + reordering window; arm the reordering timer for the rest. Lost
+    /// segments outside recovery start it (RFC 8985 §6.2 step 5, RFC 6675 §5).
+    fn rack_on_ack(&mut self, now: Instant, delivered: &Delivered, dsack: bool) {
+        self.rack.on_delivered(now, delivered);
+        self.rack.on_ack_dsack(dsack, self.snd_una, self.snd_nxt);
+        // Without SACKed, lost or retransmitted data in flight, every
+        // record was sent after the one just delivered: nothing to detect
+        // (and the scan, linear in the flight, is skipped on clean paths).
+        if self.sent.sacked_bytes() > 0
+            || self.sent.lost_bytes() > 0
+            || self.in_recovery
+            || self.rto_recover.is_some()
+            || self.tlp.end_seq.is_some()
+        {
+            self.rack_detect_loss(now);
         }
     }
 
-    /// SND.UNA < SEG.ACK =< SND.NXT: new data acknowledged.
-    fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNum, flight_before: usize) {
+    /// RFC 8985 §6.2 step 5 (and the reordering timer's expiry, §6.3):
+    /// marks lost segments, arms the reordering timer, and enters recovery
+    /// if something is newly lost outside it.
+    pub(super) fn rack_detect_loss(&mut self, now: Instant) {
+        self.rack.reo_deadline = None;
+        let Some(rack_sent_at) = self.rack.xmit_ts else {
+            return;
+        };
+        let reo_wnd = self.rack.reo_wnd(
+            self.in_recovery || self.rto_recover.is_some(),
+            self.sent.sacked_segments(),
+            self.rtt.srtt(),
+        );
+        let wait = self.rack.rtt + reo_wnd;
+        let (newly_lost, timer) =
+            self.sent
+                .rack_detect(now, rack_sent_at, self.rack.end_seq, |sent_at| {
+                    sent_at + wait
+                });
+        self.rack.reo_deadline = timer;
+        if newly_lost > 0 && !self.in_recovery && self.fast_retransmit_allowed() {
+            self.enter_recovery(now);
+        }
+    }
+
+    /// SND.UNA < SEG.ACK =< SND.NXT: new data acknowledged. Returns the
+    /// bytes of sequence space newly acknowledged.
+    fn on_new_ack(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr<'_>,
+        ack: SeqNum,
+        flight_before: usize,
+        fack_before: SeqNum,
+        delivered: &mut Delivered,
+    ) -> usize {
         let acked = ack.since(self.snd_una);
         let sample = self.rtt_sample(now, seg, ack);
         if let Some(rtt) = sample {
             // RFC 6298 §2.2/§2.3.
             self.rtt.on_sample(rtt);
+            self.rack.on_rtt_sample(rtt);
         }
         // SYN and FIN occupy sequence space but no buffer bytes.
         let data_acked = ack.min(self.data_end()).since(self.send_buf_seq);
@@ -544,37 +634,36 @@ impl Connection {
         }
         self.retries = 0;
         self.last_progress = now;
-        self.scoreboard.prune(ack);
+        self.sent.on_cumulative_ack(ack, fack_before, delivered);
+        self.rack.advance_fack(ack);
         if let Some(guard) = self.rto_recover
-            && ack.gt(guard)
+            && ack.ge(guard)
         {
+            // The data outstanding at the timeout is all acknowledged: the
+            // timeout's recovery is over (RFC 6582 §4's "recover").
             self.rto_recover = None;
+            self.rack.on_recovery_exit();
         }
 
         if self.in_recovery {
             if ack.ge(self.recover) {
                 // RFC 6582 §3.2 step 3: a full ACK ends fast recovery.
                 self.exit_recovery(now);
-            } else {
+            } else if !self.sack_enabled {
                 // RFC 6582 §3.2 step 5: a partial ACK. Retransmit the next
-                // hole at once (with SACK, NextSeg finds holes below SACKed
-                // data; without SACK blocks above, do as NewReno), deflate
-                // the inflation by what was acknowledged, add back one SMSS.
-                if !self.sack_enabled || self.scoreboard.is_empty() {
-                    self.fast_retransmit_due = true;
-                }
-                if !self.sack_enabled {
-                    self.cwnd_inflation = self.cwnd_inflation.saturating_sub(acked);
-                    if acked >= self.send_mss {
-                        self.cwnd_inflation += self.send_mss;
-                    }
-                }
-                self.high_rxt = self.high_rxt.max(ack);
+                // hole at once (with SACK, RACK finds the holes).
+                self.reno_dup_bytes = self.reno_dup_bytes.saturating_sub(acked);
+                self.sent.mark_head_lost();
             }
         } else {
             self.dup_acks = 0;
-            // RFC 5681 §3.1: slow start / congestion avoidance.
-            self.cc.on_ack(now, acked, sample, flight_before);
+            // RFC 5681 §3.1: slow start / congestion avoidance. Whether the
+            // window was in use is judged by the largest flight of the last
+            // window of data, as Linux's `tcp_is_cwnd_limited` does: ACKs
+            // that arrive together (as after any queue) each see a flight
+            // the earlier ones already shrank.
+            let used = flight_before.max(self.max_flight);
+            self.cc.on_ack(now, acked, sample, used);
         }
 
         // RFC 6298 §5.2: all data acknowledged: stop the timer; §5.3: new
@@ -584,21 +673,53 @@ impl Connection {
         } else {
             self.rtx_deadline = Some(self.rto_deadline(now));
         }
+        acked
     }
 
-    /// RFC 5681 §3.2 / RFC 6582 §3.2: a duplicate ACK.
+    /// RFC 5681 §3.2 / RFC 6582 §3.2: a duplicate ACK. With SACK, RACK
+    /// decides about loss instead (RFC 8985 §6.2, with DupThresh folded into
+    /// its reordering window).
     fn on_duplicate_ack(&mut self, now: Instant) {
         self.dup_acks = self.dup_acks.saturating_add(1);
+        if self.sack_enabled {
+            return;
+        }
         if self.in_recovery {
-            // Step 4: each further duplicate ACK means a segment left the
-            // network: inflate cwnd by one SMSS (SACK uses pipe instead).
-            if !self.sack_enabled {
-                self.cwnd_inflation += self.send_mss;
-            }
+            // Each further duplicate ACK means a segment left the network.
+            self.reno_dup_bytes =
+                (self.reno_dup_bytes + self.send_mss).min(self.snd_nxt.since(self.snd_una));
             return;
         }
         if self.dup_acks >= DUP_ACK_THRESHOLD && self.fast_retransmit_allowed() {
+            self.sent.mark_head_lost();
             self.enter_recovery(now);
+            self.reno_dup_bytes =
+                (DUP_ACK_THRESHOLD as usize * self.send_mss).min(self.snd_nxt.since(self.snd_una));
+        }
+    }
+
+    /// TLP on an ACK (RFC 8985 §7.4, with Linux's `tcp_process_tlp_ack`
+    /// reading of it): decide whether the outstanding probe repaired a loss
+    /// (then the window is reduced as for fast recovery, once) or was not
+    /// needed (a D-SACK reports it, or a pure duplicate ACK shows both copies
+    /// arrived); then restart the probe timer if new data was acknowledged.
+    fn tlp_on_ack(&mut self, now: Instant, ack: SeqNum, newly_acked: usize, dsack: bool) {
+        if let Some(end) = self.tlp.end_seq
+            && ack.ge(end)
+        {
+            if !self.tlp.is_retrans || dsack {
+                self.tlp.end_seq = None;
+            } else if ack.gt(end) {
+                self.tlp.end_seq = None;
+                self.tlp.recoveries += 1;
+                self.cc.on_congestion_event(now);
+                self.cc.on_recovery_exit(now);
+            } else if newly_acked == 0 && self.sent.sacked_bytes() == 0 {
+                self.tlp.end_seq = None;
+            }
+        }
+        if newly_acked > 0 {
+            self.arm_tlp(now);
         }
     }
 
@@ -609,31 +730,33 @@ impl Connection {
     }
 
     /// Fast retransmit and the start of fast recovery (RFC 5681 §3.2 steps
-    /// 2–3, RFC 6582 §3.2 step 2, RFC 6675 §5 step 4).
+    /// 2–3, RFC 6582 §3.2 step 2, RFC 6675 §5 step 4): ssthresh once for
+    /// this window, then PRR paces what is sent (RFC 6937 §3).
     fn enter_recovery(&mut self, now: Instant) {
         let flight = self.snd_nxt.since(self.snd_una);
-        self.cc.on_congestion_event(now, flight);
+        self.cc.on_congestion_event(now);
         self.in_recovery = true;
         self.recover = self.snd_nxt;
-        self.high_rxt = self.snd_una;
-        self.fast_retransmit_due = true;
-        // NewReno: cwnd = ssthresh + 3*SMSS (the three segments that left).
-        self.cwnd_inflation = if self.sack_enabled {
-            0
-        } else {
-            DUP_ACK_THRESHOLD as usize * self.send_mss
-        };
+        self.prr = Prr::start(flight);
+        // The fast retransmit goes out at once (RFC 6937 §3, RFC 5681 §3.2 step 3).
+        let pipe = self.pipe();
+        self.prr.on_ack(0, pipe, self.cc.ssthresh(), self.send_mss);
+        self.counters.recovery.fast_recoveries += 1;
+        // A TLP episode ends with recovery (RFC 8985 §7.4).
+        self.tlp.end_seq = None;
+        self.tlp.deadline = None;
         // Karn: a retransmission makes the timed segment ambiguous.
         self.rtt_timed = None;
     }
 
-    /// Leaves fast recovery after a full ACK (RFC 6582 §3.2 step 3).
+    /// Leaves fast recovery after a full ACK (RFC 6582 §3.2 step 3; RFC
+    /// 6937 §3: cwnd = ssthresh).
     fn exit_recovery(&mut self, now: Instant) {
         self.in_recovery = false;
-        self.cwnd_inflation = 0;
+        self.reno_dup_bytes = 0;
         self.dup_acks = 0;
-        self.fast_retransmit_due = false;
         self.cc.on_recovery_exit(now);
+        self.rack.on_recovery_exit();
     }
 
     /// RFC 9293 §3.10.7.4, seventh (segment text) and eighth (FIN) checks,
@@ -739,12 +862,28 @@ impl Connection {
     /// Delayed ACK for in-order data (RFC 9293 §3.8.6.3, RFC 1122 §4.2.3.2,
     /// RFC 5681 §4.2): at least every second full-sized segment, otherwise
     /// within the delayed-ACK timeout; at once in quick-ACK mode.
+    ///
+    /// Segments handled in one batch (before the next transmit
+    /// opportunity) still get their own ACKs, as a stack ACKing each
+    /// segment as it arrives would send them (RFC 5681 §4.2: "at least
+    /// every second full-sized segment"): each ACK point is remembered and
+    /// `transmit` sends them in order. One stretch ACK for a whole batch
+    /// would make a single lost ACK cost the sender its ACK clock.
     fn schedule_data_ack(&mut self, now: Instant, len: usize) {
         self.bytes_since_ack += len;
-        if self.quick_acks > 0 {
+        let owed = if self.quick_acks > 0 {
             self.quick_acks -= 1;
-            self.ack_now();
-        } else if self.bytes_since_ack >= 2 * self.rcv_mss {
+            true
+        } else {
+            self.bytes_since_ack >= 2 * self.rcv_mss
+        };
+        if owed {
+            if self.ack_due == AckDue::Now && self.ack_points.len() < MAX_ACK_POINTS {
+                // An ACK is already owed for an earlier point of this batch.
+                self.ack_points.push_back(self.last_ack_point);
+            }
+            self.last_ack_point = self.rcv_nxt;
+            self.bytes_since_ack = 0;
             self.ack_now();
         } else if self.ack_due == AckDue::No {
             self.ack_due = AckDue::By(now + self.config.delayed_ack);

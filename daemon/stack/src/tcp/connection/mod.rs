@@ -12,12 +12,15 @@
 //! - this file: the TCB, construction (active and passive open), the user
 //!   calls (RFC 9293 §3.10.1–§3.10.6), readiness, options and counters;
 //! - `input`: SEGMENT ARRIVES (RFC 9293 §3.10.7) with RFC 5961, RFC 7323
-//!   (PAWS, TS.Recent), RFC 5681/6582/6675 loss detection on ACKs;
-//! - `output`: what to send next: SYN, data (Nagle, SWS avoidance, cwnd),
-//!   retransmissions, FIN, probes, ACKs, RST — one segment per call;
-//! - `timers`: retransmission (RFC 6298), persist, delayed ACK, keepalive,
-//!   TIME-WAIT;
-//! - `sack`: the RFC 6675 scoreboard of what the peer has SACKed.
+//!   (PAWS, TS.Recent), loss detection on ACKs: RACK (RFC 8985) with SACK,
+//!   duplicate ACKs and NewReno (RFC 5681/6582) without;
+//! - `output`: what to send next: SYN, retransmissions of lost segments,
+//!   a tail-loss probe, data (Nagle, SWS avoidance, cwnd or PRR), FIN,
+//!   probes, ACKs, RST — one segment per call;
+//! - `timers`: retransmission (RFC 6298), RACK reordering and TLP probe
+//!   timers (RFC 8985), persist, delayed ACK, keepalive, TIME-WAIT;
+//! - `sent`: per-segment records of what is in flight (SACKed, lost, when sent);
+//! - `recovery`: RACK, TLP and PRR (RFC 6937) state.
 //!
 //! Sequence-space invariants (all comparisons through [`SeqNum`]):
 //! - `iss` is our SYN; `send_buf_seq` is the sequence number of the first byte
@@ -26,14 +29,16 @@
 //!   queued) occupies `data_end()`.
 //! - `snd_una <= tx_next <= snd_nxt`: `snd_nxt` is RFC 9293's SND.NXT (the
 //!   highest sequence number sent, plus one); `tx_next` is where the next new
-//!   transmission starts. They differ only after a retransmission timeout,
-//!   which rewinds `tx_next` to `snd_una` (go-back-N, RFC 6298 §5.4).
+//!   transmission starts. They differ only while our SYN is being resent.
+//!   Data is retransmitted from the `sent` records marked lost (after a
+//!   timeout: all of them not SACKed, RFC 6298 §5.4's go-back-N).
 //! - `rcv_nxt <= rcv_adv_right`: the right edge we advertised, which never
 //!   moves left (RFC 9293 §3.8.6.2.2, RFC 7323 §2.4).
 
 mod input;
 mod output;
-mod sack;
+mod recovery;
+mod sent;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -41,7 +46,7 @@ mod timers;
 use crate::config::SocketOptions;
 use crate::error::{ConnError, RecvError, SendError, SocketError};
 use crate::seq::SeqNum;
-use crate::socket::{Readiness, Shutdown, SockOption};
+use crate::socket::{Readiness, RecoveryInfo, Shutdown, SockOption};
 use crate::tcp::TcpState;
 use crate::tcp::buffer::{RecvBuffer, SendBuffer};
 use crate::tcp::congestion::{CongestionControl, new_controller};
@@ -49,8 +54,10 @@ use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
 use crate::time::{Duration, Instant};
 use crate::wire::TcpRepr;
 use core::net::SocketAddrV4;
+use std::collections::VecDeque;
 
-use sack::Scoreboard;
+use recovery::{Prr, Rack, Tlp};
+use sent::SentQueue;
 
 /// IPv4 plus TCP fixed headers: MSS = MTU - 40 (RFC 9293 §3.7.1, RFC 879).
 const IPV4_TCP_HEADERS: usize = 40;
@@ -71,6 +78,9 @@ const MAX_WINDOW_FIELD: usize = u16::MAX as usize;
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2, DupThresh of
 /// RFC 6675 §2).
 const DUP_ACK_THRESHOLD: u32 = 3;
+/// ACK points of one batch remembered at most (see `ack_points`): a batch
+/// of 16 full-sized segments gets its 8 ACKs.
+const MAX_ACK_POINTS: usize = 8;
 /// "Quick ACK" segments acknowledged at once after the connection starts or
 /// after a reordering event, like Linux's TCP_MAX_QUICKACKS: while the peer
 /// is in slow start its cwnd is small, and delaying every other ACK would
@@ -147,6 +157,7 @@ pub struct ConnectionStats {
     /// challenge ACK, no ACK bit, or anything reaching a CLOSED connection
     /// (RFC 9293 §3.10.7). The stack counts them as `drop_unacceptable`.
     pub segments_discarded: u64,
+    pub recovery: RecoveryInfo,
 }
 
 /// How soon an acknowledgement must be sent (RFC 9293 §3.8.6.3).
@@ -256,6 +267,13 @@ pub struct Connection {
     ack_due: AckDue,
     /// In-order payload bytes received since our last ACK.
     bytes_since_ack: usize,
+    /// RCV.NXT at earlier points of the current batch where an ACK was
+    /// owed (every second segment), sent before the ACK of RCV.NXT.
+    ack_points: VecDeque<SeqNum>,
+    /// RCV.NXT when the latest ACK was owed.
+    last_ack_point: SeqNum,
+    /// While set, `write` sends this acknowledgment number (an older ACK point).
+    ack_point: Option<SeqNum>,
     quick_acks: u32,
     pending_rst: Option<PendingRst>,
     probe_due: ProbeDue,
@@ -264,8 +282,6 @@ pub struct Connection {
     /// The persist timer expired with a small but non-zero window: send what
     /// fits despite SWS avoidance (RFC 1122 §4.2.3.4 override timeout).
     force_send: bool,
-    /// Retransmit one segment at SND.UNA (fast retransmit / partial ACK).
-    fast_retransmit_due: bool,
 
     // --- Timers ---
     rtx_deadline: Option<Instant>,
@@ -307,11 +323,20 @@ pub struct Connection {
     /// SND.NXT at the last retransmission timeout: no fast retransmit until
     /// an ACK covers more than this (RFC 6582 §4).
     rto_recover: Option<SeqNum>,
-    /// NewReno cwnd inflation during fast recovery (RFC 5681 §3.2 steps 3–5).
-    cwnd_inflation: usize,
-    scoreboard: Scoreboard,
-    /// RFC 6675 HighRxt: the highest sequence number retransmitted in this recovery.
-    high_rxt: SeqNum,
+    /// Without SACK, the bytes duplicate ACKs say have left the network
+    /// during recovery (one SMSS each, RFC 6937 §3's DeliveredData estimate;
+    /// Linux counts them as "sacked" the same way).
+    reno_dup_bytes: usize,
+    /// What is in flight, segment by segment.
+    sent: SentQueue,
+    rack: Rack,
+    tlp: Tlp,
+    /// Proportional rate reduction during fast recovery.
+    prr: Prr,
+    /// The largest flight since SND.UNA passed `max_flight_seq` (a window
+    /// of data ago): whether cwnd was in use (Linux's `max_packets_out`).
+    max_flight: usize,
+    max_flight_seq: SeqNum,
 
     /// Payload staging for transmission, sized once to the send MSS.
     tx_scratch: Vec<u8>,
@@ -385,12 +410,14 @@ impl Connection {
             pending_error: None,
             ack_due: AckDue::No,
             bytes_since_ack: 0,
+            ack_points: VecDeque::new(),
+            last_ack_point: SeqNum(0),
+            ack_point: None,
             quick_acks: QUICK_ACK_SEGMENTS,
             pending_rst: None,
             probe_due: ProbeDue::No,
             last_invalid_ack: None,
             force_send: false,
-            fast_retransmit_due: false,
             rtx_deadline: None,
             retries: 0,
             persist_deadline: None,
@@ -410,9 +437,13 @@ impl Connection {
             in_recovery: false,
             recover: iss,
             rto_recover: None,
-            cwnd_inflation: 0,
-            scoreboard: Scoreboard::default(),
-            high_rxt: iss,
+            reno_dup_bytes: 0,
+            sent: SentQueue::default(),
+            rack: Rack::new(iss),
+            tlp: Tlp::default(),
+            prr: Prr::default(),
+            max_flight: 0,
+            max_flight_seq: iss,
             tx_scratch: Vec::new(),
             counters: ConnectionStats::default(),
         }
@@ -560,8 +591,10 @@ impl Connection {
         self.close_deadline = None;
         self.ack_due = AckDue::No;
         self.probe_due = ProbeDue::No;
-        self.fast_retransmit_due = false;
         self.force_send = false;
+        self.rack.reo_deadline = None;
+        self.tlp.deadline = None;
+        self.tlp.due = false;
     }
 
     /// Queues `<SEQ=seq><CTL=RST>` (or RST,ACK with `ack`).
@@ -639,7 +672,7 @@ impl Connection {
                 // RFC 1191 §6.5: resend what was too big, at once; this is
                 // not congestion, so cwnd stays.
                 if self.state.is_synchronized() {
-                    self.tx_next = self.snd_una;
+                    self.sent.mark_all_lost();
                 }
             }
         } else if self.state == TcpState::SynSent {
@@ -948,7 +981,24 @@ impl Connection {
             srtt: self.rtt.srtt(),
             rttvar: self.rtt.rttvar(),
             rto: self.rtt.rto(),
-            cwnd: self.cc.cwnd() + self.cwnd_inflation,
+            cwnd: self.effective_cwnd(),
+            recovery: RecoveryInfo {
+                tlp_probes: self.tlp.probes,
+                tlp_recoveries: self.tlp.recoveries,
+                dsacks_received: self.rack.dsacks,
+                reorder_window: self.rack.reo_wnd(
+                    self.in_recovery,
+                    self.sent.sacked_segments(),
+                    self.rtt.srtt(),
+                ),
+                in_recovery: self.in_recovery,
+                unacked: self.snd_nxt.since(self.snd_una),
+                sacked: self.sent.sacked_bytes(),
+                lost: self.sent.lost_bytes(),
+                recv_buffer: self.recv_buf.capacity(),
+                send_buffer: self.send_buf.capacity(),
+                ..self.counters.recovery
+            },
             ssthresh: self.cc.ssthresh(),
             mss: u16::try_from(self.send_mss).unwrap_or(u16::MAX),
             snd_wnd: self.snd_wnd,

@@ -1,8 +1,9 @@
 //! What to send next, one segment per call, in this order: a pending RST; the
-//! SYN or SYN,ACK; a fast retransmission; a SACK-recovery retransmission
-//! (RFC 6675 NextSeg); new data or a go-back-N retransmission after a timeout
-//! (gated by the send window, cwnd, Nagle and sender SWS avoidance), with the
-//! FIN after the last byte; a window or keepalive probe; a pure ACK.
+//! SYN or SYN,ACK; a retransmission of a segment deemed lost (fast
+//! retransmit, RACK, NewReno partial ACK, or after a timeout), within cwnd or
+//! PRR's window; a tail-loss probe (RFC 8985 §7); new data (gated by the
+//! send window, cwnd, Nagle and sender SWS avoidance), with the FIN after
+//! the last byte; a window or keepalive probe; a pure ACK.
 //!
 //! Invariants: every segment but a RST and the first SYN carries ACK =
 //! RCV.NXT, and sending one clears the pending-ACK state; nothing is emitted
@@ -10,7 +11,7 @@
 //! the path MSS less the options actually carried, nor the caller's buffer.
 //! The payload is staged in a scratch buffer allocated once per connection.
 
-use super::{AckDue, Connection, DUP_ACK_THRESHOLD, MAX_WINDOW_FIELD, PendingRst, ProbeDue};
+use super::{AckDue, Connection, MAX_WINDOW_FIELD, PendingRst, ProbeDue, recovery};
 use crate::seq::SeqNum;
 use crate::tcp::TcpState;
 use crate::time::Instant;
@@ -30,6 +31,16 @@ impl Connection {
                 return self.emit_syn(now, buf);
             }
             _ => {}
+        }
+        // ACKs owed for earlier points of a batch of in-order data (see
+        // `ack_points`), oldest first, before anything carrying RCV.NXT.
+        while let Some(point) = self.ack_points.pop_front() {
+            if point.lt(self.rcv_nxt) {
+                self.ack_point = Some(point);
+                let sent = self.emit_control(now, buf, self.snd_nxt);
+                self.ack_point = None;
+                return sent;
+            }
         }
         if self.can_send_data()
             && let Some(n) = self.transmit_data(now, buf)
@@ -61,95 +72,70 @@ impl Connection {
         )
     }
 
-    /// The congestion window to respect and the data counted against it.
-    fn cwnd_and_flight(&self, from: SeqNum) -> (usize, usize) {
+    /// The window that limits sending now: PRR's during fast recovery
+    /// (RFC 6937 §3), the controller's cwnd otherwise.
+    pub(super) fn effective_cwnd(&self) -> usize {
         if self.in_recovery {
-            if self.sack_enabled {
-                // RFC 6675 §5: pipe instead of FlightSize.
-                (self.cc.cwnd(), self.pipe())
-            } else {
-                // RFC 5681 §3.2 steps 3–4: the inflated window.
-                (
-                    self.cc.cwnd() + self.cwnd_inflation,
-                    self.snd_nxt.since(self.snd_una),
-                )
-            }
+            self.prr.cwnd
         } else {
-            // Limited Transmit (RFC 3042 §2): each of the first two
-            // duplicate ACKs lets one more new segment out, beyond cwnd.
-            let limited_transmit = self.dup_acks.min(2) as usize * self.send_mss;
-            // After a timeout, what was sent beyond `tx_next` is presumed lost.
-            (self.cc.cwnd() + limited_transmit, from.since(self.snd_una))
+            self.cc.cwnd()
         }
     }
 
-    /// Where IsLost() ends (RFC 6675 §4): un-SACKed data below is lost.
-    pub(super) fn lost_end(&self) -> SeqNum {
-        let threshold = (DUP_ACK_THRESHOLD as usize - 1) * self.send_mss;
-        self.scoreboard
-            .lost_below(threshold)
-            .unwrap_or(self.snd_una)
-            .max(self.snd_una)
+    /// RFC 6675 §4 pipe: the bytes in flight less those SACKed and those
+    /// deemed lost and not yet retransmitted (Linux's
+    /// `tcp_packets_in_flight`); without SACK, less what duplicate ACKs
+    /// reported during recovery.
+    pub(super) fn pipe(&self) -> usize {
+        let flight = self.snd_nxt.since(self.snd_una);
+        flight
+            .saturating_sub(self.sent.sacked_bytes() + self.sent.lost_bytes() + self.reno_dup_bytes)
     }
 
-    /// RFC 6675 §4 SetPipe(): every un-SACKed byte in flight counts once,
-    /// except lost bytes not yet retransmitted in this recovery (at or above
-    /// HighRxt). Retransmissions only cover lost data or the first segment,
-    /// so a retransmitted byte is never counted twice.
-    pub(super) fn pipe(&self) -> usize {
-        let unsacked = self.scoreboard.holes_between(self.snd_una, self.snd_nxt);
-        let lost_end = self.lost_end();
-        let retransmitted_up_to = self.high_rxt.max(self.snd_una);
-        let lost_pending = self.scoreboard.holes_between(retransmitted_up_to, lost_end);
-        unsacked.saturating_sub(lost_pending)
+    /// The congestion window to respect and the data counted against it.
+    fn cwnd_and_pipe(&self) -> (usize, usize) {
+        // Limited Transmit (RFC 3042 §2): each of the first two duplicate
+        // ACKs lets one more new segment out, beyond cwnd. With SACK, pipe
+        // already leaves out the SACKed segments those ACKs reported.
+        let limited_transmit = if self.sack_enabled || self.in_recovery {
+            0
+        } else {
+            self.dup_acks.min(2) as usize * self.send_mss
+        };
+        (self.effective_cwnd() + limited_transmit, self.pipe())
     }
 
     fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let mss = self.send_mss;
         let data_end = self.data_end();
 
-        // Fast retransmit (RFC 5681 §3.2 step 3) or a NewReno partial ACK
-        // (RFC 6582 §3.2 step 5): the first unacknowledged segment, at once.
-        if self.fast_retransmit_due {
-            self.fast_retransmit_due = false;
-            let seq = self.snd_una;
-            let len = self.snd_nxt.min(data_end).since(seq).min(mss);
-            let fin = self.fin_sent() && seq + len == data_end;
-            if len > 0 || fin {
-                let sent = self.send_from_queue(now, buf, seq, len, fin);
-                if let Some((_, end)) = sent {
-                    self.high_rxt = self.high_rxt.max(end);
-                }
-                return sent.map(|(n, _)| n);
-            }
-        }
-
-        // SACK loss recovery (RFC 6675 §5 step (C)): while cwnd - pipe >=
-        // 1 SMSS, retransmit the next lost hole, else send new data.
-        if self.in_recovery && self.sack_enabled {
-            if self.pipe() + mss > self.cc.cwnd() {
-                return None;
-            }
-            // NextSeg() rule 1: the first lost byte not yet retransmitted.
-            let lost_end = self.lost_end();
-            let from = self.high_rxt.max(self.snd_una);
-            if let Some((start, end)) = self.scoreboard.next_hole(from)
-                && start.lt(lost_end)
-            {
-                let end = end.min(lost_end);
-                let len = end.min(data_end).since(start).min(mss);
-                let fin = self.fin_sent() && start + len == data_end && end.gt(data_end);
+        // Segments deemed lost go first (RFC 6675 §5 NextSeg() rule 1; the
+        // fast retransmit of RFC 5681 §3.2 and a NewReno partial ACK's,
+        // RFC 6582 §3.2; the timeout's retransmissions, RFC 6298 §5.4),
+        // within cwnd (PRR's during recovery).
+        if let Some(lost) = self.sent.first_lost() {
+            let (cwnd, pipe) = self.cwnd_and_pipe();
+            if pipe < cwnd {
+                let len = lost.end.min(data_end).since(lost.start).min(mss);
+                let fin = self.fin_sent() && lost.end.gt(data_end) && lost.start + len == data_end;
                 if len > 0 || fin {
-                    let sent = self.send_from_queue(now, buf, start, len, fin);
-                    if let Some((_, seg_end)) = sent {
-                        self.high_rxt = self.high_rxt.max(seg_end);
-                    }
-                    return sent.map(|(n, _)| n);
+                    return self
+                        .send_from_queue(now, buf, lost.start, len, fin)
+                        .map(|(n, _)| n);
                 }
             }
         }
 
-        // New data, or the go-back-N retransmission after a timeout.
+        // A tail-loss probe (RFC 8985 §7.3): new data if the peer's window
+        // allows, else the last segment again; cwnd is not consulted.
+        if self.tlp.due {
+            self.tlp.due = false;
+            if let Some(n) = self.send_probe(now, buf) {
+                return Some(n);
+            }
+        }
+
+        // New data.
         let seq = self.tx_next;
         let avail = data_end.since(seq);
         let fin_due = self.fin_queued && seq.le(data_end);
@@ -166,18 +152,17 @@ impl Connection {
             self.cc.on_idle_restart(now);
             self.last_data_sent = None;
         }
-        // The send window (RFC 9293 §3.8.6.1): SND.UNA + SND.WND - seq. A
-        // timeout retransmission of the first segment goes out whatever the
-        // window, so a peer that shrank it still hears from us.
-        let usable_wnd = if retransmission && seq == self.snd_una {
-            mss
-        } else {
-            (self.snd_una + self.snd_wnd).since(seq)
-        };
-        let (cwnd, flight) = self.cwnd_and_flight(seq);
-        let room = usable_wnd.min(cwnd.saturating_sub(flight));
+        // The send window (RFC 9293 §3.8.6.1): SND.UNA + SND.WND - seq.
+        let usable_wnd = (self.snd_una + self.snd_wnd).since(seq);
+        let (cwnd, pipe) = self.cwnd_and_pipe();
+        let mut cwnd_room = cwnd.saturating_sub(pipe);
+        if self.in_recovery && cwnd_room > 0 {
+            // PRR's sndcnt counts whole segments (RFC 6937 §3 rounds up;
+            // Linux counts packets): any allowance sends one full segment.
+            cwnd_room = cwnd_room.max(mss);
+        }
+        let room = usable_wnd.min(cwnd_room);
         let can = avail.min(room).min(mss);
-
         let len = if retransmission {
             can
         } else if can >= mss {
@@ -214,6 +199,65 @@ impl Connection {
             self.tx_next = end;
         }
         sent.map(|(n, _)| n)
+    }
+
+    /// Sends the tail-loss probe (RFC 8985 §7.3): one segment of new data
+    /// if there is some and the peer's window takes it, else the last
+    /// segment sent (at most one SMSS of its tail). Records the probe
+    /// (TLP.end_seq) and re-arms the RTO timer.
+    fn send_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let mss = self.send_mss;
+        let data_end = self.data_end();
+        let seq = self.snd_nxt;
+        let avail = data_end.since(seq);
+        let usable_wnd = (self.snd_una + self.snd_wnd).since(seq);
+        let new_data = avail > 0 && usable_wnd > 0 && seq == self.tx_next;
+        let sent = if new_data {
+            let len = avail.min(usable_wnd).min(mss);
+            let fin = self.fin_queued && seq + len == data_end;
+            let sent = self.send_from_queue(now, buf, seq, len, fin);
+            if let Some((_, end)) = sent
+                && end.gt(self.tx_next)
+            {
+                self.tx_next = end;
+            }
+            sent
+        } else {
+            let last = self.sent.last()?;
+            let start = last.start.max(last.end.min(data_end) - mss);
+            let len = last.end.min(data_end).since(start);
+            let fin = self.fin_sent() && last.end.gt(data_end);
+            self.send_from_queue(now, buf, start, len, fin)
+        };
+        let (n, _) = sent?;
+        self.tlp.deadline = None;
+        self.tlp.end_seq = Some(self.snd_nxt);
+        self.tlp.is_retrans = !new_data;
+        self.tlp.probes += 1;
+        self.rtx_deadline = Some(self.rto_deadline(now));
+        Some(n)
+    }
+
+    /// RFC 8985 §7.2: after new data goes out in the open state with SACK,
+    /// and no probe outstanding, (re)arm the probe timer.
+    pub(super) fn arm_tlp(&mut self, now: Instant) {
+        self.tlp.deadline = None;
+        if !self.sack_enabled
+            || self.in_recovery
+            || self.rto_recover.is_some()
+            || self.tlp.end_seq.is_some()
+            || self.snd_una == self.snd_nxt
+        {
+            return;
+        }
+        let srtt = self.rtt.has_sample().then(|| self.rtt.srtt());
+        let one_segment = self.snd_nxt.since(self.snd_una) <= self.send_mss;
+        self.tlp.deadline = Some(recovery::probe_timeout(
+            now,
+            srtt,
+            one_segment,
+            self.rtx_deadline,
+        ));
     }
 
     /// RFC 9293 §3.8.6.1: data is waiting, nothing is in flight (so no ACK
@@ -263,6 +307,11 @@ impl Connection {
         let end = seq + carried + usize::from(fin_sent);
 
         let retransmission = seq.lt(self.snd_nxt);
+        self.sent.on_transmit(seq, end, now);
+        if self.in_recovery {
+            // RFC 6937 §3: prr_out counts everything sent during recovery.
+            self.prr.out += end.since(seq);
+        }
         if retransmission {
             self.counters.retransmits += 1;
             self.note_retransmission_tsval(now);
@@ -281,6 +330,14 @@ impl Connection {
             }
             self.snd_nxt = end;
         }
+        // The largest flight of this window of data (see `max_flight`).
+        let flight = self.snd_nxt.since(self.snd_una);
+        if self.snd_una.ge(self.max_flight_seq) {
+            self.max_flight = flight;
+            self.max_flight_seq = self.snd_nxt;
+        } else {
+            self.max_flight = self.max_flight.max(flight);
+        }
         self.counters.bytes_sent += carried as u64;
         if carried > 0 {
             self.last_data_sent = Some(now);
@@ -289,6 +346,9 @@ impl Connection {
         // RFC 6298 §5.1: start the timer if it is not running.
         if self.rtx_deadline.is_none() && end.gt(seq) {
             self.rtx_deadline = Some(self.rto_deadline(now));
+        }
+        if !retransmission && end.gt(seq) && !self.tlp.due {
+            self.arm_tlp(now);
         }
         Some((n, end))
     }
@@ -381,7 +441,11 @@ impl Connection {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
             seq,
-            ack: if flags.ack() { self.rcv_nxt } else { SeqNum(0) },
+            ack: if flags.ack() {
+                self.ack_point.unwrap_or(self.rcv_nxt)
+            } else {
+                SeqNum(0)
+            },
             flags,
             window,
             urgent: 0,
@@ -390,10 +454,11 @@ impl Connection {
         };
         let n = repr.emit(buf, *self.local.ip(), *self.remote.ip());
         self.counters.segments_out += 1;
-        if flags.ack() {
+        if flags.ack() && self.ack_point.is_none() {
             self.ack_due = AckDue::No;
             self.bytes_since_ack = 0;
             self.last_ack_sent = self.rcv_nxt;
+            self.ack_points.clear();
         }
         Some((n, carried, fin_sent))
     }

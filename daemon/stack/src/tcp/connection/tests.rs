@@ -1630,14 +1630,10 @@ fn too_old_ack_gets_a_challenge_ack() {
     assert_eq!(s.conn.stats().recv_queue, 0, "segment dropped");
 }
 
-#[test]
-fn sack_recovery_retransmits_only_the_hole() {
-    let mut s = scripted_established(SocketOptions {
-        nodelay: true,
-        ..SocketOptions::default()
-    });
-    // Re-run the handshake with SACK permitted.
-    let now = s.now;
+/// An established connection with SACK on (no timestamps), Nagle off, and
+/// a 10 ms handshake RTT sample: SRTT 10 ms, RTO 200 ms, MSS 536.
+fn scripted_sack(options: SocketOptions) -> Scripted {
+    let start = Instant::from_millis(1000);
     let mut conn = Connection::connect(
         params_with(
             A,
@@ -1645,46 +1641,280 @@ fn sack_recovery_retransmits_only_the_hole() {
             1000,
             SocketOptions {
                 nodelay: true,
-                ..SocketOptions::default()
+                ..options
             },
         ),
-        now,
+        start,
     );
-    let _syn = out(&mut conn, now);
+    let syn = out(&mut conn, start).expect("SYN");
+    assert!(syn.options.sack_permitted);
+    let now = start + ms(10);
     let mut synack = to(&conn, 5000, 1001, syn_ack(), b"");
     synack.options.sack_permitted = true;
     feed(&mut conn, now, &synack);
     drain(&mut conn, now);
     assert!(conn.sack_enabled);
-    s.conn = conn;
-    let mss = 536u32;
-    let data = pattern(mss as usize * 6);
-    s.conn.send(now, &data).expect("send");
-    assert_eq!(drain(&mut s.conn, now).len(), 6);
-    let p = s.peer_nxt;
-    let base = 1001u32;
-    // Segment 2 (index 1) is lost; 3, 4, 5 are SACKed one by one.
-    for k in 2..5u32 {
-        let mut dup = s.peer(p, base + mss, ACK, b"");
-        dup.options.set_sacks([SackBlock {
-            left: SeqNum(base + 2 * mss),
-            right: SeqNum(base + (k + 1) * mss),
-        }]);
-        let replies = s.feed(&dup);
-        if k < 4 {
-            assert!(replies.is_empty(), "k={k}: {replies:?}");
-        } else {
-            assert_eq!(replies.len(), 1, "retransmission of the hole: {replies:?}");
-            assert_eq!(replies[0].seq, base + mss);
-            assert_eq!(replies[0].payload.len(), mss as usize);
-        }
+    assert_eq!(conn.stats().srtt, ms(10));
+    Scripted {
+        conn,
+        now,
+        peer_nxt: 5001,
+        our_nxt: 1001,
     }
-    assert_eq!(s.conn.stats().retransmits, 1);
-    // The full ACK ends recovery; nothing else is resent.
-    let replies = s.feed(&s.peer(p, base + 6 * mss, ACK, b""));
+}
+
+const MSS: u32 = 536;
+const BASE: u32 = 1001;
+
+impl Scripted {
+    /// `<ACK=ack>` with SACK blocks `[l, r)` (segment indices from BASE).
+    fn sack(&self, ack_segs: u32, blocks: &[(u32, u32)]) -> Seg {
+        let mut seg = self.peer(self.peer_nxt, BASE + ack_segs * MSS, ACK, b"");
+        seg.options
+            .set_sacks(blocks.iter().map(|&(l, r)| SackBlock {
+                left: SeqNum(BASE + l * MSS),
+                right: SeqNum(BASE + r * MSS),
+            }));
+        seg
+    }
+    /// Sends `n` full segments now and checks they all went out.
+    fn send_segments(&mut self, n: u32) {
+        let data = pattern((n * MSS) as usize);
+        self.conn.send(self.now, &data).expect("send");
+        let sent = drain(&mut self.conn, self.now);
+        assert_eq!(sent.len(), n as usize, "{sent:?}");
+    }
+    fn advance_to(&mut self, at: Instant) -> Vec<Seg> {
+        self.now = at;
+        self.conn.handle_timeout(at);
+        drain(&mut self.conn, at)
+    }
+}
+
+/// RFC 8985 §6.2: one SACK above a hole does not make it lost at once
+/// (no reordering seen, fewer than DupThresh segments SACKed: the
+/// reordering window is min_RTT/4 = 2.5 ms); the reordering timer marks it
+/// lost when RTT + window have passed since it was sent, and it alone is
+/// retransmitted. A full ACK ends recovery; nothing else is resent.
+#[test]
+fn rack_marks_a_hole_lost_after_the_reordering_window() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let sent_at = s.now;
+    s.send_segments(6);
+    s.now = sent_at + ms(10);
+    // Segment 1 (the second) is missing; segment 2 is SACKed.
+    let replies = s.feed(&s.sack(1, &[(2, 3)]));
+    assert!(replies.is_empty(), "{replies:?}");
+    assert_eq!(
+        s.conn.stats().recovery.reorder_window,
+        Duration::from_micros(2500)
+    );
+    assert_eq!(
+        s.conn.poll_timeout(),
+        Some(sent_at + Duration::from_micros(12_500))
+    );
+    let rtx = s.advance_to(sent_at + Duration::from_micros(12_500));
+    assert_eq!(rtx.len(), 1, "{rtx:?}");
+    assert_eq!(
+        (rtx[0].seq, rtx[0].payload.len()),
+        (BASE + MSS, MSS as usize)
+    );
+    assert!(s.conn.in_recovery);
+    assert_eq!(s.conn.stats().recovery.fast_recoveries, 1);
+    // More SACKs: no more retransmissions, PRR lets new data out if any.
+    assert!(
+        s.feed(&s.sack(1, &[(2, 6)]))
+            .iter()
+            .all(|r| r.seq != BASE + MSS)
+    );
+    let replies = s.feed(&s.sack(6, &[]));
     assert!(replies.iter().all(|r| r.payload.is_empty()));
     assert_eq!(s.conn.stats().retransmits, 1);
     assert!(!s.conn.in_recovery);
+}
+
+/// With DupThresh (3) segments SACKed above it, the hole is lost at once
+/// (RACK's reordering window is zero until reordering has been seen).
+#[test]
+fn rack_with_dupthresh_sacked_retransmits_at_once() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let sent_at = s.now;
+    s.send_segments(6);
+    s.now = sent_at + ms(10);
+    assert!(s.feed(&s.sack(1, &[(2, 4)])).is_empty());
+    let rtx = s.feed(&s.sack(1, &[(2, 5)]));
+    assert_eq!(rtx.first().map(|r| r.seq), Some(BASE + MSS), "{rtx:?}");
+}
+
+/// RACK detects a lost retransmission (RFC 8985 §2.2): once a segment
+/// sent after the retransmission is SACKed and RTT + window have passed,
+/// the retransmission is retransmitted again, without waiting for an RTO.
+#[test]
+fn rack_detects_a_lost_retransmission() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    s.send_segments(8);
+    s.now = t0 + ms(10);
+    let rtx = s.feed(&s.sack(0, &[(1, 4)]));
+    assert_eq!(rtx.first().map(|r| r.seq), Some(BASE));
+    // The retransmission (sent at t0+10) is lost too; segment 4..8 SACKs
+    // arrive later: the originals were sent at t0, so the RACK segment is
+    // still older than the retransmission...
+    s.now = t0 + ms(12);
+    assert!(s.feed(&s.sack(0, &[(1, 8)])).iter().all(|r| r.seq != BASE));
+    // ...until something sent after it is delivered: new data.
+    s.send_segments(1);
+    s.now = t0 + ms(25);
+    let rtx = s.feed(&s.sack(0, &[(1, 9)]));
+    assert_eq!(rtx.first().map(|r| r.seq), Some(BASE), "{rtx:?}");
+    assert_eq!(s.conn.stats().recovery.rto_timeouts, 0);
+    assert_eq!(s.conn.stats().retransmits, 2);
+}
+
+/// TLP (RFC 8985 §7): the last two segments of a flight are lost. The
+/// probe timeout (2·SRTT = 20 ms after the ACK, well before the RTO)
+/// retransmits the last segment; its SACK lets RACK repair the other one.
+/// No retransmission timeout.
+#[test]
+fn tail_loss_probe_repairs_a_tail_without_timeout() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    s.send_segments(10);
+    // Segments 8 and 9 are lost; the ACK for the rest comes one RTT later.
+    s.now = t0 + ms(10);
+    assert!(s.feed(&s.sack(8, &[])).is_empty());
+    let pto = s.now + ms(20);
+    assert_eq!(s.conn.poll_timeout(), Some(pto));
+    let probe = s.advance_to(pto);
+    assert_eq!(probe.len(), 1, "{probe:?}");
+    assert_eq!(probe[0].seq, BASE + 9 * MSS, "the last segment");
+    assert_eq!(s.conn.stats().recovery.tlp_probes, 1);
+    // Its SACK arrives: segment 8 was sent long before the probe, more
+    // than RTT + reordering window ago: RACK marks it lost at once.
+    s.now = pto + ms(10);
+    let rtx = s.feed(&s.sack(8, &[(9, 10)]));
+    assert_eq!(rtx.first().map(|r| r.seq), Some(BASE + 8 * MSS), "{rtx:?}");
+    s.feed(&s.sack(10, &[]));
+    assert_eq!(s.conn.stats().send_queue, 0);
+    assert_eq!(s.conn.stats().recovery.rto_timeouts, 0);
+}
+
+/// A probe that was not needed (the ACK of the last segment was only
+/// delayed) is reported by a D-SACK (RFC 2883): no window reduction; and
+/// D-SACKs widen RACK's reordering window (RFC 8985 §6.2 step 4).
+#[test]
+fn dsack_of_a_probe_keeps_the_window_and_widens_the_reordering_window() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    s.send_segments(4);
+    s.now = t0 + ms(10);
+    s.feed(&s.sack(2, &[]));
+    let pto = s.now + ms(20);
+    let probe = s.advance_to(pto);
+    assert_eq!(probe[0].seq, BASE + 3 * MSS);
+    let cwnd = s.conn.stats().cwnd;
+    s.now = pto + ms(1);
+    s.feed(&s.sack(4, &[]));
+    // The D-SACK for the probe: a block below the cumulative ACK.
+    s.now = pto + ms(10);
+    s.feed(&s.sack(4, &[(3, 4)]));
+    assert_eq!(s.conn.stats().recovery.dsacks_received, 1);
+    assert_eq!(s.conn.stats().recovery.tlp_recoveries, 0);
+    assert_eq!(
+        s.conn.stats().cwnd,
+        cwnd,
+        "no reduction for a spurious probe"
+    );
+    assert_eq!(s.conn.rack.reo_wnd_mult, 2);
+}
+
+/// PRR (RFC 6937): 10 segments in flight, the first lost, CUBIC's
+/// ssthresh 0.7 × 10. RACK declares the loss after the reordering window,
+/// with one segment SACKed (pipe 8 > ssthresh): PRR then sends about
+/// ssthresh/RecoverFS of what each ACK delivers instead of a burst, and
+/// recovery ends with cwnd = ssthresh.
+#[test]
+fn prr_paces_sending_during_recovery() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    let data = pattern(60 * MSS as usize);
+    s.conn.send(s.now, &data).expect("send");
+    assert_eq!(drain(&mut s.conn, s.now).len(), 10);
+    s.now = t0 + ms(10);
+    // The SACK lets one new segment out (it left the network: pipe 9 < cwnd 10).
+    let early = s.feed(&s.sack(0, &[(1, 2)]));
+    assert_eq!(
+        early.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![BASE + 10 * MSS]
+    );
+    let rtx = s.advance_to(t0 + Duration::from_micros(12_500));
+    assert_eq!(rtx.len(), 1, "only the fast retransmit: {rtx:?}");
+    assert_eq!(rtx[0].seq, BASE);
+    let ssthresh = s.conn.stats().ssthresh;
+    assert_eq!(ssthresh, 7 * MSS as usize, "0.7 × 10 segments");
+    let mut per_ack = Vec::new();
+    for k in 2..10 {
+        let replies = s.feed(&s.sack(0, &[(1, 1 + k)]));
+        per_ack.push(replies.iter().filter(|r| !r.payload.is_empty()).count());
+    }
+    // RecoverFS is 11 segments (the SACK let one more out). prr_out
+    // follows CEIL(prr_delivered × 7/11), the retransmission included:
+    // 8 segments delivered, 6 sent, never more than one per ACK; once pipe
+    // is down to ssthresh the slow-start bound holds it there.
+    assert_eq!(
+        per_ack,
+        vec![0, 1, 0, 0, 1, 1, 1, 1],
+        "segments sent per ACK"
+    );
+    assert_eq!(1 + per_ack.iter().sum::<usize>(), 6);
+    assert!(s.conn.in_recovery);
+    s.now = t0 + ms(20);
+    let all = s.peer(s.peer_nxt, s.conn.snd_nxt.raw(), ACK, b"");
+    s.feed(&all);
+    assert!(!s.conn.in_recovery);
+    assert_eq!(s.conn.stats().cwnd, ssthresh);
+}
+
+/// After a timeout the SACKed segments are not resent (RFC 6675 §5.1 and
+/// Linux keep the scoreboard unless the peer reneged), and ssthresh is cut
+/// once per window: a second timeout of the same data leaves it alone
+/// (RFC 5681 §3.1).
+#[test]
+fn timeout_keeps_sack_information_and_cuts_ssthresh_once() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    s.send_segments(6);
+    s.now = t0 + ms(10);
+    // Segments 0 and 1 lost, 2..6 SACKed (DupThresh: lost at once); the
+    // retransmissions are lost too.
+    let rtx = s.feed(&s.sack(0, &[(2, 6)]));
+    let first_ssthresh = s.conn.stats().ssthresh;
+    assert_eq!(rtx.first().map(|r| r.seq), Some(BASE), "{rtx:?}");
+    let rto_at = s.conn.rtx_deadline.expect("RTO armed");
+    let rtx = s.advance_to(rto_at);
+    assert_eq!(s.conn.stats().recovery.rto_timeouts, 1);
+    assert_eq!(
+        s.conn.stats().ssthresh,
+        first_ssthresh,
+        "cut once for this window"
+    );
+    assert_eq!(rtx.len(), 1, "cwnd 1 segment: {rtx:?}");
+    assert_eq!(rtx[0].seq, BASE);
+    s.now = rto_at + ms(10);
+    let rtx = s.feed(&s.sack(1, &[(2, 6)]));
+    assert_eq!(
+        rtx.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![BASE + MSS],
+        "SACKed data is not resent"
+    );
+    let rto_again = s.conn.rtx_deadline.expect("RTO armed");
+    s.advance_to(rto_again);
+    assert_eq!(s.conn.stats().recovery.rto_timeouts, 2);
+    assert_eq!(
+        s.conn.stats().ssthresh,
+        first_ssthresh,
+        "a repeated timeout does not cut again"
+    );
 }
 
 #[test]
@@ -2183,4 +2413,26 @@ fn acks_echo_ts_recent_per_rfc_7323() {
     );
     assert_eq!(replies[0].ack, p + 110);
     assert_eq!(s.conn.stats().recv_queue, 110, "nothing delivered twice");
+}
+
+/// RFC 5681 §4.2: at least every second full-sized segment is ACKed, even
+/// when several arrive before the next transmit opportunity (one batch from
+/// the TUN, or one instant of the simulation): each ACK point gets its own
+/// ACK, in order. Before, one stretch ACK covered the whole batch, and
+/// losing that one ACK left a sender in recovery waiting for its RTO.
+#[test]
+fn a_batch_of_in_order_segments_gets_an_ack_per_two_segments() {
+    let mut s = scripted_established(SocketOptions::default());
+    s.conn.quick_acks = 0;
+    let p = s.peer_nxt;
+    let seg = vec![1u8; 536];
+    for k in 0..6u32 {
+        let data = s.peer(p + k * 536, s.our_nxt, ACK, &seg);
+        feed(&mut s.conn, s.now, &data);
+    }
+    let acks = drain(&mut s.conn, s.now);
+    assert_eq!(
+        acks.iter().map(|a| a.ack).collect::<Vec<_>>(),
+        vec![p + 2 * 536, p + 4 * 536, p + 6 * 536]
+    );
 }

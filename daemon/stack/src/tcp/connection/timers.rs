@@ -21,6 +21,8 @@ impl Connection {
         };
         [
             self.rtx_deadline,
+            self.rack.reo_deadline,
+            self.tlp.deadline,
             self.persist_deadline,
             self.keepalive_deadline,
             self.close_deadline,
@@ -58,6 +60,20 @@ impl Connection {
         {
             self.rtx_deadline = None;
             self.on_retransmission_timeout(now);
+        }
+        if let Some(t) = self.rack.reo_deadline
+            && now >= t
+        {
+            // RFC 8985 §6.3: the reordering window has passed for a
+            // segment sent before the RACK segment.
+            self.rack.reo_deadline = None;
+            self.rack_detect_loss(now);
+        }
+        if let Some(t) = self.tlp.deadline
+            && now >= t
+        {
+            self.tlp.deadline = None;
+            self.on_probe_timeout();
         }
         if let Some(t) = self.persist_deadline
             && now >= t
@@ -130,26 +146,60 @@ impl Connection {
                     return;
                 }
                 self.retries += 1;
-                // RFC 5681 §3.1 eq. (4): ssthresh from the flight; cwnd = 1 SMSS.
+                // RFC 5681 §3.1 eq. (4): cwnd = 1 SMSS, and ssthresh cut
+                // once per window of data (RFC 5681 §3.1: "MUST NOT be
+                // reduced further" on a retransmission timing out again;
+                // Linux's tcp_enter_loss also skips it when fast recovery
+                // already reduced it for this window).
+                let window_already_reduced = (self.in_recovery && self.snd_una.lt(self.recover))
+                    || self.rto_recover.is_some_and(|guard| self.snd_una.le(guard));
                 self.cc
-                    .on_retransmission_timeout(now, self.snd_nxt.since(self.snd_una));
+                    .on_retransmission_timeout(now, !window_already_reduced);
                 // RFC 6298 §5.5: back off.
                 self.rtt.backoff();
                 self.rtt_timed = None;
+                if self.in_recovery {
+                    self.rack.on_recovery_exit();
+                }
                 self.in_recovery = false;
-                self.cwnd_inflation = 0;
+                self.reno_dup_bytes = 0;
                 self.dup_acks = 0;
-                self.fast_retransmit_due = false;
                 self.rto_recover = Some(self.snd_nxt);
-                // RFC 2018 §8: after a timeout, SACKed data is not trusted.
-                self.scoreboard.clear();
+                self.counters.recovery.rto_timeouts += 1;
                 // RFC 6298 §5.4: retransmit the earliest unacknowledged
-                // segment (and go back N: the rest follows as cwnd allows).
-                self.tx_next = self.snd_una;
+                // segment, and go back N: everything not SACKed is deemed
+                // lost and follows as cwnd allows (RFC 8985 §6.3 marks
+                // those sent more than RACK.rtt + reo_wnd ago, which after
+                // an RTO is all of them). SACK marks are kept unless the
+                // peer reneged (see `SentQueue::mark_all_lost`).
+                self.sent.mark_all_lost();
+                self.tlp.end_seq = None;
+                self.tlp.deadline = None;
+                self.tlp.due = false;
+                self.rack.reo_deadline = None;
                 // §5.6: restart the timer with the backed-off RTO.
                 self.rtx_deadline = Some(self.rto_deadline(now));
             }
             _ => {}
+        }
+    }
+
+    /// The probe timeout expired (RFC 8985 §7.3): a probe is due if data is
+    /// still in flight and no recovery started meanwhile.
+    fn on_probe_timeout(&mut self) {
+        if matches!(
+            self.state,
+            TcpState::Established
+                | TcpState::FinWait1
+                | TcpState::CloseWait
+                | TcpState::Closing
+                | TcpState::LastAck
+        ) && self.snd_una != self.snd_nxt
+            && !self.in_recovery
+            && self.rto_recover.is_none()
+            && self.tlp.end_seq.is_none()
+        {
+            self.tlp.due = true;
         }
     }
 

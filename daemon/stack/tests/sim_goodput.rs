@@ -1,0 +1,227 @@
+//! Loss recovery measured in virtual time: bulk goodput over a link with
+//! random loss against the Mathis et al. model, and tail losses that must
+//! be repaired without a retransmission timeout (RFC 8985 RACK-TLP).
+//!
+//! The link loses packets in both directions at random (no reordering, no
+//! jitter), so the model applies: a Reno-style sender with loss-event rate
+//! p and round-trip time RTT gets about MSS/RTT · 1.22/√p (Mathis, Semke,
+//! Mahdavi, Ott 1997); CUBIC in its Reno-friendly region (short RTTs, RFC
+//! 9438 §4.3) gets the same. Each case must reach 80 % of it. Every case is
+//! a fixed seed: a regression that costs goodput fails here, and the seeds
+//! of the collapse this file was written for (issue 10: a spurious extra
+//! ssthresh cut per timeout, ssthresh from the post-ACK flight, no RACK-TLP,
+//! one stretch ACK per batch) are among them.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddrV4;
+use tcpd_stack::wire::TcpRepr;
+use tcpd_stack::wire::{IpProtocol, Ipv4Repr};
+use tcpd_stack::{CongestionAlgorithm, Duration, RecoveryInfo, SockOption};
+
+const SERVER_PORT: u16 = 80;
+/// Payload per segment (MTU 1500 less IP, TCP and timestamps).
+const MSS: f64 = 1448.0;
+
+/// What a bulk transfer achieved.
+struct Bulk {
+    /// Bytes per second of virtual time, from the first write to the last byte read.
+    goodput: f64,
+    recovery: RecoveryInfo,
+}
+
+/// A link with random loss `loss` in each direction and `delay` each way.
+fn random_loss(loss: f64, delay: Duration) -> LinkConfig {
+    LinkConfig {
+        delay,
+        jitter: Duration::ZERO,
+        loss,
+        duplicate: 0.0,
+        reorder: 0.0,
+        reorder_delay: Duration::ZERO,
+        corrupt: 0.0,
+    }
+}
+
+/// A listener on B and a client on A using `algorithm`, connected.
+fn connected(
+    sim: &mut Sim,
+    algorithm: CongestionAlgorithm,
+) -> (tcpd_stack::SocketHandle, tcpd_stack::SocketHandle) {
+    let listener = sim.b.socket();
+    sim.b
+        .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+        .expect("bind");
+    sim.b.listen(listener, 4).expect("listen");
+    let client = sim.a.socket();
+    sim.a
+        .set_option(sim.now, client, SockOption::Congestion(algorithm))
+        .expect("TCP_CONGESTION");
+    sim.a
+        .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+        .expect("connect");
+    let mut server = None;
+    sim.run_until("accepted", |sim| {
+        server = server.or_else(|| sim.b.accept(listener).ok().map(|(h, _)| h));
+        server.is_some()
+    });
+    (client, server.expect("accepted"))
+}
+
+/// A sends `bytes` to B, which reads everything at once.
+fn bulk(seed: u64, link: LinkConfig, bytes: usize, algorithm: CongestionAlgorithm) -> Bulk {
+    let mut sim = Sim::new(seed, link);
+    sim.limits.max_steps = 20_000_000;
+    let (client, server) = connected(&mut sim, algorithm);
+    let chunk = vec![0x5a; 64 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut sent, mut received) = (0, 0);
+    let started = sim.now;
+    sim.run_until("all received", |sim| {
+        while sent < bytes {
+            let n = (bytes - sent).min(chunk.len());
+            match sim.a.send(sim.now, client, &chunk[..n]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        while let Ok(n @ 1..) = sim.b.recv(sim.now, server, &mut buf, false) {
+            received += n;
+        }
+        received >= bytes
+    });
+    let info = sim.a.socket_info(client).expect("client");
+    Bulk {
+        goodput: bytes as f64 / (sim.now - started).as_secs_f64(),
+        recovery: info.recovery,
+    }
+}
+
+/// Mathis et al.: MSS/RTT · 1.22/√p, bytes per second.
+fn mathis(loss: f64, rtt: Duration) -> f64 {
+    MSS / rtt.as_secs_f64() * 1.22 / loss.sqrt()
+}
+
+/// Random loss 1–5 % with 5–20 ms one-way delay: CUBIC's goodput within
+/// 20 % of the model, with at most a rare retransmission timeout (RACK-TLP
+/// repairs the rest). NewReno must reach 65 %: its β = 1/2 pays more for
+/// random (not periodic) losses than the 1.22 constant assumes (Padhye et
+/// al. 1998), and at 5 % loss and 40 ms RTT it measures about 70 % (82–96 %
+/// in the other cases); CUBIC measures 87–113 %.
+#[test]
+fn goodput_under_random_loss_is_within_20_percent_of_mathis() {
+    let cases = [
+        // (loss, one-way delay, seed)
+        (0.01, 5, 11),
+        (0.02, 5, 1),
+        (0.02, 5, 2),
+        (0.03, 10, 3),
+        (0.05, 10, 4),
+        (0.05, 20, 5),
+    ];
+    for algorithm in [CongestionAlgorithm::Cubic, CongestionAlgorithm::NewReno] {
+        for (loss, delay_ms, seed) in cases {
+            let delay = Duration::from_millis(delay_ms);
+            let model = mathis(loss, delay * 2);
+            // About eight seconds of virtual time at the model's rate.
+            let bytes = (model * 8.0) as usize;
+            let run = bulk(seed, random_loss(loss, delay), bytes, algorithm);
+            let ratio = run.goodput / model;
+            let required = match algorithm {
+                CongestionAlgorithm::Cubic => 0.8,
+                CongestionAlgorithm::NewReno => 0.65,
+            };
+            eprintln!(
+                "{algorithm:?} loss {:.0}% delay {delay_ms} ms: {:.0} kB/s, model {:.0} kB/s, ratio {ratio:.2}, {:?}",
+                loss * 100.0,
+                run.goodput / 1e3,
+                model / 1e3,
+                run.recovery
+            );
+            assert!(
+                ratio >= required,
+                "{algorithm:?} loss {loss} delay {delay_ms} ms seed {seed}: goodput {:.0} B/s is {ratio:.2} of the model {model:.0}",
+                run.goodput
+            );
+            let segments = bytes as f64 / MSS;
+            assert!(
+                (run.recovery.rto_timeouts as f64) < segments * loss * 0.05,
+                "{algorithm:?} loss {loss}: {} timeouts for {:.0} losses",
+                run.recovery.rto_timeouts,
+                segments * loss
+            );
+        }
+    }
+}
+
+/// The TCP segment in an IPv4 packet the stack sent.
+fn tcp_of(packet: &[u8]) -> Option<TcpRepr<'_>> {
+    let (ip, payload) = Ipv4Repr::parse(packet).ok()?;
+    if ip.protocol != IpProtocol::Tcp {
+        return None;
+    }
+    TcpRepr::parse(payload, ip.src, ip.dst).ok()
+}
+
+/// A response of `segments` full segments from A whose data segments at
+/// the given indices are lost the first time they are sent; everything else
+/// arrives (5 ms each way). Returns A's recovery counters once B has it all.
+fn tail_loss(segments: usize, lost: &'static [usize]) -> RecoveryInfo {
+    let mut sim = Sim::new(7, random_loss(0.0, Duration::from_millis(5)));
+    let (client, server) = connected(&mut sim, CongestionAlgorithm::Cubic);
+    let mut seen = std::collections::HashSet::new();
+    let mut first_seq = None;
+    sim.link.drop_filter = Some(Box::new(move |from, packet| {
+        let Some(seg) = tcp_of(packet) else {
+            return false;
+        };
+        if from != Side::A || seg.payload.is_empty() {
+            return false;
+        }
+        let base = *first_seq.get_or_insert(seg.seq);
+        let index = seg.seq.since(base) / 1448;
+        seen.insert(seg.seq.raw()) && lost.contains(&index)
+    }));
+    // Warm the RTT estimate so the probe timeout is 2·SRTT, not 1 s.
+    let bytes = segments * 1448;
+    let data = vec![7u8; bytes];
+    let mut buf = vec![0u8; bytes];
+    let mut received = 0;
+    assert_eq!(sim.a.send(sim.now, client, &data), Ok(bytes));
+    let started = sim.now;
+    sim.run_until("the response arrived", |sim| {
+        while let Ok(n @ 1..) = sim.b.recv(sim.now, server, &mut buf, false) {
+            received += n;
+        }
+        received == bytes
+    });
+    let took = sim.now - started;
+    let info = sim.a.socket_info(client).expect("client").recovery;
+    assert!(
+        took < Duration::from_millis(200),
+        "lost {lost:?} of {segments}: took {took:?} (an RTO is 200 ms at least), {info:?}"
+    );
+    info
+}
+
+/// Tail losses of a ten-segment response (RFC 8985 §7's motivating cases):
+/// the last two, the last three, the last four, the last and one in the
+/// middle. TLP probes after 2·SRTT; RACK repairs what the probe's SACK
+/// reveals. None waits for the retransmission timeout.
+///
+/// (The last segment alone, lost after the ACKs of the others arrived,
+/// leaves one segment in flight: the probe timeout then adds the peer's
+/// worst-case delayed-ACK time, 200 ms, and meets the RTO, as in RFC 8985
+/// §7.2 and Linux.)
+#[test]
+fn tail_losses_recover_without_a_timeout() {
+    for lost in [&[8, 9][..], &[7, 8, 9], &[6, 7, 8, 9], &[4, 9]] {
+        let info = tail_loss(10, lost);
+        assert_eq!(info.rto_timeouts, 0, "lost {lost:?}: {info:?}");
+        assert!(
+            info.tlp_probes + info.fast_recoveries >= 1,
+            "lost {lost:?}: {info:?}"
+        );
+    }
+}
