@@ -97,6 +97,9 @@ pub struct SocketOptions {
     /// TCP_USER_TIMEOUT: if set, unacknowledged data older than this aborts
     /// the connection with ETIMEDOUT (RFC 5482); else `max_retries` applies.
     pub user_timeout: Option<Duration>,
+    /// TCP_MAXSEG set by the user (Linux's `user_mss`): clamps the MSS we
+    /// advertise and the one we send with. `None`: MTU - 40.
+    pub max_segment: Option<u16>,
 }
 
 impl Default for SocketOptions {
@@ -114,6 +117,7 @@ impl Default for SocketOptions {
             congestion: CongestionAlgorithm::Cubic,
             syn_retries: 6,
             user_timeout: None,
+            max_segment: None,
         }
     }
 }

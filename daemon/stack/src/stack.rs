@@ -859,7 +859,7 @@ impl Stack {
 
     /// setsockopt(2). Options set before connect/listen are handed to the
     /// connection (children inherit their listener's). `Error` and
-    /// `MaxSegment` are read-only (ENOPROTOOPT).
+    /// is read-only (ENOPROTOOPT); `MaxSegment` sets the user's MSS clamp.
     pub fn set_option(
         &mut self,
         now: Instant,
@@ -889,10 +889,14 @@ impl Stack {
         let SocketKind::Connection(id) = entry.kind else {
             return Ok(match name {
                 OptionName::Error => SockOption::Error(None),
-                // Not connected: the MSS we would advertise (RFC 9293 §3.7.1).
-                OptionName::MaxSegment => {
-                    SockOption::MaxSegment(self.config.mtu.saturating_sub(TCP_IP_HEADERS))
-                }
+                // Not connected: the MSS we would advertise (RFC 9293
+                // §3.7.1), or the user's TCP_MAXSEG (as Linux returns user_mss).
+                OptionName::MaxSegment => SockOption::MaxSegment(
+                    entry
+                        .options
+                        .max_segment
+                        .unwrap_or(self.config.mtu.saturating_sub(TCP_IP_HEADERS)),
+                ),
                 _ => options::read(&entry.options, name).ok_or(SocketError::UnsupportedOption)?,
             });
         };

@@ -722,9 +722,17 @@ fn options_before_connect_reach_the_connection() {
     sim.a
         .set_option(sim.now, c, SockOption::RecvBuffer(65536))
         .expect("set");
+    // TCP_MAXSEG (issue 10, bug 3): Linux's range is 88..=32767.
     assert_eq!(
-        sim.a.set_option(sim.now, c, SockOption::MaxSegment(100)),
-        Err(tcpd_stack::SocketError::UnsupportedOption)
+        sim.a.set_option(sim.now, c, SockOption::MaxSegment(50)),
+        Err(tcpd_stack::SocketError::InvalidValue)
+    );
+    sim.a
+        .set_option(sim.now, c, SockOption::MaxSegment(1000))
+        .expect("TCP_MAXSEG is settable before connect");
+    assert_eq!(
+        sim.a.get_option(c, OptionName::MaxSegment),
+        Ok(SockOption::MaxSegment(1000))
     );
     assert_eq!(
         sim.a.set_option(sim.now, c, SockOption::KeepCount(0)),
@@ -747,9 +755,10 @@ fn options_before_connect_reach_the_connection() {
     );
     assert_eq!(
         sim.a.get_option(c, OptionName::MaxSegment),
-        Ok(SockOption::MaxSegment(1448))
+        Ok(SockOption::MaxSegment(988))
     );
-    // (1460 less the 12 bytes of the timestamp option, as Linux reports it.)
+    // (The clamp of 1000 less the 12 bytes of the timestamp option, as
+    // Linux reports it; the peer's MSS, 1460, is larger.)
     assert_eq!(
         sim.a.get_option(c, OptionName::Error),
         Ok(SockOption::Error(None))

@@ -3,8 +3,9 @@
 //!
 //! Values are checked once here, with Linux's limits, before they reach a
 //! socket's [`SocketOptions`] or a live connection, so every socket kind
-//! accepts and rejects the same values. `SO_ERROR` and `TCP_MAXSEG` are read
-//! only and are answered by the stack, not stored.
+//! accepts and rejects the same values. `SO_ERROR` is read only; reading
+//! `TCP_MAXSEG` is answered by the stack (the MSS in use), setting it
+//! stores the user's clamp (Linux's `user_mss`).
 
 use crate::config::SocketOptions;
 use crate::error::SocketError;
@@ -22,13 +23,19 @@ const MAX_KEEPALIVE_SECS: u64 = 32767;
 const MAX_KEEPCNT: u32 = 127;
 /// Linux MAX_TCP_SYNCNT.
 const MAX_SYNCNT: u32 = 127;
+/// TCP_MAXSEG bounds: Linux's TCP_MIN_MSS (88) and MAX_TCP_WINDOW (32767);
+/// 0 clears the setting.
+const MAXSEG_RANGE: core::ops::RangeInclusive<u16> = 88..=32767;
 
 /// Checks `option` and returns the value to store (buffer sizes are clamped
 /// like Linux does; out-of-range counts and intervals are EINVAL as on Linux).
 pub(crate) fn normalize(option: SockOption) -> Result<SockOption, SocketError> {
     let keepalive_range = Duration::from_secs(1)..=Duration::from_secs(MAX_KEEPALIVE_SECS);
     match option {
-        SockOption::Error(_) | SockOption::MaxSegment(_) => Err(SocketError::UnsupportedOption),
+        SockOption::Error(_) => Err(SocketError::UnsupportedOption),
+        SockOption::MaxSegment(n) if n != 0 && !MAXSEG_RANGE.contains(&n) => {
+            Err(SocketError::InvalidValue)
+        }
         SockOption::KeepIdle(d) | SockOption::KeepInterval(d) if !keepalive_range.contains(&d) => {
             Err(SocketError::InvalidValue)
         }
@@ -59,8 +66,9 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         SockOption::Congestion(c) => options.congestion = c,
         SockOption::SynRetries(n) => options.syn_retries = n,
         SockOption::UserTimeout(t) => options.user_timeout = t,
-        // Read-only; normalize() rejects them before they get here.
-        SockOption::Error(_) | SockOption::MaxSegment(_) => {}
+        SockOption::MaxSegment(n) => options.max_segment = (n != 0).then_some(n),
+        // Read-only; normalize() rejects it before it gets here.
+        SockOption::Error(_) => {}
     }
 }
 
@@ -100,6 +108,18 @@ mod tests {
         );
         assert_eq!(
             normalize(SockOption::MaxSegment(1000)),
+            Ok(SockOption::MaxSegment(1000))
+        );
+        assert_eq!(
+            normalize(SockOption::MaxSegment(87)),
+            Err(SocketError::InvalidValue)
+        );
+        assert_eq!(
+            normalize(SockOption::MaxSegment(0)),
+            Ok(SockOption::MaxSegment(0))
+        );
+        assert_eq!(
+            normalize(SockOption::Error(None)),
             Err(SocketError::UnsupportedOption)
         );
         assert_eq!(

@@ -152,7 +152,7 @@ impl CongestionControl for Cubic {
         }
         if self.cwnd < self.ssthresh {
             // Slow start (RFC 9438 §4.10 defers to RFC 5681 / RFC 3465).
-            let increase = slow_start_increase(acked, self.mss) as f64 / self.mss as f64;
+            let increase = slow_start_increase(acked) as f64 / self.mss as f64;
             self.cwnd = (self.cwnd + increase).min(self.ssthresh.max(self.cwnd));
             return;
         }

@@ -8,8 +8,10 @@
 //! ssthresh at these events.
 //!
 //! Shared rules (both controllers):
-//! - Slow start counts acknowledged bytes, at most 2*SMSS per ACK (RFC 3465
-//!   §2.2, L = 2), so stretch ACKs and delayed ACKs both give ~doubling per RTT.
+//! - Slow start grows cwnd by what each ACK newly acknowledges (RFC 5681
+//!   §3.1, counted in bytes as RFC 3465 §2.2 but without its L = 2*SMSS
+//!   limit, as Linux's `tcp_slow_start` grows by the packets acked): a
+//!   stretch ACK for four segments grows the window by four.
 //! - The window only grows while it is in use: the flight before the ACK must
 //!   be at least half the window (RFC 7661 §4.3's "validated" test, with the
 //!   flight standing in for pipeACK). An application-limited sender therefore
@@ -82,10 +84,10 @@ pub fn new_controller(algorithm: CongestionAlgorithm, mss: usize) -> Box<dyn Con
     }
 }
 
-/// Slow-start growth for one ACK: the bytes it acknowledged, at most
-/// L = 2*SMSS (RFC 3465 §2.2 appropriate byte counting limit).
-fn slow_start_increase(acked: usize, mss: usize) -> usize {
-    acked.min(2 * mss)
+/// Slow-start growth for one ACK: the bytes it newly acknowledged (RFC
+/// 5681 §3.1; Linux applies no RFC 3465 L limit).
+fn slow_start_increase(acked: usize) -> usize {
+    acked
 }
 
 /// Whether the window was in use when this ACK arrived, so that growing it

@@ -90,7 +90,7 @@ impl CongestionControl for NewReno {
             // Slow start (RFC 5681 §3.1, RFC 3465 §2.2), up to ssthresh; bytes
             // beyond it count towards congestion avoidance.
             let room = self.ssthresh - self.cwnd;
-            let increase = slow_start_increase(acked, self.mss).min(room);
+            let increase = slow_start_increase(acked).min(room);
             self.cwnd += increase;
             if self.cwnd < self.ssthresh {
                 return;
@@ -171,16 +171,17 @@ mod tests {
         assert_eq!(cc.cwnd(), 10 * MSS);
         assert_eq!(one_rtt(&mut cc, MSS), 20 * MSS);
         assert_eq!(one_rtt(&mut cc, MSS), 40 * MSS);
-        // Delayed ACKs (2 segments each) still double: L = 2*SMSS.
+        // Delayed ACKs (2 segments each) still double.
         assert_eq!(one_rtt(&mut cc, 2 * MSS), 80 * MSS);
     }
 
     #[test]
-    fn stretch_acks_are_limited_to_two_segments() {
+    fn slow_start_grows_by_the_segments_acknowledged() {
         let mut cc = NewReno::new(MSS);
-        // An ACK for four segments grows the window by two at most.
+        // A stretch ACK for four segments grows the window by four (RFC
+        // 5681 §3.1 as Linux; RFC 3465's L = 2 would give two).
         cc.on_ack(NOW, 4 * MSS, None, 10 * MSS);
-        assert_eq!(cc.cwnd(), 12 * MSS);
+        assert_eq!(cc.cwnd(), 14 * MSS);
     }
 
     #[test]

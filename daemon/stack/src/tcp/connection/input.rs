@@ -329,11 +329,16 @@ impl Connection {
         }
 
         // RFC 7323 §4.3 (2): TS.Recent follows the segment that covers
-        // Last.ACK.sent (PAWS has already rejected older TSvals).
+        // Last.ACK.sent (PAWS has already rejected older TSvals) — but only
+        // a segment whose ACK is acceptable (RFC 7323 Appendix D updates it
+        // after the ACK check; RFC 5961 §5.2 discards the segment otherwise):
+        // a forged or confused segment acknowledging unsent data must not
+        // move TS.Recent, or PAWS would reject all the valid data after it.
         if self.ts_enabled
             && let Some((tsval, _)) = seg.options.timestamp
             && seg.seq.le(self.last_ack_sent)
             && !ts_before(tsval, self.ts_recent)
+            && self.ack_is_acceptable(seg.ack)
         {
             self.ts_recent = tsval;
             self.ts_recent_at = now;
@@ -430,6 +435,16 @@ impl Connection {
         }
         self.last_invalid_ack = Some(now);
         self.ack_now();
+    }
+
+    /// The ACK field passes the fifth check: SYN-RECEIVED: SND.UNA <
+    /// SEG.ACK =< SND.NXT (RFC 9293 §3.10.7.4); later states: not beyond
+    /// SND.NXT and not older than SND.UNA - MAX.SND.WND (RFC 5961 §5.2).
+    fn ack_is_acceptable(&self, ack: SeqNum) -> bool {
+        if self.state == TcpState::SynReceived {
+            return ack.gt(self.snd_una) && ack.le(self.snd_nxt);
+        }
+        ack.le(self.snd_nxt) && !ack.lt(self.snd_una - self.max_snd_wnd)
     }
 
     /// RFC 9293 §3.10.7.4, fifth check, for ESTABLISHED and later. Returns
@@ -827,6 +842,12 @@ impl Connection {
             let fin_seq = seq + payload.len();
             if fin_seq.ge(self.rcv_nxt) {
                 self.peer_fin_at = Some(fin_seq);
+            }
+            if fin_seq.gt(self.rcv_nxt) {
+                // A FIN beyond a hole is out-of-order data too: a duplicate
+                // ACK at once (RFC 5681 §4.2), with the SACK block that
+                // tells the peer what is missing.
+                self.ack_now();
             }
         }
         // Eighth check: the FIN counts only once everything before it

@@ -333,6 +333,9 @@ pub struct Connection {
     tlp: Tlp,
     /// Proportional rate reduction during fast recovery.
     prr: Prr,
+    /// The end of the last segment shorter than the MSS that we sent
+    /// (Minshall's Nagle variant; Linux's `snd_sml`).
+    last_small_end: Option<SeqNum>,
     /// The largest flight since SND.UNA passed `max_flight_seq` (a window
     /// of data ago): whether cwnd was in use (Linux's `max_packets_out`).
     max_flight: usize,
@@ -357,8 +360,10 @@ impl Connection {
     fn new(params: ConnectionParams, now: Instant, active_open: bool) -> Connection {
         let config = params.config;
         let options = params.options;
+        // RFC 9293 §3.7.1: MTU - 40, clamped by TCP_MAXSEG as Linux does.
         let adv_mss = usize::from(config.mtu)
             .saturating_sub(IPV4_TCP_HEADERS)
+            .min(options.max_segment.map_or(usize::MAX, usize::from))
             .max(1);
         let path_mss = DEFAULT_IPV4_MSS.min(adv_mss);
         let iss = params.iss;
@@ -442,6 +447,7 @@ impl Connection {
             rack: Rack::new(iss),
             tlp: Tlp::default(),
             prr: Prr::default(),
+            last_small_end: None,
             max_flight: 0,
             max_flight_seq: iss,
             tx_scratch: Vec::new(),
@@ -966,10 +972,10 @@ impl Connection {
             }
             SockOption::SynRetries(n) => self.options.syn_retries = n,
             SockOption::UserTimeout(t) => self.options.user_timeout = t,
-            // Read-only (TCP_MAXSEG here, SO_ERROR).
-            SockOption::MaxSegment(_) | SockOption::Error(_) => {
-                return Err(SocketError::UnsupportedOption);
-            }
+            // Linux keeps user_mss for later; the MSS of a connection is
+            // fixed at the handshake (only PMTU discovery lowers it).
+            SockOption::MaxSegment(n) => self.options.max_segment = (n != 0).then_some(n),
+            SockOption::Error(_) => return Err(SocketError::UnsupportedOption),
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use crate::wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr};
 impl Connection {
     pub(super) fn transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if let Some(rst) = self.pending_rst.take() {
-            return self.emit_rst(rst, buf);
+            return self.emit_rst(now, rst, buf);
         }
         match self.state {
             TcpState::Closed | TcpState::Listen => return None,
@@ -168,10 +168,12 @@ impl Connection {
         } else if can >= mss {
             // Sender SWS avoidance (RFC 9293 §3.8.6.2.1) case 1: a full segment.
             mss
-        } else if !(self.options.nodelay || self.snd_nxt == self.snd_una || self.fin_queued) {
-            // Nagle (RFC 9293 §3.7.4): with data unacknowledged, hold a
-            // small segment until the ACK comes or a full one fills up. A
-            // queued FIN pushes everything out (no more data can follow).
+        } else if !(self.options.nodelay || !self.small_segment_unacked() || self.fin_queued) {
+            // Nagle (RFC 9293 §3.7.4) in Minshall's variant, as Linux
+            // (`tcp_nagle_check`): hold a small segment only while an
+            // earlier small one is unacknowledged (full-sized segments in
+            // flight do not hold the tail of a write). A queued FIN pushes
+            // everything out (no more data can follow).
             0
         } else if avail <= room {
             // Case 2: everything queued can go now (possibly 0 bytes + FIN).
@@ -179,6 +181,12 @@ impl Connection {
         } else if can > 0 && can >= self.max_snd_wnd / 2 {
             // Case 3: at least half the largest window the peer offered
             // (RFC 1122 §4.2.3.4, Fs = 1/2).
+            can
+        } else if can > 0 && self.snd_nxt == self.snd_una {
+            // Nothing in flight and a usable window smaller than the data:
+            // send what fits now, as Linux does, rather than wait for the
+            // override timeout (RFC 9293 §3.8.6.2.1 case 4); the
+            // receiver's own SWS avoidance keeps such windows rare.
             can
         } else if self.force_send {
             // Case 4: the persist timer's override timeout.
@@ -197,8 +205,18 @@ impl Connection {
             && end.gt(self.tx_next)
         {
             self.tx_next = end;
+            if len < mss {
+                self.last_small_end = Some(end);
+            }
         }
         sent.map(|(n, _)| n)
+    }
+
+    /// Minshall's test: a segment shorter than the MSS was sent and is not
+    /// yet acknowledged (Linux's `tcp_minshall_check` on `snd_sml`).
+    fn small_segment_unacked(&self) -> bool {
+        self.last_small_end
+            .is_some_and(|end| end.gt(self.snd_una) && end.le(self.snd_nxt))
     }
 
     /// Sends the tail-loss probe (RFC 8985 §7.3): one segment of new data
@@ -533,7 +551,13 @@ impl Connection {
     }
 
     /// <SEQ=seq><CTL=RST> or <SEQ=seq><ACK=ack><CTL=RST,ACK> (RFC 9293 §3.5.2).
-    fn emit_rst(&mut self, rst: PendingRst, buf: &mut [u8]) -> Option<usize> {
+    /// Carries the timestamps option when the connection negotiated it
+    /// (RFC 7323 §3.2: "SHOULD ... on RST"; Linux sends TSval and TS.Recent).
+    fn emit_rst(&mut self, now: Instant, rst: PendingRst, buf: &mut [u8]) -> Option<usize> {
+        let options = TcpOptions {
+            timestamp: self.ts_enabled.then(|| (self.ts_now(now), self.ts_recent)),
+            ..TcpOptions::default()
+        };
         let repr = TcpRepr {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
@@ -546,7 +570,7 @@ impl Connection {
             },
             window: 0,
             urgent: 0,
-            options: TcpOptions::default(),
+            options,
             payload: &[],
         };
         if buf.len() < repr.buffer_len() {

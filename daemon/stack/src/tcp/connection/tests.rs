@@ -2330,12 +2330,15 @@ fn a_peer_mss_above_our_mtu_is_clamped() {
     assert!(data.iter().all(|s| s.payload.len() <= 1460), "{data:?}");
 }
 
-/// Sender SWS avoidance (RFC 9293 §3.8.6.2.1, RFC 1122 §4.2.3.4): with a
-/// usable window below both one MSS and half the largest window the peer
-/// offered, a sender holding more data waits; the persist timer's override
-/// then sends what fits; a window of at least half the maximum is used.
+/// Sender SWS avoidance as Linux does it (issue 10): with nothing in
+/// flight, a usable window below one MSS is used at once (RFC 9293
+/// §3.8.6.2.1 would wait for the override timeout); with data in flight a
+/// small window still waits. Then Minshall's Nagle (Linux's
+/// `tcp_nagle_check`): the tail of a write goes right after a full segment,
+/// because no earlier small segment is unacknowledged; a second small
+/// segment waits for the first one's ACK.
 #[test]
-fn sender_avoids_silly_windows_until_the_override() {
+fn sender_sends_a_small_window_at_once_and_nagle_is_minshall() {
     let mut s = scripted_established(SocketOptions::default());
     let (p, o) = (s.peer_nxt, s.our_nxt);
     // The peer shrinks its offer to 100 bytes (max window stays 65535).
@@ -2343,30 +2346,37 @@ fn sender_avoids_silly_windows_until_the_override() {
     small.window = 100;
     s.feed(&small);
     s.conn.send(s.now, &[5u8; 1000]).expect("send");
-    assert!(
-        drain(&mut s.conn, s.now).is_empty(),
-        "100 < MSS and < 65535/2"
-    );
-    let deadline = s.conn.poll_timeout().expect("persist timer");
-    s.conn.handle_timeout(deadline);
-    let sent = drain(&mut s.conn, deadline);
+    let sent = drain(&mut s.conn, s.now);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!((sent[0].seq, sent[0].payload.len()), (o, 100));
-    // Acknowledged with a window of 40000: a full segment goes; the 364
-    // bytes after it are a small segment that Nagle holds while data is
-    // unacknowledged (RFC 9293 §3.7.4), until the next ACK.
+    // In flight now: the rest waits (no silly 100-byte dribble).
+    let mut same = s.peer(p, o, ACK, b"");
+    same.window = 200;
+    s.feed(&same);
+    assert!(
+        drain(&mut s.conn, s.now).is_empty(),
+        "small window, data in flight"
+    );
+    // Acknowledged with a window of 40000: a full segment and the 364-byte
+    // tail go together (the 100-byte segment is acknowledged).
     let mut open = s.peer(p, o + 100, ACK, b"");
     open.window = 40_000;
-    feed(&mut s.conn, deadline, &open);
-    let full = drain(&mut s.conn, deadline);
-    assert_eq!(full.len(), 1, "{full:?}");
-    assert_eq!((full[0].seq, full[0].payload.len()), (o + 100, 536));
-    let mut acked = s.peer(p, o + 636, ACK, b"");
+    let out = s.feed(&open);
+    assert_eq!(
+        out.iter()
+            .map(|x| (x.seq, x.payload.len()))
+            .collect::<Vec<_>>(),
+        vec![(o + 100, 536), (o + 636, 364)]
+    );
+    // Another small write waits for the 364 bytes' ACK (classic Nagle
+    // behaviour for a second small segment).
+    s.conn.send(s.now, &[6u8; 10]).expect("send");
+    assert!(drain(&mut s.conn, s.now).is_empty());
+    let mut acked = s.peer(p, o + 1000, ACK, b"");
     acked.window = 40_000;
-    feed(&mut s.conn, deadline, &acked);
-    let last = drain(&mut s.conn, deadline);
+    let last = s.feed(&acked);
     assert_eq!(last.len(), 1, "{last:?}");
-    assert_eq!((last[0].seq, last[0].payload.len()), (o + 636, 364));
+    assert_eq!((last[0].seq, last[0].payload.len()), (o + 1000, 10));
 }
 
 /// Which TSecr our ACKs carry (RFC 7323 §4.2, §4.3): the TSval of the
@@ -2435,4 +2445,96 @@ fn a_batch_of_in_order_segments_gets_an_ack_per_two_segments() {
         acks.iter().map(|a| a.ack).collect::<Vec<_>>(),
         vec![p + 2 * 536, p + 4 * 536, p + 6 * 536]
     );
+}
+
+/// Issue 10, bug 1 (RFC 7323 §4.3 and Appendix D, RFC 5961 §5.2): a FIN
+/// that acknowledges data never sent, with a far-future TSval, is answered
+/// with an ACK and dropped — and must not move TS.Recent. Before, the ACK
+/// echoed that TSval and PAWS then rejected every valid segment.
+#[test]
+fn unacceptable_ack_does_not_update_ts_recent() {
+    let mut s = scripted_with_timestamps();
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let mut bogus = s.peer(p, o.wrapping_add(100_000), fin_ack(), b"");
+    bogus.options.timestamp = Some((2_000_000_000, 1000));
+    let replies = s.feed(&bogus);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_seg(&replies[0], o, p, ACK);
+    assert_eq!(
+        replies[0].options.timestamp.map(|t| t.1),
+        Some(7000),
+        "the ACK echoes the old TS.Recent"
+    );
+    assert_eq!(s.conn.state(), TcpState::Established, "the FIN was dropped");
+    // The next in-order segment with a normal TSval is accepted.
+    let mut data = s.peer(p, o, ACK, b"hello");
+    data.options.timestamp = Some((7010, 1000));
+    s.feed(&data);
+    assert_eq!(
+        s.conn.stats().recv_queue,
+        5,
+        "PAWS did not reject valid data"
+    );
+}
+
+/// Issue 10, bug 2 (RFC 5681 §4.2): a FIN beyond a hole is out-of-order
+/// data: it gets an immediate duplicate ACK (with the SACK block when SACK
+/// is on), in every state that still receives.
+#[test]
+fn out_of_order_fin_gets_an_immediate_duplicate_ack() {
+    for state in [
+        TcpState::Established,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+    ] {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        // A bare FIN: the data before it (10 bytes) is missing.
+        let replies = s.feed(&s.peer(p + 10, s.una(), fin_ack(), b""));
+        assert_eq!(replies.len(), 1, "{state}: {replies:?}");
+        assert_seg(&replies[0], o, p, ACK);
+        assert_eq!(s.conn.state(), state, "{state}: the FIN waits for the hole");
+    }
+}
+
+/// Issue 10, bug 5 (RFC 7323 §3.2): a RST on a connection that negotiated
+/// timestamps carries the option (TSval, TSecr = TS.Recent), as Linux's;
+/// without timestamps it carries none.
+#[test]
+fn rst_carries_timestamps_when_negotiated() {
+    let mut s = scripted_with_timestamps();
+    s.conn.abort(s.now, ConnError::Reset);
+    let rst = drain(&mut s.conn, s.now);
+    assert_eq!(rst.len(), 1);
+    assert!(rst[0].flags.rst());
+    assert_eq!(rst[0].options.timestamp, Some((1000, 7000)));
+    let mut plain = scripted(TcpState::Established);
+    plain.conn.abort(plain.now, ConnError::Reset);
+    let rst = drain(&mut plain.conn, plain.now);
+    assert!(rst[0].flags.rst());
+    assert_eq!(rst[0].options.timestamp, None);
+}
+
+/// Issue 10, bug 3: TCP_MAXSEG set before connect clamps the MSS the SYN
+/// advertises and the segments sent (as Linux's user_mss).
+#[test]
+fn tcp_maxseg_clamps_advertised_and_sent_mss() {
+    let now = Instant::from_millis(1000);
+    let options = SocketOptions {
+        max_segment: Some(700),
+        nodelay: true,
+        ..SocketOptions::default()
+    };
+    let mut conn = Connection::connect(params_with(A, B, 1000, options), now);
+    let syn = out(&mut conn, now).expect("SYN");
+    assert_eq!(syn.options.mss, Some(700));
+    let mut synack = to(&conn, 5000, 1001, syn_ack(), b"");
+    synack.options.mss = Some(1460);
+    feed(&mut conn, now, &synack);
+    drain(&mut conn, now);
+    assert_eq!(conn.stats().mss, 700);
+    conn.send(now, &[0u8; 2000]).expect("send");
+    let sent = drain(&mut conn, now);
+    assert!(sent.iter().all(|s| s.payload.len() <= 700), "{sent:?}");
+    assert_eq!(sent[0].payload.len(), 700);
 }
