@@ -604,3 +604,66 @@ fn api_connection_limits_keep_a_slot_for_the_operator() {
     );
     drop((first, second, flood));
 }
+
+/// --idle-timeout-ms: a connection with no RPC in flight and no socket is
+/// dropped after the timeout (its slot freed, `api_idle_drops`), while a
+/// session that owns a socket, or waits in a streaming RPC (Watch), stays.
+#[test]
+fn idle_api_connections_are_dropped_but_sessions_in_use_stay() {
+    let Some(env) = setup(
+        "api-idle",
+        &["--socket-group", "nogroup", "--idle-timeout-ms", "1000"],
+    ) else {
+        return;
+    };
+    let rt = runtime();
+    // In use: a listener's session, and a Watch.
+    let port = 6060;
+    let _server = rt.block_on(echo_server(&env.daemon, port, 16));
+    let mut watcher = rt.block_on(admin(&env.daemon));
+    let mut watch = rt
+        .block_on(watcher.watch(v1::WatchRequest {}))
+        .expect("Watch")
+        .into_inner();
+
+    // In use without any RPC in flight: a session that owns a socket.
+    let (holder, held) = rt.block_on(async {
+        let holder = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("holder session");
+        let held = holder.socket().await.expect("socket");
+        held.bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port + 1))
+            .await
+            .expect("bind");
+        (holder, held)
+    });
+
+    // Unused: a client that did its handshake and then nothing.
+    let idle = RawClients::open(&env.daemon, 65534, 3, true, 2500);
+    assert_eq!((idle.open, idle.tried), (0, 3), "idle connections dropped");
+
+    // The listener's session survived the timeout: the kernel still gets through.
+    let target = SocketAddrV4::new(TCPD_ADDR, port);
+    env.ns
+        .within(move || legit_connect(target))
+        .expect("the listener's session is still there");
+    // So did the Watch: it reports that connection.
+    let event = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("a state change within 5 s")
+            .expect("watch stream alive")
+            .expect("an event")
+    });
+    assert_eq!(event.local.map(|a| a.port), Some(u32::from(port)));
+    // The socket holder's session was kept: its handle still works (a
+    // dropped session's sockets are closed, EBADF on a new connection).
+    let bound = rt
+        .block_on(held.local_addr())
+        .expect("the holder's socket survived the idle timeout");
+    assert_eq!(bound.port(), port + 1);
+    drop((held, holder));
+    let mut admin = rt.block_on(admin(&env.daemon));
+    let reply = rt.block_on(stats(&mut admin));
+    assert_eq!(counter(&reply.counters, "api_idle_drops"), 3);
+}

@@ -59,7 +59,7 @@ impl AdminService {
 
 /// Whether `caller` may see the owner details (handle, pid, gid) of a
 /// socket owned by `owner_uid`: root sees all, others their own.
-fn sees_owner(caller: &Credentials, owner_uid: u32) -> bool {
+pub(crate) fn sees_owner(caller: &Credentials, owner_uid: u32) -> bool {
     caller.is_root() || caller.uid == owner_uid
 }
 

@@ -54,6 +54,8 @@ pub struct ApiCounters {
     pub refused_per_uid: AtomicU64,
     pub refused_total: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    pub idle_drops: AtomicU64,
+    logged_idle: AtomicBool,
     logged_per_uid: AtomicBool,
     logged_total: AtomicBool,
     logged_handshake: AtomicBool,
@@ -198,6 +200,20 @@ impl Admission {
         }
     }
 
+    /// Counts (and the first time, logs) a session dropped for idleness.
+    pub fn count_idle_drop(&self, creds: &Credentials) {
+        let c = &self.counters;
+        c.idle_drops.fetch_add(1, Ordering::Relaxed);
+        if !c.logged_idle.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "an API connection with no RPC and no socket for --idle-timeout-ms was dropped \
+                 (logged once; `tcpctl stats` counts every one)"
+            );
+        }
+    }
+
     /// The `api_` counters and the current number of connections, for Stats.
     pub fn named_counters(&self) -> Vec<(String, u64)> {
         let c = &self.counters;
@@ -215,6 +231,10 @@ impl Admission {
             (
                 "api_handshake_timeouts".into(),
                 c.handshake_timeouts.load(Ordering::Relaxed),
+            ),
+            (
+                "api_idle_drops".into(),
+                c.idle_drops.load(Ordering::Relaxed),
             ),
         ]
     }

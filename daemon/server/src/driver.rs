@@ -502,6 +502,11 @@ impl Core {
 
     // ------------------------------------------------------------ admin
 
+    /// Whether session `id` owns any socket (for the idle timeout, [`crate::idle`]).
+    pub fn session_owns_sockets(&self, id: SessionId) -> bool {
+        self.sockets.values().any(|entry| entry.owner.id == id)
+    }
+
     /// Every socket and connection, with the owner's credentials for user sockets.
     pub fn connections(&self) -> Vec<(SocketInfo, Option<Credentials>)> {
         self.stack

@@ -52,6 +52,9 @@ pub struct LimitFlags {
     /// HTTP/2 keepalive: ping an API connection silent for this long, in ms; 0 disables [default: 60000].
     #[arg(long, value_name = "MS")]
     pub keepalive_ms: Option<u64>,
+    /// Drop an API connection with no RPC in flight and no socket for this long, in ms; 0 disables [default: 300000].
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// A `[limits]` or flag value out of range.
@@ -84,6 +87,8 @@ pub struct Limits {
     pub handshake_timeout: std::time::Duration,
     /// `None`: no keepalive pings.
     pub keepalive: Option<std::time::Duration>,
+    /// `None`: idle connections are kept.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Linux's limits for the same knobs: tcp_max_syn_backlog is at least 128;
@@ -207,7 +212,19 @@ impl Limits {
             0 => None,
             ms => Some(std::time::Duration::from_millis(ms)),
         };
+        let idle_timeout = match in_range_u64(
+            "idle-timeout-ms",
+            cli.idle_timeout_ms
+                .or(file.idle_timeout_ms)
+                .unwrap_or(300_000),
+            0,
+            MAX_TIMEOUT_MS,
+        )? {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        };
         Ok(Limits {
+            idle_timeout,
             max_clients,
             max_clients_per_uid,
             handshake_timeout,
@@ -319,6 +336,7 @@ mod tests {
         assert_eq!((l.max_clients, l.max_clients_per_uid), (4096, 256));
         assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(10));
         assert_eq!(l.keepalive, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(l.idle_timeout, Some(std::time::Duration::from_secs(300)));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod config;
 mod convert;
 mod driver;
 mod errno;
+mod idle;
 mod impair;
 mod limits;
 mod link;
@@ -177,6 +178,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         info,
         admission,
         keepalive: settings.limits.keepalive,
+        idle_timeout: settings.limits.idle_timeout,
     };
     let result = rt.block_on(serve(socket, handle, server, driver_done));
     socket_file::remove(&socket_path);
@@ -212,6 +214,7 @@ struct ServeParams {
     info: DaemonInfo,
     admission: std::sync::Arc<admission::Admission>,
     keepalive: Option<std::time::Duration>,
+    idle_timeout: Option<std::time::Duration>,
 }
 
 /// How long a keepalive ping may go unanswered before the connection is dropped.
@@ -227,10 +230,22 @@ async fn serve(
         info,
         admission,
         keepalive,
+        idle_timeout,
     } = params;
+    let registry = idle::ActivityRegistry::default();
+    let idle_policy = session::IdlePolicy {
+        timeout: idle_timeout,
+        registry: registry.clone(),
+        driver: driver.clone(),
+    };
     use tokio::signal::unix::{SignalKind, signal};
     let listener = tokio::net::UnixListener::from_std(socket.listener)?;
-    let acceptor = SessionAcceptor::new(listener, driver.session_end_sender(), admission.clone());
+    let acceptor = SessionAcceptor::new(
+        listener,
+        driver.session_end_sender(),
+        admission.clone(),
+        idle_policy,
+    );
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(
@@ -247,6 +262,7 @@ async fn serve(
         // RFC 9113 §6.7 PING: finds clients that hang without closing.
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(idle::InFlightLayer::new(registry))
         .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(SocketServer::new(SocketService::new(driver.clone())))
         .add_service(AdminServer::new(AdminService::new(

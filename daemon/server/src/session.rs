@@ -16,10 +16,13 @@
 //! Admission ([`crate::admission`]): the acceptor asks for a slot before a
 //! connection becomes a session; a refused one is closed at once. The
 //! session holds its slot (a `Permit`) until it ends, and must send the
-//! HTTP/2 client preface within the handshake timeout or be dropped.
+//! HTTP/2 client preface within the handshake timeout or be dropped; once
+//! it has neither an RPC in flight nor a socket for the idle timeout
+//! ([`crate::idle`]), it is dropped too.
 
 use crate::admission::{Admission, Permit};
-use crate::driver::Command;
+use crate::driver::{Command, DriverHandle};
+use crate::idle::{Activity, ActivityRegistry};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -75,10 +78,88 @@ pub struct SessionStream {
     /// Until the client preface has arrived: when the handshake times out.
     handshake_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     preface_bytes: usize,
+    idle: IdleWatch,
+}
+
+/// What the sessions need to enforce the idle timeout.
+#[derive(Debug, Clone)]
+pub struct IdlePolicy {
+    /// `None`: never dropped for idleness.
+    pub timeout: Option<std::time::Duration>,
+    pub registry: ActivityRegistry,
+    pub driver: DriverHandle,
+}
+
+/// One session's idle timer (see [`crate::idle`]).
+struct IdleWatch {
+    policy: IdlePolicy,
+    activity: Arc<Activity>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A pending question to the driver: does the session own sockets?
+    socket_check: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+impl std::fmt::Debug for IdleWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleWatch")
+            .field("timeout", &self.policy.timeout)
+            .field("activity", &self.activity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdleWatch {
+    /// True once the session has been unused for the timeout; registers
+    /// `cx` to be woken when that may next change.
+    fn expired(&mut self, id: SessionId, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = self.policy.timeout else {
+            return false;
+        };
+        loop {
+            if let Some(check) = self.socket_check.as_mut() {
+                let Poll::Ready(owns_sockets) = check.as_mut().poll(cx) else {
+                    return false;
+                };
+                self.socket_check = None;
+                if owns_sockets {
+                    self.activity.touch();
+                } else if self.activity.in_flight() == 0
+                    && self.activity.last_active().elapsed() >= timeout
+                {
+                    return true;
+                }
+            }
+            let deadline = self
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let since = self.activity.last_active().elapsed();
+            if self.activity.in_flight() > 0 || since < timeout {
+                let wait = if self.activity.in_flight() > 0 {
+                    timeout
+                } else {
+                    timeout - since
+                };
+                deadline.as_mut().reset(tokio::time::Instant::now() + wait);
+                continue;
+            }
+            // Unused for the timeout as far as RPCs go: ask about sockets.
+            let driver = self.policy.driver.clone();
+            self.socket_check = Some(Box::pin(async move {
+                driver
+                    .call(move |core| core.session_owns_sockets(id))
+                    .await
+                    .unwrap_or(true)
+            }));
+        }
+    }
 }
 
 impl Drop for SessionStream {
     fn drop(&mut self) {
+        self.idle.policy.registry.unregister(self.info.id);
         // The driver may already be gone during shutdown; nothing to close then.
         let _ = self.driver.send(Command::SessionEnded(self.info.id));
     }
@@ -101,6 +182,13 @@ impl AsyncRead for SessionStream {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if polled.is_pending() && this.idle.expired(this.info.id, cx) {
+            this.admission.count_idle_drop(&this.info.creds);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "session idle: no RPC and no socket for the idle timeout",
+            )));
+        }
         let Some(deadline) = this.handshake_deadline.as_mut() else {
             return polled;
         };
@@ -161,6 +249,7 @@ pub struct SessionAcceptor {
     listener: UnixListener,
     driver: UnboundedSender<Command>,
     admission: Arc<Admission>,
+    idle: IdlePolicy,
     next_id: AtomicU64,
 }
 
@@ -169,11 +258,13 @@ impl SessionAcceptor {
         listener: UnixListener,
         driver: UnboundedSender<Command>,
         admission: Arc<Admission>,
+        idle: IdlePolicy,
     ) -> Self {
         SessionAcceptor {
             listener,
             driver,
             admission,
+            idle,
             next_id: AtomicU64::new(1),
         }
     }
@@ -217,6 +308,12 @@ impl SessionAcceptor {
             admission: self.admission.clone(),
             handshake_deadline: Some(Box::pin(tokio::time::sleep(handshake))),
             preface_bytes: 0,
+            idle: IdleWatch {
+                activity: self.idle.registry.register(info.id),
+                policy: self.idle.clone(),
+                deadline: None,
+                socket_check: None,
+            },
         })
     }
 
