@@ -35,32 +35,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-PASSED=0
-FAILED=0
-pass() {
-    PASSED=$((PASSED + 1))
-    echo "ok   - $*"
-}
-fail() {
-    FAILED=$((FAILED + 1))
-    echo "FAIL - $*"
-}
-# check DESCRIPTION COMMAND...: passes when COMMAND exits 0.
-check() {
-    local what="$1"
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
-finish() {
-    echo "$PASSED passed, $FAILED failed"
-    ((FAILED == 0))
-    exit $?
-}
-# Stops the run: prerequisites this test cannot work without.
-abort() {
-    fail "$*"
-    finish
-}
+# pass, fail, check, finish, abort, indent
+. "$ROOT/packaging/tests/checks.sh"
 
 if [[ "$(id -u)" != 0 ]]; then
     if [[ "${CI:-}" == true ]]; then
@@ -297,51 +273,11 @@ check "pkg-config --cflags tcpd" bash -c "pkg-config --cflags tcpd >/dev/null"
 check "tcpd.pc points at the multiarch libdir" \
     test "$(pkg-config --variable=libdir tcpd)" = "$LIB"
 
-# A C program built only from installed files: header via pkg-config, linked
-# against libtcpd.so, loaded at run time from the multiarch directory.
-#   hello            prints the file tcpd_socket was resolved from
-#   hello listen P   socket/bind 0.0.0.0:P/listen/getsockname/close through the
-#                    daemon at $TCPD_SOCKET; prints "listening on A:P"
-cat >"$WORK/hello.c" <<'EOF'
-#define _GNU_SOURCE
-#include <tcpd.h>
-#include <arpa/inet.h>
-#include <dlfcn.h>
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-static int die(const char *what) {
-    printf("%s: %s\n", what, strerror(errno));
-    return 1;
-}
-
-int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "listen") == 0) {
-        struct sockaddr_in want = {0}, got = {0};
-        socklen_t len = sizeof got;
-        int fd = tcpd_socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0) return die("tcpd_socket");
-        want.sin_family = AF_INET;
-        want.sin_port = htons((unsigned short)atoi(argv[2]));
-        want.sin_addr.s_addr = htonl(INADDR_ANY);
-        if (tcpd_bind(fd, (struct sockaddr *)&want, sizeof want) != 0) return die("tcpd_bind");
-        if (tcpd_listen(fd, 8) != 0) return die("tcpd_listen");
-        if (tcpd_getsockname(fd, (struct sockaddr *)&got, &len) != 0) return die("tcpd_getsockname");
-        printf("listening on %s:%u\n", inet_ntoa(got.sin_addr), ntohs(got.sin_port));
-        if (tcpd_close(fd) != 0) return die("tcpd_close");
-        return 0;
-    }
-    /* The address of tcpd_socket proves the symbol resolved from libtcpd.so.0. */
-    Dl_info info;
-    if (dladdr((void *)&tcpd_socket, &info) == 0 || info.dli_fname == NULL) return 2;
-    printf("%s\n", info.dli_fname);
-    return 0;
-}
-EOF
+# A C program built only from installed files (packaging/tests/hello.c):
+# header via pkg-config, linked against libtcpd.so, loaded at run time from
+# the multiarch directory.
 HELLO=""
-if cc -o "$WORK/hello" "$WORK/hello.c" $(pkg-config --cflags --libs tcpd) -ldl 2>"$WORK/cc.txt"; then
+if cc -o "$WORK/hello" packaging/tests/hello.c $(pkg-config --cflags --libs tcpd) -ldl 2>"$WORK/cc.txt"; then
     pass "C program compiles and links with pkg-config tcpd"
     HELLO="$WORK/hello"
     loaded="$("$HELLO" 2>&1)"
