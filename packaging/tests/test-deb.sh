@@ -185,6 +185,9 @@ check "user tcpd exists in group tcpd" \
 check "/etc/tcpd is 750 root:tcpd" test "$(stat -c '%a %U:%G' /etc/tcpd)" = "750 root:tcpd"
 check "/etc/tcpd/tcpd.toml is 640 root:tcpd" \
     test "$(stat -c '%a %U:%G' /etc/tcpd/tcpd.toml)" = "640 root:tcpd"
+# tmpfiles.d/tcpd.conf: the daemon's own node of the TUN device (10:200).
+check "/dev/net/tcpd-tun is the TUN device, 600 tcpd:tcpd" \
+    test "$(stat -c '%F %t:%T %a %U:%G' /dev/net/tcpd-tun 2>&1)" = "character special file a:c8 600 tcpd:tcpd"
 # postinst's fallback for hosts without systemd: with systemd-sysusers and
 # systemd-tmpfiles hidden from PATH, re-running "postinst configure" after
 # deleting the account must recreate it with adduser and fix the config's
@@ -413,14 +416,15 @@ readiness_run root root:tcpd \
 #    bounding), no_new_privs, the config read through group tcpd, and the
 #    unit's own SystemCallFilter=/RestrictAddressFamilies= as a seccomp
 #    filter (unit-seccomp.py, from the installed unit file).
-#    /dev/net/tun is 0600 on some hosts (Debian's udev makes it 0666); a
-#    private mount namespace gets a 0666 node of the same device (10:200)
-#    bound over it, leaving the machine's /dev untouched.
+#    As tcpd.service does (BindPaths=), a private mount namespace gets the
+#    package's own node /dev/net/tcpd-tun (0600 user tcpd) bound over
+#    /dev/net/tun, which is 0600 root on some hosts; the machine's
+#    /dev/net/tun stays untouched.
 cp packaging/tests/unit-seccomp.py "$WORK/unit-seccomp.py"
 chmod 0755 "$WORK/unit-seccomp.py"
 readiness_run unit tcpd:tcpd \
     unshare --mount --propagation private sh -c '
-        mknod -m 0666 "$0/tun" c 10 200 && mount --bind "$0/tun" /dev/net/tun &&
+        mount --bind /dev/net/tcpd-tun /dev/net/tun &&
         exec setpriv --reuid tcpd --regid tcpd --init-groups --no-new-privs \
             --inh-caps -all,+net_admin --ambient-caps -all,+net_admin \
             --bounding-set -all,+net_admin \
@@ -438,6 +442,7 @@ else
 fi
 check "remove keeps /etc/tcpd/tcpd.toml" test -f /etc/tcpd/tcpd.toml
 check "remove deletes /usr/sbin/tcpd" test ! -e /usr/sbin/tcpd
+check "remove deletes /dev/net/tcpd-tun" test ! -e /dev/net/tcpd-tun
 # A file the admin left next to the config must not keep /etc/tcpd alive.
 touch /etc/tcpd/tcpd.toml.dpkg-old
 if dpkg --purge tcpd >"$WORK/dpkg-P.txt" 2>&1; then
