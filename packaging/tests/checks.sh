@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # packaging/tests/checks.sh: the pass/fail bookkeeping of the package tests,
 # sourced by test-deb.sh, test-systemd.sh and test-systemd-inside.sh (bash).
 # Each check prints "ok   - WHAT" or "FAIL - WHAT"; finish prints

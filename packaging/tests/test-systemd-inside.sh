@@ -195,6 +195,12 @@ install_phase() {
     warnings="$(unit_warnings)"
     check "no warnings about tcpd.service in the journal" test -z "$warnings"
     [[ -n "$warnings" ]] && indent journal <<<"$warnings"
+    # What the daemon itself said while starting under the unit's sandbox:
+    # a refused system call or file access shows up here first.
+    journalctl --no-pager -o cat _SYSTEMD_UNIT=tcpd.service _PID="$(prop MainPID)" >"$HERE/start-log.txt"
+    indent tcpd "$HERE/start-log.txt"
+    check "the daemon logged no warning or error while starting" \
+        bash -c "! grep -qE ' (WARN|ERROR) ' '$HERE/start-log.txt'"
 
     local out
     out="$(timeout 10 runuser -u bob -- tcpctl status 2>&1)"
@@ -224,6 +230,7 @@ install_phase() {
         test "$(cat "$HERE/from-kernel.txt")" = "hello from the kernel"
 
     # A C program built against the installed library with pkg-config.
+    # shellcheck disable=SC2046 # pkg-config prints several words on purpose
     if cc -o "$HERE/hello" "$HERE/hello.c" $(pkg-config --cflags --libs tcpd) -ldl >"$HERE/cc.txt" 2>&1; then
         pass "C program builds with \$(pkg-config --cflags --libs tcpd)"
         indent cc "$HERE/cc.txt"
