@@ -174,6 +174,11 @@ pub struct StackConfig {
     pub delayed_ack: Duration,
     /// Options new sockets start with.
     pub socket_defaults: SocketOptions,
+    /// Every connection's initial sequence number, instead of RFC 6528's
+    /// keyed hash: only for deterministic runs (tests, the seed's diagrams
+    /// through `tcpctl trace`). Predictable ISNs invite blind injection
+    /// (RFC 6528 §1), so the daemon never sets it.
+    pub fixed_iss: Option<u32>,
 }
 
 impl StackConfig {
@@ -200,6 +205,7 @@ impl StackConfig {
             initial_rto: Duration::from_secs(1),
             delayed_ack: Duration::from_millis(40),
             socket_defaults: SocketOptions::default(),
+            fixed_iss: None,
         }
     }
 }

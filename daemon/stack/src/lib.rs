@@ -12,6 +12,9 @@
 //! - [`tcp`]: states, the connection state machine, buffers, RTO, congestion control, ISNs.
 //! - [`stack`]: the interface, demultiplexing, listeners, ports, the socket API.
 //! - [`socket`], [`error`], [`config`], [`stats`]: the vocabulary of the API.
+//! - [`trace`]: per-connection trace records (segments, states, timer fires,
+//!   drops) for the ladder diagram of `tcpctl trace`; `tracing` spans and
+//!   events for logs.
 
 pub mod config;
 pub mod error;
@@ -21,6 +24,7 @@ pub mod stack;
 pub mod stats;
 pub mod tcp;
 pub mod time;
+pub mod trace;
 pub mod wire;
 
 pub use config::{CongestionAlgorithm, SocketOptions, StackConfig, SynCookieMode};
@@ -36,3 +40,4 @@ pub use stack::Stack;
 pub use stats::{DropReason, Stats};
 pub use tcp::TcpState;
 pub use time::{Duration, Instant};
+pub use trace::{TraceEvent, TraceFilter, TraceRecord};

@@ -74,6 +74,7 @@ use crate::error::{
     AcceptError, BindError, ConnError, ConnectError, ListenError, RecvError, SendError,
     ShutdownError, SocketError,
 };
+use crate::seq::SeqNum;
 use crate::socket::{
     OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
 };
@@ -82,6 +83,8 @@ use crate::tcp::TcpState;
 use crate::tcp::connection::{Connection, ConnectionConfig, ConnectionParams};
 use crate::tcp::isn::IsnGenerator;
 use crate::time::{Duration, Instant};
+use crate::trace::{Direction, MAX_TRACE_FILTERS, Note, SegmentHeader, TraceEvent, TraceRecord};
+use crate::trace::{FilterSlot, TraceFilter, Tracer, endpoint_matches};
 use crate::wire::ipv4::{DEFAULT_TTL, HEADER_LEN as IPV4_HEADER_LEN};
 use crate::wire::{IpProtocol, Ipv4Repr, TcpFlags, WireError};
 use control::{ControlKind, ControlQueue};
@@ -170,6 +173,10 @@ struct ConnEntry {
     /// While an orphan: its place in the orphan order and the bytes it was
     /// last counted for in `Stack::orphan_bytes`.
     orphan: Option<OrphanMark>,
+    /// Trace filters following this connection (see [`crate::trace`]); 0 when none.
+    trace_mask: u64,
+    /// The `tracing` span of this connection (disabled unless debug logging is on).
+    span: tracing::Span,
 }
 
 /// An orphan's bookkeeping (see "Orphans" in the module docs).
@@ -271,12 +278,15 @@ pub struct Stack {
     /// Bytes all orphans hold (sum of their `OrphanMark::bytes`).
     orphan_bytes: usize,
     stats: Stats,
+    tracer: Tracer,
+    /// The time of the current entry point, for trace records made in bookkeeping.
+    trace_now: Instant,
+    note_scratch: Vec<Note>,
 }
 
 impl Stack {
     /// A stack for `config`. An MTU below the IPv4 minimum of 68 (RFC 791) is raised to it.
     pub fn new(mut config: StackConfig, now: Instant) -> Stack {
-        let _ = now;
         config.mtu = config.mtu.max(MIN_MTU);
         let mut rng = SmallRng::seed_from_u64(config.rng_seed);
         let conn_config = ConnectionConfig {
@@ -316,6 +326,9 @@ impl Stack {
             next_orphan: 0,
             orphan_bytes: 0,
             stats: Stats::default(),
+            tracer: Tracer::default(),
+            trace_now: now,
+            note_scratch: Vec::new(),
         }
     }
 
@@ -328,6 +341,7 @@ impl Stack {
     /// One IPv4 packet from the link. Malformed packets are dropped and counted.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
         self.stats.packets_in += 1;
+        self.trace_now = now;
         let (ip, payload) = match Ipv4Repr::parse(packet) {
             Ok(parsed) => parsed,
             Err(e) => return self.stats.drop_packet(drop_reason(e)),
@@ -362,6 +376,7 @@ impl Stack {
             buf.len()
         );
         let buf = &mut buf[..mtu];
+        self.trace_now = now;
         if let Some(packet) = self.control.pop() {
             let ident = self.next_ip_ident();
             let (len, kind) = packet.emit(buf, ident);
@@ -382,6 +397,8 @@ impl Stack {
                 continue;
             };
             let segment_buf = &mut buf[IPV4_HEADER_LEN..];
+            let span = entry.span.clone();
+            let _entered = span.enter();
             let Some(len) = entry.conn.poll_transmit(now, segment_buf) else {
                 entry.in_ready = false;
                 self.after_conn_call(id, false);
@@ -409,8 +426,26 @@ impl Stack {
             }
             // Retransmissions are counted by the connection as it emits them.
             let retransmits = entry.conn.stats().retransmits;
+            let retransmission = retransmits > entry.retransmits_seen;
             self.stats.retransmits += retransmits.saturating_sub(entry.retransmits_seen);
             entry.retransmits_seen = entry.retransmits_seen.max(retransmits);
+            if entry.trace_mask != 0 {
+                let (mask, key) = (entry.trace_mask, entry.key);
+                let segment = &buf[IPV4_HEADER_LEN..IPV4_HEADER_LEN + len];
+                if let Ok(seg) =
+                    crate::wire::TcpRepr::parse(segment, *key.local.ip(), *key.remote.ip())
+                {
+                    self.trace_push(
+                        mask,
+                        key,
+                        TraceEvent::Segment {
+                            direction: Direction::Out,
+                            header: SegmentHeader::of(&seg),
+                            retransmission,
+                        },
+                    );
+                }
+            }
             // Round-robin: back of the line, still marked ready; it leaves the
             // FIFO on the turn where it has nothing to send.
             self.ready.push_back(id);
@@ -428,6 +463,7 @@ impl Stack {
 
     /// Runs expired timers of every connection.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.trace_now = now;
         // Collect first, then run: a connection that re-arms at or before
         // `now` is served on the next call, never in a loop here.
         let mut due = Vec::new();
@@ -446,6 +482,7 @@ impl Stack {
         }
         for id in due {
             if let Some(entry) = self.conns.get_mut(&id) {
+                let _entered = entry.span.enter();
                 entry.conn.handle_timeout(now);
             }
             self.after_conn_call(id, true);
@@ -669,6 +706,7 @@ impl Stack {
             }
         };
         let key = FourTuple { local, remote };
+        self.trace_now = now;
         let params = self.connection_params(key, options, now);
         let conn = Connection::connect(params, now);
         let initial_readiness = conn.readiness();
@@ -729,6 +767,7 @@ impl Stack {
         socket: SocketHandle,
         how: Shutdown,
     ) -> Result<(), ShutdownError> {
+        self.trace_now = now;
         let id = match self.target(socket) {
             Target::Missing => return Err(ShutdownError::BadHandle),
             Target::NotConnection => return Err(ShutdownError::NotConnected),
@@ -749,6 +788,7 @@ impl Stack {
     /// own (FIN, TIME-WAIT) or is reset if unread data remains. Closing a
     /// listener resets its unaccepted connections.
     pub fn close(&mut self, now: Instant, socket: SocketHandle) -> Result<(), SocketError> {
+        self.trace_now = now;
         let entry = self.sockets.remove(&socket).ok_or(SocketError::BadHandle)?;
         match entry.kind {
             SocketKind::Unconnected { bound } => {
@@ -781,6 +821,7 @@ impl Stack {
             }
             SocketKind::Connection(id) => {
                 if let Some(entry) = self.conns.get_mut(&id) {
+                    let _entered = entry.span.enter();
                     entry.handle = None;
                     entry.conn.close(now);
                 }
@@ -801,6 +842,7 @@ impl Stack {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> usize {
+        self.trace_now = now;
         let exact = !local.ip().is_unspecified()
             && local.port() != 0
             && !remote.ip().is_unspecified()
@@ -950,6 +992,101 @@ impl Stack {
         &self.stats
     }
 
+    // ------------------------------------------------------------ tracing
+
+    /// Starts following the connection `filter` selects (see
+    /// [`TraceFilter::next_only`]); returns the filter's slot, whose bit is
+    /// set in the records' mask. An existing connection gets a
+    /// [`TraceEvent::Start`] record first. `None` when
+    /// [`MAX_TRACE_FILTERS`] filters are active already.
+    pub fn trace_add(&mut self, filter: TraceFilter) -> Option<u32> {
+        let slot = self.tracer.slots.iter().position(Option::is_none)?;
+        self.tracer.slots[slot] = Some(FilterSlot {
+            filter,
+            latched: false,
+        });
+        let bit = 1u64 << slot;
+        self.tracer.active |= bit;
+        if !filter.next_only {
+            let oldest = self
+                .conns
+                .iter()
+                .filter(|(_, e)| e.linked && filter.matches(e.key.local, e.key.remote))
+                .map(|(id, _)| *id)
+                .min();
+            if let Some(entry) = oldest.and_then(|id| self.conns.get_mut(&id)) {
+                entry.trace_mask |= bit;
+                entry.conn.set_traced(true);
+                let (iss, irs) = entry.conn.initial_sequence_numbers();
+                let state = entry.conn.state();
+                let key = entry.key;
+                if let Some(slot) = &mut self.tracer.slots[slot] {
+                    slot.latched = true;
+                }
+                self.trace_push(bit, key, TraceEvent::Start { state, iss, irs });
+            }
+        }
+        u32::try_from(slot).ok()
+    }
+
+    /// Stops filter `slot`: its bit is cleared everywhere.
+    pub fn trace_remove(&mut self, slot: u32) {
+        let Some(slot) = usize::try_from(slot)
+            .ok()
+            .filter(|s| *s < MAX_TRACE_FILTERS)
+        else {
+            return;
+        };
+        self.tracer.slots[slot] = None;
+        let bit = 1u64 << slot;
+        self.tracer.active &= !bit;
+        for entry in self.conns.values_mut() {
+            if entry.trace_mask & bit != 0 {
+                entry.trace_mask &= !bit;
+                if entry.trace_mask == 0 {
+                    entry.conn.set_traced(false);
+                }
+            }
+        }
+        self.tracer.queue.retain_mut(|record| {
+            record.mask &= !bit;
+            record.mask != 0
+        });
+    }
+
+    /// The next trace record, oldest first.
+    pub fn poll_trace(&mut self) -> Option<TraceRecord> {
+        self.tracer.queue.pop_front()
+    }
+
+    /// Trace records dropped because nobody drained them in time.
+    pub fn trace_dropped(&self) -> u64 {
+        self.tracer.dropped
+    }
+
+    /// The filters following the connection `local`–`remote` (0 if none or
+    /// no such connection); for the owner's own records about the same
+    /// connection (e.g. what the link did to its packets).
+    pub fn trace_mask(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u64 {
+        if self.tracer.active == 0 {
+            return 0;
+        }
+        self.by_tuple
+            .get(&FourTuple { local, remote })
+            .and_then(|id| self.conns.get(id))
+            .map_or(0, |entry| entry.trace_mask)
+    }
+
+    fn trace_push(&mut self, mask: u64, key: FourTuple, event: TraceEvent) {
+        self.tracer.push(TraceRecord {
+            time: self.trace_now,
+            local: key.local,
+            remote: key.remote,
+            mask,
+            event,
+        });
+    }
+
     // ------------------------------------------------------------ internals: connections
 
     fn new_handle(&mut self) -> SocketHandle {
@@ -974,7 +1111,10 @@ impl Stack {
             local: key.local,
             remote: key.remote,
             // RFC 6528 §3: keyed hash of the 4-tuple plus a clock.
-            iss: self.isn.isn(key.local, key.remote, now),
+            iss: match self.config.fixed_iss {
+                Some(iss) => SeqNum(iss),
+                None => self.isn.isn(key.local, key.remote, now),
+            },
             // RFC 7323 §5.4 offset, fixed per host pair (see IsnGenerator::ts_offset).
             ts_offset: self.isn.ts_offset(*key.local.ip(), *key.remote.ip()),
             options,
@@ -995,6 +1135,14 @@ impl Stack {
         self.by_tuple.insert(key, id);
         self.ports
             .add(key.local.port(), PortOwner::Conn(id), explicit_port);
+        let trace_mask = if self.tracer.active == 0 {
+            0
+        } else {
+            self.tracer.mask_for_new(key.local, key.remote)
+        };
+        let mut conn = conn;
+        conn.set_traced(trace_mask != 0);
+        let span = tracing::debug_span!("conn", local = %key.local, remote = %key.remote);
         self.conns.insert(
             id,
             ConnEntry {
@@ -1008,6 +1156,8 @@ impl Stack {
                 in_ready: false,
                 retransmits_seen: 0,
                 orphan: None,
+                trace_mask,
+                span,
             },
         );
         id
@@ -1017,7 +1167,9 @@ impl Stack {
     /// `None` if the connection does not exist (never for a live handle).
     fn with_conn<R>(&mut self, id: ConnId, op: impl FnOnce(&mut Connection) -> R) -> Option<R> {
         let entry = self.conns.get_mut(&id)?;
+        let entered = entry.span.enter();
         let result = op(&mut entry.conn);
+        drop(entered);
         self.after_conn_call(id, true);
         Some(result)
     }
@@ -1031,6 +1183,23 @@ impl Stack {
         };
         self.state_scratch.clear();
         entry.conn.drain_state_changes(&mut self.state_scratch);
+        if entry.trace_mask != 0 {
+            let (mask, key) = (entry.trace_mask, entry.key);
+            self.note_scratch.clear();
+            entry.conn.drain_notes(&mut self.note_scratch);
+            let notes = std::mem::take(&mut self.note_scratch);
+            for &note in &notes {
+                self.trace_push(mask, key, TraceEvent::Note(note));
+            }
+            self.note_scratch = notes;
+            for i in 0..self.state_scratch.len() {
+                let (old, new) = self.state_scratch[i];
+                self.trace_push(mask, key, TraceEvent::State { old, new });
+            }
+        }
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
         for &(old, new) in &self.state_scratch {
             // RFC 4022 tcpAttemptFails: SYN-SENT or SYN-RECEIVED straight to CLOSED.
             if new == TcpState::Closed && matches!(old, TcpState::SynSent | TcpState::SynReceived) {
@@ -1434,12 +1603,6 @@ fn conn_info(entry: &ConnEntry) -> SocketInfo {
         accept_queue: 0,
         recovery: stats.recovery,
     }
-}
-
-/// Whether `actual` matches `pattern`, where 0.0.0.0 and port 0 are wildcards.
-fn endpoint_matches(pattern: SocketAddrV4, actual: SocketAddrV4) -> bool {
-    (pattern.ip().is_unspecified() || pattern.ip() == actual.ip())
-        && (pattern.port() == 0 || pattern.port() == actual.port())
 }
 
 fn drop_reason(error: WireError) -> DropReason {

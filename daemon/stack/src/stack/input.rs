@@ -18,8 +18,9 @@ use crate::socket::{SocketHandle, StackEvent};
 use crate::tcp::TcpState;
 use crate::tcp::connection::Connection;
 use crate::time::Instant;
+use crate::trace::{Direction, DropCause, Note, SegmentHeader, TraceEvent};
 use crate::wire::ipv4::HEADER_LEN as IPV4_HEADER_LEN;
-use crate::wire::{Icmpv4Repr, IpProtocol, TcpRepr};
+use crate::wire::{Icmpv4Repr, IpProtocol, TcpRepr, WireError};
 use crate::wire::{TcpFlags, TcpOptions};
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -27,7 +28,12 @@ impl Stack {
     pub(super) fn handle_tcp(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8]) {
         let segment = match TcpRepr::parse(payload, src, self.config.address) {
             Ok(segment) => segment,
-            Err(e) => return self.stats.drop_packet(drop_reason(e)),
+            Err(e) => {
+                if e == WireError::Checksum && self.tracer.active != 0 {
+                    self.trace_bad_checksum(src, payload);
+                }
+                return self.stats.drop_packet(drop_reason(e));
+            }
         };
         self.stats.segments_in += 1;
         if segment.flags.rst() {
@@ -44,6 +50,13 @@ impl Stack {
         if let Some(&id) = self.by_tuple.get(&key) {
             if !self.time_wait_yields_to(id, &segment) {
                 if let Some(entry) = self.conns.get_mut(&id) {
+                    if entry.trace_mask != 0 {
+                        let (mask, key) = (entry.trace_mask, entry.key);
+                        self.trace_segment_in(mask, key, &segment);
+                    }
+                }
+                if let Some(entry) = self.conns.get_mut(&id) {
+                    let _entered = entry.span.enter();
                     let discarded_before = entry.conn.segments_discarded();
                     entry.conn.handle_segment(now, &segment);
                     if entry.conn.segments_discarded() != discarded_before {
@@ -171,13 +184,25 @@ impl Stack {
         let params = self.connection_params(key, options, now);
         let conn = Connection::accept_syn(params, segment, now);
         self.stats.passive_opens += 1;
-        self.adopt_child(listener, conn, key);
+        self.adopt_child(listener, conn, key, segment);
     }
 
     /// Inserts a listener's new child (in its SYN queue until the stack
-    /// sees it synchronized) and runs the bookkeeping.
-    fn adopt_child(&mut self, listener: SocketHandle, conn: Connection, key: FourTuple) {
+    /// sees it synchronized) and runs the bookkeeping. `first` is the
+    /// segment that made it (the SYN, or a cookie's ACK), for traces.
+    fn adopt_child(
+        &mut self,
+        listener: SocketHandle,
+        conn: Connection,
+        key: FourTuple,
+        first: &TcpRepr<'_>,
+    ) {
         let id = self.insert_connection(conn, key, None, Some(listener), true);
+        if let Some(entry) = self.conns.get(&id)
+            && entry.trace_mask != 0
+        {
+            self.trace_segment_in(entry.trace_mask, key, first);
+        }
         if let Some(SocketEntry {
             kind: SocketKind::Listening(listen),
             ..
@@ -331,8 +356,43 @@ impl Stack {
         }
         self.stats.syncookies_recv += 1;
         self.stats.passive_opens += 1;
-        self.adopt_child(listener, conn, key);
+        self.adopt_child(listener, conn, key, ack);
         true
+    }
+
+    fn trace_segment_in(&mut self, mask: u64, key: FourTuple, segment: &TcpRepr<'_>) {
+        self.trace_push(
+            mask,
+            key,
+            TraceEvent::Segment {
+                direction: Direction::In,
+                header: SegmentHeader::of(segment),
+                retransmission: false,
+            },
+        );
+    }
+
+    /// A segment of a traced connection failed its checksum: the trace says
+    /// so (the ports are read without trusting the rest of the header).
+    fn trace_bad_checksum(&mut self, src: Ipv4Addr, payload: &[u8]) {
+        let (Some(src_port), Some(dst_port)) = (payload.get(0..2), payload.get(2..4)) else {
+            return;
+        };
+        let key = FourTuple {
+            local: SocketAddrV4::new(
+                self.config.address,
+                u16::from_be_bytes([dst_port[0], dst_port[1]]),
+            ),
+            remote: SocketAddrV4::new(src, u16::from_be_bytes([src_port[0], src_port[1]])),
+        };
+        let mask = self.trace_mask(key.local, key.remote);
+        if mask != 0 {
+            self.trace_push(
+                mask,
+                key,
+                TraceEvent::Note(Note::Dropped(DropCause::BadChecksum)),
+            );
+        }
     }
 
     /// A segment for no connection and no listener: the CLOSED state of RFC

@@ -18,6 +18,7 @@ use crate::error::ConnError;
 use crate::seq::SeqNum;
 use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
+use crate::trace::{DropCause, Note};
 use crate::wire::TcpRepr;
 
 /// RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability,
@@ -58,13 +59,14 @@ impl Connection {
     }
 
     /// Counts an arriving segment discarded without its content being used.
-    fn discard(&mut self) {
+    fn discard(&mut self, cause: DropCause) {
         self.counters.segments_discarded += 1;
+        self.note(Note::Dropped(cause));
     }
 
     /// RFC 9293 §3.10.7.1, CLOSED: everything but a reset gets a reset.
     fn on_segment_closed(&mut self, seg: &TcpRepr<'_>) {
-        self.discard();
+        self.discard(DropCause::Closed);
         if seg.flags.rst() {
             return;
         }
@@ -129,7 +131,7 @@ impl Connection {
         // First: the ACK bit. SEG.ACK =< ISS or SEG.ACK > SND.NXT is not
         // acceptable: reset it (unless it is a reset) and drop.
         if seg.flags.ack() && (seg.ack.le(self.iss) || seg.ack.gt(self.snd_nxt)) {
-            self.discard();
+            self.discard(DropCause::BadAck);
             if !seg.flags.rst() {
                 self.queue_rst(seg.ack, None);
             }
@@ -142,13 +144,13 @@ impl Connection {
             if ack_acceptable {
                 self.enter_closed(Some(ConnError::Refused));
             } else {
-                self.discard();
+                self.discard(DropCause::BadRst);
             }
             return;
         }
         // Third (security/compartment) does not apply. Fourth: SYN.
         if !seg.flags.syn() {
-            self.discard();
+            self.discard(DropCause::Unacceptable);
             return;
         }
         self.irs = seg.seq;
@@ -244,7 +246,7 @@ impl Connection {
                 self.ts_recent = tsval;
                 self.ts_recent_at = now;
             } else if ts_before(tsval, self.ts_recent) {
-                self.discard();
+                self.discard(DropCause::Paws);
                 self.ack_invalid(now, seg);
                 return;
             }
@@ -303,7 +305,7 @@ impl Connection {
             let right_edge_ack =
                 seg.seq == self.rcv_nxt + rcv_wnd && seg.flags.ack() && !seg.flags.syn();
             if !right_edge_ack {
-                self.discard();
+                self.discard(DropCause::OutOfWindow);
                 return;
             }
         }
@@ -317,14 +319,15 @@ impl Connection {
         // Third check (security) does not apply. Fourth: SYN in a
         // synchronized state: challenge ACK, drop (RFC 5961 §4.2, RFC 9293).
         if seg.flags.syn() {
-            self.discard();
+            self.discard(DropCause::SynInWindow);
+            self.note(Note::ChallengeAck);
             self.ack_invalid(now, seg);
             return;
         }
 
         // Fifth check: ACK. Without it the segment is dropped.
         if !seg.flags.ack() {
-            self.discard();
+            self.discard(DropCause::NoAck);
             return;
         }
 
@@ -349,7 +352,7 @@ impl Connection {
                 self.on_syn_acked(now, seg);
             } else {
                 // Unacceptable ACK in SYN-RECEIVED: <SEQ=SEG.ACK><CTL=RST>.
-                self.discard();
+                self.discard(DropCause::BadAck);
                 self.queue_rst(seg.ack, None);
                 return;
             }
@@ -381,7 +384,7 @@ impl Connection {
         if self.state == TcpState::TimeWait {
             // RFC 1337 §3 (TIME-WAIT assassination hazards, fix TW1): ignore
             // RST segments in TIME-WAIT.
-            self.discard();
+            self.discard(DropCause::BadRst);
             return;
         }
         if seg.seq == self.rcv_nxt {
@@ -407,11 +410,12 @@ impl Connection {
             }
         } else if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd) {
             // RFC 5961 §3.2: in the window but not exact: challenge ACK.
-            self.discard();
+            self.discard(DropCause::BadRst);
+            self.note(Note::ChallengeAck);
             self.ack_invalid(now, seg);
         } else {
             // Outside the window: dropped silently (RFC 5961 §3.2).
-            self.discard();
+            self.discard(DropCause::BadRst);
         }
     }
 
@@ -454,14 +458,14 @@ impl Connection {
         // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT) then
         // send an ACK, drop the segment, and return."
         if ack.gt(self.snd_nxt) {
-            self.discard();
+            self.discard(DropCause::BadAck);
             self.ack_invalid(now, seg);
             return false;
         }
         // RFC 5961 §5.2: an ACK older than SND.UNA - MAX.SND.WND is
         // unacceptable: ACK and drop.
         if ack.lt(self.snd_una - self.max_snd_wnd) {
-            self.discard();
+            self.discard(DropCause::BadAck);
             self.ack_invalid(now, seg);
             return false;
         }
@@ -748,6 +752,7 @@ impl Connection {
     /// 2–3, RFC 6582 §3.2 step 2, RFC 6675 §5 step 4): ssthresh once for
     /// this window, then PRR paces what is sent (RFC 6937 §3).
     fn enter_recovery(&mut self, now: Instant) {
+        self.note(Note::RecoveryEnter);
         let flight = self.snd_nxt.since(self.snd_una);
         self.cc.on_congestion_event(now);
         self.in_recovery = true;
@@ -767,6 +772,7 @@ impl Connection {
     /// Leaves fast recovery after a full ACK (RFC 6582 §3.2 step 3; RFC
     /// 6937 §3: cwnd = ssthresh).
     fn exit_recovery(&mut self, now: Instant) {
+        self.note(Note::RecoveryExit);
         self.in_recovery = false;
         self.reno_dup_bytes = 0;
         self.dup_acks = 0;

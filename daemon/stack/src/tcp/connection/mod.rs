@@ -52,6 +52,7 @@ use crate::tcp::buffer::{RecvBuffer, SendBuffer};
 use crate::tcp::congestion::{CongestionControl, new_controller};
 use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
 use crate::time::{Duration, Instant};
+use crate::trace::Note;
 use crate::wire::TcpRepr;
 use core::net::SocketAddrV4;
 use std::collections::VecDeque;
@@ -197,6 +198,9 @@ pub struct Connection {
     options: SocketOptions,
     state: TcpState,
     state_changes: Vec<(TcpState, TcpState)>,
+    /// Notes for the trace, kept only while `collect_notes` (a trace follows us).
+    notes: Vec<Note>,
+    collect_notes: bool,
     /// We sent the first SYN (connect), as opposed to answering one.
     active_open: bool,
 
@@ -378,6 +382,8 @@ impl Connection {
                 TcpState::SynReceived
             },
             state_changes: Vec::new(),
+            notes: Vec::new(),
+            collect_notes: false,
             active_open,
             iss,
             snd_una: iss,
@@ -550,6 +556,7 @@ impl Connection {
     /// Moves to `new`, recording the transition for the watch stream.
     fn set_state(&mut self, new: TcpState) {
         if self.state != new {
+            tracing::debug!(from = self.state.name(), to = new.name(), "state change");
             self.state_changes.push((self.state, new));
             self.state = new;
         }
@@ -921,6 +928,36 @@ impl Connection {
     /// Takes the pending error (SO_ERROR semantics).
     pub fn take_error(&mut self) -> Option<ConnError> {
         self.pending_error.take()
+    }
+
+    /// Records `note` for a trace that follows this connection, and logs it
+    /// (a `tracing` debug event; nearly free when disabled).
+    fn note(&mut self, note: Note) {
+        crate::trace::emit_log(note);
+        if self.collect_notes {
+            self.notes.push(note);
+        }
+    }
+
+    /// Whether a trace follows this connection (its notes are then kept for
+    /// [`Connection::drain_notes`]).
+    pub fn set_traced(&mut self, traced: bool) {
+        self.collect_notes = traced;
+        if !traced {
+            self.notes.clear();
+        }
+    }
+
+    /// Appends the notes since the last call, oldest first.
+    pub fn drain_notes(&mut self, out: &mut Vec<Note>) {
+        out.append(&mut self.notes);
+    }
+
+    /// The initial send sequence number and, once the peer's SYN was seen,
+    /// the initial receive sequence number (for traces: relative numbers).
+    pub fn initial_sequence_numbers(&self) -> (SeqNum, Option<SeqNum>) {
+        let synchronized_or_syn_seen = self.state != TcpState::SynSent;
+        (self.iss, synchronized_or_syn_seen.then_some(self.irs))
     }
 
     /// Appends the state transitions since the last call, oldest first.

@@ -9,6 +9,7 @@ use super::{AckDue, Connection, ProbeDue};
 use crate::error::ConnError;
 use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
+use crate::trace::Note;
 
 /// Cap on the persist backoff exponent (the interval is capped by max_rto anyway).
 const MAX_PERSIST_BACKOFF: u32 = 16;
@@ -116,6 +117,9 @@ impl Connection {
                     return;
                 }
                 self.retries += 1;
+                self.note(Note::RtoFired {
+                    backoff: self.retries,
+                });
                 self.rtt.backoff();
                 self.rtt_timed = None;
                 self.syn_retransmitted = true;
@@ -146,6 +150,9 @@ impl Connection {
                     return;
                 }
                 self.retries += 1;
+                self.note(Note::RtoFired {
+                    backoff: self.retries,
+                });
                 // RFC 5681 §3.1 eq. (4): cwnd = 1 SMSS, and ssthresh cut
                 // once per window of data (RFC 5681 §3.1: "MUST NOT be
                 // reduced further" on a retransmission timing out again;
@@ -199,6 +206,7 @@ impl Connection {
             && self.rto_recover.is_none()
             && self.tlp.end_seq.is_none()
         {
+            self.note(Note::TlpFired);
             self.tlp.due = true;
         }
     }
@@ -220,6 +228,7 @@ impl Connection {
         ) {
             return;
         }
+        self.note(Note::PersistFired);
         self.persist_probes += 1;
         // An orphan whose peer keeps its window shut (answering every probe)
         // is dropped after orphan_retries probes in a row: nobody will read
@@ -258,6 +267,7 @@ impl Connection {
             self.enter_closed(Some(ConnError::TimedOut));
             return;
         }
+        self.note(Note::KeepaliveFired);
         self.keepalive_probes += 1;
         self.probe_due = ProbeDue::Keepalive;
         self.keepalive_deadline = Some(now + self.options.keep_interval);
