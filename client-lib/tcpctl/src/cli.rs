@@ -113,6 +113,9 @@ pub enum Command {
     Ls(LsArgs),
     /// Stream TCP state transitions as they happen.
     Watch(WatchArgs),
+    /// Draw one connection live as the seed's ladder diagram (or replay a trace).
+    #[command(after_help = TRACE_HELP)]
+    Trace(TraceArgs),
     /// Show the stack's counters and connections per state.
     Stats,
     /// Reset (RST) connections; needs root.
@@ -170,6 +173,65 @@ pub struct WatchArgs {
     /// Only transitions of connections whose local or remote port is N.
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
+}
+
+const TRACE_HELP: &str = "\
+Selection: LOCAL REMOTE (one connection), --port N (either side), or nothing
+(any). An existing match is followed (the oldest), else the next connection
+that starts; --next skips existing ones. One connection is drawn; the trace
+ends when tcpd's side reaches CLOSED (or at --timeout / --count).
+
+Rows: time (s since the first event; --no-time: the seed's row numbers),
+tcpd's state, arrow (--> out, <-- in, ==> retransmission, --X / X-- dropped
+by the link impairer), <SEQ=..><ACK=..><CTL=..><DATA=len> (relative to each
+ISN; --absolute for raw), arrow, the peer's state (inferred from RFC 9293).
+Window and options (<WIN>, <MSS>, <WS>, <SACK-OK>, <SACK=..>, <TS> on SYNs)
+follow when they fit or on the next row; [marks] end a row; ** rows are
+timer fires (RTO, TLP), loss recovery and state changes.
+
+Tracing needs root, or LOCAL REMOTE of a connection your uid owns.
+--json prints one event per line (schema in README.md); --replay FILE reads
+such a file back.";
+
+/// `tcpctl trace`.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// tcpd's end of the connection, ip:port.
+    #[arg(value_name = "LOCAL", requires = "remote")]
+    pub local: Option<SocketAddrV4>,
+    /// The peer's end, ip:port.
+    #[arg(value_name = "REMOTE", requires = "local")]
+    pub remote: Option<SocketAddrV4>,
+    /// Only a connection whose local or remote port is N.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Skip existing connections: wait for the next one that starts.
+    #[arg(long)]
+    pub next: bool,
+    /// Raw sequence numbers instead of numbers relative to each ISN.
+    #[arg(long)]
+    pub absolute: bool,
+    /// Only what the seed's diagrams show (no window, options, marks).
+    #[arg(long)]
+    pub brief: bool,
+    /// Row numbers (as the seed) instead of times.
+    #[arg(long = "no-time")]
+    pub no_time: bool,
+    /// The timestamps option on every segment.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Draw a trace saved with `--json` instead of asking the daemon.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Exit after N events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<std::time::Duration>,
+    /// Columns to draw in (default: $COLUMNS, else 80).
+    #[arg(long, value_name = "N")]
+    pub width: Option<usize>,
 }
 
 /// `tcpctl kill`.

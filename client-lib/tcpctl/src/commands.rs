@@ -42,10 +42,27 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         clap_complete::generate(shell, &mut command, "tcpctl", out);
         return Ok(());
     }
+    if let Command::Trace(args) = &cli.command
+        && let Some(path) = &args.replay
+    {
+        return crate::trace::replay(path, args, cli.json, color, terminal_width(), out);
+    }
     let mut session = Session::connect(&cli.socket).await?;
     match &cli.command {
         Command::Ls(args) => session.ls(args, cli.json, color, out).await,
         Command::Watch(args) => session.watch(args, cli.json, color, out).await,
+        Command::Trace(args) => {
+            crate::trace::live(
+                &mut session.admin,
+                &session.path,
+                args,
+                cli.json,
+                color,
+                terminal_width(),
+                out,
+            )
+            .await
+        }
         Command::Stats => session.stats(cli.json, color, out).await,
         Command::Kill(args) => session.kill(args, cli.json, out).await,
         Command::Status => session.status(cli.json, out).await,

@@ -6,7 +6,8 @@
 //! replies to [`render`] (human tables, pure functions) or [`json`] (the
 //! stable `--json` schema); [`filter`] and [`state`] select connections;
 //! [`owner`] turns uids/pids into names; [`error`] maps every failure to one
-//! exit code.
+//! exit code; [`trace`] draws a connection (live or replayed) as the
+//! seed's ladder diagram with `tcpd-trace`.
 
 pub mod cli;
 pub mod commands;
@@ -16,5 +17,6 @@ pub mod json;
 pub mod owner;
 pub mod render;
 pub mod state;
+pub mod trace;
 
 pub use render::{Options, render_table};

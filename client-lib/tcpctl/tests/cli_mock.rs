@@ -11,7 +11,7 @@ use tcpd_proto::v1::admin_server::{Admin, AdminServer};
 use tcpd_proto::v1::{
     AbortReply, AbortRequest, ConnectionInfo, Counter, ListConnectionsReply,
     ListConnectionsRequest, SockAddr, StateChange, StatsReply, StatsRequest, StatusReply,
-    StatusRequest, TcpState, WatchRequest,
+    StatusRequest, TcpState, TraceEvent, TraceRequest, WatchRequest,
 };
 use tcpd_proto::{errno, errno_status};
 use tonic::{Request, Response, Status};
@@ -133,6 +133,49 @@ impl Admin for MockAdmin {
         // Three events, then the stream stays open like a quiet daemon.
         let stream = futures::stream::iter(events).chain(futures::stream::pending());
         Ok(Response::new(stream.boxed()))
+    }
+
+    type TraceStream = futures::stream::BoxStream<'static, Result<TraceEvent, Status>>;
+
+    /// The seed's handshake (ISNs 100 and 300) as the daemon streams it, then
+    /// the end of the stream.
+    async fn trace(&self, _: Request<TraceRequest>) -> Result<Response<Self::TraceStream>, Status> {
+        use futures::StreamExt;
+        use tcpd_proto::v1::trace_event::Event;
+        use tcpd_proto::v1::{TraceDirection, TraceSegment, TraceStateChange};
+        let event = |t: u64, event: Event| {
+            Ok(TraceEvent {
+                time_us: t,
+                local: addr([10, 0, 0, 1], 40000),
+                remote: addr([10, 0, 0, 2], 80),
+                event: Some(event),
+            })
+        };
+        let segment = |dir: TraceDirection, seq: u32, ack: u32, flags: u32| {
+            Event::Segment(TraceSegment {
+                direction: dir as i32,
+                seq,
+                ack,
+                flags,
+                window: 65535,
+                window_scale: -1,
+                ..TraceSegment::default()
+            })
+        };
+        let state = |old: TcpState, new: TcpState| {
+            Event::State(TraceStateChange {
+                old_state: old as i32,
+                new_state: new as i32,
+            })
+        };
+        let events = vec![
+            event(1_000, state(TcpState::Closed, TcpState::SynSent)),
+            event(1_000, segment(TraceDirection::Out, 100, 0, 0x02)),
+            event(1_250, segment(TraceDirection::In, 300, 101, 0x12)),
+            event(1_250, state(TcpState::SynSent, TcpState::Established)),
+            event(1_260, segment(TraceDirection::Out, 101, 301, 0x10)),
+        ];
+        Ok(Response::new(futures::stream::iter(events).boxed()))
     }
 
     async fn abort(&self, request: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
@@ -355,6 +398,60 @@ fn watch_counts_filters_and_times_out() {
     // Without --count, a timeout is a normal end.
     let output = daemon.tcpctl(&["watch", "--timeout", "0.3"]);
     assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn trace_draws_the_seeds_handshake_and_json_lines() {
+    let daemon = MockDaemon::start(false);
+    let output = daemon.tcpctl(&["trace", "--absolute", "--no-time", "--brief"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rows: Vec<String> = text.lines().map(squash).collect();
+    for want in [
+        "1. CLOSED LISTEN",
+        "2. SYN-SENT --> <SEQ=100><CTL=SYN> --> SYN-RECEIVED",
+        "3. ESTABLISHED <-- <SEQ=300><ACK=101><CTL=SYN,ACK> <-- SYN-RECEIVED",
+        "4. ESTABLISHED --> <SEQ=101><ACK=301><CTL=ACK> --> ESTABLISHED",
+    ] {
+        assert!(
+            rows.iter().any(|r| r == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    let output = daemon.tcpctl(&["trace", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[1]["type"], "segment");
+    assert_eq!(lines[1]["flags"], "SYN");
+    assert_eq!(lines[1]["seq"], 100);
+    assert_eq!(lines[2]["ack"], 101);
+    assert_eq!(lines[3]["new"], "ESTABLISHED");
+    // The JSON lines replay into the same ladder (no daemon needed).
+    let dir = std::env::temp_dir().join(format!("tcpctl-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("trace.jsonl");
+    std::fs::write(&file, stdout(&output)).expect("write trace");
+    let replay = Command::new(env!("CARGO_BIN_EXE_tcpctl"))
+        .args([
+            "--socket",
+            "/nonexistent",
+            "trace",
+            "--absolute",
+            "--no-time",
+            "--brief",
+            "--replay",
+        ])
+        .arg(&file)
+        .output()
+        .expect("replay");
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    assert_eq!(stdout(&replay), text);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

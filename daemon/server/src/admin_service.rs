@@ -23,6 +23,7 @@ use tcpd_proto::errno::EPERM;
 use tcpd_proto::v1;
 use tcpd_proto::v1::admin_server::Admin;
 use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 /// Fixed facts about this daemon, reported by Status.
@@ -79,6 +80,7 @@ fn counters(pairs: Vec<(String, u64)>) -> Vec<v1::Counter> {
 }
 
 type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<v1::StateChange, Status>> + Send>>;
+type TraceStream = Pin<Box<dyn futures::Stream<Item = Result<v1::TraceEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -169,6 +171,41 @@ impl Admin for AdminService {
                 }
             }
         });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type TraceStream = TraceStream;
+
+    async fn trace(
+        &self,
+        request: Request<v1::TraceRequest>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        let session = session_of(&request)?;
+        let req = request.into_inner();
+        let unspecified = v1::SockAddr { ip: 0, port: 0 };
+        let local = convert::socket_addr(Some(req.local.as_ref().unwrap_or(&unspecified)))?;
+        let remote = convert::socket_addr(Some(req.remote.as_ref().unwrap_or(&unspecified)))?;
+        let port = match u16::try_from(req.port) {
+            Ok(0) => None,
+            Ok(port) => Some(port),
+            Err(_) => {
+                return Err(
+                    Errno::new(tcpd_proto::errno::EINVAL, "port out of range").into_status()
+                );
+            }
+        };
+        let filter = tcpd_stack::TraceFilter {
+            local,
+            remote,
+            port,
+            next_only: req.next,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::trace_hub::TRACE_CHANNEL);
+        self.driver
+            .call(move |c| c.trace_subscribe(session, filter, tx))
+            .await??;
+        tracing::debug!(%local, %remote, ?port, next = req.next, uid = session.creds.uid, "trace started");
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -31,6 +31,7 @@ use crate::impair::Impairer;
 use crate::limits::LimitLog;
 use crate::link::Link;
 use crate::session::{Credentials, SessionId, SessionInfo};
+use crate::trace_hub::TraceHub;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -198,6 +199,7 @@ pub struct Core {
     live_sessions: HashSet<SessionId>,
     state_changes: broadcast::Sender<WatchedChange>,
     recv_scratch: Vec<u8>,
+    traces: TraceHub,
 }
 
 impl Core {
@@ -209,6 +211,7 @@ impl Core {
             live_sessions: HashSet::new(),
             state_changes,
             recv_scratch: Vec::new(),
+            traces: TraceHub::default(),
         }
     }
 
@@ -544,6 +547,46 @@ impl Core {
         self.stack.abort_matching(now, local, remote)
     }
 
+    /// Starts an Admin Trace of the connection `filter` selects; events go
+    /// to `tx`. Root may trace anything; another caller only a connection
+    /// given as an exact 4-tuple whose socket its uid owns (the trace shows
+    /// sequence numbers, which would help to inject into others' streams).
+    pub fn trace_subscribe(
+        &mut self,
+        session: SessionInfo,
+        filter: tcpd_stack::TraceFilter,
+        tx: tokio::sync::mpsc::Sender<v1::TraceEvent>,
+    ) -> Result<(), Errno> {
+        if !session.creds.is_root() {
+            let exact = !filter.local.ip().is_unspecified()
+                && filter.local.port() != 0
+                && !filter.remote.ip().is_unspecified()
+                && filter.remote.port() != 0;
+            let owned = exact
+                && self.connections().iter().any(|(info, owner)| {
+                    info.local == filter.local
+                        && info.remote == filter.remote
+                        && owner.is_some_and(|o| o.uid == session.creds.uid)
+                });
+            if !owned {
+                return Err(Errno::new(
+                    tcpd_proto::errno::EPERM,
+                    "tracing needs root, or LOCAL REMOTE of a connection your uid owns",
+                ));
+            }
+        }
+        let slot = self.stack.trace_add(filter).ok_or_else(|| {
+            Errno::new(
+                tcpd_proto::errno::ENOBUFS,
+                "too many traces at once (64); try again later",
+            )
+        })?;
+        self.traces.add(slot, tx);
+        // An existing connection's `start` record is queued already.
+        self.traces.pump(&mut self.stack);
+        Ok(())
+    }
+
     /// Closes every socket of a session that ended.
     fn end_session(&mut self, id: SessionId) {
         self.live_sessions.remove(&id);
@@ -721,7 +764,7 @@ impl Running {
                 received = self.link.recv() => match received {
                     Ok(n) => {
                         let now = self.core.now();
-                        self.link.ingest_batch(n, now, &mut self.core.stack);
+                        self.link.ingest_batch(n, now, &mut self.core.stack, &mut self.core.traces);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "TUN read failed");
@@ -779,7 +822,10 @@ impl Running {
         if stack.poll_timeout().is_some_and(|at| at <= now) {
             stack.handle_timeout(now);
         }
-        self.link.transmit(now, stack);
+        let traces = &mut self.core.traces;
+        self.link.transmit(now, stack, traces);
+        traces.pump(stack);
+        traces.sweep(stack);
         self.core.publish_events();
         self.limit_log.note(self.core.stack.stats(), now);
     }

@@ -175,6 +175,26 @@ pub enum Direction {
     Outbound,
 }
 
+/// What [`Impairer::process`] did to one packet (for traces and captures).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Impairment {
+    pub dropped: bool,
+    pub duplicated: bool,
+    /// A copy had one bit flipped.
+    pub corrupted: bool,
+    /// A copy was held by the reorder extra.
+    pub reordered: bool,
+    /// How long the first copy is held (zero: delivered at once).
+    pub delay: Duration,
+}
+
+impl Impairment {
+    /// Whether the packet went through untouched.
+    pub fn is_clean(&self) -> bool {
+        *self == Impairment::default()
+    }
+}
+
 /// A packet waiting for its release time.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Held {
@@ -218,40 +238,51 @@ impl Impairer {
         probability > 0.0 && self.rng.random::<f64>() < probability
     }
 
-    /// How long one copy is held: delay ± jitter, plus the reorder extra.
-    fn hold_time(&mut self) -> Duration {
+    /// How long one copy is held: delay ± jitter, plus the reorder extra
+    /// (the flag says whether it was added).
+    fn hold_time(&mut self) -> (Duration, bool) {
         let base = self.spec.delay.as_micros() as i128;
         let jitter = self.spec.jitter.as_micros() as i128;
         let mut micros = base;
         if jitter > 0 {
             micros += self.rng.random_range(-jitter..=jitter);
         }
-        if self.chance(self.spec.reorder) {
+        let reordered = self.chance(self.spec.reorder);
+        if reordered {
             micros += self.spec.delay.max(MIN_REORDER_EXTRA).as_micros() as i128;
         }
-        Duration::from_micros(micros.max(0) as u64)
+        (Duration::from_micros(micros.max(0) as u64), reordered)
     }
 
     /// Impairs one packet arriving at `now`. Copies due at once are passed
     /// to `deliver`; the others are queued for [`Impairer::release_due`].
+    /// Returns what was done to it.
     pub fn process(
         &mut self,
         now: Instant,
         direction: Direction,
         packet: &[u8],
         mut deliver: impl FnMut(Direction, &[u8]),
-    ) {
+    ) -> Impairment {
+        let mut done = Impairment::default();
         if self.chance(self.spec.loss) {
-            return;
+            done.dropped = true;
+            return done;
         }
         let copies = if self.chance(self.spec.duplicate) {
+            done.duplicated = true;
             2
         } else {
             1
         };
-        for _ in 0..copies {
+        for copy_index in 0..copies {
             let corrupt = self.chance(self.spec.corrupt) && !packet.is_empty();
-            let hold = self.hold_time();
+            let (hold, reordered) = self.hold_time();
+            done.corrupted |= corrupt;
+            done.reordered |= reordered;
+            if copy_index == 0 {
+                done.delay = hold;
+            }
             if hold.is_zero() && !corrupt {
                 deliver(direction, packet);
                 continue;
@@ -273,6 +304,7 @@ impl Impairer {
                 self.next_sequence += 1;
             }
         }
+        done
     }
 
     /// When the next held packet is due.

@@ -28,6 +28,7 @@ mod privileges;
 mod session;
 mod socket_file;
 mod socket_service;
+mod trace_hub;
 
 use admin_service::{AdminService, DaemonInfo};
 use clap::Parser;

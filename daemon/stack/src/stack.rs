@@ -1054,6 +1054,11 @@ impl Stack {
         });
     }
 
+    /// Whether any trace filter is active (cheap; for the owner's own trace points).
+    pub fn tracing_active(&self) -> bool {
+        self.tracer.active != 0
+    }
+
     /// The next trace record, oldest first.
     pub fn poll_trace(&mut self) -> Option<TraceRecord> {
         self.tracer.queue.pop_front()

@@ -22,6 +22,7 @@
 pub mod tun;
 
 use crate::impair::{Direction, Impairer};
+use crate::trace_hub::TraceHub;
 use tcpd_stack::{Instant, Stack};
 
 /// Packets read from the TUN per wake-up before the driver flushes.
@@ -83,12 +84,19 @@ impl Link {
 
     /// Feeds the packet [`Link::recv`] returned, then up to [`RX_BATCH`] - 1
     /// more that are ready without waiting, to `stack`.
-    pub fn ingest_batch(&mut self, first_len: usize, now: Instant, stack: &mut Stack) {
-        self.ingest(first_len, now, stack);
+    /// Traced connections learn what the impairer did (`traces`).
+    pub fn ingest_batch(
+        &mut self,
+        first_len: usize,
+        now: Instant,
+        stack: &mut Stack,
+        traces: &mut TraceHub,
+    ) {
+        self.ingest(first_len, now, stack, traces);
         for _ in 1..RX_BATCH {
             let device: &::tun::Device = &self.tun;
             match device.recv(&mut self.rx_buf) {
-                Ok(n) => self.ingest(n, now, stack),
+                Ok(n) => self.ingest(n, now, stack, traces),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "TUN read failed");
@@ -99,12 +107,15 @@ impl Link {
     }
 
     /// One packet read from the TUN (in `rx_buf[..len]`).
-    fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack) {
+    fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack, traces: &mut TraceHub) {
         let packet = &self.rx_buf[..len];
         match self.impairer.as_mut() {
-            Some(impairer) => impairer.process(now, Direction::Inbound, packet, |_, p| {
-                to_stack(stack, now, p)
-            }),
+            Some(impairer) => {
+                let done = impairer.process(now, Direction::Inbound, packet, |_, p| {
+                    to_stack(stack, now, p)
+                });
+                traces.link_event(stack, now, Direction::Inbound, packet, done);
+            }
             None => to_stack(stack, now, packet),
         }
     }
@@ -125,8 +136,10 @@ impl Link {
         }
     }
 
-    /// Writes every packet the stack has to send.
-    pub fn transmit(&mut self, now: Instant, stack: &mut Stack) {
+    /// Writes every packet the stack has to send. A traced connection's
+    /// record of each packet is pumped to `traces` before the impairer's
+    /// verdict on it.
+    pub fn transmit(&mut self, now: Instant, stack: &mut Stack, traces: &mut TraceHub) {
         let Link {
             tun,
             impairer,
@@ -136,10 +149,16 @@ impl Link {
         } = self;
         while let Some(n) = stack.poll_transmit(now, tx_buf) {
             let packet = &tx_buf[..n];
+            if !traces.is_empty() {
+                traces.pump(stack);
+            }
             match impairer.as_mut() {
-                Some(impairer) => impairer.process(now, Direction::Outbound, packet, |_, p| {
-                    to_tun(tun, write_errors, p)
-                }),
+                Some(impairer) => {
+                    let done = impairer.process(now, Direction::Outbound, packet, |_, p| {
+                        to_tun(tun, write_errors, p)
+                    });
+                    traces.link_event(stack, now, Direction::Outbound, packet, done);
+                }
                 None => to_tun(tun, write_errors, packet),
             }
         }

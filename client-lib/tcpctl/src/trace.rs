@@ -1,0 +1,146 @@
+//! `tcpctl trace`: one connection as the seed's ladder diagram, live from
+//! the daemon's Admin Trace stream or replayed from a `--json` file.
+//!
+//! Owns the request (selection → `TraceRequest`), the stop conditions
+//! (stream end when tcpd's side is CLOSED, `--count`, `--timeout`) and the
+//! choice between drawn rows and JSON lines; drawing is `tcpd_trace::Ladder`.
+
+use std::io::{BufRead, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use tcpd_proto::v1::admin_client::AdminClient;
+use tcpd_proto::v1::{SockAddr, TraceRequest};
+use tcpd_trace::{Event, Ladder, LadderOptions};
+use tonic::transport::Channel;
+
+use crate::cli::TraceArgs;
+use crate::error::CliError;
+
+fn sock(addr: Option<SocketAddrV4>) -> SockAddr {
+    let addr = addr.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    SockAddr {
+        ip: u32::from(*addr.ip()),
+        port: u32::from(addr.port()),
+    }
+}
+
+fn options(args: &TraceArgs, color: bool, width: usize) -> LadderOptions {
+    LadderOptions {
+        width: args.width.unwrap_or(width).max(40),
+        absolute: args.absolute,
+        times: !args.no_time,
+        brief: args.brief,
+        color,
+        verbose: args.verbose,
+    }
+}
+
+fn emit(out: &mut dyn Write, rows: &[String]) -> Result<(), CliError> {
+    for row in rows {
+        writeln!(out, "{row}").map_err(CliError::Output)?;
+    }
+    out.flush().map_err(CliError::Output)
+}
+
+/// Writes one event: a JSON line, or the ladder rows it completes.
+fn show(
+    event: &Event,
+    ladder: &mut Ladder,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    if json {
+        writeln!(out, "{}", event.to_json()).map_err(CliError::Output)?;
+        return out.flush().map_err(CliError::Output);
+    }
+    let rows = ladder.push(event);
+    emit(out, &rows)
+}
+
+/// Draws the events of a `--json` file (one object per line; blank lines
+/// and lines starting with `#` are skipped).
+pub fn replay(
+    path: &Path,
+    args: &TraceArgs,
+    json: bool,
+    color: bool,
+    width: usize,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let file = std::fs::File::open(path).map_err(|e| CliError::Rpc {
+        operation: format!("replay {}", path.display()),
+        message: e.to_string(),
+        errno_name: "ENOENT",
+    })?;
+    let mut ladder = Ladder::new(options(args, color, width));
+    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(CliError::Output)?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let event: Event = serde_json::from_str(line).map_err(|e| CliError::Rpc {
+            operation: format!("replay {}:{}", path.display(), number + 1),
+            message: e.to_string(),
+            errno_name: "EINVAL",
+        })?;
+        show(&event, &mut ladder, json, out)?;
+    }
+    if !json {
+        emit(out, &ladder.finish())?;
+    }
+    Ok(())
+}
+
+/// Follows a connection live.
+pub async fn live(
+    admin: &mut AdminClient<Channel>,
+    path: &Path,
+    args: &TraceArgs,
+    json: bool,
+    color: bool,
+    width: usize,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
+    let request = TraceRequest {
+        local: Some(sock(args.local)),
+        remote: Some(sock(args.remote)),
+        port: args.port.map_or(0, u32::from),
+        next: args.next,
+    };
+    let mut stream = admin
+        .trace(request)
+        .await
+        .map_err(|s| CliError::from_status("trace", path, &s))?
+        .into_inner();
+    // Tells a human (and tests) that the trace is live.
+    eprintln!("tcpctl: tracing (the connection is drawn once it shows up; ^C to stop)");
+    let mut ladder = Ladder::new(options(args, color, width));
+    let mut seen = 0u64;
+    while args.count.is_none_or(|wanted| seen < wanted) {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, stream.message()).await {
+                Ok(next) => next,
+                Err(_elapsed) => break,
+            },
+            None => stream.message().await,
+        };
+        let message = match next {
+            Ok(Some(message)) => message,
+            // The daemon ends the stream when the connection is gone.
+            Ok(None) => break,
+            Err(status) => return Err(CliError::from_status("trace", path, &status)),
+        };
+        let Some(event) = tcpd_trace::proto::from_proto(&message) else {
+            continue;
+        };
+        seen += 1;
+        show(&event, &mut ladder, json, out)?;
+    }
+    if !json {
+        emit(out, &ladder.finish())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The daemon's side of `tcpctl trace`: the Admin Trace subscribers, fed
+//! from the stack's trace records and from what the link impairer did.
+//!
+//! Each subscriber owns one stack trace filter (its slot) and a bounded
+//! channel to its RPC stream. The driver pumps records after every packet
+//! it sends (so the link's verdict on a packet follows the stack's record of
+//! it) and at the end of each turn. Invariants: the driver never waits on a
+//! subscriber — a full channel drops the event and counts it, and the count
+//! reaches the client as a `lost` event once there is room; a subscriber
+//! whose client went away, or whose connection ended, is removed and its
+//! filter released at the end of the turn.
+
+use crate::impair::{Direction, Impairment};
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use tcpd_proto::v1;
+use tcpd_stack::wire::{IpProtocol, Ipv4Repr, TcpRepr};
+use tcpd_stack::{Instant, Stack, TcpState, TraceEvent};
+use tcpd_trace::event::{Dir, Event, Kind, Segment};
+use tcpd_trace::proto as trace_proto;
+use tokio::sync::mpsc;
+
+/// Events buffered per subscriber before new ones are dropped (and counted).
+pub const TRACE_CHANNEL: usize = 4096;
+
+#[derive(Debug)]
+struct Subscriber {
+    tx: mpsc::Sender<v1::TraceEvent>,
+    lost: u64,
+    /// The followed connection reached CLOSED: end the stream after this turn.
+    done: bool,
+}
+
+/// Trace subscribers by stack filter slot.
+#[derive(Debug, Default)]
+pub struct TraceHub {
+    subscribers: HashMap<u32, Subscriber>,
+}
+
+impl TraceHub {
+    pub fn add(&mut self, slot: u32, tx: mpsc::Sender<v1::TraceEvent>) {
+        self.subscribers.insert(
+            slot,
+            Subscriber {
+                tx,
+                lost: 0,
+                done: false,
+            },
+        );
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subscribers.is_empty()
+    }
+
+    fn dispatch(&mut self, mask: u64, event: &Event) {
+        let proto = trace_proto::to_proto(event);
+        let ends = matches!(&event.kind, Kind::State { new, .. } if new == TcpState::Closed.name());
+        for (slot, sub) in self.subscribers.iter_mut() {
+            if mask & (1u64 << slot) == 0 {
+                continue;
+            }
+            if ends {
+                sub.done = true;
+            }
+            if sub.lost > 0 {
+                let lost = trace_proto::to_proto(&Event {
+                    kind: Kind::Lost { count: sub.lost },
+                    ..event.clone()
+                });
+                if sub.tx.try_send(lost).is_err() {
+                    sub.lost += 1;
+                    continue;
+                }
+                sub.lost = 0;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(proto.clone()) {
+                sub.lost += 1;
+            }
+        }
+    }
+
+    /// Moves the stack's pending trace records to the subscribers.
+    pub fn pump(&mut self, stack: &mut Stack) {
+        while let Some(record) = stack.poll_trace() {
+            if self.subscribers.is_empty() {
+                continue;
+            }
+            let event = Event::from_record(&record);
+            self.dispatch(record.mask, &event);
+            if matches!(
+                record.event,
+                TraceEvent::State {
+                    new: TcpState::Closed,
+                    ..
+                }
+            ) {
+                tracing::debug!(local = %record.local, remote = %record.remote, "traced connection closed");
+            }
+        }
+    }
+
+    /// Reports what the impairer did to `packet` if its connection is traced.
+    pub fn link_event(
+        &mut self,
+        stack: &Stack,
+        now: Instant,
+        direction: Direction,
+        packet: &[u8],
+        impairment: Impairment,
+    ) {
+        if self.subscribers.is_empty() || impairment.is_clean() || !stack.tracing_active() {
+            return;
+        }
+        let Ok((ip, payload)) = Ipv4Repr::parse(packet) else {
+            return;
+        };
+        if ip.protocol != IpProtocol::Tcp {
+            return;
+        }
+        let Ok(tcp) = TcpRepr::parse(payload, ip.src, ip.dst) else {
+            return;
+        };
+        let (dir, local, remote) = match direction {
+            Direction::Inbound => (
+                Dir::In,
+                SocketAddrV4::new(ip.dst, tcp.dst_port),
+                SocketAddrV4::new(ip.src, tcp.src_port),
+            ),
+            Direction::Outbound => (
+                Dir::Out,
+                SocketAddrV4::new(ip.src, tcp.src_port),
+                SocketAddrV4::new(ip.dst, tcp.dst_port),
+            ),
+        };
+        let mask = stack.trace_mask(local, remote);
+        if mask == 0 {
+            return;
+        }
+        let header = tcpd_stack::trace::SegmentHeader::of(&tcp);
+        let event = Event {
+            t_us: now.total_micros(),
+            local,
+            remote,
+            kind: Kind::Link {
+                segment: Segment::from_header(dir, &header, false),
+                dropped: impairment.dropped,
+                duplicated: impairment.duplicated,
+                corrupted: impairment.corrupted,
+                reordered: impairment.reordered,
+                delay_us: u64::try_from(impairment.delay.as_micros()).unwrap_or(u64::MAX),
+            },
+        };
+        self.dispatch(mask, &event);
+    }
+
+    /// Ends the streams whose connection closed or whose client left;
+    /// releases their stack filters.
+    pub fn sweep(&mut self, stack: &mut Stack) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let gone: Vec<u32> = self
+            .subscribers
+            .iter()
+            .filter(|(_, sub)| sub.done || sub.tx.is_closed())
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in gone {
+            self.subscribers.remove(&slot);
+            stack.trace_remove(slot);
+        }
+    }
+}
