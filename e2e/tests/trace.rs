@@ -153,6 +153,16 @@ fn trace_draws_a_lossy_connection_with_retransmission_marks() {
         "{} rows, {retransmissions} retransmissions, {drops} impairer drops",
         rows.len()
     );
+    if let Some(first) = rows.iter().position(|r| r.contains("==>")) {
+        let from = first.saturating_sub(12);
+        let to = (first + 4).min(rows.len());
+        eprintln!(
+            "around the first retransmission:\n{}",
+            rows[from..to].join("\n")
+        );
+    }
+    let tail = rows.len().saturating_sub(12);
+    eprintln!("the end:\n{}", rows[tail..].join("\n"));
     assert!(
         retransmissions > 0 && rtx_marks > 0,
         "no retransmission marked:\n{text}"

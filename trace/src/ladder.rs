@@ -14,7 +14,7 @@
 //! in; `==>` a retransmission by tcpd; `--X`/`X--` a packet the link
 //! impairer dropped), the segment `<SEQ=..><ACK=..><CTL=..><DATA=len>` in a
 //! field that is 33 wide at 80 columns and grows with the width, the arrow
-//! again, and the peer's state. Window and options (`<WIN=..>`, `<MSS=..>`,
+//! again, and the peer's state. Window (in bytes, scaled) and options (`<WIN=..>`, `<MSS=..>`,
 //! `<WS=..>`, `<SACK-OK>`, `<SACK=l-r,..>`, `<TS=val,ecr>` on SYNs) follow
 //! the segment when they fit, else on a continuation row below it. Marks
 //! (`[rtx]`, `[dup]`, `[delayed 5ms]`, drops by tcpd with their reason...)
@@ -104,6 +104,9 @@ pub struct Ladder {
     /// The segment that opened a "(Close)" row: the next row is its continuation.
     continuation: bool,
     last_window: [Option<u16>; 2],
+    /// Window-scale shifts offered in each direction's SYN (in, out);
+    /// windows are shown in bytes once both SYNs offered one (RFC 7323 §2.2).
+    window_scale: [Option<u8>; 2],
 }
 
 impl Ladder {
@@ -122,6 +125,7 @@ impl Ladder {
             next_out_mark: None,
             continuation: false,
             last_window: [None; 2],
+            window_scale: [None; 2],
         }
     }
 
@@ -252,8 +256,16 @@ impl Ladder {
         let window_changed = self.last_window[slot] != Some(seg.win);
         self.last_window[slot] = Some(seg.win);
         let syn = seg.tcp_flags().syn();
+        if syn {
+            self.window_scale[slot] = seg.ws;
+        }
         if syn || window_changed || seg.win == 0 {
-            extras.push(format!("<WIN={}>", seg.win));
+            // A SYN's window is never scaled; later ones are, once agreed.
+            let shift = match self.window_scale {
+                [Some(_), Some(_)] if !syn => self.window_scale[slot].unwrap_or(0).min(14),
+                _ => 0,
+            };
+            extras.push(format!("<WIN={}>", u32::from(seg.win) << shift));
         }
         if let Some(mss) = seg.mss {
             extras.push(format!("<MSS={mss}>"));

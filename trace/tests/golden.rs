@@ -51,13 +51,13 @@ impl Run {
     fn exchange(&mut self) -> bool {
         let mut buf = vec![0u8; 1500];
         let mut moved = false;
-        self.now = self.now + Duration::from_millis(1);
+        self.now += Duration::from_millis(1);
         while let Some(n) = self.a.poll_transmit(self.now, &mut buf) {
             self.collect();
             self.b.handle_packet(self.now, &buf[..n]);
             moved = true;
         }
-        self.now = self.now + Duration::from_millis(1);
+        self.now += Duration::from_millis(1);
         while let Some(n) = self.b.poll_transmit(self.now, &mut buf) {
             self.a.handle_packet(self.now, &buf[..n]);
             self.collect();
@@ -128,7 +128,7 @@ fn handshake_run() -> Vec<Event> {
     // SYN, SYN-ACK, then A's ACK of the SYN-ACK alone (the seed's row 4).
     run.exchange();
     let mut buf = vec![0u8; 1500];
-    run.now = run.now + Duration::from_millis(1);
+    run.now += Duration::from_millis(1);
     while let Some(n) = run.a.poll_transmit(run.now, &mut buf) {
         run.collect();
         run.b.handle_packet(run.now, &buf[..n]);
@@ -202,7 +202,7 @@ fn the_seeds_close_sequence() {
     run.b.close(run.now, child).expect("close");
     run.settle();
     // 2 MSL later A's TIME-WAIT ends.
-    run.now = run.now + Duration::from_secs(61);
+    run.now += Duration::from_secs(61);
     run.a.handle_timeout(run.now);
     run.collect();
     let rows = render_all(&run.events, seed_options());

@@ -49,11 +49,11 @@ impl Stack {
         };
         if let Some(&id) = self.by_tuple.get(&key) {
             if !self.time_wait_yields_to(id, &segment) {
-                if let Some(entry) = self.conns.get_mut(&id) {
-                    if entry.trace_mask != 0 {
-                        let (mask, key) = (entry.trace_mask, entry.key);
-                        self.trace_segment_in(mask, key, &segment);
-                    }
+                if let Some(entry) = self.conns.get(&id)
+                    && entry.trace_mask != 0
+                {
+                    let (mask, key) = (entry.trace_mask, entry.key);
+                    self.trace_segment_in(mask, key, &segment);
                 }
                 if let Some(entry) = self.conns.get_mut(&id) {
                     let _entered = entry.span.enter();
