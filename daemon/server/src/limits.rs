@@ -107,6 +107,16 @@ const MAX_FIN_TIMEOUT_MS: u64 = 32_767_000;
 const MAX_CLIENTS: u32 = 1 << 24;
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
+/// A timeout in ms (`default` when unset), `None` for 0 ("off").
+fn timeout_ms(
+    name: &'static str,
+    value: Option<u64>,
+    default: u64,
+) -> Result<Option<std::time::Duration>, LimitError> {
+    let ms = in_range_u64(name, value.unwrap_or(default), 0, MAX_TIMEOUT_MS)?;
+    Ok((ms > 0).then(|| std::time::Duration::from_millis(ms)))
+}
+
 fn in_range(name: &'static str, value: u32, min: u32, max: u32) -> Result<u32, LimitError> {
     in_range_u64(name, value.into(), min.into(), max.into()).map(|v| v as u32)
 }
@@ -130,99 +140,74 @@ impl Limits {
         let empty = LimitFlags::default();
         let file = file.unwrap_or(&empty);
         let defaults = StackConfig::new(std::net::Ipv4Addr::UNSPECIFIED, 24);
+        // A value from the flags, else from the file.
+        macro_rules! pick {
+            ($field:ident) => {
+                cli.$field.or(file.$field)
+            };
+        }
         let syncookies = match cli.syncookies.as_ref().or(file.syncookies.as_ref()) {
             None => defaults.syncookies,
             Some(text) => SynCookieMode::from_name(text)
                 .ok_or_else(|| LimitError::SynCookies(text.clone()))?,
         };
-        let max_syn_backlog = in_range(
+        let count = |name, value: Option<u32>, default, min, max| {
+            in_range(name, value.unwrap_or(default), min, max)
+        };
+        let max_syn_backlog = count(
             "max-syn-backlog",
-            cli.max_syn_backlog
-                .or(file.max_syn_backlog)
-                .unwrap_or(defaults.max_syn_backlog),
+            pick!(max_syn_backlog),
+            defaults.max_syn_backlog,
             1,
             MAX_SYN_BACKLOG,
         )?;
-        let synack_retries = in_range(
+        let synack_retries = count(
             "synack-retries",
-            cli.synack_retries
-                .or(file.synack_retries)
-                .unwrap_or(defaults.synack_retries),
+            pick!(synack_retries),
+            defaults.synack_retries,
             1,
             MAX_SYNACK_RETRIES,
         )?;
-        let max_orphans = in_range(
+        let max_orphans = count(
             "max-orphans",
-            cli.max_orphans
-                .or(file.max_orphans)
-                .unwrap_or(defaults.max_orphans),
+            pick!(max_orphans),
+            defaults.max_orphans,
             0,
             MAX_ORPHANS,
         )?;
         let max_orphan_memory = in_range_u64(
             "max-orphan-memory",
-            cli.max_orphan_memory
-                .or(file.max_orphan_memory)
-                .unwrap_or(defaults.max_orphan_memory as u64),
+            pick!(max_orphan_memory).unwrap_or(defaults.max_orphan_memory as u64),
             0,
             MAX_ORPHAN_MEMORY,
         )?;
-        let orphan_retries = in_range(
+        let orphan_retries = count(
             "orphan-retries",
-            cli.orphan_retries
-                .or(file.orphan_retries)
-                .unwrap_or(defaults.orphan_retries),
+            pick!(orphan_retries),
+            defaults.orphan_retries,
             1,
             MAX_ORPHAN_RETRIES,
         )?;
-        let fin_timeout = cli
-            .fin_timeout_ms
-            .or(file.fin_timeout_ms)
+        let fin_timeout = pick!(fin_timeout_ms)
             .map(|ms| in_range_u64("fin-timeout-ms", ms, 1, MAX_FIN_TIMEOUT_MS))
             .transpose()?
             .map(Duration::from_millis);
-        let max_clients = in_range(
-            "max-clients",
-            cli.max_clients.or(file.max_clients).unwrap_or(4096),
-            1,
-            MAX_CLIENTS,
-        )?;
-        let max_clients_per_uid = in_range(
+        let max_clients = count("max-clients", pick!(max_clients), 4096, 1, MAX_CLIENTS)?;
+        let max_clients_per_uid = count(
             "max-clients-per-uid",
-            cli.max_clients_per_uid
-                .or(file.max_clients_per_uid)
-                .unwrap_or(256),
+            pick!(max_clients_per_uid),
+            256,
             1,
             MAX_CLIENTS,
         )?;
         let handshake_timeout = std::time::Duration::from_millis(in_range_u64(
             "handshake-timeout-ms",
-            cli.handshake_timeout_ms
-                .or(file.handshake_timeout_ms)
-                .unwrap_or(10_000),
+            pick!(handshake_timeout_ms).unwrap_or(10_000),
             1,
             MAX_TIMEOUT_MS,
         )?);
-        let keepalive = match in_range_u64(
-            "keepalive-ms",
-            cli.keepalive_ms.or(file.keepalive_ms).unwrap_or(60_000),
-            0,
-            MAX_TIMEOUT_MS,
-        )? {
-            0 => None,
-            ms => Some(std::time::Duration::from_millis(ms)),
-        };
-        let idle_timeout = match in_range_u64(
-            "idle-timeout-ms",
-            cli.idle_timeout_ms
-                .or(file.idle_timeout_ms)
-                .unwrap_or(300_000),
-            0,
-            MAX_TIMEOUT_MS,
-        )? {
-            0 => None,
-            ms => Some(std::time::Duration::from_millis(ms)),
-        };
+        let keepalive = timeout_ms("keepalive-ms", pick!(keepalive_ms), 60_000)?;
+        let idle_timeout = timeout_ms("idle-timeout-ms", pick!(idle_timeout_ms), 300_000)?;
         Ok(Limits {
             idle_timeout,
             max_clients,

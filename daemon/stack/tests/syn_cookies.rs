@@ -325,6 +325,22 @@ fn never_mode_drops_when_the_syn_queue_is_full() {
     );
 }
 
+/// A client on `from_port` with ISN `isn` does the whole handshake at once.
+fn cookie_handshake(s: &mut Stack, from_port: u16, isn: u32) {
+    let mut syn = Segment::new(peer(from_port), ours(80), TcpFlags::SYN, isn, 0);
+    syn.options.mss = Some(1460);
+    s.handle_packet(T0, &syn.to_packet());
+    let synack = parse_tcp(&drain_transmit(s, T0)[0]);
+    let ack = Segment::new(
+        peer(from_port),
+        ours(80),
+        TcpFlags::ACK,
+        isn.wrapping_add(1),
+        synack.seq.wrapping_add(1),
+    );
+    s.handle_packet(T0, &ack.to_packet());
+}
+
 /// A valid cookie ACK that finds the accept queue full is dropped silently
 /// and counted; the client's retransmission gets in once there is room.
 #[test]
@@ -332,18 +348,7 @@ fn cookie_ack_respects_the_accept_queue() {
     let mut s = Stack::new(config(2048, SynCookieMode::Always), T0);
     let l = listener(&mut s, 80, 1);
     // Fill the accept queue with one cookie connection from another port.
-    let mut first = Segment::new(peer(4444), ours(80), TcpFlags::SYN, 50, 0);
-    first.options.mss = Some(1460);
-    s.handle_packet(T0, &first.to_packet());
-    let first_synack = parse_tcp(&drain_transmit(&mut s, T0)[0]);
-    let first_ack = Segment::new(
-        peer(4444),
-        ours(80),
-        TcpFlags::ACK,
-        51,
-        first_synack.seq.wrapping_add(1),
-    );
-    s.handle_packet(T0, &first_ack.to_packet());
+    cookie_handshake(&mut s, 4444, 50);
     assert_eq!(s.socket_info(l).expect("l").accept_queue, 1);
 
     // A SYN now is refused outright (accept queue full)...
@@ -363,18 +368,7 @@ fn cookie_ack_respects_the_accept_queue() {
         },
     );
     // The queue fills again before the ACK comes back: the ACK is dropped unanswered.
-    let mut third = Segment::new(peer(6666), ours(80), TcpFlags::SYN, 70, 0);
-    third.options.mss = Some(1460);
-    s.handle_packet(T0, &third.to_packet());
-    let third_synack = parse_tcp(&drain_transmit(&mut s, T0)[0]);
-    let third_ack = Segment::new(
-        peer(6666),
-        ours(80),
-        TcpFlags::ACK,
-        71,
-        third_synack.seq.wrapping_add(1),
-    );
-    s.handle_packet(T0, &third_ack.to_packet());
+    cookie_handshake(&mut s, 6666, 70);
     s.handle_packet(T0, &ack_for(&synack, None));
     assert!(
         drain_transmit(&mut s, T0).is_empty(),
