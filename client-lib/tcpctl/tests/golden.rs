@@ -261,6 +261,10 @@ fn stats() -> StatsReply {
             counter("drop_no_listener", 5),
             counter("drop_out_of_window", 9),
             counter("syn_cookies_sent", 0),
+            counter("syncookies_sent", 98_035),
+            counter("listen_overflows", 2),
+            counter("orphan_resets", 32),
+            counter("api_refused_per_uid", 5),
         ],
         states: vec![
             counter("LISTEN", 1),
