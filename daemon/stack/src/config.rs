@@ -41,6 +41,13 @@ impl SynCookieMode {
     }
 }
 
+/// Linux's tcp_rmem defaults (min, initial, max): the receive buffer starts
+/// at 128 KiB and autotuning may grow it to 6 MiB (issue 10 asks for
+/// Linux's documented default maximum; this kernel's sysctl says 32 MiB).
+pub const TCP_RMEM: [usize; 3] = [4096, 128 * 1024, 6 * 1024 * 1024];
+/// Linux's tcp_wmem defaults (min, initial, max).
+pub const TCP_WMEM: [usize; 3] = [4096, 16 * 1024, 4 * 1024 * 1024];
+
 /// Congestion-control algorithms (RFC 5681/6582 NewReno, RFC 8312 CUBIC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum CongestionAlgorithm {
@@ -83,10 +90,18 @@ pub struct SocketOptions {
     pub keep_interval: Duration,
     /// TCP_KEEPCNT: unanswered probes before the connection is dropped (Linux default 9).
     pub keep_count: u32,
-    /// SO_RCVBUF: receive buffer bytes; bounds the advertised window.
+    /// SO_RCVBUF: receive buffer bytes; bounds the advertised window. It
+    /// starts at tcp_rmem[1] and grows with the delivery rate (receive
+    /// autotuning) unless the user set it (`recv_buffer_locked`).
     pub recv_buffer: usize,
-    /// SO_SNDBUF: send buffer bytes.
+    /// SO_SNDBUF: send buffer bytes; starts at tcp_wmem[1] and grows with
+    /// cwnd unless the user set it (`send_buffer_locked`).
     pub send_buffer: usize,
+    /// SO_RCVBUF was set: no autotuning, and the window scale fits this
+    /// size rather than the autotuning maximum (Linux's SOCK_RCVBUF_LOCK).
+    pub recv_buffer_locked: bool,
+    /// SO_SNDBUF was set: no send-buffer autotuning (SOCK_SNDBUF_LOCK).
+    pub send_buffer_locked: bool,
     /// SO_LINGER: `Some(0)` makes close() abort with RST; `Some(t)` is accepted
     /// and close stays graceful (the daemon does not block close).
     pub linger: Option<Duration>,
@@ -111,8 +126,10 @@ impl Default for SocketOptions {
             keep_idle: Duration::from_secs(7200),
             keep_interval: Duration::from_secs(75),
             keep_count: 9,
-            recv_buffer: 256 * 1024,
-            send_buffer: 256 * 1024,
+            recv_buffer: TCP_RMEM[1],
+            send_buffer: TCP_WMEM[1],
+            recv_buffer_locked: false,
+            send_buffer_locked: false,
             linger: None,
             congestion: CongestionAlgorithm::Cubic,
             syn_retries: 6,
@@ -179,6 +196,11 @@ pub struct StackConfig {
     /// through `tcpctl trace`). Predictable ISNs invite blind injection
     /// (RFC 6528 §1), so the daemon never sets it.
     pub fixed_iss: Option<u32>,
+    /// Largest receive buffer autotuning may reach (tcp_rmem[2]); it also
+    /// sets the window scale we offer (Linux's tcp_select_initial_window).
+    pub rmem_max: usize,
+    /// Largest send buffer autotuning may reach (tcp_wmem[2]).
+    pub wmem_max: usize,
 }
 
 impl StackConfig {
@@ -206,6 +228,8 @@ impl StackConfig {
             delayed_ack: Duration::from_millis(40),
             socket_defaults: SocketOptions::default(),
             fixed_iss: None,
+            rmem_max: TCP_RMEM[2],
+            wmem_max: TCP_WMEM[2],
         }
     }
 }

@@ -300,6 +300,8 @@ impl Stack {
             synack_retries: config.synack_retries,
             orphan_retries: config.orphan_retries,
             fin_timeout: config.fin_timeout.unwrap_or(config.msl * 2),
+            rmem_max: config.rmem_max,
+            wmem_max: config.wmem_max,
         };
         Stack {
             isn: IsnGenerator::new(config.isn_secret),

@@ -225,3 +225,92 @@ fn tail_losses_recover_without_a_timeout() {
         );
     }
 }
+
+/// A clean path with a 40 ms RTT is window-limited: the receive buffer
+/// starts at 128 KiB (tcp_rmem[1]) and autotuning (Linux's DRS) grows it
+/// with the delivery rate, towards 6 MiB, so the window and the goodput
+/// follow; the send buffer grows with cwnd (tcp_wmem). With SO_RCVBUF set
+/// the buffer stays as the user said, and the goodput stays window-limited.
+#[test]
+fn receive_autotuning_opens_the_window_unless_so_rcvbuf_is_set() {
+    let run = |fixed: Option<usize>| {
+        let mut sim = Sim::new(21, random_loss(0.0, Duration::from_millis(20)));
+        let listener = sim.b.socket();
+        // The listener's option is inherited by the accepted connection.
+        if let Some(size) = fixed {
+            sim.b
+                .set_option(sim.now, listener, SockOption::RecvBuffer(size))
+                .expect("SO_RCVBUF");
+        }
+        sim.b
+            .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+            .expect("bind");
+        sim.b.listen(listener, 4).expect("listen");
+        let client = sim.a.socket();
+        sim.a
+            .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+            .expect("connect");
+        let mut server = None;
+        let bytes = 48 << 20;
+        let chunk = vec![1u8; 256 * 1024];
+        let mut buf = vec![0u8; 256 * 1024];
+        let (mut sent, mut received) = (0, 0);
+        let mut max_rcv_wnd = 0;
+        let mut max_snd_buffer = 0;
+        let started = sim.now;
+        sim.run_until("all received", |sim| {
+            server = server.or_else(|| sim.b.accept(listener).ok().map(|(h, _)| h));
+            while sent < bytes {
+                match sim
+                    .a
+                    .send(sim.now, client, &chunk[..chunk.len().min(bytes - sent)])
+                {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            if let Some(s) = server {
+                while let Ok(n @ 1..) = sim.b.recv(sim.now, s, &mut buf, false) {
+                    received += n;
+                }
+                if let Ok(i) = sim.b.socket_info(s) {
+                    max_rcv_wnd = max_rcv_wnd.max(i.rcv_wnd);
+                }
+            }
+            if let Ok(i) = sim.a.socket_info(client) {
+                max_snd_buffer = max_snd_buffer.max(i.recovery.send_buffer);
+            }
+            received >= bytes
+        });
+        let goodput = bytes as f64 / (sim.now - started).as_secs_f64();
+        let recv_buffer = server
+            .and_then(|s| sim.b.socket_info(s).ok())
+            .map_or(0, |i| i.recovery.recv_buffer);
+        (goodput, recv_buffer, max_rcv_wnd, max_snd_buffer)
+    };
+    let (goodput, recv_buffer, max_rcv_wnd, max_snd_buffer) = run(None);
+    eprintln!(
+        "autotuned: {:.1} MB/s, receive buffer {recv_buffer}, largest window {max_rcv_wnd}, send buffer {max_snd_buffer}",
+        goodput / 1e6
+    );
+    assert!(recv_buffer >= 4 << 20, "receive buffer {recv_buffer}");
+    assert!(
+        recv_buffer <= 6 << 20,
+        "capped at tcp_rmem[2]: {recv_buffer}"
+    );
+    assert!(max_rcv_wnd > 2 << 20, "window {max_rcv_wnd}");
+    assert!(max_snd_buffer > 1 << 20, "send buffer {max_snd_buffer}");
+    let (fixed_goodput, fixed_buffer, fixed_wnd, _) = run(Some(128 * 1024));
+    eprintln!(
+        "SO_RCVBUF 128 KiB: {:.1} MB/s, receive buffer {fixed_buffer}, largest window {fixed_wnd}",
+        fixed_goodput / 1e6
+    );
+    assert_eq!(fixed_buffer, 128 * 1024);
+    assert!(fixed_wnd <= 128 * 1024 + 1024, "{fixed_wnd}");
+    // 128 KiB per 40 ms is 3.3 MB/s at most; autotuning does far better.
+    assert!(fixed_goodput < 3.4e6, "{fixed_goodput}");
+    assert!(
+        goodput > 4.0 * fixed_goodput,
+        "{goodput} vs {fixed_goodput}"
+    );
+}

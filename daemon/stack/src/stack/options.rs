@@ -60,8 +60,14 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         SockOption::KeepIdle(d) => options.keep_idle = d,
         SockOption::KeepInterval(d) => options.keep_interval = d,
         SockOption::KeepCount(n) => options.keep_count = n,
-        SockOption::RecvBuffer(n) => options.recv_buffer = n,
-        SockOption::SendBuffer(n) => options.send_buffer = n,
+        SockOption::RecvBuffer(n) => {
+            options.recv_buffer = n;
+            options.recv_buffer_locked = true;
+        }
+        SockOption::SendBuffer(n) => {
+            options.send_buffer = n;
+            options.send_buffer_locked = true;
+        }
         SockOption::Linger(l) => options.linger = l,
         SockOption::Congestion(c) => options.congestion = c,
         SockOption::SynRetries(n) => options.syn_retries = n,

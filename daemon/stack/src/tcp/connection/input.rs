@@ -347,6 +347,13 @@ impl Connection {
             self.ts_recent_at = now;
         }
 
+        if self.ts_enabled
+            && !seg.payload.is_empty()
+            && let Some((_, tsecr)) = seg.options.timestamp
+        {
+            self.rcv_rtt_sample(now, tsecr);
+        }
+
         if self.state == TcpState::SynReceived {
             if seg.ack.gt(self.snd_una) && seg.ack.le(self.snd_nxt) {
                 self.on_syn_acked(now, seg);
@@ -683,6 +690,7 @@ impl Connection {
             // the earlier ones already shrank.
             let used = flight_before.max(self.max_flight);
             self.cc.on_ack(now, acked, sample, used);
+            self.expand_send_buffer();
         }
 
         // RFC 6298 §5.2: all data acknowledged: stop the timer; §5.3: new

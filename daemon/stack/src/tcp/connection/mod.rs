@@ -114,6 +114,10 @@ pub struct ConnectionConfig {
     /// How long a closed socket waits in FIN-WAIT-2 for the peer's FIN
     /// (Linux tcp_fin_timeout).
     pub fin_timeout: Duration,
+    /// Receive-buffer autotuning maximum (tcp_rmem[2]); sets the window scale.
+    pub rmem_max: usize,
+    /// Send-buffer autotuning maximum (tcp_wmem[2]).
+    pub wmem_max: usize,
 }
 
 /// What a new connection starts from.
@@ -340,6 +344,14 @@ pub struct Connection {
     /// The end of the last segment shorter than the MSS that we sent
     /// (Minshall's Nagle variant; Linux's `snd_sml`).
     last_small_end: Option<SeqNum>,
+    /// Receive autotuning (Linux's DRS, `tcp_rcv_space_adjust`): the
+    /// receiver's RTT estimate from echoed timestamps, the bytes the
+    /// application read, and the last measurement (bytes read per RTT).
+    rcv_rtt: Option<Duration>,
+    bytes_read: u64,
+    rcvq_space: usize,
+    rcvq_read: u64,
+    rcvq_time: Instant,
     /// The largest flight since SND.UNA passed `max_flight_seq` (a window
     /// of data ago): whether cwnd was in use (Linux's `max_packets_out`).
     max_flight: usize,
@@ -407,7 +419,15 @@ impl Connection {
             send_mss: path_mss,
             rcv_mss: path_mss,
             snd_wscale: 0,
-            rcv_wscale: window_shift_for(options.recv_buffer),
+            // RFC 7323 §2.3: the shift is fixed at the SYN, so it must fit
+            // the largest buffer autotuning may reach (Linux's
+            // tcp_select_initial_window: 7 for 6 MiB), or the user's
+            // SO_RCVBUF when set.
+            rcv_wscale: window_shift_for(if options.recv_buffer_locked {
+                options.recv_buffer
+            } else {
+                options.recv_buffer.max(config.rmem_max)
+            }),
             ws_enabled: false,
             ts_enabled: false,
             ts_offset: params.ts_offset,
@@ -454,6 +474,11 @@ impl Connection {
             tlp: Tlp::default(),
             prr: Prr::default(),
             last_small_end: None,
+            rcv_rtt: None,
+            bytes_read: 0,
+            rcvq_space: 0,
+            rcvq_read: 0,
+            rcvq_time: now,
             max_flight: 0,
             max_flight_seq: iss,
             tx_scratch: Vec::new(),
@@ -579,6 +604,11 @@ impl Connection {
         self.quick_acks = QUICK_ACK_SEGMENTS;
         self.retries = 0;
         self.last_progress = now;
+        // Linux's tcp_init_buffer_space: the first measurement of the
+        // receive rate starts from ten segments.
+        self.rcvq_space = (10 * self.adv_mss).min(self.recv_buf.capacity());
+        self.rcvq_time = now;
+        self.expand_send_buffer();
         self.tx_scratch = vec![0; self.send_mss];
         self.arm_keepalive(now);
         // A shutdown(WR) issued in SYN-RECEIVED was queued until now
@@ -747,6 +777,8 @@ impl Connection {
                 return Ok(self.recv_buf.peek(out));
             }
             let n = self.recv_buf.read(out);
+            self.bytes_read += n as u64;
+            self.rcv_space_adjust(now);
             self.window_update_after_read();
             return Ok(n);
         }
@@ -773,6 +805,85 @@ impl Connection {
         let free = self.recv_buf.window();
         if free >= advertised + threshold && advertised < self.recv_buf.capacity() / 2 {
             self.ack_now();
+        }
+    }
+
+    /// Receive-buffer autotuning, as Linux's `tcp_rcv_space_adjust` (DRS):
+    /// once per receiver RTT, if the application read more than in the
+    /// previous one, size the buffer for twice that plus sixteen segments,
+    /// plus twice the growth (the sender may still be in slow start), up to
+    /// `rmem_max`. SO_RCVBUF set by the user fixes the size (Linux's
+    /// SOCK_RCVBUF_LOCK). Our buffer counts payload only, so the sizes are
+    /// Linux's before its per-skb overhead factor.
+    fn rcv_space_adjust(&mut self, now: Instant) {
+        if self.options.recv_buffer_locked || self.rcvq_space == 0 {
+            return;
+        }
+        let srtt = self.rtt.has_sample().then(|| self.rtt.srtt());
+        let Some(rtt) = self.rcv_rtt.or(srtt) else {
+            return;
+        };
+        if now - self.rcvq_time < rtt.max(Duration::from_millis(1)) {
+            return;
+        }
+        let copied = usize::try_from(self.bytes_read - self.rcvq_read).unwrap_or(usize::MAX);
+        if copied > self.rcvq_space {
+            let mut rcvwin = 2 * copied + 16 * self.adv_mss;
+            let grow = rcvwin.saturating_mul(copied - self.rcvq_space) / self.rcvq_space;
+            rcvwin = rcvwin.saturating_add(2 * grow);
+            let target = rcvwin.min(self.config.rmem_max);
+            if target > self.recv_buf.capacity() {
+                self.recv_buf.set_capacity(target);
+                self.options.recv_buffer = target;
+            }
+            self.rcvq_space = copied;
+        }
+        self.rcvq_read = self.bytes_read;
+        self.rcvq_time = now;
+    }
+
+    /// A receiver RTT sample from an echoed timestamp on arriving data
+    /// (Linux's `tcp_rcv_rtt_measure_ts`): the peer echoes the TSval of
+    /// our latest ACK, so now - TSecr is about one round trip.
+    pub(super) fn rcv_rtt_sample(&mut self, now: Instant, tsecr: u32) {
+        let elapsed = self.ts_now(now).wrapping_sub(tsecr);
+        if tsecr == 0 || (elapsed as i32) < 0 {
+            return;
+        }
+        let sample = Duration::from_millis(u64::from(elapsed));
+        // An EWMA with gain 1/8, like SRTT (RFC 6298 §2.3).
+        self.rcv_rtt = Some(match self.rcv_rtt {
+            Some(rtt) => (rtt * 7 + sample) / 8,
+            None => sample,
+        });
+    }
+
+    /// Send-buffer autotuning with Linux's `tcp_sndbuf_expand` numbers:
+    /// two windows (CUBIC's fast-recovery cushion) of at least ten
+    /// segments, each segment counted as Linux's worst-case memory per MSS
+    /// (MSS plus header room and shared info, rounded up to a power of two,
+    /// plus the skb: 4352 bytes for a 1460 MSS), up to `wmem_max`, unless
+    /// the user set SO_SNDBUF. Linux charges GSO buffers about their
+    /// payload, so for bulk writes this is also about what it lets an
+    /// application queue. It only grows.
+    pub(super) fn expand_send_buffer(&mut self) {
+        /// Linux's MAX_TCP_HEADER and SKB_DATA_ALIGN(skb_shared_info) (x86-64).
+        const HEADER_ROOM: usize = 320 + 320;
+        /// SKB_DATA_ALIGN(sizeof(struct sk_buff)).
+        const SKB: usize = 256;
+        /// TCP_INIT_CWND.
+        const MIN_SEGMENTS: usize = 10;
+        if self.options.send_buffer_locked {
+            return;
+        }
+        let per_mss = (self.path_mss + HEADER_ROOM).next_power_of_two() + SKB;
+        let segments = (self.cc.cwnd() / self.send_mss.max(1)).max(MIN_SEGMENTS);
+        let target = (2 * segments * per_mss)
+            .max(crate::config::TCP_WMEM[1])
+            .min(self.config.wmem_max);
+        if target > self.send_buf.capacity() {
+            self.send_buf.set_capacity(target);
+            self.options.send_buffer = target;
         }
     }
 
@@ -994,10 +1105,12 @@ impl Connection {
             }
             SockOption::RecvBuffer(n) => {
                 self.options.recv_buffer = n;
+                self.options.recv_buffer_locked = true;
                 self.recv_buf.set_capacity(n);
             }
             SockOption::SendBuffer(n) => {
                 self.options.send_buffer = n;
+                self.options.send_buffer_locked = true;
                 self.send_buf.set_capacity(n);
             }
             SockOption::Linger(l) => self.options.linger = l,

@@ -25,6 +25,8 @@ fn config() -> ConnectionConfig {
         synack_retries: 5,
         orphan_retries: 8,
         fin_timeout: MSL * 2,
+        rmem_max: crate::config::TCP_RMEM[2],
+        wmem_max: crate::config::TCP_WMEM[2],
     }
 }
 
@@ -1166,12 +1168,33 @@ fn zero_window_is_probed_with_backoff() {
 
 #[test]
 fn syn_offers_mss_window_scale_sack_and_timestamps() {
+    // SO_RCVBUF fixes the buffer, and the scale then fits it instead.
+    let now = Instant::from_millis(1000);
+    // (Linux: shift until the space fits 16 bits: 64 KiB needs 1, 32 MiB 10.)
+    for (buffer, scale) in [
+        (256 * 1024, 3),
+        (64 * 1024, 1),
+        (65535, 0),
+        (6 << 20, 7),
+        (32 << 20, 10),
+    ] {
+        let options = SocketOptions {
+            recv_buffer: buffer,
+            recv_buffer_locked: true,
+            ..SocketOptions::default()
+        };
+        let mut a = Connection::connect(params_with(A, B, 100, options), now);
+        let syn = out(&mut a, now).expect("SYN");
+        assert_eq!(syn.options.window_scale, Some(scale), "SO_RCVBUF {buffer}");
+    }
+
     let now = Instant::from_millis(1000);
     let mut a = Connection::connect(params(A, B, 100), now);
     let syn = out(&mut a, now).expect("SYN");
     assert_eq!(syn.options.mss, Some(1460));
-    // 256 KiB receive buffer: 65535 << 3 is the first that covers it.
-    assert_eq!(syn.options.window_scale, Some(3));
+    // The scale fits the 6 MiB autotuning maximum, as Linux chooses it
+    // (tcp_select_initial_window: 6 MiB >> 7 < 65536): 7.
+    assert_eq!(syn.options.window_scale, Some(7));
     assert!(syn.options.sack_permitted);
     assert_eq!(syn.options.timestamp, Some((1000, 0)));
     assert_eq!(syn.window, 65535, "SYN window is never scaled");
@@ -1212,8 +1235,8 @@ fn window_scaling_and_mss_are_negotiated() {
     assert_eq!(a.stats().mss, 1000 - 12);
     let ack = out(&mut a, now).expect("ACK");
     assert_eq!(ack.options.timestamp, Some((1000, 777)));
-    // Our window field is now scaled by 3: 256 KiB >> 3.
-    assert_eq!(ack.window, ((256 * 1024) >> 3) as u16);
+    // Our window field is now scaled by 7: the 128 KiB initial buffer >> 7.
+    assert_eq!(ack.window, ((128 * 1024) >> 7) as u16);
     // The peer's windows are scaled by 5 from now on.
     let mut upd = to(&a, 301, 101, ACK, b"");
     upd.window = 100;
@@ -1473,7 +1496,13 @@ fn acks_at_the_right_edge_of_our_window_are_processed() {
 #[test]
 fn data_in_a_window_rounded_up_by_scaling_is_kept() {
     let now = Instant::from_millis(1000);
-    let mut a = Connection::connect(params(A, B, 100), now);
+    // SO_RCVBUF 256 KiB: a fixed buffer, scale 3.
+    let options = SocketOptions {
+        recv_buffer: 256 * 1024,
+        recv_buffer_locked: true,
+        ..SocketOptions::default()
+    };
+    let mut a = Connection::connect(params_with(A, B, 100, options), now);
     let _syn = out(&mut a, now).expect("SYN");
     let mut synack = to(&a, 300, 101, syn_ack(), b"");
     synack.options.window_scale = Some(0);
