@@ -29,6 +29,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// A switch written `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
+}
+
 /// Command-line flags. Every value is optional so the TOML file can supply it.
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -79,6 +87,9 @@ pub struct Cli {
     /// Resource limits (the file's `[limits]` table).
     #[command(flatten)]
     pub limits: LimitFlags,
+    /// TUN segmentation/checksum offload (virtio-net header, TSO) [default: on].
+    #[arg(long, value_enum)]
+    pub offload: Option<Switch>,
 }
 
 /// The TOML file: the long flag names as keys (kebab-case), all optional.
@@ -98,6 +109,7 @@ pub struct FileConfig {
     pub impair: Option<String>,
     pub user: Option<String>,
     pub limits: Option<LimitFlags>,
+    pub offload: Option<Switch>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -117,6 +129,8 @@ pub struct Settings {
     pub impair: Option<ImpairSpec>,
     pub user: Option<String>,
     pub limits: Limits,
+    /// Ask for TUN offload (the link falls back when the kernel refuses).
+    pub offload: bool,
 }
 
 /// A configuration error, reported before anything is opened.
@@ -249,6 +263,7 @@ impl Settings {
             impair,
             user: cli.user.clone().or(file.user),
             limits: Limits::resolve(&cli.limits, file.limits.as_ref())?,
+            offload: cli.offload.or(file.offload).unwrap_or(Switch::On) == Switch::On,
         })
     }
 
@@ -294,6 +309,7 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.impair, None);
         assert_eq!(s.user, None);
+        assert!(s.offload);
     }
 
     #[test]
@@ -310,6 +326,7 @@ mod tests {
             syn-retries = 2
             impair = "loss=1%"
             user = "nobody"
+            offload = "off"
             "#,
         )
         .expect("toml parses");
@@ -326,6 +343,9 @@ mod tests {
         assert_eq!(s.syn_retries, Some(2));
         assert!(s.impair.is_some());
         assert_eq!(s.user.as_deref(), Some("nobody"));
+        assert!(!s.offload);
+        let s = Settings::resolve(&cli(&["--offload", "on"]), FileConfig::default()).expect("ok");
+        assert!(s.offload);
     }
 
     #[test]

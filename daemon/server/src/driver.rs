@@ -685,36 +685,37 @@ pub struct WatchedChange {
 pub struct Driver {
     core: Core,
     device: tun::Device,
+    vnet_hdr: bool,
     impairer: Option<Impairer>,
     commands: mpsc::UnboundedReceiver<Command>,
-    mtu: usize,
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("mtu", &self.mtu)
+            .field("vnet_hdr", &self.vnet_hdr)
             .finish_non_exhaustive()
     }
 }
 
 impl Driver {
-    /// A driver for `stack` over the TUN `device`, and the handle to command it.
+    /// A driver for `stack` over the TUN `device` (`vnet_hdr`: opened with a
+    /// virtio-net header), and the handle to command it.
     pub fn new(
         stack: Stack,
         clock: Clock,
         device: tun::Device,
+        vnet_hdr: bool,
         impairer: Option<Impairer>,
-        mtu: u16,
     ) -> (Driver, DriverHandle) {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (state_changes, _) = broadcast::channel(STATE_CHANGE_CAPACITY);
         let driver = Driver {
             core: Core::new(stack, clock, state_changes.clone()),
             device,
+            vnet_hdr,
             impairer,
             commands,
-            mtu: usize::from(mtu),
         };
         let handle = DriverHandle {
             commands: commands_tx,
@@ -729,13 +730,13 @@ impl Driver {
         let Driver {
             core,
             device,
+            vnet_hdr,
             impairer,
             commands,
-            mtu,
         } = self;
         let mut running = Running {
             core,
-            link: Link::new(device, impairer, mtu)?,
+            link: Link::new(device, vnet_hdr, impairer)?,
             commands,
             limit_log: LimitLog::default(),
         };

@@ -112,8 +112,8 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     // The socket first: a second daemon on the same path must fail with
     // "another tcpd is listening", not with whatever the TUN says.
     let socket = SocketFile::bind(&settings.socket, settings.socket_group.as_deref())?;
-    let device = match link::tun::open(&settings) {
-        Ok(device) => device,
+    let tun = match link::tun::open(&settings) {
+        Ok(tun) => tun,
         Err(e) => {
             socket_file::remove(&socket.path);
             return Err(e);
@@ -130,7 +130,9 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     let admission = client_admission(&settings);
 
     let clock = Clock::start();
-    let stack = Stack::new(stack_config(&settings)?, clock.now());
+    let mut config = stack_config(&settings)?;
+    config.offload = tun.offload;
+    let stack = Stack::new(config, clock.now());
     let impairer = settings
         .impair
         .clone()
@@ -140,7 +142,12 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         .as_ref()
         .map(|i| i.spec().to_string())
         .unwrap_or_default();
-    let (driver, handle) = Driver::new(stack, clock, device, impairer, settings.mtu);
+    tracing::info!(
+        segmentation = tun.offload.segmentation,
+        checksum = tun.offload.checksum,
+        "TUN offload"
+    );
+    let (driver, handle) = Driver::new(stack, clock, tun.device, tun.vnet_hdr, impairer);
 
     // The driver gets a thread of its own: the stack work and the gRPC work
     // then use both cores.

@@ -139,6 +139,17 @@ impl Default for SocketOptions {
     }
 }
 
+/// What the link does for the stack: the offloads of a TUN with a
+/// virtio-net header (none in the simulation or with `--offload off`).
+/// They only matter to [`crate::Stack::poll_transmit_offload`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkOffload {
+    /// The link cuts TCP super-segments into MSS-sized segments (TSO).
+    pub segmentation: bool,
+    /// The link completes TCP checksums left partial (NEEDS_CSUM).
+    pub checksum: bool,
+}
+
 /// Stack-wide settings.
 #[derive(Clone, Debug)]
 pub struct StackConfig {
@@ -201,6 +212,8 @@ pub struct StackConfig {
     pub rmem_max: usize,
     /// Largest send buffer autotuning may reach (tcp_wmem[2]).
     pub wmem_max: usize,
+    /// What the link does for the stack (default: nothing).
+    pub offload: LinkOffload,
 }
 
 impl StackConfig {
@@ -230,6 +243,7 @@ impl StackConfig {
             fixed_iss: None,
             rmem_max: TCP_RMEM[2],
             wmem_max: TCP_WMEM[2],
+            offload: LinkOffload::default(),
         }
     }
 }

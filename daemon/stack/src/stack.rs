@@ -80,13 +80,17 @@ use crate::socket::{
 };
 use crate::stats::{DropReason, Stats};
 use crate::tcp::TcpState;
-use crate::tcp::connection::{Connection, ConnectionConfig, ConnectionParams};
+use crate::tcp::connection::{Connection, ConnectionConfig, ConnectionParams, TxOffload};
 use crate::tcp::isn::IsnGenerator;
 use crate::time::{Duration, Instant};
 use crate::trace::{Direction, MAX_TRACE_FILTERS, Note, SegmentHeader, TraceEvent, TraceRecord};
 use crate::trace::{FilterSlot, TraceFilter, Tracer, endpoint_matches};
 use crate::wire::ipv4::{DEFAULT_TTL, HEADER_LEN as IPV4_HEADER_LEN};
-use crate::wire::{IpProtocol, Ipv4Repr, TcpFlags, WireError};
+use crate::wire::tcp::CHECKSUM_OFFSET as TCP_CHECKSUM_OFFSET;
+use crate::wire::virtio::MAX_GSO_PACKET;
+use crate::wire::{
+    Checksum, Gso, GsoKind, IpProtocol, Ipv4Repr, TcpFlags, VirtioNetRepr, WireError,
+};
 use control::{ControlKind, ControlQueue};
 use core::net::{Ipv4Addr, SocketAddrV4};
 use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
@@ -340,14 +344,58 @@ impl Stack {
 
     // ------------------------------------------------------------ link side
 
+    /// Counts a packet the link dropped before it reached the stack (e.g. a
+    /// virtio-net header that does not fit its packet), so the drop shows in
+    /// the stack's statistics beside the others.
+    pub fn count_link_drop(&mut self, reason: DropReason) {
+        self.stats.packets_in += 1;
+        self.stats.drop_packet(reason);
+    }
+
     /// One IPv4 packet from the link. Malformed packets are dropped and counted.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        self.handle_packet_offload(now, packet, &VirtioNetRepr::PLAIN);
+    }
+
+    /// One IPv4 packet from a link with receive offload, with what its
+    /// virtio-net header says (already checked against the packet by
+    /// [`VirtioNetRepr::parse`]):
+    /// - a TCP checksum is verified unless the kernel promised it:
+    ///   `DATA_VALID` (it verified it) or `NEEDS_CSUM` (the bytes were made
+    ///   on this host and never crossed a wire; the field holds only the
+    ///   pseudo-header sum). `NEEDS_CSUM` is accepted at the TCP checksum
+    ///   field only; anywhere else (or on ICMP) the packet is dropped as
+    ///   [`DropReason::Offload`]. The IPv4 header checksum is always verified.
+    /// - a coalesced TCP segment (`gso_type` TCPV4, up to 64 KiB) is taken as
+    ///   the in-order data it is; the delayed-ACK rule (ACK every second
+    ///   full-sized segment) then counts it as `len / gso_size` segments, so
+    ///   it is acknowledged at once. A GSO type other than TCPV4 is dropped.
+    pub fn handle_packet_offload(&mut self, now: Instant, packet: &[u8], offload: &VirtioNetRepr) {
         self.stats.packets_in += 1;
         self.trace_now = now;
         let (ip, payload) = match Ipv4Repr::parse(packet) {
             Ok(parsed) => parsed,
             Err(e) => return self.stats.drop_packet(drop_reason(e)),
         };
+        let ip_header_len = packet.len().saturating_sub(payload.len());
+        let verify = match offload.checksum {
+            Checksum::Complete => true,
+            Checksum::Verified => ip.protocol != IpProtocol::Tcp,
+            Checksum::Partial { start, offset } => {
+                if ip.protocol != IpProtocol::Tcp
+                    || usize::from(start) != ip_header_len
+                    || usize::from(offset) != TCP_CHECKSUM_OFFSET
+                {
+                    return self.stats.drop_packet(DropReason::Offload);
+                }
+                false
+            }
+        };
+        if let Some(gso) = offload.gso
+            && (gso.kind != GsoKind::TcpV4 || ip.protocol != IpProtocol::Tcp)
+        {
+            return self.stats.drop_packet(DropReason::Offload);
+        }
         if ip.dst != self.config.address {
             return self.stats.drop_packet(DropReason::NotForUs);
         }
@@ -357,7 +405,7 @@ impl Stack {
             return self.stats.drop_packet(DropReason::Malformed);
         }
         match ip.protocol {
-            IpProtocol::Tcp => self.handle_tcp(now, ip.src, payload),
+            IpProtocol::Tcp => self.handle_tcp(now, ip.src, payload, verify),
             IpProtocol::Icmp => self.handle_icmp(now, ip.src, payload),
             // ICMPv6 inside IPv4 is as meaningless as any unknown protocol.
             IpProtocol::Icmpv6 | IpProtocol::Other(_) => {
@@ -371,13 +419,46 @@ impl Stack {
     ///
     /// Panics if `buf` is shorter than the MTU (a bug in the caller).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.transmit(now, buf, TxOffload::default())
+            .map(|(n, _)| n)
+    }
+
+    /// [`Stack::poll_transmit`] for a link with the offloads of
+    /// [`StackConfig::offload`]: with segmentation, a TCP packet may be a
+    /// super-segment of up to 64 KiB (as much as `buf` holds) for the link
+    /// to cut into MSS-sized segments; with checksum offload, TCP checksums
+    /// are left partial. The returned header says which (it is
+    /// [`VirtioNetRepr::PLAIN`] for a complete, MTU-sized packet).
+    pub fn poll_transmit_offload(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, VirtioNetRepr)> {
+        let offload = TxOffload {
+            segmentation: self.config.offload.segmentation,
+            checksum: self.config.offload.checksum,
+        };
+        self.transmit(now, buf, offload)
+    }
+
+    fn transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        offload: TxOffload,
+    ) -> Option<(usize, VirtioNetRepr)> {
         let mtu = usize::from(self.config.mtu);
         assert!(
             buf.len() >= mtu,
             "poll_transmit needs a buffer of at least the MTU ({mtu} bytes), got {}",
             buf.len()
         );
-        let buf = &mut buf[..mtu];
+        let limit = if offload.segmentation {
+            buf.len().min(MAX_GSO_PACKET)
+        } else {
+            mtu
+        };
+        let buf = &mut buf[..limit];
         self.trace_now = now;
         if let Some(packet) = self.control.pop() {
             let ident = self.next_ip_ident();
@@ -391,7 +472,7 @@ impl Stack {
                 ControlKind::SynAck => self.stats.segments_out += 1,
                 ControlKind::EchoReply => self.stats.icmp_echo_replies += 1,
             }
-            return Some(len);
+            return Some((len, VirtioNetRepr::PLAIN));
         }
         while let Some(id) = self.ready.pop_front() {
             let ident = self.ip_ident;
@@ -401,7 +482,8 @@ impl Stack {
             let segment_buf = &mut buf[IPV4_HEADER_LEN..];
             let span = entry.span.clone();
             let _entered = span.enter();
-            let Some(len) = entry.conn.poll_transmit(now, segment_buf) else {
+            let Some((len, segment)) = entry.conn.poll_transmit_with(now, segment_buf, offload)
+            else {
                 entry.in_ready = false;
                 self.after_conn_call(id, false);
                 continue;
@@ -421,8 +503,29 @@ impl Stack {
             };
             header.emit(&mut buf[..IPV4_HEADER_LEN], ident);
             self.ip_ident = ident.wrapping_add(1);
-            self.stats.packets_out += 1;
-            self.stats.segments_out += 1;
+            let header = VirtioNetRepr {
+                checksum: if segment.partial_checksum {
+                    Checksum::Partial {
+                        start: IPV4_HEADER_LEN as u16,
+                        offset: TCP_CHECKSUM_OFFSET as u16,
+                    }
+                } else {
+                    Checksum::Complete
+                },
+                gso: segment.gso_size.map(|size| Gso {
+                    kind: GsoKind::TcpV4,
+                    size,
+                    hdr_len: u16::try_from(IPV4_HEADER_LEN + segment.header_len)
+                        .unwrap_or(u16::MAX),
+                    ecn: false,
+                }),
+            };
+            // Packets and segments as they appear on the wire.
+            let pieces = segment.gso_size.map_or(1, |size| {
+                (len - segment.header_len).div_ceil(usize::from(size))
+            });
+            self.stats.packets_out += pieces as u64;
+            self.stats.segments_out += pieces as u64;
             if is_reset {
                 self.stats.rst_sent += 1;
             }
@@ -452,7 +555,7 @@ impl Stack {
             // FIFO on the turn where it has nothing to send.
             self.ready.push_back(id);
             self.after_conn_call(id, false);
-            return Some(IPV4_HEADER_LEN + len);
+            return Some((IPV4_HEADER_LEN + len, header));
         }
         None
     }

@@ -20,11 +20,15 @@ pub enum DropReason {
     /// (no SYN, SYN+FIN) or a connection's (out of window, PAWS, bad ACK, RST
     /// or SYN answered by a challenge ACK..., see `ConnectionStats::segments_discarded`).
     Unacceptable,
+    /// A virtio-net offload header the stack cannot honour (checksum offsets
+    /// outside the TCP checksum field, a GSO type other than TCPv4) or that
+    /// does not fit its packet (counted by the link).
+    Offload,
 }
 
 impl DropReason {
     /// Every reason, for listing.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::Checksum,
         DropReason::Fragment,
@@ -32,6 +36,7 @@ impl DropReason {
         DropReason::Unsupported,
         DropReason::ListenOverflow,
         DropReason::Unacceptable,
+        DropReason::Offload,
     ];
 
     /// Stable snake_case name used in the admin API ("drop_" is prefixed there).
@@ -44,6 +49,7 @@ impl DropReason {
             DropReason::Unsupported => "unsupported",
             DropReason::ListenOverflow => "listen_overflow",
             DropReason::Unacceptable => "unacceptable",
+            DropReason::Offload => "offload",
         }
     }
 }

@@ -15,6 +15,23 @@
 //! stack emits enter the impairer in [`Link::transmit`] and packets read from
 //! the TUN in [`Link::ingest_batch`].
 //!
+//! Offload ([`tun`] opens the device): with a virtio-net header on the TUN,
+//! reads are parsed with [`VirtioNetRepr::parse`] (a header that does not fit
+//! its packet is dropped and counted as the stack's `drop_offload`) and
+//! handed to [`Stack::handle_packet_offload`]; writes come from
+//! [`Stack::poll_transmit_offload`] into a buffer with room for the header in
+//! front, so header and packet leave in one `write(2)`.
+//!
+//! With an impairer, impairment stays per wire packet: coalesced packets read
+//! from the TUN are cut into MSS-sized packets with complete checksums
+//! ([`virtio::segment_tcpv4`], what the kernel's software GSO does) before
+//! the impairer sees them, partial checksums are completed
+//! ([`virtio::complete_checksum`]) so that `corrupt` is caught, and the stack
+//! transmits plain MSS-sized packets ([`Stack::poll_transmit`]) that leave
+//! with an all-zero header. Loss, duplication, reordering and corruption thus
+//! act on exactly the packets a 1500-byte wire would carry; only the
+//! syscall savings of offload are lost under impairment.
+//!
 //! Invariant: TUN writes never wait. They hand the packet to the kernel's
 //! receive path and do not block in practice; a failed write is counted and
 //! the packet dropped (TCP recovers).
@@ -23,19 +40,29 @@ pub mod tun;
 
 use crate::impair::{Direction, Impairer};
 use crate::trace_hub::TraceHub;
-use tcpd_stack::{Instant, Stack};
+use tcpd_stack::wire::virtio::{self, HEADER_LEN as VNET_HDR_LEN};
+use tcpd_stack::wire::{Checksum, VirtioNetRepr};
+use tcpd_stack::{DropReason, Instant, Stack};
 
 /// Packets read from the TUN per wake-up before the driver flushes.
 pub const RX_BATCH: usize = 64;
-/// Room for the largest packet a TUN read may return.
-const RX_BUFFER: usize = 65536;
+/// Room for the largest packet a TUN read may return (a 64 KiB super-segment
+/// behind its virtio-net header).
+const RX_BUFFER: usize = VNET_HDR_LEN + 65536;
+/// Room for the largest packet the stack may emit (the same).
+const TX_BUFFER: usize = VNET_HDR_LEN + 65536;
 
 /// The TUN device and the impairer; see the module docs.
 pub struct Link {
     tun: ::tun::AsyncDevice,
     impairer: Option<Impairer>,
+    /// Reads and writes carry a virtio-net header.
+    vnet_hdr: bool,
     rx_buf: Vec<u8>,
+    /// Header room (when `vnet_hdr`) followed by the stack's packet.
     tx_buf: Vec<u8>,
+    /// Packets cut from a super-segment for the impairer.
+    split_buf: Vec<u8>,
     write_errors: u64,
 }
 
@@ -49,18 +76,20 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// Registers `device` with the current tokio runtime. `mtu` sizes the
-    /// transmit buffer (the stack never emits more than the MTU).
+    /// Registers `device` with the current tokio runtime; `vnet_hdr`: the
+    /// device was opened with `IFF_VNET_HDR`.
     pub fn new(
         device: ::tun::Device,
+        vnet_hdr: bool,
         impairer: Option<Impairer>,
-        mtu: usize,
     ) -> std::io::Result<Link> {
         Ok(Link {
             tun: ::tun::AsyncDevice::new(device)?,
             impairer,
+            vnet_hdr,
             rx_buf: vec![0u8; RX_BUFFER],
-            tx_buf: vec![0u8; mtu.max(1500)],
+            tx_buf: vec![0u8; TX_BUFFER],
+            split_buf: Vec::new(),
             write_errors: 0,
         })
     }
@@ -108,16 +137,43 @@ impl Link {
 
     /// One packet read from the TUN (in `rx_buf[..len]`).
     fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack, traces: &mut TraceHub) {
-        let packet = &self.rx_buf[..len];
-        match self.impairer.as_mut() {
-            Some(impairer) => {
-                let done = impairer.process(now, Direction::Inbound, packet, |_, p| {
-                    to_stack(stack, now, p)
-                });
-                traces.link_event(stack, now, Direction::Inbound, packet, done);
+        let Some(read) = self.rx_buf.get_mut(..len) else {
+            return;
+        };
+        if !self.vnet_hdr {
+            match self.impairer.as_mut() {
+                Some(impairer) => impair_inbound(impairer, now, stack, traces, read),
+                None => to_stack(stack, now, read, &VirtioNetRepr::PLAIN),
             }
-            None => to_stack(stack, now, packet),
+            return;
         }
+        let header = match VirtioNetRepr::parse(read) {
+            Ok((header, _)) => header,
+            Err(e) => {
+                tracing::trace!(error = %e, "bad virtio-net header from the TUN");
+                return stack.count_link_drop(DropReason::Offload);
+            }
+        };
+        let packet = &mut read[VNET_HDR_LEN..];
+        let Some(impairer) = self.impairer.as_mut() else {
+            return to_stack(stack, now, packet, &header);
+        };
+        // Impairment acts on wire packets: undo the offloads first.
+        if let Some(gso) = header.gso {
+            let split = virtio::segment_tcpv4(packet, gso.size, &mut self.split_buf, |p| {
+                impair_inbound(impairer, now, stack, traces, p);
+            });
+            if split.is_err() {
+                stack.count_link_drop(DropReason::Offload);
+            }
+            return;
+        }
+        if let Checksum::Partial { start, offset } = header.checksum
+            && virtio::complete_checksum(packet, start, offset).is_err()
+        {
+            return stack.count_link_drop(DropReason::Offload);
+        }
+        impair_inbound(impairer, now, stack, traces, packet);
     }
 
     /// Delivers the impaired packets whose hold time is over.
@@ -125,13 +181,17 @@ impl Link {
         let Link {
             tun,
             impairer,
+            vnet_hdr,
+            split_buf,
             write_errors,
             ..
         } = self;
         if let Some(impairer) = impairer.as_mut() {
             impairer.release_due(now, |direction, p| match direction {
-                Direction::Inbound => to_stack(stack, now, p),
-                Direction::Outbound => to_tun(tun, write_errors, p),
+                Direction::Inbound => to_stack(stack, now, p, &VirtioNetRepr::PLAIN),
+                Direction::Outbound => {
+                    plain_to_tun(tun, *vnet_hdr, split_buf, write_errors, p);
+                }
             });
         }
     }
@@ -143,34 +203,86 @@ impl Link {
         let Link {
             tun,
             impairer,
+            vnet_hdr,
             tx_buf,
+            split_buf,
             write_errors,
             ..
         } = self;
-        while let Some(n) = stack.poll_transmit(now, tx_buf) {
-            let packet = &tx_buf[..n];
-            if !traces.is_empty() {
-                traces.pump(stack);
-            }
-            match impairer.as_mut() {
-                Some(impairer) => {
-                    let done = impairer.process(now, Direction::Outbound, packet, |_, p| {
-                        to_tun(tun, write_errors, p)
-                    });
-                    traces.link_event(stack, now, Direction::Outbound, packet, done);
+        if let Some(impairer) = impairer.as_mut() {
+            // Plain MSS-sized packets, impaired one by one (module docs).
+            while let Some(n) = stack.poll_transmit(now, tx_buf) {
+                let packet = &tx_buf[..n];
+                if !traces.is_empty() {
+                    traces.pump(stack);
                 }
-                None => to_tun(tun, write_errors, packet),
+                let done = impairer.process(now, Direction::Outbound, packet, |_, p| {
+                    plain_to_tun(tun, *vnet_hdr, split_buf, write_errors, p);
+                });
+                traces.link_event(stack, now, Direction::Outbound, packet, done);
+            }
+        } else if *vnet_hdr {
+            // The header goes in front of the packet: one write for both.
+            while let Some((n, header)) =
+                stack.poll_transmit_offload(now, &mut tx_buf[VNET_HDR_LEN..])
+            {
+                if !traces.is_empty() {
+                    traces.pump(stack);
+                }
+                header.emit(tx_buf);
+                to_tun(tun, write_errors, &tx_buf[..VNET_HDR_LEN + n]);
+            }
+        } else {
+            while let Some(n) = stack.poll_transmit(now, tx_buf) {
+                if !traces.is_empty() {
+                    traces.pump(stack);
+                }
+                to_tun(tun, write_errors, &tx_buf[..n]);
             }
         }
     }
 }
 
-/// A packet (after impairment) into the stack.
-fn to_stack(stack: &mut Stack, now: Instant, packet: &[u8]) {
-    stack.handle_packet(now, packet);
+/// A wire-sized packet from the TUN through the impairer into the stack;
+/// traced connections learn the impairer's verdict.
+fn impair_inbound(
+    impairer: &mut Impairer,
+    now: Instant,
+    stack: &mut Stack,
+    traces: &mut TraceHub,
+    packet: &[u8],
+) {
+    let done = impairer.process(now, Direction::Inbound, packet, |_, p| {
+        to_stack(stack, now, p, &VirtioNetRepr::PLAIN)
+    });
+    traces.link_event(stack, now, Direction::Inbound, packet, done);
 }
 
-/// A packet (after impairment) onto the TUN, without waiting.
+/// A packet (after impairment) into the stack.
+fn to_stack(stack: &mut Stack, now: Instant, packet: &[u8], header: &VirtioNetRepr) {
+    stack.handle_packet_offload(now, packet, header);
+}
+
+/// A plain packet (complete checksums, at most the MTU) onto the TUN, behind
+/// an all-zero virtio-net header if the device takes one (staged in `scratch`).
+fn plain_to_tun(
+    tun: &::tun::AsyncDevice,
+    vnet_hdr: bool,
+    scratch: &mut Vec<u8>,
+    write_errors: &mut u64,
+    packet: &[u8],
+) {
+    if vnet_hdr {
+        scratch.clear();
+        scratch.resize(VNET_HDR_LEN, 0);
+        scratch.extend_from_slice(packet);
+        to_tun(tun, write_errors, scratch);
+    } else {
+        to_tun(tun, write_errors, packet);
+    }
+}
+
+/// Bytes (virtio-net header included, if any) onto the TUN, without waiting.
 fn to_tun(tun: &::tun::AsyncDevice, write_errors: &mut u64, packet: &[u8]) {
     let device: &::tun::Device = tun;
     if let Err(e) = device.send(packet) {

@@ -25,8 +25,9 @@ use crate::wire::{TcpFlags, TcpOptions};
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 impl Stack {
-    pub(super) fn handle_tcp(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8]) {
-        let segment = match TcpRepr::parse(payload, src, self.config.address) {
+    /// `verify`: check the TCP checksum (false only where the link promised it).
+    pub(super) fn handle_tcp(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8], verify: bool) {
+        let segment = match TcpRepr::parse_with(payload, src, self.config.address, verify) {
             Ok(segment) => segment,
             Err(e) => {
                 if e == WireError::Checksum && self.tracer.active != 0 {

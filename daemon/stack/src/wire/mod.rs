@@ -4,7 +4,7 @@
 //! validates lengths before any field is read (so accessors never panic), and
 //! a `*Repr` high-level representation with `parse` (view → repr, checksum
 //! verified) and `emit` (repr → bytes, checksum filled in). Malformed input is
-//! a [`WireError`], never a panic.
+//! a [`WireError`], never a panic. [`virtio`] is the TUN's offload header.
 
 pub mod checksum;
 pub mod icmpv4;
@@ -13,13 +13,15 @@ pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
+pub mod virtio;
 
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, QuotedHeader};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr};
 pub use ip::IpProtocol;
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Drop, Ipv6Packet, Ipv6Parsed, Ipv6Repr};
-pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpSegment};
+pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpSegment, TxChecksum};
+pub use virtio::{Checksum, Gso, GsoKind, VirtioNetRepr};
 
 /// Why a packet was rejected. Each variant is counted by the stack as a drop reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]

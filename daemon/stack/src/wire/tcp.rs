@@ -328,7 +328,22 @@ mod field {
 }
 
 /// The IP protocol number of TCP, for the pseudo-header.
-const PROTOCOL_TCP: u8 = 6;
+pub const PROTOCOL_TCP: u8 = 6;
+/// Offset of the flags byte in the header (RFC 9293 §3.1).
+pub const FLAGS_OFFSET: usize = field::FLAGS;
+/// Offset of the checksum field in the header (RFC 9293 §3.1); a
+/// virtio-net `csum_offset`.
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
+
+/// What [`TcpRepr::emit_header`] writes into the checksum field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxChecksum {
+    /// The full checksum (RFC 9293 §3.1).
+    Full,
+    /// Only the folded pseudo-header sum, not complemented: the link
+    /// completes it (virtio-net `NEEDS_CSUM`, Linux's CHECKSUM_PARTIAL).
+    Partial,
+}
 
 /// A read-only or writable view of a TCP segment (header + payload).
 #[derive(Debug, Clone)]
@@ -457,8 +472,20 @@ impl<'a> TcpRepr<'a> {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<TcpRepr<'a>, WireError> {
+        Self::parse_with(segment, src, dst, true)
+    }
+
+    /// [`TcpRepr::parse`], verifying the checksum only if `verify`: false
+    /// only where the link promised it (a virtio-net header saying
+    /// `DATA_VALID`, or `NEEDS_CSUM` on bytes that never left the host).
+    pub fn parse_with(
+        segment: &'a [u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        verify: bool,
+    ) -> Result<TcpRepr<'a>, WireError> {
         let view = TcpSegment::new_checked(segment)?;
-        if !view.verify_checksum(src, dst) {
+        if verify && !view.verify_checksum(src, dst) {
             return Err(WireError::Checksum);
         }
         let options = TcpOptions::parse(view.options())?;
@@ -501,6 +528,29 @@ impl<'a> TcpRepr<'a> {
             buf.len() >= total,
             "TCP emit buffer shorter than the segment"
         );
+        buf[header_len..total].copy_from_slice(self.payload);
+        self.emit_header(buf, self.payload.len(), src, dst, TxChecksum::Full)
+    }
+
+    /// Writes the header in front of a payload already in place at
+    /// `buf[self.header_len()..][..payload_len]` (so the payload is copied
+    /// once, straight from the send buffer); `self.payload` is ignored.
+    /// Returns the segment length. Panics only if `buf` is too short (a
+    /// caller bug).
+    pub fn emit_header(
+        &self,
+        buf: &mut [u8],
+        payload_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        checksum: TxChecksum,
+    ) -> usize {
+        let header_len = self.header_len();
+        let total = header_len + payload_len;
+        assert!(
+            buf.len() >= total,
+            "TCP emit buffer shorter than the segment"
+        );
         let out = &mut buf[..total];
         out[field::SRC_PORT..field::SRC_PORT + 2].copy_from_slice(&self.src_port.to_be_bytes());
         out[field::DST_PORT..field::DST_PORT + 2].copy_from_slice(&self.dst_port.to_be_bytes());
@@ -514,12 +564,14 @@ impl<'a> TcpRepr<'a> {
         out[field::URGENT..field::URGENT + 2].copy_from_slice(&self.urgent.to_be_bytes());
         let written = self.options.emit(&mut out[HEADER_LEN..header_len]);
         debug_assert_eq!(written, header_len - HEADER_LEN);
-        out[header_len..].copy_from_slice(self.payload);
         // Segment lengths come from an IPv4 packet, so they fit 32 bits.
         let length = u32::try_from(total).unwrap_or(u32::MAX);
-        let sum = checksum::finish(
-            checksum::pseudo_header(src, dst, PROTOCOL_TCP, length) + checksum::sum(out),
-        );
+        let pseudo = checksum::pseudo_header(src, dst, PROTOCOL_TCP, length);
+        let sum = match checksum {
+            TxChecksum::Full => checksum::finish(pseudo + checksum::sum(out)),
+            // `pseudo_header` is folded to 16 bits; the link adds the rest.
+            TxChecksum::Partial => !checksum::finish(pseudo),
+        };
         out[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
         total
     }

@@ -120,6 +120,31 @@ pub struct ConnectionConfig {
     pub wmem_max: usize,
 }
 
+/// Payload bytes one super-segment carries at most: what fits a 64 KiB IPv4
+/// packet (total length 65535, RFC 791 §3.1) with the largest headers.
+pub const MAX_SUPER_SEGMENT: usize = 65535 - 20 - crate::wire::tcp::MAX_HEADER_LEN;
+
+/// What the link does for the segments a connection emits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxOffload {
+    /// The link cuts TCP super-segments into MSS-sized ones (TSO/GSO).
+    pub segmentation: bool,
+    /// The link completes checksums left partial (virtio-net NEEDS_CSUM).
+    pub checksum: bool,
+}
+
+/// What the link must do with one emitted segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentOffload {
+    /// Payload bytes per wire segment, when the segment carries more (a
+    /// super-segment); each wire segment but the last carries exactly this.
+    pub gso_size: Option<u16>,
+    /// The checksum field holds only the pseudo-header sum.
+    pub partial_checksum: bool,
+    /// TCP header bytes (options included).
+    pub header_len: usize,
+}
+
 /// What a new connection starts from.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionParams {
@@ -357,8 +382,11 @@ pub struct Connection {
     max_flight: usize,
     max_flight_seq: SeqNum,
 
-    /// Payload staging for transmission, sized once to the send MSS.
-    tx_scratch: Vec<u8>,
+    /// What the link does with emitted segments, for the current
+    /// [`Connection::poll_transmit_with`] call only (default otherwise).
+    tx_offload: TxOffload,
+    /// What the segment just emitted asks of the link.
+    tx_emitted: SegmentOffload,
     counters: ConnectionStats,
 }
 
@@ -481,7 +509,8 @@ impl Connection {
             rcvq_time: now,
             max_flight: 0,
             max_flight_seq: iss,
-            tx_scratch: Vec::new(),
+            tx_offload: TxOffload::default(),
+            tx_emitted: SegmentOffload::default(),
             counters: ConnectionStats::default(),
         }
     }
@@ -609,7 +638,6 @@ impl Connection {
         self.rcvq_space = (10 * self.adv_mss).min(self.recv_buf.capacity());
         self.rcvq_time = now;
         self.expand_send_buffer();
-        self.tx_scratch = vec![0; self.send_mss];
         self.arm_keepalive(now);
         // A shutdown(WR) issued in SYN-RECEIVED was queued until now
         // (RFC 9293 §3.10.4, SYN-RECEIVED: "queue for processing after
@@ -727,7 +755,26 @@ impl Connection {
     /// the checksum) into `buf` and returns its length; `None` when nothing is
     /// due. `buf` holds at least `mtu - 20` bytes.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        self.transmit(now, buf)
+        self.poll_transmit_with(now, buf, TxOffload::default())
+            .map(|(n, _)| n)
+    }
+
+    /// [`Connection::poll_transmit`] over a link that does `offload`: with
+    /// segmentation, new data goes out as super-segments of up to
+    /// [`MAX_SUPER_SEGMENT`] payload bytes (as much as `buf` holds), which
+    /// the link cuts into MSS-sized segments; the returned
+    /// [`SegmentOffload`] says what the link must do with this one.
+    pub fn poll_transmit_with(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        offload: TxOffload,
+    ) -> Option<(usize, SegmentOffload)> {
+        self.tx_offload = offload;
+        self.tx_emitted = SegmentOffload::default();
+        let sent = self.transmit(now, buf);
+        self.tx_offload = TxOffload::default();
+        sent.map(|n| (n, self.tx_emitted))
     }
 
     /// When [`Connection::handle_timeout`] must next be called.

@@ -8,15 +8,23 @@
 //! Invariants: every segment but a RST and the first SYN carries ACK =
 //! RCV.NXT, and sending one clears the pending-ACK state; nothing is emitted
 //! unless it is due, so a caller can loop until `None`. Payload never exceeds
-//! the path MSS less the options actually carried, nor the caller's buffer.
-//! The payload is staged in a scratch buffer allocated once per connection.
+//! the path MSS less the options actually carried, nor the caller's buffer,
+//! except in a super-segment (when the link segments, see [`super::TxOffload`]):
+//! new data (and go-back-N retransmissions) then go out as several full
+//! MSS-sized segments in one, with one header whose sequence number, ACK,
+//! window and options (the same timestamps) hold for every piece, PSH and
+//! FIN on the last piece only (the link's segmentation keeps them there).
+//! Fast and SACK retransmissions stay MSS-sized. The payload is copied once,
+//! from the send buffer straight into `buf`.
 
-use super::{AckDue, Connection, MAX_WINDOW_FIELD, PendingRst, ProbeDue, recovery};
+use super::{
+    AckDue, Connection, MAX_SUPER_SEGMENT, MAX_WINDOW_FIELD, PendingRst, ProbeDue, recovery,
+};
 use crate::seq::SeqNum;
 use crate::tcp::TcpState;
 use crate::time::Instant;
 use crate::wire::tcp::HEADER_LEN;
-use crate::wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr};
+use crate::wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TxChecksum};
 
 impl Connection {
     pub(super) fn transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -162,12 +170,22 @@ impl Connection {
             cwnd_room = cwnd_room.max(mss);
         }
         let room = usable_wnd.min(cwnd_room);
-        let can = avail.min(room).min(mss);
+        let can = avail.min(room).min(self.max_burst());
         let len = if retransmission {
             can
         } else if can >= mss {
-            // Sender SWS avoidance (RFC 9293 §3.8.6.2.1) case 1: a full segment.
-            mss
+            // Sender SWS avoidance (RFC 9293 §3.8.6.2.1) case 1: full
+            // segments (several in a super-segment). A shorter tail rides
+            // along only where it would follow at once anyway: all the
+            // queue fits and Nagle would not hold it (below).
+            let whole = can - can % mss;
+            if can == avail
+                && (self.options.nodelay || !self.small_segment_unacked() || self.fin_queued)
+            {
+                can
+            } else {
+                whole
+            }
         } else if !(self.options.nodelay || !self.small_segment_unacked() || self.fin_queued) {
             // Nagle (RFC 9293 §3.7.4) in Minshall's variant, as Linux
             // (`tcp_nagle_check`): hold a small segment only while an
@@ -205,7 +223,8 @@ impl Connection {
             && end.gt(self.tx_next)
         {
             self.tx_next = end;
-            if len < mss {
+            // A super-segment's last piece is short when `len` is not whole MSS.
+            if len < mss || len % mss != 0 {
                 self.last_small_end = Some(end);
             }
         }
@@ -309,7 +328,12 @@ impl Connection {
         // The payload fits the path MSS less the options this segment carries
         // (SACK blocks can make them longer than the MSS allowed for).
         let limit = self.path_mss.saturating_sub(options.wire_len()).max(1);
-        let cut = len.min(limit);
+        let cut = if self.tx_offload.segmentation {
+            // A super-segment: the link cuts it into `limit`-byte pieces.
+            len.min(MAX_SUPER_SEGMENT)
+        } else {
+            len.min(limit)
+        };
         // The FIN follows the last byte of the queue (RFC 9293 §3.6): if the
         // options cut this segment short of it, the FIN waits for the next
         // segment; set here, it would claim the uncarried bytes' sequence
@@ -323,9 +347,26 @@ impl Connection {
         }
         let (n, carried, fin_sent) = self.write(buf, seq, flags, window, options, len, fin)?;
         let end = seq + carried + usize::from(fin_sent);
+        if carried > limit {
+            self.tx_emitted.gso_size = Some(u16::try_from(limit).unwrap_or(u16::MAX));
+            // Count wire segments, as the peer will see them.
+            self.counters.segments_out += (carried.div_ceil(limit) - 1) as u64;
+        }
 
         let retransmission = seq.lt(self.snd_nxt);
-        self.sent.on_transmit(seq, end, now);
+        match self.tx_emitted.gso_size {
+            // One record per wire segment, so that SACK and RACK judge each
+            // piece of a super-segment as the peer sees it.
+            Some(size) => {
+                let mut at = seq;
+                while at.lt(end) {
+                    let next = (at + usize::from(size)).min(end);
+                    self.sent.on_transmit(at, next, now);
+                    at = next;
+                }
+            }
+            None => self.sent.on_transmit(seq, end, now),
+        }
         if self.in_recovery {
             // RFC 6937 §3: prr_out counts everything sent during recovery.
             self.prr.out += end.since(seq);
@@ -369,6 +410,17 @@ impl Connection {
             self.arm_tlp(now);
         }
         Some((n, end))
+    }
+
+    /// The most payload one call may emit: one MSS, or as many whole MSS as
+    /// a super-segment holds when the link segments.
+    fn max_burst(&self) -> usize {
+        let mss = self.send_mss.max(1);
+        if self.tx_offload.segmentation {
+            (MAX_SUPER_SEGMENT / mss).max(1) * mss
+        } else {
+            mss
+        }
     }
 
     /// Remembers the TSval a retransmission just carried (see `rtx_tsval`):
@@ -443,13 +495,11 @@ impl Connection {
         }
         let mut carried = len.min(buf.len() - header_len);
         if carried > 0 {
-            if self.tx_scratch.len() < carried {
-                self.tx_scratch.resize(carried, 0);
-            }
+            // The one copy of the payload: send buffer → outgoing segment.
             let offset = seq.since(self.send_buf_seq);
             carried = self
                 .send_buf
-                .read_at(offset, &mut self.tx_scratch[..carried]);
+                .read_at(offset, &mut buf[header_len..header_len + carried]);
         }
         let fin_sent = fin && carried == len;
         if fin_sent {
@@ -468,9 +518,16 @@ impl Connection {
             window,
             urgent: 0,
             options,
-            payload: &self.tx_scratch[..carried],
+            payload: &[],
         };
-        let n = repr.emit(buf, *self.local.ip(), *self.remote.ip());
+        let checksum = if self.tx_offload.checksum {
+            TxChecksum::Partial
+        } else {
+            TxChecksum::Full
+        };
+        let n = repr.emit_header(buf, carried, *self.local.ip(), *self.remote.ip(), checksum);
+        self.tx_emitted.partial_checksum = self.tx_offload.checksum;
+        self.tx_emitted.header_len = header_len;
         self.counters.segments_out += 1;
         if flags.ack() && self.ack_point.is_none() {
             self.ack_due = AckDue::No;
