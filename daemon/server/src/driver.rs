@@ -198,7 +198,6 @@ pub struct Core {
     /// in flight when its session ended must not create sockets nobody owns.
     live_sessions: HashSet<SessionId>,
     state_changes: broadcast::Sender<WatchedChange>,
-    recv_scratch: Vec<u8>,
     traces: TraceHub,
 }
 
@@ -210,7 +209,6 @@ impl Core {
             sockets: HashMap::new(),
             live_sessions: HashSet::new(),
             state_changes,
-            recv_scratch: Vec::new(),
             traces: TraceHub::default(),
         }
     }
@@ -369,7 +367,10 @@ impl Core {
         self.block_on(h)
     }
 
-    /// Reads up to `max_len` bytes; an empty result is end of stream.
+    /// Reads up to `max_len` bytes; an empty result is end of stream. The
+    /// bytes are copied once, from the receive buffer into a vector of the
+    /// size the reply carries (sized by what is readable, so a 1 MiB read of
+    /// 100 bytes does not allocate 1 MiB).
     pub fn read(
         &mut self,
         session: SessionInfo,
@@ -382,15 +383,18 @@ impl Core {
             Ok(h) => h,
             Err(e) => return Attempt::Ready(Err(e)),
         };
-        let len = max_len.min(MAX_READ);
-        if self.recv_scratch.len() < len {
-            self.recv_scratch.resize(len, 0);
-        }
+        let readable = self.stack.socket_info(h).map_or(0, |info| info.recv_queue);
+        // At least one byte, so that EOF and would-block are still told apart.
+        let len = max_len.min(MAX_READ).min(readable.max(1));
+        let mut data = vec![0u8; len];
         let now = self.now();
         let result = self
             .stack
-            .recv(now, h, &mut self.recv_scratch[..len], peek)
-            .map(|n| self.recv_scratch[..n].to_vec())
+            .recv(now, h, &mut data, peek)
+            .map(|n| {
+                data.truncate(n);
+                data
+            })
             .map_err(Errno::from);
         self.attempt(h, wait, result)
     }

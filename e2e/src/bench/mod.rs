@@ -182,3 +182,59 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
+
+/// The TUN device's packet counters, as the kernel keeps them: one packet
+/// per `write(2)` tcpd makes (`rx_*`: the kernel receives) and per `read(2)`
+/// (`tx_*`: the kernel transmits to tcpd), whatever their size, so bytes per
+/// packet is the average bytes per TUN syscall (virtio-net header excluded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunCounters {
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub read_bytes: u64,
+}
+
+impl TunCounters {
+    /// Reads `/sys/class/net/<tun>/statistics` inside `ns`.
+    pub fn read(ns: &crate::Netns, tun: &str) -> io::Result<TunCounters> {
+        let mut values = [0u64; 4];
+        let names = ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"];
+        for (value, name) in values.iter_mut().zip(names) {
+            let out = ns
+                .command("cat")
+                .arg(format!("/sys/class/net/{tun}/statistics/{name}"))
+                .output()?;
+            *value = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .map_err(|e| io::Error::other(format!("{name}: {e}")))?;
+        }
+        Ok(TunCounters {
+            writes: values[0],
+            write_bytes: values[1],
+            reads: values[2],
+            read_bytes: values[3],
+        })
+    }
+
+    /// Counts since `earlier`.
+    pub fn since(self, earlier: TunCounters) -> TunCounters {
+        TunCounters {
+            writes: self.writes.saturating_sub(earlier.writes),
+            write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),
+            reads: self.reads.saturating_sub(earlier.reads),
+            read_bytes: self.read_bytes.saturating_sub(earlier.read_bytes),
+        }
+    }
+
+    /// Average bytes per write (0 without writes).
+    pub fn bytes_per_write(self) -> f64 {
+        self.write_bytes as f64 / self.writes.max(1) as f64
+    }
+
+    /// Average bytes per read (0 without reads).
+    pub fn bytes_per_read(self) -> f64 {
+        self.read_bytes as f64 / self.reads.max(1) as f64
+    }
+}

@@ -21,8 +21,8 @@ use clap::Parser;
 use serde_json::json;
 
 use tcpd_e2e::bench::workloads::{self, HoldProcess, KernelDialer, Server, ServerKind, TcpdDialer};
-use tcpd_e2e::bench::{self, Summary};
-use tcpd_e2e::{Daemon, HOST_ADDR, Netns};
+use tcpd_e2e::bench::{self, Summary, TunCounters};
+use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TUN_NAME};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +49,9 @@ struct Args {
     /// Link MTU for tcpd's TUN (tcpd `--mtu`; default 1500 like the veth).
     #[arg(long)]
     tcpd_mtu: Option<u16>,
+    /// tcpd's TUN offload (tcpd `--offload`; default on).
+    #[arg(long, value_parser = ["on", "off"])]
+    tcpd_offload: Option<String>,
     /// Measure only bulk transfer (both directions) and its CPU cost.
     #[arg(long)]
     bulk_only: bool,
@@ -153,6 +156,17 @@ fn print_table(rows: &[Row], plan: &Plan, notes: &[String]) {
     }
 }
 
+/// A tcpd-only row for an average TUN syscall size.
+fn tun_row(name: &str, bytes: f64) -> Row {
+    Row {
+        name: name.into(),
+        unit: "bytes",
+        higher_is_better: true,
+        kernel: None,
+        tcpd: Summary::of(&[bytes]),
+    }
+}
+
 fn repeat(reps: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Option<Summary>> {
     let mut v = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -171,7 +185,7 @@ struct Topology {
 
 impl Topology {
     /// Builds both topologies; `tcpd_mtu` is passed to tcpd (`--mtu`) when set.
-    fn new(tcpd_mtu: Option<u16>) -> Result<Topology> {
+    fn new(tcpd_mtu: Option<u16>, tcpd_offload: Option<&str>) -> Result<Topology> {
         let kernel_client = Netns::new("bench-kc")?;
         let kernel_server = Netns::new("bench-ks")?;
         let pid = std::process::id();
@@ -195,10 +209,13 @@ impl Topology {
         kernel_server.run("ip", &["link", "set", &vb, "up"])?;
         let tcpd_ns = Netns::new("bench-tcpd")?;
         let mtu_arg = tcpd_mtu.map(|m| m.to_string());
-        let daemon_args: Vec<&str> = match &mtu_arg {
+        let mut daemon_args: Vec<&str> = match &mtu_arg {
             Some(m) => vec!["--mtu", m],
             None => Vec::new(),
         };
+        if let Some(offload) = tcpd_offload {
+            daemon_args.extend(["--offload", offload]);
+        }
         let daemon = Daemon::start(&tcpd_ns, &daemon_args).context("starting tcpd")?;
         if let Some(pid) = daemon.pid() {
             bench::pin_process(pid, PEER_CPU)?;
@@ -281,7 +298,10 @@ fn main() -> Result<()> {
     let max_idle = plan.idle.iter().copied().max().unwrap_or(0) as u64;
     let fd_limit = bench::raise_fd_limit(max_idle + 4096).context("raising RLIMIT_NOFILE")?;
 
-    let topo = Topology::new(args.tcpd_mtu)?;
+    let topo = Topology::new(args.tcpd_mtu, args.tcpd_offload.as_deref())?;
+    if let Some(offload) = &args.tcpd_offload {
+        notes.push(format!("tcpd's TUN offload: {offload} (--tcpd-offload)"));
+    }
     if let Some(mtu) = args.tcpd_mtu {
         notes.push(format!(
             "tcpd's TUN MTU set to {mtu} (--tcpd-mtu); the veth keeps 1500"
@@ -306,6 +326,7 @@ fn main() -> Result<()> {
         Ok(tr.gbit_per_s())
     })?;
     let daemon_pid = topo.daemon.pid().unwrap_or(0);
+    let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
     let tcpd = repeat(plan.reps, || {
         let busy0 = bench::system_busy_seconds()?;
         let d0 = bench::process_cpu_seconds(daemon_pid)?;
@@ -319,6 +340,7 @@ fn main() -> Result<()> {
         ));
         Ok(tr.gbit_per_s())
     })?;
+    let tun_send = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
     rows.push(Row {
         name: "bulk, client sends".into(),
         unit: "Gbit/s",
@@ -340,6 +362,14 @@ fn main() -> Result<()> {
         kernel: None,
         tcpd: Summary::of(&cpu_tcpd.iter().map(|c| c.1).collect::<Vec<_>>()),
     });
+    rows.push(tun_row(
+        "  bytes per TUN write (data out)",
+        tun_send.bytes_per_write(),
+    ));
+    rows.push(tun_row(
+        "  bytes per TUN read (ACKs in)",
+        tun_send.bytes_per_read(),
+    ));
     drop((ksink, tsink));
 
     let ksrc = Server::start(
@@ -354,9 +384,11 @@ fn main() -> Result<()> {
         let addr = ksrc.addr;
         Ok(kernel_run(&topo, limit, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
     })?;
+    let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
     let tcpd = repeat(plan.reps, || {
         Ok(tcpd_run(tsrc.addr, limit, workloads::bulk_recv)?.gbit_per_s())
     })?;
+    let tun_recv = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
     rows.push(Row {
         name: "bulk, client receives".into(),
         unit: "Gbit/s",
@@ -364,6 +396,14 @@ fn main() -> Result<()> {
         kernel,
         tcpd,
     });
+    rows.push(tun_row(
+        "  bytes per TUN read (data in)",
+        tun_recv.bytes_per_read(),
+    ));
+    rows.push(tun_row(
+        "  bytes per TUN write (ACKs out)",
+        tun_recv.bytes_per_write(),
+    ));
     drop((ksrc, tsrc));
     if args.bulk_only {
         return finish(&args, &plan, &rows, &notes, Vec::new());

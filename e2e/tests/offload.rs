@@ -1,0 +1,242 @@
+//! End-to-end tests of the TUN offload (virtio-net header, TSO, checksum
+//! offload) against the Linux kernel: the device's offload state as
+//! `ethtool -k` reports it, super-segments crossing the TUN (tcpdump on the
+//! TUN, the TUN's packet counters) while the kernel's TCP sees a normal
+//! 1448-byte MSS (`ss -ti`), and 256 MiB each way with the same bytes
+//! arriving (SHA-256) with offload on and off. The impaired and nftables-loss
+//! transfers of `daemon.rs` run with offload on (the default).
+
+use std::io::Read;
+use std::net::{SocketAddrV4, TcpListener};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tcpd_e2e::bench::TunCounters;
+use tcpd_e2e::{
+    Daemon, HOST_ADDR, Netns, TUN_NAME, in_ci, payload, require_privileges, sha256_hex, which,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: usize = 1024 * 1024;
+const SIZE: usize = 256 * MIB;
+
+struct Env {
+    daemon: Daemon,
+    ns: Netns,
+}
+
+fn setup(tag: &str, extra: &[&str]) -> Option<Env> {
+    if !require_privileges(tag) {
+        return None;
+    }
+    let ns = Netns::new(tag).expect("create the test namespace");
+    let daemon = Daemon::start(&ns, extra).expect("start tcpd");
+    Some(Env { daemon, ns })
+}
+
+/// `program` is installed, or (outside CI) the check is skipped with a note.
+fn tool(program: &str, test: &str) -> bool {
+    if which(program).is_some() {
+        return true;
+    }
+    assert!(!in_ci(), "{program} is required under CI");
+    eprintln!("{test}: {program} is not installed; that check is skipped");
+    false
+}
+
+/// What `ethtool -k` says about TCP segmentation offload on the TUN.
+fn tso_state(ns: &Netns) -> String {
+    let out = ns
+        .command("ethtool")
+        .args(["-k", TUN_NAME])
+        .output()
+        .expect("run ethtool");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("tcp-segmentation-offload:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no tcp-segmentation-offload line in: {text}"))
+}
+
+/// 256 MiB from a tcpd client to a kernel listener and 256 MiB back at the
+/// same time; checks both hashes. `during` runs once the transfer is under way.
+fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'static) {
+    let to_tcpd = payload(SIZE, 21);
+    let to_kernel = payload(SIZE, 22);
+    let (to_tcpd_sha, to_kernel_sha) = (sha256_hex(&to_tcpd), sha256_hex(&to_kernel));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server = env.ns.spawn(move || {
+        let listener = TcpListener::bind(SocketAddrV4::new(HOST_ADDR, port)).expect("listen");
+        ready_tx.send(()).expect("ready");
+        let (stream, _) = listener.accept().expect("accept");
+        let mut writer = stream.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || {
+            std::io::Write::write_all(&mut writer, &to_tcpd).expect("kernel write");
+            writer
+                .shutdown(std::net::Shutdown::Write)
+                .expect("kernel shutdown");
+        });
+        let mut received = Vec::with_capacity(SIZE);
+        let mut reader = stream;
+        reader.read_to_end(&mut received).expect("kernel read");
+        sender.join().expect("kernel sender");
+        sha256_hex(&received)
+    });
+    ready_rx.recv().expect("listener ready");
+    let socket = env.daemon.socket().to_path_buf();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let received = rt.block_on(async move {
+        let client = tcpd_client::Client::connect(&socket)
+            .await
+            .expect("session");
+        let stream = client
+            .tcp_connect(&SocketAddrV4::new(HOST_ADDR, port))
+            .await
+            .expect("connect");
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let writer = tokio::spawn(async move {
+            wr.write_all(&to_kernel).await.expect("tcpd write");
+            wr.shutdown().await.expect("tcpd shutdown");
+            wr
+        });
+        let probe = tokio::task::spawn_blocking(during);
+        let mut received = Vec::with_capacity(SIZE);
+        rd.read_to_end(&mut received).await.expect("tcpd read");
+        let wr = writer.await.expect("writer");
+        probe.await.expect("probe");
+        drop(rd.unsplit(wr));
+        sha256_hex(&received)
+    });
+    assert_eq!(received, to_tcpd_sha, "bytes tcpd received");
+    assert_eq!(
+        server.join().expect("kernel side"),
+        to_kernel_sha,
+        "bytes the kernel received"
+    );
+}
+
+/// The kernel's `ss -tin` line for its connection with tcpd, once it exists.
+fn kernel_ss(ns_name: &str, port: u16) -> String {
+    let start = Instant::now();
+    loop {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns_name,
+                "ss",
+                "-tin",
+                "state",
+                "established",
+            ])
+            .arg(format!("( sport = :{port} )"))
+            .output()
+            .expect("run ss");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("mss:") {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the kernel's connection never showed in ss: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tcpdump on the TUN until it has seen one TCP packet longer than 3000
+/// bytes (two MSS): a super-segment in either direction.
+fn capture_one_super_segment(ns: &Netns) -> Child {
+    ns.command("tcpdump")
+        .args(["-i", TUN_NAME, "-nn", "-c", "1", "-s", "128"])
+        .args(["tcp", "and", "greater", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run tcpdump")
+}
+
+/// Waits up to `limit` for `child`; kills it if it is still running.
+fn wait_or_kill(mut child: Child, limit: Duration) -> (bool, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut out = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+            return (status.success(), out);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (false, String::new());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn offload_on_moves_super_segments_while_the_kernel_sees_the_mss() {
+    let test = "offload_on_moves_super_segments_while_the_kernel_sees_the_mss";
+    let Some(env) = setup("o-on", &[]) else {
+        return;
+    };
+    if tool("ethtool", test) {
+        assert_eq!(tso_state(&env.ns), "on", "TSO on the TUN");
+    }
+    let dump = tool("tcpdump", test).then(|| capture_one_super_segment(&env.ns));
+    if dump.is_some() {
+        // tcpdump needs a moment to attach before the first packet.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
+    let ns_name = env.ns.name().to_string();
+    let (ss_tx, ss_rx) = mpsc::channel();
+    transfer_both_ways(&env, 5301, move || {
+        let _ = ss_tx.send(kernel_ss(&ns_name, 5301));
+    });
+    let ss = ss_rx.recv().expect("ss output");
+    assert!(ss.contains(" mss:1448"), "the kernel's MSS: {ss}");
+    assert!(ss.contains("rcvmss:1448"), "the kernel's receive MSS: {ss}");
+    let counters = TunCounters::read(&env.ns, TUN_NAME)
+        .expect("TUN counters")
+        .since(before);
+    eprintln!(
+        "offload on: {:.0} bytes per TUN write, {:.0} per read",
+        counters.bytes_per_write(),
+        counters.bytes_per_read()
+    );
+    // Data flows both ways at once, so ACKs dilute the averages; 256 MiB in
+    // MTU-sized packets alone would average under 1500.
+    assert!(counters.bytes_per_write() > 3000.0, "{counters:?}");
+    assert!(counters.bytes_per_read() > 3000.0, "{counters:?}");
+    if let Some(dump) = dump {
+        let (seen, out) = wait_or_kill(dump, Duration::from_secs(10));
+        assert!(seen, "tcpdump saw no packet over 3000 bytes on the TUN");
+        eprintln!("tcpdump: {}", out.trim());
+    }
+}
+
+#[test]
+fn offload_off_moves_mtu_sized_packets() {
+    let test = "offload_off_moves_mtu_sized_packets";
+    let Some(env) = setup("o-off", &["--offload", "off"]) else {
+        return;
+    };
+    if tool("ethtool", test) {
+        assert_eq!(tso_state(&env.ns), "off", "no TSO on the TUN");
+    }
+    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
+    transfer_both_ways(&env, 5302, || {});
+    let counters = TunCounters::read(&env.ns, TUN_NAME)
+        .expect("TUN counters")
+        .since(before);
+    assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
+    assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
+}
