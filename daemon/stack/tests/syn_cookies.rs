@@ -146,7 +146,8 @@ fn cookie_connection_carries_data_with_the_clients_mss_and_window_scale() {
     let info = sim.b.socket_info(h).expect("info");
     // A asked for MSS 1460 (MTU 1500); timestamps take 12 bytes of each segment.
     assert_eq!(info.mss, 1460 - 12, "the client's MSS, through the cookie");
-    // A's 256 KiB buffer needs shift 3: a window above 65535 proves B scales it.
+    // A offers a window scale (7 with its default buffers): a window above
+    // 65535 proves B applies it.
     assert!(
         info.snd_wnd > 65535,
         "B applies A's window scale: snd_wnd {}",
