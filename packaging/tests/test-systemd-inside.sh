@@ -105,6 +105,9 @@ check_running() {
     show_unit
     check "[$when] tcpd.service is active (running), ready" \
         test "$(prop ActiveState)/$(prop SubState)" = active/running
+    # STATUS= sent with READY=1, shown by `systemctl status tcpd`.
+    check "[$when] status text names the TUN, address and socket" \
+        bash -c "systemctl show -P StatusText tcpd.service | grep -q '^$TUN $TCPD_ADDR/24, .*$SOCK'"
     pid="$(prop MainPID)"
     if [[ "$pid" -gt 0 && -r "/proc/$pid/status" ]]; then
         grep -E '^(Name|Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs|Seccomp):' "/proc/$pid/status" | indent "status"
@@ -264,10 +267,11 @@ install_phase() {
     local uid
     uid="$(id -u tcpd)"
     # The unit's identity is in the journal's own fields, the daemon's
-    # key=value fields in the message.
-    check "journal: tcpd's 'tcpd ready' line with its fields" \
-        bash -c "journalctl --no-pager -o cat _SYSTEMD_UNIT=tcpd.service SYSLOG_IDENTIFIER=tcpd _UID=$uid |
-                 grep 'tcpd ready' | grep 'tun=$TUN' | grep -q 'socket=$SOCK'"
+    # key=value fields in the message, its level in PRIORITY (the daemon's
+    # "<6>" prefix), the time only in the journal's timestamp.
+    check "journal: tcpd's 'tcpd ready' line, priority info, with its fields" \
+        bash -c "journalctl --no-pager -o cat _SYSTEMD_UNIT=tcpd.service SYSLOG_IDENTIFIER=tcpd _UID=$uid PRIORITY=6 |
+                 grep -E '^ *INFO [a-z_:]+: tcpd ready ' | grep 'tun=$TUN' | grep -q 'socket=$SOCK'"
     # Restart picks up a changed config: smaller MTU, JSON log lines.
     cp /etc/tcpd/tcpd.toml "$HERE/tcpd.toml.orig"
     sed -i -e 's/^# mtu = 1500$/mtu = 1400/' -e 's/^# log-format = "text"$/log-format = "json"/' /etc/tcpd/tcpd.toml
@@ -283,7 +287,7 @@ install_phase() {
     check "restart: $TUN has the new MTU 1400" bash -c "ip -o link show dev $TUN | grep -q 'mtu 1400 '"
     journalctl --no-pager -o cat -u tcpd.service --since "$since" | tail -n 3 | indent journal
     check "journal: after restart, JSON log lines with the fields" \
-        bash -c "journalctl --no-pager -o cat -u tcpd.service --since '$since' |
+        bash -c "journalctl --no-pager -o cat --since '$since' _SYSTEMD_UNIT=tcpd.service PRIORITY=6 |
                  grep '^{' | grep '\"message\":\"tcpd ready\"' | grep -q '\"mtu\":1400'"
     cp "$HERE/tcpd.toml.orig" /etc/tcpd/tcpd.toml
     timeout 60 systemctl restart tcpd.service
@@ -358,8 +362,8 @@ reboot_phase() {
     check "[0600 /dev/net/tun, own node not mounted] systemctl restart tcpd fails" \
         bash -c '! timeout 60 systemctl restart tcpd.service 2>/dev/null'
     journalctl --no-pager -o cat -u tcpd.service --since "$since" | grep -iE 'error|denied|failed' | indent journal
-    check "[0600 /dev/net/tun, own node not mounted] the daemon reports EACCES" \
-        bash -c "journalctl --no-pager -o cat -u tcpd.service --since '$since' | grep -qi 'permission denied'"
+    check "[0600 /dev/net/tun, own node not mounted] the daemon reports EACCES, priority err" \
+        bash -c "journalctl --no-pager -o cat --since '$since' -p err _SYSTEMD_UNIT=tcpd.service | grep -qi 'permission denied'"
     rm -r /run/systemd/system/tcpd.service.d
     systemctl daemon-reload
     systemctl reset-failed tcpd.service

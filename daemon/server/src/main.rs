@@ -24,6 +24,7 @@ mod idle;
 mod impair;
 mod limits;
 mod link;
+mod logging;
 mod privileges;
 mod session;
 mod socket_file;
@@ -32,7 +33,7 @@ mod trace_hub;
 
 use admin_service::{AdminService, DaemonInfo};
 use clap::Parser;
-use config::{Cli, LogFormat, Settings};
+use config::{Cli, Settings};
 use driver::{Clock, Driver};
 use session::SessionAcceptor;
 use socket_file::SocketFile;
@@ -50,20 +51,6 @@ const STREAM_WINDOW: u32 = 1 << 20;
 /// many Streams at once: with 1 MiB per stream, 64 sockets whose peers are
 /// slow (stream windows full) still leave the session's other sockets moving.
 const CONNECTION_WINDOW: u32 = 64 << 20;
-
-fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
 
 /// The stack's configuration, with secrets from the OS random source.
 fn stack_config(settings: &Settings) -> anyhow::Result<StackConfig> {
@@ -91,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings);
+    logging::init(&settings);
     match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -265,6 +252,11 @@ async fn serve(
         impairment = %info.impairment,
         "tcpd ready"
     );
+    // `systemctl status tcpd` shows this line ("Status:").
+    let status = format!(
+        "{} {}/{}, host {}, API {}",
+        info.tun_name, info.address, info.prefix_len, info.host_address, info.socket_path
+    );
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         // RFC 9113 §6.7 PING: finds clients that hang without closing.
@@ -280,7 +272,10 @@ async fn serve(
         )))
         .serve_with_incoming(acceptor.into_stream());
     if std::env::var_os("NOTIFY_SOCKET").is_some()
-        && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])
+        && let Err(e) = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ])
     {
         tracing::warn!(error = %e, "sd_notify READY=1 failed");
     }
@@ -297,7 +292,10 @@ async fn serve(
         _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
     }
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: resetting every connection"),
+        ]);
     }
     // The server future is dropped: no new sessions or RPCs. Reset everything.
     driver.terminate().await;
