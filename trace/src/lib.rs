@@ -8,10 +8,13 @@
 //! - [`proto`]: conversion to and from the Admin API's `TraceEvent`;
 //! - [`peer`]: the peer's state, inferred from the segments (RFC 9293);
 //! - [`ladder`]: the renderer that draws a connection as the seed's ladder
-//!   diagram.
+//!   diagram;
+//! - [`capture`]: pcapng with two interfaces (the stack's view and the
+//!   link's, either side of the impairer) for `tcpctl capture`.
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod event;
 pub mod ladder;
 pub mod peer;

@@ -116,6 +116,9 @@ pub enum Command {
     /// Draw one connection live as the seed's ladder diagram (or replay a trace).
     #[command(after_help = TRACE_HELP)]
     Trace(TraceArgs),
+    /// Write a pcapng capture from inside tcpd (the stack's and the link's view).
+    #[command(after_help = CAPTURE_HELP)]
+    Capture(CaptureArgs),
     /// Show the stack's counters and connections per state.
     Stats,
     /// Reset (RST) connections; needs root.
@@ -192,6 +195,32 @@ timer fires (RTO, TLP), loss recovery and state changes.
 Tracing needs root, or LOCAL REMOTE of a connection your uid owns.
 --json prints one event per line (schema in README.md); --replay FILE reads
 such a file back.";
+
+const CAPTURE_HELP: &str = "\
+The file has two interfaces: 0 \"tcpd-stack\" (packets as the stack received
+and sent them) and 1 \"tcpd-link\" (as they crossed the TUN), either side of
+tcpd's --impair: a packet the impairer dropped is on one interface only.
+Open it with Wireshark, tshark -r or tcpdump -r. Stops at ^C, --timeout, or
+when tcpd stops. Packets the writer is too slow for are dropped by the daemon
+and counted in the file (interface statistics). Needs root.
+
+Examples:
+  tcpctl capture -w /tmp/tcpd.pcapng
+  tcpctl capture --filter 'port 8080' --timeout 10 | tshark -r -";
+
+/// `tcpctl capture`.
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// Write to FILE (`-`: standard output, which must not be a terminal).
+    #[arg(short = 'w', long = "write", value_name = "FILE", default_value = "-")]
+    pub write: PathBuf,
+    /// Keep only matching packets: `host A.B.C.D`, `port N`, joined by `and`.
+    #[arg(long, value_name = "EXPR", default_value = "")]
+    pub filter: String,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<std::time::Duration>,
+}
 
 /// `tcpctl trace`.
 #[derive(Debug, Clone, Args)]

@@ -63,6 +63,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Capture(args) => {
+            crate::trace::capture(&mut session.admin, &session.path, args, out).await
+        }
         Command::Stats => session.stats(cli.json, color, out).await,
         Command::Kill(args) => session.kill(args, cli.json, out).await,
         Command::Status => session.status(cli.json, out).await,

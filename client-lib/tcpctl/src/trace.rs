@@ -1,5 +1,6 @@
 //! `tcpctl trace`: one connection as the seed's ladder diagram, live from
-//! the daemon's Admin Trace stream or replayed from a `--json` file.
+//! the daemon's Admin Trace stream or replayed from a `--json` file; and
+//! `tcpctl capture`: the daemon's pcapng stream into a file.
 //!
 //! Owns the request (selection → `TraceRequest`), the stop conditions
 //! (stream end when tcpd's side is CLOSED, `--count`, `--timeout`) and the
@@ -10,11 +11,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
 use tcpd_proto::v1::admin_client::AdminClient;
-use tcpd_proto::v1::{SockAddr, TraceRequest};
+use tcpd_proto::v1::{CaptureRequest, SockAddr, TraceRequest};
 use tcpd_trace::{Event, Ladder, LadderOptions};
 use tonic::transport::Channel;
 
-use crate::cli::TraceArgs;
+use crate::cli::{CaptureArgs, TraceArgs};
 use crate::error::CliError;
 
 fn sock(addr: Option<SocketAddrV4>) -> SockAddr {
@@ -142,5 +143,73 @@ pub async fn live(
     if !json {
         emit(out, &ladder.finish())?;
     }
+    Ok(())
+}
+
+/// Streams the daemon's pcapng into `-w FILE` (or `out` for `-`) until ^C,
+/// `--timeout`, or the end of the stream.
+pub async fn capture(
+    admin: &mut AdminClient<Channel>,
+    path: &Path,
+    args: &CaptureArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let to_stdout = args.write.as_os_str() == "-";
+    if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(CliError::Rpc {
+            operation: "capture".into(),
+            message: "refusing to write pcapng to a terminal; use -w FILE or a pipe".into(),
+            errno_name: "EINVAL",
+        });
+    }
+    let mut stream = admin
+        .capture(CaptureRequest {
+            filter: args.filter.clone(),
+        })
+        .await
+        .map_err(|s| CliError::from_status("capture", path, &s))?
+        .into_inner();
+    let mut file = if to_stdout {
+        None
+    } else {
+        Some(std::fs::File::create(&args.write).map_err(CliError::Output)?)
+    };
+    eprintln!(
+        "tcpctl: capturing to {} (^C to stop)",
+        if to_stdout {
+            "standard output".to_string()
+        } else {
+            args.write.display().to_string()
+        }
+    );
+    let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut bytes = 0usize;
+    loop {
+        let stop = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            next = stream.message() => next,
+            _ = tokio::signal::ctrl_c() => break,
+            () = stop => break,
+        };
+        match next {
+            Ok(Some(chunk)) => {
+                bytes += chunk.pcapng.len();
+                let sink: &mut dyn Write = match file.as_mut() {
+                    Some(f) => f,
+                    None => &mut *out,
+                };
+                sink.write_all(&chunk.pcapng).map_err(CliError::Output)?;
+                sink.flush().map_err(CliError::Output)?;
+            }
+            Ok(None) => break,
+            Err(status) => return Err(CliError::from_status("capture", path, &status)),
+        }
+    }
+    eprintln!("tcpctl: {bytes} bytes of pcapng written");
     Ok(())
 }

@@ -13,6 +13,7 @@ use tcpd_proto::v1::{
     ListConnectionsRequest, SockAddr, StateChange, StatsReply, StatsRequest, StatusReply,
     StatusRequest, TcpState, TraceEvent, TraceRequest, WatchRequest,
 };
+use tcpd_proto::v1::{CaptureChunk, CaptureRequest};
 use tcpd_proto::{errno, errno_status};
 use tonic::{Request, Response, Status};
 
@@ -133,6 +134,17 @@ impl Admin for MockAdmin {
         // Three events, then the stream stays open like a quiet daemon.
         let stream = futures::stream::iter(events).chain(futures::stream::pending());
         Ok(Response::new(stream.boxed()))
+    }
+
+    type CaptureStream = futures::stream::BoxStream<'static, Result<CaptureChunk, Status>>;
+
+    /// Capture is root-only in the daemon; the mock refuses like it does
+    /// for a non-root caller.
+    async fn capture(
+        &self,
+        _: Request<CaptureRequest>,
+    ) -> Result<Response<Self::CaptureStream>, Status> {
+        Err(errno_status(errno::EPERM, "capturing needs root"))
     }
 
     type TraceStream = futures::stream::BoxStream<'static, Result<TraceEvent, Status>>;
@@ -451,6 +463,17 @@ fn trace_draws_the_seeds_handshake_and_json_lines() {
         .expect("replay");
     assert!(replay.status.success(), "{}", stderr(&replay));
     assert_eq!(stdout(&replay), text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn capture_refused_by_the_daemon_exits_4() {
+    let daemon = MockDaemon::start(false);
+    let dir = std::env::temp_dir().join(format!("tcpctl-capture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("c.pcapng");
+    let output = daemon.tcpctl(&["capture", "-w", file.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

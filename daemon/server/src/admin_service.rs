@@ -81,6 +81,7 @@ fn counters(pairs: Vec<(String, u64)>) -> Vec<v1::Counter> {
 
 type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<v1::StateChange, Status>> + Send>>;
 type TraceStream = Pin<Box<dyn futures::Stream<Item = Result<v1::TraceEvent, Status>> + Send>>;
+type CaptureStream = Pin<Box<dyn futures::Stream<Item = Result<v1::CaptureChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -205,6 +206,25 @@ impl Admin for AdminService {
             .call(move |c| c.trace_subscribe(session, filter, tx))
             .await??;
         tracing::debug!(%local, %remote, ?port, next = req.next, uid = session.creds.uid, "trace started");
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type CaptureStream = CaptureStream;
+
+    async fn capture(
+        &self,
+        request: Request<v1::CaptureRequest>,
+    ) -> Result<Response<Self::CaptureStream>, Status> {
+        let session = session_of(&request)?;
+        let text = request.into_inner().filter;
+        let filter = tcpd_trace::capture::CaptureFilter::parse(&text)
+            .map_err(|e| Errno::new(tcpd_proto::errno::EINVAL, e).into_status())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::capture_hub::CAPTURE_CHANNEL);
+        self.driver
+            .call(move |c| c.capture_subscribe(session, filter, tx))
+            .await??;
+        tracing::info!(filter = %text, uid = session.creds.uid, "capture started");
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }

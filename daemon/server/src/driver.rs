@@ -31,7 +31,7 @@ use crate::impair::Impairer;
 use crate::limits::LimitLog;
 use crate::link::Link;
 use crate::session::{Credentials, SessionId, SessionInfo};
-use crate::trace_hub::TraceHub;
+use crate::taps::Taps;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -198,7 +198,7 @@ pub struct Core {
     /// in flight when its session ended must not create sockets nobody owns.
     live_sessions: HashSet<SessionId>,
     state_changes: broadcast::Sender<WatchedChange>,
-    traces: TraceHub,
+    taps: Taps,
 }
 
 impl Core {
@@ -209,7 +209,7 @@ impl Core {
             sockets: HashMap::new(),
             live_sessions: HashSet::new(),
             state_changes,
-            traces: TraceHub::default(),
+            taps: Taps::new(clock.now()),
         }
     }
 
@@ -540,8 +540,12 @@ impl Core {
                 slot.1 += 1;
             }
         }
+        let mut counters = self.stack.stats().named();
+        // What `--impair` did, per direction, and captures' drops for slow readers.
+        counters.extend(self.taps.impaired.named());
+        counters.push(("capture_dropped".to_string(), self.taps.captures.dropped()));
         StatsSnapshot {
-            counters: self.stack.stats().named(),
+            counters,
             per_state,
         }
     }
@@ -585,9 +589,27 @@ impl Core {
                 "too many traces at once (64); try again later",
             )
         })?;
-        self.traces.add(slot, tx);
+        self.taps.traces.add(slot, tx);
         // An existing connection's `start` record is queued already.
-        self.traces.pump(&mut self.stack);
+        self.taps.traces.pump(&mut self.stack);
+        Ok(())
+    }
+
+    /// Starts an Admin Capture (root only: packets carry every socket's
+    /// payload); pcapng chunks go to `tx`.
+    pub fn capture_subscribe(
+        &mut self,
+        session: SessionInfo,
+        filter: tcpd_trace::capture::CaptureFilter,
+        tx: tokio::sync::mpsc::Sender<v1::CaptureChunk>,
+    ) -> Result<(), Errno> {
+        if !session.creds.is_root() {
+            return Err(Errno::new(
+                tcpd_proto::errno::EPERM,
+                "capturing needs root (packets carry every socket's payload)",
+            ));
+        }
+        self.taps.captures.add(filter, tx);
         Ok(())
     }
 
@@ -769,7 +791,7 @@ impl Running {
                 received = self.link.recv() => match received {
                     Ok(n) => {
                         let now = self.core.now();
-                        self.link.ingest_batch(n, now, &mut self.core.stack, &mut self.core.traces);
+                        self.link.ingest_batch(n, now, &mut self.core.stack, &mut self.core.taps);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "TUN read failed");
@@ -823,14 +845,15 @@ impl Running {
     fn flush(&mut self) {
         let now = self.core.now();
         let stack = &mut self.core.stack;
-        self.link.release_due(now, stack);
+        let taps = &mut self.core.taps;
+        self.link.release_due(now, stack, taps);
         if stack.poll_timeout().is_some_and(|at| at <= now) {
             stack.handle_timeout(now);
         }
-        let traces = &mut self.core.traces;
-        self.link.transmit(now, stack, traces);
-        traces.pump(stack);
-        traces.sweep(stack);
+        self.link.transmit(now, stack, taps);
+        taps.traces.pump(stack);
+        taps.traces.sweep(stack);
+        taps.captures.flush(now);
         self.core.publish_events();
         self.limit_log.note(self.core.stack.stats(), now);
     }

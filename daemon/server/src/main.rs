@@ -16,6 +16,7 @@
 
 mod admin_service;
 mod admission;
+mod capture_hub;
 mod config;
 mod convert;
 mod driver;
@@ -29,6 +30,7 @@ mod privileges;
 mod session;
 mod socket_file;
 mod socket_service;
+mod taps;
 mod trace_hub;
 
 use admin_service::{AdminService, DaemonInfo};

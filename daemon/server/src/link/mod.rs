@@ -10,10 +10,13 @@
 //! - [`Link::transmit`]: drains [`Stack::poll_transmit`] into TUN writes,
 //!   through the impairer if any.
 //!
-//! Tap points (for capture): every packet the stack receives passes through
-//! `to_stack`, every packet written to the TUN through `to_tun`; packets the
-//! stack emits enter the impairer in [`Link::transmit`] and packets read from
-//! the TUN in [`Link::ingest_batch`].
+//! Tap points ([`Taps`]: captures, traces, impairer counters): every packet
+//! the stack receives passes through `to_stack` (the stack's view, inbound),
+//! every packet the stack emits is seen in [`Link::transmit`] (outbound);
+//! every packet read from the TUN in [`Link::ingest_batch`] (the link's view,
+//! inbound, virtio-net header stripped) and every packet written to it by
+//! `link_out` (outbound); the impairer's verdict on each goes to
+//! [`Taps::impaired`].
 //!
 //! Offload ([`tun`] opens the device): with a virtio-net header on the TUN,
 //! reads are parsed with [`VirtioNetRepr::parse`] (a header that does not fit
@@ -39,7 +42,7 @@
 pub mod tun;
 
 use crate::impair::{Direction, Impairer};
-use crate::trace_hub::TraceHub;
+use crate::taps::Taps;
 use tcpd_stack::wire::virtio::{self, HEADER_LEN as VNET_HDR_LEN};
 use tcpd_stack::wire::{Checksum, VirtioNetRepr};
 use tcpd_stack::{DropReason, Instant, Stack};
@@ -113,19 +116,19 @@ impl Link {
 
     /// Feeds the packet [`Link::recv`] returned, then up to [`RX_BATCH`] - 1
     /// more that are ready without waiting, to `stack`.
-    /// Traced connections learn what the impairer did (`traces`).
+    /// `taps` see each packet on both sides of the impairer and its verdict.
     pub fn ingest_batch(
         &mut self,
         first_len: usize,
         now: Instant,
         stack: &mut Stack,
-        traces: &mut TraceHub,
+        taps: &mut Taps,
     ) {
-        self.ingest(first_len, now, stack, traces);
+        self.ingest(first_len, now, stack, taps);
         for _ in 1..RX_BATCH {
             let device: &::tun::Device = &self.tun;
             match device.recv(&mut self.rx_buf) {
-                Ok(n) => self.ingest(n, now, stack, traces),
+                Ok(n) => self.ingest(n, now, stack, taps),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "TUN read failed");
@@ -136,14 +139,15 @@ impl Link {
     }
 
     /// One packet read from the TUN (in `rx_buf[..len]`).
-    fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack, traces: &mut TraceHub) {
+    fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack, taps: &mut Taps) {
         let Some(read) = self.rx_buf.get_mut(..len) else {
             return;
         };
         if !self.vnet_hdr {
+            taps.link_in(now, read);
             match self.impairer.as_mut() {
-                Some(impairer) => impair_inbound(impairer, now, stack, traces, read),
-                None => to_stack(stack, now, read, &VirtioNetRepr::PLAIN),
+                Some(impairer) => impair_inbound(impairer, now, stack, taps, read),
+                None => to_stack(stack, taps, now, read, &VirtioNetRepr::PLAIN),
             }
             return;
         }
@@ -155,13 +159,14 @@ impl Link {
             }
         };
         let packet = &mut read[VNET_HDR_LEN..];
+        taps.link_in(now, packet);
         let Some(impairer) = self.impairer.as_mut() else {
-            return to_stack(stack, now, packet, &header);
+            return to_stack(stack, taps, now, packet, &header);
         };
         // Impairment acts on wire packets: undo the offloads first.
         if let Some(gso) = header.gso {
             let split = virtio::segment_tcpv4(packet, gso.size, &mut self.split_buf, |p| {
-                impair_inbound(impairer, now, stack, traces, p);
+                impair_inbound(impairer, now, stack, taps, p);
             });
             if split.is_err() {
                 stack.count_link_drop(DropReason::Offload);
@@ -173,11 +178,11 @@ impl Link {
         {
             return stack.count_link_drop(DropReason::Offload);
         }
-        impair_inbound(impairer, now, stack, traces, packet);
+        impair_inbound(impairer, now, stack, taps, packet);
     }
 
     /// Delivers the impaired packets whose hold time is over.
-    pub fn release_due(&mut self, now: Instant, stack: &mut Stack) {
+    pub fn release_due(&mut self, now: Instant, stack: &mut Stack, taps: &mut Taps) {
         let Link {
             tun,
             impairer,
@@ -188,18 +193,18 @@ impl Link {
         } = self;
         if let Some(impairer) = impairer.as_mut() {
             impairer.release_due(now, |direction, p| match direction {
-                Direction::Inbound => to_stack(stack, now, p, &VirtioNetRepr::PLAIN),
+                Direction::Inbound => to_stack(stack, taps, now, p, &VirtioNetRepr::PLAIN),
                 Direction::Outbound => {
-                    plain_to_tun(tun, *vnet_hdr, split_buf, write_errors, p);
+                    plain_to_tun(tun, taps, now, *vnet_hdr, split_buf, write_errors, p);
                 }
             });
         }
     }
 
     /// Writes every packet the stack has to send. A traced connection's
-    /// record of each packet is pumped to `traces` before the impairer's
-    /// verdict on it.
-    pub fn transmit(&mut self, now: Instant, stack: &mut Stack, traces: &mut TraceHub) {
+    /// record of each packet is pumped to `taps.traces` before the
+    /// impairer's verdict on it.
+    pub fn transmit(&mut self, now: Instant, stack: &mut Stack, taps: &mut Taps) {
         let Link {
             tun,
             impairer,
@@ -213,30 +218,36 @@ impl Link {
             // Plain MSS-sized packets, impaired one by one (module docs).
             while let Some(n) = stack.poll_transmit(now, tx_buf) {
                 let packet = &tx_buf[..n];
-                if !traces.is_empty() {
-                    traces.pump(stack);
+                if !taps.traces.is_empty() {
+                    taps.traces.pump(stack);
                 }
+                taps.stack_out(now, packet);
                 let done = impairer.process(now, Direction::Outbound, packet, |_, p| {
-                    plain_to_tun(tun, *vnet_hdr, split_buf, write_errors, p);
+                    plain_to_tun(tun, taps, now, *vnet_hdr, split_buf, write_errors, p);
                 });
-                traces.link_event(stack, now, Direction::Outbound, packet, done);
+                taps.impaired(stack, now, Direction::Outbound, packet, done);
             }
         } else if *vnet_hdr {
             // The header goes in front of the packet: one write for both.
             while let Some((n, header)) =
                 stack.poll_transmit_offload(now, &mut tx_buf[VNET_HDR_LEN..])
             {
-                if !traces.is_empty() {
-                    traces.pump(stack);
+                if !taps.traces.is_empty() {
+                    taps.traces.pump(stack);
                 }
+                let packet = &tx_buf[VNET_HDR_LEN..VNET_HDR_LEN + n];
+                taps.stack_out(now, packet);
+                taps.link_out(now, packet);
                 header.emit(tx_buf);
                 to_tun(tun, write_errors, &tx_buf[..VNET_HDR_LEN + n]);
             }
         } else {
             while let Some(n) = stack.poll_transmit(now, tx_buf) {
-                if !traces.is_empty() {
-                    traces.pump(stack);
+                if !taps.traces.is_empty() {
+                    taps.traces.pump(stack);
                 }
+                taps.stack_out(now, &tx_buf[..n]);
+                taps.link_out(now, &tx_buf[..n]);
                 to_tun(tun, write_errors, &tx_buf[..n]);
             }
         }
@@ -249,17 +260,24 @@ fn impair_inbound(
     impairer: &mut Impairer,
     now: Instant,
     stack: &mut Stack,
-    traces: &mut TraceHub,
+    taps: &mut Taps,
     packet: &[u8],
 ) {
     let done = impairer.process(now, Direction::Inbound, packet, |_, p| {
-        to_stack(stack, now, p, &VirtioNetRepr::PLAIN)
+        to_stack(stack, taps, now, p, &VirtioNetRepr::PLAIN)
     });
-    traces.link_event(stack, now, Direction::Inbound, packet, done);
+    taps.impaired(stack, now, Direction::Inbound, packet, done);
 }
 
 /// A packet (after impairment) into the stack.
-fn to_stack(stack: &mut Stack, now: Instant, packet: &[u8], header: &VirtioNetRepr) {
+fn to_stack(
+    stack: &mut Stack,
+    taps: &mut Taps,
+    now: Instant,
+    packet: &[u8],
+    header: &VirtioNetRepr,
+) {
+    taps.stack_in(now, packet);
     stack.handle_packet_offload(now, packet, header);
 }
 
@@ -267,11 +285,14 @@ fn to_stack(stack: &mut Stack, now: Instant, packet: &[u8], header: &VirtioNetRe
 /// an all-zero virtio-net header if the device takes one (staged in `scratch`).
 fn plain_to_tun(
     tun: &::tun::AsyncDevice,
+    taps: &mut Taps,
+    now: Instant,
     vnet_hdr: bool,
     scratch: &mut Vec<u8>,
     write_errors: &mut u64,
     packet: &[u8],
 ) {
+    taps.link_out(now, packet);
     if vnet_hdr {
         scratch.clear();
         scratch.resize(VNET_HDR_LEN, 0);

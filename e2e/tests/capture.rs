@@ -1,0 +1,245 @@
+//! `tcpctl capture` against the real daemon: a 10 MiB transfer from tcpd to
+//! the Linux kernel through `--impair loss=5%` (both ways), captured as
+//! pcapng from inside tcpd while it runs.
+//!
+//! Checks that `tshark -r` reads the file with zero malformed packets (its
+//! expert info has no "Malformed" entry), that the file has the two
+//! interfaces, and that the impairer's work is visible exactly: the link
+//! interface has fewer outgoing packets (and fewer data packets) than the
+//! stack interface, by the outbound drop count the daemon reports
+//! (`impair_dropped_out` in `tcpctl stats --json`), and the stack
+//! interface fewer incoming ones than the link, by `impair_dropped_in`.
+//!
+//! Needs root (namespaces, TUN) and tshark (installed by .ci/run): skips
+//! otherwise, fails under `CI=true`.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddrV4, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use tcpd_client::blocking;
+use tcpd_e2e::{Daemon, HOST_ADDR, Netns, bin_path, in_ci, require_privileges, which};
+
+fn tcpctl(daemon: &Daemon) -> Command {
+    let mut command = Command::new(bin_path("tcpctl"));
+    command
+        .arg("--socket")
+        .arg(daemon.socket())
+        .env_remove("TCPD_SOCKET")
+        .stdin(Stdio::null());
+    command
+}
+
+fn impair_counters(daemon: &Daemon) -> (u64, u64, u64) {
+    let output = tcpctl(daemon)
+        .args(["stats", "--json"])
+        .output()
+        .expect("tcpctl stats");
+    assert!(output.status.success(), "tcpctl stats failed");
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stats JSON");
+    let counter = |name: &str| {
+        stats["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+    };
+    (
+        counter("impair_dropped_out"),
+        counter("impair_dropped_in"),
+        counter("capture_dropped"),
+    )
+}
+
+/// Packets per (interface, inbound), and how many of them carry TCP data.
+#[derive(Debug, Default)]
+struct Counts {
+    packets: [[u64; 2]; 2],
+    data: [[u64; 2]; 2],
+    interfaces: usize,
+}
+
+fn tcp_payload_len(packet: &[u8]) -> usize {
+    if packet.len() < 20 || packet[9] != 6 {
+        return 0;
+    }
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let Some(tcp) = packet.get(ihl..) else {
+        return 0;
+    };
+    let offset = tcp.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
+    total.saturating_sub(ihl + offset)
+}
+
+fn count(bytes: &[u8]) -> Counts {
+    let mut counts = Counts::default();
+    let mut reader = PcapNgReader::new(bytes).expect("pcapng section header");
+    while let Some(block) = reader.next_block() {
+        match block.expect("a valid pcapng block") {
+            Block::InterfaceDescription(_) => counts.interfaces += 1,
+            Block::EnhancedPacket(epb) => {
+                let inbound = epb
+                    .options
+                    .iter()
+                    .any(|o| matches!(o, EnhancedPacketOption::Flags(f) if f & 3 == 1));
+                let (i, d) = (epb.interface_id as usize, usize::from(inbound));
+                counts.packets[i][d] += 1;
+                if tcp_payload_len(&epb.data) > 0 {
+                    counts.data[i][d] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+#[test]
+fn capture_shows_both_sides_of_the_impairer() {
+    if !require_privileges("capture_shows_both_sides_of_the_impairer") {
+        return;
+    }
+    let Some(tshark) = which("tshark") else {
+        assert!(!in_ci(), "tshark is missing (.ci/run installs it)");
+        eprintln!("capture_shows_both_sides_of_the_impairer: no tshark, skipped");
+        return;
+    };
+    let ns = Netns::new("capture").expect("create namespace");
+    let daemon =
+        Daemon::start(&ns, &["--msl-ms", "200", "--impair", "loss=5%,seed=7"]).expect("start tcpd");
+    let scratch = tcpd_e2e::TempDir::new("capture").expect("scratch dir");
+    let file = scratch.path().join("transfer.pcapng");
+
+    let mut capture = tcpctl(&daemon)
+        .args(["capture", "-w"])
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcpctl capture");
+    let mut stderr = BufReader::new(capture.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("capture's stderr");
+    assert!(first.contains("capturing"), "tcpctl capture said: {first}");
+    let (out0, in0, _) = impair_counters(&daemon);
+
+    // The host side's address may appear a moment after tcpd is ready.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listener = loop {
+        match ns.within(|| TcpListener::bind((HOST_ADDR, 0))) {
+            Ok(listener) => break listener,
+            Err(e) if e.kind() == ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("kernel listener: {e}"),
+        }
+    };
+    let target = SocketAddrV4::new(HOST_ADDR, listener.local_addr().expect("addr").port());
+    let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
+    let mut stream = blocking::TcpStream::connect_with(&client, target).expect("tcpd connect");
+    let (mut kernel, _) = listener.accept().expect("kernel accept");
+    let sent = tcpd_e2e::payload(10 << 20, 9);
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        kernel
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        kernel.read_to_end(&mut got).expect("kernel reads to EOF");
+        got.len()
+    });
+    let started = Instant::now();
+    stream.write_all(&sent).expect("tcpd write");
+    stream.shutdown(std::net::Shutdown::Write).expect("FIN");
+    assert_eq!(reader.join().expect("reader"), sent.len());
+    drop(stream);
+    eprintln!("10 MiB through 5 % loss in {:?}", started.elapsed());
+    // Let the close finish (TIME-WAIT is 0.4 s) and the last chunks arrive.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (out1, in1, capture_dropped) = impair_counters(&daemon);
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT to tcpctl capture");
+    let status = capture.wait().expect("wait for tcpctl capture");
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    assert!(status.success(), "tcpctl capture: {status} {rest}");
+
+    let bytes = std::fs::read(&file).expect("capture file");
+    let counts = count(&bytes);
+    let (dropped_out, dropped_in) = (out1 - out0, in1 - in0);
+    eprintln!(
+        "capture: {} bytes, {counts:?}; impairer dropped {dropped_out} out, {dropped_in} in",
+        bytes.len()
+    );
+    assert_eq!(capture_dropped, 0, "the capture kept up (no chunk dropped)");
+    assert_eq!(counts.interfaces, 2);
+    const STACK: usize = 0;
+    const LINK: usize = 1;
+    const OUT: usize = 0;
+    const IN: usize = 1;
+    assert!(
+        dropped_out > 0 && dropped_in > 0,
+        "5 % loss dropped something"
+    );
+    assert_eq!(
+        counts.packets[STACK][OUT] - counts.packets[LINK][OUT],
+        dropped_out,
+        "outgoing: the link has the stack's packets less the impairer's drops"
+    );
+    assert_eq!(
+        counts.packets[LINK][IN] - counts.packets[STACK][IN],
+        dropped_in,
+        "incoming: the stack has the link's packets less the impairer's drops"
+    );
+    let data_gap = counts.data[STACK][OUT] - counts.data[LINK][OUT];
+    assert!(
+        data_gap > 0 && data_gap <= dropped_out,
+        "fewer data packets after the impairer: {data_gap} of {dropped_out} drops"
+    );
+    assert!(
+        counts.data[STACK][OUT] >= (10 << 20) / 1448,
+        "all data captured"
+    );
+
+    // tshark reads it all, with nothing malformed.
+    let expert = Command::new(&tshark)
+        .args(["-r"])
+        .arg(&file)
+        .args(["-q", "-z", "expert"])
+        .output()
+        .expect("run tshark");
+    let report = String::from_utf8_lossy(&expert.stdout);
+    assert!(
+        expert.status.success(),
+        "tshark -r failed: {}",
+        String::from_utf8_lossy(&expert.stderr)
+    );
+    assert!(
+        !report.contains("Malformed"),
+        "tshark found malformed packets:\n{report}"
+    );
+    let malformed = Command::new(&tshark)
+        .args(["-r"])
+        .arg(&file)
+        .args(["-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number"])
+        .output()
+        .expect("run tshark");
+    assert!(
+        String::from_utf8_lossy(&malformed.stdout).trim().is_empty(),
+        "malformed frames: {}",
+        String::from_utf8_lossy(&malformed.stdout)
+    );
+    let frames = Command::new(&tshark)
+        .args(["-r"])
+        .arg(&file)
+        .args(["-T", "fields", "-e", "frame.interface_name"])
+        .output()
+        .expect("run tshark");
+    let names = String::from_utf8_lossy(&frames.stdout);
+    assert!(names.lines().any(|l| l == "tcpd-stack"), "interface names");
+    assert!(names.lines().any(|l| l == "tcpd-link"), "interface names");
+}
