@@ -277,7 +277,9 @@ impl Daemon {
         .stdin(Stdio::null())
         .stdout(logfile.try_clone()?)
         .stderr(logfile);
-        if std::env::var_os("RUST_LOG").is_none() {
+        // RUST_LOG overrides --log-level in tcpd: leave it unset for a test
+        // that chooses the level itself.
+        if std::env::var_os("RUST_LOG").is_none() && !extra.contains(&"--log-level") {
             cmd.env("RUST_LOG", "info");
         }
         let child = cmd.spawn()?;

@@ -157,6 +157,22 @@ fn capture_shows_both_sides_of_the_impairer() {
     // Let the close finish (TIME-WAIT is 0.4 s) and the last chunks arrive.
     std::thread::sleep(Duration::from_millis(1500));
     let (out1, in1, capture_dropped) = impair_counters(&daemon);
+    // The same counter in the Prometheus text (node_exporter's textfile collector).
+    let metrics = tcpctl(&daemon)
+        .args(["stats", "--prometheus"])
+        .output()
+        .expect("tcpctl stats --prometheus");
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    assert!(
+        metrics.contains(&format!(
+            "tcpd_impair_packets_total{{action=\"dropped\",direction=\"out\"}} {out1}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE tcpd_connections gauge"),
+        "{metrics}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),

@@ -218,3 +218,53 @@ fn trace_of_a_foreign_connection_needs_root() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `--log-level tcpd_stack=debug --log-format json`: the core's tracing
+/// events (state changes, RTO, recovery, drops) come out as JSON lines that
+/// carry the connection's span with its 4-tuple.
+#[test]
+fn debug_logs_carry_the_connection_span() {
+    if !require_privileges("debug_logs_carry_the_connection_span") {
+        return;
+    }
+    let ns = Netns::new("tracelog").expect("create namespace");
+    let mut daemon = Daemon::start(
+        &ns,
+        &[
+            "--log-level",
+            "info,tcpd_stack=debug",
+            "--log-format",
+            "json",
+        ],
+    )
+    .expect("start tcpd");
+    let (listener, target) = kernel_listener(&ns);
+    let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
+    let mut stream = blocking::TcpStream::connect_with(&client, target).expect("tcpd connect");
+    let local = stream.local_addr().expect("local address");
+    let (mut kernel, _) = listener.accept().expect("kernel accept");
+    stream.write_all(b"hello").expect("write");
+    let mut buf = [0u8; 5];
+    kernel.read_exact(&mut buf).expect("read");
+    drop(stream);
+    drop(kernel);
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.terminate().expect("stop tcpd");
+    let log = daemon.log_text();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!events.is_empty(), "no JSON log lines:\n{log}");
+    let change = events
+        .iter()
+        .find(|e| {
+            e["fields"]["message"] == "state change"
+                && e["fields"]["to"] == "ESTABLISHED"
+                && e["span"]["local"] == local.to_string()
+        })
+        .unwrap_or_else(|| panic!("no state change with the span's 4-tuple in:\n{log}"));
+    assert_eq!(change["span"]["remote"], target.to_string(), "{change}");
+    assert_eq!(change["span"]["name"], "conn", "{change}");
+    assert_eq!(change["level"], "DEBUG", "{change}");
+}

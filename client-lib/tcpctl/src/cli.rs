@@ -120,7 +120,7 @@ pub enum Command {
     #[command(after_help = CAPTURE_HELP)]
     Capture(CaptureArgs),
     /// Show the stack's counters and connections per state.
-    Stats,
+    Stats(StatsArgs),
     /// Reset (RST) connections; needs root.
     #[command(
         after_help = KILL_HELP
@@ -220,6 +220,17 @@ pub struct CaptureArgs {
     /// Stop after SECS seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<std::time::Duration>,
+}
+
+/// `tcpctl stats`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatsArgs {
+    /// Print the Prometheus text exposition format (for node_exporter's
+    /// textfile collector): counters `tcpd_*_total`, drops by reason,
+    /// impairer actions, and the gauge `tcpd_connections{state=...}`.
+    /// (Takes precedence over --json.)
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 /// `tcpctl trace`.

@@ -66,7 +66,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Capture(args) => {
             crate::trace::capture(&mut session.admin, &session.path, args, out).await
         }
-        Command::Stats => session.stats(cli.json, color, out).await,
+        Command::Stats(args) => session.stats(cli.json, args.prometheus, color, out).await,
         Command::Kill(args) => session.kill(args, cli.json, out).await,
         Command::Status => session.status(cli.json, out).await,
         Command::Completions { .. } => Ok(()),
@@ -210,12 +210,15 @@ impl Session {
     async fn stats(
         &mut self,
         json: bool,
+        prometheus: bool,
         color: bool,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
         let mut admin = self.admin.clone();
         let stats = self.unary("stats", admin.stats(StatsRequest {})).await?;
-        if json {
+        if prometheus {
+            write_out(out, &crate::metrics::prometheus(&stats))
+        } else if json {
             write_json(out, &StatsJson::from(&stats))
         } else {
             write_out(out, &render_stats(&stats, color))

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod error;
 pub mod filter;
 pub mod json;
+pub mod metrics;
 pub mod owner;
 pub mod render;
 pub mod state;

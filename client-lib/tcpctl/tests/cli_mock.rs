@@ -478,6 +478,59 @@ fn capture_refused_by_the_daemon_exits_4() {
 }
 
 #[test]
+fn stats_prometheus_parses_with_types_and_labels() {
+    let daemon = MockDaemon::start(false);
+    let output = daemon.tcpctl(&["stats", "--prometheus"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition text");
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("tcpd_segments_in_total", None), Some(10.0), "{text}");
+    assert_eq!(
+        value("tcpd_drops_total", Some(("reason", "bad_checksum"))),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("tcpd_connections", Some(("state", "ESTABLISHED"))),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(matches!(
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "tcpd_connections")
+            .map(|s| &s.value),
+        Some(prometheus_parse::Value::Gauge(_))
+    ));
+    assert!(matches!(
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "tcpd_segments_in_total")
+            .map(|s| &s.value),
+        Some(prometheus_parse::Value::Counter(_))
+    ));
+    assert!(
+        scrape.docs.contains_key("tcpd_segments_in_total"),
+        "HELP lines"
+    );
+}
+
+#[test]
 fn kill_by_tuple_and_by_filter() {
     let daemon = MockDaemon::start(false);
     let output = daemon.tcpctl(&["kill", "10.0.0.1:8080", "10.0.0.2:40000"]);
