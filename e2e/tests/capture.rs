@@ -8,7 +8,10 @@
 //! interface has fewer outgoing packets (and fewer data packets) than the
 //! stack interface, by the outbound drop count the daemon reports
 //! (`impair_dropped_out` in `tcpctl stats --json`), and the stack
-//! interface fewer incoming ones than the link, by `impair_dropped_in`.
+//! interface fewer incoming ones than the link, by `impair_dropped_in`;
+//! the same count in `tcpctl stats --prometheus`; and that the file replays
+//! as a ladder (`tcpctl trace --replay`) with the handshake and
+//! retransmissions.
 //!
 //! Needs root (namespaces, TUN) and tshark (installed by .ci/run): skips
 //! otherwise, fails under `CI=true`.
@@ -219,6 +222,34 @@ fn capture_shows_both_sides_of_the_impairer() {
     assert!(
         counts.data[STACK][OUT] >= (10 << 20) / 1448,
         "all data captured"
+    );
+
+    // The capture replays as a ladder: handshake, retransmissions, TIME-WAIT.
+    let replay = tcpctl(&daemon)
+        .args(["trace", "--no-time", "--replay"])
+        .arg(&file)
+        .output()
+        .expect("tcpctl trace --replay");
+    let ladder = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        replay.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(
+        ladder.contains("SYN-SENT    --> <SEQ=0><CTL=SYN>"),
+        "{}",
+        &ladder[..ladder.len().min(2000)]
+    );
+    assert!(
+        ladder.contains("==>"),
+        "retransmissions recognized in the replay"
+    );
+    // Packets cannot show TIME-WAIT's end: tcpd's inferred state ends there.
+    let tail: Vec<&str> = ladder.lines().rev().take(4).collect();
+    assert!(
+        tail.iter().any(|l| l.contains("TIME-WAIT")),
+        "the replay ends in TIME-WAIT: {tail:#?}"
     );
 
     // tshark reads it all, with nothing malformed.

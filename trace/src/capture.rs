@@ -13,8 +13,11 @@
 //! produces the bytes in chunks ([`CaptureWriter::take`]) so they can be
 //! streamed; the first chunk carries the section and interface blocks.
 //! Drops (packets the reader was too slow for) are reported in Interface
-//! Statistics Blocks (`isb_ifdrop`).
+//! Statistics Blocks (`isb_ifdrop`). [`events_from_pcapng`] reads such a
+//! file back as trace events (`tcpctl trace --replay FILE.pcapng`).
 
+use crate::event::{Dir, Event, Kind, Segment};
+use crate::peer::PeerModel;
 use pcap_file::DataLink;
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
@@ -25,7 +28,11 @@ use pcap_file::pcapng::blocks::interface_statistics::{
     InterfaceStatisticsBlock, InterfaceStatisticsOption,
 };
 use std::borrow::Cow;
+use std::net::SocketAddrV4;
 use std::time::Duration;
+use tcpd_stack::trace::SegmentHeader;
+use tcpd_stack::wire::{IpProtocol, Ipv4Packet, TcpOptions, TcpSegment};
+use tcpd_stack::{SeqNum, TcpState};
 
 /// Where a packet was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +244,135 @@ impl CaptureFilter {
         }
         true
     }
+}
+
+/// The `pcapng` magic: a file starting with it is a capture, not JSON lines.
+pub const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// A TCP segment of a captured IPv4 packet, read through the checked views
+/// without verifying checksums (offload leaves them partial in captures).
+fn captured_segment(
+    packet: &[u8],
+    outbound: bool,
+) -> Option<(SocketAddrV4, SocketAddrV4, Segment)> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.protocol() != IpProtocol::Tcp {
+        return None;
+    }
+    let header_len = usize::from(packet.first()? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+    let tcp = TcpSegment::new_checked(packet.get(header_len..total.min(packet.len()))?).ok()?;
+    let options = TcpOptions::parse(tcp.options()).unwrap_or_default();
+    let (src, dst) = (
+        SocketAddrV4::new(ip.src(), tcp.src_port()),
+        SocketAddrV4::new(ip.dst(), tcp.dst_port()),
+    );
+    let header = SegmentHeader {
+        seq: tcp.seq(),
+        ack: tcp.ack(),
+        flags: tcp.flags(),
+        window: tcp.window(),
+        len: u32::try_from(tcp.payload().len()).unwrap_or(u32::MAX),
+        options,
+    };
+    let dir = if outbound { Dir::Out } else { Dir::In };
+    let segment = Segment::from_header(dir, &header, false);
+    Some(if outbound {
+        (src, dst, segment)
+    } else {
+        (dst, src, segment)
+    })
+}
+
+/// Trace events for one connection of a `tcpctl capture` file: the
+/// segments of interface 0 (the stack's view; the direction from each
+/// packet's flags), the impairer's drops (packets on one interface only are
+/// not reconstructed: the stack's view is the truth for tcpd), and tcpd's
+/// states inferred from the segments by the same RFC 9293 rules as the
+/// peer's (the capture has no state records), retransmissions recognized by
+/// their sequence numbers (an outgoing segment starting below the highest
+/// sequence number sent before). The connection is the first
+/// whose tcpd-side and peer-side endpoints `select` accepts.
+pub fn events_from_pcapng(
+    bytes: &[u8],
+    select: impl Fn(SocketAddrV4, SocketAddrV4) -> bool,
+) -> Result<Vec<Event>, String> {
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let mut reader = PcapNgReader::new(bytes).map_err(|e| format!("not pcapng: {e}"))?;
+    let mut events = Vec::new();
+    let mut conn: Option<(SocketAddrV4, SocketAddrV4)> = None;
+    let mut ours: Option<PeerModel> = None;
+    // One past the highest sequence number tcpd sent: an outgoing segment
+    // starting below it resends sequence space, a retransmission.
+    let mut sent_end: Option<u32> = None;
+    while let Some(block) = reader.next_block() {
+        let block = block.map_err(|e| format!("bad pcapng block: {e}"))?;
+        let Block::EnhancedPacket(epb) = block else {
+            continue;
+        };
+        if epb.interface_id != CapturePoint::Stack as u32 {
+            continue;
+        }
+        let outbound = epb
+            .options
+            .iter()
+            .any(|o| matches!(o, EnhancedPacketOption::Flags(f) if f & 0b11 == FLAG_OUTBOUND));
+        let Some((local, remote, mut segment)) = captured_segment(&epb.data, outbound) else {
+            continue;
+        };
+        match conn {
+            None if select(local, remote) => conn = Some((local, remote)),
+            Some(c) if c == (local, remote) => {}
+            _ => continue,
+        }
+        let t_us = u64::try_from(epb.timestamp.as_micros()).unwrap_or(u64::MAX);
+        if segment.dir == Dir::Out && segment.seq_len() > 0 {
+            let end = segment.seq.wrapping_add(segment.seq_len());
+            segment.rtx = sent_end.is_some_and(|e| SeqNum(segment.seq).lt(SeqNum(e)));
+            if sent_end.is_none_or(|e| SeqNum(end).gt(SeqNum(e))) {
+                sent_end = Some(end);
+            }
+        }
+        let model = ours.get_or_insert_with(|| {
+            let flags = segment.tcp_flags();
+            PeerModel::new(match (segment.dir, flags.syn(), flags.ack()) {
+                (Dir::In, true, false) => TcpState::Listen,
+                (Dir::Out, true, false) => TcpState::Closed,
+                _ => TcpState::Established,
+            })
+        });
+        let before = model.state;
+        let state_event = |old: TcpState, new: TcpState| Event {
+            t_us,
+            local,
+            remote,
+            kind: Kind::State {
+                old: old.name().to_string(),
+                new: new.name().to_string(),
+            },
+        };
+        let seg_event = Event {
+            t_us,
+            local,
+            remote,
+            kind: Kind::Segment(segment.clone()),
+        };
+        if segment.dir == Dir::Out {
+            // tcpd's state changes as it sends (a FIN after close, a SYN).
+            model.peer_sent(&segment);
+            if model.state != before {
+                events.push(state_event(before, model.state));
+            }
+            events.push(seg_event);
+        } else {
+            model.peer_received(&segment);
+            events.push(seg_event);
+            if model.state != before {
+                events.push(state_event(before, model.state));
+            }
+        }
+    }
+    Ok(events)
 }
 
 #[cfg(test)]

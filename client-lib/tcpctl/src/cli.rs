@@ -194,7 +194,8 @@ timer fires (RTO, TLP), loss recovery and state changes.
 
 Tracing needs root, or LOCAL REMOTE of a connection your uid owns.
 --json prints one event per line (schema in README.md); --replay FILE reads
-such a file back.";
+such a file back, or a pcapng file from `tcpctl capture` (the stack's view;
+tcpd's states are then inferred like the peer's).";
 
 const CAPTURE_HELP: &str = "\
 The file has two interfaces: 0 \"tcpd-stack\" (packets as the stack received
@@ -260,7 +261,8 @@ pub struct TraceArgs {
     /// The timestamps option on every segment.
     #[arg(short = 'v', long)]
     pub verbose: bool,
-    /// Draw a trace saved with `--json` instead of asking the daemon.
+    /// Draw a trace saved with `--json`, or a `tcpctl capture` file
+    /// (tcpd's states then inferred too), instead of asking the daemon.
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
     /// Exit after N events.

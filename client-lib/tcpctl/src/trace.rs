@@ -6,7 +6,7 @@
 //! (stream end when tcpd's side is CLOSED, `--count`, `--timeout`) and the
 //! choice between drawn rows and JSON lines; drawing is `tcpd_trace::Ladder`.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
@@ -60,7 +60,8 @@ fn show(
 }
 
 /// Draws the events of a `--json` file (one object per line; blank lines
-/// and lines starting with `#` are skipped).
+/// and lines starting with `#` are skipped) or of a `tcpctl capture` pcapng
+/// file (one connection: the first that LOCAL REMOTE / --port select).
 pub fn replay(
     path: &Path,
     args: &TraceArgs,
@@ -69,14 +70,35 @@ pub fn replay(
     width: usize,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let file = std::fs::File::open(path).map_err(|e| CliError::Rpc {
+    let bytes = std::fs::read(path).map_err(|e| CliError::Rpc {
         operation: format!("replay {}", path.display()),
         message: e.to_string(),
         errno_name: "ENOENT",
     })?;
     let mut ladder = Ladder::new(options(args, color, width));
-    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(CliError::Output)?;
+    if bytes.starts_with(&tcpd_trace::capture::PCAPNG_MAGIC) {
+        // A `tcpctl capture` file: the stack's view, states inferred.
+        let (local, remote, port) = (args.local, args.remote, args.port);
+        let events = tcpd_trace::capture::events_from_pcapng(&bytes, |l, r| {
+            local.is_none_or(|a| a == l)
+                && remote.is_none_or(|a| a == r)
+                && port.is_none_or(|p| p == l.port() || p == r.port())
+        })
+        .map_err(|message| CliError::Rpc {
+            operation: format!("replay {}", path.display()),
+            message,
+            errno_name: "EINVAL",
+        })?;
+        for event in &events {
+            show(event, &mut ladder, json, out)?;
+        }
+        if !json {
+            emit(out, &ladder.finish())?;
+        }
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
