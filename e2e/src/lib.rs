@@ -424,3 +424,21 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A kernel TCP listener on the host side of the TUN (an ephemeral port in
+/// `ns`) and its address. The address may appear a moment after tcpd
+/// reports ready (EADDRNOTAVAIL until then): binding is retried for 15 s.
+pub fn kernel_listener(ns: &Netns) -> (std::net::TcpListener, std::net::SocketAddrV4) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let listener = loop {
+        match ns.within(|| std::net::TcpListener::bind((HOST_ADDR, 0))) {
+            Ok(listener) => break listener,
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("kernel listener on {HOST_ADDR}: {e}"),
+        }
+    };
+    let port = listener.local_addr().expect("listener address").port();
+    (listener, std::net::SocketAddrV4::new(HOST_ADDR, port))
+}

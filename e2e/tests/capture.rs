@@ -16,15 +16,14 @@
 //! Needs root (namespaces, TUN) and tshark (installed by .ci/run): skips
 //! otherwise, fails under `CI=true`.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddrV4, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use tcpd_client::blocking;
-use tcpd_e2e::{Daemon, HOST_ADDR, Netns, bin_path, in_ci, require_privileges, which};
+use tcpd_e2e::{Daemon, Netns, bin_path, in_ci, require_privileges, which};
 
 fn tcpctl(daemon: &Daemon) -> Command {
     let mut command = Command::new(bin_path("tcpctl"));
@@ -127,18 +126,7 @@ fn capture_shows_both_sides_of_the_impairer() {
     assert!(first.contains("capturing"), "tcpctl capture said: {first}");
     let (out0, in0, _) = impair_counters(&daemon);
 
-    // The host side's address may appear a moment after tcpd is ready.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let listener = loop {
-        match ns.within(|| TcpListener::bind((HOST_ADDR, 0))) {
-            Ok(listener) => break listener,
-            Err(e) if e.kind() == ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("kernel listener: {e}"),
-        }
-    };
-    let target = SocketAddrV4::new(HOST_ADDR, listener.local_addr().expect("addr").port());
+    let (listener, target) = tcpd_e2e::kernel_listener(&ns);
     let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
     let mut stream = blocking::TcpStream::connect_with(&client, target).expect("tcpd connect");
     let (mut kernel, _) = listener.accept().expect("kernel accept");

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tcpd_client::blocking;
-use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TCPD_ADDR, bin_path, require_privileges, wait_until};
+use tcpd_e2e::{
+    Daemon, HOST_ADDR, Netns, TCPD_ADDR, bin_path, kernel_listener, require_privileges, wait_until,
+};
 
 /// MSL the daemon runs with here, so TIME-WAIT (2×MSL) lasts one second.
 const MSL_MS: u64 = 500;
@@ -84,23 +86,6 @@ fn find_row(daemon: &Daemon, local: SocketAddrV4, remote: SocketAddrV4) -> Optio
 }
 
 /// A kernel listener inside the namespace, on the TUN's host side.
-fn kernel_listener(ns: &Netns) -> (TcpListener, SocketAddrV4) {
-    // The host side's address may appear a moment after tcpd reports ready
-    // (EADDRNOTAVAIL until then): retry briefly.
-    let deadline = Instant::now() + SOON;
-    let listener = loop {
-        match ns.within(|| TcpListener::bind((HOST_ADDR, 0))) {
-            Ok(listener) => break listener,
-            Err(e) if e.kind() == ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("kernel listener on {HOST_ADDR}: {e}"),
-        }
-    };
-    let port = listener.local_addr().expect("listener address").port();
-    (listener, SocketAddrV4::new(HOST_ADDR, port))
-}
-
 /// Connects from tcpd to the kernel listener; returns both ends and the
 /// tcpd side's local address.
 fn tcpd_to_kernel(

@@ -10,32 +10,14 @@
 //!
 //! Needs root (namespaces, TUN): skips otherwise, fails under `CI=true`.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddrV4, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tcpd_client::blocking;
-use tcpd_e2e::{Daemon, HOST_ADDR, Netns, bin_path, require_privileges};
-
-const SOON: Duration = Duration::from_secs(20);
-
-fn kernel_listener(ns: &Netns) -> (TcpListener, SocketAddrV4) {
-    let deadline = Instant::now() + SOON;
-    let listener = loop {
-        match ns.within(|| TcpListener::bind((HOST_ADDR, 0))) {
-            Ok(listener) => break listener,
-            Err(e) if e.kind() == ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("kernel listener on {HOST_ADDR}: {e}"),
-        }
-    };
-    let port = listener.local_addr().expect("listener address").port();
-    (listener, SocketAddrV4::new(HOST_ADDR, port))
-}
+use tcpd_e2e::{Daemon, Netns, bin_path, kernel_listener, require_privileges};
 
 fn tcpctl(daemon: &Daemon, args: &[&str]) -> Command {
     let mut command = Command::new(bin_path("tcpctl"));

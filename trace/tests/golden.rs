@@ -268,3 +268,101 @@ fn json_lines_round_trip() {
         assert_eq!(tcpd_trace::proto::from_proto(&proto).as_ref(), Some(event));
     }
 }
+
+/// An IPv4 packet from B to A carrying `seg`.
+fn packet_to_a(seg: &tcpd_stack::wire::TcpRepr<'_>) -> Vec<u8> {
+    use tcpd_stack::wire::{IpProtocol, Ipv4Repr};
+    let mut buf = vec![0u8; 20 + seg.buffer_len()];
+    let n = seg.emit(&mut buf[20..], B, A);
+    Ipv4Repr {
+        src: B,
+        dst: A,
+        protocol: IpProtocol::Tcp,
+        ttl: 64,
+        dont_fragment: true,
+        payload_len: n,
+    }
+    .emit(&mut buf[..20], 1);
+    buf.truncate(20 + n);
+    buf
+}
+
+#[test]
+fn drops_by_reason_and_challenge_acks_are_marked() {
+    use tcpd_stack::SeqNum;
+    use tcpd_stack::wire::{TcpFlags, TcpOptions, TcpRepr};
+    let mut run = Run::new(100, 300);
+    let listener = run.listen();
+    let s = run.connect();
+    run.settle();
+    let _ = run.b.accept(listener).expect("accept");
+    let local = run.a.local_addr(s).expect("local");
+    let segment = |seq: u32, flags: TcpFlags, payload: &'static [u8]| TcpRepr {
+        src_port: 80,
+        dst_port: local.port(),
+        seq: SeqNum(seq),
+        ack: SeqNum(101),
+        flags,
+        window: 1000,
+        urgent: 0,
+        options: TcpOptions::default(),
+        payload,
+    };
+    // Far outside A's receive window: dropped, answered by an ACK.
+    let far = packet_to_a(&segment(301 + 10_000_000, TcpFlags::ACK, b"x"));
+    run.a.handle_packet(run.now, &far);
+    run.collect();
+    run.settle();
+    // A RST inside the window but not at RCV.NXT: challenge ACK (RFC 5961 §3.2).
+    let rst = packet_to_a(&segment(305, TcpFlags::RST, b""));
+    run.a.handle_packet(run.now, &rst);
+    run.collect();
+    run.settle();
+    // A data segment whose checksum was damaged on the way.
+    let mut bad = packet_to_a(&segment(301, TcpFlags::ACK | TcpFlags::PSH, b"hello"));
+    let last = bad.len() - 1;
+    bad[last] ^= 0x40;
+    run.a.handle_packet(run.now, &bad);
+    run.collect();
+
+    let notes: Vec<(String, Option<String>)> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            tcpd_trace::Kind::Note { note, reason, .. } => Some((note.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    for want in [
+        ("drop", Some("out_of_window")),
+        ("drop", Some("bad_rst")),
+        ("challenge_ack", None),
+        ("drop", Some("bad_checksum")),
+    ] {
+        assert!(
+            notes
+                .iter()
+                .any(|(n, r)| n == want.0 && r.as_deref() == want.1),
+            "no {want:?} in {notes:?}"
+        );
+    }
+    let rows = render_all(
+        &run.events,
+        LadderOptions {
+            times: false,
+            width: 120,
+            ..LadderOptions::default()
+        },
+    );
+    let text = rows.join("\n");
+    assert!(text.contains("[dropped by tcpd: out-of-window]"), "{text}");
+    assert!(
+        text.contains("dropped by tcpd: bad-rst, challenge ACK follows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[challenge ACK]"),
+        "the ACK that answers it:\n{text}"
+    );
+    assert!(text.contains("dropped by tcpd: bad-checksum"), "{text}");
+}

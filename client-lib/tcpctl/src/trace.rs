@@ -70,45 +70,44 @@ pub fn replay(
     width: usize,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let bytes = std::fs::read(path).map_err(|e| CliError::Rpc {
-        operation: format!("replay {}", path.display()),
-        message: e.to_string(),
-        errno_name: "ENOENT",
-    })?;
-    let mut ladder = Ladder::new(options(args, color, width));
-    if bytes.starts_with(&tcpd_trace::capture::PCAPNG_MAGIC) {
+    let failed = |operation: String, message: String, errno_name| CliError::Rpc {
+        operation,
+        message,
+        errno_name,
+    };
+    let name = path.display();
+    let bytes = std::fs::read(path)
+        .map_err(|e| failed(format!("replay {name}"), e.to_string(), "ENOENT"))?;
+    let events = if bytes.starts_with(&tcpd_trace::capture::PCAPNG_MAGIC) {
         // A `tcpctl capture` file: the stack's view, states inferred.
         let (local, remote, port) = (args.local, args.remote, args.port);
-        let events = tcpd_trace::capture::events_from_pcapng(&bytes, |l, r| {
+        tcpd_trace::capture::events_from_pcapng(&bytes, |l, r| {
             local.is_none_or(|a| a == l)
                 && remote.is_none_or(|a| a == r)
                 && port.is_none_or(|p| p == l.port() || p == r.port())
         })
-        .map_err(|message| CliError::Rpc {
-            operation: format!("replay {}", path.display()),
-            message,
-            errno_name: "EINVAL",
-        })?;
-        for event in &events {
-            show(event, &mut ladder, json, out)?;
+        .map_err(|message| failed(format!("replay {name}"), message, "EINVAL"))?
+    } else {
+        let mut events = Vec::new();
+        for (number, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let event: Event = serde_json::from_str(line).map_err(|e| {
+                failed(
+                    format!("replay {name}:{}", number + 1),
+                    e.to_string(),
+                    "EINVAL",
+                )
+            })?;
+            events.push(event);
         }
-        if !json {
-            emit(out, &ladder.finish())?;
-        }
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let event: Event = serde_json::from_str(line).map_err(|e| CliError::Rpc {
-            operation: format!("replay {}:{}", path.display(), number + 1),
-            message: e.to_string(),
-            errno_name: "EINVAL",
-        })?;
-        show(&event, &mut ladder, json, out)?;
+        events
+    };
+    let mut ladder = Ladder::new(options(args, color, width));
+    for event in &events {
+        show(event, &mut ladder, json, out)?;
     }
     if !json {
         emit(out, &ladder.finish())?;

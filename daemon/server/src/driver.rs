@@ -574,7 +574,9 @@ impl Core {
                 && self.connections().iter().any(|(info, owner)| {
                     info.local == filter.local
                         && info.remote == filter.remote
-                        && owner.is_some_and(|o| o.uid == session.creds.uid)
+                        && owner.is_some_and(|o| {
+                            crate::admin_service::sees_owner(&session.creds, o.uid)
+                        })
                 });
             if !owned {
                 return Err(Errno::new(

@@ -172,3 +172,59 @@ impl TraceHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn note(t_us: u64) -> Event {
+        Event {
+            t_us,
+            local: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1000),
+            remote: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80),
+            kind: Kind::Note {
+                note: "rto".into(),
+                reason: None,
+                backoff: Some(1),
+            },
+        }
+    }
+
+    #[test]
+    fn a_slow_reader_loses_events_counted_and_never_blocks() {
+        let mut hub = TraceHub::default();
+        let (tx, mut rx) = mpsc::channel(2);
+        hub.add(3, tx);
+        for t in 0..5 {
+            hub.dispatch(1 << 3, &note(t));
+        }
+        // Events of other filters do not reach it.
+        hub.dispatch(1 << 4, &note(99));
+        let first = rx.try_recv().expect("first event");
+        assert_eq!(first.time_us, 0);
+        assert_eq!(rx.try_recv().expect("second event").time_us, 1);
+        assert!(rx.try_recv().is_err(), "the other three were dropped");
+        // Room again: the count comes first, then the event.
+        hub.dispatch(1 << 3, &note(5));
+        let lost = trace_proto::from_proto(&rx.try_recv().expect("lost")).expect("event");
+        assert_eq!(lost.kind, Kind::Lost { count: 3 });
+        assert_eq!(rx.try_recv().expect("event").time_us, 5);
+    }
+
+    #[test]
+    fn closed_connections_and_departed_clients_are_swept() {
+        let config = tcpd_stack::StackConfig::new(Ipv4Addr::new(10, 0, 0, 1), 24);
+        let mut stack = Stack::new(config, Instant::ZERO);
+        let slot = stack
+            .trace_add(tcpd_stack::TraceFilter::ANY)
+            .expect("a slot");
+        let mut hub = TraceHub::default();
+        let (tx, rx) = mpsc::channel(8);
+        hub.add(slot, tx);
+        drop(rx);
+        hub.sweep(&mut stack);
+        assert!(hub.is_empty());
+        assert!(!stack.tracing_active(), "the filter is released");
+    }
+}
