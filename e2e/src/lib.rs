@@ -441,4 +441,24 @@ pub fn kernel_listener(ns: &Netns) -> (std::net::TcpListener, std::net::SocketAd
     };
     let port = listener.local_addr().expect("listener address").port();
     (listener, std::net::SocketAddrV4::new(HOST_ADDR, port))
+
+/// A namespace with a running daemon, for a test; the daemon is stopped
+/// before the namespace goes (fields drop in declaration order).
+#[derive(Debug)]
+pub struct Env {
+    pub daemon: Daemon,
+    pub ns: Netns,
+}
+
+impl Env {
+    /// Namespace `tag` + a daemon started with `extra` flags, or `None` when
+    /// the test must skip (see [`require_privileges`]).
+    pub fn setup(tag: &str, extra: &[&str]) -> Option<Env> {
+        if !require_privileges(tag) {
+            return None;
+        }
+        let ns = Netns::new(tag).expect("create the test namespace");
+        let daemon = Daemon::start(&ns, extra).expect("start tcpd");
+        Some(Env { daemon, ns })
+    }
 }

@@ -13,26 +13,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tcpd_e2e::bench::TunCounters;
-use tcpd_e2e::{
-    Daemon, HOST_ADDR, Netns, TUN_NAME, in_ci, payload, require_privileges, sha256_hex, which,
-};
+use tcpd_e2e::{Env, HOST_ADDR, Netns, TUN_NAME, in_ci, payload, sha256_hex, which};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
 const SIZE: usize = 256 * MIB;
 
-struct Env {
-    daemon: Daemon,
-    ns: Netns,
-}
-
 fn setup(tag: &str, extra: &[&str]) -> Option<Env> {
-    if !require_privileges(tag) {
-        return None;
-    }
-    let ns = Netns::new(tag).expect("create the test namespace");
-    let daemon = Daemon::start(&ns, extra).expect("start tcpd");
-    Some(Env { daemon, ns })
+    Env::setup(tag, extra)
 }
 
 /// `program` is installed, or (outside CI) the check is skipped with a note.

@@ -8,6 +8,11 @@
 //! - `bulk/two_stacks_no_loss`: an 8 MiB transfer between two stacks over
 //!   the in-memory simulated link of `tests/common` (no loss, 10 µs one
 //!   way, virtual clock), reported as bytes/s so Gbit/s can be read off.
+//! - `bulk/two_stacks_super_segments`: the same transfer with TUN offload on
+//!   the sender (`LinkOffload`): A emits 64 KiB super-segments with partial
+//!   checksums (`poll_transmit_offload`) that B takes whole, as the kernel
+//!   hands coalesced segments to tcpd (`handle_packet_offload`); no link
+//!   delay, the virtual clock advances 10 µs per round trip.
 //!
 //! Quick run: `cargo bench -p tcpd-stack --bench hot_path -- --quick`.
 
@@ -189,6 +194,70 @@ fn bulk_transfer(data: &[u8]) -> usize {
     received
 }
 
+/// `bulk_transfer` with 64 KiB super-segments from A to B, handed over whole.
+fn bulk_super_segments(data: &[u8]) -> usize {
+    use tcpd_stack::LinkOffload;
+    use tcpd_stack::SockOption::{RecvBuffer, SendBuffer};
+    let mut now = Instant::from_millis(1_000);
+    let mut a_config = test_config(ADDR_A, 1);
+    a_config.offload = LinkOffload {
+        segmentation: true,
+        checksum: true,
+    };
+    let mut a = Stack::new(a_config, now);
+    let mut b = Stack::new(test_config(ADDR_B, 2), now);
+    let listener = b.socket();
+    b.bind(listener, SocketAddrV4::new(ADDR_B, 80))
+        .expect("bind");
+    b.set_option(now, listener, RecvBuffer(4 << 20))
+        .expect("rcvbuf");
+    b.listen(listener, 8).expect("listen");
+    let client = a.socket();
+    a.set_option(now, client, SendBuffer(4 << 20))
+        .expect("sndbuf");
+    a.connect(now, client, SocketAddrV4::new(ADDR_B, 80))
+        .expect("connect");
+    let mut wire = vec![0u8; 65536];
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut server, mut sent, mut received) = (None, 0, 0);
+    for _ in 0..1_000_000 {
+        while let Some((n, header)) = a.poll_transmit_offload(now, &mut wire) {
+            b.handle_packet_offload(now, &wire[..n], &header);
+        }
+        while let Some(n) = b.poll_transmit(now, &mut wire) {
+            a.handle_packet(now, &wire[..n]);
+        }
+        if server.is_none() {
+            server = b.accept(listener).ok().map(|(h, _)| h);
+        }
+        while sent < data.len() {
+            match a.send(now, client, &data[sent..]) {
+                Ok(n) if n > 0 => sent += n,
+                _ => break,
+            }
+        }
+        if let Some(server) = server {
+            while let Ok(n) = b.recv(now, server, &mut buf, false) {
+                if n == 0 {
+                    break;
+                }
+                received += n;
+            }
+        }
+        if received == data.len() {
+            break;
+        }
+        now += Duration::from_micros(10);
+        for stack in [&mut a, &mut b] {
+            if stack.poll_timeout().is_some_and(|t| t <= now) {
+                stack.handle_timeout(now);
+            }
+        }
+    }
+    assert_eq!(received, data.len(), "the transfer completed");
+    received
+}
+
 fn bulk(c: &mut Criterion) {
     let mut group = c.benchmark_group("bulk");
     group.throughput(Throughput::Bytes(BULK_BYTES as u64));
@@ -198,6 +267,13 @@ fn bulk(c: &mut Criterion) {
         b.iter_batched(
             || (),
             |()| black_box(bulk_transfer(&data)),
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("two_stacks_super_segments", |b| {
+        b.iter_batched(
+            || (),
+            |()| black_box(bulk_super_segments(&data)),
             BatchSize::PerIteration,
         );
     });
