@@ -9,7 +9,9 @@
 //! as a sequence of operations: raw bytes as a packet; TCP segments with
 //! valid checksums whose flags, sequence and acknowledgement numbers (near
 //! the live ones), window, options and payload come from the input, aimed at
-//! either connection or the listener; ICMP echo and unreachable messages;
+//! either connection or the listener (SYNs that fill its one-entry SYN
+//! queue and get SYN cookies, answers to its SYN,ACKs and cookies, exact or
+//! off); ICMP echo and unreachable messages;
 //! valid packets with mutations (checksums fixed or not); clock advances;
 //! user calls. After every operation it checks that the stack stays sane:
 //! every packet it emits parses with valid checksums and fits the MTU,
@@ -85,6 +87,9 @@ pub struct Harness {
     client_iss: u32,
     /// Valid packets seen on the way in, to mutate.
     corpus: Vec<Vec<u8>>,
+    /// The last SYN,ACK a listener sent (a child's or a SYN cookie's):
+    /// (peer port, its SEQ, its ACK), for the fuzzer to answer.
+    last_synack: Option<(u16, u32, u32)>,
     packets_in: u64,
 }
 
@@ -92,6 +97,10 @@ fn config() -> StackConfig {
     let mut config = StackConfig::new(OURS, 24);
     config.rng_seed = 42;
     config.isn_secret = [9; 16];
+    // A one-entry SYN queue: SYNs the fuzzer sends to the listener beyond
+    // one half-open child are answered with SYN cookies, and its ACKs to
+    // the listener are checked as cookies (RFC 4987 §3.6 paths).
+    config.max_syn_backlog = 1;
     config
 }
 
@@ -179,6 +188,7 @@ impl Harness {
             our_next: 0,
             client_iss: 0,
             corpus: Vec::new(),
+            last_synack: None,
             packets_in: 0,
         };
         harness.feed(&syn_packet);
@@ -302,6 +312,9 @@ impl Harness {
                             self.peer_next = seg.ack.0;
                         }
                     }
+                    if seg.flags == (TcpFlags::SYN | TcpFlags::ACK) && seg.src_port == LISTEN_PORT {
+                        self.last_synack = Some((seg.dst_port, seg.seq.0, seg.ack.0));
+                    }
                     if seg.flags.syn() && !seg.flags.ack() && seg.dst_port == SERVER_PORT_FOR_CLIENT
                     {
                         self.client_iss = seg.seq.0;
@@ -328,9 +341,9 @@ impl Harness {
     }
 
     fn fuzz_segment(&mut self, input: &mut Cursor<'_>, target: Target) {
-        let flags = TcpFlags(input.u8());
-        let seq_delta = i32::from(input.u16() as i16);
-        let ack_delta = i32::from(input.u16() as i16);
+        let mut flags = TcpFlags(input.u8());
+        let mut seq_delta = i32::from(input.u16() as i16);
+        let mut ack_delta = i32::from(input.u16() as i16);
         let window = input.u16();
         let option_bits = input.u8();
         let payload_len = usize::from(input.u8()) * 8;
@@ -348,12 +361,39 @@ impl Harness {
                 7777,
                 self.client_iss.wrapping_add(1),
             ),
-            Target::Listener => (
-                SocketAddrV4::new(PEER, 1024 + input.u16() % 2048),
-                SocketAddrV4::new(OURS, LISTEN_PORT),
-                input.u32(),
-                input.u32(),
-            ),
+            Target::Listener => {
+                // Mode bits: answer the last SYN,ACK (a child's or a
+                // cookie's), exactly unless bit 1; or send a plain SYN.
+                let mode = input.u8();
+                let (port, seq, ack) = (1024 + input.u16() % 2048, input.u32(), input.u32());
+                match self.last_synack.filter(|_| mode & 1 != 0) {
+                    Some((peer_port, synack_seq, synack_ack)) => {
+                        if mode & 2 == 0 {
+                            (seq_delta, ack_delta) = (0, 0);
+                        }
+                        if mode & 8 == 0 {
+                            flags = TcpFlags::ACK | TcpFlags(flags.0 & TcpFlags::PSH.0);
+                        }
+                        (
+                            SocketAddrV4::new(PEER, peer_port),
+                            SocketAddrV4::new(OURS, LISTEN_PORT),
+                            synack_ack,
+                            synack_seq.wrapping_add(1),
+                        )
+                    }
+                    None => {
+                        if mode & 4 == 0 {
+                            flags = TcpFlags::SYN;
+                        }
+                        (
+                            SocketAddrV4::new(PEER, port),
+                            SocketAddrV4::new(OURS, LISTEN_PORT),
+                            seq,
+                            ack,
+                        )
+                    }
+                }
+            }
         };
         let mut repr = segment(
             src.port(),
