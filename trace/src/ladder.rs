@@ -82,6 +82,9 @@ struct Pending {
     numbered: bool,
     marks: Vec<String>,
     dropped_by_link: bool,
+    /// tcpd discarded it (a drop note followed): it tells nothing about the
+    /// peer's state (it may be old, or forged).
+    dropped_by_tcpd: bool,
 }
 
 /// The renderer of one connection's ladder. Feed it events in order with
@@ -449,6 +452,7 @@ impl Ladder {
             numbered,
             marks,
             dropped_by_link: false,
+            dropped_by_tcpd: false,
         });
     }
 
@@ -516,7 +520,10 @@ impl Ladder {
                 let reason = reason.unwrap_or("unacceptable").replace('_', "-");
                 let mark = format!("dropped by tcpd: {reason}");
                 match &mut self.pending {
-                    Some(p) if p.seg.dir == Dir::In => p.marks.push(mark),
+                    Some(p) if p.seg.dir == Dir::In => {
+                        p.marks.push(mark);
+                        p.dropped_by_tcpd = true;
+                    }
                     _ => {
                         self.flush(rows);
                         rows.push(self.note_row(event.t_us, &mark, bad));
@@ -602,7 +609,8 @@ impl Ladder {
         let peer_before = self.peer.as_ref().map(|m| m.state);
         if let Some(peer) = &mut self.peer {
             match seg.dir {
-                Dir::In => peer.peer_sent(seg),
+                Dir::In if !p.dropped_by_tcpd => peer.peer_sent(seg),
+                Dir::In => {}
                 Dir::Out if !p.dropped_by_link => peer.peer_received(seg),
                 Dir::Out => {}
             }

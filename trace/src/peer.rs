@@ -10,7 +10,10 @@
 //! CLOSED; receiving a FIN moves ESTABLISHED to CLOSE-WAIT, FIN-WAIT-1 to
 //! CLOSING and FIN-WAIT-2 to TIME-WAIT (the ACK part of a segment is
 //! processed before its FIN, RFC 9293 §3.10.7.4 fifth and eighth checks); a
-//! RST either way ends in CLOSED.
+//! RST either way ends in CLOSED. The ladder applies an arriving segment
+//! only if tcpd accepted it: one tcpd discarded (out of window, a RST that
+//! earned a challenge ACK...) may be old or forged and says nothing of the
+//! peer.
 
 use crate::event::Segment;
 use tcpd_stack::{SeqNum, TcpState};

@@ -365,4 +365,8 @@ fn drops_by_reason_and_challenge_acks_are_marked() {
         "the ACK that answers it:\n{text}"
     );
     assert!(text.contains("dropped by tcpd: bad-checksum"), "{text}");
+    assert!(
+        !text.contains("<-- CLOSED") && !text.contains("--> CLOSED"),
+        "a forged RST does not close the peer in tcpd's model:\n{text}"
+    );
 }
