@@ -441,6 +441,7 @@ pub fn kernel_listener(ns: &Netns) -> (std::net::TcpListener, std::net::SocketAd
     };
     let port = listener.local_addr().expect("listener address").port();
     (listener, std::net::SocketAddrV4::new(HOST_ADDR, port))
+}
 
 /// A namespace with a running daemon, for a test; the daemon is stopped
 /// before the namespace goes (fields drop in declaration order).
