@@ -30,6 +30,18 @@ abort() {
     fail "$*"
     finish
 }
+# package_under_test: sets DEB to the .deb to test: $TCPD_DEB, or what
+# packaging/build-deb makes (which honours TCPD_DEB_NO_BUILD=1). Run from the
+# workspace root; aborts when there is no package.
+package_under_test() {
+    if [[ -n "${TCPD_DEB:-}" ]]; then
+        DEB="$TCPD_DEB"
+    else
+        echo "$(basename "$0"): packaging/build-deb"
+        DEB="$(packaging/build-deb)" || abort "packaging/build-deb"
+    fi
+    [[ -f "$DEB" ]] || abort "package $DEB exists"
+}
 # indent PREFIX FILE...: shows command output under a check, marked as such.
 indent() {
     local prefix="$1"

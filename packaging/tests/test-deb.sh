@@ -36,7 +36,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-# pass, fail, check, finish, abort, indent
+# pass, fail, check, finish, abort, package_under_test, indent
 . "$ROOT/packaging/tests/checks.sh"
 
 if [[ "$(id -u)" != 0 ]]; then
@@ -103,13 +103,7 @@ check "tcpd.service does not set PrivateNetwork= or PrivateUsers=" \
     bash -c '! grep -Eq "^(PrivateNetwork|PrivateUsers)=" systemd/tcpd.service'
 
 # ------------------------------------------------------------- build ---------
-if [[ -n "${TCPD_DEB:-}" ]]; then
-    DEB="$TCPD_DEB"
-else
-    echo "test-deb.sh: packaging/build-deb"
-    DEB="$(packaging/build-deb)" || abort "packaging/build-deb"
-fi
-[[ -f "$DEB" ]] || abort "package $DEB exists"
+package_under_test
 pass "built $(basename "$DEB")"
 ARCH="$(dpkg-architecture -qDEB_HOST_ARCH)"
 check "package file is named tcpd_${VERSION}-1_${ARCH}.deb" \

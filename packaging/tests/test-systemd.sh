@@ -57,13 +57,7 @@ fi
 [[ -c /dev/net/tun ]] || cannot "no /dev/net/tun on this machine"
 
 # ------------------------------------------------------------ package --------
-if [[ -n "${TCPD_DEB:-}" ]]; then
-    DEB="$TCPD_DEB"
-else
-    echo "test-systemd.sh: packaging/build-deb"
-    DEB="$(packaging/build-deb)" || abort "packaging/build-deb"
-fi
-[[ -f "$DEB" ]] || abort "package $DEB exists"
+package_under_test
 echo "test-systemd.sh: testing $DEB"
 
 # --------------------------------------------------------- Debian root -------
