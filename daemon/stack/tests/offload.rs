@@ -440,3 +440,39 @@ fn offload_off_keeps_mss_segments() {
         assert_eq!(parse_tcp(packet).payload.len(), MSS);
     }
 }
+
+proptest::proptest! {
+    /// Arbitrary virtio-net headers in front of a live connection's data
+    /// (bad gso_size, hdr_len, csum_start/csum_offset beyond the packet):
+    /// the link's parse refuses what does not fit (counted), the stack
+    /// refuses offsets it cannot honour (counted), nothing panics, and no
+    /// refused packet reaches the connection.
+    #[test]
+    fn arbitrary_virtio_headers_are_dropped_and_counted(
+        header in proptest::collection::vec(proptest::prelude::any::<u8>(), virtio::HEADER_LEN),
+        payload in 0usize..3000,
+    ) {
+        let mut p = Pair::new(offload_config(ADDR_B, 12));
+        p.a.set_option(p.now, p.client, SockOption::NoDelay(true)).expect("nodelay");
+        p.a.send(p.now, p.client, &data(payload.max(1))).expect("send");
+        let out = emit(&mut p.a, p.now);
+        let mut bytes = header.clone();
+        bytes.extend_from_slice(&out[0].packet);
+        let drops = |s: &Stack| s.stats().drops(DropReason::Offload);
+        let before = drops(&p.b);
+        match VirtioNetRepr::parse(&bytes) {
+            Err(_) => {
+                p.b.count_link_drop(DropReason::Offload);
+                proptest::prop_assert_eq!(drops(&p.b), before + 1);
+            }
+            Ok((repr, packet)) => {
+                p.b.handle_packet_offload(p.now, packet, &repr);
+                if let Checksum::Partial { start, offset } = repr.checksum
+                    && (start, offset) != (20, 16)
+                {
+                    proptest::prop_assert_eq!(drops(&p.b), before + 1);
+                }
+            }
+        }
+    }
+}
