@@ -151,6 +151,16 @@ install_phase() {
     check "/dev/net/tun is the TUN device (char 10:200)" \
         test "$(stat -c '%F %t:%T' /dev/net/tun)" = "character special file a:c8"
     echo "     /dev/net/tun mode $(stat -c %a /dev/net/tun) (the host's; set to 600 for boot 1)"
+    # DevicePolicy=closed needs a device cgroup the container's systemd can
+    # use (cgroup v2 BPF, or a delegated v1 devices controller). Where it
+    # has one, tcpd's start below also proves that DeviceAllow=/dev/net/tun
+    # covers the node bound over it; where not, say so.
+    if timeout 30 systemd-run --wait --pipe --quiet -p DevicePolicy=closed \
+        sh -c 'exec 3<>/dev/net/tun' 2>/dev/null; then
+        echo "     note: this container does not enforce DevicePolicy= (no usable device cgroup): tcpd.service's DeviceAllow= is not exercised here"
+    else
+        pass "DevicePolicy=closed is enforced here (denies /dev/net/tun), so tcpd.service's DeviceAllow= is exercised"
+    fi
 
     # The strict case first: a 0600 root node, as on hosts without Debian's
     # udev rule. (nspawn's copy of the host's node: the host's stays as is.)
