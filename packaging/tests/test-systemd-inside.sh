@@ -155,12 +155,14 @@ install_phase() {
     # use (cgroup v2 BPF, or a delegated v1 devices controller). Where it
     # has one, tcpd's start below also proves that DeviceAllow=/dev/net/tun
     # covers the node bound over it; where not, say so.
-    if timeout 30 systemd-run --wait --pipe --quiet -p DevicePolicy=closed \
-        sh -c 'exec 3<>/dev/net/tun' 2>/dev/null; then
-        echo "     note: this container does not enforce DevicePolicy= (no usable device cgroup): tcpd.service's DeviceAllow= is not exercised here"
-    else
-        pass "DevicePolicy=closed is enforced here (denies /dev/net/tun), so tcpd.service's DeviceAllow= is exercised"
-    fi
+    local opened
+    opened="$(timeout 30 systemd-run --wait --pipe --quiet -p DevicePolicy=closed \
+        sh -c 'if exec 3<>/dev/net/tun; then echo opened; else echo denied; fi' 2>/dev/null)"
+    case "$opened" in
+        opened) echo "     note: this container does not enforce DevicePolicy= (no usable device cgroup): tcpd.service's DeviceAllow= is not exercised here" ;;
+        denied) pass "DevicePolicy=closed is enforced here (denies /dev/net/tun), so tcpd.service's DeviceAllow= is exercised" ;;
+        *) fail "systemd-run -p DevicePolicy=closed runs a probe ('$opened')" ;;
+    esac
 
     # The strict case first: a 0600 root node, as on hosts without Debian's
     # udev rule. (nspawn's copy of the host's node: the host's stays as is.)
