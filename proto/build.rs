@@ -1,15 +1,20 @@
-//! Generates the tcpd.v1 messages and services with protox (pure Rust, so no
-//! system `protoc` is needed) and tonic-prost-build.
+//! Generates the tcpd.v2 messages and services with protox (pure Rust, so no
+//! system `protoc` is needed) and tonic-prost-build, and writes the encoded
+//! descriptor set for server reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/tcpd/v1/tcpd.proto";
+    let proto = "proto/tcpd/v2/tcpd.proto";
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tcpd_v2_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        // The `Connect` RPC would clash with the generated `connect` constructor;
-        // clients build a Channel themselves and call `SocketClient::new`.
+        // Clients build a Channel themselves (Unix socket) and call `new`.
         .build_transport(false)
         .compile_fds(descriptors)?;
     Ok(())

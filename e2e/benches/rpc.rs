@@ -3,7 +3,7 @@
 //!
 //! - `unary GetSockName (Socket)`: one client → daemon → client round trip
 //!   through `tcpd-client`'s low-level [`tcpd_client::Socket`];
-//! - `unary GetSockName (raw tonic)`: the same call on the generated
+//! - `unary GetSocketName (raw tonic)`: the same call on the generated
 //!   `SocketClient`, to separate the library's cost from gRPC's;
 //! - `stream 1-byte echo`: one byte written and read back through a
 //!   [`tcpd_client::TcpStream`] (the Stream RPC data path) to a kernel echo
@@ -130,12 +130,12 @@ fn main() -> anyhow::Result<()> {
                 time_async(&rt, iters, || async { socket.local_addr().await.map(drop) })
             });
         });
-        group.bench_function("unary GetSockName (raw tonic)", |b| {
+        group.bench_function("unary GetSocketName (raw tonic)", |b| {
             b.iter_custom(|iters| {
                 time_async(&rt, iters, || {
                     let mut rpc = client.rpc();
                     async move {
-                        rpc.get_sock_name(tcpd_proto::v1::HandleRequest { handle })
+                        rpc.get_socket_name(tcpd_proto::v2::GetSocketNameRequest { handle })
                             .await
                             .map(drop)
                             .map_err(tcpd_client::status_to_io)

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TCPD_ADDR, payload, require_privileges, sha256_hex};
 use tcpd_proto::errno;
-use tcpd_proto::v1;
-use tcpd_proto::v1::admin_client::AdminClient;
-use tcpd_proto::v1::socket_client::SocketClient;
+use tcpd_proto::v2 as v1;
+use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
+use tcpd_proto::v2::socket_service_client::SocketServiceClient as SocketClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
@@ -67,7 +67,7 @@ async fn connections(admin: &mut AdminClient<Channel>) -> Vec<v1::ConnectionInfo
         .connections
 }
 
-fn port_of(addr: &Option<v1::SockAddr>) -> u32 {
+fn port_of(addr: &Option<v1::SocketAddress>) -> u32 {
     addr.as_ref().map_or(0, |a| a.port)
 }
 
@@ -184,7 +184,7 @@ async fn transfer_to_kernel(env: &Env, port: u16, size: usize) -> u16 {
         .tcp_connect(&SocketAddrV4::new(HOST_ADDR, port))
         .await
         .expect("connect to the kernel listener");
-    let local_port = stream.local_addr().await.expect("local addr").port();
+    let local_port = stream.local_addr().expect("local addr").port();
     let received = exchange(stream, to_kernel, false).await;
     assert_eq!(received, to_tcpd_sha, "bytes tcpd received from the kernel");
     let kernel_received = tokio::task::spawn_blocking(move || server.join())
@@ -217,7 +217,7 @@ fn tcpd_client_to_kernel_listener_10mib_each_way() {
             .tcp_connect(&SocketAddrV4::new(HOST_ADDR, 5001))
             .await
             .expect("connect");
-        let local_port = stream.local_addr().await.expect("local addr").port();
+        let local_port = stream.local_addr().expect("local addr").port();
         // During the transfer the connection is ESTABLISHED, owned by us.
         let rows = connections(&mut admin).await;
         let row = rows
@@ -325,7 +325,9 @@ fn kernel_client_to_tcpd_listener_10mib_each_way() {
             && !transitions.contains(&(v1::TcpState::LastAck as i32, v1::TcpState::Closed as i32))
         {
             let next = tokio::time::timeout(Duration::from_secs(1), watch.message()).await;
-            if let Ok(Ok(Some(change))) = next
+            if let Ok(Ok(Some(v1::WatchResponse {
+                change: Some(change),
+            }))) = next
                 && port_of(&change.remote) == u32::from(kernel_port)
             {
                 transitions.push((change.old_state, change.new_state));
@@ -514,7 +516,7 @@ async fn session_as(path: &Path, uid: u32, gid: u32) -> io::Result<Channel> {
 }
 
 fn errno_of(status: tonic::Status) -> i32 {
-    tcpd_proto::status_errno(&status)
+    tcpd_proto::status_errno(&status).unwrap_or_else(|| panic!("no errno in {status:?}"))
 }
 
 #[test]
@@ -540,9 +542,12 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
                 .await
                 .expect("bob session"),
         );
-        let addr = |port: u32| v1::SockAddr { ip: 0, port };
+        let addr = |port: u32| v1::SocketAddress {
+            port,
+            ..Default::default()
+        };
         let h = alice
-            .socket(v1::SocketRequest {})
+            .socket(v1::SocketRequest::default())
             .await
             .expect("socket")
             .into_inner()
@@ -551,7 +556,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
         let err = alice
             .bind(v1::BindRequest {
                 handle: h,
-                addr: Some(addr(80)),
+                address: Some(addr(80)),
             })
             .await
             .expect_err("port 80 as uid 64001");
@@ -559,7 +564,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
         alice
             .bind(v1::BindRequest {
                 handle: h,
-                addr: Some(addr(7000)),
+                address: Some(addr(7000)),
             })
             .await
             .expect("bind 7000");
@@ -567,6 +572,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
             .listen(v1::ListenRequest {
                 handle: h,
                 backlog: 4,
+                ..Default::default()
             })
             .await
             .expect("listen");
@@ -580,12 +586,15 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
             .expect_err("accept on a foreign handle");
         assert_eq!(errno_of(e), errno::EBADF);
         let e = bob
-            .get_sock_name(v1::HandleRequest { handle: h })
+            .get_socket_name(v1::GetSocketNameRequest { handle: h })
             .await
             .expect_err("getsockname on a foreign handle");
         assert_eq!(errno_of(e), errno::EBADF);
         let e = bob
-            .close(v1::HandleRequest { handle: h })
+            .close(v1::CloseRequest {
+                handle: h,
+                abort: false,
+            })
             .await
             .expect_err("close on a foreign handle");
         assert_eq!(errno_of(e), errno::EBADF);
@@ -612,25 +621,19 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
         );
         let e = bob_admin
             .abort(v1::AbortRequest {
-                local: Some(v1::SockAddr {
-                    ip: u32::from(TCPD_ADDR),
-                    port: 7000,
-                }),
-                remote: Some(v1::SockAddr {
-                    ip: u32::from(HOST_ADDR),
-                    port: 1,
-                }),
+                local: Some(std::net::SocketAddrV4::new(TCPD_ADDR, 7000).into()),
+                remote: Some(std::net::SocketAddrV4::new(HOST_ADDR, 1).into()),
             })
             .await
             .expect_err("abort as non-root");
         assert_eq!(errno_of(e), errno::EPERM);
         // Alice's listener is intact and listed with her credentials.
         let name = alice
-            .get_sock_name(v1::HandleRequest { handle: h })
+            .get_socket_name(v1::GetSocketNameRequest { handle: h })
             .await
             .expect("getsockname")
             .into_inner();
-        assert_eq!(name.addr.map(|a| a.port), Some(7000));
+        assert_eq!(name.address.map(|a| a.port), Some(7000));
         let mut admin = admin(&env.daemon).await;
         let rows = connections(&mut admin).await;
         let row = rows
@@ -643,7 +646,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
         let e = alice
             .bind(v1::BindRequest {
                 handle: h,
-                addr: Some(addr(70000)),
+                address: Some(addr(70000)),
             })
             .await
             .expect_err("port out of range");
@@ -665,14 +668,14 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
                 .expect("root session"),
         );
         let r = root
-            .socket(v1::SocketRequest {})
+            .socket(v1::SocketRequest::default())
             .await
             .expect("socket")
             .into_inner()
             .handle;
         root.bind(v1::BindRequest {
             handle: r,
-            addr: Some(addr(80)),
+            address: Some(addr(80)),
         })
         .await
         .expect("root binds port 80");
@@ -851,7 +854,10 @@ fn garbage_on_the_api_socket_is_harmless() {
             .expect("the daemon still answers")
             .into_inner();
         assert_eq!(status.tun_name, "tcpd0");
-        assert_eq!(status.address.map(|a| a.ip), Some(u32::from(TCPD_ADDR)));
+        assert_eq!(
+            status.address.map(|a| a.ip),
+            Some(TCPD_ADDR.octets().to_vec())
+        );
         assert_eq!(status.mtu, 1500);
     });
 }

@@ -27,8 +27,8 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, sendto, socket,
 };
 use tcpd_e2e::{Daemon, Env, HOST_ADDR, TCPD_ADDR};
-use tcpd_proto::v1;
-use tcpd_proto::v1::admin_client::AdminClient;
+use tcpd_proto::v2 as v1;
+use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
 use tcpd_stack::SeqNum;
 use tcpd_stack::wire::{IpProtocol, Ipv4Repr, TcpFlags, TcpOptions, TcpRepr};
 use tonic::transport::Channel;
@@ -49,7 +49,7 @@ async fn admin(daemon: &Daemon) -> AdminClient<Channel> {
     )
 }
 
-async fn stats(admin: &mut AdminClient<Channel>) -> v1::StatsReply {
+async fn stats(admin: &mut AdminClient<Channel>) -> v1::StatsResponse {
     admin
         .stats(v1::StatsRequest {})
         .await
@@ -660,7 +660,10 @@ fn idle_api_connections_are_dropped_but_sessions_in_use_stay() {
             .expect("watch stream alive")
             .expect("an event")
     });
-    assert_eq!(event.local.map(|a| a.port), Some(u32::from(port)));
+    assert_eq!(
+        event.change.and_then(|c| c.local).map(|a| a.port),
+        Some(u32::from(port))
+    );
     // The socket holder's session was kept: its handle still works (a
     // dropped session's sockets are closed, EBADF on a new connection).
     let bound = rt

@@ -1,26 +1,41 @@
-//! `tcpd-proto`: the tcpd.v1 wire API shared by the daemon and every client.
+//! `tcpd-proto`: the tcpd.v2 wire API shared by the daemon and every client.
 //!
-//! Owns the generated protobuf messages and tonic services (module [`v1`]) and
-//! the one convention every failure follows: a [`tonic::Status`] whose
-//! `details` carry an encoded [`v1::Errno`]. [`errno_status`] builds such a
-//! status; [`status_errno`] reads the errno back (clients turn it into
-//! `io::Error::from_raw_os_error` or C `errno`).
+//! Owns the generated protobuf messages and tonic services (module [`v2`]),
+//! the encoded descriptor set for server reflection ([`FILE_DESCRIPTOR_SET`]),
+//! and the one convention every failure follows: a [`tonic::Status`] whose
+//! details are a standard `google.rpc.Status` carrying
+//! `ErrorInfo { reason: "ECONNREFUSED", domain: "tcpd", metadata: { errno: "111" } }`
+//! (built with `tonic-types`, so grpcurl and other-language clients read it).
+//! [`errno_status`] builds such a status; [`status_errno`] reads the errno
+//! back. Errno numbers and names come from `libc`/`nix`, never a hand table.
 
 #![allow(missing_debug_implementations)]
 
-/// Generated code for package `tcpd.v1`.
-pub mod v1 {
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Generated code for package `tcpd.v2`.
+pub mod v2 {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
-    tonic::include_proto!("tcpd.v1");
+    tonic::include_proto!("tcpd.v2");
 }
 
-use prost::Message;
+/// The encoded `FileDescriptorSet` of tcpd.v2, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tcpd_v2_descriptor.bin"));
 
 /// Default path of the daemon's Unix socket.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/tcpd/tcpd.sock";
 
 /// Environment variable clients read to find the daemon's socket.
 pub const SOCKET_ENV: &str = "TCPD_SOCKET";
+
+/// The `ErrorInfo.domain` of every tcpd error.
+pub const ERROR_DOMAIN: &str = "tcpd";
+
+/// The `ErrorInfo.metadata` key holding the errno number.
+pub const ERRNO_KEY: &str = "errno";
 
 /// The socket path a client should use: `$TCPD_SOCKET`, else the default.
 pub fn socket_path_from_env() -> String {
@@ -30,162 +45,159 @@ pub fn socket_path_from_env() -> String {
         .unwrap_or_else(|| DEFAULT_SOCKET_PATH.to_string())
 }
 
+/// Linux errno numbers, from `libc` (re-exported so every crate names them
+/// the same way).
+pub mod errno {
+    #![allow(missing_docs)]
+    pub use libc::{
+        EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EBUSY, ECANCELED,
+        ECONNABORTED, ECONNREFUSED, ECONNRESET, EDESTADDRREQ, EEXIST, EFAULT, EHOSTUNREACH,
+        EINPROGRESS, EINTR, EINVAL, EIO, EISCONN, EMFILE, EMSGSIZE, ENETUNREACH, ENOBUFS, ENOENT,
+        ENOMEM, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPERM, EPIPE, EPROTO, ETIMEDOUT,
+    };
+}
+
+/// Symbolic name of an errno number ("ECONNREFUSED"), from `nix`; the
+/// number itself ("errno 4095") for one Linux does not define.
+pub fn errno_name(e: i32) -> String {
+    match nix::errno::Errno::from_raw(e) {
+        nix::errno::Errno::UnknownErrno => format!("errno {e}"),
+        known => format!("{known:?}"),
+    }
+}
+
+/// The errno number for a symbolic name, if Linux defines it.
+pub fn errno_from_name(name: &str) -> Option<i32> {
+    // Linux errno numbers are below 134; scan them rather than keep a table.
+    (1..256).find(|&n| errno_name(n) == name)
+}
+
 /// Builds the status for a failed call carrying `errno` (a Linux errno number).
 ///
 /// `message` is free text for humans; the errno is authoritative.
 pub fn errno_status(errno: i32, message: impl Into<String>) -> tonic::Status {
     let name = errno_name(errno);
-    let details = v1::Errno {
-        number: errno,
-        name: name.to_string(),
-    }
-    .encode_to_vec();
     let mut message = message.into();
     if message.is_empty() {
-        message = name.to_string();
+        message.clone_from(&name);
     }
-    tonic::Status::with_details(errno_code(errno), message, details.into())
+    let details = ErrorDetails::with_error_info(
+        name,
+        ERROR_DOMAIN,
+        HashMap::from([(ERRNO_KEY.to_string(), errno.to_string())]),
+    );
+    tonic::Status::with_error_details(errno_code(errno), message, details)
 }
 
-/// Reads the errno carried by a status built with [`errno_status`].
-///
-/// Statuses without errno details (transport failures, a daemon that went
-/// away) map to a best guess from the gRPC code, so a client always has an
-/// errno to report.
-pub fn status_errno(status: &tonic::Status) -> i32 {
-    if let Ok(errno) = v1::Errno::decode(status.details())
-        && errno.number != 0
-    {
-        return errno.number;
+/// Reads the errno carried by a status built with [`errno_status`]; `None`
+/// when the status carries none (it came from the transport, not tcpd).
+pub fn status_errno(status: &tonic::Status) -> Option<i32> {
+    let details = status.get_error_details();
+    let info = details.error_info()?;
+    if info.domain != ERROR_DOMAIN {
+        return None;
     }
-    use tonic::Code;
-    match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => errno::EINVAL,
-        Code::NotFound => errno::EBADF,
-        Code::AlreadyExists => errno::EEXIST,
-        Code::PermissionDenied | Code::Unauthenticated => errno::EPERM,
-        Code::ResourceExhausted => errno::ENOBUFS,
-        Code::DeadlineExceeded => errno::ETIMEDOUT,
-        Code::Unavailable => errno::ECONNREFUSED,
-        Code::Cancelled => errno::ECANCELED,
-        Code::Unimplemented => errno::EOPNOTSUPP,
-        _ => errno::EIO,
-    }
+    info.metadata
+        .get(ERRNO_KEY)
+        .and_then(|n| n.parse().ok())
+        .or_else(|| errno_from_name(&info.reason))
+        .filter(|n| *n != 0)
 }
 
-/// Coarse gRPC code for an errno; clients should read the errno, not this.
-fn errno_code(e: i32) -> tonic::Code {
+/// The gRPC code for an errno, chosen so retry policies behave: only a
+/// daemon that does not answer is UNAVAILABLE (retryable); "try again
+/// later" socket states (EAGAIN, EINPROGRESS) are FAILED_PRECONDITION, and
+/// connection failures ABORTED, which no default policy retries.
+pub fn errno_code(e: i32) -> tonic::Code {
+    use errno::*;
     use tonic::Code;
     match e {
-        errno::EINVAL | errno::EAFNOSUPPORT | errno::ENOPROTOOPT => Code::InvalidArgument,
-        errno::EBADF | errno::ENOTSOCK | errno::ENOENT => Code::NotFound,
-        errno::EADDRINUSE | errno::EISCONN | errno::EALREADY => Code::AlreadyExists,
-        errno::EACCES | errno::EPERM => Code::PermissionDenied,
-        errno::ENOBUFS | errno::ENOMEM | errno::EMFILE => Code::ResourceExhausted,
-        errno::ETIMEDOUT => Code::DeadlineExceeded,
-        errno::EAGAIN | errno::EINPROGRESS => Code::Unavailable,
-        errno::ENOTCONN | errno::EPIPE | errno::ECONNRESET | errno::ECONNREFUSED => {
-            Code::FailedPrecondition
+        EINVAL | EAFNOSUPPORT | ENOPROTOOPT | EDESTADDRREQ | EMSGSIZE | EFAULT => {
+            Code::InvalidArgument
         }
-        errno::EOPNOTSUPP => Code::Unimplemented,
+        EBADF | ENOTSOCK | ENOENT => Code::NotFound,
+        EADDRINUSE | EISCONN | EALREADY | EEXIST => Code::AlreadyExists,
+        EACCES | EPERM => Code::PermissionDenied,
+        ENOBUFS | ENOMEM | EMFILE => Code::ResourceExhausted,
+        ETIMEDOUT => Code::DeadlineExceeded,
+        EAGAIN | EINPROGRESS | ENOTCONN | EPIPE | EBUSY | EADDRNOTAVAIL => Code::FailedPrecondition,
+        ECONNRESET | ECONNREFUSED | ECONNABORTED | EHOSTUNREACH | ENETUNREACH => Code::Aborted,
+        ECANCELED => Code::Cancelled,
+        EOPNOTSUPP => Code::Unimplemented,
         _ => Code::Unknown,
     }
 }
 
-/// Linux errno numbers used by tcpd (x86_64/aarch64 values, which agree).
-pub mod errno {
-    #![allow(missing_docs)]
-    pub const EPERM: i32 = 1;
-    pub const ENOENT: i32 = 2;
-    pub const EINTR: i32 = 4;
-    pub const EIO: i32 = 5;
-    pub const EBADF: i32 = 9;
-    pub const EAGAIN: i32 = 11;
-    pub const ENOMEM: i32 = 12;
-    pub const EACCES: i32 = 13;
-    pub const EFAULT: i32 = 14;
-    pub const EEXIST: i32 = 17;
-    pub const EINVAL: i32 = 22;
-    pub const EMFILE: i32 = 24;
-    pub const EPIPE: i32 = 32;
-    pub const ENOTSOCK: i32 = 88;
-    pub const EDESTADDRREQ: i32 = 89;
-    pub const EMSGSIZE: i32 = 90;
-    pub const ENOPROTOOPT: i32 = 92;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const EAFNOSUPPORT: i32 = 97;
-    pub const EADDRINUSE: i32 = 98;
-    pub const EADDRNOTAVAIL: i32 = 99;
-    pub const ENETUNREACH: i32 = 101;
-    pub const ECONNABORTED: i32 = 103;
-    pub const ECONNRESET: i32 = 104;
-    pub const ENOBUFS: i32 = 105;
-    pub const EISCONN: i32 = 106;
-    pub const ENOTCONN: i32 = 107;
-    pub const ETIMEDOUT: i32 = 110;
-    pub const ECONNREFUSED: i32 = 111;
-    pub const EHOSTUNREACH: i32 = 113;
-    pub const EALREADY: i32 = 114;
-    pub const EINPROGRESS: i32 = 115;
-    pub const ECANCELED: i32 = 125;
+/// Why a wire address could not become a `std` one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressError {
+    /// `ip` is neither empty, 4 nor 16 octets.
+    BadLength(usize),
+    /// The port does not fit 16 bits.
+    BadPort(u32),
 }
 
-/// Symbolic name of an errno number ("EUNKNOWN" for numbers tcpd never uses).
-pub fn errno_name(e: i32) -> &'static str {
-    use errno::*;
-    match e {
-        EPERM => "EPERM",
-        EINTR => "EINTR",
-        EIO => "EIO",
-        EBADF => "EBADF",
-        ENOENT => "ENOENT",
-        EAGAIN => "EAGAIN",
-        ENOMEM => "ENOMEM",
-        EACCES => "EACCES",
-        EFAULT => "EFAULT",
-        EEXIST => "EEXIST",
-        EINVAL => "EINVAL",
-        EMFILE => "EMFILE",
-        EPIPE => "EPIPE",
-        ENOTSOCK => "ENOTSOCK",
-        EDESTADDRREQ => "EDESTADDRREQ",
-        EMSGSIZE => "EMSGSIZE",
-        ENOPROTOOPT => "ENOPROTOOPT",
-        EOPNOTSUPP => "EOPNOTSUPP",
-        EAFNOSUPPORT => "EAFNOSUPPORT",
-        EADDRINUSE => "EADDRINUSE",
-        EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        ENETUNREACH => "ENETUNREACH",
-        ECONNABORTED => "ECONNABORTED",
-        ECONNRESET => "ECONNRESET",
-        ENOBUFS => "ENOBUFS",
-        EISCONN => "EISCONN",
-        ENOTCONN => "ENOTCONN",
-        ETIMEDOUT => "ETIMEDOUT",
-        ECONNREFUSED => "ECONNREFUSED",
-        EHOSTUNREACH => "EHOSTUNREACH",
-        EALREADY => "EALREADY",
-        EINPROGRESS => "EINPROGRESS",
-        ECANCELED => "ECANCELED",
-        _ => "EUNKNOWN",
-    }
-}
-
-/// Conversions between [`v1::SockAddr`] and `std::net::SocketAddrV4`.
-impl From<std::net::SocketAddrV4> for v1::SockAddr {
-    fn from(a: std::net::SocketAddrV4) -> Self {
-        v1::SockAddr {
-            ip: u32::from(*a.ip()),
-            port: u32::from(a.port()),
+impl std::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddressError::BadLength(n) => write!(f, "address of {n} octets (need 4 or 16)"),
+            AddressError::BadPort(p) => write!(f, "port {p} out of range"),
         }
     }
 }
 
-impl v1::SockAddr {
-    /// The address as a std type; `None` when the port does not fit 16 bits.
-    pub fn to_std(&self) -> Option<std::net::SocketAddrV4> {
-        let port = u16::try_from(self.port).ok()?;
-        Some(std::net::SocketAddrV4::new(self.ip.into(), port))
+impl std::error::Error for AddressError {}
+
+impl From<SocketAddr> for v2::SocketAddress {
+    fn from(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(a) => v2::SocketAddress {
+                ip: a.ip().octets().to_vec(),
+                port: u32::from(a.port()),
+                flowinfo: 0,
+                scope_id: 0,
+            },
+            SocketAddr::V6(a) => v2::SocketAddress {
+                ip: a.ip().octets().to_vec(),
+                port: u32::from(a.port()),
+                flowinfo: a.flowinfo(),
+                scope_id: a.scope_id(),
+            },
+        }
+    }
+}
+
+impl From<std::net::SocketAddrV4> for v2::SocketAddress {
+    fn from(a: std::net::SocketAddrV4) -> Self {
+        SocketAddr::V4(a).into()
+    }
+}
+
+impl v2::SocketAddress {
+    /// The address as a std type (empty `ip` is 0.0.0.0).
+    pub fn to_std(&self) -> Result<SocketAddr, AddressError> {
+        let port = u16::try_from(self.port).map_err(|_| AddressError::BadPort(self.port))?;
+        let ip = match self.ip.len() {
+            0 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            4 => {
+                let mut o = [0u8; 4];
+                o.copy_from_slice(&self.ip);
+                IpAddr::V4(o.into())
+            }
+            16 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&self.ip);
+                let ip = Ipv6Addr::from(o);
+                return Ok(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    port,
+                    self.flowinfo,
+                    self.scope_id,
+                )));
+            }
+            n => return Err(AddressError::BadLength(n)),
+        };
+        Ok(SocketAddr::new(ip, port))
     }
 }
 
@@ -194,27 +206,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errno_round_trips_through_status() {
+    fn errno_round_trips_through_google_rpc_status() {
         let st = errno_status(errno::ECONNREFUSED, "connect");
-        assert_eq!(status_errno(&st), errno::ECONNREFUSED);
+        assert_eq!(status_errno(&st), Some(errno::ECONNREFUSED));
         assert_eq!(st.message(), "connect");
+        assert_eq!(st.code(), tonic::Code::Aborted);
+        let details = st.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "ECONNREFUSED");
+        assert_eq!(info.domain, "tcpd");
+        assert_eq!(info.metadata.get("errno").map(String::as_str), Some("111"));
         let st = errno_status(errno::EAGAIN, "");
         assert_eq!(st.message(), "EAGAIN");
-        assert_eq!(status_errno(&st), errno::EAGAIN);
+        assert_ne!(
+            st.code(),
+            tonic::Code::Unavailable,
+            "EAGAIN must not be retried"
+        );
+        assert_eq!(status_errno(&st), Some(errno::EAGAIN));
     }
 
     #[test]
-    fn statuses_without_details_still_map() {
-        let st = tonic::Status::unavailable("gone");
-        assert_eq!(status_errno(&st), errno::ECONNREFUSED);
+    fn statuses_without_details_carry_no_errno() {
+        assert_eq!(status_errno(&tonic::Status::unavailable("gone")), None);
     }
 
     #[test]
-    fn sockaddr_conversion() {
-        let a = std::net::SocketAddrV4::new([10, 0, 0, 1].into(), 80);
-        let p = v1::SockAddr::from(a);
-        assert_eq!(p.ip, 0x0a00_0001);
-        assert_eq!(p.to_std(), Some(a));
-        assert_eq!(v1::SockAddr { ip: 1, port: 70000 }.to_std(), None);
+    fn errno_names_come_from_nix() {
+        assert_eq!(errno_name(libc::ECONNRESET), "ECONNRESET");
+        assert_eq!(errno_name(libc::ENOENT), "ENOENT");
+        assert_eq!(errno_name(4095), "errno 4095");
+        assert_eq!(errno_from_name("EPIPE"), Some(libc::EPIPE));
+    }
+
+    #[test]
+    fn address_conversion() {
+        let a: SocketAddr = "10.0.0.1:80".parse().expect("addr");
+        let p = v2::SocketAddress::from(a);
+        assert_eq!(p.ip, vec![10, 0, 0, 1]);
+        assert_eq!(p.to_std(), Ok(a));
+        let a6: SocketAddr = "[fd00::1]:443".parse().expect("addr");
+        assert_eq!(v2::SocketAddress::from(a6).to_std(), Ok(a6));
+        let bad = v2::SocketAddress {
+            ip: vec![1, 2, 3],
+            port: 1,
+            ..Default::default()
+        };
+        assert_eq!(bad.to_std(), Err(AddressError::BadLength(3)));
+        let bad = v2::SocketAddress {
+            port: 70000,
+            ..Default::default()
+        };
+        assert_eq!(bad.to_std(), Err(AddressError::BadPort(70000)));
+        assert_eq!(
+            v2::SocketAddress::default().to_std(),
+            Ok("0.0.0.0:0".parse().expect("addr"))
+        );
     }
 }

@@ -1,25 +1,23 @@
-//! [`Event`] to and from the protobuf `tcpd.v1.TraceEvent` (the Admin API's
+//! [`Event`] to and from the protobuf `tcpd.v2.TraceEvent` (the Admin API's
 //! Trace stream). The two carry the same fields; states travel as the
 //! protobuf enum and come back as RFC 9293 names.
 
 use crate::event::{Dir, Event, Kind, Segment, flags_text};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use tcpd_proto::v1;
-use tcpd_proto::v1::trace_event::Event as ProtoKind;
+use tcpd_proto::v2 as v1;
+use tcpd_proto::v2::trace_event::Event as ProtoKind;
 use tcpd_stack::TcpState;
 use tcpd_stack::wire::TcpFlags;
 
-fn addr(a: SocketAddrV4) -> v1::SockAddr {
-    v1::SockAddr {
-        ip: u32::from(*a.ip()),
-        port: u32::from(a.port()),
-    }
+fn addr(a: SocketAddrV4) -> v1::SocketAddress {
+    a.into()
 }
 
-fn from_addr(a: Option<&v1::SockAddr>) -> SocketAddrV4 {
-    a.map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |a| {
-        SocketAddrV4::new(Ipv4Addr::from(a.ip), u16::try_from(a.port).unwrap_or(0))
-    })
+fn from_addr(a: Option<&v1::SocketAddress>) -> SocketAddrV4 {
+    match a.map(v1::SocketAddress::to_std) {
+        Some(Ok(std::net::SocketAddr::V4(a))) => a,
+        _ => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+    }
 }
 
 /// The protobuf enum value of a state given by its RFC name.

@@ -13,9 +13,10 @@
 //! connection fails with `EPIPE` as if `MSG_NOSIGNAL` were always given.
 
 use libc::{c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
-use tcpd_proto::v1::{
-    AcceptRequest, BindRequest, ConnectRequest, GetOptionRequest, HandleRequest, ListenRequest,
-    ReadRequest, SetOptionRequest, ShutdownHow, ShutdownRequest, SocketRequest, WriteRequest,
+use tcpd_proto::v2::{
+    AcceptRequest, BindRequest, CloseRequest, ConnectRequest, GetOptionRequest, GetPeerNameRequest,
+    GetSocketNameRequest, ListenRequest, ReadRequest, SetOptionRequest, ShutdownHow,
+    ShutdownRequest, SocketRequest, WriteRequest,
 };
 
 use crate::fdtable::{self, Lookup};
@@ -57,7 +58,8 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
         return Err(Errno(libc::EPROTONOSUPPORT));
     }
     let placeholder = fdtable::reserve_fd()?;
-    let (reply, session) = rpc_in_session(|mut c| async move { c.socket(SocketRequest {}).await })?;
+    let (reply, session) =
+        rpc_in_session(|mut c| async move { c.socket(SocketRequest::default()).await })?;
     Ok(fdtable::insert(
         placeholder,
         reply.handle,
@@ -90,7 +92,7 @@ pub unsafe extern "C" fn tcpd_bind(fd: c_int, addr: *const sockaddr, addrlen: so
         let addr = unsafe { read_sockaddr_in(addr, addrlen, UnspecAny::Accept)? };
         let request = BindRequest {
             handle: entry.handle,
-            addr: Some(addr),
+            address: Some(addr),
         };
         rpc(|mut c| async move { c.bind(request).await })?;
         Ok(0)
@@ -105,6 +107,7 @@ pub extern "C" fn tcpd_listen(fd: c_int, backlog: c_int) -> c_int {
         let request = ListenRequest {
             handle: entry.handle,
             backlog,
+            ..ListenRequest::default()
         };
         rpc(|mut c| async move { c.listen(request).await })?;
         Ok(0)
@@ -139,7 +142,13 @@ unsafe fn accept_impl(
     if to_sockaddr_in(&peer).is_err() {
         // A malformed reply: do not leak the daemon's socket.
         let handle = reply.handle;
-        let _ = rpc(|mut c| async move { c.close(HandleRequest { handle }).await });
+        let _ = rpc(|mut c| async move {
+            c.close(CloseRequest {
+                handle,
+                abort: true,
+            })
+            .await
+        });
         return Err(Errno(libc::EIO));
     }
     // The new socket does not inherit O_NONBLOCK (Linux accept(2)).
@@ -210,7 +219,7 @@ pub unsafe extern "C" fn tcpd_connect(
         let addr = unsafe { read_sockaddr_in(addr, addrlen, UnspecAny::Reject)? };
         let request = ConnectRequest {
             handle: entry.handle,
-            addr: Some(addr),
+            address: Some(addr),
             nonblocking: entry.nonblocking(),
         };
         rpc(|mut c| async move { c.connect(request).await })?;
@@ -408,8 +417,9 @@ pub extern "C" fn tcpd_close(fd: c_int) -> c_int {
         Lookup::Unknown => Err(Errno(libc::EBADF)),
         Lookup::Orphaned => Ok(0),
         Lookup::Owned(entry) => {
-            let request = HandleRequest {
+            let request = CloseRequest {
                 handle: entry.handle,
+                abort: false,
             };
             rpc(|mut c| async move { c.close(request).await })?;
             Ok(0)
@@ -435,15 +445,19 @@ unsafe fn name_impl(
     let entry = fdtable::lookup(fd)?;
     // SAFETY: forwarded caller guarantee.
     unsafe { check_out_args(addr, addrlen)? };
-    let request = HandleRequest {
-        handle: entry.handle,
-    };
-    let reply = match which {
-        Name::Local => rpc(|mut c| async move { c.get_sock_name(request).await })?,
-        Name::Peer => rpc(|mut c| async move { c.get_peer_name(request).await })?,
+    let handle = entry.handle;
+    let address = match which {
+        Name::Local => {
+            let request = GetSocketNameRequest { handle };
+            rpc(|mut c| async move { c.get_socket_name(request).await })?.address
+        }
+        Name::Peer => {
+            let request = GetPeerNameRequest { handle };
+            rpc(|mut c| async move { c.get_peer_name(request).await })?.address
+        }
     };
     // SAFETY: forwarded caller guarantee.
-    unsafe { write_sockaddr_in(addr, addrlen, &reply.addr.unwrap_or_default())? };
+    unsafe { write_sockaddr_in(addr, addrlen, &address.unwrap_or_default())? };
     Ok(0)
 }
 

@@ -20,10 +20,11 @@ pub struct Errno(pub c_int);
 
 impl Errno {
     /// The daemon's answer for a failed RPC: the errno carried in the
-    /// status details (see `tcpd_proto::errno_status`), or a best guess
-    /// from the gRPC code for transport failures.
+    /// status's `google.rpc.ErrorInfo` (see `tcpd_proto::errno_status`).
+    /// A failure reaching the daemon (no errno) is ECONNABORTED: the
+    /// session is gone, which is not the peer resetting (ECONNRESET).
     pub fn from_status(status: &tonic::Status) -> Errno {
-        Errno(tcpd_proto::status_errno(status))
+        Errno(tcpd_proto::status_errno(status).unwrap_or(libc::ECONNABORTED))
     }
 
     /// The OS error inside an `io::Error`, `fallback` when there is none.

@@ -2,7 +2,7 @@
 //!
 //! A sockets program is ported by renaming its calls (`socket` →
 //! `tcpd_socket`, `poll` → `tcpd_poll`, ...) and linking `-ltcpd`. Every
-//! call maps onto one unary RPC of the daemon's `tcpd.v1.Socket` service
+//! call maps onto one unary RPC of the daemon's `tcpd.v2.SocketService` service
 //! with POSIX semantics: -1 and `errno` on failure (the errno the daemon
 //! sent), blocking unless `O_NONBLOCK`/`MSG_DONTWAIT`.
 //!

@@ -12,7 +12,7 @@
 use std::mem::size_of;
 
 use libc::{c_int, c_void, linger, socklen_t};
-use tcpd_proto::v1::{Linger, OptionValue, SockOpt, option_value::Value};
+use tcpd_proto::v2::{Linger, OptionValue, SocketOption as SockOpt, option_value::Value};
 
 use crate::ffi::{Errno, Result};
 

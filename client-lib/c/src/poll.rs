@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, nfds_t, pollfd};
-use tcpd_proto::v1::{PollEntry, PollReply, PollRequest};
+use tcpd_proto::v2::{PollEntry, PollRequest, PollResponse as PollReply};
 
 use crate::fdtable::{self, Lookup};
 use crate::ffi::{Errno, Result, ffi_call};

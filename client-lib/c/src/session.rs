@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tcpd_client::transport::connect_channel_with;
-use tcpd_proto::v1::socket_client::SocketClient;
+use tcpd_proto::v2::socket_service_client::SocketServiceClient as SocketClient;
 use tonic::transport::Channel;
 
 use crate::ffi::{Errno, Result};

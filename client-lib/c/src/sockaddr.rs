@@ -6,12 +6,13 @@
 //! written (a short buffer gets a truncated address, as POSIX specifies) and
 //! `*addrlen` is always set to the full size, `sizeof(struct sockaddr_in)`.
 //!
-//! The wire form [`SockAddr`] keeps the address and port in host order.
+//! The wire form [`SockAddr`] (`tcpd.v2.SocketAddress`) keeps the address
+//! as network-order octets (4 for IPv4) and the port as a number.
 
 use std::mem::size_of;
 
 use libc::{sockaddr, sockaddr_in, socklen_t};
-use tcpd_proto::v1::SockAddr;
+use tcpd_proto::v2::SocketAddress as SockAddr;
 
 use crate::ffi::{Errno, Result};
 
@@ -57,8 +58,9 @@ pub unsafe fn read_sockaddr_in(
         return Err(Errno(libc::EAFNOSUPPORT));
     }
     Ok(SockAddr {
-        ip,
+        ip: ip.to_be_bytes().to_vec(),
         port: u32::from(u16::from_be(raw.sin_port)),
+        ..SockAddr::default()
     })
 }
 
@@ -66,12 +68,15 @@ pub unsafe fn read_sockaddr_in(
 pub fn to_sockaddr_in(addr: &SockAddr) -> Result<sockaddr_in> {
     // A daemon never sends a port above 65535; treat one as a protocol error.
     let port = u16::try_from(addr.port).map_err(|_| Errno(libc::EIO))?;
+    let ip = match addr.ip.as_slice() {
+        [] => 0,
+        &[a, b, c, d] => u32::from_be_bytes([a, b, c, d]),
+        _ => return Err(Errno(libc::EAFNOSUPPORT)),
+    };
     Ok(sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: addr.ip.to_be(),
-        },
+        sin_addr: libc::in_addr { s_addr: ip.to_be() },
         sin_zero: [0; 8],
     })
 }
@@ -145,7 +150,7 @@ mod tests {
     fn reads_network_order_into_host_order() {
         let a = c_addr(libc::AF_INET, [10, 0, 0, 2], 8080);
         let w = read(&a, 16, UnspecAny::Reject).unwrap();
-        assert_eq!(w.ip, 0x0a00_0002);
+        assert_eq!(w.ip, vec![10, 0, 0, 2]);
         assert_eq!(w.port, 8080);
     }
 
@@ -181,8 +186,9 @@ mod tests {
     #[test]
     fn output_is_truncated_and_length_is_always_full() {
         let value = SockAddr {
-            ip: 0x7f00_0001,
+            ip: vec![127, 0, 0, 1],
             port: 0x1234,
+            ..SockAddr::default()
         };
         let mut buf = [0xAAu8; 32];
         let mut len: socklen_t = 4;
@@ -203,7 +209,11 @@ mod tests {
 
     #[test]
     fn output_checks_pointers_and_negative_length() {
-        let value = SockAddr { ip: 1, port: 2 };
+        let value = SockAddr {
+            ip: vec![0, 0, 0, 1],
+            port: 2,
+            ..SockAddr::default()
+        };
         let mut len: socklen_t = 16;
         // SAFETY: null addr is rejected before any access.
         let r = unsafe { write_sockaddr_in(std::ptr::null_mut(), &mut len, &value) };

@@ -101,7 +101,7 @@ impl TcpStream {
 
     /// The local address (one call to the daemon).
     pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
-        block_on(self.inner.local_addr())?
+        self.inner.local_addr()
     }
 
     /// The daemon's handle of the socket.

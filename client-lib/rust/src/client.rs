@@ -13,12 +13,11 @@
 //! constructors (`TcpStream::connect`, `TcpListener::bind`...).
 
 use std::io;
-use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::Duration;
 
-use tcpd_proto::v1;
-use tcpd_proto::v1::socket_client::SocketClient;
+use tcpd_proto::v2;
+use tcpd_proto::v2::socket_service_client::SocketServiceClient as SocketClient;
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
@@ -51,7 +50,10 @@ impl Client {
     /// ```
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
         let path = path.as_ref().to_path_buf();
-        let channel = runtime::run(connect_channel(path)).await??;
+        let shown = path.display().to_string();
+        let channel = runtime::run(connect_channel(path))
+            .await?
+            .map_err(|e| crate::transport::unreachable(&shown, e))?;
         Ok(Client::from_channel(channel))
     }
 
@@ -115,10 +117,10 @@ impl Client {
             // poll(2) takes an int; longer waits are clamped to ~24.8 days.
             Some(t) => i32::try_from(t.as_millis()).unwrap_or(i32::MAX),
         };
-        let request = v1::PollRequest {
+        let request = v2::PollRequest {
             entries: entries
                 .iter()
-                .map(|(handle, events)| v1::PollEntry {
+                .map(|(handle, events)| v2::PollEntry {
                     handle: *handle,
                     events: events.bits(),
                 })
@@ -139,13 +141,5 @@ impl Client {
             .iter()
             .map(|e| PollFlags::from_bits(e.events))
             .collect())
-    }
-
-    /// Creates, binds and connects in one call: the low-level path that
-    /// [`TcpStream::connect`] also uses. Returns the connected socket.
-    pub(crate) async fn connect_socket(&self, target: SocketAddrV4) -> io::Result<Socket> {
-        let socket = Socket::new(self).await?;
-        socket.connect(target, false).await?;
-        Ok(socket)
     }
 }

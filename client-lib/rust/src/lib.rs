@@ -91,7 +91,7 @@ pub use sockopt::{OptionName, PollFlags, SockOption};
 pub use stream::{
     MAX_UP_FRAME, OwnedReadHalf, OwnedWriteHalf, ReadHalf, TcpStream, UP_QUEUE_FRAMES, WriteHalf,
 };
-pub use transport::{connect_channel, connect_channel_with, status_to_io};
+pub use transport::{connect_channel, connect_channel_with, is_daemon_error, status_to_io};
 
 /// Describes an error the way `tcpd-nc` and `tcpctl` print it:
 /// `"Connection refused (ECONNREFUSED)"` for OS errors, the plain message
@@ -111,21 +111,9 @@ pub fn describe_error(err: &io::Error) -> String {
     }
 }
 
-/// Linux `ENOENT`: no daemon socket at the path.
-const ENOENT: i32 = 2;
-
-/// The symbolic errno name, or the number for ones tcpd does not know.
+/// The symbolic errno name (from `nix`), or "errno N" for unknown numbers.
 fn errno_label(errno: i32) -> String {
-    match errno {
-        // Errors of the daemon's own Unix socket and of this crate.
-        ENOENT => return "ENOENT".to_string(),
-        sockopt::EPROTO => return "EPROTO".to_string(),
-        _ => {}
-    }
-    match tcpd_proto::errno_name(errno) {
-        "EUNKNOWN" => format!("errno {errno}"),
-        name => name.to_string(),
-    }
+    tcpd_proto::errno_name(errno)
 }
 
 use std::io;
@@ -158,8 +146,10 @@ mod tests {
         let e = status_to_io(st);
         assert_eq!(e.raw_os_error(), Some(errno::EADDRINUSE));
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
-        // No errno details and no OS error underneath: guessed from the code.
+        // No errno details: an error reaching the daemon, never a peer's reset.
         let e = status_to_io(tonic::Status::unavailable("daemon gone"));
-        assert_eq!(e.raw_os_error(), Some(errno::ECONNREFUSED));
+        assert!(transport::is_daemon_error(&e), "{e}");
+        assert_ne!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert!(e.to_string().contains("tcpd daemon"), "{e}");
     }
 }

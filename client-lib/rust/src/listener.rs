@@ -64,12 +64,26 @@ impl TcpListener {
         Err(last)
     }
 
+    /// socket + SO_REUSEADDR (as tokio and std set for listeners) + bind +
+    /// listen, in one call.
     async fn bind_one(client: &Client, addr: SocketAddrV4) -> io::Result<TcpListener> {
-        let socket = Socket::new(client).await?;
-        socket.set_option(SockOption::ReuseAddr(true)).await?;
-        socket.bind(addr).await?;
-        socket.listen(DEFAULT_BACKLOG).await?;
-        let local = socket.local_addr().await?;
+        let request = tcpd_proto::v2::ListenRequest {
+            handle: 0,
+            options: vec![tcpd_proto::v2::OptionSetting {
+                option: SockOption::ReuseAddr(true).name().to_wire() as i32,
+                value: Some(SockOption::ReuseAddr(true).to_wire()),
+            }],
+            bind: Some(addr.into()),
+            backlog: DEFAULT_BACKLOG,
+        };
+        let reply = client
+            .rpc()
+            .listen(request)
+            .await
+            .map_err(crate::status_to_io)?
+            .into_inner();
+        let socket = Socket::from_raw_handle(client.clone(), reply.handle);
+        let local = crate::socket::addr_from_wire(reply.local)?;
         Ok(TcpListener { socket, local })
     }
 
@@ -83,8 +97,13 @@ impl TcpListener {
     ///
     /// Cancel safety: see [`Socket::accept`].
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddrV4)> {
-        let (socket, peer) = self.socket.accept(false).await?;
-        Ok((TcpStream::from_connected(socket, peer), peer))
+        let accept = tcpd_proto::v2::StreamAccept {
+            listener: self.socket.handle(),
+        };
+        let how = tcpd_proto::v2::stream_open::How::Accept(accept);
+        let stream = TcpStream::open(self.socket.client(), how).await?;
+        let peer = stream.peer_addr()?;
+        Ok((stream, peer))
     }
 
     /// The bound address (cached at bind time).

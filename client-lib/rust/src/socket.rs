@@ -15,7 +15,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddrV4};
 
-use tcpd_proto::v1;
+use tcpd_proto::v2;
 
 use crate::sockopt::{EPROTO, OptionName, SockOption};
 use crate::transport::status_to_io;
@@ -42,9 +42,11 @@ pub struct ReadFlags {
 }
 
 /// Converts the daemon's address reply, refusing malformed ones.
-fn addr_from_wire(addr: Option<v1::SockAddr>) -> io::Result<SocketAddrV4> {
-    addr.and_then(|a| a.to_std())
-        .ok_or_else(|| io::Error::from_raw_os_error(EPROTO))
+pub(crate) fn addr_from_wire(addr: Option<v2::SocketAddress>) -> io::Result<SocketAddrV4> {
+    match addr.map(|a| a.to_std()) {
+        Some(Ok(std::net::SocketAddr::V4(a))) => Ok(a),
+        _ => Err(io::Error::from_raw_os_error(EPROTO)),
+    }
 }
 
 impl Socket {
@@ -52,7 +54,7 @@ impl Socket {
     pub async fn new(client: &Client) -> io::Result<Socket> {
         let reply = client
             .rpc()
-            .socket(v1::SocketRequest {})
+            .socket(v2::SocketRequest::default())
             .await
             .map_err(status_to_io)?
             .into_inner();
@@ -84,9 +86,9 @@ impl Socket {
 
     /// bind(2).
     pub async fn bind(&self, addr: SocketAddrV4) -> io::Result<()> {
-        let request = v1::BindRequest {
+        let request = v2::BindRequest {
             handle: self.handle(),
-            addr: Some(addr.into()),
+            address: Some(addr.into()),
         };
         self.client
             .rpc()
@@ -98,9 +100,10 @@ impl Socket {
 
     /// listen(2); `backlog <= 0` picks the daemon's small default.
     pub async fn listen(&self, backlog: i32) -> io::Result<()> {
-        let request = v1::ListenRequest {
+        let request = v2::ListenRequest {
             handle: self.handle(),
             backlog,
+            ..Default::default()
         };
         self.client
             .rpc()
@@ -117,7 +120,7 @@ impl Socket {
     /// give up; a connection accepted at that very moment may stay with the
     /// session until it ends.
     pub async fn accept(&self, nonblocking: bool) -> io::Result<(Socket, SocketAddrV4)> {
-        let request = v1::AcceptRequest {
+        let request = v2::AcceptRequest {
             handle: self.handle(),
             nonblocking,
         };
@@ -137,9 +140,9 @@ impl Socket {
     /// shows as `PollFlags::OUT` (or `ERR`) and the outcome as
     /// [`OptionName::Error`].
     pub async fn connect(&self, addr: SocketAddrV4, nonblocking: bool) -> io::Result<()> {
-        let request = v1::ConnectRequest {
+        let request = v2::ConnectRequest {
             handle: self.handle(),
-            addr: Some(addr.into()),
+            address: Some(addr.into()),
             nonblocking,
         };
         self.client
@@ -153,7 +156,7 @@ impl Socket {
     /// read(2)/recv(2): at most `max_len` bytes (capped at
     /// [`MAX_READ_LEN`]); an empty result is end of stream.
     pub async fn read(&self, max_len: usize, flags: ReadFlags) -> io::Result<Vec<u8>> {
-        let request = v1::ReadRequest {
+        let request = v2::ReadRequest {
             handle: self.handle(),
             max_len: u32::try_from(max_len.min(MAX_READ_LEN)).unwrap_or(u32::MAX),
             nonblocking: flags.nonblocking,
@@ -173,7 +176,7 @@ impl Socket {
     /// queues what fits and fails with `EAGAIN` if nothing does. Returns the
     /// number of bytes queued.
     pub async fn write(&self, data: &[u8], nonblocking: bool) -> io::Result<usize> {
-        let request = v1::WriteRequest {
+        let request = v2::WriteRequest {
             handle: self.handle(),
             data: data.to_vec(),
             nonblocking,
@@ -194,11 +197,11 @@ impl Socket {
     /// shutdown(2).
     pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         let how = match how {
-            Shutdown::Read => v1::ShutdownHow::Read,
-            Shutdown::Write => v1::ShutdownHow::Write,
-            Shutdown::Both => v1::ShutdownHow::Both,
+            Shutdown::Read => v2::ShutdownHow::Read,
+            Shutdown::Write => v2::ShutdownHow::Write,
+            Shutdown::Both => v2::ShutdownHow::Both,
         };
-        let request = v1::ShutdownRequest {
+        let request = v2::ShutdownRequest {
             handle: self.handle(),
             how: how as i32,
         };
@@ -236,7 +239,7 @@ impl Socket {
 
     /// getpeername(2); `ENOTCONN` when not connected.
     pub async fn peer_addr(&self) -> io::Result<SocketAddrV4> {
-        let request = v1::HandleRequest {
+        let request = v2::GetPeerNameRequest {
             handle: self.handle(),
         };
         let reply = self
@@ -246,14 +249,23 @@ impl Socket {
             .await
             .map_err(status_to_io)?
             .into_inner();
-        addr_from_wire(reply.addr)
+        addr_from_wire(reply.address)
     }
 
-    /// Turns a connected socket into a [`TcpStream`], opening its Stream
-    /// RPC (the fast data path).
-    pub async fn into_stream(self) -> io::Result<TcpStream> {
-        let peer = self.peer_addr().await?;
-        Ok(TcpStream::from_connected(self, peer))
+    /// Connects this (unconnected, possibly bound and configured) socket to
+    /// `addr` on its own Stream RPC: the fast data path, as
+    /// `tokio::net::TcpSocket::connect`.
+    pub async fn connect_stream(mut self, addr: SocketAddrV4) -> io::Result<TcpStream> {
+        let handle = self.handle();
+        let connect = v2::StreamConnect {
+            handle,
+            remote: Some(addr.into()),
+            ..Default::default()
+        };
+        let stream = TcpStream::open(&self.client, v2::stream_open::How::Connect(connect)).await?;
+        // The stream owns the socket now.
+        self.handle = None;
+        Ok(stream)
     }
 }
 
@@ -269,7 +281,10 @@ impl Drop for Socket {
 pub(crate) async fn close_handle(client: &Client, handle: u64) -> io::Result<()> {
     client
         .rpc()
-        .close(v1::HandleRequest { handle })
+        .close(v2::CloseRequest {
+            handle,
+            abort: false,
+        })
         .await
         .map_err(status_to_io)?;
     Ok(())
@@ -290,7 +305,7 @@ pub(crate) async fn get_option(
     handle: u64,
     name: OptionName,
 ) -> io::Result<SockOption> {
-    let request = v1::GetOptionRequest {
+    let request = v2::GetOptionRequest {
         handle,
         option: name.to_wire() as i32,
     };
@@ -305,7 +320,7 @@ pub(crate) async fn get_option(
 
 /// setsockopt(2) on a raw handle.
 pub(crate) async fn set_option(client: &Client, handle: u64, option: SockOption) -> io::Result<()> {
-    let request = v1::SetOptionRequest {
+    let request = v2::SetOptionRequest {
         handle,
         option: option.name().to_wire() as i32,
         value: Some(option.to_wire()),
@@ -322,9 +337,9 @@ pub(crate) async fn set_option(client: &Client, handle: u64, option: SockOption)
 pub(crate) async fn local_addr(client: &Client, handle: u64) -> io::Result<SocketAddrV4> {
     let reply = client
         .rpc()
-        .get_sock_name(v1::HandleRequest { handle })
+        .get_socket_name(v2::GetSocketNameRequest { handle })
         .await
         .map_err(status_to_io)?
         .into_inner();
-    addr_from_wire(reply.addr)
+    addr_from_wire(reply.address)
 }

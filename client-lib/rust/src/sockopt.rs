@@ -3,7 +3,7 @@
 //! [`SockOption`] is one option *with its value*, named after the Linux
 //! constant it stands for; [`OptionName`] names one for `get_option`. Units
 //! are the ones setsockopt(2) uses (seconds, milliseconds, bytes), so a C
-//! shim maps 1:1. Conversions to and from the wire (`tcpd.v1.SetOption` /
+//! shim maps 1:1. Conversions to and from the wire (`tcpd.v2.SetOption` /
 //! `GetOption`) live here and nowhere else; a value of the wrong shape from
 //! the daemon is a protocol error (`EPROTO`), never a panic.
 
@@ -11,8 +11,8 @@ use std::fmt;
 use std::io;
 use std::ops::{BitOr, BitOrAssign};
 
-use tcpd_proto::v1;
-use tcpd_proto::v1::option_value::Value;
+use tcpd_proto::v2;
+use tcpd_proto::v2::option_value::Value;
 
 /// Linux `EPROTO`: the daemon answered with something this client cannot read.
 pub(crate) const EPROTO: i32 = 71;
@@ -52,22 +52,22 @@ pub enum OptionName {
 }
 
 impl OptionName {
-    pub(crate) fn to_wire(self) -> v1::SockOpt {
+    pub(crate) fn to_wire(self) -> v2::SocketOption {
         match self {
-            OptionName::ReuseAddr => v1::SockOpt::SoReuseaddr,
-            OptionName::NoDelay => v1::SockOpt::TcpNodelay,
-            OptionName::KeepAlive => v1::SockOpt::SoKeepalive,
-            OptionName::KeepIdle => v1::SockOpt::TcpKeepidle,
-            OptionName::KeepInterval => v1::SockOpt::TcpKeepintvl,
-            OptionName::KeepCount => v1::SockOpt::TcpKeepcnt,
-            OptionName::RecvBuffer => v1::SockOpt::SoRcvbuf,
-            OptionName::SendBuffer => v1::SockOpt::SoSndbuf,
-            OptionName::Linger => v1::SockOpt::SoLinger,
-            OptionName::Error => v1::SockOpt::SoError,
-            OptionName::Congestion => v1::SockOpt::TcpCongestion,
-            OptionName::MaxSegment => v1::SockOpt::TcpMaxseg,
-            OptionName::SynCount => v1::SockOpt::TcpSyncnt,
-            OptionName::UserTimeout => v1::SockOpt::TcpUserTimeout,
+            OptionName::ReuseAddr => v2::SocketOption::SoReuseaddr,
+            OptionName::NoDelay => v2::SocketOption::TcpNodelay,
+            OptionName::KeepAlive => v2::SocketOption::SoKeepalive,
+            OptionName::KeepIdle => v2::SocketOption::TcpKeepidle,
+            OptionName::KeepInterval => v2::SocketOption::TcpKeepintvl,
+            OptionName::KeepCount => v2::SocketOption::TcpKeepcnt,
+            OptionName::RecvBuffer => v2::SocketOption::SoRcvbuf,
+            OptionName::SendBuffer => v2::SocketOption::SoSndbuf,
+            OptionName::Linger => v2::SocketOption::SoLinger,
+            OptionName::Error => v2::SocketOption::SoError,
+            OptionName::Congestion => v2::SocketOption::TcpCongestion,
+            OptionName::MaxSegment => v2::SocketOption::TcpMaxseg,
+            OptionName::SynCount => v2::SocketOption::TcpSyncnt,
+            OptionName::UserTimeout => v2::SocketOption::TcpUserTimeout,
         }
     }
 }
@@ -131,7 +131,7 @@ impl SockOption {
     }
 
     /// The wire value.
-    pub(crate) fn to_wire(&self) -> v1::OptionValue {
+    pub(crate) fn to_wire(&self) -> v2::OptionValue {
         let value = match self {
             SockOption::ReuseAddr(b) | SockOption::NoDelay(b) | SockOption::KeepAlive(b) => {
                 Value::Flag(*b)
@@ -145,17 +145,17 @@ impl SockOption {
             | SockOption::SynCount(n)
             | SockOption::UserTimeout(n) => Value::Int(i64::from(*n)),
             SockOption::Error(e) => Value::Int(i64::from(*e)),
-            SockOption::Linger(l) => Value::Linger(v1::Linger {
+            SockOption::Linger(l) => Value::Linger(v2::Linger {
                 enabled: l.is_some(),
                 seconds: l.unwrap_or(0),
             }),
             SockOption::Congestion(name) => Value::Text(name.clone()),
         };
-        v1::OptionValue { value: Some(value) }
+        v2::OptionValue { value: Some(value) }
     }
 
     /// Reads the daemon's answer to `GetOption(name)`.
-    pub(crate) fn from_wire(name: OptionName, value: Option<v1::OptionValue>) -> io::Result<Self> {
+    pub(crate) fn from_wire(name: OptionName, value: Option<v2::OptionValue>) -> io::Result<Self> {
         let protocol_error = || io::Error::from_raw_os_error(EPROTO);
         let value = value.and_then(|v| v.value).ok_or_else(protocol_error)?;
         let flag = |v: &Value| match v {
@@ -196,7 +196,7 @@ impl SockOption {
     }
 }
 
-/// poll(2) readiness bits, as `tcpd.v1.PollEvent` (same values as Linux).
+/// poll(2) readiness bits, as `tcpd.v2.PollEvent` (same values as Linux).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PollFlags(u32);
 
@@ -320,12 +320,12 @@ mod tests {
 
     #[test]
     fn wrong_shapes_are_protocol_errors_not_panics() {
-        let text = Some(v1::OptionValue {
+        let text = Some(v2::OptionValue {
             value: Some(Value::Text("x".into())),
         });
         let err = SockOption::from_wire(OptionName::NoDelay, text).expect_err("text is no flag");
         assert_eq!(err.raw_os_error(), Some(EPROTO));
-        let negative = Some(v1::OptionValue {
+        let negative = Some(v2::OptionValue {
             value: Some(Value::Int(-1)),
         });
         let err =
@@ -344,9 +344,9 @@ mod tests {
 
     #[test]
     fn poll_flags_match_linux_and_print_names() {
-        assert_eq!(PollFlags::IN.bits(), v1::PollEvent::In as u32);
-        assert_eq!(PollFlags::OUT.bits(), v1::PollEvent::Out as u32);
-        assert_eq!(PollFlags::RDHUP.bits(), v1::PollEvent::Rdhup as u32);
+        assert_eq!(PollFlags::IN.bits(), v2::PollEvent::In as u32);
+        assert_eq!(PollFlags::OUT.bits(), v2::PollEvent::Out as u32);
+        assert_eq!(PollFlags::RDHUP.bits(), v2::PollEvent::Rdhup as u32);
         let f = PollFlags::IN | PollFlags::RDHUP;
         assert!(f.contains(PollFlags::IN) && !f.contains(PollFlags::OUT));
         assert_eq!(format!("{f:?}"), "PollFlags(IN | RDHUP)");

@@ -1,66 +1,54 @@
-//! [`TcpStream`]: a connected socket whose data moves over the Stream RPC.
+//! [`TcpStream`]: a connected socket whose whole life is one Stream RPC.
 //!
-//! Framing (see `StreamUp`/`StreamDown` in the proto): the first up frame is
-//! `open(handle)`; after it every `poll_write` becomes one up `data` frame of
-//! at most [`MAX_UP_FRAME`] bytes, pushed through a bounded queue of
-//! [`UP_QUEUE_FRAMES`] frames into the RPC's request body, and
-//! `poll_shutdown` becomes one `shutdown_write` frame queued *behind* the
-//! data. Down `data` frames are handed to `poll_read` as they arrive, `eof`
-//! becomes a 0-byte read, and an `error` frame becomes one
-//! `io::Error::from_raw_os_error(errno)` followed by EOF (as Linux reports
-//! ECONNRESET once). No unary call is made per read or write.
+//! Framing (see `StreamRequest`/`StreamResponse` in the proto): the stream
+//! is opened by connecting or accepting, and the daemon answers `opened`
+//! once the socket is connected. After that every `poll_write` becomes one
+//! up `data` frame of at most [`MAX_UP_FRAME`] bytes, pushed through a
+//! bounded queue of [`UP_QUEUE_FRAMES`] frames into the RPC's request body;
+//! `poll_flush` sends `flush` and completes when the daemon answers
+//! `flushed` with a count covering every byte written (the data is in the
+//! daemon's send buffer); `poll_shutdown` sends `shutdown_write` behind the
+//! data and flushes.
 //!
-//! Back-pressure: the daemon takes the next up frame only when the previous
-//! one is in the socket's send buffer, HTTP/2 flow control stops the request
-//! body, the bounded queue fills, and `poll_write` returns `Pending`. The same
-//! holds downstream with the per-stream HTTP/2 window
-//! ([`STREAM_WINDOW`](crate::transport::STREAM_WINDOW)).
+//! Down frames are read by a pump task (on the library's runtime) that owns
+//! the response stream: data and EOF go to the read side through a bounded
+//! queue, `flushed` counts to the write side, and the stream's final status
+//! (the connection's error) is recorded for both sides. The pump keeps the
+//! response open until the daemon ends it, so a close never cuts data the
+//! daemon has not yet taken.
 //!
-//! Closing (explicit [`TcpStream::close`] or the last drop): wait until the
-//! daemon has answered the Stream RPC, wait for the up queue to drain, end
-//! the up side, send `Close`, and only then let go of the down stream after
-//! the daemon ends it. Dropping the down (response) half earlier would make
-//! h2 reset the whole HTTP/2 stream (RFC 9113 §8.1) and discard up data it
-//! still buffers. The daemon must in turn finish a Stream's received up
-//! frames before acting on `Close`.
+//! Errors as Linux: the connection's error (ECONNRESET...) is reported once,
+//! to whichever of read or write comes first; after it reads return 0 and
+//! writes EPIPE.
 //!
-//! Invariants:
-//! - Frames enter the queue only from the write half, in call order; the
-//!   close path only waits for the queue to drain, so the daemon sees data,
-//!   then `shutdown_write`, then (on another RPC) `Close`.
-//! - The down stream is never dropped while the socket is open: EOF and
-//!   error frames only mark the read side finished.
-//! - `poll_flush` is `Ready` once every queued frame has been taken by the
-//!   gRPC request body (handed to HTTP/2), not when the peer has it.
-//! - A pending flush never outlives the next write: its claim on every queue
-//!   slot is dropped first, or the (fair) queue would starve the writer.
-//! - The daemon handle is closed exactly once, when the last part (stream or
-//!   both owned halves) is dropped.
+//! Closing (explicit [`TcpStream::close`] or the last drop): a `close` frame
+//! carrying the number of bytes the application consumed goes up behind all
+//! written data, and the up side ends. The daemon resets the connection
+//! when data remained unread (what the daemon handed out exceeds what was
+//! consumed, or its own queue is not empty), as Linux does, and finishes
+//! the FIN otherwise.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddrV4};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sync_wrapper::SyncWrapper;
+use futures::task::AtomicWaker;
 use tcpd_proto::errno;
-use tcpd_proto::v1::{self, stream_down, stream_up};
+use tcpd_proto::v2::{self, stream_open, stream_request, stream_response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
-use tonic::Streaming;
 
 use crate::addr::{self, ToSocketAddrsV4};
-use crate::socket::{self, Socket};
 use crate::sockopt::{OptionName, SockOption};
-use crate::transport::carries_errno;
+use crate::transport::status_to_io;
 use crate::{Client, runtime};
 
 /// Largest up `data` frame; bigger writes are split (the daemon's down
@@ -72,81 +60,108 @@ pub const MAX_UP_FRAME: usize = 64 * 1024;
 /// on top of the HTTP/2 window.
 pub const UP_QUEUE_FRAMES: usize = 16;
 
-type DownStream = Streaming<v1::StreamDown>;
-type OpenResult = Result<tonic::Response<DownStream>, tonic::Status>;
+/// Down items queued between the pump and the read side.
+const DOWN_QUEUE: usize = 4;
 
-/// What the read half and the write half share.
-struct Shared {
-    client: Client,
-    handle: u64,
-    peer: SocketAddrV4,
-    /// Taken by the first of [`TcpStream::close`] and `Drop`.
-    close: Mutex<Option<ClosePath>>,
+/// What the pump hands the read side.
+enum DownItem {
+    Data(Vec<u8>),
+    Eof,
 }
 
-/// How long a closed stream's down side is drained, waiting for the daemon
-/// to end it, before it is dropped regardless.
-const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(10);
-
-/// The down stream of a dropped read side, waiting for the close path.
-type ParkedDown = Arc<Mutex<Option<Down>>>;
-
-/// Everything needed to close the socket without losing written data.
-struct ClosePath {
-    client: Client,
-    handle: u64,
-    /// A sender kept so the close path can wait for queued frames to drain.
-    up: mpsc::Sender<v1::StreamUp>,
-    /// Becomes `true` once the daemon has answered the Stream RPC (so it
-    /// knows the stream belongs to this handle before Close arrives).
-    opened: watch::Receiver<bool>,
-    /// Where the read side leaves the down stream when it is dropped, so
-    /// the close path can keep it alive until the daemon ends it.
-    parked_down: ParkedDown,
+/// The connection's error, reported once (to read or write, whichever
+/// comes first), as Linux's `sk_err`.
+#[derive(Debug, Default)]
+struct Terminal {
+    /// The errno, once the daemon reported one.
+    errno: Mutex<Option<i32>>,
+    /// Whether it has been reported to the application.
+    reported: AtomicBool,
 }
 
-impl ClosePath {
-    /// Data already written must reach the daemon before Close, or a
-    /// graceful close would lose it. So: wait until the daemon has attached
-    /// the Stream RPC to the handle and every queued frame has been handed
-    /// to HTTP/2, end the up side (the last sender is dropped here) so the
-    /// daemon can finish the stream's frames, then send Close. Each wait
-    /// ends early if the Stream RPC is gone.
-    async fn run(self) -> io::Result<()> {
-        let ClosePath {
-            client,
-            handle,
-            up,
-            mut opened,
-            parked_down,
-        } = self;
-        let _ = opened.wait_for(|done| *done).await;
-        let _ = up.reserve_many(up.max_capacity()).await;
-        drop(up);
-        let result = socket::close_handle(&client, handle).await;
-        // Dropping the response half of an HTTP/2 stream whose request half
-        // still has DATA buffered makes h2 reset it (RST_STREAM CANCEL, RFC
-        // 9113 §8.1), discarding that data. So the down stream lives until
-        // the daemon ends it after Close.
-        let parked = parked_down.lock().ok().and_then(|mut slot| slot.take());
-        let _ = runtime::spawn(async move {
-            let _ = tokio::time::timeout(CLOSE_DRAIN_LIMIT, drain_down(parked)).await;
-        });
-        result
+impl Terminal {
+    fn set(&self, e: i32) {
+        if let Ok(mut slot) = self.errno.lock()
+            && slot.is_none()
+        {
+            *slot = Some(e);
+        }
+    }
+
+    /// The pending error, consumed by this call.
+    fn take(&self) -> Option<io::Error> {
+        let e = self.errno.lock().ok().and_then(|slot| *slot)?;
+        if self.reported.swap(true, Ordering::SeqCst) {
+            None
+        } else {
+            Some(io::Error::from_raw_os_error(e))
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.errno.lock().ok().is_some_and(|slot| slot.is_some())
     }
 }
 
+/// What the pump tells the write side (and `close`).
+#[derive(Debug, Default)]
+struct Flushed {
+    /// The daemon's latest `flushed` count.
+    count: AtomicU64,
+    /// The response stream has ended.
+    done: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Flushed {
+    fn update(&self, count: u64) {
+        self.count.store(count, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+}
+
+/// What the halves share; dropping the last one closes the socket.
+struct Shared {
+    client: Client,
+    handle: u64,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+    /// Bytes handed to the application by reads.
+    consumed: AtomicU64,
+    /// Send RST instead of FIN on close (SO_LINGER 0 was set).
+    abort: AtomicBool,
+    terminal: Arc<Terminal>,
+    /// Kept for the close frame; the up side ends when this is dropped.
+    up: Mutex<Option<mpsc::Sender<v2::StreamRequest>>>,
+}
+
 impl Shared {
-    fn take_close_path(&self) -> Option<ClosePath> {
-        self.close.lock().ok().and_then(|mut slot| slot.take())
+    /// Sends `close` (once) behind everything written; the daemon then
+    /// closes the socket and ends the stream.
+    fn close(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let up = self.up.lock().ok()?.take()?;
+        let frame = v2::StreamRequest {
+            frame: Some(stream_request::Frame::Close(v2::StreamClose {
+                consumed: self.consumed.load(Ordering::SeqCst),
+                abort: self.abort.load(Ordering::SeqCst),
+            })),
+        };
+        Some(async move {
+            let _ = up.send(frame).await;
+        })
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(path) = self.take_close_path() {
+        if let Some(close) = self.close() {
             // Without a runtime the session's end closes the socket instead.
-            let _ = runtime::spawn(path.run());
+            let _ = runtime::spawn(close);
         }
     }
 }
@@ -155,69 +170,23 @@ impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
             .field("handle", &self.handle)
+            .field("local", &self.local)
             .field("peer", &self.peer)
             .finish_non_exhaustive()
     }
 }
 
-/// The down direction of the Stream RPC.
-enum Down {
-    /// The RPC is being opened on the I/O runtime.
-    Opening(JoinHandle<OpenResult>),
-    /// Frames arrive here (boxed: the decoder state is large).
-    Open(Box<SyncWrapper<DownStream>>),
-    /// EOF, a delivered error, or the RPC ended: reads return 0.
-    Done,
-}
-
-/// Reads a parked down stream to its end, discarding what arrives.
-async fn drain_down(down: Option<Down>) {
-    let mut frames = match down {
-        Some(Down::Open(frames)) => frames.into_inner(),
-        Some(Down::Opening(task)) => match task.await {
-            Ok(Ok(response)) => response.into_inner(),
-            _ => return,
-        },
-        Some(Down::Done) | None => return,
-    };
-    while let Some(Ok(_)) = frames.next().await {}
-}
-
 /// State of the reading side.
 struct ReadState {
-    down: Down,
-    /// EOF or a terminal error was delivered: reads return 0. The down
-    /// stream is kept (not dropped) until close, see [`CLOSE_DRAIN_LIMIT`].
-    finished: bool,
-    /// Shared with [`Shared`]; filled when this state is dropped.
-    parked_down: ParkedDown,
-    /// Bytes of the last data frame not yet read, from `pos`.
+    rx: mpsc::Receiver<DownItem>,
     pending: Vec<u8>,
     pos: usize,
-    /// The errno that ended the Stream RPC, shared with the write side so
-    /// writes that find the queue closed report it (`EPIPE` when none).
-    terminal: Arc<OnceLock<i32>>,
-}
-
-/// Maps a failed Stream RPC: the daemon's errno when it sent one; a session
-/// that broke underneath looks like a reset connection.
-fn stream_status_error(status: &tonic::Status) -> io::Error {
-    if carries_errno(status) {
-        io::Error::from_raw_os_error(tcpd_proto::status_errno(status))
-    } else if status.code() == tonic::Code::Unimplemented {
-        io::Error::from_raw_os_error(errno::EOPNOTSUPP)
-    } else {
-        io::Error::from_raw_os_error(errno::ECONNRESET)
-    }
+    /// EOF was delivered (or the error was): reads return 0.
+    finished: bool,
+    shared: Arc<Shared>,
 }
 
 impl ReadState {
-    fn finish_with(&mut self, errno: i32) -> io::Error {
-        self.finished = true;
-        let _ = self.terminal.set(errno);
-        io::Error::from_raw_os_error(errno)
-    }
-
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -227,88 +196,85 @@ impl ReadState {
                 let n = buf.remaining().min(self.pending.len() - self.pos);
                 buf.put_slice(&self.pending[self.pos..self.pos + n]);
                 self.pos += n;
+                self.shared.consumed.fetch_add(n as u64, Ordering::SeqCst);
                 return Poll::Ready(Ok(()));
             }
             if self.finished {
                 return Poll::Ready(Ok(()));
             }
-            match &mut self.down {
-                Down::Done => return Poll::Ready(Ok(())),
-                Down::Opening(task) => match ready!(Pin::new(task).poll(cx)) {
-                    Ok(Ok(response)) => {
-                        self.down = Down::Open(Box::new(SyncWrapper::new(response.into_inner())));
-                    }
-                    Ok(Err(status)) => {
-                        self.down = Down::Done;
-                        let err = stream_status_error(&status);
-                        let errno = err.raw_os_error().unwrap_or(errno::EIO);
-                        return Poll::Ready(Err(self.finish_with(errno)));
-                    }
-                    Err(_) => {
-                        self.down = Down::Done;
-                        return Poll::Ready(Err(self.finish_with(errno::ECANCELED)));
-                    }
-                },
-                Down::Open(frames) => match ready!(frames.get_mut().poll_next_unpin(cx)) {
-                    Some(Ok(v1::StreamDown { frame })) => match frame {
-                        Some(stream_down::Frame::Data(data)) => {
-                            self.pending = data;
-                            self.pos = 0;
-                        }
-                        Some(stream_down::Frame::Eof(_)) => {
-                            self.finished = true;
-                            return Poll::Ready(Ok(()));
-                        }
-                        Some(stream_down::Frame::Error(e)) => {
-                            // A zero errno would read as success: call it EIO.
-                            let errno = if e.number > 0 { e.number } else { errno::EIO };
-                            return Poll::Ready(Err(self.finish_with(errno)));
-                        }
-                        // A frame kind newer than this client: skip it.
-                        None => {}
-                    },
-                    Some(Err(status)) => {
-                        let err = stream_status_error(&status);
-                        let errno = err.raw_os_error().unwrap_or(errno::EIO);
-                        return Poll::Ready(Err(self.finish_with(errno)));
-                    }
-                    // The daemon ended the stream without a frame: EOF.
-                    None => {
-                        self.down = Down::Done;
-                        return Poll::Ready(Ok(()));
-                    }
-                },
+            match ready!(self.rx.poll_recv(cx)) {
+                Some(DownItem::Data(data)) => {
+                    self.pending = data;
+                    self.pos = 0;
+                }
+                Some(DownItem::Eof) => {
+                    self.finished = true;
+                    return Poll::Ready(Ok(()));
+                }
+                // The stream ended: with an error (reported once), or after close.
+                None => {
+                    self.finished = true;
+                    return Poll::Ready(match self.shared.terminal.take() {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    });
+                }
             }
         }
     }
-}
 
-impl Drop for ReadState {
-    fn drop(&mut self) {
-        let down = std::mem::replace(&mut self.down, Down::Done);
-        if let Ok(mut slot) = self.parked_down.lock() {
-            *slot = Some(down);
+    /// Whether a read would not wait (data, EOF or an error is pending).
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.pending.len() || self.finished {
+            return Poll::Ready(Ok(()));
         }
+        match ready!(self.rx.poll_recv(cx)) {
+            Some(DownItem::Data(data)) => {
+                self.pending = data;
+                self.pos = 0;
+            }
+            Some(DownItem::Eof) | None => self.finished = true,
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-/// A future that completes when the up queue is empty (`true`) or closed
-/// (`false`).
-type DrainFuture = SyncWrapper<Pin<Box<dyn Future<Output = bool> + Send>>>;
-
 /// State of the writing side.
 struct WriteState {
-    tx: PollSender<v1::StreamUp>,
-    drain: Option<DrainFuture>,
+    tx: PollSender<v2::StreamRequest>,
+    /// Bytes queued up so far.
+    written: u64,
+    /// The daemon's `flushed` count.
+    flushed: Arc<Flushed>,
+    /// The `written` count a `flush` frame was sent for.
+    flush_requested: u64,
     /// `shutdown_write` has been queued; later writes fail with EPIPE.
     write_shut: bool,
-    terminal: Arc<OnceLock<i32>>,
+    shared: Arc<Shared>,
 }
 
 impl WriteState {
-    /// The error for a write that finds the RPC gone.
+    /// The error for a write that finds the stream gone: the connection's
+    /// error once, EPIPE after.
     fn closed_error(&self) -> io::Error {
-        io::Error::from_raw_os_error(self.terminal.get().copied().unwrap_or(errno::EPIPE))
+        self.shared
+            .terminal
+            .take()
+            .unwrap_or_else(|| io::Error::from_raw_os_error(errno::EPIPE))
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        frame: v2::StreamRequest,
+    ) -> Poll<io::Result<()>> {
+        if ready!(self.tx.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        if self.tx.send_item(frame).is_err() {
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_write_frame(
@@ -320,13 +286,13 @@ impl WriteState {
             // write(2) after shutdown(SHUT_WR).
             return Poll::Ready(Err(io::Error::from_raw_os_error(errno::EPIPE)));
         }
+        if self.shared.terminal.failed() {
+            return Poll::Ready(Err(self.closed_error()));
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
-        // An unfinished flush must not keep its claim on the queue's slots
-        // (the semaphore is fair: it would starve this write forever).
-        self.drain = None;
         if ready!(self.tx.poll_reserve(cx)).is_err() {
             return Poll::Ready(Err(self.closed_error()));
         }
@@ -339,55 +305,44 @@ impl WriteState {
             data.extend_from_slice(&b[..b.len().min(room)]);
         }
         let n = data.len();
-        let frame = v1::StreamUp {
-            frame: Some(stream_up::Frame::Data(data)),
+        let frame = v2::StreamRequest {
+            frame: Some(stream_request::Frame::Data(data)),
         };
         if self.tx.send_item(frame).is_err() {
             return Poll::Ready(Err(self.closed_error()));
         }
+        self.written += n as u64;
         Poll::Ready(Ok(n))
     }
 
+    /// Completes when every byte written is in the daemon's send buffer.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            if let Some(drain) = &mut self.drain {
-                let drained = ready!(drain.get_mut().as_mut().poll(cx));
-                self.drain = None;
-                return Poll::Ready(if drained {
-                    Ok(())
-                } else {
-                    Err(self.closed_error())
-                });
-            }
-            // A slot reserved by an abandoned write would never drain.
-            self.tx.abort_send();
-            let Some(sender) = self.tx.get_ref() else {
-                return Poll::Ready(Ok(()));
-            };
-            if sender.capacity() == sender.max_capacity() {
-                return Poll::Ready(Ok(()));
-            }
-            let sender = sender.clone();
-            let drain: Pin<Box<dyn Future<Output = bool> + Send>> = Box::pin(async move {
-                // All permits free again means every frame was taken.
-                sender.reserve_many(sender.max_capacity()).await.is_ok()
-            });
-            self.drain = Some(SyncWrapper::new(drain));
+        if self.flushed.count.load(Ordering::SeqCst) >= self.written {
+            return Poll::Ready(Ok(()));
         }
+        if self.flush_requested < self.written {
+            let frame = v2::StreamRequest {
+                frame: Some(stream_request::Frame::Flush(true)),
+            };
+            ready!(self.poll_send(cx, frame))?;
+            self.flush_requested = self.written;
+        }
+        self.flushed.waker.register(cx.waker());
+        if self.flushed.count.load(Ordering::SeqCst) >= self.written {
+            return Poll::Ready(Ok(()));
+        }
+        if self.flushed.done.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        Poll::Pending
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.write_shut {
-            self.drain = None;
-            if ready!(self.tx.poll_reserve(cx)).is_err() {
-                return Poll::Ready(Err(self.closed_error()));
-            }
-            let frame = v1::StreamUp {
-                frame: Some(stream_up::Frame::ShutdownWrite(true)),
+            let frame = v2::StreamRequest {
+                frame: Some(stream_request::Frame::ShutdownWrite(true)),
             };
-            if self.tx.send_item(frame).is_err() {
-                return Poll::Ready(Err(self.closed_error()));
-            }
+            ready!(self.poll_send(cx, frame))?;
             self.write_shut = true;
         }
         self.poll_flush(cx)
@@ -399,12 +354,11 @@ impl WriteState {
             return;
         }
         self.write_shut = true;
-        self.drain = None;
         self.tx.abort_send();
         if let Some(sender) = self.tx.get_ref().cloned() {
             let _ = runtime::spawn(async move {
-                let frame = v1::StreamUp {
-                    frame: Some(stream_up::Frame::ShutdownWrite(true)),
+                let frame = v2::StreamRequest {
+                    frame: Some(stream_request::Frame::ShutdownWrite(true)),
                 };
                 let _ = sender.send(frame).await;
             });
@@ -412,14 +366,56 @@ impl WriteState {
     }
 }
 
+/// Reads the response stream to its end: data to the read side, `flushed`
+/// to the write side, the final error to both.
+async fn pump(
+    mut frames: tonic::Streaming<v2::StreamResponse>,
+    data: mpsc::Sender<DownItem>,
+    flushed: Arc<Flushed>,
+    terminal: Arc<Terminal>,
+) {
+    // Once the read side is gone, data is dropped (the close frame tells
+    // the daemon how much was consumed).
+    let mut reader = Some(data);
+    while let Some(frame) = frames.next().await {
+        match frame {
+            Ok(v2::StreamResponse { frame: Some(frame) }) => match frame {
+                stream_response::Frame::Data(bytes) => {
+                    if let Some(tx) = &reader
+                        && tx.send(DownItem::Data(bytes)).await.is_err()
+                    {
+                        reader = None;
+                    }
+                }
+                stream_response::Frame::Eof(_) => {
+                    if let Some(tx) = reader.take() {
+                        let _ = tx.send(DownItem::Eof).await;
+                    }
+                }
+                stream_response::Frame::Flushed(n) => flushed.update(n),
+                stream_response::Frame::Opened(_) => {}
+            },
+            // A frame kind newer than this client: skip it.
+            Ok(v2::StreamResponse { frame: None }) => {}
+            Err(status) => {
+                let err = status_to_io(status);
+                terminal.set(err.raw_os_error().unwrap_or(errno::ECONNABORTED));
+                break;
+            }
+        }
+    }
+    // Dropping `reader` wakes the read side.
+    flushed.finish();
+}
+
 /// A TCP connection through tcpd, like `tokio::net::TcpStream`.
 ///
 /// Reading and writing go through [`AsyncRead`]/[`AsyncWrite`] (use
-/// `tokio::io::AsyncReadExt`/`AsyncWriteExt`). `shutdown()` from
-/// `AsyncWriteExt` half-closes (FIN after the queued data). Dropping the
-/// stream closes the socket in the background after queued data has been
-/// handed to the daemon. Calls that need the daemon's answer
-/// ([`local_addr`](Self::local_addr), options) are `async`, unlike tokio's.
+/// `tokio::io::AsyncReadExt`/`AsyncWriteExt`). `flush()` completes when the
+/// written data is in the daemon's send buffer; `shutdown()` half-closes
+/// (FIN after the queued data). Dropping the stream closes the socket:
+/// FIN after the written data, or RST when received data was left unread
+/// (as Linux does).
 ///
 /// ```no_run
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -434,16 +430,13 @@ impl WriteState {
 /// # Ok(()) }
 /// ```
 pub struct TcpStream {
-    // Field order is drop order: the read side parks its down stream
-    // before the last `Shared` reference starts the close path.
     read: ReadState,
     write: WriteState,
-    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.fmt(f)
+        self.read.shared.fmt(f)
     }
 }
 
@@ -464,115 +457,124 @@ impl TcpStream {
     ) -> io::Result<TcpStream> {
         let mut last = io::Error::from_raw_os_error(errno::EINVAL);
         for &target in targets {
-            match client.connect_socket(target).await {
-                Ok(socket) => return Ok(TcpStream::from_connected(socket, target)),
+            let connect = v2::StreamConnect {
+                remote: Some(target.into()),
+                ..Default::default()
+            };
+            match TcpStream::open(client, stream_open::How::Connect(connect)).await {
+                Ok(stream) => return Ok(stream),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    /// Wraps a connected socket and starts its Stream RPC in the background
-    /// (the first read waits for it; writes queue meanwhile).
-    pub(crate) fn from_connected(socket: Socket, peer: SocketAddrV4) -> TcpStream {
-        let client = socket.client().clone();
-        let handle = socket.into_raw_handle();
+    /// Opens the Stream RPC (connect or accept) and waits for `opened`.
+    pub(crate) async fn open(client: &Client, how: stream_open::How) -> io::Result<TcpStream> {
         let (tx, rx) = mpsc::channel(UP_QUEUE_FRAMES);
-        let open = v1::StreamUp {
-            frame: Some(stream_up::Frame::Open(handle)),
+        let open = v2::StreamRequest {
+            frame: Some(stream_request::Frame::Open(v2::StreamOpen {
+                how: Some(how),
+            })),
         };
         // A fresh queue always has room for its first frame.
         let _ = tx.try_send(open);
-        let terminal = Arc::new(OnceLock::new());
-        let rpc = client.rpc();
-        let open_terminal = Arc::clone(&terminal);
-        let (opened_tx, opened) = watch::channel(false);
-        let down = match runtime::spawn(async move {
-            let mut rpc = rpc;
-            let result = rpc.stream(ReceiverStream::new(rx)).await;
-            if let Err(status) = &result {
-                let errno = stream_status_error(status)
-                    .raw_os_error()
-                    .unwrap_or(errno::EIO);
-                let _ = open_terminal.set(errno);
-            }
-            opened_tx.send_replace(true);
-            result
-        }) {
-            Ok(task) => Down::Opening(task),
-            Err(_) => {
-                let _ = terminal.set(errno::ENOMEM);
-                Down::Done
-            }
-        };
-        let parked_down: ParkedDown = Arc::new(Mutex::new(None));
-        let close = ClosePath {
-            client: client.clone(),
-            handle,
-            up: tx.clone(),
-            opened,
-            parked_down: Arc::clone(&parked_down),
+        let mut rpc = client.rpc();
+        let terminal = Arc::new(Terminal::default());
+        let (data_tx, data_rx) = mpsc::channel(DOWN_QUEUE);
+        let flushed = Arc::new(Flushed::default());
+        let flushed_tx = Arc::clone(&flushed);
+        let pump_terminal = Arc::clone(&terminal);
+        // The RPC and its pump run on the library's runtime: they outlive
+        // the caller's runtime and keep the close path alive after a drop.
+        let opened = runtime::run(async move {
+            let mut frames = rpc
+                .stream(ReceiverStream::new(rx))
+                .await
+                .map_err(status_to_io)?
+                .into_inner();
+            let opened = match frames.next().await {
+                Some(Ok(v2::StreamResponse {
+                    frame: Some(stream_response::Frame::Opened(o)),
+                })) => o,
+                Some(Err(status)) => return Err(status_to_io(status)),
+                _ => return Err(io::Error::from_raw_os_error(errno::EPROTO)),
+            };
+            tokio::spawn(pump(frames, data_tx, flushed_tx, pump_terminal));
+            Ok(opened)
+        })
+        .await??;
+        let addr = |a: Option<v2::SocketAddress>| match a.map(|a| a.to_std()) {
+            Some(Ok(std::net::SocketAddr::V4(a))) => Ok(a),
+            _ => Err(io::Error::from_raw_os_error(errno::EPROTO)),
         };
         let shared = Arc::new(Shared {
-            client,
-            handle,
-            peer,
-            close: Mutex::new(Some(close)),
+            client: client.clone(),
+            handle: opened.handle,
+            local: addr(opened.local)?,
+            peer: addr(opened.peer)?,
+            consumed: AtomicU64::new(0),
+            abort: AtomicBool::new(false),
+            terminal,
+            up: Mutex::new(Some(tx.clone())),
         });
-        TcpStream {
-            shared,
+        Ok(TcpStream {
             read: ReadState {
-                down,
-                finished: false,
-                parked_down,
+                rx: data_rx,
                 pending: Vec::new(),
                 pos: 0,
-                terminal: Arc::clone(&terminal),
+                finished: false,
+                shared: Arc::clone(&shared),
             },
             write: WriteState {
                 tx: PollSender::new(tx),
-                drain: None,
+                written: 0,
+                flushed,
+                flush_requested: 0,
                 write_shut: false,
-                terminal,
+                shared,
             },
-        }
+        })
     }
 
-    /// The remote address (known since connect/accept; no call is made).
+    fn shared(&self) -> &Shared {
+        &self.read.shared
+    }
+
+    /// The remote address (from the connection's opening).
     pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
-        Ok(self.shared.peer)
+        Ok(self.shared().peer)
     }
 
-    /// The local address (getsockname(2); one call to the daemon).
-    pub async fn local_addr(&self) -> io::Result<SocketAddrV4> {
-        socket::local_addr(&self.shared.client, self.shared.handle).await
+    /// The local address (from the connection's opening).
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        Ok(self.shared().local)
     }
 
     /// The daemon's handle of this socket.
     pub fn handle(&self) -> u64 {
-        self.shared.handle
+        self.shared().handle
     }
 
     /// The session this stream belongs to.
     pub fn client(&self) -> &Client {
-        &self.shared.client
+        &self.shared().client
     }
 
-    /// Sets `TCP_NODELAY` (disables Nagle's algorithm, RFC 9293 §3.7.4).
+    /// TCP_NODELAY (disable Nagle's algorithm).
     pub async fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.set_option(SockOption::NoDelay(nodelay)).await
     }
 
-    /// Reads `TCP_NODELAY`.
+    /// Whether TCP_NODELAY is set.
     pub async fn nodelay(&self) -> io::Result<bool> {
         match self.option(OptionName::NoDelay).await? {
             SockOption::NoDelay(b) => Ok(b),
-            _ => Err(io::Error::from_raw_os_error(crate::sockopt::EPROTO)),
+            _ => Err(io::Error::from_raw_os_error(errno::EPROTO)),
         }
     }
 
-    /// Enables keep-alive probes after `idle` seconds without traffic
-    /// (`SO_KEEPALIVE` + `TCP_KEEPIDLE`, RFC 9293 §3.8.4), or disables them.
+    /// SO_KEEPALIVE with TCP_KEEPIDLE `idle`; `None` turns keepalive off.
     pub async fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
         match idle {
             None => self.set_option(SockOption::KeepAlive(false)).await,
@@ -587,6 +589,9 @@ impl TcpStream {
 
     /// Sets `SO_LINGER` (`Some(ZERO)`: close resets the connection).
     pub async fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        self.shared()
+            .abort
+            .store(linger == Some(Duration::ZERO), Ordering::SeqCst);
         let secs = linger.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         self.set_option(SockOption::Linger(secs)).await
     }
@@ -608,227 +613,333 @@ impl TcpStream {
         }
     }
 
-    /// setsockopt(2) with any [`SockOption`].
+    /// setsockopt(2).
     pub async fn set_option(&self, option: SockOption) -> io::Result<()> {
-        socket::set_option(&self.shared.client, self.shared.handle, option).await
+        crate::socket::set_option(self.client(), self.handle(), option).await
     }
 
-    /// getsockopt(2) for any [`OptionName`].
+    /// getsockopt(2).
     pub async fn option(&self, name: OptionName) -> io::Result<SockOption> {
-        socket::get_option(&self.shared.client, self.shared.handle, name).await
+        crate::socket::get_option(self.client(), self.handle(), name).await
     }
 
-    /// shutdown(2) with std's [`Shutdown`]. The write direction is a
-    /// `shutdown_write` frame queued after the data already written (the
-    /// same as `AsyncWriteExt::shutdown`); the read direction is a
-    /// `Shutdown` call.
+    /// shutdown(2): `Write` sends FIN after the queued data; `Read` and
+    /// `Both` also stop the receive side.
     pub async fn shutdown_with(&mut self, how: Shutdown) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
         if matches!(how, Shutdown::Write | Shutdown::Both) {
-            std::future::poll_fn(|cx| self.write.poll_shutdown(cx)).await?;
+            self.shutdown().await?;
         }
         if matches!(how, Shutdown::Read | Shutdown::Both) {
-            let read_only = v1::ShutdownRequest {
-                handle: self.shared.handle,
-                how: v1::ShutdownHow::Read as i32,
+            let frame = v2::StreamRequest {
+                frame: Some(stream_request::Frame::ShutdownRead(true)),
             };
-            self.shared
-                .client
-                .rpc()
-                .shutdown(read_only)
-                .await
-                .map_err(crate::status_to_io)?;
+            futures::future::poll_fn(|cx| self.write.poll_send(cx, frame.clone())).await?;
         }
         Ok(())
     }
 
-    /// Closes the socket and waits for the daemon's answer (dropping the
-    /// stream does the same in the background, without reporting errors).
-    ///
-    /// Data written before is handed to the daemon first, so a graceful
-    /// close still delivers it (FIN after the data, RFC 9293 §3.6); unread
-    /// received data makes the daemon reset the connection, as Linux does.
+    /// Waits until a read would not block (data, EOF or an error).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        futures::future::poll_fn(|cx| self.read.poll_read_ready(cx)).await
+    }
+
+    /// Closes the socket: FIN after the written data, RST if received data
+    /// was left unread. Returns once the daemon has taken the close (its
+    /// queued data continues in the background, as with close(2)).
     pub async fn close(self) -> io::Result<()> {
-        let shared = Arc::clone(&self.shared);
-        // Parks the down stream and drops the write side's senders.
-        drop(self);
-        match shared.take_close_path() {
-            Some(path) => path.run().await,
-            None => Ok(()),
+        let TcpStream { read, write } = self;
+        let ended = Arc::clone(&write.flushed);
+        let shared = Arc::clone(&read.shared);
+        drop(read);
+        drop(write);
+        if let Some(close) = shared.close() {
+            close.await;
         }
+        drop(shared);
+        // The pump drops its side when the daemon ends the stream, which it
+        // does once the socket is closed.
+        futures::future::poll_fn(|cx| {
+            ended.waker.register(cx.waker());
+            if ended.done.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        Ok(())
     }
 
-    /// Borrowed halves, usable concurrently (e.g. in `tokio::join!`).
+    /// Borrowed halves, usable concurrently (like `tokio::net::TcpStream::split`).
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
-        (
-            ReadHalf {
-                shared: &self.shared,
-                read: &mut self.read,
-            },
-            WriteHalf {
-                shared: &self.shared,
-                write: &mut self.write,
-            },
-        )
+        (ReadHalf(&mut self.read), WriteHalf(&mut self.write))
     }
 
-    /// Owned halves, movable to different tasks. Dropping the write half
-    /// half-closes (like tokio's); the socket closes when both are dropped.
+    /// Owned halves; the socket closes when both are dropped.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        let TcpStream {
-            shared,
-            read,
-            write,
-        } = self;
+        let TcpStream { read, write } = self;
         (
-            OwnedReadHalf {
-                shared: Arc::clone(&shared),
-                read,
-            },
-            OwnedWriteHalf { shared, write },
+            OwnedReadHalf { read },
+            OwnedWriteHalf { write: Some(write) },
         )
     }
 }
 
-/// The reading half of [`TcpStream::split`].
-pub struct ReadHalf<'a> {
-    shared: &'a Shared,
-    read: &'a mut ReadState,
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().read.poll_read(cx, buf)
+    }
 }
 
-/// The writing half of [`TcpStream::split`].
-pub struct WriteHalf<'a> {
-    shared: &'a Shared,
-    write: &'a mut WriteState,
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .write
+            .poll_write_frame(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write.poll_write_frame(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().write.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().write.poll_shutdown(cx)
+    }
 }
 
-/// The reading half of [`TcpStream::into_split`].
+/// The read half of [`TcpStream::split`].
+pub struct ReadHalf<'a>(&'a mut ReadState);
+
+/// The write half of [`TcpStream::split`].
+pub struct WriteHalf<'a>(&'a mut WriteState);
+
+impl fmt::Debug for ReadHalf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.shared.fmt(f)
+    }
+}
+
+impl fmt::Debug for WriteHalf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.shared.fmt(f)
+    }
+}
+
+impl AsyncRead for ReadHalf<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().0.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteHalf<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .0
+            .poll_write_frame(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().0.poll_write_frame(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().0.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().0.poll_shutdown(cx)
+    }
+}
+
+/// The read half of [`TcpStream::into_split`].
 pub struct OwnedReadHalf {
     read: ReadState,
-    shared: Arc<Shared>,
 }
 
-/// The writing half of [`TcpStream::into_split`]; dropping it queues
-/// `shutdown_write` (FIN after the data), as tokio's does.
+/// The write half of [`TcpStream::into_split`]. Dropping it half-closes
+/// (FIN after the queued data), as tokio's does.
 pub struct OwnedWriteHalf {
-    write: WriteState,
-    shared: Arc<Shared>,
+    /// `None` only after [`OwnedReadHalf::reunite`] took it.
+    write: Option<WriteState>,
 }
 
 impl Drop for OwnedWriteHalf {
     fn drop(&mut self) {
-        self.write.shutdown_in_background();
+        if let Some(write) = &mut self.write {
+            write.shutdown_in_background();
+        }
     }
 }
 
-macro_rules! half_impls {
-    ($($half:ty),*) => {$(
-        impl fmt::Debug for $half {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($half))
-                    .field("handle", &self.shared.handle)
-                    .field("peer", &self.shared.peer)
-                    .finish_non_exhaustive()
-            }
-        }
-
-        impl $half {
-            /// The remote address.
-            pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
-                Ok(self.shared.peer)
-            }
-
-            /// The local address (one call to the daemon).
-            pub async fn local_addr(&self) -> io::Result<SocketAddrV4> {
-                socket::local_addr(&self.shared.client, self.shared.handle).await
-            }
-
-            /// The daemon's handle of the socket.
-            pub fn handle(&self) -> u64 {
-                self.shared.handle
-            }
-        }
-    )*};
+impl fmt::Debug for OwnedReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.read.shared.fmt(f)
+    }
 }
 
-half_impls!(ReadHalf<'_>, WriteHalf<'_>, OwnedReadHalf, OwnedWriteHalf);
-
-macro_rules! read_impls {
-    ($($reader:ty),*) => {$(
-        impl AsyncRead for $reader {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut ReadBuf<'_>,
-            ) -> Poll<io::Result<()>> {
-                self.get_mut().read.poll_read(cx, buf)
-            }
-        }
-    )*};
+impl fmt::Debug for OwnedWriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedWriteHalf").finish_non_exhaustive()
+    }
 }
 
-read_impls!(TcpStream, ReadHalf<'_>, OwnedReadHalf);
-
-macro_rules! write_impls {
-    ($($half:ty),*) => {$(
-        impl AsyncWrite for $half {
-            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-                self.get_mut().write.poll_write_frame(cx, &[io::IoSlice::new(buf)])
-            }
-
-            fn poll_write_vectored(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                self.get_mut().write.poll_write_frame(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                true
-            }
-
-            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                self.get_mut().write.poll_flush(cx)
-            }
-
-            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                self.get_mut().write.poll_shutdown(cx)
-            }
-        }
-    )*};
-}
-
-write_impls!(TcpStream, WriteHalf<'_>, OwnedWriteHalf);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send_sync<T: Send + Sync>() {}
-
-    #[test]
-    fn stream_types_are_send_and_sync_like_tokio_s() {
-        assert_send_sync::<TcpStream>();
-        assert_send_sync::<OwnedReadHalf>();
-        assert_send_sync::<OwnedWriteHalf>();
+impl OwnedWriteHalf {
+    fn state(&mut self) -> io::Result<&mut WriteState> {
+        self.write
+            .as_mut()
+            .ok_or_else(|| io::Error::from_raw_os_error(errno::EBADF))
     }
 
-    #[test]
-    fn broken_sessions_read_as_resets_and_daemon_errnos_pass_through() {
-        let from_daemon = tcpd_proto::errno_status(errno::ETIMEDOUT, "");
-        assert_eq!(
-            stream_status_error(&from_daemon).raw_os_error(),
-            Some(errno::ETIMEDOUT)
-        );
-        let broken = tonic::Status::unknown("h2 protocol error");
-        assert_eq!(
-            stream_status_error(&broken).raw_os_error(),
-            Some(errno::ECONNRESET)
-        );
-        let old_daemon = tonic::Status::unimplemented("no Stream");
-        assert_eq!(
-            stream_status_error(&old_daemon).raw_os_error(),
-            Some(errno::EOPNOTSUPP)
-        );
+    fn shared(&self) -> Option<&Shared> {
+        self.write.as_ref().map(|w| &*w.shared)
+    }
+}
+
+impl OwnedReadHalf {
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
+        Ok(self.read.shared.peer)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        Ok(self.read.shared.local)
+    }
+
+    /// The daemon's handle of this socket.
+    pub fn handle(&self) -> u64 {
+        self.read.shared.handle
+    }
+
+    /// Puts the halves back together (`tokio`'s `reunite`); fails if they
+    /// come from different streams.
+    #[allow(clippy::result_large_err)] // tokio's signature: the halves come back by value.
+    pub fn reunite(self, mut other: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
+        let same = other
+            .write
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(&self.read.shared, &w.shared));
+        match other.write.take() {
+            Some(write) if same => Ok(TcpStream {
+                read: self.read,
+                write,
+            }),
+            write => {
+                other.write = write;
+                Err(ReuniteError(self, other))
+            }
+        }
+    }
+}
+
+/// The halves given to [`OwnedReadHalf::reunite`] were not of one stream.
+#[derive(Debug)]
+pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+
+impl fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite halves that are not from the same socket")
+    }
+}
+
+impl std::error::Error for ReuniteError {}
+
+impl OwnedWriteHalf {
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
+        self.shared()
+            .map(|s| s.peer)
+            .ok_or_else(|| io::Error::from_raw_os_error(errno::EBADF))
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        self.shared()
+            .map(|s| s.local)
+            .ok_or_else(|| io::Error::from_raw_os_error(errno::EBADF))
+    }
+
+    /// The daemon's handle of this socket.
+    pub fn handle(&self) -> u64 {
+        self.shared().map_or(0, |s| s.handle)
+    }
+}
+
+impl AsyncRead for OwnedReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().read.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OwnedWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .state()?
+            .poll_write_frame(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().state()?.poll_write_frame(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().state()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().state()?.poll_shutdown(cx)
     }
 }

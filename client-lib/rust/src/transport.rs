@@ -74,27 +74,72 @@ pub async fn connect_channel_with(
 }
 
 /// Turns a failed call into the `io::Error` the daemon meant:
-/// `io::Error::from_raw_os_error` of the errno it carried (see
-/// `tcpd_proto::errno_status`), so `raw_os_error()` gives the errno back.
+/// `io::Error::from_raw_os_error` of the errno in its `google.rpc.ErrorInfo`
+/// (see `tcpd_proto::errno_status`), so `raw_os_error()` gives the errno back.
 ///
-/// A status without errno details did not come from the daemon's socket
-/// layer: when the session could not be (re)established, the connect(2) error
-/// of the Unix socket (ENOENT, ECONNREFUSED...) is found in the status's
-/// source chain and returned; otherwise the errno is guessed from the gRPC
-/// code (see `tcpd_proto::status_errno`).
+/// A status without tcpd's errno did not come from the socket layer but from
+/// reaching the daemon: that error says so ("tcpd daemon: ...") and keeps the
+/// OS error of the Unix socket (ENOENT, ECONNREFUSED...) as its source when
+/// there is one, so it is never mistaken for a peer's reset
+/// ([`is_daemon_error`] tells them apart).
 pub fn status_to_io(status: tonic::Status) -> io::Error {
-    if !carries_errno(&status)
-        && let Some(errno) = transport_os_error(&status)
-    {
+    if let Some(errno) = tcpd_proto::status_errno(&status) {
         return io::Error::from_raw_os_error(errno);
     }
-    io::Error::from_raw_os_error(tcpd_proto::status_errno(&status))
+    daemon_error(&status)
 }
 
-/// Whether the daemon attached an `Errno` to this status.
-pub(crate) fn carries_errno(status: &tonic::Status) -> bool {
-    use prost::Message;
-    tcpd_proto::v1::Errno::decode(status.details()).is_ok_and(|e| e.number != 0)
+/// The error for a call that failed on the way to the daemon.
+pub(crate) fn daemon_error(status: &tonic::Status) -> io::Error {
+    let kind = match transport_os_error(status) {
+        Some(errno) => io::Error::from_raw_os_error(errno).kind(),
+        None if status.code() == tonic::Code::Unimplemented => io::ErrorKind::Unsupported,
+        None => io::ErrorKind::Other,
+    };
+    // Never ConnectionReset/ConnectionRefused: those mean the TCP peer.
+    let kind = match kind {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => io::ErrorKind::NotConnected,
+        k => k,
+    };
+    io::Error::new(
+        kind,
+        DaemonError(format!("tcpd daemon: {}", status.message())),
+    )
+}
+
+/// The error for a daemon that cannot be reached at `path`: "tcpd daemon at
+/// PATH: No such file or directory (os error 2)", of a kind that is never a
+/// peer's (ENOENT stays NotFound, EACCES PermissionDenied; a refused Unix
+/// connect becomes NotConnected).
+pub fn unreachable(path: &str, e: io::Error) -> io::Error {
+    let kind = match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => io::ErrorKind::NotConnected,
+        k => k,
+    };
+    io::Error::new(kind, DaemonError(format!("tcpd daemon at {path}: {e}")))
+}
+
+/// An error reaching the daemon (as opposed to a network error).
+#[derive(Debug)]
+pub struct DaemonError(pub String);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// Whether `err` came from reaching the daemon rather than from the network.
+pub fn is_daemon_error(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<DaemonError>())
 }
 
 /// The OS error at the bottom of a transport failure, if there is one.

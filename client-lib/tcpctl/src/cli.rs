@@ -310,7 +310,7 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-    use tcpd_proto::v1::TcpState;
+    use tcpd_proto::v2::TcpState;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("tcpctl").chain(args.iter().copied()))

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::CommandFactory;
-use tcpd_proto::v1::admin_client::AdminClient;
-use tcpd_proto::v1::{
-    AbortRequest, ConnectionInfo, ListConnectionsRequest, SockAddr, StatsRequest, StatusRequest,
-    TcpState, WatchRequest,
+use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
+use tcpd_proto::v2::{
+    AbortRequest, ConnectionInfo, ListConnectionsRequest, SocketAddress, StatsRequest,
+    StatusRequest, TcpState, WatchRequest,
 };
 use tonic::transport::Channel;
 
@@ -27,7 +27,8 @@ use crate::json::{
 };
 use crate::owner::SystemOwners;
 use crate::render::{
-    DEFAULT_WIDTH, Options, WatchRenderer, addr_text, render_stats, render_status, render_table,
+    DEFAULT_WIDTH, Options, WatchRenderer, addr_text, ipv4, render_stats, render_status,
+    render_table, wire_addr,
 };
 use crate::state::decode_state;
 
@@ -113,7 +114,7 @@ fn write_json<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> Result<(),
 /// remote address, so repeated runs are comparable.
 pub fn sort_connections(conns: &mut [ConnectionInfo]) {
     let key = |c: &ConnectionInfo| {
-        let addr = |a: Option<&SockAddr>| a.map_or((0, 0), |a| (a.ip, a.port));
+        let addr = |a: Option<&SocketAddress>| a.map_or((0, 0), |a| (u32::from(ipv4(a)), a.port));
         (
             decode_state(c.state) != Some(TcpState::Listen),
             addr(c.local.as_ref()),
@@ -281,7 +282,11 @@ impl Session {
                 None => stream.message().await,
             };
             let change = match next {
-                Ok(Some(change)) => change,
+                Ok(Some(tcpd_proto::v2::WatchResponse {
+                    change: Some(change),
+                })) => change,
+                // A frame newer than this tcpctl: skip it.
+                Ok(Some(_)) => continue,
                 Ok(None) => {
                     return Err(CliError::Unreachable {
                         path: self.path.clone(),
@@ -295,8 +300,8 @@ impl Session {
             };
             if let Some(port) = port {
                 let ports = [
-                    change.local.map_or(0, |a| a.port),
-                    change.remote.map_or(0, |a| a.port),
+                    change.local.as_ref().map_or(0, |a| a.port),
+                    change.remote.as_ref().map_or(0, |a| a.port),
                 ];
                 if !ports.contains(&port) {
                     continue;
@@ -320,7 +325,7 @@ impl Session {
         json: bool,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
-        let targets: Vec<(SockAddr, SockAddr)> = match (args.local, args.remote) {
+        let targets: Vec<(SocketAddress, SocketAddress)> = match (args.local, args.remote) {
             (Some(local), Some(remote)) => vec![(local.into(), remote.into())],
             _ => {
                 let filter =
@@ -331,27 +336,20 @@ impl Session {
                     .iter()
                     .filter(|c| filter.matches(c))
                     .filter_map(|c| {
-                        let local = c.local?;
-                        let remote = c.remote?;
+                        let local = c.local.as_ref()?;
+                        let remote = c.remote.as_ref()?;
                         // No peer (a listener, an unconnected socket): no one
                         // to send a RST to.
-                        (remote.port != 0)
-                            .then_some(((local.ip, local.port), (remote.ip, remote.port)))
+                        (remote.port != 0).then_some((
+                            (u32::from(ipv4(local)), local.port),
+                            (u32::from(ipv4(remote)), remote.port),
+                        ))
                     })
                     .collect();
                 tuples
                     .into_iter()
                     .map(|((lip, lport), (rip, rport))| {
-                        (
-                            SockAddr {
-                                ip: lip,
-                                port: lport,
-                            },
-                            SockAddr {
-                                ip: rip,
-                                port: rport,
-                            },
-                        )
+                        (wire_addr(lip, lport), wire_addr(rip, rport))
                     })
                     .collect()
             }
@@ -369,8 +367,8 @@ impl Session {
         for (local, remote) in targets {
             let mut admin = self.admin.clone();
             let request = AbortRequest {
-                local: Some(local),
-                remote: Some(remote),
+                local: Some(local.clone()),
+                remote: Some(remote.clone()),
             };
             let reply = match self.unary("kill", admin.abort(request)).await {
                 Ok(reply) => reply,
@@ -434,8 +432,8 @@ mod tests {
     fn listeners_sort_first_then_by_address() {
         let conn = |state: TcpState, lport: u32, rport: u32| ConnectionInfo {
             state: state as i32,
-            local: Some(SockAddr { ip: 1, port: lport }),
-            remote: Some(SockAddr { ip: 2, port: rport }),
+            local: Some(wire_addr(1, lport)),
+            remote: Some(wire_addr(2, rport)),
             ..Default::default()
         };
         let mut conns = vec![
@@ -449,8 +447,8 @@ mod tests {
             .iter()
             .map(|c| {
                 (
-                    c.local.map_or(0, |a| a.port),
-                    c.remote.map_or(0, |a| a.port),
+                    c.local.as_ref().map_or(0, |a| a.port),
+                    c.remote.as_ref().map_or(0, |a| a.port),
                 )
             })
             .collect();

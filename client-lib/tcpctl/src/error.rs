@@ -59,7 +59,7 @@ pub enum CliError {
         /// What was attempted.
         operation: String,
         /// EPERM or EACCES.
-        errno_name: &'static str,
+        errno_name: String,
         /// Extra advice, starting with "; " when present.
         hint: String,
     },
@@ -71,7 +71,7 @@ pub enum CliError {
         /// The daemon's message.
         message: String,
         /// Symbolic errno.
-        errno_name: &'static str,
+        errno_name: String,
     },
     /// The daemon did not answer in time.
     #[error("{operation}: tcpd at {} did not answer within {seconds} s", path.display())]
@@ -133,8 +133,8 @@ impl CliError {
     /// Classifies a failed RPC: the errno the daemon sent decides, and a
     /// transport failure without one (the daemon died) counts as unreachable.
     pub fn from_status(operation: &str, path: &Path, status: &tonic::Status) -> Self {
-        let carries_errno = !status.details().is_empty();
-        if !carries_errno
+        let number = status_errno(status);
+        if number.is_none()
             && matches!(
                 status.code(),
                 tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
@@ -148,7 +148,12 @@ impl CliError {
                 ),
             };
         }
-        let number = status_errno(status);
+        // No tcpd errno: a status from the gRPC layer itself.
+        let number = number.unwrap_or(match status.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => errno::EPERM,
+            tonic::Code::InvalidArgument => errno::EINVAL,
+            _ => errno::EIO,
+        });
         match number {
             errno::EPERM | errno::EACCES => CliError::Denied {
                 operation: operation.to_string(),

@@ -4,7 +4,7 @@
 //! everything. Matching reads only the daemon's [`ConnectionInfo`], so the
 //! same filter gives the same rows in `ls` and the same victims in `kill`.
 
-use tcpd_proto::v1::{ConnectionInfo, SockAddr};
+use tcpd_proto::v2::{ConnectionInfo, SocketAddress};
 
 use crate::state::{StateSet, decode_state};
 
@@ -25,7 +25,7 @@ impl ConnFilter {
     pub fn new(states: &[StateSet], listening: bool, port: Option<u16>, uid: Option<u32>) -> Self {
         let mut selected = states.iter().fold(StateSet::EMPTY, |acc, s| acc.union(*s));
         if listening {
-            selected = selected.union(StateSet::of(&[tcpd_proto::v1::TcpState::Listen]));
+            selected = selected.union(StateSet::of(&[tcpd_proto::v2::TcpState::Listen]));
         }
         let narrowed_by_state = listening || !states.is_empty();
         ConnFilter {
@@ -59,7 +59,7 @@ impl ConnFilter {
 }
 
 /// The port of an optional address; 0 (never a real peer port) when absent.
-fn port_of(addr: Option<&SockAddr>) -> u32 {
+fn port_of(addr: Option<&SocketAddress>) -> u32 {
     addr.map_or(0, |a| a.port)
 }
 
@@ -67,19 +67,13 @@ fn port_of(addr: Option<&SockAddr>) -> u32 {
 mod tests {
     use super::*;
     use crate::state::parse_state_filter;
-    use tcpd_proto::v1::TcpState;
+    use tcpd_proto::v2::TcpState;
 
     fn conn(state: TcpState, local_port: u32, remote_port: u32, uid: u32) -> ConnectionInfo {
         ConnectionInfo {
             state: state as i32,
-            local: Some(SockAddr {
-                ip: 0x0a00_0001,
-                port: local_port,
-            }),
-            remote: Some(SockAddr {
-                ip: 0x0a00_0002,
-                port: remote_port,
-            }),
+            local: Some(crate::render::wire_addr(0x0a00_0001, local_port)),
+            remote: Some(crate::render::wire_addr(0x0a00_0002, remote_port)),
             owner_uid: uid,
             ..Default::default()
         }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tcpd_proto::v1::{ConnectionInfo, StateChange, StatsReply, StatusReply};
+use tcpd_proto::v2::{ConnectionInfo, StateChange, StatsResponse, StatusResponse};
 
 use crate::owner::{OwnerLookup, has_owner};
 use crate::render::{addr_text, format_timestamp_us};
@@ -151,8 +151,8 @@ pub struct StatsJson {
     pub states: BTreeMap<String, u64>,
 }
 
-impl From<&StatsReply> for StatsJson {
-    fn from(stats: &StatsReply) -> Self {
+impl From<&StatsResponse> for StatsJson {
+    fn from(stats: &StatsResponse) -> Self {
         let mut counters = BTreeMap::new();
         let mut drops = BTreeMap::new();
         for counter in &stats.counters {
@@ -206,10 +206,11 @@ pub struct StatusJson {
     pub impairment: Option<String>,
 }
 
-impl From<&StatusReply> for StatusJson {
-    fn from(status: &StatusReply) -> Self {
-        let ip = |a: Option<&tcpd_proto::v1::SockAddr>| {
-            std::net::Ipv4Addr::from(a.map_or(0, |a| a.ip)).to_string()
+impl From<&StatusResponse> for StatusJson {
+    fn from(status: &StatusResponse) -> Self {
+        let ip = |a: Option<&tcpd_proto::v2::SocketAddress>| {
+            a.map_or(std::net::Ipv4Addr::UNSPECIFIED, crate::render::ipv4)
+                .to_string()
         };
         StatusJson {
             version: status.version.clone(),

@@ -2,7 +2,7 @@
 //! tested without a daemon.
 //!
 //! Data flow: [`cli`] parses the command line; [`commands`] calls the
-//! daemon's Admin service (tcpd.v1, over its Unix socket) and hands the
+//! daemon's Admin service (tcpd.v2, over its Unix socket) and hands the
 //! replies to [`render`] (human tables, pure functions) or [`json`] (the
 //! stable `--json` schema); [`filter`] and [`state`] select connections;
 //! [`owner`] turns uids/pids into names; [`error`] maps every failure to one

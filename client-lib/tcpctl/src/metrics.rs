@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 
-use tcpd_proto::v1::StatsReply;
+use tcpd_proto::v2::StatsResponse as StatsReply;
 
 /// Help text of the counters tcpd documents; others get a generic line.
 fn help(name: &str) -> String {

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use tcpd_proto::v1::ConnectionInfo;
+use tcpd_proto::v2::ConnectionInfo;
 
 /// Resolves owner ids to names.
 pub trait OwnerLookup {

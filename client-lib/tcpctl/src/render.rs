@@ -17,7 +17,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anstyle::{AnsiColor, Style};
-use tcpd_proto::v1::{ConnectionInfo, SockAddr, StateChange, StatsReply, StatusReply, TcpState};
+use tcpd_proto::v2::{
+    ConnectionInfo, SocketAddress, StateChange, StatsResponse, StatusResponse, TcpState,
+};
 
 use crate::owner::{OwnerLookup, owner_label};
 use crate::state::{ALL_STATES, connection_state_label, decode_state, rfc_name, state_label};
@@ -51,21 +53,38 @@ pub const DEFAULT_WIDTH: usize = 80;
 /// Indentation of the `-i` detail lines under their socket row.
 const DETAIL_INDENT: &str = "    ";
 
+/// The IPv4 address of a wire address (0.0.0.0 when absent or not IPv4).
+pub fn ipv4(addr: &SocketAddress) -> Ipv4Addr {
+    match addr.ip.as_slice() {
+        &[a, b, c, d] => Ipv4Addr::new(a, b, c, d),
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// A wire address from an IPv4 address (host order) and a port.
+pub fn wire_addr(ip: u32, port: u32) -> SocketAddress {
+    SocketAddress {
+        ip: ip.to_be_bytes().to_vec(),
+        port,
+        ..SocketAddress::default()
+    }
+}
+
 /// `ip:port` exactly as the JSON output spells addresses (`0.0.0.0:0` when
 /// the daemon sent none).
-pub fn addr_text(addr: Option<&SockAddr>) -> String {
-    let addr = addr.copied().unwrap_or_default();
-    format!("{}:{}", Ipv4Addr::from(addr.ip), addr.port)
+pub fn addr_text(addr: Option<&SocketAddress>) -> String {
+    let addr = addr.cloned().unwrap_or_default();
+    format!("{}:{}", ipv4(&addr), addr.port)
 }
 
 /// `ip:port` for humans: a zero port (a listener's unset peer) prints as `*`,
 /// as `ss` does.
-pub fn addr_display(addr: Option<&SockAddr>) -> String {
-    let addr = addr.copied().unwrap_or_default();
+pub fn addr_display(addr: Option<&SocketAddress>) -> String {
+    let addr = addr.cloned().unwrap_or_default();
     if addr.port == 0 {
-        format!("{}:*", Ipv4Addr::from(addr.ip))
+        format!("{}:*", ipv4(&addr))
     } else {
-        format!("{}:{}", Ipv4Addr::from(addr.ip), addr.port)
+        format!("{}:{}", ipv4(&addr), addr.port)
     }
 }
 
@@ -362,7 +381,7 @@ impl StatLine {
 
 /// The `stats` output: counters grouped by kind, then the current number of
 /// connections in each state (every state listed, zeros included), aligned.
-pub fn render_stats(stats: &StatsReply, color: bool) -> String {
+pub fn render_stats(stats: &StatsResponse, color: bool) -> String {
     let mut lines: Vec<StatLine> = Vec::new();
     for section in STATS_SECTIONS {
         let before = lines.len();
@@ -448,9 +467,9 @@ pub fn render_stats(stats: &StatsReply, color: bool) -> String {
 }
 
 /// The `status` output: one aligned `key  value` line per fact.
-pub fn render_status(status: &StatusReply) -> String {
-    let address = status.address.unwrap_or_default();
-    let host = status.host_address.unwrap_or_default();
+pub fn render_status(status: &StatusResponse) -> String {
+    let address = status.address.clone().unwrap_or_default();
+    let host = status.host_address.clone().unwrap_or_default();
     let uptime = Duration::from_secs(status.uptime_ms / 1000);
     let impairment = if status.impairment.is_empty() {
         "none".to_string()
@@ -469,9 +488,9 @@ pub fn render_status(status: &StatusReply) -> String {
         ("mtu", status.mtu.to_string()),
         (
             "address",
-            format!("{}/{}", Ipv4Addr::from(address.ip), status.prefix_len),
+            format!("{}/{}", ipv4(&address), status.prefix_len),
         ),
-        ("host address", Ipv4Addr::from(host.ip).to_string()),
+        ("host address", ipv4(&host).to_string()),
         ("impairment", impairment),
     ];
     let width = facts.iter().map(|f| f.0.len()).max().unwrap_or(0);
@@ -553,15 +572,12 @@ mod tests {
 
     #[test]
     fn addresses() {
-        let a = SockAddr {
-            ip: 0x0a00_0001,
-            port: 80,
-        };
+        let a = wire_addr(0x0a00_0001, 80);
         assert_eq!(addr_text(Some(&a)), "10.0.0.1:80");
         assert_eq!(addr_display(Some(&a)), "10.0.0.1:80");
         assert_eq!(addr_text(None), "0.0.0.0:0");
         assert_eq!(addr_display(None), "0.0.0.0:*");
-        let odd = SockAddr { ip: 1, port: 70000 };
+        let odd = wire_addr(1, 70000);
         assert_eq!(addr_text(Some(&odd)), "0.0.0.1:70000");
     }
 
@@ -585,7 +601,7 @@ mod tests {
 
     #[test]
     fn stats_without_drop_counters_say_so() {
-        let text = render_stats(&StatsReply::default(), false);
+        let text = render_stats(&StatsResponse::default(), false);
         assert!(
             text.starts_with("Drops by reason\n  none reported\n\n"),
             "{text}"

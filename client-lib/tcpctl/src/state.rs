@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use tcpd_proto::v1::{ConnectionInfo, TcpState};
+use tcpd_proto::v2::{ConnectionInfo, TcpState};
 
 /// Every state a connection can be in, in RFC 9293 §3.3.2 order (CLOSED last,
 /// as the diagram's fictional end state).

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
-use tcpd_proto::v1::admin_client::AdminClient;
-use tcpd_proto::v1::{CaptureRequest, SockAddr, TraceRequest};
+use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
+use tcpd_proto::v2::{CaptureRequest, SocketAddress as SockAddr, TraceRequest};
 use tcpd_trace::{Event, Ladder, LadderOptions};
 use tonic::transport::Channel;
 
@@ -20,10 +20,7 @@ use crate::error::CliError;
 
 fn sock(addr: Option<SocketAddrV4>) -> SockAddr {
     let addr = addr.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-    SockAddr {
-        ip: u32::from(*addr.ip()),
-        port: u32::from(addr.port()),
-    }
+    addr.into()
 }
 
 fn options(args: &TraceArgs, color: bool, width: usize) -> LadderOptions {
@@ -70,10 +67,10 @@ pub fn replay(
     width: usize,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let failed = |operation: String, message: String, errno_name| CliError::Rpc {
+    let failed = |operation: String, message: String, errno_name: &str| CliError::Rpc {
         operation,
         message,
-        errno_name,
+        errno_name: errno_name.to_string(),
     };
     let name = path.display();
     let bytes = std::fs::read(path)
@@ -150,7 +147,11 @@ pub async fn live(
             None => stream.message().await,
         };
         let message = match next {
-            Ok(Some(message)) => message,
+            Ok(Some(tcpd_proto::v2::TraceResponse {
+                event: Some(message),
+            })) => message,
+            // A frame newer than this tcpctl: skip it.
+            Ok(Some(_)) => continue,
             // The daemon ends the stream when the connection is gone.
             Ok(None) => break,
             Err(status) => return Err(CliError::from_status("trace", path, &status)),
@@ -180,7 +181,7 @@ pub async fn capture(
         return Err(CliError::Rpc {
             operation: "capture".into(),
             message: "refusing to write pcapng to a terminal; use -w FILE or a pipe".into(),
-            errno_name: "EINVAL",
+            errno_name: "EINVAL".to_string(),
         });
     }
     let mut stream = admin

@@ -7,24 +7,32 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tcpd_proto::v1::admin_server::{Admin, AdminServer};
-use tcpd_proto::v1::{
-    AbortReply, AbortRequest, ConnectionInfo, Counter, ListConnectionsReply,
-    ListConnectionsRequest, SockAddr, StateChange, StatsReply, StatsRequest, StatusReply,
-    StatusRequest, TcpState, TraceEvent, TraceRequest, WatchRequest,
+use tcpd_proto::v2::admin_service_server::{
+    AdminService as Admin, AdminServiceServer as AdminServer,
 };
-use tcpd_proto::v1::{CaptureChunk, CaptureRequest};
+use tcpd_proto::v2::{
+    AbortRequest, AbortResponse, ConnectionInfo, Counter, ListConnectionsRequest,
+    ListConnectionsResponse, SocketAddress, StateChange, StatsRequest, StatsResponse,
+    StatusRequest, StatusResponse, TcpState, TraceEvent, TraceRequest, TraceResponse, WatchRequest,
+    WatchResponse,
+};
+use tcpd_proto::v2::{CaptureRequest, CaptureResponse};
 use tcpd_proto::{errno, errno_status};
 use tonic::{Request, Response, Status};
 
-fn addr(a: [u8; 4], port: u32) -> Option<SockAddr> {
-    Some(SockAddr {
-        ip: u32::from_be_bytes(a),
+fn addr(a: [u8; 4], port: u32) -> Option<SocketAddress> {
+    Some(SocketAddress {
+        ip: a.to_vec(),
         port,
+        ..SocketAddress::default()
     })
 }
 
-fn conn(state: TcpState, local: Option<SockAddr>, remote: Option<SockAddr>) -> ConnectionInfo {
+fn conn(
+    state: TcpState,
+    local: Option<SocketAddress>,
+    remote: Option<SocketAddress>,
+) -> ConnectionInfo {
     ConnectionInfo {
         handle: 1,
         state: state as i32,
@@ -87,14 +95,14 @@ impl Admin for MockAdmin {
     async fn list_connections(
         &self,
         _: Request<ListConnectionsRequest>,
-    ) -> Result<Response<ListConnectionsReply>, Status> {
-        Ok(Response::new(ListConnectionsReply {
+    ) -> Result<Response<ListConnectionsResponse>, Status> {
+        Ok(Response::new(ListConnectionsResponse {
             connections: connections(),
         }))
     }
 
-    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
-        Ok(Response::new(StatsReply {
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        Ok(Response::new(StatsResponse {
             counters: vec![
                 Counter {
                     name: "segments_in".into(),
@@ -112,18 +120,20 @@ impl Admin for MockAdmin {
         }))
     }
 
-    type WatchStream = futures::stream::BoxStream<'static, Result<StateChange, Status>>;
+    type WatchStream = futures::stream::BoxStream<'static, Result<WatchResponse, Status>>;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         use futures::StreamExt;
         let change = |old: TcpState, new: TcpState, port: u32| {
-            Ok(StateChange {
-                timestamp_us: 1_767_323_045_678_901,
-                local: addr([10, 0, 0, 1], port),
-                remote: addr([10, 0, 0, 2], 80),
-                old_state: old as i32,
-                new_state: new as i32,
-                handle: 5,
+            Ok(WatchResponse {
+                change: Some(StateChange {
+                    timestamp_us: 1_767_323_045_678_901,
+                    local: addr([10, 0, 0, 1], port),
+                    remote: addr([10, 0, 0, 2], 80),
+                    old_state: old as i32,
+                    new_state: new as i32,
+                    handle: 5,
+                }),
             })
         };
         let events = vec![
@@ -136,7 +146,7 @@ impl Admin for MockAdmin {
         Ok(Response::new(stream.boxed()))
     }
 
-    type CaptureStream = futures::stream::BoxStream<'static, Result<CaptureChunk, Status>>;
+    type CaptureStream = futures::stream::BoxStream<'static, Result<CaptureResponse, Status>>;
 
     /// Capture is root-only in the daemon; the mock refuses like it does
     /// for a non-root caller.
@@ -147,20 +157,22 @@ impl Admin for MockAdmin {
         Err(errno_status(errno::EPERM, "capturing needs root"))
     }
 
-    type TraceStream = futures::stream::BoxStream<'static, Result<TraceEvent, Status>>;
+    type TraceStream = futures::stream::BoxStream<'static, Result<TraceResponse, Status>>;
 
     /// The seed's handshake (ISNs 100 and 300) as the daemon streams it, then
     /// the end of the stream.
     async fn trace(&self, _: Request<TraceRequest>) -> Result<Response<Self::TraceStream>, Status> {
         use futures::StreamExt;
-        use tcpd_proto::v1::trace_event::Event;
-        use tcpd_proto::v1::{TraceDirection, TraceSegment, TraceStateChange};
+        use tcpd_proto::v2::trace_event::Event;
+        use tcpd_proto::v2::{TraceDirection, TraceSegment, TraceStateChange};
         let event = |t: u64, event: Event| {
-            Ok(TraceEvent {
-                time_us: t,
-                local: addr([10, 0, 0, 1], 40000),
-                remote: addr([10, 0, 0, 2], 80),
-                event: Some(event),
+            Ok(TraceResponse {
+                event: Some(TraceEvent {
+                    time_us: t,
+                    local: addr([10, 0, 0, 1], 40000),
+                    remote: addr([10, 0, 0, 2], 80),
+                    event: Some(event),
+                }),
             })
         };
         let segment = |dir: TraceDirection, seq: u32, ack: u32, flags: u32| {
@@ -190,7 +202,10 @@ impl Admin for MockAdmin {
         Ok(Response::new(futures::stream::iter(events).boxed()))
     }
 
-    async fn abort(&self, request: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
+    async fn abort(
+        &self,
+        request: Request<AbortRequest>,
+    ) -> Result<Response<AbortResponse>, Status> {
         if self.0.deny_abort {
             return Err(errno_status(errno::EPERM, "abort is for root only"));
         }
@@ -199,13 +214,13 @@ impl Admin for MockAdmin {
             .iter()
             .any(|c| c.local == request.local && c.remote == request.remote);
         self.0.aborts.lock().expect("abort log lock").push(request);
-        Ok(Response::new(AbortReply {
+        Ok(Response::new(AbortResponse {
             aborted: u32::from(known),
         }))
     }
 
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        Ok(Response::new(StatusReply {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(StatusResponse {
             version: "9.9.9".into(),
             uptime_ms: 61_000,
             tun_name: "tcpd-mock".into(),
@@ -552,8 +567,8 @@ fn kill_by_tuple_and_by_filter() {
         .iter()
         .map(|a| {
             (
-                a.local.map_or(0, |l| l.port),
-                a.remote.map_or(0, |r| r.port),
+                a.local.as_ref().map_or(0, |l| l.port),
+                a.remote.as_ref().map_or(0, |r| r.port),
             )
         })
         .collect();

@@ -12,14 +12,15 @@ use tcpctl::json::{ConnectionJson, StatsJson, StatusJson, WatchEventJson};
 use tcpctl::owner::FixedOwners;
 use tcpctl::render::{WatchRenderer, render_stats, render_status};
 use tcpctl::{Options, render_table};
-use tcpd_proto::v1::{
-    ConnectionInfo, Counter, SockAddr, StateChange, StatsReply, StatusReply, TcpState,
+use tcpd_proto::v2::{
+    ConnectionInfo, Counter, SocketAddress, StateChange, StatsResponse, StatusResponse, TcpState,
 };
 
-fn addr(a: [u8; 4], port: u32) -> Option<SockAddr> {
-    Some(SockAddr {
-        ip: u32::from_be_bytes(a),
+fn addr(a: [u8; 4], port: u32) -> Option<SocketAddress> {
+    Some(SocketAddress {
+        ip: a.to_vec(),
         port,
+        ..SocketAddress::default()
     })
 }
 
@@ -243,12 +244,12 @@ fn ls_colour_keeps_alignment() {
     assert_eq!(stripped, plain);
 }
 
-fn stats() -> StatsReply {
+fn stats() -> StatsResponse {
     let counter = |name: &str, value: u64| Counter {
         name: name.into(),
         value,
     };
-    StatsReply {
+    StatsResponse {
         counters: vec![
             counter("segments_in", 123_456),
             counter("segments_out", 120_001),
@@ -385,8 +386,8 @@ fn watch_json_lines() {
     assert_eq!(first["new"], "SYN-SENT");
 }
 
-fn status() -> StatusReply {
-    StatusReply {
+fn status() -> StatusResponse {
+    StatusResponse {
         version: "0.1.0".into(),
         uptime_ms: 3_723_456,
         tun_name: "tcpd0".into(),

@@ -1,4 +1,4 @@
-//! The `tcpd.v1.Admin` service: connection listing, counters, the state
+//! The `tcpd.v2.AdminService` service: connection listing, counters, the state
 //! change feed, administrative aborts (root only) and daemon status.
 //!
 //! Least privilege, as `ss` on Linux: every caller sees every connection's
@@ -12,16 +12,17 @@
 
 use crate::admission::Admission;
 use crate::convert;
-use crate::driver::{DriverHandle, WatchedChange};
 use crate::errno::Errno;
+use crate::ops::DriverHandle;
+use crate::ops::{Op, StateChange};
 use crate::session::Credentials;
 use crate::socket_service::session_of;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::pin::Pin;
 use std::sync::Arc;
 use tcpd_proto::errno::EPERM;
-use tcpd_proto::v1;
-use tcpd_proto::v1::admin_server::Admin;
+use tcpd_proto::v2;
+use tcpd_proto::v2::admin_service_server::AdminService as Admin;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
@@ -72,25 +73,30 @@ fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn counters(pairs: Vec<(String, u64)>) -> Vec<v1::Counter> {
+fn counters(pairs: Vec<(String, u64)>) -> Vec<v2::Counter> {
     pairs
         .into_iter()
-        .map(|(name, value)| v1::Counter { name, value })
+        .map(|(name, value)| v2::Counter { name, value })
         .collect()
 }
 
-type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<v1::StateChange, Status>> + Send>>;
-type TraceStream = Pin<Box<dyn futures::Stream<Item = Result<v1::TraceEvent, Status>> + Send>>;
-type CaptureStream = Pin<Box<dyn futures::Stream<Item = Result<v1::CaptureChunk, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<v2::WatchResponse, Status>> + Send>>;
+type TraceStream = Pin<Box<dyn futures::Stream<Item = Result<v2::TraceResponse, Status>> + Send>>;
+type CaptureStream =
+    Pin<Box<dyn futures::Stream<Item = Result<v2::CaptureResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn list_connections(
         &self,
-        request: Request<v1::ListConnectionsRequest>,
-    ) -> Result<Response<v1::ListConnectionsReply>, Status> {
-        let caller = session_of(&request)?.creds;
-        let rows = self.driver.call(|c| c.connections()).await?;
+        request: Request<v2::ListConnectionsRequest>,
+    ) -> Result<Response<v2::ListConnectionsResponse>, Status> {
+        let session = session_of(&request)?;
+        let caller = session.creds;
+        let rows = self
+            .driver
+            .call(session, |reply| Op::Connections { reply })
+            .await?;
         let connections = rows
             .into_iter()
             .map(|(mut info, mut owner)| {
@@ -103,7 +109,7 @@ impl Admin for AdminService {
                 }
                 (info, owner)
             })
-            .map(|(info, owner)| v1::ConnectionInfo {
+            .map(|(info, owner)| v2::ConnectionInfo {
                 handle: info.handle.map_or(0, |h| h.0),
                 state: convert::tcp_state(info.state) as i32,
                 state_name: info.state.name().to_string(),
@@ -130,16 +136,19 @@ impl Admin for AdminService {
                 rcv_wnd: to_u64(info.rcv_wnd),
             })
             .collect();
-        Ok(Response::new(v1::ListConnectionsReply { connections }))
+        Ok(Response::new(v2::ListConnectionsResponse { connections }))
     }
 
     async fn stats(
         &self,
-        _request: Request<v1::StatsRequest>,
-    ) -> Result<Response<v1::StatsReply>, Status> {
-        let mut snapshot = self.driver.call(|c| c.stats()).await?;
+        request: Request<v2::StatsRequest>,
+    ) -> Result<Response<v2::StatsResponse>, Status> {
+        let mut snapshot = self
+            .driver
+            .call(session_of(&request)?, |reply| Op::Stats { reply })
+            .await?;
         snapshot.counters.extend(self.admission.named_counters());
-        Ok(Response::new(v1::StatsReply {
+        Ok(Response::new(v2::StatsResponse {
             counters: counters(snapshot.counters),
             states: counters(snapshot.per_state),
         }))
@@ -149,21 +158,21 @@ impl Admin for AdminService {
 
     async fn watch(
         &self,
-        request: Request<v1::WatchRequest>,
+        request: Request<v2::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = session_of(&request)?.creds;
         let rx = self.driver.watch_state_changes();
         let stream = futures::stream::unfold(rx, move |mut rx| async move {
             loop {
                 match rx.recv().await {
-                    Ok(WatchedChange {
-                        mut change,
-                        owner_uid,
-                    }) => {
-                        if owner_uid.is_some_and(|uid| !sees_owner(&caller, uid)) {
+                    Ok(mut change) => {
+                        if change
+                            .owner_uid
+                            .is_some_and(|uid| !sees_owner(&caller, uid))
+                        {
                             change.handle = 0;
                         }
-                        return Some((Ok(change), rx));
+                        return Some((Ok(state_change(change)), rx));
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "a Watch client fell behind; events skipped");
@@ -179,11 +188,11 @@ impl Admin for AdminService {
 
     async fn trace(
         &self,
-        request: Request<v1::TraceRequest>,
+        request: Request<v2::TraceRequest>,
     ) -> Result<Response<Self::TraceStream>, Status> {
         let session = session_of(&request)?;
         let req = request.into_inner();
-        let unspecified = v1::SockAddr { ip: 0, port: 0 };
+        let unspecified = v2::SocketAddress::default();
         let local = convert::socket_addr(Some(req.local.as_ref().unwrap_or(&unspecified)))?;
         let remote = convert::socket_addr(Some(req.remote.as_ref().unwrap_or(&unspecified)))?;
         let port = match u16::try_from(req.port) {
@@ -203,10 +212,11 @@ impl Admin for AdminService {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(crate::trace_hub::TRACE_CHANNEL);
         self.driver
-            .call(move |c| c.trace_subscribe(session, filter, tx))
-            .await??;
+            .call(session, |reply| Op::Trace { filter, tx, reply })
+            .await?;
         tracing::debug!(%local, %remote, ?port, next = req.next, uid = session.creds.uid, "trace started");
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|event| Ok(v2::TraceResponse { event: Some(event) }));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -214,7 +224,7 @@ impl Admin for AdminService {
 
     async fn capture(
         &self,
-        request: Request<v1::CaptureRequest>,
+        request: Request<v2::CaptureRequest>,
     ) -> Result<Response<Self::CaptureStream>, Status> {
         let session = session_of(&request)?;
         let text = request.into_inner().filter;
@@ -222,8 +232,8 @@ impl Admin for AdminService {
             .map_err(|e| Errno::new(tcpd_proto::errno::EINVAL, e).into_status())?;
         let (tx, rx) = tokio::sync::mpsc::channel(crate::capture_hub::CAPTURE_CHANNEL);
         self.driver
-            .call(move |c| c.capture_subscribe(session, filter, tx))
-            .await??;
+            .call(session, |reply| Op::Capture { filter, tx, reply })
+            .await?;
         tracing::info!(filter = %text, uid = session.creds.uid, "capture started");
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
@@ -231,8 +241,8 @@ impl Admin for AdminService {
 
     async fn abort(
         &self,
-        request: Request<v1::AbortRequest>,
-    ) -> Result<Response<v1::AbortReply>, Status> {
+        request: Request<v2::AbortRequest>,
+    ) -> Result<Response<v2::AbortResponse>, Status> {
         let session = session_of(&request)?;
         if !session.creds.is_root() {
             return Err(Errno::new(EPERM, "Abort is for root only").into_status());
@@ -240,35 +250,50 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let local = convert::socket_addr(req.local.as_ref())?;
         let remote = convert::socket_addr(req.remote.as_ref())?;
-        let aborted = self.driver.call(move |c| c.abort(local, remote)).await?;
+        let aborted = self
+            .driver
+            .call(session, |reply| Op::Abort {
+                local,
+                remote,
+                reply,
+            })
+            .await?;
         tracing::info!(%local, %remote, aborted, uid = session.creds.uid, "admin abort");
-        Ok(Response::new(v1::AbortReply {
+        Ok(Response::new(v2::AbortResponse {
             aborted: u32::try_from(aborted).unwrap_or(u32::MAX),
         }))
     }
 
     async fn status(
         &self,
-        _request: Request<v1::StatusRequest>,
-    ) -> Result<Response<v1::StatusReply>, Status> {
+        _request: Request<v2::StatusRequest>,
+    ) -> Result<Response<v2::StatusResponse>, Status> {
         let info = &self.info;
-        Ok(Response::new(v1::StatusReply {
+        Ok(Response::new(v2::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_ms: u64::try_from(info.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             tun_name: info.tun_name.clone(),
-            address: Some(v1::SockAddr {
-                ip: u32::from(info.address),
-                port: 0,
-            }),
+            address: Some(SocketAddrV4::new(info.address, 0).into()),
             prefix_len: u32::from(info.prefix_len),
-            host_address: Some(v1::SockAddr {
-                ip: u32::from(info.host_address),
-                port: 0,
-            }),
+            host_address: Some(SocketAddrV4::new(info.host_address, 0).into()),
             mtu: u32::from(info.mtu),
             socket_path: info.socket_path.clone(),
             pid: std::process::id(),
             impairment: info.impairment.clone(),
         }))
+    }
+}
+
+/// The Watch frame for a state change (the driver knows no proto).
+fn state_change(change: StateChange) -> v2::WatchResponse {
+    v2::WatchResponse {
+        change: Some(v2::StateChange {
+            timestamp_us: change.timestamp_us,
+            local: Some(change.local.into()),
+            remote: Some(change.remote.into()),
+            old_state: convert::tcp_state(change.old) as i32,
+            new_state: convert::tcp_state(change.new) as i32,
+            handle: change.handle,
+        }),
     }
 }

@@ -90,6 +90,15 @@ pub struct Cli {
     /// TUN segmentation/checksum offload (virtio-net header, TSO) [default: on].
     #[arg(long, value_enum)]
     pub offload: Option<Switch>,
+    /// Sockets one API session may hold; beyond, EMFILE [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub session_max_sockets: Option<usize>,
+    /// Calls one API session may have blocked in the daemon; beyond, EAGAIN [default: 8192].
+    #[arg(long, value_name = "N")]
+    pub session_max_blocked_calls: Option<usize>,
+    /// Bytes one API session's blocked writes may hold in the daemon; beyond, ENOBUFS [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub session_max_buffered_bytes: Option<usize>,
 }
 
 /// The TOML file: the long flag names as keys (kebab-case), all optional.
@@ -110,6 +119,9 @@ pub struct FileConfig {
     pub user: Option<String>,
     pub limits: Option<LimitFlags>,
     pub offload: Option<Switch>,
+    pub session_max_sockets: Option<usize>,
+    pub session_max_blocked_calls: Option<usize>,
+    pub session_max_buffered_bytes: Option<usize>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -131,6 +143,7 @@ pub struct Settings {
     pub limits: Limits,
     /// Ask for TUN offload (the link falls back when the kernel refuses).
     pub offload: bool,
+    pub quotas: crate::sockets::Quotas,
 }
 
 /// A configuration error, reported before anything is opened.
@@ -264,6 +277,23 @@ impl Settings {
             user: cli.user.clone().or(file.user),
             limits: Limits::resolve(&cli.limits, file.limits.as_ref())?,
             offload: cli.offload.or(file.offload).unwrap_or(Switch::On) == Switch::On,
+            quotas: {
+                let d = crate::sockets::Quotas::default();
+                crate::sockets::Quotas {
+                    sockets: cli
+                        .session_max_sockets
+                        .or(file.session_max_sockets)
+                        .unwrap_or(d.sockets),
+                    pending_ops: cli
+                        .session_max_blocked_calls
+                        .or(file.session_max_blocked_calls)
+                        .unwrap_or(d.pending_ops),
+                    buffered_bytes: cli
+                        .session_max_buffered_bytes
+                        .or(file.session_max_buffered_bytes)
+                        .unwrap_or(d.buffered_bytes),
+                }
+            },
         })
     }
 

@@ -1,4 +1,4 @@
-//! Conversions between the tcpd.v1 wire types and the stack's types.
+//! Conversions between the tcpd.v2 wire types and the stack's types.
 //!
 //! Untrusted request fields are validated here: a missing address, a port
 //! above 65535, an unknown enum value or an option value of the wrong kind
@@ -7,48 +7,68 @@
 use crate::errno::Errno;
 use std::net::SocketAddrV4;
 use std::time::Duration;
-use tcpd_proto::errno::ENOPROTOOPT;
-use tcpd_proto::v1;
-use tcpd_proto::v1::option_value::Value;
+use tcpd_proto::errno::{EAFNOSUPPORT, ENOPROTOOPT};
+use tcpd_proto::v2;
+use tcpd_proto::v2::option_value::Value;
 use tcpd_stack::{CongestionAlgorithm, OptionName, Shutdown, SockOption, TcpState};
 
-/// A request address; EINVAL when missing or when the port exceeds 16 bits.
-pub fn socket_addr(addr: Option<&v1::SockAddr>) -> Result<SocketAddrV4, Errno> {
+/// A request address; EINVAL when missing or malformed, EAFNOSUPPORT for
+/// IPv6 (the stack is IPv4 only for now).
+pub fn socket_addr(addr: Option<&v2::SocketAddress>) -> Result<SocketAddrV4, Errno> {
     let addr = addr.ok_or_else(|| Errno::invalid("address missing"))?;
-    addr.to_std()
-        .ok_or_else(|| Errno::invalid(format!("port {} out of range", addr.port)))
+    match addr.to_std() {
+        Ok(std::net::SocketAddr::V4(a)) => Ok(a),
+        Ok(std::net::SocketAddr::V6(a)) => Err(Errno::new(
+            EAFNOSUPPORT,
+            format!("{a}: tcpd speaks IPv4 only for now"),
+        )),
+        Err(e) => Err(Errno::invalid(e.to_string())),
+    }
+}
+
+/// An optional request address (absent means "not requested").
+pub fn optional_addr(addr: Option<&v2::SocketAddress>) -> Result<Option<SocketAddrV4>, Errno> {
+    addr.map(|a| socket_addr(Some(a))).transpose()
+}
+
+/// The options of a batched request, in order.
+pub fn options(settings: &[v2::OptionSetting]) -> Result<Vec<SockOption>, Errno> {
+    settings
+        .iter()
+        .map(|s| option_to_set(s.option, s.value.as_ref()))
+        .collect()
 }
 
 /// The wire enum for a stack state.
-pub fn tcp_state(state: TcpState) -> v1::TcpState {
+pub fn tcp_state(state: TcpState) -> v2::TcpState {
     match state {
-        TcpState::Closed => v1::TcpState::Closed,
-        TcpState::Listen => v1::TcpState::Listen,
-        TcpState::SynSent => v1::TcpState::SynSent,
-        TcpState::SynReceived => v1::TcpState::SynReceived,
-        TcpState::Established => v1::TcpState::Established,
-        TcpState::FinWait1 => v1::TcpState::FinWait1,
-        TcpState::FinWait2 => v1::TcpState::FinWait2,
-        TcpState::CloseWait => v1::TcpState::CloseWait,
-        TcpState::Closing => v1::TcpState::Closing,
-        TcpState::LastAck => v1::TcpState::LastAck,
-        TcpState::TimeWait => v1::TcpState::TimeWait,
+        TcpState::Closed => v2::TcpState::Closed,
+        TcpState::Listen => v2::TcpState::Listen,
+        TcpState::SynSent => v2::TcpState::SynSent,
+        TcpState::SynReceived => v2::TcpState::SynReceived,
+        TcpState::Established => v2::TcpState::Established,
+        TcpState::FinWait1 => v2::TcpState::FinWait1,
+        TcpState::FinWait2 => v2::TcpState::FinWait2,
+        TcpState::CloseWait => v2::TcpState::CloseWait,
+        TcpState::Closing => v2::TcpState::Closing,
+        TcpState::LastAck => v2::TcpState::LastAck,
+        TcpState::TimeWait => v2::TcpState::TimeWait,
     }
 }
 
 /// shutdown(2)'s `how`; EINVAL for unspecified or unknown values.
 pub fn shutdown_how(how: i32) -> Result<Shutdown, Errno> {
-    match v1::ShutdownHow::try_from(how) {
-        Ok(v1::ShutdownHow::Read) => Ok(Shutdown::Read),
-        Ok(v1::ShutdownHow::Write) => Ok(Shutdown::Write),
-        Ok(v1::ShutdownHow::Both) => Ok(Shutdown::Both),
+    match v2::ShutdownHow::try_from(how) {
+        Ok(v2::ShutdownHow::Read) => Ok(Shutdown::Read),
+        Ok(v2::ShutdownHow::Write) => Ok(Shutdown::Write),
+        Ok(v2::ShutdownHow::Both) => Ok(Shutdown::Both),
         _ => Err(Errno::invalid(format!("invalid shutdown mode {how}"))),
     }
 }
 
 /// The option a request names; ENOPROTOOPT for unknown values.
 pub fn option_name(option: i32) -> Result<OptionName, Errno> {
-    use v1::SockOpt as O;
+    use v2::SocketOption as O;
     let name = match O::try_from(option) {
         Ok(O::SoReuseaddr) => OptionName::ReuseAddr,
         Ok(O::TcpNodelay) => OptionName::NoDelay,
@@ -98,7 +118,7 @@ fn to_usize(i: i64) -> usize {
 }
 
 /// The option and value of a SetOption request.
-pub fn option_to_set(option: i32, value: Option<&v1::OptionValue>) -> Result<SockOption, Errno> {
+pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<SockOption, Errno> {
     let name = option_name(option)?;
     let value = value
         .and_then(|v| v.value.as_ref())
@@ -156,7 +176,7 @@ pub fn option_to_set(option: i32, value: Option<&v1::OptionValue>) -> Result<Soc
 }
 
 /// The wire value of an option read with GetOption.
-pub fn option_value(option: SockOption) -> v1::OptionValue {
+pub fn option_value(option: SockOption) -> v2::OptionValue {
     let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     let value = match option {
         SockOption::ReuseAddr(b) | SockOption::NoDelay(b) | SockOption::KeepAlive(b) => {
@@ -167,7 +187,7 @@ pub fn option_value(option: SockOption) -> v1::OptionValue {
         SockOption::RecvBuffer(n) | SockOption::SendBuffer(n) => {
             Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
         }
-        SockOption::Linger(l) => Value::Linger(v1::Linger {
+        SockOption::Linger(l) => Value::Linger(v2::Linger {
             enabled: l.is_some(),
             seconds: l.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
         }),
@@ -178,7 +198,7 @@ pub fn option_value(option: SockOption) -> v1::OptionValue {
             Value::Int(t.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
         }
     };
-    v1::OptionValue { value: Some(value) }
+    v2::OptionValue { value: Some(value) }
 }
 
 #[cfg(test)]
@@ -186,22 +206,35 @@ mod tests {
     use super::*;
     use tcpd_proto::errno::EINVAL;
 
-    fn set(option: v1::SockOpt, value: Value) -> Result<SockOption, Errno> {
-        option_to_set(option as i32, Some(&v1::OptionValue { value: Some(value) }))
+    fn set(option: v2::SocketOption, value: Value) -> Result<SockOption, Errno> {
+        option_to_set(option as i32, Some(&v2::OptionValue { value: Some(value) }))
     }
 
     #[test]
     fn addresses_are_validated() {
-        let ok = v1::SockAddr {
-            ip: 0x0a4d_0002,
+        let ok = v2::SocketAddress {
+            ip: vec![10, 77, 0, 2],
             port: 80,
+            ..Default::default()
         };
         assert_eq!(
             socket_addr(Some(&ok)),
             Ok(SocketAddrV4::new([10, 77, 0, 2].into(), 80))
         );
-        let big = v1::SockAddr { ip: 1, port: 65536 };
+        let big = v2::SocketAddress {
+            port: 65536,
+            ..Default::default()
+        };
         assert_eq!(socket_addr(Some(&big)).map_err(|e| e.number), Err(EINVAL));
+        let v6 = v2::SocketAddress::from(
+            "[fd00::1]:80"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr"),
+        );
+        assert_eq!(
+            socket_addr(Some(&v6)).map_err(|e| e.number),
+            Err(EAFNOSUPPORT)
+        );
         assert_eq!(socket_addr(None).map_err(|e| e.number), Err(EINVAL));
     }
 
@@ -217,7 +250,7 @@ mod tests {
 
     #[test]
     fn option_values_convert_both_ways() {
-        use v1::SockOpt as O;
+        use v2::SocketOption as O;
         assert_eq!(
             set(O::TcpNodelay, Value::Flag(true)),
             Ok(SockOption::NoDelay(true))
@@ -254,7 +287,7 @@ mod tests {
         assert_eq!(
             set(
                 O::SoLinger,
-                Value::Linger(v1::Linger {
+                Value::Linger(v2::Linger {
                     enabled: true,
                     seconds: 0
                 })

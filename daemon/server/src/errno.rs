@@ -4,8 +4,8 @@
 //! `tcpd_stack::error`); the daemon adds a few failures of its own (a handle
 //! owned by another session, a privileged port, malformed requests). Every
 //! one of them is converted here, exactly once, into an [`Errno`]; the gRPC
-//! handlers turn an [`Errno`] into a `tonic::Status` carrying the errno in its
-//! details ([`tcpd_proto::errno_status`]). Nothing else in the daemon picks
+//! handlers turn an [`Errno`] into a `tonic::Status` whose details are a
+//! `google.rpc.Status` with the errno's `ErrorInfo` ([`tcpd_proto::errno_status`]). Nothing else in the daemon picks
 //! errno numbers for stack errors.
 
 use tcpd_proto::errno::*;
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn status_carries_the_errno() {
         let status = Errno::from(ConnectError::Failed(ConnError::Refused)).into_status();
-        assert_eq!(tcpd_proto::status_errno(&status), ECONNREFUSED);
+        assert_eq!(tcpd_proto::status_errno(&status), Some(ECONNREFUSED));
         assert!(Errno::from(RecvError::WouldBlock).would_block());
     }
 }

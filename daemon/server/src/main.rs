@@ -26,23 +26,26 @@ mod impair;
 mod limits;
 mod link;
 mod logging;
+mod ops;
 mod privileges;
 mod session;
 mod socket_file;
 mod socket_service;
+mod sockets;
 mod taps;
 mod trace_hub;
 
 use admin_service::{AdminService, DaemonInfo};
 use clap::Parser;
 use config::{Cli, Settings};
-use driver::{Clock, Driver};
+use driver::Driver;
 use session::SessionAcceptor;
 use socket_file::SocketFile;
 use socket_service::SocketService;
+use sockets::Clock;
 use std::process::ExitCode;
-use tcpd_proto::v1::admin_server::AdminServer;
-use tcpd_proto::v1::socket_server::SocketServer;
+use tcpd_proto::v2::admin_service_server::AdminServiceServer;
+use tcpd_proto::v2::socket_service_server::SocketServiceServer;
 use tcpd_stack::{Stack, StackConfig};
 
 /// HTTP/2 stream window: how much Stream data may be in flight per RPC
@@ -136,7 +139,14 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         checksum = tun.offload.checksum,
         "TUN offload"
     );
-    let (driver, handle) = Driver::new(stack, clock, tun.device, tun.vnet_hdr, impairer);
+    let (driver, handle) = Driver::new(
+        stack,
+        clock,
+        tun.device,
+        tun.vnet_hdr,
+        impairer,
+        settings.quotas,
+    );
 
     // The driver gets a thread of its own: the stack work and the gRPC work
     // then use both cores.
@@ -219,7 +229,7 @@ const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20
 
 async fn serve(
     socket: SocketFile,
-    driver: driver::DriverHandle,
+    driver: ops::DriverHandle,
     params: ServeParams,
     driver_done: tokio::sync::oneshot::Receiver<String>,
 ) -> anyhow::Result<()> {
@@ -233,13 +243,19 @@ async fn serve(
     let idle_policy = session::IdlePolicy {
         timeout: idle_timeout,
         registry: registry.clone(),
-        driver: driver.clone(),
+        owns_sockets: {
+            let driver = driver.clone();
+            std::sync::Arc::new(move |id| {
+                let driver = driver.clone();
+                Box::pin(async move { driver.session_owns_sockets(id).await })
+            })
+        },
     };
     use tokio::signal::unix::{SignalKind, signal};
     let listener = tokio::net::UnixListener::from_std(socket.listener)?;
     let acceptor = SessionAcceptor::new(
         listener,
-        driver.session_end_sender(),
+        driver.session_events(),
         admission.clone(),
         idle_policy,
     );
@@ -266,8 +282,8 @@ async fn serve(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(idle::InFlightLayer::new(registry))
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .add_service(SocketServer::new(SocketService::new(driver.clone())))
-        .add_service(AdminServer::new(AdminService::new(
+        .add_service(SocketServiceServer::new(SocketService::new(driver.clone())))
+        .add_service(AdminServiceServer::new(AdminService::new(
             driver.clone(),
             info,
             admission,

@@ -21,7 +21,6 @@
 //! ([`crate::idle`]), it is dropped too.
 
 use crate::admission::{Admission, Permit};
-use crate::driver::{Command, DriverHandle};
 use crate::idle::{Activity, ActivityRegistry};
 use std::future::Future;
 use std::io;
@@ -35,6 +34,16 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// Length of the HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE_LEN: usize = 24;
+
+/// A session's start or end, as the driver hears of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    Started(SessionId),
+    Ended(SessionId),
+}
+
+/// Where sessions report their start and end (unbounded: `Drop` cannot wait).
+pub type SessionEvents = UnboundedSender<SessionEvent>;
 
 /// Pause after a failed accept before the next attempt.
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
@@ -71,7 +80,7 @@ pub struct SessionInfo {
 pub struct SessionStream {
     stream: UnixStream,
     info: SessionInfo,
-    driver: UnboundedSender<Command>,
+    driver: SessionEvents,
     /// The session's admission slot, given back when it ends.
     _permit: Permit,
     admission: Arc<Admission>,
@@ -81,13 +90,26 @@ pub struct SessionStream {
     idle: IdleWatch,
 }
 
+/// Asks the driver whether a session owns sockets (for the idle timeout);
+/// a function so that sessions need not know the driver's protocol.
+pub type SocketsQuery =
+    Arc<dyn Fn(SessionId) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
 /// What the sessions need to enforce the idle timeout.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IdlePolicy {
     /// `None`: never dropped for idleness.
     pub timeout: Option<std::time::Duration>,
     pub registry: ActivityRegistry,
-    pub driver: DriverHandle,
+    pub owns_sockets: SocketsQuery,
+}
+
+impl std::fmt::Debug for IdlePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdlePolicy")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One session's idle timer (see [`crate::idle`]).
@@ -146,13 +168,7 @@ impl IdleWatch {
                 continue;
             }
             // Unused for the timeout as far as RPCs go: ask about sockets.
-            let driver = self.policy.driver.clone();
-            self.socket_check = Some(Box::pin(async move {
-                driver
-                    .call(move |core| core.session_owns_sockets(id))
-                    .await
-                    .unwrap_or(true)
-            }));
+            self.socket_check = Some((self.policy.owns_sockets)(id));
         }
     }
 }
@@ -161,7 +177,7 @@ impl Drop for SessionStream {
     fn drop(&mut self) {
         self.idle.policy.registry.unregister(self.info.id);
         // The driver may already be gone during shutdown; nothing to close then.
-        let _ = self.driver.send(Command::SessionEnded(self.info.id));
+        let _ = self.driver.send(SessionEvent::Ended(self.info.id));
     }
 }
 
@@ -247,7 +263,7 @@ impl AsyncWrite for SessionStream {
 #[derive(Debug)]
 pub struct SessionAcceptor {
     listener: UnixListener,
-    driver: UnboundedSender<Command>,
+    driver: SessionEvents,
     admission: Arc<Admission>,
     idle: IdlePolicy,
     next_id: AtomicU64,
@@ -256,7 +272,7 @@ pub struct SessionAcceptor {
 impl SessionAcceptor {
     pub fn new(
         listener: UnixListener,
-        driver: UnboundedSender<Command>,
+        driver: SessionEvents,
         admission: Arc<Admission>,
         idle: IdlePolicy,
     ) -> Self {
@@ -292,7 +308,7 @@ impl SessionAcceptor {
             creds,
         };
         // Before hyper sees the connection, so it precedes all its requests.
-        let _ = self.driver.send(Command::SessionStarted(info.id));
+        let _ = self.driver.send(SessionEvent::Started(info.id));
         tracing::debug!(
             session = info.id.0,
             uid = info.creds.uid,

@@ -13,7 +13,7 @@
 use crate::impair::{Direction, Impairment};
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
-use tcpd_proto::v1;
+use tcpd_proto::v2;
 use tcpd_stack::wire::{IpProtocol, Ipv4Repr, TcpRepr};
 use tcpd_stack::{Instant, Stack, TcpState, TraceEvent};
 use tcpd_trace::event::{Dir, Event, Kind, Segment};
@@ -25,7 +25,7 @@ pub const TRACE_CHANNEL: usize = 4096;
 
 #[derive(Debug)]
 struct Subscriber {
-    tx: mpsc::Sender<v1::TraceEvent>,
+    tx: mpsc::Sender<v2::TraceEvent>,
     lost: u64,
     /// The followed connection reached CLOSED: end the stream after this turn.
     done: bool,
@@ -38,7 +38,7 @@ pub struct TraceHub {
 }
 
 impl TraceHub {
-    pub fn add(&mut self, slot: u32, tx: mpsc::Sender<v1::TraceEvent>) {
+    pub fn add(&mut self, slot: u32, tx: mpsc::Sender<v2::TraceEvent>) {
         self.subscribers.insert(
             slot,
             Subscriber {

@@ -1,0 +1,261 @@
+//! The typed protocol between gRPC handlers and the driver.
+//!
+//! A handler builds one [`Op`] with a oneshot [`Reply`], sends it on the
+//! bounded op channel ([`DriverHandle::call`]) and awaits the reply. The
+//! driver runs the op on [`crate::sockets::Sockets`]; an op that would block
+//! is parked there, per socket, and completed when the stack's readiness
+//! changes (no retries from the handler). A reply whose receiver is gone
+//! means the caller went away: the driver drops the parked op (cancel).
+//!
+//! Invariants: every op is answered at most once; an op sent before its
+//! session's end is answered (possibly with EBADF) or dropped with it.
+
+use crate::errno::Errno;
+use crate::session::{Credentials, SessionInfo};
+use bytes::Bytes;
+use std::net::SocketAddrV4;
+use tcpd_proto::errno::EIO;
+use tcpd_stack::{OptionName, Shutdown, SockOption, SocketInfo};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Where an op's outcome goes.
+pub type Reply<T> = oneshot::Sender<Result<T, Errno>>;
+
+/// A socket's addresses once it is connected or accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connected {
+    pub handle: u64,
+    pub local: SocketAddrV4,
+    pub peer: SocketAddrV4,
+}
+
+/// What to create before connecting (the Stream's `StreamConnect`).
+#[derive(Clone, Debug, Default)]
+pub struct SocketSetup {
+    /// An existing unconnected socket, or `None` for a new one.
+    pub handle: Option<u64>,
+    pub options: Vec<SockOption>,
+    pub bind: Option<SocketAddrV4>,
+}
+
+/// Named counters and connections per state, for the admin Stats call.
+#[derive(Debug)]
+pub struct StatsSnapshot {
+    pub counters: Vec<(String, u64)>,
+    pub per_state: Vec<(String, u64)>,
+}
+
+/// A connection state change, for the admin Watch feed (converted to the
+/// proto by the admin service, not here).
+#[derive(Clone, Copy, Debug)]
+pub struct StateChange {
+    pub timestamp_us: u64,
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub old: tcpd_stack::TcpState,
+    pub new: tcpd_stack::TcpState,
+    pub handle: u64,
+    /// The uid owning the socket (when a user handle refers to it), so the
+    /// admin API can show each caller only its own sockets' handles.
+    pub owner_uid: Option<u32>,
+}
+
+/// One operation on the stack.
+#[derive(Debug)]
+pub enum Op {
+    /// socket(2) + setsockopt(2)s + optional bind(2).
+    Socket {
+        setup: SocketSetup,
+        reply: Reply<(u64, SocketAddrV4)>,
+    },
+    Bind {
+        handle: u64,
+        addr: SocketAddrV4,
+        reply: Reply<SocketAddrV4>,
+    },
+    /// [socket + options + bind +] listen.
+    Listen {
+        setup: SocketSetup,
+        backlog: i32,
+        reply: Reply<(u64, SocketAddrV4)>,
+    },
+    /// accept(2); parks while the queue is empty when `wait`.
+    Accept {
+        handle: u64,
+        wait: bool,
+        reply: Reply<Connected>,
+    },
+    /// [socket + options + bind +] connect(2). With `wait` it parks until
+    /// connected or failed; without, it fails with EINPROGRESS once started.
+    Connect {
+        setup: SocketSetup,
+        remote: SocketAddrV4,
+        wait: bool,
+        reply: Reply<Connected>,
+    },
+    /// read(2); an empty result is EOF.
+    Read {
+        handle: u64,
+        max_len: usize,
+        peek: bool,
+        wait: bool,
+        reply: Reply<Vec<u8>>,
+    },
+    /// write(2). With `wait` all of `data` is queued (parking as needed);
+    /// without, as much as fits (EAGAIN when nothing does).
+    Write {
+        handle: u64,
+        data: Bytes,
+        wait: bool,
+        reply: Reply<usize>,
+    },
+    Shutdown {
+        handle: u64,
+        how: Shutdown,
+        reply: Reply<()>,
+    },
+    /// close(2). `abort` resets (SO_LINGER 0). `consumed`: for a streamed
+    /// socket, the bytes its client has read; fewer than the daemon handed
+    /// out means unread data, so the connection is reset as Linux does.
+    Close {
+        handle: u64,
+        abort: bool,
+        consumed: Option<u64>,
+        reply: Reply<()>,
+    },
+    Address {
+        handle: u64,
+        peer: bool,
+        reply: Reply<SocketAddrV4>,
+    },
+    SetOption {
+        handle: u64,
+        option: SockOption,
+        reply: Reply<()>,
+    },
+    GetOption {
+        handle: u64,
+        name: OptionName,
+        reply: Reply<SockOption>,
+    },
+    /// poll(2): parks until one entry has events; the caller's timeout drops it.
+    Poll {
+        entries: Vec<(u64, u32)>,
+        reply: Reply<Vec<u32>>,
+    },
+    /// Admin: every socket with its owner.
+    Connections {
+        reply: Reply<Vec<(SocketInfo, Option<Credentials>)>>,
+    },
+    Stats {
+        reply: Reply<StatsSnapshot>,
+    },
+    /// Admin Trace: follow the connection `filter` selects, events to `tx`
+    /// (root, or the owner of an exact 4-tuple; EPERM otherwise).
+    Trace {
+        filter: tcpd_stack::TraceFilter,
+        tx: mpsc::Sender<tcpd_proto::v2::TraceEvent>,
+        reply: Reply<()>,
+    },
+    /// Admin Capture (root only): pcapng chunks to `tx`.
+    Capture {
+        filter: tcpd_trace::capture::CaptureFilter,
+        tx: mpsc::Sender<tcpd_proto::v2::CaptureResponse>,
+        reply: Reply<()>,
+    },
+    /// Whether the request's session owns any socket (idle timeout).
+    OwnsSockets {
+        reply: Reply<bool>,
+    },
+    /// Admin: RST matching connections.
+    Abort {
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        reply: Reply<usize>,
+    },
+}
+
+/// An op and the session it runs for.
+#[derive(Debug)]
+pub struct Request {
+    pub session: SessionInfo,
+    pub op: Op,
+}
+
+/// Capacity of the op channel: handlers wait (back-pressure) beyond it.
+pub const OP_CHANNEL_CAPACITY: usize = 1024;
+
+/// Lifecycle messages that must never be lost or wait (sent from `Drop`).
+#[derive(Debug)]
+pub enum Control {
+    /// Reset every connection, flush the RSTs, then stop the driver.
+    Terminate(oneshot::Sender<()>),
+}
+
+/// The handlers' side of the driver.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    pub(crate) ops: mpsc::Sender<Request>,
+    pub(crate) control: mpsc::UnboundedSender<Control>,
+    pub(crate) sessions: crate::session::SessionEvents,
+    pub(crate) state_changes: broadcast::Sender<StateChange>,
+}
+
+fn gone() -> Errno {
+    Errno::new(EIO, "tcpd is shutting down")
+}
+
+impl DriverHandle {
+    /// Sends the op built by `op` for `session` and awaits its reply.
+    pub async fn call<T>(
+        &self,
+        session: SessionInfo,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<T, Errno> {
+        let (reply, result) = oneshot::channel();
+        self.ops
+            .send(Request {
+                session,
+                op: op(reply),
+            })
+            .await
+            .map_err(|_| gone())?;
+        // A dropped reply: the socket was closed under a parked op, or the
+        // driver stopped.
+        result.await.unwrap_or_else(|_| Err(Errno::bad_handle()))
+    }
+
+    /// Whether session `id` owns any socket (true if the driver cannot say,
+    /// so a session is never dropped by mistake).
+    pub async fn session_owns_sockets(&self, id: crate::session::SessionId) -> bool {
+        let session = SessionInfo {
+            id,
+            creds: Credentials {
+                uid: 0,
+                gid: 0,
+                pid: 0,
+            },
+        };
+        self.call(session, |reply| Op::OwnsSockets { reply })
+            .await
+            .unwrap_or(true)
+    }
+
+    /// The sender sessions report their start and end on.
+    pub fn session_events(&self) -> crate::session::SessionEvents {
+        self.sessions.clone()
+    }
+
+    /// Subscribes to connection state changes (admin Watch).
+    pub fn watch_state_changes(&self) -> broadcast::Receiver<StateChange> {
+        self.state_changes.subscribe()
+    }
+
+    /// Asks the driver to reset everything and stop; returns when it has.
+    pub async fn terminate(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.control.send(Control::Terminate(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}

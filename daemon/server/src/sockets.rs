@@ -1,0 +1,1142 @@
+//! The socket facade: the stack plus the daemon's per-socket and per-session
+//! bookkeeping, driven by typed [`Op`]s. Only the driver task touches it.
+//!
+//! Owns: which session owns which handle (any other session gets EBADF),
+//! per-session quotas, ops parked on a socket until its readiness changes,
+//! parked polls, and the translation of stack errors to errno.
+//!
+//! Parking: an op that would block ([`Op::Accept`], [`Op::Connect`],
+//! [`Op::Read`], [`Op::Write`] with `wait`, and [`Op::Poll`]) is kept on its
+//! socket with its reply. [`Sockets::publish_events`] retries a socket's
+//! parked ops when the stack reports a readiness change for it, in arrival
+//! order; an op whose caller went away (reply closed) is dropped there.
+//! Closing a socket drops its parked ops (their callers see EBADF).
+//!
+//! Quotas (per session, from the config): sockets (EMFILE), parked ops
+//! (EAGAIN) and bytes held by parked writes (ENOBUFS).
+//!
+//! Invariants: a handle is in `sockets` exactly while the stack knows it as
+//! a user socket; every parked op belongs to a socket in `sockets`; a
+//! session's counters equal what its sockets and parked ops hold.
+
+use crate::errno::Errno;
+use crate::ops::{Connected, Op, Reply, Request, SocketSetup, StateChange, StatsSnapshot};
+use crate::session::{Credentials, SessionId, SessionInfo};
+use crate::taps::Taps;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tcpd_proto::errno::{EACCES, EAGAIN, EINPROGRESS, EINVAL, EMFILE, ENOBUFS};
+use tcpd_stack::{
+    Instant, OptionName, Readiness, SockOption, SocketHandle, SocketInfo, Stack, StackEvent,
+    TcpState,
+};
+use tokio::sync::broadcast;
+
+/// Largest read a single Read op may return (the proto caps max_len at 1 MiB).
+pub const MAX_READ: usize = 1 << 20;
+/// Ports below this need uid 0 to bind, as on Linux (CAP_NET_BIND_SERVICE).
+const PRIVILEGED_PORT_LIMIT: u16 = 1024;
+/// listen(2) backlog used when the caller passes <= 0.
+const DEFAULT_BACKLOG: u32 = 16;
+/// poll(2)'s POLLNVAL: the handle is not a socket of this session.
+pub const POLLNVAL: u32 = 0x20;
+
+/// Per-session limits; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    /// Sockets a session may hold (EMFILE beyond).
+    pub sockets: usize,
+    /// Ops a session may have parked at once (EAGAIN beyond).
+    pub pending_ops: usize,
+    /// Bytes a session's parked writes may hold in the daemon (ENOBUFS beyond).
+    pub buffered_bytes: usize,
+}
+
+impl Default for Quotas {
+    /// Linux's default `RLIMIT_NOFILE` hard limit is 4096 per process and
+    /// its per-socket `tcp_wmem` maximum 4 MiB; a session is a process here.
+    /// Parked ops are bounded by what one process can have blocked: one per
+    /// thread or per socket side, so twice the socket quota.
+    fn default() -> Self {
+        Quotas {
+            sockets: 4096,
+            pending_ops: 8192,
+            buffered_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The daemon's monotonic clock, mapped onto the stack's [`Instant`].
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base: std::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            base: std::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The tokio deadline for a stack instant.
+    pub fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.base) + Duration::from_micros(at.total_micros())
+    }
+}
+
+/// An op waiting for its socket's readiness to change.
+#[derive(Debug)]
+enum Parked {
+    Accept {
+        reply: Reply<Connected>,
+    },
+    Connect {
+        /// The facade created the socket for this op: close it on failure.
+        created: bool,
+        reply: Reply<Connected>,
+    },
+    Read {
+        max_len: usize,
+        peek: bool,
+        reply: Reply<Vec<u8>>,
+    },
+    Write {
+        data: Bytes,
+        written: usize,
+        reply: Reply<usize>,
+    },
+}
+
+impl Parked {
+    fn caller_gone(&self) -> bool {
+        match self {
+            Parked::Accept { reply } | Parked::Connect { reply, .. } => reply.is_closed(),
+            Parked::Read { reply, .. } => reply.is_closed(),
+            Parked::Write { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    /// Bytes this op holds in the daemon.
+    fn bytes(&self) -> usize {
+        match self {
+            Parked::Write { data, written, .. } => data.len() - written,
+            _ => 0,
+        }
+    }
+}
+
+/// What the daemon knows about a user socket besides the stack's state.
+#[derive(Debug)]
+struct SocketEntry {
+    owner: SessionInfo,
+    parked: Vec<Parked>,
+    /// Bytes handed out by non-peek reads (for close's unread check).
+    read_total: u64,
+}
+
+/// What one session holds, against its [`Quotas`].
+#[derive(Debug, Default)]
+struct SessionUse {
+    sockets: usize,
+    parked: usize,
+    parked_bytes: usize,
+}
+
+/// A poll(2) waiting for any of its entries to become ready.
+#[derive(Debug)]
+struct ParkedPoll {
+    session: SessionInfo,
+    entries: Vec<(u64, u32)>,
+    reply: Reply<Vec<u32>>,
+}
+
+/// The stack plus the daemon's bookkeeping; see the module docs.
+#[derive(Debug)]
+pub struct Sockets {
+    stack: Stack,
+    clock: Clock,
+    quotas: Quotas,
+    sockets: HashMap<SocketHandle, SocketEntry>,
+    /// Sessions whose connection is still open. A request that was already
+    /// in flight when its session ended must not create sockets nobody owns.
+    sessions: HashMap<SessionId, SessionUse>,
+    polls: Vec<ParkedPoll>,
+    state_changes: broadcast::Sender<StateChange>,
+    /// Admin Traces and Captures being followed, and the impairer's counts.
+    taps: Taps,
+}
+
+/// The outcome of one attempt at a blocking op.
+enum Attempt<T> {
+    Done(Result<T, Errno>),
+    Blocked,
+}
+
+impl Sockets {
+    pub fn new(
+        stack: Stack,
+        clock: Clock,
+        quotas: Quotas,
+        state_changes: broadcast::Sender<StateChange>,
+    ) -> Sockets {
+        Sockets {
+            stack,
+            clock,
+            quotas,
+            sockets: HashMap::new(),
+            sessions: HashMap::new(),
+            polls: Vec::new(),
+            state_changes,
+            taps: Taps::new(clock.now()),
+        }
+    }
+
+    /// The stack and the taps together (the link feeds both).
+    pub fn stack_and_taps(&mut self) -> (&mut Stack, &mut Taps) {
+        (&mut self.stack, &mut self.taps)
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    pub fn session_started(&mut self, id: SessionId) {
+        self.sessions.entry(id).or_default();
+    }
+
+    /// Closes every socket of a session that ended, as the kernel does for
+    /// a process that exits.
+    pub fn session_ended(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+        self.polls.retain(|p| p.session.id != id);
+        let handles: Vec<SocketHandle> = self
+            .sockets
+            .iter()
+            .filter(|(_, e)| e.owner.id == id)
+            .map(|(h, _)| *h)
+            .collect();
+        if !handles.is_empty() {
+            tracing::debug!(
+                session = id.0,
+                sockets = handles.len(),
+                "session ended, closing its sockets"
+            );
+        }
+        for h in handles {
+            if let Err(e) = self.close_handle(h, false) {
+                tracing::debug!(handle = h.0, error = %e, "closing a dead session's socket");
+            }
+        }
+    }
+
+    /// Runs one op: answers it, or parks it.
+    pub fn execute(&mut self, request: Request) {
+        let Request { session, op } = request;
+        match op {
+            Op::Socket { setup, reply } => {
+                let _ = reply.send(self.socket(session, &setup));
+            }
+            Op::Bind {
+                handle,
+                addr,
+                reply,
+            } => {
+                let result = self
+                    .owned(&session, handle)
+                    .and_then(|h| self.bind(&session, h, addr));
+                let _ = reply.send(result);
+            }
+            Op::Listen {
+                setup,
+                backlog,
+                reply,
+            } => {
+                let _ = reply.send(self.listen(session, &setup, backlog));
+            }
+            Op::Accept {
+                handle,
+                wait,
+                reply,
+            } => match self.owned(&session, handle) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(h) => match self.try_accept(h) {
+                    Attempt::Blocked if wait => self.park(h, Parked::Accept { reply }),
+                    Attempt::Blocked => {
+                        let _ = reply.send(Err(Errno::new(EAGAIN, "no connection to accept")));
+                    }
+                    Attempt::Done(r) => self.deliver(r, reply),
+                },
+            },
+            Op::Connect {
+                setup,
+                remote,
+                wait,
+                reply,
+            } => self.connect(session, setup, remote, wait, reply),
+            Op::Read {
+                handle,
+                max_len,
+                peek,
+                wait,
+                reply,
+            } => match self.owned(&session, handle) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(h) => match self.try_read(h, max_len, peek) {
+                    Attempt::Blocked if wait => self.park(
+                        h,
+                        Parked::Read {
+                            max_len,
+                            peek,
+                            reply,
+                        },
+                    ),
+                    Attempt::Blocked => {
+                        let _ = reply.send(Err(Errno::from(tcpd_stack::RecvError::WouldBlock)));
+                    }
+                    Attempt::Done(r) => {
+                        let _ = reply.send(r);
+                    }
+                },
+            },
+            Op::Write {
+                handle,
+                data,
+                wait,
+                reply,
+            } => match self.owned(&session, handle) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(h) => match self.try_write(h, &data, 0, wait) {
+                    Ok(Attempt::Done(r)) => {
+                        let _ = reply.send(r);
+                    }
+                    Ok(Attempt::Blocked) => {
+                        let _ = reply.send(Err(Errno::from(tcpd_stack::SendError::WouldBlock)));
+                    }
+                    Err(written) => self.park(
+                        h,
+                        Parked::Write {
+                            data,
+                            written,
+                            reply,
+                        },
+                    ),
+                },
+            },
+            Op::Shutdown { handle, how, reply } => {
+                let now = self.now();
+                let result = self
+                    .owned(&session, handle)
+                    .and_then(|h| Ok(self.stack.shutdown(now, h, how)?));
+                let _ = reply.send(result);
+            }
+            Op::Close {
+                handle,
+                abort,
+                consumed,
+                reply,
+            } => {
+                let result = self.owned(&session, handle).and_then(|h| {
+                    let unread = consumed
+                        .is_some_and(|c| self.sockets.get(&h).is_some_and(|e| c < e.read_total));
+                    self.close_handle(h, abort || unread)
+                });
+                let _ = reply.send(result);
+            }
+            Op::Address {
+                handle,
+                peer,
+                reply,
+            } => {
+                let result = self.owned(&session, handle).and_then(|h| {
+                    Ok(if peer {
+                        self.stack.peer_addr(h)?
+                    } else {
+                        self.stack.local_addr(h)?
+                    })
+                });
+                let _ = reply.send(result);
+            }
+            Op::SetOption {
+                handle,
+                option,
+                reply,
+            } => {
+                let now = self.now();
+                let result = self
+                    .owned(&session, handle)
+                    .and_then(|h| Ok(self.stack.set_option(now, h, option)?));
+                let _ = reply.send(result);
+            }
+            Op::GetOption {
+                handle,
+                name,
+                reply,
+            } => {
+                let result = self
+                    .owned(&session, handle)
+                    .and_then(|h| Ok(self.stack.get_option(h, name)?));
+                let _ = reply.send(result);
+            }
+            Op::Poll { entries, reply } => {
+                let ready = self.poll_ready(&session, &entries);
+                if ready.iter().any(|r| *r != 0) {
+                    let _ = reply.send(Ok(ready));
+                } else if self.charge_parked(session.id, 0).is_ok() {
+                    self.polls.push(ParkedPoll {
+                        session,
+                        entries,
+                        reply,
+                    });
+                } else {
+                    let _ = reply.send(Err(Errno::new(EAGAIN, "too many blocked calls")));
+                }
+            }
+            Op::Connections { reply } => {
+                let _ = reply.send(Ok(self.connections()));
+            }
+            Op::Stats { reply } => {
+                let _ = reply.send(Ok(self.stats()));
+            }
+            Op::Trace { filter, tx, reply } => {
+                let _ = reply.send(self.trace_subscribe(session, filter, tx));
+            }
+            Op::Capture { filter, tx, reply } => {
+                let _ = reply.send(self.capture_subscribe(session, filter, tx));
+            }
+            Op::OwnsSockets { reply } => {
+                let owns = self
+                    .sessions
+                    .get(&session.id)
+                    .is_some_and(|u| u.sockets > 0);
+                let _ = reply.send(Ok(owns));
+            }
+            Op::Abort {
+                local,
+                remote,
+                reply,
+            } => {
+                let now = self.now();
+                let _ = reply.send(Ok(self.stack.abort_matching(now, local, remote)));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ ownership
+
+    /// The handle if it exists and belongs to `session`; EBADF otherwise.
+    fn owned(&self, session: &SessionInfo, handle: u64) -> Result<SocketHandle, Errno> {
+        let h = SocketHandle(handle);
+        match self.sockets.get(&h) {
+            Some(entry) if entry.owner.id == session.id => Ok(h),
+            _ => Err(Errno::bad_handle()),
+        }
+    }
+
+    /// A new socket for `owner`, within its quota; EBADF once its session
+    /// has ended (the request was in flight).
+    fn new_socket(&mut self, owner: SessionInfo) -> Result<SocketHandle, Errno> {
+        let quota = self.quotas.sockets;
+        let usage = self
+            .sessions
+            .get_mut(&owner.id)
+            .ok_or_else(Errno::bad_handle)?;
+        if usage.sockets >= quota {
+            return Err(Errno::new(
+                EMFILE,
+                format!("this session holds {quota} sockets (the daemon's per-session limit)"),
+            ));
+        }
+        usage.sockets += 1;
+        let h = self.stack.socket();
+        self.sockets.insert(
+            h,
+            SocketEntry {
+                owner,
+                parked: Vec::new(),
+                read_total: 0,
+            },
+        );
+        Ok(h)
+    }
+
+    /// Registers an accepted child for `owner` (the quota was checked by
+    /// the accept attempt, or the child is closed at once).
+    fn adopt(&mut self, h: SocketHandle, owner: SessionInfo) -> Result<(), Errno> {
+        let quota = self.quotas.sockets;
+        let admitted = match self.sessions.get_mut(&owner.id) {
+            Some(usage) if usage.sockets < quota => {
+                usage.sockets += 1;
+                Ok(())
+            }
+            Some(_) => Err(Errno::new(EMFILE, "per-session socket limit reached")),
+            None => Err(Errno::bad_handle()),
+        };
+        if let Err(e) = admitted {
+            let now = self.now();
+            let _ = self.stack.close(now, h);
+            return Err(e);
+        }
+        self.sockets.insert(
+            h,
+            SocketEntry {
+                owner,
+                parked: Vec::new(),
+                read_total: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// close(2) of a handle; `reset` sends RST (SO_LINGER 0).
+    fn close_handle(&mut self, h: SocketHandle, reset: bool) -> Result<(), Errno> {
+        if let Some(entry) = self.sockets.remove(&h) {
+            // Dropping the parked replies tells their callers (EBADF).
+            if let Some(usage) = self.sessions.get_mut(&entry.owner.id) {
+                usage.sockets = usage.sockets.saturating_sub(1);
+                usage.parked = usage.parked.saturating_sub(entry.parked.len());
+                let bytes: usize = entry.parked.iter().map(Parked::bytes).sum();
+                usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes);
+            }
+        }
+        let now = self.now();
+        if reset {
+            let _ = self
+                .stack
+                .set_option(now, h, SockOption::Linger(Some(Duration::ZERO)));
+        }
+        Ok(self.stack.close(now, h)?)
+    }
+
+    /// Counts one more parked op (holding `bytes`) against the session's quotas.
+    fn charge_parked(&mut self, id: SessionId, bytes: usize) -> Result<(), Errno> {
+        let quotas = self.quotas;
+        let usage = self.sessions.get_mut(&id).ok_or_else(Errno::bad_handle)?;
+        if usage.parked >= quotas.pending_ops {
+            return Err(Errno::new(
+                EAGAIN,
+                format!(
+                    "this session has {} blocked calls (limit)",
+                    quotas.pending_ops
+                ),
+            ));
+        }
+        if usage.parked_bytes + bytes > quotas.buffered_bytes {
+            return Err(Errno::new(
+                ENOBUFS,
+                format!(
+                    "this session's blocked writes hold {} bytes (limit {})",
+                    usage.parked_bytes, quotas.buffered_bytes
+                ),
+            ));
+        }
+        usage.parked += 1;
+        usage.parked_bytes += bytes;
+        Ok(())
+    }
+
+    fn uncharge_parked(&mut self, id: SessionId, bytes: usize) {
+        if let Some(usage) = self.sessions.get_mut(&id) {
+            usage.parked = usage.parked.saturating_sub(1);
+            usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// Parks `op` on `h`, or answers it with the quota's errno.
+    fn park(&mut self, h: SocketHandle, op: Parked) {
+        let Some(owner) = self.sockets.get(&h).map(|e| e.owner.id) else {
+            return; // Dropping the reply reports EBADF.
+        };
+        if let Err(e) = self.charge_parked(owner, op.bytes()) {
+            if matches!(op, Parked::Connect { created: true, .. }) {
+                let _ = self.close_handle(h, false);
+            }
+            fail_parked(op, e);
+            return;
+        }
+        if let Some(entry) = self.sockets.get_mut(&h) {
+            entry.parked.push(op);
+        }
+    }
+
+    // ------------------------------------------------------------ attempts
+
+    fn bind(
+        &mut self,
+        session: &SessionInfo,
+        h: SocketHandle,
+        addr: SocketAddrV4,
+    ) -> Result<SocketAddrV4, Errno> {
+        // Linux: binding a port below 1024 needs CAP_NET_BIND_SERVICE; tcpd asks for uid 0.
+        if addr.port() != 0 && addr.port() < PRIVILEGED_PORT_LIMIT && !session.creds.is_root() {
+            return Err(Errno::new(
+                EACCES,
+                format!("port {} is privileged (root only)", addr.port()),
+            ));
+        }
+        self.stack.bind(h, addr)?;
+        Ok(self.stack.local_addr(h)?)
+    }
+
+    /// The socket a setup names (or a new one), with its options and bind
+    /// applied; the bool says whether it was created here.
+    fn prepare(
+        &mut self,
+        session: SessionInfo,
+        setup: &SocketSetup,
+    ) -> Result<(SocketHandle, bool), Errno> {
+        let (h, created) = match setup.handle {
+            Some(handle) => (self.owned(&session, handle)?, false),
+            None => (self.new_socket(session)?, true),
+        };
+        let now = self.now();
+        let applied = setup
+            .options
+            .iter()
+            .try_for_each(|o| Ok::<_, Errno>(self.stack.set_option(now, h, *o)?))
+            .and_then(|()| match setup.bind {
+                Some(addr) => self.bind(&session, h, addr).map(|_| ()),
+                None => Ok(()),
+            });
+        match applied {
+            Ok(()) => Ok((h, created)),
+            Err(e) => {
+                if created {
+                    let _ = self.close_handle(h, false);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn socket(
+        &mut self,
+        session: SessionInfo,
+        setup: &SocketSetup,
+    ) -> Result<(u64, SocketAddrV4), Errno> {
+        let (h, _) = self.prepare(session, setup)?;
+        let local = self
+            .stack
+            .local_addr(h)
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        Ok((h.0, local))
+    }
+
+    fn listen(
+        &mut self,
+        session: SessionInfo,
+        setup: &SocketSetup,
+        backlog: i32,
+    ) -> Result<(u64, SocketAddrV4), Errno> {
+        let (h, created) = self.prepare(session, setup)?;
+        let backlog = u32::try_from(backlog)
+            .ok()
+            .filter(|b| *b > 0)
+            .unwrap_or(DEFAULT_BACKLOG);
+        let listening = self
+            .stack
+            .listen(h, backlog)
+            .map_err(Errno::from)
+            .and_then(|()| Ok(self.stack.local_addr(h)?));
+        match listening {
+            Ok(local) => Ok((h.0, local)),
+            Err(e) => {
+                if created {
+                    let _ = self.close_handle(h, false);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn connect(
+        &mut self,
+        session: SessionInfo,
+        setup: SocketSetup,
+        remote: SocketAddrV4,
+        wait: bool,
+        reply: Reply<Connected>,
+    ) {
+        if setup.handle.is_none() && !wait {
+            let _ = reply.send(Err(Errno::new(
+                EINVAL,
+                "a non-blocking connect needs an existing socket",
+            )));
+            return;
+        }
+        let (h, created) = match self.prepare(session, &setup) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let now = self.now();
+        if let Err(e) = self.stack.connect(now, h, remote) {
+            if created {
+                let _ = self.close_handle(h, false);
+            }
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+        if !wait {
+            // POSIX: the handshake goes on; Poll reports OUT or ERR, SO_ERROR the outcome.
+            let _ = reply.send(Err(Errno::new(EINPROGRESS, "connection in progress")));
+            return;
+        }
+        match self.connect_outcome(h) {
+            Attempt::Blocked => self.park(h, Parked::Connect { created, reply }),
+            Attempt::Done(result) => self.finish_connect(h, created, result, reply),
+        }
+    }
+
+    fn finish_connect(
+        &mut self,
+        h: SocketHandle,
+        created: bool,
+        result: Result<Connected, Errno>,
+        reply: Reply<Connected>,
+    ) {
+        if result.is_err() && created {
+            let _ = self.close_handle(h, false);
+            let _ = reply.send(result);
+        } else if created {
+            self.deliver(result, reply);
+        } else {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Hands a new connected socket to its caller; if the caller went away
+    /// meanwhile, nobody will ever use the socket: reset and release it.
+    fn deliver(&mut self, result: Result<Connected, Errno>, reply: Reply<Connected>) {
+        if let Err(Ok(orphan)) = reply.send(result) {
+            let _ = self.close_handle(SocketHandle(orphan.handle), true);
+        }
+    }
+
+    /// The outcome of a connect in progress: done when the socket is
+    /// writable (connected) or has a pending error (which this consumes, as
+    /// a blocking connect(2) reports and clears it).
+    fn connect_outcome(&mut self, h: SocketHandle) -> Attempt<Connected> {
+        let ready = match self.stack.readiness(h) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Done(Err(e.into())),
+        };
+        if ready.intersects(Readiness::ERR | Readiness::HUP) {
+            return Attempt::Done(match self.stack.get_option(h, OptionName::Error) {
+                Ok(SockOption::Error(Some(e))) => Err(e.into()),
+                _ if ready.contains(Readiness::OUT) => self.connected(h),
+                Ok(_) => Err(Errno::from(tcpd_stack::ConnError::Reset)),
+                Err(e) => Err(e.into()),
+            });
+        }
+        if ready.contains(Readiness::OUT) {
+            return Attempt::Done(self.connected(h));
+        }
+        Attempt::Blocked
+    }
+
+    fn connected(&self, h: SocketHandle) -> Result<Connected, Errno> {
+        Ok(Connected {
+            handle: h.0,
+            local: self.stack.local_addr(h)?,
+            peer: self.stack.peer_addr(h)?,
+        })
+    }
+
+    fn try_accept(&mut self, h: SocketHandle) -> Attempt<Connected> {
+        let Some(owner) = self.sockets.get(&h).map(|e| e.owner) else {
+            return Attempt::Done(Err(Errno::bad_handle()));
+        };
+        match self.stack.accept(h) {
+            Err(tcpd_stack::AcceptError::WouldBlock) => Attempt::Blocked,
+            Err(e) => Attempt::Done(Err(e.into())),
+            Ok((child, peer)) => Attempt::Done(self.adopt(child, owner).and_then(|()| {
+                Ok(Connected {
+                    handle: child.0,
+                    local: self.stack.local_addr(child)?,
+                    peer,
+                })
+            })),
+        }
+    }
+
+    /// Reads up to `max_len` bytes, copied once from the receive buffer into
+    /// a vector sized by what is readable (a 1 MiB read of 100 bytes does
+    /// not allocate 1 MiB).
+    fn try_read(&mut self, h: SocketHandle, max_len: usize, peek: bool) -> Attempt<Vec<u8>> {
+        let readable = self.stack.socket_info(h).map_or(0, |info| info.recv_queue);
+        // At least one byte, so that EOF and would-block are still told apart.
+        let len = max_len.clamp(1, MAX_READ).min(readable.max(1));
+        let mut data = vec![0u8; len];
+        let now = self.now();
+        match self.stack.recv(now, h, &mut data, peek) {
+            Err(tcpd_stack::RecvError::WouldBlock) => Attempt::Blocked,
+            Err(e) => Attempt::Done(Err(e.into())),
+            Ok(n) => {
+                if !peek && let Some(entry) = self.sockets.get_mut(&h) {
+                    entry.read_total += n as u64;
+                }
+                data.truncate(n);
+                Attempt::Done(Ok(data))
+            }
+        }
+    }
+
+    /// Queues `data[written..]`. `Err(written)`: blocked after `written`
+    /// bytes with `wait` set (park it). Without `wait`, a full buffer is
+    /// `Blocked` only when nothing was written.
+    fn try_write(
+        &mut self,
+        h: SocketHandle,
+        data: &[u8],
+        mut written: usize,
+        wait: bool,
+    ) -> Result<Attempt<usize>, usize> {
+        let now = self.now();
+        while written < data.len() {
+            match self.stack.send(now, h, &data[written..]) {
+                Ok(0) | Err(tcpd_stack::SendError::WouldBlock) => {
+                    return if wait {
+                        Err(written)
+                    } else if written == 0 {
+                        Ok(Attempt::Blocked)
+                    } else {
+                        Ok(Attempt::Done(Ok(written)))
+                    };
+                }
+                Ok(n) => written += n,
+                // write(2): a partial write reports the count, the error comes next time.
+                Err(_) if written > 0 => return Ok(Attempt::Done(Ok(written))),
+                Err(e) => return Ok(Attempt::Done(Err(e.into()))),
+            }
+        }
+        Ok(Attempt::Done(Ok(written)))
+    }
+
+    /// Retries the ops parked on `h`, in order.
+    fn retry_parked(&mut self, h: SocketHandle) {
+        let Some(entry) = self.sockets.get_mut(&h) else {
+            return;
+        };
+        let owner = entry.owner.id;
+        let parked = std::mem::take(&mut entry.parked);
+        let mut still = Vec::new();
+        for op in parked {
+            let bytes = op.bytes();
+            if op.caller_gone() {
+                self.uncharge_parked(owner, bytes);
+                if matches!(op, Parked::Connect { created: true, .. }) {
+                    // Nobody will learn this socket's handle.
+                    let _ = self.close_handle(h, true);
+                    return;
+                }
+                continue;
+            }
+            let kept = match op {
+                Parked::Accept { reply } => match self.try_accept(h) {
+                    Attempt::Blocked => Some(Parked::Accept { reply }),
+                    Attempt::Done(r) => {
+                        self.deliver(r, reply);
+                        None
+                    }
+                },
+                Parked::Connect { created, reply } => match self.connect_outcome(h) {
+                    Attempt::Blocked => Some(Parked::Connect { created, reply }),
+                    Attempt::Done(r) => {
+                        self.finish_connect(h, created, r, reply);
+                        None
+                    }
+                },
+                Parked::Read {
+                    max_len,
+                    peek,
+                    reply,
+                } => match self.try_read(h, max_len, peek) {
+                    Attempt::Blocked => Some(Parked::Read {
+                        max_len,
+                        peek,
+                        reply,
+                    }),
+                    Attempt::Done(r) => {
+                        let _ = reply.send(r);
+                        None
+                    }
+                },
+                Parked::Write {
+                    data,
+                    written,
+                    reply,
+                } => match self.try_write(h, &data, written, true) {
+                    Err(now_written) => Some(Parked::Write {
+                        data,
+                        written: now_written,
+                        reply,
+                    }),
+                    Ok(Attempt::Done(r)) => {
+                        let _ = reply.send(r);
+                        None
+                    }
+                    Ok(Attempt::Blocked) => None,
+                },
+            };
+            match kept {
+                Some(op) => {
+                    let now_bytes = op.bytes();
+                    if let Some(usage) = self.sessions.get_mut(&owner) {
+                        usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes - now_bytes);
+                    }
+                    still.push(op);
+                }
+                None => self.uncharge_parked(owner, bytes),
+            }
+            if !self.sockets.contains_key(&h) {
+                // A failed connect closed the socket; later ops see EBADF.
+                return;
+            }
+        }
+        if let Some(entry) = self.sockets.get_mut(&h) {
+            // Ops parked during the retries (none today) go after the survivors.
+            still.append(&mut entry.parked);
+            entry.parked = still;
+        }
+    }
+
+    /// Ready bits per poll entry (NVAL for handles not of this session).
+    fn poll_ready(&self, session: &SessionInfo, entries: &[(u64, u32)]) -> Vec<u32> {
+        // poll(2): ERR and HUP are reported whether asked for or not.
+        let always = (Readiness::ERR | Readiness::HUP).0;
+        entries
+            .iter()
+            .map(|&(handle, events)| {
+                match self
+                    .owned(session, handle)
+                    .ok()
+                    .and_then(|h| self.stack.readiness(h).ok())
+                {
+                    Some(ready) => ready.0 & (events | always),
+                    None => POLLNVAL,
+                }
+            })
+            .collect()
+    }
+
+    fn retry_polls(&mut self) {
+        let polls = std::mem::take(&mut self.polls);
+        for poll in polls {
+            if poll.reply.is_closed() {
+                self.uncharge_parked(poll.session.id, 0);
+                continue;
+            }
+            let ready = self.poll_ready(&poll.session, &poll.entries);
+            if ready.iter().any(|r| *r != 0) {
+                self.uncharge_parked(poll.session.id, 0);
+                let _ = poll.reply.send(Ok(ready));
+            } else {
+                self.polls.push(poll);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ admin
+
+    /// Every socket and connection, with the owner's credentials for user sockets.
+    fn connections(&self) -> Vec<(SocketInfo, Option<Credentials>)> {
+        self.stack
+            .sockets()
+            .into_iter()
+            .map(|info| {
+                let owner = info
+                    .handle
+                    .and_then(|h| self.sockets.get(&h))
+                    .map(|e| e.owner.creds);
+                (info, owner)
+            })
+            .collect()
+    }
+
+    /// The stack's counters and the number of connections per state.
+    fn stats(&self) -> StatsSnapshot {
+        let mut per_state: Vec<(String, u64)> = TcpState::ALL
+            .iter()
+            .map(|s| (s.name().to_string(), 0))
+            .collect();
+        for info in self.stack.sockets() {
+            if let Some(slot) = per_state.iter_mut().find(|(n, _)| n == info.state.name()) {
+                slot.1 += 1;
+            }
+        }
+        let mut counters = self.stack.stats().named();
+        // What `--impair` did, per direction, and captures' drops for slow readers.
+        counters.extend(self.taps.impaired.named());
+        counters.push(("capture_dropped".to_string(), self.taps.captures.dropped()));
+        counters.push(("api_sessions".to_string(), self.sessions.len() as u64));
+        counters.push(("api_sockets".to_string(), self.sockets.len() as u64));
+        let parked: usize = self.sessions.values().map(|u| u.parked).sum();
+        counters.push(("api_blocked_calls".to_string(), parked as u64));
+        StatsSnapshot {
+            counters,
+            per_state,
+        }
+    }
+
+    /// Starts an Admin Trace of the connection `filter` selects; events go
+    /// to `tx`. Root may trace anything; another caller only a connection
+    /// given as an exact 4-tuple whose socket its uid owns (the trace shows
+    /// sequence numbers, which would help to inject into others' streams).
+    fn trace_subscribe(
+        &mut self,
+        session: SessionInfo,
+        filter: tcpd_stack::TraceFilter,
+        tx: tokio::sync::mpsc::Sender<tcpd_proto::v2::TraceEvent>,
+    ) -> Result<(), Errno> {
+        if !session.creds.is_root() {
+            let exact = !filter.local.ip().is_unspecified()
+                && filter.local.port() != 0
+                && !filter.remote.ip().is_unspecified()
+                && filter.remote.port() != 0;
+            let owned = exact
+                && self.connections().iter().any(|(info, owner)| {
+                    info.local == filter.local
+                        && info.remote == filter.remote
+                        && owner.is_some_and(|o| {
+                            crate::admin_service::sees_owner(&session.creds, o.uid)
+                        })
+                });
+            if !owned {
+                return Err(Errno::new(
+                    tcpd_proto::errno::EPERM,
+                    "tracing needs root, or LOCAL REMOTE of a connection your uid owns",
+                ));
+            }
+        }
+        let slot = self
+            .stack
+            .trace_add(filter)
+            .ok_or_else(|| Errno::new(ENOBUFS, "too many traces at once (64); try again later"))?;
+        self.taps.traces.add(slot, tx);
+        // An existing connection's `start` record is queued already.
+        self.taps.traces.pump(&mut self.stack);
+        Ok(())
+    }
+
+    /// Starts an Admin Capture (root only: packets carry every socket's
+    /// payload); pcapng chunks go to `tx`.
+    fn capture_subscribe(
+        &mut self,
+        session: SessionInfo,
+        filter: tcpd_trace::capture::CaptureFilter,
+        tx: tokio::sync::mpsc::Sender<tcpd_proto::v2::CaptureResponse>,
+    ) -> Result<(), Errno> {
+        if !session.creds.is_root() {
+            return Err(Errno::new(
+                tcpd_proto::errno::EPERM,
+                "capturing needs root (packets carry every socket's payload)",
+            ));
+        }
+        self.taps.captures.add(filter, tx);
+        Ok(())
+    }
+
+    /// Resets every synchronized connection and releases every socket (shutdown).
+    pub fn abort_everything(&mut self) {
+        let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+        let now = self.now();
+        for info in self.stack.sockets() {
+            let synchronized = !matches!(
+                info.state,
+                TcpState::Closed | TcpState::Listen | TcpState::TimeWait
+            );
+            if synchronized && info.remote != unspecified {
+                self.stack.abort_matching(now, info.local, info.remote);
+            }
+        }
+        let handles: Vec<SocketHandle> = self.sockets.keys().copied().collect();
+        for h in handles {
+            let _ = self.close_handle(h, false);
+        }
+    }
+
+    /// Publishes the stack's pending events: completes parked ops whose
+    /// socket changed, then parked polls, then the admin feed. Returns
+    /// whether a readiness change was handled (the stack may have more to
+    /// send now).
+    pub fn publish_events(&mut self) -> bool {
+        let mut any_readiness = false;
+        while let Some(event) = self.stack.poll_event() {
+            match event {
+                StackEvent::Readiness { socket, .. } => {
+                    any_readiness = true;
+                    self.retry_parked(socket);
+                }
+                StackEvent::StateChange {
+                    socket,
+                    local,
+                    remote,
+                    old,
+                    new,
+                } => {
+                    if self.state_changes.receiver_count() == 0 {
+                        continue;
+                    }
+                    let timestamp_us = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                        .unwrap_or(0);
+                    let owner_uid = socket
+                        .and_then(|h| self.sockets.get(&h))
+                        .map(|e| e.owner.creds.uid);
+                    let _ = self.state_changes.send(StateChange {
+                        timestamp_us,
+                        local,
+                        remote,
+                        old,
+                        new,
+                        handle: socket.map_or(0, |h| h.0),
+                        owner_uid,
+                    });
+                }
+            }
+        }
+        if any_readiness && !self.polls.is_empty() {
+            self.retry_polls();
+        }
+        any_readiness
+    }
+}
+
+/// Answers a parked op that could not be parked.
+fn fail_parked(op: Parked, e: Errno) {
+    match op {
+        Parked::Accept { reply } | Parked::Connect { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        Parked::Read { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        Parked::Write { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}

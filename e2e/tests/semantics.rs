@@ -1,0 +1,225 @@
+//! Socket semantics users observe, tcpd's client library against the Linux
+//! kernel on the far side of the TUN (protocol v2): close with unread data
+//! resets, write after the peer's reset fails ECONNRESET once then EPIPE,
+//! `flush` means "in the daemon's send buffer", shutdown(Write) sends FIN
+//! after the queued data, and a failed connect names its errno.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tcpd_e2e::{Daemon, HOST_ADDR, Netns, require_privileges};
+use tcpd_proto::errno;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Env {
+    daemon: Daemon,
+    ns: Netns,
+}
+
+fn setup(tag: &str) -> Option<Env> {
+    if !require_privileges(tag) {
+        return None;
+    }
+    let ns = Netns::new(tag).expect("create the test namespace");
+    let daemon = Daemon::start(&ns, &[]).expect("start tcpd");
+    Some(Env { daemon, ns })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A kernel listener that runs `serve` on its first connection.
+fn kernel_peer<T: Send + 'static>(
+    ns: &Netns,
+    port: u16,
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let handle = ns.spawn(move || {
+        let listener = TcpListener::bind(SocketAddrV4::new(HOST_ADDR, port)).expect("listen");
+        ready_tx.send(()).expect("ready");
+        let (stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        serve(stream)
+    });
+    ready_rx.recv().expect("kernel listener ready");
+    handle
+}
+
+/// What the kernel sees after its peer closes: "FIN" or "RST".
+fn end_seen(stream: &mut TcpStream) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return "FIN".into(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return "RST".into(),
+            Err(e) => return format!("unexpected {e}"),
+        }
+    }
+}
+
+#[test]
+fn close_with_unread_data_resets_like_linux() {
+    let Some(env) = setup("sem-unread") else {
+        return;
+    };
+    let rt = runtime();
+    // Unread data: the kernel sends, tcpd's application never reads it.
+    let (sent_tx, sent_rx) = mpsc::channel();
+    let peer = kernel_peer(&env.ns, 7401, move |mut s| {
+        s.write_all(&[7u8; 3000]).expect("kernel write");
+        sent_tx.send(()).expect("sent");
+        // Give tcpd time to receive it before the close.
+        end_seen(&mut s)
+    });
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client
+            .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7401))
+            .await
+            .expect("connect");
+        sent_rx.recv().expect("kernel sent");
+        // Wait until the data is readable (it may sit in the library), then close unread.
+        stream.readable().await.expect("readable");
+        drop(stream);
+    });
+    assert_eq!(peer.join().expect("peer"), "RST", "unread data → RST");
+
+    // Everything read: a plain FIN.
+    let peer = kernel_peer(&env.ns, 7402, |mut s| {
+        s.write_all(b"hello").expect("kernel write");
+        end_seen(&mut s)
+    });
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client
+            .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7402))
+            .await
+            .expect("connect");
+        let mut got = [0u8; 5];
+        stream.read_exact(&mut got).await.expect("read");
+        stream.close().await.expect("close");
+    });
+    assert_eq!(peer.join().expect("peer"), "FIN", "all read → FIN");
+}
+
+#[test]
+fn write_after_the_peers_reset_is_econnreset_then_epipe() {
+    let Some(env) = setup("sem-rst") else {
+        return;
+    };
+    let rt = runtime();
+    let peer = kernel_peer(&env.ns, 7403, |s| {
+        // SO_LINGER 0: close sends RST.
+        let sock = socket2_linger_zero(&s);
+        drop(s);
+        sock
+    });
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client
+            .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7403))
+            .await
+            .expect("connect");
+        peer.join().expect("peer").expect("linger 0");
+        // Let the RST arrive and reach the library.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let first = stream.write_all(b"x").await.expect_err("write after RST");
+        assert_eq!(first.raw_os_error(), Some(errno::ECONNRESET), "{first}");
+        let second = stream.write_all(b"y").await.expect_err("second write");
+        assert_eq!(second.raw_os_error(), Some(errno::EPIPE), "{second}");
+        // The error was reported: reads now see EOF.
+        let mut buf = [0u8; 8];
+        assert_eq!(stream.read(&mut buf).await.expect("read after"), 0);
+    });
+}
+
+/// Sets SO_LINGER {on, 0} on a std socket through libc-free means: the
+/// kernel resets on close. Returns the result of the setsockopt.
+fn socket2_linger_zero(s: &TcpStream) -> io::Result<()> {
+    let fd = std::os::fd::AsFd::as_fd(s);
+    nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .map_err(io::Error::from)
+}
+
+#[test]
+fn shutdown_write_sends_fin_after_the_queued_data_and_flush_means_queued() {
+    let Some(env) = setup("sem-fin") else {
+        return;
+    };
+    let rt = runtime();
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let expected = data.len();
+    let peer = kernel_peer(&env.ns, 7404, move |mut s| {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read to FIN");
+        // Still able to answer after our FIN (half-close).
+        s.write_all(b"done").expect("reply");
+        got.len()
+    });
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client
+            .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7404))
+            .await
+            .expect("connect");
+        stream.write_all(&data).await.expect("write");
+        stream.flush().await.expect("flush: all in the send buffer");
+        stream.shutdown().await.expect("shutdown(Write)");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("read reply");
+        assert_eq!(reply, b"done");
+    });
+    assert_eq!(peer.join().expect("peer"), expected, "all data before FIN");
+}
+
+#[test]
+fn refused_connect_names_econnrefused_and_daemon_errors_name_the_daemon() {
+    let Some(env) = setup("sem-refused") else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let err = client
+            .tcp_connect(SocketAddrV4::new(HOST_ADDR, 1))
+            .await
+            .expect_err("nobody listens on port 1");
+        assert_eq!(err.raw_os_error(), Some(errno::ECONNREFUSED), "{err}");
+        assert!(!tcpd_client::is_daemon_error(&err));
+        let missing = env.daemon.socket().with_file_name("missing.sock");
+        let err = tcpd_client::Client::connect(&missing)
+            .await
+            .expect_err("no daemon there");
+        assert!(tcpd_client::is_daemon_error(&err), "{err}");
+        assert!(err.to_string().contains("tcpd daemon at"), "{err}");
+        assert_ne!(err.kind(), io::ErrorKind::ConnectionReset);
+    });
+}
