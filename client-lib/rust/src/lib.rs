@@ -134,8 +134,12 @@ mod tests {
             "No such file or directory (ENOENT)"
         );
         assert_eq!(
+            describe_error(&io::Error::from_raw_os_error(4095)),
+            "Unknown error 4095 (errno 4095)"
+        );
+        assert_eq!(
             describe_error(&io::Error::from_raw_os_error(61)),
-            "No data available (errno 61)"
+            "No data available (ENODATA)"
         );
         assert_eq!(describe_error(&io::Error::other("plain")), "plain");
     }

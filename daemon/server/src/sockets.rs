@@ -1140,3 +1140,311 @@ fn fail_parked(op: Parked, e: Errno) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The facade over real stacks, without a TUN: two facades whose packets
+    //! are carried by hand; ops are answered at once or parked until the
+    //! carried packets change the socket's readiness.
+    use super::*;
+    use crate::session::Credentials;
+    use tcpd_proto::errno::{EBADF, ECONNREFUSED};
+    use tcpd_stack::StackConfig;
+    use tokio::sync::oneshot;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+
+    fn facade(address: Ipv4Addr, seed: u64, quotas: Quotas) -> Sockets {
+        let clock = Clock::start();
+        let mut config = StackConfig::new(address, 24);
+        config.rng_seed = seed;
+        config.isn_secret = [seed as u8; 16];
+        let (state_changes, _) = broadcast::channel(16);
+        Sockets::new(
+            Stack::new(config, clock.now()),
+            clock,
+            quotas,
+            state_changes,
+        )
+    }
+
+    fn session(s: &mut Sockets, id: u64, uid: u32) -> SessionInfo {
+        let info = SessionInfo {
+            id: SessionId(id),
+            creds: Credentials {
+                uid,
+                gid: uid,
+                pid: 100,
+            },
+        };
+        s.session_started(info.id);
+        info
+    }
+
+    /// Runs `op` for `session`; its reply receiver (answered or parked).
+    fn run<T>(
+        s: &mut Sockets,
+        session: SessionInfo,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> oneshot::Receiver<Result<T, Errno>> {
+        let (reply, rx) = oneshot::channel();
+        s.execute(Request {
+            session,
+            op: op(reply),
+        });
+        rx
+    }
+
+    /// The answer, which must be there.
+    fn answer<T: std::fmt::Debug>(
+        rx: &mut oneshot::Receiver<Result<T, Errno>>,
+    ) -> Result<T, Errno> {
+        rx.try_recv().expect("answered, not parked")
+    }
+
+    fn parked<T>(rx: &mut oneshot::Receiver<Result<T, Errno>>) -> bool {
+        matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+
+    /// Moves every pending packet of `from` into `to`; true if any moved.
+    fn carry(from: &mut Sockets, to: &mut Sockets) -> bool {
+        let mut buf = vec![0u8; 2048];
+        let mut moved = false;
+        let now = from.now();
+        while let Some(n) = from.stack.poll_transmit(now, &mut buf) {
+            let now = to.now();
+            to.stack.handle_packet(now, &buf[..n]);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Carries packets both ways until both stacks are quiet, publishing
+    /// events (which completes parked ops) as the driver does.
+    fn shuttle(a: &mut Sockets, b: &mut Sockets) {
+        loop {
+            let moved = carry(a, b) | carry(b, a);
+            let a_events = a.publish_events();
+            let b_events = b.publish_events();
+            if !moved && !a_events && !b_events {
+                break;
+            }
+        }
+    }
+
+    fn socket(s: &mut Sockets, who: SessionInfo) -> u64 {
+        let mut rx = run(s, who, |reply| Op::Socket {
+            setup: SocketSetup::default(),
+            reply,
+        });
+        answer(&mut rx).expect("socket").0
+    }
+
+    #[test]
+    fn handles_belong_to_their_session_and_die_with_it() {
+        let mut s = facade(A, 1, Quotas::default());
+        let alice = session(&mut s, 1, 1000);
+        let bob = session(&mut s, 2, 1000);
+        let h = socket(&mut s, alice);
+        let mut rx = run(&mut s, bob, |reply| Op::Close {
+            handle: h,
+            abort: false,
+            consumed: None,
+            reply,
+        });
+        assert_eq!(answer(&mut rx).map_err(|e| e.number), Err(EBADF));
+        let mut rx = run(&mut s, bob, |reply| Op::Poll {
+            entries: vec![(h, 1)],
+            reply,
+        });
+        assert_eq!(answer(&mut rx), Ok(vec![POLLNVAL]));
+        let mut rx = run(&mut s, alice, |reply| Op::Listen {
+            setup: SocketSetup {
+                handle: Some(h),
+                options: vec![SockOption::ReuseAddr(true)],
+                bind: Some(SocketAddrV4::new(A, 7000)),
+            },
+            backlog: 0,
+            reply,
+        });
+        assert_eq!(answer(&mut rx).map(|(_, l)| l.port()), Ok(7000));
+        s.session_ended(alice.id);
+        assert!(s.stack.sockets().is_empty(), "listener released");
+        let mut rx = run(&mut s, alice, |reply| Op::Socket {
+            setup: SocketSetup::default(),
+            reply,
+        });
+        assert_eq!(answer(&mut rx).map_err(|e| e.number), Err(EBADF));
+        assert!(s.stack.sockets().is_empty(), "no socket for a dead session");
+    }
+
+    #[test]
+    fn privileged_ports_need_root() {
+        let mut s = facade(A, 2, Quotas::default());
+        let user = session(&mut s, 1, 1000);
+        let mut rx = run(&mut s, user, |reply| Op::Listen {
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80)),
+                ..SocketSetup::default()
+            },
+            backlog: 1,
+            reply,
+        });
+        assert_eq!(answer(&mut rx).map_err(|e| e.number), Err(EACCES));
+        assert!(
+            s.stack.sockets().is_empty(),
+            "the failed batch leaves nothing"
+        );
+    }
+
+    #[test]
+    fn the_socket_quota_is_emfile() {
+        let quotas = Quotas {
+            sockets: 2,
+            ..Quotas::default()
+        };
+        let mut s = facade(A, 3, quotas);
+        let who = session(&mut s, 1, 1000);
+        let first = socket(&mut s, who);
+        socket(&mut s, who);
+        let mut rx = run(&mut s, who, |reply| Op::Socket {
+            setup: SocketSetup::default(),
+            reply,
+        });
+        assert_eq!(answer(&mut rx).map_err(|e| e.number), Err(EMFILE));
+        let mut rx = run(&mut s, who, |reply| Op::Close {
+            handle: first,
+            abort: false,
+            consumed: None,
+            reply,
+        });
+        answer(&mut rx).expect("close");
+        socket(&mut s, who);
+    }
+
+    #[test]
+    fn parked_ops_complete_on_readiness_and_cancel_when_dropped() {
+        let mut a = facade(A, 4, Quotas::default());
+        let mut b = facade(B, 5, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let server = session(&mut b, 1, 1000);
+        let mut rx = run(&mut b, server, |reply| Op::Listen {
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(B, 7000)),
+                ..SocketSetup::default()
+            },
+            backlog: 4,
+            reply,
+        });
+        let (l, _) = answer(&mut rx).expect("listen");
+        let mut nonblocking = run(&mut b, server, |reply| Op::Accept {
+            handle: l,
+            wait: false,
+            reply,
+        });
+        assert_eq!(answer(&mut nonblocking).map_err(|e| e.number), Err(EAGAIN));
+        let mut accept = run(&mut b, server, |reply| Op::Accept {
+            handle: l,
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut accept));
+        let mut connect = run(&mut a, client, |reply| Op::Connect {
+            setup: SocketSetup::default(),
+            remote: SocketAddrV4::new(B, 7000),
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut connect));
+        shuttle(&mut a, &mut b);
+        let c = answer(&mut connect).expect("connected");
+        let child = answer(&mut accept).expect("accepted");
+        assert_eq!(*child.peer.ip(), A);
+        // A read waits; the peer's write completes it.
+        let mut read = run(&mut b, server, |reply| Op::Read {
+            handle: child.handle,
+            max_len: 100,
+            peek: false,
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut read));
+        let mut write = run(&mut a, client, |reply| Op::Write {
+            handle: c.handle,
+            data: Bytes::from_static(b"ping"),
+            wait: true,
+            reply,
+        });
+        assert_eq!(answer(&mut write), Ok(4));
+        shuttle(&mut a, &mut b);
+        assert_eq!(answer(&mut read), Ok(b"ping".to_vec()));
+        // A cancelled read is dropped at the next readiness change.
+        let read = run(&mut b, server, |reply| Op::Read {
+            handle: child.handle,
+            max_len: 100,
+            peek: false,
+            wait: true,
+            reply,
+        });
+        assert_eq!(s_blocked(&b, server.id), 1);
+        drop(read);
+        let mut write = run(&mut a, client, |reply| Op::Write {
+            handle: c.handle,
+            data: Bytes::from_static(b"more"),
+            wait: true,
+            reply,
+        });
+        answer(&mut write).expect("write");
+        shuttle(&mut a, &mut b);
+        assert_eq!(s_blocked(&b, server.id), 0, "the cancelled read is gone");
+        // Closing with data the client never consumed resets (Linux).
+        let mut close = run(&mut b, server, |reply| Op::Close {
+            handle: child.handle,
+            abort: false,
+            consumed: Some(4),
+            reply,
+        });
+        answer(&mut close).expect("close");
+        shuttle(&mut a, &mut b);
+        let mut read = run(&mut a, client, |reply| Op::Read {
+            handle: c.handle,
+            max_len: 100,
+            peek: false,
+            wait: false,
+            reply,
+        });
+        assert_eq!(
+            answer(&mut read).map_err(|e| e.number),
+            Err(tcpd_proto::errno::ECONNRESET)
+        );
+    }
+
+    fn s_blocked(s: &Sockets, id: SessionId) -> usize {
+        s.sessions.get(&id).map_or(0, |u| u.parked)
+    }
+
+    #[test]
+    fn a_refused_connect_reports_econnrefused_and_frees_the_socket() {
+        let mut a = facade(A, 6, Quotas::default());
+        let mut b = facade(B, 7, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let mut connect = run(&mut a, client, |reply| Op::Connect {
+            setup: SocketSetup::default(),
+            remote: SocketAddrV4::new(B, 7001),
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut connect));
+        shuttle(&mut a, &mut b);
+        assert_eq!(
+            answer(&mut connect).map_err(|e| e.number),
+            Err(ECONNREFUSED)
+        );
+        assert!(
+            a.sockets.is_empty(),
+            "the socket made for the connect is gone"
+        );
+        assert_eq!(s_blocked(&a, client.id), 0);
+    }
+}
