@@ -34,7 +34,8 @@ pub use error::{
 };
 pub use seq::SeqNum;
 pub use socket::{
-    OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
+    CaState, OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo,
+    StackEvent, TcpInfo, TcpInfoOptions,
 };
 pub use stack::Stack;
 pub use stats::{DropReason, Stats};

@@ -159,6 +159,90 @@ pub struct RecoveryInfo {
     pub send_buffer: usize,
 }
 
+/// Linux's `tcpi_ca_state`: where the sender's loss recovery is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CaState {
+    /// Nothing outstanding is in doubt (TCP_CA_Open).
+    #[default]
+    Open = 0,
+    /// SACKs or duplicate ACKs seen, no loss declared (TCP_CA_Disorder).
+    Disorder = 1,
+    /// Fast recovery (TCP_CA_Recovery).
+    Recovery = 3,
+    /// After a retransmission timeout (TCP_CA_Loss).
+    Loss = 4,
+}
+
+bitflags::bitflags! {
+    /// Linux's `tcpi_options` bits: what the handshake negotiated.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct TcpInfoOptions: u8 {
+        const TIMESTAMPS = 1;
+        const SACK = 2;
+        const WSCALE = 4;
+    }
+}
+
+/// TCP_INFO: Linux's `struct tcp_info` fields, typed, in Linux's units
+/// (microseconds for times measured in µs there, milliseconds for the
+/// `last_*` ages, segments for window and queue counts). The C shim lays it
+/// out as Linux's struct; fields tcpd has no notion of are zero there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub state: TcpState,
+    pub ca_state: CaState,
+    /// Consecutive retransmission timeouts of the current series.
+    pub retransmits: u8,
+    /// Unanswered zero-window or keepalive probes.
+    pub probes: u8,
+    /// RTO backoff exponent.
+    pub backoff: u8,
+    pub options: TcpInfoOptions,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub rto_us: u32,
+    /// Delayed-ACK timeout.
+    pub ato_us: u32,
+    pub snd_mss: u32,
+    pub rcv_mss: u32,
+    /// Segments in flight, SACKed, deemed lost, retransmitted and in flight.
+    pub unacked: u32,
+    pub sacked: u32,
+    pub lost: u32,
+    pub retrans: u32,
+    pub last_data_sent_ms: u32,
+    pub last_data_recv_ms: u32,
+    pub last_ack_recv_ms: u32,
+    pub pmtu: u32,
+    /// The window we may advertise at most now (bytes).
+    pub rcv_ssthresh: u32,
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    /// Slow-start threshold and congestion window, segments.
+    pub snd_ssthresh: u32,
+    pub snd_cwnd: u32,
+    pub advmss: u32,
+    /// RACK's reordering degree, segments (Linux's default 3).
+    pub reordering: u32,
+    /// The receiver's RTT estimate and the autotuned receive space.
+    pub rcv_rtt_us: u32,
+    pub rcv_space: u32,
+    pub total_retrans: u32,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    /// Bytes written by the application and not yet sent.
+    pub notsent_bytes: u32,
+    pub min_rtt_us: u32,
+    /// Delivery rate over the last RTT, bytes per second (cwnd / SRTT).
+    pub delivery_rate: u64,
+    pub dsack_dups: u32,
+    pub snd_wnd: u32,
+    pub rcv_wnd: u32,
+}
+
 /// A snapshot of one socket or connection for the admin API (like `ss -ti`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketInfo {

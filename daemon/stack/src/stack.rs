@@ -77,6 +77,7 @@ use crate::error::{
 use crate::seq::SeqNum;
 use crate::socket::{
     OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
+    TcpInfo,
 };
 use crate::stats::{DropReason, Stats};
 use crate::tcp::TcpState;
@@ -1057,6 +1058,24 @@ impl Stack {
             }
             OptionName::MaxSegment => Ok(SockOption::MaxSegment(conn.stats().mss)),
             _ => options::read(conn.options(), name).ok_or(SocketError::UnsupportedOption),
+        }
+    }
+
+    /// TCP_INFO of a connected socket (Linux's `tcp_info`, typed); a
+    /// socket without a connection reports its state only, as Linux does.
+    pub fn tcp_info(&self, now: Instant, socket: SocketHandle) -> Result<TcpInfo, SocketError> {
+        let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
+        match &entry.kind {
+            SocketKind::Connection(id) => self
+                .conns
+                .get(id)
+                .map(|c| c.conn.tcp_info(now))
+                .ok_or(SocketError::BadHandle),
+            SocketKind::Listening(_) => Ok(TcpInfo {
+                state: TcpState::Listen,
+                ..TcpInfo::default()
+            }),
+            SocketKind::Unconnected { .. } => Ok(TcpInfo::default()),
         }
     }
 

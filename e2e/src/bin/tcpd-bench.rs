@@ -66,7 +66,22 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/tcpd-bench.json")]
     json: PathBuf,
+    /// Internal: measure "bulk under impairment" with this `--impair` spec
+    /// in a fresh namespace and daemon, print the result line, exit (see
+    /// [`impaired_rows`]; a process of its own because `tcpd-client`'s
+    /// session follows `$TCPD_SOCKET` for the whole process).
+    #[arg(long, hide = true)]
+    impaired_helper: Option<String>,
 }
+
+/// The links of the "bulk under impairment" workload (issue 10): tcpd's
+/// `--impair` specs, each applied in both directions.
+const IMPAIRMENTS: [&str; 3] = ["loss=2%,delay=5ms", "loss=1%,delay=5ms", "delay=20ms"];
+
+/// The kernel's congestion control on the impaired link. Like for like
+/// with tcpd's default: this machine's kernel defaults to bbr, which is not
+/// loss-based and would measure a different algorithm, not a different stack.
+const IMPAIRED_KERNEL_CC: &str = "cubic";
 
 const KERNEL_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 const KERNEL_SERVER: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
@@ -250,6 +265,10 @@ fn main() -> Result<()> {
     if let (Some(ns), Some(addr)) = (&args.hold_helper, args.hold_addr) {
         return Ok(workloads::hold_helper_main(ns, addr, args.hold_cpu)?);
     }
+    if let Some(spec) = &args.impaired_helper {
+        let seconds = Duration::from_secs_f64(args.seconds.unwrap_or(5.0).max(0.05));
+        return impaired_helper_main(spec, seconds);
+    }
     if !tcpd_e2e::require_privileges("tcpd-bench") {
         anyhow::bail!("tcpd-bench needs root: it creates network namespaces and a TUN device");
     }
@@ -405,6 +424,19 @@ fn main() -> Result<()> {
         tun_recv.bytes_per_write(),
     ));
     drop((ksrc, tsrc));
+
+    // 1b. Bulk under impairment: tcpd sending vs the kernel sending, on
+    // the same impaired TUN link.
+    let impaired_seconds = if args.smoke {
+        plan.seconds
+    } else {
+        plan.seconds.max(Duration::from_secs(5))
+    };
+    rows.extend(impaired_rows(plan.reps, impaired_seconds, limit)?);
+    notes.push(format!(
+        "bulk under impairment: tcpd's --impair on both directions of its TUN; \"tcpd\" is tcpd sending to the kernel, \"kernel\" the kernel ({IMPAIRED_KERNEL_CC}) sending to tcpd; each run {:.1} s",
+        impaired_seconds.as_secs_f64()
+    ));
     if args.bulk_only {
         return finish(&args, &plan, &rows, &notes, Vec::new());
     }
@@ -748,6 +780,97 @@ fn idle_connections(
         tcpd_seconds,
         tcpd_rss_growth: rss_open.saturating_sub(rss_before),
     })
+}
+
+/// The "bulk under impairment" rows: for each of [`IMPAIRMENTS`], `reps`
+/// runs of a helper process (`--impaired-helper`) that measures both
+/// directions on a fresh impaired daemon; MB/s.
+fn impaired_rows(reps: usize, seconds: Duration, limit: Duration) -> Result<Vec<Row>> {
+    let program = std::env::current_exe().context("locating tcpd-bench")?;
+    let mut rows = Vec::new();
+    for spec in IMPAIRMENTS {
+        let (mut tcpd_sends, mut kernel_sends) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let mut child = std::process::Command::new(&program)
+                .args(["--impaired-helper", spec, "--seconds"])
+                .arg(seconds.as_secs_f64().to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("starting the impaired-link helper")?;
+            let deadline = std::time::Instant::now() + limit * 2 + seconds * 2;
+            let status = loop {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    anyhow::bail!("impaired-link helper ({spec}) timed out");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let mut out = String::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                std::io::Read::read_to_string(&mut stdout, &mut out)?;
+            }
+            anyhow::ensure!(status.success(), "impaired-link helper ({spec}) failed: {out}");
+            let line = out
+                .lines()
+                .find_map(|l| l.strip_prefix("IMPAIRED "))
+                .context("impaired-link helper printed no result")?;
+            let mut fields = line.split_whitespace().map(str::parse::<f64>);
+            match (fields.next(), fields.next()) {
+                (Some(Ok(t)), Some(Ok(k))) => {
+                    tcpd_sends.push(t);
+                    kernel_sends.push(k);
+                }
+                _ => anyhow::bail!("impaired-link helper printed {line:?}"),
+            }
+        }
+        rows.push(Row {
+            name: format!("bulk under impairment {spec}, sender's rate"),
+            unit: "MB/s",
+            higher_is_better: true,
+            kernel: Summary::of(&kernel_sends),
+            tcpd: Summary::of(&tcpd_sends),
+        });
+    }
+    Ok(rows)
+}
+
+/// The `--impaired-helper` side: a namespace whose kernel uses
+/// [`IMPAIRED_KERNEL_CC`], a daemon with `--impair spec`, kernel sink and
+/// source servers on the TUN's far side; prints
+/// `IMPAIRED <tcpd sends MB/s> <kernel sends MB/s>`.
+fn impaired_helper_main(spec: &str, seconds: Duration) -> Result<()> {
+    let ns = Netns::new("bench-imp")?;
+    ns.run(
+        "sysctl",
+        &[
+            "-q",
+            "-w",
+            &format!("net.ipv4.tcp_congestion_control={IMPAIRED_KERNEL_CC}"),
+        ],
+    )
+    .context("setting the namespace's congestion control")?;
+    let daemon = Daemon::start(&ns, &["--impair", spec]).context("starting tcpd")?;
+    if let Some(pid) = daemon.pid() {
+        bench::pin_process(pid, PEER_CPU)?;
+    }
+    // SAFETY: set before any other thread reads the environment.
+    unsafe { std::env::set_var("TCPD_SOCKET", daemon.socket()) };
+    let limit = seconds * 4 + Duration::from_secs(30);
+    let sink = Server::start(&ns, HOST_ADDR, 5101, ServerKind::Sink, PEER_CPU)?;
+    let tcpd_sends = tcpd_run(sink.addr, limit, move |d, addr| {
+        workloads::bulk_send(d, addr, seconds)
+    })?;
+    drop(sink);
+    let source = Server::start(&ns, HOST_ADDR, 5102, ServerKind::Source(seconds), PEER_CPU)?;
+    let kernel_sends = tcpd_run(source.addr, limit, workloads::bulk_recv)?;
+    drop(source);
+    let mb = |t: &workloads::Transfer| t.bytes as f64 / t.seconds / 1e6;
+    println!("IMPAIRED {:.3} {:.3}", mb(&tcpd_sends), mb(&kernel_sends));
+    drop(daemon);
+    Ok(())
 }
 
 /// The tcpd side: the client reaches TCP through tcpd-client.

@@ -14,8 +14,9 @@ pub mod isn;
 pub mod rtt;
 
 /// The connection states of RFC 9293 §3.3.2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TcpState {
+    #[default]
     Closed,
     Listen,
     SynSent,

@@ -644,6 +644,8 @@ impl Connection {
         delivered: &mut Delivered,
     ) -> usize {
         let acked = ack.since(self.snd_una);
+        self.bytes_acked += acked as u64;
+        self.last_ack_recv = Some(now);
         let sample = self.rtt_sample(now, seg, ack);
         if let Some(rtt) = sample {
             // RFC 6298 §2.2/§2.3.
@@ -833,6 +835,7 @@ impl Connection {
                     .write_within(offset, &data[..accepted], advertised);
                 self.rcv_nxt += advanced;
                 self.counters.bytes_received += advanced as u64;
+                self.last_data_recv = Some(now);
                 if self.read_shut {
                     self.discard_readable();
                 }

@@ -46,7 +46,7 @@ mod timers;
 use crate::config::SocketOptions;
 use crate::error::{ConnError, RecvError, SendError, SocketError};
 use crate::seq::SeqNum;
-use crate::socket::{Readiness, RecoveryInfo, Shutdown, SockOption};
+use crate::socket::{CaState, Readiness, RecoveryInfo, Shutdown, SockOption, TcpInfo, TcpInfoOptions};
 use crate::tcp::TcpState;
 use crate::tcp::buffer::{RecvBuffer, SendBuffer};
 use crate::tcp::congestion::{CongestionControl, new_controller};
@@ -332,6 +332,11 @@ pub struct Connection {
     last_progress: Instant,
     /// When data was last sent: the idle test of RFC 5681 §4.1.
     last_data_sent: Option<Instant>,
+    /// When in-order data and an ACK last arrived (TCP_INFO's last_*_recv).
+    last_data_recv: Option<Instant>,
+    last_ack_recv: Option<Instant>,
+    /// Bytes of ours the peer acknowledged (tcpi_bytes_acked).
+    bytes_acked: u64,
     /// Our SYN or SYN,ACK was sent more than once (a timeout, or the peer
     /// retransmitted its SYN): RFC 6298 §5.7 and RFC 5681 §3.1 apply once
     /// the connection is established.
@@ -487,6 +492,9 @@ impl Connection {
             close_deadline: None,
             last_progress: now,
             last_data_sent: None,
+            last_data_recv: None,
+            last_ack_recv: None,
+            bytes_acked: 0,
             syn_retransmitted: false,
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             rtt_timed: None,
@@ -1175,6 +1183,87 @@ impl Connection {
             SockOption::Error(_) => return Err(SocketError::UnsupportedOption),
         }
         Ok(())
+    }
+
+    /// TCP_INFO (Linux's `tcp_info`), as of `now`.
+    pub fn tcp_info(&self, now: Instant) -> TcpInfo {
+        let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        let ms_since = |t: Option<Instant>| {
+            t.map_or(0, |t| u32::try_from((now - t).as_millis()).unwrap_or(u32::MAX))
+        };
+        let mss = self.send_mss.max(1);
+        let segs = |bytes: usize| u32::try_from(bytes.div_ceil(mss)).unwrap_or(u32::MAX);
+        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let small = |n: u32| u8::try_from(n).unwrap_or(u8::MAX);
+        let mut options = TcpInfoOptions::empty();
+        options.set(TcpInfoOptions::TIMESTAMPS, self.ts_enabled);
+        options.set(TcpInfoOptions::SACK, self.sack_enabled);
+        options.set(TcpInfoOptions::WSCALE, self.ws_enabled);
+        let ca_state = if self.rto_recover.is_some() {
+            CaState::Loss
+        } else if self.in_recovery {
+            CaState::Recovery
+        } else if self.sent.sacked_bytes() > 0 || self.dup_acks > 0 {
+            CaState::Disorder
+        } else {
+            CaState::Open
+        };
+        let srtt = self.rtt.srtt();
+        let flight = self.snd_nxt.since(self.snd_una);
+        let retrans_in_flight: usize = self.sent.retransmitted_in_flight();
+        let ssthresh = self.cc.ssthresh();
+        TcpInfo {
+            state: self.state,
+            ca_state,
+            retransmits: small(self.retries),
+            probes: small(self.persist_probes.max(self.keepalive_probes)),
+            backoff: small(self.rtt.backoffs()),
+            options,
+            snd_wscale: if self.ws_enabled { self.snd_wscale } else { 0 },
+            rcv_wscale: if self.ws_enabled { self.rcv_wscale } else { 0 },
+            rto_us: us(self.rtt.rto()),
+            ato_us: us(self.config.delayed_ack),
+            snd_mss: count(self.send_mss as u64),
+            rcv_mss: count(self.rcv_mss as u64),
+            unacked: segs(flight),
+            sacked: segs(self.sent.sacked_bytes()),
+            lost: segs(self.sent.lost_bytes()),
+            retrans: segs(retrans_in_flight),
+            last_data_sent_ms: ms_since(self.last_data_sent),
+            last_data_recv_ms: ms_since(self.last_data_recv),
+            last_ack_recv_ms: ms_since(self.last_ack_recv),
+            pmtu: count((self.path_mss + IPV4_TCP_HEADERS) as u64),
+            rcv_ssthresh: count(self.recv_buf.capacity() as u64),
+            rtt_us: us(srtt),
+            rttvar_us: us(self.rtt.rttvar()),
+            snd_ssthresh: if ssthresh == usize::MAX {
+                // Linux reports TCP_INFINITE_SSTHRESH.
+                0x7fff_ffff
+            } else {
+                segs(ssthresh)
+            },
+            snd_cwnd: segs(self.effective_cwnd()),
+            advmss: count(self.adv_mss as u64),
+            reordering: 3,
+            rcv_rtt_us: self.rcv_rtt.map_or(0, us),
+            rcv_space: count(self.rcvq_space as u64),
+            total_retrans: count(self.counters.retransmits),
+            bytes_acked: self.bytes_acked,
+            bytes_received: self.counters.bytes_received,
+            bytes_sent: self.counters.bytes_sent,
+            segs_out: count(self.counters.segments_out),
+            segs_in: count(self.counters.segments_in),
+            notsent_bytes: count(self.data_end().since(self.snd_nxt) as u64),
+            min_rtt_us: self.rack.min_rtt.map_or(0, us),
+            delivery_rate: if srtt.is_zero() {
+                0
+            } else {
+                (self.effective_cwnd().min(flight.max(mss)) as f64 / srtt.as_secs_f64()) as u64
+            },
+            dsack_dups: count(self.rack.dsacks),
+            snd_wnd: count(self.snd_wnd as u64),
+            rcv_wnd: count(self.rcv_wnd() as u64),
+        }
     }
 
     pub fn stats(&self) -> ConnectionStats {

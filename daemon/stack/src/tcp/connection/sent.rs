@@ -96,6 +96,15 @@ impl SentQueue {
         self.segs.iter().filter(|s| s.sacked).count()
     }
 
+    /// Bytes retransmitted and still in flight (not SACKed, not lost again).
+    pub(super) fn retransmitted_in_flight(&self) -> usize {
+        self.segs
+            .iter()
+            .filter(|s| s.retransmitted && !s.sacked && !s.lost)
+            .map(SentSegment::len)
+            .sum()
+    }
+
     /// The first byte not yet sent (SND.NXT) as far as the records go.
     pub(super) fn end(&self) -> Option<SeqNum> {
         self.segs.back().map(|s| s.end)

@@ -2567,3 +2567,33 @@ fn tcp_maxseg_clamps_advertised_and_sent_mss() {
     assert!(sent.iter().all(|s| s.payload.len() <= 700), "{sent:?}");
     assert_eq!(sent[0].payload.len(), 700);
 }
+
+/// TCP_INFO (issue 10, Linux's `tcp_info`): the negotiated options, the
+/// MSS, RTT and window in Linux's units, and the loss-recovery view
+/// (ca_state, sacked, lost, retrans) as a recovery unfolds.
+#[test]
+fn tcp_info_follows_linux_fields_through_a_recovery() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    let info = s.conn.tcp_info(t0);
+    assert_eq!(info.state, TcpState::Established);
+    assert_eq!(info.ca_state, crate::socket::CaState::Open);
+    assert_eq!(info.options, crate::socket::TcpInfoOptions::SACK);
+    assert_eq!((info.snd_mss, info.advmss, info.pmtu), (536, 1460, 576));
+    assert_eq!((info.rtt_us, info.rto_us), (10_000, 200_000));
+    assert_eq!(info.snd_cwnd, 10, "initial window, segments");
+    assert_eq!(info.snd_ssthresh, 0x7fff_ffff, "TCP_INFINITE_SSTHRESH");
+    s.send_segments(6);
+    s.now = t0 + ms(10);
+    s.feed(&s.sack(1, &[(2, 3)]));
+    let info = s.conn.tcp_info(s.now);
+    assert_eq!(info.ca_state, crate::socket::CaState::Disorder);
+    assert_eq!((info.unacked, info.sacked, info.lost), (5, 1, 0));
+    s.advance_to(t0 + Duration::from_micros(12_500));
+    let info = s.conn.tcp_info(s.now);
+    assert_eq!(info.ca_state, crate::socket::CaState::Recovery);
+    assert_eq!((info.sacked, info.lost, info.retrans), (1, 0, 1));
+    assert_eq!(info.total_retrans, 1);
+    assert_eq!(info.last_data_sent_ms, 0);
+    assert_eq!(info.bytes_acked, 536);
+}
