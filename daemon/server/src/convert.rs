@@ -171,6 +171,14 @@ pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<Soc
         }
         // SO_ERROR is read-only (setsockopt gives ENOPROTOOPT on Linux).
         OptionName::Error => return Err(Errno::new(ENOPROTOOPT, "SO_ERROR is read-only")),
+        // In the stack's API (issue 10) but not in protocol v1: the
+        // plumbing waits for protocol v2's option vocabulary.
+        OptionName::Cork
+        | OptionName::NotSentLowat
+        | OptionName::QuickAck
+        | OptionName::RecvLowat => {
+            return Err(Errno::new(ENOPROTOOPT, "not in protocol v1"));
+        }
     };
     Ok(option)
 }
@@ -197,6 +205,9 @@ pub fn option_value(option: SockOption) -> v2::OptionValue {
         SockOption::UserTimeout(t) => {
             Value::Int(t.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
         }
+        SockOption::Cork(b) | SockOption::QuickAck(b) => Value::Flag(b),
+        SockOption::NotSentLowat(n) => Value::Int(n.map_or(i64::from(u32::MAX), i64::from)),
+        SockOption::RecvLowat(n) => Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
     };
     v2::OptionValue { value: Some(value) }
 }

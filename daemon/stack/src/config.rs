@@ -115,6 +115,12 @@ pub struct SocketOptions {
     /// TCP_MAXSEG set by the user (Linux's `user_mss`): clamps the MSS we
     /// advertise and the one we send with. `None`: MTU - 40.
     pub max_segment: Option<u16>,
+    /// TCP_CORK.
+    pub cork: bool,
+    /// TCP_NOTSENT_LOWAT (`None`: unlimited, Linux's default).
+    pub notsent_lowat: Option<u32>,
+    /// SO_RCVLOWAT (Linux's default 1).
+    pub recv_lowat: usize,
 }
 
 impl Default for SocketOptions {
@@ -135,6 +141,9 @@ impl Default for SocketOptions {
             syn_retries: 6,
             user_timeout: None,
             max_segment: None,
+            cork: false,
+            notsent_lowat: None,
+            recv_lowat: 1,
         }
     }
 }

@@ -34,8 +34,8 @@ pub use error::{
 };
 pub use seq::SeqNum;
 pub use socket::{
-    CaState, OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo,
-    StackEvent, TcpInfo, TcpInfoOptions,
+    CaState, OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, SocketHandle,
+    SocketInfo, StackEvent, TcpInfo, TcpInfoOptions,
 };
 pub use stack::Stack;
 pub use stats::{DropReason, Stats};

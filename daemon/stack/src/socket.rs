@@ -109,6 +109,14 @@ pub enum OptionName {
     MaxSegment,
     SynRetries,
     UserTimeout,
+    /// TCP_CORK.
+    Cork,
+    /// TCP_NOTSENT_LOWAT.
+    NotSentLowat,
+    /// TCP_QUICKACK (reads whether quick-ACK mode is on).
+    QuickAck,
+    /// SO_RCVLOWAT.
+    RecvLowat,
 }
 
 /// An option with its value.
@@ -128,6 +136,28 @@ pub enum SockOption {
     MaxSegment(u16),
     SynRetries(u32),
     UserTimeout(Option<Duration>),
+    /// TCP_CORK: hold partial segments until uncorked or 200 ms passed.
+    Cork(bool),
+    /// TCP_NOTSENT_LOWAT: writable only while fewer unsent bytes than
+    /// this are queued (`None`: Linux's default, unlimited).
+    NotSentLowat(Option<u32>),
+    /// TCP_QUICKACK: ACK at once for a while (true), or go back to
+    /// delayed ACKs (false). Not sticky, as on Linux.
+    QuickAck(bool),
+    /// SO_RCVLOWAT: readable only with at least this many bytes (or EOF).
+    RecvLowat(usize),
+}
+
+bitflags::bitflags! {
+    /// send(2) flags the stack understands.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct SendFlags: u8 {
+        /// MSG_MORE: more data follows; hold a partial segment as TCP_CORK
+        /// does, until a send without it (or 200 ms).
+        const MORE = 1;
+        /// MSG_EOR: the end of a record: no later data joins its last segment.
+        const EOR = 2;
+    }
 }
 
 /// Loss recovery and buffer autotuning of one connection (like the extra

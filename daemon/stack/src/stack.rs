@@ -76,8 +76,8 @@ use crate::error::{
 };
 use crate::seq::SeqNum;
 use crate::socket::{
-    OptionName, Readiness, RecoveryInfo, Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent,
-    TcpInfo,
+    OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, SocketHandle, SocketInfo,
+    StackEvent, TcpInfo,
 };
 use crate::stats::{DropReason, Stats};
 use crate::tcp::TcpState;
@@ -837,12 +837,23 @@ impl Stack {
         socket: SocketHandle,
         data: &[u8],
     ) -> Result<usize, SendError> {
+        self.send_with(now, socket, data, SendFlags::empty())
+    }
+
+    /// [`Stack::send`] with send(2) flags (MSG_MORE, MSG_EOR).
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        socket: SocketHandle,
+        data: &[u8],
+        flags: SendFlags,
+    ) -> Result<usize, SendError> {
         let id = match self.target(socket) {
             Target::Missing => return Err(SendError::BadHandle),
             Target::NotConnection => return Err(SendError::NotConnected),
             Target::Conn(id) => id,
         };
-        let result = self.with_conn(id, |conn| conn.send(now, data));
+        let result = self.with_conn(id, |conn| conn.send_with(now, data, flags));
         result.unwrap_or(Err(SendError::BadHandle))
     }
 
@@ -1057,6 +1068,7 @@ impl Stack {
                 Ok(SockOption::Error(error))
             }
             OptionName::MaxSegment => Ok(SockOption::MaxSegment(conn.stats().mss)),
+            OptionName::QuickAck => Ok(SockOption::QuickAck(conn.quick_ack())),
             _ => options::read(conn.options(), name).ok_or(SocketError::UnsupportedOption),
         }
     }

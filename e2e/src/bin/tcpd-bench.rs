@@ -812,7 +812,10 @@ fn impaired_rows(reps: usize, seconds: Duration, limit: Duration) -> Result<Vec<
             if let Some(mut stdout) = child.stdout.take() {
                 std::io::Read::read_to_string(&mut stdout, &mut out)?;
             }
-            anyhow::ensure!(status.success(), "impaired-link helper ({spec}) failed: {out}");
+            anyhow::ensure!(
+                status.success(),
+                "impaired-link helper ({spec}) failed: {out}"
+            );
             let line = out
                 .lines()
                 .find_map(|l| l.strip_prefix("IMPAIRED "))

@@ -46,6 +46,8 @@ pub(crate) fn normalize(option: SockOption) -> Result<SockOption, SocketError> {
             Err(SocketError::InvalidValue)
         }
         SockOption::RecvBuffer(n) => Ok(SockOption::RecvBuffer(n.clamp(MIN_BUFFER, MAX_BUFFER))),
+        // Linux: SO_RCVLOWAT 0 means 1.
+        SockOption::RecvLowat(n) => Ok(SockOption::RecvLowat(n.clamp(1, MAX_BUFFER))),
         SockOption::SendBuffer(n) => Ok(SockOption::SendBuffer(n.clamp(MIN_BUFFER, MAX_BUFFER))),
         valid => Ok(valid),
     }
@@ -73,6 +75,12 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         SockOption::SynRetries(n) => options.syn_retries = n,
         SockOption::UserTimeout(t) => options.user_timeout = t,
         SockOption::MaxSegment(n) => options.max_segment = (n != 0).then_some(n),
+        SockOption::Cork(v) => options.cork = v,
+        SockOption::NotSentLowat(n) => options.notsent_lowat = n,
+        SockOption::RecvLowat(n) => options.recv_lowat = n,
+        // Quick-ACK mode belongs to a connection; before one exists there
+        // is nothing to do (Linux ignores it likewise).
+        SockOption::QuickAck(_) => {}
         // Read-only; normalize() rejects it before it gets here.
         SockOption::Error(_) => {}
     }
@@ -94,6 +102,11 @@ pub(crate) fn read(options: &SocketOptions, name: OptionName) -> Option<SockOpti
         OptionName::Congestion => SockOption::Congestion(options.congestion),
         OptionName::SynRetries => SockOption::SynRetries(options.syn_retries),
         OptionName::UserTimeout => SockOption::UserTimeout(options.user_timeout),
+        OptionName::Cork => SockOption::Cork(options.cork),
+        OptionName::NotSentLowat => SockOption::NotSentLowat(options.notsent_lowat),
+        OptionName::RecvLowat => SockOption::RecvLowat(options.recv_lowat),
+        // Off until a connection is in quick-ACK mode.
+        OptionName::QuickAck => SockOption::QuickAck(false),
         OptionName::Error | OptionName::MaxSegment => return None,
     })
 }

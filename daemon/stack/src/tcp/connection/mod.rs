@@ -46,7 +46,9 @@ mod timers;
 use crate::config::SocketOptions;
 use crate::error::{ConnError, RecvError, SendError, SocketError};
 use crate::seq::SeqNum;
-use crate::socket::{CaState, Readiness, RecoveryInfo, Shutdown, SockOption, TcpInfo, TcpInfoOptions};
+use crate::socket::{
+    CaState, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, TcpInfo, TcpInfoOptions,
+};
 use crate::tcp::TcpState;
 use crate::tcp::buffer::{RecvBuffer, SendBuffer};
 use crate::tcp::congestion::{CongestionControl, new_controller};
@@ -79,6 +81,13 @@ const MAX_WINDOW_FIELD: usize = u16::MAX as usize;
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2, DupThresh of
 /// RFC 6675 §2).
 const DUP_ACK_THRESHOLD: u32 = 3;
+/// How long TCP_CORK or MSG_MORE hold a partial segment at most (Linux:
+/// "a 200 millisecond ceiling on the time for which output is corked").
+const CORK_TIMEOUT: Duration = Duration::from_millis(200);
+/// MSG_EOR record ends remembered at most; older ones are forgotten (their
+/// boundaries may then be coalesced), so a flood of tiny records cannot
+/// grow memory.
+const MAX_EOR_MARKS: usize = 1024;
 /// ACK points of one batch remembered at most (see `ack_points`): a batch
 /// of 16 full-sized segments gets its 8 ACKs.
 const MAX_ACK_POINTS: usize = 8;
@@ -371,6 +380,15 @@ pub struct Connection {
     tlp: Tlp,
     /// Proportional rate reduction during fast recovery.
     prr: Prr,
+    /// MSG_MORE was given on the last send: hold partial segments.
+    more_pending: bool,
+    /// When a cork (TCP_CORK or MSG_MORE) stops holding partial segments,
+    /// and whether that time has come (until the next write starts a new hold).
+    cork_deadline: Option<Instant>,
+    cork_released: bool,
+    /// Ends of records written with MSG_EOR still unsent: no segment
+    /// crosses one (oldest first).
+    eor_marks: VecDeque<SeqNum>,
     /// The end of the last segment shorter than the MSS that we sent
     /// (Minshall's Nagle variant; Linux's `snd_sml`).
     last_small_end: Option<SeqNum>,
@@ -509,6 +527,10 @@ impl Connection {
             rack: Rack::new(iss),
             tlp: Tlp::default(),
             prr: Prr::default(),
+            more_pending: false,
+            cork_deadline: None,
+            cork_released: false,
+            eor_marks: VecDeque::new(),
             last_small_end: None,
             rcv_rtt: None,
             bytes_read: 0,
@@ -798,7 +820,16 @@ impl Connection {
 
     /// Queues bytes for sending (RFC 9293 §3.10.2).
     pub fn send(&mut self, now: Instant, data: &[u8]) -> Result<usize, SendError> {
-        let _ = now;
+        self.send_with(now, data, SendFlags::empty())
+    }
+
+    /// [`Connection::send`] with MSG_MORE / MSG_EOR.
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        flags: SendFlags,
+    ) -> Result<usize, SendError> {
         if let Some(e) = self.pending_error.take() {
             return Err(SendError::Failed(e));
         }
@@ -815,10 +846,36 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        match self.send_buf.push(data) {
-            0 => Err(SendError::WouldBlock),
-            n => Ok(n),
+        if !self.below_notsent_lowat() {
+            return Err(SendError::WouldBlock);
         }
+        let n = self.send_buf.push(data);
+        if n == 0 {
+            return Err(SendError::WouldBlock);
+        }
+        // MSG_MORE holds a partial segment like TCP_CORK until a send
+        // without it; the hold starts now (Linux's 200 ms ceiling).
+        self.more_pending = flags.contains(SendFlags::MORE);
+        if (self.more_pending || self.options.cork) && self.cork_deadline.is_none() {
+            self.cork_deadline = Some(now + CORK_TIMEOUT);
+            self.cork_released = false;
+        }
+        if flags.contains(SendFlags::EOR) && n == data.len() {
+            // No coalescing across the end of a record (Linux's MSG_EOR).
+            if self.eor_marks.len() >= MAX_EOR_MARKS {
+                self.eor_marks.pop_front();
+            }
+            self.eor_marks.push_back(self.data_end());
+        }
+        Ok(n)
+    }
+
+    /// Whether partial segments are held: TCP_CORK or a pending MSG_MORE,
+    /// for at most [`CORK_TIMEOUT`].
+    pub(super) fn corked(&self, now: Instant) -> bool {
+        (self.options.cork || self.more_pending)
+            && !self.cork_released
+            && self.cork_deadline.is_none_or(|deadline| now < deadline)
     }
 
     /// Reads in-order bytes (RFC 9293 §3.10.3); `Ok(0)` is end of stream.
@@ -1069,7 +1126,9 @@ impl Connection {
         let connecting = matches!(self.state, TcpState::SynSent | TcpState::SynReceived);
         let closed = self.state == TcpState::Closed;
         let read_done = self.fin_received || self.read_shut;
-        if self.recv_buf.readable() > 0 || read_done || self.pending_error.is_some() || closed {
+        // SO_RCVLOWAT: readable once that many bytes are in (Linux's tcp_poll).
+        let enough = self.recv_buf.readable() >= self.options.recv_lowat.max(1);
+        if enough || read_done || self.pending_error.is_some() || closed {
             ready |= Readiness::IN;
         }
         if read_done {
@@ -1084,11 +1143,24 @@ impl Connection {
         if !connecting || closed {
             // Writable: EPIPE/error is ready to be reported, or the send buffer
             // has at least a third free (Linux's sk_stream_wspace >= queued/2).
-            if self.write_shut || closed || self.send_buf.free() >= self.send_buf.capacity() / 3 {
+            if self.write_shut || closed || (self.send_space() && self.below_notsent_lowat()) {
                 ready |= Readiness::OUT;
             }
         }
         ready
+    }
+
+    /// Send-buffer space for writability (Linux's sk_stream_wspace >= queued/2).
+    fn send_space(&self) -> bool {
+        self.send_buf.free() >= self.send_buf.capacity() / 3
+    }
+
+    /// TCP_NOTSENT_LOWAT: fewer unsent bytes queued than the mark (Linux's
+    /// tcp_stream_memory_free).
+    fn below_notsent_lowat(&self) -> bool {
+        self.options
+            .notsent_lowat
+            .is_none_or(|lowat| self.data_end().since(self.snd_nxt) < lowat as usize)
     }
 
     /// Takes the pending error (SO_ERROR semantics).
@@ -1177,6 +1249,26 @@ impl Connection {
             }
             SockOption::SynRetries(n) => self.options.syn_retries = n,
             SockOption::UserTimeout(t) => self.options.user_timeout = t,
+            SockOption::Cork(v) => {
+                self.options.cork = v;
+                // Uncorking pushes what was held (Linux tcp_push_pending_frames).
+                self.cork_deadline = v.then(|| now + CORK_TIMEOUT);
+                self.cork_released = false;
+            }
+            SockOption::NotSentLowat(n) => self.options.notsent_lowat = n,
+            SockOption::RecvLowat(n) => self.options.recv_lowat = n,
+            SockOption::QuickAck(on) => {
+                // Linux: quick-ACK mode on (and an ACK owed goes at once),
+                // or back to delayed ACKs; not a lasting setting.
+                if on {
+                    self.quick_acks = QUICK_ACK_SEGMENTS;
+                    if matches!(self.ack_due, AckDue::By(_)) {
+                        self.ack_now();
+                    }
+                } else {
+                    self.quick_acks = 0;
+                }
+            }
             // Linux keeps user_mss for later; the MSS of a connection is
             // fixed at the handshake (only PMTU discovery lowers it).
             SockOption::MaxSegment(n) => self.options.max_segment = (n != 0).then_some(n),
@@ -1185,11 +1277,18 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether quick-ACK mode is on (TCP_QUICKACK's reading).
+    pub fn quick_ack(&self) -> bool {
+        self.quick_acks > 0
+    }
+
     /// TCP_INFO (Linux's `tcp_info`), as of `now`.
     pub fn tcp_info(&self, now: Instant) -> TcpInfo {
         let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
         let ms_since = |t: Option<Instant>| {
-            t.map_or(0, |t| u32::try_from((now - t).as_millis()).unwrap_or(u32::MAX))
+            t.map_or(0, |t| {
+                u32::try_from((now - t).as_millis()).unwrap_or(u32::MAX)
+            })
         };
         let mss = self.send_mss.max(1);
         let segs = |bytes: usize| u32::try_from(bytes.div_ceil(mss)).unwrap_or(u32::MAX);

@@ -170,22 +170,35 @@ impl Connection {
             cwnd_room = cwnd_room.max(mss);
         }
         let room = usable_wnd.min(cwnd_room);
-        let can = avail.min(room).min(self.max_burst());
+        // MSG_EOR: a segment ends at the end of a record (no coalescing).
+        while self.eor_marks.front().is_some_and(|mark| !mark.gt(seq)) {
+            self.eor_marks.pop_front();
+        }
+        let record_end = self.eor_marks.front().map(|mark| mark.since(seq));
+        let avail_in_record = record_end.map_or(avail, |r| r.min(avail));
+        let can = avail_in_record.min(room).min(self.max_burst());
+        let corked = self.corked(now) && !self.fin_queued;
         let len = if retransmission {
             can
         } else if can >= mss {
             // Sender SWS avoidance (RFC 9293 §3.8.6.2.1) case 1: full
             // segments (several in a super-segment). A shorter tail rides
             // along only where it would follow at once anyway: all the
-            // queue fits and Nagle would not hold it (below).
+            // queue (or record) fits, no cork holds it, and Nagle would
+            // not hold it (below).
             let whole = can - can % mss;
-            if can == avail
+            if can == avail_in_record
+                && !corked
                 && (self.options.nodelay || !self.small_segment_unacked() || self.fin_queued)
             {
                 can
             } else {
                 whole
             }
+        } else if corked {
+            // TCP_CORK / MSG_MORE: a partial segment waits for more data,
+            // the uncork, or the 200 ms ceiling.
+            0
         } else if !(self.options.nodelay || !self.small_segment_unacked() || self.fin_queued) {
             // Nagle (RFC 9293 §3.7.4) in Minshall's variant, as Linux
             // (`tcp_nagle_check`): hold a small segment only while an
@@ -193,9 +206,10 @@ impl Connection {
             // flight do not hold the tail of a write). A queued FIN pushes
             // everything out (no more data can follow).
             0
-        } else if avail <= room {
-            // Case 2: everything queued can go now (possibly 0 bytes + FIN).
-            avail
+        } else if avail_in_record <= room {
+            // Case 2: everything queued (up to the end of a record) can go
+            // now (possibly 0 bytes + FIN).
+            avail_in_record
         } else if can > 0 && can >= self.max_snd_wnd / 2 {
             // Case 3: at least half the largest window the peer offered
             // (RFC 1122 §4.2.3.4, Fs = 1/2).

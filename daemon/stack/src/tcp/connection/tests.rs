@@ -2597,3 +2597,158 @@ fn tcp_info_follows_linux_fields_through_a_recovery() {
     assert_eq!(info.last_data_sent_ms, 0);
     assert_eq!(info.bytes_acked, 536);
 }
+
+/// TCP_CORK (Linux): full segments go, a partial one waits until the cork
+/// is removed or 200 ms have passed; MSG_MORE holds the same way until a
+/// send without it.
+#[test]
+fn cork_and_msg_more_hold_partial_segments() {
+    use crate::socket::SendFlags;
+    let mut s = scripted_established(SocketOptions {
+        nodelay: true,
+        ..SocketOptions::default()
+    });
+    let now = s.now;
+    s.conn
+        .set_option(now, SockOption::Cork(true))
+        .expect("cork");
+    s.conn.send(now, &[1u8; 700]).expect("send");
+    let out1 = drain(&mut s.conn, now);
+    assert_eq!(
+        out1.iter().map(|x| x.payload.len()).collect::<Vec<_>>(),
+        vec![536],
+        "the full segment only"
+    );
+    s.conn
+        .set_option(now, SockOption::Cork(false))
+        .expect("uncork");
+    let out2 = drain(&mut s.conn, now);
+    assert_eq!(
+        out2.iter().map(|x| x.payload.len()).collect::<Vec<_>>(),
+        vec![164],
+        "uncorking pushes"
+    );
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    s.feed(&s.peer(p, o + 700, ACK, b""));
+    // Corked again: the 200 ms ceiling.
+    s.conn
+        .set_option(now, SockOption::Cork(true))
+        .expect("cork");
+    s.conn.send(now, &[2u8; 10]).expect("send");
+    assert!(drain(&mut s.conn, now).is_empty());
+    assert_eq!(s.conn.poll_timeout(), Some(now + ms(200)));
+    s.conn.handle_timeout(now + ms(200));
+    let released = drain(&mut s.conn, now + ms(200));
+    assert_eq!(released.len(), 1, "released after 200 ms");
+    assert_eq!(released[0].payload.len(), 10);
+    s.conn
+        .set_option(now, SockOption::Cork(false))
+        .expect("uncork");
+    s.feed(&s.peer(p, o + 710, ACK, b""));
+    // MSG_MORE: held until a send without it.
+    let t = now + ms(300);
+    s.conn
+        .send_with(t, b"GET / HTTP/1.1\r\n", SendFlags::MORE)
+        .expect("send");
+    assert!(drain(&mut s.conn, t).is_empty(), "MSG_MORE holds");
+    s.conn
+        .send_with(t, b"\r\n", SendFlags::empty())
+        .expect("send");
+    let req = drain(&mut s.conn, t);
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0].payload, b"GET / HTTP/1.1\r\n\r\n", "one segment");
+}
+
+/// MSG_EOR (Linux): data after the end of a record never joins the
+/// record's last segment, even when both would fit in one.
+#[test]
+fn msg_eor_is_a_segment_boundary() {
+    use crate::socket::SendFlags;
+    let mut s = scripted_established(SocketOptions {
+        nodelay: true,
+        ..SocketOptions::default()
+    });
+    // Zero window first so that both writes are queued together.
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let mut shut = s.peer(p, o, ACK, b"");
+    shut.window = 0;
+    s.feed(&shut);
+    let now = s.now;
+    s.conn
+        .send_with(now, b"record-one", SendFlags::EOR)
+        .expect("send");
+    s.conn
+        .send_with(now, b"record-two", SendFlags::EOR)
+        .expect("send");
+    s.conn.send(now, b"tail").expect("send");
+    let mut open = s.peer(p, o, ACK, b"");
+    open.window = 65535;
+    let out = s.feed(&open);
+    assert_eq!(
+        out.iter().map(|x| x.payload.clone()).collect::<Vec<_>>(),
+        vec![
+            b"record-one".to_vec(),
+            b"record-two".to_vec(),
+            b"tail".to_vec()
+        ]
+    );
+}
+
+/// TCP_NOTSENT_LOWAT and SO_RCVLOWAT (Linux's tcp_poll): writable only
+/// while fewer unsent bytes than the mark are queued; readable only with
+/// the low-water mark of bytes in (or at EOF).
+#[test]
+fn low_water_marks_gate_readiness() {
+    let mut s = scripted_established(SocketOptions {
+        nodelay: true,
+        ..SocketOptions::default()
+    });
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let now = s.now;
+    let mut shut = s.peer(p, o, ACK, b"");
+    shut.window = 0;
+    s.feed(&shut);
+    s.conn
+        .set_option(now, SockOption::NotSentLowat(Some(100)))
+        .expect("set");
+    assert!(s.conn.readiness().contains(Readiness::OUT));
+    s.conn.send(now, &[0u8; 150]).expect("send");
+    assert!(
+        !s.conn.readiness().contains(Readiness::OUT),
+        "150 unsent >= 100"
+    );
+    assert_eq!(s.conn.send(now, b"x"), Err(SendError::WouldBlock));
+    s.conn
+        .set_option(now, SockOption::RecvLowat(10))
+        .expect("set");
+    s.feed(&s.peer(p, o, ACK, b"12345"));
+    assert!(!s.conn.readiness().contains(Readiness::IN), "5 < 10");
+    s.feed(&s.peer(p + 5, o, ACK, b"67890"));
+    assert!(s.conn.readiness().contains(Readiness::IN));
+}
+
+/// TCP_QUICKACK (Linux): turning it on sends a delayed ACK at once and
+/// ACKs the next segments immediately; off, delayed ACKs resume.
+#[test]
+fn quickack_sends_the_owed_ack_and_reads_back() {
+    let mut s = scripted_established(SocketOptions::default());
+    s.conn.quick_acks = 0;
+    let (p, _) = (s.peer_nxt, s.our_nxt);
+    let replies = s.feed(&s.peer(p, s.our_nxt, ACK, b"x"));
+    assert!(replies.is_empty(), "delayed");
+    assert!(!s.conn.quick_ack());
+    s.conn
+        .set_option(s.now, SockOption::QuickAck(true))
+        .expect("set");
+    assert_eq!(
+        drain(&mut s.conn, s.now).len(),
+        1,
+        "the owed ACK goes at once"
+    );
+    assert!(s.conn.quick_ack());
+    s.conn
+        .set_option(s.now, SockOption::QuickAck(false))
+        .expect("set");
+    let replies = s.feed(&s.peer(p + 1, s.our_nxt, ACK, b"y"));
+    assert!(replies.is_empty(), "delayed again");
+}

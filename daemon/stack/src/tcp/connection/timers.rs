@@ -28,6 +28,8 @@ impl Connection {
             self.keepalive_deadline,
             self.close_deadline,
             delayed_ack,
+            self.cork_deadline
+                .filter(|_| self.options.cork || self.more_pending),
         ]
         .into_iter()
         .flatten()
@@ -61,6 +63,14 @@ impl Connection {
         {
             self.rtx_deadline = None;
             self.on_retransmission_timeout(now);
+        }
+        if let Some(t) = self.cork_deadline
+            && now >= t
+        {
+            // The cork's 200 ms ran out: what it held goes (`corked` is false now).
+            self.cork_deadline = None;
+            self.cork_released = true;
+            self.more_pending = false;
         }
         if let Some(t) = self.rack.reo_deadline
             && now >= t
