@@ -70,8 +70,24 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// A kernel listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`.
 fn listen(addr: SocketAddrV4) -> io::Result<tokio::net::TcpListener> {
+    listen_with(addr, None)
+}
+
+/// [`listen`] with TCP_CONGESTION set to `congestion`, if given.
+fn listen_with(
+    addr: SocketAddrV4,
+    congestion: Option<&str>,
+) -> io::Result<tokio::net::TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
+    if let Some(name) = congestion {
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::TcpCongestion,
+            &std::ffi::OsString::from(name),
+        )
+        .map_err(io::Error::from)?;
+    }
     socket.bind(addr.into())?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -108,6 +124,20 @@ impl Server {
         kind: ServerKind,
         cpu: usize,
     ) -> io::Result<Server> {
+        Server::start_with_congestion(ns, ip, port, kind, cpu, None)
+    }
+
+    /// [`Server::start`] whose connections use the congestion control
+    /// `congestion` (TCP_CONGESTION on the listener, which accepted sockets
+    /// inherit) instead of the namespace's default.
+    pub fn start_with_congestion(
+        ns: &Netns,
+        ip: Ipv4Addr,
+        port: u16,
+        kind: ServerKind,
+        cpu: usize,
+        congestion: Option<&'static str>,
+    ) -> io::Result<Server> {
         let addr = SocketAddrV4::new(ip, port);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
@@ -124,7 +154,7 @@ impl Server {
                 }
             };
             rt.block_on(async move {
-                let listener = match listen(addr) {
+                let listener = match listen_with(addr, congestion) {
                     Ok(l) => {
                         let _ = ready_tx.send(Ok(()));
                         l

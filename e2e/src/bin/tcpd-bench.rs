@@ -830,7 +830,7 @@ fn impaired_rows(reps: usize, seconds: Duration, limit: Duration) -> Result<Vec<
             }
         }
         rows.push(Row {
-            name: format!("bulk under impairment {spec}, sender's rate"),
+            name: format!("bulk impaired {spec}"),
             unit: "MB/s",
             higher_is_better: true,
             kernel: Summary::of(&kernel_sends),
@@ -840,21 +840,11 @@ fn impaired_rows(reps: usize, seconds: Duration, limit: Duration) -> Result<Vec<
     Ok(rows)
 }
 
-/// The `--impaired-helper` side: a namespace whose kernel uses
-/// [`IMPAIRED_KERNEL_CC`], a daemon with `--impair spec`, kernel sink and
-/// source servers on the TUN's far side; prints
-/// `IMPAIRED <tcpd sends MB/s> <kernel sends MB/s>`.
+/// The `--impaired-helper` side: a daemon with `--impair spec`, kernel
+/// sink and source servers on the TUN's far side (the source sending with
+/// [`IMPAIRED_KERNEL_CC`]); prints `IMPAIRED <tcpd sends MB/s> <kernel sends MB/s>`.
 fn impaired_helper_main(spec: &str, seconds: Duration) -> Result<()> {
     let ns = Netns::new("bench-imp")?;
-    ns.run(
-        "sysctl",
-        &[
-            "-q",
-            "-w",
-            &format!("net.ipv4.tcp_congestion_control={IMPAIRED_KERNEL_CC}"),
-        ],
-    )
-    .context("setting the namespace's congestion control")?;
     let daemon = Daemon::start(&ns, &["--impair", spec]).context("starting tcpd")?;
     if let Some(pid) = daemon.pid() {
         bench::pin_process(pid, PEER_CPU)?;
@@ -867,7 +857,14 @@ fn impaired_helper_main(spec: &str, seconds: Duration) -> Result<()> {
         workloads::bulk_send(d, addr, seconds)
     })?;
     drop(sink);
-    let source = Server::start(&ns, HOST_ADDR, 5102, ServerKind::Source(seconds), PEER_CPU)?;
+    let source = Server::start_with_congestion(
+        &ns,
+        HOST_ADDR,
+        5102,
+        ServerKind::Source(seconds),
+        PEER_CPU,
+        Some(IMPAIRED_KERNEL_CC),
+    )?;
     let kernel_sends = tcpd_run(source.addr, limit, workloads::bulk_recv)?;
     drop(source);
     let mb = |t: &workloads::Transfer| t.bytes as f64 / t.seconds / 1e6;
