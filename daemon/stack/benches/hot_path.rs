@@ -15,6 +15,12 @@
 //!   delay, the virtual clock advances 10 µs per round trip.
 //!
 //! Quick run: `cargo bench -p tcpd-stack --bench hot_path -- --quick`.
+//!
+//! Cost of tracing compiled in but disabled (issue 15: within 2 %): build
+//! the baseline with the `tracing` macros compiled out, then compare,
+//! on a quiet machine:
+//! `cargo bench -p tcpd-stack --bench hot_path --features tracing/max_level_off -- --save-baseline off segment_in`,
+//! then `cargo bench -p tcpd-stack --bench hot_path -- --baseline off segment_in`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
