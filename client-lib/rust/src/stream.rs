@@ -108,6 +108,10 @@ impl Terminal {
 struct Flushed {
     /// The daemon's latest `flushed` count.
     count: AtomicU64,
+    /// Bytes the write side has queued (what a flush waits for).
+    written: AtomicU64,
+    /// The write side's last `poll_flush` returned `Pending`.
+    waiting: AtomicBool,
     /// The response stream has ended.
     done: AtomicBool,
     waker: AtomicWaker,
@@ -123,7 +127,20 @@ impl Flushed {
         self.done.store(true, Ordering::SeqCst);
         self.waker.wake();
     }
+
+    /// A flush the writer waits for is already complete but not yet
+    /// reported to it: the daemon said `flushed` before this end of stream,
+    /// so the application must see the flush finish first.
+    fn completion_unreported(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
+            && self.count.load(Ordering::SeqCst) >= self.written.load(Ordering::SeqCst)
+    }
 }
+
+/// How many times in a row the read side holds back the end of the stream
+/// for an unreported flush (see [`ReadState::hold_end`]); bounds the wait
+/// when the writer stopped polling its flush.
+const END_HOLD_LIMIT: u32 = 16;
 
 /// What the halves share; dropping the last one closes the socket.
 struct Shared {
@@ -183,6 +200,11 @@ struct ReadState {
     pos: usize,
     /// EOF was delivered (or the error was): reads return 0.
     finished: bool,
+    /// The end (EOF or the connection's error) has arrived, not yet reported.
+    end: Option<Option<io::Error>>,
+    /// Consecutive polls that held the end back.
+    held: u32,
+    flushed: Arc<Flushed>,
     shared: Arc<Shared>,
 }
 
@@ -202,30 +224,48 @@ impl ReadState {
             if self.finished {
                 return Poll::Ready(Ok(()));
             }
+            if self.end.is_some() {
+                if self.hold_end(cx) {
+                    return Poll::Pending;
+                }
+                self.finished = true;
+                return Poll::Ready(match self.end.take().flatten() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                });
+            }
             match ready!(self.rx.poll_recv(cx)) {
                 Some(DownItem::Data(data)) => {
                     self.pending = data;
                     self.pos = 0;
                 }
-                Some(DownItem::Eof) => {
-                    self.finished = true;
-                    return Poll::Ready(Ok(()));
-                }
+                Some(DownItem::Eof) => self.end = Some(None),
                 // The stream ended: with an error (reported once), or after close.
-                None => {
-                    self.finished = true;
-                    return Poll::Ready(match self.shared.terminal.take() {
-                        Some(e) => Err(e),
-                        None => Ok(()),
-                    });
-                }
+                None => self.end = Some(self.shared.terminal.take()),
             }
         }
     }
 
+    /// Whether to hold the end of the stream back for now. The daemon
+    /// answered a flush before this end arrived; an application that polls
+    /// reads before flushes (hyper does) would otherwise see the peer's EOF
+    /// while its response still looks unflushed, and call the connection
+    /// closed mid-message — with a kernel socket the flush had completed
+    /// long before. So the read waits (waking itself) until the writer has
+    /// seen its flush complete, at most [`END_HOLD_LIMIT`] times in a row.
+    fn hold_end(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.held < END_HOLD_LIMIT && self.flushed.completion_unreported() {
+            self.held += 1;
+            cx.waker().wake_by_ref();
+            return true;
+        }
+        self.held = 0;
+        false
+    }
+
     /// Whether a read would not wait (data, EOF or an error is pending).
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.pending.len() || self.finished {
+        if self.pos < self.pending.len() || self.finished || self.end.is_some() {
             return Poll::Ready(Ok(()));
         }
         match ready!(self.rx.poll_recv(cx)) {
@@ -233,7 +273,8 @@ impl ReadState {
                 self.pending = data;
                 self.pos = 0;
             }
-            Some(DownItem::Eof) | None => self.finished = true,
+            Some(DownItem::Eof) => self.end = Some(None),
+            None => self.end = Some(self.shared.terminal.take()),
         }
         Poll::Ready(Ok(()))
     }
@@ -312,11 +353,20 @@ impl WriteState {
             return Poll::Ready(Err(self.closed_error()));
         }
         self.written += n as u64;
+        self.flushed.written.store(self.written, Ordering::SeqCst);
         Poll::Ready(Ok(n))
     }
 
     /// Completes when every byte written is in the daemon's send buffer.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = self.poll_flush_inner(cx);
+        self.flushed
+            .waiting
+            .store(result.is_pending(), Ordering::SeqCst);
+        result
+    }
+
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.flushed.count.load(Ordering::SeqCst) >= self.written {
             return Poll::Ready(Ok(()));
         }
@@ -524,6 +574,9 @@ impl TcpStream {
                 pending: Vec::new(),
                 pos: 0,
                 finished: false,
+                end: None,
+                held: 0,
+                flushed: Arc::clone(&flushed),
                 shared: Arc::clone(&shared),
             },
             write: WriteState {
