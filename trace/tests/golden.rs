@@ -370,3 +370,52 @@ fn drops_by_reason_and_challenge_acks_are_marked() {
         "a forged RST does not close the peer in tcpd's model:\n{text}"
     );
 }
+
+#[test]
+fn rto_fires_and_retransmissions_are_marked() {
+    let mut run = Run::new(100, 300);
+    let listener = run.listen();
+    let s = run.connect();
+    run.settle();
+    let _ = run.b.accept(listener).expect("accept");
+    // A sends; every packet is lost until the timers have fired.
+    run.a.send(run.now, s, b"lost in transit").expect("send");
+    let mut buf = vec![0u8; 1500];
+    for _ in 0..4 {
+        while run.a.poll_transmit(run.now, &mut buf).is_some() {
+            run.collect();
+        }
+        let Some(at) = run.a.poll_timeout() else {
+            break;
+        };
+        run.now = at;
+        run.a.handle_timeout(run.now);
+        run.collect();
+    }
+    while run.a.poll_transmit(run.now, &mut buf).is_some() {
+        run.collect();
+    }
+    let rows = render_all(
+        &run.events,
+        LadderOptions {
+            times: false,
+            ..LadderOptions::default()
+        },
+    );
+    let text = rows.join("\n");
+    assert!(text.contains("** RTO fired (backoff 1)"), "{text}");
+    assert!(
+        text.contains("==> <SEQ=1><ACK=1><CTL=PSH,ACK><DATA=15>"),
+        "{text}"
+    );
+    assert!(text.contains("rtx"), "{text}");
+    let notes: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            tcpd_trace::Kind::Note { note, .. } => Some(note.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(notes.contains(&"rto"), "{notes:?}");
+}
