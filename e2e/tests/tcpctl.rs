@@ -141,12 +141,16 @@ fn ls_shows_transfer_time_wait_and_expiry() {
         "{last:#}"
     );
     // The kernel reads everything: its window is open. tcpd's application
-    // reads nothing yet: the window tcpd advertises has shrunk by what it holds.
+    // reads nothing yet: the window tcpd advertises has shrunk by what it
+    // holds. Receive autotuning may have grown the buffer up to tcp_rmem[2]
+    // (6 MiB; quickly with TUN offload, as the Stream RPC drains the
+    // socket into HTTP/2's window), so window + held bytes stay within it,
+    // give or take one MSS (the right edge is rounded up to the window-scale
+    // unit and never moves left, RFC 7323 §2.4).
     assert!(last["snd_wnd"].as_u64().is_some_and(|w| w > 0), "{last:#}");
-    assert!(
-        last["rcv_wnd"].as_u64().is_some_and(|w| w < 256 * 1024),
-        "{last:#}"
-    );
+    let rcv_wnd = last["rcv_wnd"].as_u64().unwrap_or(u64::MAX);
+    let held = last["recv_queue"].as_u64().unwrap_or(0);
+    assert!(rcv_wnd + held <= 6 * 1024 * 1024 + 1448, "{last:#}");
 
     // The human table shows the same connection on one row.
     let table = String::from_utf8(tcpctl(&daemon, &["ls", "--state", "established"]).stdout)

@@ -14,6 +14,10 @@
 //! SIGTERM/SIGINT: stop serving, reset every connection (the RSTs are written
 //! to the TUN before exit), remove the socket file, exit 0.
 
+// No unsafe code but the one TUNSETOFFLOAD ioctl in link/tun.rs (nix's ioctl
+// wrappers are unsafe functions), allowed there and audited.
+#![deny(unsafe_code)]
+
 mod admin_service;
 mod admission;
 mod capture_hub;

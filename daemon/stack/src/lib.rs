@@ -16,6 +16,8 @@
 //!   drops) for the ladder diagram of `tcpctl trace`; `tracing` spans and
 //!   events for logs.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod error;
 pub mod seq;
