@@ -1,0 +1,216 @@
+//! Bad input on the v2 socket API, through a raw tonic client: frames out of
+//! order, data after close, a flood of pipelined socket creations past the
+//! session quota. Each gets a clear errno, the daemon never panics, and
+//! nothing leaks: the daemon's `api_sockets`/`api_blocked_calls` counters
+//! return to zero once the session ends.
+
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use tcpd_e2e::{Env, HOST_ADDR};
+use tcpd_proto::errno;
+use tcpd_proto::v2;
+use tcpd_proto::v2::admin_service_client::AdminServiceClient;
+use tcpd_proto::v2::socket_service_client::SocketServiceClient;
+use tcpd_proto::v2::{stream_open, stream_request, stream_response};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn errno_of(status: &tonic::Status) -> i32 {
+    tcpd_proto::status_errno(status).unwrap_or_else(|| panic!("no errno in {status:?}"))
+}
+
+fn frame(frame: stream_request::Frame) -> v2::StreamRequest {
+    v2::StreamRequest { frame: Some(frame) }
+}
+
+/// Runs a Stream RPC over `frames`; the daemon's frames and final status.
+async fn run_stream(
+    rpc: &mut SocketServiceClient<Channel>,
+    frames: Vec<v2::StreamRequest>,
+) -> (Vec<stream_response::Frame>, Result<(), tonic::Status>) {
+    let response = match rpc.stream(tokio_stream::iter(frames)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (Vec::new(), Err(status)),
+    };
+    let mut got = Vec::new();
+    let mut frames = response;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), frames.next()).await {
+            Ok(Some(Ok(v2::StreamResponse { frame: Some(f) }))) => got.push(f),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(status))) => return (got, Err(status)),
+            Ok(None) => return (got, Ok(())),
+            Err(_) => panic!("the stream did not end within 10 s: {got:?}"),
+        }
+    }
+}
+
+async fn counter(admin: &mut AdminServiceClient<Channel>, name: &str) -> u64 {
+    let stats = admin
+        .stats(v2::StatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    stats
+        .counters
+        .iter()
+        .find(|c| c.name == name)
+        .map_or(0, |c| c.value)
+}
+
+/// Waits until the daemon holds no API socket and no blocked call.
+async fn settles_to_zero(admin: &mut AdminServiceClient<Channel>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sockets = counter(admin, "api_sockets").await;
+        let blocked = counter(admin, "api_blocked_calls").await;
+        if sockets == 0 && blocked == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leak: {sockets} sockets, {blocked} blocked calls remain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn out_of_order_frames_and_data_after_close_are_clear_errors() {
+    let Some(env) = Env::setup("bad-stream", &[]) else {
+        return;
+    };
+    let listener = env
+        .ns
+        .within(|| std::net::TcpListener::bind((HOST_ADDR, 7501)).expect("kernel listen"));
+    let accepter = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(false).expect("blocking");
+        while held.len() < 2 {
+            match listener.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        held
+    });
+    runtime().block_on(async {
+        let channel = tcpd_client::connect_channel(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut rpc = SocketServiceClient::new(channel);
+        let mut admin = AdminServiceClient::new(
+            tcpd_client::connect_channel(env.daemon.socket())
+                .await
+                .expect("admin session"),
+        );
+        // Data before open.
+        let (_, end) = run_stream(
+            &mut rpc,
+            vec![frame(stream_request::Frame::Data(b"early".to_vec()))],
+        )
+        .await;
+        assert_eq!(errno_of(&end.expect_err("data first")), errno::EINVAL);
+        // An empty stream (no open at all).
+        let (_, end) = run_stream(&mut rpc, Vec::new()).await;
+        assert_eq!(errno_of(&end.expect_err("no open")), errno::EINVAL);
+        // An IPv6 remote: EAFNOSUPPORT (the stack is IPv4 only for now).
+        let v6: std::net::SocketAddr = "[fd00::1]:80".parse().expect("addr");
+        let open_v6 = v2::StreamOpen {
+            how: Some(stream_open::How::Connect(v2::StreamConnect {
+                remote: Some(v6.into()),
+                ..Default::default()
+            })),
+        };
+        let (_, end) =
+            run_stream(&mut rpc, vec![frame(stream_request::Frame::Open(open_v6))]).await;
+        assert_eq!(errno_of(&end.expect_err("IPv6")), errno::EAFNOSUPPORT);
+        let open = || {
+            frame(stream_request::Frame::Open(v2::StreamOpen {
+                how: Some(stream_open::How::Connect(v2::StreamConnect {
+                    remote: Some(SocketAddrV4::new(HOST_ADDR, 7501).into()),
+                    ..Default::default()
+                })),
+            }))
+        };
+        // A second open on an open stream: EINVAL, and the socket is closed.
+        let (got, end) = run_stream(&mut rpc, vec![open(), open()]).await;
+        assert!(
+            matches!(got.first(), Some(stream_response::Frame::Opened(_))),
+            "{got:?}"
+        );
+        assert_eq!(errno_of(&end.expect_err("second open")), errno::EINVAL);
+        // Data after close is never read: the stream ends OK at the close.
+        let close = frame(stream_request::Frame::Close(v2::StreamClose {
+            consumed: 0,
+            abort: false,
+        }));
+        let (got, end) = run_stream(
+            &mut rpc,
+            vec![
+                open(),
+                frame(stream_request::Frame::Data(b"hi".to_vec())),
+                frame(stream_request::Frame::Flush(true)),
+                close,
+                frame(stream_request::Frame::Data(b"after close".to_vec())),
+            ],
+        )
+        .await;
+        end.expect("the stream ends OK after close");
+        assert!(
+            got.contains(&stream_response::Frame::Flushed(2)),
+            "flushed counts the bytes before close: {got:?}"
+        );
+        settles_to_zero(&mut admin).await;
+    });
+    drop(accepter);
+}
+
+#[test]
+fn pipelined_socket_flood_hits_the_quota_and_leaks_nothing() {
+    let Some(env) = Env::setup("bad-flood", &["--session-max-sockets", "1000"]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let channel = tcpd_client::connect_channel(env.daemon.socket())
+            .await
+            .expect("session");
+        let rpc = SocketServiceClient::new(channel.clone());
+        let mut admin = AdminServiceClient::new(
+            tcpd_client::connect_channel(env.daemon.socket())
+                .await
+                .expect("admin session"),
+        );
+        // 10 000 socket calls in flight at once on one session.
+        let calls = (0..10_000).map(|_| {
+            let mut rpc = rpc.clone();
+            async move { rpc.socket(v2::SocketRequest::default()).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let emfile = results
+            .iter()
+            .filter(|r| {
+                r.as_ref()
+                    .err()
+                    .is_some_and(|s| errno_of(s) == errno::EMFILE)
+            })
+            .count();
+        assert_eq!(ok, 1000, "exactly the quota succeeds");
+        assert_eq!(emfile, 9000, "the rest fail with EMFILE");
+        assert_eq!(counter(&mut admin, "api_sockets").await, 1000);
+        // The session ends: every socket goes with it.
+        drop(rpc);
+        drop(channel);
+        settles_to_zero(&mut admin).await;
+    });
+}
