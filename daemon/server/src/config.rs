@@ -99,6 +99,9 @@ pub struct Cli {
     /// Bytes one API session's blocked writes may hold in the daemon; beyond, ENOBUFS [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub session_max_buffered_bytes: Option<usize>,
+    /// Sockets all API sessions of one non-root uid may hold; beyond, EMFILE [default: 16384].
+    #[arg(long, value_name = "N")]
+    pub uid_max_sockets: Option<usize>,
 }
 
 /// The TOML file: the long flag names as keys (kebab-case), all optional.
@@ -122,6 +125,7 @@ pub struct FileConfig {
     pub session_max_sockets: Option<usize>,
     pub session_max_blocked_calls: Option<usize>,
     pub session_max_buffered_bytes: Option<usize>,
+    pub uid_max_sockets: Option<usize>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -292,6 +296,10 @@ impl Settings {
                         .session_max_buffered_bytes
                         .or(file.session_max_buffered_bytes)
                         .unwrap_or(d.buffered_bytes),
+                    sockets_per_uid: cli
+                        .uid_max_sockets
+                        .or(file.uid_max_sockets)
+                        .unwrap_or(d.sockets_per_uid),
                 }
             },
         })

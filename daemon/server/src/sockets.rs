@@ -52,6 +52,10 @@ pub struct Quotas {
     pub pending_ops: usize,
     /// Bytes a session's parked writes may hold in the daemon (ENOBUFS beyond).
     pub buffered_bytes: usize,
+    /// Sockets all sessions of one uid may hold together (EMFILE beyond);
+    /// root is exempt. Without it a user could multiply the session quota
+    /// by opening many API connections.
+    pub sockets_per_uid: usize,
 }
 
 impl Default for Quotas {
@@ -64,6 +68,9 @@ impl Default for Quotas {
             sockets: 4096,
             pending_ops: 8192,
             buffered_bytes: 64 << 20,
+            // Four sessions' worth: several programs of one user at their
+            // per-process limit, a bounded share of the daemon's memory.
+            sockets_per_uid: 4 * 4096,
         }
     }
 }
@@ -167,6 +174,10 @@ pub struct Sockets {
     /// Sessions whose connection is still open. A request that was already
     /// in flight when its session ended must not create sockets nobody owns.
     sessions: HashMap<SessionId, SessionUse>,
+    /// Sockets per non-root uid, against `Quotas::sockets_per_uid`.
+    uid_sockets: HashMap<u32, usize>,
+    /// Sockets refused by the per-uid quota (`api_refused_uid_sockets`).
+    uid_refusals: u64,
     polls: Vec<ParkedPoll>,
     state_changes: broadcast::Sender<StateChange>,
     /// Admin Traces and Captures being followed, and the impairer's counts.
@@ -192,6 +203,8 @@ impl Sockets {
             quotas,
             sockets: HashMap::new(),
             sessions: HashMap::new(),
+            uid_sockets: HashMap::new(),
+            uid_refusals: 0,
             polls: Vec::new(),
             state_changes,
             taps: Taps::new(clock.now()),
@@ -467,7 +480,10 @@ impl Sockets {
                 format!("this session holds {quota} sockets (the daemon's per-session limit)"),
             ));
         }
-        usage.sockets += 1;
+        self.charge_uid_socket(&owner)?;
+        if let Some(usage) = self.sessions.get_mut(&owner.id) {
+            usage.sockets += 1;
+        }
         let h = self.stack.socket();
         self.sockets.insert(
             h,
@@ -484,11 +500,12 @@ impl Sockets {
     /// the accept attempt, or the child is closed at once).
     fn adopt(&mut self, h: SocketHandle, owner: SessionInfo) -> Result<(), Errno> {
         let quota = self.quotas.sockets;
-        let admitted = match self.sessions.get_mut(&owner.id) {
-            Some(usage) if usage.sockets < quota => {
-                usage.sockets += 1;
-                Ok(())
-            }
+        let admitted = match self.sessions.get(&owner.id) {
+            Some(usage) if usage.sockets < quota => self.charge_uid_socket(&owner).map(|()| {
+                if let Some(usage) = self.sessions.get_mut(&owner.id) {
+                    usage.sockets += 1;
+                }
+            }),
             Some(_) => Err(Errno::new(EMFILE, "per-session socket limit reached")),
             None => Err(Errno::bad_handle()),
         };
@@ -512,6 +529,7 @@ impl Sockets {
     fn close_handle(&mut self, h: SocketHandle, reset: bool) -> Result<(), Errno> {
         if let Some(entry) = self.sockets.remove(&h) {
             // Dropping the parked replies tells their callers (EBADF).
+            self.uncharge_uid_socket(&entry.owner);
             if let Some(usage) = self.sessions.get_mut(&entry.owner.id) {
                 usage.sockets = usage.sockets.saturating_sub(1);
                 usage.parked = usage.parked.saturating_sub(entry.parked.len());
@@ -526,6 +544,48 @@ impl Sockets {
                 .set_option(now, h, SockOption::Linger(Some(Duration::ZERO)));
         }
         Ok(self.stack.close(now, h)?)
+    }
+
+    /// Counts one more socket against its owner's uid (root is exempt);
+    /// EMFILE past `Quotas::sockets_per_uid`, logged the first time.
+    fn charge_uid_socket(&mut self, owner: &SessionInfo) -> Result<(), Errno> {
+        if owner.creds.is_root() {
+            return Ok(());
+        }
+        let quota = self.quotas.sockets_per_uid;
+        let held = self.uid_sockets.entry(owner.creds.uid).or_insert(0);
+        if *held >= quota {
+            self.uid_refusals += 1;
+            if self.uid_refusals == 1 {
+                tracing::warn!(
+                    uid = owner.creds.uid,
+                    quota,
+                    "a uid reached --uid-max-sockets: its further sockets fail with EMFILE \
+                     (logged once; `tcpctl stats` counts every refusal)"
+                );
+            }
+            return Err(Errno::new(
+                EMFILE,
+                format!(
+                    "uid {} holds {quota} sockets (the daemon's per-user limit)",
+                    owner.creds.uid
+                ),
+            ));
+        }
+        *held += 1;
+        Ok(())
+    }
+
+    fn uncharge_uid_socket(&mut self, owner: &SessionInfo) {
+        if owner.creds.is_root() {
+            return;
+        }
+        if let Some(held) = self.uid_sockets.get_mut(&owner.creds.uid) {
+            *held -= 1;
+            if *held == 0 {
+                self.uid_sockets.remove(&owner.creds.uid);
+            }
+        }
     }
 
     /// Counts one more parked op (holding `bytes`) against the session's quotas.
@@ -993,6 +1053,7 @@ impl Sockets {
         counters.push(("capture_dropped".to_string(), self.taps.captures.dropped()));
         counters.push(("api_sessions".to_string(), self.sessions.len() as u64));
         counters.push(("api_sockets".to_string(), self.sockets.len() as u64));
+        counters.push(("api_refused_uid_sockets".to_string(), self.uid_refusals));
         let parked: usize = self.sessions.values().map(|u| u.parked).sum();
         counters.push(("api_blocked_calls".to_string(), parked as u64));
         StatsSnapshot {
@@ -1321,6 +1382,41 @@ mod tests {
         });
         answer(&mut rx).expect("close");
         socket(&mut s, who);
+    }
+
+    #[test]
+    fn the_per_uid_socket_quota_spans_sessions_and_spares_root() {
+        let quotas = Quotas {
+            sockets_per_uid: 3,
+            ..Quotas::default()
+        };
+        let mut s = facade(A, 3, quotas);
+        let one = session(&mut s, 1, 1000);
+        let two = session(&mut s, 2, 1000);
+        let other = session(&mut s, 3, 1001);
+        let root = session(&mut s, 4, 0);
+        socket(&mut s, one);
+        socket(&mut s, one);
+        socket(&mut s, two);
+        let mut rx = run(&mut s, two, |reply| Op::Socket {
+            setup: SocketSetup::default(),
+            reply,
+        });
+        assert_eq!(answer(&mut rx).map_err(|e| e.number), Err(EMFILE));
+        // Another uid and root are not affected.
+        socket(&mut s, other);
+        for _ in 0..5 {
+            socket(&mut s, root);
+        }
+        // A session's end gives its sockets back to the uid.
+        s.session_ended(one.id);
+        socket(&mut s, two);
+        socket(&mut s, two);
+        assert!(
+            s.stats()
+                .counters
+                .contains(&("api_refused_uid_sockets".to_string(), 1))
+        );
     }
 
     #[test]
