@@ -164,7 +164,8 @@ int tcpd_getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen);
  `SO_REUSEADDR`, `SO_KEEPALIVE`, `SO_RCVBUF`, `SO_SNDBUF`, `SO_LINGER`;
  `IPPROTO_TCP` `TCP_NODELAY`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
  `TCP_KEEPCNT`, `TCP_MAXSEG`, `TCP_CONGESTION`, `TCP_SYNCNT`,
- `TCP_USER_TIMEOUT`. Others: `ENOPROTOOPT`; `optlen` too short: `EINVAL`.
+ `TCP_USER_TIMEOUT`, `TCP_CORK`, `TCP_QUICKACK`, `TCP_NOTSENT_LOWAT`;
+ `SOL_SOCKET` `SO_RCVLOWAT`. Others: `ENOPROTOOPT`; `optlen` too short: `EINVAL`.
 
  # Safety
  `optval` must be null or readable for `optlen` bytes.

@@ -98,6 +98,17 @@ pub fn lookup(level: c_int, optname: c_int) -> Result<OptSpec> {
         // it honours it.
         (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => spec(SockOpt::TcpMaxseg, ANY_INT),
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => spec(SockOpt::TcpCongestion, OptKind::Text),
+        (libc::IPPROTO_TCP, libc::TCP_CORK) => spec(SockOpt::TcpCork, OptKind::Flag),
+        (libc::IPPROTO_TCP, libc::TCP_QUICKACK) => spec(SockOpt::TcpQuickack, OptKind::Flag),
+        // An unsigned value on Linux (UINT_MAX, the default, means no limit).
+        (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => spec(SockOpt::TcpNotsentLowat, ANY_INT),
+        (libc::SOL_SOCKET, libc::SO_RCVLOWAT) => spec(
+            SockOpt::SoRcvlowat,
+            OptKind::Int {
+                min: 0,
+                max: i32::MAX as i64,
+            },
+        ),
         _ => return Err(Errno(libc::ENOPROTOOPT)),
     };
     Ok(found)
@@ -254,9 +265,18 @@ mod tests {
             Err(Errno(libc::ENOPROTOOPT))
         );
         assert_eq!(
-            lookup(libc::IPPROTO_TCP, libc::TCP_CORK),
+            lookup(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
             Err(Errno(libc::ENOPROTOOPT))
         );
+        // Issue 10's options are known now.
+        for (level, name) in [
+            (libc::IPPROTO_TCP, libc::TCP_CORK),
+            (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
+            (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
+            (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+        ] {
+            assert!(lookup(level, name).is_ok(), "{level} {name}");
+        }
     }
 
     #[test]

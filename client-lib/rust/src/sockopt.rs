@@ -43,12 +43,20 @@ pub enum OptionName {
     Error,
     /// `TCP_CONGESTION`
     Congestion,
-    /// `TCP_MAXSEG` (get only)
+    /// `TCP_MAXSEG`
     MaxSegment,
     /// `TCP_SYNCNT`
     SynCount,
     /// `TCP_USER_TIMEOUT`
     UserTimeout,
+    /// `TCP_CORK`
+    Cork,
+    /// `TCP_NOTSENT_LOWAT`
+    NotSentLowat,
+    /// `TCP_QUICKACK`
+    QuickAck,
+    /// `SO_RCVLOWAT`
+    RecvLowat,
 }
 
 impl OptionName {
@@ -68,6 +76,10 @@ impl OptionName {
             OptionName::MaxSegment => v2::SocketOption::TcpMaxseg,
             OptionName::SynCount => v2::SocketOption::TcpSyncnt,
             OptionName::UserTimeout => v2::SocketOption::TcpUserTimeout,
+            OptionName::Cork => v2::SocketOption::TcpCork,
+            OptionName::NotSentLowat => v2::SocketOption::TcpNotsentLowat,
+            OptionName::QuickAck => v2::SocketOption::TcpQuickack,
+            OptionName::RecvLowat => v2::SocketOption::SoRcvlowat,
         }
     }
 }
@@ -100,13 +112,22 @@ pub enum SockOption {
     Error(i32),
     /// `TCP_CONGESTION`: `"cubic"` or `"newreno"`.
     Congestion(String),
-    /// `TCP_MAXSEG`: the effective send MSS in bytes.
+    /// `TCP_MAXSEG`: the effective send MSS in bytes; set, a clamp on it.
     MaxSegment(u32),
     /// `TCP_SYNCNT`: SYN retransmissions before connect fails with ETIMEDOUT.
     SynCount(u32),
     /// `TCP_USER_TIMEOUT`: milliseconds unacknowledged data may wait before
     /// the connection is dropped (RFC 9293 §3.8.3); 0 is the default.
     UserTimeout(u32),
+    /// `TCP_CORK`: hold partial segments until uncorked (200 ms at most).
+    Cork(bool),
+    /// `TCP_NOTSENT_LOWAT`: not writable while this many unsent bytes are
+    /// queued (`u32::MAX`: no limit, the default).
+    NotSentLowat(u32),
+    /// `TCP_QUICKACK`: acknowledge at once for a while (not sticky).
+    QuickAck(bool),
+    /// `SO_RCVLOWAT`: bytes needed before a read is worthwhile.
+    RecvLowat(u32),
 }
 
 impl SockOption {
@@ -127,15 +148,21 @@ impl SockOption {
             SockOption::MaxSegment(_) => OptionName::MaxSegment,
             SockOption::SynCount(_) => OptionName::SynCount,
             SockOption::UserTimeout(_) => OptionName::UserTimeout,
+            SockOption::Cork(_) => OptionName::Cork,
+            SockOption::NotSentLowat(_) => OptionName::NotSentLowat,
+            SockOption::QuickAck(_) => OptionName::QuickAck,
+            SockOption::RecvLowat(_) => OptionName::RecvLowat,
         }
     }
 
     /// The wire value.
     pub(crate) fn to_wire(&self) -> v2::OptionValue {
         let value = match self {
-            SockOption::ReuseAddr(b) | SockOption::NoDelay(b) | SockOption::KeepAlive(b) => {
-                Value::Flag(*b)
-            }
+            SockOption::ReuseAddr(b)
+            | SockOption::NoDelay(b)
+            | SockOption::KeepAlive(b)
+            | SockOption::Cork(b)
+            | SockOption::QuickAck(b) => Value::Flag(*b),
             SockOption::KeepIdle(n)
             | SockOption::KeepInterval(n)
             | SockOption::KeepCount(n)
@@ -143,7 +170,9 @@ impl SockOption {
             | SockOption::SendBuffer(n)
             | SockOption::MaxSegment(n)
             | SockOption::SynCount(n)
-            | SockOption::UserTimeout(n) => Value::Int(i64::from(*n)),
+            | SockOption::UserTimeout(n)
+            | SockOption::NotSentLowat(n)
+            | SockOption::RecvLowat(n) => Value::Int(i64::from(*n)),
             SockOption::Error(e) => Value::Int(i64::from(*e)),
             SockOption::Linger(l) => Value::Linger(v2::Linger {
                 enabled: l.is_some(),
@@ -180,6 +209,10 @@ impl SockOption {
             OptionName::MaxSegment => SockOption::MaxSegment(unsigned(&value)?),
             OptionName::SynCount => SockOption::SynCount(unsigned(&value)?),
             OptionName::UserTimeout => SockOption::UserTimeout(unsigned(&value)?),
+            OptionName::Cork => SockOption::Cork(flag(&value)?),
+            OptionName::QuickAck => SockOption::QuickAck(flag(&value)?),
+            OptionName::NotSentLowat => SockOption::NotSentLowat(unsigned(&value)?),
+            OptionName::RecvLowat => SockOption::RecvLowat(unsigned(&value)?),
             OptionName::Error => match value {
                 Value::Int(i) => SockOption::Error(i32::try_from(i).map_err(|_| protocol_error())?),
                 _ => return Err(protocol_error()),

@@ -84,6 +84,10 @@ pub fn option_name(option: i32) -> Result<OptionName, Errno> {
         Ok(O::TcpMaxseg) => OptionName::MaxSegment,
         Ok(O::TcpSyncnt) => OptionName::SynRetries,
         Ok(O::TcpUserTimeout) => OptionName::UserTimeout,
+        Ok(O::TcpCork) => OptionName::Cork,
+        Ok(O::TcpNotsentLowat) => OptionName::NotSentLowat,
+        Ok(O::TcpQuickack) => OptionName::QuickAck,
+        Ok(O::SoRcvlowat) => OptionName::RecvLowat,
         Ok(O::Unspecified) | Err(_) => {
             return Err(Errno::new(ENOPROTOOPT, format!("unknown option {option}")));
         }
@@ -167,18 +171,22 @@ pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<Soc
             SockOption::UserTimeout((ms > 0).then(|| Duration::from_millis(ms.unsigned_abs())))
         }
         OptionName::MaxSegment => {
-            SockOption::MaxSegment(u16::try_from(int(value, 88..=65535)?).unwrap_or(u16::MAX))
+            // 0 clears the clamp; the stack checks Linux's 88..=32767.
+            SockOption::MaxSegment(u16::try_from(int(value, 0..=65535)?).unwrap_or(u16::MAX))
         }
         // SO_ERROR is read-only (setsockopt gives ENOPROTOOPT on Linux).
         OptionName::Error => return Err(Errno::new(ENOPROTOOPT, "SO_ERROR is read-only")),
-        // In the stack's API (issue 10) but not in protocol v1: the
-        // plumbing waits for protocol v2's option vocabulary.
-        OptionName::Cork
-        | OptionName::NotSentLowat
-        | OptionName::QuickAck
-        | OptionName::RecvLowat => {
-            return Err(Errno::new(ENOPROTOOPT, "not in protocol v1"));
+        OptionName::Cork => SockOption::Cork(flag(value)?),
+        OptionName::QuickAck => SockOption::QuickAck(flag(value)?),
+        // Linux: an unsigned value; UINT_MAX (its default) means no limit.
+        OptionName::NotSentLowat => {
+            let n = int(value, 0..=i64::from(u32::MAX))?;
+            SockOption::NotSentLowat(u32::try_from(n).ok().filter(|&n| n != u32::MAX))
         }
+        // Linux: 0 means 1 (the stack applies it).
+        OptionName::RecvLowat => SockOption::RecvLowat(
+            usize::try_from(int(value, 0..=i64::from(i32::MAX))?).unwrap_or(1),
+        ),
     };
     Ok(option)
 }
@@ -294,6 +302,28 @@ mod tests {
         assert_eq!(
             set(O::SoError, Value::Int(0)).map_err(|e| e.number),
             Err(ENOPROTOOPT)
+        );
+        // Issue 10's options: TCP_MAXSEG is settable, and the new ones map.
+        assert_eq!(
+            set(O::TcpMaxseg, Value::Int(1000)),
+            Ok(SockOption::MaxSegment(1000))
+        );
+        assert_eq!(set(O::TcpCork, Value::Int(1)), Ok(SockOption::Cork(true)));
+        assert_eq!(
+            set(O::TcpQuickack, Value::Flag(false)),
+            Ok(SockOption::QuickAck(false))
+        );
+        assert_eq!(
+            set(O::TcpNotsentLowat, Value::Int(16384)),
+            Ok(SockOption::NotSentLowat(Some(16384)))
+        );
+        assert_eq!(
+            set(O::TcpNotsentLowat, Value::Int(i64::from(u32::MAX))),
+            Ok(SockOption::NotSentLowat(None))
+        );
+        assert_eq!(
+            set(O::SoRcvlowat, Value::Int(10)),
+            Ok(SockOption::RecvLowat(10))
         );
         assert_eq!(
             set(
