@@ -67,6 +67,20 @@ pub struct ConnectionJson {
     pub snd_wnd: u64,
     /// The window tcpd last advertised, bytes (RCV.WND).
     pub rcv_wnd: u64,
+    /// Retransmission timeouts.
+    pub rto_timeouts: u64,
+    /// Fast-recovery (PRR) episodes, and whether one is under way.
+    pub fast_recoveries: u64,
+    pub in_recovery: bool,
+    /// Tail-loss probes sent.
+    pub tlp_probes: u64,
+    /// D-SACKs received.
+    pub dsacks_received: u64,
+    /// RACK's reordering window, µs.
+    pub reorder_window_us: u64,
+    /// Receive and send buffer sizes (autotuned unless set), bytes.
+    pub recv_buffer: u64,
+    pub send_buffer: u64,
 }
 
 impl ConnectionJson {
@@ -101,6 +115,14 @@ impl ConnectionJson {
             accept_queue: info.accept_queue,
             snd_wnd: info.snd_wnd,
             rcv_wnd: info.rcv_wnd,
+            rto_timeouts: info.rto_timeouts,
+            fast_recoveries: info.fast_recoveries,
+            in_recovery: info.in_recovery,
+            tlp_probes: info.tlp_probes,
+            dsacks_received: info.dsacks_received,
+            reorder_window_us: info.reorder_window_us,
+            recv_buffer: info.recv_buffer,
+            send_buffer: info.send_buffer,
         }
     }
 }

@@ -291,6 +291,21 @@ fn detail_words(info: &ConnectionInfo) -> Vec<String> {
         format!("bytes_sent:{}", info.bytes_sent),
         format!("bytes_received:{}", info.bytes_received),
     ]);
+    // Loss recovery and autotuned buffers (as `ss -ti` shows them).
+    if info.recv_buffer != 0 || info.send_buffer != 0 {
+        words.extend([
+            format!("rto_timeouts:{}", info.rto_timeouts),
+            format!("recoveries:{}", info.fast_recoveries),
+            format!("tlp:{}", info.tlp_probes),
+            format!("dsacks:{}", info.dsacks_received),
+            format!("reord_wnd:{}", millis_text(info.reorder_window_us)),
+            format!("rcvbuf:{}", info.recv_buffer),
+            format!("sndbuf:{}", info.send_buffer),
+        ]);
+        if info.in_recovery {
+            words.push("in_recovery".to_string());
+        }
+    }
     words
 }
 

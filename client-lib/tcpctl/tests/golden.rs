@@ -413,7 +413,7 @@ fn status_text_and_json() {
 
 /// The documented `ls --json` field names, in order. Changing this list is a
 /// breaking change of the published schema (README.md).
-const LS_JSON_FIELDS: [&str; 25] = [
+const LS_JSON_FIELDS: [&str; 33] = [
     "state",
     "local",
     "remote",
@@ -439,6 +439,14 @@ const LS_JSON_FIELDS: [&str; 25] = [
     "accept_queue",
     "snd_wnd",
     "rcv_wnd",
+    "rto_timeouts",
+    "fast_recoveries",
+    "in_recovery",
+    "tlp_probes",
+    "dsacks_received",
+    "reorder_window_us",
+    "recv_buffer",
+    "send_buffer",
 ];
 
 #[test]

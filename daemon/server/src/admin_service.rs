@@ -134,6 +134,14 @@ impl Admin for AdminService {
                 accept_queue: info.accept_queue,
                 snd_wnd: to_u64(info.snd_wnd),
                 rcv_wnd: to_u64(info.rcv_wnd),
+                rto_timeouts: info.recovery.rto_timeouts,
+                fast_recoveries: info.recovery.fast_recoveries,
+                in_recovery: info.recovery.in_recovery,
+                tlp_probes: info.recovery.tlp_probes,
+                dsacks_received: info.recovery.dsacks_received,
+                reorder_window_us: micros(info.recovery.reorder_window),
+                recv_buffer: to_u64(info.recovery.recv_buffer),
+                send_buffer: to_u64(info.recovery.send_buffer),
             })
             .collect();
         Ok(Response::new(v2::ListConnectionsResponse { connections }))
