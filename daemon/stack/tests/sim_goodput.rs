@@ -49,7 +49,22 @@ fn connected(
     sim: &mut Sim,
     algorithm: CongestionAlgorithm,
 ) -> (tcpd_stack::SocketHandle, tcpd_stack::SocketHandle) {
+    connected_with(sim, algorithm, None)
+}
+
+/// [`connected`] with SO_RCVBUF set on B's listener (the accepted
+/// connection inherits it) when `server_recv_buffer` is given.
+fn connected_with(
+    sim: &mut Sim,
+    algorithm: CongestionAlgorithm,
+    server_recv_buffer: Option<usize>,
+) -> (tcpd_stack::SocketHandle, tcpd_stack::SocketHandle) {
     let listener = sim.b.socket();
+    if let Some(size) = server_recv_buffer {
+        sim.b
+            .set_option(sim.now, listener, SockOption::RecvBuffer(size))
+            .expect("SO_RCVBUF");
+    }
     sim.b
         .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
         .expect("bind");
@@ -235,22 +250,7 @@ fn tail_losses_recover_without_a_timeout() {
 fn receive_autotuning_opens_the_window_unless_so_rcvbuf_is_set() {
     let run = |fixed: Option<usize>| {
         let mut sim = Sim::new(21, random_loss(0.0, Duration::from_millis(20)));
-        let listener = sim.b.socket();
-        // The listener's option is inherited by the accepted connection.
-        if let Some(size) = fixed {
-            sim.b
-                .set_option(sim.now, listener, SockOption::RecvBuffer(size))
-                .expect("SO_RCVBUF");
-        }
-        sim.b
-            .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
-            .expect("bind");
-        sim.b.listen(listener, 4).expect("listen");
-        let client = sim.a.socket();
-        sim.a
-            .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
-            .expect("connect");
-        let mut server = None;
+        let (client, server) = connected_with(&mut sim, CongestionAlgorithm::Cubic, fixed);
         let bytes = 48 << 20;
         let chunk = vec![1u8; 256 * 1024];
         let mut buf = vec![0u8; 256 * 1024];
@@ -259,7 +259,6 @@ fn receive_autotuning_opens_the_window_unless_so_rcvbuf_is_set() {
         let mut max_snd_buffer = 0;
         let started = sim.now;
         sim.run_until("all received", |sim| {
-            server = server.or_else(|| sim.b.accept(listener).ok().map(|(h, _)| h));
             while sent < bytes {
                 match sim
                     .a
@@ -269,13 +268,11 @@ fn receive_autotuning_opens_the_window_unless_so_rcvbuf_is_set() {
                     Err(_) => break,
                 }
             }
-            if let Some(s) = server {
-                while let Ok(n @ 1..) = sim.b.recv(sim.now, s, &mut buf, false) {
-                    received += n;
-                }
-                if let Ok(i) = sim.b.socket_info(s) {
-                    max_rcv_wnd = max_rcv_wnd.max(i.rcv_wnd);
-                }
+            while let Ok(n @ 1..) = sim.b.recv(sim.now, server, &mut buf, false) {
+                received += n;
+            }
+            if let Ok(i) = sim.b.socket_info(server) {
+                max_rcv_wnd = max_rcv_wnd.max(i.rcv_wnd);
             }
             if let Ok(i) = sim.a.socket_info(client) {
                 max_snd_buffer = max_snd_buffer.max(i.recovery.send_buffer);
@@ -283,8 +280,9 @@ fn receive_autotuning_opens_the_window_unless_so_rcvbuf_is_set() {
             received >= bytes
         });
         let goodput = bytes as f64 / (sim.now - started).as_secs_f64();
-        let recv_buffer = server
-            .and_then(|s| sim.b.socket_info(s).ok())
+        let recv_buffer = sim
+            .b
+            .socket_info(server)
             .map_or(0, |i| i.recovery.recv_buffer);
         (goodput, recv_buffer, max_rcv_wnd, max_snd_buffer)
     };
