@@ -443,6 +443,15 @@ pub fn kernel_listener(ns: &Netns) -> (std::net::TcpListener, std::net::SocketAd
     (listener, std::net::SocketAddrV4::new(HOST_ADDR, port))
 }
 
+/// A two-worker tokio runtime for a test's client side.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// A namespace with a running daemon, for a test; the daemon is stopped
 /// before the namespace goes (fields drop in declaration order).
 #[derive(Debug)]

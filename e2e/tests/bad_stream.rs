@@ -7,7 +7,7 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use tcpd_e2e::{Env, HOST_ADDR};
+use tcpd_e2e::{Env, HOST_ADDR, runtime};
 use tcpd_proto::errno;
 use tcpd_proto::v2;
 use tcpd_proto::v2::admin_service_client::AdminServiceClient;
@@ -15,14 +15,6 @@ use tcpd_proto::v2::socket_service_client::SocketServiceClient;
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn errno_of(status: &tonic::Status) -> i32 {
     tcpd_proto::status_errno(status).unwrap_or_else(|| panic!("no errno in {status:?}"))

@@ -9,31 +9,9 @@ use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tcpd_e2e::{Daemon, HOST_ADDR, Netns, require_privileges};
+use tcpd_e2e::{Env, HOST_ADDR, Netns, runtime};
 use tcpd_proto::errno;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Env {
-    daemon: Daemon,
-    ns: Netns,
-}
-
-fn setup(tag: &str) -> Option<Env> {
-    if !require_privileges(tag) {
-        return None;
-    }
-    let ns = Netns::new(tag).expect("create the test namespace");
-    let daemon = Daemon::start(&ns, &[]).expect("start tcpd");
-    Some(Env { daemon, ns })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// A kernel listener that runs `serve` on its first connection.
 fn kernel_peer<T: Send + 'static>(
@@ -70,7 +48,7 @@ fn end_seen(stream: &mut TcpStream) -> String {
 
 #[test]
 fn close_with_unread_data_resets_like_linux() {
-    let Some(env) = setup("sem-unread") else {
+    let Some(env) = Env::setup("sem-unread", &[]) else {
         return;
     };
     let rt = runtime();
@@ -119,7 +97,7 @@ fn close_with_unread_data_resets_like_linux() {
 
 #[test]
 fn write_after_the_peers_reset_is_econnreset_then_epipe() {
-    let Some(env) = setup("sem-rst") else {
+    let Some(env) = Env::setup("sem-rst", &[]) else {
         return;
     };
     let rt = runtime();
@@ -167,7 +145,7 @@ fn socket2_linger_zero(s: &TcpStream) -> io::Result<()> {
 
 #[test]
 fn shutdown_write_sends_fin_after_the_queued_data_and_flush_means_queued() {
-    let Some(env) = setup("sem-fin") else {
+    let Some(env) = Env::setup("sem-fin", &[]) else {
         return;
     };
     let rt = runtime();
@@ -200,7 +178,7 @@ fn shutdown_write_sends_fin_after_the_queued_data_and_flush_means_queued() {
 
 #[test]
 fn refused_connect_names_econnrefused_and_daemon_errors_name_the_daemon() {
-    let Some(env) = setup("sem-refused") else {
+    let Some(env) = Env::setup("sem-refused", &[]) else {
         return;
     };
     let rt = runtime();
