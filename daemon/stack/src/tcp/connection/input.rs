@@ -281,6 +281,15 @@ impl Connection {
                 self.ts_recent = tsval;
                 self.ts_recent_at = now;
             }
+            // RFC 2883 §4: report duplicate data with a D-SACK block (as
+            // Linux does), so the sender can tell a spurious retransmission.
+            if self.sack_enabled
+                && !seg.payload.is_empty()
+                && !seg.flags.syn()
+                && (seg.seq + seg.payload.len()).le(self.rcv_nxt)
+            {
+                self.pending_dsack = Some((seg.seq, seg.seq + seg.payload.len()));
+            }
             // TIME-WAIT: a retransmitted FIN (it ends at RCV.NXT): re-ACK it
             // and restart the 2 MSL timeout (RFC 9293 §3.10.7.4, eighth check).
             if self.state == TcpState::TimeWait
@@ -812,6 +821,10 @@ impl Connection {
             // Trim what was already received (before RCV.NXT) and what lies
             // beyond the window we advertised (RFC 9293 §3.10.7.4).
             let already = self.rcv_nxt.since(seq).min(payload.len());
+            if already > 0 && self.sack_enabled {
+                // The part we had already: a D-SACK (RFC 2883 §4).
+                self.pending_dsack = Some((seq, seq + already));
+            }
             let data = &payload[already..];
             let offset = seq.since(self.rcv_nxt);
             let room = self.rcv_wnd().saturating_sub(offset);

@@ -316,6 +316,8 @@ pub struct Connection {
     last_ack_point: SeqNum,
     /// While set, `write` sends this acknowledgment number (an older ACK point).
     ack_point: Option<SeqNum>,
+    /// Duplicate data just received, reported once as a D-SACK (RFC 2883).
+    pending_dsack: Option<(SeqNum, SeqNum)>,
     quick_acks: u32,
     pending_rst: Option<PendingRst>,
     probe_due: ProbeDue,
@@ -495,6 +497,7 @@ impl Connection {
             ack_points: VecDeque::new(),
             last_ack_point: SeqNum(0),
             ack_point: None,
+            pending_dsack: None,
             quick_acks: QUICK_ACK_SEGMENTS,
             pending_rst: None,
             probe_due: ProbeDue::No,

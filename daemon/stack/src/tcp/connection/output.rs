@@ -448,19 +448,28 @@ impl Connection {
     /// Options for a non-SYN segment: timestamps when negotiated (RFC 7323
     /// §3.2: on every non-RST segment), SACK blocks for held out-of-order
     /// data, most recent first (RFC 2018 §4).
-    fn segment_options(&self, now: Instant) -> TcpOptions {
+    fn segment_options(&mut self, now: Instant) -> TcpOptions {
         let mut options = TcpOptions::default();
         if self.ts_enabled {
             options.timestamp = Some((self.ts_now(now), self.ts_recent));
         }
-        if self.sack_enabled && self.recv_buf.has_holes() {
+        // A D-SACK for duplicate data goes first, once (RFC 2883 §4).
+        let dsack = self
+            .pending_dsack
+            .take()
+            .filter(|_| self.sack_enabled)
+            .map(|(left, right)| SackBlock { left, right });
+        if self.sack_enabled && (dsack.is_some() || self.recv_buf.has_holes()) {
             let rcv_nxt = self.rcv_nxt;
-            options.set_sacks(self.recv_buf.held_ranges().into_iter().map(|(start, end)| {
-                SackBlock {
+            let held = self
+                .recv_buf
+                .held_ranges()
+                .into_iter()
+                .map(|(start, end)| SackBlock {
                     left: rcv_nxt + start,
                     right: rcv_nxt + end,
-                }
-            }));
+                });
+            options.set_sacks(dsack.into_iter().chain(held));
         }
         options
     }

@@ -2752,3 +2752,43 @@ fn quickack_sends_the_owed_ack_and_reads_back() {
     let replies = s.feed(&s.peer(p + 1, s.our_nxt, ACK, b"y"));
     assert!(replies.is_empty(), "delayed again");
 }
+
+/// RFC 2883 §4: duplicate data (wholly or partly below RCV.NXT) is
+/// reported with a D-SACK block, first and once, as Linux's receiver does.
+#[test]
+fn duplicate_data_is_reported_with_a_dsack() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let data = s.peer(p, o, ACK, &[1u8; 100]);
+    s.feed(&data);
+    let replies = s.feed(&data);
+    let ack = replies.last().expect("ACK");
+    assert_eq!(ack.ack, p + 100);
+    assert_eq!(
+        ack.options
+            .sacks()
+            .next()
+            .map(|b| (b.left.raw(), b.right.raw())),
+        Some((p, p + 100)),
+        "a D-SACK below the cumulative ACK"
+    );
+    // Partly duplicate: [p+50, p+150): the first 50 bytes are the D-SACK.
+    let replies = s.feed(&s.peer(p + 50, o, ACK, &[2u8; 100]));
+    let ack = replies.last().expect("ACK");
+    assert_eq!(
+        ack.options
+            .sacks()
+            .next()
+            .map(|b| (b.left.raw(), b.right.raw())),
+        Some((p + 50, p + 100))
+    );
+    // Reported once.
+    s.conn
+        .set_option(s.now, SockOption::QuickAck(true))
+        .expect("set");
+    let replies = s.feed(&s.peer(p + 150, o, ACK, b"x"));
+    assert!(
+        replies.iter().all(|r| r.options.sacks().next().is_none()),
+        "{replies:?}"
+    );
+}
