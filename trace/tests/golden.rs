@@ -419,3 +419,48 @@ fn rto_fires_and_retransmissions_are_marked() {
         .collect();
     assert!(notes.contains(&"rto"), "{notes:?}");
 }
+
+#[test]
+fn a_tail_loss_probe_is_marked() {
+    let mut run = Run::new(100, 300);
+    let listener = run.listen();
+    let s = run.connect();
+    run.settle();
+    let _ = run.b.accept(listener).expect("accept");
+    // A sends a burst of several segments and the whole tail is lost. With
+    // more than one segment in flight the probe timeout is 2·SRTT (RFC 8985
+    // §7.2), far below the RTO, so the first timer to fire is the TLP.
+    run.a.send(run.now, s, &[0x5a; 5000]).expect("send");
+    let mut buf = vec![0u8; 1500];
+    while run.a.poll_transmit(run.now, &mut buf).is_some() {
+        run.collect();
+    }
+    let at = run.a.poll_timeout().expect("a timer is armed");
+    run.now = at;
+    run.a.handle_timeout(run.now);
+    run.collect();
+    while run.a.poll_transmit(run.now, &mut buf).is_some() {
+        run.collect();
+    }
+    let notes: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            tcpd_trace::Kind::Note { note, .. } => Some(note.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes.first(), Some(&"tlp"), "{notes:?}");
+    assert!(!notes.contains(&"rto"), "{notes:?}");
+    let rows = render_all(
+        &run.events,
+        LadderOptions {
+            times: false,
+            ..LadderOptions::default()
+        },
+    );
+    let text = rows.join("\n");
+    assert!(text.contains("TLP fired: tail loss probe"), "{text}");
+    // The probe is a retransmission of the last segment, marked as such.
+    assert!(text.contains("rtx"), "{text}");
+}
