@@ -452,6 +452,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// An Admin API client on a new session with `daemon`.
+pub async fn admin_client(
+    daemon: &Daemon,
+) -> tcpd_proto::v2::admin_service_client::AdminServiceClient<tonic::transport::Channel> {
+    tcpd_proto::v2::admin_service_client::AdminServiceClient::new(
+        tcpd_client::connect_channel(daemon.socket())
+            .await
+            .expect("admin session"),
+    )
+}
+
 /// A namespace with a running daemon, for a test; the daemon is stopped
 /// before the namespace goes (fields drop in declaration order).
 #[derive(Debug)]

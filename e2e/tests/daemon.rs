@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TCPD_ADDR, payload, require_privileges, sha256_hex};
 use tcpd_proto::errno;
-use tcpd_proto::v2 as v1;
+use tcpd_proto::v2;
 use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
 use tcpd_proto::v2::socket_service_client::SocketServiceClient as SocketClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,32 +42,16 @@ fn setup(tag: &str, extra: &[&str]) -> Option<Env> {
     Some(Env { daemon, ns })
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn admin(daemon: &Daemon) -> AdminClient<Channel> {
-    AdminClient::new(
-        tcpd_client::connect_channel(daemon.socket())
-            .await
-            .expect("admin session"),
-    )
-}
-
-async fn connections(admin: &mut AdminClient<Channel>) -> Vec<v1::ConnectionInfo> {
+async fn connections(admin: &mut AdminClient<Channel>) -> Vec<v2::ConnectionInfo> {
     admin
-        .list_connections(v1::ListConnectionsRequest {})
+        .list_connections(v2::ListConnectionsRequest {})
         .await
         .expect("ListConnections")
         .into_inner()
         .connections
 }
 
-fn port_of(addr: &Option<v1::SocketAddress>) -> u32 {
+fn port_of(addr: &Option<v2::SocketAddress>) -> u32 {
     addr.as_ref().map_or(0, |a| a.port)
 }
 
@@ -203,8 +187,8 @@ fn tcpd_client_to_kernel_listener_10mib_each_way() {
     let Some(env) = setup("d-out", &["--msl-ms", "2000"]) else {
         return;
     };
-    runtime().block_on(async {
-        let mut admin = admin(&env.daemon).await;
+    tcpd_e2e::runtime().block_on(async {
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
         let size = 10 * MIB;
         let to_tcpd = payload(size, 11);
         let to_kernel = payload(size, 12);
@@ -260,11 +244,11 @@ fn kernel_client_to_tcpd_listener_10mib_each_way() {
     let Some(env) = setup("d-in", &[]) else {
         return;
     };
-    runtime().block_on(async {
-        let mut admin = admin(&env.daemon).await;
+    tcpd_e2e::runtime().block_on(async {
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
         // Record state changes from the start.
         let mut watch = admin
-            .watch(v1::WatchRequest {})
+            .watch(v2::WatchRequest {})
             .await
             .expect("Watch")
             .into_inner();
@@ -322,10 +306,10 @@ fn kernel_client_to_tcpd_listener_10mib_each_way() {
         let mut transitions = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline
-            && !transitions.contains(&(v1::TcpState::LastAck as i32, v1::TcpState::Closed as i32))
+            && !transitions.contains(&(v2::TcpState::LastAck as i32, v2::TcpState::Closed as i32))
         {
             let next = tokio::time::timeout(Duration::from_secs(1), watch.message()).await;
-            if let Ok(Ok(Some(v1::WatchResponse {
+            if let Ok(Ok(Some(v2::WatchResponse {
                 change: Some(change),
             }))) = next
                 && port_of(&change.remote) == u32::from(kernel_port)
@@ -333,7 +317,7 @@ fn kernel_client_to_tcpd_listener_10mib_each_way() {
                 transitions.push((change.old_state, change.new_state));
             }
         }
-        use v1::TcpState as S;
+        use v2::TcpState as S;
         for expected in [
             (S::Established as i32, S::CloseWait as i32),
             (S::CloseWait as i32, S::LastAck as i32),
@@ -353,7 +337,7 @@ fn connect_to_a_closed_port_is_refused() {
     let Some(env) = setup("d-refused", &[]) else {
         return;
     };
-    runtime().block_on(async {
+    tcpd_e2e::runtime().block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("client session");
@@ -370,7 +354,7 @@ fn connect_to_a_silent_address_times_out() {
     let Some(env) = setup("d-timeout", &["--syn-retries", "1"]) else {
         return;
     };
-    runtime().block_on(async {
+    tcpd_e2e::runtime().block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("client session");
@@ -422,10 +406,10 @@ fn transfer_survives_tcpd_impairment() {
     ) else {
         return;
     };
-    runtime().block_on(async {
-        let mut admin = admin(&env.daemon).await;
+    tcpd_e2e::runtime().block_on(async {
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
         let status = admin
-            .status(v1::StatusRequest {})
+            .status(v2::StatusRequest {})
             .await
             .expect("Status")
             .into_inner();
@@ -436,7 +420,7 @@ fn transfer_survives_tcpd_impairment() {
         );
         transfer_to_kernel(&env, 5002, 10 * MIB).await;
         let stats = admin
-            .stats(v1::StatsRequest {})
+            .stats(v2::StatsRequest {})
             .await
             .expect("Stats")
             .into_inner();
@@ -476,7 +460,7 @@ fn transfer_survives_nftables_loss_on_the_tun() {
         .write_all(rules.as_bytes())
         .expect("write rules");
     assert!(nft.wait().expect("nft").success(), "nft rules rejected");
-    runtime().block_on(async {
+    tcpd_e2e::runtime().block_on(async {
         transfer_to_kernel(&env, 5003, 10 * MIB).await;
     });
 }
@@ -530,7 +514,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
         std::os::unix::fs::PermissionsExt::from_mode(0o666),
     )
     .expect("chmod socket");
-    runtime().block_on(async {
+    tcpd_e2e::runtime().block_on(async {
         let (alice_uid, bob_uid) = (64001, 64002);
         let mut alice = SocketClient::new(
             session_as(env.daemon.socket(), alice_uid, alice_uid)
@@ -542,19 +526,19 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
                 .await
                 .expect("bob session"),
         );
-        let addr = |port: u32| v1::SocketAddress {
+        let addr = |port: u32| v2::SocketAddress {
             port,
             ..Default::default()
         };
         let h = alice
-            .socket(v1::SocketRequest::default())
+            .socket(v2::SocketRequest::default())
             .await
             .expect("socket")
             .into_inner()
             .handle;
         // Privileged ports need root.
         let err = alice
-            .bind(v1::BindRequest {
+            .bind(v2::BindRequest {
                 handle: h,
                 address: Some(addr(80)),
             })
@@ -562,14 +546,14 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
             .expect_err("port 80 as uid 64001");
         assert_eq!(errno_of(err), errno::EACCES);
         alice
-            .bind(v1::BindRequest {
+            .bind(v2::BindRequest {
                 handle: h,
                 address: Some(addr(7000)),
             })
             .await
             .expect("bind 7000");
         alice
-            .listen(v1::ListenRequest {
+            .listen(v2::ListenRequest {
                 handle: h,
                 backlog: 4,
                 ..Default::default()
@@ -578,7 +562,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
             .expect("listen");
         // Bob sees EBADF for every call on Alice's handle.
         let e = bob
-            .accept(v1::AcceptRequest {
+            .accept(v2::AcceptRequest {
                 handle: h,
                 nonblocking: true,
             })
@@ -586,12 +570,12 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
             .expect_err("accept on a foreign handle");
         assert_eq!(errno_of(e), errno::EBADF);
         let e = bob
-            .get_socket_name(v1::GetSocketNameRequest { handle: h })
+            .get_socket_name(v2::GetSocketNameRequest { handle: h })
             .await
             .expect_err("getsockname on a foreign handle");
         assert_eq!(errno_of(e), errno::EBADF);
         let e = bob
-            .close(v1::CloseRequest {
+            .close(v2::CloseRequest {
                 handle: h,
                 abort: false,
             })
@@ -599,8 +583,8 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
             .expect_err("close on a foreign handle");
         assert_eq!(errno_of(e), errno::EBADF);
         let polled = bob
-            .poll(v1::PollRequest {
-                entries: vec![v1::PollEntry {
+            .poll(v2::PollRequest {
+                entries: vec![v2::PollEntry {
                     handle: h,
                     events: 1,
                 }],
@@ -620,7 +604,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
                 .expect("bob admin session"),
         );
         let e = bob_admin
-            .abort(v1::AbortRequest {
+            .abort(v2::AbortRequest {
                 local: Some(std::net::SocketAddrV4::new(TCPD_ADDR, 7000).into()),
                 remote: Some(std::net::SocketAddrV4::new(HOST_ADDR, 1).into()),
             })
@@ -629,12 +613,12 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
         assert_eq!(errno_of(e), errno::EPERM);
         // Alice's listener is intact and listed with her credentials.
         let name = alice
-            .get_socket_name(v1::GetSocketNameRequest { handle: h })
+            .get_socket_name(v2::GetSocketNameRequest { handle: h })
             .await
             .expect("getsockname")
             .into_inner();
         assert_eq!(name.address.map(|a| a.port), Some(7000));
-        let mut admin = admin(&env.daemon).await;
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
         let rows = connections(&mut admin).await;
         let row = rows
             .iter()
@@ -644,7 +628,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
         assert_eq!((row.owner_uid, row.owner_gid), (alice_uid, alice_uid));
         // Garbage input is an errno, not a crash.
         let e = alice
-            .bind(v1::BindRequest {
+            .bind(v2::BindRequest {
                 handle: h,
                 address: Some(addr(70000)),
             })
@@ -652,7 +636,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
             .expect_err("port out of range");
         assert_eq!(errno_of(e), errno::EINVAL);
         let e = alice
-            .read(v1::ReadRequest {
+            .read(v2::ReadRequest {
                 handle: 999_999,
                 max_len: u32::MAX,
                 nonblocking: true,
@@ -668,12 +652,12 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
                 .expect("root session"),
         );
         let r = root
-            .socket(v1::SocketRequest::default())
+            .socket(v2::SocketRequest::default())
             .await
             .expect("socket")
             .into_inner()
             .handle;
-        root.bind(v1::BindRequest {
+        root.bind(v2::BindRequest {
             handle: r,
             address: Some(addr(80)),
         })
@@ -693,7 +677,7 @@ fn helper_process_client() {
     };
     let (path, port) = spec.rsplit_once(':').expect("socket:port");
     let port: u16 = port.parse().expect("port");
-    runtime().block_on(async {
+    tcpd_e2e::runtime().block_on(async {
         let client = tcpd_client::Client::connect(PathBuf::from(path))
             .await
             .expect("child session");
@@ -748,10 +732,10 @@ fn killed_client_leaves_no_socket_behind() {
     greeted_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the client process connected and sent its greeting");
-    let rt = runtime();
+    let rt = tcpd_e2e::runtime();
     let owned_by_child = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
-            let mut admin = admin(&env.daemon).await;
+            let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
             connections(&mut admin)
                 .await
                 .into_iter()
@@ -809,7 +793,7 @@ fn second_daemon_on_the_same_socket_is_refused_and_sigterm_cleans_up() {
         }
     });
     ready_rx.recv().expect("kernel ready");
-    let rt = runtime();
+    let rt = tcpd_e2e::runtime();
     let stream = rt.block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
@@ -846,10 +830,10 @@ fn garbage_on_the_api_socket_is_harmless() {
         // The daemon answers with an error or closes; either way it must not block or die.
         let _ = raw.read_to_end(&mut sink);
     }
-    runtime().block_on(async {
-        let mut admin = admin(&env.daemon).await;
+    tcpd_e2e::runtime().block_on(async {
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
         let status = admin
-            .status(v1::StatusRequest {})
+            .status(v2::StatusRequest {})
             .await
             .expect("the daemon still answers")
             .into_inner();
@@ -949,7 +933,7 @@ fn bulk_100mib_throughput_tcpd_vs_kernel_veth() {
         io::copy(&mut stream, &mut io::sink()).expect("sink read")
     });
     ready_rx.recv().expect("sink ready");
-    let tcpd_mbps = runtime().block_on(async {
+    let tcpd_mbps = tcpd_e2e::runtime().block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("session");
@@ -1016,13 +1000,13 @@ fn corrupted_packets_are_caught_by_checksums() {
     let Some(env) = setup("d-corrupt", &["--impair", "corrupt=5%,seed=7"]) else {
         return;
     };
-    runtime().block_on(async {
+    tcpd_e2e::runtime().block_on(async {
         // Both directions: tcpd's checksum checks catch inbound flips, the
         // kernel's catch outbound ones; TCP retransmits either way.
         transfer_to_kernel(&env, 5006, MIB).await;
-        let mut admin = admin(&env.daemon).await;
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
         let stats = admin
-            .stats(v1::StatsRequest {})
+            .stats(v2::StatsRequest {})
             .await
             .expect("Stats")
             .into_inner();
@@ -1049,7 +1033,7 @@ fn close_right_after_writing_loses_no_data() {
     let Some(env) = setup("close-drain", &[]) else {
         return;
     };
-    let rt = runtime();
+    let rt = tcpd_e2e::runtime();
     for (port, explicit_close) in [(7301u16, true), (7302, false)] {
         let data = payload(8 * MIB, u64::from(port));
         let expected = sha256_hex(&data);

@@ -27,37 +27,21 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, sendto, socket,
 };
 use tcpd_e2e::{Daemon, Env, HOST_ADDR, TCPD_ADDR};
-use tcpd_proto::v2 as v1;
+use tcpd_proto::v2;
 use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
 use tcpd_stack::SeqNum;
 use tcpd_stack::wire::{IpProtocol, Ipv4Repr, TcpFlags, TcpOptions, TcpRepr};
 use tonic::transport::Channel;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn admin(daemon: &Daemon) -> AdminClient<Channel> {
-    AdminClient::new(
-        tcpd_client::connect_channel(daemon.socket())
-            .await
-            .expect("admin session"),
-    )
-}
-
-async fn stats(admin: &mut AdminClient<Channel>) -> v1::StatsResponse {
+async fn stats(admin: &mut AdminClient<Channel>) -> v2::StatsResponse {
     admin
-        .stats(v1::StatsRequest {})
+        .stats(v2::StatsRequest {})
         .await
         .expect("Stats")
         .into_inner()
 }
 
-fn counter(list: &[v1::Counter], name: &str) -> u64 {
+fn counter(list: &[v2::Counter], name: &str) -> u64 {
     list.iter().find(|c| c.name == name).map_or(0, |c| c.value)
 }
 
@@ -204,11 +188,11 @@ fn syn_flood_leaves_the_listener_open() {
     let Some(env) = Env::setup("syn-flood", &["--synack-retries", "2"]) else {
         return;
     };
-    let rt = runtime();
+    let rt = tcpd_e2e::runtime();
     let port = 8080;
     let target = SocketAddrV4::new(TCPD_ADDR, port);
     let _server = rt.block_on(echo_server(&env.daemon, port, 1024));
-    let mut admin = rt.block_on(admin(&env.daemon));
+    let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
 
     // Unflooded connect time.
     let baseline: Vec<Duration> = env.ns.within(move || {
@@ -359,8 +343,8 @@ fn orphans_of_a_peer_that_never_reads_are_capped_and_expire() {
         })
     };
     ready_rx.recv().expect("kernel listener");
-    let rt = runtime();
-    let mut admin = rt.block_on(admin(&env.daemon));
+    let rt = tcpd_e2e::runtime();
+    let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
     let rss_before = rss_kib(&env.daemon);
     let orphans = 40;
     let queued = rt.block_on(async {
@@ -553,12 +537,12 @@ fn api_connection_limits_keep_a_slot_for_the_operator() {
     ) else {
         return;
     };
-    let rt = runtime();
+    let rt = tcpd_e2e::runtime();
     let api = |admin: &mut AdminClient<Channel>, name: &str| {
         let reply = rt.block_on(stats(admin));
         counter(&reply.counters, name)
     };
-    let mut admin = rt.block_on(admin(&env.daemon));
+    let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
 
     // Silent connections (no HTTP/2 preface) are dropped after 1 s.
     let silent = RawClients::open(&env.daemon, 34567, 5, false, 2500);
@@ -621,13 +605,13 @@ fn idle_api_connections_are_dropped_but_sessions_in_use_stay() {
     ) else {
         return;
     };
-    let rt = runtime();
+    let rt = tcpd_e2e::runtime();
     // In use: a listener's session, and a Watch.
     let port = 6060;
     let _server = rt.block_on(echo_server(&env.daemon, port, 16));
-    let mut watcher = rt.block_on(admin(&env.daemon));
+    let mut watcher = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
     let mut watch = rt
-        .block_on(watcher.watch(v1::WatchRequest {}))
+        .block_on(watcher.watch(v2::WatchRequest {}))
         .expect("Watch")
         .into_inner();
 
@@ -671,7 +655,7 @@ fn idle_api_connections_are_dropped_but_sessions_in_use_stay() {
         .expect("the holder's socket survived the idle timeout");
     assert_eq!(bound.port(), port + 1);
     drop((held, holder));
-    let mut admin = rt.block_on(admin(&env.daemon));
+    let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
     let reply = rt.block_on(stats(&mut admin));
     assert_eq!(counter(&reply.counters, "api_idle_drops"), 3);
 }

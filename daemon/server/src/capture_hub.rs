@@ -12,7 +12,7 @@
 //! subscriber whose client went away is removed at the next flush.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tcpd_proto::v2 as v1;
+use tcpd_proto::v2;
 use tcpd_stack::Instant;
 use tcpd_trace::capture::{CaptureFilter, CapturePoint, CaptureWriter};
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ const MAX_CHUNK: usize = 256 * 1024;
 struct Subscriber {
     writer: CaptureWriter,
     filter: CaptureFilter,
-    tx: mpsc::Sender<v1::CaptureResponse>,
+    tx: mpsc::Sender<v2::CaptureResponse>,
     /// Packets dropped because the client read too slowly.
     dropped: u64,
     /// The drop count last written into the stream.
@@ -54,11 +54,11 @@ impl CaptureHub {
     }
 
     /// A new subscriber; its first chunk (section and interfaces) is queued at once.
-    pub fn add(&mut self, filter: CaptureFilter, tx: mpsc::Sender<v1::CaptureResponse>) {
+    pub fn add(&mut self, filter: CaptureFilter, tx: mpsc::Sender<v2::CaptureResponse>) {
         let mut writer = CaptureWriter::new();
         let header = writer.take();
         // The channel is new and empty: the header always fits.
-        let _ = tx.try_send(v1::CaptureResponse { pcapng: header });
+        let _ = tx.try_send(v2::CaptureResponse { pcapng: header });
         self.subscribers.push(Subscriber {
             writer,
             filter,
@@ -98,7 +98,7 @@ impl CaptureHub {
             sub.writer.statistics(time, sub.dropped);
             sub.reported = sub.dropped;
         }
-        let chunk = v1::CaptureResponse {
+        let chunk = v2::CaptureResponse {
             pcapng: sub.writer.take(),
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(chunk) {
