@@ -138,9 +138,11 @@ pub enum Op {
         name: OptionName,
         reply: Reply<SockOption>,
     },
-    /// poll(2): parks until one entry has events; the caller's timeout drops it.
+    /// poll(2): the entries' current events; with `park`, waits until one
+    /// entry has events (the caller's timeout drops it).
     Poll {
         entries: Vec<(u64, u32)>,
+        park: bool,
         reply: Reply<Vec<u32>>,
     },
     /// Admin: every socket with its owner.

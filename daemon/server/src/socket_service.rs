@@ -322,17 +322,26 @@ impl SocketApi for SocketService {
         let s = session_of(&request)?;
         let req = request.into_inner();
         let entries: Vec<(u64, u32)> = req.entries.iter().map(|e| (e.handle, e.events)).collect();
-        let call = self.driver.call(s, |reply| Op::Poll {
-            entries: entries.clone(),
-            reply,
-        });
+        let poll = |park: bool| {
+            let entries = entries.clone();
+            self.driver.call(s, move |reply| Op::Poll {
+                entries,
+                park,
+                reply,
+            })
+        };
         let ready = match u64::try_from(req.timeout_ms) {
-            // poll(2) with a timeout: all zero when it expires (dropping the
-            // call cancels the parked poll).
-            Ok(ms) => tokio::time::timeout(Duration::from_millis(ms), call)
-                .await
-                .unwrap_or_else(|_| Ok(vec![0; entries.len()]))?,
-            Err(_) => call.await?,
+            // poll(2) with a zero timeout reports the current events without
+            // waiting; a timer must not race the driver's answer.
+            Ok(0) => poll(false).await?,
+            // With a timeout: park; when it expires (dropping the call
+            // cancels the parked poll), report the events as they are then,
+            // which are all zero unless they changed in the meantime.
+            Ok(ms) => match tokio::time::timeout(Duration::from_millis(ms), poll(true)).await {
+                Ok(ready) => ready?,
+                Err(_) => poll(false).await?,
+            },
+            Err(_) => poll(true).await?,
         };
         let entries = entries
             .iter()

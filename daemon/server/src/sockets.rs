@@ -411,9 +411,13 @@ impl Sockets {
                     .and_then(|h| Ok(self.stack.get_option(h, name)?));
                 let _ = reply.send(result);
             }
-            Op::Poll { entries, reply } => {
+            Op::Poll {
+                entries,
+                park,
+                reply,
+            } => {
                 let ready = self.poll_ready(&session, &entries);
-                if ready.iter().any(|r| *r != 0) {
+                if !park || ready.iter().any(|r| *r != 0) {
                     let _ = reply.send(Ok(ready));
                 } else if self.charge_parked(session.id, 0).is_ok() {
                     self.polls.push(ParkedPoll {
@@ -1303,6 +1307,37 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_that_may_not_park_answers_with_the_current_events() {
+        let mut s = facade(A, 1, Quotas::default());
+        let alice = session(&mut s, 1, 1000);
+        let h = socket(&mut s, alice);
+        let mut rx = run(&mut s, alice, |reply| Op::Listen {
+            setup: SocketSetup {
+                handle: Some(h),
+                options: vec![],
+                bind: Some(SocketAddrV4::new(A, 7001)),
+            },
+            backlog: 0,
+            reply,
+        });
+        answer(&mut rx).expect("listen");
+        // A listener with nothing to accept: a parking poll waits...
+        let mut waiting = run(&mut s, alice, |reply| Op::Poll {
+            park: true,
+            entries: vec![(h, 1)],
+            reply,
+        });
+        assert!(parked(&mut waiting));
+        // ...and poll(2) with a zero timeout answers at once, with no events.
+        let mut rx = run(&mut s, alice, |reply| Op::Poll {
+            park: false,
+            entries: vec![(h, 1)],
+            reply,
+        });
+        assert_eq!(answer(&mut rx), Ok(vec![0]));
+    }
+
+    #[test]
     fn handles_belong_to_their_session_and_die_with_it() {
         let mut s = facade(A, 1, Quotas::default());
         let alice = session(&mut s, 1, 1000);
@@ -1316,6 +1351,7 @@ mod tests {
         });
         assert_eq!(answer(&mut rx).map_err(|e| e.number), Err(EBADF));
         let mut rx = run(&mut s, bob, |reply| Op::Poll {
+            park: true,
             entries: vec![(h, 1)],
             reply,
         });
