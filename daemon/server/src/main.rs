@@ -20,6 +20,7 @@
 
 mod admin_service;
 mod admission;
+mod authority;
 mod capture_hub;
 mod config;
 mod convert;
@@ -279,6 +280,10 @@ async fn serve(
         "{} {}/{}, host {}, API {}",
         info.tun_name, info.address, info.prefix_len, info.host_address, info.socket_path
     );
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tcpd_proto::FILE_DESCRIPTOR_SET)
+    };
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         // RFC 9113 §6.7 PING: finds clients that hang without closing.
@@ -292,6 +297,10 @@ async fn serve(
             info,
             admission,
         )))
+        // Server reflection (grpc.reflection.v1 and v1alpha): grpcurl and
+        // other generic clients need no .proto file.
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .serve_with_incoming(acceptor.into_stream());
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(&[

@@ -21,6 +21,7 @@
 //! ([`crate::idle`]), it is dropped too.
 
 use crate::admission::{Admission, Permit};
+use crate::authority::AuthorityFix;
 use crate::idle::{Activity, ActivityRegistry};
 use std::future::Future;
 use std::io;
@@ -88,6 +89,9 @@ pub struct SessionStream {
     handshake_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     preface_bytes: usize,
     idle: IdleWatch,
+    /// What the HTTP/2 server reads: the client's bytes with any unparsable
+    /// `:authority` replaced ([`crate::authority`]).
+    authority: AuthorityFix,
 }
 
 /// Asks the driver whether a session owns sockets (for the idle timeout);
@@ -196,29 +200,65 @@ impl AsyncRead for SessionStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        loop {
+            // Rewritten bytes first, in order.
+            if this.authority.pending() > 0 {
+                let n = this.authority.take(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            let polled = this.poll_socket(cx, buf);
+            if !matches!(polled, Poll::Ready(Ok(()))) {
+                return polled;
+            }
+            let fresh = &buf.filled()[before..];
+            if fresh.is_empty() {
+                // End of stream.
+                return Poll::Ready(Ok(()));
+            }
+            let pass = this.authority.pass_len(fresh);
+            if pass < fresh.len() {
+                let held = fresh[pass..].to_vec();
+                buf.set_filled(before + pass);
+                this.authority.absorb(&held)?;
+            }
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            // Everything read went into the fix: deliver what it produced,
+            // or read again (never report 0 bytes, which means EOF).
+        }
+    }
+}
+
+impl SessionStream {
+    /// Reads from the client's socket, enforcing the handshake and idle
+    /// timeouts.
+    fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if polled.is_pending() && this.idle.expired(this.info.id, cx) {
-            this.admission.count_idle_drop(&this.info.creds);
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if polled.is_pending() && self.idle.expired(self.info.id, cx) {
+            self.admission.count_idle_drop(&self.info.creds);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "session idle: no RPC and no socket for the idle timeout",
             )));
         }
-        let Some(deadline) = this.handshake_deadline.as_mut() else {
+        let Some(deadline) = self.handshake_deadline.as_mut() else {
             return polled;
         };
         match polled {
             Poll::Ready(Ok(())) => {
-                this.preface_bytes += buf.filled().len() - before;
-                if this.preface_bytes >= H2_PREFACE_LEN {
-                    this.handshake_deadline = None;
+                self.preface_bytes += buf.filled().len() - before;
+                if self.preface_bytes >= H2_PREFACE_LEN {
+                    self.handshake_deadline = None;
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                this.handshake_deadline = None;
-                this.admission.count_handshake_timeout(&this.info.creds);
+                self.handshake_deadline = None;
+                self.admission.count_handshake_timeout(&self.info.creds);
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no HTTP/2 preface within the handshake timeout",
@@ -324,6 +364,7 @@ impl SessionAcceptor {
             admission: self.admission.clone(),
             handshake_deadline: Some(Box::pin(tokio::time::sleep(handshake))),
             preface_bytes: 0,
+            authority: AuthorityFix::new(),
             idle: IdleWatch {
                 activity: self.idle.registry.register(info.id),
                 policy: self.idle.clone(),
