@@ -449,8 +449,10 @@ mod tests {
         out
     }
 
+    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
     /// Decodes every header block the server would see.
-    fn server_view(bytes: &[u8]) -> Vec<(u32, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn server_view(bytes: &[u8]) -> Vec<(u32, Fields)> {
         let mut dec = Decoder::new();
         let mut i = PREFACE.len();
         let mut blocks = Vec::new();
