@@ -8,12 +8,17 @@
 //! (built with `tonic-types`, so grpcurl and other-language clients read it).
 //! [`errno_status`] builds such a status; [`status_errno`] reads the errno
 //! back. Errno numbers and names come from `libc`/`nix`, never a hand table.
+//! The shared vocabulary (`tcpd-types`: states, options, poll bits) meets
+//! the wire enums in [`vocab`], and is re-exported as [`types`].
 
 #![allow(missing_debug_implementations)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use tonic_types::{ErrorDetails, StatusExt};
+
+pub mod vocab;
+pub use tcpd_types as types;
 
 /// Generated code for package `tcpd.v2`.
 pub mod v2 {

@@ -22,39 +22,13 @@ fn from_addr(a: Option<&v1::SocketAddress>) -> SocketAddrV4 {
 
 /// The protobuf enum value of a state given by its RFC name.
 pub fn state_to_proto(name: &str) -> v1::TcpState {
-    match TcpState::from_name(name) {
-        Some(TcpState::Closed) => v1::TcpState::Closed,
-        Some(TcpState::Listen) => v1::TcpState::Listen,
-        Some(TcpState::SynSent) => v1::TcpState::SynSent,
-        Some(TcpState::SynReceived) => v1::TcpState::SynReceived,
-        Some(TcpState::Established) => v1::TcpState::Established,
-        Some(TcpState::FinWait1) => v1::TcpState::FinWait1,
-        Some(TcpState::FinWait2) => v1::TcpState::FinWait2,
-        Some(TcpState::CloseWait) => v1::TcpState::CloseWait,
-        Some(TcpState::Closing) => v1::TcpState::Closing,
-        Some(TcpState::LastAck) => v1::TcpState::LastAck,
-        Some(TcpState::TimeWait) => v1::TcpState::TimeWait,
-        None => v1::TcpState::Unspecified,
-    }
+    TcpState::from_name(name).map_or(v1::TcpState::Unspecified, v1::TcpState::from)
 }
 
 /// The RFC name of a protobuf state value ("UNKNOWN" for values we do not know).
 pub fn state_from_proto(raw: i32) -> String {
-    let state = match v1::TcpState::try_from(raw) {
-        Ok(v1::TcpState::Closed) => TcpState::Closed,
-        Ok(v1::TcpState::Listen) => TcpState::Listen,
-        Ok(v1::TcpState::SynSent) => TcpState::SynSent,
-        Ok(v1::TcpState::SynReceived) => TcpState::SynReceived,
-        Ok(v1::TcpState::Established) => TcpState::Established,
-        Ok(v1::TcpState::FinWait1) => TcpState::FinWait1,
-        Ok(v1::TcpState::FinWait2) => TcpState::FinWait2,
-        Ok(v1::TcpState::CloseWait) => TcpState::CloseWait,
-        Ok(v1::TcpState::Closing) => TcpState::Closing,
-        Ok(v1::TcpState::LastAck) => TcpState::LastAck,
-        Ok(v1::TcpState::TimeWait) => TcpState::TimeWait,
-        _ => return "UNKNOWN".to_string(),
-    };
-    state.name().to_string()
+    tcpd_proto::vocab::tcp_state(raw)
+        .map_or_else(|_| "UNKNOWN".to_string(), |s| s.name().to_string())
 }
 
 /// A segment in its protobuf form.

@@ -20,18 +20,9 @@ use crate::ffi::{Errno, Result};
 /// bytes plus the terminating NUL.
 pub(crate) const TCP_CA_NAME_MAX: usize = 16;
 
-/// The C type of an option's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OptKind {
-    /// `int` read as a boolean (non-zero = on); read back as 0 or 1.
-    Flag,
-    /// `int` with an inclusive valid range for setting.
-    Int { min: i64, max: i64 },
-    /// `struct linger`.
-    Linger,
-    /// A NUL-terminated name of at most `TCP_CA_NAME_MAX - 1` bytes.
-    Text,
-}
+/// The C type of an option's value and the range Linux accepts (the shared
+/// `tcpd_types::ValueKind`).
+pub use tcpd_proto::types::ValueKind as OptKind;
 
 /// One option tcpd supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,73 +36,16 @@ pub struct OptSpec {
     pub settable: bool,
 }
 
-const ANY_INT: OptKind = OptKind::Int {
-    min: i32::MIN as i64,
-    max: i32::MAX as i64,
-};
-
-/// Finds the option for `(level, optname)`; `ENOPROTOOPT` when tcpd has none.
+/// Finds the option for `(level, optname)` in the shared option table
+/// (`tcpd_types::OptionName`); `ENOPROTOOPT` when tcpd has none.
 pub fn lookup(level: c_int, optname: c_int) -> Result<OptSpec> {
-    let spec = |option, kind| OptSpec {
-        option,
-        kind,
-        settable: true,
-    };
-    let found = match (level, optname) {
-        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => spec(SockOpt::SoReuseaddr, OptKind::Flag),
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => spec(SockOpt::SoKeepalive, OptKind::Flag),
-        // Linux takes the value as unsigned and clamps it to the sysctl
-        // maximum; the daemon does the clamping.
-        (libc::SOL_SOCKET, libc::SO_RCVBUF) => spec(SockOpt::SoRcvbuf, ANY_INT),
-        (libc::SOL_SOCKET, libc::SO_SNDBUF) => spec(SockOpt::SoSndbuf, ANY_INT),
-        (libc::SOL_SOCKET, libc::SO_LINGER) => spec(SockOpt::SoLinger, OptKind::Linger),
-        (libc::SOL_SOCKET, libc::SO_ERROR) => OptSpec {
-            option: SockOpt::SoError,
-            kind: ANY_INT,
-            settable: false,
-        },
-        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => spec(SockOpt::TcpNodelay, OptKind::Flag),
-        // MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL = 32767 s, MAX_TCP_KEEPCNT = 127
-        // (include/net/tcp.h); Linux rejects values outside with EINVAL.
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => {
-            spec(SockOpt::TcpKeepidle, OptKind::Int { min: 1, max: 32767 })
-        }
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => {
-            spec(SockOpt::TcpKeepintvl, OptKind::Int { min: 1, max: 32767 })
-        }
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => {
-            spec(SockOpt::TcpKeepcnt, OptKind::Int { min: 1, max: 127 })
-        }
-        // MAX_TCP_SYNCNT = 127.
-        (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => {
-            spec(SockOpt::TcpSyncnt, OptKind::Int { min: 1, max: 127 })
-        }
-        // Milliseconds; Linux rejects negative values.
-        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => spec(
-            SockOpt::TcpUserTimeout,
-            OptKind::Int {
-                min: 0,
-                max: i32::MAX as i64,
-            },
-        ),
-        // Settable on Linux (a clamp on the MSS); the daemon decides whether
-        // it honours it.
-        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => spec(SockOpt::TcpMaxseg, ANY_INT),
-        (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => spec(SockOpt::TcpCongestion, OptKind::Text),
-        (libc::IPPROTO_TCP, libc::TCP_CORK) => spec(SockOpt::TcpCork, OptKind::Flag),
-        (libc::IPPROTO_TCP, libc::TCP_QUICKACK) => spec(SockOpt::TcpQuickack, OptKind::Flag),
-        // An unsigned value on Linux (UINT_MAX, the default, means no limit).
-        (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => spec(SockOpt::TcpNotsentLowat, ANY_INT),
-        (libc::SOL_SOCKET, libc::SO_RCVLOWAT) => spec(
-            SockOpt::SoRcvlowat,
-            OptKind::Int {
-                min: 0,
-                max: i32::MAX as i64,
-            },
-        ),
-        _ => return Err(Errno(libc::ENOPROTOOPT)),
-    };
-    Ok(found)
+    let name = tcpd_proto::types::OptionName::from_linux(level, optname)
+        .ok_or(Errno(libc::ENOPROTOOPT))?;
+    Ok(OptSpec {
+        option: SockOpt::from(name),
+        kind: name.kind(),
+        settable: name.settable(),
+    })
 }
 
 /// Reads the caller's `setsockopt` value.
@@ -134,7 +68,7 @@ pub unsafe fn decode_set(
         return Err(Errno(libc::EINVAL));
     }
     let value = match spec.kind {
-        OptKind::Flag | OptKind::Int { .. } => {
+        OptKind::Flag | OptKind::Int { .. } | OptKind::Unsigned => {
             if len < size_of::<c_int>() {
                 return Err(Errno(libc::EINVAL));
             }
@@ -142,8 +76,7 @@ pub unsafe fn decode_set(
             let v = i64::from(unsafe { optval.cast::<c_int>().read_unaligned() });
             match spec.kind {
                 OptKind::Flag => Value::Flag(v != 0),
-                OptKind::Int { min, max } if (min..=max).contains(&v) => Value::Int(v),
-                _ => return Err(Errno(libc::EINVAL)),
+                kind => Value::Int(kind.accept_int(v).ok_or(Errno(libc::EINVAL))?),
             }
         }
         OptKind::Linger => {
@@ -197,8 +130,14 @@ pub fn encode_get(spec: &OptSpec, value: &OptionValue) -> Result<Vec<u8>> {
     // A reply of the wrong shape is a daemon bug, reported as EIO.
     let bad_reply = Errno(libc::EIO);
     let bytes = match (spec.kind, value.value.as_ref()) {
-        (OptKind::Flag | OptKind::Int { .. }, Some(Value::Flag(on))) => {
+        (OptKind::Flag | OptKind::Int { .. } | OptKind::Unsigned, Some(Value::Flag(on))) => {
             c_int::from(*on).to_ne_bytes().to_vec()
+        }
+        // An unsigned option reads back as C's int of the same bits
+        // (TCP_NOTSENT_LOWAT's UINT_MAX is -1).
+        (OptKind::Unsigned, Some(Value::Int(v))) => {
+            let bits = u32::try_from(*v).unwrap_or(u32::MAX);
+            bits.cast_signed().to_ne_bytes().to_vec()
         }
         (OptKind::Flag | OptKind::Int { .. }, Some(Value::Int(v))) => {
             let clamped = (*v).clamp(i64::from(c_int::MIN), i64::from(c_int::MAX)) as c_int;
@@ -302,6 +241,17 @@ mod tests {
             ),
             Err(Errno(libc::EINVAL))
         );
+        // Unsigned options take any int, negative ones as Linux reads them
+        // (TCP_NOTSENT_LOWAT -1 is UINT_MAX, "no limit"), and read back alike.
+        let v = set(
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            &(-1i32).to_ne_bytes(),
+        )
+        .unwrap();
+        assert_eq!(v.value, Some(Value::Int(i64::from(u32::MAX))));
+        let spec = lookup(libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT).unwrap();
+        assert_eq!(encode_get(&spec, &v).unwrap(), (-1i32).to_ne_bytes());
         // SO_ERROR is read-only
         assert_eq!(
             set(libc::SOL_SOCKET, libc::SO_ERROR, &0i32.to_ne_bytes()),

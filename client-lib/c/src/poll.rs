@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libc::{c_int, nfds_t, pollfd};
+use tcpd_proto::types::PollFlags;
 use tcpd_proto::v2::{PollEntry, PollRequest, PollResponse as PollReply};
 
 use crate::fdtable::{self, Lookup};
@@ -32,35 +33,29 @@ use crate::session::{Process, process};
 /// Events a caller may ask of a tcpd socket, and what the daemon is asked.
 const READ_EVENTS: i16 = libc::POLLIN | libc::POLLRDNORM;
 const WRITE_EVENTS: i16 = libc::POLLOUT | libc::POLLWRNORM;
-/// Always reported, whether requested or not (poll(2)).
-const ALWAYS: u32 = (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) as u32;
 
 /// The daemon's event bits for a caller's `events`.
 pub fn request_bits(events: i16) -> u32 {
-    let mut bits = 0u32;
-    if events & READ_EVENTS != 0 {
-        bits |= libc::POLLIN as u32;
-    }
-    if events & WRITE_EVENTS != 0 {
-        bits |= libc::POLLOUT as u32;
-    }
-    if events & libc::POLLRDHUP != 0 {
-        bits |= libc::POLLRDHUP as u32;
-    }
-    bits
+    let mut bits = PollFlags::empty();
+    bits.set(PollFlags::IN, events & READ_EVENTS != 0);
+    bits.set(PollFlags::OUT, events & WRITE_EVENTS != 0);
+    bits.set(PollFlags::RDHUP, events & libc::POLLRDHUP != 0);
+    bits.bits()
 }
 
 /// The caller's `revents` for the daemon's ready bits and the requested
-/// `events`.
+/// `events`: ERR, HUP and NVAL always (poll(2)), the rest as requested.
 pub fn reply_revents(ready: u32, events: i16) -> i16 {
-    let mut revents = (ready & ALWAYS) as i16;
-    if ready & libc::POLLIN as u32 != 0 {
+    let ready = PollFlags::from_bits_retain(ready);
+    // The bits are Linux's poll values: the low 16 fit the C `short`.
+    let mut revents = (ready & PollFlags::ALWAYS).bits() as i16;
+    if ready.contains(PollFlags::IN) {
         revents |= events & READ_EVENTS;
     }
-    if ready & libc::POLLOUT as u32 != 0 {
+    if ready.contains(PollFlags::OUT) {
         revents |= events & WRITE_EVENTS;
     }
-    if ready & libc::POLLRDHUP as u32 != 0 {
+    if ready.contains(PollFlags::RDHUP) {
         revents |= events & libc::POLLRDHUP;
     }
     revents

@@ -139,7 +139,7 @@ impl Client {
         Ok(reply
             .entries
             .iter()
-            .map(|e| PollFlags::from_bits(e.events))
+            .map(|e| PollFlags::from_bits_retain(e.events))
             .collect())
     }
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddrV4;
 use futures::Stream;
 
 use crate::addr::{self, ToSocketAddrsV4};
-use crate::sockopt::SockOption;
+use crate::sockopt::{OptionName, SockOption};
 use crate::{Client, Socket, TcpStream};
 
 /// Backlog used by [`TcpListener::bind`] (the daemon clamps it to its own
@@ -70,7 +70,7 @@ impl TcpListener {
         let request = tcpd_proto::v2::ListenRequest {
             handle: 0,
             options: vec![tcpd_proto::v2::OptionSetting {
-                option: SockOption::ReuseAddr(true).name().to_wire() as i32,
+                option: crate::sockopt::wire_name(OptionName::ReuseAddr),
                 value: Some(SockOption::ReuseAddr(true).to_wire()),
             }],
             bind: Some(addr.into()),

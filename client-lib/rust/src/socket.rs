@@ -307,7 +307,7 @@ pub(crate) async fn get_option(
 ) -> io::Result<SockOption> {
     let request = v2::GetOptionRequest {
         handle,
-        option: name.to_wire() as i32,
+        option: crate::sockopt::wire_name(name),
     };
     let reply = client
         .rpc()
@@ -322,7 +322,7 @@ pub(crate) async fn get_option(
 pub(crate) async fn set_option(client: &Client, handle: u64, option: SockOption) -> io::Result<()> {
     let request = v2::SetOptionRequest {
         handle,
-        option: option.name().to_wire() as i32,
+        option: crate::sockopt::wire_name(option.name()),
         value: Some(option.to_wire()),
     };
     client

@@ -1,4 +1,4 @@
-//! Typed socket options and poll(2) readiness bits.
+//! Typed socket options (the names and poll bits are the shared `tcpd-types` ones).
 //!
 //! [`SockOption`] is one option *with its value*, named after the Linux
 //! constant it stands for; [`OptionName`] names one for `get_option`. Units
@@ -7,86 +7,23 @@
 //! `GetOption`) live here and nowhere else; a value of the wrong shape from
 //! the daemon is a protocol error (`EPROTO`), never a panic.
 
-use std::fmt;
 use std::io;
-use std::ops::{BitOr, BitOrAssign};
 
 use tcpd_proto::v2;
 use tcpd_proto::v2::option_value::Value;
 
+pub use tcpd_proto::types::{OptionName, PollFlags};
+
 /// Linux `EPROTO`: the daemon answered with something this client cannot read.
-pub(crate) const EPROTO: i32 = 71;
+pub(crate) const EPROTO: i32 = tcpd_proto::errno::EPROTO;
 
-/// Names of the options tcpd supports (see [`SockOption`] for meanings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum OptionName {
-    /// `SO_REUSEADDR`
-    ReuseAddr,
-    /// `TCP_NODELAY`
-    NoDelay,
-    /// `SO_KEEPALIVE`
-    KeepAlive,
-    /// `TCP_KEEPIDLE`
-    KeepIdle,
-    /// `TCP_KEEPINTVL`
-    KeepInterval,
-    /// `TCP_KEEPCNT`
-    KeepCount,
-    /// `SO_RCVBUF`
-    RecvBuffer,
-    /// `SO_SNDBUF`
-    SendBuffer,
-    /// `SO_LINGER`
-    Linger,
-    /// `SO_ERROR` (get only)
-    Error,
-    /// `TCP_CONGESTION`
-    Congestion,
-    /// `TCP_MAXSEG`
-    MaxSegment,
-    /// `TCP_SYNCNT`
-    SynCount,
-    /// `TCP_USER_TIMEOUT`
-    UserTimeout,
-    /// `TCP_CORK`
-    Cork,
-    /// `TCP_NOTSENT_LOWAT`
-    NotSentLowat,
-    /// `TCP_QUICKACK`
-    QuickAck,
-    /// `SO_RCVLOWAT`
-    RecvLowat,
-}
-
-impl OptionName {
-    pub(crate) fn to_wire(self) -> v2::SocketOption {
-        match self {
-            OptionName::ReuseAddr => v2::SocketOption::SoReuseaddr,
-            OptionName::NoDelay => v2::SocketOption::TcpNodelay,
-            OptionName::KeepAlive => v2::SocketOption::SoKeepalive,
-            OptionName::KeepIdle => v2::SocketOption::TcpKeepidle,
-            OptionName::KeepInterval => v2::SocketOption::TcpKeepintvl,
-            OptionName::KeepCount => v2::SocketOption::TcpKeepcnt,
-            OptionName::RecvBuffer => v2::SocketOption::SoRcvbuf,
-            OptionName::SendBuffer => v2::SocketOption::SoSndbuf,
-            OptionName::Linger => v2::SocketOption::SoLinger,
-            OptionName::Error => v2::SocketOption::SoError,
-            OptionName::Congestion => v2::SocketOption::TcpCongestion,
-            OptionName::MaxSegment => v2::SocketOption::TcpMaxseg,
-            OptionName::SynCount => v2::SocketOption::TcpSyncnt,
-            OptionName::UserTimeout => v2::SocketOption::TcpUserTimeout,
-            OptionName::Cork => v2::SocketOption::TcpCork,
-            OptionName::NotSentLowat => v2::SocketOption::TcpNotsentLowat,
-            OptionName::QuickAck => v2::SocketOption::TcpQuickack,
-            OptionName::RecvLowat => v2::SocketOption::SoRcvlowat,
-        }
-    }
+/// The wire number of an option name.
+pub(crate) fn wire_name(name: OptionName) -> i32 {
+    tcpd_proto::vocab::option_wire(name)
 }
 
 /// One socket option with its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum SockOption {
     /// `SO_REUSEADDR`: bind may reuse a local address still in TIME-WAIT.
     ReuseAddr(bool),
@@ -229,99 +166,6 @@ impl SockOption {
     }
 }
 
-/// poll(2) readiness bits, as `tcpd.v2.PollEvent` (same values as Linux).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct PollFlags(u32);
-
-impl PollFlags {
-    /// No bits.
-    pub const EMPTY: PollFlags = PollFlags(0);
-    /// `POLLIN`: data or EOF to read, or a connection to accept.
-    pub const IN: PollFlags = PollFlags(1);
-    /// `POLLOUT`: send-buffer space, or a non-blocking connect finished.
-    pub const OUT: PollFlags = PollFlags(4);
-    /// `POLLERR`: a pending error (read it with `SO_ERROR`).
-    pub const ERR: PollFlags = PollFlags(8);
-    /// `POLLHUP`: both directions closed.
-    pub const HUP: PollFlags = PollFlags(16);
-    /// `POLLNVAL`: the handle is unknown to this session.
-    pub const NVAL: PollFlags = PollFlags(32);
-    /// `POLLRDHUP`: the peer closed its sending side (FIN received).
-    pub const RDHUP: PollFlags = PollFlags(0x2000);
-
-    const NAMES: [(PollFlags, &'static str); 6] = [
-        (PollFlags::IN, "IN"),
-        (PollFlags::OUT, "OUT"),
-        (PollFlags::ERR, "ERR"),
-        (PollFlags::HUP, "HUP"),
-        (PollFlags::NVAL, "NVAL"),
-        (PollFlags::RDHUP, "RDHUP"),
-    ];
-
-    /// From raw bits (unknown bits are kept).
-    pub const fn from_bits(bits: u32) -> PollFlags {
-        PollFlags(bits)
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every bit of `other` is set.
-    pub const fn contains(self, other: PollFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Whether any bit of `other` is set.
-    pub const fn intersects(self, other: PollFlags) -> bool {
-        self.0 & other.0 != 0
-    }
-
-    /// Whether no bit is set.
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
-
-impl BitOr for PollFlags {
-    type Output = PollFlags;
-    fn bitor(self, rhs: PollFlags) -> PollFlags {
-        PollFlags(self.0 | rhs.0)
-    }
-}
-
-impl BitOrAssign for PollFlags {
-    fn bitor_assign(&mut self, rhs: PollFlags) {
-        self.0 |= rhs.0;
-    }
-}
-
-impl fmt::Debug for PollFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        let mut first = true;
-        f.write_str("PollFlags(")?;
-        for (flag, name) in PollFlags::NAMES {
-            if self.contains(flag) {
-                if !first {
-                    f.write_str(" | ")?;
-                }
-                f.write_str(name)?;
-                first = false;
-                rest &= !flag.0;
-            }
-        }
-        if rest != 0 || first {
-            if !first {
-                f.write_str(" | ")?;
-            }
-            write!(f, "{rest:#x}")?;
-        }
-        f.write_str(")")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,27 +210,5 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(EPROTO));
         let err = SockOption::from_wire(OptionName::Linger, None).expect_err("missing value");
         assert_eq!(err.raw_os_error(), Some(EPROTO));
-    }
-
-    #[test]
-    fn option_names_match_the_proto_enum() {
-        assert_eq!(OptionName::NoDelay.to_wire() as i32, 2);
-        assert_eq!(OptionName::Error.to_wire() as i32, 10);
-        assert_eq!(OptionName::UserTimeout.to_wire() as i32, 14);
-    }
-
-    #[test]
-    fn poll_flags_match_linux_and_print_names() {
-        assert_eq!(PollFlags::IN.bits(), v2::PollEvent::In as u32);
-        assert_eq!(PollFlags::OUT.bits(), v2::PollEvent::Out as u32);
-        assert_eq!(PollFlags::RDHUP.bits(), v2::PollEvent::Rdhup as u32);
-        let f = PollFlags::IN | PollFlags::RDHUP;
-        assert!(f.contains(PollFlags::IN) && !f.contains(PollFlags::OUT));
-        assert_eq!(format!("{f:?}"), "PollFlags(IN | RDHUP)");
-        assert_eq!(format!("{:?}", PollFlags::EMPTY), "PollFlags(0x0)");
-        assert_eq!(
-            format!("{:?}", PollFlags::from_bits(0x41)),
-            "PollFlags(IN | 0x40)"
-        );
     }
 }

@@ -29,22 +29,10 @@ pub const ALL_STATES: [TcpState; 11] = [
     TcpState::Closed,
 ];
 
-/// The RFC 9293 §3.3.2 name of `state` (`"UNKNOWN"` for the unspecified value).
+/// The RFC 9293 §3.3.2 name of `state` (`"UNKNOWN"` for the unspecified
+/// value), from the shared vocabulary (`tcpd_types::TcpState::name`).
 pub fn rfc_name(state: TcpState) -> &'static str {
-    match state {
-        TcpState::Unspecified => "UNKNOWN",
-        TcpState::Closed => "CLOSED",
-        TcpState::Listen => "LISTEN",
-        TcpState::SynSent => "SYN-SENT",
-        TcpState::SynReceived => "SYN-RECEIVED",
-        TcpState::Established => "ESTABLISHED",
-        TcpState::FinWait1 => "FIN-WAIT-1",
-        TcpState::FinWait2 => "FIN-WAIT-2",
-        TcpState::CloseWait => "CLOSE-WAIT",
-        TcpState::Closing => "CLOSING",
-        TcpState::LastAck => "LAST-ACK",
-        TcpState::TimeWait => "TIME-WAIT",
-    }
+    tcpd_proto::vocab::tcp_state(state as i32).map_or("UNKNOWN", |s| s.name())
 }
 
 /// The state carried in a raw protobuf enum value, if it is one we know.

@@ -39,21 +39,10 @@ pub fn options(settings: &[v2::OptionSetting]) -> Result<Vec<SockOption>, Errno>
         .collect()
 }
 
-/// The wire enum for a stack state.
+/// The wire enum for a stack state (the stack's `TcpState` is the shared
+/// `tcpd_types::TcpState`; the mapping lives in `tcpd_proto::vocab`).
 pub fn tcp_state(state: TcpState) -> v2::TcpState {
-    match state {
-        TcpState::Closed => v2::TcpState::Closed,
-        TcpState::Listen => v2::TcpState::Listen,
-        TcpState::SynSent => v2::TcpState::SynSent,
-        TcpState::SynReceived => v2::TcpState::SynReceived,
-        TcpState::Established => v2::TcpState::Established,
-        TcpState::FinWait1 => v2::TcpState::FinWait1,
-        TcpState::FinWait2 => v2::TcpState::FinWait2,
-        TcpState::CloseWait => v2::TcpState::CloseWait,
-        TcpState::Closing => v2::TcpState::Closing,
-        TcpState::LastAck => v2::TcpState::LastAck,
-        TcpState::TimeWait => v2::TcpState::TimeWait,
-    }
+    state.into()
 }
 
 /// shutdown(2)'s `how`; EINVAL for unspecified or unknown values.
@@ -68,31 +57,8 @@ pub fn shutdown_how(how: i32) -> Result<Shutdown, Errno> {
 
 /// The option a request names; ENOPROTOOPT for unknown values.
 pub fn option_name(option: i32) -> Result<OptionName, Errno> {
-    use v2::SocketOption as O;
-    let name = match O::try_from(option) {
-        Ok(O::SoReuseaddr) => OptionName::ReuseAddr,
-        Ok(O::TcpNodelay) => OptionName::NoDelay,
-        Ok(O::SoKeepalive) => OptionName::KeepAlive,
-        Ok(O::TcpKeepidle) => OptionName::KeepIdle,
-        Ok(O::TcpKeepintvl) => OptionName::KeepInterval,
-        Ok(O::TcpKeepcnt) => OptionName::KeepCount,
-        Ok(O::SoRcvbuf) => OptionName::RecvBuffer,
-        Ok(O::SoSndbuf) => OptionName::SendBuffer,
-        Ok(O::SoLinger) => OptionName::Linger,
-        Ok(O::SoError) => OptionName::Error,
-        Ok(O::TcpCongestion) => OptionName::Congestion,
-        Ok(O::TcpMaxseg) => OptionName::MaxSegment,
-        Ok(O::TcpSyncnt) => OptionName::SynRetries,
-        Ok(O::TcpUserTimeout) => OptionName::UserTimeout,
-        Ok(O::TcpCork) => OptionName::Cork,
-        Ok(O::TcpNotsentLowat) => OptionName::NotSentLowat,
-        Ok(O::TcpQuickack) => OptionName::QuickAck,
-        Ok(O::SoRcvlowat) => OptionName::RecvLowat,
-        Ok(O::Unspecified) | Err(_) => {
-            return Err(Errno::new(ENOPROTOOPT, format!("unknown option {option}")));
-        }
-    };
-    Ok(name)
+    tcpd_proto::vocab::option_name(option)
+        .map_err(|raw| Errno::new(ENOPROTOOPT, format!("unknown option {raw}")))
 }
 
 /// A boolean option: `flag`, or an integer as setsockopt(2) takes it (non-zero = on).
@@ -104,12 +70,17 @@ fn flag(value: &Value) -> Result<bool, Errno> {
     }
 }
 
-/// An integer option in `range`.
-fn int(value: &Value, range: std::ops::RangeInclusive<i64>) -> Result<i64, Errno> {
+/// An integer option's value, checked against the range Linux accepts for
+/// `name` (`tcpd_types::OptionName::kind`, shared with the C shim); an
+/// unsigned option's negative value reads as its unsigned value, as Linux
+/// reads it.
+fn int(name: OptionName, value: &Value) -> Result<i64, Errno> {
     match value {
-        Value::Int(i) if range.contains(i) => Ok(*i),
-        Value::Int(i) => Err(Errno::invalid(format!("value {i} out of range"))),
-        _ => Err(Errno::invalid("expected an integer")),
+        Value::Int(i) => name
+            .kind()
+            .accept_int(*i)
+            .ok_or_else(|| Errno::invalid(format!("{name}: value {i} out of range"))),
+        _ => Err(Errno::invalid(format!("{name}: expected an integer"))),
     }
 }
 
@@ -133,18 +104,14 @@ pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<Soc
         OptionName::NoDelay => SockOption::NoDelay(flag(value)?),
         OptionName::KeepAlive => SockOption::KeepAlive(flag(value)?),
         OptionName::KeepIdle => {
-            SockOption::KeepIdle(Duration::from_secs(int(value, 1..=32767)?.unsigned_abs()))
+            SockOption::KeepIdle(Duration::from_secs(int(name, value)?.unsigned_abs()))
         }
         OptionName::KeepInterval => {
-            SockOption::KeepInterval(Duration::from_secs(int(value, 1..=32767)?.unsigned_abs()))
+            SockOption::KeepInterval(Duration::from_secs(int(name, value)?.unsigned_abs()))
         }
-        OptionName::KeepCount => SockOption::KeepCount(to_u32(int(value, 1..=127)?)),
-        OptionName::RecvBuffer => {
-            SockOption::RecvBuffer(to_usize(int(value, 0..=i64::from(i32::MAX))?))
-        }
-        OptionName::SendBuffer => {
-            SockOption::SendBuffer(to_usize(int(value, 0..=i64::from(i32::MAX))?))
-        }
+        OptionName::KeepCount => SockOption::KeepCount(to_u32(int(name, value)?)),
+        OptionName::RecvBuffer => SockOption::RecvBuffer(to_usize(int(name, value)?)),
+        OptionName::SendBuffer => SockOption::SendBuffer(to_usize(int(name, value)?)),
         OptionName::Linger => match value {
             Value::Linger(l) if l.enabled => {
                 SockOption::Linger(Some(Duration::from_secs(u64::from(l.seconds))))
@@ -165,14 +132,14 @@ pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<Soc
             ),
             _ => return Err(Errno::invalid("expected a text value")),
         },
-        OptionName::SynRetries => SockOption::SynRetries(to_u32(int(value, 1..=127)?)),
+        OptionName::SynCount => SockOption::SynCount(to_u32(int(name, value)?)),
         OptionName::UserTimeout => {
-            let ms = int(value, 0..=i64::from(i32::MAX))?;
+            let ms = int(name, value)?;
             SockOption::UserTimeout((ms > 0).then(|| Duration::from_millis(ms.unsigned_abs())))
         }
         OptionName::MaxSegment => {
             // 0 clears the clamp; the stack checks Linux's 88..=32767.
-            SockOption::MaxSegment(u16::try_from(int(value, 0..=65535)?).unwrap_or(u16::MAX))
+            SockOption::MaxSegment(u16::try_from(int(name, value)?).unwrap_or(u16::MAX))
         }
         // SO_ERROR is read-only (setsockopt gives ENOPROTOOPT on Linux).
         OptionName::Error => return Err(Errno::new(ENOPROTOOPT, "SO_ERROR is read-only")),
@@ -180,13 +147,13 @@ pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<Soc
         OptionName::QuickAck => SockOption::QuickAck(flag(value)?),
         // Linux: an unsigned value; UINT_MAX (its default) means no limit.
         OptionName::NotSentLowat => {
-            let n = int(value, 0..=i64::from(u32::MAX))?;
+            let n = int(name, value)?;
             SockOption::NotSentLowat(u32::try_from(n).ok().filter(|&n| n != u32::MAX))
         }
         // Linux: 0 means 1 (the stack applies it).
-        OptionName::RecvLowat => SockOption::RecvLowat(
-            usize::try_from(int(value, 0..=i64::from(i32::MAX))?).unwrap_or(1),
-        ),
+        OptionName::RecvLowat => {
+            SockOption::RecvLowat(usize::try_from(int(name, value)?).unwrap_or(1))
+        }
     };
     Ok(option)
 }
@@ -199,7 +166,7 @@ pub fn option_value(option: SockOption) -> v2::OptionValue {
             Value::Flag(b)
         }
         SockOption::KeepIdle(d) | SockOption::KeepInterval(d) => Value::Int(secs(d)),
-        SockOption::KeepCount(n) | SockOption::SynRetries(n) => Value::Int(i64::from(n)),
+        SockOption::KeepCount(n) | SockOption::SynCount(n) => Value::Int(i64::from(n)),
         SockOption::RecvBuffer(n) | SockOption::SendBuffer(n) => {
             Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
         }
@@ -319,6 +286,15 @@ mod tests {
         );
         assert_eq!(
             set(O::TcpNotsentLowat, Value::Int(i64::from(u32::MAX))),
+            Ok(SockOption::NotSentLowat(None))
+        );
+        // Linux reads SO_RCVBUF as unsigned: -1 asks for the maximum.
+        assert_eq!(
+            set(O::SoRcvbuf, Value::Int(-1)),
+            Ok(SockOption::RecvBuffer(u32::MAX as usize))
+        );
+        assert_eq!(
+            set(O::TcpNotsentLowat, Value::Int(-1)),
             Ok(SockOption::NotSentLowat(None))
         );
         assert_eq!(

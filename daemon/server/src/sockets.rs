@@ -41,7 +41,7 @@ const PRIVILEGED_PORT_LIMIT: u16 = 1024;
 /// listen(2) backlog used when the caller passes <= 0.
 const DEFAULT_BACKLOG: u32 = 16;
 /// poll(2)'s POLLNVAL: the handle is not a socket of this session.
-pub const POLLNVAL: u32 = 0x20;
+pub const POLLNVAL: u32 = Readiness::NVAL.bits();
 
 /// Per-session limits; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -990,7 +990,7 @@ impl Sockets {
     /// Ready bits per poll entry (NVAL for handles not of this session).
     fn poll_ready(&self, session: &SessionInfo, entries: &[(u64, u32)]) -> Vec<u32> {
         // poll(2): ERR and HUP are reported whether asked for or not.
-        let always = (Readiness::ERR | Readiness::HUP).0;
+        let always = (Readiness::ERR | Readiness::HUP).bits();
         entries
             .iter()
             .map(|&(handle, events)| {
@@ -999,7 +999,7 @@ impl Sockets {
                     .ok()
                     .and_then(|h| self.stack.readiness(h).ok())
                 {
-                    Some(ready) => ready.0 & (events | always),
+                    Some(ready) => ready.bits() & (events | always),
                     None => POLLNVAL,
                 }
             })

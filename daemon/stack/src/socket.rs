@@ -12,55 +12,9 @@ use core::net::SocketAddrV4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SocketHandle(pub u64);
 
-/// Readiness bits, with the values of poll(2)'s events so the daemon can pass them through.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Readiness(pub u32);
-
-impl Readiness {
-    /// Readable: data, EOF, a pending error, or (listener) a connection to accept.
-    pub const IN: Readiness = Readiness(0x001);
-    /// Writable: send-buffer space; a connect has completed.
-    pub const OUT: Readiness = Readiness(0x004);
-    /// A pending error (SO_ERROR).
-    pub const ERR: Readiness = Readiness(0x008);
-    /// Both directions are closed.
-    pub const HUP: Readiness = Readiness(0x010);
-    /// The peer has closed its sending side (FIN received).
-    pub const RDHUP: Readiness = Readiness(0x2000);
-
-    pub const fn empty() -> Self {
-        Readiness(0)
-    }
-    pub const fn contains(self, o: Readiness) -> bool {
-        self.0 & o.0 == o.0
-    }
-    pub const fn intersects(self, o: Readiness) -> bool {
-        self.0 & o.0 != 0
-    }
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
-
-impl core::ops::BitOr for Readiness {
-    type Output = Readiness;
-    fn bitor(self, o: Readiness) -> Readiness {
-        Readiness(self.0 | o.0)
-    }
-}
-
-impl core::ops::BitOrAssign for Readiness {
-    fn bitor_assign(&mut self, o: Readiness) {
-        self.0 |= o.0;
-    }
-}
-
-impl core::ops::BitAnd for Readiness {
-    type Output = Readiness;
-    fn bitand(self, o: Readiness) -> Readiness {
-        Readiness(self.0 & o.0)
-    }
-}
+/// Readiness bits: poll(2)'s events with Linux's values (the shared
+/// `tcpd_types::PollFlags`), so the daemon passes them through unchanged.
+pub type Readiness = tcpd_types::PollFlags;
 
 /// Something the owner of the stack may want to act on, drained with
 /// [`crate::Stack::poll_event`]. The daemon never polls sockets: it waits for these.
@@ -90,34 +44,9 @@ pub enum Shutdown {
     Both,
 }
 
-/// An option name, for [`crate::Stack::get_option`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptionName {
-    ReuseAddr,
-    NoDelay,
-    KeepAlive,
-    KeepIdle,
-    KeepInterval,
-    KeepCount,
-    RecvBuffer,
-    SendBuffer,
-    Linger,
-    /// SO_ERROR: reading it clears the pending error.
-    Error,
-    Congestion,
-    /// TCP_MAXSEG: the effective send MSS (read only).
-    MaxSegment,
-    SynRetries,
-    UserTimeout,
-    /// TCP_CORK.
-    Cork,
-    /// TCP_NOTSENT_LOWAT.
-    NotSentLowat,
-    /// TCP_QUICKACK (reads whether quick-ACK mode is on).
-    QuickAck,
-    /// SO_RCVLOWAT.
-    RecvLowat,
-}
+/// An option name, for [`crate::Stack::get_option`] (the shared
+/// `tcpd_types::OptionName`: the one list of options tcpd supports).
+pub use tcpd_types::OptionName;
 
 /// An option with its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +63,7 @@ pub enum SockOption {
     Error(Option<ConnError>),
     Congestion(CongestionAlgorithm),
     MaxSegment(u16),
-    SynRetries(u32),
+    SynCount(u32),
     UserTimeout(Option<Duration>),
     /// TCP_CORK: hold partial segments until uncorked or 200 ms passed.
     Cork(bool),

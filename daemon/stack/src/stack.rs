@@ -114,7 +114,7 @@ const TCP_FLAGS_OFFSET: usize = 13;
 const STATE_EVENT_LIMIT: usize = 65536;
 /// Readiness of a socket that is neither listening nor connected: like Linux's
 /// tcp_poll for TCP_CLOSE, writable (the send would fail at once) and hung up.
-const UNCONNECTED_READINESS: Readiness = Readiness(Readiness::OUT.0 | Readiness::HUP.0);
+const UNCONNECTED_READINESS: Readiness = Readiness::OUT.union(Readiness::HUP);
 
 /// Hasher for the stack's own sequential ids ([`ConnId`], [`SocketHandle`]).
 /// Their values are not chosen by the network, so a multiplicative

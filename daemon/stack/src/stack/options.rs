@@ -42,9 +42,7 @@ pub(crate) fn normalize(option: SockOption) -> Result<SockOption, SocketError> {
         SockOption::KeepCount(n) if !(1..=MAX_KEEPCNT).contains(&n) => {
             Err(SocketError::InvalidValue)
         }
-        SockOption::SynRetries(n) if !(1..=MAX_SYNCNT).contains(&n) => {
-            Err(SocketError::InvalidValue)
-        }
+        SockOption::SynCount(n) if !(1..=MAX_SYNCNT).contains(&n) => Err(SocketError::InvalidValue),
         SockOption::RecvBuffer(n) => Ok(SockOption::RecvBuffer(n.clamp(MIN_BUFFER, MAX_BUFFER))),
         // Linux: SO_RCVLOWAT 0 means 1.
         SockOption::RecvLowat(n) => Ok(SockOption::RecvLowat(n.clamp(1, MAX_BUFFER))),
@@ -72,7 +70,7 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         }
         SockOption::Linger(l) => options.linger = l,
         SockOption::Congestion(c) => options.congestion = c,
-        SockOption::SynRetries(n) => options.syn_retries = n,
+        SockOption::SynCount(n) => options.syn_retries = n,
         SockOption::UserTimeout(t) => options.user_timeout = t,
         SockOption::MaxSegment(n) => options.max_segment = (n != 0).then_some(n),
         SockOption::Cork(v) => options.cork = v,
@@ -100,7 +98,7 @@ pub(crate) fn read(options: &SocketOptions, name: OptionName) -> Option<SockOpti
         OptionName::SendBuffer => SockOption::SendBuffer(options.send_buffer),
         OptionName::Linger => SockOption::Linger(options.linger),
         OptionName::Congestion => SockOption::Congestion(options.congestion),
-        OptionName::SynRetries => SockOption::SynRetries(options.syn_retries),
+        OptionName::SynCount => SockOption::SynCount(options.syn_retries),
         OptionName::UserTimeout => SockOption::UserTimeout(options.user_timeout),
         OptionName::Cork => SockOption::Cork(options.cork),
         OptionName::NotSentLowat => SockOption::NotSentLowat(options.notsent_lowat),

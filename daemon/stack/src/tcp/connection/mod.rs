@@ -1250,7 +1250,7 @@ impl Connection {
                     self.cc = new_controller(alg, self.send_mss);
                 }
             }
-            SockOption::SynRetries(n) => self.options.syn_retries = n,
+            SockOption::SynCount(n) => self.options.syn_retries = n,
             SockOption::UserTimeout(t) => self.options.user_timeout = t,
             SockOption::Cork(v) => {
                 self.options.cork = v;
