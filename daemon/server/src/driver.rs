@@ -19,7 +19,7 @@
 use crate::impair::Impairer;
 use crate::limits::LimitLog;
 use crate::link::Link;
-use crate::ops::{Control, DriverHandle, OP_CHANNEL_CAPACITY, Request, StateChange};
+use crate::ops::{Control, DriverHandle, OP_CHANNEL_CAPACITY, Queued, SessionSlots, StateChange};
 use crate::session::SessionEvent;
 use crate::sockets::{Clock, Quotas, Sockets};
 use std::time::Duration;
@@ -33,7 +33,9 @@ const STATE_CHANGE_CAPACITY: usize = 4096;
 
 /// The channels the driver listens on.
 struct Inbox {
-    ops: mpsc::Receiver<Request>,
+    ops: mpsc::Receiver<Queued>,
+    /// The sessions' op-channel slots (forgotten when a session ends).
+    slots: std::sync::Arc<SessionSlots>,
     sessions: mpsc::UnboundedReceiver<SessionEvent>,
     control: mpsc::UnboundedReceiver<Control>,
 }
@@ -70,6 +72,7 @@ impl Driver {
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::unbounded_channel();
         let (state_changes, _) = broadcast::channel::<StateChange>(STATE_CHANGE_CAPACITY);
+        let slots = std::sync::Arc::new(SessionSlots::default());
         let driver = Driver {
             core: Sockets::new(stack, clock, quotas, state_changes.clone()),
             device,
@@ -77,12 +80,14 @@ impl Driver {
             impairer,
             inbox: Inbox {
                 ops,
+                slots: slots.clone(),
                 sessions,
                 control,
             },
         };
         let handle = DriverHandle {
             ops: ops_tx,
+            slots,
             control: control_tx,
             sessions: sessions_tx,
             state_changes,
@@ -172,17 +177,26 @@ impl Running {
     /// Runs one op, after every session event sent before it: a session
     /// announces its start before its first request, but on another
     /// channel, so the op must not overtake it.
-    fn execute(&mut self, request: Request) {
+    fn execute(&mut self, queued: Queued) {
         while let Ok(event) = self.inbox.sessions.try_recv() {
             self.session_event(event);
         }
-        self.core.execute(request);
+        let id = queued.request.session.id;
+        // The session's slot is free again once its op runs.
+        self.core.execute(queued.request);
+        if !self.core.has_session(id) {
+            // A call that outlived its session re-created its slots.
+            self.inbox.slots.forget(id);
+        }
     }
 
     fn session_event(&mut self, event: SessionEvent) {
         match event {
             SessionEvent::Started(id) => self.core.session_started(id),
-            SessionEvent::Ended(id) => self.core.session_ended(id),
+            SessionEvent::Ended(id) => {
+                self.core.session_ended(id);
+                self.inbox.slots.forget(id);
+            }
         }
     }
 

@@ -28,6 +28,8 @@ mod driver;
 mod errno;
 mod idle;
 mod impair;
+#[cfg(test)]
+mod inprocess_tests;
 mod limits;
 mod link;
 mod logging;

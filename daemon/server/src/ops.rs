@@ -7,16 +7,26 @@
 //! changes (no retries from the handler). A reply whose receiver is gone
 //! means the caller went away: the driver drops the parked op (cancel).
 //!
+//! Fairness: the op channel is shared by every session, but a session may
+//! have at most [`SESSION_QUEUE_SLOTS`] ops waiting in it; its further calls
+//! wait for one of its own slots ([`SessionSlots`], FIFO), not in the shared
+//! queue. So a session that floods calls delays another session's call by
+//! at most a slot's worth of ops per active session, never by its whole
+//! backlog. A slot is freed when the driver takes the op from the channel
+//! (parked ops are bounded by the session's pending-ops quota instead).
+//!
 //! Invariants: every op is answered at most once; an op sent before its
 //! session's end is answered (possibly with EBADF) or dropped with it.
 
 use crate::errno::Errno;
-use crate::session::{Credentials, SessionInfo};
+use crate::session::{Credentials, SessionId, SessionInfo};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::net::SocketAddrV4;
+use std::sync::{Arc, Mutex};
 use tcpd_proto::errno::EIO;
 use tcpd_stack::{OptionName, Shutdown, SockOption, SocketInfo};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 /// Where an op's outcome goes.
 pub type Reply<T> = oneshot::Sender<Result<T, Errno>>;
@@ -187,6 +197,50 @@ pub struct Request {
 /// Capacity of the op channel: handlers wait (back-pressure) beyond it.
 pub const OP_CHANNEL_CAPACITY: usize = 1024;
 
+/// Ops one session may have waiting in the op channel (see the module docs).
+/// Small next to the channel, so many sessions fit in it at once; large
+/// enough that a session's pipelined calls still reach the driver in
+/// batches.
+pub const SESSION_QUEUE_SLOTS: usize = 16;
+
+/// A request in the op channel, holding one of its session's slots until
+/// the driver takes it.
+#[derive(Debug)]
+pub struct Queued {
+    pub request: Request,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Every session's op-channel slots (see the module docs).
+#[derive(Debug, Default)]
+pub struct SessionSlots {
+    sessions: Mutex<HashMap<SessionId, Arc<Semaphore>>>,
+}
+
+impl SessionSlots {
+    fn of(&self, id: SessionId) -> Arc<Semaphore> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .entry(id)
+            .or_insert_with(|| Arc::new(Semaphore::new(SESSION_QUEUE_SLOTS)))
+            .clone()
+    }
+
+    /// Drops a session's slots once it has ended (the driver calls this;
+    /// a late call of the session creates them again, and the driver drops
+    /// them again when it runs that call).
+    pub fn forget(&self, id: SessionId) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.remove(&id);
+    }
+
+    /// Sessions with slots (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+}
+
 /// Lifecycle messages that must never be lost or wait (sent from `Drop`).
 #[derive(Debug)]
 pub enum Control {
@@ -197,7 +251,8 @@ pub enum Control {
 /// The handlers' side of the driver.
 #[derive(Clone, Debug)]
 pub struct DriverHandle {
-    pub(crate) ops: mpsc::Sender<Request>,
+    pub(crate) ops: mpsc::Sender<Queued>,
+    pub(crate) slots: Arc<SessionSlots>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
     pub(crate) sessions: crate::session::SessionEvents,
     pub(crate) state_changes: broadcast::Sender<StateChange>,
@@ -215,10 +270,20 @@ impl DriverHandle {
         op: impl FnOnce(Reply<T>) -> Op,
     ) -> Result<T, Errno> {
         let (reply, result) = oneshot::channel();
+        let slot = self
+            .slots
+            .of(session.id)
+            .acquire_owned()
+            .await
+            .map_err(|_| gone())?;
+        let request = Request {
+            session,
+            op: op(reply),
+        };
         self.ops
-            .send(Request {
-                session,
-                op: op(reply),
+            .send(Queued {
+                request,
+                _slot: slot,
             })
             .await
             .map_err(|_| gone())?;

@@ -228,6 +228,11 @@ impl Sockets {
         &self.stack
     }
 
+    /// Whether session `id` has started and not ended.
+    pub fn has_session(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
     pub fn session_started(&mut self, id: SessionId) {
         self.sessions.entry(id).or_default();
     }
@@ -1207,7 +1212,7 @@ fn fail_parked(op: Parked, e: Errno) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The facade over real stacks, without a TUN: two facades whose packets
     //! are carried by hand; ops are answered at once or parked until the
     //! carried packets change the socket's readiness.
@@ -1217,10 +1222,10 @@ mod tests {
     use tcpd_stack::StackConfig;
     use tokio::sync::oneshot;
 
-    const A: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
-    const B: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+    pub(crate) const A: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+    pub(crate) const B: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
 
-    fn facade(address: Ipv4Addr, seed: u64, quotas: Quotas) -> Sockets {
+    pub(crate) fn facade(address: Ipv4Addr, seed: u64, quotas: Quotas) -> Sockets {
         let clock = Clock::start();
         let mut config = StackConfig::new(address, 24);
         config.rng_seed = seed;
@@ -1234,7 +1239,7 @@ mod tests {
         )
     }
 
-    fn session(s: &mut Sockets, id: u64, uid: u32) -> SessionInfo {
+    pub(crate) fn session(s: &mut Sockets, id: u64, uid: u32) -> SessionInfo {
         let info = SessionInfo {
             id: SessionId(id),
             creds: Credentials {
@@ -1273,7 +1278,7 @@ mod tests {
     }
 
     /// Moves every pending packet of `from` into `to`; true if any moved.
-    fn carry(from: &mut Sockets, to: &mut Sockets) -> bool {
+    pub(crate) fn carry(from: &mut Sockets, to: &mut Sockets) -> bool {
         let mut buf = vec![0u8; 2048];
         let mut moved = false;
         let now = from.now();
@@ -1287,7 +1292,7 @@ mod tests {
 
     /// Carries packets both ways until both stacks are quiet, publishing
     /// events (which completes parked ops) as the driver does.
-    fn shuttle(a: &mut Sockets, b: &mut Sockets) {
+    pub(crate) fn shuttle(a: &mut Sockets, b: &mut Sockets) {
         loop {
             let moved = carry(a, b) | carry(b, a);
             let a_events = a.publish_events();
