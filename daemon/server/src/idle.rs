@@ -30,6 +30,8 @@ use std::time::Instant;
 pub struct Activity {
     in_flight: AtomicUsize,
     last_active: Mutex<Instant>,
+    /// The session's budget for large request messages ([`crate::intake`]).
+    pub intake: Arc<tokio::sync::Semaphore>,
 }
 
 impl Activity {
@@ -37,6 +39,7 @@ impl Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
+            intake: crate::intake::new_budget(),
         }
     }
 
@@ -96,7 +99,7 @@ impl ActivityRegistry {
         self.map().remove(&id);
     }
 
-    fn get(&self, id: SessionId) -> Option<Arc<Activity>> {
+    pub(crate) fn get(&self, id: SessionId) -> Option<Arc<Activity>> {
         self.map().get(&id).cloned()
     }
 }

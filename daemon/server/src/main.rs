@@ -30,6 +30,7 @@ mod idle;
 mod impair;
 #[cfg(test)]
 mod inprocess_tests;
+mod intake;
 mod limits;
 mod link;
 mod logging;
@@ -291,7 +292,8 @@ async fn serve(
         // RFC 9113 §6.7 PING: finds clients that hang without closing.
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .layer(idle::InFlightLayer::new(registry))
+        .layer(idle::InFlightLayer::new(registry.clone()))
+        .layer(intake::IntakeLayer::new(registry))
         .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(SocketServiceServer::new(SocketService::new(driver.clone())))
         .add_service(AdminServiceServer::new(AdminService::new(
