@@ -84,7 +84,9 @@ impl Drop for RssPeak {
 /// connections stay open until the returned flag is set.
 fn never_reading_peer(ns: &Netns) -> (SocketAddrV4, Arc<AtomicBool>) {
     let (listener, addr) = kernel_listener(ns);
-    listener.set_nonblocking(true).unwrap();
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
     let done = Arc::new(AtomicBool::new(false));
     let stop = done.clone();
     std::thread::spawn(move || {
@@ -105,7 +107,8 @@ fn other_session_echo(env: &Env, limit: Duration) -> Duration {
     let (listener, addr) = kernel_listener(&env.ns);
     let server = std::thread::spawn(move || {
         let (mut c, _) = listener.accept().expect("echo accept");
-        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
         while total < 256 * 1024 {
@@ -291,7 +294,7 @@ fn a_client_that_never_reads_is_stopped_by_flow_control() {
         let mut conns = Vec::new();
         for _ in 0..STREAMS {
             let (c, _) = listener.accept().expect("accept");
-            c.set_nonblocking(true).unwrap();
+            c.set_nonblocking(true).expect("nonblocking");
             conns.push((c, 0usize));
         }
         let chunk = vec![0x5au8; 256 * 1024];

@@ -105,6 +105,9 @@ pub enum ServerKind {
     OneShot,
     /// Keeps the connection open until the server stops.
     Hold,
+    /// HTTP/1.1 (hyper's server, keep-alive): every request gets a 13-byte
+    /// "hello, world" body.
+    Http,
 }
 
 /// A running server; stops (and closes its connections) on drop.
@@ -246,8 +249,98 @@ async fn serve(mut stream: tokio::net::TcpStream, kind: ServerKind) {
             }
             let _ = stream.shutdown().await;
         }
+        ServerKind::Http => {
+            let _ = stream.set_nodelay(true);
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(HTTP_BODY),
+                )))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        }
         ServerKind::Hold => {}
     }
+}
+
+/// The body the [`ServerKind::Http`] server answers with.
+pub const HTTP_BODY: &[u8] = b"hello, world\n";
+
+/// One GET with hyper's HTTP/1.1 client on an open connection; checks the
+/// answer.
+async fn http_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    addr: SocketAddrV4,
+) -> io::Result<()> {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::get("/")
+        .header(hyper::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::new())
+        .map_err(io::Error::other)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(io::Error::other)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
+    if status != hyper::StatusCode::OK || body.as_ref() != HTTP_BODY {
+        return Err(io::Error::other(format!(
+            "unexpected answer: {status} {body:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// hyper's HTTP/1.1 client over a stream of `d` (TCP_NODELAY on, as
+/// hyper-util's and tonic's connectors set it).
+async fn http_connect<D: Dialer>(
+    d: &D,
+    addr: SocketAddrV4,
+) -> io::Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>> {
+    let stream = d.connect(addr, true).await?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// hyper HTTP/1.1 GETs per second on one keep-alive connection, for `dur`.
+pub async fn http_keepalive<D: Dialer>(d: D, addr: SocketAddrV4, dur: Duration) -> io::Result<f64> {
+    let mut sender = http_connect(&d, addr).await?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        http_get(&mut sender, addr).await?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// hyper HTTP/1.1 GETs per second, each on a new connection, for `dur`.
+pub async fn http_new_connection<D: Dialer>(
+    d: D,
+    addr: SocketAddrV4,
+    dur: Duration,
+) -> io::Result<f64> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        let mut sender = http_connect(&d, addr).await?;
+        http_get(&mut sender, addr).await?;
+        drop(sender);
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// A [`ServerKind::Hold`] server in a child process (this same program,

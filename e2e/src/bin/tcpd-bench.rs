@@ -563,6 +563,44 @@ fn main() -> Result<()> {
     });
     drop((kone, tone));
 
+    // 3b. A third-party client: hyper's HTTP/1.1 client against hyper's
+    // server, over tcpd and over the kernel (issue 12's goals: >= 0.7x
+    // keep-alive, >= 0.5x new connection per GET).
+    let khttp = Server::start(&topo.kernel_server, k, 5005, ServerKind::Http, PEER_CPU)?;
+    let thttp = Server::start(&topo.tcpd_ns, t, 5005, ServerKind::Http, PEER_CPU)?;
+    for (name, unit, new_connection) in [
+        ("hyper HTTP/1.1 keep-alive GETs", "req/s", false),
+        ("hyper HTTP/1.1 new connection per GET", "conn/s", true),
+    ] {
+        let kernel = repeat(plan.reps, || {
+            let addr = khttp.addr;
+            kernel_run(&topo, limit, move |d| async move {
+                if new_connection {
+                    workloads::http_new_connection(d, addr, dur).await
+                } else {
+                    workloads::http_keepalive(d, addr, dur).await
+                }
+            })
+        })?;
+        let tcpd = repeat(plan.reps, || {
+            tcpd_run(thttp.addr, limit, move |d, addr| async move {
+                if new_connection {
+                    workloads::http_new_connection(d, addr, dur).await
+                } else {
+                    workloads::http_keepalive(d, addr, dur).await
+                }
+            })
+        })?;
+        rows.push(Row {
+            name: name.into(),
+            unit,
+            higher_is_better: true,
+            kernel,
+            tcpd,
+        });
+    }
+    drop((khttp, thttp));
+
     // 4. Concurrency: idle connections and their cost, then parallel
     // streams. The streams are measured first (reported after): tearing
     // down thousands of idle connections keeps tcpd busy for a while.
