@@ -111,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         let client = tcpd_client::Client::connect(setup.daemon.socket()).await?;
         let socket = tcpd_client::Socket::new(&client).await?;
         let stream = client.tcp_connect(echo_addr).await?;
-        stream.set_nodelay(true).await?;
+        stream.set_nodelay(true)?;
         anyhow::Ok((client, socket, stream))
     })?;
     let handle = socket.handle();

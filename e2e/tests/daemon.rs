@@ -271,7 +271,7 @@ fn kernel_client_to_tcpd_listener_10mib_each_way() {
             (port, kernel_exchange(stream, to_tcpd, false))
         });
         let (stream, peer) = listener.accept().await.expect("accept");
-        assert_eq!(*peer.ip(), HOST_ADDR);
+        assert_eq!(peer.ip(), std::net::IpAddr::V4(HOST_ADDR));
         let handle = stream.handle();
         let rows = connections(&mut admin).await;
         let row = rows

@@ -64,7 +64,7 @@ fn close_with_unread_data_resets_like_linux() {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("session");
-        let mut stream = client
+        let stream = client
             .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7401))
             .await
             .expect("connect");

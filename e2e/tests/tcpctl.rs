@@ -95,7 +95,10 @@ fn tcpd_to_kernel(
 ) -> (blocking::TcpStream, TcpStream, SocketAddrV4) {
     let stream = blocking::TcpStream::connect_with(client, target).expect("tcpd connect");
     let (kernel, _) = listener.accept().expect("kernel accept");
-    let local = stream.local_addr().expect("tcpd local address");
+    let local = match stream.local_addr().expect("tcpd local address") {
+        std::net::SocketAddr::V4(a) => a,
+        other => panic!("unexpected address {other}"),
+    };
     (stream, kernel, local)
 }
 
@@ -333,7 +336,7 @@ fn watch_shows_active_close_transitions() {
     let (listener, target) = kernel_listener(&ns);
     let watcher = Watcher::start(&daemon, target.port());
 
-    let (mut stream, mut kernel, local) = tcpd_to_kernel(&client, &listener, target);
+    let (stream, mut kernel, local) = tcpd_to_kernel(&client, &listener, target);
     stream.shutdown(Shutdown::Write).expect("tcpd sends FIN");
     let mut rest = Vec::new();
     kernel.set_read_timeout(Some(SOON)).expect("timeout");
@@ -388,6 +391,10 @@ fn watch_shows_passive_close_transitions() {
     stream.read_to_end(&mut rest).expect("tcpd sees EOF");
     drop(stream);
 
+    let tcpd_addr = match tcpd_addr {
+        std::net::SocketAddr::V4(a) => a,
+        other => panic!("unexpected address {other}"),
+    };
     let path = watcher.path_until(tcpd_addr, kernel_addr, "CLOSED");
     let from_established: Vec<&str> = path
         .iter()
@@ -634,7 +641,7 @@ fn sample_outputs() {
     let mut sink = vec![0u8; data.len()];
     kernel.read_exact(&mut sink).expect("read");
     kernel.write_all(b"unread by tcpd").expect("write back");
-    let (mut closing, mut closing_kernel, _) = tcpd_to_kernel(&client, &listener, target);
+    let (closing, mut closing_kernel, _) = tcpd_to_kernel(&client, &listener, target);
     closing.shutdown(Shutdown::Write).expect("FIN");
     let mut rest = Vec::new();
     closing_kernel.read_to_end(&mut rest).expect("EOF");
@@ -733,7 +740,7 @@ fn non_root_sees_addresses_of_all_but_owners_of_its_own_only() {
     });
 
     // Root's connection, then nobody's (tcpd-nc, held open by its stdin).
-    let (mut root_stream, _root_kernel, root_local) = tcpd_to_kernel(&client, &listener, target);
+    let (root_stream, _root_kernel, root_local) = tcpd_to_kernel(&client, &listener, target);
     let mut nc = Command::new(&nc_copy)
         .arg(HOST_ADDR.to_string())
         .arg(target.port().to_string())

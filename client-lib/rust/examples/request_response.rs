@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(10_000);
     let client = Client::connect(&socket).await?;
     let mut stream = client.tcp_connect(peer.as_str()).await?;
-    stream.set_nodelay(true).await?;
+    stream.set_nodelay(true)?;
     let mut times = Vec::with_capacity(count);
     let mut byte = [0u8; 1];
     for i in 0..count {

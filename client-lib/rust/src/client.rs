@@ -21,7 +21,7 @@ use tcpd_proto::v2::socket_service_client::SocketServiceClient as SocketClient;
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
-use crate::addr::{self, ToSocketAddrsV4};
+use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::PollFlags;
 use crate::transport::{connect_channel, status_to_io};
 use crate::{Socket, TcpListener, TcpStream, runtime};
@@ -70,6 +70,18 @@ impl Client {
         SHARED.get_or_try_init(Client::from_env).await.cloned()
     }
 
+    /// Makes `client` the process-wide default session (what
+    /// [`Client::shared`] and the free constructors use) instead of one
+    /// opened from the environment; fails, giving it back, when the default
+    /// session exists already.
+    #[allow(clippy::result_large_err)] // the client comes back by value
+    pub fn set_shared(client: Client) -> Result<(), Client> {
+        SHARED.set(client).map_err(|e| match e {
+            tokio::sync::SetError::AlreadyInitializedError(c)
+            | tokio::sync::SetError::InitializingError(c) => c,
+        })
+    }
+
     /// Wraps an already connected channel (for instance one made with
     /// [`connect_channel`] and custom settings). The channel's connection
     /// must have been created on a runtime that outlives the client.
@@ -86,13 +98,13 @@ impl Client {
     }
 
     /// Connects a TCP stream through this session (see [`TcpStream::connect`]).
-    pub async fn tcp_connect<A: ToSocketAddrsV4>(&self, addr: A) -> io::Result<TcpStream> {
+    pub async fn tcp_connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<TcpStream> {
         let targets = addr::resolve(&addr).await?;
         TcpStream::connect_any(self, &targets).await
     }
 
     /// Binds a listener through this session (see [`TcpListener::bind`]).
-    pub async fn tcp_bind<A: ToSocketAddrsV4>(&self, addr: A) -> io::Result<TcpListener> {
+    pub async fn tcp_bind<A: ToSocketAddrs>(&self, addr: A) -> io::Result<TcpListener> {
         let targets = addr::resolve(&addr).await?;
         TcpListener::bind_any(self, &targets).await
     }

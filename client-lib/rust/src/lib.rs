@@ -7,17 +7,24 @@
 //!
 //! | here | like | notes |
 //! | --- | --- | --- |
-//! | [`TcpStream`] | `tokio::net::TcpStream` | `AsyncRead` + `AsyncWrite`, `split`/`into_split` |
-//! | [`TcpListener`] | `tokio::net::TcpListener` | `bind`, `accept`, `incoming` |
-//! | [`blocking::TcpStream`], [`blocking::TcpListener`] | `std::net` | `Read` + `Write`, no runtime needed |
+//! | [`TcpStream`] | `tokio::net::TcpStream` | same signatures: `AsyncRead` + `AsyncWrite`, `readable`/`try_read`, `writable`/`try_write`, `ready`, `peek`, `split`/`into_split`/`reunite`, sync `set_nodelay`/`local_addr`... |
+//! | [`TcpListener`] | `tokio::net::TcpListener` | `bind`, `accept`, `local_addr`, `incoming` |
+//! | [`TcpSocket`] | `tokio::net::TcpSocket` | options, `bind`, `connect`, `listen` |
+//! | [`blocking::TcpStream`], [`blocking::TcpListener`] | `std::net` | `Read` + `Write` (also for `&TcpStream`), no runtime needed |
 //! | [`Socket`] | the BSD calls | one method per RPC, for shims and tests |
 //! | [`Client`] | — | one session with the daemon (one HTTP/2 connection) |
 //!
-//! Errors are always `io::Error::from_raw_os_error(errno)` with the errno
-//! Linux would give (`ECONNREFUSED`, `EADDRINUSE`, `ECONNRESET`...), so
-//! `err.kind()` and `err.raw_os_error()` work as with kernel sockets. A
-//! daemon that is not running shows up as the connect(2) error of its Unix
-//! socket (`ENOENT` or `ECONNREFUSED`).
+//! Code written against `tokio::net` compiles against this crate with only
+//! the `use` line changed (`e2e/tests/tokio_api.rs` checks it); the
+//! differences users can observe are listed in the crate's README.
+//!
+//! Errors from the network are `io::Error::from_raw_os_error(errno)` with
+//! the errno Linux would give (`ECONNREFUSED`, `EADDRINUSE`,
+//! `ECONNRESET`...), so `err.kind()` and `err.raw_os_error()` work as with
+//! kernel sockets. Failing to reach the daemon (no socket, no permission,
+//! the daemon restarting) is a different error: its message starts with
+//! "tcpd daemon at PATH:" (or "tcpd daemon:"), [`is_daemon_error`] is true
+//! for it, and its kind is never `ConnectionReset`/`ConnectionRefused`.
 //!
 //! Data moves over one bidirectional Stream RPC per connection: writes and
 //! reads cost no round trip each, and back-pressure is end to end (a slow
@@ -81,16 +88,25 @@ mod runtime;
 mod socket;
 mod sockopt;
 mod stream;
+mod tcp_socket;
 pub mod transport;
 
-pub use addr::ToSocketAddrsV4;
+pub use addr::ToSocketAddrs;
 pub use client::Client;
 pub use listener::{DEFAULT_BACKLOG, TcpListener};
 pub use socket::{MAX_READ_LEN, ReadFlags, Socket};
 pub use sockopt::{OptionName, PollFlags, SockOption};
 pub use stream::{
-    MAX_UP_FRAME, OwnedReadHalf, OwnedWriteHalf, ReadHalf, TcpStream, UP_QUEUE_FRAMES, WriteHalf,
+    DEFAULT_TTL, MAX_UP_FRAME, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, TcpStream,
+    UP_QUEUE_FRAMES, WriteHalf,
 };
+pub use tcp_socket::TcpSocket;
+
+/// Modules named as tokio's, so `tcpd_client::tcp::OwnedReadHalf` reads as
+/// `tokio::net::tcp::OwnedReadHalf`.
+pub mod tcp {
+    pub use crate::stream::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
+}
 pub use transport::{connect_channel, connect_channel_with, is_daemon_error, status_to_io};
 
 /// Describes an error the way `tcpd-nc` and `tcpctl` print it:

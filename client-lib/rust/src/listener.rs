@@ -6,12 +6,13 @@
 //! gets its own Stream RPC, started as soon as it is accepted.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use futures::Stream;
 
-use crate::addr::{self, ToSocketAddrsV4};
+use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::{OptionName, SockOption};
+use crate::stream::Cached;
 use crate::{Client, Socket, TcpStream};
 
 /// Backlog used by [`TcpListener::bind`] (the daemon clamps it to its own
@@ -37,14 +38,17 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 #[derive(Debug)]
 pub struct TcpListener {
     socket: Socket,
-    local: SocketAddrV4,
+    local: SocketAddr,
+    /// Options accepted connections inherit, as far as this library set
+    /// them (Linux copies the listener's options into accepted sockets).
+    inherited: Cached,
 }
 
 impl TcpListener {
     /// Binds and listens on `addr` through the process-wide session
     /// ([`Client::shared`]). With several addresses, the first that binds
     /// wins.
-    pub async fn bind<A: ToSocketAddrsV4>(addr: A) -> io::Result<TcpListener> {
+    pub async fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
         let targets = addr::resolve(&addr).await?;
         let client = Client::shared().await?;
         TcpListener::bind_any(&client, &targets).await
@@ -52,7 +56,7 @@ impl TcpListener {
 
     pub(crate) async fn bind_any(
         client: &Client,
-        targets: &[SocketAddrV4],
+        targets: &[SocketAddr],
     ) -> io::Result<TcpListener> {
         let mut last = io::Error::from_raw_os_error(tcpd_proto::errno::EINVAL);
         for &target in targets {
@@ -66,7 +70,7 @@ impl TcpListener {
 
     /// socket + SO_REUSEADDR (as tokio and std set for listeners) + bind +
     /// listen, in one call.
-    async fn bind_one(client: &Client, addr: SocketAddrV4) -> io::Result<TcpListener> {
+    async fn bind_one(client: &Client, addr: SocketAddr) -> io::Result<TcpListener> {
         let request = tcpd_proto::v2::ListenRequest {
             handle: 0,
             options: vec![tcpd_proto::v2::OptionSetting {
@@ -84,31 +88,59 @@ impl TcpListener {
             .into_inner();
         let socket = Socket::from_raw_handle(client.clone(), reply.handle);
         let local = crate::socket::addr_from_wire(reply.local)?;
-        Ok(TcpListener { socket, local })
+        Ok(TcpListener {
+            socket,
+            local,
+            inherited: Cached::default(),
+        })
+    }
+
+    /// A listener from its parts (for [`crate::TcpSocket::listen`]).
+    pub(crate) fn from_parts(socket: Socket, local: SocketAddr, inherited: Cached) -> TcpListener {
+        TcpListener {
+            socket,
+            local,
+            inherited,
+        }
     }
 
     /// Turns a socket that is already listening into a listener.
     pub async fn from_socket(socket: Socket) -> io::Result<TcpListener> {
         let local = socket.local_addr().await?;
-        Ok(TcpListener { socket, local })
+        Ok(TcpListener {
+            socket,
+            local,
+            inherited: Cached::default(),
+        })
     }
 
     /// Waits for the next connection (accept(2)).
     ///
     /// Cancel safety: see [`Socket::accept`].
-    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddrV4)> {
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let accept = tcpd_proto::v2::StreamAccept {
             listener: self.socket.handle(),
         };
         let how = tcpd_proto::v2::stream_open::How::Accept(accept);
-        let stream = TcpStream::open(self.socket.client(), how).await?;
+        let stream = TcpStream::open(self.socket.client(), how, self.inherited).await?;
         let peer = stream.peer_addr()?;
         Ok((stream, peer))
     }
 
     /// The bound address (cached at bind time).
-    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
+    }
+
+    /// `IP_TTL` of accepted connections: always
+    /// [`crate::stream::DEFAULT_TTL`] (64) with tcpd.
+    pub fn ttl(&self) -> io::Result<u32> {
+        Ok(crate::stream::DEFAULT_TTL)
+    }
+
+    /// `IP_TTL`: only 64 is accepted (`ENOPROTOOPT` otherwise).
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        crate::stream::check_ttl(ttl)
     }
 
     /// The daemon's handle of the listening socket.

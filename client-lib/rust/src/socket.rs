@@ -13,7 +13,7 @@
 //! ownership in and out, like `IntoRawFd` / `FromRawFd`.
 
 use std::io;
-use std::net::{Shutdown, SocketAddrV4};
+use std::net::{Shutdown, SocketAddr};
 
 use tcpd_proto::v2;
 
@@ -42,9 +42,9 @@ pub struct ReadFlags {
 }
 
 /// Converts the daemon's address reply, refusing malformed ones.
-pub(crate) fn addr_from_wire(addr: Option<v2::SocketAddress>) -> io::Result<SocketAddrV4> {
+pub(crate) fn addr_from_wire(addr: Option<v2::SocketAddress>) -> io::Result<SocketAddr> {
     match addr.map(|a| a.to_std()) {
-        Some(Ok(std::net::SocketAddr::V4(a))) => Ok(a),
+        Some(Ok(a)) => Ok(a),
         _ => Err(io::Error::from_raw_os_error(EPROTO)),
     }
 }
@@ -85,10 +85,10 @@ impl Socket {
     }
 
     /// bind(2).
-    pub async fn bind(&self, addr: SocketAddrV4) -> io::Result<()> {
+    pub async fn bind(&self, addr: impl Into<SocketAddr>) -> io::Result<()> {
         let request = v2::BindRequest {
             handle: self.handle(),
-            address: Some(addr.into()),
+            address: Some(addr.into().into()),
         };
         self.client
             .rpc()
@@ -119,7 +119,7 @@ impl Socket {
     /// Cancel safety: dropping the future while the daemon waits asks it to
     /// give up; a connection accepted at that very moment may stay with the
     /// session until it ends.
-    pub async fn accept(&self, nonblocking: bool) -> io::Result<(Socket, SocketAddrV4)> {
+    pub async fn accept(&self, nonblocking: bool) -> io::Result<(Socket, SocketAddr)> {
         let request = v2::AcceptRequest {
             handle: self.handle(),
             nonblocking,
@@ -139,10 +139,10 @@ impl Socket {
     /// connect(2). Non-blocking returns `EINPROGRESS` at once; completion
     /// shows as `PollFlags::OUT` (or `ERR`) and the outcome as
     /// [`OptionName::Error`].
-    pub async fn connect(&self, addr: SocketAddrV4, nonblocking: bool) -> io::Result<()> {
+    pub async fn connect(&self, addr: impl Into<SocketAddr>, nonblocking: bool) -> io::Result<()> {
         let request = v2::ConnectRequest {
             handle: self.handle(),
-            address: Some(addr.into()),
+            address: Some(addr.into().into()),
             nonblocking,
         };
         self.client
@@ -233,12 +233,12 @@ impl Socket {
     }
 
     /// getsockname(2).
-    pub async fn local_addr(&self) -> io::Result<SocketAddrV4> {
+    pub async fn local_addr(&self) -> io::Result<SocketAddr> {
         local_addr(&self.client, self.handle()).await
     }
 
     /// getpeername(2); `ENOTCONN` when not connected.
-    pub async fn peer_addr(&self) -> io::Result<SocketAddrV4> {
+    pub async fn peer_addr(&self) -> io::Result<SocketAddr> {
         let request = v2::GetPeerNameRequest {
             handle: self.handle(),
         };
@@ -255,14 +255,15 @@ impl Socket {
     /// Connects this (unconnected, possibly bound and configured) socket to
     /// `addr` on its own Stream RPC: the fast data path, as
     /// `tokio::net::TcpSocket::connect`.
-    pub async fn connect_stream(mut self, addr: SocketAddrV4) -> io::Result<TcpStream> {
+    pub async fn connect_stream(mut self, addr: impl Into<SocketAddr>) -> io::Result<TcpStream> {
         let handle = self.handle();
         let connect = v2::StreamConnect {
             handle,
-            remote: Some(addr.into()),
+            remote: Some(addr.into().into()),
             ..Default::default()
         };
-        let stream = TcpStream::open(&self.client, v2::stream_open::How::Connect(connect)).await?;
+        let how = v2::stream_open::How::Connect(connect);
+        let stream = TcpStream::open(&self.client, how, Default::default()).await?;
         // The stream owns the socket now.
         self.handle = None;
         Ok(stream)
@@ -334,7 +335,7 @@ pub(crate) async fn set_option(client: &Client, handle: u64, option: SockOption)
 }
 
 /// getsockname(2) on a raw handle.
-pub(crate) async fn local_addr(client: &Client, handle: u64) -> io::Result<SocketAddrV4> {
+pub(crate) async fn local_addr(client: &Client, handle: u64) -> io::Result<SocketAddr> {
     let reply = client
         .rpc()
         .get_socket_name(v2::GetSocketNameRequest { handle })

@@ -21,6 +21,15 @@
 //! to whichever of read or write comes first; after it reads return 0 and
 //! writes EPIPE.
 //!
+//! Socket options set through the sync setters (`set_nodelay`, `set_linger`,
+//! `set_keepalive`) travel as `set_option` frames on the same stream, so
+//! they apply after every byte written before the call and before every
+//! byte written after it, as setsockopt(2) between two write(2)s. They are
+//! fire and forget: the value is checked here (against the shared
+//! `tcpd_types` ranges) and cached for the getters. When the up queue is
+//! full the frame waits in [`Up::control`], which every later frame
+//! (data, flush, shutdown, close) drains first.
+//!
 //! Closing (explicit [`TcpStream::close`] or the last drop): a `close` frame
 //! carrying the number of bytes the application consumed goes up behind all
 //! written data, and the up side ends. The daemon resets the connection
@@ -28,25 +37,26 @@
 //! consumed, or its own queue is not empty), as Linux does, and finishes
 //! the FIN otherwise.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, SocketAddrV4};
+use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::task::AtomicWaker;
 use tcpd_proto::errno;
 use tcpd_proto::v2::{self, stream_open, stream_request, stream_response};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
 
-use crate::addr::{self, ToSocketAddrsV4};
+use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::{OptionName, SockOption};
 use crate::transport::status_to_io;
 use crate::{Client, runtime};
@@ -142,26 +152,84 @@ impl Flushed {
 /// when the writer stopped polling its flush.
 const END_HOLD_LIMIT: u32 = 16;
 
-/// What the halves share; dropping the last one closes the socket.
+/// IP_TTL of every packet tcpd sends (Linux's default, 64); tcpd has no
+/// per-socket TTL, so `set_ttl` accepts only this value.
+pub const DEFAULT_TTL: u32 = 64;
+
+/// The `set_ttl` of tcpd's types: the one TTL tcpd sends with, or
+/// `ENOPROTOOPT` (tcpd has no per-socket IP_TTL).
+pub(crate) fn check_ttl(ttl: u32) -> io::Result<()> {
+    if ttl == DEFAULT_TTL {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(errno::ENOPROTOOPT))
+    }
+}
+
+/// Options cached on this side for the sync getters, as set through this
+/// library (or inherited from the listener or [`crate::TcpSocket`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Cached {
+    pub(crate) nodelay: bool,
+    pub(crate) linger: Option<Duration>,
+}
+
+impl Cached {
+    /// Folds an option being set into the cache.
+    pub(crate) fn note(&mut self, option: &SockOption) {
+        match option {
+            SockOption::NoDelay(on) => self.nodelay = *on,
+            SockOption::Linger(l) => self.linger = l.map(|s| Duration::from_secs(u64::from(s))),
+            _ => {}
+        }
+    }
+}
+
+/// The up direction's sender, shared by the writer, the sync setters and
+/// close.
+#[derive(Default)]
+struct Up {
+    /// `None` once close took it; the up side ends when the writer's
+    /// sender is gone too.
+    sender: Option<mpsc::Sender<v2::StreamRequest>>,
+    /// Control frames that found the queue full: sent, in order, before
+    /// any frame queued after them (see the module docs).
+    control: VecDeque<v2::StreamRequest>,
+}
+
+/// What the stream and its halves share; dropping the last one closes the
+/// socket.
 struct Shared {
     client: Client,
     handle: u64,
-    local: SocketAddrV4,
-    peer: SocketAddrV4,
+    local: SocketAddr,
+    peer: SocketAddr,
     /// Bytes handed to the application by reads.
     consumed: AtomicU64,
     /// Send RST instead of FIN on close (SO_LINGER 0 was set).
     abort: AtomicBool,
+    cached: Mutex<Cached>,
     terminal: Arc<Terminal>,
-    /// Kept for the close frame; the up side ends when this is dropped.
-    up: Mutex<Option<mpsc::Sender<v2::StreamRequest>>>,
+    /// Shared with the control-frame helper task (through a `Weak`).
+    up: Arc<Mutex<Up>>,
+}
+
+/// Locks `m`, ignoring poisoning (no code panics while holding these locks;
+/// if one did, the data is still consistent: plain fields, no invariants
+/// spanning an unwind).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
-    /// Sends `close` (once) behind everything written; the daemon then
-    /// closes the socket and ends the stream.
+    /// Sends `close` (once) behind everything written and every control
+    /// frame; the daemon then closes the socket and ends the stream.
     fn close(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-        let up = self.up.lock().ok()?.take()?;
+        let (up, control) = {
+            let mut up = lock(&self.up);
+            let sender = up.sender.take()?;
+            (sender, std::mem::take(&mut up.control))
+        };
         let frame = v2::StreamRequest {
             frame: Some(stream_request::Frame::Close(v2::StreamClose {
                 consumed: self.consumed.load(Ordering::SeqCst),
@@ -169,8 +237,47 @@ impl Shared {
             })),
         };
         Some(async move {
+            for f in control {
+                if up.send(f).await.is_err() {
+                    return;
+                }
+            }
             let _ = up.send(frame).await;
         })
+    }
+
+    /// setsockopt(2) in order with the data: queued at once when there is
+    /// room, else behind the control frames already waiting (a helper task
+    /// sends them as room appears, unless a writer does first).
+    fn set_in_stream(&self, option: SockOption) {
+        lock(&self.cached).note(&option);
+        if let SockOption::Linger(l) = option {
+            self.abort.store(l == Some(0), Ordering::SeqCst);
+        }
+        let frame = v2::StreamRequest {
+            frame: Some(stream_request::Frame::SetOption(v2::OptionSetting {
+                option: crate::sockopt::wire_name(option.name()),
+                value: Some(option.to_wire()),
+            })),
+        };
+        let mut up = lock(&self.up);
+        let Some(sender) = up.sender.clone() else {
+            // Closing: the option no longer matters.
+            return;
+        };
+        if up.control.is_empty() {
+            match sender.try_send(frame) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(frame)) => up.control.push_back(frame),
+            }
+        } else {
+            up.control.push_back(frame);
+            // A helper is already draining.
+            return;
+        }
+        drop(up);
+        spawn_control_drain(sender, Arc::downgrade(&self.up));
     }
 }
 
@@ -205,11 +312,15 @@ struct ReadState {
     /// Consecutive polls that held the end back.
     held: u32,
     flushed: Arc<Flushed>,
-    shared: Arc<Shared>,
 }
 
 impl ReadState {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -218,7 +329,7 @@ impl ReadState {
                 let n = buf.remaining().min(self.pending.len() - self.pos);
                 buf.put_slice(&self.pending[self.pos..self.pos + n]);
                 self.pos += n;
-                self.shared.consumed.fetch_add(n as u64, Ordering::SeqCst);
+                shared.consumed.fetch_add(n as u64, Ordering::SeqCst);
                 return Poll::Ready(Ok(()));
             }
             if self.finished {
@@ -234,15 +345,21 @@ impl ReadState {
                     None => Ok(()),
                 });
             }
-            match ready!(self.rx.poll_recv(cx)) {
-                Some(DownItem::Data(data)) => {
-                    self.pending = data;
-                    self.pos = 0;
-                }
-                Some(DownItem::Eof) => self.end = Some(None),
-                // The stream ended: with an error (reported once), or after close.
-                None => self.end = Some(self.shared.terminal.take()),
+            let item = ready!(self.rx.poll_recv(cx));
+            self.take_item(shared, item);
+        }
+    }
+
+    /// Stores what the pump handed over (`None`: the stream ended).
+    fn take_item(&mut self, shared: &Shared, item: Option<DownItem>) {
+        match item {
+            Some(DownItem::Data(data)) => {
+                self.pending = data;
+                self.pos = 0;
             }
+            Some(DownItem::Eof) => self.end = Some(None),
+            // The stream ended: with an error (reported once), or after close.
+            None => self.end = Some(shared.terminal.take()),
         }
     }
 
@@ -264,19 +381,54 @@ impl ReadState {
     }
 
     /// Whether a read would not wait (data, EOF or an error is pending).
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.pending.len() || self.finished || self.end.is_some() {
-            return Poll::Ready(Ok(()));
+    fn poll_read_ready(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.is_ready() {
+            let item = ready!(self.rx.poll_recv(cx));
+            self.take_item(shared, item);
         }
-        match ready!(self.rx.poll_recv(cx)) {
-            Some(DownItem::Data(data)) => {
-                self.pending = data;
-                self.pos = 0;
+        Poll::Ready(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.pos < self.pending.len() || self.finished || self.end.is_some()
+    }
+
+    /// The read side has seen the end (EOF or error).
+    fn is_closed(&self) -> bool {
+        self.pos >= self.pending.len() && (self.finished || self.end.is_some())
+    }
+
+    /// Copies pending data without consuming it (MSG_PEEK); 0 at EOF. An
+    /// error ending the stream is reported (once) by peek too, as Linux's
+    /// `recv(MSG_PEEK)` reports and clears `sk_err`.
+    fn poll_peek(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_read_ready(shared, cx));
+        if self.pos < self.pending.len() {
+            let n = buf.remaining().min(self.pending.len() - self.pos);
+            buf.put_slice(&self.pending[self.pos..self.pos + n]);
+            return Poll::Ready(Ok(n));
+        }
+        if let Some(Some(_)) = &self.end {
+            self.finished = true;
+            if let Some(Some(e)) = self.end.take() {
+                return Poll::Ready(Err(e));
             }
-            Some(DownItem::Eof) => self.end = Some(None),
-            None => self.end = Some(self.shared.terminal.take()),
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(0))
+    }
+
+    /// A read that never waits: `WouldBlock` when nothing is pending.
+    fn try_read(&mut self, shared: &Shared, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_read(shared, &mut cx, buf) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 }
 
@@ -291,35 +443,53 @@ struct WriteState {
     flush_requested: u64,
     /// `shutdown_write` has been queued; later writes fail with EPIPE.
     write_shut: bool,
-    shared: Arc<Shared>,
 }
 
 impl WriteState {
     /// The error for a write that finds the stream gone: the connection's
     /// error once, EPIPE after.
-    fn closed_error(&self) -> io::Error {
-        self.shared
+    fn closed_error(shared: &Shared) -> io::Error {
+        shared
             .terminal
             .take()
             .unwrap_or_else(|| io::Error::from_raw_os_error(errno::EPIPE))
     }
 
+    /// Reserves room for one frame, first sending the control frames that
+    /// wait (they go before anything queued after them).
+    fn poll_room(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if ready!(self.tx.poll_reserve(cx)).is_err() {
+                return Poll::Ready(Err(WriteState::closed_error(shared)));
+            }
+            let next = lock(&shared.up).control.pop_front();
+            match next {
+                Some(frame) => {
+                    if self.tx.send_item(frame).is_err() {
+                        return Poll::Ready(Err(WriteState::closed_error(shared)));
+                    }
+                }
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
     fn poll_send(
         &mut self,
+        shared: &Shared,
         cx: &mut Context<'_>,
         frame: v2::StreamRequest,
     ) -> Poll<io::Result<()>> {
-        if ready!(self.tx.poll_reserve(cx)).is_err() {
-            return Poll::Ready(Err(self.closed_error()));
-        }
+        ready!(self.poll_room(shared, cx))?;
         if self.tx.send_item(frame).is_err() {
-            return Poll::Ready(Err(self.closed_error()));
+            return Poll::Ready(Err(WriteState::closed_error(shared)));
         }
         Poll::Ready(Ok(()))
     }
 
     fn poll_write_frame(
         &mut self,
+        shared: &Shared,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
@@ -327,16 +497,14 @@ impl WriteState {
             // write(2) after shutdown(SHUT_WR).
             return Poll::Ready(Err(io::Error::from_raw_os_error(errno::EPIPE)));
         }
-        if self.shared.terminal.failed() {
-            return Poll::Ready(Err(self.closed_error()));
+        if shared.terminal.failed() {
+            return Poll::Ready(Err(WriteState::closed_error(shared)));
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
-        if ready!(self.tx.poll_reserve(cx)).is_err() {
-            return Poll::Ready(Err(self.closed_error()));
-        }
+        ready!(self.poll_room(shared, cx))?;
         let mut data = Vec::with_capacity(total.min(MAX_UP_FRAME));
         for b in bufs {
             let room = MAX_UP_FRAME - data.len();
@@ -350,23 +518,41 @@ impl WriteState {
             frame: Some(stream_request::Frame::Data(data)),
         };
         if self.tx.send_item(frame).is_err() {
-            return Poll::Ready(Err(self.closed_error()));
+            return Poll::Ready(Err(WriteState::closed_error(shared)));
         }
         self.written += n as u64;
         self.flushed.written.store(self.written, Ordering::SeqCst);
         Poll::Ready(Ok(n))
     }
 
+    /// A write that never waits: `WouldBlock` when the up queue is full.
+    fn try_write(&mut self, shared: &Shared, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_write_frame(shared, &mut cx, bufs) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Ready when a write would not wait (room reserved, or an error).
+    fn poll_write_ready(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<()> {
+        if self.write_shut || shared.terminal.failed() {
+            return Poll::Ready(());
+        }
+        let _ = ready!(self.poll_room(shared, cx));
+        Poll::Ready(())
+    }
+
     /// Completes when every byte written is in the daemon's send buffer.
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = self.poll_flush_inner(cx);
+    fn poll_flush(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = self.poll_flush_inner(shared, cx);
         self.flushed
             .waiting
             .store(result.is_pending(), Ordering::SeqCst);
         result
     }
 
-    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush_inner(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.flushed.count.load(Ordering::SeqCst) >= self.written {
             return Poll::Ready(Ok(()));
         }
@@ -374,7 +560,7 @@ impl WriteState {
             let frame = v2::StreamRequest {
                 frame: Some(stream_request::Frame::Flush(true)),
             };
-            ready!(self.poll_send(cx, frame))?;
+            ready!(self.poll_send(shared, cx, frame))?;
             self.flush_requested = self.written;
         }
         self.flushed.waker.register(cx.waker());
@@ -382,38 +568,69 @@ impl WriteState {
             return Poll::Ready(Ok(()));
         }
         if self.flushed.done.load(Ordering::SeqCst) {
-            return Poll::Ready(Err(self.closed_error()));
+            return Poll::Ready(Err(WriteState::closed_error(shared)));
         }
         Poll::Pending
     }
 
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.write_shut {
             let frame = v2::StreamRequest {
                 frame: Some(stream_request::Frame::ShutdownWrite(true)),
             };
-            ready!(self.poll_send(cx, frame))?;
+            ready!(self.poll_send(shared, cx, frame))?;
             self.write_shut = true;
         }
-        self.poll_flush(cx)
+        self.poll_flush(shared, cx)
     }
 
-    /// Queues `shutdown_write` from a destructor (owned write half).
-    fn shutdown_in_background(&mut self) {
+    /// Queues `shutdown_write` from a destructor (owned write half), behind
+    /// the waiting control frames.
+    fn shutdown_in_background(&mut self, shared: &Shared) {
         if self.write_shut {
             return;
         }
         self.write_shut = true;
         self.tx.abort_send();
+        let frame = v2::StreamRequest {
+            frame: Some(stream_request::Frame::ShutdownWrite(true)),
+        };
+        let mut up = lock(&shared.up);
+        if up.control.is_empty() {
+            if let Some(sender) = self.tx.get_ref() {
+                match sender.try_send(frame) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(frame)) => up.control.push_back(frame),
+                }
+            }
+        } else {
+            up.control.push_back(frame);
+            return;
+        }
+        drop(up);
         if let Some(sender) = self.tx.get_ref().cloned() {
-            let _ = runtime::spawn(async move {
-                let frame = v2::StreamRequest {
-                    frame: Some(stream_request::Frame::ShutdownWrite(true)),
-                };
-                let _ = sender.send(frame).await;
-            });
+            spawn_control_drain(sender, Arc::downgrade(&shared.up));
         }
     }
+}
+
+/// Sends the waiting control frames as room appears (see [`Up::control`]).
+fn spawn_control_drain(sender: mpsc::Sender<v2::StreamRequest>, up: std::sync::Weak<Mutex<Up>>) {
+    let _ = runtime::spawn(async move {
+        loop {
+            let Ok(permit) = sender.reserve().await else {
+                return;
+            };
+            let Some(up) = up.upgrade() else {
+                return;
+            };
+            let mut up = lock(&up);
+            match up.control.pop_front() {
+                Some(f) => permit.send(f),
+                None => return,
+            }
+        }
+    });
 }
 
 /// Reads the response stream to its end: data to the read side, `flushed`
@@ -458,20 +675,22 @@ async fn pump(
     flushed.finish();
 }
 
-/// A TCP connection through tcpd, like `tokio::net::TcpStream`.
+/// A TCP connection through tcpd, with the API of `tokio::net::TcpStream`.
 ///
 /// Reading and writing go through [`AsyncRead`]/[`AsyncWrite`] (use
-/// `tokio::io::AsyncReadExt`/`AsyncWriteExt`). `flush()` completes when the
-/// written data is in the daemon's send buffer; `shutdown()` half-closes
-/// (FIN after the queued data). Dropping the stream closes the socket:
-/// FIN after the written data, or RST when received data was left unread
-/// (as Linux does).
+/// `tokio::io::AsyncReadExt`/`AsyncWriteExt`), or `readable`/`try_read`,
+/// `writable`/`try_write`, `ready`, `peek` as on tokio's type. `flush()`
+/// completes when the written data is in the daemon's send buffer;
+/// `shutdown()` half-closes (FIN after the queued data). Dropping the
+/// stream closes the socket: FIN after the written data, or RST when
+/// received data was left unread (as Linux does).
 ///
 /// ```no_run
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
 /// # async fn demo() -> std::io::Result<()> {
 /// let mut stream = tcpd_client::TcpStream::connect("10.0.0.1:7").await?;
+/// stream.set_nodelay(true)?;
 /// stream.write_all(b"ping").await?;
 /// stream.shutdown().await?; // FIN: the echo server ends its reply
 /// let mut reply = Vec::new();
@@ -480,13 +699,14 @@ async fn pump(
 /// # Ok(()) }
 /// ```
 pub struct TcpStream {
-    read: ReadState,
-    write: WriteState,
+    shared: Arc<Shared>,
+    read: Mutex<ReadState>,
+    write: Mutex<WriteState>,
 }
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.read.shared.fmt(f)
+        self.shared.fmt(f)
     }
 }
 
@@ -494,7 +714,7 @@ impl TcpStream {
     /// Opens a connection to `addr` through the process-wide session
     /// ([`Client::shared`]). With several addresses (a host name), each is
     /// tried in turn and the last error is returned.
-    pub async fn connect<A: ToSocketAddrsV4>(addr: A) -> io::Result<TcpStream> {
+    pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
         let targets = addr::resolve(&addr).await?;
         let client = Client::shared().await?;
         TcpStream::connect_any(&client, &targets).await
@@ -503,7 +723,7 @@ impl TcpStream {
     /// Tries `targets` in order through `client`.
     pub(crate) async fn connect_any(
         client: &Client,
-        targets: &[SocketAddrV4],
+        targets: &[SocketAddr],
     ) -> io::Result<TcpStream> {
         let mut last = io::Error::from_raw_os_error(errno::EINVAL);
         for &target in targets {
@@ -511,7 +731,8 @@ impl TcpStream {
                 remote: Some(target.into()),
                 ..Default::default()
             };
-            match TcpStream::open(client, stream_open::How::Connect(connect)).await {
+            let how = stream_open::How::Connect(connect);
+            match TcpStream::open(client, how, Cached::default()).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) => last = e,
             }
@@ -519,8 +740,14 @@ impl TcpStream {
         Err(last)
     }
 
-    /// Opens the Stream RPC (connect or accept) and waits for `opened`.
-    pub(crate) async fn open(client: &Client, how: stream_open::How) -> io::Result<TcpStream> {
+    /// Opens the Stream RPC (connect or accept) and waits for `opened`;
+    /// `cached` are the options the socket starts with, as far as this
+    /// library set them.
+    pub(crate) async fn open(
+        client: &Client,
+        how: stream_open::How,
+        cached: Cached,
+    ) -> io::Result<TcpStream> {
         let (tx, rx) = mpsc::channel(UP_QUEUE_FRAMES);
         let open = v2::StreamRequest {
             frame: Some(stream_request::Frame::Open(v2::StreamOpen {
@@ -554,22 +781,23 @@ impl TcpStream {
             Ok(opened)
         })
         .await??;
-        let addr = |a: Option<v2::SocketAddress>| match a.map(|a| a.to_std()) {
-            Some(Ok(std::net::SocketAddr::V4(a))) => Ok(a),
-            _ => Err(io::Error::from_raw_os_error(errno::EPROTO)),
-        };
         let shared = Arc::new(Shared {
             client: client.clone(),
             handle: opened.handle,
-            local: addr(opened.local)?,
-            peer: addr(opened.peer)?,
+            local: crate::socket::addr_from_wire(opened.local)?,
+            peer: crate::socket::addr_from_wire(opened.peer)?,
             consumed: AtomicU64::new(0),
-            abort: AtomicBool::new(false),
+            abort: AtomicBool::new(cached.linger == Some(Duration::ZERO)),
+            cached: Mutex::new(cached),
             terminal,
-            up: Mutex::new(Some(tx.clone())),
+            up: Arc::new(Mutex::new(Up {
+                sender: Some(tx.clone()),
+                control: VecDeque::new(),
+            })),
         });
         Ok(TcpStream {
-            read: ReadState {
+            shared,
+            read: Mutex::new(ReadState {
                 rx: data_rx,
                 pending: Vec::new(),
                 pos: 0,
@@ -577,133 +805,247 @@ impl TcpStream {
                 end: None,
                 held: 0,
                 flushed: Arc::clone(&flushed),
-                shared: Arc::clone(&shared),
-            },
-            write: WriteState {
+            }),
+            write: Mutex::new(WriteState {
                 tx: PollSender::new(tx),
                 written: 0,
                 flushed,
                 flush_requested: 0,
                 write_shut: false,
-                shared,
-            },
+            }),
         })
     }
 
-    fn shared(&self) -> &Shared {
-        &self.read.shared
-    }
-
     /// The remote address (from the connection's opening).
-    pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
-        Ok(self.shared().peer)
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.shared.peer)
     }
 
     /// The local address (from the connection's opening).
-    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
-        Ok(self.shared().local)
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.shared.local)
     }
 
     /// The daemon's handle of this socket.
     pub fn handle(&self) -> u64 {
-        self.shared().handle
+        self.shared.handle
     }
 
     /// The session this stream belongs to.
     pub fn client(&self) -> &Client {
-        &self.shared().client
+        &self.shared.client
     }
 
-    /// TCP_NODELAY (disable Nagle's algorithm).
-    pub async fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.set_option(SockOption::NoDelay(nodelay)).await
+    /// Sets TCP_NODELAY (disables Nagle's algorithm) for the data written
+    /// after this call; see the module docs for how it is ordered.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.shared.set_in_stream(SockOption::NoDelay(nodelay));
+        Ok(())
     }
 
-    /// Whether TCP_NODELAY is set.
-    pub async fn nodelay(&self) -> io::Result<bool> {
-        match self.option(OptionName::NoDelay).await? {
-            SockOption::NoDelay(b) => Ok(b),
-            _ => Err(io::Error::from_raw_os_error(errno::EPROTO)),
-        }
-    }
-
-    /// SO_KEEPALIVE with TCP_KEEPIDLE `idle`; `None` turns keepalive off.
-    pub async fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
-        match idle {
-            None => self.set_option(SockOption::KeepAlive(false)).await,
-            Some(idle) => {
-                // TCP_KEEPIDLE is whole seconds, at least 1.
-                let secs = u32::try_from(idle.as_secs()).unwrap_or(u32::MAX).max(1);
-                self.set_option(SockOption::KeepIdle(secs)).await?;
-                self.set_option(SockOption::KeepAlive(true)).await
-            }
-        }
+    /// Whether TCP_NODELAY is set (as set through this library).
+    pub fn nodelay(&self) -> io::Result<bool> {
+        Ok(lock(&self.shared.cached).nodelay)
     }
 
     /// Sets `SO_LINGER` (`Some(ZERO)`: close resets the connection).
-    pub async fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
-        self.shared()
-            .abort
-            .store(linger == Some(Duration::ZERO), Ordering::SeqCst);
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
         let secs = linger.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
-        self.set_option(SockOption::Linger(secs)).await
+        self.shared.set_in_stream(SockOption::Linger(secs));
+        Ok(())
     }
 
-    /// Reads `SO_LINGER`.
-    pub async fn linger(&self) -> io::Result<Option<Duration>> {
-        match self.option(OptionName::Linger).await? {
-            SockOption::Linger(l) => Ok(l.map(|s| Duration::from_secs(u64::from(s)))),
-            _ => Err(io::Error::from_raw_os_error(crate::sockopt::EPROTO)),
+    /// `SO_LINGER` as set through this library.
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        Ok(lock(&self.shared.cached).linger)
+    }
+
+    /// `IP_TTL`: tcpd sends every packet with TTL [`DEFAULT_TTL`] (64).
+    pub fn ttl(&self) -> io::Result<u32> {
+        Ok(DEFAULT_TTL)
+    }
+
+    /// `IP_TTL`: only [`DEFAULT_TTL`] is accepted; other values fail with
+    /// `ENOPROTOOPT` (tcpd has no per-socket TTL).
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        check_ttl(ttl)
+    }
+
+    /// `SO_KEEPALIVE` with `TCP_KEEPIDLE` `idle` (whole seconds,
+    /// 1..=32767); `None` turns keepalive off. Ordered with the data like
+    /// [`TcpStream::set_nodelay`].
+    pub fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        match idle {
+            None => self.shared.set_in_stream(SockOption::KeepAlive(false)),
+            Some(idle) => {
+                let secs = idle.as_secs().max(1);
+                let secs = OptionName::KeepIdle
+                    .kind()
+                    .accept_int(i64::try_from(secs).unwrap_or(i64::MAX))
+                    .and_then(|s| u32::try_from(s).ok())
+                    .ok_or_else(|| io::Error::from_raw_os_error(errno::EINVAL))?;
+                self.shared.set_in_stream(SockOption::KeepIdle(secs));
+                self.shared.set_in_stream(SockOption::KeepAlive(true));
+            }
         }
+        Ok(())
     }
 
-    /// Reads and clears the pending error (`SO_ERROR`).
-    pub async fn take_error(&self) -> io::Result<Option<io::Error>> {
-        match self.option(OptionName::Error).await? {
-            SockOption::Error(0) => Ok(None),
-            SockOption::Error(e) => Ok(Some(io::Error::from_raw_os_error(e))),
-            _ => Err(io::Error::from_raw_os_error(crate::sockopt::EPROTO)),
-        }
+    /// Takes the connection's pending error (`SO_ERROR`): the error that
+    /// ended it, if no read or write has reported it yet.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(self.shared.terminal.take())
     }
 
-    /// setsockopt(2).
+    /// setsockopt(2) through a unary call that waits for the daemon's answer
+    /// (any option, errors reported; not ordered with data in flight).
     pub async fn set_option(&self, option: SockOption) -> io::Result<()> {
-        crate::socket::set_option(self.client(), self.handle(), option).await
+        crate::socket::set_option(self.client(), self.handle(), option.clone()).await?;
+        lock(&self.shared.cached).note(&option);
+        if let SockOption::Linger(l) = option {
+            self.shared.abort.store(l == Some(0), Ordering::SeqCst);
+        }
+        Ok(())
     }
 
-    /// getsockopt(2).
+    /// getsockopt(2) through a unary call.
     pub async fn option(&self, name: OptionName) -> io::Result<SockOption> {
         crate::socket::get_option(self.client(), self.handle(), name).await
     }
 
     /// shutdown(2): `Write` sends FIN after the queued data; `Read` and
     /// `Both` also stop the receive side.
-    pub async fn shutdown_with(&mut self, how: Shutdown) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
+    pub async fn shutdown_with(&self, how: Shutdown) -> io::Result<()> {
         if matches!(how, Shutdown::Write | Shutdown::Both) {
-            self.shutdown().await?;
+            futures::future::poll_fn(|cx| lock(&self.write).poll_shutdown(&self.shared, cx))
+                .await?;
         }
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             let frame = v2::StreamRequest {
                 frame: Some(stream_request::Frame::ShutdownRead(true)),
             };
-            futures::future::poll_fn(|cx| self.write.poll_send(cx, frame.clone())).await?;
+            futures::future::poll_fn(|cx| {
+                lock(&self.write).poll_send(&self.shared, cx, frame.clone())
+            })
+            .await?;
         }
         Ok(())
     }
 
     /// Waits until a read would not block (data, EOF or an error).
-    pub async fn readable(&mut self) -> io::Result<()> {
-        futures::future::poll_fn(|cx| self.read.poll_read_ready(cx)).await
+    pub async fn readable(&self) -> io::Result<()> {
+        futures::future::poll_fn(|cx| self.poll_read_ready(cx)).await
+    }
+
+    /// Polls for read readiness (as tokio's `poll_read_ready`).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.read).poll_read_ready(&self.shared, cx).map(Ok)
+    }
+
+    /// Waits until a write would not block (room in the up queue, or an
+    /// error to report).
+    pub async fn writable(&self) -> io::Result<()> {
+        futures::future::poll_fn(|cx| self.poll_write_ready(cx)).await
+    }
+
+    /// Polls for write readiness (as tokio's `poll_write_ready`).
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.write).poll_write_ready(&self.shared, cx).map(Ok)
+    }
+
+    /// Waits for any of `interest` (as tokio's `ready`).
+    pub async fn ready(&self, interest: Interest) -> io::Result<Ready> {
+        futures::future::poll_fn(|cx| self.poll_ready(interest, cx)).await
+    }
+
+    fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<io::Result<Ready>> {
+        let mut ready = Ready::EMPTY;
+        if interest.is_readable() {
+            let mut read = lock(&self.read);
+            if read.poll_read_ready(&self.shared, cx).is_ready() {
+                ready |= Ready::READABLE;
+                if read.is_closed() {
+                    ready |= Ready::READ_CLOSED;
+                }
+            }
+        }
+        if interest.is_writable() {
+            let mut write = lock(&self.write);
+            if write.poll_write_ready(&self.shared, cx).is_ready() {
+                ready |= Ready::WRITABLE;
+                if write.write_shut || self.shared.terminal.failed() {
+                    ready |= Ready::WRITE_CLOSED;
+                }
+            }
+        }
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(ready))
+        }
+    }
+
+    /// Reads what is there without waiting; `WouldBlock` when nothing is
+    /// (as tokio's `try_read`). 0 means end of stream.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        lock(&self.read).try_read(&self.shared, &mut buf)?;
+        Ok(buf.filled().len())
+    }
+
+    /// As [`TcpStream::try_read`], into the first non-empty buffer.
+    pub fn try_read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        match bufs.iter_mut().find(|b| !b.is_empty()) {
+            Some(buf) => self.try_read(buf),
+            None => Ok(0),
+        }
+    }
+
+    /// As [`TcpStream::try_read`], appending to `buf`'s spare capacity.
+    pub fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        let chunk = buf.chunk_mut();
+        let mut tmp = vec![0u8; chunk.len().min(MAX_UP_FRAME)];
+        let n = self.try_read(&mut tmp)?;
+        buf.put_slice(&tmp[..n]);
+        Ok(n)
+    }
+
+    /// Writes what fits without waiting; `WouldBlock` when the up queue is
+    /// full (as tokio's `try_write`).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.write).try_write(&self.shared, &[io::IoSlice::new(buf)])
+    }
+
+    /// As [`TcpStream::try_write`], gathering `bufs`.
+    pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        lock(&self.write).try_write(&self.shared, bufs)
+    }
+
+    /// Receives data without consuming it (MSG_PEEK), waiting for some.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        futures::future::poll_fn(|cx| self.poll_peek(cx, &mut buf)).await
+    }
+
+    /// Polls for data to peek at (as tokio's `poll_peek`).
+    pub fn poll_peek(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<usize>> {
+        lock(&self.read).poll_peek(&self.shared, cx, buf)
     }
 
     /// Closes the socket: FIN after the written data, RST if received data
     /// was left unread. Returns once the daemon has taken the close (its
     /// queued data continues in the background, as with close(2)).
     pub async fn close(self) -> io::Result<()> {
-        let TcpStream { read, write } = self;
-        let ended = Arc::clone(&write.flushed);
-        let shared = Arc::clone(&read.shared);
+        let TcpStream {
+            shared,
+            read,
+            write,
+        } = self;
+        let ended = Arc::clone(&lock(&write).flushed);
         drop(read);
         drop(write);
         if let Some(close) = shared.close() {
@@ -724,121 +1066,191 @@ impl TcpStream {
         Ok(())
     }
 
-    /// Borrowed halves, usable concurrently (like `tokio::net::TcpStream::split`).
+    /// Borrowed halves, usable concurrently (as tokio's `split`).
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
-        (ReadHalf(&mut self.read), WriteHalf(&mut self.write))
+        (ReadHalf(self), WriteHalf(self))
     }
 
-    /// Owned halves; the socket closes when both are dropped.
+    /// Owned halves (as tokio's `into_split`); dropping the write half
+    /// half-closes, the socket closes when both are gone.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        let TcpStream { read, write } = self;
+        let inner = Arc::new(self);
         (
-            OwnedReadHalf { read },
-            OwnedWriteHalf { write: Some(write) },
+            OwnedReadHalf {
+                inner: Arc::clone(&inner),
+            },
+            OwnedWriteHalf {
+                inner,
+                shutdown_on_drop: true,
+            },
         )
+    }
+
+    fn read_state(&mut self) -> &mut ReadState {
+        self.read.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&mut self) -> &mut WriteState {
+        self.write.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let shared = Arc::clone(&this.shared);
+        this.read_state().poll_read(&shared, cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let shared = Arc::clone(&this.shared);
+        this.write_state()
+            .poll_write_frame(&shared, cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let shared = Arc::clone(&this.shared);
+        this.write_state().poll_write_frame(&shared, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let shared = Arc::clone(&this.shared);
+        this.write_state().poll_flush(&shared, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let shared = Arc::clone(&this.shared);
+        this.write_state().poll_shutdown(&shared, cx)
+    }
+}
+
+/// `AsyncRead`/`AsyncWrite` through a `&TcpStream` (the halves), locking
+/// the side's state for each poll.
+impl TcpStream {
+    pub(crate) fn poll_read_shared(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        lock(&self.read).poll_read(&self.shared, cx, buf)
+    }
+
+    pub(crate) fn poll_write_shared(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        lock(&self.write).poll_write_frame(&self.shared, cx, bufs)
+    }
+
+    pub(crate) fn poll_flush_shared(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.write).poll_flush(&self.shared, cx)
+    }
+
+    pub(crate) fn poll_shutdown_shared(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.write).poll_shutdown(&self.shared, cx)
     }
 }
 
 /// The read half of [`TcpStream::split`].
-pub struct ReadHalf<'a>(&'a mut ReadState);
+#[derive(Debug)]
+pub struct ReadHalf<'a>(&'a TcpStream);
 
 /// The write half of [`TcpStream::split`].
-pub struct WriteHalf<'a>(&'a mut WriteState);
-
-impl fmt::Debug for ReadHalf<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.shared.fmt(f)
-    }
-}
-
-impl fmt::Debug for WriteHalf<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.shared.fmt(f)
-    }
-}
+#[derive(Debug)]
+pub struct WriteHalf<'a>(&'a TcpStream);
 
 /// The read half of [`TcpStream::into_split`].
+#[derive(Debug)]
 pub struct OwnedReadHalf {
-    read: ReadState,
+    inner: Arc<TcpStream>,
 }
 
 /// The write half of [`TcpStream::into_split`]. Dropping it half-closes
 /// (FIN after the queued data), as tokio's does.
+#[derive(Debug)]
 pub struct OwnedWriteHalf {
-    /// `None` only after [`OwnedReadHalf::reunite`] took it.
-    write: Option<WriteState>,
+    inner: Arc<TcpStream>,
+    shutdown_on_drop: bool,
 }
 
 impl Drop for OwnedWriteHalf {
     fn drop(&mut self) {
-        if let Some(write) = &mut self.write {
-            write.shutdown_in_background();
+        if self.shutdown_on_drop {
+            lock(&self.inner.write).shutdown_in_background(&self.inner.shared);
         }
-    }
-}
-
-impl fmt::Debug for OwnedReadHalf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.read.shared.fmt(f)
-    }
-}
-
-impl fmt::Debug for OwnedWriteHalf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedWriteHalf").finish_non_exhaustive()
-    }
-}
-
-impl OwnedWriteHalf {
-    fn state(&mut self) -> io::Result<&mut WriteState> {
-        self.write
-            .as_mut()
-            .ok_or_else(|| io::Error::from_raw_os_error(errno::EBADF))
-    }
-
-    fn shared(&self) -> Option<&Shared> {
-        self.write.as_ref().map(|w| &*w.shared)
     }
 }
 
 impl OwnedReadHalf {
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
-        Ok(self.read.shared.peer)
-    }
-
-    /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
-        Ok(self.read.shared.local)
-    }
-
-    /// The daemon's handle of this socket.
-    pub fn handle(&self) -> u64 {
-        self.read.shared.handle
-    }
-
-    /// Puts the halves back together (`tokio`'s `reunite`); fails if they
+    /// Puts the halves back together (tokio's `reunite`); fails if they
     /// come from different streams.
     #[allow(clippy::result_large_err)] // tokio's signature: the halves come back by value.
-    pub fn reunite(self, mut other: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
-        let same = other
-            .write
-            .as_ref()
-            .is_some_and(|w| Arc::ptr_eq(&self.read.shared, &w.shared));
-        match other.write.take() {
-            Some(write) if same => Ok(TcpStream {
-                read: self.read,
-                write,
-            }),
-            write => {
-                other.write = write;
-                Err(ReuniteError(self, other))
-            }
-        }
+    pub fn reunite(self, other: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
+        reunite(self, other)
     }
 }
 
-/// The halves given to [`OwnedReadHalf::reunite`] were not of one stream.
+impl OwnedWriteHalf {
+    /// Puts the halves back together (tokio's `reunite`).
+    #[allow(clippy::result_large_err)] // tokio's signature: the halves come back by value.
+    pub fn reunite(self, other: OwnedReadHalf) -> Result<TcpStream, ReuniteError> {
+        reunite(other, self)
+    }
+
+    /// Drops the half without the half-close (tokio's `forget`).
+    pub fn forget(mut self) {
+        self.shutdown_on_drop = false;
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn reunite(read: OwnedReadHalf, mut write: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
+    if !Arc::ptr_eq(&read.inner, &write.inner) {
+        return Err(ReuniteError(read, write));
+    }
+    write.shutdown_on_drop = false;
+    let inner = Arc::clone(&write.inner);
+    drop(write);
+    drop(read);
+    // Both halves are gone: this is the last reference. (Were it not, the
+    // halves come back as they were rather than anything panicking.)
+    Arc::try_unwrap(inner).map_err(|inner| {
+        ReuniteError(
+            OwnedReadHalf {
+                inner: Arc::clone(&inner),
+            },
+            OwnedWriteHalf {
+                inner,
+                shutdown_on_drop: true,
+            },
+        )
+    })
+}
+
+/// The halves given to `reunite` were not of one stream.
 #[derive(Debug)]
 pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
 
@@ -850,56 +1262,131 @@ impl fmt::Display for ReuniteError {
 
 impl std::error::Error for ReuniteError {}
 
-impl OwnedWriteHalf {
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
-        self.shared()
-            .map(|s| s.peer)
-            .ok_or_else(|| io::Error::from_raw_os_error(errno::EBADF))
-    }
+/// The methods tokio's halves share with the stream, through `$this.$s`
+/// (the `&TcpStream`).
+macro_rules! half_common {
+    ($ty:ty, |$this:ident| $s:expr) => {
+        impl $ty {
+            /// The remote address.
+            pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+                let $this = self;
+                $s.peer_addr()
+            }
 
-    /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
-        self.shared()
-            .map(|s| s.local)
-            .ok_or_else(|| io::Error::from_raw_os_error(errno::EBADF))
-    }
+            /// The local address.
+            pub fn local_addr(&self) -> io::Result<SocketAddr> {
+                let $this = self;
+                $s.local_addr()
+            }
 
-    /// The daemon's handle of this socket.
-    pub fn handle(&self) -> u64 {
-        self.shared().map_or(0, |s| s.handle)
-    }
+            /// The daemon's handle of this socket.
+            pub fn handle(&self) -> u64 {
+                let $this = self;
+                $s.handle()
+            }
+
+            /// Waits for any of `interest` (as tokio's `ready`).
+            pub async fn ready(&self, interest: Interest) -> io::Result<Ready> {
+                let $this = self;
+                $s.ready(interest).await
+            }
+        }
+    };
 }
 
-/// `AsyncRead` for a type whose read state `$state` (an expression over
-/// `$this: &mut Self`) is reached through it.
-macro_rules! async_read_via {
-    ($ty:ty, |$this:ident| $state:expr) => {
+/// tokio's read-half methods, through `$this.$s` (the `&TcpStream`).
+macro_rules! read_half {
+    ($ty:ty, |$this:ident| $s:expr) => {
+        half_common!($ty, |$this| $s);
+
+        impl $ty {
+            /// Waits until a read would not block.
+            pub async fn readable(&self) -> io::Result<()> {
+                let $this = self;
+                $s.readable().await
+            }
+
+            /// As [`TcpStream::try_read`].
+            pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                let $this = self;
+                $s.try_read(buf)
+            }
+
+            /// As [`TcpStream::try_read_vectored`].
+            pub fn try_read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+                let $this = self;
+                $s.try_read_vectored(bufs)
+            }
+
+            /// As [`TcpStream::try_read_buf`].
+            pub fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+                let $this = self;
+                $s.try_read_buf(buf)
+            }
+
+            /// As [`TcpStream::peek`].
+            pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+                let $this = self;
+                $s.peek(buf).await
+            }
+
+            /// As [`TcpStream::poll_peek`].
+            pub fn poll_peek(
+                &self,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<usize>> {
+                let $this = self;
+                $s.poll_peek(cx, buf)
+            }
+        }
+
         impl AsyncRead for $ty {
             fn poll_read(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
                 buf: &mut ReadBuf<'_>,
             ) -> Poll<io::Result<()>> {
-                let $this = self.get_mut();
-                $state.poll_read(cx, buf)
+                let $this = &*self;
+                $s.poll_read_shared(cx, buf)
             }
         }
     };
 }
 
-/// `AsyncWrite` for a type whose write state `$state` (an expression over
-/// `$this: &mut Self`, possibly failing with `?`) is reached through it.
-macro_rules! async_write_via {
-    ($ty:ty, |$this:ident| $state:expr) => {
+/// tokio's write-half methods, through `$this.$s` (the `&TcpStream`).
+macro_rules! write_half {
+    ($ty:ty, |$this:ident| $s:expr) => {
+        half_common!($ty, |$this| $s);
+
+        impl $ty {
+            /// Waits until a write would not block.
+            pub async fn writable(&self) -> io::Result<()> {
+                let $this = self;
+                $s.writable().await
+            }
+
+            /// As [`TcpStream::try_write`].
+            pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                let $this = self;
+                $s.try_write(buf)
+            }
+
+            /// As [`TcpStream::try_write_vectored`].
+            pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+                let $this = self;
+                $s.try_write_vectored(bufs)
+            }
+        }
+
         impl AsyncWrite for $ty {
             fn poll_write(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
                 buf: &[u8],
             ) -> Poll<io::Result<usize>> {
-                let $this = self.get_mut();
-                $state.poll_write_frame(cx, &[io::IoSlice::new(buf)])
+                let $this = &*self;
+                $s.poll_write_shared(cx, &[io::IoSlice::new(buf)])
             }
 
             fn poll_write_vectored(
@@ -907,8 +1394,8 @@ macro_rules! async_write_via {
                 cx: &mut Context<'_>,
                 bufs: &[io::IoSlice<'_>],
             ) -> Poll<io::Result<usize>> {
-                let $this = self.get_mut();
-                $state.poll_write_frame(cx, bufs)
+                let $this = &*self;
+                $s.poll_write_shared(cx, bufs)
             }
 
             fn is_write_vectored(&self) -> bool {
@@ -916,21 +1403,19 @@ macro_rules! async_write_via {
             }
 
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                let $this = self.get_mut();
-                $state.poll_flush(cx)
+                let $this = &*self;
+                $s.poll_flush_shared(cx)
             }
 
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                let $this = self.get_mut();
-                $state.poll_shutdown(cx)
+                let $this = &*self;
+                $s.poll_shutdown_shared(cx)
             }
         }
     };
 }
 
-async_read_via!(TcpStream, |this| this.read);
-async_write_via!(TcpStream, |this| this.write);
-async_read_via!(ReadHalf<'_>, |this| this.0);
-async_write_via!(WriteHalf<'_>, |this| this.0);
-async_read_via!(OwnedReadHalf, |this| this.read);
-async_write_via!(OwnedWriteHalf, |this| this.state()?);
+read_half!(ReadHalf<'_>, |this| this.0);
+write_half!(WriteHalf<'_>, |this| this.0);
+read_half!(OwnedReadHalf, |this| this.inner);
+write_half!(OwnedWriteHalf, |this| this.inner);

@@ -555,11 +555,41 @@ async fn stream_up(
                     abort: c.abort,
                 };
             }
+            stream_request::Frame::SetOption(setting) => {
+                set_option_in_stream(driver, session, handle, &setting).await;
+                Ok(())
+            }
             stream_request::Frame::Open(_) => Err(Errno::invalid("Stream already open")),
         };
         if let Err(e) = result {
             return UpEnd::Failed(e);
         }
+    }
+}
+
+/// A `set_option` frame: applied in order with the data; there is no
+/// answer on the stream, so a refusal is logged (the client checked the
+/// value against the ranges setsockopt accepts) and the stream goes on.
+async fn set_option_in_stream(
+    driver: &DriverHandle,
+    session: SessionInfo,
+    handle: u64,
+    setting: &v2::OptionSetting,
+) {
+    let result = match convert::option_to_set(setting.option, setting.value.as_ref()) {
+        Ok(option) => {
+            driver
+                .call(session, |reply| Op::SetOption {
+                    handle,
+                    option,
+                    reply,
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::debug!(handle, option = setting.option, error = %e, "in-stream set_option refused");
     }
 }
 

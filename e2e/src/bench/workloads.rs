@@ -54,7 +54,7 @@ impl Dialer for TcpdDialer {
     async fn connect(&self, addr: SocketAddrV4, nodelay: bool) -> io::Result<Self::Stream> {
         let s = tcpd_client::TcpStream::connect(addr).await?;
         if nodelay {
-            s.set_nodelay(true).await?;
+            s.set_nodelay(true)?;
         }
         Ok(s)
     }
