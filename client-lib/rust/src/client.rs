@@ -14,6 +14,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tcpd_proto::v2;
@@ -23,7 +24,7 @@ use tonic::transport::Channel;
 
 use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::PollFlags;
-use crate::transport::{connect_channel, status_to_io};
+use crate::transport::connect_channel;
 use crate::{Socket, TcpListener, TcpStream, runtime};
 
 /// The process-wide session behind [`Client::shared`].
@@ -33,6 +34,8 @@ static SHARED: OnceCell<Client> = OnceCell::const_new();
 #[derive(Debug, Clone)]
 pub struct Client {
     rpc: SocketClient<Channel>,
+    /// The daemon's socket path, for errors reaching it ("" when unknown).
+    daemon: Arc<str>,
 }
 
 impl Client {
@@ -54,7 +57,10 @@ impl Client {
         let channel = runtime::run(connect_channel(path))
             .await?
             .map_err(|e| crate::transport::unreachable(&shown, e))?;
-        Ok(Client::from_channel(channel))
+        Ok(Client {
+            rpc: SocketClient::new(channel),
+            daemon: shown.into(),
+        })
     }
 
     /// Opens a session at `$TCPD_SOCKET`, or the default
@@ -88,7 +94,21 @@ impl Client {
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             rpc: SocketClient::new(channel),
+            daemon: Arc::from(""),
         }
+    }
+
+    /// The failed call's `io::Error`: the daemon's errno, or an error that
+    /// names the daemon ("tcpd daemon at PATH: ...") when the call never
+    /// got an answer from its socket layer (see [`crate::status_to_io`]).
+    pub fn to_io(&self, status: tonic::Status) -> io::Error {
+        crate::transport::status_to_io_at(&self.daemon, status)
+    }
+
+    /// The daemon's socket path this session was opened on ("" when the
+    /// session was made with [`Client::from_channel`]).
+    pub fn daemon_path(&self) -> &str {
+        &self.daemon
     }
 
     /// The generated gRPC client of this session, for calls this crate does
@@ -143,7 +163,7 @@ impl Client {
             .rpc()
             .poll(request)
             .await
-            .map_err(status_to_io)?
+            .map_err(|s| self.to_io(s))?
             .into_inner();
         if reply.entries.len() != entries.len() {
             return Err(io::Error::from_raw_os_error(crate::sockopt::EPROTO));

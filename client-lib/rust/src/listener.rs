@@ -84,7 +84,7 @@ impl TcpListener {
             .rpc()
             .listen(request)
             .await
-            .map_err(crate::status_to_io)?
+            .map_err(|s| client.to_io(s))?
             .into_inner();
         let socket = Socket::from_raw_handle(client.clone(), reply.handle);
         let local = crate::socket::addr_from_wire(reply.local)?;

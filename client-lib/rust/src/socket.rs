@@ -18,7 +18,6 @@ use std::net::{Shutdown, SocketAddr};
 use tcpd_proto::v2;
 
 use crate::sockopt::{EPROTO, OptionName, SockOption};
-use crate::transport::status_to_io;
 use crate::{Client, TcpStream, runtime};
 
 /// Upper bound the daemon puts on one `Read` (1 MiB, see the proto).
@@ -56,7 +55,7 @@ impl Socket {
             .rpc()
             .socket(v2::SocketRequest::default())
             .await
-            .map_err(status_to_io)?
+            .map_err(|s| client.to_io(s))?
             .into_inner();
         Ok(Socket::from_raw_handle(client.clone(), reply.handle))
     }
@@ -94,7 +93,7 @@ impl Socket {
             .rpc()
             .bind(request)
             .await
-            .map_err(status_to_io)?;
+            .map_err(|s| self.client.to_io(s))?;
         Ok(())
     }
 
@@ -109,7 +108,7 @@ impl Socket {
             .rpc()
             .listen(request)
             .await
-            .map_err(status_to_io)?;
+            .map_err(|s| self.client.to_io(s))?;
         Ok(())
     }
 
@@ -129,7 +128,7 @@ impl Socket {
             .rpc()
             .accept(request)
             .await
-            .map_err(status_to_io)?
+            .map_err(|s| self.client.to_io(s))?
             .into_inner();
         let socket = Socket::from_raw_handle(self.client.clone(), reply.handle);
         let peer = addr_from_wire(reply.peer)?;
@@ -149,7 +148,7 @@ impl Socket {
             .rpc()
             .connect(request)
             .await
-            .map_err(status_to_io)?;
+            .map_err(|s| self.client.to_io(s))?;
         Ok(())
     }
 
@@ -167,7 +166,7 @@ impl Socket {
             .rpc()
             .read(request)
             .await
-            .map_err(status_to_io)?
+            .map_err(|s| self.client.to_io(s))?
             .into_inner();
         Ok(reply.data)
     }
@@ -186,7 +185,7 @@ impl Socket {
             .rpc()
             .write(request)
             .await
-            .map_err(status_to_io)?
+            .map_err(|s| self.client.to_io(s))?
             .into_inner();
         usize::try_from(reply.written)
             .ok()
@@ -209,7 +208,7 @@ impl Socket {
             .rpc()
             .shutdown(request)
             .await
-            .map_err(status_to_io)?;
+            .map_err(|s| self.client.to_io(s))?;
         Ok(())
     }
 
@@ -247,7 +246,7 @@ impl Socket {
             .rpc()
             .get_peer_name(request)
             .await
-            .map_err(status_to_io)?
+            .map_err(|s| self.client.to_io(s))?
             .into_inner();
         addr_from_wire(reply.address)
     }
@@ -287,7 +286,7 @@ pub(crate) async fn close_handle(client: &Client, handle: u64) -> io::Result<()>
             abort: false,
         })
         .await
-        .map_err(status_to_io)?;
+        .map_err(|s| client.to_io(s))?;
     Ok(())
 }
 
@@ -314,7 +313,7 @@ pub(crate) async fn get_option(
         .rpc()
         .get_option(request)
         .await
-        .map_err(status_to_io)?
+        .map_err(|s| client.to_io(s))?
         .into_inner();
     SockOption::from_wire(name, reply.value)
 }
@@ -330,7 +329,7 @@ pub(crate) async fn set_option(client: &Client, handle: u64, option: SockOption)
         .rpc()
         .set_option(request)
         .await
-        .map_err(status_to_io)?;
+        .map_err(|s| client.to_io(s))?;
     Ok(())
 }
 
@@ -340,7 +339,7 @@ pub(crate) async fn local_addr(client: &Client, handle: u64) -> io::Result<Socke
         .rpc()
         .get_socket_name(v2::GetSocketNameRequest { handle })
         .await
-        .map_err(status_to_io)?
+        .map_err(|s| client.to_io(s))?
         .into_inner();
     addr_from_wire(reply.address)
 }

@@ -58,7 +58,6 @@ use tokio_util::sync::PollSender;
 
 use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::{OptionName, SockOption};
-use crate::transport::status_to_io;
 use crate::{Client, runtime};
 
 /// Largest up `data` frame; bigger writes are split (the daemon's down
@@ -80,36 +79,39 @@ enum DownItem {
 }
 
 /// The connection's error, reported once (to read or write, whichever
-/// comes first), as Linux's `sk_err`.
+/// comes first), as Linux's `sk_err` — or the error of losing the daemon,
+/// which names it (never disguised as a network errno).
 #[derive(Debug, Default)]
 struct Terminal {
-    /// The errno, once the daemon reported one.
-    errno: Mutex<Option<i32>>,
+    /// The error, until reported.
+    error: Mutex<Option<io::Error>>,
+    /// An error has been set (it may have been reported since).
+    failed: AtomicBool,
     /// Whether it has been reported to the application.
     reported: AtomicBool,
 }
 
 impl Terminal {
-    fn set(&self, e: i32) {
-        if let Ok(mut slot) = self.errno.lock()
-            && slot.is_none()
-        {
+    fn set(&self, e: io::Error) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.failed.swap(true, Ordering::SeqCst) {
             *slot = Some(e);
         }
     }
 
     /// The pending error, consumed by this call.
     fn take(&self) -> Option<io::Error> {
-        let e = self.errno.lock().ok().and_then(|slot| *slot)?;
-        if self.reported.swap(true, Ordering::SeqCst) {
-            None
-        } else {
-            Some(io::Error::from_raw_os_error(e))
+        if !self.failed.load(Ordering::SeqCst) || self.reported.swap(true, Ordering::SeqCst) {
+            return None;
         }
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn failed(&self) -> bool {
-        self.errno.lock().ok().is_some_and(|slot| slot.is_some())
+        self.failed.load(Ordering::SeqCst)
     }
 }
 
@@ -636,6 +638,7 @@ fn spawn_control_drain(sender: mpsc::Sender<v2::StreamRequest>, up: std::sync::W
 /// Reads the response stream to its end: data to the read side, `flushed`
 /// to the write side, the final error to both.
 async fn pump(
+    client: Client,
     mut frames: tonic::Streaming<v2::StreamResponse>,
     data: mpsc::Sender<DownItem>,
     flushed: Arc<Flushed>,
@@ -665,8 +668,7 @@ async fn pump(
             // A frame kind newer than this client: skip it.
             Ok(v2::StreamResponse { frame: None }) => {}
             Err(status) => {
-                let err = status_to_io(status);
-                terminal.set(err.raw_os_error().unwrap_or(errno::ECONNABORTED));
+                terminal.set(client.to_io(status));
                 break;
             }
         }
@@ -757,6 +759,7 @@ impl TcpStream {
         // A fresh queue always has room for its first frame.
         let _ = tx.try_send(open);
         let mut rpc = client.rpc();
+        let pump_client = client.clone();
         let terminal = Arc::new(Terminal::default());
         let (data_tx, data_rx) = mpsc::channel(DOWN_QUEUE);
         let flushed = Arc::new(Flushed::default());
@@ -768,16 +771,22 @@ impl TcpStream {
             let mut frames = rpc
                 .stream(ReceiverStream::new(rx))
                 .await
-                .map_err(status_to_io)?
+                .map_err(|s| pump_client.to_io(s))?
                 .into_inner();
             let opened = match frames.next().await {
                 Some(Ok(v2::StreamResponse {
                     frame: Some(stream_response::Frame::Opened(o)),
                 })) => o,
-                Some(Err(status)) => return Err(status_to_io(status)),
+                Some(Err(status)) => return Err(pump_client.to_io(status)),
                 _ => return Err(io::Error::from_raw_os_error(errno::EPROTO)),
             };
-            tokio::spawn(pump(frames, data_tx, flushed_tx, pump_terminal));
+            tokio::spawn(pump(
+                pump_client,
+                frames,
+                data_tx,
+                flushed_tx,
+                pump_terminal,
+            ));
             Ok(opened)
         })
         .await??;

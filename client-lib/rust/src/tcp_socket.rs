@@ -24,7 +24,6 @@ use tcpd_proto::{errno, v2};
 use crate::runtime::block_on;
 use crate::sockopt::{OptionName, SockOption, wire_name};
 use crate::stream::{Cached, check_ttl};
-use crate::transport::status_to_io;
 use crate::{Client, Socket, TcpListener, TcpStream};
 
 /// A TCP socket not yet connected or listening (tokio's `TcpSocket`).
@@ -282,7 +281,7 @@ impl TcpSocket {
         };
         let rpc_client = client.clone();
         let reply = block_on(async move { rpc_client.rpc().listen(request).await })?
-            .map_err(status_to_io)?
+            .map_err(|s| client.to_io(s))?
             .into_inner();
         let socket = match inner.socket.take() {
             Some(socket) => socket,
@@ -322,7 +321,7 @@ impl Inner {
         };
         let rpc_client = client.clone();
         let reply = block_on(async move { rpc_client.rpc().socket(request).await })?
-            .map_err(status_to_io)?
+            .map_err(|s| client.to_io(s))?
             .into_inner();
         self.socket = Some(Socket::from_raw_handle(client, reply.handle));
         self.pending.clear();

@@ -83,14 +83,20 @@ pub async fn connect_channel_with(
 /// there is one, so it is never mistaken for a peer's reset
 /// ([`is_daemon_error`] tells them apart).
 pub fn status_to_io(status: tonic::Status) -> io::Error {
+    status_to_io_at("", status)
+}
+
+/// As [`status_to_io`], naming the daemon's socket `path` in the error
+/// for a daemon that could not be reached ("tcpd daemon at PATH: ...").
+pub fn status_to_io_at(path: &str, status: tonic::Status) -> io::Error {
     if let Some(errno) = tcpd_proto::status_errno(&status) {
         return io::Error::from_raw_os_error(errno);
     }
-    daemon_error(&status)
+    daemon_error(path, &status)
 }
 
-/// The error for a call that failed on the way to the daemon.
-pub(crate) fn daemon_error(status: &tonic::Status) -> io::Error {
+/// The error for a call that failed on the way to the daemon at `path`.
+pub(crate) fn daemon_error(path: &str, status: &tonic::Status) -> io::Error {
     let kind = match transport_os_error(status) {
         Some(errno) => io::Error::from_raw_os_error(errno).kind(),
         None if status.code() == tonic::Code::Unimplemented => io::ErrorKind::Unsupported,
@@ -104,9 +110,14 @@ pub(crate) fn daemon_error(status: &tonic::Status) -> io::Error {
         | io::ErrorKind::BrokenPipe => io::ErrorKind::NotConnected,
         k => k,
     };
+    let at = if path.is_empty() {
+        String::new()
+    } else {
+        format!(" at {path}")
+    };
     io::Error::new(
         kind,
-        DaemonError(format!("tcpd daemon: {}", status.message())),
+        DaemonError(format!("tcpd daemon{at}: {}", status.message())),
     )
 }
 

@@ -1,0 +1,208 @@
+//! The Rust client against the real daemon, beyond the tokio API test:
+//! the blocking (`std::net`-shaped) flavour, and what a program sees when
+//! the daemon restarts under it (errors that name the daemon, never a
+//! network errno; the same session reconnects to the new daemon).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tcpd_client::blocking;
+use tcpd_e2e::{Daemon, Env, HOST_ADDR, Netns, TCPD_ADDR, runtime, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A kernel echo server on `port` in `ns`, for one connection.
+fn kernel_echo(ns: &Netns, port: u16) -> std::thread::JoinHandle<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let handle = ns.spawn(move || {
+        let listener =
+            std::net::TcpListener::bind(SocketAddrV4::new(HOST_ADDR, port)).expect("listen");
+        ready_tx.send(()).expect("ready");
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(LIMIT)).expect("timeout");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    ready_rx.recv().expect("kernel listener ready");
+    handle
+}
+
+#[test]
+fn blocking_api_has_std_net_behaviour() {
+    let Some(env) = Env::setup("cli-blocking", &[]) else {
+        return;
+    };
+    let client = blocking::connect_client(env.daemon.socket()).expect("session");
+    let echo = kernel_echo(&env.ns, 7601);
+    let target = SocketAddr::from((HOST_ADDR, 7601));
+    let stream = blocking::TcpStream::connect_with(&client, target).expect("connect");
+    assert_eq!(stream.peer_addr().expect("peer"), target);
+    assert_eq!(
+        stream.local_addr().expect("local").ip(),
+        std::net::IpAddr::V4(TCPD_ADDR)
+    );
+    stream.set_nodelay(true).expect("nodelay");
+    assert!(stream.nodelay().expect("nodelay"));
+    assert_eq!(stream.ttl().expect("ttl"), 64);
+
+    // Read and Write through &TcpStream, as std allows.
+    (&stream).write_all(b"hello").expect("write");
+    (&stream).flush().expect("flush");
+    let mut got = [0u8; 5];
+    stream.peek(&mut got[..1]).expect("peek");
+    assert_eq!(got[0], b'h', "peek sees the first byte");
+    (&stream).read_exact(&mut got).expect("read");
+    assert_eq!(&got, b"hello", "peek consumed nothing");
+
+    // A read timeout expires with WouldBlock (EAGAIN), as SO_RCVTIMEO.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let started = Instant::now();
+    let err = (&stream).read(&mut got).expect_err("nothing to read");
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(stream.set_read_timeout(Some(Duration::ZERO)).is_err());
+
+    // Non-blocking mode: WouldBlock at once.
+    stream.set_nonblocking(true).expect("nonblocking");
+    let err = (&stream).read(&mut got).expect_err("nothing to read");
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+    stream.set_nonblocking(false).expect("blocking");
+
+    // shutdown(Write): the echo server sees EOF and ends; we read EOF.
+    stream.shutdown(Shutdown::Write).expect("shutdown");
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut rest = Vec::new();
+    (&stream).read_to_end(&mut rest).expect("EOF");
+    assert!(rest.is_empty());
+    let err = (&stream).write(b"x").expect_err("write after shutdown");
+    assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "{err}");
+    echo.join().expect("echo");
+
+    // A listener: bind, accept a kernel client, exchange.
+    let listener = blocking::TcpListener::bind_with(&client, (TCPD_ADDR, 0)).expect("bind");
+    let local = listener.local_addr().expect("local");
+    assert_ne!(local.port(), 0, "port 0 picks one");
+    let kernel = env.ns.spawn(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&local, LIMIT).expect("kernel connect");
+        s.set_read_timeout(Some(LIMIT)).expect("timeout");
+        s.write_all(b"ping").expect("write");
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).expect("read");
+        back
+    });
+    let (mut conn, peer) = listener.accept().expect("accept");
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(HOST_ADDR));
+    let mut ping = [0u8; 4];
+    conn.read_exact(&mut ping).expect("read");
+    conn.write_all(b"pong").expect("write");
+    conn.flush().expect("flush");
+    assert_eq!(&kernel.join().expect("kernel"), b"pong");
+    assert_eq!(&ping, b"ping");
+}
+
+#[test]
+fn a_daemon_restart_gives_errors_that_name_the_daemon() {
+    if !tcpd_e2e::require_privileges("cli-restart") {
+        return;
+    }
+    // The API socket lives in a directory of the test's, so a second
+    // daemon can serve it where the client expects it.
+    let dir = tcpd_e2e::TempDir::new("cli-restart").expect("temp dir");
+    let socket = dir.path().join("tcpd.sock");
+    let ns = Netns::new("cli-restart").expect("namespace");
+    let mut env = Env {
+        daemon: Daemon::start_at(&ns, &socket, &[]).expect("start tcpd"),
+        ns,
+    };
+    let rt = runtime();
+    let shown = socket.display().to_string();
+    let echo = kernel_echo(&env.ns, 7602);
+    let client = rt
+        .block_on(tcpd_client::Client::connect(&socket))
+        .expect("session");
+    let mut stream = rt
+        .block_on(client.tcp_connect((HOST_ADDR, 7602)))
+        .expect("connect");
+    rt.block_on(async {
+        stream.write_all(b"before").await.expect("write");
+        let mut got = [0u8; 6];
+        stream.read_exact(&mut got).await.expect("echo");
+    });
+
+    // The daemon goes away (SIGTERM; its sockets die with it).
+    env.daemon.terminate().expect("stop tcpd");
+    let err = rt.block_on(async {
+        let mut buf = [0u8; 16];
+        tokio::time::timeout(LIMIT, stream.read(&mut buf))
+            .await
+            .expect("the read ends")
+            .expect_err("no daemon: an error, not EOF")
+    });
+    assert!(tcpd_client::is_daemon_error(&err), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("tcpd daemon at {shown}")),
+        "{err}"
+    );
+    assert!(
+        !matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
+        ),
+        "{err:?}"
+    );
+    // Writes after it: EPIPE, as after any reported error.
+    let again = rt
+        .block_on(stream.write_all(b"after"))
+        .expect_err("stream is gone");
+    assert_eq!(again.raw_os_error(), Some(libc::EPIPE), "{again:?}");
+    drop(stream);
+    let _ = echo.join();
+
+    // While no daemon runs, new calls fail naming it too.
+    let err = rt
+        .block_on(client.tcp_connect((HOST_ADDR, 7603)))
+        .expect_err("no daemon");
+    assert!(tcpd_client::is_daemon_error(&err), "{err:?}");
+    assert!(err.to_string().contains("tcpd daemon at"), "{err}");
+
+    // A new daemon on the same path: the same Client works again (a new
+    // session: the old sockets are gone, as after a reboot).
+    env.daemon = Daemon::start_at(&env.ns, &socket, &[]).expect("restart tcpd");
+    let echo = kernel_echo(&env.ns, 7604);
+    let mut reconnected = None;
+    assert!(
+        wait_until(LIMIT, || {
+            match rt.block_on(client.tcp_connect((HOST_ADDR, 7604))) {
+                Ok(s) => {
+                    reconnected = Some(s);
+                    true
+                }
+                Err(e) => {
+                    assert!(tcpd_client::is_daemon_error(&e), "{e:?}");
+                    false
+                }
+            }
+        }),
+        "the session reconnects to the restarted daemon"
+    );
+    let mut stream = reconnected.expect("connected");
+    rt.block_on(async {
+        stream.write_all(b"after restart").await.expect("write");
+        let mut got = [0u8; 13];
+        stream.read_exact(&mut got).await.expect("echo");
+        assert_eq!(&got, b"after restart");
+        stream.shutdown().await.expect("FIN");
+    });
+    drop(stream);
+    echo.join().expect("echo");
+}
