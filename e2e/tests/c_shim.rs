@@ -6,13 +6,15 @@
 //!
 //! Covers: an echo server in a poll loop serving kernel clients, a 10 MiB
 //! transfer checked by SHA-256 on both ends, non-blocking connect and
-//! `tcpd_poll` mixing tcpd sockets with a pipe, POSIX errno reporting
+//! `poll` mixing tcpd sockets with a pipe, POSIX errno reporting
 //! (ECONNREFUSED, EBADF, EINVAL, EFAULT, EPIPE without SIGPIPE...), a
-//! multi-threaded client, the fork() rule, the 10 MiB client once more
-//! under valgrind, and the daemon going away: calls fail cleanly (no
-//! SIGPIPE), a restarted daemon gives a new session whose handles never
-//! alias the old ones, and a crashed (stale socket file) or stopped daemon
-//! fails the first call with ECONNREFUSED or ENOENT.
+//! multi-threaded client, fork() with a socket shared by parent and child,
+//! the 10 MiB client once more under valgrind, and the daemon going away:
+//! calls fail cleanly with ECONNABORTED (no SIGPIPE), a restarted daemon
+//! gives a new session whose handles never alias the old ones, and a
+//! crashed (stale socket file) or stopped daemon fails the first call with
+//! ECONNREFUSED or ENOENT. Every socket is a real descriptor (a socketpair
+//! the daemon pumps, daemon/server/DESIGN-fds.md).
 //!
 //! This file is the one place that builds and runs the C programs (the
 //! compile, pkg-config and run helpers below); `client-lib/c/tests` keeps
@@ -292,9 +294,9 @@ fn c_client_is_clean_under_valgrind() {
 }
 
 #[test]
-fn c_fork_child_gets_its_own_session() {
+fn c_fork_shares_the_socket_with_the_child() {
     let stdout = run_against_kernel_peers(
-        "c_fork_child_gets_its_own_session",
+        "c_fork_shares_the_socket_with_the_child",
         &[],
         "fork",
         |peers| vec![peers.echo.to_string()],

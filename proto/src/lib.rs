@@ -269,3 +269,143 @@ mod tests {
         );
     }
 }
+
+/// The path of the daemon's fd socket for the API socket at `api`: the same
+/// path with `.fd` appended (`/run/tcpd/tcpd.sock.fd`).
+pub fn fd_socket_path(api: &str) -> String {
+    format!("{api}.fd")
+}
+
+/// The fd channel's wire format: fixed-size little-endian messages on a
+/// Unix stream socket, file descriptors riding along with `SCM_RIGHTS`.
+///
+/// A client first sends [`Request::Hello`] with the token of an
+/// `OpenFdChannel` RPC; the daemon answers errno 0 and from then on runs
+/// the channel's requests for that RPC's session, one at a time, each
+/// answered by one [`Response`]:
+/// - [`Request::New`]: socket(2) in the session; the response carries the
+///   handle and the client's end of a socketpair (`SCM_RIGHTS`);
+/// - [`Request::Attach`]: a socketpair end for a socket the session already
+///   owns without one (an accepted connection); the response carries it;
+/// - [`Request::Claim`]: sent with a socketpair end (`SCM_RIGHTS`) that the
+///   daemon handed out earlier, possibly to another process (fork): the
+///   session becomes a co-owner; the response carries the handle.
+pub mod fd_channel {
+    /// Bytes of a session token.
+    pub const TOKEN_LEN: usize = 16;
+    /// Bytes of every request.
+    pub const REQUEST_LEN: usize = 32;
+    /// Bytes of every response.
+    pub const RESPONSE_LEN: usize = 16;
+
+    const HELLO: u32 = 1;
+    const NEW: u32 = 2;
+    const ATTACH: u32 = 3;
+    const CLAIM: u32 = 4;
+
+    /// One request; see the module docs.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Request {
+        Hello { token: [u8; TOKEN_LEN] },
+        New,
+        Attach { handle: u64 },
+        Claim,
+    }
+
+    impl Request {
+        pub fn encode(&self) -> [u8; REQUEST_LEN] {
+            let mut out = [0u8; REQUEST_LEN];
+            let kind = match self {
+                Request::Hello { token } => {
+                    out[8..8 + TOKEN_LEN].copy_from_slice(token);
+                    HELLO
+                }
+                Request::New => NEW,
+                Request::Attach { handle } => {
+                    out[8..16].copy_from_slice(&handle.to_le_bytes());
+                    ATTACH
+                }
+                Request::Claim => CLAIM,
+            };
+            out[..4].copy_from_slice(&kind.to_le_bytes());
+            out
+        }
+
+        /// `None` for an unknown kind (the daemon then ends the channel).
+        pub fn decode(bytes: &[u8; REQUEST_LEN]) -> Option<Request> {
+            let word = |at: usize| {
+                u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+            };
+            let mut handle = [0u8; 8];
+            handle.copy_from_slice(&bytes[8..16]);
+            match word(0) {
+                HELLO => {
+                    let mut token = [0u8; TOKEN_LEN];
+                    token.copy_from_slice(&bytes[8..8 + TOKEN_LEN]);
+                    Some(Request::Hello { token })
+                }
+                NEW => Some(Request::New),
+                ATTACH => Some(Request::Attach {
+                    handle: u64::from_le_bytes(handle),
+                }),
+                CLAIM => Some(Request::Claim),
+                _ => None,
+            }
+        }
+    }
+
+    /// The answer to one request: errno 0 and the socket's handle, or the
+    /// errno of the failure (handle 0, no descriptor).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Response {
+        pub errno: i32,
+        pub handle: u64,
+    }
+
+    impl Response {
+        pub fn encode(&self) -> [u8; RESPONSE_LEN] {
+            let mut out = [0u8; RESPONSE_LEN];
+            out[..4].copy_from_slice(&self.errno.to_le_bytes());
+            out[8..16].copy_from_slice(&self.handle.to_le_bytes());
+            out
+        }
+
+        pub fn decode(bytes: &[u8; RESPONSE_LEN]) -> Response {
+            let mut errno = [0u8; 4];
+            errno.copy_from_slice(&bytes[..4]);
+            let mut handle = [0u8; 8];
+            handle.copy_from_slice(&bytes[8..16]);
+            Response {
+                errno: i32::from_le_bytes(errno),
+                handle: u64::from_le_bytes(handle),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn requests_and_responses_round_trip() {
+            for r in [
+                Request::Hello {
+                    token: [7; TOKEN_LEN],
+                },
+                Request::New,
+                Request::Attach {
+                    handle: 0x0102_0304_0506_0708,
+                },
+                Request::Claim,
+            ] {
+                assert_eq!(Request::decode(&r.encode()), Some(r));
+            }
+            assert_eq!(Request::decode(&[0xff; REQUEST_LEN]), None);
+            let r = Response {
+                errno: 24,
+                handle: 9,
+            };
+            assert_eq!(Response::decode(&r.encode()), r);
+        }
+    }
+}

@@ -130,15 +130,18 @@ ssize_t tcpd_send(int fd, const void *buf, size_t len, int flags);
 /*
  Shuts down one or both directions, as `shutdown(2)`: `SHUT_RD`,
  `SHUT_WR`, `SHUT_RDWR` (others: `EINVAL`).
+
+ The write side is shut on the descriptor itself: the daemon sends FIN
+ once it has passed on every byte written before. The read side is shut
+ in the daemon too.
  */
 int tcpd_shutdown(int fd, int how);
 
 /*
- Closes a socket, as `close(2)`: the fd number is released whatever the
- outcome; an error from the daemon is still reported. In a forked child,
- closing a socket inherited from the parent releases the child's fd only
- and succeeds (the parent's socket is untouched); so does closing a socket
- of a daemon session that was lost (the daemon already closed it).
+ Closes a socket descriptor, as `close(2)` — which works as well: the
+ connection is closed (FIN, or RST when data was left unread, as Linux)
+ when the last copy of the descriptor is closed, in any process. A
+ socket whose connection failed is released in the daemon at once.
  */
 int tcpd_close(int fd);
 
@@ -184,10 +187,9 @@ int tcpd_getsockopt(int fd, int level, int optname, void *optval, socklen_t *opt
 
 /*
  Waits for events on tcpd sockets and ordinary file descriptors in one
- call, as `poll(2)`: returns the number of entries with non-zero
- `revents`, 0 on timeout, -1 with errno on error (`EFAULT` for a null
- array with `nfds > 0`, `EINVAL` for `nfds` above `RLIMIT_NOFILE`, or a
- daemon errno). A negative `timeout` waits forever.
+ call: this is `poll(2)` (tcpd sockets are real descriptors). Returns the
+ number of entries with non-zero `revents`, 0 on timeout, -1 with errno
+ (`EFAULT`, `EINVAL`, `EINTR`) on error.
 
  # Safety
  `fds` must be null (with `nfds == 0`) or valid for `nfds` entries.

@@ -1,171 +1,169 @@
-//! The file-descriptor table: which program-visible fd numbers are tcpd
-//! sockets, and what each one stands for in the daemon.
+//! Which file descriptors are tcpd sockets, and their daemon handles.
 //!
-//! Every tcpd socket is identified by a real fd the library keeps open (an
-//! `eventfd`, never readable), so its number can never collide with a file,
-//! pipe or kernel socket the program opens. The table maps that number to
-//! the daemon handle and the fd's flags.
+//! Every tcpd socket is a real descriptor: the client's end of a socketpair
+//! whose other end the daemon pumps (see `daemon/server/DESIGN-fds.md`).
+//! The table is keyed by the end's inode (`fstat`'s `st_ino`), not by the
+//! descriptor number, so `dup`, `dup2`, `fcntl(F_DUPFD)` and `fork` need no
+//! bookkeeping: every copy of a descriptor names the same inode.
 //!
 //! Invariants:
-//! - an fd is in the table exactly while its placeholder is open: the
-//!   placeholder is owned by the entry and closes when the last reference
-//!   to a removed entry drops (so a number cannot be reused while another
-//!   thread is still inside a call on it);
-//! - an entry belongs to the process that created it (`owner_pid`) and to
-//!   the daemon connection it was created on (`session`); in a forked child,
-//!   or after the connection to the daemon was lost and re-made (a new
-//!   session, where the old handle numbers may name other sockets), the
-//!   entry is an orphan: not a socket (`EBADF`, poll reports `POLLNVAL`),
-//!   except that closing one releases the fd;
+//! - an entry is valid in the process and daemon session that made it
+//!   (`owner_pid`, `session`). Elsewhere (a forked child, or after the
+//!   connection to the daemon was re-made) the socket is *claimed* on first
+//!   use: the descriptor itself is sent to the daemon over the fd channel,
+//!   which makes this session a co-owner (possession is the capability)
+//!   and the entry is replaced;
+//! - entries of descriptors the program closed with plain `close(2)` stay
+//!   until the next prune (a scan of `/proc/self/fd`), which runs when the
+//!   table has doubled since the last one; an inode is never reused while
+//!   any copy of its descriptor is open, so a stale entry is never found
+//!   through a live descriptor of another socket;
 //! - the table lock is never held across a daemon call.
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use crate::ffi::{Errno, Result};
 use crate::session::{current_session, lock, lock_current};
 
-/// One tcpd socket as the program sees it.
+/// One tcpd socket as this library knows it.
 #[derive(Debug)]
 pub struct SocketEntry {
-    /// The daemon's handle, valid in the session of `owner_pid`.
+    /// The daemon's handle, valid in `session` of `owner_pid`.
     pub handle: u64,
     owner_pid: u32,
-    /// The daemon connection the handle belongs to (see
-    /// `session::current_session`).
     session: u64,
-    /// Keeps the fd number reserved; closed when the entry drops (held for
-    /// its `Drop`, read only by tests).
-    #[allow(dead_code)]
-    placeholder: OwnedFd,
-    /// `O_NONBLOCK`: calls fail with `EAGAIN`/`EINPROGRESS` instead of waiting.
-    nonblocking: AtomicBool,
-    /// `FD_CLOEXEC` as the program set it (reported by `F_GETFD`; the
-    /// placeholder itself is always close-on-exec because a daemon session
-    /// cannot survive `exec`).
-    cloexec: AtomicBool,
 }
 
 impl SocketEntry {
-    /// Whether calls on this socket must not wait.
-    pub fn nonblocking(&self) -> bool {
-        self.nonblocking.load(Ordering::Relaxed)
-    }
-
-    /// Sets or clears `O_NONBLOCK`.
-    pub fn set_nonblocking(&self, on: bool) {
-        self.nonblocking.store(on, Ordering::Relaxed);
-    }
-
-    /// Whether the program asked for `FD_CLOEXEC`.
-    pub fn cloexec(&self) -> bool {
-        self.cloexec.load(Ordering::Relaxed)
-    }
-
-    /// Sets or clears the `FD_CLOEXEC` the program sees.
-    pub fn set_cloexec(&self, on: bool) {
-        self.cloexec.store(on, Ordering::Relaxed);
-    }
-}
-
-type Table = BTreeMap<RawFd, Arc<SocketEntry>>;
-
-static TABLE: Mutex<Table> = Mutex::new(BTreeMap::new());
-
-fn lock_table() -> MutexGuard<'static, Table> {
-    lock(&TABLE)
-}
-
-/// How an fd number relates to the library.
-#[derive(Debug)]
-pub enum Lookup {
-    /// A tcpd socket of this process.
-    Owned(Arc<SocketEntry>),
-    /// A tcpd socket inherited from the parent across `fork()`, or created
-    /// on an earlier connection to the daemon: unusable here.
-    Orphaned,
-    /// Not a tcpd socket (maybe an ordinary fd, maybe nothing).
-    Unknown,
-}
-
-impl SocketEntry {
-    /// Whether the handle is valid in the current daemon session of this
-    /// process.
     fn is_current(&self) -> bool {
         self.owner_pid == std::process::id() && self.session == current_session()
     }
 }
 
-/// Classifies `fd`.
-pub fn classify(fd: RawFd) -> Lookup {
-    match lock_table().get(&fd) {
-        None => Lookup::Unknown,
-        Some(entry) if entry.is_current() => Lookup::Owned(Arc::clone(entry)),
-        Some(_) => Lookup::Orphaned,
-    }
+/// Entries by inode, and when to prune next.
+#[derive(Debug)]
+struct Table {
+    by_ino: HashMap<u64, Arc<SocketEntry>>,
+    prune_at: usize,
 }
 
-/// The socket behind `fd`, or `EBADF` when `fd` is not a tcpd socket of
-/// this process.
-pub fn lookup(fd: RawFd) -> Result<Arc<SocketEntry>> {
-    match classify(fd) {
-        Lookup::Owned(entry) => Ok(entry),
-        Lookup::Orphaned | Lookup::Unknown => Err(Errno(libc::EBADF)),
-    }
+/// Table size below which no prune runs.
+const PRUNE_MIN: usize = 1024;
+
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+fn lock_table() -> MutexGuard<'static, Option<Table>> {
+    lock(&TABLE)
 }
 
-/// Reserves a fresh fd number for a socket about to be created.
-pub fn reserve_fd() -> Result<OwnedFd> {
-    // SAFETY: plain syscall; on success we own the new fd.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+/// The inode of `fd` if it is an open socket; `EBADF` if it is not open,
+/// `None` if it is not a socket.
+fn socket_ino(fd: RawFd) -> Result<Option<u64>> {
     if fd < 0 {
+        return Err(Errno(libc::EBADF));
+    }
+    // SAFETY: fstat writes into a local stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: plain syscall on a caller-given number; fstat validates it.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Err(Errno::last_os_error());
     }
-    // SAFETY: fd was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok((st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino))
 }
 
-/// Publishes a socket under its placeholder's number and returns the number.
-/// `session` is the daemon session that issued `handle`.
-pub fn insert(
-    placeholder: OwnedFd,
-    handle: u64,
-    session: u64,
-    nonblocking: bool,
-    cloexec: bool,
-) -> RawFd {
-    let fd = placeholder.as_raw_fd();
+/// How a descriptor relates to the library.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A tcpd socket usable in this process's current session.
+    Current(Arc<SocketEntry>),
+    /// A tcpd socket of another process or session: claim it first.
+    Foreign,
+    /// Not a tcpd socket (or not open: then the lookup failed with EBADF).
+    Unknown,
+}
+
+/// Classifies `fd`; `EBADF` if it is not an open descriptor.
+pub fn classify(fd: RawFd) -> Result<Lookup> {
+    let Some(ino) = socket_ino(fd)? else {
+        return Ok(Lookup::Unknown);
+    };
+    Ok(
+        match lock_table().as_ref().and_then(|t| t.by_ino.get(&ino)) {
+            None => Lookup::Unknown,
+            Some(e) if e.is_current() => Lookup::Current(Arc::clone(e)),
+            Some(_) => Lookup::Foreign,
+        },
+    )
+}
+
+/// Whether `fd` is a tcpd socket (of this process or inherited).
+pub fn is_tcpd(fd: RawFd) -> bool {
+    matches!(classify(fd), Ok(Lookup::Current(_) | Lookup::Foreign))
+}
+
+/// The socket behind `fd`, claimed for this session if it was inherited;
+/// `EBADF` when `fd` is not a tcpd socket.
+pub fn lookup(fd: RawFd) -> Result<Arc<SocketEntry>> {
+    match classify(fd)? {
+        Lookup::Current(entry) => Ok(entry),
+        Lookup::Unknown => Err(Errno(libc::EBADF)),
+        Lookup::Foreign => {
+            // A socket of the parent (fork) or of a lost session: the
+            // daemon makes this session a co-owner if it still knows it.
+            let handle = crate::session::claim(fd).map_err(|e| match e.0 {
+                libc::ENOTSOCK => Errno(libc::EBADF),
+                _ => e,
+            })?;
+            insert(fd, handle, current_session())?;
+            match classify(fd)? {
+                Lookup::Current(entry) => Ok(entry),
+                _ => Err(Errno(libc::EBADF)),
+            }
+        }
+    }
+}
+
+/// Records `fd` as the tcpd socket `handle` of `session`.
+pub fn insert(fd: RawFd, handle: u64, session: u64) -> Result<()> {
+    let ino = socket_ino(fd)?.ok_or(Errno(libc::ENOTSOCK))?;
     let entry = Arc::new(SocketEntry {
         handle,
         owner_pid: std::process::id(),
         session,
-        placeholder,
-        nonblocking: AtomicBool::new(nonblocking),
-        cloexec: AtomicBool::new(cloexec),
     });
-    lock_table().insert(fd, entry);
-    fd
+    let mut guard = lock_table();
+    let table = guard.get_or_insert_with(|| Table {
+        by_ino: HashMap::new(),
+        prune_at: PRUNE_MIN,
+    });
+    table.by_ino.insert(ino, entry);
+    if table.by_ino.len() >= table.prune_at {
+        prune(table);
+    }
+    Ok(())
 }
 
-/// Takes `fd` out of the table. The placeholder closes when the returned
-/// entry (and any other thread's reference) drops.
-pub fn remove(fd: RawFd) -> Lookup {
-    match lock_table().remove(&fd) {
-        None => Lookup::Unknown,
-        Some(entry) if entry.is_current() => Lookup::Owned(entry),
-        // Dropping the entry here closes the fd (in a forked child: its copy).
-        Some(_) => Lookup::Orphaned,
+/// Drops entries whose inode no open descriptor of this process has.
+fn prune(table: &mut Table) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        table.prune_at = table.by_ino.len() * 2;
+        return;
+    };
+    let mut live = std::collections::HashSet::new();
+    for name in dir.flatten() {
+        if let Some(fd) = name
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+            && let Ok(Some(ino)) = socket_ino(fd)
+        {
+            live.insert(ino);
+        }
     }
-}
-
-#[cfg(test)]
-impl SocketEntry {
-    /// The reserved fd number.
-    pub fn fd(&self) -> RawFd {
-        self.placeholder.as_raw_fd()
-    }
+    table.by_ino.retain(|ino, _| live.contains(ino));
+    table.prune_at = (table.by_ino.len() * 2).max(PRUNE_MIN);
 }
 
 thread_local! {
@@ -175,10 +173,10 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// The library's two global locks, held across `fork()`.
+/// The library's global locks, held across `fork()`.
 struct ForkGuards {
     _current: MutexGuard<'static, Option<&'static crate::session::Process>>,
-    _table: MutexGuard<'static, Table>,
+    _table: MutexGuard<'static, Option<Table>>,
 }
 
 extern "C" fn before_fork() {
@@ -210,32 +208,51 @@ pub fn install_fork_handlers() {
 pub(crate) mod tests {
     use super::*;
 
-    /// Inserts a socket with a made-up daemon handle, for tests that must
-    /// not reach a daemon.
-    pub(crate) fn fake_socket(handle: u64) -> RawFd {
-        let placeholder = reserve_fd().unwrap();
-        insert(placeholder, handle, current_session(), false, false)
+    /// A socketpair end registered with a made-up daemon handle, for tests
+    /// that must not reach a daemon. Returns (registered end, other end).
+    pub(crate) fn fake_socket(handle: u64) -> (RawFd, RawFd) {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: socketpair writes two descriptors into the array.
+        let r = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(r, 0);
+        insert(fds[0], handle, current_session()).unwrap();
+        (fds[0], fds[1])
+    }
+
+    pub(crate) fn close_pair((a, b): (RawFd, RawFd)) {
+        // SAFETY: closing descriptors this test created.
+        unsafe {
+            libc::close(a);
+            libc::close(b);
+        }
     }
 
     #[test]
-    fn insert_lookup_remove() {
-        let fd = fake_socket(42);
-        assert!(fd > 2);
-        let entry = lookup(fd).unwrap();
-        assert_eq!(entry.handle, 42);
-        assert_eq!(entry.fd(), fd);
-        assert!(!entry.nonblocking());
-        entry.set_nonblocking(true);
-        assert!(lookup(fd).unwrap().nonblocking());
-        drop(entry);
-        assert!(matches!(remove(fd), Lookup::Owned(_)));
-        assert_eq!(lookup(fd).err(), Some(Errno(libc::EBADF)));
-        assert!(matches!(remove(fd), Lookup::Unknown));
+    fn lookup_by_inode_follows_dup() {
+        let pair = fake_socket(42);
+        assert_eq!(lookup(pair.0).unwrap().handle, 42);
+        // SAFETY: dup of our own descriptor.
+        let copy = unsafe { libc::dup(pair.0) };
+        assert_eq!(lookup(copy).unwrap().handle, 42);
+        assert!(is_tcpd(copy));
+        assert!(!is_tcpd(pair.1), "the other end is not registered");
+        // SAFETY: closing our own dup.
+        unsafe { libc::close(copy) };
+        close_pair(pair);
     }
 
     #[test]
     fn unknown_fds_are_ebadf() {
-        assert_eq!(lookup(0).err(), Some(Errno(libc::EBADF)));
         assert_eq!(lookup(-1).err(), Some(Errno(libc::EBADF)));
+        assert_eq!(lookup(54321).err(), Some(Errno(libc::EBADF)));
+        // stdin is open but not a tcpd socket.
+        assert!(!is_tcpd(0));
     }
 }

@@ -23,10 +23,15 @@
 //!   Rust client); this module only counts it.
 
 use std::future::Future;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tcpd_client::transport::connect_channel_with;
+use tcpd_proto::fd_channel::{REQUEST_LEN, RESPONSE_LEN, Request, Response};
+use tcpd_proto::v2::OpenFdChannelRequest;
 use tcpd_proto::v2::socket_service_client::SocketServiceClient as SocketClient;
 use tonic::transport::Channel;
 
@@ -41,6 +46,8 @@ pub struct Process {
     runtime: tokio::runtime::Runtime,
     /// The session, once connected.
     client: Mutex<Option<SocketClient<Channel>>>,
+    /// The fd channel, once opened, with the session it is bound to.
+    fd_channel: Mutex<Option<(u64, UnixStream)>>,
 }
 
 /// Number of connections made to the daemon so far (by this process or,
@@ -89,6 +96,7 @@ pub fn process() -> Result<&'static Process> {
         pid,
         runtime,
         client: Mutex::new(None),
+        fd_channel: Mutex::new(None),
     }));
     *current = Some(state);
     Ok(state)
@@ -137,15 +145,6 @@ impl Process {
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
     }
-
-    /// Runs `future` on the runtime's worker, independent of the caller.
-    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.runtime.spawn(future)
-    }
 }
 
 /// Runs one unary RPC for a C call and waits for it: `call` gets a clone of
@@ -177,4 +176,130 @@ where
         .map(tonic::Response::into_inner)
         .map_err(|status| Errno::from_status(&status))?;
     Ok((reply, current_session()))
+}
+
+/// Runs one request on the process's fd channel (opening it, bound to the
+/// current session, on first use or after the session changed): the
+/// response's handle and the descriptor it carried. `send` rides along
+/// with the request (a claim).
+pub fn fd_request(request: Request, send: Option<RawFd>) -> Result<(u64, Option<OwnedFd>)> {
+    let state = process()?;
+    // Make sure the gRPC session exists first (it issues the token).
+    state.client()?;
+    let mut slot = lock(&state.fd_channel);
+    let session = current_session();
+    if slot.as_ref().is_none_or(|(s, _)| *s != session) {
+        *slot = None;
+        let (reply, session) =
+            rpc_in_session(
+                |mut c| async move { c.open_fd_channel(OpenFdChannelRequest {}).await },
+            )?;
+        let token: [u8; tcpd_proto::fd_channel::TOKEN_LEN] = reply
+            .token
+            .as_slice()
+            .try_into()
+            .map_err(|_| Errno(libc::EIO))?;
+        let path = tcpd_proto::fd_socket_path(&tcpd_proto::socket_path_from_env());
+        let stream =
+            UnixStream::connect(&path).map_err(|e| Errno::from_io(&e, libc::ECONNREFUSED))?;
+        exchange(&stream, Request::Hello { token }, None)?;
+        *slot = Some((session, stream));
+    }
+    let Some((_, stream)) = slot.as_ref() else {
+        return Err(Errno(libc::EIO));
+    };
+    let result = exchange(stream, request, send);
+    if matches!(result, Err(Errno(libc::ECONNABORTED))) {
+        // The channel broke (daemon gone): the next request opens a new one.
+        *slot = None;
+    }
+    result
+}
+
+/// Makes this session a co-owner of the inherited tcpd socket `fd`.
+pub fn claim(fd: RawFd) -> Result<u64> {
+    fd_request(Request::Claim, Some(fd)).map(|(handle, _)| handle)
+}
+
+/// Sends one request and reads its response. A broken channel is
+/// `ECONNABORTED` (the daemon is gone), a failed request its errno.
+fn exchange(
+    stream: &UnixStream,
+    request: Request,
+    send: Option<RawFd>,
+) -> Result<(u64, Option<OwnedFd>)> {
+    let broken = |_| Errno(libc::ECONNABORTED);
+    let bytes = request.encode();
+    let mut sent = 0;
+    while sent < REQUEST_LEN {
+        let n = send_part(
+            stream.as_raw_fd(),
+            &bytes[sent..],
+            if sent == 0 { send } else { None },
+        )
+        .map_err(broken)?;
+        sent += n;
+    }
+    let mut buf = [0u8; RESPONSE_LEN];
+    let mut got = 0;
+    let mut fd = None;
+    while got < RESPONSE_LEN {
+        match recv_part(stream.as_raw_fd(), &mut buf[got..], &mut fd).map_err(broken)? {
+            0 => return Err(Errno(libc::ECONNABORTED)),
+            n => got += n,
+        }
+    }
+    let response = Response::decode(&buf);
+    if response.errno != 0 {
+        return Err(Errno(response.errno));
+    }
+    Ok((response.handle, fd))
+}
+
+/// One sendmsg(2), retried on EINTR, with `fd` attached.
+fn send_part(sock: RawFd, bytes: &[u8], fd: Option<RawFd>) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = fd.map(|f| [f]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds.iter().map(|f| ControlMessage::ScmRights(f)).collect();
+    loop {
+        match sendmsg::<()>(
+            sock,
+            &[IoSlice::new(bytes)],
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(std::io::Error::from),
+        }
+    }
+}
+
+/// One recvmsg(2), retried on EINTR; a received descriptor goes to `fd`
+/// (close-on-exec, as every descriptor the library makes; the caller
+/// clears it when the program did not ask for it).
+fn recv_part(sock: RawFd, buf: &mut [u8], fd: &mut Option<OwnedFd>) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    loop {
+        let msg = match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => other.map_err(std::io::Error::from)?,
+        };
+        for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for raw in fds {
+                    // SAFETY: a descriptor recvmsg(2) just installed in this
+                    // process; nothing else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if fd.is_none() {
+                        *fd = Some(owned);
+                    }
+                }
+            }
+        }
+        return Ok(msg.bytes);
+    }
 }

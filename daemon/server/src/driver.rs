@@ -8,6 +8,8 @@
 //!   with a oneshot reply; [`Sockets`] runs them or parks them per socket;
 //! - session starts/ends and the final shutdown (unbounded: they come from
 //!   `Drop` and must not be lost);
+//! - the fd links' epoll descriptor ([`crate::fd_link`]): sockets used as
+//!   file descriptors whose daemon end became readable or writable;
 //! - the timer: the earlier of the stack's [`Stack::poll_timeout`] and the
 //!   impairer's next release.
 //!
@@ -105,8 +107,10 @@ impl Driver {
             impairer,
             inbox,
         } = self;
+        let fd_readiness = register_readable(core.fd_readiness()?)?;
         let mut running = Running {
             core,
+            fd_readiness,
             link: Link::new(device, vnet_hdr, impairer)?,
             inbox,
             limit_log: LimitLog::default(),
@@ -116,9 +120,24 @@ impl Driver {
     }
 }
 
+/// Registers `fd` (the fd links' epoll descriptor) with tokio for reading.
+#[allow(unsafe_code)]
+fn register_readable(
+    fd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd is an open descriptor that it alone closes, when
+    // the AsyncFd drops it; its as_raw_fd never changes.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    registered.map_err(std::io::Error::from)
+}
+
 /// The driver once its TUN is registered with the runtime.
 struct Running {
     core: Sockets,
+    /// The fd links' epoll instance ([`crate::fd_link`]), as tokio sees it.
+    fd_readiness: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     link: Link,
     inbox: Inbox,
     limit_log: LimitLog,
@@ -151,6 +170,14 @@ impl Running {
                         let Ok(request) = self.inbox.ops.try_recv() else { break };
                         self.execute(request);
                     }
+                }
+                ready = self.fd_readiness.readable() => {
+                    // Clear first, then drain: an end that becomes ready
+                    // after the drain wakes the epoll descriptor again.
+                    if let Ok(mut guard) = ready {
+                        guard.clear_ready();
+                    }
+                    self.core.pump_fds();
                 }
                 event = self.inbox.sessions.recv() => match event {
                     Some(event) => self.session_event(event),

@@ -37,6 +37,14 @@ impl Errno {
         Errno::new(EBADF, "no such socket in this session")
     }
 
+    /// The OS error of a failed system call (EIO when it has none).
+    pub fn from_io(e: &std::io::Error) -> Self {
+        Errno::new(
+            e.raw_os_error().unwrap_or(tcpd_proto::errno::EIO),
+            e.to_string(),
+        )
+    }
+
     /// EINVAL with an explanation (malformed request fields).
     pub fn invalid(message: impl Into<String>) -> Self {
         Errno::new(EINVAL, message)

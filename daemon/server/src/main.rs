@@ -26,6 +26,8 @@ mod config;
 mod convert;
 mod driver;
 mod errno;
+mod fd_link;
+mod fd_service;
 mod idle;
 mod impair;
 #[cfg(test)]
@@ -112,15 +114,27 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     // The socket first: a second daemon on the same path must fail with
     // "another tcpd is listening", not with whatever the TUN says.
     let socket = SocketFile::bind(&settings.socket, settings.socket_group.as_deref())?;
+    // The fd channel's socket (fd_service), same mode and group.
+    let fd_path = std::path::PathBuf::from(tcpd_proto::fd_socket_path(
+        &settings.socket.display().to_string(),
+    ));
+    let fd_socket = match SocketFile::bind(&fd_path, settings.socket_group.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            socket_file::remove(&socket.path);
+            return Err(e.into());
+        }
+    };
     let tun = match link::tun::open(&settings) {
         Ok(tun) => tun,
         Err(e) => {
             socket_file::remove(&socket.path);
+            socket_file::remove(&fd_socket.path);
             return Err(e);
         }
     };
     if let Some(user) = &user {
-        let mut paths = vec![socket.path.as_path()];
+        let mut paths = vec![socket.path.as_path(), fd_socket.path.as_path()];
         if let Some(dir) = &socket.created_dir {
             paths.push(dir.as_path());
         }
@@ -194,9 +208,11 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         admission,
         keepalive: settings.limits.keepalive,
         idle_timeout: settings.limits.idle_timeout,
+        fd_listener: fd_socket.listener,
     };
     let result = rt.block_on(serve(socket, handle, server, driver_done));
     socket_file::remove(&socket_path);
+    socket_file::remove(&fd_socket.path);
     // Exit without waiting for connection tasks still parked in the runtime.
     drop(rt);
     result
@@ -230,6 +246,8 @@ struct ServeParams {
     admission: std::sync::Arc<admission::Admission>,
     keepalive: Option<std::time::Duration>,
     idle_timeout: Option<std::time::Duration>,
+    /// The fd channel's socket (fd_service).
+    fd_listener: std::os::unix::net::UnixListener,
 }
 
 /// How long a keepalive ping may go unanswered before the connection is dropped.
@@ -246,7 +264,10 @@ async fn serve(
         admission,
         keepalive,
         idle_timeout,
+        fd_listener,
     } = params;
+    let fd_listener = tokio::net::UnixListener::from_std(fd_listener)?;
+    tokio::spawn(fd_service::serve(fd_listener, driver.clone()));
     let registry = idle::ActivityRegistry::default();
     let idle_policy = session::IdlePolicy {
         timeout: idle_timeout,

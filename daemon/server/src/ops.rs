@@ -23,6 +23,7 @@ use crate::session::{Credentials, SessionId, SessionInfo};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use tcpd_proto::errno::EIO;
 use tcpd_stack::{OptionName, Shutdown, SockOption, SocketInfo};
@@ -185,6 +186,33 @@ pub enum Op {
         remote: SocketAddrV4,
         reply: Reply<usize>,
     },
+    /// OpenFdChannel: a one-time token binding an fd channel to the session.
+    FdToken {
+        reply: Reply<[u8; tcpd_proto::fd_channel::TOKEN_LEN]>,
+    },
+    /// The fd channel's hello (sent with a placeholder session): the
+    /// session `token` was issued to, if `creds` (the channel's peer) may
+    /// act for it.
+    FdHello {
+        token: [u8; tcpd_proto::fd_channel::TOKEN_LEN],
+        creds: Credentials,
+        reply: Reply<SessionInfo>,
+    },
+    /// socket(2) as a file descriptor: the handle and the client's end.
+    FdNew {
+        reply: Reply<(u64, OwnedFd)>,
+    },
+    /// A file descriptor for an owned socket that has none (accepted).
+    FdAttach {
+        handle: u64,
+        reply: Reply<OwnedFd>,
+    },
+    /// The session presents a socket's client end (inherited across fork):
+    /// it becomes a co-owner; the reply is the handle.
+    FdClaim {
+        fd: OwnedFd,
+        reply: Reply<u64>,
+    },
 }
 
 /// An op and the session it runs for.
@@ -290,6 +318,18 @@ impl DriverHandle {
         // A dropped reply: the socket was closed under a parked op, or the
         // driver stopped.
         result.await.unwrap_or_else(|_| Err(Errno::bad_handle()))
+    }
+
+    /// A placeholder session for ops that name their session otherwise.
+    pub fn no_session() -> SessionInfo {
+        SessionInfo {
+            id: crate::session::SessionId(0),
+            creds: Credentials {
+                uid: 0,
+                gid: 0,
+                pid: 0,
+            },
+        }
     }
 
     /// Whether session `id` owns any socket (true if the driver cannot say,

@@ -351,6 +351,17 @@ impl SocketApi for SocketService {
         Ok(Response::new(v2::PollResponse { entries }))
     }
 
+    async fn open_fd_channel(
+        &self,
+        request: Request<v2::OpenFdChannelRequest>,
+    ) -> Reply<v2::OpenFdChannelResponse> {
+        let s = session_of(&request)?;
+        let token = self.driver.call(s, |reply| Op::FdToken { reply }).await?;
+        Ok(Response::new(v2::OpenFdChannelResponse {
+            token: token.to_vec(),
+        }))
+    }
+
     type StreamStream = ReceiverStream<Result<v2::StreamResponse, Status>>;
 
     async fn stream(

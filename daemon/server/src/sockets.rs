@@ -15,17 +15,26 @@
 //! Quotas (per session, from the config): sockets (EMFILE), parked ops
 //! (EAGAIN) and bytes held by parked writes (ENOBUFS).
 //!
+//! Sockets as file descriptors ([`crate::fd_link`]): a socket created or
+//! attached through the fd channel has a socketpair whose daemon end the
+//! driver pumps on the stack's readiness events and the ends' own. Such a
+//! socket lives as long as the client holds its end (a forked child may hold
+//! it after its creator's session ended), not as long as its session; other
+//! sessions that present the end (a claim) become co-owners.
+//!
 //! Invariants: a handle is in `sockets` exactly while the stack knows it as
 //! a user socket; every parked op belongs to a socket in `sockets`; a
 //! session's counters equal what its sockets and parked ops hold.
 
 use crate::errno::Errno;
+use crate::fd_link::{FdLinks, Pumped};
 use crate::ops::{Connected, Op, Reply, Request, SocketSetup, StateChange, StatsSnapshot};
 use crate::session::{Credentials, SessionId, SessionInfo};
 use crate::taps::Taps;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tcpd_proto::errno::{EACCES, EAGAIN, EINPROGRESS, EINVAL, EMFILE, ENOBUFS};
 use tcpd_stack::{
@@ -146,6 +155,8 @@ struct SocketEntry {
     parked: Vec<Parked>,
     /// Bytes handed out by non-peek reads (for close's unread check).
     read_total: u64,
+    /// Other sessions that claimed the socket's fd (fork): co-owners.
+    sharers: Vec<SessionId>,
 }
 
 /// What one session holds, against its [`Quotas`].
@@ -182,6 +193,10 @@ pub struct Sockets {
     state_changes: broadcast::Sender<StateChange>,
     /// Admin Traces and Captures being followed, and the impairer's counts.
     taps: Taps,
+    /// The socketpairs of sockets used as file descriptors.
+    fds: FdLinks,
+    /// Each session's unused fd-channel token (OpenFdChannel).
+    fd_tokens: HashMap<SessionId, ([u8; tcpd_proto::fd_channel::TOKEN_LEN], SessionInfo)>,
 }
 
 /// The outcome of one attempt at a blocking op.
@@ -208,6 +223,32 @@ impl Sockets {
             polls: Vec::new(),
             state_changes,
             taps: Taps::new(clock.now()),
+            // Only fails without memory or file descriptors at start-up.
+            fds: FdLinks::new().expect("epoll_create1 for the fd links"),
+            fd_tokens: HashMap::new(),
+        }
+    }
+
+    /// The epoll descriptor reporting the fd links' readiness (the driver
+    /// waits on it and then calls [`Sockets::pump_fds`]).
+    pub fn fd_readiness(&self) -> std::io::Result<OwnedFd> {
+        self.fds.readiness_fd()
+    }
+
+    /// Pumps every fd link whose end reported readiness.
+    pub fn pump_fds(&mut self) {
+        for (h, hup) in self.fds.ready() {
+            self.pump(h, hup);
+        }
+    }
+
+    /// Pumps one fd link; closes the socket when its client is gone.
+    fn pump(&mut self, h: SocketHandle, hup: bool) {
+        let now = self.now();
+        if let Pumped::ClientClosed { unread } = self.fds.pump(&mut self.stack, now, h, hup)
+            && let Err(e) = self.close_handle(h, unread)
+        {
+            tracing::debug!(handle = h.0, error = %e, "closing a socket whose fd was closed");
         }
     }
 
@@ -241,11 +282,18 @@ impl Sockets {
     /// a process that exits.
     pub fn session_ended(&mut self, id: SessionId) {
         self.sessions.remove(&id);
+        self.fd_tokens.remove(&id);
         self.polls.retain(|p| p.session.id != id);
+        for entry in self.sockets.values_mut() {
+            entry.sharers.retain(|s| *s != id);
+        }
+        // A socket with a live fd lives as long as some process holds its
+        // end (the kernel closed this process's copies if it died).
+        let fds = &self.fds;
         let handles: Vec<SocketHandle> = self
             .sockets
             .iter()
-            .filter(|(_, e)| e.owner.id == id)
+            .filter(|(h, e)| e.owner.id == id && e.sharers.is_empty() && !fds.is_live(**h))
             .map(|(h, _)| *h)
             .collect();
         if !handles.is_empty() {
@@ -461,7 +509,124 @@ impl Sockets {
                 let now = self.now();
                 let _ = reply.send(Ok(self.stack.abort_matching(now, local, remote)));
             }
+            Op::FdToken { reply } => {
+                let _ = reply.send(self.fd_token(session));
+            }
+            Op::FdHello {
+                token,
+                creds,
+                reply,
+            } => {
+                let _ = reply.send(self.fd_hello(token, creds));
+            }
+            Op::FdNew { reply } => {
+                let _ = reply.send(self.fd_new(session));
+            }
+            Op::FdAttach { handle, reply } => {
+                let result = self.owned(&session, handle).and_then(|h| self.fd_attach(h));
+                let _ = reply.send(result);
+            }
+            Op::FdClaim { fd, reply } => {
+                let _ = reply.send(self.fd_claim(session, &fd));
+            }
         }
+    }
+
+    // ------------------------------------------------------------ fd channel
+
+    /// A one-time token binding an fd channel to `session` (replacing its
+    /// previous unused one).
+    fn fd_token(
+        &mut self,
+        session: SessionInfo,
+    ) -> Result<[u8; tcpd_proto::fd_channel::TOKEN_LEN], Errno> {
+        use rand::TryRngCore;
+        if !self.sessions.contains_key(&session.id) {
+            return Err(Errno::bad_handle());
+        }
+        let mut token = [0u8; tcpd_proto::fd_channel::TOKEN_LEN];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut token)
+            .map_err(|e| Errno::new(tcpd_proto::errno::EIO, format!("random token: {e}")))?;
+        self.fd_tokens.insert(session.id, (token, session));
+        Ok(token)
+    }
+
+    /// The session a token was issued to, if the channel's peer is the same
+    /// user (and process, when the kernel names both); the token is used up.
+    fn fd_hello(
+        &mut self,
+        token: [u8; tcpd_proto::fd_channel::TOKEN_LEN],
+        creds: Credentials,
+    ) -> Result<SessionInfo, Errno> {
+        let denied = || {
+            Errno::new(
+                tcpd_proto::errno::EACCES,
+                "unknown or used fd-channel token",
+            )
+        };
+        let id = self
+            .fd_tokens
+            .iter()
+            .find(|(_, (t, _))| *t == token)
+            .map(|(id, _)| *id)
+            .ok_or_else(denied)?;
+        let (_, owner) = self.fd_tokens.remove(&id).ok_or_else(denied)?;
+        let same_process = owner.creds.pid == 0 || creds.pid == 0 || owner.creds.pid == creds.pid;
+        if owner.creds.uid != creds.uid || !same_process {
+            return Err(denied());
+        }
+        Ok(owner)
+    }
+
+    /// socket(2) with its fd: the handle and the client's end.
+    fn fd_new(&mut self, session: SessionInfo) -> Result<(u64, OwnedFd), Errno> {
+        let h = self.new_socket(session)?;
+        match self.fds.create(h, true) {
+            Ok(fd) => Ok((h.0, fd)),
+            Err(e) => {
+                let _ = self.close_handle(h, false);
+                Err(Errno::from_io(&e))
+            }
+        }
+    }
+
+    /// An fd for a socket of the session that has none (an accepted one).
+    fn fd_attach(&mut self, h: SocketHandle) -> Result<OwnedFd, Errno> {
+        if self.fds.contains(h) {
+            return Err(Errno::new(
+                tcpd_proto::errno::EEXIST,
+                "the socket already has a file descriptor",
+            ));
+        }
+        let fd = self.fds.create(h, false).map_err(|e| Errno::from_io(&e))?;
+        // Data may be waiting already.
+        self.pump(h, false);
+        Ok(fd)
+    }
+
+    /// Adds `session` as a co-owner of the socket whose client end is `fd`
+    /// (possession is the capability: the kernel passed the descriptor).
+    fn fd_claim(&mut self, session: SessionInfo, fd: &OwnedFd) -> Result<u64, Errno> {
+        if !self.sessions.contains_key(&session.id) {
+            return Err(Errno::bad_handle());
+        }
+        let ino = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map_err(|e| Errno::new(e as i32, "fstat of a claimed descriptor"))?
+            .st_ino;
+        let h = self.fds.by_client_ino(ino).ok_or_else(|| {
+            Errno::new(
+                tcpd_proto::errno::ENOTSOCK,
+                "not a tcpd socket's descriptor",
+            )
+        })?;
+        if let Some(entry) = self.sockets.get_mut(&h)
+            && entry.owner.id != session.id
+            && !entry.sharers.contains(&session.id)
+        {
+            entry.sharers.push(session.id);
+        }
+        Ok(h.0)
     }
 
     // ------------------------------------------------------------ ownership
@@ -470,7 +635,9 @@ impl Sockets {
     fn owned(&self, session: &SessionInfo, handle: u64) -> Result<SocketHandle, Errno> {
         let h = SocketHandle(handle);
         match self.sockets.get(&h) {
-            Some(entry) if entry.owner.id == session.id => Ok(h),
+            Some(entry) if entry.owner.id == session.id || entry.sharers.contains(&session.id) => {
+                Ok(h)
+            }
             _ => Err(Errno::bad_handle()),
         }
     }
@@ -500,6 +667,7 @@ impl Sockets {
                 owner,
                 parked: Vec::new(),
                 read_total: 0,
+                sharers: Vec::new(),
             },
         );
         Ok(h)
@@ -529,6 +697,7 @@ impl Sockets {
                 owner,
                 parked: Vec::new(),
                 read_total: 0,
+                sharers: Vec::new(),
             },
         );
         Ok(())
@@ -536,6 +705,7 @@ impl Sockets {
 
     /// close(2) of a handle; `reset` sends RST (SO_LINGER 0).
     fn close_handle(&mut self, h: SocketHandle, reset: bool) -> Result<(), Errno> {
+        self.fds.remove(h);
         if let Some(entry) = self.sockets.remove(&h) {
             // Dropping the parked replies tells their callers (EBADF).
             self.uncharge_uid_socket(&entry.owner);
@@ -838,7 +1008,10 @@ impl Sockets {
         let Some(owner) = self.sockets.get(&h).map(|e| e.owner) else {
             return Attempt::Done(Err(Errno::bad_handle()));
         };
-        match self.stack.accept(h) {
+        let accepted = self.stack.accept(h);
+        // The client drained the listener's signal byte before asking.
+        self.fds.accepted(&self.stack, h);
+        match accepted {
             Err(tcpd_stack::AcceptError::WouldBlock) => Attempt::Blocked,
             Err(e) => Attempt::Done(Err(e.into())),
             Ok((child, peer)) => Attempt::Done(self.adopt(child, owner).and_then(|()| {
@@ -1063,6 +1236,7 @@ impl Sockets {
         counters.push(("api_sessions".to_string(), self.sessions.len() as u64));
         counters.push(("api_sockets".to_string(), self.sockets.len() as u64));
         counters.push(("api_refused_uid_sockets".to_string(), self.uid_refusals));
+        counters.push(("api_fd_sockets".to_string(), self.fds.len() as u64));
         let parked: usize = self.sessions.values().map(|u| u.parked).sum();
         counters.push(("api_blocked_calls".to_string(), parked as u64));
         StatsSnapshot {
@@ -1158,6 +1332,9 @@ impl Sockets {
             match event {
                 StackEvent::Readiness { socket, .. } => {
                     any_readiness = true;
+                    if self.fds.contains(socket) {
+                        self.pump(socket, false);
+                    }
                     self.retry_parked(socket);
                 }
                 StackEvent::StateChange {

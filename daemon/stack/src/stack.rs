@@ -1002,6 +1002,14 @@ impl Stack {
         })
     }
 
+    /// Whether `socket` has become a connection (connect or accept), in
+    /// whatever state, as opposed to an unconnected socket or a listener.
+    pub fn is_connection(&self, socket: SocketHandle) -> bool {
+        self.sockets
+            .get(&socket)
+            .is_some_and(|e| matches!(e.kind, SocketKind::Connection(_)))
+    }
+
     /// getpeername(2): ENOTCONN unless connected (as Linux, a socket still in
     /// SYN-SENT or already CLOSED has no peer).
     pub fn peer_addr(&self, socket: SocketHandle) -> Result<SocketAddrV4, SocketError> {

@@ -1,7 +1,11 @@
-/* The fork() rule of libtcpd: a child starts its own daemon session on
- * first use; sockets inherited from the parent are not sockets in the child
- * (EBADF, POLLNVAL) except that tcpd_close releases the child's copy of the
- * descriptor. The parent's socket is untouched by anything the child does.
+/* fork() with a shared socket: the descriptor is real, so a child uses the
+ * socket it inherited as a child process uses an inherited kernel socket —
+ * data with read/write/poll, control calls (getpeername, options) after
+ * the library claims the socket for the child's own daemon session by
+ * presenting the descriptor. The connection lives while any process holds
+ * a copy: the child's exit (and its close) leaves the parent's socket
+ * working, and the parent's close (without tcpd_close: plain close(2),
+ * the last copy) ends it with a FIN the echo peer answers.
  *
  * usage: fork IP ECHO_PORT */
 #include <poll.h>
@@ -24,23 +28,40 @@ int main(int argc, char **argv) {
     int s = tcpd_socket(AF_INET, SOCK_STREAM, 0);
     if (s < 0 || tcpd_connect(s, (struct sockaddr *)&echo, sizeof echo) < 0) FAIL("parent connect");
     echo_round(s, "parent-before");
+    struct sockaddr_in local;
+    socklen_t len = sizeof local;
+    if (tcpd_getsockname(s, (struct sockaddr *)&local, &len) < 0) FAIL("parent getsockname");
 
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) FAIL("fork");
     if (pid == 0) {
-        char byte;
-        EXPECT_ERRNO(tcpd_read(s, &byte, 1), EBADF);
-        EXPECT_ERRNO(tcpd_write(s, "x", 1), EBADF);
-        struct pollfd p = {.fd = s, .events = POLLIN};
-        if (tcpd_poll(&p, 1, 0) != 1 || p.revents != POLLNVAL) FAIL("inherited socket poll: %#x", p.revents);
-        if (tcpd_close(s) != 0) FAIL("closing the inherited copy");
-        EXPECT_ERRNO(tcpd_close(s), EBADF);
-        /* The child's own session works. */
+        /* Data: the kernel's descriptor, shared with the parent. */
+        echo_round(s, "child-inherited");
+        struct pollfd p = {.fd = s, .events = POLLOUT};
+        if (tcpd_poll(&p, 1, 1000) != 1 || !(p.revents & POLLOUT)) FAIL("inherited socket poll: %#x", p.revents);
+        /* Control: claimed for the child's session. */
+        struct sockaddr_in child_local, peer;
+        len = sizeof child_local;
+        if (tcpd_getsockname(s, (struct sockaddr *)&child_local, &len) < 0) FAIL("child getsockname");
+        if (child_local.sin_port != local.sin_port) FAIL("child sees another socket");
+        len = sizeof peer;
+        if (tcpd_getpeername(s, (struct sockaddr *)&peer, &len) < 0 || peer.sin_port != echo.sin_port)
+            FAIL("child getpeername");
+        int one = 1;
+        if (tcpd_setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) FAIL("child setsockopt");
+        /* A dup names the same socket. */
+        int d = dup(s);
+        if (d < 0) FAIL("dup");
+        echo_round(d, "child-dup");
+        close(d);
+        /* The child's own new sockets work too. */
         int c = tcpd_socket(AF_INET, SOCK_STREAM, 0);
         if (c < 0 || tcpd_connect(c, (struct sockaddr *)&echo, sizeof echo) < 0) FAIL("child connect");
-        echo_round(c, "child");
+        echo_round(c, "child-own");
         if (tcpd_close(c) < 0) FAIL("child close");
+        /* Closing the child's copy leaves the parent's socket open. */
+        if (tcpd_close(s) != 0) FAIL("closing the inherited copy");
         printf("child ok\n");
         fflush(stdout);
         _exit(0);
@@ -49,7 +70,16 @@ int main(int argc, char **argv) {
     if (waitpid(pid, &status, 0) != pid) FAIL("waitpid");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("child failed: status %#x", status);
     echo_round(s, "parent-after");
-    if (tcpd_close(s) < 0) FAIL("parent close");
+    int one = 0;
+    len = sizeof one;
+    if (tcpd_getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, &len) < 0 || one != 1)
+        FAIL("the child's TCP_NODELAY on the shared socket: %d", one);
+    /* Half-close on the descriptor: the peer sees EOF and closes; we read EOF. */
+    if (tcpd_shutdown(s, SHUT_WR) < 0) FAIL("shutdown");
+    char byte;
+    ssize_t n = tcpd_read(s, &byte, 1);
+    if (n != 0) FAIL("EOF after the echo peer closed: %zd", n);
+    if (close(s) < 0) FAIL("parent close");
     printf("fork ok\n");
     return 0;
 }

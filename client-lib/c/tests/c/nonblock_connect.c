@@ -1,4 +1,5 @@
-/* Non-blocking connect and tcpd_poll mixing tcpd sockets with a pipe.
+/* Non-blocking connect, and poll mixing tcpd sockets with a pipe (tcpd
+ * sockets are real descriptors: this is poll(2)).
  *
  * usage: nonblock_connect IP OPEN_PORT CLOSED_PORT
  * OPEN_PORT must accept connections (and not send); CLOSED_PORT must refuse. */
@@ -61,8 +62,7 @@ int main(int argc, char **argv) {
     EXPECT_ERRNO(tcpd_recv(s, &byte, 1, MSG_PEEK), EAGAIN);
     printf("ok connected\n");
 
-    /* An ordinary fd ready first wins at once, with an infinite timeout:
-     * the daemon's Poll is cancelled, not waited for. */
+    /* An ordinary fd ready first wins at once, with an infinite timeout. */
     if (write(pipefd[1], "x", 1) != 1) FAIL("write pipe");
     struct pollfd q[2] = {{.fd = s, .events = POLLIN}, {.fd = pipefd[0], .events = POLLIN}};
     double t0 = now_ms();
@@ -83,8 +83,8 @@ int main(int argc, char **argv) {
     if (waited < 290 || waited > 3000) FAIL("timeout poll took %.0f ms", waited);
     printf("ok timeout after %.0f ms\n", waited);
 
-    /* A signal during the wait (handler without SA_RESTART) does not end
-     * the call early: EINTR of the inner poll(2) is retried. */
+    /* A signal during the wait (handler without SA_RESTART): tcpd_poll is
+     * poll(2), which ends with EINTR (never restarted); nothing is ready. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_alarm;
@@ -97,16 +97,17 @@ int main(int argc, char **argv) {
     waited = now_ms() - t0;
     struct itimerval off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &off, NULL);
-    if (n != 0) FAIL("poll under signals: n=%d", n);
-    if (waited < 290) FAIL("poll under signals returned after %.0f ms", waited);
-    printf("ok %d signals during poll, returned after %.0f ms\n", (int)alarms, waited);
+    if (!(n == 0 || (n < 0 && errno == EINTR))) FAIL("poll under signals: n=%d", n);
+    if (n == 0 && waited < 290) FAIL("poll under signals returned after %.0f ms", waited);
+    printf("ok %d signals during poll, returned %s after %.0f ms\n", (int)alarms, n < 0 ? "EINTR" : "0", waited);
 
     /* Only tcpd sockets, timeout 0: a sample. */
     n = tcpd_poll(q, 1, 0);
     if (n != 0) FAIL("zero-timeout poll: n=%d", n);
 
-    /* A refused non-blocking connect: POLLERR (with POLLOUT/POLLHUP), and
-     * SO_ERROR says ECONNREFUSED once, then 0. */
+    /* A refused non-blocking connect: POLLOUT with POLLHUP (Linux adds
+     * POLLERR, which a socketpair cannot show), and SO_ERROR says
+     * ECONNREFUSED once, then 0. */
     int r = tcpd_socket(AF_INET, SOCK_STREAM, 0);
     if (r < 0) FAIL("tcpd_socket");
     if (tcpd_fcntl(r, F_SETFL, tcpd_fcntl(r, F_GETFL) | O_NONBLOCK) < 0) FAIL("F_SETFL");
@@ -115,7 +116,8 @@ int main(int argc, char **argv) {
     if (errno == EINPROGRESS) {
         struct pollfd e = {.fd = r, .events = POLLOUT};
         n = tcpd_poll(&e, 1, 5000);
-        if (n != 1 || !(e.revents & POLLERR)) FAIL("refused poll: n=%d revents %#x", n, e.revents);
+        if (n != 1 || !(e.revents & POLLOUT) || !(e.revents & (POLLERR | POLLHUP)))
+            FAIL("refused poll: n=%d revents %#x", n, e.revents);
         int err = so_error(r);
         if (err != ECONNREFUSED) FAIL("SO_ERROR %d, want ECONNREFUSED", err);
         if (so_error(r) != 0) FAIL("SO_ERROR not cleared by reading it");

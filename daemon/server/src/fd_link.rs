@@ -1,0 +1,408 @@
+//! Sockets as real file descriptors: the daemon's end of one socketpair per
+//! socket, pumped straight into and out of the stack's buffers by the driver.
+//!
+//! A local client (libtcpd) asks the fd channel ([`crate::fd_service`]) for
+//! a socket; the daemon creates an `AF_UNIX` `SOCK_STREAM` socketpair, keeps
+//! one end here and passes the other to the client (`SCM_RIGHTS`). Bytes the
+//! client writes are read here and queued with `Stack::send`; bytes the
+//! stack receives are written to the client. No RPC per byte, no thread in
+//! the client: `poll`, `epoll`, `read`, `writev`, `fork`... work natively on
+//! the client's end. See `daemon/server/DESIGN-fds.md` for the whole design.
+//!
+//! What the client's end means:
+//! - readable: data, EOF (the peer's FIN: this end was shut for writing),
+//!   or, on a listener, one signal byte while its accept queue is non-empty;
+//! - writable: the pair's buffer (`CLIENT_SNDBUF`) has room. A new socket
+//!   is handed out *full* (filler bytes written from its end before it
+//!   leaves), so it is not writable until the connection is established,
+//!   when the filler is discarded here: a non-blocking connect completes as
+//!   POSIX says (writable, then `SO_ERROR`). Accepted sockets have no filler;
+//! - a failed connection (RST, timeout, refused): this end is shut down both
+//!   ways after the filler and unread client bytes are discarded, so the
+//!   client sees `POLLIN|POLLOUT|POLLHUP`, reads EOF and writes `EPIPE`;
+//!   the errno (ECONNRESET, ETIMEDOUT, ECONNREFUSED) stays pending in the
+//!   stack for `SO_ERROR` (libtcpd's `tcpd_read`/`tcpd_write` ask for it).
+//!
+//! Closing: when every copy of the client's end is closed this end reports
+//! `EPOLLHUP`, and the socket is closed as close(2) would: reset when data
+//! was left unread (the stack's buffer, bytes waiting here, or the kernel's
+//! `ECONNRESET` on this end, which Linux sets when the client's end died
+//! with unread bytes in its queue), FIN otherwise.
+//!
+//! Readiness of the daemon's ends reaches the driver through one epoll
+//! instance (edge-triggered), itself registered with tokio: one readiness
+//! source in the driver however many sockets there are.
+//!
+//! Memory per socket is bounded: at most one [`CHUNK`] waiting in each
+//! direction, held only while the pair or the stack's buffer is full.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
+use tcpd_stack::{Instant, Readiness, SocketHandle, Stack};
+
+/// Largest amount moved per read or write on a pair, and the most held
+/// per direction per socket.
+pub const CHUNK: usize = 64 * 1024;
+/// SO_SNDBUF of the client's end (the kernel doubles it): how much the
+/// client can write ahead of the daemon, on top of the stack's send buffer.
+const CLIENT_SNDBUF: usize = 32 * 1024;
+/// SO_SNDBUF of the daemon's end: how much received data waits in the pair
+/// for the client, on top of the stack's receive buffer.
+const DAEMON_SNDBUF: usize = 64 * 1024;
+/// Ready ends handled per epoll wait.
+const EVENTS: usize = 256;
+
+/// The daemon's side of one socket's pair.
+#[derive(Debug)]
+struct FdLink {
+    end: UnixStream,
+    /// Inode of the client's end (how a claim names the socket).
+    client_ino: u64,
+    /// Filler bytes still to discard before the client's data.
+    filler: usize,
+    /// Taken from the stack, not yet written to the client.
+    to_client: Vec<u8>,
+    /// Read from the client, not yet accepted by the stack.
+    from_client: Vec<u8>,
+    /// The peer's FIN was passed on (this end is shut for writing).
+    sent_eof: bool,
+    /// The client shut its end for writing (shutdown or close).
+    client_eof: bool,
+    /// The connection failed; this end is shut both ways and unregistered.
+    failed: bool,
+    /// Listener: a signal byte is (or may be) in the client's queue.
+    accept_signal: bool,
+}
+
+/// What a pump found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pumped {
+    /// The socket goes on.
+    Open,
+    /// Every copy of the client's end is closed: close the socket (reset
+    /// when data was left unread).
+    ClientClosed { unread: bool },
+}
+
+/// Every socket's pair; see the module docs.
+#[derive(Debug)]
+pub struct FdLinks {
+    epoll: Epoll,
+    links: HashMap<SocketHandle, FdLink>,
+    by_ino: HashMap<u64, SocketHandle>,
+    scratch: Vec<u8>,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Whether `end` reports POLLHUP: its peer is gone (or both are shut).
+fn hung_up(end: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(end.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
+impl FdLinks {
+    pub fn new() -> io::Result<FdLinks> {
+        Ok(FdLinks {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            links: HashMap::new(),
+            by_ino: HashMap::new(),
+            scratch: vec![0u8; CHUNK],
+        })
+    }
+
+    /// A second descriptor of the epoll instance, for the driver to wait on.
+    pub fn readiness_fd(&self) -> io::Result<OwnedFd> {
+        self.epoll.0.try_clone()
+    }
+
+    pub fn contains(&self, h: SocketHandle) -> bool {
+        self.links.contains_key(&h)
+    }
+
+    /// Whether `h` has a pair whose connection has not failed (such a
+    /// socket lives as long as the client holds its end).
+    pub fn is_live(&self, h: SocketHandle) -> bool {
+        self.links.get(&h).is_some_and(|l| !l.failed)
+    }
+
+    /// The socket whose client end has inode `ino`.
+    pub fn by_client_ino(&self, ino: u64) -> Option<SocketHandle> {
+        self.by_ino.get(&ino).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Creates `h`'s pair and returns the client's end (blocking, not
+    /// close-on-exec: the flags travel with it). `fill`: hand it out full,
+    /// unwritable until the connection is established (see module docs).
+    pub fn create(&mut self, h: SocketHandle, fill: bool) -> io::Result<OwnedFd> {
+        let (daemon, client) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )?;
+        setsockopt(&client, sockopt::SndBuf, &CLIENT_SNDBUF)?;
+        setsockopt(&daemon, sockopt::SndBuf, &DAEMON_SNDBUF)?;
+        let client_ino = nix::sys::stat::fstat(client.as_raw_fd())?.st_ino;
+        let mut client = UnixStream::from(client);
+        let mut filler = 0;
+        if fill {
+            let zeros = &self.scratch[..CHUNK];
+            loop {
+                match client.write(zeros) {
+                    Ok(n) => filler += n,
+                    Err(e) if would_block(&e) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // The client gets a blocking socket, as socket(2) returns.
+        fcntl(client.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_RDWR))?;
+        let end = UnixStream::from(daemon);
+        self.epoll.add(
+            &end,
+            EpollEvent::new(
+                EpollFlags::EPOLLIN
+                    | EpollFlags::EPOLLOUT
+                    | EpollFlags::EPOLLRDHUP
+                    | EpollFlags::EPOLLET,
+                h.0,
+            ),
+        )?;
+        self.links.insert(
+            h,
+            FdLink {
+                end,
+                client_ino,
+                filler,
+                to_client: Vec::new(),
+                from_client: Vec::new(),
+                sent_eof: false,
+                client_eof: false,
+                failed: false,
+                accept_signal: false,
+            },
+        );
+        self.by_ino.insert(client_ino, h);
+        Ok(OwnedFd::from(client))
+    }
+
+    /// Forgets `h`'s pair (the socket is closed); the client sees EOF.
+    pub fn remove(&mut self, h: SocketHandle) {
+        if let Some(link) = self.links.remove(&h) {
+            self.by_ino.remove(&link.client_ino);
+            if !link.failed {
+                let _ = self.epoll.delete(&link.end);
+            }
+        }
+    }
+
+    /// The sockets whose ends reported readiness since the last call, with
+    /// whether the client hung up (EPOLLHUP).
+    pub fn ready(&mut self) -> Vec<(SocketHandle, bool)> {
+        let mut out = Vec::new();
+        let mut events = [EpollEvent::empty(); EVENTS];
+        loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "epoll_wait on the fd links failed");
+                    0
+                }
+            };
+            out.extend(events[..n].iter().map(|e| {
+                (
+                    SocketHandle(e.data()),
+                    e.events().contains(EpollFlags::EPOLLHUP),
+                )
+            }));
+            if n < EVENTS {
+                return out;
+            }
+        }
+    }
+
+    /// A listener's accept op ran: the client drained its signal byte
+    /// before asking (libtcpd does); signal again if more are queued.
+    pub fn accepted(&mut self, stack: &Stack, h: SocketHandle) {
+        if let Some(link) = self.links.get_mut(&h) {
+            link.accept_signal = false;
+            signal_listener(link, stack, h);
+        }
+    }
+
+    /// Moves what can move between `h`'s pair and the stack; see the module
+    /// docs. `hup`: the end reported EPOLLHUP.
+    pub fn pump(&mut self, stack: &mut Stack, now: Instant, h: SocketHandle, hup: bool) -> Pumped {
+        let Some(link) = self.links.get_mut(&h) else {
+            return Pumped::Open;
+        };
+        if link.failed {
+            return Pumped::Open;
+        }
+        let Ok(ready) = stack.readiness(h) else {
+            return Pumped::Open;
+        };
+        if !stack.is_connection(h) {
+            // Not a connection: an unconnected socket or a listener.
+            if hup {
+                return Pumped::ClientClosed { unread: false };
+            }
+            signal_listener(link, stack, h);
+            return Pumped::Open;
+        }
+        let scratch = &mut self.scratch;
+        let connecting = !ready.intersects(Readiness::OUT | Readiness::ERR | Readiness::HUP)
+            && link.filler > 0
+            && !ready.contains(Readiness::IN);
+        if ready.contains(Readiness::ERR) {
+            // Leave the error pending for SO_ERROR; tell the client.
+            fail(&self.epoll, link);
+            return Pumped::Open;
+        }
+        if connecting {
+            return if hup {
+                Pumped::ClientClosed { unread: false }
+            } else {
+                Pumped::Open
+            };
+        }
+        // Client -> stack.
+        let mut unread_reset = false;
+        while !link.client_eof {
+            if !link.from_client.is_empty() {
+                match stack.send(now, h, &link.from_client) {
+                    Ok(n) => {
+                        link.from_client.drain(..n);
+                    }
+                    Err(tcpd_stack::SendError::WouldBlock) => {}
+                    Err(_) => {
+                        // The connection cannot send any more (shut down or
+                        // closing): what the client writes is lost, as on
+                        // Linux after the peer's reset.
+                        link.from_client.clear();
+                    }
+                }
+                if !link.from_client.is_empty() {
+                    break;
+                }
+            }
+            let want = if link.filler > 0 {
+                link.filler.min(CHUNK)
+            } else {
+                CHUNK
+            };
+            match link.end.read(&mut scratch[..want]) {
+                Ok(0) => {
+                    link.client_eof = true;
+                    if hup || hung_up(&link.end) {
+                        break;
+                    }
+                    // shutdown(SHUT_WR) by the client: FIN after its data.
+                    let _ = stack.shutdown(now, h, tcpd_stack::Shutdown::Write);
+                }
+                Ok(n) if link.filler > 0 => link.filler -= n,
+                Ok(n) => link.from_client.extend_from_slice(&scratch[..n]),
+                Err(e) if would_block(&e) => break,
+                Err(e) => {
+                    // ECONNRESET: the client's end died with unread bytes.
+                    unread_reset = e.raw_os_error() == Some(libc::ECONNRESET);
+                    link.client_eof = true;
+                    break;
+                }
+            }
+        }
+        if link.client_eof && (hup || unread_reset || hung_up(&link.end)) {
+            let unread = unread_reset
+                || !link.to_client.is_empty()
+                || stack.socket_info(h).is_ok_and(|i| i.recv_queue > 0);
+            return Pumped::ClientClosed { unread };
+        }
+        // Stack -> client.
+        while !link.sent_eof {
+            if !link.to_client.is_empty() {
+                match link.end.write(&link.to_client) {
+                    Ok(n) => {
+                        link.to_client.drain(..n);
+                    }
+                    Err(e) if would_block(&e) => break,
+                    Err(_) => {
+                        // EPIPE: the client shut its end for reading.
+                        link.to_client.clear();
+                        break;
+                    }
+                }
+                if !link.to_client.is_empty() {
+                    break;
+                }
+            }
+            match stack.recv(now, h, &mut scratch[..CHUNK], false) {
+                Ok(0) => {
+                    link.sent_eof = true;
+                    let _ = link.end.shutdown(std::net::Shutdown::Write);
+                }
+                Ok(n) => match link.end.write(&scratch[..n]) {
+                    Ok(w) => link.to_client.extend_from_slice(&scratch[w..n]),
+                    Err(e) if would_block(&e) => link.to_client.extend_from_slice(&scratch[..n]),
+                    Err(_) => {}
+                },
+                Err(tcpd_stack::RecvError::WouldBlock) => break,
+                Err(_) => {
+                    fail(&self.epoll, link);
+                    return Pumped::Open;
+                }
+            }
+        }
+        Pumped::Open
+    }
+}
+
+/// Writes a listener's signal byte when its accept queue is non-empty.
+fn signal_listener(link: &mut FdLink, stack: &Stack, h: SocketHandle) {
+    if link.accept_signal || !stack.readiness(h).is_ok_and(|r| r.contains(Readiness::IN)) {
+        return;
+    }
+    if stack.is_connection(h) {
+        return;
+    }
+    match link.end.write(&[1]) {
+        Ok(_) => link.accept_signal = true,
+        Err(e) if would_block(&e) => link.accept_signal = true,
+        Err(_) => {}
+    }
+}
+
+/// The connection failed: discard what the client sent (so its end becomes
+/// writable), shut this end both ways (the client sees HUP, EOF, EPIPE),
+/// and stop watching it (its HUP is our own).
+fn fail(epoll: &Epoll, link: &mut FdLink) {
+    let _ = epoll.delete(&link.end);
+    let _ = link.end.shutdown(std::net::Shutdown::Both);
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = link.end.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    link.filler = 0;
+    link.from_client.clear();
+    link.to_client.clear();
+    link.failed = true;
+}
