@@ -28,6 +28,8 @@ int tcpd_fcntl(int fd, int cmd, ...);
 
 
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
