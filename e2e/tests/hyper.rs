@@ -127,3 +127,86 @@ fn curl(env: &Env, extra: &[&str], url: &str, count: usize) -> usize {
         .matches("hello from hyper over tcpd")
         .count()
 }
+
+/// hyper's client through `tcpd_client::connector::Connector` (feature
+/// `hyper`): keep-alive GETs from tcpd to a kernel HTTP server.
+#[test]
+fn hyper_client_through_the_tcpd_connector() {
+    use std::io::{BufRead, BufReader, Write};
+    use tcpd_e2e::HOST_ADDR;
+
+    let Some(env) = Env::setup("hyper-conn", &[]) else {
+        return;
+    };
+    const GETS: usize = 20;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let served = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (served_srv, stop_srv) = (Arc::clone(&served), Arc::clone(&stop));
+    // A minimal keep-alive HTTP/1.1 server on the kernel side, a thread per
+    // connection (hyper's pool may open a second connection while the
+    // first is not yet back in the pool, as with kernel sockets).
+    let server = env.ns.spawn(move || {
+        let listener = std::net::TcpListener::bind((HOST_ADDR, 7801)).expect("listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        ready_tx.send(()).expect("ready");
+        while !stop_srv.load(Ordering::SeqCst) {
+            let Ok((s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let served = Arc::clone(&served_srv);
+            std::thread::spawn(move || {
+                s.set_nonblocking(false).expect("blocking");
+                s.set_read_timeout(Some(Duration::from_secs(20)))
+                    .expect("timeout");
+                let mut reader = BufReader::new(s.try_clone().expect("clone"));
+                let mut writer = s;
+                let mut line = String::new();
+                loop {
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if writer
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                        .is_err()
+                    {
+                        return;
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    ready_rx.recv().expect("server ready");
+    let rt = tcpd_e2e::runtime();
+    rt.block_on(async {
+        use http_body_util::{BodyExt, Empty};
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, Empty<Bytes>>(tcpd_client::connector::Connector::with_client(client));
+        for _ in 0..GETS {
+            let uri: hyper::Uri = format!("http://{HOST_ADDR}:7801/").parse().expect("uri");
+            let response = tokio::time::timeout(Duration::from_secs(20), http.get(uri))
+                .await
+                .expect("in time")
+                .expect("GET through tcpd");
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.expect("body");
+            assert_eq!(body.to_bytes(), Bytes::from_static(b"hello"));
+        }
+    });
+    drop(rt);
+    stop.store(true, Ordering::SeqCst);
+    server.join().expect("server");
+    assert_eq!(served.load(Ordering::SeqCst), GETS as u64);
+}

@@ -83,6 +83,8 @@
 pub mod addr;
 pub mod blocking;
 mod client;
+#[cfg(any(feature = "hyper", feature = "tonic"))]
+pub mod connector;
 mod listener;
 mod runtime;
 mod socket;
