@@ -4,7 +4,8 @@
 //! against `tcpd` in a private network namespace, with the Linux kernel as
 //! the TCP peer (`peer.py` inside the namespace, at the TUN's host address).
 //!
-//! Covers: an echo server in a poll loop serving kernel clients, a 10 MiB
+//! Covers: an echo server in a poll loop and an edge-triggered epoll echo
+//! server (plain read/write/close) serving kernel clients, a 10 MiB
 //! transfer checked by SHA-256 on both ends, non-blocking connect and
 //! `poll` mixing tcpd sockets with a pipe, POSIX errno reporting
 //! (ECONNREFUSED, EBADF, EINVAL, EFAULT, EPIPE without SIGPIPE...), a
@@ -13,7 +14,10 @@
 //! calls fail cleanly with ECONNABORTED (no SIGPIPE), a restarted daemon
 //! gives a new session whose handles never alias the old ones, and a
 //! crashed (stale socket file) or stopped daemon fails the first call with
-//! ECONNREFUSED or ENOENT. Every socket is a real descriptor (a socketpair
+//! ECONNREFUSED or ENOENT (and tcpd_strerror names the socket); select,
+//! readv/writev, sendmsg/recvmsg, FIONREAD, non-blocking connect through
+//! epoll, close(2) without tcpd_close (released while the program lives),
+//! and 1 000 sockets at once in one process. Every socket is a real descriptor (a socketpair
 //! the daemon pumps, daemon/server/DESIGN-fds.md).
 //!
 //! This file is the one place that builds and runs the C programs (the
@@ -310,16 +314,32 @@ fn c_fork_shares_the_socket_with_the_child() {
 
 #[test]
 fn c_echo_server_serves_kernel_clients() {
-    let Some((ns, daemon)) = start("c_echo_server_serves_kernel_clients") else {
+    echo_server_serves_kernel_clients("c_echo_server_serves_kernel_clients", "echo_server");
+}
+
+/// The same three kernel clients against an edge-triggered epoll server
+/// that uses plain read/write/close on its tcpd descriptors.
+#[test]
+fn c_epoll_edge_triggered_echo_server_serves_kernel_clients() {
+    echo_server_serves_kernel_clients(
+        "c_epoll_edge_triggered_echo_server_serves_kernel_clients",
+        "epoll_server",
+    );
+}
+
+/// Runs the echo server program `name` (args: IP PORT 3; prints
+/// "listening PORT", then "served 3") against three kernel echo clients.
+fn echo_server_serves_kernel_clients(test: &str, name: &str) {
+    let Some((ns, daemon)) = start(test) else {
         return;
     };
-    let server = compile("echo_server");
+    let server = compile(name);
     let mut srv = Command::new(&server)
         .args([&TCPD_ADDR.to_string(), "0", "3"])
         .env("TCPD_SOCKET", daemon.socket())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn echo_server");
+        .expect("spawn the echo server");
     let mut reader = BufReader::new(srv.stdout.take().expect("stdout"));
     let mut line = String::new();
     reader.read_line(&mut line).expect("listening line");
@@ -444,6 +464,12 @@ fn c_calls_after_a_daemon_crash_fail_with_econnrefused() {
         stderr.contains("errno 111:"),
         "want ECONNREFUSED, got: {stderr}"
     );
+    // tcpd_strerror names the socket it tried.
+    let path = daemon.socket().display().to_string();
+    assert!(
+        stderr.contains(&format!("cannot reach the tcpd daemon at {path}")),
+        "{stderr}"
+    );
 }
 
 /// A tcpd stopped cleanly removes its socket file: the first call fails
@@ -461,4 +487,128 @@ fn c_calls_after_a_clean_daemon_stop_fail_with_enoent() {
     );
     let stderr = errors_without_a_daemon(daemon.socket());
     assert!(stderr.contains("errno 2:"), "want ENOENT, got: {stderr}");
+    let path = daemon.socket().display().to_string();
+    assert!(
+        stderr.contains(&format!("cannot reach the tcpd daemon at {path}")),
+        "{stderr}"
+    );
+}
+
+/// The daemon's `api_sockets` counter reaches `want` within 10 s.
+fn api_sockets_settle(daemon: &Daemon, want: u64) {
+    let rt = tcpd_e2e::runtime();
+    rt.block_on(async {
+        let mut admin = tcpd_e2e::admin_client(daemon).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = admin
+                .stats(tcpd_proto::v2::StatsRequest {})
+                .await
+                .expect("stats")
+                .into_inner();
+            let sockets = stats
+                .counters
+                .iter()
+                .find(|c| c.name == "api_sockets")
+                .map_or(0, |c| c.value);
+            if sockets == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "api_sockets stays {sockets}, want {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// Runs `name` with the kernel peers; when it prints a line starting
+/// `pause_line` (it has just closed sockets with close(2) and waits on
+/// stdin), checks that the daemon released every socket while the program
+/// and its session are still alive, then lets it finish and expects
+/// `expect_line`.
+fn run_with_close_check(
+    test: &str,
+    name: &str,
+    args: impl FnOnce(&Peers) -> Vec<String>,
+    pause_line: &str,
+    expect_line: &str,
+) {
+    let Some((ns, daemon)) = start(test) else {
+        return;
+    };
+    let peers = Peers::start(&ns);
+    let bin = compile(name);
+    let mut child = Command::new(&bin)
+        .arg(HOST_ADDR.to_string())
+        .args(args(&peers))
+        .env("TCPD_SOCKET", daemon.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn C program");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut reader = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("output") == 0 {
+            let _ = child.kill();
+            panic!(
+                "{name} ended before {pause_line:?}:\n{seen}\n{}",
+                daemon.log_text()
+            );
+        }
+        seen.push_str(&line);
+        if line.starts_with(pause_line) {
+            break;
+        }
+    }
+    api_sockets_settle(&daemon, 0);
+    std::io::Write::write_all(&mut stdin, b"go\n").expect("go-ahead");
+    let watchdog = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if watchdog.elapsed() > LIMIT {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.wait().expect("exit status");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("output");
+    eprintln!("{seen}{rest}");
+    assert!(status.success(), "{name} {status:?}");
+    assert!(
+        rest.lines().any(|l| l.starts_with(expect_line)),
+        "no line starting {expect_line:?}"
+    );
+}
+
+/// select, readv/writev, sendmsg/recvmsg, FIONREAD, non-blocking connect
+/// through epoll (completed and refused), and close(2) without tcpd_close
+/// (the daemon releases the socket while the program still runs).
+#[test]
+fn c_kernel_calls_on_tcpd_descriptors() {
+    run_with_close_check(
+        "c_kernel_calls_on_tcpd_descriptors",
+        "fdcalls",
+        |peers| vec![peers.echo.to_string(), peers.closed.to_string()],
+        "closed",
+        "fdcalls ok",
+    );
+}
+
+/// 1 000 tcpd sockets open at once in one process, one epoll set, one
+/// round trip each, all closed with close(2) and released by the daemon.
+#[test]
+fn c_thousand_sockets_at_once() {
+    run_with_close_check(
+        "c_thousand_sockets_at_once",
+        "many",
+        |peers| vec![peers.echo.to_string(), "1000".into()],
+        "closed 1000",
+        "many ok 1000",
+    );
 }

@@ -148,6 +148,24 @@ int tcpd_shutdown(int fd, int how);
 int tcpd_close(int fd);
 
 /*
+ Whether `fd` is a tcpd socket (1) or not (0): a descriptor this
+ library handed out, or a copy of one (`dup`, `fork`, `SCM_RIGHTS`).
+ Never fails; a closed or invalid `fd` is 0.
+ */
+int tcpd_is_socket(int fd);
+
+/*
+ A description of `errnum` for a failed tcpd call, as `strerror(3)`, but
+ naming the daemon when the failure was reaching it: "cannot reach the
+ tcpd daemon at /run/tcpd/tcpd.sock: No such file or directory ..."
+ (`ENOENT`, `ECONNREFUSED`, `EACCES` from the first call), or "the tcpd
+ daemon at ... went away" (`ECONNABORTED`: the daemon died, not the
+ peer). The string belongs to the calling thread and stays valid until
+ its next `tcpd_strerror` call.
+ */
+const char *tcpd_strerror(int errnum);
+
+/*
  The socket's local address, as `getsockname(2)` (truncated to
  `*addrlen`; `*addrlen` becomes 16).
 

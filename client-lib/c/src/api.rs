@@ -90,7 +90,16 @@ fn pending_error(handle: u64) -> Option<Errno> {
         // EBADF: the socket is closed in the daemon (both sides shut and
         // its end hung up): a plain EOF.
         Err(Errno(libc::EBADF)) => return None,
-        Err(_) => return Some(Errno(DAEMON_GONE)),
+        Err(_) => {
+            crate::ffi::note_daemon_failure(
+                Errno(DAEMON_GONE),
+                format!(
+                    "the tcpd daemon at {} went away, and the connection with it",
+                    tcpd_proto::socket_path_from_env()
+                ),
+            );
+            return Some(Errno(DAEMON_GONE));
+        }
     };
     match reply.value.and_then(|v| v.value) {
         Some(tcpd_proto::v2::option_value::Value::Int(e)) if e != 0 => {
@@ -507,6 +516,27 @@ pub extern "C" fn tcpd_close(fd: c_int) -> c_int {
         }
         Ok(0)
     })
+}
+
+/// Whether `fd` is a tcpd socket (1) or not (0): a descriptor this
+/// library handed out, or a copy of one (`dup`, `fork`, `SCM_RIGHTS`).
+/// Never fails; a closed or invalid `fd` is 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn tcpd_is_socket(fd: c_int) -> c_int {
+    ffi_call(|| Ok(c_int::from(fdtable::is_tcpd(fd))))
+}
+
+/// A description of `errnum` for a failed tcpd call, as `strerror(3)`, but
+/// naming the daemon when the failure was reaching it: "cannot reach the
+/// tcpd daemon at /run/tcpd/tcpd.sock: No such file or directory ..."
+/// (`ENOENT`, `ECONNREFUSED`, `EACCES` from the first call), or "the tcpd
+/// daemon at ... went away" (`ECONNABORTED`: the daemon died, not the
+/// peer). The string belongs to the calling thread and stays valid until
+/// its next `tcpd_strerror` call.
+#[unsafe(no_mangle)]
+pub extern "C" fn tcpd_strerror(errnum: c_int) -> *const libc::c_char {
+    std::panic::catch_unwind(|| crate::ffi::describe_c(errnum))
+        .unwrap_or(c"tcpd: internal error".as_ptr())
 }
 
 /// Which address `name_impl` asks for.

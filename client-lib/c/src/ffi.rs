@@ -42,6 +42,43 @@ impl Errno {
     }
 }
 
+thread_local! {
+    /// The last failure to reach the daemon on this thread: its errno and
+    /// a sentence naming the daemon's socket, for `tcpd_strerror`.
+    static DAEMON_FAILURE: std::cell::RefCell<Option<(c_int, String)>> =
+        const { std::cell::RefCell::new(None) };
+    /// The text `tcpd_strerror` returned last on this thread.
+    static STRERROR: std::cell::RefCell<std::ffi::CString> =
+        std::cell::RefCell::new(std::ffi::CString::default());
+}
+
+/// Records why the daemon could not be reached (or was lost), so that
+/// `tcpd_strerror(errno)` can name its socket.
+pub fn note_daemon_failure(errno: Errno, what: String) {
+    DAEMON_FAILURE.with(|f| *f.borrow_mut() = Some((errno.0, what)));
+}
+
+/// The text for `errnum`: the daemon failure noted on this thread with
+/// that errno, else the C library's `strerror`.
+pub fn describe(errnum: c_int) -> String {
+    let noted = DAEMON_FAILURE.with(|f| {
+        f.borrow()
+            .as_ref()
+            .filter(|(e, _)| *e == errnum)
+            .map(|(_, what)| what.clone())
+    });
+    noted.unwrap_or_else(|| std::io::Error::from_raw_os_error(errnum).to_string())
+}
+
+/// `describe` as a C string owned by the thread (valid until its next call).
+pub fn describe_c(errnum: c_int) -> *const libc::c_char {
+    let text = describe(errnum).replace('\0', " ");
+    STRERROR.with(|s| {
+        *s.borrow_mut() = std::ffi::CString::new(text).unwrap_or_default();
+        s.borrow().as_ptr()
+    })
+}
+
 /// Result of every internal operation behind a C entry point.
 pub type Result<T> = std::result::Result<T, Errno>;
 

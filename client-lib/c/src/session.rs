@@ -134,8 +134,18 @@ impl Process {
         };
         let channel = self
             .runtime
-            .block_on(connect_channel_with(path, count_session))
-            .map_err(|e| Errno::from_io(&e, libc::ECONNREFUSED))?;
+            .block_on(connect_channel_with(&path, count_session))
+            .map_err(|e| {
+                let errno = Errno::from_io(&e, libc::ECONNREFUSED);
+                crate::ffi::note_daemon_failure(
+                    errno,
+                    format!(
+                        "cannot reach the tcpd daemon at {path}: {e} \
+                         (is tcpd running? TCPD_SOCKET names its socket)"
+                    ),
+                );
+                errno
+            })?;
         let client = SocketClient::new(channel);
         *slot = Some(client.clone());
         Ok(client)
@@ -200,8 +210,14 @@ pub fn fd_request(request: Request, send: Option<RawFd>) -> Result<(u64, Option<
             .try_into()
             .map_err(|_| Errno(libc::EIO))?;
         let path = tcpd_proto::fd_socket_path(&tcpd_proto::socket_path_from_env());
-        let stream =
-            UnixStream::connect(&path).map_err(|e| Errno::from_io(&e, libc::ECONNREFUSED))?;
+        let stream = UnixStream::connect(&path).map_err(|e| {
+            let errno = Errno::from_io(&e, libc::ECONNREFUSED);
+            crate::ffi::note_daemon_failure(
+                errno,
+                format!("cannot reach the tcpd daemon's fd socket {path}: {e}"),
+            );
+            errno
+        })?;
         exchange(&stream, Request::Hello { token }, None)?;
         *slot = Some((session, stream));
     }

@@ -394,13 +394,15 @@ fn signal_listener(link: &mut FdLink, stack: &Stack, h: SocketHandle) {
 /// and stop watching it (its HUP is our own).
 fn fail(epoll: &Epoll, link: &mut FdLink) {
     let _ = epoll.delete(&link.end);
-    let _ = link.end.shutdown(std::net::Shutdown::Both);
+    // Drain before shutting: the client's poll then sees POLLOUT together
+    // with POLLHUP (a waiter woken by the HUP alone would miss POLLOUT).
     let mut sink = [0u8; 4096];
     while let Ok(n) = link.end.read(&mut sink) {
         if n == 0 {
             break;
         }
     }
+    let _ = link.end.shutdown(std::net::Shutdown::Both);
     link.filler = 0;
     link.from_client.clear();
     link.to_client.clear();

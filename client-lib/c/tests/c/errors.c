@@ -30,7 +30,8 @@ int main(int argc, char **argv) {
     EXPECT_ERRNO(tcpd_close(-1), EBADF);
     EXPECT_ERRNO(tcpd_fcntl(STDIN_FILENO, F_GETFL), EBADF);
     int s = tcpd_socket(AF_INET, SOCK_STREAM, 0);
-    if (s < 0) FAIL("tcpd_socket");
+    /* tcpd_strerror names the daemon's socket when it cannot be reached. */
+    if (s < 0) FAIL("tcpd_socket: %s", tcpd_strerror(errno));
     if (s <= STDERR_FILENO) FAIL("fd %d collides with stdio", s);
     if (fcntl(s, F_GETFD) < 0) FAIL("the fd number is not a real open fd");
     if (tcpd_close(s) < 0) FAIL("tcpd_close");

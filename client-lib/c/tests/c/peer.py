@@ -45,6 +45,8 @@ class Closer(socketserver.BaseRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # many.c connects 1 000 sockets at once: no SYN retries.
+    request_queue_size = 1024
 
 
 def serve(host, handler):
