@@ -201,3 +201,75 @@ fn refused_connect_names_econnrefused_and_daemon_errors_name_the_daemon() {
         assert_ne!(err.kind(), io::ErrorKind::ConnectionReset);
     });
 }
+
+/// `flush` completes when the written bytes are in the daemon's send
+/// buffer — not before (a write too big for the send buffer and the peer's
+/// window keeps flush waiting while the peer reads nothing) and not only
+/// once the peer's application has read them (a small write to a peer that
+/// never reads flushes at once), as a kernel socket's data is "sent" once
+/// it is in the send buffer.
+#[test]
+fn flush_completes_when_the_data_is_in_the_daemons_send_buffer() {
+    let Some(env) = Env::setup("sem-flush", &[]) else {
+        return;
+    };
+    let rt = runtime();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    const BIG: usize = 16 * 1024 * 1024;
+    let peer = env.ns.spawn(move || {
+        let listener = TcpListener::bind(SocketAddrV4::new(HOST_ADDR, 7405)).expect("listen");
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        // Read nothing until told to.
+        go_rx.recv().expect("go");
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) => panic!("kernel read: {e}"),
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client
+            .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7405))
+            .await
+            .expect("connect");
+        // Small: in the send buffer at once, though nobody reads it.
+        stream.write_all(&[1u8; 1000]).await.expect("small write");
+        tokio::time::timeout(Duration::from_secs(5), stream.flush())
+            .await
+            .expect("a small flush does not wait for the peer's reader")
+            .expect("flush");
+
+        // Big: more than the send buffer and the peer's window hold.
+        let (mut rd, mut wr) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&vec![2u8; BIG]).await?;
+            wr.flush().await?;
+            Ok::<_, io::Error>(wr)
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(
+            !writer.is_finished(),
+            "flush of {BIG} bytes completed while the peer read nothing"
+        );
+        go_tx.send(()).expect("let the peer read");
+        let wr = tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("flush completes once the peer reads")
+            .expect("task")
+            .expect("write + flush");
+        drop(wr); // FIN
+        let mut rest = Vec::new();
+        rd.read_to_end(&mut rest).await.expect("EOF");
+    });
+    assert_eq!(peer.join().expect("peer"), 1000 + BIG);
+}
