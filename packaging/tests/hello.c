@@ -10,7 +10,7 @@
  *                         it back, closes; prints "echoed N bytes"
  *
  * The daemon is found at $TCPD_SOCKET or the default socket path. On an error
- * it prints the failing call and strerror(errno) and exits 1.
+ * it prints the failing call and tcpd_strerror(errno) and exits 1.
  */
 #define _GNU_SOURCE
 #include <tcpd.h>
@@ -22,7 +22,8 @@
 #include <string.h>
 
 static int die(const char *what) {
-    printf("%s: %s\n", what, strerror(errno));
+    /* tcpd_strerror names the daemon socket when it is the daemon that failed. */
+    printf("%s: %s\n", what, tcpd_strerror(errno));
     return 1;
 }
 

@@ -716,14 +716,21 @@ fn c_check(ret: isize) -> io::Result<usize> {
 
 /// One connect, 1-byte exchange, wait for the server's FIN, close, through the C ABI.
 fn c_shim_one_connection(addr: SocketAddrV4) -> io::Result<()> {
-    let fd = tcpd::tcpd_socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-    c_check(fd as isize)?;
-    let result = c_shim_exchange(fd, addr);
-    let closed = c_check(tcpd::tcpd_close(fd) as isize);
-    result.and(closed.map(drop))
+    let s = c_shim_connect(addr, true)?;
+    let mut byte = [1u8; 1];
+    s.write_all(&byte)?;
+    s.read_exact(&mut byte)?;
+    // Wait for the server's FIN (read returns 0), as connection_rate does.
+    s.read(&mut byte)?;
+    drop(s);
+    Ok(())
 }
 
-fn c_shim_exchange(fd: libc::c_int, addr: SocketAddrV4) -> io::Result<()> {
+/// A connected C-shim socket (Nagle off when `nodelay`, as the Rust rows).
+fn c_shim_connect(addr: SocketAddrV4, nodelay: bool) -> io::Result<CShimFd> {
+    let fd = CShimFd(
+        c_check(tcpd::tcpd_socket(libc::AF_INET, libc::SOCK_STREAM, 0) as isize)? as libc::c_int,
+    );
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
@@ -733,30 +740,116 @@ fn c_shim_exchange(fd: libc::c_int, addr: SocketAddrV4) -> io::Result<()> {
         sin_zero: [0; 8],
     };
     let one: libc::c_int = 1;
-    let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let sin_len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: every pointer is to a live local of the stated length.
     unsafe {
-        // Nagle off, as the Rust rows do (one more RPC, as in C programs).
-        c_check(tcpd::tcpd_setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw const one).cast(),
-            int_len,
+        if nodelay {
+            c_check(tcpd::tcpd_setsockopt(
+                fd.0,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) as isize)?;
+        }
+        c_check(tcpd::tcpd_connect(
+            fd.0,
+            (&raw const sin).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         ) as isize)?;
-        c_check(tcpd::tcpd_connect(fd, (&raw const sin).cast(), sin_len) as isize)?;
-        let mut byte = [1u8; 1];
-        if c_check(tcpd::tcpd_write(fd, byte.as_ptr().cast(), 1))? != 1 {
-            return Err(io::Error::other("short write through the C shim"));
-        }
-        if c_check(tcpd::tcpd_read(fd, byte.as_mut_ptr().cast(), 1))? != 1 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        // Wait for the server's FIN (read returns 0), as connection_rate does.
-        c_check(tcpd::tcpd_read(fd, byte.as_mut_ptr().cast(), 1))?;
     }
-    Ok(())
+    Ok(fd)
+}
+
+/// A C-shim socket, closed (`tcpd_close`) when dropped.
+struct CShimFd(libc::c_int);
+
+impl Drop for CShimFd {
+    fn drop(&mut self) {
+        tcpd::tcpd_close(self.0);
+    }
+}
+
+impl CShimFd {
+    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            // SAFETY: a live buffer of its length.
+            let n = c_check(unsafe { tcpd::tcpd_write(self.0, buf.as_ptr().cast(), buf.len()) })?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: a live buffer of its length.
+        c_check(unsafe { tcpd::tcpd_read(self.0, buf.as_mut_ptr().cast(), buf.len()) })
+    }
+
+    fn read_exact(&self, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read(buf)? {
+                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                n => buf = &mut buf[n..],
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`bulk_send`] through the C shim (blocking; `$TCPD_SOCKET`).
+pub fn c_shim_bulk_send(addr: SocketAddrV4, dur: Duration) -> io::Result<Transfer> {
+    let s = c_shim_connect(addr, false)?;
+    let buf = vec![0x5a_u8; CHUNK];
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        s.write_all(&buf)?;
+    }
+    c_check(tcpd::tcpd_shutdown(s.0, libc::SHUT_WR) as isize)?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count)?;
+    Ok(Transfer {
+        bytes: u64::from_be_bytes(count),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`bulk_recv`] through the C shim (blocking; `$TCPD_SOCKET`).
+pub fn c_shim_bulk_recv(addr: SocketAddrV4) -> io::Result<Transfer> {
+    let s = c_shim_connect(addr, false)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0u64;
+    let mut start = None;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        start.get_or_insert_with(Instant::now);
+        bytes += n as u64;
+    }
+    let seconds = start.map_or(f64::NAN, |s| s.elapsed().as_secs_f64());
+    Ok(Transfer { bytes, seconds })
+}
+
+/// [`request_response`] through the C shim (blocking; `$TCPD_SOCKET`).
+pub fn c_shim_request_response(addr: SocketAddrV4, dur: Duration) -> io::Result<PingPong> {
+    let s = c_shim_connect(addr, true)?;
+    let mut lat = Vec::with_capacity(100_000);
+    let mut byte = [0u8; 1];
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        let t = Instant::now();
+        s.write_all(&byte)?;
+        s.read_exact(&mut byte)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let total = start.elapsed().as_secs_f64();
+    let n = lat.len();
+    lat.sort_by(f64::total_cmp);
+    Ok(PingPong {
+        transactions_per_s: n as f64 / total,
+        p50_us: percentile(&lat, 50.0),
+        p99_us: percentile(&lat, 99.0),
+    })
 }
 
 /// Mean time of one getsockname(2) on a kernel socket, in microseconds,

@@ -389,6 +389,26 @@ fn main() -> Result<()> {
         "  bytes per TUN read (ACKs in)",
         tun_send.bytes_per_read(),
     ));
+    // The same through libtcpd (its socketpair pumped by the daemon).
+    let c_shim = repeat(plan.reps, || {
+        let addr = tsink.addr;
+        Ok(
+            workloads::run_blocking_client(None, CLIENT_CPU, limit, move || {
+                workloads::c_shim_bulk_send(addr, dur)
+            })?
+            .gbit_per_s(),
+        )
+    })?;
+    rows.push(Row {
+        name: "bulk, client sends (C shim)".into(),
+        unit: "Gbit/s",
+        higher_is_better: true,
+        kernel: rows
+            .iter()
+            .find(|r| r.name == "bulk, client sends")
+            .and_then(|r| r.kernel.clone()),
+        tcpd: c_shim,
+    });
     drop((ksink, tsink));
 
     let ksrc = Server::start(
@@ -423,6 +443,25 @@ fn main() -> Result<()> {
         "  bytes per TUN write (ACKs out)",
         tun_recv.bytes_per_write(),
     ));
+    let c_shim = repeat(plan.reps, || {
+        let addr = tsrc.addr;
+        Ok(
+            workloads::run_blocking_client(None, CLIENT_CPU, limit, move || {
+                workloads::c_shim_bulk_recv(addr)
+            })?
+            .gbit_per_s(),
+        )
+    })?;
+    rows.push(Row {
+        name: "bulk, client receives (C shim)".into(),
+        unit: "Gbit/s",
+        higher_is_better: true,
+        kernel: rows
+            .iter()
+            .find(|r| r.name == "bulk, client receives")
+            .and_then(|r| r.kernel.clone()),
+        tcpd: c_shim,
+    });
     drop((ksrc, tsrc));
 
     // 1b. Bulk under impairment: tcpd sending vs the kernel sending, on
@@ -446,6 +485,7 @@ fn main() -> Result<()> {
     let techo = Server::start(&topo.tcpd_ns, t, 5003, ServerKind::Echo, PEER_CPU)?;
     let mut kr = Vec::new();
     let mut tr = Vec::new();
+    let mut cr = Vec::new();
     for _ in 0..plan.reps {
         let addr = kecho.addr;
         kr.push(kernel_run(&topo, limit, move |d| {
@@ -454,6 +494,13 @@ fn main() -> Result<()> {
         tr.push(tcpd_run(techo.addr, limit, move |d, addr| {
             workloads::request_response(d, addr, dur)
         })?);
+        let addr = techo.addr;
+        cr.push(workloads::run_blocking_client(
+            None,
+            CLIENT_CPU,
+            limit,
+            move || workloads::c_shim_request_response(addr, dur),
+        )?);
     }
     let pick = |v: &[workloads::PingPong], f: fn(&workloads::PingPong) -> f64| {
         Summary::of(&v.iter().map(f).collect::<Vec<_>>())
@@ -478,6 +525,13 @@ fn main() -> Result<()> {
         higher_is_better: false,
         kernel: pick(&kr, |p| p.p99_us),
         tcpd: pick(&tr, |p| p.p99_us),
+    });
+    rows.push(Row {
+        name: "1-byte request/response p50 (C shim)".into(),
+        unit: "µs",
+        higher_is_better: false,
+        kernel: pick(&kr, |p| p.p50_us),
+        tcpd: pick(&cr, |p| p.p50_us),
     });
     drop((kecho, techo));
 
