@@ -406,7 +406,7 @@ fn main() -> Result<()> {
         kernel: rows
             .iter()
             .find(|r| r.name == "bulk, client sends")
-            .and_then(|r| r.kernel.clone()),
+            .and_then(|r| r.kernel),
         tcpd: c_shim,
     });
     drop((ksink, tsink));
@@ -459,7 +459,7 @@ fn main() -> Result<()> {
         kernel: rows
             .iter()
             .find(|r| r.name == "bulk, client receives")
-            .and_then(|r| r.kernel.clone()),
+            .and_then(|r| r.kernel),
         tcpd: c_shim,
     });
     drop((ksrc, tsrc));
