@@ -55,6 +55,10 @@ struct Args {
     /// Measure only bulk transfer (both directions) and its CPU cost.
     #[arg(long)]
     bulk_only: bool,
+    /// Measure only the control path: the unary RPC round trip, the
+    /// connection rate and latency, and the hyper workloads (for profiling).
+    #[arg(long, conflicts_with = "bulk_only")]
+    control_only: bool,
     /// Internal: run as the idle-connection holder inside this namespace
     /// (see `workloads::HoldProcess`).
     #[arg(long, hide = true, requires = "hold_addr")]
@@ -332,208 +336,210 @@ fn main() -> Result<()> {
     let limit = plan.limit(dur);
     let mut rows = Vec::new();
 
-    // 1. Bulk, both directions, with CPU cost.
-    let ksink = Server::start(&topo.kernel_server, k, 5001, ServerKind::Sink, PEER_CPU)?;
-    let tsink = Server::start(&topo.tcpd_ns, t, 5001, ServerKind::Sink, PEER_CPU)?;
-    let mut cpu_kernel = Vec::new();
-    let mut cpu_tcpd = Vec::new();
-    let kernel = repeat(plan.reps, || {
-        let busy0 = bench::system_busy_seconds()?;
-        let addr = ksink.addr;
-        let tr = kernel_run(&topo, limit, move |d| workloads::bulk_send(d, addr, dur))?;
-        cpu_kernel.push((bench::system_busy_seconds()? - busy0) / (tr.bytes as f64 / 1e9));
-        Ok(tr.gbit_per_s())
-    })?;
     let daemon_pid = topo.daemon.pid().unwrap_or(0);
-    let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
-    let tcpd = repeat(plan.reps, || {
-        let busy0 = bench::system_busy_seconds()?;
-        let d0 = bench::process_cpu_seconds(daemon_pid)?;
-        let tr = tcpd_run(tsink.addr, limit, move |d, addr| {
-            workloads::bulk_send(d, addr, dur)
+    if !args.control_only {
+        // 1. Bulk, both directions, with CPU cost.
+        let ksink = Server::start(&topo.kernel_server, k, 5001, ServerKind::Sink, PEER_CPU)?;
+        let tsink = Server::start(&topo.tcpd_ns, t, 5001, ServerKind::Sink, PEER_CPU)?;
+        let mut cpu_kernel = Vec::new();
+        let mut cpu_tcpd = Vec::new();
+        let kernel = repeat(plan.reps, || {
+            let busy0 = bench::system_busy_seconds()?;
+            let addr = ksink.addr;
+            let tr = kernel_run(&topo, limit, move |d| workloads::bulk_send(d, addr, dur))?;
+            cpu_kernel.push((bench::system_busy_seconds()? - busy0) / (tr.bytes as f64 / 1e9));
+            Ok(tr.gbit_per_s())
         })?;
-        let gb = tr.bytes as f64 / 1e9;
-        cpu_tcpd.push((
-            (bench::system_busy_seconds()? - busy0) / gb,
-            (bench::process_cpu_seconds(daemon_pid)? - d0) / gb,
+        let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
+        let tcpd = repeat(plan.reps, || {
+            let busy0 = bench::system_busy_seconds()?;
+            let d0 = bench::process_cpu_seconds(daemon_pid)?;
+            let tr = tcpd_run(tsink.addr, limit, move |d, addr| {
+                workloads::bulk_send(d, addr, dur)
+            })?;
+            let gb = tr.bytes as f64 / 1e9;
+            cpu_tcpd.push((
+                (bench::system_busy_seconds()? - busy0) / gb,
+                (bench::process_cpu_seconds(daemon_pid)? - d0) / gb,
+            ));
+            Ok(tr.gbit_per_s())
+        })?;
+        let tun_send = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
+        rows.push(Row {
+            name: "bulk, client sends".into(),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel,
+            tcpd,
+        });
+        rows.push(Row {
+            name: "CPU per GB sent, whole machine".into(),
+            unit: "CPU-s/GB",
+            higher_is_better: false,
+            kernel: Summary::of(&cpu_kernel),
+            tcpd: Summary::of(&cpu_tcpd.iter().map(|c| c.0).collect::<Vec<_>>()),
+        });
+        rows.push(Row {
+            name: "CPU per GB sent, tcpd daemon only".into(),
+            unit: "CPU-s/GB",
+            higher_is_better: false,
+            kernel: None,
+            tcpd: Summary::of(&cpu_tcpd.iter().map(|c| c.1).collect::<Vec<_>>()),
+        });
+        rows.push(tun_row(
+            "  bytes per TUN write (data out)",
+            tun_send.bytes_per_write(),
         ));
-        Ok(tr.gbit_per_s())
-    })?;
-    let tun_send = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
-    rows.push(Row {
-        name: "bulk, client sends".into(),
-        unit: "Gbit/s",
-        higher_is_better: true,
-        kernel,
-        tcpd,
-    });
-    rows.push(Row {
-        name: "CPU per GB sent, whole machine".into(),
-        unit: "CPU-s/GB",
-        higher_is_better: false,
-        kernel: Summary::of(&cpu_kernel),
-        tcpd: Summary::of(&cpu_tcpd.iter().map(|c| c.0).collect::<Vec<_>>()),
-    });
-    rows.push(Row {
-        name: "CPU per GB sent, tcpd daemon only".into(),
-        unit: "CPU-s/GB",
-        higher_is_better: false,
-        kernel: None,
-        tcpd: Summary::of(&cpu_tcpd.iter().map(|c| c.1).collect::<Vec<_>>()),
-    });
-    rows.push(tun_row(
-        "  bytes per TUN write (data out)",
-        tun_send.bytes_per_write(),
-    ));
-    rows.push(tun_row(
-        "  bytes per TUN read (ACKs in)",
-        tun_send.bytes_per_read(),
-    ));
-    // The same through libtcpd (its socketpair pumped by the daemon).
-    let c_shim = repeat(plan.reps, || {
-        let addr = tsink.addr;
-        Ok(
-            workloads::run_blocking_client(None, CLIENT_CPU, limit, move || {
-                workloads::c_shim_bulk_send(addr, dur)
-            })?
-            .gbit_per_s(),
-        )
-    })?;
-    rows.push(Row {
-        name: "bulk, client sends (C shim)".into(),
-        unit: "Gbit/s",
-        higher_is_better: true,
-        kernel: rows
-            .iter()
-            .find(|r| r.name == "bulk, client sends")
-            .and_then(|r| r.kernel),
-        tcpd: c_shim,
-    });
-    drop((ksink, tsink));
+        rows.push(tun_row(
+            "  bytes per TUN read (ACKs in)",
+            tun_send.bytes_per_read(),
+        ));
+        // The same through libtcpd (its socketpair pumped by the daemon).
+        let c_shim = repeat(plan.reps, || {
+            let addr = tsink.addr;
+            Ok(
+                workloads::run_blocking_client(None, CLIENT_CPU, limit, move || {
+                    workloads::c_shim_bulk_send(addr, dur)
+                })?
+                .gbit_per_s(),
+            )
+        })?;
+        rows.push(Row {
+            name: "bulk, client sends (C shim)".into(),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel: rows
+                .iter()
+                .find(|r| r.name == "bulk, client sends")
+                .and_then(|r| r.kernel),
+            tcpd: c_shim,
+        });
+        drop((ksink, tsink));
 
-    let ksrc = Server::start(
-        &topo.kernel_server,
-        k,
-        5002,
-        ServerKind::Source(dur),
-        PEER_CPU,
-    )?;
-    let tsrc = Server::start(&topo.tcpd_ns, t, 5002, ServerKind::Source(dur), PEER_CPU)?;
-    let kernel = repeat(plan.reps, || {
-        let addr = ksrc.addr;
-        Ok(kernel_run(&topo, limit, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
-    })?;
-    let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
-    let tcpd = repeat(plan.reps, || {
-        Ok(tcpd_run(tsrc.addr, limit, workloads::bulk_recv)?.gbit_per_s())
-    })?;
-    let tun_recv = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
-    rows.push(Row {
-        name: "bulk, client receives".into(),
-        unit: "Gbit/s",
-        higher_is_better: true,
-        kernel,
-        tcpd,
-    });
-    rows.push(tun_row(
-        "  bytes per TUN read (data in)",
-        tun_recv.bytes_per_read(),
-    ));
-    rows.push(tun_row(
-        "  bytes per TUN write (ACKs out)",
-        tun_recv.bytes_per_write(),
-    ));
-    let c_shim = repeat(plan.reps, || {
-        let addr = tsrc.addr;
-        Ok(
-            workloads::run_blocking_client(None, CLIENT_CPU, limit, move || {
-                workloads::c_shim_bulk_recv(addr)
-            })?
-            .gbit_per_s(),
-        )
-    })?;
-    rows.push(Row {
-        name: "bulk, client receives (C shim)".into(),
-        unit: "Gbit/s",
-        higher_is_better: true,
-        kernel: rows
-            .iter()
-            .find(|r| r.name == "bulk, client receives")
-            .and_then(|r| r.kernel),
-        tcpd: c_shim,
-    });
-    drop((ksrc, tsrc));
+        let ksrc = Server::start(
+            &topo.kernel_server,
+            k,
+            5002,
+            ServerKind::Source(dur),
+            PEER_CPU,
+        )?;
+        let tsrc = Server::start(&topo.tcpd_ns, t, 5002, ServerKind::Source(dur), PEER_CPU)?;
+        let kernel = repeat(plan.reps, || {
+            let addr = ksrc.addr;
+            Ok(kernel_run(&topo, limit, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
+        })?;
+        let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
+        let tcpd = repeat(plan.reps, || {
+            Ok(tcpd_run(tsrc.addr, limit, workloads::bulk_recv)?.gbit_per_s())
+        })?;
+        let tun_recv = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
+        rows.push(Row {
+            name: "bulk, client receives".into(),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel,
+            tcpd,
+        });
+        rows.push(tun_row(
+            "  bytes per TUN read (data in)",
+            tun_recv.bytes_per_read(),
+        ));
+        rows.push(tun_row(
+            "  bytes per TUN write (ACKs out)",
+            tun_recv.bytes_per_write(),
+        ));
+        let c_shim = repeat(plan.reps, || {
+            let addr = tsrc.addr;
+            Ok(
+                workloads::run_blocking_client(None, CLIENT_CPU, limit, move || {
+                    workloads::c_shim_bulk_recv(addr)
+                })?
+                .gbit_per_s(),
+            )
+        })?;
+        rows.push(Row {
+            name: "bulk, client receives (C shim)".into(),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel: rows
+                .iter()
+                .find(|r| r.name == "bulk, client receives")
+                .and_then(|r| r.kernel),
+            tcpd: c_shim,
+        });
+        drop((ksrc, tsrc));
 
-    // 1b. Bulk under impairment: tcpd sending vs the kernel sending, on
-    // the same impaired TUN link.
-    let impaired_seconds = if args.smoke {
-        plan.seconds
-    } else {
-        plan.seconds.max(Duration::from_secs(5))
-    };
-    rows.extend(impaired_rows(plan.reps, impaired_seconds, limit)?);
-    notes.push(format!(
-        "bulk under impairment: tcpd's --impair on both directions of its TUN; \"tcpd\" is tcpd sending to the kernel, \"kernel\" the kernel ({IMPAIRED_KERNEL_CC}) sending to tcpd; each run {:.1} s",
-        impaired_seconds.as_secs_f64()
-    ));
-    if args.bulk_only {
-        return finish(&args, &plan, &rows, &notes, Vec::new());
+        // 1b. Bulk under impairment: tcpd sending vs the kernel sending, on
+        // the same impaired TUN link.
+        let impaired_seconds = if args.smoke {
+            plan.seconds
+        } else {
+            plan.seconds.max(Duration::from_secs(5))
+        };
+        rows.extend(impaired_rows(plan.reps, impaired_seconds, limit)?);
+        notes.push(format!(
+            "bulk under impairment: tcpd's --impair on both directions of its TUN; \"tcpd\" is tcpd sending to the kernel, \"kernel\" the kernel ({IMPAIRED_KERNEL_CC}) sending to tcpd; each run {:.1} s",
+            impaired_seconds.as_secs_f64()
+        ));
+        if args.bulk_only {
+            return finish(&args, &plan, &rows, &notes, Vec::new());
+        }
+
+        // 2. Request/response.
+        let kecho = Server::start(&topo.kernel_server, k, 5003, ServerKind::Echo, PEER_CPU)?;
+        let techo = Server::start(&topo.tcpd_ns, t, 5003, ServerKind::Echo, PEER_CPU)?;
+        let mut kr = Vec::new();
+        let mut tr = Vec::new();
+        let mut cr = Vec::new();
+        for _ in 0..plan.reps {
+            let addr = kecho.addr;
+            kr.push(kernel_run(&topo, limit, move |d| {
+                workloads::request_response(d, addr, dur)
+            })?);
+            tr.push(tcpd_run(techo.addr, limit, move |d, addr| {
+                workloads::request_response(d, addr, dur)
+            })?);
+            let addr = techo.addr;
+            cr.push(workloads::run_blocking_client(
+                None,
+                CLIENT_CPU,
+                limit,
+                move || workloads::c_shim_request_response(addr, dur),
+            )?);
+        }
+        let pick = |v: &[workloads::PingPong], f: fn(&workloads::PingPong) -> f64| {
+            Summary::of(&v.iter().map(f).collect::<Vec<_>>())
+        };
+        rows.push(Row {
+            name: "1-byte request/response".into(),
+            unit: "trans/s",
+            higher_is_better: true,
+            kernel: pick(&kr, |p| p.transactions_per_s),
+            tcpd: pick(&tr, |p| p.transactions_per_s),
+        });
+        rows.push(Row {
+            name: "1-byte request/response p50".into(),
+            unit: "µs",
+            higher_is_better: false,
+            kernel: pick(&kr, |p| p.p50_us),
+            tcpd: pick(&tr, |p| p.p50_us),
+        });
+        rows.push(Row {
+            name: "1-byte request/response p99".into(),
+            unit: "µs",
+            higher_is_better: false,
+            kernel: pick(&kr, |p| p.p99_us),
+            tcpd: pick(&tr, |p| p.p99_us),
+        });
+        rows.push(Row {
+            name: "1-byte request/response p50 (C shim)".into(),
+            unit: "µs",
+            higher_is_better: false,
+            kernel: pick(&kr, |p| p.p50_us),
+            tcpd: pick(&cr, |p| p.p50_us),
+        });
+        drop((kecho, techo));
     }
-
-    // 2. Request/response.
-    let kecho = Server::start(&topo.kernel_server, k, 5003, ServerKind::Echo, PEER_CPU)?;
-    let techo = Server::start(&topo.tcpd_ns, t, 5003, ServerKind::Echo, PEER_CPU)?;
-    let mut kr = Vec::new();
-    let mut tr = Vec::new();
-    let mut cr = Vec::new();
-    for _ in 0..plan.reps {
-        let addr = kecho.addr;
-        kr.push(kernel_run(&topo, limit, move |d| {
-            workloads::request_response(d, addr, dur)
-        })?);
-        tr.push(tcpd_run(techo.addr, limit, move |d, addr| {
-            workloads::request_response(d, addr, dur)
-        })?);
-        let addr = techo.addr;
-        cr.push(workloads::run_blocking_client(
-            None,
-            CLIENT_CPU,
-            limit,
-            move || workloads::c_shim_request_response(addr, dur),
-        )?);
-    }
-    let pick = |v: &[workloads::PingPong], f: fn(&workloads::PingPong) -> f64| {
-        Summary::of(&v.iter().map(f).collect::<Vec<_>>())
-    };
-    rows.push(Row {
-        name: "1-byte request/response".into(),
-        unit: "trans/s",
-        higher_is_better: true,
-        kernel: pick(&kr, |p| p.transactions_per_s),
-        tcpd: pick(&tr, |p| p.transactions_per_s),
-    });
-    rows.push(Row {
-        name: "1-byte request/response p50".into(),
-        unit: "µs",
-        higher_is_better: false,
-        kernel: pick(&kr, |p| p.p50_us),
-        tcpd: pick(&tr, |p| p.p50_us),
-    });
-    rows.push(Row {
-        name: "1-byte request/response p99".into(),
-        unit: "µs",
-        higher_is_better: false,
-        kernel: pick(&kr, |p| p.p99_us),
-        tcpd: pick(&tr, |p| p.p99_us),
-    });
-    rows.push(Row {
-        name: "1-byte request/response p50 (C shim)".into(),
-        unit: "µs",
-        higher_is_better: false,
-        kernel: pick(&kr, |p| p.p50_us),
-        tcpd: pick(&cr, |p| p.p50_us),
-    });
-    drop((kecho, techo));
 
     // The unary RPC round trip without the network: GetSockName through
     // tcpd-client against getsockname(2) on a kernel socket.
@@ -654,6 +660,9 @@ fn main() -> Result<()> {
         });
     }
     drop((khttp, thttp));
+    if args.control_only {
+        return finish(&args, &plan, &rows, &notes, Vec::new());
+    }
 
     // 4. Concurrency: idle connections and their cost, then parallel
     // streams. The streams are measured first (reported after): tearing
