@@ -15,11 +15,13 @@
 //! frames; every frame but HEADERS/CONTINUATION passes through untouched (and
 //! without a copy: [`AuthorityFix::pass_len`] scans it in the caller's
 //! buffer). Header blocks are collected whole and decoded with an HPACK
-//! decoder that mirrors the client's encoder (its dynamic table). As long
-//! as every authority is valid the blocks go on byte for byte, so `h2`'s
-//! decoder table stays the client's. From the first block that needs a
-//! change on, every block is re-encoded with literal representations that
-//! neither use nor touch `h2`'s dynamic table (RFC 7541 §6.2.2), so the
+//! decoder that mirrors the client's encoder (its dynamic table). When the
+//! client's first header block has a valid authority, it goes on byte for
+//! byte and the fix stops following the connection (a gRPC channel sends
+//! one authority for its life; decoding every request would cost a fifth
+//! of the daemon's time on unary calls). When it needs a change, that
+//! block and every later one are re-encoded with literal representations
+//! that neither use nor touch `h2`'s dynamic table (RFC 7541 §6.2.2), so the
 //! tables no longer need to agree. A block that does not decode is passed on
 //! as it is while nothing was rewritten (`h2` then reports the client's
 //! COMPRESSION_ERROR itself) and fails the session once blocks are being
@@ -323,6 +325,12 @@ impl AuthorityFix {
             return Ok(());
         }
         if !needs_fix && !self.rewriting {
+            // A client whose first request carries a valid authority is
+            // taken to keep it (gRPC channels send one authority for their
+            // life): stop following it, so it pays nothing more. Should a
+            // later request change to an unparsable one, h2 refuses that
+            // stream as it would without this fix.
+            self.decoder = None;
             self.out.extend_from_slice(&block.raw);
             return Ok(());
         }
@@ -505,9 +513,20 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_starts_valid_is_no_longer_followed() {
+        // Its later blocks pass as they are (h2 judges them itself).
+        let input = conversation(&[b"localhost", b"%2Fx", b"localhost"]);
+        let mut fix = AuthorityFix::new();
+        let n = fix.pass_len(&input);
+        fix.absorb(&input[n..]).unwrap();
+        assert!(fix.decoder.is_none() && !fix.rewriting);
+        assert_eq!(run(&input, 7).unwrap(), input);
+    }
+
+    #[test]
     fn unparsable_authorities_are_replaced_and_the_rest_kept() {
         let bad: &[u8] = b"%2Frun%2Ftcpd%2Ftcpd.sock";
-        let input = conversation(&[b"localhost", bad, bad, b"/run/tcpd/tcpd.sock", b"ok"]);
+        let input = conversation(&[bad, bad, b"localhost", b"/run/tcpd/tcpd.sock", b"ok"]);
         for chunk in [1, 5, 9, 64, 1 << 20] {
             let seen = run(&input, chunk).unwrap();
             let blocks = server_view(&seen);
