@@ -359,6 +359,11 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The daemon's resident memory in KiB (VmRSS; 0 once it is gone).
+    pub fn rss_kib(&self) -> u64 {
+        self.pid().map_or(0, pid_rss_kib)
+    }
+
     /// Sends SIGTERM and waits for the exit status (up to 10 s, then SIGKILL).
     pub fn terminate(&mut self) -> io::Result<std::process::ExitStatus> {
         let mut child = self
@@ -391,6 +396,16 @@ impl Drop for Daemon {
             eprintln!("---- tcpd log ----\n{}", self.log_text());
         }
     }
+}
+
+/// The resident memory of process `pid` in KiB (VmRSS; 0 if unknown).
+pub fn pid_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// SHA-256 of `data`, hex encoded.

@@ -301,16 +301,6 @@ fn syn_flood_leaves_the_listener_open() {
         .expect("connect after the flood");
 }
 
-/// The daemon's resident memory in KiB (VmRSS).
-fn rss_kib(daemon: &Daemon) -> u64 {
-    let pid = daemon.pid().expect("daemon pid");
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Issue 16: 300 sockets closed with data their peer never reads sat in
 /// FIN-WAIT-1 holding 87 MB for good. Now at most `--max-orphans` stay (the
@@ -345,7 +335,7 @@ fn orphans_of_a_peer_that_never_reads_are_capped_and_expire() {
     ready_rx.recv().expect("kernel listener");
     let rt = tcpd_e2e::runtime();
     let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
-    let rss_before = rss_kib(&env.daemon);
+    let rss_before = env.daemon.rss_kib();
     let orphans = 40;
     let queued = rt.block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
@@ -371,7 +361,7 @@ fn orphans_of_a_peer_that_never_reads_are_capped_and_expire() {
     let fin_wait_1 = counter(&after_close.states, "FIN-WAIT-1");
     let resets = counter(&after_close.counters, "orphan_resets");
     let early_timeouts = counter(&after_close.counters, "orphan_timeouts");
-    let rss_full = rss_kib(&env.daemon);
+    let rss_full = env.daemon.rss_kib();
     eprintln!(
         "orphans: {orphans} sockets closed holding {queued} bytes in all; {fin_wait_1} left in \
          FIN-WAIT-1, {resets} reset; daemon RSS {rss_before} KiB before, {rss_full} KiB after"

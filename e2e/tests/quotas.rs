@@ -21,17 +21,6 @@ use tcpd_e2e::{Daemon, Env, Netns, kernel_listener};
 use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_client::SocketServiceClient;
 
-/// The daemon's resident memory in KiB (VmRSS).
-fn rss_kib(daemon: &Daemon) -> u64 {
-    let pid = daemon.pid().expect("daemon pid");
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Samples the daemon's RSS every 20 ms until dropped; the peak in KiB.
 struct RssPeak {
     peak: Arc<AtomicU64>,
@@ -48,13 +37,7 @@ impl RssPeak {
             let (peak, stop) = (peak.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                        .unwrap_or_default()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                        .unwrap_or(0);
-                    peak.fetch_max(rss, Ordering::Relaxed);
+                    peak.fetch_max(tcpd_e2e::pid_rss_kib(pid), Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -165,7 +148,7 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
     };
     let (peer, peer_done) = never_reading_peer(&env.ns);
     let rt = tcpd_e2e::runtime();
-    let rss_before = rss_kib(&env.daemon);
+    let rss_before = env.daemon.rss_kib();
     let sampler = RssPeak::start(&env.daemon);
     let channel = rt
         .block_on(tcpd_client::connect_channel(env.daemon.socket()))
@@ -234,7 +217,7 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
     rt.shutdown_timeout(Duration::from_secs(2));
     // The session is gone: its sockets are closed, parked writes dropped.
     std::thread::sleep(Duration::from_secs(3));
-    let rss_after = rss_kib(&env.daemon);
+    let rss_after = env.daemon.rss_kib();
     drop(sampler);
     peer_done.store(true, Ordering::Relaxed);
     println!(
@@ -317,7 +300,7 @@ fn a_client_that_never_reads_is_stopped_by_flow_control() {
         (conns, sent)
     });
     let rt = tcpd_e2e::runtime();
-    let rss_before = rss_kib(&env.daemon);
+    let rss_before = env.daemon.rss_kib();
     let sampler = RssPeak::start(&env.daemon);
     let streams = rt.block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())

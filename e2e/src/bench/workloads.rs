@@ -314,30 +314,24 @@ async fn http_connect<D: Dialer>(
     Ok(sender)
 }
 
-/// hyper HTTP/1.1 GETs per second on one keep-alive connection, for `dur`.
-pub async fn http_keepalive<D: Dialer>(d: D, addr: SocketAddrV4, dur: Duration) -> io::Result<f64> {
-    let mut sender = http_connect(&d, addr).await?;
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < dur {
-        http_get(&mut sender, addr).await?;
-        n += 1;
-    }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
-/// hyper HTTP/1.1 GETs per second, each on a new connection, for `dur`.
-pub async fn http_new_connection<D: Dialer>(
+/// hyper HTTP/1.1 GETs per second for `dur`: on one keep-alive
+/// connection, or each on a new connection.
+pub async fn http_gets<D: Dialer>(
     d: D,
     addr: SocketAddrV4,
     dur: Duration,
+    new_connection: bool,
 ) -> io::Result<f64> {
     let start = Instant::now();
     let mut n = 0u64;
+    let mut sender = None;
     while start.elapsed() < dur {
-        let mut sender = http_connect(&d, addr).await?;
-        http_get(&mut sender, addr).await?;
-        drop(sender);
+        if sender.is_none() || new_connection {
+            sender = Some(http_connect(&d, addr).await?);
+        }
+        if let Some(sender) = sender.as_mut() {
+            http_get(sender, addr).await?;
+        }
         n += 1;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())

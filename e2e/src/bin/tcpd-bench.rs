@@ -634,21 +634,13 @@ fn main() -> Result<()> {
     ] {
         let kernel = repeat(plan.reps, || {
             let addr = khttp.addr;
-            kernel_run(&topo, limit, move |d| async move {
-                if new_connection {
-                    workloads::http_new_connection(d, addr, dur).await
-                } else {
-                    workloads::http_keepalive(d, addr, dur).await
-                }
+            kernel_run(&topo, limit, move |d| {
+                workloads::http_gets(d, addr, dur, new_connection)
             })
         })?;
         let tcpd = repeat(plan.reps, || {
-            tcpd_run(thttp.addr, limit, move |d, addr| async move {
-                if new_connection {
-                    workloads::http_new_connection(d, addr, dur).await
-                } else {
-                    workloads::http_keepalive(d, addr, dur).await
-                }
+            tcpd_run(thttp.addr, limit, move |d, addr| {
+                workloads::http_gets(d, addr, dur, new_connection)
             })
         })?;
         rows.push(Row {
