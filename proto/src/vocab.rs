@@ -69,6 +69,7 @@ impl From<OptionName> for v2::SocketOption {
             OptionName::NotSentLowat => O::TcpNotsentLowat,
             OptionName::QuickAck => O::TcpQuickack,
             OptionName::RecvLowat => O::SoRcvlowat,
+            OptionName::V6Only => O::Ipv6V6only,
         }
     }
 }

@@ -7,8 +7,8 @@
 //!   (before the impairer) and written to it (after the impairer).
 //!
 //! A packet the impairer dropped is on one interface only; a duplicated one
-//! twice on the other; a delayed one later. Packets are raw IPv4 (link type
-//! 228), nanosecond timestamps (`if_tsresol` 9), the direction in each
+//! twice on the other; a delayed one later. Packets are raw IP, IPv4 or
+//! IPv6 (link type 101, LINKTYPE_RAW), nanosecond timestamps (`if_tsresol` 9), the direction in each
 //! packet's `epb_flags` (inbound = towards the stack). [`CaptureWriter`]
 //! produces the bytes in chunks ([`CaptureWriter::take`]) so they can be
 //! streamed; the first chunk carries the section and interface blocks.
@@ -28,10 +28,10 @@ use pcap_file::pcapng::blocks::interface_statistics::{
     InterfaceStatisticsBlock, InterfaceStatisticsOption,
 };
 use std::borrow::Cow;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tcpd_stack::trace::SegmentHeader;
-use tcpd_stack::wire::{IpProtocol, Ipv4Packet, TcpOptions, TcpSegment};
+use tcpd_stack::wire::{IpProtocol, Ipv4Packet, Ipv6Repr, TcpOptions, TcpSegment};
 use tcpd_stack::{SeqNum, TcpState};
 
 /// Where a packet was seen.
@@ -60,7 +60,7 @@ pub struct CaptureWriter {
 
 fn interface(name: &str, description: &str) -> InterfaceDescriptionBlock<'static> {
     InterfaceDescriptionBlock {
-        linktype: DataLink::IPV4,
+        linktype: DataLink::RAW,
         snaplen: SNAPLEN,
         options: vec![
             InterfaceDescriptionOption::IfName(Cow::Owned(name.to_string())),
@@ -168,12 +168,15 @@ impl Default for CaptureWriter {
 }
 
 /// Which packets a capture keeps: all, or those to/from `host` and/or with
-/// `port` on either side. Text form: `host A.B.C.D`, `port N`, joined by
-/// `and`; empty keeps everything.
+/// `port` on either side, and/or of one family. Text form: `host ADDRESS`
+/// (IPv4 or IPv6), `port N`, `ip` or `ip6`, joined by `and`; empty keeps
+/// everything.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureFilter {
-    pub host: Option<std::net::Ipv4Addr>,
+    pub host: Option<IpAddr>,
     pub port: Option<u16>,
+    /// `Some(true)`: IPv6 only (`ip6`); `Some(false)`: IPv4 only (`ip`).
+    pub ipv6: Option<bool>,
 }
 
 impl CaptureFilter {
@@ -182,6 +185,19 @@ impl CaptureFilter {
         let words: Vec<&str> = text.split_whitespace().filter(|w| *w != "and").collect();
         let mut i = 0;
         while i < words.len() {
+            match words[i] {
+                "ip" | "ip4" => {
+                    filter.ipv6 = Some(false);
+                    i += 1;
+                    continue;
+                }
+                "ip6" => {
+                    filter.ipv6 = Some(true);
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
             let value = words
                 .get(i + 1)
                 .ok_or_else(|| format!("{:?} needs a value", words[i]))?;
@@ -190,7 +206,7 @@ impl CaptureFilter {
                     filter.host = Some(
                         value
                             .parse()
-                            .map_err(|_| format!("{value:?} is not an IPv4 address"))?,
+                            .map_err(|_| format!("{value:?} is not an IP address"))?,
                     )
                 }
                 "port" => {
@@ -202,7 +218,7 @@ impl CaptureFilter {
                 }
                 other => {
                     return Err(format!(
-                        "unknown filter word {other:?} (known: host A.B.C.D, port N, and)"
+                        "unknown filter word {other:?} (known: host ADDRESS, port N, ip, ip6, and)"
                     ));
                 }
             }
@@ -211,29 +227,27 @@ impl CaptureFilter {
         Ok(filter)
     }
 
-    /// Whether `packet` (raw IPv4) passes. Malformed packets pass an empty
-    /// filter only.
+    /// Whether `packet` (raw IPv4 or IPv6) passes. Malformed packets pass
+    /// an empty filter only.
     pub fn matches(&self, packet: &[u8]) -> bool {
-        if self.host.is_none() && self.port.is_none() {
+        if self.host.is_none() && self.port.is_none() && self.ipv6.is_none() {
             return true;
         }
-        let Some(header) = packet.get(..20) else {
+        let Some((src, dst, tcp)) = ends_and_tcp(packet) else {
             return false;
         };
+        if self.ipv6.is_some_and(|v6| v6 != src.is_ipv6()) {
+            return false;
+        }
         if let Some(host) = self.host {
-            let src = std::net::Ipv4Addr::new(header[12], header[13], header[14], header[15]);
-            let dst = std::net::Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+            let host = host.to_canonical();
             if src != host && dst != host {
                 return false;
             }
         }
         if let Some(port) = self.port {
-            // TCP (6) only: ports follow the IPv4 header.
-            let ihl = usize::from(header[0] & 0x0f) * 4;
-            if header[9] != 6 {
-                return false;
-            }
-            let Some(ports) = packet.get(ihl..ihl + 4) else {
+            // TCP only: ports start the TCP header.
+            let Some(ports) = tcp.and_then(|tcp| tcp.get(..4)) else {
                 return false;
             };
             let src = u16::from_be_bytes([ports[0], ports[1]]);
@@ -249,23 +263,36 @@ impl CaptureFilter {
 /// The `pcapng` magic: a file starting with it is a capture, not JSON lines.
 pub const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
-/// A TCP segment of a captured IPv4 packet, read through the checked views
-/// without verifying checksums (offload leaves them partial in captures).
-fn captured_segment(
-    packet: &[u8],
-    outbound: bool,
-) -> Option<(SocketAddrV4, SocketAddrV4, Segment)> {
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
-    if ip.protocol() != IpProtocol::Tcp {
-        return None;
+/// A packet's source and destination and, for TCP, its TCP bytes: IPv4
+/// through its checked view, IPv6 through its extension-header walk.
+fn ends_and_tcp(packet: &[u8]) -> Option<(IpAddr, IpAddr, Option<&[u8]>)> {
+    if packet.first()? >> 4 == 6 {
+        let parsed = Ipv6Repr::parse(packet).ok()?;
+        let ip = parsed.repr;
+        let tcp = (ip.next_header == IpProtocol::Tcp).then_some(parsed.payload);
+        return Some((IpAddr::V6(ip.src), IpAddr::V6(ip.dst), tcp));
     }
-    let header_len = usize::from(packet.first()? & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
-    let tcp = TcpSegment::new_checked(packet.get(header_len..total.min(packet.len()))?).ok()?;
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    let (src, dst): (Ipv4Addr, Ipv4Addr) = (ip.src(), ip.dst());
+    let tcp = if ip.protocol() == IpProtocol::Tcp {
+        let header_len = usize::from(packet.first()? & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+        packet.get(header_len..total.min(packet.len()))
+    } else {
+        None
+    };
+    Some((IpAddr::V4(src), IpAddr::V4(dst), tcp))
+}
+
+/// A TCP segment of a captured IP packet, read through the checked views
+/// without verifying checksums (offload leaves them partial in captures).
+fn captured_segment(packet: &[u8], outbound: bool) -> Option<(SocketAddr, SocketAddr, Segment)> {
+    let (src_ip, dst_ip, tcp) = ends_and_tcp(packet)?;
+    let tcp = TcpSegment::new_checked(tcp?).ok()?;
     let options = TcpOptions::parse(tcp.options()).unwrap_or_default();
     let (src, dst) = (
-        SocketAddrV4::new(ip.src(), tcp.src_port()),
-        SocketAddrV4::new(ip.dst(), tcp.dst_port()),
+        SocketAddr::new(src_ip, tcp.src_port()),
+        SocketAddr::new(dst_ip, tcp.dst_port()),
     );
     let header = SegmentHeader {
         seq: tcp.seq(),
@@ -295,12 +322,12 @@ fn captured_segment(
 /// whose tcpd-side and peer-side endpoints `select` accepts.
 pub fn events_from_pcapng(
     bytes: &[u8],
-    select: impl Fn(SocketAddrV4, SocketAddrV4) -> bool,
+    select: impl Fn(SocketAddr, SocketAddr) -> bool,
 ) -> Result<Vec<Event>, String> {
     use pcap_file::pcapng::{Block, PcapNgReader};
     let mut reader = PcapNgReader::new(bytes).map_err(|e| format!("not pcapng: {e}"))?;
     let mut events = Vec::new();
-    let mut conn: Option<(SocketAddrV4, SocketAddrV4)> = None;
+    let mut conn: Option<(SocketAddr, SocketAddr)> = None;
     let mut ours: Option<PeerModel> = None;
     // One past the highest sequence number tcpd sent: an outgoing segment
     // starting below it resends sequence space, a retransmission.
@@ -425,7 +452,7 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(interfaces, [DataLink::IPV4, DataLink::IPV4]);
+        assert_eq!(interfaces, [DataLink::RAW, DataLink::RAW]);
         assert_eq!(packets.len(), 2);
         assert_eq!(packets[0].0, 0);
         assert_eq!(packets[1].1, Duration::from_millis(10_001));

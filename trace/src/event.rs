@@ -22,7 +22,7 @@
 //! Sequence numbers are absolute here; the renderer makes them relative.
 
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use tcpd_stack::trace::{Direction, Note, SegmentHeader};
 use tcpd_stack::wire::TcpFlags;
 use tcpd_stack::{TcpState, TraceEvent, TraceRecord};
@@ -33,9 +33,9 @@ pub struct Event {
     /// Microseconds on the daemon's (or the simulation's) monotonic clock.
     pub t_us: u64,
     /// tcpd's end of the connection.
-    pub local: SocketAddrV4,
+    pub local: SocketAddr,
     /// The peer's end.
-    pub remote: SocketAddrV4,
+    pub remote: SocketAddr,
     #[serde(flatten)]
     pub kind: Kind,
 }

@@ -31,7 +31,7 @@ use crate::event::{Dir, Event, Kind, Segment};
 use crate::peer::PeerModel;
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use tcpd_stack::TcpState;
 
 /// The default terminal width.
@@ -92,7 +92,7 @@ struct Pending {
 #[derive(Debug)]
 pub struct Ladder {
     options: LadderOptions,
-    conn: Option<(SocketAddrV4, SocketAddrV4)>,
+    conn: Option<(SocketAddr, SocketAddr)>,
     ours: Option<TcpState>,
     peer: Option<PeerModel>,
     iss: Option<u32>,
@@ -133,7 +133,7 @@ impl Ladder {
     }
 
     /// The connection being drawn (the first one seen; others are ignored).
-    pub fn connection(&self) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    pub fn connection(&self) -> Option<(SocketAddr, SocketAddr)> {
         self.conn
     }
 
@@ -163,7 +163,7 @@ impl Ladder {
         }
     }
 
-    fn header(&self, local: SocketAddrV4, remote: SocketAddrV4) -> String {
+    fn header(&self, local: SocketAddr, remote: SocketAddr) -> String {
         let left = format!("tcpd {local}");
         let mut right = format!("peer {remote}");
         let inferred = " (inferred)";

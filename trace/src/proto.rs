@@ -3,20 +3,20 @@
 //! protobuf enum and come back as RFC 9293 names.
 
 use crate::event::{Dir, Event, Kind, Segment, flags_text};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use tcpd_proto::v2 as v1;
 use tcpd_proto::v2::trace_event::Event as ProtoKind;
 use tcpd_stack::TcpState;
 use tcpd_stack::wire::TcpFlags;
 
-fn addr(a: SocketAddrV4) -> v1::SocketAddress {
+fn addr(a: SocketAddr) -> v1::SocketAddress {
     a.into()
 }
 
-fn from_addr(a: Option<&v1::SocketAddress>) -> SocketAddrV4 {
+fn from_addr(a: Option<&v1::SocketAddress>) -> SocketAddr {
     match a.map(v1::SocketAddress::to_std) {
-        Some(Ok(std::net::SocketAddr::V4(a))) => a,
-        _ => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        Some(Ok(a)) => a,
+        _ => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
     }
 }
 

@@ -8,7 +8,7 @@
 //! derive from it. Adding an option: a variant here, its row in each `match`
 //! below, then the compiler lists every place that must handle it.
 
-use libc::{IPPROTO_TCP, SOL_SOCKET, c_int};
+use libc::{IPPROTO_IPV6, IPPROTO_TCP, SOL_SOCKET, c_int};
 
 /// A socket option tcpd supports, named after what it does; [`Self::c_name`]
 /// gives the Linux constant.
@@ -51,6 +51,10 @@ pub enum OptionName {
     QuickAck,
     /// `SO_RCVLOWAT`: bytes needed before a read is worthwhile.
     RecvLowat,
+    /// `IPV6_V6ONLY`: an IPv6 socket bound to `::` takes IPv6 only, not
+    /// IPv4 as IPv4-mapped addresses (RFC 3493 §5.3; off by default, as
+    /// Linux's `bindv6only = 0`). Set before bind; IPv6 sockets only.
+    V6Only,
 }
 
 /// The C type of an option's value and the values Linux's setsockopt(2)
@@ -100,7 +104,7 @@ impl ValueKind {
 
 impl OptionName {
     /// Every option, in the order of `tcpd.v2.SocketOption`.
-    pub const ALL: [OptionName; 18] = [
+    pub const ALL: [OptionName; 19] = [
         OptionName::ReuseAddr,
         OptionName::NoDelay,
         OptionName::KeepAlive,
@@ -119,6 +123,7 @@ impl OptionName {
         OptionName::NotSentLowat,
         OptionName::QuickAck,
         OptionName::RecvLowat,
+        OptionName::V6Only,
     ];
 
     /// The Linux `(level, optname)` of the option.
@@ -142,6 +147,7 @@ impl OptionName {
             OptionName::NotSentLowat => (IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
             OptionName::QuickAck => (IPPROTO_TCP, libc::TCP_QUICKACK),
             OptionName::RecvLowat => (SOL_SOCKET, libc::SO_RCVLOWAT),
+            OptionName::V6Only => (IPPROTO_IPV6, libc::IPV6_V6ONLY),
         }
     }
 
@@ -173,6 +179,7 @@ impl OptionName {
             OptionName::NotSentLowat => "TCP_NOTSENT_LOWAT",
             OptionName::QuickAck => "TCP_QUICKACK",
             OptionName::RecvLowat => "SO_RCVLOWAT",
+            OptionName::V6Only => "IPV6_V6ONLY",
         }
     }
 
@@ -183,7 +190,8 @@ impl OptionName {
             | OptionName::NoDelay
             | OptionName::KeepAlive
             | OptionName::Cork
-            | OptionName::QuickAck => ValueKind::Flag,
+            | OptionName::QuickAck
+            | OptionName::V6Only => ValueKind::Flag,
             // MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL = 32767 s, MAX_TCP_KEEPCNT
             // and MAX_TCP_SYNCNT = 127 (Linux include/net/tcp.h).
             OptionName::KeepIdle | OptionName::KeepInterval => {

@@ -79,6 +79,7 @@ impl TcpListener {
             }],
             bind: Some(addr.into()),
             backlog: DEFAULT_BACKLOG,
+            ..Default::default()
         };
         let reply = client
             .rpc()

@@ -65,6 +65,9 @@ pub enum SockOption {
     QuickAck(bool),
     /// `SO_RCVLOWAT`: bytes needed before a read is worthwhile.
     RecvLowat(u32),
+    /// `IPV6_V6ONLY`: an IPv6 socket bound to `::` takes IPv6 only (set
+    /// before bind).
+    V6Only(bool),
 }
 
 impl SockOption {
@@ -89,6 +92,7 @@ impl SockOption {
             SockOption::NotSentLowat(_) => OptionName::NotSentLowat,
             SockOption::QuickAck(_) => OptionName::QuickAck,
             SockOption::RecvLowat(_) => OptionName::RecvLowat,
+            SockOption::V6Only(_) => OptionName::V6Only,
         }
     }
 
@@ -99,7 +103,8 @@ impl SockOption {
             | SockOption::NoDelay(b)
             | SockOption::KeepAlive(b)
             | SockOption::Cork(b)
-            | SockOption::QuickAck(b) => Value::Flag(*b),
+            | SockOption::QuickAck(b)
+            | SockOption::V6Only(b) => Value::Flag(*b),
             SockOption::KeepIdle(n)
             | SockOption::KeepInterval(n)
             | SockOption::KeepCount(n)
@@ -148,6 +153,7 @@ impl SockOption {
             OptionName::UserTimeout => SockOption::UserTimeout(unsigned(&value)?),
             OptionName::Cork => SockOption::Cork(flag(&value)?),
             OptionName::QuickAck => SockOption::QuickAck(flag(&value)?),
+            OptionName::V6Only => SockOption::V6Only(flag(&value)?),
             OptionName::NotSentLowat => SockOption::NotSentLowat(unsigned(&value)?),
             OptionName::RecvLowat => SockOption::RecvLowat(unsigned(&value)?),
             OptionName::Error => match value {

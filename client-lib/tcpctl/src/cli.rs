@@ -3,7 +3,7 @@
 //! Parsing only; no I/O happens here. Values are validated by clap (bad input
 //! exits with code 2), so the commands receive well-formed arguments.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
@@ -237,12 +237,12 @@ pub struct StatsArgs {
 /// `tcpctl trace`.
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
-    /// tcpd's end of the connection, ip:port.
+    /// tcpd's end of the connection, ip:port or [ipv6]:port.
     #[arg(value_name = "LOCAL", requires = "remote")]
-    pub local: Option<SocketAddrV4>,
+    pub local: Option<SocketAddr>,
     /// The peer's end, ip:port.
     #[arg(value_name = "REMOTE", requires = "local")]
-    pub remote: Option<SocketAddrV4>,
+    pub remote: Option<SocketAddr>,
     /// Only a connection whose local or remote port is N.
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
@@ -285,12 +285,12 @@ pub struct TraceArgs {
         .args(["local", "state", "port", "uid"])
 ))]
 pub struct KillArgs {
-    /// Local address of the connection, ip:port.
+    /// Local address of the connection, ip:port or [ipv6]:port.
     #[arg(value_name = "LOCAL", requires = "remote", conflicts_with_all = ["state", "port", "uid"])]
-    pub local: Option<SocketAddrV4>,
+    pub local: Option<SocketAddr>,
     /// Remote address of the connection, ip:port.
     #[arg(value_name = "REMOTE", requires = "local")]
-    pub remote: Option<SocketAddrV4>,
+    pub remote: Option<SocketAddr>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

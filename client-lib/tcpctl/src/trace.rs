@@ -7,7 +7,7 @@
 //! choice between drawn rows and JSON lines; drawing is `tcpd_trace::Ladder`.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 
 use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
@@ -18,8 +18,8 @@ use tonic::transport::Channel;
 use crate::cli::{CaptureArgs, TraceArgs};
 use crate::error::CliError;
 
-fn sock(addr: Option<SocketAddrV4>) -> SockAddr {
-    let addr = addr.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+fn sock(addr: Option<SocketAddr>) -> SockAddr {
+    let addr = addr.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
     addr.into()
 }
 
@@ -79,8 +79,12 @@ pub fn replay(
         // A `tcpctl capture` file: the stack's view, states inferred.
         let (local, remote, port) = (args.local, args.remote, args.port);
         tcpd_trace::capture::events_from_pcapng(&bytes, |l, r| {
-            local.is_none_or(|a| a == l)
-                && remote.is_none_or(|a| a == r)
+            // A mapped address names the IPv4 connection it stands for.
+            let same = |a: SocketAddr, b: SocketAddr| {
+                a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
+            };
+            local.is_none_or(|a| same(a, l))
+                && remote.is_none_or(|a| same(a, r))
                 && port.is_none_or(|p| p == l.port() || p == r.port())
         })
         .map_err(|message| failed(format!("replay {name}"), message, "EINVAL"))?

@@ -5,19 +5,19 @@
 //! becomes an [`Errno`] (EINVAL, ENOPROTOOPT), never a panic.
 
 use crate::errno::Errno;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tcpd_proto::errno::{EAFNOSUPPORT, ENOPROTOOPT};
 use tcpd_proto::v2;
 use tcpd_proto::v2::option_value::Value;
-use tcpd_stack::{CongestionAlgorithm, OptionName, Shutdown, SockOption, TcpState};
+use tcpd_stack::{CongestionAlgorithm, IpFamily, OptionName, Shutdown, SockOption, TcpState};
 
 /// A request address; EINVAL when missing or malformed, EAFNOSUPPORT for
 /// IPv6 (the stack is IPv4 only for now).
-pub fn socket_addr(addr: Option<&v2::SocketAddress>) -> Result<SocketAddrV4, Errno> {
+pub fn socket_addr(addr: Option<&v2::SocketAddress>) -> Result<SocketAddr, Errno> {
     let addr = addr.ok_or_else(|| Errno::invalid("address missing"))?;
     match addr.to_std() {
-        Ok(std::net::SocketAddr::V4(a)) => Ok(a),
+        Ok(a @ std::net::SocketAddr::V4(_)) => Ok(a),
         Ok(std::net::SocketAddr::V6(a)) => Err(Errno::new(
             EAFNOSUPPORT,
             format!("{a}: tcpd speaks IPv4 only for now"),
@@ -26,8 +26,22 @@ pub fn socket_addr(addr: Option<&v2::SocketAddress>) -> Result<SocketAddrV4, Err
     }
 }
 
+/// A new socket's family; `None` for UNSPECIFIED (decided by the address
+/// the request binds or connects to); EINVAL for unknown values.
+pub fn family(family: i32) -> Result<Option<IpFamily>, Errno> {
+    match v2::AddressFamily::try_from(family) {
+        Ok(v2::AddressFamily::Unspecified) => Ok(None),
+        Ok(v2::AddressFamily::Inet) => Ok(Some(IpFamily::V4)),
+        Ok(v2::AddressFamily::Inet6) => Ok(Some(IpFamily::V6)),
+        Err(_) => Err(Errno::new(
+            EAFNOSUPPORT,
+            format!("address family {family} is not supported"),
+        )),
+    }
+}
+
 /// An optional request address (absent means "not requested").
-pub fn optional_addr(addr: Option<&v2::SocketAddress>) -> Result<Option<SocketAddrV4>, Errno> {
+pub fn optional_addr(addr: Option<&v2::SocketAddress>) -> Result<Option<SocketAddr>, Errno> {
     addr.map(|a| socket_addr(Some(a))).transpose()
 }
 
@@ -154,6 +168,7 @@ pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<Soc
         OptionName::RecvLowat => {
             SockOption::RecvLowat(usize::try_from(int(name, value)?).unwrap_or(1))
         }
+        OptionName::V6Only => SockOption::V6Only(flag(value)?),
     };
     Ok(option)
 }
@@ -183,6 +198,7 @@ pub fn option_value(option: SockOption) -> v2::OptionValue {
         SockOption::Cork(b) | SockOption::QuickAck(b) => Value::Flag(b),
         SockOption::NotSentLowat(n) => Value::Int(n.map_or(i64::from(u32::MAX), i64::from)),
         SockOption::RecvLowat(n) => Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+        SockOption::V6Only(b) => Value::Flag(b),
     };
     v2::OptionValue { value: Some(value) }
 }
@@ -205,7 +221,7 @@ mod tests {
         };
         assert_eq!(
             socket_addr(Some(&ok)),
-            Ok(SocketAddrV4::new([10, 77, 0, 2].into(), 80))
+            Ok(SocketAddr::from(([10, 77, 0, 2], 80)))
         );
         let big = v2::SocketAddress {
             port: 65536,

@@ -103,6 +103,8 @@ impl From<BindError> for Errno {
             BindError::AlreadyBound => EINVAL,
             BindError::AddrInUse => EADDRINUSE,
             BindError::AddrNotAvailable => EADDRNOTAVAIL,
+            BindError::AddrFamily => EAFNOSUPPORT,
+            BindError::Invalid => EINVAL,
         };
         Errno::new(n, e.to_string())
     }
@@ -139,6 +141,8 @@ impl From<ConnectError> for Errno {
             ConnectError::InProgress => Errno::new(EALREADY, e.to_string()),
             ConnectError::Invalid => Errno::new(EINVAL, e.to_string()),
             ConnectError::AddrNotAvailable => Errno::new(EADDRNOTAVAIL, e.to_string()),
+            ConnectError::AddrFamily => Errno::new(EAFNOSUPPORT, e.to_string()),
+            ConnectError::NetUnreachable => Errno::new(ENETUNREACH, e.to_string()),
         }
     }
 }

@@ -137,7 +137,7 @@ async fn drive(mut daemon: Sockets, mut inbox: Inbox, order: Arc<Mutex<Vec<Sessi
             session: peer_session,
             op: Op::Listen {
                 setup: crate::ops::SocketSetup {
-                    bind: Some(SocketAddrV4::new(B, PEER_PORT)),
+                    bind: Some(SocketAddrV4::new(B, PEER_PORT).into()),
                     ..Default::default()
                 },
                 backlog: 128,
@@ -358,22 +358,33 @@ enum Call {
     Raw(u8, Vec<u8>),
 }
 
+/// An address family: the known ones (AF_INET, AF_INET6, unspecified) or any.
+fn family() -> impl Strategy<Value = i32> {
+    prop_oneof![Just(0), Just(2), Just(10), any::<i32>()]
+}
+
 fn call() -> impl Strategy<Value = Call> {
     let options = || prop_oneof![Just(Vec::new()), proptest::collection::vec(setting(), 1..3)];
     prop_oneof![
         // Plain sockets (twice: the attacker needs sockets of its own).
         Just(Call::Socket(v2::SocketRequest::default())),
         Just(Call::Socket(v2::SocketRequest::default())),
-        (options(), address_weighted(0.3))
-            .prop_map(|(options, bind)| Call::Socket(v2::SocketRequest { options, bind })),
+        (options(), address_weighted(0.3), family()).prop_map(|(options, bind, family)| {
+            Call::Socket(v2::SocketRequest {
+                options,
+                bind,
+                family,
+            })
+        }),
         (handle(), address())
             .prop_map(|(handle, address)| Call::Bind(v2::BindRequest { handle, address })),
-        (handle(), options(), address(), any::<i32>()).prop_map(
-            |(handle, options, bind, backlog)| Call::Listen(v2::ListenRequest {
+        (handle(), options(), address(), any::<i32>(), family()).prop_map(
+            |(handle, options, bind, backlog, family)| Call::Listen(v2::ListenRequest {
                 handle,
                 options,
                 bind,
                 backlog,
+                family,
             })
         ),
         (handle(), nonblocking()).prop_map(|(handle, nonblocking)| Call::Accept(

@@ -22,7 +22,7 @@ use crate::errno::Errno;
 use crate::session::{Credentials, SessionId, SessionInfo};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use tcpd_proto::errno::EIO;
@@ -36,8 +36,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, Errno>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connected {
     pub handle: u64,
-    pub local: SocketAddrV4,
-    pub peer: SocketAddrV4,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
 }
 
 /// What to create before connecting (the Stream's `StreamConnect`).
@@ -46,7 +46,10 @@ pub struct SocketSetup {
     /// An existing unconnected socket, or `None` for a new one.
     pub handle: Option<u64>,
     pub options: Vec<SockOption>,
-    pub bind: Option<SocketAddrV4>,
+    pub bind: Option<SocketAddr>,
+    /// The family of a new socket (socket(2)'s domain); `None`: the
+    /// family of `bind`, else of the address connected to, else IPv4.
+    pub family: Option<tcpd_stack::IpFamily>,
 }
 
 /// Named counters and connections per state, for the admin Stats call.
@@ -61,8 +64,8 @@ pub struct StatsSnapshot {
 #[derive(Clone, Copy, Debug)]
 pub struct StateChange {
     pub timestamp_us: u64,
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
     pub old: tcpd_stack::TcpState,
     pub new: tcpd_stack::TcpState,
     pub handle: u64,
@@ -77,18 +80,18 @@ pub enum Op {
     /// socket(2) + setsockopt(2)s + optional bind(2).
     Socket {
         setup: SocketSetup,
-        reply: Reply<(u64, SocketAddrV4)>,
+        reply: Reply<(u64, SocketAddr)>,
     },
     Bind {
         handle: u64,
-        addr: SocketAddrV4,
-        reply: Reply<SocketAddrV4>,
+        addr: SocketAddr,
+        reply: Reply<SocketAddr>,
     },
     /// [socket + options + bind +] listen.
     Listen {
         setup: SocketSetup,
         backlog: i32,
-        reply: Reply<(u64, SocketAddrV4)>,
+        reply: Reply<(u64, SocketAddr)>,
     },
     /// accept(2); parks while the queue is empty when `wait`.
     Accept {
@@ -100,7 +103,7 @@ pub enum Op {
     /// connected or failed; without, it fails with EINPROGRESS once started.
     Connect {
         setup: SocketSetup,
-        remote: SocketAddrV4,
+        remote: SocketAddr,
         wait: bool,
         reply: Reply<Connected>,
     },
@@ -137,7 +140,7 @@ pub enum Op {
     Address {
         handle: u64,
         peer: bool,
-        reply: Reply<SocketAddrV4>,
+        reply: Reply<SocketAddr>,
     },
     SetOption {
         handle: u64,
@@ -182,8 +185,8 @@ pub enum Op {
     },
     /// Admin: RST matching connections.
     Abort {
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         reply: Reply<usize>,
     },
     /// OpenFdChannel: a one-time token binding an fd channel to the session.

@@ -63,11 +63,13 @@ fn setup(
     handle: u64,
     options: &[v2::OptionSetting],
     bind: Option<&v2::SocketAddress>,
+    family: i32,
 ) -> Result<SocketSetup, Errno> {
     Ok(SocketSetup {
         handle: (handle != 0).then_some(handle),
         options: convert::options(options)?,
         bind: convert::optional_addr(bind)?,
+        family: convert::family(family)?,
     })
 }
 
@@ -76,7 +78,7 @@ impl SocketApi for SocketService {
     async fn socket(&self, request: Request<v2::SocketRequest>) -> Reply<v2::SocketResponse> {
         let s = session_of(&request)?;
         let req = request.into_inner();
-        let setup = setup(0, &req.options, req.bind.as_ref())?;
+        let setup = setup(0, &req.options, req.bind.as_ref(), req.family)?;
         let (handle, local) = self
             .driver
             .call(s, |reply| Op::Socket { setup, reply })
@@ -107,7 +109,7 @@ impl SocketApi for SocketService {
     async fn listen(&self, request: Request<v2::ListenRequest>) -> Reply<v2::ListenResponse> {
         let s = session_of(&request)?;
         let req = request.into_inner();
-        let setup = setup(req.handle, &req.options, req.bind.as_ref())?;
+        let setup = setup(req.handle, &req.options, req.bind.as_ref(), req.family)?;
         let (handle, local) = self
             .driver
             .call(s, |reply| Op::Listen {
@@ -384,7 +386,7 @@ impl SocketApi for SocketService {
         };
         let connected = match open {
             stream_open::How::Connect(c) => {
-                let setup = setup(c.handle, &c.options, c.bind.as_ref())?;
+                let setup = setup(c.handle, &c.options, c.bind.as_ref(), c.family)?;
                 let remote = convert::socket_addr(c.remote.as_ref())?;
                 self.driver
                     .call(s, |reply| Op::Connect {

@@ -33,13 +33,13 @@ use crate::session::{Credentials, SessionId, SessionInfo};
 use crate::taps::Taps;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tcpd_proto::errno::{EACCES, EAGAIN, EINPROGRESS, EINVAL, EMFILE, ENOBUFS};
 use tcpd_stack::{
-    Instant, OptionName, Readiness, SockOption, SocketHandle, SocketInfo, Stack, StackEvent,
-    TcpState,
+    Instant, IpFamily, OptionName, Readiness, SockOption, SocketHandle, SocketInfo, Stack,
+    StackEvent, TcpState,
 };
 use tokio::sync::broadcast;
 
@@ -644,7 +644,7 @@ impl Sockets {
 
     /// A new socket for `owner`, within its quota; EBADF once its session
     /// has ended (the request was in flight).
-    fn new_socket(&mut self, owner: SessionInfo) -> Result<SocketHandle, Errno> {
+    fn new_socket(&mut self, owner: SessionInfo, family: IpFamily) -> Result<SocketHandle, Errno> {
         let quota = self.quotas.sockets;
         let usage = self
             .sessions
@@ -660,7 +660,7 @@ impl Sockets {
         if let Some(usage) = self.sessions.get_mut(&owner.id) {
             usage.sockets += 1;
         }
-        let h = self.stack.socket();
+        let h = self.stack.socket_of(family);
         self.sockets.insert(
             h,
             SocketEntry {
@@ -824,8 +824,8 @@ impl Sockets {
         &mut self,
         session: &SessionInfo,
         h: SocketHandle,
-        addr: SocketAddrV4,
-    ) -> Result<SocketAddrV4, Errno> {
+        addr: SocketAddr,
+    ) -> Result<SocketAddr, Errno> {
         // Linux: binding a port below 1024 needs CAP_NET_BIND_SERVICE; tcpd asks for uid 0.
         if addr.port() != 0 && addr.port() < PRIVILEGED_PORT_LIMIT && !session.creds.is_root() {
             return Err(Errno::new(
@@ -838,15 +838,23 @@ impl Sockets {
     }
 
     /// The socket a setup names (or a new one), with its options and bind
-    /// applied; the bool says whether it was created here.
+    /// applied; the bool says whether it was created here. A new socket
+    /// has the setup's family, else that of its bind address, else that of
+    /// `remote` (the address it will connect to), else IPv4.
     fn prepare(
         &mut self,
         session: SessionInfo,
         setup: &SocketSetup,
+        remote: Option<SocketAddr>,
     ) -> Result<(SocketHandle, bool), Errno> {
+        let family = setup
+            .family
+            .or(setup.bind.as_ref().map(IpFamily::of))
+            .or(remote.as_ref().map(IpFamily::of))
+            .unwrap_or(IpFamily::V4);
         let (h, created) = match setup.handle {
             Some(handle) => (self.owned(&session, handle)?, false),
-            None => (self.new_socket(session)?, true),
+            None => (self.new_socket(session, family)?, true),
         };
         let now = self.now();
         let applied = setup
@@ -872,12 +880,12 @@ impl Sockets {
         &mut self,
         session: SessionInfo,
         setup: &SocketSetup,
-    ) -> Result<(u64, SocketAddrV4), Errno> {
-        let (h, _) = self.prepare(session, setup)?;
+    ) -> Result<(u64, SocketAddr), Errno> {
+        let (h, _) = self.prepare(session, setup, None)?;
         let local = self
             .stack
             .local_addr(h)
-            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            .unwrap_or(IpFamily::V4.unspecified());
         Ok((h.0, local))
     }
 
@@ -886,8 +894,8 @@ impl Sockets {
         session: SessionInfo,
         setup: &SocketSetup,
         backlog: i32,
-    ) -> Result<(u64, SocketAddrV4), Errno> {
-        let (h, created) = self.prepare(session, setup)?;
+    ) -> Result<(u64, SocketAddr), Errno> {
+        let (h, created) = self.prepare(session, setup, None)?;
         let backlog = u32::try_from(backlog)
             .ok()
             .filter(|b| *b > 0)
@@ -912,7 +920,7 @@ impl Sockets {
         &mut self,
         session: SessionInfo,
         setup: SocketSetup,
-        remote: SocketAddrV4,
+        remote: SocketAddr,
         wait: bool,
         reply: Reply<Connected>,
     ) {
@@ -923,7 +931,7 @@ impl Sockets {
             )));
             return;
         }
-        let (h, created) = match self.prepare(session, &setup) {
+        let (h, created) = match self.prepare(session, &setup, Some(remote)) {
             Ok(p) => p,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -1305,14 +1313,13 @@ impl Sockets {
 
     /// Resets every synchronized connection and releases every socket (shutdown).
     pub fn abort_everything(&mut self) {
-        let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
         let now = self.now();
         for info in self.stack.sockets() {
             let synchronized = !matches!(
                 info.state,
                 TcpState::Closed | TcpState::Listen | TcpState::TimeWait
             );
-            if synchronized && info.remote != unspecified {
+            if synchronized && !info.remote.ip().is_unspecified() {
                 self.stack.abort_matching(now, info.local, info.remote);
             }
         }
@@ -1395,6 +1402,7 @@ pub(crate) mod tests {
     //! carried packets change the socket's readiness.
     use super::*;
     use crate::session::Credentials;
+    use std::net::{Ipv4Addr, SocketAddrV4};
     use tcpd_proto::errno::{EBADF, ECONNREFUSED};
     use tcpd_stack::StackConfig;
     use tokio::sync::oneshot;
@@ -1497,7 +1505,8 @@ pub(crate) mod tests {
             setup: SocketSetup {
                 handle: Some(h),
                 options: vec![],
-                bind: Some(SocketAddrV4::new(A, 7001)),
+                bind: Some(SocketAddrV4::new(A, 7001).into()),
+                family: None,
             },
             backlog: 0,
             reply,
@@ -1542,7 +1551,8 @@ pub(crate) mod tests {
             setup: SocketSetup {
                 handle: Some(h),
                 options: vec![SockOption::ReuseAddr(true)],
-                bind: Some(SocketAddrV4::new(A, 7000)),
+                bind: Some(SocketAddrV4::new(A, 7000).into()),
+                family: None,
             },
             backlog: 0,
             reply,
@@ -1564,7 +1574,7 @@ pub(crate) mod tests {
         let user = session(&mut s, 1, 1000);
         let mut rx = run(&mut s, user, |reply| Op::Listen {
             setup: SocketSetup {
-                bind: Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80)),
+                bind: Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80).into()),
                 ..SocketSetup::default()
             },
             backlog: 1,
@@ -1645,7 +1655,7 @@ pub(crate) mod tests {
         let server = session(&mut b, 1, 1000);
         let mut rx = run(&mut b, server, |reply| Op::Listen {
             setup: SocketSetup {
-                bind: Some(SocketAddrV4::new(B, 7000)),
+                bind: Some(SocketAddrV4::new(B, 7000).into()),
                 ..SocketSetup::default()
             },
             backlog: 4,
@@ -1666,7 +1676,7 @@ pub(crate) mod tests {
         assert!(parked(&mut accept));
         let mut connect = run(&mut a, client, |reply| Op::Connect {
             setup: SocketSetup::default(),
-            remote: SocketAddrV4::new(B, 7000),
+            remote: SocketAddrV4::new(B, 7000).into(),
             wait: true,
             reply,
         });
@@ -1674,7 +1684,7 @@ pub(crate) mod tests {
         shuttle(&mut a, &mut b);
         let c = answer(&mut connect).expect("connected");
         let child = answer(&mut accept).expect("accepted");
-        assert_eq!(*child.peer.ip(), A);
+        assert_eq!(child.peer.ip(), A);
         // A read waits; the peer's write completes it.
         let mut read = run(&mut b, server, |reply| Op::Read {
             handle: child.handle,
@@ -1745,7 +1755,7 @@ pub(crate) mod tests {
         let client = session(&mut a, 1, 1000);
         let mut connect = run(&mut a, client, |reply| Op::Connect {
             setup: SocketSetup::default(),
-            remote: SocketAddrV4::new(B, 7001),
+            remote: SocketAddrV4::new(B, 7001).into(),
             wait: true,
             reply,
         });

@@ -12,9 +12,9 @@
 
 use crate::impair::{Direction, Impairment};
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use tcpd_proto::v2;
-use tcpd_stack::wire::{IpProtocol, Ipv4Repr, TcpRepr};
+use tcpd_stack::wire::{IpPacketParts, IpProtocol, TcpRepr};
 use tcpd_stack::{Instant, Stack, TcpState, TraceEvent};
 use tcpd_trace::event::{Dir, Event, Kind, Segment};
 use tcpd_trace::proto as trace_proto;
@@ -112,25 +112,25 @@ impl TraceHub {
         if self.subscribers.is_empty() || impairment.is_clean() || !stack.tracing_active() {
             return;
         }
-        let Ok((ip, payload)) = Ipv4Repr::parse(packet) else {
+        let Ok(ip) = IpPacketParts::parse(packet) else {
             return;
         };
         if ip.protocol != IpProtocol::Tcp {
             return;
         }
-        let Ok(tcp) = TcpRepr::parse(payload, ip.src, ip.dst) else {
+        let Ok(tcp) = TcpRepr::parse(ip.payload, ip.src, ip.dst) else {
             return;
         };
         let (dir, local, remote) = match direction {
             Direction::Inbound => (
                 Dir::In,
-                SocketAddrV4::new(ip.dst, tcp.dst_port),
-                SocketAddrV4::new(ip.src, tcp.src_port),
+                SocketAddr::new(ip.dst, tcp.dst_port),
+                SocketAddr::new(ip.src, tcp.src_port),
             ),
             Direction::Outbound => (
                 Dir::Out,
-                SocketAddrV4::new(ip.src, tcp.src_port),
-                SocketAddrV4::new(ip.dst, tcp.dst_port),
+                SocketAddr::new(ip.src, tcp.src_port),
+                SocketAddr::new(ip.dst, tcp.dst_port),
             ),
         };
         let mask = stack.trace_mask(local, remote);
@@ -181,8 +181,8 @@ mod tests {
     fn note(t_us: u64) -> Event {
         Event {
             t_us,
-            local: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1000),
-            remote: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80),
+            local: SocketAddr::from((Ipv4Addr::new(10, 0, 0, 1), 1000)),
+            remote: SocketAddr::from((Ipv4Addr::new(10, 0, 0, 2), 80)),
             kind: Kind::Note {
                 note: "rto".into(),
                 reason: None,

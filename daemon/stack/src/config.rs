@@ -3,6 +3,7 @@
 
 use crate::time::Duration;
 use core::net::Ipv4Addr;
+use ipnet::Ipv6Net;
 
 /// Maximum segment lifetime default: 30 s, so TIME-WAIT (2×MSL) lasts 60 s as
 /// on Linux (RFC 9293 §3.4.2 suggests 2 minutes for MSL; Linux uses 60 s TIME-WAIT).
@@ -121,6 +122,11 @@ pub struct SocketOptions {
     pub notsent_lowat: Option<u32>,
     /// SO_RCVLOWAT (Linux's default 1).
     pub recv_lowat: usize,
+    /// IPV6_V6ONLY (RFC 3493 §5.3): an IPv6 socket bound to `::` takes
+    /// IPv6 only. Off by default, as Linux's `bindv6only = 0`: such a
+    /// socket accepts IPv4 too, seen as IPv4-mapped addresses. Meaningless
+    /// on an IPv4 socket.
+    pub v6only: bool,
 }
 
 impl Default for SocketOptions {
@@ -144,6 +150,7 @@ impl Default for SocketOptions {
             cork: false,
             notsent_lowat: None,
             recv_lowat: 1,
+            v6only: false,
         }
     }
 }
@@ -166,7 +173,15 @@ pub struct StackConfig {
     pub address: Ipv4Addr,
     /// Prefix length of the link (informational; everything non-local goes out the one link).
     pub prefix_len: u8,
-    /// Link MTU; the advertised MSS is `mtu - 40` (RFC 9293 §3.7.1).
+    /// The stack's own IPv6 addresses with their prefixes; empty: IPv4
+    /// only. The first is the source of connections whose destination is
+    /// in no address's prefix (a small RFC 6724 §5: rule 8, longest
+    /// matching prefix, then the order given). Ignored when `mtu` is below
+    /// IPv6's minimum of 1280 (RFC 8200 §5), as Linux disables IPv6 on
+    /// such a link.
+    pub addresses6: Vec<Ipv6Net>,
+    /// Link MTU; the advertised MSS is `mtu - 40` over IPv4, `mtu - 60`
+    /// over IPv6 (RFC 9293 §3.7.1, RFC 8200 §8.3).
     pub mtu: u16,
     /// Maximum segment lifetime; TIME-WAIT lasts 2×MSL (RFC 9293 §3.3.2).
     pub msl: Duration,
@@ -231,6 +246,7 @@ impl StackConfig {
         StackConfig {
             address,
             prefix_len,
+            addresses6: Vec::new(),
             mtu: 1500,
             msl: DEFAULT_MSL,
             isn_secret: [0; 16],

@@ -35,9 +35,16 @@ pub enum BindError {
     /// EADDRINUSE
     #[error("address in use")]
     AddrInUse,
-    /// EADDRNOTAVAIL: not the stack's address nor 0.0.0.0.
+    /// EADDRNOTAVAIL: not one of the stack's addresses nor the unspecified one.
     #[error("address not available")]
     AddrNotAvailable,
+    /// EAFNOSUPPORT: an address of the other family (an IPv4 address for
+    /// an IPv6 socket or the reverse).
+    #[error("address family not supported")]
+    AddrFamily,
+    /// EINVAL: an IPv4-mapped address on an IPV6_V6ONLY socket.
+    #[error("invalid address")]
+    Invalid,
 }
 
 /// listen(2) failures.
@@ -87,6 +94,14 @@ pub enum ConnectError {
     /// connect to a broadcast/multicast/own address.
     #[error("address not available")]
     AddrNotAvailable,
+    /// EAFNOSUPPORT: an address of the other family (as for bind).
+    #[error("address family not supported")]
+    AddrFamily,
+    /// ENETUNREACH: no address of the destination's family to send from
+    /// (IPv6 not configured), or an IPv4-mapped destination on an
+    /// IPV6_V6ONLY socket (as Linux).
+    #[error("network unreachable")]
+    NetUnreachable,
     /// A previous connect on this socket failed (the pending error, once).
     #[error("{0}")]
     Failed(ConnError),

@@ -1,13 +1,13 @@
-//! `tcpd-stack`: the sans-IO TCP/IPv4 core of tcpd.
+//! `tcpd-stack`: the sans-IO TCP/IP core of tcpd, over IPv4 and IPv6.
 //!
-//! No sockets, no threads, no clock: IPv4 packets go in through
+//! No sockets, no threads, no clock: IP packets go in through
 //! [`Stack::handle_packet`] and come out of [`Stack::poll_transmit`]; time is
 //! an argument ([`time::Instant`]); the next wake-up is
 //! [`Stack::poll_timeout`]; readiness is reported by [`Stack::poll_event`].
 //! The daemon is thin glue around it; tests drive it with a virtual clock.
 //!
 //! Layout:
-//! - [`wire`]: IPv4, TCP, ICMPv4 checked views and parse/emit.
+//! - [`wire`]: IPv4, IPv6, TCP, ICMPv4, ICMPv6 checked views and parse/emit.
 //! - [`seq`]: wrapping sequence numbers.
 //! - [`tcp`]: states, the connection state machine, buffers, RTO, congestion control, ISNs.
 //! - [`stack`]: the interface, demultiplexing, listeners, ports, the socket API.
@@ -34,10 +34,11 @@ pub use error::{
     AcceptError, BindError, ConnError, ConnectError, ListenError, RecvError, SendError,
     ShutdownError, SocketError,
 };
+pub use ipnet::Ipv6Net;
 pub use seq::SeqNum;
 pub use socket::{
-    CaState, OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, SocketHandle,
-    SocketInfo, StackEvent, TcpInfo, TcpInfoOptions,
+    CaState, IpFamily, OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption,
+    SocketHandle, SocketInfo, StackEvent, TcpInfo, TcpInfoOptions,
 };
 pub use stack::Stack;
 pub use stats::{DropReason, Stats};

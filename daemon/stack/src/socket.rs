@@ -5,12 +5,43 @@ use crate::config::CongestionAlgorithm;
 use crate::error::ConnError;
 use crate::tcp::TcpState;
 use crate::time::Duration;
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 
 /// A user-visible socket. Handles are never reused within one stack, so a
 /// stale handle can only fail (EBADF), never reach another socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SocketHandle(pub u64);
+
+/// A socket's address family, socket(2)'s domain (AF_INET, AF_INET6).
+///
+/// Connections run over the family of their packets; an IPv6 socket
+/// talking IPv4 (a `::` listener's IPv4 child, a connect to an
+/// IPv4-mapped address, RFC 4291 §2.5.5.2) shows its addresses to its
+/// user as IPv4-mapped, as Linux does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    #[default]
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// The family of `addr` as it appears (an IPv4-mapped address is V6).
+    pub fn of(addr: &SocketAddr) -> IpFamily {
+        match addr {
+            SocketAddr::V4(_) => IpFamily::V4,
+            SocketAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// The unspecified endpoint of the family (0.0.0.0:0 or `[::]:0`).
+    pub fn unspecified(self) -> SocketAddr {
+        match self {
+            IpFamily::V4 => SocketAddr::from(([0, 0, 0, 0], 0)),
+            IpFamily::V6 => SocketAddr::from(([0u16; 8], 0)),
+        }
+    }
+}
 
 /// Readiness bits: poll(2)'s events with Linux's values (the shared
 /// `tcpd_types::PollFlags`), so the daemon passes them through unchanged.
@@ -29,8 +60,8 @@ pub enum StackEvent {
     /// `socket` is `None` for connections without a handle (not yet accepted, or closed by the user).
     StateChange {
         socket: Option<SocketHandle>,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         old: TcpState,
         new: TcpState,
     },
@@ -75,6 +106,9 @@ pub enum SockOption {
     QuickAck(bool),
     /// SO_RCVLOWAT: readable only with at least this many bytes (or EOF).
     RecvLowat(usize),
+    /// IPV6_V6ONLY: an IPv6 socket bound to `::` takes no IPv4 (settable
+    /// before bind only; ENOPROTOOPT on IPv4 sockets, as Linux).
+    V6Only(bool),
 }
 
 bitflags::bitflags! {
@@ -208,9 +242,9 @@ pub struct SocketInfo {
     /// `None` for connections with no user handle (TIME-WAIT after close, unaccepted).
     pub handle: Option<SocketHandle>,
     pub state: TcpState,
-    pub local: SocketAddrV4,
-    /// 0.0.0.0:0 for listeners and unconnected sockets.
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    /// 0.0.0.0:0 (`[::]:0` for IPv6 sockets) for listeners and unconnected sockets.
+    pub remote: SocketAddr,
     pub recv_queue: usize,
     pub send_queue: usize,
     pub srtt: Duration,

@@ -1,12 +1,25 @@
-//! The stack: one IPv4 interface and every socket on it.
+//! The stack: one interface with an IPv4 address and any number of IPv6
+//! addresses, and every socket on it.
 //!
 //! Owns the socket table (handles → unbound sockets, listeners, connections),
 //! demultiplexing by 4-tuple through a hash map, listeners by local port with
-//! their SYN and accept queues, ephemeral ports, ICMP (echo, unreachable), RST
-//! for segments to closed ports, stack-wide counters and the event queue its
-//! owner drains. Invariants: a handle maps to at most one socket and is never
-//! reused; every live 4-tuple maps to exactly one connection; nothing here
-//! reads a clock or does I/O.
+//! their SYN and accept queues, ephemeral ports, ICMP and ICMPv6 (echo,
+//! unreachable, Packet Too Big), RST for segments to closed ports,
+//! stack-wide counters and the event queue its owner drains. Invariants: a
+//! handle maps to at most one socket and is never reused; every live
+//! 4-tuple maps to exactly one connection; nothing here reads a clock or
+//! does I/O.
+//!
+//! Families: every connection runs over the family of its packets, and its
+//! 4-tuple is kept in that form (an IPv4 connection has IPv4 addresses even
+//! when an IPv6 socket owns it). A socket has the family it was created with
+//! ([`IpFamily`]); an IPv6 socket may own IPv4 connections — a listener
+//! bound to `::` without IPV6_V6ONLY takes IPv4 too (Linux's default
+//! `bindv6only = 0`, RFC 3493 §3.7), and a connect to an IPv4-mapped address
+//! (RFC 4291 §2.5.5.2) goes out over IPv4 — and its user then sees IPv4-mapped
+//! addresses (`accept`, `local_addr`, `peer_addr`, [`SocketInfo`], state
+//! events). Trace records and `abort_matching`/`trace_mask` speak the wire
+//! form; mapped addresses given to them are read as IPv4.
 //!
 //! Internal structure:
 //! - Connections live in `conns`, keyed by a `ConnId` that is never reused.
@@ -27,6 +40,12 @@
 //!   even when that equals the last report, because a change undone before
 //!   the poll may have been observed in between (a `recv` that found the
 //!   buffer empty and now waits for this very event).
+//!
+//! Binding: a bound socket takes its port on the addresses its bound
+//! address covers (see `Coverage`): one address, or every address of its
+//! family, or (`::` without IPV6_V6ONLY) of both families. Two users of a
+//! port conflict only where their coverages overlap, so `0.0.0.0:80` and a
+//! V6ONLY `[::]:80` listen side by side, as on Linux.
 //!
 //! Listen backlog (`listen(2)`): a listener's *SYN queue* holds its children
 //! in SYN-RECEIVED, its *accept queue* those that completed the handshake
@@ -76,8 +95,8 @@ use crate::error::{
 };
 use crate::seq::SeqNum;
 use crate::socket::{
-    OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, SocketHandle, SocketInfo,
-    StackEvent, TcpInfo,
+    IpFamily, OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, SocketHandle,
+    SocketInfo, StackEvent, TcpInfo,
 };
 use crate::stats::{DropReason, Stats};
 use crate::tcp::TcpState;
@@ -86,14 +105,15 @@ use crate::tcp::isn::IsnGenerator;
 use crate::time::{Duration, Instant};
 use crate::trace::{Direction, MAX_TRACE_FILTERS, Note, SegmentHeader, TraceEvent, TraceRecord};
 use crate::trace::{FilterSlot, TraceFilter, Tracer, endpoint_matches};
-use crate::wire::ipv4::{DEFAULT_TTL, HEADER_LEN as IPV4_HEADER_LEN};
+use crate::wire::ipv4::HEADER_LEN as IPV4_HEADER_LEN;
+use crate::wire::ipv6::HEADER_LEN as IPV6_HEADER_LEN;
 use crate::wire::tcp::CHECKSUM_OFFSET as TCP_CHECKSUM_OFFSET;
 use crate::wire::virtio::MAX_GSO_PACKET;
 use crate::wire::{
-    Checksum, Gso, GsoKind, IpProtocol, Ipv4Repr, TcpFlags, VirtioNetRepr, WireError,
+    Checksum, Gso, GsoKind, IpProtocol, Ipv4Repr, Ipv6Repr, TcpFlags, VirtioNetRepr, WireError,
 };
-use control::{ControlKind, ControlQueue};
-use core::net::{Ipv4Addr, SocketAddrV4};
+use control::{ControlKind, ControlQueue, IcmpRateLimit, emit_ip_header};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -106,6 +126,9 @@ use timers::TimerQueue;
 const MIN_MTU: u16 = 68;
 /// TCP and IPv4 headers without options: the MSS is the MTU minus this (RFC 9293 §3.7.1).
 const TCP_IP_HEADERS: u16 = 40;
+/// TCP and IPv6 headers (no extension headers): the IPv6 MSS is the MTU
+/// minus this (RFC 8200 §8.3).
+const TCP_IPV6_HEADERS: u16 = 60;
 /// Offset of the control-bits byte in the TCP header (RFC 9293 §3.1).
 const TCP_FLAGS_OFFSET: usize = 13;
 /// Most state-change events kept undrained; further ones are dropped (they
@@ -148,11 +171,23 @@ type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ConnId(pub(crate) u64);
 
-/// A connection's addresses as seen from this stack (local is always ours).
+/// A connection's addresses as seen from this stack (local is always
+/// ours), in the family of its packets: never IPv4-mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FourTuple {
-    local: SocketAddrV4,
-    remote: SocketAddrV4,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+impl FourTuple {
+    /// The size of the IP header in front of this connection's segments.
+    fn ip_header_len(&self) -> usize {
+        if self.remote.is_ipv6() {
+            IPV6_HEADER_LEN
+        } else {
+            IPV4_HEADER_LEN
+        }
+    }
 }
 
 /// A connection and the stack's bookkeeping about it.
@@ -182,6 +217,11 @@ struct ConnEntry {
     trace_mask: u64,
     /// The `tracing` span of this connection (disabled unless debug logging is on).
     span: tracing::Span,
+    /// The IPv6 flow label of its packets (RFC 6437 §3; unused over IPv4).
+    flow_label: u32,
+    /// An IPv4 connection owned by an IPv6 socket: its user sees
+    /// IPv4-mapped addresses.
+    mapped: bool,
 }
 
 /// An orphan's bookkeeping (see "Orphans" in the module docs).
@@ -194,8 +234,9 @@ struct OrphanMark {
 /// A listening socket's queues (RFC 9293 §3.10.7.2; queue sizing is Linux-like).
 #[derive(Debug)]
 struct Listener {
-    /// As bound: 0.0.0.0 or the stack's address.
-    local: SocketAddrV4,
+    /// As bound, in the socket's family: an unspecified address or one of
+    /// the stack's (IPv4-mapped for an IPv6 socket bound to the IPv4 one).
+    local: SocketAddr,
     backlog: u32,
     /// Children still in SYN-RECEIVED (ordered for deterministic teardown).
     syn_queue: BTreeSet<ConnId>,
@@ -211,7 +252,8 @@ struct Listener {
 enum SocketKind {
     /// socket(), possibly bind(); holds its port if bound.
     Unconnected {
-        bound: Option<SocketAddrV4>,
+        /// As bound, in the socket's family (see [`Listener::local`]).
+        bound: Option<SocketAddr>,
     },
     Listening(Listener),
     /// connect() was called or the socket was accepted. The connection stays
@@ -221,6 +263,8 @@ enum SocketKind {
 
 #[derive(Debug)]
 struct SocketEntry {
+    /// AF_INET or AF_INET6.
+    family: IpFamily,
     /// Options of an unconnected or listening socket (children inherit a
     /// listener's). A connection keeps its own copy in the [`Connection`].
     options: SocketOptions,
@@ -268,8 +312,12 @@ pub struct Stack {
     sockets: IdMap<SocketHandle, SocketEntry>,
     conns: IdMap<ConnId, ConnEntry>,
     by_tuple: HashMap<FourTuple, ConnId>,
-    /// At most one listener per port: the bind rules make two listeners on a port conflict.
-    listeners: HashMap<u16, SocketHandle>,
+    /// Listeners by port. The bind rules make two listeners on a port
+    /// conflict unless their addresses do not overlap (see `Coverage`), so
+    /// a port has at most a few: usually one, or an IPv4 and a V6ONLY IPv6 one.
+    listeners: HashMap<u16, Vec<SocketHandle>>,
+    /// ICMPv6 errors we may still send (RFC 4443 §2.4(f)).
+    icmp_limit: IcmpRateLimit,
     ports: PortTable,
     timers: TimerQueue,
     ready: VecDeque<ConnId>,
@@ -290,9 +338,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// A stack for `config`. An MTU below the IPv4 minimum of 68 (RFC 791) is raised to it.
+    /// A stack for `config`. An MTU below the IPv4 minimum of 68 (RFC 791)
+    /// is raised to it; below IPv6's 1280 (RFC 8200 §5) the IPv6 addresses
+    /// are dropped (Linux disables IPv6 on such a link).
     pub fn new(mut config: StackConfig, now: Instant) -> Stack {
         config.mtu = config.mtu.max(MIN_MTU);
+        if config.mtu < crate::wire::ipv6::MIN_MTU {
+            config.addresses6.clear();
+        }
         let mut rng = SmallRng::seed_from_u64(config.rng_seed);
         let conn_config = ConnectionConfig {
             mtu: config.mtu,
@@ -322,6 +375,7 @@ impl Stack {
             conns: IdMap::default(),
             by_tuple: HashMap::new(),
             listeners: HashMap::new(),
+            icmp_limit: IcmpRateLimit::new(now),
             ports: PortTable::default(),
             timers: TimerQueue::default(),
             ready: VecDeque::new(),
@@ -353,12 +407,13 @@ impl Stack {
         self.stats.drop_packet(reason);
     }
 
-    /// One IPv4 packet from the link. Malformed packets are dropped and counted.
+    /// One IPv4 or IPv6 packet from the link (told apart by the version
+    /// field). Malformed packets are dropped and counted.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
         self.handle_packet_offload(now, packet, &VirtioNetRepr::PLAIN);
     }
 
-    /// One IPv4 packet from a link with receive offload, with what its
+    /// One IP packet from a link with receive offload, with what its
     /// virtio-net header says (already checked against the packet by
     /// [`VirtioNetRepr::parse`]):
     /// - a TCP checksum is verified unless the kernel promised it:
@@ -367,46 +422,45 @@ impl Stack {
     ///   pseudo-header sum). `NEEDS_CSUM` is accepted at the TCP checksum
     ///   field only; anywhere else (or on ICMP) the packet is dropped as
     ///   [`DropReason::Offload`]. The IPv4 header checksum is always verified.
-    /// - a coalesced TCP segment (`gso_type` TCPV4, up to 64 KiB) is taken as
-    ///   the in-order data it is; the delayed-ACK rule (ACK every second
-    ///   full-sized segment) then counts it as `len / gso_size` segments, so
-    ///   it is acknowledged at once. A GSO type other than TCPV4 is dropped.
+    /// - a coalesced TCP segment (`gso_type` TCPV4 or TCPV6, of the packet's
+    ///   family, up to 64 KiB) is taken as the in-order data it is; the
+    ///   delayed-ACK rule (ACK every second full-sized segment) then counts
+    ///   it as `len / gso_size` segments, so it is acknowledged at once. Any
+    ///   other GSO type is dropped.
     pub fn handle_packet_offload(&mut self, now: Instant, packet: &[u8], offload: &VirtioNetRepr) {
         self.stats.packets_in += 1;
         self.trace_now = now;
+        // RFC 8200 §3 / RFC 791 §3.1: the version is the first nibble.
+        if packet.first().is_some_and(|byte| byte >> 4 == 6) {
+            self.handle_ipv6(now, packet, offload);
+        } else {
+            self.handle_ipv4(now, packet, offload);
+        }
+    }
+
+    fn handle_ipv4(&mut self, now: Instant, packet: &[u8], offload: &VirtioNetRepr) {
         let (ip, payload) = match Ipv4Repr::parse(packet) {
             Ok(parsed) => parsed,
             Err(e) => return self.stats.drop_packet(drop_reason(e)),
         };
         let ip_header_len = packet.len().saturating_sub(payload.len());
-        let verify = match offload.checksum {
-            Checksum::Complete => true,
-            Checksum::Verified => ip.protocol != IpProtocol::Tcp,
-            Checksum::Partial { start, offset } => {
-                if ip.protocol != IpProtocol::Tcp
-                    || usize::from(start) != ip_header_len
-                    || usize::from(offset) != TCP_CHECKSUM_OFFSET
-                {
-                    return self.stats.drop_packet(DropReason::Offload);
-                }
-                false
-            }
-        };
-        if let Some(gso) = offload.gso
-            && (gso.kind != GsoKind::TcpV4 || ip.protocol != IpProtocol::Tcp)
-        {
+        let Some(verify) =
+            self.offload_verdict(offload, ip.protocol, ip_header_len, GsoKind::TcpV4)
+        else {
             return self.stats.drop_packet(DropReason::Offload);
-        }
+        };
         if ip.dst != self.config.address {
             return self.stats.drop_packet(DropReason::NotForUs);
         }
         // RFC 1122 §3.2.1.3: a packet whose source is not a unicast address
         // (or claims to be us) is silently discarded.
-        if !self.is_remote_unicast(ip.src) {
+        if !self.is_remote_unicast(IpAddr::V4(ip.src)) {
             return self.stats.drop_packet(DropReason::Malformed);
         }
         match ip.protocol {
-            IpProtocol::Tcp => self.handle_tcp(now, ip.src, payload, verify),
+            IpProtocol::Tcp => {
+                self.handle_tcp(now, IpAddr::V4(ip.src), IpAddr::V4(ip.dst), payload, verify)
+            }
             IpProtocol::Icmp => self.handle_icmp(now, ip.src, payload),
             // ICMPv6 inside IPv4 is as meaningless as any unknown protocol.
             IpProtocol::Icmpv6 | IpProtocol::Other(_) => {
@@ -415,7 +469,85 @@ impl Stack {
         }
     }
 
-    /// Writes the next IPv4 packet to send into `buf` (at least MTU bytes)
+    fn handle_ipv6(&mut self, now: Instant, packet: &[u8], offload: &VirtioNetRepr) {
+        let parsed = match Ipv6Repr::parse(packet) {
+            Ok(parsed) => parsed,
+            Err(drop) => {
+                self.stats.drop_packet(drop_reason(drop.reason));
+                if let Some(problem) = drop.problem {
+                    self.send_parameter_problem(now, packet, problem);
+                }
+                return;
+            }
+        };
+        let ip = parsed.repr;
+        let payload = parsed.payload;
+        // The upper layer starts where the extension headers end.
+        let ip_header_len = (payload.as_ptr() as usize).wrapping_sub(packet.as_ptr() as usize);
+        let Some(verify) =
+            self.offload_verdict(offload, ip.next_header, ip_header_len, GsoKind::TcpV6)
+        else {
+            return self.stats.drop_packet(DropReason::Offload);
+        };
+        if !self.is_local_v6(ip.dst) {
+            return self.stats.drop_packet(DropReason::NotForUs);
+        }
+        // RFC 4291 §2.5.2/§2.7: no packet comes from the unspecified or a
+        // multicast address; loopback never crosses a link (§2.5.3); an
+        // IPv4-mapped source is IPv4 in disguise (RFC 6052 §5.1 style
+        // abuse; Linux's tcp_v6_rcv drops it too).
+        if !self.is_remote_unicast(IpAddr::V6(ip.src)) {
+            return self.stats.drop_packet(DropReason::Malformed);
+        }
+        match ip.next_header {
+            IpProtocol::Tcp => {
+                self.handle_tcp(now, IpAddr::V6(ip.src), IpAddr::V6(ip.dst), payload, verify)
+            }
+            IpProtocol::Icmpv6 => self.handle_icmpv6(now, ip.src, ip.dst, payload),
+            // RFC 8200 §4: an upper layer the node does not handle is
+            // discarded with a Parameter Problem, code 1, pointing at the
+            // Next Header field that named it (Linux does so too).
+            IpProtocol::Icmp | IpProtocol::Other(_) => {
+                self.stats.drop_packet(DropReason::Unsupported);
+                self.send_parameter_problem(now, packet, parsed.unrecognized_next_header());
+            }
+        }
+    }
+
+    /// What a virtio-net header means for a packet with `protocol` after
+    /// `ip_header_len` bytes of IP headers: `Some(verify)` — whether the TCP
+    /// checksum must still be verified — or `None` when the header asks for
+    /// something the stack cannot honour (dropped as `Offload`). `gso` is
+    /// the GSO type of the packet's family.
+    fn offload_verdict(
+        &self,
+        offload: &VirtioNetRepr,
+        protocol: IpProtocol,
+        ip_header_len: usize,
+        gso: GsoKind,
+    ) -> Option<bool> {
+        let verify = match offload.checksum {
+            Checksum::Complete => true,
+            Checksum::Verified => protocol != IpProtocol::Tcp,
+            Checksum::Partial { start, offset } => {
+                if protocol != IpProtocol::Tcp
+                    || usize::from(start) != ip_header_len
+                    || usize::from(offset) != TCP_CHECKSUM_OFFSET
+                {
+                    return None;
+                }
+                false
+            }
+        };
+        if let Some(header) = offload.gso
+            && (header.kind != gso || protocol != IpProtocol::Tcp)
+        {
+            return None;
+        }
+        Some(verify)
+    }
+
+    /// Writes the next IP packet to send into `buf` (at least MTU bytes)
     /// and returns its length; `None` when nothing is due.
     ///
     /// Panics if `buf` is shorter than the MTU (a bug in the caller).
@@ -472,6 +604,7 @@ impl Stack {
                 }
                 ControlKind::SynAck => self.stats.segments_out += 1,
                 ControlKind::EchoReply => self.stats.icmp_echo_replies += 1,
+                ControlKind::Icmpv6Error => self.stats.icmp_errors_sent += 1,
             }
             return Some((len, VirtioNetRepr::PLAIN));
         }
@@ -480,7 +613,8 @@ impl Stack {
             let Some(entry) = self.conns.get_mut(&id) else {
                 continue;
             };
-            let segment_buf = &mut buf[IPV4_HEADER_LEN..];
+            let ip_header_len = entry.key.ip_header_len();
+            let segment_buf = &mut buf[ip_header_len..];
             let span = entry.span.clone();
             let _entered = span.enter();
             let Some((len, segment)) = entry.conn.poll_transmit_with(now, segment_buf, offload)
@@ -493,31 +627,33 @@ impl Stack {
             let is_reset = segment_buf
                 .get(TCP_FLAGS_OFFSET)
                 .is_some_and(|flags| flags & TcpFlags::RST.0 != 0);
-            let header = Ipv4Repr {
-                src: *entry.key.local.ip(),
-                dst: *entry.key.remote.ip(),
-                protocol: IpProtocol::Tcp,
-                ttl: DEFAULT_TTL,
-                // DF on everything: path MTU discovery (RFC 1191 §3).
-                dont_fragment: true,
-                payload_len: len,
-            };
-            header.emit(&mut buf[..IPV4_HEADER_LEN], ident);
+            emit_ip_header(
+                buf,
+                entry.key.local.ip(),
+                entry.key.remote.ip(),
+                IpProtocol::Tcp,
+                len,
+                entry.flow_label,
+                ident,
+            );
             self.ip_ident = ident.wrapping_add(1);
             let header = VirtioNetRepr {
                 checksum: if segment.partial_checksum {
                     Checksum::Partial {
-                        start: IPV4_HEADER_LEN as u16,
+                        start: ip_header_len as u16,
                         offset: TCP_CHECKSUM_OFFSET as u16,
                     }
                 } else {
                     Checksum::Complete
                 },
                 gso: segment.gso_size.map(|size| Gso {
-                    kind: GsoKind::TcpV4,
+                    kind: if entry.key.remote.is_ipv6() {
+                        GsoKind::TcpV6
+                    } else {
+                        GsoKind::TcpV4
+                    },
                     size,
-                    hdr_len: u16::try_from(IPV4_HEADER_LEN + segment.header_len)
-                        .unwrap_or(u16::MAX),
+                    hdr_len: u16::try_from(ip_header_len + segment.header_len).unwrap_or(u16::MAX),
                     ecn: false,
                 }),
             };
@@ -537,9 +673,9 @@ impl Stack {
             entry.retransmits_seen = entry.retransmits_seen.max(retransmits);
             if entry.trace_mask != 0 {
                 let (mask, key) = (entry.trace_mask, entry.key);
-                let segment = &buf[IPV4_HEADER_LEN..IPV4_HEADER_LEN + len];
+                let segment = &buf[ip_header_len..ip_header_len + len];
                 if let Ok(seg) =
-                    crate::wire::TcpRepr::parse(segment, *key.local.ip(), *key.remote.ip())
+                    crate::wire::TcpRepr::parse(segment, key.local.ip(), key.remote.ip())
                 {
                     self.trace_push(
                         mask,
@@ -556,7 +692,7 @@ impl Stack {
             // FIFO on the turn where it has nothing to send.
             self.ready.push_back(id);
             self.after_conn_call(id, false);
-            return Some((IPV4_HEADER_LEN + len, header));
+            return Some((ip_header_len + len, header));
         }
         None
     }
@@ -632,12 +768,18 @@ impl Stack {
 
     // ------------------------------------------------------------ socket side
 
-    /// A new, unbound socket (socket(2)).
+    /// A new, unbound IPv4 socket (socket(2) with AF_INET).
     pub fn socket(&mut self) -> SocketHandle {
+        self.socket_of(IpFamily::V4)
+    }
+
+    /// A new, unbound socket of `family` (socket(2)'s domain).
+    pub fn socket_of(&mut self, family: IpFamily) -> SocketHandle {
         let handle = self.new_handle();
         self.sockets.insert(
             handle,
             SocketEntry {
+                family,
                 options: self.config.socket_defaults,
                 kind: SocketKind::Unconnected { bound: None },
                 reported: UNCONNECTED_READINESS,
@@ -647,25 +789,40 @@ impl Stack {
         handle
     }
 
-    /// bind(2). Address 0.0.0.0 or the stack's own; port 0 picks an ephemeral port.
+    /// bind(2). An address of the socket's family: unspecified or one of
+    /// the stack's own (for an IPv6 socket, the IPv4 one as IPv4-mapped
+    /// unless IPV6_V6ONLY); port 0 picks an ephemeral port.
     ///
     /// Port sharing follows Linux (inet_csk_bind_conflict): a port already
-    /// used by another socket or connection (TIME-WAIT included) is
-    /// EADDRINUSE unless both this socket and that user have SO_REUSEADDR and
-    /// that user is not listening. Every address this stack can bind (its one
-    /// address or the wildcard) overlaps every other, so only ports matter.
-    pub fn bind(&mut self, socket: SocketHandle, addr: SocketAddrV4) -> Result<(), BindError> {
+    /// used by another socket or connection (TIME-WAIT included) on an
+    /// overlapping address (see `Coverage`) is EADDRINUSE unless both this
+    /// socket and that user have SO_REUSEADDR and that user is not listening.
+    pub fn bind(
+        &mut self,
+        socket: SocketHandle,
+        addr: impl Into<SocketAddr>,
+    ) -> Result<(), BindError> {
+        let addr = addr.into();
         let entry = self.sockets.get(&socket).ok_or(BindError::BadHandle)?;
         let SocketKind::Unconnected { bound: None } = entry.kind else {
             return Err(BindError::AlreadyBound);
         };
-        if !addr.ip().is_unspecified() && *addr.ip() != self.config.address {
+        if IpFamily::of(&addr) != entry.family {
+            return Err(BindError::AddrFamily);
+        }
+        let wire_ip = addr.ip().to_canonical();
+        // Linux (inet6_bind): an IPv4-mapped address on a V6ONLY socket is EINVAL.
+        if entry.options.v6only && addr.is_ipv6() && wire_ip.is_ipv4() {
+            return Err(BindError::Invalid);
+        }
+        if !wire_ip.is_unspecified() && !self.is_local(wire_ip) {
             return Err(BindError::AddrNotAvailable);
         }
         let reuse = entry.options.reuse_addr;
+        let coverage = Coverage::of(addr.ip(), entry.options.v6only);
         let port = if addr.port() == 0 {
             self.pick_unused_port().ok_or(BindError::AddrInUse)?
-        } else if self.port_conflict(addr.port(), socket, reuse) {
+        } else if self.port_conflict(addr.port(), socket, reuse, coverage) {
             return Err(BindError::AddrInUse);
         } else {
             addr.port()
@@ -673,7 +830,7 @@ impl Stack {
         self.ports.add(port, PortOwner::Socket(socket), true);
         if let Some(entry) = self.sockets.get_mut(&socket) {
             entry.kind = SocketKind::Unconnected {
-                bound: Some(SocketAddrV4::new(*addr.ip(), port)),
+                bound: Some(SocketAddr::new(addr.ip(), port)),
             };
         }
         Ok(())
@@ -697,21 +854,29 @@ impl Stack {
             SocketKind::Unconnected { bound } => *bound,
         };
         let reuse = entry.options.reuse_addr;
+        let (family, v6only) = (entry.family, entry.options.v6only);
         let local = match bound {
             // Re-checked: another socket sharing the port through SO_REUSEADDR
             // may have started listening since our bind (Linux re-runs the
             // conflict check in inet_csk_listen_start).
-            Some(bound) if self.port_conflict(bound.port(), socket, reuse) => {
+            Some(bound)
+                if self.port_conflict(
+                    bound.port(),
+                    socket,
+                    reuse,
+                    Coverage::of(bound.ip(), v6only),
+                ) =>
+            {
                 return Err(ListenError::AddrInUse);
             }
             Some(bound) => bound,
             None => {
                 let port = self.pick_unused_port().ok_or(ListenError::AddrInUse)?;
                 self.ports.add(port, PortOwner::Socket(socket), true);
-                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
+                SocketAddr::new(family.unspecified().ip(), port)
             }
         };
-        self.listeners.insert(local.port(), socket);
+        self.listeners.entry(local.port()).or_default().push(socket);
         if let Some(entry) = self.sockets.get_mut(&socket) {
             entry.kind = SocketKind::Listening(Listener {
                 local,
@@ -732,7 +897,7 @@ impl Stack {
     pub fn accept(
         &mut self,
         socket: SocketHandle,
-    ) -> Result<(SocketHandle, SocketAddrV4), AcceptError> {
+    ) -> Result<(SocketHandle, SocketAddr), AcceptError> {
         let entry = self
             .sockets
             .get_mut(&socket)
@@ -752,11 +917,13 @@ impl Stack {
         };
         child.handle = Some(handle);
         child.parent = None;
-        let remote = child.key.remote;
+        let remote = user_view(child.key.remote, child.mapped);
         let options = *child.conn.options();
+        let family = entry_family(child);
         self.sockets.insert(
             handle,
             SocketEntry {
+                family,
                 options,
                 kind: SocketKind::Connection(id),
                 reported: Readiness::empty(),
@@ -771,34 +938,64 @@ impl Stack {
     /// connect(2), always non-blocking: starts the handshake. Completion is a
     /// readiness event (OUT, or ERR with the error in SO_ERROR).
     ///
-    /// An unbound socket gets an ephemeral port (RFC 6335 §6 range, random
-    /// start, linear probe — RFC 6056 §3.3.1's "simple port randomization"
-    /// with the probe of Algorithm 2) whose 4-tuple is unused; as on Linux an
+    /// An unbound socket gets an ephemeral port (RFC 6056 §3.3.3, see
+    /// `pick_connect_port`) whose 4-tuple is unused; as on Linux an
     /// ephemeral port may serve several remote endpoints. Deviation from
     /// Linux: a socket whose connection failed cannot connect again (after
     /// the error is reported, connect says EISCONN).
+    ///
+    /// `remote` must be of the socket's family (else EAFNOSUPPORT); an IPv6
+    /// socket reaches IPv4 through an IPv4-mapped address (not with
+    /// IPV6_V6ONLY: ENETUNREACH, as Linux). The source address is the bound
+    /// one, else the IPv4 address or the IPv6 address chosen for `remote`
+    /// (ENETUNREACH when the stack has none).
     pub fn connect(
         &mut self,
         now: Instant,
         socket: SocketHandle,
-        remote: SocketAddrV4,
+        remote: impl Into<SocketAddr>,
     ) -> Result<(), ConnectError> {
+        let remote = remote.into();
         let entry = self.sockets.get(&socket).ok_or(ConnectError::BadHandle)?;
         let bound = match entry.kind {
             SocketKind::Listening(_) => return Err(ConnectError::Invalid),
             SocketKind::Connection(id) => return Err(self.connect_again(socket, id)),
             SocketKind::Unconnected { bound } => bound,
         };
+        if IpFamily::of(&remote) != entry.family {
+            return Err(ConnectError::AddrFamily);
+        }
         if remote.port() == 0 {
             return Err(ConnectError::Invalid);
         }
-        if !self.is_remote_unicast(*remote.ip()) {
+        let remote_ip = remote.ip().to_canonical();
+        let mapped = entry.family == IpFamily::V6 && remote_ip.is_ipv4();
+        if mapped && entry.options.v6only {
+            return Err(ConnectError::NetUnreachable);
+        }
+        let remote = SocketAddr::new(remote_ip, remote.port());
+        if !self.is_remote_unicast(remote_ip) {
             return Err(ConnectError::AddrNotAvailable);
         }
+        // A socket bound to one address of the other family cannot reach
+        // `remote` (Linux: EINVAL).
+        let bound_ip = bound.map(|b| b.ip().to_canonical());
+        if let Some(ip) = bound_ip
+            && !ip.is_unspecified()
+            && ip.is_ipv4() != remote_ip.is_ipv4()
+        {
+            return Err(ConnectError::Invalid);
+        }
+        let local_ip = match bound_ip.filter(|ip| !ip.is_unspecified()) {
+            Some(ip) => ip,
+            None => self
+                .source_address(remote_ip)
+                .ok_or(ConnectError::NetUnreachable)?,
+        };
         let options = entry.options;
         let (local, explicit_port) = match bound {
             Some(bound) => {
-                let local = SocketAddrV4::new(self.config.address, bound.port());
+                let local = SocketAddr::new(local_ip, bound.port());
                 if self.by_tuple.contains_key(&FourTuple { local, remote }) {
                     return Err(ConnectError::AddrNotAvailable);
                 }
@@ -806,9 +1003,9 @@ impl Stack {
             }
             None => {
                 let port = self
-                    .pick_connect_port(remote)
+                    .pick_connect_port(local_ip, remote)
                     .ok_or(ConnectError::AddrNotAvailable)?;
-                (SocketAddrV4::new(self.config.address, port), false)
+                (SocketAddr::new(local_ip, port), false)
             }
         };
         let key = FourTuple { local, remote };
@@ -821,7 +1018,7 @@ impl Stack {
             self.ports
                 .remove(bound.port(), PortOwner::Socket(socket), true);
         }
-        let id = self.insert_connection(conn, key, Some(socket), None, explicit_port);
+        let id = self.insert_connection(conn, key, Some(socket), None, explicit_port, mapped);
         if let Some(entry) = self.sockets.get_mut(&socket) {
             entry.kind = SocketKind::Connection(id);
             entry.reported = initial_readiness;
@@ -917,8 +1114,11 @@ impl Stack {
             SocketKind::Listening(listener) => {
                 let port = listener.local.port();
                 self.ports.remove(port, PortOwner::Socket(socket), true);
-                if self.listeners.get(&port) == Some(&socket) {
-                    self.listeners.remove(&port);
+                if let Some(on_port) = self.listeners.get_mut(&port) {
+                    on_port.retain(|&handle| handle != socket);
+                    if on_port.is_empty() {
+                        self.listeners.remove(&port);
+                    }
                 }
                 // Like Linux's inet_csk_listen_stop: every child not yet
                 // accepted is aborted (RFC 9293 §3.10.5 ABORT; RST where the
@@ -952,14 +1152,16 @@ impl Stack {
     /// Aborts with RST every connection between `local` and `remote` (admin
     /// kill); returns how many. Their sockets report ECONNABORTED.
     ///
-    /// An unspecified address (0.0.0.0) or port 0 on either side is a wildcard.
+    /// An unspecified address (0.0.0.0 or `::`) or port 0 on either side is
+    /// a wildcard; IPv4-mapped addresses name IPv4 connections.
     pub fn abort_matching(
         &mut self,
         now: Instant,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: impl Into<SocketAddr>,
+        remote: impl Into<SocketAddr>,
     ) -> usize {
         self.trace_now = now;
+        let (local, remote) = (canonical(local.into()), canonical(remote.into()));
         let exact = !local.ip().is_unspecified()
             && local.port() != 0
             && !remote.ip().is_unspecified()
@@ -990,15 +1192,16 @@ impl Stack {
         victims.len()
     }
 
-    pub fn local_addr(&self, socket: SocketHandle) -> Result<SocketAddrV4, SocketError> {
+    /// getsockname(2), in the socket's family.
+    pub fn local_addr(&self, socket: SocketHandle) -> Result<SocketAddr, SocketError> {
         let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
+        let unspecified = entry.family.unspecified();
         Ok(match &entry.kind {
-            SocketKind::Unconnected { bound } => bound.unwrap_or(UNSPECIFIED_ENDPOINT),
+            SocketKind::Unconnected { bound } => bound.unwrap_or(unspecified),
             SocketKind::Listening(listener) => listener.local,
-            SocketKind::Connection(id) => self
-                .conns
-                .get(id)
-                .map_or(UNSPECIFIED_ENDPOINT, |entry| entry.key.local),
+            SocketKind::Connection(id) => self.conns.get(id).map_or(unspecified, |entry| {
+                user_view(entry.key.local, entry.mapped)
+            }),
         })
     }
 
@@ -1012,7 +1215,7 @@ impl Stack {
 
     /// getpeername(2): ENOTCONN unless connected (as Linux, a socket still in
     /// SYN-SENT or already CLOSED has no peer).
-    pub fn peer_addr(&self, socket: SocketHandle) -> Result<SocketAddrV4, SocketError> {
+    pub fn peer_addr(&self, socket: SocketHandle) -> Result<SocketAddr, SocketError> {
         let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
         let SocketKind::Connection(id) = entry.kind else {
             return Err(SocketError::NotConnected);
@@ -1020,7 +1223,7 @@ impl Stack {
         let conn = self.conns.get(&id).ok_or(SocketError::NotConnected)?;
         match conn.conn.state() {
             TcpState::SynSent | TcpState::Closed => Err(SocketError::NotConnected),
-            _ => Ok(conn.key.remote),
+            _ => Ok(user_view(conn.key.remote, conn.mapped)),
         }
     }
 
@@ -1038,6 +1241,16 @@ impl Stack {
             .get_mut(&socket)
             .ok_or(SocketError::BadHandle)?;
         let option = options::normalize(option)?;
+        if let SockOption::V6Only(_) = option {
+            // IPPROTO_IPV6 options do not exist on an IPv4 socket; Linux
+            // refuses IPV6_V6ONLY once the socket is bound (EINVAL).
+            if entry.family != IpFamily::V6 {
+                return Err(SocketError::UnsupportedOption);
+            }
+            if !matches!(entry.kind, SocketKind::Unconnected { bound: None }) {
+                return Err(SocketError::InvalidValue);
+            }
+        }
         let SocketKind::Connection(id) = entry.kind else {
             options::store(&mut entry.options, option);
             return Ok(());
@@ -1053,6 +1266,13 @@ impl Stack {
         name: OptionName,
     ) -> Result<SockOption, SocketError> {
         let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
+        if name == OptionName::V6Only && entry.family != IpFamily::V6 {
+            return Err(SocketError::UnsupportedOption);
+        }
+        let headers = match entry.family {
+            IpFamily::V4 => TCP_IP_HEADERS,
+            IpFamily::V6 => TCP_IPV6_HEADERS,
+        };
         let SocketKind::Connection(id) = entry.kind else {
             return Ok(match name {
                 OptionName::Error => SockOption::Error(None),
@@ -1062,7 +1282,7 @@ impl Stack {
                     entry
                         .options
                         .max_segment
-                        .unwrap_or(self.config.mtu.saturating_sub(TCP_IP_HEADERS)),
+                        .unwrap_or(self.config.mtu.saturating_sub(headers)),
                 ),
                 _ => options::read(&entry.options, name).ok_or(SocketError::UnsupportedOption)?,
             });
@@ -1216,10 +1436,11 @@ impl Stack {
     /// The filters following the connection `local`–`remote` (0 if none or
     /// no such connection); for the owner's own records about the same
     /// connection (e.g. what the link did to its packets).
-    pub fn trace_mask(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u64 {
+    pub fn trace_mask(&self, local: impl Into<SocketAddr>, remote: impl Into<SocketAddr>) -> u64 {
         if self.tracer.active == 0 {
             return 0;
         }
+        let (local, remote) = (canonical(local.into()), canonical(remote.into()));
         self.by_tuple
             .get(&FourTuple { local, remote })
             .and_then(|id| self.conns.get(id))
@@ -1265,7 +1486,7 @@ impl Stack {
                 None => self.isn.isn(key.local, key.remote, now),
             },
             // RFC 7323 §5.4 offset, fixed per host pair (see IsnGenerator::ts_offset).
-            ts_offset: self.isn.ts_offset(*key.local.ip(), *key.remote.ip()),
+            ts_offset: self.isn.ts_offset(key.local.ip(), key.remote.ip()),
             options,
             config: self.conn_config,
         }
@@ -1278,6 +1499,7 @@ impl Stack {
         handle: Option<SocketHandle>,
         parent: Option<SocketHandle>,
         explicit_port: bool,
+        mapped: bool,
     ) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
@@ -1307,6 +1529,8 @@ impl Stack {
                 orphan: None,
                 trace_mask,
                 span,
+                flow_label: self.isn.flow_label(key.local, key.remote),
+                mapped,
             },
         );
         id
@@ -1359,8 +1583,8 @@ impl Stack {
                 self.events
                     .push_back(QueuedEvent::State(StackEvent::StateChange {
                         socket: entry.handle,
-                        local: entry.key.local,
-                        remote: entry.key.remote,
+                        local: user_view(entry.key.local, entry.mapped),
+                        remote: user_view(entry.key.remote, entry.mapped),
                         old,
                         new,
                     }));
@@ -1596,26 +1820,68 @@ impl Stack {
 
     // ------------------------------------------------------------ internals: ports and addresses
 
-    /// True if binding (or listening on) `port` for `socket` with the given
-    /// SO_REUSEADDR setting conflicts with another user of the port.
-    fn port_conflict(&self, port: u16, socket: SocketHandle, reuse: bool) -> bool {
+    /// True if binding (or listening on) `port` on the addresses of
+    /// `coverage` for `socket` with the given SO_REUSEADDR setting conflicts
+    /// with another user of the port on an overlapping address.
+    fn port_conflict(
+        &self,
+        port: u16,
+        socket: SocketHandle,
+        reuse: bool,
+        coverage: Coverage,
+    ) -> bool {
         self.ports.owners(port).any(|owner| {
-            let (other_reuse, other_listening) = match owner {
+            let (other_reuse, other_listening, other) = match owner {
                 PortOwner::Socket(handle) if handle == socket => return false,
                 PortOwner::Socket(handle) => match self.sockets.get(&handle) {
                     Some(entry) => (
                         entry.options.reuse_addr,
                         matches!(entry.kind, SocketKind::Listening(_)),
+                        socket_coverage(entry),
                     ),
                     None => return false,
                 },
                 PortOwner::Conn(id) => match self.conns.get(&id) {
-                    Some(entry) => (entry.conn.options().reuse_addr, false),
+                    Some(entry) => (
+                        entry.conn.options().reuse_addr,
+                        false,
+                        Coverage::of(entry.key.local.ip(), false),
+                    ),
                     None => return false,
                 },
             };
-            !(reuse && other_reuse && !other_listening)
+            coverage.overlaps(other) && !(reuse && other_reuse && !other_listening)
         })
+    }
+
+    /// The listener that takes a segment for `local` (our address, wire
+    /// form): among those on its port whose address covers it, the most
+    /// specific — an exact address, then a wildcard of the segment's own
+    /// family, then a dual-stack `::` (Linux's compute_score order).
+    fn listener_for(&self, local: SocketAddr) -> Option<SocketHandle> {
+        let on_port = self.listeners.get(&local.port())?;
+        on_port
+            .iter()
+            .filter_map(|&handle| {
+                let entry = self.sockets.get(&handle)?;
+                let SocketKind::Listening(listener) = &entry.kind else {
+                    return None;
+                };
+                let bound = listener.local.ip();
+                if !socket_coverage(entry).covers(local.ip()) {
+                    return None;
+                }
+                let score = if bound.to_canonical() == local.ip() {
+                    2
+                } else if bound.is_ipv4() == local.is_ipv4() {
+                    1
+                } else {
+                    0
+                };
+                Some((score, handle))
+            })
+            .max_by_key(|&(score, handle)| (score, core::cmp::Reverse(handle)))
+            .map(|(_, handle)| handle)
     }
 
     /// An ephemeral port nobody uses (bind to port 0, listen without bind).
@@ -1635,8 +1901,7 @@ impl Stack {
     /// the whole range before a port comes back, so a new connection does not
     /// land on a 4-tuple the peer still holds in TIME-WAIT; a random start per
     /// connect repeated ports after a few hundred connections.
-    fn pick_connect_port(&mut self, remote: SocketAddrV4) -> Option<u16> {
-        let local_ip = self.config.address;
+    fn pick_connect_port(&mut self, local_ip: IpAddr, remote: SocketAddr) -> Option<u16> {
         let start = self
             .isn
             .port_offset(local_ip, remote)
@@ -1645,7 +1910,7 @@ impl Stack {
             let port = ephemeral_port(start, i);
             self.ports.shareable_by_connect(port)
                 && !self.by_tuple.contains_key(&FourTuple {
-                    local: SocketAddrV4::new(local_ip, port),
+                    local: SocketAddr::new(local_ip, port),
                     remote,
                 })
         })?;
@@ -1653,16 +1918,60 @@ impl Stack {
         Some(ephemeral_port(start, found))
     }
 
-    /// True for an address a connection can have at its far end: not
-    /// unspecified, broadcast (limited or this subnet's), multicast,
-    /// loopback, or the stack's own address (RFC 1122 §3.2.1.3, §4.2.3.10).
-    fn is_remote_unicast(&self, ip: Ipv4Addr) -> bool {
-        !(ip.is_unspecified()
-            || ip.is_broadcast()
-            || ip.is_multicast()
-            || ip.is_loopback()
-            || ip == self.config.address
-            || Some(ip) == self.directed_broadcast())
+    /// True for an address a connection can have at its far end (wire
+    /// form). IPv4: not unspecified, broadcast (limited or this subnet's),
+    /// multicast, loopback, or the stack's own address (RFC 1122 §3.2.1.3,
+    /// §4.2.3.10). IPv6: not unspecified, multicast, loopback (RFC 4291
+    /// §2.5.2, §2.5.3, §2.7), IPv4-mapped (IPv4 travels as IPv4) or ours.
+    fn is_remote_unicast(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => {
+                !(ip.is_unspecified()
+                    || ip.is_broadcast()
+                    || ip.is_multicast()
+                    || ip.is_loopback()
+                    || ip == self.config.address
+                    || Some(ip) == self.directed_broadcast())
+            }
+            IpAddr::V6(ip) => {
+                !(ip.is_unspecified()
+                    || ip.is_multicast()
+                    || ip.is_loopback()
+                    || ip.to_ipv4_mapped().is_some()
+                    || self.is_local_v6(ip))
+            }
+        }
+    }
+
+    /// One of the stack's own addresses (wire form).
+    fn is_local(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => ip == self.config.address,
+            IpAddr::V6(ip) => self.is_local_v6(ip),
+        }
+    }
+
+    fn is_local_v6(&self, ip: Ipv6Addr) -> bool {
+        self.config.addresses6.iter().any(|net| net.addr() == ip)
+    }
+
+    /// The source address for a connection to `remote` (wire form): the
+    /// IPv4 address, or the IPv6 address whose prefix holds `remote`, else
+    /// the first (RFC 6724 §5 reduced to rule 8, longest matching prefix,
+    /// on a single link); `None` without IPv6 addresses.
+    fn source_address(&self, remote: IpAddr) -> Option<IpAddr> {
+        match remote {
+            IpAddr::V4(_) => Some(IpAddr::V4(self.config.address)),
+            IpAddr::V6(remote) => {
+                let addresses = &self.config.addresses6;
+                addresses
+                    .iter()
+                    .filter(|net| net.contains(&remote))
+                    .max_by_key(|net| net.prefix_len())
+                    .or_else(|| addresses.first())
+                    .map(|net| IpAddr::V6(net.addr()))
+            }
+        }
     }
 
     /// The subnet's broadcast address, for prefixes that have one (RFC 3021: /31 and /32 do not).
@@ -1678,19 +1987,17 @@ impl Stack {
     // ------------------------------------------------------------ internals: info
 
     fn socket_entry_info(&self, handle: SocketHandle, entry: &SocketEntry) -> SocketInfo {
+        let unspecified = entry.family.unspecified();
         let (state, local, backlog, accepted) = match &entry.kind {
             SocketKind::Connection(id) => {
                 if let Some(conn) = self.conns.get(id) {
                     return conn_info(conn);
                 }
-                (TcpState::Closed, UNSPECIFIED_ENDPOINT, 0, 0)
+                (TcpState::Closed, unspecified, 0, 0)
             }
-            SocketKind::Unconnected { bound } => (
-                TcpState::Closed,
-                bound.unwrap_or(UNSPECIFIED_ENDPOINT),
-                0,
-                0,
-            ),
+            SocketKind::Unconnected { bound } => {
+                (TcpState::Closed, bound.unwrap_or(unspecified), 0, 0)
+            }
             SocketKind::Listening(listener) => (
                 TcpState::Listen,
                 listener.local,
@@ -1702,7 +2009,7 @@ impl Stack {
             handle: Some(handle),
             state,
             local,
-            remote: UNSPECIFIED_ENDPOINT,
+            remote: unspecified,
             // As `ss` shows listeners: Recv-Q is the accept queue, Send-Q the backlog.
             recv_queue: accepted as usize,
             send_queue: backlog as usize,
@@ -1725,15 +2032,104 @@ impl Stack {
     }
 }
 
-const UNSPECIFIED_ENDPOINT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+/// The local addresses a bound socket or a connection holds its port on,
+/// per family: `None` — none of the family; `Some(None)` — all of it;
+/// `Some(Some(a))` — just `a`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Coverage {
+    v4: Option<Option<Ipv4Addr>>,
+    v6: Option<Option<Ipv6Addr>>,
+}
+
+impl Coverage {
+    /// What binding `bound` (as given by the user) covers: an IPv4 address
+    /// (or an IPv4-mapped one) its IPv4 address or all of IPv4; `::` all of
+    /// IPv6 and, without IPV6_V6ONLY, all of IPv4 too (RFC 3493 §3.7).
+    fn of(bound: IpAddr, v6only: bool) -> Coverage {
+        let v4 = |ip: Ipv4Addr| Coverage {
+            v4: Some((!ip.is_unspecified()).then_some(ip)),
+            v6: None,
+        };
+        match bound {
+            IpAddr::V4(ip) => v4(ip),
+            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                Some(ip) => v4(ip),
+                None if ip.is_unspecified() => Coverage {
+                    v4: (!v6only).then_some(None),
+                    v6: Some(None),
+                },
+                None => Coverage {
+                    v4: None,
+                    v6: Some(Some(ip)),
+                },
+            },
+        }
+    }
+
+    /// Some address is covered by both.
+    fn overlaps(self, other: Coverage) -> bool {
+        fn family<T: PartialEq>(a: Option<Option<T>>, b: Option<Option<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => a.is_none() || b.is_none() || a == b,
+                _ => false,
+            }
+        }
+        family(self.v4, other.v4) || family(self.v6, other.v6)
+    }
+
+    /// `local` (wire form) is covered.
+    fn covers(self, local: IpAddr) -> bool {
+        match local {
+            IpAddr::V4(ip) => self.v4.is_some_and(|a| a.is_none_or(|a| a == ip)),
+            IpAddr::V6(ip) => self.v6.is_some_and(|a| a.is_none_or(|a| a == ip)),
+        }
+    }
+}
+
+/// The coverage of a bound or listening socket (nothing for others).
+fn socket_coverage(entry: &SocketEntry) -> Coverage {
+    let bound = match &entry.kind {
+        SocketKind::Unconnected { bound: Some(bound) } => *bound,
+        SocketKind::Listening(listener) => listener.local,
+        _ => {
+            return Coverage { v4: None, v6: None };
+        }
+    };
+    Coverage::of(bound.ip(), entry.options.v6only)
+}
+
+/// `addr` in wire form: an IPv4-mapped address becomes its IPv4 address.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// `addr` as the user of a connection sees it: IPv4-mapped when an IPv6
+/// socket owns an IPv4 connection (`mapped`).
+fn user_view(addr: SocketAddr, mapped: bool) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) if mapped => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        _ => addr,
+    }
+}
+
+/// The family of the socket a connection's user holds.
+fn entry_family(entry: &ConnEntry) -> IpFamily {
+    if entry.mapped || entry.key.remote.is_ipv6() {
+        IpFamily::V6
+    } else {
+        IpFamily::V4
+    }
+}
 
 fn conn_info(entry: &ConnEntry) -> SocketInfo {
     let stats = entry.conn.stats();
     SocketInfo {
         handle: entry.handle,
         state: entry.conn.state(),
-        local: entry.key.local,
-        remote: entry.key.remote,
+        local: user_view(entry.key.local, entry.mapped),
+        remote: user_view(entry.key.remote, entry.mapped),
         recv_queue: stats.recv_queue,
         send_queue: stats.send_queue,
         srtt: stats.srtt,

@@ -4,11 +4,11 @@
 /// Why an incoming packet was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// Truncated or malformed IPv4/TCP/ICMP header.
+    /// Truncated or malformed IPv4/IPv6/TCP/ICMP header.
     Malformed,
     /// IPv4 header, TCP or ICMP checksum failed.
     Checksum,
-    /// An IPv4 fragment (tcpd does not reassemble).
+    /// An IPv4 or IPv6 fragment (tcpd does not reassemble).
     Fragment,
     /// Not addressed to the stack's address.
     NotForUs,
@@ -21,7 +21,7 @@ pub enum DropReason {
     /// or SYN answered by a challenge ACK..., see `ConnectionStats::segments_discarded`).
     Unacceptable,
     /// A virtio-net offload header the stack cannot honour (checksum offsets
-    /// outside the TCP checksum field, a GSO type other than TCPv4) or that
+    /// outside the TCP checksum field, a GSO type not matching the packet) or that
     /// does not fit its packet (counted by the link).
     Offload,
 }
@@ -70,6 +70,13 @@ pub struct Stats {
     pub failed_opens: u64,
     pub icmp_echo_replies: u64,
     pub icmp_unreachable_received: u64,
+    /// ICMPv6 Packet Too Big messages received (RFC 8201); IPv4's
+    /// "fragmentation needed" counts as unreachable, as before.
+    pub icmp_packet_too_big_received: u64,
+    /// ICMPv6 errors sent (Parameter Problem, RFC 8200 §4 / RFC 4443 §3.4).
+    pub icmp_errors_sent: u64,
+    /// ICMPv6 errors not sent because of the rate limit (RFC 4443 §2.4(f)).
+    pub icmp_errors_ratelimited: u64,
     /// SYN,ACKs carrying a SYN cookie (Linux SyncookiesSent).
     pub syncookies_sent: u64,
     /// ACKs that carried a valid cookie and opened a connection (SyncookiesRecv).
@@ -121,6 +128,15 @@ impl Stats {
             (
                 "icmp_unreachable_received".into(),
                 self.icmp_unreachable_received,
+            ),
+            (
+                "icmp_packet_too_big_received".into(),
+                self.icmp_packet_too_big_received,
+            ),
+            ("icmp_errors_sent".into(), self.icmp_errors_sent),
+            (
+                "icmp_errors_ratelimited".into(),
+                self.icmp_errors_ratelimited,
             ),
             ("syncookies_sent".into(), self.syncookies_sent),
             ("syncookies_recv".into(), self.syncookies_recv),

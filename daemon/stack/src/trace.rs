@@ -25,7 +25,7 @@ use crate::seq::SeqNum;
 use crate::tcp::TcpState;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpOptions, TcpRepr};
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 
 /// Most records kept undrained; older ones are dropped first.
 pub const TRACE_QUEUE_LIMIT: usize = 65536;
@@ -183,8 +183,8 @@ pub enum TraceEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceRecord {
     pub time: Instant,
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
     /// Bit `i` set: filter `i` follows this connection.
     pub mask: u64,
     pub event: TraceEvent,
@@ -193,10 +193,11 @@ pub struct TraceRecord {
 /// Which connections a trace follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceFilter {
-    /// Local endpoint; 0.0.0.0 and port 0 are wildcards.
-    pub local: SocketAddrV4,
-    /// Remote endpoint; 0.0.0.0 and port 0 are wildcards.
-    pub remote: SocketAddrV4,
+    /// Local endpoint; an unspecified address (0.0.0.0 or `::`) and port 0
+    /// are wildcards. IPv4-mapped addresses match IPv4 connections.
+    pub local: SocketAddr,
+    /// Remote endpoint; wildcards as for `local`.
+    pub remote: SocketAddr,
     /// If set, the local or the remote port must be this.
     pub port: Option<u16>,
     /// Skip existing connections: follow the next one created that matches.
@@ -208,13 +209,19 @@ pub struct TraceFilter {
 impl TraceFilter {
     /// Every connection.
     pub const ANY: TraceFilter = TraceFilter {
-        local: SocketAddrV4::new(core::net::Ipv4Addr::UNSPECIFIED, 0),
-        remote: SocketAddrV4::new(core::net::Ipv4Addr::UNSPECIFIED, 0),
+        local: SocketAddr::V4(core::net::SocketAddrV4::new(
+            core::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+        remote: SocketAddr::V4(core::net::SocketAddrV4::new(
+            core::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
         port: None,
         next_only: false,
     };
 
-    pub fn matches(&self, local: SocketAddrV4, remote: SocketAddrV4) -> bool {
+    pub fn matches(&self, local: SocketAddr, remote: SocketAddr) -> bool {
         endpoint_matches(self.local, local)
             && endpoint_matches(self.remote, remote)
             && self
@@ -223,9 +230,12 @@ impl TraceFilter {
     }
 }
 
-/// Whether `actual` matches `pattern`, where 0.0.0.0 and port 0 are wildcards.
-pub(crate) fn endpoint_matches(pattern: SocketAddrV4, actual: SocketAddrV4) -> bool {
-    (pattern.ip().is_unspecified() || pattern.ip() == actual.ip())
+/// Whether `actual` matches `pattern`, where an unspecified address of
+/// either family and port 0 are wildcards; addresses compare in canonical
+/// form (an IPv4-mapped IPv6 address is its IPv4 address, RFC 4291 §2.5.5.2).
+pub(crate) fn endpoint_matches(pattern: SocketAddr, actual: SocketAddr) -> bool {
+    let ip = pattern.ip().to_canonical();
+    (ip.is_unspecified() || ip == actual.ip().to_canonical())
         && (pattern.port() == 0 || pattern.port() == actual.port())
 }
 
@@ -260,7 +270,7 @@ impl Default for Tracer {
 
 impl Tracer {
     /// The mask of filters that take a new connection, latching `next_only` ones.
-    pub fn mask_for_new(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> u64 {
+    pub fn mask_for_new(&mut self, local: SocketAddr, remote: SocketAddr) -> u64 {
         let mut mask = 0;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(slot) = slot

@@ -29,7 +29,7 @@ impl Emitted {
     fn tcp(&self) -> TcpRepr<'_> {
         let (ip, segment) = Ipv4Repr::parse(&self.packet).expect("valid IPv4");
         // The checksum may be partial: the header says so; parse unverified.
-        TcpRepr::parse_with(segment, ip.src, ip.dst, false).expect("valid TCP")
+        TcpRepr::parse_with(segment, ip.src.into(), ip.dst.into(), false).expect("valid TCP")
     }
 
     /// The wire segments the link would make of it (complete checksums).

@@ -7,7 +7,9 @@
 //! The proptest varies the seed, the loss rate (0–20 %) and the sizes; the
 //! link also reorders, duplicates and corrupts (single-bit flips, which the
 //! IPv4/TCP checksums must catch). A failing case prints its seed, and the
-//! same seed replays the same run.
+//! same seed replays the same run. The transfers run over IPv6 too
+//! (`Tuning::family`), and many connections mix both families on one
+//! dual-stack listener.
 
 mod common;
 
@@ -16,10 +18,10 @@ use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use tcpd_stack::{
-    Duration, Instant, RecvError, SendError, Shutdown, SockOption, SocketHandle, StackEvent,
-    TcpState,
+    Duration, Instant, IpFamily, RecvError, SendError, Shutdown, SockOption, SocketHandle,
+    StackEvent, TcpState,
 };
 
 const SERVER_PORT: u16 = 80;
@@ -163,6 +165,16 @@ struct Tuning {
     server_read_limit: usize,
     /// Virtual time the whole run (transfer, close and TIME-WAIT) may take.
     max_time: Duration,
+    /// The family of both sockets.
+    family: IpFamily,
+}
+
+/// B's server endpoint in `family`.
+fn server_addr(family: IpFamily) -> SocketAddr {
+    match family {
+        IpFamily::V4 => SocketAddr::from((ADDR_B, SERVER_PORT)),
+        IpFamily::V6 => SocketAddr::from((ADDR6_B, SERVER_PORT)),
+    }
 }
 
 impl Default for Tuning {
@@ -171,6 +183,7 @@ impl Default for Tuning {
             server_recv_buffer: None,
             server_read_limit: usize::MAX,
             max_time: DEFAULT_MAX_TIME,
+            family: IpFamily::V4,
         }
     }
 }
@@ -193,9 +206,9 @@ fn run_transfer_tuned(
 ) -> Outcome {
     let mut sim = Sim::new(seed, link);
     sim.limits.max_time = tuning.max_time;
-    let listener = sim.b.socket();
+    let listener = sim.b.socket_of(tuning.family);
     sim.b
-        .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+        .bind(listener, server_addr(tuning.family))
         .expect("bind");
     if let Some(size) = tuning.server_recv_buffer {
         sim.b
@@ -206,9 +219,9 @@ fn run_transfer_tuned(
     let mut a = App::new(Side::A, false, random_bytes(seed ^ 0xa, a_len));
     let mut b = App::new(Side::B, true, random_bytes(seed ^ 0xb, b_len));
     b.read_limit = tuning.server_read_limit;
-    let client = sim.a.socket();
+    let client = sim.a.socket_of(tuning.family);
     sim.a
-        .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+        .connect(sim.now, client, server_addr(tuning.family))
         .expect("connect");
     a.socket = Some(client);
     let started = sim.now;
@@ -352,6 +365,18 @@ fn clean_link_bidirectional_transfer() {
 }
 
 #[test]
+fn clean_link_ipv6_transfer() {
+    let tuning = Tuning {
+        family: IpFamily::V6,
+        ..Tuning::default()
+    };
+    let outcome = run_transfer_tuned(3, LinkConfig::perfect(), 256 * 1024, 64 * 1024, tuning);
+    let info = outcome.sim.a.stats();
+    assert_eq!(info.active_opens, 1);
+    assert_eq!(info.drops.iter().sum::<u64>(), 0, "{info:?}");
+}
+
+#[test]
 fn corruption_is_caught_by_checksums() {
     let mut link = LinkConfig::lossy(0.0);
     link.corrupt = 0.1;
@@ -396,6 +421,25 @@ proptest! {
     ) {
         let link = LinkConfig::lossy(f64::from(loss_percent) / 100.0);
         run_transfer(seed, link, a_kib * 1024, b_kib * 1024);
+    }
+
+    /// The same over IPv6 (fewer cases: the TCP machinery is shared; the
+    /// IPv6 header, pseudo-header checksum, MSS and demux are what differ).
+    #[test]
+    fn ipv6_transfers_survive_impairments(
+        seed in any::<u64>(),
+        loss_percent in prop_oneof![1 => Just(20u32), 3 => 0u32..=20],
+        a_kib in 64usize..=512,
+        b_kib in 0usize..=128,
+    ) {
+        let mut link = LinkConfig::lossy(f64::from(loss_percent) / 100.0);
+        link.reorder = 0.05;
+        link.jitter = Duration::from_millis(2);
+        let tuning = Tuning {
+            family: IpFamily::V6,
+            ..Tuning::default()
+        };
+        run_transfer_tuned(seed, link, a_kib * 1024, b_kib * 1024, tuning);
     }
 
     /// Heavy reordering and duplication (SACK, duplicate-ACK thresholds,
@@ -563,24 +607,31 @@ fn many_concurrent_connections() {
     const CLIENTS: usize = 24;
     let mut sim = Sim::new(31, LinkConfig::lossy(0.03));
     sim.limits.max_time = DEFAULT_MAX_TIME;
-    let listener = sim.b.socket();
+    // One dual-stack listener on [::]: IPv4 clients arrive IPv4-mapped
+    // (RFC 3493 §3.7), IPv6 clients as themselves.
+    let listener = sim.b.socket_of(IpFamily::V6);
     sim.b
-        .bind(listener, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+        .bind(listener, SocketAddr::from(([0u16; 8], SERVER_PORT)))
         .expect("bind");
     sim.b.listen(listener, 64).expect("listen");
-    let mut clients: Vec<(SocketAddrV4, App)> = (0..CLIENTS)
+    let mut clients: Vec<(SocketAddr, App)> = (0..CLIENTS)
         .map(|i| {
             let mut app = App::new(Side::A, false, random_bytes(i as u64, 8 * 1024 + 997 * i));
-            let socket = sim.a.socket();
+            let family = if i % 2 == 0 {
+                IpFamily::V4
+            } else {
+                IpFamily::V6
+            };
+            let socket = sim.a.socket_of(family);
             sim.a
-                .connect(sim.now, socket, SocketAddrV4::new(ADDR_B, SERVER_PORT))
+                .connect(sim.now, socket, server_addr(family))
                 .expect("connect");
             app.socket = Some(socket);
             (sim.a.local_addr(socket).expect("bound by connect"), app)
         })
         .collect();
     // Server apps send nothing back; keyed by the client's address.
-    let mut servers: Vec<(SocketAddrV4, App)> = Vec::new();
+    let mut servers: Vec<(SocketAddr, App)> = Vec::new();
     sim.run_until("every connection closed on both sides", |sim| {
         while let Ok((socket, peer)) = sim.b.accept(listener) {
             let mut app = App::new(Side::B, true, Vec::new());
@@ -600,7 +651,7 @@ fn many_concurrent_connections() {
     for (local, app) in &clients {
         let (_, server) = servers
             .iter()
-            .find(|(peer, _)| peer == local)
+            .find(|(peer, _)| peer.ip().to_canonical() == local.ip() && peer.port() == local.port())
             .expect("every client was accepted");
         assert_eq!(
             sha256(&server.received),

@@ -354,7 +354,7 @@ fn ephemeral_ports_are_unique_and_in_the_iana_range() {
         let remote = peer(80 + (i % 2));
         s.connect(T0, c, remote).expect("connect");
         let local = s.local_addr(c).expect("bound");
-        assert_eq!(*local.ip(), ADDR_B);
+        assert_eq!(local.ip(), ADDR_B);
         assert!((49152..=65535).contains(&local.port()), "{local}");
         assert!(
             seen.insert((local, remote)),
@@ -429,7 +429,7 @@ fn bind_follows_linux_reuseaddr_rules() {
     assert_eq!(s.bind(c, any(8080)), Err(BindError::AddrInUse));
     s.close(T0, a).expect("close");
     s.listen(b, 8).expect("listener after the first is gone");
-    assert_eq!(s.local_addr(b), Ok(ours(8080)));
+    assert_eq!(s.local_addr(b), Ok(ours(8080).into()));
     // Handles are never reused and closed ones are EBADF.
     assert_eq!(s.close(T0, a), Err(tcpd_stack::SocketError::BadHandle));
     let d = s.socket();
@@ -476,7 +476,7 @@ fn time_wait_blocks_rebind_without_reuseaddr() {
     });
     let info = sim.b.sockets();
     assert_eq!(info.len(), 1, "{info:?}");
-    assert_eq!((info[0].handle, info[0].local), (None, ours(9000)));
+    assert_eq!((info[0].handle, info[0].local), (None, ours(9000).into()));
 
     let plain = sim.b.socket();
     assert_eq!(sim.b.bind(plain, any(9000)), Err(BindError::AddrInUse));
@@ -522,7 +522,7 @@ fn backlog_overflow_drops_syns_and_counts_them() {
     assert_eq!(s.stats().passive_opens, 2);
     // One is accepted: room for the retried SYN.
     let (h, from) = s.accept(l).expect("accept");
-    assert_eq!(from, peer(1001));
+    assert_eq!(from, peer(1001).into());
     assert_eq!(s.socket_info(h).expect("info").state, TcpState::Established);
     open_half(&mut s, T0, 1003, 80);
     assert_eq!(s.stats().drops(DropReason::ListenOverflow), 1);
@@ -1099,7 +1099,7 @@ fn socket_info_reports_connection_counters() {
         .find(|i| i.handle == Some(c))
         .expect("client listed");
     assert_eq!(client.state, TcpState::Established);
-    assert_eq!(client.remote, SocketAddrV4::new(ADDR_B, 80));
+    assert_eq!(client.remote, SocketAddrV4::new(ADDR_B, 80).into());
     assert_eq!((client.bytes_sent, client.bytes_received), (10_000, 0));
     assert_eq!((client.send_queue, client.recv_queue), (0, 0));
     assert_eq!(client.retransmits, 0);

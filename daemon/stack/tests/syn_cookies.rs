@@ -108,7 +108,7 @@ fn cookie_connection_carries_data_with_the_clients_mss_and_window_scale() {
     assert_eq!(sim.b.stats().syncookies_failed, 0);
     assert_eq!(half_open(&sim.b), 8, "the cookie connection kept no embryo");
     let (h, from) = sim.b.accept(l).expect("accept");
-    assert_eq!(*from.ip(), ADDR_A);
+    assert_eq!(from.ip(), ADDR_A);
 
     // Data both ways, more than one unscaled window (64 KiB) so scaling matters.
     let up = payload(300_000, 1);
@@ -381,7 +381,7 @@ fn cookie_ack_respects_the_accept_queue() {
     s.accept(l).expect("accept the third");
     s.handle_packet(T0 + Duration::from_millis(300), &ack_for(&synack, None));
     let (_, from) = s.accept(l).expect("the retried ACK opened it");
-    assert_eq!(from, peer(5555));
+    assert_eq!(from, peer(5555).into());
 }
 
 /// The SYN queue's embryos retransmit their SYN,ACK 5 times (1, 2, 4, 8,

@@ -1,37 +1,51 @@
-//! Input demultiplexing: where an arriving TCP segment or ICMP message goes.
+//! Input demultiplexing: where an arriving TCP segment, ICMP or ICMPv6
+//! message goes.
 //!
-//! TCP (after [`Stack::handle_packet`] has validated the IPv4 header): the
+//! TCP (after [`Stack::handle_packet`] has validated the IP header): the
 //! 4-tuple map first, then the listener on the destination port, else the
 //! CLOSED-state reply of RFC 9293 §3.10.7.1. Listeners follow RFC 9293
-//! §3.10.7.2 and create children in SYN-RECEIVED within their backlog. ICMP:
-//! echo requests are answered, destination-unreachable messages reach the
-//! connection they quote (RFC 792, RFC 1122 §4.2.3.9, RFC 5927 §4.1).
+//! §3.10.7.2 and create children in SYN-RECEIVED within their backlog. ICMP
+//! and ICMPv6: echo requests are answered, destination-unreachable and
+//! Packet Too Big messages reach the connection they quote (RFC 792, RFC
+//! 1122 §4.2.3.9, RFC 4443 §3.1/§3.2, RFC 8201, RFC 5927 §4.1). ICMPv6
+//! errors the stack sends (Parameter Problem) obey RFC 4443 §2.4(e)/(f).
 
-use super::control::ControlPacket;
+use super::control::{ControlPacket, Icmpv6Message};
 use super::{
     ConnId, DropReason, FourTuple, Listener, QueuedEvent, STATE_EVENT_LIMIT, SocketEntry,
     SocketKind, Stack, drop_reason, syncookie,
 };
 use crate::config::SynCookieMode;
 use crate::seq::SeqNum;
+use crate::socket::IpFamily;
 use crate::socket::{SocketHandle, StackEvent};
 use crate::tcp::TcpState;
 use crate::tcp::connection::Connection;
 use crate::time::Instant;
 use crate::trace::{Direction, DropCause, Note, SegmentHeader, TraceEvent};
-use crate::wire::ipv4::HEADER_LEN as IPV4_HEADER_LEN;
+use crate::wire::icmpv6::{self, Icmpv6Repr, QuotedHeader as QuotedHeaderV6};
+use crate::wire::ipv6::{Ipv6Packet, ParameterProblem};
 use crate::wire::{Icmpv4Repr, IpProtocol, TcpRepr, WireError};
 use crate::wire::{TcpFlags, TcpOptions};
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 impl Stack {
-    /// `verify`: check the TCP checksum (false only where the link promised it).
-    pub(super) fn handle_tcp(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8], verify: bool) {
-        let segment = match TcpRepr::parse_with(payload, src, self.config.address, verify) {
+    /// A TCP segment from `src` to `dst` (one of our addresses, same
+    /// family). `verify`: check the TCP checksum (false only where the link
+    /// promised it).
+    pub(super) fn handle_tcp(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        payload: &[u8],
+        verify: bool,
+    ) {
+        let segment = match TcpRepr::parse_with(payload, src, dst, verify) {
             Ok(segment) => segment,
             Err(e) => {
                 if e == WireError::Checksum && self.tracer.active != 0 {
-                    self.trace_bad_checksum(src, payload);
+                    self.trace_bad_checksum(src, dst, payload);
                 }
                 return self.stats.drop_packet(drop_reason(e));
             }
@@ -45,11 +59,11 @@ impl Stack {
             return self.stats.drop_packet(DropReason::Malformed);
         }
         let key = FourTuple {
-            local: SocketAddrV4::new(self.config.address, segment.dst_port),
-            remote: SocketAddrV4::new(src, segment.src_port),
+            local: SocketAddr::new(dst, segment.dst_port),
+            remote: SocketAddr::new(src, segment.src_port),
         };
         if let Some(&id) = self.by_tuple.get(&key) {
-            if !self.time_wait_yields_to(id, &segment) {
+            if !self.time_wait_yields_to(id, key, &segment) {
                 if let Some(entry) = self.conns.get(&id)
                     && entry.trace_mask != 0
                 {
@@ -69,7 +83,7 @@ impl Stack {
             }
             self.retire_time_wait(id);
         }
-        if let Some(&listener) = self.listeners.get(&segment.dst_port) {
+        if let Some(listener) = self.listener_for(key.local) {
             self.handle_listen_segment(now, listener, key, &segment);
         } else {
             self.reset_closed(key, &segment);
@@ -81,12 +95,11 @@ impl Stack {
     /// wants it (RFC 9293 §3.10.7.4 TIME-WAIT, RFC 1122 §4.2.2.13, RFC 6191:
     /// the connection judges the SYN's sequence number or timestamp). A
     /// TIME-WAIT connection whose user still holds the handle is not retired.
-    fn time_wait_yields_to(&self, id: ConnId, syn: &TcpRepr<'_>) -> bool {
+    fn time_wait_yields_to(&self, id: ConnId, key: FourTuple, syn: &TcpRepr<'_>) -> bool {
         // Only if the listener will take the SYN: otherwise the TIME-WAIT
         // connection keeps protecting the 4-tuple and the peer retries.
-        self.listeners
-            .get(&syn.dst_port)
-            .is_some_and(|&listener| self.listener_has_room(listener))
+        self.listener_for(key.local)
+            .is_some_and(|listener| self.listener_has_room(listener))
             && self.conns.get(&id).is_some_and(|entry| {
                 entry.handle.is_none() && entry.conn.time_wait_accepts_syn(syn)
             })
@@ -198,7 +211,13 @@ impl Stack {
         key: FourTuple,
         first: &TcpRepr<'_>,
     ) {
-        let id = self.insert_connection(conn, key, None, Some(listener), true);
+        // An IPv6 listener's IPv4 child is seen through IPv4-mapped addresses.
+        let mapped = key.remote.is_ipv4()
+            && self
+                .sockets
+                .get(&listener)
+                .is_some_and(|entry| entry.family == IpFamily::V6);
+        let id = self.insert_connection(conn, key, None, Some(listener), true, mapped);
         if let Some(entry) = self.conns.get(&id)
             && entry.trace_mask != 0
         {
@@ -233,7 +252,10 @@ impl Stack {
         if let SocketKind::Listening(listen) = &mut entry.kind {
             listen.cookie_sent_at = Some(now);
         }
-        let peer_mss = syn.options.mss.unwrap_or(syncookie::MSS_TABLE[0]);
+        let peer_mss = syn
+            .options
+            .mss
+            .unwrap_or(syncookie::mss_table(&key.local)[0]);
         let (iss, mss) = self
             .syncookies
             .cookie(key.local, key.remote, syn.seq, peer_mss, now);
@@ -255,14 +277,15 @@ impl Stack {
             remembered.options.sack_permitted = false;
         }
         let mut probe = Connection::accept_syn(params, &remembered, now);
-        let mut segment = vec![0; usize::from(self.config.mtu) - IPV4_HEADER_LEN];
+        let mut segment = vec![0; usize::from(self.config.mtu) - key.ip_header_len()];
         let Some(len) = probe.poll_transmit(now, &mut segment) else {
             return;
         };
         segment.truncate(len);
         let queued = self.control.push(ControlPacket::SynAck {
-            local: *key.local.ip(),
-            remote: *key.remote.ip(),
+            local: key.local.ip(),
+            remote: key.remote.ip(),
+            flow_label: self.isn.flow_label(key.local, key.remote),
             segment,
         });
         if queued {
@@ -346,7 +369,7 @@ impl Stack {
         let mut params = self.connection_params(key, options, now);
         params.iss = cookie;
         let mut conn = Connection::accept_syn(params, &syn, now);
-        let mut sent = vec![0; usize::from(self.config.mtu) - IPV4_HEADER_LEN];
+        let mut sent = vec![0; usize::from(self.config.mtu) - key.ip_header_len()];
         let _ = conn.poll_transmit(now, &mut sent);
         conn.handle_segment(now, ack);
         if !conn.state().is_synchronized() {
@@ -375,16 +398,13 @@ impl Stack {
 
     /// A segment of a traced connection failed its checksum: the trace says
     /// so (the ports are read without trusting the rest of the header).
-    fn trace_bad_checksum(&mut self, src: Ipv4Addr, payload: &[u8]) {
+    fn trace_bad_checksum(&mut self, src: IpAddr, dst: IpAddr, payload: &[u8]) {
         let (Some(src_port), Some(dst_port)) = (payload.get(0..2), payload.get(2..4)) else {
             return;
         };
         let key = FourTuple {
-            local: SocketAddrV4::new(
-                self.config.address,
-                u16::from_be_bytes([dst_port[0], dst_port[1]]),
-            ),
-            remote: SocketAddrV4::new(src, u16::from_be_bytes([src_port[0], src_port[1]])),
+            local: SocketAddr::new(dst, u16::from_be_bytes([dst_port[0], dst_port[1]])),
+            remote: SocketAddr::new(src, u16::from_be_bytes([src_port[0], src_port[1]])),
         };
         let mask = self.trace_mask(key.local, key.remote);
         if mask != 0 {
@@ -417,6 +437,7 @@ impl Stack {
             remote: key.remote,
             seq,
             ack,
+            flow_label: self.isn.flow_label(key.local, key.remote),
         });
     }
 
@@ -459,8 +480,8 @@ impl Stack {
                     return;
                 }
                 let key = FourTuple {
-                    local: SocketAddrV4::new(quoted.src, quoted.src_port),
-                    remote: SocketAddrV4::new(quoted.dst, quoted.dst_port),
+                    local: SocketAddr::from((quoted.src, quoted.src_port)),
+                    remote: SocketAddr::from((quoted.dst, quoted.dst_port)),
                 };
                 if let Some(&id) = self.by_tuple.get(&key) {
                     if let Some(entry) = self.conns.get_mut(&id) {
@@ -476,6 +497,123 @@ impl Stack {
             }
             Icmpv4Repr::EchoReply { .. } => self.stats.drop_packet(DropReason::Unsupported),
         }
+    }
+
+    /// An ICMPv6 message from `src` to `dst` (one of our addresses).
+    pub(super) fn handle_icmpv6(
+        &mut self,
+        now: Instant,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        payload: &[u8],
+    ) {
+        let message = match Icmpv6Repr::parse(src, dst, payload) {
+            Ok(message) => message,
+            Err(e) => return self.stats.drop_packet(drop_reason(e)),
+        };
+        match message {
+            // RFC 4443 §4.2: every node answers echo requests, from the
+            // address the request was sent to, with its identifier,
+            // sequence number and data.
+            Icmpv6Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            } => {
+                let reply = ControlPacket::Icmpv6 {
+                    local: dst,
+                    remote: src,
+                    message: Icmpv6Message::EchoReply { ident, seq_no },
+                    body: data.to_vec(),
+                };
+                // tcpd does not fragment: a reply that would exceed the MTU
+                // (the request came in over-sized) is not sent.
+                if reply.wire_len() > usize::from(self.config.mtu) {
+                    return self.stats.drop_packet(DropReason::Unsupported);
+                }
+                self.control.push(reply);
+            }
+            Icmpv6Repr::PacketTooBig { mtu, invoking } => {
+                self.stats.icmp_packet_too_big_received += 1;
+                if let Some(id) = self.quoted_connection(invoking) {
+                    let quoted = QuotedHeaderV6::parse(invoking).map(|q| SeqNum(q.seq));
+                    if let (Some(entry), Ok(seq)) = (self.conns.get_mut(&id), quoted) {
+                        entry.conn.handle_packet_too_big(now, mtu, seq);
+                    }
+                    self.after_conn_call(id, true);
+                }
+            }
+            Icmpv6Repr::DestinationUnreachable { invoking, .. } => {
+                self.stats.icmp_unreachable_received += 1;
+                if let Some(id) = self.quoted_connection(invoking) {
+                    let quoted = QuotedHeaderV6::parse(invoking).map(|q| SeqNum(q.seq));
+                    if let (Some(entry), Ok(seq)) = (self.conns.get_mut(&id), quoted) {
+                        entry.conn.handle_unreachable(now, seq);
+                    }
+                    self.after_conn_call(id, true);
+                }
+            }
+            // Time Exceeded and Parameter Problem are soft errors TCP may
+            // ignore (RFC 5461 §4, RFC 1122 §4.2.3.9); an echo reply answers
+            // nothing we sent.
+            Icmpv6Repr::TimeExceeded { .. } | Icmpv6Repr::ParameterProblem { .. } => {}
+            Icmpv6Repr::EchoReply { .. } => self.stats.drop_packet(DropReason::Unsupported),
+        }
+    }
+
+    /// The connection whose segment an ICMPv6 error quotes: the quoted
+    /// packet is TCP sent from one of our addresses (RFC 5927 §4.1; the
+    /// connection then checks the quoted sequence number).
+    fn quoted_connection(&self, invoking: &[u8]) -> Option<ConnId> {
+        let quoted = QuotedHeaderV6::parse(invoking).ok()?;
+        if quoted.protocol != IpProtocol::Tcp || !self.is_local_v6(quoted.src) {
+            return None;
+        }
+        let key = FourTuple {
+            local: SocketAddr::from((quoted.src, quoted.src_port)),
+            remote: SocketAddr::from((quoted.dst, quoted.dst_port)),
+        };
+        self.by_tuple.get(&key).copied()
+    }
+
+    /// Answers the IPv6 `packet` with a Parameter Problem (RFC 4443 §3.4),
+    /// if it was addressed to us and RFC 4443 §2.4(e) and the rate limit
+    /// (§2.4(f)) allow an error about it.
+    pub(super) fn send_parameter_problem(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        problem: ParameterProblem,
+    ) {
+        let Ok(view) = Ipv6Packet::new_checked(packet) else {
+            return;
+        };
+        let (src, dst) = (view.src(), view.dst());
+        // Only packets for us: a stray packet for someone else (dropped as
+        // not ours) gets no answer either.
+        if !self.is_local_v6(dst) || !self.is_remote_unicast(IpAddr::V6(src)) {
+            return;
+        }
+        // RFC 4443 §2.4(e): never about an ICMPv6 error; the option
+        // exception for multicast does not arise (we answer unicast only).
+        let is_icmp_error = view.next_header() == u8::from(IpProtocol::Icmpv6)
+            && view.payload().first().is_some_and(|kind| *kind < 128);
+        if !icmpv6::error_permitted(src, dst, is_icmp_error, false) {
+            return;
+        }
+        if !self.icmp_limit.allow(now) {
+            self.stats.icmp_errors_ratelimited += 1;
+            return;
+        }
+        self.control.push(ControlPacket::Icmpv6 {
+            local: dst,
+            remote: src,
+            message: Icmpv6Message::ParameterProblem {
+                code: problem.code,
+                pointer: problem.pointer,
+            },
+            body: packet[..packet.len().min(icmpv6::MAX_QUOTE_LEN)].to_vec(),
+        });
     }
 }
 

@@ -76,6 +76,7 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         SockOption::Cork(v) => options.cork = v,
         SockOption::NotSentLowat(n) => options.notsent_lowat = n,
         SockOption::RecvLowat(n) => options.recv_lowat = n,
+        SockOption::V6Only(v) => options.v6only = v,
         // Quick-ACK mode belongs to a connection; before one exists there
         // is nothing to do (Linux ignores it likewise).
         SockOption::QuickAck(_) => {}
@@ -103,6 +104,7 @@ pub(crate) fn read(options: &SocketOptions, name: OptionName) -> Option<SockOpti
         OptionName::Cork => SockOption::Cork(options.cork),
         OptionName::NotSentLowat => SockOption::NotSentLowat(options.notsent_lowat),
         OptionName::RecvLowat => SockOption::RecvLowat(options.recv_lowat),
+        OptionName::V6Only => SockOption::V6Only(options.v6only),
         // Off until a connection is in quick-ACK mode.
         OptionName::QuickAck => SockOption::QuickAck(false),
         OptionName::Error | OptionName::MaxSegment => return None,

@@ -25,12 +25,24 @@
 use crate::seq::SeqNum;
 use crate::time::{Duration, Instant};
 use core::hash::Hasher;
-use core::net::SocketAddrV4;
+use core::net::{IpAddr, SocketAddr};
 use siphasher::sip::SipHasher24;
 
 /// The MSS values a cookie can carry (Linux's IPv4 `msstab`): the client's
 /// MSS is rounded down to one of them; 536 is IPv4's default (RFC 9293 §3.7.1).
 pub(crate) const MSS_TABLE: [u16; 4] = [536, 1300, 1440, 1460];
+/// The IPv6 table (Linux's `msstab` of syncookies for IPv6): MTUs 1280
+/// (IPv6's minimum, RFC 8200 §5), 1480, 1500 and 9000, less 60 bytes of
+/// headers; 1220 is IPv6's default MSS (RFC 9293 §3.7.1).
+pub(crate) const MSS_TABLE_V6: [u16; 4] = [1220, 1420, 1440, 8940];
+
+/// The MSS table of the family of `local`.
+pub(crate) fn mss_table(local: &SocketAddr) -> &'static [u16; 4] {
+    match local {
+        SocketAddr::V4(_) => &MSS_TABLE,
+        SocketAddr::V6(_) => &MSS_TABLE_V6,
+    }
+}
 /// Bits of the cookie holding the hash and MSS index; the counter takes the rest.
 const HASH_BITS: u32 = 24;
 const HASH_MASK: u32 = (1 << HASH_BITS) - 1;
@@ -65,20 +77,21 @@ impl SynCookies {
     /// `local` advertising `mss`, and the MSS the cookie records.
     pub(crate) fn cookie(
         &self,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         client_isn: SeqNum,
         mss: u16,
         now: Instant,
     ) -> (SeqNum, u16) {
-        let index = mss_index(mss);
+        let table = mss_table(&local);
+        let index = mss_index(table, mss);
         let count = period(now);
         let value = self
             .hash(0, local, remote, 0)
             .wrapping_add(client_isn.0)
             .wrapping_add(count << HASH_BITS)
             .wrapping_add(self.hash(1, local, remote, count).wrapping_add(index) & HASH_MASK);
-        (SeqNum(value), MSS_TABLE[index as usize])
+        (SeqNum(value), table[index as usize])
     }
 
     /// The MSS recorded in `cookie` (our ISS, i.e. `SEG.ACK - 1`) for a
@@ -86,8 +99,8 @@ impl SynCookies {
     /// `None` if the cookie is forged, for another 4-tuple, or expired.
     pub(crate) fn check(
         &self,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         client_isn: SeqNum,
         cookie: SeqNum,
         now: Instant,
@@ -103,18 +116,21 @@ impl SynCookies {
         }
         let made = count.wrapping_sub(age);
         let index = rest.wrapping_sub(self.hash(1, local, remote, made)) & HASH_MASK;
-        MSS_TABLE.get(index as usize).copied()
+        mss_table(&local).get(index as usize).copied()
     }
 
     /// Keyed hash `n` of the 4-tuple and `count` (SipHash-2-4 with a domain tag).
-    fn hash(&self, n: u8, local: SocketAddrV4, remote: SocketAddrV4, count: u32) -> u32 {
+    fn hash(&self, n: u8, local: SocketAddr, remote: SocketAddr, count: u32) -> u32 {
         let mut hasher = SipHasher24::new_with_key(&self.key);
         hasher.write(b"tcpd-syncookie");
         hasher.write_u8(n);
-        hasher.write(&local.ip().octets());
-        hasher.write(&local.port().to_be_bytes());
-        hasher.write(&remote.ip().octets());
-        hasher.write(&remote.port().to_be_bytes());
+        for endpoint in [local, remote] {
+            match endpoint.ip() {
+                IpAddr::V4(ip) => hasher.write(&ip.octets()),
+                IpAddr::V6(ip) => hasher.write(&ip.octets()),
+            }
+            hasher.write(&endpoint.port().to_be_bytes());
+        }
         hasher.write(&count.to_be_bytes());
         hasher.finish() as u32
     }
@@ -126,9 +142,10 @@ fn period(now: Instant) -> u32 {
 }
 
 /// Index of the largest table MSS not above `mss` (index 0 if `mss` is
-/// below every entry: as Linux, such a client is sent 536-byte segments).
-fn mss_index(mss: u16) -> u32 {
-    MSS_TABLE
+/// below every entry: as Linux, such a client is sent 536-byte segments,
+/// 1220 over IPv6).
+fn mss_index(table: &[u16; 4], mss: u16) -> u32 {
+    table
         .iter()
         .rposition(|&m| m <= mss)
         .map_or(0, |i| i as u32)
@@ -167,10 +184,10 @@ mod tests {
     use super::*;
     use core::net::Ipv4Addr;
 
-    fn ends() -> (SocketAddrV4, SocketAddrV4) {
+    fn ends() -> (SocketAddr, SocketAddr) {
         (
-            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80),
-            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000),
+            SocketAddr::from((Ipv4Addr::new(10, 0, 0, 2), 80)),
+            SocketAddr::from((Ipv4Addr::new(10, 0, 0, 1), 40000)),
         )
     }
 
@@ -190,6 +207,22 @@ mod tests {
             assert_eq!(mss, expected);
             assert_eq!(
                 cookies.check(local, remote, SeqNum(12345), iss, now),
+                Some(expected)
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_cookies_use_the_ipv6_mss_table() {
+        let cookies = SynCookies::new([7; 16]);
+        let local = SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 2], 80));
+        let remote = SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 1], 40000));
+        let now = Instant::from_millis(1_000_000);
+        for (asked, expected) in [(1440, 1440), (1430, 1420), (9000, 8940), (100, 1220)] {
+            let (iss, mss) = cookies.cookie(local, remote, SeqNum(7), asked, now);
+            assert_eq!(mss, expected);
+            assert_eq!(
+                cookies.check(local, remote, SeqNum(7), iss, now),
                 Some(expected)
             );
         }
@@ -237,7 +270,7 @@ mod tests {
         let (local, remote) = ends();
         let now = Instant::from_millis(5_000_000);
         let (iss, _) = cookies.cookie(local, remote, SeqNum(99), 1460, now);
-        let other = SocketAddrV4::new(*remote.ip(), remote.port() + 1);
+        let other = SocketAddr::new(remote.ip(), remote.port() + 1);
         assert_eq!(cookies.check(local, other, SeqNum(99), iss, now), None);
         assert_eq!(
             cookies.check(local, remote, SeqNum(99 + 100_000), iss, now),

@@ -15,7 +15,7 @@
 use crate::seq::SeqNum;
 use crate::time::Instant;
 use core::hash::Hasher;
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, SocketAddr};
 use siphasher::sip::SipHasher24;
 
 /// The ISN clock ticks every 4 µs (RFC 6528 §3, after RFC 793's ISN generator),
@@ -34,7 +34,7 @@ impl IsnGenerator {
     }
 
     /// The ISN for a connection between `local` and `remote` at `now`.
-    pub fn isn(&self, local: SocketAddrV4, remote: SocketAddrV4, now: Instant) -> SeqNum {
+    pub fn isn(&self, local: SocketAddr, remote: SocketAddr, now: Instant) -> SeqNum {
         // The timer M; truncating to 32 bits is the wrap of sequence space.
         let clock = (now.total_micros() / CLOCK_TICK_MICROS) as u32;
         SeqNum(clock.wrapping_add(self.offset(local, remote)))
@@ -50,49 +50,89 @@ impl IsnGenerator {
     /// made half of such SYNs look older (RFC 7323 §5.3), so the peer
     /// answered with the old connection's ACK and tcpd lost a second to RST
     /// and SYN retransmission.
-    pub fn ts_offset(&self, local: Ipv4Addr, remote: Ipv4Addr) -> u32 {
+    pub fn ts_offset(&self, local: IpAddr, remote: IpAddr) -> u32 {
         let mut hasher = SipHasher24::new_with_key(&self.key);
         hasher.write(b"tcpd-ts-offset");
-        hasher.write(&local.octets());
-        hasher.write(&remote.octets());
+        write_ip(&mut hasher, local);
+        write_ip(&mut hasher, remote);
         hasher.finish() as u32
+    }
+
+    /// The IPv6 flow label of the connection between `local` and `remote`:
+    /// a keyed hash of the 4-tuple, 20 bits, never zero (RFC 6437 §3: the
+    /// same for every packet of a flow, uniformly distributed, not
+    /// predictable from the outside; zero would mean "no label").
+    pub fn flow_label(&self, local: SocketAddr, remote: SocketAddr) -> u32 {
+        let mut hasher = SipHasher24::new_with_key(&self.key);
+        hasher.write(b"tcpd-flow-label");
+        write_endpoint(&mut hasher, local);
+        write_endpoint(&mut hasher, remote);
+        let label = hasher.finish() as u32 & crate::wire::ipv6::MAX_FLOW_LABEL;
+        label.max(1)
     }
 
     /// F(local IP, remote IP, remote port, secret) of RFC 6056 §3.3.3
     /// (Algorithm 3): where the search for an ephemeral port towards
     /// `remote` starts, before the global counter is added.
-    pub fn port_offset(&self, local: Ipv4Addr, remote: SocketAddrV4) -> u32 {
+    pub fn port_offset(&self, local: IpAddr, remote: SocketAddr) -> u32 {
         let mut hasher = SipHasher24::new_with_key(&self.key);
         hasher.write(b"tcpd-port-offset");
-        hasher.write(&local.octets());
-        hasher.write(&remote.ip().octets());
-        hasher.write(&remote.port().to_be_bytes());
+        write_ip(&mut hasher, local);
+        write_endpoint(&mut hasher, remote);
         hasher.finish() as u32
     }
 
     /// F(localip, localport, remoteip, remoteport, secretkey) (RFC 6528 §3),
-    /// the low 32 bits of SipHash-2-4 over the 12 bytes of the 4-tuple.
-    fn offset(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
-        let mut tuple = [0u8; 12];
-        tuple[0..4].copy_from_slice(&local.ip().octets());
-        tuple[4..6].copy_from_slice(&local.port().to_be_bytes());
-        tuple[6..10].copy_from_slice(&remote.ip().octets());
-        tuple[10..12].copy_from_slice(&remote.port().to_be_bytes());
+    /// the low 32 bits of SipHash-2-4 over the 4-tuple's bytes (12 for
+    /// IPv4, 36 for IPv6).
+    fn offset(&self, local: SocketAddr, remote: SocketAddr) -> u32 {
         let mut hasher = SipHasher24::new_with_key(&self.key);
-        hasher.write(&tuple);
+        write_endpoint(&mut hasher, local);
+        write_endpoint(&mut hasher, remote);
         hasher.finish() as u32
     }
+}
+
+/// Feeds an address's octets (4 or 16) to a hash.
+fn write_ip(hasher: &mut SipHasher24, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => hasher.write(&ip.octets()),
+        IpAddr::V6(ip) => hasher.write(&ip.octets()),
+    }
+}
+
+/// Feeds an endpoint's address then its port (big-endian) to a hash.
+fn write_endpoint(hasher: &mut SipHasher24, endpoint: SocketAddr) {
+    write_ip(hasher, endpoint.ip());
+    hasher.write(&endpoint.port().to_be_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::net::Ipv4Addr;
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     const KEY: [u8; 16] = *b"tcpd isn test ky";
 
-    fn addr(a: u8, port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, a), port)
+    fn addr(a: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(10, 0, 0, a), port))
+    }
+
+    fn addr6(a: u16, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, a), port))
+    }
+
+    #[test]
+    fn ipv6_tuples_have_their_own_isns_and_flow_labels() {
+        let generator = IsnGenerator::new(KEY);
+        let now = Instant::from_millis(42);
+        let v6 = generator.isn(addr6(1, 80), addr6(2, 40000), now);
+        assert_ne!(v6, generator.isn(addr6(1, 80), addr6(2, 40001), now));
+        assert_ne!(v6, generator.isn(addr(1, 80), addr(2, 40000), now));
+        let label = generator.flow_label(addr6(1, 80), addr6(2, 40000));
+        assert!((1..=crate::wire::ipv6::MAX_FLOW_LABEL).contains(&label));
+        assert_eq!(label, generator.flow_label(addr6(1, 80), addr6(2, 40000)));
+        assert_ne!(label, generator.flow_label(addr6(1, 80), addr6(2, 40001)));
     }
 
     #[test]
@@ -159,12 +199,12 @@ mod tests {
     fn timestamp_offset_depends_on_the_host_pair_only() {
         let generator = IsnGenerator::new(KEY);
         let (a, b, c) = (addr(1, 0), addr(2, 0), addr(3, 0));
-        let ab = generator.ts_offset(*a.ip(), *b.ip());
+        let ab = generator.ts_offset(a.ip(), b.ip());
         // The same pair gives the same offset whatever the ports or time.
-        assert_eq!(generator.ts_offset(*a.ip(), *b.ip()), ab);
-        assert_ne!(generator.ts_offset(*a.ip(), *c.ip()), ab);
+        assert_eq!(generator.ts_offset(a.ip(), b.ip()), ab);
+        assert_ne!(generator.ts_offset(a.ip(), c.ip()), ab);
         assert_ne!(
-            IsnGenerator::new(*b"another test key").ts_offset(*a.ip(), *b.ip()),
+            IsnGenerator::new(*b"another test key").ts_offset(a.ip(), b.ip()),
             ab
         );
         // Domain separation: not the ISN hash of a zero-port tuple.
@@ -174,7 +214,7 @@ mod tests {
     #[test]
     fn port_offset_depends_on_the_destination() {
         let generator = IsnGenerator::new(KEY);
-        let local = *addr(1, 0).ip();
+        let local = addr(1, 0).ip();
         let to_80 = generator.port_offset(local, addr(2, 80));
         assert_eq!(generator.port_offset(local, addr(2, 80)), to_80);
         assert_ne!(generator.port_offset(local, addr(2, 81)), to_80);

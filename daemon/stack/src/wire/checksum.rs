@@ -8,7 +8,7 @@
 //! word size as long as carries are folded back in (RFC 1071 §2, "parallel
 //! summation"), which halves the loop count of the hot path.
 
-use core::net::{Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Folds carries of a wide one's-complement accumulator into 16 bits.
 fn fold(mut acc: u64) -> u32 {
@@ -60,6 +60,24 @@ pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u
     acc += u64::from(length >> 16) + u64::from(length & 0xffff);
     acc += u64::from(next_header);
     fold(acc)
+}
+
+/// The pseudo-header sum for `src` → `dst` of either family: IPv4's (RFC
+/// 9293 §3.1) or IPv6's (RFC 8200 §8.1). A packet never mixes families; if a
+/// caller passes mixed ones the IPv4 address is taken in its IPv4-mapped
+/// form (RFC 4291 §2.5.5.2), so the sum is defined but matches no real packet.
+pub fn pseudo_header_ip(src: IpAddr, dst: IpAddr, protocol: u8, length: u32) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => pseudo_header(src, dst, protocol, length),
+        (src, dst) => pseudo_header_v6(v6(src), v6(dst), protocol, length),
+    }
+}
+
+fn v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        IpAddr::V6(ip) => ip,
+    }
 }
 
 /// Whether a partial sum taken over data that includes its own checksum

@@ -56,3 +56,38 @@ mod tests {
         assert_eq!(IpProtocol::from(17), IpProtocol::Other(17));
     }
 }
+
+/// The parts of an IPv4 or IPv6 packet an observer needs (told apart by the
+/// version field): its ends, its upper-layer protocol and that protocol's
+/// bytes (after any IPv6 extension headers, link padding excluded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpPacketParts<'a> {
+    pub src: core::net::IpAddr,
+    pub dst: core::net::IpAddr,
+    pub protocol: IpProtocol,
+    pub payload: &'a [u8],
+}
+
+impl<'a> IpPacketParts<'a> {
+    /// Parses through [`crate::wire::Ipv4Repr::parse`] (header checksum
+    /// verified) or [`crate::wire::Ipv6Repr::parse`] (extension headers
+    /// walked); malformed packets are an error, never a panic.
+    pub fn parse(packet: &'a [u8]) -> Result<IpPacketParts<'a>, crate::wire::WireError> {
+        if packet.first().is_some_and(|byte| byte >> 4 == 6) {
+            let parsed = crate::wire::Ipv6Repr::parse(packet).map_err(|drop| drop.reason)?;
+            return Ok(IpPacketParts {
+                src: parsed.repr.src.into(),
+                dst: parsed.repr.dst.into(),
+                protocol: parsed.repr.next_header,
+                payload: parsed.payload,
+            });
+        }
+        let (ip, payload) = crate::wire::Ipv4Repr::parse(packet)?;
+        Ok(IpPacketParts {
+            src: ip.src.into(),
+            dst: ip.dst.into(),
+            protocol: ip.protocol,
+            payload,
+        })
+    }
+}

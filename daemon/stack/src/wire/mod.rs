@@ -17,7 +17,7 @@ pub mod virtio;
 
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, QuotedHeader};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr};
-pub use ip::IpProtocol;
+pub use ip::{IpPacketParts, IpProtocol};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Drop, Ipv6Packet, Ipv6Parsed, Ipv6Repr};
 pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpSegment, TxChecksum};

@@ -14,7 +14,7 @@
 use crate::seq::SeqNum;
 use crate::wire::WireError;
 use crate::wire::checksum;
-use core::net::Ipv4Addr;
+use core::net::IpAddr;
 
 /// The fixed TCP header length, without options (RFC 9293 §3.1).
 pub const HEADER_LEN: usize = 20;
@@ -435,15 +435,16 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         &self.bytes()[self.header_len()..]
     }
 
-    /// Whether the checksum over the pseudo-header, header and payload verifies (RFC 9293 §3.1).
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    /// Whether the checksum over the pseudo-header, header and payload
+    /// verifies (RFC 9293 §3.1; over IPv6 the pseudo-header of RFC 8200 §8.1).
+    pub fn verify_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
         let bytes = self.bytes();
-        // An IPv4 payload never exceeds 65535 bytes; a longer buffer cannot verify.
+        // An IP payload never exceeds 65535 bytes; a longer buffer cannot verify.
         let Ok(length) = u32::try_from(bytes.len()) else {
             return false;
         };
         checksum::verifies(
-            checksum::pseudo_header(src, dst, PROTOCOL_TCP, length) + checksum::sum(bytes),
+            checksum::pseudo_header_ip(src, dst, PROTOCOL_TCP, length) + checksum::sum(bytes),
         )
     }
 }
@@ -466,13 +467,13 @@ pub struct TcpRepr<'a> {
 
 impl<'a> TcpRepr<'a> {
     /// Parses `segment` sent from `src` to `dst`, verifying the checksum over
-    /// the IPv4 pseudo-header (RFC 9293 §3.1).
+    /// the pseudo-header of their family (RFC 9293 §3.1, RFC 8200 §8.1).
     pub fn parse(
         segment: &'a [u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
     ) -> Result<TcpRepr<'a>, WireError> {
-        Self::parse_with(segment, src, dst, true)
+        Self::parse_with(segment, src.into(), dst.into(), true)
     }
 
     /// [`TcpRepr::parse`], verifying the checksum only if `verify`: false
@@ -480,8 +481,8 @@ impl<'a> TcpRepr<'a> {
     /// `DATA_VALID`, or `NEEDS_CSUM` on bytes that never left the host).
     pub fn parse_with(
         segment: &'a [u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         verify: bool,
     ) -> Result<TcpRepr<'a>, WireError> {
         let view = TcpSegment::new_checked(segment)?;
@@ -521,7 +522,7 @@ impl<'a> TcpRepr<'a> {
     /// Writes header and payload into `buf[..self.buffer_len()]` with the
     /// checksum computed for `src` → `dst`. Returns the bytes written.
     /// Panics only if `buf` is shorter than `buffer_len()` (a caller bug).
-    pub fn emit(&self, buf: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> usize {
+    pub fn emit(&self, buf: &mut [u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> usize {
         let header_len = self.header_len();
         let total = header_len + self.payload.len();
         assert!(
@@ -529,7 +530,13 @@ impl<'a> TcpRepr<'a> {
             "TCP emit buffer shorter than the segment"
         );
         buf[header_len..total].copy_from_slice(self.payload);
-        self.emit_header(buf, self.payload.len(), src, dst, TxChecksum::Full)
+        self.emit_header(
+            buf,
+            self.payload.len(),
+            src.into(),
+            dst.into(),
+            TxChecksum::Full,
+        )
     }
 
     /// Writes the header in front of a payload already in place at
@@ -541,8 +548,8 @@ impl<'a> TcpRepr<'a> {
         &self,
         buf: &mut [u8],
         payload_len: usize,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         checksum: TxChecksum,
     ) -> usize {
         let header_len = self.header_len();
@@ -564,9 +571,9 @@ impl<'a> TcpRepr<'a> {
         out[field::URGENT..field::URGENT + 2].copy_from_slice(&self.urgent.to_be_bytes());
         let written = self.options.emit(&mut out[HEADER_LEN..header_len]);
         debug_assert_eq!(written, header_len - HEADER_LEN);
-        // Segment lengths come from an IPv4 packet, so they fit 32 bits.
+        // Segment lengths come from an IP packet, so they fit 32 bits.
         let length = u32::try_from(total).unwrap_or(u32::MAX);
-        let pseudo = checksum::pseudo_header(src, dst, PROTOCOL_TCP, length);
+        let pseudo = checksum::pseudo_header_ip(src, dst, PROTOCOL_TCP, length);
         let sum = match checksum {
             TxChecksum::Full => checksum::finish(pseudo + checksum::sum(out)),
             // `pseudo_header` is folded to 16 bits; the link adds the rest.
@@ -580,6 +587,7 @@ impl<'a> TcpRepr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::net::Ipv4Addr;
     use proptest::prelude::*;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);

@@ -18,7 +18,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use tcpd_stack::seq::SeqNum;
 use tcpd_stack::wire::{Icmpv4Repr, IpProtocol, Ipv4Repr, TcpFlags, TcpOptions, TcpRepr};
 use tcpd_stack::{Duration, Instant, Stack, StackConfig, StackEvent};
@@ -27,12 +27,19 @@ use tcpd_stack::{Duration, Instant, Stack, StackConfig, StackEvent};
 pub const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// Address of side B in the simulation (the server, by convention).
 pub const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// IPv6 address of side A (each side also has one, `fd00::` plus the last
+/// octet of its IPv4 address, prefix /64).
+pub const ADDR6_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+/// IPv6 address of side B.
+pub const ADDR6_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 /// The link MTU used by the simulation.
 pub const MTU: u16 = 1500;
 
 /// A stack configuration for tests: deterministic secrets and seed.
 pub fn test_config(address: Ipv4Addr, seed: u64) -> StackConfig {
     let mut config = StackConfig::new(address, 24);
+    let v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(address.octets()[3]));
+    config.addresses6 = vec![tcpd_stack::Ipv6Net::new(v6, 64).expect("prefix length")];
     config.mtu = MTU;
     config.rng_seed = seed;
     config.isn_secret = seed.to_le_bytes().repeat(2).try_into().unwrap_or([7; 16]);

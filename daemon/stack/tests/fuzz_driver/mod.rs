@@ -224,7 +224,10 @@ impl Harness {
             .connect(now, client, SocketAddrV4::new(PEER, SERVER_PORT_FOR_CLIENT))
             .expect("connect");
         harness.client = client;
-        harness.client_local = harness.stack.local_addr(client).expect("bound by connect");
+        harness.client_local = match harness.stack.local_addr(client).expect("bound by connect") {
+            std::net::SocketAddr::V4(v4) => v4,
+            other => panic!("an IPv4 socket bound to {other}"),
+        };
         harness.drain();
         now += Duration::from_millis(1);
         harness.now = now;

@@ -56,7 +56,7 @@ use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
 use crate::time::{Duration, Instant};
 use crate::trace::Note;
 use crate::wire::TcpRepr;
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 use std::collections::VecDeque;
 
 use recovery::{Prr, Rack, Tlp};
@@ -64,9 +64,33 @@ use sent::SentQueue;
 
 /// IPv4 plus TCP fixed headers: MSS = MTU - 40 (RFC 9293 §3.7.1, RFC 879).
 const IPV4_TCP_HEADERS: usize = 40;
+/// IPv6 plus TCP fixed headers: MSS = MTU - 60 (RFC 8200 §8.3; tcpd sends
+/// no extension headers).
+const IPV6_TCP_HEADERS: usize = 60;
 /// The send MSS when the peer's SYN carries no MSS option (RFC 9293 §3.7.1:
 /// 536 for IPv4).
 const DEFAULT_IPV4_MSS: usize = 536;
+/// The same for IPv6 (RFC 9293 §3.7.1, RFC 8200 §8.3: 1280 - 60).
+const DEFAULT_IPV6_MSS: usize = 1220;
+/// IPv6's minimum link MTU (RFC 8200 §5): a Packet Too Big below it is
+/// ignored (RFC 8201 §4).
+const IPV6_MIN_MTU: usize = 1280;
+
+/// IP and TCP fixed headers for a connection to `remote`.
+fn ip_tcp_headers(remote: &SocketAddr) -> usize {
+    match remote {
+        SocketAddr::V4(_) => IPV4_TCP_HEADERS,
+        SocketAddr::V6(_) => IPV6_TCP_HEADERS,
+    }
+}
+
+/// The default send MSS of `remote`'s family (RFC 9293 §3.7.1).
+fn default_mss(remote: &SocketAddr) -> usize {
+    match remote {
+        SocketAddr::V4(_) => DEFAULT_IPV4_MSS,
+        SocketAddr::V6(_) => DEFAULT_IPV6_MSS,
+    }
+}
 /// Smallest send MSS we accept from a peer's option or an ICMP "fragmentation
 /// needed" (Linux's TCP_MIN_MSS), so a hostile MSS of 0 or 1 cannot make us
 /// send one-byte segments.
@@ -157,8 +181,8 @@ pub struct SegmentOffload {
 /// What a new connection starts from.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionParams {
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
     /// Our initial send sequence number (RFC 6528, from the stack).
     pub iss: SeqNum,
     /// Per-connection offset added to the timestamp clock (RFC 7323 §5.4).
@@ -230,8 +254,8 @@ enum ProbeDue {
 /// One connection.
 #[derive(Debug)]
 pub struct Connection {
-    local: SocketAddrV4,
-    remote: SocketAddrV4,
+    local: SocketAddr,
+    remote: SocketAddr,
     config: ConnectionConfig,
     options: SocketOptions,
     state: TcpState,
@@ -429,12 +453,12 @@ impl Connection {
     fn new(params: ConnectionParams, now: Instant, active_open: bool) -> Connection {
         let config = params.config;
         let options = params.options;
-        // RFC 9293 §3.7.1: MTU - 40, clamped by TCP_MAXSEG as Linux does.
+        // RFC 9293 §3.7.1: MTU - 40 (IPv6: - 60), clamped by TCP_MAXSEG as Linux does.
         let adv_mss = usize::from(config.mtu)
-            .saturating_sub(IPV4_TCP_HEADERS)
+            .saturating_sub(ip_tcp_headers(&params.remote))
             .min(options.max_segment.map_or(usize::MAX, usize::from))
             .max(1);
-        let path_mss = DEFAULT_IPV4_MSS.min(adv_mss);
+        let path_mss = default_mss(&params.remote).min(adv_mss);
         let iss = params.iss;
         Connection {
             local: params.local,
@@ -601,12 +625,12 @@ impl Connection {
         }
         self.sack_enabled = opts.sack_permitted;
         // RFC 9293 §3.7.1: without the option the peer takes 536 bytes.
-        let peer_mss = opts.mss.map_or(DEFAULT_IPV4_MSS, usize::from);
+        let peer_mss = opts.mss.map_or(default_mss(&self.remote), usize::from);
         self.path_mss = peer_mss
             .min(self.adv_mss)
             .max(MIN_SEND_MSS.min(self.adv_mss));
         self.update_send_mss();
-        self.rcv_mss = self.adv_mss.min(DEFAULT_IPV4_MSS);
+        self.rcv_mss = self.adv_mss.min(default_mss(&self.remote));
     }
 
     /// Eff.snd.MSS: path MSS less the options every segment carries (RFC 9293 §3.7.1).
@@ -759,27 +783,56 @@ impl Connection {
         next_hop_mtu: u16,
         quoted_seq: SeqNum,
     ) {
+        /// ICMP code "fragmentation needed and DF set" (RFC 792, RFC 1191).
+        const FRAGMENTATION_NEEDED: u8 = 4;
+        if code == FRAGMENTATION_NEEDED {
+            self.handle_packet_too_big(now, u32::from(next_hop_mtu), quoted_seq);
+        } else {
+            self.handle_unreachable(now, quoted_seq);
+        }
+    }
+
+    /// A path MTU report quoting one of our segments with `quoted_seq`:
+    /// ICMP "fragmentation needed" (RFC 1191) or ICMPv6 Packet Too Big (RFC
+    /// 8201). The MSS drops to `mtu` less the IP and TCP headers when that
+    /// is smaller, and what was sent is resent at the new size.
+    pub fn handle_packet_too_big(&mut self, now: Instant, mtu: u32, quoted_seq: SeqNum) {
         let _ = now;
         // RFC 5927 §4.1: only believe ICMP that quotes data in flight.
         if !quoted_seq.in_range(self.snd_una, self.snd_nxt) {
             return;
         }
-        /// ICMP code "fragmentation needed and DF set" (RFC 792, RFC 1191).
-        const FRAGMENTATION_NEEDED: u8 = 4;
-        if code == FRAGMENTATION_NEEDED {
-            let new_mss = usize::from(next_hop_mtu)
-                .saturating_sub(IPV4_TCP_HEADERS)
-                .max(MIN_SEND_MSS);
-            if new_mss < self.path_mss {
-                self.path_mss = new_mss;
-                self.update_send_mss();
-                // RFC 1191 §6.5: resend what was too big, at once; this is
-                // not congestion, so cwnd stays.
-                if self.state.is_synchronized() {
-                    self.sent.mark_all_lost();
-                }
+        let mtu = usize::try_from(mtu).unwrap_or(usize::MAX);
+        // RFC 8201 §4: a Packet Too Big reporting less than IPv6's minimum
+        // link MTU is discarded (no fragment header is added instead: RFC
+        // 8021 deprecated atomic fragments).
+        if self.remote.is_ipv6() && mtu < IPV6_MIN_MTU {
+            return;
+        }
+        let new_mss = mtu
+            .saturating_sub(ip_tcp_headers(&self.remote))
+            .max(MIN_SEND_MSS);
+        if new_mss < self.path_mss {
+            self.path_mss = new_mss;
+            self.update_send_mss();
+            // RFC 1191 §6.5, RFC 8201 §4: resend what was too big, at once;
+            // this is not congestion, so cwnd stays.
+            if self.state.is_synchronized() {
+                self.sent.mark_all_lost();
             }
-        } else if self.state == TcpState::SynSent {
+        }
+    }
+
+    /// ICMP or ICMPv6 destination unreachable (other than a path MTU report)
+    /// quoting one of our segments: a soft error (RFC 1122 §4.2.3.9, RFC
+    /// 5461 §4) that only fails a connection still in SYN-SENT, as Linux.
+    pub fn handle_unreachable(&mut self, now: Instant, quoted_seq: SeqNum) {
+        let _ = now;
+        // RFC 5927 §4.1: only believe ICMP that quotes data in flight.
+        if !quoted_seq.in_range(self.snd_una, self.snd_nxt) {
+            return;
+        }
+        if self.state == TcpState::SynSent {
             self.enter_closed(Some(ConnError::HostUnreachable));
         }
     }
@@ -1101,11 +1154,11 @@ impl Connection {
         self.state == TcpState::Closed && self.pending_rst.is_none()
     }
 
-    pub fn local(&self) -> SocketAddrV4 {
+    pub fn local(&self) -> SocketAddr {
         self.local
     }
 
-    pub fn remote(&self) -> SocketAddrV4 {
+    pub fn remote(&self) -> SocketAddr {
         self.remote
     }
 
@@ -1260,6 +1313,9 @@ impl Connection {
             }
             SockOption::NotSentLowat(n) => self.options.notsent_lowat = n,
             SockOption::RecvLowat(n) => self.options.recv_lowat = n,
+            // The stack refuses it on a connected socket (EINVAL, as Linux
+            // once bound); nothing changes here.
+            SockOption::V6Only(_) => return Err(SocketError::InvalidValue),
             SockOption::QuickAck(on) => {
                 // Linux: quick-ACK mode on (and an ACK owed goes at once),
                 // or back to delayed ACKs; not a lasting setting.
@@ -1334,7 +1390,7 @@ impl Connection {
             last_data_sent_ms: ms_since(self.last_data_sent),
             last_data_recv_ms: ms_since(self.last_data_recv),
             last_ack_recv_ms: ms_since(self.last_ack_recv),
-            pmtu: count((self.path_mss + IPV4_TCP_HEADERS) as u64),
+            pmtu: count((self.path_mss + ip_tcp_headers(&self.remote)) as u64),
             rcv_ssthresh: count(self.recv_buf.capacity() as u64),
             rtt_us: us(srtt),
             rttvar_us: us(self.rtt.rttvar()),

@@ -548,7 +548,7 @@ impl Connection {
         } else {
             TxChecksum::Full
         };
-        let n = repr.emit_header(buf, carried, *self.local.ip(), *self.remote.ip(), checksum);
+        let n = repr.emit_header(buf, carried, self.local.ip(), self.remote.ip(), checksum);
         self.tx_emitted.partial_checksum = self.tx_offload.checksum;
         self.tx_emitted.header_len = header_len;
         self.counters.segments_out += 1;
@@ -656,7 +656,7 @@ impl Connection {
         if buf.len() < repr.buffer_len() {
             return None;
         }
-        let n = repr.emit(buf, *self.local.ip(), *self.remote.ip());
+        let n = repr.emit(buf, self.local.ip(), self.remote.ip());
         self.counters.segments_out += 1;
         Some(n)
     }

@@ -4,13 +4,49 @@
 //! segments, and parses what `poll_transmit` emits with `TcpRepr::parse`
 //! (so checksums are verified too). `Net` wires two connections together
 //! with a virtual clock and an optional filter that drops segments.
+//!
+//! Families: the endpoints `A` and `B` are written as IPv4; `params_with`
+//! moves them to the family the current test runs in (`fd00::1`/`fd00::2`
+//! over IPv6). The per-state tables and the seed's diagrams run once per
+//! family through [`for_each_family`]; tests about MSS figures run over
+//! IPv4, with IPv6's own figures tested separately.
 
 use super::*;
+use crate::socket::IpFamily;
 use crate::wire::{SackBlock, TcpFlags, TcpOptions};
-use core::net::Ipv4Addr;
+use core::cell::Cell;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
-const A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000);
-const B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
+const A: SocketAddr = SocketAddr::V4(core::net::SocketAddrV4::new(
+    Ipv4Addr::new(10, 0, 0, 1),
+    40000,
+));
+const B: SocketAddr = SocketAddr::V4(core::net::SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80));
+
+std::thread_local! {
+    /// The family connections of the running test use.
+    static FAMILY: Cell<IpFamily> = const { Cell::new(IpFamily::V4) };
+}
+
+/// Runs `test` over IPv4, then over IPv6.
+fn for_each_family(test: fn()) {
+    for family in [IpFamily::V4, IpFamily::V6] {
+        FAMILY.with(|f| f.set(family));
+        test();
+    }
+    FAMILY.with(|f| f.set(IpFamily::V4));
+}
+
+/// `addr` (written as IPv4 10.0.0.n) in the current family.
+fn in_family(addr: SocketAddr) -> SocketAddr {
+    match (FAMILY.with(Cell::get), addr) {
+        (IpFamily::V6, SocketAddr::V4(v4)) => {
+            let host = u16::from(v4.ip().octets()[3]);
+            SocketAddr::from((Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, host), v4.port()))
+        }
+        _ => addr,
+    }
+}
 const MSL: Duration = Duration::from_secs(30);
 
 fn config() -> ConnectionConfig {
@@ -31,14 +67,14 @@ fn config() -> ConnectionConfig {
 }
 
 fn params_with(
-    local: SocketAddrV4,
-    remote: SocketAddrV4,
+    local: SocketAddr,
+    remote: SocketAddr,
     iss: u32,
     options: SocketOptions,
 ) -> ConnectionParams {
     ConnectionParams {
-        local,
-        remote,
+        local: in_family(local),
+        remote: in_family(remote),
         iss: SeqNum(iss),
         ts_offset: 0,
         options,
@@ -46,7 +82,7 @@ fn params_with(
     }
 }
 
-fn params(local: SocketAddrV4, remote: SocketAddrV4, iss: u32) -> ConnectionParams {
+fn params(local: SocketAddr, remote: SocketAddr, iss: u32) -> ConnectionParams {
     params_with(local, remote, iss, SocketOptions::default())
 }
 
@@ -107,7 +143,7 @@ fn out(conn: &mut Connection, now: Instant) -> Option<Seg> {
     let mut buf = [0u8; 1500];
     let n = conn.poll_transmit(now, &mut buf)?;
     assert!(n <= 1480, "segment exceeds the MTU less the IP header: {n}");
-    let repr = TcpRepr::parse(&buf[..n], *conn.local().ip(), *conn.remote().ip())
+    let repr = TcpRepr::parse(&buf[..n], conn.local().ip(), conn.remote().ip())
         .expect("emitted segments parse");
     Some(Seg {
         src_port: repr.src_port,
@@ -270,6 +306,10 @@ impl Net {
 
 #[test]
 fn seed_basic_three_way_handshake() {
+    for_each_family(seed_basic_three_way_handshake_in_family);
+}
+
+fn seed_basic_three_way_handshake_in_family() {
     let now = Instant::ZERO;
     // 1. A CLOSED, B LISTEN. 2. A: SYN-SENT --> <SEQ=100><CTL=SYN>
     let mut a = Connection::connect(params(A, B, 100), now);
@@ -324,6 +364,10 @@ fn seed_basic_three_way_handshake() {
 
 #[test]
 fn seed_normal_close_sequence() {
+    for_each_family(seed_normal_close_sequence_in_family);
+}
+
+fn seed_normal_close_sequence_in_family() {
     // ISNs 99 and 299 put A at SEQ 100 / ACK 300 after the handshake.
     let mut net = Net::establish(99, 299, SocketOptions::default(), SocketOptions::default());
     let now = net.now;
@@ -426,6 +470,10 @@ fn transfer(net: &mut Net, data: &[u8], deadline: Duration) -> Vec<u8> {
 
 #[test]
 fn bulk_transfer_is_delivered_intact() {
+    for_each_family(bulk_transfer_is_delivered_intact_in_family);
+}
+
+fn bulk_transfer_is_delivered_intact_in_family() {
     let mut net = Net::default_pair();
     let data = pattern(2 * 1024 * 1024);
     let got = transfer(&mut net, &data, Duration::from_secs(60));
@@ -436,7 +484,12 @@ fn bulk_transfer_is_delivered_intact() {
     assert_eq!(net.b.stats().bytes_received, data.len() as u64);
     // Every data segment is a full MSS except perhaps the tail.
     let mss = usize::from(stats.mss);
-    assert_eq!(mss, 1460 - 12, "MSS less the timestamps option");
+    // MTU 1500 less IP (20 or 40) and TCP headers, less the timestamps option.
+    let full = match FAMILY.with(Cell::get) {
+        IpFamily::V4 => 1460,
+        IpFamily::V6 => 1440,
+    };
+    assert_eq!(mss, full - 12, "MSS less the timestamps option");
     let data_segs: Vec<usize> = net
         .log
         .iter()
@@ -462,6 +515,10 @@ fn bulk_transfer_is_delivered_intact() {
 
 #[test]
 fn lossy_transfer_recovers_with_fast_retransmit() {
+    for_each_family(lossy_transfer_recovers_with_fast_retransmit_in_family);
+}
+
+fn lossy_transfer_recovers_with_fast_retransmit_in_family() {
     let mut net = Net::default_pair();
     // Drop every 50th data segment from A (the first transmission only).
     let dropped = std::rc::Rc::new(core::cell::Cell::new(0u64));
@@ -630,6 +687,10 @@ const SYNC_STATES: [TcpState; 8] = [
 
 #[test]
 fn out_of_window_segment_is_acked_and_dropped_in_every_state() {
+    for_each_family(out_of_window_segment_is_acked_and_dropped_in_every_state_in_family);
+}
+
+fn out_of_window_segment_is_acked_and_dropped_in_every_state_in_family() {
     for state in SYNC_STATES {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
@@ -647,6 +708,10 @@ fn out_of_window_segment_is_acked_and_dropped_in_every_state() {
 
 #[test]
 fn duplicate_segment_is_acked_and_dropped_in_every_state() {
+    for_each_family(duplicate_segment_is_acked_and_dropped_in_every_state_in_family);
+}
+
+fn duplicate_segment_is_acked_and_dropped_in_every_state_in_family() {
     for state in SYNC_STATES {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
@@ -663,6 +728,10 @@ fn duplicate_segment_is_acked_and_dropped_in_every_state() {
 
 #[test]
 fn rst_exactly_at_rcv_nxt_resets_except_in_time_wait() {
+    for_each_family(rst_exactly_at_rcv_nxt_resets_except_in_time_wait_in_family);
+}
+
+fn rst_exactly_at_rcv_nxt_resets_except_in_time_wait_in_family() {
     for state in SYNC_STATES {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
@@ -688,6 +757,10 @@ fn rst_exactly_at_rcv_nxt_resets_except_in_time_wait() {
 
 #[test]
 fn rst_in_window_not_exact_gets_a_challenge_ack() {
+    for_each_family(rst_in_window_not_exact_gets_a_challenge_ack_in_family);
+}
+
+fn rst_in_window_not_exact_gets_a_challenge_ack_in_family() {
     for state in SYNC_STATES {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
@@ -709,6 +782,10 @@ fn rst_in_window_not_exact_gets_a_challenge_ack() {
 
 #[test]
 fn syn_in_a_synchronized_state_gets_a_challenge_ack() {
+    for_each_family(syn_in_a_synchronized_state_gets_a_challenge_ack_in_family);
+}
+
+fn syn_in_a_synchronized_state_gets_a_challenge_ack_in_family() {
     for state in SYNC_STATES {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
@@ -721,6 +798,10 @@ fn syn_in_a_synchronized_state_gets_a_challenge_ack() {
 
 #[test]
 fn ack_of_unsent_data_is_answered_with_an_ack() {
+    for_each_family(ack_of_unsent_data_is_answered_with_an_ack_in_family);
+}
+
+fn ack_of_unsent_data_is_answered_with_an_ack_in_family() {
     for state in SYNC_STATES {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
@@ -738,6 +819,10 @@ fn ack_of_unsent_data_is_answered_with_an_ack() {
 
 #[test]
 fn in_window_data_is_delivered_only_before_the_peer_fin() {
+    for_each_family(in_window_data_is_delivered_only_before_the_peer_fin_in_family);
+}
+
+fn in_window_data_is_delivered_only_before_the_peer_fin_in_family() {
     for state in SYNC_STATES {
         let mut s = scripted(state);
         let (p, o) = (s.peer_nxt, s.our_nxt);
@@ -767,6 +852,10 @@ fn in_window_data_is_delivered_only_before_the_peer_fin() {
 
 #[test]
 fn fin_moves_each_state_as_rfc_9293_says() {
+    for_each_family(fin_moves_each_state_as_rfc_9293_says_in_family);
+}
+
+fn fin_moves_each_state_as_rfc_9293_says_in_family() {
     let table = [
         (TcpState::SynReceived, TcpState::CloseWait),
         (TcpState::Established, TcpState::CloseWait),
@@ -802,6 +891,10 @@ fn fin_moves_each_state_as_rfc_9293_says() {
 
 #[test]
 fn fin_wait_1_fin_with_ack_of_our_fin_goes_to_time_wait() {
+    for_each_family(fin_wait_1_fin_with_ack_of_our_fin_goes_to_time_wait_in_family);
+}
+
+fn fin_wait_1_fin_with_ack_of_our_fin_goes_to_time_wait_in_family() {
     let mut s = scripted(TcpState::FinWait1);
     let (p, o) = (s.peer_nxt, s.our_nxt);
     let replies = s.feed(&s.peer(p, o, fin_ack(), b""));
@@ -811,6 +904,10 @@ fn fin_wait_1_fin_with_ack_of_our_fin_goes_to_time_wait() {
 
 #[test]
 fn time_wait_retransmitted_fin_is_reacked_and_restarts_2msl() {
+    for_each_family(time_wait_retransmitted_fin_is_reacked_and_restarts_2msl_in_family);
+}
+
+fn time_wait_retransmitted_fin_is_reacked_and_restarts_2msl_in_family() {
     let mut s = scripted(TcpState::TimeWait);
     let (p, o) = (s.peer_nxt, s.our_nxt);
     let entered = s.now;
@@ -829,6 +926,10 @@ fn time_wait_retransmitted_fin_is_reacked_and_restarts_2msl() {
 
 #[test]
 fn syn_received_retransmitted_syn_resends_syn_ack() {
+    for_each_family(syn_received_retransmitted_syn_resends_syn_ack_in_family);
+}
+
+fn syn_received_retransmitted_syn_resends_syn_ack_in_family() {
     let mut s = scripted(TcpState::SynReceived);
     let syn = Seg {
         src_port: A.port(),
@@ -847,6 +948,10 @@ fn syn_received_retransmitted_syn_resends_syn_ack() {
 
 #[test]
 fn passive_syn_received_ack_completes_with_data() {
+    for_each_family(passive_syn_received_ack_completes_with_data_in_family);
+}
+
+fn passive_syn_received_ack_completes_with_data_in_family() {
     let mut s = scripted(TcpState::SynReceived);
     let replies = s.feed(&s.peer(5000, 1001, ACK, b"GET /"));
     assert_eq!(s.conn.state(), TcpState::Established);
@@ -860,6 +965,10 @@ fn passive_syn_received_ack_completes_with_data() {
 
 #[test]
 fn simultaneous_open_reaches_established_on_both_sides() {
+    for_each_family(simultaneous_open_reaches_established_on_both_sides_in_family);
+}
+
+fn simultaneous_open_reaches_established_on_both_sides_in_family() {
     let now = Instant::from_millis(1000);
     let mut a = Connection::connect(params(A, B, 100), now);
     let mut b = Connection::connect(params(B, A, 300), now);
@@ -898,6 +1007,10 @@ fn simultaneous_open_reaches_established_on_both_sides() {
 
 #[test]
 fn simultaneous_close_goes_through_closing() {
+    for_each_family(simultaneous_close_goes_through_closing_in_family);
+}
+
+fn simultaneous_close_goes_through_closing_in_family() {
     let mut net = Net::establish(99, 299, SocketOptions::default(), SocketOptions::default());
     let now = net.now;
     net.a.close(now);
@@ -925,6 +1038,10 @@ fn simultaneous_close_goes_through_closing() {
 
 #[test]
 fn half_close_keeps_reading() {
+    for_each_family(half_close_keeps_reading_in_family);
+}
+
+fn half_close_keeps_reading_in_family() {
     let mut net = Net::default_pair();
     net.a.shutdown(net.now, Shutdown::Write);
     net.exchange();
@@ -947,6 +1064,10 @@ fn half_close_keeps_reading() {
 
 #[test]
 fn close_with_unread_data_sends_rst() {
+    for_each_family(close_with_unread_data_sends_rst_in_family);
+}
+
+fn close_with_unread_data_sends_rst_in_family() {
     let mut net = Net::default_pair();
     net.b.send(net.now, b"unread").expect("send");
     net.exchange();
@@ -995,6 +1116,10 @@ fn abort_sends_rst_and_reports_the_reason() {
 
 #[test]
 fn rst_answering_our_syn_is_connection_refused() {
+    for_each_family(rst_answering_our_syn_is_connection_refused_in_family);
+}
+
+fn rst_answering_our_syn_is_connection_refused_in_family() {
     let now = Instant::from_millis(1000);
     let mut a = Connection::connect(params(A, B, 100), now);
     let _syn = out(&mut a, now).expect("SYN");
@@ -1010,6 +1135,10 @@ fn rst_answering_our_syn_is_connection_refused() {
 
 #[test]
 fn syn_sent_resets_an_unacceptable_ack() {
+    for_each_family(syn_sent_resets_an_unacceptable_ack_in_family);
+}
+
+fn syn_sent_resets_an_unacceptable_ack_in_family() {
     let now = Instant::from_millis(1000);
     let mut a = Connection::connect(params(A, B, 100), now);
     let _syn = out(&mut a, now).expect("SYN");
@@ -1573,6 +1702,10 @@ fn fin_waits_when_sack_options_cut_the_last_segment_short() {
 
 #[test]
 fn readiness_follows_the_connection() {
+    for_each_family(readiness_follows_the_connection_in_family);
+}
+
+fn readiness_follows_the_connection_in_family() {
     let now = Instant::from_millis(1000);
     let mut a = Connection::connect(params(A, B, 100), now);
     assert!(!a.readiness().contains(Readiness::OUT), "connecting");
@@ -1595,6 +1728,10 @@ fn readiness_follows_the_connection() {
 
 #[test]
 fn send_and_recv_errors_by_state() {
+    for_each_family(send_and_recv_errors_by_state_in_family);
+}
+
+fn send_and_recv_errors_by_state_in_family() {
     let now = Instant::from_millis(1000);
     let mut a = Connection::connect(params(A, B, 100), now);
     assert_eq!(a.send(now, b"x"), Err(SendError::WouldBlock));
@@ -1625,6 +1762,62 @@ fn icmp_fragmentation_needed_lowers_the_mss() {
     // Soft errors do not fail an established connection.
     s.conn.handle_icmp_unreachable(now, 1, 0, SeqNum(1001));
     assert_eq!(s.conn.state(), TcpState::Established);
+}
+
+#[test]
+fn ipv6_mss_follows_the_ipv6_headers_and_packet_too_big() {
+    FAMILY.with(|f| f.set(IpFamily::V6));
+    let now = Instant::from_millis(1000);
+    let mut conn = Connection::connect(params(A, B, 1000), now);
+    let syn = out(&mut conn, now).expect("SYN");
+    // RFC 8200 §8.3: MTU 1500 - 40 (IPv6) - 20 (TCP).
+    assert_eq!(syn.options.mss, Some(1440));
+    // A SYN,ACK without MSS: IPv6's default 1220 (RFC 9293 §3.7.1).
+    let synack = to(&conn, 5000, 1001, syn_ack(), b"");
+    feed(&mut conn, now, &synack);
+    drain(&mut conn, now);
+    assert_eq!(conn.stats().mss, 1220);
+    conn.send(now, &[7u8; 3000]).expect("send");
+    let sent = drain(&mut conn, now);
+    assert_eq!(sent[0].payload.len(), 1220);
+    // RFC 8201 §4: a Packet Too Big below 1280 is ignored...
+    conn.handle_packet_too_big(now, 1000, SeqNum(1001));
+    assert_eq!(conn.stats().mss, 1220);
+    // ...and one quoting no data in flight too (RFC 5927 §4.1).
+    conn.handle_packet_too_big(now, 1280, SeqNum(900));
+    assert_eq!(conn.stats().mss, 1220);
+    FAMILY.with(|f| f.set(IpFamily::V4));
+    // Over IPv4 a peer without MSS gets 536.
+    let mut conn = Connection::connect(params(A, B, 1000), now);
+    drain(&mut conn, now);
+    let synack = to(&conn, 5000, 1001, syn_ack(), b"");
+    feed(&mut conn, now, &synack);
+    drain(&mut conn, now);
+    assert_eq!(conn.stats().mss, 536);
+}
+
+#[test]
+fn ipv6_packet_too_big_lowers_the_mss_and_resends() {
+    FAMILY.with(|f| f.set(IpFamily::V6));
+    let now = Instant::from_millis(1000);
+    let mut conn = Connection::connect(params(A, B, 1000), now);
+    drain(&mut conn, now);
+    let mut synack = to(&conn, 5000, 1001, syn_ack(), b"");
+    synack.options.mss = Some(1440);
+    feed(&mut conn, now, &synack);
+    drain(&mut conn, now);
+    assert_eq!(conn.stats().mss, 1440);
+    conn.send(now, &[7u8; 3000]).expect("send");
+    let sent = drain(&mut conn, now);
+    assert_eq!(sent[0].payload.len(), 1440);
+    // A link with MTU 1400 on the path: MSS 1400 - 60.
+    conn.handle_packet_too_big(now, 1400, SeqNum(1001));
+    assert_eq!(conn.stats().mss, 1340);
+    assert_eq!(conn.tcp_info(now).pmtu, 1400);
+    let again = drain(&mut conn, now);
+    assert_eq!(again[0].seq, 1001);
+    assert_eq!(again[0].payload.len(), 1340);
+    FAMILY.with(|f| f.set(IpFamily::V4));
 }
 
 #[test]
@@ -2074,6 +2267,10 @@ fn sack_recovery_repairs_several_holes_per_window_without_timeout() {
 
 #[test]
 fn closed_connection_answers_segments_with_rst() {
+    for_each_family(closed_connection_answers_segments_with_rst_in_family);
+}
+
+fn closed_connection_answers_segments_with_rst_in_family() {
     let mut s = scripted_established(SocketOptions::default());
     let (p, o) = (s.peer_nxt, s.our_nxt);
     s.conn.abort(s.now, ConnError::Aborted);
@@ -2092,6 +2289,10 @@ fn closed_connection_answers_segments_with_rst() {
 
 #[test]
 fn syn_sent_ignores_segments_without_syn_or_rst() {
+    for_each_family(syn_sent_ignores_segments_without_syn_or_rst_in_family);
+}
+
+fn syn_sent_ignores_segments_without_syn_or_rst_in_family() {
     let now = Instant::from_millis(1000);
     let mut a = Connection::connect(params(A, B, 100), now);
     let _syn = out(&mut a, now);
