@@ -44,6 +44,9 @@ struct Inner {
     pending: Vec<SockOption>,
     /// What the connection or listener starts with (sync getters).
     cached: Cached,
+    /// The daemon socket's family (socket(2)'s domain); unspecified: that
+    /// of the address bound or connected to.
+    family: v2::AddressFamily,
 }
 
 fn to_u32(n: u64) -> u32 {
@@ -53,22 +56,23 @@ fn to_u32(n: u64) -> u32 {
 impl TcpSocket {
     /// A new IPv4 socket in the process-wide session ([`Client::shared`]).
     pub fn new_v4() -> io::Result<TcpSocket> {
-        Ok(TcpSocket::in_session(None))
+        Ok(TcpSocket::in_session(None, v2::AddressFamily::Inet))
     }
 
-    /// A new IPv6 socket in the process-wide session. (The address family
-    /// is the one `bind`/`connect` are given; a daemon without IPv6 refuses
-    /// IPv6 addresses with `EAFNOSUPPORT`.)
+    /// A new IPv6 socket in the process-wide session: it reaches IPv4 too
+    /// through IPv4-mapped addresses, and listening on `[::]` it accepts
+    /// IPv4 unless `IPV6_V6ONLY` is set (as Linux's).
     pub fn new_v6() -> io::Result<TcpSocket> {
-        Ok(TcpSocket::in_session(None))
+        Ok(TcpSocket::in_session(None, v2::AddressFamily::Inet6))
     }
 
-    /// A new socket in `client`'s session.
+    /// A new socket in `client`'s session, of the family of the address it
+    /// is bound or connected to.
     pub fn new_in(client: &Client) -> TcpSocket {
-        TcpSocket::in_session(Some(client.clone()))
+        TcpSocket::in_session(Some(client.clone()), v2::AddressFamily::Unspecified)
     }
 
-    fn in_session(client: Option<Client>) -> TcpSocket {
+    fn in_session(client: Option<Client>, family: v2::AddressFamily) -> TcpSocket {
         TcpSocket {
             inner: Mutex::new(Inner {
                 client,
@@ -76,6 +80,7 @@ impl TcpSocket {
                 local: None,
                 pending: Vec::new(),
                 cached: Cached::default(),
+                family,
             }),
         }
     }
@@ -256,6 +261,7 @@ impl TcpSocket {
             options,
             bind: None,
             remote: Some(addr.into()),
+            family: inner.family as i32,
         };
         TcpStream::open(&client, v2::stream_open::How::Connect(connect), cached).await
     }
@@ -278,6 +284,7 @@ impl TcpSocket {
             options,
             bind,
             backlog: i32::try_from(backlog).unwrap_or(i32::MAX),
+            family: inner.family as i32,
         };
         let rpc_client = client.clone();
         let reply = block_on(async move { rpc_client.rpc().listen(request).await })?
@@ -318,6 +325,7 @@ impl Inner {
         let request = v2::SocketRequest {
             options: settings(&self.pending),
             bind: bind.map(Into::into),
+            family: self.family as i32,
         };
         let rpc_client = client.clone();
         let reply = block_on(async move { rpc_client.rpc().socket(request).await })?
