@@ -283,7 +283,8 @@ pub fn fd_socket_path(api: &str) -> String {
 /// `OpenFdChannel` RPC; the daemon answers errno 0 and from then on runs
 /// the channel's requests for that RPC's session, one at a time, each
 /// answered by one [`Response`]:
-/// - [`Request::New`]: socket(2) in the session; the response carries the
+/// - [`Request::New`]: socket(2) in the session, of `family` (Linux's
+///   `AF_INET` or `AF_INET6`; 0 is `AF_INET`); the response carries the
 ///   handle and the client's end of a socketpair (`SCM_RIGHTS`);
 /// - [`Request::Attach`]: a socketpair end for a socket the session already
 ///   owns without one (an accepted connection); the response carries it;
@@ -306,9 +307,16 @@ pub mod fd_channel {
     /// One request; see the module docs.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Request {
-        Hello { token: [u8; TOKEN_LEN] },
-        New,
-        Attach { handle: u64 },
+        Hello {
+            token: [u8; TOKEN_LEN],
+        },
+        /// `family`: bytes 4..8 (0, the value of older clients, is AF_INET).
+        New {
+            family: i32,
+        },
+        Attach {
+            handle: u64,
+        },
         Claim,
     }
 
@@ -320,7 +328,10 @@ pub mod fd_channel {
                     out[8..8 + TOKEN_LEN].copy_from_slice(token);
                     HELLO
                 }
-                Request::New => NEW,
+                Request::New { family } => {
+                    out[4..8].copy_from_slice(&family.to_le_bytes());
+                    NEW
+                }
                 Request::Attach { handle } => {
                     out[8..16].copy_from_slice(&handle.to_le_bytes());
                     ATTACH
@@ -344,7 +355,9 @@ pub mod fd_channel {
                     token.copy_from_slice(&bytes[8..8 + TOKEN_LEN]);
                     Some(Request::Hello { token })
                 }
-                NEW => Some(Request::New),
+                NEW => Some(Request::New {
+                    family: i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+                }),
                 ATTACH => Some(Request::Attach {
                     handle: u64::from_le_bytes(handle),
                 }),
@@ -392,7 +405,7 @@ pub mod fd_channel {
                 Request::Hello {
                     token: [7; TOKEN_LEN],
                 },
-                Request::New,
+                Request::New { family: 10 },
                 Request::Attach {
                     handle: 0x0102_0304_0506_0708,
                 },

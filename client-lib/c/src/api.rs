@@ -142,7 +142,7 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
     if base != libc::SOCK_STREAM || !(protocol == 0 || protocol == libc::IPPROTO_TCP) {
         return Err(Errno(libc::EPROTONOSUPPORT));
     }
-    let (handle, fd) = fd_request(FdRequest::New, None)?;
+    let (handle, fd) = fd_request(FdRequest::New { family: domain }, None)?;
     let fd = fd.ok_or(Errno(libc::EIO))?;
     adopt(fd, handle, current_session(), flags)
 }

@@ -118,10 +118,32 @@ async fn channel(
 ) -> io::Result<()> {
     while let Some((request, fd)) = recv_request(stream).await? {
         let (response, out) = match request {
-            Some(Request::New) => match driver.call(session, |reply| Op::FdNew { reply }).await {
-                Ok((handle, fd)) => (Response { errno: 0, handle }, Some(fd)),
-                Err(e) => (failure(&e), None),
-            },
+            Some(Request::New { family }) => {
+                // Linux's AF_INET6 = 10; 0 (older clients) and AF_INET = 2 are IPv4.
+                let family = match family {
+                    0 | 2 => Some(tcpd_stack::IpFamily::V4),
+                    10 => Some(tcpd_stack::IpFamily::V6),
+                    _ => None,
+                };
+                match family {
+                    Some(family) => {
+                        match driver
+                            .call(session, |reply| Op::FdNew { family, reply })
+                            .await
+                        {
+                            Ok((handle, fd)) => (Response { errno: 0, handle }, Some(fd)),
+                            Err(e) => (failure(&e), None),
+                        }
+                    }
+                    None => (
+                        failure(&Errno::new(
+                            tcpd_proto::errno::EAFNOSUPPORT,
+                            "address family not supported",
+                        )),
+                        None,
+                    ),
+                }
+            }
             Some(Request::Attach { handle }) => {
                 match driver
                     .call(session, |reply| Op::FdAttach { handle, reply })

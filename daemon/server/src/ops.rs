@@ -203,6 +203,7 @@ pub enum Op {
     },
     /// socket(2) as a file descriptor: the handle and the client's end.
     FdNew {
+        family: tcpd_stack::IpFamily,
         reply: Reply<(u64, OwnedFd)>,
     },
     /// A file descriptor for an owned socket that has none (accepted).

@@ -519,8 +519,8 @@ impl Sockets {
             } => {
                 let _ = reply.send(self.fd_hello(token, creds));
             }
-            Op::FdNew { reply } => {
-                let _ = reply.send(self.fd_new(session));
+            Op::FdNew { family, reply } => {
+                let _ = reply.send(self.fd_new(session, family));
             }
             Op::FdAttach { handle, reply } => {
                 let result = self.owned(&session, handle).and_then(|h| self.fd_attach(h));
@@ -580,8 +580,8 @@ impl Sockets {
     }
 
     /// socket(2) with its fd: the handle and the client's end.
-    fn fd_new(&mut self, session: SessionInfo) -> Result<(u64, OwnedFd), Errno> {
-        let h = self.new_socket(session)?;
+    fn fd_new(&mut self, session: SessionInfo, family: IpFamily) -> Result<(u64, OwnedFd), Errno> {
+        let h = self.new_socket(session, family)?;
         match self.fds.create(h, true) {
             Ok(fd) => Ok((h.0, fd)),
             Err(e) => {
