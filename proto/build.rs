@@ -16,6 +16,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Clients build a Channel themselves (Unix socket) and call `new`.
         .build_transport(false)
+        // Payload fields decode as `bytes::Bytes`: a slice of the received
+        // HTTP/2 buffer instead of a copy into a new `Vec` (the daemon hands
+        // it to the stack as is), and the daemon slices large reads into
+        // 64 KiB frames without copying.
+        .bytes(".tcpd.v2.ReadResponse.data")
+        .bytes(".tcpd.v2.WriteRequest.data")
+        .bytes(".tcpd.v2.StreamRequest.data")
+        .bytes(".tcpd.v2.StreamResponse.data")
         .compile_fds(descriptors)?;
     Ok(())
 }

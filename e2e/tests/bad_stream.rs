@@ -4,6 +4,7 @@
 //! nothing leaks: the daemon's `api_sockets`/`api_blocked_calls` counters
 //! return to zero once the session ends.
 
+use bytes::Bytes;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,9 @@ fn out_of_order_frames_and_data_after_close_are_clear_errors() {
         // Data before open.
         let (_, end) = run_stream(
             &mut rpc,
-            vec![frame(stream_request::Frame::Data(b"early".to_vec()))],
+            vec![frame(stream_request::Frame::Data(Bytes::from_static(
+                b"early",
+            )))],
         )
         .await;
         assert_eq!(errno_of(&end.expect_err("data first")), errno::EINVAL);
@@ -150,10 +153,12 @@ fn out_of_order_frames_and_data_after_close_are_clear_errors() {
             &mut rpc,
             vec![
                 open(),
-                frame(stream_request::Frame::Data(b"hi".to_vec())),
+                frame(stream_request::Frame::Data(Bytes::from_static(b"hi"))),
                 frame(stream_request::Frame::Flush(true)),
                 close,
-                frame(stream_request::Frame::Data(b"after close".to_vec())),
+                frame(stream_request::Frame::Data(Bytes::from_static(
+                    b"after close",
+                ))),
             ],
         )
         .await;

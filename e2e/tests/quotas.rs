@@ -184,7 +184,7 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
             rt.spawn(async move {
                 c.write(v2::WriteRequest {
                     handle: h,
-                    data,
+                    data: data.into(),
                     nonblocking: false,
                 })
                 .await

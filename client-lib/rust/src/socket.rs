@@ -168,7 +168,7 @@ impl Socket {
             .await
             .map_err(|s| self.client.to_io(s))?
             .into_inner();
-        Ok(reply.data)
+        Ok(reply.data.into())
     }
 
     /// write(2): blocking queues all of `data` (or fails); non-blocking
@@ -177,7 +177,7 @@ impl Socket {
     pub async fn write(&self, data: &[u8], nonblocking: bool) -> io::Result<usize> {
         let request = v2::WriteRequest {
             handle: self.handle(),
-            data: data.to_vec(),
+            data: bytes::Bytes::copy_from_slice(data),
             nonblocking,
         };
         let reply = self

@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::task::AtomicWaker;
 use tcpd_proto::errno;
@@ -74,7 +75,7 @@ const DOWN_QUEUE: usize = 4;
 
 /// What the pump hands the read side.
 enum DownItem {
-    Data(Vec<u8>),
+    Data(Bytes),
     Eof,
 }
 
@@ -305,7 +306,7 @@ impl fmt::Debug for Shared {
 /// State of the reading side.
 struct ReadState {
     rx: mpsc::Receiver<DownItem>,
-    pending: Vec<u8>,
+    pending: Bytes,
     pos: usize,
     /// EOF was delivered (or the error was): reads return 0.
     finished: bool,
@@ -517,7 +518,7 @@ impl WriteState {
         }
         let n = data.len();
         let frame = v2::StreamRequest {
-            frame: Some(stream_request::Frame::Data(data)),
+            frame: Some(stream_request::Frame::Data(data.into())),
         };
         if self.tx.send_item(frame).is_err() {
             return Poll::Ready(Err(WriteState::closed_error(shared)));
@@ -808,7 +809,7 @@ impl TcpStream {
             shared,
             read: Mutex::new(ReadState {
                 rx: data_rx,
-                pending: Vec::new(),
+                pending: Bytes::new(),
                 pos: 0,
                 finished: false,
                 end: None,

@@ -415,7 +415,7 @@ fn call() -> impl Strategy<Value = Call> {
         )
             .prop_map(|(handle, data, nonblocking)| Call::Write(v2::WriteRequest {
                 handle,
-                data,
+                data: data.into(),
                 nonblocking,
             })),
         (handle(), -1i32..5)
@@ -658,7 +658,7 @@ impl Victim {
                 self.session,
                 v2::WriteRequest {
                     handle: self.connected,
-                    data: b"still mine".to_vec(),
+                    data: b"still mine".to_vec().into(),
                     nonblocking: true,
                 },
             ))

@@ -113,7 +113,7 @@ pub enum Op {
         max_len: usize,
         peek: bool,
         wait: bool,
-        reply: Reply<Vec<u8>>,
+        reply: Reply<Bytes>,
     },
     /// write(2). With `wait` all of `data` is queued (parking as needed);
     /// without, as much as fits (EAGAIN when nothing does).

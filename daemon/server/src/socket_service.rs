@@ -182,7 +182,7 @@ impl SocketApi for SocketService {
                 })
                 .await?;
             return Ok(Response::new(v2::ReadResponse {
-                data: Vec::new(),
+                data: Bytes::new(),
                 eof: false,
             }));
         }
@@ -207,7 +207,7 @@ impl SocketApi for SocketService {
             .driver
             .call(s, |reply| Op::Write {
                 handle: req.handle,
-                data: Bytes::from(req.data),
+                data: req.data,
                 wait: !req.nonblocking,
                 reply,
             })
@@ -483,8 +483,11 @@ async fn run_stream(
     }
 }
 
-/// Socket → client: one parked read of at most [`STREAM_CHUNK`] at a time,
-/// only while the client consumes.
+/// Socket → client: one parked read at a time, only while the client
+/// consumes. A read takes what the free slots of the down queue hold
+/// ([`STREAM_CHUNK`] each), and is cut into frames without copying: one
+/// driver round trip (and one wake-up of this task) moves up to
+/// `STREAM_DOWN_QUEUE` frames when the socket has that much buffered.
 async fn stream_down(
     driver: &DriverHandle,
     session: SessionInfo,
@@ -495,24 +498,42 @@ async fn stream_down(
         let Ok(permit) = tx.reserve().await else {
             return DownEnd::Gone;
         };
+        // The reserved slot and every other free one.
+        let slots = 1 + tx.capacity();
         let read = driver.call(session, |reply| Op::Read {
             handle,
-            max_len: STREAM_CHUNK,
+            max_len: STREAM_CHUNK * slots,
             peek: false,
             wait: true,
             reply,
         });
-        let frame = match read.await {
+        let mut data = match read.await {
             Ok(data) if data.is_empty() => {
                 permit.send(Ok(v2::StreamResponse {
                     frame: Some(stream_response::Frame::Eof(true)),
                 }));
                 return DownEnd::Eof;
             }
-            Ok(data) => stream_response::Frame::Data(data),
+            Ok(data) => data,
             Err(e) => return DownEnd::Failed(e),
         };
-        permit.send(Ok(v2::StreamResponse { frame: Some(frame) }));
+        let first = data.split_to(data.len().min(STREAM_CHUNK));
+        permit.send(Ok(data_frame(first)));
+        while !data.is_empty() {
+            let frame = data.split_to(data.len().min(STREAM_CHUNK));
+            // Only this task sends data, so the slots counted above are
+            // still free: this does not wait (unless a `flushed` frame
+            // from the up half took one).
+            if tx.send(Ok(data_frame(frame))).await.is_err() {
+                return DownEnd::Gone;
+            }
+        }
+    }
+}
+
+fn data_frame(data: Bytes) -> v2::StreamResponse {
+    v2::StreamResponse {
+        frame: Some(stream_response::Frame::Data(data)),
     }
 }
 
@@ -539,7 +560,7 @@ async fn stream_up(
             stream_request::Frame::Data(data) => driver
                 .call(session, |reply| Op::Write {
                     handle,
-                    data: Bytes::from(data),
+                    data,
                     wait: true,
                     reply,
                 })

@@ -121,7 +121,7 @@ enum Parked {
     Read {
         max_len: usize,
         peek: bool,
-        reply: Reply<Vec<u8>>,
+        reply: Reply<Bytes>,
     },
     Write {
         data: Bytes,
@@ -1035,7 +1035,7 @@ impl Sockets {
     /// Reads up to `max_len` bytes, copied once from the receive buffer into
     /// a vector sized by what is readable (a 1 MiB read of 100 bytes does
     /// not allocate 1 MiB).
-    fn try_read(&mut self, h: SocketHandle, max_len: usize, peek: bool) -> Attempt<Vec<u8>> {
+    fn try_read(&mut self, h: SocketHandle, max_len: usize, peek: bool) -> Attempt<Bytes> {
         let readable = self.stack.socket_info(h).map_or(0, |info| info.recv_queue);
         // At least one byte, so that EOF and would-block are still told apart.
         let len = max_len.clamp(1, MAX_READ).min(readable.max(1));
@@ -1049,7 +1049,7 @@ impl Sockets {
                     entry.read_total += n as u64;
                 }
                 data.truncate(n);
-                Attempt::Done(Ok(data))
+                Attempt::Done(Ok(Bytes::from(data)))
             }
         }
     }
@@ -1702,7 +1702,7 @@ pub(crate) mod tests {
         });
         assert_eq!(answer(&mut write), Ok(4));
         shuttle(&mut a, &mut b);
-        assert_eq!(answer(&mut read), Ok(b"ping".to_vec()));
+        assert_eq!(answer(&mut read), Ok(Bytes::from_static(b"ping")));
         // A cancelled read is dropped at the next readiness change.
         let read = run(&mut b, server, |reply| Op::Read {
             handle: child.handle,
