@@ -1,0 +1,479 @@
+//! `libtcpd-preload.so`: runs an unmodified, dynamically linked program's
+//! TCP over tcpd. Loaded with `LD_PRELOAD` (by `tcpd-run`), it defines the
+//! socket calls before the C library does; each one decides whether the fd
+//! (or the new socket) is tcpd's and then calls libtcpd, or passes the call
+//! to the C library's own definition untouched.
+//!
+//! What becomes a tcpd socket: `socket(AF_INET, SOCK_STREAM[|flags], 0 or
+//! IPPROTO_TCP)`, and what `accept` returns for one. Everything else —
+//! UDP, Unix sockets, `AF_INET6` (until tcpd speaks IPv6), files, DNS
+//! resolution — is the kernel's. A tcpd socket that binds or connects to a
+//! loopback address (127.0.0.0/8) is re-created as a kernel socket at the
+//! same fd number first: tcpd's stack has no loopback interface, and
+//! programs expect 127.0.0.1 to reach local services.
+//!
+//! A tcpd socket is a real file descriptor (libtcpd's), so data calls
+//! (`read`, `write`, `send*`, `recv*`, `readv`, `writev`, `sendfile`,
+//! `splice`, the fortified `__*_chk` variants), readiness (`poll`, `select`,
+//! `epoll`) and `ioctl(FIONREAD/FIONBIO)` are not interposed. Interposed:
+//! the control calls libtcpd answers (`connect`, `bind`, `listen`, `accept`,
+//! `accept4`, `getsockopt`, `setsockopt`, `getsockname`, `getpeername`,
+//! `shutdown`), `close`, and the `dup` family and `fcntl(F_DUPFD*)` for
+//! bookkeeping.
+//!
+//! Invariants:
+//! - a call on an fd that is not a tcpd socket costs one atomic load before
+//!   the C library's function runs (see `marks`); `close`/`dup2` of such
+//!   fds stay async-signal-safe;
+//! - calls made by libtcpd itself pass through (`marks::Inside`);
+//! - no panic unwinds into C: every entry point catches it and fails with
+//!   `EIO`; every pointer is checked (null is `EFAULT`) before use.
+//!
+//! Modules: `real` (the C library's functions), `marks` (which fds are
+//! tcpd's), `backend` (calls into libtcpd), `loopback` (moving a socket to
+//! the kernel).
+
+mod backend;
+mod loopback;
+mod marks;
+mod real;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+use libc::{c_int, c_ulong, c_void, sockaddr, socklen_t};
+
+/// `SOCK_TYPE_MASK` (include/linux/net.h): the socket type without flags.
+const SOCK_TYPE_MASK: c_int = 0xf;
+
+fn set_errno(errno: c_int) {
+    // SAFETY: __errno_location returns the calling thread's errno.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn errno() -> c_int {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Runs an interposer's tcpd path: a panic becomes -1/`EIO`, never an
+/// unwind into C.
+fn entry(body: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        set_errno(libc::EIO);
+        -1
+    })
+}
+
+/// `TCPD_PRELOAD_DEBUG=1`: one line on stderr per decision.
+fn debug() -> bool {
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("TCPD_PRELOAD_DEBUG").is_some_and(|v| v == "1"))
+}
+
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if debug() {
+            eprintln!("tcpd-preload[{}]: {}", std::process::id(), format_args!($($arg)*));
+        }
+    };
+}
+
+/// Says once per process why tcpd sockets fail when the daemon cannot be
+/// reached (the program itself would print only `socket: No such file or
+/// directory`).
+fn explain_socket_failure(errno: c_int) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if matches!(
+        errno,
+        libc::ENOENT | libc::ECONNREFUSED | libc::EACCES | libc::ECONNABORTED
+    ) && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        eprintln!(
+            "tcpd-preload: cannot reach the tcpd daemon at {}: {} (TCP sockets fail until it answers)",
+            tcpd_proto::socket_path_from_env(),
+            std::io::Error::from_raw_os_error(errno)
+        );
+    }
+}
+
+/// Whether `socket(domain, ty, protocol)` is one tcpd serves.
+fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
+    domain == libc::AF_INET
+        && ty & SOCK_TYPE_MASK == libc::SOCK_STREAM
+        && (protocol == 0 || protocol == libc::IPPROTO_TCP)
+}
+
+/// Passes the call to the C library unless `fd` is a tcpd socket and this
+/// thread is not inside libtcpd.
+fn ours(fd: c_int) -> bool {
+    marks::is_tcpd(fd) && !marks::inside()
+}
+
+/// Records a new tcpd socket; a number the bitmap cannot hold is closed
+/// again (`EMFILE`).
+fn adopt(fd: c_int) -> c_int {
+    if fd < 0 {
+        return fd;
+    }
+    if marks::mark(fd) {
+        fd
+    } else {
+        backend::close(fd);
+        set_errno(libc::EMFILE);
+        -1
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    if marks::inside() || !is_tcp(domain, ty, protocol) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::socket(domain, ty, protocol) };
+    }
+    entry(|| {
+        let fd = adopt(backend::socket(domain, ty, protocol));
+        if fd < 0 {
+            explain_socket_failure(errno());
+        }
+        trace!("socket(AF_INET, SOCK_STREAM) = {fd} (tcpd)");
+        fd
+    })
+}
+
+/// # Safety
+/// As `connect(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::connect(fd, addr, len) };
+    }
+    entry(|| {
+        // SAFETY: forwarded caller guarantee.
+        if unsafe { loopback::is_loopback(addr, len) } {
+            trace!("connect({fd}) to loopback: moving the socket to the kernel");
+            if loopback::to_kernel(fd).is_err() {
+                return -1;
+            }
+            // SAFETY: forwarded caller guarantee.
+            return unsafe { real::connect(fd, addr, len) };
+        }
+        loopback::settled(fd);
+        // SAFETY: forwarded caller guarantee.
+        let r = unsafe { backend::connect(fd, addr, len) };
+        trace!("connect({fd}) = {r} (tcpd)");
+        r
+    })
+}
+
+/// # Safety
+/// As `bind(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::bind(fd, addr, len) };
+    }
+    entry(|| {
+        // SAFETY: forwarded caller guarantee.
+        if unsafe { loopback::is_loopback(addr, len) } {
+            trace!("bind({fd}) to loopback: moving the socket to the kernel");
+            if loopback::to_kernel(fd).is_err() {
+                return -1;
+            }
+            // SAFETY: forwarded caller guarantee.
+            return unsafe { real::bind(fd, addr, len) };
+        }
+        loopback::settled(fd);
+        // SAFETY: forwarded caller guarantee.
+        let r = unsafe { backend::bind(fd, addr, len) };
+        trace!("bind({fd}) = {r} (tcpd)");
+        r
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::listen(fd, backlog) };
+    }
+    entry(|| {
+        loopback::settled(fd);
+        backend::listen(fd, backlog)
+    })
+}
+
+/// # Safety
+/// As `accept(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::accept(fd, addr, len) };
+    }
+    // SAFETY: forwarded caller guarantee.
+    entry(|| adopt(unsafe { backend::accept4(fd, addr, len, 0) }))
+}
+
+/// # Safety
+/// As `accept4(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::accept4(fd, addr, len, flags) };
+    }
+    // SAFETY: forwarded caller guarantee.
+    entry(|| adopt(unsafe { backend::accept4(fd, addr, len, flags) }))
+}
+
+/// Options whose answer is a fixed fact of every tcpd socket, answered
+/// here when libtcpd has no entry for them.
+fn fixed_option(level: c_int, name: c_int) -> Option<c_int> {
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_TYPE) => Some(libc::SOCK_STREAM),
+        (libc::SOL_SOCKET, libc::SO_DOMAIN) => Some(libc::AF_INET),
+        (libc::SOL_SOCKET, libc::SO_PROTOCOL) => Some(libc::IPPROTO_TCP),
+        _ => None,
+    }
+}
+
+/// # Safety
+/// As `getsockopt(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::getsockopt(fd, level, name, value, len) };
+    }
+    entry(|| {
+        // SAFETY: forwarded caller guarantee.
+        let r = unsafe { backend::getsockopt(fd, level, name, value, len) };
+        if r == 0 || errno() != libc::ENOPROTOOPT {
+            return r;
+        }
+        let Some(fixed) = fixed_option(level, name) else {
+            return r;
+        };
+        if value.is_null() || len.is_null() {
+            set_errno(libc::EFAULT);
+            return -1;
+        }
+        // SAFETY: non-null; the caller guarantees *len bytes at value.
+        unsafe {
+            // Linux: a shorter buffer gets the value truncated; negative is EINVAL.
+            let Ok(room) = usize::try_from(*len as i32) else {
+                set_errno(libc::EINVAL);
+                return -1;
+            };
+            let bytes = fixed.to_ne_bytes();
+            let n = room.min(bytes.len());
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.cast::<u8>(), n);
+            *len = n as socklen_t;
+        }
+        0
+    })
+}
+
+/// # Safety
+/// As `setsockopt(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::setsockopt(fd, level, name, value, len) };
+    }
+    entry(|| {
+        // SAFETY: forwarded caller guarantee.
+        let r = unsafe { backend::setsockopt(fd, level, name, value, len) };
+        // Kept for a move to the kernel (loopback), whatever tcpd answered:
+        // the kernel socket may honour what tcpd does not.
+        // SAFETY: forwarded caller guarantee.
+        unsafe { loopback::remember_option(fd, level, name, value, len) };
+        r
+    })
+}
+
+/// # Safety
+/// As `getsockname(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::getsockname(fd, addr, len) };
+    }
+    // SAFETY: forwarded caller guarantee.
+    entry(|| unsafe { backend::getsockname(fd, addr, len) })
+}
+
+/// # Safety
+/// As `getpeername(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::getpeername(fd, addr, len) };
+    }
+    // SAFETY: forwarded caller guarantee.
+    entry(|| unsafe { backend::getpeername(fd, addr, len) })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if !ours(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::shutdown(fd, how) };
+    }
+    entry(|| backend::shutdown(fd, how))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn close(fd: c_int) -> c_int {
+    // Unmark first: exactly one of several threads closing the same number
+    // goes to libtcpd; the others (and libtcpd's own close of the number)
+    // reach the C library, as they would without tcpd.
+    if marks::inside() || !marks::unmark(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::close(fd) };
+    }
+    entry(|| {
+        loopback::settled(fd);
+        let r = backend::close(fd);
+        if r < 0 && errno() == libc::EBADF {
+            // libtcpd did not know the number: it is still open here.
+            // SAFETY: plain close of a number we own.
+            return unsafe { real::close(fd) };
+        }
+        trace!("close({fd}) = {r} (tcpd)");
+        r
+    })
+}
+
+/// Bookkeeping after `new` became a copy of `old` (which may be a tcpd
+/// socket) replacing whatever `new` was (which may have been one).
+fn after_dup(old: c_int, new: c_int) {
+    if new < 0 || old == new {
+        return;
+    }
+    if marks::unmark(new) {
+        // dup2/dup3 closed the tcpd socket that was at `new`.
+        loopback::settled(new);
+        backend::forget(new);
+    }
+    if marks::is_tcpd(old) {
+        if marks::mark(new) {
+            backend::duplicated(old, new);
+        } else {
+            // SAFETY: plain close of the number the call just created.
+            unsafe { real::close(new) };
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn dup(old: c_int) -> c_int {
+    // SAFETY: plain pass-through.
+    let new = unsafe { real::dup(old) };
+    if new >= 0 && ours(old) {
+        entry(|| {
+            after_dup(old, new);
+            new
+        })
+    } else {
+        new
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    // SAFETY: plain pass-through.
+    let r = unsafe { real::dup2(old, new) };
+    if r >= 0 && !marks::inside() && (marks::is_tcpd(old) || marks::is_tcpd(new)) {
+        entry(|| {
+            after_dup(old, r);
+            r
+        })
+    } else {
+        r
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: plain pass-through.
+    let r = unsafe { real::dup3(old, new, flags) };
+    if r >= 0 && !marks::inside() && (marks::is_tcpd(old) || marks::is_tcpd(new)) {
+        entry(|| {
+            after_dup(old, r);
+            r
+        })
+    } else {
+        r
+    }
+}
+
+/// `fcntl` with the bookkeeping of `F_DUPFD`/`F_DUPFD_CLOEXEC`; every other
+/// command is the C library's (a tcpd socket is a real fd: `O_NONBLOCK`
+/// and `FD_CLOEXEC` live on it).
+fn fcntl_common(
+    fd: c_int,
+    cmd: c_int,
+    arg: c_ulong,
+    next: unsafe fn(c_int, c_int, c_ulong) -> c_int,
+) -> c_int {
+    // SAFETY: plain pass-through of the caller's arguments.
+    let r = unsafe { next(fd, cmd, arg) };
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && ours(fd) {
+        entry(|| {
+            after_dup(fd, r);
+            r
+        })
+    } else {
+        r
+    }
+}
+
+/// Declared in C as `int fcntl(int fd, int cmd, ...)`. Defined with one
+/// fixed word-sized third argument: on the ABIs tcpd supports (x86-64
+/// System V, AArch64) a variadic integer or pointer argument travels in the
+/// same register as a named one, and commands without one ignore it.
+#[unsafe(no_mangle)]
+pub extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(fd, cmd, arg, real::fcntl)
+}
+
+/// glibc's large-file name of `fcntl` (what programs built with
+/// `_FILE_OFFSET_BITS=64` on glibc ≥ 2.28 call).
+#[unsafe(no_mangle)]
+pub extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(fd, cmd, arg, real::fcntl64)
+}
+
+/// Load-time setup: resolve the C library's functions before any signal
+/// handler could need them.
+extern "C" fn init() {
+    real::resolve_all();
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = init;
