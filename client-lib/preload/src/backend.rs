@@ -273,8 +273,8 @@ pub fn shutdown(fd: c_int, how: c_int) -> c_int {
     with_api(|api| unsafe { (api.shutdown)(fd, how) })
 }
 
-/// libtcpd's `close(2)`: forgets the number and closes it (-1/`EBADF` when
-/// libtcpd does not know the number; the caller then closes it itself).
+/// libtcpd's `close(2)`, for a socket this library cannot hand to the
+/// program after all (its number does not fit `marks`).
 pub fn close(fd: c_int) -> c_int {
     // SAFETY: plain integer argument.
     with_api(|api| unsafe { (api.close)(fd) })
@@ -293,19 +293,4 @@ pub fn flags(fd: c_int) -> (c_int, c_int) {
         None => unsafe { crate::real::fcntl(fd, cmd, 0) },
     };
     (query(libc::F_GETFL).max(0), query(libc::F_GETFD).max(0))
-}
-
-/// libtcpd must stop treating `fd` as a tcpd socket without closing the
-/// number (it now holds something else: a kernel socket put there by
-/// `dup3`). The daemon socket is closed once no other number refers to it.
-pub fn forget(fd: c_int) {
-    let _inside = Inside::enter();
-    let _ = fd;
-}
-
-/// `new` now refers to the same tcpd socket as `old` (`dup`, `dup2`,
-/// `dup3`, `fcntl(F_DUPFD)`).
-pub fn duplicated(old: c_int, new: c_int) {
-    let _inside = Inside::enter();
-    let _ = (old, new);
 }

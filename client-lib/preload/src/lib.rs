@@ -346,26 +346,21 @@ pub extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     entry(|| backend::shutdown(fd, how))
 }
 
+/// `close(2)`: for a tcpd socket, the number is forgotten here and closed by
+/// the C library like any other descriptor. The TCP connection closes when
+/// the last descriptor of the socket does — in this process, a forked child
+/// or a `dup` — exactly as with a kernel socket: the daemon sees its end of
+/// the socket's pair hang up. Calling libtcpd's close here instead would
+/// close the connection under the other copies (the parent of a pre-forking
+/// server closing its copy of an accepted socket).
 #[unsafe(no_mangle)]
 pub extern "C" fn close(fd: c_int) -> c_int {
-    // Unmark first: exactly one of several threads closing the same number
-    // goes to libtcpd; the others (and libtcpd's own close of the number)
-    // reach the C library, as they would without tcpd.
-    if marks::inside() || !marks::unmark(fd) {
-        // SAFETY: plain pass-through.
-        return unsafe { real::close(fd) };
-    }
-    entry(|| {
+    if marks::unmark(fd) && !marks::inside() {
         loopback::settled(fd);
-        let r = backend::close(fd);
-        if r < 0 && errno() == libc::EBADF {
-            // libtcpd did not know the number: it is still open here.
-            // SAFETY: plain close of a number we own.
-            return unsafe { real::close(fd) };
-        }
-        trace!("close({fd}) = {r} (tcpd)");
-        r
-    })
+        trace!("close({fd}) (tcpd)");
+    }
+    // SAFETY: plain pass-through.
+    unsafe { real::close(fd) }
 }
 
 /// Bookkeeping after `new` became a copy of `old` (which may be a tcpd
@@ -377,12 +372,9 @@ fn after_dup(old: c_int, new: c_int) {
     if marks::unmark(new) {
         // dup2/dup3 closed the tcpd socket that was at `new`.
         loopback::settled(new);
-        backend::forget(new);
     }
     if marks::is_tcpd(old) {
-        if marks::mark(new) {
-            backend::duplicated(old, new);
-        } else {
+        if !marks::mark(new) {
             // SAFETY: plain close of the number the call just created.
             unsafe { real::close(new) };
         }

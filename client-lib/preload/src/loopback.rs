@@ -160,7 +160,10 @@ pub fn to_kernel(fd: c_int) -> Result<(), ()> {
         crate::set_errno(saved);
         return Err(());
     }
+    // libtcpd keys its sockets by the descriptor's inode: the number now
+    // names a kernel socket it does not know, and the daemon closes the tcpd
+    // socket when its pair's last descriptor (this one, unless duplicated)
+    // is gone.
     marks::unmark(fd);
-    backend::forget(fd);
     Ok(())
 }
