@@ -373,11 +373,9 @@ fn after_dup(old: c_int, new: c_int) {
         // dup2/dup3 closed the tcpd socket that was at `new`.
         loopback::settled(new);
     }
-    if marks::is_tcpd(old) {
-        if !marks::mark(new) {
-            // SAFETY: plain close of the number the call just created.
-            unsafe { real::close(new) };
-        }
+    if marks::is_tcpd(old) && !marks::mark(new) {
+        // SAFETY: plain close of the number the call just created.
+        unsafe { real::close(new) };
     }
 }
 
