@@ -130,6 +130,8 @@ expected_files=(
     /usr/sbin/tcpd
     /usr/bin/tcpctl
     /usr/bin/tcpd-nc
+    /usr/bin/tcpd-run
+    "$LIB/tcpd/libtcpd-preload.so"
     "$LIB/libtcpd.so.0"
     "$LIB/libtcpd.so"
     "$LIB/pkgconfig/tcpd.pc"
@@ -141,6 +143,7 @@ expected_files=(
     /usr/share/man/man8/tcpd.8.gz
     /usr/share/man/man1/tcpctl.1.gz
     /usr/share/man/man1/tcpd-nc.1.gz
+    /usr/share/man/man1/tcpd-run.1.gz
     /usr/share/man/man3/tcpd.3.gz
     /usr/share/bash-completion/completions/tcpctl
     /usr/share/zsh/vendor-completions/_tcpctl
@@ -244,6 +247,9 @@ out="$(/usr/sbin/tcpd --version 2>&1)"
 check "tcpd --version prints $VERSION ($out)" grep -q "$VERSION" <<<"$out"
 check "tcpctl --help" bash -c '/usr/bin/tcpctl --help >/dev/null'
 check "tcpd-nc --help" bash -c '/usr/bin/tcpd-nc --help >/dev/null'
+check "tcpd-run --help" bash -c '/usr/bin/tcpd-run --help >/dev/null'
+out="$(/usr/bin/tcpd-run --socket / -- /sbin/ldconfig 2>&1)"
+check "tcpd-run refuses a statically linked program (/sbin/ldconfig)" grep -q "statically linked" <<<"$out"
 check "bash completion mentions tcpctl" grep -q tcpctl /usr/share/bash-completion/completions/tcpctl
 # Documentation drift: every long option of the installed tcpd is described
 # in tcpd(8) and, except --config, is a key of the example tcpd.toml; every
@@ -258,6 +264,10 @@ done
 zcat /usr/share/man/man1/tcpd-nc.1.gz | sed 's/\\-/-/g' >"$WORK/tcpd-nc.1.txt"
 for flag in $(/usr/bin/tcpd-nc --help | grep -oE '^ +(-[a-zA-Z], )?--[a-z][a-z-]*' | grep -oE -- '--[a-z-]+'); do
     check "tcpd-nc(1) documents $flag" grep -qF -- "$flag" "$WORK/tcpd-nc.1.txt"
+done
+zcat /usr/share/man/man1/tcpd-run.1.gz | sed 's/\\-/-/g' >"$WORK/tcpd-run.1.txt"
+for flag in $(/usr/bin/tcpd-run --help | grep -oE '^ +(-[a-zA-Z], )?--[a-z][a-z-]*' | grep -oE -- '--[a-z-]+'); do
+    check "tcpd-run(1) documents $flag" grep -qF -- "$flag" "$WORK/tcpd-run.1.txt"
 done
 zcat /usr/share/man/man1/tcpctl.1.gz >"$WORK/tcpctl.1.txt"
 for command in $(/usr/bin/tcpctl --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && $1 != "help" { print $1 }'); do
@@ -382,6 +392,17 @@ readiness_run() {
             check "[$label] C program listens through libtcpd ($out)" \
                 test "$out" = "listening on 0.0.0.0:7000"
         fi
+        # An unmodified program through the installed tcpd-run, preload
+        # library and libtcpd.so.0: python3's listener shows in tcpctl ls.
+        out="$(timeout 10 /usr/bin/tcpd-run --socket "$API_SOCK" -- python3 -c '
+import socket, subprocess
+s = socket.socket()
+s.bind(("0.0.0.0", 7001))
+s.listen()
+print(subprocess.run(["/usr/bin/tcpctl", "ls"], capture_output=True, text=True).stdout)
+' 2>&1)"
+        check "[$label] tcpd-run python3 listens on tcpd" \
+            grep -qE "LISTEN .*0\.0\.0\.0:7001 .*python3" <<<"$out"
     else
         fail "[$label] READY=1 arrives on NOTIFY_SOCKET"
     fi
