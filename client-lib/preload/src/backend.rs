@@ -273,8 +273,8 @@ pub fn shutdown(fd: c_int, how: c_int) -> c_int {
     with_api(|api| unsafe { (api.shutdown)(fd, how) })
 }
 
-/// libtcpd's `close(2)`, for a socket this library cannot hand to the
-/// program after all (its number does not fit `marks`).
+/// libtcpd's `close(2)`: closes the descriptor (-1/`EBADF`, the number left
+/// open, when libtcpd does not know it).
 pub fn close(fd: c_int) -> c_int {
     // SAFETY: plain integer argument.
     with_api(|api| unsafe { (api.close)(fd) })

@@ -65,18 +65,45 @@ fn entry(body: impl FnOnce() -> c_int) -> c_int {
     })
 }
 
+/// Restores the thread's `errno` when dropped.
+struct KeepErrno(c_int);
+
+impl KeepErrno {
+    fn new() -> KeepErrno {
+        KeepErrno(errno())
+    }
+}
+
+impl Drop for KeepErrno {
+    fn drop(&mut self) {
+        set_errno(self.0);
+    }
+}
+
 /// `TCPD_PRELOAD_DEBUG=1`: one line on stderr per decision.
 fn debug() -> bool {
     static DEBUG: OnceLock<bool> = OnceLock::new();
     *DEBUG.get_or_init(|| std::env::var_os("TCPD_PRELOAD_DEBUG").is_some_and(|v| v == "1"))
 }
 
+/// Writes a `TCPD_PRELOAD_DEBUG` line; the caller's `errno` survives.
 macro_rules! trace {
     ($($arg:tt)*) => {
         if debug() {
+            let saved = errno();
             eprintln!("tcpd-preload[{}]: {}", std::process::id(), format_args!($($arg)*));
+            set_errno(saved);
         }
     };
+}
+
+/// `TCPD_PRELOAD_INET6=1`: offer `AF_INET6` stream sockets to libtcpd too
+/// (for a tcpd that serves IPv6; a libtcpd without it refuses them, and
+/// they fall back to the kernel). Off by default: until tcpd's IPv6 is
+/// proven with dual-stack (`::`) listeners, IPv6 stays on the kernel.
+fn inet6() -> bool {
+    static INET6: OnceLock<bool> = OnceLock::new();
+    *INET6.get_or_init(|| std::env::var_os("TCPD_PRELOAD_INET6").is_some_and(|v| v == "1"))
 }
 
 /// Says once per process why tcpd sockets fail when the daemon cannot be
@@ -89,6 +116,8 @@ fn explain_socket_failure(errno: c_int) {
         libc::ENOENT | libc::ECONNREFUSED | libc::EACCES | libc::ECONNABORTED
     ) && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
     {
+        // The program reads errno after the call: keep it.
+        let _keep = KeepErrno::new();
         eprintln!(
             "tcpd-preload: cannot reach the tcpd daemon at {}: {} (TCP sockets fail until it answers)",
             tcpd_proto::socket_path_from_env(),
@@ -99,7 +128,7 @@ fn explain_socket_failure(errno: c_int) {
 
 /// Whether `socket(domain, ty, protocol)` is one tcpd serves.
 fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
-    domain == libc::AF_INET
+    (domain == libc::AF_INET || (domain == libc::AF_INET6 && inet6()))
         && ty & SOCK_TYPE_MASK == libc::SOCK_STREAM
         && (protocol == 0 || protocol == libc::IPPROTO_TCP)
 }
@@ -133,10 +162,16 @@ pub extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     }
     entry(|| {
         let fd = adopt(backend::socket(domain, ty, protocol));
+        if fd < 0 && domain == libc::AF_INET6 && errno() == libc::EAFNOSUPPORT {
+            // This libtcpd (or daemon) has no IPv6: the kernel's, as without
+            // TCPD_PRELOAD_INET6.
+            // SAFETY: plain pass-through.
+            return unsafe { real::socket(domain, ty, protocol) };
+        }
         if fd < 0 {
             explain_socket_failure(errno());
         }
-        trace!("socket(AF_INET, SOCK_STREAM) = {fd} (tcpd)");
+        trace!("socket({domain}, SOCK_STREAM) = {fd} (tcpd)");
         fd
     })
 }
@@ -153,7 +188,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // SAFETY: forwarded caller guarantee.
         if unsafe { loopback::is_loopback(addr, len) } {
             trace!("connect({fd}) to loopback: moving the socket to the kernel");
-            if loopback::to_kernel(fd).is_err() {
+            // SAFETY: is_loopback read the address within len.
+            if unsafe { loopback::to_kernel(fd, addr) }.is_err() {
                 return -1;
             }
             // SAFETY: forwarded caller guarantee.
@@ -179,7 +215,8 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         // SAFETY: forwarded caller guarantee.
         if unsafe { loopback::is_loopback(addr, len) } {
             trace!("bind({fd}) to loopback: moving the socket to the kernel");
-            if loopback::to_kernel(fd).is_err() {
+            // SAFETY: is_loopback read the address within len.
+            if unsafe { loopback::to_kernel(fd, addr) }.is_err() {
                 return -1;
             }
             // SAFETY: forwarded caller guarantee.
@@ -346,21 +383,32 @@ pub extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     entry(|| backend::shutdown(fd, how))
 }
 
-/// `close(2)`: for a tcpd socket, the number is forgotten here and closed by
-/// the C library like any other descriptor. The TCP connection closes when
-/// the last descriptor of the socket does — in this process, a forked child
-/// or a `dup` — exactly as with a kernel socket: the daemon sees its end of
-/// the socket's pair hang up. Calling libtcpd's close here instead would
-/// close the connection under the other copies (the parent of a pre-forking
-/// server closing its copy of an accepted socket).
+/// `close(2)`: a tcpd socket is closed by libtcpd, which closes the
+/// descriptor like the C library and tells the daemon what it cannot see
+/// for itself (a socket whose connection failed). The TCP connection closes
+/// when the last descriptor of the socket does — in this process, a forked
+/// child or a `dup` — exactly as with a kernel socket.
 #[unsafe(no_mangle)]
 pub extern "C" fn close(fd: c_int) -> c_int {
-    if marks::unmark(fd) && !marks::inside() {
-        loopback::settled(fd);
-        trace!("close({fd}) (tcpd)");
+    // Unmark first: exactly one of several threads closing the same number
+    // goes to libtcpd; the others (and libtcpd's own close of the number)
+    // reach the C library, as they would without tcpd.
+    if marks::inside() || !marks::unmark(fd) {
+        // SAFETY: plain pass-through.
+        return unsafe { real::close(fd) };
     }
-    // SAFETY: plain pass-through.
-    unsafe { real::close(fd) }
+    entry(|| {
+        loopback::settled(fd);
+        let r = backend::close(fd);
+        if r < 0 && errno() == libc::EBADF {
+            // libtcpd does not know the descriptor (an old libtcpd, or one
+            // that lost track): close it as any other.
+            // SAFETY: plain pass-through.
+            return unsafe { real::close(fd) };
+        }
+        trace!("close({fd}) = {r} (tcpd)");
+        r
+    })
 }
 
 /// Bookkeeping after `new` became a copy of `old` (which may be a tcpd

@@ -48,19 +48,41 @@ fn fresh() -> MutexGuard<'static, Option<HashMap<c_int, Vec<Remembered>>>> {
     FRESH.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether `addr` is an IPv4 loopback address.
+/// The address family of `addr` (0 when it is too short to say).
+///
+/// # Safety
+/// `addr` must be null or readable for `len` bytes.
+unsafe fn family(addr: *const sockaddr, len: socklen_t) -> c_int {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+        return 0;
+    }
+    // SAFETY: at least the family's bytes are readable per the caller.
+    c_int::from(unsafe { std::ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) })
+}
+
+/// Whether `addr` is a loopback address: 127.0.0.0/8, `::1`, or
+/// `::ffff:127.0.0.0/104` (an IPv4 loopback address in IPv6 form).
 ///
 /// # Safety
 /// `addr` must be null or readable for `len` bytes.
 pub unsafe fn is_loopback(addr: *const sockaddr, len: socklen_t) -> bool {
-    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
-        return false;
+    let len = len as usize;
+    // SAFETY: forwarded caller guarantee.
+    match unsafe { family(addr, len as socklen_t) } {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: a whole sockaddr_in is readable; read_unaligned makes
+            // no alignment assumption.
+            let sin = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+            u32::from_be(sin.sin_addr.s_addr) >> 24 == 127
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let sin6 = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
     }
-    // SAFETY: non-null and at least sizeof(sockaddr_in) readable bytes per
-    // the caller; read_unaligned makes no alignment assumption.
-    let sin = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
-    sin.sin_family == libc::AF_INET as libc::sa_family_t
-        && u32::from_be(sin.sin_addr.s_addr) >> 24 == 127
 }
 
 /// Remembers an option set on a fresh tcpd socket.
@@ -118,10 +140,15 @@ fn take(fd: c_int) -> Vec<Remembered> {
     }
 }
 
-/// Replaces the tcpd socket at `fd` with a new kernel TCP socket with the
-/// same `O_NONBLOCK`, `FD_CLOEXEC` and remembered options. On failure errno
-/// is set and the tcpd socket is left as it was.
-pub fn to_kernel(fd: c_int) -> Result<(), ()> {
+/// Replaces the tcpd socket at `fd` with a new kernel TCP socket of
+/// `addr`'s family with the same `O_NONBLOCK`, `FD_CLOEXEC` and remembered
+/// options. On failure errno is set and the tcpd socket is left as it was.
+///
+/// # Safety
+/// `addr` must be readable for `len` bytes (checked by [`is_loopback`]).
+pub unsafe fn to_kernel(fd: c_int, addr: *const sockaddr) -> Result<(), ()> {
+    // SAFETY: the caller checked the address with is_loopback.
+    let domain = unsafe { family(addr, std::mem::size_of::<libc::sa_family_t>() as socklen_t) };
     let (status_flags, fd_flags) = backend::flags(fd);
     let nonblock = if status_flags & libc::O_NONBLOCK != 0 {
         libc::SOCK_NONBLOCK
@@ -129,7 +156,7 @@ pub fn to_kernel(fd: c_int) -> Result<(), ()> {
         0
     };
     // SAFETY: plain syscall.
-    let kernel = unsafe { real::socket(libc::AF_INET, libc::SOCK_STREAM | nonblock, 0) };
+    let kernel = unsafe { real::socket(domain, libc::SOCK_STREAM | nonblock, 0) };
     if kernel < 0 {
         return Err(());
     }

@@ -11,6 +11,10 @@
 //!   C ABI (linked as the `tcpd` rlib), reaching the same daemon through
 //!   `$TCPD_SOCKET`.
 //!
+//! - **programs**: iperf3 and redis-benchmark (Debian's, unmodified) on
+//!   both ends of the veth, and under `tcpd-run` against the same program
+//!   on the kernel side of tcpd's TUN ([`programs`]).
+//!
 //! Idle-connection servers run as helper processes (the benchmark binary
 //! re-run with `--hold-helper`, see [`workloads::HoldProcess`]) so that no one
 //! process needs more descriptors than `RLIMIT_NOFILE` allows. Every client
@@ -21,6 +25,7 @@
 //! also on CPU 1, beside the peer it talks to through the TUN. With fewer than
 //! two CPUs nothing is pinned.
 
+pub mod programs;
 pub mod stats;
 pub mod workloads;
 

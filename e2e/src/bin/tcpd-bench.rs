@@ -656,6 +656,21 @@ fn main() -> Result<()> {
         return finish(&args, &plan, &rows, &notes, Vec::new());
     }
 
+    // 3c. Unmodified programs: iperf3 and redis-benchmark under tcpd-run.
+    match program_rows(&topo, &plan, args.smoke) {
+        Ok(more) => rows.extend(more),
+        Err(e) => {
+            let why = format!("{e:#}");
+            eprintln!("tcpd-bench: iperf3/redis-benchmark rows skipped: {why}");
+            notes.push(format!("iperf3/redis-benchmark rows not measured: {why}"));
+        }
+    }
+    notes.push(
+        "iperf3 and redis-benchmark: Debian's programs on both ends of the veth (kernel), and \
+         under tcpd-run (tcpd) against the same program on the kernel side of the TUN"
+            .to_string(),
+    );
+
     // 4. Concurrency: idle connections and their cost, then parallel
     // streams. The streams are measured first (reported after): tearing
     // down thousands of idle connections keeps tcpd busy for a while.
@@ -737,6 +752,109 @@ fn main() -> Result<()> {
     });
 
     finish(&args, &plan, &rows, &notes, idle_json)
+}
+
+/// iperf3 (both directions) and redis-benchmark (SET, GET) run unmodified:
+/// on both ends of the veth for the kernel's figure, under `tcpd-run` in
+/// tcpd's namespace against the program on the kernel side for tcpd's.
+fn program_rows(topo: &Topology, plan: &Plan, smoke: bool) -> Result<Vec<Row>> {
+    use tcpd_e2e::bench::programs::{self, Side};
+    programs::available(&[
+        "iperf3",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "taskset",
+        "ss",
+    ])
+    .map_err(anyhow::Error::msg)?;
+    let kernel_client = Side {
+        ns: &topo.kernel_client,
+        cpu: CLIENT_CPU,
+        tcpd: None,
+    };
+    let kernel_server = Side {
+        ns: &topo.kernel_server,
+        cpu: PEER_CPU,
+        tcpd: None,
+    };
+    let tcpd_client = Side {
+        ns: &topo.tcpd_ns,
+        cpu: CLIENT_CPU,
+        tcpd: Some(topo.daemon.socket()),
+    };
+    let tcpd_peer = Side {
+        ns: &topo.tcpd_ns,
+        cpu: PEER_CPU,
+        tcpd: None,
+    };
+    let mut rows = Vec::new();
+    for (reverse, name) in [
+        (false, "iperf3, client sends (tcpd-run)"),
+        (true, "iperf3 -R, client receives (tcpd-run)"),
+    ] {
+        let kernel = repeat(plan.reps, || {
+            Ok(programs::iperf3_gbit(
+                kernel_client,
+                kernel_server,
+                KERNEL_SERVER,
+                5201,
+                plan.seconds,
+                reverse,
+            )?)
+        })?;
+        let tcpd = repeat(plan.reps, || {
+            Ok(programs::iperf3_gbit(
+                tcpd_client,
+                tcpd_peer,
+                HOST_ADDR,
+                5201,
+                plan.seconds,
+                reverse,
+            )?)
+        })?;
+        rows.push(Row {
+            name: name.into(),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel,
+            tcpd,
+        });
+    }
+    let requests = if smoke { 2_000 } else { 20_000 };
+    let scratch = tcpd_e2e::TempDir::new("bench-redis")?;
+    let mut kernel = Vec::new();
+    let mut tcpd = Vec::new();
+    for _ in 0..plan.reps {
+        kernel.push(programs::redis_ops(
+            kernel_client,
+            kernel_server,
+            KERNEL_SERVER,
+            6379,
+            requests,
+            scratch.path(),
+        )?);
+        tcpd.push(programs::redis_ops(
+            tcpd_client,
+            tcpd_peer,
+            HOST_ADDR,
+            6379,
+            requests,
+            scratch.path(),
+        )?);
+    }
+    for (i, test) in programs::REDIS_TESTS.iter().enumerate() {
+        let column =
+            |runs: &[Vec<f64>]| Summary::of(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+        rows.push(Row {
+            name: format!("redis-benchmark {test}, 50 clients (tcpd-run)"),
+            unit: "req/s",
+            higher_is_better: true,
+            kernel: column(&kernel),
+            tcpd: column(&tcpd),
+        });
+    }
+    Ok(rows)
 }
 
 /// Prints the table and writes the JSON file.
