@@ -181,9 +181,34 @@ fn resolve(handle: *mut c_void) -> Result<Api, &'static str> {
     }
 }
 
+/// `$TCPD_SOCKET` as the program started with it.
+static SOCKET_AT_LOAD: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+
+/// Remembers `$TCPD_SOCKET` (called at load time, before `main`).
+pub fn remember_socket_env() {
+    SOCKET_AT_LOAD.get_or_init(|| std::env::var_os(tcpd_proto::SOCKET_ENV));
+}
+
+/// Puts `$TCPD_SOCKET` back when the program removed it from its
+/// environment, as nginx does for its worker processes (it keeps only the
+/// variables its `env` directive names): libtcpd would look for the daemon
+/// at the default path instead.
+fn restore_socket_env() {
+    let Some(Some(saved)) = SOCKET_AT_LOAD.get() else {
+        return;
+    };
+    if std::env::var_os(tcpd_proto::SOCKET_ENV).is_none() {
+        // SAFETY: only when the variable vanished, which programs do at
+        // start-up (nginx: in a new worker, before it serves anything); the
+        // race setenv has with a concurrent getenv is accepted there.
+        unsafe { std::env::set_var(tcpd_proto::SOCKET_ENV, saved) };
+    }
+}
+
 /// Runs `call` with libtcpd loaded and the thread inside it; -1/`ENOSYS`
 /// when libtcpd cannot be loaded.
 fn with_api(call: impl FnOnce(&Api) -> c_int) -> c_int {
+    restore_socket_env();
     match api() {
         Ok(api) => {
             let _inside = Inside::enter();

@@ -303,6 +303,7 @@ pub unsafe extern "C" fn getsockopt(
             return r;
         }
         let Some(fixed) = fixed_option(level, name) else {
+            trace!("getsockopt({fd}, {level}, {name}): ENOPROTOOPT (tcpd)");
             return r;
         };
         if value.is_null() || len.is_null() {
@@ -342,6 +343,12 @@ pub unsafe extern "C" fn setsockopt(
     entry(|| {
         // SAFETY: forwarded caller guarantee.
         let r = unsafe { backend::setsockopt(fd, level, name, value, len) };
+        if r < 0 {
+            trace!(
+                "setsockopt({fd}, {level}, {name}): errno {} (tcpd)",
+                errno()
+            );
+        }
         // Kept for a move to the kernel (loopback), whatever tcpd answered:
         // the kernel socket may honour what tcpd does not.
         // SAFETY: forwarded caller guarantee.
@@ -507,9 +514,10 @@ pub extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 }
 
 /// Load-time setup: resolve the C library's functions before any signal
-/// handler could need them.
+/// handler could need them; remember where the daemon is.
 extern "C" fn init() {
     real::resolve_all();
+    backend::remember_socket_env();
 }
 
 #[used]
