@@ -59,6 +59,10 @@ struct Args {
     /// connection rate and latency, and the hyper workloads (for profiling).
     #[arg(long, conflicts_with = "bulk_only")]
     control_only: bool,
+    /// Measure only the unmodified programs (iperf3, redis-benchmark under
+    /// tcpd-run beside the same programs over the veth).
+    #[arg(long, conflicts_with_all = ["bulk_only", "control_only"])]
+    programs_only: bool,
     /// Internal: run as the idle-connection holder inside this namespace
     /// (see `workloads::HoldProcess`).
     #[arg(long, hide = true, requires = "hold_addr")]
@@ -329,6 +333,10 @@ fn main() -> Result<()> {
         notes.push(format!(
             "tcpd's TUN MTU set to {mtu} (--tcpd-mtu); the veth keeps 1500"
         ));
+    }
+    if args.programs_only {
+        let rows = program_rows(&topo, &plan, args.smoke)?;
+        return finish(&args, &plan, &rows, &notes, Vec::new());
     }
     let k = KERNEL_SERVER;
     let t = HOST_ADDR;
