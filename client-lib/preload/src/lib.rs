@@ -176,58 +176,57 @@ pub extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     })
 }
 
+/// `connect` and `bind` on a tcpd socket: a loopback address moves the
+/// socket to the kernel first (see `loopback`), anything else is tcpd's.
+///
 /// # Safety
-/// As `connect(2)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+/// As `connect(2)`/`bind(2)`; `kernel` and `tcpd` are the two
+/// implementations of the same call.
+unsafe fn addressed(
+    what: &str,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    kernel: unsafe fn(c_int, *const sockaddr, socklen_t) -> c_int,
+    tcpd: unsafe fn(c_int, *const sockaddr, socklen_t) -> c_int,
+) -> c_int {
     if !ours(fd) {
         // SAFETY: plain pass-through.
-        return unsafe { real::connect(fd, addr, len) };
+        return unsafe { kernel(fd, addr, len) };
     }
     entry(|| {
         // SAFETY: forwarded caller guarantee.
         if unsafe { loopback::is_loopback(addr, len) } {
-            trace!("connect({fd}) to loopback: moving the socket to the kernel");
+            trace!("{what}({fd}) to loopback: moving the socket to the kernel");
             // SAFETY: is_loopback read the address within len.
             if unsafe { loopback::to_kernel(fd, addr) }.is_err() {
                 return -1;
             }
             // SAFETY: forwarded caller guarantee.
-            return unsafe { real::connect(fd, addr, len) };
+            return unsafe { kernel(fd, addr, len) };
         }
         loopback::settled(fd);
         // SAFETY: forwarded caller guarantee.
-        let r = unsafe { backend::connect(fd, addr, len) };
-        trace!("connect({fd}) = {r} (tcpd)");
+        let r = unsafe { tcpd(fd, addr, len) };
+        trace!("{what}({fd}) = {r} (tcpd)");
         r
     })
+}
+
+/// # Safety
+/// As `connect(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { addressed("connect", fd, addr, len, real::connect, backend::connect) }
 }
 
 /// # Safety
 /// As `bind(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if !ours(fd) {
-        // SAFETY: plain pass-through.
-        return unsafe { real::bind(fd, addr, len) };
-    }
-    entry(|| {
-        // SAFETY: forwarded caller guarantee.
-        if unsafe { loopback::is_loopback(addr, len) } {
-            trace!("bind({fd}) to loopback: moving the socket to the kernel");
-            // SAFETY: is_loopback read the address within len.
-            if unsafe { loopback::to_kernel(fd, addr) }.is_err() {
-                return -1;
-            }
-            // SAFETY: forwarded caller guarantee.
-            return unsafe { real::bind(fd, addr, len) };
-        }
-        loopback::settled(fd);
-        // SAFETY: forwarded caller guarantee.
-        let r = unsafe { backend::bind(fd, addr, len) };
-        trace!("bind({fd}) = {r} (tcpd)");
-        r
-    })
+    // SAFETY: forwarded caller guarantee.
+    unsafe { addressed("bind", fd, addr, len, real::bind, backend::bind) }
 }
 
 #[unsafe(no_mangle)]
