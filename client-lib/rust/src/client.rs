@@ -36,6 +36,8 @@ pub struct Client {
     rpc: SocketClient<Channel>,
     /// The daemon's socket path, for errors reaching it ("" when unknown).
     daemon: Arc<str>,
+    /// Where this session's tasks run (see `runtime`).
+    home: runtime::Home,
 }
 
 impl Client {
@@ -52,14 +54,21 @@ impl Client {
     /// # drop(stream); Ok(()) }
     /// ```
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
-        let path = path.as_ref().to_path_buf();
+        Client::connect_at(path.as_ref(), runtime::Home::current()).await
+    }
+
+    /// Opens the session with its tasks at `home`.
+    async fn connect_at(path: &Path, home: runtime::Home) -> io::Result<Client> {
+        let path = path.to_path_buf();
         let shown = path.display().to_string();
-        let channel = runtime::run(connect_channel(path))
+        let channel = home
+            .run(connect_channel(path))
             .await?
             .map_err(|e| crate::transport::unreachable(&shown, e))?;
         Ok(Client {
             rpc: SocketClient::new(channel),
             daemon: shown.into(),
+            home,
         })
     }
 
@@ -72,8 +81,17 @@ impl Client {
     /// The process-wide default session, opened from the environment (as
     /// [`Client::from_env`]) on first use. A failed attempt is not cached: the
     /// next call tries again.
+    ///
+    /// This session lives on the library's runtime, not the caller's: it is
+    /// shared by every runtime of the process and outlives each of them.
     pub async fn shared() -> io::Result<Client> {
-        SHARED.get_or_try_init(Client::from_env).await.cloned()
+        SHARED
+            .get_or_try_init(|| {
+                let path = tcpd_proto::socket_path_from_env();
+                async move { Client::connect_at(Path::new(&path), runtime::Home::Library).await }
+            })
+            .await
+            .cloned()
     }
 
     /// Makes `client` the process-wide default session (what
@@ -95,7 +113,13 @@ impl Client {
         Client {
             rpc: SocketClient::new(channel),
             daemon: Arc::from(""),
+            home: runtime::Home::current(),
         }
+    }
+
+    /// Where this session's background tasks run.
+    pub(crate) fn home(&self) -> &runtime::Home {
+        &self.home
     }
 
     /// The failed call's `io::Error`: the daemon's errno, or an error that

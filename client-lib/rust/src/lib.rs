@@ -76,9 +76,12 @@
 //! # let _ = port; Ok(()) }
 //! ```
 //!
-//! All socket I/O runs on a small runtime owned by this crate (threads named
-//! `tcpd-client-io`), so the types work from any executor and from plain
-//! threads.
+//! A session opened with [`Client::connect`] inside a tokio runtime runs its
+//! I/O on that runtime (no private thread pool in between, as with
+//! `tokio::net`); the process-wide default session and sessions opened
+//! outside any runtime (the blocking API) run on a small runtime owned by
+//! this crate (threads named `tcpd-client-io`), so they work from any
+//! executor, from plain threads, and across runtimes.
 
 pub mod addr;
 pub mod blocking;

@@ -1,17 +1,18 @@
-//! The library's own I/O runtime.
+//! Where a session's I/O runs: the caller's runtime, or the library's own.
 //!
-//! Every session's HTTP/2 connection, the Stream RPCs behind `TcpStream`s and
-//! the background `Close` calls of dropped sockets run on one small
-//! multi-threaded tokio runtime owned by this module, never on the caller's
-//! runtime. That is what lets
-//! - a [`Client`](crate::Client) outlive the runtime it was created on (the
-//!   process-wide default client is shared by every `#[tokio::test]`),
-//! - `Drop` always have somewhere to send `Close`,
-//! - the [`blocking`](crate::blocking) API work with no runtime at all, or from
-//!   inside one, without tokio's "runtime within a runtime" panic.
+//! A [`Client`](crate::Client) opened with `Client::connect` from inside a
+//! tokio runtime lives on that runtime ([`Home::Caller`]): its HTTP/2
+//! connection, the Stream RPCs behind its `TcpStream`s and their background
+//! close run there, with no hop to another thread pool — like
+//! `tokio::net`'s sockets, it stops working when that runtime shuts down.
 //!
-//! Invariant: no user code ever runs on this runtime, so blocking a caller's
-//! thread in [`block_on`] can never starve the tasks it waits for.
+//! Everything else runs on one small multi-threaded runtime owned by this
+//! module ([`Home::Library`], threads `tcpd-client-io`): sessions opened
+//! outside any runtime (the [`blocking`](crate::blocking) API), and the
+//! process-wide default session of the free constructors (`Client::shared`,
+//! which must outlive any one runtime: every `#[tokio::test]` has its own).
+//! No user code runs on it, so blocking a caller's thread in [`block_on`]
+//! cannot starve the tasks it waits for.
 
 use std::future::Future;
 use std::io;
@@ -28,6 +29,66 @@ const THREAD_NAME: &str = "tcpd-client-io";
 const MAX_WORKERS: usize = 2;
 
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+std::thread_local! {
+    /// Set while [`block_on`] polls a future on this thread: the runtime
+    /// entered there is the library's, not the caller's.
+    static IN_BLOCK_ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Where a session's tasks run.
+#[derive(Debug, Clone)]
+pub(crate) enum Home {
+    /// The library's runtime.
+    Library,
+    /// The runtime the session was opened on.
+    Caller(Handle),
+}
+
+impl Home {
+    /// The caller's runtime when there is one (and it is not the library's,
+    /// entered by [`block_on`]), else the library's.
+    pub(crate) fn current() -> Home {
+        if IN_BLOCK_ON.with(std::cell::Cell::get)
+            || std::thread::current().name() == Some(THREAD_NAME)
+        {
+            return Home::Library;
+        }
+        match Handle::try_current() {
+            Ok(handle) => Home::Caller(handle),
+            Err(_) => Home::Library,
+        }
+    }
+
+    /// Spawns `future` at home.
+    pub(crate) fn spawn<F>(&self, future: F) -> io::Result<JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Home::Library => spawn(future),
+            Home::Caller(handle) => Ok(handle.spawn(future)),
+        }
+    }
+
+    /// Runs `future` at home and waits for it from any executor.
+    pub(crate) async fn run<F>(&self, future: F) -> io::Result<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn(future)?.await.map_err(join_error)
+    }
+}
+
+fn join_error(join: tokio::task::JoinError) -> io::Error {
+    if join.is_panic() {
+        io::Error::other("tcpd-client: background task panicked")
+    } else {
+        io::Error::from_raw_os_error(tcpd_proto::errno::ECANCELED)
+    }
+}
 
 /// The I/O runtime's handle, created on first use.
 ///
@@ -62,22 +123,6 @@ where
     Ok(handle()?.spawn(future))
 }
 
-/// Runs `future` on the I/O runtime and waits for its output from any
-/// executor (or none).
-pub(crate) async fn run<F>(future: F) -> io::Result<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    spawn(future)?.await.map_err(|join| {
-        if join.is_panic() {
-            io::Error::other("tcpd-client: background task panicked")
-        } else {
-            io::Error::from_raw_os_error(tcpd_proto::errno::ECANCELED)
-        }
-    })
-}
-
 /// Blocks the calling thread until `future` completes.
 ///
 /// Works outside any runtime and inside one (it never calls tokio's
@@ -85,8 +130,28 @@ where
 /// the I/O runtime entered, so timers and spawns inside it find a runtime,
 /// while the actual I/O it waits for is driven by the I/O runtime's threads.
 /// Called from async code it blocks that executor thread like any
-/// `std::net` call would.
+/// `std::net` call would; on a multi-threaded runtime's worker it first
+/// hands that worker's other tasks to another thread
+/// (`tokio::task::block_in_place`), so a session living on that runtime
+/// keeps running. (A session living on a *current-thread* runtime cannot
+/// serve a blocking call made on that runtime's own thread: use the async
+/// API there, or a session opened outside it.)
 pub(crate) fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
-    let _context = handle()?.enter();
-    Ok(futures::executor::block_on(future))
+    let poll_here = || {
+        let _context = handle()?.enter();
+        let was = IN_BLOCK_ON.with(|f| f.replace(true));
+        let out = futures::executor::block_on(future);
+        IN_BLOCK_ON.with(|f| f.set(was));
+        Ok(out)
+    };
+    match Handle::try_current() {
+        Ok(h)
+            if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                && !IN_BLOCK_ON.with(std::cell::Cell::get)
+                && std::thread::current().name() != Some(THREAD_NAME) =>
+        {
+            tokio::task::block_in_place(poll_here)
+        }
+        _ => poll_here(),
+    }
 }

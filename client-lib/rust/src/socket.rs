@@ -18,7 +18,7 @@ use std::net::{Shutdown, SocketAddr};
 use tcpd_proto::v2;
 
 use crate::sockopt::{EPROTO, OptionName, SockOption};
-use crate::{Client, TcpStream, runtime};
+use crate::{Client, TcpStream};
 
 /// Upper bound the daemon puts on one `Read` (1 MiB, see the proto).
 pub const MAX_READ_LEN: usize = 1024 * 1024;
@@ -294,7 +294,8 @@ pub(crate) async fn close_handle(client: &Client, handle: u64) -> io::Result<()>
 /// closed the socket anyway) have no one to be reported to.
 pub(crate) fn close_in_background(client: Client, handle: u64) {
     // If the runtime cannot start, the session's end still closes the socket.
-    let _ = runtime::spawn(async move {
+    let home = client.home().clone();
+    let _ = home.spawn(async move {
         let _ = close_handle(&client, handle).await;
     });
 }

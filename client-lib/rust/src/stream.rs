@@ -288,7 +288,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         if let Some(close) = self.close() {
             // Without a runtime the session's end closes the socket instead.
-            let _ = runtime::spawn(close);
+            let _ = self.client.home().spawn(close);
         }
     }
 }
@@ -766,31 +766,33 @@ impl TcpStream {
         let flushed = Arc::new(Flushed::default());
         let flushed_tx = Arc::clone(&flushed);
         let pump_terminal = Arc::clone(&terminal);
-        // The RPC and its pump run on the library's runtime: they outlive
-        // the caller's runtime and keep the close path alive after a drop.
-        let opened = runtime::run(async move {
-            let mut frames = rpc
-                .stream(ReceiverStream::new(rx))
-                .await
-                .map_err(|s| pump_client.to_io(s))?
-                .into_inner();
-            let opened = match frames.next().await {
-                Some(Ok(v2::StreamResponse {
-                    frame: Some(stream_response::Frame::Opened(o)),
-                })) => o,
-                Some(Err(status)) => return Err(pump_client.to_io(status)),
-                _ => return Err(io::Error::from_raw_os_error(errno::EPROTO)),
-            };
-            tokio::spawn(pump(
-                pump_client,
-                frames,
-                data_tx,
-                flushed_tx,
-                pump_terminal,
-            ));
-            Ok(opened)
-        })
-        .await??;
+        // The RPC and its pump run where the session lives (the runtime it
+        // was opened on, or the library's), as does the close after a drop.
+        let opened = client
+            .home()
+            .run(async move {
+                let mut frames = rpc
+                    .stream(ReceiverStream::new(rx))
+                    .await
+                    .map_err(|s| pump_client.to_io(s))?
+                    .into_inner();
+                let opened = match frames.next().await {
+                    Some(Ok(v2::StreamResponse {
+                        frame: Some(stream_response::Frame::Opened(o)),
+                    })) => o,
+                    Some(Err(status)) => return Err(pump_client.to_io(status)),
+                    _ => return Err(io::Error::from_raw_os_error(errno::EPROTO)),
+                };
+                tokio::spawn(pump(
+                    pump_client,
+                    frames,
+                    data_tx,
+                    flushed_tx,
+                    pump_terminal,
+                ));
+                Ok(opened)
+            })
+            .await??;
         let shared = Arc::new(Shared {
             client: client.clone(),
             handle: opened.handle,

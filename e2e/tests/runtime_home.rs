@@ -1,0 +1,69 @@
+//! A session opened inside a tokio runtime runs on that runtime: on a
+//! current-thread runtime, a whole connection (open, data both ways, close)
+//! runs with no thread of the library's own (`tcpd-client-io`). This test
+//! is its own binary, so no other test starts that runtime.
+
+use std::io::{Read, Write};
+use std::net::SocketAddrV4;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tcpd_e2e::{Env, HOST_ADDR};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn a_session_opened_in_a_runtime_runs_on_it() {
+    let Some(env) = Env::setup("rt-home", &[]) else {
+        return;
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let peer = env.ns.spawn(move || {
+        let listener =
+            std::net::TcpListener::bind(SocketAddrV4::new(HOST_ADDR, 7901)).expect("listen");
+        ready_tx.send(()).expect("ready");
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).expect("read");
+        s.write_all(&buf).expect("echo");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("EOF");
+    });
+    ready_rx.recv().expect("listener ready");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client
+            .tcp_connect((HOST_ADDR, 7901))
+            .await
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.write_all(b"hello").await.expect("write");
+        let mut got = [0u8; 5];
+        stream.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"hello");
+        stream.close().await.expect("close");
+    });
+    peer.join().expect("peer");
+    let names = thread_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("tcpd-client-io")),
+        "the library started its own runtime: {names:?}"
+    );
+}
