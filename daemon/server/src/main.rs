@@ -61,6 +61,13 @@ use tcpd_stack::{Stack, StackConfig};
 /// HTTP/2 stream window: how much Stream data may be in flight per RPC
 /// before flow control pushes back on the writer.
 const STREAM_WINDOW: u32 = 1 << 20;
+/// Largest HTTP/2 frame clients may send (RFC 9113 §6.5.2
+/// SETTINGS_MAX_FRAME_SIZE; 16 KiB by default): a whole 64 KiB Stream `data`
+/// message travels as one DATA frame instead of four. Measured in
+/// tcpd-bench (bulk, client sends, interleaved A/B): the daemon's CPU per GB
+/// falls from 0.96-1.01 to 0.80-0.89 s. No frame can exceed the stream
+/// window anyway.
+const MAX_FRAME_SIZE: u32 = STREAM_WINDOW;
 /// HTTP/2 connection window (all RPCs of one session together). It bounds
 /// the memory one session can make the daemon buffer, and must leave room for
 /// many Streams at once: with 1 MiB per stream, 64 sockets whose peers are
@@ -316,6 +323,7 @@ async fn serve(
         .layer(idle::InFlightLayer::new(registry.clone()))
         .layer(intake::IntakeLayer::new(registry))
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
         .add_service(SocketServiceServer::new(SocketService::new(driver.clone())))
         .add_service(AdminServiceServer::new(AdminService::new(
             driver.clone(),
