@@ -294,6 +294,10 @@ pub fn fd_socket_path(api: &str) -> String {
 pub mod fd_channel {
     /// Bytes of a session token.
     pub const TOKEN_LEN: usize = 16;
+    /// SO_SNDBUF of a connected socket's client end (the kernel doubles
+    /// it): set by the daemon on accepted sockets, by the client once its
+    /// connect completed (a new socket starts small: it is handed out full).
+    pub const CONNECTED_SNDBUF: usize = 256 * 1024;
     /// Bytes of every request.
     pub const REQUEST_LEN: usize = 32;
     /// Bytes of every response.

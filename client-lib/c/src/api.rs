@@ -41,6 +41,39 @@ use crate::sockaddr::{
 /// (`ECONNRESET`); `tcpd_strerror` says so.
 pub const DAEMON_GONE: c_int = libc::ECONNABORTED;
 
+/// A connected socket's pair gets its full buffer (a new one is handed out
+/// small and full, see `daemon/server/DESIGN-fds.md`): called once the
+/// connection is established (blocking connect, or `SO_ERROR` read 0 after
+/// a non-blocking one). Best effort: a smaller buffer only costs speed.
+fn connected_buffer(fd: RawFd) {
+    let size = c_int::try_from(tcpd_proto::fd_channel::CONNECTED_SNDBUF).unwrap_or(c_int::MAX);
+    // SAFETY: setsockopt with a local int of the stated size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<c_int>() as socklen_t,
+        );
+    }
+}
+
+/// Whether the descriptor is writable and not hung up.
+fn writable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe {
+        libc::poll(&mut p, 1, 0) == 1
+            && p.revents & libc::POLLOUT != 0
+            && p.revents & libc::POLLHUP == 0
+    }
+}
+
 /// Whether the descriptor has `O_NONBLOCK`.
 fn nonblocking(fd: RawFd) -> Result<bool> {
     // SAFETY: plain fcntl on a descriptor number.
@@ -327,6 +360,7 @@ pub unsafe extern "C" fn tcpd_connect(
             nonblocking: nonblocking(fd)?,
         };
         rpc(|mut c| async move { c.connect(request).await })?;
+        connected_buffer(fd);
         Ok(0)
     })
 }
@@ -658,7 +692,20 @@ pub unsafe extern "C" fn tcpd_getsockopt(
             option: spec.option as i32,
         };
         let reply = rpc(|mut c| async move { c.get_option(request).await })?;
-        let bytes = options::encode_get(&spec, &reply.value.unwrap_or_default())?;
+        let value = reply.value.unwrap_or_default();
+        // SO_ERROR 0 on a writable descriptor: a non-blocking connect has
+        // completed (the filler is gone): the pair gets its full buffer.
+        if level == libc::SOL_SOCKET
+            && optname == libc::SO_ERROR
+            && matches!(
+                value.value,
+                Some(tcpd_proto::v2::option_value::Value::Int(0))
+            )
+            && writable(fd)
+        {
+            connected_buffer(fd);
+        }
+        let bytes = options::encode_get(&spec, &value)?;
         // SAFETY: forwarded caller guarantee, capacity read from *optlen.
         unsafe { options::write_get(&bytes, capacity, optval, optlen) };
         Ok(0)

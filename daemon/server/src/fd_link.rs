@@ -49,13 +49,16 @@ use tcpd_stack::{Instant, Readiness, SocketHandle, Stack};
 
 /// Largest amount moved per read or write on a pair, and the most held
 /// per direction per socket.
-pub const CHUNK: usize = 64 * 1024;
-/// SO_SNDBUF of the client's end (the kernel doubles it): how much the
-/// client can write ahead of the daemon, on top of the stack's send buffer.
+pub const CHUNK: usize = 128 * 1024;
+/// SO_SNDBUF of a new socket's client end (the kernel doubles it): how much
+/// the client can write ahead of the daemon, on top of the stack's send
+/// buffer, and so the filler a new socket is handed out with. libtcpd
+/// raises it to [`tcpd_proto::fd_channel::CONNECTED_SNDBUF`] once the
+/// connection is established (the filler is gone then).
 const CLIENT_SNDBUF: usize = 32 * 1024;
 /// SO_SNDBUF of the daemon's end: how much received data waits in the pair
 /// for the client, on top of the stack's receive buffer.
-const DAEMON_SNDBUF: usize = 64 * 1024;
+const DAEMON_SNDBUF: usize = 256 * 1024;
 /// Ready ends handled per epoll wait.
 const EVENTS: usize = 256;
 
@@ -157,7 +160,12 @@ impl FdLinks {
             None,
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         )?;
-        setsockopt(&client, sockopt::SndBuf, &CLIENT_SNDBUF)?;
+        let client_sndbuf = if fill {
+            CLIENT_SNDBUF
+        } else {
+            tcpd_proto::fd_channel::CONNECTED_SNDBUF
+        };
+        setsockopt(&client, sockopt::SndBuf, &client_sndbuf)?;
         setsockopt(&daemon, sockopt::SndBuf, &DAEMON_SNDBUF)?;
         let client_ino = nix::sys::stat::fstat(client.as_raw_fd())?.st_ino;
         let mut client = UnixStream::from(client);
