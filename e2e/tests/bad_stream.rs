@@ -118,11 +118,12 @@ fn out_of_order_frames_and_data_after_close_are_clear_errors() {
         // An empty stream (no open at all).
         let (_, end) = run_stream(&mut rpc, Vec::new()).await;
         assert_eq!(errno_of(&end.expect_err("no open")), errno::EINVAL);
-        // An IPv6 remote: EAFNOSUPPORT (the stack is IPv4 only for now).
+        // An IPv6 remote for an IPv4 socket: EAFNOSUPPORT (as connect(2)).
         let v6: std::net::SocketAddr = "[fd00::1]:80".parse().expect("addr");
         let open_v6 = v2::StreamOpen {
             how: Some(stream_open::How::Connect(v2::StreamConnect {
                 remote: Some(v6.into()),
+                family: v2::AddressFamily::Inet as i32,
                 ..Default::default()
             })),
         };

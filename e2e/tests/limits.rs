@@ -301,7 +301,6 @@ fn syn_flood_leaves_the_listener_open() {
         .expect("connect after the flood");
 }
 
-
 /// Issue 16: 300 sockets closed with data their peer never reads sat in
 /// FIN-WAIT-1 holding 87 MB for good. Now at most `--max-orphans` stay (the
 /// oldest are reset, counted), and those left are dropped after

@@ -30,14 +30,18 @@ int tcpd_fcntl(int fd, int cmd, ...);
 
 
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /*
- Creates a TCP/IPv4 socket in the daemon, as `socket(2)`.
+ Creates a TCP socket in the daemon, as `socket(2)`.
 
- Only `AF_INET` (else `EAFNOSUPPORT`) with `SOCK_STREAM`, optionally or'ed
+ `AF_INET` or `AF_INET6` (else `EAFNOSUPPORT`; an `AF_INET6` socket
+ reaches IPv4 through IPv4-mapped addresses and, listening on `::`,
+ accepts IPv4 too unless `IPV6_V6ONLY` is set) with `SOCK_STREAM`, optionally or'ed
  with `SOCK_NONBLOCK` and `SOCK_CLOEXEC` (other flags: `EINVAL`; other
  types or a protocol other than 0/`IPPROTO_TCP`: `EPROTONOSUPPORT`).
  Returns a new file descriptor number, or -1 with errno set.
@@ -45,7 +49,7 @@ extern "C" {
 int tcpd_socket(int domain, int type, int protocol);
 
 /*
- Binds a socket to a local `struct sockaddr_in`, as `bind(2)`.
+ Binds a socket to a local `struct sockaddr_in` (or `sockaddr_in6`), as `bind(2)`.
 
  # Safety
  `addr` must be null or readable for `addrlen` bytes.
@@ -59,7 +63,8 @@ int tcpd_listen(int fd, int backlog);
 
 /*
  Accepts a connection, as `accept(2)`. The peer address is written to
- `addr` (if not null), truncated to `*addrlen`; `*addrlen` becomes 16.
+ `addr` (if not null), truncated to `*addrlen`; `*addrlen` becomes 16
+ (`sockaddr_in`), or 28 (`sockaddr_in6`) for an `AF_INET6` listener.
  Waits unless the listener is non-blocking (then `EAGAIN`).
 
  # Safety
@@ -78,7 +83,7 @@ int tcpd_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
 int tcpd_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 
 /*
- Connects to a `struct sockaddr_in`, as `connect(2)`. A non-blocking
+ Connects to a `struct sockaddr_in` (or `sockaddr_in6`), as `connect(2)`. A non-blocking
  socket fails with `EINPROGRESS` at once; completion shows as `POLLOUT`
  (or `POLLERR`) in [`tcpd_poll`](crate::poll::tcpd_poll) and the outcome in
  `SO_ERROR`. Connecting again while in progress is `EALREADY`, after
@@ -167,7 +172,7 @@ const char *tcpd_strerror(int errnum);
 
 /*
  The socket's local address, as `getsockname(2)` (truncated to
- `*addrlen`; `*addrlen` becomes 16).
+ `*addrlen`; `*addrlen` becomes 16, or 28 for an `AF_INET6` socket).
 
  # Safety
  `addr` must be writable for `*addrlen` bytes; `addrlen` valid.

@@ -32,9 +32,7 @@ use crate::fdtable;
 use crate::ffi::{Errno, Result, ffi_call};
 use crate::options;
 use crate::session::{current_session, fd_request, rpc};
-use crate::sockaddr::{
-    UnspecAny, check_out_args, read_sockaddr_in, to_sockaddr_in, write_sockaddr_in,
-};
+use crate::sockaddr::{UnspecAny, check_out_args, read_sockaddr, to_sockaddr, write_sockaddr};
 
 /// The errno of calls on a socket whose daemon went away (its connection
 /// died with it): `ECONNABORTED`, which is not the peer's reset
@@ -169,7 +167,7 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 || base >= SOCK_MAX {
         return Err(Errno(libc::EINVAL));
     }
-    if domain != libc::AF_INET {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return Err(Errno(libc::EAFNOSUPPORT));
     }
     if base != libc::SOCK_STREAM || !(protocol == 0 || protocol == libc::IPPROTO_TCP) {
@@ -180,9 +178,11 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
     adopt(fd, handle, current_session(), flags)
 }
 
-/// Creates a TCP/IPv4 socket in the daemon, as `socket(2)`.
+/// Creates a TCP socket in the daemon, as `socket(2)`.
 ///
-/// Only `AF_INET` (else `EAFNOSUPPORT`) with `SOCK_STREAM`, optionally or'ed
+/// `AF_INET` or `AF_INET6` (else `EAFNOSUPPORT`; an `AF_INET6` socket
+/// reaches IPv4 through IPv4-mapped addresses and, listening on `::`,
+/// accepts IPv4 too unless `IPV6_V6ONLY` is set) with `SOCK_STREAM`, optionally or'ed
 /// with `SOCK_NONBLOCK` and `SOCK_CLOEXEC` (other flags: `EINVAL`; other
 /// types or a protocol other than 0/`IPPROTO_TCP`: `EPROTONOSUPPORT`).
 /// Returns a new file descriptor number, or -1 with errno set.
@@ -191,7 +191,7 @@ pub extern "C" fn tcpd_socket(domain: c_int, r#type: c_int, protocol: c_int) -> 
     ffi_call(|| socket_impl(domain, r#type, protocol))
 }
 
-/// Binds a socket to a local `struct sockaddr_in`, as `bind(2)`.
+/// Binds a socket to a local `struct sockaddr_in` (or `sockaddr_in6`), as `bind(2)`.
 ///
 /// # Safety
 /// `addr` must be null or readable for `addrlen` bytes.
@@ -200,7 +200,7 @@ pub unsafe extern "C" fn tcpd_bind(fd: c_int, addr: *const sockaddr, addrlen: so
     ffi_call(|| {
         let entry = fdtable::lookup(fd)?;
         // SAFETY: forwarded caller guarantee.
-        let addr = unsafe { read_sockaddr_in(addr, addrlen, UnspecAny::Accept)? };
+        let addr = unsafe { read_sockaddr(addr, addrlen, UnspecAny::Accept)? };
         let request = BindRequest {
             handle: entry.handle,
             address: Some(addr),
@@ -272,7 +272,7 @@ unsafe fn accept_impl(
             .await
         });
     };
-    if to_sockaddr_in(&peer).is_err() {
+    if to_sockaddr(&peer).is_err() {
         // A malformed reply: do not leak the daemon's socket.
         close_it(reply.handle);
         return Err(Errno(libc::EIO));
@@ -298,13 +298,14 @@ unsafe fn accept_impl(
     let new_fd = adopt(fd, reply.handle, session, flags)?;
     if !addr.is_null() {
         // SAFETY: forwarded caller guarantee; cannot fail after the checks.
-        unsafe { write_sockaddr_in(addr, addrlen, &peer)? };
+        unsafe { write_sockaddr(addr, addrlen, &peer)? };
     }
     Ok(new_fd)
 }
 
 /// Accepts a connection, as `accept(2)`. The peer address is written to
-/// `addr` (if not null), truncated to `*addrlen`; `*addrlen` becomes 16.
+/// `addr` (if not null), truncated to `*addrlen`; `*addrlen` becomes 16
+/// (`sockaddr_in`), or 28 (`sockaddr_in6`) for an `AF_INET6` listener.
 /// Waits unless the listener is non-blocking (then `EAGAIN`).
 ///
 /// # Safety
@@ -336,7 +337,7 @@ pub unsafe extern "C" fn tcpd_accept4(
     ffi_call(|| unsafe { accept_impl(fd, addr, addrlen, flags) })
 }
 
-/// Connects to a `struct sockaddr_in`, as `connect(2)`. A non-blocking
+/// Connects to a `struct sockaddr_in` (or `sockaddr_in6`), as `connect(2)`. A non-blocking
 /// socket fails with `EINPROGRESS` at once; completion shows as `POLLOUT`
 /// (or `POLLERR`) in [`tcpd_poll`](crate::poll::tcpd_poll) and the outcome in
 /// `SO_ERROR`. Connecting again while in progress is `EALREADY`, after
@@ -353,7 +354,7 @@ pub unsafe extern "C" fn tcpd_connect(
     ffi_call(|| {
         let entry = fdtable::lookup(fd)?;
         // SAFETY: forwarded caller guarantee.
-        let addr = unsafe { read_sockaddr_in(addr, addrlen, UnspecAny::Reject)? };
+        let addr = unsafe { read_sockaddr(addr, addrlen, UnspecAny::Reject)? };
         let request = ConnectRequest {
             handle: entry.handle,
             address: Some(addr),
@@ -603,12 +604,12 @@ unsafe fn name_impl(
         }
     };
     // SAFETY: forwarded caller guarantee.
-    unsafe { write_sockaddr_in(addr, addrlen, &address.unwrap_or_default())? };
+    unsafe { write_sockaddr(addr, addrlen, &address.unwrap_or_default())? };
     Ok(0)
 }
 
 /// The socket's local address, as `getsockname(2)` (truncated to
-/// `*addrlen`; `*addrlen` becomes 16).
+/// `*addrlen`; `*addrlen` becomes 16, or 28 for an `AF_INET6` socket).
 ///
 /// # Safety
 /// `addr` must be writable for `*addrlen` bytes; `addrlen` valid.
@@ -757,8 +758,10 @@ mod tests {
 
     #[test]
     fn socket_argument_checks_need_no_daemon() {
-        assert_eq!(tcpd_socket(libc::AF_INET6, libc::SOCK_STREAM, 0), -1);
+        assert_eq!(tcpd_socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), -1);
         assert_eq!(errno(), libc::EAFNOSUPPORT);
+        assert_eq!(tcpd_socket(libc::AF_INET6, libc::SOCK_DGRAM, 0), -1);
+        assert_eq!(errno(), libc::EPROTONOSUPPORT);
         assert_eq!(tcpd_socket(libc::AF_INET, libc::SOCK_DGRAM, 0), -1);
         assert_eq!(errno(), libc::EPROTONOSUPPORT);
         assert_eq!(
@@ -862,8 +865,11 @@ mod tests {
         let one: c_int = 1;
         // SAFETY: valid pointers of the stated sizes.
         unsafe {
-            assert_eq!(tcpd_connect(fd, (&raw const v6).cast(), 28), -1);
-            assert_eq!(errno(), libc::EAFNOSUPPORT);
+            // Shorter than RFC 2133's 24-byte sockaddr_in6: EINVAL before
+            // the daemon is asked (whether the family suits the socket is
+            // the daemon's answer, EAFNOSUPPORT, tested end to end).
+            assert_eq!(tcpd_connect(fd, (&raw const v6).cast(), 20), -1);
+            assert_eq!(errno(), libc::EINVAL);
             assert_eq!(tcpd_bind(fd, (&raw const v6).cast(), 8), -1);
             assert_eq!(errno(), libc::EINVAL);
             assert_eq!(

@@ -1,7 +1,11 @@
 //! `tcpd-nc`: netcat over tcpd.
 //!
-//! `tcpd-nc HOST PORT` connects; `tcpd-nc -l [ADDR] PORT` listens and
-//! accepts one connection (`-k`: one after another, forever). Either way
+//! `tcpd-nc HOST PORT` connects (to each address HOST resolves to, in
+//! order, until one answers); `tcpd-nc -l [ADDR] PORT` listens and accepts
+//! one connection (`-k`: one after another, forever). `-4`/`-6` keep to one
+//! family, as netcat's: names resolve to that family only, and `-l` without
+//! ADDR listens on `0.0.0.0` (`-4`, and the default) or `::` (`-6`: IPv6,
+//! and IPv4 as IPv4-mapped addresses, Linux's default). Either way
 //! stdin is copied to the connection and the connection to stdout; stdin's
 //! EOF half-closes the connection (shutdown write, so the peer reads EOF) and
 //! the program ends when the connection's read side ends.
@@ -25,9 +29,17 @@ use tokio::sync::mpsc;
 #[command(
     name = "tcpd-nc",
     version,
-    after_help = "Examples:\n  tcpd-nc 10.77.0.1 80 < request.txt\n  tcpd-nc -l 7000 > received.bin\n  tcpd-nc -l -k 10.77.0.2 7000"
+    after_help = "Examples:\n  tcpd-nc 10.77.0.1 80 < request.txt\n  tcpd-nc -6 fd00:77::1 80 < request.txt\n  tcpd-nc -l 7000 > received.bin\n  tcpd-nc -l -6 7000\n  tcpd-nc -l -k 10.77.0.2 7000"
 )]
 struct Args {
+    /// IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+
+    /// IPv6 only (with -l and no ADDR: listen on `::`).
+    #[arg(short = '6')]
+    ipv6: bool,
+
     /// Listen for a connection instead of connecting.
     #[arg(short = 'l', long)]
     listen: bool,
@@ -125,6 +137,7 @@ async fn run(args: Args) -> Result<(), Failure> {
 
     if args.listen {
         let (host, port) = match args.address.as_slice() {
+            [port] if args.ipv6 => ("::", parse_port(port)?),
             [port] => ("0.0.0.0", parse_port(port)?),
             [host, port] => (host.as_str(), parse_port(port)?),
             _ => {
@@ -172,15 +185,40 @@ async fn run(args: Args) -> Result<(), Failure> {
             ));
         };
         let port = parse_port(port)?;
-        let stream = client
-            .tcp_connect((host.as_str(), port))
-            .await
-            .map_err(|e| Failure::new("connect", e))?;
+        let stream = connect(&client, &args, host, port).await?;
         if args.verbose {
             eprintln!("tcpd-nc: connected to {host}:{port}");
         }
         pump(stream, &mut stdin).await
     }
+}
+
+/// Connects to the first address of `host` (of the family `-4`/`-6`
+/// select) that answers, as tokio's `TcpStream::connect` tries each.
+async fn connect(
+    client: &Client,
+    args: &Args,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, Failure> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Failure::new(format!("resolve {host}"), e))?
+        .filter(|a| !(args.ipv4 && a.is_ipv6() || args.ipv6 && a.is_ipv4()));
+    let mut last = None;
+    for addr in addrs {
+        match client.tcp_connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => Failure::new("connect", e),
+        None => Failure::new(
+            format!("resolve {host}: no address of the family asked for"),
+            io::Error::from_raw_os_error(tcpd_proto::errno::EADDRNOTAVAIL),
+        ),
+    })
 }
 
 /// Copies stdin → `stream` and `stream` → stdout until the stream's read

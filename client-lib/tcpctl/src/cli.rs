@@ -148,6 +148,23 @@ pub struct FilterArgs {
     /// Only sockets owned by uid N.
     #[arg(long, value_name = "N")]
     pub uid: Option<u32>,
+    /// Only IPv4 sockets (as `ss -4`).
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6 sockets, IPv4-mapped connections of IPv6 sockets included (as `ss -6`).
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+}
+
+impl FilterArgs {
+    /// The family the flags select: `Some(true)` IPv6, `Some(false)` IPv4.
+    pub fn family(&self) -> Option<bool> {
+        match (self.ipv4, self.ipv6) {
+            (true, _) => Some(false),
+            (_, true) => Some(true),
+            _ => None,
+        }
+    }
 }
 
 /// `tcpctl ls`.

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::json::{
 };
 use crate::owner::SystemOwners;
 use crate::render::{
-    DEFAULT_WIDTH, Options, WatchRenderer, addr_text, ipv4, render_stats, render_status,
+    DEFAULT_WIDTH, Options, WatchRenderer, addr_text, ip_of, render_stats, render_status,
     render_table, wire_addr,
 };
 use crate::state::decode_state;
@@ -114,7 +115,11 @@ fn write_json<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> Result<(),
 /// remote address, so repeated runs are comparable.
 pub fn sort_connections(conns: &mut [ConnectionInfo]) {
     let key = |c: &ConnectionInfo| {
-        let addr = |a: Option<&SocketAddress>| a.map_or((0, 0), |a| (u32::from(ipv4(a)), a.port));
+        let addr = |a: Option<&SocketAddress>| {
+            a.map_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), |a| {
+                (ip_of(a), a.port)
+            })
+        };
         (
             decode_state(c.state) != Some(TcpState::Listen),
             addr(c.local.as_ref()),
@@ -184,7 +189,8 @@ impl Session {
             args.listening,
             args.filter.port,
             args.filter.uid,
-        );
+        )
+        .with_family(args.filter.family());
         let conns: Vec<ConnectionInfo> = self
             .list()
             .await?
@@ -329,8 +335,9 @@ impl Session {
             (Some(local), Some(remote)) => vec![(local.into(), remote.into())],
             _ => {
                 let filter =
-                    ConnFilter::new(&args.filter.state, false, args.filter.port, args.filter.uid);
-                let tuples: BTreeSet<((u32, u32), (u32, u32))> = self
+                    ConnFilter::new(&args.filter.state, false, args.filter.port, args.filter.uid)
+                        .with_family(args.filter.family());
+                let tuples: BTreeSet<((IpAddr, u32), (IpAddr, u32))> = self
                     .list()
                     .await?
                     .iter()
@@ -340,10 +347,8 @@ impl Session {
                         let remote = c.remote.as_ref()?;
                         // No peer (a listener, an unconnected socket): no one
                         // to send a RST to.
-                        (remote.port != 0).then_some((
-                            (u32::from(ipv4(local)), local.port),
-                            (u32::from(ipv4(remote)), remote.port),
-                        ))
+                        (remote.port != 0)
+                            .then_some(((ip_of(local), local.port), (ip_of(remote), remote.port)))
                     })
                     .collect();
                 tuples
@@ -432,8 +437,8 @@ mod tests {
     fn listeners_sort_first_then_by_address() {
         let conn = |state: TcpState, lport: u32, rport: u32| ConnectionInfo {
             state: state as i32,
-            local: Some(wire_addr(1, lport)),
-            remote: Some(wire_addr(2, rport)),
+            local: Some(wire_addr(IpAddr::V4(Ipv4Addr::from(1)), lport)),
+            remote: Some(wire_addr(IpAddr::V4(Ipv4Addr::from(2)), rport)),
             ..Default::default()
         };
         let mut conns = vec![

@@ -17,6 +17,9 @@ pub struct ConnFilter {
     pub port: Option<u16>,
     /// Keep only connections owned by this uid.
     pub uid: Option<u32>,
+    /// Keep only IPv4 (`Some(false)`) or IPv6 (`Some(true)`) sockets, as
+    /// `ss -4`/`-6`; an IPv6 socket's IPv4-mapped connection is IPv6.
+    pub ipv6: Option<bool>,
 }
 
 impl ConnFilter {
@@ -32,12 +35,19 @@ impl ConnFilter {
             states: narrowed_by_state.then_some(selected),
             port,
             uid,
+            ipv6: None,
         }
+    }
+
+    /// The filter narrowed to one family (`Some(true)`: IPv6).
+    pub fn with_family(mut self, ipv6: Option<bool>) -> Self {
+        self.ipv6 = ipv6;
+        self
     }
 
     /// Whether any part of the filter narrows the selection.
     pub fn is_restrictive(&self) -> bool {
-        self.states.is_some() || self.port.is_some() || self.uid.is_some()
+        self.states.is_some() || self.port.is_some() || self.uid.is_some() || self.ipv6.is_some()
     }
 
     /// Whether `info` passes every part of the filter.
@@ -51,6 +61,12 @@ impl ConnFilter {
         if let Some(port) = self.port {
             let wanted = u32::from(port);
             if port_of(info.local.as_ref()) != wanted && port_of(info.remote.as_ref()) != wanted {
+                return false;
+            }
+        }
+        if let Some(ipv6) = self.ipv6 {
+            let is_v6 = info.local.as_ref().is_some_and(|a| a.ip.len() == 16);
+            if is_v6 != ipv6 {
                 return false;
             }
         }
@@ -72,8 +88,8 @@ mod tests {
     fn conn(state: TcpState, local_port: u32, remote_port: u32, uid: u32) -> ConnectionInfo {
         ConnectionInfo {
             state: state as i32,
-            local: Some(crate::render::wire_addr(0x0a00_0001, local_port)),
-            remote: Some(crate::render::wire_addr(0x0a00_0002, remote_port)),
+            local: Some(crate::render::wire_addr([10, 0, 0, 1].into(), local_port)),
+            remote: Some(crate::render::wire_addr([10, 0, 0, 2].into(), remote_port)),
             owner_uid: uid,
             ..Default::default()
         }

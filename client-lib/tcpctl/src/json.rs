@@ -224,6 +224,11 @@ pub struct StatusJson {
     pub prefix_len: u32,
     /// The kernel side of the TUN.
     pub host_address: String,
+    /// tcpd's IPv6 address, or null without IPv6.
+    pub address6: Option<String>,
+    pub prefix_len6: Option<u32>,
+    /// The kernel side of the TUN over IPv6, or null.
+    pub host_address6: Option<String>,
     /// Configured impairment (loss, delay...), or null when none.
     pub impairment: Option<String>,
 }
@@ -231,8 +236,9 @@ pub struct StatusJson {
 impl From<&StatusResponse> for StatusJson {
     fn from(status: &StatusResponse) -> Self {
         let ip = |a: Option<&tcpd_proto::v2::SocketAddress>| {
-            a.map_or(std::net::Ipv4Addr::UNSPECIFIED, crate::render::ipv4)
-                .to_string()
+            a.map_or("0.0.0.0".to_string(), |a| {
+                crate::render::ip_of(a).to_string()
+            })
         };
         StatusJson {
             version: status.version.clone(),
@@ -244,6 +250,15 @@ impl From<&StatusResponse> for StatusJson {
             address: ip(status.address.as_ref()),
             prefix_len: status.prefix_len,
             host_address: ip(status.host_address.as_ref()),
+            address6: status
+                .address6
+                .as_ref()
+                .map(|a| crate::render::ip_of(a).to_string()),
+            prefix_len6: status.address6.as_ref().map(|_| status.prefix_len6),
+            host_address6: status
+                .host_address6
+                .as_ref()
+                .map(|a| crate::render::ip_of(a).to_string()),
             impairment: (!status.impairment.is_empty()).then(|| status.impairment.clone()),
         }
     }

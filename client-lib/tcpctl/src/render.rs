@@ -13,7 +13,7 @@
 //!   readable on an 80-column terminal.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anstyle::{AnsiColor, Style};
@@ -53,28 +53,46 @@ pub const DEFAULT_WIDTH: usize = 80;
 /// Indentation of the `-i` detail lines under their socket row.
 const DETAIL_INDENT: &str = "    ";
 
-/// The IPv4 address of a wire address (0.0.0.0 when absent or not IPv4).
-pub fn ipv4(addr: &SocketAddress) -> Ipv4Addr {
+/// The IP address of a wire address: 4 octets IPv4, 16 IPv6 (0.0.0.0
+/// when absent or of another length).
+pub fn ip_of(addr: &SocketAddress) -> IpAddr {
+    if let Ok(octets) = <[u8; 16]>::try_from(addr.ip.as_slice()) {
+        return IpAddr::V6(Ipv6Addr::from(octets));
+    }
     match addr.ip.as_slice() {
-        &[a, b, c, d] => Ipv4Addr::new(a, b, c, d),
-        _ => Ipv4Addr::UNSPECIFIED,
+        &[a, b, c, d] => IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }
 
-/// A wire address from an IPv4 address (host order) and a port.
-pub fn wire_addr(ip: u32, port: u32) -> SocketAddress {
+/// A wire address from an IP address and a port.
+pub fn wire_addr(ip: IpAddr, port: u32) -> SocketAddress {
+    let ip = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
     SocketAddress {
-        ip: ip.to_be_bytes().to_vec(),
+        ip,
         port,
         ..SocketAddress::default()
     }
 }
 
+/// `ip:port`, IPv6 as `[addr]:port` (with `%scope` for a scoped address),
+/// as `ss` and Rust's `SocketAddr` write them.
+fn endpoint(addr: &SocketAddress, port: &str) -> String {
+    match ip_of(addr) {
+        IpAddr::V4(ip) => format!("{ip}:{port}"),
+        IpAddr::V6(ip) if addr.scope_id != 0 => format!("[{ip}%{}]:{port}", addr.scope_id),
+        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+    }
+}
+
 /// `ip:port` exactly as the JSON output spells addresses (`0.0.0.0:0` when
-/// the daemon sent none).
+/// the daemon sent none; `[addr]:port` for IPv6).
 pub fn addr_text(addr: Option<&SocketAddress>) -> String {
     let addr = addr.cloned().unwrap_or_default();
-    format!("{}:{}", ipv4(&addr), addr.port)
+    endpoint(&addr, &addr.port.to_string())
 }
 
 /// `ip:port` for humans: a zero port (a listener's unset peer) prints as `*`,
@@ -82,9 +100,9 @@ pub fn addr_text(addr: Option<&SocketAddress>) -> String {
 pub fn addr_display(addr: Option<&SocketAddress>) -> String {
     let addr = addr.cloned().unwrap_or_default();
     if addr.port == 0 {
-        format!("{}:*", ipv4(&addr))
+        endpoint(&addr, "*")
     } else {
-        format!("{}:{}", ipv4(&addr), addr.port)
+        endpoint(&addr, &addr.port.to_string())
     }
 }
 
@@ -503,9 +521,17 @@ pub fn render_status(status: &StatusResponse) -> String {
         ("mtu", status.mtu.to_string()),
         (
             "address",
-            format!("{}/{}", ipv4(&address), status.prefix_len),
+            format!("{}/{}", ip_of(&address), status.prefix_len),
         ),
-        ("host address", ipv4(&host).to_string()),
+        ("host address", ip_of(&host).to_string()),
+        ("address6", address6(status)),
+        (
+            "host address6",
+            status
+                .host_address6
+                .as_ref()
+                .map_or("none".to_string(), |a| ip_of(a).to_string()),
+        ),
         ("impairment", impairment),
     ];
     let width = facts.iter().map(|f| f.0.len()).max().unwrap_or(0);
@@ -513,6 +539,13 @@ pub fn render_status(status: &StatusResponse) -> String {
         .iter()
         .map(|(key, value)| format!("{key:<width$}  {value}\n"))
         .collect()
+}
+
+/// tcpd's IPv6 address and prefix, or `none` (IPv4 only).
+pub fn address6(status: &StatusResponse) -> String {
+    status.address6.as_ref().map_or("none".to_string(), |a| {
+        format!("{}/{}", ip_of(a), status.prefix_len6)
+    })
 }
 
 fn printable_label_keep_underscores(text: &str) -> String {
@@ -587,13 +620,32 @@ mod tests {
 
     #[test]
     fn addresses() {
-        let a = wire_addr(0x0a00_0001, 80);
+        let a = wire_addr([10, 0, 0, 1].into(), 80);
         assert_eq!(addr_text(Some(&a)), "10.0.0.1:80");
         assert_eq!(addr_display(Some(&a)), "10.0.0.1:80");
         assert_eq!(addr_text(None), "0.0.0.0:0");
         assert_eq!(addr_display(None), "0.0.0.0:*");
-        let odd = wire_addr(1, 70000);
+        let odd = wire_addr([0, 0, 0, 1].into(), 70000);
         assert_eq!(addr_text(Some(&odd)), "0.0.0.1:70000");
+        // IPv6 as ss writes it: brackets, scope, `*` for no port.
+        let v6 = wire_addr("fd00:77::2".parse().expect("ip"), 8080);
+        assert_eq!(addr_text(Some(&v6)), "[fd00:77::2]:8080");
+        let any6 = wire_addr("::".parse().expect("ip"), 0);
+        assert_eq!(addr_display(Some(&any6)), "[::]:*");
+        let mapped = wire_addr("::ffff:10.0.0.1".parse().expect("ip"), 80);
+        assert_eq!(addr_text(Some(&mapped)), "[::ffff:10.0.0.1]:80");
+        let scoped = SocketAddress {
+            scope_id: 3,
+            ..wire_addr("fe80::1".parse().expect("ip"), 22)
+        };
+        assert_eq!(addr_text(Some(&scoped)), "[fe80::1%3]:22");
+        // A malformed length reads as unspecified, never a panic.
+        let bad = SocketAddress {
+            ip: vec![1, 2, 3],
+            port: 1,
+            ..SocketAddress::default()
+        };
+        assert_eq!(addr_text(Some(&bad)), "0.0.0.0:1");
     }
 
     #[test]

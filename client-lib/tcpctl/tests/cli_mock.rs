@@ -231,6 +231,16 @@ impl Admin for MockAdmin {
             socket_path: "/mock.sock".into(),
             pid: 77,
             impairment: "loss 1%".into(),
+            address6: Some(SocketAddress {
+                ip: "fd00:77::2"
+                    .parse::<std::net::Ipv6Addr>()
+                    .expect("ip")
+                    .octets()
+                    .to_vec(),
+                ..SocketAddress::default()
+            }),
+            prefix_len6: 64,
+            host_address6: None,
         }))
     }
 }
@@ -384,13 +394,17 @@ fn stats_and_status() {
     let output = daemon.tcpctl(&["status"]);
     assert_eq!(output.status.code(), Some(0));
     let text = stdout(&output);
-    assert!(text.contains("version       9.9.9"), "{text}");
-    assert!(text.contains("uptime        1m 1s"), "{text}");
-    assert!(text.contains("impairment    loss 1%"), "{text}");
+    assert!(text.contains("version        9.9.9"), "{text}");
+    assert!(text.contains("uptime         1m 1s"), "{text}");
+    assert!(text.contains("impairment     loss 1%"), "{text}");
+    assert!(text.contains("address6       fd00:77::2/64"), "{text}");
+    assert!(text.contains("host address6  none"), "{text}");
     let status: serde_json::Value =
         serde_json::from_str(&stdout(&daemon.tcpctl(&["status", "--json"]))).expect("json");
     assert_eq!(status["tun_name"], "tcpd-mock");
     assert_eq!(status["pid"], 77);
+    assert_eq!(status["address6"], "fd00:77::2");
+    assert_eq!(status["prefix_len6"], 64);
 }
 
 #[test]

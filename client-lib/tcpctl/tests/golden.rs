@@ -398,6 +398,7 @@ fn status() -> StatusResponse {
         socket_path: "/run/tcpd/tcpd.sock".into(),
         pid: 4321,
         impairment: String::new(),
+        ..Default::default()
     }
 }
 

@@ -34,6 +34,8 @@ pub struct DaemonInfo {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub host_address: Ipv4Addr,
+    /// The TUN's IPv6 side, if any.
+    pub ipv6: Option<crate::config::Ipv6Settings>,
     pub mtu: u16,
     pub socket_path: String,
     /// The canonical impairment spec, "" when none.
@@ -288,6 +290,13 @@ impl Admin for AdminService {
             socket_path: info.socket_path.clone(),
             pid: std::process::id(),
             impairment: info.impairment.clone(),
+            address6: info
+                .ipv6
+                .map(|v6| std::net::SocketAddr::from((v6.address.addr(), 0)).into()),
+            prefix_len6: info.ipv6.map_or(0, |v6| u32::from(v6.address.prefix_len())),
+            host_address6: info
+                .ipv6
+                .map(|v6| std::net::SocketAddr::from((v6.host, 0)).into()),
         }))
     }
 }

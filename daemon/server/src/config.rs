@@ -8,9 +8,10 @@ use crate::impair::ImpairSpec;
 use crate::limits::{LimitError, LimitFlags, Limits};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
+use tcpd_stack::Ipv6Net;
 
 /// Smallest MTU tcpd accepts: IPv4 requires every link to carry 576-byte
 /// datagrams (RFC 791 §3.1, RFC 1122 §3.3.3).
@@ -42,7 +43,7 @@ pub enum Switch {
 #[command(
     name = "tcpd",
     version,
-    about = "User-space TCP/IPv4 daemon: owns a TUN device and serves a socket API over gRPC"
+    about = "User-space TCP/IP daemon (IPv4 and IPv6): owns a TUN device and serves a socket API over gRPC"
 )]
 pub struct Cli {
     /// TOML file with the same keys as the long flags (flags win).
@@ -57,6 +58,12 @@ pub struct Cli {
     /// Kernel side of the TUN [default: 10.77.0.1].
     #[arg(long, value_name = "A.B.C.D")]
     pub host_address: Option<Ipv4Addr>,
+    /// tcpd's own IPv6 address and prefix, or `none` for IPv4 only [default: fd00:77::2/64].
+    #[arg(long, value_name = "ADDR/LEN")]
+    pub address6: Option<String>,
+    /// Kernel side of the TUN over IPv6 [default: the prefix's first address, ::1].
+    #[arg(long, value_name = "ADDR")]
+    pub host_address6: Option<Ipv6Addr>,
     /// Link MTU [default: 1500].
     #[arg(long, value_name = "N")]
     pub mtu: Option<u16>,
@@ -111,6 +118,8 @@ pub struct FileConfig {
     pub tun: Option<String>,
     pub address: Option<String>,
     pub host_address: Option<Ipv4Addr>,
+    pub address6: Option<String>,
+    pub host_address6: Option<Ipv6Addr>,
     pub mtu: Option<u16>,
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
@@ -135,6 +144,9 @@ pub struct Settings {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub host_address: Ipv4Addr,
+    /// tcpd's IPv6 address and prefix, and the kernel side's (`None`:
+    /// IPv4 only).
+    pub ipv6: Option<Ipv6Settings>,
     pub mtu: u16,
     pub socket: PathBuf,
     pub socket_group: Option<String>,
@@ -149,6 +161,19 @@ pub struct Settings {
     pub offload: bool,
     pub quotas: crate::sockets::Quotas,
 }
+
+/// The IPv6 side of the TUN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Settings {
+    /// tcpd's address and prefix.
+    pub address: Ipv6Net,
+    /// The kernel side's address (same prefix).
+    pub host: Ipv6Addr,
+}
+
+/// The default IPv6 prefix: a unique local address (RFC 4193) beside the
+/// IPv4 default 10.77.0.0/24.
+pub const DEFAULT_ADDRESS6: &str = "fd00:77::2/64";
 
 /// A configuration error, reported before anything is opened.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +196,16 @@ pub enum ConfigError {
         address: Ipv4Addr,
         prefix_len: u8,
     },
+    #[error(
+        "invalid --address6 {0:?}: expected ADDR/LEN (a unicast IPv6 address, LEN in 1..=126) or none"
+    )]
+    Address6(String),
+    #[error("--host-address6 {host} is not inside {address} or equals tcpd's address")]
+    HostAddress6 { host: Ipv6Addr, address: Ipv6Net },
+    #[error(
+        "--mtu {0} is below IPv6's minimum of 1280 (RFC 8200 §5): raise it or set --address6 none"
+    )]
+    Mtu6(u16),
     #[error("invalid --mtu {0}: must be in {MIN_MTU}..={MAX_MTU}")]
     Mtu(u16),
     #[error("invalid --tun {0:?}: must be 1..=15 characters without '/' or whitespace")]
@@ -194,6 +229,41 @@ pub fn parse_address(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
         return Err(bad());
     }
     Ok((ip, len))
+}
+
+/// Parses `ADDR/LEN` for IPv6, or `none` (IPv4 only). The address must be
+/// unicast and not the prefix's first (the subnet-router anycast address,
+/// RFC 4291 §2.6.1); /127 and /128 leave no room for the host side.
+pub fn parse_address6(s: &str) -> Result<Option<Ipv6Net>, ConfigError> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = || ConfigError::Address6(s.to_string());
+    let net: Ipv6Net = s.parse().map_err(|_| bad())?;
+    let ip = net.addr();
+    if !(1..=126).contains(&net.prefix_len())
+        || ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || ip.to_ipv4_mapped().is_some()
+        || ip == net.network()
+    {
+        return Err(bad());
+    }
+    Ok(Some(net))
+}
+
+/// The default host side of `net`: the prefix's first address after the
+/// subnet-router anycast one (`::1`), or the next if that is tcpd's.
+fn default_host6(net: Ipv6Net) -> Ipv6Addr {
+    let first = u128::from(net.network()) + 1;
+    let host = if first == u128::from(net.addr()) {
+        first + 1
+    } else {
+        first
+    };
+    Ipv6Addr::from(host)
 }
 
 /// The netmask of a prefix length (1..=32).
@@ -247,6 +317,28 @@ impl Settings {
         if mtu < MIN_MTU {
             return Err(ConfigError::Mtu(mtu));
         }
+        let address6_text = cli.address6.clone().or(file.address6);
+        let explicit6 = address6_text.is_some();
+        let address6 = parse_address6(address6_text.as_deref().unwrap_or(DEFAULT_ADDRESS6))?;
+        let ipv6 = match address6 {
+            // RFC 8200 §5: IPv6 needs 1280-byte links. An explicit address
+            // on a smaller MTU is an error; the default just stays off.
+            Some(_) if mtu < tcpd_stack::wire::ipv6::MIN_MTU && explicit6 => {
+                return Err(ConfigError::Mtu6(mtu));
+            }
+            Some(_) if mtu < tcpd_stack::wire::ipv6::MIN_MTU => None,
+            Some(address) => {
+                let host = cli
+                    .host_address6
+                    .or(file.host_address6)
+                    .unwrap_or_else(|| default_host6(address));
+                if host == address.addr() || !address.contains(&host) {
+                    return Err(ConfigError::HostAddress6 { host, address });
+                }
+                Some(Ipv6Settings { address, host })
+            }
+            None => None,
+        };
         let msl_ms = cli.msl_ms.or(file.msl_ms).unwrap_or(30_000);
         if msl_ms == 0 {
             return Err(ConfigError::Msl);
@@ -262,6 +354,7 @@ impl Settings {
             address,
             prefix_len,
             host_address,
+            ipv6,
             mtu,
             socket: cli
                 .socket
@@ -348,6 +441,59 @@ mod tests {
         assert_eq!(s.impair, None);
         assert_eq!(s.user, None);
         assert!(s.offload);
+    }
+
+    #[test]
+    fn ipv6_defaults_flags_and_errors() {
+        let s = Settings::resolve(&cli(&[]), FileConfig::default()).expect("valid");
+        let v6 = s.ipv6.expect("IPv6 on by default");
+        assert_eq!(v6.address, "fd00:77::2/64".parse::<Ipv6Net>().expect("net"));
+        assert_eq!(v6.host, "fd00:77::1".parse::<Ipv6Addr>().expect("ip"));
+        // Only the address given: the host side is the prefix's ::1.
+        let s = Settings::resolve(&cli(&["--address6", "fd12:3::9/48"]), FileConfig::default())
+            .expect("valid");
+        assert_eq!(
+            s.ipv6.map(|v| v.host),
+            Some("fd12:3::1".parse().expect("ip"))
+        );
+        // tcpd at ::1: the host side moves to ::2.
+        let s = Settings::resolve(&cli(&["--address6", "fd12::1/64"]), FileConfig::default())
+            .expect("valid");
+        assert_eq!(s.ipv6.map(|v| v.host), Some("fd12::2".parse().expect("ip")));
+        let file: FileConfig = toml::from_str("address6 = \"none\"\n").expect("toml parses");
+        assert_eq!(
+            Settings::resolve(&cli(&[]), file).expect("valid").ipv6,
+            None
+        );
+        for bad in [
+            "fd00::/64",
+            "fd00::2/128",
+            "ff02::1/64",
+            "10.0.0.1/24",
+            "fd00::2",
+        ] {
+            assert!(
+                matches!(
+                    Settings::resolve(&cli(&["--address6", bad]), FileConfig::default()),
+                    Err(ConfigError::Address6(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Settings::resolve(&cli(&["--host-address6", "fd01::1"]), FileConfig::default()),
+            Err(ConfigError::HostAddress6 { .. })
+        ));
+        // Below 1280 the default stays off; an explicit address is an error.
+        let s = Settings::resolve(&cli(&["--mtu", "1000"]), FileConfig::default()).expect("ok");
+        assert_eq!(s.ipv6, None);
+        assert!(matches!(
+            Settings::resolve(
+                &cli(&["--mtu", "1000", "--address6", "fd00::2/64"]),
+                FileConfig::default()
+            ),
+            Err(ConfigError::Mtu6(1000))
+        ));
     }
 
     #[test]

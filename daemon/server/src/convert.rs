@@ -12,18 +12,12 @@ use tcpd_proto::v2;
 use tcpd_proto::v2::option_value::Value;
 use tcpd_stack::{CongestionAlgorithm, IpFamily, OptionName, Shutdown, SockOption, TcpState};
 
-/// A request address; EINVAL when missing or malformed, EAFNOSUPPORT for
-/// IPv6 (the stack is IPv4 only for now).
+/// A request address, IPv4 or IPv6 (4 or 16 octets); EINVAL when missing
+/// or malformed. Whether it suits the socket (its family, IPV6_V6ONLY) is
+/// the stack's to say.
 pub fn socket_addr(addr: Option<&v2::SocketAddress>) -> Result<SocketAddr, Errno> {
     let addr = addr.ok_or_else(|| Errno::invalid("address missing"))?;
-    match addr.to_std() {
-        Ok(a @ std::net::SocketAddr::V4(_)) => Ok(a),
-        Ok(std::net::SocketAddr::V6(a)) => Err(Errno::new(
-            EAFNOSUPPORT,
-            format!("{a}: tcpd speaks IPv4 only for now"),
-        )),
-        Err(e) => Err(Errno::invalid(e.to_string())),
-    }
+    addr.to_std().map_err(|e| Errno::invalid(e.to_string()))
 }
 
 /// A new socket's family; `None` for UNSPECIFIED (decided by the address
@@ -228,15 +222,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(socket_addr(Some(&big)).map_err(|e| e.number), Err(EINVAL));
-        let v6 = v2::SocketAddress::from(
-            "[fd00::1]:80"
-                .parse::<std::net::SocketAddr>()
-                .expect("addr"),
-        );
-        assert_eq!(
-            socket_addr(Some(&v6)).map_err(|e| e.number),
-            Err(EAFNOSUPPORT)
-        );
+        let v6: SocketAddr = "[fd00::1%3]:80".parse().expect("addr");
+        assert_eq!(socket_addr(Some(&v2::SocketAddress::from(v6))), Ok(v6));
         assert_eq!(socket_addr(None).map_err(|e| e.number), Err(EINVAL));
     }
 

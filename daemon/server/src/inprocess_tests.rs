@@ -103,6 +103,7 @@ impl Harness {
             address: A,
             prefix_len: 24,
             host_address: B,
+            ipv6: None,
             mtu: 1500,
             socket_path: "/nonexistent".into(),
             impairment: String::new(),

@@ -78,6 +78,7 @@ const CONNECTION_WINDOW: u32 = 64 << 20;
 fn stack_config(settings: &Settings) -> anyhow::Result<StackConfig> {
     use rand::TryRngCore;
     let mut config = StackConfig::new(settings.address, settings.prefix_len);
+    config.addresses6 = settings.ipv6.iter().map(|v6| v6.address).collect();
     config.mtu = settings.mtu;
     config.msl = settings.msl;
     let mut os = rand::rngs::OsRng;
@@ -204,6 +205,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         address: settings.address,
         prefix_len: settings.prefix_len,
         host_address: settings.host_address,
+        ipv6: settings.ipv6,
         mtu: settings.mtu,
         socket_path: settings.socket.display().to_string(),
         impairment,
@@ -301,14 +303,19 @@ async fn serve(
         tun = %info.tun_name,
         address = %format!("{}/{}", info.address, info.prefix_len),
         host = %info.host_address,
+        address6 = %info.ipv6.map_or("none".to_string(), |v6| v6.address.to_string()),
+        host6 = %info.ipv6.map_or("none".to_string(), |v6| v6.host.to_string()),
         mtu = info.mtu,
         socket = %info.socket_path,
         impairment = %info.impairment,
         "tcpd ready"
     );
     // `systemctl status tcpd` shows this line ("Status:").
+    let ipv6 = info.ipv6.map_or(String::new(), |v6| {
+        format!(" {}, host {}", v6.address, v6.host)
+    });
     let status = format!(
-        "{} {}/{}, host {}, API {}",
+        "{} {}/{}, host {},{ipv6} API {}",
         info.tun_name, info.address, info.prefix_len, info.host_address, info.socket_path
     );
     let reflection = || {

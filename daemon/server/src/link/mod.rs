@@ -27,7 +27,7 @@
 //!
 //! With an impairer, impairment stays per wire packet: coalesced packets read
 //! from the TUN are cut into MSS-sized packets with complete checksums
-//! ([`virtio::segment_tcpv4`], what the kernel's software GSO does) before
+//! ([`virtio::segment_tcp`], what the kernel's software GSO does) before
 //! the impairer sees them, partial checksums are completed
 //! ([`virtio::complete_checksum`]) so that `corrupt` is caught, and the stack
 //! transmits plain MSS-sized packets ([`Stack::poll_transmit`]) that leave
@@ -165,7 +165,7 @@ impl Link {
         };
         // Impairment acts on wire packets: undo the offloads first.
         if let Some(gso) = header.gso {
-            let split = virtio::segment_tcpv4(packet, gso.size, &mut self.split_buf, |p| {
+            let split = virtio::segment_tcp(packet, gso.size, &mut self.split_buf, |p| {
                 impair_inbound(impairer, now, stack, taps, p);
             });
             if split.is_err() {

@@ -1,15 +1,25 @@
 //! Creating and configuring the TUN device (needs CAP_NET_ADMIN).
 //!
 //! The device is created with the host-side address, netmask and MTU and
-//! brought up, so the kernel routes tcpd's prefix into it. IPv6 is switched
-//! off on it (tcpd speaks IPv4 only).
+//! brought up, so the kernel routes tcpd's prefix into it. With IPv6
+//! (`--address6`, on by default) the kernel side also gets its IPv6
+//! address and prefix (SIOCSIFADDR on an AF_INET6 socket, which also adds
+//! the prefix route); IPv6 is enabled on the device (`disable_ipv6 = 0`,
+//! best effort: the systemd unit's ProtectKernelTunables= makes /proc/sys
+//! read-only, and a new device starts with the `default` value, 0 on
+//! Linux) and no link-local address is generated (`addr_gen_mode = 1`,
+//! also best effort), so the kernel sends no router solicitations or MLD
+//! reports into the TUN (tcpd would count them as not for it). The TUN is
+//! a layer-3 link: no neighbour discovery. Without `--address6` IPv6 is
+//! switched off on the device instead.
 //!
 //! Offload (on unless `--offload off`): the device is opened with
 //! `IFF_VNET_HDR`, so every read and write starts with a 10-byte
 //! `virtio_net_hdr` (Linux's default `TUNSETVNETHDRSZ`), and
-//! `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)` tells the kernel it may hand tcpd
-//! coalesced TCP segments of up to 64 KiB with partial checksums, and that
-//! tcpd's own writes may be such super-segments. If the kernel refuses the
+//! `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)` tells the kernel it
+//! may hand tcpd coalesced TCP segments of up to 64 KiB with partial
+//! checksums, over either family, and that tcpd's own writes may be such
+//! super-segments. If the kernel refuses the
 //! ioctl, one line is logged and the link runs without offload (the header
 //! stays, all-zero: a plain packet with a complete checksum).
 
@@ -22,11 +32,16 @@ mod tun_f {
     pub const CSUM: u32 = 0x01;
     /// ... and TCPv4 super-segments (implies CSUM).
     pub const TSO4: u32 = 0x02;
+    /// ... and TCPv6 super-segments (implies CSUM).
+    pub const TSO6: u32 = 0x04;
 }
 
 // TUNSETOFFLOAD = _IOW('T', 208, unsigned int) (linux/if_tun.h); the
 // argument is the flag word itself, passed by value.
 nix::ioctl_write_int!(tun_set_offload, b'T', 208);
+// SIOCSIFADDR on an AF_INET6 socket takes a `struct in6_ifreq` and adds
+// that address to the interface (Linux addrconf_add_ifaddr).
+nix::ioctl_write_ptr_bad!(siocsifaddr_in6, libc::SIOCSIFADDR, libc::in6_ifreq);
 
 /// The opened device and what its link does.
 pub struct TunDevice {
@@ -52,23 +67,47 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
     cfg.tun_name(&settings.tun)
         .address(settings.host_address)
         .netmask(config::netmask(settings.prefix_len))
-        .mtu(settings.mtu)
-        .up();
+        .mtu(settings.mtu);
     if settings.offload {
         cfg.platform_config(|p| {
             p.vnet_hdr(true);
         });
     }
-    let device = tun::create(&cfg)
+    let mut device = tun::create(&cfg)
         .map_err(|e| anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun))?;
-    // tcpd speaks IPv4 only: keep the kernel from sending IPv6 (router
-    // solicitations, MLD) into the TUN. Best effort: IPv6 may be disabled.
-    let ipv6_switch = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", settings.tun);
-    if let Err(e) = std::fs::write(&ipv6_switch, b"1") {
-        tracing::debug!(error = %e, "cannot disable IPv6 on the TUN");
+    // Before the device goes up, so the kernel generates no link-local
+    // address (and sends nothing) when IPv6 starts on it.
+    let sysctl = |name: &str, value: &[u8]| {
+        let path = format!("/proc/sys/net/ipv6/conf/{}/{name}", settings.tun);
+        if let Err(e) = std::fs::write(&path, value) {
+            tracing::debug!(error = %e, path, "cannot set an IPv6 sysctl of the TUN");
+        }
+    };
+    match settings.ipv6 {
+        Some(_) => {
+            sysctl("addr_gen_mode", b"1");
+            sysctl("disable_ipv6", b"0");
+        }
+        // IPv4 only: keep the kernel from sending IPv6 into the TUN.
+        None => sysctl("disable_ipv6", b"1"),
+    }
+    use tun::AbstractDevice;
+    device
+        .enabled(true)
+        .map_err(|e| anyhow::anyhow!("cannot bring {} up: {e}", settings.tun))?;
+    if let Some(v6) = settings.ipv6 {
+        add_ipv6_address(&settings.tun, v6.host, v6.address.prefix_len()).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot give {} its IPv6 address {}/{} (IPv6 disabled in this kernel or \
+                 namespace? --address6 none runs IPv4 only): {e}",
+                settings.tun,
+                v6.host,
+                v6.address.prefix_len()
+            )
+        })?;
     }
     let offload = if settings.offload {
-        match set_offload(&device, tun_f::CSUM | tun_f::TSO4) {
+        match set_offload(&device, tun_f::CSUM | tun_f::TSO4 | tun_f::TSO6) {
             Ok(()) => LinkOffload {
                 segmentation: true,
                 checksum: true,
@@ -86,6 +125,33 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
         vnet_hdr: settings.offload,
         offload,
     })
+}
+
+/// Adds `host/prefix_len` to the interface `name` (and with it the prefix
+/// route into the TUN).
+#[allow(unsafe_code)]
+fn add_ipv6_address(name: &str, host: std::net::Ipv6Addr, prefix_len: u8) -> anyhow::Result<()> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    use std::os::fd::AsRawFd;
+    let index = nix::net::if_::if_nametoindex(name)?;
+    let socket = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let request = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: host.octets(),
+        },
+        ifr6_prefixlen: u32::from(prefix_len),
+        ifr6_ifindex: i32::try_from(index)?,
+    };
+    // SAFETY: the fd is the socket just opened and owned for the whole
+    // call; `request` is a fully initialised in6_ifreq that lives across
+    // the call and the kernel only reads it.
+    unsafe { siocsifaddr_in6(socket.as_raw_fd(), &request) }?;
+    Ok(())
 }
 
 /// `TUNSETOFFLOAD` on the device.

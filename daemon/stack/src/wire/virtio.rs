@@ -22,6 +22,7 @@
 use crate::wire::WireError;
 use crate::wire::checksum;
 use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv6;
 use crate::wire::tcp::{self, TcpSegment};
 
 /// Bytes of the legacy `struct virtio_net_hdr` (TUNSETVNETHDRSZ's default).
@@ -193,6 +194,21 @@ pub fn complete_checksum(packet: &mut [u8], start: u16, offset: u16) -> Result<(
     Ok(())
 }
 
+/// Cuts a TCP super-segment of either family (told apart by the version
+/// field) into wire packets: [`segment_tcpv4`] or [`segment_tcpv6`].
+pub fn segment_tcp(
+    packet: &[u8],
+    gso_size: u16,
+    scratch: &mut Vec<u8>,
+    emit: impl FnMut(&[u8]),
+) -> Result<(), WireError> {
+    if packet.first().is_some_and(|byte| byte >> 4 == 6) {
+        segment_tcpv6(packet, gso_size, scratch, emit)
+    } else {
+        segment_tcpv4(packet, gso_size, scratch, emit)
+    }
+}
+
 /// Cuts an IPv4 TCP super-segment into packets of at most `gso_size`
 /// payload bytes each, with complete IPv4 and TCP checksums, as the kernel's
 /// software GSO does: sequence numbers advance, FIN and PSH stay on the
@@ -205,64 +221,133 @@ pub fn segment_tcpv4(
     packet: &[u8],
     gso_size: u16,
     scratch: &mut Vec<u8>,
-    mut emit: impl FnMut(&[u8]),
+    emit: impl FnMut(&[u8]),
 ) -> Result<(), WireError> {
     let ip = Ipv4Packet::new_checked(packet)?;
     if ip.protocol() != ipv4::IpProtocol::Tcp || ip.is_fragment() {
         return Err(WireError::Unsupported);
     }
     let ip_header_len = ip.header_len();
-    let total_len = ip.total_len();
-    let segment = TcpSegment::new_checked(&packet[ip_header_len..total_len])?;
-    let tcp_header_len = segment.header_len();
-    let headers = ip_header_len + tcp_header_len;
-    let payload = &packet[headers..total_len];
-    let size = usize::from(gso_size.max(1));
-    let flags = packet[ip_header_len + tcp::FLAGS_OFFSET];
-    let seq = segment.seq();
-    let ident = ip.ident();
-    let src = ip.src();
-    let dst = ip.dst();
-    let pieces = payload.len().div_ceil(size).max(1);
-    for i in 0..pieces {
-        let chunk = payload
-            .get(i * size..((i + 1) * size).min(payload.len()))
-            .unwrap_or(&[]);
-        let last = i + 1 == pieces;
-        scratch.clear();
-        scratch.extend_from_slice(&packet[..headers]);
-        scratch.extend_from_slice(chunk);
-        let len = u16::try_from(scratch.len()).map_err(|_| WireError::Malformed)?;
-        // IPv4: total length, ident (incremented per piece), checksum.
-        scratch[2..4].copy_from_slice(&len.to_be_bytes());
-        let piece_ident = ident.wrapping_add(u16::try_from(i).unwrap_or(u16::MAX));
-        scratch[4..6].copy_from_slice(&piece_ident.to_be_bytes());
-        scratch[10..12].fill(0);
-        let ip_sum = checksum::finish(checksum::sum(&scratch[..ip_header_len]));
-        scratch[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-        // TCP: sequence number, flags, checksum.
-        let tcp_at = ip_header_len;
-        let piece_seq = seq + i * size;
-        scratch[tcp_at + 4..tcp_at + 8].copy_from_slice(&piece_seq.raw().to_be_bytes());
-        let mut piece_flags = flags;
-        if !last {
-            piece_flags &= !(tcp::TcpFlags::FIN.0 | tcp::TcpFlags::PSH.0);
-        }
-        if i > 0 {
-            piece_flags &= !tcp::TcpFlags::CWR.0;
-        }
-        scratch[tcp_at + tcp::FLAGS_OFFSET] = piece_flags;
-        let tcp_len = u32::try_from(scratch.len() - tcp_at).unwrap_or(u32::MAX);
-        scratch[tcp_at + tcp::CHECKSUM_OFFSET..tcp_at + tcp::CHECKSUM_OFFSET + 2].fill(0);
-        let sum = checksum::finish(
-            checksum::pseudo_header(src, dst, tcp::PROTOCOL_TCP, tcp_len)
-                + checksum::sum(&scratch[tcp_at..]),
-        );
-        scratch[tcp_at + tcp::CHECKSUM_OFFSET..tcp_at + tcp::CHECKSUM_OFFSET + 2]
-            .copy_from_slice(&sum.to_be_bytes());
-        emit(scratch);
+    let (ident, src, dst) = (ip.ident(), ip.src(), ip.dst());
+    let pieces = Pieces {
+        ip_header_len,
+        end: ip.total_len(),
+        gso_size,
+    };
+    pieces.cut(
+        packet,
+        scratch,
+        |piece, i| {
+            // IPv4: total length, ident (incremented per piece), checksum.
+            let len = u16::try_from(piece.len()).map_err(|_| WireError::Malformed)?;
+            piece[2..4].copy_from_slice(&len.to_be_bytes());
+            let piece_ident = ident.wrapping_add(u16::try_from(i).unwrap_or(u16::MAX));
+            piece[4..6].copy_from_slice(&piece_ident.to_be_bytes());
+            piece[10..12].fill(0);
+            let ip_sum = checksum::finish(checksum::sum(&piece[..ip_header_len]));
+            piece[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+            Ok(())
+        },
+        |tcp_len| checksum::pseudo_header(src, dst, tcp::PROTOCOL_TCP, tcp_len),
+        emit,
+    )
+}
+
+/// [`segment_tcpv4`] for IPv6 (what the kernel's GSO does for TCPV6): the
+/// payload length is set per piece (IPv6 has no header checksum and no
+/// ident); extension headers, if any, are copied into every piece (RFC 8200
+/// §4: they belong to each packet).
+pub fn segment_tcpv6(
+    packet: &[u8],
+    gso_size: u16,
+    scratch: &mut Vec<u8>,
+    emit: impl FnMut(&[u8]),
+) -> Result<(), WireError> {
+    let parsed = ipv6::Ipv6Repr::parse(packet).map_err(|drop| drop.reason)?;
+    if parsed.repr.next_header != ipv4::IpProtocol::Tcp {
+        return Err(WireError::Unsupported);
     }
-    Ok(())
+    // The upper layer starts where the extension headers end.
+    let ip_header_len = (parsed.payload.as_ptr() as usize).wrapping_sub(packet.as_ptr() as usize);
+    let (src, dst) = (parsed.repr.src, parsed.repr.dst);
+    let pieces = Pieces {
+        ip_header_len,
+        end: ip_header_len + parsed.payload.len(),
+        gso_size,
+    };
+    pieces.cut(
+        packet,
+        scratch,
+        |piece, _| {
+            let payload_len = piece.len() - ipv6::HEADER_LEN;
+            let len = u16::try_from(payload_len).map_err(|_| WireError::Malformed)?;
+            piece[4..6].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        },
+        |tcp_len| checksum::pseudo_header_v6(src, dst, tcp::PROTOCOL_TCP, tcp_len),
+        emit,
+    )
+}
+
+/// Where a super-segment's TCP header starts and its packet ends, and the
+/// piece size: the family-independent half of GSO.
+struct Pieces {
+    ip_header_len: usize,
+    end: usize,
+    gso_size: u16,
+}
+
+impl Pieces {
+    /// Builds each piece in `scratch` (IP headers, TCP header, its share of
+    /// the payload), lets `fix_ip` set the IP header's per-piece fields,
+    /// sets the TCP sequence number, flags and checksum (over `pseudo` of
+    /// the TCP length), and passes the piece to `emit`.
+    fn cut(
+        &self,
+        packet: &[u8],
+        scratch: &mut Vec<u8>,
+        fix_ip: impl Fn(&mut [u8], usize) -> Result<(), WireError>,
+        pseudo: impl Fn(u32) -> u32,
+        mut emit: impl FnMut(&[u8]),
+    ) -> Result<(), WireError> {
+        let tcp_at = self.ip_header_len;
+        let bytes = packet.get(tcp_at..self.end).ok_or(WireError::Truncated)?;
+        let segment = TcpSegment::new_checked(bytes)?;
+        let headers = tcp_at + segment.header_len();
+        let payload = &packet[headers..self.end];
+        let size = usize::from(self.gso_size.max(1));
+        let flags = packet[tcp_at + tcp::FLAGS_OFFSET];
+        let seq = segment.seq();
+        let pieces = payload.len().div_ceil(size).max(1);
+        for i in 0..pieces {
+            let chunk = payload
+                .get(i * size..((i + 1) * size).min(payload.len()))
+                .unwrap_or(&[]);
+            let last = i + 1 == pieces;
+            scratch.clear();
+            scratch.extend_from_slice(&packet[..headers]);
+            scratch.extend_from_slice(chunk);
+            fix_ip(scratch, i)?;
+            // TCP: sequence number, flags, checksum.
+            let piece_seq = seq + i * size;
+            scratch[tcp_at + 4..tcp_at + 8].copy_from_slice(&piece_seq.raw().to_be_bytes());
+            let mut piece_flags = flags;
+            if !last {
+                piece_flags &= !(tcp::TcpFlags::FIN.0 | tcp::TcpFlags::PSH.0);
+            }
+            if i > 0 {
+                piece_flags &= !tcp::TcpFlags::CWR.0;
+            }
+            scratch[tcp_at + tcp::FLAGS_OFFSET] = piece_flags;
+            let tcp_len = u32::try_from(scratch.len() - tcp_at).unwrap_or(u32::MAX);
+            scratch[tcp_at + tcp::CHECKSUM_OFFSET..tcp_at + tcp::CHECKSUM_OFFSET + 2].fill(0);
+            let sum = checksum::finish(pseudo(tcp_len) + checksum::sum(&scratch[tcp_at..]));
+            scratch[tcp_at + tcp::CHECKSUM_OFFSET..tcp_at + tcp::CHECKSUM_OFFSET + 2]
+                .copy_from_slice(&sum.to_be_bytes());
+            emit(scratch);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
