@@ -1,0 +1,93 @@
+//! IPv6 end to end against the kernel: `ping -6` to tcpd, and a dual-stack
+//! listener on `[::]` (tcpd-client) accepting an IPv4 and an IPv6 kernel
+//! client, the IPv4 one seen as IPv4-mapped (Linux's `bindv6only = 0`).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream as KernelStream};
+use std::time::Duration;
+
+use tcpd_e2e::{Env, TCPD_ADDR, runtime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// tcpd's IPv6 address with the daemon's defaults.
+const TCPD_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+
+#[test]
+fn ping6_gets_replies() {
+    let Some(env) = Env::setup("ping6", &[]) else {
+        return;
+    };
+    let out = env
+        .ns
+        .command("ping")
+        .args(["-6", "-c", "3", "-i", "0.2", "-W", "2"])
+        .arg(TCPD_ADDR6.to_string())
+        .output()
+        .expect("run ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ping -6 failed: {text}");
+    assert!(text.contains("3 received"), "{text}");
+}
+
+#[test]
+fn dual_stack_listener_accepts_ipv4_and_ipv6_kernel_clients() {
+    let Some(env) = Env::setup("dualstack", &[]) else {
+        return;
+    };
+    let rt = runtime();
+    let client = rt
+        .block_on(tcpd_client::Client::connect(env.daemon.socket()))
+        .expect("session");
+    let listener = rt
+        .block_on(client.tcp_bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))))
+        .expect("bind [::]");
+    let port = listener.local_addr().expect("local").port();
+    for target in [
+        SocketAddr::from((TCPD_ADDR, port)),
+        SocketAddr::from((TCPD_ADDR6, port)),
+    ] {
+        let kernel = env.ns.spawn(move || {
+            let mut s = KernelStream::connect_timeout(&target, Duration::from_secs(10))
+                .expect("kernel connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s.write_all(b"hello over ").expect("write");
+            let mut reply = [0u8; 4];
+            s.read_exact(&mut reply).expect("reply");
+            (s.local_addr().expect("kernel local"), reply)
+        });
+        let (peer, got) = rt.block_on(async {
+            let (mut stream, peer) =
+                tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                    .await
+                    .expect("accept in time")
+                    .expect("accept");
+            let mut buf = [0u8; 11];
+            stream.read_exact(&mut buf).await.expect("read");
+            stream.write_all(b"done").await.expect("write");
+            stream.flush().await.expect("flush");
+            (peer, buf)
+        });
+        let (kernel_local, reply) = kernel.join().expect("kernel thread");
+        assert_eq!(&got, b"hello over ");
+        assert_eq!(&reply, b"done");
+        // The listener is IPv6: an IPv4 peer shows IPv4-mapped.
+        assert!(peer.is_ipv6(), "{peer}");
+        assert_eq!(peer.ip().to_canonical(), kernel_local.ip().to_canonical());
+        assert_eq!(peer.port(), kernel_local.port());
+        if target.is_ipv4() {
+            assert_eq!(
+                peer.ip(),
+                IpAddr::V6(
+                    kernel_local
+                        .ip()
+                        .to_canonical()
+                        .to_string()
+                        .parse::<std::net::Ipv4Addr>()
+                        .expect("v4")
+                        .to_ipv6_mapped()
+                )
+            );
+        }
+    }
+}
