@@ -91,3 +91,27 @@ fn dual_stack_listener_accepts_ipv4_and_ipv6_kernel_clients() {
         }
     }
 }
+
+#[test]
+fn closed_ports_refuse_over_ipv6_both_ways() {
+    let Some(env) = Env::setup("refused6", &[]) else {
+        return;
+    };
+    let rt = runtime();
+    let client = rt
+        .block_on(tcpd_client::Client::connect(env.daemon.socket()))
+        .expect("session");
+    // tcpd to the kernel side's closed port: the kernel's RST.
+    let host6 = SocketAddr::from((Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1), 9));
+    let err = rt
+        .block_on(client.tcp_connect(host6))
+        .expect_err("nobody listens on port 9");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
+    // The kernel to tcpd's closed port: tcpd's RST (RFC 9293 §3.10.7.1).
+    let target = SocketAddr::from((TCPD_ADDR6, 9));
+    let kernel = env
+        .ns
+        .within(move || KernelStream::connect_timeout(&target, Duration::from_secs(10)));
+    let err = kernel.expect_err("tcpd has no listener on 9");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+}
