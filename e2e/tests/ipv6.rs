@@ -115,3 +115,66 @@ fn closed_ports_refuse_over_ipv6_both_ways() {
     let err = kernel.expect_err("tcpd has no listener on 9");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
+
+#[test]
+fn v6only_listener_refuses_ipv4_and_shares_the_port_with_an_ipv4_one() {
+    use tcpd_proto::v2;
+    let Some(env) = Env::setup("v6only", &[]) else {
+        return;
+    };
+    let rt = runtime();
+    let mut rpc = rt.block_on(async {
+        v2::socket_service_client::SocketServiceClient::new(
+            tcpd_client::connect_channel(env.daemon.socket())
+                .await
+                .expect("session"),
+        )
+    });
+    let v6only = v2::OptionSetting {
+        option: v2::SocketOption::Ipv6V6only as i32,
+        value: Some(v2::OptionValue {
+            value: Some(v2::option_value::Value::Flag(true)),
+        }),
+    };
+    let port = 7600;
+    let listen = |options: Vec<v2::OptionSetting>, bind: SocketAddr, family: v2::AddressFamily| {
+        v2::ListenRequest {
+            options,
+            bind: Some(bind.into()),
+            backlog: 8,
+            family: family as i32,
+            ..Default::default()
+        }
+    };
+    rt.block_on(rpc.listen(listen(
+        vec![v6only],
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        v2::AddressFamily::Inet6,
+    )))
+    .expect("V6ONLY listener on [::]");
+    // IPv4 on the same port: the V6ONLY socket does not cover it (Linux too).
+    let refused4 = env.ns.within(move || {
+        KernelStream::connect_timeout(
+            &SocketAddr::from((TCPD_ADDR, port)),
+            Duration::from_secs(10),
+        )
+    });
+    assert_eq!(
+        refused4.expect_err("IPv4 refused").kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    rt.block_on(rpc.listen(listen(
+        Vec::new(),
+        SocketAddr::from(([0, 0, 0, 0], port)),
+        v2::AddressFamily::Inet,
+    )))
+    .expect("0.0.0.0 listener beside the V6ONLY one");
+    for target in [
+        SocketAddr::from((TCPD_ADDR6, port)),
+        SocketAddr::from((TCPD_ADDR, port)),
+    ] {
+        env.ns
+            .within(move || KernelStream::connect_timeout(&target, Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+    }
+}
