@@ -178,3 +178,68 @@ fn v6only_listener_refuses_ipv4_and_shares_the_port_with_an_ipv4_one() {
             .unwrap_or_else(|e| panic!("{target}: {e}"));
     }
 }
+
+#[test]
+fn sixty_four_mib_each_way_over_ipv6() {
+    const LEN: usize = 64 << 20;
+    let Some(env) = Env::setup("bulk6", &[]) else {
+        return;
+    };
+    let host6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+    let listener = env
+        .ns
+        .within(move || std::net::TcpListener::bind((host6, 0)))
+        .expect("kernel listener on the IPv6 host side");
+    let target = listener.local_addr().expect("addr");
+    let kernel = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("kernel accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        let mut writer = stream.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || {
+            writer
+                .write_all(&tcpd_e2e::payload(LEN, 2))
+                .expect("kernel write");
+            writer
+                .shutdown(std::net::Shutdown::Write)
+                .expect("shutdown");
+        });
+        let mut got = Vec::with_capacity(LEN);
+        stream.read_to_end(&mut got).expect("kernel read");
+        sender.join().expect("sender");
+        tcpd_e2e::sha256_hex(&got)
+    });
+    let rt = runtime();
+    let received = rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let stream = client.tcp_connect(target).await.expect("connect over IPv6");
+        let (mut reader, mut writer) = stream.into_split();
+        let send = tokio::spawn(async move {
+            writer
+                .write_all(&tcpd_e2e::payload(LEN, 1))
+                .await
+                .expect("tcpd write");
+            writer.shutdown().await.expect("shutdown");
+        });
+        let mut got = Vec::with_capacity(LEN);
+        tokio::time::timeout(Duration::from_secs(180), reader.read_to_end(&mut got))
+            .await
+            .expect("in time")
+            .expect("tcpd read");
+        send.await.expect("sender");
+        got
+    });
+    assert_eq!(
+        tcpd_e2e::sha256_hex(&received),
+        tcpd_e2e::sha256_hex(&tcpd_e2e::payload(LEN, 2)),
+        "kernel to tcpd"
+    );
+    assert_eq!(
+        kernel.join().expect("kernel"),
+        tcpd_e2e::sha256_hex(&tcpd_e2e::payload(LEN, 1)),
+        "tcpd to kernel"
+    );
+}
