@@ -70,6 +70,13 @@ impl From<OptionName> for v2::SocketOption {
             OptionName::QuickAck => O::TcpQuickack,
             OptionName::RecvLowat => O::SoRcvlowat,
             OptionName::V6Only => O::Ipv6V6only,
+            OptionName::DeferAccept => O::TcpDeferAccept,
+            OptionName::OobInline => O::SoOobinline,
+            OptionName::IpTos => O::IpTos,
+            OptionName::IpTtl => O::IpTtl,
+            OptionName::MtuDiscover => O::IpMtuDiscover,
+            OptionName::TcpInfo => O::TcpInfo,
+            OptionName::AtMark => O::Siocatmark,
         }
     }
 }
@@ -133,6 +140,7 @@ mod tests {
         use v2::PollEvent as P;
         for (flag, wire) in [
             (PollFlags::IN, P::In),
+            (PollFlags::PRI, P::Pri),
             (PollFlags::OUT, P::Out),
             (PollFlags::ERR, P::Err),
             (PollFlags::HUP, P::Hup),

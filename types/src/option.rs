@@ -8,7 +8,7 @@
 //! derive from it. Adding an option: a variant here, its row in each `match`
 //! below, then the compiler lists every place that must handle it.
 
-use libc::{IPPROTO_IPV6, IPPROTO_TCP, SOL_SOCKET, c_int};
+use libc::{IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, SOL_SOCKET, c_int};
 
 /// A socket option tcpd supports, named after what it does; [`Self::c_name`]
 /// gives the Linux constant.
@@ -55,6 +55,25 @@ pub enum OptionName {
     /// IPv4 as IPv4-mapped addresses (RFC 3493 §5.3; off by default, as
     /// Linux's `bindv6only = 0`). Set before bind; IPv6 sockets only.
     V6Only,
+    /// `TCP_DEFER_ACCEPT` (listener): seconds a connection whose peer sent
+    /// no data stays off the accept queue; read back rounded up to whole
+    /// SYN,ACK retransmission periods, as Linux does.
+    DeferAccept,
+    /// `SO_OOBINLINE`: the urgent byte stays in the data stream.
+    OobInline,
+    /// `IP_TOS`: the IPv4 TOS byte (the ECN bits are the stack's).
+    IpTos,
+    /// `IP_TTL`: 1..=255, -1 for the default (64).
+    IpTtl,
+    /// `IP_MTU_DISCOVER`: `IP_PMTUDISC_DONT` (0) .. `IP_PMTUDISC_OMIT` (5).
+    MtuDiscover,
+    /// `TCP_INFO` (read only): Linux's `struct tcp_info`.
+    TcpInfo,
+    /// `SIOCATMARK` (read only; an ioctl on Linux, `sockatmark(3)`): the
+    /// next read starts at the urgent mark.
+    AtMark,
+    // The IPv6 counterparts (IPV6_TCLASS, IPV6_UNICAST_HOPS,
+    // IPV6_MTU_DISCOVER) go here, with `IPPROTO_IPV6` rows below.
 }
 
 /// The C type of an option's value and the values Linux's setsockopt(2)
@@ -74,6 +93,8 @@ pub enum ValueKind {
     Linger,
     /// A NUL-terminated name (`TCP_CA_NAME_MAX` = 16 bytes with the NUL).
     Text,
+    /// Linux's `struct tcp_info` (read only).
+    TcpInfo,
 }
 
 impl ValueKind {
@@ -97,14 +118,14 @@ impl ValueKind {
                     u32::try_from(value).ok().map(i64::from)
                 }
             }
-            ValueKind::Linger | ValueKind::Text => None,
+            ValueKind::Linger | ValueKind::Text | ValueKind::TcpInfo => None,
         }
     }
 }
 
 impl OptionName {
     /// Every option, in the order of `tcpd.v2.SocketOption`.
-    pub const ALL: [OptionName; 19] = [
+    pub const ALL: [OptionName; 26] = [
         OptionName::ReuseAddr,
         OptionName::NoDelay,
         OptionName::KeepAlive,
@@ -124,11 +145,19 @@ impl OptionName {
         OptionName::QuickAck,
         OptionName::RecvLowat,
         OptionName::V6Only,
+        OptionName::DeferAccept,
+        OptionName::OobInline,
+        OptionName::IpTos,
+        OptionName::IpTtl,
+        OptionName::MtuDiscover,
+        OptionName::TcpInfo,
+        OptionName::AtMark,
     ];
 
-    /// The Linux `(level, optname)` of the option.
-    pub const fn linux(self) -> (c_int, c_int) {
-        match self {
+    /// The Linux `(level, optname)` of the option; `None` for SIOCATMARK,
+    /// which Linux answers through ioctl(2), not getsockopt(2).
+    pub const fn linux(self) -> Option<(c_int, c_int)> {
+        Some(match self {
             OptionName::ReuseAddr => (SOL_SOCKET, libc::SO_REUSEADDR),
             OptionName::NoDelay => (IPPROTO_TCP, libc::TCP_NODELAY),
             OptionName::KeepAlive => (SOL_SOCKET, libc::SO_KEEPALIVE),
@@ -148,14 +177,21 @@ impl OptionName {
             OptionName::QuickAck => (IPPROTO_TCP, libc::TCP_QUICKACK),
             OptionName::RecvLowat => (SOL_SOCKET, libc::SO_RCVLOWAT),
             OptionName::V6Only => (IPPROTO_IPV6, libc::IPV6_V6ONLY),
-        }
+            OptionName::DeferAccept => (IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+            OptionName::OobInline => (SOL_SOCKET, libc::SO_OOBINLINE),
+            OptionName::IpTos => (IPPROTO_IP, libc::IP_TOS),
+            OptionName::IpTtl => (IPPROTO_IP, libc::IP_TTL),
+            OptionName::MtuDiscover => (IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            OptionName::TcpInfo => (IPPROTO_TCP, libc::TCP_INFO),
+            OptionName::AtMark => return None,
+        })
     }
 
     /// The option for a Linux `(level, optname)`, if tcpd supports it.
     pub fn from_linux(level: c_int, optname: c_int) -> Option<OptionName> {
         OptionName::ALL
             .into_iter()
-            .find(|o| o.linux() == (level, optname))
+            .find(|o| o.linux() == Some((level, optname)))
     }
 
     /// The Linux constant's name: `"TCP_NODELAY"`.
@@ -180,6 +216,13 @@ impl OptionName {
             OptionName::QuickAck => "TCP_QUICKACK",
             OptionName::RecvLowat => "SO_RCVLOWAT",
             OptionName::V6Only => "IPV6_V6ONLY",
+            OptionName::DeferAccept => "TCP_DEFER_ACCEPT",
+            OptionName::OobInline => "SO_OOBINLINE",
+            OptionName::IpTos => "IP_TOS",
+            OptionName::IpTtl => "IP_TTL",
+            OptionName::MtuDiscover => "IP_MTU_DISCOVER",
+            OptionName::TcpInfo => "TCP_INFO",
+            OptionName::AtMark => "SIOCATMARK",
         }
     }
 
@@ -191,7 +234,9 @@ impl OptionName {
             | OptionName::KeepAlive
             | OptionName::Cork
             | OptionName::QuickAck
-            | OptionName::V6Only => ValueKind::Flag,
+            | OptionName::V6Only
+            | OptionName::OobInline
+            | OptionName::AtMark => ValueKind::Flag,
             // MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL = 32767 s, MAX_TCP_KEEPCNT
             // and MAX_TCP_SYNCNT = 127 (Linux include/net/tcp.h).
             OptionName::KeepIdle | OptionName::KeepInterval => {
@@ -214,13 +259,23 @@ impl OptionName {
                 min: 0,
                 max: i32::MAX as i64,
             },
+            // Seconds, any int (<= 0 is off); Linux keeps IP_TOS's low byte.
+            OptionName::DeferAccept | OptionName::IpTos => ValueKind::ANY_INT,
+            // -1 is the default; 0 is refused too (the daemon checks it).
+            OptionName::IpTtl => ValueKind::Int { min: -1, max: 255 },
+            // IP_PMTUDISC_DONT ..= IP_PMTUDISC_OMIT.
+            OptionName::MtuDiscover => ValueKind::Int { min: 0, max: 5 },
+            OptionName::TcpInfo => ValueKind::TcpInfo,
         }
     }
 
     /// False for read-only options (`SO_ERROR`): setting them is
     /// `ENOPROTOOPT`, as on Linux.
     pub const fn settable(self) -> bool {
-        !matches!(self, OptionName::Error)
+        !matches!(
+            self,
+            OptionName::Error | OptionName::TcpInfo | OptionName::AtMark
+        )
     }
 }
 
@@ -237,11 +292,20 @@ mod tests {
     #[test]
     fn linux_pairs_are_unique_and_round_trip() {
         for o in OptionName::ALL {
-            let (level, name) = o.linux();
+            let Some((level, name)) = o.linux() else {
+                assert_eq!(o, OptionName::AtMark, "only SIOCATMARK is no sockopt");
+                continue;
+            };
             assert_eq!(OptionName::from_linux(level, name), Some(o), "{o}");
         }
         assert_eq!(OptionName::from_linux(SOL_SOCKET, libc::SO_BROADCAST), None);
-        assert_eq!(OptionName::from_linux(libc::IPPROTO_IP, libc::IP_TTL), None);
+        assert_eq!(
+            OptionName::from_linux(libc::IPPROTO_IP, libc::IP_MULTICAST_TTL),
+            None
+        );
+        assert!(!OptionName::TcpInfo.settable() && !OptionName::AtMark.settable());
+        assert_eq!(OptionName::MtuDiscover.kind().accept_int(6), None);
+        assert_eq!(OptionName::IpTtl.kind().accept_int(-1), Some(-1));
     }
 
     #[test]

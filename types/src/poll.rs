@@ -12,6 +12,8 @@ bitflags::bitflags! {
         /// `POLLIN`: data, EOF or a pending error to read; a listener has a
         /// connection to accept.
         const IN = libc::POLLIN as u32;
+        /// `POLLPRI`: urgent data waits to be read with `MSG_OOB`.
+        const PRI = libc::POLLPRI as u32;
         /// `POLLOUT`: send-buffer space; a connect has completed.
         const OUT = libc::POLLOUT as u32;
         /// `POLLERR`: a pending error (`SO_ERROR`). Always reported.

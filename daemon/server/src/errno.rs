@@ -166,6 +166,7 @@ impl From<RecvError> for Errno {
             RecvError::BadHandle => Errno::new(EBADF, e.to_string()),
             RecvError::NotConnected => Errno::new(ENOTCONN, e.to_string()),
             RecvError::WouldBlock => Errno::new(EAGAIN, e.to_string()),
+            RecvError::NoUrgentData => Errno::new(EINVAL, e.to_string()),
         }
     }
 }

@@ -127,6 +127,19 @@ pub struct SocketOptions {
     /// socket accepts IPv4 too, seen as IPv4-mapped addresses. Meaningless
     /// on an IPv4 socket.
     pub v6only: bool,
+    /// TCP_DEFER_ACCEPT on a listener: how long a handshake whose peer has
+    /// sent no data stays off the accept queue (`None`: off, the default).
+    pub defer_accept: Option<Duration>,
+    /// SO_OOBINLINE: the urgent byte stays in the data stream (off by default).
+    pub oob_inline: bool,
+    /// IP_TOS (0 by default); the two ECN bits are never taken from it.
+    pub ip_tos: u8,
+    /// IP_TTL (`None`: the default, 64 as Linux's ip_default_ttl).
+    /// The IPv6 counterparts (IPV6_TCLASS, IPV6_UNICAST_HOPS) belong next
+    /// to these two, emitted by the IPv6 header path.
+    pub ip_ttl: Option<u8>,
+    /// IP_MTU_DISCOVER (Linux's default for TCP: WANT, DF set).
+    pub pmtu_discovery: crate::socket::PmtuDiscovery,
 }
 
 impl Default for SocketOptions {
@@ -151,6 +164,11 @@ impl Default for SocketOptions {
             notsent_lowat: None,
             recv_lowat: 1,
             v6only: false,
+            defer_accept: None,
+            oob_inline: false,
+            ip_tos: 0,
+            ip_ttl: None,
+            pmtu_discovery: crate::socket::PmtuDiscovery::Want,
         }
     }
 }

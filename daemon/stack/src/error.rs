@@ -139,6 +139,10 @@ pub enum RecvError {
     /// EAGAIN: no data yet.
     #[error("no data available")]
     WouldBlock,
+    /// EINVAL: MSG_OOB with no urgent byte to read (none came, it was
+    /// read already, or SO_OOBINLINE keeps it in the stream).
+    #[error("no urgent data to read")]
+    NoUrgentData,
     /// The connection failed (ECONNRESET, ETIMEDOUT, ECONNREFUSED...).
     #[error("{0}")]
     Failed(ConnError),

@@ -109,6 +109,56 @@ pub enum SockOption {
     /// IPV6_V6ONLY: an IPv6 socket bound to `::` takes no IPv4 (settable
     /// before bind only; ENOPROTOOPT on IPv4 sockets, as Linux).
     V6Only(bool),
+    /// TCP_DEFER_ACCEPT: a listener keeps a connection whose peer sent no
+    /// data off the accept queue for this long (`None`: off).
+    DeferAccept(Option<Duration>),
+    /// SO_OOBINLINE: the urgent byte stays in the data stream.
+    OobInline(bool),
+    /// IP_TOS: the TOS byte of every IPv4 packet (the ECN bits are the
+    /// stack's, as on Linux for TCP).
+    IpTos(u8),
+    /// IP_TTL: the time to live of every IPv4 packet (`None`: the default, 64).
+    IpTtl(Option<u8>),
+    /// IP_MTU_DISCOVER.
+    MtuDiscover(PmtuDiscovery),
+    /// SIOCATMARK (read only).
+    AtMark(bool),
+}
+
+/// IP_MTU_DISCOVER modes, with Linux's values (`IP_PMTUDISC_*`). For TCP
+/// they only decide the DF bit: DONT clears it; the others set it (tcpd
+/// always does RFC 1191 discovery from ICMP "fragmentation needed" and
+/// never fragments).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PmtuDiscovery {
+    Dont = 0,
+    /// Linux's default for TCP (ip_no_pmtu_disc = 0).
+    #[default]
+    Want = 1,
+    Do = 2,
+    Probe = 3,
+    Interface = 4,
+    Omit = 5,
+}
+
+impl PmtuDiscovery {
+    /// The mode with Linux's number; `None` (EINVAL) above 5.
+    pub fn from_raw(raw: i64) -> Option<PmtuDiscovery> {
+        Some(match raw {
+            0 => PmtuDiscovery::Dont,
+            1 => PmtuDiscovery::Want,
+            2 => PmtuDiscovery::Do,
+            3 => PmtuDiscovery::Probe,
+            4 => PmtuDiscovery::Interface,
+            5 => PmtuDiscovery::Omit,
+            _ => return None,
+        })
+    }
+
+    /// Whether packets carry DF.
+    pub fn dont_fragment(self) -> bool {
+        self != PmtuDiscovery::Dont
+    }
 }
 
 bitflags::bitflags! {
@@ -120,6 +170,9 @@ bitflags::bitflags! {
         const MORE = 1;
         /// MSG_EOR: the end of a record: no later data joins its last segment.
         const EOR = 2;
+        /// MSG_OOB: urgent data; the last byte written is the urgent byte
+        /// (RFC 9293 §3.8.5 as Linux does it, see RFC 6093 §3).
+        const OOB = 4;
     }
 }
 

@@ -112,7 +112,7 @@ use crate::wire::virtio::MAX_GSO_PACKET;
 use crate::wire::{
     Checksum, Gso, GsoKind, IpProtocol, Ipv4Repr, Ipv6Repr, TcpFlags, VirtioNetRepr, WireError,
 };
-use control::{ControlKind, ControlQueue, IcmpRateLimit, emit_ip_header};
+use control::{ControlKind, ControlQueue, IcmpRateLimit, IpHeaderOptions, emit_ip_header};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
 use rand::rngs::SmallRng;
@@ -627,6 +627,14 @@ impl Stack {
             let is_reset = segment_buf
                 .get(TCP_FLAGS_OFFSET)
                 .is_some_and(|flags| flags & TcpFlags::RST.0 != 0);
+            // The socket's IP_TTL, IP_TOS and IP_MTU_DISCOVER (IPv4 only
+            // so far: the IPv6 counterparts are not options yet).
+            let options = entry.conn.options();
+            let ip = IpHeaderOptions {
+                ttl: options.ip_ttl.unwrap_or(crate::wire::ipv4::DEFAULT_TTL),
+                tos: options.ip_tos,
+                dont_fragment: options.pmtu_discovery.dont_fragment(),
+            };
             emit_ip_header(
                 buf,
                 entry.key.local.ip(),
@@ -635,6 +643,7 @@ impl Stack {
                 len,
                 entry.flow_label,
                 ident,
+                ip,
             );
             self.ip_ident = ident.wrapping_add(1);
             let header = VirtioNetRepr {
@@ -1037,7 +1046,7 @@ impl Stack {
         self.send_with(now, socket, data, SendFlags::empty())
     }
 
-    /// [`Stack::send`] with send(2) flags (MSG_MORE, MSG_EOR).
+    /// [`Stack::send`] with send(2) flags (MSG_MORE, MSG_EOR, MSG_OOB).
     pub fn send_with(
         &mut self,
         now: Instant,
@@ -1070,6 +1079,22 @@ impl Stack {
         // Reading may open the receive window: the connection is queued for
         // transmission so it can send a window update (RFC 9293 §3.8.6.2.2).
         let result = self.with_conn(id, |conn| conn.recv(now, out, peek));
+        result.unwrap_or(Err(RecvError::BadHandle))
+    }
+
+    /// recv(2) with MSG_OOB: the urgent byte, `Ok(None)` at end of stream
+    /// (see the connection's `urgent` module for Linux's rules).
+    pub fn recv_urgent(
+        &mut self,
+        socket: SocketHandle,
+        peek: bool,
+    ) -> Result<Option<u8>, RecvError> {
+        let id = match self.target(socket) {
+            Target::Missing => return Err(RecvError::BadHandle),
+            Target::NotConnection => return Err(RecvError::NotConnected),
+            Target::Conn(id) => id,
+        };
+        let result = self.with_conn(id, |conn| conn.recv_urgent(peek));
         result.unwrap_or(Err(RecvError::BadHandle))
     }
 
@@ -1297,6 +1322,7 @@ impl Stack {
             }
             OptionName::MaxSegment => Ok(SockOption::MaxSegment(conn.stats().mss)),
             OptionName::QuickAck => Ok(SockOption::QuickAck(conn.quick_ack())),
+            OptionName::AtMark => Ok(SockOption::AtMark(conn.at_mark())),
             _ => options::read(conn.options(), name).ok_or(SocketError::UnsupportedOption),
         }
     }
@@ -1635,6 +1661,11 @@ impl Stack {
         state: TcpState,
         finished: bool,
     ) {
+        // TCP_DEFER_ACCEPT: established without data yet, it waits.
+        let deferred = self
+            .conns
+            .get(&id)
+            .is_some_and(|entry| entry.conn.accept_deferred());
         let Some(SocketEntry {
             kind: SocketKind::Listening(listen),
             ..
@@ -1652,7 +1683,7 @@ impl Stack {
             if let Some(entry) = self.conns.get_mut(&id) {
                 entry.parent = None;
             }
-        } else if state.is_synchronized() && listen.syn_queue.remove(&id) {
+        } else if state.is_synchronized() && !deferred && listen.syn_queue.remove(&id) {
             listen.accept_queue.push_back(id);
             accept_queue_changed = true;
         }

@@ -198,15 +198,44 @@ impl ControlPacket {
                 )
             }
         };
-        emit_ip_header(buf, src, dst, protocol, payload_len, flow_label, ip_ident);
+        emit_ip_header(
+            buf,
+            src,
+            dst,
+            protocol,
+            payload_len,
+            flow_label,
+            ip_ident,
+            IpHeaderOptions::DEFAULT,
+        );
         (ip_header + payload_len, kind)
     }
 }
 
-/// Writes the IP header of a packet from `src` to `dst` (IPv4 with DF and
-/// `ip_ident`, or IPv6 with `flow_label`) in front of its payload; returns
-/// the header's length. Mixed families (never produced by the stack) write
-/// an IPv6 header with the IPv4 address mapped.
+/// A socket's IPv4 header fields (IP_TTL, IP_TOS, IP_MTU_DISCOVER).
+/// IPV6_UNICAST_HOPS and IPV6_TCLASS would be the IPv6 branch's
+/// counterparts (hop limit, traffic class); they are not options yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IpHeaderOptions {
+    pub(crate) ttl: u8,
+    pub(crate) tos: u8,
+    pub(crate) dont_fragment: bool,
+}
+
+impl IpHeaderOptions {
+    /// TTL 64, TOS 0, DF on everything: path MTU discovery (RFC 1191 §3).
+    pub(crate) const DEFAULT: IpHeaderOptions = IpHeaderOptions {
+        ttl: DEFAULT_TTL,
+        tos: 0,
+        dont_fragment: true,
+    };
+}
+
+/// Writes the IP header of a packet from `src` to `dst` (IPv4 with `ip`'s
+/// TTL, TOS and DF and `ip_ident`, or IPv6 with `flow_label`) in front of
+/// its payload; returns the header's length. Mixed families (never produced
+/// by the stack) write an IPv6 header with the IPv4 address mapped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_ip_header(
     buf: &mut [u8],
     src: IpAddr,
@@ -215,6 +244,7 @@ pub(crate) fn emit_ip_header(
     payload_len: usize,
     flow_label: u32,
     ip_ident: u16,
+    ip: IpHeaderOptions,
 ) -> usize {
     match (src, dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
@@ -222,12 +252,11 @@ pub(crate) fn emit_ip_header(
                 src,
                 dst,
                 protocol,
-                ttl: DEFAULT_TTL,
-                // DF on everything: path MTU discovery (RFC 1191 §3).
-                dont_fragment: true,
+                ttl: ip.ttl,
+                dont_fragment: ip.dont_fragment,
                 payload_len,
             }
-            .emit(&mut buf[..IPV4_HEADER_LEN], ip_ident);
+            .emit_with_tos(&mut buf[..IPV4_HEADER_LEN], ip_ident, ip.tos);
             IPV4_HEADER_LEN
         }
         (src, dst) => {

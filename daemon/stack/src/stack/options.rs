@@ -11,6 +11,7 @@ use crate::config::SocketOptions;
 use crate::error::SocketError;
 use crate::socket::{OptionName, SockOption};
 use crate::time::Duration;
+use crate::wire::ipv4::DEFAULT_TTL;
 
 /// Smallest socket buffer honoured (Linux clamps SO_RCVBUF/SO_SNDBUF up to
 /// SOCK_MIN_RCVBUF/SOCK_MIN_SNDBUF, a few KiB).
@@ -19,6 +20,8 @@ pub(crate) const MIN_BUFFER: usize = 4096;
 pub(crate) const MAX_BUFFER: usize = 64 * 1024 * 1024;
 /// Linux MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL: 32767 s.
 const MAX_KEEPALIVE_SECS: u64 = 32767;
+/// The two ECN bits of the TOS byte (RFC 3168 §5).
+const ECN_MASK: u8 = 0b11;
 /// Linux MAX_TCP_KEEPCNT.
 const MAX_KEEPCNT: u32 = 127;
 /// Linux MAX_TCP_SYNCNT.
@@ -27,12 +30,58 @@ const MAX_SYNCNT: u32 = 127;
 /// 0 clears the setting.
 const MAXSEG_RANGE: core::ops::RangeInclusive<u16> = 88..=32767;
 
+/// Linux's TCP_TIMEOUT_INIT and TCP_RTO_MAX in seconds: TCP_DEFER_ACCEPT
+/// counts SYN,ACK retransmission periods of these lengths.
+const DEFER_ACCEPT_TIMEOUT_INIT: u64 = 1;
+const DEFER_ACCEPT_RTO_MAX: u64 = 120;
+
+/// TCP_DEFER_ACCEPT as Linux stores it (`secs_to_retrans`): the number of
+/// SYN,ACK retransmission periods (1 s, doubling, at most 120 s each) that
+/// cover `seconds`, at most 255.
+fn defer_accept_periods(seconds: u64) -> u8 {
+    if seconds == 0 {
+        return 0;
+    }
+    let (mut timeout, mut period, mut periods) =
+        (DEFER_ACCEPT_TIMEOUT_INIT, DEFER_ACCEPT_TIMEOUT_INIT, 1u8);
+    while seconds > period && periods < u8::MAX {
+        periods += 1;
+        timeout = (timeout * 2).min(DEFER_ACCEPT_RTO_MAX);
+        period += timeout;
+    }
+    periods
+}
+
+/// What getsockopt(TCP_DEFER_ACCEPT) reports for `periods` (Linux's
+/// `retrans_to_secs`): the seconds they add up to.
+fn defer_accept_seconds(periods: u8) -> u64 {
+    let mut timeout = DEFER_ACCEPT_TIMEOUT_INIT;
+    let mut total = 0;
+    for i in 0..periods {
+        if i > 0 {
+            timeout = (timeout * 2).min(DEFER_ACCEPT_RTO_MAX);
+        }
+        total += timeout;
+    }
+    total
+}
+
 /// Checks `option` and returns the value to store (buffer sizes are clamped
 /// like Linux does; out-of-range counts and intervals are EINVAL as on Linux).
 pub(crate) fn normalize(option: SockOption) -> Result<SockOption, SocketError> {
     let keepalive_range = Duration::from_secs(1)..=Duration::from_secs(MAX_KEEPALIVE_SECS);
     match option {
-        SockOption::Error(_) => Err(SocketError::UnsupportedOption),
+        SockOption::Error(_) | SockOption::AtMark(_) => Err(SocketError::UnsupportedOption),
+        // Linux rounds the seconds up to whole SYN,ACK retransmission
+        // periods and reports the rounded value (5 s reads back as 7).
+        SockOption::DeferAccept(d) => Ok(SockOption::DeferAccept(
+            d.map(|d| defer_accept_seconds(defer_accept_periods(d.as_secs())))
+                .filter(|&secs| secs > 0)
+                .map(Duration::from_secs),
+        )),
+        // Linux (`__ip_sock_set_tos`): a stream socket keeps its own ECN bits.
+        SockOption::IpTos(tos) => Ok(SockOption::IpTos(tos & !ECN_MASK)),
+        SockOption::IpTtl(Some(0)) => Err(SocketError::InvalidValue),
         SockOption::MaxSegment(n) if n != 0 && !MAXSEG_RANGE.contains(&n) => {
             Err(SocketError::InvalidValue)
         }
@@ -80,8 +129,13 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         // Quick-ACK mode belongs to a connection; before one exists there
         // is nothing to do (Linux ignores it likewise).
         SockOption::QuickAck(_) => {}
-        // Read-only; normalize() rejects it before it gets here.
-        SockOption::Error(_) => {}
+        SockOption::DeferAccept(d) => options.defer_accept = d,
+        SockOption::OobInline(v) => options.oob_inline = v,
+        SockOption::IpTos(tos) => options.ip_tos = tos,
+        SockOption::IpTtl(ttl) => options.ip_ttl = ttl,
+        SockOption::MtuDiscover(mode) => options.pmtu_discovery = mode,
+        // Read-only; normalize() rejects them before they get here.
+        SockOption::Error(_) | SockOption::AtMark(_) => {}
     }
 }
 
@@ -107,7 +161,16 @@ pub(crate) fn read(options: &SocketOptions, name: OptionName) -> Option<SockOpti
         OptionName::V6Only => SockOption::V6Only(options.v6only),
         // Off until a connection is in quick-ACK mode.
         OptionName::QuickAck => SockOption::QuickAck(false),
-        OptionName::Error | OptionName::MaxSegment => return None,
+        OptionName::DeferAccept => SockOption::DeferAccept(options.defer_accept),
+        OptionName::OobInline => SockOption::OobInline(options.oob_inline),
+        OptionName::IpTos => SockOption::IpTos(options.ip_tos),
+        // Linux reports the default TTL rather than "unset".
+        OptionName::IpTtl => SockOption::IpTtl(Some(options.ip_ttl.unwrap_or(DEFAULT_TTL))),
+        OptionName::MtuDiscover => SockOption::MtuDiscover(options.pmtu_discovery),
+        // No connection, no urgent data.
+        OptionName::AtMark => SockOption::AtMark(false),
+        // TCP_INFO has its own typed accessor (`Stack::tcp_info`).
+        OptionName::Error | OptionName::MaxSegment | OptionName::TcpInfo => return None,
     })
 }
 
@@ -149,6 +212,27 @@ mod tests {
             normalize(SockOption::SendBuffer(usize::MAX)),
             Ok(SockOption::SendBuffer(MAX_BUFFER))
         );
+    }
+
+    #[test]
+    fn defer_accept_rounds_to_syn_ack_periods_as_linux() {
+        // (seconds set, seconds read back): Linux's secs_to_retrans and
+        // retrans_to_secs with TCP_TIMEOUT_INIT 1 s and TCP_RTO_MAX 120 s.
+        for (set, read) in [
+            (0, 0),
+            (1, 1),
+            (2, 3),
+            (3, 3),
+            (4, 7),
+            (30, 31),
+            (64, 127),
+            (200, 247),
+            (100_000, 29_887),
+        ] {
+            let periods = defer_accept_periods(set);
+            assert_eq!(defer_accept_seconds(periods), read, "{set} s");
+        }
+        assert_eq!(defer_accept_periods(u64::MAX), u8::MAX);
     }
 
     #[test]

@@ -255,8 +255,19 @@ impl RecvBuffer {
     }
     /// Copies up to `out.len()` readable bytes without consuming them (MSG_PEEK).
     pub fn peek(&self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.readable);
-        copy_from(&self.bytes, 0, &mut out[..n])
+        self.peek_at(0, out)
+    }
+    /// As [`RecvBuffer::peek`], from `offset` bytes into the readable part.
+    pub fn peek_at(&self, offset: usize, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.readable.saturating_sub(offset));
+        copy_from(&self.bytes, offset, &mut out[..n])
+    }
+    /// Drops up to `n` readable bytes unread; returns how many.
+    pub fn skip(&mut self, n: usize) -> usize {
+        let n = n.min(self.readable);
+        self.bytes.drain(..n);
+        self.readable -= n;
+        n
     }
     /// Out-of-order ranges held, as (start, end) offsets from RCV.NXT, the
     /// most recently changed first (RFC 2018 §4 reports it first).

@@ -23,6 +23,7 @@ mod field {
     pub const TOTAL_LEN: usize = 2;
     pub const IDENT: usize = 4;
     pub const FLAGS_FRAG: usize = 6;
+    pub const TOS: usize = 1;
     pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
     pub const CHECKSUM: usize = 10;
@@ -123,6 +124,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.bytes()[field::TTL]
     }
 
+    /// The type-of-service byte: DSCP and ECN (RFC 2474, RFC 3168).
+    pub fn tos(&self) -> u8 {
+        self.bytes()[field::TOS]
+    }
+
     pub fn protocol(&self) -> IpProtocol {
         IpProtocol::from(self.bytes()[field::PROTOCOL])
     }
@@ -219,6 +225,11 @@ impl Ipv4Repr {
     /// `payload_len` beyond what the 16-bit total length can express is a
     /// caller bug too; the field is then clamped to 65535.
     pub fn emit(&self, buf: &mut [u8], ident: u16) {
+        self.emit_with_tos(buf, ident, 0);
+    }
+
+    /// [`Ipv4Repr::emit`] with a type-of-service byte (a socket's IP_TOS).
+    pub fn emit_with_tos(&self, buf: &mut [u8], ident: u16, tos: u8) {
         assert!(
             buf.len() >= HEADER_LEN,
             "IPv4 emit buffer shorter than the header"
@@ -228,8 +239,8 @@ impl Ipv4Repr {
         let total_len = u16::try_from(HEADER_LEN + self.payload_len).unwrap_or(u16::MAX);
         // Version 4, IHL 5 words (RFC 791 §3.1).
         header[field::VER_IHL] = 0x45;
-        // Type of service / DSCP+ECN: best effort, not ECN-capable.
-        header[1] = 0;
+        // Type of service / DSCP+ECN (0: best effort, not ECN-capable).
+        header[field::TOS] = tos;
         header[field::TOTAL_LEN..field::TOTAL_LEN + 2].copy_from_slice(&total_len.to_be_bytes());
         header[field::IDENT..field::IDENT + 2].copy_from_slice(&ident.to_be_bytes());
         let flags = if self.dont_fragment { FLAG_DF } else { 0 };

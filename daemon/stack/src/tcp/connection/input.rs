@@ -383,9 +383,11 @@ impl Connection {
             return;
         }
 
-        // Sixth check: URG. Urgent mode is not supported; urgent bytes are
-        // delivered inline as ordinary data (RFC 6093 §6 recommends new
-        // applications not use it), which is safe whatever the pointer says.
+        // Sixth check: URG (RFC 9293 §3.10.7.4; Linux's reading of the
+        // pointer, see `urgent`).
+        if acceptable {
+            self.on_urgent(seg);
+        }
 
         // Seventh and eighth: text and FIN.
         if acceptable {

@@ -42,6 +42,7 @@ mod sent;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod urgent;
 
 use crate::config::SocketOptions;
 use crate::error::{ConnError, RecvError, SendError, SocketError};
@@ -61,6 +62,7 @@ use std::collections::VecDeque;
 
 use recovery::{Prr, Rack, Tlp};
 use sent::SentQueue;
+use urgent::UrgentMark;
 
 /// IPv4 plus TCP fixed headers: MSS = MTU - 40 (RFC 9293 §3.7.1, RFC 879).
 const IPV4_TCP_HEADERS: usize = 40;
@@ -415,6 +417,13 @@ pub struct Connection {
     /// Ends of records written with MSG_EOR still unsent: no segment
     /// crosses one (oldest first).
     eor_marks: VecDeque<SeqNum>,
+    /// The send urgent pointer (one past the last urgent byte, see `urgent`).
+    snd_up: Option<SeqNum>,
+    /// The urgent byte the peer announced (see `urgent`).
+    rcv_urgent: Option<UrgentMark>,
+    /// A passive open under the listener's TCP_DEFER_ACCEPT: until this
+    /// time, it waits off the accept queue for the peer's first data.
+    defer_accept_until: Option<Instant>,
     /// The end of the last segment shorter than the MSS that we sent
     /// (Minshall's Nagle variant; Linux's `snd_sml`).
     last_small_end: Option<SeqNum>,
@@ -558,6 +567,9 @@ impl Connection {
             cork_deadline: None,
             cork_released: false,
             eor_marks: VecDeque::new(),
+            snd_up: None,
+            rcv_urgent: None,
+            defer_accept_until: None,
             last_small_end: None,
             rcv_rtt: None,
             bytes_read: 0,
@@ -696,6 +708,9 @@ impl Connection {
         self.rcvq_time = now;
         self.expand_send_buffer();
         self.arm_keepalive(now);
+        if !self.active_open {
+            self.defer_accept_until = self.options.defer_accept.map(|d| now + d);
+        }
         // A shutdown(WR) issued in SYN-RECEIVED was queued until now
         // (RFC 9293 §3.10.4, SYN-RECEIVED: "queue for processing after
         // entering ESTABLISHED state").
@@ -879,7 +894,7 @@ impl Connection {
         self.send_with(now, data, SendFlags::empty())
     }
 
-    /// [`Connection::send`] with MSG_MORE / MSG_EOR.
+    /// [`Connection::send`] with MSG_MORE / MSG_EOR / MSG_OOB.
     pub fn send_with(
         &mut self,
         now: Instant,
@@ -916,6 +931,9 @@ impl Connection {
             self.cork_deadline = Some(now + CORK_TIMEOUT);
             self.cork_released = false;
         }
+        if flags.contains(SendFlags::OOB) {
+            self.mark_urgent_sent();
+        }
         if flags.contains(SendFlags::EOR) && n == data.len() {
             // No coalescing across the end of a record (Linux's MSG_EOR).
             if self.eor_marks.len() >= MAX_EOR_MARKS {
@@ -940,15 +958,27 @@ impl Connection {
         if let Some(e) = self.pending_error.take() {
             return Err(RecvError::Failed(e));
         }
-        if self.recv_buf.readable() > 0 && !out.is_empty() {
+        // A read never crosses the urgent mark; at the mark it skips the
+        // urgent byte unless SO_OOBINLINE (see `urgent`).
+        let (skip, limit) = self.urgent_read_plan(out.len());
+        if self.recv_buf.readable() > skip && limit > 0 {
             if peek {
-                return Ok(self.recv_buf.peek(out));
+                return Ok(self.recv_buf.peek_at(skip, &mut out[..limit]));
             }
-            let n = self.recv_buf.read(out);
-            self.bytes_read += n as u64;
+            self.recv_buf.skip(skip);
+            let n = self.recv_buf.read(&mut out[..limit]);
+            self.bytes_read += (skip + n) as u64;
+            self.urgent_after_read();
             self.rcv_space_adjust(now);
             self.window_update_after_read();
             return Ok(n);
+        }
+        if skip > 0 && !peek && self.recv_buf.readable() > 0 {
+            // Only the urgent byte is here: a read steps over it (and
+            // forgets the mark) and waits for what follows, as Linux.
+            self.recv_buf.skip(skip);
+            self.bytes_read += skip as u64;
+            self.urgent_after_read();
         }
         if out.is_empty() || self.fin_received || self.read_shut || self.state == TcpState::Closed {
             return Ok(0);
@@ -1183,12 +1213,15 @@ impl Connection {
         let closed = self.state == TcpState::Closed;
         let read_done = self.fin_received || self.read_shut;
         // SO_RCVLOWAT: readable once that many bytes are in (Linux's tcp_poll).
-        let enough = self.recv_buf.readable() >= self.options.recv_lowat.max(1);
+        let enough = self.readable_for_poll() >= self.options.recv_lowat.max(1);
         if enough || read_done || self.pending_error.is_some() || closed {
             ready |= Readiness::IN;
         }
         if read_done {
             ready |= Readiness::RDHUP;
+        }
+        if self.urgent_pending() {
+            ready |= Readiness::PRI;
         }
         if self.pending_error.is_some() {
             ready |= Readiness::ERR;
@@ -1331,9 +1364,29 @@ impl Connection {
             // Linux keeps user_mss for later; the MSS of a connection is
             // fixed at the handshake (only PMTU discovery lowers it).
             SockOption::MaxSegment(n) => self.options.max_segment = (n != 0).then_some(n),
-            SockOption::Error(_) => return Err(SocketError::UnsupportedOption),
+            SockOption::DeferAccept(d) => self.options.defer_accept = d,
+            SockOption::OobInline(v) => self.options.oob_inline = v,
+            SockOption::IpTos(tos) => self.options.ip_tos = tos,
+            SockOption::IpTtl(ttl) => self.options.ip_ttl = ttl,
+            SockOption::MtuDiscover(mode) => self.options.pmtu_discovery = mode,
+            SockOption::Error(_) | SockOption::AtMark(_) => {
+                return Err(SocketError::UnsupportedOption);
+            }
         }
         Ok(())
+    }
+
+    /// TCP_DEFER_ACCEPT holds this passive open off the accept queue: it
+    /// is established, the peer has sent neither data nor FIN, and the
+    /// listener's time has not run out. Linux keeps such a connection a
+    /// request socket (it drops the handshake's bare ACK and resends the
+    /// SYN,ACK at the end of the period); tcpd completes the handshake and
+    /// only delays the accept, which is what the application sees.
+    pub fn accept_deferred(&self) -> bool {
+        self.defer_accept_until.is_some()
+            && self.state == TcpState::Established
+            && self.recv_buf.readable() == 0
+            && !self.fin_received
     }
 
     /// Whether quick-ACK mode is on (TCP_QUICKACK's reading).

@@ -177,7 +177,11 @@ impl Connection {
         let record_end = self.eor_marks.front().map(|mark| mark.since(seq));
         let avail_in_record = record_end.map_or(avail, |r| r.min(avail));
         let can = avail_in_record.min(room).min(self.max_burst());
-        let corked = self.corked(now) && !self.fin_queued;
+        // Urgent data is pushed: neither a cork nor Nagle holds it (Linux's
+        // `tcp_nagle_test`).
+        let urgent = self.urgent_mode();
+        let corked = self.corked(now) && !self.fin_queued && !urgent;
+        let push = self.options.nodelay || self.fin_queued || urgent;
         let len = if retransmission {
             can
         } else if can >= mss {
@@ -187,10 +191,7 @@ impl Connection {
             // queue (or record) fits, no cork holds it, and Nagle would
             // not hold it (below).
             let whole = can - can % mss;
-            if can == avail_in_record
-                && !corked
-                && (self.options.nodelay || !self.small_segment_unacked() || self.fin_queued)
-            {
+            if can == avail_in_record && !corked && (push || !self.small_segment_unacked()) {
                 can
             } else {
                 whole
@@ -199,7 +200,7 @@ impl Connection {
             // TCP_CORK / MSG_MORE: a partial segment waits for more data,
             // the uncork, or the 200 ms ceiling.
             0
-        } else if !(self.options.nodelay || !self.small_segment_unacked() || self.fin_queued) {
+        } else if !(push || !self.small_segment_unacked()) {
             // Nagle (RFC 9293 §3.7.4) in Minshall's variant, as Linux
             // (`tcp_nagle_check`): hold a small segment only while an
             // earlier small one is unacknowledged (full-sized segments in
@@ -342,7 +343,8 @@ impl Connection {
         // The payload fits the path MSS less the options this segment carries
         // (SACK blocks can make them longer than the MSS allowed for).
         let limit = self.path_mss.saturating_sub(options.wire_len()).max(1);
-        let cut = if self.tx_offload.segmentation {
+        // A super-segment's pieces would all carry one urgent pointer.
+        let cut = if self.tx_offload.segmentation && !self.urgent_mode() {
             // A super-segment: the link cuts it into `limit`-byte pieces.
             len.min(MAX_SUPER_SEGMENT)
         } else {
@@ -528,6 +530,10 @@ impl Connection {
         if fin_sent {
             flags |= TcpFlags::FIN;
         }
+        let urgent = self.urgent_pointer(seq);
+        if urgent.is_some() {
+            flags |= TcpFlags::URG;
+        }
         let repr = TcpRepr {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
@@ -539,7 +545,7 @@ impl Connection {
             },
             flags,
             window,
-            urgent: 0,
+            urgent: urgent.unwrap_or(0),
             options,
             payload: &[],
         };

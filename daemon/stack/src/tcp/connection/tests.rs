@@ -140,12 +140,25 @@ fn to(conn: &Connection, seq: u32, ack: u32, flags: TcpFlags, payload: &[u8]) ->
 
 /// The next segment `conn` emits, parsed back (checksum verified).
 fn out(conn: &mut Connection, now: Instant) -> Option<Seg> {
+    out_urgent(conn, now).map(|(seg, _)| seg)
+}
+
+/// Everything `conn` emits now, with the urgent pointer of URG segments.
+fn drain_urgent(conn: &mut Connection, now: Instant) -> Vec<(Seg, Option<u16>)> {
+    std::iter::from_fn(|| out_urgent(conn, now))
+        .take(10_000)
+        .collect()
+}
+
+/// [`out`] with the urgent pointer when URG is set.
+fn out_urgent(conn: &mut Connection, now: Instant) -> Option<(Seg, Option<u16>)> {
     let mut buf = [0u8; 1500];
     let n = conn.poll_transmit(now, &mut buf)?;
     assert!(n <= 1480, "segment exceeds the MTU less the IP header: {n}");
     let repr = TcpRepr::parse(&buf[..n], conn.local().ip(), conn.remote().ip())
         .expect("emitted segments parse");
-    Some(Seg {
+    let urgent = repr.flags.urg().then_some(repr.urgent);
+    let seg = Seg {
         src_port: repr.src_port,
         dst_port: repr.dst_port,
         seq: repr.seq.raw(),
@@ -154,7 +167,8 @@ fn out(conn: &mut Connection, now: Instant) -> Option<Seg> {
         window: repr.window,
         options: repr.options,
         payload: repr.payload.to_vec(),
-    })
+    };
+    Some((seg, urgent))
 }
 
 /// Everything `conn` emits now.
@@ -2509,37 +2523,166 @@ fn discarded_segments_are_counted_by_kind() {
     assert_eq!(s.conn.segments_discarded(), 5, "anything reaching CLOSED");
 }
 
-/// URG is not supported (RFC 6093 §6 advises against it): urgent bytes are
-/// ordinary in-line data, whatever the urgent pointer says — zero, inside
-/// the payload, far beyond it, or set without the URG flag.
-#[test]
-fn urgent_data_is_delivered_inline_whatever_the_pointer() {
-    let mut s = scripted(TcpState::Established);
-    let (mut p, o) = (s.peer_nxt, s.our_nxt);
-    let mut expected = Vec::new();
-    for (flags, urgent, payload) in [
-        (TcpFlags(ACK.0 | TcpFlags::URG.0), 0u16, &b"urgent-zero"[..]),
-        (TcpFlags(ACK.0 | TcpFlags::URG.0), 3, b"urgent-inside"),
-        (
-            TcpFlags(ACK.0 | TcpFlags::URG.0),
-            u16::MAX,
-            b"urgent-beyond",
-        ),
-        (ACK, 7, b"pointer-without-flag"),
-    ] {
-        let seg = s.peer(p, o, flags, payload);
-        let mut repr = seg.repr();
-        repr.urgent = urgent;
-        s.conn.handle_segment(s.now, &repr);
-        drain(&mut s.conn, s.now);
-        p += payload.len() as u32;
-        expected.extend_from_slice(payload);
-    }
+/// Feeds `seg` with the urgent pointer field set to `urgent`.
+fn feed_urgent(s: &mut Scripted, seg: &Seg, urgent: u16) {
+    let mut repr = seg.repr();
+    repr.urgent = urgent;
+    s.conn.handle_segment(s.now, &repr);
+    drain(&mut s.conn, s.now);
+}
+
+fn read_all(conn: &mut Connection, now: Instant) -> Vec<u8> {
     let mut buf = vec![0u8; 256];
-    let n = s.conn.recv(s.now, &mut buf, false).expect("readable");
-    assert_eq!(&buf[..n], &expected[..]);
-    assert_eq!(s.conn.state(), TcpState::Established);
+    match conn.recv(now, &mut buf, false) {
+        Ok(n) => buf[..n].to_vec(),
+        Err(RecvError::WouldBlock) => Vec::new(),
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+const URG_ACK: TcpFlags = TcpFlags(ACK.0 | TcpFlags::URG.0);
+
+/// Linux's urgent data (RFC 6093 §3): the pointer is one past the urgent
+/// byte; a read stops before the mark, the byte is read with MSG_OOB once,
+/// and the next read continues after it. POLLPRI while it waits,
+/// SIOCATMARK at the mark.
+#[test]
+fn urgent_byte_is_read_out_of_band_and_reads_stop_at_the_mark() {
+    let mut s = scripted(TcpState::Established);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let seg = s.peer(p, o, URG_ACK, b"abc!def");
+    feed_urgent(&mut s, &seg, 4);
+    assert!(s.conn.readiness().contains(Readiness::PRI));
+    assert!(!s.conn.at_mark());
+    assert_eq!(
+        read_all(&mut s.conn, s.now),
+        b"abc",
+        "stops before the mark"
+    );
+    assert!(s.conn.at_mark());
+    assert_eq!(
+        s.conn.recv_urgent(true),
+        Ok(Some(b'!')),
+        "MSG_PEEK leaves it"
+    );
+    assert_eq!(s.conn.recv_urgent(false), Ok(Some(b'!')));
+    assert!(!s.conn.readiness().contains(Readiness::PRI));
+    assert_eq!(s.conn.recv_urgent(false), Err(RecvError::NoUrgentData));
+    assert!(s.conn.at_mark(), "the read position is still at the mark");
+    assert_eq!(
+        read_all(&mut s.conn, s.now),
+        b"def",
+        "the urgent byte is not inline"
+    );
+    assert!(!s.conn.at_mark());
     assert_eq!(s.conn.segments_discarded(), 0);
+}
+
+/// SO_OOBINLINE: the byte stays in the stream (reads still stop at the
+/// mark) and MSG_OOB is EINVAL, as on Linux.
+#[test]
+fn oob_inline_keeps_the_urgent_byte_in_the_stream() {
+    let mut s = scripted(TcpState::Established);
+    s.conn
+        .set_option(s.now, SockOption::OobInline(true))
+        .expect("SO_OOBINLINE");
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let seg = s.peer(p, o, URG_ACK, b"abc!def");
+    feed_urgent(&mut s, &seg, 4);
+    assert_eq!(read_all(&mut s.conn, s.now), b"abc");
+    assert!(s.conn.at_mark());
+    assert_eq!(s.conn.recv_urgent(false), Err(RecvError::NoUrgentData));
+    assert_eq!(read_all(&mut s.conn, s.now), b"!def");
+}
+
+/// A plain read at the mark steps over the unread urgent byte and forgets
+/// it: a later MSG_OOB is EINVAL (Linux's tcp_recvmsg).
+#[test]
+fn a_plain_read_at_the_mark_skips_and_forgets_the_urgent_byte() {
+    let mut s = scripted(TcpState::Established);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let seg = s.peer(p, o, URG_ACK, b"ab!cd");
+    feed_urgent(&mut s, &seg, 3);
+    assert_eq!(read_all(&mut s.conn, s.now), b"ab");
+    assert_eq!(read_all(&mut s.conn, s.now), b"cd");
+    assert_eq!(s.conn.recv_urgent(false), Err(RecvError::NoUrgentData));
+    // The urgent byte alone at the read position: a read skips it and
+    // reports nothing to read yet; poll does not call that readable.
+    let p = p + 5;
+    let seg = s.peer(p, o, URG_ACK, b"!");
+    feed_urgent(&mut s, &seg, 1);
+    assert!(!s.conn.readiness().contains(Readiness::IN));
+    assert!(s.conn.readiness().contains(Readiness::PRI));
+    assert_eq!(read_all(&mut s.conn, s.now), b"");
+    assert_eq!(s.conn.recv_urgent(false), Err(RecvError::NoUrgentData));
+}
+
+/// The pointer may run ahead of the data (RFC 9293 §3.8.5: the urgent
+/// notification can come before the byte): MSG_OOB is EAGAIN until the
+/// segment holding it arrives. A pointer into data already received is
+/// no new mark, nor is one without the URG flag; pointer 0 names SEG.SEQ.
+#[test]
+fn urgent_pointer_ahead_of_the_data_and_ignored_pointers() {
+    let mut s = scripted(TcpState::Established);
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    let seg = s.peer(p, o, URG_ACK, b"0123");
+    feed_urgent(&mut s, &seg, 10);
+    assert_eq!(s.conn.recv_urgent(false), Err(RecvError::WouldBlock));
+    assert!(!s.conn.readiness().contains(Readiness::PRI));
+    let seg = s.peer(p + 4, o, ACK, b"45678X-tail");
+    feed_urgent(&mut s, &seg, 0);
+    assert_eq!(read_all(&mut s.conn, s.now), b"012345678");
+    assert_eq!(s.conn.recv_urgent(false), Ok(Some(b'X')));
+    assert_eq!(read_all(&mut s.conn, s.now), b"-tail");
+
+    // Pointer without URG, and a pointer into received data: ignored.
+    let p = p + 15;
+    let seg = s.peer(p, o, ACK, b"plain");
+    feed_urgent(&mut s, &seg, 2);
+    // A retransmission overlapping "in" whose pointer names 'i'.
+    let seg = s.peer(p + 3, o, URG_ACK, b"inMORE");
+    feed_urgent(&mut s, &seg, 1);
+    assert_eq!(s.conn.recv_urgent(false), Err(RecvError::NoUrgentData));
+    assert_eq!(read_all(&mut s.conn, s.now), b"plainMORE");
+    // Pointer 0: the byte at SEG.SEQ (Linux).
+    let p = p + 9;
+    let seg = s.peer(p, o, URG_ACK, b"Zrest");
+    feed_urgent(&mut s, &seg, 0);
+    assert_eq!(s.conn.recv_urgent(false), Ok(Some(b'Z')));
+    assert_eq!(read_all(&mut s.conn, s.now), b"rest");
+}
+
+/// send(MSG_OOB): URG with the pointer one past the last byte written, on
+/// every segment below it until it is acknowledged; Nagle does not hold
+/// urgent data.
+#[test]
+fn send_oob_sets_the_urgent_pointer_past_the_last_byte() {
+    let mut s = scripted(TcpState::Established);
+    let o = s.our_nxt;
+    s.conn.send(s.now, b"small").expect("send");
+    let first = out_urgent(&mut s.conn, s.now).expect("data");
+    assert_eq!((first.0.payload.as_slice(), first.1), (&b"small"[..], None));
+    // Nagle would hold this (a small segment is unacknowledged), but it is urgent.
+    s.conn
+        .send_with(s.now, b"hey!", SendFlags::OOB)
+        .expect("send OOB");
+    let (seg, urgent) = out_urgent(&mut s.conn, s.now).expect("urgent data goes at once");
+    assert_eq!(seg.payload, b"hey!");
+    assert!(seg.flags.urg());
+    assert_eq!(urgent, Some(4), "one past the urgent byte, from SEG.SEQ");
+    // A pure ACK sent before the urgent byte is acknowledged carries no URG:
+    // its sequence number (SND.NXT) is not below the pointer.
+    let (p, _) = (s.peer_nxt, s.our_nxt);
+    let ack = s.peer(p, o + 5, ACK, b"x");
+    feed(&mut s.conn, s.now, &ack);
+    let segs = drain_urgent(&mut s.conn, s.now + ms(500));
+    assert!(segs.iter().all(|(_, u)| u.is_none()), "{segs:?}");
+    // The peer acknowledges everything: urgent mode ends.
+    let ack = s.peer(p + 1, o + 9, ACK, b"");
+    feed(&mut s.conn, s.now, &ack);
+    s.conn.send(s.now, b"after").expect("send");
+    let (seg, urgent) = out_urgent(&mut s.conn, s.now).expect("data");
+    assert_eq!((seg.payload.as_slice(), urgent), (&b"after"[..], None));
 }
 
 /// The send MSS is the smaller of the peer's MSS option and our MTU less

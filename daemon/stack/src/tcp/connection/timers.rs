@@ -30,6 +30,7 @@ impl Connection {
             delayed_ack,
             self.cork_deadline
                 .filter(|_| self.options.cork || self.more_pending),
+            self.defer_accept_until.filter(|_| self.accept_deferred()),
         ]
         .into_iter()
         .flatten()
@@ -57,6 +58,12 @@ impl Connection {
             && now >= t
         {
             self.ack_due = AckDue::Now;
+        }
+        if let Some(t) = self.defer_accept_until
+            && now >= t
+        {
+            // TCP_DEFER_ACCEPT's time is up: accept it without data.
+            self.defer_accept_until = None;
         }
         if let Some(t) = self.rtx_deadline
             && now >= t
