@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".tcpd.v2.ReadResponse.data")
         .bytes(".tcpd.v2.WriteRequest.data")
         .bytes(".tcpd.v2.StreamRequest.data")
+        .bytes(".tcpd.v2.StreamWrite.data")
         .bytes(".tcpd.v2.StreamResponse.data")
         .compile_fds(descriptors)?;
     Ok(())

@@ -641,6 +641,7 @@ fn sessions_of_different_users_cannot_touch_each_others_sockets() {
                 max_len: u32::MAX,
                 nonblocking: true,
                 peek: false,
+                oob: false,
             })
             .await
             .expect_err("unknown handle");

@@ -186,6 +186,7 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
                     handle: h,
                     data: data.into(),
                     nonblocking: false,
+                    flags: 0,
                 })
                 .await
             })

@@ -9,6 +9,8 @@
 //! - [`OptionName`]: the socket options tcpd supports, with their Linux
 //!   `(level, optname)` pair, C name and the C value's shape and range
 //!   ([`ValueKind`]) — what setsockopt(2) validates before touching a socket.
+//! - [`SendFlags`]: the send(2) flags tcpd acts on (`MSG_OOB`, `MSG_EOR`,
+//!   `MSG_MORE`) with Linux's values, from the C shim to the stack.
 //!
 //! This crate has no I/O and no wire format: the conversions to and from the
 //! protobuf enums live at the boundary, in `tcpd-proto`, which depends on
@@ -19,8 +21,10 @@
 
 mod option;
 mod poll;
+mod send;
 mod state;
 
 pub use option::{OptionName, ValueKind};
 pub use poll::PollFlags;
+pub use send::SendFlags;
 pub use state::TcpState;

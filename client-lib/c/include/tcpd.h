@@ -116,8 +116,10 @@ ssize_t tcpd_write(int fd, const void *buf, size_t count);
 
 /*
  As [`tcpd_read`] with flags, as `recv(2)`: `MSG_PEEK`, `MSG_DONTWAIT`,
- `MSG_WAITALL` are honoured; `MSG_OOB` is `EINVAL` (no urgent data);
- other flags are ignored.
+ `MSG_WAITALL` are honoured; `MSG_OOB` reads the urgent byte (Linux's
+ rules: `EINVAL` when there is none or `SO_OOBINLINE` is on, `EAGAIN`
+ until it arrived); other flags are ignored. A read stops before the
+ urgent mark, as on Linux.
 
  # Safety
  `buf` must be null or writable for `len` bytes.
@@ -126,8 +128,10 @@ ssize_t tcpd_recv(int fd, void *buf, size_t len, int flags);
 
 /*
  As [`tcpd_write`] with flags, as `send(2)`: `MSG_DONTWAIT` is honoured,
- `MSG_NOSIGNAL` is implied (tcpd never raises `SIGPIPE`), `MSG_OOB` is
- `EOPNOTSUPP`; other flags (`MSG_MORE`, `MSG_EOR`...) are ignored.
+ `MSG_NOSIGNAL` is implied (tcpd never raises `SIGPIPE`); `MSG_OOB` is
+ `EOPNOTSUPP` (sending urgent data through a descriptor is not done yet);
+ other flags go to the descriptor, where `MSG_MORE`/`MSG_EOR` do nothing
+ (use `TCP_CORK` to hold partial segments).
 
  # Safety
  `buf` must be null or readable for `len` bytes.
@@ -192,8 +196,10 @@ int tcpd_getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen);
  `SO_REUSEADDR`, `SO_KEEPALIVE`, `SO_RCVBUF`, `SO_SNDBUF`, `SO_LINGER`;
  `IPPROTO_TCP` `TCP_NODELAY`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
  `TCP_KEEPCNT`, `TCP_MAXSEG`, `TCP_CONGESTION`, `TCP_SYNCNT`,
- `TCP_USER_TIMEOUT`, `TCP_CORK`, `TCP_QUICKACK`, `TCP_NOTSENT_LOWAT`;
- `SOL_SOCKET` `SO_RCVLOWAT`. Others: `ENOPROTOOPT`; `optlen` too short: `EINVAL`.
+ `TCP_USER_TIMEOUT`, `TCP_CORK`, `TCP_QUICKACK`, `TCP_NOTSENT_LOWAT`,
+ `TCP_DEFER_ACCEPT`; `SOL_SOCKET` `SO_RCVLOWAT`, `SO_OOBINLINE`;
+ `IPPROTO_IP` `IP_TOS`, `IP_TTL`, `IP_MTU_DISCOVER`. Others:
+ `ENOPROTOOPT`; `optlen` too short: `EINVAL`.
 
  # Safety
  `optval` must be null or readable for `optlen` bytes.
@@ -202,13 +208,20 @@ int tcpd_setsockopt(int fd, int level, int optname, const void *optval, socklen_
 
 /*
  Reads an option, as `getsockopt(2)`: the options of
- [`tcpd_setsockopt`] plus `SO_ERROR` (reading clears it). The value is
+ [`tcpd_setsockopt`] plus `SO_ERROR` (reading clears it) and `TCP_INFO`
+ (Linux's `struct tcp_info`). The value is
  truncated to `*optlen` bytes and `*optlen` set to the bytes written.
 
  # Safety
  `optval` must be writable for `*optlen` bytes; `optlen` valid.
  */
 int tcpd_getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen);
+
+/*
+ Whether the next read starts at the urgent mark, as `sockatmark(3)`
+ (`ioctl(SIOCATMARK)`): 1 or 0, or -1 with `errno`.
+ */
+int tcpd_sockatmark(int fd);
 
 /*
  Waits for events on tcpd sockets and ordinary file descriptors in one

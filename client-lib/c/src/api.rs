@@ -25,7 +25,8 @@ use libc::{c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use tcpd_proto::fd_channel::Request as FdRequest;
 use tcpd_proto::v2::{
     AcceptRequest, BindRequest, CloseRequest, ConnectRequest, GetOptionRequest, GetPeerNameRequest,
-    GetSocketNameRequest, ListenRequest, SetOptionRequest, ShutdownHow, ShutdownRequest,
+    GetSocketNameRequest, ListenRequest, ReadRequest, SetOptionRequest, ShutdownHow,
+    ShutdownRequest,
 };
 
 use crate::fdtable;
@@ -366,17 +367,46 @@ pub unsafe extern "C" fn tcpd_connect(
     })
 }
 
-/// `recv` flags tcpd acts on; other bits are ignored as Linux TCP ignores
-/// them, except `MSG_OOB` (tcpd has no urgent data: `EINVAL`, the answer
-/// Linux gives when none is pending).
-const RECV_OOB: c_int = libc::MSG_OOB;
+/// `recv(MSG_OOB)`: the urgent byte (never waits: `EAGAIN` until it came,
+/// `EINVAL` when there is none or `SO_OOBINLINE` is on), as Linux.
+///
+/// # Safety
+/// `buf` must be null or writable for `len` bytes.
+unsafe fn receive_urgent(
+    handle: u64,
+    buf: *mut c_void,
+    len: size_t,
+    peek: bool,
+) -> Result<ssize_t> {
+    if len == 0 {
+        return Ok(0);
+    }
+    if buf.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let request = ReadRequest {
+        handle,
+        max_len: 1,
+        nonblocking: true,
+        peek,
+        oob: true,
+    };
+    let reply = rpc(|mut c| async move { c.read(request).await })?;
+    let Some(&byte) = reply.data.first() else {
+        return Ok(0);
+    };
+    // SAFETY: non-null and writable for len >= 1 bytes per the caller.
+    unsafe { buf.cast::<u8>().write(byte) };
+    Ok(1)
+}
 
 /// # Safety
 /// `buf` must be null or writable for `len` bytes.
 unsafe fn receive(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Result<ssize_t> {
     let entry = fdtable::lookup(fd)?;
-    if flags & RECV_OOB != 0 {
-        return Err(Errno(libc::EINVAL));
+    if flags & libc::MSG_OOB != 0 {
+        // SAFETY: forwarded caller guarantee.
+        return unsafe { receive_urgent(entry.handle, buf, len, flags & libc::MSG_PEEK != 0) };
     }
     if len == 0 {
         return Ok(0);
@@ -412,7 +442,10 @@ unsafe fn receive(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Res
 /// `buf` must be null or readable for `len` bytes.
 unsafe fn transmit(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> Result<ssize_t> {
     let entry = fdtable::lookup(fd)?;
-    // tcpd has no urgent data (RFC 9293 §3.8.5 URG is not implemented).
+    // Sending urgent data through the descriptor is not done yet: the
+    // urgent mark must follow every byte already in the socketpair, which
+    // the pair cannot order with a call to the daemon (see the daemon's
+    // Write RPC with MSG_OOB and tcpd_client's send_with_flags, which can).
     if flags & libc::MSG_OOB != 0 {
         return Err(Errno(libc::EOPNOTSUPP));
     }
@@ -461,8 +494,10 @@ pub unsafe extern "C" fn tcpd_write(fd: c_int, buf: *const c_void, count: size_t
 }
 
 /// As [`tcpd_read`] with flags, as `recv(2)`: `MSG_PEEK`, `MSG_DONTWAIT`,
-/// `MSG_WAITALL` are honoured; `MSG_OOB` is `EINVAL` (no urgent data);
-/// other flags are ignored.
+/// `MSG_WAITALL` are honoured; `MSG_OOB` reads the urgent byte (Linux's
+/// rules: `EINVAL` when there is none or `SO_OOBINLINE` is on, `EAGAIN`
+/// until it arrived); other flags are ignored. A read stops before the
+/// urgent mark, as on Linux.
 ///
 /// # Safety
 /// `buf` must be null or writable for `len` bytes.
@@ -478,8 +513,10 @@ pub unsafe extern "C" fn tcpd_recv(
 }
 
 /// As [`tcpd_write`] with flags, as `send(2)`: `MSG_DONTWAIT` is honoured,
-/// `MSG_NOSIGNAL` is implied (tcpd never raises `SIGPIPE`), `MSG_OOB` is
-/// `EOPNOTSUPP`; other flags (`MSG_MORE`, `MSG_EOR`...) are ignored.
+/// `MSG_NOSIGNAL` is implied (tcpd never raises `SIGPIPE`); `MSG_OOB` is
+/// `EOPNOTSUPP` (sending urgent data through a descriptor is not done yet);
+/// other flags go to the descriptor, where `MSG_MORE`/`MSG_EOR` do nothing
+/// (use `TCP_CORK` to hold partial segments).
 ///
 /// # Safety
 /// `buf` must be null or readable for `len` bytes.
@@ -641,8 +678,10 @@ pub unsafe extern "C" fn tcpd_getpeername(
 /// `SO_REUSEADDR`, `SO_KEEPALIVE`, `SO_RCVBUF`, `SO_SNDBUF`, `SO_LINGER`;
 /// `IPPROTO_TCP` `TCP_NODELAY`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
 /// `TCP_KEEPCNT`, `TCP_MAXSEG`, `TCP_CONGESTION`, `TCP_SYNCNT`,
-/// `TCP_USER_TIMEOUT`, `TCP_CORK`, `TCP_QUICKACK`, `TCP_NOTSENT_LOWAT`;
-/// `SOL_SOCKET` `SO_RCVLOWAT`. Others: `ENOPROTOOPT`; `optlen` too short: `EINVAL`.
+/// `TCP_USER_TIMEOUT`, `TCP_CORK`, `TCP_QUICKACK`, `TCP_NOTSENT_LOWAT`,
+/// `TCP_DEFER_ACCEPT`; `SOL_SOCKET` `SO_RCVLOWAT`, `SO_OOBINLINE`;
+/// `IPPROTO_IP` `IP_TOS`, `IP_TTL`, `IP_MTU_DISCOVER`. Others:
+/// `ENOPROTOOPT`; `optlen` too short: `EINVAL`.
 ///
 /// # Safety
 /// `optval` must be null or readable for `optlen` bytes.
@@ -670,7 +709,8 @@ pub unsafe extern "C" fn tcpd_setsockopt(
 }
 
 /// Reads an option, as `getsockopt(2)`: the options of
-/// [`tcpd_setsockopt`] plus `SO_ERROR` (reading clears it). The value is
+/// [`tcpd_setsockopt`] plus `SO_ERROR` (reading clears it) and `TCP_INFO`
+/// (Linux's `struct tcp_info`). The value is
 /// truncated to `*optlen` bytes and `*optlen` set to the bytes written.
 ///
 /// # Safety
@@ -710,6 +750,24 @@ pub unsafe extern "C" fn tcpd_getsockopt(
         // SAFETY: forwarded caller guarantee, capacity read from *optlen.
         unsafe { options::write_get(&bytes, capacity, optval, optlen) };
         Ok(0)
+    })
+}
+
+/// Whether the next read starts at the urgent mark, as `sockatmark(3)`
+/// (`ioctl(SIOCATMARK)`): 1 or 0, or -1 with `errno`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tcpd_sockatmark(fd: c_int) -> c_int {
+    ffi_call(|| {
+        let entry = fdtable::lookup(fd)?;
+        let request = GetOptionRequest {
+            handle: entry.handle,
+            option: tcpd_proto::v2::SocketOption::Siocatmark as i32,
+        };
+        let reply = rpc(|mut c| async move { c.get_option(request).await })?;
+        match reply.value.and_then(|v| v.value) {
+            Some(tcpd_proto::v2::option_value::Value::Flag(at)) => Ok(c_int::from(at)),
+            _ => Err(Errno(libc::EIO)),
+        }
     })
 }
 
@@ -899,11 +957,7 @@ mod tests {
                 -1
             );
             assert_eq!(errno(), libc::EINVAL);
-            let mut b = [0u8; 1];
-            assert_eq!(tcpd_recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_OOB), -1);
-            assert_eq!(errno(), libc::EINVAL);
-            assert_eq!(tcpd_send(fd, b.as_ptr().cast(), 1, libc::MSG_OOB), -1);
-            assert_eq!(errno(), libc::EOPNOTSUPP);
+            // recv(MSG_OOB) asks the daemon (urgent data, e2e/tests/options.rs).
         }
         assert_eq!(tcpd_shutdown(fd, 7), -1);
         assert_eq!(errno(), libc::EINVAL);

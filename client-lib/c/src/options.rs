@@ -92,6 +92,7 @@ pub unsafe fn decode_set(
                 seconds: u32::try_from(l.l_linger).unwrap_or(u32::MAX),
             })
         }
+        OptKind::TcpInfo => return Err(Errno(libc::ENOPROTOOPT)),
         OptKind::Text => {
             if len < 1 {
                 return Err(Errno(libc::EINVAL));
@@ -152,6 +153,7 @@ pub fn encode_get(spec: &OptSpec, value: &OptionValue) -> Result<Vec<u8>> {
             out.extend_from_slice(&c.l_linger.to_ne_bytes());
             out
         }
+        (OptKind::TcpInfo, Some(Value::TcpInfo(info))) => tcp_info_bytes(info),
         (OptKind::Text, Some(Value::Text(name))) => {
             // Linux copies the NUL-padded TCP_CA_NAME_MAX-byte name buffer.
             let mut out = vec![0u8; TCP_CA_NAME_MAX];
@@ -162,6 +164,79 @@ pub fn encode_get(spec: &OptSpec, value: &OptionValue) -> Result<Vec<u8>> {
         _ => return Err(bad_reply),
     };
     Ok(bytes)
+}
+
+/// Linux's `struct tcp_info` (<linux/tcp.h>, as `libc::tcp_info`) from the
+/// daemon's fields; what tcpd does not track stays zero. getsockopt copies
+/// as much of it as the caller's buffer holds, as Linux does, so programs
+/// built against an older, shorter struct work.
+fn tcp_info_bytes(info: &tcpd_proto::v2::TcpInfo) -> Vec<u8> {
+    let small = |n: u32| u8::try_from(n).unwrap_or(u8::MAX);
+    // SAFETY: tcp_info is plain integers; all-zero is a valid value.
+    let mut c: libc::tcp_info = unsafe { std::mem::zeroed() };
+    // Linux's TCP_* state numbers (include/net/tcp_states.h).
+    c.tcpi_state = linux_tcp_state(info.state());
+    c.tcpi_ca_state = small(info.ca_state);
+    c.tcpi_retransmits = small(info.retransmits);
+    c.tcpi_probes = small(info.probes);
+    c.tcpi_backoff = small(info.backoff);
+    c.tcpi_options = small(info.options);
+    // Bitfields tcpi_snd_wscale:4, tcpi_rcv_wscale:4 (low bits first).
+    c.tcpi_snd_rcv_wscale = (small(info.snd_wscale) & 0xf) | (small(info.rcv_wscale) << 4);
+    c.tcpi_rto = info.rto;
+    c.tcpi_ato = info.ato;
+    c.tcpi_snd_mss = info.snd_mss;
+    c.tcpi_rcv_mss = info.rcv_mss;
+    c.tcpi_unacked = info.unacked;
+    c.tcpi_sacked = info.sacked;
+    c.tcpi_lost = info.lost;
+    c.tcpi_retrans = info.retrans;
+    c.tcpi_last_data_sent = info.last_data_sent;
+    c.tcpi_last_data_recv = info.last_data_recv;
+    c.tcpi_last_ack_recv = info.last_ack_recv;
+    c.tcpi_pmtu = info.pmtu;
+    c.tcpi_rcv_ssthresh = info.rcv_ssthresh;
+    c.tcpi_rtt = info.rtt;
+    c.tcpi_rttvar = info.rttvar;
+    c.tcpi_snd_ssthresh = info.snd_ssthresh;
+    c.tcpi_snd_cwnd = info.snd_cwnd;
+    c.tcpi_advmss = info.advmss;
+    c.tcpi_reordering = info.reordering;
+    c.tcpi_rcv_rtt = info.rcv_rtt;
+    c.tcpi_rcv_space = info.rcv_space;
+    c.tcpi_total_retrans = info.total_retrans;
+    c.tcpi_bytes_acked = info.bytes_acked;
+    c.tcpi_bytes_received = info.bytes_received;
+    c.tcpi_segs_out = info.segs_out;
+    c.tcpi_segs_in = info.segs_in;
+    c.tcpi_notsent_bytes = info.notsent_bytes;
+    c.tcpi_min_rtt = info.min_rtt;
+    c.tcpi_delivery_rate = info.delivery_rate;
+    c.tcpi_bytes_sent = info.bytes_sent;
+    c.tcpi_dsack_dups = info.dsack_dups;
+    c.tcpi_snd_wnd = info.snd_wnd;
+    c.tcpi_rcv_wnd = info.rcv_wnd;
+    // SAFETY: `c` is a live, initialised value of exactly this many bytes.
+    unsafe { std::slice::from_raw_parts((&raw const c).cast::<u8>(), size_of::<libc::tcp_info>()) }
+        .to_vec()
+}
+
+/// Linux's `TCP_ESTABLISHED` (1) ... `TCP_CLOSING` (11) numbering.
+fn linux_tcp_state(state: tcpd_proto::v2::TcpState) -> u8 {
+    use tcpd_proto::v2::TcpState as S;
+    match state {
+        S::Established => 1,
+        S::SynSent => 2,
+        S::SynReceived => 3,
+        S::FinWait1 => 4,
+        S::FinWait2 => 5,
+        S::TimeWait => 6,
+        S::Closed | S::Unspecified => 7,
+        S::CloseWait => 8,
+        S::LastAck => 9,
+        S::Listen => 10,
+        S::Closing => 11,
+    }
 }
 
 /// Copies `bytes` to the caller, truncated to `capacity`, and stores the
@@ -200,11 +275,11 @@ mod tests {
             Err(Errno(libc::ENOPROTOOPT))
         );
         assert_eq!(
-            lookup(libc::IPPROTO_IP, libc::IP_TTL),
+            lookup(libc::IPPROTO_IP, libc::IP_MULTICAST_TTL),
             Err(Errno(libc::ENOPROTOOPT))
         );
         assert_eq!(
-            lookup(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+            lookup(libc::IPPROTO_TCP, libc::TCP_FASTOPEN),
             Err(Errno(libc::ENOPROTOOPT))
         );
         // Issue 10's options are known now.
@@ -213,9 +288,78 @@ mod tests {
             (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
             (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
             (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+            (libc::SOL_SOCKET, libc::SO_OOBINLINE),
+            (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+            (libc::IPPROTO_TCP, libc::TCP_INFO),
+            (libc::IPPROTO_IP, libc::IP_TOS),
+            (libc::IPPROTO_IP, libc::IP_TTL),
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
         ] {
             assert!(lookup(level, name).is_ok(), "{level} {name}");
         }
+    }
+
+    #[test]
+    fn ip_urgent_and_tcp_info_options_follow_linux() {
+        let int = |v: i32| v.to_ne_bytes();
+        assert_eq!(
+            set(libc::IPPROTO_IP, libc::IP_TTL, &int(-1)).unwrap().value,
+            Some(Value::Int(-1))
+        );
+        for (level, name, bad) in [
+            (libc::IPPROTO_IP, libc::IP_TTL, 256),
+            (libc::IPPROTO_IP, libc::IP_TTL, -2),
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, 6),
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, -1),
+        ] {
+            assert_eq!(
+                set(level, name, &int(bad)),
+                Err(Errno(libc::EINVAL)),
+                "{name} {bad}"
+            );
+        }
+        // TCP_INFO can be read, never set (Linux: ENOPROTOOPT).
+        assert_eq!(
+            set(libc::IPPROTO_TCP, libc::TCP_INFO, &[0; 8]),
+            Err(Errno(libc::ENOPROTOOPT))
+        );
+    }
+
+    /// The bytes of TCP_INFO sit where <linux/tcp.h> puts them.
+    #[test]
+    fn tcp_info_has_linux_layout() {
+        let info = tcpd_proto::v2::TcpInfo {
+            state: tcpd_proto::v2::TcpState::Established as i32,
+            ca_state: 4,
+            snd_wscale: 7,
+            rcv_wscale: 9,
+            rto: 204_000,
+            snd_cwnd: 10,
+            bytes_acked: 0x0102_0304_0506_0708,
+            rcv_wnd: 65_535,
+            ..Default::default()
+        };
+        let spec = lookup(libc::IPPROTO_TCP, libc::TCP_INFO).unwrap();
+        let value = OptionValue {
+            value: Some(Value::TcpInfo(info)),
+        };
+        let bytes = encode_get(&spec, &value).unwrap();
+        assert_eq!(bytes.len(), size_of::<libc::tcp_info>());
+        let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!(bytes[0], 1, "TCP_ESTABLISHED");
+        assert_eq!(bytes[1], 4, "TCP_CA_Loss");
+        assert_eq!(bytes[6], 7 | (9 << 4), "snd_wscale:4, rcv_wscale:4");
+        assert_eq!(u32_at(8), 204_000, "tcpi_rto");
+        assert_eq!(u32_at(80), 10, "tcpi_snd_cwnd");
+        assert_eq!(
+            u64::from_ne_bytes(bytes[120..128].try_into().unwrap()),
+            0x0102_0304_0506_0708,
+            "tcpi_bytes_acked"
+        );
+        assert_eq!(
+            u32_at(std::mem::offset_of!(libc::tcp_info, tcpi_rcv_wnd)),
+            65_535
+        );
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub use addr::ToSocketAddrs;
 pub use client::Client;
 pub use listener::{DEFAULT_BACKLOG, TcpListener};
 pub use socket::{MAX_READ_LEN, ReadFlags, Socket};
-pub use sockopt::{OptionName, PollFlags, SockOption};
+pub use sockopt::{OptionName, PollFlags, SendFlags, SockOption, TcpInfo};
 pub use stream::{
     DEFAULT_TTL, MAX_UP_FRAME, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, TcpStream,
     UP_QUEUE_FRAMES, WriteHalf,

@@ -17,7 +17,7 @@ use std::net::{Shutdown, SocketAddr};
 
 use tcpd_proto::v2;
 
-use crate::sockopt::{EPROTO, OptionName, SockOption};
+use crate::sockopt::{EPROTO, OptionName, SendFlags, SockOption, TcpInfo};
 use crate::{Client, TcpStream};
 
 /// Upper bound the daemon puts on one `Read` (1 MiB, see the proto).
@@ -38,6 +38,9 @@ pub struct ReadFlags {
     pub nonblocking: bool,
     /// Leave the data in the receive queue (`MSG_PEEK`).
     pub peek: bool,
+    /// Read the urgent byte (`MSG_OOB`): `EINVAL` when there is none (or
+    /// `SO_OOBINLINE` is on), `EAGAIN` while it has not arrived; never waits.
+    pub oob: bool,
 }
 
 /// Converts the daemon's address reply, refusing malformed ones.
@@ -160,6 +163,7 @@ impl Socket {
             max_len: u32::try_from(max_len.min(MAX_READ_LEN)).unwrap_or(u32::MAX),
             nonblocking: flags.nonblocking,
             peek: flags.peek,
+            oob: flags.oob,
         };
         let reply = self
             .client
@@ -175,10 +179,23 @@ impl Socket {
     /// queues what fits and fails with `EAGAIN` if nothing does. Returns the
     /// number of bytes queued.
     pub async fn write(&self, data: &[u8], nonblocking: bool) -> io::Result<usize> {
+        self.write_with_flags(data, nonblocking, SendFlags::empty())
+            .await
+    }
+
+    /// send(2) with flags (`MSG_MORE`, `MSG_EOR`, `MSG_OOB`), otherwise as
+    /// [`Socket::write`].
+    pub async fn write_with_flags(
+        &self,
+        data: &[u8],
+        nonblocking: bool,
+        flags: SendFlags,
+    ) -> io::Result<usize> {
         let request = v2::WriteRequest {
             handle: self.handle(),
             data: bytes::Bytes::copy_from_slice(data),
             nonblocking,
+            flags: flags.bits(),
         };
         let reply = self
             .client
@@ -229,6 +246,11 @@ impl Socket {
     /// getsockopt(2).
     pub async fn get_option(&self, name: OptionName) -> io::Result<SockOption> {
         get_option(&self.client, self.handle(), name).await
+    }
+
+    /// getsockopt(TCP_INFO): Linux's `struct tcp_info` fields.
+    pub async fn tcp_info(&self) -> io::Result<TcpInfo> {
+        tcp_info(&self.client, self.handle()).await
     }
 
     /// getsockname(2).
@@ -317,6 +339,14 @@ pub(crate) async fn get_option(
         .map_err(|s| client.to_io(s))?
         .into_inner();
     SockOption::from_wire(name, reply.value)
+}
+
+/// getsockopt(TCP_INFO) on a raw handle.
+pub(crate) async fn tcp_info(client: &Client, handle: u64) -> io::Result<TcpInfo> {
+    match get_option(client, handle, OptionName::TcpInfo).await? {
+        SockOption::TcpInfo(info) => Ok(*info),
+        _ => Err(io::Error::from_raw_os_error(EPROTO)),
+    }
 }
 
 /// setsockopt(2) on a raw handle.

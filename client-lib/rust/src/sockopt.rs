@@ -12,7 +12,11 @@ use std::io;
 use tcpd_proto::v2;
 use tcpd_proto::v2::option_value::Value;
 
-pub use tcpd_proto::types::{OptionName, PollFlags};
+pub use tcpd_proto::types::{OptionName, PollFlags, SendFlags};
+
+/// TCP_INFO: Linux's `struct tcp_info` fields with their names and units
+/// (the protocol's message, which is already typed).
+pub type TcpInfo = v2::TcpInfo;
 
 /// Linux `EPROTO`: the daemon answered with something this client cannot read.
 pub(crate) const EPROTO: i32 = tcpd_proto::errno::EPROTO;
@@ -68,6 +72,23 @@ pub enum SockOption {
     /// `IPV6_V6ONLY`: an IPv6 socket bound to `::` takes IPv6 only (set
     /// before bind).
     V6Only(bool),
+    /// `TCP_DEFER_ACCEPT` (on a listener): seconds a connection whose peer
+    /// sent no data waits before accept sees it; 0 is off. Reads back
+    /// rounded up as Linux does (5 reads as 7).
+    DeferAccept(u32),
+    /// `SO_OOBINLINE`: the urgent byte stays in the data stream.
+    OobInline(bool),
+    /// `IP_TOS`: the IPv4 TOS byte (the ECN bits are the stack's).
+    IpTos(u32),
+    /// `IP_TTL`: 1..=255, or -1 for the default (64).
+    IpTtl(i32),
+    /// `IP_MTU_DISCOVER`: `IP_PMTUDISC_DONT` (0) clears DF; WANT (1, the
+    /// default), DO (2), PROBE (3), INTERFACE (4), OMIT (5) set it.
+    MtuDiscover(u32),
+    /// `SIOCATMARK` (get only): the next read starts at the urgent mark.
+    AtMark(bool),
+    /// `TCP_INFO` (get only): Linux's `struct tcp_info` fields.
+    TcpInfo(Box<TcpInfo>),
 }
 
 impl SockOption {
@@ -93,6 +114,13 @@ impl SockOption {
             SockOption::QuickAck(_) => OptionName::QuickAck,
             SockOption::RecvLowat(_) => OptionName::RecvLowat,
             SockOption::V6Only(_) => OptionName::V6Only,
+            SockOption::DeferAccept(_) => OptionName::DeferAccept,
+            SockOption::OobInline(_) => OptionName::OobInline,
+            SockOption::IpTos(_) => OptionName::IpTos,
+            SockOption::IpTtl(_) => OptionName::IpTtl,
+            SockOption::MtuDiscover(_) => OptionName::MtuDiscover,
+            SockOption::AtMark(_) => OptionName::AtMark,
+            SockOption::TcpInfo(_) => OptionName::TcpInfo,
         }
     }
 
@@ -104,7 +132,9 @@ impl SockOption {
             | SockOption::KeepAlive(b)
             | SockOption::Cork(b)
             | SockOption::QuickAck(b)
-            | SockOption::V6Only(b) => Value::Flag(*b),
+            | SockOption::V6Only(b)
+            | SockOption::OobInline(b)
+            | SockOption::AtMark(b) => Value::Flag(*b),
             SockOption::KeepIdle(n)
             | SockOption::KeepInterval(n)
             | SockOption::KeepCount(n)
@@ -114,13 +144,19 @@ impl SockOption {
             | SockOption::SynCount(n)
             | SockOption::UserTimeout(n)
             | SockOption::NotSentLowat(n)
+            | SockOption::DeferAccept(n)
+            | SockOption::IpTos(n)
+            | SockOption::MtuDiscover(n)
             | SockOption::RecvLowat(n) => Value::Int(i64::from(*n)),
+            SockOption::IpTtl(ttl) => Value::Int(i64::from(*ttl)),
             SockOption::Error(e) => Value::Int(i64::from(*e)),
             SockOption::Linger(l) => Value::Linger(v2::Linger {
                 enabled: l.is_some(),
                 seconds: l.unwrap_or(0),
             }),
             SockOption::Congestion(name) => Value::Text(name.clone()),
+            // Read only: the daemon refuses it (ENOPROTOOPT), as Linux.
+            SockOption::TcpInfo(info) => Value::TcpInfo(**info),
         };
         v2::OptionValue { value: Some(value) }
     }
@@ -140,6 +176,10 @@ impl SockOption {
             _ => Err(protocol_error()),
         };
         Ok(match name {
+            OptionName::TcpInfo => match value {
+                Value::TcpInfo(info) => SockOption::TcpInfo(Box::new(info)),
+                _ => return Err(protocol_error()),
+            },
             OptionName::ReuseAddr => SockOption::ReuseAddr(flag(&value)?),
             OptionName::NoDelay => SockOption::NoDelay(flag(&value)?),
             OptionName::KeepAlive => SockOption::KeepAlive(flag(&value)?),
@@ -156,6 +196,15 @@ impl SockOption {
             OptionName::V6Only => SockOption::V6Only(flag(&value)?),
             OptionName::NotSentLowat => SockOption::NotSentLowat(unsigned(&value)?),
             OptionName::RecvLowat => SockOption::RecvLowat(unsigned(&value)?),
+            OptionName::DeferAccept => SockOption::DeferAccept(unsigned(&value)?),
+            OptionName::OobInline => SockOption::OobInline(flag(&value)?),
+            OptionName::AtMark => SockOption::AtMark(flag(&value)?),
+            OptionName::IpTos => SockOption::IpTos(unsigned(&value)?),
+            OptionName::MtuDiscover => SockOption::MtuDiscover(unsigned(&value)?),
+            OptionName::IpTtl => match value {
+                Value::Int(i) => SockOption::IpTtl(i32::try_from(i).map_err(|_| protocol_error())?),
+                _ => return Err(protocol_error()),
+            },
             OptionName::Error => match value {
                 Value::Int(i) => SockOption::Error(i32::try_from(i).map_err(|_| protocol_error())?),
                 _ => return Err(protocol_error()),

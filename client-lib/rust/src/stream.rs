@@ -58,7 +58,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
 
 use crate::addr::{self, ToSocketAddrs};
-use crate::sockopt::{OptionName, SockOption};
+use crate::sockopt::{OptionName, SendFlags, SockOption, TcpInfo};
 use crate::{Client, runtime};
 
 /// Largest up `data` frame; bigger writes are split (the daemon's down
@@ -496,6 +496,17 @@ impl WriteState {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_frame_with(shared, cx, bufs, SendFlags::empty())
+    }
+
+    /// A data frame; with send(2) flags, a `write` frame carrying them.
+    fn poll_write_frame_with(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+        flags: SendFlags,
+    ) -> Poll<io::Result<usize>> {
         if self.write_shut {
             // write(2) after shutdown(SHUT_WR).
             return Poll::Ready(Err(io::Error::from_raw_os_error(errno::EPIPE)));
@@ -517,9 +528,15 @@ impl WriteState {
             data.extend_from_slice(&b[..b.len().min(room)]);
         }
         let n = data.len();
-        let frame = v2::StreamRequest {
-            frame: Some(stream_request::Frame::Data(data.into())),
+        let frame = if flags.is_empty() {
+            stream_request::Frame::Data(data.into())
+        } else {
+            stream_request::Frame::Write(v2::StreamWrite {
+                data: data.into(),
+                flags: flags.bits(),
+            })
         };
+        let frame = v2::StreamRequest { frame: Some(frame) };
         if self.tx.send_item(frame).is_err() {
             return Poll::Ready(Err(WriteState::closed_error(shared)));
         }
@@ -923,6 +940,29 @@ impl TcpStream {
     /// getsockopt(2) through a unary call.
     pub async fn option(&self, name: OptionName) -> io::Result<SockOption> {
         crate::socket::get_option(self.client(), self.handle(), name).await
+    }
+
+    /// getsockopt(TCP_INFO): Linux's `struct tcp_info` fields, as of now.
+    pub async fn tcp_info(&self) -> io::Result<TcpInfo> {
+        crate::socket::tcp_info(self.client(), self.handle()).await
+    }
+
+    /// send(2) with flags: writes up to 64 KiB of `data` as one frame
+    /// carrying `MSG_MORE`, `MSG_EOR` or `MSG_OOB` (the last byte written
+    /// is then the urgent byte); returns how much was taken. In order with
+    /// the `AsyncWrite` side; `flush` covers it too.
+    ///
+    /// Urgent data *received* on a stream: the daemon reads the socket for
+    /// the client, so as on Linux for a reader that does not ask for it,
+    /// the urgent byte is skipped unless `SO_OOBINLINE` is set (then it is
+    /// in the data, where the reads stop before it). The raw
+    /// [`crate::Socket`] API reads it with `ReadFlags { oob: true, .. }`.
+    pub async fn send_with_flags(&self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
+        let bufs = [io::IoSlice::new(data)];
+        futures::future::poll_fn(|cx| {
+            lock(&self.write).poll_write_frame_with(&self.shared, cx, &bufs, flags)
+        })
+        .await
     }
 
     /// shutdown(2): `Write` sends FIN after the queued data; `Read` and

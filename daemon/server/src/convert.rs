@@ -10,7 +10,10 @@ use std::time::Duration;
 use tcpd_proto::errno::{EAFNOSUPPORT, ENOPROTOOPT};
 use tcpd_proto::v2;
 use tcpd_proto::v2::option_value::Value;
-use tcpd_stack::{CongestionAlgorithm, IpFamily, OptionName, Shutdown, SockOption, TcpState};
+use tcpd_stack::{
+    CongestionAlgorithm, IpFamily, OptionName, PmtuDiscovery, SendFlags, Shutdown, SockOption,
+    TcpInfo, TcpState,
+};
 
 /// A request address, IPv4 or IPv6 (4 or 16 octets); EINVAL when missing
 /// or malformed. Whether it suits the socket (its family, IPV6_V6ONLY) is
@@ -163,6 +166,32 @@ pub fn option_to_set(option: i32, value: Option<&v2::OptionValue>) -> Result<Soc
             SockOption::RecvLowat(usize::try_from(int(name, value)?).unwrap_or(1))
         }
         OptionName::V6Only => SockOption::V6Only(flag(value)?),
+        // Linux: seconds; 0 or negative turns it off.
+        OptionName::DeferAccept => {
+            let secs = int(name, value)?;
+            SockOption::DeferAccept((secs > 0).then(|| Duration::from_secs(secs.unsigned_abs())))
+        }
+        OptionName::OobInline => SockOption::OobInline(flag(value)?),
+        // Linux keeps the low byte of the int (`inet->tos` is a u8).
+        OptionName::IpTos => SockOption::IpTos((int(name, value)? & 0xff) as u8),
+        // Linux: 1..=255, or -1 for the default; 0 is EINVAL too.
+        OptionName::IpTtl => match int(name, value)? {
+            -1 => SockOption::IpTtl(None),
+            0 => return Err(Errno::invalid("IP_TTL 0")),
+            ttl => SockOption::IpTtl(u8::try_from(ttl).ok()),
+        },
+        OptionName::MtuDiscover => {
+            let raw = int(name, value)?;
+            SockOption::MtuDiscover(
+                PmtuDiscovery::from_raw(raw)
+                    .ok_or_else(|| Errno::invalid(format!("IP_MTU_DISCOVER mode {raw}")))?,
+            )
+        }
+        // Read-only: a question (SIOCATMARK), or a struct with its own op
+        // (TCP_INFO); setsockopt gives ENOPROTOOPT on Linux.
+        OptionName::AtMark | OptionName::TcpInfo => {
+            return Err(Errno::new(ENOPROTOOPT, format!("{name} is read-only")));
+        }
     };
     Ok(option)
 }
@@ -193,8 +222,66 @@ pub fn option_value(option: SockOption) -> v2::OptionValue {
         SockOption::NotSentLowat(n) => Value::Int(n.map_or(i64::from(u32::MAX), i64::from)),
         SockOption::RecvLowat(n) => Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
         SockOption::V6Only(b) => Value::Flag(b),
+        SockOption::DeferAccept(d) => Value::Int(d.map_or(0, secs)),
+        SockOption::OobInline(b) | SockOption::AtMark(b) => Value::Flag(b),
+        SockOption::IpTos(tos) => Value::Int(i64::from(tos)),
+        SockOption::IpTtl(ttl) => Value::Int(ttl.map_or(-1, i64::from)),
+        SockOption::MtuDiscover(mode) => Value::Int(mode as i64),
     };
     v2::OptionValue { value: Some(value) }
+}
+
+/// send(2) flags from `MessageFlag` bits (Linux's MSG_* values); other
+/// bits are ignored, as Linux TCP ignores them.
+pub fn send_flags(bits: u32) -> SendFlags {
+    SendFlags::from_msg_bits(bits)
+}
+
+/// TCP_INFO on the wire (the same fields as Linux's `struct tcp_info`).
+pub fn tcp_info(info: &TcpInfo) -> v2::TcpInfo {
+    v2::TcpInfo {
+        state: tcp_state(info.state) as i32,
+        ca_state: info.ca_state as u32,
+        retransmits: u32::from(info.retransmits),
+        probes: u32::from(info.probes),
+        backoff: u32::from(info.backoff),
+        options: u32::from(info.options.bits()),
+        snd_wscale: u32::from(info.snd_wscale),
+        rcv_wscale: u32::from(info.rcv_wscale),
+        rto: info.rto_us,
+        ato: info.ato_us,
+        snd_mss: info.snd_mss,
+        rcv_mss: info.rcv_mss,
+        unacked: info.unacked,
+        sacked: info.sacked,
+        lost: info.lost,
+        retrans: info.retrans,
+        last_data_sent: info.last_data_sent_ms,
+        last_data_recv: info.last_data_recv_ms,
+        last_ack_recv: info.last_ack_recv_ms,
+        pmtu: info.pmtu,
+        rcv_ssthresh: info.rcv_ssthresh,
+        rtt: info.rtt_us,
+        rttvar: info.rttvar_us,
+        snd_ssthresh: info.snd_ssthresh,
+        snd_cwnd: info.snd_cwnd,
+        advmss: info.advmss,
+        reordering: info.reordering,
+        rcv_rtt: info.rcv_rtt_us,
+        rcv_space: info.rcv_space,
+        total_retrans: info.total_retrans,
+        bytes_acked: info.bytes_acked,
+        bytes_received: info.bytes_received,
+        bytes_sent: info.bytes_sent,
+        segs_out: info.segs_out,
+        segs_in: info.segs_in,
+        notsent_bytes: info.notsent_bytes,
+        min_rtt: info.min_rtt_us,
+        delivery_rate: info.delivery_rate,
+        dsack_dups: info.dsack_dups,
+        snd_wnd: info.snd_wnd,
+        rcv_wnd: info.rcv_wnd,
+    }
 }
 
 #[cfg(test)]
@@ -334,5 +421,82 @@ mod tests {
             option_value(SockOption::UserTimeout(Some(Duration::from_millis(1500)))).value,
             Some(Value::Int(1500))
         );
+    }
+
+    /// Round 2 of issue 10: each option's accepted values, what Linux
+    /// refuses (errno), and what GetOption answers.
+    #[test]
+    fn ip_and_urgent_options_follow_linux() {
+        use v2::SocketOption as O;
+        let errno = |o, v| set(o, v).map_err(|e: Errno| e.number);
+        let table: Vec<(O, i64, Result<SockOption, i32>)> = vec![
+            (O::IpTtl, 1, Ok(SockOption::IpTtl(Some(1)))),
+            (O::IpTtl, 255, Ok(SockOption::IpTtl(Some(255)))),
+            (O::IpTtl, -1, Ok(SockOption::IpTtl(None))),
+            (O::IpTtl, 0, Err(EINVAL)),
+            (O::IpTtl, 256, Err(EINVAL)),
+            (O::IpTtl, -2, Err(EINVAL)),
+            (O::IpTos, 0x10, Ok(SockOption::IpTos(0x10))),
+            (O::IpTos, 0x1b8, Ok(SockOption::IpTos(0xb8))),
+            (
+                O::IpMtuDiscover,
+                0,
+                Ok(SockOption::MtuDiscover(PmtuDiscovery::Dont)),
+            ),
+            (
+                O::IpMtuDiscover,
+                5,
+                Ok(SockOption::MtuDiscover(PmtuDiscovery::Omit)),
+            ),
+            (O::IpMtuDiscover, 6, Err(EINVAL)),
+            (O::IpMtuDiscover, -1, Err(EINVAL)),
+            (
+                O::TcpDeferAccept,
+                5,
+                Ok(SockOption::DeferAccept(Some(Duration::from_secs(5)))),
+            ),
+            (O::TcpDeferAccept, 0, Ok(SockOption::DeferAccept(None))),
+            (O::TcpDeferAccept, -3, Ok(SockOption::DeferAccept(None))),
+            (O::SoOobinline, 1, Ok(SockOption::OobInline(true))),
+            (O::Siocatmark, 1, Err(ENOPROTOOPT)),
+            (O::TcpInfo, 1, Err(ENOPROTOOPT)),
+        ];
+        for (option, value, want) in table {
+            assert_eq!(
+                errno(option, Value::Int(value)),
+                want,
+                "{option:?} = {value}"
+            );
+        }
+        assert_eq!(option_name(O::Siocatmark as i32), Ok(OptionName::AtMark));
+        assert_eq!(
+            option_value(SockOption::IpTtl(Some(64))).value,
+            Some(Value::Int(64))
+        );
+        assert_eq!(
+            option_value(SockOption::MtuDiscover(PmtuDiscovery::Want)).value,
+            Some(Value::Int(1))
+        );
+        assert_eq!(
+            option_value(SockOption::DeferAccept(Some(Duration::from_secs(7)))).value,
+            Some(Value::Int(7))
+        );
+    }
+
+    #[test]
+    fn message_flags_are_linux_msg_bits() {
+        assert_eq!(send_flags(0), SendFlags::empty());
+        assert_eq!(send_flags(libc_msg::OOB), SendFlags::OOB);
+        assert_eq!(
+            send_flags(libc_msg::EOR | libc_msg::MORE | 0x40),
+            SendFlags::EOR | SendFlags::MORE
+        );
+    }
+
+    /// Linux's MSG_* values (<sys/socket.h>), which MessageFlag mirrors.
+    mod libc_msg {
+        pub const OOB: u32 = 0x1;
+        pub const EOR: u32 = 0x80;
+        pub const MORE: u32 = 0x8000;
     }
 }

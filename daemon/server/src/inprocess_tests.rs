@@ -401,24 +401,36 @@ fn call() -> impl Strategy<Value = Call> {
                 nonblocking,
             })
         }),
-        (handle(), any::<u32>(), nonblocking(), any::<bool>()).prop_map(
-            |(handle, max_len, nonblocking, peek)| Call::Read(v2::ReadRequest {
-                handle,
-                max_len,
-                nonblocking,
-                peek,
-            })
-        ),
+        (
+            handle(),
+            any::<u32>(),
+            nonblocking(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(handle, max_len, nonblocking, peek, oob)| Call::Read(
+                v2::ReadRequest {
+                    handle,
+                    max_len,
+                    nonblocking,
+                    peek,
+                    oob,
+                }
+            )),
         (
             handle(),
             proptest::collection::vec(any::<u8>(), 0..3000),
-            nonblocking()
+            nonblocking(),
+            any::<u32>()
         )
-            .prop_map(|(handle, data, nonblocking)| Call::Write(v2::WriteRequest {
-                handle,
-                data: data.into(),
-                nonblocking,
-            })),
+            .prop_map(
+                |(handle, data, nonblocking, flags)| Call::Write(v2::WriteRequest {
+                    handle,
+                    data: data.into(),
+                    nonblocking,
+                    flags,
+                })
+            ),
         (handle(), -1i32..5)
             .prop_map(|(handle, how)| Call::Shutdown(v2::ShutdownRequest { handle, how })),
         (handle(), any::<bool>())
@@ -661,6 +673,7 @@ impl Victim {
                     handle: self.connected,
                     data: b"still mine".to_vec().into(),
                     nonblocking: true,
+                    flags: 0,
                 },
             ))
             .await

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use tcpd_proto::errno::EIO;
-use tcpd_stack::{OptionName, Shutdown, SockOption, SocketInfo};
+use tcpd_stack::{OptionName, SendFlags, Shutdown, SockOption, SocketInfo, TcpInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 /// Where an op's outcome goes.
@@ -120,8 +120,22 @@ pub enum Op {
     Write {
         handle: u64,
         data: Bytes,
+        /// send(2) flags: MSG_MORE, MSG_EOR, MSG_OOB.
+        flags: SendFlags,
         wait: bool,
         reply: Reply<usize>,
+    },
+    /// recv(2) with MSG_OOB: the urgent byte (empty at end of stream).
+    /// Never waits (EAGAIN), as on Linux.
+    ReadUrgent {
+        handle: u64,
+        peek: bool,
+        reply: Reply<Vec<u8>>,
+    },
+    /// getsockopt(TCP_INFO).
+    TcpInfo {
+        handle: u64,
+        reply: Reply<TcpInfo>,
     },
     Shutdown {
         handle: u64,

@@ -25,7 +25,7 @@ use tcpd_proto::errno::{EINVAL, EIO};
 use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_server::SocketService as SocketApi;
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
-use tcpd_stack::Shutdown;
+use tcpd_stack::{SendFlags, Shutdown};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -172,6 +172,22 @@ impl SocketApi for SocketService {
         let max_len = usize::try_from(req.max_len)
             .unwrap_or(MAX_READ)
             .min(MAX_READ);
+        if req.oob {
+            // MSG_OOB: the urgent byte; never waits (Linux's tcp_recv_urg).
+            let data = self
+                .driver
+                .call(s, |reply| Op::ReadUrgent {
+                    handle: req.handle,
+                    peek: req.peek,
+                    reply,
+                })
+                .await?;
+            let eof = data.is_empty();
+            return Ok(Response::new(v2::ReadResponse {
+                data: data.into_iter().take(max_len).collect(),
+                eof,
+            }));
+        }
         if max_len == 0 {
             // read(2) of zero bytes returns 0 without touching the socket.
             self.driver
@@ -208,6 +224,7 @@ impl SocketApi for SocketService {
             .call(s, |reply| Op::Write {
                 handle: req.handle,
                 data: req.data,
+                flags: convert::send_flags(req.flags),
                 wait: !req.nonblocking,
                 reply,
             })
@@ -306,6 +323,21 @@ impl SocketApi for SocketService {
     ) -> Reply<v2::GetOptionResponse> {
         let s = session_of(&request)?;
         let req = request.into_inner();
+        if req.option == v2::SocketOption::TcpInfo as i32 {
+            // TCP_INFO is a struct, not a SockOption: its own op.
+            let info = self
+                .driver
+                .call(s, |reply| Op::TcpInfo {
+                    handle: req.handle,
+                    reply,
+                })
+                .await?;
+            return Ok(Response::new(v2::GetOptionResponse {
+                value: Some(v2::OptionValue {
+                    value: Some(v2::option_value::Value::TcpInfo(convert::tcp_info(&info))),
+                }),
+            }));
+        }
         let name = convert::option_name(req.option)?;
         let value = self
             .driver
@@ -561,6 +593,17 @@ async fn stream_up(
                 .call(session, |reply| Op::Write {
                     handle,
                     data,
+                    flags: SendFlags::empty(),
+                    wait: true,
+                    reply,
+                })
+                .await
+                .map(|n| queued += n as u64),
+            stream_request::Frame::Write(write) => driver
+                .call(session, |reply| Op::Write {
+                    handle,
+                    data: write.data,
+                    flags: convert::send_flags(write.flags),
                     wait: true,
                     reply,
                 })

@@ -38,8 +38,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tcpd_proto::errno::{EACCES, EAGAIN, EINPROGRESS, EINVAL, EMFILE, ENOBUFS};
 use tcpd_stack::{
-    Instant, IpFamily, OptionName, Readiness, SockOption, SocketHandle, SocketInfo, Stack,
-    StackEvent, TcpState,
+    Instant, IpFamily, OptionName, Readiness, SendFlags, SockOption, SocketHandle, SocketInfo,
+    Stack, StackEvent, TcpState,
 };
 use tokio::sync::broadcast;
 
@@ -125,6 +125,7 @@ enum Parked {
     },
     Write {
         data: Bytes,
+        flags: SendFlags,
         written: usize,
         reply: Reply<usize>,
     },
@@ -386,13 +387,14 @@ impl Sockets {
             Op::Write {
                 handle,
                 data,
+                flags,
                 wait,
                 reply,
             } => match self.owned(&session, handle) {
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
-                Ok(h) => match self.try_write(h, &data, 0, wait) {
+                Ok(h) => match self.try_write(h, &data, flags, 0, wait) {
                     Ok(Attempt::Done(r)) => {
                         let _ = reply.send(r);
                     }
@@ -403,12 +405,30 @@ impl Sockets {
                         h,
                         Parked::Write {
                             data,
+                            flags,
                             written,
                             reply,
                         },
                     ),
                 },
             },
+            Op::ReadUrgent {
+                handle,
+                peek,
+                reply,
+            } => {
+                let result = self
+                    .owned(&session, handle)
+                    .and_then(|h| Ok(self.stack.recv_urgent(h, peek)?.into_iter().collect()));
+                let _ = reply.send(result);
+            }
+            Op::TcpInfo { handle, reply } => {
+                let now = self.now();
+                let result = self
+                    .owned(&session, handle)
+                    .and_then(|h| Ok(self.stack.tcp_info(now, h)?));
+                let _ = reply.send(result);
+            }
             Op::Shutdown { handle, how, reply } => {
                 let now = self.now();
                 let result = self
@@ -1061,12 +1081,13 @@ impl Sockets {
         &mut self,
         h: SocketHandle,
         data: &[u8],
+        flags: SendFlags,
         mut written: usize,
         wait: bool,
     ) -> Result<Attempt<usize>, usize> {
         let now = self.now();
         while written < data.len() {
-            match self.stack.send(now, h, &data[written..]) {
+            match self.stack.send_with(now, h, &data[written..], flags) {
                 Ok(0) | Err(tcpd_stack::SendError::WouldBlock) => {
                     return if wait {
                         Err(written)
@@ -1136,11 +1157,13 @@ impl Sockets {
                 },
                 Parked::Write {
                     data,
+                    flags,
                     written,
                     reply,
-                } => match self.try_write(h, &data, written, true) {
+                } => match self.try_write(h, &data, flags, written, true) {
                     Err(now_written) => Some(Parked::Write {
                         data,
+                        flags,
                         written: now_written,
                         reply,
                     }),
@@ -1697,6 +1720,7 @@ pub(crate) mod tests {
         let mut write = run(&mut a, client, |reply| Op::Write {
             handle: c.handle,
             data: Bytes::from_static(b"ping"),
+            flags: SendFlags::empty(),
             wait: true,
             reply,
         });
@@ -1716,6 +1740,7 @@ pub(crate) mod tests {
         let mut write = run(&mut a, client, |reply| Op::Write {
             handle: c.handle,
             data: Bytes::from_static(b"more"),
+            flags: SendFlags::empty(),
             wait: true,
             reply,
         });

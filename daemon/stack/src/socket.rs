@@ -161,20 +161,8 @@ impl PmtuDiscovery {
     }
 }
 
-bitflags::bitflags! {
-    /// send(2) flags the stack understands.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct SendFlags: u8 {
-        /// MSG_MORE: more data follows; hold a partial segment as TCP_CORK
-        /// does, until a send without it (or 200 ms).
-        const MORE = 1;
-        /// MSG_EOR: the end of a record: no later data joins its last segment.
-        const EOR = 2;
-        /// MSG_OOB: urgent data; the last byte written is the urgent byte
-        /// (RFC 9293 §3.8.5 as Linux does it, see RFC 6093 §3).
-        const OOB = 4;
-    }
-}
+/// send(2) flags (the shared `tcpd_types::SendFlags`, Linux's `MSG_*` values).
+pub use tcpd_types::SendFlags;
 
 /// Loss recovery and buffer autotuning of one connection (like the extra
 /// lines of `ss -ti`), for the admin API and TCP_INFO.

@@ -200,7 +200,7 @@ impl Connection {
             // TCP_CORK / MSG_MORE: a partial segment waits for more data,
             // the uncork, or the 200 ms ceiling.
             0
-        } else if !(push || !self.small_segment_unacked()) {
+        } else if !push && self.small_segment_unacked() {
             // Nagle (RFC 9293 §3.7.4) in Minshall's variant, as Linux
             // (`tcp_nagle_check`): hold a small segment only while an
             // earlier small one is unacknowledged (full-sized segments in

@@ -2595,16 +2595,20 @@ fn oob_inline_keeps_the_urgent_byte_in_the_stream() {
     assert_eq!(read_all(&mut s.conn, s.now), b"!def");
 }
 
-/// A plain read at the mark steps over the unread urgent byte and forgets
-/// it: a later MSG_OOB is EINVAL (Linux's tcp_recvmsg).
+/// A plain read at the mark steps over the unread urgent byte, which stays
+/// readable with MSG_OOB (tcpd's deliberate difference: Linux forgets it,
+/// but the daemon does the plain reads of streamed sockets, not the
+/// application) until it is read or a new mark replaces it.
 #[test]
-fn a_plain_read_at_the_mark_skips_and_forgets_the_urgent_byte() {
+fn a_plain_read_at_the_mark_skips_the_urgent_byte_which_stays_out_of_band() {
     let mut s = scripted(TcpState::Established);
     let (p, o) = (s.peer_nxt, s.our_nxt);
     let seg = s.peer(p, o, URG_ACK, b"ab!cd");
     feed_urgent(&mut s, &seg, 3);
     assert_eq!(read_all(&mut s.conn, s.now), b"ab");
     assert_eq!(read_all(&mut s.conn, s.now), b"cd");
+    assert!(!s.conn.at_mark());
+    assert_eq!(s.conn.recv_urgent(false), Ok(Some(b'!')));
     assert_eq!(s.conn.recv_urgent(false), Err(RecvError::NoUrgentData));
     // The urgent byte alone at the read position: a read skips it and
     // reports nothing to read yet; poll does not call that readable.

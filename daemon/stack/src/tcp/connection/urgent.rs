@@ -20,13 +20,19 @@
 //! mark (a read never crosses it); a read at the mark skips the urgent byte
 //! unless SO_OOBINLINE is on; `recv(MSG_OOB)` returns it once (EINVAL when
 //! there is none, it was read, or SO_OOBINLINE is on; EAGAIN while it has
-//! not arrived); reading past the mark forgets it. `SIOCATMARK` is true
-//! when the next read starts at the mark; POLLPRI while the byte waits.
-//! Linux also sends SIGURG to the owner; a daemon has no owner process to
-//! signal, so tcpd does not (POLLPRI is the notification).
+//! not arrived). `SIOCATMARK` is true when the next read starts at the
+//! mark; POLLPRI while the byte waits.
 //!
-//! Invariant: `rcv_urgent.seq` is never left of the read position
-//! (`read_seq`) while set: a read that passes it clears it.
+//! Deliberate differences from Linux: (1) Linux forgets the urgent byte once
+//! a plain read passes the mark (MSG_OOB is EINVAL after); tcpd keeps it
+//! for MSG_OOB until it is read or a new mark replaces it, because for
+//! streamed and descriptor-backed sockets the daemon, not the application,
+//! does the plain reads, as soon as data arrives. (2) Linux sends SIGURG
+//! to the owner; a daemon has no owner process to signal (POLLPRI is the
+//! notification).
+//!
+//! Invariant: once the read position passes a mark, the mark is `passed`
+//! and no longer compared with sequence numbers (which would wrap).
 
 use super::Connection;
 use crate::error::RecvError;
@@ -43,6 +49,8 @@ pub(super) struct UrgentMark {
     pub(super) byte: Option<u8>,
     /// Read with MSG_OOB already (TCP_URG_READ).
     pub(super) read: bool,
+    /// The read position has passed the mark.
+    pub(super) passed: bool,
 }
 
 impl Connection {
@@ -112,7 +120,7 @@ impl Connection {
         if ptr.lt(read_seq) || ptr.lt(self.rcv_nxt) {
             return;
         }
-        if let Some(old) = self.rcv_urgent {
+        if let Some(old) = self.rcv_urgent.filter(|old| !old.passed) {
             if !ptr.gt(old.seq) {
                 return;
             }
@@ -127,6 +135,7 @@ impl Connection {
             seq: ptr,
             byte: None,
             read: false,
+            passed: false,
         });
     }
 
@@ -134,7 +143,7 @@ impl Connection {
     /// first (the urgent byte when at the mark and not inline) and the most
     /// bytes to return (a read stops before the mark).
     pub(super) fn urgent_read_plan(&self, want: usize) -> (usize, usize) {
-        let Some(mark) = self.rcv_urgent else {
+        let Some(mark) = self.rcv_urgent.filter(|mark| !mark.passed) else {
             return (0, want);
         };
         let read_seq = self.read_seq();
@@ -147,12 +156,18 @@ impl Connection {
         }
     }
 
-    /// After a read consumed data: a mark the read position has passed is forgotten.
+    /// After a read consumed data: a mark the read position passed is
+    /// `passed`; gone once its byte was also read out of band.
     pub(super) fn urgent_after_read(&mut self) {
-        if let Some(mark) = self.rcv_urgent
-            && mark.seq.lt(self.read_seq())
+        let read_seq = self.read_seq();
+        if let Some(mark) = self.rcv_urgent.as_mut()
+            && !mark.passed
+            && mark.seq.lt(read_seq)
         {
-            self.rcv_urgent = None;
+            mark.passed = true;
+            if mark.read {
+                self.rcv_urgent = None;
+            }
         }
     }
 
@@ -161,7 +176,9 @@ impl Connection {
     pub(super) fn readable_for_poll(&self) -> usize {
         let readable = self.recv_buf.readable();
         match self.rcv_urgent {
-            Some(mark) if mark.seq == self.read_seq() && !self.options.oob_inline => {
+            Some(mark)
+                if !mark.passed && mark.seq == self.read_seq() && !self.options.oob_inline =>
+            {
                 readable.saturating_sub(1)
             }
             _ => readable,
@@ -189,6 +206,9 @@ impl Connection {
         if let Some(byte) = mark.byte {
             if !peek {
                 mark.read = true;
+                if mark.passed {
+                    self.rcv_urgent = None;
+                }
             }
             return Ok(Some(byte));
         }
@@ -201,6 +221,6 @@ impl Connection {
     /// SIOCATMARK: the next read starts at the urgent mark.
     pub fn at_mark(&self) -> bool {
         self.rcv_urgent
-            .is_some_and(|mark| mark.seq == self.read_seq())
+            .is_some_and(|mark| !mark.passed && mark.seq == self.read_seq())
     }
 }
