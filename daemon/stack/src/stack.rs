@@ -1091,7 +1091,19 @@ impl Stack {
     ) -> Result<Option<u8>, RecvError> {
         let id = match self.target(socket) {
             Target::Missing => return Err(RecvError::BadHandle),
-            Target::NotConnection => return Err(RecvError::NotConnected),
+            // Linux: a listener is ENOTCONN; an unconnected socket has no
+            // urgent data (EINVAL, tcp_recv_urg's first check).
+            Target::NotConnection => {
+                let listening = self
+                    .sockets
+                    .get(&socket)
+                    .is_some_and(|e| matches!(e.kind, SocketKind::Listening(_)));
+                return Err(if listening {
+                    RecvError::NotConnected
+                } else {
+                    RecvError::NoUrgentData
+                });
+            }
             Target::Conn(id) => id,
         };
         let result = self.with_conn(id, |conn| conn.recv_urgent(peek));
