@@ -317,7 +317,7 @@ fn defer_accept_holds_a_silent_kernel_client() {
         let (conn, peer) = retry(&[errno::EAGAIN], async || listener.accept(true).await)
             .await
             .expect("accepted once data came");
-        assert_eq!(*peer.ip(), HOST_ADDR);
+        assert_eq!(peer.ip(), std::net::IpAddr::V4(HOST_ADDR));
         assert_eq!(read_exact(&conn, 5).await, b"hello");
         drop(kernel.join().expect("kernel side"));
     });
