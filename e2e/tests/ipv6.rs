@@ -243,3 +243,110 @@ fn sixty_four_mib_each_way_over_ipv6() {
         "tcpd to kernel"
     );
 }
+
+/// A route with MTU 1400 between tcpd and a kernel peer one hop away: the
+/// kernel router answers tcpd's 1500-byte packets with ICMPv6 Packet Too
+/// Big, tcpd lowers the connection's MSS (RFC 8201) and the transfer
+/// completes (without it, every full-sized segment would be dropped).
+#[test]
+fn packet_too_big_from_the_path_shrinks_the_mss() {
+    const LEN: usize = 4 << 20;
+    let Some(env) = Env::setup("ptb", &[]) else {
+        return;
+    };
+    let peer = tcpd_e2e::Netns::new("ptbpeer").expect("peer namespace");
+    let (a, b) = (env.ns.name().to_string(), peer.name().to_string());
+    let ip = |args: &[&str]| {
+        let ok = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .expect("ip")
+            .success();
+        assert!(ok, "ip {args:?}");
+    };
+    ip(&[
+        "-n", &a, "link", "add", "v6a", "type", "veth", "peer", "name", "v6b", "netns", &b,
+    ]);
+    ip(&[
+        "-n",
+        &a,
+        "-6",
+        "addr",
+        "add",
+        "fd00:78::1/64",
+        "dev",
+        "v6a",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &b,
+        "-6",
+        "addr",
+        "add",
+        "fd00:78::2/64",
+        "dev",
+        "v6b",
+        "nodad",
+    ]);
+    ip(&["-n", &a, "link", "set", "v6a", "up"]);
+    ip(&["-n", &b, "link", "set", "v6b", "up"]);
+    env.ns
+        .run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])
+        .expect("forwarding");
+    ip(&[
+        "-n",
+        &a,
+        "-6",
+        "route",
+        "replace",
+        "fd00:78::/64",
+        "dev",
+        "v6a",
+        "mtu",
+        "1400",
+    ]);
+    ip(&[
+        "-n",
+        &b,
+        "-6",
+        "route",
+        "add",
+        "fd00:77::/64",
+        "via",
+        "fd00:78::1",
+    ]);
+    let listener = peer
+        .within(|| std::net::TcpListener::bind(("fd00:78::2", 0)))
+        .expect("peer listener");
+    let target = listener.local_addr().expect("addr");
+    let kernel = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).expect("read");
+        tcpd_e2e::sha256_hex(&got)
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client.tcp_connect(target).await.expect("connect");
+        tokio::time::timeout(Duration::from_secs(60), async {
+            stream
+                .write_all(&tcpd_e2e::payload(LEN, 3))
+                .await
+                .expect("write");
+            stream.shutdown().await.expect("shutdown");
+        })
+        .await
+        .expect("the transfer completes: Packet Too Big lowered the MSS");
+    });
+    assert_eq!(
+        kernel.join().expect("peer"),
+        tcpd_e2e::sha256_hex(&tcpd_e2e::payload(LEN, 3))
+    );
+}
