@@ -291,9 +291,10 @@ fn packet_too_big_from_the_path_shrinks_the_mss() {
     ]);
     ip(&["-n", &a, "link", "set", "v6a", "up"]);
     ip(&["-n", &b, "link", "set", "v6b", "up"]);
+    // /proc/sys/net is the reading thread's namespace's (no procps needed).
     env.ns
-        .run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])
-        .expect("forwarding");
+        .within(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", b"1"))
+        .expect("forwarding on in tcpd's namespace");
     ip(&[
         "-n",
         &a,
