@@ -54,7 +54,13 @@ pub async fn connect_channel_with(
         // STREAM_WINDOW unread bytes, and the connection-wide window is the
         // HTTP/2 maximum (RFC 9113 §6.9.1) so it never becomes the limit.
         .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW);
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        // The largest DATA frame the daemon may send us (RFC 9113 §6.5.2
+        // SETTINGS_MAX_FRAME_SIZE, 16 KiB by default): a 64 KiB Stream
+        // message arrives as one frame instead of four — the receive-side
+        // twin of the daemon's own setting (see MAX_FRAME_SIZE in tcpd's
+        // main.rs). No frame can exceed the stream window anyway.
+        .max_frame_size(STREAM_WINDOW);
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
