@@ -169,6 +169,10 @@ pub struct Ipv6Settings {
     pub address: Ipv6Net,
     /// The kernel side's address (same prefix).
     pub host: Ipv6Addr,
+    /// Asked for (flag or config key) rather than the default. A default
+    /// IPv6 that the kernel refuses (IPv6 disabled, as in many containers)
+    /// falls back to IPv4 only with a warning; an asked-for one fails.
+    pub explicit: bool,
 }
 
 /// The default IPv6 prefix: a unique local address (RFC 4193) beside the
@@ -335,7 +339,11 @@ impl Settings {
                 if host == address.addr() || !address.contains(&host) {
                     return Err(ConfigError::HostAddress6 { host, address });
                 }
-                Some(Ipv6Settings { address, host })
+                Some(Ipv6Settings {
+                    address,
+                    host,
+                    explicit: explicit6,
+                })
             }
             None => None,
         };
@@ -447,6 +455,7 @@ mod tests {
     fn ipv6_defaults_flags_and_errors() {
         let s = Settings::resolve(&cli(&[]), FileConfig::default()).expect("valid");
         let v6 = s.ipv6.expect("IPv6 on by default");
+        assert!(!v6.explicit, "the default may fall back to IPv4 only");
         assert_eq!(v6.address, "fd00:77::2/64".parse::<Ipv6Net>().expect("net"));
         assert_eq!(v6.host, "fd00:77::1".parse::<Ipv6Addr>().expect("ip"));
         // Only the address given: the host side is the prefix's ::1.
@@ -460,6 +469,7 @@ mod tests {
         let s = Settings::resolve(&cli(&["--address6", "fd12::1/64"]), FileConfig::default())
             .expect("valid");
         assert_eq!(s.ipv6.map(|v| v.host), Some("fd12::2".parse().expect("ip")));
+        assert!(s.ipv6.is_some_and(|v| v.explicit), "asked for: no fallback");
         let file: FileConfig = toml::from_str("address6 = \"none\"\n").expect("toml parses");
         assert_eq!(
             Settings::resolve(&cli(&[]), file).expect("valid").ipv6,

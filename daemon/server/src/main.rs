@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(settings: Settings) -> anyhow::Result<()> {
+fn run(mut settings: Settings) -> anyhow::Result<()> {
     // Look the user up first: a typo must fail before anything is created.
     let user = settings
         .user
@@ -135,6 +135,23 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let tun = match link::tun::open(&settings) {
         Ok(tun) => tun,
+        // The default IPv6 prefix on a kernel or namespace without IPv6:
+        // run IPv4 only rather than not at all (an asked-for one fails).
+        Err(e) if settings.ipv6.is_some_and(|v6| !v6.explicit) => {
+            tracing::warn!(
+                error = %e,
+                "IPv6 is unavailable on this host; running IPv4 only (--address6 none silences this)"
+            );
+            settings.ipv6 = None;
+            match link::tun::open(&settings) {
+                Ok(tun) => tun,
+                Err(e) => {
+                    socket_file::remove(&socket.path);
+                    socket_file::remove(&fd_socket.path);
+                    return Err(e);
+                }
+            }
+        }
         Err(e) => {
             socket_file::remove(&socket.path);
             socket_file::remove(&fd_socket.path);

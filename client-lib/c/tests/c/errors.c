@@ -18,7 +18,7 @@ int main(int argc, char **argv) {
     struct sockaddr_in closer = make_addr(argv[1], atoi(argv[3]));
 
     /* socket(2) arguments */
-    EXPECT_ERRNO(tcpd_socket(AF_INET6, SOCK_STREAM, 0), EAFNOSUPPORT);
+    EXPECT_ERRNO(tcpd_socket(AF_PACKET, SOCK_STREAM, 0), EAFNOSUPPORT); /* AF_INET6 is supported */
     EXPECT_ERRNO(tcpd_socket(AF_UNIX, SOCK_STREAM, 0), EAFNOSUPPORT);
     EXPECT_ERRNO(tcpd_socket(AF_INET, SOCK_DGRAM, 0), EPROTONOSUPPORT);
     EXPECT_ERRNO(tcpd_socket(AF_INET, SOCK_STREAM, IPPROTO_UDP), EPROTONOSUPPORT);
@@ -45,9 +45,12 @@ int main(int argc, char **argv) {
     EXPECT_ERRNO(tcpd_shutdown(s, 42), EINVAL);
     EXPECT_ERRNO(tcpd_accept4(s, NULL, NULL, 0x4000), EINVAL);
     EXPECT_ERRNO(tcpd_bind(s, (struct sockaddr *)&closed, 8), EINVAL);
-    struct sockaddr_in v6ish = closed;
-    v6ish.sin_family = AF_INET6;
-    EXPECT_ERRNO(tcpd_connect(s, (struct sockaddr *)&v6ish, sizeof v6ish), EAFNOSUPPORT);
+    /* An IPv6 address on an IPv4 socket: EAFNOSUPPORT, as Linux. */
+    struct sockaddr_in6 v6 = {0};
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = closed.sin_port;
+    v6.sin6_addr.s6_addr[15] = 1;
+    EXPECT_ERRNO(tcpd_connect(s, (struct sockaddr *)&v6, sizeof v6), EAFNOSUPPORT);
     int one = 1;
     EXPECT_ERRNO(tcpd_setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, 2), EINVAL);
     EXPECT_ERRNO(tcpd_setsockopt(s, SOL_SOCKET, SO_BROADCAST, &one, sizeof one), ENOPROTOOPT);
