@@ -1,4 +1,4 @@
-//! `tcpd`: the user-space TCP/IPv4 daemon.
+//! `tcpd`: the user-space TCP/IP daemon.
 //!
 //! Startup order (each step needs the previous one):
 //! 1. configuration (flags over `--config` TOML over defaults), logging;
@@ -137,7 +137,9 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         Ok(tun) => tun,
         // The default IPv6 prefix on a kernel or namespace without IPv6:
         // run IPv4 only rather than not at all (an asked-for one fails).
-        Err(e) if settings.ipv6.is_some_and(|v6| !v6.explicit) => {
+        Err(e)
+            if settings.ipv6.is_some_and(|v6| !v6.explicit) && e.is::<link::tun::Ipv6Refused>() =>
+        {
             tracing::warn!(
                 error = %e,
                 "IPv6 is unavailable on this host; running IPv4 only (--address6 none silences this)"

@@ -290,7 +290,7 @@ enum Target {
     Conn(ConnId),
 }
 
-/// The sans-IO TCP/IPv4 stack.
+/// The sans-IO TCP/IP stack.
 ///
 /// Drive it with: [`Stack::handle_packet`] for every IPv4 packet from the
 /// link, [`Stack::poll_transmit`] until `None` after anything changed,

@@ -61,6 +61,12 @@ impl std::fmt::Debug for TunDevice {
     }
 }
 
+/// The kernel refused IPv6 on the TUN (the device itself was fine): the
+/// caller may retry with IPv4 only.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Ipv6Refused(String);
+
 /// Creates and configures the TUN device named in `settings`.
 pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
     let mut cfg = tun::Configuration::default();
@@ -97,13 +103,13 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
         .map_err(|e| anyhow::anyhow!("cannot bring {} up: {e}", settings.tun))?;
     if let Some(v6) = settings.ipv6 {
         add_ipv6_address(&settings.tun, v6.host, v6.address.prefix_len()).map_err(|e| {
-            anyhow::anyhow!(
+            anyhow::Error::new(Ipv6Refused(format!(
                 "cannot give {} its IPv6 address {}/{} (IPv6 disabled in this kernel or \
                  namespace? --address6 none runs IPv4 only): {e}",
                 settings.tun,
                 v6.host,
                 v6.address.prefix_len()
-            )
+            )))
         })?;
     }
     let offload = if settings.offload {
