@@ -885,15 +885,21 @@ impl Sockets {
                 Some(addr) => self.bind(&session, h, addr).map(|_| ()),
                 None => Ok(()),
             });
-        match applied {
-            Ok(()) => Ok((h, created)),
-            Err(e) => {
-                if created {
-                    let _ = self.close_handle(h, false);
-                }
-                Err(e)
-            }
+        self.undo_created(h, created, applied.map(|()| (h, created)))
+    }
+
+    /// A call that created its socket and then failed leaves no socket
+    /// behind: closes `h` if `created` and `result` is an error.
+    fn undo_created<T>(
+        &mut self,
+        h: SocketHandle,
+        created: bool,
+        result: Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        if result.is_err() && created {
+            let _ = self.close_handle(h, false);
         }
+        result
     }
 
     fn socket(
@@ -925,15 +931,7 @@ impl Sockets {
             .listen(h, backlog)
             .map_err(Errno::from)
             .and_then(|()| Ok(self.stack.local_addr(h)?));
-        match listening {
-            Ok(local) => Ok((h.0, local)),
-            Err(e) => {
-                if created {
-                    let _ = self.close_handle(h, false);
-                }
-                Err(e)
-            }
-        }
+        self.undo_created(h, created, listening.map(|local| (h.0, local)))
     }
 
     fn connect(
@@ -960,10 +958,7 @@ impl Sockets {
         };
         let now = self.now();
         if let Err(e) = self.stack.connect(now, h, remote) {
-            if created {
-                let _ = self.close_handle(h, false);
-            }
-            let _ = reply.send(Err(e.into()));
+            let _ = reply.send(self.undo_created(h, created, Err(e.into())));
             return;
         }
         if !wait {
@@ -984,9 +979,8 @@ impl Sockets {
         result: Result<Connected, Errno>,
         reply: Reply<Connected>,
     ) {
-        if result.is_err() && created {
-            let _ = self.close_handle(h, false);
-            let _ = reply.send(result);
+        if result.is_err() {
+            let _ = reply.send(self.undo_created(h, created, result));
         } else if created {
             self.deliver(result, reply);
         } else {
