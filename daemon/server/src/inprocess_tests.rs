@@ -4,6 +4,8 @@
 //! a listener on port 80) instead of a TUN. Used by
 //! - the op-fairness test: a session flooding calls does not queue ahead of
 //!   another session's call ([`crate::ops::SessionSlots`]);
+//! - a Stream whose down half fails while its up half waits for a slot
+//!   (the half left over must not keep the slot it is granted);
 //! - the bounded handler fuzz (issue 16): arbitrary bytes decoded as each
 //!   request message, and arbitrary decodable requests sent to the handlers
 //!   by one session while another session's sockets must stay untouched;
@@ -269,6 +271,150 @@ fn a_flooding_session_does_not_queue_ahead_of_another() {
         );
         // Both sessions' slots exist until they end.
         assert_eq!(h.driver.slots.len(), 2);
+    });
+}
+
+/// A request body fed by the test: each message is one DATA frame.
+struct FedBody(mpsc::UnboundedReceiver<bytes::Bytes>);
+
+impl http_body::Body for FedBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|data| data.map(|d| Ok(http_body::Frame::data(d))))
+    }
+}
+
+/// One Stream frame in gRPC framing (flag, length, message).
+fn grpc_message(frame: v2::StreamRequest) -> bytes::Bytes {
+    let message = frame.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(&message);
+    out.into()
+}
+
+/// A Stream RPC's request stream whose frames the test sends on the
+/// returned channel.
+fn fed_up_stream() -> (
+    mpsc::UnboundedSender<bytes::Bytes>,
+    tonic::Streaming<v2::StreamRequest>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let streaming = tonic::Streaming::new_request(
+        tonic_prost::ProstDecoder::<v2::StreamRequest>::new(Default::default()),
+        FedBody(rx),
+        None,
+        None,
+    );
+    (tx, streaming)
+}
+
+/// Regression (the 100-streams hang of `tcpd-bench`): when one half of a
+/// Stream ends, the other must be dropped, not left alive unpolled. A half
+/// left waiting for a session slot is granted one later and keeps it;
+/// sixteen such streams stopped every call of their session.
+///
+/// Here every stream's up half waits for a slot (the test holds them all)
+/// with a write when its connection is reset, which ends the down half;
+/// then the slots are freed. Every stream must finish its close.
+#[test]
+fn a_stream_whose_down_half_fails_gives_back_the_slot_its_up_half_waits_for() {
+    use tokio_stream::StreamExt;
+    use v2::{stream_open, stream_request, stream_response};
+    runtime().block_on(async {
+        let (h, run) = Harness::new(Quotas::default());
+        let user = info(1, 1000);
+        let root = info(2, 0);
+        h.start_session(user);
+        h.start_session(root);
+        tokio::spawn(run);
+        const STREAMS: usize = 2 * SESSION_QUEUE_SLOTS;
+        let mut streams = Vec::new();
+        for i in 0..STREAMS {
+            let (up, streaming) = fed_up_stream();
+            up.send(grpc_message(v2::StreamRequest {
+                frame: Some(stream_request::Frame::Open(v2::StreamOpen {
+                    how: Some(stream_open::How::Connect(v2::StreamConnect {
+                        remote: Some(addr(SocketAddrV4::new(B, PEER_PORT))),
+                        ..Default::default()
+                    })),
+                })),
+            }))
+            .unwrap();
+            let mut down = h
+                .socket
+                .stream(request(user, streaming))
+                .await
+                .unwrap_or_else(|e| panic!("stream {i}: open: {e}"))
+                .into_inner();
+            let Some(Ok(v2::StreamResponse {
+                frame: Some(stream_response::Frame::Opened(opened)),
+            })) = down.next().await
+            else {
+                panic!("stream {i}: no `opened` frame");
+            };
+            streams.push((up, down, opened));
+        }
+        // Let every down half park its read in the driver.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let slots = h.driver.slots.of(user.id);
+        let held = slots
+            .clone()
+            .acquire_many_owned(SESSION_QUEUE_SLOTS as u32)
+            .await
+            .unwrap();
+        // Every up half now waits for a slot with its write.
+        for (up, _, _) in &streams {
+            up.send(grpc_message(v2::StreamRequest {
+                frame: Some(stream_request::Frame::Data(bytes::Bytes::from_static(b"x"))),
+            }))
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Reset every connection (another session's call): the down halves
+        // fail and their streams go on to close.
+        for (_, _, opened) in &streams {
+            let aborted = h
+                .admin
+                .abort(request(
+                    root,
+                    v2::AbortRequest {
+                        local: opened.local.clone(),
+                        remote: opened.peer.clone(),
+                    },
+                ))
+                .await
+                .expect("abort")
+                .into_inner()
+                .aborted;
+            assert_eq!(aborted, 1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        let finished = tokio::time::timeout(Duration::from_secs(10), async {
+            for (i, (_up, mut down, _)) in streams.into_iter().enumerate() {
+                let mut error = None;
+                while let Some(item) = down.next().await {
+                    if let Err(e) = item {
+                        error = Some(e);
+                    }
+                }
+                let e = error.unwrap_or_else(|| panic!("stream {i}: ended without the abort"));
+                assert!(
+                    e.message().contains("aborted"),
+                    "stream {i}: unexpected error {e}"
+                );
+            }
+        })
+        .await;
+        assert!(finished.is_ok(), "some streams never finished their close");
     });
 }
 

@@ -264,7 +264,7 @@ pub struct SessionSlots {
 }
 
 impl SessionSlots {
-    fn of(&self, id: SessionId) -> Arc<Semaphore> {
+    pub(crate) fn of(&self, id: SessionId) -> Arc<Semaphore> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
             .entry(id)

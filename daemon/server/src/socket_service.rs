@@ -485,16 +485,26 @@ async fn run_stream(
     tx: DownTx,
 ) {
     let handle = socket.handle;
-    let down = stream_down(&driver, session, handle, &tx);
-    let up = stream_up(&driver, session, handle, up, &tx);
-    tokio::pin!(down, up);
-    let (end, failure) = tokio::select! {
-        end = &mut up => (end, None),
-        down_end = &mut down => match down_end {
-            DownEnd::Eof => (up.await, None),
-            DownEnd::Failed(e) => (UpEnd::Gone, Some(e)),
-            DownEnd::Gone => (UpEnd::Gone, None),
-        },
+    // Both halves are dropped at the end of this block, before the close
+    // below. A half left alive but no longer polled could sit in a driver
+    // call's queue for a session slot (`ops::SessionSlots`): the slot it is
+    // then granted would be neither used nor returned, and sixteen such
+    // streams would stop every call of their session (seen with 100
+    // concurrent streams closing at once). Dropping the down half cancels
+    // its read; bytes it took from the socket count as handed out, so a
+    // close with them unconsumed resets, as close(2) with unread data does.
+    let (end, failure) = {
+        let down = stream_down(&driver, session, handle, &tx);
+        let up = stream_up(&driver, session, handle, up, &tx);
+        tokio::pin!(down, up);
+        tokio::select! {
+            end = &mut up => (end, None),
+            down_end = &mut down => match down_end {
+                DownEnd::Eof => (up.await, None),
+                DownEnd::Failed(e) => (UpEnd::Gone, Some(e)),
+                DownEnd::Gone => (UpEnd::Gone, None),
+            },
+        }
     };
     let (consumed, abort, failure) = match end {
         UpEnd::Close { consumed, abort } => (Some(consumed), abort, failure),
@@ -583,11 +593,20 @@ async fn stream_up(
     loop {
         let frame = match up.message().await {
             Ok(Some(v2::StreamRequest { frame: Some(frame) })) => frame,
-            Ok(None) | Err(_) => return UpEnd::Gone,
+            Ok(None) | Err(_) => {
+                tracing::trace!(handle, queued, "stream up: client side ended");
+                return UpEnd::Gone;
+            }
             Ok(Some(v2::StreamRequest { frame: None })) => {
                 return UpEnd::Failed(Errno::invalid("empty Stream frame"));
             }
         };
+        tracing::trace!(
+            handle,
+            queued,
+            frame = frame_kind(&frame),
+            "stream up: frame"
+        );
         let result = match frame {
             stream_request::Frame::Data(data) => driver
                 .call(session, |reply| Op::Write {
@@ -641,6 +660,19 @@ async fn stream_up(
         if let Err(e) = result {
             return UpEnd::Failed(e);
         }
+    }
+}
+
+fn frame_kind(frame: &stream_request::Frame) -> &'static str {
+    match frame {
+        stream_request::Frame::Data(_) => "data",
+        stream_request::Frame::Write(_) => "write",
+        stream_request::Frame::Flush(_) => "flush",
+        stream_request::Frame::ShutdownWrite(_) => "shutdown_write",
+        stream_request::Frame::ShutdownRead(_) => "shutdown_read",
+        stream_request::Frame::Close(_) => "close",
+        stream_request::Frame::SetOption(_) => "set_option",
+        stream_request::Frame::Open(_) => "open",
     }
 }
 
