@@ -52,16 +52,21 @@ struct Args {
     /// tcpd's TUN offload (tcpd `--offload`; default on).
     #[arg(long, value_parser = ["on", "off"])]
     tcpd_offload: Option<String>,
-    /// Measure only bulk transfer (both directions) and its CPU cost.
-    #[arg(long)]
+    /// Measure only these workload groups (comma-separated), e.g.
+    /// `--only streams` or `--only bulk,rr`; default all.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Group>,
+    /// Same as `--only bulk,impaired`: bulk transfer both ways, its CPU
+    /// cost, and bulk under impairment.
+    #[arg(long, conflicts_with = "only")]
     bulk_only: bool,
-    /// Measure only the control path: the unary RPC round trip, the
-    /// connection rate and latency, and the hyper workloads (for profiling).
-    #[arg(long, conflicts_with = "bulk_only")]
+    /// Same as `--only rpc,connections,hyper`: the control path (the unary
+    /// RPC round trip, the connection rate and latency, the hyper workloads).
+    #[arg(long, conflicts_with_all = ["only", "bulk_only"])]
     control_only: bool,
-    /// Measure only the unmodified programs (iperf3, redis-benchmark under
-    /// tcpd-run beside the same programs over the veth).
-    #[arg(long, conflicts_with_all = ["bulk_only", "control_only"])]
+    /// Same as `--only programs`: the unmodified programs (iperf3,
+    /// redis-benchmark under tcpd-run beside the same programs over the veth).
+    #[arg(long, conflicts_with_all = ["only", "bulk_only", "control_only"])]
     programs_only: bool,
     /// Internal: run as the idle-connection holder inside this namespace
     /// (see `workloads::HoldProcess`).
@@ -107,6 +112,46 @@ const IDLE_PER_SERVER_PORT: usize = 8_000;
 /// benchmark tries a size (kernel client and server sockets, the peer's
 /// sockets on the tcpd side, and tcpd's own state, with a wide margin).
 const IDLE_MEMORY_PER_CONNECTION: u64 = 48 * 1024;
+
+/// The workload groups, in the order they run (`--only` picks some).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// Bulk transfer both directions (Rust and C shim) and its CPU cost.
+    Bulk,
+    /// Bulk under tcpd's `--impair` (loss, delay).
+    Impaired,
+    /// 1-byte request/response (Rust and C shim).
+    Rr,
+    /// The unary RPC round trip (GetSockName).
+    Rpc,
+    /// Connect + 1-byte exchange + close (Rust and C shim).
+    Connections,
+    /// hyper HTTP/1.1, keep-alive and a new connection per GET.
+    Hyper,
+    /// iperf3 and redis-benchmark under tcpd-run.
+    Programs,
+    /// Many concurrent bulk streams on one client session.
+    Streams,
+    /// Opening idle connections and their memory.
+    Idle,
+}
+
+impl Args {
+    /// The groups this run measures.
+    fn groups(&self) -> Vec<Group> {
+        if self.bulk_only {
+            vec![Group::Bulk, Group::Impaired]
+        } else if self.control_only {
+            vec![Group::Rpc, Group::Connections, Group::Hyper]
+        } else if self.programs_only {
+            vec![Group::Programs]
+        } else if self.only.is_empty() {
+            <Group as clap::ValueEnum>::value_variants().to_vec()
+        } else {
+            self.only.clone()
+        }
+    }
+}
 
 struct Plan {
     seconds: Duration,
@@ -334,10 +379,8 @@ fn main() -> Result<()> {
             "tcpd's TUN MTU set to {mtu} (--tcpd-mtu); the veth keeps 1500"
         ));
     }
-    if args.programs_only {
-        let rows = program_rows(&topo, &plan, args.smoke)?;
-        return finish(&args, &plan, &rows, &notes, Vec::new());
-    }
+    let groups = args.groups();
+    let want = |g: Group| groups.contains(&g);
     let k = KERNEL_SERVER;
     let t = HOST_ADDR;
     let dur = plan.seconds;
@@ -345,7 +388,7 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
 
     let daemon_pid = topo.daemon.pid().unwrap_or(0);
-    if !args.control_only {
+    if want(Group::Bulk) {
         // 1. Bulk, both directions, with CPU cost.
         let ksink = Server::start(&topo.kernel_server, k, 5001, ServerKind::Sink, PEER_CPU)?;
         let tsink = Server::start(&topo.tcpd_ns, t, 5001, ServerKind::Sink, PEER_CPU)?;
@@ -476,7 +519,9 @@ fn main() -> Result<()> {
             tcpd: c_shim,
         });
         drop((ksrc, tsrc));
+    }
 
+    if want(Group::Impaired) {
         // 1b. Bulk under impairment: tcpd sending vs the kernel sending, on
         // the same impaired TUN link.
         let impaired_seconds = if args.smoke {
@@ -489,10 +534,9 @@ fn main() -> Result<()> {
             "bulk under impairment: tcpd's --impair on both directions of its TUN; \"tcpd\" is tcpd sending to the kernel, \"kernel\" the kernel ({IMPAIRED_KERNEL_CC}) sending to tcpd; each run {:.1} s",
             impaired_seconds.as_secs_f64()
         ));
-        if args.bulk_only {
-            return finish(&args, &plan, &rows, &notes, Vec::new());
-        }
+    }
 
+    if want(Group::Rr) {
         // 2. Request/response.
         let kecho = Server::start(&topo.kernel_server, k, 5003, ServerKind::Echo, PEER_CPU)?;
         let techo = Server::start(&topo.tcpd_ns, t, 5003, ServerKind::Echo, PEER_CPU)?;
@@ -549,159 +593,179 @@ fn main() -> Result<()> {
         drop((kecho, techo));
     }
 
-    // The unary RPC round trip without the network: GetSockName through
-    // tcpd-client against getsockname(2) on a kernel socket.
-    let kernel = repeat(plan.reps, || {
-        Ok(workloads::run_blocking_client(
-            Some(&topo.kernel_client),
-            CLIENT_CPU,
-            limit,
-            move || workloads::kernel_getsockname_us(dur),
-        )?)
-    })?;
-    let tcpd = repeat(plan.reps, || {
-        Ok(workloads::run_client(None, CLIENT_CPU, limit, move || {
-            workloads::tcpd_getsockname_us(dur)
-        })?)
-    })?;
-    rows.push(Row {
-        name: "RPC round trip (GetSockName)".into(),
-        unit: "µs",
-        higher_is_better: false,
-        kernel,
-        tcpd,
-    });
-
-    // 3. Connection rate, through the Rust library and through the C shim
-    // (whose every call is one unary RPC); the kernel figure is the same.
-    let kone = Server::start(&topo.kernel_server, k, 5004, ServerKind::OneShot, PEER_CPU)?;
-    let tone = Server::start(&topo.tcpd_ns, t, 5004, ServerKind::OneShot, PEER_CPU)?;
-    let mut kernel = Vec::new();
-    let mut tcpd = Vec::new();
-    let mut c_shim = Vec::new();
-    for _ in 0..plan.reps {
-        let addr = kone.addr;
-        kernel.push(kernel_run(&topo, limit, move |d| {
-            workloads::connection_rate(d, addr, dur)
-        })?);
-        tcpd.push(tcpd_run(tone.addr, limit, move |d, addr| {
-            workloads::connection_rate(d, addr, dur)
-        })?);
-        let addr = tone.addr;
-        c_shim.push(workloads::run_blocking_client(
-            None,
-            CLIENT_CPU,
-            limit,
-            move || workloads::c_shim_connection_rate(addr, dur),
-        )?);
-    }
-    let rate = |v: &[workloads::ConnectionRate]| {
-        Summary::of(&v.iter().map(|r| r.per_second).collect::<Vec<_>>())
-    };
-    let p50 = |v: &[workloads::ConnectionRate]| {
-        Summary::of(&v.iter().map(|r| r.p50_us).collect::<Vec<_>>())
-    };
-    rows.push(Row {
-        name: "connect + 1-byte exchange + close".into(),
-        unit: "conn/s",
-        higher_is_better: true,
-        kernel: rate(&kernel),
-        tcpd: rate(&tcpd),
-    });
-    rows.push(Row {
-        name: "connect + 1-byte exchange + close (C shim)".into(),
-        unit: "conn/s",
-        higher_is_better: true,
-        kernel: rate(&kernel),
-        tcpd: rate(&c_shim),
-    });
-    rows.push(Row {
-        name: "one connection p50".into(),
-        unit: "µs",
-        higher_is_better: false,
-        kernel: p50(&kernel),
-        tcpd: p50(&tcpd),
-    });
-    rows.push(Row {
-        name: "one connection p50 (C shim)".into(),
-        unit: "µs",
-        higher_is_better: false,
-        kernel: p50(&kernel),
-        tcpd: p50(&c_shim),
-    });
-    drop((kone, tone));
-
-    // 3b. A third-party client: hyper's HTTP/1.1 client against hyper's
-    // server, over tcpd and over the kernel (issue 12's goals: >= 0.7x
-    // keep-alive, >= 0.5x new connection per GET).
-    let khttp = Server::start(&topo.kernel_server, k, 5005, ServerKind::Http, PEER_CPU)?;
-    let thttp = Server::start(&topo.tcpd_ns, t, 5005, ServerKind::Http, PEER_CPU)?;
-    for (name, unit, new_connection) in [
-        ("hyper HTTP/1.1 keep-alive GETs", "req/s", false),
-        ("hyper HTTP/1.1 new connection per GET", "conn/s", true),
-    ] {
+    if want(Group::Rpc) {
+        // The unary RPC round trip without the network: GetSockName through
+        // tcpd-client against getsockname(2) on a kernel socket.
         let kernel = repeat(plan.reps, || {
-            let addr = khttp.addr;
-            kernel_run(&topo, limit, move |d| {
-                workloads::http_gets(d, addr, dur, new_connection)
-            })
+            Ok(workloads::run_blocking_client(
+                Some(&topo.kernel_client),
+                CLIENT_CPU,
+                limit,
+                move || workloads::kernel_getsockname_us(dur),
+            )?)
         })?;
         let tcpd = repeat(plan.reps, || {
-            tcpd_run(thttp.addr, limit, move |d, addr| {
-                workloads::http_gets(d, addr, dur, new_connection)
-            })
+            Ok(workloads::run_client(None, CLIENT_CPU, limit, move || {
+                workloads::tcpd_getsockname_us(dur)
+            })?)
         })?;
         rows.push(Row {
-            name: name.into(),
-            unit,
-            higher_is_better: true,
+            name: "RPC round trip (GetSockName)".into(),
+            unit: "µs",
+            higher_is_better: false,
             kernel,
             tcpd,
         });
     }
-    drop((khttp, thttp));
-    if args.control_only {
-        return finish(&args, &plan, &rows, &notes, Vec::new());
+
+    if want(Group::Connections) {
+        // 3. Connection rate, through the Rust library and through the C shim
+        // (whose every call is one unary RPC); the kernel figure is the same.
+        let kone = Server::start(&topo.kernel_server, k, 5004, ServerKind::OneShot, PEER_CPU)?;
+        let tone = Server::start(&topo.tcpd_ns, t, 5004, ServerKind::OneShot, PEER_CPU)?;
+        let mut kernel = Vec::new();
+        let mut tcpd = Vec::new();
+        let mut c_shim = Vec::new();
+        for _ in 0..plan.reps {
+            let addr = kone.addr;
+            kernel.push(kernel_run(&topo, limit, move |d| {
+                workloads::connection_rate(d, addr, dur)
+            })?);
+            tcpd.push(tcpd_run(tone.addr, limit, move |d, addr| {
+                workloads::connection_rate(d, addr, dur)
+            })?);
+            let addr = tone.addr;
+            c_shim.push(workloads::run_blocking_client(
+                None,
+                CLIENT_CPU,
+                limit,
+                move || workloads::c_shim_connection_rate(addr, dur),
+            )?);
+        }
+        let rate = |v: &[workloads::ConnectionRate]| {
+            Summary::of(&v.iter().map(|r| r.per_second).collect::<Vec<_>>())
+        };
+        let p50 = |v: &[workloads::ConnectionRate]| {
+            Summary::of(&v.iter().map(|r| r.p50_us).collect::<Vec<_>>())
+        };
+        rows.push(Row {
+            name: "connect + 1-byte exchange + close".into(),
+            unit: "conn/s",
+            higher_is_better: true,
+            kernel: rate(&kernel),
+            tcpd: rate(&tcpd),
+        });
+        rows.push(Row {
+            name: "connect + 1-byte exchange + close (C shim)".into(),
+            unit: "conn/s",
+            higher_is_better: true,
+            kernel: rate(&kernel),
+            tcpd: rate(&c_shim),
+        });
+        rows.push(Row {
+            name: "one connection p50".into(),
+            unit: "µs",
+            higher_is_better: false,
+            kernel: p50(&kernel),
+            tcpd: p50(&tcpd),
+        });
+        rows.push(Row {
+            name: "one connection p50 (C shim)".into(),
+            unit: "µs",
+            higher_is_better: false,
+            kernel: p50(&kernel),
+            tcpd: p50(&c_shim),
+        });
+        drop((kone, tone));
     }
 
-    // 3c. Unmodified programs: iperf3 and redis-benchmark under tcpd-run.
-    match program_rows(&topo, &plan, args.smoke) {
-        Ok(more) => rows.extend(more),
-        Err(e) => {
-            let why = format!("{e:#}");
-            eprintln!("tcpd-bench: iperf3/redis-benchmark rows skipped: {why}");
-            notes.push(format!("iperf3/redis-benchmark rows not measured: {why}"));
+    if want(Group::Hyper) {
+        // 3b. A third-party client: hyper's HTTP/1.1 client against hyper's
+        // server, over tcpd and over the kernel (issue 12's goals: >= 0.7x
+        // keep-alive, >= 0.5x new connection per GET).
+        let khttp = Server::start(&topo.kernel_server, k, 5005, ServerKind::Http, PEER_CPU)?;
+        let thttp = Server::start(&topo.tcpd_ns, t, 5005, ServerKind::Http, PEER_CPU)?;
+        for (name, unit, new_connection) in [
+            ("hyper HTTP/1.1 keep-alive GETs", "req/s", false),
+            ("hyper HTTP/1.1 new connection per GET", "conn/s", true),
+        ] {
+            let kernel = repeat(plan.reps, || {
+                let addr = khttp.addr;
+                kernel_run(&topo, limit, move |d| {
+                    workloads::http_gets(d, addr, dur, new_connection)
+                })
+            })?;
+            let tcpd = repeat(plan.reps, || {
+                tcpd_run(thttp.addr, limit, move |d, addr| {
+                    workloads::http_gets(d, addr, dur, new_connection)
+                })
+            })?;
+            rows.push(Row {
+                name: name.into(),
+                unit,
+                higher_is_better: true,
+                kernel,
+                tcpd,
+            });
         }
+        drop((khttp, thttp));
     }
-    notes.push(
-        "iperf3 and redis-benchmark: Debian's programs on both ends of the veth (kernel), and \
+
+    if want(Group::Programs) {
+        // 3c. Unmodified programs: iperf3 and redis-benchmark under tcpd-run.
+        match program_rows(&topo, &plan, args.smoke) {
+            Ok(more) => rows.extend(more),
+            Err(e) => {
+                let why = format!("{e:#}");
+                eprintln!("tcpd-bench: iperf3/redis-benchmark rows skipped: {why}");
+                notes.push(format!("iperf3/redis-benchmark rows not measured: {why}"));
+            }
+        }
+        notes.push(
+            "iperf3 and redis-benchmark: Debian's programs on both ends of the veth (kernel), and \
          under tcpd-run (tcpd) against the same program on the kernel side of the TUN"
-            .to_string(),
-    );
+                .to_string(),
+        );
+    }
 
     // 4. Concurrency: idle connections and their cost, then parallel
     // streams. The streams are measured first (reported after): tearing
     // down thousands of idle connections keeps tcpd busy for a while.
-    let ksink = Server::start(&topo.kernel_server, k, 5006, ServerKind::Sink, PEER_CPU)?;
-    let tsink = Server::start(&topo.tcpd_ns, t, 5006, ServerKind::Sink, PEER_CPU)?;
-    let streams = plan.streams;
-    let streams_kernel = repeat(plan.reps, || {
-        let addr = ksink.addr;
-        Ok(kernel_run(&topo, limit, move |d| {
-            workloads::parallel_streams(d, addr, streams, dur)
-        })?
-        .gbit_per_s())
-    })?;
-    let streams_tcpd = repeat(plan.reps, || {
-        Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
-            workloads::parallel_streams(d, addr, streams, dur)
-        })?
-        .gbit_per_s())
-    })?;
-    drop((ksink, tsink));
+    let mut streams_row = None;
+    if want(Group::Streams) {
+        let ksink = Server::start(&topo.kernel_server, k, 5006, ServerKind::Sink, PEER_CPU)?;
+        let tsink = Server::start(&topo.tcpd_ns, t, 5006, ServerKind::Sink, PEER_CPU)?;
+        let streams = plan.streams;
+        let streams_kernel = repeat(plan.reps, || {
+            let addr = ksink.addr;
+            Ok(kernel_run(&topo, limit, move |d| {
+                workloads::parallel_streams(d, addr, streams, dur)
+            })?
+            .gbit_per_s())
+        })?;
+        let streams_tcpd = repeat(plan.reps, || {
+            Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
+                workloads::parallel_streams(d, addr, streams, dur)
+            })?
+            .gbit_per_s())
+        })?;
+        drop((ksink, tsink));
+        streams_row = Some(Row {
+            name: format!("{streams} concurrent streams, client sends"),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel: streams_kernel,
+            tcpd: streams_tcpd,
+        });
+    }
 
     let mut idle_json = Vec::new();
-    for (size_index, &n) in plan.idle.iter().enumerate() {
+    let idle_sizes = if want(Group::Idle) {
+        plan.idle.as_slice()
+    } else {
+        &[]
+    };
+    for (size_index, &n) in idle_sizes.iter().enumerate() {
         match idle_connections(&topo, size_index, n, fd_limit, &mut notes) {
             Ok(idle) => {
                 let per_conn = idle.tcpd_rss_growth as f64 / n as f64;
@@ -751,13 +815,7 @@ fn main() -> Result<()> {
         }
     }
 
-    rows.push(Row {
-        name: format!("{streams} concurrent streams, client sends"),
-        unit: "Gbit/s",
-        higher_is_better: true,
-        kernel: streams_kernel,
-        tcpd: streams_tcpd,
-    });
+    rows.extend(streams_row);
 
     finish(&args, &plan, &rows, &notes, idle_json)
 }
