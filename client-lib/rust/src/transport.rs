@@ -59,7 +59,7 @@ pub async fn connect_channel_with(
         // SETTINGS_MAX_FRAME_SIZE, 16 KiB by default): a 64 KiB Stream
         // message arrives as one frame instead of four — the receive-side
         // twin of the daemon's own setting (see MAX_FRAME_SIZE in tcpd's
-        // main.rs). No frame can exceed the stream window anyway.
+        // lib.rs). No frame can exceed the stream window anyway.
         .max_frame_size(STREAM_WINDOW);
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {

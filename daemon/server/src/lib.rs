@@ -1,0 +1,401 @@
+//! `tcpd_daemon`: the user-space TCP/IP daemon `tcpd`, as a library.
+//!
+//! The `tcpd` binary (src/main.rs) only calls [`main`]. The daemon is a
+//! library so that other crates can link its handler layer: the cargo-fuzz
+//! targets in `daemon/server/fuzz` drive the real services through the
+//! in-process harness (`fuzzing`, built with the `fuzzing` feature). Nothing
+//! else is public API.
+//!
+//! Startup order (each step needs the previous one):
+//! 1. configuration (flags over `--config` TOML over defaults), logging;
+//! 2. the TUN device, created and configured here (host-side address,
+//!    netmask, MTU, up) so the kernel routes the prefix into it;
+//! 3. the API's Unix socket (mode 0660, optional group; stale files replaced,
+//!    a live daemon on the same path is a fatal error);
+//! 4. privilege drop (see [`privileges`]) — before any thread exists;
+//! 5. the driver thread (owns the stack; its own current-thread runtime) and
+//!    the gRPC server on the main thread's current-thread runtime;
+//! 6. `READY=1` to systemd when `NOTIFY_SOCKET` is set.
+//!
+//! SIGTERM/SIGINT: stop serving, reset every connection (the RSTs are written
+//! to the TUN before exit), remove the socket file, exit 0.
+
+// No unsafe code but the one TUNSETOFFLOAD ioctl in link/tun.rs (nix's ioctl
+// wrappers are unsafe functions), allowed there and audited.
+#![deny(unsafe_code)]
+
+mod admin_service;
+mod admission;
+mod authority;
+mod capture_hub;
+mod config;
+mod convert;
+mod driver;
+mod errno;
+mod fd_link;
+mod fd_service;
+mod idle;
+mod impair;
+#[cfg(test)]
+mod inprocess_tests;
+mod intake;
+mod limits;
+mod link;
+mod logging;
+mod ops;
+mod privileges;
+mod session;
+mod socket_file;
+mod socket_service;
+mod sockets;
+mod taps;
+mod trace_hub;
+
+use admin_service::{AdminService, DaemonInfo};
+use clap::Parser;
+use config::{Cli, Settings};
+use driver::Driver;
+use session::SessionAcceptor;
+use socket_file::SocketFile;
+use socket_service::SocketService;
+use sockets::Clock;
+use std::process::ExitCode;
+use tcpd_proto::v2::admin_service_server::AdminServiceServer;
+use tcpd_proto::v2::socket_service_server::SocketServiceServer;
+use tcpd_stack::{Stack, StackConfig};
+
+/// HTTP/2 stream window: how much Stream data may be in flight per RPC
+/// before flow control pushes back on the writer.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// Largest HTTP/2 frame clients may send (RFC 9113 §6.5.2
+/// SETTINGS_MAX_FRAME_SIZE; 16 KiB by default): a whole 64 KiB Stream `data`
+/// message travels as one DATA frame instead of four. Measured in
+/// tcpd-bench (bulk, client sends, interleaved A/B): the daemon's CPU per GB
+/// falls from 0.96-1.01 to 0.80-0.89 s. No frame can exceed the stream
+/// window anyway.
+const MAX_FRAME_SIZE: u32 = STREAM_WINDOW;
+/// HTTP/2 connection window (all RPCs of one session together). It bounds
+/// the memory one session can make the daemon buffer, and must leave room for
+/// many Streams at once: with 1 MiB per stream, 64 sockets whose peers are
+/// slow (stream windows full) still leave the session's other sockets moving.
+const CONNECTION_WINDOW: u32 = 64 << 20;
+
+/// The stack's configuration, with secrets from the OS random source.
+fn stack_config(settings: &Settings) -> anyhow::Result<StackConfig> {
+    use rand::TryRngCore;
+    let mut config = StackConfig::new(settings.address, settings.prefix_len);
+    config.addresses6 = settings.ipv6.iter().map(|v6| v6.address).collect();
+    config.mtu = settings.mtu;
+    config.msl = settings.msl;
+    let mut os = rand::rngs::OsRng;
+    // RFC 6528 §3: the ISN function's secret key must be unguessable.
+    os.try_fill_bytes(&mut config.isn_secret)?;
+    config.rng_seed = os.try_next_u64()?;
+    if let Some(n) = settings.syn_retries {
+        config.socket_defaults.syn_retries = n;
+    }
+    settings.limits.apply_to_stack(&mut config);
+    Ok(config)
+}
+
+/// The daemon's entry point: parse the command line, run until SIGTERM.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tcpd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&settings);
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tcpd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mut settings: Settings) -> anyhow::Result<()> {
+    // Look the user up first: a typo must fail before anything is created.
+    let user = settings
+        .user
+        .as_deref()
+        .map(privileges::lookup_user)
+        .transpose()?;
+    // The socket first: a second daemon on the same path must fail with
+    // "another tcpd is listening", not with whatever the TUN says.
+    let socket = SocketFile::bind(&settings.socket, settings.socket_group.as_deref())?;
+    // The fd channel's socket (fd_service), same mode and group.
+    let fd_path = std::path::PathBuf::from(tcpd_proto::fd_socket_path(
+        &settings.socket.display().to_string(),
+    ));
+    let fd_socket = match SocketFile::bind(&fd_path, settings.socket_group.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            socket_file::remove(&socket.path);
+            return Err(e.into());
+        }
+    };
+    let tun = match link::tun::open(&settings) {
+        Ok(tun) => tun,
+        // The default IPv6 prefix on a kernel or namespace without IPv6:
+        // run IPv4 only rather than not at all (an asked-for one fails).
+        Err(e)
+            if settings.ipv6.is_some_and(|v6| !v6.explicit) && e.is::<link::tun::Ipv6Refused>() =>
+        {
+            tracing::warn!(
+                error = %e,
+                "IPv6 is unavailable on this host; running IPv4 only (--address6 none silences this)"
+            );
+            settings.ipv6 = None;
+            match link::tun::open(&settings) {
+                Ok(tun) => tun,
+                Err(e) => {
+                    socket_file::remove(&socket.path);
+                    socket_file::remove(&fd_socket.path);
+                    return Err(e);
+                }
+            }
+        }
+        Err(e) => {
+            socket_file::remove(&socket.path);
+            socket_file::remove(&fd_socket.path);
+            return Err(e);
+        }
+    };
+    if let Some(user) = &user {
+        let mut paths = vec![socket.path.as_path(), fd_socket.path.as_path()];
+        if let Some(dir) = &socket.created_dir {
+            paths.push(dir.as_path());
+        }
+        privileges::hand_over(user, &paths)?;
+    }
+    privileges::drop_privileges(user.as_ref())?;
+    let admission = client_admission(&settings);
+
+    let clock = Clock::start();
+    let mut config = stack_config(&settings)?;
+    config.offload = tun.offload;
+    let stack = Stack::new(config, clock.now());
+    let impairer = settings
+        .impair
+        .clone()
+        .filter(|spec| !spec.is_noop() || spec.seed.is_some())
+        .map(impair::Impairer::new);
+    let impairment = impairer
+        .as_ref()
+        .map(|i| i.spec().to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        segmentation = tun.offload.segmentation,
+        checksum = tun.offload.checksum,
+        "TUN offload"
+    );
+    let (driver, handle) = Driver::new(
+        stack,
+        clock,
+        tun.device,
+        tun.vnet_hdr,
+        impairer,
+        settings.quotas,
+    );
+
+    // The driver gets a thread of its own: the stack work and the gRPC work
+    // then use both cores.
+    let (driver_done_tx, driver_done) = tokio::sync::oneshot::channel::<String>();
+    std::thread::Builder::new()
+        .name("tcpd-driver".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => match rt.block_on(driver.run()) {
+                    Ok(()) => String::new(),
+                    Err(e) => format!("driver failed: {e}"),
+                },
+                Err(e) => format!("cannot start the driver runtime: {e}"),
+            };
+            let _ = driver_done_tx.send(outcome);
+        })?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let info = DaemonInfo {
+        tun_name: settings.tun.clone(),
+        address: settings.address,
+        prefix_len: settings.prefix_len,
+        host_address: settings.host_address,
+        ipv6: settings.ipv6,
+        mtu: settings.mtu,
+        socket_path: settings.socket.display().to_string(),
+        impairment,
+        started: std::time::Instant::now(),
+    };
+    let socket_path = socket.path.clone();
+    let server = ServeParams {
+        info,
+        admission,
+        keepalive: settings.limits.keepalive,
+        idle_timeout: settings.limits.idle_timeout,
+        fd_listener: fd_socket.listener,
+    };
+    let result = rt.block_on(serve(socket, handle, server, driver_done));
+    socket_file::remove(&socket_path);
+    socket_file::remove(&fd_socket.path);
+    // Exit without waiting for connection tasks still parked in the runtime.
+    drop(rt);
+    result
+}
+
+/// The API's admission limits, with `max_clients` fitted below the fd limit
+/// (raised to its hard limit first).
+fn client_admission(settings: &Settings) -> std::sync::Arc<admission::Admission> {
+    let fd_limit = admission::raise_fd_limit();
+    let wanted = settings.limits.max_clients as usize;
+    let max_clients = admission::fit_to_fd_limit(wanted, fd_limit);
+    if max_clients < wanted {
+        tracing::warn!(
+            wanted,
+            max_clients,
+            fd_limit,
+            "--max-clients lowered to fit the file-descriptor limit"
+        );
+    }
+    let limits = admission::AdmissionLimits {
+        max_clients,
+        max_clients_per_uid: settings.limits.max_clients_per_uid as usize,
+        handshake_timeout: settings.limits.handshake_timeout,
+    };
+    admission::Admission::new(limits, nix::unistd::geteuid().as_raw())
+}
+
+/// What the API server needs besides the socket and the driver.
+struct ServeParams {
+    info: DaemonInfo,
+    admission: std::sync::Arc<admission::Admission>,
+    keepalive: Option<std::time::Duration>,
+    idle_timeout: Option<std::time::Duration>,
+    /// The fd channel's socket (fd_service).
+    fd_listener: std::os::unix::net::UnixListener,
+}
+
+/// How long a keepalive ping may go unanswered before the connection is dropped.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn serve(
+    socket: SocketFile,
+    driver: ops::DriverHandle,
+    params: ServeParams,
+    driver_done: tokio::sync::oneshot::Receiver<String>,
+) -> anyhow::Result<()> {
+    let ServeParams {
+        info,
+        admission,
+        keepalive,
+        idle_timeout,
+        fd_listener,
+    } = params;
+    let fd_listener = tokio::net::UnixListener::from_std(fd_listener)?;
+    tokio::spawn(fd_service::serve(fd_listener, driver.clone()));
+    let registry = idle::ActivityRegistry::default();
+    let idle_policy = session::IdlePolicy {
+        timeout: idle_timeout,
+        registry: registry.clone(),
+        owns_sockets: {
+            let driver = driver.clone();
+            std::sync::Arc::new(move |id| {
+                let driver = driver.clone();
+                Box::pin(async move { driver.session_owns_sockets(id).await })
+            })
+        },
+    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener = tokio::net::UnixListener::from_std(socket.listener)?;
+    let acceptor = SessionAcceptor::new(
+        listener,
+        driver.session_events(),
+        admission.clone(),
+        idle_policy,
+    );
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tracing::info!(
+        tun = %info.tun_name,
+        address = %format!("{}/{}", info.address, info.prefix_len),
+        host = %info.host_address,
+        address6 = %info.ipv6.map_or("none".to_string(), |v6| v6.address.to_string()),
+        host6 = %info.ipv6.map_or("none".to_string(), |v6| v6.host.to_string()),
+        mtu = info.mtu,
+        socket = %info.socket_path,
+        impairment = %info.impairment,
+        "tcpd ready"
+    );
+    // `systemctl status tcpd` shows this line ("Status:").
+    let ipv6 = info.ipv6.map_or(String::new(), |v6| {
+        format!(" {}, host {}", v6.address, v6.host)
+    });
+    let status = format!(
+        "{} {}/{}, host {},{ipv6} API {}",
+        info.tun_name, info.address, info.prefix_len, info.host_address, info.socket_path
+    );
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tcpd_proto::FILE_DESCRIPTOR_SET)
+    };
+    let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        // RFC 9113 §6.7 PING: finds clients that hang without closing.
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(idle::InFlightLayer::new(registry.clone()))
+        .layer(intake::IntakeLayer::new(registry))
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .add_service(SocketServiceServer::new(SocketService::new(driver.clone())))
+        .add_service(AdminServiceServer::new(AdminService::new(
+            driver.clone(),
+            info,
+            admission,
+        )))
+        // Server reflection (grpc.reflection.v1 and v1alpha): grpcurl and
+        // other generic clients need no .proto file.
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .serve_with_incoming(acceptor.into_stream());
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ])
+    {
+        tracing::warn!(error = %e, "sd_notify READY=1 failed");
+    }
+    tokio::select! {
+        served = server => {
+            served?;
+            anyhow::bail!("the RPC server stopped unexpectedly");
+        }
+        outcome = driver_done => {
+            let reason = outcome.unwrap_or_default();
+            anyhow::bail!("the stack driver stopped: {reason}");
+        }
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: resetting every connection"),
+        ]);
+    }
+    // The server future is dropped: no new sessions or RPCs. Reset everything.
+    driver.terminate().await;
+    tracing::info!("all connections reset; exiting");
+    Ok(())
+}
