@@ -519,9 +519,11 @@ fn nginx_serves_keepalive_and_new_connection_requests() {
 
 /// nginx as it normally runs: a master process opens the listener and
 /// forks a worker that accepts on it, so the worker's libtcpd must take
-/// over (claim) a listening socket it inherited.
+/// over (claim) a listening socket it inherited, and own the connections
+/// it accepts there (a daemon that gave them to the listener's creator,
+/// the master, failed the worker's attach of each new connection
+/// with EBADF).
 #[test]
-#[ignore = "libtcpd cannot yet claim an inherited listening socket in a forked child (accept4 -> EBADF)"]
 fn nginx_master_and_worker_serve_keepalive_and_new_connection_requests() {
     nginx_case(true);
 }

@@ -111,6 +111,9 @@ impl Clock {
 #[derive(Debug)]
 enum Parked {
     Accept {
+        /// The session that called accept: it owns the accepted socket
+        /// (a listener may be shared, e.g. by a forked worker's claim).
+        accepter: SessionInfo,
         reply: Reply<Connected>,
     },
     Connect {
@@ -134,7 +137,7 @@ enum Parked {
 impl Parked {
     fn caller_gone(&self) -> bool {
         match self {
-            Parked::Accept { reply } | Parked::Connect { reply, .. } => reply.is_closed(),
+            Parked::Accept { reply, .. } | Parked::Connect { reply, .. } => reply.is_closed(),
             Parked::Read { reply, .. } => reply.is_closed(),
             Parked::Write { reply, .. } => reply.is_closed(),
         }
@@ -156,8 +159,10 @@ struct SocketEntry {
     parked: Vec<Parked>,
     /// Bytes handed out by non-peek reads (for close's unread check).
     read_total: u64,
-    /// Other sessions that claimed the socket's fd (fork): co-owners.
-    sharers: Vec<SessionId>,
+    /// Other sessions that claimed the socket's fd (fork): co-owners. When
+    /// the owner's session ends while the socket lives on, the first of
+    /// them becomes the owner (see [`Sockets::transfer_owner`]).
+    sharers: Vec<SessionInfo>,
 }
 
 /// What one session holds, against its [`Quotas`].
@@ -286,7 +291,18 @@ impl Sockets {
         self.fd_tokens.remove(&id);
         self.polls.retain(|p| p.session.id != id);
         for entry in self.sockets.values_mut() {
-            entry.sharers.retain(|s| *s != id);
+            entry.sharers.retain(|s| s.id != id);
+        }
+        // A shared socket of this session goes on with a co-owner: its
+        // parked ops and quotas need a live session.
+        let inherited: Vec<(SocketHandle, SessionInfo)> = self
+            .sockets
+            .iter()
+            .filter(|(_, e)| e.owner.id == id)
+            .filter_map(|(h, e)| e.sharers.first().map(|s| (*h, *s)))
+            .collect();
+        for (h, heir) in inherited {
+            self.transfer_owner(h, heir);
         }
         // A socket with a live fd lives as long as some process holds its
         // end (the kernel closed this process's copies if it died).
@@ -343,8 +359,14 @@ impl Sockets {
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
-                Ok(h) => match self.try_accept(h) {
-                    Attempt::Blocked if wait => self.park(h, Parked::Accept { reply }),
+                Ok(h) => match self.try_accept(h, session) {
+                    Attempt::Blocked if wait => self.park(
+                        h,
+                        Parked::Accept {
+                            accepter: session,
+                            reply,
+                        },
+                    ),
                     Attempt::Blocked => {
                         let _ = reply.send(Err(Errno::new(EAGAIN, "no connection to accept")));
                     }
@@ -640,13 +662,56 @@ impl Sockets {
                 "not a tcpd socket's descriptor",
             )
         })?;
-        if let Some(entry) = self.sockets.get_mut(&h)
+        let owner_alive = match self.sockets.get(&h) {
+            Some(entry) => self.sessions.contains_key(&entry.owner.id),
+            None => return Err(Errno::bad_handle()),
+        };
+        if !owner_alive {
+            // The creator's session ended and no co-owner was left (a
+            // parent that exited after forking, an exec'd image): the
+            // socket is the claimer's now.
+            self.transfer_owner(h, session);
+        } else if let Some(entry) = self.sockets.get_mut(&h)
             && entry.owner.id != session.id
-            && !entry.sharers.contains(&session.id)
+            && !entry.sharers.iter().any(|s| s.id == session.id)
         {
-            entry.sharers.push(session.id);
+            entry.sharers.push(session);
         }
         Ok(h.0)
+    }
+
+    /// Makes `heir` the owner of `h`: the socket and its parked ops count
+    /// against `heir`'s session (and uid) from now on. Used when the
+    /// owner's session ended while the socket lives on in a descriptor
+    /// another session holds. The socket is counted even past `heir`'s
+    /// quotas: it exists already, and close uncharges what it charged.
+    fn transfer_owner(&mut self, h: SocketHandle, heir: SessionInfo) {
+        let Some(entry) = self.sockets.get_mut(&h) else {
+            return;
+        };
+        let old = std::mem::replace(&mut entry.owner, heir);
+        entry.sharers.retain(|s| s.id != heir.id);
+        let parked = entry.parked.len();
+        let parked_bytes: usize = entry.parked.iter().map(Parked::bytes).sum();
+        if old.id == heir.id {
+            return;
+        }
+        if let Some(usage) = self.sessions.get_mut(&old.id) {
+            usage.sockets = usage.sockets.saturating_sub(1);
+            usage.parked = usage.parked.saturating_sub(parked);
+            usage.parked_bytes = usage.parked_bytes.saturating_sub(parked_bytes);
+        }
+        if let Some(usage) = self.sessions.get_mut(&heir.id) {
+            usage.sockets += 1;
+            usage.parked += parked;
+            usage.parked_bytes += parked_bytes;
+        }
+        if old.creds.uid != heir.creds.uid {
+            self.uncharge_uid_socket(&old);
+            if !heir.creds.is_root() {
+                *self.uid_sockets.entry(heir.creds.uid).or_insert(0) += 1;
+            }
+        }
     }
 
     // ------------------------------------------------------------ ownership
@@ -655,7 +720,10 @@ impl Sockets {
     fn owned(&self, session: &SessionInfo, handle: u64) -> Result<SocketHandle, Errno> {
         let h = SocketHandle(handle);
         match self.sockets.get(&h) {
-            Some(entry) if entry.owner.id == session.id || entry.sharers.contains(&session.id) => {
+            Some(entry)
+                if entry.owner.id == session.id
+                    || entry.sharers.iter().any(|s| s.id == session.id) =>
+            {
                 Ok(h)
             }
             _ => Err(Errno::bad_handle()),
@@ -1026,17 +1094,21 @@ impl Sockets {
         })
     }
 
-    fn try_accept(&mut self, h: SocketHandle) -> Attempt<Connected> {
-        let Some(owner) = self.sockets.get(&h).map(|e| e.owner) else {
+    /// Accepts on listener `h` for `accepter`, which owns the new socket
+    /// (as the process calling accept(2) owns the new descriptor: with a
+    /// shared listener — a forked worker that claimed its parent's — that
+    /// need not be the listener's owner).
+    fn try_accept(&mut self, h: SocketHandle, accepter: SessionInfo) -> Attempt<Connected> {
+        if !self.sockets.contains_key(&h) {
             return Attempt::Done(Err(Errno::bad_handle()));
-        };
+        }
         let accepted = self.stack.accept(h);
         // The client drained the listener's signal byte before asking.
         self.fds.accepted(&self.stack, h);
         match accepted {
             Err(tcpd_stack::AcceptError::WouldBlock) => Attempt::Blocked,
             Err(e) => Attempt::Done(Err(e.into())),
-            Ok((child, peer)) => Attempt::Done(self.adopt(child, owner).and_then(|()| {
+            Ok((child, peer)) => Attempt::Done(self.adopt(child, accepter).and_then(|()| {
                 Ok(Connected {
                     handle: child.0,
                     local: self.stack.local_addr(child)?,
@@ -1120,8 +1192,8 @@ impl Sockets {
                 continue;
             }
             let kept = match op {
-                Parked::Accept { reply } => match self.try_accept(h) {
-                    Attempt::Blocked => Some(Parked::Accept { reply }),
+                Parked::Accept { accepter, reply } => match self.try_accept(h, accepter) {
+                    Attempt::Blocked => Some(Parked::Accept { accepter, reply }),
                     Attempt::Done(r) => {
                         self.deliver(r, reply);
                         None
@@ -1400,7 +1472,7 @@ impl Sockets {
 /// Answers a parked op that could not be parked.
 fn fail_parked(op: Parked, e: Errno) {
     match op {
-        Parked::Accept { reply } | Parked::Connect { reply, .. } => {
+        Parked::Accept { reply, .. } | Parked::Connect { reply, .. } => {
             let _ = reply.send(Err(e));
         }
         Parked::Read { reply, .. } => {
@@ -1761,6 +1833,90 @@ pub(crate) mod tests {
             answer(&mut read).map_err(|e| e.number),
             Err(tcpd_proto::errno::ECONNRESET)
         );
+    }
+
+    /// A forked worker accepting on its parent's listener (nginx with a
+    /// master process): the worker's session claims the listener by its
+    /// descriptor, owns what it accepts (so it can attach a descriptor to
+    /// it), and keeps the listener when the parent's session ends.
+    #[test]
+    fn a_claimed_listener_accepts_for_the_claimer_and_outlives_its_creator() {
+        let mut a = facade(A, 8, Quotas::default());
+        let mut b = facade(B, 9, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let parent = session(&mut b, 1, 1000);
+        let worker = session(&mut b, 2, 1000);
+        let mut new = run(&mut b, parent, |reply| Op::FdNew {
+            family: IpFamily::V4,
+            reply,
+        });
+        let (l, end) = answer(&mut new).expect("fd socket");
+        let mut bind = run(&mut b, parent, |reply| Op::Bind {
+            handle: l,
+            addr: SocketAddrV4::new(B, 7002).into(),
+            reply,
+        });
+        answer(&mut bind).expect("bind");
+        let mut listen = run(&mut b, parent, |reply| Op::Listen {
+            setup: SocketSetup {
+                handle: Some(l),
+                ..SocketSetup::default()
+            },
+            backlog: 4,
+            reply,
+        });
+        answer(&mut listen).expect("listen");
+        // The worker cannot use the handle before it claims the descriptor.
+        let mut accept = run(&mut b, worker, |reply| Op::Accept {
+            handle: l,
+            wait: false,
+            reply,
+        });
+        assert_eq!(answer(&mut accept).map_err(|e| e.number), Err(EBADF));
+        let copy = end.try_clone().expect("dup of the client end");
+        let mut claim = run(&mut b, worker, |reply| Op::FdClaim { fd: copy, reply });
+        assert_eq!(answer(&mut claim), Ok(l));
+        let mut accept = run(&mut b, worker, |reply| Op::Accept {
+            handle: l,
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut accept));
+        let mut connect = run(&mut a, client, |reply| Op::Connect {
+            setup: SocketSetup::default(),
+            remote: SocketAddrV4::new(B, 7002).into(),
+            wait: true,
+            reply,
+        });
+        shuttle(&mut a, &mut b);
+        answer(&mut connect).expect("connected");
+        let child = answer(&mut accept).expect("accepted by the worker");
+        assert_eq!(b.sockets[&SocketHandle(child.handle)].owner.id, worker.id);
+        let mut attach = run(&mut b, worker, |reply| Op::FdAttach {
+            handle: child.handle,
+            reply,
+        });
+        answer(&mut attach).expect("the worker attaches a descriptor");
+        // The parent's session ends (the master exits): the listener
+        // lives on, owned by the worker, whose quota now counts it.
+        b.session_ended(parent.id);
+        assert_eq!(b.sockets[&SocketHandle(l)].owner.id, worker.id);
+        assert_eq!(b.sessions[&worker.id].sockets, 2);
+        let mut accept = run(&mut b, worker, |reply| Op::Accept {
+            handle: l,
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut accept), "parks, charged to the worker");
+        assert_eq!(s_blocked(&b, worker.id), 1);
+        drop(accept);
+        // Its session ends too: a new one (an exec'd image) claims the
+        // socket it still holds and becomes its owner.
+        b.session_ended(worker.id);
+        let heir = session(&mut b, 3, 1000);
+        let mut claim = run(&mut b, heir, |reply| Op::FdClaim { fd: end, reply });
+        assert_eq!(answer(&mut claim), Ok(l));
+        assert_eq!(b.sockets[&SocketHandle(l)].owner.id, heir.id);
     }
 
     fn s_blocked(s: &Sockets, id: SessionId) -> usize {
