@@ -39,7 +39,8 @@ pub const REPLACEMENT: &[u8] = b"localhost";
 pub const MAX_BLOCK: usize = 256 * 1024;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
-const PREFACE_LEN: usize = 24;
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PREFACE_LEN: usize = PREFACE.len();
 /// Frame header length (RFC 9113 §4.1).
 const FRAME_HEADER_LEN: usize = 9;
 /// Frame types (RFC 9113 §6.2, §6.10).
@@ -425,23 +426,8 @@ mod tests {
     use super::*;
     use loona_hpack::Encoder;
 
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-    /// Runs `input` through a fix in chunks of `chunk` bytes, as a reader
-    /// would, and returns what the server sees.
-    fn run(input: &[u8], chunk: usize) -> Result<Vec<u8>, FixError> {
-        let mut fix = AuthorityFix::new();
-        let mut seen = Vec::new();
-        for piece in input.chunks(chunk) {
-            let n = fix.pass_len(piece);
-            seen.extend_from_slice(&piece[..n]);
-            fix.absorb(&piece[n..])?;
-            let mut buf = vec![0; fix.pending()];
-            let taken = fix.take(&mut buf);
-            seen.extend_from_slice(&buf[..taken]);
-        }
-        Ok(seen)
-    }
+    // run(input, chunk): what the server sees of `input` read in chunks.
+    use crate::fuzzing::authority_rewrite as run;
 
     fn headers_frame(enc: &mut Encoder<'_>, stream: u32, authority: &[u8], eos: bool) -> Vec<u8> {
         let block = enc.encode([

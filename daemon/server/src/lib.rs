@@ -34,6 +34,8 @@ mod driver;
 mod errno;
 mod fd_link;
 mod fd_service;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod idle;
 mod impair;
 #[cfg(test)]

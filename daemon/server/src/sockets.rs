@@ -1485,46 +1485,15 @@ fn fail_parked(op: Parked, e: Errno) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     //! The facade over real stacks, without a TUN: two facades whose packets
     //! are carried by hand; ops are answered at once or parked until the
     //! carried packets change the socket's readiness.
     use super::*;
-    use crate::session::Credentials;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use crate::fuzzing::{A, B, facade, session, shuttle};
+    use std::net::SocketAddrV4;
     use tcpd_proto::errno::{EBADF, ECONNREFUSED};
-    use tcpd_stack::StackConfig;
     use tokio::sync::oneshot;
-
-    pub(crate) const A: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
-    pub(crate) const B: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
-
-    pub(crate) fn facade(address: Ipv4Addr, seed: u64, quotas: Quotas) -> Sockets {
-        let clock = Clock::start();
-        let mut config = StackConfig::new(address, 24);
-        config.rng_seed = seed;
-        config.isn_secret = [seed as u8; 16];
-        let (state_changes, _) = broadcast::channel(16);
-        Sockets::new(
-            Stack::new(config, clock.now()),
-            clock,
-            quotas,
-            state_changes,
-        )
-    }
-
-    pub(crate) fn session(s: &mut Sockets, id: u64, uid: u32) -> SessionInfo {
-        let info = SessionInfo {
-            id: SessionId(id),
-            creds: Credentials {
-                uid,
-                gid: uid,
-                pid: 100,
-            },
-        };
-        s.session_started(info.id);
-        info
-    }
 
     /// Runs `op` for `session`; its reply receiver (answered or parked).
     fn run<T>(
@@ -1549,32 +1518,6 @@ pub(crate) mod tests {
 
     fn parked<T>(rx: &mut oneshot::Receiver<Result<T, Errno>>) -> bool {
         matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-    }
-
-    /// Moves every pending packet of `from` into `to`; true if any moved.
-    pub(crate) fn carry(from: &mut Sockets, to: &mut Sockets) -> bool {
-        let mut buf = vec![0u8; 2048];
-        let mut moved = false;
-        let now = from.now();
-        while let Some(n) = from.stack.poll_transmit(now, &mut buf) {
-            let now = to.now();
-            to.stack.handle_packet(now, &buf[..n]);
-            moved = true;
-        }
-        moved
-    }
-
-    /// Carries packets both ways until both stacks are quiet, publishing
-    /// events (which completes parked ops) as the driver does.
-    pub(crate) fn shuttle(a: &mut Sockets, b: &mut Sockets) {
-        loop {
-            let moved = carry(a, b) | carry(b, a);
-            let a_events = a.publish_events();
-            let b_events = b.publish_events();
-            if !moved && !a_events && !b_events {
-                break;
-            }
-        }
     }
 
     fn socket(s: &mut Sockets, who: SessionInfo) -> u64 {
@@ -1663,7 +1606,7 @@ pub(crate) mod tests {
         let user = session(&mut s, 1, 1000);
         let mut rx = run(&mut s, user, |reply| Op::Listen {
             setup: SocketSetup {
-                bind: Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80).into()),
+                bind: Some(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 80).into()),
                 ..SocketSetup::default()
             },
             backlog: 1,
