@@ -769,3 +769,183 @@ print([l.split()[0] for l in ls.stdout.splitlines() if ":18099 " in l])
     );
     assert_eq!(out, "udp ok\nunix ok\nTrue\n['LISTEN']\n");
 }
+
+/// The program `exec`s with its sockets open (`inetd`-style): the new
+/// image, with a fresh preload and libtcpd, finds them by their first
+/// control call and they stay tcpd's — a listener passed by number (as
+/// systemd's socket activation does) and a connection on stdin.
+const EXEC_HANDOFF: &str = r#"
+import os, socket, sys
+if sys.argv[1] == "parent":
+    tcpd_addr, port, host, host_port = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    listener = socket.socket()
+    listener.bind((tcpd_addr, port))
+    listener.listen(4)
+    conn = socket.create_connection((host, host_port))
+    os.dup2(conn.fileno(), 0)
+    conn.close()
+    os.set_inheritable(listener.fileno(), True)
+    os.execv(sys.executable, [sys.executable, sys.argv[0], "child", str(listener.fileno())])
+# The exec'd image: it knows only the numbers.
+conn = socket.socket(fileno=0)
+listener = socket.socket(fileno=int(sys.argv[2]))
+assert conn.family == socket.AF_INET and conn.type == socket.SOCK_STREAM, (conn.family, conn.type)
+peer = conn.getpeername()
+conn.sendall(("peer %s:%d\n" % peer).encode())
+conn.shutdown(socket.SHUT_WR)
+assert conn.recv(100) == b"from the kernel server\n"
+print("listening on %s:%d" % listener.getsockname(), flush=True)
+accepted, _ = listener.accept()
+accepted.sendall(b"accepted after exec\n")
+accepted.close()
+print("child done", flush=True)
+"#;
+
+#[test]
+fn sockets_inherited_across_exec_keep_working() {
+    let Some(env) = setup("pre-exec", &["python3"]) else {
+        return;
+    };
+    let dir = TempDir::new("pre-exec").expect("temp dir");
+    let script = dir.path().join("handoff.py");
+    std::fs::write(&script, EXEC_HANDOFF).expect("script");
+    let (upstream, upstream_addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let server = std::thread::spawn(move || {
+        let (mut conn, peer) = upstream.accept().expect("accept from the parent");
+        conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+        let mut said = String::new();
+        conn.read_to_string(&mut said)
+            .expect("read from the exec'd child");
+        conn.write_all(b"from the kernel server\n").expect("reply");
+        (said, peer)
+    });
+    let mut child = Server::spawn(
+        "tcpd-run python3 (exec handoff)",
+        tcpd_run(&env, "python3").arg(&script).args([
+            "parent",
+            &TCPD_ADDR.to_string(),
+            &PORT_A.to_string(),
+            &upstream_addr.ip().to_string(),
+            &upstream_addr.port().to_string(),
+        ]),
+        dir.path(),
+    );
+    let (said, peer) = server.join().expect("kernel server");
+    assert_eq!(
+        said,
+        format!("peer {}:{}\n", HOST_ADDR, upstream_addr.port()),
+        "getpeername after exec is tcpd's (the kernel's would name no address)"
+    );
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(TCPD_ADDR));
+    wait_tcpd_listening(&env, &mut child, PORT_A);
+    let target = SocketAddrV4::new(TCPD_ADDR, PORT_A);
+    let got = env.ns.within(move || {
+        let mut conn = TcpStream::connect_timeout(&target.into(), LIMIT).expect("connect");
+        conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+        let mut got = String::new();
+        conn.read_to_string(&mut got).expect("read");
+        got
+    });
+    assert_eq!(got, "accepted after exec\n");
+    assert!(
+        child.wait(LIMIT).success(),
+        "the exec'd child failed (its log is above)"
+    );
+}
+
+/// What a program sees after the peer's reset, with the kernel's TCP and
+/// with tcpd's under tcpd-run: the first read fails with ECONNRESET, the
+/// next one is EOF; the first write fails with ECONNRESET and no SIGPIPE,
+/// the next with EPIPE and SIGPIPE (Linux's tcp_reset + sk_stream_error).
+const AFTER_RESET: &str = r#"
+import select, signal, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+pipes = []
+signal.signal(signal.SIGPIPE, lambda *a: pipes.append(1))
+def reset_connection():
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(b"reset me\n")
+    p = select.poll()
+    p.register(s, select.POLLIN)
+    assert p.poll(30000), "no reset within 30 s"
+    return s
+s = reset_connection()
+try:
+    s.recv(100)
+    sys.exit("read after the reset: no error")
+except ConnectionResetError:
+    pass
+assert s.recv(100) == b"", "the second read is EOF"
+s.close()
+s = reset_connection()
+try:
+    s.send(b"x")
+    sys.exit("write after the reset: no error")
+except ConnectionResetError:
+    pass
+assert not pipes, "SIGPIPE with ECONNRESET"
+try:
+    s.send(b"x")
+    sys.exit("second write after the reset: no error")
+except BrokenPipeError:
+    pass
+for _ in range(100):  # Python runs the handler at its next check
+    if pipes:
+        break
+    time.sleep(0.01)
+assert pipes == [1], "no SIGPIPE with EPIPE: %r" % pipes
+print("ok")
+"#;
+
+#[test]
+fn reads_and_writes_after_a_reset_fail_as_on_linux() {
+    let Some(env) = setup("pre-reset", &["python3"]) else {
+        return;
+    };
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let listener = std::sync::Arc::new(listener);
+    // The kernel peer: reads the client's line, then resets (SO_LINGER 0).
+    let serve = |listener: std::sync::Arc<std::net::TcpListener>| {
+        std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (conn, _) = listener.accept().expect("accept");
+                conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+                let mut line = [0u8; 9];
+                (&conn).read_exact(&mut line).expect("the client's line");
+                nix::sys::socket::setsockopt(
+                    &conn,
+                    nix::sys::socket::sockopt::Linger,
+                    &libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    },
+                )
+                .expect("SO_LINGER 0");
+                drop(conn);
+            }
+        })
+    };
+    let args = [addr.ip().to_string(), addr.port().to_string()];
+    // The kernel's TCP (same namespace): the script's expectations are Linux's.
+    let server = serve(listener.clone());
+    let out = run_ok(
+        "python3 (kernel TCP) after a reset",
+        kernel(&env, "python3")
+            .args(["-c", AFTER_RESET])
+            .args(&args),
+        LIMIT,
+    );
+    assert_eq!(out.trim(), "ok");
+    server.join().expect("kernel peer");
+    // tcpd's, through tcpd-run.
+    let server = serve(listener);
+    let out = run_ok(
+        "tcpd-run python3 after a reset",
+        tcpd_run(&env, "python3")
+            .args(["-c", AFTER_RESET])
+            .args(&args),
+        LIMIT,
+    );
+    assert_eq!(out.trim(), "ok");
+    server.join().expect("kernel peer");
+}

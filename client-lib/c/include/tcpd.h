@@ -164,6 +164,28 @@ int tcpd_close(int fd);
 int tcpd_is_socket(int fd);
 
 /*
+ The pending error of the tcpd socket `fd` (`SO_ERROR`: `ECONNRESET`,
+ `ETIMEDOUT`, `ECONNREFUSED`...), taken as Linux takes it — the next call
+ returns 0 — or 0 when there is none; `ECONNABORTED` when the daemon is
+ gone; -1/`EBADF` when `fd` is not a tcpd socket. For a program's own
+ `read(2)` or `write(2)` on the descriptor that ended as a failed
+ connection's do (EOF with `POLLHUP`, or `EPIPE`), to report what Linux
+ would: libtcpd's own data calls and the preload library do this.
+ */
+int tcpd_pending_error(int fd);
+
+/*
+ Makes `fd` usable by this process's library if it is a tcpd socket it
+ does not know yet — one inherited across `execve(2)` (its table starts
+ empty in the new image) or `fork(2)`: the descriptor is presented to the
+ daemon, which makes this process's session a co-owner. 1 if `fd` is a
+ tcpd socket (known already or claimed now), 0 if it is not (without
+ asking the daemon when it is not an `AF_UNIX` stream socket); -1 with
+ `errno` when `fd` is not open (`EBADF`) or the daemon cannot be asked.
+ */
+int tcpd_claim(int fd);
+
+/*
  A description of `errnum` for a failed tcpd call, as `strerror(3)`, but
  naming the daemon when the failure was reaching it: "cannot reach the
  tcpd daemon at /run/tcpd/tcpd.sock: No such file or directory ..."

@@ -598,6 +598,33 @@ pub extern "C" fn tcpd_is_socket(fd: c_int) -> c_int {
     ffi_call(|| Ok(c_int::from(fdtable::is_tcpd(fd))))
 }
 
+/// The pending error of the tcpd socket `fd` (`SO_ERROR`: `ECONNRESET`,
+/// `ETIMEDOUT`, `ECONNREFUSED`...), taken as Linux takes it — the next call
+/// returns 0 — or 0 when there is none; `ECONNABORTED` when the daemon is
+/// gone; -1/`EBADF` when `fd` is not a tcpd socket. For a program's own
+/// `read(2)` or `write(2)` on the descriptor that ended as a failed
+/// connection's do (EOF with `POLLHUP`, or `EPIPE`), to report what Linux
+/// would: libtcpd's own data calls and the preload library do this.
+#[unsafe(no_mangle)]
+pub extern "C" fn tcpd_pending_error(fd: c_int) -> c_int {
+    ffi_call(|| {
+        let entry = fdtable::lookup(fd)?;
+        Ok(pending_error(entry.handle).map_or(0, |e| e.0))
+    })
+}
+
+/// Makes `fd` usable by this process's library if it is a tcpd socket it
+/// does not know yet — one inherited across `execve(2)` (its table starts
+/// empty in the new image) or `fork(2)`: the descriptor is presented to the
+/// daemon, which makes this process's session a co-owner. 1 if `fd` is a
+/// tcpd socket (known already or claimed now), 0 if it is not (without
+/// asking the daemon when it is not an `AF_UNIX` stream socket); -1 with
+/// `errno` when `fd` is not open (`EBADF`) or the daemon cannot be asked.
+#[unsafe(no_mangle)]
+pub extern "C" fn tcpd_claim(fd: c_int) -> c_int {
+    ffi_call(|| fdtable::claim(fd).map(c_int::from))
+}
+
 /// A description of `errnum` for a failed tcpd call, as `strerror(3)`, but
 /// naming the daemon when the failure was reaching it: "cannot reach the
 /// tcpd daemon at /run/tcpd/tcpd.sock: No such file or directory ..."

@@ -8,8 +8,10 @@
 //!
 //! Invariants:
 //! - an entry is valid in the process and daemon session that made it
-//!   (`owner_pid`, `session`). Elsewhere (a forked child, or after the
-//!   connection to the daemon was re-made) the socket is *claimed* on first
+//!   (`owner_pid`, `session`). Elsewhere (a forked child, a new image after
+//!   `exec` — whose table starts empty: any `AF_UNIX` stream socket the
+//!   program names to the library may be one — or after the connection to
+//!   the daemon was re-made) the socket is *claimed* on first
 //!   use: the descriptor itself is sent to the daemon over the fd channel,
 //!   which makes this session a co-owner (possession is the capability)
 //!   and the entry is replaced;
@@ -108,21 +110,69 @@ pub fn is_tcpd(fd: RawFd) -> bool {
 pub fn lookup(fd: RawFd) -> Result<Arc<SocketEntry>> {
     match classify(fd)? {
         Lookup::Current(entry) => Ok(entry),
-        Lookup::Unknown => Err(Errno(libc::EBADF)),
-        Lookup::Foreign => {
-            // A socket of the parent (fork) or of a lost session: the
-            // daemon makes this session a co-owner if it still knows it.
-            let handle = crate::session::claim(fd).map_err(|e| match e.0 {
-                libc::ENOTSOCK => Errno(libc::EBADF),
-                _ => e,
-            })?;
-            insert(fd, handle, current_session())?;
-            match classify(fd)? {
-                Lookup::Current(entry) => Ok(entry),
-                _ => Err(Errno(libc::EBADF)),
-            }
+        Lookup::Foreign => claim_into_table(fd),
+        // Possibly inherited across exec (the new image's table is empty);
+        // if the daemon cannot say, it is no socket of ours to use.
+        Lookup::Unknown if is_unix_stream(fd) => {
+            claim_into_table(fd).map_err(|_| Errno(libc::EBADF))
         }
+        Lookup::Unknown => Err(Errno(libc::EBADF)),
     }
+}
+
+/// Whether `fd` is a tcpd socket, claiming it for this session if it is one
+/// this process did not know (inherited across exec or fork); `EBADF` if
+/// `fd` is not open, the daemon's errno if it cannot be asked.
+pub fn claim(fd: RawFd) -> Result<bool> {
+    let found = match classify(fd)? {
+        Lookup::Current(_) => return Ok(true),
+        Lookup::Foreign => claim_into_table(fd),
+        Lookup::Unknown if is_unix_stream(fd) => claim_into_table(fd),
+        Lookup::Unknown => return Ok(false),
+    };
+    match found {
+        Ok(_) => Ok(true),
+        Err(Errno(libc::EBADF)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Claims `fd` for this session: the daemon makes it a co-owner of the
+/// socket whose client end `fd` is (a socket of the parent after fork, of
+/// the image before exec, or of a lost session); `EBADF` if the daemon
+/// knows no such socket.
+fn claim_into_table(fd: RawFd) -> Result<Arc<SocketEntry>> {
+    let handle = crate::session::claim(fd).map_err(|e| match e.0 {
+        libc::ENOTSOCK => Errno(libc::EBADF),
+        _ => e,
+    })?;
+    insert(fd, handle, current_session())?;
+    match classify(fd)? {
+        Lookup::Current(entry) => Ok(entry),
+        _ => Err(Errno(libc::EBADF)),
+    }
+}
+
+/// Whether `fd` is an `AF_UNIX` `SOCK_STREAM` socket, as a tcpd socket's
+/// descriptor is (two getsockopt calls, no daemon).
+pub fn is_unix_stream(fd: RawFd) -> bool {
+    let int_option = |name| {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into a local int.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(value)
+    };
+    int_option(libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && int_option(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
 }
 
 /// Records `fd` as the tcpd socket `handle` of `session`.

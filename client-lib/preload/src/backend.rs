@@ -55,6 +55,11 @@ struct Api {
     close: FdFn,
     /// `tcpd_fcntl`, while libtcpd keeps its own fd flags.
     fcntl: Option<FcntlFn>,
+    /// `tcpd_claim` (libtcpd from round 3 on): adopts a socket inherited
+    /// across exec.
+    claim: Option<FdFn>,
+    /// `tcpd_pending_error` (likewise): a failed connection's errno.
+    pending_error: Option<FdFn>,
 }
 
 /// Why libtcpd could not be loaded (said once on stderr).
@@ -177,6 +182,8 @@ fn resolve(handle: *mut c_void) -> Result<Api, &'static str> {
             shutdown: symbol(handle, "tcpd_shutdown")?,
             close: symbol(handle, "tcpd_close")?,
             fcntl: symbol(handle, "tcpd_fcntl").ok(),
+            claim: symbol(handle, "tcpd_claim").ok(),
+            pending_error: symbol(handle, "tcpd_pending_error").ok(),
         })
     }
 }
@@ -303,6 +310,21 @@ pub fn shutdown(fd: c_int, how: c_int) -> c_int {
 pub fn close(fd: c_int) -> c_int {
     // SAFETY: plain integer argument.
     with_api(|api| unsafe { (api.close)(fd) })
+}
+
+/// Whether `fd`, a number inherited across exec, is a tcpd socket (1, now
+/// claimed for this process's session) or not (0); -1 when the daemon
+/// cannot be asked. A libtcpd without `tcpd_claim` says 0.
+pub fn claim(fd: c_int) -> c_int {
+    // SAFETY: plain integer argument.
+    with_api(|api| api.claim.map_or(0, |claim| unsafe { claim(fd) }))
+}
+
+/// The pending error of tcpd socket `fd` (taken), 0 if none, -1 when
+/// libtcpd cannot say (a libtcpd without `tcpd_pending_error`: 0).
+pub fn pending_error(fd: c_int) -> c_int {
+    // SAFETY: plain integer argument.
+    with_api(|api| api.pending_error.map_or(0, |f| unsafe { f(fd) }))
 }
 
 /// The socket's `(F_GETFL, F_GETFD)` values, for re-creating it as a kernel

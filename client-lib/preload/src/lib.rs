@@ -13,13 +13,19 @@
 //! programs expect 127.0.0.1 to reach local services.
 //!
 //! A tcpd socket is a real file descriptor (libtcpd's), so data calls
-//! (`read`, `write`, `send*`, `recv*`, `readv`, `writev`, `sendfile`,
-//! `splice`, the fortified `__*_chk` variants), readiness (`poll`, `select`,
-//! `epoll`) and `ioctl(FIONREAD/FIONBIO)` are not interposed. Interposed:
-//! the control calls libtcpd answers (`connect`, `bind`, `listen`, `accept`,
-//! `accept4`, `getsockopt`, `setsockopt`, `getsockname`, `getpeername`,
-//! `shutdown`), `close`, and the `dup` family and `fcntl(F_DUPFD*)` for
-//! bookkeeping.
+//! move bytes natively and readiness (`poll`, `select`, `epoll`),
+//! `sendfile`, `splice` and `ioctl(FIONREAD/FIONBIO)` are not interposed.
+//! Interposed: the control calls libtcpd answers (`connect`, `bind`,
+//! `listen`, `accept`, `accept4`, `getsockopt`, `setsockopt`,
+//! `getsockname`, `getpeername`, `shutdown`), `close`, the `dup` family and
+//! `fcntl(F_DUPFD*)` for bookkeeping, and the read/write family only to
+//! report a failed connection as Linux does (`datapath`: ECONNRESET once
+//! instead of the pair's EOF/EPIPE, no SIGPIPE with it).
+//!
+//! Sockets inherited across `exec`: the new image's library notes, at load
+//! time, the numbers that may be tcpd sockets (`AF_UNIX` stream sockets
+//! with an unnamed peer) and resolves each on its first control call
+//! (libtcpd presents it to the daemon, which knows it by its inode).
 //!
 //! Invariants:
 //! - a call on an fd that is not a tcpd socket costs one atomic load before
@@ -31,9 +37,10 @@
 //!
 //! Modules: `real` (the C library's functions), `marks` (which fds are
 //! tcpd's), `backend` (calls into libtcpd), `loopback` (moving a socket to
-//! the kernel).
+//! the kernel), `datapath` (errors of the data calls).
 
 mod backend;
+mod datapath;
 mod loopback;
 mod marks;
 mod real;
@@ -134,9 +141,81 @@ fn is_tcp(domain: c_int, ty: c_int, protocol: c_int) -> bool {
 }
 
 /// Passes the call to the C library unless `fd` is a tcpd socket and this
-/// thread is not inside libtcpd.
+/// thread is not inside libtcpd. A number that may be a tcpd socket
+/// inherited across exec is resolved here, on its first control call.
 fn ours(fd: c_int) -> bool {
-    marks::is_tcpd(fd) && !marks::inside()
+    if marks::inside() {
+        return false;
+    }
+    marks::is_tcpd(fd) || (marks::is_inherited(fd) && resolve_inherited(fd))
+}
+
+/// Asks libtcpd (and through it the daemon) whether the inherited number
+/// `fd` is a tcpd socket; marks it so if it is. Either way it is resolved
+/// for good. The caller's `errno` survives.
+fn resolve_inherited(fd: c_int) -> bool {
+    if !marks::forget_inherited(fd) {
+        // Another thread resolved it (or is resolving it) meanwhile.
+        return marks::is_tcpd(fd);
+    }
+    let _keep = KeepErrno::new();
+    let tcpd = entry(|| backend::claim(fd)) == 1 && marks::mark(fd);
+    trace!(
+        "inherited fd {fd}: {}",
+        if tcpd { "tcpd socket" } else { "not tcpd's" }
+    );
+    tcpd
+}
+
+/// Load time: records the numbers open now that may be tcpd sockets this
+/// image inherited across `exec` (`AF_UNIX` stream sockets whose peer has
+/// no name, as a tcpd socket's daemon end). No daemon is asked here: a
+/// program that never makes a control call on them pays nothing more.
+fn note_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for name in dir.flatten() {
+        if let Some(fd) = name
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<c_int>().ok())
+            && maybe_tcpd(fd)
+        {
+            marks::mark_inherited(fd);
+        }
+    }
+}
+
+/// Whether `fd` looks like a tcpd socket's descriptor: an `AF_UNIX`
+/// `SOCK_STREAM` socket connected to an unnamed peer.
+fn maybe_tcpd(fd: c_int) -> bool {
+    let int_option = |name| {
+        let mut value: c_int = -1;
+        let mut len = std::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into a local int.
+        let r = unsafe {
+            real::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(value)
+    };
+    if int_option(libc::SO_DOMAIN) != Some(libc::AF_UNIX)
+        || int_option(libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+    {
+        return false;
+    }
+    // SAFETY: sockaddr_un is plain data; getpeername writes at most `len`.
+    let mut peer: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as socklen_t;
+    // SAFETY: as above.
+    let r = unsafe { real::getpeername(fd, (&raw mut peer).cast(), &mut len) };
+    r == 0 && len as usize <= std::mem::size_of::<libc::sa_family_t>()
 }
 
 /// Records a new tcpd socket; a number the bitmap cannot hold is closed
@@ -145,6 +224,7 @@ fn adopt(fd: c_int) -> c_int {
     if fd < 0 {
         return fd;
     }
+    marks::forget_inherited(fd);
     if marks::mark(fd) {
         fd
     } else {
@@ -399,6 +479,7 @@ pub extern "C" fn close(fd: c_int) -> c_int {
     // Unmark first: exactly one of several threads closing the same number
     // goes to libtcpd; the others (and libtcpd's own close of the number)
     // reach the C library, as they would without tcpd.
+    marks::forget_inherited(fd);
     if marks::inside() || !marks::unmark(fd) {
         // SAFETY: plain pass-through.
         return unsafe { real::close(fd) };
@@ -423,6 +504,11 @@ fn after_dup(old: c_int, new: c_int) {
     if new < 0 || old == new {
         return;
     }
+    // A copy of an unresolved inherited number is one too.
+    marks::forget_inherited(new);
+    if marks::is_inherited(old) {
+        marks::mark_inherited(new);
+    }
     if marks::unmark(new) {
         // dup2/dup3 closed the tcpd socket that was at `new`.
         loopback::settled(new);
@@ -437,7 +523,7 @@ fn after_dup(old: c_int, new: c_int) {
 pub extern "C" fn dup(old: c_int) -> c_int {
     // SAFETY: plain pass-through.
     let new = unsafe { real::dup(old) };
-    if new >= 0 && ours(old) {
+    if new >= 0 && !marks::inside() && (marks::is_tcpd(old) || marks::is_inherited(old)) {
         entry(|| {
             after_dup(old, new);
             new
@@ -447,11 +533,19 @@ pub extern "C" fn dup(old: c_int) -> c_int {
     }
 }
 
+/// Whether `dup2(old, new)` changes what this library knows.
+fn dup_concerns_us(old: c_int, new: c_int) -> bool {
+    marks::is_tcpd(old)
+        || marks::is_tcpd(new)
+        || marks::is_inherited(old)
+        || marks::is_inherited(new)
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: plain pass-through.
     let r = unsafe { real::dup2(old, new) };
-    if r >= 0 && !marks::inside() && (marks::is_tcpd(old) || marks::is_tcpd(new)) {
+    if r >= 0 && !marks::inside() && dup_concerns_us(old, new) {
         entry(|| {
             after_dup(old, r);
             r
@@ -465,7 +559,7 @@ pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: plain pass-through.
     let r = unsafe { real::dup3(old, new, flags) };
-    if r >= 0 && !marks::inside() && (marks::is_tcpd(old) || marks::is_tcpd(new)) {
+    if r >= 0 && !marks::inside() && dup_concerns_us(old, new) {
         entry(|| {
             after_dup(old, r);
             r
@@ -486,7 +580,11 @@ fn fcntl_common(
 ) -> c_int {
     // SAFETY: plain pass-through of the caller's arguments.
     let r = unsafe { next(fd, cmd, arg) };
-    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && ours(fd) {
+    if r >= 0
+        && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC)
+        && !marks::inside()
+        && (marks::is_tcpd(fd) || marks::is_inherited(fd))
+    {
         entry(|| {
             after_dup(fd, r);
             r
@@ -517,6 +615,7 @@ pub extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 extern "C" fn init() {
     real::resolve_all();
     backend::remember_socket_env();
+    note_inherited();
 }
 
 #[used]

@@ -49,6 +49,37 @@ pub fn unmark(fd: libc::c_int) -> bool {
     slot(fd).is_some_and(|(word, bit)| word.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
 }
 
+/// Numbers that were open when the library loaded as `AF_UNIX` stream
+/// sockets with an unnamed peer: possibly tcpd sockets inherited across
+/// `exec` (a tcpd socket's descriptor is such a socket; the new image's
+/// libtcpd does not know it yet). The first control call on one resolves
+/// it: libtcpd asks the daemon, and the number becomes a tcpd socket or an
+/// ordinary fd for good.
+static INHERITED: [AtomicU64; MAX_FDS / 64] = [const { AtomicU64::new(0) }; MAX_FDS / 64];
+
+fn inherited_slot(fd: libc::c_int) -> Option<(&'static AtomicU64, u64)> {
+    let fd = usize::try_from(fd).ok().filter(|&fd| fd < MAX_FDS)?;
+    Some((&INHERITED[fd / 64], 1u64 << (fd % 64)))
+}
+
+/// Whether `fd` may be a tcpd socket inherited across `exec`, unresolved.
+pub fn is_inherited(fd: libc::c_int) -> bool {
+    inherited_slot(fd).is_some_and(|(word, bit)| word.load(Ordering::Acquire) & bit != 0)
+}
+
+/// Records `fd` as possibly an inherited tcpd socket.
+pub fn mark_inherited(fd: libc::c_int) {
+    if let Some((word, bit)) = inherited_slot(fd) {
+        word.fetch_or(bit, Ordering::AcqRel);
+    }
+}
+
+/// Drops `fd` from the unresolved inherited numbers; true for exactly one
+/// caller when threads race.
+pub fn forget_inherited(fd: libc::c_int) -> bool {
+    inherited_slot(fd).is_some_and(|(word, bit)| word.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
+}
+
 thread_local! {
     /// Set while this thread runs inside libtcpd.
     static INSIDE: Cell<bool> = const { Cell::new(false) };
@@ -96,6 +127,18 @@ mod tests {
         assert!(!mark(-1));
         assert!(!mark(MAX_FDS as libc::c_int));
         assert!(!is_tcpd(-5));
+    }
+
+    #[test]
+    fn inherited_numbers_resolve_once() {
+        assert!(!is_inherited(2000));
+        mark_inherited(2000);
+        assert!(is_inherited(2000));
+        assert!(!is_tcpd(2000), "a separate set");
+        assert!(forget_inherited(2000));
+        assert!(!forget_inherited(2000), "only one resolver wins");
+        mark_inherited(-1);
+        assert!(!is_inherited(-1));
     }
 
     #[test]
