@@ -15,7 +15,16 @@
 //! resets the stream and HTTP/2 flow control returns its window), so the
 //! budget never waits and no call can hold it while waiting for another.
 //! Small messages (every Stream frame, every control call) are free: they
-//! are bounded by HTTP/2 flow control (the connection window) already.
+//! are bounded by HTTP/2 flow control (the connection window) while in
+//! reception, and by the session's op slots and parked-write quota after.
+//!
+//! A unary Write keeps its message's budget until it is answered, not only
+//! until its last byte is read: the body moves the permit into a
+//! [`HeldIntake`] in the request's extensions, which the handler holds
+//! while the driver runs (or parks) the write. So a session's large Write
+//! payloads in the daemon — in reception, waiting for an op slot, in the op
+//! channel or parked — never exceed [`SESSION_INTAKE`] together, by
+//! construction rather than by how fast the driver drains them.
 
 use crate::errno::Errno;
 use crate::idle::ActivityRegistry;
@@ -42,6 +51,23 @@ const UNIT: usize = 1024;
 /// A session's intake budget (one per session, in its [`crate::idle::Activity`]).
 pub fn new_budget() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(SESSION_INTAKE / UNIT))
+}
+
+/// The RPC whose message stays charged until it is answered.
+const HOLDING_PATH: &str = "/tcpd.v2.SocketService/Write";
+
+/// The intake budget a call keeps until it is answered (see the module
+/// docs): in the request's extensions; dropping the last clone gives it
+/// back.
+#[derive(Clone, Debug, Default)]
+pub struct HeldIntake(Arc<std::sync::Mutex<Vec<OwnedSemaphorePermit>>>);
+
+impl HeldIntake {
+    fn keep(&self, permit: OwnedSemaphorePermit) {
+        if let Ok(mut held) = self.0.lock() {
+            held.push(permit);
+        }
+    }
 }
 
 /// The tower layer; see the module docs.
@@ -86,7 +112,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
         let budget = request
             .extensions()
             .get::<SessionInfo>()
@@ -94,7 +120,14 @@ where
             .map(|activity| activity.intake.clone());
         let request = match budget {
             Some(budget) => {
-                request.map(|body| tonic::body::Body::new(IntakeBody::new(body, budget)))
+                let keep = (request.uri().path() == HOLDING_PATH).then(|| {
+                    let keep = HeldIntake::default();
+                    request.extensions_mut().insert(keep.clone());
+                    keep
+                });
+                request.map(|body| {
+                    tonic::body::Body::new(IntakeBody::new(body, budget).keeping_in(keep))
+                })
             }
             None => request,
         };
@@ -157,6 +190,8 @@ struct IntakeBody {
     framing: Framing,
     /// The budget the message in reception holds, if it is a large one.
     held: Option<OwnedSemaphorePermit>,
+    /// Where a read message's budget goes instead of back (a unary Write).
+    keep: Option<HeldIntake>,
 }
 
 impl IntakeBody {
@@ -166,11 +201,18 @@ impl IntakeBody {
             budget,
             framing: Framing::default(),
             held: None,
+            keep: None,
         }
     }
 
+    /// Read messages keep their budget in `keep` (see [`HeldIntake`]).
+    fn keeping_in(mut self, keep: Option<HeldIntake>) -> Self {
+        self.keep = keep;
+        self
+    }
+
     fn account(&mut self, data: &[u8]) -> Result<(), tonic::Status> {
-        let (budget, held) = (&self.budget, &mut self.held);
+        let (budget, held, keep) = (&self.budget, &mut self.held, &self.keep);
         let mut taken: Option<OwnedSemaphorePermit> = None;
         let result = self.framing.walk(
             data,
@@ -195,7 +237,9 @@ impl IntakeBody {
                 }
             },
             || {
-                *held = None;
+                if let (Some(permit), Some(keep)) = (held.take(), keep) {
+                    keep.keep(permit);
+                }
             },
         );
         if let Some(permit) = taken {
@@ -203,6 +247,8 @@ impl IntakeBody {
             // then `end` already ran for it and the permit goes now).
             if self.framing.remaining > 0 {
                 self.held = Some(permit);
+            } else if let Some(keep) = &self.keep {
+                keep.keep(permit);
             }
         }
         result
@@ -303,5 +349,35 @@ mod tests {
         // A dropped body (the call went away) gives its share back too.
         drop(b);
         assert_eq!(budget.available_permits(), SESSION_INTAKE / UNIT);
+    }
+
+    /// A unary Write's message keeps its budget after it is read, until the
+    /// call lets go of its extensions (it is answered), whether its last
+    /// byte came in a later frame or in the frame that started it.
+    #[test]
+    fn a_write_keeps_its_budget_until_answered() {
+        let budget = Arc::new(Semaphore::new(SESSION_INTAKE / UNIT));
+        let all = SESSION_INTAKE / UNIT;
+        let big = message(SESSION_INTAKE / 4);
+        let keep = HeldIntake::default();
+        let mut a = IntakeBody::new(tonic::body::Body::empty(), budget.clone())
+            .keeping_in(Some(keep.clone()));
+        a.account(&big[..10]).unwrap();
+        a.account(&big[10..]).unwrap();
+        drop(a);
+        assert_eq!(
+            budget.available_permits(),
+            all * 3 / 4,
+            "read, not answered"
+        );
+        let whole = HeldIntake::default();
+        let mut b = IntakeBody::new(tonic::body::Body::empty(), budget.clone())
+            .keeping_in(Some(whole.clone()));
+        b.account(&big).unwrap();
+        drop(b);
+        assert_eq!(budget.available_permits(), all / 2);
+        drop(keep);
+        drop(whole);
+        assert_eq!(budget.available_permits(), all, "answered: given back");
     }
 }

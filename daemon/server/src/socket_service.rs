@@ -218,7 +218,9 @@ impl SocketApi for SocketService {
 
     async fn write(&self, request: Request<v2::WriteRequest>) -> Reply<v2::WriteResponse> {
         let s = session_of(&request)?;
-        let req = request.into_inner();
+        // The extensions keep the message's intake budget
+        // (`intake::HeldIntake`) until this call is answered.
+        let (_, _held_intake, req) = request.into_parts();
         let written = self
             .driver
             .call(s, |reply| Op::Write {

@@ -127,11 +127,63 @@ enum Parked {
         reply: Reply<Bytes>,
     },
     Write {
-        data: Bytes,
+        pending: PendingWrite,
         flags: SendFlags,
-        written: usize,
         reply: Reply<usize>,
     },
+}
+
+/// What a blocking write still has to queue, kept on its socket.
+///
+/// The request's message is the client's (up to the 4 MiB gRPC limit), and
+/// the stack queues it piecemeal as the send buffer drains. Once more than
+/// half of the buffer it keeps alive has been queued, the rest is copied
+/// out, so the message is freed: a parked write keeps at most twice what it
+/// still has to queue (a 4 MB write whose first 3 MB went out keeps 1 MB,
+/// not 4), at the cost of copying each byte at most once more on average.
+/// Its session is charged [`held`](Self::held), what it really keeps.
+#[derive(Debug)]
+struct PendingWrite {
+    /// Bytes still to queue: a view into a buffer of `held` bytes.
+    rest: Bytes,
+    /// Bytes of the buffer `rest` keeps alive.
+    held: usize,
+    /// Bytes of the call already queued (the reply's count).
+    queued: usize,
+}
+
+impl PendingWrite {
+    /// A write of `data` of which `queued` bytes are in the send buffer.
+    fn new(data: Bytes, queued: usize) -> PendingWrite {
+        let held = data.len();
+        PendingWrite {
+            rest: data,
+            held,
+            queued: 0,
+        }
+        .advance(queued)
+    }
+
+    /// `n` more bytes went into the send buffer.
+    fn advance(mut self, n: usize) -> PendingWrite {
+        self.queued += n;
+        self.rest = self.rest.slice(n..);
+        if n > 0 && self.rest.len() * 2 <= self.held {
+            self.rest = Bytes::copy_from_slice(&self.rest);
+            self.held = self.rest.len();
+        }
+        self
+    }
+
+    /// The call's answer once the rest went out with `outcome` (write(2):
+    /// after a partial write the count, the error comes next time).
+    fn answer(&self, outcome: Result<usize, Errno>) -> Result<usize, Errno> {
+        match outcome {
+            Ok(n) => Ok(self.queued + n),
+            Err(_) if self.queued > 0 => Ok(self.queued),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Parked {
@@ -146,7 +198,7 @@ impl Parked {
     /// Bytes this op holds in the daemon.
     fn bytes(&self) -> usize {
         match self {
-            Parked::Write { data, written, .. } => data.len() - written,
+            Parked::Write { pending, .. } => pending.held,
             _ => 0,
         }
     }
@@ -426,9 +478,8 @@ impl Sockets {
                     Err(written) => self.park(
                         h,
                         Parked::Write {
-                            data,
+                            pending: PendingWrite::new(data, written),
                             flags,
-                            written,
                             reply,
                         },
                     ),
@@ -1222,19 +1273,17 @@ impl Sockets {
                     }
                 },
                 Parked::Write {
-                    data,
+                    pending,
                     flags,
-                    written,
                     reply,
-                } => match self.try_write(h, &data, flags, written, true) {
+                } => match self.try_write(h, &pending.rest, flags, 0, true) {
                     Err(now_written) => Some(Parked::Write {
-                        data,
+                        pending: pending.advance(now_written),
                         flags,
-                        written: now_written,
                         reply,
                     }),
                     Ok(Attempt::Done(r)) => {
-                        let _ = reply.send(r);
+                        let _ = reply.send(pending.answer(r));
                         None
                     }
                     Ok(Attempt::Blocked) => None,
@@ -1676,6 +1725,119 @@ mod tests {
             s.stats()
                 .counters
                 .contains(&("api_refused_uid_sockets".to_string(), 1))
+        );
+    }
+
+    /// The parked write of `s` (there is one): (bytes kept, still to queue).
+    fn parked_write(s: &Sockets) -> Option<(usize, usize)> {
+        s.sockets
+            .values()
+            .flat_map(|entry| &entry.parked)
+            .find_map(|op| match op {
+                Parked::Write { pending, .. } => Some((pending.held, pending.rest.len())),
+                _ => None,
+            })
+    }
+
+    /// Issue 16: a blocking Write far bigger than the send buffer, to a peer
+    /// that reads only now and then. The daemon keeps at most twice what
+    /// the write still has to queue (the client's 4 MiB message is dropped
+    /// once half of it went out), its session is charged exactly what is
+    /// kept, and every byte arrives, in order.
+    #[test]
+    fn a_parked_write_keeps_at_most_twice_what_it_still_has_to_queue() {
+        const LEN: usize = 4 << 20;
+        let mut a = facade(A, 11, Quotas::default());
+        let mut b = facade(B, 12, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let server = session(&mut b, 1, 1000);
+        let mut rx = run(&mut b, server, |reply| Op::Listen {
+            // SO_RCVBUF 64 KiB (inherited by the accepted socket): the
+            // peer's window holds back the rest until it reads.
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(B, 7002).into()),
+                options: vec![SockOption::RecvBuffer(64 << 10)],
+                ..SocketSetup::default()
+            },
+            backlog: 4,
+            reply,
+        });
+        let (l, _) = answer(&mut rx).expect("listen");
+        // SO_SNDBUF 64 KiB: the write goes out in many pieces.
+        let mut connect = run(&mut a, client, |reply| Op::Connect {
+            setup: SocketSetup {
+                options: vec![SockOption::SendBuffer(64 << 10)],
+                ..SocketSetup::default()
+            },
+            remote: SocketAddrV4::new(B, 7002).into(),
+            wait: true,
+            reply,
+        });
+        shuttle(&mut a, &mut b);
+        let c = answer(&mut connect).expect("connected");
+        let mut accept = run(&mut b, server, |reply| Op::Accept {
+            handle: l,
+            wait: false,
+            reply,
+        });
+        let child = answer(&mut accept).expect("accepted");
+        let data: Bytes = (0..LEN)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let mut write = run(&mut a, client, |reply| Op::Write {
+            handle: c.handle,
+            data: data.clone(),
+            flags: SendFlags::empty(),
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut write), "4 MiB fit in the send buffer");
+        let mut received = Vec::with_capacity(LEN);
+        let mut least_held = LEN;
+        let mut rounds = 0;
+        let written = loop {
+            if let Some((held, rest)) = parked_write(&a) {
+                assert!(held <= 2 * rest, "keeps {held} bytes for {rest} to queue");
+                assert_eq!(a.sessions[&client.id].parked_bytes, held);
+                least_held = least_held.min(held);
+            } else {
+                assert_eq!(a.sessions[&client.id].parked_bytes, 0);
+            }
+            if let Ok(result) = write.try_recv() {
+                break result.expect("the write completes");
+            }
+            // The peer reads what arrived, then the packets move.
+            let mut read = run(&mut b, server, |reply| Op::Read {
+                handle: child.handle,
+                max_len: MAX_READ,
+                peek: false,
+                wait: false,
+                reply,
+            });
+            if let Ok(bytes) = answer(&mut read) {
+                received.extend_from_slice(&bytes);
+            }
+            shuttle(&mut a, &mut b);
+            rounds += 1;
+            assert!(rounds < 100_000, "the write never completed");
+        };
+        assert_eq!(written, LEN);
+        assert!(least_held <= LEN / 2, "the message was never let go");
+        while received.len() < LEN {
+            shuttle(&mut a, &mut b);
+            let mut read = run(&mut b, server, |reply| Op::Read {
+                handle: child.handle,
+                max_len: MAX_READ,
+                peek: false,
+                wait: false,
+                reply,
+            });
+            received.extend_from_slice(&answer(&mut read).expect("the rest is there"));
+        }
+        assert!(
+            received == data,
+            "the bytes arrived changed or out of order"
         );
     }
 
