@@ -158,6 +158,9 @@ impl Admin for AdminService {
             .call(session_of(&request)?, |reply| Op::Stats { reply })
             .await?;
         snapshot.counters.extend(self.admission.named_counters());
+        snapshot
+            .counters
+            .push(("api_refused_intake".to_string(), crate::intake::refusals()));
         Ok(Response::new(v2::StatsResponse {
             counters: counters(snapshot.counters),
             states: counters(snapshot.per_state),

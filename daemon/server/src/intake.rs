@@ -33,6 +33,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use tcpd_proto::errno::ENOBUFS;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -44,6 +45,15 @@ pub const FREE_MESSAGE: usize = 64 * 1024 + 64;
 /// Bytes of large messages one session may have in reception at once: room
 /// for eight 4 MB writes (the gRPC message limit is 4 MiB).
 pub const SESSION_INTAKE: usize = 32 << 20;
+
+/// Calls the intake budget refused, daemon-wide (`api_refused_intake` in
+/// `tcpctl stats`); the first is logged.
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
+
+/// See [`REFUSALS`].
+pub fn refusals() -> u64 {
+    REFUSALS.load(Ordering::Relaxed)
+}
 
 /// The budget is counted in units of this many bytes (semaphore permits).
 const UNIT: usize = 1024;
@@ -226,14 +236,25 @@ impl IntakeBody {
                         taken = Some(permit);
                         Ok(())
                     }
-                    Err(_) => Err(Errno::new(
-                        ENOBUFS,
-                        format!(
-                            "a {len}-byte request while this session's requests in reception \
-                             already hold most of its {SESSION_INTAKE} bytes"
-                        ),
-                    )
-                    .into_status()),
+                    Err(_) => Err({
+                        if REFUSALS.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(
+                                len,
+                                "a session's large requests reached its {SESSION_INTAKE}-byte \
+                                 intake budget: calls past it fail with ENOBUFS (logged once; \
+                                 `tcpctl stats` counts every refusal)"
+                            );
+                        }
+                        Errno::new(
+                            ENOBUFS,
+                            format!(
+                                "a {len}-byte request while this session's large requests \
+                                 (in reception, or Writes not yet answered) already hold most \
+                                 of its {SESSION_INTAKE} bytes"
+                            ),
+                        )
+                        .into_status()
+                    }),
                 }
             },
             || {

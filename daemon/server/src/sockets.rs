@@ -84,6 +84,65 @@ impl Default for Quotas {
     }
 }
 
+/// Calls refused by each per-session quota, for `tcpctl stats`
+/// (`api_refused_session_sockets`, `api_refused_blocked_calls`,
+/// `api_refused_buffered_bytes`); each quota's first refusal is logged.
+#[derive(Debug, Default)]
+struct Refusals {
+    session_sockets: u64,
+    blocked_calls: u64,
+    buffered_bytes: u64,
+}
+
+/// Which per-session quota refused a call.
+#[derive(Clone, Copy, Debug)]
+enum SessionQuota {
+    Sockets,
+    BlockedCalls,
+    BufferedBytes,
+}
+
+impl Refusals {
+    /// Counts a refusal by `quota`; logs the first one.
+    fn count(&mut self, quota: SessionQuota, session: SessionId) {
+        let (count, flag, errno) = match quota {
+            SessionQuota::Sockets => (&mut self.session_sockets, "--session-max-sockets", "EMFILE"),
+            SessionQuota::BlockedCalls => (
+                &mut self.blocked_calls,
+                "--session-max-blocked-calls",
+                "EAGAIN",
+            ),
+            SessionQuota::BufferedBytes => (
+                &mut self.buffered_bytes,
+                "--session-max-buffered-bytes",
+                "ENOBUFS",
+            ),
+        };
+        *count += 1;
+        if *count == 1 {
+            tracing::warn!(
+                session = session.0,
+                "a session reached {flag}: calls past it fail with {errno} \
+                 (logged once; `tcpctl stats` counts every refusal)"
+            );
+        }
+    }
+
+    fn counters(&self) -> [(String, u64); 3] {
+        [
+            (
+                "api_refused_session_sockets".to_string(),
+                self.session_sockets,
+            ),
+            ("api_refused_blocked_calls".to_string(), self.blocked_calls),
+            (
+                "api_refused_buffered_bytes".to_string(),
+                self.buffered_bytes,
+            ),
+        ]
+    }
+}
+
 /// The daemon's monotonic clock, mapped onto the stack's [`Instant`].
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -247,6 +306,8 @@ pub struct Sockets {
     uid_sockets: HashMap<u32, usize>,
     /// Sockets refused by the per-uid quota (`api_refused_uid_sockets`).
     uid_refusals: u64,
+    /// Calls refused by the per-session quotas.
+    refusals: Refusals,
     polls: Vec<ParkedPoll>,
     state_changes: broadcast::Sender<StateChange>,
     /// Admin Traces and Captures being followed, and the impairer's counts.
@@ -278,6 +339,7 @@ impl Sockets {
             sessions: HashMap::new(),
             uid_sockets: HashMap::new(),
             uid_refusals: 0,
+            refusals: Refusals::default(),
             polls: Vec::new(),
             state_changes,
             taps: Taps::new(clock.now()),
@@ -790,6 +852,7 @@ impl Sockets {
             .get_mut(&owner.id)
             .ok_or_else(Errno::bad_handle)?;
         if usage.sockets >= quota {
+            self.refusals.count(SessionQuota::Sockets, owner.id);
             return Err(Errno::new(
                 EMFILE,
                 format!("this session holds {quota} sockets (the daemon's per-session limit)"),
@@ -822,7 +885,10 @@ impl Sockets {
                     usage.sockets += 1;
                 }
             }),
-            Some(_) => Err(Errno::new(EMFILE, "per-session socket limit reached")),
+            Some(_) => {
+                self.refusals.count(SessionQuota::Sockets, owner.id);
+                Err(Errno::new(EMFILE, "per-session socket limit reached"))
+            }
             None => Err(Errno::bad_handle()),
         };
         if let Err(e) = admitted {
@@ -911,6 +977,7 @@ impl Sockets {
         let quotas = self.quotas;
         let usage = self.sessions.get_mut(&id).ok_or_else(Errno::bad_handle)?;
         if usage.parked >= quotas.pending_ops {
+            self.refusals.count(SessionQuota::BlockedCalls, id);
             return Err(Errno::new(
                 EAGAIN,
                 format!(
@@ -920,6 +987,7 @@ impl Sockets {
             ));
         }
         if usage.parked_bytes + bytes > quotas.buffered_bytes {
+            self.refusals.count(SessionQuota::BufferedBytes, id);
             return Err(Errno::new(
                 ENOBUFS,
                 format!(
@@ -1382,6 +1450,7 @@ impl Sockets {
         counters.push(("api_sessions".to_string(), self.sessions.len() as u64));
         counters.push(("api_sockets".to_string(), self.sockets.len() as u64));
         counters.push(("api_refused_uid_sockets".to_string(), self.uid_refusals));
+        counters.extend(self.refusals.counters());
         counters.push(("api_fd_sockets".to_string(), self.fds.len() as u64));
         let parked: usize = self.sessions.values().map(|u| u.parked).sum();
         counters.push(("api_blocked_calls".to_string(), parked as u64));
@@ -1669,6 +1738,41 @@ mod tests {
     }
 
     #[test]
+    fn the_blocked_call_quota_is_eagain_and_counted() {
+        let quotas = Quotas {
+            pending_ops: 1,
+            ..Quotas::default()
+        };
+        let mut s = facade(A, 3, quotas);
+        let who = session(&mut s, 1, 1000);
+        let mut rx = run(&mut s, who, |reply| Op::Listen {
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(A, 7004).into()),
+                ..SocketSetup::default()
+            },
+            backlog: 4,
+            reply,
+        });
+        let (l, _) = answer(&mut rx).expect("listen");
+        let accept = |s: &mut Sockets| {
+            run(s, who, |reply| Op::Accept {
+                handle: l,
+                wait: true,
+                reply,
+            })
+        };
+        let mut first = accept(&mut s);
+        assert!(parked(&mut first));
+        let mut second = accept(&mut s);
+        assert_eq!(answer(&mut second).map_err(|e| e.number), Err(EAGAIN));
+        assert!(
+            s.stats()
+                .counters
+                .contains(&("api_refused_blocked_calls".to_string(), 1))
+        );
+    }
+
+    #[test]
     fn the_socket_quota_is_emfile() {
         let quotas = Quotas {
             sockets: 2,
@@ -1683,6 +1787,11 @@ mod tests {
             reply,
         });
         assert_eq!(answer(&mut rx).map_err(|e| e.number), Err(EMFILE));
+        assert!(
+            s.stats()
+                .counters
+                .contains(&("api_refused_session_sockets".to_string(), 1))
+        );
         let mut rx = run(&mut s, who, |reply| Op::Close {
             handle: first,
             abort: false,
