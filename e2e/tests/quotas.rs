@@ -170,6 +170,7 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
                 handle: h,
                 address: Some(peer.into()),
                 nonblocking: false,
+                options: Vec::new(),
             })
             .await
             .expect("connect to the never-reading peer");

@@ -25,7 +25,7 @@ use libc::{c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use tcpd_proto::fd_channel::Request as FdRequest;
 use tcpd_proto::v2::{
     AcceptRequest, BindRequest, CloseRequest, ConnectRequest, GetOptionRequest, GetPeerNameRequest,
-    GetSocketNameRequest, ListenRequest, ReadRequest, SetOptionRequest, ShutdownHow,
+    GetSocketNameRequest, ListenRequest, OptionSetting, ReadRequest, SetOptionRequest, ShutdownHow,
     ShutdownRequest,
 };
 
@@ -101,9 +101,15 @@ fn apply_sock_flags(fd: RawFd, flags: c_int) -> Result<()> {
 }
 
 /// Publishes a descriptor the fd channel handed out as the socket `handle`.
-fn adopt(fd: std::os::fd::OwnedFd, handle: u64, session: u64, flags: c_int) -> Result<c_int> {
+fn adopt(
+    fd: std::os::fd::OwnedFd,
+    handle: u64,
+    session: u64,
+    flags: c_int,
+    fresh: bool,
+) -> Result<c_int> {
     apply_sock_flags(std::os::fd::AsRawFd::as_raw_fd(&fd), flags)?;
-    fdtable::insert(std::os::fd::AsRawFd::as_raw_fd(&fd), handle, session)?;
+    fdtable::insert(std::os::fd::AsRawFd::as_raw_fd(&fd), handle, session, fresh)?;
     Ok(fd.into_raw_fd())
 }
 
@@ -176,7 +182,7 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
     }
     let (handle, fd) = fd_request(FdRequest::New { family: domain }, None)?;
     let fd = fd.ok_or(Errno(libc::EIO))?;
-    adopt(fd, handle, current_session(), flags)
+    adopt(fd, handle, current_session(), flags, true)
 }
 
 /// Creates a TCP socket in the daemon, as `socket(2)`.
@@ -296,7 +302,7 @@ unsafe fn accept_impl(
         }
     };
     // The new socket does not inherit O_NONBLOCK (Linux accept(2)).
-    let new_fd = adopt(fd, reply.handle, session, flags)?;
+    let new_fd = adopt(fd, reply.handle, session, flags, false)?;
     if !addr.is_null() {
         // SAFETY: forwarded caller guarantee; cannot fail after the checks.
         unsafe { write_sockaddr(addr, addrlen, &peer)? };
@@ -353,13 +359,15 @@ pub unsafe extern "C" fn tcpd_connect(
     addrlen: socklen_t,
 ) -> c_int {
     ffi_call(|| {
-        let entry = fdtable::lookup(fd)?;
+        let entry = fdtable::lookup_keeping_deferred(fd)?;
         // SAFETY: forwarded caller guarantee.
         let addr = unsafe { read_sockaddr(addr, addrlen, UnspecAny::Reject)? };
         let request = ConnectRequest {
             handle: entry.handle,
             address: Some(addr),
             nonblocking: nonblocking(fd)?,
+            // Options set since socket(): applied before the SYN.
+            options: entry.take_deferred(),
         };
         rpc(|mut c| async move { c.connect(request).await })?;
         connected_buffer(fd);
@@ -568,7 +576,7 @@ pub extern "C" fn tcpd_close(fd: c_int) -> c_int {
     ffi_call(|| {
         let entry = match fdtable::classify(fd)? {
             fdtable::Lookup::Current(entry) => Some(entry),
-            fdtable::Lookup::Foreign => None,
+            fdtable::Lookup::Foreign(_) => None,
             fdtable::Lookup::Unknown => return Err(Errno(libc::EBADF)),
         };
         // A failed connection's daemon end is shut both ways and no longer
@@ -721,10 +729,19 @@ pub unsafe extern "C" fn tcpd_setsockopt(
     optlen: socklen_t,
 ) -> c_int {
     ffi_call(|| {
-        let entry = fdtable::lookup(fd)?;
+        let entry = fdtable::lookup_keeping_deferred(fd)?;
         let spec = options::lookup(level, optname)?;
         // SAFETY: forwarded caller guarantee.
         let value = unsafe { options::decode_set(&spec, optval, optlen)? };
+        if options::deferrable(spec.option)
+            && entry.defer(OptionSetting {
+                option: spec.option as i32,
+                value: Some(value.clone()),
+            })
+        {
+            // Checked here as the daemon checks it; sent with the connect.
+            return Ok(0);
+        }
         let request = SetOptionRequest {
             handle: entry.handle,
             option: spec.option as i32,

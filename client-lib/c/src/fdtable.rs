@@ -26,8 +26,10 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
+use tcpd_proto::v2::{OptionSetting, SetOptionRequest};
+
 use crate::ffi::{Errno, Result};
-use crate::session::{current_session, lock, lock_current};
+use crate::session::{current_session, lock, lock_current, rpc};
 
 /// One tcpd socket as this library knows it.
 #[derive(Debug)]
@@ -36,11 +38,33 @@ pub struct SocketEntry {
     pub handle: u64,
     owner_pid: u32,
     session: u64,
+    /// While the socket is fresh (made by `socket()` here, nothing but
+    /// `setsockopt` done to it yet): the options set so far and not sent.
+    /// `connect` carries them (one request instead of one per option); any
+    /// other call sends them first ([`lookup`]). `None` once not fresh.
+    deferred: Mutex<Option<Vec<OptionSetting>>>,
 }
 
 impl SocketEntry {
     fn is_current(&self) -> bool {
         self.owner_pid == std::process::id() && self.session == current_session()
+    }
+
+    /// Keeps `setting` for the connect if the socket is still fresh;
+    /// false (send it now) otherwise.
+    pub fn defer(&self, setting: OptionSetting) -> bool {
+        match lock(&self.deferred).as_mut() {
+            Some(pending) => {
+                pending.push(setting);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The deferred options, in order; the socket is no longer fresh.
+    pub fn take_deferred(&self) -> Vec<OptionSetting> {
+        lock(&self.deferred).take().unwrap_or_default()
     }
 }
 
@@ -80,8 +104,9 @@ fn socket_ino(fd: RawFd) -> Result<Option<u64>> {
 pub enum Lookup {
     /// A tcpd socket usable in this process's current session.
     Current(Arc<SocketEntry>),
-    /// A tcpd socket of another process or session: claim it first.
-    Foreign,
+    /// A tcpd socket of another process or session (its entry there):
+    /// claim it first.
+    Foreign(Arc<SocketEntry>),
     /// Not a tcpd socket (or not open: then the lookup failed with EBADF).
     Unknown,
 }
@@ -95,22 +120,50 @@ pub fn classify(fd: RawFd) -> Result<Lookup> {
         match lock_table().as_ref().and_then(|t| t.by_ino.get(&ino)) {
             None => Lookup::Unknown,
             Some(e) if e.is_current() => Lookup::Current(Arc::clone(e)),
-            Some(_) => Lookup::Foreign,
+            Some(e) => Lookup::Foreign(Arc::clone(e)),
         },
     )
 }
 
 /// Whether `fd` is a tcpd socket (of this process or inherited).
 pub fn is_tcpd(fd: RawFd) -> bool {
-    matches!(classify(fd), Ok(Lookup::Current(_) | Lookup::Foreign))
+    matches!(classify(fd), Ok(Lookup::Current(_) | Lookup::Foreign(_)))
 }
 
 /// The socket behind `fd`, claimed for this session if it was inherited;
-/// `EBADF` when `fd` is not a tcpd socket.
+/// `EBADF` when `fd` is not a tcpd socket. Options deferred on a fresh
+/// socket are sent first (see [`SocketEntry::defer`]).
 pub fn lookup(fd: RawFd) -> Result<Arc<SocketEntry>> {
+    let entry = lookup_keeping_deferred(fd)?;
+    send_options(&entry, entry.take_deferred())?;
+    Ok(entry)
+}
+
+/// Sets `settings` on `entry`'s socket, one request each.
+fn send_options(entry: &SocketEntry, settings: Vec<OptionSetting>) -> Result<()> {
+    for setting in settings {
+        let request = SetOptionRequest {
+            handle: entry.handle,
+            option: setting.option,
+            value: setting.value,
+        };
+        rpc(|mut c| async move { c.set_option(request).await })?;
+    }
+    Ok(())
+}
+
+/// As [`lookup`], leaving deferred options deferred (for `setsockopt` and
+/// `connect`, which carry them).
+pub fn lookup_keeping_deferred(fd: RawFd) -> Result<Arc<SocketEntry>> {
     match classify(fd)? {
         Lookup::Current(entry) => Ok(entry),
-        Lookup::Foreign => claim_into_table(fd),
+        Lookup::Foreign(parent) => {
+            // Options the parent set on the fresh socket before fork and
+            // had not sent yet are in force in the child too (as Linux).
+            let entry = claim_into_table(fd)?;
+            send_options(&entry, parent.take_deferred())?;
+            Ok(entry)
+        }
         // Possibly inherited across exec (the new image's table is empty);
         // if the daemon cannot say, it is no socket of ours to use.
         Lookup::Unknown if is_unix_stream(fd) => {
@@ -126,7 +179,7 @@ pub fn lookup(fd: RawFd) -> Result<Arc<SocketEntry>> {
 pub fn claim(fd: RawFd) -> Result<bool> {
     let found = match classify(fd)? {
         Lookup::Current(_) => return Ok(true),
-        Lookup::Foreign => claim_into_table(fd),
+        Lookup::Foreign(_) => lookup_keeping_deferred(fd),
         Lookup::Unknown if is_unix_stream(fd) => claim_into_table(fd),
         Lookup::Unknown => return Ok(false),
     };
@@ -146,7 +199,7 @@ fn claim_into_table(fd: RawFd) -> Result<Arc<SocketEntry>> {
         libc::ENOTSOCK => Errno(libc::EBADF),
         _ => e,
     })?;
-    insert(fd, handle, current_session())?;
+    insert(fd, handle, current_session(), false)?;
     match classify(fd)? {
         Lookup::Current(entry) => Ok(entry),
         _ => Err(Errno(libc::EBADF)),
@@ -175,13 +228,15 @@ pub fn is_unix_stream(fd: RawFd) -> bool {
         && int_option(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
 }
 
-/// Records `fd` as the tcpd socket `handle` of `session`.
-pub fn insert(fd: RawFd, handle: u64, session: u64) -> Result<()> {
+/// Records `fd` as the tcpd socket `handle` of `session`; `fresh`: just
+/// made by `socket()` (its options may be deferred to its connect).
+pub fn insert(fd: RawFd, handle: u64, session: u64, fresh: bool) -> Result<()> {
     let ino = socket_ino(fd)?.ok_or(Errno(libc::ENOTSOCK))?;
     let entry = Arc::new(SocketEntry {
         handle,
         owner_pid: std::process::id(),
         session,
+        deferred: Mutex::new(fresh.then(Vec::new)),
     });
     let mut guard = lock_table();
     let table = guard.get_or_insert_with(|| Table {
@@ -272,7 +327,7 @@ pub(crate) mod tests {
             )
         };
         assert_eq!(r, 0);
-        insert(fds[0], handle, current_session()).unwrap();
+        insert(fds[0], handle, current_session(), false).unwrap();
         (fds[0], fds[1])
     }
 

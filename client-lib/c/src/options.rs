@@ -36,6 +36,26 @@ pub struct OptSpec {
     pub settable: bool,
 }
 
+/// Whether setting `option` on a fresh socket may wait for its connect
+/// (libtcpd's one-request connect): options whose accepted values
+/// `decode_set` checks exactly as the daemon does, whatever the socket's
+/// family or state, so deferring cannot move an error to another call.
+pub fn deferrable(option: SockOpt) -> bool {
+    matches!(
+        option,
+        SockOpt::SoReuseaddr
+            | SockOpt::TcpNodelay
+            | SockOpt::SoKeepalive
+            | SockOpt::TcpKeepidle
+            | SockOpt::TcpKeepintvl
+            | SockOpt::TcpKeepcnt
+            | SockOpt::SoRcvbuf
+            | SockOpt::SoSndbuf
+            | SockOpt::TcpSyncnt
+            | SockOpt::TcpUserTimeout
+    )
+}
+
 /// Finds the option for `(level, optname)` in the shared option table
 /// (`tcpd_types::OptionName`); `ENOPROTOOPT` when tcpd has none.
 pub fn lookup(level: c_int, optname: c_int) -> Result<OptSpec> {

@@ -146,6 +146,7 @@ impl Socket {
             handle: self.handle(),
             address: Some(addr.into().into()),
             nonblocking,
+            options: Vec::new(),
         };
         self.client
             .rpc()

@@ -503,6 +503,7 @@ pub(crate) async fn victim(h: &Harness) -> Victim {
             handle: connected,
             address: Some(addr(SocketAddrV4::new(B, PEER_PORT))),
             nonblocking: false,
+            options: Vec::new(),
         },
     ))
     .await

@@ -276,6 +276,7 @@ fn call() -> impl Strategy<Value = Call> {
                 handle,
                 address,
                 nonblocking,
+                options: Vec::new(),
             })
         }),
         (
@@ -481,6 +482,7 @@ fn write_fuzz_seeds() {
             handle: 3,
             address: Some(addr(SocketAddrV4::new(B, PEER_PORT))),
             nonblocking: false,
+            options: Vec::new(),
         }),
         Call::Write(v2::WriteRequest {
             handle: 3,

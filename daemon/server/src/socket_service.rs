@@ -149,11 +149,13 @@ impl SocketApi for SocketService {
         if req.handle == 0 {
             return Err(Errno::bad_handle().into_status());
         }
+        let options = convert::options(&req.options).map_err(Errno::into_status)?;
         let c = self
             .driver
             .call(s, |reply| Op::Connect {
                 setup: SocketSetup {
                     handle: Some(req.handle),
+                    options,
                     ..SocketSetup::default()
                 },
                 remote,

@@ -107,7 +107,19 @@ int main(int argc, char **argv) {
     /* EPIPE, not SIGPIPE: write to a connection the peer closed. */
     s = tcpd_socket(AF_INET, SOCK_STREAM, 0);
     if (s < 0) FAIL("tcpd_socket");
+    /* Options set between socket() and connect() travel with the connect
+       (one request): they are in force once connected. */
+    int ka = 1, cnt = 7;
+    if (tcpd_setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &ka, sizeof ka) < 0) FAIL("SO_KEEPALIVE");
+    if (tcpd_setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) < 0) FAIL("TCP_KEEPCNT");
+    EXPECT_ERRNO(tcpd_setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, 2), EINVAL);
     if (tcpd_connect(s, (struct sockaddr *)&closer, sizeof closer) < 0) FAIL("connect to closer");
+    val = 0;
+    len = sizeof val;
+    if (tcpd_getsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &val, &len) < 0 || val != 1) FAIL("SO_KEEPALIVE after connect: %d", val);
+    val = 0;
+    if (tcpd_getsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &val, &len) < 0 || val != 7) FAIL("TCP_KEEPCNT after connect: %d", val);
+    printf("ok options carried by connect\n");
     int saw_epipe = 0;
     for (int i = 0; i < 500 && !saw_epipe; i++) {
         ssize_t w = tcpd_write(s, "data", 4);

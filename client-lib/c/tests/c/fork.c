@@ -32,10 +32,24 @@ int main(int argc, char **argv) {
     socklen_t len = sizeof local;
     if (tcpd_getsockname(s, (struct sockaddr *)&local, &len) < 0) FAIL("parent getsockname");
 
+    /* An option set on a fresh socket before fork (libtcpd keeps it for
+       the connect) is in force when the child connects it. */
+    int fresh = tcpd_socket(AF_INET, SOCK_STREAM, 0);
+    int keepcnt = 5;
+    if (fresh < 0 || tcpd_setsockopt(fresh, IPPROTO_TCP, TCP_KEEPCNT, &keepcnt, sizeof keepcnt) < 0)
+        FAIL("fresh socket option");
+
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) FAIL("fork");
     if (pid == 0) {
+        if (tcpd_connect(fresh, (struct sockaddr *)&echo, sizeof echo) < 0) FAIL("child connect of the fresh socket");
+        int got = 0;
+        socklen_t got_len = sizeof got;
+        if (tcpd_getsockopt(fresh, IPPROTO_TCP, TCP_KEEPCNT, &got, &got_len) < 0 || got != 5)
+            FAIL("TCP_KEEPCNT set before fork, after the child's connect: %d", got);
+        echo_round(fresh, "child-fresh");
+        if (tcpd_close(fresh) < 0) FAIL("child close fresh");
         /* Data: the kernel's descriptor, shared with the parent. */
         echo_round(s, "child-inherited");
         struct pollfd p = {.fd = s, .events = POLLOUT};
@@ -66,6 +80,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
         _exit(0);
     }
+    close(fresh);
     int status = 0;
     if (waitpid(pid, &status, 0) != pid) FAIL("waitpid");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("child failed: status %#x", status);
