@@ -13,7 +13,7 @@ pub mod bench;
 pub mod watchdog;
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +26,11 @@ pub const TCPD_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// Prefix length of the TUN link.
 pub const PREFIX_LEN: u8 = 24;
+/// tcpd's IPv6 address inside a test namespace (the daemon's default
+/// `--address6 fd00:77::2/64`).
+pub const TCPD_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+/// The kernel side's IPv6 address (the daemon's default `--host-address6`).
+pub const HOST_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
 /// TUN device name inside a test namespace.
 pub const TUN_NAME: &str = "tcpd0";
 
@@ -444,18 +449,28 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// `ns`) and its address. The address may appear a moment after tcpd
 /// reports ready (EADDRNOTAVAIL until then): binding is retried for 15 s.
 pub fn kernel_listener(ns: &Netns) -> (std::net::TcpListener, std::net::SocketAddrV4) {
+    let (listener, addr) = kernel_listener_at(ns, IpAddr::V4(HOST_ADDR));
+    let std::net::SocketAddr::V4(addr) = addr else {
+        unreachable!("bound to an IPv4 address")
+    };
+    (listener, addr)
+}
+
+/// [`kernel_listener`] on any of the host side's addresses (e.g.
+/// [`HOST_ADDR6`]).
+pub fn kernel_listener_at(ns: &Netns, ip: IpAddr) -> (std::net::TcpListener, std::net::SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(15);
     let listener = loop {
-        match ns.within(|| std::net::TcpListener::bind((HOST_ADDR, 0))) {
+        match ns.within(move || std::net::TcpListener::bind((ip, 0))) {
             Ok(listener) => break listener,
             Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => panic!("kernel listener on {HOST_ADDR}: {e}"),
+            Err(e) => panic!("kernel listener on {ip}: {e}"),
         }
     };
-    let port = listener.local_addr().expect("listener address").port();
-    (listener, std::net::SocketAddrV4::new(HOST_ADDR, port))
+    let addr = listener.local_addr().expect("listener address");
+    (listener, addr)
 }
 
 /// A two-worker tokio runtime for a test's client side.

@@ -1,16 +1,15 @@
-//! IPv6 end to end against the kernel: `ping -6` to tcpd, and a dual-stack
+//! IPv6 end to end against the kernel: `ping -6` to tcpd, a dual-stack
 //! listener on `[::]` (tcpd-client) accepting an IPv4 and an IPv6 kernel
-//! client, the IPv4 one seen as IPv4-mapped (Linux's `bindv6only = 0`).
+//! client (the IPv4 one seen as IPv4-mapped, Linux's `bindv6only = 0`),
+//! ECONNREFUSED, IPV6_V6ONLY, 64 MiB each way, Packet Too Big, capture /
+//! trace / impairer and the flow label on the wire, `tcpctl ls -6`.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream as KernelStream};
 use std::time::Duration;
 
-use tcpd_e2e::{Env, TCPD_ADDR, runtime};
+use tcpd_e2e::{Env, HOST_ADDR6, TCPD_ADDR, TCPD_ADDR6, runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// tcpd's IPv6 address with the daemon's defaults.
-const TCPD_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
 
 #[test]
 fn ping6_gets_replies() {
@@ -102,7 +101,7 @@ fn closed_ports_refuse_over_ipv6_both_ways() {
         .block_on(tcpd_client::Client::connect(env.daemon.socket()))
         .expect("session");
     // tcpd to the kernel side's closed port: the kernel's RST.
-    let host6 = SocketAddr::from((Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1), 9));
+    let host6 = SocketAddr::from((HOST_ADDR6, 9));
     let err = rt
         .block_on(client.tcp_connect(host6))
         .expect_err("nobody listens on port 9");
@@ -185,12 +184,7 @@ fn sixty_four_mib_each_way_over_ipv6() {
     let Some(env) = Env::setup("bulk6", &[]) else {
         return;
     };
-    let host6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
-    let listener = env
-        .ns
-        .within(move || std::net::TcpListener::bind((host6, 0)))
-        .expect("kernel listener on the IPv6 host side");
-    let target = listener.local_addr().expect("addr");
+    let (listener, target) = tcpd_e2e::kernel_listener_at(&env.ns, HOST_ADDR6.into());
     let kernel = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().expect("kernel accept");
         stream
@@ -349,5 +343,289 @@ fn packet_too_big_from_the_path_shrinks_the_mss() {
     assert_eq!(
         kernel.join().expect("peer"),
         tcpd_e2e::sha256_hex(&tcpd_e2e::payload(LEN, 3))
+    );
+}
+
+/// `tcpctl` against the daemon, its socket given explicitly.
+fn tcpctl(env: &Env, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(tcpd_e2e::bin_path("tcpctl"));
+    command
+        .arg("--socket")
+        .arg(env.daemon.socket())
+        .args(args)
+        .env_remove("TCPD_SOCKET")
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// The impairer's drop counters (out, in) from `tcpctl stats --json`.
+fn impair_drops(env: &Env) -> (u64, u64) {
+    let output = tcpctl(env, &["stats", "--json"])
+        .output()
+        .expect("tcpctl stats");
+    assert!(output.status.success(), "tcpctl stats failed");
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stats JSON");
+    let counter = |name: &str| {
+        stats["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+    };
+    (counter("impair_dropped_out"), counter("impair_dropped_in"))
+}
+
+/// What a `tcpctl capture` file holds, per pcapng interface (0 = the stack's
+/// side of the impairer, 1 = the link's) and direction (0 out, 1 in).
+#[derive(Debug, Default)]
+struct Captured {
+    ipv4: u64,
+    ipv6: [[u64; 2]; 2],
+    /// The flow labels of tcpd's outgoing TCP packets on the link, per
+    /// local port (one per connection).
+    labels: std::collections::BTreeMap<u16, std::collections::BTreeSet<u32>>,
+}
+
+fn read_capture(bytes: &[u8], peer_port: u16) -> Captured {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let mut captured = Captured::default();
+    let mut reader = PcapNgReader::new(bytes).expect("pcapng section header");
+    while let Some(block) = reader.next_block() {
+        let Block::EnhancedPacket(epb) = block.expect("a valid pcapng block") else {
+            continue;
+        };
+        // LINKTYPE_RAW: the packet starts with its IP header.
+        let packet = &epb.data;
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => captured.ipv4 += 1,
+            Some(6) => {
+                let inbound = epb
+                    .options
+                    .iter()
+                    .any(|o| matches!(o, EnhancedPacketOption::Flags(f) if f & 3 == 1));
+                let interface = epb.interface_id as usize;
+                captured.ipv6[interface][usize::from(inbound)] += 1;
+                // tcpd's own TCP packets carry no extension headers.
+                let tcp = packet.len() >= 44 && packet[6] == 6;
+                if interface == 1 && !inbound && tcp {
+                    let label = u32::from_be_bytes([0, packet[1] & 0x0f, packet[2], packet[3]]);
+                    let local = u16::from_be_bytes([packet[40], packet[41]]);
+                    let remote = u16::from_be_bytes([packet[42], packet[43]]);
+                    if remote == peer_port {
+                        captured.labels.entry(local).or_default().insert(label);
+                    }
+                }
+            }
+            _ => panic!("neither IPv4 nor IPv6 in the capture: {packet:02x?}"),
+        }
+    }
+    captured
+}
+
+/// Capture, trace and the impairer over IPv6: tcpd sends 1 MiB to the
+/// kernel through `--impair loss=5%` while `tcpctl capture` and `tcpctl
+/// trace` watch. The pcapng holds IPv6 packets only, the impairer's drops
+/// (it works on IPv6 packets) are exactly the difference between the two
+/// sides of the capture, the live ladder and the replayed one draw the
+/// IPv6 connection, and on the wire every packet of a connection carries
+/// one non-zero flow label, a different one per connection (RFC 6437 §3).
+#[test]
+fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::time::Instant;
+    let Some(env) = Env::setup("cap6", &["--msl-ms", "250", "--impair", "loss=5%,seed=7"]) else {
+        return;
+    };
+    let scratch = tcpd_e2e::TempDir::new("cap6").expect("scratch dir");
+    let file = scratch.path().join("ipv6.pcapng");
+    let (listener, target) = tcpd_e2e::kernel_listener_at(&env.ns, HOST_ADDR6.into());
+
+    let mut capture = tcpctl(&env, &["capture", "-w"])
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcpctl capture");
+    let mut capture_err = std::io::BufReader::new(capture.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    capture_err.read_line(&mut line).expect("capture's stderr");
+    assert!(line.contains("capturing"), "tcpctl capture said: {line}");
+    let port = target.port().to_string();
+    let mut trace = tcpctl(
+        &env,
+        &["trace", "--next", "--port", &port, "--timeout", "90"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start tcpctl trace");
+    line.clear();
+    std::io::BufReader::new(trace.stderr.take().expect("stderr"))
+        .read_line(&mut line)
+        .expect("trace's stderr");
+    assert!(line.contains("tracing"), "tcpctl trace said: {line}");
+    let mut trace_out = trace.stdout.take().expect("stdout");
+    let collector = std::thread::spawn(move || {
+        let mut text = String::new();
+        trace_out.read_to_string(&mut text).expect("trace output");
+        text
+    });
+    let (out0, in0) = impair_drops(&env);
+
+    // Two connections: 1 MiB, then 1 byte.
+    let client = tcpd_client::blocking::connect_client(env.daemon.socket()).expect("session");
+    for (len, seed) in [(1usize << 20, 21u64), (1, 22)] {
+        let mut stream =
+            tcpd_client::blocking::TcpStream::connect_with(&client, target).expect("connect");
+        let (mut kernel, _) = listener.accept().expect("kernel accept");
+        let reader = std::thread::spawn(move || {
+            kernel
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            kernel.read_to_end(&mut got).expect("kernel reads to EOF");
+            got
+        });
+        let sent = tcpd_e2e::payload(len, seed);
+        stream.write_all(&sent).expect("tcpd write");
+        stream.shutdown(std::net::Shutdown::Write).expect("FIN");
+        let got = reader.join().expect("reader");
+        assert_eq!(tcpd_e2e::sha256_hex(&got), tcpd_e2e::sha256_hex(&sent));
+    }
+
+    // The trace ends by itself once tcpd's side of the first is CLOSED.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while trace.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = trace.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ladder = collector.join().expect("collector");
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rows: Vec<String> = ladder.lines().map(squash).collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(&format!("tcpd [{TCPD_ADDR6}]:"))
+                && r.contains(&format!("peer {target}"))),
+        "no IPv6 header in the ladder:\n{ladder}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("<SEQ=0><CTL=SYN>")),
+        "no SYN row:\n{ladder}"
+    );
+
+    std::thread::sleep(Duration::from_millis(1500)); // TIME-WAIT (0.5 s) ends
+    let (out1, in1) = impair_drops(&env);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT to tcpctl capture");
+    assert!(capture.wait().expect("tcpctl capture").success());
+
+    let bytes = std::fs::read(&file).expect("capture file");
+    let captured = read_capture(&bytes, target.port());
+    let (dropped_out, dropped_in) = (out1 - out0, in1 - in0);
+    eprintln!("{captured:?}; impairer dropped {dropped_out} out, {dropped_in} in");
+    assert_eq!(captured.ipv4, 0, "an IPv6-only exchange");
+    assert!(
+        dropped_out > 0 && dropped_in > 0,
+        "5 % loss dropped IPv6 packets"
+    );
+    let [stack, link] = captured.ipv6;
+    assert_eq!(
+        stack[0] - link[0],
+        dropped_out,
+        "outgoing: stack - drops = link"
+    );
+    assert_eq!(
+        link[1] - stack[1],
+        dropped_in,
+        "incoming: link - drops = stack"
+    );
+    // RFC 6437 §3: one label per flow, non-zero, differing between flows.
+    assert_eq!(captured.labels.len(), 2, "{:?}", captured.labels);
+    let labels: Vec<u32> = captured
+        .labels
+        .values()
+        .map(|set| {
+            assert_eq!(set.len(), 1, "one flow label per connection: {set:x?}");
+            set.first().copied().expect("a label")
+        })
+        .collect();
+    assert!(labels.iter().all(|&l| l != 0), "{labels:x?}");
+    assert_ne!(labels[0], labels[1], "each connection its own label");
+
+    // The capture replays as a ladder of the IPv6 connections.
+    let replay = tcpctl(&env, &["trace", "--no-time", "--replay"])
+        .arg(&file)
+        .output()
+        .expect("tcpctl trace --replay");
+    let replayed = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(
+        replayed.contains(&format!("tcpd [{TCPD_ADDR6}]:")) && replayed.contains("SYN-SENT"),
+        "{}",
+        &replayed[..replayed.len().min(2000)]
+    );
+}
+
+/// `tcpctl ls -6` lists the IPv6 connection as `[addr]:port` (as `ss`
+/// does) and not the IPv4 one; `-4` the other way round; `--json` carries
+/// the same bracketed text.
+#[test]
+fn tcpctl_ls_filters_by_family_and_brackets_ipv6() {
+    let Some(env) = Env::setup("ls6", &[]) else {
+        return;
+    };
+    let (listener6, target6) = tcpd_e2e::kernel_listener_at(&env.ns, HOST_ADDR6.into());
+    let (listener4, target4) = tcpd_e2e::kernel_listener(&env.ns);
+    let client = tcpd_client::blocking::connect_client(env.daemon.socket()).expect("session");
+    let s6 = tcpd_client::blocking::TcpStream::connect_with(&client, target6).expect("connect6");
+    let s4 = tcpd_client::blocking::TcpStream::connect_with(&client, target4).expect("connect4");
+    let _k6 = listener6.accept().expect("accept6");
+    let _k4 = listener4.accept().expect("accept4");
+    let local6 = s6.local_addr().expect("local6");
+    let local4 = s4.local_addr().expect("local4");
+    assert!(local6.is_ipv6() && local4.is_ipv4());
+    let ls = |args: &[&str]| {
+        let out = tcpctl(&env, args).output().expect("tcpctl ls");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let v6 = ls(&["ls", "-6"]);
+    let (l6, r6) = (
+        format!("[{}]:{}", local6.ip(), local6.port()),
+        target6.to_string(),
+    );
+    assert!(v6.contains(&l6) && v6.contains(&r6), "{v6}");
+    assert!(!v6.contains(&local4.to_string()), "{v6}");
+    let v4 = ls(&["ls", "-4"]);
+    assert!(v4.contains(&local4.to_string()), "{v4}");
+    assert!(!v4.contains(&l6), "{v4}");
+    let all = ls(&["ls"]);
+    assert!(
+        all.contains(&l6) && all.contains(&local4.to_string()),
+        "{all}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ls(&["ls", "-6", "--json"])).expect("JSON");
+    let rows = json.as_array().expect("array");
+    assert!(
+        rows.iter()
+            .any(|r| r["local"] == l6.as_str() && r["remote"] == r6.as_str()),
+        "{json}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["local"].as_str().is_some_and(|l| l.starts_with('[')))
     );
 }
