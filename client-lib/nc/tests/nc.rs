@@ -1,13 +1,14 @@
 //! tcpd-nc against the real daemon in a namespace, the Linux kernel on the
-//! far side of the TUN: connect mode, listen mode, and its error messages.
+//! far side of the TUN: connect mode and listen mode over
+//! both families (`-4`/`-6`), and its error messages.
 
 use std::io::{Read, Write};
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tcpd_e2e::{Env, HOST_ADDR, TCPD_ADDR, wait_until};
+use tcpd_e2e::{Env, HOST_ADDR, HOST_ADDR6, TCPD_ADDR, TCPD_ADDR6, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -41,44 +42,81 @@ fn run(mut cmd: Command, input: &[u8]) -> Output {
     out
 }
 
+/// The addresses a test uses over one family: the kernel side's, tcpd's,
+/// and tcpd-nc's family flag.
+fn family(v6: bool) -> (IpAddr, IpAddr, &'static str) {
+    if v6 {
+        (HOST_ADDR6.into(), TCPD_ADDR6.into(), "-6")
+    } else {
+        (HOST_ADDR.into(), TCPD_ADDR.into(), "-4")
+    }
+}
+
 #[test]
 fn nc_connects_and_sends_stdin_then_prints_the_reply() {
-    let Some(env) = Env::setup("nc-connect", &[]) else {
+    connects_and_sends_stdin(false, 7701);
+}
+
+#[test]
+fn nc_6_connects_over_ipv6_and_sends_stdin_then_prints_the_reply() {
+    connects_and_sends_stdin(true, 7703);
+}
+
+fn connects_and_sends_stdin(v6: bool, port: u16) {
+    let Some(env) = Env::setup(if v6 { "nc-connect6" } else { "nc-connect" }, &[]) else {
         return;
     };
+    let (host, _, flag) = family(v6);
     let (ready_tx, ready_rx) = mpsc::channel();
     let kernel = env.ns.spawn(move || {
-        let listener =
-            std::net::TcpListener::bind(SocketAddrV4::new(HOST_ADDR, 7701)).expect("listen");
+        let listener = std::net::TcpListener::bind((host, port)).expect("listen");
         ready_tx.send(()).expect("ready");
-        let (mut s, _) = listener.accept().expect("accept");
+        let (mut s, peer) = listener.accept().expect("accept");
         s.set_read_timeout(Some(LIMIT)).expect("timeout");
         let mut got = Vec::new();
         s.read_to_end(&mut got).expect("read to nc's FIN");
         s.write_all(b"reply from the kernel\n").expect("reply");
-        got
+        (got, peer)
     });
     ready_rx.recv().expect("listener ready");
     let mut cmd = nc(&env);
-    cmd.args([HOST_ADDR.to_string(), "7701".into()]);
+    cmd.args([flag, &host.to_string(), &port.to_string()]);
     let out = run(cmd, b"hello from tcpd-nc\n");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(kernel.join().expect("kernel"), b"hello from tcpd-nc\n");
+    let (got, peer) = kernel.join().expect("kernel");
+    assert_eq!(got, b"hello from tcpd-nc\n");
+    assert_eq!(peer.is_ipv6(), v6, "{peer}");
     assert_eq!(out.stdout, b"reply from the kernel\n");
 }
 
 #[test]
 fn nc_listens_and_prints_what_a_kernel_client_sends() {
-    let Some(env) = Env::setup("nc-listen", &[]) else {
+    listens_and_prints(false, 7702);
+}
+
+/// `tcpd-nc -l -6 PORT` listens on `[::]`: an IPv6 kernel client gets in.
+#[test]
+fn nc_6_listens_on_any_ipv6_and_prints_what_a_kernel_client_sends() {
+    listens_and_prints(true, 7704);
+}
+
+fn listens_and_prints(v6: bool, port: u16) {
+    let Some(env) = Env::setup(if v6 { "nc-listen6" } else { "nc-listen" }, &[]) else {
         return;
     };
+    let (_, tcpd, flag) = family(v6);
     let mut cmd = nc(&env);
-    cmd.args(["-l", &TCPD_ADDR.to_string(), "7702"]);
+    if v6 {
+        // No ADDR: -6 listens on `::`.
+        cmd.args(["-l", flag, &port.to_string()]);
+    } else {
+        cmd.args(["-l", &tcpd.to_string(), &port.to_string()]);
+    }
     let (out_tx, out_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = out_tx.send(run(cmd, b"greetings\n"));
     });
-    let target = SocketAddrV4::new(TCPD_ADDR, 7702);
+    let target = SocketAddr::new(tcpd, port);
     let got = env.ns.within(move || {
         let mut stream = None;
         assert!(
