@@ -17,7 +17,8 @@
 //! ECONNREFUSED or ENOENT (and tcpd_strerror names the socket); select,
 //! readv/writev, sendmsg/recvmsg, FIONREAD, non-blocking connect through
 //! epoll, close(2) without tcpd_close (released while the program lives),
-//! and 1 000 sockets at once in one process. Every socket is a real descriptor (a socketpair
+//! and 1 000 sockets at once in one process; IPv6 (getaddrinfo, sockaddr_in6,
+//! IPv4-mapped addresses, IPV6_V6ONLY, a `[::]` listener taking both families). Every socket is a real descriptor (a socketpair
 //! the daemon pumps, daemon/server/DESIGN-fds.md).
 //!
 //! This file is the one place that builds and runs the C programs (the
@@ -33,7 +34,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TCPD_ADDR, require_privileges, target_dir};
+use tcpd_e2e::{
+    Daemon, HOST_ADDR, HOST_ADDR6, Netns, TCPD_ADDR, TCPD_ADDR6, require_privileges, target_dir,
+};
 
 /// Generous limit for one C program on a loaded 2-core machine.
 const LIMIT: Duration = Duration::from_secs(180);
@@ -120,10 +123,15 @@ struct Peers {
 
 impl Peers {
     fn start(ns: &Netns) -> Peers {
+        Peers::start_on(ns, &HOST_ADDR.to_string())
+    }
+
+    /// The peers listening on `host` (`::`: both families).
+    fn start_on(ns: &Netns, host: &str) -> Peers {
         let mut child = ns
             .command("python3")
             .arg(shim_dir().join("tests/c/peer.py"))
-            .arg(HOST_ADDR.to_string())
+            .arg(host)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 peer.py in the namespace");
@@ -611,4 +619,79 @@ fn c_thousand_sockets_at_once() {
         "closed 1000",
         "many ok 1000",
     );
+}
+
+/// IPv6 through libtcpd (`ipv6.c`): getaddrinfo to `AF_INET6` and connect
+/// to a kernel echo server over IPv6, sockaddr_in6 from getpeername/
+/// getsockname, IPV6_V6ONLY as Linux; an AF_INET6 socket to an IPv4-mapped
+/// address; an `[::]` listener echoing an IPv6 and an IPv4 kernel client,
+/// the IPv4 one seen as IPv4-mapped.
+#[test]
+fn c_ipv6_getaddrinfo_sockaddr_in6_mapped_and_dual_stack_listener() {
+    let Some((ns, daemon)) =
+        start("c_ipv6_getaddrinfo_sockaddr_in6_mapped_and_dual_stack_listener")
+    else {
+        return;
+    };
+    // "::" on the kernel side: its echo server takes IPv6 and IPv4.
+    let peers = Peers::start_on(&ns, "::");
+    let bin = compile("ipv6");
+    let mut program = Command::new(&bin)
+        .args([
+            HOST_ADDR6.to_string(),
+            HOST_ADDR.to_string(),
+            peers.echo.to_string(),
+        ])
+        .env("TCPD_SOCKET", daemon.socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ipv6");
+    let mut reader = BufReader::new(program.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    let port = loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("ipv6 output") == 0 {
+            let _ = program.kill();
+            panic!("ipv6 ended before listening:\n{seen}");
+        }
+        seen.push_str(&line);
+        if let Some(port) = line.trim().strip_prefix("listening ") {
+            break port.to_string();
+        }
+    };
+    for target in [TCPD_ADDR6.to_string(), TCPD_ADDR.to_string()] {
+        let out = ns
+            .command("python3")
+            .arg(shim_dir().join("tests/c/peer.py"))
+            .args(["echo-client", &target, &port, "300000"])
+            .output()
+            .expect("python3 echo-client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("echo-client ok"),
+            "{target}: {stdout}"
+        );
+    }
+    let status = program.wait().expect("ipv6 exit");
+    std::io::Read::read_to_string(&mut reader, &mut seen).expect("ipv6 output");
+    eprintln!("{seen}");
+    assert!(status.success(), "ipv6 {status:?}\n{}", daemon.log_text());
+    assert!(
+        seen.contains(&format!("connected [{TCPD_ADDR6}]:"))
+            && seen.contains(&format!("-> [{HOST_ADDR6}]:{}", peers.echo)),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("mapped ok ::ffff:{HOST_ADDR}")),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("accepted {HOST_ADDR6} ")) && seen.contains(" native"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("accepted ::ffff:{HOST_ADDR} ")) && seen.contains(" mapped"),
+        "{seen}"
+    );
+    assert!(seen.contains("ipv6 ok"), "{seen}");
 }

@@ -3,7 +3,8 @@
 
 usage: peer.py HOST
        peer.py echo-client HOST PORT BYTES
-The first form listens on HOST with three servers and prints one line
+The first form listens on HOST (IPv4 or IPv6; "::" takes both families,
+as Linux's bindv6only = 0) with three servers and prints one line
 "ports ECHO SHA CLOSER CLOSED": ECHO echoes everything, SHA reads to EOF
 and answers the hex SHA-256 of what it read, CLOSER accepts and closes at
 once, CLOSED is a port nobody listens on. Runs until killed.
@@ -49,8 +50,16 @@ class Server(socketserver.ThreadingTCPServer):
     request_queue_size = 1024
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def serve(host, handler):
-    server = Server((host, 0), handler)
+    server = (Server6 if family(host) == socket.AF_INET6 else Server)((host, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server.server_address[1]
 
@@ -92,7 +101,7 @@ def main():
         return
     host = sys.argv[1]
     ports = [serve(host, h) for h in (Echo, Sha, Closer)]
-    probe = socket.socket()
+    probe = socket.socket(family(host))
     probe.bind((host, 0))
     closed = probe.getsockname()[1]
     probe.close()
