@@ -39,6 +39,7 @@
 //! receive path and do not block in practice; a failed write is counted and
 //! the packet dropped (TCP recovers).
 
+pub mod netlink;
 pub mod tun;
 
 use crate::impair::{Direction, Impairer};

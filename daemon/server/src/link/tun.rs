@@ -4,14 +4,17 @@
 //! brought up, so the kernel routes tcpd's prefix into it. With IPv6
 //! (`--address6`, on by default) the kernel side also gets its IPv6
 //! address and prefix (SIOCSIFADDR on an AF_INET6 socket, which also adds
-//! the prefix route); IPv6 is enabled on the device (`disable_ipv6 = 0`,
-//! best effort: the systemd unit's ProtectKernelTunables= makes /proc/sys
-//! read-only, and a new device starts with the `default` value, 0 on
-//! Linux) and no link-local address is generated (`addr_gen_mode = 1`,
-//! also best effort), so the kernel sends no router solicitations or MLD
-//! reports into the TUN (tcpd would count them as not for it). The TUN is
-//! a layer-3 link: no neighbour discovery. Without `--address6` IPv6 is
-//! switched off on the device instead.
+//! the prefix route). Before the device goes up, the kernel is told by
+//! rtnetlink to generate no IPv6 link-local address on it
+//! ([`super::netlink`], `addr_gen_mode` none; the sysctl is the fallback),
+//! so it sends no router solicitations, MLD reports or DAD probes into the
+//! TUN (tcpd would count them as not for it) — this works under the systemd
+//! unit, whose ProtectKernelTunables= makes /proc/sys read-only.
+//! `disable_ipv6 = 0` is written best effort (a new device starts with the
+//! `default` value, 0 on Linux). The TUN is a layer-3 link: no neighbour
+//! discovery. Without `--address6`, `disable_ipv6 = 1` is written instead
+//! (best effort: with no link-local address and no IPv6 address the kernel
+//! sends nothing into the TUN anyway).
 //!
 //! Offload (on unless `--offload off`): the device is opened with
 //! `IFF_VNET_HDR`, so every read and write starts with a 10-byte
@@ -82,19 +85,26 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
     let mut device = tun::create(&cfg)
         .map_err(|e| anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun))?;
     // Before the device goes up, so the kernel generates no link-local
-    // address (and sends nothing) when IPv6 starts on it.
+    // address (and sends nothing) when IPv6 starts on it. By rtnetlink, which
+    // the hardened unit allows (its ProtectKernelTunables= makes /proc/sys
+    // read-only); the sysctl is the fallback.
     let sysctl = |name: &str, value: &[u8]| {
         let path = format!("/proc/sys/net/ipv6/conf/{}/{name}", settings.tun);
         if let Err(e) = std::fs::write(&path, value) {
             tracing::debug!(error = %e, path, "cannot set an IPv6 sysctl of the TUN");
         }
     };
+    if let Err(e) = super::netlink::disable_link_local(&settings.tun) {
+        tracing::debug!(error = %e, "rtnetlink: cannot turn the TUN's IPv6 link-local off");
+        sysctl("addr_gen_mode", b"1");
+    }
     match settings.ipv6 {
-        Some(_) => {
-            sysctl("addr_gen_mode", b"1");
-            sysctl("disable_ipv6", b"0");
-        }
-        // IPv4 only: keep the kernel from sending IPv6 into the TUN.
+        // A new device starts with `default/disable_ipv6` (0 unless the host
+        // turned IPv6 off; then adding the address below fails and the
+        // default configuration falls back to IPv4 only).
+        Some(_) => sysctl("disable_ipv6", b"0"),
+        // IPv4 only: keep the kernel from sending IPv6 into the TUN (without
+        // /proc/sys, the missing link-local address already does).
         None => sysctl("disable_ipv6", b"1"),
     }
     use tun::AbstractDevice;
