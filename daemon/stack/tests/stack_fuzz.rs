@@ -60,3 +60,20 @@ fn structured_segment_reaches_the_established_connection() {
     let after = harness.stack.socket_info(server).expect("live").recv_queue;
     assert_eq!(after, before + 16);
 }
+
+/// The IPv6 operation reaches the stack: a SYN built by operation 9 (to
+/// the `[::]:81` listener, no extension headers) opens a connection.
+#[test]
+fn structured_ipv6_syn_reaches_the_dual_stack_listener() {
+    let mut harness = Harness::new();
+    // op 9, mode 0 (PEER6 -> OURS6, no chain, true length), upper 0 (TCP),
+    // port 81, SYN, no payload, source port 40000, seq 1, ack 0, MSS 1440,
+    // traffic class 0, hop limit 64.
+    harness.run(&[
+        9, 0, 0, 0, 0, 0, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 0, 0x05, 0xa0, 0, 64,
+    ]);
+    let opened = harness.stack.sockets().iter().any(|info| {
+        info.local.port() == 81 && info.remote.is_ipv6() && info.remote.port() == 40000
+    });
+    assert!(opened, "{:#?}", harness.stack.sockets());
+}

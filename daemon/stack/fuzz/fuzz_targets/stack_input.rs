@@ -2,7 +2,8 @@
 //! listener, an accepted ESTABLISHED connection with data in flight, a
 //! connection in SYN-SENT) fed a sequence of operations decoded from the
 //! input — raw packets, checksum-valid TCP segments near the live sequence
-//! numbers, ICMP, mutated valid packets, clock jumps and user calls — by the
+//! numbers, ICMP, IPv6 with extension-header chains (TCP, ICMPv6 echo and
+//! errors, unknown protocols), mutated valid packets, clock jumps and user calls — by the
 //! driver shared with `tests/stack_fuzz.rs`. It panics on any stack panic or
 //! broken invariant (invalid emitted packet, endless transmit, stale timer).
 //!

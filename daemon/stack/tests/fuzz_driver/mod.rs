@@ -11,7 +11,12 @@
 //! the live ones), window, options and payload come from the input, aimed at
 //! either connection or the listener (SYNs that fill its one-entry SYN
 //! queue and get SYN cookies, answers to its SYN,ACKs and cookies, exact or
-//! off); ICMP echo and unreachable messages;
+//! off); ICMP echo and unreachable messages; IPv6 packets (to a
+//! dual-stack listener on `[::]:81`) with extension-header chains
+//! (hop-by-hop and destination options with arbitrary TLVs, routing,
+//! fragment headers, lying payload lengths, odd sources and destinations)
+//! carrying TCP, ICMPv6 echo and errors quoting live connections, or
+//! unknown protocols (Parameter Problem paths);
 //! valid packets with mutations (checksums fixed or not); clock advances;
 //! user calls. After every operation it checks that the stack stays sane:
 //! every packet it emits parses with valid checksums and fits the MTU,
@@ -20,19 +25,24 @@
 
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use tcpd_stack::seq::SeqNum;
 use tcpd_stack::wire::checksum;
 use tcpd_stack::wire::{
-    Icmpv4Repr, IpProtocol, Ipv4Repr, SackBlock, TcpFlags, TcpOptions, TcpRepr,
+    Icmpv4Repr, Icmpv6Repr, IpProtocol, Ipv4Repr, Ipv6Repr, SackBlock, TcpFlags, TcpOptions,
+    TcpRepr,
 };
 use tcpd_stack::{
-    Duration, Instant, OptionName, Shutdown, SockOption, SocketHandle, Stack, StackConfig,
+    Duration, Instant, IpFamily, OptionName, Shutdown, SockOption, SocketHandle, Stack, StackConfig,
 };
 
 const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const OURS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 const LISTEN_PORT: u16 = 80;
+/// The dual-stack `[::]` listener's port.
+const LISTEN_PORT6: u16 = 81;
 const PEER_PORT: u16 = 40000;
 const SERVER_PORT_FOR_CLIENT: u16 = 5000;
 /// Upper bound on packets drained after one operation: more is a livelock.
@@ -101,6 +111,7 @@ fn config() -> StackConfig {
     // one half-open child are answered with SYN cookies, and its ACKs to
     // the listener are checked as cookies (RFC 4987 §3.6 paths).
     config.max_syn_backlog = 1;
+    config.addresses6 = vec![tcpd_stack::Ipv6Net::new(OURS6, 64).expect("prefix length")];
     config
 }
 
@@ -166,6 +177,14 @@ impl Harness {
             )
             .expect("bind on a fresh stack");
         stack.listen(listener, 8).expect("listen on a bound socket");
+        let listener6 = stack.socket_of(IpFamily::V6);
+        stack
+            .bind(
+                listener6,
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, LISTEN_PORT6)),
+            )
+            .expect("bind [::]");
+        stack.listen(listener6, 8).expect("listen on [::]");
         let peer = SocketAddrV4::new(PEER, PEER_PORT);
         let ours = SocketAddrV4::new(OURS, LISTEN_PORT);
         let mut syn = segment(PEER_PORT, LISTEN_PORT, 1000, 0, TcpFlags::SYN, &[]);
@@ -246,7 +265,7 @@ impl Harness {
         let mut ops = 0;
         while !input.is_empty() && ops < 256 {
             ops += 1;
-            match input.u8() % 9 {
+            match input.u8() % 10 {
                 0 => {
                     let len = usize::from(input.u16() % 1600);
                     let packet = input.bytes(len);
@@ -270,6 +289,7 @@ impl Harness {
                     }
                 }
                 7 => self.user_call(&mut input),
+                9 => self.fuzz_ipv6(&mut input),
                 _ => {
                     // Jump to the next timer, as an event loop would.
                     if let Some(next) = self.stack.poll_timeout() {
@@ -300,13 +320,29 @@ impl Harness {
             count += 1;
             assert!(count < TRANSMIT_LIMIT, "poll_transmit does not run dry");
             assert!(len <= mtu, "packet of {len} bytes exceeds the MTU");
-            let (ip, payload) = Ipv4Repr::parse(&buf[..len]).expect("emitted IPv4 is valid");
-            assert_eq!(ip.src, OURS);
-            match ip.protocol {
-                IpProtocol::Tcp => {
-                    let seg =
-                        TcpRepr::parse(payload, ip.src, ip.dst).expect("emitted TCP is valid");
-                    if seg.src_port == LISTEN_PORT && seg.dst_port == PEER_PORT && ip.dst == PEER {
+            let packet = &buf[..len];
+            let (src, dst, protocol, payload) = if packet[0] >> 4 == 6 {
+                let parsed = Ipv6Repr::parse(packet).expect("emitted IPv6 is valid");
+                assert_eq!(parsed.repr.src, OURS6);
+                let ip = parsed.repr;
+                (
+                    IpAddr::V6(ip.src),
+                    IpAddr::V6(ip.dst),
+                    ip.next_header,
+                    parsed.payload,
+                )
+            } else {
+                let (ip, payload) = Ipv4Repr::parse(packet).expect("emitted IPv4 is valid");
+                assert_eq!(ip.src, OURS);
+                (IpAddr::V4(ip.src), IpAddr::V4(ip.dst), ip.protocol, payload)
+            };
+            match (protocol, src, dst) {
+                (IpProtocol::Tcp, _, _) => {
+                    let seg = TcpRepr::parse(payload, src, dst).expect("emitted TCP is valid");
+                    if seg.src_port == LISTEN_PORT
+                        && seg.dst_port == PEER_PORT
+                        && dst == IpAddr::V4(PEER)
+                    {
                         let end = seg.seq + seg.segment_len();
                         if self.our_next == 0 || end.gt(SeqNum(self.our_next)) {
                             self.our_next = end.0;
@@ -323,12 +359,13 @@ impl Harness {
                         self.client_iss = seg.seq.0;
                     }
                 }
-                IpProtocol::Icmp => {
+                (IpProtocol::Icmp, IpAddr::V4(_), _) => {
                     Icmpv4Repr::parse(payload).expect("emitted ICMP is valid");
                 }
-                other @ (IpProtocol::Icmpv6 | IpProtocol::Other(_)) => {
-                    panic!("emitted protocol {other:?}")
+                (IpProtocol::Icmpv6, IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    Icmpv6Repr::parse(src, dst, payload).expect("emitted ICMPv6 is valid");
                 }
+                (other, src, _) => panic!("emitted protocol {other:?} from {src}"),
             }
         }
         while self.stack.poll_event().is_some() {}
@@ -520,6 +557,163 @@ impl Harness {
                 }
             }
             _ => {}
+        }
+        self.feed(&packet);
+    }
+
+    /// An IPv6 packet decoded from the input: addresses, an extension-header
+    /// chain, an upper layer, and a payload length that may lie.
+    fn fuzz_ipv6(&mut self, input: &mut Cursor<'_>) {
+        let mode = input.u8();
+        let dst = match mode & 3 {
+            0 | 1 => OURS6,
+            2 => Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+            _ => Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, input.u16()),
+        };
+        let src = if mode & 4 == 0 {
+            PEER6
+        } else {
+            // Anything: unspecified, multicast, IPv4-mapped, loopback...
+            let mut octets = [0u8; 16];
+            let picked = input.bytes(16);
+            octets[..picked.len()].copy_from_slice(&picked);
+            Ipv6Addr::from(octets)
+        };
+        // The upper layer first: its checksum covers the addresses only.
+        let (protocol, upper) = match input.u8() % 4 {
+            0 => {
+                let port = if input.u8() & 1 == 0 {
+                    LISTEN_PORT6
+                } else {
+                    input.u16()
+                };
+                let flags = if input.u8() & 1 == 0 {
+                    TcpFlags::SYN
+                } else {
+                    TcpFlags(input.u8())
+                };
+                let payload = vec![0x66; usize::from(input.u8())];
+                let mut repr =
+                    segment(input.u16(), port, input.u32(), input.u32(), flags, &payload);
+                if flags.syn() {
+                    repr.options.mss = Some(input.u16());
+                    repr.options.sack_permitted = true;
+                }
+                let mut buf = vec![0; repr.buffer_len()];
+                let len = repr.emit(&mut buf, src, dst);
+                buf.truncate(len);
+                (u8::from(IpProtocol::Tcp), buf)
+            }
+            1 => {
+                let data_len = usize::from(input.u8());
+                let data = input.bytes(data_len);
+                let repr = Icmpv6Repr::EchoRequest {
+                    ident: input.u16(),
+                    seq_no: input.u16(),
+                    data: &data,
+                };
+                let mut buf = vec![0; repr.buffer_len()];
+                let len = repr.emit(src, dst, &mut buf);
+                buf.truncate(len);
+                (u8::from(IpProtocol::Icmpv6), buf)
+            }
+            2 => {
+                // An error quoting a packet of ours to PEER6 (a connection of
+                // the [::] listener, if the fuzzer opened one) or arbitrary.
+                let quoted = segment(
+                    LISTEN_PORT6,
+                    input.u16(),
+                    input.u32(),
+                    0,
+                    TcpFlags::ACK,
+                    &[],
+                );
+                let mut tcp = vec![0; quoted.buffer_len()];
+                let tcp_len = quoted.emit(&mut tcp, OURS6, PEER6);
+                let mut invoking = vec![0u8; 40];
+                invoking[0] = 0x60;
+                invoking[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+                invoking[6] = 6;
+                invoking[7] = 64;
+                invoking[8..24].copy_from_slice(&OURS6.octets());
+                invoking[24..40].copy_from_slice(&PEER6.octets());
+                invoking.extend_from_slice(&tcp[..tcp_len]);
+                invoking.truncate(40 + usize::from(input.u8()) % (tcp_len + 1));
+                let repr = match input.u8() % 4 {
+                    0 => Icmpv6Repr::DestinationUnreachable {
+                        code: input.u8() % 8,
+                        invoking: &invoking,
+                    },
+                    1 => Icmpv6Repr::PacketTooBig {
+                        mtu: input.u32() % 70_000,
+                        invoking: &invoking,
+                    },
+                    2 => Icmpv6Repr::TimeExceeded {
+                        code: input.u8() % 2,
+                        invoking: &invoking,
+                    },
+                    _ => Icmpv6Repr::ParameterProblem {
+                        code: input.u8() % 4,
+                        pointer: input.u32(),
+                        invoking: &invoking,
+                    },
+                };
+                let mut buf = vec![0; repr.buffer_len()];
+                let len = repr.emit(src, dst, &mut buf);
+                buf.truncate(len);
+                (u8::from(IpProtocol::Icmpv6), buf)
+            }
+            _ => {
+                let protocol = input.u8();
+                let len = usize::from(input.u8());
+                (protocol, input.bytes(len))
+            }
+        };
+        // Up to three extension headers in front of it.
+        let mut chain: Vec<(u8, Vec<u8>)> = Vec::new();
+        for _ in 0..(mode >> 3) % 4 {
+            let kind = [0u8, 60, 43, 44][usize::from(input.u8() % 4)];
+            let header = match kind {
+                0 | 60 => {
+                    let units = input.u8() % 3;
+                    let mut header = vec![0; 8 * (usize::from(units) + 1)];
+                    header[1] = units;
+                    let tlvs = input.bytes(header.len() - 2);
+                    header[2..2 + tlvs.len()].copy_from_slice(&tlvs);
+                    header
+                }
+                43 => vec![0, 0, input.u8(), input.u8() % 3, 0, 0, 0, 0],
+                _ => {
+                    let mut header = vec![0; 8];
+                    header[2..4].copy_from_slice(&input.u16().to_be_bytes());
+                    header[4..8].copy_from_slice(&input.u32().to_be_bytes());
+                    header
+                }
+            };
+            chain.push((kind, header));
+        }
+        let mut body = Vec::new();
+        for (i, (_, header)) in chain.iter().enumerate() {
+            let next = chain.get(i + 1).map_or(protocol, |(kind, _)| *kind);
+            body.push(next);
+            body.extend_from_slice(&header[1..]);
+        }
+        body.extend_from_slice(&upper);
+        let mut packet = vec![0u8; 40];
+        packet[0] = 0x60 | (input.u8() & 0x0f);
+        let payload_len = if mode & 0x40 == 0 {
+            u16::try_from(body.len()).unwrap_or(u16::MAX)
+        } else {
+            input.u16()
+        };
+        packet[4..6].copy_from_slice(&payload_len.to_be_bytes());
+        packet[6] = chain.first().map_or(protocol, |(kind, _)| *kind);
+        packet[7] = input.u8();
+        packet[8..24].copy_from_slice(&src.octets());
+        packet[24..40].copy_from_slice(&dst.octets());
+        packet.extend_from_slice(&body);
+        if self.corpus.len() < 64 {
+            self.corpus.push(packet.clone());
         }
         self.feed(&packet);
     }
