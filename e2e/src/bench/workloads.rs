@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,7 +26,7 @@ pub trait Dialer: Clone + Send + Sync + 'static {
     /// (request/response workloads).
     fn connect(
         &self,
-        addr: SocketAddrV4,
+        addr: SocketAddr,
         nodelay: bool,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
@@ -37,7 +37,7 @@ pub struct KernelDialer;
 
 impl Dialer for KernelDialer {
     type Stream = tokio::net::TcpStream;
-    async fn connect(&self, addr: SocketAddrV4, nodelay: bool) -> io::Result<Self::Stream> {
+    async fn connect(&self, addr: SocketAddr, nodelay: bool) -> io::Result<Self::Stream> {
         let s = tokio::net::TcpStream::connect(addr).await?;
         s.set_nodelay(nodelay)?;
         Ok(s)
@@ -51,7 +51,7 @@ pub struct TcpdDialer;
 
 impl Dialer for TcpdDialer {
     type Stream = tcpd_client::TcpStream;
-    async fn connect(&self, addr: SocketAddrV4, nodelay: bool) -> io::Result<Self::Stream> {
+    async fn connect(&self, addr: SocketAddr, nodelay: bool) -> io::Result<Self::Stream> {
         let s = tcpd_client::TcpStream::connect(addr).await?;
         if nodelay {
             s.set_nodelay(true)?;
@@ -69,16 +69,17 @@ impl Dialer for TcpdDialer {
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// A kernel listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`.
-fn listen(addr: SocketAddrV4) -> io::Result<tokio::net::TcpListener> {
+fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     listen_with(addr, None)
 }
 
 /// [`listen`] with TCP_CONGESTION set to `congestion`, if given.
-fn listen_with(
-    addr: SocketAddrV4,
-    congestion: Option<&str>,
-) -> io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
+fn listen_with(addr: SocketAddr, congestion: Option<&str>) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     if let Some(name) = congestion {
         nix::sys::socket::setsockopt(
@@ -113,7 +114,7 @@ pub enum ServerKind {
 /// A running server; stops (and closes its connections) on drop.
 #[derive(Debug)]
 pub struct Server {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -122,7 +123,7 @@ impl Server {
     /// Starts a server of `kind` on `ip:port` inside `ns`, pinned to `cpu`.
     pub fn start(
         ns: &Netns,
-        ip: Ipv4Addr,
+        ip: impl Into<IpAddr>,
         port: u16,
         kind: ServerKind,
         cpu: usize,
@@ -135,13 +136,13 @@ impl Server {
     /// inherit) instead of the namespace's default.
     pub fn start_with_congestion(
         ns: &Netns,
-        ip: Ipv4Addr,
+        ip: impl Into<IpAddr>,
         port: u16,
         kind: ServerKind,
         cpu: usize,
         congestion: Option<&'static str>,
     ) -> io::Result<Server> {
-        let addr = SocketAddrV4::new(ip, port);
+        let addr = SocketAddr::new(ip.into(), port);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
         let thread = ns.spawn(move || {
@@ -271,7 +272,7 @@ pub const HTTP_BODY: &[u8] = b"hello, world\n";
 /// answer.
 async fn http_get(
     sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
 ) -> io::Result<()> {
     use http_body_util::BodyExt;
     let request = hyper::Request::get("/")
@@ -301,7 +302,7 @@ async fn http_get(
 /// hyper-util's and tonic's connectors set it).
 async fn http_connect<D: Dialer>(
     d: &D,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
 ) -> io::Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>> {
     let stream = d.connect(addr, true).await?;
     let (sender, connection) =
@@ -318,7 +319,7 @@ async fn http_connect<D: Dialer>(
 /// connection, or each on a new connection.
 pub async fn http_gets<D: Dialer>(
     d: D,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     dur: Duration,
     new_connection: bool,
 ) -> io::Result<f64> {
@@ -345,7 +346,7 @@ pub async fn http_gets<D: Dialer>(
 /// killed on drop.
 #[derive(Debug)]
 pub struct HoldProcess {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     child: std::process::Child,
 }
 
@@ -355,7 +356,7 @@ impl HoldProcess {
     pub fn start(
         program: &std::path::Path,
         ns: &Netns,
-        addr: SocketAddrV4,
+        addr: SocketAddr,
         cpu: usize,
     ) -> io::Result<HoldProcess> {
         use std::io::BufRead;
@@ -399,7 +400,7 @@ impl Drop for HoldProcess {
 /// The `--hold-helper` side of [`HoldProcess`]: enters namespace `ns`,
 /// listens on `addr`, says "ready" on stdout, and holds every connection it
 /// accepts until stdin reaches end of file.
-pub fn hold_helper_main(ns: &str, addr: SocketAddrV4, cpu: usize) -> io::Result<()> {
+pub fn hold_helper_main(ns: &str, addr: SocketAddr, cpu: usize) -> io::Result<()> {
     use std::io::Write;
     use std::os::fd::AsFd;
     let netns = std::fs::File::open(std::path::Path::new("/run/netns").join(ns))?;
@@ -511,7 +512,7 @@ impl Transfer {
 
 /// Client sends for `dur` to a [`ServerKind::Sink`]; the count the server
 /// received (it answers after EOF) over the time until that answer.
-pub async fn bulk_send<D: Dialer>(d: D, addr: SocketAddrV4, dur: Duration) -> io::Result<Transfer> {
+pub async fn bulk_send<D: Dialer>(d: D, addr: SocketAddr, dur: Duration) -> io::Result<Transfer> {
     let mut s = d.connect(addr, false).await?;
     let buf = vec![0x5a_u8; CHUNK];
     let start = Instant::now();
@@ -528,7 +529,7 @@ pub async fn bulk_send<D: Dialer>(d: D, addr: SocketAddrV4, dur: Duration) -> io
 }
 
 /// Client reads from a [`ServerKind::Source`] until EOF.
-pub async fn bulk_recv<D: Dialer>(d: D, addr: SocketAddrV4) -> io::Result<Transfer> {
+pub async fn bulk_recv<D: Dialer>(d: D, addr: SocketAddr) -> io::Result<Transfer> {
     let mut s = d.connect(addr, false).await?;
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
@@ -556,7 +557,7 @@ pub struct PingPong {
 /// 1-byte ping-pong against a [`ServerKind::Echo`] for `dur`.
 pub async fn request_response<D: Dialer>(
     d: D,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     dur: Duration,
 ) -> io::Result<PingPong> {
     let mut s = d.connect(addr, true).await?;
@@ -603,7 +604,7 @@ impl ConnectionRate {
 /// closes first, so TIME-WAIT stays on the server side), for `dur`.
 pub async fn connection_rate<D: Dialer>(
     d: D,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     dur: Duration,
 ) -> io::Result<ConnectionRate> {
     let start = Instant::now();
@@ -632,7 +633,7 @@ pub async fn connection_rate<D: Dialer>(
 /// ephemeral port range); returns them (still open) and the seconds it took.
 pub async fn open_idle<D: Dialer>(
     d: D,
-    addrs: &[SocketAddrV4],
+    addrs: &[SocketAddr],
     count: usize,
 ) -> io::Result<(Vec<D::Stream>, f64)> {
     if addrs.is_empty() {
@@ -665,7 +666,7 @@ pub async fn open_idle<D: Dialer>(
 /// `streams` concurrent [`bulk_send`]s for `dur`; total throughput.
 pub async fn parallel_streams<D: Dialer>(
     d: D,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     streams: usize,
     dur: Duration,
 ) -> io::Result<Transfer> {
@@ -689,7 +690,7 @@ pub async fn parallel_streams<D: Dialer>(
 /// `tcpd_connect`, `tcpd_write`, `tcpd_read`, `tcpd_close`), the same
 /// exchange as [`connection_rate`]: what a C program pays. Blocking; the
 /// shim reaches the daemon at `$TCPD_SOCKET`.
-pub fn c_shim_connection_rate(addr: SocketAddrV4, dur: Duration) -> io::Result<ConnectionRate> {
+pub fn c_shim_connection_rate(addr: SocketAddr, dur: Duration) -> io::Result<ConnectionRate> {
     let start = Instant::now();
     let mut lat = Vec::with_capacity(16 * 1024);
     while start.elapsed() < dur {
@@ -709,7 +710,7 @@ fn c_check(ret: isize) -> io::Result<usize> {
 }
 
 /// One connect, 1-byte exchange, wait for the server's FIN, close, through the C ABI.
-fn c_shim_one_connection(addr: SocketAddrV4) -> io::Result<()> {
+fn c_shim_one_connection(addr: SocketAddr) -> io::Result<()> {
     let s = c_shim_connect(addr, true)?;
     let mut byte = [1u8; 1];
     s.write_all(&byte)?;
@@ -721,17 +722,52 @@ fn c_shim_one_connection(addr: SocketAddrV4) -> io::Result<()> {
 }
 
 /// A connected C-shim socket (Nagle off when `nodelay`, as the Rust rows).
-fn c_shim_connect(addr: SocketAddrV4, nodelay: bool) -> io::Result<CShimFd> {
-    let fd = CShimFd(
-        c_check(tcpd::tcpd_socket(libc::AF_INET, libc::SOCK_STREAM, 0) as isize)? as libc::c_int,
-    );
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
+fn c_shim_connect(addr: SocketAddr, nodelay: bool) -> io::Result<CShimFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let fd =
+        CShimFd(c_check(tcpd::tcpd_socket(family, libc::SOCK_STREAM, 0) as isize)? as libc::c_int);
+    let sin = match addr {
+        SocketAddr::V4(a) => libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
         },
-        sin_zero: [0; 8],
+        SocketAddr::V6(_) => {
+            // SAFETY: sockaddr_in is plain old data; all zeroes is valid.
+            unsafe { std::mem::zeroed() }
+        }
+    };
+    let sin6 = match addr {
+        SocketAddr::V6(a) => libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: a.port().to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            },
+            sin6_scope_id: 0,
+        },
+        SocketAddr::V4(_) => {
+            // SAFETY: sockaddr_in6 is plain old data; all zeroes is valid.
+            unsafe { std::mem::zeroed() }
+        }
+    };
+    let (name, name_len): (*const libc::sockaddr, usize) = match addr {
+        SocketAddr::V4(_) => (
+            (&raw const sin).cast(),
+            std::mem::size_of::<libc::sockaddr_in>(),
+        ),
+        SocketAddr::V6(_) => (
+            (&raw const sin6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>(),
+        ),
     };
     let one: libc::c_int = 1;
     // SAFETY: every pointer is to a live local of the stated length.
@@ -745,11 +781,7 @@ fn c_shim_connect(addr: SocketAddrV4, nodelay: bool) -> io::Result<CShimFd> {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             ) as isize)?;
         }
-        c_check(tcpd::tcpd_connect(
-            fd.0,
-            (&raw const sin).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ) as isize)?;
+        c_check(tcpd::tcpd_connect(fd.0, name, name_len as libc::socklen_t) as isize)?;
     }
     Ok(fd)
 }
@@ -790,7 +822,7 @@ impl CShimFd {
 }
 
 /// [`bulk_send`] through the C shim (blocking; `$TCPD_SOCKET`).
-pub fn c_shim_bulk_send(addr: SocketAddrV4, dur: Duration) -> io::Result<Transfer> {
+pub fn c_shim_bulk_send(addr: SocketAddr, dur: Duration) -> io::Result<Transfer> {
     let s = c_shim_connect(addr, false)?;
     let buf = vec![0x5a_u8; CHUNK];
     let start = Instant::now();
@@ -807,7 +839,7 @@ pub fn c_shim_bulk_send(addr: SocketAddrV4, dur: Duration) -> io::Result<Transfe
 }
 
 /// [`bulk_recv`] through the C shim (blocking; `$TCPD_SOCKET`).
-pub fn c_shim_bulk_recv(addr: SocketAddrV4) -> io::Result<Transfer> {
+pub fn c_shim_bulk_recv(addr: SocketAddr) -> io::Result<Transfer> {
     let s = c_shim_connect(addr, false)?;
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
@@ -825,7 +857,7 @@ pub fn c_shim_bulk_recv(addr: SocketAddrV4) -> io::Result<Transfer> {
 }
 
 /// [`request_response`] through the C shim (blocking; `$TCPD_SOCKET`).
-pub fn c_shim_request_response(addr: SocketAddrV4, dur: Duration) -> io::Result<PingPong> {
+pub fn c_shim_request_response(addr: SocketAddr, dur: Duration) -> io::Result<PingPong> {
     let s = c_shim_connect(addr, true)?;
     let mut lat = Vec::with_capacity(100_000);
     let mut byte = [0u8; 1];

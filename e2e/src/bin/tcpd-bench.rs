@@ -12,7 +12,7 @@
 //! margin): a hang becomes an error naming the workload, and the run ends
 //! by itself, removing its namespaces and stopping its daemon.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ struct Args {
     #[arg(long, hide = true, requires = "hold_addr")]
     hold_helper: Option<String>,
     #[arg(long, hide = true)]
-    hold_addr: Option<SocketAddrV4>,
+    hold_addr: Option<SocketAddr>,
     #[arg(long, hide = true, default_value_t = PEER_CPU)]
     hold_cpu: usize,
     /// Where to write the JSON results.
@@ -98,6 +98,9 @@ const IMPAIRED_KERNEL_CC: &str = "cubic";
 
 const KERNEL_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 const KERNEL_SERVER: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
+/// The veth's IPv6 addresses (the `ipv6` group).
+const KERNEL_CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x88, 0, 0, 0, 0, 0, 1);
+const KERNEL_SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x88, 0, 0, 0, 0, 0, 2);
 const CLIENT_CPU: usize = 0;
 const PEER_CPU: usize = 1;
 
@@ -120,6 +123,9 @@ enum Group {
     Bulk,
     /// Bulk under tcpd's `--impair` (loss, delay).
     Impaired,
+    /// Bulk both directions and 1-byte request/response over IPv6 (tcpd's
+    /// default fd00:77::/64 vs the kernel over IPv6 on the veth).
+    Ipv6,
     /// 1-byte request/response (Rust and C shim).
     Rr,
     /// The unary RPC round trip (GetSockName).
@@ -269,10 +275,35 @@ impl Topology {
             "ip",
             &["addr", "add", &format!("{KERNEL_CLIENT}/24"), "dev", &va],
         )?;
+        // IPv6 too (no DAD: the addresses are usable at once).
+        kernel_client.run(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{KERNEL_CLIENT6}/64"),
+                "dev",
+                &va,
+                "nodad",
+            ],
+        )?;
         kernel_client.run("ip", &["link", "set", &va, "up"])?;
         kernel_server.run(
             "ip",
             &["addr", "add", &format!("{KERNEL_SERVER}/24"), "dev", &vb],
+        )?;
+        kernel_server.run(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{KERNEL_SERVER6}/64"),
+                "dev",
+                &vb,
+                "nodad",
+            ],
         )?;
         kernel_server.run("ip", &["link", "set", &vb, "up"])?;
         let tcpd_ns = Netns::new("bench-tcpd")?;
@@ -534,6 +565,87 @@ fn main() -> Result<()> {
             "bulk under impairment: tcpd's --impair on both directions of its TUN; \"tcpd\" is tcpd sending to the kernel, \"kernel\" the kernel ({IMPAIRED_KERNEL_CC}) sending to tcpd; each run {:.1} s",
             impaired_seconds.as_secs_f64()
         ));
+    }
+
+    if want(Group::Ipv6) {
+        // 1c. The same bulk and request/response over IPv6: tcpd on its
+        // default fd00:77::2 to the kernel side fd00:77::1, the kernel over
+        // the veth's fd00:88::/64.
+        let (k6, t6) = (KERNEL_SERVER6, tcpd_e2e::HOST_ADDR6);
+        let ksink = Server::start(&topo.kernel_server, k6, 5011, ServerKind::Sink, PEER_CPU)?;
+        let tsink = Server::start(&topo.tcpd_ns, t6, 5011, ServerKind::Sink, PEER_CPU)?;
+        let kernel = repeat(plan.reps, || {
+            let addr = ksink.addr;
+            Ok(kernel_run(&topo, limit, move |d| workloads::bulk_send(d, addr, dur))?.gbit_per_s())
+        })?;
+        let tcpd = repeat(plan.reps, || {
+            Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
+                workloads::bulk_send(d, addr, dur)
+            })?
+            .gbit_per_s())
+        })?;
+        rows.push(Row {
+            name: "bulk over IPv6, client sends".into(),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel,
+            tcpd,
+        });
+        drop((ksink, tsink));
+        let ksrc = Server::start(
+            &topo.kernel_server,
+            k6,
+            5012,
+            ServerKind::Source(dur),
+            PEER_CPU,
+        )?;
+        let tsrc = Server::start(&topo.tcpd_ns, t6, 5012, ServerKind::Source(dur), PEER_CPU)?;
+        let kernel = repeat(plan.reps, || {
+            let addr = ksrc.addr;
+            Ok(kernel_run(&topo, limit, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
+        })?;
+        let tcpd = repeat(plan.reps, || {
+            Ok(tcpd_run(tsrc.addr, limit, workloads::bulk_recv)?.gbit_per_s())
+        })?;
+        rows.push(Row {
+            name: "bulk over IPv6, client receives".into(),
+            unit: "Gbit/s",
+            higher_is_better: true,
+            kernel,
+            tcpd,
+        });
+        drop((ksrc, tsrc));
+        let kecho = Server::start(&topo.kernel_server, k6, 5013, ServerKind::Echo, PEER_CPU)?;
+        let techo = Server::start(&topo.tcpd_ns, t6, 5013, ServerKind::Echo, PEER_CPU)?;
+        let mut kr = Vec::new();
+        let mut tr = Vec::new();
+        for _ in 0..plan.reps {
+            let addr = kecho.addr;
+            kr.push(kernel_run(&topo, limit, move |d| {
+                workloads::request_response(d, addr, dur)
+            })?);
+            tr.push(tcpd_run(techo.addr, limit, move |d, addr| {
+                workloads::request_response(d, addr, dur)
+            })?);
+        }
+        let pick = |v: &[workloads::PingPong], f: fn(&workloads::PingPong) -> f64| {
+            Summary::of(&v.iter().map(f).collect::<Vec<_>>())
+        };
+        rows.push(Row {
+            name: "1-byte request/response over IPv6".into(),
+            unit: "trans/s",
+            higher_is_better: true,
+            kernel: pick(&kr, |p| p.transactions_per_s),
+            tcpd: pick(&tr, |p| p.transactions_per_s),
+        });
+        rows.push(Row {
+            name: "1-byte request/response p50 over IPv6".into(),
+            unit: "µs",
+            higher_is_better: false,
+            kernel: pick(&kr, |p| p.p50_us),
+            tcpd: pick(&tr, |p| p.p50_us),
+        });
+        drop((kecho, techo));
     }
 
     if want(Group::Rr) {
@@ -1010,7 +1122,7 @@ fn idle_connections(
         let mut servers = Vec::with_capacity(server_ports);
         for i in 0..server_ports {
             let port = base_port + u16::try_from(i).context("too many server ports")?;
-            let addr = SocketAddrV4::new(KERNEL_SERVER, port);
+            let addr = SocketAddr::new(KERNEL_SERVER.into(), port);
             servers.push(HoldProcess::start(
                 &program,
                 &topo.kernel_server,
@@ -1018,7 +1130,7 @@ fn idle_connections(
                 PEER_CPU,
             )?);
         }
-        let addrs: Vec<SocketAddrV4> = servers.iter().map(|s| s.addr).collect();
+        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let secs = kernel_run(topo, limit, move |d| async move {
             Ok(workloads::open_idle(d, &addrs, n).await?.1)
         })?;
@@ -1035,10 +1147,10 @@ fn idle_connections(
     let mut servers = Vec::with_capacity(server_ports);
     for i in 0..server_ports {
         let port = base_port + u16::try_from(i).context("too many server ports")?;
-        let addr = SocketAddrV4::new(HOST_ADDR, port);
+        let addr = SocketAddr::new(HOST_ADDR.into(), port);
         servers.push(HoldProcess::start(&program, &topo.tcpd_ns, addr, PEER_CPU)?);
     }
-    let addrs: Vec<SocketAddrV4> = servers.iter().map(|s| s.addr).collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let daemon_pid = topo.daemon.pid().unwrap_or(0);
     let rss_before = bench::rss_bytes(daemon_pid)?;
     let (tcpd_seconds, rss_open) =
@@ -1152,9 +1264,9 @@ fn impaired_helper_main(spec: &str, seconds: Duration) -> Result<()> {
 
 /// The tcpd side: the client reaches TCP through tcpd-client.
 fn tcpd_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result<T>> + 'static>(
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     limit: Duration,
-    f: impl FnOnce(TcpdDialer, SocketAddrV4) -> F + Send + 'static,
+    f: impl FnOnce(TcpdDialer, SocketAddr) -> F + Send + 'static,
 ) -> Result<T> {
     Ok(workloads::run_client(None, CLIENT_CPU, limit, move || {
         f(TcpdDialer, addr)
