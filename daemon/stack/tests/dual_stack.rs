@@ -196,13 +196,16 @@ fn destination_options(next: u8, kind: u8) -> Vec<u8> {
     vec![next, 0, kind, 2, 0, 0, 1, 0]
 }
 
+/// A case: what it shows, the packet, the (code, pointer) expected if any.
+type ProblemCase = (&'static str, Vec<u8>, Option<(u8, u32)>);
+
 #[test]
 fn parameter_problem_points_at_what_the_stack_cannot_process() {
     // Protocol 253 (RFC 3692 experimentation): unknown to tcpd.
     const UNKNOWN: u8 = 253;
     let tcp = u8::from(IpProtocol::Tcp);
     #[rustfmt::skip]
-    let cases: [(&str, Vec<u8>, Option<(u8, u32)>); 7] = [
+    let cases: [ProblemCase; 7] = [
         // RFC 8200 §4: unknown upper layer -> code 1 at the Next Header field.
         ("unknown upper layer", ipv6_packet(ADDR6_B, UNKNOWN, &[0; 8]),
             Some((parameter_problem::UNRECOGNIZED_NEXT_HEADER, 6))),

@@ -89,7 +89,7 @@ fn listen_with(addr: SocketAddr, congestion: Option<&str>) -> io::Result<tokio::
         )
         .map_err(io::Error::from)?;
     }
-    socket.bind(addr.into())?;
+    socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
 
