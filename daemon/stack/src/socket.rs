@@ -180,6 +180,13 @@ pub struct RecoveryInfo {
     pub tlp_recoveries: u64,
     /// D-SACK blocks received (RFC 2883).
     pub dsacks_received: u64,
+    /// Window reductions undone because they proved spurious (RFC 3522
+    /// Eifel detection or RFC 3708 D-SACKs; Linux's TCPFullUndo,
+    /// TCPPartialUndo, TCPDSACKUndo and TCPLossUndo together).
+    pub undos: u64,
+    /// Of those, reductions that included a retransmission timeout
+    /// (Linux's TCPSpuriousRTOs).
+    pub spurious_rtos: u64,
     /// RACK's reordering window (RFC 8985 §6.2).
     pub reorder_window: Duration,
     /// Bytes sent and not yet acknowledged (SND.NXT - SND.UNA).

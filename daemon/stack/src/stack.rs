@@ -210,6 +210,9 @@ struct ConnEntry {
     /// Retransmissions already added to the stack counter (synced after each
     /// segment it emits, the only time the count changes).
     retransmits_seen: u64,
+    /// Undos (all, and of timeouts) already added to the stack counters
+    /// (synced after each call into the connection).
+    undos_seen: (u64, u64),
     /// While an orphan: its place in the orphan order and the bytes it was
     /// last counted for in `Stack::orphan_bytes`.
     orphan: Option<OrphanMark>,
@@ -1564,6 +1567,7 @@ impl Stack {
                 timer: None,
                 in_ready: false,
                 retransmits_seen: 0,
+                undos_seen: (0, 0),
                 orphan: None,
                 trace_mask,
                 span,
@@ -1611,6 +1615,12 @@ impl Stack {
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
+        let undos = entry.conn.undo_counts();
+        if undos != entry.undos_seen {
+            self.stats.cwnd_undos += undos.0.saturating_sub(entry.undos_seen.0);
+            self.stats.spurious_rtos += undos.1.saturating_sub(entry.undos_seen.1);
+            entry.undos_seen = undos;
+        }
         for &(old, new) in &self.state_scratch {
             // RFC 4022 tcpAttemptFails: SYN-SENT or SYN-RECEIVED straight to CLOSED.
             if new == TcpState::Closed && matches!(old, TcpState::SynSent | TcpState::SynReceived) {

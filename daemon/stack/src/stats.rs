@@ -93,6 +93,12 @@ pub struct Stats {
     /// Orphans dropped after `orphan_retries` or the FIN-WAIT-2 timeout
     /// (Linux TCPAbortOnTimeout, for orphans).
     pub orphan_timeouts: u64,
+    /// Window reductions undone because the retransmissions behind them
+    /// proved spurious (RFC 3522 Eifel detection, RFC 3708 D-SACKs; Linux's
+    /// TCPFullUndo + TCPPartialUndo + TCPDSACKUndo + TCPLossUndo).
+    pub cwnd_undos: u64,
+    /// Of those, retransmission timeouts found spurious (TCPSpuriousRTOs).
+    pub spurious_rtos: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -145,6 +151,8 @@ impl Stats {
             ("listen_drops".into(), self.listen_drops),
             ("orphan_resets".into(), self.orphan_resets),
             ("orphan_timeouts".into(), self.orphan_timeouts),
+            ("cwnd_undos".into(), self.cwnd_undos),
+            ("spurious_rtos".into(), self.spurious_rtos),
         ];
         for r in DropReason::ALL {
             v.push((format!("drop_{}", r.name()), self.drops(r)));

@@ -133,6 +133,8 @@ pub enum Note {
     RecoveryEnter,
     /// Fast recovery ended with a full ACK (RFC 6582 §3.2 step 3).
     RecoveryExit,
+    /// A window reduction proved spurious and was undone (RFC 3522, RFC 3708).
+    Undo,
     /// The segment just received was not used.
     Dropped(DropCause),
     /// A challenge ACK is sent (RFC 5961 §3.2, §4.2).
@@ -148,6 +150,7 @@ impl Note {
             Note::KeepaliveFired => "keepalive",
             Note::RecoveryEnter => "recovery_enter",
             Note::RecoveryExit => "recovery_exit",
+            Note::Undo => "undo",
             Note::Dropped(_) => "drop",
             Note::ChallengeAck => "challenge_ack",
         }
@@ -305,6 +308,7 @@ pub(crate) fn emit_log(note: Note) {
         Note::KeepaliveFired => tracing::trace!("keepalive probe due"),
         Note::RecoveryEnter => tracing::debug!("fast retransmit: entering loss recovery"),
         Note::RecoveryExit => tracing::debug!("full ACK: leaving loss recovery"),
+        Note::Undo => tracing::debug!("spurious retransmission: window reduction undone"),
         Note::Dropped(cause) => tracing::debug!(reason = cause.name(), "segment dropped"),
         Note::ChallengeAck => tracing::debug!("challenge ACK (RFC 5961)"),
     }

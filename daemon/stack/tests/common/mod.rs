@@ -126,12 +126,18 @@ type InFlight = Reverse<(Instant, u64, Side, Vec<u8>)>;
 /// -> drop it?
 pub type DropFilter = Box<dyn FnMut(Side, &[u8]) -> bool>;
 
+/// Extra delay chosen by a test (a held segment, a delay spike) on top of
+/// the configured one: (now, sender, packet) -> extra delay.
+pub type DelayFilter = Box<dyn FnMut(Instant, Side, &[u8]) -> Duration>;
+
 /// The simulated link: packets in flight ordered by delivery time, then by
 /// the order they were sent (a total order, so runs are reproducible).
 pub struct Link {
     pub config: LinkConfig,
     /// Drops chosen by a test (tail losses...), before the random impairments.
     pub drop_filter: Option<DropFilter>,
+    /// Delays chosen by a test, added to every copy of a packet.
+    pub delay_filter: Option<DelayFilter>,
     rng: SmallRng,
     in_flight: BinaryHeap<InFlight>,
     sequence: u64,
@@ -153,6 +159,7 @@ impl Link {
         Link {
             config,
             drop_filter: None,
+            delay_filter: None,
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_11c4),
             in_flight: BinaryHeap::new(),
             sequence: 0,
@@ -173,6 +180,10 @@ impl Link {
             self.stats.lost += 1;
             return;
         }
+        let held = match &mut self.delay_filter {
+            Some(filter) => filter(now, from, packet),
+            None => Duration::ZERO,
+        };
         let copies = if self.rng.random_bool(self.config.duplicate) {
             self.stats.duplicated += 1;
             2
@@ -186,7 +197,7 @@ impl Link {
                 bytes[bit / 8] ^= 1 << (bit % 8);
                 self.stats.corrupted += 1;
             }
-            let mut delay = self.config.delay;
+            let mut delay = self.config.delay + held;
             if !self.config.jitter.is_zero() {
                 let jitter_us = self.config.jitter.as_micros() as u64;
                 delay += Duration::from_micros(self.rng.random_range(0..=jitter_us));

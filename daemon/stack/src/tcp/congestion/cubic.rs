@@ -224,6 +224,20 @@ impl CongestionControl for Cubic {
         self.cwnd = 1.0;
         self.pristine = false;
     }
+
+    fn boxed_clone(&self) -> Box<dyn CongestionControl> {
+        Box::new(self.clone())
+    }
+
+    fn resume_after_undo(&mut self, cwnd_now: usize) {
+        self.pristine = false;
+        self.cwnd = self.cwnd.max(cwnd_now as f64 / self.mss as f64);
+        // A new epoch from the restored window towards the restored W_max
+        // (RFC 9438 §4.2): the time spent in the spurious episode does not
+        // count as time on the curve.
+        self.epoch_start = None;
+        self.after_timeout = false;
+    }
 }
 
 #[cfg(test)]

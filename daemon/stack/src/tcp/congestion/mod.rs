@@ -74,6 +74,18 @@ pub trait CongestionControl: core::fmt::Debug + Send {
     /// "if the SYN or SYN/ACK is lost, the initial window ... MUST be one
     /// segment", kept by RFC 6928 §2). Called before any data is sent.
     fn on_syn_loss(&mut self);
+    /// A copy of this controller, taken just before a window reduction
+    /// (fast recovery or a timeout) and kept while that reduction may still
+    /// prove spurious: the state to go back to (RFC 4015 §3 saves cwnd and
+    /// ssthresh; Linux's `prior_cwnd`/`prior_ssthresh`; here the whole
+    /// controller, so CUBIC's W_max comes back too).
+    fn boxed_clone(&self) -> Box<dyn CongestionControl>;
+    /// This controller is such a copy, and the reduction proved spurious
+    /// (RFC 3522 / RFC 3708 detection): it takes over again from a
+    /// controller whose window is `cwnd_now` bytes. The window is the
+    /// larger of the two (Linux's `tcp_undo_cwnd_reduction`), and growth
+    /// starts a new epoch from it.
+    fn resume_after_undo(&mut self, cwnd_now: usize);
 }
 
 /// Builds a controller of the given algorithm for a connection with send MSS `mss`.

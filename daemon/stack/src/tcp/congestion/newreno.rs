@@ -143,6 +143,16 @@ impl CongestionControl for NewReno {
         self.bytes_acked = 0;
         self.pristine = false;
     }
+
+    fn boxed_clone(&self) -> Box<dyn CongestionControl> {
+        Box::new(self.clone())
+    }
+
+    fn resume_after_undo(&mut self, cwnd_now: usize) {
+        self.pristine = false;
+        self.cwnd = self.cwnd.max(cwnd_now);
+        self.bytes_acked = 0;
+    }
 }
 
 #[cfg(test)]

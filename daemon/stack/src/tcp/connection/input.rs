@@ -3,12 +3,13 @@
 //! TS.Recent, and loss detection on ACKs: with SACK, RACK (RFC 8985 §6)
 //! with D-SACK (RFC 2883) adapting its reordering window; without, RFC 5681
 //! §3.2 duplicate ACKs and RFC 6582 NewReno partial/full ACKs. PRR (RFC
-//! 6937) paces fast recovery either way.
+//! 6937) paces fast recovery either way. A reduction that proves spurious
+//! (Eifel, RFC 3522; D-SACK, RFC 3708) is undone (`undo_reduction`).
 //!
 //! Invariant: nothing a peer sends can make these functions panic; every
 //! length is derived from the segment's own slice and clamped.
 
-use super::recovery::Prr;
+use super::recovery::{Prr, Undo, ts_before};
 use super::sent::Delivered;
 use super::{
     AckDue, Connection, DUP_ACK_THRESHOLD, INVALID_ACK_INTERVAL, MAX_ACK_POINTS, MAX_WINDOW_FIELD,
@@ -40,12 +41,6 @@ pub(super) fn segment_acceptable(seq: SeqNum, len: usize, rcv_nxt: SeqNum, rcv_w
         (_, 0) => false,
         (_, _) => seq.in_range(rcv_nxt, wnd_end) || (seq + (len - 1)).in_range(rcv_nxt, wnd_end),
     }
-}
-
-/// `a` is before `b` on the 32-bit timestamp clock (RFC 7323 §5.3: compared
-/// modulo 2^32 like sequence numbers).
-fn ts_before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
 }
 
 impl Connection {
@@ -247,6 +242,13 @@ impl Connection {
                 self.ts_recent_at = now;
             } else if ts_before(tsval, self.ts_recent) {
                 self.discard(DropCause::Paws);
+                // A late original whose retransmission already arrived
+                // fails PAWS too: report what we had (Linux's
+                // `tcp_send_dupack` D-SACKs it), so its sender can tell the
+                // retransmission was spurious (RFC 2883 §4, RFC 3708).
+                if !seg.flags.syn() {
+                    self.note_duplicate(seg.seq, seg.payload.len());
+                }
                 self.ack_invalid(now, seg);
                 return;
             }
@@ -281,14 +283,8 @@ impl Connection {
                 self.ts_recent = tsval;
                 self.ts_recent_at = now;
             }
-            // RFC 2883 §4: report duplicate data with a D-SACK block (as
-            // Linux does), so the sender can tell a spurious retransmission.
-            if self.sack_enabled
-                && !seg.payload.is_empty()
-                && !seg.flags.syn()
-                && (seg.seq + seg.payload.len()).le(self.rcv_nxt)
-            {
-                self.pending_dsack = Some((seg.seq, seg.seq + seg.payload.len()));
+            if !seg.flags.syn() && (seg.seq + seg.payload.len()).le(self.rcv_nxt) {
+                self.note_duplicate(seg.seq, seg.payload.len());
             }
             // TIME-WAIT: a retransmitted FIN (it ends at RCV.NXT): re-ACK it
             // and restart the 2 MSL timeout (RFC 9293 §3.10.7.4, eighth check).
@@ -459,6 +455,15 @@ impl Connection {
         self.ack_now();
     }
 
+    /// `len` bytes from `seq` arrived again: the part below RCV.NXT is
+    /// reported with a D-SACK block on the next ACK (RFC 2883 §4, as
+    /// Linux does), so the sender can tell a spurious retransmission.
+    fn note_duplicate(&mut self, seq: SeqNum, len: usize) {
+        if self.sack_enabled && len > 0 && seq.lt(self.rcv_nxt) {
+            self.pending_dsack = Some((seq, (seq + len).min(self.rcv_nxt)));
+        }
+    }
+
     /// The ACK field passes the fifth check: SYN-RECEIVED: SND.UNA <
     /// SEG.ACK =< SND.NXT (RFC 9293 §3.10.7.4); later states: not beyond
     /// SND.NXT and not older than SND.UNA - MAX.SND.WND (RFC 5961 §5.2).
@@ -492,14 +497,33 @@ impl Connection {
         let mut delivered = Delivered::default();
         // RACK.fack before this ACK: what it delivers below is reordered.
         let fack_before = self.rack.fack;
-        let mut dsack = false;
+        let mut dsack_block = None;
         if self.sack_enabled {
-            dsack = self.record_sack_blocks(seg, &mut delivered);
+            dsack_block = self.record_sack_blocks(seg, &mut delivered);
         }
+        let dsack = dsack_block.is_some();
+        // Whether the ACK may still show the current reduction spurious by
+        // Eifel (RFC 3522 §3.2: while its retransmissions are outstanding).
+        let episode_open = self.in_recovery || self.rto_recover.is_some();
         let mut newly_acked = 0;
         if ack.gt(self.snd_una) {
             newly_acked =
                 self.on_new_ack(now, seg, ack, flight_before, fack_before, &mut delivered);
+            if episode_open
+                && self.ts_enabled
+                && let Some((_, tsecr)) = seg.options.timestamp
+                && self.undo.as_ref().is_some_and(|u| u.eifel(ack, tsecr))
+            {
+                // The original reached the peer: every lost mark of the
+                // episode is in doubt (Linux: tcp_try_undo_loss /
+                // tcp_try_undo_partial unmark them; RACK finds real losses
+                // again).
+                self.undo_reduction(now, true);
+                // This ACK's delivery is the original's: it says nothing
+                // about when the retransmission was sent (RFC 8985 §6.2
+                // step 2).
+                delivered.latest = delivered.latest.filter(|&(_, _, rtx)| !rtx);
+            }
         } else if ack == self.snd_una
             && flight_before > 0
             && seg.payload.is_empty()
@@ -510,6 +534,18 @@ impl Connection {
             // A duplicate ACK as RFC 5681 §2 defines it (RFC 6675 §2 also
             // counts ACKs carrying SACK information).
             self.on_duplicate_ack(now);
+        }
+        if episode_open
+            && self.sent.lost_bytes() == 0
+            && self.undo.as_ref().is_some_and(|u| u.retransmissions == 0)
+        {
+            // Everything the episode deemed lost was delivered (ACKed or
+            // SACKed) before any of it was retransmitted: nothing was lost
+            // (Linux's `tcp_packet_delayed`, "nothing was retransmitted").
+            self.undo_reduction(now, false);
+        }
+        if let Some((left, right)) = dsack_block {
+            self.undo_on_dsack(now, left, right);
         }
         if self.sack_enabled {
             self.rack_on_ack(now, &delivered, dsack);
@@ -571,18 +607,24 @@ impl Connection {
     }
 
     /// RFC 2018 §3: marks the SACKed ranges that lie within what we sent.
-    /// Returns whether the first block is a D-SACK (RFC 2883 §4: it lies
+    /// Returns the first block if it is a D-SACK (RFC 2883 §4: it lies
     /// below the cumulative ACK, or inside the second block): a report of
     /// a duplicate, which says nothing about loss.
-    fn record_sack_blocks(&mut self, seg: &TcpRepr<'_>, delivered: &mut Delivered) -> bool {
+    fn record_sack_blocks(
+        &mut self,
+        seg: &TcpRepr<'_>,
+        delivered: &mut Delivered,
+    ) -> Option<(SeqNum, SeqNum)> {
         let mut blocks = seg.options.sacks();
         let first = blocks.next();
         let second = seg.options.sacks().nth(1);
-        let dsack = first.is_some_and(|b| {
-            b.left.lt(b.right)
-                && (b.right.le(seg.ack)
-                    || second.is_some_and(|s| s.left.le(b.left) && b.right.le(s.right)))
-        });
+        let dsack = first
+            .filter(|b| {
+                b.left.lt(b.right)
+                    && (b.right.le(seg.ack)
+                        || second.is_some_and(|s| s.left.le(b.left) && b.right.le(s.right)))
+            })
+            .map(|b| (b.left, b.right));
         let fack = self.rack.fack;
         for block in first.into_iter().chain(blocks) {
             if block.left.lt(block.right)
@@ -771,10 +813,12 @@ impl Connection {
 
     /// Fast retransmit and the start of fast recovery (RFC 5681 §3.2 steps
     /// 2–3, RFC 6582 §3.2 step 2, RFC 6675 §5 step 4): ssthresh once for
-    /// this window, then PRR paces what is sent (RFC 6937 §3).
+    /// this window, then PRR paces what is sent (RFC 6937 §3). The
+    /// controller before the reduction is kept in case it proves spurious.
     fn enter_recovery(&mut self, now: Instant) {
         self.note(Note::RecoveryEnter);
         let flight = self.snd_nxt.since(self.snd_una);
+        self.undo = Some(Undo::begin(self.cc.boxed_clone(), self.snd_una, false));
         self.cc.on_congestion_event(now);
         self.in_recovery = true;
         self.recover = self.snd_nxt;
@@ -801,6 +845,55 @@ impl Connection {
         self.rack.on_recovery_exit();
     }
 
+    /// A D-SACK for `[left, right)` (RFC 2883): counts the retransmissions
+    /// it reports (RFC 3708 §3) and undoes the episode's reduction once all
+    /// of them are (Linux's `tcp_try_undo_dsack`).
+    fn undo_on_dsack(&mut self, now: Instant, left: SeqNum, right: SeqNum) {
+        let mss = self.send_mss;
+        if self
+            .undo
+            .as_mut()
+            .is_some_and(|undo| undo.on_dsack(left, right, mss))
+        {
+            // After a timeout every segment was marked lost; none was.
+            let unmark = self.rto_recover.is_some();
+            self.undo_reduction(now, unmark);
+        }
+    }
+
+    /// The current reduction proved spurious (RFC 3522 / RFC 3708): the
+    /// controller from before it takes over (RFC 4015 §3 restores cwnd and
+    /// ssthresh), recovery ends, and with `unmark_lost` the segments marked
+    /// lost are not retransmitted (Linux's `tcp_undo_cwnd_reduction`).
+    /// Reordering was seen (RFC 8985 §6.2 step 3), so RACK waits its
+    /// reordering window from now on. The backed-off RTO, if any, stays
+    /// until the next valid RTT sample (RFC 6298 §5.7).
+    pub(super) fn undo_reduction(&mut self, _now: Instant, unmark_lost: bool) {
+        let Some(undo) = self.undo.take() else {
+            return;
+        };
+        self.note(Note::Undo);
+        let mut prior = undo.prior;
+        prior.set_mss(self.send_mss);
+        prior.resume_after_undo(self.cc.cwnd());
+        self.cc = prior;
+        if self.in_recovery {
+            self.in_recovery = false;
+            self.reno_dup_bytes = 0;
+            self.dup_acks = 0;
+            self.rack.on_recovery_exit();
+        }
+        if unmark_lost {
+            self.sent.unmark_lost();
+        }
+        self.rto_recover = None;
+        self.rack.reordering_seen = true;
+        self.counters.recovery.undos += 1;
+        if undo.after_timeout {
+            self.counters.recovery.spurious_rtos += 1;
+        }
+    }
+
     /// RFC 9293 §3.10.7.4, seventh (segment text) and eighth (FIN) checks,
     /// for a segment starting at `seq` that passed the acceptability test.
     pub(super) fn process_text_and_fin(
@@ -823,10 +916,7 @@ impl Connection {
             // Trim what was already received (before RCV.NXT) and what lies
             // beyond the window we advertised (RFC 9293 §3.10.7.4).
             let already = self.rcv_nxt.since(seq).min(payload.len());
-            if already > 0 && self.sack_enabled {
-                // The part we had already: a D-SACK (RFC 2883 §4).
-                self.pending_dsack = Some((seq, seq + already));
-            }
+            self.note_duplicate(seq, already);
             let data = &payload[already..];
             let offset = seq.since(self.rcv_nxt);
             let room = self.rcv_wnd().saturating_sub(offset);

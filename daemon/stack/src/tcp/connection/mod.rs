@@ -20,7 +20,8 @@
 //! - `timers`: retransmission (RFC 6298), RACK reordering and TLP probe
 //!   timers (RFC 8985), persist, delayed ACK, keepalive, TIME-WAIT;
 //! - `sent`: per-segment records of what is in flight (SACKed, lost, when sent);
-//! - `recovery`: RACK, TLP and PRR (RFC 6937) state.
+//! - `recovery`: RACK, TLP and PRR (RFC 6937) state, and the undo of a
+//!   spurious window reduction (RFC 3522, RFC 3708).
 //!
 //! Sequence-space invariants (all comparisons through [`SeqNum`]):
 //! - `iss` is our SYN; `send_buf_seq` is the sequence number of the first byte
@@ -60,7 +61,7 @@ use crate::wire::TcpRepr;
 use core::net::SocketAddr;
 use std::collections::VecDeque;
 
-use recovery::{Prr, Rack, Tlp};
+use recovery::{Prr, Rack, Tlp, Undo};
 use sent::SentQueue;
 use urgent::UrgentMark;
 
@@ -408,6 +409,8 @@ pub struct Connection {
     tlp: Tlp,
     /// Proportional rate reduction during fast recovery.
     prr: Prr,
+    /// The last window reduction, while it may still prove spurious.
+    undo: Option<Undo>,
     /// MSG_MORE was given on the last send: hold partial segments.
     more_pending: bool,
     /// When a cork (TCP_CORK or MSG_MORE) stops holding partial segments,
@@ -563,6 +566,7 @@ impl Connection {
             rack: Rack::new(iss),
             tlp: Tlp::default(),
             prr: Prr::default(),
+            undo: None,
             more_pending: false,
             cork_deadline: None,
             cork_released: false,
@@ -1475,6 +1479,13 @@ impl Connection {
             snd_wnd: count(self.snd_wnd as u64),
             rcv_wnd: count(self.rcv_wnd() as u64),
         }
+    }
+
+    /// Undos so far, and how many of them undid a timeout (the stack's
+    /// `cwnd_undos` / `spurious_rtos`; cheaper than [`Connection::stats`]).
+    pub fn undo_counts(&self) -> (u64, u64) {
+        let recovery = &self.counters.recovery;
+        (recovery.undos, recovery.spurious_rtos)
     }
 
     pub fn stats(&self) -> ConnectionStats {

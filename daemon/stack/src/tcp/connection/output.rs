@@ -390,6 +390,11 @@ impl Connection {
         if retransmission {
             self.counters.retransmits += 1;
             self.note_retransmission_tsval(now);
+            let tsval = self.ts_enabled.then(|| self.ts_now(now));
+            if let Some(undo) = &mut self.undo {
+                let segments = u32::try_from(carried.div_ceil(limit).max(1)).unwrap_or(u32::MAX);
+                undo.on_retransmit(seq, end, segments, tsval);
+            }
             // Karn (RFC 6298 §3): a retransmitted timed segment gives no sample.
             if let Some((timed_end, _)) = self.rtt_timed
                 && seq.lt(timed_end)
@@ -456,11 +461,17 @@ impl Connection {
             options.timestamp = Some((self.ts_now(now), self.ts_recent));
         }
         // A D-SACK for duplicate data goes first, once (RFC 2883 §4).
+        // It rides on an ACK whose number covers it: an ACK for an earlier
+        // point of a batch (`ack_point`) would make it look like an
+        // ordinary SACK of data above the ACK, not a duplicate report.
+        let ack = self.ack_point.unwrap_or(self.rcv_nxt);
         let dsack = self
             .pending_dsack
-            .take()
-            .filter(|_| self.sack_enabled)
+            .filter(|&(_, right)| self.sack_enabled && right.le(ack))
             .map(|(left, right)| SackBlock { left, right });
+        if dsack.is_some() {
+            self.pending_dsack = None;
+        }
         if self.sack_enabled && (dsack.is_some() || self.recv_buf.has_holes()) {
             let rcv_nxt = self.rcv_nxt;
             let held = self

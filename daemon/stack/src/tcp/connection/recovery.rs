@@ -2,7 +2,10 @@
 //! RACK (RFC 8985 §6: the most recently delivered segment, its RTT, the
 //! reordering window and its DSACK-driven adaptation), TLP (RFC 8985 §7:
 //! the probe timeout and the outstanding probe), and PRR (RFC 6937: how
-//! much may be sent per ACK during fast recovery, PRR-SSRB).
+//! much may be sent per ACK during fast recovery, PRR-SSRB), and the undo
+//! of a window reduction that proves spurious (`Undo`: RFC 3522 Eifel
+//! detection, RFC 3708 §3 D-SACK-based detection, as Linux's
+//! `tcp_try_undo_*`).
 //!
 //! These are plain state machines over numbers; the connection feeds them
 //! what each ACK delivered (`sent::Delivered`) and asks them for windows and
@@ -12,6 +15,7 @@
 
 use super::sent::Delivered;
 use crate::seq::SeqNum;
+use crate::tcp::congestion::CongestionControl;
 use crate::time::{Duration, Instant};
 
 /// DupThresh (RFC 5681 §3.2, RFC 6675 §2): segments SACKed above a hole
@@ -262,12 +266,188 @@ impl Prr {
     }
 }
 
+/// One window reduction (a fast-recovery episode, or a retransmission
+/// timeout and the go-back-N that follows) that may still prove spurious:
+/// the network reordered or delayed, nothing was lost, and every
+/// retransmission was a duplicate. Two tests decide (Linux's
+/// `tcp_may_undo`):
+/// - Eifel (RFC 3522 §3.2): an ACK of new data echoes a TSval older than
+///   the episode's first retransmission (`RetransmitTS`), so the original
+///   transmission reached the peer: [`Undo::eifel`];
+/// - D-SACK (RFC 3708 §3, from RFC 2883's reports): every retransmission
+///   of the episode came back reported as a duplicate: `unconfirmed`
+///   reaches zero.
+///
+/// Then the controller as it was before the reduction takes over again
+/// (RFC 4015 §3 restores cwnd and ssthresh; see
+/// [`CongestionControl::resume_after_undo`]).
+///
+/// Invariants: `unconfirmed <= retransmissions`; an episode lives until
+/// it is undone or the next one replaces it (Linux's `tcp_init_undo`), so a
+/// D-SACK for an original reordered by several RTTs still counts; only
+/// D-SACKs of the ranges the episode retransmitted do.
+#[derive(Debug)]
+pub(super) struct Undo {
+    /// The controller just before the reduction.
+    pub prior: Box<dyn CongestionControl>,
+    /// SND.UNA when the episode began (Linux's `undo_marker`): D-SACKs
+    /// below it concern older data.
+    pub marker: SeqNum,
+    /// Segments retransmitted in the episode, and those of them no D-SACK
+    /// has reported yet (Linux's `undo_retrans`).
+    pub retransmissions: u32,
+    pub unconfirmed: u32,
+    /// The ranges retransmitted in the episode, merged when contiguous (a
+    /// go-back-N is one range), at most [`MAX_UNDO_RANGES`]; past that,
+    /// `ranges_overflowed` and a D-SACK at or above `marker` counts as one
+    /// retransmission if it lies below the last range's end (Linux counts
+    /// every D-SACK at or above its marker, keeping no ranges).
+    rtx_ranges: Vec<(SeqNum, SeqNum)>,
+    ranges_overflowed: bool,
+    /// The first retransmission of the episode: its start and TSval
+    /// (RFC 3522 §3.2 step 1, `RetransmitTS`; Linux's `retrans_stamp`).
+    pub first_rtx: Option<(SeqNum, Option<u32>)>,
+    /// The episode includes a retransmission timeout.
+    pub after_timeout: bool,
+}
+
+/// Retransmitted ranges one [`Undo`] remembers.
+const MAX_UNDO_RANGES: usize = 32;
+
+/// `a` is before `b` on the 32-bit timestamp clock (RFC 7323 §5.3).
+pub(super) fn ts_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl Undo {
+    pub(super) fn begin(prior: Box<dyn CongestionControl>, snd_una: SeqNum, timeout: bool) -> Undo {
+        Undo {
+            prior,
+            marker: snd_una,
+            retransmissions: 0,
+            unconfirmed: 0,
+            rtx_ranges: Vec::new(),
+            ranges_overflowed: false,
+            first_rtx: None,
+            after_timeout: timeout,
+        }
+    }
+
+    /// `[seq, end)`, `segments` segments, was retransmitted, carrying
+    /// `tsval` (timestamps on).
+    pub(super) fn on_retransmit(
+        &mut self,
+        seq: SeqNum,
+        end: SeqNum,
+        segments: u32,
+        tsval: Option<u32>,
+    ) {
+        if self.first_rtx.is_none() {
+            self.first_rtx = Some((seq, tsval));
+        }
+        self.retransmissions = self.retransmissions.saturating_add(segments);
+        self.unconfirmed = self.unconfirmed.saturating_add(segments);
+        let room = self.rtx_ranges.len() < MAX_UNDO_RANGES;
+        match self.rtx_ranges.last_mut() {
+            Some((_, last_end)) if *last_end == seq => *last_end = end,
+            _ if room => self.rtx_ranges.push((seq, end)),
+            _ => self.ranges_overflowed = true,
+        }
+    }
+
+    /// A D-SACK reported `[left, right)` as received twice (RFC 2883):
+    /// the retransmitted segments it covers (`mss` bytes each, at least
+    /// one) were spurious (RFC 3708 §3); a duplicate of data this episode
+    /// did not retransmit (the network duplicated it) counts for nothing.
+    /// Returns whether every retransmission of the episode has now been
+    /// reported.
+    pub(super) fn on_dsack(&mut self, left: SeqNum, right: SeqNum, mss: usize) -> bool {
+        if left.lt(self.marker) || self.retransmissions == 0 {
+            return false;
+        }
+        let overlap: usize = self
+            .rtx_ranges
+            .iter()
+            .filter(|(start, end)| start.lt(right) && left.lt(*end))
+            .map(|&(start, end)| end.min(right).since(start.max(left)))
+            .sum();
+        let segments = if overlap > 0 {
+            overlap.div_ceil(mss.max(1))
+        } else if self.ranges_overflowed
+            && self.rtx_ranges.last().is_some_and(|&(_, end)| left.lt(end))
+        {
+            1
+        } else {
+            0
+        };
+        self.unconfirmed = self
+            .unconfirmed
+            .saturating_sub(u32::try_from(segments).unwrap_or(u32::MAX));
+        self.unconfirmed == 0
+    }
+
+    /// RFC 3522 §3.2 steps 3–4: an ACK acknowledging new data up to `ack`
+    /// and echoing `tsecr` shows the episode's first retransmission was
+    /// spurious: the ACK covers it and echoes an older TSval (the
+    /// original's). With 1 ms timestamp ticks an original sent in the same
+    /// tick as its retransmission cannot be told apart (no undo: the
+    /// conservative answer).
+    pub(super) fn eifel(&self, ack: SeqNum, tsecr: u32) -> bool {
+        match self.first_rtx {
+            Some((seq, Some(rtx_tsval))) => {
+                ack.gt(seq) && tsecr != 0 && ts_before(tsecr, rtx_tsval)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn undo_detection_rules() {
+        let prior =
+            crate::tcp::congestion::new_controller(crate::config::CongestionAlgorithm::Cubic, 1000);
+        let mut undo = Undo::begin(prior, SeqNum(5000), false);
+        // Nothing retransmitted: neither test can say anything.
+        assert!(!undo.eifel(SeqNum(9000), 100));
+        assert!(!undo.on_dsack(SeqNum(5000), SeqNum(6000), 1000));
+        undo.on_retransmit(SeqNum(5000), SeqNum(6000), 1, Some(200));
+        undo.on_retransmit(SeqNum(7000), SeqNum(8000), 1, Some(210));
+        // Eifel: an ACK past the first retransmission echoing an older TSval.
+        assert!(undo.eifel(SeqNum(6000), 199));
+        assert!(
+            !undo.eifel(SeqNum(6000), 200),
+            "the retransmission's own echo"
+        );
+        assert!(!undo.eifel(SeqNum(5000), 150), "does not cover it");
+        assert!(!undo.eifel(SeqNum(6000), 0), "no echo");
+        // Across the timestamp wrap.
+        let mut wrapped = Undo::begin(undo.prior.boxed_clone(), SeqNum(0), true);
+        wrapped.on_retransmit(SeqNum(0), SeqNum(10), 1, Some(5));
+        assert!(wrapped.eifel(SeqNum(10), u32::MAX - 3));
+        // D-SACK: below the marker or of data not retransmitted does not
+        // count; both retransmissions must be reported.
+        assert!(!undo.on_dsack(SeqNum(4000), SeqNum(5000), 1000));
+        assert!(!undo.on_dsack(SeqNum(6000), SeqNum(7000), 1000));
+        assert_eq!(undo.unconfirmed, 2);
+        assert!(!undo.on_dsack(SeqNum(5000), SeqNum(6000), 1000));
+        assert!(undo.on_dsack(SeqNum(7000), SeqNum(8000), 1000));
+        assert_eq!(undo.unconfirmed, 0);
+        // A go-back-N is one range; one D-SACK may report several segments.
+        let mut gbn = Undo::begin(undo.prior.boxed_clone(), SeqNum(0), true);
+        for i in 0..40u32 {
+            gbn.on_retransmit(SeqNum(i * 100), SeqNum((i + 1) * 100), 1, None);
+        }
+        assert_eq!(gbn.rtx_ranges, vec![(SeqNum(0), SeqNum(4000))]);
+        assert!(!gbn.on_dsack(SeqNum(0), SeqNum(3900), 100));
+        assert!(gbn.on_dsack(SeqNum(3900), SeqNum(4000), 100));
     }
 
     #[test]

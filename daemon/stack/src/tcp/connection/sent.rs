@@ -340,6 +340,15 @@ impl SentQueue {
         (newly, timer)
     }
 
+    /// Forgets every lost mark: the reduction that made them proved
+    /// spurious (Linux's `tcp_undo_cwnd_reduction` with `unmark_loss`).
+    pub(super) fn unmark_lost(&mut self) {
+        for seg in self.segs.iter_mut() {
+            seg.lost = false;
+        }
+        self.lost_bytes = 0;
+    }
+
     fn recount(&mut self) {
         self.sacked_bytes = 0;
         self.lost_bytes = 0;

@@ -3142,3 +3142,122 @@ fn duplicate_data_is_reported_with_a_dsack() {
         "{replies:?}"
     );
 }
+
+/// The reordering that fools RACK: 10 segments in flight, the first held
+/// back in the network; three SACKed above it make it lost at once (no
+/// reordering seen yet: RACK's window is zero), it is retransmitted and
+/// the window reduced. The original arrives after all (a full ACK), then
+/// the retransmission, which the peer reports as a duplicate (D-SACK,
+/// RFC 2883). That report covers every retransmission of the episode
+/// (RFC 3708 §3): the reduction is undone — cwnd and ssthresh as before.
+/// No timestamps here, so Eifel cannot see it earlier.
+#[test]
+fn dsack_of_every_retransmission_undoes_the_reduction() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    s.send_segments(10);
+    let (cwnd, ssthresh) = (s.conn.stats().cwnd, s.conn.stats().ssthresh);
+    assert_eq!((cwnd, ssthresh), (10 * MSS as usize, usize::MAX));
+    s.now = t0 + ms(10);
+    let rtx = s.feed(&s.sack(0, &[(1, 4)]));
+    assert_eq!(rtx.first().map(|r| r.seq), Some(BASE), "{rtx:?}");
+    assert!(s.conn.in_recovery);
+    assert_eq!(s.conn.stats().ssthresh, 7 * MSS as usize);
+    // The original arrives: everything is acknowledged.
+    s.now = t0 + ms(12);
+    s.feed(&s.sack(10, &[]));
+    assert!(!s.conn.in_recovery);
+    assert_eq!(
+        s.conn.stats().cwnd,
+        7 * MSS as usize,
+        "reduced until proven"
+    );
+    assert_eq!(s.conn.stats().recovery.undos, 0);
+    // The retransmission arrives as a duplicate: D-SACK below the ACK.
+    s.now = t0 + ms(20);
+    s.feed(&s.sack(10, &[(0, 1)]));
+    let stats = s.conn.stats();
+    assert_eq!((stats.cwnd, stats.ssthresh), (cwnd, ssthresh), "undone");
+    assert_eq!(stats.recovery.undos, 1);
+    assert_eq!(stats.recovery.spurious_rtos, 0);
+    // RACK learnt the path reorders: its window is no longer zero.
+    assert!(s.conn.rack.reordering_seen);
+    // A second D-SACK of the same data changes nothing.
+    s.feed(&s.sack(10, &[(0, 1)]));
+    assert_eq!(s.conn.stats().recovery.undos, 1);
+}
+
+/// The same episode with a real loss: the retransmission is what the
+/// peer needed, and the only D-SACK reports data that was not
+/// retransmitted (the network duplicated an original). Nothing is undone.
+#[test]
+fn a_real_loss_or_a_duplicated_original_is_not_undone() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    s.send_segments(10);
+    s.now = t0 + ms(10);
+    s.feed(&s.sack(0, &[(1, 4)]));
+    s.now = t0 + ms(21);
+    s.feed(&s.sack(10, &[]));
+    s.now = t0 + ms(22);
+    s.feed(&s.sack(10, &[(5, 6)]));
+    let stats = s.conn.stats();
+    assert_eq!(stats.recovery.dsacks_received, 1);
+    assert_eq!(stats.recovery.undos, 0);
+    assert_eq!(stats.ssthresh, 7 * MSS as usize);
+}
+
+/// Two retransmissions in one episode: the reduction is undone only when
+/// both are reported as duplicates (RFC 3708 §3: all of them spurious).
+#[test]
+fn undo_waits_for_every_retransmission_to_be_reported() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let t0 = s.now;
+    s.send_segments(10);
+    s.now = t0 + ms(10);
+    // Segments 0 and 2 missing, 1 and 3..6 SACKed: both lost at once.
+    let rtx = s.feed(&s.sack(0, &[(3, 6), (1, 2)]));
+    let seqs: Vec<u32> = rtx.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![BASE, BASE + 2 * MSS], "{rtx:?}");
+    s.now = t0 + ms(12);
+    s.feed(&s.sack(10, &[]));
+    s.feed(&s.sack(10, &[(0, 1)]));
+    assert_eq!(s.conn.stats().recovery.undos, 0, "one of two reported");
+    s.feed(&s.sack(10, &[(2, 3)]));
+    assert_eq!(s.conn.stats().recovery.undos, 1);
+    assert_eq!(s.conn.stats().ssthresh, usize::MAX);
+}
+
+/// A D-SACK rides on an ACK whose number covers it (RFC 2883 §4: the
+/// block lies below the cumulative ACK). When one batch of arrivals owes
+/// ACKs for earlier points of it (every second segment) and also carried a
+/// duplicate, the D-SACK must not go on an earlier point's ACK: below that
+/// ACK's number it would read as an ordinary SACK of data above it.
+#[test]
+fn dsack_goes_on_an_ack_that_covers_it() {
+    let mut s = scripted_sack(SocketOptions::default());
+    let (p, o) = (s.peer_nxt, s.our_nxt);
+    s.feed(&s.peer(p, o, ACK, &[1u8; 100]));
+    // One batch: four new segments, then the last one again.
+    let mut last = None;
+    for k in 1..5u32 {
+        let seg = s.peer(p + 100 * k, o, ACK, &[1u8; 100]);
+        feed(&mut s.conn, s.now, &seg);
+        last = Some(seg);
+    }
+    feed(&mut s.conn, s.now, &last.expect("sent"));
+    let replies = drain(&mut s.conn, s.now);
+    assert!(
+        replies.len() >= 2,
+        "ACK points and the final ACK: {replies:?}"
+    );
+    let mut reported = 0;
+    for reply in &replies {
+        if let Some(block) = reply.options.sacks().next() {
+            assert!(block.right.raw() <= reply.ack, "{reply:?}");
+            assert_eq!((block.left.raw(), block.right.raw()), (p + 400, p + 500));
+            reported += 1;
+        }
+    }
+    assert_eq!(reported, 1, "{replies:?}");
+}

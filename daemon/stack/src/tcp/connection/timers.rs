@@ -5,6 +5,7 @@
 //! `orphan_retries` retransmissions or zero-window probes (Linux). Each is an `Option<Instant>` deadline (the delayed
 //! ACK lives in `AckDue::By`); `poll_timeout` is their minimum.
 
+use super::recovery::Undo;
 use super::{AckDue, Connection, ProbeDue};
 use crate::error::ConnError;
 use crate::tcp::TcpState;
@@ -177,6 +178,16 @@ impl Connection {
                 // already reduced it for this window).
                 let window_already_reduced = (self.in_recovery && self.snd_una.lt(self.recover))
                     || self.rto_recover.is_some_and(|guard| self.snd_una.le(guard));
+                // The controller before the reduction, in case the timeout
+                // proves spurious (RFC 3522 §2, a delay spike; RFC 4015 §3).
+                // A timeout inside an episode joins it (Linux's
+                // `tcp_enter_loss` keeps its undo state then).
+                match &mut self.undo {
+                    Some(undo) if window_already_reduced => undo.after_timeout = true,
+                    _ => {
+                        self.undo = Some(Undo::begin(self.cc.boxed_clone(), self.snd_una, true));
+                    }
+                }
                 self.cc
                     .on_retransmission_timeout(now, !window_already_reduced);
                 // RFC 6298 §5.5: back off.
