@@ -1,0 +1,165 @@
+//! Dead peers detected as Linux detects them (issue 10): a connection to
+//! the kernel whose packets stop (an nftables netdev rule in the namespace
+//! drops everything on the TUN, both ways) fails with ETIMEDOUT
+//! - after TCP_USER_TIMEOUT when data is outstanding (RFC 5482; Linux
+//!   gives up at the first retransmission timeout past it, and tcpd clamps
+//!   that timeout to it, as Linux does), and
+//! - after TCP_KEEPIDLE + TCP_KEEPCNT × TCP_KEEPINTVL when the connection
+//!   is idle with SO_KEEPALIVE on (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6,
+//!   Linux's tcp_keepalive_timer), while probes the kernel answers keep
+//!   it alive.
+//!
+//! Short values (1.5 s, 1 s) keep the tests quick; the bounds allow a
+//! loaded machine a few seconds of slack on the late side only.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tcpd_client::{Client, ReadFlags, SockOption, Socket};
+use tcpd_e2e::{Env, in_ci, kernel_listener, runtime, which};
+use tcpd_proto::errno;
+
+/// Drops every packet on the TUN, both directions, from now on.
+fn drop_everything_on_the_tun(env: &Env) {
+    let rules = "table netdev tcpd_dead {
+        chain e { type filter hook egress device \"tcpd0\" priority 0; drop; }
+        chain i { type filter hook ingress device \"tcpd0\" priority 0; drop; }
+    }";
+    let mut nft = env
+        .ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    nft.stdin
+        .take()
+        .expect("nft stdin")
+        .write_all(rules.as_bytes())
+        .expect("write rules");
+    assert!(nft.wait().expect("nft").success(), "nft rules rejected");
+}
+
+/// The environment, or None when the test must skip (no privileges, or no
+/// nft outside CI).
+fn setup(tag: &str) -> Option<Env> {
+    if which("nft").is_none() {
+        assert!(!in_ci(), "nft (nftables) is required under CI");
+        eprintln!("SKIPPED {tag}: nft is not installed");
+        return None;
+    }
+    Env::setup(tag, &[])
+}
+
+/// A kernel peer that answers "ping" with "pong" once, then keeps the
+/// connection open (it never closes it: the test cuts the path instead).
+fn pong_once(listener: TcpListener) {
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut ping = [0u8; 4];
+        s.read_exact(&mut ping).expect("ping");
+        s.write_all(b"pong").expect("pong");
+        // Hold the socket until the peer's reset or the read timeout.
+        let _ = s.read(&mut ping);
+    });
+}
+
+/// Sends "ping" and reads "pong": the path works.
+async fn ping(socket: &Socket) {
+    socket.write(b"ping", false).await.expect("ping");
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let chunk = socket
+            .read(4 - got.len(), ReadFlags::default())
+            .await
+            .expect("pong");
+        assert!(!chunk.is_empty(), "EOF before pong");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, b"pong");
+}
+
+/// A blocking read that must fail with ETIMEDOUT: how long it took.
+async fn read_times_out(socket: &Socket) -> Duration {
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        socket.read(1, ReadFlags::default()),
+    )
+    .await
+    .expect("the connection must fail within 30 s");
+    let took = started.elapsed();
+    eprintln!("ETIMEDOUT after {took:?}");
+    let err = result.expect_err("the dead peer sent nothing");
+    assert_eq!(err.raw_os_error(), Some(errno::ETIMEDOUT), "{err}");
+    took
+}
+
+/// TCP_USER_TIMEOUT 1500 ms: data sent into a dead path is retransmitted
+/// (RTO 200 ms, 400 ms, 800 ms...) until 1.5 s after it first went out,
+/// then the connection fails with ETIMEDOUT — not after the ~15 minutes of
+/// tcp_retries2.
+#[test]
+fn user_timeout_fails_a_connection_whose_data_goes_unacknowledged() {
+    let Some(env) = setup("to-uto") else {
+        return;
+    };
+    let (listener, addr) = kernel_listener(&env.ns);
+    pong_once(listener);
+    runtime().block_on(async {
+        let client = Client::connect(env.daemon.socket()).await.expect("client");
+        let socket = Socket::new(&client).await.expect("socket");
+        socket
+            .set_option(SockOption::UserTimeout(1500))
+            .await
+            .expect("TCP_USER_TIMEOUT");
+        socket.connect(addr, false).await.expect("connect");
+        ping(&socket).await;
+        drop_everything_on_the_tun(&env);
+        socket.write(b"lost", false).await.expect("queued");
+        let took = read_times_out(&socket).await;
+        assert!(
+            took >= Duration::from_millis(1300) && took < Duration::from_secs(6),
+            "ETIMEDOUT after {took:?}, expected about 1.5 s"
+        );
+    });
+}
+
+/// SO_KEEPALIVE with TCP_KEEPIDLE 1 s, TCP_KEEPINTVL 1 s, TCP_KEEPCNT 2:
+/// idle for 2.5 s (longer than idle + count × interval) while the kernel
+/// answers the probes, the connection lives; once the path is cut, the
+/// idle connection fails with ETIMEDOUT after about 1 + 2 × 1 = 3 s.
+#[test]
+fn keepalive_fails_an_idle_connection_to_a_dead_peer_and_spares_a_live_one() {
+    let Some(env) = setup("to-ka") else {
+        return;
+    };
+    let (listener, addr) = kernel_listener(&env.ns);
+    pong_once(listener);
+    runtime().block_on(async {
+        let client = Client::connect(env.daemon.socket()).await.expect("client");
+        let socket = Socket::new(&client).await.expect("socket");
+        socket.connect(addr, false).await.expect("connect");
+        for option in [
+            SockOption::KeepIdle(1),
+            SockOption::KeepInterval(1),
+            SockOption::KeepCount(2),
+            SockOption::KeepAlive(true),
+        ] {
+            socket.set_option(option).await.expect("keepalive option");
+        }
+        // Probes are sent and answered: still alive after 2.5 s idle.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        ping(&socket).await;
+        drop_everything_on_the_tun(&env);
+        let took = read_times_out(&socket).await;
+        assert!(
+            took >= Duration::from_millis(2500) && took < Duration::from_secs(9),
+            "ETIMEDOUT after {took:?}, expected about 3 s"
+        );
+    });
+}
