@@ -3,14 +3,19 @@
 //! socket on `::` covers IPv4 too unless IPV6_V6ONLY is set; an IPv4-mapped
 //! address names the IPv4 one), and ICMPv6 Parameter Problem (RFC 4443
 //! §3.4) for packets the stack cannot process — its pointer, the quoted
-//! packet, the cases that must stay silent, and the rate limit (§2.4(f)).
+//! packet, the cases that must stay silent, and the rate limit (§2.4(f));
+//! and the closed-port answers (RFC 9293 §3.10.7.1), one table run over
+//! both families.
 
 mod common;
 
 use common::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use tcpd_stack::SeqNum;
 use tcpd_stack::wire::icmpv6::parameter_problem;
-use tcpd_stack::wire::{Icmpv6Repr, IpProtocol, Ipv6Repr};
+use tcpd_stack::wire::{
+    Icmpv6Repr, IpPacketParts, IpProtocol, Ipv6Repr, TcpFlags, TcpOptions, TcpRepr,
+};
 use tcpd_stack::{BindError, Duration, Instant, IpFamily, SockOption, Stack};
 
 const T0: Instant = Instant::from_millis(1_000);
@@ -265,4 +270,87 @@ fn parameter_problems_are_rate_limited() {
     }
     assert_eq!(parameter_problems(&drain_transmit(&mut s, later)).len(), 10);
     assert_eq!(s.stats().icmp_errors_ratelimited, 150 + 190);
+}
+
+/// A TCP segment from the peer (A) to us (B) over `family`.
+fn tcp_to_us(
+    family: IpFamily,
+    port: u16,
+    flags: TcpFlags,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let repr = TcpRepr {
+        src_port: 40000,
+        dst_port: port,
+        seq: SeqNum(seq),
+        ack: SeqNum(ack),
+        flags,
+        window: 65535,
+        urgent: 0,
+        options: TcpOptions::default(),
+        payload,
+    };
+    let mut segment = vec![0; repr.buffer_len()];
+    match family {
+        IpFamily::V4 => {
+            let len = repr.emit(&mut segment, ADDR_A, ADDR_B);
+            let mut packet = vec![0; 20 + len];
+            packet[20..].copy_from_slice(&segment[..len]);
+            ip_header(ADDR_A, ADDR_B, IpProtocol::Tcp, len, &mut packet);
+            packet
+        }
+        IpFamily::V6 => {
+            let len = repr.emit(&mut segment, ADDR6_A, ADDR6_B);
+            ipv6_packet(ADDR6_B, u8::from(IpProtocol::Tcp), &segment[..len])
+        }
+    }
+}
+
+/// RFC 9293 §3.10.7.1 for a closed port, the same over IPv4 and IPv6: no
+/// ACK -> <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; ACK -> <SEQ=SEG.ACK>
+/// <CTL=RST>; a RST is never answered. Over IPv6 the answer comes from
+/// the address the segment was sent to, with hop limit 64 and a flow label.
+#[test]
+fn closed_ports_answer_alike_over_both_families() {
+    #[rustfmt::skip]
+    let table: [(TcpFlags, u32, u32, &[u8], Option<(TcpFlags, u32, u32)>); 4] = [
+        (TcpFlags::SYN, 1000, 0, b"", Some((TcpFlags::RST | TcpFlags::ACK, 0, 1001))),
+        (TcpFlags::FIN, 5000, 0, b"0123456789", Some((TcpFlags::RST | TcpFlags::ACK, 0, 5011))),
+        (TcpFlags::ACK, 7, 123_456, b"", Some((TcpFlags::RST, 123_456, 0))),
+        (TcpFlags::RST, 9, 0, b"", None),
+    ];
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let (ours, peer): (IpAddr, IpAddr) = match family {
+            IpFamily::V4 => (ADDR_B.into(), ADDR_A.into()),
+            IpFamily::V6 => (ADDR6_B.into(), ADDR6_A.into()),
+        };
+        for (i, (flags, seq, ack, payload, want)) in table.into_iter().enumerate() {
+            let mut s = stack();
+            let port = 80 + u16::try_from(i).expect("small");
+            s.handle_packet(T0, &tcp_to_us(family, port, flags, seq, ack, payload));
+            let out = drain_transmit(&mut s, T0);
+            let Some((want_flags, want_seq, want_ack)) = want else {
+                assert!(out.is_empty(), "{family:?} {flags:?}: {out:?}");
+                continue;
+            };
+            assert_eq!(out.len(), 1, "{family:?} {flags:?}");
+            let ip = IpPacketParts::parse(&out[0]).expect("valid IP");
+            assert_eq!((ip.src, ip.dst), (ours, peer), "{family:?} {flags:?}");
+            let rst = TcpRepr::parse(ip.payload, ip.src, ip.dst).expect("valid TCP");
+            assert_eq!(rst.flags, want_flags, "{family:?} {flags:?}");
+            assert_eq!((rst.src_port, rst.dst_port), (port, 40000));
+            assert_eq!(rst.seq.0, want_seq, "{family:?} {flags:?}");
+            if want_flags.ack() {
+                assert_eq!(rst.ack.0, want_ack, "{family:?} {flags:?}");
+            }
+            assert!(rst.payload.is_empty() && rst.window == 0);
+            if family == IpFamily::V6 {
+                let parsed = Ipv6Repr::parse(&out[0]).expect("IPv6");
+                assert_eq!(parsed.repr.hop_limit, 64);
+                assert_ne!(parsed.repr.flow_label, 0, "RFC 6437 §3: a flow label");
+            }
+        }
+    }
 }
