@@ -312,10 +312,20 @@ fn tcp_to_us(
 /// ACK -> <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; ACK -> <SEQ=SEG.ACK>
 /// <CTL=RST>; a RST is never answered. Over IPv6 the answer comes from
 /// the address the segment was sent to, with hop limit 64 and a flow label.
+/// A row: the segment's flags, SEQ, ACK, payload; the answer's flags, SEQ,
+/// ACK, if any.
+type ClosedPortRow = (
+    TcpFlags,
+    u32,
+    u32,
+    &'static [u8],
+    Option<(TcpFlags, u32, u32)>,
+);
+
 #[test]
 fn closed_ports_answer_alike_over_both_families() {
     #[rustfmt::skip]
-    let table: [(TcpFlags, u32, u32, &[u8], Option<(TcpFlags, u32, u32)>); 4] = [
+    let table: [ClosedPortRow; 4] = [
         (TcpFlags::SYN, 1000, 0, b"", Some((TcpFlags::RST | TcpFlags::ACK, 0, 1001))),
         (TcpFlags::FIN, 5000, 0, b"0123456789", Some((TcpFlags::RST | TcpFlags::ACK, 0, 5011))),
         (TcpFlags::ACK, 7, 123_456, b"", Some((TcpFlags::RST, 123_456, 0))),
