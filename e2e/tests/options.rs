@@ -365,3 +365,54 @@ fn tcp_info_describes_a_live_connection() {
     });
     kernel.join().expect("kernel side");
 }
+
+/// An unmodified program under tcpd-run sending urgent data: `send(MSG_OOB)`
+/// fails with EOPNOTSUPP as libtcpd's does (tcpd(3), "Urgent data") rather
+/// than vanishing into the socketpair's own out-of-band byte; the data sent
+/// after it arrives intact.
+#[test]
+fn urgent_send_under_tcpd_run_is_refused_not_lost() {
+    let Some(env) = Env::setup("opt-urgrun", &[]) else {
+        return;
+    };
+    if which("python3").is_none() {
+        assert!(!in_ci(), "python3 is required under CI=true");
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let (listener, addr) = kernel_listener(&env.ns);
+    let kernel = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read");
+        got
+    });
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('{}', {}))\n\
+         try:\n    s.send(b'!', socket.MSG_OOB)\n    print('sent')\n\
+         except OSError as e:\n    print(e.errno)\n\
+         s.sendall(b'after')\n\
+         s.close()\n",
+        addr.ip(),
+        addr.port()
+    );
+    let out = env
+        .ns
+        .command(tcpd_e2e::bin_path("tcpd-run"))
+        .arg("--socket")
+        .arg(env.daemon.socket())
+        .args(["--", "python3", "-c", &script])
+        .output()
+        .expect("run tcpd-run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), libc::EOPNOTSUPP.to_string(), "{stdout}");
+    assert_eq!(kernel.join().expect("kernel side"), b"after");
+}

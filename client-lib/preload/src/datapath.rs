@@ -16,6 +16,11 @@
 //!   pending error is returned if there is one, else `EPIPE` with the
 //!   `SIGPIPE` Linux would raise (unless the caller passed `MSG_NOSIGNAL`).
 //!
+//! - `MSG_OOB` on a send fails with `EOPNOTSUPP`, as libtcpd's `tcpd_send`
+//!   (tcpd(3), "Urgent data"): passed to the pair, it would become the
+//!   `AF_UNIX` socket's own out-of-band byte, which the daemon never reads
+//!   (the urgent byte would vanish without an error).
+//!
 //! Cost on every other call: one atomic load (`marks::is_tcpd`) beside the
 //! C library's function. `sendfile`/`splice` into a failed tcpd socket keep
 //! the pair's `EPIPE` and `SIGPIPE` (they take no `MSG_NOSIGNAL`).
@@ -37,6 +42,15 @@ fn hung_up(fd: c_int) -> bool {
     };
     // SAFETY: one valid pollfd, zero timeout.
     unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLHUP != 0 }
+}
+
+/// A send with `MSG_OOB` on a tcpd socket: refused (see the module doc).
+fn refuse_urgent(flags: c_int) -> Option<ssize_t> {
+    if flags & libc::MSG_OOB == 0 {
+        return None;
+    }
+    crate::set_errno(libc::EOPNOTSUPP);
+    Some(-1)
 }
 
 /// A read's result `r` of a tcpd socket: the pending error instead of an
@@ -237,6 +251,9 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         // SAFETY: plain pass-through.
         return unsafe { real::send(fd, buf, len, flags) };
     }
+    if let Some(r) = refuse_urgent(flags) {
+        return r;
+    }
     // SAFETY: forwarded caller guarantee.
     let r = unsafe { real::send(fd, buf, len, flags | libc::MSG_NOSIGNAL) };
     after_write(fd, r, flags & libc::MSG_NOSIGNAL != 0)
@@ -257,6 +274,9 @@ pub unsafe extern "C" fn sendto(
         // SAFETY: plain pass-through.
         return unsafe { real::sendto(fd, buf, len, flags, addr, addrlen) };
     }
+    if let Some(r) = refuse_urgent(flags) {
+        return r;
+    }
     // SAFETY: forwarded caller guarantee (a connected stream socket
     // ignores the address, as Linux's TCP does).
     let r = unsafe { real::sendto(fd, buf, len, flags | libc::MSG_NOSIGNAL, addr, addrlen) };
@@ -270,6 +290,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     if !watched(fd) {
         // SAFETY: plain pass-through.
         return unsafe { real::sendmsg(fd, msg, flags) };
+    }
+    if let Some(r) = refuse_urgent(flags) {
+        return r;
     }
     // SAFETY: forwarded caller guarantee.
     let r = unsafe { real::sendmsg(fd, msg, flags | libc::MSG_NOSIGNAL) };
