@@ -15,7 +15,10 @@
 //! - `tcpd_drops_total{reason="..."}` (counter) for the `drop_<reason>` counters;
 //! - `tcpd_impair_packets_total{action="dropped|duplicated|corrupted|reordered|delayed",direction="in|out"}`
 //!   (counter) for what `tcpd --impair` did;
-//! - `tcpd_connections{state="ESTABLISHED"}` (gauge) per RFC 9293 state.
+//! - `tcpd_connections{state="ESTABLISHED"}` (gauge) per RFC 9293 state;
+//! - `tcpd_<gauge>` (gauge) for the API's current levels ([`GAUGES`]:
+//!   clients, sessions, sockets, fd sockets, blocked calls), which go down
+//!   as well as up and so take no `_total` suffix.
 
 use std::fmt::Write as _;
 
@@ -44,6 +47,17 @@ fn help(name: &str) -> String {
         known.to_string()
     }
 }
+
+/// The daemon's Stats entries that are current levels, not counts of
+/// events (see `Sockets::stats` and `Admission::named_counters` in the
+/// daemon): Prometheus gauges.
+pub const GAUGES: [&str; 5] = [
+    "api_clients",
+    "api_sessions",
+    "api_sockets",
+    "api_fd_sockets",
+    "api_blocked_calls",
+];
 
 /// Whether `name` is safe as part of a metric name ([a-z0-9_]).
 fn metric_safe(name: &str) -> bool {
@@ -81,9 +95,16 @@ pub fn prometheus(stats: &StatsReply) -> String {
         if !metric_safe(name) {
             continue;
         }
-        let metric = format!("tcpd_{name}_total");
+        let (metric, kind) = if GAUGES.contains(&name) {
+            (format!("tcpd_{name}"), "gauge")
+        } else if name.ends_with("_total") {
+            // Already named as a total (`api_refused_total`): one suffix.
+            (format!("tcpd_{name}"), "counter")
+        } else {
+            (format!("tcpd_{name}_total"), "counter")
+        };
         let _ = writeln!(out, "# HELP {metric} {}.", help(name));
-        let _ = writeln!(out, "# TYPE {metric} counter");
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
         let _ = writeln!(out, "{metric} {}", counter.value);
     }
     if !drops.is_empty() {

@@ -112,6 +112,14 @@ impl Admin for MockAdmin {
                     name: "drop_bad_checksum".into(),
                     value: 2,
                 },
+                Counter {
+                    name: "api_sessions".into(),
+                    value: 3,
+                },
+                Counter {
+                    name: "api_refused_total".into(),
+                    value: 4,
+                },
             ],
             states: vec![Counter {
                 name: "ESTABLISHED".into(),
@@ -557,6 +565,19 @@ fn stats_prometheus_parses_with_types_and_labels() {
         scrape.docs.contains_key("tcpd_segments_in_total"),
         "HELP lines"
     );
+    // A level is a gauge without `_total`; a name that is a total already
+    // gets no second suffix.
+    assert_eq!(value("tcpd_api_sessions", None), Some(3.0), "{text}");
+    assert!(matches!(
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "tcpd_api_sessions")
+            .map(|s| &s.value),
+        Some(prometheus_parse::Value::Gauge(_))
+    ));
+    assert_eq!(value("tcpd_api_refused_total", None), Some(4.0), "{text}");
+    assert!(!text.contains("_total_total"), "{text}");
 }
 
 #[test]
