@@ -11,7 +11,8 @@
 //! interface fewer incoming ones than the link, by `impair_dropped_in`;
 //! the same count in `tcpctl stats --prometheus`; and that the file replays
 //! as a ladder (`tcpctl trace --replay`) with the handshake and
-//! retransmissions.
+//! retransmissions. A second test checks that a loss-free handshake shows
+//! the window scale Linux chooses for the same receive-buffer maximum.
 //!
 //! Needs root (namespaces, TUN) and tshark (installed by .ci/run): skips
 //! otherwise, fails under `CI=true`.
@@ -277,4 +278,91 @@ fn capture_shows_both_sides_of_the_impairer() {
     let names = String::from_utf8_lossy(&frames.stdout);
     assert!(names.lines().any(|l| l == "tcpd-stack"), "interface names");
     assert!(names.lines().any(|l| l == "tcpd-link"), "interface names");
+}
+
+/// Issue 10's "done when": a capture of a loss-free handshake shows the
+/// window scale Linux chooses for the same receive-buffer maximum. tcpd's
+/// default maximum is Linux's `tcp_rmem[2]` (6 MiB), for which Linux
+/// advertises shift 7; the kernel peer's SYN-ACK in the same capture, from
+/// a namespace with that maximum, is the reference.
+#[test]
+fn handshake_capture_shows_linuxs_window_scale() {
+    if !require_privileges("handshake_capture_shows_linuxs_window_scale") {
+        return;
+    }
+    let Some(tshark) = which("tshark") else {
+        assert!(!in_ci(), "tshark is missing (.ci/run installs it)");
+        eprintln!("handshake_capture_shows_linuxs_window_scale: no tshark, skipped");
+        return;
+    };
+    let ns = Netns::new("cap-ws").expect("create namespace");
+    let daemon = Daemon::start(&ns, &["--msl-ms", "200"]).expect("start tcpd");
+    // The kernel peer with Linux's default maximum (this namespace only;
+    // a host may have raised it, e.g. to 32 MiB, which gives shift 10).
+    ns.within(|| std::fs::write("/proc/sys/net/ipv4/tcp_rmem", "4096 131072 6291456"))
+        .expect("set the namespace's tcp_rmem");
+    let scratch = tcpd_e2e::TempDir::new("cap-ws").expect("scratch dir");
+    let file = scratch.path().join("handshake.pcapng");
+    let mut capture = tcpctl(&daemon)
+        .args(["capture", "-w"])
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcpctl capture");
+    let mut stderr = BufReader::new(capture.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("capture's stderr");
+    assert!(first.contains("capturing"), "tcpctl capture said: {first}");
+
+    let (listener, target) = tcpd_e2e::kernel_listener(&ns);
+    let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
+    let mut stream = blocking::TcpStream::connect_with(&client, target).expect("tcpd connect");
+    let (mut kernel, _) = listener.accept().expect("kernel accept");
+    stream.write_all(b"ping").expect("tcpd write");
+    let mut got = [0u8; 4];
+    kernel.read_exact(&mut got).expect("kernel read");
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT to tcpctl capture");
+    let status = capture.wait().expect("wait for tcpctl capture");
+    assert!(status.success(), "tcpctl capture: {status}");
+
+    // SYN and SYN-ACK with their window-scale shift, as tshark decodes them.
+    let output = Command::new(&tshark)
+        .arg("-r")
+        .arg(&file)
+        .args([
+            "-Y",
+            "tcp.flags.syn == 1",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.flags.ack",
+            "-e",
+            "tcp.options.wscale.shift",
+        ])
+        .output()
+        .expect("run tshark");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "tshark: {text}");
+    let shift = |ack: &str| -> Option<u32> {
+        text.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(a, _)| {
+                *a == ack || (ack == "1" && *a == "True") || (ack == "0" && *a == "False")
+            })
+            .and_then(|(_, s)| s.trim().parse().ok())
+    };
+    let (syn, syn_ack) = (shift("0"), shift("1"));
+    eprintln!("window scale: tcpd's SYN {syn:?}, the kernel's SYN-ACK {syn_ack:?}");
+    // Linux (tcp_select_initial_window) for a 6 MiB maximum: shift 7.
+    assert_eq!(syn, Some(7), "tcpd's SYN window scale\n{text}");
+    assert_eq!(
+        syn, syn_ack,
+        "same maximum, same window scale as Linux\n{text}"
+    );
 }
