@@ -9,7 +9,8 @@
 #     unit says (notify readiness, user, capabilities, TUN, socket modes);
 #     an unprivileged member of group tcpd uses tcpctl, tcpd-nc and a C
 #     program built with pkg-config against a kernel peer on the kernel side
-#     of the TUN; restart applies a changed config; stop resets connections,
+#     of the TUN; IPv6 both ways with tcpd-nc -6 (no link-local address on the
+#     TUN, nothing dropped as not for tcpd); restart applies a changed config; stop resets connections,
 #     removes the socket, exits 0; the journal has the daemon's log; the
 #     online exposure score is <= 2.0. The package stays installed and
 #     enabled.
@@ -43,6 +44,8 @@ echo "# tcpd container test, boot '$PHASE' ($(date -u +%T))"
 TUN=tcpd0
 TCPD_ADDR=10.77.0.2
 HOST_ADDR=10.77.0.1
+TCPD_ADDR6=fd00:77::2
+HOST_ADDR6=fd00:77::1
 SOCK=/run/tcpd/tcpd.sock
 # Its own device node, 0600 user tcpd (tcpd.tmpfiles; see tcpd.service).
 TUN_NODE=/dev/net/tcpd-tun
@@ -243,6 +246,31 @@ install_phase() {
     wait "$nc"
     check "tcpd-nc -l (alice) receives from a kernel client" \
         test "$(cat "$HERE/from-kernel.txt")" = "hello from the kernel"
+
+    # IPv6 under the unit: the kernel side has its address, the TUN has no
+    # link-local address (the daemon's rtnetlink request; the sysctl is
+    # read-only here, ProtectKernelTunables=), and traffic flows both ways.
+    ip -6 addr show dev "$TUN" | indent ip
+    check "IPv6: $TUN has $HOST_ADDR6/64 under the unit" \
+        bash -c "ip -6 addr show dev $TUN | grep -q 'inet6 $HOST_ADDR6/64'"
+    check "IPv6: $TUN has no link-local address (nothing solicits routers into it)" \
+        bash -c "! ip -6 addr show dev $TUN scope link | grep -q inet6"
+    timeout 20 socat -u TCP6-LISTEN:7004,bind="[$HOST_ADDR6]",reuseaddr CREATE:"$HERE/from-tcpd6.txt" &
+    listener=$!
+    wait_for 5 kernel_listens 7004
+    check "tcpd-nc -6 (alice) sends to a kernel listener at [$HOST_ADDR6]:7004" \
+        bash -c "timeout 10 runuser -u alice -- tcpd-nc -6 $HOST_ADDR6 7004 <'$HERE/to-kernel.txt'"
+    wait "$listener"
+    check "the IPv6 kernel listener received alice's line" cmp -s "$HERE/to-kernel.txt" "$HERE/from-tcpd6.txt"
+    as_alice timeout 20 tcpd-nc -l -6 7005 >"$HERE/from-kernel6.txt" &
+    nc=$!
+    wait_for 5 bash -c "echo 'hello over IPv6' | timeout 5 socat -u STDIN TCP6:[$TCPD_ADDR6]:7005 2>/dev/null"
+    wait "$nc"
+    check "tcpd-nc -l -6 (alice) receives from an IPv6 kernel client" \
+        test "$(cat "$HERE/from-kernel6.txt")" = "hello over IPv6"
+    out="$(timeout 10 tcpctl stats --json 2>&1)"
+    check "no packet the kernel put into the TUN was dropped as not for tcpd" \
+        grep -qE '"drop_not_for_us": *0([^0-9]|$)' <<<"$out"
 
     # A C program built against the installed library with pkg-config.
     # shellcheck disable=SC2046 # pkg-config prints several words on purpose
