@@ -109,6 +109,9 @@ pub struct Cli {
     /// Sockets all API sessions of one non-root uid may hold; beyond, EMFILE [default: 16384].
     #[arg(long, value_name = "N")]
     pub uid_max_sockets: Option<usize>,
+    /// Bytes of large requests (over 64 KiB) one API session may have in the daemon, a Write until answered; beyond, ENOBUFS [default: 33554432].
+    #[arg(long, value_name = "BYTES")]
+    pub session_max_intake_bytes: Option<usize>,
 }
 
 /// The TOML file: the long flag names as keys (kebab-case), all optional.
@@ -135,6 +138,7 @@ pub struct FileConfig {
     pub session_max_blocked_calls: Option<usize>,
     pub session_max_buffered_bytes: Option<usize>,
     pub uid_max_sockets: Option<usize>,
+    pub session_max_intake_bytes: Option<usize>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -160,6 +164,8 @@ pub struct Settings {
     /// Ask for TUN offload (the link falls back when the kernel refuses).
     pub offload: bool,
     pub quotas: crate::sockets::Quotas,
+    /// Each API session's intake budget ([`crate::intake`]), in bytes.
+    pub intake_bytes: usize,
 }
 
 /// The IPv6 side of the TUN.
@@ -403,6 +409,10 @@ impl Settings {
                         .unwrap_or(d.sockets_per_uid),
                 }
             },
+            intake_bytes: cli
+                .session_max_intake_bytes
+                .or(file.session_max_intake_bytes)
+                .unwrap_or(crate::intake::SESSION_INTAKE),
         })
     }
 
@@ -449,6 +459,25 @@ mod tests {
         assert_eq!(s.impair, None);
         assert_eq!(s.user, None);
         assert!(s.offload);
+    }
+
+    #[test]
+    fn the_intake_budget_is_a_flag_and_a_key() {
+        let s = Settings::resolve(&cli(&[]), FileConfig::default()).expect("valid");
+        assert_eq!(s.intake_bytes, crate::intake::SESSION_INTAKE);
+        let file = FileConfig {
+            session_max_intake_bytes: Some(1 << 20),
+            ..FileConfig::default()
+        };
+        let s = Settings::resolve(&cli(&[]), file).expect("valid");
+        assert_eq!(s.intake_bytes, 1 << 20);
+        let file = FileConfig {
+            session_max_intake_bytes: Some(1 << 20),
+            ..FileConfig::default()
+        };
+        let s =
+            Settings::resolve(&cli(&["--session-max-intake-bytes", "4096"]), file).expect("valid");
+        assert_eq!(s.intake_bytes, 4096, "the flag wins");
     }
 
     #[test]

@@ -31,15 +31,15 @@ pub struct Activity {
     in_flight: AtomicUsize,
     last_active: Mutex<Instant>,
     /// The session's budget for large request messages ([`crate::intake`]).
-    pub intake: Arc<tokio::sync::Semaphore>,
+    pub intake: crate::intake::Budget,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(intake_bytes: usize) -> Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
-            intake: crate::intake::new_budget(),
+            intake: crate::intake::Budget::new(intake_bytes),
         }
     }
 
@@ -78,19 +78,35 @@ impl Drop for InFlightGuard {
 }
 
 /// The sessions' activities, by id (registered at accept, removed at end).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ActivityRegistry {
     sessions: Arc<Mutex<HashMap<SessionId, Arc<Activity>>>>,
+    /// Each new session's intake budget, in bytes.
+    intake_bytes: usize,
+}
+
+impl Default for ActivityRegistry {
+    fn default() -> Self {
+        ActivityRegistry::with_intake(crate::intake::SESSION_INTAKE)
+    }
 }
 
 impl ActivityRegistry {
+    /// A registry whose sessions get an intake budget of `intake_bytes`.
+    pub fn with_intake(intake_bytes: usize) -> Self {
+        ActivityRegistry {
+            sessions: Arc::default(),
+            intake_bytes,
+        }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Activity>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new session's activity record.
     pub fn register(&self, id: SessionId) -> Arc<Activity> {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(self.intake_bytes));
         self.map().insert(id, activity.clone());
         activity
     }

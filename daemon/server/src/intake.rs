@@ -9,8 +9,9 @@
 //! request body and follows its gRPC message framing (a 5-byte prefix:
 //! compressed flag and big-endian length, then the message). A message
 //! larger than [`FREE_MESSAGE`] must take its length from the session's
-//! intake budget ([`SESSION_INTAKE`]) when its prefix arrives, and gives it
-//! back once its last byte has been read; when the budget cannot cover it,
+//! intake budget (`--session-max-intake-bytes`, default [`SESSION_INTAKE`])
+//! when its prefix arrives, and gives it back once its last byte has been
+//! read (a Write: once answered, below); when the budget cannot cover it,
 //! the call fails at once with ENOBUFS, before its bytes are read (hyper then
 //! resets the stream and HTTP/2 flow control returns its window), so the
 //! budget never waits and no call can hold it while waiting for another.
@@ -42,8 +43,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// 64 KiB).
 pub const FREE_MESSAGE: usize = 64 * 1024 + 64;
 
-/// Bytes of large messages one session may have in reception at once: room
-/// for eight 4 MB writes (the gRPC message limit is 4 MiB).
+/// Bytes of large messages one session may have in the daemon at once, by
+/// default (`--session-max-intake-bytes`): room for eight 4 MB writes (the
+/// gRPC message limit is 4 MiB).
 pub const SESSION_INTAKE: usize = 32 << 20;
 
 /// Calls the intake budget refused, daemon-wide (`api_refused_intake` in
@@ -59,8 +61,26 @@ pub fn refusals() -> u64 {
 const UNIT: usize = 1024;
 
 /// A session's intake budget (one per session, in its [`crate::idle::Activity`]).
-pub fn new_budget() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(SESSION_INTAKE / UNIT))
+#[derive(Debug, Clone)]
+pub struct Budget {
+    permits: Arc<Semaphore>,
+    /// The budget's size in units.
+    units: u32,
+}
+
+impl Budget {
+    /// A budget of `bytes` (at least one unit).
+    pub fn new(bytes: usize) -> Budget {
+        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX >> 4);
+        Budget {
+            permits: Arc::new(Semaphore::new(units as usize)),
+            units,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.units as usize * UNIT
+    }
 }
 
 /// The RPC whose message stays charged until it is answered.
@@ -196,7 +216,7 @@ impl Framing {
 /// A request body charged against its session's intake budget.
 struct IntakeBody {
     inner: tonic::body::Body,
-    budget: Arc<Semaphore>,
+    budget: Budget,
     framing: Framing,
     /// The budget the message in reception holds, if it is a large one.
     held: Option<OwnedSemaphorePermit>,
@@ -205,7 +225,7 @@ struct IntakeBody {
 }
 
 impl IntakeBody {
-    fn new(inner: tonic::body::Body, budget: Arc<Semaphore>) -> Self {
+    fn new(inner: tonic::body::Body, budget: Budget) -> Self {
         IntakeBody {
             inner,
             budget,
@@ -230,8 +250,9 @@ impl IntakeBody {
                 if len <= FREE_MESSAGE {
                     return Ok(());
                 }
-                let units = len.div_ceil(UNIT).min(SESSION_INTAKE / UNIT) as u32;
-                match budget.clone().try_acquire_many_owned(units) {
+                // A message larger than the whole budget may come alone.
+                let units = len.div_ceil(UNIT).min(budget.units as usize) as u32;
+                match budget.permits.clone().try_acquire_many_owned(units) {
                     Ok(permit) => {
                         taken = Some(permit);
                         Ok(())
@@ -240,9 +261,10 @@ impl IntakeBody {
                         if REFUSALS.fetch_add(1, Ordering::Relaxed) == 0 {
                             tracing::warn!(
                                 len,
-                                "a session's large requests reached its {SESSION_INTAKE}-byte \
-                                 intake budget: calls past it fail with ENOBUFS (logged once; \
-                                 `tcpctl stats` counts every refusal)"
+                                limit = budget.bytes(),
+                                "a session's large requests reached its intake budget \
+                                 (--session-max-intake-bytes): calls past it fail with ENOBUFS \
+                                 (logged once; `tcpctl stats` counts every refusal)"
                             );
                         }
                         Errno::new(
@@ -250,7 +272,8 @@ impl IntakeBody {
                             format!(
                                 "a {len}-byte request while this session's large requests \
                                  (in reception, or Writes not yet answered) already hold most \
-                                 of its {SESSION_INTAKE} bytes"
+                                 of its {} bytes",
+                                budget.bytes()
                             ),
                         )
                         .into_status()
@@ -350,7 +373,7 @@ mod tests {
 
     #[test]
     fn large_messages_take_budget_until_read_and_fail_when_it_is_spent() {
-        let budget = Arc::new(Semaphore::new(SESSION_INTAKE / UNIT));
+        let budget = Budget::new(SESSION_INTAKE);
         let big = message(SESSION_INTAKE / 2);
         let body = || tonic::body::Body::empty();
         let mut a = IntakeBody::new(body(), budget.clone());
@@ -358,7 +381,7 @@ mod tests {
         let mut c = IntakeBody::new(body(), budget.clone());
         a.account(&big[..10]).unwrap();
         b.account(&big[..10]).unwrap();
-        assert_eq!(budget.available_permits(), 0);
+        assert_eq!(budget.permits.available_permits(), 0);
         let refused = c.account(&big[..10]).unwrap_err();
         assert_eq!(tcpd_proto::status_errno(&refused), Some(ENOBUFS));
         // Small messages pass regardless.
@@ -366,10 +389,13 @@ mod tests {
         c.account(&message(1000)).unwrap();
         // a's last byte gives its share back.
         a.account(&big[10..]).unwrap();
-        assert_eq!(budget.available_permits(), SESSION_INTAKE / UNIT / 2);
+        assert_eq!(
+            budget.permits.available_permits(),
+            SESSION_INTAKE / UNIT / 2
+        );
         // A dropped body (the call went away) gives its share back too.
         drop(b);
-        assert_eq!(budget.available_permits(), SESSION_INTAKE / UNIT);
+        assert_eq!(budget.permits.available_permits(), SESSION_INTAKE / UNIT);
     }
 
     /// A unary Write's message keeps its budget after it is read, until the
@@ -377,7 +403,7 @@ mod tests {
     /// byte came in a later frame or in the frame that started it.
     #[test]
     fn a_write_keeps_its_budget_until_answered() {
-        let budget = Arc::new(Semaphore::new(SESSION_INTAKE / UNIT));
+        let budget = Budget::new(SESSION_INTAKE);
         let all = SESSION_INTAKE / UNIT;
         let big = message(SESSION_INTAKE / 4);
         let keep = HeldIntake::default();
@@ -387,7 +413,7 @@ mod tests {
         a.account(&big[10..]).unwrap();
         drop(a);
         assert_eq!(
-            budget.available_permits(),
+            budget.permits.available_permits(),
             all * 3 / 4,
             "read, not answered"
         );
@@ -396,9 +422,13 @@ mod tests {
             .keeping_in(Some(whole.clone()));
         b.account(&big).unwrap();
         drop(b);
-        assert_eq!(budget.available_permits(), all / 2);
+        assert_eq!(budget.permits.available_permits(), all / 2);
         drop(keep);
         drop(whole);
-        assert_eq!(budget.available_permits(), all, "answered: given back");
+        assert_eq!(
+            budget.permits.available_permits(),
+            all,
+            "answered: given back"
+        );
     }
 }

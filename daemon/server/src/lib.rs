@@ -245,6 +245,7 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         admission,
         keepalive: settings.limits.keepalive,
         idle_timeout: settings.limits.idle_timeout,
+        intake_bytes: settings.intake_bytes,
         fd_listener: fd_socket.listener,
     };
     let result = rt.block_on(serve(socket, handle, server, driver_done));
@@ -283,6 +284,8 @@ struct ServeParams {
     admission: std::sync::Arc<admission::Admission>,
     keepalive: Option<std::time::Duration>,
     idle_timeout: Option<std::time::Duration>,
+    /// Each session's intake budget (`--session-max-intake-bytes`).
+    intake_bytes: usize,
     /// The fd channel's socket (fd_service).
     fd_listener: std::os::unix::net::UnixListener,
 }
@@ -301,11 +304,12 @@ async fn serve(
         admission,
         keepalive,
         idle_timeout,
+        intake_bytes,
         fd_listener,
     } = params;
     let fd_listener = tokio::net::UnixListener::from_std(fd_listener)?;
     tokio::spawn(fd_service::serve(fd_listener, driver.clone()));
-    let registry = idle::ActivityRegistry::default();
+    let registry = idle::ActivityRegistry::with_intake(intake_bytes);
     let idle_policy = session::IdlePolicy {
         timeout: idle_timeout,
         registry: registry.clone(),
