@@ -67,6 +67,8 @@ pub enum FixError {
     Hpack(loona_hpack::decoder::DecoderError),
     #[error("CONTINUATION frame outside a header block")]
     StrayContinuation,
+    #[error("malformed HEADERS frame after a rewritten header block")]
+    MalformedAfterRewrite,
 }
 
 impl From<FixError> for std::io::Error {
@@ -291,10 +293,18 @@ impl AuthorityFix {
         Ok(())
     }
 
-    /// Stops tracking (before any rewrite): `frame` and everything after it
-    /// pass through; the server judges the malformed frame itself.
+    /// Stops tracking: `frame` and everything after it pass through; the
+    /// server judges the malformed frame itself. Once a block was rewritten
+    /// that is no longer possible (the server's HPACK table follows the
+    /// rewritten blocks, not the client's): the session is cut, as the
+    /// server would cut it for such a frame (RFC 9113 §6.2, §6.10: a
+    /// connection error). Found by the `http2_authority` fuzz target: a
+    /// HEADERS frame inside a block, or with bad padding, after a rewrite
+    /// (a debug assertion before).
     fn give_up(&mut self, frame: &[u8]) -> Result<(), FixError> {
-        debug_assert!(!self.rewriting);
+        if self.rewriting {
+            return Err(FixError::MalformedAfterRewrite);
+        }
         self.decoder = None;
         if let Some(block) = self.block.take() {
             self.out.extend_from_slice(&block.raw);
