@@ -3,8 +3,12 @@
 //! `ethtool -k` reports it, super-segments crossing the TUN (tcpdump on the
 //! TUN, the TUN's packet counters) while the kernel's TCP sees a normal
 //! 1448-byte MSS (`ss -ti`), and 256 MiB each way with the same bytes
-//! arriving (SHA-256) with offload on and off. The impaired and nftables-loss
-//! transfers of `daemon.rs` run with offload on (the default).
+//! arriving (SHA-256) with offload on and off — on a clean link, through
+//! tcpd's `--impair` (the link cuts super-segments into wire-sized packets
+//! before the impairer drops, delays, reorders or duplicates them, so loss
+//! stays per wire packet) and through nftables loss on the TUN (the kernel
+//! side of the device, where a super-segment tcpd wrote is dropped whole
+//! before the kernel segments it: a loss burst of up to 45 wire segments).
 
 use std::io::Read;
 use std::net::{SocketAddrV4, TcpListener};
@@ -47,6 +51,10 @@ fn tso_state(ns: &Netns) -> String {
         .unwrap_or_else(|| panic!("no tcp-segmentation-offload line in: {text}"))
 }
 
+/// The longest a 256 MiB-each-way transfer may take (debug build, loaded
+/// 2-core machine, 1 % loss): a hang fails the test instead of CI.
+const TRANSFER_LIMIT: Duration = Duration::from_secs(240);
+
 /// 256 MiB from a tcpd client to a kernel listener and 256 MiB back at the
 /// same time; checks both hashes. `during` runs once the transfer is under way.
 fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'static) {
@@ -78,7 +86,8 @@ fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'stat
         .enable_all()
         .build()
         .expect("runtime");
-    let received = rt.block_on(async move {
+    let started = Instant::now();
+    let transfer = async move {
         let client = tcpd_client::Client::connect(&socket)
             .await
             .expect("session");
@@ -99,7 +108,14 @@ fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'stat
         probe.await.expect("probe");
         drop(rd.unsplit(wr));
         sha256_hex(&received)
-    });
+    };
+    let received = rt
+        .block_on(async { tokio::time::timeout(TRANSFER_LIMIT, transfer).await })
+        .unwrap_or_else(|_| panic!("256 MiB each way not done in {TRANSFER_LIMIT:?}"));
+    eprintln!(
+        "256 MiB each way in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(received, to_tcpd_sha, "bytes tcpd received");
     assert_eq!(
         server.join().expect("kernel side"),
@@ -227,4 +243,91 @@ fn offload_off_moves_mtu_sized_packets() {
         .since(before);
     assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
     assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
+}
+
+/// Loss, reordering and duplication in both directions, one wire packet at
+/// a time (tcpd's impairer), with offload on; returns the daemon's
+/// retransmission count, which the loss must have made non-zero.
+fn impaired_transfer(tag: &str, port: u16, offload: &str) {
+    let spec = "loss=1%,reorder=1%,duplicate=1%,seed=11";
+    let Some(env) = setup(tag, &["--offload", offload, "--impair", spec]) else {
+        return;
+    };
+    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
+    transfer_both_ways(&env, port, || {});
+    let counters = TunCounters::read(&env.ns, TUN_NAME)
+        .expect("TUN counters")
+        .since(before);
+    // The impairer sees wire packets, so whatever the offload the TUN
+    // carries MTU-sized writes out; reads are super-segments with offload on.
+    assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
+    if offload == "on" {
+        assert!(counters.bytes_per_read() > 3000.0, "{counters:?}");
+    }
+    assert!(
+        retransmits(&env) > 0,
+        "1% loss each way must make tcpd retransmit"
+    );
+}
+
+/// The daemon's `retransmits` counter (admin Stats).
+fn retransmits(env: &Env) -> u64 {
+    tcpd_e2e::runtime().block_on(async {
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
+        let stats = admin
+            .stats(tcpd_proto::v2::StatsRequest {})
+            .await
+            .expect("Stats")
+            .into_inner();
+        stats
+            .counters
+            .iter()
+            .find(|c| c.name == "retransmits")
+            .map_or(0, |c| c.value)
+    })
+}
+
+#[test]
+fn offload_on_256mib_each_way_through_the_impairer() {
+    impaired_transfer("o-imp-on", 5303, "on");
+}
+
+#[test]
+fn offload_off_256mib_each_way_through_the_impairer() {
+    impaired_transfer("o-imp-off", 5304, "off");
+}
+
+/// nftables drops 1 % of what crosses the TUN each way, with offload on:
+/// a dropped write of tcpd's is a whole super-segment (the kernel's side
+/// of the device, before it segments), a dropped read one coalesced run.
+#[test]
+fn offload_on_256mib_each_way_under_nftables_loss() {
+    let test = "offload_on_256mib_each_way_under_nftables_loss";
+    if !tool("nft", test) {
+        return;
+    }
+    let Some(env) = setup("o-nft", &[]) else {
+        return;
+    };
+    let rules = format!(
+        "table netdev t {{
+            chain e {{ type filter hook egress device \"{TUN_NAME}\" priority 0; numgen random mod 100 < 1 drop; }}
+            chain i {{ type filter hook ingress device \"{TUN_NAME}\" priority 0; numgen random mod 100 < 1 drop; }}
+        }}"
+    );
+    let mut nft = env
+        .ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    std::io::Write::write_all(&mut nft.stdin.take().expect("nft stdin"), rules.as_bytes())
+        .expect("write rules");
+    assert!(nft.wait().expect("nft").success(), "nft rules rejected");
+    transfer_both_ways(&env, 5305, || {});
+    assert!(
+        retransmits(&env) > 0,
+        "1% loss each way must make tcpd retransmit"
+    );
 }

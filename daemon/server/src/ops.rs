@@ -21,7 +21,7 @@
 use crate::errno::Errno;
 use crate::session::{Credentials, SessionId, SessionInfo};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -119,7 +119,7 @@ pub enum Op {
     /// without, as much as fits (EAGAIN when nothing does).
     Write {
         handle: u64,
-        data: Bytes,
+        data: WriteData,
         /// send(2) flags: MSG_MORE, MSG_EOR, MSG_OOB.
         flags: SendFlags,
         wait: bool,
@@ -231,6 +231,87 @@ pub enum Op {
         fd: OwnedFd,
         reply: Reply<u64>,
     },
+}
+
+/// The bytes of one write: `Bytes` chunks queued in order, as one write.
+///
+/// A Stream hands the driver every data frame it has already received in
+/// one op (see `socket_service::stream_up`), so one driver round trip and
+/// one transmission round move several frames, and no chunk is copied to
+/// join them.
+#[derive(Debug, Default)]
+pub struct WriteData {
+    chunks: VecDeque<Bytes>,
+    /// Bytes of the first chunk already taken (see [`WriteData::advance`]).
+    offset: usize,
+    /// Bytes not yet taken.
+    len: usize,
+}
+
+impl WriteData {
+    /// Appends `chunk` after the bytes already held.
+    pub fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Bytes not yet taken.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of the chunks still referenced (taken ones of the first
+    /// included): what this keeps alive.
+    pub fn held(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    /// The rest of the chunk holding byte `offset` (counted from the first
+    /// byte not yet taken): the longest contiguous run starting there
+    /// (empty at or past the end).
+    pub fn contiguous_at(&self, offset: usize) -> &[u8] {
+        let mut offset = offset + self.offset;
+        for chunk in &self.chunks {
+            if offset < chunk.len() {
+                return &chunk[offset..];
+            }
+            offset -= chunk.len();
+        }
+        &[]
+    }
+
+    /// Takes `n` bytes from the front; chunks wholly taken are dropped.
+    pub fn advance(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        self.offset += n;
+        while let Some(first) = self.chunks.front()
+            && self.offset >= first.len()
+        {
+            self.offset -= first.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// The bytes not yet taken, copied into one vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut at = 0;
+        while at < self.len {
+            let run = self.contiguous_at(at);
+            out.extend_from_slice(run);
+            at += run.len();
+        }
+        out
+    }
+}
+
+impl From<Bytes> for WriteData {
+    fn from(chunk: Bytes) -> Self {
+        let mut data = WriteData::default();
+        data.push(chunk);
+        data
+    }
 }
 
 /// An op and the session it runs for.
@@ -382,5 +463,31 @@ impl DriverHandle {
         if self.control.send(Control::Terminate(reply)).is_ok() {
             let _ = done.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriteData;
+    use bytes::Bytes;
+
+    #[test]
+    fn write_data_walks_its_chunks_as_one_run_of_bytes() {
+        let mut data = WriteData::from(Bytes::from_static(b"abc"));
+        data.push(Bytes::new());
+        data.push(Bytes::from_static(b"defg"));
+        assert_eq!((data.len(), data.held()), (7, 7));
+        assert_eq!(data.contiguous_at(1), b"bc");
+        assert_eq!(data.contiguous_at(3), b"defg");
+        assert_eq!(data.contiguous_at(7), b"");
+        data.advance(2);
+        assert_eq!(data.contiguous_at(0), b"c");
+        assert_eq!((data.len(), data.held()), (5, 7));
+        data.advance(2);
+        // The first chunk and the empty one are gone.
+        assert_eq!((data.len(), data.held()), (3, 4));
+        assert_eq!(data.to_vec(), b"efg");
+        data.advance(10);
+        assert_eq!((data.len(), data.held(), data.to_vec()), (0, 0, Vec::new()));
     }
 }

@@ -16,10 +16,11 @@
 
 use crate::convert;
 use crate::errno::Errno;
-use crate::ops::{Connected, DriverHandle, Op, SocketSetup};
+use crate::ops::{Connected, DriverHandle, Op, SocketSetup, WriteData};
 use crate::session::SessionInfo;
 use crate::sockets::MAX_READ;
 use bytes::Bytes;
+use futures::FutureExt;
 use std::time::Duration;
 use tcpd_proto::errno::{EINVAL, EIO};
 use tcpd_proto::v2;
@@ -35,6 +36,11 @@ pub const STREAM_CHUNK: usize = 64 * 1024;
 /// Down frames buffered per stream before the daemon stops reading the
 /// socket (the rest of the back-pressure is HTTP/2 flow control).
 const STREAM_DOWN_QUEUE: usize = 4;
+/// Most bytes of up `data` frames, already received, that one Write op
+/// carries (see [`stream_up`]). Four frames: a few driver round trips
+/// fewer per megabyte, while a parked write still holds little of the
+/// session's `buffered_bytes` quota (64 MiB: 256 blocked streams).
+const STREAM_UP_BATCH: usize = 4 * STREAM_CHUNK;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -227,7 +233,7 @@ impl SocketApi for SocketService {
             .driver
             .call(s, |reply| Op::Write {
                 handle: req.handle,
-                data: req.data,
+                data: req.data.into(),
                 flags: convert::send_flags(req.flags),
                 wait: !req.nonblocking,
                 reply,
@@ -594,8 +600,14 @@ async fn stream_up(
     tx: &DownTx,
 ) -> UpEnd {
     let mut queued: u64 = 0;
+    // A message taken from `up` while batching that did not join the batch.
+    let mut next = None;
     loop {
-        let frame = match up.message().await {
+        let message = match next.take() {
+            Some(message) => message,
+            None => up.message().await,
+        };
+        let frame = match message {
             Ok(Some(v2::StreamRequest { frame: Some(frame) })) => frame,
             Ok(None) | Err(_) => {
                 tracing::trace!(handle, queued, "stream up: client side ended");
@@ -612,20 +624,23 @@ async fn stream_up(
             "stream up: frame"
         );
         let result = match frame {
-            stream_request::Frame::Data(data) => driver
-                .call(session, |reply| Op::Write {
-                    handle,
-                    data,
-                    flags: SendFlags::empty(),
-                    wait: true,
-                    reply,
-                })
-                .await
-                .map(|n| queued += n as u64),
+            stream_request::Frame::Data(data) => {
+                let data = batch_data(&mut up, data, &mut next);
+                driver
+                    .call(session, |reply| Op::Write {
+                        handle,
+                        data,
+                        flags: SendFlags::empty(),
+                        wait: true,
+                        reply,
+                    })
+                    .await
+                    .map(|n| queued += n as u64)
+            }
             stream_request::Frame::Write(write) => driver
                 .call(session, |reply| Op::Write {
                     handle,
-                    data: write.data,
+                    data: write.data.into(),
                     flags: convert::send_flags(write.flags),
                     wait: true,
                     reply,
@@ -665,6 +680,34 @@ async fn stream_up(
             return UpEnd::Failed(e);
         }
     }
+}
+
+/// `first` and the up `data` frames that follow it and have already
+/// arrived (taken without waiting), up to [`STREAM_UP_BATCH`] bytes, as
+/// one write: per megabyte, fewer driver round trips and, with a 64 KiB
+/// frame a little over a 64 KiB super-segment's payload, fewer short
+/// segment tails on the TUN. A message that does not join (another kind
+/// of frame, the end of the stream, an error) is left in `next`.
+fn batch_data(
+    up: &mut Streaming<v2::StreamRequest>,
+    first: Bytes,
+    next: &mut Option<Result<Option<v2::StreamRequest>, Status>>,
+) -> WriteData {
+    let mut data = WriteData::from(first);
+    while data.len() < STREAM_UP_BATCH {
+        // `message` is cancel safe: a frame not complete yet stays in `up`.
+        match up.message().now_or_never() {
+            None => break,
+            Some(Ok(Some(v2::StreamRequest {
+                frame: Some(stream_request::Frame::Data(more)),
+            }))) => data.push(more),
+            Some(other) => {
+                *next = Some(other);
+                break;
+            }
+        }
+    }
+    data
 }
 
 fn frame_kind(frame: &stream_request::Frame) -> &'static str {

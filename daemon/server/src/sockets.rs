@@ -28,7 +28,9 @@
 
 use crate::errno::Errno;
 use crate::fd_link::{FdLinks, Pumped};
-use crate::ops::{Connected, Op, Reply, Request, SocketSetup, StateChange, StatsSnapshot};
+use crate::ops::{
+    Connected, Op, Reply, Request, SocketSetup, StateChange, StatsSnapshot, WriteData,
+};
 use crate::session::{Credentials, SessionId, SessionInfo};
 use crate::taps::Taps;
 use bytes::Bytes;
@@ -203,9 +205,9 @@ enum Parked {
 /// Its session is charged [`held`](Self::held), what it really keeps.
 #[derive(Debug)]
 struct PendingWrite {
-    /// Bytes still to queue: a view into a buffer of `held` bytes.
-    rest: Bytes,
-    /// Bytes of the buffer `rest` keeps alive.
+    /// Bytes still to queue: views into buffers of `held` bytes.
+    rest: WriteData,
+    /// Bytes of the buffers `rest` keeps alive.
     held: usize,
     /// Bytes of the call already queued (the reply's count).
     queued: usize,
@@ -213,8 +215,8 @@ struct PendingWrite {
 
 impl PendingWrite {
     /// A write of `data` of which `queued` bytes are in the send buffer.
-    fn new(data: Bytes, queued: usize) -> PendingWrite {
-        let held = data.len();
+    fn new(data: WriteData, queued: usize) -> PendingWrite {
+        let held = data.held();
         PendingWrite {
             rest: data,
             held,
@@ -226,9 +228,10 @@ impl PendingWrite {
     /// `n` more bytes went into the send buffer.
     fn advance(mut self, n: usize) -> PendingWrite {
         self.queued += n;
-        self.rest = self.rest.slice(n..);
+        self.rest.advance(n);
+        self.held = self.held.min(self.rest.held());
         if n > 0 && self.rest.len() * 2 <= self.held {
-            self.rest = Bytes::copy_from_slice(&self.rest);
+            self.rest = WriteData::from(Bytes::from(self.rest.to_vec()));
             self.held = self.rest.len();
         }
         self
@@ -1265,14 +1268,17 @@ impl Sockets {
     fn try_write(
         &mut self,
         h: SocketHandle,
-        data: &[u8],
+        data: &WriteData,
         flags: SendFlags,
         mut written: usize,
         wait: bool,
     ) -> Result<Attempt<usize>, usize> {
         let now = self.now();
         while written < data.len() {
-            match self.stack.send_with(now, h, &data[written..], flags) {
+            match self
+                .stack
+                .send_with(now, h, data.contiguous_at(written), flags)
+            {
                 Ok(0) | Err(tcpd_stack::SendError::WouldBlock) => {
                     return if wait {
                         Err(written)
@@ -1896,7 +1902,7 @@ mod tests {
             .into();
         let mut write = run(&mut a, client, |reply| Op::Write {
             handle: c.handle,
-            data: data.clone(),
+            data: data.clone().into(),
             flags: SendFlags::empty(),
             wait: true,
             reply,
@@ -1999,7 +2005,7 @@ mod tests {
         assert!(parked(&mut read));
         let mut write = run(&mut a, client, |reply| Op::Write {
             handle: c.handle,
-            data: Bytes::from_static(b"ping"),
+            data: Bytes::from_static(b"ping").into(),
             flags: SendFlags::empty(),
             wait: true,
             reply,
@@ -2019,7 +2025,7 @@ mod tests {
         drop(read);
         let mut write = run(&mut a, client, |reply| Op::Write {
             handle: c.handle,
-            data: Bytes::from_static(b"more"),
+            data: Bytes::from_static(b"more").into(),
             flags: SendFlags::empty(),
             wait: true,
             reply,

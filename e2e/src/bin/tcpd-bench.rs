@@ -46,6 +46,10 @@ struct Args {
     /// 100 smoke, 1000 quick, 1000,10000,100000 full), e.g. `--idle 10000`.
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
+    /// Concurrent streams of the `streams` workload (overrides the mode's
+    /// default: 4 smoke, 100 otherwise).
+    #[arg(long)]
+    streams: Option<usize>,
     /// Link MTU for tcpd's TUN (tcpd `--mtu`; default 1500 like the veth).
     #[arg(long)]
     tcpd_mtu: Option<u16>,
@@ -395,6 +399,9 @@ fn main() -> Result<()> {
     }
     if !args.idle.is_empty() {
         plan.idle = args.idle.clone();
+    }
+    if let Some(n) = args.streams {
+        plan.streams = n.max(1);
     }
     let mut notes = Vec::new();
     // The kernel client of the idle workload holds one descriptor per connection.
@@ -843,7 +850,7 @@ fn main() -> Result<()> {
     // 4. Concurrency: idle connections and their cost, then parallel
     // streams. The streams are measured first (reported after): tearing
     // down thousands of idle connections keeps tcpd busy for a while.
-    let mut streams_row = None;
+    let mut streams_rows = Vec::new();
     if want(Group::Streams) {
         let ksink = Server::start(&topo.kernel_server, k, 5006, ServerKind::Sink, PEER_CPU)?;
         let tsink = Server::start(&topo.tcpd_ns, t, 5006, ServerKind::Sink, PEER_CPU)?;
@@ -855,20 +862,38 @@ fn main() -> Result<()> {
             })?
             .gbit_per_s())
         })?;
+        let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
+        let mut cpu_daemon = Vec::new();
         let streams_tcpd = repeat(plan.reps, || {
-            Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
+            let d0 = bench::process_cpu_seconds(daemon_pid)?;
+            let tr = tcpd_run(tsink.addr, limit, move |d, addr| {
                 workloads::parallel_streams(d, addr, streams, dur)
-            })?
-            .gbit_per_s())
+            })?;
+            cpu_daemon
+                .push((bench::process_cpu_seconds(daemon_pid)? - d0) / (tr.bytes as f64 / 1e9));
+            Ok(tr.gbit_per_s())
         })?;
+        let tun = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
         drop((ksink, tsink));
-        streams_row = Some(Row {
-            name: format!("{streams} concurrent streams, client sends"),
-            unit: "Gbit/s",
-            higher_is_better: true,
-            kernel: streams_kernel,
-            tcpd: streams_tcpd,
-        });
+        let name = format!("{streams} concurrent streams, client sends");
+        streams_rows = vec![
+            Row {
+                name,
+                unit: "Gbit/s",
+                higher_is_better: true,
+                kernel: streams_kernel,
+                tcpd: streams_tcpd,
+            },
+            Row {
+                name: "  CPU per GB sent, tcpd daemon only".into(),
+                unit: "CPU-s/GB",
+                higher_is_better: false,
+                kernel: None,
+                tcpd: Summary::of(&cpu_daemon),
+            },
+            tun_row("  bytes per TUN write (data out)", tun.bytes_per_write()),
+            tun_row("  bytes per TUN read (ACKs in)", tun.bytes_per_read()),
+        ];
     }
 
     let mut idle_json = Vec::new();
@@ -927,7 +952,7 @@ fn main() -> Result<()> {
         }
     }
 
-    rows.extend(streams_row);
+    rows.extend(streams_rows);
 
     finish(&args, &plan, &rows, &notes, idle_json)
 }
