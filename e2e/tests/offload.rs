@@ -258,12 +258,11 @@ fn impaired_transfer(tag: &str, port: u16, offload: &str) {
     let counters = TunCounters::read(&env.ns, TUN_NAME)
         .expect("TUN counters")
         .since(before);
-    // The impairer sees wire packets, so whatever the offload the TUN
-    // carries MTU-sized writes out; reads are super-segments with offload on.
+    // The impairer sees wire packets, so whatever the offload tcpd writes
+    // MTU-sized packets to the TUN (reads mix the kernel's coalesced data
+    // with one ACK per two of tcpd's segments: no bound to assert).
+    eprintln!("{tag}: {counters:?}");
     assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
-    if offload == "on" {
-        assert!(counters.bytes_per_read() > 3000.0, "{counters:?}");
-    }
     assert!(
         retransmits(&env) > 0,
         "1% loss each way must make tcpd retransmit"
