@@ -157,6 +157,20 @@ impl Netns {
         run(self.command(program).args(args))
     }
 
+    /// Loads the nftables `rules` (the text `nft -f -` reads) inside the
+    /// namespace; panics if nft refuses them (a test helper).
+    pub fn nft(&self, rules: &str) {
+        let mut nft = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        std::io::Write::write_all(&mut nft.stdin.take().expect("nft stdin"), rules.as_bytes())
+            .expect("write rules");
+        assert!(nft.wait().expect("nft").success(), "nft rules rejected");
+    }
+
     /// Runs `f` on a new thread that has entered the namespace (setns
     /// affects only the calling thread), so kernel sockets it opens live there.
     pub fn spawn<T: Send + 'static>(

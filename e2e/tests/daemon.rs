@@ -447,19 +447,7 @@ fn transfer_survives_nftables_loss_on_the_tun() {
         chain e { type filter hook egress device \"tcpd0\" priority 0; numgen random mod 100 < 5 drop; }
         chain i { type filter hook ingress device \"tcpd0\" priority 0; numgen random mod 100 < 5 drop; }
     }";
-    let mut nft = env
-        .ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    nft.stdin
-        .take()
-        .expect("nft stdin")
-        .write_all(rules.as_bytes())
-        .expect("write rules");
-    assert!(nft.wait().expect("nft").success(), "nft rules rejected");
+    env.ns.nft(rules);
     tcpd_e2e::runtime().block_on(async {
         transfer_to_kernel(&env, 5003, 10 * MIB).await;
     });

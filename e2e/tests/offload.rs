@@ -314,16 +314,7 @@ fn offload_on_256mib_each_way_under_nftables_loss() {
             chain i {{ type filter hook ingress device \"{TUN_NAME}\" priority 0; numgen random mod 100 < 1 drop; }}
         }}"
     );
-    let mut nft = env
-        .ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    std::io::Write::write_all(&mut nft.stdin.take().expect("nft stdin"), rules.as_bytes())
-        .expect("write rules");
-    assert!(nft.wait().expect("nft").success(), "nft rules rejected");
+    env.ns.nft(&rules);
     transfer_both_ways(&env, 5305, || {});
     assert!(
         retransmits(&env) > 0,

@@ -14,7 +14,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tcpd_client::{Client, ReadFlags, SockOption, Socket};
@@ -27,19 +26,7 @@ fn drop_everything_on_the_tun(env: &Env) {
         chain e { type filter hook egress device \"tcpd0\" priority 0; drop; }
         chain i { type filter hook ingress device \"tcpd0\" priority 0; drop; }
     }";
-    let mut nft = env
-        .ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    nft.stdin
-        .take()
-        .expect("nft stdin")
-        .write_all(rules.as_bytes())
-        .expect("write rules");
-    assert!(nft.wait().expect("nft").success(), "nft rules rejected");
+    env.ns.nft(rules);
 }
 
 /// The environment, or None when the test must skip (no privileges, or no
