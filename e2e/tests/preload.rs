@@ -18,12 +18,15 @@
 //! skips without them, fails under `CI=true`.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tcpd_e2e::{Env, HOST_ADDR, TCPD_ADDR, TempDir, bin_path, in_ci, payload, sha256_hex, which};
+use tcpd_e2e::{
+    Env, HOST_ADDR, HOST_ADDR6, TCPD_ADDR, TCPD_ADDR6, TempDir, bin_path, in_ci, payload,
+    sha256_hex, which,
+};
 
 /// Limit for one program run on a loaded machine.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -948,4 +951,167 @@ fn reads_and_writes_after_a_reset_fail_as_on_linux() {
     );
     assert_eq!(out.trim(), "ok");
     server.join().expect("kernel peer");
+}
+
+/// A kernel listener that answers every connection with the peer's
+/// address and a newline, then closes it (a detached thread: it ends with
+/// the test process).
+fn kernel_peer_echo(env: &Env, ip: IpAddr) -> u16 {
+    let (listener, addr) = tcpd_e2e::kernel_listener_at(&env.ns, ip);
+    std::thread::spawn(move || {
+        while let Ok((mut conn, peer)) = listener.accept() {
+            let _ = writeln!(conn, "{}", peer.ip());
+        }
+    });
+    addr.port()
+}
+
+/// Connects an `AF_INET6` socket to each `host port` pair of its arguments
+/// and prints `host local-address what-the-server-saw` for each.
+const ASK6: &str = r#"
+import socket, sys
+for i in range(1, len(sys.argv), 2):
+    host, port = sys.argv[i], int(sys.argv[i + 1])
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect((host, port))
+    local = s.getsockname()[0]
+    said = s.makefile().readline().strip()
+    s.close()
+    print(host, local, said)
+"#;
+
+/// A dual-stack (`::`) listener serving two connections with the peer's
+/// address.
+const LISTEN6: &str = r#"
+import socket, sys
+l = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+l.bind(("::", int(sys.argv[1])))
+l.listen(4)
+print("listening on [%s]:%d" % l.getsockname()[:2], flush=True)
+for _ in range(2):
+    c, peer = l.accept()
+    c.sendall(("%s\n" % peer[0]).encode())
+    c.close()
+"#;
+
+/// `AF_INET6` stream sockets are tcpd's by default: a connection to the
+/// kernel side's IPv6 address leaves from tcpd's (the kernel's socket would
+/// leave from the kernel's own address), `::1` and an IPv4-mapped loopback
+/// address move to the kernel as 127.0.0.1 does, an IPv4-mapped peer goes
+/// over tcpd's IPv4, and a `::` listener is tcpd's and takes both
+/// families. `TCPD_PRELOAD_INET6=0` keeps them on the kernel.
+#[test]
+fn inet6_sockets_are_tcpds_by_default_loopback_stays_on_the_kernel() {
+    let Some(env) = setup("pre-inet6", &["python3"]) else {
+        return;
+    };
+    let dir = TempDir::new("pre-inet6").expect("temp dir");
+    let on_host6 = kernel_peer_echo(&env, IpAddr::V6(HOST_ADDR6));
+    let on_host4 = kernel_peer_echo(&env, IpAddr::V4(HOST_ADDR));
+    let on_lo6 = kernel_peer_echo(&env, IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let on_lo4 = kernel_peer_echo(&env, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let args = [
+        HOST_ADDR6.to_string(),
+        on_host6.to_string(),
+        format!("::ffff:{HOST_ADDR}"),
+        on_host4.to_string(),
+        "::1".to_string(),
+        on_lo6.to_string(),
+        "::ffff:127.0.0.1".to_string(),
+        on_lo4.to_string(),
+    ];
+    let out = run_ok(
+        "tcpd-run python3 AF_INET6 clients",
+        tcpd_run(&env, "python3").args(["-c", ASK6]).args(&args),
+        LIMIT,
+    );
+    assert_eq!(
+        out,
+        format!(
+            "{HOST_ADDR6} {TCPD_ADDR6} {TCPD_ADDR6}\n\
+             ::ffff:{HOST_ADDR} ::ffff:{TCPD_ADDR} {TCPD_ADDR}\n\
+             ::1 ::1 ::1\n\
+             ::ffff:127.0.0.1 ::ffff:127.0.0.1 127.0.0.1\n"
+        )
+    );
+    // The opt-out: the same socket is the kernel's, leaving from the
+    // kernel's own address.
+    let out = run_ok(
+        "tcpd-run python3 AF_INET6 client, TCPD_PRELOAD_INET6=0",
+        tcpd_run(&env, "python3")
+            .env("TCPD_PRELOAD_INET6", "0")
+            .args(["-c", ASK6])
+            .args(&args[..2]),
+        LIMIT,
+    );
+    assert_eq!(out, format!("{HOST_ADDR6} {HOST_ADDR6} {HOST_ADDR6}\n"));
+    // A `::` listener under tcpd-run: tcpd's (tcpctl lists it), reached by
+    // the kernel over IPv6 and over IPv4 (an IPv4-mapped peer).
+    let mut server = Server::spawn(
+        "tcpd-run python3 [::] listener",
+        tcpd_run(&env, "python3").args(["-c", LISTEN6, &PORT_A.to_string()]),
+        dir.path(),
+    );
+    wait_tcpd_listening(&env, &mut server, PORT_A);
+    for (to, want) in [
+        (IpAddr::V6(TCPD_ADDR6), HOST_ADDR6.to_string()),
+        (IpAddr::V4(TCPD_ADDR), format!("::ffff:{HOST_ADDR}")),
+    ] {
+        let said = env.ns.within(move || {
+            let mut conn =
+                TcpStream::connect_timeout(&(to, PORT_A).into(), LIMIT).expect("connect");
+            conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+            let mut said = String::new();
+            conn.read_to_string(&mut said).expect("read");
+            said
+        });
+        assert_eq!(said.trim(), want, "kernel client to {to}");
+    }
+    assert!(server.wait(LIMIT).success(), "the [::] listener failed");
+}
+
+/// With a daemon without IPv6 (`--address6 none`; as when the kernel
+/// refused it) `AF_INET6` sockets are still tcpd's and behave as on a
+/// Linux host with IPv6 disabled by sysctl: an IPv6 peer is `ENETUNREACH`,
+/// binding an IPv6 address `EADDRNOTAVAIL`, and an IPv4-mapped peer works.
+#[test]
+fn inet6_sockets_with_a_daemon_without_ipv6_reach_ipv4_only() {
+    if !have("pre-noinet6", &["python3"]) {
+        return;
+    }
+    let Some(env) = Env::setup("pre-noinet6", &["--address6", "none"]) else {
+        return;
+    };
+    let on_host4 = kernel_peer_echo(&env, IpAddr::V4(HOST_ADDR));
+    let script = r#"
+import errno, socket, sys
+for what, call in [("connect", "connect"), ("bind", "bind")]:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        getattr(s, call)((sys.argv[1], 9) if call == "connect" else (sys.argv[2], 0))
+        print(what, "ok")
+    except OSError as e:
+        print(what, errno.errorcode.get(e.errno, e.errno))
+    s.close()
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect(("::ffff:" + sys.argv[3], int(sys.argv[4])))
+print(s.getsockname()[0], s.makefile().readline().strip())
+"#;
+    let out = run_ok(
+        "tcpd-run python3 AF_INET6 without daemon IPv6",
+        tcpd_run(&env, "python3")
+            .args(["-c", script])
+            .arg(HOST_ADDR6.to_string())
+            .arg(TCPD_ADDR6.to_string())
+            .arg(HOST_ADDR.to_string())
+            .arg(on_host4.to_string()),
+        LIMIT,
+    );
+    assert_eq!(
+        out,
+        format!("connect ENETUNREACH\nbind EADDRNOTAVAIL\n::ffff:{TCPD_ADDR} {TCPD_ADDR}\n")
+    );
 }

@@ -4,13 +4,19 @@
 //! (or the new socket) is tcpd's and then calls libtcpd, or passes the call
 //! to the C library's own definition untouched.
 //!
-//! What becomes a tcpd socket: `socket(AF_INET, SOCK_STREAM[|flags], 0 or
-//! IPPROTO_TCP)`, and what `accept` returns for one. Everything else —
-//! UDP, Unix sockets, `AF_INET6` (until tcpd speaks IPv6), files, DNS
-//! resolution — is the kernel's. A tcpd socket that binds or connects to a
-//! loopback address (127.0.0.0/8) is re-created as a kernel socket at the
-//! same fd number first: tcpd's stack has no loopback interface, and
-//! programs expect 127.0.0.1 to reach local services.
+//! What becomes a tcpd socket: `socket(AF_INET or AF_INET6,
+//! SOCK_STREAM[|flags], 0 or IPPROTO_TCP)` (`AF_INET6` unless
+//! `TCPD_PRELOAD_INET6=0`), and what `accept` returns for one. Everything
+//! else — UDP, Unix sockets, files, DNS resolution — is the kernel's. A tcpd
+//! socket that binds or connects to a loopback address (127.0.0.0/8, `::1`,
+//! `::ffff:127.0.0.0/104`) is re-created as a kernel socket at the same fd
+//! number first: tcpd's stack has no loopback interface, and programs
+//! expect 127.0.0.1 and `::1` to reach local services. An `AF_INET6` socket
+//! bound to `::` stays tcpd's and, as on Linux, takes IPv4 too (unless
+//! `IPV6_V6ONLY`). A daemon without IPv6 (`--address6 none`, or a kernel
+//! that refused it) still makes `AF_INET6` sockets, which then behave as on
+//! a Linux host with IPv6 disabled by sysctl: `::` listeners and
+//! IPv4-mapped peers work, an IPv6 peer is `ENETUNREACH`.
 //!
 //! A tcpd socket is a real file descriptor (libtcpd's), so data calls
 //! move bytes natively and readiness (`poll`, `select`, `epoll`),
@@ -104,13 +110,18 @@ macro_rules! trace {
     };
 }
 
-/// `TCPD_PRELOAD_INET6=1`: offer `AF_INET6` stream sockets to libtcpd too
-/// (for a tcpd that serves IPv6; a libtcpd without it refuses them, and
-/// they fall back to the kernel). Off by default: until tcpd's IPv6 is
-/// proven with dual-stack (`::`) listeners, IPv6 stays on the kernel.
+/// Whether `AF_INET6` stream sockets are offered to libtcpd: yes unless
+/// `TCPD_PRELOAD_INET6=0` (the opt-out keeps a program's IPv6 on the
+/// kernel). A daemon older than tcpd's IPv6 refuses them with
+/// `EAFNOSUPPORT`, and they are then the kernel's (see [`socket`]).
 fn inet6() -> bool {
     static INET6: OnceLock<bool> = OnceLock::new();
-    *INET6.get_or_init(|| std::env::var_os("TCPD_PRELOAD_INET6").is_some_and(|v| v == "1"))
+    *INET6.get_or_init(|| inet6_from(std::env::var_os("TCPD_PRELOAD_INET6").as_deref()))
+}
+
+/// [`inet6`]'s decision from the variable's value: only `0` opts out.
+fn inet6_from(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_none_or(|v| v != "0")
 }
 
 /// Says once per process why tcpd sockets fail when the daemon cannot be
@@ -243,8 +254,9 @@ pub extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     entry(|| {
         let fd = adopt(backend::socket(domain, ty, protocol));
         if fd < 0 && domain == libc::AF_INET6 && errno() == libc::EAFNOSUPPORT {
-            // This libtcpd (or daemon) has no IPv6: the kernel's, as without
-            // TCPD_PRELOAD_INET6.
+            // A daemon from before tcpd's IPv6 refuses the family: the
+            // kernel's, as with TCPD_PRELOAD_INET6=0. (A current daemon
+            // without an IPv6 address still makes the socket.)
             // SAFETY: plain pass-through.
             return unsafe { real::socket(domain, ty, protocol) };
         }
@@ -621,3 +633,37 @@ extern "C" fn init() {
 #[used]
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn() = init;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inet6_is_on_unless_opted_out_with_zero() {
+        assert!(inet6_from(None));
+        assert!(inet6_from(Some("1".as_ref())));
+        assert!(inet6_from(Some("".as_ref())));
+        assert!(!inet6_from(Some("0".as_ref())));
+    }
+
+    #[test]
+    fn tcp_of_both_families_only() {
+        assert!(is_tcp(libc::AF_INET, libc::SOCK_STREAM, 0));
+        // Unless the test runs with TCPD_PRELOAD_INET6=0.
+        assert_eq!(
+            is_tcp(
+                libc::AF_INET6,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_TCP
+            ),
+            inet6()
+        );
+        assert!(!is_tcp(libc::AF_INET6, libc::SOCK_DGRAM, 0));
+        assert!(!is_tcp(
+            libc::AF_INET6,
+            libc::SOCK_STREAM,
+            libc::IPPROTO_SCTP
+        ));
+        assert!(!is_tcp(libc::AF_UNIX, libc::SOCK_STREAM, 0));
+    }
+}

@@ -194,3 +194,51 @@ pub unsafe fn to_kernel(fd: c_int, addr: *const sockaddr) -> Result<(), ()> {
     marks::unmark(fd);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+    fn loopback6(ip: Ipv6Addr) -> bool {
+        let sa = SocketAddrV6::new(ip, 80, 0, 0);
+        // SAFETY: sockaddr_in6 is plain data.
+        let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sin6.sin6_port = sa.port().to_be();
+        sin6.sin6_addr.s6_addr = sa.ip().octets();
+        let len = std::mem::size_of::<libc::sockaddr_in6>() as socklen_t;
+        // SAFETY: a whole local sockaddr_in6.
+        unsafe { is_loopback((&raw const sin6).cast(), len) }
+    }
+
+    #[test]
+    fn ipv6_loopback_and_mapped_ipv4_loopback_go_to_the_kernel() {
+        assert!(loopback6(Ipv6Addr::LOCALHOST));
+        assert!(loopback6("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(loopback6("::ffff:127.9.8.7".parse().unwrap()));
+        assert!(!loopback6(Ipv6Addr::UNSPECIFIED));
+        assert!(!loopback6("::ffff:10.77.0.1".parse().unwrap()));
+        assert!(!loopback6("fd00:77::1".parse().unwrap()));
+        // A truncated sockaddr_in6 is not read (the call then fails as usual).
+        // SAFETY: zero bytes are read.
+        assert!(!unsafe { is_loopback(std::ptr::null(), 0) });
+    }
+
+    #[test]
+    fn ipv4_loopback_is_all_of_127_slash_8() {
+        let check = |a: SocketAddrV4| {
+            // SAFETY: sockaddr_in is plain data.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+            // SAFETY: a whole local sockaddr_in.
+            unsafe { is_loopback((&raw const sin).cast(), len) }
+        };
+        assert!(check("127.0.0.1:80".parse().unwrap()));
+        assert!(check("127.200.0.1:80".parse().unwrap()));
+        assert!(!check("10.77.0.1:80".parse().unwrap()));
+        assert!(!check("0.0.0.0:80".parse().unwrap()));
+    }
+}
