@@ -121,40 +121,22 @@ pub enum Kind {
     },
 }
 
-/// Control-bit names in the order the seed writes them (`SYN,ACK`, `FIN,ACK`).
-const FLAG_NAMES: [(TcpFlags, &str); 8] = [
-    (TcpFlags::CWR, "CWR"),
-    (TcpFlags::ECE, "ECE"),
-    (TcpFlags::URG, "URG"),
-    (TcpFlags::SYN, "SYN"),
-    (TcpFlags::FIN, "FIN"),
-    (TcpFlags::RST, "RST"),
-    (TcpFlags::PSH, "PSH"),
-    (TcpFlags::ACK, "ACK"),
-];
-
-/// "SYN,ACK" for the bits set in `flags` ("" for none).
+/// "SYN,ACK" for the bits set in `flags` ("" for none): the flags' own
+/// names, in the order `TcpFlags` declares them (the seed's order).
 pub fn flags_text(flags: TcpFlags) -> String {
-    FLAG_NAMES
-        .iter()
-        .filter(|(bit, _)| flags.contains(*bit))
-        .map(|(_, name)| *name)
+    flags
+        .iter_names()
+        .map(|(name, _)| name)
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// The bits named in `text` (names as [`flags_text`] writes them; unknown names are ignored).
+/// The bits named in `text` (names as [`flags_text`] writes them, any case;
+/// unknown names are ignored).
 pub fn parse_flags(text: &str) -> TcpFlags {
-    let mut flags = TcpFlags::empty();
-    for name in text.split(',').map(str::trim) {
-        if let Some((bit, _)) = FLAG_NAMES
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))
-        {
-            flags |= *bit;
-        }
-    }
-    flags
+    text.split(',')
+        .filter_map(|name| TcpFlags::from_name(&name.trim().to_ascii_uppercase()))
+        .fold(TcpFlags::empty(), |flags, bit| flags | bit)
 }
 
 impl Segment {

@@ -40,7 +40,7 @@ pub fn segment_to_proto(seg: &Segment) -> v1::TraceSegment {
         } as i32,
         seq: seg.seq,
         ack: seg.ack.unwrap_or(0),
-        flags: u32::from(seg.tcp_flags().0),
+        flags: u32::from(seg.tcp_flags().bits()),
         window: u32::from(seg.win),
         len: seg.len,
         mss: seg.mss.map_or(0, u32::from),
@@ -63,7 +63,7 @@ pub fn segment_to_proto(seg: &Segment) -> v1::TraceSegment {
 
 /// A segment from its protobuf form.
 pub fn segment_from_proto(seg: &v1::TraceSegment) -> Segment {
-    let flags = TcpFlags(u8::try_from(seg.flags & 0xff).unwrap_or(0));
+    let flags = TcpFlags::from_bits_retain(u8::try_from(seg.flags & 0xff).unwrap_or(0));
     Segment {
         dir: if seg.direction == v1::TraceDirection::In as i32 {
             Dir::In

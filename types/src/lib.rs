@@ -2,7 +2,8 @@
 //!
 //! - [`TcpState`]: the RFC 9293 §3.3.2 connection states and their names
 //!   ("SYN-RECEIVED", "TIME-WAIT"), used by the stack, the daemon's admin
-//!   API, `tcpctl` and the trace renderer.
+//!   API, `tcpctl` and the trace renderer; [`TcpStates`], a set of them
+//!   (bitflags), for state filters.
 //! - [`PollFlags`]: poll(2) readiness bits with Linux's values, which the
 //!   stack reports, the daemon passes through the wire unchanged
 //!   (`tcpd.v2.PollEvent` has the same numbers) and the clients hand out.
@@ -27,4 +28,4 @@ mod state;
 pub use option::{OptionName, ValueKind};
 pub use poll::PollFlags;
 pub use send::SendFlags;
-pub use state::TcpState;
+pub use state::{TcpState, TcpStates};

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::state::{StateSet, parse_state_filter};
+use crate::state::parse_state_filter;
+use tcpd_proto::types::TcpStates;
 
 const EXAMPLES_AND_EXIT_CODES: &str = "\
 Examples:
@@ -141,7 +142,7 @@ pub enum Command {
 pub struct FilterArgs {
     /// Only sockets in STATE (repeatable, or comma-separated; names and groups below).
     #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_state_filter)]
-    pub state: Vec<StateSet>,
+    pub state: Vec<TcpStates>,
     /// Only sockets whose local or remote port is N.
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
@@ -327,7 +328,6 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-    use tcpd_proto::v2::TcpState;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("tcpctl").chain(args.iter().copied()))
@@ -354,7 +354,7 @@ mod tests {
             panic!("not ls")
         };
         assert_eq!(ls.filter.state.len(), 3);
-        assert!(ls.filter.state[0].contains(TcpState::TimeWait));
+        assert!(ls.filter.state[0].has(tcpd_proto::types::TcpState::TimeWait));
         assert_eq!(ls.filter.port, Some(80));
         let cli = parse(&["list", "-l", "-i", "--json"]).expect("alias");
         assert!(cli.json);

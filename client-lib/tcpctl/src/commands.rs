@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::CommandFactory;
+use tcpd_proto::types::TcpState;
 use tcpd_proto::v2::admin_service_client::AdminServiceClient as AdminClient;
 use tcpd_proto::v2::{
     AbortRequest, ConnectionInfo, ListConnectionsRequest, SocketAddress, StatsRequest,
-    StatusRequest, TcpState, WatchRequest,
+    StatusRequest, WatchRequest,
 };
 use tonic::transport::Channel;
 
@@ -425,6 +426,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tcpd_proto::v2::TcpState;
 
     #[test]
     fn explicit_colour_choices_ignore_the_terminal() {

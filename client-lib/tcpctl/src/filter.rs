@@ -6,13 +6,14 @@
 
 use tcpd_proto::v2::{ConnectionInfo, SocketAddress};
 
-use crate::state::{StateSet, decode_state};
+use crate::state::decode_state;
+use tcpd_proto::types::{TcpState, TcpStates};
 
 /// Which connections to show or act on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnFilter {
     /// Keep only connections in one of these states (`None`: any state).
-    pub states: Option<StateSet>,
+    pub states: Option<TcpStates>,
     /// Keep only connections whose local or remote port is this.
     pub port: Option<u16>,
     /// Keep only connections owned by this uid.
@@ -25,10 +26,10 @@ pub struct ConnFilter {
 impl ConnFilter {
     /// Builds a filter from the command-line parts: the union of every
     /// `--state` set, plus LISTEN when `listening` is set (as `ss -l`).
-    pub fn new(states: &[StateSet], listening: bool, port: Option<u16>, uid: Option<u32>) -> Self {
-        let mut selected = states.iter().fold(StateSet::EMPTY, |acc, s| acc.union(*s));
+    pub fn new(states: &[TcpStates], listening: bool, port: Option<u16>, uid: Option<u32>) -> Self {
+        let mut selected = states.iter().fold(TcpStates::empty(), |acc, s| acc | *s);
         if listening {
-            selected = selected.union(StateSet::of(&[tcpd_proto::v2::TcpState::Listen]));
+            selected |= TcpStates::of(TcpState::Listen);
         }
         let narrowed_by_state = listening || !states.is_empty();
         ConnFilter {
@@ -54,7 +55,7 @@ impl ConnFilter {
     pub fn matches(&self, info: &ConnectionInfo) -> bool {
         if let Some(states) = self.states {
             match decode_state(info.state) {
-                Some(state) if states.contains(state) => {}
+                Some(state) if states.has(state) => {}
                 _ => return false,
             }
         }
@@ -125,7 +126,7 @@ mod tests {
 
     #[test]
     fn unknown_states_never_match_a_state_filter() {
-        let filter = ConnFilter::new(&[StateSet::all()], false, None, None);
+        let filter = ConnFilter::new(&[TcpStates::all()], false, None, None);
         let mut odd = conn(TcpState::Established, 1, 2, 0);
         odd.state = 42;
         assert!(!filter.matches(&odd));

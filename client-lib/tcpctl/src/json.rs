@@ -12,7 +12,8 @@ use tcpd_proto::v2::{ConnectionInfo, StateChange, StatsResponse, StatusResponse}
 
 use crate::owner::{OwnerLookup, has_owner};
 use crate::render::{addr_text, format_timestamp_us};
-use crate::state::{ALL_STATES, connection_state_label, rfc_name, state_label};
+use crate::state::{connection_state_label, state_label};
+use tcpd_proto::types::TcpStates;
 
 /// One socket in `tcpctl ls --json` (the output is an array of these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -183,14 +184,14 @@ impl From<&StatsResponse> for StatsJson {
                 *drops.entry(reason.to_string()).or_insert(0u64) += counter.value;
             }
         }
-        let mut states: BTreeMap<String, u64> = ALL_STATES
-            .iter()
-            .map(|s| (rfc_name(*s).to_string(), 0))
+        let mut states: BTreeMap<String, u64> = TcpStates::all()
+            .states()
+            .map(|s| (s.name().to_string(), 0))
             .collect();
         for counter in &stats.states {
-            let known = ALL_STATES
-                .iter()
-                .map(|s| rfc_name(*s))
+            let known = TcpStates::all()
+                .states()
+                .map(|s| s.name())
                 .find(|name| counter.name.eq_ignore_ascii_case(name));
             let key = known.map_or_else(|| counter.name.clone(), str::to_string);
             *states.entry(key).or_insert(0) += counter.value;

@@ -17,12 +17,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anstyle::{AnsiColor, Style};
-use tcpd_proto::v2::{
-    ConnectionInfo, SocketAddress, StateChange, StatsResponse, StatusResponse, TcpState,
-};
+use tcpd_proto::v2::{ConnectionInfo, SocketAddress, StateChange, StatsResponse, StatusResponse};
 
 use crate::owner::{OwnerLookup, owner_label};
-use crate::state::{ALL_STATES, connection_state_label, decode_state, rfc_name, state_label};
+use crate::state::{connection_state_label, decode_state, state_label};
+use tcpd_proto::types::{TcpState, TcpStates};
 
 /// How to render connection tables.
 #[derive(Clone, Copy)]
@@ -435,8 +434,8 @@ pub fn render_stats(stats: &StatsResponse, color: bool) -> String {
     }
     let by_state = "Connections by state";
     let mut total = 0u64;
-    for state in ALL_STATES {
-        let name = rfc_name(state);
+    for state in TcpStates::all().states() {
+        let name = state.name();
         let count = stats
             .states
             .iter()
@@ -451,9 +450,9 @@ pub fn render_stats(stats: &StatsResponse, color: bool) -> String {
     }
     // States a newer daemon may report that this tcpctl does not know.
     for counter in &stats.states {
-        if !ALL_STATES
-            .iter()
-            .any(|s| counter.name.eq_ignore_ascii_case(rfc_name(*s)))
+        if !TcpStates::all()
+            .states()
+            .any(|s| counter.name.eq_ignore_ascii_case(s.name()))
         {
             total = total.saturating_add(counter.value);
             let label = printable_label(&counter.name);

@@ -629,7 +629,7 @@ impl Stack {
             let len = len.min(segment_buf.len());
             let is_reset = segment_buf
                 .get(TCP_FLAGS_OFFSET)
-                .is_some_and(|flags| flags & TcpFlags::RST.0 != 0);
+                .is_some_and(|&flags| TcpFlags::from_bits_retain(flags).rst());
             // The socket's IP_TTL, IP_TOS and IP_MTU_DISCOVER (IPv4 only
             // so far: the IPv6 counterparts are not options yet).
             let options = entry.conn.options();

@@ -21,28 +21,26 @@ pub const HEADER_LEN: usize = 20;
 /// The largest TCP header: data offset is 4 bits of 32-bit words (RFC 9293 §3.1).
 pub const MAX_HEADER_LEN: usize = 60;
 
-/// TCP control bits (RFC 9293 §3.1, RFC 3168 for ECE/CWR).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TcpFlags(pub u8);
+bitflags::bitflags! {
+    /// TCP control bits (RFC 9293 §3.1, RFC 3168 for ECE/CWR).
+    ///
+    /// Declared in the order traces and captures print them (`SYN,ACK`,
+    /// `FIN,ACK`): `iter_names` yields that order, and the names are the
+    /// ones the trace renderer writes and parses.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct TcpFlags: u8 {
+        const CWR = 0x80;
+        const ECE = 0x40;
+        const URG = 0x20;
+        const SYN = 0x02;
+        const FIN = 0x01;
+        const RST = 0x04;
+        const PSH = 0x08;
+        const ACK = 0x10;
+    }
+}
 
 impl TcpFlags {
-    pub const FIN: TcpFlags = TcpFlags(0x01);
-    pub const SYN: TcpFlags = TcpFlags(0x02);
-    pub const RST: TcpFlags = TcpFlags(0x04);
-    pub const PSH: TcpFlags = TcpFlags(0x08);
-    pub const ACK: TcpFlags = TcpFlags(0x10);
-    pub const URG: TcpFlags = TcpFlags(0x20);
-    pub const ECE: TcpFlags = TcpFlags(0x40);
-    pub const CWR: TcpFlags = TcpFlags(0x80);
-
-    /// No flags.
-    pub const fn empty() -> Self {
-        TcpFlags(0)
-    }
-    /// True if every bit of `other` is set in `self`.
-    pub const fn contains(self, other: TcpFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
     pub const fn fin(self) -> bool {
         self.contains(Self::FIN)
     }
@@ -60,19 +58,6 @@ impl TcpFlags {
     }
     pub const fn urg(self) -> bool {
         self.contains(Self::URG)
-    }
-}
-
-impl core::ops::BitOr for TcpFlags {
-    type Output = TcpFlags;
-    fn bitor(self, o: TcpFlags) -> TcpFlags {
-        TcpFlags(self.0 | o.0)
-    }
-}
-
-impl core::ops::BitOrAssign for TcpFlags {
-    fn bitor_assign(&mut self, o: TcpFlags) {
-        self.0 |= o.0;
     }
 }
 
@@ -410,7 +395,7 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     }
 
     pub fn flags(&self) -> TcpFlags {
-        TcpFlags(self.bytes()[field::FLAGS])
+        TcpFlags::from_bits_retain(self.bytes()[field::FLAGS])
     }
 
     pub fn window(&self) -> u16 {
@@ -565,7 +550,7 @@ impl<'a> TcpRepr<'a> {
         out[field::ACK..field::ACK + 4].copy_from_slice(&self.ack.raw().to_be_bytes());
         // Data offset in 32-bit words (at most 15); the reserved bits stay zero.
         out[field::DATA_OFFSET] = ((header_len / 4) as u8) << 4;
-        out[field::FLAGS] = self.flags.0;
+        out[field::FLAGS] = self.flags.bits();
         out[field::WINDOW..field::WINDOW + 2].copy_from_slice(&self.window.to_be_bytes());
         out[field::CHECKSUM..field::CHECKSUM + 2].fill(0);
         out[field::URGENT..field::URGENT + 2].copy_from_slice(&self.urgent.to_be_bytes());
@@ -868,7 +853,7 @@ mod tests {
         ) {
             let (src, dst) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
             let repr = TcpRepr {
-                src_port, dst_port, seq: SeqNum(seq), ack: SeqNum(ack), flags: TcpFlags(flags),
+                src_port, dst_port, seq: SeqNum(seq), ack: SeqNum(ack), flags: TcpFlags::from_bits_retain(flags),
                 window, urgent, options, payload: &payload,
             };
             let mut buf = vec![0x5a; repr.buffer_len() + 7];

@@ -333,10 +333,10 @@ impl Pieces {
             scratch[tcp_at + 4..tcp_at + 8].copy_from_slice(&piece_seq.raw().to_be_bytes());
             let mut piece_flags = flags;
             if !last {
-                piece_flags &= !(tcp::TcpFlags::FIN.0 | tcp::TcpFlags::PSH.0);
+                piece_flags &= !(tcp::TcpFlags::FIN | tcp::TcpFlags::PSH).bits();
             }
             if i > 0 {
-                piece_flags &= !tcp::TcpFlags::CWR.0;
+                piece_flags &= !tcp::TcpFlags::CWR.bits();
             }
             scratch[tcp_at + tcp::FLAGS_OFFSET] = piece_flags;
             let tcp_len = u32::try_from(scratch.len() - tcp_at).unwrap_or(u32::MAX);

@@ -381,7 +381,7 @@ impl Harness {
     }
 
     fn fuzz_segment(&mut self, input: &mut Cursor<'_>, target: Target) {
-        let mut flags = TcpFlags(input.u8());
+        let mut flags = TcpFlags::from_bits_retain(input.u8());
         let mut seq_delta = i32::from(input.u16() as i16);
         let mut ack_delta = i32::from(input.u16() as i16);
         let window = input.u16();
@@ -412,7 +412,7 @@ impl Harness {
                             (seq_delta, ack_delta) = (0, 0);
                         }
                         if mode & 8 == 0 {
-                            flags = TcpFlags::ACK | TcpFlags(flags.0 & TcpFlags::PSH.0);
+                            flags = TcpFlags::ACK | flags.intersection(TcpFlags::PSH);
                         }
                         (
                             SocketAddrV4::new(PEER, peer_port),

@@ -120,7 +120,7 @@ impl Seg {
 
     /// Flags without PSH (which only says "queue emptied").
     fn ctl(&self) -> TcpFlags {
-        TcpFlags(self.flags.0 & !TcpFlags::PSH.0)
+        self.flags.difference(TcpFlags::PSH)
     }
 }
 
@@ -2540,7 +2540,7 @@ fn read_all(conn: &mut Connection, now: Instant) -> Vec<u8> {
     }
 }
 
-const URG_ACK: TcpFlags = TcpFlags(ACK.0 | TcpFlags::URG.0);
+const URG_ACK: TcpFlags = ACK.union(TcpFlags::URG);
 
 /// Linux's urgent data (RFC 6093 §3): the pointer is one past the urgent
 /// byte; a read stops before the mark, the byte is read with MSG_OOB once,
