@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::Client;
 use crate::addr::{self, ToSocketAddrs};
-use crate::runtime::block_on;
+use crate::runtime::{Home, block_on, block_on_at};
 
 /// Opens a session with the daemon at `path` (see [`Client::connect`]).
 pub fn connect_client(path: impl AsRef<Path>) -> io::Result<Client> {
@@ -44,12 +44,13 @@ pub fn shared_client() -> io::Result<Client> {
 /// Runs `future`, giving up with `EAGAIN` after `timeout` (the errno Linux
 /// reports when `SO_RCVTIMEO`/`SO_SNDTIMEO` expire).
 fn block_on_with_timeout<T>(
+    home: &Home,
     timeout: Option<Duration>,
     future: impl std::future::Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
     match timeout {
-        None => block_on(future)?,
-        Some(limit) => block_on(async move {
+        None => block_on_at(home, future)?,
+        Some(limit) => block_on_at(home, async move {
             match tokio::time::timeout(limit, future).await {
                 Ok(result) => result,
                 Err(_) => Err(io::Error::from_raw_os_error(tcpd_proto::errno::EAGAIN)),
@@ -91,7 +92,7 @@ impl TcpStream {
     /// Connects through `client`.
     pub fn connect_with<A: ToSocketAddrs>(client: &Client, addr: A) -> io::Result<TcpStream> {
         let targets = addr::resolve_sync(&addr)?;
-        let inner = block_on(crate::TcpStream::connect_any(client, &targets))??;
+        let inner = block_on_at(client.home(), crate::TcpStream::connect_any(client, &targets))??;
         Ok(TcpStream::from_async(inner))
     }
 
@@ -102,7 +103,7 @@ impl TcpStream {
         let client = shared_client()?;
         let targets = [*addr];
         let connect = crate::TcpStream::connect_any(&client, &targets);
-        let inner = block_on(async move {
+        let inner = block_on_at(client.home(), async move {
             match tokio::time::timeout(timeout, connect).await {
                 Ok(result) => result,
                 Err(_) => Err(io::Error::from_raw_os_error(tcpd_proto::errno::ETIMEDOUT)),
@@ -123,6 +124,11 @@ impl TcpStream {
     /// The async stream inside.
     pub fn into_async(self) -> crate::TcpStream {
         self.inner
+    }
+
+    /// Where the stream's session runs (what a blocking call waits on).
+    fn home(&self) -> &Home {
+        self.inner.client().home()
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -146,7 +152,7 @@ impl TcpStream {
 
     /// shutdown(2); the write direction is ordered after data written so far.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        block_on(self.inner.shutdown_with(how))?
+        block_on_at(self.home(), self.inner.shutdown_with(how))?
     }
 
     /// Sets `TCP_NODELAY` (ordered with the data, see [`crate::TcpStream::set_nodelay`]).
@@ -201,7 +207,7 @@ impl TcpStream {
                 std::task::Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
             };
         }
-        block_on_with_timeout(self.timeouts().read, self.inner.peek(buf))
+        block_on_with_timeout(self.home(), self.timeouts().read, self.inner.peek(buf))
     }
 
     /// Bounds how long a read waits (`None`: forever); an expired read fails
@@ -240,7 +246,7 @@ impl TcpStream {
         if self.nonblocking.load(Ordering::SeqCst) {
             return self.inner.try_read(buf);
         }
-        block_on_with_timeout(self.timeouts().read, async {
+        block_on_with_timeout(self.home(), self.timeouts().read, async {
             loop {
                 self.inner.readable().await?;
                 match self.inner.try_read(buf) {
@@ -255,7 +261,7 @@ impl TcpStream {
         if self.nonblocking.load(Ordering::SeqCst) {
             return self.inner.try_write_vectored(bufs);
         }
-        block_on_with_timeout(self.timeouts().write, async {
+        block_on_with_timeout(self.home(), self.timeouts().write, async {
             loop {
                 self.inner.writable().await?;
                 match self.inner.try_write_vectored(bufs) {
@@ -268,7 +274,7 @@ impl TcpStream {
 
     fn flush_shared(&self) -> io::Result<()> {
         let flush = futures::future::poll_fn(|cx| self.inner.poll_flush_shared(cx));
-        block_on_with_timeout(self.timeouts().write, flush)
+        block_on_with_timeout(self.home(), self.timeouts().write, flush)
     }
 }
 
@@ -329,13 +335,13 @@ impl TcpListener {
     /// Binds and listens through `client`.
     pub fn bind_with<A: ToSocketAddrs>(client: &Client, addr: A) -> io::Result<TcpListener> {
         let targets = addr::resolve_sync(&addr)?;
-        let inner = block_on(crate::TcpListener::bind_any(client, &targets))??;
+        let inner = block_on_at(client.home(), crate::TcpListener::bind_any(client, &targets))??;
         Ok(TcpListener { inner })
     }
 
     /// Waits for the next connection.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) = block_on(self.inner.accept())??;
+        let (stream, peer) = block_on_at(self.inner.client().home(), self.inner.accept())??;
         Ok((TcpStream::from_async(stream), peer))
     }
 

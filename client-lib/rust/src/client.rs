@@ -7,14 +7,19 @@
 //! session's remaining sockets (graceful FIN, or RST where unread data
 //! remains), as the kernel does for a process that exits.
 //!
-//! The connection runs on the library's I/O runtime (see `runtime`), so a
-//! `Client` works from any executor and outlives the runtime that made it.
-//! [`Client::shared`] is the process-wide default used by the free
-//! constructors (`TcpStream::connect`, `TcpListener::bind`...).
+//! The connection runs on the tokio runtime the session was opened in, or
+//! on the library's own runtime when it was opened outside any (see
+//! `runtime`). [`Client::shared`] is the default session the free
+//! constructors (`TcpStream::connect`, `TcpListener::bind`...) use: one per
+//! runtime that uses them, as `tokio::net` sockets belong to the runtime
+//! they were made in, and one for code outside any runtime (the blocking
+//! API).
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tcpd_proto::v2;
@@ -27,8 +32,70 @@ use crate::sockopt::PollFlags;
 use crate::transport::connect_channel;
 use crate::{Socket, TcpListener, TcpStream, runtime};
 
-/// The process-wide session behind [`Client::shared`].
+/// The default session outside any runtime (on the library's runtime), or
+/// the one [`Client::set_shared`] installed.
 static SHARED: OnceCell<Client> = OnceCell::const_new();
+
+/// [`SHARED`] was installed by [`Client::set_shared`]: it is the default
+/// everywhere.
+static SHARED_SET: AtomicBool = AtomicBool::new(false);
+
+/// The default session of each runtime that asked for one, by runtime id.
+/// An entry leaves when its runtime shuts down ([`RuntimeDefaultGuard`]),
+/// so a later runtime given the same id never finds a dead session.
+type RuntimeDefaults = HashMap<tokio::runtime::Id, Arc<OnceCell<Client>>>;
+
+static RUNTIME_DEFAULTS: LazyLock<Mutex<RuntimeDefaults>> = LazyLock::new(Default::default);
+
+fn runtime_defaults() -> MutexGuard<'static, RuntimeDefaults> {
+    RUNTIME_DEFAULTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held by a task that never ends on a runtime with a default session:
+/// tokio drops it when the runtime shuts down, and the entry goes with it.
+struct RuntimeDefaultGuard(tokio::runtime::Id);
+
+impl Drop for RuntimeDefaultGuard {
+    fn drop(&mut self) {
+        let gone = runtime_defaults().remove(&self.0);
+        // The session is dropped after the lock is released.
+        drop(gone);
+    }
+}
+
+/// The default session of the runtime `handle` belongs to, opened there on
+/// first use.
+async fn runtime_default(handle: tokio::runtime::Handle) -> io::Result<Client> {
+    let id = handle.id();
+    let (cell, new) = {
+        let mut defaults = runtime_defaults();
+        match defaults.get(&id) {
+            Some(cell) => (Arc::clone(cell), false),
+            None => {
+                let cell = Arc::new(OnceCell::new());
+                defaults.insert(id, Arc::clone(&cell));
+                (cell, true)
+            }
+        }
+    };
+    if new {
+        // Outside the lock: a runtime already shutting down drops the task
+        // (and the guard) at once.
+        let guard = RuntimeDefaultGuard(id);
+        drop(handle.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        }));
+    }
+    cell.get_or_try_init(|| async {
+        let path = tcpd_proto::socket_path_from_env();
+        Client::connect_at(Path::new(&path), runtime::Home::current()).await
+    })
+    .await
+    .cloned()
+}
 
 /// A session with the tcpd daemon. Cheap to clone (clones share the session).
 #[derive(Debug, Clone)]
@@ -78,13 +145,27 @@ impl Client {
         Client::connect(tcpd_proto::socket_path_from_env()).await
     }
 
-    /// The process-wide default session, opened from the environment (as
-    /// [`Client::from_env`]) on first use. A failed attempt is not cached: the
-    /// next call tries again.
+    /// The default session, opened from the environment (as
+    /// [`Client::from_env`]) on first use; what the free constructors
+    /// (`TcpStream::connect`, `TcpListener::bind`, ...) use. A failed attempt
+    /// is not cached: the next call tries again.
     ///
-    /// This session lives on the library's runtime, not the caller's: it is
-    /// shared by every runtime of the process and outlives each of them.
+    /// Inside a tokio runtime it is that runtime's own default session,
+    /// living on it (one per runtime, dropped when the runtime shuts down):
+    /// as with `tokio::net`, a socket made there belongs to that runtime,
+    /// and its I/O takes no hop to another thread. Outside any runtime (the
+    /// [`blocking`](crate::blocking) API) it is one session on the
+    /// library's runtime, which outlives every caller's runtime. After
+    /// [`Client::set_shared`], it is the installed session everywhere.
     pub async fn shared() -> io::Result<Client> {
+        if SHARED_SET.load(Ordering::Acquire)
+            && let Some(client) = SHARED.get()
+        {
+            return Ok(client.clone());
+        }
+        if let runtime::Home::Caller { handle, .. } = runtime::Home::current() {
+            return runtime_default(handle).await;
+        }
         SHARED
             .get_or_try_init(|| {
                 let path = tcpd_proto::socket_path_from_env();
@@ -95,15 +176,19 @@ impl Client {
     }
 
     /// Makes `client` the process-wide default session (what
-    /// [`Client::shared`] and the free constructors use) instead of one
-    /// opened from the environment; fails, giving it back, when the default
-    /// session exists already.
+    /// [`Client::shared`] and the free constructors use, in every runtime
+    /// and outside them) instead of the ones opened from the environment;
+    /// fails, giving it back, when one was installed already or the
+    /// default session outside runtimes exists already.
     #[allow(clippy::result_large_err)] // the client comes back by value
     pub fn set_shared(client: Client) -> Result<(), Client> {
-        SHARED.set(client).map_err(|e| match e {
-            tokio::sync::SetError::AlreadyInitializedError(c)
-            | tokio::sync::SetError::InitializingError(c) => c,
-        })
+        SHARED
+            .set(client)
+            .map_err(|e| match e {
+                tokio::sync::SetError::AlreadyInitializedError(c)
+                | tokio::sync::SetError::InitializingError(c) => c,
+            })
+            .map(|()| SHARED_SET.store(true, Ordering::Release))
     }
 
     /// Wraps an already connected channel (for instance one made with

@@ -1,18 +1,24 @@
 //! Where a session's I/O runs: the caller's runtime, or the library's own.
 //!
-//! A [`Client`](crate::Client) opened with `Client::connect` from inside a
-//! tokio runtime lives on that runtime ([`Home::Caller`]): its HTTP/2
-//! connection, the Stream RPCs behind its `TcpStream`s and their background
-//! close run there, with no hop to another thread pool — like
-//! `tokio::net`'s sockets, it stops working when that runtime shuts down.
+//! A [`Client`](crate::Client) opened from inside a tokio runtime — with
+//! `Client::connect`, or the default session the free constructors
+//! (`TcpStream::connect`, `TcpListener::bind`) use there — lives on that
+//! runtime ([`Home::Caller`]): its HTTP/2 connection, the Stream RPCs behind
+//! its `TcpStream`s and their background close run there, with no hop to
+//! another thread — like `tokio::net`'s sockets, it stops working when that
+//! runtime shuts down.
 //!
 //! Everything else runs on one small multi-threaded runtime owned by this
 //! module ([`Home::Library`], threads `tcpd-client-io`): sessions opened
-//! outside any runtime (the [`blocking`](crate::blocking) API), and the
-//! process-wide default session of the free constructors (`Client::shared`,
-//! which must outlive any one runtime: every `#[tokio::test]` has its own).
-//! No user code runs on it, so blocking a caller's thread in [`block_on`]
-//! cannot starve the tasks it waits for.
+//! outside any runtime, in particular by the [`blocking`](crate::blocking)
+//! API. No user code runs on it, so blocking a caller's thread in
+//! [`block_on`] cannot starve the tasks it waits for.
+//!
+//! One case cannot work: a blocking call ([`block_on_at`]) on the thread of
+//! a current-thread runtime, for a session living on that runtime — the
+//! runtime cannot run the session's I/O while its only thread waits. It
+//! fails at once with `ErrorKind::Deadlock` and a message saying so,
+//! instead of hanging.
 
 use std::future::Future;
 use std::io;
@@ -42,8 +48,19 @@ pub(crate) enum Home {
     /// The library's runtime.
     Library,
     /// The runtime the session was opened on.
-    Caller(Handle),
+    Caller {
+        handle: Handle,
+        /// For a current-thread runtime, the thread that was running it
+        /// when the session was opened (the one that must not block on it).
+        driver: Option<std::thread::ThreadId>,
+    },
 }
+
+/// Why a blocking call on a current-thread runtime's own session fails.
+const DEADLOCK: &str = "tcpd-client: this blocking call would wait forever: its session \
+lives on the current-thread tokio runtime this thread runs, which cannot run the session's \
+I/O while the thread waits. Use the async API on that runtime, a session opened outside it \
+(tcpd_client::blocking::shared_client()), spawn_blocking, or a multi-threaded runtime";
 
 impl Home {
     /// The caller's runtime when there is one (and it is not the library's,
@@ -55,9 +72,30 @@ impl Home {
             return Home::Library;
         }
         match Handle::try_current() {
-            Ok(handle) => Home::Caller(handle),
+            Ok(handle) => {
+                let driver = (handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+                    .then(|| std::thread::current().id());
+                Home::Caller { handle, driver }
+            }
             Err(_) => Home::Library,
         }
+    }
+
+    /// The runtime this session lives on is the one this code runs in.
+    fn is_current(&self) -> bool {
+        match self {
+            Home::Library => false,
+            Home::Caller { handle, .. } => {
+                !IN_BLOCK_ON.with(std::cell::Cell::get)
+                    && Handle::try_current().is_ok_and(|current| current.id() == handle.id())
+            }
+        }
+    }
+
+    /// Blocking this thread until the session answers would stop the
+    /// session's own runtime (see the module docs).
+    fn blocking_here_deadlocks(&self) -> bool {
+        matches!(self, Home::Caller { driver: Some(thread), .. } if *thread == std::thread::current().id())
     }
 
     /// Spawns `future` at home.
@@ -68,16 +106,21 @@ impl Home {
     {
         match self {
             Home::Library => spawn(future),
-            Home::Caller(handle) => Ok(handle.spawn(future)),
+            Home::Caller { handle, .. } => Ok(handle.spawn(future)),
         }
     }
 
-    /// Runs `future` at home and waits for it from any executor.
+    /// Runs `future` at home and waits for it from any executor: in place
+    /// when this code already runs there (no task hop), else as a task
+    /// there.
     pub(crate) async fn run<F>(&self, future: F) -> io::Result<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        if self.is_current() {
+            return Ok(future.await);
+        }
         self.spawn(future)?.await.map_err(join_error)
     }
 }
@@ -123,6 +166,16 @@ where
     Ok(handle()?.spawn(future))
 }
 
+/// [`block_on`] for a call served by a session living at `home`: fails
+/// with `ErrorKind::Deadlock` instead of hanging when this thread runs the
+/// current-thread runtime the session lives on (see the module docs).
+pub(crate) fn block_on_at<F: Future>(home: &Home, future: F) -> io::Result<F::Output> {
+    if home.blocking_here_deadlocks() {
+        return Err(io::Error::new(io::ErrorKind::Deadlock, DEADLOCK));
+    }
+    block_on(future)
+}
+
 /// Blocks the calling thread until `future` completes.
 ///
 /// Works outside any runtime and inside one (it never calls tokio's
@@ -134,8 +187,8 @@ where
 /// hands that worker's other tasks to another thread
 /// (`tokio::task::block_in_place`), so a session living on that runtime
 /// keeps running. (A session living on a *current-thread* runtime cannot
-/// serve a blocking call made on that runtime's own thread: use the async
-/// API there, or a session opened outside it.)
+/// serve a blocking call made on that runtime's own thread: callers that
+/// know the session use [`block_on_at`], which says so.)
 pub(crate) fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
     let poll_here = || {
         let _context = handle()?.enter();

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tcpd_proto::{errno, v2};
 
-use crate::runtime::block_on;
+use crate::runtime::{block_on, block_on_at};
 use crate::sockopt::{OptionName, SockOption, wire_name};
 use crate::stream::{Cached, check_ttl};
 use crate::{Client, Socket, TcpListener, TcpStream};
@@ -95,7 +95,7 @@ impl TcpSocket {
         let mut inner = self.lock();
         inner.cached.note(&option);
         match &inner.socket {
-            Some(socket) => block_on(socket.set_option(option))?,
+            Some(socket) => block_on_at(socket.client().home(), socket.set_option(option))?,
             None => {
                 inner.pending.push(option);
                 Ok(())
@@ -112,7 +112,7 @@ impl TcpSocket {
             return Ok(set.clone());
         }
         let socket = inner.socket()?;
-        block_on(socket.get_option(name))?
+        block_on_at(socket.client().home(), socket.get_option(name))?
     }
 
     /// `SO_KEEPALIVE`.
@@ -216,7 +216,7 @@ impl TcpSocket {
             return Ok(local);
         }
         let socket = inner.socket()?;
-        block_on(socket.local_addr())?
+        block_on_at(socket.client().home(), socket.local_addr())?
     }
 
     /// `SO_ERROR`.
@@ -233,8 +233,9 @@ impl TcpSocket {
         let mut inner = self.lock();
         match &inner.socket {
             Some(socket) => {
-                block_on(socket.bind(addr))??;
-                let local = block_on(socket.local_addr())??;
+                let home = socket.client().home();
+                block_on_at(home, socket.bind(addr))??;
+                let local = block_on_at(home, socket.local_addr())??;
                 inner.local = Some(local);
             }
             None => inner.create(Some(addr))?,
@@ -287,7 +288,7 @@ impl TcpSocket {
             family: inner.family as i32,
         };
         let rpc_client = client.clone();
-        let reply = block_on(async move { rpc_client.rpc().listen(request).await })?
+        let reply = block_on_at(client.home(), async move { rpc_client.rpc().listen(request).await })?
             .map_err(|s| client.to_io(s))?
             .into_inner();
         let socket = match inner.socket.take() {
@@ -328,7 +329,7 @@ impl Inner {
             family: self.family as i32,
         };
         let rpc_client = client.clone();
-        let reply = block_on(async move { rpc_client.rpc().socket(request).await })?
+        let reply = block_on_at(client.home(), async move { rpc_client.rpc().socket(request).await })?
             .map_err(|s| client.to_io(s))?
             .into_inner();
         self.socket = Some(Socket::from_raw_handle(client, reply.handle));
