@@ -206,3 +206,48 @@ fn a_daemon_restart_gives_errors_that_name_the_daemon() {
     drop(stream);
     echo.join().expect("echo");
 }
+
+/// A blocking call on the thread of the current-thread runtime its session
+/// lives on cannot be served (the runtime cannot run the session's I/O
+/// while its only thread waits): it fails at once with a `Deadlock` error
+/// that says so, instead of hanging. The same call from a thread of the
+/// runtime's blocking pool works.
+#[test]
+fn a_blocking_call_that_would_stop_its_own_runtime_fails_clearly() {
+    let Some(env) = Env::setup("cli-deadlock", &[]) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let socket = env.daemon.socket().to_path_buf();
+    rt.block_on(async move {
+        let client = tcpd_client::Client::connect(&socket)
+            .await
+            .expect("session");
+        let started = Instant::now();
+        let err = blocking::TcpListener::bind_with(&client, (TCPD_ADDR, 0))
+            .expect_err("a blocking call on its own runtime's thread");
+        assert_eq!(err.kind(), io::ErrorKind::Deadlock, "{err}");
+        assert!(
+            err.to_string().contains("current-thread tokio runtime"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // From the blocking pool the runtime's thread stays free: it works.
+        let from_pool = client.clone();
+        let local = tokio::time::timeout(
+            LIMIT,
+            tokio::task::spawn_blocking(move || {
+                let listener = blocking::TcpListener::bind_with(&from_pool, (TCPD_ADDR, 0))?;
+                listener.local_addr()
+            }),
+        )
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("bind from the blocking pool");
+        assert_ne!(local.port(), 0);
+    });
+}

@@ -1,6 +1,7 @@
 //! A session opened inside a tokio runtime runs on that runtime: on a
 //! current-thread runtime, a whole connection (open, data both ways, close)
-//! runs with no thread of the library's own (`tcpd-client-io`). This test
+//! runs with no thread of the library's own (`tcpd-client-io`), and so does
+//! the default session of the free constructors (`TcpListener::bind`). This test
 //! is its own binary, so no other test starts that runtime.
 
 use std::io::{Read, Write};
@@ -59,6 +60,19 @@ fn a_session_opened_in_a_runtime_runs_on_it() {
         stream.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"hello");
         stream.close().await.expect("close");
+    });
+    // The free constructors' default session (`Client::shared`) is this
+    // runtime's own too.
+    // SAFETY: this test binary has no other thread reading the environment.
+    unsafe { std::env::set_var("TCPD_SOCKET", env.daemon.socket()) };
+    rt.block_on(async {
+        let listener = tcpd_client::TcpListener::bind((tcpd_e2e::TCPD_ADDR, 0))
+            .await
+            .expect("bind through the default session");
+        assert_ne!(listener.local_addr().expect("local").port(), 0);
+        let a = tcpd_client::Client::shared().await.expect("default");
+        let b = tcpd_client::Client::shared().await.expect("default");
+        assert_eq!(a.daemon_path(), b.daemon_path());
     });
     peer.join().expect("peer");
     let names = thread_names();

@@ -59,8 +59,8 @@ fn a_hundred_concurrent_bulk_streams_on_one_session_all_finish() {
         .expect("runtime");
     let started = Instant::now();
     let sent = rt.block_on(async {
-        // The process-wide session, as tcpd-bench's `TcpStream::connect`
-        // uses: its tasks run on the library's runtime, not this one.
+        // The default session, as tcpd-bench's `TcpStream::connect` uses:
+        // this runtime's own (see `Client::shared`).
         // SAFETY: this test binary has one test and sets the variable
         // before any other thread reads the environment.
         unsafe { std::env::set_var("TCPD_SOCKET", env.daemon.socket()) };

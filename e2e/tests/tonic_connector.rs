@@ -87,9 +87,7 @@ fn a_tonic_client_over_tcpd_reaches_a_kernel_side_tonic_server() {
     let socket = env.daemon.socket();
     rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(60), async {
-            let client = tcpd_client::Client::connect(socket)
-                .await
-                .expect("session");
+            let client = tcpd_client::Client::connect(socket).await.expect("session");
             let channel = tcpd_client::connector::Connector::with_client(client)
                 .channel(&uri)
                 .await
