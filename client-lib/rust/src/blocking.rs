@@ -92,7 +92,10 @@ impl TcpStream {
     /// Connects through `client`.
     pub fn connect_with<A: ToSocketAddrs>(client: &Client, addr: A) -> io::Result<TcpStream> {
         let targets = addr::resolve_sync(&addr)?;
-        let inner = block_on_at(client.home(), crate::TcpStream::connect_any(client, &targets))??;
+        let inner = block_on_at(
+            client.home(),
+            crate::TcpStream::connect_any(client, &targets),
+        )??;
         Ok(TcpStream::from_async(inner))
     }
 
@@ -335,7 +338,10 @@ impl TcpListener {
     /// Binds and listens through `client`.
     pub fn bind_with<A: ToSocketAddrs>(client: &Client, addr: A) -> io::Result<TcpListener> {
         let targets = addr::resolve_sync(&addr)?;
-        let inner = block_on_at(client.home(), crate::TcpListener::bind_any(client, &targets))??;
+        let inner = block_on_at(
+            client.home(),
+            crate::TcpListener::bind_any(client, &targets),
+        )??;
         Ok(TcpListener { inner })
     }
 

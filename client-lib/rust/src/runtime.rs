@@ -73,7 +73,8 @@ impl Home {
         }
         match Handle::try_current() {
             Ok(handle) => {
-                let driver = (handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+                let driver = (handle.runtime_flavor()
+                    == tokio::runtime::RuntimeFlavor::CurrentThread)
                     .then(|| std::thread::current().id());
                 Home::Caller { handle, driver }
             }

@@ -288,9 +288,11 @@ impl TcpSocket {
             family: inner.family as i32,
         };
         let rpc_client = client.clone();
-        let reply = block_on_at(client.home(), async move { rpc_client.rpc().listen(request).await })?
-            .map_err(|s| client.to_io(s))?
-            .into_inner();
+        let reply = block_on_at(client.home(), async move {
+            rpc_client.rpc().listen(request).await
+        })?
+        .map_err(|s| client.to_io(s))?
+        .into_inner();
         let socket = match inner.socket.take() {
             Some(socket) => socket,
             None => Socket::from_raw_handle(client, reply.handle),
@@ -329,9 +331,11 @@ impl Inner {
             family: self.family as i32,
         };
         let rpc_client = client.clone();
-        let reply = block_on_at(client.home(), async move { rpc_client.rpc().socket(request).await })?
-            .map_err(|s| client.to_io(s))?
-            .into_inner();
+        let reply = block_on_at(client.home(), async move {
+            rpc_client.rpc().socket(request).await
+        })?
+        .map_err(|s| client.to_io(s))?
+        .into_inner();
         self.socket = Some(Socket::from_raw_handle(client, reply.handle));
         self.pending.clear();
         if bind.is_some() {
