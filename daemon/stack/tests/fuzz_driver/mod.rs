@@ -590,7 +590,7 @@ impl Harness {
                 let flags = if input.u8() & 1 == 0 {
                     TcpFlags::SYN
                 } else {
-                    TcpFlags(input.u8())
+                    TcpFlags::from_bits_retain(input.u8())
                 };
                 let payload = vec![0x66; usize::from(input.u8())];
                 let mut repr =
