@@ -76,12 +76,17 @@
 //! # let _ = port; Ok(()) }
 //! ```
 //!
-//! A session opened with [`Client::connect`] inside a tokio runtime runs its
-//! I/O on that runtime (no private thread pool in between, as with
-//! `tokio::net`); the process-wide default session and sessions opened
+//! A session opened inside a tokio runtime — with [`Client::connect`], or
+//! the default session the free constructors (`TcpStream::connect`,
+//! `TcpListener::bind`) use there, one per runtime — runs its I/O on that
+//! runtime (no private thread pool in between, as with `tokio::net`, and
+//! like `tokio::net`'s sockets it stops with that runtime). Sessions opened
 //! outside any runtime (the blocking API) run on a small runtime owned by
-//! this crate (threads named `tcpd-client-io`), so they work from any
-//! executor, from plain threads, and across runtimes.
+//! this crate (threads named `tcpd-client-io`), so they work from plain
+//! threads and across runtimes. A blocking call on the thread of a
+//! current-thread runtime, for a session living on that runtime, cannot be
+//! served: it fails at once with `ErrorKind::Deadlock` (use the async API
+//! there, or `spawn_blocking`).
 
 pub mod addr;
 pub mod blocking;
