@@ -1,5 +1,5 @@
-//! Idle API connections: what "in use" means for a session, and the layer
-//! that tracks it.
+//! Idle API connections: what "in use" means for a session, and the one
+//! tower layer every RPC passes through.
 //!
 //! A session is in use while it has an RPC in flight (a streaming RPC such
 //! as Watch or Stream counts until its response stream ends) or owns a
@@ -8,16 +8,23 @@
 //! (`api_idle_drops`). Dropping it loses nothing: it has no sockets, and
 //! the client libraries reconnect on their next call.
 //!
-//! [`InFlightLayer`] wraps the gRPC services: every request of a session
-//! holds a guard on its [`Activity`] until the response body is finished
-//! or dropped. Invariant: `Activity::in_flight` counts exactly the live
-//! guards; `last_active` is when the count last dropped to zero (or the
-//! session started).
+//! [`SessionLayer`] wraps the gRPC services. Each request finds its
+//! session's [`SessionConnection`] in its extensions (tonic copies the
+//! connection's connect info into every request: no lookup in a shared
+//! table), and the layer, in one place:
+//! - puts the session's [`SessionInfo`] where the handlers read it;
+//! - holds a guard on the session's [`Activity`] until the response body
+//!   is finished or dropped;
+//! - charges the request body's large messages to the session's intake
+//!   budget ([`crate::intake`]).
+//!
+//! Invariant: `Activity::in_flight` counts exactly the live guards;
+//! `last_active` is when the count last dropped to zero (or the session
+//! started).
 
-use crate::session::{SessionId, SessionInfo};
+use crate::session::{SessionConnection, SessionInfo};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,8 +41,14 @@ pub struct Activity {
     pub intake: crate::intake::Budget,
 }
 
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity::new(crate::intake::SESSION_INTAKE)
+    }
+}
+
 impl Activity {
-    fn new(intake_bytes: usize) -> Activity {
+    pub fn new(intake_bytes: usize) -> Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
@@ -77,84 +90,32 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// The sessions' activities, by id (registered at accept, removed at end).
+/// The tower layer; see the module docs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionLayer;
+
+impl<S> tower::Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> SessionService<S> {
+        SessionService { inner }
+    }
+}
+
+/// See [`SessionLayer`].
 #[derive(Debug, Clone)]
-pub struct ActivityRegistry {
-    sessions: Arc<Mutex<HashMap<SessionId, Arc<Activity>>>>,
-    /// Each new session's intake budget, in bytes.
-    intake_bytes: usize,
-}
-
-impl Default for ActivityRegistry {
-    fn default() -> Self {
-        ActivityRegistry::with_intake(crate::intake::SESSION_INTAKE)
-    }
-}
-
-impl ActivityRegistry {
-    /// A registry whose sessions get an intake budget of `intake_bytes`.
-    pub fn with_intake(intake_bytes: usize) -> Self {
-        ActivityRegistry {
-            sessions: Arc::default(),
-            intake_bytes,
-        }
-    }
-
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Activity>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A new session's activity record.
-    pub fn register(&self, id: SessionId) -> Arc<Activity> {
-        let activity = Arc::new(Activity::new(self.intake_bytes));
-        self.map().insert(id, activity.clone());
-        activity
-    }
-
-    pub fn unregister(&self, id: SessionId) {
-        self.map().remove(&id);
-    }
-
-    pub(crate) fn get(&self, id: SessionId) -> Option<Arc<Activity>> {
-        self.map().get(&id).cloned()
-    }
-}
-
-/// The tower layer that counts each session's RPCs in flight.
-#[derive(Debug, Clone)]
-pub struct InFlightLayer {
-    registry: ActivityRegistry,
-}
-
-impl InFlightLayer {
-    pub fn new(registry: ActivityRegistry) -> Self {
-        InFlightLayer { registry }
-    }
-}
-
-impl<S> tower::Layer<S> for InFlightLayer {
-    type Service = InFlight<S>;
-
-    fn layer(&self, inner: S) -> InFlight<S> {
-        InFlight {
-            inner,
-            registry: self.registry.clone(),
-        }
-    }
-}
-
-/// See [`InFlightLayer`].
-#[derive(Debug, Clone)]
-pub struct InFlight<S> {
+pub struct SessionService<S> {
     inner: S,
-    registry: ActivityRegistry,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> tower::Service<http::Request<B>> for InFlight<S>
+impl<S> tower::Service<http::Request<tonic::body::Body>> for SessionService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        >,
     S::Future: Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -165,12 +126,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let guard = request
-            .extensions()
-            .get::<SessionInfo>()
-            .and_then(|info| self.registry.get(info.id))
-            .map(InFlightGuard::new);
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let guard = match request.extensions().get::<SessionConnection>() {
+            Some(connection) => {
+                let info: SessionInfo = connection.info;
+                let activity = connection.activity.clone();
+                request.extensions_mut().insert(info);
+                let budget = activity.intake.clone();
+                request = crate::intake::charge(request, budget);
+                Some(InFlightGuard::new(activity))
+            }
+            None => None,
+        };
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -219,17 +186,14 @@ mod tests {
 
     #[test]
     fn guards_count_requests_and_touch_on_end() {
-        let registry = ActivityRegistry::default();
-        let activity = registry.register(SessionId(7));
+        let activity = Arc::new(Activity::default());
         let before = activity.last_active();
-        let g1 = InFlightGuard::new(registry.get(SessionId(7)).expect("registered"));
+        let g1 = InFlightGuard::new(activity.clone());
         let g2 = InFlightGuard::new(activity.clone());
         assert_eq!(activity.in_flight(), 2);
         drop(g1);
         drop(g2);
         assert_eq!(activity.in_flight(), 0);
         assert!(activity.last_active() >= before);
-        registry.unregister(SessionId(7));
-        assert!(registry.get(SessionId(7)).is_none());
     }
 }

@@ -5,8 +5,9 @@
 //! handler runs, so the daemon's per-session quota on parked writes
 //! ([`crate::sockets::Quotas::buffered_bytes`]) comes too late on its own:
 //! 256 concurrent 4 MB Writes to a peer that never reads were all received
-//! (1 GB) before the quota refused most of them. [`IntakeLayer`] wraps every
-//! request body and follows its gRPC message framing (a 5-byte prefix:
+//! (1 GB) before the quota refused most of them. The session layer
+//! ([`crate::idle::SessionLayer`]) wraps every request body ([`charge`]),
+//! which then follows its gRPC message framing (a 5-byte prefix:
 //! compressed flag and big-endian length, then the message). A message
 //! larger than [`FREE_MESSAGE`] must take its length from the session's
 //! intake budget (`--session-max-intake-bytes`, default [`SESSION_INTAKE`])
@@ -28,8 +29,6 @@
 //! construction rather than by how fast the driver drains them.
 
 use crate::errno::Errno;
-use crate::idle::ActivityRegistry;
-use crate::session::SessionInfo;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::pin::Pin;
@@ -100,69 +99,19 @@ impl HeldIntake {
     }
 }
 
-/// The tower layer; see the module docs.
-#[derive(Debug, Clone)]
-pub struct IntakeLayer {
-    registry: ActivityRegistry,
-}
-
-impl IntakeLayer {
-    pub fn new(registry: ActivityRegistry) -> Self {
-        IntakeLayer { registry }
-    }
-}
-
-impl<S> tower::Layer<S> for IntakeLayer {
-    type Service = Intake<S>;
-
-    fn layer(&self, inner: S) -> Intake<S> {
-        Intake {
-            inner,
-            registry: self.registry.clone(),
-        }
-    }
-}
-
-/// See [`IntakeLayer`].
-#[derive(Debug, Clone)]
-pub struct Intake<S> {
-    inner: S,
-    registry: ActivityRegistry,
-}
-
-impl<S> tower::Service<http::Request<tonic::body::Body>> for Intake<S>
-where
-    S: tower::Service<http::Request<tonic::body::Body>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
-        let budget = request
-            .extensions()
-            .get::<SessionInfo>()
-            .and_then(|info| self.registry.get(info.id))
-            .map(|activity| activity.intake.clone());
-        let request = match budget {
-            Some(budget) => {
-                let keep = (request.uri().path() == HOLDING_PATH).then(|| {
-                    let keep = HeldIntake::default();
-                    request.extensions_mut().insert(keep.clone());
-                    keep
-                });
-                request.map(|body| {
-                    tonic::body::Body::new(IntakeBody::new(body, budget).keeping_in(keep))
-                })
-            }
-            None => request,
-        };
-        self.inner.call(request)
-    }
+/// `request` with its body charged against the session intake `budget`
+/// (see the module docs); a unary Write also gets the [`HeldIntake`] its
+/// handler keeps until it answers.
+pub fn charge(
+    mut request: http::Request<tonic::body::Body>,
+    budget: Budget,
+) -> http::Request<tonic::body::Body> {
+    let keep = (request.uri().path() == HOLDING_PATH).then(|| {
+        let keep = HeldIntake::default();
+        request.extensions_mut().insert(keep.clone());
+        keep
+    });
+    request.map(|body| tonic::body::Body::new(IntakeBody::new(body, budget).keeping_in(keep)))
 }
 
 /// Follows a request body's gRPC messages (see the module docs).

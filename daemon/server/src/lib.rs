@@ -309,10 +309,9 @@ async fn serve(
     } = params;
     let fd_listener = tokio::net::UnixListener::from_std(fd_listener)?;
     tokio::spawn(fd_service::serve(fd_listener, driver.clone()));
-    let registry = idle::ActivityRegistry::with_intake(intake_bytes);
     let idle_policy = session::IdlePolicy {
         timeout: idle_timeout,
-        registry: registry.clone(),
+        intake_bytes,
         owns_sockets: {
             let driver = driver.clone();
             std::sync::Arc::new(move |id| {
@@ -359,8 +358,7 @@ async fn serve(
         // RFC 9113 §6.7 PING: finds clients that hang without closing.
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .layer(idle::InFlightLayer::new(registry.clone()))
-        .layer(intake::IntakeLayer::new(registry))
+        .layer(idle::SessionLayer)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .add_service(SocketServiceServer::new(SocketService::new(driver.clone())))

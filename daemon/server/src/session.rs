@@ -2,10 +2,12 @@
 //! connection) is one session.
 //!
 //! [`SessionStream`] wraps the accepted `UnixStream` and is what tonic/hyper
-//! serve. It hands every request a [`SessionInfo`] (through
-//! `tonic::transport::server::Connected`, so handlers read it from
-//! `request.extensions()`): the session id and the peer's credentials, taken
-//! once with SO_PEERCRED at accept time. The acceptor announces each new
+//! serve. It hands every request a [`SessionConnection`] (through
+//! `tonic::transport::server::Connected`): the [`SessionInfo`] — session id
+//! and the peer's credentials, taken once with SO_PEERCRED at accept time —
+//! which the session layer ([`crate::idle::SessionLayer`]) puts where
+//! handlers read it (`request.extensions()`), and the session's
+//! [`Activity`] record. The acceptor announces each new
 //! session to the driver before hyper reads a byte of it; the stream's `Drop`
 //! (hyper drops the IO when the connection ends, for whatever reason) tells
 //! the driver the session is over, and the driver closes the session's
@@ -22,7 +24,7 @@
 
 use crate::admission::{Admission, Permit};
 use crate::authority::AuthorityFix;
-use crate::idle::{Activity, ActivityRegistry};
+use crate::idle::Activity;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -76,6 +78,14 @@ pub struct SessionInfo {
     pub creds: Credentials,
 }
 
+/// What every request of a session carries from its connection (tonic's
+/// connect info): who, and the session's activity record.
+#[derive(Clone, Debug)]
+pub struct SessionConnection {
+    pub info: SessionInfo,
+    pub activity: Arc<Activity>,
+}
+
 /// An accepted client connection; see the module docs.
 #[derive(Debug)]
 pub struct SessionStream {
@@ -104,7 +114,8 @@ pub type SocketsQuery =
 pub struct IdlePolicy {
     /// `None`: never dropped for idleness.
     pub timeout: Option<std::time::Duration>,
-    pub registry: ActivityRegistry,
+    /// Each session's intake budget, in bytes ([`crate::intake`]).
+    pub intake_bytes: usize,
     pub owns_sockets: SocketsQuery,
 }
 
@@ -179,17 +190,19 @@ impl IdleWatch {
 
 impl Drop for SessionStream {
     fn drop(&mut self) {
-        self.idle.policy.registry.unregister(self.info.id);
         // The driver may already be gone during shutdown; nothing to close then.
         let _ = self.driver.send(SessionEvent::Ended(self.info.id));
     }
 }
 
 impl tonic::transport::server::Connected for SessionStream {
-    type ConnectInfo = SessionInfo;
+    type ConnectInfo = SessionConnection;
 
-    fn connect_info(&self) -> SessionInfo {
-        self.info
+    fn connect_info(&self) -> SessionConnection {
+        SessionConnection {
+            info: self.info,
+            activity: self.idle.activity.clone(),
+        }
     }
 }
 
@@ -366,7 +379,7 @@ impl SessionAcceptor {
             preface_bytes: 0,
             authority: AuthorityFix::new(),
             idle: IdleWatch {
-                activity: self.idle.registry.register(info.id),
+                activity: Arc::new(Activity::new(self.idle.intake_bytes)),
                 policy: self.idle.clone(),
                 deadline: None,
                 socket_check: None,
