@@ -1,7 +1,8 @@
 //! A session opened inside a tokio runtime runs on that runtime: on a
 //! current-thread runtime, a whole connection (open, data both ways, close)
 //! runs with no thread of the library's own (`tcpd-client-io`), and so does
-//! the default session of the free constructors (`TcpListener::bind`). This test
+//! the default session of the free constructors (`TcpListener::bind`) on a
+//! multi-thread runtime. This test
 //! is its own binary, so no other test starts that runtime.
 
 use std::io::{Read, Write};
@@ -61,10 +62,16 @@ fn a_session_opened_in_a_runtime_runs_on_it() {
         assert_eq!(&got, b"hello");
         stream.close().await.expect("close");
     });
-    // The free constructors' default session (`Client::shared`) is this
-    // runtime's own too.
+    // The free constructors' default session (`Client::shared`) is a
+    // multi-thread runtime's own too (on a current-thread runtime it is the
+    // library's, whose threads work in parallel with the application).
     // SAFETY: this test binary has no other thread reading the environment.
     unsafe { std::env::set_var("TCPD_SOCKET", env.daemon.socket()) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("multi-thread runtime");
     rt.block_on(async {
         let listener = tcpd_client::TcpListener::bind((tcpd_e2e::TCPD_ADDR, 0))
             .await
