@@ -36,6 +36,35 @@ fn tcpctl(daemon: &Daemon) -> Command {
     command
 }
 
+/// `tcpctl capture -w file` running, once it says it captures; its stderr
+/// for the rest of what it says.
+fn start_capture(
+    daemon: &Daemon,
+    file: &std::path::Path,
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut capture = tcpctl(daemon)
+        .args(["capture", "-w"])
+        .arg(file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcpctl capture");
+    let mut stderr = BufReader::new(capture.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("capture's stderr");
+    assert!(first.contains("capturing"), "tcpctl capture said: {first}");
+    (capture, stderr)
+}
+
+/// Stops a capture as a user would (SIGINT); its exit status.
+fn stop_capture(capture: &mut std::process::Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT to tcpctl capture");
+    capture.wait().expect("wait for tcpctl capture")
+}
+
 fn impair_counters(daemon: &Daemon) -> (u64, u64, u64) {
     let output = tcpctl(daemon)
         .args(["stats", "--json"])
@@ -115,16 +144,7 @@ fn capture_shows_both_sides_of_the_impairer() {
     let scratch = tcpd_e2e::TempDir::new("capture").expect("scratch dir");
     let file = scratch.path().join("transfer.pcapng");
 
-    let mut capture = tcpctl(&daemon)
-        .args(["capture", "-w"])
-        .arg(&file)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpctl capture");
-    let mut stderr = BufReader::new(capture.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    stderr.read_line(&mut first).expect("capture's stderr");
-    assert!(first.contains("capturing"), "tcpctl capture said: {first}");
+    let (mut capture, mut stderr) = start_capture(&daemon, &file);
     let (out0, in0, _) = impair_counters(&daemon);
 
     let (listener, target) = tcpd_e2e::kernel_listener(&ns);
@@ -166,12 +186,7 @@ fn capture_shows_both_sides_of_the_impairer() {
         "{metrics}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT to tcpctl capture");
-    let status = capture.wait().expect("wait for tcpctl capture");
+    let status = stop_capture(&mut capture);
     let mut rest = String::new();
     let _ = stderr.read_to_string(&mut rest);
     assert!(status.success(), "tcpctl capture: {status} {rest}");
@@ -303,16 +318,7 @@ fn handshake_capture_shows_linuxs_window_scale() {
         .expect("set the namespace's tcp_rmem");
     let scratch = tcpd_e2e::TempDir::new("cap-ws").expect("scratch dir");
     let file = scratch.path().join("handshake.pcapng");
-    let mut capture = tcpctl(&daemon)
-        .args(["capture", "-w"])
-        .arg(&file)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpctl capture");
-    let mut stderr = BufReader::new(capture.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    stderr.read_line(&mut first).expect("capture's stderr");
-    assert!(first.contains("capturing"), "tcpctl capture said: {first}");
+    let (mut capture, _stderr) = start_capture(&daemon, &file);
 
     let (listener, target) = tcpd_e2e::kernel_listener(&ns);
     let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
@@ -323,12 +329,7 @@ fn handshake_capture_shows_linuxs_window_scale() {
     kernel.read_exact(&mut got).expect("kernel read");
     drop(stream);
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT to tcpctl capture");
-    let status = capture.wait().expect("wait for tcpctl capture");
+    let status = stop_capture(&mut capture);
     assert!(status.success(), "tcpctl capture: {status}");
 
     // SYN and SYN-ACK with their window-scale shift, as tshark decodes them.
