@@ -378,6 +378,24 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// `tcpctl ARGS` against this daemon: its socket given explicitly (the
+    /// environment's `TCPD_SOCKET` removed), stdin closed.
+    pub fn tcpctl(&self, args: &[&str]) -> Command {
+        self.tcpctl_binary(&bin_path("tcpctl"), args)
+    }
+
+    /// [`Daemon::tcpctl`] with another `tcpctl` binary (a packaged one).
+    pub fn tcpctl_binary(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TCPD_SOCKET")
+            .stdin(Stdio::null());
+        command
+    }
+
     /// The daemon's resident memory in KiB (VmRSS; 0 once it is gone).
     pub fn rss_kib(&self) -> u64 {
         self.pid().map_or(0, pid_rss_kib)

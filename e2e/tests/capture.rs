@@ -24,17 +24,7 @@ use std::time::{Duration, Instant};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use tcpd_client::blocking;
-use tcpd_e2e::{Daemon, Netns, bin_path, in_ci, require_privileges, which};
-
-fn tcpctl(daemon: &Daemon) -> Command {
-    let mut command = Command::new(bin_path("tcpctl"));
-    command
-        .arg("--socket")
-        .arg(daemon.socket())
-        .env_remove("TCPD_SOCKET")
-        .stdin(Stdio::null());
-    command
-}
+use tcpd_e2e::{Daemon, Netns, in_ci, require_privileges, which};
 
 /// `tcpctl capture -w file` running, once it says it captures; its stderr
 /// for the rest of what it says.
@@ -42,7 +32,8 @@ fn start_capture(
     daemon: &Daemon,
     file: &std::path::Path,
 ) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    let mut capture = tcpctl(daemon)
+    let mut capture = daemon
+        .tcpctl(&[])
         .args(["capture", "-w"])
         .arg(file)
         .stderr(Stdio::piped())
@@ -66,7 +57,8 @@ fn stop_capture(capture: &mut std::process::Child) -> std::process::ExitStatus {
 }
 
 fn impair_counters(daemon: &Daemon) -> (u64, u64, u64) {
-    let output = tcpctl(daemon)
+    let output = daemon
+        .tcpctl(&[])
         .args(["stats", "--json"])
         .output()
         .expect("tcpctl stats");
@@ -170,7 +162,8 @@ fn capture_shows_both_sides_of_the_impairer() {
     std::thread::sleep(Duration::from_millis(1500));
     let (out1, in1, capture_dropped) = impair_counters(&daemon);
     // The same counter in the Prometheus text (node_exporter's textfile collector).
-    let metrics = tcpctl(&daemon)
+    let metrics = daemon
+        .tcpctl(&[])
         .args(["stats", "--prometheus"])
         .output()
         .expect("tcpctl stats --prometheus");
@@ -229,7 +222,8 @@ fn capture_shows_both_sides_of_the_impairer() {
     );
 
     // The capture replays as a ladder: handshake, retransmissions, TIME-WAIT.
-    let replay = tcpctl(&daemon)
+    let replay = daemon
+        .tcpctl(&[])
         .args(["trace", "--no-time", "--replay"])
         .arg(&file)
         .output()

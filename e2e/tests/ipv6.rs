@@ -346,21 +346,11 @@ fn packet_too_big_from_the_path_shrinks_the_mss() {
     );
 }
 
-/// `tcpctl` against the daemon, its socket given explicitly.
-fn tcpctl(env: &Env, args: &[&str]) -> std::process::Command {
-    let mut command = std::process::Command::new(tcpd_e2e::bin_path("tcpctl"));
-    command
-        .arg("--socket")
-        .arg(env.daemon.socket())
-        .args(args)
-        .env_remove("TCPD_SOCKET")
-        .stdin(std::process::Stdio::null());
-    command
-}
-
 /// The impairer's drop counters (out, in) from `tcpctl stats --json`.
 fn impair_drops(env: &Env) -> (u64, u64) {
-    let output = tcpctl(env, &["stats", "--json"])
+    let output = env
+        .daemon
+        .tcpctl(&["stats", "--json"])
         .output()
         .expect("tcpctl stats");
     assert!(output.status.success(), "tcpctl stats failed");
@@ -440,7 +430,9 @@ fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
     let file = scratch.path().join("ipv6.pcapng");
     let (listener, target) = tcpd_e2e::kernel_listener_at(&env.ns, HOST_ADDR6.into());
 
-    let mut capture = tcpctl(&env, &["capture", "-w"])
+    let mut capture = env
+        .daemon
+        .tcpctl(&["capture", "-w"])
         .arg(&file)
         .stderr(Stdio::piped())
         .spawn()
@@ -450,14 +442,13 @@ fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
     capture_err.read_line(&mut line).expect("capture's stderr");
     assert!(line.contains("capturing"), "tcpctl capture said: {line}");
     let port = target.port().to_string();
-    let mut trace = tcpctl(
-        &env,
-        &["trace", "--next", "--port", &port, "--timeout", "90"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start tcpctl trace");
+    let mut trace = env
+        .daemon
+        .tcpctl(&["trace", "--next", "--port", &port, "--timeout", "90"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcpctl trace");
     line.clear();
     std::io::BufReader::new(trace.stderr.take().expect("stderr"))
         .read_line(&mut line)
@@ -558,7 +549,9 @@ fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
     assert_ne!(labels[0], labels[1], "each connection its own label");
 
     // The capture replays as a ladder of the IPv6 connections.
-    let replay = tcpctl(&env, &["trace", "--no-time", "--replay"])
+    let replay = env
+        .daemon
+        .tcpctl(&["trace", "--no-time", "--replay"])
         .arg(&file)
         .output()
         .expect("tcpctl trace --replay");
@@ -594,7 +587,7 @@ fn tcpctl_ls_filters_by_family_and_brackets_ipv6() {
     let local4 = s4.local_addr().expect("local4");
     assert!(local6.is_ipv6() && local4.is_ipv4());
     let ls = |args: &[&str]| {
-        let out = tcpctl(&env, args).output().expect("tcpctl ls");
+        let out = env.daemon.tcpctl(args).output().expect("tcpctl ls");
         assert!(
             out.status.success(),
             "{}",

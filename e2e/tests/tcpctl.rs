@@ -43,18 +43,11 @@ fn start(test: &str) -> Option<(Netns, Daemon)> {
 }
 
 fn tcpctl_command(daemon: &Daemon, args: &[&str]) -> Command {
-    tcpctl_command_from(&bin_path("tcpctl"), daemon, args)
+    daemon.tcpctl(args)
 }
 
 fn tcpctl_command_from(binary: &std::path::Path, daemon: &Daemon, args: &[&str]) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(args)
-        .env_remove("TCPD_SOCKET")
-        .stdin(Stdio::null());
-    command
+    daemon.tcpctl_binary(binary, args)
 }
 
 fn tcpctl(daemon: &Daemon, args: &[&str]) -> Output {

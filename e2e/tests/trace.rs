@@ -19,15 +19,10 @@ use std::time::{Duration, Instant};
 use tcpd_client::blocking;
 use tcpd_e2e::{Daemon, Netns, bin_path, kernel_listener, require_privileges};
 
+/// `tcpctl` against the daemon, drawing for an 80-column terminal.
 fn tcpctl(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut command = Command::new(bin_path("tcpctl"));
-    command
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(args)
-        .env_remove("TCPD_SOCKET")
-        .env("COLUMNS", "80")
-        .stdin(Stdio::null());
+    let mut command = daemon.tcpctl(args);
+    command.env("COLUMNS", "80");
     command
 }
 
