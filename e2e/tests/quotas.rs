@@ -349,3 +349,159 @@ fn a_client_that_never_reads_is_stopped_by_flow_control() {
     drop(conns);
     drop(sampler);
 }
+
+/// Issue 16: what a session's sockets hold in the stack counts against its
+/// buffered-bytes quota (`--session-max-buffered-bytes`). A client fills 64
+/// sockets with SO_SNDBUF 4 MiB toward a kernel peer that never reads (the
+/// stack alone would hold up to 256 MiB): once its sockets hold the quota,
+/// non-blocking writes get EAGAIN on every socket and a blocking write
+/// waits (back-pressure, not ENOBUFS); `tcpctl stats` shows the session
+/// limited and its bytes; the daemon's RSS stays below a ceiling; another
+/// session's echo works meanwhile.
+#[test]
+fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
+    const SOCKETS: usize = 64;
+    const QUOTA: u64 = 32 << 20;
+    const WRITE: usize = 1 << 20;
+    let quota = QUOTA.to_string();
+    let Some(env) = Env::setup("quota-buf", &["--session-max-buffered-bytes", &quota]) else {
+        return;
+    };
+    let (peer, peer_done) = never_reading_peer(&env.ns);
+    let rt = tcpd_e2e::runtime();
+    let rss_before = env.daemon.rss_kib();
+    let sampler = RssPeak::start(&env.daemon);
+    let channel = rt
+        .block_on(tcpd_client::connect_channel(env.daemon.socket()))
+        .expect("session");
+    let mut client = SocketServiceClient::new(channel);
+    let sndbuf = v2::OptionSetting {
+        option: v2::SocketOption::SoSndbuf as i32,
+        value: Some(v2::OptionValue {
+            value: Some(v2::option_value::Value::Int(4 << 20)),
+        }),
+    };
+    let errno_of = |r: Result<tonic::Response<v2::WriteResponse>, tonic::Status>| match r {
+        Ok(w) => Ok(w.into_inner().written),
+        Err(status) => Err(tcpd_proto::status_errno(&status)),
+    };
+    let started = Instant::now();
+    let (handles, accepted) = rt.block_on(async {
+        let mut handles = Vec::new();
+        for _ in 0..SOCKETS {
+            let h = client
+                .socket(v2::SocketRequest::default())
+                .await
+                .expect("socket")
+                .into_inner()
+                .handle;
+            client
+                .connect(v2::ConnectRequest {
+                    handle: h,
+                    address: Some(peer.into()),
+                    nonblocking: false,
+                    options: vec![sndbuf.clone()],
+                })
+                .await
+                .expect("connect to the never-reading peer");
+            handles.push(h);
+        }
+        // Round the sockets with non-blocking writes until every one says
+        // EAGAIN twice in a row (the kernel's window takes a little more
+        // after a first refusal).
+        let data = bytes_of(WRITE);
+        let mut accepted = 0u64;
+        let mut refusals = vec![0u32; SOCKETS];
+        while refusals.iter().any(|r| *r < 2) {
+            assert!(started.elapsed() < Duration::from_secs(60), "never limited");
+            for (i, &h) in handles.iter().enumerate() {
+                let r = client
+                    .write(v2::WriteRequest {
+                        handle: h,
+                        data: data.clone().into(),
+                        nonblocking: true,
+                        flags: 0,
+                    })
+                    .await;
+                match errno_of(r) {
+                    Ok(n) => {
+                        accepted += u64::from(n);
+                        refusals[i] = 0;
+                    }
+                    Err(Some(e)) if e == libc::EAGAIN => refusals[i] += 1,
+                    Err(e) => panic!("write: errno {e:?}, expected EAGAIN at the quota"),
+                }
+            }
+        }
+        (handles, accepted)
+    });
+    let filled = started.elapsed();
+    // A blocking write waits: back-pressure, no error.
+    let mut blocked_client = client.clone();
+    let h0 = handles[0];
+    let blocked = rt.spawn(async move {
+        blocked_client
+            .write(v2::WriteRequest {
+                handle: h0,
+                data: bytes_of(64 * 1024).into(),
+                nonblocking: false,
+                flags: 0,
+            })
+            .await
+    });
+    let counters = rt.block_on(async {
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
+        admin
+            .stats(v2::StatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner()
+            .counters
+    });
+    let counter = |name: &str| {
+        counters
+            .iter()
+            .find(|c| c.name == name)
+            .map_or_else(|| panic!("no counter {name}"), |c| c.value)
+    };
+    let echo = other_session_echo(&env, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let still_blocked = !blocked.is_finished();
+    let peak = sampler.peak();
+    let buffered = counter("api_buffered_bytes");
+    println!(
+        "{SOCKETS} sockets with SO_SNDBUF 4 MiB toward a never-reading peer, quota {} MiB: \
+         {} MiB accepted in {filled:?} (the kernel peer's windows took the rest) before EAGAIN \
+         on every socket; the session holds {} MiB (api_buffered_bytes), limited {} time(s); \
+         daemon RSS {} MiB before, peak {} MiB; another session's 256 KiB echo took {echo:?}",
+        QUOTA >> 20,
+        accepted >> 20,
+        buffered >> 20,
+        counter("api_limited_buffered_bytes"),
+        rss_before / 1024,
+        peak / 1024
+    );
+    assert!(
+        still_blocked,
+        "a blocking write at the quota did not wait: {blocked:?}"
+    );
+    blocked.abort();
+    assert!(counter("api_limited_buffered_bytes") >= 1);
+    assert_eq!(counter("api_limited_sessions"), 1);
+    // At the quota, within one write's overshoot; at least 7/8 of it.
+    assert!(
+        (QUOTA - QUOTA / 8..=QUOTA + WRITE as u64).contains(&buffered),
+        "the session holds {buffered} bytes, quota {QUOTA}"
+    );
+    // Without the quota the stack would hold up to 64 × 4 MiB.
+    assert!(
+        peak < rss_before + 128 * 1024,
+        "daemon RSS peaked at {} MiB (from {} MiB)",
+        peak / 1024,
+        rss_before / 1024
+    );
+    drop(client);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(sampler);
+    peer_done.store(true, Ordering::Relaxed);
+}

@@ -51,12 +51,17 @@ fn help(name: &str) -> String {
 /// The daemon's Stats entries that are current levels, not counts of
 /// events (see `Sockets::stats` and `Admission::named_counters` in the
 /// daemon): Prometheus gauges.
-pub const GAUGES: [&str; 5] = [
+pub const GAUGES: [&str; 10] = [
     "api_clients",
     "api_sessions",
     "api_sockets",
     "api_fd_sockets",
     "api_blocked_calls",
+    "api_buffered_bytes",
+    "api_limited_sessions",
+    "api_fd_unauthenticated",
+    "tcp_mem_bytes",
+    "orphan_bytes",
 ];
 
 /// Whether `name` is safe as part of a metric name ([a-z0-9_]).

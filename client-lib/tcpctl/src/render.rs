@@ -379,7 +379,7 @@ fn printable_label(name: &str) -> String {
 }
 
 /// Counter name prefixes shown under "Limits".
-const LIMIT_PREFIXES: [&str; 4] = ["syncookies_", "listen_", "orphan", "api_"];
+const LIMIT_PREFIXES: [&str; 5] = ["syncookies_", "listen_", "orphan", "api_", "tcp_mem"];
 
 /// Section order of `stats`.
 const STATS_SECTIONS: [&str; 7] = [

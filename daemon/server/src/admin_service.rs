@@ -160,6 +160,9 @@ impl Admin for AdminService {
         snapshot.counters.extend(self.admission.named_counters());
         snapshot
             .counters
+            .extend(self.driver.limit_counters().named());
+        snapshot
+            .counters
             .push(("api_refused_intake".to_string(), crate::intake::refusals()));
         Ok(Response::new(v2::StatsResponse {
             counters: counters(snapshot.counters),

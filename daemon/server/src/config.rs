@@ -103,9 +103,12 @@ pub struct Cli {
     /// Calls one API session may have blocked in the daemon; beyond, EAGAIN [default: 8192].
     #[arg(long, value_name = "N")]
     pub session_max_blocked_calls: Option<usize>,
-    /// Bytes one API session's blocked writes may hold in the daemon; beyond, ENOBUFS [default: 67108864].
+    /// Bytes one API session's sockets may buffer in the stack plus its blocked writes' payloads: at it, its writes block and its windows stop growing; blocked writes' payloads beyond it get ENOBUFS [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub session_max_buffered_bytes: Option<usize>,
+    /// Calls one API session may have queued for the driver; further calls wait for the session's own slots [default: 16].
+    #[arg(long, value_name = "N")]
+    pub session_op_slots: Option<usize>,
     /// Sockets all API sessions of one non-root uid may hold; beyond, EMFILE [default: 16384].
     #[arg(long, value_name = "N")]
     pub uid_max_sockets: Option<usize>,
@@ -137,6 +140,7 @@ pub struct FileConfig {
     pub session_max_sockets: Option<usize>,
     pub session_max_blocked_calls: Option<usize>,
     pub session_max_buffered_bytes: Option<usize>,
+    pub session_op_slots: Option<usize>,
     pub uid_max_sockets: Option<usize>,
     pub session_max_intake_bytes: Option<usize>,
 }
@@ -224,6 +228,8 @@ pub enum ConfigError {
     Impair(String),
     #[error("invalid --msl-ms 0: must be positive")]
     Msl,
+    #[error("invalid --session-op-slots 0: must be positive")]
+    OpSlots,
     #[error(transparent)]
     Limit(#[from] LimitError),
 }
@@ -407,6 +413,11 @@ impl Settings {
                         .uid_max_sockets
                         .or(file.uid_max_sockets)
                         .unwrap_or(d.sockets_per_uid),
+                    op_slots: match cli.session_op_slots.or(file.session_op_slots) {
+                        Some(0) => return Err(ConfigError::OpSlots),
+                        Some(n) => n.min(crate::ops::OP_CHANNEL_CAPACITY),
+                        None => d.op_slots,
+                    },
                 }
             },
             intake_bytes: cli
@@ -478,6 +489,50 @@ mod tests {
         let s =
             Settings::resolve(&cli(&["--session-max-intake-bytes", "4096"]), file).expect("valid");
         assert_eq!(s.intake_bytes, 4096, "the flag wins");
+    }
+
+    #[test]
+    fn op_slots_are_a_flag_and_a_key() {
+        let s = Settings::resolve(&cli(&[]), FileConfig::default()).expect("valid");
+        assert_eq!(s.quotas.op_slots, crate::ops::SESSION_QUEUE_SLOTS);
+        let file = FileConfig {
+            session_op_slots: Some(4),
+            ..FileConfig::default()
+        };
+        assert_eq!(
+            Settings::resolve(&cli(&[]), file)
+                .expect("valid")
+                .quotas
+                .op_slots,
+            4
+        );
+        let s = Settings::resolve(&cli(&["--session-op-slots", "2"]), FileConfig::default())
+            .expect("valid");
+        assert_eq!(s.quotas.op_slots, 2);
+        assert!(
+            Settings::resolve(&cli(&["--session-op-slots", "0"]), FileConfig::default()).is_err()
+        );
+    }
+
+    /// The shipped systemd/tcpd.toml, every commented-out key switched on,
+    /// is a valid configuration (its keys are the flags' names).
+    #[test]
+    fn the_shipped_config_file_parses_with_every_key_on() {
+        let text = include_str!("../../../systemd/tcpd.toml");
+        let on: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&on).expect("every key known");
+        // `user` needs the account to exist at start, not at parsing.
+        let file = FileConfig { user: None, ..file };
+        let s = Settings::resolve(&cli(&[]), file).expect("valid values");
+        assert_eq!(s.quotas.op_slots, 16);
+        assert_eq!(s.limits.fd_max_unauthenticated, 64);
     }
 
     #[test]

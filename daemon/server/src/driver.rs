@@ -74,7 +74,7 @@ impl Driver {
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::unbounded_channel();
         let (state_changes, _) = broadcast::channel::<StateChange>(STATE_CHANGE_CAPACITY);
-        let slots = std::sync::Arc::new(SessionSlots::default());
+        let slots = std::sync::Arc::new(SessionSlots::new(quotas.op_slots));
         let driver = Driver {
             core: Sockets::new(stack, clock, quotas, state_changes.clone()),
             device,
@@ -90,6 +90,7 @@ impl Driver {
         let handle = DriverHandle {
             ops: ops_tx,
             slots,
+            limit_counters: std::sync::Arc::default(),
             control: control_tx,
             sessions: sessions_tx,
             state_changes,

@@ -4,12 +4,14 @@
 //! Protocol: `tcpd_proto::fd_channel`. A connection must first present a
 //! token from the `OpenFdChannel` RPC, from a process of the same uid as the
 //! RPC's session (SO_PEERCRED, and the same pid when the kernel names both),
-//! within [`HELLO_TIMEOUT`]; the connection then acts for that session only,
+//! within `--fd-hello-timeout-ms` (5 s by default); the connection then acts for that session only,
 //! so a client can never obtain another session's socket. Each request is a
 //! typed [`Op`] to the driver; descriptors cross with `SCM_RIGHTS`.
 //!
-//! Bounds: at most [`MAX_UNAUTHENTICATED`] connections may be waiting for
-//! their hello (others are closed at once); tokens are one per session.
+//! Bounds: at most `--fd-max-unauthenticated` (64 by default) connections
+//! may be waiting for their hello (others are closed at once, counted as
+//! `api_fd_refused_unauthenticated`; timeouts as `api_fd_hello_timeouts`);
+//! tokens are one per session.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -26,14 +28,30 @@ use crate::errno::Errno;
 use crate::ops::{DriverHandle, Op};
 use crate::session::{Credentials, SessionInfo};
 
-/// Time a new connection has to present its token.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections waiting for their hello at once.
-const MAX_UNAUTHENTICATED: usize = 64;
+/// The fd channel's bounds (`--fd-max-unauthenticated`, `--fd-hello-timeout-ms`).
+#[derive(Clone, Copy, Debug)]
+pub struct FdChannelLimits {
+    /// Connections waiting for their hello at once.
+    pub max_unauthenticated: usize,
+    /// Time a new connection has to present its token.
+    pub hello_timeout: Duration,
+}
+
+/// Releases a waiting connection's place in the `api_fd_unauthenticated` gauge.
+struct Waiting {
+    driver: DriverHandle,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.driver.limit_counters().fd_waiting(false);
+    }
+}
 
 /// Accepts fd-channel connections until the listener fails.
-pub async fn serve(listener: UnixListener, driver: DriverHandle) {
-    let waiting = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
+pub async fn serve(listener: UnixListener, driver: DriverHandle, limits: FdChannelLimits) {
+    let waiting = Arc::new(Semaphore::new(limits.max_unauthenticated.max(1)));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -44,19 +62,33 @@ pub async fn serve(listener: UnixListener, driver: DriverHandle) {
             }
         };
         let Ok(permit) = Arc::clone(&waiting).try_acquire_owned() else {
-            tracing::debug!("fd channel: too many connections without a hello; closing one");
+            driver
+                .limit_counters()
+                .count(crate::limits::ApiLimit::FdUnauthenticated);
             continue;
+        };
+        driver.limit_counters().fd_waiting(true);
+        let permit = Waiting {
+            driver: driver.clone(),
+            _permit: permit,
         };
         let driver = driver.clone();
         tokio::spawn(async move {
-            let session = match tokio::time::timeout(HELLO_TIMEOUT, hello(&stream, &driver)).await {
-                Ok(Ok(Some(session))) => session,
-                Ok(Ok(None)) | Err(_) => return,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "fd channel: hello failed");
-                    return;
-                }
-            };
+            let session =
+                match tokio::time::timeout(limits.hello_timeout, hello(&stream, &driver)).await {
+                    Ok(Ok(Some(session))) => session,
+                    Ok(Ok(None)) => return,
+                    Err(_) => {
+                        driver
+                            .limit_counters()
+                            .count(crate::limits::ApiLimit::FdHelloTimeout);
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "fd channel: hello failed");
+                        return;
+                    }
+                };
             drop(permit);
             if let Err(e) = channel(&stream, &driver, session).await {
                 tracing::debug!(error = %e, "fd channel ended");

@@ -143,10 +143,11 @@ impl Harness {
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
         let (control, _control_rx) = mpsc::unbounded_channel::<Control>();
         let (state_changes, _) = broadcast::channel(64);
-        let slots = Arc::new(SessionSlots::default());
+        let slots = Arc::new(SessionSlots::new(quotas.op_slots));
         let driver = DriverHandle {
             ops: ops_tx,
             slots: slots.clone(),
+            limit_counters: Arc::default(),
             control,
             sessions: sessions_tx,
             state_changes,
@@ -612,6 +613,7 @@ pub(crate) const FUZZ_QUOTAS: Quotas = Quotas {
     pending_ops: 32,
     buffered_bytes: 1 << 20,
     sockets_per_uid: 32,
+    op_slots: crate::ops::SESSION_QUEUE_SLOTS,
 };
 
 /// Records one input may hold (bounds the time of one run).

@@ -247,6 +247,10 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         idle_timeout: settings.limits.idle_timeout,
         intake_bytes: settings.intake_bytes,
         fd_listener: fd_socket.listener,
+        fd_limits: fd_service::FdChannelLimits {
+            max_unauthenticated: settings.limits.fd_max_unauthenticated as usize,
+            hello_timeout: settings.limits.fd_hello_timeout,
+        },
     };
     let result = rt.block_on(serve(socket, handle, server, driver_done));
     socket_file::remove(&socket_path);
@@ -288,6 +292,7 @@ struct ServeParams {
     intake_bytes: usize,
     /// The fd channel's socket (fd_service).
     fd_listener: std::os::unix::net::UnixListener,
+    fd_limits: fd_service::FdChannelLimits,
 }
 
 /// How long a keepalive ping may go unanswered before the connection is dropped.
@@ -306,9 +311,10 @@ async fn serve(
         idle_timeout,
         intake_bytes,
         fd_listener,
+        fd_limits,
     } = params;
     let fd_listener = tokio::net::UnixListener::from_std(fd_listener)?;
-    tokio::spawn(fd_service::serve(fd_listener, driver.clone()));
+    tokio::spawn(fd_service::serve(fd_listener, driver.clone(), fd_limits));
     let idle_policy = session::IdlePolicy {
         timeout: idle_timeout,
         intake_bytes,

@@ -6,7 +6,13 @@
 //! - the stack's (SYN queue and cookies, SYN,ACK retries), handed to
 //!   `tcpd_stack::StackConfig`;
 //! - the API's (client connections in total and per uid, the HTTP/2
-//!   handshake and idle timeouts), enforced by [`crate::session`].
+//!   handshake and idle timeouts), enforced by [`crate::session`], and the
+//!   fd channel's (connections waiting for their hello, the hello
+//!   timeout), enforced by [`crate::fd_service`];
+//! - the stack-wide memory limit (`--tcp-mem`, Linux's `tcp_mem`).
+//!
+//! [`ApiLimitCounters`] counts the limits enforced outside the driver (op
+//! slots, fd channel) for `tcpctl stats`, and logs their first bite.
 //!
 //! Every default is justified in tcpd(8). Each limit has a counter in
 //! `tcpctl stats`.
@@ -55,6 +61,15 @@ pub struct LimitFlags {
     /// Drop an API connection with no RPC in flight and no socket for this long, in ms; 0 disables [default: 300000].
     #[arg(long, value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// Bytes all connections may buffer, LOW,PRESSURE,HIGH as Linux's tcp_mem (in bytes, not pages) [default: 3/64,1/16,3/32 of RAM].
+    #[arg(long, value_name = "LOW,PRESSURE,HIGH")]
+    pub tcp_mem: Option<String>,
+    /// fd-channel connections that may wait for their hello at once; more are closed [default: 64].
+    #[arg(long, value_name = "N")]
+    pub fd_max_unauthenticated: Option<u32>,
+    /// Time a new fd-channel connection has to present its token, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub fd_hello_timeout_ms: Option<u64>,
 }
 
 /// A `[limits]` or flag value out of range.
@@ -62,6 +77,10 @@ pub struct LimitFlags {
 pub enum LimitError {
     #[error("invalid --syncookies {0:?}: expected never, auto or always")]
     SynCookies(String),
+    #[error(
+        "invalid --tcp-mem {0:?}: expected LOW,PRESSURE,HIGH in bytes, LOW <= PRESSURE <= HIGH, HIGH > 0"
+    )]
+    TcpMem(String),
     #[error("invalid --{name} {value}: must be in {min}..={max}")]
     Range {
         name: &'static str,
@@ -89,6 +108,46 @@ pub struct Limits {
     pub keepalive: Option<std::time::Duration>,
     /// `None`: idle connections are kept.
     pub idle_timeout: Option<std::time::Duration>,
+    /// Stack-wide buffered bytes: low, pressure, high.
+    pub tcp_mem: [usize; 3],
+    pub fd_max_unauthenticated: u32,
+    pub fd_hello_timeout: std::time::Duration,
+}
+
+/// Linux's default `tcp_mem` (`tcp_init_mem`): a sixteenth of the memory
+/// as the pressure threshold, three quarters of that as low, twice low as
+/// the hard limit — 3/64, 1/16 and 3/32 of RAM (24 GiB here: 1.1, 1.5 and
+/// 2.2 GiB, what this kernel's sysctl shows). Linux counts pages and
+/// per-segment overhead; tcpd counts payload bytes, which only makes it
+/// the more generous in data terms. Without /proc/meminfo: 4 GiB of RAM.
+pub fn default_tcp_mem() -> [usize; 3] {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib.saturating_mul(1024));
+    let ram = usize::try_from(ram).unwrap_or(usize::MAX);
+    let pressure = (ram / 16).max(1 << 20);
+    let low = pressure / 4 * 3;
+    [low, pressure, low * 2]
+}
+
+/// Parses `LOW,PRESSURE,HIGH` (bytes).
+fn parse_tcp_mem(text: &str) -> Result<[usize; 3], LimitError> {
+    let bad = || LimitError::TcpMem(text.to_string());
+    let values: Vec<usize> = text
+        .split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match values[..] {
+        [low, pressure, high] if low <= pressure && pressure <= high && high > 0 => {
+            Ok([low, pressure, high])
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// Linux's limits for the same knobs: tcp_max_syn_backlog is at least 128;
@@ -208,7 +267,27 @@ impl Limits {
         )?);
         let keepalive = timeout_ms("keepalive-ms", pick!(keepalive_ms), 60_000)?;
         let idle_timeout = timeout_ms("idle-timeout-ms", pick!(idle_timeout_ms), 300_000)?;
+        let tcp_mem = match cli.tcp_mem.as_ref().or(file.tcp_mem.as_ref()) {
+            Some(text) => parse_tcp_mem(text)?,
+            None => default_tcp_mem(),
+        };
+        let fd_max_unauthenticated = count(
+            "fd-max-unauthenticated",
+            pick!(fd_max_unauthenticated),
+            64,
+            1,
+            MAX_CLIENTS,
+        )?;
+        let fd_hello_timeout = std::time::Duration::from_millis(in_range_u64(
+            "fd-hello-timeout-ms",
+            pick!(fd_hello_timeout_ms).unwrap_or(5_000),
+            1,
+            MAX_TIMEOUT_MS,
+        )?);
         Ok(Limits {
+            tcp_mem,
+            fd_max_unauthenticated,
+            fd_hello_timeout,
             idle_timeout,
             max_clients,
             max_clients_per_uid,
@@ -233,6 +312,7 @@ impl Limits {
         config.max_orphan_memory = self.max_orphan_memory;
         config.orphan_retries = self.orphan_retries;
         config.fin_timeout = self.fin_timeout;
+        config.tcp_mem = Some(self.tcp_mem);
     }
 }
 
@@ -244,7 +324,7 @@ struct Watched {
 }
 
 /// Stack limits whose first bite (and later ones, at most once a minute) is logged.
-const WATCHED: [Watched; 5] = [
+const WATCHED: [Watched; 7] = [
     Watched {
         counter: |s| s.syncookies_sent,
         name: "max-syn-backlog",
@@ -269,6 +349,18 @@ const WATCHED: [Watched; 5] = [
         counter: |s| s.orphan_timeouts,
         name: "orphan-retries / fin-timeout",
         message: "orphaned connections whose peer stopped answering or reading were dropped",
+    },
+    Watched {
+        counter: |s| s.tcp_mem_pressure,
+        name: "tcp-mem (pressure)",
+        message: "connections buffer more than --tcp-mem's pressure threshold: buffers stop \
+                  growing and receive windows are clamped to four segments",
+    },
+    Watched {
+        counter: |s| s.tcp_mem_full,
+        name: "tcp-mem (high)",
+        message: "connections buffer --tcp-mem's hard limit: writes block, windows stop \
+                  and data that does not keep a connection going is dropped",
     },
 ];
 
@@ -304,6 +396,115 @@ impl LimitLog {
     }
 }
 
+/// A limit enforced outside the driver (see [`ApiLimitCounters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiLimit {
+    /// A session's call waited for one of its op-channel slots (`--session-op-slots`).
+    OpSlots,
+    /// An fd-channel connection was closed: too many waiting for their hello.
+    FdUnauthenticated,
+    /// An fd-channel connection sent no valid hello in time.
+    FdHelloTimeout,
+}
+
+impl ApiLimit {
+    const ALL: [ApiLimit; 3] = [
+        ApiLimit::OpSlots,
+        ApiLimit::FdUnauthenticated,
+        ApiLimit::FdHelloTimeout,
+    ];
+
+    /// The counter's name in `tcpctl stats`.
+    fn counter(self) -> &'static str {
+        match self {
+            ApiLimit::OpSlots => "api_op_slot_waits",
+            ApiLimit::FdUnauthenticated => "api_fd_refused_unauthenticated",
+            ApiLimit::FdHelloTimeout => "api_fd_hello_timeouts",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            ApiLimit::OpSlots => {
+                "a session has --session-op-slots calls queued for the driver: its further \
+                 calls wait for its own slots (other sessions are not delayed)"
+            }
+            ApiLimit::FdUnauthenticated => {
+                "--fd-max-unauthenticated fd-channel connections are waiting for their \
+                 hello: further ones are closed at once"
+            }
+            ApiLimit::FdHelloTimeout => {
+                "an fd-channel connection sent no valid hello within --fd-hello-timeout-ms: closed"
+            }
+        }
+    }
+}
+
+/// Counts the limits enforced outside the driver (shared by the API
+/// handlers and the fd channel through the driver handle), and the fd
+/// connections waiting for their hello (a gauge); logs each limit's first
+/// bite, then at most once a minute with the count since.
+#[derive(Debug, Default)]
+pub struct ApiLimitCounters {
+    counts: [std::sync::atomic::AtomicU64; 3],
+    fd_unauthenticated: std::sync::atomic::AtomicU64,
+    /// Per limit: when last logged, and the count then.
+    logged: std::sync::Mutex<[(Option<std::time::Instant>, u64); 3]>,
+}
+
+impl ApiLimitCounters {
+    /// One more bite of `limit`.
+    pub fn count(&self, limit: ApiLimit) {
+        use std::sync::atomic::Ordering;
+        let i = limit as usize;
+        let total = self.counts[i].fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, seen) = &mut logged[i];
+        let now = std::time::Instant::now();
+        if at.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(60)) {
+            return;
+        }
+        tracing::warn!(
+            limit = limit.counter(),
+            count = total - *seen,
+            total,
+            "{} (logged at most once a minute; `tcpctl stats` counts every one)",
+            limit.message()
+        );
+        *at = Some(now);
+        *seen = total;
+    }
+
+    /// An fd-channel connection started (`true`) or stopped waiting for its hello.
+    pub fn fd_waiting(&self, started: bool) {
+        use std::sync::atomic::Ordering;
+        if started {
+            self.fd_unauthenticated.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.fd_unauthenticated.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every counter with its name, for `tcpctl stats`.
+    pub fn named(&self) -> Vec<(String, u64)> {
+        use std::sync::atomic::Ordering;
+        let mut v: Vec<(String, u64)> = ApiLimit::ALL
+            .iter()
+            .map(|l| {
+                (
+                    l.counter().to_string(),
+                    self.counts[*l as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        v.push((
+            "api_fd_unauthenticated".to_string(),
+            self.fd_unauthenticated.load(Ordering::Relaxed),
+        ));
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +523,31 @@ mod tests {
         assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(10));
         assert_eq!(l.keepalive, Some(std::time::Duration::from_secs(60)));
         assert_eq!(l.idle_timeout, Some(std::time::Duration::from_secs(300)));
+        assert_eq!(l.tcp_mem, default_tcp_mem());
+        let [low, pressure, high] = l.tcp_mem;
+        assert!(low < pressure && pressure < high && high >= 1 << 20);
+        assert_eq!(l.fd_max_unauthenticated, 64);
+        assert_eq!(l.fd_hello_timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tcp_mem_is_three_ordered_byte_counts() {
+        let cli = |text: &str| LimitFlags {
+            tcp_mem: Some(text.into()),
+            ..LimitFlags::default()
+        };
+        let l = Limits::resolve(&cli("1000, 2000,4000"), None).expect("valid");
+        assert_eq!(l.tcp_mem, [1000, 2000, 4000]);
+        for bad in ["1,2", "3,2,1", "0,0,0", "a,b,c", "1,2,3,4"] {
+            assert!(Limits::resolve(&cli(bad), None).is_err(), "{bad}");
+        }
+        let file: LimitFlags = toml::from_str("tcp-mem = \"10,20,30\"").expect("toml");
+        assert_eq!(
+            Limits::resolve(&LimitFlags::default(), Some(&file))
+                .expect("file")
+                .tcp_mem,
+            [10, 20, 30]
+        );
     }
 
     #[test]
@@ -347,6 +573,25 @@ mod tests {
 #[cfg(test)]
 mod log_tests {
     use super::*;
+
+    #[test]
+    fn api_limit_counters_count_every_bite() {
+        let c = ApiLimitCounters::default();
+        c.count(ApiLimit::OpSlots);
+        c.count(ApiLimit::OpSlots);
+        c.count(ApiLimit::FdHelloTimeout);
+        c.fd_waiting(true);
+        c.fd_waiting(true);
+        c.fd_waiting(false);
+        let named = c.named();
+        let get = |n: &str| named.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(get("api_op_slot_waits"), Some(2));
+        assert_eq!(get("api_fd_refused_unauthenticated"), Some(0));
+        assert_eq!(get("api_fd_hello_timeouts"), Some(1));
+        assert_eq!(get("api_fd_unauthenticated"), Some(1));
+        // Logged once: the second bite came within the minute.
+        assert_eq!(c.logged.lock().expect("lock")[0].1, 1);
+    }
 
     #[test]
     fn limit_log_is_rate_limited() {

@@ -8,7 +8,9 @@
 //! means the caller went away: the driver drops the parked op (cancel).
 //!
 //! Fairness: the op channel is shared by every session, but a session may
-//! have at most [`SESSION_QUEUE_SLOTS`] ops waiting in it; its further calls
+//! have at most `--session-op-slots` ([`SESSION_QUEUE_SLOTS`] by default)
+//! ops waiting in it (a call that has to wait is counted as
+//! `api_op_slot_waits`); its further calls
 //! wait for one of its own slots ([`SessionSlots`], FIFO), not in the shared
 //! queue. So a session that floods calls delays another session's call by
 //! at most a slot's worth of ops per active session, never by its whole
@@ -324,10 +326,10 @@ pub struct Request {
 /// Capacity of the op channel: handlers wait (back-pressure) beyond it.
 pub const OP_CHANNEL_CAPACITY: usize = 1024;
 
-/// Ops one session may have waiting in the op channel (see the module docs).
-/// Small next to the channel, so many sessions fit in it at once; large
-/// enough that a session's pipelined calls still reach the driver in
-/// batches.
+/// Ops one session may have waiting in the op channel by default (see the
+/// module docs). Small next to the channel, so many sessions fit in it at
+/// once; large enough that a session's pipelined calls still reach the
+/// driver in batches.
 pub const SESSION_QUEUE_SLOTS: usize = 16;
 
 /// A request in the op channel, holding one of its session's slots until
@@ -339,17 +341,33 @@ pub struct Queued {
 }
 
 /// Every session's op-channel slots (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionSlots {
     sessions: Mutex<HashMap<SessionId, Arc<Semaphore>>>,
+    /// Slots per session.
+    per_session: usize,
+}
+
+impl Default for SessionSlots {
+    fn default() -> Self {
+        SessionSlots::new(SESSION_QUEUE_SLOTS)
+    }
 }
 
 impl SessionSlots {
+    /// `per_session` slots for each session (at least one).
+    pub fn new(per_session: usize) -> SessionSlots {
+        SessionSlots {
+            sessions: Mutex::default(),
+            per_session: per_session.max(1),
+        }
+    }
+
     pub(crate) fn of(&self, id: SessionId) -> Arc<Semaphore> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
             .entry(id)
-            .or_insert_with(|| Arc::new(Semaphore::new(SESSION_QUEUE_SLOTS)))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_session)))
             .clone()
     }
 
@@ -380,6 +398,8 @@ pub enum Control {
 pub struct DriverHandle {
     pub(crate) ops: mpsc::Sender<Queued>,
     pub(crate) slots: Arc<SessionSlots>,
+    /// Counters of the limits enforced outside the driver.
+    pub(crate) limit_counters: Arc<crate::limits::ApiLimitCounters>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
     pub(crate) sessions: crate::session::SessionEvents,
     pub(crate) state_changes: broadcast::Sender<StateChange>,
@@ -397,12 +417,15 @@ impl DriverHandle {
         op: impl FnOnce(Reply<T>) -> Op,
     ) -> Result<T, Errno> {
         let (reply, result) = oneshot::channel();
-        let slot = self
-            .slots
-            .of(session.id)
-            .acquire_owned()
-            .await
-            .map_err(|_| gone())?;
+        let slots = self.slots.of(session.id);
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(gone()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.limit_counters.count(crate::limits::ApiLimit::OpSlots);
+                slots.acquire_owned().await.map_err(|_| gone())?
+            }
+        };
         let request = Request {
             session,
             op: op(reply),
@@ -450,6 +473,11 @@ impl DriverHandle {
     /// The sender sessions report their start and end on.
     pub fn session_events(&self) -> crate::session::SessionEvents {
         self.sessions.clone()
+    }
+
+    /// Counters of the limits enforced outside the driver (op slots, fd channel).
+    pub fn limit_counters(&self) -> &crate::limits::ApiLimitCounters {
+        &self.limit_counters
     }
 
     /// Subscribes to connection state changes (admin Watch).

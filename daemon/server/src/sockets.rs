@@ -13,7 +13,18 @@
 //! Closing a socket drops its parked ops (their callers see EBADF).
 //!
 //! Quotas (per session, from the config): sockets (EMFILE), parked ops
-//! (EAGAIN) and bytes held by parked writes (ENOBUFS).
+//! (EAGAIN), bytes held by parked writes (ENOBUFS), and buffered bytes —
+//! what the session's sockets hold in the stack's send and receive queues
+//! (out-of-order data included, as `Stack::poll_buffered` reports them)
+//! plus its parked writes' payloads. A session at its buffered-bytes quota
+//! is *limited*: every socket it owns is at [`MemoryLevel::Full`] in the
+//! stack, so its writes block (EAGAIN, or a parked write: back-pressure)
+//! and its receive windows stop growing (never shrinking what was
+//! advertised); once it falls to 7/8 of the quota its sockets are released.
+//! A write that went in before the limit was noticed may overshoot by what
+//! the stack accepted in that one call; receive by the windows already
+//! advertised. A closed socket's bytes leave the session: the stack counts
+//! them as an orphan's (`--max-orphan-memory`) and in its `tcp_mem` total.
 //!
 //! Sockets as file descriptors ([`crate::fd_link`]): a socket created or
 //! attached through the fd channel has a socketpair whose daemon end the
@@ -40,8 +51,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tcpd_proto::errno::{EACCES, EAGAIN, EINPROGRESS, EINVAL, EMFILE, ENOBUFS};
 use tcpd_stack::{
-    Instant, IpFamily, OptionName, Readiness, SendFlags, SockOption, SocketHandle, SocketInfo,
-    Stack, StackEvent, TcpState,
+    Instant, IpFamily, MemoryLevel, OptionName, Readiness, SendFlags, SockOption, SocketHandle,
+    SocketInfo, Stack, StackEvent, TcpState,
 };
 use tokio::sync::broadcast;
 
@@ -61,12 +72,17 @@ pub struct Quotas {
     pub sockets: usize,
     /// Ops a session may have parked at once (EAGAIN beyond).
     pub pending_ops: usize,
-    /// Bytes a session's parked writes may hold in the daemon (ENOBUFS beyond).
+    /// Bytes a session's parked writes may hold in the daemon (ENOBUFS
+    /// beyond), and bytes its sockets' stack buffers and parked writes may
+    /// hold together (its sockets are limited at it; see the module docs).
     pub buffered_bytes: usize,
     /// Sockets all sessions of one uid may hold together (EMFILE beyond);
     /// root is exempt. Without it a user could multiply the session quota
     /// by opening many API connections.
     pub sockets_per_uid: usize,
+    /// Ops a session may have waiting in the driver's shared channel; its
+    /// further calls wait for its own slots ([`crate::ops::SessionSlots`]).
+    pub op_slots: usize,
 }
 
 impl Default for Quotas {
@@ -82,6 +98,7 @@ impl Default for Quotas {
             // Four sessions' worth: several programs of one user at their
             // per-process limit, a bounded share of the daemon's memory.
             sockets_per_uid: 4 * 4096,
+            op_slots: crate::ops::SESSION_QUEUE_SLOTS,
         }
     }
 }
@@ -94,6 +111,13 @@ struct Refusals {
     session_sockets: u64,
     blocked_calls: u64,
     buffered_bytes: u64,
+    /// Times a session reached its buffered-bytes quota and was limited
+    /// (`api_limited_buffered_bytes`).
+    limited: u64,
+    /// When a session's limiting was last logged.
+    limited_logged: Option<std::time::Instant>,
+    /// Limits since then, not logged yet.
+    limited_unlogged: u64,
 }
 
 /// Which per-session quota refused a call.
@@ -130,7 +154,33 @@ impl Refusals {
         }
     }
 
-    fn counters(&self) -> [(String, u64); 3] {
+    /// Counts a session limited at its buffered-bytes quota; logs the first
+    /// time, then at most once a minute with the count since.
+    fn count_limited(&mut self, session: SessionId, used: usize, quota: usize) {
+        self.limited += 1;
+        self.limited_unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .limited_logged
+            .is_some_and(|at| now.duration_since(at) < LIMIT_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            session = session.0,
+            used,
+            quota,
+            count = self.limited_unlogged,
+            "a session's sockets and blocked writes hold --session-max-buffered-bytes: \
+             its writes block (EAGAIN) and its receive windows stop growing until it \
+             falls below 7/8 of it (logged at most once a minute; `tcpctl stats` \
+             counts api_limited_buffered_bytes)"
+        );
+        self.limited_logged = Some(now);
+        self.limited_unlogged = 0;
+    }
+
+    fn counters(&self) -> [(String, u64); 4] {
         [
             (
                 "api_refused_session_sockets".to_string(),
@@ -141,9 +191,14 @@ impl Refusals {
                 "api_refused_buffered_bytes".to_string(),
                 self.buffered_bytes,
             ),
+            ("api_limited_buffered_bytes".to_string(), self.limited),
         ]
     }
 }
+
+/// Quiet time between two log lines about sessions limited at their
+/// buffered-bytes quota.
+const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The daemon's monotonic clock, mapped onto the stack's [`Instant`].
 #[derive(Clone, Copy, Debug)]
@@ -277,6 +332,8 @@ struct SocketEntry {
     /// the owner's session ends while the socket lives on, the first of
     /// them becomes the owner (see [`Sockets::transfer_owner`]).
     sharers: Vec<SessionInfo>,
+    /// The stack's buffered bytes for it, as last reported (charged to the owner).
+    buffered: usize,
 }
 
 /// What one session holds, against its [`Quotas`].
@@ -285,6 +342,20 @@ struct SessionUse {
     sockets: usize,
     parked: usize,
     parked_bytes: usize,
+    /// What its sockets hold in the stack's buffers.
+    stack_bytes: usize,
+    /// At its buffered-bytes quota: its sockets are at `MemoryLevel::Full`.
+    limited: bool,
+    /// Its bytes changed since the quota was last checked (it is in
+    /// `Sockets::dirty`).
+    dirty: bool,
+}
+
+impl SessionUse {
+    /// What counts against the buffered-bytes quota.
+    fn buffered(&self) -> usize {
+        self.stack_bytes + self.parked_bytes
+    }
 }
 
 /// A poll(2) waiting for any of its entries to become ready.
@@ -311,6 +382,8 @@ pub struct Sockets {
     uid_refusals: u64,
     /// Calls refused by the per-session quotas.
     refusals: Refusals,
+    /// Sessions whose buffered bytes changed since the quota was last checked.
+    dirty: Vec<SessionId>,
     polls: Vec<ParkedPoll>,
     state_changes: broadcast::Sender<StateChange>,
     /// Admin Traces and Captures being followed, and the impairer's counts.
@@ -343,6 +416,7 @@ impl Sockets {
             uid_sockets: HashMap::new(),
             uid_refusals: 0,
             refusals: Refusals::default(),
+            dirty: Vec::new(),
             polls: Vec::new(),
             state_changes,
             taps: Taps::new(clock.now()),
@@ -372,6 +446,89 @@ impl Sockets {
             && let Err(e) = self.close_handle(h, unread)
         {
             tracing::debug!(handle = h.0, error = %e, "closing a socket whose fd was closed");
+        }
+        self.account_buffers();
+    }
+
+    // ------------------------------------------------------------ buffered bytes
+
+    /// Marks session `id` for a buffered-bytes quota check.
+    fn touch(&mut self, id: SessionId) {
+        if let Some(usage) = self.sessions.get_mut(&id)
+            && !usage.dirty
+        {
+            usage.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Takes the stack's buffer reports into the owners' counts, then
+    /// limits or releases the sessions whose bytes changed (see the module
+    /// docs). Returns whether some socket's level changed (the stack may
+    /// have window updates to send and readiness to report).
+    fn account_buffers(&mut self) -> bool {
+        while let Some((h, bytes)) = self.stack.poll_buffered() {
+            let Some(entry) = self.sockets.get_mut(&h) else {
+                continue;
+            };
+            let before = std::mem::replace(&mut entry.buffered, bytes);
+            let owner = entry.owner.id;
+            if let Some(usage) = self.sessions.get_mut(&owner) {
+                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + bytes;
+            }
+            self.touch(owner);
+        }
+        let mut changed = false;
+        while let Some(id) = self.dirty.pop() {
+            changed |= self.check_buffered_quota(id);
+        }
+        changed
+    }
+
+    /// Limits session `id` at its buffered-bytes quota, or releases it at
+    /// 7/8 of it (the gap keeps a writer at the quota from flipping every
+    /// socket on every segment). Returns whether its sockets changed level.
+    fn check_buffered_quota(&mut self, id: SessionId) -> bool {
+        let quota = self.quotas.buffered_bytes;
+        let Some(usage) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        usage.dirty = false;
+        let used = usage.buffered();
+        let limit = if !usage.limited && used >= quota {
+            true
+        } else if usage.limited && used < quota - quota / 8 {
+            false
+        } else {
+            return false;
+        };
+        usage.limited = limit;
+        if limit {
+            self.refusals.count_limited(id, used, quota);
+        }
+        let level = if limit {
+            MemoryLevel::Full
+        } else {
+            MemoryLevel::Normal
+        };
+        let now = self.now();
+        let handles: Vec<SocketHandle> = self
+            .sockets
+            .iter()
+            .filter(|(_, e)| e.owner.id == id)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in handles {
+            let _ = self.stack.set_memory_level(now, h, level);
+        }
+        true
+    }
+
+    /// A new socket of `owner` starts at its session's level.
+    fn apply_session_level(&mut self, h: SocketHandle, owner: SessionId) {
+        if self.sessions.get(&owner).is_some_and(|u| u.limited) {
+            let now = self.now();
+            let _ = self.stack.set_memory_level(now, h, MemoryLevel::Full);
         }
     }
 
@@ -444,8 +601,14 @@ impl Sockets {
         }
     }
 
-    /// Runs one op: answers it, or parks it.
+    /// Runs one op: answers it, or parks it; then charges what it made the
+    /// stack buffer.
     pub fn execute(&mut self, request: Request) {
+        self.run_op(request);
+        self.account_buffers();
+    }
+
+    fn run_op(&mut self, request: Request) {
         let Request { session, op } = request;
         match op {
             Op::Socket { setup, reply } => {
@@ -809,6 +972,7 @@ impl Sockets {
         entry.sharers.retain(|s| s.id != heir.id);
         let parked = entry.parked.len();
         let parked_bytes: usize = entry.parked.iter().map(Parked::bytes).sum();
+        let buffered = entry.buffered;
         if old.id == heir.id {
             return;
         }
@@ -816,12 +980,23 @@ impl Sockets {
             usage.sockets = usage.sockets.saturating_sub(1);
             usage.parked = usage.parked.saturating_sub(parked);
             usage.parked_bytes = usage.parked_bytes.saturating_sub(parked_bytes);
+            usage.stack_bytes = usage.stack_bytes.saturating_sub(buffered);
         }
         if let Some(usage) = self.sessions.get_mut(&heir.id) {
             usage.sockets += 1;
             usage.parked += parked;
             usage.parked_bytes += parked_bytes;
+            usage.stack_bytes += buffered;
         }
+        self.touch(old.id);
+        self.touch(heir.id);
+        let level = if self.sessions.get(&heir.id).is_some_and(|u| u.limited) {
+            MemoryLevel::Full
+        } else {
+            MemoryLevel::Normal
+        };
+        let now = self.now();
+        let _ = self.stack.set_memory_level(now, h, level);
         if old.creds.uid != heir.creds.uid {
             self.uncharge_uid_socket(&old);
             if !heir.creds.is_root() {
@@ -873,8 +1048,10 @@ impl Sockets {
                 parked: Vec::new(),
                 read_total: 0,
                 sharers: Vec::new(),
+                buffered: 0,
             },
         );
+        self.apply_session_level(h, owner.id);
         Ok(h)
     }
 
@@ -906,8 +1083,10 @@ impl Sockets {
                 parked: Vec::new(),
                 read_total: 0,
                 sharers: Vec::new(),
+                buffered: 0,
             },
         );
+        self.apply_session_level(h, owner.id);
         Ok(())
     }
 
@@ -922,7 +1101,10 @@ impl Sockets {
                 usage.parked = usage.parked.saturating_sub(entry.parked.len());
                 let bytes: usize = entry.parked.iter().map(Parked::bytes).sum();
                 usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes);
+                // Its bytes become an orphan's (the stack's to bound).
+                usage.stack_bytes = usage.stack_bytes.saturating_sub(entry.buffered);
             }
+            self.touch(entry.owner.id);
         }
         let now = self.now();
         if reset {
@@ -1001,6 +1183,9 @@ impl Sockets {
         }
         usage.parked += 1;
         usage.parked_bytes += bytes;
+        if bytes > 0 {
+            self.touch(id);
+        }
         Ok(())
     }
 
@@ -1008,6 +1193,9 @@ impl Sockets {
         if let Some(usage) = self.sessions.get_mut(&id) {
             usage.parked = usage.parked.saturating_sub(1);
             usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes);
+        }
+        if bytes > 0 {
+            self.touch(id);
         }
     }
 
@@ -1369,6 +1557,9 @@ impl Sockets {
                     if let Some(usage) = self.sessions.get_mut(&owner) {
                         usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes - now_bytes);
                     }
+                    if now_bytes != bytes {
+                        self.touch(owner);
+                    }
                     still.push(op);
                 }
                 None => self.uncharge_parked(owner, bytes),
@@ -1460,6 +1651,15 @@ impl Sockets {
         counters.push(("api_fd_sockets".to_string(), self.fds.len() as u64));
         let parked: usize = self.sessions.values().map(|u| u.parked).sum();
         counters.push(("api_blocked_calls".to_string(), parked as u64));
+        let buffered: usize = self.sessions.values().map(SessionUse::buffered).sum();
+        counters.push(("api_buffered_bytes".to_string(), buffered as u64));
+        let limited = self.sessions.values().filter(|u| u.limited).count();
+        counters.push(("api_limited_sessions".to_string(), limited as u64));
+        counters.push((
+            "tcp_mem_bytes".to_string(),
+            self.stack.buffered_total() as u64,
+        ));
+        counters.push(("orphan_bytes".to_string(), self.stack.orphan_bytes() as u64));
         StatsSnapshot {
             counters,
             per_state,
@@ -1547,7 +1747,9 @@ impl Sockets {
     /// whether a readiness change was handled (the stack may have more to
     /// send now).
     pub fn publish_events(&mut self) -> bool {
-        let mut any_readiness = false;
+        // Levels changed by the accounting queue their readiness events
+        // (and window updates) before the loop below.
+        let mut any_readiness = self.account_buffers();
         while let Some(event) = self.stack.poll_event() {
             match event {
                 StackEvent::Readiness { socket, .. } => {
@@ -1806,6 +2008,157 @@ mod tests {
         });
         answer(&mut rx).expect("close");
         socket(&mut s, who);
+    }
+
+    /// A stats counter of `s`.
+    fn stat(s: &Sockets, name: &str) -> u64 {
+        s.stats()
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| panic!("no counter {name}"), |(_, v)| *v)
+    }
+
+    /// Issue 16: what a session's sockets hold in the stack counts against
+    /// its buffered-bytes quota. A client writing toward a peer that never
+    /// reads is limited at the quota: its writes get EAGAIN (non-blocking)
+    /// or park (blocking), its sockets are not writable; another session
+    /// writes on; once the peer reads and the session falls to 7/8 of the
+    /// quota, its sockets are released and the parked write completes.
+    #[test]
+    fn a_session_at_its_buffered_bytes_quota_blocks_until_it_drains() {
+        const QUOTA: usize = 256 << 10;
+        const CHUNK: usize = 96 << 10;
+        let quotas = Quotas {
+            buffered_bytes: QUOTA,
+            ..Quotas::default()
+        };
+        let mut a = facade(A, 21, quotas);
+        let mut b = facade(B, 22, Quotas::default());
+        let alice = session(&mut a, 1, 1000);
+        let bob = session(&mut a, 2, 1001);
+        let server = session(&mut b, 1, 1000);
+        let mut rx = run(&mut b, server, |reply| Op::Listen {
+            // The peer's 16 KiB window keeps nearly everything in A's send queues.
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(B, 7003).into()),
+                options: vec![SockOption::RecvBuffer(16 << 10)],
+                ..SocketSetup::default()
+            },
+            backlog: 16,
+            reply,
+        });
+        let (l, _) = answer(&mut rx).expect("listen");
+        let connect = |a: &mut Sockets, b: &mut Sockets, who: SessionInfo| {
+            // A 1 MiB send buffer: the stack alone would take far more than the quota.
+            let mut rx = run(a, who, |reply| Op::Connect {
+                setup: SocketSetup {
+                    options: vec![SockOption::SendBuffer(1 << 20)],
+                    ..SocketSetup::default()
+                },
+                remote: SocketAddrV4::new(B, 7003).into(),
+                wait: true,
+                reply,
+            });
+            shuttle(a, b);
+            let c = answer(&mut rx).expect("connected").handle;
+            let mut rx = run(b, server, |reply| Op::Accept {
+                handle: l,
+                wait: false,
+                reply,
+            });
+            (c, answer(&mut rx).expect("accepted").handle)
+        };
+        let conns: Vec<(u64, u64)> = (0..4).map(|_| connect(&mut a, &mut b, alice)).collect();
+        let write = |a: &mut Sockets, who: SessionInfo, h: u64, wait: bool| {
+            run(a, who, |reply| Op::Write {
+                handle: h,
+                data: Bytes::from(vec![7u8; CHUNK]).into(),
+                flags: SendFlags::empty(),
+                wait,
+                reply,
+            })
+        };
+        // Non-blocking writes round the sockets until EAGAIN.
+        let mut accepted = 0;
+        let mut refused = 0;
+        for round in 0..4 {
+            for (c, _) in &conns {
+                match answer(&mut write(&mut a, alice, *c, false)) {
+                    Ok(n) => accepted += n,
+                    Err(e) => {
+                        assert_eq!(e.number, EAGAIN, "round {round}");
+                        refused += 1;
+                    }
+                }
+                shuttle(&mut a, &mut b);
+            }
+        }
+        let held = a.sessions[&alice.id].stack_bytes;
+        assert!(a.sessions[&alice.id].limited, "limited at {held}");
+        assert!(refused > 0);
+        // One write may overshoot: it went in before the limit was noticed
+        // (what the peer's window took since drained, but not to 7/8).
+        assert!(
+            (QUOTA - QUOTA / 8..=QUOTA + CHUNK).contains(&held),
+            "holds {held}"
+        );
+        assert!(accepted <= QUOTA + CHUNK + 4 * (16 << 10));
+        assert_eq!(stat(&a, "api_limited_buffered_bytes"), 1);
+        assert_eq!(stat(&a, "api_limited_sessions"), 1);
+        assert_eq!(stat(&a, "api_buffered_bytes"), held as u64);
+        // Not writable; a blocking write parks (back-pressure, not ENOBUFS).
+        let (c0, _) = conns[0];
+        let mut rx = run(&mut a, alice, |reply| Op::Poll {
+            entries: vec![(c0, Readiness::OUT.bits())],
+            park: false,
+            reply,
+        });
+        assert_eq!(answer(&mut rx), Ok(vec![0]));
+        let mut blocked = write(&mut a, alice, c0, true);
+        assert!(parked(&mut blocked));
+        // Another session is not limited.
+        let (bc, _) = connect(&mut a, &mut b, bob);
+        assert_eq!(answer(&mut write(&mut a, bob, bc, false)), Ok(CHUNK));
+        // The peer reads everything: alice drains, is released, and the
+        // parked write goes through.
+        let mut rounds = 0;
+        let done = loop {
+            if let Ok(result) = blocked.try_recv() {
+                break result;
+            }
+            for (_, child) in &conns {
+                let mut rx = run(&mut b, server, |reply| Op::Read {
+                    handle: *child,
+                    max_len: MAX_READ,
+                    peek: false,
+                    wait: false,
+                    reply,
+                });
+                let _ = answer(&mut rx);
+            }
+            shuttle(&mut a, &mut b);
+            rounds += 1;
+            assert!(rounds < 10_000, "never released");
+        };
+        assert_eq!(done, Ok(CHUNK));
+        assert!(
+            !a.sessions[&alice.id].limited || a.sessions[&alice.id].buffered() >= QUOTA - QUOTA / 8
+        );
+        // Closing every socket leaves nothing charged.
+        for (c, _) in conns.iter().chain([&(bc, 0)]) {
+            let who = if *c == bc { bob } else { alice };
+            let mut rx = run(&mut a, who, |reply| Op::Close {
+                handle: *c,
+                abort: true,
+                consumed: None,
+                reply,
+            });
+            answer(&mut rx).expect("close");
+        }
+        assert_eq!(a.sessions[&alice.id].stack_bytes, 0);
+        assert_eq!(a.sessions[&bob.id].stack_bytes, 0);
+        assert_eq!(stat(&a, "api_buffered_bytes"), 0);
     }
 
     #[test]

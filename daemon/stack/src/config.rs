@@ -225,6 +225,14 @@ pub struct StackConfig {
     /// Most bytes all orphans together may hold in their buffers; past it
     /// the oldest is reset (Linux bounds them by `tcp_mem` pressure).
     pub max_orphan_memory: usize,
+    /// Bytes all connections together may buffer (send and receive queues,
+    /// out-of-order data, orphans included), as Linux's `tcp_mem`
+    /// `[low, pressure, high]`: past `pressure` every connection is at
+    /// [`crate::MemoryLevel::Pressure`] until the total falls below `low`;
+    /// at `high` they are at [`crate::MemoryLevel::Full`] (and data that
+    /// does not keep a connection progressing is dropped) until it falls
+    /// halfway back to `pressure`. `None`: no stack-wide limit.
+    pub tcp_mem: Option<[usize; 3]>,
     /// Retransmissions or zero-window probes before an orphan is dropped
     /// (Linux `tcp_orphan_retries`, whose default 0 means 8).
     pub orphan_retries: u32,
@@ -275,6 +283,7 @@ impl StackConfig {
             synack_retries: 5,
             max_orphans: 4096,
             max_orphan_memory: 64 * 1024 * 1024,
+            tcp_mem: None,
             orphan_retries: 8,
             fin_timeout: None,
             max_retries: 15,

@@ -37,8 +37,8 @@ pub use error::{
 pub use ipnet::Ipv6Net;
 pub use seq::SeqNum;
 pub use socket::{
-    CaState, IpFamily, OptionName, PmtuDiscovery, Readiness, RecoveryInfo, SendFlags, Shutdown,
-    SockOption, SocketHandle, SocketInfo, StackEvent, TcpInfo, TcpInfoOptions,
+    CaState, IpFamily, MemoryLevel, OptionName, PmtuDiscovery, Readiness, RecoveryInfo, SendFlags,
+    Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent, TcpInfo, TcpInfoOptions,
 };
 pub use stack::Stack;
 pub use stats::{DropReason, Stats};

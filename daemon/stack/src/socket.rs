@@ -67,6 +67,33 @@ pub enum StackEvent {
     },
 }
 
+/// How much a connection may still grow its buffers: set per socket by the
+/// stack's user from its own memory accounting (the daemon's per-session
+/// quota), and stack-wide from [`crate::StackConfig::tcp_mem`]; a
+/// connection obeys the stricter of the two. Levels are ordered.
+///
+/// Modelled on Linux under `tcp_mem` pressure (`tcp_under_memory_pressure`,
+/// `sk_wmem_schedule`/`sk_rmem_schedule` failing past the hard limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemoryLevel {
+    /// Buffers as SO_SNDBUF/SO_RCVBUF and autotuning allow.
+    #[default]
+    Normal,
+    /// No buffer autotuning, and a receive window of at most four segments
+    /// beyond what is already promised (Linux clamps `rcv_ssthresh` to
+    /// 4 × advmss under pressure). Writes are still accepted.
+    Pressure,
+    /// Nothing more: the send queue accepts no byte (writes would block, the
+    /// socket is not writable), and the receive window's right edge stays
+    /// where it is — it never moves left either (RFC 9293 §3.8.6.2.1), so
+    /// the peer may still fill what was advertised. Past the stack-wide
+    /// hard limit (`StackConfig::tcp_mem`), arriving data is moreover kept
+    /// only while the receive queue is empty (so the connection still
+    /// progresses) and dropped otherwise, as Linux does when a socket's
+    /// memory charge fails under `tcp_mem`.
+    Full,
+}
+
 /// How to shut a connection down (shutdown(2)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {

@@ -95,8 +95,8 @@ use crate::error::{
 };
 use crate::seq::SeqNum;
 use crate::socket::{
-    IpFamily, OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, SocketHandle,
-    SocketInfo, StackEvent, TcpInfo,
+    IpFamily, MemoryLevel, OptionName, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption,
+    SocketHandle, SocketInfo, StackEvent, TcpInfo,
 };
 use crate::stats::{DropReason, Stats};
 use crate::tcp::TcpState;
@@ -216,6 +216,8 @@ struct ConnEntry {
     /// While an orphan: its place in the orphan order and the bytes it was
     /// last counted for in `Stack::orphan_bytes`.
     orphan: Option<OrphanMark>,
+    /// The bytes it was last counted for in `Stack::buffered_total`.
+    buffered: usize,
     /// Trace filters following this connection (see [`crate::trace`]); 0 when none.
     trace_mask: u64,
     /// The `tracing` span of this connection (disabled unless debug logging is on).
@@ -277,6 +279,13 @@ struct SocketEntry {
     reported: Readiness,
     /// A readiness event for this handle is in the event queue.
     readiness_queued: bool,
+    /// The memory level the user set (a connection made from this socket
+    /// starts with it; see [`Stack::set_memory_level`]).
+    memory: MemoryLevel,
+    /// The buffered bytes last reported by [`Stack::poll_buffered`].
+    buffered_reported: usize,
+    /// The handle is in `Stack::buffer_changes`.
+    buffered_queued: bool,
 }
 
 #[derive(Debug)]
@@ -333,6 +342,12 @@ pub struct Stack {
     next_orphan: u64,
     /// Bytes all orphans hold (sum of their `OrphanMark::bytes`).
     orphan_bytes: usize,
+    /// Bytes all connections hold (sum of their `ConnEntry::buffered`).
+    buffered_total: usize,
+    /// Handles whose buffered bytes changed since they were last reported.
+    buffer_changes: VecDeque<SocketHandle>,
+    /// The stack-wide memory level (`StackConfig::tcp_mem`).
+    memory_global: MemoryLevel,
     stats: Stats,
     tracer: Tracer,
     /// The time of the current entry point, for trace records made in bookkeeping.
@@ -389,6 +404,9 @@ impl Stack {
             orphans: BTreeMap::new(),
             next_orphan: 0,
             orphan_bytes: 0,
+            buffered_total: 0,
+            buffer_changes: VecDeque::new(),
+            memory_global: MemoryLevel::Normal,
             stats: Stats::default(),
             tracer: Tracer::default(),
             trace_now: now,
@@ -796,6 +814,9 @@ impl Stack {
                 kind: SocketKind::Unconnected { bound: None },
                 reported: UNCONNECTED_READINESS,
                 readiness_queued: false,
+                memory: MemoryLevel::Normal,
+                buffered_reported: 0,
+                buffered_queued: false,
             },
         );
         handle
@@ -940,10 +961,15 @@ impl Stack {
                 kind: SocketKind::Connection(id),
                 reported: Readiness::empty(),
                 readiness_queued: false,
+                memory: MemoryLevel::Normal,
+                buffered_reported: 0,
+                buffered_queued: false,
             },
         );
         self.note_readiness(socket);
         self.note_readiness(handle);
+        // Data that arrived before accept is the new socket's now.
+        self.note_buffered(handle, id);
         Ok((handle, remote))
     }
 
@@ -1554,6 +1580,10 @@ impl Stack {
         };
         let mut conn = conn;
         conn.set_traced(trace_mask != 0);
+        let user_memory = handle
+            .and_then(|h| self.sockets.get(&h))
+            .map(|entry| entry.memory);
+        conn.set_memory_level(user_memory, Some(self.memory_global));
         let span = tracing::debug_span!("conn", local = %key.local, remote = %key.remote);
         self.conns.insert(
             id,
@@ -1569,6 +1599,7 @@ impl Stack {
                 retransmits_seen: 0,
                 undos_seen: (0, 0),
                 orphan: None,
+                buffered: 0,
                 trace_mask,
                 span,
                 flow_label: self.isn.flow_label(key.local, key.remote),
@@ -1664,13 +1695,177 @@ impl Stack {
             self.update_child(listener, id, state, finished);
         }
         self.account_orphan(id);
+        self.account_buffered(id);
+        if let Some(handle) = handle {
+            self.note_buffered(handle, id);
+        }
         if finished {
             self.unlink(id);
             if handle.is_none() {
-                self.conns.remove(&id);
+                self.forget_conn(id);
             }
         }
         self.prune_timers();
+    }
+
+    /// Removes a connection from `conns`, uncounting its bytes.
+    fn forget_conn(&mut self, id: ConnId) -> Option<ConnEntry> {
+        let entry = self.conns.remove(&id)?;
+        self.buffered_total -= entry.buffered;
+        Some(entry)
+    }
+
+    /// Keeps `buffered_total` current for connection `id`, syncs its
+    /// memory-drop count, and moves the stack-wide memory level.
+    fn account_buffered(&mut self, id: ConnId) {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        self.stats.tcp_mem_drops += entry.conn.take_memory_drops();
+        let bytes = entry.conn.buffered_bytes();
+        if bytes == entry.buffered {
+            return;
+        }
+        self.buffered_total = self.buffered_total - entry.buffered + bytes;
+        entry.buffered = bytes;
+        self.update_memory_level();
+    }
+
+    /// Queues a buffer-change report for `handle` (connection `id`) if its
+    /// bytes differ from the last report.
+    fn note_buffered(&mut self, handle: SocketHandle, id: ConnId) {
+        let Some(bytes) = self.conns.get(&id).map(|e| e.buffered) else {
+            return;
+        };
+        if let Some(entry) = self.sockets.get_mut(&handle)
+            && entry.buffered_reported != bytes
+            && !entry.buffered_queued
+        {
+            entry.buffered_queued = true;
+            self.buffer_changes.push_back(handle);
+        }
+    }
+
+    /// Moves the stack-wide level with `buffered_total` (Linux's tcp_mem:
+    /// pressure from `pressure` until below `low`; the hard level from
+    /// `high` until halfway back to `pressure`, so that a total hovering at
+    /// the limit does not flip every connection on every segment), and
+    /// hands a new level to every connection.
+    fn update_memory_level(&mut self) {
+        let Some([low, pressure, high]) = self.config.tcp_mem else {
+            return;
+        };
+        let total = self.buffered_total;
+        let level = match self.memory_global {
+            _ if total >= high => MemoryLevel::Full,
+            MemoryLevel::Full if total > pressure + (high - pressure.min(high)) / 2 => {
+                MemoryLevel::Full
+            }
+            _ if total > pressure => MemoryLevel::Pressure,
+            MemoryLevel::Full | MemoryLevel::Pressure if total >= low => MemoryLevel::Pressure,
+            _ => MemoryLevel::Normal,
+        };
+        if level == self.memory_global {
+            return;
+        }
+        let relaxed = level < self.memory_global;
+        if level > self.memory_global {
+            match level {
+                MemoryLevel::Full => self.stats.tcp_mem_full += 1,
+                _ => self.stats.tcp_mem_pressure += 1,
+            }
+        }
+        tracing::debug!(total, ?level, "stack-wide memory level");
+        self.memory_global = level;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(entry) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            entry.conn.set_memory_level(None, Some(level));
+            let handle = entry.handle;
+            if relaxed {
+                // A window update may be due; readiness may have come back.
+                if !entry.in_ready {
+                    entry.in_ready = true;
+                    self.ready.push_back(id);
+                }
+            }
+            if let Some(handle) = handle {
+                self.note_readiness(handle);
+            }
+        }
+    }
+
+    /// The next socket whose buffered bytes changed since its last report,
+    /// with its bytes now (send and receive queues, out-of-order data).
+    /// The stack's user keeps its memory accounting with these.
+    pub fn poll_buffered(&mut self) -> Option<(SocketHandle, usize)> {
+        while let Some(handle) = self.buffer_changes.pop_front() {
+            let bytes = self.buffered_bytes(handle);
+            let Some(entry) = self.sockets.get_mut(&handle) else {
+                continue;
+            };
+            entry.buffered_queued = false;
+            if entry.buffered_reported == bytes {
+                continue;
+            }
+            entry.buffered_reported = bytes;
+            return Some((handle, bytes));
+        }
+        None
+    }
+
+    /// Bytes a socket's connection holds in its buffers (0 without one).
+    pub fn buffered_bytes(&self, socket: SocketHandle) -> usize {
+        match self.sockets.get(&socket).map(|e| &e.kind) {
+            Some(SocketKind::Connection(id)) => self.conns.get(id).map_or(0, |e| e.buffered),
+            _ => 0,
+        }
+    }
+
+    /// Bytes all connections hold, orphans and those not yet accepted included.
+    pub fn buffered_total(&self) -> usize {
+        self.buffered_total
+    }
+
+    /// Bytes all orphans hold.
+    pub fn orphan_bytes(&self) -> usize {
+        self.orphan_bytes
+    }
+
+    /// The stack-wide memory level (`StackConfig::tcp_mem`).
+    pub fn memory_level(&self) -> MemoryLevel {
+        self.memory_global
+    }
+
+    /// Sets a socket's memory level ([`MemoryLevel`]; the stricter of it
+    /// and the stack-wide level applies). The stack's user sets it from its
+    /// own accounting, e.g. a quota on what one client's sockets may hold.
+    /// Relaxing it may send a window update and report the socket writable.
+    pub fn set_memory_level(
+        &mut self,
+        now: Instant,
+        socket: SocketHandle,
+        level: MemoryLevel,
+    ) -> Result<(), SocketError> {
+        let entry = self
+            .sockets
+            .get_mut(&socket)
+            .ok_or(SocketError::BadHandle)?;
+        if entry.memory == level {
+            return Ok(());
+        }
+        let relaxed = level < entry.memory;
+        entry.memory = level;
+        if let SocketKind::Connection(id) = entry.kind {
+            self.trace_now = now;
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.conn.set_memory_level(Some(level), None);
+            }
+            self.after_conn_call(id, relaxed);
+        }
+        Ok(())
     }
 
     /// Moves a listener's child between queues as its state changes: to the

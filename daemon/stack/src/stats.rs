@@ -99,6 +99,13 @@ pub struct Stats {
     pub cwnd_undos: u64,
     /// Of those, retransmission timeouts found spurious (TCPSpuriousRTOs).
     pub spurious_rtos: u64,
+    /// Times the buffered bytes of all connections crossed `tcp_mem`'s
+    /// pressure threshold (Linux's TCPMemoryPressures).
+    pub tcp_mem_pressure: u64,
+    /// Times they reached `tcp_mem`'s hard limit.
+    pub tcp_mem_full: u64,
+    /// Data segments dropped past `tcp_mem`'s hard limit (Linux's TCPRcvQDrop).
+    pub tcp_mem_drops: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -153,6 +160,9 @@ impl Stats {
             ("orphan_timeouts".into(), self.orphan_timeouts),
             ("cwnd_undos".into(), self.cwnd_undos),
             ("spurious_rtos".into(), self.spurious_rtos),
+            ("tcp_mem_pressure".into(), self.tcp_mem_pressure),
+            ("tcp_mem_full".into(), self.tcp_mem_full),
+            ("tcp_mem_drops".into(), self.tcp_mem_drops),
         ];
         for r in DropReason::ALL {
             v.push((format!("drop_{}", r.name()), self.drops(r)));

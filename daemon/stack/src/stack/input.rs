@@ -123,7 +123,7 @@ impl Stack {
     /// Forgets a TIME-WAIT connection at once (its 4-tuple is being reopened).
     fn retire_time_wait(&mut self, id: ConnId) {
         self.unlink(id);
-        if let Some(entry) = self.conns.remove(&id)
+        if let Some(entry) = self.forget_conn(id)
             && self.state_events_queued < STATE_EVENT_LIMIT
         {
             self.state_events_queued += 1;

@@ -163,6 +163,11 @@ impl RecvBuffer {
     pub fn readable(&self) -> usize {
         self.readable
     }
+    /// Bytes stored: the readable ones and the out-of-order area up to the
+    /// end of the last held range (holes included), for memory accounting.
+    pub fn held_len(&self) -> usize {
+        self.bytes.len()
+    }
     /// Space beyond the readable bytes: the basis of the receive window.
     pub fn window(&self) -> usize {
         self.capacity().saturating_sub(self.readable())

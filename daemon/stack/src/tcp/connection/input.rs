@@ -17,6 +17,7 @@ use super::{
 };
 use crate::error::ConnError;
 use crate::seq::SeqNum;
+use crate::socket::MemoryLevel;
 use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
 use crate::trace::{DropCause, Note};
@@ -919,7 +920,21 @@ impl Connection {
             self.note_duplicate(seq, already);
             let data = &payload[already..];
             let offset = seq.since(self.rcv_nxt);
-            let room = self.rcv_wnd().saturating_sub(offset);
+            let mut room = self.rcv_wnd().saturating_sub(offset);
+            // Past the stack-wide hard limit (Linux's failed
+            // sk_rmem_schedule under tcp_mem), tcp_data_queue keeps
+            // in-order data only while the receive queue is empty (so the
+            // connection still progresses) and drops the rest
+            // (TCPRcvQDrop); the peer retransmits. The window is not shrunk
+            // for it (RFC 9293 §3.8.6.2.1). A socket held at Full by its
+            // owner's quota only stops its window.
+            if self.memory_global == MemoryLevel::Full
+                && !data.is_empty()
+                && (offset > 0 || self.recv_buf.held_len() > 0)
+            {
+                self.memory_drops += 1;
+                room = 0;
+            }
             let accepted = data.len().min(room);
             if accepted < data.len() {
                 // The FIN lies beyond the window too; the peer resends it.

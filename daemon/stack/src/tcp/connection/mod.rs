@@ -49,7 +49,8 @@ use crate::config::SocketOptions;
 use crate::error::{ConnError, RecvError, SendError, SocketError};
 use crate::seq::SeqNum;
 use crate::socket::{
-    CaState, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, TcpInfo, TcpInfoOptions,
+    CaState, MemoryLevel, Readiness, RecoveryInfo, SendFlags, Shutdown, SockOption, TcpInfo,
+    TcpInfoOptions,
 };
 use crate::tcp::TcpState;
 use crate::tcp::buffer::{RecvBuffer, SendBuffer};
@@ -449,6 +450,15 @@ pub struct Connection {
     /// What the segment just emitted asks of the link.
     tx_emitted: SegmentOffload,
     counters: ConnectionStats,
+
+    // --- Memory (see [`MemoryLevel`]) ---
+    /// The level the stack's user set for this socket (a session's quota).
+    memory_user: MemoryLevel,
+    /// The stack-wide level (`tcp_mem`).
+    memory_global: MemoryLevel,
+    /// Data segments dropped past the stack-wide hard limit (Linux's
+    /// TCPRcvQDrop), not yet added to the stack's counter.
+    memory_drops: u64,
 }
 
 /// The window-scale shift to offer: the smallest that lets the 16-bit field
@@ -585,6 +595,9 @@ impl Connection {
             tx_offload: TxOffload::default(),
             tx_emitted: SegmentOffload::default(),
             counters: ConnectionStats::default(),
+            memory_user: MemoryLevel::Normal,
+            memory_global: MemoryLevel::Normal,
+            memory_drops: 0,
         }
     }
 
@@ -921,7 +934,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        if !self.below_notsent_lowat() {
+        if !self.below_notsent_lowat() || self.memory_level() == MemoryLevel::Full {
             return Err(SendError::WouldBlock);
         }
         let n = self.send_buf.push(data);
@@ -1018,7 +1031,12 @@ impl Connection {
     /// SOCK_RCVBUF_LOCK). Our buffer counts payload only, so the sizes are
     /// Linux's before its per-skb overhead factor.
     fn rcv_space_adjust(&mut self, now: Instant) {
-        if self.options.recv_buffer_locked || self.rcvq_space == 0 {
+        // Linux grows no buffer under memory pressure (tcp_rcv_space_adjust
+        // via tcp_under_memory_pressure / sk_rmem_schedule).
+        if self.options.recv_buffer_locked
+            || self.rcvq_space == 0
+            || self.memory_level() > MemoryLevel::Normal
+        {
             return;
         }
         let srtt = self.rtt.has_sample().then(|| self.rtt.srtt());
@@ -1075,7 +1093,8 @@ impl Connection {
         const SKB: usize = 256;
         /// TCP_INIT_CWND.
         const MIN_SEGMENTS: usize = 10;
-        if self.options.send_buffer_locked {
+        // Linux's tcp_should_expand_sndbuf: not under memory pressure.
+        if self.options.send_buffer_locked || self.memory_level() > MemoryLevel::Normal {
             return;
         }
         let per_mss = (self.path_mss + HEADER_ROOM).next_power_of_two() + SKB;
@@ -1173,9 +1192,37 @@ impl Connection {
     }
 
     /// Bytes the connection holds in its buffers (queued to send or
-    /// received and unread), for memory accounting.
+    /// retransmit, received and unread, and out-of-order data held beyond a
+    /// hole), for memory accounting.
     pub fn buffered_bytes(&self) -> usize {
-        self.send_buf.len() + self.recv_buf.readable()
+        self.send_buf.len() + self.recv_buf.held_len()
+    }
+
+    /// The memory level in force: the stricter of the socket's and the stack's.
+    pub fn memory_level(&self) -> MemoryLevel {
+        self.memory_user.max(self.memory_global)
+    }
+
+    /// Sets the socket's level (`user`) and/or the stack-wide one
+    /// (`global`). When the level in force relaxes and the window may open
+    /// by the SWS threshold, a window update goes out at once (the peer may
+    /// sit on a zero window, probing only at its persist interval).
+    pub fn set_memory_level(&mut self, user: Option<MemoryLevel>, global: Option<MemoryLevel>) {
+        let before = self.memory_level();
+        if let Some(level) = user {
+            self.memory_user = level;
+        }
+        if let Some(level) = global {
+            self.memory_global = level;
+        }
+        if self.memory_level() < before {
+            self.window_update_after_read();
+        }
+    }
+
+    /// Data segments dropped past the stack-wide hard limit since the last call.
+    pub fn take_memory_drops(&mut self) -> u64 {
+        std::mem::take(&mut self.memory_drops)
     }
 
     /// The pending error, without clearing it (see [`Connection::take_error`]).
@@ -1236,7 +1283,12 @@ impl Connection {
         if !connecting || closed {
             // Writable: EPIPE/error is ready to be reported, or the send buffer
             // has at least a third free (Linux's sk_stream_wspace >= queued/2).
-            if self.write_shut || closed || (self.send_space() && self.below_notsent_lowat()) {
+            if self.write_shut
+                || closed
+                || (self.send_space()
+                    && self.below_notsent_lowat()
+                    && self.memory_level() < MemoryLevel::Full)
+            {
                 ready |= Readiness::OUT;
             }
         }

@@ -21,6 +21,7 @@ use super::{
     AckDue, Connection, MAX_SUPER_SEGMENT, MAX_WINDOW_FIELD, PendingRst, ProbeDue, recovery,
 };
 use crate::seq::SeqNum;
+use crate::socket::MemoryLevel;
 use crate::tcp::TcpState;
 use crate::time::Instant;
 use crate::wire::tcp::HEADER_LEN;
@@ -495,7 +496,14 @@ impl Connection {
     pub(super) fn advertise_window(&mut self) -> u16 {
         let shift = self.rcv_wscale;
         let promised = self.rcv_wnd();
-        let free = self.recv_buf.window().min(MAX_WINDOW_FIELD << shift);
+        let mut free = self.recv_buf.window().min(MAX_WINDOW_FIELD << shift);
+        match self.memory_level() {
+            MemoryLevel::Normal => {}
+            // Linux under tcp_mem pressure: rcv_ssthresh <= 4 × advmss.
+            MemoryLevel::Pressure => free = free.min(promised.max(4 * self.adv_mss)),
+            // The right edge stays (it never moves left: RFC 9293 §3.8.6.2.1).
+            MemoryLevel::Full => free = free.min(promised),
+        }
         let window = if free >= promised + self.sws_threshold() {
             free
         } else {
