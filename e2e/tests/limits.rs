@@ -648,3 +648,107 @@ fn idle_api_connections_are_dropped_but_sessions_in_use_stay() {
     let reply = rt.block_on(stats(&mut admin));
     assert_eq!(counter(&reply.counters, "api_idle_drops"), 3);
 }
+
+/// Issue 16, SYN cookies against the kernel: with `--syncookies always`
+/// every connection to a tcpd listener is opened by a cookie. A kernel
+/// client asking for MSS 1300 (TCP_MAXSEG before connect; one of the
+/// values Linux's cookie MSS table holds — others are rounded down to one)
+/// exchanges 1 MiB each way; tcpd sends with the client's MSS (less the
+/// timestamps option)
+/// and the window scale the client announced (as `ss` shows it on the
+/// kernel side), recovered from the cookie's timestamp as Linux does.
+#[test]
+fn a_syn_cookie_connection_keeps_the_clients_mss_and_window_scale() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LEN: usize = 1 << 20;
+    let Some(env) = Env::setup("cookie", &["--syncookies", "always"]) else {
+        return;
+    };
+    let rt = tcpd_e2e::runtime();
+    let client = rt
+        .block_on(tcpd_client::Client::connect(env.daemon.socket()))
+        .expect("session");
+    let listener = rt
+        .block_on(client.tcp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7800))))
+        .expect("listen");
+    let served = rt.spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let info = stream.tcp_info().await.expect("TCP_INFO");
+        let mut got = vec![0u8; LEN];
+        stream.read_exact(&mut got).await.expect("read 1 MiB");
+        stream.write_all(&got).await.expect("echo 1 MiB");
+        stream.flush().await.expect("flush");
+        info
+    });
+    let data = tcpd_e2e::payload(LEN, 5);
+    let sent = data.clone();
+    let (echoed, kernel_wscale) = env.ns.within(move || {
+        use nix::sys::socket::{connect, setsockopt, sockopt};
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            SockProtocol::Tcp,
+        )
+        .expect("socket");
+        setsockopt(&fd, sockopt::TcpMaxSeg, &1300).expect("TCP_MAXSEG");
+        connect(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(TCPD_ADDR, 7800)),
+        )
+        .expect("connect through a SYN cookie");
+        let mut stream = TcpStream::from(fd);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        // The kernel's view: "wscale:SND,RCV", RCV being the scale it announced.
+        let ss = Command::new("ss")
+            .args(["-tinH", "dst", &TCPD_ADDR.to_string()])
+            .output()
+            .expect("ss");
+        let ss = String::from_utf8_lossy(&ss.stdout).to_string();
+        let rcv_wscale: u32 = ss
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("wscale:"))
+            .and_then(|w| w.split(',').nth(1))
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no wscale in ss output: {ss}"));
+        let writer = {
+            let mut w = stream.try_clone().expect("clone");
+            std::thread::spawn(move || w.write_all(&sent).expect("write 1 MiB"))
+        };
+        let mut back = vec![0u8; LEN];
+        stream.read_exact(&mut back).expect("read the echo");
+        writer.join().expect("writer");
+        (back, rcv_wscale)
+    });
+    assert!(echoed == data, "the echo differs from what was sent");
+    let info = rt.block_on(served).expect("server");
+    let counters = rt.block_on(async {
+        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
+        stats(&mut admin).await.counters
+    });
+    eprintln!(
+        "cookie connection: tcpd snd_mss {} snd_wscale {} (kernel announced {kernel_wscale}), \
+         options {:#x}; syncookies_sent {} recv {}",
+        info.snd_mss,
+        info.snd_wscale,
+        info.options,
+        counter(&counters, "syncookies_sent"),
+        counter(&counters, "syncookies_recv")
+    );
+    assert!(counter(&counters, "syncookies_sent") >= 1);
+    assert!(counter(&counters, "syncookies_recv") >= 1);
+    // MSS 1300 from the client, less the 12-byte timestamps option.
+    assert_eq!(
+        info.snd_mss,
+        1300 - 12,
+        "the client's MSS, through the cookie"
+    );
+    assert_eq!(info.options & 4, 4, "window scaling on");
+    assert_eq!(
+        info.snd_wscale, kernel_wscale,
+        "the client's window scale, through the cookie's timestamp"
+    );
+    drop(client);
+}

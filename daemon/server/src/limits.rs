@@ -28,7 +28,7 @@ pub struct LimitFlags {
     /// SYN cookies: never, auto (when a listener's SYN queue is full) or always [default: auto].
     #[arg(long, value_name = "MODE", value_parser = ["never", "auto", "always"])]
     pub syncookies: Option<String>,
-    /// Half-open connections a listener keeps before it answers with SYN cookies [default: 2048].
+    /// Half-open connections a listener keeps before it answers with SYN cookies [default: from RAM as Linux, 2048 with 24 GiB].
     #[arg(long, value_name = "N")]
     pub max_syn_backlog: Option<u32>,
     /// SYN,ACK retransmissions before a half-open connection is dropped [default: 5].
@@ -121,6 +121,14 @@ pub struct Limits {
 /// per-segment overhead; tcpd counts payload bytes, which only makes it
 /// the more generous in data terms. Without /proc/meminfo: 4 GiB of RAM.
 pub fn default_tcp_mem() -> [usize; 3] {
+    let ram = ram_bytes();
+    let pressure = (ram / 16).max(1 << 20);
+    let low = pressure / 4 * 3;
+    [low, pressure, low * 2]
+}
+
+/// The machine's RAM (MemTotal), or 4 GiB when /proc/meminfo says nothing.
+fn ram_bytes() -> usize {
     let ram = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
@@ -129,10 +137,19 @@ pub fn default_tcp_mem() -> [usize; 3] {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(4 << 30, |kib| kib.saturating_mul(1024));
-    let ram = usize::try_from(ram).unwrap_or(usize::MAX);
-    let pressure = (ram / 16).max(1 << 20);
-    let low = pressure / 4 * 3;
-    [low, pressure, low * 2]
+    usize::try_from(ram).unwrap_or(usize::MAX)
+}
+
+/// Linux's default `tcp_max_syn_backlog`: max(128, ehash entries / 128), the established hash having one slot per
+/// 128 KiB of memory rounded up to a power of two, at most 512 Ki slots
+/// (`tcp_init`, `tcp_sk_init`): 2048 with 24 GiB, 4096 at most.
+pub fn default_max_syn_backlog() -> u32 {
+    syn_backlog_for_ram(ram_bytes())
+}
+
+fn syn_backlog_for_ram(ram: usize) -> u32 {
+    let slots = (ram >> 17).max(1).next_power_of_two().min(512 * 1024);
+    u32::try_from((slots / 128).max(128)).unwrap_or(u32::MAX)
 }
 
 /// Parses `LOW,PRESSURE,HIGH` (bytes).
@@ -216,7 +233,7 @@ impl Limits {
         let max_syn_backlog = count(
             "max-syn-backlog",
             pick!(max_syn_backlog),
-            defaults.max_syn_backlog,
+            default_max_syn_backlog(),
             1,
             MAX_SYN_BACKLOG,
         )?;
@@ -513,7 +530,12 @@ mod tests {
     fn defaults_follow_linux() {
         let l = Limits::resolve(&LimitFlags::default(), None).expect("defaults");
         assert_eq!(l.syncookies, SynCookieMode::Auto);
-        assert_eq!(l.max_syn_backlog, 2048);
+        assert_eq!(l.max_syn_backlog, default_max_syn_backlog());
+        // Linux's numbers: 24 GiB -> 262144 hash slots -> 2048; small
+        // machines 128; at most 4096.
+        assert_eq!(syn_backlog_for_ram(24 << 30), 2048);
+        assert_eq!(syn_backlog_for_ram(512 << 20), 128);
+        assert_eq!(syn_backlog_for_ram(1 << 40), 4096);
         assert_eq!(l.synack_retries, 5);
         assert_eq!(l.max_orphans, 4096);
         assert_eq!(l.max_orphan_memory, 64 << 20);
