@@ -6,9 +6,10 @@
 //! arriving (SHA-256) with offload on and off — on a clean link, through
 //! tcpd's `--impair` (the link cuts super-segments into wire-sized packets
 //! before the impairer drops, delays, reorders or duplicates them, so loss
-//! stays per wire packet) and through nftables loss on the TUN (the kernel
-//! side of the device, where a super-segment tcpd wrote is dropped whole
-//! before the kernel segments it: a loss burst of up to 45 wire segments).
+//! stays per wire packet) and through nftables loss on the TUN, with offload
+//! on (the kernel side of the device, where a super-segment tcpd wrote is
+//! dropped whole before the kernel segments it: a loss burst of up to 45
+//! wire segments) and off (one wire packet per drop).
 
 use std::io::Read;
 use std::net::{SocketAddrV4, TcpListener};
@@ -296,16 +297,15 @@ fn offload_off_256mib_each_way_through_the_impairer() {
     impaired_transfer("o-imp-off", 5304, "off");
 }
 
-/// nftables drops 1 % of what crosses the TUN each way, with offload on:
-/// a dropped write of tcpd's is a whole super-segment (the kernel's side
-/// of the device, before it segments), a dropped read one coalesced run.
-#[test]
-fn offload_on_256mib_each_way_under_nftables_loss() {
-    let test = "offload_on_256mib_each_way_under_nftables_loss";
+/// nftables drops 1 % of what crosses the TUN each way. With offload on, a
+/// dropped write of tcpd's is a whole super-segment (the kernel's side of
+/// the device, before it segments) and a dropped read one coalesced run;
+/// with offload off every drop is one wire packet.
+fn nftables_loss_transfer(test: &str, tag: &str, port: u16, offload: &str) {
     if !tool("nft", test) {
         return;
     }
-    let Some(env) = setup("o-nft", &[]) else {
+    let Some(env) = setup(tag, &["--offload", offload]) else {
         return;
     };
     let rules = format!(
@@ -315,9 +315,39 @@ fn offload_on_256mib_each_way_under_nftables_loss() {
         }}"
     );
     env.ns.nft(&rules);
-    transfer_both_ways(&env, 5305, || {});
+    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
+    transfer_both_ways(&env, port, || {});
+    let counters = TunCounters::read(&env.ns, TUN_NAME)
+        .expect("TUN counters")
+        .since(before);
+    eprintln!("{tag}: {counters:?}");
+    if offload == "off" {
+        // No super-segments either way: the loss is per wire packet.
+        assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
+        assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
+    }
     assert!(
         retransmits(&env) > 0,
         "1% loss each way must make tcpd retransmit"
+    );
+}
+
+#[test]
+fn offload_on_256mib_each_way_under_nftables_loss() {
+    nftables_loss_transfer(
+        "offload_on_256mib_each_way_under_nftables_loss",
+        "o-nft",
+        5305,
+        "on",
+    );
+}
+
+#[test]
+fn offload_off_256mib_each_way_under_nftables_loss() {
+    nftables_loss_transfer(
+        "offload_off_256mib_each_way_under_nftables_loss",
+        "o-nft-off",
+        5306,
+        "off",
     );
 }
