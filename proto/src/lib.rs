@@ -291,6 +291,23 @@ pub fn fd_socket_path(api: &str) -> String {
 /// - [`Request::Claim`]: sent with a socketpair end (`SCM_RIGHTS`) that the
 ///   daemon handed out earlier, possibly to another process (fork): the
 ///   session becomes a co-owner; the response carries the handle.
+/// - [`Request::Adopt`]: socket(2) with a socketpair the *client* made,
+///   sent with both ends (`SCM_RIGHTS`: the daemon's end first, then the
+///   client's, whose socket cookie names the socket from then on; the
+///   daemon keeps the first and drops its copy of the second). `filler`:
+///   bytes the client wrote from its end before (see `DESIGN-fds.md`). A
+///   client end already known to the daemon is `EEXIST` (a forked copy
+///   registered it first: claim it instead). The response carries the
+///   handle.
+/// - [`Request::Connect`]: connect(2), never waiting for the handshake:
+///   followed by `payload_len` bytes, a protobuf `v2.ConnectRequest`
+///   (`handle`, `address`, `options`; `nonblocking` is ignored). Handle 0:
+///   the request carries a client-made pair as `Adopt` does and makes a new
+///   socket of `family` first. The response's errno is `EINPROGRESS` while
+///   the handshake goes on (the client's end turns writable when it is
+///   established, or reports `POLLHUP` when it failed: then `SO_ERROR`),
+///   and its handle is the socket's, also when the connect failed after a
+///   new socket was made.
 pub mod fd_channel {
     /// Bytes of a session token.
     pub const TOKEN_LEN: usize = 16;
@@ -298,6 +315,13 @@ pub mod fd_channel {
     /// it): set by the daemon on accepted sockets, by the client once its
     /// connect completed (a new socket starts small: it is handed out full).
     pub const CONNECTED_SNDBUF: usize = 256 * 1024;
+    /// SO_SNDBUF of a new socket's client end (the kernel doubles it): the
+    /// filler it is handed out full of, and how much the client can write
+    /// ahead of the daemon until the connection is established.
+    pub const NEW_SNDBUF: usize = 32 * 1024;
+    /// SO_SNDBUF of the daemon's end: how much received data waits in the
+    /// pair for the client, on top of the stack's receive buffer.
+    pub const DAEMON_SNDBUF: usize = 256 * 1024;
     /// Bytes of every request.
     pub const REQUEST_LEN: usize = 32;
     /// Bytes of every response.
@@ -307,6 +331,11 @@ pub mod fd_channel {
     const NEW: u32 = 2;
     const ATTACH: u32 = 3;
     const CLAIM: u32 = 4;
+    const ADOPT: u32 = 5;
+    const CONNECT: u32 = 6;
+    /// Largest `Connect` payload the daemon reads (a `v2.ConnectRequest`
+    /// with its options is a few hundred bytes).
+    pub const MAX_CONNECT_PAYLOAD: u32 = 64 * 1024;
 
     /// One request; see the module docs.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,6 +351,18 @@ pub mod fd_channel {
             handle: u64,
         },
         Claim,
+        /// `family`: bytes 4..8; `filler`: bytes 12..16.
+        Adopt {
+            family: i32,
+            filler: u32,
+        },
+        /// `family`: bytes 4..8; `payload_len`: bytes 8..12; `filler`:
+        /// bytes 12..16 (the last two only for a client-made pair).
+        Connect {
+            family: i32,
+            payload_len: u32,
+            filler: u32,
+        },
     }
 
     impl Request {
@@ -341,6 +382,21 @@ pub mod fd_channel {
                     ATTACH
                 }
                 Request::Claim => CLAIM,
+                Request::Adopt { family, filler } => {
+                    out[4..8].copy_from_slice(&family.to_le_bytes());
+                    out[12..16].copy_from_slice(&filler.to_le_bytes());
+                    ADOPT
+                }
+                Request::Connect {
+                    family,
+                    payload_len,
+                    filler,
+                } => {
+                    out[4..8].copy_from_slice(&family.to_le_bytes());
+                    out[8..12].copy_from_slice(&payload_len.to_le_bytes());
+                    out[12..16].copy_from_slice(&filler.to_le_bytes());
+                    CONNECT
+                }
             };
             out[..4].copy_from_slice(&kind.to_le_bytes());
             out
@@ -360,7 +416,16 @@ pub mod fd_channel {
                     Some(Request::Hello { token })
                 }
                 NEW => Some(Request::New {
-                    family: i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+                    family: word(4) as i32,
+                }),
+                ADOPT => Some(Request::Adopt {
+                    family: word(4) as i32,
+                    filler: word(12),
+                }),
+                CONNECT => Some(Request::Connect {
+                    family: word(4) as i32,
+                    payload_len: word(8),
+                    filler: word(12),
                 }),
                 ATTACH => Some(Request::Attach {
                     handle: u64::from_le_bytes(handle),
@@ -414,6 +479,20 @@ pub mod fd_channel {
                     handle: 0x0102_0304_0506_0708,
                 },
                 Request::Claim,
+                Request::Adopt {
+                    family: 10,
+                    filler: 65_536,
+                },
+                Request::Connect {
+                    family: 2,
+                    payload_len: 40,
+                    filler: 3,
+                },
+                Request::Connect {
+                    family: -1,
+                    payload_len: u32::MAX,
+                    filler: 0,
+                },
             ] {
                 assert_eq!(Request::decode(&r.encode()), Some(r));
             }

@@ -19,9 +19,10 @@
 //! always given (a plain `write(2)` on the descriptor behaves as the
 //! kernel's socketpair does, `SIGPIPE` included).
 
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 
 use libc::{c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
+use prost::Message;
 use tcpd_proto::fd_channel::Request as FdRequest;
 use tcpd_proto::v2::{
     AcceptRequest, BindRequest, CloseRequest, ConnectRequest, GetOptionRequest, GetPeerNameRequest,
@@ -32,7 +33,7 @@ use tcpd_proto::v2::{
 use crate::fdtable;
 use crate::ffi::{Errno, Result, ffi_call};
 use crate::options;
-use crate::session::{current_session, fd_request, rpc};
+use crate::session::{FdReply, current_session, fd_request, fd_request_outcome, lock, rpc};
 use crate::sockaddr::{UnspecAny, check_out_args, read_sockaddr, to_sockaddr, write_sockaddr};
 
 /// The errno of calls on a socket whose daemon went away (its connection
@@ -45,17 +46,7 @@ pub const DAEMON_GONE: c_int = libc::ECONNABORTED;
 /// connection is established (blocking connect, or `SO_ERROR` read 0 after
 /// a non-blocking one). Best effort: a smaller buffer only costs speed.
 fn connected_buffer(fd: RawFd) {
-    let size = c_int::try_from(tcpd_proto::fd_channel::CONNECTED_SNDBUF).unwrap_or(c_int::MAX);
-    // SAFETY: setsockopt with a local int of the stated size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&raw const size).cast(),
-            std::mem::size_of::<c_int>() as socklen_t,
-        );
-    }
+    set_sndbuf(fd, tcpd_proto::fd_channel::CONNECTED_SNDBUF);
 }
 
 /// Whether the descriptor is writable and not hung up.
@@ -118,7 +109,8 @@ fn adopt(
 /// socketpair cannot carry ECONNRESET or ETIMEDOUT itself. When the daemon
 /// cannot be asked (it is gone, and with it the connection) the answer is
 /// [`DAEMON_GONE`], never ECONNRESET.
-fn pending_error(handle: u64) -> Option<Errno> {
+fn pending_error(fd: RawFd, handle: u64) -> Option<Errno> {
+    clear_pair_error(fd);
     let request = GetOptionRequest {
         handle,
         option: tcpd_proto::v2::SocketOption::SoError as i32,
@@ -144,6 +136,27 @@ fn pending_error(handle: u64) -> Option<Errno> {
             Some(Errno(c_int::try_from(e).unwrap_or(libc::EIO)))
         }
         _ => None,
+    }
+}
+
+/// Clears the kernel's own error on the descriptor: `ECONNRESET`, set when
+/// the daemon closed its end of a connection that failed before it was
+/// established (see `daemon/server/src/fd_link.rs`). The connection's real
+/// error is the daemon's `SO_ERROR`; once that is taken, the descriptor
+/// must not report a second one (a plain `read(2)` then sees EOF, as on
+/// Linux).
+fn clear_pair_error(fd: RawFd) {
+    let mut err: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a local int.
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        );
     }
 }
 
@@ -180,9 +193,97 @@ fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int> {
     if base != libc::SOCK_STREAM || !(protocol == 0 || protocol == libc::IPPROTO_TCP) {
         return Err(Errno(libc::EPROTONOSUPPORT));
     }
-    let (handle, fd) = fd_request(FdRequest::New { family: domain }, None)?;
-    let fd = fd.ok_or(Errno(libc::EIO))?;
-    adopt(fd, handle, current_session(), flags, true)
+    // The daemon sees the socket with its first control call; a daemon
+    // that is not there fails socket() already, as it always did.
+    crate::session::ensure_daemon()?;
+    match local_pair(domain) {
+        Ok((end, unborn)) => {
+            apply_sock_flags(end.as_raw_fd(), flags)?;
+            fdtable::insert_unborn(end.as_raw_fd(), unborn)?;
+            Ok(end.into_raw_fd())
+        }
+        // Out of descriptors for two ends: let the daemon make the pair
+        // (one descriptor here).
+        Err(Errno(libc::EMFILE | libc::ENFILE)) => {
+            let reply = fd_request(FdRequest::New { family: domain }, &[], &[])?;
+            let fd = reply.fd.ok_or(Errno(libc::EIO))?;
+            adopt(fd, reply.handle, reply.session, flags, true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A new socket's pair, made here without asking the daemon (it sees the
+/// pair with the first control call, see `DESIGN-fds.md`): the program's
+/// end — blocking, close-on-exec, handed out *full* of filler so that it
+/// turns writable only once the connection is established, exactly as the
+/// daemon makes one — and the daemon's end with the filler count.
+fn local_pair(family: c_int) -> Result<(std::os::fd::OwnedFd, fdtable::Unborn)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two new descriptors into the array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(Errno::last_os_error());
+    }
+    // SAFETY: both were just created and belong to nobody else.
+    let (end, daemon_end) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    set_sndbuf(end.as_raw_fd(), tcpd_proto::fd_channel::NEW_SNDBUF);
+    set_sndbuf(daemon_end.as_raw_fd(), tcpd_proto::fd_channel::DAEMON_SNDBUF);
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut filler: u32 = 0;
+    loop {
+        // SAFETY: send from a static buffer of the stated length.
+        let n = unsafe {
+            libc::send(
+                end.as_raw_fd(),
+                ZEROS.as_ptr().cast(),
+                ZEROS.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match n {
+            n if n > 0 => filler += u32::try_from(n).unwrap_or(0),
+            _ if Errno::last_os_error().0 == libc::EINTR => {}
+            _ if Errno::last_os_error().0 == libc::EAGAIN => break,
+            _ => return Err(Errno::last_os_error()),
+        }
+    }
+    Ok((
+        end,
+        fdtable::Unborn {
+            daemon_end,
+            family,
+            filler,
+        },
+    ))
+}
+
+/// `SO_SNDBUF` of `fd` (best effort: a smaller buffer only costs speed).
+fn set_sndbuf(fd: RawFd, size: usize) {
+    let size = c_int::try_from(size).unwrap_or(c_int::MAX);
+    // SAFETY: setsockopt with a local int of the stated size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<c_int>() as socklen_t,
+        );
+    }
 }
 
 /// Creates a TCP socket in the daemon, as `socket(2)`.
@@ -288,10 +389,11 @@ unsafe fn accept_impl(
         FdRequest::Attach {
             handle: reply.handle,
         },
-        None,
+        &[],
+        &[],
     ) {
-        Ok((_, Some(fd))) => fd,
-        Ok((_, None)) => {
+        Ok(FdReply { fd: Some(fd), .. }) => fd,
+        Ok(FdReply { fd: None, .. }) => {
             close_it(reply.handle);
             return Err(Errno(libc::EIO));
         }
@@ -358,21 +460,129 @@ pub unsafe extern "C" fn tcpd_connect(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> c_int {
-    ffi_call(|| {
-        let entry = fdtable::lookup_keeping_deferred(fd)?;
-        // SAFETY: forwarded caller guarantee.
-        let addr = unsafe { read_sockaddr(addr, addrlen, UnspecAny::Reject)? };
-        let request = ConnectRequest {
-            handle: entry.handle,
-            address: Some(addr),
-            nonblocking: nonblocking(fd)?,
-            // Options set since socket(): applied before the SYN.
-            options: entry.take_deferred(),
-        };
-        rpc(|mut c| async move { c.connect(request).await })?;
-        connected_buffer(fd);
-        Ok(0)
-    })
+    // SAFETY: forwarded caller guarantee.
+    ffi_call(|| unsafe { connect_impl(fd, addr, addrlen) })
+}
+
+/// # Safety
+/// As [`tcpd_connect`].
+unsafe fn connect_impl(fd: c_int, addr: *const sockaddr, addrlen: socklen_t) -> Result<c_int> {
+    let entry = fdtable::lookup_unborn_too(fd)?;
+    // SAFETY: forwarded caller guarantee.
+    let address = unsafe { read_sockaddr(addr, addrlen, UnspecAny::Reject)? };
+    let nonblocking = nonblocking(fd)?;
+    let mut request = ConnectRequest {
+        handle: entry.handle,
+        address: Some(address),
+        nonblocking: true,
+        // Options set since socket(): applied before the SYN.
+        options: entry.deferred(),
+    };
+    // One fd-channel request that never waits for the handshake; a new
+    // socket's pair rides along (the daemon makes the socket then).
+    let (handle, errno) = {
+        let mut unborn = lock(&entry.unborn);
+        match unborn.as_ref() {
+            Some(pair) => {
+                let payload = request.encode_to_vec();
+                let header = FdRequest::Connect {
+                    family: pair.family,
+                    payload_len: u32::try_from(payload.len()).map_err(|_| Errno(libc::EINVAL))?,
+                    filler: pair.filler,
+                };
+                let sent =
+                    fd_request_outcome(header, &payload, &[pair.daemon_end.as_raw_fd(), fd])?;
+                match sent {
+                    (reply, errno) if reply.handle != 0 => {
+                        // The table's entry changes before the pair leaves
+                        // this one: a thread waiting on it finds the new.
+                        fdtable::born(fd, reply.handle, reply.session, None)?;
+                        unborn.take();
+                        (reply.handle, errno)
+                    }
+                    // A forked copy showed the pair to the daemon first:
+                    // claim it, then connect it as any known socket.
+                    (_, libc::EEXIST) => {
+                        let claimed = fdtable::claim_into_table(fd)?;
+                        unborn.take();
+                        drop(unborn);
+                        request.handle = claimed.handle;
+                        connect_known(&request)?
+                    }
+                    (_, errno) => return Err(Errno(errno)),
+                }
+            }
+            None if entry.is_unborn() => {
+                // Another thread made it known meanwhile.
+                drop(unborn);
+                let known = fdtable::lookup_keeping_deferred(fd)?;
+                request.handle = known.handle;
+                request.options = known.deferred();
+                let outcome = connect_known(&request)?;
+                known.take_deferred();
+                outcome
+            }
+            None => {
+                drop(unborn);
+                let outcome = connect_known(&request)?;
+                entry.take_deferred();
+                outcome
+            }
+        }
+    };
+    match errno {
+        0 => {}
+        libc::EINPROGRESS if nonblocking => return Err(Errno(libc::EINPROGRESS)),
+        libc::EINPROGRESS => await_connection(fd, handle)?,
+        e => return Err(Errno(e)),
+    }
+    connected_buffer(fd);
+    Ok(0)
+}
+
+/// `Connect` on the fd channel for a socket the daemon knows: the handle
+/// and the connect's errno (`EINPROGRESS` while the handshake goes on).
+fn connect_known(request: &ConnectRequest) -> Result<(u64, c_int)> {
+    let payload = request.encode_to_vec();
+    let header = FdRequest::Connect {
+        family: 0,
+        payload_len: u32::try_from(payload.len()).map_err(|_| Errno(libc::EINVAL))?,
+        filler: 0,
+    };
+    let (reply, errno) = fd_request_outcome(header, &payload, &[])?;
+    Ok((request.handle.max(reply.handle), errno))
+}
+
+/// A blocking connect(2): waits on the descriptor until the handshake is
+/// over — writable (the daemon discarded the filler: established) or
+/// POLLHUP (failed: the error is `SO_ERROR`'s, taken as connect(2) does).
+/// Signals do not interrupt the wait (as with `SA_RESTART`, like the other
+/// blocking control calls).
+fn await_connection(fd: RawFd, handle: u64) -> Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, -1) };
+        if n < 0 {
+            match Errno::last_os_error() {
+                Errno(libc::EINTR) => continue,
+                e => return Err(e),
+            }
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return Err(pending_error(fd, handle).unwrap_or(Errno(libc::ECONNRESET)));
+        }
+        if p.revents & libc::POLLOUT != 0 {
+            return Ok(());
+        }
+        if p.revents & libc::POLLNVAL != 0 {
+            return Err(Errno(libc::EBADF));
+        }
+    }
 }
 
 /// `recv(MSG_OOB)`: the urgent byte (never waits: `EAGAIN` until it came,
@@ -411,8 +621,11 @@ unsafe fn receive_urgent(
 /// # Safety
 /// `buf` must be null or writable for `len` bytes.
 unsafe fn receive(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Result<ssize_t> {
-    let entry = fdtable::lookup(fd)?;
+    let mut entry = fdtable::lookup_unborn_too(fd)?;
     if flags & libc::MSG_OOB != 0 {
+        if entry.is_unborn() {
+            entry = fdtable::lookup(fd)?;
+        }
         // SAFETY: forwarded caller guarantee.
         return unsafe { receive_urgent(entry.handle, buf, len, flags & libc::MSG_PEEK != 0) };
     }
@@ -429,7 +642,7 @@ unsafe fn receive(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Res
         // The daemon's end was closed with bytes of ours unread in it: the
         // socket was closed under us, or the daemon died.
         if errno.0 == libc::ECONNRESET
-            && let Some(e) = pending_error(entry.handle)
+            && let Some(e) = pending_error(fd, entry.handle)
         {
             return Err(e);
         }
@@ -439,7 +652,7 @@ unsafe fn receive(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Res
     // error once (Linux: ECONNRESET/ETIMEDOUT, then EOF).
     if n == 0
         && hung_up(fd)
-        && let Some(e) = pending_error(entry.handle)
+        && let Some(e) = pending_error(fd, entry.handle)
     {
         return Err(e);
     }
@@ -449,7 +662,7 @@ unsafe fn receive(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Res
 /// # Safety
 /// `buf` must be null or readable for `len` bytes.
 unsafe fn transmit(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> Result<ssize_t> {
-    let entry = fdtable::lookup(fd)?;
+    let entry = fdtable::lookup_unborn_too(fd)?;
     // Sending urgent data through the descriptor is not done yet: the
     // urgent mark must follow every byte already in the socketpair, which
     // the pair cannot order with a call to the daemon (see the daemon's
@@ -468,7 +681,7 @@ unsafe fn transmit(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> 
     if n < 0 {
         let errno = Errno::last_os_error();
         if errno.0 == libc::EPIPE
-            && let Some(e) = pending_error(entry.handle)
+            && let Some(e) = pending_error(fd, entry.handle)
         {
             return Err(e);
         }
@@ -582,10 +795,17 @@ pub extern "C" fn tcpd_close(fd: c_int) -> c_int {
         // A failed connection's daemon end is shut both ways and no longer
         // watched: the daemon cannot see this close, so say it (a socket
         // shut both ways is finished anyway).
-        let failed = entry.filter(|_| hung_up(fd));
+        let unborn = entry.as_ref().filter(|e| e.is_unborn()).cloned();
+        let ino = fdtable::ino_of(fd)?;
+        let failed = entry.filter(|e| !e.is_unborn() && hung_up(fd));
         // SAFETY: close(2) of the caller's descriptor.
         if unsafe { libc::close(fd) } < 0 {
             return Err(Errno::last_os_error());
+        }
+        if let Some(entry) = unborn {
+            // Never shown to the daemon: nothing to tell it, but the pair's
+            // other end goes when this was the last copy.
+            fdtable::closed(ino, &entry);
         }
         if let Some(entry) = failed {
             let request = CloseRequest {
@@ -617,7 +837,7 @@ pub extern "C" fn tcpd_is_socket(fd: c_int) -> c_int {
 pub extern "C" fn tcpd_pending_error(fd: c_int) -> c_int {
     ffi_call(|| {
         let entry = fdtable::lookup(fd)?;
-        Ok(pending_error(entry.handle).map_or(0, |e| e.0))
+        Ok(pending_error(fd, entry.handle).map_or(0, |e| e.0))
     })
 }
 
@@ -778,6 +998,9 @@ pub unsafe extern "C" fn tcpd_getsockopt(
         };
         let reply = rpc(|mut c| async move { c.get_option(request).await })?;
         let value = reply.value.unwrap_or_default();
+        if level == libc::SOL_SOCKET && optname == libc::SO_ERROR {
+            clear_pair_error(fd);
+        }
         // SO_ERROR 0 on a writable descriptor: a non-blocking connect has
         // completed (the filler is gone): the pair gets its full buffer.
         if level == libc::SOL_SOCKET

@@ -23,18 +23,32 @@
 //! - the table lock is never held across a daemon call.
 
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
+use libc::c_int;
 use tcpd_proto::v2::{OptionSetting, SetOptionRequest};
 
 use crate::ffi::{Errno, Result};
 use crate::session::{current_session, lock, lock_current, rpc};
 
+/// A socket `socket()` made here whose pair the daemon has not seen yet:
+/// the end the daemon will keep, until the first control call sends it
+/// (`Connect` or `Adopt` on the fd channel; see `DESIGN-fds.md`).
+#[derive(Debug)]
+pub struct Unborn {
+    pub daemon_end: OwnedFd,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: c_int,
+    /// Filler bytes written from the program's end.
+    pub filler: u32,
+}
+
 /// One tcpd socket as this library knows it.
 #[derive(Debug)]
 pub struct SocketEntry {
-    /// The daemon's handle, valid in `session` of `owner_pid`.
+    /// The daemon's handle, valid in `session` of `owner_pid`; 0 while the
+    /// socket is unborn.
     pub handle: u64,
     owner_pid: u32,
     session: u64,
@@ -43,11 +57,22 @@ pub struct SocketEntry {
     /// `connect` carries them (one request instead of one per option); any
     /// other call sends them first ([`lookup`]). `None` once not fresh.
     deferred: Mutex<Option<Vec<OptionSetting>>>,
+    /// The pair's daemon end while the daemon knows nothing of the socket
+    /// (no session either: such an entry is current in any session of its
+    /// process). Held across the request that hands it over, so a second
+    /// thread waits and then finds the new entry.
+    pub unborn: Mutex<Option<Unborn>>,
 }
 
 impl SocketEntry {
     fn is_current(&self) -> bool {
-        self.owner_pid == std::process::id() && self.session == current_session()
+        self.owner_pid == std::process::id()
+            && (self.session == current_session() || self.handle == 0)
+    }
+
+    /// Whether the daemon has not seen this socket yet.
+    pub fn is_unborn(&self) -> bool {
+        self.handle == 0
     }
 
     /// Keeps `setting` for the connect if the socket is still fresh;
@@ -66,6 +91,11 @@ impl SocketEntry {
     pub fn take_deferred(&self) -> Vec<OptionSetting> {
         lock(&self.deferred).take().unwrap_or_default()
     }
+
+    /// The deferred options, in order, leaving them deferred.
+    pub fn deferred(&self) -> Vec<OptionSetting> {
+        lock(&self.deferred).clone().unwrap_or_default()
+    }
 }
 
 /// Entries by inode, and when to prune next.
@@ -73,7 +103,15 @@ impl SocketEntry {
 struct Table {
     by_ino: HashMap<u64, Arc<SocketEntry>>,
     prune_at: usize,
+    /// Unborn entries made since the last prune: each holds a descriptor
+    /// (the pair's daemon end) until the program's end is known closed.
+    unborn_made: usize,
 }
+
+/// Unborn sockets made between two prunes, at most: bounds the daemon ends
+/// held for sockets the program closed with plain `close(2)` before any
+/// control call.
+const UNBORN_PRUNE: usize = 64;
 
 /// Table size below which no prune runs.
 const PRUNE_MIN: usize = 1024;
@@ -156,7 +194,12 @@ fn send_options(entry: &SocketEntry, settings: Vec<OptionSetting>) -> Result<()>
 /// `connect`, which carry them).
 pub fn lookup_keeping_deferred(fd: RawFd) -> Result<Arc<SocketEntry>> {
     match classify(fd)? {
+        Lookup::Current(entry) if entry.is_unborn() => adopt_unborn(fd, &entry),
         Lookup::Current(entry) => Ok(entry),
+        // Made by the parent before fork and not yet shown to the daemon:
+        // the child holds the pair's daemon end too and hands it over
+        // itself (or claims it, if the parent was first).
+        Lookup::Foreign(parent) if parent.is_unborn() => adopt_unborn(fd, &parent),
         Lookup::Foreign(parent) => {
             // Options the parent set on the fresh socket before fork and
             // had not sent yet are in force in the child too (as Linux).
@@ -171,6 +214,70 @@ pub fn lookup_keeping_deferred(fd: RawFd) -> Result<Arc<SocketEntry>> {
         }
         Lookup::Unknown => Err(Errno(libc::EBADF)),
     }
+}
+
+/// As [`lookup_keeping_deferred`], but an unborn socket stays unborn (its
+/// entry is returned, handle 0): for data calls, which need the handle
+/// only to ask for a failed connection's error, and for connect, which
+/// hands the pair over itself.
+pub fn lookup_unborn_too(fd: RawFd) -> Result<Arc<SocketEntry>> {
+    match classify(fd)? {
+        Lookup::Current(entry) => Ok(entry),
+        Lookup::Foreign(parent) if parent.is_unborn() => Ok(parent),
+        _ => lookup_keeping_deferred(fd),
+    }
+}
+
+/// Shows an unborn socket to the daemon (`Adopt`): the table's entry for
+/// `fd` is replaced by one with the daemon's handle, options deferred so far
+/// still deferred. `EEXIST` from the daemon (another process holding the
+/// same pair — a fork — was first) turns into a claim.
+fn adopt_unborn(fd: RawFd, entry: &SocketEntry) -> Result<Arc<SocketEntry>> {
+    let mut unborn = lock(&entry.unborn);
+    let Some(pair) = unborn.as_ref() else {
+        // Another thread handed it over meanwhile: its entry is in the table.
+        drop(unborn);
+        return match classify(fd)? {
+            Lookup::Current(e) if !e.is_unborn() => Ok(e),
+            _ => Err(Errno(libc::EBADF)),
+        };
+    };
+    let request = tcpd_proto::fd_channel::Request::Adopt {
+        family: pair.family,
+        filler: pair.filler,
+    };
+    let sent = crate::session::fd_request(request, &[], &[pair.daemon_end.as_raw_fd(), fd]);
+    match sent {
+        Ok(reply) => {
+            unborn.take();
+            born(fd, reply.handle, reply.session, Some(entry.deferred()))
+        }
+        Err(Errno(libc::EEXIST)) => {
+            unborn.take();
+            claim_into_table(fd)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Records `fd` as the socket `handle` of `session`, the daemon having
+/// just seen it (`Adopt`, `Connect`); `deferred`: options still to send
+/// (`None`: the socket is no longer fresh).
+pub fn born(
+    fd: RawFd,
+    handle: u64,
+    session: u64,
+    deferred: Option<Vec<OptionSetting>>,
+) -> Result<Arc<SocketEntry>> {
+    let entry = Arc::new(SocketEntry {
+        handle,
+        owner_pid: std::process::id(),
+        session,
+        deferred: Mutex::new(deferred),
+        unborn: Mutex::new(None),
+    });
+    put(fd, Arc::clone(&entry))?;
+    Ok(entry)
 }
 
 /// Whether `fd` is a tcpd socket, claiming it for this session if it is one
@@ -194,12 +301,12 @@ pub fn claim(fd: RawFd) -> Result<bool> {
 /// socket whose client end `fd` is (a socket of the parent after fork, of
 /// the image before exec, or of a lost session); `EBADF` if the daemon
 /// knows no such socket.
-fn claim_into_table(fd: RawFd) -> Result<Arc<SocketEntry>> {
-    let handle = crate::session::claim(fd).map_err(|e| match e.0 {
+pub fn claim_into_table(fd: RawFd) -> Result<Arc<SocketEntry>> {
+    let reply = crate::session::claim(fd).map_err(|e| match e.0 {
         libc::ENOTSOCK => Errno(libc::EBADF),
         _ => e,
     })?;
-    insert(fd, handle, current_session(), false)?;
+    insert(fd, reply.handle, reply.session, false)?;
     match classify(fd)? {
         Lookup::Current(entry) => Ok(entry),
         _ => Err(Errno(libc::EBADF)),
@@ -231,23 +338,64 @@ pub fn is_unix_stream(fd: RawFd) -> bool {
 /// Records `fd` as the tcpd socket `handle` of `session`; `fresh`: just
 /// made by `socket()` (its options may be deferred to its connect).
 pub fn insert(fd: RawFd, handle: u64, session: u64, fresh: bool) -> Result<()> {
+    born(fd, handle, session, fresh.then(Vec::new)).map(drop)
+}
+
+/// Records `fd` as a socket made here whose pair the daemon has not seen
+/// (its options deferred until it does).
+pub fn insert_unborn(fd: RawFd, unborn: Unborn) -> Result<()> {
+    put(
+        fd,
+        Arc::new(SocketEntry {
+            handle: 0,
+            owner_pid: std::process::id(),
+            session: 0,
+            deferred: Mutex::new(Some(Vec::new())),
+            unborn: Mutex::new(Some(unborn)),
+        }),
+    )
+}
+
+/// Stores `entry` for `fd`'s inode.
+fn put(fd: RawFd, entry: Arc<SocketEntry>) -> Result<()> {
     let ino = socket_ino(fd)?.ok_or(Errno(libc::ENOTSOCK))?;
-    let entry = Arc::new(SocketEntry {
-        handle,
-        owner_pid: std::process::id(),
-        session,
-        deferred: Mutex::new(fresh.then(Vec::new)),
-    });
     let mut guard = lock_table();
     let table = guard.get_or_insert_with(|| Table {
         by_ino: HashMap::new(),
         prune_at: PRUNE_MIN,
+        unborn_made: 0,
     });
+    if entry.is_unborn() {
+        table.unborn_made += 1;
+    }
     table.by_ino.insert(ino, entry);
-    if table.by_ino.len() >= table.prune_at {
+    if table.by_ino.len() >= table.prune_at || table.unborn_made >= UNBORN_PRUNE {
         prune(table);
     }
     Ok(())
+}
+
+/// After `close(2)` of a descriptor of the unborn socket `entry` (inode
+/// `ino`): forgets it, closing the pair's daemon end, if that was the last
+/// copy of the program's end (the daemon end reports POLLHUP then).
+pub fn closed(ino: u64, entry: &SocketEntry) {
+    let gone = lock(&entry.unborn).as_ref().is_some_and(|u| {
+        let mut p = libc::pollfd {
+            fd: u.daemon_end.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLHUP != 0 }
+    });
+    if gone && let Some(table) = lock_table().as_mut() {
+        table.by_ino.remove(&ino);
+    }
+}
+
+/// The inode of the socket `fd` (`EBADF` if not open, `ENOTSOCK`).
+pub fn ino_of(fd: RawFd) -> Result<u64> {
+    socket_ino(fd)?.ok_or(Errno(libc::ENOTSOCK))
 }
 
 /// Drops entries whose inode no open descriptor of this process has.
@@ -269,6 +417,7 @@ fn prune(table: &mut Table) {
     }
     table.by_ino.retain(|ino, _| live.contains(ino));
     table.prune_at = (table.by_ino.len() * 2).max(PRUNE_MIN);
+    table.unborn_made = 0;
 }
 
 thread_local! {

@@ -188,70 +188,147 @@ where
     Ok((reply, current_session()))
 }
 
+/// What one fd-channel request returned: the response's handle and the
+/// descriptor it carried, and the session the channel acts for.
+#[derive(Debug)]
+pub struct FdReply {
+    pub handle: u64,
+    pub fd: Option<OwnedFd>,
+    pub session: u64,
+}
+
 /// Runs one request on the process's fd channel (opening it, bound to the
-/// current session, on first use or after the session changed): the
-/// response's handle and the descriptor it carried. `send` rides along
-/// with the request (a claim).
-pub fn fd_request(request: Request, send: Option<RawFd>) -> Result<(u64, Option<OwnedFd>)> {
+/// current session, on first use or after the session changed). `payload`
+/// follows the request (a `Connect`'s); `send` rides along with it
+/// (`SCM_RIGHTS`: a claim's descriptor, a client-made pair). A failed
+/// request is its errno; a response that carries both an errno and a
+/// handle (a `Connect` that made its socket and then failed) is `Ok` here:
+/// see [`fd_request_outcome`].
+pub fn fd_request(request: Request, payload: &[u8], send: &[RawFd]) -> Result<FdReply> {
+    let (reply, errno) = fd_request_outcome(request, payload, send)?;
+    match errno {
+        0 => Ok(reply),
+        e => Err(Errno(e)),
+    }
+}
+
+/// As [`fd_request`], with the response's errno beside its handle instead
+/// of failing on it (`Err` only when the channel cannot be used).
+pub fn fd_request_outcome(
+    request: Request,
+    payload: &[u8],
+    send: &[RawFd],
+) -> Result<(FdReply, i32)> {
     let state = process()?;
     // Make sure the gRPC session exists first (it issues the token).
     state.client()?;
     let mut slot = lock(&state.fd_channel);
-    let session = current_session();
-    if slot.as_ref().is_none_or(|(s, _)| *s != session) {
-        *slot = None;
-        let (reply, session) =
-            rpc_in_session(
-                |mut c| async move { c.open_fd_channel(OpenFdChannelRequest {}).await },
-            )?;
-        let token: [u8; tcpd_proto::fd_channel::TOKEN_LEN] = reply
-            .token
-            .as_slice()
-            .try_into()
-            .map_err(|_| Errno(libc::EIO))?;
-        let path = tcpd_proto::fd_socket_path(&tcpd_proto::socket_path_from_env());
-        let stream = UnixStream::connect(&path).map_err(|e| {
-            let errno = Errno::from_io(&e, libc::ECONNREFUSED);
-            crate::ffi::note_daemon_failure(
-                errno,
-                format!("cannot reach the tcpd daemon's fd socket {path}: {e}"),
-            );
-            errno
-        })?;
-        exchange(&stream, Request::Hello { token }, None)?;
-        *slot = Some((session, stream));
-    }
-    let Some((_, stream)) = slot.as_ref() else {
+    open_channel(&mut slot)?;
+    let Some((session, stream)) = slot.as_ref() else {
         return Err(Errno(libc::EIO));
     };
-    let result = exchange(stream, request, send);
+    let session = *session;
+    let result = exchange(stream, request, payload, send);
     if matches!(result, Err(Errno(libc::ECONNABORTED))) {
         // The channel broke (daemon gone): the next request opens a new one.
         *slot = None;
     }
-    result
+    result.map(|((handle, fd), errno)| {
+        (
+            FdReply {
+                handle,
+                fd,
+                session,
+            },
+            errno,
+        )
+    })
+}
+
+/// Opens the fd channel, bound to the current session, unless it is open
+/// for it already.
+fn open_channel(slot: &mut Option<(u64, UnixStream)>) -> Result<()> {
+    let session = current_session();
+    if slot.as_ref().is_some_and(|(s, _)| *s == session) {
+        return Ok(());
+    }
+    *slot = None;
+    let (reply, session) =
+        rpc_in_session(|mut c| async move { c.open_fd_channel(OpenFdChannelRequest {}).await })?;
+    let token: [u8; tcpd_proto::fd_channel::TOKEN_LEN] = reply
+        .token
+        .as_slice()
+        .try_into()
+        .map_err(|_| Errno(libc::EIO))?;
+    let path = tcpd_proto::fd_socket_path(&tcpd_proto::socket_path_from_env());
+    let stream = UnixStream::connect(&path).map_err(|e| {
+        let errno = Errno::from_io(&e, libc::ECONNREFUSED);
+        crate::ffi::note_daemon_failure(
+            errno,
+            format!("cannot reach the tcpd daemon's fd socket {path}: {e}"),
+        );
+        errno
+    })?;
+    let (_, errno) = exchange(&stream, Request::Hello { token }, &[], &[])?;
+    if errno != 0 {
+        return Err(Errno(errno));
+    }
+    *slot = Some((session, stream));
+    Ok(())
+}
+
+/// Makes sure the daemon is there for a new socket (which `socket()` makes
+/// without asking it, see `fdtable::Unborn`): the session and its fd
+/// channel exist, and the channel has not hung up (the daemon went away:
+/// then it is re-opened, or the call fails as the first one would —
+/// `ENOENT`, `ECONNREFUSED`...). One `poll` once the channel is open.
+pub fn ensure_daemon() -> Result<()> {
+    let state = process()?;
+    let mut slot = lock(&state.fd_channel);
+    if let Some((_, stream)) = slot.as_ref() {
+        let mut p = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let gone = unsafe { libc::poll(&mut p, 1, 0) } != 0;
+        if !gone {
+            return Ok(());
+        }
+        // The daemon closed it: make the next call reconnect.
+        *slot = None;
+        *lock(&state.client) = None;
+    }
+    drop(slot);
+    state.client()?;
+    open_channel(&mut lock(&state.fd_channel))
 }
 
 /// Makes this session a co-owner of the inherited tcpd socket `fd`.
-pub fn claim(fd: RawFd) -> Result<u64> {
-    fd_request(Request::Claim, Some(fd)).map(|(handle, _)| handle)
+pub fn claim(fd: RawFd) -> Result<FdReply> {
+    fd_request(Request::Claim, &[], &[fd])
 }
 
-/// Sends one request and reads its response. A broken channel is
-/// `ECONNABORTED` (the daemon is gone), a failed request its errno.
+/// Sends one request (and its payload) and reads its response: the
+/// handle, the descriptor it carried and the errno it gave. A broken
+/// channel is `ECONNABORTED` (the daemon is gone).
 fn exchange(
     stream: &UnixStream,
     request: Request,
-    send: Option<RawFd>,
-) -> Result<(u64, Option<OwnedFd>)> {
+    payload: &[u8],
+    send: &[RawFd],
+) -> Result<((u64, Option<OwnedFd>), i32)> {
     let broken = |_| Errno(libc::ECONNABORTED);
-    let bytes = request.encode();
+    let mut bytes = Vec::with_capacity(REQUEST_LEN + payload.len());
+    bytes.extend_from_slice(&request.encode());
+    bytes.extend_from_slice(payload);
     let mut sent = 0;
-    while sent < REQUEST_LEN {
+    while sent < bytes.len() {
         let n = send_part(
             stream.as_raw_fd(),
             &bytes[sent..],
-            if sent == 0 { send } else { None },
+            if sent == 0 { send } else { &[] },
         )
         .map_err(broken)?;
         sent += n;
@@ -266,22 +343,19 @@ fn exchange(
         }
     }
     let response = Response::decode(&buf);
-    if response.errno != 0 {
-        return Err(Errno(response.errno));
-    }
-    Ok((response.handle, fd))
+    Ok(((response.handle, fd), response.errno))
 }
 
-/// One sendmsg(2), retried on EINTR, with `fd` attached.
-fn send_part(sock: RawFd, bytes: &[u8], fd: Option<RawFd>) -> std::io::Result<usize> {
+/// One sendmsg(2), retried on EINTR, with `fds` attached.
+fn send_part(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<usize> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let fds = fd.map(|f| [f]);
-    let cmsgs: Vec<ControlMessage<'_>> = fds.iter().map(|f| ControlMessage::ScmRights(f)).collect();
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     loop {
         match sendmsg::<()>(
             sock,
             &[IoSlice::new(bytes)],
-            &cmsgs,
+            cmsgs,
             MsgFlags::MSG_NOSIGNAL,
             None,
         ) {

@@ -54,20 +54,25 @@ pub const CHUNK: usize = 128 * 1024;
 /// the client can write ahead of the daemon, on top of the stack's send
 /// buffer, and so the filler a new socket is handed out with. libtcpd
 /// raises it to [`tcpd_proto::fd_channel::CONNECTED_SNDBUF`] once the
-/// connection is established (the filler is gone then).
-const CLIENT_SNDBUF: usize = 32 * 1024;
+/// connection is established (the filler is gone then). libtcpd makes its
+/// own pairs (`Adopt`, `Connect`) with the same sizes.
+const CLIENT_SNDBUF: usize = tcpd_proto::fd_channel::NEW_SNDBUF;
 /// SO_SNDBUF of the daemon's end: how much received data waits in the pair
 /// for the client, on top of the stack's receive buffer.
-const DAEMON_SNDBUF: usize = 256 * 1024;
+const DAEMON_SNDBUF: usize = tcpd_proto::fd_channel::DAEMON_SNDBUF;
 /// Ready ends handled per epoll wait.
 const EVENTS: usize = 256;
 
 /// The daemon's side of one socket's pair.
 #[derive(Debug)]
 struct FdLink {
-    end: UnixStream,
-    /// Inode of the client's end (how a claim names the socket).
-    client_ino: u64,
+    /// `None` once closed: a connection that failed before it was
+    /// established (see [`fail`]).
+    end: Option<UnixStream>,
+    /// Socket cookie (`SO_COOKIE`) of the client's end: how a claim names
+    /// the socket. Unlike an inode number it is never reused and cannot be
+    /// matched by a descriptor of another kind (see [`socket_cookie`]).
+    client_cookie: u64,
     /// Filler bytes still to discard before the client's data.
     filler: usize,
     /// Taken from the stack, not yet written to the client.
@@ -82,6 +87,16 @@ struct FdLink {
     failed: bool,
     /// Listener: a signal byte is (or may be) in the client's queue.
     accept_signal: bool,
+}
+
+/// A socketpair the client made for a new socket: the end the daemon
+/// keeps, the cookie of the client's end, and the filler the client wrote
+/// from its end (see the module docs).
+#[derive(Debug)]
+pub struct ClientPair {
+    pub daemon_end: OwnedFd,
+    pub client_cookie: u64,
+    pub filler: usize,
 }
 
 /// What a pump found.
@@ -99,12 +114,67 @@ pub enum Pumped {
 pub struct FdLinks {
     epoll: Epoll,
     links: HashMap<SocketHandle, FdLink>,
-    by_ino: HashMap<u64, SocketHandle>,
+    by_cookie: HashMap<u64, SocketHandle>,
     scratch: Vec<u8>,
 }
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// The kernel's cookie of the socket `fd` (`getsockopt(SO_COOKIE)`, Linux
+/// 4.12+): a 64-bit number unique to one socket for the life of the system,
+/// never reused. A claim names its socket by the cookie of the descriptor
+/// it carries, so only a process holding that very socket's descriptor can
+/// claim it. (An inode number would not do: `st_ino` is only unique within
+/// one file system, so a regular file or pipe with the same number — an
+/// attacker can look the number up in `/proc/net/unix` and make files
+/// until one matches — would have named another user's socket.) Fails
+/// with `ENOTSOCK` for anything but a socket, without blocking whatever
+/// the descriptor is (no `fstat`, which a FUSE file could stall).
+#[allow(unsafe_code)]
+pub fn socket_cookie(fd: &impl AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a local u64 and
+    // `len` says how many; the descriptor number is only read by the kernel.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<u64>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(cookie)
+}
+
+/// An `int` socket option of `fd` (`SOL_SOCKET` level).
+#[allow(unsafe_code)]
+fn int_option(fd: &impl AsRawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a local int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
 }
 
 /// Whether `end` reports POLLHUP: its peer is gone (or both are shut).
@@ -121,7 +191,7 @@ impl FdLinks {
         Ok(FdLinks {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             links: HashMap::new(),
-            by_ino: HashMap::new(),
+            by_cookie: HashMap::new(),
             scratch: vec![0u8; CHUNK],
         })
     }
@@ -141,9 +211,9 @@ impl FdLinks {
         self.links.get(&h).is_some_and(|l| !l.failed)
     }
 
-    /// The socket whose client end has inode `ino`.
-    pub fn by_client_ino(&self, ino: u64) -> Option<SocketHandle> {
-        self.by_ino.get(&ino).copied()
+    /// The socket whose client end has the socket cookie `cookie`.
+    pub fn by_client_cookie(&self, cookie: u64) -> Option<SocketHandle> {
+        self.by_cookie.get(&cookie).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -167,7 +237,7 @@ impl FdLinks {
         };
         setsockopt(&client, sockopt::SndBuf, &client_sndbuf)?;
         setsockopt(&daemon, sockopt::SndBuf, &DAEMON_SNDBUF)?;
-        let client_ino = nix::sys::stat::fstat(client.as_raw_fd())?.st_ino;
+        let client_cookie = socket_cookie(&client)?;
         let mut client = UnixStream::from(client);
         let mut filler = 0;
         if fill {
@@ -182,7 +252,50 @@ impl FdLinks {
         }
         // The client gets a blocking socket, as socket(2) returns.
         fcntl(client.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_RDWR))?;
-        let end = UnixStream::from(daemon);
+        self.register(h, OwnedFd::from(daemon), client_cookie, filler)?;
+        Ok(OwnedFd::from(client))
+    }
+
+    /// Takes `pair`, a socketpair the client made (`Adopt`, `Connect`
+    /// with handle 0), as `h`'s. Its daemon end must be an `AF_UNIX`
+    /// stream socket other than the client's end (else `EINVAL`); a client
+    /// end the daemon knows already is `EEXIST` (a forked copy of the
+    /// client registered the same pair first).
+    pub fn adopt(&mut self, h: SocketHandle, pair: ClientPair) -> io::Result<()> {
+        let ClientPair {
+            daemon_end,
+            client_cookie,
+            filler,
+        } = pair;
+        if self.by_cookie.contains_key(&client_cookie) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        let stream_socket = int_option(&daemon_end, libc::SO_DOMAIN)? == libc::AF_UNIX
+            && int_option(&daemon_end, libc::SO_TYPE)? == libc::SOCK_STREAM
+            && int_option(&daemon_end, libc::SO_ACCEPTCONN)? == 0
+            && socket_cookie(&daemon_end)? != client_cookie;
+        if !stream_socket {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // The client closes its copy once the request is answered; the
+        // flag is the open file's, so it holds for ours.
+        fcntl(
+            daemon_end.as_raw_fd(),
+            FcntlArg::F_SETFL(OFlag::O_RDWR | OFlag::O_NONBLOCK),
+        )?;
+        setsockopt(&daemon_end, sockopt::SndBuf, &DAEMON_SNDBUF)?;
+        self.register(h, daemon_end, client_cookie, filler)
+    }
+
+    /// Watches `end` as `h`'s daemon end.
+    fn register(
+        &mut self,
+        h: SocketHandle,
+        end: OwnedFd,
+        client_cookie: u64,
+        filler: usize,
+    ) -> io::Result<()> {
+        let end = UnixStream::from(end);
         self.epoll.add(
             &end,
             EpollEvent::new(
@@ -196,8 +309,8 @@ impl FdLinks {
         self.links.insert(
             h,
             FdLink {
-                end,
-                client_ino,
+                end: Some(end),
+                client_cookie,
                 filler,
                 to_client: Vec::new(),
                 from_client: Vec::new(),
@@ -207,16 +320,18 @@ impl FdLinks {
                 accept_signal: false,
             },
         );
-        self.by_ino.insert(client_ino, h);
-        Ok(OwnedFd::from(client))
+        self.by_cookie.insert(client_cookie, h);
+        Ok(())
     }
 
     /// Forgets `h`'s pair (the socket is closed); the client sees EOF.
     pub fn remove(&mut self, h: SocketHandle) {
         if let Some(link) = self.links.remove(&h) {
-            self.by_ino.remove(&link.client_ino);
-            if !link.failed {
-                let _ = self.epoll.delete(&link.end);
+            self.by_cookie.remove(&link.client_cookie);
+            if !link.failed
+                && let Some(end) = &link.end
+            {
+                let _ = self.epoll.delete(end);
             }
         }
     }
@@ -265,6 +380,9 @@ impl FdLinks {
         if link.failed {
             return Pumped::Open;
         }
+        let Some(end) = link.end.as_mut() else {
+            return Pumped::Open;
+        };
         let Ok(ready) = stack.readiness(h) else {
             return Pumped::Open;
         };
@@ -317,10 +435,10 @@ impl FdLinks {
             } else {
                 CHUNK
             };
-            match link.end.read(&mut scratch[..want]) {
+            match end.read(&mut scratch[..want]) {
                 Ok(0) => {
                     link.client_eof = true;
-                    if hup || hung_up(&link.end) {
+                    if hup || hung_up(end) {
                         break;
                     }
                     // shutdown(SHUT_WR) by the client: FIN after its data.
@@ -337,7 +455,7 @@ impl FdLinks {
                 }
             }
         }
-        if link.client_eof && (hup || unread_reset || hung_up(&link.end)) {
+        if link.client_eof && (hup || unread_reset || hung_up(end)) {
             let unread = unread_reset
                 || !link.to_client.is_empty()
                 || stack.socket_info(h).is_ok_and(|i| i.recv_queue > 0);
@@ -346,7 +464,7 @@ impl FdLinks {
         // Stack -> client.
         while !link.sent_eof {
             if !link.to_client.is_empty() {
-                match link.end.write(&link.to_client) {
+                match end.write(&link.to_client) {
                     Ok(n) => {
                         link.to_client.drain(..n);
                     }
@@ -364,9 +482,9 @@ impl FdLinks {
             match stack.recv(now, h, &mut scratch[..CHUNK], false) {
                 Ok(0) => {
                     link.sent_eof = true;
-                    let _ = link.end.shutdown(std::net::Shutdown::Write);
+                    let _ = end.shutdown(std::net::Shutdown::Write);
                 }
-                Ok(n) => match link.end.write(&scratch[..n]) {
+                Ok(n) => match end.write(&scratch[..n]) {
                     Ok(w) => link.to_client.extend_from_slice(&scratch[w..n]),
                     Err(e) if would_block(&e) => link.to_client.extend_from_slice(&scratch[..n]),
                     Err(_) => {}
@@ -390,29 +508,48 @@ fn signal_listener(link: &mut FdLink, stack: &Stack, h: SocketHandle) {
     if stack.is_connection(h) {
         return;
     }
-    match link.end.write(&[1]) {
+    let Some(end) = link.end.as_mut() else {
+        return;
+    };
+    match end.write(&[1]) {
         Ok(_) => link.accept_signal = true,
         Err(e) if would_block(&e) => link.accept_signal = true,
         Err(_) => {}
     }
 }
 
-/// The connection failed: discard what the client sent (so its end becomes
-/// writable), shut this end both ways (the client sees HUP, EOF, EPIPE),
-/// and stop watching it (its HUP is our own).
+/// The connection failed; stop watching this end (its HUP is our own now)
+/// and tell the client:
+/// - before it was established (refused, timed out: the filler is still
+///   unread here), by closing this end with the filler in it: the kernel
+///   then sets `ECONNRESET` on the client's end, which reports
+///   `POLLERR|POLLHUP` (then `POLLOUT`, once the filler is freed) and fails
+///   its first read with `ECONNRESET` — Linux's view of a failed connect
+///   (libtcpd turns that into `SO_ERROR`'s errno);
+/// - after, by discarding what the client sent (so its end becomes
+///   writable) and shutting this end both ways: the client sees
+///   `POLLIN|POLLOUT|POLLHUP`, EOF and `EPIPE` (no `POLLERR`: nothing of
+///   the client's is left unread to make the kernel report one).
 fn fail(epoll: &Epoll, link: &mut FdLink) {
-    let _ = epoll.delete(&link.end);
+    link.failed = true;
+    link.from_client.clear();
+    link.to_client.clear();
+    let Some(end) = link.end.as_mut() else {
+        return;
+    };
+    let _ = epoll.delete(&*end);
+    if link.filler > 0 {
+        link.filler = 0;
+        link.end = None;
+        return;
+    }
     // Drain before shutting: the client's poll then sees POLLOUT together
     // with POLLHUP (a waiter woken by the HUP alone would miss POLLOUT).
     let mut sink = [0u8; 4096];
-    while let Ok(n) = link.end.read(&mut sink) {
+    while let Ok(n) = end.read(&mut sink) {
         if n == 0 {
             break;
         }
     }
-    let _ = link.end.shutdown(std::net::Shutdown::Both);
-    link.filler = 0;
-    link.from_client.clear();
-    link.to_client.clear();
-    link.failed = true;
+    let _ = end.shutdown(std::net::Shutdown::Both);
 }

@@ -19,12 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use tcpd_proto::fd_channel::{REQUEST_LEN, RESPONSE_LEN, Request, Response};
+use tcpd_proto::fd_channel::{
+    MAX_CONNECT_PAYLOAD, REQUEST_LEN, RESPONSE_LEN, Request, Response,
+};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
+use crate::convert;
 use crate::errno::Errno;
+use crate::fd_link::{ClientPair, socket_cookie};
 use crate::ops::{DriverHandle, Op};
 use crate::session::{Credentials, SessionInfo};
 
@@ -142,40 +146,52 @@ fn failure(e: &Errno) -> Response {
     }
 }
 
+/// Linux's `AF_INET6` = 10; 0 (older clients) and `AF_INET` = 2 are IPv4.
+fn family_of(family: i32) -> Result<tcpd_stack::IpFamily, Errno> {
+    match family {
+        0 | 2 => Ok(tcpd_stack::IpFamily::V4),
+        10 => Ok(tcpd_stack::IpFamily::V6),
+        _ => Err(Errno::new(
+            tcpd_proto::errno::EAFNOSUPPORT,
+            "address family not supported",
+        )),
+    }
+}
+
+/// A client-made socketpair from a request's descriptors: the daemon's end
+/// first, then the client's (whose cookie is all the daemon keeps of it).
+fn client_pair(fds: &mut Vec<OwnedFd>, filler: u32) -> Result<ClientPair, Errno> {
+    if fds.len() != 2 {
+        return Err(Errno::invalid("a new socket's pair carries two descriptors"));
+    }
+    let client = fds.pop().ok_or_else(|| Errno::invalid("no client end"))?;
+    let daemon_end = fds.pop().ok_or_else(|| Errno::invalid("no daemon end"))?;
+    let client_cookie = socket_cookie(&client).map_err(|e| Errno::from_io(&e))?;
+    Ok(ClientPair {
+        daemon_end,
+        client_cookie,
+        filler: usize::try_from(filler).unwrap_or(usize::MAX),
+    })
+}
+
 /// Serves one bound connection's requests, in order, until it closes.
 async fn channel(
     stream: &UnixStream,
     driver: &DriverHandle,
     session: SessionInfo,
 ) -> io::Result<()> {
-    while let Some((request, fd)) = recv_request(stream).await? {
+    while let Some((request, mut fds)) = recv_request(stream).await? {
         let (response, out) = match request {
-            Some(Request::New { family }) => {
-                // Linux's AF_INET6 = 10; 0 (older clients) and AF_INET = 2 are IPv4.
-                let family = match family {
-                    0 | 2 => Some(tcpd_stack::IpFamily::V4),
-                    10 => Some(tcpd_stack::IpFamily::V6),
-                    _ => None,
-                };
-                match family {
-                    Some(family) => {
-                        match driver
-                            .call(session, |reply| Op::FdNew { family, reply })
-                            .await
-                        {
-                            Ok((handle, fd)) => (Response { errno: 0, handle }, Some(fd)),
-                            Err(e) => (failure(&e), None),
-                        }
-                    }
-                    None => (
-                        failure(&Errno::new(
-                            tcpd_proto::errno::EAFNOSUPPORT,
-                            "address family not supported",
-                        )),
-                        None,
-                    ),
-                }
-            }
+            Some(Request::New { family }) => match family_of(family) {
+                Ok(family) => match driver
+                    .call(session, |reply| Op::FdNew { family, reply })
+                    .await
+                {
+                    Ok((handle, fd)) => (Response { errno: 0, handle }, Some(fd)),
+                    Err(e) => (failure(&e), None),
+                },
+                Err(e) => (failure(&e), None),
+            },
             Some(Request::Attach { handle }) => {
                 match driver
                     .call(session, |reply| Op::FdAttach { handle, reply })
@@ -185,7 +201,7 @@ async fn channel(
                     Err(e) => (failure(&e), None),
                 }
             }
-            Some(Request::Claim) => match fd {
+            Some(Request::Claim) => match fds.pop() {
                 Some(fd) => match driver
                     .call(session, |reply| Op::FdClaim { fd, reply })
                     .await
@@ -194,10 +210,39 @@ async fn channel(
                     Err(e) => (failure(&e), None),
                 },
                 None => (
-                    failure(&Errno::invalid("a claim carries a descriptor")),
+                    failure(&Errno::new(
+                        tcpd_proto::errno::ENOTSOCK,
+                        "a claim carries a socket's descriptor",
+                    )),
                     None,
                 ),
             },
+            Some(Request::Adopt { family, filler }) => {
+                let made = match (family_of(family), client_pair(&mut fds, filler)) {
+                    (Ok(family), Ok(pair)) => {
+                        driver
+                            .call(session, |reply| Op::FdAdopt {
+                                family,
+                                pair,
+                                reply,
+                            })
+                            .await
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                match made {
+                    Ok(handle) => (Response { errno: 0, handle }, None),
+                    Err(e) => (failure(&e), None),
+                }
+            }
+            Some(Request::Connect {
+                family,
+                payload_len,
+                filler,
+            }) => {
+                let payload = recv_payload(stream, payload_len).await?;
+                (connect(driver, session, family, filler, &payload, fds).await, None)
+            }
             Some(Request::Hello { .. }) => (failure(&Errno::invalid("already bound")), None),
             None => return Ok(()),
         };
@@ -206,18 +251,100 @@ async fn channel(
     Ok(())
 }
 
-/// The next request and the descriptor sent with it; `None` at EOF.
-/// `Some((None, _))`: an unknown request kind.
+/// A `Connect` request: a `v2.ConnectRequest` in `payload`, and for handle
+/// 0 the new socket's pair in `fds`.
+async fn connect(
+    driver: &DriverHandle,
+    session: SessionInfo,
+    family: i32,
+    filler: u32,
+    payload: &[u8],
+    mut fds: Vec<OwnedFd>,
+) -> Response {
+    let parsed = (|| {
+        let req = <tcpd_proto::v2::ConnectRequest as prost::Message>::decode(payload)
+            .map_err(|_| Errno::invalid("malformed ConnectRequest"))?;
+        let remote = convert::socket_addr(req.address.as_ref())?;
+        let options = convert::options(&req.options)?;
+        let pair = if req.handle == 0 {
+            Some((family_of(family)?, client_pair(&mut fds, filler)?))
+        } else {
+            None
+        };
+        Ok::<_, Errno>((req.handle, pair, remote, options))
+    })();
+    let (handle, pair, remote, options) = match parsed {
+        Ok(p) => p,
+        Err(e) => return failure(&e),
+    };
+    match driver
+        .call(session, |reply| Op::FdConnect {
+            handle,
+            pair,
+            remote,
+            options,
+            reply,
+        })
+        .await
+    {
+        Ok((handle, outcome)) => Response {
+            errno: outcome.err().map_or(0, |e| e.number),
+            handle,
+        },
+        Err(e) => failure(&e),
+    }
+}
+
+/// The `len` bytes that follow a `Connect` request.
+async fn recv_payload(stream: &UnixStream, len: u32) -> io::Result<Vec<u8>> {
+    if len > MAX_CONNECT_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "Connect payload too large",
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        stream.readable().await?;
+        match stream.try_io(Interest::READABLE, || {
+            nix::sys::socket::recv(stream.as_raw_fd(), &mut buf[got..], MsgFlags::MSG_DONTWAIT)
+                .map_err(io::Error::from)
+        }) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
+}
+
+/// `fd` if it is a socket. Anything else a client sent is closed on the
+/// blocking pool, never here: close(2) of a FUSE file waits for its server
+/// (FLUSH), which a hostile client controls; a socket closes at once.
+fn only_sockets(fd: OwnedFd) -> Option<OwnedFd> {
+    if socket_cookie(&fd).is_ok() {
+        return Some(fd);
+    }
+    tokio::task::spawn_blocking(move || drop(fd));
+    None
+}
+
+/// The next request and the descriptors sent with it (at most
+/// [`MAX_FDS`], sockets only: anything else is closed off this task, see
+/// [`only_sockets`]); `None` at EOF. `Some((None, _))`: an unknown request
+/// kind.
 async fn recv_request(
     stream: &UnixStream,
-) -> io::Result<Option<(Option<Request>, Option<OwnedFd>)>> {
+) -> io::Result<Option<(Option<Request>, Vec<OwnedFd>)>> {
     let mut buf = [0u8; REQUEST_LEN];
     let mut got = 0;
-    let mut fd = None;
+    let mut fds = Vec::new();
     while got < REQUEST_LEN {
         stream.readable().await?;
         match stream.try_io(Interest::READABLE, || {
-            recv_with_fd(stream.as_raw_fd(), &mut buf[got..], &mut fd)
+            recv_with_fds(stream.as_raw_fd(), &mut buf[got..], &mut fds)
         }) {
             Ok(0) => return Ok(None),
             Ok(n) => got += n,
@@ -225,14 +352,17 @@ async fn recv_request(
             Err(e) => return Err(e),
         }
     }
-    Ok(Some((Request::decode(&buf), fd)))
+    Ok(Some((Request::decode(&buf), fds)))
 }
 
-/// One recvmsg(2); the first descriptor received is kept in `fd` (any
-/// other is closed).
-fn recv_with_fd(sock: RawFd, buf: &mut [u8], fd: &mut Option<OwnedFd>) -> io::Result<usize> {
+/// Descriptors one request may carry (a client-made pair).
+const MAX_FDS: usize = 2;
+
+/// One recvmsg(2); received sockets are added to `fds` up to [`MAX_FDS`]
+/// (anything else is closed, see [`only_sockets`]).
+fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let msg = recvmsg::<()>(
         sock,
         &mut iov,
@@ -241,11 +371,12 @@ fn recv_with_fd(sock: RawFd, buf: &mut [u8], fd: &mut Option<OwnedFd>) -> io::Re
     )
     .map_err(io::Error::from)?;
     for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            for raw in fds {
-                let owned = adopt(raw);
-                if fd.is_none() {
-                    *fd = Some(owned);
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            for raw in received {
+                if let Some(fd) = only_sockets(adopt(raw))
+                    && fds.len() < MAX_FDS
+                {
+                    fds.push(fd);
                 }
             }
         }

@@ -233,6 +233,23 @@ pub enum Op {
         fd: OwnedFd,
         reply: Reply<u64>,
     },
+    /// socket(2) with a socketpair the client made; the reply is the handle.
+    FdAdopt {
+        family: tcpd_stack::IpFamily,
+        pair: crate::fd_link::ClientPair,
+        reply: Reply<u64>,
+    },
+    /// connect(2) of an fd socket, never waiting for the handshake: of
+    /// `handle`, or of a new socket made with `pair` (handle 0). The reply
+    /// is the handle and the connect's outcome (`EINPROGRESS` while the
+    /// handshake goes on); `Err` when no socket was made.
+    FdConnect {
+        handle: u64,
+        pair: Option<(tcpd_stack::IpFamily, crate::fd_link::ClientPair)>,
+        remote: SocketAddr,
+        options: Vec<SockOption>,
+        reply: Reply<(u64, Result<(), Errno>)>,
+    },
 }
 
 /// The bytes of one write: `Bytes` chunks queued in order, as one write.

@@ -47,14 +47,14 @@ use crate::taps::Taps;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tcpd_proto::errno::{EACCES, EAGAIN, EINPROGRESS, EINVAL, EMFILE, ENOBUFS};
 use tcpd_stack::{
     Instant, IpFamily, MemoryLevel, OptionName, Readiness, SendFlags, SockOption, SocketHandle,
     SocketInfo, Stack, StackEvent, TcpState,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 /// Largest read a single Read op may return (the proto caps max_len at 1 MiB).
 pub const MAX_READ: usize = 1 << 20;
@@ -850,6 +850,22 @@ impl Sockets {
             Op::FdClaim { fd, reply } => {
                 let _ = reply.send(self.fd_claim(session, &fd));
             }
+            Op::FdAdopt {
+                family,
+                pair,
+                reply,
+            } => {
+                let _ = reply.send(self.fd_adopt(session, family, pair).map(|h| h.0));
+            }
+            Op::FdConnect {
+                handle,
+                pair,
+                remote,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(self.fd_connect(session, handle, pair, remote, options));
+            }
         }
     }
 
@@ -912,6 +928,58 @@ impl Sockets {
         }
     }
 
+    /// socket(2) with a socketpair the client made (see
+    /// [`FdLinks::adopt`] for what is checked).
+    fn fd_adopt(
+        &mut self,
+        session: SessionInfo,
+        family: IpFamily,
+        pair: crate::fd_link::ClientPair,
+    ) -> Result<SocketHandle, Errno> {
+        if self.fds.by_client_cookie(pair.client_cookie).is_some() {
+            return Err(Errno::new(
+                tcpd_proto::errno::EEXIST,
+                "this descriptor is a tcpd socket already (claim it)",
+            ));
+        }
+        let h = self.new_socket(session, family)?;
+        if let Err(e) = self.fds.adopt(h, pair) {
+            let _ = self.close_handle(h, false);
+            return Err(Errno::from_io(&e));
+        }
+        Ok(h)
+    }
+
+    /// connect(2) on the fd channel: never waits (the client waits on its
+    /// descriptor, which turns writable when the handshake completes and
+    /// reports POLLHUP when it fails, see `fd_link`). Options go on first.
+    fn fd_connect(
+        &mut self,
+        session: SessionInfo,
+        handle: u64,
+        pair: Option<(IpFamily, crate::fd_link::ClientPair)>,
+        remote: SocketAddr,
+        options: Vec<SockOption>,
+    ) -> Result<(u64, Result<(), Errno>), Errno> {
+        let h = match pair {
+            Some((family, pair)) => self.fd_adopt(session, family, pair)?,
+            None => self.owned(&session, handle)?,
+        };
+        let (tx, mut rx) = oneshot::channel();
+        let setup = SocketSetup {
+            handle: Some(h.0),
+            options,
+            ..SocketSetup::default()
+        };
+        self.connect(session, setup, remote, false, tx);
+        let outcome = match rx.try_recv() {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Errno::new(tcpd_proto::errno::EIO, "connect gave no answer")),
+        };
+        Ok((h.0, outcome))
+    }
+
     /// An fd for a socket of the session that has none (an accepted one).
     fn fd_attach(&mut self, h: SocketHandle) -> Result<OwnedFd, Errno> {
         if self.fds.contains(h) {
@@ -928,19 +996,24 @@ impl Sockets {
 
     /// Adds `session` as a co-owner of the socket whose client end is `fd`
     /// (possession is the capability: the kernel passed the descriptor).
+    /// The socket is found by the descriptor's socket cookie, which only
+    /// that socket has (see [`crate::fd_link::socket_cookie`]): a session
+    /// can claim only a socket its own process holds a descriptor of — one
+    /// it inherited (fork, exec) or was sent (`SCM_RIGHTS`), as Linux lets
+    /// such a process use it — never one it merely knows the handle,
+    /// inode or address of. Anything but a socket is `ENOTSOCK`.
     fn fd_claim(&mut self, session: SessionInfo, fd: &OwnedFd) -> Result<u64, Errno> {
         if !self.sessions.contains_key(&session.id) {
             return Err(Errno::bad_handle());
         }
-        let ino = nix::sys::stat::fstat(fd.as_raw_fd())
-            .map_err(|e| Errno::new(e as i32, "fstat of a claimed descriptor"))?
-            .st_ino;
-        let h = self.fds.by_client_ino(ino).ok_or_else(|| {
+        let not_ours = || {
             Errno::new(
                 tcpd_proto::errno::ENOTSOCK,
                 "not a tcpd socket's descriptor",
             )
-        })?;
+        };
+        let cookie = crate::fd_link::socket_cookie(fd).map_err(|_| not_ours())?;
+        let h = self.fds.by_client_cookie(cookie).ok_or_else(not_ours)?;
         let owner_alive = match self.sockets.get(&h) {
             Some(entry) => self.sessions.contains_key(&entry.owner.id),
             None => return Err(Errno::bad_handle()),
@@ -2490,6 +2563,174 @@ mod tests {
         let mut claim = run(&mut b, heir, |reply| Op::FdClaim { fd: end, reply });
         assert_eq!(answer(&mut claim), Ok(l));
         assert_eq!(b.sockets[&SocketHandle(l)].owner.id, heir.id);
+    }
+
+    /// The heir rule never hands a socket to a session whose process does
+    /// not hold its descriptor: an orphaned socket (its owner's session
+    /// ended, its descriptor lives on in a process that has not claimed
+    /// it yet) cannot be attached, used or claimed by another user's
+    /// session — not by handle, not with another socket, a file or a pipe
+    /// — and its quota charge stays put. The descriptor itself, passed to
+    /// a process (fork, exec, SCM_RIGHTS), is what claims it, as Linux
+    /// lets whoever holds a descriptor use it.
+    #[test]
+    fn another_uid_cannot_claim_an_orphaned_socket() {
+        let mut b = facade(B, 10, Quotas::default());
+        let owner = session(&mut b, 1, 1000);
+        let mut new = run(&mut b, owner, |reply| Op::FdNew {
+            family: IpFamily::V4,
+            reply,
+        });
+        let (h, end) = answer(&mut new).expect("fd socket");
+        b.session_ended(owner.id);
+        assert!(
+            b.sockets.contains_key(&SocketHandle(h)),
+            "orphaned: its descriptor is still open"
+        );
+        let thief = session(&mut b, 2, 2000);
+        let mut attach = run(&mut b, thief, |reply| Op::FdAttach { handle: h, reply });
+        assert_eq!(answer(&mut attach).err().map(|e| e.number), Some(EBADF));
+        let mut close = run(&mut b, thief, |reply| Op::Close {
+            handle: h,
+            abort: true,
+            consumed: None,
+            reply,
+        });
+        assert_eq!(answer(&mut close).map_err(|e| e.number), Err(EBADF));
+        // Descriptors the thief does hold: none of them names the socket.
+        let (own_end, _other) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let file = std::fs::File::open("/proc/self/stat").expect("a file");
+        let (pipe_r, _pipe_w) = nix::unistd::pipe().expect("pipe");
+        for fd in [
+            OwnedFd::from(own_end),
+            OwnedFd::from(file),
+            pipe_r,
+        ] {
+            let mut claim = run(&mut b, thief, |reply| Op::FdClaim { fd, reply });
+            assert_eq!(
+                answer(&mut claim).map_err(|e| e.number),
+                Err(tcpd_proto::errno::ENOTSOCK)
+            );
+        }
+        let entry = &b.sockets[&SocketHandle(h)];
+        assert_eq!(entry.owner.id, owner.id, "still the dead owner's");
+        assert!(entry.sharers.is_empty());
+        assert_eq!(b.sessions[&thief.id].sockets, 0);
+        assert_eq!(b.uid_sockets.get(&2000), None, "nothing charged to the thief");
+        // The process that holds the descriptor (a forked child of the
+        // same user) claims it: owner, and charged for it.
+        let child = session(&mut b, 3, 1000);
+        let copy = end.try_clone().expect("dup");
+        let mut claim = run(&mut b, child, |reply| Op::FdClaim { fd: copy, reply });
+        assert_eq!(answer(&mut claim), Ok(h));
+        assert_eq!(b.sockets[&SocketHandle(h)].owner.id, child.id);
+        assert_eq!(b.sessions[&child.id].sockets, 1);
+        // Still nothing for the thief by handle.
+        let mut attach = run(&mut b, thief, |reply| Op::FdAttach { handle: h, reply });
+        assert_eq!(answer(&mut attach).err().map(|e| e.number), Some(EBADF));
+        // A descriptor *sent* to another user's process is that process's
+        // to use, as on Linux: its claim makes it a co-owner.
+        let mut claim = run(&mut b, thief, |reply| Op::FdClaim { fd: end, reply });
+        assert_eq!(answer(&mut claim), Ok(h));
+        assert_eq!(b.sockets[&SocketHandle(h)].owner.id, child.id);
+        assert!(b.sockets[&SocketHandle(h)].sharers.iter().any(|s| s.id == thief.id));
+    }
+
+    /// A socketpair the client made, handed over with its connect (one
+    /// fd-channel request): the connect never waits; a refused one closes
+    /// the daemon's end with the filler in it, so the client's end reports
+    /// POLLERR|POLLHUP and its first plain read fails with ECONNRESET, as a
+    /// failed connect does on Linux; SO_ERROR says ECONNREFUSED. The same
+    /// client end cannot be registered twice, nor a pair whose daemon end
+    /// is the client's end itself.
+    #[test]
+    fn a_client_made_pair_connects_in_one_request_and_a_refusal_shows_as_pollerr() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        let mut a = facade(A, 11, Quotas::default());
+        let mut b = facade(B, 12, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let (mut end, daemon_end) = std::os::unix::net::UnixStream::pair().expect("pair");
+        end.set_nonblocking(true).expect("nonblocking");
+        let mut filler = 0;
+        while let Ok(n) = end.write(&[0u8; 4096]) {
+            filler += n;
+        }
+        let pair = crate::fd_link::ClientPair {
+            daemon_end: OwnedFd::from(daemon_end),
+            client_cookie: crate::fd_link::socket_cookie(&end).expect("cookie"),
+            filler,
+        };
+        let mut connect = run(&mut a, client, |reply| Op::FdConnect {
+            handle: 0,
+            pair: Some((IpFamily::V4, pair)),
+            remote: SocketAddrV4::new(B, 7009).into(),
+            options: Vec::new(),
+            reply,
+        });
+        let (h, outcome) = answer(&mut connect).expect("a socket was made");
+        assert_eq!(
+            outcome.map_err(|e| e.number),
+            Err(tcpd_proto::errno::EINPROGRESS)
+        );
+        // Registering the same client end again: EEXIST (claim it instead).
+        let (_, other_daemon_end) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let again = crate::fd_link::ClientPair {
+            daemon_end: OwnedFd::from(other_daemon_end),
+            client_cookie: crate::fd_link::socket_cookie(&end).expect("cookie"),
+            filler: 0,
+        };
+        let mut adopt = run(&mut a, client, |reply| Op::FdAdopt {
+            family: IpFamily::V4,
+            pair: again,
+            reply,
+        });
+        assert_eq!(
+            answer(&mut adopt).map_err(|e| e.number),
+            Err(tcpd_proto::errno::EEXIST)
+        );
+        // A "pair" whose daemon end is the client's end: EINVAL.
+        let (lone, _peer) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let cookie = crate::fd_link::socket_cookie(&lone).expect("cookie");
+        let mut adopt = run(&mut a, client, |reply| Op::FdAdopt {
+            family: IpFamily::V4,
+            pair: crate::fd_link::ClientPair {
+                daemon_end: OwnedFd::from(lone),
+                client_cookie: cookie,
+                filler: 0,
+            },
+            reply,
+        });
+        assert_eq!(answer(&mut adopt).map_err(|e| e.number), Err(libc::EINVAL));
+        assert_eq!(a.sessions[&client.id].sockets, 1, "only the connected one");
+        // Nobody listens on 7009: the RST fails the connect.
+        shuttle(&mut a, &mut b);
+        let mut fds = [nix::poll::PollFd::new(
+            end.as_fd(),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).expect("poll");
+        let revents = fds[0].revents().expect("revents");
+        assert!(
+            revents.contains(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP),
+            "{revents:?}"
+        );
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            end.read(&mut byte).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ECONNRESET))
+        );
+        assert_eq!(end.read(&mut byte).ok(), Some(0), "then EOF");
+        let mut error = run(&mut a, client, |reply| Op::GetOption {
+            handle: h,
+            name: OptionName::Error,
+            reply,
+        });
+        assert_eq!(
+            answer(&mut error).map(|o| matches!(o, SockOption::Error(Some(_)))),
+            Ok(true),
+            "SO_ERROR holds the refusal"
+        );
     }
 
     fn s_blocked(s: &Sockets, id: SessionId) -> usize {
