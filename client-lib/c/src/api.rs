@@ -241,7 +241,10 @@ fn local_pair(family: c_int) -> Result<(std::os::fd::OwnedFd, fdtable::Unborn)> 
         )
     };
     set_sndbuf(end.as_raw_fd(), tcpd_proto::fd_channel::NEW_SNDBUF);
-    set_sndbuf(daemon_end.as_raw_fd(), tcpd_proto::fd_channel::DAEMON_SNDBUF);
+    set_sndbuf(
+        daemon_end.as_raw_fd(),
+        tcpd_proto::fd_channel::DAEMON_SNDBUF,
+    );
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     let mut filler: u32 = 0;
     loop {

@@ -103,15 +103,16 @@ impl SocketEntry {
 struct Table {
     by_ino: HashMap<u64, Arc<SocketEntry>>,
     prune_at: usize,
-    /// Unborn entries made since the last prune: each holds a descriptor
-    /// (the pair's daemon end) until the program's end is known closed.
-    unborn_made: usize,
+    /// Unborn entries in `by_ino`: each holds a descriptor (the pair's
+    /// daemon end) until it is handed over or its program end is closed.
+    unborn: usize,
 }
 
-/// Unborn sockets made between two prunes, at most: bounds the daemon ends
-/// held for sockets the program closed with plain `close(2)` before any
+/// Unborn entries above which a new one first sweeps out those whose
+/// program end is closed (the daemon end reports POLLHUP): bounds the
+/// descriptors held for sockets closed with plain `close(2)` before any
 /// control call.
-const UNBORN_PRUNE: usize = 64;
+const UNBORN_SWEEP: usize = 64;
 
 /// Table size below which no prune runs.
 const PRUNE_MIN: usize = 1024;
@@ -363,23 +364,32 @@ fn put(fd: RawFd, entry: Arc<SocketEntry>) -> Result<()> {
     let table = guard.get_or_insert_with(|| Table {
         by_ino: HashMap::new(),
         prune_at: PRUNE_MIN,
-        unborn_made: 0,
+        unborn: 0,
     });
     if entry.is_unborn() {
-        table.unborn_made += 1;
+        if table.unborn >= UNBORN_SWEEP {
+            sweep_unborn(table);
+        }
+        table.unborn += 1;
     }
-    table.by_ino.insert(ino, entry);
-    if table.by_ino.len() >= table.prune_at || table.unborn_made >= UNBORN_PRUNE {
+    if let Some(old) = table.by_ino.insert(ino, entry)
+        && old.is_unborn()
+    {
+        table.unborn -= 1;
+    }
+    if table.by_ino.len() >= table.prune_at {
         prune(table);
     }
     Ok(())
 }
 
-/// After `close(2)` of a descriptor of the unborn socket `entry` (inode
-/// `ino`): forgets it, closing the pair's daemon end, if that was the last
-/// copy of the program's end (the daemon end reports POLLHUP then).
-pub fn closed(ino: u64, entry: &SocketEntry) {
-    let gone = lock(&entry.unborn).as_ref().is_some_and(|u| {
+/// Whether the unborn socket's program end is closed everywhere (its
+/// daemon end reports POLLHUP); `false` while another thread holds it.
+fn abandoned(entry: &SocketEntry) -> bool {
+    let Ok(unborn) = entry.unborn.try_lock() else {
+        return false;
+    };
+    unborn.as_ref().is_some_and(|u| {
         let mut p = libc::pollfd {
             fd: u.daemon_end.as_raw_fd(),
             events: 0,
@@ -387,9 +397,28 @@ pub fn closed(ino: u64, entry: &SocketEntry) {
         };
         // SAFETY: one valid pollfd, zero timeout.
         unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLHUP != 0 }
-    });
-    if gone && let Some(table) = lock_table().as_mut() {
+    })
+}
+
+/// Drops the unborn entries whose program end is closed.
+fn sweep_unborn(table: &mut Table) {
+    table.by_ino.retain(|_, e| !(e.is_unborn() && abandoned(e)));
+    table.unborn = table.by_ino.values().filter(|e| e.is_unborn()).count();
+}
+
+/// After `close(2)` of a descriptor of the unborn socket `entry` (inode
+/// `ino`): forgets it, closing the pair's daemon end, if that was the last
+/// copy of the program's end (the daemon end reports POLLHUP then).
+pub fn closed(ino: u64, entry: &SocketEntry) {
+    if abandoned(entry)
+        && let Some(table) = lock_table().as_mut()
+        && table
+            .by_ino
+            .get(&ino)
+            .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry))
+    {
         table.by_ino.remove(&ino);
+        table.unborn -= 1;
     }
 }
 
@@ -417,7 +446,7 @@ fn prune(table: &mut Table) {
     }
     table.by_ino.retain(|ino, _| live.contains(ino));
     table.prune_at = (table.by_ino.len() * 2).max(PRUNE_MIN);
-    table.unborn_made = 0;
+    table.unborn = table.by_ino.values().filter(|e| e.is_unborn()).count();
 }
 
 thread_local! {

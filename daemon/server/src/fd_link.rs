@@ -1,9 +1,11 @@
 //! Sockets as real file descriptors: the daemon's end of one socketpair per
 //! socket, pumped straight into and out of the stack's buffers by the driver.
 //!
-//! A local client (libtcpd) asks the fd channel ([`crate::fd_service`]) for
-//! a socket; the daemon creates an `AF_UNIX` `SOCK_STREAM` socketpair, keeps
-//! one end here and passes the other to the client (`SCM_RIGHTS`). Bytes the
+//! A local client (libtcpd) makes an `AF_UNIX` `SOCK_STREAM` socketpair and
+//! hands the daemon one end with its first control call on the fd channel
+//! ([`crate::fd_service`]: `Connect`, `Adopt`; [`FdLinks::adopt`]), or asks
+//! the daemon for one (`New`, [`FdLinks::create`]: the daemon makes the pair,
+//! keeps one end here and passes the other with `SCM_RIGHTS`). Bytes the
 //! client writes are read here and queued with `Stack::send`; bytes the
 //! stack receives are written to the client. No RPC per byte, no thread in
 //! the client: `poll`, `epoll`, `read`, `writev`, `fork`... work natively on
@@ -17,11 +19,18 @@
 //!   leaves), so it is not writable until the connection is established,
 //!   when the filler is discarded here: a non-blocking connect completes as
 //!   POSIX says (writable, then `SO_ERROR`). Accepted sockets have no filler;
-//! - a failed connection (RST, timeout, refused): this end is shut down both
-//!   ways after the filler and unread client bytes are discarded, so the
-//!   client sees `POLLIN|POLLOUT|POLLHUP`, reads EOF and writes `EPIPE`;
-//!   the errno (ECONNRESET, ETIMEDOUT, ECONNREFUSED) stays pending in the
-//!   stack for `SO_ERROR` (libtcpd's `tcpd_read`/`tcpd_write` ask for it).
+//! - a failed connection: before it was established (refused, SYN
+//!   timeout), this end is closed with the filler unread, so the kernel
+//!   sets `ECONNRESET` on the client's end (`POLLERR|POLLHUP`, a failed
+//!   first read); after (RST, timeout), this end is shut down both ways
+//!   after unread client bytes are discarded, so the client sees
+//!   `POLLIN|POLLOUT|POLLHUP`, reads EOF and writes `EPIPE`. Either way the
+//!   errno (ECONNRESET, ETIMEDOUT, ECONNREFUSED) stays pending in the stack
+//!   for `SO_ERROR` (libtcpd's `tcpd_read`/`tcpd_write` ask for it).
+//!
+//! A claim names a socket by the socket cookie of its client end
+//! ([`socket_cookie`]), which only a process holding that descriptor can
+//! present.
 //!
 //! Closing: when every copy of the client's end is closed this end reports
 //! `EPOLLHUP`, and the socket is closed as close(2) would: reset when data
@@ -252,7 +261,7 @@ impl FdLinks {
         }
         // The client gets a blocking socket, as socket(2) returns.
         fcntl(client.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_RDWR))?;
-        self.register(h, OwnedFd::from(daemon), client_cookie, filler)?;
+        self.register(h, daemon, client_cookie, filler)?;
         Ok(OwnedFd::from(client))
     }
 

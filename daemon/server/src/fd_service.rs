@@ -6,7 +6,11 @@
 //! RPC's session (SO_PEERCRED, and the same pid when the kernel names both),
 //! within `--fd-hello-timeout-ms` (5 s by default); the connection then acts for that session only,
 //! so a client can never obtain another session's socket. Each request is a
-//! typed [`Op`] to the driver; descriptors cross with `SCM_RIGHTS`.
+//! typed [`Op`] to the driver; descriptors cross with `SCM_RIGHTS` (at most
+//! two per request, sockets only: anything else is refused and closed off
+//! the async workers). `Connect` never waits for the handshake: the client
+//! waits on its own descriptor (see `DESIGN-fds.md`), so one thread's
+//! connect never holds up the channel for the process's other threads.
 //!
 //! Bounds: at most `--fd-max-unauthenticated` (64 by default) connections
 //! may be waiting for their hello (others are closed at once, counted as
@@ -19,9 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use tcpd_proto::fd_channel::{
-    MAX_CONNECT_PAYLOAD, REQUEST_LEN, RESPONSE_LEN, Request, Response,
-};
+use tcpd_proto::fd_channel::{MAX_CONNECT_PAYLOAD, REQUEST_LEN, RESPONSE_LEN, Request, Response};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -162,7 +164,9 @@ fn family_of(family: i32) -> Result<tcpd_stack::IpFamily, Errno> {
 /// first, then the client's (whose cookie is all the daemon keeps of it).
 fn client_pair(fds: &mut Vec<OwnedFd>, filler: u32) -> Result<ClientPair, Errno> {
     if fds.len() != 2 {
-        return Err(Errno::invalid("a new socket's pair carries two descriptors"));
+        return Err(Errno::invalid(
+            "a new socket's pair carries two descriptors",
+        ));
     }
     let client = fds.pop().ok_or_else(|| Errno::invalid("no client end"))?;
     let daemon_end = fds.pop().ok_or_else(|| Errno::invalid("no daemon end"))?;
@@ -241,7 +245,10 @@ async fn channel(
                 filler,
             }) => {
                 let payload = recv_payload(stream, payload_len).await?;
-                (connect(driver, session, family, filler, &payload, fds).await, None)
+                (
+                    connect(driver, session, family, filler, &payload, fds).await,
+                    None,
+                )
             }
             Some(Request::Hello { .. }) => (failure(&Errno::invalid("already bound")), None),
             None => return Ok(()),
@@ -335,9 +342,7 @@ fn only_sockets(fd: OwnedFd) -> Option<OwnedFd> {
 /// [`MAX_FDS`], sockets only: anything else is closed off this task, see
 /// [`only_sockets`]); `None` at EOF. `Some((None, _))`: an unknown request
 /// kind.
-async fn recv_request(
-    stream: &UnixStream,
-) -> io::Result<Option<(Option<Request>, Vec<OwnedFd>)>> {
+async fn recv_request(stream: &UnixStream) -> io::Result<Option<(Option<Request>, Vec<OwnedFd>)>> {
     let mut buf = [0u8; REQUEST_LEN];
     let mut got = 0;
     let mut fds = Vec::new();

@@ -2601,11 +2601,7 @@ mod tests {
         let (own_end, _other) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         let file = std::fs::File::open("/proc/self/stat").expect("a file");
         let (pipe_r, _pipe_w) = nix::unistd::pipe().expect("pipe");
-        for fd in [
-            OwnedFd::from(own_end),
-            OwnedFd::from(file),
-            pipe_r,
-        ] {
+        for fd in [OwnedFd::from(own_end), OwnedFd::from(file), pipe_r] {
             let mut claim = run(&mut b, thief, |reply| Op::FdClaim { fd, reply });
             assert_eq!(
                 answer(&mut claim).map_err(|e| e.number),
@@ -2616,7 +2612,11 @@ mod tests {
         assert_eq!(entry.owner.id, owner.id, "still the dead owner's");
         assert!(entry.sharers.is_empty());
         assert_eq!(b.sessions[&thief.id].sockets, 0);
-        assert_eq!(b.uid_sockets.get(&2000), None, "nothing charged to the thief");
+        assert_eq!(
+            b.uid_sockets.get(&2000),
+            None,
+            "nothing charged to the thief"
+        );
         // The process that holds the descriptor (a forked child of the
         // same user) claims it: owner, and charged for it.
         let child = session(&mut b, 3, 1000);
@@ -2633,7 +2633,12 @@ mod tests {
         let mut claim = run(&mut b, thief, |reply| Op::FdClaim { fd: end, reply });
         assert_eq!(answer(&mut claim), Ok(h));
         assert_eq!(b.sockets[&SocketHandle(h)].owner.id, child.id);
-        assert!(b.sockets[&SocketHandle(h)].sharers.iter().any(|s| s.id == thief.id));
+        assert!(
+            b.sockets[&SocketHandle(h)]
+                .sharers
+                .iter()
+                .any(|s| s.id == thief.id)
+        );
     }
 
     /// A socketpair the client made, handed over with its connect (one
