@@ -505,3 +505,184 @@ fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
     drop(sampler);
     peer_done.store(true, Ordering::Relaxed);
 }
+
+/// Issue 16, the other per-client quotas end to end, each with its errno:
+/// `--session-max-blocked-calls` (EAGAIN once a session has that many calls
+/// parked), `--session-max-sockets` (EMFILE) and `--uid-max-sockets` (EMFILE
+/// for a non-root user across its sessions: `tcpd-nc` processes run as
+/// nobody, one session each). Each refusal is counted; the daemon's RSS
+/// stays bounded and another session works meanwhile.
+#[test]
+fn session_and_uid_quotas_refuse_with_their_errno() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    const BLOCKED: usize = 8;
+    const SOCKETS: usize = 50;
+    const UID_SOCKETS: usize = 3;
+    let (blocked, sockets, uid_sockets) = (
+        BLOCKED.to_string(),
+        SOCKETS.to_string(),
+        UID_SOCKETS.to_string(),
+    );
+    let Some(env) = Env::setup(
+        "quota-each",
+        &[
+            "--session-max-blocked-calls",
+            &blocked,
+            "--session-max-sockets",
+            &sockets,
+            "--uid-max-sockets",
+            &uid_sockets,
+        ],
+    ) else {
+        return;
+    };
+    let rt = tcpd_e2e::runtime();
+    let rss_before = env.daemon.rss_kib();
+    let errno = |status: &tonic::Status| tcpd_proto::status_errno(status);
+    let client = SocketServiceClient::new(
+        rt.block_on(tcpd_client::connect_channel(env.daemon.socket()))
+            .expect("session"),
+    );
+    // Blocked calls: a listener nobody connects to, BLOCKED + 1 accepts.
+    let listener = rt
+        .block_on(client.clone().listen(v2::ListenRequest {
+            bind: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 7900)).into()),
+            backlog: 4,
+            ..Default::default()
+        }))
+        .expect("listen")
+        .into_inner()
+        .handle;
+    let accepts: Vec<_> = (0..BLOCKED)
+        .map(|_| {
+            let mut c = client.clone();
+            rt.spawn(async move {
+                c.accept(v2::AcceptRequest {
+                    handle: listener,
+                    nonblocking: false,
+                })
+                .await
+            })
+        })
+        .collect();
+    let parked = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
+            let stats = admin.stats(v2::StatsRequest {}).await.expect("stats");
+            stats.into_inner().counters
+        })
+    };
+    let counter = |counters: &[v2::Counter], name: &str| {
+        counters
+            .iter()
+            .find(|c| c.name == name)
+            .map_or_else(|| panic!("no counter {name}"), |c| c.value)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(&parked(&rt), "api_blocked_calls") < BLOCKED as u64 {
+        assert!(Instant::now() < deadline, "the accepts never parked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let one_more = rt.block_on(client.clone().accept(v2::AcceptRequest {
+        handle: listener,
+        nonblocking: false,
+    }));
+    let refused = one_more.expect_err("a blocked call past the quota");
+    assert_eq!(errno(&refused), Some(libc::EAGAIN), "{refused:?}");
+    // Sockets: the listener plus SOCKETS - 1 more, then EMFILE.
+    let (made, refused) = rt.block_on(async {
+        let mut c = client.clone();
+        let mut made = 1;
+        loop {
+            match c.socket(v2::SocketRequest::default()).await {
+                Ok(_) => made += 1,
+                Err(status) => return (made, status),
+            }
+            assert!(made <= SOCKETS, "more than the session's sockets");
+        }
+    });
+    assert_eq!(made, SOCKETS);
+    assert_eq!(errno(&refused), Some(libc::EMFILE), "{refused:?}");
+
+    // Per uid: tcpd-nc as nobody, one socket per process and session;
+    // the fourth is refused. (Copies of tcpd-nc in a world-readable
+    // directory, the socket opened to nobody.)
+    std::fs::set_permissions(env.daemon.socket(), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod the daemon socket");
+    let scratch = tcpd_e2e::TempDir::new("quota-nobody").expect("scratch dir");
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod scratch dir");
+    let nc = scratch.path().join("tcpd-nc");
+    std::fs::copy(tcpd_e2e::bin_path("tcpd-nc"), &nc).expect("copy tcpd-nc");
+    std::fs::set_permissions(&nc, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (peer, peer_done) = never_reading_peer(&env.ns);
+    let nobody_nc = || {
+        Command::new(&nc)
+            .arg("-v")
+            .arg(peer.ip().to_string())
+            .arg(peer.port().to_string())
+            .env("TCPD_SOCKET", env.daemon.socket())
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpd-nc as nobody")
+    };
+    let mut held = Vec::new();
+    for _ in 0..UID_SOCKETS {
+        let mut child = nobody_nc();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stderr.take().expect("stderr")),
+            &mut line,
+        )
+        .expect("tcpd-nc's stderr");
+        assert!(line.contains("connected"), "tcpd-nc as nobody: {line}");
+        held.push(child);
+    }
+    let over = nobody_nc().wait_with_output().expect("the fourth tcpd-nc");
+    let said = String::from_utf8_lossy(&over.stderr).to_string();
+    assert!(!over.status.success(), "a fourth socket for nobody: {said}");
+    assert!(
+        said.contains("Too many open files") || said.contains("EMFILE"),
+        "the fourth tcpd-nc said: {said}"
+    );
+
+    // Meanwhile another session works, and the counters say what bit.
+    let echo = other_session_echo(&env, Duration::from_secs(30));
+    let counters = parked(&rt);
+    let rss = env.daemon.rss_kib();
+    println!(
+        "quotas: blocked calls {BLOCKED} then EAGAIN (api_refused_blocked_calls {}), sockets \
+         {SOCKETS} then EMFILE (api_refused_session_sockets {}), nobody's sockets {UID_SOCKETS} \
+         then EMFILE (api_refused_uid_sockets {}); daemon RSS {} -> {} MiB; another session's \
+         echo took {echo:?}",
+        counter(&counters, "api_refused_blocked_calls"),
+        counter(&counters, "api_refused_session_sockets"),
+        counter(&counters, "api_refused_uid_sockets"),
+        rss_before / 1024,
+        rss / 1024
+    );
+    assert_eq!(counter(&counters, "api_refused_blocked_calls"), 1);
+    assert!(counter(&counters, "api_refused_session_sockets") >= 1);
+    assert_eq!(counter(&counters, "api_refused_uid_sockets"), 1);
+    assert!(
+        rss < rss_before + 64 * 1024,
+        "daemon RSS {} MiB",
+        rss / 1024
+    );
+    for mut child in held {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for a in accepts {
+        a.abort();
+    }
+    peer_done.store(true, Ordering::Relaxed);
+    drop(client);
+    rt.shutdown_timeout(Duration::from_secs(2));
+}
