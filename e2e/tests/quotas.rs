@@ -84,6 +84,36 @@ fn never_reading_peer(ns: &Netns) -> (SocketAddrV4, Arc<AtomicBool>) {
     (addr, done)
 }
 
+/// `count` sockets of `client`'s session connected to `peer`, each with
+/// `options` set before connecting; their handles.
+async fn connect_many(
+    client: &SocketServiceClient<tonic::transport::Channel>,
+    peer: SocketAddrV4,
+    count: usize,
+    options: &[v2::OptionSetting],
+) -> Vec<u64> {
+    let mut c = client.clone();
+    let mut handles = Vec::new();
+    for _ in 0..count {
+        let h = c
+            .socket(v2::SocketRequest::default())
+            .await
+            .expect("socket")
+            .into_inner()
+            .handle;
+        c.connect(v2::ConnectRequest {
+            handle: h,
+            address: Some(peer.into()),
+            nonblocking: false,
+            options: options.to_vec(),
+        })
+        .await
+        .expect("connect to the never-reading peer");
+        handles.push(h);
+    }
+    handles
+}
+
 /// Another session's echo through a second kernel listener works, within
 /// `limit`.
 fn other_session_echo(env: &Env, limit: Duration) -> Duration {
@@ -156,28 +186,7 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
         .block_on(tcpd_client::connect_channel(env.daemon.socket()))
         .expect("session");
     let client = SocketServiceClient::new(channel);
-    let handles: Vec<u64> = rt.block_on(async {
-        let mut handles = Vec::new();
-        for _ in 0..SOCKETS {
-            let mut c = client.clone();
-            let h = c
-                .socket(v2::SocketRequest::default())
-                .await
-                .expect("socket")
-                .into_inner()
-                .handle;
-            c.connect(v2::ConnectRequest {
-                handle: h,
-                address: Some(peer.into()),
-                nonblocking: false,
-                options: Vec::new(),
-            })
-            .await
-            .expect("connect to the never-reading peer");
-            handles.push(h);
-        }
-        handles
-    });
+    let handles = rt.block_on(connect_many(&client, peer, SOCKETS, &[]));
     let data = bytes_of(WRITE);
     let calls: Vec<_> = handles
         .iter()
@@ -387,25 +396,7 @@ fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
     };
     let started = Instant::now();
     let (handles, accepted) = rt.block_on(async {
-        let mut handles = Vec::new();
-        for _ in 0..SOCKETS {
-            let h = client
-                .socket(v2::SocketRequest::default())
-                .await
-                .expect("socket")
-                .into_inner()
-                .handle;
-            client
-                .connect(v2::ConnectRequest {
-                    handle: h,
-                    address: Some(peer.into()),
-                    nonblocking: false,
-                    options: vec![sndbuf.clone()],
-                })
-                .await
-                .expect("connect to the never-reading peer");
-            handles.push(h);
-        }
+        let handles = connect_many(&client, peer, SOCKETS, &[sndbuf]).await;
         // Round the sockets with non-blocking writes until every one says
         // EAGAIN twice in a row (the kernel's window takes a little more
         // after a first refusal).

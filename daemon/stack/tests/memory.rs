@@ -24,6 +24,12 @@ fn pair(seed: u64, tweak: impl FnOnce(&mut StackConfig)) -> (Sim, SocketHandle, 
         .bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80))
         .expect("bind");
     sim.a.listen(l, 16).expect("listen");
+    let (accepted, c) = connect(&mut sim, l);
+    (sim, accepted, c)
+}
+
+/// B connects to A's listener `l` once more: (A's accepted socket, B's).
+fn connect(sim: &mut Sim, l: SocketHandle) -> (SocketHandle, SocketHandle) {
     let c = sim.b.socket();
     sim.b
         .connect(sim.now, c, SocketAddrV4::new(ADDR_A, 80))
@@ -32,7 +38,7 @@ fn pair(seed: u64, tweak: impl FnOnce(&mut StackConfig)) -> (Sim, SocketHandle, 
         sim.a.socket_info(l).is_ok_and(|i| i.accept_queue > 0)
     });
     let (accepted, _) = sim.a.accept(l).expect("accept");
-    (sim, accepted, c)
+    (accepted, c)
 }
 
 /// The latest report per socket from `poll_buffered`.
@@ -164,15 +170,7 @@ fn tcp_mem_bounds_what_a_stack_buffers_for_readers_that_do_not_read() {
         .flatten()
         .expect("listener");
     for _ in 0..3 {
-        let c = sim.b.socket();
-        sim.b
-            .connect(sim.now, c, SocketAddrV4::new(ADDR_A, 80))
-            .expect("connect");
-        sim.run_until("established", |sim| {
-            sim.a.socket_info(l).is_ok_and(|i| i.accept_queue > 0)
-        });
-        let (a, _) = sim.a.accept(l).expect("accept");
-        pairs.push((a, c));
+        pairs.push(connect(&mut sim, l));
     }
     let total = 512 << 10;
     let data = vec![9u8; 64 << 10];
