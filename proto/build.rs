@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Clients build a Channel themselves (Unix socket) and call `new`.
         .build_transport(false)
+        // prost with empty initial buffers: tonic's default codec allocates
+        // 8 KiB each way per RPC, i.e. per connected socket (codec.rs).
+        .codec_path("crate::codec::LeanCodec")
         // Payload fields decode as `bytes::Bytes`: a slice of the received
         // HTTP/2 buffer instead of a copy into a new `Vec` (the daemon hands
         // it to the stack as is), and the daemon slices large reads into

@@ -344,7 +344,7 @@ pub(crate) fn fed_up_stream() -> (
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     let streaming = tonic::Streaming::new_request(
-        tonic_prost::ProstDecoder::<v2::StreamRequest>::new(Default::default()),
+        tonic_prost::ProstDecoder::<v2::StreamRequest>::new(tcpd_proto::codec::buffer_settings()),
         FedBody(rx),
         None,
         None,

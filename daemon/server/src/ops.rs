@@ -428,12 +428,26 @@ fn gone() -> Errno {
 
 impl DriverHandle {
     /// Sends the op built by `op` for `session` and awaits its reply.
+    ///
+    /// The sending (a session slot, then room in the op channel) runs as a
+    /// boxed future of its own, so this future is small while it waits for
+    /// the reply: a Stream's read parked on an idle connection holds the
+    /// reply's receiver, not room for a whole [`Queued`] op (see
+    /// `socket_service::tests::a_streams_task_stays_small`).
     pub async fn call<T>(
         &self,
         session: SessionInfo,
         op: impl FnOnce(Reply<T>) -> Op,
     ) -> Result<T, Errno> {
         let (reply, result) = oneshot::channel();
+        Box::pin(self.submit(session, op(reply))).await?;
+        // A dropped reply: the socket was closed under a parked op, or the
+        // driver stopped.
+        result.await.unwrap_or_else(|_| Err(Errno::bad_handle()))
+    }
+
+    /// Queues `op` for the driver once `session` has a slot.
+    async fn submit(&self, session: SessionInfo, op: Op) -> Result<(), Errno> {
         let slots = self.slots.of(session.id);
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
@@ -443,20 +457,13 @@ impl DriverHandle {
                 slots.acquire_owned().await.map_err(|_| gone())?
             }
         };
-        let request = Request {
-            session,
-            op: op(reply),
-        };
         self.ops
             .send(Queued {
-                request,
+                request: Request { session, op },
                 _slot: slot,
             })
             .await
-            .map_err(|_| gone())?;
-        // A dropped reply: the socket was closed under a parked op, or the
-        // driver stopped.
-        result.await.unwrap_or_else(|_| Err(Errno::bad_handle()))
+            .map_err(|_| gone())
     }
 
     /// A placeholder session for ops that name their session otherwise.

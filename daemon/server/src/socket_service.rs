@@ -16,7 +16,7 @@
 
 use crate::convert;
 use crate::errno::Errno;
-use crate::ops::{Connected, DriverHandle, Op, SocketSetup, WriteData};
+use crate::ops::{DriverHandle, Op, SocketSetup, WriteData};
 use crate::session::SessionInfo;
 use crate::sockets::MAX_READ;
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use tcpd_proto::v2::socket_service_server::SocketService as SocketApi;
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
 use tcpd_stack::{SendFlags, Shutdown};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -406,7 +407,7 @@ impl SocketApi for SocketService {
         }))
     }
 
-    type StreamStream = ReceiverStream<Result<v2::StreamResponse, Status>>;
+    type StreamStream = DownStream;
 
     async fn stream(
         &self,
@@ -458,13 +459,32 @@ impl SocketApi for SocketService {
             })),
         };
         // The channel is empty: this cannot fail or wait.
-        let _ = tx.try_send(Ok(opened));
-        tokio::spawn(run_stream(self.driver.clone(), s, connected, up, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let _ = tx.try_send(Box::new(Ok(opened)));
+        tokio::spawn(run_stream(self.driver.clone(), s, connected.handle, up, tx));
+        Ok(Response::new(
+            ReceiverStream::new(rx).map(unbox_down as fn(Down) -> DownItem),
+        ))
     }
 }
 
-type DownTx = mpsc::Sender<Result<v2::StreamResponse, Status>>;
+/// A frame (or the final error) of a Stream's down side, boxed: tokio's
+/// mpsc channel allocates its slots 32 at a time, so with the ~180-byte
+/// item itself every stream's channel would hold a 5.8 KB block from its
+/// first frame on (most of an idle connection's cost); boxed, 288 bytes.
+type Down = Box<Result<v2::StreamResponse, Status>>;
+type DownTx = mpsc::Sender<Down>;
+/// The response stream of the Stream RPC.
+pub type DownStream = tokio_stream::adapters::Map<ReceiverStream<Down>, fn(Down) -> DownItem>;
+type DownItem = Result<v2::StreamResponse, Status>;
+
+// The channel's item is boxed on purpose (see `Down`).
+#[allow(clippy::boxed_local)]
+fn unbox_down(item: Down) -> DownItem {
+    *item
+}
+
+/// What `Streaming::message` gives: a frame, the end, or an error.
+type UpMessage = Result<Option<v2::StreamRequest>, Status>;
 
 /// How the up half of a Stream ended.
 enum UpEnd {
@@ -487,14 +507,13 @@ enum DownEnd {
 }
 
 /// One Stream after `open`; see the module docs.
-async fn run_stream(
+pub(crate) async fn run_stream(
     driver: DriverHandle,
     session: SessionInfo,
-    socket: Connected,
-    up: Streaming<v2::StreamRequest>,
+    handle: u64,
+    mut up: Streaming<v2::StreamRequest>,
     tx: DownTx,
 ) {
-    let handle = socket.handle;
     // Both halves are dropped at the end of this block, before the close
     // below. A half left alive but no longer polled could sit in a driver
     // call's queue for a session slot (`ops::SessionSlots`): the slot it is
@@ -505,7 +524,7 @@ async fn run_stream(
     // close with them unconsumed resets, as close(2) with unread data does.
     let (end, failure) = {
         let down = stream_down(&driver, session, handle, &tx);
-        let up = stream_up(&driver, session, handle, up, &tx);
+        let up = stream_up(&driver, session, handle, &mut up, &tx);
         tokio::pin!(down, up);
         tokio::select! {
             end = &mut up => (end, None),
@@ -516,6 +535,7 @@ async fn run_stream(
             },
         }
     };
+    drop(up);
     let (consumed, abort, failure) = match end {
         UpEnd::Close { consumed, abort } => (Some(consumed), abort, failure),
         UpEnd::Gone => (None, false, failure),
@@ -531,7 +551,7 @@ async fn run_stream(
         .await;
     // Without an error, dropping `tx` ends the response stream with OK.
     if let Some(e) = failure.or(closed.err()) {
-        let _ = tx.send(Err(e.into_status())).await;
+        let _ = Box::pin(tx.send(Box::new(Err(e.into_status())))).await;
     }
 }
 
@@ -561,50 +581,55 @@ async fn stream_down(
         });
         let mut data = match read.await {
             Ok(data) if data.is_empty() => {
-                permit.send(Ok(v2::StreamResponse {
+                permit.send(Box::new(Ok(v2::StreamResponse {
                     frame: Some(stream_response::Frame::Eof(true)),
-                }));
+                })));
                 return DownEnd::Eof;
             }
             Ok(data) => data,
             Err(e) => return DownEnd::Failed(e),
         };
         let first = data.split_to(data.len().min(STREAM_CHUNK));
-        permit.send(Ok(data_frame(first)));
+        permit.send(data_frame(first));
         while !data.is_empty() {
             let frame = data.split_to(data.len().min(STREAM_CHUNK));
             // Only this task sends data, so the slots counted above are
             // still free: this does not wait (unless a `flushed` frame
             // from the up half took one).
-            if tx.send(Ok(data_frame(frame))).await.is_err() {
+            if Box::pin(tx.send(data_frame(frame))).await.is_err() {
                 return DownEnd::Gone;
             }
         }
     }
 }
 
-fn data_frame(data: Bytes) -> v2::StreamResponse {
-    v2::StreamResponse {
+fn data_frame(data: Bytes) -> Down {
+    Box::new(Ok(v2::StreamResponse {
         frame: Some(stream_response::Frame::Data(data)),
-    }
+    }))
 }
 
 /// Client → socket, frame by frame, in order. The next frame is read only
 /// once the previous one is done, so HTTP/2 flow control carries the
 /// back-pressure to the writer.
+///
+/// Waiting for a frame is the state an idle connection's task sits in, so
+/// it holds little: each frame is applied by a boxed [`apply_frame`]
+/// future that exists only while the frame is being applied.
 async fn stream_up(
     driver: &DriverHandle,
     session: SessionInfo,
     handle: u64,
-    mut up: Streaming<v2::StreamRequest>,
+    up: &mut Streaming<v2::StreamRequest>,
     tx: &DownTx,
 ) -> UpEnd {
     let mut queued: u64 = 0;
-    // A message taken from `up` while batching that did not join the batch.
-    let mut next = None;
+    // A message taken from `up` while batching that did not join the batch
+    // (boxed: it is rare, and the task would hold its room at all times).
+    let mut next: Option<Box<UpMessage>> = None;
     loop {
         let message = match next.take() {
-            Some(message) => message,
+            Some(message) => *message,
             None => up.message().await,
         };
         let frame = match message {
@@ -623,9 +648,44 @@ async fn stream_up(
             frame = frame_kind(&frame),
             "stream up: frame"
         );
+        let step = UpStep {
+            driver,
+            session,
+            handle,
+            tx,
+        };
+        if let Some(end) = Box::pin(step.apply_frame(frame, up, &mut next, &mut queued)).await {
+            return end;
+        }
+    }
+}
+
+/// What [`UpStep::apply_frame`] needs of its Stream.
+struct UpStep<'a> {
+    driver: &'a DriverHandle,
+    session: SessionInfo,
+    handle: u64,
+    tx: &'a DownTx,
+}
+
+impl UpStep<'_> {
+    /// Applies one up frame; `Some` ends the up half.
+    async fn apply_frame(
+        self,
+        frame: stream_request::Frame,
+        up: &mut Streaming<v2::StreamRequest>,
+        next: &mut Option<Box<UpMessage>>,
+        queued: &mut u64,
+    ) -> Option<UpEnd> {
+        let UpStep {
+            driver,
+            session,
+            handle,
+            tx,
+        } = self;
         let result = match frame {
             stream_request::Frame::Data(data) => {
-                let data = batch_data(&mut up, data, &mut next);
+                let data = batch_data(up, data, next);
                 driver
                     .call(session, |reply| Op::Write {
                         handle,
@@ -635,7 +695,7 @@ async fn stream_up(
                         reply,
                     })
                     .await
-                    .map(|n| queued += n as u64)
+                    .map(|n| *queued += n as u64)
             }
             stream_request::Frame::Write(write) => driver
                 .call(session, |reply| Op::Write {
@@ -646,13 +706,13 @@ async fn stream_up(
                     reply,
                 })
                 .await
-                .map(|n| queued += n as u64),
+                .map(|n| *queued += n as u64),
             stream_request::Frame::Flush(_) => {
                 let flushed = v2::StreamResponse {
-                    frame: Some(stream_response::Frame::Flushed(queued)),
+                    frame: Some(stream_response::Frame::Flushed(*queued)),
                 };
-                if tx.send(Ok(flushed)).await.is_err() {
-                    return UpEnd::Gone;
+                if tx.send(Box::new(Ok(flushed))).await.is_err() {
+                    return Some(UpEnd::Gone);
                 }
                 Ok(())
             }
@@ -665,10 +725,10 @@ async fn stream_up(
             stream_request::Frame::ShutdownWrite(false)
             | stream_request::Frame::ShutdownRead(false) => Ok(()),
             stream_request::Frame::Close(c) => {
-                return UpEnd::Close {
+                return Some(UpEnd::Close {
                     consumed: c.consumed,
                     abort: c.abort,
-                };
+                });
             }
             stream_request::Frame::SetOption(setting) => {
                 set_option_in_stream(driver, session, handle, &setting).await;
@@ -676,9 +736,7 @@ async fn stream_up(
             }
             stream_request::Frame::Open(_) => Err(Errno::invalid("Stream already open")),
         };
-        if let Err(e) = result {
-            return UpEnd::Failed(e);
-        }
+        result.err().map(UpEnd::Failed)
     }
 }
 
@@ -691,7 +749,7 @@ async fn stream_up(
 fn batch_data(
     up: &mut Streaming<v2::StreamRequest>,
     first: Bytes,
-    next: &mut Option<Result<Option<v2::StreamRequest>, Status>>,
+    next: &mut Option<Box<UpMessage>>,
 ) -> WriteData {
     let mut data = WriteData::from(first);
     while data.len() < STREAM_UP_BATCH {
@@ -702,7 +760,7 @@ fn batch_data(
                 frame: Some(stream_request::Frame::Data(more)),
             }))) => data.push(more),
             Some(other) => {
-                *next = Some(other);
+                *next = Some(Box::new(other));
                 break;
             }
         }
@@ -758,4 +816,72 @@ async fn shutdown(
     driver
         .call(session, |reply| Op::Shutdown { handle, how, reply })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::{Harness, fed_up_stream};
+    use crate::sockets::Quotas;
+
+    /// What a Stream's task may take (its future; tokio adds a header of
+    /// about 100 bytes). Every idle connection has one: at 4.2 KB in a
+    /// release build (before `DriverHandle::call` boxed its sending and
+    /// the up half its per-frame work) it was the largest item of an idle
+    /// connection's cost, ahead of the stack's whole connection. Debug
+    /// builds lay futures out less tightly: 1.7 KB here, which this
+    /// limit allows.
+    const STREAM_TASK_LIMIT: usize = 2048;
+
+    fn print_sizes(driver: &DriverHandle, task: usize) {
+        eprintln!(
+            "Stream task {task} B (up half {} B, down half {} B), Streaming {} B, \
+             call future {} B, Op {} B, down item {} B",
+            std::mem::size_of_val(&stream_up(
+                driver,
+                DriverHandle::no_session(),
+                1,
+                &mut fed_up_stream().1,
+                &mpsc::channel(1).0,
+            )),
+            std::mem::size_of_val(&stream_down(
+                driver,
+                DriverHandle::no_session(),
+                1,
+                &mpsc::channel(1).0,
+            )),
+            std::mem::size_of::<Streaming<v2::StreamRequest>>(),
+            std::mem::size_of_val(&driver.call(DriverHandle::no_session(), |reply| Op::Read {
+                handle: 1,
+                max_len: 1,
+                peek: false,
+                wait: true,
+                reply,
+            })),
+            std::mem::size_of::<Op>(),
+            std::mem::size_of::<Down>(),
+        );
+    }
+
+    #[test]
+    fn a_streams_task_stays_small() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let (h, _run) = Harness::new(Quotas::default());
+            let (_feed, up) = fed_up_stream();
+            let (tx, _rx) = mpsc::channel(STREAM_DOWN_QUEUE);
+            let task = run_stream(h.driver.clone(), DriverHandle::no_session(), 1, up, tx);
+            let size = std::mem::size_of_val(&task);
+            print_sizes(&h.driver, size);
+            assert!(
+                size <= STREAM_TASK_LIMIT,
+                "a Stream's task takes {size} bytes per connection (limit {STREAM_TASK_LIMIT})"
+            );
+            // tokio's mpsc allocates 32 slots at a time.
+            assert_eq!(std::mem::size_of::<Down>(), std::mem::size_of::<usize>());
+        });
+    }
 }

@@ -30,7 +30,7 @@ use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TUN_NAME};
     about = "Measure tcpd against the Linux kernel, side by side, in one run"
 )]
 struct Args {
-    /// About a minute: 1 s measurements, 3 repetitions, 1k idle connections.
+    /// About a minute: 1 s measurements, 3 repetitions, 10k idle connections.
     #[arg(long)]
     quick: bool,
     /// A few seconds: proves every workload still runs (used by CI).
@@ -43,7 +43,7 @@ struct Args {
     #[arg(long)]
     seconds: Option<f64>,
     /// Idle-connection counts to try (overrides the mode's default:
-    /// 100 smoke, 1000 quick, 1000,10000,100000 full), e.g. `--idle 10000`.
+    /// 100 smoke, 10000 quick, 1000,10000,100000 full), e.g. `--idle 10000`.
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
     /// Concurrent streams of the `streams` workload (overrides the mode's
@@ -262,8 +262,10 @@ struct Topology {
 }
 
 impl Topology {
-    /// Builds both topologies; `tcpd_mtu` is passed to tcpd (`--mtu`) when set.
-    fn new(tcpd_mtu: Option<u16>, tcpd_offload: Option<&str>) -> Result<Topology> {
+    /// Builds both topologies; `tcpd_mtu` is passed to tcpd (`--mtu`) when
+    /// set; `idle` connections on one client session must fit tcpd's
+    /// per-session quotas (see [`idle_quota_args`]).
+    fn new(tcpd_mtu: Option<u16>, tcpd_offload: Option<&str>, idle: usize) -> Result<Topology> {
         let kernel_client = Netns::new("bench-kc")?;
         let kernel_server = Netns::new("bench-ks")?;
         let pid = std::process::id();
@@ -319,6 +321,8 @@ impl Topology {
         if let Some(offload) = tcpd_offload {
             daemon_args.extend(["--offload", offload]);
         }
+        let quota_args = idle_quota_args(idle);
+        daemon_args.extend(quota_args.iter().map(String::as_str));
         let daemon = Daemon::start(&tcpd_ns, &daemon_args).context("starting tcpd")?;
         if let Some(pid) = daemon.pid() {
             bench::pin_process(pid, PEER_CPU)?;
@@ -332,6 +336,30 @@ impl Topology {
             daemon,
         })
     }
+}
+
+/// tcpd flags that let one client session hold `idle` idle connections:
+/// each is a socket (`--session-max-sockets`, default 4,096) with a parked
+/// read (`--session-max-blocked-calls`, default 8,192), and each close
+/// leaves an orphan until the peer's FIN (`--max-orphans`, default 4,096;
+/// past it the oldest is reset, which would change what the close costs).
+/// The benchmark runs as root, which the per-uid quota exempts.
+fn idle_quota_args(idle: usize) -> Vec<String> {
+    if idle <= 2048 {
+        return Vec::new();
+    }
+    let n = (idle + 1024).to_string();
+    let calls = (2 * idle + 1024).to_string();
+    [
+        "--session-max-sockets",
+        &n,
+        "--session-max-blocked-calls",
+        &calls,
+        "--max-orphans",
+        &n,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// The kernel side: a client in the kernel client namespace, over the veth.
@@ -380,7 +408,7 @@ fn main() -> Result<()> {
         Plan {
             seconds: Duration::from_secs(1),
             reps: 3,
-            idle: vec![1000],
+            idle: vec![10_000],
             streams: 100,
         }
     } else {
@@ -404,11 +432,17 @@ fn main() -> Result<()> {
         plan.streams = n.max(1);
     }
     let mut notes = Vec::new();
+    let want_idle = args.groups().contains(&Group::Idle);
     // The kernel client of the idle workload holds one descriptor per connection.
-    let max_idle = plan.idle.iter().copied().max().unwrap_or(0) as u64;
-    let fd_limit = bench::raise_fd_limit(max_idle + 4096).context("raising RLIMIT_NOFILE")?;
+    let max_idle = plan.idle.iter().copied().max().unwrap_or(0);
+    let fd_limit =
+        bench::raise_fd_limit(max_idle as u64 + 4096).context("raising RLIMIT_NOFILE")?;
 
-    let topo = Topology::new(args.tcpd_mtu, args.tcpd_offload.as_deref())?;
+    let topo = Topology::new(
+        args.tcpd_mtu,
+        args.tcpd_offload.as_deref(),
+        if want_idle { max_idle } else { 0 },
+    )?;
     if let Some(offload) = &args.tcpd_offload {
         notes.push(format!("tcpd's TUN offload: {offload} (--tcpd-offload)"));
     }
@@ -906,6 +940,7 @@ fn main() -> Result<()> {
         match idle_connections(&topo, size_index, n, fd_limit, &mut notes) {
             Ok(idle) => {
                 let per_conn = idle.tcpd_rss_growth as f64 / n as f64;
+                let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
                 rows.push(Row {
                     name: format!("open {n} idle connections"),
                     unit: "s",
@@ -914,15 +949,37 @@ fn main() -> Result<()> {
                     tcpd: Summary::of(&[idle.tcpd_seconds]),
                 });
                 rows.push(Row {
+                    name: format!("daemon RSS with {n} idle connections"),
+                    unit: "MiB",
+                    higher_is_better: false,
+                    kernel: None,
+                    tcpd: Summary::of(&[mib(idle.tcpd_rss_open)]),
+                });
+                rows.push(Row {
                     name: format!("daemon RSS per idle connection ({n})"),
                     unit: "bytes",
                     higher_is_better: false,
                     kernel: None,
                     tcpd: Summary::of(&[per_conn]),
                 });
+                rows.push(Row {
+                    name: format!("tcpd busy after closing {n} idle connections"),
+                    unit: "s",
+                    higher_is_better: false,
+                    kernel: None,
+                    tcpd: Summary::of(&[idle.close_busy_seconds]),
+                });
+                rows.push(Row {
+                    name: format!("  daemon CPU to close {n} idle connections"),
+                    unit: "CPU-s",
+                    higher_is_better: false,
+                    kernel: None,
+                    tcpd: Summary::of(&[idle.close_cpu_seconds]),
+                });
                 if idle.server_ports > 1 {
                     notes.push(format!(
-                        "{n} idle connections spread over {} server ports: one client address \
+                        "{n} idle connections spread over {} server ports (helper processes \
+                         of <= {IDLE_PER_SERVER_PORT} descriptors each): one client address \
                          reaches one server port through at most 16,384 ephemeral ports in tcpd \
                          (49152-65535) and 28,232 in Linux (32768-60999)",
                         idle.server_ports
@@ -933,7 +990,11 @@ fn main() -> Result<()> {
                     "server_ports": idle.server_ports,
                     "kernel_open_s": idle.kernel_seconds,
                     "tcpd_open_s": idle.tcpd_seconds,
+                    "tcpd_rss_before_bytes": idle.tcpd_rss_before,
+                    "tcpd_rss_open_bytes": idle.tcpd_rss_open,
                     "tcpd_rss_per_connection": per_conn,
+                    "tcpd_close_busy_s": idle.close_busy_seconds,
+                    "tcpd_close_cpu_s": idle.close_cpu_seconds,
                 }));
             }
             Err(e) => {
@@ -941,14 +1002,9 @@ fn main() -> Result<()> {
                 eprintln!("tcpd-bench: {n} idle connections skipped: {why}");
                 notes.push(format!("{n} idle connections not measured: {why}"));
                 idle_json.push(json!({"connections": n, "skipped": why}));
+                // Let whatever was opened drain before the next size.
+                wait_until_quiet(daemon_pid, Plan::idle_limit(n))?;
             }
-        }
-        // Let closes drain before the next size (and say how long tcpd stayed busy).
-        let busy = wait_until_quiet(daemon_pid, Plan::idle_limit(n))?;
-        if busy > 1.0 {
-            notes.push(format!(
-                "tcpd stayed busy {busy:.1} s after the {n} idle connections were closed"
-            ));
         }
     }
 
@@ -1091,17 +1147,26 @@ fn finish(
     Ok(())
 }
 
-/// Waits until process `pid` uses under 10% of a CPU over a 500 ms window
-/// (or `limit` passes); returns the seconds waited.
+/// Waits until process `pid` uses under 10% of a CPU over 500 ms (five
+/// 100 ms windows in a row), or `limit` passes; returns the seconds from
+/// the call to the start of that quiet stretch.
 fn wait_until_quiet(pid: u32, limit: Duration) -> Result<f64> {
-    const WINDOW: Duration = Duration::from_millis(500);
+    const WINDOW: Duration = Duration::from_millis(100);
+    const QUIET_WINDOWS: u32 = 5;
     let start = std::time::Instant::now();
+    let mut quiet = 0;
     loop {
         let before = bench::process_cpu_seconds(pid)?;
         std::thread::sleep(WINDOW);
         let used = bench::process_cpu_seconds(pid)? - before;
-        if used < 0.1 * WINDOW.as_secs_f64() || start.elapsed() > limit {
-            return Ok(start.elapsed().as_secs_f64());
+        quiet = if used < 0.1 * WINDOW.as_secs_f64() {
+            quiet + 1
+        } else {
+            0
+        };
+        if quiet == QUIET_WINDOWS || start.elapsed() > limit {
+            let quiet_for = WINDOW * quiet;
+            return Ok(start.elapsed().saturating_sub(quiet_for).as_secs_f64());
         }
     }
 }
@@ -1112,16 +1177,27 @@ struct IdleResult {
     /// `None` when this process may not hold that many kernel sockets.
     kernel_seconds: Option<f64>,
     tcpd_seconds: f64,
+    /// The daemon's RSS before opening, and while all are open.
+    tcpd_rss_before: u64,
+    tcpd_rss_open: u64,
     tcpd_rss_growth: u64,
+    /// From the client's close of all of them until the daemon is quiet
+    /// (under 10% of a CPU over 500 ms; see [`wait_until_quiet`]), and the
+    /// daemon's CPU time over that span.
+    close_busy_seconds: f64,
+    close_cpu_seconds: f64,
 }
 
 /// Opens `n` idle connections on each side, spread over enough server ports
 /// (a fresh range for every size, so TIME-WAIT left by a previous size never
-/// collides), and measures the time and tcpd's RSS growth while they are open.
+/// collides), and measures the time and tcpd's RSS growth while they are
+/// open, then how long closing them all keeps tcpd busy.
 ///
 /// The servers run as child processes ([`HoldProcess`], at most
 /// [`IDLE_PER_SERVER_PORT`] connections each), so this process holds only
-/// the kernel client's `n` descriptors, and none for tcpd's connections.
+/// the kernel client's `n` descriptors, and none for tcpd's connections
+/// (tcpd itself needs no descriptor per connection, and the tcpd client's
+/// connections are streams on one API connection).
 fn idle_connections(
     topo: &Topology,
     size_index: usize,
@@ -1178,21 +1254,35 @@ fn idle_connections(
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let daemon_pid = topo.daemon.pid().unwrap_or(0);
     let rss_before = bench::rss_bytes(daemon_pid)?;
-    let (tcpd_seconds, rss_open) =
+    let (tcpd_seconds, rss_open, cpu_at_close, close_start) =
         workloads::run_client(None, CLIENT_CPU, limit, move || async move {
             let (conns, secs) = workloads::open_idle(TcpdDialer, &addrs, n).await?;
             // Give the daemon a moment to settle, then read its RSS while they are open.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let rss = bench::rss_bytes(daemon_pid)?;
+            let cpu = bench::process_cpu_seconds(daemon_pid)?;
+            let close_start = std::time::Instant::now();
             drop(conns);
-            Ok((secs, rss))
+            Ok((secs, rss, cpu, close_start))
         })?;
+    // The kernel side stays until tcpd is done: its FINs and RSTs would be
+    // more work for tcpd, and not the close's.
+    let waited_from = std::time::Instant::now();
+    let busy = wait_until_quiet(daemon_pid, limit)?;
+    let close_busy_seconds = (waited_from - close_start).as_secs_f64() + busy;
+    let close_cpu_seconds = bench::process_cpu_seconds(daemon_pid)? - cpu_at_close;
     drop(servers);
+    // Then let the kernel side's close drain before the next size.
+    wait_until_quiet(daemon_pid, limit)?;
     Ok(IdleResult {
         server_ports,
         kernel_seconds,
         tcpd_seconds,
+        tcpd_rss_before: rss_before,
+        tcpd_rss_open: rss_open,
         tcpd_rss_growth: rss_open.saturating_sub(rss_before),
+        close_busy_seconds,
+        close_cpu_seconds,
     })
 }
 
