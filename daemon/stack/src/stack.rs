@@ -1714,7 +1714,7 @@ impl Stack {
     }
 
     /// Removes a connection from `conns`, uncounting its bytes.
-    fn forget_conn(&mut self, id: ConnId) -> Option<ConnEntry> {
+    fn forget_conn(&mut self, id: ConnId) -> Option<Box<ConnEntry>> {
         let entry = self.conns.remove(&id)?;
         self.buffered_total -= entry.buffered;
         Some(entry)
