@@ -379,7 +379,14 @@ fn printable_label(name: &str) -> String {
 }
 
 /// Counter name prefixes shown under "Limits".
-const LIMIT_PREFIXES: [&str; 5] = ["syncookies_", "listen_", "orphan", "api_", "tcp_mem"];
+const LIMIT_PREFIXES: [&str; 6] = [
+    "syncookies_",
+    "listen_",
+    "orphan",
+    "api_",
+    "tcp_mem",
+    "rcvq_drops",
+];
 
 /// Section order of `stats`.
 const STATS_SECTIONS: [&str; 7] = [

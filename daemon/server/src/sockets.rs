@@ -23,7 +23,11 @@
 //! advertised); once it falls to 7/8 of the quota its sockets are released.
 //! A write that went in before the limit was noticed may overshoot by what
 //! the stack accepted in that one call; receive by the windows already
-//! advertised. A closed socket's bytes leave the session: the stack counts
+//! advertised — so at twice the quota its sockets are
+//! [`MemoryLevel::Exhausted`]: they keep arriving data only while their
+//! receive queue is empty (each still progresses) and drop the rest for
+//! the peer to retransmit, as Linux does for a memory cgroup over its
+//! limit (back to `Full` under 7/8 of twice the quota). A closed socket's bytes leave the session: the stack counts
 //! them as an orphan's (`--max-orphan-memory`) and in its `tcp_mem` total.
 //!
 //! Sockets as file descriptors ([`crate::fd_link`]): a socket created or
@@ -114,6 +118,9 @@ struct Refusals {
     /// Times a session reached its buffered-bytes quota and was limited
     /// (`api_limited_buffered_bytes`).
     limited: u64,
+    /// Times a session reached twice its quota and its sockets started
+    /// dropping data (`api_exhausted_buffered_bytes`).
+    exhausted: u64,
     /// When a session's limiting was last logged.
     limited_logged: Option<std::time::Instant>,
     /// Limits since then, not logged yet.
@@ -154,10 +161,15 @@ impl Refusals {
         }
     }
 
-    /// Counts a session limited at its buffered-bytes quota; logs the first
-    /// time, then at most once a minute with the count since.
-    fn count_limited(&mut self, session: SessionId, used: usize, quota: usize) {
-        self.limited += 1;
+    /// Counts a session limited at its buffered-bytes quota (`level` Full)
+    /// or at twice it (Exhausted); logs the first time, then at most once a
+    /// minute with the count since.
+    fn count_limited(&mut self, session: SessionId, used: usize, quota: usize, level: MemoryLevel) {
+        if level == MemoryLevel::Exhausted {
+            self.exhausted += 1;
+        } else {
+            self.limited += 1;
+        }
         self.limited_unlogged += 1;
         let now = std::time::Instant::now();
         if self
@@ -170,17 +182,19 @@ impl Refusals {
             session = session.0,
             used,
             quota,
+            ?level,
             count = self.limited_unlogged,
             "a session's sockets and blocked writes hold --session-max-buffered-bytes: \
              its writes block (EAGAIN) and its receive windows stop growing until it \
-             falls below 7/8 of it (logged at most once a minute; `tcpctl stats` \
-             counts api_limited_buffered_bytes)"
+             falls below 7/8 of it; at twice it (Exhausted) they also drop data the peer \
+             must resend (logged at most once a minute; `tcpctl stats` counts \
+             api_limited_buffered_bytes and api_exhausted_buffered_bytes)"
         );
         self.limited_logged = Some(now);
         self.limited_unlogged = 0;
     }
 
-    fn counters(&self) -> [(String, u64); 4] {
+    fn counters(&self) -> [(String, u64); 5] {
         [
             (
                 "api_refused_session_sockets".to_string(),
@@ -192,6 +206,7 @@ impl Refusals {
                 self.buffered_bytes,
             ),
             ("api_limited_buffered_bytes".to_string(), self.limited),
+            ("api_exhausted_buffered_bytes".to_string(), self.exhausted),
         ]
     }
 }
@@ -344,8 +359,9 @@ struct SessionUse {
     parked_bytes: usize,
     /// What its sockets hold in the stack's buffers.
     stack_bytes: usize,
-    /// At its buffered-bytes quota: its sockets are at `MemoryLevel::Full`.
-    limited: bool,
+    /// The level of its sockets: `Full` at its buffered-bytes quota,
+    /// `Exhausted` at twice it (see the module docs).
+    level: MemoryLevel,
     /// Its bytes changed since the quota was last checked (it is in
     /// `Sockets::dirty`).
     dirty: bool,
@@ -495,22 +511,23 @@ impl Sockets {
         };
         usage.dirty = false;
         let used = usage.buffered();
-        let limit = if !usage.limited && used >= quota {
-            true
-        } else if usage.limited && used < quota - quota / 8 {
-            false
-        } else {
+        let twice = quota.saturating_mul(2);
+        let level = match usage.level {
+            _ if used >= twice => MemoryLevel::Exhausted,
+            MemoryLevel::Exhausted if used >= twice - twice / 8 => MemoryLevel::Exhausted,
+            _ if used >= quota => MemoryLevel::Full,
+            MemoryLevel::Full | MemoryLevel::Exhausted if used >= quota - quota / 8 => {
+                MemoryLevel::Full
+            }
+            _ => MemoryLevel::Normal,
+        };
+        let before = std::mem::replace(&mut usage.level, level);
+        if level == before {
             return false;
-        };
-        usage.limited = limit;
-        if limit {
-            self.refusals.count_limited(id, used, quota);
         }
-        let level = if limit {
-            MemoryLevel::Full
-        } else {
-            MemoryLevel::Normal
-        };
+        if level > before && (before == MemoryLevel::Normal || level == MemoryLevel::Exhausted) {
+            self.refusals.count_limited(id, used, quota, level);
+        }
         let now = self.now();
         let handles: Vec<SocketHandle> = self
             .sockets
@@ -526,9 +543,13 @@ impl Sockets {
 
     /// A new socket of `owner` starts at its session's level.
     fn apply_session_level(&mut self, h: SocketHandle, owner: SessionId) {
-        if self.sessions.get(&owner).is_some_and(|u| u.limited) {
+        let level = self
+            .sessions
+            .get(&owner)
+            .map_or(MemoryLevel::Normal, |u| u.level);
+        if level != MemoryLevel::Normal {
             let now = self.now();
-            let _ = self.stack.set_memory_level(now, h, MemoryLevel::Full);
+            let _ = self.stack.set_memory_level(now, h, level);
         }
     }
 
@@ -1063,11 +1084,10 @@ impl Sockets {
         }
         self.touch(old.id);
         self.touch(heir.id);
-        let level = if self.sessions.get(&heir.id).is_some_and(|u| u.limited) {
-            MemoryLevel::Full
-        } else {
-            MemoryLevel::Normal
-        };
+        let level = self
+            .sessions
+            .get(&heir.id)
+            .map_or(MemoryLevel::Normal, |u| u.level);
         let now = self.now();
         let _ = self.stack.set_memory_level(now, h, level);
         if old.creds.uid != heir.creds.uid {
@@ -1726,7 +1746,11 @@ impl Sockets {
         counters.push(("api_blocked_calls".to_string(), parked as u64));
         let buffered: usize = self.sessions.values().map(SessionUse::buffered).sum();
         counters.push(("api_buffered_bytes".to_string(), buffered as u64));
-        let limited = self.sessions.values().filter(|u| u.limited).count();
+        let limited = self
+            .sessions
+            .values()
+            .filter(|u| u.level >= MemoryLevel::Full)
+            .count();
         counters.push(("api_limited_sessions".to_string(), limited as u64));
         counters.push((
             "tcp_mem_bytes".to_string(),
@@ -2168,7 +2192,11 @@ mod tests {
             }
         }
         let held = a.sessions[&alice.id].stack_bytes;
-        assert!(a.sessions[&alice.id].limited, "limited at {held}");
+        assert_eq!(
+            a.sessions[&alice.id].level,
+            MemoryLevel::Full,
+            "limited at {held}"
+        );
         assert!(refused > 0);
         // One write may overshoot: it went in before the limit was noticed
         // (what the peer's window took since drained, but not to 7/8).
@@ -2216,7 +2244,8 @@ mod tests {
         };
         assert_eq!(done, Ok(CHUNK));
         assert!(
-            !a.sessions[&alice.id].limited || a.sessions[&alice.id].buffered() >= QUOTA - QUOTA / 8
+            a.sessions[&alice.id].level == MemoryLevel::Normal
+                || a.sessions[&alice.id].buffered() >= QUOTA - QUOTA / 8
         );
         // Closing every socket leaves nothing charged.
         for (c, _) in conns.iter().chain([&(bc, 0)]) {
@@ -2232,6 +2261,117 @@ mod tests {
         assert_eq!(a.sessions[&alice.id].stack_bytes, 0);
         assert_eq!(a.sessions[&bob.id].stack_bytes, 0);
         assert_eq!(stat(&a, "api_buffered_bytes"), 0);
+    }
+
+    /// Issue 16, receive side: a session that never reads, whose peers
+    /// fill the windows its sockets advertised. At the quota its windows
+    /// stop; at twice the quota its sockets drop what does not keep them
+    /// progressing (counted as `rcvq_drops`), so what it holds stays near
+    /// twice the quota however wide the windows were; once it reads, every
+    /// byte arrives.
+    #[test]
+    fn a_session_at_twice_its_quota_drops_what_its_old_windows_let_in() {
+        const QUOTA: usize = 64 << 10;
+        const SENT: usize = 256 << 10;
+        let quotas = Quotas {
+            buffered_bytes: QUOTA,
+            ..Quotas::default()
+        };
+        let mut a = facade(A, 31, quotas);
+        let mut b = facade(B, 32, Quotas::default());
+        let alice = session(&mut a, 1, 1000);
+        let server = session(&mut b, 1, 1000);
+        let mut rx = run(&mut b, server, |reply| Op::Listen {
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(B, 7004).into()),
+                ..SocketSetup::default()
+            },
+            backlog: 16,
+            reply,
+        });
+        let (l, _) = answer(&mut rx).expect("listen");
+        let mut pairs = Vec::new();
+        for _ in 0..4 {
+            let mut rx = run(&mut a, alice, |reply| Op::Connect {
+                setup: SocketSetup::default(),
+                remote: SocketAddrV4::new(B, 7004).into(),
+                wait: true,
+                reply,
+            });
+            shuttle(&mut a, &mut b);
+            let c = answer(&mut rx).expect("connected").handle;
+            let mut rx = run(&mut b, server, |reply| Op::Accept {
+                handle: l,
+                wait: false,
+                reply,
+            });
+            pairs.push((c, answer(&mut rx).expect("accepted").handle));
+        }
+        // The peer writes 256 KiB on each (blocking: parked in B).
+        let data: Bytes = (0..SENT)
+            .map(|i| (i % 239) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let mut writes: Vec<_> = pairs
+            .iter()
+            .map(|(_, child)| {
+                run(&mut b, server, |reply| Op::Write {
+                    handle: *child,
+                    data: data.clone().into(),
+                    flags: SendFlags::empty(),
+                    wait: true,
+                    reply,
+                })
+            })
+            .collect();
+        let mut peak = 0;
+        for _ in 0..200 {
+            shuttle(&mut a, &mut b);
+            peak = peak.max(a.sessions[&alice.id].stack_bytes);
+            // Let the peer's retransmission timers run.
+            std::thread::sleep(Duration::from_millis(2));
+            let now = b.now();
+            b.stack_and_taps().0.handle_timeout(now);
+        }
+        assert!(stat(&a, "rcvq_drops") > 0, "nothing dropped");
+        assert_eq!(stat(&a, "api_exhausted_buffered_bytes"), 1);
+        // 4 × 128 KiB of windows were open; the session held about twice its
+        // quota (plus what one batch of packets carried before it was seen).
+        assert!(peak <= 2 * QUOTA + 64 * 1024, "peak {peak}");
+        // Alice reads: everything arrives, in order.
+        let mut got = vec![Vec::new(); pairs.len()];
+        let mut rounds = 0;
+        while got.iter().any(|g| g.len() < SENT) {
+            for (i, (c, _)) in pairs.iter().enumerate() {
+                let mut rx = run(&mut a, alice, |reply| Op::Read {
+                    handle: *c,
+                    max_len: MAX_READ,
+                    peek: false,
+                    wait: false,
+                    reply,
+                });
+                if let Ok(bytes) = answer(&mut rx) {
+                    got[i].extend_from_slice(&bytes);
+                }
+            }
+            shuttle(&mut a, &mut b);
+            std::thread::sleep(Duration::from_millis(2));
+            let now = b.now();
+            b.stack_and_taps().0.handle_timeout(now);
+            rounds += 1;
+            assert!(
+                rounds < 5_000,
+                "stalled: {:?}",
+                got.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+        }
+        assert!(got.iter().all(|g| g[..] == data[..]), "data changed");
+        for w in &mut writes {
+            assert_eq!(
+                w.try_recv().expect("the peer's write is answered"),
+                Ok(SENT)
+            );
+        }
     }
 
     #[test]

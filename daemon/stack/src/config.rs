@@ -229,7 +229,7 @@ pub struct StackConfig {
     /// out-of-order data, orphans included), as Linux's `tcp_mem`
     /// `[low, pressure, high]`: past `pressure` every connection is at
     /// [`crate::MemoryLevel::Pressure`] until the total falls below `low`;
-    /// at `high` they are at [`crate::MemoryLevel::Full`] (and data that
+    /// at `high` they are at [`crate::MemoryLevel::Exhausted`] (and data that
     /// does not keep a connection progressing is dropped) until it falls
     /// halfway back to `pressure`. `None`: no stack-wide limit.
     pub tcp_mem: Option<[usize; 3]>,

@@ -86,12 +86,14 @@ pub enum MemoryLevel {
     /// Nothing more: the send queue accepts no byte (writes would block, the
     /// socket is not writable), and the receive window's right edge stays
     /// where it is — it never moves left either (RFC 9293 §3.8.6.2.1), so
-    /// the peer may still fill what was advertised. Past the stack-wide
-    /// hard limit (`StackConfig::tcp_mem`), arriving data is moreover kept
-    /// only while the receive queue is empty (so the connection still
-    /// progresses) and dropped otherwise, as Linux does when a socket's
-    /// memory charge fails under `tcp_mem`.
+    /// the peer may still fill what was advertised.
     Full,
+    /// `Full`, and what was advertised need not be buffered either:
+    /// arriving data is kept only while the receive queue is empty (so the
+    /// connection still progresses) and dropped otherwise, for the peer to
+    /// retransmit — as Linux does when a socket's memory charge fails
+    /// (`tcp_mem`'s hard limit, a memory cgroup's limit; TCPRcvQDrop).
+    Exhausted,
 }
 
 /// How to shut a connection down (shutdown(2)).

@@ -1726,7 +1726,7 @@ impl Stack {
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
-        self.stats.tcp_mem_drops += entry.conn.take_memory_drops();
+        self.stats.rcvq_drops += entry.conn.take_memory_drops();
         let bytes = entry.conn.buffered_bytes();
         if bytes == entry.buffered {
             return;
@@ -1762,12 +1762,12 @@ impl Stack {
         };
         let total = self.buffered_total;
         let level = match self.memory_global {
-            _ if total >= high => MemoryLevel::Full,
-            MemoryLevel::Full if total > pressure + (high - pressure.min(high)) / 2 => {
-                MemoryLevel::Full
+            _ if total >= high => MemoryLevel::Exhausted,
+            MemoryLevel::Exhausted if total > pressure + (high - pressure.min(high)) / 2 => {
+                MemoryLevel::Exhausted
             }
             _ if total > pressure => MemoryLevel::Pressure,
-            MemoryLevel::Full | MemoryLevel::Pressure if total >= low => MemoryLevel::Pressure,
+            MemoryLevel::Exhausted | MemoryLevel::Pressure if total >= low => MemoryLevel::Pressure,
             _ => MemoryLevel::Normal,
         };
         if level == self.memory_global {
@@ -1776,7 +1776,7 @@ impl Stack {
         let relaxed = level < self.memory_global;
         if level > self.memory_global {
             match level {
-                MemoryLevel::Full => self.stats.tcp_mem_full += 1,
+                MemoryLevel::Exhausted => self.stats.tcp_mem_full += 1,
                 _ => self.stats.tcp_mem_pressure += 1,
             }
         }

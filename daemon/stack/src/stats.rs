@@ -104,8 +104,10 @@ pub struct Stats {
     pub tcp_mem_pressure: u64,
     /// Times they reached `tcp_mem`'s hard limit.
     pub tcp_mem_full: u64,
-    /// Data segments dropped past `tcp_mem`'s hard limit (Linux's TCPRcvQDrop).
-    pub tcp_mem_drops: u64,
+    /// Data segments dropped by connections at `MemoryLevel::Exhausted`:
+    /// past `tcp_mem`'s hard limit, or set so by the stack's user (the
+    /// daemon: a session at twice its quota). Linux's TCPRcvQDrop.
+    pub rcvq_drops: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -162,7 +164,7 @@ impl Stats {
             ("spurious_rtos".into(), self.spurious_rtos),
             ("tcp_mem_pressure".into(), self.tcp_mem_pressure),
             ("tcp_mem_full".into(), self.tcp_mem_full),
-            ("tcp_mem_drops".into(), self.tcp_mem_drops),
+            ("rcvq_drops".into(), self.rcvq_drops),
         ];
         for r in DropReason::ALL {
             v.push((format!("drop_{}", r.name()), self.drops(r)));

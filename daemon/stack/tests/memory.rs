@@ -9,7 +9,8 @@ mod common;
 use common::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tcpd_stack::{
-    Duration, MemoryLevel, Readiness, RecvError, SendError, SocketHandle, Stack, StackConfig,
+    Duration, MemoryLevel, Readiness, RecvError, SendError, SockOption, SocketHandle, Stack,
+    StackConfig,
 };
 
 /// A listens on port 80 (with `tweak` applied to its configuration), B
@@ -131,11 +132,7 @@ fn a_full_socket_blocks_writes_and_stops_its_window_without_shrinking_it() {
     );
     run_for(&mut sim, Duration::from_secs(2));
     assert_eq!(read_all(&mut sim, a), 0, "reads open no window while Full");
-    assert_eq!(
-        sim.a.stats().tcp_mem_drops,
-        0,
-        "a socket's level drops nothing"
-    );
+    assert_eq!(sim.a.stats().rcvq_drops, 0, "Full drops nothing");
     // Released: a window update goes out at once, the rest flows, and A
     // may write again.
     sim.a
@@ -153,6 +150,46 @@ fn a_full_socket_blocks_writes_and_stops_its_window_without_shrinking_it() {
         );
     }
     assert_eq!(sim.a.send(sim.now, a, b"x"), Ok(1));
+}
+
+#[test]
+fn an_exhausted_socket_keeps_only_what_lets_it_progress() {
+    let (mut sim, a, b) = pair(4, |_| {});
+    sim.a
+        .set_memory_level(sim.now, a, MemoryLevel::Exhausted)
+        .expect("level");
+    assert_eq!(sim.a.send(sim.now, a, b"x"), Err(SendError::WouldBlock));
+    let promised = sim.a.socket_info(a).expect("info").rcv_wnd;
+    let total = 4 * promised;
+    // All of it queued at once in B (which would otherwise wait for ACKs
+    // that the drops hold back).
+    sim.b
+        .set_option(sim.now, b, SockOption::SendBuffer(1 << 20))
+        .expect("SO_SNDBUF");
+    assert_eq!(sim.b.send(sim.now, b, &vec![3u8; total]), Ok(total));
+    // Unread, A holds one segment (taken while its queue was empty); the
+    // rest of what it had advertised is dropped for B to retransmit.
+    run_for(&mut sim, Duration::from_secs(2));
+    assert!(
+        sim.a.buffered_bytes(a) <= 1448,
+        "{}",
+        sim.a.buffered_bytes(a)
+    );
+    assert!(sim.a.stats().rcvq_drops > 0);
+    // Reading keeps it going, a segment at a time; released, the rest flows.
+    let mut got = read_all(&mut sim, a);
+    run_for(&mut sim, Duration::from_secs(5));
+    got += read_all(&mut sim, a);
+    assert!(got > 1448, "no progress while reading: {got}");
+    sim.a
+        .set_memory_level(sim.now, a, MemoryLevel::Normal)
+        .expect("level");
+    let end = sim.now + Duration::from_secs(120);
+    while got < total {
+        assert!(sim.now < end, "stalled after release: {got} of {total}");
+        sim.step();
+        got += read_all(&mut sim, a);
+    }
 }
 
 #[test]
@@ -197,8 +234,8 @@ fn tcp_mem_bounds_what_a_stack_buffers_for_readers_that_do_not_read() {
     let stats = sim.a.stats();
     assert!(stats.tcp_mem_pressure >= 1, "pressure entered");
     assert!(stats.tcp_mem_full >= 1, "hard limit reached");
-    assert!(stats.tcp_mem_drops >= 1, "data past the limit dropped");
-    assert_eq!(sim.a.memory_level(), MemoryLevel::Full);
+    assert!(stats.rcvq_drops >= 1, "data past the limit dropped");
+    assert_eq!(sim.a.memory_level(), MemoryLevel::Exhausted);
     // Past the hard limit only a connection with an empty queue takes data
     // (Linux's progress guarantee): at most a segment beyond it.
     assert!(peak <= high + 1448, "peak {peak} beyond the limit {high}");

@@ -921,14 +921,13 @@ impl Connection {
             let data = &payload[already..];
             let offset = seq.since(self.rcv_nxt);
             let mut room = self.rcv_wnd().saturating_sub(offset);
-            // Past the stack-wide hard limit (Linux's failed
-            // sk_rmem_schedule under tcp_mem), tcp_data_queue keeps
-            // in-order data only while the receive queue is empty (so the
-            // connection still progresses) and drops the rest
-            // (TCPRcvQDrop); the peer retransmits. The window is not shrunk
-            // for it (RFC 9293 §3.8.6.2.1). A socket held at Full by its
-            // owner's quota only stops its window.
-            if self.memory_global == MemoryLevel::Full
+            // MemoryLevel::Exhausted (Linux's failed sk_rmem_schedule under
+            // tcp_mem or a memory cgroup): tcp_data_queue keeps in-order
+            // data only while the receive queue is empty (so the connection
+            // still progresses) and drops the rest (TCPRcvQDrop); the peer
+            // retransmits. The window is not shrunk for it (RFC 9293
+            // §3.8.6.2.1). At Full the window only stops.
+            if self.memory_level() == MemoryLevel::Exhausted
                 && !data.is_empty()
                 && (offset > 0 || self.recv_buf.held_len() > 0)
             {

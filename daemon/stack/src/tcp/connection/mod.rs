@@ -456,7 +456,7 @@ pub struct Connection {
     memory_user: MemoryLevel,
     /// The stack-wide level (`tcp_mem`).
     memory_global: MemoryLevel,
-    /// Data segments dropped past the stack-wide hard limit (Linux's
+    /// Data segments dropped at `MemoryLevel::Exhausted` (Linux's
     /// TCPRcvQDrop), not yet added to the stack's counter.
     memory_drops: u64,
 }
@@ -934,7 +934,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        if !self.below_notsent_lowat() || self.memory_level() == MemoryLevel::Full {
+        if !self.below_notsent_lowat() || self.memory_level() >= MemoryLevel::Full {
             return Err(SendError::WouldBlock);
         }
         let n = self.send_buf.push(data);
@@ -1220,7 +1220,7 @@ impl Connection {
         }
     }
 
-    /// Data segments dropped past the stack-wide hard limit since the last call.
+    /// Data segments dropped at `MemoryLevel::Exhausted` since the last call.
     pub fn take_memory_drops(&mut self) -> u64 {
         std::mem::take(&mut self.memory_drops)
     }

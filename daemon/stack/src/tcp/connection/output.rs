@@ -502,7 +502,7 @@ impl Connection {
             // Linux under tcp_mem pressure: rcv_ssthresh <= 4 × advmss.
             MemoryLevel::Pressure => free = free.min(promised.max(4 * self.adv_mss)),
             // The right edge stays (it never moves left: RFC 9293 §3.8.6.2.1).
-            MemoryLevel::Full => free = free.min(promised),
+            MemoryLevel::Full | MemoryLevel::Exhausted => free = free.min(promised),
         }
         let window = if free >= promised + self.sws_threshold() {
             free
