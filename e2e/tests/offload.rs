@@ -58,7 +58,9 @@ const TRANSFER_LIMIT: Duration = Duration::from_secs(240);
 
 /// 256 MiB from a tcpd client to a kernel listener and 256 MiB back at the
 /// same time; checks both hashes. `during` runs once the transfer is under way.
-fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'static) {
+/// Returns what crossed the TUN meanwhile.
+fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'static) -> TunCounters {
+    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
     let to_tcpd = payload(SIZE, 21);
     let to_kernel = payload(SIZE, 22);
     let (to_tcpd_sha, to_kernel_sha) = (sha256_hex(&to_tcpd), sha256_hex(&to_kernel));
@@ -123,6 +125,9 @@ fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'stat
         to_kernel_sha,
         "bytes the kernel received"
     );
+    TunCounters::read(&env.ns, TUN_NAME)
+        .expect("TUN counters")
+        .since(before)
 }
 
 /// The kernel's `ss -tin` line for its connection with tcpd, once it exists.
@@ -200,18 +205,14 @@ fn offload_on_moves_super_segments_while_the_kernel_sees_the_mss() {
         // tcpdump needs a moment to attach before the first packet.
         std::thread::sleep(Duration::from_millis(500));
     }
-    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
     let ns_name = env.ns.name().to_string();
     let (ss_tx, ss_rx) = mpsc::channel();
-    transfer_both_ways(&env, 5301, move || {
+    let counters = transfer_both_ways(&env, 5301, move || {
         let _ = ss_tx.send(kernel_ss(&ns_name, 5301));
     });
     let ss = ss_rx.recv().expect("ss output");
     assert!(ss.contains(" mss:1448"), "the kernel's MSS: {ss}");
     assert!(ss.contains("rcvmss:1448"), "the kernel's receive MSS: {ss}");
-    let counters = TunCounters::read(&env.ns, TUN_NAME)
-        .expect("TUN counters")
-        .since(before);
     eprintln!(
         "offload on: {:.0} bytes per TUN write, {:.0} per read",
         counters.bytes_per_write(),
@@ -237,11 +238,7 @@ fn offload_off_moves_mtu_sized_packets() {
     if tool("ethtool", test) {
         assert_eq!(tso_state(&env.ns), "off", "no TSO on the TUN");
     }
-    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
-    transfer_both_ways(&env, 5302, || {});
-    let counters = TunCounters::read(&env.ns, TUN_NAME)
-        .expect("TUN counters")
-        .since(before);
+    let counters = transfer_both_ways(&env, 5302, || {});
     assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
     assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
 }
@@ -254,11 +251,7 @@ fn impaired_transfer(tag: &str, port: u16, offload: &str) {
     let Some(env) = setup(tag, &["--offload", offload, "--impair", spec]) else {
         return;
     };
-    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
-    transfer_both_ways(&env, port, || {});
-    let counters = TunCounters::read(&env.ns, TUN_NAME)
-        .expect("TUN counters")
-        .since(before);
+    let counters = transfer_both_ways(&env, port, || {});
     // The impairer sees wire packets, so whatever the offload tcpd writes
     // MTU-sized packets to the TUN (reads mix the kernel's coalesced data
     // with one ACK per two of tcpd's segments: no bound to assert).
@@ -315,11 +308,7 @@ fn nftables_loss_transfer(test: &str, tag: &str, port: u16, offload: &str) {
         }}"
     );
     env.ns.nft(&rules);
-    let before = TunCounters::read(&env.ns, TUN_NAME).expect("TUN counters");
-    transfer_both_ways(&env, port, || {});
-    let counters = TunCounters::read(&env.ns, TUN_NAME)
-        .expect("TUN counters")
-        .since(before);
+    let counters = transfer_both_ways(&env, port, || {});
     eprintln!("{tag}: {counters:?}");
     if offload == "off" {
         // No super-segments either way: the loss is per wire packet.
