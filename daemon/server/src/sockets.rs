@@ -211,6 +211,9 @@ impl Refusals {
     }
 }
 
+/// Trace slots (of the stack's 64) only root may take.
+const TRACE_SLOTS_FOR_ROOT: usize = 16;
+
 /// Quiet time between two log lines about sessions limited at their
 /// buffered-bytes quota.
 const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -396,6 +399,8 @@ pub struct Sockets {
     uid_sockets: HashMap<u32, usize>,
     /// Sockets refused by the per-uid quota (`api_refused_uid_sockets`).
     uid_refusals: u64,
+    /// Traces refused to non-root callers (`api_refused_traces`).
+    trace_refusals: u64,
     /// Calls refused by the per-session quotas.
     refusals: Refusals,
     /// Sessions whose buffered bytes changed since the quota was last checked.
@@ -431,6 +436,7 @@ impl Sockets {
             sessions: HashMap::new(),
             uid_sockets: HashMap::new(),
             uid_refusals: 0,
+            trace_refusals: 0,
             refusals: Refusals::default(),
             dirty: Vec::new(),
             polls: Vec::new(),
@@ -1740,6 +1746,7 @@ impl Sockets {
         counters.push(("api_sessions".to_string(), self.sessions.len() as u64));
         counters.push(("api_sockets".to_string(), self.sockets.len() as u64));
         counters.push(("api_refused_uid_sockets".to_string(), self.uid_refusals));
+        counters.push(("api_refused_traces".to_string(), self.trace_refusals));
         counters.extend(self.refusals.counters());
         counters.push(("api_fd_sockets".to_string(), self.fds.len() as u64));
         let parked: usize = self.sessions.values().map(|u| u.parked).sum();
@@ -1793,11 +1800,33 @@ impl Sockets {
                 ));
             }
         }
+        // The stack follows at most 64 traces (one bit each of a mask); the
+        // last TRACE_SLOTS_FOR_ROOT are root's, so an operator can still
+        // trace during an attack by users tracing their own connections.
+        let root = session.creds.is_root();
+        if !root
+            && self.taps.traces.unprivileged()
+                >= tcpd_stack::trace::MAX_TRACE_FILTERS - TRACE_SLOTS_FOR_ROOT
+        {
+            self.trace_refusals += 1;
+            if self.trace_refusals == 1 {
+                tracing::warn!(
+                    uid = session.creds.uid,
+                    "unprivileged callers hold every trace slot not kept for root: further \
+                     traces fail with ENOBUFS (logged once; `tcpctl stats` counts \
+                     api_refused_traces)"
+                );
+            }
+            return Err(Errno::new(
+                ENOBUFS,
+                "too many traces at once (the last 16 of 64 are kept for root); try again later",
+            ));
+        }
         let slot = self
             .stack
             .trace_add(filter)
             .ok_or_else(|| Errno::new(ENOBUFS, "too many traces at once (64); try again later"))?;
-        self.taps.traces.add(slot, tx);
+        self.taps.traces.add(slot, tx, root);
         // An existing connection's `start` record is queued already.
         self.taps.traces.pump(&mut self.stack);
         Ok(())
@@ -2371,6 +2400,57 @@ mod tests {
                 w.try_recv().expect("the peer's write is answered"),
                 Ok(SENT)
             );
+        }
+    }
+
+    /// Item 3 of issue 16 for traces: a user tracing its own connection may
+    /// take 48 of the stack's 64 trace slots; the last 16 stay root's
+    /// (ENOBUFS for the user past that, counted as `api_refused_traces`).
+    #[test]
+    fn users_leave_trace_slots_to_root() {
+        let mut a = facade(A, 41, Quotas::default());
+        let mut b = facade(B, 42, Quotas::default());
+        let alice = session(&mut a, 1, 1000);
+        let admin = session(&mut a, 2, 0);
+        let server = session(&mut b, 1, 1000);
+        let mut rx = run(&mut b, server, |reply| Op::Listen {
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(B, 7005).into()),
+                ..SocketSetup::default()
+            },
+            backlog: 4,
+            reply,
+        });
+        answer(&mut rx).expect("listen");
+        let mut rx = run(&mut a, alice, |reply| Op::Connect {
+            setup: SocketSetup::default(),
+            remote: SocketAddrV4::new(B, 7005).into(),
+            wait: true,
+            reply,
+        });
+        shuttle(&mut a, &mut b);
+        let conn = answer(&mut rx).expect("connected");
+        let filter = tcpd_stack::TraceFilter {
+            local: conn.local,
+            remote: conn.peer,
+            port: None,
+            next_only: false,
+        };
+        let mut keep = Vec::new();
+        let mut trace = |a: &mut Sockets, who: SessionInfo| {
+            let (tx, rx_events) = tokio::sync::mpsc::channel(16);
+            keep.push(rx_events);
+            let mut rx = run(a, who, |reply| Op::Trace { filter, tx, reply });
+            answer(&mut rx)
+        };
+        for i in 0..48 {
+            assert_eq!(trace(&mut a, alice), Ok(()), "trace {i}");
+        }
+        let refused = trace(&mut a, alice).expect_err("a 49th trace for a user");
+        assert_eq!(refused.number, ENOBUFS);
+        assert_eq!(stat(&a, "api_refused_traces"), 1);
+        for i in 0..16 {
+            assert_eq!(trace(&mut a, admin), Ok(()), "root's trace {i}");
         }
     }
 

@@ -26,6 +26,8 @@ pub const TRACE_CHANNEL: usize = 4096;
 #[derive(Debug)]
 struct Subscriber {
     tx: mpsc::Sender<v2::TraceEvent>,
+    /// Started by root (see [`TraceHub::unprivileged`]).
+    root: bool,
     lost: u64,
     /// The followed connection reached CLOSED: end the stream after this turn.
     done: bool,
@@ -38,15 +40,21 @@ pub struct TraceHub {
 }
 
 impl TraceHub {
-    pub fn add(&mut self, slot: u32, tx: mpsc::Sender<v2::TraceEvent>) {
+    pub fn add(&mut self, slot: u32, tx: mpsc::Sender<v2::TraceEvent>, root: bool) {
         self.subscribers.insert(
             slot,
             Subscriber {
                 tx,
+                root,
                 lost: 0,
                 done: false,
             },
         );
+    }
+
+    /// Traces started by callers other than root.
+    pub fn unprivileged(&self) -> usize {
+        self.subscribers.values().filter(|s| !s.root).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -195,7 +203,7 @@ mod tests {
     fn a_slow_reader_loses_events_counted_and_never_blocks() {
         let mut hub = TraceHub::default();
         let (tx, mut rx) = mpsc::channel(2);
-        hub.add(3, tx);
+        hub.add(3, tx, true);
         for t in 0..5 {
             hub.dispatch(1 << 3, &note(t));
         }
@@ -221,7 +229,7 @@ mod tests {
             .expect("a slot");
         let mut hub = TraceHub::default();
         let (tx, rx) = mpsc::channel(8);
-        hub.add(slot, tx);
+        hub.add(slot, tx, true);
         drop(rx);
         hub.sweep(&mut stack);
         assert!(hub.is_empty());
