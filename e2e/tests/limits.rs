@@ -752,3 +752,80 @@ fn a_syn_cookie_connection_keeps_the_clients_mss_and_window_scale() {
     );
     drop(client);
 }
+
+/// The fd channel's bounds (issue 16 item 7): connections to the API
+/// socket's `.fd` path that send no hello. Past `--fd-max-unauthenticated`
+/// a connection is closed at once; the waiting ones are closed after
+/// `--fd-hello-timeout-ms`; both are counted, and the gauge of waiting
+/// connections returns to 0.
+#[test]
+fn fd_channel_connections_without_a_hello_are_bounded() {
+    use std::os::unix::net::UnixStream;
+    let Some(env) = Env::setup(
+        "fd-hello",
+        &[
+            "--fd-max-unauthenticated",
+            "4",
+            "--fd-hello-timeout-ms",
+            "3000",
+        ],
+    ) else {
+        return;
+    };
+    let rt = tcpd_e2e::runtime();
+    let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
+    let mut path = env.daemon.socket().as_os_str().to_owned();
+    path.push(".fd");
+    let held: Vec<UnixStream> = (0..6)
+        .map(|_| UnixStream::connect(&path).expect("connect to the fd channel"))
+        .collect();
+    // Closed: read gives EOF (or an error); waiting: read times out.
+    let closed_within = |s: &UnixStream, wait: Duration| {
+        s.set_read_timeout(Some(wait)).expect("timeout");
+        let mut b = [0u8; 1];
+        let mut reader = s;
+        !matches!(reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    };
+    // The acceptor takes them in order: four wait for their hello (well
+    // within the 3 s timeout, even on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let waiting = counter(
+            &rt.block_on(stats(&mut admin)).counters,
+            "api_fd_unauthenticated",
+        );
+        if waiting == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} wait for their hello, not 4"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = held
+        .iter()
+        .skip(4)
+        .filter(|s| closed_within(s, Duration::from_secs(1)))
+        .count();
+    assert_eq!(refused, 2, "the two past the bound are closed at once");
+    let timed_out = held
+        .iter()
+        .take(4)
+        .filter(|s| closed_within(s, Duration::from_secs(10)))
+        .count();
+    assert_eq!(
+        timed_out, 4,
+        "the waiting ones are closed after the hello timeout"
+    );
+    let counters = rt.block_on(stats(&mut admin)).counters;
+    eprintln!(
+        "fd channel: refused {} timed out {} waiting {}",
+        counter(&counters, "api_fd_refused_unauthenticated"),
+        counter(&counters, "api_fd_hello_timeouts"),
+        counter(&counters, "api_fd_unauthenticated")
+    );
+    assert_eq!(counter(&counters, "api_fd_refused_unauthenticated"), 2);
+    assert_eq!(counter(&counters, "api_fd_hello_timeouts"), 4);
+    assert_eq!(counter(&counters, "api_fd_unauthenticated"), 0);
+}

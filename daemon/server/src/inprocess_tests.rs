@@ -70,6 +70,15 @@ fn a_flooding_session_does_not_queue_ahead_of_another() {
         );
         // Both sessions' slots exist until they end.
         assert_eq!(h.driver.slots.len(), 2);
+        // Every flood call past the session's slots waited, and was counted.
+        let waits = h
+            .driver
+            .limit_counters()
+            .named()
+            .into_iter()
+            .find(|(name, _)| name == "api_op_slot_waits")
+            .map(|(_, v)| v);
+        assert_eq!(waits, Some((FLOOD - SESSION_QUEUE_SLOTS) as u64));
     });
 }
 
