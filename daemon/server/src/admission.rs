@@ -39,6 +39,8 @@ pub struct AdmissionLimits {
     pub max_clients_per_uid: usize,
     /// An HTTP/2 connection must send its preface within this.
     pub handshake_timeout: Duration,
+    /// `--admin-group`: its members are operators too.
+    pub admin_gid: Option<u32>,
 }
 
 /// Why a connection was refused.
@@ -125,9 +127,30 @@ impl Admission {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Root and the daemon's own user.
+    /// Root, the daemon's own user, and members of `--admin-group`.
     pub fn is_operator(&self, creds: &Credentials) -> bool {
-        creds.uid == 0 || creds.uid == self.operator_uid
+        creds.uid == 0 || creds.uid == self.operator_uid || creds.admin
+    }
+
+    /// Whether `creds` belong to a member of `--admin-group`: by the
+    /// connection's primary group (SO_PEERCRED), or as a supplementary
+    /// member in the account database (the daemon cannot see a peer
+    /// process's groups under the unit's ProtectProc=invisible).
+    pub fn is_admin(&self, creds: &Credentials) -> bool {
+        let Some(group) = self.limits.admin_gid else {
+            return false;
+        };
+        if creds.gid == group {
+            return true;
+        }
+        use nix::unistd::{Gid, Uid, User, getgrouplist};
+        let Ok(Some(user)) = User::from_uid(Uid::from_raw(creds.uid)) else {
+            return false;
+        };
+        let Ok(name) = std::ffi::CString::new(user.name) else {
+            return false;
+        };
+        getgrouplist(&name, user.gid).is_ok_and(|groups| groups.contains(&Gid::from_raw(group)))
     }
 
     /// A slot for a new connection from `creds`, or why not (counted, and
@@ -278,6 +301,7 @@ mod tests {
             uid,
             gid: uid,
             pid: 1,
+            admin: false,
         }
     }
 
@@ -287,9 +311,31 @@ mod tests {
                 max_clients: total,
                 max_clients_per_uid: per_uid,
                 handshake_timeout: Duration::from_secs(1),
+                admin_gid: Some(4242),
             },
             999,
         )
+    }
+
+    /// `--admin-group` (gid 4242 here): a member by its primary group is an
+    /// operator, not limited per uid; a non-member of the same uid range is.
+    #[test]
+    fn admin_group_members_are_operators() {
+        let a = admission(2, 1);
+        let member = Credentials {
+            gid: 4242,
+            ..creds(2000)
+        };
+        assert!(a.is_admin(&member));
+        assert!(!a.is_admin(&creds(2001)));
+        let member = Credentials {
+            admin: a.is_admin(&member),
+            ..member
+        };
+        let held: Vec<_> = (0..4).map(|_| a.admit(&member).expect("admin")).collect();
+        let user = a.admit(&creds(2001)).expect("members take no user's slot");
+        assert_eq!(a.admit(&creds(2001)).unwrap_err(), Refusal::PerUid);
+        drop((held, user));
     }
 
     #[test]

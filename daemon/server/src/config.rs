@@ -528,8 +528,17 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let file: FileConfig = toml::from_str(&on).expect("every key known");
-        // `user` needs the account to exist at start, not at parsing.
-        let file = FileConfig { user: None, ..file };
+        // `user` and `admin-group` name accounts that must exist when
+        // resolved; the example names need not exist here.
+        let limits = file.limits.map(|l| LimitFlags {
+            admin_group: None,
+            ..l
+        });
+        let file = FileConfig {
+            user: None,
+            limits,
+            ..file
+        };
         let s = Settings::resolve(&cli(&[]), file).expect("valid values");
         assert_eq!(s.quotas.op_slots, 16);
         assert_eq!(s.limits.fd_max_unauthenticated, 64);

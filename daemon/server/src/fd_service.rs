@@ -110,6 +110,7 @@ async fn hello(stream: &UnixStream, driver: &DriverHandle) -> io::Result<Option<
         uid: cred.uid(),
         gid: cred.gid(),
         pid: cred.pid().unwrap_or(0),
+        admin: false,
     };
     let Some((Some(Request::Hello { token }), _)) = recv_request(stream).await? else {
         return Ok(None);

@@ -65,6 +65,7 @@ pub(crate) fn session(s: &mut Sockets, id: u64, uid: u32) -> SessionInfo {
             uid,
             gid: uid,
             pid: 100,
+            admin: false,
         },
     };
     s.session_started(info.id);
@@ -107,6 +108,7 @@ pub(crate) fn info(id: u64, uid: u32) -> SessionInfo {
             uid,
             gid: uid,
             pid: 4000 + id as i32,
+            admin: false,
         },
     }
 }
@@ -165,6 +167,7 @@ impl Harness {
                 max_clients: 64,
                 max_clients_per_uid: 64,
                 handshake_timeout: Duration::from_secs(5),
+                admin_gid: None,
             },
             0,
         );

@@ -278,6 +278,7 @@ fn client_admission(settings: &Settings) -> std::sync::Arc<admission::Admission>
         max_clients,
         max_clients_per_uid: settings.limits.max_clients_per_uid as usize,
         handshake_timeout: settings.limits.handshake_timeout,
+        admin_gid: settings.limits.admin_gid,
     };
     admission::Admission::new(limits, nix::unistd::geteuid().as_raw())
 }

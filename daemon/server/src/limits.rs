@@ -70,6 +70,9 @@ pub struct LimitFlags {
     /// Time a new fd-channel connection has to present its token, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
     pub fd_hello_timeout_ms: Option<u64>,
+    /// Members of this group are operators like root: not limited per uid (API connections, sockets) [default: none].
+    #[arg(long, value_name = "GROUP")]
+    pub admin_group: Option<String>,
 }
 
 /// A `[limits]` or flag value out of range.
@@ -81,6 +84,8 @@ pub enum LimitError {
         "invalid --tcp-mem {0:?}: expected LOW,PRESSURE,HIGH in bytes, LOW <= PRESSURE <= HIGH, HIGH > 0"
     )]
     TcpMem(String),
+    #[error("unknown --admin-group {0:?}")]
+    AdminGroup(String),
     #[error("invalid --{name} {value}: must be in {min}..={max}")]
     Range {
         name: &'static str,
@@ -112,6 +117,8 @@ pub struct Limits {
     pub tcp_mem: [usize; 3],
     pub fd_max_unauthenticated: u32,
     pub fd_hello_timeout: std::time::Duration,
+    /// `--admin-group`'s gid.
+    pub admin_gid: Option<u32>,
 }
 
 /// Linux's default `tcp_mem` (`tcp_init_mem`): a sixteenth of the memory
@@ -301,7 +308,19 @@ impl Limits {
             1,
             MAX_TIMEOUT_MS,
         )?);
+        let admin_gid = match cli.admin_group.as_ref().or(file.admin_group.as_ref()) {
+            None => None,
+            Some(name) => Some(
+                nix::unistd::Group::from_name(name)
+                    .ok()
+                    .flatten()
+                    .map(|g| g.gid.as_raw())
+                    .or_else(|| name.parse().ok())
+                    .ok_or_else(|| LimitError::AdminGroup(name.clone()))?,
+            ),
+        };
         Ok(Limits {
+            admin_gid,
             tcp_mem,
             fd_max_unauthenticated,
             fd_hello_timeout,
@@ -550,6 +569,29 @@ mod tests {
         assert!(low < pressure && pressure < high && high >= 1 << 20);
         assert_eq!(l.fd_max_unauthenticated, 64);
         assert_eq!(l.fd_hello_timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn admin_group_is_a_name_or_a_number() {
+        let cli = |text: &str| LimitFlags {
+            admin_group: Some(text.into()),
+            ..LimitFlags::default()
+        };
+        assert_eq!(
+            Limits::resolve(&cli("root"), None).expect("root").admin_gid,
+            Some(0)
+        );
+        assert_eq!(
+            Limits::resolve(&cli("4242"), None).expect("gid").admin_gid,
+            Some(4242)
+        );
+        assert!(Limits::resolve(&cli("no-such-group-here"), None).is_err());
+        assert_eq!(
+            Limits::resolve(&LimitFlags::default(), None)
+                .expect("none")
+                .admin_gid,
+            None
+        );
     }
 
     #[test]

@@ -474,6 +474,7 @@ impl DriverHandle {
                 uid: 0,
                 gid: 0,
                 pid: 0,
+                admin: false,
             },
         }
     }
@@ -487,6 +488,7 @@ impl DriverHandle {
                 uid: 0,
                 gid: 0,
                 pid: 0,
+                admin: false,
             },
         };
         self.call(session, |reply| Op::OwnsSockets { reply })

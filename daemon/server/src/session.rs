@@ -62,12 +62,21 @@ pub struct Credentials {
     pub gid: u32,
     /// 0 when the kernel did not report one.
     pub pid: i32,
+    /// A member of `--admin-group` (by its primary group or the account
+    /// database): like root, not limited per uid (see [`Credentials::exempt`]).
+    pub admin: bool,
 }
 
 impl Credentials {
     /// Whether the peer is root (uid 0), which privileged calls require.
     pub fn is_root(&self) -> bool {
         self.uid == 0
+    }
+
+    /// Root or a member of `--admin-group`: exempt from the per-uid limits
+    /// (API connections, sockets). Privileged calls still need root.
+    pub fn exempt(&self) -> bool {
+        self.is_root() || self.admin
     }
 }
 
@@ -345,11 +354,13 @@ impl SessionAcceptor {
         let (stream, creds, permit) = loop {
             let (stream, _) = self.listener.accept().await?;
             let cred = stream.peer_cred()?;
-            let creds = Credentials {
+            let mut creds = Credentials {
                 uid: cred.uid(),
                 gid: cred.gid(),
                 pid: cred.pid().unwrap_or(0),
+                admin: false,
             };
+            creds.admin = self.admission.is_admin(&creds);
             match self.admission.admit(&creds) {
                 Ok(permit) => break (stream, creds, permit),
                 // Dropping the stream closes it before any HTTP/2 byte.

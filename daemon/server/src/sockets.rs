@@ -1098,7 +1098,7 @@ impl Sockets {
         let _ = self.stack.set_memory_level(now, h, level);
         if old.creds.uid != heir.creds.uid {
             self.uncharge_uid_socket(&old);
-            if !heir.creds.is_root() {
+            if !heir.creds.exempt() {
                 *self.uid_sockets.entry(heir.creds.uid).or_insert(0) += 1;
             }
         }
@@ -1217,7 +1217,7 @@ impl Sockets {
     /// Counts one more socket against its owner's uid (root is exempt);
     /// EMFILE past `Quotas::sockets_per_uid`, logged the first time.
     fn charge_uid_socket(&mut self, owner: &SessionInfo) -> Result<(), Errno> {
-        if owner.creds.is_root() {
+        if owner.creds.exempt() {
             return Ok(());
         }
         let quota = self.quotas.sockets_per_uid;
@@ -1245,7 +1245,7 @@ impl Sockets {
     }
 
     fn uncharge_uid_socket(&mut self, owner: &SessionInfo) {
-        if owner.creds.is_root() {
+        if owner.creds.exempt() {
             return;
         }
         if let Some(held) = self.uid_sockets.get_mut(&owner.creds.uid) {
@@ -2477,6 +2477,12 @@ mod tests {
         socket(&mut s, other);
         for _ in 0..5 {
             socket(&mut s, root);
+        }
+        // So is a member of --admin-group.
+        let mut admin = session(&mut s, 9, 1002);
+        admin.creds.admin = true;
+        for _ in 0..5 {
+            socket(&mut s, admin);
         }
         // A session's end gives its sockets back to the uid.
         s.session_ended(one.id);
