@@ -1052,3 +1052,54 @@ fn close_right_after_writing_loses_no_data() {
         );
     }
 }
+
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_driver_runs_beside_the_api_or_on_its_own_thread() {
+    for (tag, extra, own_thread) in [
+        ("drv-one", &[][..], false),
+        ("drv-two", &["--driver-thread", "on"][..], true),
+    ] {
+        let Some(env) = setup(tag, extra) else {
+            return;
+        };
+        let pid = env.daemon.pid().expect("the daemon's pid");
+        let names = thread_names(pid);
+        assert_eq!(
+            names.iter().any(|n| n == "tcpd-driver"),
+            own_thread,
+            "{tag}: threads {names:?}"
+        );
+        if !own_thread {
+            assert_eq!(names, vec!["tcpd".to_string()], "one thread by default");
+        }
+        // Either way a connection works both ways.
+        let size = MIB;
+        let to_tcpd = payload(size, 21);
+        let to_kernel = payload(size, 22);
+        let (to_tcpd_sha, to_kernel_sha) = (sha256_hex(&to_tcpd), sha256_hex(&to_kernel));
+        let server = kernel_server(&env.ns, 5021, to_tcpd, true);
+        let received = tcpd_e2e::runtime().block_on(async {
+            let client = tcpd_client::Client::connect(env.daemon.socket())
+                .await
+                .expect("client session");
+            let stream = client
+                .tcp_connect(&SocketAddrV4::new(HOST_ADDR, 5021))
+                .await
+                .expect("connect");
+            exchange(stream, to_kernel, false).await
+        });
+        assert_eq!(received, to_tcpd_sha, "{tag}");
+        assert_eq!(server.join().expect("kernel server"), to_kernel_sha, "{tag}");
+    }
+}

@@ -97,6 +97,9 @@ pub struct Cli {
     /// TUN segmentation/checksum offload (virtio-net header, TSO) [default: on].
     #[arg(long, value_enum)]
     pub offload: Option<Switch>,
+    /// Run the stack driver on a thread of its own instead of beside the API server [default: off].
+    #[arg(long, value_enum)]
+    pub driver_thread: Option<Switch>,
     /// Sockets one API session may hold; beyond, EMFILE [default: 4096].
     #[arg(long, value_name = "N")]
     pub session_max_sockets: Option<usize>,
@@ -137,6 +140,7 @@ pub struct FileConfig {
     pub user: Option<String>,
     pub limits: Option<LimitFlags>,
     pub offload: Option<Switch>,
+    pub driver_thread: Option<Switch>,
     pub session_max_sockets: Option<usize>,
     pub session_max_blocked_calls: Option<usize>,
     pub session_max_buffered_bytes: Option<usize>,
@@ -167,6 +171,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Ask for TUN offload (the link falls back when the kernel refuses).
     pub offload: bool,
+    /// The driver on a thread of its own (`--driver-thread on`) rather
+    /// than as a task on the API server's thread (see `lib.rs`).
+    pub driver_thread: bool,
     pub quotas: crate::sockets::Quotas,
     /// Each API session's intake budget ([`crate::intake`]), in bytes.
     pub intake_bytes: usize,
@@ -394,6 +401,8 @@ impl Settings {
             user: cli.user.clone().or(file.user),
             limits: Limits::resolve(&cli.limits, file.limits.as_ref())?,
             offload: cli.offload.or(file.offload).unwrap_or(Switch::On) == Switch::On,
+            driver_thread: cli.driver_thread.or(file.driver_thread).unwrap_or(Switch::Off)
+                == Switch::On,
             quotas: {
                 let d = crate::sockets::Quotas::default();
                 crate::sockets::Quotas {
@@ -614,6 +623,7 @@ mod tests {
             impair = "loss=1%"
             user = "nobody"
             offload = "off"
+            driver-thread = "on"
             "#,
         )
         .expect("toml parses");
@@ -631,8 +641,10 @@ mod tests {
         assert!(s.impair.is_some());
         assert_eq!(s.user.as_deref(), Some("nobody"));
         assert!(!s.offload);
+        assert!(s.driver_thread);
         let s = Settings::resolve(&cli(&["--offload", "on"]), FileConfig::default()).expect("ok");
         assert!(s.offload);
+        assert!(!s.driver_thread, "one thread by default");
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! 3. the API's Unix socket (mode 0660, optional group; stale files replaced,
 //!    a live daemon on the same path is a fatal error);
 //! 4. privilege drop (see [`privileges`]) — before any thread exists;
-//! 5. the driver thread (owns the stack; its own current-thread runtime) and
-//!    the gRPC server on the main thread's current-thread runtime;
+//! 5. the driver (owns the stack) and the gRPC server, both on the main
+//!    thread's current-thread runtime (`--driver-thread on`: the driver on
+//!    a thread and runtime of its own);
 //! 6. `READY=1` to systemd when `NOTIFY_SOCKET` is set.
 //!
 //! SIGTERM/SIGINT: stop serving, reset every connection (the RSTs are written
@@ -206,24 +207,30 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         settings.quotas,
     );
 
-    // The driver gets a thread of its own: the stack work and the gRPC work
-    // then use both cores.
+    // One thread by default: the driver is a task on the API server's
+    // current-thread runtime, so an op and its reply never cross threads
+    // (no wake-up, no context switch per call). `--driver-thread on` gives
+    // it a thread of its own, which lets stack work and gRPC work use two
+    // cores when the daemon is not confined to one; see
+    // daemon/DESIGN-multicore.md "One thread or two" for the figures.
     let (driver_done_tx, driver_done) = tokio::sync::oneshot::channel::<String>();
-    std::thread::Builder::new()
-        .name("tcpd-driver".into())
-        .spawn(move || {
-            let outcome = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => match rt.block_on(driver.run()) {
-                    Ok(()) => String::new(),
-                    Err(e) => format!("driver failed: {e}"),
-                },
-                Err(e) => format!("cannot start the driver runtime: {e}"),
-            };
-            let _ = driver_done_tx.send(outcome);
-        })?;
+    let local_driver = if settings.driver_thread {
+        std::thread::Builder::new()
+            .name("tcpd-driver".into())
+            .spawn(move || {
+                let outcome = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => driver_outcome(rt.block_on(driver.run())),
+                    Err(e) => format!("cannot start the driver runtime: {e}"),
+                };
+                let _ = driver_done_tx.send(outcome);
+            })?;
+        None
+    } else {
+        Some((driver, driver_done_tx))
+    };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -252,12 +259,26 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
             hello_timeout: settings.limits.fd_hello_timeout,
         },
     };
+    if let Some((driver, done)) = local_driver {
+        rt.spawn(async move {
+            let _ = done.send(driver_outcome(driver.run().await));
+        });
+    }
     let result = rt.block_on(serve(socket, handle, server, driver_done));
     socket_file::remove(&socket_path);
     socket_file::remove(&fd_socket.path);
     // Exit without waiting for connection tasks still parked in the runtime.
     drop(rt);
     result
+}
+
+/// How the driver ended, for the "stack driver stopped" error ("" when
+/// it ended as asked).
+fn driver_outcome(result: std::io::Result<()>) -> String {
+    match result {
+        Ok(()) => String::new(),
+        Err(e) => format!("driver failed: {e}"),
+    }
 }
 
 /// The API's admission limits, with `max_clients` fitted below the fd limit

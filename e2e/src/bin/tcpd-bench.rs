@@ -56,6 +56,15 @@ struct Args {
     /// tcpd's TUN offload (tcpd `--offload`; default on).
     #[arg(long, value_parser = ["on", "off"])]
     tcpd_offload: Option<String>,
+    /// One more flag for the benchmark's tcpd, repeatable, e.g.
+    /// `--tcpd-arg=--driver-thread=on` (not for the impaired group's own
+    /// daemons).
+    #[arg(long = "tcpd-arg", value_name = "ARG", allow_hyphen_values = true)]
+    tcpd_args: Vec<String>,
+    /// Leave tcpd's threads unpinned (by default they share CPU 1 with the
+    /// kernel peer), so the daemon may use both CPUs.
+    #[arg(long)]
+    tcpd_unpinned: bool,
     /// Measure only these workload groups (comma-separated), e.g.
     /// `--only streams` or `--only bulk,rr`; default all.
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -208,10 +217,20 @@ fn fmt_summary(s: Option<Summary>) -> String {
     }
 }
 
-fn print_table(rows: &[Row], plan: &Plan, notes: &[String]) {
+fn print_table(rows: &[Row], plan: &Plan, notes: &[String], args: &Args) {
     println!();
+    let tcpd_cpu = if args.tcpd_unpinned {
+        format!("peer on CPU {PEER_CPU}, tcpd unpinned")
+    } else {
+        format!("peer and tcpd on CPU {PEER_CPU}")
+    };
+    let tcpd_args = if args.tcpd_args.is_empty() {
+        String::new()
+    } else {
+        format!("; tcpd {}", args.tcpd_args.join(" "))
+    };
     println!(
-        "tcpd-bench: median of {} runs of {:.1} s (± half the range); client on CPU {CLIENT_CPU}, peer and tcpd on CPU {PEER_CPU}",
+        "tcpd-bench: median of {} runs of {:.1} s (± half the range); client on CPU {CLIENT_CPU}, {tcpd_cpu}{tcpd_args}",
         plan.reps,
         plan.seconds.as_secs_f64()
     );
@@ -264,8 +283,15 @@ struct Topology {
 impl Topology {
     /// Builds both topologies; `tcpd_mtu` is passed to tcpd (`--mtu`) when
     /// set; `idle` connections on one client session must fit tcpd's
-    /// per-session quotas (see [`idle_quota_args`]).
-    fn new(tcpd_mtu: Option<u16>, tcpd_offload: Option<&str>, idle: usize) -> Result<Topology> {
+    /// per-session quotas (see [`idle_quota_args`]); `tcpd_args` are
+    /// passed as they are; `pin_tcpd`: tcpd's threads share the peer's CPU.
+    fn new(
+        tcpd_mtu: Option<u16>,
+        tcpd_offload: Option<&str>,
+        idle: usize,
+        tcpd_args: &[String],
+        pin_tcpd: bool,
+    ) -> Result<Topology> {
         let kernel_client = Netns::new("bench-kc")?;
         let kernel_server = Netns::new("bench-ks")?;
         let pid = std::process::id();
@@ -323,8 +349,11 @@ impl Topology {
         }
         let quota_args = idle_quota_args(idle);
         daemon_args.extend(quota_args.iter().map(String::as_str));
+        daemon_args.extend(tcpd_args.iter().map(String::as_str));
         let daemon = Daemon::start(&tcpd_ns, &daemon_args).context("starting tcpd")?;
-        if let Some(pid) = daemon.pid() {
+        if let Some(pid) = daemon.pid()
+            && pin_tcpd
+        {
             bench::pin_process(pid, PEER_CPU)?;
         }
         // SAFETY: set before any other thread reads the environment.
@@ -442,6 +471,8 @@ fn main() -> Result<()> {
         args.tcpd_mtu,
         args.tcpd_offload.as_deref(),
         if want_idle { max_idle } else { 0 },
+        &args.tcpd_args,
+        !args.tcpd_unpinned,
     )?;
     if let Some(offload) = &args.tcpd_offload {
         notes.push(format!("tcpd's TUN offload: {offload} (--tcpd-offload)"));
@@ -1124,7 +1155,7 @@ fn finish(
     notes: &[String],
     idle_json: Vec<serde_json::Value>,
 ) -> Result<()> {
-    print_table(rows, plan, notes);
+    print_table(rows, plan, notes, args);
     let json_rows: Vec<_> = rows
         .iter()
         .map(|r| json!({"workload": r.name, "unit": r.unit, "higher_is_better": r.higher_is_better, "kernel": r.kernel, "tcpd": r.tcpd, "ratio": r.ratio()}))
@@ -1133,8 +1164,9 @@ fn finish(
         "seconds_per_run": plan.seconds.as_secs_f64(),
         "repetitions": plan.reps,
         "cpus": bench::num_cpus(),
-        "pinning": {"client_cpu": CLIENT_CPU, "peer_cpu": PEER_CPU, "tcpd_cpu": PEER_CPU},
+        "pinning": {"client_cpu": CLIENT_CPU, "peer_cpu": PEER_CPU, "tcpd_cpu": (!args.tcpd_unpinned).then_some(PEER_CPU)},
         "tcpd_mtu": args.tcpd_mtu.unwrap_or(1500),
+        "tcpd_args": args.tcpd_args,
         "rows": json_rows,
         "idle": idle_json,
         "notes": notes,
