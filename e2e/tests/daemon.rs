@@ -1100,6 +1100,10 @@ fn the_driver_runs_beside_the_api_or_on_its_own_thread() {
             exchange(stream, to_kernel, false).await
         });
         assert_eq!(received, to_tcpd_sha, "{tag}");
-        assert_eq!(server.join().expect("kernel server"), to_kernel_sha, "{tag}");
+        assert_eq!(
+            server.join().expect("kernel server"),
+            to_kernel_sha,
+            "{tag}"
+        );
     }
 }

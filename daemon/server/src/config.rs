@@ -401,7 +401,10 @@ impl Settings {
             user: cli.user.clone().or(file.user),
             limits: Limits::resolve(&cli.limits, file.limits.as_ref())?,
             offload: cli.offload.or(file.offload).unwrap_or(Switch::On) == Switch::On,
-            driver_thread: cli.driver_thread.or(file.driver_thread).unwrap_or(Switch::Off)
+            driver_thread: cli
+                .driver_thread
+                .or(file.driver_thread)
+                .unwrap_or(Switch::Off)
                 == Switch::On,
             quotas: {
                 let d = crate::sockets::Quotas::default();
