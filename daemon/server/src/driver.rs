@@ -20,7 +20,7 @@
 
 use crate::impair::Impairer;
 use crate::limits::LimitLog;
-use crate::link::Link;
+use crate::link::{Link, RX_BATCH};
 use crate::ops::{Control, DriverHandle, OP_CHANNEL_CAPACITY, Queued, SessionSlots, StateChange};
 use crate::session::SessionEvent;
 use crate::sockets::{Clock, Quotas, Sockets};
@@ -248,11 +248,22 @@ impl Running {
         // Completing parked ops (a write refilling the send buffer, a read
         // opening the window) gives the stack more to send: go round until
         // the events complete nothing more.
+        let mut read_back = true;
         loop {
             let (stack, taps) = self.core.stack_and_taps();
-            self.link.transmit(now, stack, taps);
+            let sent = self.link.transmit(now, stack, taps);
+            // A peer on this host answers inside our TUN write (the kernel
+            // runs its receive path in the writer's system call): a SYN's
+            // SYN-ACK or RST, a request's reply, are already queued on the
+            // TUN. Take them now, once per flush, so a connect to a local
+            // peer completes in the turn that started it (its caller is
+            // answered without another wake-up of this task, and a refused
+            // connect is failed before its EINPROGRESS reaches the client).
+            let answered = sent > 0
+                && std::mem::take(&mut read_back)
+                && self.link.ingest_ready(RX_BATCH, now, stack, taps) > 0;
             taps.traces.pump(stack);
-            if !self.core.publish_events() {
+            if !self.core.publish_events() && !answered {
                 break;
             }
         }

@@ -356,6 +356,7 @@ async fn serve(
         admission.clone(),
         idle_policy,
     );
+    let closing = acceptor.closing();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(
@@ -426,7 +427,11 @@ async fn serve(
             sd_notify::NotifyState::Status("stopping: resetting every connection"),
         ]);
     }
-    // The server future is dropped: no new sessions or RPCs. Reset everything.
+    // The server future is dropped: no new sessions or RPCs. The sessions'
+    // connections stop carrying anything (their tasks may still run while
+    // the driver, a task of this runtime, answers their parked calls), then
+    // everything is reset.
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
     driver.terminate().await;
     tracing::info!("all connections reset; exiting");
     Ok(())

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
@@ -111,6 +111,8 @@ pub struct SessionStream {
     /// What the HTTP/2 server reads: the client's bytes with any unparsable
     /// `:authority` replaced ([`crate::authority`]).
     authority: AuthorityFix,
+    /// Set when the daemon shuts down (see [`SessionAcceptor::closing`]).
+    closing: Arc<AtomicBool>,
 }
 
 /// Asks the driver whether a session owns sockets (for the idle timeout);
@@ -215,6 +217,11 @@ impl tonic::transport::server::Connected for SessionStream {
     }
 }
 
+/// The error every I/O of a session fails with once the daemon shuts down.
+fn shutting_down() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "tcpd is shutting down")
+}
+
 impl AsyncRead for SessionStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -222,6 +229,9 @@ impl AsyncRead for SessionStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.is_closing() {
+            return Poll::Ready(Err(shutting_down()));
+        }
         loop {
             // Rewritten bytes first, in order.
             if this.authority.pending() > 0 {
@@ -255,6 +265,10 @@ impl AsyncRead for SessionStream {
 }
 
 impl SessionStream {
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
     /// Reads from the client's socket, enforcing the handshake and idle
     /// timeouts.
     fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -297,6 +311,9 @@ impl AsyncWrite for SessionStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.is_closing() {
+            return Poll::Ready(Err(shutting_down()));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -305,6 +322,9 @@ impl AsyncWrite for SessionStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.is_closing() {
+            return Poll::Ready(Err(shutting_down()));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -329,6 +349,7 @@ pub struct SessionAcceptor {
     admission: Arc<Admission>,
     idle: IdlePolicy,
     next_id: AtomicU64,
+    closing: Arc<AtomicBool>,
 }
 
 impl SessionAcceptor {
@@ -344,7 +365,16 @@ impl SessionAcceptor {
             admission,
             idle,
             next_id: AtomicU64::new(1),
+            closing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The shutdown switch of every session this acceptor makes: once set,
+    /// each session's reads and writes fail, so no answer a call gets while
+    /// the driver resets everything (EBADF for a parked read...) reaches its
+    /// client — a client sees the daemon go away, not a socket error.
+    pub fn closing(&self) -> Arc<AtomicBool> {
+        self.closing.clone()
     }
 
     /// The next session. Connections whose credentials cannot be read are
@@ -389,6 +419,7 @@ impl SessionAcceptor {
             handshake_deadline: Some(Box::pin(tokio::time::sleep(handshake))),
             preface_bytes: 0,
             authority: AuthorityFix::new(),
+            closing: self.closing.clone(),
             idle: IdleWatch {
                 activity: Arc::new(Activity::new(self.idle.intake_bytes)),
                 policy: self.idle.clone(),

@@ -126,17 +126,30 @@ impl Link {
         taps: &mut Taps,
     ) {
         self.ingest(first_len, now, stack, taps);
-        for _ in 1..RX_BATCH {
+        self.ingest_ready(RX_BATCH - 1, now, stack, taps);
+    }
+
+    /// Feeds up to `max` packets that are ready without waiting to `stack`;
+    /// returns how many there were.
+    pub fn ingest_ready(
+        &mut self,
+        max: usize,
+        now: Instant,
+        stack: &mut Stack,
+        taps: &mut Taps,
+    ) -> usize {
+        for read in 0..max {
             let device: &::tun::Device = &self.tun;
             match device.recv(&mut self.rx_buf) {
                 Ok(n) => self.ingest(n, now, stack, taps),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return read,
                 Err(e) => {
                     tracing::warn!(error = %e, "TUN read failed");
-                    break;
+                    return read;
                 }
             }
         }
+        max
     }
 
     /// One packet read from the TUN (in `rx_buf[..len]`).
@@ -202,10 +215,10 @@ impl Link {
         }
     }
 
-    /// Writes every packet the stack has to send. A traced connection's
-    /// record of each packet is pumped to `taps.traces` before the
-    /// impairer's verdict on it.
-    pub fn transmit(&mut self, now: Instant, stack: &mut Stack, taps: &mut Taps) {
+    /// Writes every packet the stack has to send; returns how many it
+    /// took from the stack. A traced connection's record of each packet is
+    /// pumped to `taps.traces` before the impairer's verdict on it.
+    pub fn transmit(&mut self, now: Instant, stack: &mut Stack, taps: &mut Taps) -> usize {
         let Link {
             tun,
             impairer,
@@ -215,9 +228,11 @@ impl Link {
             write_errors,
             ..
         } = self;
+        let mut sent = 0;
         if let Some(impairer) = impairer.as_mut() {
             // Plain MSS-sized packets, impaired one by one (module docs).
             while let Some(n) = stack.poll_transmit(now, tx_buf) {
+                sent += 1;
                 let packet = &tx_buf[..n];
                 if !taps.traces.is_empty() {
                     taps.traces.pump(stack);
@@ -233,6 +248,7 @@ impl Link {
             while let Some((n, header)) =
                 stack.poll_transmit_offload(now, &mut tx_buf[VNET_HDR_LEN..])
             {
+                sent += 1;
                 if !taps.traces.is_empty() {
                     taps.traces.pump(stack);
                 }
@@ -244,6 +260,7 @@ impl Link {
             }
         } else {
             while let Some(n) = stack.poll_transmit(now, tx_buf) {
+                sent += 1;
                 if !taps.traces.is_empty() {
                     taps.traces.pump(stack);
                 }
@@ -252,6 +269,7 @@ impl Link {
                 to_tun(tun, write_errors, &tx_buf[..n]);
             }
         }
+        sent
     }
 }
 
