@@ -189,6 +189,7 @@ impl Running {
                         self.terminate(done);
                         return;
                     }
+                    Some(Control::ConnectAbandoned(id)) => self.core.connect_abandoned(id),
                     None => return,
                 },
                 () = async {

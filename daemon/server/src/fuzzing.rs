@@ -134,6 +134,7 @@ pub(crate) struct Harness {
 
 struct Inbox {
     ops: mpsc::Receiver<Queued>,
+    control: mpsc::UnboundedReceiver<Control>,
     sessions: mpsc::UnboundedReceiver<SessionEvent>,
     slots: Arc<SessionSlots>,
 }
@@ -143,7 +144,7 @@ impl Harness {
     pub(crate) fn new(quotas: Quotas) -> (Harness, impl Future<Output = ()> + Send + 'static) {
         let (ops_tx, ops) = mpsc::channel(crate::ops::OP_CHANNEL_CAPACITY);
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
-        let (control, _control_rx) = mpsc::unbounded_channel::<Control>();
+        let (control, control_rx) = mpsc::unbounded_channel::<Control>();
         let (state_changes, _) = broadcast::channel(64);
         let slots = Arc::new(SessionSlots::new(quotas.op_slots));
         let driver = DriverHandle {
@@ -158,6 +159,7 @@ impl Harness {
         let daemon = facade(A, 1, quotas);
         let inbox = Inbox {
             ops,
+            control: control_rx,
             sessions,
             slots,
         };
@@ -243,6 +245,13 @@ async fn drive(mut daemon: Sockets, mut inbox: Inbox, order: Arc<Mutex<Vec<Sessi
                 order.lock().expect("not poisoned").push(queued.request.session.id);
                 daemon.execute(queued.request);
             }
+            Some(control) = inbox.control.recv() => match control {
+                Control::ConnectAbandoned(id) => daemon.connect_abandoned(id),
+                Control::Terminate(done) => {
+                    daemon.abort_everything();
+                    let _ = done.send(());
+                }
+            },
             () = tokio::time::sleep(Duration::from_millis(1)) => {}
         }
         for s in [&mut daemon, &mut peer] {

@@ -184,6 +184,75 @@ fn a_stream_whose_down_half_fails_gives_back_the_slot_its_up_half_waits_for() {
     });
 }
 
+/// Fuzz finding (issue 16): a Stream opened by connect and dropped before
+/// the SYN-ACK kept its socket (and its session's quota charges) until the
+/// SYN retries ran out, about two minutes. As close(2) on a connecting
+/// socket, dropping it must abort the connect at once.
+#[test]
+fn a_stream_dropped_before_its_syn_ack_frees_its_socket_at_once() {
+    use v2::{stream_open, stream_request};
+    runtime().block_on(async {
+        let (h, run) = Harness::new(Quotas::default());
+        let user = info(1, 1000);
+        h.start_session(user);
+        tokio::spawn(run);
+        // Nobody answers at .3: the SYN is retried for minutes.
+        let silent = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 9, 0, 3), PEER_PORT);
+        let owns = || async {
+            h.driver
+                .call(user, |reply| Op::OwnsSockets { reply })
+                .await
+                .unwrap()
+        };
+        for round in 0..3 {
+            let (up, streaming) = fed_up_stream();
+            up.send(grpc_message(v2::StreamRequest {
+                frame: Some(stream_request::Frame::Open(v2::StreamOpen {
+                    how: Some(stream_open::How::Connect(v2::StreamConnect {
+                        remote: Some(addr(silent)),
+                        ..Default::default()
+                    })),
+                })),
+            }))
+            .unwrap();
+            let socket = h.socket.clone();
+            let opening = tokio::spawn(async move {
+                let _ = socket.stream(request(user, streaming)).await;
+            });
+            // Round 0 drops the stream while the connect is parked; round 1
+            // at once (the op may still be queued when the notice arrives).
+            if round != 1 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert!(owns().await, "round {round}: the connect is in progress");
+            }
+            opening.abort();
+            drop(up);
+            let freed = tokio::time::timeout(Duration::from_secs(2), async {
+                while owns().await {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            assert!(
+                freed.is_ok(),
+                "round {round}: the socket outlived its stream"
+            );
+        }
+        // Gone from the stack too, not only from the session.
+        let stats = h
+            .driver
+            .call(user, |reply| Op::Stats { reply })
+            .await
+            .unwrap();
+        let syn_sent = stats
+            .per_state
+            .iter()
+            .find(|(name, _)| name == tcpd_stack::TcpState::SynSent.name())
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(syn_sent, 0, "{:?}", stats.per_state);
+    });
+}
+
 // ------------------------------------------------------------------ fuzz
 
 /// Handles the attacker aims at: its own and the victim's are all small.

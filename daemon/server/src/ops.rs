@@ -408,6 +408,32 @@ impl SessionSlots {
 pub enum Control {
     /// Reset every connection, flush the RSTs, then stop the driver.
     Terminate(oneshot::Sender<()>),
+    /// A caller of this session dropped a connect that creates its socket
+    /// (a Stream opened by connect) before it completed: abort it now
+    /// ([`crate::sockets::Sockets::connect_abandoned`]).
+    ConnectAbandoned(SessionId),
+}
+
+/// Sends [`Control::ConnectAbandoned`] when dropped armed: held across a
+/// connect whose caller may be cancelled.
+#[derive(Debug)]
+pub struct AbandonGuard {
+    control: Option<(mpsc::UnboundedSender<Control>, SessionId)>,
+}
+
+impl AbandonGuard {
+    /// The connect completed (or failed): nothing to abort.
+    pub fn disarm(mut self) {
+        self.control = None;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if let Some((control, session)) = self.control.take() {
+            let _ = control.send(Control::ConnectAbandoned(session));
+        }
+    }
 }
 
 /// The handlers' side of the driver.
@@ -509,6 +535,14 @@ impl DriverHandle {
     /// Subscribes to connection state changes (admin Watch).
     pub fn watch_state_changes(&self) -> broadcast::Receiver<StateChange> {
         self.state_changes.subscribe()
+    }
+
+    /// A guard to hold across a connect that creates its socket: dropped
+    /// before [`AbandonGuard::disarm`], it tells the driver to abort it.
+    pub fn abandon_guard(&self, session: SessionId) -> AbandonGuard {
+        AbandonGuard {
+            control: Some((self.control.clone(), session)),
+        }
     }
 
     /// Asks the driver to reset everything and stop; returns when it has.

@@ -431,14 +431,20 @@ impl SocketApi for SocketService {
             stream_open::How::Connect(c) => {
                 let setup = setup(c.handle, &c.options, c.bind.as_ref(), c.family)?;
                 let remote = convert::socket_addr(c.remote.as_ref())?;
-                self.driver
+                // A client that drops the Stream before the handshake ends
+                // drops this future: the guard has the connect aborted.
+                let guard = self.driver.abandon_guard(s.id);
+                let connected = self
+                    .driver
                     .call(s, |reply| Op::Connect {
                         setup,
                         remote,
                         wait: true,
                         reply,
                     })
-                    .await?
+                    .await;
+                guard.disarm();
+                connected?
             }
             stream_open::How::Accept(a) => {
                 self.driver

@@ -368,6 +368,11 @@ struct SessionUse {
     /// Its bytes changed since the quota was last checked (it is in
     /// `Sockets::dirty`).
     dirty: bool,
+    /// Sockets it created with a connect that parked (a Stream opened by
+    /// connect): [`Sockets::connect_abandoned`] looks at these when a
+    /// caller gives up. May name sockets whose connect completed since;
+    /// pruned as it grows.
+    connecting: Vec<SocketHandle>,
 }
 
 impl SessionUse {
@@ -1303,6 +1308,13 @@ impl Sockets {
         let Some(owner) = self.sockets.get(&h).map(|e| e.owner.id) else {
             return; // Dropping the reply reports EBADF.
         };
+        let creating = matches!(op, Parked::Connect { created: true, .. });
+        if creating && op.caller_gone() {
+            // The caller gave up while the op was queued (its notice may
+            // have reached the driver first): nobody will learn the handle.
+            let _ = self.close_handle(h, true);
+            return;
+        }
         if let Err(e) = self.charge_parked(owner, op.bytes()) {
             if matches!(op, Parked::Connect { created: true, .. }) {
                 let _ = self.close_handle(h, false);
@@ -1312,6 +1324,52 @@ impl Sockets {
         }
         if let Some(entry) = self.sockets.get_mut(&h) {
             entry.parked.push(op);
+        }
+        if creating {
+            let sockets = &self.sockets;
+            if let Some(usage) = self.sessions.get_mut(&owner) {
+                if usage.connecting.len() >= 2 * usage.parked.max(8) {
+                    usage.connecting.retain(|h| {
+                        sockets.get(h).is_some_and(|e| {
+                            e.parked
+                                .iter()
+                                .any(|p| matches!(p, Parked::Connect { created: true, .. }))
+                        })
+                    });
+                }
+                usage.connecting.push(h);
+            }
+        }
+    }
+
+    /// A caller of `session` gave up waiting for a connect (a Stream
+    /// dropped before its SYN-ACK): as close(2) on a connecting socket,
+    /// abort each such connect now, freeing its socket and quota charges,
+    /// instead of when the handshake ends.
+    pub fn connect_abandoned(&mut self, session: SessionId) {
+        let Some(usage) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let connecting = std::mem::take(&mut usage.connecting);
+        let mut still = Vec::new();
+        for h in connecting {
+            let gone = self
+                .sockets
+                .get(&h)
+                .is_some_and(|e| e.owner.id == session && e.parked.iter().any(Parked::caller_gone));
+            if gone {
+                self.retry_parked(h);
+            }
+            if self.sockets.get(&h).is_some_and(|e| {
+                e.parked
+                    .iter()
+                    .any(|p| matches!(p, Parked::Connect { created: true, .. }))
+            }) {
+                still.push(h);
+            }
+        }
+        if let Some(usage) = self.sessions.get_mut(&session) {
+            usage.connecting.extend(still);
         }
     }
 
