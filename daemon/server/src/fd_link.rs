@@ -333,6 +333,24 @@ impl FdLinks {
         Ok(())
     }
 
+    /// Watches another descriptor (an fd channel) in the same epoll:
+    /// [`FdLinks::ready`] reports it as `SocketHandle(token)`.
+    pub fn watch(&self, fd: &impl AsFd, token: u64) -> io::Result<()> {
+        self.epoll.add(
+            fd,
+            EpollEvent::new(
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET,
+                token,
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Stops watching a descriptor given to [`FdLinks::watch`].
+    pub fn unwatch(&self, fd: &impl AsFd) {
+        let _ = self.epoll.delete(fd);
+    }
+
     /// Forgets `h`'s pair (the socket is closed); the client sees EOF.
     pub fn remove(&mut self, h: SocketHandle) {
         if let Some(link) = self.links.remove(&h) {

@@ -96,8 +96,20 @@ pub async fn serve(listener: UnixListener, driver: DriverHandle, limits: FdChann
                     }
                 };
             drop(permit);
-            if let Err(e) = channel(&stream, &driver, session).await {
-                tracing::debug!(error = %e, "fd channel ended");
+            // From now on the driver serves the channel itself (one of its
+            // epoll's sources): a request costs no hop between threads.
+            let stream = match stream.into_std() {
+                Ok(stream) => OwnedFd::from(stream),
+                Err(e) => {
+                    tracing::debug!(error = %e, "fd channel: cannot hand over");
+                    return;
+                }
+            };
+            if let Err(e) = driver
+                .call(session, |reply| Op::FdBind { stream, reply })
+                .await
+            {
+                tracing::debug!(error = %e, "fd channel: not bound");
             }
         });
     }
@@ -142,13 +154,6 @@ async fn hello(stream: &UnixStream, driver: &DriverHandle) -> io::Result<Option<
     }
 }
 
-fn failure(e: &Errno) -> Response {
-    Response {
-        errno: e.number,
-        handle: 0,
-    }
-}
-
 /// Linux's `AF_INET6` = 10; 0 (older clients) and `AF_INET` = 2 are IPv4.
 fn family_of(family: i32) -> Result<tcpd_stack::IpFamily, Errno> {
     match family {
@@ -179,153 +184,189 @@ fn client_pair(fds: &mut Vec<OwnedFd>, filler: u32) -> Result<ClientPair, Errno>
     })
 }
 
-/// Serves one bound connection's requests, in order, until it closes.
-async fn channel(
-    stream: &UnixStream,
-    driver: &DriverHandle,
-    session: SessionInfo,
-) -> io::Result<()> {
-    while let Some((request, mut fds)) = recv_request(stream).await? {
-        let (response, out) = match request {
-            Some(Request::New { family }) => match family_of(family) {
-                Ok(family) => match driver
-                    .call(session, |reply| Op::FdNew { family, reply })
-                    .await
-                {
-                    Ok((handle, fd)) => (Response { errno: 0, handle }, Some(fd)),
-                    Err(e) => (failure(&e), None),
-                },
-                Err(e) => (failure(&e), None),
-            },
-            Some(Request::Attach { handle }) => {
-                match driver
-                    .call(session, |reply| Op::FdAttach { handle, reply })
-                    .await
-                {
-                    Ok(fd) => (Response { errno: 0, handle }, Some(fd)),
-                    Err(e) => (failure(&e), None),
-                }
-            }
-            Some(Request::Claim) => match fds.pop() {
-                Some(fd) => match driver
-                    .call(session, |reply| Op::FdClaim { fd, reply })
-                    .await
-                {
-                    Ok(handle) => (Response { errno: 0, handle }, None),
-                    Err(e) => (failure(&e), None),
-                },
-                None => (
-                    failure(&Errno::new(
-                        tcpd_proto::errno::ENOTSOCK,
-                        "a claim carries a socket's descriptor",
-                    )),
-                    None,
-                ),
-            },
-            Some(Request::Adopt { family, filler }) => {
-                let made = match (family_of(family), client_pair(&mut fds, filler)) {
-                    (Ok(family), Ok(pair)) => {
-                        driver
-                            .call(session, |reply| Op::FdAdopt {
-                                family,
-                                pair,
-                                reply,
-                            })
-                            .await
-                    }
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                };
-                match made {
-                    Ok(handle) => (Response { errno: 0, handle }, None),
-                    Err(e) => (failure(&e), None),
-                }
-            }
-            Some(Request::Connect {
-                family,
-                payload_len,
-                filler,
-            }) => {
-                let payload = recv_payload(stream, payload_len).await?;
-                (
-                    connect(driver, session, family, filler, &payload, fds).await,
-                    None,
-                )
-            }
-            Some(Request::Hello { .. }) => (failure(&Errno::invalid("already bound")), None),
-            None => return Ok(()),
-        };
-        send_response(stream, response, out.as_ref()).await?;
-    }
-    Ok(())
+/// One request of a bound channel, parsed and checked, for the driver
+/// ([`crate::sockets::Sockets`] answers it with a [`Response`]).
+#[derive(Debug)]
+pub enum ChannelCall {
+    New {
+        family: tcpd_stack::IpFamily,
+    },
+    Attach {
+        handle: u64,
+    },
+    Claim {
+        fd: OwnedFd,
+    },
+    Adopt {
+        family: tcpd_stack::IpFamily,
+        pair: ClientPair,
+    },
+    Connect {
+        handle: u64,
+        pair: Option<(tcpd_stack::IpFamily, ClientPair)>,
+        remote: std::net::SocketAddr,
+        options: Vec<tcpd_stack::SockOption>,
+    },
+    /// A request that fails before the driver looks at it.
+    Refused(Errno),
 }
 
-/// A `Connect` request: a `v2.ConnectRequest` in `payload`, and for handle
-/// 0 the new socket's pair in `fds`.
-async fn connect(
-    driver: &DriverHandle,
-    session: SessionInfo,
-    family: i32,
-    filler: u32,
-    payload: &[u8],
-    mut fds: Vec<OwnedFd>,
-) -> Response {
-    let parsed = (|| {
-        let req = <tcpd_proto::v2::ConnectRequest as prost::Message>::decode(payload)
-            .map_err(|_| Errno::invalid("malformed ConnectRequest"))?;
-        let remote = convert::socket_addr(req.address.as_ref())?;
-        let options = convert::options(&req.options)?;
-        let pair = if req.handle == 0 {
-            Some((family_of(family)?, client_pair(&mut fds, filler)?))
-        } else {
-            None
-        };
-        Ok::<_, Errno>((req.handle, pair, remote, options))
-    })();
-    let (handle, pair, remote, options) = match parsed {
-        Ok(p) => p,
-        Err(e) => return failure(&e),
-    };
-    match driver
-        .call(session, |reply| Op::FdConnect {
-            handle,
-            pair,
-            remote,
-            options,
-            reply,
+/// What a bound channel has next.
+#[derive(Debug)]
+pub enum Next {
+    Call(ChannelCall),
+    /// Nothing complete yet.
+    Wait,
+    /// An unknown request kind or an oversized one: end the channel.
+    Close,
+}
+
+/// Bytes a bound channel may hold unparsed: one request and its payload.
+const MAX_BUFFERED: usize = REQUEST_LEN + MAX_CONNECT_PAYLOAD as usize;
+
+/// A channel bound to a session, served by the driver (non-blocking,
+/// edge-triggered in the fd links' epoll): requests are parsed from what
+/// [`BoundChannel::fill`] read, answered one by one by the driver, and the
+/// responses written at once (a client that does not read its responses
+/// loses the channel).
+#[derive(Debug)]
+pub struct BoundChannel {
+    stream: std::os::unix::net::UnixStream,
+    pub session: SessionInfo,
+    inbuf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl BoundChannel {
+    pub fn new(stream: OwnedFd, session: SessionInfo) -> io::Result<BoundChannel> {
+        let stream = std::os::unix::net::UnixStream::from(stream);
+        stream.set_nonblocking(true)?;
+        Ok(BoundChannel {
+            stream,
+            session,
+            inbuf: Vec::new(),
+            fds: Vec::new(),
         })
-        .await
-    {
-        Ok((handle, outcome)) => Response {
-            errno: outcome.err().map_or(0, |e| e.number),
-            handle,
-        },
-        Err(e) => failure(&e),
     }
-}
 
-/// The `len` bytes that follow a `Connect` request.
-async fn recv_payload(stream: &UnixStream, len: u32) -> io::Result<Vec<u8>> {
-    if len > MAX_CONNECT_PAYLOAD {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "Connect payload too large",
-        ));
+    pub fn socket(&self) -> &std::os::unix::net::UnixStream {
+        &self.stream
     }
-    let mut buf = vec![0u8; len as usize];
-    let mut got = 0;
-    while got < buf.len() {
-        stream.readable().await?;
-        match stream.try_io(Interest::READABLE, || {
-            nix::sys::socket::recv(stream.as_raw_fd(), &mut buf[got..], MsgFlags::MSG_DONTWAIT)
-                .map_err(io::Error::from)
-        }) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+
+    /// Reads what the client sent, up to one request's worth unparsed;
+    /// false at EOF or on an error (end the channel).
+    pub fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        while self.inbuf.len() < MAX_BUFFERED {
+            let room = (MAX_BUFFERED - self.inbuf.len()).min(buf.len());
+            match recv_with_fds(self.stream.as_raw_fd(), &mut buf[..room], &mut self.fds) {
+                Ok(0) => return false,
+                Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// The next complete request, with the descriptors received so far.
+    pub fn next(&mut self) -> Next {
+        let Some(header) = self.inbuf.first_chunk::<REQUEST_LEN>() else {
+            return Next::Wait;
+        };
+        let Some(request) = Request::decode(header) else {
+            return Next::Close;
+        };
+        let payload_len = match request {
+            Request::Connect { payload_len, .. } if payload_len > MAX_CONNECT_PAYLOAD => {
+                return Next::Close;
+            }
+            Request::Connect { payload_len, .. } => payload_len as usize,
+            _ => 0,
+        };
+        let need = REQUEST_LEN + payload_len;
+        if self.inbuf.len() < need {
+            return Next::Wait;
+        }
+        let payload: Vec<u8> = self.inbuf.drain(..need).skip(REQUEST_LEN).collect();
+        let fds = std::mem::take(&mut self.fds);
+        Next::Call(parse(request, &payload, fds))
+    }
+
+    /// Writes a response, with `fd` attached; false if it did not fit
+    /// (the client does not read its responses) or the channel broke.
+    pub fn respond(&self, response: Response, fd: Option<&OwnedFd>) -> bool {
+        let bytes = response.encode();
+        let raw = fd.map(|f| [f.as_raw_fd()]);
+        let cmsgs: Vec<ControlMessage<'_>> = raw
+            .as_ref()
+            .map(|f| ControlMessage::ScmRights(f))
+            .into_iter()
+            .collect();
+        loop {
+            match sendmsg::<()>(
+                self.stream.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                &cmsgs,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(n) => return n == RESPONSE_LEN,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
         }
     }
-    Ok(buf)
+}
+
+/// A request and what came with it, as the driver's call.
+fn parse(request: Request, payload: &[u8], mut fds: Vec<OwnedFd>) -> ChannelCall {
+    let call = (|| {
+        Ok::<_, Errno>(match request {
+            Request::New { family } => ChannelCall::New {
+                family: family_of(family)?,
+            },
+            Request::Attach { handle } => ChannelCall::Attach { handle },
+            Request::Claim => ChannelCall::Claim {
+                fd: fds.pop().ok_or_else(|| {
+                    Errno::new(
+                        tcpd_proto::errno::ENOTSOCK,
+                        "a claim carries a socket's descriptor",
+                    )
+                })?,
+            },
+            Request::Adopt { family, filler } => ChannelCall::Adopt {
+                family: family_of(family)?,
+                pair: client_pair(&mut fds, filler)?,
+            },
+            Request::Connect { family, filler, .. } => {
+                let req = <tcpd_proto::v2::ConnectRequest as prost::Message>::decode(payload)
+                    .map_err(|_| Errno::invalid("malformed ConnectRequest"))?;
+                let pair = if req.handle == 0 {
+                    Some((family_of(family)?, client_pair(&mut fds, filler)?))
+                } else {
+                    None
+                };
+                ChannelCall::Connect {
+                    handle: req.handle,
+                    pair,
+                    remote: convert::socket_addr(req.address.as_ref())?,
+                    options: convert::options(&req.options)?,
+                }
+            }
+            Request::Hello { .. } => return Err(Errno::invalid("already bound")),
+        })
+    })();
+    call.unwrap_or_else(ChannelCall::Refused)
+}
+
+/// The response to a failed request.
+pub fn failure(e: &Errno) -> Response {
+    Response {
+        errno: e.number,
+        handle: 0,
+    }
 }
 
 /// `fd` if it is a socket. Anything else a client sent is closed on the

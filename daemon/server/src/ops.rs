@@ -233,6 +233,12 @@ pub enum Op {
         fd: OwnedFd,
         reply: Reply<u64>,
     },
+    /// An fd-channel connection whose hello bound it to the session: the
+    /// driver serves its requests from now on (see `fd_service`).
+    FdBind {
+        stream: OwnedFd,
+        reply: Reply<()>,
+    },
     /// socket(2) with a socketpair the client made; the reply is the handle.
     FdAdopt {
         family: tcpd_stack::IpFamily,

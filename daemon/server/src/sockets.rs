@@ -416,9 +416,16 @@ pub struct Sockets {
     taps: Taps,
     /// The socketpairs of sockets used as file descriptors.
     fds: FdLinks,
+    /// fd channels bound to a session, served here; keyed by their epoll
+    /// token ([`CHANNEL_TOKEN`] set).
+    channels: HashMap<u64, crate::fd_service::BoundChannel>,
+    next_channel: u64,
     /// Each session's unused fd-channel token (OpenFdChannel).
     fd_tokens: HashMap<SessionId, ([u8; tcpd_proto::fd_channel::TOKEN_LEN], SessionInfo)>,
 }
+
+/// Epoll tokens of fd channels have this bit (socket handles never do).
+const CHANNEL_TOKEN: u64 = 1 << 63;
 
 /// The outcome of one attempt at a blocking op.
 enum Attempt<T> {
@@ -450,6 +457,8 @@ impl Sockets {
             // Only fails without memory or file descriptors at start-up.
             fds: FdLinks::new().expect("epoll_create1 for the fd links"),
             fd_tokens: HashMap::new(),
+            channels: HashMap::new(),
+            next_channel: 0,
         }
     }
 
@@ -459,10 +468,157 @@ impl Sockets {
         self.fds.readiness_fd()
     }
 
-    /// Pumps every fd link whose end reported readiness.
+    /// Pumps every fd link whose end reported readiness, and serves the fd
+    /// channels that did.
     pub fn pump_fds(&mut self) {
         for (h, hup) in self.fds.ready() {
-            self.pump(h, hup);
+            if h.0 & CHANNEL_TOKEN != 0 {
+                self.serve_channel(h.0);
+            } else {
+                self.pump(h, hup);
+            }
+        }
+    }
+
+    /// Takes over a bound fd channel (see `fd_service`).
+    fn fd_bind(&mut self, session: SessionInfo, stream: OwnedFd) -> Result<(), Errno> {
+        if !self.sessions.contains_key(&session.id) {
+            return Err(Errno::bad_handle());
+        }
+        let channel = crate::fd_service::BoundChannel::new(stream, session)
+            .map_err(|e| Errno::from_io(&e))?;
+        self.next_channel += 1;
+        let token = CHANNEL_TOKEN | self.next_channel;
+        self.fds
+            .watch(channel.socket(), token)
+            .map_err(|e| Errno::from_io(&e))?;
+        self.channels.insert(token, channel);
+        // Requests sent before it was watched: the epoll reports data that
+        // is already there, but serve now rather than on the next wake.
+        self.serve_channel(token);
+        Ok(())
+    }
+
+    /// Answers the requests a bound fd channel has sent, in order, until it
+    /// has no more; ends the channel at EOF, on a malformed request, or when
+    /// a response does not fit (a client that does not read them).
+    fn serve_channel(&mut self, token: u64) {
+        use crate::fd_service::Next;
+        loop {
+            let Some(channel) = self.channels.get_mut(&token) else {
+                return;
+            };
+            let open = channel.fill();
+            let session = channel.session;
+            let mut answered = false;
+            loop {
+                let Some(channel) = self.channels.get_mut(&token) else {
+                    return;
+                };
+                match channel.next() {
+                    Next::Wait => break,
+                    Next::Close => return self.end_channel(token),
+                    Next::Call(call) => {
+                        let (response, fd) = self.channel_call(session, call);
+                        let sent = self
+                            .channels
+                            .get(&token)
+                            .is_some_and(|c| c.respond(response, fd.as_ref()));
+                        if !sent {
+                            return self.end_channel(token);
+                        }
+                        answered = true;
+                    }
+                }
+            }
+            if !open {
+                return self.end_channel(token);
+            }
+            if !answered {
+                return;
+            }
+        }
+    }
+
+    fn end_channel(&mut self, token: u64) {
+        if let Some(channel) = self.channels.remove(&token) {
+            self.fds.unwatch(channel.socket());
+        }
+    }
+
+    /// Runs one fd-channel request as the typed op it stands for.
+    fn channel_call(
+        &mut self,
+        session: SessionInfo,
+        call: crate::fd_service::ChannelCall,
+    ) -> (tcpd_proto::fd_channel::Response, Option<OwnedFd>) {
+        use crate::fd_service::{ChannelCall, failure};
+        use tcpd_proto::fd_channel::Response;
+        fn ask<T>(
+            s: &mut Sockets,
+            session: SessionInfo,
+            op: impl FnOnce(Reply<T>) -> Op,
+        ) -> Result<T, Errno> {
+            let (tx, mut rx) = oneshot::channel();
+            s.execute(Request {
+                session,
+                op: op(tx),
+            });
+            rx.try_recv()
+                .unwrap_or_else(|_| Err(Errno::new(tcpd_proto::errno::EIO, "no answer")))
+        }
+        let ok = |handle| Response { errno: 0, handle };
+        match call {
+            ChannelCall::New { family } => {
+                match ask(self, session, |reply| Op::FdNew { family, reply }) {
+                    Ok((handle, fd)) => (ok(handle), Some(fd)),
+                    Err(e) => (failure(&e), None),
+                }
+            }
+            ChannelCall::Attach { handle } => {
+                match ask(self, session, |reply| Op::FdAttach { handle, reply }) {
+                    Ok(fd) => (ok(handle), Some(fd)),
+                    Err(e) => (failure(&e), None),
+                }
+            }
+            ChannelCall::Claim { fd } => {
+                match ask(self, session, |reply| Op::FdClaim { fd, reply }) {
+                    Ok(handle) => (ok(handle), None),
+                    Err(e) => (failure(&e), None),
+                }
+            }
+            ChannelCall::Adopt { family, pair } => {
+                match ask(self, session, |reply| Op::FdAdopt {
+                    family,
+                    pair,
+                    reply,
+                }) {
+                    Ok(handle) => (ok(handle), None),
+                    Err(e) => (failure(&e), None),
+                }
+            }
+            ChannelCall::Connect {
+                handle,
+                pair,
+                remote,
+                options,
+            } => match ask(self, session, |reply| Op::FdConnect {
+                handle,
+                pair,
+                remote,
+                options,
+                reply,
+            }) {
+                Ok((handle, outcome)) => (
+                    Response {
+                        errno: outcome.err().map_or(0, |e| e.number),
+                        handle,
+                    },
+                    None,
+                ),
+                Err(e) => (failure(&e), None),
+            },
+            ChannelCall::Refused(e) => (failure(&e), None),
         }
     }
 
@@ -595,6 +751,15 @@ impl Sockets {
     pub fn session_ended(&mut self, id: SessionId) {
         self.sessions.remove(&id);
         self.fd_tokens.remove(&id);
+        let channels: Vec<u64> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.session.id == id)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in channels {
+            self.end_channel(token);
+        }
         self.polls.retain(|p| p.session.id != id);
         for entry in self.sockets.values_mut() {
             entry.sharers.retain(|s| s.id != id);
@@ -881,6 +1046,9 @@ impl Sockets {
             }
             Op::FdClaim { fd, reply } => {
                 let _ = reply.send(self.fd_claim(session, &fd));
+            }
+            Op::FdBind { stream, reply } => {
+                let _ = reply.send(self.fd_bind(session, stream));
             }
             Op::FdAdopt {
                 family,
