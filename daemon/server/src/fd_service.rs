@@ -5,12 +5,18 @@
 //! token from the `OpenFdChannel` RPC, from a process of the same uid as the
 //! RPC's session (SO_PEERCRED, and the same pid when the kernel names both),
 //! within `--fd-hello-timeout-ms` (5 s by default); the connection then acts for that session only,
-//! so a client can never obtain another session's socket. Each request is a
-//! typed [`Op`] to the driver; descriptors cross with `SCM_RIGHTS` (at most
-//! two per request, sockets only: anything else is refused and closed off
-//! the async workers). `Connect` never waits for the handshake: the client
-//! waits on its own descriptor (see `DESIGN-fds.md`), so one thread's
-//! connect never holds up the channel for the process's other threads.
+//! so a client can never obtain another session's socket. The hello is
+//! read here (an async task); the bound connection then goes to the driver
+//! ([`Op::FdBind`]), which serves it as one more source of its epoll: each
+//! request ([`BoundChannel`], parsed into a [`ChannelCall`]) runs as the
+//! typed [`Op`] it stands for, on the driver's thread, with no hop between
+//! threads. Descriptors cross with `SCM_RIGHTS` (at most two per request,
+//! sockets only: anything else is refused and closed on the blocking
+//! pool). `Connect` never waits for the handshake: the client waits on its
+//! own descriptor (see `DESIGN-fds.md`), so the channel never blocks. A
+//! channel's requests are answered as they come, until its socket is
+//! drained (each costs the client a round trip: a client that does not
+//! read its responses loses the channel).
 //!
 //! Bounds: at most `--fd-max-unauthenticated` (64 by default) connections
 //! may be waiting for their hello (others are closed at once, counted as
@@ -376,7 +382,11 @@ fn only_sockets(fd: OwnedFd) -> Option<OwnedFd> {
     if socket_cookie(&fd).is_ok() {
         return Some(fd);
     }
-    tokio::task::spawn_blocking(move || drop(fd));
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(fd))),
+        // Outside a runtime (unit tests): a thread of its own.
+        Err(_) => drop(std::thread::spawn(move || drop(fd))),
+    }
     None
 }
 

@@ -3190,6 +3190,89 @@ mod tests {
         );
     }
 
+    /// A bound fd channel is served by the driver itself: requests written
+    /// to it are answered when its readiness is pumped, descriptors ride
+    /// along both ways, anything but a socket sent with a claim is
+    /// ENOTSOCK, an unknown request ends the channel, and so does the end
+    /// of its session.
+    #[test]
+    fn the_driver_serves_a_bound_fd_channel() {
+        use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+        use std::io::{IoSlice, IoSliceMut, Read};
+        use std::os::fd::AsRawFd;
+        use tcpd_proto::fd_channel::{REQUEST_LEN, RESPONSE_LEN, Request, Response};
+        let mut b = facade(B, 13, Quotas::default());
+        let who = session(&mut b, 1, 1000);
+        let (mut client, daemon_side) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let mut bind = run(&mut b, who, |reply| Op::FdBind {
+            stream: OwnedFd::from(daemon_side),
+            reply,
+        });
+        answer(&mut bind).expect("bound");
+        let ask = |b: &mut Sockets,
+                   client: &std::os::unix::net::UnixStream,
+                   r: Request,
+                   fd: Option<i32>| {
+            let bytes = r.encode();
+            let fds = fd.map(|f| [f]);
+            let cmsgs: Vec<ControlMessage<'_>> = fds
+                .as_ref()
+                .map(|f| ControlMessage::ScmRights(f))
+                .into_iter()
+                .collect();
+            let n = sendmsg::<()>(
+                client.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                &cmsgs,
+                MsgFlags::empty(),
+                None,
+            )
+            .expect("send");
+            assert_eq!(n, REQUEST_LEN);
+            b.pump_fds();
+            let mut buf = [0u8; RESPONSE_LEN];
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([i32; 1]);
+            let msg = recvmsg::<()>(
+                client.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .expect("a response is there");
+            let got = msg
+                .cmsgs()
+                .expect("cmsgs")
+                .any(|c| matches!(c, ControlMessageOwned::ScmRights(_)));
+            assert_eq!(msg.bytes, RESPONSE_LEN);
+            (Response::decode(&buf), got)
+        };
+        let (r, with_fd) = ask(&mut b, &client, Request::New { family: 2 }, None);
+        assert_eq!(r.errno, 0);
+        assert!(r.handle != 0 && with_fd, "a handle and its descriptor");
+        let file = std::fs::File::open("/proc/self/stat").expect("a file");
+        let (r, _) = ask(&mut b, &client, Request::Claim, Some(file.as_raw_fd()));
+        assert_eq!(r.errno, tcpd_proto::errno::ENOTSOCK);
+        let (r, _) = ask(&mut b, &client, Request::Attach { handle: 999 }, None);
+        assert_eq!(r.errno, EBADF);
+        // The session ends: its channel is closed.
+        b.session_ended(who.id);
+        let mut rest = [0u8; 1];
+        client.set_nonblocking(true).expect("nonblocking");
+        assert_eq!(client.read(&mut rest).ok(), Some(0), "EOF");
+        // An unknown request kind ends a channel at once.
+        let who = session(&mut b, 2, 1000);
+        let (mut client, daemon_side) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let mut bind = run(&mut b, who, |reply| Op::FdBind {
+            stream: OwnedFd::from(daemon_side),
+            reply,
+        });
+        answer(&mut bind).expect("bound");
+        std::io::Write::write_all(&mut client, &[0xff; REQUEST_LEN]).expect("send");
+        b.pump_fds();
+        assert_eq!(client.read(&mut rest).ok(), Some(0), "EOF");
+    }
+
     fn s_blocked(s: &Sockets, id: SessionId) -> usize {
         s.sessions.get(&id).map_or(0, |u| u.parked)
     }
