@@ -681,6 +681,15 @@ unsafe fn transmit(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> 
     }
     // SAFETY: the caller's buffer; the kernel checks it further.
     let n = unsafe { libc::send(fd, buf, len, flags | libc::MSG_NOSIGNAL) };
+    if n > 0
+        && !entry
+            .full_buffer
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        // Bytes went in: the filler is gone, the connection established
+        // (a non-blocking connect whose SO_ERROR was never read).
+        connected_buffer(fd);
+    }
     if n < 0 {
         let errno = Errno::last_os_error();
         if errno.0 == libc::EPIPE

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use libc::c_int;
@@ -62,6 +63,9 @@ pub struct SocketEntry {
     /// process). Held across the request that hands it over, so a second
     /// thread waits and then finds the new entry.
     pub unborn: Mutex<Option<Unborn>>,
+    /// libtcpd's data calls gave the pair its connected `SO_SNDBUF`
+    /// (a new socket's is small, see `api::local_pair`).
+    pub full_buffer: AtomicBool,
 }
 
 impl SocketEntry {
@@ -276,6 +280,7 @@ pub fn born(
         session,
         deferred: Mutex::new(deferred),
         unborn: Mutex::new(None),
+        full_buffer: AtomicBool::new(false),
     });
     put(fd, Arc::clone(&entry))?;
     Ok(entry)
@@ -353,6 +358,7 @@ pub fn insert_unborn(fd: RawFd, unborn: Unborn) -> Result<()> {
             session: 0,
             deferred: Mutex::new(Some(Vec::new())),
             unborn: Mutex::new(Some(unborn)),
+            full_buffer: AtomicBool::new(false),
         }),
     )
 }

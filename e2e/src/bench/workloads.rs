@@ -690,13 +690,32 @@ pub async fn parallel_streams<D: Dialer>(
 /// `tcpd_connect`, `tcpd_write`, `tcpd_read`, `tcpd_close`), the same
 /// exchange as [`connection_rate`]: what a C program pays. Blocking; the
 /// shim reaches the daemon at `$TCPD_SOCKET`.
+///
+/// With `TCPD_BENCH_STEPS` set in the environment, also prints the median
+/// time of each step (connect with socket and option, write, echo, FIN,
+/// close) to stderr: where one connection's time goes.
 pub fn c_shim_connection_rate(addr: SocketAddr, dur: Duration) -> io::Result<ConnectionRate> {
     let start = Instant::now();
     let mut lat = Vec::with_capacity(16 * 1024);
+    let mut steps = std::env::var_os("TCPD_BENCH_STEPS").map(|_| Vec::with_capacity(16 * 1024));
     while start.elapsed() < dur {
         let t = Instant::now();
-        c_shim_one_connection(addr)?;
+        let step = c_shim_one_connection(addr)?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
+        if let Some(steps) = steps.as_mut() {
+            steps.push(step);
+        }
+    }
+    if let Some(mut steps) = steps {
+        let median = |i: usize, steps: &mut Vec<[f64; 5]>| {
+            steps.sort_by(|a, b| a[i].total_cmp(&b[i]));
+            steps.get(steps.len() / 2).map_or(0.0, |s| s[i])
+        };
+        let p: Vec<f64> = (0..5).map(|i| median(i, &mut steps)).collect();
+        eprintln!(
+            "C shim steps p50 (us): socket+option+connect {:.1}, write {:.1}, echo {:.1}, FIN {:.1}, close {:.1}",
+            p[0], p[1], p[2], p[3], p[4]
+        );
     }
     Ok(ConnectionRate::from_latencies(
         lat,
@@ -710,15 +729,26 @@ fn c_check(ret: isize) -> io::Result<usize> {
 }
 
 /// One connect, 1-byte exchange, wait for the server's FIN, close, through the C ABI.
-fn c_shim_one_connection(addr: SocketAddr) -> io::Result<()> {
+/// Returns each step's time in µs (see [`c_shim_connection_rate`]).
+fn c_shim_one_connection(addr: SocketAddr) -> io::Result<[f64; 5]> {
+    let mut t = Instant::now();
+    let mut lap = || {
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        t = Instant::now();
+        us
+    };
     let s = c_shim_connect(addr, true)?;
+    let connect = lap();
     let mut byte = [1u8; 1];
     s.write_all(&byte)?;
+    let write = lap();
     s.read_exact(&mut byte)?;
+    let echo = lap();
     // Wait for the server's FIN (read returns 0), as connection_rate does.
     s.read(&mut byte)?;
+    let fin = lap();
     drop(s);
-    Ok(())
+    Ok([connect, write, echo, fin, lap()])
 }
 
 /// A connected C-shim socket (Nagle off when `nodelay`, as the Rust rows).
