@@ -649,6 +649,40 @@ fn idle_api_connections_are_dropped_but_sessions_in_use_stay() {
     assert_eq!(counter(&reply.counters, "api_idle_drops"), 3);
 }
 
+/// --keepalive-ms / --keepalive-timeout-ms: a client that did its HTTP/2
+/// handshake and then answers nothing (no PING ack) is dropped after the
+/// interval plus the timeout and counted (`api_keepalive_drops`); a client
+/// that answers its PINGs (this admin session) stays and is not counted.
+#[test]
+fn api_connections_that_leave_keepalive_pings_unanswered_are_dropped_and_counted() {
+    let Some(env) = Env::setup(
+        "api-keepalive",
+        &[
+            "--socket-group",
+            "nogroup",
+            "--keepalive-ms",
+            "400",
+            "--keepalive-timeout-ms",
+            "400",
+            "--idle-timeout-ms",
+            "0",
+        ],
+    ) else {
+        return;
+    };
+    let rt = tcpd_e2e::runtime();
+    let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
+    // Preface + SETTINGS, then silence: gone within 0.8 s (+ scheduling).
+    let mute = RawClients::open(&env.daemon, 65534, 3, true, 3000);
+    assert_eq!((mute.open, mute.tried), (0, 3), "mute connections dropped");
+    drop(mute);
+    // The admin client sat idle for those 3 s too: its PING acks kept it.
+    let reply = rt.block_on(stats(&mut admin));
+    assert_eq!(counter(&reply.counters, "api_keepalive_drops"), 3);
+    assert_eq!(counter(&reply.counters, "api_idle_drops"), 0);
+    assert_eq!(counter(&reply.counters, "api_handshake_timeouts"), 0);
+}
+
 /// Issue 16, SYN cookies against the kernel: with `--syncookies always`
 /// every connection to a tcpd listener is opened by a cookie. A kernel
 /// client asking for MSS 1300 (TCP_MAXSEG before connect; one of the

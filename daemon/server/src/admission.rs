@@ -57,7 +57,9 @@ pub struct ApiCounters {
     pub refused_total: AtomicU64,
     pub handshake_timeouts: AtomicU64,
     pub idle_drops: AtomicU64,
+    pub keepalive_drops: AtomicU64,
     logged_idle: AtomicBool,
+    logged_keepalive: AtomicBool,
     logged_per_uid: AtomicBool,
     logged_total: AtomicBool,
     logged_handshake: AtomicBool,
@@ -237,6 +239,21 @@ impl Admission {
         }
     }
 
+    /// Counts (and the first time, logs) a session dropped because it
+    /// left a keepalive PING unanswered.
+    pub fn count_keepalive_drop(&self, creds: &Credentials) {
+        let c = &self.counters;
+        c.keepalive_drops.fetch_add(1, Ordering::Relaxed);
+        if !c.logged_keepalive.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "an API connection did not answer an HTTP/2 keepalive PING in time and was \
+                 dropped (logged once; `tcpctl stats` counts every one)"
+            );
+        }
+    }
+
     /// The `api_` counters and the current number of connections, for Stats.
     pub fn named_counters(&self) -> Vec<(String, u64)> {
         let c = &self.counters;
@@ -258,6 +275,10 @@ impl Admission {
             (
                 "api_idle_drops".into(),
                 c.idle_drops.load(Ordering::Relaxed),
+            ),
+            (
+                "api_keepalive_drops".into(),
+                c.keepalive_drops.load(Ordering::Relaxed),
             ),
         ]
     }

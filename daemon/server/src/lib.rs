@@ -251,6 +251,7 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         info,
         admission,
         keepalive: settings.limits.keepalive,
+        keepalive_timeout: settings.limits.keepalive_timeout,
         idle_timeout: settings.limits.idle_timeout,
         intake_bytes: settings.intake_bytes,
         fd_listener: fd_socket.listener,
@@ -309,6 +310,7 @@ struct ServeParams {
     info: DaemonInfo,
     admission: std::sync::Arc<admission::Admission>,
     keepalive: Option<std::time::Duration>,
+    keepalive_timeout: std::time::Duration,
     idle_timeout: Option<std::time::Duration>,
     /// Each session's intake budget (`--session-max-intake-bytes`).
     intake_bytes: usize,
@@ -316,9 +318,6 @@ struct ServeParams {
     fd_listener: std::os::unix::net::UnixListener,
     fd_limits: fd_service::FdChannelLimits,
 }
-
-/// How long a keepalive ping may go unanswered before the connection is dropped.
-const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 async fn serve(
     socket: SocketFile,
@@ -330,6 +329,7 @@ async fn serve(
         info,
         admission,
         keepalive,
+        keepalive_timeout,
         idle_timeout,
         intake_bytes,
         fd_listener,
@@ -339,6 +339,9 @@ async fn serve(
     tokio::spawn(fd_service::serve(fd_listener, driver.clone(), fd_limits));
     let idle_policy = session::IdlePolicy {
         timeout: idle_timeout,
+        // hyper drops a connection silent for the interval plus the PING's
+        // timeout; nothing tells us why, so the session infers it.
+        keepalive_drop_after: keepalive.map(|interval| interval + keepalive_timeout),
         intake_bytes,
         owns_sockets: {
             let driver = driver.clone();
@@ -386,7 +389,7 @@ async fn serve(
         .initial_stream_window_size(STREAM_WINDOW)
         // RFC 9113 §6.7 PING: finds clients that hang without closing.
         .http2_keepalive_interval(keepalive)
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_keepalive_timeout(Some(keepalive_timeout))
         .layer(idle::SessionLayer)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)

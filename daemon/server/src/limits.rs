@@ -58,6 +58,9 @@ pub struct LimitFlags {
     /// HTTP/2 keepalive: ping an API connection silent for this long, in ms; 0 disables [default: 60000].
     #[arg(long, value_name = "MS")]
     pub keepalive_ms: Option<u64>,
+    /// HTTP/2 keepalive: drop an API connection whose PING goes unanswered this long, in ms [default: 20000].
+    #[arg(long, value_name = "MS")]
+    pub keepalive_timeout_ms: Option<u64>,
     /// Drop an API connection with no RPC in flight and no socket for this long, in ms; 0 disables [default: 300000].
     #[arg(long, value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
@@ -111,6 +114,8 @@ pub struct Limits {
     pub handshake_timeout: std::time::Duration,
     /// `None`: no keepalive pings.
     pub keepalive: Option<std::time::Duration>,
+    /// How long a keepalive PING may go unanswered.
+    pub keepalive_timeout: std::time::Duration,
     /// `None`: idle connections are kept.
     pub idle_timeout: Option<std::time::Duration>,
     /// Stack-wide buffered bytes: low, pressure, high.
@@ -290,6 +295,12 @@ impl Limits {
             MAX_TIMEOUT_MS,
         )?);
         let keepalive = timeout_ms("keepalive-ms", pick!(keepalive_ms), 60_000)?;
+        let keepalive_timeout = std::time::Duration::from_millis(in_range_u64(
+            "keepalive-timeout-ms",
+            pick!(keepalive_timeout_ms).unwrap_or(20_000),
+            1,
+            MAX_TIMEOUT_MS,
+        )?);
         let idle_timeout = timeout_ms("idle-timeout-ms", pick!(idle_timeout_ms), 300_000)?;
         let tcp_mem = match cli.tcp_mem.as_ref().or(file.tcp_mem.as_ref()) {
             Some(text) => parse_tcp_mem(text)?,
@@ -329,6 +340,7 @@ impl Limits {
             max_clients_per_uid,
             handshake_timeout,
             keepalive,
+            keepalive_timeout,
             syncookies,
             max_syn_backlog,
             synack_retries,
@@ -563,6 +575,7 @@ mod tests {
         assert_eq!((l.max_clients, l.max_clients_per_uid), (4096, 256));
         assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(10));
         assert_eq!(l.keepalive, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(l.keepalive_timeout, std::time::Duration::from_secs(20));
         assert_eq!(l.idle_timeout, Some(std::time::Duration::from_secs(300)));
         assert_eq!(l.tcp_mem, default_tcp_mem());
         let [low, pressure, high] = l.tcp_mem;

@@ -113,6 +113,11 @@ pub struct SessionStream {
     authority: AuthorityFix,
     /// Set when the daemon shuts down (see [`SessionAcceptor::closing`]).
     closing: Arc<AtomicBool>,
+    /// When bytes last came from the client.
+    last_read: std::time::Instant,
+    /// The client closed, the socket failed, or the session dropped itself
+    /// (handshake or idle timeout): not a keepalive drop.
+    ended_otherwise: bool,
 }
 
 /// Asks the driver whether a session owns sockets (for the idle timeout);
@@ -125,6 +130,11 @@ pub type SocketsQuery =
 pub struct IdlePolicy {
     /// `None`: never dropped for idleness.
     pub timeout: Option<std::time::Duration>,
+    /// The HTTP/2 keepalive interval plus its PING timeout (`None`: no
+    /// keepalive): a session that ends, not by the client, after reading
+    /// nothing for this long was dropped by hyper's keepalive
+    /// (`api_keepalive_drops`).
+    pub keepalive_drop_after: Option<std::time::Duration>,
     /// Each session's intake budget, in bytes ([`crate::intake`]).
     pub intake_bytes: usize,
     pub owns_sockets: SocketsQuery,
@@ -201,6 +211,20 @@ impl IdleWatch {
 
 impl Drop for SessionStream {
     fn drop(&mut self) {
+        // hyper ends a connection whose keepalive PING went unanswered
+        // without saying so: it is the one reason left for a connection
+        // that sent nothing for the interval plus the timeout to end.
+        if !self.ended_otherwise
+            && !self.is_closing()
+            && self.handshake_deadline.is_none()
+            && self
+                .idle
+                .policy
+                .keepalive_drop_after
+                .is_some_and(|after| self.last_read.elapsed() >= after)
+        {
+            self.admission.count_keepalive_drop(&self.info.creds);
+        }
         // The driver may already be gone during shutdown; nothing to close then.
         let _ = self.driver.send(SessionEvent::Ended(self.info.id));
     }
@@ -274,7 +298,15 @@ impl SessionStream {
     fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        match &polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.last_read = std::time::Instant::now();
+            }
+            Poll::Ready(_) => self.ended_otherwise = true,
+            Poll::Pending => {}
+        }
         if polled.is_pending() && self.idle.expired(self.info.id, cx) {
+            self.ended_otherwise = true;
             self.admission.count_idle_drop(&self.info.creds);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -294,6 +326,7 @@ impl SessionStream {
             }
             Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
                 self.handshake_deadline = None;
+                self.ended_otherwise = true;
                 self.admission.count_handshake_timeout(&self.info.creds);
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -420,6 +453,8 @@ impl SessionAcceptor {
             preface_bytes: 0,
             authority: AuthorityFix::new(),
             closing: self.closing.clone(),
+            last_read: std::time::Instant::now(),
+            ended_otherwise: false,
             idle: IdleWatch {
                 activity: Arc::new(Activity::new(self.idle.intake_bytes)),
                 policy: self.idle.clone(),
