@@ -513,51 +513,59 @@ enum DownEnd {
 }
 
 /// One Stream after `open`; see the module docs.
-pub(crate) async fn run_stream(
+// Not an `async fn` on purpose (see the body).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run_stream(
     driver: DriverHandle,
     session: SessionInfo,
     handle: u64,
     mut up: Streaming<v2::StreamRequest>,
     tx: DownTx,
-) {
-    // Both halves are dropped at the end of this block, before the close
-    // below. A half left alive but no longer polled could sit in a driver
-    // call's queue for a session slot (`ops::SessionSlots`): the slot it is
-    // then granted would be neither used nor returned, and sixteen such
-    // streams would stop every call of their session (seen with 100
-    // concurrent streams closing at once). Dropping the down half cancels
-    // its read; bytes it took from the socket count as handed out, so a
-    // close with them unconsumed resets, as close(2) with unread data does.
-    let (end, failure) = {
-        let down = stream_down(&driver, session, handle, &tx);
-        let up = stream_up(&driver, session, handle, &mut up, &tx);
-        tokio::pin!(down, up);
-        tokio::select! {
-            end = &mut up => (end, None),
-            down_end = &mut down => match down_end {
-                DownEnd::Eof => (up.await, None),
-                DownEnd::Failed(e) => (UpEnd::Gone, Some(e)),
-                DownEnd::Gone => (UpEnd::Gone, None),
-            },
+) -> impl Future<Output = ()> + Send + 'static {
+    // An `async move` block rather than an `async fn`: an async fn's
+    // future keeps its arguments twice (as given, and as the body's
+    // locals), 320 bytes more per connection here.
+    async move {
+        // Both halves are dropped at the end of this block, before the close
+        // below. A half left alive but no longer polled could sit in a driver
+        // call's queue for a session slot (`ops::SessionSlots`): the slot it is
+        // then granted would be neither used nor returned, and sixteen such
+        // streams would stop every call of their session (seen with 100
+        // concurrent streams closing at once). Dropping the down half cancels
+        // its read; bytes it took from the socket count as handed out, so a
+        // close with them unconsumed resets, as close(2) with unread data does.
+        let (end, failure) = {
+            // Pinned where they are made: a pinned copy of a future made
+            // first (`tokio::pin!`) would keep room for both in this task.
+            let mut down = std::pin::pin!(stream_down(&driver, session, handle, &tx));
+            let mut up = std::pin::pin!(stream_up(&driver, session, handle, &mut up, &tx));
+            tokio::select! {
+                end = &mut up => (end, None),
+                down_end = &mut down => match down_end {
+                    DownEnd::Eof => (up.await, None),
+                    DownEnd::Failed(e) => (UpEnd::Gone, Some(e)),
+                    DownEnd::Gone => (UpEnd::Gone, None),
+                },
+            }
+        };
+        drop(up);
+        let (consumed, abort, failure) = match end {
+            UpEnd::Close { consumed, abort } => (Some(consumed), abort, failure),
+            UpEnd::Gone => (None, false, failure),
+            UpEnd::Failed(e) => (None, false, Some(e)),
+        };
+        let closed = driver
+            .call(session, |reply| Op::Close {
+                handle,
+                abort,
+                consumed,
+                reply,
+            })
+            .await;
+        // Without an error, dropping `tx` ends the response stream with OK.
+        if let Some(e) = failure.or(closed.err()) {
+            let _ = Box::pin(tx.send(Box::new(Err(e.into_status())))).await;
         }
-    };
-    drop(up);
-    let (consumed, abort, failure) = match end {
-        UpEnd::Close { consumed, abort } => (Some(consumed), abort, failure),
-        UpEnd::Gone => (None, false, failure),
-        UpEnd::Failed(e) => (None, false, Some(e)),
-    };
-    let closed = driver
-        .call(session, |reply| Op::Close {
-            handle,
-            abort,
-            consumed,
-            reply,
-        })
-        .await;
-    // Without an error, dropping `tx` ends the response stream with OK.
-    if let Some(e) = failure.or(closed.err()) {
-        let _ = Box::pin(tx.send(Box::new(Err(e.into_status())))).await;
     }
 }
 
@@ -634,18 +642,22 @@ async fn stream_up(
     // (boxed: it is rare, and the task would hold its room at all times).
     let mut next: Option<Box<UpMessage>> = None;
     loop {
-        let message = match next.take() {
-            Some(message) => *message,
-            None => up.message().await,
-        };
-        let frame = match message {
-            Ok(Some(v2::StreamRequest { frame: Some(frame) })) => frame,
-            Ok(None) | Err(_) => {
-                tracing::trace!(handle, queued, "stream up: client side ended");
-                return UpEnd::Gone;
-            }
-            Ok(Some(v2::StreamRequest { frame: None })) => {
-                return UpEnd::Failed(Errno::invalid("empty Stream frame"));
+        // In a block: the message's room ends with it, before the frame
+        // is applied.
+        let frame = {
+            let message = match next.take() {
+                Some(message) => *message,
+                None => up.message().await,
+            };
+            match message {
+                Ok(Some(v2::StreamRequest { frame: Some(frame) })) => frame,
+                Ok(None) | Err(_) => {
+                    tracing::trace!(handle, queued, "stream up: client side ended");
+                    return UpEnd::Gone;
+                }
+                Ok(Some(v2::StreamRequest { frame: None })) => {
+                    return UpEnd::Failed(Errno::invalid("empty Stream frame"));
+                }
             }
         };
         tracing::trace!(
@@ -832,12 +844,11 @@ mod tests {
 
     /// What a Stream's task may take (its future; tokio adds a header of
     /// about 100 bytes). Every idle connection has one: at 4.2 KB in a
-    /// release build (before `DriverHandle::call` boxed its sending and
-    /// the up half its per-frame work) it was the largest item of an idle
-    /// connection's cost, ahead of the stack's whole connection. Debug
-    /// builds lay futures out less tightly: 1.7 KB here, which this
-    /// limit allows.
-    const STREAM_TASK_LIMIT: usize = 2048;
+    /// release build (before `DriverHandle::call` boxed its sending, the
+    /// up half its per-frame work, and `run_stream` stopped being an
+    /// `async fn`) it was the largest item of an idle connection's cost,
+    /// ahead of the stack's whole connection. 1.2 KB in a debug build now.
+    const STREAM_TASK_LIMIT: usize = 1536;
 
     fn print_sizes(driver: &DriverHandle, task: usize) {
         eprintln!(

@@ -1491,6 +1491,9 @@ impl Sockets {
             return;
         }
         if let Some(entry) = self.sockets.get_mut(&h) {
+            // Usually the only one (a Stream's read): room for one, not
+            // the four a first push reserves (every idle connection has one).
+            entry.parked.reserve_exact(1);
             entry.parked.push(op);
         }
         if creating {

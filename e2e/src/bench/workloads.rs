@@ -420,7 +420,13 @@ pub fn hold_helper_main(ns: &str, addr: SocketAddr, cpu: usize) -> io::Result<()
         let accept_loop = async {
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => held.push(stream),
+                    // Held out of tokio's reactor: the peer's FIN then wakes
+                    // no one here, so closing many connections costs this
+                    // process (which shares tcpd's CPU) nothing.
+                    Ok((stream, _)) => match stream.into_std() {
+                        Ok(stream) => held.push(stream),
+                        Err(_) => continue,
+                    },
                     // EMFILE and the like: back off instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
