@@ -43,7 +43,8 @@
 //! source in the driver however many sockets there are.
 //!
 //! Memory per socket is bounded: at most one [`CHUNK`] waiting in each
-//! direction, held only while the pair or the stack's buffer is full.
+//! direction, held only while the pair or the stack's buffer is full, and
+//! charged to the owner's buffered bytes ([`FdLinks::held`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -227,6 +228,14 @@ impl FdLinks {
 
     pub fn len(&self) -> usize {
         self.links.len()
+    }
+
+    /// Bytes `h`'s link holds in the daemon, waiting for the pair or the
+    /// stack (at most one [`CHUNK`] each way).
+    pub fn held(&self, h: SocketHandle) -> usize {
+        self.links
+            .get(&h)
+            .map_or(0, |l| l.to_client.len() + l.from_client.len())
     }
 
     /// Creates `h`'s pair and returns the client's end (blocking, not

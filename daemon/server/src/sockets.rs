@@ -15,8 +15,9 @@
 //! Quotas (per session, from the config): sockets (EMFILE), parked ops
 //! (EAGAIN), bytes held by parked writes (ENOBUFS), and buffered bytes —
 //! what the session's sockets hold in the stack's send and receive queues
-//! (out-of-order data included, as `Stack::poll_buffered` reports them)
-//! plus its parked writes' payloads. A session at its buffered-bytes quota
+//! (out-of-order data included, as `Stack::poll_buffered` reports them),
+//! what their fd links hold (at most a chunk each way, as of their last
+//! pump) and its parked writes' payloads. A session at its buffered-bytes quota
 //! is *limited*: every socket it owns is at [`MemoryLevel::Full`] in the
 //! stack, so its writes block (EAGAIN, or a parked write: back-pressure)
 //! and its receive windows stop growing (never shrinking what was
@@ -350,8 +351,11 @@ struct SocketEntry {
     /// the owner's session ends while the socket lives on, the first of
     /// them becomes the owner (see [`Sockets::transfer_owner`]).
     sharers: Vec<SessionInfo>,
-    /// The stack's buffered bytes for it, as last reported (charged to the owner).
+    /// The stack's buffered bytes for it, as last reported, plus
+    /// `link_bytes` (charged to the owner).
     buffered: usize,
+    /// What its fd link holds, as of its last pump (part of `buffered`).
+    link_bytes: usize,
 }
 
 /// What one session holds, against its [`Quotas`].
@@ -360,7 +364,7 @@ struct SessionUse {
     sockets: usize,
     parked: usize,
     parked_bytes: usize,
-    /// What its sockets hold in the stack's buffers.
+    /// What its sockets hold in the stack's buffers and their fd links.
     stack_bytes: usize,
     /// The level of its sockets: `Full` at its buffered-bytes quota,
     /// `Exhausted` at twice it (see the module docs).
@@ -630,6 +634,21 @@ impl Sockets {
         {
             tracing::debug!(handle = h.0, error = %e, "closing a socket whose fd was closed");
         }
+        // What the link holds counts against the owner's buffered bytes
+        // like the stack's buffers.
+        let held = self.fds.held(h);
+        if let Some(entry) = self.sockets.get_mut(&h)
+            && entry.link_bytes != held
+        {
+            let before = entry.buffered;
+            entry.buffered = entry.buffered - entry.link_bytes + held;
+            entry.link_bytes = held;
+            let (owner, after) = (entry.owner.id, entry.buffered);
+            if let Some(usage) = self.sessions.get_mut(&owner) {
+                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + after;
+            }
+            self.touch(owner);
+        }
         self.account_buffers();
     }
 
@@ -654,10 +673,11 @@ impl Sockets {
             let Some(entry) = self.sockets.get_mut(&h) else {
                 continue;
             };
-            let before = std::mem::replace(&mut entry.buffered, bytes);
+            let total = bytes + entry.link_bytes;
+            let before = std::mem::replace(&mut entry.buffered, total);
             let owner = entry.owner.id;
             if let Some(usage) = self.sessions.get_mut(&owner) {
-                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + bytes;
+                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + total;
             }
             self.touch(owner);
         }
@@ -1321,6 +1341,7 @@ impl Sockets {
                 read_total: 0,
                 sharers: Vec::new(),
                 buffered: 0,
+                link_bytes: 0,
             },
         );
         self.apply_session_level(h, owner.id);
@@ -1356,6 +1377,7 @@ impl Sockets {
                 read_total: 0,
                 sharers: Vec::new(),
                 buffered: 0,
+                link_bytes: 0,
             },
         );
         self.apply_session_level(h, owner.id);
@@ -3191,6 +3213,69 @@ mod tests {
             Ok(true),
             "SO_ERROR holds the refusal"
         );
+    }
+
+    /// Issue 16: what a descriptor's link holds in the daemon (a chunk the
+    /// stack's full send buffer did not take) counts against its session's
+    /// buffered bytes, like the stack's buffers, and is given back on close.
+    #[test]
+    fn an_fd_links_held_bytes_count_against_its_session() {
+        use std::io::Write;
+        let mut a = facade(A, 13, Quotas::default());
+        let mut b = facade(B, 14, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let server = session(&mut b, 1, 0);
+        let mut listen = run(&mut b, server, |reply| Op::Listen {
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(B, 7010).into()),
+                ..SocketSetup::default()
+            },
+            backlog: 8,
+            reply,
+        });
+        answer(&mut listen).expect("listen");
+        let (mut end, daemon_end) = std::os::unix::net::UnixStream::pair().expect("pair");
+        end.set_nonblocking(true).expect("nonblocking");
+        let pair = crate::fd_link::ClientPair {
+            daemon_end: OwnedFd::from(daemon_end),
+            client_cookie: crate::fd_link::socket_cookie(&end).expect("cookie"),
+            filler: 0,
+        };
+        let mut connect = run(&mut a, client, |reply| Op::FdConnect {
+            handle: 0,
+            pair: Some((IpFamily::V4, pair)),
+            remote: SocketAddrV4::new(B, 7010).into(),
+            options: Vec::new(),
+            reply,
+        });
+        let (h, _) = answer(&mut connect).expect("a socket was made");
+        let h = SocketHandle(h);
+        shuttle(&mut a, &mut b);
+        // The peer never reads: its window, then tcpd's send buffer, fill,
+        // and the link keeps what the stack refused.
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..200 {
+            while end.write(&chunk).is_ok() {}
+            a.pump(h, false);
+            shuttle(&mut a, &mut b);
+            if a.fds.held(h) > 0 && end.write(&chunk).is_err() {
+                break;
+            }
+        }
+        let held = a.fds.held(h);
+        assert!(held > 0, "the link holds a chunk");
+        let entry = &a.sockets[&h];
+        assert_eq!(entry.link_bytes, held);
+        assert!(entry.buffered > held, "stack bytes and link bytes");
+        assert_eq!(a.sessions[&client.id].stack_bytes, entry.buffered);
+        let mut close = run(&mut a, client, |reply| Op::Close {
+            handle: h.0,
+            abort: true,
+            consumed: None,
+            reply,
+        });
+        let _ = answer(&mut close);
+        assert_eq!(a.sessions[&client.id].stack_bytes, 0);
     }
 
     /// A bound fd channel is served by the driver itself: requests written
