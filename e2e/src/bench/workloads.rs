@@ -111,6 +111,12 @@ pub enum ServerKind {
     Http,
 }
 
+/// SO_SNDBUF of every [`ServerKind::Source`] connection (tcpd-bench
+/// `--source-sndbuf`, a diagnostic): unset, the kernel autotunes it up to
+/// `tcp_wmem[2]` (4 MiB), and a receiver slower than the source leaves that
+/// much unsent data waiting in it.
+pub static SOURCE_SNDBUF: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 /// A running server; stops (and closes its connections) on drop.
 #[derive(Debug)]
 pub struct Server {
@@ -227,6 +233,11 @@ async fn serve(mut stream: tokio::net::TcpStream, kind: ServerKind) {
             let _ = stream.shutdown().await;
         }
         ServerKind::Source(d) => {
+            if let Some(size) = SOURCE_SNDBUF.get() {
+                // The kernel doubles it, as for any SO_SNDBUF.
+                let _ =
+                    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, size);
+            }
             let start = Instant::now();
             while start.elapsed() < d {
                 if stream.write_all(&buf).await.is_err() {

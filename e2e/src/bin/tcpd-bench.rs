@@ -65,6 +65,12 @@ struct Args {
     /// kernel peer), so the daemon may use both CPUs.
     #[arg(long)]
     tcpd_unpinned: bool,
+    /// Diagnostic: SO_SNDBUF of the kernel-side sources the "client
+    /// receives" rows read from, in the kernel's and tcpd's runs alike (not
+    /// the impaired rows' helper processes); default: the kernel autotunes
+    /// it up to 4 MiB. See e2e/BENCHMARKS.md, round 4.
+    #[arg(long)]
+    source_sndbuf: Option<usize>,
     /// Measure only these workload groups (comma-separated), e.g.
     /// `--only streams` or `--only bulk,rr`; default all.
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -413,6 +419,9 @@ fn main() -> Result<()> {
     if let Some(spec) = &args.impaired_helper {
         let seconds = Duration::from_secs_f64(args.seconds.unwrap_or(5.0).max(0.05));
         return impaired_helper_main(spec, seconds);
+    }
+    if let Some(size) = args.source_sndbuf {
+        let _ = workloads::SOURCE_SNDBUF.set(size);
     }
     if !tcpd_e2e::require_privileges("tcpd-bench") {
         anyhow::bail!("tcpd-bench needs root: it creates network namespaces and a TUN device");
