@@ -5,7 +5,10 @@
 //! The link calls [`CaptureHub::packet`] at its four tap points; packets
 //! are serialized into the subscriber's pending chunk, and the driver calls
 //! [`CaptureHub::flush`] at the end of each turn. Invariants: the driver
-//! never waits — a chunk the channel has no room for is dropped and its
+//! never waits — while the channel is full the pending chunk keeps
+//! growing (a single-threaded daemon drains the channel only between
+//! driver turns, so one small chunk per turn would fill it at once), and
+//! only a full chunk the channel has no room for is dropped and its
 //! packets counted, and the count is written into the stream as Interface
 //! Statistics (`isb_ifdrop`) once there is room; a pending chunk never
 //! exceeds [`MAX_CHUNK`] bytes (it is flushed or dropped before); a
@@ -17,8 +20,10 @@ use tcpd_stack::Instant;
 use tcpd_trace::capture::{CaptureFilter, CapturePoint, CaptureWriter};
 use tokio::sync::mpsc;
 
-/// Chunks buffered per subscriber.
-pub const CAPTURE_CHANNEL: usize = 64;
+/// Chunks buffered per subscriber: at most 256 × [`MAX_CHUNK`] = 64 MiB
+/// while `tcpctl capture` lags (capture is root only, as tcpdump's
+/// `-B` buffer is the operator's choice; Linux's `AF_PACKET` drops too).
+pub const CAPTURE_CHANNEL: usize = 256;
 /// Largest chunk kept pending within a driver turn.
 const MAX_CHUNK: usize = 256 * 1024;
 
@@ -89,9 +94,11 @@ impl CaptureHub {
         if sub.writer.pending_bytes() == 0 {
             return;
         }
-        let capacity = sub.tx.capacity();
-        if capacity == 0 {
-            sub.dropped += sub.writer.discard();
+        if sub.tx.capacity() == 0 {
+            // No room: keep coalescing until the chunk is full, then drop it.
+            if sub.writer.pending_bytes() >= MAX_CHUNK {
+                sub.dropped += sub.writer.discard();
+            }
             return;
         }
         if sub.dropped != sub.reported {
