@@ -115,6 +115,18 @@ async fn connect_many(
 }
 
 /// Another session's echo through a second kernel listener works, within
+/// A session on the daemon through the generated gRPC client, for requests
+/// (raw handles, batched options) that tcpd-client does not expose.
+fn raw_session(
+    rt: &tokio::runtime::Runtime,
+    daemon: &Daemon,
+) -> SocketServiceClient<tonic::transport::Channel> {
+    let channel = rt
+        .block_on(tcpd_client::connect_channel(daemon.socket()))
+        .expect("session");
+    SocketServiceClient::new(channel)
+}
+
 /// `limit`.
 fn other_session_echo(env: &Env, limit: Duration) -> Duration {
     let (listener, addr) = kernel_listener(&env.ns);
@@ -182,10 +194,7 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
     let rt = tcpd_e2e::runtime();
     let rss_before = env.daemon.rss_kib();
     let sampler = RssPeak::start(&env.daemon);
-    let channel = rt
-        .block_on(tcpd_client::connect_channel(env.daemon.socket()))
-        .expect("session");
-    let client = SocketServiceClient::new(channel);
+    let client = raw_session(&rt, &env.daemon);
     let handles = rt.block_on(connect_many(&client, peer, SOCKETS, &[]));
     let data = bytes_of(WRITE);
     let calls: Vec<_> = handles
@@ -405,10 +414,7 @@ fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
     let rt = tcpd_e2e::runtime();
     let rss_before = env.daemon.rss_kib();
     let sampler = RssPeak::start(&env.daemon);
-    let channel = rt
-        .block_on(tcpd_client::connect_channel(env.daemon.socket()))
-        .expect("session");
-    let mut client = SocketServiceClient::new(channel);
+    let mut client = raw_session(&rt, &env.daemon);
     let sndbuf = v2::OptionSetting {
         option: v2::SocketOption::SoSndbuf as i32,
         value: Some(v2::OptionValue {
@@ -557,10 +563,7 @@ fn session_and_uid_quotas_refuse_with_their_errno() {
     let rt = tcpd_e2e::runtime();
     let rss_before = env.daemon.rss_kib();
     let errno = |status: &tonic::Status| tcpd_proto::status_errno(status);
-    let client = SocketServiceClient::new(
-        rt.block_on(tcpd_client::connect_channel(env.daemon.socket()))
-            .expect("session"),
-    );
+    let client = raw_session(&rt, &env.daemon);
     // Blocked calls: a listener nobody connects to, BLOCKED + 1 accepts.
     let listener = rt
         .block_on(client.clone().listen(v2::ListenRequest {
