@@ -156,6 +156,13 @@ fn capture_shows_both_sides_of_the_impairer() {
     stream.write_all(&sent).expect("tcpd write");
     stream.shutdown(std::net::Shutdown::Write).expect("FIN");
     assert_eq!(reader.join().expect("reader"), sent.len());
+    // Both ports are ephemeral: one may be a port Wireshark gives to some
+    // protocol, whose dissector would reassemble the random payload and
+    // report the retransmissions' overlaps as malformed. Decode as data.
+    let decode_as_data: Vec<String> = [target.port(), stream.local_addr().expect("local").port()]
+        .iter()
+        .flat_map(|port| ["-d".to_string(), format!("tcp.port=={port},data")])
+        .collect();
     drop(stream);
     eprintln!("10 MiB through 5 % loss in {:?}", started.elapsed());
     // Let the close finish (TIME-WAIT is 0.4 s) and the last chunks arrive.
@@ -254,6 +261,7 @@ fn capture_shows_both_sides_of_the_impairer() {
     let expert = Command::new(&tshark)
         .args(["-r"])
         .arg(&file)
+        .args(&decode_as_data)
         .args(["-q", "-z", "expert"])
         .output()
         .expect("run tshark");
@@ -270,6 +278,7 @@ fn capture_shows_both_sides_of_the_impairer() {
     let malformed = Command::new(&tshark)
         .args(["-r"])
         .arg(&file)
+        .args(&decode_as_data)
         .args(["-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number"])
         .output()
         .expect("run tshark");
