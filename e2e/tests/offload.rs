@@ -130,7 +130,9 @@ fn transfer_both_ways(env: &Env, port: u16, during: impl FnOnce() + Send + 'stat
         .since(before)
 }
 
-/// The kernel's `ss -tin` line for its connection with tcpd, once it exists.
+/// The kernel's `ss -tin` line for its connection with tcpd, once it has
+/// received 1 MiB from tcpd (before tcpd's data arrives Linux's `rcvmss` is still
+/// its initial guess, the 536-byte default MSS of RFC 9293 §3.7.1).
 fn kernel_ss(ns_name: &str, port: u16) -> String {
     let start = Instant::now();
     loop {
@@ -148,12 +150,17 @@ fn kernel_ss(ns_name: &str, port: u16) -> String {
             .output()
             .expect("run ss");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        if text.contains("mss:") {
+        let received = text
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("bytes_received:"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if text.contains("mss:") && received >= 1 << 20 {
             return text;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "the kernel's connection never showed in ss: {text}"
+            "the kernel's connection never received 1 MiB from tcpd in ss: {text}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
