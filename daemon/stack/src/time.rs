@@ -4,44 +4,76 @@
 //! daemon derives it from a monotonic clock, tests from a virtual one. The
 //! only invariant is that successive `now` values never go backwards.
 
+use core::fmt;
+use core::num::NonZeroU64;
 use core::ops::{Add, AddAssign, Sub};
 pub use core::time::Duration;
 
 /// A point in time, in microseconds since an arbitrary epoch chosen by the caller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Stored as microseconds plus one in a `NonZeroU64`, so that an
+/// `Option<Instant>` — a connection has a dozen (timers, "last sent") —
+/// takes 8 bytes rather than 16. The last representable instant is
+/// `u64::MAX - 1` microseconds (half a million years), where arithmetic
+/// saturates.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant {
-    micros: u64,
+    micros_plus_one: NonZeroU64,
 }
+
+/// The largest microsecond count an [`Instant`] holds.
+const MAX_MICROS: u64 = u64::MAX - 1;
 
 impl Instant {
     /// The epoch of the caller's clock.
-    pub const ZERO: Instant = Instant { micros: 0 };
+    pub const ZERO: Instant = Instant::from_micros(0);
 
-    /// An instant `micros` microseconds after the epoch.
+    /// An instant `micros` microseconds after the epoch (saturating at
+    /// `u64::MAX - 1`).
     pub const fn from_micros(micros: u64) -> Self {
-        Instant { micros }
+        let micros = if micros > MAX_MICROS {
+            MAX_MICROS
+        } else {
+            micros
+        };
+        Instant {
+            micros_plus_one: NonZeroU64::MIN.saturating_add(micros),
+        }
     }
 
     /// An instant `millis` milliseconds after the epoch.
     pub const fn from_millis(millis: u64) -> Self {
-        Instant {
-            micros: millis.saturating_mul(1000),
-        }
+        Instant::from_micros(millis.saturating_mul(1000))
     }
 
     /// Microseconds since the epoch.
     pub const fn total_micros(self) -> u64 {
-        self.micros
+        self.micros_plus_one.get() - 1
     }
 
     /// Milliseconds since the epoch (truncated).
     pub const fn total_millis(self) -> u64 {
-        self.micros / 1000
+        self.total_micros() / 1000
     }
 
     /// Time elapsed from `earlier` to `self`; zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
-        Duration::from_micros(self.micros.saturating_sub(earlier.micros))
+        Duration::from_micros(self.total_micros().saturating_sub(earlier.total_micros()))
+    }
+}
+
+impl Default for Instant {
+    /// The epoch.
+    fn default() -> Self {
+        Instant::ZERO
+    }
+}
+
+impl fmt::Debug for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instant")
+            .field("micros", &self.total_micros())
+            .finish()
     }
 }
 
@@ -52,9 +84,7 @@ fn duration_micros(d: Duration) -> u64 {
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
-        Instant {
-            micros: self.micros.saturating_add(duration_micros(d)),
-        }
+        Instant::from_micros(self.total_micros().saturating_add(duration_micros(d)))
     }
 }
 
@@ -67,9 +97,7 @@ impl AddAssign<Duration> for Instant {
 impl Sub<Duration> for Instant {
     type Output = Instant;
     fn sub(self, d: Duration) -> Instant {
-        Instant {
-            micros: self.micros.saturating_sub(duration_micros(d)),
-        }
+        Instant::from_micros(self.total_micros().saturating_sub(duration_micros(d)))
     }
 }
 
@@ -93,5 +121,16 @@ mod tests {
         assert_eq!(Instant::ZERO - t, Duration::ZERO);
         assert_eq!(t - Instant::ZERO, Duration::from_millis(5));
         assert_eq!((Instant::ZERO - Duration::from_secs(1)), Instant::ZERO);
+        assert_eq!(Instant::default(), Instant::ZERO);
+        let last = Instant::from_micros(u64::MAX);
+        assert_eq!(last.total_micros(), u64::MAX - 1);
+        assert_eq!(last + Duration::from_secs(1), last);
+        assert!(Instant::ZERO < Instant::from_micros(1));
+    }
+
+    /// An unset timer costs no more than a set one (see [`Instant`]).
+    #[test]
+    fn an_optional_instant_is_one_word() {
+        assert_eq!(size_of::<Option<Instant>>(), 8);
     }
 }

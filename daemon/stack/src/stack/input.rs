@@ -67,11 +67,11 @@ impl Stack {
                 if let Some(entry) = self.conns.get(&id)
                     && entry.trace_mask != 0
                 {
-                    let (mask, key) = (entry.trace_mask, entry.key);
+                    let (mask, key) = (entry.trace_mask, entry.key());
                     self.trace_segment_in(mask, key, &segment);
                 }
                 if let Some(entry) = self.conns.get_mut(&id) {
-                    let _entered = entry.span.enter();
+                    let _entered = entry.span.as_deref().map(tracing::Span::enter);
                     let discarded_before = entry.conn.segments_discarded();
                     entry.conn.handle_segment(now, &segment);
                     if entry.conn.segments_discarded() != discarded_before {
@@ -130,8 +130,8 @@ impl Stack {
             self.events
                 .push_back(QueuedEvent::State(StackEvent::StateChange {
                     socket: None,
-                    local: entry.key.local,
-                    remote: entry.key.remote,
+                    local: entry.key().local,
+                    remote: entry.key().remote,
                     old: TcpState::TimeWait,
                     new: TcpState::Closed,
                 }));
@@ -177,7 +177,7 @@ impl Stack {
         else {
             return;
         };
-        let options = *options;
+        let options = options.as_deref().copied().unwrap_or_default();
         if accept_queue_full(listen) {
             self.stats.listen_overflows += 1;
             self.stats.listen_drops += 1;
@@ -248,7 +248,7 @@ impl Stack {
         let Some(entry) = self.sockets.get_mut(&listener) else {
             return;
         };
-        let options = entry.options;
+        let options = entry.unconnected_options();
         if let SocketKind::Listening(listen) = &mut entry.kind {
             listen.cookie_sent_at = Some(now);
         }
@@ -314,7 +314,7 @@ impl Stack {
         else {
             return false;
         };
-        let options = *options;
+        let options = options.as_deref().copied().unwrap_or_default();
         let recent = listen
             .cookie_sent_at
             .is_some_and(|at| now.saturating_duration_since(at) < syncookie::VALIDITY);

@@ -819,7 +819,11 @@ impl Connection {
     fn enter_recovery(&mut self, now: Instant) {
         self.note(Note::RecoveryEnter);
         let flight = self.snd_nxt.since(self.snd_una);
-        self.undo = Some(Undo::begin(self.cc.boxed_clone(), self.snd_una, false));
+        self.undo = Some(Box::new(Undo::begin(
+            self.cc.boxed_clone(),
+            self.snd_una,
+            false,
+        )));
         self.cc.on_congestion_event(now);
         self.in_recovery = true;
         self.recover = self.snd_nxt;
@@ -827,7 +831,7 @@ impl Connection {
         // The fast retransmit goes out at once (RFC 6937 §3, RFC 5681 §3.2 step 3).
         let pipe = self.pipe();
         self.prr.on_ack(0, pipe, self.cc.ssthresh(), self.send_mss);
-        self.counters.recovery.fast_recoveries += 1;
+        self.counters.fast_recoveries += 1;
         // A TLP episode ends with recovery (RFC 8985 §7.4).
         self.tlp.end_seq = None;
         self.tlp.deadline = None;
@@ -873,6 +877,7 @@ impl Connection {
         let Some(undo) = self.undo.take() else {
             return;
         };
+        let undo = *undo;
         self.note(Note::Undo);
         let mut prior = undo.prior;
         prior.set_mss(self.send_mss);
@@ -889,9 +894,9 @@ impl Connection {
         }
         self.rto_recover = None;
         self.rack.reordering_seen = true;
-        self.counters.recovery.undos += 1;
+        self.counters.undos += 1;
         if undo.after_timeout {
-            self.counters.recovery.spurious_rtos += 1;
+            self.counters.spurious_rtos += 1;
         }
     }
 

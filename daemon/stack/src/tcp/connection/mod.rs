@@ -61,6 +61,7 @@ use crate::trace::Note;
 use crate::wire::TcpRepr;
 use core::net::SocketAddr;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use recovery::{Prr, Rack, Tlp, Undo};
 use sent::SentQueue;
@@ -183,7 +184,7 @@ pub struct SegmentOffload {
 }
 
 /// What a new connection starts from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnectionParams {
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -192,7 +193,8 @@ pub struct ConnectionParams {
     /// Per-connection offset added to the timestamp clock (RFC 7323 §5.4).
     pub ts_offset: u32,
     pub options: SocketOptions,
-    pub config: ConnectionConfig,
+    /// Shared by all the stack's connections (one copy, not one each).
+    pub config: Arc<ConnectionConfig>,
 }
 
 /// Per-connection counters and estimator values, for the admin API.
@@ -225,6 +227,22 @@ pub struct ConnectionStats {
     /// (RFC 9293 §3.10.7). The stack counts them as `drop_unacceptable`.
     pub segments_discarded: u64,
     pub recovery: RecoveryInfo,
+}
+
+/// What a connection counts; the rest of [`ConnectionStats`] is read off
+/// its state when asked (a third of the size, kept by every connection).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    retransmits: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    segments_in: u64,
+    segments_out: u64,
+    segments_discarded: u64,
+    rto_timeouts: u64,
+    fast_recoveries: u64,
+    undos: u64,
+    spurious_rtos: u64,
 }
 
 /// How soon an acknowledgement must be sent (RFC 9293 §3.8.6.3).
@@ -260,7 +278,7 @@ enum ProbeDue {
 pub struct Connection {
     local: SocketAddr,
     remote: SocketAddr,
-    config: ConnectionConfig,
+    config: Arc<ConnectionConfig>,
     options: SocketOptions,
     state: TcpState,
     state_changes: Vec<(TcpState, TcpState)>,
@@ -410,8 +428,9 @@ pub struct Connection {
     tlp: Tlp,
     /// Proportional rate reduction during fast recovery.
     prr: Prr,
-    /// The last window reduction, while it may still prove spurious.
-    undo: Option<Undo>,
+    /// The last window reduction, while it may still prove spurious
+    /// (boxed: rare, and every idle connection would carry its room).
+    undo: Option<Box<Undo>>,
     /// MSG_MORE was given on the last send: hold partial segments.
     more_pending: bool,
     /// When a cork (TCP_CORK or MSG_MORE) stops holding partial segments,
@@ -449,7 +468,7 @@ pub struct Connection {
     tx_offload: TxOffload,
     /// What the segment just emitted asks of the link.
     tx_emitted: SegmentOffload,
-    counters: ConnectionStats,
+    counters: Counters,
 
     // --- Memory (see [`MemoryLevel`]) ---
     /// The level the stack's user set for this socket (a session's quota).
@@ -485,7 +504,7 @@ impl Connection {
         Connection {
             local: params.local,
             remote: params.remote,
-            config,
+            config: Arc::clone(&config),
             options,
             state: if active_open {
                 TcpState::SynSent
@@ -594,7 +613,7 @@ impl Connection {
             max_flight_seq: iss,
             tx_offload: TxOffload::default(),
             tx_emitted: SegmentOffload::default(),
-            counters: ConnectionStats::default(),
+            counters: Counters::default(),
             memory_user: MemoryLevel::Normal,
             memory_global: MemoryLevel::Normal,
             memory_drops: 0,
@@ -1536,11 +1555,11 @@ impl Connection {
     /// Undos so far, and how many of them undid a timeout (the stack's
     /// `cwnd_undos` / `spurious_rtos`; cheaper than [`Connection::stats`]).
     pub fn undo_counts(&self) -> (u64, u64) {
-        let recovery = &self.counters.recovery;
-        (recovery.undos, recovery.spurious_rtos)
+        (self.counters.undos, self.counters.spurious_rtos)
     }
 
     pub fn stats(&self) -> ConnectionStats {
+        let c = &self.counters;
         ConnectionStats {
             recv_queue: self.recv_buf.readable(),
             send_queue: self.send_buf.len(),
@@ -1563,13 +1582,21 @@ impl Connection {
                 lost: self.sent.lost_bytes(),
                 recv_buffer: self.recv_buf.capacity(),
                 send_buffer: self.send_buf.capacity(),
-                ..self.counters.recovery
+                rto_timeouts: c.rto_timeouts,
+                fast_recoveries: c.fast_recoveries,
+                undos: c.undos,
+                spurious_rtos: c.spurious_rtos,
             },
             ssthresh: self.cc.ssthresh(),
             mss: u16::try_from(self.send_mss).unwrap_or(u16::MAX),
             snd_wnd: self.snd_wnd,
             rcv_wnd: self.rcv_wnd(),
-            ..self.counters
+            retransmits: c.retransmits,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            segments_in: c.segments_in,
+            segments_out: c.segments_out,
+            segments_discarded: c.segments_discarded,
         }
     }
 }

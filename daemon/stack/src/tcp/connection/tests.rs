@@ -78,7 +78,7 @@ fn params_with(
         iss: SeqNum(iss),
         ts_offset: 0,
         options,
-        config: config(),
+        config: std::sync::Arc::new(config()),
     }
 }
 

@@ -185,7 +185,11 @@ impl Connection {
                 match &mut self.undo {
                     Some(undo) if window_already_reduced => undo.after_timeout = true,
                     _ => {
-                        self.undo = Some(Undo::begin(self.cc.boxed_clone(), self.snd_una, true));
+                        self.undo = Some(Box::new(Undo::begin(
+                            self.cc.boxed_clone(),
+                            self.snd_una,
+                            true,
+                        )));
                     }
                 }
                 self.cc
@@ -200,7 +204,7 @@ impl Connection {
                 self.reno_dup_bytes = 0;
                 self.dup_acks = 0;
                 self.rto_recover = Some(self.snd_nxt);
-                self.counters.recovery.rto_timeouts += 1;
+                self.counters.rto_timeouts += 1;
                 // RFC 6298 §5.4: retransmit the earliest unacknowledged
                 // segment, and go back N: everything not SACKed is deemed
                 // lost and follows as cwnd allows (RFC 8985 §6.3 marks
