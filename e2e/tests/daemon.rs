@@ -1107,3 +1107,108 @@ fn the_driver_runs_beside_the_api_or_on_its_own_thread() {
         );
     }
 }
+
+/// The daemon thread that runs the driver (and its busy-poller): the main
+/// thread, or `tcpd-driver` with `--driver-thread on`.
+fn driver_tid(pid: u32) -> u32 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            (name.trim() == "tcpd-driver").then_some(tid)
+        })
+        .next()
+        .unwrap_or(pid)
+}
+
+/// A thread's time on a CPU (ns, schedstat) and voluntary context switches
+/// (each time it blocked).
+fn thread_sched(pid: u32, tid: u32) -> (u64, u64) {
+    let dir = format!("/proc/{pid}/task/{tid}");
+    let on_cpu = std::fs::read_to_string(format!("{dir}/schedstat"))
+        .expect("schedstat")
+        .split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .expect("schedstat runtime");
+    let voluntary = std::fs::read_to_string(format!("{dir}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches");
+    (on_cpu, voluntary)
+}
+
+/// `--busy-poll-us`: after work the driver's thread keeps running (it does
+/// not block once, and uses the CPU) for the window, and only then sleeps;
+/// idle, it uses no CPU. A window of 300 ms makes both visible on a loaded
+/// machine; 0 never spins.
+#[test]
+fn busy_poll_spins_for_its_window_after_work_and_never_when_idle() {
+    for (tag, extra, spins) in [
+        ("bp-one", &["--busy-poll-us", "300000"][..], true),
+        (
+            "bp-two",
+            &["--busy-poll-us", "300000", "--driver-thread", "on"][..],
+            true,
+        ),
+        ("bp-off", &["--busy-poll-us", "0"][..], false),
+    ] {
+        let Some(env) = setup(tag, extra) else {
+            return;
+        };
+        let pid = env.daemon.pid().expect("the daemon's pid");
+        let tid = driver_tid(pid);
+        let idle_cpu = |what: &str| {
+            let (cpu0, _) = thread_sched(pid, tid);
+            std::thread::sleep(Duration::from_secs(1));
+            let used = thread_sched(pid, tid).0 - cpu0;
+            assert!(
+                used < 30_000_000,
+                "{tag}: idle {what}, the driver's thread ran {used} ns in 1 s"
+            );
+        };
+        // The daemon's start-up spin (its first turns) is over by now.
+        std::thread::sleep(Duration::from_millis(500));
+        idle_cpu("before any client");
+        let rt = tcpd_e2e::runtime();
+        let client = rt.block_on(async {
+            let client = tcpd_client::Client::connect(env.daemon.socket())
+                .await
+                .expect("client session");
+            // A connect the kernel refuses: an op, a SYN out, an RST in.
+            let refused = client
+                .tcp_connect(&SocketAddrV4::new(HOST_ADDR, 5031))
+                .await
+                .expect_err("nobody listens there");
+            assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{tag}");
+            client
+        });
+        let (cpu0, blocked0) = thread_sched(pid, tid);
+        std::thread::sleep(Duration::from_millis(150));
+        let (cpu1, blocked1) = thread_sched(pid, tid);
+        if spins {
+            assert_eq!(
+                blocked1, blocked0,
+                "{tag}: the driver's thread slept while spinning"
+            );
+            assert!(
+                cpu1 > cpu0,
+                "{tag}: the driver's thread did not run while spinning"
+            );
+        } else {
+            assert!(
+                cpu1 - cpu0 < 15_000_000,
+                "{tag}: ran {} ns in 150 ms after its work with busy-polling off",
+                cpu1 - cpu0
+            );
+        }
+        // The window is over: asleep again.
+        std::thread::sleep(Duration::from_millis(300));
+        idle_cpu("after the spin");
+        drop(client);
+    }
+}

@@ -478,7 +478,8 @@ unsafe fn connect_impl(fd: c_int, addr: *const sockaddr, addrlen: socklen_t) -> 
         handle: entry.handle,
         address: Some(address),
         nonblocking: true,
-        // Options set since socket(): applied before the SYN.
+        // Options set since socket(): applied before the SYN (read below,
+        // under the unborn lock, for a socket the daemon has not seen).
         options: entry.deferred(),
     };
     // One fd-channel request that never waits for the handshake; a new
@@ -487,6 +488,10 @@ unsafe fn connect_impl(fd: c_int, addr: *const sockaddr, addrlen: socklen_t) -> 
         let mut unborn = lock(&entry.unborn);
         match unborn.as_ref() {
             Some(pair) => {
+                // Under the lock: a setsockopt racing this connect either
+                // deferred its option before (sent here) or finds the pair
+                // handed over and sends it itself.
+                request.options = entry.deferred();
                 let payload = request.encode_to_vec();
                 let header = FdRequest::Connect {
                     family: pair.family,
@@ -961,19 +966,34 @@ pub unsafe extern "C" fn tcpd_setsockopt(
     optlen: socklen_t,
 ) -> c_int {
     ffi_call(|| {
-        let entry = fdtable::lookup_keeping_deferred(fd)?;
+        // A fresh socket's options ride on its connect: an unborn one is
+        // not shown to the daemon for them (that would be a request and a
+        // wake-up of this thread per connection; TCP_NODELAY before
+        // connect is common).
+        let entry = fdtable::lookup_unborn_too(fd)?;
         let spec = options::lookup(level, optname)?;
         // SAFETY: forwarded caller guarantee.
         let value = unsafe { options::decode_set(&spec, optval, optlen)? };
-        if options::deferrable(spec.option)
-            && entry.defer(OptionSetting {
-                option: spec.option as i32,
-                value: Some(value.clone()),
-            })
-        {
+        let deferred = |entry: &fdtable::SocketEntry| {
+            options::deferrable(spec.option)
+                && entry.defer(OptionSetting {
+                    option: spec.option as i32,
+                    value: Some(value.clone()),
+                })
+        };
+        if deferred(&entry) {
             // Checked here as the daemon checks it; sent with the connect.
             return Ok(0);
         }
+        let entry = if entry.is_unborn() {
+            let entry = fdtable::lookup_keeping_deferred(fd)?;
+            if deferred(&entry) {
+                return Ok(0);
+            }
+            entry
+        } else {
+            entry
+        };
         let request = SetOptionRequest {
             handle: entry.handle,
             option: spec.option as i32,

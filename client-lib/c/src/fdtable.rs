@@ -80,8 +80,16 @@ impl SocketEntry {
     }
 
     /// Keeps `setting` for the connect if the socket is still fresh;
-    /// false (send it now) otherwise.
+    /// false (send it now) otherwise. An unborn socket stays unborn (no
+    /// `Adopt`): its `Connect` carries the setting, unless another thread
+    /// handed the pair over meanwhile (false: the caller finds the new
+    /// entry). The `unborn` lock, held by a `Connect` while it reads the
+    /// deferred options and sends them, orders the two.
     pub fn defer(&self, setting: OptionSetting) -> bool {
+        let unborn = self.is_unborn().then(|| lock(&self.unborn));
+        if unborn.as_ref().is_some_and(|pair| pair.is_none()) {
+            return false;
+        }
         match lock(&self.deferred).as_mut() {
             Some(pending) => {
                 pending.push(setting);

@@ -100,6 +100,9 @@ pub struct Cli {
     /// Run the stack driver on a thread of its own instead of beside the API server [default: off].
     #[arg(long, value_enum)]
     pub driver_thread: Option<Switch>,
+    /// Microseconds the daemon keeps polling its sockets and TUN without sleeping after a turn that did work (a sleeping CPU's wake-up costs more than a small request); 0 = never spin [default: 50].
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u64>,
     /// Sockets one API session may hold; beyond, EMFILE [default: 4096].
     #[arg(long, value_name = "N")]
     pub session_max_sockets: Option<usize>,
@@ -141,6 +144,7 @@ pub struct FileConfig {
     pub limits: Option<LimitFlags>,
     pub offload: Option<Switch>,
     pub driver_thread: Option<Switch>,
+    pub busy_poll_us: Option<u64>,
     pub session_max_sockets: Option<usize>,
     pub session_max_blocked_calls: Option<usize>,
     pub session_max_buffered_bytes: Option<usize>,
@@ -174,6 +178,8 @@ pub struct Settings {
     /// The driver on a thread of its own (`--driver-thread on`) rather
     /// than as a task on the API server's thread (see `lib.rs`).
     pub driver_thread: bool,
+    /// The busy-poll window in µs, 0 = off ([`crate::busy_poll`]).
+    pub busy_poll_us: u64,
     pub quotas: crate::sockets::Quotas,
     /// Each API session's intake budget ([`crate::intake`]), in bytes.
     pub intake_bytes: usize,
@@ -406,6 +412,10 @@ impl Settings {
                 .or(file.driver_thread)
                 .unwrap_or(Switch::Off)
                 == Switch::On,
+            busy_poll_us: cli
+                .busy_poll_us
+                .or(file.busy_poll_us)
+                .unwrap_or(crate::busy_poll::DEFAULT_BUSY_POLL_US),
             quotas: {
                 let d = crate::sockets::Quotas::default();
                 crate::sockets::Quotas {
@@ -627,6 +637,7 @@ mod tests {
             user = "nobody"
             offload = "off"
             driver-thread = "on"
+            busy-poll-us = 20
             "#,
         )
         .expect("toml parses");
@@ -645,9 +656,14 @@ mod tests {
         assert_eq!(s.user.as_deref(), Some("nobody"));
         assert!(!s.offload);
         assert!(s.driver_thread);
+        assert_eq!(s.busy_poll_us, 20);
         let s = Settings::resolve(&cli(&["--offload", "on"]), FileConfig::default()).expect("ok");
         assert!(s.offload);
         assert!(!s.driver_thread, "one thread by default");
+        assert_eq!(s.busy_poll_us, crate::busy_poll::DEFAULT_BUSY_POLL_US);
+        let s =
+            Settings::resolve(&cli(&["--busy-poll-us", "0"]), FileConfig::default()).expect("ok");
+        assert_eq!(s.busy_poll_us, 0, "0 turns it off");
     }
 
     #[test]

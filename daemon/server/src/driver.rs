@@ -16,8 +16,12 @@
 //! After each wake-up the driver has the link release held packets, runs due
 //! timers, has the link drain [`Stack::poll_transmit`] into TUN writes, and
 //! drains the stack's events into [`Sockets::publish_events`] (which
-//! completes parked ops, possibly giving the stack more to send).
+//! completes parked ops, possibly giving the stack more to send). A turn
+//! woken by anything but the timer is noted as work for the busy-poller
+//! ([`crate::busy_poll`]), which then keeps the runtime from sleeping for
+//! a while.
 
+use crate::busy_poll::BusyPoll;
 use crate::impair::Impairer;
 use crate::limits::LimitLog;
 use crate::link::{Link, RX_BATCH};
@@ -49,6 +53,7 @@ pub struct Driver {
     vnet_hdr: bool,
     impairer: Option<Impairer>,
     inbox: Inbox,
+    busy_poll: Option<std::sync::Arc<BusyPoll>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -86,6 +91,7 @@ impl Driver {
                 sessions,
                 control,
             },
+            busy_poll: None,
         };
         let handle = DriverHandle {
             ops: ops_tx,
@@ -98,6 +104,12 @@ impl Driver {
         (driver, handle)
     }
 
+    /// Notes every turn that did work to `busy_poll`, whose
+    /// [`BusyPoll::run`] must run on the same runtime as [`Driver::run`].
+    pub fn set_busy_poll(&mut self, busy_poll: Option<std::sync::Arc<BusyPoll>>) {
+        self.busy_poll = busy_poll;
+    }
+
     /// Runs until [`Control::Terminate`] or until every [`DriverHandle`] is
     /// gone. Must run inside the tokio runtime that will drive the TUN.
     pub async fn run(self) -> std::io::Result<()> {
@@ -107,6 +119,7 @@ impl Driver {
             vnet_hdr,
             impairer,
             inbox,
+            busy_poll,
         } = self;
         let fd_readiness = register_readable(core.fd_readiness()?)?;
         let mut running = Running {
@@ -115,6 +128,7 @@ impl Driver {
             link: Link::new(device, vnet_hdr, impairer)?,
             inbox,
             limit_log: LimitLog::default(),
+            busy_poll,
         };
         running.run().await;
         Ok(())
@@ -142,6 +156,7 @@ struct Running {
     link: Link,
     inbox: Inbox,
     limit_log: LimitLog,
+    busy_poll: Option<std::sync::Arc<BusyPoll>>,
 }
 
 impl Running {
@@ -197,9 +212,17 @@ impl Running {
                         Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
-                } => {}
+                } => {
+                    // Timers alone (retransmissions, keepalives, TIME-WAIT)
+                    // are not traffic to wait for: no spin after them.
+                    self.flush();
+                    continue;
+                }
             }
             self.flush();
+            if let Some(busy_poll) = &self.busy_poll {
+                busy_poll.note_work();
+            }
         }
     }
 

@@ -28,6 +28,7 @@
 mod admin_service;
 mod admission;
 mod authority;
+mod busy_poll;
 mod capture_hub;
 mod config;
 mod convert;
@@ -198,7 +199,7 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         checksum = tun.offload.checksum,
         "TUN offload"
     );
-    let (driver, handle) = Driver::new(
+    let (mut driver, handle) = Driver::new(
         stack,
         clock,
         tun.device,
@@ -206,6 +207,9 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         impairer,
         settings.quotas,
     );
+    // The spin runs on the driver's runtime (see busy_poll.rs).
+    let busy_poll = busy_poll::BusyPoll::new(settings.busy_poll_us);
+    driver.set_busy_poll(busy_poll.clone());
 
     // One thread by default: the driver is a task on the API server's
     // current-thread runtime, so an op and its reply never cross threads
@@ -222,14 +226,19 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => driver_outcome(rt.block_on(driver.run())),
+                    Ok(rt) => {
+                        if let Some(busy_poll) = busy_poll {
+                            rt.spawn(busy_poll.run());
+                        }
+                        driver_outcome(rt.block_on(driver.run()))
+                    }
                     Err(e) => format!("cannot start the driver runtime: {e}"),
                 };
                 let _ = driver_done_tx.send(outcome);
             })?;
         None
     } else {
-        Some((driver, driver_done_tx))
+        Some((driver, driver_done_tx, busy_poll))
     };
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -260,7 +269,10 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
             hello_timeout: settings.limits.fd_hello_timeout,
         },
     };
-    if let Some((driver, done)) = local_driver {
+    if let Some((driver, done, busy_poll)) = local_driver {
+        if let Some(busy_poll) = busy_poll {
+            rt.spawn(busy_poll.run());
+        }
         rt.spawn(async move {
             let _ = done.send(driver_outcome(driver.run().await));
         });

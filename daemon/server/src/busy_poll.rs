@@ -1,0 +1,184 @@
+//! Bounded busy-polling before the runtime sleeps (`--busy-poll-us`).
+//!
+//! Waking a thread that sleeps costs the waker's system call, an
+//! inter-processor interrupt and the wakee's return from idle; on the
+//! virtual machines tcpd is measured on that is ~17 µs per wake-up of a
+//! halted vCPU (e2e/BENCHMARKS.md, "Where the unary call and the connection
+//! still go"), more than all the daemon's own work on a small request. A
+//! request/response exchange through tcpd wakes the daemon once per
+//! request and once per reply of the kernel peer. So, after a driver turn
+//! that did work, a [`BusyPoll`] task keeps the daemon's runtime from
+//! sleeping for up to the window: it yields (`tokio::task::yield_now`,
+//! which tokio's current-thread scheduler defers; with a deferred task and
+//! nothing else to run the scheduler polls its I/O driver with a zero
+//! timeout, `epoll_wait(.., 0)`, instead of blocking in it), so the next
+//! client request, fd-link byte or TUN packet is picked up by a running
+//! thread. This is Linux's `net.core.busy_poll` / `SO_BUSY_POLL` idea (poll
+//! the device for a bounded time before sleeping) applied to all the
+//! daemon's event sources at once.
+//!
+//! Invariants:
+//! - The daemon spins only after work: a driver turn woken by the TUN, an
+//!   op, an fd link, a session event or a control message (not by its
+//!   timer) starts or extends a spin; a spin ends `window` after the last
+//!   such turn. An idle daemon never spins.
+//! - Every spin iteration gives the CPU away (`sched_yield`) before polling
+//!   again, so a process runnable on the same CPU — the kernel peer a
+//!   request was just written to, under `SCHED_FIFO` too — runs at once
+//!   instead of waiting for the spin to end.
+//! - Adaptive: a spin that found nothing (no turn while it ran) halves the
+//!   next spin's window, down to 1/16 of it; a spin that found work restores
+//!   it. So traffic that arrives just too seldom to be caught costs a
+//!   sixteenth of the window per event, not the whole of it.
+//!
+//! With `--driver-thread on` the spin runs on the driver's thread (it sees
+//! the TUN, the fd links and the op channel); the API thread sleeps as
+//! before.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The default window, in microseconds: see daemon/DESIGN-multicore.md
+/// "Busy-polling" for the measurements that chose it.
+pub const DEFAULT_BUSY_POLL_US: u64 = 50;
+
+/// Spins are at least this fraction of the window (as a shift: 1/16).
+const MIN_WINDOW_SHIFT: u32 = 4;
+
+/// The shared state of one runtime's spin task; see the module docs.
+#[derive(Debug)]
+pub struct BusyPoll {
+    window: Duration,
+    /// Driver turns that did work, ever (the spin compares snapshots).
+    turns: AtomicU64,
+    /// A spin is running (or has been asked for): no need to notify.
+    spinning: AtomicBool,
+    wake: Notify,
+    /// Counters for tests and tuning: spins that found work, that did not.
+    useful: AtomicU64,
+    useless: AtomicU64,
+}
+
+impl BusyPoll {
+    /// A busy-poller spinning up to `window_us` µs; `None` when 0 (off).
+    pub fn new(window_us: u64) -> Option<Arc<BusyPoll>> {
+        (window_us > 0).then(|| {
+            Arc::new(BusyPoll {
+                window: Duration::from_micros(window_us),
+                turns: AtomicU64::new(0),
+                spinning: AtomicBool::new(false),
+                wake: Notify::new(),
+                useful: AtomicU64::new(0),
+                useless: AtomicU64::new(0),
+            })
+        })
+    }
+
+    /// Called by the driver after a turn that did work: starts a spin, or
+    /// extends the running one.
+    pub fn note_work(&self) {
+        self.turns.fetch_add(1, Relaxed);
+        if !self.spinning.swap(true, Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// (spins that found work, spins that found none) so far.
+    #[cfg(test)]
+    pub fn spins(&self) -> (u64, u64) {
+        (self.useful.load(Relaxed), self.useless.load(Relaxed))
+    }
+
+    /// The spin task: sleeps until work is noted, spins, and again. Spawn it
+    /// on the runtime whose sleeping it should prevent (the driver's).
+    pub async fn run(self: Arc<BusyPoll>) {
+        let mut shift = 0;
+        loop {
+            self.wake.notified().await;
+            let found = self.spin(self.window / (1 << shift)).await;
+            if found {
+                self.useful.fetch_add(1, Relaxed);
+                shift = 0;
+            } else {
+                self.useless.fetch_add(1, Relaxed);
+                shift = (shift + 1).min(MIN_WINDOW_SHIFT);
+            }
+        }
+    }
+
+    /// Spins until `window` has passed without a new turn; whether any turn
+    /// happened meanwhile.
+    async fn spin(&self, window: Duration) -> bool {
+        let mut seen = self.turns.load(Relaxed);
+        let mut found = false;
+        let mut deadline = Instant::now() + window;
+        loop {
+            // Every task the last turn woke (a reply's write to its client)
+            // runs first; then, with nothing else to run, the runtime
+            // polls its sources without blocking and resumes this task.
+            tokio::task::yield_now().await;
+            let turns = self.turns.load(Relaxed);
+            let now = Instant::now();
+            if turns != seen {
+                seen = turns;
+                found = true;
+                deadline = now + self.window;
+            } else if now < deadline {
+                // Nothing happened since the last round: let whatever else
+                // may run on this CPU run (see module docs) before polling
+                // again.
+                std::thread::yield_now();
+            } else {
+                self.spinning.store(false, Relaxed);
+                // A turn noted between the load and the store found the
+                // flag still set and did not notify: keep spinning for it.
+                if self.turns.load(Relaxed) == seen {
+                    return found;
+                }
+                self.spinning.store(true, Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_off() {
+        assert!(BusyPoll::new(0).is_none());
+        assert!(BusyPoll::new(1).is_some());
+    }
+
+    /// Work noted while a spin runs extends it and counts it useful; a
+    /// spin with nothing after its start is useless; nothing noted, no spin.
+    #[tokio::test(flavor = "current_thread")]
+    async fn spins_follow_work_and_stop() {
+        // Windows long enough that a loaded machine does not end a spin
+        // between two of this task's yields.
+        let poll = BusyPoll::new(100_000).expect("on");
+        let spinner = tokio::spawn(poll.clone().run());
+        tokio::task::yield_now().await;
+        assert_eq!(poll.spins(), (0, 0), "no work, no spin");
+        // One turn: a spin that sees nothing more.
+        poll.note_work();
+        while poll.spins() == (0, 0) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(poll.spins(), (0, 1));
+        // A turn, then another one while spinning: useful.
+        poll.note_work();
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        poll.note_work();
+        while poll.spins() == (0, 1) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(poll.spins(), (1, 1));
+        assert!(!poll.spinning.load(Relaxed));
+        spinner.abort();
+    }
+}
