@@ -800,6 +800,42 @@ fn second_daemon_on_the_same_socket_is_refused_and_sigterm_cleans_up() {
     drop(stream);
 }
 
+/// A stop asked for while the daemon is still starting (its socket file
+/// exists and accepts connections from the moment it is bound, before the
+/// TUN is up and the signal handlers are installed) is a clean stop: exit
+/// status 0 and no socket file left behind. Before the fix about half of
+/// these stops killed tcpd with the default action.
+#[test]
+fn sigterm_while_starting_is_a_clean_stop() {
+    if !require_privileges("sigterm_while_starting_is_a_clean_stop") {
+        return;
+    }
+    let ns = Netns::new("d-early").expect("namespace");
+    let dir = tcpd_e2e::TempDir::new("early").expect("temp dir");
+    for round in 0..10 {
+        let api = dir.path().join(format!("tcpd{round}.sock"));
+        let mut daemon = ns
+            .command(tcpd_e2e::bin_path("tcpd"))
+            .arg("--socket")
+            .arg(&api)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tcpd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !api.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid")),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = daemon.wait().expect("tcpd exits");
+        assert!(status.success(), "round {round}: exit status {status}");
+        assert!(!api.exists(), "round {round}: socket file left behind");
+    }
+}
+
 #[test]
 fn garbage_on_the_api_socket_is_harmless() {
     let Some(env) = setup("d-garbage", &[]) else {

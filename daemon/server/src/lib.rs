@@ -124,6 +124,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run(mut settings: Settings) -> anyhow::Result<()> {
+    // SIGTERM/SIGINT wait (blocked, pending) until serve() has installed
+    // its handlers: the API socket accepts connections from the moment it
+    // is bound, and a stop asked for in between must still remove the
+    // socket files and reset connections, not kill the process with the
+    // default action. Threads started from here on inherit the mask; the
+    // main thread unblocks it in serve().
+    termination_signals(nix::sys::signal::SigmaskHow::SIG_BLOCK);
     // Look the user up first: a typo must fail before anything is created.
     let user = settings
         .user
@@ -285,6 +292,17 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
     result
 }
 
+/// Blocks or unblocks SIGTERM and SIGINT for the calling thread.
+fn termination_signals(how: nix::sys::signal::SigmaskHow) {
+    use nix::sys::signal::{SigSet, Signal, pthread_sigmask};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    if let Err(e) = pthread_sigmask(how, Some(&set), None) {
+        tracing::warn!(error = %e, "cannot change the signal mask for SIGTERM/SIGINT");
+    }
+}
+
 /// How the driver ended, for the "stack driver stopped" error ("" when
 /// it ended as asked).
 fn driver_outcome(result: std::io::Result<()>) -> String {
@@ -374,6 +392,8 @@ async fn serve(
     let closing = acceptor.closing();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // A stop that arrived while starting is delivered now, to the handlers.
+    termination_signals(nix::sys::signal::SigmaskHow::SIG_UNBLOCK);
     tracing::info!(
         tun = %info.tun_name,
         address = %format!("{}/{}", info.address, info.prefix_len),
