@@ -21,15 +21,16 @@ use crate::session::SessionInfo;
 use crate::sockets::MAX_READ;
 use bytes::Bytes;
 use futures::FutureExt;
+use std::sync::Arc;
 use std::time::Duration;
 use tcpd_proto::errno::{EINVAL, EIO};
 use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_server::SocketService as SocketApi;
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
 use tcpd_stack::{SendFlags, Shutdown};
-use tokio::sync::mpsc;
+use futures::SinkExt;
+use futures::channel::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest `data` frame the Stream RPC sends down (proto: at most 64 KiB).
@@ -37,6 +38,10 @@ pub const STREAM_CHUNK: usize = 64 * 1024;
 /// Down frames buffered per stream before the daemon stops reading the
 /// socket (the rest of the back-pressure is HTTP/2 flow control).
 const STREAM_DOWN_QUEUE: usize = 4;
+/// The down channel's shared buffer: futures' bounded channel holds its
+/// buffer plus one frame per sender, and a Stream has two (its down and
+/// its up half), so it holds [`STREAM_DOWN_QUEUE`] frames.
+const DOWN_BUFFER: usize = STREAM_DOWN_QUEUE - 2;
 /// Most bytes of up `data` frames, already received, that one Write op
 /// carries (see [`stream_up`]). Four frames: a few driver round trips
 /// fewer per megabyte, while a parked write still holds little of the
@@ -57,12 +62,16 @@ pub fn session_of<T>(request: &Request<T>) -> Result<SessionInfo, Status> {
 /// The SocketService.
 #[derive(Debug, Clone)]
 pub struct SocketService {
-    driver: DriverHandle,
+    /// Shared with every Stream's task (one pointer each, not a handle of
+    /// six).
+    driver: Arc<DriverHandle>,
 }
 
 impl SocketService {
     pub fn new(driver: DriverHandle) -> Self {
-        SocketService { driver }
+        SocketService {
+            driver: Arc::new(driver),
+        }
     }
 }
 
@@ -456,7 +465,7 @@ impl SocketApi for SocketService {
                     .await?
             }
         };
-        let (tx, rx) = mpsc::channel(STREAM_DOWN_QUEUE);
+        let (mut tx, rx) = mpsc::channel(DOWN_BUFFER);
         let opened = v2::StreamResponse {
             frame: Some(stream_response::Frame::Opened(v2::StreamOpened {
                 handle: connected.handle,
@@ -466,21 +475,29 @@ impl SocketApi for SocketService {
         };
         // The channel is empty: this cannot fail or wait.
         let _ = tx.try_send(Box::new(Ok(opened)));
-        tokio::spawn(run_stream(self.driver.clone(), s, connected.handle, up, tx));
-        Ok(Response::new(
-            ReceiverStream::new(rx).map(unbox_down as fn(Down) -> DownItem),
-        ))
+        tokio::spawn(run_stream(
+            Arc::clone(&self.driver),
+            s,
+            connected.handle,
+            up,
+            tx,
+        ));
+        Ok(Response::new(rx.map(unbox_down as fn(Down) -> DownItem)))
     }
 }
 
-/// A frame (or the final error) of a Stream's down side, boxed: tokio's
-/// mpsc channel allocates its slots 32 at a time, so with the ~180-byte
-/// item itself every stream's channel would hold a 5.8 KB block from its
-/// first frame on (most of an idle connection's cost); boxed, 288 bytes.
+/// A frame (or the final error) of a Stream's down side, boxed: the
+/// channel (futures' bounded mpsc, a linked queue) keeps an empty node
+/// of its item's size at all times, so with the ~180-byte item itself
+/// every idle stream would hold it.
+///
+/// Not tokio's mpsc: its channel is cache-padded (512 bytes) and
+/// allocates its slots 32 at a time (288 bytes more with boxed items);
+/// an idle connection held 800 bytes of channel, futures' takes ~250.
 type Down = Box<Result<v2::StreamResponse, Status>>;
 type DownTx = mpsc::Sender<Down>;
 /// The response stream of the Stream RPC.
-pub type DownStream = tokio_stream::adapters::Map<ReceiverStream<Down>, fn(Down) -> DownItem>;
+pub type DownStream = tokio_stream::adapters::Map<mpsc::Receiver<Down>, fn(Down) -> DownItem>;
 type DownItem = Result<v2::StreamResponse, Status>;
 
 // The channel's item is boxed on purpose (see `Down`).
@@ -516,7 +533,7 @@ enum DownEnd {
 // Not an `async fn` on purpose (see the body).
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn run_stream(
-    driver: DriverHandle,
+    driver: Arc<DriverHandle>,
     session: SessionInfo,
     handle: u64,
     mut up: Streaming<v2::StreamRequest>,
@@ -534,11 +551,14 @@ pub(crate) fn run_stream(
         // concurrent streams closing at once). Dropping the down half cancels
         // its read; bytes it took from the socket count as handed out, so a
         // close with them unconsumed resets, as close(2) with unread data does.
+        let mut tx = tx;
         let (end, failure) = {
+            // The up half sends `flushed` frames on a sender of its own.
+            let mut up_tx = tx.clone();
             // Pinned where they are made: a pinned copy of a future made
             // first (`tokio::pin!`) would keep room for both in this task.
-            let mut down = std::pin::pin!(stream_down(&driver, session, handle, &tx));
-            let mut up = std::pin::pin!(stream_up(&driver, session, handle, &mut up, &tx));
+            let mut down = std::pin::pin!(stream_down(&driver, session, handle, &mut tx));
+            let mut up = std::pin::pin!(stream_up(&driver, session, handle, &mut up, &mut up_tx));
             tokio::select! {
                 end = &mut up => (end, None),
                 down_end = &mut down => match down_end {
@@ -570,22 +590,27 @@ pub(crate) fn run_stream(
 }
 
 /// Socket → client: one parked read at a time, only while the client
-/// consumes. A read takes what the free slots of the down queue hold
-/// ([`STREAM_CHUNK`] each), and is cut into frames without copying: one
-/// driver round trip (and one wake-up of this task) moves up to
+/// consumes. A read takes as many frames ([`STREAM_CHUNK`] each) as the
+/// down queue holds, and is cut into frames without copying: one driver
+/// round trip (and one wake-up of this task) moves up to
 /// `STREAM_DOWN_QUEUE` frames when the socket has that much buffered.
+/// Once the client falls behind (a frame had to wait for room), reads
+/// take one frame until the frames of a read go without waiting again, so
+/// what the task holds beyond the queue stays small, and the rest stays
+/// in the socket where the quotas see it.
 async fn stream_down(
     driver: &DriverHandle,
     session: SessionInfo,
     handle: u64,
-    tx: &DownTx,
+    tx: &mut DownTx,
 ) -> DownEnd {
+    let mut slots = STREAM_DOWN_QUEUE;
     loop {
-        let Ok(permit) = tx.reserve().await else {
-            return DownEnd::Gone;
-        };
-        // The reserved slot and every other free one.
-        let slots = 1 + tx.capacity();
+        match room(tx).await {
+            Ok(waited) if waited => slots = 1,
+            Ok(_) => {}
+            Err(_) => return DownEnd::Gone,
+        }
         let read = driver.call(session, |reply| Op::Read {
             handle,
             max_len: STREAM_CHUNK * slots,
@@ -595,7 +620,7 @@ async fn stream_down(
         });
         let mut data = match read.await {
             Ok(data) if data.is_empty() => {
-                permit.send(Box::new(Ok(v2::StreamResponse {
+                let _ = tx.start_send(Box::new(Ok(v2::StreamResponse {
                     frame: Some(stream_response::Frame::Eof(true)),
                 })));
                 return DownEnd::Eof;
@@ -604,17 +629,35 @@ async fn stream_down(
             Err(e) => return DownEnd::Failed(e),
         };
         let first = data.split_to(data.len().min(STREAM_CHUNK));
-        permit.send(data_frame(first));
+        if tx.start_send(data_frame(first)).is_err() {
+            return DownEnd::Gone;
+        }
+        slots = STREAM_DOWN_QUEUE;
         while !data.is_empty() {
             let frame = data.split_to(data.len().min(STREAM_CHUNK));
-            // Only this task sends data, so the slots counted above are
-            // still free: this does not wait (unless a `flushed` frame
-            // from the up half took one).
-            if Box::pin(tx.send(data_frame(frame))).await.is_err() {
+            match room(tx).await {
+                Ok(waited) if waited => slots = 1,
+                Ok(_) => {}
+                Err(_) => return DownEnd::Gone,
+            }
+            if tx.start_send(data_frame(frame)).is_err() {
                 return DownEnd::Gone;
             }
         }
     }
+}
+
+/// Waits until `tx` may send a frame; whether that meant waiting (the
+/// queue was full). An error: the client stopped reading the response.
+async fn room(tx: &mut DownTx) -> Result<bool, mpsc::SendError> {
+    let mut waited = false;
+    futures::future::poll_fn(|cx| {
+        let ready = tx.poll_ready(cx);
+        waited |= ready.is_pending();
+        ready
+    })
+    .await?;
+    Ok(waited)
 }
 
 fn data_frame(data: Bytes) -> Down {
@@ -635,7 +678,7 @@ async fn stream_up(
     session: SessionInfo,
     handle: u64,
     up: &mut Streaming<v2::StreamRequest>,
-    tx: &DownTx,
+    tx: &mut DownTx,
 ) -> UpEnd {
     let mut queued: u64 = 0;
     // A message taken from `up` while batching that did not join the batch
@@ -670,7 +713,7 @@ async fn stream_up(
             driver,
             session,
             handle,
-            tx,
+            tx: &mut *tx,
         };
         if let Some(end) = Box::pin(step.apply_frame(frame, up, &mut next, &mut queued)).await {
             return end;
@@ -683,7 +726,7 @@ struct UpStep<'a> {
     driver: &'a DriverHandle,
     session: SessionInfo,
     handle: u64,
-    tx: &'a DownTx,
+    tx: &'a mut DownTx,
 }
 
 impl UpStep<'_> {
@@ -859,13 +902,13 @@ mod tests {
                 DriverHandle::no_session(),
                 1,
                 &mut fed_up_stream().1,
-                &mpsc::channel(1).0,
+                &mut mpsc::channel(1).0,
             )),
             std::mem::size_of_val(&stream_down(
                 driver,
                 DriverHandle::no_session(),
                 1,
-                &mpsc::channel(1).0,
+                &mut mpsc::channel(1).0,
             )),
             std::mem::size_of::<Streaming<v2::StreamRequest>>(),
             std::mem::size_of_val(&driver.call(DriverHandle::no_session(), |reply| Op::Read {
@@ -889,15 +932,21 @@ mod tests {
         rt.block_on(async {
             let (h, _run) = Harness::new(Quotas::default());
             let (_feed, up) = fed_up_stream();
-            let (tx, _rx) = mpsc::channel(STREAM_DOWN_QUEUE);
-            let task = run_stream(h.driver.clone(), DriverHandle::no_session(), 1, up, tx);
+            let (tx, _rx) = mpsc::channel(DOWN_BUFFER);
+            let task = run_stream(
+                Arc::new(h.driver.clone()),
+                DriverHandle::no_session(),
+                1,
+                up,
+                tx,
+            );
             let size = std::mem::size_of_val(&task);
             print_sizes(&h.driver, size);
             assert!(
                 size <= STREAM_TASK_LIMIT,
                 "a Stream's task takes {size} bytes per connection (limit {STREAM_TASK_LIMIT})"
             );
-            // tokio's mpsc allocates 32 slots at a time.
+            // The channel keeps an empty node of its item's size.
             assert_eq!(std::mem::size_of::<Down>(), std::mem::size_of::<usize>());
         });
     }
