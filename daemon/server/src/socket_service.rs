@@ -583,7 +583,12 @@ pub(crate) fn run_stream(
             })
             .await;
         // Without an error, dropping `tx` ends the response stream with OK.
-        if let Some(e) = failure.or(closed.err()) {
+        // A client that went away (its session ended: every Stream of it
+        // closes at once) is sent nothing: the status would be built (its
+        // details encoded) for nobody.
+        if let Some(e) = failure.or(closed.err())
+            && !tx.is_closed()
+        {
             let _ = Box::pin(tx.send(Box::new(Err(e.into_status())))).await;
         }
     }

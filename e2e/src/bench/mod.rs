@@ -122,6 +122,25 @@ pub fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Seconds the threads of a process have run plus waited, runnable, for
+/// a CPU (the first two fields of each thread's `schedstat`, proc(5)):
+/// its demand for CPU, whether or not a loaded machine met it.
+pub fn process_demand_seconds(pid: u32) -> io::Result<f64> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended since the listing has nothing more to add.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = stat.split_whitespace().map(str::parse::<u64>);
+        match (fields.next(), fields.next()) {
+            (Some(Ok(run)), Some(Ok(wait))) => nanos += run + wait,
+            _ => return Err(io::Error::other("bad /proc schedstat")),
+        }
+    }
+    Ok(nanos as f64 / 1e9)
+}
+
 /// CPU time (user + system) a process has used, in seconds.
 pub fn process_cpu_seconds(pid: u32) -> io::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
