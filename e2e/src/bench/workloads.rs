@@ -52,12 +52,36 @@ pub struct TcpdDialer;
 impl Dialer for TcpdDialer {
     type Stream = tcpd_client::TcpStream;
     async fn connect(&self, addr: SocketAddr, nodelay: bool) -> io::Result<Self::Stream> {
-        let s = tcpd_client::TcpStream::connect(addr).await?;
+        let s = session().await?.tcp_connect(addr).await?;
         if nodelay {
             s.set_nodelay(true)?;
         }
         Ok(s)
     }
+}
+
+std::thread_local! {
+    /// This client thread's own session (see [`session`]).
+    static CALLER_SESSION: std::cell::RefCell<Option<tcpd_client::Client>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The session the tcpd rows use: the library's default one
+/// ([`tcpd_client::Client::shared`]: on the client threads' current-thread
+/// runtimes, a session on the library's own runtime), or with
+/// `TCPD_BENCH_CALLER_SESSION` set, a session opened on the calling
+/// thread's runtime ([`tcpd_client::Client::connect`]: no hop to the
+/// library's threads) — an A/B switch for where the client's HTTP/2 runs.
+pub async fn session() -> io::Result<tcpd_client::Client> {
+    if std::env::var_os("TCPD_BENCH_CALLER_SESSION").is_none() {
+        return tcpd_client::Client::shared().await;
+    }
+    if let Some(client) = CALLER_SESSION.with(|c| c.borrow().clone()) {
+        return Ok(client);
+    }
+    let client = tcpd_client::Client::connect(tcpd_proto::socket_path_from_env()).await?;
+    CALLER_SESSION.with(|c| *c.borrow_mut() = Some(client.clone()));
+    Ok(client)
 }
 
 /// Accept-queue length of every benchmark listener. The default of the
@@ -971,7 +995,7 @@ pub fn kernel_getsockname_us(dur: Duration) -> io::Result<f64> {
 /// [`tcpd_client::Socket`], in microseconds, over calls for `dur`: the
 /// cost of a client → daemon → client round trip without the network.
 pub async fn tcpd_getsockname_us(dur: Duration) -> io::Result<f64> {
-    let client = tcpd_client::Client::shared().await?;
+    let client = session().await?;
     let socket = tcpd_client::Socket::new(&client).await?;
     let start = Instant::now();
     let mut calls = 0u64;
