@@ -11,6 +11,8 @@
 //! The shared vocabulary (`tcpd-types`: states, options, poll bits) meets
 //! the wire enums in [`vocab`], and is re-exported as [`types`].
 
+#![forbid(unsafe_code)]
+
 #![allow(missing_debug_implementations)]
 
 use std::collections::HashMap;

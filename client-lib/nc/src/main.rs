@@ -14,6 +14,8 @@
 //! errno on stderr (`tcpd-nc: connect: Connection refused (ECONNREFUSED)`),
 //! 2 for usage errors.
 
+#![forbid(unsafe_code)]
+
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;

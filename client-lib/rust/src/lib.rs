@@ -88,6 +88,8 @@
 //! served: it fails at once with `ErrorKind::Deadlock` (use the async API
 //! there, or `spawn_blocking`).
 
+#![forbid(unsafe_code)]
+
 pub mod addr;
 pub mod blocking;
 mod client;

@@ -9,6 +9,8 @@
 //! exit code; [`trace`] draws a connection (live or replayed) as the
 //! seed's ladder diagram with `tcpd-trace`.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod commands;
 pub mod error;

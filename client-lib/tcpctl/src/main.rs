@@ -1,6 +1,8 @@
 //! `tcpctl` binary: parse the command line, run it on a single-threaded
 //! runtime, and turn the outcome into the documented exit code.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
