@@ -47,7 +47,7 @@
 //! charged to the owner's buffered bytes ([`FdLinks::held`]).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
@@ -87,8 +87,6 @@ struct FdLink {
     filler: usize,
     /// Taken from the stack, not yet written to the client.
     to_client: Vec<u8>,
-    /// Read from the client, not yet accepted by the stack.
-    from_client: Vec<u8>,
     /// The peer's FIN was passed on (this end is shut for writing).
     sent_eof: bool,
     /// The client shut its end for writing (shutdown or close).
@@ -233,9 +231,7 @@ impl FdLinks {
     /// Bytes `h`'s link holds in the daemon, waiting for the pair or the
     /// stack (at most one [`CHUNK`] each way).
     pub fn held(&self, h: SocketHandle) -> usize {
-        self.links
-            .get(&h)
-            .map_or(0, |l| l.to_client.len() + l.from_client.len())
+        self.links.get(&h).map_or(0, |l| l.to_client.len())
     }
 
     /// Creates `h`'s pair and returns the client's end (blocking, not
@@ -331,7 +327,6 @@ impl FdLinks {
                 client_cookie,
                 filler,
                 to_client: Vec::new(),
-                from_client: Vec::new(),
                 sent_eof: false,
                 client_eof: false,
                 failed: false,
@@ -446,32 +441,32 @@ impl FdLinks {
                 Pumped::Open
             };
         }
-        // Client -> stack.
+        // Client -> stack: read straight into the socket's send buffer
+        // (`Stack::send_in_place`: one readv, no copy through a buffer of
+        // ours), until the pair is drained or the send buffer is full.
         let mut unread_reset = false;
         while !link.client_eof {
-            if !link.from_client.is_empty() {
-                match stack.send(now, h, &link.from_client) {
-                    Ok(n) => {
-                        link.from_client.drain(..n);
-                    }
-                    Err(tcpd_stack::SendError::WouldBlock) => {}
-                    Err(_) => {
-                        // The connection cannot send any more (shut down or
-                        // closing): what the client writes is lost, as on
-                        // Linux after the peer's reset.
-                        link.from_client.clear();
-                    }
-                }
-                if !link.from_client.is_empty() {
-                    break;
-                }
-            }
-            let want = if link.filler > 0 {
-                link.filler.min(CHUNK)
+            let read = if link.filler > 0 {
+                end.read(&mut scratch[..link.filler.min(CHUNK)])
             } else {
-                CHUNK
+                let mut outcome = None;
+                let queued = stack.send_in_place(now, h, CHUNK, |a, b| {
+                    let r = end.read_vectored(&mut [IoSliceMut::new(a), IoSliceMut::new(b)]);
+                    let n = r.as_ref().map_or(0, |n| *n);
+                    outcome = Some(r);
+                    n
+                });
+                match (outcome, queued) {
+                    (Some(read), _) => read,
+                    // The send buffer is full: its room wakes us again.
+                    (None, Err(tcpd_stack::SendError::WouldBlock) | Ok(_)) => break,
+                    // The connection cannot send any more (shut down or
+                    // closing): what the client writes is lost, as on
+                    // Linux after the peer's reset.
+                    (None, Err(_)) => end.read(&mut scratch[..CHUNK]),
+                }
             };
-            match end.read(&mut scratch[..want]) {
+            match read {
                 Ok(0) => {
                     link.client_eof = true;
                     if hup || hung_up(end) {
@@ -480,8 +475,11 @@ impl FdLinks {
                     // shutdown(SHUT_WR) by the client: FIN after its data.
                     let _ = stack.shutdown(now, h, tcpd_stack::Shutdown::Write);
                 }
+                // Read on until EAGAIN even after a short read: the end of
+                // the client's bytes (EOF) may already be queued behind
+                // them, and it raises no new edge.
                 Ok(n) if link.filler > 0 => link.filler -= n,
-                Ok(n) => link.from_client.extend_from_slice(&scratch[..n]),
+                Ok(_) => {}
                 Err(e) if would_block(&e) => break,
                 Err(e) => {
                     // ECONNRESET: the client's end died with unread bytes.
@@ -568,7 +566,6 @@ fn signal_listener(link: &mut FdLink, stack: &Stack, h: SocketHandle) {
 ///   the client's is left unread to make the kernel report one).
 fn fail(epoll: &Epoll, link: &mut FdLink) {
     link.failed = true;
-    link.from_client.clear();
     link.to_client.clear();
     let Some(end) = link.end.as_mut() else {
         return;

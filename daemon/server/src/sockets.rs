@@ -3215,12 +3215,12 @@ mod tests {
         );
     }
 
-    /// Issue 16: what a descriptor's link holds in the daemon (a chunk the
-    /// stack's full send buffer did not take) counts against its session's
-    /// buffered bytes, like the stack's buffers, and is given back on close.
+    /// Issue 16: what a descriptor's link holds in the daemon (a chunk of
+    /// received bytes its client's full pair did not take) counts against
+    /// its session's buffered bytes, like the stack's buffers, and is given
+    /// back on close.
     #[test]
     fn an_fd_links_held_bytes_count_against_its_session() {
-        use std::io::Write;
         let mut a = facade(A, 13, Quotas::default());
         let mut b = facade(B, 14, Quotas::default());
         let client = session(&mut a, 1, 1000);
@@ -3233,8 +3233,8 @@ mod tests {
             backlog: 8,
             reply,
         });
-        answer(&mut listen).expect("listen");
-        let (mut end, daemon_end) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let (l, _) = answer(&mut listen).expect("listen");
+        let (end, daemon_end) = std::os::unix::net::UnixStream::pair().expect("pair");
         end.set_nonblocking(true).expect("nonblocking");
         let pair = crate::fd_link::ClientPair {
             daemon_end: OwnedFd::from(daemon_end),
@@ -3251,14 +3251,26 @@ mod tests {
         let (h, _) = answer(&mut connect).expect("a socket was made");
         let h = SocketHandle(h);
         shuttle(&mut a, &mut b);
-        // The peer never reads: its window, then tcpd's send buffer, fill,
-        // and the link keeps what the stack refused.
-        let chunk = vec![7u8; 64 * 1024];
+        let mut accept = run(&mut b, server, |reply| Op::Accept {
+            handle: l,
+            wait: false,
+            reply,
+        });
+        let child = answer(&mut accept).expect("accepted").handle;
+        // The client never reads: its pair fills, and the link keeps the
+        // chunk the pair refused.
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
         for _ in 0..200 {
-            while end.write(&chunk).is_ok() {}
-            a.pump(h, false);
+            let mut write = run(&mut b, server, |reply| Op::Write {
+                handle: child,
+                data: chunk.clone().into(),
+                flags: SendFlags::empty(),
+                wait: false,
+                reply,
+            });
+            let _ = answer(&mut write);
             shuttle(&mut a, &mut b);
-            if a.fds.held(h) > 0 && end.write(&chunk).is_err() {
+            if a.fds.held(h) > 0 && a.sockets[&h].buffered > a.fds.held(h) {
                 break;
             }
         }

@@ -1121,6 +1121,32 @@ impl Stack {
         result.unwrap_or(Err(SendError::BadHandle))
     }
 
+    /// [`Stack::send`] of up to `max` bytes written straight into the
+    /// socket's send buffer by `write`, which gets the free space (at most
+    /// `max`) as two slices, in order, and returns how many bytes it wrote
+    /// at their front — e.g. a `readv(2)` from where the bytes are, saving
+    /// the copy through a buffer of the caller's. `write` is called at most
+    /// once, and not when the socket cannot take bytes (`WouldBlock`, or
+    /// any error [`Stack::send`] gives); `WouldBlock` also when it wrote
+    /// nothing.
+    pub fn send_in_place(
+        &mut self,
+        now: Instant,
+        socket: SocketHandle,
+        max: usize,
+        write: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
+    ) -> Result<usize, SendError> {
+        let id = match self.target(socket) {
+            Target::Missing => return Err(SendError::BadHandle),
+            Target::NotConnection => return Err(SendError::NotConnected),
+            Target::Conn(id) => id,
+        };
+        let result = self.with_conn(id, |conn| {
+            conn.send_in_place(now, max, SendFlags::empty(), write)
+        });
+        result.unwrap_or(Err(SendError::BadHandle))
+    }
+
     /// `Ok(0)` is end of stream.
     pub fn recv(
         &mut self,

@@ -8,8 +8,10 @@
 //! ranges exposed for SACK blocks (RFC 2018 §4). Both have a fixed capacity;
 //! nothing is ever stored beyond it.
 //!
-//! Both are [`VecDeque<u8>`]s that grow on demand (an idle connection holds
-//! no buffer memory) and are copied slice-wise, never byte by byte.
+//! Both grow on demand (an idle connection holds no buffer memory) and are
+//! copied slice-wise, never byte by byte: [`RecvBuffer`] is a
+//! [`VecDeque<u8>`], [`SendBuffer`] a ring whose free space can be filled in
+//! place.
 //!
 //! [`RecvBuffer`] invariants:
 //! - `bytes[..readable]` is the in-order data; `bytes[readable..]` is the
@@ -59,17 +61,38 @@ fn copy_from(deque: &VecDeque<u8>, at: usize, out: &mut [u8]) -> usize {
     n
 }
 
+/// Copies as much of `data` as fits into `a` then `b`; returns the count
+/// (a [`SendBuffer::fill`] writer for bytes at hand).
+pub fn copy_to_two(data: &[u8], a: &mut [u8], b: &mut [u8]) -> usize {
+    let n = data.len().min(a.len() + b.len());
+    let (x, y) = data[..n].split_at(a.len().min(n));
+    a[..x.len()].copy_from_slice(x);
+    b[..y.len()].copy_from_slice(y);
+    n
+}
+
 /// Outgoing bytes, indexed by offset from SND.UNA.
+///
+/// A ring over `storage`, which grows on demand (doubling, as a
+/// `VecDeque` would) up to what the capacity needs and is never read
+/// uninitialized: its free part can be handed out as up to two slices and
+/// filled in place ([`SendBuffer::fill`]), e.g. by a `readv(2)` straight
+/// from where the application's bytes are, instead of through a copy.
 #[derive(Debug)]
 pub struct SendBuffer {
-    bytes: VecDeque<u8>,
+    storage: Box<[u8]>,
+    /// Index in `storage` of the front byte (SND.UNA).
+    head: usize,
+    len: usize,
     capacity: usize,
 }
 
 impl SendBuffer {
     pub fn new(capacity: usize) -> Self {
         SendBuffer {
-            bytes: VecDeque::new(),
+            storage: Box::default(),
+            head: 0,
+            len: 0,
             capacity,
         }
     }
@@ -83,7 +106,7 @@ impl SendBuffer {
     }
     /// Bytes stored (unacknowledged plus unsent).
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -94,20 +117,79 @@ impl SendBuffer {
     }
     /// Appends as much of `data` as fits; returns the count.
     pub fn push(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.free());
-        self.bytes.extend(&data[..n]);
-        n
+        self.fill(data.len(), |a, b| copy_to_two(data, a, b))
+    }
+    /// Appends up to `max` bytes (as many as fit) written in place by
+    /// `write`, which gets the free space as two slices (in order; the
+    /// second may be empty) and returns how many bytes it wrote at their
+    /// front; returns that count (0 without calling `write` when full).
+    pub fn fill(&mut self, max: usize, write: impl FnOnce(&mut [u8], &mut [u8]) -> usize) -> usize {
+        let want = max.min(self.free());
+        if want == 0 {
+            return 0;
+        }
+        self.reserve(want);
+        let room = self.storage.len();
+        let tail = (self.head + self.len) % room;
+        let (wrapped, rest) = self.storage.split_at_mut(tail);
+        let first = want.min(rest.len());
+        let written = write(&mut rest[..first], &mut wrapped[..want - first]).min(want);
+        self.len += written;
+        written
+    }
+    /// Makes room in `storage` for `more` bytes after the stored ones.
+    fn reserve(&mut self, more: usize) {
+        let room = self.storage.len();
+        if room - self.len >= more {
+            return;
+        }
+        let mut grown = vec![0u8; (self.len + more).max(room * 2)].into_boxed_slice();
+        let (a, b) = self.slices();
+        grown[..a.len()].copy_from_slice(a);
+        grown[a.len()..self.len].copy_from_slice(b);
+        self.storage = grown;
+        self.head = 0;
+    }
+    /// The stored bytes, in order, as two slices.
+    fn slices(&self) -> (&[u8], &[u8]) {
+        let room = self.storage.len();
+        if self.head + self.len <= room {
+            (&self.storage[self.head..self.head + self.len], &[])
+        } else {
+            (
+                &self.storage[self.head..],
+                &self.storage[..self.head + self.len - room],
+            )
+        }
     }
     /// Copies up to `out.len()` bytes starting `offset` bytes after the
     /// front into `out`; returns the count (0 past the end).
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> usize {
-        copy_from(&self.bytes, offset, out)
+        let n = out.len().min(self.len.saturating_sub(offset));
+        if n == 0 {
+            return 0;
+        }
+        let (a, b) = self.slices();
+        if offset < a.len() {
+            let in_a = n.min(a.len() - offset);
+            out[..in_a].copy_from_slice(&a[offset..offset + in_a]);
+            out[in_a..n].copy_from_slice(&b[..n - in_a]);
+        } else {
+            let at = offset - a.len();
+            out[..n].copy_from_slice(&b[at..at + n]);
+        }
+        n
     }
     /// Drops `n` bytes from the front (they were acknowledged); `n` beyond
     /// the stored length empties the buffer.
     pub fn consume(&mut self, n: usize) {
-        let n = n.min(self.bytes.len());
-        self.bytes.drain(..n);
+        let n = n.min(self.len);
+        self.len -= n;
+        self.head = if self.len == 0 {
+            0
+        } else {
+            (self.head + n) % self.storage.len()
+        };
     }
 }
 
@@ -359,6 +441,83 @@ mod tests {
             assert_eq!(buf.read_at(buf.len() - 7, &mut out), 7);
             assert_eq!(out, chunk);
             buf.consume(7);
+        }
+    }
+
+    /// `fill` hands out the free space in order (two slices across the
+    /// wrap), keeps only what the writer says it wrote, and never more
+    /// than the capacity allows.
+    #[test]
+    fn send_buffer_fill_writes_in_place_across_the_wrap() {
+        let mut buf = SendBuffer::new(10);
+        assert_eq!(buf.push(b"0123456"), 7);
+        buf.consume(5);
+        // 2 stored; up to 8 free, crossing the end of the storage.
+        let n = buf.fill(100, |a, b| {
+            assert_eq!(a.len() + b.len(), 8);
+            let src = b"abcdefgh";
+            a.copy_from_slice(&src[..a.len()]);
+            let k = 3.min(b.len());
+            b[..k].copy_from_slice(&src[a.len()..a.len() + k]);
+            a.len() + k
+        });
+        let mut out = [0u8; 10];
+        let got = buf.read_at(0, &mut out);
+        assert_eq!(got, 2 + n);
+        assert_eq!(&out[..got], &b"56abcdefgh"[..got]);
+        assert_eq!(buf.fill(0, |_, _| unreachable!()), 0);
+        // A writer claiming more than it was given is held to the room.
+        let free = buf.free();
+        assert_eq!(buf.fill(100, |_, _| usize::MAX), free);
+        assert_eq!(buf.len(), 10);
+        assert_eq!(buf.fill(1, |_, _| unreachable!("full")), 0);
+    }
+
+    proptest! {
+        /// Pushes, partial fills, acknowledgements and capacity changes
+        /// against a plain deque: same bytes at every offset.
+        #[test]
+        fn send_buffer_matches_a_deque(ops in proptest::collection::vec(
+            (0u8..4, 0usize..700, any::<u8>()), 1..200)
+        ) {
+            let mut buf = SendBuffer::new(512);
+            let mut model: VecDeque<u8> = VecDeque::new();
+            let mut capacity: usize = 512;
+            for (op, n, byte) in ops {
+                match op {
+                    0 => {
+                        let data = vec![byte; n];
+                        let took = buf.push(&data);
+                        prop_assert_eq!(took, n.min(capacity.saturating_sub(model.len())));
+                        model.extend(&data[..took]);
+                    }
+                    1 => {
+                        // The writer fills only part of what it is offered.
+                        let took = buf.fill(n, |a, b| {
+                            let k = (a.len() + b.len()) / 2;
+                            for (i, x) in a.iter_mut().chain(b.iter_mut()).take(k).enumerate() {
+                                *x = byte.wrapping_add(i as u8);
+                            }
+                            k
+                        });
+                        model.extend((0..took).map(|i| byte.wrapping_add(i as u8)));
+                    }
+                    2 => {
+                        buf.consume(n);
+                        model.drain(..n.min(model.len()));
+                    }
+                    _ => {
+                        capacity = 64 + n;
+                        buf.set_capacity(capacity);
+                    }
+                }
+                prop_assert_eq!(buf.len(), model.len());
+                let mut out = vec![0u8; model.len() + 3];
+                let at = n.min(model.len());
+                let got = buf.read_at(at, &mut out);
+                prop_assert_eq!(got, model.len() - at);
+                prop_assert!(out[..got].iter().eq(model.range(at..)));
+            }
         }
     }
 

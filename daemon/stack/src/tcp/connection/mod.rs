@@ -53,7 +53,7 @@ use crate::socket::{
     TcpInfoOptions,
 };
 use crate::tcp::TcpState;
-use crate::tcp::buffer::{RecvBuffer, SendBuffer};
+use crate::tcp::buffer::{RecvBuffer, SendBuffer, copy_to_two};
 use crate::tcp::congestion::{CongestionControl, new_controller};
 use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
 use crate::time::{Duration, Instant};
@@ -937,6 +937,21 @@ impl Connection {
         data: &[u8],
         flags: SendFlags,
     ) -> Result<usize, SendError> {
+        self.send_in_place(now, data.len(), flags, |a, b| copy_to_two(data, a, b))
+    }
+
+    /// [`Connection::send_with`] of up to `max` bytes that `write` puts
+    /// straight into the send buffer: it gets the free space (at most
+    /// `max`) as two slices and returns how many bytes it wrote at their
+    /// front. `WouldBlock` when nothing was queued (no room, or `write`
+    /// wrote nothing).
+    pub fn send_in_place(
+        &mut self,
+        now: Instant,
+        max: usize,
+        flags: SendFlags,
+        write: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
+    ) -> Result<usize, SendError> {
         if let Some(e) = self.pending_error.take() {
             return Err(SendError::Failed(e));
         }
@@ -950,13 +965,13 @@ impl Connection {
             // RFC 9293 §3.10.2: "connection closing" once CLOSE was issued.
             _ => return Err(SendError::BrokenPipe),
         }
-        if data.is_empty() {
+        if max == 0 {
             return Ok(0);
         }
         if !self.below_notsent_lowat() || self.memory_level() >= MemoryLevel::Full {
             return Err(SendError::WouldBlock);
         }
-        let n = self.send_buf.push(data);
+        let n = self.send_buf.fill(max, write);
         if n == 0 {
             return Err(SendError::WouldBlock);
         }
@@ -970,7 +985,7 @@ impl Connection {
         if flags.contains(SendFlags::OOB) {
             self.mark_urgent_sent();
         }
-        if flags.contains(SendFlags::EOR) && n == data.len() {
+        if flags.contains(SendFlags::EOR) && n == max {
             // No coalescing across the end of a record (Linux's MSG_EOR).
             if self.eor_marks.len() >= MAX_EOR_MARKS {
                 self.eor_marks.pop_front();
