@@ -212,3 +212,124 @@ fn pipelined_socket_flood_hits_the_quota_and_leaks_nothing() {
         settles_to_zero(&mut admin).await;
     });
 }
+
+/// A client whose whole session ends (a process that exits) with many
+/// Streams open: every connection delivers what was flushed, then FIN, as
+/// the kernel closes an exiting process's sockets. The daemon closes them
+/// in one sweep: the Streams' tasks send no `close` op of their own, so
+/// more Streams than the session's op slots (16) never wait for a slot.
+#[test]
+fn an_ended_sessions_streams_all_close_in_one_sweep() {
+    const STREAMS: usize = 64;
+    let Some(env) = Env::setup("bad-stream-end", &[]) else {
+        return;
+    };
+    let listener = env
+        .ns
+        .within(|| std::net::TcpListener::bind((HOST_ADDR, 7502)).expect("kernel listen"));
+    let accepter = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while held.len() < STREAMS {
+            match listener.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        held
+    });
+    runtime().block_on(async {
+        let mut admin = AdminServiceClient::new(
+            tcpd_client::connect_channel(env.daemon.socket())
+                .await
+                .expect("admin session"),
+        );
+        // The session's socket, with a copy kept to end it as the kernel
+        // does when a process exits: no RST_STREAM per Stream, just the end.
+        let path = env.daemon.socket().to_path_buf();
+        let (copy_tx, copy_rx) = std::sync::mpsc::channel();
+        let channel = tonic::transport::Endpoint::try_from("http://tcpd.invalid")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                let copy_tx = copy_tx.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(path).await?.into_std()?;
+                    let _ = copy_tx.send(s.try_clone()?);
+                    let s = tokio::net::UnixStream::from_std(s)?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+            .await
+            .expect("session");
+        let session_socket: std::os::unix::net::UnixStream = copy_rx.recv().expect("the socket");
+        let mut rpc = SocketServiceClient::new(channel);
+        let mut held = Vec::new();
+        for i in 0..STREAMS {
+            let (up, rx) = tokio::sync::mpsc::unbounded_channel();
+            let open = frame(stream_request::Frame::Open(v2::StreamOpen {
+                how: Some(stream_open::How::Connect(v2::StreamConnect {
+                    remote: Some(SocketAddrV4::new(HOST_ADDR, 7502).into()),
+                    ..Default::default()
+                })),
+            }));
+            up.send(open).expect("open");
+            up.send(frame(stream_request::Frame::Data(Bytes::from(format!(
+                "stream {i}"
+            )))))
+            .expect("data");
+            up.send(frame(stream_request::Frame::Flush(true)))
+                .expect("flush");
+            let mut down = rpc
+                .stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                .await
+                .expect("stream")
+                .into_inner();
+            // Opened, then flushed: the data is in the daemon's socket.
+            for _ in 0..2 {
+                tokio::time::timeout(Duration::from_secs(10), down.next())
+                    .await
+                    .expect("a frame within 10 s")
+                    .expect("a frame")
+                    .expect("no error");
+            }
+            held.push((up, down));
+        }
+        let waits = counter(&mut admin, "api_op_slot_waits").await;
+        // The session ends with every Stream open.
+        session_socket
+            .shutdown(std::net::Shutdown::Both)
+            .expect("shutdown");
+        let conns = tokio::task::spawn_blocking(move || accepter.join().expect("accepter"))
+            .await
+            .expect("join");
+        assert_eq!(conns.len(), STREAMS);
+        let mut texts = tokio::task::spawn_blocking(move || {
+            conns
+                .into_iter()
+                .map(|mut c| {
+                    use std::io::Read;
+                    c.set_read_timeout(Some(Duration::from_secs(10)))
+                        .expect("timeout");
+                    let mut got = String::new();
+                    // EOF (the daemon's FIN) ends it; a timeout or a
+                    // reset fails the test.
+                    c.read_to_string(&mut got).expect("data, then FIN");
+                    got
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("reads");
+        texts.sort();
+        let mut want: Vec<String> = (0..STREAMS).map(|i| format!("stream {i}")).collect();
+        want.sort();
+        assert_eq!(texts, want);
+        settles_to_zero(&mut admin).await;
+        drop(held);
+        assert_eq!(
+            counter(&mut admin, "api_op_slot_waits").await,
+            waits,
+            "closing an ended session's Streams waited for op slots"
+        );
+    });
+}

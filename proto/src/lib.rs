@@ -12,7 +12,6 @@
 //! the wire enums in [`vocab`], and is re-exported as [`types`].
 
 #![forbid(unsafe_code)]
-
 #![allow(missing_debug_implementations)]
 
 use std::collections::HashMap;

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -37,6 +37,9 @@ use std::time::Instant;
 pub struct Activity {
     in_flight: AtomicUsize,
     last_active: Mutex<Instant>,
+    /// Set when the session's connection is dropped, before the driver is
+    /// told ([`Activity::end`]).
+    ended: AtomicBool,
     /// The session's budget for large request messages ([`crate::intake`]).
     pub intake: crate::intake::Budget,
 }
@@ -52,6 +55,7 @@ impl Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
+            ended: AtomicBool::new(false),
             intake: crate::intake::Budget::new(intake_bytes),
         }
     }
@@ -64,6 +68,20 @@ impl Activity {
     /// When the session last had an RPC end (or started).
     pub fn last_active(&self) -> Instant {
         *self.last_active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session's connection is gone: its socket reached its end or
+    /// failed, or it is being dropped. Always followed by the session's
+    /// `SessionEvent::Ended` (sent when the connection is dropped), on
+    /// which the driver closes the session's sockets.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Activity::end`] was called: the driver closes every socket
+    /// of the session by itself (`Sockets::session_ended`).
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Marks the session active now (e.g. it was found to own sockets).

@@ -229,6 +229,10 @@ impl Drop for SessionStream {
         {
             self.admission.count_keepalive_drop(&self.info.creds);
         }
+        // The flag (if the end of the socket did not set it), then the
+        // event: a Stream's task that sees the flag skips its own close,
+        // which the driver's sweep does once this event arrives.
+        self.idle.activity.end();
         // The driver may already be gone during shutdown; nothing to close then.
         let _ = self.driver.send(SessionEvent::Ended(self.info.id));
     }
@@ -270,11 +274,17 @@ impl AsyncRead for SessionStream {
             let before = buf.filled().len();
             let polled = this.poll_socket(cx, buf);
             if !matches!(polled, Poll::Ready(Ok(()))) {
+                if matches!(polled, Poll::Ready(Err(_))) {
+                    this.idle.activity.end();
+                }
                 return polled;
             }
             let fresh = &buf.filled()[before..];
             if fresh.is_empty() {
-                // End of stream.
+                // End of stream. Marked ended now, before HTTP/2 fails the
+                // session's streams: their tasks run before the connection
+                // (and this) is dropped, and must see it (`Activity::end`).
+                this.idle.activity.end();
                 return Poll::Ready(Ok(()));
             }
             let pass = this.authority.pass_len(fresh);
