@@ -115,7 +115,7 @@ pub enum Op {
         max_len: usize,
         peek: bool,
         wait: bool,
-        reply: Reply<Bytes>,
+        reply: Reply<ReadData>,
     },
     /// write(2). With `wait` all of `data` is queued (parking as needed);
     /// without, as much as fits (EAGAIN when nothing does).
@@ -256,6 +256,52 @@ pub enum Op {
         options: Vec<SockOption>,
         reply: Reply<(u64, Result<(), Errno>)>,
     },
+}
+
+/// The bytes of one read: slices of the socket's receive queue in order
+/// (see `Stack::recv_bytes`), so a reader that sends them on (a Stream's
+/// down half) copies nothing; empty at end of stream.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReadData {
+    chunks: Vec<Bytes>,
+}
+
+impl ReadData {
+    /// The chunks, in order.
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+
+    /// All bytes as one `Bytes` (a copy only when there are several chunks).
+    pub fn into_bytes(mut self) -> Bytes {
+        match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.swap_remove(0),
+            _ => self.chunks.concat().into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.iter().all(Bytes::is_empty)
+    }
+}
+
+impl From<Vec<Bytes>> for ReadData {
+    fn from(chunks: Vec<Bytes>) -> Self {
+        ReadData { chunks }
+    }
+}
+
+impl From<Bytes> for ReadData {
+    fn from(chunk: Bytes) -> Self {
+        ReadData {
+            chunks: vec![chunk],
+        }
+    }
 }
 
 /// The bytes of one write: `Bytes` chunks queued in order, as one write.

@@ -17,10 +17,10 @@
 use crate::convert;
 use crate::errno::Errno;
 use crate::idle::Activity;
-use crate::ops::{DriverHandle, Op, SocketSetup, WriteData};
+use crate::ops::{DriverHandle, Op, ReadData, SocketSetup, WriteData};
 use crate::session::{SessionConnection, SessionInfo};
 use crate::sockets::MAX_READ;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::SinkExt;
 use futures::channel::mpsc;
@@ -232,7 +232,10 @@ impl SocketApi for SocketService {
             })
             .await?;
         let eof = data.is_empty();
-        Ok(Response::new(v2::ReadResponse { data, eof }))
+        Ok(Response::new(v2::ReadResponse {
+            data: data.into_bytes(),
+            eof,
+        }))
     }
 
     async fn write(&self, request: Request<v2::WriteRequest>) -> Reply<v2::WriteResponse> {
@@ -616,7 +619,9 @@ pub(crate) fn run_stream(
 
 /// Socket → client: one parked read at a time, only while the client
 /// consumes. A read takes as many frames ([`STREAM_CHUNK`] each) as the
-/// down queue holds, and is cut into frames without copying: one driver
+/// down queue holds; its chunks become the frames without copying (a
+/// super-segment's payload, as the TUN read left it; only short chunks
+/// are joined, see [`frames_of`]): one driver
 /// round trip (and one wake-up of this task) moves up to
 /// `STREAM_DOWN_QUEUE` frames when the socket has that much buffered.
 /// Once the client falls behind (a frame had to wait for room), reads
@@ -643,7 +648,7 @@ async fn stream_down(
             wait: true,
             reply,
         });
-        let mut data = match read.await {
+        let data = match read.await {
             Ok(data) if data.is_empty() => {
                 let _ = tx.start_send(Box::new(Ok(v2::StreamResponse {
                     frame: Some(stream_response::Frame::Eof(true)),
@@ -653,13 +658,14 @@ async fn stream_down(
             Ok(data) => data,
             Err(e) => return DownEnd::Failed(e),
         };
-        let first = data.split_to(data.len().min(STREAM_CHUNK));
-        if tx.start_send(data_frame(first)).is_err() {
+        let mut frames = frames_of(data).into_iter();
+        if let Some(first) = frames.next()
+            && tx.start_send(data_frame(first)).is_err()
+        {
             return DownEnd::Gone;
         }
         slots = STREAM_DOWN_QUEUE;
-        while !data.is_empty() {
-            let frame = data.split_to(data.len().min(STREAM_CHUNK));
+        for frame in frames {
             match room(tx).await {
                 Ok(waited) if waited => slots = 1,
                 Ok(_) => {}
@@ -683,6 +689,39 @@ async fn room(tx: &mut DownTx) -> Result<bool, mpsc::SendError> {
     })
     .await?;
     Ok(waited)
+}
+
+/// A chunk this long goes out as a frame of its own; shorter ones are
+/// joined with their neighbours (one copy of few bytes beats a frame each).
+const FRAME_JOIN_BELOW: usize = STREAM_CHUNK / 4;
+
+/// The Stream frames for one read: each chunk as it is (cut at
+/// [`STREAM_CHUNK`]), runs of chunks shorter than [`FRAME_JOIN_BELOW`]
+/// joined up to [`STREAM_CHUNK`].
+fn frames_of(data: ReadData) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let mut joined = BytesMut::new();
+    for mut chunk in data.into_chunks() {
+        if chunk.len() < FRAME_JOIN_BELOW && joined.len() + chunk.len() <= STREAM_CHUNK {
+            joined.extend_from_slice(&chunk);
+            continue;
+        }
+        if !joined.is_empty() {
+            frames.push(joined.split().freeze());
+        }
+        while chunk.len() > STREAM_CHUNK {
+            frames.push(chunk.split_to(STREAM_CHUNK));
+        }
+        if chunk.len() < FRAME_JOIN_BELOW {
+            joined.extend_from_slice(&chunk);
+        } else {
+            frames.push(chunk);
+        }
+    }
+    if !joined.is_empty() {
+        frames.push(joined.freeze());
+    }
+    frames
 }
 
 fn data_frame(data: Bytes) -> Down {

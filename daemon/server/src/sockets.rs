@@ -45,7 +45,7 @@
 use crate::errno::Errno;
 use crate::fd_link::{FdLinks, Pumped};
 use crate::ops::{
-    Connected, Op, Reply, Request, SocketSetup, StateChange, StatsSnapshot, WriteData,
+    Connected, Op, ReadData, Reply, Request, SocketSetup, StateChange, StatsSnapshot, WriteData,
 };
 use crate::session::{Credentials, SessionId, SessionInfo};
 use crate::taps::Taps;
@@ -259,7 +259,7 @@ enum Parked {
     Read {
         max_len: usize,
         peek: bool,
-        reply: Reply<Bytes>,
+        reply: Reply<ReadData>,
     },
     Write {
         pending: PendingWrite,
@@ -1781,21 +1781,32 @@ impl Sockets {
     /// Reads up to `max_len` bytes, copied once from the receive buffer into
     /// a vector sized by what is readable (a 1 MiB read of 100 bytes does
     /// not allocate 1 MiB).
-    fn try_read(&mut self, h: SocketHandle, max_len: usize, peek: bool) -> Attempt<Bytes> {
+    fn try_read(&mut self, h: SocketHandle, max_len: usize, peek: bool) -> Attempt<ReadData> {
         let readable = self.stack.socket_info(h).map_or(0, |info| info.recv_queue);
         // At least one byte, so that EOF and would-block are still told apart.
         let len = max_len.clamp(1, MAX_READ).min(readable.max(1));
-        let mut data = vec![0u8; len];
         let now = self.now();
-        match self.stack.recv(now, h, &mut data, peek) {
+        let result = if peek {
+            let mut data = vec![0u8; len];
+            self.stack.recv(now, h, &mut data, true).map(|n| {
+                data.truncate(n);
+                ReadData::from(Bytes::from(data))
+            })
+        } else {
+            // Slices of the receive queue, no copy (`Stack::recv_bytes`).
+            let mut chunks = Vec::new();
+            self.stack
+                .recv_bytes(now, h, len, &mut chunks)
+                .map(|_| ReadData::from(chunks))
+        };
+        match result {
             Err(tcpd_stack::RecvError::WouldBlock) => Attempt::Blocked,
             Err(e) => Attempt::Done(Err(e.into())),
-            Ok(n) => {
+            Ok(data) => {
                 if !peek && let Some(entry) = self.sockets.get_mut(&h) {
-                    entry.read_total += n as u64;
+                    entry.read_total += data.len() as u64;
                 }
-                data.truncate(n);
-                Attempt::Done(Ok(Bytes::from(data)))
+                Attempt::Done(Ok(data))
             }
         }
     }
@@ -2630,8 +2641,8 @@ mod tests {
                     wait: false,
                     reply,
                 });
-                if let Ok(bytes) = answer(&mut rx) {
-                    got[i].extend_from_slice(&bytes);
+                if let Ok(data) = answer(&mut rx) {
+                    got[i].extend_from_slice(&data.into_bytes());
                 }
             }
             shuttle(&mut a, &mut b);
@@ -2833,8 +2844,8 @@ mod tests {
                 wait: false,
                 reply,
             });
-            if let Ok(bytes) = answer(&mut read) {
-                received.extend_from_slice(&bytes);
+            if let Ok(data) = answer(&mut read) {
+                received.extend_from_slice(&data.into_bytes());
             }
             shuttle(&mut a, &mut b);
             rounds += 1;
@@ -2851,7 +2862,7 @@ mod tests {
                 wait: false,
                 reply,
             });
-            received.extend_from_slice(&answer(&mut read).expect("the rest is there"));
+            received.extend_from_slice(&answer(&mut read).expect("the rest is there").into_bytes());
         }
         assert!(
             received == data,
@@ -2915,7 +2926,10 @@ mod tests {
         });
         assert_eq!(answer(&mut write), Ok(4));
         shuttle(&mut a, &mut b);
-        assert_eq!(answer(&mut read), Ok(Bytes::from_static(b"ping")));
+        assert_eq!(
+            answer(&mut read).map(ReadData::into_bytes),
+            Ok(Bytes::from_static(b"ping"))
+        );
         // A cancelled read is dropped at the next readiness change.
         let read = run(&mut b, server, |reply| Op::Read {
             handle: child.handle,

@@ -112,6 +112,7 @@ use crate::wire::virtio::MAX_GSO_PACKET;
 use crate::wire::{
     Checksum, Gso, GsoKind, IpProtocol, Ipv4Repr, Ipv6Repr, TcpFlags, VirtioNetRepr, WireError,
 };
+use bytes::Bytes;
 use control::{ControlKind, ControlQueue, IcmpRateLimit, IpHeaderOptions, emit_ip_header};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
@@ -379,6 +380,9 @@ pub struct Stack {
     tracer: Tracer,
     /// The time of the current entry point, for trace records made in bookkeeping.
     trace_now: Instant,
+    /// The frame of the packet being handled, when the link handed it over
+    /// as [`Bytes`] ([`Stack::handle_packet_shared`]); only during that call.
+    rx_frame: Option<Bytes>,
     note_scratch: Vec<Note>,
 }
 
@@ -437,6 +441,7 @@ impl Stack {
             stats: Stats::default(),
             tracer: Tracer::default(),
             trace_now: now,
+            rx_frame: None,
             note_scratch: Vec::new(),
         }
     }
@@ -475,6 +480,21 @@ impl Stack {
     ///   delayed-ACK rule (ACK every second full-sized segment) then counts
     ///   it as `len / gso_size` segments, so it is acknowledged at once. Any
     ///   other GSO type is dropped.
+    /// [`Stack::handle_packet_offload`] for a packet the link owns as
+    /// [`Bytes`]: in-order payload of at least
+    /// [`SHARE_MIN`](crate::tcp::buffer::SHARE_MIN) bytes is queued
+    /// for reading as a slice of `packet` instead of a copy, keeping the
+    /// packet's allocation alive until it is read. Receive buffers count
+    /// payload, so hand over only packets whose allocation is mostly
+    /// payload (the daemon's link does so for reads of at least half its
+    /// 64 KiB read buffer, and copies smaller packets).
+    pub fn handle_packet_shared(&mut self, now: Instant, packet: Bytes, offload: &VirtioNetRepr) {
+        let frame = packet.clone();
+        self.rx_frame = Some(packet);
+        self.handle_packet_offload(now, &frame, offload);
+        self.rx_frame = None;
+    }
+
     pub fn handle_packet_offload(&mut self, now: Instant, packet: &[u8], offload: &VirtioNetRepr) {
         self.stats.packets_in += 1;
         self.trace_now = now;
@@ -1163,6 +1183,26 @@ impl Stack {
         // Reading may open the receive window: the connection is queued for
         // transmission so it can send a window update (RFC 9293 §3.8.6.2.2).
         let result = self.with_conn(id, |conn| conn.recv(now, out, peek));
+        result.unwrap_or(Err(RecvError::BadHandle))
+    }
+
+    /// [`Stack::recv`] without a copy (not peeking): moves up to `max`
+    /// readable bytes to `out` as slices of the receive queue; payload that
+    /// came in with [`Stack::handle_packet_shared`] leaves as the slice of
+    /// the link's frame it was queued as. `Ok(0)` is end of stream.
+    pub fn recv_bytes(
+        &mut self,
+        now: Instant,
+        socket: SocketHandle,
+        max: usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<usize, RecvError> {
+        let id = match self.target(socket) {
+            Target::Missing => return Err(RecvError::BadHandle),
+            Target::NotConnection => return Err(RecvError::NotConnected),
+            Target::Conn(id) => id,
+        };
+        let result = self.with_conn(id, |conn| conn.recv_bytes(now, max, out));
         result.unwrap_or(Err(RecvError::BadHandle))
     }
 

@@ -44,6 +44,8 @@ pub mod tun;
 
 use crate::impair::{Direction, Impairer};
 use crate::taps::Taps;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use tcpd_stack::wire::virtio::{self, HEADER_LEN as VNET_HDR_LEN};
 use tcpd_stack::wire::{Checksum, VirtioNetRepr};
 use tcpd_stack::{DropReason, Instant, Stack};
@@ -53,6 +55,22 @@ pub const RX_BATCH: usize = 64;
 /// Room for the largest packet a TUN read may return (a 64 KiB super-segment
 /// behind its virtio-net header).
 const RX_BUFFER: usize = VNET_HDR_LEN + 65536;
+/// A read of at least this many bytes (a super-segment) goes to the stack
+/// as the buffer it was read into ([`Stack::handle_packet_shared`]): its
+/// payload is read by the application as a slice of it, with no copy in
+/// between, and the link reads on into a new buffer. Smaller reads are
+/// copied by the stack and the buffer is reused, so a kept buffer is always
+/// at least half payload (what the receive window's accounting assumes).
+const RX_SHARE_MIN: usize = RX_BUFFER / 2;
+/// Buffers handed to the stack that the link keeps an eye on, to read into
+/// again once the stack and the readers have let go of them (a buffer used
+/// again is already initialized: no zeroing of a fresh 64 KiB per read).
+/// Enough for a full 6 MiB receive window of 32 KiB reads and then some:
+/// a window-limited bulk receiver holds that many.
+const RX_LENT_MAX: usize = 256;
+/// Of those, at most this many free ones are kept for later reads (the
+/// rest are let go at the next read or transmission).
+const RX_SPARE_MAX: usize = 4;
 /// Room for the largest packet the stack may emit (the same).
 const TX_BUFFER: usize = VNET_HDR_LEN + 65536;
 
@@ -62,7 +80,9 @@ pub struct Link {
     impairer: Option<Impairer>,
     /// Reads and writes carry a virtio-net header.
     vnet_hdr: bool,
-    rx_buf: Vec<u8>,
+    rx_buf: BytesMut,
+    /// Buffers lent to the stack (frames), see [`RX_LENT_MAX`].
+    rx_lent: VecDeque<Bytes>,
     /// Header room (when `vnet_hdr`) followed by the stack's packet.
     tx_buf: Vec<u8>,
     /// Packets cut from a super-segment for the impairer.
@@ -91,7 +111,8 @@ impl Link {
             tun: ::tun::AsyncDevice::new(device)?,
             impairer,
             vnet_hdr,
-            rx_buf: vec![0u8; RX_BUFFER],
+            rx_buf: BytesMut::zeroed(RX_BUFFER),
+            rx_lent: VecDeque::new(),
             tx_buf: vec![0u8; TX_BUFFER],
             split_buf: Vec::new(),
             write_errors: 0,
@@ -112,7 +133,7 @@ impl Link {
     /// Waits for the first packet of a batch; its length is passed to
     /// [`Link::ingest_batch`]. Cancel-safe (nothing is read until ready).
     pub async fn recv(&mut self) -> std::io::Result<usize> {
-        self.tun.recv(&mut self.rx_buf).await
+        self.tun.recv(&mut self.rx_buf[..]).await
     }
 
     /// Feeds the packet [`Link::recv`] returned, then up to [`RX_BATCH`] - 1
@@ -140,7 +161,7 @@ impl Link {
     ) -> usize {
         for read in 0..max {
             let device: &::tun::Device = &self.tun;
-            match device.recv(&mut self.rx_buf) {
+            match device.recv(&mut self.rx_buf[..]) {
                 Ok(n) => self.ingest(n, now, stack, taps),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return read,
                 Err(e) => {
@@ -154,6 +175,9 @@ impl Link {
 
     /// One packet read from the TUN (in `rx_buf[..len]`).
     fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack, taps: &mut Taps) {
+        if self.vnet_hdr && self.impairer.is_none() && len >= RX_SHARE_MIN && len <= RX_BUFFER {
+            return self.ingest_shared(len, now, stack, taps);
+        }
         let Some(read) = self.rx_buf.get_mut(..len) else {
             return;
         };
@@ -195,6 +219,57 @@ impl Link {
         impair_inbound(impairer, now, stack, taps, packet);
     }
 
+    /// A large read (see [`RX_SHARE_MIN`]) handed to the stack as the
+    /// buffer it is; the next read goes into a new one.
+    fn ingest_shared(&mut self, len: usize, now: Instant, stack: &mut Stack, taps: &mut Taps) {
+        let next = self.next_rx_buffer();
+        let mut frame = std::mem::replace(&mut self.rx_buf, next);
+        frame.truncate(len);
+        let frame = frame.freeze();
+        if self.rx_lent.len() >= RX_LENT_MAX {
+            self.rx_lent.pop_front();
+        }
+        self.rx_lent.push_back(frame.clone());
+        let header = match VirtioNetRepr::parse(&frame) {
+            Ok((header, _)) => header,
+            Err(e) => {
+                tracing::trace!(error = %e, "bad virtio-net header from the TUN");
+                return stack.count_link_drop(DropReason::Offload);
+            }
+        };
+        let packet = frame.slice(VNET_HDR_LEN..);
+        taps.link_in(now, &packet);
+        taps.stack_in(now, &packet);
+        stack.handle_packet_shared(now, packet, &header);
+    }
+
+    /// A buffer to read into: a lent one nobody holds any more (only its
+    /// bytes past the last read are zeroed), else a new one. Free lent
+    /// buffers beyond [`RX_SPARE_MAX`] are let go.
+    fn next_rx_buffer(&mut self) -> BytesMut {
+        let mut reused = None;
+        let mut spares = 0;
+        self.rx_lent.retain(|frame| {
+            if !frame.is_unique() {
+                return true;
+            }
+            if reused.is_none() {
+                reused = Some(frame.clone());
+                return false;
+            }
+            spares += 1;
+            spares <= RX_SPARE_MAX
+        });
+        // `reused` is the only handle left once `retain` dropped its entry.
+        match reused.map(Bytes::try_into_mut) {
+            Some(Ok(mut buf)) if buf.capacity() >= RX_BUFFER => {
+                buf.resize(RX_BUFFER, 0);
+                buf
+            }
+            _ => BytesMut::zeroed(RX_BUFFER),
+        }
+    }
+
     /// Delivers the impaired packets whose hold time is over.
     pub fn release_due(&mut self, now: Instant, stack: &mut Stack, taps: &mut Taps) {
         let Link {
@@ -226,9 +301,11 @@ impl Link {
             tx_buf,
             split_buf,
             write_errors,
+            rx_lent,
             ..
         } = self;
         let mut sent = 0;
+        release_spares(rx_lent);
         if let Some(impairer) = impairer.as_mut() {
             // Plain MSS-sized packets, impaired one by one (module docs).
             while let Some(n) = stack.poll_transmit(now, tx_buf) {
@@ -271,6 +348,19 @@ impl Link {
         }
         sent
     }
+}
+
+/// Lets go of free lent buffers beyond [`RX_SPARE_MAX`] (an idle link
+/// keeps at most that many).
+fn release_spares(rx_lent: &mut VecDeque<Bytes>) {
+    let mut spares = 0;
+    rx_lent.retain(|frame| {
+        if !frame.is_unique() {
+            return true;
+        }
+        spares += 1;
+        spares <= RX_SPARE_MAX
+    });
 }
 
 /// A wire-sized packet from the TUN through the impairer into the stack;

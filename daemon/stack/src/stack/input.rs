@@ -73,7 +73,10 @@ impl Stack {
                 if let Some(entry) = self.conns.get_mut(&id) {
                     let _entered = entry.span.as_deref().map(tracing::Span::enter);
                     let discarded_before = entry.conn.segments_discarded();
-                    entry.conn.handle_segment(now, &segment);
+                    match &self.rx_frame {
+                        Some(frame) => entry.conn.handle_segment_in(now, &segment, frame),
+                        None => entry.conn.handle_segment(now, &segment),
+                    }
                     if entry.conn.segments_discarded() != discarded_before {
                         self.stats.drop_packet(DropReason::Unacceptable);
                     }

@@ -9,24 +9,29 @@
 //! nothing is ever stored beyond it.
 //!
 //! Both grow on demand (an idle connection holds no buffer memory) and are
-//! copied slice-wise, never byte by byte: [`RecvBuffer`] is a
-//! [`VecDeque<u8>`], [`SendBuffer`] a ring whose free space can be filled in
-//! place.
+//! copied slice-wise, never byte by byte. [`SendBuffer`] is a ring whose
+//! free space can be filled in place. [`RecvBuffer`]'s readable part is a
+//! queue of [`Bytes`]: in-order payload of a frame the link handed over as
+//! [`Bytes`] is queued as a slice of it (no copy: the TUN read's buffer goes
+//! to the reader as it is), smaller or borrowed payload is copied into an
+//! owned tail; its out-of-order area is a byte deque.
 //!
 //! [`RecvBuffer`] invariants:
-//! - `bytes[..readable]` is the in-order data; `bytes[readable..]` is the
-//!   out-of-order area, where index `readable + k` holds stream offset
-//!   `rcv_nxt + k`. Bytes of the area not covered by a held range are filler.
+//! - `chunks` then `tail` are the in-order data (`readable` bytes); `ooo`
+//!   exists exactly while a range is held; its `bytes` are the out-of-order
+//!   area, where index `k` holds stream offset `rcv_nxt + k`. Bytes of the
+//!   area not covered by a held range are filler.
 //! - `held` maps the absolute stream start of each held range to its end; the
 //!   ranges are disjoint, never touch each other, and all start after
 //!   `rcv_nxt` (a range reaching `rcv_nxt` is made readable at once); there
 //!   are at most [`MAX_HELD_RANGES`] of them.
-//! - `bytes.len() == readable + (end of the last held range - rcv_nxt)`.
+//! - `ooo.bytes.len() == end of the last held range - rcv_nxt`.
 //! - `readable` plus the held extent never exceeds the capacity at the time
 //!   the bytes were written, or the room the connection advertised if that
 //!   was larger (window scaling rounds a window up by less than one scale
 //!   unit, RFC 7323 §2.4; see [`RecvBuffer::write_within`]).
 
+use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Copies `data` into `deque[at..at + data.len()]`, which must exist.
@@ -41,24 +46,6 @@ fn copy_into(deque: &mut VecDeque<u8>, at: usize, data: &[u8]) {
         let at = at - front.len();
         back[at..at + data.len()].copy_from_slice(data);
     }
-}
-
-/// Copies `deque[at..]` into `out` as far as both go; returns the count.
-fn copy_from(deque: &VecDeque<u8>, at: usize, out: &mut [u8]) -> usize {
-    let n = out.len().min(deque.len().saturating_sub(at));
-    if n == 0 {
-        return 0;
-    }
-    let (front, back) = deque.as_slices();
-    if at < front.len() {
-        let in_front = n.min(front.len() - at);
-        out[..in_front].copy_from_slice(&front[at..at + in_front]);
-        out[in_front..n].copy_from_slice(&back[..n - in_front]);
-    } else {
-        let at = at - front.len();
-        out[..n].copy_from_slice(&back[at..at + n]);
-    }
-    n
 }
 
 /// Copies as much of `data` as fits into `a` then `b`; returns the count
@@ -207,31 +194,65 @@ struct Held {
     changed: u64,
 }
 
+/// In-order payload of at least this many bytes, handed over as a shared
+/// [`Bytes`] slice ([`RecvBuffer::write_shared`]), is queued as that slice;
+/// shorter payload is copied into the owned tail (a queue of tiny slices
+/// would cost an entry per segment and keep their frames alive for little).
+pub const SHARE_MIN: usize = 4096;
+
 /// Incoming bytes: an in-order readable part and out-of-order ranges beyond it.
 #[derive(Debug)]
 pub struct RecvBuffer {
-    /// Readable bytes, then the out-of-order area (see the module invariants).
-    bytes: VecDeque<u8>,
-    /// How many bytes at the front of `bytes` are readable.
+    /// The readable bytes, oldest first: shared slices of received frames
+    /// and copied runs frozen out of `tail` (see the module invariants).
+    chunks: VecDeque<Bytes>,
+    /// Readable bytes after `chunks`, copied in.
+    tail: BytesMut,
+    /// How many bytes `chunks` and `tail` hold together.
     readable: usize,
     capacity: usize,
     /// Absolute stream offset of RCV.NXT (bytes ever made readable).
     rcv_nxt: u64,
-    /// Out-of-order ranges by absolute start.
+    /// Out-of-order data, only while some is held (boxed: rare, and every
+    /// connection would carry its room).
+    ooo: Option<Box<OutOfOrder>>,
+}
+
+/// The out-of-order area of a [`RecvBuffer`] and its held ranges.
+#[derive(Debug, Default)]
+struct OutOfOrder {
+    /// Index `k` holds stream offset `rcv_nxt + k`.
+    bytes: VecDeque<u8>,
+    /// Held ranges by absolute start (never empty while this exists).
     held: BTreeMap<u64, Held>,
     /// Bumped on every write that touches a held range, to order them by recency.
     clock: u64,
 }
 
+/// Payload to store: borrowed (copied in) or a shared slice of its frame.
+enum Payload<'a> {
+    Copied(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Copied(data) => data,
+            Payload::Shared(data) => data,
+        }
+    }
+}
+
 impl RecvBuffer {
     pub fn new(capacity: usize) -> Self {
         RecvBuffer {
-            bytes: VecDeque::new(),
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
             readable: 0,
             capacity,
             rcv_nxt: 0,
-            held: BTreeMap::new(),
-            clock: 0,
+            ooo: None,
         }
     }
     pub fn capacity(&self) -> usize {
@@ -247,8 +268,10 @@ impl RecvBuffer {
     }
     /// Bytes stored: the readable ones and the out-of-order area up to the
     /// end of the last held range (holes included), for memory accounting.
+    /// Shared slices count as their payload: the link hands over only
+    /// frames that are mostly payload (see [`RecvBuffer::write_shared`]).
     pub fn held_len(&self) -> usize {
-        self.bytes.len()
+        self.readable + self.ooo.as_ref().map_or(0, |ooo| ooo.bytes.len())
     }
     /// Space beyond the readable bytes: the basis of the receive window.
     pub fn window(&self) -> usize {
@@ -267,76 +290,143 @@ impl RecvBuffer {
     /// free space (RFC 7323 §2.4). Data the peer was allowed to send is kept,
     /// as Linux keeps it, instead of being dropped in-window.
     pub fn write_within(&mut self, offset: usize, data: &[u8], advertised: usize) -> usize {
+        self.store(offset, Payload::Copied(data), advertised)
+    }
+    /// As [`RecvBuffer::write_within`] for payload that is a slice of a
+    /// received frame: in-order payload of at least [`SHARE_MIN`] bytes
+    /// arriving with nothing held out of order is queued as the slice, not
+    /// copied, and keeps the frame's allocation alive until it is read.
+    /// The window counts payload bytes, so a caller hands over only frames
+    /// that are mostly payload (Linux charges an skb's truesize; here the
+    /// link makes frames whose allocation is at most twice their payload).
+    pub fn write_shared(&mut self, offset: usize, data: Bytes, advertised: usize) -> usize {
+        self.store(offset, Payload::Shared(data), advertised)
+    }
+    fn store(&mut self, offset: usize, data: Payload<'_>, advertised: usize) -> usize {
         let window = self.window().max(advertised);
         if offset >= window {
             return 0;
         }
-        let data = &data[..data.len().min(window - offset)];
-        if data.is_empty() {
+        let len = data.as_slice().len().min(window - offset);
+        if len == 0 {
             return 0;
         }
         let mut start = self.rcv_nxt + offset as u64;
-        let mut end = start + data.len() as u64;
-        if offset > 0 && self.held.len() >= MAX_HELD_RANGES && !self.joins_held(start, end) {
+        let mut end = start + len as u64;
+        if offset == 0 && self.ooo.is_none() {
+            // In order with nothing held (the out-of-order area is empty):
+            // straight into the readable part.
+            self.append_readable(data, len);
+            self.readable += len;
+            self.rcv_nxt = end;
+            return len;
+        }
+        if offset > 0
+            && let Some(ooo) = &self.ooo
+            && ooo.held.len() >= MAX_HELD_RANGES
+            && !ooo.joins_held(start, end)
+        {
             return 0;
         }
+        let data = &data.as_slice()[..len];
+        let ooo = self.ooo.get_or_insert_with(Box::default);
 
         // Overwrite what already exists of the target area, append the rest
-        // (after filler up to `at` if the write lands past the current end).
-        let at = self.readable + offset;
-        if self.bytes.len() < at {
-            self.bytes.resize(at, 0);
+        // (after filler up to `offset` if the write lands past the current end).
+        if ooo.bytes.len() < offset {
+            ooo.bytes.resize(offset, 0);
         }
-        let overlapping = (self.bytes.len() - at).min(data.len());
-        copy_into(&mut self.bytes, at, &data[..overlapping]);
-        self.bytes.extend(&data[overlapping..]);
+        let overlapping = (ooo.bytes.len() - offset).min(data.len());
+        copy_into(&mut ooo.bytes, offset, &data[..overlapping]);
+        ooo.bytes.extend(&data[overlapping..]);
 
         // Merge with every held range it overlaps or touches.
-        if let Some((&prev_start, prev)) = self.held.range(..=start).next_back()
+        if let Some((&prev_start, prev)) = ooo.held.range(..=start).next_back()
             && prev.end >= start
         {
             start = prev_start;
             end = end.max(prev.end);
-            self.held.remove(&prev_start);
+            ooo.held.remove(&prev_start);
         }
-        while let Some((&next_start, next)) = self.held.range(start..=end).next() {
+        while let Some((&next_start, next)) = ooo.held.range(start..=end).next() {
             end = end.max(next.end);
-            self.held.remove(&next_start);
+            ooo.held.remove(&next_start);
         }
 
         if start == self.rcv_nxt {
-            // The gap at RCV.NXT is filled: everything up to `end` is in order.
+            // The gap at RCV.NXT is filled: everything up to `end` is in
+            // order and moves from the out-of-order area to the readable part.
             let advanced = usize::try_from(end - self.rcv_nxt)
                 .expect("an advance is bounded by the capacity, a usize");
+            let (front, back) = ooo.bytes.as_slices();
+            let in_front = advanced.min(front.len());
+            self.tail.extend_from_slice(&front[..in_front]);
+            self.tail.extend_from_slice(&back[..advanced - in_front]);
+            ooo.bytes.drain(..advanced);
+            if ooo.held.is_empty() {
+                // Nothing is held any more (so the area is empty too).
+                self.ooo = None;
+            }
             self.readable += advanced;
             self.rcv_nxt = end;
             advanced
         } else {
-            self.clock += 1;
-            self.held.insert(
-                start,
-                Held {
-                    end,
-                    changed: self.clock,
-                },
-            );
+            ooo.clock += 1;
+            let changed = ooo.clock;
+            ooo.held.insert(start, Held { end, changed });
             0
         }
     }
-    /// Whether `[start, end)` overlaps or touches a held range (so storing it
-    /// does not add a range).
-    fn joins_held(&self, start: u64, end: u64) -> bool {
-        let touches_prev = self
-            .held
-            .range(..=start)
-            .next_back()
-            .is_some_and(|(_, prev)| prev.end >= start);
-        touches_prev || self.held.range(start..=end).next().is_some()
+    /// Appends the first `len` bytes of in-order `data` to the readable part.
+    fn append_readable(&mut self, data: Payload<'_>, len: usize) {
+        match data {
+            Payload::Shared(mut data) if len >= SHARE_MIN => {
+                data.truncate(len);
+                if !self.tail.is_empty() {
+                    self.chunks.push_back(self.tail.split().freeze());
+                }
+                self.chunks.push_back(data);
+            }
+            data => self.tail.extend_from_slice(&data.as_slice()[..len]),
+        }
+    }
+    /// The readable bytes as slices, in order.
+    fn readable_slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks
+            .iter()
+            .map(|chunk| &chunk[..])
+            .chain(std::iter::once(&self.tail[..]))
     }
     /// Moves up to `out.len()` readable bytes into `out`.
     pub fn read(&mut self, out: &mut [u8]) -> usize {
         let n = self.peek(out);
-        self.bytes.drain(..n);
+        self.skip(n)
+    }
+    /// Moves up to `max` readable bytes out as slices, without copying
+    /// shared ones (copied runs are split off the tail, not copied again);
+    /// returns how many bytes were appended to `out`.
+    pub fn read_bytes(&mut self, max: usize, out: &mut Vec<Bytes>) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(chunk) = self.chunks.front_mut() else {
+                break;
+            };
+            if chunk.len() <= max - n {
+                n += chunk.len();
+                out.extend(self.chunks.pop_front());
+            } else {
+                out.push(chunk.split_to(max - n));
+                n = max;
+            }
+        }
+        if n < max && !self.tail.is_empty() {
+            let take = self.tail.len().min(max - n);
+            out.push(self.tail.split_to(take).freeze());
+            n += take;
+            if self.tail.is_empty() {
+                self.tail = BytesMut::new();
+            }
+        }
         self.readable -= n;
         n
     }
@@ -347,19 +437,56 @@ impl RecvBuffer {
     /// As [`RecvBuffer::peek`], from `offset` bytes into the readable part.
     pub fn peek_at(&self, offset: usize, out: &mut [u8]) -> usize {
         let n = out.len().min(self.readable.saturating_sub(offset));
-        copy_from(&self.bytes, offset, &mut out[..n])
+        let (mut skip, mut copied) = (offset, 0);
+        for slice in self.readable_slices() {
+            if copied == n {
+                break;
+            }
+            if skip >= slice.len() {
+                skip -= slice.len();
+                continue;
+            }
+            let take = (slice.len() - skip).min(n - copied);
+            out[copied..copied + take].copy_from_slice(&slice[skip..skip + take]);
+            copied += take;
+            skip = 0;
+        }
+        copied
     }
     /// Drops up to `n` readable bytes unread; returns how many.
     pub fn skip(&mut self, n: usize) -> usize {
         let n = n.min(self.readable);
-        self.bytes.drain(..n);
+        let mut left = n;
+        while left > 0 {
+            let Some(chunk) = self.chunks.front_mut() else {
+                break;
+            };
+            if chunk.len() <= left {
+                left -= chunk.len();
+                self.chunks.pop_front();
+            } else {
+                chunk.advance(left);
+                left = 0;
+            }
+        }
+        if left > 0 {
+            self.tail.advance(left);
+        }
+        if self.tail.is_empty() && self.chunks.is_empty() {
+            // Nothing readable: the tail's allocation goes too (an idle
+            // connection holds no buffer memory).
+            self.tail = BytesMut::new();
+        }
         self.readable -= n;
         n
     }
     /// Out-of-order ranges held, as (start, end) offsets from RCV.NXT, the
     /// most recently changed first (RFC 2018 §4 reports it first).
     pub fn held_ranges(&self) -> Vec<(usize, usize)> {
-        let mut ranges: Vec<(u64, u64, u64)> = self
+        let Some(ooo) = &self.ooo else {
+            return Vec::new();
+        };
+        let mut ranges: Vec<(u64, u64, u64)> = ooo
             .held
             .iter()
             .map(|(&start, held)| (held.changed, start, held.end))
@@ -377,7 +504,20 @@ impl RecvBuffer {
     }
     /// Whether any out-of-order data is held.
     pub fn has_holes(&self) -> bool {
-        !self.held.is_empty()
+        self.ooo.is_some()
+    }
+}
+
+impl OutOfOrder {
+    /// Whether `[start, end)` overlaps or touches a held range (so storing it
+    /// does not add a range).
+    fn joins_held(&self, start: u64, end: u64) -> bool {
+        let touches_prev = self
+            .held
+            .range(..=start)
+            .next_back()
+            .is_some_and(|(_, prev)| prev.end >= start);
+        touches_prev || self.held.range(start..=end).next().is_some()
     }
 }
 
@@ -629,6 +769,50 @@ mod tests {
     }
 
     #[test]
+    fn shared_payload_is_queued_as_is_and_short_payload_copied() {
+        let mut buf = RecvBuffer::new(1 << 20);
+        let big = Bytes::from(vec![1u8; SHARE_MIN]);
+        let small = Bytes::from(vec![2u8; SHARE_MIN - 1]);
+        assert_eq!(buf.write_at(0, b"ab"), 2);
+        assert_eq!(buf.write_shared(0, big.clone(), 0), SHARE_MIN);
+        assert_eq!(buf.write_shared(0, small.clone(), 0), SHARE_MIN - 1);
+        assert_eq!(buf.write_at(0, b"cd"), 2);
+        assert_eq!(buf.held_len(), 2 * SHARE_MIN + 3);
+        let mut peeked = vec![0; 4];
+        assert_eq!(buf.peek_at(1, &mut peeked), 4);
+        assert_eq!(peeked, [b'b', 1, 1, 1]);
+        let mut out = Vec::new();
+        assert_eq!(buf.read_bytes(1, &mut out), 1);
+        assert_eq!(buf.read_bytes(usize::MAX, &mut out), 2 * SHARE_MIN + 2);
+        assert_eq!(out.len(), 4, "a, b, the shared chunk, the tail");
+        assert_eq!(out[2].as_ptr(), big.as_ptr(), "the shared bytes themselves");
+        assert_ne!(out[3].as_ptr(), small.as_ptr(), "short payload was copied");
+        let mut expected = b"ab".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(&small);
+        expected.extend_from_slice(b"cd");
+        assert_eq!(out.concat(), expected);
+        assert_eq!(buf.readable(), 0);
+        assert_eq!(buf.held_len(), 0);
+    }
+
+    #[test]
+    fn shared_payload_out_of_order_is_copied_into_place() {
+        let mut buf = RecvBuffer::new(1 << 20);
+        let later = Bytes::from(vec![3u8; 2 * SHARE_MIN]);
+        assert_eq!(buf.write_shared(SHARE_MIN, later.clone(), 0), 0);
+        assert_eq!(buf.held_ranges(), vec![(SHARE_MIN, 3 * SHARE_MIN)]);
+        let first = Bytes::from(vec![4u8; SHARE_MIN]);
+        assert_eq!(buf.write_shared(0, first, 0), 3 * SHARE_MIN);
+        assert!(!buf.has_holes());
+        let mut out = Vec::new();
+        buf.read_bytes(usize::MAX, &mut out);
+        let all = out.concat();
+        assert_eq!(&all[..SHARE_MIN], &[4u8; SHARE_MIN][..]);
+        assert_eq!(&all[SHARE_MIN..], &later[..]);
+    }
+
+    #[test]
     fn empty_writes_change_nothing() {
         let mut buf = RecvBuffer::new(8);
         assert_eq!(buf.write_at(0, b""), 0);
@@ -682,7 +866,7 @@ mod tests {
                     for &(s, e) in &held {
                         prop_assert!(s > 0 && s < e);
                         prop_assert!(buf.readable() + e <= capacity);
-                        prop_assert_eq!(&buf.bytes.range(buf.readable + s..buf.readable + e)
+                        prop_assert_eq!(&buf.ooo.as_ref().expect("held").bytes.range(s..e)
                             .copied().collect::<Vec<_>>()[..], &stream[rcv_nxt + s..rcv_nxt + e]);
                     }
                     let mut sorted = held.clone();

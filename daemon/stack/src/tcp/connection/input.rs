@@ -22,6 +22,7 @@ use crate::tcp::TcpState;
 use crate::time::{Duration, Instant};
 use crate::trace::{DropCause, Note};
 use crate::wire::TcpRepr;
+use bytes::Bytes;
 
 /// RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability,
 /// widened as Linux widens them (`tcp_sequence`): a segment without text
@@ -45,12 +46,14 @@ pub(super) fn segment_acceptable(seq: SeqNum, len: usize, rcv_nxt: SeqNum, rcv_w
 }
 
 impl Connection {
-    pub(super) fn on_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+    /// `frame`: the received frame `seg.payload` lies in, if the link
+    /// handed one over (its payload may then be queued without a copy).
+    pub(super) fn on_segment(&mut self, now: Instant, seg: &TcpRepr<'_>, frame: Option<&Bytes>) {
         self.counters.segments_in += 1;
         match self.state {
             TcpState::Closed | TcpState::Listen => self.on_segment_closed(seg),
-            TcpState::SynSent => self.on_segment_syn_sent(now, seg),
-            _ => self.on_segment_synchronized(now, seg),
+            TcpState::SynSent => self.on_segment_syn_sent(now, seg, frame),
+            _ => self.on_segment_synchronized(now, seg, frame),
         }
     }
 
@@ -123,7 +126,7 @@ impl Connection {
     }
 
     /// RFC 9293 §3.10.7.3: SYN-SENT.
-    fn on_segment_syn_sent(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+    fn on_segment_syn_sent(&mut self, now: Instant, seg: &TcpRepr<'_>, frame: Option<&Bytes>) {
         // First: the ACK bit. SEG.ACK =< ISS or SEG.ACK > SND.NXT is not
         // acceptable: reset it (unless it is a reset) and drop.
         if seg.flags.ack() && (seg.ack.le(self.iss) || seg.ack.gt(self.snd_nxt)) {
@@ -175,7 +178,7 @@ impl Connection {
             // "If there are other controls or text in the segment, then
             // continue processing at the sixth step".
             if !seg.payload.is_empty() || seg.flags.fin() {
-                self.process_text_and_fin(now, seg.seq + 1, seg.payload, seg.flags.fin());
+                self.process_text_and_fin(now, seg.seq + 1, seg.payload, seg.flags.fin(), frame);
             }
         } else {
             // Simultaneous open (RFC 9293 §3.5, Figure 8): SYN-RECEIVED and
@@ -207,7 +210,7 @@ impl Connection {
     }
 
     /// RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state.
-    fn on_segment_synchronized(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+    fn on_segment_synchronized(&mut self, now: Instant, seg: &TcpRepr<'_>, frame: Option<&Bytes>) {
         let seg_len = seg.segment_len();
         if self.state == TcpState::SynReceived
             && seg.flags.syn()
@@ -388,7 +391,7 @@ impl Connection {
 
         // Seventh and eighth: text and FIN.
         if acceptable {
-            self.process_text_and_fin(now, seg.seq, seg.payload, seg.flags.fin());
+            self.process_text_and_fin(now, seg.seq, seg.payload, seg.flags.fin(), frame);
         }
     }
 
@@ -901,13 +904,15 @@ impl Connection {
     }
 
     /// RFC 9293 §3.10.7.4, seventh (segment text) and eighth (FIN) checks,
-    /// for a segment starting at `seq` that passed the acceptability test.
+    /// for a segment starting at `seq` that passed the acceptability test;
+    /// `frame`: the received frame `payload` lies in, if any.
     pub(super) fn process_text_and_fin(
         &mut self,
         now: Instant,
         seq: SeqNum,
         payload: &[u8],
         fin: bool,
+        frame: Option<&Bytes>,
     ) {
         // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: a FIN has already been
         // received, so text is ignored; so is a second FIN.
@@ -954,9 +959,13 @@ impl Connection {
                 }
                 let had_holes = self.recv_buf.has_holes();
                 let advertised = self.rcv_wnd();
-                let advanced = self
-                    .recv_buf
-                    .write_within(offset, &data[..accepted], advertised);
+                let stored = &data[..accepted];
+                // Payload of a frame the link handed over is queued as a
+                // slice of it (no copy) where the buffer can take it so.
+                let advanced = match frame.and_then(|frame| shared_slice(frame, stored)) {
+                    Some(shared) => self.recv_buf.write_shared(offset, shared, advertised),
+                    None => self.recv_buf.write_within(offset, stored, advertised),
+                };
                 self.rcv_nxt += advanced;
                 self.counters.bytes_received += advanced as u64;
                 self.last_data_recv = Some(now);
@@ -1051,4 +1060,11 @@ impl Connection {
             self.ack_due = AckDue::By(now + self.config.delayed_ack);
         }
     }
+}
+
+/// `part` as a slice of `frame` (no copy), if it lies within it.
+fn shared_slice(frame: &Bytes, part: &[u8]) -> Option<Bytes> {
+    let base = frame.as_ptr() as usize;
+    let start = part.as_ptr() as usize;
+    (start >= base && start + part.len() <= base + frame.len()).then(|| frame.slice_ref(part))
 }

@@ -59,6 +59,7 @@ use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
 use crate::time::{Duration, Instant};
 use crate::trace::Note;
 use crate::wire::TcpRepr;
+use bytes::Bytes;
 use core::net::SocketAddr;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -802,18 +803,20 @@ impl Connection {
     /// Discards readable data (after shutdown(RD), or a reset flushing the
     /// queues per RFC 9293 §3.10.7.4).
     fn discard_readable(&mut self) {
-        let mut sink = [0u8; 4096];
-        while self.recv_buf.readable() > 0 {
-            if self.recv_buf.read(&mut sink) == 0 {
-                break;
-            }
-        }
+        self.recv_buf.skip(self.recv_buf.readable());
     }
 
     /// A segment of this connection's 4-tuple arrived (RFC 9293 §3.10.7).
     /// Whether it was discarded shows in [`Connection::segments_discarded`].
     pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        self.on_segment(now, seg);
+        self.on_segment(now, seg, None);
+    }
+
+    /// [`Connection::handle_segment`] for a segment whose payload lies in
+    /// `frame`: in-order payload may be queued as a slice of it, not copied
+    /// (see [`RecvBuffer::write_shared`]).
+    pub fn handle_segment_in(&mut self, now: Instant, seg: &TcpRepr<'_>, frame: &Bytes) {
+        self.on_segment(now, seg, Some(frame));
     }
 
     /// How many arriving segments were discarded so far (see
@@ -1005,19 +1008,50 @@ impl Connection {
 
     /// Reads in-order bytes (RFC 9293 §3.10.3); `Ok(0)` is end of stream.
     pub fn recv(&mut self, now: Instant, out: &mut [u8], peek: bool) -> Result<usize, RecvError> {
-        let _ = now;
+        let len = out.len();
+        self.read_with(now, len, peek, |buf, skip, limit| {
+            if peek {
+                buf.peek_at(skip, &mut out[..limit])
+            } else {
+                buf.read(&mut out[..limit])
+            }
+        })
+    }
+
+    /// [`Connection::recv`] without copying: moves up to `max` in-order
+    /// bytes to `out` as slices of the receive queue (a frame's payload
+    /// handed over by the link is read as the slice it was queued as).
+    pub fn recv_bytes(
+        &mut self,
+        now: Instant,
+        max: usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<usize, RecvError> {
+        self.read_with(now, max, false, |buf, _, limit| buf.read_bytes(limit, out))
+    }
+
+    /// A read of up to `len` bytes: `take(buffer, skip, limit)` moves or
+    /// copies at most `limit` readable bytes (after `skip` when peeking;
+    /// otherwise skipped bytes are already gone) and returns the count.
+    fn read_with(
+        &mut self,
+        now: Instant,
+        len: usize,
+        peek: bool,
+        take: impl FnOnce(&mut RecvBuffer, usize, usize) -> usize,
+    ) -> Result<usize, RecvError> {
         if let Some(e) = self.pending_error.take() {
             return Err(RecvError::Failed(e));
         }
         // A read never crosses the urgent mark; at the mark it skips the
         // urgent byte unless SO_OOBINLINE (see `urgent`).
-        let (skip, limit) = self.urgent_read_plan(out.len());
+        let (skip, limit) = self.urgent_read_plan(len);
         if self.recv_buf.readable() > skip && limit > 0 {
             if peek {
-                return Ok(self.recv_buf.peek_at(skip, &mut out[..limit]));
+                return Ok(take(&mut self.recv_buf, skip, limit));
             }
             self.recv_buf.skip(skip);
-            let n = self.recv_buf.read(&mut out[..limit]);
+            let n = take(&mut self.recv_buf, 0, limit);
             self.bytes_read += (skip + n) as u64;
             self.urgent_after_read();
             self.rcv_space_adjust(now);
@@ -1031,7 +1065,7 @@ impl Connection {
             self.bytes_read += skip as u64;
             self.urgent_after_read();
         }
-        if out.is_empty() || self.fin_received || self.read_shut || self.state == TcpState::Closed {
+        if len == 0 || self.fin_received || self.read_shut || self.state == TcpState::Closed {
             return Ok(0);
         }
         Err(RecvError::WouldBlock)
