@@ -69,7 +69,7 @@ const RX_SHARE_MIN: usize = RX_BUFFER / 2;
 /// a window-limited bulk receiver holds that many.
 const RX_LENT_MAX: usize = 256;
 /// Of those, at most this many free ones are kept for later reads (the
-/// rest are let go at the next read or transmission).
+/// rest are let go at the next transmission).
 const RX_SPARE_MAX: usize = 4;
 /// Room for the largest packet the stack may emit (the same).
 const TX_BUFFER: usize = VNET_HDR_LEN + 65536;
@@ -243,31 +243,19 @@ impl Link {
         stack.handle_packet_shared(now, packet, &header);
     }
 
-    /// A buffer to read into: a lent one nobody holds any more (only its
-    /// bytes past the last read are zeroed), else a new one. Free lent
-    /// buffers beyond [`RX_SPARE_MAX`] are let go.
+    /// A buffer to read into: the oldest lent one if nobody holds it any
+    /// more (readers consume in order, so the oldest frees first; only its
+    /// bytes past the last read are zeroed), else a new one.
     fn next_rx_buffer(&mut self) -> BytesMut {
-        let mut reused = None;
-        let mut spares = 0;
-        self.rx_lent.retain(|frame| {
-            if !frame.is_unique() {
-                return true;
-            }
-            if reused.is_none() {
-                reused = Some(frame.clone());
-                return false;
-            }
-            spares += 1;
-            spares <= RX_SPARE_MAX
-        });
-        // `reused` is the only handle left once `retain` dropped its entry.
-        match reused.map(Bytes::try_into_mut) {
-            Some(Ok(mut buf)) if buf.capacity() >= RX_BUFFER => {
-                buf.resize(RX_BUFFER, 0);
-                buf
-            }
-            _ => BytesMut::zeroed(RX_BUFFER),
+        if self.rx_lent.front().is_some_and(Bytes::is_unique)
+            && let Some(frame) = self.rx_lent.pop_front()
+            && let Ok(mut buf) = frame.try_into_mut()
+            && buf.capacity() >= RX_BUFFER
+        {
+            buf.resize(RX_BUFFER, 0);
+            return buf;
         }
+        BytesMut::zeroed(RX_BUFFER)
     }
 
     /// Delivers the impaired packets whose hold time is over.
@@ -350,17 +338,13 @@ impl Link {
     }
 }
 
-/// Lets go of free lent buffers beyond [`RX_SPARE_MAX`] (an idle link
-/// keeps at most that many).
+/// Lets go of free lent buffers at the front beyond [`RX_SPARE_MAX`] (an
+/// idle link keeps at most that many).
 fn release_spares(rx_lent: &mut VecDeque<Bytes>) {
-    let mut spares = 0;
-    rx_lent.retain(|frame| {
-        if !frame.is_unique() {
-            return true;
-        }
-        spares += 1;
-        spares <= RX_SPARE_MAX
-    });
+    let free = rx_lent.iter().take_while(|frame| frame.is_unique()).count();
+    if free > RX_SPARE_MAX {
+        rx_lent.drain(RX_SPARE_MAX..free);
+    }
 }
 
 /// A wire-sized packet from the TUN through the impairer into the stack;
