@@ -466,20 +466,6 @@ impl Stack {
         self.handle_packet_offload(now, packet, &VirtioNetRepr::PLAIN);
     }
 
-    /// One IP packet from a link with receive offload, with what its
-    /// virtio-net header says (already checked against the packet by
-    /// [`VirtioNetRepr::parse`]):
-    /// - a TCP checksum is verified unless the kernel promised it:
-    ///   `DATA_VALID` (it verified it) or `NEEDS_CSUM` (the bytes were made
-    ///   on this host and never crossed a wire; the field holds only the
-    ///   pseudo-header sum). `NEEDS_CSUM` is accepted at the TCP checksum
-    ///   field only; anywhere else (or on ICMP) the packet is dropped as
-    ///   [`DropReason::Offload`]. The IPv4 header checksum is always verified.
-    /// - a coalesced TCP segment (`gso_type` TCPV4 or TCPV6, of the packet's
-    ///   family, up to 64 KiB) is taken as the in-order data it is; the
-    ///   delayed-ACK rule (ACK every second full-sized segment) then counts
-    ///   it as `len / gso_size` segments, so it is acknowledged at once. Any
-    ///   other GSO type is dropped.
     /// [`Stack::handle_packet_offload`] for a packet the link owns as
     /// [`Bytes`]: in-order payload of at least
     /// [`SHARE_MIN`](crate::tcp::buffer::SHARE_MIN) bytes is queued
@@ -495,6 +481,20 @@ impl Stack {
         self.rx_frame = None;
     }
 
+    /// One IP packet from a link with receive offload, with what its
+    /// virtio-net header says (already checked against the packet by
+    /// [`VirtioNetRepr::parse`]):
+    /// - a TCP checksum is verified unless the kernel promised it:
+    ///   `DATA_VALID` (it verified it) or `NEEDS_CSUM` (the bytes were made
+    ///   on this host and never crossed a wire; the field holds only the
+    ///   pseudo-header sum). `NEEDS_CSUM` is accepted at the TCP checksum
+    ///   field only; anywhere else (or on ICMP) the packet is dropped as
+    ///   [`DropReason::Offload`]. The IPv4 header checksum is always verified.
+    /// - a coalesced TCP segment (`gso_type` TCPV4 or TCPV6, of the packet's
+    ///   family, up to 64 KiB) is taken as the in-order data it is; the
+    ///   delayed-ACK rule (ACK every second full-sized segment) then counts
+    ///   it as `len / gso_size` segments, so it is acknowledged at once. Any
+    ///   other GSO type is dropped.
     pub fn handle_packet_offload(&mut self, now: Instant, packet: &[u8], offload: &VirtioNetRepr) {
         self.stats.packets_in += 1;
         self.trace_now = now;

@@ -175,7 +175,7 @@ impl Link {
 
     /// One packet read from the TUN (in `rx_buf[..len]`).
     fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack, taps: &mut Taps) {
-        if self.vnet_hdr && self.impairer.is_none() && len >= RX_SHARE_MIN && len <= RX_BUFFER {
+        if self.vnet_hdr && self.impairer.is_none() && (RX_SHARE_MIN..=RX_BUFFER).contains(&len) {
             return self.ingest_shared(len, now, stack, taps);
         }
         let Some(read) = self.rx_buf.get_mut(..len) else {
