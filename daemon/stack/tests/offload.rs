@@ -358,13 +358,20 @@ fn coalesced(pieces: &[Vec<u8>], range: std::ops::Range<usize>) -> (Vec<u8>, Vir
     (packet, header)
 }
 
-#[test]
-fn coalesced_segments_are_taken_in_order_with_gaps_and_overlaps() {
-    let mut p = Pair::new(test_config(ADDR_B, 8));
-    let sent = data(10 * MSS);
+/// A pair (server config seeded `seed`) whose client, with TCP_NODELAY,
+/// has queued `len` bytes; returns the pair and the bytes.
+fn nodelay_send(seed: u64, len: usize) -> (Pair, Vec<u8>) {
+    let mut p = Pair::new(test_config(ADDR_B, seed));
+    let sent = data(len);
     p.a.set_option(p.now, p.client, SockOption::NoDelay(true))
         .expect("nodelay");
     p.a.send(p.now, p.client, &sent).expect("send");
+    (p, sent)
+}
+
+#[test]
+fn coalesced_segments_are_taken_in_order_with_gaps_and_overlaps() {
+    let (mut p, sent) = nodelay_send(8, 10 * MSS);
     let out = emit(&mut p.a, p.now);
     let pieces = out[0].pieces();
     // Re-coalesce pieces 4..10 and 0..6 (overlapping 4..6) as the kernel's
@@ -489,11 +496,7 @@ fn span(bytes: &[u8]) -> std::ops::Range<usize> {
 
 #[test]
 fn frames_handed_over_as_bytes_are_read_without_a_copy() {
-    let mut p = Pair::new(test_config(ADDR_B, 9));
-    let sent = data(50 * MSS);
-    p.a.set_option(p.now, p.client, SockOption::NoDelay(true))
-        .expect("nodelay");
-    p.a.send(p.now, p.client, &sent).expect("send");
+    let (mut p, sent) = nodelay_send(9, 50 * MSS);
     // A's data reaches B as the link's buffers (`Bytes`), round after round.
     let mut frames = Vec::new();
     loop {
@@ -529,11 +532,7 @@ fn frames_handed_over_as_bytes_are_read_without_a_copy() {
 
 #[test]
 fn shared_frames_with_a_gap_are_reassembled() {
-    let mut p = Pair::new(test_config(ADDR_B, 10));
-    let sent = data(10 * MSS);
-    p.a.set_option(p.now, p.client, SockOption::NoDelay(true))
-        .expect("nodelay");
-    p.a.send(p.now, p.client, &sent).expect("send");
+    let (mut p, sent) = nodelay_send(10, 10 * MSS);
     let out = emit(&mut p.a, p.now);
     let pieces = out[0].pieces();
     // Pieces 4..10 first (held out of order: copied), then 0..6.
