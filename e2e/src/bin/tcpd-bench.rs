@@ -878,21 +878,49 @@ fn main() -> Result<()> {
         // keep-alive, >= 0.5x new connection per GET).
         let khttp = Server::start(&topo.kernel_server, k, 5005, ServerKind::Http, PEER_CPU)?;
         let thttp = Server::start(&topo.tcpd_ns, t, 5005, ServerKind::Http, PEER_CPU)?;
+        // With a new connection per GET the client closes first, so each
+        // connection leaves a TIME-WAIT (60 s) on the client's side: every
+        // repetition of that row gets servers on a port of its own, so its
+        // 4-tuples never meet the TIME-WAITs of the repetitions before
+        // (16 384 ephemeral ports for one destination in tcpd, 28 232 in
+        // Linux, last only a few seconds at several thousand connections
+        // per second: tcpd's connect failed with EADDRNOTAVAIL).
+        let mut fresh_port = 5005;
         for (name, unit, new_connection) in [
             ("hyper HTTP/1.1 keep-alive GETs", "req/s", false),
             ("hyper HTTP/1.1 new connection per GET", "conn/s", true),
         ] {
-            let kernel = repeat(plan.reps, || {
-                let addr = khttp.addr;
-                kernel_run(&topo, limit, move |d| {
+            let mut servers_for_rep =
+                || -> Result<(Option<(Server, Server)>, SocketAddr, SocketAddr)> {
+                    if !new_connection {
+                        return Ok((None, khttp.addr, thttp.addr));
+                    }
+                    fresh_port += 1;
+                    let kernel = Server::start(
+                        &topo.kernel_server,
+                        k,
+                        fresh_port,
+                        ServerKind::Http,
+                        PEER_CPU,
+                    )?;
+                    let tcpd =
+                        Server::start(&topo.tcpd_ns, t, fresh_port, ServerKind::Http, PEER_CPU)?;
+                    let (kaddr, taddr) = (kernel.addr, tcpd.addr);
+                    Ok((Some((kernel, tcpd)), kaddr, taddr))
+                };
+            let mut kernel = Vec::with_capacity(plan.reps);
+            let mut tcpd = Vec::with_capacity(plan.reps);
+            for _ in 0..plan.reps {
+                let (servers, kaddr, taddr) = servers_for_rep()?;
+                kernel.push(kernel_run(&topo, limit, move |d| {
+                    workloads::http_gets(d, kaddr, dur, new_connection)
+                })?);
+                tcpd.push(tcpd_run(taddr, limit, move |d, addr| {
                     workloads::http_gets(d, addr, dur, new_connection)
-                })
-            })?;
-            let tcpd = repeat(plan.reps, || {
-                tcpd_run(thttp.addr, limit, move |d, addr| {
-                    workloads::http_gets(d, addr, dur, new_connection)
-                })
-            })?;
+                })?);
+                drop(servers);
+            }
+            let (kernel, tcpd) = (Summary::of(&kernel), Summary::of(&tcpd));
             rows.push(Row {
                 name: name.into(),
                 unit,
