@@ -270,6 +270,10 @@ fn tun_row(name: &str, bytes: f64) -> Row {
     }
 }
 
+/// A repetition's own (kernel, tcpd) servers, if it needs them, and the
+/// addresses its kernel and tcpd clients dial.
+type RepServers = (Option<(Server, Server)>, SocketAddr, SocketAddr);
+
 fn repeat(reps: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Option<Summary>> {
     let mut v = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -890,24 +894,22 @@ fn main() -> Result<()> {
             ("hyper HTTP/1.1 keep-alive GETs", "req/s", false),
             ("hyper HTTP/1.1 new connection per GET", "conn/s", true),
         ] {
-            let mut servers_for_rep =
-                || -> Result<(Option<(Server, Server)>, SocketAddr, SocketAddr)> {
-                    if !new_connection {
-                        return Ok((None, khttp.addr, thttp.addr));
-                    }
-                    fresh_port += 1;
-                    let kernel = Server::start(
-                        &topo.kernel_server,
-                        k,
-                        fresh_port,
-                        ServerKind::Http,
-                        PEER_CPU,
-                    )?;
-                    let tcpd =
-                        Server::start(&topo.tcpd_ns, t, fresh_port, ServerKind::Http, PEER_CPU)?;
-                    let (kaddr, taddr) = (kernel.addr, tcpd.addr);
-                    Ok((Some((kernel, tcpd)), kaddr, taddr))
-                };
+            let mut servers_for_rep = || -> Result<RepServers> {
+                if !new_connection {
+                    return Ok((None, khttp.addr, thttp.addr));
+                }
+                fresh_port += 1;
+                let kernel = Server::start(
+                    &topo.kernel_server,
+                    k,
+                    fresh_port,
+                    ServerKind::Http,
+                    PEER_CPU,
+                )?;
+                let tcpd = Server::start(&topo.tcpd_ns, t, fresh_port, ServerKind::Http, PEER_CPU)?;
+                let (kaddr, taddr) = (kernel.addr, tcpd.addr);
+                Ok((Some((kernel, tcpd)), kaddr, taddr))
+            };
             let mut kernel = Vec::with_capacity(plan.reps);
             let mut tcpd = Vec::with_capacity(plan.reps);
             for _ in 0..plan.reps {
