@@ -19,7 +19,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub mod codec;
-pub mod unix_io;
 pub mod vocab;
 pub use tcpd_types as types;
 

@@ -8,7 +8,6 @@ use std::io;
 use std::path::Path;
 
 use hyper_util::rt::TokioIo;
-use tcpd_proto::unix_io::UnixConnection;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -73,9 +72,7 @@ pub async fn connect_channel_with(
                     None => UnixStream::connect(&path).await?,
                 };
                 on_connect();
-                // Registered for readability only (tcpd_proto::unix_io):
-                // the daemon's reads of our requests do not wake us.
-                Ok::<_, io::Error>(TokioIo::new(UnixConnection::from_tokio(stream)?))
+                Ok::<_, io::Error>(TokioIo::new(stream))
             }
         }))
         .await

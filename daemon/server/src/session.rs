@@ -1,8 +1,7 @@
 //! Sessions: one accepted connection on the daemon's Unix socket (one HTTP/2
 //! connection) is one session.
 //!
-//! [`SessionStream`] wraps the accepted socket (a
-//! [`UnixConnection`], registered for readability only) and is what tonic/hyper
+//! [`SessionStream`] wraps the accepted `UnixStream` and is what tonic/hyper
 //! serve. It hands every request a [`SessionConnection`] (through
 //! `tonic::transport::server::Connected`): the [`SessionInfo`] — session id
 //! and the peer's credentials, taken once with SO_PEERCRED at accept time —
@@ -32,9 +31,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use tcpd_proto::unix_io::UnixConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Length of the HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -100,9 +98,7 @@ pub struct SessionConnection {
 /// An accepted client connection; see the module docs.
 #[derive(Debug)]
 pub struct SessionStream {
-    /// Registered for readability only: writability is asked for only
-    /// while a write is blocked ([`tcpd_proto::unix_io`]).
-    stream: UnixConnection,
+    stream: UnixStream,
     info: SessionInfo,
     driver: SessionEvents,
     /// The session's admission slot, given back when it ends.
@@ -444,9 +440,6 @@ impl SessionAcceptor {
                 Err(_) => drop(stream),
             }
         };
-        // Out of tokio's EPOLLIN|EPOLLOUT registration (module docs of
-        // tcpd_proto::unix_io); a failure drops the permit with the stream.
-        let stream = UnixConnection::from_tokio(stream)?;
         let info = SessionInfo {
             id: SessionId(self.next_id.fetch_add(1, Ordering::Relaxed)),
             creds,
