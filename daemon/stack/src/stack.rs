@@ -319,6 +319,22 @@ enum QueuedEvent {
     State(StackEvent),
 }
 
+/// The errors of the calls that need a connection ([`Stack::on_connection`]).
+trait ConnectionCallError {
+    const BAD_HANDLE: Self;
+    const NOT_CONNECTED: Self;
+}
+
+macro_rules! connection_call_error {
+    ($($error:ident),*) => {$(
+        impl ConnectionCallError for $error {
+            const BAD_HANDLE: Self = $error::BadHandle;
+            const NOT_CONNECTED: Self = $error::NotConnected;
+        }
+    )*};
+}
+connection_call_error!(SendError, RecvError, ShutdownError);
+
 /// What a handle refers to, for operations that only make sense on connections.
 enum Target {
     Missing,
@@ -1132,13 +1148,7 @@ impl Stack {
         data: &[u8],
         flags: SendFlags,
     ) -> Result<usize, SendError> {
-        let id = match self.target(socket) {
-            Target::Missing => return Err(SendError::BadHandle),
-            Target::NotConnection => return Err(SendError::NotConnected),
-            Target::Conn(id) => id,
-        };
-        let result = self.with_conn(id, |conn| conn.send_with(now, data, flags));
-        result.unwrap_or(Err(SendError::BadHandle))
+        self.on_connection(socket, |conn| conn.send_with(now, data, flags))
     }
 
     /// [`Stack::send`] of up to `max` bytes written straight into the
@@ -1156,15 +1166,9 @@ impl Stack {
         max: usize,
         write: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
     ) -> Result<usize, SendError> {
-        let id = match self.target(socket) {
-            Target::Missing => return Err(SendError::BadHandle),
-            Target::NotConnection => return Err(SendError::NotConnected),
-            Target::Conn(id) => id,
-        };
-        let result = self.with_conn(id, |conn| {
+        self.on_connection(socket, |conn| {
             conn.send_in_place(now, max, SendFlags::empty(), write)
-        });
-        result.unwrap_or(Err(SendError::BadHandle))
+        })
     }
 
     /// `Ok(0)` is end of stream.
@@ -1175,15 +1179,9 @@ impl Stack {
         out: &mut [u8],
         peek: bool,
     ) -> Result<usize, RecvError> {
-        let id = match self.target(socket) {
-            Target::Missing => return Err(RecvError::BadHandle),
-            Target::NotConnection => return Err(RecvError::NotConnected),
-            Target::Conn(id) => id,
-        };
         // Reading may open the receive window: the connection is queued for
         // transmission so it can send a window update (RFC 9293 §3.8.6.2.2).
-        let result = self.with_conn(id, |conn| conn.recv(now, out, peek));
-        result.unwrap_or(Err(RecvError::BadHandle))
+        self.on_connection(socket, |conn| conn.recv(now, out, peek))
     }
 
     /// [`Stack::recv`] without a copy (not peeking): moves up to `max`
@@ -1197,13 +1195,7 @@ impl Stack {
         max: usize,
         out: &mut Vec<Bytes>,
     ) -> Result<usize, RecvError> {
-        let id = match self.target(socket) {
-            Target::Missing => return Err(RecvError::BadHandle),
-            Target::NotConnection => return Err(RecvError::NotConnected),
-            Target::Conn(id) => id,
-        };
-        let result = self.with_conn(id, |conn| conn.recv_bytes(now, max, out));
-        result.unwrap_or(Err(RecvError::BadHandle))
+        self.on_connection(socket, |conn| conn.recv_bytes(now, max, out))
     }
 
     /// recv(2) with MSG_OOB: the urgent byte, `Ok(None)` at end of stream
@@ -1243,20 +1235,14 @@ impl Stack {
         how: Shutdown,
     ) -> Result<(), ShutdownError> {
         self.trace_now = now;
-        let id = match self.target(socket) {
-            Target::Missing => return Err(ShutdownError::BadHandle),
-            Target::NotConnection => return Err(ShutdownError::NotConnected),
-            Target::Conn(id) => id,
-        };
-        let result = self.with_conn(id, |conn| {
+        self.on_connection(socket, |conn| {
             if conn.state() == TcpState::Closed {
                 Err(ShutdownError::NotConnected)
             } else {
                 conn.shutdown(now, how);
                 Ok(())
             }
-        });
-        result.unwrap_or(Err(ShutdownError::BadHandle))
+        })
     }
 
     /// close(2): releases the handle at once; the connection finishes on its
@@ -1711,6 +1697,21 @@ impl Stack {
 
     /// Runs `op` on connection `id` (a user call), then the bookkeeping.
     /// `None` if the connection does not exist (never for a live handle).
+    /// Runs `op` on the connection behind `socket` (see [`Stack::with_conn`]):
+    /// the error's `BadHandle` when there is none, `NotConnected` when the
+    /// socket is not a connection (unconnected or listening).
+    fn on_connection<T, E: ConnectionCallError>(
+        &mut self,
+        socket: SocketHandle,
+        op: impl FnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self.target(socket) {
+            Target::Missing => Err(E::BAD_HANDLE),
+            Target::NotConnection => Err(E::NOT_CONNECTED),
+            Target::Conn(id) => self.with_conn(id, op).unwrap_or(Err(E::BAD_HANDLE)),
+        }
+    }
+
     fn with_conn<R>(&mut self, id: ConnId, op: impl FnOnce(&mut Connection) -> R) -> Option<R> {
         let entry = self.conns.get_mut(&id)?;
         let entered = entry.span.as_deref().map(tracing::Span::enter);
