@@ -273,3 +273,46 @@ fn flush_completes_when_the_data_is_in_the_daemons_send_buffer() {
     });
     assert_eq!(peer.join().expect("peer"), 1000 + BIG);
 }
+
+/// `--ip-local-port-range` bounds the ports connect picks, as Linux's
+/// sysctl: with two ports, two connections to one kernel listener get
+/// both (the even distance from the range's start first, as Linux), a
+/// third fails EADDRNOTAVAIL, and a second destination reuses a port (a
+/// port serves any number of 4-tuples). The kernel's accept sees the
+/// ports tcpd chose.
+#[test]
+fn connect_picks_ports_from_ip_local_port_range_like_linux() {
+    let Some(env) = Env::setup("sem-ports", &["--ip-local-port-range", "40000,40001"]) else {
+        return;
+    };
+    let rt = runtime();
+    let (first, first_addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let (second, second_addr) = tcpd_e2e::kernel_listener(&env.ns);
+    rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let a = client.tcp_connect(first_addr).await.expect("connect 1");
+        let b = client.tcp_connect(first_addr).await.expect("connect 2");
+        let ports = [a.local_addr(), b.local_addr()].map(|addr| addr.expect("local").port());
+        assert_eq!(ports, [40000, 40001], "even distance from LOW first");
+        let err = client
+            .tcp_connect(first_addr)
+            .await
+            .expect_err("no port left towards this destination");
+        assert_eq!(err.raw_os_error(), Some(errno::EADDRNOTAVAIL), "{err}");
+        let c = client
+            .tcp_connect(second_addr)
+            .await
+            .expect("another destination");
+        assert_eq!(c.local_addr().expect("local").port(), 40000);
+        // The kernel saw the same ports.
+        let mut seen: Vec<u16> = (0..2)
+            .map(|_| first.accept().expect("accept").1.port())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, [40000, 40001]);
+        assert_eq!(second.accept().expect("accept").1.port(), 40000);
+        drop((a, b, c));
+    });
+}

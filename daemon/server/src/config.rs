@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
-use tcpd_stack::Ipv6Net;
+use tcpd_stack::{Ipv6Net, LocalPortRange};
 
 /// Smallest MTU tcpd accepts: IPv4 requires every link to carry 576-byte
 /// datagrams (RFC 791 §3.1, RFC 1122 §3.3.3).
@@ -85,6 +85,9 @@ pub struct Cli {
     /// SYN retransmissions before connect fails with ETIMEDOUT [default: 6].
     #[arg(long, value_name = "N")]
     pub syn_retries: Option<u32>,
+    /// Local ports connect, bind to port 0 and listen without bind pick from, as Linux's net.ipv4.ip_local_port_range (LOW >= 1024) [default: 32768,60999].
+    #[arg(long, value_name = "LOW,HIGH")]
+    pub ip_local_port_range: Option<String>,
     /// Packet impairment on the TUN, e.g. loss=5%,delay=10ms,jitter=5ms,reorder=2%,duplicate=1%,corrupt=0.5%,seed=N.
     #[arg(long, value_name = "SPEC")]
     pub impair: Option<String>,
@@ -139,6 +142,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub msl_ms: Option<u64>,
     pub syn_retries: Option<u32>,
+    pub ip_local_port_range: Option<String>,
     pub impair: Option<String>,
     pub user: Option<String>,
     pub limits: Option<LimitFlags>,
@@ -170,6 +174,8 @@ pub struct Settings {
     pub log_level: String,
     pub msl: Duration,
     pub syn_retries: Option<u32>,
+    /// Where ephemeral ports come from (`--ip-local-port-range`).
+    pub local_port_range: LocalPortRange,
     pub impair: Option<ImpairSpec>,
     pub user: Option<String>,
     pub limits: Limits,
@@ -239,6 +245,10 @@ pub enum ConfigError {
     TunName(String),
     #[error("invalid --impair: {0}")]
     Impair(String),
+    #[error(
+        "invalid --ip-local-port-range {0:?}: expected LOW,HIGH with 1024 <= LOW <= HIGH <= 65535 (as Linux's sysctl)"
+    )]
+    PortRange(String),
     #[error("invalid --msl-ms 0: must be positive")]
     Msl,
     #[error("invalid --session-op-slots 0: must be positive")]
@@ -281,6 +291,25 @@ pub fn parse_address6(s: &str) -> Result<Option<Ipv6Net>, ConfigError> {
         return Err(bad());
     }
     Ok(Some(net))
+}
+
+/// Parses `LOW,HIGH` (or the sysctl's own `LOW HIGH`) for
+/// `--ip-local-port-range`. Linux's sysctl refuses LOW > HIGH and a LOW
+/// below `ip_unprivileged_port_start` (1024 by default).
+pub fn parse_port_range(s: &str) -> Result<LocalPortRange, ConfigError> {
+    let bad = || ConfigError::PortRange(s.to_string());
+    let mut parts = s
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty());
+    let (Some(low), Some(high), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let low: u16 = low.parse().map_err(|_| bad())?;
+    let high: u16 = high.parse().map_err(|_| bad())?;
+    if low < 1024 {
+        return Err(bad());
+    }
+    LocalPortRange::new(low, high).ok_or_else(bad)
 }
 
 /// The default host side of `net`: the prefix's first address after the
@@ -376,6 +405,14 @@ impl Settings {
         if msl_ms == 0 {
             return Err(ConfigError::Msl);
         }
+        let local_port_range = match cli
+            .ip_local_port_range
+            .as_deref()
+            .or(file.ip_local_port_range.as_deref())
+        {
+            Some(text) => parse_port_range(text)?,
+            None => LocalPortRange::LINUX_DEFAULT,
+        };
         let impair = match cli.impair.clone().or(file.impair) {
             Some(text) if !text.trim().is_empty() => {
                 Some(ImpairSpec::parse(&text).map_err(|e| ConfigError::Impair(e.to_string()))?)
@@ -403,6 +440,7 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_string()),
             msl: Duration::from_millis(msl_ms),
             syn_retries: cli.syn_retries.or(file.syn_retries),
+            local_port_range,
             impair,
             user: cli.user.clone().or(file.user),
             limits: Limits::resolve(&cli.limits, file.limits.as_ref())?,
@@ -492,6 +530,54 @@ mod tests {
         assert_eq!(s.impair, None);
         assert_eq!(s.user, None);
         assert!(s.offload);
+        assert_eq!(s.local_port_range, LocalPortRange::LINUX_DEFAULT);
+    }
+
+    #[test]
+    fn the_local_port_range_is_a_flag_and_a_key() {
+        let range = |first, last| LocalPortRange::new(first, last).expect("range");
+        let resolve = |args: &[&str], key: Option<&str>| {
+            let file = FileConfig {
+                ip_local_port_range: key.map(str::to_string),
+                ..FileConfig::default()
+            };
+            Settings::resolve(&cli(args), file).map(|s| s.local_port_range)
+        };
+        let flag = |text: &str| resolve(&["--ip-local-port-range", text], None);
+        assert_eq!(flag("40000,40999").expect("comma"), range(40000, 40999));
+        assert_eq!(
+            flag("1024 65535").expect("the sysctl's form"),
+            range(1024, 65535)
+        );
+        assert_eq!(flag("5000,5000").expect("one port"), range(5000, 5000));
+        for bad in [
+            "",
+            "40000",
+            "40000,",
+            "2,1",
+            "1023,2000",
+            "0,10",
+            "40000,70000",
+            "1,2,3",
+            "a,b",
+        ] {
+            assert!(
+                matches!(flag(bad), Err(ConfigError::PortRange(_))),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            resolve(&[], Some("50000,50999")).expect("key"),
+            range(50000, 50999)
+        );
+        assert_eq!(
+            resolve(
+                &["--ip-local-port-range", "40000,40001"],
+                Some("50000,50999")
+            )
+            .expect("flag wins"),
+            range(40000, 40001)
+        );
     }
 
     #[test]

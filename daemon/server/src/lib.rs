@@ -98,6 +98,15 @@ fn stack_config(settings: &Settings) -> anyhow::Result<StackConfig> {
     if let Some(n) = settings.syn_retries {
         config.socket_defaults.syn_retries = n;
     }
+    config.local_port_range = settings.local_port_range;
+    if settings.local_port_range.same_parity_ends() {
+        // Linux's sysctl warns the same way: the scans take an even number
+        // of ports, so the range's last port is never picked.
+        tracing::warn!(
+            range = %settings.local_port_range,
+            "--ip-local-port-range: both ends have the same parity, its last port is never used"
+        );
+    }
     settings.limits.apply_to_stack(&mut config);
     Ok(config)
 }

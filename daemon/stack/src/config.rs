@@ -173,6 +173,76 @@ impl Default for SocketOptions {
     }
 }
 
+/// The local ports `connect(2)`, `bind(2)` to port 0 and `listen(2)`
+/// without a bind choose from: Linux's `net.ipv4.ip_local_port_range`,
+/// 32768-60999 by default. (RFC 6056 §3.2 recommends the whole 1024-65535;
+/// IANA's dynamic range, RFC 6335 §6, is 49152-65535; tcpd follows Linux,
+/// whose users see and tune this range.)
+///
+/// As on Linux, the scans cover the range's size rounded down to an even
+/// number of ports (so that connect's and bind's parity halves split it
+/// evenly): a range whose two ends have the same parity never hands out
+/// its last port; Linux warns about such a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalPortRange {
+    first: u16,
+    last: u16,
+}
+
+impl LocalPortRange {
+    /// Linux's default, 32768-60999 (`inet_init_net`).
+    pub const LINUX_DEFAULT: LocalPortRange = LocalPortRange {
+        first: 32768,
+        last: 60999,
+    };
+
+    /// `first..=last`; `None` unless `1 <= first <= last` (the daemon also
+    /// refuses ports below 1024, as Linux's sysctl does with its default
+    /// `ip_unprivileged_port_start`).
+    pub fn new(first: u16, last: u16) -> Option<Self> {
+        (first >= 1 && first <= last).then_some(LocalPortRange { first, last })
+    }
+
+    /// The range's first port.
+    pub fn first(self) -> u16 {
+        self.first
+    }
+
+    /// The range's last port.
+    pub fn last(self) -> u16 {
+        self.last
+    }
+
+    /// True if `port` lies in the range.
+    pub fn contains(self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    /// How many ports the range holds.
+    pub fn size(self) -> u32 {
+        u32::from(self.last - self.first) + 1
+    }
+
+    /// True when both ends have the same parity, so the range's last port
+    /// is never picked (Linux: "prefer different parity for start/end values").
+    pub fn same_parity_ends(self) -> bool {
+        self.first % 2 == self.last % 2 && self.first != self.last
+    }
+}
+
+impl Default for LocalPortRange {
+    fn default() -> Self {
+        LocalPortRange::LINUX_DEFAULT
+    }
+}
+
+impl core::fmt::Display for LocalPortRange {
+    /// As the sysctl prints it, comma-separated: `32768,60999`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{},{}", self.first, self.last)
+    }
+}
+
 /// What the link does for the stack: the offloads of a TUN with a
 /// virtio-net header (none in the simulation or with `--offload off`).
 /// They only matter to [`crate::Stack::poll_transmit_offload`].
@@ -208,6 +278,8 @@ pub struct StackConfig {
     pub isn_secret: [u8; 16],
     /// Seed for the stack's PRNG (ephemeral ports, timestamp offsets).
     pub rng_seed: u64,
+    /// Where ephemeral ports come from (Linux's `ip_local_port_range`).
+    pub local_port_range: LocalPortRange,
     /// Largest listen() backlog honoured (Linux's somaxconn default is 4096).
     /// The backlog bounds a listener's accept queue.
     pub max_backlog: u32,
@@ -277,6 +349,7 @@ impl StackConfig {
             msl: DEFAULT_MSL,
             isn_secret: [0; 16],
             rng_seed: 0,
+            local_port_range: LocalPortRange::LINUX_DEFAULT,
             max_backlog: 4096,
             max_syn_backlog: 2048,
             syncookies: SynCookieMode::Auto,
@@ -322,6 +395,14 @@ mod tests {
         assert_eq!(config.syncookies, SynCookieMode::Auto);
         assert_eq!(config.orphan_retries, 8);
         assert_eq!(config.mtu, 1500);
+        assert_eq!(
+            (
+                config.local_port_range.first(),
+                config.local_port_range.last()
+            ),
+            (32768, 60999),
+            "Linux's ip_local_port_range"
+        );
         let options = config.socket_defaults;
         assert_eq!(options.congestion, CongestionAlgorithm::Cubic);
         assert_eq!(CongestionAlgorithm::default(), CongestionAlgorithm::Cubic);

@@ -29,7 +29,9 @@ pub mod time;
 pub mod trace;
 pub mod wire;
 
-pub use config::{CongestionAlgorithm, LinkOffload, SocketOptions, StackConfig, SynCookieMode};
+pub use config::{
+    CongestionAlgorithm, LinkOffload, LocalPortRange, SocketOptions, StackConfig, SynCookieMode,
+};
 pub use error::{
     AcceptError, BindError, ConnError, ConnectError, ListenError, RecvError, SendError,
     ShutdownError, SocketError,

@@ -115,7 +115,7 @@ use crate::wire::{
 use bytes::Bytes;
 use control::{ControlKind, ControlQueue, IcmpRateLimit, IpHeaderOptions, emit_ip_header};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use ports::{EPHEMERAL_COUNT, PortOwner, PortTable, ephemeral_port};
+use ports::{PortOwner, PortTable, parity_scan};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -357,8 +357,12 @@ pub struct Stack {
     rng: SmallRng,
     /// Next IPv4 identification field (RFC 791; incremented per packet).
     ip_ident: u16,
-    /// RFC 6056 §3.3.3 `next_ephemeral`: ports tried by connects so far.
-    next_ephemeral: u32,
+    /// RFC 6056 §3.3.4 `table[]` (Linux's `table_perturb`): per group of
+    /// destinations, how far connects towards them have walked the port
+    /// range. Allocated zeroed on the first connect (untouched entries cost
+    /// no resident memory); the keyed hash added to it keeps the start
+    /// unpredictable.
+    port_perturb: Option<Box<[u32]>>,
     next_handle: u64,
     next_conn: u64,
     sockets: IdMap<SocketHandle, SocketEntry>,
@@ -430,7 +434,7 @@ impl Stack {
             isn: IsnGenerator::new(config.isn_secret),
             syncookies: SynCookies::new(config.isn_secret),
             ip_ident: rng.random(),
-            next_ephemeral: rng.random(),
+            port_perturb: None,
             rng,
             conn_config: std::sync::Arc::new(conn_config),
             config,
@@ -918,7 +922,7 @@ impl Stack {
         let reuse = options.reuse_addr;
         let coverage = Coverage::of(addr.ip(), options.v6only);
         let port = if addr.port() == 0 {
-            self.pick_unused_port().ok_or(BindError::AddrInUse)?
+            self.pick_unused_port(reuse).ok_or(BindError::AddrInUse)?
         } else if self.port_conflict(addr.port(), socket, reuse, coverage) {
             return Err(BindError::AddrInUse);
         } else {
@@ -969,7 +973,7 @@ impl Stack {
             }
             Some(bound) => bound,
             None => {
-                let port = self.pick_unused_port().ok_or(ListenError::AddrInUse)?;
+                let port = self.pick_unused_port(reuse).ok_or(ListenError::AddrInUse)?;
                 self.ports.add(port, PortOwner::Socket(socket), true);
                 SocketAddr::new(family.unspecified().ip(), port)
             }
@@ -1040,9 +1044,11 @@ impl Stack {
     /// connect(2), always non-blocking: starts the handshake. Completion is a
     /// readiness event (OUT, or ERR with the error in SO_ERROR).
     ///
-    /// An unbound socket gets an ephemeral port (RFC 6056 §3.3.3, see
+    /// An unbound socket gets an ephemeral port from
+    /// [`StackConfig::local_port_range`] (RFC 6056 §3.3.4 as Linux, see
     /// `pick_connect_port`) whose 4-tuple is unused; as on Linux an
-    /// ephemeral port may serve several remote endpoints. Deviation from
+    /// ephemeral port may serve several remote endpoints. None left:
+    /// EADDRNOTAVAIL. Deviation from
     /// Linux: a socket whose connection failed cannot connect again (after
     /// the error is reported, connect says EISCONN).
     ///
@@ -2233,38 +2239,79 @@ impl Stack {
             .map(|(_, handle)| handle)
     }
 
-    /// An ephemeral port nobody uses (bind to port 0, listen without bind).
-    fn pick_unused_port(&mut self) -> Option<u16> {
-        let start = self.rng.random_range(0..EPHEMERAL_COUNT);
-        (0..EPHEMERAL_COUNT)
-            .map(|i| ephemeral_port(start, i))
-            .find(|&port| self.ports.is_free(port))
+    /// An ephemeral port nobody uses (bind to port 0, listen without bind),
+    /// as Linux's `inet_csk_find_open_port`: a random start, the ports at
+    /// an odd distance from the range's first port before the even ones
+    /// (connect prefers the even ones), and with SO_REUSEADDR the lower
+    /// half of the range before the upper one. Deviation: Linux may also
+    /// hand out a port whose users would not conflict (other addresses,
+    /// SO_REUSEADDR on both); tcpd only a free one.
+    fn pick_unused_port(&mut self, reuse: bool) -> Option<u16> {
+        let range = self.config.local_port_range;
+        let (first, size) = (range.first(), range.size());
+        // Linux splits at an even count from the start, unless the range
+        // holds fewer than 4 ports.
+        let lower = if reuse && size >= 4 {
+            (size >> 2) << 1
+        } else {
+            size
+        };
+        let halves = [(first, lower), (first + lower as u16, size - lower)];
+        for (first, size) in halves.into_iter().filter(|&(_, size)| size > 0) {
+            let offset = self.rng.random_range(0..size);
+            if let Some((_, port)) =
+                parity_scan(first, size, offset, 1).find(|&(_, port)| self.ports.is_free(port))
+            {
+                return Some(port);
+            }
+        }
+        None
     }
 
     /// An ephemeral port for connecting to `remote`: not held explicitly by
-    /// anyone, and not already connected to `remote`.
+    /// anyone (bind, listen, a listener's children), and not already in a
+    /// 4-tuple with `remote` (so a port serves any number of destinations).
     ///
-    /// RFC 6056 §3.3.3 (Algorithm 3, "simple hash-based"): the search starts
-    /// at a keyed hash of the destination plus a counter that advances with
-    /// every port tried. Successive connections to one destination thus walk
-    /// the whole range before a port comes back, so a new connection does not
-    /// land on a 4-tuple the peer still holds in TIME-WAIT; a random start per
-    /// connect repeated ports after a few hundred connections.
+    /// RFC 6056 §3.3.4 (Algorithm 4, "double-hash"), as Linux's
+    /// `__inet_hash_connect`: the search starts at a keyed hash of (local
+    /// IP, remote IP, remote port) plus a counter chosen by another hash of
+    /// them from a table, walks the ports at an even distance from the
+    /// range's first port, then the odd ones (bind(0) prefers those), and
+    /// the counter then moves past the port found plus a random 0-14 ports
+    /// (Linux's "small random increments"). Successive connections to one
+    /// destination thus walk the range instead of landing on a 4-tuple the
+    /// peer may still hold in TIME-WAIT, and the walk reveals nothing about
+    /// connections to other destinations.
+    ///
+    /// A 4-tuple of ours in TIME-WAIT is never reused: Linux reuses one
+    /// only under `net.ipv4.tcp_tw_reuse`, whose default (2) allows it for
+    /// loopback traffic alone, and tcpd has no loopback. Deviation: a
+    /// socket explicitly bound to a port (SO_REUSEADDR) that connects to
+    /// the 4-tuple of a TIME-WAIT connection gets EADDRNOTAVAIL; Linux
+    /// takes the TIME-WAIT over when it had timestamps.
     fn pick_connect_port(&mut self, local_ip: IpAddr, remote: SocketAddr) -> Option<u16> {
-        let start = self
-            .isn
-            .port_offset(local_ip, remote)
-            .wrapping_add(self.next_ephemeral);
-        let found = (0..EPHEMERAL_COUNT).find(|&i| {
-            let port = ephemeral_port(start, i);
-            self.ports.shareable_by_connect(port)
-                && !self.by_tuple.contains_key(&FourTuple {
-                    local: SocketAddr::new(local_ip, port),
-                    remote,
-                })
-        })?;
-        self.next_ephemeral = self.next_ephemeral.wrapping_add(found + 1);
-        Some(ephemeral_port(start, found))
+        // Linux: INET_TABLE_PERTURB_SIZE, 2^16 (RFC 6056 §3.3.4 leaves the
+        // size open; Linux grew it from 2^8 against device tracking).
+        const PERTURB_ENTRIES: usize = 1 << 16;
+        let hash = self.isn.port_offset(local_ip, remote);
+        let table = self
+            .port_perturb
+            .get_or_insert_with(|| vec![0; PERTURB_ENTRIES].into_boxed_slice());
+        let index = hash as usize & (PERTURB_ENTRIES - 1);
+        let offset = table[index].wrapping_add((hash >> 32) as u32);
+        let range = self.config.local_port_range;
+        let (ports, by_tuple) = (&self.ports, &self.by_tuple);
+        let (walked, port) =
+            parity_scan(range.first(), range.size(), offset, 0).find(|&(_, port)| {
+                ports.shareable_by_connect(port)
+                    && !by_tuple.contains_key(&FourTuple {
+                        local: SocketAddr::new(local_ip, port),
+                        remote,
+                    })
+            })?;
+        let walked = walked.max(self.rng.random_range(0..8u32) * 2);
+        table[index] = table[index].wrapping_add(walked + 2);
+        Some(port)
     }
 
     /// True for an address a connection can have at its far end (wire

@@ -345,7 +345,7 @@ fn malformed_packets_are_counted_not_answered() {
 // ------------------------------------------------------------------ ports
 
 #[test]
-fn ephemeral_ports_are_unique_and_in_the_iana_range() {
+fn ephemeral_ports_are_unique_and_in_linuxs_range() {
     let mut s = server_stack();
     let mut seen = HashSet::new();
     for i in 0..400u16 {
@@ -355,7 +355,7 @@ fn ephemeral_ports_are_unique_and_in_the_iana_range() {
         s.connect(T0, c, remote).expect("connect");
         let local = s.local_addr(c).expect("bound");
         assert_eq!(local.ip(), ADDR_B);
-        assert!((49152..=65535).contains(&local.port()), "{local}");
+        assert!((32768..=60999).contains(&local.port()), "{local}");
         assert!(
             seen.insert((local, remote)),
             "4-tuple reused: {local} -> {remote}"
@@ -367,8 +367,11 @@ fn ephemeral_ports_are_unique_and_in_the_iana_range() {
     let b = s.socket();
     s.bind(b, any(0)).expect("bind 0");
     let port = s.local_addr(b).expect("bound").port();
-    assert!((49152..=65535).contains(&port));
+    assert!((32768..=60999).contains(&port));
     assert!(seen.iter().all(|(l, _)| l.port() != port));
+    // connect starts on the even ports, bind(0) on the odd ones (Linux).
+    assert!(seen.iter().all(|(l, _)| l.port() % 2 == 0));
+    assert_eq!(port % 2, 1);
 }
 
 #[test]
@@ -436,7 +439,7 @@ fn bind_follows_linux_reuseaddr_rules() {
     assert!(d.0 > c.0);
     // listen() without bind picks an ephemeral port.
     s.listen(d, 8).expect("auto-bind");
-    assert!(s.local_addr(d).expect("bound").port() >= 49152);
+    assert!((32768..=60999).contains(&s.local_addr(d).expect("bound").port()));
 }
 
 /// Server-side active close leaves a TIME-WAIT connection on the listening
@@ -1124,24 +1127,25 @@ fn socket_info_reports_connection_counters() {
     );
 }
 
-/// RFC 6056 §3.3.3: towards one destination, successive connections walk
-/// the ephemeral range, so a port comes back only after the whole range —
-/// even when the earlier connections are long gone from this stack (the
-/// peer may still hold them in TIME-WAIT). Where the walk starts depends on
-/// the destination and the secret.
+/// RFC 6056 §3.3.4 as Linux: towards one destination, successive
+/// connections walk the range's even ports (2 to 16 ports a step), so a
+/// port comes back only once the walk wraps — not within 14116 / 16 = 882
+/// connects, even when the earlier connections are long gone from this
+/// stack (the peer may still hold them in TIME-WAIT). Where the walk
+/// starts depends on the destination and the secret.
 #[test]
 fn ephemeral_ports_towards_one_destination_do_not_repeat() {
     let mut s = server_stack();
     let remote = peer(80);
     let mut ports = HashSet::new();
-    for _ in 0..2000 {
+    for _ in 0..880 {
         let c = s.socket();
         s.connect(T0, c, remote).expect("connect");
         ports.insert(s.local_addr(c).expect("bound").port());
         // Closing in SYN-SENT forgets the connection at once (RFC 9293 §3.10.4).
         s.close(T0, c).expect("close");
     }
-    assert_eq!(ports.len(), 2000, "a port repeated within 2000 connects");
+    assert_eq!(ports.len(), 880, "a port repeated within 880 connects");
     // Other destinations start elsewhere in the range.
     let first_port = |s: &mut Stack, remote| {
         let c = s.socket();
@@ -1152,4 +1156,232 @@ fn ephemeral_ports_towards_one_destination_do_not_repeat() {
     };
     let (a, b) = (first_port(&mut s, peer(81)), first_port(&mut s, peer(82)));
     assert!(a.abs_diff(b) > 1, "destinations share a walk: {a} then {b}");
+}
+
+/// One step of [`ephemeral_port_choice_follows_linux`].
+#[derive(Clone, Copy, Debug)]
+enum PortOp {
+    /// connect() an unbound socket to the peer's port.
+    Connect(u16),
+    /// bind() to this port (0: an ephemeral one), SO_REUSEADDR or not.
+    Bind(u16, bool),
+    /// listen() on an unbound socket.
+    Listen,
+}
+
+/// What a [`PortOp`] must give: a local port among these, or the error.
+#[derive(Clone, Copy, Debug)]
+enum PortWant {
+    OneOf(&'static [u16]),
+    Fails,
+}
+
+/// Port choice against Linux's (`__inet_hash_connect`,
+/// `inet_csk_find_open_port`) over small configured ranges, one table row
+/// per rule: the range bounds every pick; connect takes the ports at an
+/// even distance from the range's start first, bind(0)/listen the odd
+/// ones; a port picked by connect serves other destinations but never
+/// bind(0); an explicitly bound port is never picked by connect; an
+/// odd-sized range leaves its last port out; SO_REUSEADDR bind(0) tries the
+/// lower half first; exhaustion is EADDRNOTAVAIL for connect and
+/// EADDRINUSE for bind/listen.
+#[test]
+fn ephemeral_port_choice_follows_linux() {
+    use PortOp::*;
+    use PortWant::*;
+    type Row = (&'static str, (u16, u16), &'static [(PortOp, PortWant)]);
+    const EVEN: &[u16] = &[40000, 40002];
+    const ODD: &[u16] = &[40001, 40003];
+    let rows: &[Row] = &[
+        (
+            "connect: even ports, then odd, then EADDRNOTAVAIL",
+            (40000, 40003),
+            &[
+                (Connect(80), OneOf(EVEN)),
+                (Connect(80), OneOf(EVEN)),
+                (Connect(80), OneOf(ODD)),
+                (Connect(80), OneOf(ODD)),
+                (Connect(80), Fails),
+                // Another destination reuses the same ports.
+                (Connect(81), OneOf(EVEN)),
+                (Connect(81), OneOf(EVEN)),
+                (Connect(81), OneOf(ODD)),
+                (Connect(81), OneOf(ODD)),
+                (Connect(81), Fails),
+                // Ports held by connects are not free for bind(0) or listen.
+                (Bind(0, false), Fails),
+                (Listen, Fails),
+            ],
+        ),
+        (
+            "bind(0) and listen: odd ports first, then even",
+            (40000, 40003),
+            &[
+                (Bind(0, false), OneOf(ODD)),
+                (Listen, OneOf(ODD)),
+                (Bind(0, false), OneOf(EVEN)),
+                (Bind(0, false), OneOf(EVEN)),
+                (Bind(0, false), Fails),
+                // Every port has an explicit owner: connect finds none.
+                (Connect(80), Fails),
+            ],
+        ),
+        (
+            "an explicitly bound port is not shared with connect",
+            (40000, 40003),
+            &[
+                (Bind(40000, false), OneOf(&[40000])),
+                (Connect(80), OneOf(&[40002])),
+                (Connect(80), OneOf(ODD)),
+                (Connect(80), OneOf(ODD)),
+                (Connect(80), Fails),
+            ],
+        ),
+        (
+            "an odd-sized range never hands out its last port",
+            (40000, 40002),
+            &[
+                (Connect(80), OneOf(&[40000])),
+                (Connect(80), OneOf(&[40001])),
+                (Connect(80), Fails),
+                (Bind(0, false), Fails),
+                (Bind(40002, false), OneOf(&[40002])),
+            ],
+        ),
+        (
+            "SO_REUSEADDR bind(0): the lower half first",
+            (40000, 40007),
+            &[
+                (Bind(0, true), OneOf(ODD)),
+                (Bind(0, true), OneOf(ODD)),
+                (Bind(0, true), OneOf(EVEN)),
+                (Bind(0, true), OneOf(EVEN)),
+                (Bind(0, true), OneOf(&[40005, 40007])),
+                (Bind(0, false), OneOf(&[40005, 40007])),
+            ],
+        ),
+        (
+            "a one-port range",
+            (50000, 50000),
+            &[
+                (Connect(80), OneOf(&[50000])),
+                (Connect(81), OneOf(&[50000])),
+                (Connect(81), Fails),
+                (Bind(0, false), Fails),
+            ],
+        ),
+    ];
+    for (seed, &(name, (first, last), steps)) in rows.iter().enumerate() {
+        for seed in [seed as u64, 1000 + seed as u64] {
+            let mut config = test_config(ADDR_B, seed);
+            config.local_port_range =
+                tcpd_stack::LocalPortRange::new(first, last).expect("valid range");
+            let mut s = Stack::new(config, T0);
+            let mut taken: Vec<(u16, u16)> = Vec::new();
+            for (step, &(op, want)) in steps.iter().enumerate() {
+                let h = s.socket();
+                let (result, remote) = match op {
+                    Connect(port) => (
+                        s.connect(T0, h, peer(port)).map_err(|e| format!("{e:?}")),
+                        port,
+                    ),
+                    Bind(port, reuse) => {
+                        s.set_option(T0, h, SockOption::ReuseAddr(reuse))
+                            .expect("set");
+                        (s.bind(h, any(port)).map_err(|e| format!("{e:?}")), 0)
+                    }
+                    Listen => (s.listen(h, 4).map_err(|e| format!("{e:?}")), 0),
+                };
+                let context = format!("{name} (seed {seed}), step {step} {op:?}");
+                match (want, result) {
+                    (OneOf(ports), Ok(())) => {
+                        let port = s.local_addr(h).expect("bound").port();
+                        assert!(
+                            ports.contains(&port),
+                            "{context}: got {port}, want one of {ports:?}"
+                        );
+                        assert!(
+                            !taken.contains(&(port, remote)),
+                            "{context}: {port} given twice"
+                        );
+                        taken.push((port, remote));
+                    }
+                    (Fails, Err(e)) => {
+                        let want = match op {
+                            Connect(_) => "AddrNotAvailable",
+                            _ => "AddrInUse",
+                        };
+                        assert_eq!(e, want, "{context}");
+                    }
+                    (want, got) => panic!("{context}: want {want:?}, got {got:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// A connection of ours in TIME-WAIT keeps its 4-tuple from connect (Linux
+/// with `tcp_tw_reuse` = 2, its default, reuses one only over loopback),
+/// while the same port still serves other destinations; after 2×MSL the
+/// 4-tuple is free again.
+#[test]
+fn connect_skips_a_four_tuple_in_time_wait() {
+    let range = tcpd_stack::LocalPortRange::new(40000, 40001).expect("range");
+    let mut a = test_config(ADDR_A, 21);
+    a.local_port_range = range;
+    let mut sim = Sim::with_configs(a, test_config(ADDR_B, 22), LinkConfig::perfect(), 23);
+    let l = sim.b.socket();
+    sim.b.bind(l, any(9000)).expect("bind");
+    sim.b.listen(l, 4).expect("listen");
+    let c = sim.a.socket();
+    sim.a.connect(sim.now, c, ours(9000)).expect("connect");
+    let mut server = None;
+    sim.run_until("accept", |sim| {
+        server = server.or_else(|| sim.b.accept(l).ok().map(|(h, _)| h));
+        server.is_some()
+    });
+    let first = sim.a.local_addr(c).expect("bound").port();
+    assert_eq!(first, 40000, "connect starts on the even port");
+    // The client closes first: its side goes to TIME-WAIT.
+    sim.a.close(sim.now, c).expect("client closes");
+    sim.run_until("server sees EOF", |sim| {
+        let mut buf = [0u8; 16];
+        matches!(sim.b.recv(sim.now, server.unwrap(), &mut buf, false), Ok(0))
+    });
+    sim.b
+        .close(sim.now, server.unwrap())
+        .expect("server closes");
+    sim.run_until("client in TIME-WAIT", |sim| {
+        sim.a
+            .sockets()
+            .iter()
+            .any(|i| i.state == TcpState::TimeWait)
+    });
+    let again = sim.a.socket();
+    sim.a
+        .connect(sim.now, again, ours(9000))
+        .expect("connect again");
+    assert_eq!(
+        sim.a.local_addr(again).expect("bound").port(),
+        40001,
+        "the TIME-WAIT 4-tuple is skipped"
+    );
+    let third = sim.a.socket();
+    assert_eq!(
+        sim.a.connect(sim.now, third, ours(9000)),
+        Err(ConnectError::AddrNotAvailable)
+    );
+    // Another destination may use the TIME-WAIT connection's port.
+    let other = sim.a.socket();
+    sim.a
+        .connect(sim.now, other, ours(9001))
+        .expect("other destination");
+    assert_eq!(sim.a.local_addr(other).expect("bound").port(), 40000);
+    sim.a.close(sim.now, other).expect("close");
+    sim.a.close(sim.now, again).expect("close");
+    sim.run_until_idle();
+    let fourth = sim.a.socket();
+    sim.a
+        .connect(sim.now, fourth, ours(9000))
+        .expect("free after 2MSL");
 }

@@ -9,17 +9,16 @@
 //! shared by several connections to different remote endpoints, but never
 //! with an explicit user. The conflict rules for bind/listen (SO_REUSEADDR)
 //! need socket state and live in [`crate::stack`].
+//!
+//! Port choice follows Linux over the configured
+//! [`crate::config::LocalPortRange`] ([`parity_scan`]): connect starts on
+//! the ports at an even distance from the range's first port, bind(0) and
+//! listen on the odd ones, so that neither use exhausts the other's half
+//! before its own is full.
 
 use super::ConnId;
 use crate::socket::SocketHandle;
 use std::collections::{BTreeSet, HashMap};
-
-/// First port of the IANA dynamic/private range (RFC 6335 §6), used for ephemeral ports.
-pub(crate) const EPHEMERAL_FIRST: u16 = 49152;
-/// Last port of the IANA dynamic/private range (RFC 6335 §6).
-pub(crate) const EPHEMERAL_LAST: u16 = 65535;
-/// How many ephemeral ports exist.
-pub(crate) const EPHEMERAL_COUNT: u32 = (EPHEMERAL_LAST - EPHEMERAL_FIRST) as u32 + 1;
 
 /// Something that holds a local port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,11 +86,35 @@ impl PortTable {
     }
 }
 
-/// The `index`-th ephemeral port counted from `start` (both taken modulo the range).
-pub(crate) fn ephemeral_port(start: u32, index: u32) -> u16 {
-    let offset = (start.wrapping_add(index)) % EPHEMERAL_COUNT;
-    // offset < 16384, so the sum stays within u16.
-    EPHEMERAL_FIRST + offset as u16
+/// Ports of the sub-range of `size` ports from `first`, in the order Linux
+/// scans them (`__inet_hash_connect` for connect with `parity` 0,
+/// `inet_csk_find_open_port` for bind(0) with `parity` 1): `size` is
+/// rounded down to even, the scan starts at `offset` (modulo that) moved
+/// to `parity`, visits every other port (step 2, wrapping), then does the
+/// same on the other parity. Each item is the port's index within its pass
+/// (0, 2, 4, ...: how far the scan went, which connect adds to its
+/// per-destination counter) and the port.
+pub(crate) fn parity_scan(
+    first: u16,
+    size: u32,
+    offset: u32,
+    parity: u32,
+) -> impl Iterator<Item = (u32, u16)> {
+    let len = if size > 1 { size & !1 } else { size };
+    let passes: u32 = if len > 1 { 2 } else { u32::from(len == 1) };
+    let start = if len > 1 {
+        ((offset % len) & !1) | (parity & 1)
+    } else {
+        0
+    };
+    (0..passes).flat_map(move |pass| {
+        let base = start ^ pass;
+        (0..len).step_by(2).map(move |i| {
+            // base + i < 2 * len, and first + len - 1 is at most the range's last port.
+            let port = first + ((base + i) % len) as u16;
+            (i, port)
+        })
+    })
 }
 
 #[cfg(test)]
@@ -116,14 +139,54 @@ mod tests {
         assert!(table.is_free(50000));
     }
 
+    /// Table: (first, size, offset, parity) -> the ports in scan order.
     #[test]
-    fn ephemeral_ports_stay_in_the_iana_range() {
-        assert_eq!(ephemeral_port(0, 0), EPHEMERAL_FIRST);
-        assert_eq!(ephemeral_port(EPHEMERAL_COUNT - 1, 0), EPHEMERAL_LAST);
-        assert_eq!(ephemeral_port(EPHEMERAL_COUNT - 1, 1), EPHEMERAL_FIRST);
-        assert_eq!(ephemeral_port(u32::MAX, u32::MAX), {
-            let o = (u32::MAX.wrapping_add(u32::MAX)) % EPHEMERAL_COUNT;
-            EPHEMERAL_FIRST + o as u16
-        });
+    fn parity_scans_visit_each_port_once_in_linux_order() {
+        let cases: &[(u16, u32, u32, u32, &[u16])] = &[
+            // connect: even distance first, from the offset rounded down.
+            (100, 6, 3, 0, &[102, 104, 100, 103, 105, 101]),
+            // bind(0): odd distance first.
+            (100, 6, 3, 1, &[103, 105, 101, 102, 104, 100]),
+            // The offset wraps modulo the range.
+            (100, 6, 6 + 4, 0, &[104, 100, 102, 105, 101, 103]),
+            // An odd size leaves the last port out (Linux's `remaining &= ~1`).
+            (100, 5, 0, 0, &[100, 102, 101, 103]),
+            (100, 5, 0, 1, &[101, 103, 100, 102]),
+            // One port: scanned once, whatever the parity.
+            (7, 1, 9, 0, &[7]),
+            (7, 1, 9, 1, &[7]),
+            // Two ports: one per pass.
+            (65534, 2, 1, 0, &[65534, 65535]),
+            (65534, 2, 1, 1, &[65535, 65534]),
+        ];
+        for &(first, size, offset, parity, want) in cases {
+            let got: Vec<u16> = parity_scan(first, size, offset, parity)
+                .map(|(_, port)| port)
+                .collect();
+            assert_eq!(
+                got, want,
+                "first {first} size {size} offset {offset} parity {parity}"
+            );
+        }
+        // The index restarts with each pass and counts in twos.
+        let indexes: Vec<u32> = parity_scan(100, 6, 0, 0).map(|(i, _)| i).collect();
+        assert_eq!(indexes, [0, 2, 4, 0, 2, 4]);
+    }
+
+    #[test]
+    fn parity_scan_covers_linuxs_default_range() {
+        let range = crate::config::LocalPortRange::LINUX_DEFAULT;
+        for parity in [0, 1] {
+            let ports: Vec<u16> = parity_scan(range.first(), range.size(), u32::MAX, parity)
+                .map(|(_, p)| p)
+                .collect();
+            assert_eq!(ports.len(), 28232);
+            let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+            assert_eq!(distinct.len(), 28232);
+            assert!(ports.iter().all(|&p| range.contains(p)));
+            // The first half of the scan has one parity only.
+            let want = (u32::from(range.first()) + parity) % 2;
+            assert!(ports[..14116].iter().all(|&p| u32::from(p) % 2 == want));
+        }
     }
 }

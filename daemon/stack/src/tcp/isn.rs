@@ -6,7 +6,7 @@
 //! The same secret keys two more hashes, each with its own domain tag so the
 //! three never coincide: the per-host-pair timestamp offset
 //! ([`IsnGenerator::ts_offset`]) and the per-destination ephemeral port
-//! offset ([`IsnGenerator::port_offset`], RFC 6056 §3.3.3).
+//! hash ([`IsnGenerator::port_offset`], RFC 6056 §3.3.4).
 //!
 //! Properties: for one 4-tuple, successive ISNs follow the clock (so a new
 //! incarnation's sequence numbers start above the old one's, RFC 9293
@@ -71,15 +71,18 @@ impl IsnGenerator {
         label.max(1)
     }
 
-    /// F(local IP, remote IP, remote port, secret) of RFC 6056 §3.3.3
-    /// (Algorithm 3): where the search for an ephemeral port towards
-    /// `remote` starts, before the global counter is added.
-    pub fn port_offset(&self, local: IpAddr, remote: SocketAddr) -> u32 {
+    /// F(local IP, remote IP, remote port, secret) of RFC 6056 §3.3.4
+    /// (Algorithm 4, "double-hash"), 64 bits as Linux's
+    /// `secure_ipv4_port_ephemeral`: the low bits pick the destination's
+    /// counter in the perturbation table (G), the high 32 bits are where
+    /// the search for an ephemeral port towards `remote` starts before
+    /// that counter is added (F).
+    pub fn port_offset(&self, local: IpAddr, remote: SocketAddr) -> u64 {
         let mut hasher = SipHasher24::new_with_key(&self.key);
         hasher.write(b"tcpd-port-offset");
         write_ip(&mut hasher, local);
         write_endpoint(&mut hasher, remote);
-        hasher.finish() as u32
+        hasher.finish()
     }
 
     /// F(localip, localport, remoteip, remoteport, secretkey) (RFC 6528 §3),
