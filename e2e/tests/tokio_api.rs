@@ -27,11 +27,42 @@ mod with_tcpd {
 }
 
 use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tcpd_e2e::{Env, HOST_ADDR, TCPD_ADDR, payload, runtime};
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// What a stalled echo leaves to look at: the client's last step, the
+/// kernel's view of the connection (`ss -tin` in the namespace), tcpd's
+/// (`tcpctl ls`) and the end of the daemon's log. A rare stall (once, under
+/// the whole suite's load) was seen here with nothing but "timed out".
+fn stall_report(env: Option<&Env>, progress: &Mutex<String>) -> String {
+    let step = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(env) = env else {
+        return format!("stalled at: {step}");
+    };
+    let run = |mut cmd: std::process::Command| {
+        cmd.output().map_or_else(
+            |e| format!("({e})"),
+            |o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            },
+        )
+    };
+    let mut ss = env.ns.command("ss");
+    ss.args(["-tin"]);
+    let log = env.daemon.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    format!(
+        "stalled at: {step}\n--- kernel (ss -tin):\n{}\n--- tcpd (tcpctl ls):\n{}\n--- daemon log (last 40 lines):\n{}",
+        run(ss),
+        run(env.daemon.tcpctl(&["ls"])),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
 
 #[test]
 fn the_same_code_runs_on_tokio_net_and_on_tcpd() {
@@ -39,13 +70,19 @@ fn the_same_code_runs_on_tokio_net_and_on_tcpd() {
     let rt = runtime();
 
     // tokio::net over the loopback, as a reference.
+    let progress = Mutex::new(String::new());
     let echoed = rt.block_on(async {
         let addr = with_tokio::echo_server("127.0.0.1:0".parse().expect("addr"), 1)
             .await
             .expect("tokio listener");
-        tokio::time::timeout(LIMIT, with_tokio::echo_client(addr, &msg))
+        tokio::time::timeout(LIMIT, with_tokio::echo_client(addr, &msg, &progress))
             .await
-            .expect("in time")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "tokio echo over loopback took over {LIMIT:?}: {}",
+                    stall_report(None, &progress)
+                )
+            })
     });
     assert_eq!(echoed.expect("tokio echo"), msg);
 
@@ -83,9 +120,16 @@ fn the_same_code_runs_on_tokio_net_and_on_tcpd() {
     std::thread::sleep(Duration::from_millis(200));
     let target = SocketAddr::from((HOST_ADDR, echo_port));
     let echoed = rt.block_on(async {
-        tokio::time::timeout(LIMIT, with_tcpd::echo_client(target, &msg))
-            .await
-            .expect("in time")
+        // The report is taken while the client still holds its connection.
+        let client = with_tcpd::echo_client(target, &msg, &progress);
+        tokio::pin!(client);
+        tokio::select! {
+            echoed = &mut client => echoed,
+            () = tokio::time::sleep(LIMIT) => panic!(
+                "tcpd echo client took over {LIMIT:?}: {}",
+                stall_report(Some(&env), &progress)
+            ),
+        }
     });
     assert_eq!(echoed.expect("tcpd echo"), msg);
     peer.join().expect("kernel peer");

@@ -32,8 +32,17 @@ pub async fn echo_server(addr: SocketAddr, connections: usize) -> io::Result<Soc
 
 /// A client: connect, TCP_NODELAY, a `readable()` + `try_read` loop, then
 /// `into_split` / `reunite` and a `try_write`/`writable()` loop, and the
-/// half-close. Returns everything echoed back.
-pub async fn echo_client(addr: SocketAddr, msg: &[u8]) -> io::Result<Vec<u8>> {
+/// half-close. Returns everything echoed back. `progress` says how far it
+/// got (for the caller's timeout message).
+pub async fn echo_client(
+    addr: SocketAddr,
+    msg: &[u8],
+    progress: &std::sync::Mutex<String>,
+) -> io::Result<Vec<u8>> {
+    let step = |what: std::fmt::Arguments<'_>| {
+        *progress.lock().unwrap_or_else(|e| e.into_inner()) = what.to_string();
+    };
+    step(format_args!("connect"));
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     assert!(stream.nodelay()?);
@@ -42,10 +51,12 @@ pub async fn echo_client(addr: SocketAddr, msg: &[u8]) -> io::Result<Vec<u8>> {
 
     // First half of the message with write_all, read back with try_read.
     let (first, second) = msg.split_at(msg.len() / 2);
+    step(format_args!("write_all of {} bytes", first.len()));
     stream.write_all(first).await?;
     let mut echoed = Vec::new();
     let mut buf = [0u8; 4096];
     while echoed.len() < first.len() {
+        step(format_args!("readable(), {} of {} bytes back", echoed.len(), first.len()));
         stream.readable().await?;
         match stream.try_read(&mut buf) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -62,6 +73,7 @@ pub async fn echo_client(addr: SocketAddr, msg: &[u8]) -> io::Result<Vec<u8>> {
     // Second half with try_write, waiting with writable().
     let mut rest = second;
     while !rest.is_empty() {
+        step(format_args!("writable(), {} of {} bytes left", rest.len(), second.len()));
         stream.writable().await?;
         match stream.try_write(rest) {
             Ok(n) => rest = &rest[n..],
@@ -69,9 +81,13 @@ pub async fn echo_client(addr: SocketAddr, msg: &[u8]) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
+    step(format_args!("ready()"));
     let ready = stream.ready(Interest::READABLE | Interest::WRITABLE).await?;
     assert!(ready.is_readable() || ready.is_writable());
+    step(format_args!("shutdown()"));
     stream.shutdown().await?;
+    step(format_args!("read_to_end after {} bytes back", echoed.len()));
     stream.read_to_end(&mut echoed).await?;
+    step(format_args!("done, {} bytes back", echoed.len()));
     Ok(echoed)
 }
