@@ -316,3 +316,58 @@ fn connect_picks_ports_from_ip_local_port_range_like_linux() {
         drop((a, b, c));
     });
 }
+
+/// A flush (and shutdown) completes once the written data is in the
+/// daemon's send buffer, even while data the application has not read
+/// yet keeps arriving — as `flush`/`shutdown` on a kernel socket never wait
+/// for the application to read. The daemon's `flushed` answer travels on
+/// the socket's one Stream behind the received data: a client that let a
+/// full read side stop its pump waited for ever (the rare tokio_api stall).
+#[test]
+fn flush_completes_while_received_data_waits_unread() {
+    let Some(env) = Env::setup("sem-flush-unread", &[]) else {
+        return;
+    };
+    const LEN: usize = 768 * 1024;
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => s.write_all(&buf[..n]).expect("kernel echo"),
+                Err(e) => panic!("kernel read: {e}"),
+            }
+        }
+    });
+    let data = tcpd_e2e::payload(LEN, 21);
+    let rt = runtime();
+    let back = rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client.tcp_connect(addr).await.expect("connect");
+        stream.write_all(&data).await.expect("write, nothing read");
+        // Let the echo come back and fill the read side.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::timeout(Duration::from_secs(10), stream.flush())
+            .await
+            .expect("flush waited for the application to read")
+            .expect("flush");
+        tokio::time::timeout(Duration::from_secs(10), stream.shutdown())
+            .await
+            .expect("shutdown waited for the application to read")
+            .expect("shutdown");
+        let mut back = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut back))
+            .await
+            .expect("echo in time")
+            .expect("read");
+        back
+    });
+    echo.join().expect("kernel echo");
+    assert!(back == data, "echo differs ({} of {LEN} bytes)", back.len());
+}

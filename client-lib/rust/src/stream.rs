@@ -73,6 +73,14 @@ pub const UP_QUEUE_FRAMES: usize = 16;
 /// Down items queued between the pump and the read side.
 const DOWN_QUEUE: usize = 4;
 
+/// Most bytes the pump reads past a full read side while a flush waits for
+/// the daemon's `flushed` answer, which travels behind the received data on
+/// the socket's one Stream. What the daemon can have queued before that
+/// answer is bounded by the HTTP/2 stream window (1 MiB) and its down
+/// queue; past this the flush waits as a kernel socket's writer waits on a
+/// peer that does not read.
+const FLUSH_READ_AHEAD: usize = 4 << 20;
+
 /// What the pump hands the read side.
 enum DownItem {
     Data(Bytes),
@@ -128,6 +136,9 @@ struct Flushed {
     /// The response stream has ended.
     done: AtomicBool,
     waker: AtomicWaker,
+    /// Wakes the pump when a flush starts waiting (it may have to read
+    /// past a full read side to find the answer).
+    pump: tokio::sync::Notify,
 }
 
 impl Flushed {
@@ -139,6 +150,12 @@ impl Flushed {
     fn finish(&self) {
         self.done.store(true, Ordering::SeqCst);
         self.waker.wake();
+    }
+
+    /// A flush waits for an answer the pump has not seen yet.
+    fn awaiting_answer(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
+            && self.count.load(Ordering::SeqCst) < self.written.load(Ordering::SeqCst)
     }
 
     /// A flush the writer waits for is already complete but not yet
@@ -566,9 +583,10 @@ impl WriteState {
     /// Completes when every byte written is in the daemon's send buffer.
     fn poll_flush(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = self.poll_flush_inner(shared, cx);
-        self.flushed
-            .waiting
-            .store(result.is_pending(), Ordering::SeqCst);
+        let pending = result.is_pending();
+        if self.flushed.waiting.swap(pending, Ordering::SeqCst) != pending && pending {
+            self.flushed.pump.notify_one();
+        }
         result
     }
 
@@ -653,8 +671,26 @@ fn spawn_control_drain(sender: mpsc::Sender<v2::StreamRequest>, up: std::sync::W
     });
 }
 
+/// What woke the pump.
+enum PumpStep<'a> {
+    /// Room in the read side's queue (`None`: the read side is gone).
+    Room(Option<mpsc::Permit<'a, DownItem>>),
+    /// The next response frame (`None`: the stream ended).
+    Frame(Option<Result<v2::StreamResponse, tonic::Status>>),
+    /// A flush started waiting for its answer.
+    FlushWaits,
+}
+
 /// Reads the response stream to its end: data to the read side, `flushed`
 /// to the write side, the final error to both.
+///
+/// Data goes to the read side through a bounded queue, which is what holds
+/// the daemon (HTTP/2 flow control, then TCP's window) when the application
+/// does not read. But a flush's answer comes behind that data: while a
+/// flush waits, the pump keeps reading past a full read side (up to
+/// [`FLUSH_READ_AHEAD`] bytes, handed over in order later) so that the
+/// answer is seen — `flush`/`shutdown` never wait for the application to
+/// read, as on a kernel socket.
 async fn pump(
     client: Client,
     mut frames: tonic::Streaming<v2::StreamResponse>,
@@ -665,34 +701,89 @@ async fn pump(
     // Once the read side is gone, data is dropped (the close frame tells
     // the daemon how much was consumed).
     let mut reader = Some(data);
-    while let Some(frame) = frames.next().await {
-        match frame {
-            Ok(v2::StreamResponse { frame: Some(frame) }) => match frame {
-                stream_response::Frame::Data(bytes) => {
-                    if let Some(tx) = &reader
-                        && tx.send(DownItem::Data(bytes)).await.is_err()
-                    {
-                        reader = None;
+    // Read, not yet handed over; after EOF nothing more is taken.
+    let mut ahead: VecDeque<DownItem> = VecDeque::new();
+    let mut ahead_bytes = 0usize;
+    let mut eof = false;
+    loop {
+        if eof && ahead.is_empty() {
+            // Dropping `reader` after the EOF item ends the read side's queue.
+            reader = None;
+        }
+        // In a block: the permit in `step` borrows `reader`, which the
+        // loop may clear afterwards.
+        let read_side_gone = {
+            let room = async {
+                match &reader {
+                    Some(tx) => tx.reserve().await.ok(),
+                    None => None,
+                }
+            };
+            let read_on =
+                ahead.is_empty() || (ahead_bytes < FLUSH_READ_AHEAD && flushed.awaiting_answer());
+            let step = tokio::select! {
+                biased;
+                permit = room, if !ahead.is_empty() => PumpStep::Room(permit),
+                frame = frames.next(), if read_on => PumpStep::Frame(frame),
+                // A flush started waiting: read on past the full read side.
+                () = flushed.pump.notified(), if !read_on => PumpStep::FlushWaits,
+            };
+            let gone = matches!(step, PumpStep::Room(None));
+            match step {
+                PumpStep::Room(Some(permit)) => {
+                    if let Some(item) = ahead.pop_front() {
+                        if let DownItem::Data(bytes) = &item {
+                            ahead_bytes -= bytes.len();
+                        }
+                        permit.send(item);
                     }
                 }
-                stream_response::Frame::Eof(_) => {
-                    if let Some(tx) = reader.take() {
-                        let _ = tx.send(DownItem::Eof).await;
+                // The read side is gone.
+                PumpStep::Room(None) => {}
+                PumpStep::Frame(Some(Ok(v2::StreamResponse { frame: Some(frame) }))) => match frame
+                {
+                    stream_response::Frame::Data(bytes) => {
+                        if reader.is_some() && !eof {
+                            ahead_bytes += bytes.len();
+                            ahead.push_back(DownItem::Data(bytes));
+                        }
                     }
+                    stream_response::Frame::Eof(_) => {
+                        if reader.is_some() && !eof {
+                            ahead.push_back(DownItem::Eof);
+                        }
+                        eof = true;
+                    }
+                    stream_response::Frame::Flushed(n) => flushed.update(n),
+                    stream_response::Frame::Opened(_) => {}
+                },
+                // A frame kind newer than this client: skip it.
+                PumpStep::Frame(Some(Ok(v2::StreamResponse { frame: None }))) => {}
+                PumpStep::Frame(Some(Err(status))) => {
+                    terminal.set(client.to_io(status));
+                    break;
                 }
-                stream_response::Frame::Flushed(n) => flushed.update(n),
-                stream_response::Frame::Opened(_) => {}
-            },
-            // A frame kind newer than this client: skip it.
-            Ok(v2::StreamResponse { frame: None }) => {}
-            Err(status) => {
-                terminal.set(client.to_io(status));
+                PumpStep::Frame(None) => break,
+                PumpStep::FlushWaits => {}
+            }
+            gone
+        };
+        if read_side_gone {
+            reader = None;
+            ahead.clear();
+            ahead_bytes = 0;
+        }
+    }
+    flushed.finish();
+    // What was read ahead still goes to the read side, in order; dropping
+    // `reader` then wakes it with the end.
+    if let Some(tx) = reader {
+        for item in ahead {
+            if tx.send(item).await.is_err() {
                 break;
             }
         }
     }
-    // Dropping `reader` wakes the read side.
-    flushed.finish();
 }
 
 /// A TCP connection through tcpd, with the API of `tokio::net::TcpStream`.
