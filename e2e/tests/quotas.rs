@@ -21,8 +21,10 @@ use tcpd_e2e::{Daemon, Env, Netns, kernel_listener};
 use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_client::SocketServiceClient;
 
-/// Samples the daemon's RSS every 20 ms until dropped; the peak in KiB.
+/// The daemon's RSS when a test starts (KiB), then sampled every 20 ms
+/// until dropped; the peak in KiB.
 struct RssPeak {
+    before: u64,
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -30,6 +32,7 @@ struct RssPeak {
 
 impl RssPeak {
     fn start(daemon: &Daemon) -> RssPeak {
+        let before = daemon.rss_kib();
         let pid = daemon.pid().expect("daemon pid");
         let peak = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -43,6 +46,7 @@ impl RssPeak {
             })
         };
         RssPeak {
+            before,
             peak,
             stop,
             thread: Some(thread),
@@ -51,6 +55,43 @@ impl RssPeak {
 
     fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Fails unless the peak so far stayed below the RSS at the start plus
+    /// `growth_mib`; the peak in KiB.
+    fn assert_peak_below(&self, growth_mib: u64) -> u64 {
+        let peak = self.peak();
+        assert!(
+            peak < self.before + growth_mib * 1024,
+            "daemon RSS peaked at {} MiB (from {} MiB, allowed +{growth_mib} MiB)",
+            peak / 1024,
+            self.before / 1024
+        );
+        peak
+    }
+}
+
+/// The daemon's counters (Admin `Stats`) by name; a missing name fails.
+struct Counters(Vec<v2::Counter>);
+
+impl Counters {
+    fn fetch(rt: &tokio::runtime::Runtime, daemon: &Daemon) -> Counters {
+        Counters(rt.block_on(async {
+            let mut admin = tcpd_e2e::admin_client(daemon).await;
+            admin
+                .stats(v2::StatsRequest {})
+                .await
+                .expect("stats")
+                .into_inner()
+                .counters
+        }))
+    }
+
+    fn get(&self, name: &str) -> u64 {
+        self.0
+            .iter()
+            .find(|c| c.name == name)
+            .map_or_else(|| panic!("no counter {name}"), |c| c.value)
     }
 }
 
@@ -192,8 +233,8 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
     };
     let (peer, peer_done) = never_reading_peer(&env.ns);
     let rt = tcpd_e2e::runtime();
-    let rss_before = env.daemon.rss_kib();
     let sampler = RssPeak::start(&env.daemon);
+    let rss_before = sampler.before;
     let client = raw_session(&rt, &env.daemon);
     let handles = rt.block_on(connect_many(&client, peer, SOCKETS, &[]));
     let data = bytes_of(WRITE);
@@ -327,7 +368,6 @@ fn a_client_that_never_reads_is_stopped_by_flow_control() {
         (conns, sent)
     });
     let rt = tcpd_e2e::runtime();
-    let rss_before = env.daemon.rss_kib();
     let sampler = RssPeak::start(&env.daemon);
     let streams = rt.block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
@@ -344,17 +384,8 @@ fn a_client_that_never_reads_is_stopped_by_flow_control() {
     let echo = other_session_echo(&env, Duration::from_secs(30));
     let total: usize = sent.iter().sum();
     let most = sent.iter().max().copied().unwrap_or(0);
-    let counters = rt.block_on(async {
-        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
-        let stats = admin.stats(v2::StatsRequest {}).await.expect("stats");
-        stats.into_inner().counters
-    });
-    let counter = |name: &str| {
-        counters
-            .iter()
-            .find(|c| c.name == name)
-            .map_or(0, |c| c.value)
-    };
+    let counters = Counters::fetch(&rt, &env.daemon);
+    let counter = |name: &str| counters.get(name);
     println!(
         "{STREAMS} streams never read: the kernel peers wrote {} MiB (at most {} KiB on one \
          connection; their own send buffers included) before flow control stopped them; \
@@ -367,7 +398,7 @@ fn a_client_that_never_reads_is_stopped_by_flow_control() {
         counter("api_limited_buffered_bytes"),
         counter("api_exhausted_buffered_bytes"),
         counter("rcvq_drops"),
-        rss_before / 1024,
+        sampler.before / 1024,
         peak / 1024
     );
     assert!(
@@ -382,12 +413,7 @@ fn a_client_that_never_reads_is_stopped_by_flow_control() {
         "the session holds {} MiB in the stack",
         counter("api_buffered_bytes") >> 20
     );
-    assert!(
-        peak < rss_before + 256 * 1024,
-        "daemon RSS peaked at {} MiB (from {} MiB)",
-        peak / 1024,
-        rss_before / 1024
-    );
+    sampler.assert_peak_below(256);
     drop(streams);
     drop(conns);
     drop(sampler);
@@ -412,7 +438,6 @@ fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
     };
     let (peer, peer_done) = never_reading_peer(&env.ns);
     let rt = tcpd_e2e::runtime();
-    let rss_before = env.daemon.rss_kib();
     let sampler = RssPeak::start(&env.daemon);
     let mut client = raw_session(&rt, &env.daemon);
     let sndbuf = v2::OptionSetting {
@@ -471,21 +496,8 @@ fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
             })
             .await
     });
-    let counters = rt.block_on(async {
-        let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
-        admin
-            .stats(v2::StatsRequest {})
-            .await
-            .expect("stats")
-            .into_inner()
-            .counters
-    });
-    let counter = |name: &str| {
-        counters
-            .iter()
-            .find(|c| c.name == name)
-            .map_or_else(|| panic!("no counter {name}"), |c| c.value)
-    };
+    let counters = Counters::fetch(&rt, &env.daemon);
+    let counter = |name: &str| counters.get(name);
     let echo = other_session_echo(&env, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     let still_blocked = !blocked.is_finished();
@@ -500,7 +512,7 @@ fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
         accepted >> 20,
         buffered >> 20,
         counter("api_limited_buffered_bytes"),
-        rss_before / 1024,
+        sampler.before / 1024,
         peak / 1024
     );
     assert!(
@@ -516,12 +528,7 @@ fn a_client_filling_many_sockets_is_held_at_its_buffered_bytes_quota() {
         "the session holds {buffered} bytes, quota {QUOTA}"
     );
     // Without the quota the stack would hold up to 64 × 4 MiB.
-    assert!(
-        peak < rss_before + 128 * 1024,
-        "daemon RSS peaked at {} MiB (from {} MiB)",
-        peak / 1024,
-        rss_before / 1024
-    );
+    sampler.assert_peak_below(128);
     drop(client);
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(sampler);
@@ -586,21 +593,8 @@ fn session_and_uid_quotas_refuse_with_their_errno() {
             })
         })
         .collect();
-    let parked = |rt: &tokio::runtime::Runtime| {
-        rt.block_on(async {
-            let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
-            let stats = admin.stats(v2::StatsRequest {}).await.expect("stats");
-            stats.into_inner().counters
-        })
-    };
-    let counter = |counters: &[v2::Counter], name: &str| {
-        counters
-            .iter()
-            .find(|c| c.name == name)
-            .map_or_else(|| panic!("no counter {name}"), |c| c.value)
-    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while counter(&parked(&rt), "api_blocked_calls") < BLOCKED as u64 {
+    while Counters::fetch(&rt, &env.daemon).get("api_blocked_calls") < BLOCKED as u64 {
         assert!(Instant::now() < deadline, "the accepts never parked");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -673,22 +667,23 @@ fn session_and_uid_quotas_refuse_with_their_errno() {
 
     // Meanwhile another session works, and the counters say what bit.
     let echo = other_session_echo(&env, Duration::from_secs(30));
-    let counters = parked(&rt);
+    let counters = Counters::fetch(&rt, &env.daemon);
+    let counter = |name: &str| counters.get(name);
     let rss = env.daemon.rss_kib();
     println!(
         "quotas: blocked calls {BLOCKED} then EAGAIN (api_refused_blocked_calls {}), sockets \
          {SOCKETS} then EMFILE (api_refused_session_sockets {}), nobody's sockets {UID_SOCKETS} \
          then EMFILE (api_refused_uid_sockets {}); daemon RSS {} -> {} MiB; another session's \
          echo took {echo:?}",
-        counter(&counters, "api_refused_blocked_calls"),
-        counter(&counters, "api_refused_session_sockets"),
-        counter(&counters, "api_refused_uid_sockets"),
+        counter("api_refused_blocked_calls"),
+        counter("api_refused_session_sockets"),
+        counter("api_refused_uid_sockets"),
         rss_before / 1024,
         rss / 1024
     );
-    assert_eq!(counter(&counters, "api_refused_blocked_calls"), 1);
-    assert!(counter(&counters, "api_refused_session_sockets") >= 1);
-    assert_eq!(counter(&counters, "api_refused_uid_sockets"), 1);
+    assert_eq!(counter("api_refused_blocked_calls"), 1);
+    assert!(counter("api_refused_session_sockets") >= 1);
+    assert_eq!(counter("api_refused_uid_sockets"), 1);
     assert!(
         rss < rss_before + 64 * 1024,
         "daemon RSS {} MiB",

@@ -13,7 +13,7 @@
 //! loaded machine a few seconds of slack on the late side only.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddrV4, TcpListener};
 use std::time::{Duration, Instant};
 
 use tcpd_client::{Client, ReadFlags, SockOption, Socket};
@@ -40,18 +40,26 @@ fn setup(tag: &str) -> Option<Env> {
     Env::setup(tag, &[])
 }
 
-/// A kernel peer that answers "ping" with "pong" once, then keeps the
+/// A kernel peer that answers each "ping" with "pong" and keeps the
 /// connection open (it never closes it: the test cuts the path instead).
-fn pong_once(listener: TcpListener) {
+/// Its address.
+fn pong_peer(env: &Env) -> SocketAddrV4 {
+    let (listener, addr) = kernel_listener(&env.ns);
+    serve_pong(listener);
+    addr
+}
+
+fn serve_pong(listener: TcpListener) {
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         s.set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
+        // Until the peer's reset, its FIN or the read timeout.
         let mut ping = [0u8; 4];
-        s.read_exact(&mut ping).expect("ping");
-        s.write_all(b"pong").expect("pong");
-        // Hold the socket until the peer's reset or the read timeout.
-        let _ = s.read(&mut ping);
+        while s.read_exact(&mut ping).is_ok() {
+            assert_eq!(&ping, b"ping");
+            s.write_all(b"pong").expect("pong");
+        }
     });
 }
 
@@ -68,6 +76,34 @@ async fn ping(socket: &Socket) {
         got.extend_from_slice(&chunk);
     }
     assert_eq!(got, b"pong");
+}
+
+/// A socket on a new session with `before` set, connected to `addr` (the
+/// [`pong_peer`]), then `after` set, and the path checked with a ping.
+/// The session must live as long as the socket.
+async fn connected_and_pinged(
+    env: &Env,
+    addr: SocketAddrV4,
+    before: &[SockOption],
+    after: &[SockOption],
+) -> (Client, Socket) {
+    let client = Client::connect(env.daemon.socket()).await.expect("client");
+    let socket = Socket::new(&client).await.expect("socket");
+    for option in before {
+        socket
+            .set_option(option.clone())
+            .await
+            .expect("option before connect");
+    }
+    socket.connect(addr, false).await.expect("connect");
+    for option in after {
+        socket
+            .set_option(option.clone())
+            .await
+            .expect("option after connect");
+    }
+    ping(&socket).await;
+    (client, socket)
 }
 
 /// A blocking read that must fail with ETIMEDOUT: how long it took.
@@ -95,17 +131,10 @@ fn user_timeout_fails_a_connection_whose_data_goes_unacknowledged() {
     let Some(env) = setup("to-uto") else {
         return;
     };
-    let (listener, addr) = kernel_listener(&env.ns);
-    pong_once(listener);
+    let addr = pong_peer(&env);
     runtime().block_on(async {
-        let client = Client::connect(env.daemon.socket()).await.expect("client");
-        let socket = Socket::new(&client).await.expect("socket");
-        socket
-            .set_option(SockOption::UserTimeout(1500))
-            .await
-            .expect("TCP_USER_TIMEOUT");
-        socket.connect(addr, false).await.expect("connect");
-        ping(&socket).await;
+        let (_client, socket) =
+            connected_and_pinged(&env, addr, &[SockOption::UserTimeout(1500)], &[]).await;
         drop_everything_on_the_tun(&env);
         socket.write(b"lost", false).await.expect("queued");
         let took = read_times_out(&socket).await;
@@ -125,20 +154,15 @@ fn keepalive_fails_an_idle_connection_to_a_dead_peer_and_spares_a_live_one() {
     let Some(env) = setup("to-ka") else {
         return;
     };
-    let (listener, addr) = kernel_listener(&env.ns);
-    pong_once(listener);
+    let addr = pong_peer(&env);
     runtime().block_on(async {
-        let client = Client::connect(env.daemon.socket()).await.expect("client");
-        let socket = Socket::new(&client).await.expect("socket");
-        socket.connect(addr, false).await.expect("connect");
-        for option in [
+        let keepalive = [
             SockOption::KeepIdle(1),
             SockOption::KeepInterval(1),
             SockOption::KeepCount(2),
             SockOption::KeepAlive(true),
-        ] {
-            socket.set_option(option).await.expect("keepalive option");
-        }
+        ];
+        let (_client, socket) = connected_and_pinged(&env, addr, &[], &keepalive).await;
         // Probes are sent and answered: still alive after 2.5 s idle.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         ping(&socket).await;

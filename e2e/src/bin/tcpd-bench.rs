@@ -282,6 +282,105 @@ fn repeat(reps: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Option<Summ
     Ok(Summary::of(&v))
 }
 
+/// `reps` runs of bulk send for `dur` to a sink on each side: the kernel's
+/// and tcpd's Gbit/s.
+fn bulk_send_runs(
+    topo: &Topology,
+    reps: usize,
+    limit: Duration,
+    dur: Duration,
+    ksink: SocketAddr,
+    tsink: SocketAddr,
+) -> Result<(Option<Summary>, Option<Summary>)> {
+    let kernel = repeat(reps, || {
+        Ok(kernel_run(topo, limit, move |d| workloads::bulk_send(d, ksink, dur))?.gbit_per_s())
+    })?;
+    let tcpd = repeat(reps, || {
+        Ok(tcpd_run(tsink, limit, move |d, addr| {
+            workloads::bulk_send(d, addr, dur)
+        })?
+        .gbit_per_s())
+    })?;
+    Ok((kernel, tcpd))
+}
+
+/// `reps` runs of bulk receive from a source on each side: the kernel's
+/// and tcpd's Gbit/s.
+fn bulk_recv_runs(
+    topo: &Topology,
+    reps: usize,
+    limit: Duration,
+    ksrc: SocketAddr,
+    tsrc: SocketAddr,
+) -> Result<(Option<Summary>, Option<Summary>)> {
+    let kernel = repeat(reps, || {
+        Ok(kernel_run(topo, limit, move |d| workloads::bulk_recv(d, ksrc))?.gbit_per_s())
+    })?;
+    let tcpd = repeat(reps, || {
+        Ok(tcpd_run(tsrc, limit, workloads::bulk_recv)?.gbit_per_s())
+    })?;
+    Ok((kernel, tcpd))
+}
+
+/// `reps` rounds of 1-byte request/response for `dur` against the kernel's
+/// and tcpd's echo servers (`echo`: kernel side, tcpd side), the kernel and
+/// tcpd runs of a round back to back, then `also` (another client's run in
+/// the same round).
+fn request_response_runs(
+    topo: &Topology,
+    reps: usize,
+    limit: Duration,
+    dur: Duration,
+    echo: (SocketAddr, SocketAddr),
+    mut also: impl FnMut() -> Result<()>,
+) -> Result<(Vec<workloads::PingPong>, Vec<workloads::PingPong>)> {
+    let (kecho, techo) = echo;
+    let (mut kr, mut tr) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        kr.push(kernel_run(topo, limit, move |d| {
+            workloads::request_response(d, kecho, dur)
+        })?);
+        tr.push(tcpd_run(techo, limit, move |d, addr| {
+            workloads::request_response(d, addr, dur)
+        })?);
+        also()?;
+    }
+    Ok((kr, tr))
+}
+
+/// One figure of request/response runs, summarised.
+fn ping_pong_summary(
+    runs: &[workloads::PingPong],
+    figure: fn(&workloads::PingPong) -> f64,
+) -> Option<Summary> {
+    Summary::of(&runs.iter().map(figure).collect::<Vec<_>>())
+}
+
+/// The transactions/s and p50 rows of request/response runs; `suffix`
+/// names the variant (" over IPv6").
+fn request_response_rows(
+    suffix: &str,
+    kr: &[workloads::PingPong],
+    tr: &[workloads::PingPong],
+) -> [Row; 2] {
+    [
+        Row {
+            name: format!("1-byte request/response{suffix}"),
+            unit: "trans/s",
+            higher_is_better: true,
+            kernel: ping_pong_summary(kr, |p| p.transactions_per_s),
+            tcpd: ping_pong_summary(tr, |p| p.transactions_per_s),
+        },
+        Row {
+            name: format!("1-byte request/response p50{suffix}"),
+            unit: "µs",
+            higher_is_better: false,
+            kernel: ping_pong_summary(kr, |p| p.p50_us),
+            tcpd: ping_pong_summary(tr, |p| p.p50_us),
+        },
+    ]
+}
+
 /// Both topologies: the kernel pair over veth and tcpd with its kernel peer.
 struct Topology {
     kernel_client: Netns,
@@ -591,14 +690,9 @@ fn main() -> Result<()> {
             PEER_CPU,
         )?;
         let tsrc = Server::start(&topo.tcpd_ns, t, 5002, ServerKind::Source(dur), PEER_CPU)?;
-        let kernel = repeat(plan.reps, || {
-            let addr = ksrc.addr;
-            Ok(kernel_run(&topo, limit, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
-        })?;
+        // The kernel's runs go over the veth: tcpd's TUN counts only its own.
         let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
-        let tcpd = repeat(plan.reps, || {
-            Ok(tcpd_run(tsrc.addr, limit, workloads::bulk_recv)?.gbit_per_s())
-        })?;
+        let (kernel, tcpd) = bulk_recv_runs(&topo, plan.reps, limit, ksrc.addr, tsrc.addr)?;
         let tun_recv = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
         rows.push(Row {
             name: "bulk, client receives".into(),
@@ -659,16 +753,7 @@ fn main() -> Result<()> {
         let (k6, t6) = (KERNEL_SERVER6, tcpd_e2e::HOST_ADDR6);
         let ksink = Server::start(&topo.kernel_server, k6, 5011, ServerKind::Sink, PEER_CPU)?;
         let tsink = Server::start(&topo.tcpd_ns, t6, 5011, ServerKind::Sink, PEER_CPU)?;
-        let kernel = repeat(plan.reps, || {
-            let addr = ksink.addr;
-            Ok(kernel_run(&topo, limit, move |d| workloads::bulk_send(d, addr, dur))?.gbit_per_s())
-        })?;
-        let tcpd = repeat(plan.reps, || {
-            Ok(tcpd_run(tsink.addr, limit, move |d, addr| {
-                workloads::bulk_send(d, addr, dur)
-            })?
-            .gbit_per_s())
-        })?;
+        let (kernel, tcpd) = bulk_send_runs(&topo, plan.reps, limit, dur, ksink.addr, tsink.addr)?;
         rows.push(Row {
             name: "bulk over IPv6, client sends".into(),
             unit: "Gbit/s",
@@ -685,13 +770,7 @@ fn main() -> Result<()> {
             PEER_CPU,
         )?;
         let tsrc = Server::start(&topo.tcpd_ns, t6, 5012, ServerKind::Source(dur), PEER_CPU)?;
-        let kernel = repeat(plan.reps, || {
-            let addr = ksrc.addr;
-            Ok(kernel_run(&topo, limit, move |d| workloads::bulk_recv(d, addr))?.gbit_per_s())
-        })?;
-        let tcpd = repeat(plan.reps, || {
-            Ok(tcpd_run(tsrc.addr, limit, workloads::bulk_recv)?.gbit_per_s())
-        })?;
+        let (kernel, tcpd) = bulk_recv_runs(&topo, plan.reps, limit, ksrc.addr, tsrc.addr)?;
         rows.push(Row {
             name: "bulk over IPv6, client receives".into(),
             unit: "Gbit/s",
@@ -702,34 +781,15 @@ fn main() -> Result<()> {
         drop((ksrc, tsrc));
         let kecho = Server::start(&topo.kernel_server, k6, 5013, ServerKind::Echo, PEER_CPU)?;
         let techo = Server::start(&topo.tcpd_ns, t6, 5013, ServerKind::Echo, PEER_CPU)?;
-        let mut kr = Vec::new();
-        let mut tr = Vec::new();
-        for _ in 0..plan.reps {
-            let addr = kecho.addr;
-            kr.push(kernel_run(&topo, limit, move |d| {
-                workloads::request_response(d, addr, dur)
-            })?);
-            tr.push(tcpd_run(techo.addr, limit, move |d, addr| {
-                workloads::request_response(d, addr, dur)
-            })?);
-        }
-        let pick = |v: &[workloads::PingPong], f: fn(&workloads::PingPong) -> f64| {
-            Summary::of(&v.iter().map(f).collect::<Vec<_>>())
-        };
-        rows.push(Row {
-            name: "1-byte request/response over IPv6".into(),
-            unit: "trans/s",
-            higher_is_better: true,
-            kernel: pick(&kr, |p| p.transactions_per_s),
-            tcpd: pick(&tr, |p| p.transactions_per_s),
-        });
-        rows.push(Row {
-            name: "1-byte request/response p50 over IPv6".into(),
-            unit: "µs",
-            higher_is_better: false,
-            kernel: pick(&kr, |p| p.p50_us),
-            tcpd: pick(&tr, |p| p.p50_us),
-        });
+        let (kr, tr) = request_response_runs(
+            &topo,
+            plan.reps,
+            limit,
+            dur,
+            (kecho.addr, techo.addr),
+            || Ok(()),
+        )?;
+        rows.extend(request_response_rows(" over IPv6", &kr, &tr));
         drop((kecho, techo));
     }
 
@@ -737,42 +797,27 @@ fn main() -> Result<()> {
         // 2. Request/response.
         let kecho = Server::start(&topo.kernel_server, k, 5003, ServerKind::Echo, PEER_CPU)?;
         let techo = Server::start(&topo.tcpd_ns, t, 5003, ServerKind::Echo, PEER_CPU)?;
-        let mut kr = Vec::new();
-        let mut tr = Vec::new();
         let mut cr = Vec::new();
-        for _ in 0..plan.reps {
-            let addr = kecho.addr;
-            kr.push(kernel_run(&topo, limit, move |d| {
-                workloads::request_response(d, addr, dur)
-            })?);
-            tr.push(tcpd_run(techo.addr, limit, move |d, addr| {
-                workloads::request_response(d, addr, dur)
-            })?);
-            let addr = techo.addr;
-            cr.push(workloads::run_blocking_client(
-                None,
-                CLIENT_CPU,
-                limit,
-                move || workloads::c_shim_request_response(addr, dur),
-            )?);
-        }
-        let pick = |v: &[workloads::PingPong], f: fn(&workloads::PingPong) -> f64| {
-            Summary::of(&v.iter().map(f).collect::<Vec<_>>())
-        };
-        rows.push(Row {
-            name: "1-byte request/response".into(),
-            unit: "trans/s",
-            higher_is_better: true,
-            kernel: pick(&kr, |p| p.transactions_per_s),
-            tcpd: pick(&tr, |p| p.transactions_per_s),
-        });
-        rows.push(Row {
-            name: "1-byte request/response p50".into(),
-            unit: "µs",
-            higher_is_better: false,
-            kernel: pick(&kr, |p| p.p50_us),
-            tcpd: pick(&tr, |p| p.p50_us),
-        });
+        let (kr, tr) = request_response_runs(
+            &topo,
+            plan.reps,
+            limit,
+            dur,
+            (kecho.addr, techo.addr),
+            || {
+                // The C shim's run in the same repetition.
+                let addr = techo.addr;
+                cr.push(workloads::run_blocking_client(
+                    None,
+                    CLIENT_CPU,
+                    limit,
+                    move || workloads::c_shim_request_response(addr, dur),
+                )?);
+                Ok(())
+            },
+        )?;
+        let pick = ping_pong_summary;
+        rows.extend(request_response_rows("", &kr, &tr));
         rows.push(Row {
             name: "1-byte request/response p99".into(),
             unit: "µs",
@@ -886,9 +931,9 @@ fn main() -> Result<()> {
         // connection leaves a TIME-WAIT (60 s) on the client's side: every
         // repetition of that row gets servers on a port of its own, so its
         // 4-tuples never meet the TIME-WAITs of the repetitions before
-        // (16 384 ephemeral ports for one destination in tcpd, 28 232 in
-        // Linux, last only a few seconds at several thousand connections
-        // per second: tcpd's connect failed with EADDRNOTAVAIL).
+        // (28 232 ephemeral ports for one destination, Linux's default
+        // ip_local_port_range in both, last only a few seconds at several
+        // thousand connections per second: connect fails with EADDRNOTAVAIL).
         let mut fresh_port = 5005;
         for (name, unit, new_connection) in [
             ("hyper HTTP/1.1 keep-alive GETs", "req/s", false),
