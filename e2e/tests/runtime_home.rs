@@ -23,6 +23,10 @@ fn thread_names() -> Vec<String> {
         .collect()
 }
 
+/// Set for the process that runs
+/// [`default_session_on_a_multi_thread_runtime_is_its_own`].
+const CHILD: &str = "TCPD_E2E_RUNTIME_HOME_CHILD";
+
 #[test]
 fn a_session_opened_in_a_runtime_runs_on_it() {
     let Some(env) = Env::setup("rt-home", &[]) else {
@@ -64,9 +68,46 @@ fn a_session_opened_in_a_runtime_runs_on_it() {
     });
     // The free constructors' default session (`Client::shared`) is a
     // multi-thread runtime's own too (on a current-thread runtime it is the
-    // library's, whose threads work in parallel with the application).
-    // SAFETY: this test binary has no other thread reading the environment.
-    unsafe { std::env::set_var("TCPD_SOCKET", env.daemon.socket()) };
+    // library's, whose threads work in parallel with the application). It
+    // is opened from `$TCPD_SOCKET`: that part runs as a process of its own
+    // with the variable set (changing this process's environment would be
+    // unsafe once threads run).
+    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "default_session_on_a_multi_thread_runtime_is_its_own",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TCPD_SOCKET", env.daemon.socket())
+        .env(CHILD, "1")
+        .output()
+        .expect("run the default-session part");
+    let said = String::from_utf8_lossy(&child.stdout).into_owned()
+        + &String::from_utf8_lossy(&child.stderr);
+    assert!(
+        child.status.success() && said.contains("1 passed"),
+        "the default-session part failed:\n{said}"
+    );
+    peer.join().expect("peer");
+    let names = thread_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("tcpd-client-io")),
+        "the library started its own runtime: {names:?}"
+    );
+}
+
+/// The free constructors' default session on a multi-thread runtime, opened
+/// from `$TCPD_SOCKET`, lives on that runtime: no library thread. Run by
+/// [`a_session_opened_in_a_runtime_runs_on_it`] in a process of its own
+/// with the variable set.
+#[test]
+#[ignore = "run by a_session_opened_in_a_runtime_runs_on_it, with TCPD_SOCKET set"]
+fn default_session_on_a_multi_thread_runtime_is_its_own() {
+    if std::env::var_os(CHILD).is_none() {
+        eprintln!("SKIPPED: run by a_session_opened_in_a_runtime_runs_on_it");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -81,7 +122,6 @@ fn a_session_opened_in_a_runtime_runs_on_it() {
         let b = tcpd_client::Client::shared().await.expect("default");
         assert_eq!(a.daemon_path(), b.daemon_path());
     });
-    peer.join().expect("peer");
     let names = thread_names();
     assert!(
         !names.iter().any(|n| n.starts_with("tcpd-client-io")),

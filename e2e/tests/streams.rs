@@ -58,12 +58,15 @@ fn a_hundred_concurrent_bulk_streams_on_one_session_all_finish() {
         .build()
         .expect("runtime");
     let started = Instant::now();
+    // The default session, as tcpd-bench's `TcpStream::connect` uses on a
+    // current-thread runtime: the library's (see `Client::shared`), here
+    // named by `set_shared` rather than `$TCPD_SOCKET`.
+    let default = tcpd_client::blocking::connect_client(env.daemon.socket()).expect("session");
+    assert!(
+        tcpd_client::Client::set_shared(default).is_ok(),
+        "first default session"
+    );
     let sent = rt.block_on(async {
-        // The default session, as tcpd-bench's `TcpStream::connect` uses:
-        // this runtime's own (see `Client::shared`).
-        // SAFETY: this test binary has one test and sets the variable
-        // before any other thread reads the environment.
-        unsafe { std::env::set_var("TCPD_SOCKET", env.daemon.socket()) };
         let client = tcpd_client::Client::shared().await.expect("session");
         let mut set = tokio::task::JoinSet::new();
         for i in 0..STREAMS {

@@ -11,7 +11,9 @@
 //! - `session`: the per-process runtime and daemon session (fork rule);
 //! - `fdtable`: fd numbers the library reserves for its sockets;
 //! - `sockaddr`, `options`: C value conversions;
-//! - `api`, `poll`: the entry points.
+//! - `api`, `poll`: the entry points;
+//! - `test_support` (feature `test-support`): a safe Rust face of the
+//!   entry points, so Rust test and benchmark code needs no `unsafe`.
 //!
 //! The C header `include/tcpd.h` is generated from this crate by cbindgen
 //! (see `build.rs`) and committed; a test keeps it current.
@@ -23,6 +25,8 @@ mod options;
 mod poll;
 mod session;
 mod sockaddr;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use api::*;
 pub use poll::tcpd_poll;

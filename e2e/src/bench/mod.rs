@@ -70,38 +70,21 @@ pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
 /// of idle kernel connections need two descriptors each (client and server
 /// live in this process). Returns the soft limit in force afterwards.
 pub fn raise_fd_limit(wanted: u64) -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(wanted);
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the local it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut current) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let target = wanted.min(ceiling).max(soft);
+    if target == soft {
+        return Ok(soft);
     }
-    let target = wanted.min(ceiling).max(current.rlim_cur);
-    if target == current.rlim_cur {
-        return Ok(current.rlim_cur);
-    }
-    let raised = libc::rlimit {
-        rlim_cur: target,
-        rlim_max: target.max(current.rlim_max),
-    };
-    // SAFETY: setrlimit reads one rlimit from the local it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } != 0 {
+    if setrlimit(Resource::RLIMIT_NOFILE, target, target.max(hard)).is_err() {
         // Without CAP_SYS_RESOURCE only the soft limit can move, up to the hard one.
-        let soft = libc::rlimit {
-            rlim_cur: target.min(current.rlim_max),
-            rlim_max: current.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const soft) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        return Ok(soft.rlim_cur);
+        let soft = target.min(hard);
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
+        return Ok(soft);
     }
     Ok(target)
 }
@@ -185,9 +168,10 @@ pub fn system_busy_seconds() -> io::Result<f64> {
 }
 
 fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as f64 } else { 100.0 }
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz as f64,
+        _ => 100.0,
+    }
 }
 
 /// Resident set size of a process in bytes.

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Netns;
 use crate::bench::{percentile, pin_current_thread};
+use tcpd::test_support::CSocket;
 
 /// Size of each write in bulk transfers.
 pub const CHUNK: usize = 64 * 1024;
@@ -764,11 +765,6 @@ pub fn c_shim_connection_rate(addr: SocketAddr, dur: Duration) -> io::Result<Con
     ))
 }
 
-/// `-1` from a C-shim call as the `io::Error` of the errno it set.
-fn c_check(ret: isize) -> io::Result<usize> {
-    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
-}
-
 /// One connect, 1-byte exchange, wait for the server's FIN, close, through the C ABI.
 /// Returns each step's time in µs (see [`c_shim_connection_rate`]).
 fn c_shim_one_connection(addr: SocketAddr) -> io::Result<[f64; 5]> {
@@ -792,104 +788,10 @@ fn c_shim_one_connection(addr: SocketAddr) -> io::Result<[f64; 5]> {
     Ok([connect, write, echo, fin, lap()])
 }
 
-/// A connected C-shim socket (Nagle off when `nodelay`, as the Rust rows).
-fn c_shim_connect(addr: SocketAddr, nodelay: bool) -> io::Result<CShimFd> {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    let fd =
-        CShimFd(c_check(tcpd::tcpd_socket(family, libc::SOCK_STREAM, 0) as isize)? as libc::c_int);
-    let sin = match addr {
-        SocketAddr::V4(a) => libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*a.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        },
-        SocketAddr::V6(_) => {
-            // SAFETY: sockaddr_in is plain old data; all zeroes is valid.
-            unsafe { std::mem::zeroed() }
-        }
-    };
-    let sin6 = match addr {
-        SocketAddr::V6(a) => libc::sockaddr_in6 {
-            sin6_family: libc::AF_INET6 as libc::sa_family_t,
-            sin6_port: a.port().to_be(),
-            sin6_flowinfo: 0,
-            sin6_addr: libc::in6_addr {
-                s6_addr: a.ip().octets(),
-            },
-            sin6_scope_id: 0,
-        },
-        SocketAddr::V4(_) => {
-            // SAFETY: sockaddr_in6 is plain old data; all zeroes is valid.
-            unsafe { std::mem::zeroed() }
-        }
-    };
-    let (name, name_len): (*const libc::sockaddr, usize) = match addr {
-        SocketAddr::V4(_) => (
-            (&raw const sin).cast(),
-            std::mem::size_of::<libc::sockaddr_in>(),
-        ),
-        SocketAddr::V6(_) => (
-            (&raw const sin6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>(),
-        ),
-    };
-    let one: libc::c_int = 1;
-    // SAFETY: every pointer is to a live local of the stated length.
-    unsafe {
-        if nodelay {
-            c_check(tcpd::tcpd_setsockopt(
-                fd.0,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&raw const one).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) as isize)?;
-        }
-        c_check(tcpd::tcpd_connect(fd.0, name, name_len as libc::socklen_t) as isize)?;
-    }
-    Ok(fd)
-}
-
-/// A C-shim socket, closed (`tcpd_close`) when dropped.
-struct CShimFd(libc::c_int);
-
-impl Drop for CShimFd {
-    fn drop(&mut self) {
-        tcpd::tcpd_close(self.0);
-    }
-}
-
-impl CShimFd {
-    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            // SAFETY: a live buffer of its length.
-            let n = c_check(unsafe { tcpd::tcpd_write(self.0, buf.as_ptr().cast(), buf.len()) })?;
-            buf = &buf[n..];
-        }
-        Ok(())
-    }
-
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: a live buffer of its length.
-        c_check(unsafe { tcpd::tcpd_read(self.0, buf.as_mut_ptr().cast(), buf.len()) })
-    }
-
-    fn read_exact(&self, mut buf: &mut [u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            match self.read(buf)? {
-                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                n => buf = &mut buf[n..],
-            }
-        }
-        Ok(())
-    }
+/// A connected C-shim socket (Nagle off when `nodelay`, as the Rust rows),
+/// through the C entry points (their safe Rust face).
+fn c_shim_connect(addr: SocketAddr, nodelay: bool) -> io::Result<CSocket> {
+    CSocket::connect(addr, nodelay)
 }
 
 /// [`bulk_send`] through the C shim (blocking; `$TCPD_SOCKET`).
@@ -900,7 +802,7 @@ pub fn c_shim_bulk_send(addr: SocketAddr, dur: Duration) -> io::Result<Transfer>
     while start.elapsed() < dur {
         s.write_all(&buf)?;
     }
-    c_check(tcpd::tcpd_shutdown(s.0, libc::SHUT_WR) as isize)?;
+    s.shutdown(std::net::Shutdown::Write)?;
     let mut count = [0u8; 8];
     s.read_exact(&mut count)?;
     Ok(Transfer {

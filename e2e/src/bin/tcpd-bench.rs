@@ -13,7 +13,7 @@
 //! by itself, removing its namespaces and stopping its daemon.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -393,8 +393,10 @@ impl Topology {
     /// Builds both topologies; `tcpd_mtu` is passed to tcpd (`--mtu`) when
     /// set; `idle` connections on one client session must fit tcpd's
     /// per-session quotas (see [`idle_quota_args`]); `tcpd_args` are
-    /// passed as they are; `pin_tcpd`: tcpd's threads share the peer's CPU.
+    /// passed as they are; `pin_tcpd`: tcpd's threads share the peer's CPU;
+    /// the daemon serves on `socket` (see [`with_bench_socket`]).
     fn new(
+        socket: &Path,
         tcpd_mtu: Option<u16>,
         tcpd_offload: Option<&str>,
         idle: usize,
@@ -459,14 +461,12 @@ impl Topology {
         let quota_args = idle_quota_args(idle);
         daemon_args.extend(quota_args.iter().map(String::as_str));
         daemon_args.extend(tcpd_args.iter().map(String::as_str));
-        let daemon = Daemon::start(&tcpd_ns, &daemon_args).context("starting tcpd")?;
+        let daemon = Daemon::start_at(&tcpd_ns, socket, &daemon_args).context("starting tcpd")?;
         if let Some(pid) = daemon.pid()
             && pin_tcpd
         {
             bench::pin_process(pid, PEER_CPU)?;
         }
-        // SAFETY: set before any other thread reads the environment.
-        unsafe { std::env::set_var("TCPD_SOCKET", daemon.socket()) };
         Ok(Topology {
             kernel_client,
             kernel_server,
@@ -514,14 +514,53 @@ fn kernel_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result
     )?)
 }
 
+/// Where this process's daemon serves, set by [`with_bench_socket`] (and
+/// the same in `TCPD_SOCKET`).
+const BENCH_SOCKET_ENV: &str = "TCPD_BENCH_SOCKET";
+
+/// The socket this process's daemon must serve on: `$TCPD_BENCH_SOCKET`,
+/// which [`with_bench_socket`] set with `TCPD_SOCKET` to the same path.
+fn bench_socket() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(BENCH_SOCKET_ENV)?);
+    (std::env::var_os("TCPD_SOCKET").as_deref() == Some(path.as_os_str())).then_some(path)
+}
+
+/// `command` (tcpd-bench itself) with `TCPD_SOCKET` and
+/// `TCPD_BENCH_SOCKET` naming `socket`. The clients the bench measures
+/// (tcpd-client's default session, libtcpd) find the daemon through
+/// `$TCPD_SOCKET`, read when first used; the bench starts its daemon there
+/// instead of changing its own environment (unsafe once threads run).
+fn with_bench_socket(command: &mut std::process::Command, socket: &Path) {
+    command
+        .env("TCPD_SOCKET", socket)
+        .env(BENCH_SOCKET_ENV, socket);
+}
+
+/// Runs this tcpd-bench again with the same arguments and the environment
+/// of [`with_bench_socket`] (a socket in a directory of its own), and
+/// exits as it does.
+fn rerun_with_bench_socket() -> Result<()> {
+    let dir = tcpd_e2e::TempDir::new("bench").context("socket directory")?;
+    let program = std::env::current_exe().context("locating tcpd-bench")?;
+    let mut command = std::process::Command::new(program);
+    command.args(std::env::args_os().skip(1));
+    with_bench_socket(&mut command, &dir.path().join("tcpd.sock"));
+    let status = command.status().context("running tcpd-bench")?;
+    drop(dir);
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let (Some(ns), Some(addr)) = (&args.hold_helper, args.hold_addr) {
         return Ok(workloads::hold_helper_main(ns, addr, args.hold_cpu)?);
     }
+    let Some(socket) = bench_socket() else {
+        return rerun_with_bench_socket();
+    };
     if let Some(spec) = &args.impaired_helper {
         let seconds = Duration::from_secs_f64(args.seconds.unwrap_or(5.0).max(0.05));
-        return impaired_helper_main(spec, seconds);
+        return impaired_helper_main(spec, seconds, &socket);
     }
     if let Some(size) = args.source_sndbuf {
         let _ = workloads::SOURCE_SNDBUF.set(size);
@@ -580,6 +619,7 @@ fn main() -> Result<()> {
         bench::raise_fd_limit(max_idle as u64 + 4096).context("raising RLIMIT_NOFILE")?;
 
     let topo = Topology::new(
+        &socket,
         args.tcpd_mtu,
         args.tcpd_offload.as_deref(),
         if want_idle { max_idle } else { 0 },
@@ -1416,7 +1456,11 @@ fn impaired_rows(reps: usize, seconds: Duration, limit: Duration) -> Result<Vec<
     for spec in IMPAIRMENTS {
         let (mut tcpd_sends, mut kernel_sends) = (Vec::new(), Vec::new());
         for _ in 0..reps {
-            let mut child = std::process::Command::new(&program)
+            // Its own daemon, on a socket of its own.
+            let dir = tcpd_e2e::TempDir::new("bench-imp").context("socket directory")?;
+            let mut command = std::process::Command::new(&program);
+            with_bench_socket(&mut command, &dir.path().join("tcpd.sock"));
+            let mut child = command
                 .args(["--impaired-helper", spec, "--seconds"])
                 .arg(seconds.as_secs_f64().to_string())
                 .stdout(std::process::Stdio::piped())
@@ -1468,14 +1512,12 @@ fn impaired_rows(reps: usize, seconds: Duration, limit: Duration) -> Result<Vec<
 /// The `--impaired-helper` side: a daemon with `--impair spec`, kernel
 /// sink and source servers on the TUN's far side (the source sending with
 /// [`IMPAIRED_KERNEL_CC`]); prints `IMPAIRED <tcpd sends MB/s> <kernel sends MB/s>`.
-fn impaired_helper_main(spec: &str, seconds: Duration) -> Result<()> {
+fn impaired_helper_main(spec: &str, seconds: Duration, socket: &Path) -> Result<()> {
     let ns = Netns::new("bench-imp")?;
-    let daemon = Daemon::start(&ns, &["--impair", spec]).context("starting tcpd")?;
+    let daemon = Daemon::start_at(&ns, socket, &["--impair", spec]).context("starting tcpd")?;
     if let Some(pid) = daemon.pid() {
         bench::pin_process(pid, PEER_CPU)?;
     }
-    // SAFETY: set before any other thread reads the environment.
-    unsafe { std::env::set_var("TCPD_SOCKET", daemon.socket()) };
     let limit = seconds * 4 + Duration::from_secs(30);
     let sink = Server::start(&ns, HOST_ADDR, 5101, ServerKind::Sink, PEER_CPU)?;
     let tcpd_sends = tcpd_run(sink.addr, limit, move |d, addr| {
