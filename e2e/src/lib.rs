@@ -396,6 +396,22 @@ impl Daemon {
         command
     }
 
+    /// `tcpctl trace --no-time --replay FILE`, which must succeed: the
+    /// ladder it draws of a capture.
+    pub fn replay_capture(&self, file: &Path) -> String {
+        let replay = self
+            .tcpctl(&["trace", "--no-time", "--replay"])
+            .arg(file)
+            .output()
+            .expect("tcpctl trace --replay");
+        assert!(
+            replay.status.success(),
+            "tcpctl trace --replay failed: {}",
+            String::from_utf8_lossy(&replay.stderr)
+        );
+        String::from_utf8_lossy(&replay.stdout).into_owned()
+    }
+
     /// The daemon's resident memory in KiB (VmRSS; 0 once it is gone).
     pub fn rss_kib(&self) -> u64 {
         self.pid().map_or(0, pid_rss_kib)
@@ -475,6 +491,29 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     cond()
+}
+
+/// Starts `command`, a tcpctl that subscribes before it reports anything
+/// (`watch`, `trace`, `capture`), with its stderr piped, and waits for its
+/// first stderr line, which must contain `ready` ("watching", "tracing",
+/// "capturing"): from then on it sees every event. The running child and
+/// the rest of its stderr.
+pub fn spawn_subscribed(
+    command: &mut Command,
+    ready: &str,
+) -> (Child, io::BufReader<std::process::ChildStderr>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    let mut stderr = io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut first = String::new();
+    stderr
+        .read_line(&mut first)
+        .expect("the subscriber's stderr");
+    assert!(first.contains(ready), "{command:?} said: {first}");
+    (child, stderr)
 }
 
 /// A kernel TCP listener on the host side of the TUN (an ephemeral port in

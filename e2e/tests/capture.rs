@@ -17,8 +17,8 @@
 //! Needs root (namespaces, TUN) and tshark (installed by .ci/run): skips
 //! otherwise, fails under `CI=true`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufReader, Read, Write};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
@@ -32,18 +32,7 @@ fn start_capture(
     daemon: &Daemon,
     file: &std::path::Path,
 ) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    let mut capture = daemon
-        .tcpctl(&[])
-        .args(["capture", "-w"])
-        .arg(file)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpctl capture");
-    let mut stderr = BufReader::new(capture.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    stderr.read_line(&mut first).expect("capture's stderr");
-    assert!(first.contains("capturing"), "tcpctl capture said: {first}");
-    (capture, stderr)
+    tcpd_e2e::spawn_subscribed(daemon.tcpctl(&["capture", "-w"]).arg(file), "capturing")
 }
 
 /// Stops a capture as a user would (SIGINT); its exit status.
@@ -229,18 +218,7 @@ fn capture_shows_both_sides_of_the_impairer() {
     );
 
     // The capture replays as a ladder: handshake, retransmissions, TIME-WAIT.
-    let replay = daemon
-        .tcpctl(&[])
-        .args(["trace", "--no-time", "--replay"])
-        .arg(&file)
-        .output()
-        .expect("tcpctl trace --replay");
-    let ladder = String::from_utf8_lossy(&replay.stdout);
-    assert!(
-        replay.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let ladder = daemon.replay_capture(&file);
     assert!(
         ladder.contains("SYN-SENT    --> <SEQ=0><CTL=SYN>"),
         "{}",

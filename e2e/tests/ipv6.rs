@@ -420,7 +420,6 @@ fn read_capture(bytes: &[u8], peer_port: u16) -> Captured {
 /// one non-zero flow label, a different one per connection (RFC 6437 §3).
 #[test]
 fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
-    use std::io::BufRead;
     use std::process::Stdio;
     use std::time::Instant;
     let Some(env) = Env::setup("cap6", &["--msl-ms", "250", "--impair", "loss=5%,seed=7"]) else {
@@ -430,30 +429,17 @@ fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
     let file = scratch.path().join("ipv6.pcapng");
     let (listener, target) = tcpd_e2e::kernel_listener_at(&env.ns, HOST_ADDR6.into());
 
-    let mut capture = env
-        .daemon
-        .tcpctl(&["capture", "-w"])
-        .arg(&file)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpctl capture");
-    let mut capture_err = std::io::BufReader::new(capture.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    capture_err.read_line(&mut line).expect("capture's stderr");
-    assert!(line.contains("capturing"), "tcpctl capture said: {line}");
+    let (mut capture, _capture_err) = tcpd_e2e::spawn_subscribed(
+        env.daemon.tcpctl(&["capture", "-w"]).arg(&file),
+        "capturing",
+    );
     let port = target.port().to_string();
-    let mut trace = env
-        .daemon
-        .tcpctl(&["trace", "--next", "--port", &port, "--timeout", "90"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpctl trace");
-    line.clear();
-    std::io::BufReader::new(trace.stderr.take().expect("stderr"))
-        .read_line(&mut line)
-        .expect("trace's stderr");
-    assert!(line.contains("tracing"), "tcpctl trace said: {line}");
+    let (mut trace, _) = tcpd_e2e::spawn_subscribed(
+        env.daemon
+            .tcpctl(&["trace", "--next", "--port", &port, "--timeout", "90"])
+            .stdout(Stdio::piped()),
+        "tracing",
+    );
     let mut trace_out = trace.stdout.take().expect("stdout");
     let collector = std::thread::spawn(move || {
         let mut text = String::new();
@@ -549,18 +535,7 @@ fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
     assert_ne!(labels[0], labels[1], "each connection its own label");
 
     // The capture replays as a ladder of the IPv6 connections.
-    let replay = env
-        .daemon
-        .tcpctl(&["trace", "--no-time", "--replay"])
-        .arg(&file)
-        .output()
-        .expect("tcpctl trace --replay");
-    let replayed = String::from_utf8_lossy(&replay.stdout);
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let replayed = env.daemon.replay_capture(&file);
     assert!(
         replayed.contains(&format!("tcpd [{TCPD_ADDR6}]:")) && replayed.contains("SYN-SENT"),
         "{}",

@@ -607,27 +607,22 @@ fn sample_outputs() {
         blocking::TcpListener::bind_with(&client, SocketAddrV4::new(TCPD_ADDR, 8080))
             .expect("bind");
     let (listener, target) = kernel_listener(&ns);
-    let mut watch = tcpctl_command(
-        &daemon,
-        &[
-            "watch",
-            "--count",
-            "5",
-            "--port",
-            &target.port().to_string(),
-            "--timeout",
-            "30",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start tcpctl watch");
-    let mut subscribed = String::new();
-    BufReader::new(watch.stderr.take().expect("stderr"))
-        .read_line(&mut subscribed)
-        .expect("watch stderr");
-    assert!(subscribed.contains("watching"), "{subscribed}");
+    let (watch, _) = tcpd_e2e::spawn_subscribed(
+        tcpctl_command(
+            &daemon,
+            &[
+                "watch",
+                "--count",
+                "5",
+                "--port",
+                &target.port().to_string(),
+                "--timeout",
+                "30",
+            ],
+        )
+        .stdout(Stdio::piped()),
+        "watching",
+    );
 
     let (mut stream, mut kernel, _local) = tcpd_to_kernel(&client, &listener, target);
     let data = tcpd_e2e::payload(256 * 1024, 3);
@@ -704,22 +699,17 @@ fn non_root_sees_addresses_of_all_but_owners_of_its_own_only() {
     const NOBODY: u32 = 65534;
 
     // nobody watches everything.
-    let mut watch = tcpctl_command_from(
-        &tcpctl_copy,
-        &daemon,
-        &["watch", "--json", "--timeout", "60"],
-    )
-    .uid(NOBODY)
-    .gid(NOBODY)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("tcpctl watch as nobody");
-    let mut first = String::new();
-    BufReader::new(watch.stderr.take().expect("stderr"))
-        .read_line(&mut first)
-        .expect("watch's stderr");
-    assert!(first.contains("watching"), "tcpctl watch said: {first}");
+    let (mut watch, _) = tcpd_e2e::spawn_subscribed(
+        tcpctl_command_from(
+            &tcpctl_copy,
+            &daemon,
+            &["watch", "--json", "--timeout", "60"],
+        )
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(Stdio::piped()),
+        "watching",
+    );
     let (tx, events) = mpsc::channel::<Value>();
     let stdout = watch.stdout.take().expect("stdout");
     std::thread::spawn(move || {

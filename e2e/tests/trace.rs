@@ -10,7 +10,7 @@
 //!
 //! Needs root (namespaces, TUN): skips otherwise, fails under `CI=true`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -36,26 +36,21 @@ fn trace_draws_a_lossy_connection_with_retransmission_marks() {
         .expect("start tcpd");
     let (listener, target) = kernel_listener(&ns);
 
-    let mut trace = tcpctl(
-        &daemon,
-        &[
-            "trace",
-            "--next",
-            "--port",
-            &target.port().to_string(),
-            "--timeout",
-            "90",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start tcpctl trace");
-    let mut first = String::new();
-    BufReader::new(trace.stderr.take().expect("stderr"))
-        .read_line(&mut first)
-        .expect("read trace's stderr");
-    assert!(first.contains("tracing"), "tcpctl trace said: {first}");
+    let (mut trace, _) = tcpd_e2e::spawn_subscribed(
+        tcpctl(
+            &daemon,
+            &[
+                "trace",
+                "--next",
+                "--port",
+                &target.port().to_string(),
+                "--timeout",
+                "90",
+            ],
+        )
+        .stdout(Stdio::piped()),
+        "tracing",
+    );
 
     // Read the ladder as it comes (a full pipe would stall tcpctl).
     let mut out = trace.stdout.take().expect("stdout");
