@@ -596,6 +596,19 @@ pub struct PingPong {
     pub p99_us: f64,
 }
 
+impl PingPong {
+    /// From each round trip's time (µs) over `seconds` in all.
+    fn from_latencies(mut lat: Vec<f64>, seconds: f64) -> PingPong {
+        let n = lat.len();
+        lat.sort_by(f64::total_cmp);
+        PingPong {
+            transactions_per_s: n as f64 / seconds,
+            p50_us: percentile(&lat, 50.0),
+            p99_us: percentile(&lat, 99.0),
+        }
+    }
+}
+
 /// 1-byte ping-pong against a [`ServerKind::Echo`] for `dur`.
 pub async fn request_response<D: Dialer>(
     d: D,
@@ -612,14 +625,7 @@ pub async fn request_response<D: Dialer>(
         s.read_exact(&mut byte).await?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let total = start.elapsed().as_secs_f64();
-    let n = lat.len();
-    lat.sort_by(f64::total_cmp);
-    Ok(PingPong {
-        transactions_per_s: n as f64 / total,
-        p50_us: percentile(&lat, 50.0),
-        p99_us: percentile(&lat, 99.0),
-    })
+    Ok(PingPong::from_latencies(lat, start.elapsed().as_secs_f64()))
 }
 
 /// Connection-rate figures.
@@ -841,14 +847,7 @@ pub fn c_shim_request_response(addr: SocketAddr, dur: Duration) -> io::Result<Pi
         s.read_exact(&mut byte)?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let total = start.elapsed().as_secs_f64();
-    let n = lat.len();
-    lat.sort_by(f64::total_cmp);
-    Ok(PingPong {
-        transactions_per_s: n as f64 / total,
-        p50_us: percentile(&lat, 50.0),
-        p99_us: percentile(&lat, 99.0),
-    })
+    Ok(PingPong::from_latencies(lat, start.elapsed().as_secs_f64()))
 }
 
 /// Mean time of one getsockname(2) on a kernel socket, in microseconds,
