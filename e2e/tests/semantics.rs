@@ -279,7 +279,8 @@ fn flush_completes_when_the_data_is_in_the_daemons_send_buffer() {
 /// both (the even distance from the range's start first, as Linux), a
 /// third fails EADDRNOTAVAIL, and a second destination reuses a port (a
 /// port serves any number of 4-tuples). The kernel's accept sees the
-/// ports tcpd chose.
+/// ports tcpd chose, and the kernel itself, given the same range, does the
+/// same.
 #[test]
 fn connect_picks_ports_from_ip_local_port_range_like_linux() {
     let Some(env) = Env::setup("sem-ports", &["--ip-local-port-range", "40000,40001"]) else {
@@ -315,6 +316,28 @@ fn connect_picks_ports_from_ip_local_port_range_like_linux() {
         assert_eq!(second.accept().expect("accept").1.port(), 40000);
         drop((a, b, c));
     });
+    // Linux, given the same range in the namespace, picks the same ports in
+    // the same order and runs out the same way.
+    let linux = env.ns.within(move || {
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001")
+            .expect("set the namespace's ip_local_port_range");
+        let held: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(first_addr).expect("kernel connect"))
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|s| s.local_addr().expect("local").port())
+            .collect();
+        let third = TcpStream::connect(first_addr)
+            .map(|_| ())
+            .map_err(|e| e.kind());
+        (ports, third)
+    });
+    assert_eq!(
+        linux,
+        (vec![40000, 40001], Err(io::ErrorKind::AddrNotAvailable)),
+        "the kernel with the same ip_local_port_range"
+    );
 }
 
 /// A flush (and shutdown) completes once the written data is in the
