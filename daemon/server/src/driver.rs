@@ -205,6 +205,7 @@ impl Running {
                         return;
                     }
                     Some(Control::ConnectAbandoned(id)) => self.core.connect_abandoned(id),
+                    Some(Control::Close(request)) => self.core.execute(request),
                     None => return,
                 },
                 () = async {

@@ -247,6 +247,7 @@ async fn drive(mut daemon: Sockets, mut inbox: Inbox, order: Arc<Mutex<Vec<Sessi
             }
             Some(control) = inbox.control.recv() => match control {
                 Control::ConnectAbandoned(id) => daemon.connect_abandoned(id),
+                Control::Close(request) => daemon.execute(request),
                 Control::Terminate(done) => {
                     daemon.abort_everything();
                     let _ = done.send(());

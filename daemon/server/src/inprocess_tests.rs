@@ -89,7 +89,9 @@ fn a_flooding_session_does_not_queue_ahead_of_another() {
 ///
 /// Here every stream's up half waits for a slot (the test holds them all)
 /// with a write when its connection is reset, which ends the down half;
-/// then the slots are freed. Every stream must finish its close.
+/// then the slots are freed. Every stream must finish its close. Each
+/// response stream is drained by a task of its own, as hyper's task per
+/// HTTP/2 stream polls it (the response drives the socket).
 #[test]
 fn a_stream_whose_down_half_fails_gives_back_the_slot_its_up_half_waits_for() {
     use tokio_stream::StreamExt;
@@ -128,6 +130,21 @@ fn a_stream_whose_down_half_fails_gives_back_the_slot_its_up_half_waits_for() {
             };
             streams.push((up, down, opened));
         }
+        let streams: Vec<_> = streams
+            .into_iter()
+            .map(|(up, mut down, opened)| {
+                let drained = tokio::spawn(async move {
+                    let mut error = None;
+                    while let Some(item) = down.next().await {
+                        if let Err(e) = item {
+                            error = Some(e);
+                        }
+                    }
+                    error
+                });
+                (up, drained, opened)
+            })
+            .collect();
         // Let every down half park its read in the driver.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let slots = h.driver.slots.of(user.id);
@@ -165,13 +182,8 @@ fn a_stream_whose_down_half_fails_gives_back_the_slot_its_up_half_waits_for() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(held);
         let finished = tokio::time::timeout(Duration::from_secs(10), async {
-            for (i, (_up, mut down, _)) in streams.into_iter().enumerate() {
-                let mut error = None;
-                while let Some(item) = down.next().await {
-                    if let Err(e) = item {
-                        error = Some(e);
-                    }
-                }
+            for (i, (_up, drained, _)) in streams.into_iter().enumerate() {
+                let error = drained.await.expect("the drain task");
                 let e = error.unwrap_or_else(|| panic!("stream {i}: ended without the abort"));
                 assert!(
                     e.message().contains("aborted"),

@@ -24,9 +24,12 @@ use crate::errno::Errno;
 use crate::session::{Credentials, SessionId, SessionInfo};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use tcpd_proto::errno::EIO;
 use tcpd_stack::{OptionName, SendFlags, Shutdown, SockOption, SocketInfo, TcpInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
@@ -464,6 +467,11 @@ pub enum Control {
     /// (a Stream opened by connect) before it completed: abort it now
     /// ([`crate::sockets::Sockets::connect_abandoned`]).
     ConnectAbandoned(SessionId),
+    /// A Stream dropped before its close reached the driver (its client
+    /// reset it, or the API connection went): close its socket as the
+    /// `Close` op would (`socket_service::StreamBody`'s `Drop`). The op's
+    /// reply has no receiver.
+    Close(Request),
 }
 
 /// Sends [`Control::ConnectAbandoned`] when dropped armed: held across a
@@ -504,44 +512,121 @@ fn gone() -> Errno {
     Errno::new(EIO, "tcpd is shutting down")
 }
 
+/// The sending of an op that had to wait (for a session slot or room in
+/// the op channel).
+type Submit = Pin<Box<dyn Future<Output = Result<(), Errno>> + Send>>;
+
+/// One op sent to the driver ([`DriverHandle::start`]): a future of its
+/// reply. Dropping it cancels the op: one still waiting to be sent is never
+/// sent, a parked one is dropped by the driver when it finds the reply's
+/// receiver gone.
+pub struct OpCall<T> {
+    /// `Some` while the op waits to be sent.
+    submit: Option<Submit>,
+    reply: oneshot::Receiver<Result<T, Errno>>,
+}
+
+impl<T> std::fmt::Debug for OpCall<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpCall")
+            .field("sent", &self.sent())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> OpCall<T> {
+    /// Whether the op is in the driver's channel (or already run): it
+    /// reaches the driver even if this is dropped.
+    pub fn sent(&self) -> bool {
+        self.submit.is_none()
+    }
+}
+
+impl<T> Future for OpCall<T> {
+    type Output = Result<T, Errno>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(submit) = &mut self.submit {
+            if let Err(e) = ready!(submit.as_mut().poll(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            self.submit = None;
+        }
+        // A dropped reply: the socket was closed under a parked op, or the
+        // driver stopped.
+        Pin::new(&mut self.reply)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(Errno::bad_handle())))
+    }
+}
+
 impl DriverHandle {
     /// Sends the op built by `op` for `session` and awaits its reply.
-    ///
-    /// The sending (a session slot, then room in the op channel) runs as a
-    /// boxed future of its own, so this future is small while it waits for
-    /// the reply: a Stream's read parked on an idle connection holds the
-    /// reply's receiver, not room for a whole [`Queued`] op (see
-    /// `socket_service::tests::a_streams_task_stays_small`).
     pub async fn call<T>(
         &self,
         session: SessionInfo,
         op: impl FnOnce(Reply<T>) -> Op,
     ) -> Result<T, Errno> {
-        let (reply, result) = oneshot::channel();
-        Box::pin(self.submit(session, op(reply))).await?;
-        // A dropped reply: the socket was closed under a parked op, or the
-        // driver stopped.
-        result.await.unwrap_or_else(|_| Err(Errno::bad_handle()))
+        self.start(session, op).await
     }
 
-    /// Queues `op` for the driver once `session` has a slot.
-    async fn submit(&self, session: SessionInfo, op: Op) -> Result<(), Errno> {
+    /// Sends the op built by `op` for `session`; the returned [`OpCall`]
+    /// completes with its reply.
+    ///
+    /// The op goes into the channel at once when its session has a free
+    /// slot and the channel room (no allocation); otherwise the sending
+    /// (a session slot, then room in the op channel) runs as a boxed future
+    /// of its own inside the `OpCall`, so an op that waits for its reply
+    /// holds only the reply's receiver: a Stream's read parked on an idle
+    /// connection takes 24 bytes of its Stream (see
+    /// `socket_service::tests::a_streams_body_stays_small`).
+    pub fn start<T>(&self, session: SessionInfo, op: impl FnOnce(Reply<T>) -> Op) -> OpCall<T> {
+        let (reply, result) = oneshot::channel();
+        let request = Request {
+            session,
+            op: op(reply),
+        };
         let slots = self.slots.of(session.id);
-        let slot = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(gone()),
+        let submit: Option<Submit> = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                let queued = Queued {
+                    request,
+                    _slot: slot,
+                };
+                match self.ops.try_send(queued) {
+                    Ok(()) => None,
+                    Err(mpsc::error::TrySendError::Full(queued)) => {
+                        let ops = self.ops.clone();
+                        Some(Box::pin(async move {
+                            ops.send(queued).await.map_err(|_| gone())
+                        }))
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        Some(Box::pin(std::future::ready(Err(gone()))))
+                    }
+                }
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                Some(Box::pin(std::future::ready(Err(gone()))))
+            }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 self.limit_counters.count(crate::limits::ApiLimit::OpSlots);
-                slots.acquire_owned().await.map_err(|_| gone())?
+                let ops = self.ops.clone();
+                Some(Box::pin(async move {
+                    let slot = slots.acquire_owned().await.map_err(|_| gone())?;
+                    ops.send(Queued {
+                        request,
+                        _slot: slot,
+                    })
+                    .await
+                    .map_err(|_| gone())
+                }))
             }
         };
-        self.ops
-            .send(Queued {
-                request: Request { session, op },
-                _slot: slot,
-            })
-            .await
-            .map_err(|_| gone())
+        OpCall {
+            submit,
+            reply: result,
+        }
     }
 
     /// A placeholder session for ops that name their session otherwise.

@@ -7,44 +7,44 @@
 //! changes. Every failure is an errno-bearing `google.rpc.Status`
 //! ([`crate::errno`]).
 //!
-//! A Stream (see the proto) runs as one task per socket: after `open`, its
-//! down half loops on parked Read ops and its up half applies frames in
-//! order (Write ops that park until the bytes are queued, shutdowns,
-//! `flush` answered with `flushed`). `close` — or the end of the up side —
-//! closes the socket after everything before it, and the task ends the
-//! response stream: OK after a close, the connection's error otherwise.
+//! A Stream (see the proto) is, after `open`, its response stream
+//! ([`StreamBody`]), polled by hyper's task for the HTTP/2 stream: no task
+//! of its own. Each poll moves both sides: the up side applies client
+//! frames in order (Write ops that park until the bytes are queued,
+//! shutdowns, `flush` answered with `flushed`), the down side yields the
+//! data of its parked Read op. `close` — or the end of the up side —
+//! closes the socket after everything before it, and the response ends:
+//! OK after a close, the connection's error otherwise. A Stream dropped
+//! before that (its client reset it) has its socket closed by the driver.
 
 use crate::convert;
 use crate::errno::Errno;
 use crate::idle::Activity;
-use crate::ops::{DriverHandle, Op, ReadData, SocketSetup, WriteData};
+use crate::ops::{Control, DriverHandle, Op, OpCall, ReadData, SocketSetup, WriteData};
 use crate::session::{SessionConnection, SessionInfo};
 use crate::sockets::MAX_READ;
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
-use futures::SinkExt;
-use futures::channel::mpsc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tcpd_proto::errno::{EINVAL, EIO};
 use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_server::SocketService as SocketApi;
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
 use tcpd_stack::{SendFlags, Shutdown};
-use tokio_stream::StreamExt;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest `data` frame the Stream RPC sends down (proto: at most 64 KiB).
 pub const STREAM_CHUNK: usize = 64 * 1024;
-/// Down frames buffered per stream before the daemon stops reading the
-/// socket (the rest of the back-pressure is HTTP/2 flow control).
+/// Most frames one read of a Stream's down side takes from the socket: the
+/// daemon reads again once they are out (the rest of the back-pressure is
+/// HTTP/2 flow control).
 const STREAM_DOWN_QUEUE: usize = 4;
-/// The down channel's shared buffer: futures' bounded channel holds its
-/// buffer plus one frame per sender, and a Stream has two (its down and
-/// its up half), so it holds [`STREAM_DOWN_QUEUE`] frames.
-const DOWN_BUFFER: usize = STREAM_DOWN_QUEUE - 2;
 /// Most bytes of up `data` frames, already received, that one Write op
-/// carries (see [`stream_up`]). Four frames: a few driver round trips
+/// carries (see [`batch_data`]). Four frames: a few driver round trips
 /// fewer per megabyte, while a parked write still holds little of the
 /// session's `buffered_bytes` quota (64 MiB: 256 blocked streams).
 const STREAM_UP_BATCH: usize = 4 * STREAM_CHUNK;
@@ -420,7 +420,7 @@ impl SocketApi for SocketService {
         }))
     }
 
-    type StreamStream = DownStream;
+    type StreamStream = StreamBody;
 
     async fn stream(
         &self,
@@ -473,7 +473,116 @@ impl SocketApi for SocketService {
                     .await?
             }
         };
-        let (mut tx, rx) = mpsc::channel(DOWN_BUFFER);
+        Ok(Response::new(StreamBody::new(
+            Arc::clone(&self.driver),
+            s,
+            activity,
+            up,
+            connected,
+        )))
+    }
+}
+
+/// What the Stream RPC's response stream yields.
+type DownItem = Result<v2::StreamResponse, Status>;
+
+/// What `Streaming::message` gives: a frame, the end, or an error.
+type UpMessage = Result<Option<v2::StreamRequest>, Status>;
+
+/// One Stream after `open`: the RPC's response stream, which also drives
+/// the socket's up side. See the module docs.
+///
+/// No task of its own: hyper already runs a task per HTTP/2 stream that
+/// polls the response body, and every event this Stream waits for (an up
+/// frame arriving, a driver reply) wakes that task through the waker of the
+/// last poll. An idle connection's Stream is this struct (the request's
+/// `Streaming` and a parked read's reply receiver), where a spawned task
+/// with a down channel held ~1.4 KB.
+///
+/// Order within a poll: a pending control frame (`opened`, `flushed`,
+/// `eof`) goes out first, then the up side applies client frames until one
+/// has to wait (an op in flight, no frame yet), then the down side yields
+/// the next data frame of its read, or parks the next read. Each side keeps
+/// at most one op in the driver, so up frames apply in order and down data
+/// goes out in order.
+///
+/// Back-pressure: the down side reads again only once the frames of its
+/// last read (at most [`STREAM_DOWN_QUEUE`] frames) are out; the rest stays
+/// in the socket where the quotas see it. The up side advances while hyper
+/// polls this body, which it does not while the client's HTTP/2 window for
+/// the response is used up and hyper's send buffer is full: a client that
+/// leaves more than that unread (1 MiB of window plus hyper's 400 KiB)
+/// stops its writes too until it reads, as a peer whose receive window is
+/// full would.
+pub struct StreamBody {
+    driver: Arc<DriverHandle>,
+    session: SessionInfo,
+    /// The session's activity: whether the client went away with its whole
+    /// session (see [`StreamBody::begin_close`]).
+    activity: Option<Arc<Activity>>,
+    handle: u64,
+    up: Streaming<v2::StreamRequest>,
+    /// Up data bytes queued in the socket so far (answers `flush`).
+    queued: u64,
+    /// The op of the up frame being applied.
+    up_op: UpOp,
+    /// A message taken while batching data that did not join the batch,
+    /// applied next (boxed: rare, and every Stream would hold its room).
+    next: Option<Box<UpMessage>>,
+    down: DownState,
+    /// A control frame to send before anything else (`opened`, `flushed`,
+    /// `eof`); the up side waits while it is there.
+    notice: Option<Box<v2::StreamResponse>>,
+    /// Set once the Stream is closing (boxed: every idle Stream would hold
+    /// its room otherwise).
+    closing: Option<Box<Closing>>,
+}
+
+/// The op of the up frame being applied, if any.
+enum UpOp {
+    None,
+    /// A write (its byte count adds to `queued`).
+    Write(OpCall<usize>),
+    /// A shutdown.
+    Shutdown(OpCall<()>),
+    /// A `set_option` (the option's number: a refusal is only logged).
+    SetOption(OpCall<()>, i32),
+}
+
+/// The down side.
+enum DownState {
+    /// No read in the driver: the next poll parks one.
+    Idle,
+    /// A read sent to (and maybe parked in) the driver.
+    Reading(OpCall<ReadData>),
+    /// The frames of the last read not yet sent.
+    Frames(std::vec::IntoIter<Bytes>),
+    /// `eof` was sent (the up side may go on), or the Stream is closing.
+    Ended,
+}
+
+/// A Stream whose up side ended (`close`, the client's end, an error): its
+/// socket's close, then the end of the response.
+struct Closing {
+    /// The `Close` op; `None` once answered, or when the driver's sweep of
+    /// an ended session closes the socket.
+    close: Option<OpCall<()>>,
+    abort: bool,
+    consumed: Option<u64>,
+    /// The error the response ends with (the first one).
+    failure: Option<Errno>,
+    /// The client went away with its session: no status to send.
+    swept: bool,
+}
+
+impl StreamBody {
+    fn new(
+        driver: Arc<DriverHandle>,
+        session: SessionInfo,
+        activity: Option<Arc<Activity>>,
+        up: Streaming<v2::StreamRequest>,
+        connected: crate::ops::Connected,
+    ) -> StreamBody {
         let opened = v2::StreamResponse {
             frame: Some(stream_response::Frame::Opened(v2::StreamOpened {
                 handle: connected.handle,
@@ -481,214 +590,301 @@ impl SocketApi for SocketService {
                 peer: Some(connected.peer.into()),
             })),
         };
-        // The channel is empty: this cannot fail or wait.
-        let _ = tx.try_send(Box::new(Ok(opened)));
-        tokio::spawn(run_stream(
-            Arc::clone(&self.driver),
-            s,
+        StreamBody {
+            driver,
+            session,
             activity,
-            connected.handle,
+            handle: connected.handle,
             up,
-            tx,
-        ));
-        Ok(Response::new(rx.map(unbox_down as fn(Down) -> DownItem)))
+            queued: 0,
+            up_op: UpOp::None,
+            next: None,
+            down: DownState::Idle,
+            notice: Some(Box::new(opened)),
+            closing: None,
+        }
     }
-}
 
-/// A frame (or the final error) of a Stream's down side, boxed: the
-/// channel (futures' bounded mpsc, a linked queue) keeps an empty node
-/// of its item's size at all times, so with the ~180-byte item itself
-/// every idle stream would hold it.
-///
-/// Not tokio's mpsc: its channel is cache-padded (512 bytes) and
-/// allocates its slots 32 at a time (288 bytes more with boxed items);
-/// an idle connection held 800 bytes of channel, futures' takes ~250.
-type Down = Box<Result<v2::StreamResponse, Status>>;
-type DownTx = mpsc::Sender<Down>;
-/// The response stream of the Stream RPC.
-pub type DownStream = tokio_stream::adapters::Map<mpsc::Receiver<Down>, fn(Down) -> DownItem>;
-type DownItem = Result<v2::StreamResponse, Status>;
-
-// The channel's item is boxed on purpose (see `Down`).
-#[allow(clippy::boxed_local)]
-fn unbox_down(item: Down) -> DownItem {
-    *item
-}
-
-/// What `Streaming::message` gives: a frame, the end, or an error.
-type UpMessage = Result<Option<v2::StreamRequest>, Status>;
-
-/// How the up half of a Stream ended.
-enum UpEnd {
-    /// `close` arrived after everything before it.
-    Close { consumed: u64, abort: bool },
-    /// The client ended its side or went away without `close`.
-    Gone,
-    /// A frame failed (EPIPE, ECONNRESET...) or was malformed.
-    Failed(Errno),
-}
-
-/// How the down half of a Stream ended.
-enum DownEnd {
-    /// The peer's FIN was delivered; the up half may go on.
-    Eof,
-    /// The connection failed; the stream ends with this error.
-    Failed(Errno),
-    /// The client stopped reading the response (went away).
-    Gone,
-}
-
-/// One Stream after `open`; see the module docs.
-// Not an `async fn` on purpose (see the body).
-#[allow(clippy::manual_async_fn)]
-pub(crate) fn run_stream(
-    driver: Arc<DriverHandle>,
-    session: SessionInfo,
-    activity: Option<Arc<Activity>>,
-    handle: u64,
-    mut up: Streaming<v2::StreamRequest>,
-    tx: DownTx,
-) -> impl Future<Output = ()> + Send + 'static {
-    // An `async move` block rather than an `async fn`: an async fn's
-    // future keeps its arguments twice (as given, and as the body's
-    // locals), 320 bytes more per connection here.
-    async move {
-        // Both halves are dropped at the end of this block, before the close
-        // below. A half left alive but no longer polled could sit in a driver
-        // call's queue for a session slot (`ops::SessionSlots`): the slot it is
-        // then granted would be neither used nor returned, and sixteen such
-        // streams would stop every call of their session (seen with 100
-        // concurrent streams closing at once). Dropping the down half cancels
-        // its read; bytes it took from the socket count as handed out, so a
-        // close with them unconsumed resets, as close(2) with unread data does.
-        let mut tx = tx;
-        let (end, failure) = {
-            // The up half sends `flushed` frames on a sender of its own.
-            let mut up_tx = tx.clone();
-            // Pinned where they are made: a pinned copy of a future made
-            // first (`tokio::pin!`) would keep room for both in this task.
-            let mut down = std::pin::pin!(stream_down(&driver, session, handle, &mut tx));
-            let mut up = std::pin::pin!(stream_up(&driver, session, handle, &mut up, &mut up_tx));
-            tokio::select! {
-                end = &mut up => (end, None),
-                down_end = &mut down => match down_end {
-                    DownEnd::Eof => (up.await, None),
-                    DownEnd::Failed(e) => (UpEnd::Gone, Some(e)),
-                    DownEnd::Gone => (UpEnd::Gone, None),
+    /// Applies client frames until one has to wait; may start the close or
+    /// leave a `flushed` notice.
+    fn poll_up(&mut self, cx: &mut Context<'_>) {
+        loop {
+            match &mut self.up_op {
+                UpOp::None => {}
+                UpOp::Write(call) => match Pin::new(call).poll(cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Ok(n)) => self.queued += n as u64,
+                    Poll::Ready(Err(e)) => return self.begin_close(None, false, Some(e)),
+                },
+                UpOp::Shutdown(call) => match Pin::new(call).poll(cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return self.begin_close(None, false, Some(e)),
+                },
+                UpOp::SetOption(call, option) => match Pin::new(call).poll(cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => tracing::debug!(handle = self.handle,
+                        option = *option, error = %e, "in-stream set_option refused"),
                 },
             }
-        };
-        drop(up);
-        let (consumed, abort, failure) = match end {
-            UpEnd::Close { consumed, abort } => (Some(consumed), abort, failure),
-            UpEnd::Gone => (None, false, failure),
-            UpEnd::Failed(e) => (None, false, Some(e)),
-        };
-        // The client went away with its whole session (every Stream of it
-        // ends at once): the driver closes the session's sockets itself, as
-        // the kernel closes an exiting process's descriptors, in one sweep
-        // (`Sockets::session_ended`, the same close as this one without
-        // `consumed` or `abort`). Sending 100 000 `Close` ops that would
-        // wait for the session's slots, only to find their sockets gone, made
-        // most of the cost of closing 100 000 connections at once. An explicit
-        // `close` (with its `consumed`/`abort`) still goes to the driver.
-        let swept = consumed.is_none() && !abort && activity.is_some_and(|a| a.ended());
-        let closed = if swept {
-            Ok(())
-        } else {
-            driver
-                .call(session, |reply| Op::Close {
+            self.up_op = UpOp::None;
+            let message = match self.next.take() {
+                Some(message) => *message,
+                None => match Pin::new(&mut self.up).poll_next(cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(message) => message.transpose(),
+                },
+            };
+            let frame = match message {
+                Ok(Some(v2::StreamRequest { frame: Some(frame) })) => frame,
+                Ok(None) | Err(_) => {
+                    tracing::trace!(
+                        handle = self.handle,
+                        queued = self.queued,
+                        "stream up: client side ended"
+                    );
+                    return self.begin_close(None, false, None);
+                }
+                Ok(Some(v2::StreamRequest { frame: None })) => {
+                    let e = Errno::invalid("empty Stream frame");
+                    return self.begin_close(None, false, Some(e));
+                }
+            };
+            tracing::trace!(
+                handle = self.handle,
+                queued = self.queued,
+                frame = frame_kind(&frame),
+                "stream up: frame"
+            );
+            self.apply(cx, frame);
+            if self.notice.is_some() || self.closing.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Starts what one up frame asks: an op (in `up_op`), a `flushed`
+    /// notice, or the close.
+    fn apply(&mut self, cx: &mut Context<'_>, frame: stream_request::Frame) {
+        let (driver, session, handle) = (&self.driver, self.session, self.handle);
+        self.up_op = match frame {
+            stream_request::Frame::Data(data) => {
+                let data = batch_data(cx, &mut self.up, data, &mut self.next);
+                UpOp::Write(driver.start(session, |reply| Op::Write {
                     handle,
-                    abort,
-                    consumed,
+                    data,
+                    flags: SendFlags::empty(),
+                    wait: true,
                     reply,
-                })
-                .await
+                }))
+            }
+            stream_request::Frame::Write(write) => {
+                UpOp::Write(driver.start(session, |reply| Op::Write {
+                    handle,
+                    data: write.data.into(),
+                    flags: convert::send_flags(write.flags),
+                    wait: true,
+                    reply,
+                }))
+            }
+            stream_request::Frame::Flush(_) => {
+                self.notice = Some(Box::new(v2::StreamResponse {
+                    frame: Some(stream_response::Frame::Flushed(self.queued)),
+                }));
+                UpOp::None
+            }
+            stream_request::Frame::ShutdownWrite(true) => {
+                UpOp::Shutdown(driver.start(session, |reply| Op::Shutdown {
+                    handle,
+                    how: Shutdown::Write,
+                    reply,
+                }))
+            }
+            stream_request::Frame::ShutdownRead(true) => {
+                UpOp::Shutdown(driver.start(session, |reply| Op::Shutdown {
+                    handle,
+                    how: Shutdown::Read,
+                    reply,
+                }))
+            }
+            stream_request::Frame::ShutdownWrite(false)
+            | stream_request::Frame::ShutdownRead(false) => UpOp::None,
+            stream_request::Frame::Close(c) => {
+                return self.begin_close(Some(c.consumed), c.abort, None);
+            }
+            // Applied in order with the data; there is no answer on the
+            // stream, so a refusal is logged (the client checked the value
+            // against the ranges setsockopt accepts) and the stream goes on.
+            stream_request::Frame::SetOption(setting) => {
+                match convert::option_to_set(setting.option, setting.value.as_ref()) {
+                    Ok(option) => UpOp::SetOption(
+                        driver.start(session, |reply| Op::SetOption {
+                            handle,
+                            option,
+                            reply,
+                        }),
+                        setting.option,
+                    ),
+                    Err(e) => {
+                        tracing::debug!(handle, option = setting.option, error = %e,
+                            "in-stream set_option refused");
+                        UpOp::None
+                    }
+                }
+            }
+            stream_request::Frame::Open(_) => {
+                let e = Errno::invalid("Stream already open");
+                return self.begin_close(None, false, Some(e));
+            }
         };
-        // Without an error, dropping `tx` ends the response stream with OK.
-        // A client that went away (its session ended: every Stream of it
-        // closes at once) is sent nothing: the status would be built (its
-        // details encoded) for nobody.
-        if let Some(e) = failure.or(closed.err())
-            && !tx.is_closed()
-        {
-            let _ = Box::pin(tx.send(Box::new(Err(e.into_status())))).await;
+    }
+
+    /// The next data frame (or `eof`) of the down side, parking a read when
+    /// the last one's frames are out. A failed read starts the close.
+    fn poll_down(&mut self, cx: &mut Context<'_>) -> Poll<v2::StreamResponse> {
+        loop {
+            match &mut self.down {
+                DownState::Ended => return Poll::Pending,
+                DownState::Frames(frames) => match frames.next() {
+                    Some(data) => {
+                        return Poll::Ready(v2::StreamResponse {
+                            frame: Some(stream_response::Frame::Data(data)),
+                        });
+                    }
+                    None => self.down = DownState::Idle,
+                },
+                DownState::Idle => {
+                    let handle = self.handle;
+                    self.down =
+                        DownState::Reading(self.driver.start(self.session, |reply| Op::Read {
+                            handle,
+                            max_len: STREAM_CHUNK * STREAM_DOWN_QUEUE,
+                            peek: false,
+                            wait: true,
+                            reply,
+                        }));
+                }
+                DownState::Reading(read) => match ready!(Pin::new(read).poll(cx)) {
+                    Ok(data) if data.is_empty() => {
+                        self.down = DownState::Ended;
+                        return Poll::Ready(v2::StreamResponse {
+                            frame: Some(stream_response::Frame::Eof(true)),
+                        });
+                    }
+                    Ok(data) => self.down = DownState::Frames(frames_of(data).into_iter()),
+                    Err(e) => {
+                        self.begin_close(None, false, Some(e));
+                        return Poll::Pending;
+                    }
+                },
+            }
         }
     }
-}
 
-/// Socket → client: one parked read at a time, only while the client
-/// consumes. A read takes as many frames ([`STREAM_CHUNK`] each) as the
-/// down queue holds; its chunks become the frames without copying (a
-/// super-segment's payload, as the TUN read left it; only short chunks
-/// are joined, see [`frames_of`]): one driver
-/// round trip (and one wake-up of this task) moves up to
-/// `STREAM_DOWN_QUEUE` frames when the socket has that much buffered.
-/// Once the client falls behind (a frame had to wait for room), reads
-/// take one frame until the frames of a read go without waiting again, so
-/// what the task holds beyond the queue stays small, and the rest stays
-/// in the socket where the quotas see it.
-async fn stream_down(
-    driver: &DriverHandle,
-    session: SessionInfo,
-    handle: u64,
-    tx: &mut DownTx,
-) -> DownEnd {
-    let mut slots = STREAM_DOWN_QUEUE;
-    loop {
-        match room(tx).await {
-            Ok(waited) if waited => slots = 1,
-            Ok(_) => {}
-            Err(_) => return DownEnd::Gone,
-        }
-        let read = driver.call(session, |reply| Op::Read {
-            handle,
-            max_len: STREAM_CHUNK * slots,
-            peek: false,
-            wait: true,
-            reply,
+    /// Ends both sides and sends the socket's close behind everything the
+    /// up side applied.
+    ///
+    /// The down side's read is cancelled: bytes it took from the socket
+    /// count as handed out, so a close with them unconsumed resets, as
+    /// close(2) with unread data does. An up op still waiting for a session
+    /// slot is dropped with its claim on the slot.
+    ///
+    /// The client went away with its whole session (every Stream of it ends
+    /// at once): the driver closes the session's sockets itself, as the
+    /// kernel closes an exiting process's descriptors, in one sweep
+    /// (`Sockets::session_ended`, the same close as this one without
+    /// `consumed` or `abort`), so no `Close` op is sent. An explicit `close`
+    /// (with its `consumed`/`abort`) still goes to the driver.
+    fn begin_close(&mut self, consumed: Option<u64>, abort: bool, failure: Option<Errno>) {
+        self.up_op = UpOp::None;
+        self.next = None;
+        self.down = DownState::Ended;
+        let swept =
+            consumed.is_none() && !abort && self.activity.as_ref().is_some_and(|a| a.ended());
+        let handle = self.handle;
+        let close = (!swept).then(|| {
+            self.driver.start(self.session, |reply| Op::Close {
+                handle,
+                abort,
+                consumed,
+                reply,
+            })
         });
-        let data = match read.await {
-            Ok(data) if data.is_empty() => {
-                let _ = tx.start_send(Box::new(Ok(v2::StreamResponse {
-                    frame: Some(stream_response::Frame::Eof(true)),
-                })));
-                return DownEnd::Eof;
+        self.closing = Some(Box::new(Closing {
+            close,
+            abort,
+            consumed,
+            failure,
+            swept,
+        }));
+    }
+}
+
+impl Stream for StreamBody {
+    type Item = DownItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DownItem>> {
+        let this = &mut *self;
+        loop {
+            if let Some(notice) = this.notice.take() {
+                return Poll::Ready(Some(Ok(*notice)));
             }
-            Ok(data) => data,
-            Err(e) => return DownEnd::Failed(e),
-        };
-        let mut frames = frames_of(data).into_iter();
-        if let Some(first) = frames.next()
-            && tx.start_send(data_frame(first)).is_err()
-        {
-            return DownEnd::Gone;
-        }
-        slots = STREAM_DOWN_QUEUE;
-        for frame in frames {
-            match room(tx).await {
-                Ok(waited) if waited => slots = 1,
-                Ok(_) => {}
-                Err(_) => return DownEnd::Gone,
+            if let Some(closing) = &mut this.closing {
+                if let Some(close) = &mut closing.close {
+                    let closed = ready!(Pin::new(close).poll(cx));
+                    closing.close = None;
+                    if let Err(e) = closed {
+                        closing.failure.get_or_insert(e);
+                    }
+                }
+                // Without an error the response ends with OK. A client that
+                // went away with its session is sent nothing: the status
+                // would be built (its details encoded) for nobody.
+                return Poll::Ready(match closing.failure.take() {
+                    Some(e) if !closing.swept => Some(Err(e.into_status())),
+                    _ => None,
+                });
             }
-            if tx.start_send(data_frame(frame)).is_err() {
-                return DownEnd::Gone;
+            this.poll_up(cx);
+            if this.notice.is_some() || this.closing.is_some() {
+                continue;
+            }
+            match this.poll_down(cx) {
+                Poll::Ready(frame) => return Poll::Ready(Some(Ok(frame))),
+                // A failed read started the close.
+                Poll::Pending if this.closing.is_some() => continue,
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
-/// Waits until `tx` may send a frame; whether that meant waiting (the
-/// queue was full). An error: the client stopped reading the response.
-async fn room(tx: &mut DownTx) -> Result<bool, mpsc::SendError> {
-    let mut waited = false;
-    futures::future::poll_fn(|cx| {
-        let ready = tx.poll_ready(cx);
-        waited |= ready.is_pending();
-        ready
-    })
-    .await?;
-    Ok(waited)
+impl Drop for StreamBody {
+    /// hyper drops the response when its client resets the stream or the
+    /// API connection goes: a socket whose close did not reach the driver
+    /// is closed through the control channel (no op slot to wait for).
+    fn drop(&mut self) {
+        let (abort, consumed) = match &self.closing {
+            None => (false, None),
+            Some(c) if c.close.as_ref().is_some_and(|close| !close.sent()) => (c.abort, c.consumed),
+            Some(_) => return,
+        };
+        if consumed.is_none() && !abort && self.activity.as_ref().is_some_and(|a| a.ended()) {
+            return;
+        }
+        let handle = self.handle;
+        let request = crate::ops::Request {
+            session: self.session,
+            op: Op::Close {
+                handle,
+                abort,
+                consumed,
+                reply: tokio::sync::oneshot::channel().0,
+            },
+        };
+        let _ = self.driver.control.send(Control::Close(request));
+    }
 }
 
 /// A chunk this long goes out as a frame of its own; shorter ones are
@@ -724,147 +920,6 @@ fn frames_of(data: ReadData) -> Vec<Bytes> {
     frames
 }
 
-fn data_frame(data: Bytes) -> Down {
-    Box::new(Ok(v2::StreamResponse {
-        frame: Some(stream_response::Frame::Data(data)),
-    }))
-}
-
-/// Client → socket, frame by frame, in order. The next frame is read only
-/// once the previous one is done, so HTTP/2 flow control carries the
-/// back-pressure to the writer.
-///
-/// Waiting for a frame is the state an idle connection's task sits in, so
-/// it holds little: each frame is applied by a boxed [`apply_frame`]
-/// future that exists only while the frame is being applied.
-async fn stream_up(
-    driver: &DriverHandle,
-    session: SessionInfo,
-    handle: u64,
-    up: &mut Streaming<v2::StreamRequest>,
-    tx: &mut DownTx,
-) -> UpEnd {
-    let mut queued: u64 = 0;
-    // A message taken from `up` while batching that did not join the batch
-    // (boxed: it is rare, and the task would hold its room at all times).
-    let mut next: Option<Box<UpMessage>> = None;
-    loop {
-        // In a block: the message's room ends with it, before the frame
-        // is applied.
-        let frame = {
-            let message = match next.take() {
-                Some(message) => *message,
-                None => up.message().await,
-            };
-            match message {
-                Ok(Some(v2::StreamRequest { frame: Some(frame) })) => frame,
-                Ok(None) | Err(_) => {
-                    tracing::trace!(handle, queued, "stream up: client side ended");
-                    return UpEnd::Gone;
-                }
-                Ok(Some(v2::StreamRequest { frame: None })) => {
-                    return UpEnd::Failed(Errno::invalid("empty Stream frame"));
-                }
-            }
-        };
-        tracing::trace!(
-            handle,
-            queued,
-            frame = frame_kind(&frame),
-            "stream up: frame"
-        );
-        let step = UpStep {
-            driver,
-            session,
-            handle,
-            tx: &mut *tx,
-        };
-        if let Some(end) = Box::pin(step.apply_frame(frame, up, &mut next, &mut queued)).await {
-            return end;
-        }
-    }
-}
-
-/// What [`UpStep::apply_frame`] needs of its Stream.
-struct UpStep<'a> {
-    driver: &'a DriverHandle,
-    session: SessionInfo,
-    handle: u64,
-    tx: &'a mut DownTx,
-}
-
-impl UpStep<'_> {
-    /// Applies one up frame; `Some` ends the up half.
-    async fn apply_frame(
-        self,
-        frame: stream_request::Frame,
-        up: &mut Streaming<v2::StreamRequest>,
-        next: &mut Option<Box<UpMessage>>,
-        queued: &mut u64,
-    ) -> Option<UpEnd> {
-        let UpStep {
-            driver,
-            session,
-            handle,
-            tx,
-        } = self;
-        let result = match frame {
-            stream_request::Frame::Data(data) => {
-                let data = batch_data(up, data, next);
-                driver
-                    .call(session, |reply| Op::Write {
-                        handle,
-                        data,
-                        flags: SendFlags::empty(),
-                        wait: true,
-                        reply,
-                    })
-                    .await
-                    .map(|n| *queued += n as u64)
-            }
-            stream_request::Frame::Write(write) => driver
-                .call(session, |reply| Op::Write {
-                    handle,
-                    data: write.data.into(),
-                    flags: convert::send_flags(write.flags),
-                    wait: true,
-                    reply,
-                })
-                .await
-                .map(|n| *queued += n as u64),
-            stream_request::Frame::Flush(_) => {
-                let flushed = v2::StreamResponse {
-                    frame: Some(stream_response::Frame::Flushed(*queued)),
-                };
-                if tx.send(Box::new(Ok(flushed))).await.is_err() {
-                    return Some(UpEnd::Gone);
-                }
-                Ok(())
-            }
-            stream_request::Frame::ShutdownWrite(true) => {
-                shutdown(driver, session, handle, Shutdown::Write).await
-            }
-            stream_request::Frame::ShutdownRead(true) => {
-                shutdown(driver, session, handle, Shutdown::Read).await
-            }
-            stream_request::Frame::ShutdownWrite(false)
-            | stream_request::Frame::ShutdownRead(false) => Ok(()),
-            stream_request::Frame::Close(c) => {
-                return Some(UpEnd::Close {
-                    consumed: c.consumed,
-                    abort: c.abort,
-                });
-            }
-            stream_request::Frame::SetOption(setting) => {
-                set_option_in_stream(driver, session, handle, &setting).await;
-                Ok(())
-            }
-            stream_request::Frame::Open(_) => Err(Errno::invalid("Stream already open")),
-        };
-        result.err().map(UpEnd::Failed)
-    }
-}
-
 /// `first` and the up `data` frames that follow it and have already
 /// arrived (taken without waiting), up to [`STREAM_UP_BATCH`] bytes, as
 /// one write: per megabyte, fewer driver round trips and, with a 64 KiB
@@ -872,20 +927,20 @@ impl UpStep<'_> {
 /// segment tails on the TUN. A message that does not join (another kind
 /// of frame, the end of the stream, an error) is left in `next`.
 fn batch_data(
+    cx: &mut Context<'_>,
     up: &mut Streaming<v2::StreamRequest>,
     first: Bytes,
     next: &mut Option<Box<UpMessage>>,
 ) -> WriteData {
     let mut data = WriteData::from(first);
     while data.len() < STREAM_UP_BATCH {
-        // `message` is cancel safe: a frame not complete yet stays in `up`.
-        match up.message().now_or_never() {
-            None => break,
-            Some(Ok(Some(v2::StreamRequest {
+        match Pin::new(&mut *up).poll_next(cx) {
+            Poll::Pending => break,
+            Poll::Ready(Some(Ok(v2::StreamRequest {
                 frame: Some(stream_request::Frame::Data(more)),
             }))) => data.push(more),
-            Some(other) => {
-                *next = Some(Box::new(other));
+            Poll::Ready(other) => {
+                *next = Some(Box::new(other.transpose()));
                 break;
             }
         }
@@ -906,114 +961,31 @@ fn frame_kind(frame: &stream_request::Frame) -> &'static str {
     }
 }
 
-/// A `set_option` frame: applied in order with the data; there is no
-/// answer on the stream, so a refusal is logged (the client checked the
-/// value against the ranges setsockopt accepts) and the stream goes on.
-async fn set_option_in_stream(
-    driver: &DriverHandle,
-    session: SessionInfo,
-    handle: u64,
-    setting: &v2::OptionSetting,
-) {
-    let result = match convert::option_to_set(setting.option, setting.value.as_ref()) {
-        Ok(option) => {
-            driver
-                .call(session, |reply| Op::SetOption {
-                    handle,
-                    option,
-                    reply,
-                })
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::debug!(handle, option = setting.option, error = %e, "in-stream set_option refused");
-    }
-}
-
-async fn shutdown(
-    driver: &DriverHandle,
-    session: SessionInfo,
-    handle: u64,
-    how: Shutdown,
-) -> Result<(), Errno> {
-    driver
-        .call(session, |reply| Op::Shutdown { handle, how, reply })
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzzing::{Harness, fed_up_stream};
-    use crate::sockets::Quotas;
 
-    /// What a Stream's task may take (its future; tokio adds a header of
-    /// about 100 bytes). Every idle connection has one: at 4.2 KB in a
-    /// release build (before `DriverHandle::call` boxed its sending, the
-    /// up half its per-frame work, and `run_stream` stopped being an
-    /// `async fn`) it was the largest item of an idle connection's cost,
-    /// ahead of the stack's whole connection. 1.15 KB in a debug build now
-    /// (1.26 KB with tokio's header in a release build).
-    const STREAM_TASK_LIMIT: usize = 1280;
-
-    fn print_sizes(driver: &DriverHandle, task: usize) {
-        eprintln!(
-            "Stream task {task} B (up half {} B, down half {} B), Streaming {} B, \
-             call future {} B, Op {} B, down item {} B",
-            std::mem::size_of_val(&stream_up(
-                driver,
-                DriverHandle::no_session(),
-                1,
-                &mut fed_up_stream().1,
-                &mut mpsc::channel(1).0,
-            )),
-            std::mem::size_of_val(&stream_down(
-                driver,
-                DriverHandle::no_session(),
-                1,
-                &mut mpsc::channel(1).0,
-            )),
-            std::mem::size_of::<Streaming<v2::StreamRequest>>(),
-            std::mem::size_of_val(&driver.call(DriverHandle::no_session(), |reply| Op::Read {
-                handle: 1,
-                max_len: 1,
-                peek: false,
-                wait: true,
-                reply,
-            })),
-            std::mem::size_of::<Op>(),
-            std::mem::size_of::<Down>(),
-        );
-    }
+    /// What a Stream may take (every idle connection has one). It was a
+    /// spawned task of 1.26 KB (tokio's header included, release build)
+    /// plus a ~175-byte down channel before the response body drove the
+    /// socket itself; 384 bytes now, of which the request's `Streaming` is
+    /// 232.
+    const STREAM_BODY_LIMIT: usize = 400;
 
     #[test]
-    fn a_streams_task_stays_small() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async {
-            let (h, _run) = Harness::new(Quotas::default());
-            let (_feed, up) = fed_up_stream();
-            let (tx, _rx) = mpsc::channel(DOWN_BUFFER);
-            let task = run_stream(
-                Arc::new(h.driver.clone()),
-                DriverHandle::no_session(),
-                Some(Arc::new(Activity::default())),
-                1,
-                up,
-                tx,
-            );
-            let size = std::mem::size_of_val(&task);
-            print_sizes(&h.driver, size);
-            assert!(
-                size <= STREAM_TASK_LIMIT,
-                "a Stream's task takes {size} bytes per connection (limit {STREAM_TASK_LIMIT})"
-            );
-            // The channel keeps an empty node of its item's size.
-            assert_eq!(std::mem::size_of::<Down>(), std::mem::size_of::<usize>());
-        });
+    fn a_streams_body_stays_small() {
+        let size = std::mem::size_of::<StreamBody>();
+        eprintln!(
+            "StreamBody {size} B: Streaming {} B, up op {} B, down {} B, OpCall {} B, Op {} B",
+            std::mem::size_of::<Streaming<v2::StreamRequest>>(),
+            std::mem::size_of::<UpOp>(),
+            std::mem::size_of::<DownState>(),
+            std::mem::size_of::<OpCall<ReadData>>(),
+            std::mem::size_of::<Op>(),
+        );
+        assert!(
+            size <= STREAM_BODY_LIMIT,
+            "a Stream takes {size} bytes per connection (limit {STREAM_BODY_LIMIT})"
+        );
     }
 }
