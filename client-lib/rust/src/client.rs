@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::PollFlags;
 use crate::transport::connect_channel;
-use crate::{Socket, TcpListener, TcpStream, runtime};
+use crate::{Socket, TcpListener, TcpStream, busy_poll, runtime};
 
 /// The default session outside any runtime (on the library's runtime), or
 /// the one [`Client::set_shared`] installed.
@@ -105,6 +105,8 @@ pub struct Client {
     daemon: Arc<str>,
     /// Where this session's tasks run (see `runtime`).
     home: runtime::Home,
+    /// How long a call busy-polls for the daemon's answer (see `busy_poll`).
+    busy_poll: Duration,
 }
 
 impl Client {
@@ -136,6 +138,7 @@ impl Client {
             rpc: SocketClient::new(channel),
             daemon: shown.into(),
             home,
+            busy_poll: busy_poll::window_from_env(),
         })
     }
 
@@ -206,12 +209,40 @@ impl Client {
             rpc: SocketClient::new(channel),
             daemon: Arc::from(""),
             home: runtime::Home::current(),
+            busy_poll: busy_poll::window_from_env(),
         }
     }
 
     /// Where this session's background tasks run.
     pub(crate) fn home(&self) -> &runtime::Home {
         &self.home
+    }
+
+    /// This session with its calls busy-polling for the daemon's answer
+    /// for at most `window` each (zero: never), instead of the window from
+    /// `$TCPD_BUSY_POLL_US` (default [`DEFAULT_BUSY_POLL_US`](crate::DEFAULT_BUSY_POLL_US)
+    /// µs). While a unary call or a connection's opening waits for the
+    /// daemon, the calling thread polls its runtime without sleeping for
+    /// up to the window, as Linux's `SO_BUSY_POLL` does for a blocking
+    /// read: a sleeping thread's wake-up costs more than the daemon's
+    /// whole answer on some machines. An idle session never spins. Clones
+    /// made afterwards (including those inside sockets opened afterwards)
+    /// share the setting.
+    pub fn with_busy_poll(mut self, window: Duration) -> Client {
+        self.busy_poll = window;
+        self
+    }
+
+    /// The busy-poll window of this session's calls (see
+    /// [`Client::with_busy_poll`]).
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
+    }
+
+    /// Awaits `call`, an answer from the daemon, busy-polling for it for
+    /// up to this session's window (see `busy_poll`).
+    pub(crate) async fn answer<F: std::future::Future>(&self, call: F) -> F::Output {
+        busy_poll::spin(self.busy_poll, call).await
     }
 
     /// The failed call's `io::Error`: the daemon's errno, or an error that
@@ -276,8 +307,7 @@ impl Client {
             timeout_ms,
         };
         let reply = self
-            .rpc()
-            .poll(request)
+            .answer(self.rpc().poll(request))
             .await
             .map_err(|s| self.to_io(s))?
             .into_inner();

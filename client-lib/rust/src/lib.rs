@@ -92,6 +92,7 @@
 
 pub mod addr;
 pub mod blocking;
+mod busy_poll;
 mod client;
 #[cfg(any(feature = "hyper", feature = "tonic"))]
 pub mod connector;
@@ -104,6 +105,7 @@ mod tcp_socket;
 pub mod transport;
 
 pub use addr::ToSocketAddrs;
+pub use busy_poll::{BUSY_POLL_ENV, DEFAULT_BUSY_POLL_US};
 pub use client::Client;
 pub use listener::{DEFAULT_BACKLOG, TcpListener};
 pub use socket::{MAX_READ_LEN, ReadFlags, Socket};

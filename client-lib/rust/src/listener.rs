@@ -82,8 +82,7 @@ impl TcpListener {
             ..Default::default()
         };
         let reply = client
-            .rpc()
-            .listen(request)
+            .answer(client.rpc().listen(request))
             .await
             .map_err(|s| client.to_io(s))?
             .into_inner();

@@ -23,9 +23,12 @@
 use std::future::Future;
 use std::io;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
+
+use crate::busy_poll;
 
 /// Name of the runtime's worker threads (visible in `top -H`, debuggers).
 const THREAD_NAME: &str = "tcpd-client-io";
@@ -123,6 +126,22 @@ impl Home {
             return Ok(future.await);
         }
         self.spawn(future)?.await.map_err(join_error)
+    }
+
+    /// As [`Home::run`] for a future that waits for the daemon's answer:
+    /// busy-polls for it for up to `window` (see `busy_poll`) — at home,
+    /// and, after a hop to another runtime, on the waiting side too (so
+    /// neither thread sleeps through the answer).
+    pub(crate) async fn run_answer<F>(&self, window: Duration, future: F) -> io::Result<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.is_current() {
+            return Ok(busy_poll::spin(window, future).await);
+        }
+        let task = self.spawn(busy_poll::spin(window, future))?;
+        busy_poll::spin(window, task).await.map_err(join_error)
     }
 }
 

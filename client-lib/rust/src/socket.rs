@@ -55,8 +55,7 @@ impl Socket {
     /// Creates an unbound socket in `client`'s session (socket(2)).
     pub async fn new(client: &Client) -> io::Result<Socket> {
         let reply = client
-            .rpc()
-            .socket(v2::SocketRequest::default())
+            .answer(client.rpc().socket(v2::SocketRequest::default()))
             .await
             .map_err(|s| client.to_io(s))?
             .into_inner();
@@ -93,8 +92,7 @@ impl Socket {
             address: Some(addr.into().into()),
         };
         self.client
-            .rpc()
-            .bind(request)
+            .answer(self.client.rpc().bind(request))
             .await
             .map_err(|s| self.client.to_io(s))?;
         Ok(())
@@ -108,8 +106,7 @@ impl Socket {
             ..Default::default()
         };
         self.client
-            .rpc()
-            .listen(request)
+            .answer(self.client.rpc().listen(request))
             .await
             .map_err(|s| self.client.to_io(s))?;
         Ok(())
@@ -128,8 +125,7 @@ impl Socket {
         };
         let reply = self
             .client
-            .rpc()
-            .accept(request)
+            .answer(self.client.rpc().accept(request))
             .await
             .map_err(|s| self.client.to_io(s))?
             .into_inner();
@@ -149,8 +145,7 @@ impl Socket {
             options: Vec::new(),
         };
         self.client
-            .rpc()
-            .connect(request)
+            .answer(self.client.rpc().connect(request))
             .await
             .map_err(|s| self.client.to_io(s))?;
         Ok(())
@@ -168,8 +163,7 @@ impl Socket {
         };
         let reply = self
             .client
-            .rpc()
-            .read(request)
+            .answer(self.client.rpc().read(request))
             .await
             .map_err(|s| self.client.to_io(s))?
             .into_inner();
@@ -200,8 +194,7 @@ impl Socket {
         };
         let reply = self
             .client
-            .rpc()
-            .write(request)
+            .answer(self.client.rpc().write(request))
             .await
             .map_err(|s| self.client.to_io(s))?
             .into_inner();
@@ -223,8 +216,7 @@ impl Socket {
             how: how as i32,
         };
         self.client
-            .rpc()
-            .shutdown(request)
+            .answer(self.client.rpc().shutdown(request))
             .await
             .map_err(|s| self.client.to_io(s))?;
         Ok(())
@@ -266,8 +258,7 @@ impl Socket {
         };
         let reply = self
             .client
-            .rpc()
-            .get_peer_name(request)
+            .answer(self.client.rpc().get_peer_name(request))
             .await
             .map_err(|s| self.client.to_io(s))?
             .into_inner();
@@ -303,11 +294,10 @@ impl Drop for Socket {
 /// The `Close` call.
 pub(crate) async fn close_handle(client: &Client, handle: u64) -> io::Result<()> {
     client
-        .rpc()
-        .close(v2::CloseRequest {
+        .answer(client.rpc().close(v2::CloseRequest {
             handle,
             abort: false,
-        })
+        }))
         .await
         .map_err(|s| client.to_io(s))?;
     Ok(())
@@ -334,8 +324,7 @@ pub(crate) async fn get_option(
         option: crate::sockopt::wire_name(name),
     };
     let reply = client
-        .rpc()
-        .get_option(request)
+        .answer(client.rpc().get_option(request))
         .await
         .map_err(|s| client.to_io(s))?
         .into_inner();
@@ -358,8 +347,7 @@ pub(crate) async fn set_option(client: &Client, handle: u64, option: SockOption)
         value: Some(option.to_wire()),
     };
     client
-        .rpc()
-        .set_option(request)
+        .answer(client.rpc().set_option(request))
         .await
         .map_err(|s| client.to_io(s))?;
     Ok(())
@@ -368,8 +356,11 @@ pub(crate) async fn set_option(client: &Client, handle: u64, option: SockOption)
 /// getsockname(2) on a raw handle.
 pub(crate) async fn local_addr(client: &Client, handle: u64) -> io::Result<SocketAddr> {
     let reply = client
-        .rpc()
-        .get_socket_name(v2::GetSocketNameRequest { handle })
+        .answer(
+            client
+                .rpc()
+                .get_socket_name(v2::GetSocketNameRequest { handle }),
+        )
         .await
         .map_err(|s| client.to_io(s))?
         .into_inner();

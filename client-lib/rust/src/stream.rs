@@ -59,7 +59,7 @@ use tokio_util::sync::PollSender;
 
 use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::{OptionName, SendFlags, SockOption, TcpInfo};
-use crate::{Client, runtime};
+use crate::{Client, busy_poll, runtime};
 
 /// Largest up `data` frame; bigger writes are split (the daemon's down
 /// frames use the same 64 KiB bound).
@@ -232,6 +232,11 @@ struct Shared {
     terminal: Arc<Terminal>,
     /// Shared with the control-frame helper task (through a `Weak`).
     up: Arc<Mutex<Up>>,
+    /// Data was written since the read side last received something: a
+    /// read that finds nothing waits for an answer, and busy-polls for it
+    /// (see `busy_poll`; a read with nothing written before it, as on an
+    /// idle connection, never spins).
+    answer_due: AtomicBool,
 }
 
 /// Locks `m`, ignoring poisoning (no code panics while holding these locks;
@@ -332,6 +337,8 @@ struct ReadState {
     /// Consecutive polls that held the end back.
     held: u32,
     flushed: Arc<Flushed>,
+    /// The busy-poll of a read waiting for an answer.
+    spin: busy_poll::Spin,
 }
 
 impl ReadState {
@@ -365,13 +372,33 @@ impl ReadState {
                     None => Ok(()),
                 });
             }
-            let item = ready!(self.rx.poll_recv(cx));
+            let item = match self.rx.poll_recv(cx) {
+                Poll::Ready(item) => item,
+                Poll::Pending => {
+                    self.busy_poll(shared, cx);
+                    return Poll::Pending;
+                }
+            };
             self.take_item(shared, item);
+        }
+    }
+
+    /// A read found nothing: busy-polls while an answer to written data is
+    /// due, for at most the session's window per answer (see `busy_poll`).
+    fn busy_poll(&mut self, shared: &Shared, cx: &mut Context<'_>) {
+        if shared.answer_due.load(Ordering::Relaxed)
+            && !self.spin.pending(shared.client.busy_poll(), cx)
+        {
+            // The window is over: wait plainly until the next write.
+            shared.answer_due.store(false, Ordering::Relaxed);
+            self.spin.reset();
         }
     }
 
     /// Stores what the pump handed over (`None`: the stream ended).
     fn take_item(&mut self, shared: &Shared, item: Option<DownItem>) {
+        shared.answer_due.store(false, Ordering::Relaxed);
+        self.spin.reset();
         match item {
             Some(DownItem::Data(data)) => {
                 self.pending = data;
@@ -559,6 +586,7 @@ impl WriteState {
         }
         self.written += n as u64;
         self.flushed.written.store(self.written, Ordering::SeqCst);
+        shared.answer_due.store(true, Ordering::Relaxed);
         Poll::Ready(Ok(n))
     }
 
@@ -878,7 +906,7 @@ impl TcpStream {
         // was opened on, or the library's), as does the close after a drop.
         let opened = client
             .home()
-            .run(async move {
+            .run_answer(client.busy_poll(), async move {
                 let mut frames = rpc
                     .stream(ReceiverStream::new(rx))
                     .await
@@ -914,6 +942,7 @@ impl TcpStream {
                 sender: Some(tx.clone()),
                 control: VecDeque::new(),
             })),
+            answer_due: AtomicBool::new(false),
         });
         Ok(TcpStream {
             shared,
@@ -925,6 +954,7 @@ impl TcpStream {
                 end: None,
                 held: 0,
                 flushed: Arc::clone(&flushed),
+                spin: busy_poll::Spin::default(),
             }),
             write: Mutex::new(WriteState {
                 tx: PollSender::new(tx),

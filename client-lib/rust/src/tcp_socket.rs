@@ -289,7 +289,7 @@ impl TcpSocket {
         };
         let rpc_client = client.clone();
         let reply = block_on_at(client.home(), async move {
-            rpc_client.rpc().listen(request).await
+            rpc_client.answer(rpc_client.rpc().listen(request)).await
         })?
         .map_err(|s| client.to_io(s))?
         .into_inner();
@@ -332,7 +332,7 @@ impl Inner {
         };
         let rpc_client = client.clone();
         let reply = block_on_at(client.home(), async move {
-            rpc_client.rpc().socket(request).await
+            rpc_client.answer(rpc_client.rpc().socket(request)).await
         })?
         .map_err(|s| client.to_io(s))?
         .into_inner();

@@ -28,8 +28,13 @@
 //!   instead of waiting for the spin to end.
 //! - Adaptive: a spin that found nothing (no turn while it ran) halves the
 //!   next spin's window, down to 1/16 of it; a spin that found work restores
-//!   it. So traffic that arrives just too seldom to be caught costs a
-//!   sixteenth of the window per event, not the whole of it.
+//!   it, and so does work that arrives within the full window after the
+//!   last turn a shortened spin saw (the full window would have caught it:
+//!   without this rule a request/response loop whose requests come 5-50 µs
+//!   apart stayed at 1/16 for good once a few idle spins had shortened it,
+//!   and the daemon slept between every two calls). So traffic that
+//!   arrives too seldom to be caught costs a sixteenth of the window per
+//!   event, not the whole of it.
 //!
 //! With `--driver-thread on` the spin runs on the driver's thread (it sees
 //! the TUN, the fd links and the op channel); the API thread sleeps as
@@ -59,6 +64,10 @@ pub struct BusyPoll {
     /// Counters for tests and tuning: spins that found work, that did not.
     useful: AtomicU64,
     useless: AtomicU64,
+    /// Restore the full window for work within it of the last turn (see
+    /// the module docs); `TCPD_BUSY_POLL_RECOVER=0` turns that rule off, an
+    /// A/B switch for benchmarks.
+    recover: bool,
 }
 
 impl BusyPoll {
@@ -72,6 +81,7 @@ impl BusyPoll {
                 wake: Notify::new(),
                 useful: AtomicU64::new(0),
                 useless: AtomicU64::new(0),
+                recover: std::env::var_os("TCPD_BUSY_POLL_RECOVER").is_none_or(|v| v != "0"),
             })
         })
     }
@@ -95,9 +105,17 @@ impl BusyPoll {
     /// on the runtime whose sleeping it should prevent (the driver's).
     pub async fn run(self: Arc<BusyPoll>) {
         let mut shift = 0;
+        let mut last_turn: Option<Instant> = None;
         loop {
             self.wake.notified().await;
-            let found = self.spin(self.window / (1 << shift)).await;
+            // The notification wakes this task on the turn that noted it:
+            // a turn within the full window of the last one a shortened
+            // spin saw is one the full window would have caught.
+            if self.recover && last_turn.is_some_and(|t| t.elapsed() < self.window) {
+                shift = 0;
+            }
+            let (found, last) = self.spin(self.window / (1 << shift)).await;
+            last_turn = Some(last);
             if found {
                 self.useful.fetch_add(1, Relaxed);
                 shift = 0;
@@ -109,11 +127,12 @@ impl BusyPoll {
     }
 
     /// Spins until `window` has passed without a new turn; whether any turn
-    /// happened meanwhile.
-    async fn spin(&self, window: Duration) -> bool {
+    /// happened meanwhile, and when the spin last saw one (its start).
+    async fn spin(&self, window: Duration) -> (bool, Instant) {
         let mut seen = self.turns.load(Relaxed);
         let mut found = false;
-        let mut deadline = Instant::now() + window;
+        let mut last_turn = Instant::now();
+        let mut deadline = last_turn + window;
         loop {
             // Every task the last turn woke (a reply's write to its client)
             // runs first; then, with nothing else to run, the runtime
@@ -124,6 +143,7 @@ impl BusyPoll {
             if turns != seen {
                 seen = turns;
                 found = true;
+                last_turn = now;
                 deadline = now + self.window;
             } else if now < deadline {
                 // Nothing happened since the last round: let whatever else
@@ -135,7 +155,7 @@ impl BusyPoll {
                 // A turn noted between the load and the store found the
                 // flag still set and did not notify: keep spinning for it.
                 if self.turns.load(Relaxed) == seen {
-                    return found;
+                    return (found, last_turn);
                 }
                 self.spinning.store(true, Relaxed);
             }

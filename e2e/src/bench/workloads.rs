@@ -649,7 +649,8 @@ impl ConnectionRate {
 }
 
 /// Connections per second: connect, 1-byte exchange, close (the server
-/// closes first, so TIME-WAIT stays on the server side), for `dur`.
+/// closes first, so TIME-WAIT stays on the server side), for `dur`. With
+/// `TCPD_BENCH_STEPS` set, also prints the median of each step to stderr.
 pub async fn connection_rate<D: Dialer>(
     d: D,
     addr: SocketAddr,
@@ -657,17 +658,36 @@ pub async fn connection_rate<D: Dialer>(
 ) -> io::Result<ConnectionRate> {
     let start = Instant::now();
     let mut lat = Vec::with_capacity(16 * 1024);
+    let mut steps = std::env::var_os("TCPD_BENCH_STEPS").map(|_| Vec::with_capacity(16 * 1024));
     let mut byte = [1u8; 1];
     while start.elapsed() < dur {
         let t = Instant::now();
+        let mut mark = t;
+        let mut lap = || {
+            let now = Instant::now();
+            let us = (now - mark).as_secs_f64() * 1e6;
+            mark = now;
+            us
+        };
         let mut s = d.connect(addr, true).await?;
+        let connect = lap();
         s.write_all(&byte).await?;
+        let write = lap();
         s.read_exact(&mut byte).await?;
+        let echo = lap();
         // Wait for the server's FIN so the connection is really over.
         let mut rest = [0u8; 1];
         let _ = s.read(&mut rest).await?;
+        let fin = lap();
         drop(s);
+        let close = lap();
         lat.push(t.elapsed().as_secs_f64() * 1e6);
+        if let Some(steps) = steps.as_mut() {
+            steps.push([connect, write, echo, fin, close]);
+        }
+    }
+    if let Some(mut steps) = steps {
+        print_step_medians(std::any::type_name::<D>(), &mut steps);
     }
     Ok(ConnectionRate::from_latencies(
         lat,
@@ -755,20 +775,26 @@ pub fn c_shim_connection_rate(addr: SocketAddr, dur: Duration) -> io::Result<Con
         }
     }
     if let Some(mut steps) = steps {
-        let median = |i: usize, steps: &mut Vec<[f64; 5]>| {
-            steps.sort_by(|a, b| a[i].total_cmp(&b[i]));
-            steps.get(steps.len() / 2).map_or(0.0, |s| s[i])
-        };
-        let p: Vec<f64> = (0..5).map(|i| median(i, &mut steps)).collect();
-        eprintln!(
-            "C shim steps p50 (us): socket+option+connect {:.1}, write {:.1}, echo {:.1}, FIN {:.1}, close {:.1}",
-            p[0], p[1], p[2], p[3], p[4]
-        );
+        print_step_medians("C shim", &mut steps);
     }
     Ok(ConnectionRate::from_latencies(
         lat,
         start.elapsed().as_secs_f64(),
     ))
+}
+
+/// Prints (stderr) the median of each step of one connection: connect
+/// (socket, option and connect for the C shim), write, echo, FIN, close.
+fn print_step_medians(what: &str, steps: &mut [[f64; 5]]) {
+    let mut median = |i: usize| {
+        steps.sort_by(|a, b| a[i].total_cmp(&b[i]));
+        steps.get(steps.len() / 2).map_or(0.0, |s| s[i])
+    };
+    let p: Vec<f64> = (0..5).map(&mut median).collect();
+    eprintln!(
+        "{what} steps p50 (us): connect {:.1}, write {:.1}, echo {:.1}, FIN {:.1}, close {:.1}",
+        p[0], p[1], p[2], p[3], p[4]
+    );
 }
 
 /// One connect, 1-byte exchange, wait for the server's FIN, close, through the C ABI.
