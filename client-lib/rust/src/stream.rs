@@ -237,6 +237,19 @@ struct Shared {
     /// (see `busy_poll`; a read with nothing written before it, as on an
     /// idle connection, never spins).
     answer_due: AtomicBool,
+    /// The read side's task while a read waits: woken when data is written
+    /// (an answer becomes due), so a read polled before the write in the
+    /// same task (hyper polls its read first) starts busy-polling.
+    read_waiting: AtomicWaker,
+}
+
+impl Shared {
+    /// Data was just written: an answer is due (see `answer_due`).
+    fn note_written(&self) {
+        if !self.answer_due.swap(true, Ordering::Relaxed) {
+            self.read_waiting.wake();
+        }
+    }
 }
 
 /// Locks `m`, ignoring poisoning (no code panics while holding these locks;
@@ -386,6 +399,7 @@ impl ReadState {
     /// A read found nothing: busy-polls while an answer to written data is
     /// due, for at most the session's window per answer (see `busy_poll`).
     fn busy_poll(&mut self, shared: &Shared, cx: &mut Context<'_>) {
+        shared.read_waiting.register(cx.waker());
         if shared.answer_due.load(Ordering::Relaxed)
             && !self.spin.pending(shared.client.busy_poll(), cx)
         {
@@ -586,7 +600,7 @@ impl WriteState {
         }
         self.written += n as u64;
         self.flushed.written.store(self.written, Ordering::SeqCst);
-        shared.answer_due.store(true, Ordering::Relaxed);
+        shared.note_written();
         Poll::Ready(Ok(n))
     }
 
@@ -943,6 +957,7 @@ impl TcpStream {
                 control: VecDeque::new(),
             })),
             answer_due: AtomicBool::new(false),
+            read_waiting: AtomicWaker::new(),
         });
         Ok(TcpStream {
             shared,

@@ -68,11 +68,20 @@ pub struct BusyPoll {
     /// the module docs); `TCPD_BUSY_POLL_RECOVER=0` turns that rule off, an
     /// A/B switch for benchmarks.
     recover: bool,
+    /// The window of the latest spin, in µs (for tests).
+    #[cfg(test)]
+    last_window_us: AtomicU64,
 }
 
 impl BusyPoll {
     /// A busy-poller spinning up to `window_us` µs; `None` when 0 (off).
     pub fn new(window_us: u64) -> Option<Arc<BusyPoll>> {
+        let recover = std::env::var_os("TCPD_BUSY_POLL_RECOVER").is_none_or(|v| v != "0");
+        BusyPoll::with_recovery(window_us, recover)
+    }
+
+    /// [`BusyPoll::new`] with the recovery rule (module docs) on or off.
+    fn with_recovery(window_us: u64, recover: bool) -> Option<Arc<BusyPoll>> {
         (window_us > 0).then(|| {
             Arc::new(BusyPoll {
                 window: Duration::from_micros(window_us),
@@ -81,7 +90,9 @@ impl BusyPoll {
                 wake: Notify::new(),
                 useful: AtomicU64::new(0),
                 useless: AtomicU64::new(0),
-                recover: std::env::var_os("TCPD_BUSY_POLL_RECOVER").is_none_or(|v| v != "0"),
+                recover,
+                #[cfg(test)]
+                last_window_us: AtomicU64::new(0),
             })
         })
     }
@@ -114,7 +125,11 @@ impl BusyPoll {
             if self.recover && last_turn.is_some_and(|t| t.elapsed() < self.window) {
                 shift = 0;
             }
-            let (found, last) = self.spin(self.window / (1 << shift)).await;
+            let window = self.window / (1 << shift);
+            #[cfg(test)]
+            self.last_window_us
+                .store(window.as_micros() as u64, Relaxed);
+            let (found, last) = self.spin(window).await;
             last_turn = Some(last);
             if found {
                 self.useful.fetch_add(1, Relaxed);
@@ -200,5 +215,42 @@ mod tests {
         assert_eq!(poll.spins(), (1, 1));
         assert!(!poll.spinning.load(Relaxed));
         spinner.abort();
+    }
+
+    /// Spins that found nothing shorten the window to 1/16 when the next
+    /// work comes later than the full window; work arriving within the full
+    /// window of the last turn restores it (with the recovery rule), or
+    /// leaves it short (without: the round-5 rule).
+    #[tokio::test(flavor = "current_thread")]
+    async fn work_within_the_full_window_restores_it() {
+        for recover in [true, false] {
+            // 80 ms: 5 ms at 1/16, so a gap of 25 ms is within the full
+            // window but past the shortened one, even on a loaded machine.
+            let poll = BusyPoll::with_recovery(80_000, recover).expect("on");
+            let spinner = tokio::spawn(poll.clone().run());
+            let useless_spin = || async {
+                let before = poll.spins().1;
+                poll.note_work();
+                while poll.spins().1 == before {
+                    tokio::task::yield_now().await;
+                }
+            };
+            for _ in 0..=MIN_WINDOW_SHIFT {
+                useless_spin().await;
+                // Later than the full window: nothing a spin could catch.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            useless_spin().await;
+            assert_eq!(poll.last_window_us.load(Relaxed), 5_000, "1/16");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            useless_spin().await;
+            let expect = if recover { 80_000 } else { 5_000 };
+            assert_eq!(
+                poll.last_window_us.load(Relaxed),
+                expect,
+                "recover: {recover}"
+            );
+            spinner.abort();
+        }
     }
 }

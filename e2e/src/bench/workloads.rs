@@ -362,14 +362,42 @@ pub async fn http_gets<D: Dialer>(
     let start = Instant::now();
     let mut n = 0u64;
     let mut sender = None;
+    let mut steps = (new_connection && std::env::var_os("TCPD_BENCH_STEPS").is_some())
+        .then(|| Vec::with_capacity(16 * 1024));
     while start.elapsed() < dur {
+        let t = Instant::now();
         if sender.is_none() || new_connection {
             sender = Some(http_connect(&d, addr).await?);
         }
+        let connected = Instant::now();
         if let Some(sender) = sender.as_mut() {
             http_get(sender, addr).await?;
         }
         n += 1;
+        if let Some(steps) = steps.as_mut() {
+            let got = Instant::now();
+            // The connection ends in the background (hyper's task): the
+            // rest of the loop until the next connect starts.
+            sender = None;
+            tokio::task::yield_now().await;
+            let us = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
+            steps.push([
+                us(t, connected),
+                us(connected, got),
+                0.0,
+                0.0,
+                us(got, Instant::now()),
+            ]);
+        }
+    }
+    if let Some(mut steps) = steps {
+        print_step_medians(
+            &format!(
+                "hyper new connection per GET, {}",
+                std::any::type_name::<D>()
+            ),
+            &mut steps,
+        );
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
@@ -792,7 +820,7 @@ fn print_step_medians(what: &str, steps: &mut [[f64; 5]]) {
     };
     let p: Vec<f64> = (0..5).map(&mut median).collect();
     eprintln!(
-        "{what} steps p50 (us): connect {:.1}, write {:.1}, echo {:.1}, FIN {:.1}, close {:.1}",
+        "{what} steps p50 (us): connect {:.1}, write (hyper: GET) {:.1}, echo {:.1}, FIN {:.1}, close {:.1}",
         p[0], p[1], p[2], p[3], p[4]
     );
 }

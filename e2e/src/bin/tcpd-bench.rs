@@ -887,9 +887,14 @@ fn main() -> Result<()> {
             )?)
         })?;
         let tcpd = repeat(plan.reps, || {
-            Ok(workloads::run_client(None, CLIENT_CPU, limit, move || {
+            let d0 = steps_daemon_cpu(daemon_pid);
+            let us = workloads::run_client(None, CLIENT_CPU, limit, move || {
                 workloads::tcpd_getsockname_us(dur)
-            })?)
+            })?;
+            if let Some(d0) = d0 {
+                print_daemon_cpu_per("unary RPC", daemon_pid, d0, dur.as_secs_f64() * 1e6 / us);
+            }
+            Ok(us)
         })?;
         rows.push(Row {
             name: "RPC round trip (GetSockName)".into(),
@@ -913,9 +918,18 @@ fn main() -> Result<()> {
             kernel.push(kernel_run(&topo, limit, move |d| {
                 workloads::connection_rate(d, addr, dur)
             })?);
+            let d0 = steps_daemon_cpu(daemon_pid);
             tcpd.push(tcpd_run(tone.addr, limit, move |d, addr| {
                 workloads::connection_rate(d, addr, dur)
             })?);
+            if let (Some(d0), Some(last)) = (d0, tcpd.last()) {
+                print_daemon_cpu_per(
+                    "Rust connection",
+                    daemon_pid,
+                    d0,
+                    last.per_second * dur.as_secs_f64(),
+                );
+            }
             let addr = tone.addr;
             c_shim.push(workloads::run_blocking_client(
                 None,
@@ -1002,9 +1016,13 @@ fn main() -> Result<()> {
                 kernel.push(kernel_run(&topo, limit, move |d| {
                     workloads::http_gets(d, kaddr, dur, new_connection)
                 })?);
+                let d0 = steps_daemon_cpu(daemon_pid);
                 tcpd.push(tcpd_run(taddr, limit, move |d, addr| {
                     workloads::http_gets(d, addr, dur, new_connection)
                 })?);
+                if let (Some(d0), Some(last)) = (d0, tcpd.last()) {
+                    print_daemon_cpu_per(name, daemon_pid, d0, last * dur.as_secs_f64());
+                }
                 drop(servers);
             }
             let (kernel, tcpd) = (Summary::of(&kernel), Summary::of(&tcpd));
@@ -1541,6 +1559,26 @@ fn impaired_helper_main(spec: &str, seconds: Duration, socket: &Path) -> Result<
 }
 
 /// The tcpd side: the client reaches TCP through tcpd-client.
+/// With `TCPD_BENCH_STEPS` set: the daemon's CPU seconds so far (for
+/// [`print_daemon_cpu_per`]).
+fn steps_daemon_cpu(daemon_pid: u32) -> Option<f64> {
+    std::env::var_os("TCPD_BENCH_STEPS")?;
+    bench::process_cpu_seconds(daemon_pid).ok()
+}
+
+/// Prints (stderr) the daemon's CPU per operation since `d0` (busy-polling
+/// included: run with `--tcpd-arg=--busy-poll-us=0` for its work alone).
+fn print_daemon_cpu_per(what: &str, daemon_pid: u32, d0: f64, operations: f64) {
+    if let Ok(d1) = bench::process_cpu_seconds(daemon_pid)
+        && operations > 0.0
+    {
+        eprintln!(
+            "{what}: daemon CPU {:.1} us per operation ({operations:.0} operations)",
+            (d1 - d0) * 1e6 / operations
+        );
+    }
+}
+
 fn tcpd_run<T: Send + 'static, F: std::future::Future<Output = std::io::Result<T>> + 'static>(
     addr: SocketAddr,
     limit: Duration,
