@@ -396,6 +396,13 @@ pub async fn http_gets<D: Dialer>(
                 "hyper new connection per GET, {}",
                 std::any::type_name::<D>()
             ),
+            [
+                "connect + handshake",
+                "GET",
+                "-",
+                "-",
+                "drop (to the next connect)",
+            ],
             &mut steps,
         );
     }
@@ -715,7 +722,7 @@ pub async fn connection_rate<D: Dialer>(
         }
     }
     if let Some(mut steps) = steps {
-        print_step_medians(std::any::type_name::<D>(), &mut steps);
+        print_step_medians(std::any::type_name::<D>(), CONNECTION_STEPS, &mut steps);
     }
     Ok(ConnectionRate::from_latencies(
         lat,
@@ -803,7 +810,7 @@ pub fn c_shim_connection_rate(addr: SocketAddr, dur: Duration) -> io::Result<Con
         }
     }
     if let Some(mut steps) = steps {
-        print_step_medians("C shim", &mut steps);
+        print_step_medians("C shim", CONNECTION_STEPS, &mut steps);
     }
     Ok(ConnectionRate::from_latencies(
         lat,
@@ -811,18 +818,21 @@ pub fn c_shim_connection_rate(addr: SocketAddr, dur: Duration) -> io::Result<Con
     ))
 }
 
-/// Prints (stderr) the median of each step of one connection: connect
-/// (socket, option and connect for the C shim), write, echo, FIN, close.
-fn print_step_medians(what: &str, steps: &mut [[f64; 5]]) {
+/// The steps of one connection [`print_step_medians`] names.
+const CONNECTION_STEPS: [&str; 5] = ["connect", "write", "echo", "FIN", "close"];
+
+/// Prints (stderr) the median of each step of one operation (for a
+/// connection [`CONNECTION_STEPS`]; the C shim's connect includes its
+/// socket and option calls).
+fn print_step_medians(what: &str, names: [&str; 5], steps: &mut [[f64; 5]]) {
     let mut median = |i: usize| {
         steps.sort_by(|a, b| a[i].total_cmp(&b[i]));
         steps.get(steps.len() / 2).map_or(0.0, |s| s[i])
     };
-    let p: Vec<f64> = (0..5).map(&mut median).collect();
-    eprintln!(
-        "{what} steps p50 (us): connect {:.1}, write (hyper: GET) {:.1}, echo {:.1}, FIN {:.1}, close {:.1}",
-        p[0], p[1], p[2], p[3], p[4]
-    );
+    let p: Vec<String> = (0..5)
+        .map(|i| format!("{} {:.1}", names[i], median(i)))
+        .collect();
+    eprintln!("{what} steps p50 (us): {}", p.join(", "));
 }
 
 /// One connect, 1-byte exchange, wait for the server's FIN, close, through the C ABI.
