@@ -79,12 +79,8 @@ fn connected_with(
     sim.a
         .connect(sim.now, client, SocketAddrV4::new(ADDR_B, SERVER_PORT))
         .expect("connect");
-    let mut server = None;
-    sim.run_until("accepted", |sim| {
-        server = server.or_else(|| sim.b.accept(listener).ok().map(|(h, _)| h));
-        server.is_some()
-    });
-    (client, server.expect("accepted"))
+    let server = sim.accept_on_b(listener);
+    (client, server)
 }
 
 /// A sends `bytes` to B, which reads everything at once.

@@ -458,12 +458,7 @@ fn time_wait_blocks_rebind_without_reuseaddr() {
     sim.a
         .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 9000))
         .expect("connect");
-    let mut server = None;
-    sim.run_until("accept", |sim| {
-        server = server.or_else(|| sim.b.accept(l).ok().map(|(h, _)| h));
-        server.is_some()
-    });
-    let server = server.expect("accepted");
+    let server = sim.accept_on_b(l);
     sim.b.close(sim.now, server).expect("server closes first");
     sim.run_until("client sees EOF", |sim| {
         let mut buf = [0u8; 16];
@@ -815,12 +810,7 @@ fn syn_reopens_a_time_wait_four_tuple() {
         sim.a
             .connect(sim.now, c, SocketAddrV4::new(ADDR_B, 80))
             .expect("connect");
-        let mut server = None;
-        sim.run_until("accept", |sim| {
-            server = server.or_else(|| sim.b.accept(l).ok().map(|(h, _)| h));
-            server.is_some()
-        });
-        (c, server.expect("accepted"))
+        (c, sim.accept_on_b(l))
     };
     let (c, server) = open(&mut sim);
     sim.b.close(sim.now, server).expect("server closes first");
@@ -1335,22 +1325,16 @@ fn connect_skips_a_four_tuple_in_time_wait() {
     sim.b.listen(l, 4).expect("listen");
     let c = sim.a.socket();
     sim.a.connect(sim.now, c, ours(9000)).expect("connect");
-    let mut server = None;
-    sim.run_until("accept", |sim| {
-        server = server.or_else(|| sim.b.accept(l).ok().map(|(h, _)| h));
-        server.is_some()
-    });
+    let server = sim.accept_on_b(l);
     let first = sim.a.local_addr(c).expect("bound").port();
     assert_eq!(first, 40000, "connect starts on the even port");
     // The client closes first: its side goes to TIME-WAIT.
     sim.a.close(sim.now, c).expect("client closes");
     sim.run_until("server sees EOF", |sim| {
         let mut buf = [0u8; 16];
-        matches!(sim.b.recv(sim.now, server.unwrap(), &mut buf, false), Ok(0))
+        matches!(sim.b.recv(sim.now, server, &mut buf, false), Ok(0))
     });
-    sim.b
-        .close(sim.now, server.unwrap())
-        .expect("server closes");
+    sim.b.close(sim.now, server).expect("server closes");
     sim.run_until("client in TIME-WAIT", |sim| {
         sim.a
             .sockets()

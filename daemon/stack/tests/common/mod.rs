@@ -424,6 +424,16 @@ impl Sim {
     pub fn run_until_idle(&mut self) {
         while self.step() {}
     }
+
+    /// Steps until B's `listener` has a connection, and accepts it.
+    pub fn accept_on_b(&mut self, listener: tcpd_stack::SocketHandle) -> tcpd_stack::SocketHandle {
+        let mut accepted = None;
+        self.run_until("accept on B", |sim| {
+            accepted = accepted.or_else(|| sim.b.accept(listener).ok().map(|(h, _)| h));
+            accepted.is_some()
+        });
+        accepted.expect("accepted")
+    }
 }
 
 // ---------------------------------------------------------------- raw packets
