@@ -6,7 +6,7 @@
 //! ([`crate::fd_service`]: `Connect`, `Adopt`; [`FdLinks::adopt`]), or asks
 //! the daemon for one (`New`, [`FdLinks::create`]: the daemon makes the pair,
 //! keeps one end here and passes the other with `SCM_RIGHTS`). Bytes the
-//! client writes are read here and queued with `Stack::send`; bytes the
+//! client writes are read here into the stack's send buffer; bytes the
 //! stack receives are written to the client. No RPC per byte, no thread in
 //! the client: `poll`, `epoll`, `read`, `writev`, `fork`... work natively on
 //! the client's end. See `daemon/server/DESIGN-fds.md` for the whole design.
@@ -42,9 +42,14 @@
 //! instance (edge-triggered), itself registered with tokio: one readiness
 //! source in the driver however many sockets there are.
 //!
-//! Memory per socket is bounded: at most one [`CHUNK`] waiting in each
-//! direction, held only while the pair or the stack's buffer is full, and
-//! charged to the owner's buffered bytes ([`FdLinks::held`]).
+//! No bytes wait here: the client's bytes are read straight into the
+//! stack's send buffer (`Stack::send_in_place`, one `readv`), received
+//! bytes are written to the pair straight from the stack's receive queue
+//! (`Stack::recv_with`, one `writev` of its slices, which are the TUN
+//! reads' own buffers), and whatever the pair does not take stays in the
+//! stack, where it is charged to the owner's buffered bytes like any
+//! socket's. The pair itself holds at most its socket buffers (see
+//! [`DAEMON_SNDBUF`]).
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut, Read, Write};
@@ -57,9 +62,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
 use tcpd_stack::{Instant, Readiness, SocketHandle, Stack};
 
-/// Largest amount moved per read or write on a pair, and the most held
-/// per direction per socket.
+/// Largest amount read from a pair at once.
 pub const CHUNK: usize = 128 * 1024;
+/// Largest amount offered to a pair in one `writev` (it takes what fits).
+const TO_CLIENT_MAX: usize = 1024 * 1024;
 /// SO_SNDBUF of a new socket's client end (the kernel doubles it): how much
 /// the client can write ahead of the daemon, on top of the stack's send
 /// buffer, and so the filler a new socket is handed out with. libtcpd
@@ -85,8 +91,6 @@ struct FdLink {
     client_cookie: u64,
     /// Filler bytes still to discard before the client's data.
     filler: usize,
-    /// Taken from the stack, not yet written to the client.
-    to_client: Vec<u8>,
     /// The peer's FIN was passed on (this end is shut for writing).
     sent_eof: bool,
     /// The client shut its end for writing (shutdown or close).
@@ -228,12 +232,6 @@ impl FdLinks {
         self.links.len()
     }
 
-    /// Bytes `h`'s link holds in the daemon, waiting for the pair or the
-    /// stack (at most one [`CHUNK`] each way).
-    pub fn held(&self, h: SocketHandle) -> usize {
-        self.links.get(&h).map_or(0, |l| l.to_client.len())
-    }
-
     /// Creates `h`'s pair and returns the client's end (blocking, not
     /// close-on-exec: the flags travel with it). `fill`: hand it out full,
     /// unwritable until the connection is established (see module docs).
@@ -326,7 +324,6 @@ impl FdLinks {
                 end: Some(end),
                 client_cookie,
                 filler,
-                to_client: Vec::new(),
                 sent_eof: false,
                 client_eof: false,
                 failed: false,
@@ -490,41 +487,41 @@ impl FdLinks {
             }
         }
         if link.client_eof && (hup || unread_reset || hung_up(end)) {
-            let unread = unread_reset
-                || !link.to_client.is_empty()
-                || stack.socket_info(h).is_ok_and(|i| i.recv_queue > 0);
+            let unread = unread_reset || stack.socket_info(h).is_ok_and(|i| i.recv_queue > 0);
             return Pumped::ClientClosed { unread };
         }
-        // Stack -> client.
+        // Stack -> client: one writev of the receive queue's slices (the
+        // TUN's frames themselves, no copy of ours); the stack drops only
+        // what the pair accepted, the rest stays queued (and charged) there
+        // until the pair has room again.
         while !link.sent_eof {
-            if !link.to_client.is_empty() {
-                match end.write(&link.to_client) {
-                    Ok(n) => {
-                        link.to_client.drain(..n);
-                    }
-                    Err(e) if would_block(&e) => break,
-                    Err(_) => {
-                        // EPIPE: the client shut its end for reading.
-                        link.to_client.clear();
-                        break;
-                    }
-                }
-                if !link.to_client.is_empty() {
-                    break;
-                }
-            }
-            match stack.recv(now, h, &mut scratch[..CHUNK], false) {
-                Ok(0) => {
+            let mut wrote = None;
+            let took = stack.recv_with(now, h, TO_CLIENT_MAX, |slices| {
+                let offered = slices.iter().map(|s| s.len()).sum();
+                let r = end.write_vectored(slices);
+                let n = match &r {
+                    Ok(n) => *n,
+                    Err(e) if would_block(e) => 0,
+                    // EPIPE: the client shut its end for reading; what it
+                    // would have read is discarded, as before the pair.
+                    Err(_) => offered,
+                };
+                wrote = Some((r, offered));
+                n
+            });
+            match (took, wrote) {
+                (Ok(_), Some((Ok(n), offered))) if n == offered => {}
+                // The pair is full: its room wakes us again.
+                (Ok(_), Some((Ok(_), _))) => break,
+                (Ok(_), Some((Err(e), _))) if would_block(&e) => break,
+                (Ok(_), Some((Err(_), _))) => {}
+                (Ok(_), None) => {
+                    // End of stream: the peer's FIN.
                     link.sent_eof = true;
                     let _ = end.shutdown(std::net::Shutdown::Write);
                 }
-                Ok(n) => match end.write(&scratch[..n]) {
-                    Ok(w) => link.to_client.extend_from_slice(&scratch[w..n]),
-                    Err(e) if would_block(&e) => link.to_client.extend_from_slice(&scratch[..n]),
-                    Err(_) => {}
-                },
-                Err(tcpd_stack::RecvError::WouldBlock) => break,
-                Err(_) => {
+                (Err(tcpd_stack::RecvError::WouldBlock), _) => break,
+                (Err(_), _) => {
                     fail(&self.epoll, link);
                     return Pumped::Open;
                 }
@@ -566,7 +563,6 @@ fn signal_listener(link: &mut FdLink, stack: &Stack, h: SocketHandle) {
 ///   the client's is left unread to make the kernel report one).
 fn fail(epoll: &Epoll, link: &mut FdLink) {
     link.failed = true;
-    link.to_client.clear();
     let Some(end) = link.end.as_mut() else {
         return;
     };

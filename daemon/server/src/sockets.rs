@@ -351,11 +351,9 @@ struct SocketEntry {
     /// the owner's session ends while the socket lives on, the first of
     /// them becomes the owner (see [`Sockets::transfer_owner`]).
     sharers: Vec<SessionInfo>,
-    /// The stack's buffered bytes for it, as last reported, plus
-    /// `link_bytes` (charged to the owner).
+    /// The stack's buffered bytes for it, as last reported (charged to
+    /// the owner; an fd link holds none of its own).
     buffered: usize,
-    /// What its fd link holds, as of its last pump (part of `buffered`).
-    link_bytes: usize,
 }
 
 /// What one session holds, against its [`Quotas`].
@@ -634,21 +632,8 @@ impl Sockets {
         {
             tracing::debug!(handle = h.0, error = %e, "closing a socket whose fd was closed");
         }
-        // What the link holds counts against the owner's buffered bytes
-        // like the stack's buffers.
-        let held = self.fds.held(h);
-        if let Some(entry) = self.sockets.get_mut(&h)
-            && entry.link_bytes != held
-        {
-            let before = entry.buffered;
-            entry.buffered = entry.buffered - entry.link_bytes + held;
-            entry.link_bytes = held;
-            let (owner, after) = (entry.owner.id, entry.buffered);
-            if let Some(usage) = self.sessions.get_mut(&owner) {
-                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + after;
-            }
-            self.touch(owner);
-        }
+        // The link holds nothing of its own: what the pair did not take
+        // stays in the stack's buffers, charged through their reports.
         self.account_buffers();
     }
 
@@ -673,11 +658,10 @@ impl Sockets {
             let Some(entry) = self.sockets.get_mut(&h) else {
                 continue;
             };
-            let total = bytes + entry.link_bytes;
-            let before = std::mem::replace(&mut entry.buffered, total);
+            let before = std::mem::replace(&mut entry.buffered, bytes);
             let owner = entry.owner.id;
             if let Some(usage) = self.sessions.get_mut(&owner) {
-                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + total;
+                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + bytes;
             }
             self.touch(owner);
         }
@@ -1341,7 +1325,6 @@ impl Sockets {
                 read_total: 0,
                 sharers: Vec::new(),
                 buffered: 0,
-                link_bytes: 0,
             },
         );
         self.apply_session_level(h, owner.id);
@@ -1377,7 +1360,6 @@ impl Sockets {
                 read_total: 0,
                 sharers: Vec::new(),
                 buffered: 0,
-                link_bytes: 0,
             },
         );
         self.apply_session_level(h, owner.id);
@@ -3229,12 +3211,13 @@ mod tests {
         );
     }
 
-    /// Issue 16: what a descriptor's link holds in the daemon (a chunk of
-    /// received bytes its client's full pair did not take) counts against
-    /// its session's buffered bytes, like the stack's buffers, and is given
-    /// back on close.
+    /// Issue 16 and 11: received bytes a descriptor's full pair did not
+    /// take stay in the stack's receive queue (the link's `writev` takes
+    /// only what the pair accepts, partial writes included), count against
+    /// the session's buffered bytes there, and reach the client whole and
+    /// in order once it reads; closing gives the charge back.
     #[test]
-    fn an_fd_links_held_bytes_count_against_its_session() {
+    fn bytes_an_fd_pair_refused_stay_charged_in_the_stack_and_arrive_whole() {
         let mut a = facade(A, 13, Quotas::default());
         let mut b = facade(B, 14, Quotas::default());
         let client = session(&mut a, 1, 1000);
@@ -3248,7 +3231,7 @@ mod tests {
             reply,
         });
         let (l, _) = answer(&mut listen).expect("listen");
-        let (end, daemon_end) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let (mut end, daemon_end) = std::os::unix::net::UnixStream::pair().expect("pair");
         end.set_nonblocking(true).expect("nonblocking");
         let pair = crate::fd_link::ClientPair {
             daemon_end: OwnedFd::from(daemon_end),
@@ -3271,10 +3254,12 @@ mod tests {
             reply,
         });
         let child = answer(&mut accept).expect("accepted").handle;
-        // The client never reads: its pair fills, and the link keeps the
-        // chunk the pair refused.
-        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
-        for _ in 0..200 {
+        // The client does not read yet: its pair fills, the rest waits in
+        // the stack. Each write is a run of one byte value, so order and
+        // completeness can be checked at the other end.
+        let mut sent = Vec::new();
+        for i in 0..200u8 {
+            let chunk = Bytes::from(vec![i; 64 * 1024]);
             let mut write = run(&mut b, server, |reply| Op::Write {
                 handle: child,
                 data: chunk.clone().into(),
@@ -3282,18 +3267,37 @@ mod tests {
                 wait: false,
                 reply,
             });
-            let _ = answer(&mut write);
+            if let Ok(n) = answer(&mut write) {
+                sent.extend_from_slice(&chunk[..n]);
+            }
             shuttle(&mut a, &mut b);
-            if a.fds.held(h) > 0 && a.sockets[&h].buffered > a.fds.held(h) {
+            if a.stack.socket_info(h).expect("info").recv_queue > 0 {
                 break;
             }
         }
-        let held = a.fds.held(h);
-        assert!(held > 0, "the link holds a chunk");
+        let queued = a.stack.socket_info(h).expect("info").recv_queue;
+        assert!(queued > 0, "the stack holds what the pair refused");
         let entry = &a.sockets[&h];
-        assert_eq!(entry.link_bytes, held);
-        assert!(entry.buffered > held, "stack bytes and link bytes");
+        assert!(entry.buffered >= queued, "the stack's bytes are charged");
         assert_eq!(a.sessions[&client.id].stack_bytes, entry.buffered);
+        // The client reads everything: nothing lost, nothing reordered.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        for _ in 0..10_000 {
+            match std::io::Read::read(&mut end, &mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if got.len() == sent.len() {
+                        break;
+                    }
+                    a.pump_fds();
+                    shuttle(&mut a, &mut b);
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(got.len(), sent.len(), "every byte arrived");
+        assert!(got == sent, "in order");
         let mut close = run(&mut a, client, |reply| Op::Close {
             handle: h.0,
             abort: true,

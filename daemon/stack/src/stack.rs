@@ -120,6 +120,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io::IoSlice;
 use syncookie::SynCookies;
 use timers::TimerQueue;
 
@@ -1202,6 +1203,25 @@ impl Stack {
         out: &mut Vec<Bytes>,
     ) -> Result<usize, RecvError> {
         self.on_connection(socket, |conn| conn.recv_bytes(now, max, out))
+    }
+
+    /// [`Stack::recv`] into a vectored write, without a copy of ours:
+    /// `write` gets up to `max` readable bytes as slices of the receive
+    /// queue (at most [`RECV_IO_SLICES`], 64) and returns how many it
+    /// took — e.g. what a `writev(2)` to the reader accepted, a partial
+    /// write included; the rest stays queued (and charged) in the stack.
+    ///
+    /// [`RECV_IO_SLICES`]: crate::tcp::connection::RECV_IO_SLICES `write` is called at
+    /// most once, and only when bytes are readable: `Ok(0)` without a call
+    /// is end of stream, `Ok(0)` after one means it took nothing.
+    pub fn recv_with(
+        &mut self,
+        now: Instant,
+        socket: SocketHandle,
+        max: usize,
+        write: impl FnOnce(&[IoSlice<'_>]) -> usize,
+    ) -> Result<usize, RecvError> {
+        self.on_connection(socket, |conn| conn.recv_with(now, max, write))
     }
 
     /// recv(2) with MSG_OOB: the urgent byte, `Ok(None)` at end of stream

@@ -555,3 +555,62 @@ fn shared_frames_with_a_gap_are_reassembled() {
         .expect("readable");
     assert_eq!(chunks.concat(), sent);
 }
+
+#[test]
+fn a_vectored_read_consumes_only_what_its_writer_took() {
+    let (mut p, sent) = nodelay_send(11, 50 * MSS);
+    let mut frames = Vec::new();
+    loop {
+        let from_a = emit(&mut p.a, p.now);
+        if from_a.is_empty() {
+            break;
+        }
+        for e in from_a {
+            let frame = bytes::Bytes::from(e.packet);
+            p.b.handle_packet_shared(p.now, frame.clone(), &e.header);
+            frames.push(frame);
+        }
+        let from_b = emit(&mut p.b, p.now);
+        deliver(&mut p.a, p.now, &from_b);
+    }
+    // A writer that takes a little less each time than it is offered (a
+    // partial writev), ending inside a slice, then nothing at all (a full
+    // pair): only what it took is consumed, in order, and every slice it
+    // is offered lies in one of the link's frames (no copy).
+    let mut got = Vec::new();
+    let mut calls = 0;
+    loop {
+        let mut took = 0;
+        let r = p.b.recv_with(p.now, p.server, 3 * MSS, |slices| {
+            calls += 1;
+            let offered: usize = slices.iter().map(|s| s.len()).sum();
+            assert!(offered <= 3 * MSS);
+            for slice in slices {
+                let inside = frames.iter().any(|frame| {
+                    let (frame, slice) = (span(frame), span(slice));
+                    frame.start <= slice.start && slice.end <= frame.end
+                });
+                assert!(inside, "offered in place, not copied");
+            }
+            took = if calls % 4 == 0 {
+                0
+            } else {
+                offered - offered / 3
+            };
+            let mut left = took;
+            for slice in slices {
+                let n = slice.len().min(left);
+                got.extend_from_slice(&slice[..n]);
+                left -= n;
+            }
+            took
+        });
+        match r {
+            Ok(n) => assert_eq!(n, took),
+            Err(tcpd_stack::RecvError::WouldBlock) => break,
+            Err(e) => panic!("recv_with: {e:?}"),
+        }
+        assert!(calls < 10_000, "progress");
+    }
+    assert_eq!(got, sent, "every byte once, in order");
+}

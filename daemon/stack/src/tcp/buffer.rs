@@ -33,6 +33,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
+use std::io::IoSlice;
 
 /// Copies `data` into `deque[at..at + data.len()]`, which must exist.
 fn copy_into(deque: &mut VecDeque<u8>, at: usize, data: &[u8]) {
@@ -430,6 +431,27 @@ impl RecvBuffer {
         self.readable -= n;
         n
     }
+    /// The first readable bytes, up to `max`, as slices in order: as many
+    /// as `out` holds, written to its front. Returns (slices written,
+    /// bytes they hold). Nothing is consumed ([`RecvBuffer::skip`] does
+    /// that): a caller hands the slices to a vectored write (`writev(2)`)
+    /// and skips what it took — the only copy of the bytes is the write's.
+    pub fn readable_io_slices<'a>(&'a self, max: usize, out: &mut [IoSlice<'a>]) -> (usize, usize) {
+        let (mut count, mut bytes) = (0, 0);
+        for slice in self.readable_slices() {
+            if count == out.len() || bytes == max {
+                break;
+            }
+            if slice.is_empty() {
+                continue;
+            }
+            let take = slice.len().min(max - bytes);
+            out[count] = IoSlice::new(&slice[..take]);
+            count += 1;
+            bytes += take;
+        }
+        (count, bytes)
+    }
     /// Copies up to `out.len()` readable bytes without consuming them (MSG_PEEK).
     pub fn peek(&self, out: &mut [u8]) -> usize {
         self.peek_at(0, out)
@@ -611,6 +633,40 @@ mod tests {
         assert_eq!(buf.fill(100, |_, _| usize::MAX), free);
         assert_eq!(buf.len(), 10);
         assert_eq!(buf.fill(1, |_, _| unreachable!("full")), 0);
+    }
+
+    #[test]
+    fn readable_io_slices_offer_the_queue_in_order_without_consuming() {
+        let mut buf = RecvBuffer::new(1 << 20);
+        let frames: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; SHARE_MIN])).collect();
+        for frame in &frames {
+            buf.write_shared(0, frame.clone(), 0);
+        }
+        buf.write_at(0, b"tail");
+        let total = 5 * SHARE_MIN + 4;
+        let mut out = [IoSlice::new(&[]); 8];
+        assert_eq!(buf.readable_io_slices(usize::MAX, &mut out), (6, total));
+        assert_eq!(&*out[5], b"tail");
+        assert_eq!(out[2].as_ptr(), frames[2].as_ptr(), "the frame itself");
+        // Cut by `max` inside a slice, and by the room in `out`.
+        assert_eq!(
+            buf.readable_io_slices(SHARE_MIN + 10, &mut out),
+            (2, SHARE_MIN + 10)
+        );
+        assert_eq!(out[1].len(), 10);
+        assert_eq!(
+            buf.readable_io_slices(usize::MAX, &mut out[..3]),
+            (3, 3 * SHARE_MIN)
+        );
+        assert_eq!(buf.readable(), total, "nothing consumed");
+        buf.skip(SHARE_MIN + 10);
+        let mut out = [IoSlice::new(&[]); 8];
+        assert_eq!(
+            buf.readable_io_slices(usize::MAX, &mut out),
+            (5, total - SHARE_MIN - 10)
+        );
+        assert_eq!(out[0][0], 1);
+        assert_eq!(out[0].len(), SHARE_MIN - 10);
     }
 
     proptest! {

@@ -62,6 +62,7 @@ use crate::wire::TcpRepr;
 use bytes::Bytes;
 use core::net::SocketAddr;
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use recovery::{Prr, Rack, Tlp, Undo};
@@ -162,6 +163,11 @@ pub struct ConnectionConfig {
 /// Payload bytes one super-segment carries at most: what fits a 64 KiB IPv4
 /// packet (total length 65535, RFC 791 §3.1) with the largest headers.
 pub const MAX_SUPER_SEGMENT: usize = 65535 - 20 - crate::wire::tcp::MAX_HEADER_LEN;
+
+/// Slices [`Connection::recv_with`] hands over at most (a vectored write's
+/// iovec count; far below `IOV_MAX`, and enough for a 64 KiB-per-slice
+/// receive queue's whole window).
+pub const RECV_IO_SLICES: usize = 64;
 
 /// What the link does for the segments a connection emits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1028,6 +1034,26 @@ impl Connection {
         out: &mut Vec<Bytes>,
     ) -> Result<usize, RecvError> {
         self.read_with(now, max, false, |buf, _, limit| buf.read_bytes(limit, out))
+    }
+
+    /// [`Connection::recv`] into a vectored write: `write` gets up to `max`
+    /// in-order bytes as at most [`RECV_IO_SLICES`] slices of the receive
+    /// queue and returns how many of them it took (e.g. what `writev(2)`
+    /// accepted); only those are consumed. `write` is called once when
+    /// bytes are readable, else not at all: `Ok(0)` without a call is end
+    /// of stream.
+    pub fn recv_with(
+        &mut self,
+        now: Instant,
+        max: usize,
+        write: impl FnOnce(&[IoSlice<'_>]) -> usize,
+    ) -> Result<usize, RecvError> {
+        self.read_with(now, max, false, |buf, _, limit| {
+            let mut slices = [IoSlice::new(&[]); RECV_IO_SLICES];
+            let (count, bytes) = buf.readable_io_slices(limit, &mut slices);
+            let taken = write(&slices[..count]).min(bytes);
+            buf.skip(taken)
+        })
     }
 
     /// A read of up to `len` bytes: `take(buffer, skip, limit)` moves or
