@@ -73,6 +73,11 @@ impl CaptureHub {
         });
     }
 
+    /// Whether a capture runs (the link must then see whole packets).
+    pub fn is_active(&self) -> bool {
+        !self.subscribers.is_empty()
+    }
+
     /// One packet at a tap point; `inbound` is towards the stack.
     pub fn packet(&mut self, point: CapturePoint, inbound: bool, now: Instant, packet: &[u8]) {
         if self.subscribers.is_empty() {

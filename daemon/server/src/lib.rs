@@ -21,8 +21,9 @@
 //! SIGTERM/SIGINT: stop serving, reset every connection (the RSTs are written
 //! to the TUN before exit), remove the socket file, exit 0.
 
-// No unsafe code but the one TUNSETOFFLOAD ioctl in link/tun.rs (nix's ioctl
-// wrappers are unsafe functions), allowed there and audited.
+// No unsafe code but a few system-call wrappers (ioctls and the TUN's
+// descriptor in link/tun.rs, getsockopt in fd_link.rs...), each allowed on
+// its item and audited in a SAFETY comment.
 #![deny(unsafe_code)]
 
 mod admin_service;

@@ -42,7 +42,7 @@ pub use socket::{
     CaState, IpFamily, MemoryLevel, OptionName, PmtuDiscovery, Readiness, RecoveryInfo, SendFlags,
     Shutdown, SockOption, SocketHandle, SocketInfo, StackEvent, TcpInfo, TcpInfoOptions,
 };
-pub use stack::Stack;
+pub use stack::{Stack, Transmit};
 pub use stats::{DropReason, Stats};
 pub use tcp::TcpState;
 pub use time::{Duration, Instant};

@@ -407,6 +407,42 @@ pub struct Stack {
     note_scratch: Vec<Note>,
 }
 
+/// A payload left in connection `ConnId`'s send buffer by a vectored
+/// transmission: (offset from its front, length).
+type LentPayload = (ConnId, (usize, usize));
+
+/// One packet from [`Stack::poll_transmit_vectored`]: on the wire, `head`
+/// followed by the `payload` slices.
+#[derive(Debug)]
+pub struct Transmit<'a> {
+    /// The IP and TCP headers of a data segment whose payload is lent
+    /// below; the whole packet otherwise (no payload, or copied in).
+    pub head: &'a [u8],
+    /// The payload in place in the connection's send buffer, in order
+    /// (the second slice is where the ring wraps; both empty when `head`
+    /// is the whole packet).
+    pub payload: [&'a [u8]; 2],
+    /// What the link must do with the packet (a virtio-net header).
+    pub offload: VirtioNetRepr,
+}
+
+impl Transmit<'_> {
+    /// The packet's length on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.payload[0].len() + self.payload[1].len()
+    }
+
+    /// Never true (a packet has headers); for clippy's `len` convention.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the payload is lent rather than in `head`.
+    pub fn is_vectored(&self) -> bool {
+        !self.payload[0].is_empty()
+    }
+}
+
 impl Stack {
     /// A stack for `config`. An MTU below the IPv4 minimum of 68 (RFC 791)
     /// is raised to it; below IPv6's 1280 (RFC 8200 §5) the IPv6 addresses
@@ -642,7 +678,7 @@ impl Stack {
     /// Panics if `buf` is shorter than the MTU (a bug in the caller).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.transmit(now, buf, TxOffload::default())
-            .map(|(n, _)| n)
+            .map(|(n, _, _)| n)
     }
 
     /// [`Stack::poll_transmit`] for a link with the offloads of
@@ -659,16 +695,60 @@ impl Stack {
         let offload = TxOffload {
             segmentation: self.config.offload.segmentation,
             checksum: self.config.offload.checksum,
+            vectored: false,
         };
         self.transmit(now, buf, offload)
+            .map(|(n, header, _)| (n, header))
     }
 
+    /// [`Stack::poll_transmit_offload`] without the payload copy: `buf`
+    /// (at least the MTU, as there) receives only the IP and TCP headers
+    /// of a data segment, and the returned [`Transmit`] lends its payload
+    /// in place from the connection's send buffer, for the link to send
+    /// behind the headers with one vectored write (`writev(2)`). With
+    /// checksum offload off the checksum covers the payload where it is.
+    /// `whole`: write the whole packet into `buf` anyway (the link wants to
+    /// see it: a capture). Segments of a traced connection are always
+    /// whole (the trace record is parsed from the packet). The payload
+    /// slices are valid until the next call into the stack.
+    pub fn poll_transmit_vectored<'a>(
+        &'a mut self,
+        now: Instant,
+        buf: &'a mut [u8],
+        whole: bool,
+    ) -> Option<Transmit<'a>> {
+        let offload = TxOffload {
+            segmentation: self.config.offload.segmentation,
+            checksum: self.config.offload.checksum,
+            vectored: !whole,
+        };
+        let (n, header, apart) = self.transmit(now, buf, offload)?;
+        let Some((id, payload)) = apart else {
+            return Some(Transmit {
+                head: &buf[..n],
+                payload: [&[], &[]],
+                offload: header,
+            });
+        };
+        // The connection sent data just now, so it is still there (only a
+        // closed connection is reaped).
+        let conn = &self.conns.get(&id)?.conn;
+        Some(Transmit {
+            head: &buf[..n - payload.1],
+            payload: conn.payload_slices(payload),
+            offload: header,
+        })
+    }
+
+    /// The next packet into `buf` (or its headers only, see
+    /// [`TxOffload::vectored`]): its length on the wire, the link's
+    /// header, and for a payload left in a send buffer, whose it is.
     fn transmit(
         &mut self,
         now: Instant,
         buf: &mut [u8],
         offload: TxOffload,
-    ) -> Option<(usize, VirtioNetRepr)> {
+    ) -> Option<(usize, VirtioNetRepr, Option<LentPayload>)> {
         let mtu = usize::from(self.config.mtu);
         assert!(
             buf.len() >= mtu,
@@ -695,7 +775,7 @@ impl Stack {
                 ControlKind::EchoReply => self.stats.icmp_echo_replies += 1,
                 ControlKind::Icmpv6Error => self.stats.icmp_errors_sent += 1,
             }
-            return Some((len, VirtioNetRepr::PLAIN));
+            return Some((len, VirtioNetRepr::PLAIN, None));
         }
         while let Some(id) = self.ready.pop_front() {
             let ident = self.ip_ident;
@@ -706,6 +786,11 @@ impl Stack {
             let segment_buf = &mut buf[ip_header_len..];
             let span = entry.span.clone();
             let _entered = span.as_deref().map(tracing::Span::enter);
+            // A traced connection's segments are parsed from the packet.
+            let offload = TxOffload {
+                vectored: offload.vectored && entry.trace_mask == 0,
+                ..offload
+            };
             let Some((len, segment)) = entry.conn.poll_transmit_with(now, segment_buf, offload)
             else {
                 entry.in_ready = false;
@@ -790,7 +875,8 @@ impl Stack {
             // FIFO on the turn where it has nothing to send.
             self.ready.push_back(id);
             self.after_conn_call(id, false);
-            return Some((ip_header_len + len, header));
+            let apart = segment.payload_apart.map(|payload| (id, payload));
+            return Some((ip_header_len + len, header, apart));
         }
         None
     }

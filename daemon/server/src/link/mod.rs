@@ -7,7 +7,7 @@
 //!   [`Link::ingest_batch`]: the first packet and up to [`RX_BATCH`] more
 //!   non-blocking reads go to the stack, through the impairer if any;
 //! - [`Link::release_due`]: impaired packets whose hold time is over;
-//! - [`Link::transmit`]: drains [`Stack::poll_transmit`] into TUN writes,
+//! - [`Link::transmit`]: drains the stack's packets into TUN writes,
 //!   through the impairer if any.
 //!
 //! Tap points ([`Taps`]: captures, traces, impairer counters): every packet
@@ -21,9 +21,13 @@
 //! Offload ([`tun`] opens the device): with a virtio-net header on the TUN,
 //! reads are parsed with [`VirtioNetRepr::parse`] (a header that does not fit
 //! its packet is dropped and counted as the stack's `drop_offload`) and
-//! handed to [`Stack::handle_packet_offload`]; writes come from
-//! [`Stack::poll_transmit_offload`] into a buffer with room for the header in
-//! front, so header and packet leave in one `write(2)`.
+//! handed to [`Stack::handle_packet_offload`]. Writes come from
+//! [`Stack::poll_transmit_vectored`] (with or without offload): the stack
+//! writes the IP and TCP headers into `tx_buf` and lends the payload in
+//! place from the connection's send buffer, and one `writev(2)` sends the
+//! virtio-net header (when the device takes one), the headers and the
+//! payload slices — no user-space copy of the payload. Only while a capture
+//! runs does the stack write whole packets (the capture sees them).
 //!
 //! With an impairer, impairment stays per wire packet: coalesced packets read
 //! from the TUN are cut into MSS-sized packets with complete checksums
@@ -46,6 +50,7 @@ use crate::impair::{Direction, Impairer};
 use crate::taps::Taps;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use tcpd_stack::wire::virtio::{self, HEADER_LEN as VNET_HDR_LEN};
 use tcpd_stack::wire::{Checksum, VirtioNetRepr};
 use tcpd_stack::{DropReason, Instant, Stack};
@@ -308,30 +313,37 @@ impl Link {
                 });
                 taps.impaired(stack, now, Direction::Outbound, packet, done);
             }
-        } else if *vnet_hdr {
-            // The header goes in front of the packet: one write for both.
-            while let Some((n, header)) =
-                stack.poll_transmit_offload(now, &mut tx_buf[VNET_HDR_LEN..])
-            {
-                sent += 1;
-                if !taps.traces.is_empty() {
-                    taps.traces.pump(stack);
-                }
-                let packet = &tx_buf[VNET_HDR_LEN..VNET_HDR_LEN + n];
-                taps.stack_out(now, packet);
-                taps.link_out(now, packet);
-                header.emit(tx_buf);
-                to_tun(tun, write_errors, &tx_buf[..VNET_HDR_LEN + n]);
-            }
         } else {
-            while let Some(n) = stack.poll_transmit(now, tx_buf) {
+            // One writev per packet: the virtio-net header (if the device
+            // takes one), the stack's IP and TCP headers, and the payload
+            // in place in the connection's send buffer — no copy of ours.
+            // A capture sees whole packets: the stack then writes them
+            // whole into `tx_buf` (one copy, only while a capture runs).
+            let whole = taps.captures.is_active();
+            let (vnet, packet_buf) = tx_buf.split_at_mut(if *vnet_hdr { VNET_HDR_LEN } else { 0 });
+            while let Some(tx) = stack.poll_transmit_vectored(now, packet_buf, whole) {
                 sent += 1;
+                if whole {
+                    taps.stack_out(now, tx.head);
+                    taps.link_out(now, tx.head);
+                }
+                if *vnet_hdr {
+                    tx.offload.emit(vnet);
+                }
+                let parts = [&vnet[..], tx.head, tx.payload[0], tx.payload[1]];
+                let mut iov = [IoSlice::new(&[]); 4];
+                let mut count = 0;
+                for part in parts.into_iter().filter(|p| !p.is_empty()) {
+                    iov[count] = IoSlice::new(part);
+                    count += 1;
+                }
+                let written = nix::sys::uio::writev(tun::device_fd(tun), &iov[..count]);
+                if let Err(e) = written {
+                    tun_write_failed(write_errors, e.into());
+                }
                 if !taps.traces.is_empty() {
                     taps.traces.pump(stack);
                 }
-                taps.stack_out(now, &tx_buf[..n]);
-                taps.link_out(now, &tx_buf[..n]);
-                to_tun(tun, write_errors, &tx_buf[..n]);
             }
         }
         sent
@@ -400,9 +412,15 @@ fn plain_to_tun(
 fn to_tun(tun: &::tun::AsyncDevice, write_errors: &mut u64, packet: &[u8]) {
     let device: &::tun::Device = tun;
     if let Err(e) = device.send(packet) {
-        *write_errors += 1;
-        if *write_errors < 10 || write_errors.is_power_of_two() {
-            tracing::warn!(error = %e, count = *write_errors, "TUN write failed; packet dropped");
-        }
+        tun_write_failed(write_errors, e);
+    }
+}
+
+/// A TUN write failed: counted, logged now and then; the packet is lost
+/// (TCP recovers).
+fn tun_write_failed(write_errors: &mut u64, e: std::io::Error) {
+    *write_errors += 1;
+    if *write_errors < 10 || write_errors.is_power_of_two() {
+        tracing::warn!(error = %e, count = *write_errors, "TUN write failed; packet dropped");
     }
 }

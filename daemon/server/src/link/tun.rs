@@ -185,3 +185,14 @@ fn set_offload(device: &tun::Device, flags: u32) -> nix::Result<()> {
     }
     .map(|_| ())
 }
+
+/// The device's descriptor, borrowed for as long as the device is (for
+/// `writev(2)` through nix, which takes `AsFd`; the `tun` crate's own
+/// `write_vectored` writes only the first slice).
+#[allow(unsafe_code)]
+pub fn device_fd(device: &tun::Device) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: `device` owns its descriptor and keeps it open while it
+    // lives; the borrow cannot outlive `device`.
+    unsafe { BorrowedFd::borrow_raw(device.as_raw_fd()) }
+}

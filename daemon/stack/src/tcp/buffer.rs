@@ -168,6 +168,20 @@ impl SendBuffer {
         }
         n
     }
+    /// Up to `len` stored bytes starting `offset` bytes after the front,
+    /// in place, as two slices in order (the second may be empty; both are
+    /// empty past the end): what [`SendBuffer::read_at`] would copy.
+    pub fn slices_at(&self, offset: usize, len: usize) -> [&[u8]; 2] {
+        let n = len.min(self.len.saturating_sub(offset));
+        let (a, b) = self.slices();
+        if offset < a.len() {
+            let in_a = n.min(a.len() - offset);
+            [&a[offset..offset + in_a], &b[..n - in_a]]
+        } else {
+            let at = offset - a.len();
+            [&b[at..at + n], &[]]
+        }
+    }
     /// Drops `n` bytes from the front (they were acknowledged); `n` beyond
     /// the stored length empties the buffer.
     pub fn consume(&mut self, n: usize) {
@@ -713,6 +727,11 @@ mod tests {
                 let got = buf.read_at(at, &mut out);
                 prop_assert_eq!(got, model.len() - at);
                 prop_assert!(out[..got].iter().eq(model.range(at..)));
+                // The same bytes in place, up to a length cut inside them.
+                let len = byte as usize % (got + 2);
+                let [a, b] = buf.slices_at(at, len);
+                prop_assert_eq!(a.len() + b.len(), len.min(got));
+                prop_assert!(a.iter().chain(b).eq(model.range(at..).take(len)));
             }
         }
     }

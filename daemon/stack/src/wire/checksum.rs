@@ -37,6 +37,21 @@ pub fn sum(data: &[u8]) -> u32 {
     fold(acc)
 }
 
+/// [`sum`] of the concatenation of `parts`, which may have any lengths
+/// (a part that starts at an odd position of the whole has its sum
+/// byte-swapped, RFC 1071 §2 (B) "byte order independence"), e.g. a
+/// segment's payload as the two slices of a ring buffer.
+pub fn sum_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    let mut acc: u64 = 0;
+    let mut odd = false;
+    for part in parts {
+        let s = sum(part);
+        acc += u64::from(if odd { (s & 0xff) << 8 | s >> 8 } else { s });
+        odd ^= part.len() % 2 == 1;
+    }
+    fold(acc)
+}
+
 /// Folds a 32-bit partial sum to 16 bits and complements it.
 pub fn finish(sum: u32) -> u16 {
     // `fold` leaves 16 bits, so the truncation is exact.
@@ -160,6 +175,22 @@ mod tests {
         #[test]
         fn matches_reference(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             prop_assert_eq!(fold(u64::from(sum(&data))) as u16, reference_sum(&data));
+        }
+
+        #[test]
+        fn parts_of_any_length_sum_as_their_concatenation(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(0usize..600, 0..5),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([data.len()]) {
+                parts.push(&data[at..cut]);
+                at = cut;
+            }
+            prop_assert_eq!(fold(u64::from(sum_parts(parts))) as u16, reference_sum(&data));
         }
 
         #[test]

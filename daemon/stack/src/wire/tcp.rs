@@ -537,13 +537,58 @@ impl<'a> TcpRepr<'a> {
         dst: IpAddr,
         checksum: TxChecksum,
     ) -> usize {
-        let header_len = self.header_len();
-        let total = header_len + payload_len;
+        let total = self.header_len() + payload_len;
         assert!(
             buf.len() >= total,
             "TCP emit buffer shorter than the segment"
         );
-        let out = &mut buf[..total];
+        self.emit_header_only(&mut buf[..total], payload_len, 0, src, dst, checksum)
+    }
+
+    /// Writes only the header into `buf[..self.header_len()]`, for a
+    /// payload of `payload_len` bytes that is elsewhere (it leaves with a
+    /// vectored write), whose sum ([`checksum::sum_parts`]) is
+    /// `payload_sum` — needed for [`TxChecksum::Full`] only. Returns the
+    /// header length. Panics only if `buf` is too short (a caller bug).
+    pub fn emit_header_apart(
+        &self,
+        buf: &mut [u8],
+        payload_len: usize,
+        payload_sum: Option<u32>,
+        src: IpAddr,
+        dst: IpAddr,
+        checksum: TxChecksum,
+    ) -> usize {
+        let header_len = self.header_len();
+        assert!(
+            buf.len() >= header_len,
+            "TCP emit buffer shorter than the header"
+        );
+        self.emit_header_only(
+            &mut buf[..header_len],
+            payload_len,
+            payload_sum.unwrap_or(0),
+            src,
+            dst,
+            checksum,
+        );
+        header_len
+    }
+
+    /// The header into `out`, which holds the header and the payload in
+    /// place, or the header alone and `payload_sum` is the payload's sum
+    /// (0 otherwise); returns the segment length.
+    fn emit_header_only(
+        &self,
+        out: &mut [u8],
+        payload_len: usize,
+        payload_sum: u32,
+        src: IpAddr,
+        dst: IpAddr,
+        checksum: TxChecksum,
+    ) -> usize {
+        let header_len = self.header_len();
+        let total = header_len + payload_len;
         out[field::SRC_PORT..field::SRC_PORT + 2].copy_from_slice(&self.src_port.to_be_bytes());
         out[field::DST_PORT..field::DST_PORT + 2].copy_from_slice(&self.dst_port.to_be_bytes());
         out[field::SEQ..field::SEQ + 4].copy_from_slice(&self.seq.raw().to_be_bytes());
@@ -560,7 +605,9 @@ impl<'a> TcpRepr<'a> {
         let length = u32::try_from(total).unwrap_or(u32::MAX);
         let pseudo = checksum::pseudo_header_ip(src, dst, PROTOCOL_TCP, length);
         let sum = match checksum {
-            TxChecksum::Full => checksum::finish(pseudo + checksum::sum(out)),
+            // The header is a whole number of 32-bit words, so a payload
+            // sum taken apart adds on as it is.
+            TxChecksum::Full => checksum::finish(pseudo + checksum::sum(out) + payload_sum),
             // `pseudo_header` is folded to 16 bits; the link adds the rest.
             TxChecksum::Partial => !checksum::finish(pseudo),
         };

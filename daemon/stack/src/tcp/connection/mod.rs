@@ -176,6 +176,11 @@ pub struct TxOffload {
     pub segmentation: bool,
     /// The link completes checksums left partial (virtio-net NEEDS_CSUM).
     pub checksum: bool,
+    /// The payload stays in the send buffer: only the headers are written
+    /// to the caller's buffer, and the caller sends the payload from
+    /// where it is ([`SegmentOffload::payload_apart`],
+    /// [`Connection::payload_slices`]) with a vectored write.
+    pub vectored: bool,
 }
 
 /// What the link must do with one emitted segment.
@@ -188,6 +193,10 @@ pub struct SegmentOffload {
     pub partial_checksum: bool,
     /// TCP header bytes (options included).
     pub header_len: usize,
+    /// With [`TxOffload::vectored`]: the payload, which follows the header
+    /// on the wire but was not written after it, as (offset from the front
+    /// of the send buffer, length); see [`Connection::payload_slices`].
+    pub payload_apart: Option<(usize, usize)>,
 }
 
 /// What a new connection starts from.
@@ -921,6 +930,13 @@ impl Connection {
         let sent = self.transmit(now, buf);
         self.tx_offload = TxOffload::default();
         sent.map(|n| (n, self.tx_emitted))
+    }
+
+    /// The send buffer's bytes a segment emitted with
+    /// [`TxOffload::vectored`] carries ([`SegmentOffload::payload_apart`]),
+    /// in place: valid until the next call that changes the connection.
+    pub fn payload_slices(&self, (offset, len): (usize, usize)) -> [&[u8]; 2] {
+        self.send_buf.slices_at(offset, len)
     }
 
     /// When [`Connection::handle_timeout`] must next be called.

@@ -15,7 +15,9 @@
 //! window and options (the same timestamps) hold for every piece, PSH and
 //! FIN on the last piece only (the link's segmentation keeps them there).
 //! Fast and SACK retransmissions stay MSS-sized. The payload is copied once,
-//! from the send buffer straight into `buf`.
+//! from the send buffer straight into `buf` — or not at all when the link
+//! writes it from the send buffer behind the headers
+//! ([`super::TxOffload::vectored`]).
 
 use super::{
     AckDue, Connection, MAX_SUPER_SEGMENT, MAX_WINDOW_FIELD, PendingRst, ProbeDue, recovery,
@@ -25,7 +27,7 @@ use crate::socket::MemoryLevel;
 use crate::tcp::TcpState;
 use crate::time::Instant;
 use crate::wire::tcp::HEADER_LEN;
-use crate::wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TxChecksum};
+use crate::wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TxChecksum, checksum};
 
 impl Connection {
     pub(super) fn transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -538,12 +540,23 @@ impl Connection {
             return None;
         }
         let mut carried = len.min(buf.len() - header_len);
+        let mut apart = None;
         if carried > 0 {
-            // The one copy of the payload: send buffer → outgoing segment.
             let offset = seq.since(self.send_buf_seq);
-            carried = self
-                .send_buf
-                .read_at(offset, &mut buf[header_len..header_len + carried]);
+            if self.tx_offload.vectored {
+                // No copy: the link writes the payload from the send
+                // buffer behind the headers; its sum is needed only when
+                // the link does not complete the checksum.
+                let [a, b] = self.send_buf.slices_at(offset, carried);
+                carried = a.len() + b.len();
+                let sum = (!self.tx_offload.checksum).then(|| checksum::sum_parts([a, b]));
+                apart = Some(((offset, carried), sum));
+            } else {
+                // The one copy of the payload: send buffer → outgoing segment.
+                carried = self
+                    .send_buf
+                    .read_at(offset, &mut buf[header_len..header_len + carried]);
+            }
         }
         let fin_sent = fin && carried == len;
         if fin_sent {
@@ -573,7 +586,14 @@ impl Connection {
         } else {
             TxChecksum::Full
         };
-        let n = repr.emit_header(buf, carried, self.local.ip(), self.remote.ip(), checksum);
+        let (local, remote) = (self.local.ip(), self.remote.ip());
+        let n = match apart {
+            Some((payload, sum)) => {
+                self.tx_emitted.payload_apart = Some(payload);
+                repr.emit_header_apart(buf, carried, sum, local, remote, checksum) + carried
+            }
+            None => repr.emit_header(buf, carried, local, remote, checksum),
+        };
         self.tx_emitted.partial_checksum = self.tx_offload.checksum;
         self.tx_emitted.header_len = header_len;
         self.counters.segments_out += 1;
