@@ -14,9 +14,10 @@
 //!   impairer's next release.
 //!
 //! After each wake-up the driver has the link release held packets, runs due
-//! timers, has the link drain [`Stack::poll_transmit`] into TUN writes, and
-//! drains the stack's events into [`Sockets::publish_events`] (which
-//! completes parked ops, possibly giving the stack more to send). A turn
+//! timers, drains the stack's events into [`Sockets::publish_events`] (which
+//! completes parked ops, possibly giving the stack more to send), and has
+//! the link drain [`Stack::poll_transmit`] into TUN writes, again until the
+//! events complete nothing more. A turn
 //! woken by anything but the timer is noted as work for the busy-poller
 //! ([`crate::busy_poll`]), which then keeps the runtime from sleeping for
 //! a while.
@@ -272,7 +273,12 @@ impl Running {
         }
         // Completing parked ops (a write refilling the send buffer, a read
         // opening the window) gives the stack more to send: go round until
-        // the events complete nothing more.
+        // the events complete nothing more. They are completed before the
+        // first transmission: the data that arrived in this turn is then
+        // read before it is acknowledged, and one ACK carries both the
+        // acknowledgment and the window the read opened (rather than an
+        // ACK with the shrunken window, then a window update).
+        self.core.publish_events();
         let mut read_back = true;
         loop {
             let (stack, taps) = self.core.stack_and_taps();

@@ -145,6 +145,20 @@ pub fn process_cpu_seconds(pid: u32) -> io::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / hz)
 }
 
+/// With `TCPD_BENCH_MARKS` set in the environment, prints `mark <start|end>
+/// <CLOCK_MONOTONIC seconds> <what>` to stderr, so a profile taken with
+/// `perf record -k CLOCK_MONOTONIC` can be cut to one workload's rows
+/// (`perf report --time START,END`).
+pub fn mark(what: &str, start: bool) {
+    if std::env::var_os("TCPD_BENCH_MARKS").is_none() {
+        return;
+    }
+    if let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        let edge = if start { "start" } else { "end" };
+        eprintln!("mark {edge} {}.{:09} {what}", t.tv_sec(), t.tv_nsec());
+    }
+}
+
 /// Busy CPU seconds of the whole machine so far (all CPUs, /proc/stat).
 pub fn system_busy_seconds() -> io::Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;

@@ -312,14 +312,53 @@ fn bulk_recv_runs(
     limit: Duration,
     ksrc: SocketAddr,
     tsrc: SocketAddr,
-) -> Result<(Option<Summary>, Option<Summary>)> {
+) -> Result<BulkRecv> {
+    let daemon_pid = topo.daemon.pid().unwrap_or(0);
+    let mut cpu_kernel = Vec::new();
     let kernel = repeat(reps, || {
-        Ok(kernel_run(topo, limit, move |d| workloads::bulk_recv(d, ksrc))?.gbit_per_s())
+        let busy0 = bench::system_busy_seconds()?;
+        let tr = kernel_run(topo, limit, move |d| workloads::bulk_recv(d, ksrc))?;
+        cpu_kernel.push((bench::system_busy_seconds()? - busy0) / (tr.bytes as f64 / 1e9));
+        Ok(tr.gbit_per_s())
     })?;
+    let (mut cpu_tcpd, mut cpu_daemon) = (Vec::new(), Vec::new());
+    bench::mark("bulk, client receives (tcpd)", true);
     let tcpd = repeat(reps, || {
-        Ok(tcpd_run(tsrc, limit, workloads::bulk_recv)?.gbit_per_s())
+        let busy0 = bench::system_busy_seconds()?;
+        let d0 = bench::process_cpu_seconds(daemon_pid)?;
+        let tr = tcpd_run(tsrc, limit, workloads::bulk_recv)?;
+        let gb = tr.bytes as f64 / 1e9;
+        cpu_tcpd.push((bench::system_busy_seconds()? - busy0) / gb);
+        cpu_daemon.push((bench::process_cpu_seconds(daemon_pid)? - d0) / gb);
+        Ok(tr.gbit_per_s())
     })?;
-    Ok((kernel, tcpd))
+    bench::mark("bulk, client receives (tcpd)", false);
+    Ok(BulkRecv {
+        kernel,
+        tcpd,
+        cpu: Row {
+            name: "CPU per GB received, whole machine".into(),
+            unit: "CPU-s/GB",
+            higher_is_better: false,
+            kernel: Summary::of(&cpu_kernel),
+            tcpd: Summary::of(&cpu_tcpd),
+        },
+        cpu_daemon: Row {
+            name: "CPU per GB received, tcpd daemon only".into(),
+            unit: "CPU-s/GB",
+            higher_is_better: false,
+            kernel: None,
+            tcpd: Summary::of(&cpu_daemon),
+        },
+    })
+}
+
+/// What [`bulk_recv_runs`] measured: throughput and CPU per GB received.
+struct BulkRecv {
+    kernel: Option<Summary>,
+    tcpd: Option<Summary>,
+    cpu: Row,
+    cpu_daemon: Row,
 }
 
 /// `reps` rounds of 1-byte request/response for `dur` against the kernel's
@@ -732,15 +771,17 @@ fn main() -> Result<()> {
         let tsrc = Server::start(&topo.tcpd_ns, t, 5002, ServerKind::Source(dur), PEER_CPU)?;
         // The kernel's runs go over the veth: tcpd's TUN counts only its own.
         let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
-        let (kernel, tcpd) = bulk_recv_runs(&topo, plan.reps, limit, ksrc.addr, tsrc.addr)?;
+        let recv = bulk_recv_runs(&topo, plan.reps, limit, ksrc.addr, tsrc.addr)?;
         let tun_recv = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
         rows.push(Row {
             name: "bulk, client receives".into(),
             unit: "Gbit/s",
             higher_is_better: true,
-            kernel,
-            tcpd,
+            kernel: recv.kernel,
+            tcpd: recv.tcpd,
         });
+        rows.push(recv.cpu);
+        rows.push(recv.cpu_daemon);
         rows.push(tun_row(
             "  bytes per TUN read (data in)",
             tun_recv.bytes_per_read(),
@@ -749,6 +790,14 @@ fn main() -> Result<()> {
             "  bytes per TUN write (ACKs out)",
             tun_recv.bytes_per_write(),
         ));
+        rows.push(Row {
+            name: "  TUN writes (ACKs out) per MB received".into(),
+            unit: "writes",
+            higher_is_better: false,
+            kernel: None,
+            tcpd: Summary::of(&[tun_recv.writes as f64 * 1e6 / tun_recv.read_bytes.max(1) as f64]),
+        });
+        bench::mark("bulk, client receives (C shim)", true);
         let c_shim = repeat(plan.reps, || {
             let addr = tsrc.addr;
             Ok(
@@ -758,6 +807,7 @@ fn main() -> Result<()> {
                 .gbit_per_s(),
             )
         })?;
+        bench::mark("bulk, client receives (C shim)", false);
         rows.push(Row {
             name: "bulk, client receives (C shim)".into(),
             unit: "Gbit/s",
@@ -810,7 +860,8 @@ fn main() -> Result<()> {
             PEER_CPU,
         )?;
         let tsrc = Server::start(&topo.tcpd_ns, t6, 5012, ServerKind::Source(dur), PEER_CPU)?;
-        let (kernel, tcpd) = bulk_recv_runs(&topo, plan.reps, limit, ksrc.addr, tsrc.addr)?;
+        let BulkRecv { kernel, tcpd, .. } =
+            bulk_recv_runs(&topo, plan.reps, limit, ksrc.addr, tsrc.addr)?;
         rows.push(Row {
             name: "bulk over IPv6, client receives".into(),
             unit: "Gbit/s",

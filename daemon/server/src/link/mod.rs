@@ -228,13 +228,14 @@ impl Link {
     /// buffer it is; the next read goes into a new one.
     fn ingest_shared(&mut self, len: usize, now: Instant, stack: &mut Stack, taps: &mut Taps) {
         let next = self.next_rx_buffer();
-        let mut frame = std::mem::replace(&mut self.rx_buf, next);
-        frame.truncate(len);
-        let frame = frame.freeze();
+        // Lent whole (not cut to the read): once free it is read into again
+        // as it is, with no zeroing of the bytes past this read.
+        let buffer = std::mem::replace(&mut self.rx_buf, next).freeze();
+        let frame = buffer.slice(..len);
         if self.rx_lent.len() >= RX_LENT_MAX {
             self.rx_lent.pop_front();
         }
-        self.rx_lent.push_back(frame.clone());
+        self.rx_lent.push_back(buffer);
         let header = match VirtioNetRepr::parse(&frame) {
             Ok((header, _)) => header,
             Err(e) => {
@@ -249,15 +250,14 @@ impl Link {
     }
 
     /// A buffer to read into: the oldest lent one if nobody holds it any
-    /// more (readers consume in order, so the oldest frees first; only its
-    /// bytes past the last read are zeroed), else a new one.
+    /// more (readers consume in order, so the oldest frees first; it was
+    /// lent whole, so it is used as it is), else a new, zeroed one.
     fn next_rx_buffer(&mut self) -> BytesMut {
         if self.rx_lent.front().is_some_and(Bytes::is_unique)
-            && let Some(frame) = self.rx_lent.pop_front()
-            && let Ok(mut buf) = frame.try_into_mut()
-            && buf.capacity() >= RX_BUFFER
+            && let Some(buffer) = self.rx_lent.pop_front()
+            && let Ok(buf) = buffer.try_into_mut()
+            && buf.len() == RX_BUFFER
         {
-            buf.resize(RX_BUFFER, 0);
             return buf;
         }
         BytesMut::zeroed(RX_BUFFER)

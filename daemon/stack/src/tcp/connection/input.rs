@@ -1034,21 +1034,29 @@ impl Connection {
     /// RFC 5681 §4.2): at least every second full-sized segment, otherwise
     /// within the delayed-ACK timeout; at once in quick-ACK mode.
     ///
-    /// Segments handled in one batch (before the next transmit
-    /// opportunity) still get their own ACKs, as a stack ACKing each
-    /// segment as it arrives would send them (RFC 5681 §4.2: "at least
-    /// every second full-sized segment"): each ACK point is remembered and
-    /// `transmit` sends them in order. One stretch ACK for a whole batch
-    /// would make a single lost ACK cost the sender its ACK clock.
+    /// The ACK itself goes out at the next transmit opportunity, after
+    /// everything that arrived in the same batch (the segments the link
+    /// handed over before polling for output, e.g. one turn's TUN reads):
+    /// one ACK of the batch's last byte, with the window as it is then
+    /// (after the application's reads in between), like Linux's, whose
+    /// segments queued while the socket is owned by its reader are
+    /// coalesced in the backlog and acknowledged once (`tcp_add_backlog`),
+    /// and whose GRO super-segments get one ACK each. Every second
+    /// full-sized segment of a batch would mostly acknowledge bytes with a
+    /// window that did not move, each ACK a packet (and, for a peer on this
+    /// host, a run of its transmit path) that lets the sender send nothing
+    /// more.
+    ///
+    /// In quick-ACK mode (the connection's start, and after out-of-order
+    /// data while the peer recovers) each ACK point of a batch still gets
+    /// its own ACK, in order (`ack_points`): a sender in slow start grows
+    /// its window per ACK, and one in recovery must not lose its whole ACK
+    /// clock with one lost stretch ACK (that made the simulation's
+    /// goodput collapse under random loss, sim_goodput.rs).
     fn schedule_data_ack(&mut self, now: Instant, len: usize) {
         self.bytes_since_ack += len;
-        let owed = if self.quick_acks > 0 {
+        if self.quick_acks > 0 {
             self.quick_acks -= 1;
-            true
-        } else {
-            self.bytes_since_ack >= 2 * self.rcv_mss
-        };
-        if owed {
             if self.ack_due == AckDue::Now && self.ack_points.len() < MAX_ACK_POINTS {
                 // An ACK is already owed for an earlier point of this batch.
                 self.ack_points.push_back(self.last_ack_point);
@@ -1056,6 +1064,13 @@ impl Connection {
             self.last_ack_point = self.rcv_nxt;
             self.bytes_since_ack = 0;
             self.ack_now();
+        } else if self.bytes_since_ack >= 2 * self.rcv_mss {
+            self.last_ack_point = self.rcv_nxt;
+            self.ack_due = match self.ack_due {
+                AckDue::Now => AckDue::Now,
+                AckDue::By(t) | AckDue::Owed(t) => AckDue::Owed(t),
+                AckDue::No => AckDue::Owed(now + self.config.delayed_ack),
+            };
         } else if self.ack_due == AckDue::No {
             self.ack_due = AckDue::By(now + self.config.delayed_ack);
         }

@@ -119,8 +119,8 @@ const CORK_TIMEOUT: Duration = Duration::from_millis(200);
 /// boundaries may then be coalesced), so a flood of tiny records cannot
 /// grow memory.
 const MAX_EOR_MARKS: usize = 1024;
-/// ACK points of one batch remembered at most (see `ack_points`): a batch
-/// of 16 full-sized segments gets its 8 ACKs.
+/// ACK points of one batch remembered at most in quick-ACK mode (see
+/// `ack_points`).
 const MAX_ACK_POINTS: usize = 8;
 /// "Quick ACK" segments acknowledged at once after the connection starts or
 /// after a reordering event, like Linux's TCP_MAX_QUICKACKS: while the peer
@@ -268,6 +268,13 @@ enum AckDue {
     No,
     /// Delayed ACK: by this time at the latest.
     By(Instant),
+    /// Two full-sized segments' worth arrived since our last ACK (RFC 5681
+    /// §4.2): the ACK goes at the next transmit opportunity if the reader
+    /// has caught up or the window moves right by what arrived, else with
+    /// the reader's next read; by this time at the latest (Linux's
+    /// `__tcp_ack_snd_check` and `tcp_cleanup_rbuf`, see
+    /// `Connection::owed_ack_is_due`).
+    Owed(Instant),
     /// At the next transmit opportunity.
     Now,
 }
@@ -371,8 +378,8 @@ pub struct Connection {
     ack_due: AckDue,
     /// In-order payload bytes received since our last ACK.
     bytes_since_ack: usize,
-    /// RCV.NXT at earlier points of the current batch where an ACK was
-    /// owed (every second segment), sent before the ACK of RCV.NXT.
+    /// RCV.NXT at earlier points of the current batch where a quick ACK
+    /// was owed, sent before the ACK of RCV.NXT (see `schedule_data_ack`).
     ack_points: VecDeque<SeqNum>,
     /// RCV.NXT when the latest ACK was owed.
     last_ack_point: SeqNum,
@@ -1118,11 +1125,20 @@ impl Connection {
     /// §3.8.6.2.2, RFC 1122 §4.2.3.3) and the peer sees less than half the
     /// buffer (Linux's refinement: a wide-open window needs no extra ACK;
     /// the increase rides on the next ACK).
+    ///
+    /// An ACK owed for two full-sized segments and held because the
+    /// window did not move (see [`AckDue::Owed`]) goes now, as Linux's
+    /// `tcp_cleanup_rbuf` sends it when the reader reads ("once-per-two-
+    /// segments ACK was not sent by tcp_input.c").
     fn window_update_after_read(&mut self) {
         if !matches!(
             self.state,
             TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2
         ) {
+            return;
+        }
+        if matches!(self.ack_due, AckDue::Owed(_)) {
+            self.ack_now();
             return;
         }
         let advertised = self.rcv_wnd();
@@ -1520,7 +1536,7 @@ impl Connection {
                 // or back to delayed ACKs; not a lasting setting.
                 if on {
                     self.quick_acks = QUICK_ACK_SEGMENTS;
-                    if matches!(self.ack_due, AckDue::By(_)) {
+                    if matches!(self.ack_due, AckDue::By(_) | AckDue::Owed(_)) {
                         self.ack_now();
                     }
                 } else {

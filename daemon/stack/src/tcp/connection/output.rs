@@ -65,10 +65,38 @@ impl Connection {
             self.probe_due = ProbeDue::No;
             return self.emit_control(now, buf, self.snd_una - 1);
         }
-        if self.ack_due == AckDue::Now {
+        if self.ack_due == AckDue::Now
+            || (matches!(self.ack_due, AckDue::Owed(_)) && self.owed_ack_is_due())
+        {
             return self.emit_control(now, buf, self.snd_nxt);
         }
         None
+    }
+
+    /// Whether an ACK owed for two full-sized segments ([`AckDue::Owed`])
+    /// goes now. Linux (`__tcp_ack_snd_check`) sends it if "more than one
+    /// full frame [was] received... and [the] right edge of window advances
+    /// far enough (tcp_recvmsg() will send ACK otherwise)", or if the
+    /// reader has caught up (fewer than SO_RCVLOWAT bytes wait). Its window
+    /// is clamped below the free space (rcv_ssthresh) and does not shrink
+    /// while the reader keeps up; ours offers all of the free space, so
+    /// "keeps up" is: the window we would offer reaches as far past RCV.NXT
+    /// as the last ACK's did past its acknowledgment number, or it is at
+    /// least half the buffer (of what the window field can offer).
+    /// Otherwise the reader lags and the window is the limit: an ACK now
+    /// would let the sender send nothing more; the read that opens the
+    /// window sends it (`window_update_after_read`), or the delayed-ACK
+    /// timer does.
+    fn owed_ack_is_due(&self) -> bool {
+        let offered = self.offered_window();
+        self.recv_buf.readable() < self.options.recv_lowat.max(1)
+            || offered >= self.rcv_adv_right.since(self.last_ack_sent)
+            || offered
+                >= self
+                    .recv_buf
+                    .capacity()
+                    .min(MAX_WINDOW_FIELD << self.rcv_wscale)
+                    / 2
     }
 
     /// States in which our data or FIN may still need (re)transmission.
@@ -490,6 +518,29 @@ impl Connection {
         options
     }
 
+    /// The window a segment sent now would offer past RCV.NXT, before the
+    /// scaling: the free buffer if that moves the right edge far enough,
+    /// else the window already promised (see [`Self::advertise_window`]).
+    fn offered_window(&self) -> usize {
+        let promised = self.rcv_wnd();
+        let mut free = self
+            .recv_buf
+            .window()
+            .min(MAX_WINDOW_FIELD << self.rcv_wscale);
+        match self.memory_level() {
+            MemoryLevel::Normal => {}
+            // Linux under tcp_mem pressure: rcv_ssthresh <= 4 × advmss.
+            MemoryLevel::Pressure => free = free.min(promised.max(4 * self.adv_mss)),
+            // The right edge stays (it never moves left: RFC 9293 §3.8.6.2.1).
+            MemoryLevel::Full | MemoryLevel::Exhausted => free = free.min(promised),
+        }
+        if free >= promised + self.sws_threshold() {
+            free
+        } else {
+            promised
+        }
+    }
+
     /// The window field for a non-SYN segment, and the new right edge.
     ///
     /// Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): the right edge moves
@@ -498,19 +549,7 @@ impl Connection {
     pub(super) fn advertise_window(&mut self) -> u16 {
         let shift = self.rcv_wscale;
         let promised = self.rcv_wnd();
-        let mut free = self.recv_buf.window().min(MAX_WINDOW_FIELD << shift);
-        match self.memory_level() {
-            MemoryLevel::Normal => {}
-            // Linux under tcp_mem pressure: rcv_ssthresh <= 4 × advmss.
-            MemoryLevel::Pressure => free = free.min(promised.max(4 * self.adv_mss)),
-            // The right edge stays (it never moves left: RFC 9293 §3.8.6.2.1).
-            MemoryLevel::Full | MemoryLevel::Exhausted => free = free.min(promised),
-        }
-        let window = if free >= promised + self.sws_threshold() {
-            free
-        } else {
-            promised
-        };
+        let window = self.offered_window();
         let mut field = window >> shift;
         if (field << shift) < promised {
             field += 1;

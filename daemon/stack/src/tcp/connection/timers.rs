@@ -3,7 +3,7 @@
 //! §4.2.3.6), TIME-WAIT (RFC 9293 §3.3.2: 2×MSL) and the FIN-WAIT-2 timeout
 //! of a closed socket. Orphans (closed by their user) give up after
 //! `orphan_retries` retransmissions or zero-window probes (Linux). Each is an `Option<Instant>` deadline (the delayed
-//! ACK lives in `AckDue::By`); `poll_timeout` is their minimum.
+//! ACK lives in `AckDue::By` and `AckDue::Owed`); `poll_timeout` is their minimum.
 
 use super::recovery::Undo;
 use super::{AckDue, Connection, ProbeDue};
@@ -18,7 +18,7 @@ const MAX_PERSIST_BACKOFF: u32 = 16;
 impl Connection {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let delayed_ack = match self.ack_due {
-            AckDue::By(t) => Some(t),
+            AckDue::By(t) | AckDue::Owed(t) => Some(t),
             AckDue::No | AckDue::Now => None,
         };
         [
@@ -55,7 +55,7 @@ impl Connection {
                 return;
             }
         }
-        if let AckDue::By(t) = self.ack_due
+        if let AckDue::By(t) | AckDue::Owed(t) = self.ack_due
             && now >= t
         {
             self.ack_due = AckDue::Now;
