@@ -498,15 +498,15 @@ fn span(bytes: &[u8]) -> std::ops::Range<usize> {
     start..start + bytes.len()
 }
 
-#[test]
-fn frames_handed_over_as_bytes_are_read_without_a_copy() {
-    let (mut p, sent) = nodelay_send(9, 50 * MSS);
-    // A's data reaches B as the link's buffers (`Bytes`), round after round.
+/// Moves A's data to B as the link's buffers (`Bytes`, what
+/// `handle_packet_shared` takes), round after round until A is quiet;
+/// returns the frames.
+fn deliver_shared(p: &mut Pair) -> Vec<bytes::Bytes> {
     let mut frames = Vec::new();
     loop {
         let from_a = emit(&mut p.a, p.now);
         if from_a.is_empty() {
-            break;
+            return frames;
         }
         for e in from_a {
             let frame = bytes::Bytes::from(e.packet);
@@ -516,6 +516,12 @@ fn frames_handed_over_as_bytes_are_read_without_a_copy() {
         let from_b = emit(&mut p.b, p.now);
         deliver(&mut p.a, p.now, &from_b);
     }
+}
+
+#[test]
+fn frames_handed_over_as_bytes_are_read_without_a_copy() {
+    let (mut p, sent) = nodelay_send(9, 50 * MSS);
+    let frames = deliver_shared(&mut p);
     let mut chunks = Vec::new();
     let n =
         p.b.recv_bytes(p.now, p.server, usize::MAX, &mut chunks)
@@ -563,20 +569,7 @@ fn shared_frames_with_a_gap_are_reassembled() {
 #[test]
 fn a_vectored_read_consumes_only_what_its_writer_took() {
     let (mut p, sent) = nodelay_send(11, 50 * MSS);
-    let mut frames = Vec::new();
-    loop {
-        let from_a = emit(&mut p.a, p.now);
-        if from_a.is_empty() {
-            break;
-        }
-        for e in from_a {
-            let frame = bytes::Bytes::from(e.packet);
-            p.b.handle_packet_shared(p.now, frame.clone(), &e.header);
-            frames.push(frame);
-        }
-        let from_b = emit(&mut p.b, p.now);
-        deliver(&mut p.a, p.now, &from_b);
-    }
+    let frames = deliver_shared(&mut p);
     // A writer that takes a little less each time than it is offered (a
     // partial writev), ending inside a slice, then nothing at all (a full
     // pair): only what it took is consumed, in order, and every slice it
