@@ -251,3 +251,114 @@ fn a_blocking_call_that_would_stop_its_own_runtime_fails_clearly() {
         assert_ne!(local.port(), 0);
     });
 }
+
+/// (ns on a CPU, voluntary context switches) of thread `tid` of this process.
+fn thread_sched(tid: &str) -> (u64, u64) {
+    let dir = format!("/proc/self/task/{tid}");
+    let on_cpu = std::fs::read_to_string(format!("{dir}/schedstat"))
+        .expect("schedstat")
+        .split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .expect("schedstat runtime");
+    let voluntary = std::fs::read_to_string(format!("{dir}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches");
+    (on_cpu, voluntary)
+}
+
+/// The client's busy-poll (`Client::with_busy_poll`): a read waiting for
+/// the answer to what it wrote keeps its thread running (it never blocks,
+/// and uses the CPU) for the window, then sleeps; a read with nothing
+/// written before it (an idle connection) never spins. A window of 300 ms
+/// makes both visible on a loaded machine.
+#[test]
+fn a_read_busy_polls_for_the_answer_to_its_write_and_never_when_idle() {
+    let Some(env) = Env::setup("cli-busy", &[]) else {
+        return;
+    };
+    // A kernel peer that accepts and never answers.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let peer = env.ns.spawn(move || {
+        let listener =
+            std::net::TcpListener::bind(SocketAddrV4::new(HOST_ADDR, 7603)).expect("listen");
+        ready_tx.send(()).expect("ready");
+        let held = listener.accept().expect("accept");
+        let _ = stop_rx.recv_timeout(LIMIT);
+        drop(held);
+    });
+    ready_rx.recv().expect("kernel listener ready");
+    let socket = env.daemon.socket().to_path_buf();
+    let (step_tx, step_rx) = mpsc::channel::<(&str, String)>();
+    let client_thread = std::thread::spawn(move || {
+        let tid = std::fs::read_link("/proc/thread-self")
+            .expect("/proc/thread-self")
+            .file_name()
+            .expect("tid")
+            .to_string_lossy()
+            .into_owned();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            // Opened here: the session runs on this thread alone.
+            let client = tcpd_client::Client::connect(&socket)
+                .await
+                .expect("session")
+                .with_busy_poll(Duration::from_millis(300));
+            let mut stream = client
+                .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7603))
+                .await
+                .expect("connect");
+            stream.write_all(b"?").await.expect("write");
+            let mut buf = [0u8; 1];
+            step_tx.send(("answer due", tid.clone())).expect("step");
+            tokio::time::timeout(Duration::from_millis(1000), stream.read(&mut buf))
+                .await
+                .expect_err("the peer never answers");
+            step_tx.send(("idle", tid.clone())).expect("step");
+            tokio::time::timeout(Duration::from_millis(700), stream.read(&mut buf))
+                .await
+                .expect_err("nothing arrives");
+        });
+    });
+    let (step, tid) = step_rx.recv_timeout(LIMIT).expect("answer due");
+    assert_eq!(step, "answer due");
+    let (cpu0, blocked0) = thread_sched(&tid);
+    std::thread::sleep(Duration::from_millis(150));
+    let (cpu1, blocked1) = thread_sched(&tid);
+    assert_eq!(
+        blocked1, blocked0,
+        "the reader slept while its answer was due"
+    );
+    assert!(cpu1 > cpu0, "the reader did not run while spinning");
+    // Past the window: asleep.
+    std::thread::sleep(Duration::from_millis(350));
+    let (cpu2, _) = thread_sched(&tid);
+    std::thread::sleep(Duration::from_millis(300));
+    let (cpu3, _) = thread_sched(&tid);
+    assert!(
+        cpu3 - cpu2 < 30_000_000,
+        "after the window the reader ran {} ns in 300 ms",
+        cpu3 - cpu2
+    );
+    let (step, _) = step_rx.recv_timeout(LIMIT).expect("idle");
+    assert_eq!(step, "idle");
+    std::thread::sleep(Duration::from_millis(100));
+    let (cpu4, _) = thread_sched(&tid);
+    std::thread::sleep(Duration::from_millis(400));
+    let (cpu5, _) = thread_sched(&tid);
+    assert!(
+        cpu5 - cpu4 < 30_000_000,
+        "an idle read ran {} ns in 400 ms",
+        cpu5 - cpu4
+    );
+    client_thread.join().expect("client thread");
+    let _ = stop_tx.send(());
+    peer.join().expect("peer");
+}
