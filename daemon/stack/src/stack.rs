@@ -2690,13 +2690,16 @@ mod memory_tests {
     /// and a few map slots: with 100,000 idle connections (issue 12: the
     /// daemon within 256 MiB), every 100 bytes here is 10 MB of RSS. The
     /// rare parts (undo state, a listener's queues, an unconnected
-    /// socket's options, a debug span) are boxed, the configuration is
-    /// shared, and the counters are only those a connection must keep.
+    /// socket's options, a debug span) are boxed, the rarely used queues
+    /// (ACK points, MSG_EOR marks) are one pointer until used, the
+    /// configuration is shared, and the counters are only those a
+    /// connection must keep. 1 368 bytes at round 6 (1 416 before the
+    /// queues); the bound has a word of slack, so growth is a decision.
     #[test]
     fn an_idle_connections_entries_stay_within_budget() {
         let conn = size_of::<ConnEntry>();
         let socket = size_of::<SocketEntry>();
-        assert!(conn <= 1536, "ConnEntry is {conn} bytes");
+        assert!(conn <= 1376, "ConnEntry is {conn} bytes");
         assert!(socket <= 64, "SocketEntry is {socket} bytes");
     }
 }

@@ -380,7 +380,7 @@ pub struct Connection {
     bytes_since_ack: usize,
     /// RCV.NXT at earlier points of the current batch where a quick ACK
     /// was owed, sent before the ACK of RCV.NXT (see `schedule_data_ack`).
-    ack_points: VecDeque<SeqNum>,
+    ack_points: RareQueue<SeqNum>,
     /// RCV.NXT when the latest ACK was owed.
     last_ack_point: SeqNum,
     /// While set, `write` sends this acknowledgment number (an older ACK point).
@@ -462,7 +462,7 @@ pub struct Connection {
     cork_released: bool,
     /// Ends of records written with MSG_EOR still unsent: no segment
     /// crosses one (oldest first).
-    eor_marks: VecDeque<SeqNum>,
+    eor_marks: RareQueue<SeqNum>,
     /// The send urgent pointer (one past the last urgent byte, see `urgent`).
     snd_up: Option<SeqNum>,
     /// The urgent byte the peer announced (see `urgent`).
@@ -505,6 +505,43 @@ pub struct Connection {
 
 /// The window-scale shift to offer: the smallest that lets the 16-bit field
 /// describe the whole receive buffer, at most 14 (RFC 7323 §2.2, §2.3).
+/// A queue a connection rarely uses (ACK points of a batch, MSG_EOR
+/// marks): one pointer until its first element, so an idle connection's
+/// TCB does not carry two empty `VecDeque`s (32 bytes each). Once used, it
+/// keeps its allocation.
+#[derive(Debug)]
+struct RareQueue<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Default for RareQueue<T> {
+    fn default() -> Self {
+        RareQueue(None)
+    }
+}
+
+impl<T> RareQueue<T> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.0.as_ref().and_then(|q| q.front())
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        self.0.as_mut().and_then(|q| q.pop_front())
+    }
+
+    fn push_back(&mut self, value: T) {
+        self.0.get_or_insert_with(Box::default).push_back(value);
+    }
+
+    fn clear(&mut self) {
+        if let Some(q) = &mut self.0 {
+            q.clear();
+        }
+    }
+}
+
 fn window_shift_for(buffer: usize) -> u8 {
     let mut shift = 0u8;
     while shift < MAX_WINDOW_SHIFT && (MAX_WINDOW_FIELD << shift) < buffer {
@@ -582,7 +619,7 @@ impl Connection {
             pending_error: None,
             ack_due: AckDue::No,
             bytes_since_ack: 0,
-            ack_points: VecDeque::new(),
+            ack_points: RareQueue::default(),
             last_ack_point: SeqNum(0),
             ack_point: None,
             pending_dsack: None,
@@ -622,7 +659,7 @@ impl Connection {
             more_pending: false,
             cork_deadline: None,
             cork_released: false,
-            eor_marks: VecDeque::new(),
+            eor_marks: RareQueue::default(),
             snd_up: None,
             rcv_urgent: None,
             defer_accept_until: None,
