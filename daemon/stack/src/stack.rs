@@ -2693,13 +2693,13 @@ mod memory_tests {
     /// socket's options, a debug span) are boxed, the rarely used queues
     /// (ACK points, MSG_EOR marks) are one pointer until used, the
     /// configuration is shared, and the counters are only those a
-    /// connection must keep. 1 368 bytes at round 6 (1 416 before the
-    /// queues); the bound has a word of slack, so growth is a decision.
+    /// connection must keep. 1 400 bytes at round 6 (the queues saved 48);
+    /// the bound has a word of slack, so growth is a decision.
     #[test]
     fn an_idle_connections_entries_stay_within_budget() {
         let conn = size_of::<ConnEntry>();
         let socket = size_of::<SocketEntry>();
-        assert!(conn <= 1376, "ConnEntry is {conn} bytes");
+        assert!(conn <= 1408, "ConnEntry is {conn} bytes");
         assert!(socket <= 64, "SocketEntry is {socket} bytes");
     }
 }
