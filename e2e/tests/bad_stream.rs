@@ -1,6 +1,6 @@
 //! Bad input on the v2 socket API, through a raw tonic client: frames out of
-//! order, data after close, a flood of pipelined socket creations past the
-//! session quota. Each gets a clear errno, the daemon never panics, and
+//! order, data after close, floods of pipelined socket creations and of
+//! pipelined Stream opens past the session quota. Each gets a clear errno, the daemon never panics, and
 //! nothing leaks: the daemon's `api_sockets`/`api_blocked_calls` counters
 //! return to zero once the session ends.
 
@@ -75,6 +75,29 @@ async fn settles_to_zero(admin: &mut AdminServiceClient<Channel>) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A session whose socket is kept (a copy) so the test can end it as the
+/// kernel does when a process exits: no RST_STREAM per Stream, just the end
+/// of the connection (`shutdown` of the copy).
+async fn ending_session(path: &std::path::Path) -> (Channel, std::os::unix::net::UnixStream) {
+    let path = path.to_path_buf();
+    let (copy_tx, copy_rx) = std::sync::mpsc::channel();
+    let channel = tonic::transport::Endpoint::try_from("http://tcpd.invalid")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            let copy_tx = copy_tx.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?.into_std()?;
+                let _ = copy_tx.send(s.try_clone()?);
+                let s = tokio::net::UnixStream::from_std(s)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .expect("session");
+    (channel, copy_rx.recv().expect("the socket"))
 }
 
 #[test]
@@ -213,6 +236,79 @@ fn pipelined_socket_flood_hits_the_quota_and_leaks_nothing() {
     });
 }
 
+/// 10 000 Stream opens (connect) pipelined on one session at once, past its
+/// socket quota: exactly the quota's worth open, every other Stream ends with
+/// EMFILE, and ending the session frees every socket.
+#[test]
+fn pipelined_stream_opens_hit_the_quota_and_leak_nothing() {
+    const OPENS: usize = 10_000;
+    const QUOTA: usize = 1000;
+    let Some(env) = Env::setup("bad-opens", &["--session-max-sockets", "1000"]) else {
+        return;
+    };
+    let listener = env
+        .ns
+        .within(|| std::net::TcpListener::bind((HOST_ADDR, 7503)).expect("kernel listen"));
+    // Holds what it accepts until the test ends (the thread is left blocked).
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept() {
+            held.push(s);
+        }
+    });
+    runtime().block_on(async {
+        let (channel, session_socket) = ending_session(env.daemon.socket()).await;
+        let rpc = SocketServiceClient::new(channel);
+        let mut admin = AdminServiceClient::new(
+            tcpd_client::connect_channel(env.daemon.socket())
+                .await
+                .expect("admin session"),
+        );
+        let opens = (0..OPENS).map(|_| {
+            let mut rpc = rpc.clone();
+            async move {
+                let open = frame(stream_request::Frame::Open(v2::StreamOpen {
+                    how: Some(stream_open::How::Connect(v2::StreamConnect {
+                        remote: Some(SocketAddrV4::new(HOST_ADDR, 7503).into()),
+                        ..Default::default()
+                    })),
+                }));
+                // The up half stays open: an opened socket lives on.
+                let up = tokio_stream::iter([open]).chain(tokio_stream::pending());
+                let mut down = match rpc.stream(up).await {
+                    Ok(r) => r.into_inner(),
+                    Err(status) => return Err(errno_of(&status)),
+                };
+                match down.next().await {
+                    Some(Ok(v2::StreamResponse {
+                        frame: Some(stream_response::Frame::Opened(_)),
+                    })) => Ok(down),
+                    Some(Err(status)) => Err(errno_of(&status)),
+                    other => panic!("neither opened nor an error: {other:?}"),
+                }
+            }
+        });
+        let results =
+            tokio::time::timeout(Duration::from_secs(180), futures::future::join_all(opens))
+                .await
+                .expect("10 000 opens answered within 180 s");
+        let opened = results.iter().filter(|r| r.is_ok()).count();
+        let emfile = results
+            .iter()
+            .filter(|r| matches!(r, Err(e) if *e == errno::EMFILE))
+            .count();
+        assert_eq!(opened, QUOTA, "exactly the quota opens");
+        assert_eq!(emfile, OPENS - QUOTA, "the rest end with EMFILE");
+        assert_eq!(counter(&mut admin, "api_sockets").await, QUOTA as u64);
+        // The session ends with its Streams open: every socket goes with it.
+        session_socket
+            .shutdown(std::net::Shutdown::Both)
+            .expect("shutdown");
+        settles_to_zero(&mut admin).await;
+        drop((results, rpc));
+    });
+}
+
 /// A client whose whole session ends (a process that exits) with many
 /// Streams open: every connection delivers what was flushed, then FIN, as
 /// the kernel closes an exiting process's sockets. The daemon closes them
@@ -243,25 +339,7 @@ fn an_ended_sessions_streams_all_close_in_one_sweep() {
                 .await
                 .expect("admin session"),
         );
-        // The session's socket, with a copy kept to end it as the kernel
-        // does when a process exits: no RST_STREAM per Stream, just the end.
-        let path = env.daemon.socket().to_path_buf();
-        let (copy_tx, copy_rx) = std::sync::mpsc::channel();
-        let channel = tonic::transport::Endpoint::try_from("http://tcpd.invalid")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                let copy_tx = copy_tx.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(path).await?.into_std()?;
-                    let _ = copy_tx.send(s.try_clone()?);
-                    let s = tokio::net::UnixStream::from_std(s)?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                }
-            }))
-            .await
-            .expect("session");
-        let session_socket: std::os::unix::net::UnixStream = copy_rx.recv().expect("the socket");
+        let (channel, session_socket) = ending_session(env.daemon.socket()).await;
         let mut rpc = SocketServiceClient::new(channel);
         let mut held = Vec::new();
         for i in 0..STREAMS {

@@ -740,6 +740,7 @@ fn main() -> Result<()> {
             tun_send.bytes_per_read(),
         ));
         // The same through libtcpd (its socketpair pumped by the daemon).
+        let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
         let c_shim = repeat(plan.reps, || {
             let addr = tsink.addr;
             Ok(
@@ -759,6 +760,15 @@ fn main() -> Result<()> {
                 .and_then(|r| r.kernel),
             tcpd: c_shim,
         });
+        let tun_c = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
+        rows.push(tun_row(
+            "  bytes per TUN write (data out)",
+            tun_c.bytes_per_write(),
+        ));
+        rows.push(tun_row(
+            "  bytes per TUN read (ACKs in)",
+            tun_c.bytes_per_read(),
+        ));
         drop((ksink, tsink));
 
         let ksrc = Server::start(
@@ -798,6 +808,7 @@ fn main() -> Result<()> {
             tcpd: Summary::of(&[tun_recv.writes as f64 * 1e6 / tun_recv.read_bytes.max(1) as f64]),
         });
         bench::mark("bulk, client receives (C shim)", true);
+        let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
         let c_shim = repeat(plan.reps, || {
             let addr = tsrc.addr;
             Ok(
@@ -818,6 +829,15 @@ fn main() -> Result<()> {
                 .and_then(|r| r.kernel),
             tcpd: c_shim,
         });
+        let tun_c = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
+        rows.push(tun_row(
+            "  bytes per TUN read (data in)",
+            tun_c.bytes_per_read(),
+        ));
+        rows.push(tun_row(
+            "  bytes per TUN write (ACKs out)",
+            tun_c.bytes_per_write(),
+        ));
         drop((ksrc, tsrc));
     }
 
@@ -843,7 +863,9 @@ fn main() -> Result<()> {
         let (k6, t6) = (KERNEL_SERVER6, tcpd_e2e::HOST_ADDR6);
         let ksink = Server::start(&topo.kernel_server, k6, 5011, ServerKind::Sink, PEER_CPU)?;
         let tsink = Server::start(&topo.tcpd_ns, t6, 5011, ServerKind::Sink, PEER_CPU)?;
+        let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
         let (kernel, tcpd) = bulk_send_runs(&topo, plan.reps, limit, dur, ksink.addr, tsink.addr)?;
+        let tun6 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
         rows.push(Row {
             name: "bulk over IPv6, client sends".into(),
             unit: "Gbit/s",
@@ -851,6 +873,14 @@ fn main() -> Result<()> {
             kernel,
             tcpd,
         });
+        rows.push(tun_row(
+            "  bytes per TUN write (data out)",
+            tun6.bytes_per_write(),
+        ));
+        rows.push(tun_row(
+            "  bytes per TUN read (ACKs in)",
+            tun6.bytes_per_read(),
+        ));
         drop((ksink, tsink));
         let ksrc = Server::start(
             &topo.kernel_server,
@@ -860,8 +890,10 @@ fn main() -> Result<()> {
             PEER_CPU,
         )?;
         let tsrc = Server::start(&topo.tcpd_ns, t6, 5012, ServerKind::Source(dur), PEER_CPU)?;
+        let tun0 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?;
         let BulkRecv { kernel, tcpd, .. } =
             bulk_recv_runs(&topo, plan.reps, limit, ksrc.addr, tsrc.addr)?;
+        let tun6 = TunCounters::read(&topo.tcpd_ns, TUN_NAME)?.since(tun0);
         rows.push(Row {
             name: "bulk over IPv6, client receives".into(),
             unit: "Gbit/s",
@@ -869,6 +901,14 @@ fn main() -> Result<()> {
             kernel,
             tcpd,
         });
+        rows.push(tun_row(
+            "  bytes per TUN read (data in)",
+            tun6.bytes_per_read(),
+        ));
+        rows.push(tun_row(
+            "  bytes per TUN write (ACKs out)",
+            tun6.bytes_per_write(),
+        ));
         drop((ksrc, tsrc));
         let kecho = Server::start(&topo.kernel_server, k6, 5013, ServerKind::Echo, PEER_CPU)?;
         let techo = Server::start(&topo.tcpd_ns, t6, 5013, ServerKind::Echo, PEER_CPU)?;
