@@ -122,7 +122,7 @@ impl Driver {
             inbox,
             busy_poll,
         } = self;
-        let fd_readiness = register_readable(core.fd_readiness()?)?;
+        let fd_readiness = tcpd_sys::Readable::register(core.fd_readiness()?)?;
         let mut running = Running {
             core,
             fd_readiness,
@@ -136,24 +136,11 @@ impl Driver {
     }
 }
 
-/// Registers `fd` (the fd links' epoll descriptor) with tokio for reading.
-#[allow(unsafe_code)]
-fn register_readable(
-    fd: std::os::fd::OwnedFd,
-) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    // SAFETY: an OwnedFd is an open descriptor that it alone closes, when
-    // the AsyncFd drops it; its as_raw_fd never changes.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    };
-    registered.map_err(std::io::Error::from)
-}
-
 /// The driver once its TUN is registered with the runtime.
 struct Running {
     core: Sockets,
     /// The fd links' epoll instance ([`crate::fd_link`]), as tokio sees it.
-    fd_readiness: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    fd_readiness: tcpd_sys::Readable,
     link: Link,
     inbox: Inbox,
     limit_log: LimitLog,

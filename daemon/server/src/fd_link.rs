@@ -59,7 +59,9 @@ use std::os::unix::net::UnixStream;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, getsockopt, setsockopt, socketpair, sockopt,
+};
 use tcpd_stack::{Instant, Readiness, SocketHandle, Stack};
 
 /// Largest amount read from a pair at once.
@@ -134,7 +136,7 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-/// The kernel's cookie of the socket `fd` (`getsockopt(SO_COOKIE)`, Linux
+/// The kernel's cookie of a socket ([`tcpd_sys::socket_cookie`], Linux
 /// 4.12+): a 64-bit number unique to one socket for the life of the system,
 /// never reused. A claim names its socket by the cookie of the descriptor
 /// it carries, so only a process holding that very socket's descriptor can
@@ -144,50 +146,7 @@ fn would_block(e: &io::Error) -> bool {
 /// until one matches — would have named another user's socket.) Fails
 /// with `ENOTSOCK` for anything but a socket, without blocking whatever
 /// the descriptor is (no `fstat`, which a FUSE file could stall).
-#[allow(unsafe_code)]
-pub fn socket_cookie(fd: &impl AsRawFd) -> io::Result<u64> {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into a local u64 and
-    // `len` says how many; the descriptor number is only read by the kernel.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&raw mut cookie).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if len as usize != std::mem::size_of::<u64>() {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    Ok(cookie)
-}
-
-/// An `int` socket option of `fd` (`SOL_SOCKET` level).
-#[allow(unsafe_code)]
-fn int_option(fd: &impl AsRawFd, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into a local int.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            name,
-            (&raw mut value).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
+pub use tcpd_sys::socket_cookie;
 
 /// Whether `end` reports POLLHUP: its peer is gone (or both are shut).
 fn hung_up(end: &UnixStream) -> bool {
@@ -282,9 +241,9 @@ impl FdLinks {
         if self.by_cookie.contains_key(&client_cookie) {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
-        let stream_socket = int_option(&daemon_end, libc::SO_DOMAIN)? == libc::AF_UNIX
-            && int_option(&daemon_end, libc::SO_TYPE)? == libc::SOCK_STREAM
-            && int_option(&daemon_end, libc::SO_ACCEPTCONN)? == 0
+        let stream_socket = tcpd_sys::socket_domain(&daemon_end)? == libc::AF_UNIX
+            && getsockopt(&daemon_end, sockopt::SockType)? == SockType::Stream
+            && !getsockopt(&daemon_end, sockopt::AcceptConn)?
             && socket_cookie(&daemon_end)? != client_cookie;
         if !stream_socket {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));

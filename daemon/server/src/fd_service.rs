@@ -23,12 +23,12 @@
 //! `api_fd_refused_unauthenticated`; timeouts as `api_fd_hello_timeouts`);
 //! tokens are one per session.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use tcpd_proto::fd_channel::{MAX_CONNECT_PAYLOAD, REQUEST_LEN, RESPONSE_LEN, Request, Response};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
@@ -265,7 +265,7 @@ impl BoundChannel {
         let mut buf = [0u8; 4096];
         while self.inbuf.len() < MAX_BUFFERED {
             let room = (MAX_BUFFERED - self.inbuf.len()).min(buf.len());
-            match recv_with_fds(self.stream.as_raw_fd(), &mut buf[..room], &mut self.fds) {
+            match recv_with_fds(self.stream.as_fd(), &mut buf[..room], &mut self.fds) {
                 Ok(0) => return false,
                 Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
@@ -401,7 +401,7 @@ async fn recv_request(stream: &UnixStream) -> io::Result<Option<(Option<Request>
     while got < REQUEST_LEN {
         stream.readable().await?;
         match stream.try_io(Interest::READABLE, || {
-            recv_with_fds(stream.as_raw_fd(), &mut buf[got..], &mut fds)
+            recv_with_fds(stream.as_fd(), &mut buf[got..], &mut fds)
         }) {
             Ok(0) => return Ok(None),
             Ok(n) => got += n,
@@ -417,36 +417,20 @@ const MAX_FDS: usize = 2;
 
 /// One recvmsg(2); received sockets are added to `fds` up to [`MAX_FDS`]
 /// (anything else is closed, see [`only_sockets`]).
-fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let msg = recvmsg::<()>(
-        sock,
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            for raw in received {
-                if let Some(fd) = only_sockets(adopt(raw))
-                    && fds.len() < MAX_FDS
-                {
-                    fds.push(fd);
-                }
-            }
+fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let (n, received) = tcpd_sys::recv_with_fds(sock, buf)?;
+    for fd in received {
+        if let Some(fd) = only_sockets(fd)
+            && fds.len() < MAX_FDS
+        {
+            fds.push(fd);
         }
     }
-    Ok(msg.bytes)
-}
-
-/// Takes ownership of a descriptor the kernel just installed for us.
-#[allow(unsafe_code)]
-fn adopt(raw: RawFd) -> OwnedFd {
-    // SAFETY: `raw` comes from an SCM_RIGHTS message recvmsg(2) just
-    // returned: a new descriptor in this process that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(raw) }
+    Ok(n)
 }
 
 /// Sends a response, with `fd` attached to its first byte.

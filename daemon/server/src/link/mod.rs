@@ -337,7 +337,7 @@ impl Link {
                     iov[count] = IoSlice::new(part);
                     count += 1;
                 }
-                let written = nix::sys::uio::writev(tun::device_fd(tun), &iov[..count]);
+                let written = nix::sys::uio::writev(tcpd_sys::tun_fd(tun), &iov[..count]);
                 if let Err(e) = written {
                     tun_write_failed(write_errors, e.into());
                 }

@@ -39,13 +39,6 @@ mod tun_f {
     pub const TSO6: u32 = 0x04;
 }
 
-// TUNSETOFFLOAD = _IOW('T', 208, unsigned int) (linux/if_tun.h); the
-// argument is the flag word itself, passed by value.
-nix::ioctl_write_int!(tun_set_offload, b'T', 208);
-// SIOCSIFADDR on an AF_INET6 socket takes a `struct in6_ifreq` and adds
-// that address to the interface (Linux addrconf_add_ifaddr).
-nix::ioctl_write_ptr_bad!(siocsifaddr_in6, libc::SIOCSIFADDR, libc::in6_ifreq);
-
 /// The opened device and what its link does.
 pub struct TunDevice {
     pub device: tun::Device,
@@ -123,7 +116,7 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
         })?;
     }
     let offload = if settings.offload {
-        match set_offload(&device, tun_f::CSUM | tun_f::TSO4 | tun_f::TSO6) {
+        match tcpd_sys::set_tun_offload(&device, tun_f::CSUM | tun_f::TSO4 | tun_f::TSO6) {
             Ok(()) => LinkOffload {
                 segmentation: true,
                 checksum: true,
@@ -145,54 +138,8 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
 
 /// Adds `host/prefix_len` to the interface `name` (and with it the prefix
 /// route into the TUN).
-#[allow(unsafe_code)]
 fn add_ipv6_address(name: &str, host: std::net::Ipv6Addr, prefix_len: u8) -> anyhow::Result<()> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    use std::os::fd::AsRawFd;
     let index = nix::net::if_::if_nametoindex(name)?;
-    let socket = socket(
-        AddressFamily::Inet6,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    let request = libc::in6_ifreq {
-        ifr6_addr: libc::in6_addr {
-            s6_addr: host.octets(),
-        },
-        ifr6_prefixlen: u32::from(prefix_len),
-        ifr6_ifindex: i32::try_from(index)?,
-    };
-    // SAFETY: the fd is the socket just opened and owned for the whole
-    // call; `request` is a fully initialised in6_ifreq that lives across
-    // the call and the kernel only reads it.
-    unsafe { siocsifaddr_in6(socket.as_raw_fd(), &request) }?;
+    tcpd_sys::add_ipv6_address(index, host, prefix_len)?;
     Ok(())
-}
-
-/// `TUNSETOFFLOAD` on the device.
-#[allow(unsafe_code)]
-fn set_offload(device: &tun::Device, flags: u32) -> nix::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the fd is the open TUN device `device` borrows for the whole
-    // call; TUNSETOFFLOAD reads its argument as a plain integer (no pointer
-    // is passed), so no memory is shared with the kernel.
-    unsafe {
-        tun_set_offload(
-            device.as_raw_fd(),
-            nix::sys::ioctl::ioctl_param_type::from(flags),
-        )
-    }
-    .map(|_| ())
-}
-
-/// The device's descriptor, borrowed for as long as the device is (for
-/// `writev(2)` through nix, which takes `AsFd`; the `tun` crate's own
-/// `write_vectored` writes only the first slice).
-#[allow(unsafe_code)]
-pub fn device_fd(device: &tun::Device) -> std::os::fd::BorrowedFd<'_> {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: `device` owns its descriptor and keeps it open while it
-    // lives; the borrow cannot outlive `device`.
-    unsafe { BorrowedFd::borrow_raw(device.as_raw_fd()) }
 }
