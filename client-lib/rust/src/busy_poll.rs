@@ -24,8 +24,13 @@
 //!   idle client never spins.
 //! - Every round gives the CPU away first (`sched_yield`), so a thread
 //!   runnable on the same CPU — the library's own I/O thread that reads the
-//!   answer, the kernel peer — runs at once, under `SCHED_FIFO` too.
-//! - Window 0 turns it off: the call's future is awaited unchanged.
+//!   answer, the kernel peer — can run. Under `SCHED_FIFO` it runs at once;
+//!   under the default scheduler `sched_yield` is only a hint, and on the
+//!   quiet measuring machine the spin then gained nothing and slowed
+//!   hyper's keep-alive GETs, which is why it is off by default
+//!   ([`DEFAULT_BUSY_POLL_US`]).
+//! - Window 0 (the default) turns it off: the call's future is awaited
+//!   unchanged.
 
 use std::future::Future;
 use std::pin::pin;
@@ -38,9 +43,14 @@ use std::time::{Duration, Instant};
 pub const BUSY_POLL_ENV: &str = "TCPD_BUSY_POLL_US";
 
 /// The default window, in microseconds, when [`BUSY_POLL_ENV`] is unset:
-/// see e2e/BENCHMARKS.md "Round 6: the client's busy-poll" for the
-/// measurements that chose it.
-pub const DEFAULT_BUSY_POLL_US: u64 = 200;
+/// off, as Linux's `net.core.busy_read` is. On the quiet measuring machine
+/// the spin pays only when the waiting threads run under `SCHED_FIFO`
+/// (unary call 62 -> 31 µs, Rust connections 0.42x -> 0.81x the kernel's
+/// rate); under the default scheduler it gained nothing and cost hyper's
+/// keep-alive GETs a third of their rate (e2e/BENCHMARKS.md "Round 6:
+/// quiet A/B of the client's busy-poll"). 200 µs is the window those
+/// measurements used.
+pub const DEFAULT_BUSY_POLL_US: u64 = 0;
 
 /// The window from the environment (or the default).
 pub(crate) fn window_from_env() -> Duration {

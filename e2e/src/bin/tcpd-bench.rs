@@ -123,9 +123,9 @@ const KERNEL_SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x88, 0, 0, 0, 0, 0, 2);
 const CLIENT_CPU: usize = 0;
 const PEER_CPU: usize = 1;
 
-/// Idle connections per server port: below both tcpd's 16,384 ephemeral
-/// ports (RFC 6335 §6 range 49152–65535) and Linux's default 28,232
-/// (`ip_local_port_range` 32768–60999), since one client address reaches
+/// Idle connections per server port: below the 28,232 ephemeral ports of
+/// Linux's default `ip_local_port_range` (32768–60999), which tcpd uses
+/// too, since one client address reaches
 /// one server port through at most that many local ports. Larger counts are
 /// spread over several server ports.
 const IDLE_PER_SERVER_PORT: usize = 8_000;
@@ -1244,8 +1244,8 @@ fn main() -> Result<()> {
                     notes.push(format!(
                         "{n} idle connections spread over {} server ports (helper processes \
                          of <= {IDLE_PER_SERVER_PORT} descriptors each): one client address \
-                         reaches one server port through at most 16,384 ephemeral ports in tcpd \
-                         (49152-65535) and 28,232 in Linux (32768-60999)",
+                         reaches one server port through at most 28,232 ephemeral ports \
+                         (32768-60999, in tcpd as in Linux)",
                         idle.server_ports
                     ));
                 }
