@@ -584,3 +584,22 @@ impl Env {
         Some(Env { daemon, ns })
     }
 }
+
+/// A thread's time on a CPU (ns, from `schedstat`) and its voluntary
+/// context switches (each time it blocked); `task` is its `/proc` task
+/// directory (`/proc/PID/task/TID`, or `/proc/self/task/TID`).
+pub fn thread_sched(task: &str) -> (u64, u64) {
+    let on_cpu = std::fs::read_to_string(format!("{task}/schedstat"))
+        .expect("schedstat")
+        .split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .expect("schedstat runtime");
+    let voluntary = std::fs::read_to_string(format!("{task}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches");
+    (on_cpu, voluntary)
+}

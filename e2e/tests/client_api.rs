@@ -254,20 +254,7 @@ fn a_blocking_call_that_would_stop_its_own_runtime_fails_clearly() {
 
 /// (ns on a CPU, voluntary context switches) of thread `tid` of this process.
 fn thread_sched(tid: &str) -> (u64, u64) {
-    let dir = format!("/proc/self/task/{tid}");
-    let on_cpu = std::fs::read_to_string(format!("{dir}/schedstat"))
-        .expect("schedstat")
-        .split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .expect("schedstat runtime");
-    let voluntary = std::fs::read_to_string(format!("{dir}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("voluntary_ctxt_switches");
-    (on_cpu, voluntary)
+    tcpd_e2e::thread_sched(&format!("/proc/self/task/{tid}"))
 }
 
 /// The client's busy-poll (`Client::with_busy_poll`): a read waiting for

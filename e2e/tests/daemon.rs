@@ -1171,20 +1171,7 @@ fn driver_tid(pid: u32) -> u32 {
 /// A thread's time on a CPU (ns, schedstat) and voluntary context switches
 /// (each time it blocked).
 fn thread_sched(pid: u32, tid: u32) -> (u64, u64) {
-    let dir = format!("/proc/{pid}/task/{tid}");
-    let on_cpu = std::fs::read_to_string(format!("{dir}/schedstat"))
-        .expect("schedstat")
-        .split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .expect("schedstat runtime");
-    let voluntary = std::fs::read_to_string(format!("{dir}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("voluntary_ctxt_switches");
-    (on_cpu, voluntary)
+    tcpd_e2e::thread_sched(&format!("/proc/{pid}/task/{tid}"))
 }
 
 /// `--busy-poll-us`: after work the driver's thread keeps running (it does
