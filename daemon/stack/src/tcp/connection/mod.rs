@@ -503,8 +503,6 @@ pub struct Connection {
     memory_drops: u64,
 }
 
-/// The window-scale shift to offer: the smallest that lets the 16-bit field
-/// describe the whole receive buffer, at most 14 (RFC 7323 §2.2, §2.3).
 /// A queue a connection rarely uses (ACK points of a batch, MSG_EOR
 /// marks): one pointer until its first element, so an idle connection's
 /// TCB does not carry two empty `VecDeque`s (32 bytes each). Once used, it
@@ -544,6 +542,8 @@ impl<T> RareQueue<T> {
     }
 }
 
+/// The window-scale shift to offer: the smallest that lets the 16-bit field
+/// describe the whole receive buffer, at most 14 (RFC 7323 §2.2, §2.3).
 fn window_shift_for(buffer: usize) -> u8 {
     let mut shift = 0u8;
     while shift < MAX_WINDOW_SHIFT && (MAX_WINDOW_FIELD << shift) < buffer {
