@@ -245,7 +245,12 @@ struct Shared {
 
 impl Shared {
     /// Data was just written: an answer is due (see `answer_due`).
+    /// Nothing to do with busy-polling off (the default): no read spins,
+    /// so a write need not wake the reading task.
     fn note_written(&self) {
+        if self.client.busy_poll().is_zero() {
+            return;
+        }
         if !self.answer_due.swap(true, Ordering::Relaxed) {
             self.read_waiting.wake();
         }
@@ -399,6 +404,9 @@ impl ReadState {
     /// A read found nothing: busy-polls while an answer to written data is
     /// due, for at most the session's window per answer (see `busy_poll`).
     fn busy_poll(&mut self, shared: &Shared, cx: &mut Context<'_>) {
+        if shared.client.busy_poll().is_zero() {
+            return;
+        }
         shared.read_waiting.register(cx.waker());
         if shared.answer_due.load(Ordering::Relaxed)
             && !self.spin.pending(shared.client.busy_poll(), cx)

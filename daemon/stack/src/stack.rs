@@ -1296,10 +1296,11 @@ impl Stack {
     /// queue (at most [`RECV_IO_SLICES`], 64) and returns how many it
     /// took — e.g. what a `writev(2)` to the reader accepted, a partial
     /// write included; the rest stays queued (and charged) in the stack.
+    /// `write` is called at most once, and only when bytes are readable:
+    /// `Ok(0)` without a call is end of stream, `Ok(0)` after one means it
+    /// took nothing.
     ///
-    /// [`RECV_IO_SLICES`]: crate::tcp::connection::RECV_IO_SLICES `write` is called at
-    /// most once, and only when bytes are readable: `Ok(0)` without a call
-    /// is end of stream, `Ok(0)` after one means it took nothing.
+    /// [`RECV_IO_SLICES`]: crate::tcp::connection::RECV_IO_SLICES
     pub fn recv_with(
         &mut self,
         now: Instant,
