@@ -13,9 +13,9 @@
 use crate::admission::Admission;
 use crate::convert;
 use crate::errno::Errno;
-use crate::ops::DriverHandle;
 use crate::ops::{Op, StateChange};
 use crate::session::Credentials;
+use crate::shards::Shards;
 use crate::socket_service::session_of;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::pin::Pin;
@@ -46,15 +46,15 @@ pub struct DaemonInfo {
 /// The Admin service.
 #[derive(Debug, Clone)]
 pub struct AdminService {
-    driver: DriverHandle,
+    shards: Shards,
     info: DaemonInfo,
     admission: Arc<Admission>,
 }
 
 impl AdminService {
-    pub fn new(driver: DriverHandle, info: DaemonInfo, admission: Arc<Admission>) -> Self {
+    pub fn new(shards: Shards, info: DaemonInfo, admission: Arc<Admission>) -> Self {
         AdminService {
-            driver,
+            shards,
             info,
             admission,
         }
@@ -95,10 +95,7 @@ impl Admin for AdminService {
     ) -> Result<Response<v2::ListConnectionsResponse>, Status> {
         let session = session_of(&request)?;
         let caller = session.creds;
-        let rows = self
-            .driver
-            .call(session, |reply| Op::Connections { reply })
-            .await?;
+        let rows = self.shards.connections(session).await?;
         let connections = rows
             .into_iter()
             .map(|(mut info, mut owner)| {
@@ -153,14 +150,11 @@ impl Admin for AdminService {
         &self,
         request: Request<v2::StatsRequest>,
     ) -> Result<Response<v2::StatsResponse>, Status> {
-        let mut snapshot = self
-            .driver
-            .call(session_of(&request)?, |reply| Op::Stats { reply })
-            .await?;
+        let mut snapshot = self.shards.stats(session_of(&request)?).await?;
         snapshot.counters.extend(self.admission.named_counters());
         snapshot
             .counters
-            .extend(self.driver.limit_counters().named());
+            .extend(self.shards.first().limit_counters().named());
         snapshot
             .counters
             .push(("api_refused_intake".to_string(), crate::intake::refusals()));
@@ -177,7 +171,7 @@ impl Admin for AdminService {
         request: Request<v2::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = session_of(&request)?.creds;
-        let rx = self.driver.watch_state_changes();
+        let rx = self.shards.first().watch_state_changes();
         let stream = futures::stream::unfold(rx, move |mut rx| async move {
             loop {
                 match rx.recv().await {
@@ -227,9 +221,7 @@ impl Admin for AdminService {
             next_only: req.next,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(crate::trace_hub::TRACE_CHANNEL);
-        self.driver
-            .call(session, |reply| Op::Trace { filter, tx, reply })
-            .await?;
+        self.shards.trace(session, filter, tx).await?;
         tracing::debug!(%local, %remote, ?port, next = req.next, uid = session.creds.uid, "trace started");
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|event| Ok(v2::TraceResponse { event: Some(event) }));
@@ -247,7 +239,8 @@ impl Admin for AdminService {
         let filter = tcpd_trace::capture::CaptureFilter::parse(&text)
             .map_err(|e| Errno::new(tcpd_proto::errno::EINVAL, e).into_status())?;
         let (tx, rx) = tokio::sync::mpsc::channel(crate::capture_hub::CAPTURE_CHANNEL);
-        self.driver
+        self.shards
+            .single("Capture")?
             .call(session, |reply| Op::Capture { filter, tx, reply })
             .await?;
         tracing::info!(filter = %text, uid = session.creds.uid, "capture started");
@@ -266,14 +259,7 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let local = convert::socket_addr(req.local.as_ref())?;
         let remote = convert::socket_addr(req.remote.as_ref())?;
-        let aborted = self
-            .driver
-            .call(session, |reply| Op::Abort {
-                local,
-                remote,
-                reply,
-            })
-            .await?;
+        let aborted = self.shards.abort(session, local, remote).await?;
         tracing::info!(%local, %remote, aborted, uid = session.creds.uid, "admin abort");
         Ok(Response::new(v2::AbortResponse {
             aborted: u32::try_from(aborted).unwrap_or(u32::MAX),

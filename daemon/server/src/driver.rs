@@ -38,6 +38,23 @@ const OP_BATCH: usize = 64;
 /// Capacity of the admin Watch broadcast; slower watchers lose the oldest events.
 const STATE_CHANGE_CAPACITY: usize = 4096;
 
+/// What every shard's driver reports into together: the admin Watch feed
+/// and the counters of limits enforced outside the drivers.
+#[derive(Debug)]
+pub struct SharedFeeds {
+    state_changes: broadcast::Sender<StateChange>,
+    limit_counters: std::sync::Arc<crate::limits::ApiLimitCounters>,
+}
+
+impl SharedFeeds {
+    pub fn new() -> SharedFeeds {
+        SharedFeeds {
+            state_changes: broadcast::channel::<StateChange>(STATE_CHANGE_CAPACITY).0,
+            limit_counters: std::sync::Arc::default(),
+        }
+    }
+}
+
 /// The channels the driver listens on.
 struct Inbox {
     ops: mpsc::Receiver<Queued>,
@@ -68,6 +85,7 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     /// A driver for `stack` over the TUN `device` (`vnet_hdr`: opened with a
     /// virtio-net header, see [`crate::link`]), and the handle to command it.
+    /// `shared`: what all shards of the daemon send into together.
     pub fn new(
         stack: Stack,
         clock: Clock,
@@ -75,11 +93,12 @@ impl Driver {
         vnet_hdr: bool,
         impairer: Option<Impairer>,
         quotas: Quotas,
+        shared: &SharedFeeds,
     ) -> (Driver, DriverHandle) {
         let (ops_tx, ops) = mpsc::channel(OP_CHANNEL_CAPACITY);
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::unbounded_channel();
-        let (state_changes, _) = broadcast::channel::<StateChange>(STATE_CHANGE_CAPACITY);
+        let state_changes = shared.state_changes.clone();
         let slots = std::sync::Arc::new(SessionSlots::new(quotas.op_slots));
         let driver = Driver {
             core: Sockets::new(stack, clock, quotas, state_changes.clone()),
@@ -97,7 +116,7 @@ impl Driver {
         let handle = DriverHandle {
             ops: ops_tx,
             slots,
-            limit_counters: std::sync::Arc::default(),
+            limit_counters: shared.limit_counters.clone(),
             control: control_tx,
             sessions: sessions_tx,
             state_changes,

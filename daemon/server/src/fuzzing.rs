@@ -24,6 +24,7 @@ use crate::admin_service::{AdminService, DaemonInfo};
 use crate::admission::{Admission, AdmissionLimits};
 use crate::ops::{Control, DriverHandle, Op, Queued, SessionSlots};
 use crate::session::{Credentials, SessionEvent, SessionId, SessionInfo};
+use crate::shards::Shards;
 use crate::socket_service::SocketService;
 use crate::sockets::{Clock, Quotas, Sockets};
 use prost::Message;
@@ -185,8 +186,8 @@ impl Harness {
             started: std::time::Instant::now(),
         };
         let harness = Harness {
-            socket: SocketService::new(driver.clone()),
-            admin: AdminService::new(driver.clone(), daemon_info, admission),
+            socket: SocketService::new(Shards::new(vec![driver.clone()])),
+            admin: AdminService::new(Shards::new(vec![driver.clone()]), daemon_info, admission),
             driver,
             order,
         };

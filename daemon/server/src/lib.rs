@@ -49,6 +49,7 @@ mod logging;
 mod ops;
 mod privileges;
 mod session;
+mod shards;
 mod socket_file;
 mod socket_service;
 mod sockets;
@@ -200,6 +201,11 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut config = stack_config(&settings)?;
     config.offload = tun.offload;
+    // One shard (the daemon's list of shards, see shards.rs): its handles
+    // carry tag 0 and it connects from the whole port range.
+    let shard_count = 1;
+    config.handle_tag = shards::handle_tag(0);
+    config.local_port_range = shards::port_slice(config.local_port_range, 0, shard_count);
     let stack = Stack::new(config, clock.now());
     let impairer = settings
         .impair
@@ -215,6 +221,7 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         checksum = tun.offload.checksum,
         "TUN offload"
     );
+    let feeds = driver::SharedFeeds::new();
     let (mut driver, handle) = Driver::new(
         stack,
         clock,
@@ -222,7 +229,9 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         tun.vnet_hdr,
         impairer,
         settings.quotas,
+        &feeds,
     );
+    let shards = shards::Shards::new(vec![handle]);
     // The spin runs on the driver's runtime (see busy_poll.rs).
     let busy_poll = busy_poll::BusyPoll::new(settings.busy_poll_us);
     driver.set_busy_poll(busy_poll.clone());
@@ -293,7 +302,7 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
             let _ = done.send(driver_outcome(driver.run().await));
         });
     }
-    let result = rt.block_on(serve(socket, handle, server, driver_done));
+    let result = rt.block_on(serve(socket, shards, server, driver_done));
     socket_file::remove(&socket_path);
     socket_file::remove(&fd_socket.path);
     // Exit without waiting for connection tasks still parked in the runtime.
@@ -360,7 +369,7 @@ struct ServeParams {
 
 async fn serve(
     socket: SocketFile,
-    driver: ops::DriverHandle,
+    shards: shards::Shards,
     params: ServeParams,
     driver_done: tokio::sync::oneshot::Receiver<String>,
 ) -> anyhow::Result<()> {
@@ -375,7 +384,13 @@ async fn serve(
         fd_limits,
     } = params;
     let fd_listener = tokio::net::UnixListener::from_std(fd_listener)?;
-    tokio::spawn(fd_service::serve(fd_listener, driver.clone(), fd_limits));
+    // The fd channel is served by the first shard (with several shards
+    // it refuses to open: see shards.rs).
+    tokio::spawn(fd_service::serve(
+        fd_listener,
+        ops::DriverHandle::clone(shards.first()),
+        fd_limits,
+    ));
     let idle_policy = session::IdlePolicy {
         timeout: idle_timeout,
         // hyper drops a connection silent for the interval plus the PING's
@@ -383,10 +398,10 @@ async fn serve(
         keepalive_drop_after: keepalive.map(|interval| interval + keepalive_timeout),
         intake_bytes,
         owns_sockets: {
-            let driver = driver.clone();
+            let shards = shards.clone();
             std::sync::Arc::new(move |id| {
-                let driver = driver.clone();
-                Box::pin(async move { driver.session_owns_sockets(id).await })
+                let shards = shards.clone();
+                Box::pin(async move { shards.session_owns_sockets(id).await })
             })
         },
     };
@@ -394,7 +409,7 @@ async fn serve(
     let listener = tokio::net::UnixListener::from_std(socket.listener)?;
     let acceptor = SessionAcceptor::new(
         listener,
-        driver.session_events(),
+        shards.session_events(),
         admission.clone(),
         idle_policy,
     );
@@ -434,9 +449,9 @@ async fn serve(
         .layer(idle::SessionLayer)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
-        .add_service(SocketServiceServer::new(SocketService::new(driver.clone())))
+        .add_service(SocketServiceServer::new(SocketService::new(shards.clone())))
         .add_service(AdminServiceServer::new(AdminService::new(
-            driver.clone(),
+            shards.clone(),
             info,
             admission,
         )))
@@ -476,7 +491,7 @@ async fn serve(
     // the driver, a task of this runtime, answers their parked calls), then
     // everything is reset.
     closing.store(true, std::sync::atomic::Ordering::Relaxed);
-    driver.terminate().await;
+    shards.terminate().await;
     tracing::info!("all connections reset; exiting");
     Ok(())
 }

@@ -504,7 +504,7 @@ pub struct DriverHandle {
     /// Counters of the limits enforced outside the driver.
     pub(crate) limit_counters: Arc<crate::limits::ApiLimitCounters>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
-    pub(crate) sessions: crate::session::SessionEvents,
+    pub(crate) sessions: mpsc::UnboundedSender<crate::session::SessionEvent>,
     pub(crate) state_changes: broadcast::Sender<StateChange>,
 }
 
@@ -657,11 +657,6 @@ impl DriverHandle {
         self.call(session, |reply| Op::OwnsSockets { reply })
             .await
             .unwrap_or(true)
-    }
-
-    /// The sender sessions report their start and end on.
-    pub fn session_events(&self) -> crate::session::SessionEvents {
-        self.sessions.clone()
     }
 
     /// Counters of the limits enforced outside the driver (op slots, fd channel).

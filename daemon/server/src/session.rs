@@ -45,8 +45,43 @@ pub enum SessionEvent {
     Ended(SessionId),
 }
 
-/// Where sessions report their start and end (unbounded: `Drop` cannot wait).
-pub type SessionEvents = UnboundedSender<SessionEvent>;
+/// Where sessions report their start and end: every shard's driver
+/// (unbounded: `Drop` cannot wait), and the daemon's listener groups
+/// ([`crate::shards`]), which forget an ended session's listeners.
+#[derive(Clone, Debug)]
+pub struct SessionEvents {
+    drivers: Arc<[UnboundedSender<SessionEvent>]>,
+    listeners: Option<Arc<crate::shards::ListenerGroups>>,
+}
+
+impl SessionEvents {
+    pub fn new(
+        drivers: Vec<UnboundedSender<SessionEvent>>,
+        listeners: Option<Arc<crate::shards::ListenerGroups>>,
+    ) -> SessionEvents {
+        SessionEvents {
+            drivers: drivers.into(),
+            listeners,
+        }
+    }
+
+    /// Tells every shard; fails if some shard's driver is gone.
+    pub fn send(
+        &self,
+        event: SessionEvent,
+    ) -> Result<(), tokio::sync::mpsc::error::SendError<SessionEvent>> {
+        if let (SessionEvent::Ended(id), Some(listeners)) = (event, &self.listeners) {
+            listeners.session_ended(id);
+        }
+        let mut outcome = Ok(());
+        for driver in self.drivers.iter() {
+            if let Err(e) = driver.send(event) {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+}
 
 /// Pause after a failed accept before the next attempt.
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);

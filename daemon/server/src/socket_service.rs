@@ -22,6 +22,7 @@ use crate::errno::Errno;
 use crate::idle::Activity;
 use crate::ops::{Control, DriverHandle, Op, OpCall, ReadData, SocketSetup, WriteData};
 use crate::session::{SessionConnection, SessionInfo};
+use crate::shards::Shards;
 use crate::sockets::MAX_READ;
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
@@ -63,16 +64,14 @@ pub fn session_of<T>(request: &Request<T>) -> Result<SessionInfo, Status> {
 /// The SocketService.
 #[derive(Debug, Clone)]
 pub struct SocketService {
-    /// Shared with every Stream's task (one pointer each, not a handle of
-    /// six).
-    driver: Arc<DriverHandle>,
+    /// Every call goes to the shard of its socket; a Stream keeps its
+    /// shard's handle (one pointer).
+    shards: Shards,
 }
 
 impl SocketService {
-    pub fn new(driver: DriverHandle) -> Self {
-        SocketService {
-            driver: Arc::new(driver),
-        }
+    pub fn new(shards: Shards) -> Self {
+        SocketService { shards }
     }
 }
 
@@ -97,7 +96,8 @@ impl SocketApi for SocketService {
         let req = request.into_inner();
         let setup = setup(0, &req.options, req.bind.as_ref(), req.family)?;
         let (handle, local) = self
-            .driver
+            .shards
+            .pick()
             .call(s, |reply| Op::Socket { setup, reply })
             .await?;
         Ok(Response::new(v2::SocketResponse {
@@ -111,8 +111,8 @@ impl SocketApi for SocketService {
         let req = request.into_inner();
         let addr = convert::socket_addr(req.address.as_ref())?;
         let local = self
-            .driver
-            .call(s, |reply| Op::Bind {
+            .shards
+            .call(req.handle, s, |reply| Op::Bind {
                 handle: req.handle,
                 addr,
                 reply,
@@ -127,14 +127,7 @@ impl SocketApi for SocketService {
         let s = session_of(&request)?;
         let req = request.into_inner();
         let setup = setup(req.handle, &req.options, req.bind.as_ref(), req.family)?;
-        let (handle, local) = self
-            .driver
-            .call(s, |reply| Op::Listen {
-                setup,
-                backlog: req.backlog,
-                reply,
-            })
-            .await?;
+        let (handle, local) = self.shards.listen(s, setup, req.backlog).await?;
         Ok(Response::new(v2::ListenResponse {
             handle,
             local: Some(local.into()),
@@ -144,14 +137,7 @@ impl SocketApi for SocketService {
     async fn accept(&self, request: Request<v2::AcceptRequest>) -> Reply<v2::AcceptResponse> {
         let s = session_of(&request)?;
         let req = request.into_inner();
-        let c = self
-            .driver
-            .call(s, |reply| Op::Accept {
-                handle: req.handle,
-                wait: !req.nonblocking,
-                reply,
-            })
-            .await?;
+        let c = self.shards.accept(s, req.handle, !req.nonblocking).await?;
         Ok(Response::new(v2::AcceptResponse {
             handle: c.handle,
             peer: Some(c.peer.into()),
@@ -168,8 +154,8 @@ impl SocketApi for SocketService {
         }
         let options = convert::options(&req.options).map_err(Errno::into_status)?;
         let c = self
-            .driver
-            .call(s, |reply| Op::Connect {
+            .shards
+            .call(req.handle, s, |reply| Op::Connect {
                 setup: SocketSetup {
                     handle: Some(req.handle),
                     options,
@@ -194,8 +180,8 @@ impl SocketApi for SocketService {
         if req.oob {
             // MSG_OOB: the urgent byte; never waits (Linux's tcp_recv_urg).
             let data = self
-                .driver
-                .call(s, |reply| Op::ReadUrgent {
+                .shards
+                .call(req.handle, s, |reply| Op::ReadUrgent {
                     handle: req.handle,
                     peek: req.peek,
                     reply,
@@ -209,8 +195,8 @@ impl SocketApi for SocketService {
         }
         if max_len == 0 {
             // read(2) of zero bytes returns 0 without touching the socket.
-            self.driver
-                .call(s, |reply| Op::Address {
+            self.shards
+                .call(req.handle, s, |reply| Op::Address {
                     handle: req.handle,
                     peer: false,
                     reply,
@@ -222,8 +208,8 @@ impl SocketApi for SocketService {
             }));
         }
         let data = self
-            .driver
-            .call(s, |reply| Op::Read {
+            .shards
+            .call(req.handle, s, |reply| Op::Read {
                 handle: req.handle,
                 max_len,
                 peek: req.peek,
@@ -244,8 +230,8 @@ impl SocketApi for SocketService {
         // (`intake::HeldIntake`) until this call is answered.
         let (_, _held_intake, req) = request.into_parts();
         let written = self
-            .driver
-            .call(s, |reply| Op::Write {
+            .shards
+            .call(req.handle, s, |reply| Op::Write {
                 handle: req.handle,
                 data: req.data.into(),
                 flags: convert::send_flags(req.flags),
@@ -262,8 +248,8 @@ impl SocketApi for SocketService {
         let s = session_of(&request)?;
         let req = request.into_inner();
         let how = convert::shutdown_how(req.how)?;
-        self.driver
-            .call(s, |reply| Op::Shutdown {
+        self.shards
+            .call(req.handle, s, |reply| Op::Shutdown {
                 handle: req.handle,
                 how,
                 reply,
@@ -275,14 +261,7 @@ impl SocketApi for SocketService {
     async fn close(&self, request: Request<v2::CloseRequest>) -> Reply<v2::CloseResponse> {
         let s = session_of(&request)?;
         let req = request.into_inner();
-        self.driver
-            .call(s, |reply| Op::Close {
-                handle: req.handle,
-                abort: req.abort,
-                consumed: None,
-                reply,
-            })
-            .await?;
+        self.shards.close(s, req.handle, req.abort).await?;
         Ok(Response::new(v2::CloseResponse {}))
     }
 
@@ -293,8 +272,8 @@ impl SocketApi for SocketService {
         let s = session_of(&request)?;
         let handle = request.into_inner().handle;
         let addr = self
-            .driver
-            .call(s, |reply| Op::Address {
+            .shards
+            .call(handle, s, |reply| Op::Address {
                 handle,
                 peer: false,
                 reply,
@@ -312,8 +291,8 @@ impl SocketApi for SocketService {
         let s = session_of(&request)?;
         let handle = request.into_inner().handle;
         let addr = self
-            .driver
-            .call(s, |reply| Op::Address {
+            .shards
+            .call(handle, s, |reply| Op::Address {
                 handle,
                 peer: true,
                 reply,
@@ -331,8 +310,8 @@ impl SocketApi for SocketService {
         let s = session_of(&request)?;
         let req = request.into_inner();
         let option = convert::option_to_set(req.option, req.value.as_ref())?;
-        self.driver
-            .call(s, |reply| Op::SetOption {
+        self.shards
+            .call(req.handle, s, |reply| Op::SetOption {
                 handle: req.handle,
                 option,
                 reply,
@@ -350,8 +329,8 @@ impl SocketApi for SocketService {
         if req.option == v2::SocketOption::TcpInfo as i32 {
             // TCP_INFO is a struct, not a SockOption: its own op.
             let info = self
-                .driver
-                .call(s, |reply| Op::TcpInfo {
+                .shards
+                .call(req.handle, s, |reply| Op::TcpInfo {
                     handle: req.handle,
                     reply,
                 })
@@ -364,8 +343,8 @@ impl SocketApi for SocketService {
         }
         let name = convert::option_name(req.option)?;
         let value = self
-            .driver
-            .call(s, |reply| Op::GetOption {
+            .shards
+            .call(req.handle, s, |reply| Op::GetOption {
                 handle: req.handle,
                 name,
                 reply,
@@ -380,14 +359,7 @@ impl SocketApi for SocketService {
         let s = session_of(&request)?;
         let req = request.into_inner();
         let entries: Vec<(u64, u32)> = req.entries.iter().map(|e| (e.handle, e.events)).collect();
-        let poll = |park: bool| {
-            let entries = entries.clone();
-            self.driver.call(s, move |reply| Op::Poll {
-                entries,
-                park,
-                reply,
-            })
-        };
+        let poll = |park: bool| self.shards.poll(s, entries.clone(), park);
         let ready = match u64::try_from(req.timeout_ms) {
             // poll(2) with a zero timeout reports the current events without
             // waiting; a timer must not race the driver's answer.
@@ -414,7 +386,11 @@ impl SocketApi for SocketService {
         request: Request<v2::OpenFdChannelRequest>,
     ) -> Reply<v2::OpenFdChannelResponse> {
         let s = session_of(&request)?;
-        let token = self.driver.call(s, |reply| Op::FdToken { reply }).await?;
+        let token = self
+            .shards
+            .single("the fd channel")?
+            .call(s, |reply| Op::FdToken { reply })
+            .await?;
         Ok(Response::new(v2::OpenFdChannelResponse {
             token: token.to_vec(),
         }))
@@ -450,9 +426,9 @@ impl SocketApi for SocketService {
                 let remote = convert::socket_addr(c.remote.as_ref())?;
                 // A client that drops the Stream before the handshake ends
                 // drops this future: the guard has the connect aborted.
-                let guard = self.driver.abandon_guard(s.id);
-                let connected = self
-                    .driver
+                let driver = self.shards.for_setup(&setup);
+                let guard = driver.abandon_guard(s.id);
+                let connected = driver
                     .call(s, |reply| Op::Connect {
                         setup,
                         remote,
@@ -463,18 +439,10 @@ impl SocketApi for SocketService {
                 guard.disarm();
                 connected?
             }
-            stream_open::How::Accept(a) => {
-                self.driver
-                    .call(s, |reply| Op::Accept {
-                        handle: a.listener,
-                        wait: true,
-                        reply,
-                    })
-                    .await?
-            }
+            stream_open::How::Accept(a) => self.shards.accept(s, a.listener, true).await?,
         };
         Ok(Response::new(StreamBody::new(
-            Arc::clone(&self.driver),
+            Arc::clone(self.shards.of(connected.handle)),
             s,
             activity,
             up,

@@ -336,6 +336,10 @@ pub struct StackConfig {
     pub wmem_max: usize,
     /// What the link does for the stack (default: nothing).
     pub offload: LinkOffload,
+    /// Bits set in every [`crate::SocketHandle`] this stack hands out (0 by
+    /// default): the daemon runs one stack per shard and tags each one's
+    /// handles with the shard's number, so a handle names its stack.
+    pub handle_tag: u64,
 }
 
 impl StackConfig {
@@ -369,6 +373,7 @@ impl StackConfig {
             rmem_max: TCP_RMEM[2],
             wmem_max: TCP_WMEM[2],
             offload: LinkOffload::default(),
+            handle_tag: 0,
         }
     }
 }

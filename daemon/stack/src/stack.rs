@@ -1725,7 +1725,7 @@ impl Stack {
     // ------------------------------------------------------------ internals: connections
 
     fn new_handle(&mut self) -> SocketHandle {
-        let handle = SocketHandle(self.next_handle);
+        let handle = SocketHandle(self.config.handle_tag | self.next_handle);
         self.next_handle += 1;
         handle
     }
