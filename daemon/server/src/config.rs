@@ -106,6 +106,9 @@ pub struct Cli {
     /// Microseconds the daemon keeps polling its sockets and TUN without sleeping after a turn that did work (a sleeping CPU's wake-up costs more than a small request); 0 = never spin [default: 50].
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u64>,
+    /// Stack shards: N > 1 opens the TUN with N queues (IFF_MULTI_QUEUE), each served by a driver on a thread of its own with its own stack; the kernel steers each flow to one queue. A prototype: the fd channel (libtcpd, tcpd-run) and Capture need 1 [default: 1].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
     /// Sockets one API session may hold; beyond, EMFILE [default: 4096].
     #[arg(long, value_name = "N")]
     pub session_max_sockets: Option<usize>,
@@ -149,6 +152,7 @@ pub struct FileConfig {
     pub offload: Option<Switch>,
     pub driver_thread: Option<Switch>,
     pub busy_poll_us: Option<u64>,
+    pub shards: Option<usize>,
     pub session_max_sockets: Option<usize>,
     pub session_max_blocked_calls: Option<usize>,
     pub session_max_buffered_bytes: Option<usize>,
@@ -186,6 +190,8 @@ pub struct Settings {
     pub driver_thread: bool,
     /// The busy-poll window in µs, 0 = off ([`crate::busy_poll`]).
     pub busy_poll_us: u64,
+    /// Stack shards (TUN queues and drivers; [`crate::shards`]), >= 1.
+    pub shards: usize,
     pub quotas: crate::sockets::Quotas,
     /// Each API session's intake budget ([`crate::intake`]), in bytes.
     pub intake_bytes: usize,
@@ -223,6 +229,8 @@ pub enum ConfigError {
     },
     #[error("invalid --address {0:?}: expected A.B.C.D/LEN with LEN in 1..=30")]
     Address(String),
+    #[error("invalid --shards {0}: expected 1 to {max}", max = crate::shards::MAX_SHARDS)]
+    Shards(usize),
     #[error("--host-address {host} is not inside {address}/{prefix_len} or equals tcpd's address")]
     HostAddress {
         host: Ipv4Addr,
@@ -454,6 +462,10 @@ impl Settings {
                 .busy_poll_us
                 .or(file.busy_poll_us)
                 .unwrap_or(crate::busy_poll::DEFAULT_BUSY_POLL_US),
+            shards: match cli.shards.or(file.shards).unwrap_or(1) {
+                n @ 1..=crate::shards::MAX_SHARDS => n,
+                n => return Err(ConfigError::Shards(n)),
+            },
             quotas: {
                 let d = crate::sockets::Quotas::default();
                 crate::sockets::Quotas {
@@ -750,6 +762,12 @@ mod tests {
         let s =
             Settings::resolve(&cli(&["--busy-poll-us", "0"]), FileConfig::default()).expect("ok");
         assert_eq!(s.busy_poll_us, 0, "0 turns it off");
+        assert_eq!(s.shards, 1, "one shard by default");
+        let s = Settings::resolve(&cli(&["--shards", "2"]), FileConfig::default()).expect("ok");
+        assert_eq!(s.shards, 2);
+        let file: FileConfig = toml::from_str("shards = 3").expect("a config key");
+        assert_eq!(Settings::resolve(&cli(&[]), file).expect("ok").shards, 3);
+        assert!(Settings::resolve(&cli(&["--shards", "0"]), FileConfig::default()).is_err());
     }
 
     #[test]

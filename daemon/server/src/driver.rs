@@ -25,6 +25,7 @@
 use crate::busy_poll::BusyPoll;
 use crate::impair::Impairer;
 use crate::limits::LimitLog;
+use crate::link::steer::Steering;
 use crate::link::{Link, RX_BATCH};
 use crate::ops::{Control, DriverHandle, OP_CHANNEL_CAPACITY, Queued, SessionSlots, StateChange};
 use crate::session::SessionEvent;
@@ -72,6 +73,8 @@ pub struct Driver {
     impairer: Option<Impairer>,
     inbox: Inbox,
     busy_poll: Option<std::sync::Arc<BusyPoll>>,
+    /// With several shards: packets to pass on, and those passed here.
+    steering: Option<(Steering, mpsc::Receiver<bytes::Bytes>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -112,6 +115,7 @@ impl Driver {
                 control,
             },
             busy_poll: None,
+            steering: None,
         };
         let handle = DriverHandle {
             ops: ops_tx,
@@ -130,6 +134,11 @@ impl Driver {
         self.busy_poll = busy_poll;
     }
 
+    /// Makes this one shard of several (see [`crate::link::steer`]).
+    pub fn set_steering(&mut self, steering: Steering, inbox: mpsc::Receiver<bytes::Bytes>) {
+        self.steering = Some((steering, inbox));
+    }
+
     /// Runs until [`Control::Terminate`] or until every [`DriverHandle`] is
     /// gone. Must run inside the tokio runtime that will drive the TUN.
     pub async fn run(self) -> std::io::Result<()> {
@@ -140,13 +149,18 @@ impl Driver {
             impairer,
             inbox,
             busy_poll,
+            steering,
         } = self;
         let fd_readiness = tcpd_sys::Readable::register(core.fd_readiness()?)?;
+        let mut link = Link::new(device, vnet_hdr, impairer)?;
+        let (steering, forwarded) = steering.unzip();
+        link.set_steering(steering);
         let mut running = Running {
             core,
             fd_readiness,
-            link: Link::new(device, vnet_hdr, impairer)?,
+            link,
             inbox,
+            forwarded,
             limit_log: LimitLog::default(),
             busy_poll,
         };
@@ -162,6 +176,8 @@ struct Running {
     fd_readiness: tcpd_sys::Readable,
     link: Link,
     inbox: Inbox,
+    /// Packets other shards passed to this one ([`crate::link::steer`]).
+    forwarded: Option<mpsc::Receiver<bytes::Bytes>>,
     limit_log: LimitLog,
     busy_poll: Option<std::sync::Arc<BusyPoll>>,
 }
@@ -186,6 +202,16 @@ impl Running {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                Some(frame) = async {
+                    match self.forwarded.as_mut() {
+                        Some(inbox) => inbox.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = self.core.now();
+                    let (stack, taps) = self.core.stack_and_taps();
+                    self.link.ingest_forwarded(&frame, now, stack, taps);
+                }
                 request = self.inbox.ops.recv() => {
                     let Some(request) = request else { return };
                     self.execute(request);

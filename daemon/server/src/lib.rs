@@ -201,40 +201,58 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut config = stack_config(&settings)?;
     config.offload = tun.offload;
-    // One shard (the daemon's list of shards, see shards.rs): its handles
-    // carry tag 0 and it connects from the whole port range.
-    let shard_count = 1;
-    config.handle_tag = shards::handle_tag(0);
-    config.local_port_range = shards::port_slice(config.local_port_range, 0, shard_count);
-    let stack = Stack::new(config, clock.now());
-    let impairer = settings
+    let impair_spec = settings
         .impair
         .clone()
-        .filter(|spec| !spec.is_noop() || spec.seed.is_some())
-        .map(impair::Impairer::new);
-    let impairment = impairer
+        .filter(|spec| !spec.is_noop() || spec.seed.is_some());
+    let impairment = impair_spec
         .as_ref()
-        .map(|i| i.spec().to_string())
+        .map(|spec| impair::Impairer::new(spec.clone()).spec().to_string())
         .unwrap_or_default();
     tracing::info!(
         segmentation = tun.offload.segmentation,
         checksum = tun.offload.checksum,
+        shards = settings.shards,
         "TUN offload"
     );
+    // The daemon's list of shards (shards.rs): shard K has its own stack,
+    // whose handles carry tag K and whose connects use its slice of the
+    // port range, and its own TUN queue. One by default: tag 0, the whole
+    // range, the one queue.
     let feeds = driver::SharedFeeds::new();
-    let (mut driver, handle) = Driver::new(
-        stack,
-        clock,
-        tun.device,
-        tun.vnet_hdr,
-        impairer,
-        settings.quotas,
-        &feeds,
-    );
-    let shards = shards::Shards::new(vec![handle]);
-    // The spin runs on the driver's runtime (see busy_poll.rs).
-    let busy_poll = busy_poll::BusyPoll::new(settings.busy_poll_us);
-    driver.set_busy_poll(busy_poll.clone());
+    let shard_count = settings.shards;
+    let mut drivers = Vec::with_capacity(shard_count);
+    let mut handles = Vec::with_capacity(shard_count);
+    let slices: Vec<_> = (0..shard_count)
+        .map(|index| shards::port_slice(config.local_port_range, index, shard_count))
+        .collect();
+    let mut steering = link::steer::Steering::for_shards(&slices).into_iter();
+    for (index, device) in std::iter::once(tun.device).chain(tun.queues).enumerate() {
+        let mut config = config.clone();
+        config.handle_tag = shards::handle_tag(index);
+        config.local_port_range = slices[index];
+        config.rng_seed ^= index as u64;
+        let (mut driver, handle) = Driver::new(
+            Stack::new(config, clock.now()),
+            clock,
+            device,
+            tun.vnet_hdr,
+            impair_spec.clone().map(impair::Impairer::new),
+            settings.quotas,
+            &feeds,
+        );
+        // The spin runs on the driver's runtime (see busy_poll.rs).
+        let busy_poll = busy_poll::BusyPoll::new(settings.busy_poll_us);
+        driver.set_busy_poll(busy_poll.clone());
+        if let Some((steering, inbox)) = steering.next()
+            && shard_count > 1
+        {
+            driver.set_steering(steering, inbox);
+        }
+        drivers.push((driver, busy_poll));
+        handles.push(handle);
+    }
+    let shards = shards::Shards::new(handles);
 
     // One thread by default: the driver is a task on the API server's
     // current-thread runtime, so an op and its reply never cross threads
@@ -242,29 +260,35 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
     // it a thread of its own, which lets stack work and gRPC work use two
     // cores when the daemon is not confined to one; see
     // daemon/DESIGN-multicore.md "One thread or two" for the figures.
-    let (driver_done_tx, driver_done) = tokio::sync::oneshot::channel::<String>();
-    let local_driver = if settings.driver_thread {
-        std::thread::Builder::new()
-            .name("tcpd-driver".into())
-            .spawn(move || {
-                let outcome = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => {
-                        if let Some(busy_poll) = busy_poll {
-                            rt.spawn(busy_poll.run());
-                        }
-                        driver_outcome(rt.block_on(driver.run()))
+    // The shards after the first always run on threads of their own.
+    let (driver_done_tx, driver_done) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut local_driver = None;
+    for (index, (driver, busy_poll)) in drivers.into_iter().enumerate() {
+        if index == 0 && !settings.driver_thread {
+            local_driver = Some((driver, busy_poll));
+            continue;
+        }
+        let done = driver_done_tx.clone();
+        let name = match index {
+            0 => "tcpd-driver".to_string(),
+            k => format!("tcpd-shard-{k}"),
+        };
+        std::thread::Builder::new().name(name).spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    if let Some(busy_poll) = busy_poll {
+                        rt.spawn(busy_poll.run());
                     }
-                    Err(e) => format!("cannot start the driver runtime: {e}"),
-                };
-                let _ = driver_done_tx.send(outcome);
-            })?;
-        None
-    } else {
-        Some((driver, driver_done_tx, busy_poll))
-    };
+                    driver_outcome(rt.block_on(driver.run()))
+                }
+                Err(e) => format!("cannot start the driver runtime: {e}"),
+            };
+            let _ = done.send(outcome);
+        })?;
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -294,10 +318,11 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
             hello_timeout: settings.limits.fd_hello_timeout,
         },
     };
-    if let Some((driver, done, busy_poll)) = local_driver {
+    if let Some((driver, busy_poll)) = local_driver {
         if let Some(busy_poll) = busy_poll {
             rt.spawn(busy_poll.run());
         }
+        let done = driver_done_tx.clone();
         rt.spawn(async move {
             let _ = done.send(driver_outcome(driver.run().await));
         });
@@ -371,7 +396,7 @@ async fn serve(
     socket: SocketFile,
     shards: shards::Shards,
     params: ServeParams,
-    driver_done: tokio::sync::oneshot::Receiver<String>,
+    mut driver_done: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) -> anyhow::Result<()> {
     let ServeParams {
         info,
@@ -473,7 +498,7 @@ async fn serve(
             served?;
             anyhow::bail!("the RPC server stopped unexpectedly");
         }
-        outcome = driver_done => {
+        outcome = driver_done.recv() => {
             let reason = outcome.unwrap_or_default();
             anyhow::bail!("the stack driver stopped: {reason}");
         }

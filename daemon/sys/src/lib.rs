@@ -7,6 +7,8 @@
 //! - [`add_ipv6_address`]: `SIOCSIFADDR` on an `AF_INET6` socket (nix has
 //!   no typed wrapper for `struct in6_ifreq`);
 //! - [`set_tun_offload`]: `TUNSETOFFLOAD` on the TUN device;
+//! - [`open_tun_queue`]: one queue of a multi-queue TUN device
+//!   (`TUNSETIFF` with `IFF_MULTI_QUEUE`, which the `tun` crate refuses);
 //! - [`tun_fd`]: the TUN device's descriptor as a [`BorrowedFd`] (the `tun`
 //!   crate implements `AsRawFd` only, and its `write_vectored` writes only
 //!   the first slice);
@@ -47,6 +49,60 @@ nix::ioctl_write_ptr_bad!(siocsifaddr_in6, libc::SIOCSIFADDR, libc::in6_ifreq);
 // TUNSETOFFLOAD = _IOW('T', 208, unsigned int) (linux/if_tun.h); the
 // argument is the flag word itself, passed by value.
 nix::ioctl_write_int!(tun_set_offload, b'T', 208);
+// TUNSETIFF = _IOW('T', 202, int) (linux/if_tun.h), though its argument is
+// a pointer to a `struct ifreq` the kernel also writes the name back into
+// (hence "bad": the size in the code is an int's, not the ifreq's).
+nix::ioctl_readwrite_bad!(
+    tun_set_iff,
+    nix::request_code_write!(b'T', 202, std::mem::size_of::<libc::c_int>()),
+    libc::ifreq
+);
+
+/// Opens one queue of the multi-queue TUN device `name` (layer 3, no packet
+/// information; `vnet_hdr`: every read and write carries a virtio-net
+/// header), creating the device on the first call: `/dev/net/tun` +
+/// `TUNSETIFF(IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE [| IFF_VNET_HDR])`.
+/// Every queue of a device must be opened with the same flags. The device
+/// is not configured (address, MTU, up): see `tun::AbstractDevice`.
+pub fn open_tun_queue(name: &str, vnet_hdr: bool, mtu: u16) -> io::Result<tun::Device> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    let mut flags = libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+    if vnet_hdr {
+        flags |= libc::IFF_VNET_HDR;
+    }
+    // An all-zero ifreq is valid (a union of plain integers and arrays).
+    let mut request = libc::ifreq {
+        ifr_name: [0; libc::IFNAMSIZ],
+        ifr_ifru: libc::__c_anonymous_ifr_ifru {
+            ifru_flags: flags as libc::c_short,
+        },
+    };
+    for (to, from) in request.ifr_name.iter_mut().zip(bytes) {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: the fd is `file`, open and owned for the whole call;
+    // `request` is a fully initialised ifreq (a NUL-terminated name within
+    // IFNAMSIZ, the flags) that lives across the call and is lent mutably;
+    // the kernel reads it and writes back only the name, within the struct.
+    unsafe { tun_set_iff(file.as_raw_fd(), &mut request) }?;
+    let mut config = tun::Configuration::default();
+    config
+        .tun_name(name)
+        .mtu(mtu)
+        .raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file))
+        .close_fd_on_drop(true);
+    tun::Device::new(&config).map_err(io::Error::other)
+}
 
 /// Adds `host/prefix_len` to the interface with index `ifindex` (and with
 /// it the prefix route into that interface).

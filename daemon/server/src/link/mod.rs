@@ -44,6 +44,7 @@
 //! the packet dropped (TCP recovers).
 
 pub mod netlink;
+pub mod steer;
 pub mod tun;
 
 use crate::impair::{Direction, Impairer};
@@ -93,6 +94,8 @@ pub struct Link {
     /// Packets cut from a super-segment for the impairer.
     split_buf: Vec<u8>,
     write_errors: u64,
+    /// With several shards: what to pass to another shard ([`steer`]).
+    steering: Option<steer::Steering>,
 }
 
 impl std::fmt::Debug for Link {
@@ -121,7 +124,29 @@ impl Link {
             tx_buf: vec![0u8; TX_BUFFER],
             split_buf: Vec::new(),
             write_errors: 0,
+            steering: None,
         })
+    }
+
+    /// Passes packets that belong to another shard to it (see [`steer`]).
+    pub fn set_steering(&mut self, steering: Option<steer::Steering>) {
+        self.steering = steering;
+    }
+
+    /// A TUN read another shard passed on (see [`steer`]), fed to `stack`
+    /// as if read here.
+    pub fn ingest_forwarded(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+        stack: &mut Stack,
+        taps: &mut Taps,
+    ) {
+        let Some(buf) = self.rx_buf.get_mut(..frame.len()) else {
+            return;
+        };
+        buf.copy_from_slice(frame);
+        self.ingest_here(frame.len(), now, stack, taps);
     }
 
     /// When the impairer next releases a held packet.
@@ -180,6 +205,18 @@ impl Link {
 
     /// One packet read from the TUN (in `rx_buf[..len]`).
     fn ingest(&mut self, len: usize, now: Instant, stack: &mut Stack, taps: &mut Taps) {
+        if let Some(steering) = self.steering.as_mut()
+            && len < RX_SHARE_MIN
+            && let Some(frame) = self.rx_buf.get(..len)
+            && steering.forward(frame, if self.vnet_hdr { VNET_HDR_LEN } else { 0 })
+        {
+            return;
+        }
+        self.ingest_here(len, now, stack, taps);
+    }
+
+    /// One packet read from the TUN (in `rx_buf[..len]`) for this shard.
+    fn ingest_here(&mut self, len: usize, now: Instant, stack: &mut Stack, taps: &mut Taps) {
         if self.vnet_hdr && self.impairer.is_none() && (RX_SHARE_MIN..=RX_BUFFER).contains(&len) {
             return self.ingest_shared(len, now, stack, taps);
         }

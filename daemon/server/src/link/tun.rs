@@ -25,6 +25,11 @@
 //! super-segments. If the kernel refuses the
 //! ioctl, one line is logged and the link runs without offload (the header
 //! stays, all-zero: a plain packet with a complete checksum).
+//!
+//! Shards (`--shards N`, N > 1): the device is created with
+//! `IFF_MULTI_QUEUE` and opened N times ([`tcpd_sys::open_tun_queue`]),
+//! one queue per shard; the configuration above is done once, through the
+//! first queue (address, MTU and offload belong to the device).
 
 use crate::config::{self, Settings};
 use tcpd_stack::LinkOffload;
@@ -42,6 +47,9 @@ mod tun_f {
 /// The opened device and what its link does.
 pub struct TunDevice {
     pub device: tun::Device,
+    /// The other queues of a multi-queue device (one per shard after the
+    /// first); empty with one shard.
+    pub queues: Vec<tun::Device>,
     /// Reads and writes carry a virtio-net header.
     pub vnet_hdr: bool,
     /// What the kernel agreed to do (all off without offload).
@@ -75,8 +83,22 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
             p.vnet_hdr(true);
         });
     }
-    let mut device = tun::create(&cfg)
-        .map_err(|e| anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun))?;
+    let cannot = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot create TUN device {}: {e}", settings.tun)
+    };
+    use tun::AbstractDevice;
+    let mut device = if settings.shards > 1 {
+        let mut first = tcpd_sys::open_tun_queue(&settings.tun, settings.offload, settings.mtu)
+            .map_err(|e| cannot(&e))?;
+        first.configure(&cfg).map_err(|e| cannot(&e))?;
+        first
+    } else {
+        tun::create(&cfg).map_err(|e| cannot(&e))?
+    };
+    let queues = (1..settings.shards)
+        .map(|_| tcpd_sys::open_tun_queue(&settings.tun, settings.offload, settings.mtu))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| anyhow::anyhow!("cannot open another queue of {}: {e}", settings.tun))?;
     // Before the device goes up, so the kernel generates no link-local
     // address (and sends nothing) when IPv6 starts on it. By rtnetlink, which
     // the hardened unit allows (its ProtectKernelTunables= makes /proc/sys
@@ -100,7 +122,6 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
         // /proc/sys, the missing link-local address already does).
         None => sysctl("disable_ipv6", b"1"),
     }
-    use tun::AbstractDevice;
     device
         .enabled(true)
         .map_err(|e| anyhow::anyhow!("cannot bring {} up: {e}", settings.tun))?;
@@ -131,6 +152,7 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
     };
     Ok(TunDevice {
         device,
+        queues,
         vnet_hdr: settings.offload,
         offload,
     })
