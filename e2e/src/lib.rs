@@ -544,6 +544,31 @@ pub fn kernel_listener_at(ns: &Netns, ip: IpAddr) -> (std::net::TcpListener, std
     (listener, addr)
 }
 
+/// The kernel's side of a crossing transfer: accepts one connection on
+/// `listener`, sends [`payload`]`(len, seed)` and a FIN from one thread
+/// while another reads to EOF; what it read.
+pub fn crossing_kernel_side(
+    listener: std::net::TcpListener,
+    len: usize,
+    seed: u64,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            w.write_all(&payload(len, seed)).expect("kernel write");
+            w.shutdown(std::net::Shutdown::Write).expect("kernel FIN");
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("kernel read");
+        writer.join().expect("kernel writer");
+        got
+    })
+}
+
 /// A two-worker tokio runtime for a test's client side.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -953,6 +953,66 @@ fn reads_and_writes_after_a_reset_fail_as_on_linux() {
     server.join().expect("kernel peer");
 }
 
+/// Sends the file `argv[3]` to `argv[1]:argv[2]` and its FIN while reading
+/// nothing, then reads to EOF and prints the SHA-256 of what it read and its
+/// length.
+const WRITE_THEN_READ: &str = r#"
+import hashlib, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=100)
+s.sendall(open(sys.argv[3], "rb").read())
+s.shutdown(socket.SHUT_WR)
+got = hashlib.sha256()
+n = 0
+while True:
+    chunk = s.recv(1 << 16)
+    if not chunk:
+        break
+    got.update(chunk)
+    n += len(chunk)
+print(got.hexdigest(), n)
+"#;
+
+/// The fd path (libtcpd under tcpd-run): a socket's writes never wait for
+/// its own unread received data (see semantics.rs
+/// `writes_go_on_while_received_data_waits_unread` for the Rust client). A
+/// program that writes 16 MiB and reads nothing until its write is done,
+/// while the peer sends 16 MiB at it, completes through tcpd as on the
+/// kernel's TCP.
+#[test]
+fn writes_go_on_while_received_data_waits_unread() {
+    let Some(env) = setup("pre-crossing", &["python3"]) else {
+        return;
+    };
+    const LEN: usize = 16 << 20;
+    let dir = TempDir::new("pre-crossing").expect("temp dir");
+    let file = dir.path().join("out");
+    std::fs::write(&file, payload(LEN, 32)).expect("write the program's data");
+    let expect = format!("{} {LEN}", sha256_hex(&payload(LEN, 31)));
+    for (what, mut program) in [
+        ("python3 (kernel TCP)", kernel(&env, "python3")),
+        ("tcpd-run python3", tcpd_run(&env, "python3")),
+    ] {
+        let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+        let peer = tcpd_e2e::crossing_kernel_side(listener, LEN, 31);
+        let out = run_ok(
+            what,
+            program
+                .args(["-c", WRITE_THEN_READ])
+                .arg(addr.ip().to_string())
+                .arg(addr.port().to_string())
+                .arg(&file),
+            LIMIT,
+        );
+        assert_eq!(out.trim(), expect, "{what}: what the program read");
+        let read = peer.join().expect("kernel side");
+        assert!(
+            read == payload(LEN, 32),
+            "{what}: the kernel read {} of {LEN} bytes, or other bytes",
+            read.len()
+        );
+    }
+}
+
 /// A kernel listener that answers every connection with the peer's
 /// address and a newline, then closes it (a detached thread: it ends with
 /// the test process).

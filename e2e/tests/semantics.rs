@@ -394,3 +394,106 @@ fn flush_completes_while_received_data_waits_unread() {
     echo.join().expect("kernel echo");
     assert!(back == data, "echo differs ({} of {LEN} bytes)", back.len());
 }
+
+/// Bytes each side sends in the crossing-writes tests.
+const CROSSING_LEN: usize = 16 << 20;
+
+/// The program both ways: writes `CROSSING_LEN` bytes (seed 32) and its FIN
+/// while reading nothing — whatever the peer sends meanwhile waits unread —
+/// then reads to EOF. Each step under a time limit, named when it fails.
+async fn write_everything_then_read<S>(mut s: S) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let limit = Duration::from_secs(90);
+    let out = tcpd_e2e::payload(CROSSING_LEN, 32);
+    tokio::time::timeout(limit, s.write_all(&out))
+        .await
+        .expect("the write stalled while received data waited unread")
+        .expect("write");
+    tokio::time::timeout(limit, s.shutdown())
+        .await
+        .expect("shutdown stalled while received data waited unread")
+        .expect("shutdown");
+    let mut back = Vec::new();
+    tokio::time::timeout(limit, s.read_to_end(&mut back))
+        .await
+        .expect("read to EOF in time")
+        .expect("read");
+    back
+}
+
+fn assert_crossed(what: &str, program_read: &[u8], kernel_read: &[u8]) {
+    assert!(
+        program_read == tcpd_e2e::payload(CROSSING_LEN, 31),
+        "{what}: the program read {} bytes, not the kernel's {CROSSING_LEN}",
+        program_read.len()
+    );
+    assert!(
+        kernel_read == tcpd_e2e::payload(CROSSING_LEN, 32),
+        "{what}: the kernel read {} bytes, not the program's {CROSSING_LEN}",
+        kernel_read.len()
+    );
+}
+
+/// A socket's writes never depend on its own unread received data: on
+/// Linux the peer's sending stops when this side's receive window closes,
+/// and this side's writes go on. A program that writes 16 MiB and reads
+/// nothing until its write is done, while the peer streams 16 MiB at it,
+/// completes on kernel sockets — and through tcpd (async and blocking
+/// `tcpd-client`). Through the daemon this used to stall after ~1.4 MiB:
+/// the Stream's up side only advanced while hyper polled the response,
+/// which it stops doing while the client's HTTP/2 window is used up.
+#[test]
+fn writes_go_on_while_received_data_waits_unread() {
+    let Some(env) = Env::setup("sem-crossing", &[]) else {
+        return;
+    };
+    let rt = runtime();
+    // Kernel sockets both ends (inside the namespace).
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let kernel = tcpd_e2e::crossing_kernel_side(listener, CROSSING_LEN, 31);
+    let client = env
+        .ns
+        .within(move || TcpStream::connect(addr).expect("kernel connect"));
+    let read = rt.block_on(async {
+        client.set_nonblocking(true).expect("nonblocking");
+        write_everything_then_read(tokio::net::TcpStream::from_std(client).expect("tokio")).await
+    });
+    assert_crossed("kernel sockets", &read, &kernel.join().expect("kernel"));
+
+    // tcpd-client, async.
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let kernel = tcpd_e2e::crossing_kernel_side(listener, CROSSING_LEN, 31);
+    let read = rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        write_everything_then_read(client.tcp_connect(addr).await.expect("connect")).await
+    });
+    assert_crossed("tcpd-client", &read, &kernel.join().expect("kernel"));
+
+    // tcpd-client, blocking (std::net's API) on threads of its own.
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let kernel = tcpd_e2e::crossing_kernel_side(listener, CROSSING_LEN, 31);
+    let socket = env.daemon.socket().to_path_buf();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let client = tcpd_client::blocking::connect_client(&socket).expect("session");
+        let mut s = tcpd_client::blocking::TcpStream::connect_with(&client, addr).expect("connect");
+        s.write_all(&tcpd_e2e::payload(CROSSING_LEN, 32))
+            .expect("blocking write");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).expect("blocking read");
+        let _ = done_tx.send(back);
+    });
+    let read = done_rx
+        .recv_timeout(Duration::from_secs(180))
+        .expect("the blocking program stalled while received data waited unread");
+    assert_crossed(
+        "blocking tcpd-client",
+        &read,
+        &kernel.join().expect("kernel"),
+    );
+}

@@ -35,6 +35,8 @@ use std::time::Instant;
 /// One session's use of the API.
 #[derive(Debug)]
 pub struct Activity {
+    /// Whose session it is (a Stream keeps only this record).
+    pub info: SessionInfo,
     in_flight: AtomicUsize,
     last_active: Mutex<Instant>,
     /// Set when the session's connection is dropped, before the driver is
@@ -44,15 +46,10 @@ pub struct Activity {
     pub intake: crate::intake::Budget,
 }
 
-impl Default for Activity {
-    fn default() -> Activity {
-        Activity::new(crate::intake::SESSION_INTAKE)
-    }
-}
-
 impl Activity {
-    pub fn new(intake_bytes: usize) -> Activity {
+    pub fn new(info: SessionInfo, intake_bytes: usize) -> Activity {
         Activity {
+            info,
             in_flight: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
             ended: AtomicBool::new(false),
@@ -204,7 +201,8 @@ mod tests {
 
     #[test]
     fn guards_count_requests_and_touch_on_end() {
-        let activity = Arc::new(Activity::default());
+        let info = crate::ops::DriverHandle::no_session();
+        let activity = Arc::new(Activity::new(info, crate::intake::SESSION_INTAKE));
         let before = activity.last_active();
         let g1 = InFlightGuard::new(activity.clone());
         let g2 = InFlightGuard::new(activity.clone());

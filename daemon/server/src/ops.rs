@@ -521,8 +521,10 @@ type Submit = Pin<Box<dyn Future<Output = Result<(), Errno>> + Send>>;
 /// sent, a parked one is dropped by the driver when it finds the reply's
 /// receiver gone.
 pub struct OpCall<T> {
-    /// `Some` while the op waits to be sent.
-    submit: Option<Submit>,
+    /// `Some` while the op waits to be sent (boxed twice: a thin pointer
+    /// keeps every `OpCall` — a Stream holds two — at 16 bytes; the wait is
+    /// the rare path).
+    submit: Option<Box<Submit>>,
     reply: oneshot::Receiver<Result<T, Errno>>,
 }
 
@@ -547,7 +549,7 @@ impl<T> Future for OpCall<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(submit) = &mut self.submit {
-            if let Err(e) = ready!(submit.as_mut().poll(cx)) {
+            if let Err(e) = ready!(submit.as_mut().as_mut().poll(cx)) {
                 return Poll::Ready(Err(e));
             }
             self.submit = None;
@@ -578,7 +580,7 @@ impl DriverHandle {
     /// (a session slot, then room in the op channel) runs as a boxed future
     /// of its own inside the `OpCall`, so an op that waits for its reply
     /// holds only the reply's receiver: a Stream's read parked on an idle
-    /// connection takes 24 bytes of its Stream (see
+    /// connection takes 16 bytes of its Stream (see
     /// `socket_service::tests::a_streams_body_stays_small`).
     pub fn start<T>(&self, session: SessionInfo, op: impl FnOnce(Reply<T>) -> Op) -> OpCall<T> {
         let (reply, result) = oneshot::channel();
@@ -624,7 +626,7 @@ impl DriverHandle {
             }
         };
         OpCall {
-            submit,
+            submit: submit.map(Box::new),
             reply: result,
         }
     }

@@ -501,7 +501,7 @@ impl SessionAcceptor {
             last_read: std::time::Instant::now(),
             ended_otherwise: false,
             idle: IdleWatch {
-                activity: Arc::new(Activity::new(self.idle.intake_bytes)),
+                activity: Arc::new(Activity::new(info, self.idle.intake_bytes)),
                 policy: self.idle.clone(),
                 deadline: None,
                 socket_check: None,

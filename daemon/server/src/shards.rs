@@ -170,6 +170,11 @@ impl Shards {
         &self.drivers[0]
     }
 
+    /// Every shard's driver, shard 0 first.
+    pub fn drivers(&self) -> &[Arc<DriverHandle>] {
+        &self.drivers
+    }
+
     /// The shard of an existing socket. A handle naming no shard goes to the
     /// first, which answers EBADF as for any unknown handle.
     #[inline]

@@ -9,10 +9,12 @@
 //!
 //! A Stream (see the proto) is, after `open`, its response stream
 //! ([`StreamBody`]), polled by hyper's task for the HTTP/2 stream: no task
-//! of its own. Each poll moves both sides: the up side applies client
-//! frames in order (Write ops that park until the bytes are queued,
-//! shutdowns, `flush` answered with `flushed`), the down side yields the
-//! data of its parked Read op. `close` — or the end of the up side —
+//! of its own. The up side applies client frames in order (Write ops that
+//! park until the bytes are queued, shutdowns, `flush` answered with
+//! `flushed`), the down side yields the data of its parked Read op. hyper's
+//! polls move both; the up side's wake-ups go to the service's one up pump
+//! task, so a client that leaves received data unread (hyper stops polling
+//! once the client's HTTP/2 window is used up) still has its writes applied. `close` — or the end of the up side —
 //! closes the socket after everything before it, and the response ends:
 //! OK after a close, the connection's error otherwise. A Stream dropped
 //! before that (its client reset it) has its socket closed by the driver.
@@ -27,14 +29,15 @@ use crate::sockets::MAX_READ;
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 use tcpd_proto::errno::{EINVAL, EIO};
 use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_server::SocketService as SocketApi;
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
 use tcpd_stack::{SendFlags, Shutdown};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -64,14 +67,21 @@ pub fn session_of<T>(request: &Request<T>) -> Result<SessionInfo, Status> {
 /// The SocketService.
 #[derive(Debug, Clone)]
 pub struct SocketService {
-    /// Every call goes to the shard of its socket; a Stream keeps its
-    /// shard's handle (one pointer).
+    /// Every call goes to the shard of its socket.
     shards: Shards,
+    /// Per shard, what its Streams share (one pointer each: the shard's
+    /// driver and an up pump).
+    streams: Arc<[Arc<StreamContext>]>,
 }
 
 impl SocketService {
     pub fn new(shards: Shards) -> Self {
-        SocketService { shards }
+        let streams = shards
+            .drivers()
+            .iter()
+            .map(|driver| StreamContext::new(Arc::clone(driver)))
+            .collect();
+        SocketService { shards, streams }
     }
 }
 
@@ -87,6 +97,15 @@ fn setup(
         bind: convert::optional_addr(bind)?,
         family: convert::family(family)?,
     })
+}
+
+impl SocketService {
+    /// What the Streams of `handle`'s shard share.
+    fn stream_context(&self, handle: u64) -> &Arc<StreamContext> {
+        self.streams
+            .get(crate::shards::shard_of(handle))
+            .unwrap_or(&self.streams[0])
+    }
 }
 
 #[tonic::async_trait]
@@ -403,10 +422,12 @@ impl SocketApi for SocketService {
         request: Request<Streaming<v2::StreamRequest>>,
     ) -> Reply<Self::StreamStream> {
         let s = session_of(&request)?;
-        let activity = request
-            .extensions()
-            .get::<SessionConnection>()
-            .map(|c| Arc::clone(&c.activity));
+        // A request without its connection's record (in-process tests)
+        // gets one of its own, which never ends.
+        let session = match request.extensions().get::<SessionConnection>() {
+            Some(c) => Arc::clone(&c.activity),
+            None => Arc::new(Activity::new(s, 0)),
+        };
         let mut up = request.into_inner();
         let open = match up.message().await? {
             Some(v2::StreamRequest {
@@ -442,9 +463,8 @@ impl SocketApi for SocketService {
             stream_open::How::Accept(a) => self.shards.accept(s, a.listener, true).await?,
         };
         Ok(Response::new(StreamBody::new(
-            Arc::clone(self.shards.of(connected.handle)),
-            s,
-            activity,
+            self.stream_context(connected.handle),
+            session,
             up,
             connected,
         )))
@@ -457,53 +477,140 @@ type DownItem = Result<v2::StreamResponse, Status>;
 /// What `Streaming::message` gives: a frame, the end, or an error.
 type UpMessage = Result<Option<v2::StreamRequest>, Status>;
 
+/// What every Stream of a [`SocketService`] shares: the driver, and the
+/// queue of the up pump (see [`StreamBody`]).
+pub(crate) struct StreamContext {
+    driver: Arc<DriverHandle>,
+    /// Streams whose up side was woken, for [`up_pump`]. A Stream may be in
+    /// it more than once (each wake of a waker its up side registered
+    /// queues it; at most a few are outstanding per Stream).
+    pump: mpsc::UnboundedSender<Arc<StreamShared>>,
+    /// The pump's end of the queue until the first Stream starts the pump
+    /// on the API runtime.
+    pump_start: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Arc<StreamShared>>>>,
+}
+
+impl std::fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext").finish_non_exhaustive()
+    }
+}
+
+impl StreamContext {
+    fn new(driver: Arc<DriverHandle>) -> Arc<StreamContext> {
+        let (pump, queue) = mpsc::unbounded_channel();
+        Arc::new(StreamContext {
+            driver,
+            pump,
+            pump_start: std::sync::Mutex::new(Some(queue)),
+        })
+    }
+
+    /// Starts the up pump on the current runtime, the first time.
+    fn start_pump(&self) {
+        let queue = self
+            .pump_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(queue) = queue {
+            tokio::spawn(up_pump(queue));
+        }
+    }
+}
+
+/// The one task that applies the up frames of Streams whose up side was
+/// woken (see [`StreamBody`]): a Stream at a time, each until its up side
+/// has to wait again. No Stream has a task of its own.
+async fn up_pump(mut queue: mpsc::UnboundedReceiver<Arc<StreamShared>>) {
+    while let Some(stream) = queue.recv().await {
+        stream.pump_up();
+    }
+}
+
 /// One Stream after `open`: the RPC's response stream, which also drives
 /// the socket's up side. See the module docs.
 ///
-/// No task of its own: hyper already runs a task per HTTP/2 stream that
-/// polls the response body, and every event this Stream waits for (an up
-/// frame arriving, a driver reply) wakes that task through the waker of the
-/// last poll. An idle connection's Stream is this struct (the request's
-/// `Streaming` and a parked read's reply receiver), where a spawned task
-/// with a down channel held ~1.4 KB.
+/// No task of its own. hyper runs a task per HTTP/2 stream that polls the
+/// response body: that task drives the down side (the parked read's data,
+/// control frames, the end). The up side — the request's frames applied
+/// in order — must not depend on it: hyper polls the body only while the
+/// client's HTTP/2 window for the response has room, and a client that
+/// leaves what it received unread (as a program may leave a kernel
+/// socket's receive queue unread) would stop its own writes. So the up
+/// side's futures (the request stream, the op of the frame being applied)
+/// are polled with a waker of the Stream's own ([`StreamShared`]'s `Wake`),
+/// which queues the Stream for the daemon's one [`up_pump`] task: the up
+/// side advances whether or not hyper polls, hyper's polls also advance it
+/// (in line, no extra hop when hyper polls anyway), and what the up side
+/// leaves for the down side (a `flushed` notice, the close) wakes hyper's
+/// task through the waker of its last poll. The state is behind a mutex in
+/// one allocation shared with those wakers; uncontended (both tasks run on
+/// the API runtime's one thread by default).
 ///
-/// Order within a poll: a pending control frame (`opened`, `flushed`,
-/// `eof`) goes out first, then the up side applies client frames until one
-/// has to wait (an op in flight, no frame yet), then the down side yields
-/// the next data frame of its read, or parks the next read. Each side keeps
-/// at most one op in the driver, so up frames apply in order and down data
-/// goes out in order.
+/// Order within hyper's poll: a pending control frame (`opened`,
+/// `flushed`, `eof`) goes out first, then the up side applies client frames
+/// until one has to wait (an op in flight, no frame yet), then the down
+/// side yields the next data frame of its read, or parks the next read.
+/// Each side keeps at most one op in the driver, so up frames apply in
+/// order and down data goes out in order.
 ///
 /// Back-pressure: the down side reads again only once the frames of its
 /// last read (at most [`STREAM_DOWN_QUEUE`] frames) are out; the rest stays
-/// in the socket where the quotas see it. The up side advances while hyper
-/// polls this body, which it does not while the client's HTTP/2 window for
-/// the response is used up and hyper's send buffer is full: a client that
-/// leaves more than that unread (1 MiB of window plus hyper's 400 KiB)
-/// stops its writes too until it reads, as a peer whose receive window is
-/// full would.
+/// in the socket, where the stack's receive buffer closes the TCP window as
+/// a kernel socket's unread receive queue does. Data the client has not
+/// read is bounded by its HTTP/2 stream window (tcpd-client: 1 MiB), one
+/// read's frames and hyper's one held chunk; the up side goes on meanwhile.
 pub struct StreamBody {
-    driver: Arc<DriverHandle>,
-    session: SessionInfo,
-    /// The session's activity: whether the client went away with its whole
-    /// session (see [`StreamBody::begin_close`]).
-    activity: Option<Arc<Activity>>,
+    shared: Arc<StreamShared>,
+}
+
+/// A Stream's state, shared by its [`StreamBody`] (hyper's handle) and the
+/// wakers of its up side. `None` once hyper dropped the body: the wakers
+/// still held by the request stream or the driver find nothing to do, and
+/// the state they would otherwise keep alive (a cycle through the request
+/// stream's waker) is gone.
+pub(crate) struct StreamShared {
+    context: Arc<StreamContext>,
+    state: std::sync::Mutex<Option<StreamState>>,
+}
+
+struct StreamState {
+    /// The session: who (for the ops), and whether the client went away
+    /// with its whole session (see [`StreamState::begin_close`]).
+    session: Arc<Activity>,
     handle: u64,
     up: Streaming<v2::StreamRequest>,
     /// Up data bytes queued in the socket so far (answers `flush`).
     queued: u64,
     /// The op of the up frame being applied.
     up_op: UpOp,
-    /// A message taken while batching data that did not join the batch,
-    /// applied next (boxed: rare, and every Stream would hold its room).
-    next: Option<Box<UpMessage>>,
     down: DownState,
-    /// A control frame to send before anything else (`opened`, `flushed`,
-    /// `eof`); the up side waits while it is there.
-    notice: Option<Box<v2::StreamResponse>>,
-    /// Set once the Stream is closing (boxed: every idle Stream would hold
-    /// its room otherwise).
-    closing: Option<Box<Closing>>,
+    /// What a Stream holds now and then; `None` while it holds none of it.
+    rare: Option<Box<Rare>>,
+    /// The waker of hyper's last poll: the up pump wakes it when it leaves
+    /// something for the down side.
+    hyper: Option<Waker>,
+}
+
+/// A Stream's rarely held parts, in one box allocated while one of them is
+/// there (every idle Stream would hold their room otherwise).
+#[derive(Default)]
+struct Rare {
+    /// A message taken while batching data that did not join the batch,
+    /// applied next.
+    next: Option<UpMessage>,
+    /// A control frame to send before anything else (`opened`, `flushed`);
+    /// the up side waits while it is there.
+    notice: Option<v2::StreamResponse>,
+    /// Set once the Stream is closing.
+    closing: Option<Closing>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.next.is_none() && self.notice.is_none() && self.closing.is_none()
+    }
 }
 
 /// The op of the up frame being applied, if any.
@@ -523,8 +630,9 @@ enum DownState {
     Idle,
     /// A read sent to (and maybe parked in) the driver.
     Reading(OpCall<ReadData>),
-    /// The frames of the last read not yet sent.
-    Frames(std::vec::IntoIter<Bytes>),
+    /// The frames of the last read not yet sent (boxed: an idle Stream's
+    /// down side is `Reading`).
+    Frames(Box<std::vec::IntoIter<Bytes>>),
     /// `eof` was sent (the up side may go on), or the Stream is closing.
     Ended,
 }
@@ -545,12 +653,12 @@ struct Closing {
 
 impl StreamBody {
     fn new(
-        driver: Arc<DriverHandle>,
-        session: SessionInfo,
-        activity: Option<Arc<Activity>>,
+        context: &Arc<StreamContext>,
+        session: Arc<Activity>,
         up: Streaming<v2::StreamRequest>,
         connected: crate::ops::Connected,
     ) -> StreamBody {
+        context.start_pump();
         let opened = v2::StreamResponse {
             frame: Some(stream_response::Frame::Opened(v2::StreamOpened {
                 handle: connected.handle,
@@ -558,36 +666,113 @@ impl StreamBody {
                 peer: Some(connected.peer.into()),
             })),
         };
-        StreamBody {
-            driver,
+        let state = StreamState {
             session,
-            activity,
             handle: connected.handle,
             up,
             queued: 0,
             up_op: UpOp::None,
-            next: None,
             down: DownState::Idle,
-            notice: Some(Box::new(opened)),
-            closing: None,
+            rare: Some(Box::new(Rare {
+                notice: Some(opened),
+                ..Rare::default()
+            })),
+            hyper: None,
+        };
+        StreamBody {
+            shared: Arc::new(StreamShared {
+                context: Arc::clone(context),
+                state: std::sync::Mutex::new(Some(state)),
+            }),
         }
+    }
+}
+
+impl StreamShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<StreamState>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The waker the up side's futures are polled with.
+    fn up_waker(self: &Arc<Self>) -> Waker {
+        Waker::from(Arc::clone(self))
+    }
+
+    /// The up pump's turn: applies client frames until one has to wait,
+    /// and wakes hyper's task if that left something for the down side.
+    fn pump_up(self: &Arc<Self>) {
+        let mut state = self.lock();
+        let Some(state) = state.as_mut() else {
+            return;
+        };
+        if state.up_waits() {
+            // hyper's task has it: the notice goes out first, or the
+            // Stream is closing.
+            return;
+        }
+        let waker = self.up_waker();
+        state.poll_up(&self.context.driver, &mut Context::from_waker(&waker));
+        if state.up_waits()
+            && let Some(hyper) = &state.hyper
+        {
+            hyper.wake_by_ref();
+        }
+    }
+}
+
+impl std::task::Wake for StreamShared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // A send fails only once the pump is gone (the runtime stopping).
+        let _ = self.context.pump.send(Arc::clone(self));
+    }
+}
+
+impl StreamState {
+    /// Whether the up side waits for hyper's task: a notice to send first,
+    /// or the Stream closing.
+    fn up_waits(&self) -> bool {
+        self.rare
+            .as_ref()
+            .is_some_and(|r| r.notice.is_some() || r.closing.is_some())
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Takes one of the rare parts, freeing the box once it is empty.
+    fn take_rare<T>(&mut self, part: impl FnOnce(&mut Rare) -> Option<T>) -> Option<T> {
+        let rare = self.rare.as_mut()?;
+        let taken = part(rare);
+        if rare.is_empty() {
+            self.rare = None;
+        }
+        taken
+    }
+
+    fn closing(&mut self) -> Option<&mut Closing> {
+        self.rare.as_mut().and_then(|r| r.closing.as_mut())
     }
 
     /// Applies client frames until one has to wait; may start the close or
-    /// leave a `flushed` notice.
-    fn poll_up(&mut self, cx: &mut Context<'_>) {
+    /// leave a `flushed` notice. `cx` is the up side's own waker's.
+    fn poll_up(&mut self, driver: &DriverHandle, cx: &mut Context<'_>) {
         loop {
             match &mut self.up_op {
                 UpOp::None => {}
                 UpOp::Write(call) => match Pin::new(call).poll(cx) {
                     Poll::Pending => return,
                     Poll::Ready(Ok(n)) => self.queued += n as u64,
-                    Poll::Ready(Err(e)) => return self.begin_close(None, false, Some(e)),
+                    Poll::Ready(Err(e)) => return self.begin_close(driver, None, false, Some(e)),
                 },
                 UpOp::Shutdown(call) => match Pin::new(call).poll(cx) {
                     Poll::Pending => return,
                     Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return self.begin_close(None, false, Some(e)),
+                    Poll::Ready(Err(e)) => return self.begin_close(driver, None, false, Some(e)),
                 },
                 UpOp::SetOption(call, option) => match Pin::new(call).poll(cx) {
                     Poll::Pending => return,
@@ -597,8 +782,8 @@ impl StreamBody {
                 },
             }
             self.up_op = UpOp::None;
-            let message = match self.next.take() {
-                Some(message) => *message,
+            let message = match self.take_rare(|r| r.next.take()) {
+                Some(message) => message,
                 None => match Pin::new(&mut self.up).poll_next(cx) {
                     Poll::Pending => return,
                     Poll::Ready(message) => message.transpose(),
@@ -612,11 +797,11 @@ impl StreamBody {
                         queued = self.queued,
                         "stream up: client side ended"
                     );
-                    return self.begin_close(None, false, None);
+                    return self.begin_close(driver, None, false, None);
                 }
                 Ok(Some(v2::StreamRequest { frame: None })) => {
                     let e = Errno::invalid("empty Stream frame");
-                    return self.begin_close(None, false, Some(e));
+                    return self.begin_close(driver, None, false, Some(e));
                 }
             };
             tracing::trace!(
@@ -625,8 +810,8 @@ impl StreamBody {
                 frame = frame_kind(&frame),
                 "stream up: frame"
             );
-            self.apply(cx, frame);
-            if self.notice.is_some() || self.closing.is_some() {
+            self.apply(driver, cx, frame);
+            if self.up_waits() {
                 return;
             }
         }
@@ -634,11 +819,14 @@ impl StreamBody {
 
     /// Starts what one up frame asks: an op (in `up_op`), a `flushed`
     /// notice, or the close.
-    fn apply(&mut self, cx: &mut Context<'_>, frame: stream_request::Frame) {
-        let (driver, session, handle) = (&self.driver, self.session, self.handle);
+    fn apply(&mut self, driver: &DriverHandle, cx: &mut Context<'_>, frame: stream_request::Frame) {
+        let (session, handle) = (self.session.info, self.handle);
         self.up_op = match frame {
             stream_request::Frame::Data(data) => {
-                let data = batch_data(cx, &mut self.up, data, &mut self.next);
+                let (data, next) = batch_data(cx, &mut self.up, data);
+                if let Some(next) = next {
+                    self.rare().next = Some(next);
+                }
                 UpOp::Write(driver.start(session, |reply| Op::Write {
                     handle,
                     data,
@@ -657,9 +845,10 @@ impl StreamBody {
                 }))
             }
             stream_request::Frame::Flush(_) => {
-                self.notice = Some(Box::new(v2::StreamResponse {
-                    frame: Some(stream_response::Frame::Flushed(self.queued)),
-                }));
+                let queued = self.queued;
+                self.rare().notice = Some(v2::StreamResponse {
+                    frame: Some(stream_response::Frame::Flushed(queued)),
+                });
                 UpOp::None
             }
             stream_request::Frame::ShutdownWrite(true) => {
@@ -679,7 +868,7 @@ impl StreamBody {
             stream_request::Frame::ShutdownWrite(false)
             | stream_request::Frame::ShutdownRead(false) => UpOp::None,
             stream_request::Frame::Close(c) => {
-                return self.begin_close(Some(c.consumed), c.abort, None);
+                return self.begin_close(driver, Some(c.consumed), c.abort, None);
             }
             // Applied in order with the data; there is no answer on the
             // stream, so a refusal is logged (the client checked the value
@@ -703,14 +892,18 @@ impl StreamBody {
             }
             stream_request::Frame::Open(_) => {
                 let e = Errno::invalid("Stream already open");
-                return self.begin_close(None, false, Some(e));
+                return self.begin_close(driver, None, false, Some(e));
             }
         };
     }
 
     /// The next data frame (or `eof`) of the down side, parking a read when
     /// the last one's frames are out. A failed read starts the close.
-    fn poll_down(&mut self, cx: &mut Context<'_>) -> Poll<v2::StreamResponse> {
+    fn poll_down(
+        &mut self,
+        driver: &DriverHandle,
+        cx: &mut Context<'_>,
+    ) -> Poll<v2::StreamResponse> {
         loop {
             match &mut self.down {
                 DownState::Ended => return Poll::Pending,
@@ -725,7 +918,7 @@ impl StreamBody {
                 DownState::Idle => {
                     let handle = self.handle;
                     self.down =
-                        DownState::Reading(self.driver.start(self.session, |reply| Op::Read {
+                        DownState::Reading(driver.start(self.session.info, |reply| Op::Read {
                             handle,
                             max_len: STREAM_CHUNK * STREAM_DOWN_QUEUE,
                             peek: false,
@@ -740,9 +933,11 @@ impl StreamBody {
                             frame: Some(stream_response::Frame::Eof(true)),
                         });
                     }
-                    Ok(data) => self.down = DownState::Frames(frames_of(data).into_iter()),
+                    Ok(data) => {
+                        self.down = DownState::Frames(Box::new(frames_of(data).into_iter()));
+                    }
                     Err(e) => {
-                        self.begin_close(None, false, Some(e));
+                        self.begin_close(driver, None, false, Some(e));
                         return Poll::Pending;
                     }
                 },
@@ -764,41 +959,59 @@ impl StreamBody {
     /// (`Sockets::session_ended`, the same close as this one without
     /// `consumed` or `abort`), so no `Close` op is sent. An explicit `close`
     /// (with its `consumed`/`abort`) still goes to the driver.
-    fn begin_close(&mut self, consumed: Option<u64>, abort: bool, failure: Option<Errno>) {
+    fn begin_close(
+        &mut self,
+        driver: &DriverHandle,
+        consumed: Option<u64>,
+        abort: bool,
+        failure: Option<Errno>,
+    ) {
         self.up_op = UpOp::None;
-        self.next = None;
         self.down = DownState::Ended;
-        let swept =
-            consumed.is_none() && !abort && self.activity.as_ref().is_some_and(|a| a.ended());
+        let swept = consumed.is_none() && !abort && self.session.ended();
         let handle = self.handle;
         let close = (!swept).then(|| {
-            self.driver.start(self.session, |reply| Op::Close {
+            driver.start(self.session.info, |reply| Op::Close {
                 handle,
                 abort,
                 consumed,
                 reply,
             })
         });
-        self.closing = Some(Box::new(Closing {
+        let rare = self.rare();
+        rare.next = None;
+        rare.closing = Some(Closing {
             close,
             abort,
             consumed,
             failure,
             swept,
-        }));
+        });
     }
-}
 
-impl Stream for StreamBody {
-    type Item = DownItem;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DownItem>> {
-        let this = &mut *self;
+    /// hyper's poll (see [`StreamBody`]): `cx` is hyper's, `up` the up
+    /// side's own.
+    fn poll_down_stream(
+        &mut self,
+        shared: &Arc<StreamShared>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<DownItem>> {
+        let driver = &shared.context.driver;
+        if !self.hyper.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.hyper = Some(cx.waker().clone());
+        }
         loop {
-            if let Some(notice) = this.notice.take() {
-                return Poll::Ready(Some(Ok(*notice)));
+            if let Some(notice) = self.take_rare(|r| r.notice.take()) {
+                // The up side waited for it: it goes on now (a next notice
+                // waits for the next poll), so it is left waiting on its
+                // own waker even if hyper does not poll again soon.
+                if self.closing().is_none() {
+                    let waker = shared.up_waker();
+                    self.poll_up(driver, &mut Context::from_waker(&waker));
+                }
+                return Poll::Ready(Some(Ok(notice)));
             }
-            if let Some(closing) = &mut this.closing {
+            if let Some(closing) = self.closing() {
                 if let Some(close) = &mut closing.close {
                     let closed = ready!(Pin::new(close).poll(cx));
                     closing.close = None;
@@ -814,44 +1027,67 @@ impl Stream for StreamBody {
                     _ => None,
                 });
             }
-            this.poll_up(cx);
-            if this.notice.is_some() || this.closing.is_some() {
+            let waker = shared.up_waker();
+            self.poll_up(driver, &mut Context::from_waker(&waker));
+            if self.up_waits() {
                 continue;
             }
-            match this.poll_down(cx) {
+            match self.poll_down(driver, cx) {
                 Poll::Ready(frame) => return Poll::Ready(Some(Ok(frame))),
                 // A failed read started the close.
-                Poll::Pending if this.closing.is_some() => continue,
+                Poll::Pending if self.closing().is_some() => continue,
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
+impl Stream for StreamBody {
+    type Item = DownItem;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DownItem>> {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        match state.as_mut() {
+            Some(state) => state.poll_down_stream(shared, cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
 impl Drop for StreamBody {
-    /// hyper drops the response when its client resets the stream or the
-    /// API connection goes: a socket whose close did not reach the driver
-    /// is closed through the control channel (no op slot to wait for).
+    /// hyper drops the response when it ended, when its client resets the
+    /// stream or the API connection goes. The state goes with it (the up
+    /// side's wakers may outlive it); a socket whose close did not reach
+    /// the driver is closed through the control channel (no op slot to
+    /// wait for).
     fn drop(&mut self) {
-        let (abort, consumed) = match &self.closing {
+        let Some(state) = self.shared.lock().take() else {
+            return;
+        };
+        let (abort, consumed) = match state.rare.as_ref().and_then(|r| r.closing.as_ref()) {
             None => (false, None),
             Some(c) if c.close.as_ref().is_some_and(|close| !close.sent()) => (c.abort, c.consumed),
             Some(_) => return,
         };
-        if consumed.is_none() && !abort && self.activity.as_ref().is_some_and(|a| a.ended()) {
+        if consumed.is_none() && !abort && state.session.ended() {
             return;
         }
-        let handle = self.handle;
         let request = crate::ops::Request {
-            session: self.session,
+            session: state.session.info,
             op: Op::Close {
-                handle,
+                handle: state.handle,
                 abort,
                 consumed,
                 reply: tokio::sync::oneshot::channel().0,
             },
         };
-        let _ = self.driver.control.send(Control::Close(request));
+        let _ = self
+            .shared
+            .context
+            .driver
+            .control
+            .send(Control::Close(request));
     }
 }
 
@@ -892,14 +1128,13 @@ fn frames_of(data: ReadData) -> Vec<Bytes> {
 /// arrived (taken without waiting), up to [`STREAM_UP_BATCH`] bytes, as
 /// one write: per megabyte, fewer driver round trips and, with a 64 KiB
 /// frame a little over a 64 KiB super-segment's payload, fewer short
-/// segment tails on the TUN. A message that does not join (another kind
-/// of frame, the end of the stream, an error) is left in `next`.
+/// segment tails on the TUN. Also returns a message taken that does not
+/// join (another kind of frame, the end of the stream, an error).
 fn batch_data(
     cx: &mut Context<'_>,
     up: &mut Streaming<v2::StreamRequest>,
     first: Bytes,
-    next: &mut Option<Box<UpMessage>>,
-) -> WriteData {
+) -> (WriteData, Option<UpMessage>) {
     let mut data = WriteData::from(first);
     while data.len() < STREAM_UP_BATCH {
         match Pin::new(&mut *up).poll_next(cx) {
@@ -907,13 +1142,10 @@ fn batch_data(
             Poll::Ready(Some(Ok(v2::StreamRequest {
                 frame: Some(stream_request::Frame::Data(more)),
             }))) => data.push(more),
-            Poll::Ready(other) => {
-                *next = Some(Box::new(other.transpose()));
-                break;
-            }
+            Poll::Ready(other) => return (data, Some(other.transpose())),
         }
     }
-    data
+    (data, None)
 }
 
 fn frame_kind(frame: &stream_request::Frame) -> &'static str {
@@ -933,18 +1165,23 @@ fn frame_kind(frame: &stream_request::Frame) -> &'static str {
 mod tests {
     use super::*;
 
-    /// What a Stream may take (every idle connection has one). It was a
+    /// What a Stream may take (every idle connection has one): hyper's
+    /// handle plus the shared state (Arc counts included). It was a
     /// spawned task of 1.26 KB (tokio's header included, release build)
     /// plus a ~175-byte down channel before the response body drove the
-    /// socket itself; 384 bytes now, of which the request's `Streaming` is
-    /// 232.
-    const STREAM_BODY_LIMIT: usize = 400;
+    /// socket itself, and 384 bytes in round 6 (inline in hyper's body),
+    /// before the up side got a waker of its own; 368 now, of which the
+    /// request's `Streaming` is 232.
+    const STREAM_BODY_LIMIT: usize = 384;
 
     #[test]
     fn a_streams_body_stays_small() {
-        let size = std::mem::size_of::<StreamBody>();
+        const ARC_COUNTS: usize = 2 * std::mem::size_of::<usize>();
+        let size =
+            std::mem::size_of::<StreamBody>() + ARC_COUNTS + std::mem::size_of::<StreamShared>();
         eprintln!(
-            "StreamBody {size} B: Streaming {} B, up op {} B, down {} B, OpCall {} B, Op {} B",
+            "Stream {size} B: state {} B, Streaming {} B, up op {} B, down {} B, OpCall {} B, Op {} B",
+            std::mem::size_of::<StreamState>(),
             std::mem::size_of::<Streaming<v2::StreamRequest>>(),
             std::mem::size_of::<UpOp>(),
             std::mem::size_of::<DownState>(),
