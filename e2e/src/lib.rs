@@ -261,9 +261,16 @@ impl Daemon {
     /// host side 10.77.0.1, socket in a temp dir) plus `extra` flags, and waits
     /// until its socket accepts connections.
     pub fn start(ns: &Netns, extra: &[&str]) -> io::Result<Daemon> {
+        Daemon::start_under(ns, &[], extra)
+    }
+
+    /// As [`Daemon::start`], with tcpd run by `wrapper` (a program and its
+    /// arguments that ends by exec'ing the command line it is given, e.g.
+    /// one that installs a seccomp filter first): empty runs tcpd itself.
+    pub fn start_under(ns: &Netns, wrapper: &[&str], extra: &[&str]) -> io::Result<Daemon> {
         let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("tcpd.sock");
-        Daemon::launch(ns, socket, dir, extra)
+        Daemon::launch(ns, socket, dir, wrapper, extra)
     }
 
     /// As [`Daemon::start`], but serving the API on `socket` (which the
@@ -272,16 +279,29 @@ impl Daemon {
     /// [`Daemon::terminate`] stopped the previous one in the same namespace.
     pub fn start_at(ns: &Netns, socket: &Path, extra: &[&str]) -> io::Result<Daemon> {
         let dir = TempDir::new("daemon")?;
-        Daemon::launch(ns, socket.to_path_buf(), dir, extra)
+        Daemon::launch(ns, socket.to_path_buf(), dir, &[], extra)
     }
 
     /// Spawns tcpd with its log in `dir` and waits until it is ready.
-    fn launch(ns: &Netns, socket: PathBuf, dir: TempDir, extra: &[&str]) -> io::Result<Daemon> {
+    fn launch(
+        ns: &Netns,
+        socket: PathBuf,
+        dir: TempDir,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> io::Result<Daemon> {
         let log = dir.path().join("tcpd.log");
         let logfile = std::fs::File::create(&log)?;
         let address = format!("{TCPD_ADDR}/{PREFIX_LEN}");
         let host = HOST_ADDR.to_string();
-        let mut cmd = ns.command(bin_path("tcpd"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = ns.command(program);
+                cmd.args(args).arg(bin_path("tcpd"));
+                cmd
+            }
+            None => ns.command(bin_path("tcpd")),
+        };
         cmd.args([
             "--tun",
             TUN_NAME,

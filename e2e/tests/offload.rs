@@ -250,6 +250,63 @@ fn offload_off_moves_mtu_sized_packets() {
     assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
 }
 
+/// Runs its arguments (a program and its own) with `ioctl(fd,
+/// TUNSETOFFLOAD, ...)` failing EINVAL — what a kernel (or a sandbox's
+/// seccomp policy) that refuses TUN offload answers — by a seccomp filter
+/// installed before exec'ing them. Needs python3-seccomp (Debian's
+/// /usr/bin/python3; `.ci/run` installs it).
+const REFUSE_TUNSETOFFLOAD: &str = r#"
+import errno, os, sys
+import seccomp
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int), linux/if_tun.h
+f = seccomp.SyscallFilter(seccomp.ALLOW)
+f.add_rule(seccomp.ERRNO(errno.EINVAL), "ioctl", seccomp.Arg(1, seccomp.EQ, TUNSETOFFLOAD))
+f.load()
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+/// `--offload on` (the default) on a kernel that refuses TUNSETOFFLOAD:
+/// one warning, then the link runs without offload — no TSO on the TUN,
+/// MTU-sized packets both ways (the virtio header stays, all-zero) — and a
+/// transfer each way arrives intact.
+#[test]
+fn refused_offload_falls_back_to_plain_packets_with_one_log_line() {
+    let test = "refused_offload_falls_back_to_plain_packets_with_one_log_line";
+    if !tcpd_e2e::require_privileges(test) {
+        return;
+    }
+    let python = "/usr/bin/python3";
+    let has_seccomp = std::process::Command::new(python)
+        .args(["-c", "import seccomp"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_seccomp {
+        assert!(!in_ci(), "{test}: python3-seccomp is required under CI");
+        eprintln!("SKIPPED {test}: python3-seccomp is not installed");
+        return;
+    }
+    let ns = Netns::new("o-refused").expect("namespace");
+    let daemon = tcpd_e2e::Daemon::start_under(&ns, &[python, "-c", REFUSE_TUNSETOFFLOAD], &[])
+        .expect("tcpd under the seccomp filter");
+    let env = Env { daemon, ns };
+    let log = env.daemon.log_text();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("TUN offload refused (TUNSETOFFLOAD); running without"))
+        .count();
+    assert_eq!(refusals, 1, "one warning for the refusal; log:\n{log}");
+    assert!(
+        log.contains("TUN offload segmentation=false checksum=false"),
+        "the link reports no offload; log:\n{log}"
+    );
+    if tool("ethtool", test) {
+        assert_eq!(tso_state(&env.ns), "off", "no TSO on the TUN");
+    }
+    let counters = transfer_both_ways(&env, 5305, || {});
+    assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
+    assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
+}
+
 /// Loss, reordering and duplication in both directions, one wire packet at
 /// a time (tcpd's impairer), with offload on; returns the daemon's
 /// retransmission count, which the loss must have made non-zero.
