@@ -58,9 +58,10 @@ fn a_hundred_concurrent_bulk_streams_on_one_session_all_finish() {
         .build()
         .expect("runtime");
     let started = Instant::now();
-    // The default session, as tcpd-bench's `TcpStream::connect` uses on a
-    // current-thread runtime: the library's (see `Client::shared`), here
-    // named by `set_shared` rather than `$TCPD_SOCKET`.
+    // A default session on the library's runtime (what a current-thread
+    // runtime's `TcpStream::connect` used before round 7, and does with
+    // TCPD_CLIENT_RUNTIME=library; see `Client::shared`), here named by
+    // `set_shared` rather than `$TCPD_SOCKET`.
     let default = tcpd_client::blocking::connect_client(env.daemon.socket()).expect("session");
     assert!(
         tcpd_client::Client::set_shared(default).is_ok(),

@@ -27,10 +27,18 @@
 //!   answer, the kernel peer — can run. Under `SCHED_FIFO` it runs at once;
 //!   under the default scheduler `sched_yield` is only a hint, and on the
 //!   quiet measuring machine the spin then gained nothing and slowed
-//!   hyper's keep-alive GETs, which is why it is off by default
-//!   ([`DEFAULT_BUSY_POLL_US`]).
-//! - Window 0 (the default) turns it off: the call's future is awaited
-//!   unchanged.
+//!   hyper's keep-alive GETs, which is why it is off by default for
+//!   sessions whose answers another thread reads
+//!   ([`DEFAULT_BUSY_POLL_US`]). A current-thread runtime's own session
+//!   has no such thread: the spinning thread is the one that reads the
+//!   answer, and it spins by default ([`DEFAULT_CALLER_BUSY_POLL_US`]).
+//! - A wait whose `sched_yield` ran another task (it took longer than an
+//!   uncontended one can) stops spinning: the CPU is wanted, as when
+//!   Linux's busy-poll loop sees `need_resched()`. On a loaded machine
+//!   the spin would otherwise take turns of a scheduler slice with other
+//!   programs (a unary call of 100-230 µs instead of 50 with no spin,
+//!   measured); `TCPD_BUSY_POLL_STOP_CONTENDED=0` keeps spinning (A/B).
+//! - Window 0 turns it off: the call's future is awaited unchanged.
 
 use std::future::Future;
 use std::pin::pin;
@@ -38,37 +46,87 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::runtime::Home;
+
 /// The environment variable that sets the window, in microseconds
 /// (0 turns busy-polling off); read once, when the first session opens.
 pub const BUSY_POLL_ENV: &str = "TCPD_BUSY_POLL_US";
 
-/// The default window, in microseconds, when [`BUSY_POLL_ENV`] is unset:
-/// off, as Linux's `net.core.busy_read` is. On the quiet measuring machine
-/// the spin pays only when the waiting threads run under `SCHED_FIFO`
-/// (unary call 62 -> 31 µs, Rust connections 0.42x -> 0.81x the kernel's
-/// rate); under the default scheduler it gained nothing and cost hyper's
-/// keep-alive GETs a third of their rate (e2e/BENCHMARKS.md "Round 6:
-/// quiet A/B of the client's busy-poll"). 200 µs is the window those
-/// measurements used.
+/// The default window, in microseconds, when [`BUSY_POLL_ENV`] is unset,
+/// of a session whose answers are read by another thread than the one
+/// waiting for them (the library's runtime: blocking callers; a
+/// multi-thread runtime): off, as Linux's `net.core.busy_read` is. On the
+/// quiet measuring machine such a spin paid only when the waiting threads
+/// ran under `SCHED_FIFO` (unary call 62 -> 31 µs, Rust connections 0.42x
+/// -> 0.81x the kernel's rate); under the default scheduler the spinning
+/// caller kept the CPU the library's I/O thread needed, gained nothing and
+/// cost hyper's keep-alive GETs a third of their rate (e2e/BENCHMARKS.md
+/// "Round 6: quiet A/B of the client's busy-poll").
 pub const DEFAULT_BUSY_POLL_US: u64 = 0;
 
-/// The window from the environment (or the default).
-pub(crate) fn window_from_env() -> Duration {
-    static WINDOW: OnceLock<Duration> = OnceLock::new();
-    *WINDOW.get_or_init(|| {
-        let us = std::env::var(BUSY_POLL_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(DEFAULT_BUSY_POLL_US);
-        Duration::from_micros(us)
-    })
+/// The default window, in microseconds, when [`BUSY_POLL_ENV`] is unset,
+/// of a session living on a current-thread runtime and waited for there:
+/// the thread that spins is the one that reads the answer, so it starves
+/// no thread of this process, and the answer is picked up by a running
+/// CPU instead of waking a halted one (e2e/BENCHMARKS.md "Round 7").
+pub const DEFAULT_CALLER_BUSY_POLL_US: u64 = 200;
+
+/// A `sched_yield` that took longer than this ran another task: the CPU is
+/// wanted, and the wait stops spinning (Linux's busy-poll loop likewise
+/// ends at `need_resched()`). An uncontended `sched_yield` returns in
+/// about a microsecond here; a task switch there and back costs several,
+/// and the task that got the CPU usually keeps it for a slice (ms).
+const YIELD_RAN_ANOTHER: Duration = Duration::from_micros(15);
+
+/// The environment variable that, set to `0`, keeps a wait spinning after
+/// a `sched_yield` ran another task (the rule before round 7; an A/B
+/// switch); [`Client::with_busy_poll_stop_contended`](crate::Client::with_busy_poll_stop_contended)
+/// sets it per session. Read once.
+pub const BUSY_POLL_CONTENDED_ENV: &str = "TCPD_BUSY_POLL_STOP_CONTENDED";
+
+fn stop_when_contended() -> bool {
+    static STOP: OnceLock<bool> = OnceLock::new();
+    *STOP.get_or_init(|| std::env::var(BUSY_POLL_CONTENDED_ENV).map_or(true, |v| v.trim() != "0"))
 }
 
-/// Awaits `future`, busy-polling for at most `window` while it is pending
-/// (see the module docs); `window` zero awaits it plainly.
-pub(crate) async fn spin<F: Future>(window: Duration, future: F) -> F::Output {
+/// How a session's waits busy-poll (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// At most this long per answer; zero: never.
+    pub(crate) window: Duration,
+    /// A wait whose `sched_yield` ran another task stops spinning.
+    pub(crate) stop_contended: bool,
+}
+
+/// The policy of a session living at `home`: the window from
+/// [`BUSY_POLL_ENV`] when set (for every session), else the default for
+/// where it lives; the contention rule from [`BUSY_POLL_CONTENDED_ENV`].
+pub(crate) fn policy_for(home: &Home) -> Policy {
+    static FROM_ENV: OnceLock<Option<Duration>> = OnceLock::new();
+    let from_env = *FROM_ENV.get_or_init(|| {
+        std::env::var(BUSY_POLL_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_micros)
+    });
+    let window = from_env.unwrap_or_else(|| {
+        Duration::from_micros(if home.is_current_thread_caller() {
+            DEFAULT_CALLER_BUSY_POLL_US
+        } else {
+            DEFAULT_BUSY_POLL_US
+        })
+    });
+    Policy {
+        window,
+        stop_contended: stop_when_contended(),
+    }
+}
+
+/// Awaits `future`, busy-polling for at most the policy's window while it
+/// is pending (see the module docs); a zero window awaits it plainly.
+pub(crate) async fn spin<F: Future>(policy: Policy, future: F) -> F::Output {
     let mut future = pin!(future);
-    if window.is_zero() {
+    if policy.window.is_zero() {
         return future.await;
     }
     let mut spin = Spin::default();
@@ -76,7 +134,7 @@ pub(crate) async fn spin<F: Future>(window: Duration, future: F) -> F::Output {
         if let Poll::Ready(out) = future.as_mut().poll(cx) {
             return Poll::Ready(out);
         }
-        spin.pending(window, cx);
+        spin.pending(policy, cx);
         Poll::Pending
     })
     .await
@@ -88,23 +146,34 @@ pub(crate) async fn spin<F: Future>(window: Duration, future: F) -> F::Output {
 pub(crate) struct Spin {
     /// When the wait began (its first pending poll).
     started: Option<Instant>,
+    /// A `sched_yield` of this wait ran another task: it spins no more.
+    contended: bool,
 }
 
 impl Spin {
     /// Called each time the awaited thing is still pending, before
-    /// returning `Pending`: within `window` of the wait's start, gives the
+    /// returning `Pending`: within the policy's window of the wait's start, gives the
     /// CPU away and asks to be polled again once the runtime has polled its
     /// I/O without sleeping (tokio defers this wake-up; outside a tokio
     /// scheduler it is a plain wake, and the executor polls again at
-    /// once). Whether the wait still spins (false once the window is over:
-    /// the caller waits for its real wake-up).
-    pub(crate) fn pending(&mut self, window: Duration, cx: &mut Context<'_>) -> bool {
+    /// once). Whether the wait still spins (false once the window is over,
+    /// or once giving the CPU away ran another task — the CPU is
+    /// contended, and spinning would only take turns with that task: the
+    /// caller waits for its real wake-up).
+    pub(crate) fn pending(&mut self, policy: Policy, cx: &mut Context<'_>) -> bool {
+        if self.contended {
+            return false;
+        }
         let now = Instant::now();
         let start = *self.started.get_or_insert(now);
-        if now.duration_since(start) >= window {
+        if now.duration_since(start) >= policy.window {
             return false;
         }
         std::thread::yield_now();
+        if policy.stop_contended && now.elapsed() > YIELD_RAN_ANOTHER {
+            self.contended = true;
+            return false;
+        }
         let _ = pin!(tokio::task::yield_now()).poll(cx);
         true
     }
@@ -112,6 +181,7 @@ impl Spin {
     /// The wait is over: the next one starts a new window.
     pub(crate) fn reset(&mut self) {
         self.started = None;
+        self.contended = false;
     }
 }
 
@@ -131,12 +201,14 @@ mod tests {
             Poll::<()>::Pending
         });
         let start = Instant::now();
+        // Other programs running on a loaded machine would end the spin at
+        // its first contended yield: this test is about the window.
+        let uncontended = Policy {
+            window: Duration::from_millis(5),
+            stop_contended: false,
+        };
         assert!(
-            gives_up_after(
-                Duration::from_millis(60),
-                spin(Duration::from_millis(5), never)
-            )
-            .await,
+            gives_up_after(Duration::from_millis(60), spin(uncontended, never)).await,
             "never completes"
         );
         assert!(
@@ -152,13 +224,55 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_wait_whose_yield_ran_another_task_stops_spinning() {
+        // Twice as many busy threads as CPUs: every sched_yield of this
+        // thread hands its CPU to one of them for a while.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy: Vec<_> = (0..2 * cpus)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let polls = std::cell::Cell::new(0u32);
+        let never = std::future::poll_fn(|_| {
+            polls.set(polls.get() + 1);
+            Poll::<()>::Pending
+        });
+        let contended = Policy {
+            window: Duration::from_millis(200),
+            stop_contended: true,
+        };
+        // A window of 200 ms would see dozens of polls even taking turns
+        // with the busy threads; the rule ends the spin at the first yield
+        // that ran one of them (the loop keeps going through a few
+        // uncontended ones at most).
+        let pending = gives_up_after(Duration::from_millis(250), spin(contended, never)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in busy {
+            thread.join().expect("busy thread");
+        }
+        assert!(pending, "never completes");
+        assert!(polls.get() <= 5, "polled {} times", polls.get());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn window_zero_polls_only_when_woken() {
         let polls = std::cell::Cell::new(0u32);
         let never = std::future::poll_fn(|_| {
             polls.set(polls.get() + 1);
             Poll::<()>::Pending
         });
-        assert!(gives_up_after(Duration::from_millis(10), spin(Duration::ZERO, never)).await);
+        let off = Policy {
+            window: Duration::ZERO,
+            stop_contended: true,
+        };
+        assert!(gives_up_after(Duration::from_millis(10), spin(off, never)).await);
         assert_eq!(polls.get(), 1);
     }
 
@@ -179,6 +293,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(2)).await;
             let _ = tx.send(7);
         });
-        assert_eq!(spin(Duration::from_millis(1), rx).await, Ok(7));
+        let policy = Policy {
+            window: Duration::from_millis(1),
+            stop_contended: true,
+        };
+        assert_eq!(spin(policy, rx).await, Ok(7));
     }
 }

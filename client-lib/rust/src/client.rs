@@ -105,8 +105,8 @@ pub struct Client {
     daemon: Arc<str>,
     /// Where this session's tasks run (see `runtime`).
     home: runtime::Home,
-    /// How long a call busy-polls for the daemon's answer (see `busy_poll`).
-    busy_poll: Duration,
+    /// How a call busy-polls for the daemon's answer (see `busy_poll`).
+    busy_poll: busy_poll::Policy,
 }
 
 impl Client {
@@ -137,8 +137,8 @@ impl Client {
         Ok(Client {
             rpc: SocketClient::new(channel),
             daemon: shown.into(),
+            busy_poll: busy_poll::policy_for(&home),
             home,
-            busy_poll: busy_poll::window_from_env(),
         })
     }
 
@@ -153,17 +153,16 @@ impl Client {
     /// (`TcpStream::connect`, `TcpListener::bind`, ...) use. A failed attempt
     /// is not cached: the next call tries again.
     ///
-    /// Inside a multi-thread tokio runtime it is that runtime's own default
-    /// session, living on it (one per runtime, dropped when the runtime
-    /// shuts down): as with `tokio::net`, a socket made there belongs to
-    /// that runtime, and its I/O takes no hop to another thread. Outside any
-    /// runtime (the [`blocking`](crate::blocking) API), and inside a
-    /// current-thread runtime, it is one session on the library's runtime,
-    /// which outlives every caller's runtime: on a current-thread runtime
-    /// the library's threads decode and pump the streams in parallel with
-    /// the application (measured: bulk receive through `tcpd-bench`'s
-    /// current-thread client is 2× faster so). A session opened explicitly
-    /// with [`Client::connect`] always lives on the caller's runtime. After
+    /// Inside a tokio runtime — multi-thread or current-thread — it is that
+    /// runtime's own default session, living on it (one per runtime,
+    /// dropped when the runtime shuts down): as with `tokio::net`, a socket
+    /// made there belongs to that runtime, and its I/O takes no hop to
+    /// another thread. Outside any runtime (the [`blocking`](crate::blocking)
+    /// API) it is one session on the library's runtime, which outlives every
+    /// caller's runtime; so it is inside a current-thread runtime when
+    /// `TCPD_CLIENT_RUNTIME=library` is set (the default before round 7:
+    /// see the `runtime` module). A session opened explicitly with
+    /// [`Client::connect`] always lives on the caller's runtime. After
     /// [`Client::set_shared`], it is the installed session everywhere.
     pub async fn shared() -> io::Result<Client> {
         if SHARED_SET.load(Ordering::Acquire)
@@ -172,7 +171,8 @@ impl Client {
             return Ok(client.clone());
         }
         if let runtime::Home::Caller { handle, .. } = runtime::Home::current()
-            && handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread
+            && (handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread
+                || runtime::current_thread_default_at_home())
         {
             return runtime_default(handle).await;
         }
@@ -205,11 +205,12 @@ impl Client {
     /// [`connect_channel`] and custom settings). The channel's connection
     /// must have been created on a runtime that outlives the client.
     pub fn from_channel(channel: Channel) -> Client {
+        let home = runtime::Home::current();
         Client {
             rpc: SocketClient::new(channel),
             daemon: Arc::from(""),
-            home: runtime::Home::current(),
-            busy_poll: busy_poll::window_from_env(),
+            busy_poll: busy_poll::policy_for(&home),
+            home,
         }
     }
 
@@ -220,22 +221,40 @@ impl Client {
 
     /// This session with its calls busy-polling for the daemon's answer
     /// for at most `window` each (zero: never), instead of the window from
-    /// `$TCPD_BUSY_POLL_US` (default [`DEFAULT_BUSY_POLL_US`](crate::DEFAULT_BUSY_POLL_US)
-    /// µs). While a unary call or a connection's opening waits for the
-    /// daemon, the calling thread polls its runtime without sleeping for
-    /// up to the window, as Linux's `SO_BUSY_POLL` does for a blocking
-    /// read: a sleeping thread's wake-up costs more than the daemon's
-    /// whole answer on some machines. An idle session never spins. Clones
-    /// made afterwards (including those inside sockets opened afterwards)
-    /// share the setting.
+    /// `$TCPD_BUSY_POLL_US` (default:
+    /// [`DEFAULT_CALLER_BUSY_POLL_US`](crate::DEFAULT_CALLER_BUSY_POLL_US)
+    /// µs for a session living on a current-thread runtime,
+    /// [`DEFAULT_BUSY_POLL_US`](crate::DEFAULT_BUSY_POLL_US) for the
+    /// others). While a unary call, a connection's opening or a read after
+    /// a write waits for the daemon, the waiting thread polls its runtime
+    /// without sleeping for up to the window, as Linux's `SO_BUSY_POLL`
+    /// does for a blocking read: a sleeping thread's wake-up costs more
+    /// than the daemon's whole answer on some machines. An idle session
+    /// never spins. Clones made afterwards (including those inside sockets
+    /// opened afterwards) share the setting.
     pub fn with_busy_poll(mut self, window: Duration) -> Client {
-        self.busy_poll = window;
+        self.busy_poll.window = window;
+        self
+    }
+
+    /// This session with its busy-polling waits ending (`true`, the
+    /// default unless `TCPD_BUSY_POLL_STOP_CONTENDED=0`) or not (`false`)
+    /// at the first `sched_yield` that ran another task — the sign that
+    /// another program wants this CPU, after which spinning would only
+    /// take turns with it. Clones made afterwards share the setting.
+    pub fn with_busy_poll_stop_contended(mut self, stop: bool) -> Client {
+        self.busy_poll.stop_contended = stop;
         self
     }
 
     /// The busy-poll window of this session's calls (see
     /// [`Client::with_busy_poll`]).
     pub fn busy_poll(&self) -> Duration {
+        self.busy_poll.window
+    }
+
+    /// How this session's calls busy-poll.
+    pub(crate) fn busy_poll_policy(&self) -> busy_poll::Policy {
         self.busy_poll
     }
 

@@ -105,9 +105,12 @@ mod tcp_socket;
 pub mod transport;
 
 pub use addr::ToSocketAddrs;
-pub use busy_poll::{BUSY_POLL_ENV, DEFAULT_BUSY_POLL_US};
+pub use busy_poll::{
+    BUSY_POLL_CONTENDED_ENV, BUSY_POLL_ENV, DEFAULT_BUSY_POLL_US, DEFAULT_CALLER_BUSY_POLL_US,
+};
 pub use client::Client;
 pub use listener::{DEFAULT_BACKLOG, TcpListener};
+pub use runtime::CLIENT_RUNTIME_ENV;
 pub use socket::{MAX_READ_LEN, ReadFlags, Socket};
 pub use sockopt::{OptionName, PollFlags, SendFlags, SockOption, TcpInfo};
 pub use stream::{

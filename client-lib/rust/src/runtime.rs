@@ -8,11 +8,28 @@
 //! another thread — like `tokio::net`'s sockets, it stops working when that
 //! runtime shuts down.
 //!
+//! That holds for current-thread runtimes too (`#[tokio::main(flavor =
+//! "current_thread")]`, `#[tokio::test]`): a call's request, the daemon's
+//! answer and the task that waits for it are all on the one thread, so a
+//! call costs no hand-over to another thread of this process and no
+//! wake-up of one (two per unary call with the library's runtime on the
+//! same CPU, e2e/BENCHMARKS.md "Round 7"). `TCPD_CLIENT_RUNTIME=library`
+//! ([`CLIENT_RUNTIME_ENV`]) puts a current-thread runtime's default
+//! session on the library's runtime instead, as before round 7 (an A/B
+//! switch, and a way out for programs that stop driving their
+//! current-thread runtime for longer than the daemon's HTTP/2 keep-alive
+//! — `--keepalive-timeout-ms` — while holding sockets: like
+//! `tokio::net`'s, a session on such a runtime makes progress only while
+//! the runtime runs).
+//!
 //! Everything else runs on one small multi-threaded runtime owned by this
 //! module ([`Home::Library`], threads `tcpd-client-io`): sessions opened
 //! outside any runtime, in particular by the [`blocking`](crate::blocking)
-//! API. No user code runs on it, so blocking a caller's thread in
-//! [`block_on`] cannot starve the tasks it waits for.
+//! API, and sockets whose synchronous calls must wait for the daemon before
+//! any runtime could run their I/O ([`TcpSocket`](crate::TcpSocket)'s
+//! `bind`/`listen`/getters). No user code runs on it, so blocking a
+//! caller's thread in [`block_on`] cannot starve the tasks it waits for;
+//! the library's threads start only when such a session is first used.
 //!
 //! One case cannot work: a blocking call ([`block_on_at`]) on the thread of
 //! a current-thread runtime, for a session living on that runtime — the
@@ -23,7 +40,6 @@
 use std::future::Future;
 use std::io;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -38,6 +54,20 @@ const THREAD_NAME: &str = "tcpd-client-io";
 const MAX_WORKERS: usize = 2;
 
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+/// The environment variable that chooses where a current-thread runtime's
+/// default session lives: `library` = on the library's runtime (threads
+/// `tcpd-client-io`, the behaviour before round 7); anything else or unset
+/// = on the runtime itself. Read once.
+pub const CLIENT_RUNTIME_ENV: &str = "TCPD_CLIENT_RUNTIME";
+
+/// Whether a current-thread runtime's default session lives on that
+/// runtime (see [`CLIENT_RUNTIME_ENV`]).
+pub(crate) fn current_thread_default_at_home() -> bool {
+    static AT_HOME: OnceLock<bool> = OnceLock::new();
+    *AT_HOME
+        .get_or_init(|| std::env::var(CLIENT_RUNTIME_ENV).map_or(true, |v| v.trim() != "library"))
+}
 
 std::thread_local! {
     /// Set while [`block_on`] polls a future on this thread: the runtime
@@ -96,6 +126,19 @@ impl Home {
         }
     }
 
+    /// The session's I/O runs on the thread that waits for its answers: a
+    /// current-thread runtime's session, waited for on that runtime (its
+    /// busy-poll starves no other thread of this process; see `busy_poll`).
+    pub(crate) fn is_current_thread_caller(&self) -> bool {
+        matches!(
+            self,
+            Home::Caller {
+                driver: Some(_),
+                ..
+            }
+        )
+    }
+
     /// Blocking this thread until the session answers would stop the
     /// session's own runtime (see the module docs).
     fn blocking_here_deadlocks(&self) -> bool {
@@ -129,19 +172,23 @@ impl Home {
     }
 
     /// As [`Home::run`] for a future that waits for the daemon's answer:
-    /// busy-polls for it for up to `window` (see `busy_poll`) — at home,
+    /// busy-polls for it as `policy` says (see `busy_poll`) — at home,
     /// and, after a hop to another runtime, on the waiting side too (so
     /// neither thread sleeps through the answer).
-    pub(crate) async fn run_answer<F>(&self, window: Duration, future: F) -> io::Result<F::Output>
+    pub(crate) async fn run_answer<F>(
+        &self,
+        policy: busy_poll::Policy,
+        future: F,
+    ) -> io::Result<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         if self.is_current() {
-            return Ok(busy_poll::spin(window, future).await);
+            return Ok(busy_poll::spin(policy, future).await);
         }
-        let task = self.spawn(busy_poll::spin(window, future))?;
-        busy_poll::spin(window, task).await.map_err(join_error)
+        let task = self.spawn(busy_poll::spin(policy, future))?;
+        busy_poll::spin(policy, task).await.map_err(join_error)
     }
 }
 

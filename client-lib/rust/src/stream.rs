@@ -409,7 +409,7 @@ impl ReadState {
         }
         shared.read_waiting.register(cx.waker());
         if shared.answer_due.load(Ordering::Relaxed)
-            && !self.spin.pending(shared.client.busy_poll(), cx)
+            && !self.spin.pending(shared.client.busy_poll_policy(), cx)
         {
             // The window is over: wait plainly until the next write.
             shared.answer_due.store(false, Ordering::Relaxed);
@@ -928,7 +928,7 @@ impl TcpStream {
         // was opened on, or the library's), as does the close after a drop.
         let opened = client
             .home()
-            .run_answer(client.busy_poll(), async move {
+            .run_answer(client.busy_poll_policy(), async move {
                 let mut frames = rpc
                     .stream(ReceiverStream::new(rx))
                     .await

@@ -250,7 +250,14 @@ impl TcpSocket {
             .inner
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let client = inner.client()?;
+        // Nothing needed the daemon yet: the socket is made by this async
+        // call, so it can live in the caller runtime's own session (the
+        // synchronous calls below must use one that a blocked thread
+        // cannot stop: see `Inner::client`).
+        let client = match (&inner.client, &inner.socket) {
+            (None, None) => Client::shared().await?,
+            _ => inner.client()?,
+        };
         let cached = inner.cached;
         let (handle, options) = match inner.socket.take() {
             // The socket is handed to the stream (which closes it).
@@ -303,6 +310,10 @@ impl TcpSocket {
 }
 
 impl Inner {
+    /// The socket's session: the one it was made in, else the default
+    /// session as seen from [`block_on`] — the library's (a synchronous
+    /// call waits for the daemon on this thread, and a session living on
+    /// the current-thread runtime this thread may run could not answer).
     fn client(&mut self) -> io::Result<Client> {
         if let Some(client) = &self.client {
             return Ok(client.clone());

@@ -68,11 +68,12 @@ std::thread_local! {
 }
 
 /// The session the tcpd rows use: the library's default one
-/// ([`tcpd_client::Client::shared`]: on the client threads' current-thread
-/// runtimes, a session on the library's own runtime), or with
-/// `TCPD_BENCH_CALLER_SESSION` set, a session opened on the calling
-/// thread's runtime ([`tcpd_client::Client::connect`]: no hop to the
-/// library's threads) — an A/B switch for where the client's HTTP/2 runs.
+/// ([`tcpd_client::Client::shared`]: the client thread's current-thread
+/// runtime's own since round 7; on the library's runtime, one hop to its
+/// `tcpd-client-io` thread away, with `TCPD_CLIENT_RUNTIME=library` — the
+/// A/B switch for where the client's HTTP/2 runs), or with
+/// `TCPD_BENCH_CALLER_SESSION` set, a session opened explicitly on the
+/// calling thread's runtime ([`tcpd_client::Client::connect`]).
 pub async fn session() -> io::Result<tcpd_client::Client> {
     if std::env::var_os("TCPD_BENCH_CALLER_SESSION").is_none() {
         return tcpd_client::Client::shared().await;
