@@ -41,14 +41,15 @@ fn library_threads_started() -> bool {
         .any(|n| n.starts_with("tcpd-client-io"))
 }
 
-/// Connects through `stream`'s future and echoes one byte through it.
-async fn one_echo(stream: std::io::Result<tcpd_client::TcpStream>) {
+/// Takes the connected `stream` (the result of a connect), sends `payload`
+/// through it, reads it back from the echoing peer and closes.
+async fn echo_once(stream: std::io::Result<tcpd_client::TcpStream>, payload: &[u8]) {
     let mut stream = stream.expect("connect to the echo");
     stream.set_nodelay(true).expect("nodelay");
-    stream.write_all(b"x").await.expect("write");
-    let mut got = [0u8; 1];
-    stream.read_exact(&mut got).await.expect("echoed byte");
-    assert_eq!(&got, b"x");
+    stream.write_all(payload).await.expect("write");
+    let mut got = vec![0u8; payload.len()];
+    stream.read_exact(&mut got).await.expect("echoed bytes");
+    assert_eq!(got, payload);
     stream.close().await.expect("close");
 }
 
@@ -90,16 +91,7 @@ fn a_session_opened_in_a_runtime_runs_on_it() {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("session");
-        let mut stream = client
-            .tcp_connect((HOST_ADDR, 7901))
-            .await
-            .expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream.write_all(b"hello").await.expect("write");
-        let mut got = [0u8; 5];
-        stream.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"hello");
-        stream.close().await.expect("close");
+        echo_once(client.tcp_connect((HOST_ADDR, 7901)).await, b"hello").await;
     });
     // The free constructors' default session (`Client::shared`) is the
     // runtime's own on multi-thread and current-thread runtimes alike. It
@@ -233,10 +225,10 @@ fn default_session_on_a_current_thread_runtime_is_its_own() {
             tcpd_client::DEFAULT_CALLER_BUSY_POLL_US
         };
         assert_eq!(client.busy_poll(), Duration::from_micros(expected));
-        one_echo(tcpd_client::TcpStream::connect(echo).await).await;
+        echo_once(tcpd_client::TcpStream::connect(echo).await, b"x").await;
         let socket = tcpd_client::TcpSocket::new_v4().expect("socket");
         socket.set_nodelay(true).expect("nodelay before connect");
-        one_echo(socket.connect(echo).await).await;
+        echo_once(socket.connect(echo).await, b"x").await;
         assert_eq!(
             library_threads_started(),
             library,
