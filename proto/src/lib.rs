@@ -19,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub mod codec;
+pub mod stream_data;
 pub mod vocab;
 pub use tcpd_types as types;
 

@@ -101,6 +101,8 @@ async fn runtime_default(handle: tokio::runtime::Handle) -> io::Result<Client> {
 #[derive(Debug, Clone)]
 pub struct Client {
     rpc: SocketClient<Channel>,
+    /// The session's connection (the Stream RPC calls it directly: `down`).
+    channel: Channel,
     /// The daemon's socket path, for errors reaching it ("" when unknown).
     daemon: Arc<str>,
     /// Where this session's tasks run (see `runtime`).
@@ -135,7 +137,8 @@ impl Client {
             .await?
             .map_err(|e| crate::transport::unreachable(&shown, e))?;
         Ok(Client {
-            rpc: SocketClient::new(channel),
+            rpc: SocketClient::new(channel.clone()),
+            channel,
             daemon: shown.into(),
             busy_poll: busy_poll::policy_for(&home),
             home,
@@ -207,7 +210,8 @@ impl Client {
     pub fn from_channel(channel: Channel) -> Client {
         let home = runtime::Home::current();
         Client {
-            rpc: SocketClient::new(channel),
+            rpc: SocketClient::new(channel.clone()),
+            channel,
             daemon: Arc::from(""),
             busy_poll: busy_poll::policy_for(&home),
             home,
@@ -275,6 +279,11 @@ impl Client {
     /// session was made with [`Client::from_channel`]).
     pub fn daemon_path(&self) -> &str {
         &self.daemon
+    }
+
+    /// The session's channel.
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// The generated gRPC client of this session, for calls this crate does

@@ -94,6 +94,7 @@ pub mod addr;
 pub mod blocking;
 mod busy_poll;
 mod client;
+mod down;
 #[cfg(any(feature = "hyper", feature = "tonic"))]
 pub mod connector;
 mod listener;

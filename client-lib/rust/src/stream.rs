@@ -54,12 +54,13 @@ use tcpd_proto::errno;
 use tcpd_proto::v2::{self, stream_open, stream_request, stream_response};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
 
 use crate::addr::{self, ToSocketAddrs};
 use crate::sockopt::{OptionName, SendFlags, SockOption, TcpInfo};
+use crate::down::{self, DownFrames};
 use crate::{Client, busy_poll, runtime};
+use tcpd_proto::stream_data::DownPart;
 
 /// Largest up `data` frame; bigger writes are split (the daemon's down
 /// frames use the same 64 KiB bound).
@@ -725,8 +726,8 @@ fn spawn_control_drain(sender: mpsc::Sender<v2::StreamRequest>, up: std::sync::W
 enum PumpStep<'a> {
     /// Room in the read side's queue (`None`: the read side is gone).
     Room(Option<mpsc::Permit<'a, DownItem>>),
-    /// The next response frame (`None`: the stream ended).
-    Frame(Option<Result<v2::StreamResponse, tonic::Status>>),
+    /// The next response part (`None`: the stream ended).
+    Frame(Option<Result<DownPart, tonic::Status>>),
     /// A flush started waiting for its answer.
     FlushWaits,
 }
@@ -743,7 +744,7 @@ enum PumpStep<'a> {
 /// read, as on a kernel socket.
 async fn pump(
     client: Client,
-    mut frames: tonic::Streaming<v2::StreamResponse>,
+    mut frames: DownFrames,
     data: mpsc::Sender<DownItem>,
     flushed: Arc<Flushed>,
     terminal: Arc<Terminal>,
@@ -790,10 +791,18 @@ async fn pump(
                 }
                 // The read side is gone.
                 PumpStep::Room(None) => {}
-                PumpStep::Frame(Some(Ok(v2::StreamResponse { frame: Some(frame) }))) => match frame
-                {
+                // Payload as received (a slice of the HTTP/2 frame).
+                PumpStep::Frame(Some(Ok(DownPart::Data(bytes)))) => {
+                    if reader.is_some() && !eof {
+                        ahead_bytes += bytes.len();
+                        ahead.push_back(DownItem::Data(bytes));
+                    }
+                }
+                PumpStep::Frame(Some(Ok(DownPart::Message(v2::StreamResponse {
+                    frame: Some(frame),
+                })))) => match frame {
                     stream_response::Frame::Data(bytes) => {
-                        if reader.is_some() && !eof {
+                        if reader.is_some() && !eof && !bytes.is_empty() {
                             ahead_bytes += bytes.len();
                             ahead.push_back(DownItem::Data(bytes));
                         }
@@ -808,7 +817,9 @@ async fn pump(
                     stream_response::Frame::Opened(_) => {}
                 },
                 // A frame kind newer than this client: skip it.
-                PumpStep::Frame(Some(Ok(v2::StreamResponse { frame: None }))) => {}
+                PumpStep::Frame(Some(Ok(DownPart::Message(v2::StreamResponse {
+                    frame: None,
+                })))) => {}
                 PumpStep::Frame(Some(Err(status))) => {
                     terminal.set(client.to_io(status));
                     break;
@@ -917,7 +928,6 @@ impl TcpStream {
         };
         // A fresh queue always has room for its first frame.
         let _ = tx.try_send(open);
-        let mut rpc = client.rpc();
         let pump_client = client.clone();
         let terminal = Arc::new(Terminal::default());
         let (data_tx, data_rx) = mpsc::channel(DOWN_QUEUE);
@@ -929,15 +939,13 @@ impl TcpStream {
         let opened = client
             .home()
             .run_answer(client.busy_poll_policy(), async move {
-                let mut frames = rpc
-                    .stream(ReceiverStream::new(rx))
+                let mut frames = down::open(&pump_client, rx)
                     .await
-                    .map_err(|s| pump_client.to_io(s))?
-                    .into_inner();
+                    .map_err(|s| pump_client.to_io(s))?;
                 let opened = match frames.next().await {
-                    Some(Ok(v2::StreamResponse {
+                    Some(Ok(DownPart::Message(v2::StreamResponse {
                         frame: Some(stream_response::Frame::Opened(o)),
-                    })) => o,
+                    }))) => o,
                     Some(Err(status)) => return Err(pump_client.to_io(status)),
                     _ => return Err(io::Error::from_raw_os_error(errno::EPROTO)),
                 };

@@ -62,11 +62,10 @@ use config::{Cli, Settings};
 use driver::Driver;
 use session::SessionAcceptor;
 use socket_file::SocketFile;
-use socket_service::SocketService;
+use socket_service::{SocketRoutes, SocketService};
 use sockets::Clock;
 use std::process::ExitCode;
 use tcpd_proto::v2::admin_service_server::AdminServiceServer;
-use tcpd_proto::v2::socket_service_server::SocketServiceServer;
 use tcpd_stack::{Stack, StackConfig};
 
 /// HTTP/2 stream window: how much Stream data may be in flight per RPC
@@ -474,7 +473,7 @@ async fn serve(
         .layer(idle::SessionLayer)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
-        .add_service(SocketServiceServer::new(SocketService::new(shards.clone())))
+        .add_service(SocketRoutes::new(SocketService::new(shards.clone())))
         .add_service(AdminServiceServer::new(AdminService::new(
             shards.clone(),
             info,

@@ -18,6 +18,13 @@
 //! closes the socket after everything before it, and the response ends:
 //! OK after a close, the connection's error otherwise. A Stream dropped
 //! before that (its client reset it) has its socket closed by the driver.
+//!
+//! The server adds the service as [`SocketRoutes`]: the generated service,
+//! except that a Stream's response goes out through [`DownBody`], which
+//! sends each `data` message as its few header bytes followed by the
+//! payload's own `Bytes` (the receive queue's slice of a TUN read), where
+//! tonic's prost encoder would copy the payload into its buffer
+//! (`tcpd_proto::stream_data`; the bytes on the wire are the same).
 
 use crate::convert;
 use crate::errno::Errno;
@@ -27,6 +34,8 @@ use crate::session::{SessionConnection, SessionInfo};
 use crate::shards::Shards;
 use crate::sockets::MAX_READ;
 use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
@@ -34,7 +43,8 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 use tcpd_proto::errno::{EINVAL, EIO};
 use tcpd_proto::v2;
-use tcpd_proto::v2::socket_service_server::SocketService as SocketApi;
+use tcpd_proto::stream_data;
+use tcpd_proto::v2::socket_service_server::{SocketService as SocketApi, SocketServiceServer};
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
 use tcpd_stack::{SendFlags, Shutdown};
 use tokio::sync::mpsc;
@@ -468,6 +478,163 @@ impl SocketApi for SocketService {
             up,
             connected,
         )))
+    }
+}
+
+/// The path of the Stream RPC.
+const STREAM_PATH: &str = "/tcpd.v2.SocketService/Stream";
+
+/// The environment variable that, set to `prost` in the daemon's
+/// environment, has Stream responses encoded by tonic's prost codec as
+/// before [`DownBody`] (an A/B switch for benchmarks).
+pub const STREAM_ENCODE_ENV: &str = "TCPD_STREAM_ENCODE";
+
+/// The SocketService as the gRPC server serves it: the generated service,
+/// whose `Stream` responses are encoded by [`DownBody`] instead of tonic's
+/// codec (see the module docs). Requests are decoded by tonic as before.
+#[derive(Debug, Clone)]
+pub struct SocketRoutes {
+    generated: SocketServiceServer<SocketService>,
+    service: SocketService,
+    /// [`STREAM_ENCODE_ENV`] asked for tonic's encoder.
+    prost_encode: bool,
+}
+
+impl SocketRoutes {
+    pub fn new(service: SocketService) -> SocketRoutes {
+        SocketRoutes {
+            generated: SocketServiceServer::new(service.clone()),
+            service,
+            prost_encode: std::env::var_os(STREAM_ENCODE_ENV).is_some_and(|v| v == "prost"),
+        }
+    }
+}
+
+impl tonic::server::NamedService for SocketRoutes {
+    const NAME: &'static str = <SocketServiceServer<SocketService> as tonic::server::NamedService>::NAME;
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for SocketRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() != STREAM_PATH || self.prost_encode {
+            return tower::Service::call(&mut self.generated, request);
+        }
+        let service = self.service.clone();
+        Box::pin(async move { Ok(service.serve_stream(request).await) })
+    }
+}
+
+impl SocketService {
+    /// The Stream RPC with its response encoded by [`DownBody`]: what
+    /// tonic's generated route does (request decoded by tonic, the handler,
+    /// `content-type`, a trailers-only response for a failed open), with
+    /// our encoder for the response.
+    async fn serve_stream(
+        &self,
+        request: http::Request<tonic::body::Body>,
+    ) -> http::Response<tonic::body::Body> {
+        if let Some(encoding) = request.headers().get("grpc-encoding")
+            && encoding != "identity"
+        {
+            // No compression is enabled, as in the generated service.
+            return Status::unimplemented(format!(
+                "Content is compressed with `{encoding:?}` which isn't supported"
+            ))
+            .into_http();
+        }
+        let (parts, body) = request.into_parts();
+        let decoder = tonic::codec::Codec::decoder(&mut tcpd_proto::codec::LeanCodec::<
+            v2::StreamResponse,
+            v2::StreamRequest,
+        >::default());
+        let up = Streaming::new_request(decoder, body, None, None);
+        let request = Request::from_http(http::Request::from_parts(parts, up));
+        match SocketApi::stream(self, request).await {
+            Ok(response) => {
+                let (metadata, body, _) = response.into_parts();
+                let mut response = http::Response::new(tonic::body::Body::new(DownBody::new(body)));
+                *response.headers_mut() = metadata.into_headers();
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                response
+            }
+            Err(status) => status.into_http(),
+        }
+    }
+}
+
+/// A Stream's response as an HTTP body: each `data` message as two DATA
+/// chunks, its header ([`stream_data::data_prefix`]: gRPC prefix, field key,
+/// length) and the payload `Bytes` itself, which hyper and h2 pass to the
+/// socket's `writev` without copying; other messages encoded whole; the
+/// final status as trailers (`grpc-status` 0 when the Stream ends with OK).
+pub struct DownBody {
+    stream: StreamBody,
+    /// The payload whose header went out last.
+    payload: Option<Bytes>,
+    /// The trailers went out.
+    ended: bool,
+}
+
+impl DownBody {
+    fn new(stream: StreamBody) -> DownBody {
+        DownBody {
+            stream,
+            payload: None,
+            ended: false,
+        }
+    }
+
+    /// The trailers frame carrying `status`.
+    fn trailers(&mut self, status: &Status) -> Result<Frame<Bytes>, Status> {
+        self.ended = true;
+        let mut trailers = http::HeaderMap::new();
+        status.add_header(&mut trailers)?;
+        Ok(Frame::trailers(trailers))
+    }
+}
+
+impl http_body::Body for DownBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(payload) = this.payload.take() {
+            return Poll::Ready(Some(Ok(Frame::data(payload))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(match ready!(Pin::new(&mut this.stream).poll_next(cx)) {
+            Some(Ok(v2::StreamResponse {
+                frame: Some(stream_response::Frame::Data(data)),
+            })) if !data.is_empty() => {
+                let head = stream_data::data_prefix(data.len());
+                this.payload = Some(data);
+                Ok(Frame::data(head))
+            }
+            Some(Ok(message)) => Ok(Frame::data(stream_data::encode_message(&message))),
+            Some(Err(status)) => this.trailers(&status),
+            None => this.trailers(&Status::ok("")),
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.payload.is_none()
     }
 }
 
