@@ -302,9 +302,7 @@ fn data_payload_len(body: &[u8], len: usize) -> Judged {
         if b & 0x80 == 0 {
             let head = 1 + i + 1;
             return match usize::try_from(value) {
-                Ok(payload) if head + payload == len && head == body.len() => {
-                    Judged::Data(payload)
-                }
+                Ok(payload) if head + payload == len && head == body.len() => Judged::Data(payload),
                 _ => Judged::Other,
             };
         }
@@ -358,7 +356,10 @@ mod tests {
                 peer: None,
             })),
         }];
-        for (i, len) in [1, 127, 128, 16_383, 16_384, 65_536, 3, 0].into_iter().enumerate() {
+        for (i, len) in [1, 127, 128, 16_383, 16_384, 65_536, 3, 0]
+            .into_iter()
+            .enumerate()
+        {
             messages.push(data_message(payload(len, i as u8)));
             if i % 3 == 0 {
                 messages.push(StreamResponse {

@@ -72,13 +72,9 @@ pub(crate) async fn open(
             inner: Inner::Tonic(frames.into_inner()),
         });
     }
-    let mut codec = tcpd_proto::codec::LeanCodec::<v2::StreamRequest, v2::StreamResponse>::default();
-    let body = EncodeBody::new_client(
-        codec.encoder(),
-        ReceiverStream::new(up).map(Ok),
-        None,
-        None,
-    );
+    let mut codec =
+        tcpd_proto::codec::LeanCodec::<v2::StreamRequest, v2::StreamResponse>::default();
+    let body = EncodeBody::new_client(codec.encoder(), ReceiverStream::new(up).map(Ok), None, None);
     let mut request = http::Request::new(tonic::body::Body::new(body));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = http::Uri::from_static(STREAM_PATH);

@@ -94,9 +94,9 @@ pub mod addr;
 pub mod blocking;
 mod busy_poll;
 mod client;
-mod down;
 #[cfg(any(feature = "hyper", feature = "tonic"))]
 pub mod connector;
+mod down;
 mod listener;
 mod runtime;
 mod socket;

@@ -57,8 +57,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 use crate::addr::{self, ToSocketAddrs};
-use crate::sockopt::{OptionName, SendFlags, SockOption, TcpInfo};
 use crate::down::{self, DownFrames};
+use crate::sockopt::{OptionName, SendFlags, SockOption, TcpInfo};
 use crate::{Client, busy_poll, runtime};
 use tcpd_proto::stream_data::DownPart;
 

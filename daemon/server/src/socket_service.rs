@@ -42,8 +42,8 @@ use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 use tcpd_proto::errno::{EINVAL, EIO};
-use tcpd_proto::v2;
 use tcpd_proto::stream_data;
+use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_server::{SocketService as SocketApi, SocketServiceServer};
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
 use tcpd_stack::{SendFlags, Shutdown};
@@ -511,7 +511,8 @@ impl SocketRoutes {
 }
 
 impl tonic::server::NamedService for SocketRoutes {
-    const NAME: &'static str = <SocketServiceServer<SocketService> as tonic::server::NamedService>::NAME;
+    const NAME: &'static str =
+        <SocketServiceServer<SocketService> as tonic::server::NamedService>::NAME;
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for SocketRoutes {
@@ -619,18 +620,20 @@ impl http_body::Body for DownBody {
         if this.ended {
             return Poll::Ready(None);
         }
-        Poll::Ready(Some(match ready!(Pin::new(&mut this.stream).poll_next(cx)) {
-            Some(Ok(v2::StreamResponse {
-                frame: Some(stream_response::Frame::Data(data)),
-            })) if !data.is_empty() => {
-                let head = stream_data::data_prefix(data.len());
-                this.payload = Some(data);
-                Ok(Frame::data(head))
-            }
-            Some(Ok(message)) => Ok(Frame::data(stream_data::encode_message(&message))),
-            Some(Err(status)) => this.trailers(&status),
-            None => this.trailers(&Status::ok("")),
-        }))
+        Poll::Ready(Some(
+            match ready!(Pin::new(&mut this.stream).poll_next(cx)) {
+                Some(Ok(v2::StreamResponse {
+                    frame: Some(stream_response::Frame::Data(data)),
+                })) if !data.is_empty() => {
+                    let head = stream_data::data_prefix(data.len());
+                    this.payload = Some(data);
+                    Ok(Frame::data(head))
+                }
+                Some(Ok(message)) => Ok(Frame::data(stream_data::encode_message(&message))),
+                Some(Err(status)) => this.trailers(&status),
+                None => this.trailers(&Status::ok("")),
+            },
+        ))
     }
 
     fn is_end_stream(&self) -> bool {
