@@ -497,3 +497,146 @@ fn writes_go_on_while_received_data_waits_unread() {
         &kernel.join().expect("kernel"),
     );
 }
+
+/// What a program sees, in order, on a connection whose peer resets it
+/// (SO_LINGER 0 close) after sending `abc`: two reads, then a write and
+/// another write, as `errno`s ("ok N" for a success).
+fn after_the_peers_reset<S: Read + Write>(s: &mut S) -> Vec<String> {
+    let mut buf = [0u8; 16];
+    let mut seen = Vec::new();
+    let mut note = |r: io::Result<usize>| {
+        seen.push(match r {
+            Ok(n) => format!("ok {n}"),
+            Err(e) => e.raw_os_error().map_or(e.to_string(), |e| {
+                nix::errno::Errno::from_raw(e)
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            }),
+        })
+    };
+    for _ in 0..3 {
+        note(s.read(&mut buf));
+    }
+    note(s.write(b"x"));
+    note(s.write(b"y"));
+    seen
+}
+
+/// A kernel peer that sends `abc` then resets (SO_LINGER 0) once it has
+/// read the client's one byte `go`.
+fn resetting_peer(listener: TcpListener) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s.write_all(b"abc").expect("kernel write");
+        let mut go = [0u8; 1];
+        s.read_exact(&mut go).expect("go");
+        socket2_linger_zero(&s).expect("linger 0");
+        drop(s);
+    })
+}
+
+/// After the peer's reset (SO_LINGER 0 close, with data of its own read
+/// first): the data, then `ECONNRESET` once, then EOF, and writes fail
+/// `EPIPE` — the same sequence on a kernel socket and through tcpd
+/// (blocking `tcpd-client`).
+#[test]
+fn reads_and_writes_after_the_peers_reset_match_the_kernel() {
+    let Some(env) = Env::setup("sem-after-rst", &[]) else {
+        return;
+    };
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let peer = resetting_peer(listener);
+    let kernel = env.ns.within(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"g").expect("go");
+        std::thread::sleep(Duration::from_millis(300));
+        after_the_peers_reset(&mut s)
+    });
+    peer.join().expect("peer");
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let peer = resetting_peer(listener);
+    let client = tcpd_client::blocking::connect_client(env.daemon.socket()).expect("session");
+    let mut s = tcpd_client::blocking::TcpStream::connect_with(&client, addr).expect("connect");
+    s.write_all(b"g").expect("go");
+    std::thread::sleep(Duration::from_millis(300));
+    let tcpd = after_the_peers_reset(&mut s);
+    peer.join().expect("peer");
+    let expected = ["ok 3", "ECONNRESET", "ok 0", "EPIPE", "EPIPE"];
+    assert_eq!(kernel, expected, "the kernel");
+    assert_eq!(tcpd, expected, "tcpd");
+}
+
+/// `IP_TTL` is per socket as on Linux: 1..=255 accepted (0 and 256 fail
+/// `EINVAL`), read back by `ttl()`, and the daemon's socket has it once the
+/// data written before the call is out (the option travels in order on the
+/// Stream).
+#[test]
+fn ttl_is_a_socket_option_as_on_linux() {
+    let Some(env) = Env::setup("sem-ttl", &[]) else {
+        return;
+    };
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let kernel = env.ns.within(move || {
+        let s = TcpStream::connect(addr).expect("connect");
+        let refused = [0, 256].map(|t| s.set_ttl(t).map_err(|e| e.raw_os_error()));
+        s.set_ttl(7).expect("set_ttl 7");
+        (refused, s.ttl().expect("ttl"))
+    });
+    let (_accepted, _) = listener.accept().expect("accept");
+    let rt = runtime();
+    let tcpd = rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut s = client.tcp_connect(addr).await.expect("connect");
+        assert_eq!(s.ttl().expect("ttl"), 64, "the default");
+        let refused = [0, 256].map(|t| s.set_ttl(t).map_err(|e| e.raw_os_error()));
+        s.set_ttl(7).expect("set_ttl 7");
+        s.flush().await.expect("flush");
+        let daemon = s
+            .option(tcpd_client::OptionName::IpTtl)
+            .await
+            .expect("getsockopt");
+        assert_eq!(
+            daemon,
+            tcpd_client::SockOption::IpTtl(7),
+            "the daemon's socket"
+        );
+        (refused, s.ttl().expect("ttl"))
+    });
+    let einval = Err(Some(errno::EINVAL));
+    assert_eq!(kernel, ([einval, einval], 7), "the kernel");
+    assert_eq!(tcpd, kernel, "tcpd");
+}
+
+/// `set_linger(Some(0))` then close resets the connection (the kernel peer
+/// reads `ECONNRESET`), as on Linux, though everything was read.
+#[test]
+fn linger_zero_close_resets() {
+    let Some(env) = Env::setup("sem-linger0", &[]) else {
+        return;
+    };
+    let peer = kernel_peer(&env.ns, 7406, |mut s| {
+        s.write_all(b"hi").expect("kernel write");
+        end_seen(&mut s)
+    });
+    runtime().block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut stream = client
+            .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7406))
+            .await
+            .expect("connect");
+        let mut got = [0u8; 2];
+        stream.read_exact(&mut got).await.expect("read");
+        stream.set_linger(Some(Duration::ZERO)).expect("linger 0");
+        stream.close().await.expect("close");
+    });
+    assert_eq!(peer.join().expect("peer"), "RST", "SO_LINGER 0 → RST");
+}

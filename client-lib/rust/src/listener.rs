@@ -41,7 +41,7 @@ pub struct TcpListener {
     local: SocketAddr,
     /// Options accepted connections inherit, as far as this library set
     /// them (Linux copies the listener's options into accepted sockets).
-    inherited: Cached,
+    inherited: std::sync::Mutex<Cached>,
 }
 
 impl TcpListener {
@@ -91,7 +91,7 @@ impl TcpListener {
         Ok(TcpListener {
             socket,
             local,
-            inherited: Cached::default(),
+            inherited: Default::default(),
         })
     }
 
@@ -100,7 +100,7 @@ impl TcpListener {
         TcpListener {
             socket,
             local,
-            inherited,
+            inherited: std::sync::Mutex::new(inherited),
         }
     }
 
@@ -110,7 +110,7 @@ impl TcpListener {
         Ok(TcpListener {
             socket,
             local,
-            inherited: Cached::default(),
+            inherited: Default::default(),
         })
     }
 
@@ -122,7 +122,8 @@ impl TcpListener {
             listener: self.socket.handle(),
         };
         let how = tcpd_proto::v2::stream_open::How::Accept(accept);
-        let stream = TcpStream::open(self.socket.client(), how, self.inherited).await?;
+        let inherited = *self.inherited();
+        let stream = TcpStream::open(self.socket.client(), how, inherited).await?;
         let peer = stream.peer_addr()?;
         Ok((stream, peer))
     }
@@ -132,15 +133,26 @@ impl TcpListener {
         Ok(self.local)
     }
 
-    /// `IP_TTL` of accepted connections: always
-    /// [`crate::stream::DEFAULT_TTL`] (64) with tcpd.
-    pub fn ttl(&self) -> io::Result<u32> {
-        Ok(crate::stream::DEFAULT_TTL)
+    fn inherited(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.inherited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `IP_TTL`: only 64 is accepted (`ENOPROTOOPT` otherwise).
+    /// `IP_TTL` of the listener (and of the connections it accepts): as
+    /// set through this library, else [`crate::stream::DEFAULT_TTL`] (64).
+    pub fn ttl(&self) -> io::Result<u32> {
+        Ok(self.inherited().ttl())
+    }
+
+    /// `IP_TTL` (1..=255, `EINVAL` otherwise): one call to the daemon,
+    /// waited for on the calling thread (as the syscall blocks it);
+    /// accepted connections inherit it, as on Linux.
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        crate::stream::check_ttl(ttl)
+        let option = crate::stream::check_ttl(ttl)?;
+        crate::runtime::block_on_at(self.client().home(), self.socket.set_option(option.clone()))??;
+        self.inherited().note(&option);
+        Ok(())
     }
 
     /// The daemon's handle of the listening socket.

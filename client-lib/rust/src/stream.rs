@@ -173,17 +173,15 @@ impl Flushed {
 /// when the writer stopped polling its flush.
 const END_HOLD_LIMIT: u32 = 16;
 
-/// IP_TTL of every packet tcpd sends (Linux's default, 64); tcpd has no
-/// per-socket TTL, so `set_ttl` accepts only this value.
+/// IP_TTL of a socket whose TTL was not set (Linux's default, 64).
 pub const DEFAULT_TTL: u32 = 64;
 
-/// The `set_ttl` of tcpd's types: the one TTL tcpd sends with, or
-/// `ENOPROTOOPT` (tcpd has no per-socket IP_TTL).
-pub(crate) fn check_ttl(ttl: u32) -> io::Result<()> {
-    if ttl == DEFAULT_TTL {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(errno::ENOPROTOOPT))
+/// The `set_ttl` of tcpd's types: the `IP_TTL` option for `ttl`, which must
+/// be 1..=255 (`EINVAL` otherwise, as Linux's `ip_setsockopt`).
+pub(crate) fn check_ttl(ttl: u32) -> io::Result<SockOption> {
+    match i32::try_from(ttl) {
+        Ok(ttl @ 1..=255) => Ok(SockOption::IpTtl(ttl)),
+        _ => Err(io::Error::from_raw_os_error(errno::EINVAL)),
     }
 }
 
@@ -193,6 +191,8 @@ pub(crate) fn check_ttl(ttl: u32) -> io::Result<()> {
 pub(crate) struct Cached {
     pub(crate) nodelay: bool,
     pub(crate) linger: Option<Duration>,
+    /// `IP_TTL` if set (`None`: the default).
+    pub(crate) ttl: Option<u8>,
 }
 
 impl Cached {
@@ -201,8 +201,14 @@ impl Cached {
         match option {
             SockOption::NoDelay(on) => self.nodelay = *on,
             SockOption::Linger(l) => self.linger = l.map(|s| Duration::from_secs(u64::from(s))),
+            SockOption::IpTtl(ttl) => self.ttl = u8::try_from(*ttl).ok().filter(|&t| t > 0),
             _ => {}
         }
+    }
+
+    /// `IP_TTL` as getsockopt reports it.
+    pub(crate) fn ttl(&self) -> u32 {
+        self.ttl.map_or(DEFAULT_TTL, u32::from)
     }
 }
 
@@ -1041,15 +1047,18 @@ impl TcpStream {
         Ok(lock(&self.shared.cached).linger)
     }
 
-    /// `IP_TTL`: tcpd sends every packet with TTL [`DEFAULT_TTL`] (64).
+    /// `IP_TTL`: as set through this library (or inherited from the
+    /// listener or [`crate::TcpSocket`]), else [`DEFAULT_TTL`] (64).
     pub fn ttl(&self) -> io::Result<u32> {
-        Ok(DEFAULT_TTL)
+        Ok(lock(&self.shared.cached).ttl())
     }
 
-    /// `IP_TTL`: only [`DEFAULT_TTL`] is accepted; other values fail with
-    /// `ENOPROTOOPT` (tcpd has no per-socket TTL).
+    /// `IP_TTL` (1..=255, `EINVAL` otherwise), for the packets of the data
+    /// written after it; ordered with the data like
+    /// [`TcpStream::set_nodelay`].
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        check_ttl(ttl)
+        self.shared.set_in_stream(check_ttl(ttl)?);
+        Ok(())
     }
 
     /// `SO_KEEPALIVE` with `TCP_KEEPIDLE` `idle` (whole seconds,

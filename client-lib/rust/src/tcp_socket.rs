@@ -204,9 +204,9 @@ impl TcpSocket {
         }
     }
 
-    /// `IP_TTL`: only 64 (tcpd has no per-socket TTL; `ENOPROTOOPT` else).
+    /// `IP_TTL` (1..=255, `EINVAL` otherwise).
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        check_ttl(ttl)
+        self.set(check_ttl(ttl)?)
     }
 
     /// getsockname(2): the bound address (`0.0.0.0:0` before `bind`).
