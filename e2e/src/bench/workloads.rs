@@ -61,6 +61,30 @@ impl Dialer for TcpdDialer {
     }
 }
 
+/// tcpd through the Rust client library on a session of the library's own
+/// runtime (threads `tcpd-client-io`) — where a current-thread runtime's
+/// default session lived before round 7. The idle rows use it so that they
+/// measure what they always did: 100 000 dropped streams closed one by one
+/// by the library after the client's runtime is gone (on the caller's own
+/// session the runtime's end would end the session, and the daemon would
+/// close them all in one sweep instead).
+#[derive(Clone, Copy, Debug)]
+pub struct TcpdLibraryDialer;
+
+impl Dialer for TcpdLibraryDialer {
+    type Stream = tcpd_client::TcpStream;
+    async fn connect(&self, addr: SocketAddr, nodelay: bool) -> io::Result<Self::Stream> {
+        // The blocking API's default session is the library's; asked for
+        // from a runtime's thread it still returns at once once opened.
+        let client = tcpd_client::blocking::shared_client()?;
+        let s = client.tcp_connect(addr).await?;
+        if nodelay {
+            s.set_nodelay(true)?;
+        }
+        Ok(s)
+    }
+}
+
 std::thread_local! {
     /// This client thread's own session (see [`session`]).
     static CALLER_SESSION: std::cell::RefCell<Option<tcpd_client::Client>> =

@@ -20,7 +20,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 
-use tcpd_e2e::bench::workloads::{self, HoldProcess, KernelDialer, Server, ServerKind, TcpdDialer};
+use tcpd_e2e::bench::workloads::{
+    self, HoldProcess, KernelDialer, Server, ServerKind, TcpdDialer, TcpdLibraryDialer,
+};
 use tcpd_e2e::bench::{self, Summary, TunCounters};
 use tcpd_e2e::{Daemon, HOST_ADDR, Netns, TUN_NAME};
 
@@ -1551,7 +1553,7 @@ fn idle_connections(
     let rss_before = bench::rss_bytes(daemon_pid)?;
     let (tcpd_seconds, rss_open, cpu_at_close, close_start) =
         workloads::run_client(None, CLIENT_CPU, limit, move || async move {
-            let (conns, secs) = workloads::open_idle(TcpdDialer, &addrs, n).await?;
+            let (conns, secs) = workloads::open_idle(TcpdLibraryDialer, &addrs, n).await?;
             // Give the daemon a moment to settle, then read its RSS while they are open.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let rss = bench::rss_bytes(daemon_pid)?;
