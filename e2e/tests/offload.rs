@@ -250,28 +250,30 @@ fn offload_off_moves_mtu_sized_packets() {
     assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
 }
 
-/// Runs its arguments (a program and its own) with `ioctl(fd,
-/// TUNSETOFFLOAD, ...)` failing EINVAL — what a kernel (or a sandbox's
-/// seccomp policy) that refuses TUN offload answers — by a seccomp filter
-/// installed before exec'ing them. Needs python3-seccomp (Debian's
-/// /usr/bin/python3; `.ci/run` installs it).
-const REFUSE_TUNSETOFFLOAD: &str = r#"
+/// Runs `argv[2..]` (a program and its arguments) with `ioctl(fd, argv[1],
+/// ...)` failing EINVAL — what a kernel (or a sandbox's seccomp policy)
+/// that refuses that TUN request answers — by a seccomp filter installed
+/// before exec'ing them. Needs python3-seccomp (Debian's /usr/bin/python3;
+/// `.ci/run` installs it).
+const REFUSE_IOCTL: &str = r#"
 import errno, os, sys
 import seccomp
-TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int), linux/if_tun.h
 f = seccomp.SyscallFilter(seccomp.ALLOW)
-f.add_rule(seccomp.ERRNO(errno.EINVAL), "ioctl", seccomp.Arg(1, seccomp.EQ, TUNSETOFFLOAD))
+f.add_rule(seccomp.ERRNO(errno.EINVAL), "ioctl", seccomp.Arg(1, seccomp.EQ, int(sys.argv[1], 0)))
 f.load()
-os.execv(sys.argv[1], sys.argv[1:])
+os.execv(sys.argv[2], sys.argv[2:])
 "#;
 
-/// `--offload on` (the default) on a kernel that refuses TUNSETOFFLOAD:
-/// one warning, then the link runs without offload — no TSO on the TUN,
-/// MTU-sized packets both ways (the virtio header stays, all-zero) — and a
-/// transfer each way arrives intact.
-#[test]
-fn refused_offload_falls_back_to_plain_packets_with_one_log_line() {
-    let test = "refused_offload_falls_back_to_plain_packets_with_one_log_line";
+/// TUNSETOFFLOAD = _IOW('T', 208, unsigned int) (linux/if_tun.h).
+const TUNSETOFFLOAD: &str = "0x400454d0";
+/// TUNGETFEATURES = _IOR('T', 207, unsigned int) (linux/if_tun.h).
+const TUNGETFEATURES: &str = "0x800454cf";
+
+/// `--offload on` (the default) on a kernel that refuses the TUN request
+/// `ioctl`: exactly one warning containing `warning`, then the link runs
+/// without offload — no TSO on the TUN, MTU-sized packets both ways — and
+/// 256 MiB each way arrive intact.
+fn refused_offload_falls_back(test: &str, tag: &str, port: u16, ioctl: &str, warning: &str) {
     if !tcpd_e2e::require_privileges(test) {
         return;
     }
@@ -285,16 +287,20 @@ fn refused_offload_falls_back_to_plain_packets_with_one_log_line() {
         eprintln!("SKIPPED {test}: python3-seccomp is not installed");
         return;
     }
-    let ns = Netns::new("o-refused").expect("namespace");
-    let daemon = tcpd_e2e::Daemon::start_under(&ns, &[python, "-c", REFUSE_TUNSETOFFLOAD], &[])
+    let ns = Netns::new(tag).expect("namespace");
+    let daemon = tcpd_e2e::Daemon::start_under(&ns, &[python, "-c", REFUSE_IOCTL, ioctl], &[])
         .expect("tcpd under the seccomp filter");
     let env = Env { daemon, ns };
     let log = env.daemon.log_text();
     let refusals = log
         .lines()
-        .filter(|l| l.contains("TUN offload refused (TUNSETOFFLOAD); running without"))
+        .filter(|l| l.contains("TUN offload refused"))
         .count();
     assert_eq!(refusals, 1, "one warning for the refusal; log:\n{log}");
+    assert!(
+        log.contains(warning),
+        "the warning names {warning:?}; log:\n{log}"
+    );
     assert!(
         log.contains("TUN offload segmentation=false checksum=false"),
         "the link reports no offload; log:\n{log}"
@@ -302,9 +308,34 @@ fn refused_offload_falls_back_to_plain_packets_with_one_log_line() {
     if tool("ethtool", test) {
         assert_eq!(tso_state(&env.ns), "off", "no TSO on the TUN");
     }
-    let counters = transfer_both_ways(&env, 5305, || {});
+    let counters = transfer_both_ways(&env, port, || {});
     assert!(counters.bytes_per_write() <= 1500.0, "{counters:?}");
     assert!(counters.bytes_per_read() <= 1500.0, "{counters:?}");
+}
+
+/// TUNSETOFFLOAD refused: the device keeps its (all-zero) virtio header.
+#[test]
+fn refused_offload_falls_back_to_plain_packets_with_one_log_line() {
+    refused_offload_falls_back(
+        "refused_offload_falls_back_to_plain_packets_with_one_log_line",
+        "o-refused",
+        5305,
+        TUNSETOFFLOAD,
+        "TUN offload refused (TUNSETOFFLOAD); running without",
+    );
+}
+
+/// No IFF_VNET_HDR offered (TUNGETFEATURES fails, as on a TUN driver
+/// without the query): the device is made without the virtio header.
+#[test]
+fn a_tun_without_the_virtio_header_falls_back_to_plain_packets() {
+    refused_offload_falls_back(
+        "a_tun_without_the_virtio_header_falls_back_to_plain_packets",
+        "o-novnet",
+        5306,
+        TUNGETFEATURES,
+        "TUN offload refused (no IFF_VNET_HDR in TUNGETFEATURES); running without",
+    );
 }
 
 /// Loss, reordering and duplication in both directions, one wire packet at

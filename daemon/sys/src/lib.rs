@@ -7,6 +7,8 @@
 //! - [`add_ipv6_address`]: `SIOCSIFADDR` on an `AF_INET6` socket (nix has
 //!   no typed wrapper for `struct in6_ifreq`);
 //! - [`set_tun_offload`]: `TUNSETOFFLOAD` on the TUN device;
+//! - [`tun_features`]: `TUNGETFEATURES` (the `IFF_*` flags the kernel's TUN
+//!   driver offers);
 //! - [`open_tun_queue`]: one queue of a multi-queue TUN device
 //!   (`TUNSETIFF` with `IFF_MULTI_QUEUE`, which the `tun` crate refuses);
 //! - [`tun_fd`]: the TUN device's descriptor as a [`BorrowedFd`] (the `tun`
@@ -49,6 +51,9 @@ nix::ioctl_write_ptr_bad!(siocsifaddr_in6, libc::SIOCSIFADDR, libc::in6_ifreq);
 // TUNSETOFFLOAD = _IOW('T', 208, unsigned int) (linux/if_tun.h); the
 // argument is the flag word itself, passed by value.
 nix::ioctl_write_int!(tun_set_offload, b'T', 208);
+// TUNGETFEATURES = _IOR('T', 207, unsigned int) (linux/if_tun.h): the
+// kernel writes the flag word it supports.
+nix::ioctl_read!(tun_get_features, b'T', 207, libc::c_uint);
 // TUNSETIFF = _IOW('T', 202, int) (linux/if_tun.h), though its argument is
 // a pointer to a `struct ifreq` the kernel also writes the name back into
 // (hence "bad": the size in the code is an int's, not the ifreq's).
@@ -139,6 +144,21 @@ pub fn set_tun_offload(device: &tun::Device, flags: u32) -> nix::Result<()> {
         )
     }?;
     Ok(())
+}
+
+/// `TUNGETFEATURES`: the `IFF_*` flags `TUNSETIFF` accepts, asked on a
+/// `/dev/net/tun` descriptor of its own (before any device is made).
+pub fn tun_features() -> io::Result<u32> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut features: libc::c_uint = 0;
+    // SAFETY: the fd is `file`, open and owned for the whole call;
+    // `features` is an initialised c_uint, the size the request code
+    // names, lent mutably across the call for the kernel to write.
+    unsafe { tun_get_features(file.as_raw_fd(), &mut features) }?;
+    Ok(features)
 }
 
 /// The TUN device's descriptor, borrowed for as long as the device is (for

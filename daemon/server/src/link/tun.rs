@@ -22,9 +22,11 @@
 //! `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)` tells the kernel it
 //! may hand tcpd coalesced TCP segments of up to 64 KiB with partial
 //! checksums, over either family, and that tcpd's own writes may be such
-//! super-segments. If the kernel refuses the
-//! ioctl, one line is logged and the link runs without offload (the header
-//! stays, all-zero: a plain packet with a complete checksum).
+//! super-segments. If the kernel's TUN driver does not offer
+//! `IFF_VNET_HDR` (`TUNGETFEATURES`, or the query fails, as QEMU reads it),
+//! the device is made without the header; if it refuses the ioctl, the
+//! header stays, all-zero (a plain packet with a complete checksum). Either
+//! way one line is logged and the link runs without offload.
 //!
 //! Shards (`--shards N`, N > 1): the device is created with
 //! `IFF_MULTI_QUEUE` and opened N times ([`tcpd_sys::open_tun_queue`]),
@@ -73,12 +75,13 @@ pub struct Ipv6Refused(String);
 
 /// Creates and configures the TUN device named in `settings`.
 pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
+    let vnet_hdr = settings.offload && vnet_hdr_offered();
     let mut cfg = tun::Configuration::default();
     cfg.tun_name(&settings.tun)
         .address(settings.host_address)
         .netmask(config::netmask(settings.prefix_len))
         .mtu(settings.mtu);
-    if settings.offload {
+    if vnet_hdr {
         cfg.platform_config(|p| {
             p.vnet_hdr(true);
         });
@@ -88,7 +91,7 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
     };
     use tun::AbstractDevice;
     let mut device = if settings.shards > 1 {
-        let mut first = tcpd_sys::open_tun_queue(&settings.tun, settings.offload, settings.mtu)
+        let mut first = tcpd_sys::open_tun_queue(&settings.tun, vnet_hdr, settings.mtu)
             .map_err(|e| cannot(&e))?;
         first.configure(&cfg).map_err(|e| cannot(&e))?;
         first
@@ -96,7 +99,7 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
         tun::create(&cfg).map_err(|e| cannot(&e))?
     };
     let queues = (1..settings.shards)
-        .map(|_| tcpd_sys::open_tun_queue(&settings.tun, settings.offload, settings.mtu))
+        .map(|_| tcpd_sys::open_tun_queue(&settings.tun, vnet_hdr, settings.mtu))
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| anyhow::anyhow!("cannot open another queue of {}: {e}", settings.tun))?;
     // Before the device goes up, so the kernel generates no link-local
@@ -136,7 +139,7 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
             )))
         })?;
     }
-    let offload = if settings.offload {
+    let offload = if vnet_hdr {
         match tcpd_sys::set_tun_offload(&device, tun_f::CSUM | tun_f::TSO4 | tun_f::TSO6) {
             Ok(()) => LinkOffload {
                 segmentation: true,
@@ -153,9 +156,25 @@ pub fn open(settings: &Settings) -> anyhow::Result<TunDevice> {
     Ok(TunDevice {
         device,
         queues,
-        vnet_hdr: settings.offload,
+        vnet_hdr,
         offload,
     })
+}
+
+/// Whether the kernel's TUN driver offers `IFF_VNET_HDR`; logs the one
+/// fallback line when not (a failed query counts as "no", as QEMU reads
+/// it: drivers older than the query lack the header too).
+fn vnet_hdr_offered() -> bool {
+    let refusal = match tcpd_sys::tun_features() {
+        Ok(features) if features & libc::IFF_VNET_HDR as u32 != 0 => return true,
+        Ok(features) => format!("features {features:#x}"),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(
+        error = %refusal,
+        "TUN offload refused (no IFF_VNET_HDR in TUNGETFEATURES); running without"
+    );
+    false
 }
 
 /// Adds `host/prefix_len` to the interface `name` (and with it the prefix
