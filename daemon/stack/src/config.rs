@@ -76,6 +76,63 @@ impl CongestionAlgorithm {
     }
 }
 
+/// A time a socket option holds: whole milliseconds, in 32 bits with a
+/// niche (milliseconds plus one in a `NonZeroU32`, as [`crate::Instant`]
+/// does), so that an `Option<OptionTime>` is 4 bytes. Every connection
+/// carries five of them (see [`SocketOptions`]). It holds up to about 49
+/// days and saturates there; sub-millisecond parts are dropped. Linux's
+/// option times fit: TCP_USER_TIMEOUT is a `u32` of milliseconds, and
+/// TCP_KEEPIDLE/TCP_KEEPINTVL (at most 32 767 s), SO_LINGER and
+/// TCP_DEFER_ACCEPT are seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OptionTime {
+    millis_plus_one: core::num::NonZeroU32,
+}
+
+impl OptionTime {
+    /// Zero (e.g. SO_LINGER's abortive close).
+    pub const ZERO: OptionTime = OptionTime::from_millis(0);
+
+    /// `millis` milliseconds, saturating at `u32::MAX - 1`.
+    pub const fn from_millis(millis: u32) -> OptionTime {
+        let millis = if millis == u32::MAX {
+            u32::MAX - 1
+        } else {
+            millis
+        };
+        OptionTime {
+            millis_plus_one: core::num::NonZeroU32::MIN.saturating_add(millis),
+        }
+    }
+
+    /// `secs` seconds (saturating, see the type's docs).
+    pub const fn from_secs(secs: u32) -> OptionTime {
+        OptionTime::from_millis(secs.saturating_mul(1000))
+    }
+
+    /// `d` in whole milliseconds (saturating).
+    pub fn from_duration(d: Duration) -> OptionTime {
+        OptionTime::from_millis(u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+    }
+
+    /// As a [`Duration`].
+    pub const fn get(self) -> Duration {
+        Duration::from_millis((self.millis_plus_one.get() - 1) as u64)
+    }
+}
+
+impl From<Duration> for OptionTime {
+    fn from(d: Duration) -> OptionTime {
+        OptionTime::from_duration(d)
+    }
+}
+
+impl From<OptionTime> for Duration {
+    fn from(t: OptionTime) -> Duration {
+        t.get()
+    }
+}
+
 /// Options a socket carries (setsockopt-able), with Linux-like defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SocketOptions {
@@ -86,9 +143,9 @@ pub struct SocketOptions {
     /// SO_KEEPALIVE (RFC 1122 §4.2.3.6): off by default.
     pub keepalive: bool,
     /// TCP_KEEPIDLE: idle time before the first probe (Linux default 7200 s).
-    pub keep_idle: Duration,
+    pub keep_idle: OptionTime,
     /// TCP_KEEPINTVL: time between probes (Linux default 75 s).
-    pub keep_interval: Duration,
+    pub keep_interval: OptionTime,
     /// TCP_KEEPCNT: unanswered probes before the connection is dropped (Linux default 9).
     pub keep_count: u32,
     /// SO_RCVBUF: receive buffer bytes; bounds the advertised window. It
@@ -105,14 +162,14 @@ pub struct SocketOptions {
     pub send_buffer_locked: bool,
     /// SO_LINGER: `Some(0)` makes close() abort with RST; `Some(t)` is accepted
     /// and close stays graceful (the daemon does not block close).
-    pub linger: Option<Duration>,
+    pub linger: Option<OptionTime>,
     /// TCP_CONGESTION.
     pub congestion: CongestionAlgorithm,
     /// TCP_SYNCNT: SYN retransmissions before connect fails with ETIMEDOUT (Linux default 6).
     pub syn_retries: u32,
     /// TCP_USER_TIMEOUT: if set, unacknowledged data older than this aborts
     /// the connection with ETIMEDOUT (RFC 5482); else `max_retries` applies.
-    pub user_timeout: Option<Duration>,
+    pub user_timeout: Option<OptionTime>,
     /// TCP_MAXSEG set by the user (Linux's `user_mss`): clamps the MSS we
     /// advertise and the one we send with. `None`: MTU - 40.
     pub max_segment: Option<u16>,
@@ -129,7 +186,7 @@ pub struct SocketOptions {
     pub v6only: bool,
     /// TCP_DEFER_ACCEPT on a listener: how long a handshake whose peer has
     /// sent no data stays off the accept queue (`None`: off, the default).
-    pub defer_accept: Option<Duration>,
+    pub defer_accept: Option<OptionTime>,
     /// SO_OOBINLINE: the urgent byte stays in the data stream (off by default).
     pub oob_inline: bool,
     /// IP_TOS (0 by default); the two ECN bits are never taken from it.
@@ -148,8 +205,8 @@ impl Default for SocketOptions {
             reuse_addr: false,
             nodelay: false,
             keepalive: false,
-            keep_idle: Duration::from_secs(7200),
-            keep_interval: Duration::from_secs(75),
+            keep_idle: OptionTime::from_secs(7200),
+            keep_interval: OptionTime::from_secs(75),
             keep_count: 9,
             recv_buffer: TCP_RMEM[1],
             send_buffer: TCP_WMEM[1],
@@ -413,8 +470,8 @@ mod tests {
         assert_eq!(CongestionAlgorithm::default(), CongestionAlgorithm::Cubic);
         assert!(!options.nodelay, "Nagle is on by default");
         assert!(!options.keepalive);
-        assert_eq!(options.keep_idle, Duration::from_secs(7200));
-        assert_eq!(options.keep_interval, Duration::from_secs(75));
+        assert_eq!(options.keep_idle.get(), Duration::from_secs(7200));
+        assert_eq!(options.keep_interval.get(), Duration::from_secs(75));
         assert_eq!(options.keep_count, 9);
         assert_eq!(options.syn_retries, 6);
         assert_eq!(options.linger, None);

@@ -30,7 +30,8 @@ pub mod trace;
 pub mod wire;
 
 pub use config::{
-    CongestionAlgorithm, LinkOffload, LocalPortRange, SocketOptions, StackConfig, SynCookieMode,
+    CongestionAlgorithm, LinkOffload, LocalPortRange, OptionTime, SocketOptions, StackConfig,
+    SynCookieMode,
 };
 pub use error::{
     AcceptError, BindError, ConnError, ConnectError, ListenError, RecvError, SendError,

@@ -7,7 +7,7 @@
 //! `TCP_MAXSEG` is answered by the stack (the MSS in use), setting it
 //! stores the user's clamp (Linux's `user_mss`).
 
-use crate::config::SocketOptions;
+use crate::config::{OptionTime, SocketOptions};
 use crate::error::SocketError;
 use crate::socket::{OptionName, SockOption};
 use crate::time::Duration;
@@ -106,8 +106,8 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         SockOption::ReuseAddr(v) => options.reuse_addr = v,
         SockOption::NoDelay(v) => options.nodelay = v,
         SockOption::KeepAlive(v) => options.keepalive = v,
-        SockOption::KeepIdle(d) => options.keep_idle = d,
-        SockOption::KeepInterval(d) => options.keep_interval = d,
+        SockOption::KeepIdle(d) => options.keep_idle = d.into(),
+        SockOption::KeepInterval(d) => options.keep_interval = d.into(),
         SockOption::KeepCount(n) => options.keep_count = n,
         SockOption::RecvBuffer(n) => {
             options.recv_buffer = n;
@@ -117,10 +117,10 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
             options.send_buffer = n;
             options.send_buffer_locked = true;
         }
-        SockOption::Linger(l) => options.linger = l,
+        SockOption::Linger(l) => options.linger = l.map(OptionTime::from),
         SockOption::Congestion(c) => options.congestion = c,
         SockOption::SynCount(n) => options.syn_retries = n,
-        SockOption::UserTimeout(t) => options.user_timeout = t,
+        SockOption::UserTimeout(t) => options.user_timeout = t.map(OptionTime::from),
         SockOption::MaxSegment(n) => options.max_segment = (n != 0).then_some(n),
         SockOption::Cork(v) => options.cork = v,
         SockOption::NotSentLowat(n) => options.notsent_lowat = n,
@@ -129,7 +129,7 @@ pub(crate) fn store(options: &mut SocketOptions, option: SockOption) {
         // Quick-ACK mode belongs to a connection; before one exists there
         // is nothing to do (Linux ignores it likewise).
         SockOption::QuickAck(_) => {}
-        SockOption::DeferAccept(d) => options.defer_accept = d,
+        SockOption::DeferAccept(d) => options.defer_accept = d.map(OptionTime::from),
         SockOption::OobInline(v) => options.oob_inline = v,
         SockOption::IpTos(tos) => options.ip_tos = tos,
         SockOption::IpTtl(ttl) => options.ip_ttl = ttl,
@@ -146,22 +146,26 @@ pub(crate) fn read(options: &SocketOptions, name: OptionName) -> Option<SockOpti
         OptionName::ReuseAddr => SockOption::ReuseAddr(options.reuse_addr),
         OptionName::NoDelay => SockOption::NoDelay(options.nodelay),
         OptionName::KeepAlive => SockOption::KeepAlive(options.keepalive),
-        OptionName::KeepIdle => SockOption::KeepIdle(options.keep_idle),
-        OptionName::KeepInterval => SockOption::KeepInterval(options.keep_interval),
+        OptionName::KeepIdle => SockOption::KeepIdle(options.keep_idle.get()),
+        OptionName::KeepInterval => SockOption::KeepInterval(options.keep_interval.get()),
         OptionName::KeepCount => SockOption::KeepCount(options.keep_count),
         OptionName::RecvBuffer => SockOption::RecvBuffer(options.recv_buffer),
         OptionName::SendBuffer => SockOption::SendBuffer(options.send_buffer),
-        OptionName::Linger => SockOption::Linger(options.linger),
+        OptionName::Linger => SockOption::Linger(options.linger.map(OptionTime::get)),
         OptionName::Congestion => SockOption::Congestion(options.congestion),
         OptionName::SynCount => SockOption::SynCount(options.syn_retries),
-        OptionName::UserTimeout => SockOption::UserTimeout(options.user_timeout),
+        OptionName::UserTimeout => {
+            SockOption::UserTimeout(options.user_timeout.map(OptionTime::get))
+        }
         OptionName::Cork => SockOption::Cork(options.cork),
         OptionName::NotSentLowat => SockOption::NotSentLowat(options.notsent_lowat),
         OptionName::RecvLowat => SockOption::RecvLowat(options.recv_lowat),
         OptionName::V6Only => SockOption::V6Only(options.v6only),
         // Off until a connection is in quick-ACK mode.
         OptionName::QuickAck => SockOption::QuickAck(false),
-        OptionName::DeferAccept => SockOption::DeferAccept(options.defer_accept),
+        OptionName::DeferAccept => {
+            SockOption::DeferAccept(options.defer_accept.map(OptionTime::get))
+        }
         OptionName::OobInline => SockOption::OobInline(options.oob_inline),
         OptionName::IpTos => SockOption::IpTos(options.ip_tos),
         // Linux reports the default TTL rather than "unset".

@@ -5,7 +5,10 @@
 //! (RFC 7323 §4.1) unless it echoes a TSval older than the latest
 //! retransmission (the connection's `rtt_sample` explains why).
 //!
-//! Arithmetic is in integer microseconds. Invariants: `rto()` always lies in
+//! Arithmetic is in integer microseconds, kept in 32 bits (every connection
+//! has an estimator): values saturate at about 71 minutes, beyond any RTT
+//! or RTO a connection survives (RFC 6298 §2.5 allows an upper bound, and
+//! Linux's TCP_RTO_MAX is 120 s). Invariants: `rto()` always lies in
 //! `[min_rto, max_rto]`; the backoff count only grows through [`RttEstimator::backoff`]
 //! and is cleared by a sample.
 
@@ -18,27 +21,28 @@ pub const CLOCK_GRANULARITY: Duration = Duration::from_millis(1);
 /// to 3 seconds"; Linux's TCP_TIMEOUT_FALLBACK).
 pub const SYN_LOSS_RTO: Duration = Duration::from_secs(3);
 /// RTTVAR multiplier K in RTO = SRTT + max(G, K*RTTVAR) (RFC 6298 §2).
-const K: u64 = 4;
+const K: u32 = 4;
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+/// `d` in microseconds, saturating at `u32::MAX` (see the module docs).
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 /// RTO state for one connection.
 #[derive(Clone, Debug)]
 pub struct RttEstimator {
     /// SRTT in µs; meaningful once `has_sample`.
-    srtt_us: u64,
+    srtt_us: u32,
     /// RTTVAR in µs; meaningful once `has_sample`.
-    rttvar_us: u64,
+    rttvar_us: u32,
     has_sample: bool,
     /// The RTO before backoff, already clamped (RFC 6298 §2.1 initial value
     /// until the first sample).
-    base_rto_us: u64,
+    base_rto_us: u32,
     /// Timeouts since the last sample: the RTO is doubled this many times (RFC 6298 §5.5).
-    backoffs: u32,
-    min_rto_us: u64,
-    max_rto_us: u64,
+    backoffs: u8,
+    min_rto_us: u32,
+    max_rto_us: u32,
 }
 
 impl RttEstimator {
@@ -62,8 +66,11 @@ impl RttEstimator {
         if self.has_sample {
             // RFC 6298 §2.3, beta = 1/4 and alpha = 1/8; RTTVAR first, with the old SRTT.
             let deviation = self.srtt_us.abs_diff(r);
-            self.rttvar_us = self.rttvar_us.saturating_mul(3).saturating_add(deviation) / 4;
-            self.srtt_us = self.srtt_us.saturating_mul(7).saturating_add(r) / 8;
+            // In 64 bits: no saturation before the division.
+            let rttvar = (u64::from(self.rttvar_us) * 3 + u64::from(deviation)) / 4;
+            let srtt = (u64::from(self.srtt_us) * 7 + u64::from(r)) / 8;
+            self.rttvar_us = u32::try_from(rttvar).unwrap_or(u32::MAX);
+            self.srtt_us = u32::try_from(srtt).unwrap_or(u32::MAX);
         } else {
             // RFC 6298 §2.2: SRTT = R, RTTVAR = R/2.
             self.srtt_us = r;
@@ -90,26 +97,26 @@ impl RttEstimator {
     pub fn rto(&self) -> Duration {
         let backed_off = self
             .base_rto_us
-            .checked_shl(self.backoffs)
+            .checked_shl(u32::from(self.backoffs))
             .filter(|v| v >> self.backoffs == self.base_rto_us)
-            .unwrap_or(u64::MAX);
-        Duration::from_micros(backed_off.min(self.max_rto_us))
+            .unwrap_or(u32::MAX);
+        Duration::from_micros(u64::from(backed_off.min(self.max_rto_us)))
     }
     /// Doubles the RTO after a timeout (RFC 6298 §5.5), up to the maximum.
     pub fn backoff(&mut self) {
         // Stop counting once the maximum is reached: further doublings change nothing.
         if micros(self.rto()) < self.max_rto_us {
-            self.backoffs += 1;
+            self.backoffs = self.backoffs.saturating_add(1);
         }
     }
     /// Timeouts since the last sample (how many times the RTO was doubled).
     pub fn backoffs(&self) -> u32 {
-        self.backoffs
+        u32::from(self.backoffs)
     }
     /// Smoothed RTT (zero before the first sample).
     pub fn srtt(&self) -> Duration {
         if self.has_sample {
-            Duration::from_micros(self.srtt_us)
+            Duration::from_micros(u64::from(self.srtt_us))
         } else {
             Duration::ZERO
         }
@@ -117,7 +124,7 @@ impl RttEstimator {
     /// RTT variation (zero before the first sample).
     pub fn rttvar(&self) -> Duration {
         if self.has_sample {
-            Duration::from_micros(self.rttvar_us)
+            Duration::from_micros(u64::from(self.rttvar_us))
         } else {
             Duration::ZERO
         }

@@ -500,7 +500,7 @@ impl Connection {
         let flight_before = self.snd_nxt.since(self.snd_una);
         let mut delivered = Delivered::default();
         // RACK.fack before this ACK: what it delivers below is reordered.
-        let fack_before = self.rack.fack;
+        let fack_before = self.rack_fack();
         let mut dsack_block = None;
         if self.sack_enabled {
             dsack_block = self.record_sack_blocks(seg, &mut delivered);
@@ -540,7 +540,7 @@ impl Connection {
             self.on_duplicate_ack(now);
         }
         if episode_open
-            && self.sent.lost_bytes() == 0
+            && self.flight().sent.lost_bytes() == 0
             && self.undo.as_ref().is_some_and(|u| u.retransmissions == 0)
         {
             // Everything the episode deemed lost was delivered (ACKed or
@@ -566,8 +566,10 @@ impl Connection {
                 newly_acked
             };
             let pipe = self.pipe();
-            self.prr
-                .on_ack(delivered_data, pipe, self.cc.ssthresh(), self.send_mss);
+            let (ssthresh, mss) = (self.cc.ssthresh(), self.send_mss);
+            self.flight_mut()
+                .prr
+                .on_ack(delivered_data, pipe, ssthresh, mss);
         }
         self.tlp_on_ack(now, ack, newly_acked, dsack);
 
@@ -629,15 +631,16 @@ impl Connection {
                         || second.is_some_and(|s| s.left.le(b.left) && b.right.le(s.right)))
             })
             .map(|b| (b.left, b.right));
-        let fack = self.rack.fack;
+        let fack = self.rack_fack();
         for block in first.into_iter().chain(blocks) {
             if block.left.lt(block.right)
                 && block.right.gt(self.snd_una)
                 && block.right.le(self.snd_nxt)
             {
-                self.sent
-                    .on_sack(block.left.max(self.snd_una), block.right, fack, delivered);
-                self.rack.advance_fack(block.right);
+                let left = block.left.max(self.snd_una);
+                let flight = self.flight_mut();
+                flight.sent.on_sack(left, block.right, fack, delivered);
+                flight.rack.advance_fack(block.right);
             }
         }
         dsack
@@ -649,16 +652,28 @@ impl Connection {
     /// RTT + reordering window; arm the reordering timer for the rest. Lost
     /// segments outside recovery start it (RFC 8985 §6.2 step 5, RFC 6675 §5).
     fn rack_on_ack(&mut self, now: Instant, delivered: &Delivered, dsack: bool) {
-        self.rack.on_delivered(now, delivered);
-        self.rack.on_ack_dsack(dsack, self.snd_una, self.snd_nxt);
+        if self.flight.is_none()
+            && !dsack
+            && delivered.latest.is_none()
+            && delivered.reordered_below.is_none()
+        {
+            // Nothing was ever sent, delivered or reported twice: RACK has
+            // nothing to learn (and an idle connection stays without its
+            // `Flight`).
+            return;
+        }
+        let (snd_una, snd_nxt) = (self.snd_una, self.snd_nxt);
+        let rack = &mut self.flight_mut().rack;
+        rack.on_delivered(now, delivered);
+        rack.on_ack_dsack(dsack, snd_una, snd_nxt);
         // Without SACKed, lost or retransmitted data in flight, every
         // record was sent after the one just delivered: nothing to detect
         // (and the scan, linear in the flight, is skipped on clean paths).
-        if self.sent.sacked_bytes() > 0
-            || self.sent.lost_bytes() > 0
+        if self.flight().sent.sacked_bytes() > 0
+            || self.flight().sent.lost_bytes() > 0
             || self.in_recovery
             || self.rto_recover.is_some()
-            || self.tlp.end_seq.is_some()
+            || self.flight().tlp.end_seq.is_some()
         {
             self.rack_detect_loss(now);
         }
@@ -668,22 +683,27 @@ impl Connection {
     /// marks lost segments, arms the reordering timer, and enters recovery
     /// if something is newly lost outside it.
     pub(super) fn rack_detect_loss(&mut self, now: Instant) {
-        self.rack.reo_deadline = None;
-        let Some(rack_sent_at) = self.rack.xmit_ts else {
+        let episode = self.in_recovery || self.rto_recover.is_some();
+        let srtt = self.rtt.srtt();
+        let Some(flight) = self.flight.as_deref_mut() else {
+            // Nothing in flight, no RACK segment (`Flight` invariant).
             return;
         };
-        let reo_wnd = self.rack.reo_wnd(
-            self.in_recovery || self.rto_recover.is_some(),
-            self.sent.sacked_segments(),
-            self.rtt.srtt(),
-        );
-        let wait = self.rack.rtt + reo_wnd;
+        flight.rack.reo_deadline = None;
+        let Some(rack_sent_at) = flight.rack.xmit_ts else {
+            return;
+        };
+        let reo_wnd = flight
+            .rack
+            .reo_wnd(episode, flight.sent.sacked_segments(), srtt);
+        let wait = flight.rack.rtt + reo_wnd;
         let (newly_lost, timer) =
-            self.sent
-                .rack_detect(now, rack_sent_at, self.rack.end_seq, |sent_at| {
+            flight
+                .sent
+                .rack_detect(now, rack_sent_at, flight.rack.end_seq, |sent_at| {
                     sent_at + wait
                 });
-        self.rack.reo_deadline = timer;
+        flight.rack.reo_deadline = timer;
         if newly_lost > 0 && !self.in_recovery && self.fast_retransmit_allowed() {
             self.enter_recovery(now);
         }
@@ -707,7 +727,7 @@ impl Connection {
         if let Some(rtt) = sample {
             // RFC 6298 §2.2/§2.3.
             self.rtt.on_sample(rtt);
-            self.rack.on_rtt_sample(rtt);
+            self.flight_mut().rack.on_rtt_sample(rtt);
         }
         // SYN and FIN occupy sequence space but no buffer bytes.
         let data_acked = ack.min(self.data_end()).since(self.send_buf_seq);
@@ -719,15 +739,17 @@ impl Connection {
         }
         self.retries = 0;
         self.last_progress = now;
-        self.sent.on_cumulative_ack(ack, fack_before, delivered);
-        self.rack.advance_fack(ack);
+        self.flight_mut()
+            .sent
+            .on_cumulative_ack(ack, fack_before, delivered);
+        self.flight_mut().rack.advance_fack(ack);
         if let Some(guard) = self.rto_recover
             && ack.ge(guard)
         {
             // The data outstanding at the timeout is all acknowledged: the
             // timeout's recovery is over (RFC 6582 §4's "recover").
             self.rto_recover = None;
-            self.rack.on_recovery_exit();
+            self.flight_mut().rack.on_recovery_exit();
         }
 
         if self.in_recovery {
@@ -738,7 +760,7 @@ impl Connection {
                 // RFC 6582 §3.2 step 5: a partial ACK. Retransmit the next
                 // hole at once (with SACK, RACK finds the holes).
                 self.reno_dup_bytes = self.reno_dup_bytes.saturating_sub(acked);
-                self.sent.mark_head_lost();
+                self.flight_mut().sent.mark_head_lost();
             }
         } else {
             self.dup_acks = 0;
@@ -777,7 +799,7 @@ impl Connection {
             return;
         }
         if self.dup_acks >= DUP_ACK_THRESHOLD && self.fast_retransmit_allowed() {
-            self.sent.mark_head_lost();
+            self.flight_mut().sent.mark_head_lost();
             self.enter_recovery(now);
             self.reno_dup_bytes =
                 (DUP_ACK_THRESHOLD as usize * self.send_mss).min(self.snd_nxt.since(self.snd_una));
@@ -790,18 +812,18 @@ impl Connection {
     /// needed (a D-SACK reports it, or a pure duplicate ACK shows both copies
     /// arrived); then restart the probe timer if new data was acknowledged.
     fn tlp_on_ack(&mut self, now: Instant, ack: SeqNum, newly_acked: usize, dsack: bool) {
-        if let Some(end) = self.tlp.end_seq
+        if let Some(end) = self.flight().tlp.end_seq
             && ack.ge(end)
         {
-            if !self.tlp.is_retrans || dsack {
-                self.tlp.end_seq = None;
+            if !self.flight().tlp.is_retrans || dsack {
+                self.flight_mut().tlp.end_seq = None;
             } else if ack.gt(end) {
-                self.tlp.end_seq = None;
-                self.tlp.recoveries += 1;
+                self.flight_mut().tlp.end_seq = None;
+                self.flight_mut().tlp.recoveries += 1;
                 self.cc.on_congestion_event(now);
                 self.cc.on_recovery_exit(now);
-            } else if newly_acked == 0 && self.sent.sacked_bytes() == 0 {
-                self.tlp.end_seq = None;
+            } else if newly_acked == 0 && self.flight().sent.sacked_bytes() == 0 {
+                self.flight_mut().tlp.end_seq = None;
             }
         }
         if newly_acked > 0 {
@@ -830,14 +852,15 @@ impl Connection {
         self.cc.on_congestion_event(now);
         self.in_recovery = true;
         self.recover = self.snd_nxt;
-        self.prr = Prr::start(flight);
+        self.flight_mut().prr = Prr::start(flight);
         // The fast retransmit goes out at once (RFC 6937 §3, RFC 5681 §3.2 step 3).
         let pipe = self.pipe();
-        self.prr.on_ack(0, pipe, self.cc.ssthresh(), self.send_mss);
+        let (ssthresh, mss) = (self.cc.ssthresh(), self.send_mss);
+        self.flight_mut().prr.on_ack(0, pipe, ssthresh, mss);
         self.counters.fast_recoveries += 1;
         // A TLP episode ends with recovery (RFC 8985 §7.4).
-        self.tlp.end_seq = None;
-        self.tlp.deadline = None;
+        self.flight_mut().tlp.end_seq = None;
+        self.flight_mut().tlp.deadline = None;
         // Karn: a retransmission makes the timed segment ambiguous.
         self.rtt_timed = None;
     }
@@ -850,7 +873,7 @@ impl Connection {
         self.reno_dup_bytes = 0;
         self.dup_acks = 0;
         self.cc.on_recovery_exit(now);
-        self.rack.on_recovery_exit();
+        self.flight_mut().rack.on_recovery_exit();
     }
 
     /// A D-SACK for `[left, right)` (RFC 2883): counts the retransmissions
@@ -890,13 +913,13 @@ impl Connection {
             self.in_recovery = false;
             self.reno_dup_bytes = 0;
             self.dup_acks = 0;
-            self.rack.on_recovery_exit();
+            self.flight_mut().rack.on_recovery_exit();
         }
         if unmark_lost {
-            self.sent.unmark_lost();
+            self.flight_mut().sent.unmark_lost();
         }
         self.rto_recover = None;
-        self.rack.reordering_seen = true;
+        self.flight_mut().rack.reordering_seen = true;
         self.counters.undos += 1;
         if undo.after_timeout {
             self.counters.spurious_rtos += 1;

@@ -45,7 +45,7 @@ mod tests;
 mod timers;
 mod urgent;
 
-use crate::config::SocketOptions;
+use crate::config::{OptionTime, SocketOptions};
 use crate::error::{ConnError, RecvError, SendError, SocketError};
 use crate::seq::SeqNum;
 use crate::socket::{
@@ -199,6 +199,31 @@ pub struct SegmentOffload {
     pub payload_apart: Option<(usize, usize)>,
 }
 
+/// [`SegmentOffload`] as a connection keeps it between emitting a segment
+/// and returning it: 20 bytes instead of 40 in every TCB (a TCP header
+/// is at most 60 bytes; payload offsets and lengths are within the send
+/// buffer, below 4 GiB).
+#[derive(Clone, Copy, Debug, Default)]
+struct Emitted {
+    gso_size: Option<u16>,
+    header_len: u8,
+    partial_checksum: bool,
+    payload_apart: Option<(u32, u32)>,
+}
+
+impl Emitted {
+    fn offload(self) -> SegmentOffload {
+        SegmentOffload {
+            gso_size: self.gso_size,
+            partial_checksum: self.partial_checksum,
+            header_len: usize::from(self.header_len),
+            payload_apart: self
+                .payload_apart
+                .map(|(at, len)| (at as usize, len as usize)),
+        }
+    }
+}
+
 /// What a new connection starts from.
 #[derive(Clone, Debug)]
 pub struct ConnectionParams {
@@ -305,9 +330,11 @@ pub struct Connection {
     options: SocketOptions,
     state: TcpState,
     state_changes: Vec<(TcpState, TcpState)>,
-    /// Notes for the trace, kept only while `collect_notes` (a trace follows us).
-    notes: Vec<Note>,
-    collect_notes: bool,
+    /// Notes for the trace, kept only while a trace follows us (`Some`;
+    /// boxed: one pointer for the connections nobody traces).
+    // Boxed on purpose: the point is one pointer instead of a Vec's 24 B.
+    #[allow(clippy::box_collection)]
+    notes: Option<Box<Vec<Note>>>,
     /// We sent the first SYN (connect), as opposed to answering one.
     active_open: bool,
 
@@ -445,12 +472,9 @@ pub struct Connection {
     /// during recovery (one SMSS each, RFC 6937 §3's DeliveredData estimate;
     /// Linux counts them as "sacked" the same way).
     reno_dup_bytes: usize,
-    /// What is in flight, segment by segment.
-    sent: SentQueue,
-    rack: Rack,
-    tlp: Tlp,
-    /// Proportional rate reduction during fast recovery.
-    prr: Prr,
+    /// What is in flight and the loss recovery around it; `None` until
+    /// the first data or FIN goes out (see [`Flight`]).
+    flight: Option<Box<Flight>>,
     /// The last window reduction, while it may still prove spurious
     /// (boxed: rare, and every idle connection would carry its room).
     undo: Option<Box<Undo>>,
@@ -490,7 +514,7 @@ pub struct Connection {
     /// [`Connection::poll_transmit_with`] call only (default otherwise).
     tx_offload: TxOffload,
     /// What the segment just emitted asks of the link.
-    tx_emitted: SegmentOffload,
+    tx_emitted: Emitted,
     counters: Counters,
 
     // --- Memory (see [`MemoryLevel`]) ---
@@ -542,6 +566,40 @@ impl<T> RareQueue<T> {
     }
 }
 
+/// The send side's loss-detection state: the per-segment records of what
+/// is in flight, RACK, TLP and PRR. Boxed and allocated when the first data
+/// or FIN is sent: a connection that never sends (and every connection
+/// during its handshake: the SYN has no record) carries one pointer instead
+/// of ~210 bytes. Once allocated it stays (RACK's minimum RTT and
+/// reordering window, TLP's counters persist for the connection's life).
+///
+/// Invariant: while it is `None`, nothing but our SYN was ever sent, so
+/// RACK.fack is SND.UNA ([`Connection::rack_fack`]) and every record
+/// queue, timer and probe is empty ([`IDLE_FLIGHT`]).
+#[derive(Debug)]
+struct Flight {
+    /// What is in flight, segment by segment.
+    sent: SentQueue,
+    rack: Rack,
+    tlp: Tlp,
+    /// Proportional rate reduction during fast recovery.
+    prr: Prr,
+}
+
+impl Flight {
+    const fn new(snd_una: SeqNum) -> Flight {
+        Flight {
+            sent: SentQueue::new(),
+            rack: Rack::new(snd_una),
+            tlp: Tlp::IDLE,
+            prr: Prr::IDLE,
+        }
+    }
+}
+
+/// What a connection without a [`Flight`] reads: nothing in flight.
+static IDLE_FLIGHT: Flight = Flight::new(SeqNum(0));
+
 /// The window-scale shift to offer: the smallest that lets the 16-bit field
 /// describe the whole receive buffer, at most 14 (RFC 7323 §2.2, §2.3).
 fn window_shift_for(buffer: usize) -> u8 {
@@ -553,6 +611,24 @@ fn window_shift_for(buffer: usize) -> u8 {
 }
 
 impl Connection {
+    /// The loss-detection state, empty until something was sent.
+    fn flight(&self) -> &Flight {
+        self.flight.as_deref().unwrap_or(&IDLE_FLIGHT)
+    }
+
+    /// The loss-detection state, allocated on first use (see [`Flight`]).
+    fn flight_mut(&mut self) -> &mut Flight {
+        let snd_una = self.snd_una;
+        self.flight
+            .get_or_insert_with(|| Box::new(Flight::new(snd_una)))
+    }
+
+    /// RACK.fack: the highest sequence number delivered (SND.UNA while
+    /// nothing beyond the SYN was ever sent).
+    fn rack_fack(&self) -> SeqNum {
+        self.flight.as_ref().map_or(self.snd_una, |f| f.rack.fack)
+    }
+
     fn new(params: ConnectionParams, now: Instant, active_open: bool) -> Connection {
         let config = params.config;
         let options = params.options;
@@ -574,8 +650,7 @@ impl Connection {
                 TcpState::SynReceived
             },
             state_changes: Vec::new(),
-            notes: Vec::new(),
-            collect_notes: false,
+            notes: None,
             active_open,
             iss,
             snd_una: iss,
@@ -653,10 +728,7 @@ impl Connection {
             recover: iss,
             rto_recover: None,
             reno_dup_bytes: 0,
-            sent: SentQueue::default(),
-            rack: Rack::new(iss),
-            tlp: Tlp::default(),
-            prr: Prr::default(),
+            flight: None,
             undo: None,
             more_pending: false,
             cork_deadline: None,
@@ -674,7 +746,7 @@ impl Connection {
             max_flight: 0,
             max_flight_seq: iss,
             tx_offload: TxOffload::default(),
-            tx_emitted: SegmentOffload::default(),
+            tx_emitted: Emitted::default(),
             counters: Counters::default(),
             memory_user: MemoryLevel::Normal,
             memory_global: MemoryLevel::Normal,
@@ -807,7 +879,7 @@ impl Connection {
         self.expand_send_buffer();
         self.arm_keepalive(now);
         if !self.active_open {
-            self.defer_accept_until = self.options.defer_accept.map(|d| now + d);
+            self.defer_accept_until = self.options.defer_accept.map(|d| now + d.get());
         }
         // A shutdown(WR) issued in SYN-RECEIVED was queued until now
         // (RFC 9293 §3.10.4, SYN-RECEIVED: "queue for processing after
@@ -833,9 +905,11 @@ impl Connection {
         self.ack_due = AckDue::No;
         self.probe_due = ProbeDue::No;
         self.force_send = false;
-        self.rack.reo_deadline = None;
-        self.tlp.deadline = None;
-        self.tlp.due = false;
+        if let Some(flight) = self.flight.as_deref_mut() {
+            flight.rack.reo_deadline = None;
+            flight.tlp.deadline = None;
+            flight.tlp.due = false;
+        }
     }
 
     /// Queues `<SEQ=seq><CTL=RST>` (or RST,ACK with `ack`).
@@ -932,8 +1006,10 @@ impl Connection {
             self.update_send_mss();
             // RFC 1191 §6.5, RFC 8201 §4: resend what was too big, at once;
             // this is not congestion, so cwnd stays.
-            if self.state.is_synchronized() {
-                self.sent.mark_all_lost();
+            if self.state.is_synchronized()
+                && let Some(flight) = self.flight.as_deref_mut()
+            {
+                flight.sent.mark_all_lost();
             }
         }
     }
@@ -972,10 +1048,10 @@ impl Connection {
         offload: TxOffload,
     ) -> Option<(usize, SegmentOffload)> {
         self.tx_offload = offload;
-        self.tx_emitted = SegmentOffload::default();
+        self.tx_emitted = Emitted::default();
         let sent = self.transmit(now, buf);
         self.tx_offload = TxOffload::default();
-        sent.map(|n| (n, self.tx_emitted))
+        sent.map(|n| (n, self.tx_emitted.offload()))
     }
 
     /// The send buffer's bytes a segment emitted with
@@ -1313,7 +1389,7 @@ impl Connection {
     pub fn close(&mut self, now: Instant) {
         self.user_closed = true;
         let unread = self.recv_buf.readable() > 0;
-        let linger_zero = self.options.linger == Some(Duration::ZERO);
+        let linger_zero = self.options.linger == Some(OptionTime::ZERO);
         if self.state == TcpState::Closed || self.state == TcpState::Listen {
             return;
         }
@@ -1482,23 +1558,26 @@ impl Connection {
     /// (a `tracing` debug event; nearly free when disabled).
     fn note(&mut self, note: Note) {
         crate::trace::emit_log(note);
-        if self.collect_notes {
-            self.notes.push(note);
+        if let Some(notes) = &mut self.notes {
+            notes.push(note);
         }
     }
 
     /// Whether a trace follows this connection (its notes are then kept for
     /// [`Connection::drain_notes`]).
     pub fn set_traced(&mut self, traced: bool) {
-        self.collect_notes = traced;
         if !traced {
-            self.notes.clear();
+            self.notes = None;
+        } else if self.notes.is_none() {
+            self.notes = Some(Box::default());
         }
     }
 
     /// Appends the notes since the last call, oldest first.
     pub fn drain_notes(&mut self, out: &mut Vec<Note>) {
-        out.append(&mut self.notes);
+        if let Some(notes) = &mut self.notes {
+            out.append(notes);
+        }
     }
 
     /// The initial send sequence number and, once the peer's SYN was seen,
@@ -1511,6 +1590,10 @@ impl Connection {
     /// Appends the state transitions since the last call, oldest first.
     pub fn drain_state_changes(&mut self, out: &mut Vec<(TcpState, TcpState)>) {
         out.append(&mut self.state_changes);
+        // A connection changes state a handful of times in its life: it
+        // keeps no buffer between them (an idle connection would hold a
+        // 32-byte heap chunk for nothing).
+        self.state_changes.shrink_to_fit();
     }
 
     pub fn options(&self) -> &SocketOptions {
@@ -1531,10 +1614,10 @@ impl Connection {
                 return Err(SocketError::InvalidValue);
             }
             SockOption::KeepIdle(d) => {
-                self.options.keep_idle = d;
+                self.options.keep_idle = d.into();
                 self.arm_keepalive(now);
             }
-            SockOption::KeepInterval(d) => self.options.keep_interval = d,
+            SockOption::KeepInterval(d) => self.options.keep_interval = d.into(),
             SockOption::KeepCount(0) => return Err(SocketError::InvalidValue),
             SockOption::KeepCount(n) => self.options.keep_count = n,
             SockOption::RecvBuffer(0) | SockOption::SendBuffer(0) => {
@@ -1550,7 +1633,7 @@ impl Connection {
                 self.options.send_buffer_locked = true;
                 self.send_buf.set_capacity(n);
             }
-            SockOption::Linger(l) => self.options.linger = l,
+            SockOption::Linger(l) => self.options.linger = l.map(OptionTime::from),
             SockOption::Congestion(alg) => {
                 if alg != self.options.congestion {
                     self.options.congestion = alg;
@@ -1558,7 +1641,7 @@ impl Connection {
                 }
             }
             SockOption::SynCount(n) => self.options.syn_retries = n,
-            SockOption::UserTimeout(t) => self.options.user_timeout = t,
+            SockOption::UserTimeout(t) => self.options.user_timeout = t.map(OptionTime::from),
             SockOption::Cork(v) => {
                 self.options.cork = v;
                 // Uncorking pushes what was held (Linux tcp_push_pending_frames).
@@ -1585,7 +1668,7 @@ impl Connection {
             // Linux keeps user_mss for later; the MSS of a connection is
             // fixed at the handshake (only PMTU discovery lowers it).
             SockOption::MaxSegment(n) => self.options.max_segment = (n != 0).then_some(n),
-            SockOption::DeferAccept(d) => self.options.defer_accept = d,
+            SockOption::DeferAccept(d) => self.options.defer_accept = d.map(OptionTime::from),
             SockOption::OobInline(v) => self.options.oob_inline = v,
             SockOption::IpTos(tos) => self.options.ip_tos = tos,
             SockOption::IpTtl(ttl) => self.options.ip_ttl = ttl,
@@ -1635,14 +1718,14 @@ impl Connection {
             CaState::Loss
         } else if self.in_recovery {
             CaState::Recovery
-        } else if self.sent.sacked_bytes() > 0 || self.dup_acks > 0 {
+        } else if self.flight().sent.sacked_bytes() > 0 || self.dup_acks > 0 {
             CaState::Disorder
         } else {
             CaState::Open
         };
         let srtt = self.rtt.srtt();
         let flight = self.snd_nxt.since(self.snd_una);
-        let retrans_in_flight: usize = self.sent.retransmitted_in_flight();
+        let retrans_in_flight: usize = self.flight().sent.retransmitted_in_flight();
         let ssthresh = self.cc.ssthresh();
         TcpInfo {
             state: self.state,
@@ -1658,8 +1741,8 @@ impl Connection {
             snd_mss: count(self.send_mss as u64),
             rcv_mss: count(self.rcv_mss as u64),
             unacked: segs(flight),
-            sacked: segs(self.sent.sacked_bytes()),
-            lost: segs(self.sent.lost_bytes()),
+            sacked: segs(self.flight().sent.sacked_bytes()),
+            lost: segs(self.flight().sent.lost_bytes()),
             retrans: segs(retrans_in_flight),
             last_data_sent_ms: ms_since(self.last_data_sent),
             last_data_recv_ms: ms_since(self.last_data_recv),
@@ -1686,13 +1769,13 @@ impl Connection {
             segs_out: count(self.counters.segments_out),
             segs_in: count(self.counters.segments_in),
             notsent_bytes: count(self.data_end().since(self.snd_nxt) as u64),
-            min_rtt_us: self.rack.min_rtt.map_or(0, us),
+            min_rtt_us: self.flight().rack.min_rtt.map_or(0, us),
             delivery_rate: if srtt.is_zero() {
                 0
             } else {
                 (self.effective_cwnd().min(flight.max(mss)) as f64 / srtt.as_secs_f64()) as u64
             },
-            dsack_dups: count(self.rack.dsacks),
+            dsack_dups: count(self.flight().rack.dsacks),
             snd_wnd: count(self.snd_wnd as u64),
             rcv_wnd: count(self.rcv_wnd() as u64),
         }
@@ -1714,18 +1797,18 @@ impl Connection {
             rto: self.rtt.rto(),
             cwnd: self.effective_cwnd(),
             recovery: RecoveryInfo {
-                tlp_probes: self.tlp.probes,
-                tlp_recoveries: self.tlp.recoveries,
-                dsacks_received: self.rack.dsacks,
-                reorder_window: self.rack.reo_wnd(
+                tlp_probes: self.flight().tlp.probes,
+                tlp_recoveries: self.flight().tlp.recoveries,
+                dsacks_received: self.flight().rack.dsacks,
+                reorder_window: self.flight().rack.reo_wnd(
                     self.in_recovery,
-                    self.sent.sacked_segments(),
+                    self.flight().sent.sacked_segments(),
                     self.rtt.srtt(),
                 ),
                 in_recovery: self.in_recovery,
                 unacked: self.snd_nxt.since(self.snd_una),
-                sacked: self.sent.sacked_bytes(),
-                lost: self.sent.lost_bytes(),
+                sacked: self.flight().sent.sacked_bytes(),
+                lost: self.flight().sent.lost_bytes(),
                 recv_buffer: self.recv_buf.capacity(),
                 send_buffer: self.send_buf.capacity(),
                 rto_timeouts: c.rto_timeouts,

@@ -115,7 +115,7 @@ impl Connection {
     /// (RFC 6937 §3), the controller's cwnd otherwise.
     pub(super) fn effective_cwnd(&self) -> usize {
         if self.in_recovery {
-            self.prr.cwnd
+            self.flight().prr.cwnd
         } else {
             self.cc.cwnd()
         }
@@ -127,8 +127,11 @@ impl Connection {
     /// reported during recovery.
     pub(super) fn pipe(&self) -> usize {
         let flight = self.snd_nxt.since(self.snd_una);
-        flight
-            .saturating_sub(self.sent.sacked_bytes() + self.sent.lost_bytes() + self.reno_dup_bytes)
+        flight.saturating_sub(
+            self.flight().sent.sacked_bytes()
+                + self.flight().sent.lost_bytes()
+                + self.reno_dup_bytes,
+        )
     }
 
     /// The congestion window to respect and the data counted against it.
@@ -152,7 +155,7 @@ impl Connection {
         // fast retransmit of RFC 5681 §3.2 and a NewReno partial ACK's,
         // RFC 6582 §3.2; the timeout's retransmissions, RFC 6298 §5.4),
         // within cwnd (PRR's during recovery).
-        if let Some(lost) = self.sent.first_lost() {
+        if let Some(lost) = self.flight().sent.first_lost() {
             let (cwnd, pipe) = self.cwnd_and_pipe();
             if pipe < cwnd {
                 let len = lost.end.min(data_end).since(lost.start).min(mss);
@@ -167,8 +170,8 @@ impl Connection {
 
         // A tail-loss probe (RFC 8985 §7.3): new data if the peer's window
         // allows, else the last segment again; cwnd is not consulted.
-        if self.tlp.due {
-            self.tlp.due = false;
+        if self.flight().tlp.due {
+            self.flight_mut().tlp.due = false;
             if let Some(n) = self.send_probe(now, buf) {
                 return Some(n);
             }
@@ -306,17 +309,17 @@ impl Connection {
             }
             sent
         } else {
-            let last = self.sent.last()?;
+            let last = self.flight().sent.last()?;
             let start = last.start.max(last.end.min(data_end) - mss);
             let len = last.end.min(data_end).since(start);
             let fin = self.fin_sent() && last.end.gt(data_end);
             self.send_from_queue(now, buf, start, len, fin)
         };
         let (n, _) = sent?;
-        self.tlp.deadline = None;
-        self.tlp.end_seq = Some(self.snd_nxt);
-        self.tlp.is_retrans = !new_data;
-        self.tlp.probes += 1;
+        self.flight_mut().tlp.deadline = None;
+        self.flight_mut().tlp.end_seq = Some(self.snd_nxt);
+        self.flight_mut().tlp.is_retrans = !new_data;
+        self.flight_mut().tlp.probes += 1;
         self.rtx_deadline = Some(self.rto_deadline(now));
         Some(n)
     }
@@ -324,18 +327,20 @@ impl Connection {
     /// RFC 8985 §7.2: after new data goes out in the open state with SACK,
     /// and no probe outstanding, (re)arm the probe timer.
     pub(super) fn arm_tlp(&mut self, now: Instant) {
-        self.tlp.deadline = None;
+        if let Some(flight) = self.flight.as_deref_mut() {
+            flight.tlp.deadline = None;
+        }
         if !self.sack_enabled
             || self.in_recovery
             || self.rto_recover.is_some()
-            || self.tlp.end_seq.is_some()
+            || self.flight().tlp.end_seq.is_some()
             || self.snd_una == self.snd_nxt
         {
             return;
         }
         let srtt = self.rtt.has_sample().then(|| self.rtt.srtt());
         let one_segment = self.snd_nxt.since(self.snd_una) <= self.send_mss;
-        self.tlp.deadline = Some(recovery::probe_timeout(
+        self.flight_mut().tlp.deadline = Some(recovery::probe_timeout(
             now,
             srtt,
             one_segment,
@@ -408,15 +413,15 @@ impl Connection {
                 let mut at = seq;
                 while at.lt(end) {
                     let next = (at + usize::from(size)).min(end);
-                    self.sent.on_transmit(at, next, now);
+                    self.flight_mut().sent.on_transmit(at, next, now);
                     at = next;
                 }
             }
-            None => self.sent.on_transmit(seq, end, now),
+            None => self.flight_mut().sent.on_transmit(seq, end, now),
         }
         if self.in_recovery {
             // RFC 6937 §3: prr_out counts everything sent during recovery.
-            self.prr.out += end.since(seq);
+            self.flight_mut().prr.out += end.since(seq);
         }
         if retransmission {
             self.counters.retransmits += 1;
@@ -458,7 +463,7 @@ impl Connection {
         if self.rtx_deadline.is_none() && end.gt(seq) {
             self.rtx_deadline = Some(self.rto_deadline(now));
         }
-        if !retransmission && end.gt(seq) && !self.tlp.due {
+        if !retransmission && end.gt(seq) && !self.flight().tlp.due {
             self.arm_tlp(now);
         }
         Some((n, end))
@@ -628,13 +633,16 @@ impl Connection {
         let (local, remote) = (self.local.ip(), self.remote.ip());
         let n = match apart {
             Some((payload, sum)) => {
-                self.tx_emitted.payload_apart = Some(payload);
+                let (at, len) = payload;
+                // Within the send buffer (see `Emitted`).
+                self.tx_emitted.payload_apart = Some((at as u32, len as u32));
                 repr.emit_header_apart(buf, carried, sum, local, remote, checksum) + carried
             }
             None => repr.emit_header(buf, carried, local, remote, checksum),
         };
         self.tx_emitted.partial_checksum = self.tx_offload.checksum;
-        self.tx_emitted.header_len = header_len;
+        // A TCP header is at most 60 bytes (RFC 9293 §3.1, data offset).
+        self.tx_emitted.header_len = header_len as u8;
         self.counters.segments_out += 1;
         if flags.ack() && self.ack_point.is_none() {
             self.ack_due = AckDue::No;

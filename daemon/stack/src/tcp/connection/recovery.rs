@@ -61,7 +61,7 @@ pub(super) struct Rack {
 }
 
 impl Rack {
-    pub(super) fn new(iss: SeqNum) -> Rack {
+    pub(super) const fn new(iss: SeqNum) -> Rack {
         Rack {
             xmit_ts: None,
             end_seq: iss,
@@ -168,7 +168,7 @@ impl Rack {
 }
 
 /// TLP's state (RFC 8985 §7).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct Tlp {
     /// The probe timer (PTO).
     pub deadline: Option<Instant>,
@@ -182,6 +182,18 @@ pub(super) struct Tlp {
     pub probes: u64,
     /// Probes that repaired a loss (and so reduced the window).
     pub recoveries: u64,
+}
+
+impl Tlp {
+    /// No probe armed, due or outstanding; none sent yet.
+    pub(super) const IDLE: Tlp = Tlp {
+        deadline: None,
+        due: false,
+        end_seq: None,
+        is_retrans: false,
+        probes: 0,
+        recoveries: 0,
+    };
 }
 
 /// The probe timeout (RFC 8985 §7.2): 2·SRTT, plus WCDelAckT when a
@@ -221,6 +233,14 @@ pub(super) struct Prr {
 }
 
 impl Prr {
+    /// Outside recovery (the counters mean nothing until [`Prr::start`]).
+    pub(super) const IDLE: Prr = Prr {
+        recover_fs: 0,
+        delivered: 0,
+        out: 0,
+        cwnd: 0,
+    };
+
     /// Recovery begins with `flight` bytes outstanding.
     pub(super) fn start(flight: usize) -> Prr {
         Prr {

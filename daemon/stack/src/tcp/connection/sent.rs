@@ -76,6 +76,15 @@ pub(super) struct SentQueue {
 }
 
 impl SentQueue {
+    /// No records.
+    pub(super) const fn new() -> SentQueue {
+        SentQueue {
+            segs: VecDeque::new(),
+            sacked_bytes: 0,
+            lost_bytes: 0,
+        }
+    }
+
     #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = &SentSegment> {
         self.segs.iter()

@@ -1223,7 +1223,7 @@ fn data_retransmission_backs_off_then_times_out() {
 #[test]
 fn user_timeout_bounds_retransmission() {
     let options = SocketOptions {
-        user_timeout: Some(Duration::from_secs(2)),
+        user_timeout: Some(OptionTime::from_secs(2)),
         ..SocketOptions::default()
     };
     let mut s = scripted_established(options);
@@ -1460,8 +1460,8 @@ fn sack_blocks_report_out_of_order_data_most_recent_first() {
 fn keepalive_probes_then_times_out() {
     let options = SocketOptions {
         keepalive: true,
-        keep_idle: Duration::from_secs(10),
-        keep_interval: Duration::from_secs(2),
+        keep_idle: OptionTime::from_secs(10),
+        keep_interval: OptionTime::from_secs(2),
         keep_count: 3,
         ..SocketOptions::default()
     };
@@ -1491,8 +1491,8 @@ fn keepalive_probes_then_times_out() {
 fn keepalive_answer_resets_the_probe_count() {
     let options = SocketOptions {
         keepalive: true,
-        keep_idle: Duration::from_secs(10),
-        keep_interval: Duration::from_secs(2),
+        keep_idle: OptionTime::from_secs(10),
+        keep_interval: OptionTime::from_secs(2),
         keep_count: 2,
         ..SocketOptions::default()
     };
@@ -2061,7 +2061,7 @@ fn dsack_of_a_probe_keeps_the_window_and_widens_the_reordering_window() {
         cwnd,
         "no reduction for a spurious probe"
     );
-    assert_eq!(s.conn.rack.reo_wnd_mult, 2);
+    assert_eq!(s.conn.flight().rack.reo_wnd_mult, 2);
 }
 
 /// PRR (RFC 6937): 10 segments in flight, the first lost, CUBIC's
@@ -3273,7 +3273,7 @@ fn dsack_of_every_retransmission_undoes_the_reduction() {
     assert_eq!(stats.recovery.undos, 1);
     assert_eq!(stats.recovery.spurious_rtos, 0);
     // RACK learnt the path reorders: its window is no longer zero.
-    assert!(s.conn.rack.reordering_seen);
+    assert!(s.conn.flight().rack.reordering_seen);
     // A second D-SACK of the same data changes nothing.
     s.feed(&s.sack(10, &[(0, 1)]));
     assert_eq!(s.conn.stats().recovery.undos, 1);
@@ -3352,4 +3352,33 @@ fn dsack_goes_on_an_ack_that_covers_it() {
         }
     }
     assert_eq!(reported, 1, "{replies:?}");
+}
+
+/// An idle connection carries no loss-recovery state and no buffers: its
+/// [`Flight`] is allocated with its first data (and stays), its state
+/// transitions leave no queue behind once drained, and nothing is traced.
+#[test]
+fn an_idle_connection_keeps_no_flight_and_no_buffers() {
+    let mut net = Net::default_pair();
+    let mut drained = Vec::new();
+    for conn in [&mut net.a, &mut net.b] {
+        conn.drain_state_changes(&mut drained);
+        assert!(conn.flight.is_none(), "a flight after the handshake");
+        assert_eq!(conn.state_changes.capacity(), 0);
+        assert!(conn.notes.is_none());
+    }
+    // Keepalive probes and their answers (pure ACKs) allocate nothing either.
+    net.a
+        .set_option(net.now, SockOption::KeepIdle(Duration::from_secs(1)))
+        .unwrap();
+    net.a
+        .set_option(net.now, SockOption::KeepAlive(true))
+        .unwrap();
+    net.advance(Duration::from_secs(5));
+    assert!(net.a.flight.is_none() && net.b.flight.is_none());
+    // Data does, on the side that sent it.
+    net.a.send(net.now, b"x").unwrap();
+    net.exchange();
+    assert!(net.a.flight.is_some());
+    assert!(net.b.flight.is_none());
 }

@@ -23,8 +23,8 @@ impl Connection {
         };
         [
             self.rtx_deadline,
-            self.rack.reo_deadline,
-            self.tlp.deadline,
+            self.flight().rack.reo_deadline,
+            self.flight().tlp.deadline,
             self.persist_deadline,
             self.keepalive_deadline,
             self.close_deadline,
@@ -80,18 +80,18 @@ impl Connection {
             self.cork_released = true;
             self.more_pending = false;
         }
-        if let Some(t) = self.rack.reo_deadline
+        if let Some(t) = self.flight().rack.reo_deadline
             && now >= t
         {
             // RFC 8985 §6.3: the reordering window has passed for a
             // segment sent before the RACK segment.
-            self.rack.reo_deadline = None;
+            self.flight_mut().rack.reo_deadline = None;
             self.rack_detect_loss(now);
         }
-        if let Some(t) = self.tlp.deadline
+        if let Some(t) = self.flight().tlp.deadline
             && now >= t
         {
-            self.tlp.deadline = None;
+            self.flight_mut().tlp.deadline = None;
             self.on_probe_timeout();
         }
         if let Some(t) = self.persist_deadline
@@ -113,7 +113,7 @@ impl Connection {
     pub(super) fn rto_deadline(&self, now: Instant) -> Instant {
         let deadline = now + self.rtt.rto();
         match self.options.user_timeout {
-            Some(uto) => deadline.min((self.last_progress + uto).max(now)),
+            Some(uto) => deadline.min((self.last_progress + uto.get()).max(now)),
             None => deadline,
         }
     }
@@ -155,7 +155,7 @@ impl Connection {
                 let user_timeout_expired = self
                     .options
                     .user_timeout
-                    .is_some_and(|uto| now - self.last_progress >= uto);
+                    .is_some_and(|uto| now - self.last_progress >= uto.get());
                 // An orphan gives up sooner (Linux tcp_orphan_retries).
                 let max_retries = if self.user_closed {
                     self.config.orphan_retries.min(self.config.max_retries)
@@ -198,7 +198,7 @@ impl Connection {
                 self.rtt.backoff();
                 self.rtt_timed = None;
                 if self.in_recovery {
-                    self.rack.on_recovery_exit();
+                    self.flight_mut().rack.on_recovery_exit();
                 }
                 self.in_recovery = false;
                 self.reno_dup_bytes = 0;
@@ -211,11 +211,11 @@ impl Connection {
                 // those sent more than RACK.rtt + reo_wnd ago, which after
                 // an RTO is all of them). SACK marks are kept unless the
                 // peer reneged (see `SentQueue::mark_all_lost`).
-                self.sent.mark_all_lost();
-                self.tlp.end_seq = None;
-                self.tlp.deadline = None;
-                self.tlp.due = false;
-                self.rack.reo_deadline = None;
+                self.flight_mut().sent.mark_all_lost();
+                self.flight_mut().tlp.end_seq = None;
+                self.flight_mut().tlp.deadline = None;
+                self.flight_mut().tlp.due = false;
+                self.flight_mut().rack.reo_deadline = None;
                 // §5.6: restart the timer with the backed-off RTO.
                 self.rtx_deadline = Some(self.rto_deadline(now));
             }
@@ -236,10 +236,10 @@ impl Connection {
         ) && self.snd_una != self.snd_nxt
             && !self.in_recovery
             && self.rto_recover.is_none()
-            && self.tlp.end_seq.is_none()
+            && self.flight().tlp.end_seq.is_none()
         {
             self.note(Note::TlpFired);
-            self.tlp.due = true;
+            self.flight_mut().tlp.due = true;
         }
     }
 
@@ -291,7 +291,7 @@ impl Connection {
         if self.snd_nxt != self.snd_una || !self.send_buf.is_empty() {
             // Data is outstanding: retransmission and persist timers watch
             // the peer (Linux skips the probe the same way).
-            self.keepalive_deadline = Some(now + self.options.keep_idle);
+            self.keepalive_deadline = Some(now + self.options.keep_idle.get());
             return;
         }
         if self.keepalive_probes >= self.options.keep_count {
@@ -302,7 +302,7 @@ impl Connection {
         self.note(Note::KeepaliveFired);
         self.keepalive_probes += 1;
         self.probe_due = ProbeDue::Keepalive;
-        self.keepalive_deadline = Some(now + self.options.keep_interval);
+        self.keepalive_deadline = Some(now + self.options.keep_interval.get());
     }
 
     /// States in which keepalive runs: synchronized and not yet closing down
@@ -317,7 +317,7 @@ impl Connection {
     /// (Re)starts the keepalive idle timer from `now`, or stops it.
     pub(super) fn arm_keepalive(&mut self, now: Instant) {
         self.keepalive_deadline = (self.options.keepalive && self.keepalive_state())
-            .then(|| now + self.options.keep_idle);
+            .then(|| now + self.options.keep_idle.get());
     }
 
     /// TIME-WAIT (RFC 9293 §3.3.2): 2×MSL, every other timer off.
