@@ -2699,12 +2699,14 @@ mod memory_tests {
     /// pointer until the first data goes out (`Flight`, -200), the RTT
     /// estimator and the option times are 32-bit (-24, -64), the emitted
     /// segment's offload note is compact (-20), trace notes one pointer
-    /// (-16). The bound is exact, so growth is a decision.
+    /// (-16); then 1 144 with the congestion controller inline (+72 here,
+    /// but its own 96-byte heap chunk and a malloc per connection gone).
+    /// The bound is exact, so growth is a decision.
     #[test]
     fn an_idle_connections_entries_stay_within_budget() {
         let conn = size_of::<ConnEntry>();
         let socket = size_of::<SocketEntry>();
-        assert!(conn <= 1072, "ConnEntry is {conn} bytes");
+        assert!(conn <= 1144, "ConnEntry is {conn} bytes");
         assert!(socket <= 64, "SocketEntry is {socket} bytes");
     }
 }

@@ -96,6 +96,79 @@ pub fn new_controller(algorithm: CongestionAlgorithm, mss: usize) -> Box<dyn Con
     }
 }
 
+/// A connection's controller, inline in its TCB: the algorithms are a
+/// closed set, so an enum spares every connection a heap allocation and
+/// its pointer (the `Box<dyn>` of [`new_controller`] cost ~112 bytes per
+/// connection; this is the size of the larger algorithm, ~88).
+#[derive(Clone, Debug)]
+pub enum Controller {
+    NewReno(NewReno),
+    Cubic(Cubic),
+}
+
+impl Controller {
+    /// A controller of `algorithm` for send MSS `mss`.
+    pub fn new(algorithm: CongestionAlgorithm, mss: usize) -> Controller {
+        match algorithm {
+            CongestionAlgorithm::NewReno => Controller::NewReno(NewReno::new(mss)),
+            CongestionAlgorithm::Cubic => Controller::Cubic(Cubic::new(mss)),
+        }
+    }
+
+    fn inner(&self) -> &dyn CongestionControl {
+        match self {
+            Controller::NewReno(c) => c,
+            Controller::Cubic(c) => c,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn CongestionControl {
+        match self {
+            Controller::NewReno(c) => c,
+            Controller::Cubic(c) => c,
+        }
+    }
+}
+
+impl CongestionControl for Controller {
+    fn algorithm(&self) -> CongestionAlgorithm {
+        self.inner().algorithm()
+    }
+    fn cwnd(&self) -> usize {
+        self.inner().cwnd()
+    }
+    fn ssthresh(&self) -> usize {
+        self.inner().ssthresh()
+    }
+    fn set_mss(&mut self, mss: usize) {
+        self.inner_mut().set_mss(mss);
+    }
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>, in_flight: usize) {
+        self.inner_mut().on_ack(now, acked, rtt, in_flight);
+    }
+    fn on_congestion_event(&mut self, now: Instant) {
+        self.inner_mut().on_congestion_event(now);
+    }
+    fn on_recovery_exit(&mut self, now: Instant) {
+        self.inner_mut().on_recovery_exit(now);
+    }
+    fn on_retransmission_timeout(&mut self, now: Instant, reduce: bool) {
+        self.inner_mut().on_retransmission_timeout(now, reduce);
+    }
+    fn on_idle_restart(&mut self, now: Instant) {
+        self.inner_mut().on_idle_restart(now);
+    }
+    fn on_syn_loss(&mut self) {
+        self.inner_mut().on_syn_loss();
+    }
+    fn boxed_clone(&self) -> Box<dyn CongestionControl> {
+        Box::new(self.clone())
+    }
+    fn resume_after_undo(&mut self, cwnd_now: usize) {
+        self.inner_mut().resume_after_undo(cwnd_now);
+    }
+}
+
 /// Slow-start growth for one ACK: the bytes it newly acknowledged (RFC
 /// 5681 §3.1; Linux applies no RFC 3465 L limit).
 fn slow_start_increase(acked: usize) -> usize {

@@ -19,6 +19,7 @@ use crate::error::ConnError;
 use crate::seq::SeqNum;
 use crate::socket::MemoryLevel;
 use crate::tcp::TcpState;
+use crate::tcp::congestion::CongestionControl;
 use crate::time::{Duration, Instant};
 use crate::trace::{DropCause, Note};
 use crate::wire::TcpRepr;
@@ -844,11 +845,7 @@ impl Connection {
     fn enter_recovery(&mut self, now: Instant) {
         self.note(Note::RecoveryEnter);
         let flight = self.snd_nxt.since(self.snd_una);
-        self.undo = Some(Box::new(Undo::begin(
-            self.cc.boxed_clone(),
-            self.snd_una,
-            false,
-        )));
+        self.undo = Some(Box::new(Undo::begin(self.cc.clone(), self.snd_una, false)));
         self.cc.on_congestion_event(now);
         self.in_recovery = true;
         self.recover = self.snd_nxt;

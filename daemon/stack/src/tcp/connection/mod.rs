@@ -54,7 +54,7 @@ use crate::socket::{
 };
 use crate::tcp::TcpState;
 use crate::tcp::buffer::{RecvBuffer, SendBuffer, copy_to_two};
-use crate::tcp::congestion::{CongestionControl, new_controller};
+use crate::tcp::congestion::{CongestionControl, Controller};
 use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
 use crate::time::{Duration, Instant};
 use crate::trace::Note;
@@ -460,7 +460,7 @@ pub struct Connection {
     /// Karn / RFC 6298 §3, the Eifel check of RFC 3522 §3.2). Cleared once a
     /// sample echoing it (or later) was taken.
     rtx_tsval: Option<u32>,
-    cc: Box<dyn CongestionControl>,
+    cc: Controller,
     dup_acks: u32,
     in_recovery: bool,
     /// RFC 6582 "recover": SND.NXT when loss recovery began.
@@ -722,7 +722,7 @@ impl Connection {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             rtt_timed: None,
             rtx_tsval: None,
-            cc: new_controller(options.congestion, path_mss),
+            cc: Controller::new(options.congestion, path_mss),
             dup_acks: 0,
             in_recovery: false,
             recover: iss,
@@ -858,7 +858,7 @@ impl Connection {
     /// The handshake completed (RFC 9293 §3.10.7.3 / §3.10.7.4 SYN-RECEIVED).
     fn establish(&mut self, now: Instant) {
         self.set_state(TcpState::Established);
-        self.cc = new_controller(self.options.congestion, self.send_mss);
+        self.cc = Controller::new(self.options.congestion, self.send_mss);
         if self.syn_retransmitted {
             // RFC 6298 §5.7: a SYN or SYN,ACK timed out and no RTT sample
             // came from the handshake: data transmission starts at a 3 s RTO
@@ -1637,7 +1637,7 @@ impl Connection {
             SockOption::Congestion(alg) => {
                 if alg != self.options.congestion {
                     self.options.congestion = alg;
-                    self.cc = new_controller(alg, self.send_mss);
+                    self.cc = Controller::new(alg, self.send_mss);
                 }
             }
             SockOption::SynCount(n) => self.options.syn_retries = n,

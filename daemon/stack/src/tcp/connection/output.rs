@@ -25,6 +25,7 @@ use super::{
 use crate::seq::SeqNum;
 use crate::socket::MemoryLevel;
 use crate::tcp::TcpState;
+use crate::tcp::congestion::CongestionControl;
 use crate::time::Instant;
 use crate::wire::tcp::HEADER_LEN;
 use crate::wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TxChecksum, checksum};

@@ -15,7 +15,7 @@
 
 use super::sent::Delivered;
 use crate::seq::SeqNum;
-use crate::tcp::congestion::CongestionControl;
+use crate::tcp::congestion::Controller;
 use crate::time::{Duration, Instant};
 
 /// DupThresh (RFC 5681 §3.2, RFC 6675 §2): segments SACKed above a hole
@@ -300,7 +300,7 @@ impl Prr {
 ///
 /// Then the controller as it was before the reduction takes over again
 /// (RFC 4015 §3 restores cwnd and ssthresh; see
-/// [`CongestionControl::resume_after_undo`]).
+/// [`CongestionControl::resume_after_undo`](crate::tcp::congestion::CongestionControl::resume_after_undo)).
 ///
 /// Invariants: `unconfirmed <= retransmissions`; an episode lives until
 /// it is undone or the next one replaces it (Linux's `tcp_init_undo`), so a
@@ -309,7 +309,7 @@ impl Prr {
 #[derive(Debug)]
 pub(super) struct Undo {
     /// The controller just before the reduction.
-    pub prior: Box<dyn CongestionControl>,
+    pub prior: Controller,
     /// SND.UNA when the episode began (Linux's `undo_marker`): D-SACKs
     /// below it concern older data.
     pub marker: SeqNum,
@@ -340,7 +340,7 @@ pub(super) fn ts_before(a: u32, b: u32) -> bool {
 }
 
 impl Undo {
-    pub(super) fn begin(prior: Box<dyn CongestionControl>, snd_una: SeqNum, timeout: bool) -> Undo {
+    pub(super) fn begin(prior: Controller, snd_una: SeqNum, timeout: bool) -> Undo {
         Undo {
             prior,
             marker: snd_una,
@@ -432,8 +432,7 @@ mod tests {
 
     #[test]
     fn undo_detection_rules() {
-        let prior =
-            crate::tcp::congestion::new_controller(crate::config::CongestionAlgorithm::Cubic, 1000);
+        let prior = Controller::new(crate::config::CongestionAlgorithm::Cubic, 1000);
         let mut undo = Undo::begin(prior, SeqNum(5000), false);
         // Nothing retransmitted: neither test can say anything.
         assert!(!undo.eifel(SeqNum(9000), 100));
@@ -449,7 +448,7 @@ mod tests {
         assert!(!undo.eifel(SeqNum(5000), 150), "does not cover it");
         assert!(!undo.eifel(SeqNum(6000), 0), "no echo");
         // Across the timestamp wrap.
-        let mut wrapped = Undo::begin(undo.prior.boxed_clone(), SeqNum(0), true);
+        let mut wrapped = Undo::begin(undo.prior.clone(), SeqNum(0), true);
         wrapped.on_retransmit(SeqNum(0), SeqNum(10), 1, Some(5));
         assert!(wrapped.eifel(SeqNum(10), u32::MAX - 3));
         // D-SACK: below the marker or of data not retransmitted does not
@@ -461,7 +460,7 @@ mod tests {
         assert!(undo.on_dsack(SeqNum(7000), SeqNum(8000), 1000));
         assert_eq!(undo.unconfirmed, 0);
         // A go-back-N is one range; one D-SACK may report several segments.
-        let mut gbn = Undo::begin(undo.prior.boxed_clone(), SeqNum(0), true);
+        let mut gbn = Undo::begin(undo.prior.clone(), SeqNum(0), true);
         for i in 0..40u32 {
             gbn.on_retransmit(SeqNum(i * 100), SeqNum((i + 1) * 100), 1, None);
         }

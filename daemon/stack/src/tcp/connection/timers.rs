@@ -9,6 +9,7 @@ use super::recovery::Undo;
 use super::{AckDue, Connection, ProbeDue};
 use crate::error::ConnError;
 use crate::tcp::TcpState;
+use crate::tcp::congestion::CongestionControl;
 use crate::time::{Duration, Instant};
 use crate::trace::Note;
 
@@ -185,11 +186,8 @@ impl Connection {
                 match &mut self.undo {
                     Some(undo) if window_already_reduced => undo.after_timeout = true,
                     _ => {
-                        self.undo = Some(Box::new(Undo::begin(
-                            self.cc.boxed_clone(),
-                            self.snd_una,
-                            true,
-                        )));
+                        self.undo =
+                            Some(Box::new(Undo::begin(self.cc.clone(), self.snd_una, true)));
                     }
                 }
                 self.cc
