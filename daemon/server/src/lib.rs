@@ -27,6 +27,7 @@
 
 mod admin_service;
 mod admission;
+mod api_server;
 mod authority;
 mod busy_poll;
 mod capture_hub;
@@ -465,15 +466,8 @@ async fn serve(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tcpd_proto::FILE_DESCRIPTOR_SET)
     };
-    let server = tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        // RFC 9113 §6.7 PING: finds clients that hang without closing.
-        .http2_keepalive_interval(keepalive)
-        .http2_keepalive_timeout(Some(keepalive_timeout))
-        .layer(idle::SessionLayer)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .add_service(SocketRoutes::new(SocketService::new(shards.clone())))
+    // tonic's routes, served by hyper directly (see `api_server` for why).
+    let routes = tonic::service::Routes::new(SocketRoutes::new(SocketService::new(shards.clone())))
         .add_service(AdminServiceServer::new(AdminService::new(
             shards.clone(),
             info,
@@ -483,7 +477,19 @@ async fn serve(
         // other generic clients need no .proto file.
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .serve_with_incoming(acceptor.into_stream());
+        .prepare();
+    let server = api_server::serve(
+        acceptor.into_stream(),
+        tower::Layer::layer(&idle::SessionLayer, routes),
+        api_server::Http2Settings {
+            initial_stream_window: STREAM_WINDOW,
+            initial_connection_window: CONNECTION_WINDOW,
+            max_frame_size: MAX_FRAME_SIZE,
+            // RFC 9113 §6.7 PING: finds clients that hang without closing.
+            keepalive_interval: keepalive,
+            keepalive_timeout,
+        },
+    );
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(&[
             sd_notify::NotifyState::Ready,
@@ -493,8 +499,7 @@ async fn serve(
         tracing::warn!(error = %e, "sd_notify READY=1 failed");
     }
     tokio::select! {
-        served = server => {
-            served?;
+        () = server => {
             anyhow::bail!("the RPC server stopped unexpectedly");
         }
         outcome = driver_done.recv() => {

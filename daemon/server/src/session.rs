@@ -509,7 +509,7 @@ impl SessionAcceptor {
         })
     }
 
-    /// An endless stream of sessions for `serve_with_incoming`.
+    /// An endless stream of sessions for [`crate::api_server::serve`].
     pub fn into_stream(self) -> impl futures::Stream<Item = io::Result<SessionStream>> {
         futures::stream::unfold(self, |acceptor| async move {
             let next = acceptor.accept().await;

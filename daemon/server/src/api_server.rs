@@ -1,0 +1,129 @@
+//! The API's HTTP/2 server: every session connection the
+//! [`SessionAcceptor`](crate::session::SessionAcceptor) yields is served by
+//! hyper's HTTP/2 server with tonic's routes, configured as tonic's
+//! `transport::Server` configures hyper (HTTP/2 only, the given windows,
+//! frame size and keepalive, no limit on concurrent streams or reset
+//! streams), and every request carries its session's [`SessionConnection`]
+//! in its extensions as tonic's `Connected` would put it there.
+//!
+//! Why not `tonic::transport::Server`: hyper runs one task per HTTP/2 stream,
+//! and that task holds the service's future inline for the stream's whole
+//! life, although only the response body is left once the future is done.
+//! Behind tonic's server that future is a tower `Oneshot` sized to hold the
+//! whole request (about 280 bytes), so every open Stream's task was a
+//! 512-byte allocation; here the future is one box (freed when the response
+//! is ready) and the task 256 bytes — 100 000 idle connections are 100 000
+//! open Streams (e2e/BENCHMARKS.md, "Round 7: 100 000 idle connections").
+//!
+//! Not carried over from tonic's server, because tcpd never used them:
+//! server-side `grpc-timeout` enforcement, load shedding and concurrency
+//! limits, TLS, HTTP/1, and graceful shutdown (the daemon drops the server
+//! on SIGTERM and resets every connection itself).
+
+use crate::session::{SessionConnection, SessionStream};
+use futures::{Stream, StreamExt};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+use tonic::transport::server::Connected;
+use tower::{Service, ServiceExt};
+
+/// HTTP/2 settings of every session connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Http2Settings {
+    pub initial_stream_window: u32,
+    pub initial_connection_window: u32,
+    pub max_frame_size: u32,
+    /// RFC 9113 §6.7 PING interval (`None`: no keepalive).
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+}
+
+/// Serves `routes` on each connection of `incoming` until it ends; each
+/// connection runs in a task of its own.
+pub async fn serve<S>(
+    incoming: impl Stream<Item = io::Result<SessionStream>>,
+    routes: S,
+    settings: Http2Settings,
+) where
+    S: Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(settings.initial_stream_window)
+        .initial_connection_window_size(settings.initial_connection_window)
+        .max_frame_size(settings.max_frame_size)
+        .keep_alive_interval(settings.keepalive_interval)
+        .keep_alive_timeout(settings.keepalive_timeout)
+        .adaptive_window(false)
+        // As tonic's server: a session opens as many Streams as its quotas
+        // allow (hyper's own default would be 200).
+        .max_concurrent_streams(None)
+        .max_local_error_reset_streams(None)
+        .max_pending_accept_reset_streams(None);
+    let mut incoming = std::pin::pin!(incoming);
+    while let Some(io) = incoming.next().await {
+        let io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::trace!(error = %e, "accepting an API connection failed");
+                continue;
+            }
+        };
+        let service = SessionRoutes {
+            routes: routes.clone(),
+            connection: io.connect_info(),
+        };
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "serving an API connection failed");
+            }
+        });
+    }
+}
+
+/// The routes as one session's hyper service.
+#[derive(Clone)]
+struct SessionRoutes<S> {
+    routes: S,
+    connection: SessionConnection,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> hyper::service::Service<http::Request<Incoming>> for SessionRoutes<S>
+where
+    S: Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    /// Boxed: see the module docs.
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let mut request = request.map(tonic::body::Body::new);
+        request.extensions_mut().insert(self.connection.clone());
+        let routes = self.routes.clone();
+        Box::pin(routes.oneshot(request))
+    }
+}
