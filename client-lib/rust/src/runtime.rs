@@ -17,8 +17,10 @@
 //! ([`CLIENT_RUNTIME_ENV`]) puts a current-thread runtime's default
 //! session on the library's runtime instead, as before round 7 (an A/B
 //! switch, and a way out for programs that stop driving their
-//! current-thread runtime for longer than the daemon's HTTP/2 keep-alive
-//! — `--keepalive-timeout-ms` — while holding sockets: like
+//! current-thread runtime, while holding sockets, for longer than the
+//! daemon's HTTP/2 keep-alive interval plus its timeout — `--keepalive-ms`
+//! + `--keepalive-timeout-ms`, 80 s by default — after which the daemon
+//! drops the silent session: like
 //! `tokio::net`'s, a session on such a runtime makes progress only while
 //! the runtime runs).
 //!
