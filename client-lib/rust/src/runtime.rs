@@ -18,9 +18,9 @@
 //! session on the library's runtime instead, as before round 7 (an A/B
 //! switch, and a way out for programs that stop driving their
 //! current-thread runtime, while holding sockets, for longer than the
-//! daemon's HTTP/2 keep-alive interval plus its timeout — `--keepalive-ms`
-//! + `--keepalive-timeout-ms`, 80 s by default — after which the daemon
-//! drops the silent session: like
+//! daemon's HTTP/2 keep-alive interval plus its timeout (`--keepalive-ms`
+//! and `--keepalive-timeout-ms`, 80 s together by default), after which
+//! the daemon drops the silent session: like
 //! `tokio::net`'s, a session on such a runtime makes progress only while
 //! the runtime runs).
 //!
