@@ -38,6 +38,7 @@ use http_body::Frame;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
@@ -651,9 +652,10 @@ type UpMessage = Result<Option<v2::StreamRequest>, Status>;
 /// queue of the up pump (see [`StreamBody`]).
 pub(crate) struct StreamContext {
     driver: Arc<DriverHandle>,
-    /// Streams whose up side was woken, for [`up_pump`]. A Stream may be in
-    /// it more than once (each wake of a waker its up side registered
-    /// queues it; at most a few are outstanding per Stream).
+    /// Streams whose up side was woken, for [`up_pump`]. A Stream is in it
+    /// at most once ([`StreamShared::in_pump_queue`]), so the queue holds
+    /// at most as many entries as there are Streams, which the sessions'
+    /// socket quotas bound.
     pump: mpsc::UnboundedSender<Arc<StreamShared>>,
     /// The pump's end of the queue until the first Stream starts the pump
     /// on the API runtime.
@@ -742,6 +744,9 @@ pub struct StreamBody {
 /// stream's waker) is gone.
 pub(crate) struct StreamShared {
     context: Arc<StreamContext>,
+    /// The Stream waits in the up pump's queue: further wakes before its
+    /// turn add nothing (its turn polls every future of the up side).
+    in_pump_queue: AtomicBool,
     state: std::sync::Mutex<Option<StreamState>>,
 }
 
@@ -852,6 +857,7 @@ impl StreamBody {
         StreamBody {
             shared: Arc::new(StreamShared {
                 context: Arc::clone(context),
+                in_pump_queue: AtomicBool::new(false),
                 state: std::sync::Mutex::new(Some(state)),
             }),
         }
@@ -871,6 +877,9 @@ impl StreamShared {
     /// The up pump's turn: applies client frames until one has to wait,
     /// and wakes hyper's task if that left something for the down side.
     fn pump_up(self: &Arc<Self>) {
+        // Cleared before polling: a wake from here on queues the Stream
+        // again.
+        self.in_pump_queue.swap(false, Ordering::AcqRel);
         let mut state = self.lock();
         let Some(state) = state.as_mut() else {
             return;
@@ -896,6 +905,9 @@ impl std::task::Wake for StreamShared {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        if self.in_pump_queue.swap(true, Ordering::AcqRel) {
+            return;
+        }
         // A send fails only once the pump is gone (the runtime stopping).
         let _ = self.context.pump.send(Arc::clone(self));
     }
