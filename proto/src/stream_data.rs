@@ -32,7 +32,7 @@
 use crate::v2::{StreamResponse, stream_response};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::{decode_varint, encode_varint, encoded_len_varint};
 
 /// The gRPC message prefix: compressed flag and big-endian length.
 pub const GRPC_PREFIX: usize = 5;
@@ -293,24 +293,22 @@ fn data_payload_len(body: &[u8], len: usize) -> Judged {
         return Judged::Other;
     }
     // The varint: up to 10 bytes, each but the last with the high bit set.
-    let mut value: u64 = 0;
-    for (i, &b) in rest.iter().enumerate() {
-        if i == 10 || 1 + i + 1 > len {
-            return Judged::Other;
-        }
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            let head = 1 + i + 1;
-            return match usize::try_from(value) {
-                Ok(payload) if head + payload == len && head == body.len() => Judged::Data(payload),
-                _ => Judged::Other,
-            };
-        }
-    }
-    if rest.len() >= 10 || 1 + rest.len() >= len {
+    let Some(last) = rest.iter().take(10).position(|b| b & 0x80 == 0) else {
+        // No end yet: more bytes may bring it, unless they cannot fit.
+        return if rest.len() >= 10 || 1 + rest.len() >= len {
+            Judged::Other
+        } else {
+            Judged::NeedMore
+        };
+    };
+    let head = 1 + last + 1;
+    if head > len {
         return Judged::Other;
     }
-    Judged::NeedMore
+    match decode_varint(&mut &rest[..=last]).map(usize::try_from) {
+        Ok(Ok(payload)) if head + payload == len && head == body.len() => Judged::Data(payload),
+        _ => Judged::Other,
+    }
 }
 
 fn data_message(data: Bytes) -> StreamResponse {
