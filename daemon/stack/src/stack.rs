@@ -81,6 +81,7 @@
 //! The connection itself gives up after `orphan_retries` retransmissions or
 //! zero-window probes, and after `fin_timeout` in FIN-WAIT-2.
 
+mod conns;
 mod control;
 mod input;
 mod options;
@@ -113,6 +114,7 @@ use crate::wire::{
     Checksum, Gso, GsoKind, IpProtocol, Ipv4Repr, Ipv6Repr, TcpFlags, VirtioNetRepr, WireError,
 };
 use bytes::Bytes;
+use conns::Conns;
 use control::{ControlKind, ControlQueue, IcmpRateLimit, IpHeaderOptions, emit_ip_header};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use ports::{PortOwner, PortTable, parity_scan};
@@ -193,43 +195,78 @@ impl FourTuple {
 }
 
 /// A connection and the stack's bookkeeping about it.
+///
+/// Every established connection carries one, so it keeps inline only what
+/// every connection uses; what few do (an orphan's mark, trace filters, a
+/// `tracing` span) is in [`EntryRare`], one pointer until first needed.
 #[derive(Debug)]
 struct ConnEntry {
     /// Its addresses are the entry's [`FourTuple`] (see [`ConnEntry::key`]).
     conn: Connection,
-    /// The user's handle: `None` before accept and after close.
-    handle: Option<SocketHandle>,
-    /// The listener whose SYN or accept queue holds it (before accept).
-    parent: Option<SocketHandle>,
+    /// Its user's handle, or before accept its listener (see [`Holder`]).
+    holder: Holder,
+    /// The deadline registered in the timer queue.
+    timer: Option<Instant>,
+    /// The bytes it was last counted for in `Stack::buffered_total`.
+    buffered: usize,
+    /// Retransmissions already added to the stack counter (synced after each
+    /// segment it emits, the only time the count changes; wrapping, as the
+    /// connection's count).
+    retransmits_seen: u32,
+    /// Undos (all, and of timeouts) already added to the stack counters
+    /// (synced after each call into the connection; wrapping).
+    undos_seen: (u32, u32),
+    /// The IPv6 flow label of its packets (RFC 6437 §3; unused over IPv4).
+    flow_label: u32,
     /// In the 4-tuple map and the port table (until finished).
     linked: bool,
     /// Holds its local port explicitly (see [`ports`]).
     explicit_port: bool,
-    /// The deadline registered in the timer queue.
-    timer: Option<Instant>,
     /// Queued in the transmit FIFO.
     in_ready: bool,
-    /// Retransmissions already added to the stack counter (synced after each
-    /// segment it emits, the only time the count changes).
-    retransmits_seen: u64,
-    /// Undos (all, and of timeouts) already added to the stack counters
-    /// (synced after each call into the connection).
-    undos_seen: (u64, u64),
-    /// While an orphan: its place in the orphan order and the bytes it was
-    /// last counted for in `Stack::orphan_bytes`.
-    orphan: Option<OrphanMark>,
-    /// The bytes it was last counted for in `Stack::buffered_total`.
-    buffered: usize,
-    /// Trace filters following this connection (see [`crate::trace`]); 0 when none.
-    trace_mask: u64,
-    /// The `tracing` span of this connection, only while debug logging is
-    /// on (boxed: a disabled span would still take 40 bytes of every entry).
-    span: Option<Box<tracing::Span>>,
-    /// The IPv6 flow label of its packets (RFC 6437 §3; unused over IPv4).
-    flow_label: u32,
     /// An IPv4 connection owned by an IPv6 socket: its user sees
     /// IPv4-mapped addresses.
     mapped: bool,
+    /// What few connections need (see [`EntryRare`]); `None` until then.
+    rare: Option<Box<EntryRare>>,
+    /// Its id's serial (see [`conns`]), to tell a stale id from the slot's
+    /// current connection.
+    serial: u32,
+}
+
+/// Who refers to a connection: its user after connect or accept; before
+/// accept, the listener whose SYN or accept queue holds it; nobody after
+/// close (an orphan, or one in TIME-WAIT). Never both at once (accept
+/// takes the child off its listener's queues), so one field holds either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    Nobody,
+    User(SocketHandle),
+    Listener(SocketHandle),
+}
+
+/// The entry fields few connections use, boxed together. Made on first
+/// use and kept for the connection's life.
+#[derive(Debug, Default)]
+struct EntryRare {
+    /// While an orphan: its place in the orphan order and the bytes it was
+    /// last counted for in `Stack::orphan_bytes`.
+    orphan: Option<OrphanMark>,
+    /// Trace filters following this connection (see [`crate::trace`]); 0 when none.
+    trace_mask: u64,
+    /// The `tracing` span of this connection, only while debug logging is on.
+    span: Option<tracing::Span>,
+}
+
+impl EntryRare {
+    /// Enters the `tracing` span of the entry whose `rare` this is, if it
+    /// has one (a function of the field alone, so the connection beside
+    /// it stays free to borrow).
+    fn enter_span(rare: &Option<Box<EntryRare>>) -> Option<tracing::span::Entered<'_>> {
+        rare.as_ref()
+            .and_then(|rare| rare.span.as_ref())
+            .map(tracing::Span::enter)
+    }
 }
 
 impl ConnEntry {
@@ -239,6 +276,44 @@ impl ConnEntry {
             local: self.conn.local(),
             remote: self.conn.remote(),
         }
+    }
+
+    /// The user's handle: `None` before accept and after close.
+    fn handle(&self) -> Option<SocketHandle> {
+        match self.holder {
+            Holder::User(handle) => Some(handle),
+            _ => None,
+        }
+    }
+
+    /// The listener whose SYN or accept queue holds it (before accept).
+    fn parent(&self) -> Option<SocketHandle> {
+        match self.holder {
+            Holder::Listener(listener) => Some(listener),
+            _ => None,
+        }
+    }
+
+    /// Forgets the listener (the connection left its queues).
+    fn clear_parent(&mut self) {
+        if let Holder::Listener(_) = self.holder {
+            self.holder = Holder::Nobody;
+        }
+    }
+
+    /// Trace filters following this connection; 0 when none.
+    fn trace_mask(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |rare| rare.trace_mask)
+    }
+
+    /// The orphan mark, while an orphan.
+    fn orphan(&self) -> Option<OrphanMark> {
+        self.rare.as_ref().and_then(|rare| rare.orphan)
+    }
+
+    /// The rare fields, made on first use.
+    fn rare_mut(&mut self) -> &mut EntryRare {
+        self.rare.get_or_insert_with(Box::default)
     }
 }
 
@@ -271,7 +346,9 @@ enum SocketKind {
     /// socket(), possibly bind(); holds its port if bound.
     Unconnected {
         /// As bound, in the socket's family (see [`Listener::local`]).
-        bound: Option<SocketAddr>,
+        /// Boxed: 8 bytes instead of 32 in every socket's entry, most of
+        /// which are connections.
+        bound: Option<Box<SocketAddr>>,
     },
     /// Boxed: the handle map holds every socket's entry inline, and most
     /// are connections.
@@ -365,14 +442,9 @@ pub struct Stack {
     /// unpredictable.
     port_perturb: Option<Box<[u32]>>,
     next_handle: u64,
-    next_conn: u64,
     sockets: IdMap<SocketHandle, SocketEntry>,
-    /// Boxed: an entry is about 2 KB, and a map holds up to twice its
-    /// length in slots (and both tables while it grows), so 100,000 inline
-    /// entries would cost about 260 MB of table; boxed they cost 17 bytes a
-    /// slot plus their own size.
-    conns: IdMap<ConnId, Box<ConnEntry>>,
-    by_tuple: HashMap<FourTuple, ConnId>,
+    /// Every connection, by id and by 4-tuple (see [`conns`]).
+    conns: Conns,
     /// Listeners by port. The bind rules make two listeners on a port
     /// conflict unless their addresses do not overlap (see `Coverage`), so
     /// a port has at most a few: usually one, or an IPv4 and a V6ONLY IPv6 one.
@@ -476,10 +548,8 @@ impl Stack {
             conn_config: std::sync::Arc::new(conn_config),
             config,
             next_handle: 1,
-            next_conn: 1,
             sockets: IdMap::default(),
-            conns: IdMap::default(),
-            by_tuple: HashMap::new(),
+            conns: Conns::default(),
             listeners: HashMap::new(),
             icmp_limit: IcmpRateLimit::new(now),
             ports: PortTable::default(),
@@ -784,11 +854,11 @@ impl Stack {
             };
             let ip_header_len = entry.key().ip_header_len();
             let segment_buf = &mut buf[ip_header_len..];
-            let span = entry.span.clone();
-            let _entered = span.as_deref().map(tracing::Span::enter);
+            let span = entry.rare.as_ref().and_then(|rare| rare.span.clone());
+            let _entered = span.as_ref().map(tracing::Span::enter);
             // A traced connection's segments are parsed from the packet.
             let offload = TxOffload {
-                vectored: offload.vectored && entry.trace_mask == 0,
+                vectored: offload.vectored && entry.trace_mask() == 0,
                 ..offload
             };
             let Some((len, segment)) = entry.conn.poll_transmit_with(now, segment_buf, offload)
@@ -850,12 +920,13 @@ impl Stack {
                 self.stats.rst_sent += 1;
             }
             // Retransmissions are counted by the connection as it emits them.
-            let retransmits = entry.conn.stats().retransmits;
-            let retransmission = retransmits > entry.retransmits_seen;
-            self.stats.retransmits += retransmits.saturating_sub(entry.retransmits_seen);
-            entry.retransmits_seen = entry.retransmits_seen.max(retransmits);
-            if entry.trace_mask != 0 {
-                let (mask, key) = (entry.trace_mask, entry.key());
+            let retransmits = entry.conn.retransmit_count();
+            let new_retransmits = retransmits.wrapping_sub(entry.retransmits_seen);
+            let retransmission = new_retransmits != 0;
+            self.stats.retransmits += u64::from(new_retransmits);
+            entry.retransmits_seen = retransmits;
+            if entry.trace_mask() != 0 {
+                let (mask, key) = (entry.trace_mask(), entry.key());
                 let segment = &buf[ip_header_len..ip_header_len + len];
                 if let Ok(seg) =
                     crate::wire::TcpRepr::parse(segment, key.local.ip(), key.remote.ip())
@@ -908,7 +979,7 @@ impl Stack {
         }
         for id in due {
             if let Some(entry) = self.conns.get_mut(&id) {
-                let _entered = entry.span.as_deref().map(tracing::Span::enter);
+                let _entered = EntryRare::enter_span(&entry.rare);
                 entry.conn.handle_timeout(now);
             }
             self.after_conn_call(id, true);
@@ -1018,7 +1089,7 @@ impl Stack {
         self.ports.add(port, PortOwner::Socket(socket), true);
         if let Some(entry) = self.sockets.get_mut(&socket) {
             entry.kind = SocketKind::Unconnected {
-                bound: Some(SocketAddr::new(addr.ip(), port)),
+                bound: Some(Box::new(SocketAddr::new(addr.ip(), port))),
             };
         }
         Ok(())
@@ -1039,7 +1110,7 @@ impl Stack {
                 return Ok(());
             }
             SocketKind::Connection(_) => return Err(ListenError::InvalidState),
-            SocketKind::Unconnected { bound } => *bound,
+            SocketKind::Unconnected { bound } => bound.as_deref().copied(),
         };
         let options = entry.unconnected_options();
         let reuse = options.reuse_addr;
@@ -1104,8 +1175,7 @@ impl Stack {
             // Unreachable by the invariant above; fail softly rather than panic.
             return Err(AcceptError::WouldBlock);
         };
-        child.handle = Some(handle);
-        child.parent = None;
+        child.holder = Holder::User(handle);
         let remote = user_view(child.key().remote, child.mapped);
         let family = entry_family(child);
         self.sockets.insert(
@@ -1152,10 +1222,10 @@ impl Stack {
     ) -> Result<(), ConnectError> {
         let remote = remote.into();
         let entry = self.sockets.get(&socket).ok_or(ConnectError::BadHandle)?;
-        let bound = match entry.kind {
+        let bound = match &entry.kind {
             SocketKind::Listening(_) => return Err(ConnectError::Invalid),
-            SocketKind::Connection(id) => return Err(self.connect_again(socket, id)),
-            SocketKind::Unconnected { bound } => bound,
+            SocketKind::Connection(id) => return Err(self.connect_again(socket, *id)),
+            SocketKind::Unconnected { bound } => bound.as_deref().copied(),
         };
         if IpFamily::of(&remote) != entry.family {
             return Err(ConnectError::AddrFamily);
@@ -1191,7 +1261,7 @@ impl Stack {
         let (local, explicit_port) = match bound {
             Some(bound) => {
                 let local = SocketAddr::new(local_ip, bound.port());
-                if self.by_tuple.contains_key(&FourTuple { local, remote }) {
+                if self.conns.contains_tuple(&FourTuple { local, remote }) {
                     return Err(ConnectError::AddrNotAvailable);
                 }
                 (local, true)
@@ -1213,7 +1283,7 @@ impl Stack {
             self.ports
                 .remove(bound.port(), PortOwner::Socket(socket), true);
         }
-        let id = self.insert_connection(conn, key, Some(socket), None, explicit_port, mapped);
+        let id = self.insert_connection(conn, key, Holder::User(socket), explicit_port, mapped);
         if let Some(entry) = self.sockets.get_mut(&socket) {
             entry.kind = SocketKind::Connection(id);
             entry.options = None;
@@ -1390,7 +1460,7 @@ impl Stack {
                     .copied();
                 for child in children {
                     if let Some(entry) = self.conns.get_mut(&child) {
-                        entry.parent = None;
+                        entry.clear_parent();
                         entry.conn.abort(now, ConnError::Aborted);
                     }
                     self.after_conn_call(child, true);
@@ -1398,8 +1468,8 @@ impl Stack {
             }
             SocketKind::Connection(id) => {
                 if let Some(entry) = self.conns.get_mut(&id) {
-                    let _entered = entry.span.as_deref().map(tracing::Span::enter);
-                    entry.handle = None;
+                    let _entered = EntryRare::enter_span(&entry.rare);
+                    entry.holder = Holder::Nobody;
                     entry.conn.close(now);
                 }
                 self.after_conn_call(id, true);
@@ -1427,21 +1497,23 @@ impl Stack {
             && !remote.ip().is_unspecified()
             && remote.port() != 0;
         let mut victims: Vec<ConnId> = if exact {
-            self.by_tuple
-                .get(&FourTuple { local, remote })
-                .copied()
+            self.conns
+                .find(&FourTuple { local, remote })
                 .into_iter()
                 .collect()
         } else {
-            self.by_tuple
+            self.conns
                 .iter()
-                .filter(|(key, _)| {
-                    endpoint_matches(local, key.local) && endpoint_matches(remote, key.remote)
+                .filter(|(_, entry)| {
+                    let key = entry.key();
+                    entry.linked
+                        && endpoint_matches(local, key.local)
+                        && endpoint_matches(remote, key.remote)
                 })
-                .map(|(_, id)| *id)
+                .map(|(id, _)| id)
                 .collect()
         };
-        // HashMap order is random; abort in a reproducible order.
+        // Oldest first, reproducibly.
         victims.sort_unstable();
         for &id in &victims {
             if let Some(entry) = self.conns.get_mut(&id) {
@@ -1457,7 +1529,7 @@ impl Stack {
         let entry = self.sockets.get(&socket).ok_or(SocketError::BadHandle)?;
         let unspecified = entry.family.unspecified();
         Ok(match &entry.kind {
-            SocketKind::Unconnected { bound } => bound.unwrap_or(unspecified),
+            SocketKind::Unconnected { bound } => bound.as_deref().copied().unwrap_or(unspecified),
             SocketKind::Listening(listener) => listener.local,
             SocketKind::Connection(id) => self.conns.get(id).map_or(unspecified, |entry| {
                 user_view(entry.key().local, entry.mapped)
@@ -1599,13 +1671,12 @@ impl Stack {
     pub fn sockets(&self) -> Vec<SocketInfo> {
         let mut handles: Vec<&SocketHandle> = self.sockets.keys().collect();
         handles.sort_unstable();
-        let mut orphans: Vec<(&ConnId, &ConnEntry)> = self
+        let mut orphans: Vec<(ConnId, &ConnEntry)> = self
             .conns
             .iter()
-            .filter(|(_, entry)| entry.handle.is_none())
-            .map(|(id, entry)| (id, &**entry))
+            .filter(|(_, entry)| entry.handle().is_none())
             .collect();
-        orphans.sort_unstable_by_key(|(id, _)| **id);
+        orphans.sort_unstable_by_key(|(id, _)| *id);
         handles
             .into_iter()
             .filter_map(|h| {
@@ -1641,10 +1712,10 @@ impl Stack {
                 .conns
                 .iter()
                 .filter(|(_, e)| e.linked && filter.matches(e.conn.local(), e.conn.remote()))
-                .map(|(id, _)| *id)
+                .map(|(id, _)| id)
                 .min();
             if let Some(entry) = oldest.and_then(|id| self.conns.get_mut(&id)) {
-                entry.trace_mask |= bit;
+                entry.rare_mut().trace_mask |= bit;
                 entry.conn.set_traced(true);
                 let (iss, irs) = entry.conn.initial_sequence_numbers();
                 let state = entry.conn.state();
@@ -1670,9 +1741,9 @@ impl Stack {
         let bit = 1u64 << slot;
         self.tracer.active &= !bit;
         for entry in self.conns.values_mut() {
-            if entry.trace_mask & bit != 0 {
-                entry.trace_mask &= !bit;
-                if entry.trace_mask == 0 {
+            if let Some(rare) = entry.rare.as_mut().filter(|rare| rare.trace_mask & bit != 0) {
+                rare.trace_mask &= !bit;
+                if rare.trace_mask == 0 {
                     entry.conn.set_traced(false);
                 }
             }
@@ -1706,10 +1777,10 @@ impl Stack {
             return 0;
         }
         let (local, remote) = (canonical(local.into()), canonical(remote.into()));
-        self.by_tuple
-            .get(&FourTuple { local, remote })
-            .and_then(|id| self.conns.get(id))
-            .map_or(0, |entry| entry.trace_mask)
+        self.conns
+            .find(&FourTuple { local, remote })
+            .and_then(|id| self.conns.get(&id))
+            .map_or(0, |entry| entry.trace_mask())
     }
 
     fn trace_push(&mut self, mask: u64, key: FourTuple, event: TraceEvent) {
@@ -1761,16 +1832,10 @@ impl Stack {
         &mut self,
         conn: Connection,
         key: FourTuple,
-        handle: Option<SocketHandle>,
-        parent: Option<SocketHandle>,
+        holder: Holder,
         explicit_port: bool,
         mapped: bool,
     ) -> ConnId {
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
-        self.by_tuple.insert(key, id);
-        self.ports
-            .add(key.local.port(), PortOwner::Conn(id), explicit_port);
         let trace_mask = if self.tracer.active == 0 {
             0
         } else {
@@ -1778,33 +1843,40 @@ impl Stack {
         };
         let mut conn = conn;
         conn.set_traced(trace_mask != 0);
-        let user_memory = handle
-            .and_then(|h| self.sockets.get(&h))
+        let user_memory = match holder {
+            Holder::User(handle) => self.sockets.get(&handle),
+            _ => None,
+        }
             .map(|entry| entry.memory);
         conn.set_memory_level(user_memory, Some(self.memory_global));
         debug_assert!(conn.local() == key.local && conn.remote() == key.remote);
         let span = tracing::debug_span!("conn", local = %key.local, remote = %key.remote);
-        let span = (!span.is_disabled()).then(|| Box::new(span));
-        self.conns.insert(
-            id,
-            Box::new(ConnEntry {
+        let span = (!span.is_disabled()).then_some(span);
+        let rare = (trace_mask != 0 || span.is_some()).then(|| {
+            Box::new(EntryRare {
+                orphan: None,
+                trace_mask,
+                span,
+            })
+        });
+        let id = self.conns.insert(Box::new(ConnEntry {
                 conn,
-                handle,
-                parent,
+                holder,
                 linked: true,
                 explicit_port,
                 timer: None,
                 in_ready: false,
                 retransmits_seen: 0,
                 undos_seen: (0, 0),
-                orphan: None,
                 buffered: 0,
-                trace_mask,
-                span,
+                rare,
                 flow_label: self.isn.flow_label(key.local, key.remote),
                 mapped,
-            }),
-        );
+                serial: 0,
+            }));
+        self.conns.link(id);
+        self.ports
+            .add(key.local.port(), PortOwner::Conn(id), explicit_port);
         id
     }
 
@@ -1827,7 +1899,7 @@ impl Stack {
 
     fn with_conn<R>(&mut self, id: ConnId, op: impl FnOnce(&mut Connection) -> R) -> Option<R> {
         let entry = self.conns.get_mut(&id)?;
-        let entered = entry.span.as_deref().map(tracing::Span::enter);
+        let entered = EntryRare::enter_span(&entry.rare);
         let result = op(&mut entry.conn);
         drop(entered);
         self.after_conn_call(id, true);
@@ -1843,8 +1915,8 @@ impl Stack {
         };
         self.state_scratch.clear();
         entry.conn.drain_state_changes(&mut self.state_scratch);
-        if entry.trace_mask != 0 {
-            let (mask, key) = (entry.trace_mask, entry.key());
+        if entry.trace_mask() != 0 {
+            let (mask, key) = (entry.trace_mask(), entry.key());
             self.note_scratch.clear();
             entry.conn.drain_notes(&mut self.note_scratch);
             let notes = std::mem::take(&mut self.note_scratch);
@@ -1862,8 +1934,8 @@ impl Stack {
         };
         let undos = entry.conn.undo_counts();
         if undos != entry.undos_seen {
-            self.stats.cwnd_undos += undos.0.saturating_sub(entry.undos_seen.0);
-            self.stats.spurious_rtos += undos.1.saturating_sub(entry.undos_seen.1);
+            self.stats.cwnd_undos += u64::from(undos.0.wrapping_sub(entry.undos_seen.0));
+            self.stats.spurious_rtos += u64::from(undos.1.wrapping_sub(entry.undos_seen.1));
             entry.undos_seen = undos;
         }
         for &(old, new) in &self.state_scratch {
@@ -1875,7 +1947,7 @@ impl Stack {
                 self.state_events_queued += 1;
                 self.events
                     .push_back(QueuedEvent::State(StackEvent::StateChange {
-                        socket: entry.handle,
+                        socket: entry.handle(),
                         local: user_view(entry.key().local, entry.mapped),
                         remote: user_view(entry.key().remote, entry.mapped),
                         old,
@@ -1900,7 +1972,7 @@ impl Stack {
             self.ready.push_back(id);
         }
         let state = entry.conn.state();
-        let (handle, parent) = (entry.handle, entry.parent);
+        let (handle, parent) = (entry.handle(), entry.parent());
 
         if let Some(handle) = handle {
             self.note_readiness(handle);
@@ -1991,13 +2063,13 @@ impl Stack {
         }
         tracing::debug!(total, ?level, "stack-wide memory level");
         self.memory_global = level;
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        let ids = self.conns.ids_by_age();
         for id in ids {
             let Some(entry) = self.conns.get_mut(&id) else {
                 continue;
             };
             entry.conn.set_memory_level(None, Some(level));
-            let handle = entry.handle;
+            let handle = entry.handle();
             if relaxed {
                 // A window update may be due; readiness may have come back.
                 if !entry.in_ready {
@@ -2112,7 +2184,7 @@ impl Stack {
                 accept_queue_changed = true;
             }
             if let Some(entry) = self.conns.get_mut(&id) {
-                entry.parent = None;
+                entry.clear_parent();
             }
         } else if state.is_synchronized() && !deferred && listen.syn_queue.remove(&id) {
             listen.accept_queue.push_back(id);
@@ -2132,13 +2204,13 @@ impl Stack {
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
-        if entry.orphan.is_some() || !entry.conn.is_orphan() {
+        if entry.orphan().is_some() || !entry.conn.is_orphan() {
             return;
         }
         let order = self.next_orphan;
         self.next_orphan += 1;
         let bytes = entry.conn.buffered_bytes();
-        entry.orphan = Some(OrphanMark { order, bytes });
+        entry.rare_mut().orphan = Some(OrphanMark { order, bytes });
         self.orphans.insert(order, id);
         self.orphan_bytes += bytes;
         while self.orphans.len() > self.config.max_orphans as usize
@@ -2148,7 +2220,7 @@ impl Stack {
                 break;
             };
             if let Some(entry) = self.conns.get_mut(&oldest) {
-                if let Some(mark) = entry.orphan.take() {
+                if let Some(mark) = entry.rare.as_mut().and_then(|rare| rare.orphan.take()) {
                     self.orphan_bytes -= mark.bytes;
                 }
                 entry.conn.abort(now, ConnError::Aborted);
@@ -2165,7 +2237,10 @@ impl Stack {
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
-        let Some(mark) = entry.orphan.as_mut() else {
+        let Some(rare) = entry.rare.as_mut() else {
+            return;
+        };
+        let Some(mark) = rare.orphan.as_mut() else {
             return;
         };
         self.orphan_bytes -= mark.bytes;
@@ -2175,7 +2250,7 @@ impl Stack {
             return;
         }
         let order = mark.order;
-        entry.orphan = None;
+        rare.orphan = None;
         self.orphans.remove(&order);
         if entry.conn.peek_error() == Some(ConnError::TimedOut) {
             self.stats.orphan_timeouts += 1;
@@ -2192,12 +2267,10 @@ impl Stack {
         }
         entry.linked = false;
         entry.timer = None;
-        let key = entry.key();
-        if self.by_tuple.get(&key) == Some(&id) {
-            self.by_tuple.remove(&key);
-        }
+        let (key, explicit_port) = (entry.key(), entry.explicit_port);
+        self.conns.unlink(&key, id);
         self.ports
-            .remove(key.local.port(), PortOwner::Conn(id), entry.explicit_port);
+            .remove(key.local.port(), PortOwner::Conn(id), explicit_port);
     }
 
     /// Queues a readiness event for `socket` if its readiness differs from
@@ -2249,7 +2322,7 @@ impl Stack {
             let live = self
                 .conns
                 .iter()
-                .filter_map(|(id, entry)| entry.timer.map(|deadline| (deadline, *id)));
+                .filter_map(|(id, entry)| entry.timer.map(|deadline| (deadline, id)));
             self.timers.rebuild(live);
         }
     }
@@ -2407,11 +2480,11 @@ impl Stack {
         let index = hash as usize & (PERTURB_ENTRIES - 1);
         let offset = table[index].wrapping_add((hash >> 32) as u32);
         let range = self.config.local_port_range;
-        let (ports, by_tuple) = (&self.ports, &self.by_tuple);
+        let (ports, conns) = (&self.ports, &self.conns);
         let (walked, port) =
             parity_scan(range.first(), range.size(), offset, 0).find(|&(_, port)| {
                 ports.shareable_by_connect(port)
-                    && !by_tuple.contains_key(&FourTuple {
+                    && !conns.contains_tuple(&FourTuple {
                         local: SocketAddr::new(local_ip, port),
                         remote,
                     })
@@ -2499,7 +2572,7 @@ impl Stack {
                 (TcpState::Closed, unspecified, 0, 0)
             }
             SocketKind::Unconnected { bound } => {
-                (TcpState::Closed, bound.unwrap_or(unspecified), 0, 0)
+                (TcpState::Closed, bound.as_deref().copied().unwrap_or(unspecified), 0, 0)
             }
             SocketKind::Listening(listener) => (
                 TcpState::Listen,
@@ -2592,7 +2665,7 @@ impl Coverage {
 /// The coverage of a bound or listening socket (nothing for others).
 fn socket_coverage(entry: &SocketEntry) -> Coverage {
     let bound = match &entry.kind {
-        SocketKind::Unconnected { bound: Some(bound) } => *bound,
+        SocketKind::Unconnected { bound: Some(bound) } => **bound,
         SocketKind::Listening(listener) => listener.local,
         _ => {
             return Coverage { v4: None, v6: None };
@@ -2629,7 +2702,7 @@ fn entry_family(entry: &ConnEntry) -> IpFamily {
 fn conn_info(entry: &ConnEntry) -> SocketInfo {
     let stats = entry.conn.stats();
     SocketInfo {
-        handle: entry.handle,
+        handle: entry.handle(),
         state: entry.conn.state(),
         local: user_view(entry.key().local, entry.mapped),
         remote: user_view(entry.key().remote, entry.mapped),
@@ -2706,7 +2779,7 @@ mod memory_tests {
     fn an_idle_connections_entries_stay_within_budget() {
         let conn = size_of::<ConnEntry>();
         let socket = size_of::<SocketEntry>();
-        assert!(conn <= 1144, "ConnEntry is {conn} bytes");
-        assert!(socket <= 64, "SocketEntry is {socket} bytes");
+        assert!(conn <= 1048, "ConnEntry is {conn} bytes");
+        assert!(socket <= 40, "SocketEntry is {socket} bytes");
     }
 }

@@ -11,7 +11,7 @@
 //! errors the stack sends (Parameter Problem) obey RFC 4443 §2.4(e)/(f).
 
 use super::control::{ControlPacket, Icmpv6Message};
-use super::{
+use super::{EntryRare, Holder, 
     ConnId, DropReason, FourTuple, Listener, QueuedEvent, STATE_EVENT_LIMIT, SocketEntry,
     SocketKind, Stack, drop_reason, syncookie,
 };
@@ -62,16 +62,16 @@ impl Stack {
             local: SocketAddr::new(dst, segment.dst_port),
             remote: SocketAddr::new(src, segment.src_port),
         };
-        if let Some(&id) = self.by_tuple.get(&key) {
+        if let Some(id) = self.conns.find(&key) {
             if !self.time_wait_yields_to(id, key, &segment) {
                 if let Some(entry) = self.conns.get(&id)
-                    && entry.trace_mask != 0
+                    && entry.trace_mask() != 0
                 {
-                    let (mask, key) = (entry.trace_mask, entry.key());
+                    let (mask, key) = (entry.trace_mask(), entry.key());
                     self.trace_segment_in(mask, key, &segment);
                 }
                 if let Some(entry) = self.conns.get_mut(&id) {
-                    let _entered = entry.span.as_deref().map(tracing::Span::enter);
+                    let _entered = EntryRare::enter_span(&entry.rare);
                     let discarded_before = entry.conn.segments_discarded();
                     match &self.rx_frame {
                         Some(frame) => entry.conn.handle_segment_in(now, &segment, frame),
@@ -104,7 +104,7 @@ impl Stack {
         self.listener_for(key.local)
             .is_some_and(|listener| self.listener_has_room(listener))
             && self.conns.get(&id).is_some_and(|entry| {
-                entry.handle.is_none() && entry.conn.time_wait_accepts_syn(syn)
+                entry.handle().is_none() && entry.conn.time_wait_accepts_syn(syn)
             })
     }
 
@@ -220,11 +220,11 @@ impl Stack {
                 .sockets
                 .get(&listener)
                 .is_some_and(|entry| entry.family == IpFamily::V6);
-        let id = self.insert_connection(conn, key, None, Some(listener), true, mapped);
+        let id = self.insert_connection(conn, key, Holder::Listener(listener), true, mapped);
         if let Some(entry) = self.conns.get(&id)
-            && entry.trace_mask != 0
+            && entry.trace_mask() != 0
         {
-            self.trace_segment_in(entry.trace_mask, key, first);
+            self.trace_segment_in(entry.trace_mask(), key, first);
         }
         if let Some(SocketEntry {
             kind: SocketKind::Listening(listen),
@@ -486,7 +486,7 @@ impl Stack {
                     local: SocketAddr::from((quoted.src, quoted.src_port)),
                     remote: SocketAddr::from((quoted.dst, quoted.dst_port)),
                 };
-                if let Some(&id) = self.by_tuple.get(&key) {
+                if let Some(id) = self.conns.find(&key) {
                     if let Some(entry) = self.conns.get_mut(&id) {
                         entry.conn.handle_icmp_unreachable(
                             now,
@@ -576,7 +576,7 @@ impl Stack {
             local: SocketAddr::from((quoted.src, quoted.src_port)),
             remote: SocketAddr::from((quoted.dst, quoted.dst_port)),
         };
-        self.by_tuple.get(&key).copied()
+        self.conns.find(&key)
     }
 
     /// Answers the IPv6 `packet` with a Parameter Problem (RFC 4443 §3.4),

@@ -50,7 +50,7 @@ impl Connection {
     /// `frame`: the received frame `seg.payload` lies in, if the link
     /// handed one over (its payload may then be queued without a copy).
     pub(super) fn on_segment(&mut self, now: Instant, seg: &TcpRepr<'_>, frame: Option<&Bytes>) {
-        self.counters.segments_in += 1;
+        self.counters.segments_in = self.counters.segments_in.wrapping_add(1);
         match self.state {
             TcpState::Closed | TcpState::Listen => self.on_segment_closed(seg),
             TcpState::SynSent => self.on_segment_syn_sent(now, seg, frame),
@@ -60,7 +60,7 @@ impl Connection {
 
     /// Counts an arriving segment discarded without its content being used.
     fn discard(&mut self, cause: DropCause) {
-        self.counters.segments_discarded += 1;
+        self.counters.segments_discarded = self.counters.segments_discarded.wrapping_add(1);
         self.note(Note::Dropped(cause));
     }
 
@@ -854,7 +854,7 @@ impl Connection {
         let pipe = self.pipe();
         let (ssthresh, mss) = (self.cc.ssthresh(), self.send_mss);
         self.flight_mut().prr.on_ack(0, pipe, ssthresh, mss);
-        self.counters.fast_recoveries += 1;
+        self.counters.fast_recoveries = self.counters.fast_recoveries.wrapping_add(1);
         // A TLP episode ends with recovery (RFC 8985 §7.4).
         self.flight_mut().tlp.end_seq = None;
         self.flight_mut().tlp.deadline = None;
@@ -917,9 +917,9 @@ impl Connection {
         }
         self.rto_recover = None;
         self.flight_mut().rack.reordering_seen = true;
-        self.counters.undos += 1;
+        self.counters.undos = self.counters.undos.wrapping_add(1);
         if undo.after_timeout {
-            self.counters.spurious_rtos += 1;
+            self.counters.spurious_rtos = self.counters.spurious_rtos.wrapping_add(1);
         }
     }
 
@@ -961,7 +961,7 @@ impl Connection {
                 && !data.is_empty()
                 && (offset > 0 || self.recv_buf.held_len() > 0)
             {
-                self.memory_drops += 1;
+                self.memory_drops = self.memory_drops.wrapping_add(1);
                 room = 0;
             }
             let accepted = data.len().min(room);

@@ -272,18 +272,24 @@ pub struct ConnectionStats {
 
 /// What a connection counts; the rest of [`ConnectionStats`] is read off
 /// its state when asked (a third of the size, kept by every connection).
+///
+/// Byte counts are 64-bit; segment and event counts are 32-bit and wrap,
+/// as Linux keeps them in `struct tcp_sock` (`u32 segs_in`, `segs_out`,
+/// `total_retrans`, `total_rto`, ...; `u64 bytes_sent`, `bytes_received`)
+/// and reports them in `struct tcp_info`'s `__u32` fields. Whoever
+/// accumulates them (the stack's counters) adds wrapping differences.
 #[derive(Clone, Copy, Debug, Default)]
 struct Counters {
-    retransmits: u64,
     bytes_sent: u64,
     bytes_received: u64,
-    segments_in: u64,
-    segments_out: u64,
-    segments_discarded: u64,
-    rto_timeouts: u64,
-    fast_recoveries: u64,
-    undos: u64,
-    spurious_rtos: u64,
+    retransmits: u32,
+    segments_in: u32,
+    segments_out: u32,
+    segments_discarded: u32,
+    rto_timeouts: u32,
+    fast_recoveries: u32,
+    undos: u32,
+    spurious_rtos: u32,
 }
 
 /// How soon an acknowledgement must be sent (RFC 9293 §3.8.6.3).
@@ -524,7 +530,7 @@ pub struct Connection {
     memory_global: MemoryLevel,
     /// Data segments dropped at `MemoryLevel::Exhausted` (Linux's
     /// TCPRcvQDrop), not yet added to the stack's counter.
-    memory_drops: u64,
+    memory_drops: u32,
 }
 
 /// A queue a connection rarely uses (ACK points of a batch, MSG_EOR
@@ -958,7 +964,13 @@ impl Connection {
     /// [`ConnectionStats::segments_discarded`]); cheap, for the stack's
     /// per-segment drop accounting.
     pub fn segments_discarded(&self) -> u64 {
-        self.counters.segments_discarded
+        u64::from(self.counters.segments_discarded)
+    }
+
+    /// Retransmitted segments so far (wrapping, see [`Counters`]); cheap,
+    /// for the stack's per-segment accounting.
+    pub fn retransmit_count(&self) -> u32 {
+        self.counters.retransmits
     }
 
     /// ICMP destination unreachable quoting one of our segments with `quoted_seq`.
@@ -1463,7 +1475,7 @@ impl Connection {
 
     /// Data segments dropped at `MemoryLevel::Exhausted` since the last call.
     pub fn take_memory_drops(&mut self) -> u64 {
-        std::mem::take(&mut self.memory_drops)
+        u64::from(std::mem::take(&mut self.memory_drops))
     }
 
     /// The pending error, without clearing it (see [`Connection::take_error`]).
@@ -1762,12 +1774,12 @@ impl Connection {
             reordering: 3,
             rcv_rtt_us: self.rcv_rtt.map_or(0, us),
             rcv_space: count(self.rcvq_space as u64),
-            total_retrans: count(self.counters.retransmits),
+            total_retrans: self.counters.retransmits,
             bytes_acked: self.bytes_acked,
             bytes_received: self.counters.bytes_received,
             bytes_sent: self.counters.bytes_sent,
-            segs_out: count(self.counters.segments_out),
-            segs_in: count(self.counters.segments_in),
+            segs_out: self.counters.segments_out,
+            segs_in: self.counters.segments_in,
             notsent_bytes: count(self.data_end().since(self.snd_nxt) as u64),
             min_rtt_us: self.flight().rack.min_rtt.map_or(0, us),
             delivery_rate: if srtt.is_zero() {
@@ -1783,7 +1795,7 @@ impl Connection {
 
     /// Undos so far, and how many of them undid a timeout (the stack's
     /// `cwnd_undos` / `spurious_rtos`; cheaper than [`Connection::stats`]).
-    pub fn undo_counts(&self) -> (u64, u64) {
+    pub fn undo_counts(&self) -> (u32, u32) {
         (self.counters.undos, self.counters.spurious_rtos)
     }
 
@@ -1811,21 +1823,21 @@ impl Connection {
                 lost: self.flight().sent.lost_bytes(),
                 recv_buffer: self.recv_buf.capacity(),
                 send_buffer: self.send_buf.capacity(),
-                rto_timeouts: c.rto_timeouts,
-                fast_recoveries: c.fast_recoveries,
-                undos: c.undos,
-                spurious_rtos: c.spurious_rtos,
+                rto_timeouts: u64::from(c.rto_timeouts),
+                fast_recoveries: u64::from(c.fast_recoveries),
+                undos: u64::from(c.undos),
+                spurious_rtos: u64::from(c.spurious_rtos),
             },
             ssthresh: self.cc.ssthresh(),
             mss: u16::try_from(self.send_mss).unwrap_or(u16::MAX),
             snd_wnd: self.snd_wnd,
             rcv_wnd: self.rcv_wnd(),
-            retransmits: c.retransmits,
+            retransmits: u64::from(c.retransmits),
             bytes_sent: c.bytes_sent,
             bytes_received: c.bytes_received,
-            segments_in: c.segments_in,
-            segments_out: c.segments_out,
-            segments_discarded: c.segments_discarded,
+            segments_in: u64::from(c.segments_in),
+            segments_out: u64::from(c.segments_out),
+            segments_discarded: u64::from(c.segments_discarded),
         }
     }
 }

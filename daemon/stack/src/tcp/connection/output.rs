@@ -403,7 +403,10 @@ impl Connection {
         if carried > limit {
             self.tx_emitted.gso_size = Some(u16::try_from(limit).unwrap_or(u16::MAX));
             // Count wire segments, as the peer will see them.
-            self.counters.segments_out += (carried.div_ceil(limit) - 1) as u64;
+            self.counters.segments_out = self
+                .counters
+                .segments_out
+                .wrapping_add((carried.div_ceil(limit) - 1) as u32);
         }
 
         let retransmission = seq.lt(self.snd_nxt);
@@ -425,7 +428,7 @@ impl Connection {
             self.flight_mut().prr.out += end.since(seq);
         }
         if retransmission {
-            self.counters.retransmits += 1;
+            self.counters.retransmits = self.counters.retransmits.wrapping_add(1);
             self.note_retransmission_tsval(now);
             let tsval = self.ts_enabled.then(|| self.ts_now(now));
             if let Some(undo) = &mut self.undo {
@@ -644,7 +647,7 @@ impl Connection {
         self.tx_emitted.partial_checksum = self.tx_offload.checksum;
         // A TCP header is at most 60 bytes (RFC 9293 §3.1, data offset).
         self.tx_emitted.header_len = header_len as u8;
-        self.counters.segments_out += 1;
+        self.counters.segments_out = self.counters.segments_out.wrapping_add(1);
         if flags.ack() && self.ack_point.is_none() {
             self.ack_due = AckDue::No;
             self.bytes_since_ack = 0;
@@ -694,7 +697,7 @@ impl Connection {
         }
         let end = self.iss + 1;
         if self.snd_nxt.gt(self.iss) {
-            self.counters.retransmits += 1;
+            self.counters.retransmits = self.counters.retransmits.wrapping_add(1);
             // Recorded even before timestamps are agreed: the SYN,ACK may
             // echo the first SYN's TSval (see `rtx_tsval`).
             if syn_tsval.is_some() {
@@ -750,7 +753,7 @@ impl Connection {
             return None;
         }
         let n = repr.emit(buf, self.local.ip(), self.remote.ip());
-        self.counters.segments_out += 1;
+        self.counters.segments_out = self.counters.segments_out.wrapping_add(1);
         Some(n)
     }
 }

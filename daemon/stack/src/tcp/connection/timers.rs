@@ -202,7 +202,7 @@ impl Connection {
                 self.reno_dup_bytes = 0;
                 self.dup_acks = 0;
                 self.rto_recover = Some(self.snd_nxt);
-                self.counters.rto_timeouts += 1;
+                self.counters.rto_timeouts = self.counters.rto_timeouts.wrapping_add(1);
                 // RFC 6298 §5.4: retransmit the earliest unacknowledged
                 // segment, and go back N: everything not SACKed is deemed
                 // lost and follows as cwnd allows (RFC 8985 §6.3 marks
