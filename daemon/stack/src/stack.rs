@@ -1741,7 +1741,11 @@ impl Stack {
         let bit = 1u64 << slot;
         self.tracer.active &= !bit;
         for entry in self.conns.values_mut() {
-            if let Some(rare) = entry.rare.as_mut().filter(|rare| rare.trace_mask & bit != 0) {
+            if let Some(rare) = entry
+                .rare
+                .as_mut()
+                .filter(|rare| rare.trace_mask & bit != 0)
+            {
                 rare.trace_mask &= !bit;
                 if rare.trace_mask == 0 {
                     entry.conn.set_traced(false);
@@ -1847,7 +1851,7 @@ impl Stack {
             Holder::User(handle) => self.sockets.get(&handle),
             _ => None,
         }
-            .map(|entry| entry.memory);
+        .map(|entry| entry.memory);
         conn.set_memory_level(user_memory, Some(self.memory_global));
         debug_assert!(conn.local() == key.local && conn.remote() == key.remote);
         let span = tracing::debug_span!("conn", local = %key.local, remote = %key.remote);
@@ -1860,20 +1864,20 @@ impl Stack {
             })
         });
         let id = self.conns.insert(Box::new(ConnEntry {
-                conn,
-                holder,
-                linked: true,
-                explicit_port,
-                timer: None,
-                in_ready: false,
-                retransmits_seen: 0,
-                undos_seen: (0, 0),
-                buffered: 0,
-                rare,
-                flow_label: self.isn.flow_label(key.local, key.remote),
-                mapped,
-                serial: 0,
-            }));
+            conn,
+            holder,
+            linked: true,
+            explicit_port,
+            timer: None,
+            in_ready: false,
+            retransmits_seen: 0,
+            undos_seen: (0, 0),
+            buffered: 0,
+            rare,
+            flow_label: self.isn.flow_label(key.local, key.remote),
+            mapped,
+            serial: 0,
+        }));
         self.conns.link(id);
         self.ports
             .add(key.local.port(), PortOwner::Conn(id), explicit_port);
@@ -2571,9 +2575,12 @@ impl Stack {
                 }
                 (TcpState::Closed, unspecified, 0, 0)
             }
-            SocketKind::Unconnected { bound } => {
-                (TcpState::Closed, bound.as_deref().copied().unwrap_or(unspecified), 0, 0)
-            }
+            SocketKind::Unconnected { bound } => (
+                TcpState::Closed,
+                bound.as_deref().copied().unwrap_or(unspecified),
+                0,
+                0,
+            ),
             SocketKind::Listening(listener) => (
                 TcpState::Listen,
                 listener.local,
@@ -2779,7 +2786,7 @@ mod memory_tests {
     fn an_idle_connections_entries_stay_within_budget() {
         let conn = size_of::<ConnEntry>();
         let socket = size_of::<SocketEntry>();
-        assert!(conn <= 1048, "ConnEntry is {conn} bytes");
+        assert!(conn <= 944, "ConnEntry is {conn} bytes");
         assert!(socket <= 40, "SocketEntry is {socket} bytes");
     }
 }

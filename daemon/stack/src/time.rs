@@ -109,6 +109,28 @@ impl Sub<Instant> for Instant {
     }
 }
 
+/// An `Option<Duration>` in 8 bytes instead of 16, for the durations a
+/// connection keeps (RTT estimates): nanoseconds plus one in a
+/// `NonZeroU64`, so `None` is the niche. Exact for durations below 584
+/// years; longer ones saturate there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct OptionDuration(Option<NonZeroU64>);
+
+impl OptionDuration {
+    pub(crate) const NONE: OptionDuration = OptionDuration(None);
+
+    pub(crate) fn new(duration: Option<Duration>) -> OptionDuration {
+        OptionDuration(duration.map(|d| {
+            let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1);
+            NonZeroU64::MIN.saturating_add(nanos.min(u64::MAX - 1))
+        }))
+    }
+
+    pub(crate) fn get(self) -> Option<Duration> {
+        self.0.map(|n| Duration::from_nanos(n.get() - 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +148,18 @@ mod tests {
         assert_eq!(last.total_micros(), u64::MAX - 1);
         assert_eq!(last + Duration::from_secs(1), last);
         assert!(Instant::ZERO < Instant::from_micros(1));
+    }
+
+    #[test]
+    fn an_optional_duration_round_trips_in_one_word() {
+        assert_eq!(size_of::<OptionDuration>(), 8);
+        for d in [
+            None,
+            Some(Duration::ZERO),
+            Some(Duration::new(3, 141_592_653)),
+        ] {
+            assert_eq!(OptionDuration::new(d).get(), d);
+        }
     }
 
     /// An unset timer costs no more than a set one (see [`Instant`]).

@@ -121,7 +121,9 @@ impl Conns {
     }
 
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut ConnEntry> {
-        self.slots.iter_mut().filter_map(|entry| entry.as_deref_mut())
+        self.slots
+            .iter_mut()
+            .filter_map(|entry| entry.as_deref_mut())
     }
 
     /// Every id, oldest connection first.
@@ -138,13 +140,11 @@ impl Conns {
     /// The linked connection with 4-tuple `key`.
     pub(super) fn find(&self, key: &FourTuple) -> Option<ConnId> {
         let slots = &self.slots;
-        let slot = *self
-            .by_tuple
-            .find(Self::hash(&self.hasher, key), |&slot| {
-                slots[slot as usize]
-                    .as_deref()
-                    .is_some_and(|entry| entry.key() == *key)
-            })?;
+        let slot = *self.by_tuple.find(Self::hash(&self.hasher, key), |&slot| {
+            slots[slot as usize]
+                .as_deref()
+                .is_some_and(|entry| entry.key() == *key)
+        })?;
         let entry = slots[slot as usize].as_deref()?;
         Some(ConnId::new(entry.serial, slot))
     }

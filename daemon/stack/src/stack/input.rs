@@ -11,9 +11,9 @@
 //! errors the stack sends (Parameter Problem) obey RFC 4443 §2.4(e)/(f).
 
 use super::control::{ControlPacket, Icmpv6Message};
-use super::{EntryRare, Holder, 
-    ConnId, DropReason, FourTuple, Listener, QueuedEvent, STATE_EVENT_LIMIT, SocketEntry,
-    SocketKind, Stack, drop_reason, syncookie,
+use super::{
+    ConnId, DropReason, EntryRare, FourTuple, Holder, Listener, QueuedEvent, STATE_EVENT_LIMIT,
+    SocketEntry, SocketKind, Stack, drop_reason, syncookie,
 };
 use crate::config::SynCookieMode;
 use crate::seq::SeqNum;

@@ -13,7 +13,7 @@ use super::{
     CongestionControl, initial_window, sane_mss, slow_start_increase, window_is_validated,
 };
 use crate::config::CongestionAlgorithm;
-use crate::time::{Duration, Instant};
+use crate::time::{Duration, Instant, OptionDuration};
 
 /// C: the scaling constant of the cubic function, segments/s^3 (RFC 9438 §4.1).
 const C: f64 = 0.4;
@@ -28,7 +28,9 @@ const MAX_TARGET_RATIO: f64 = 1.5;
 /// The CUBIC controller.
 #[derive(Clone, Debug)]
 pub struct Cubic {
-    mss: usize,
+    /// The sender's MSS, bytes (an MSS is at most 65535: RFC 9293 §3.2;
+    /// kept in 32 bits, as Linux's `mss_cache`).
+    mss: u32,
     /// Congestion window, segments.
     cwnd: f64,
     /// Slow-start threshold, segments (infinite until the first loss).
@@ -44,19 +46,28 @@ pub struct Cubic {
     /// Reno-friendly estimate, segments (RFC 9438 §4.3).
     w_est: f64,
     /// Smallest RTT seen: the look-ahead in the target W_cubic(t + RTT).
-    min_rtt: Option<Duration>,
+    min_rtt: OptionDuration,
     /// The next epoch follows a timeout: K = 0 and W_max = cwnd (RFC 9438 §4.8).
     after_timeout: bool,
     /// No ACK or loss seen yet: an MSS change re-derives the initial window.
     pristine: bool,
 }
 
+/// An MSS in the controller's 32 bits (saturating; never reached: see `Cubic::mss`).
+fn narrow_mss(mss: usize) -> u32 {
+    u32::try_from(mss).unwrap_or(u32::MAX)
+}
+
 impl Cubic {
+    fn mss(&self) -> usize {
+        self.mss as usize
+    }
+
     pub fn new(mss: usize) -> Self {
         let mss = sane_mss(mss);
         let cwnd = initial_window(mss) as f64 / mss as f64;
         Cubic {
-            mss,
+            mss: narrow_mss(mss),
             cwnd,
             ssthresh: f64::INFINITY,
             w_max: 0.0,
@@ -64,7 +75,7 @@ impl Cubic {
             epoch_start: None,
             k: 0.0,
             w_est: cwnd,
-            min_rtt: None,
+            min_rtt: OptionDuration::NONE,
             after_timeout: false,
             pristine: true,
         }
@@ -120,14 +131,14 @@ impl CongestionControl for Cubic {
 
     fn cwnd(&self) -> usize {
         // Rounded, saturating float-to-int conversion; never below one segment.
-        ((self.cwnd * self.mss as f64).round() as usize).max(self.mss)
+        ((self.cwnd * self.mss() as f64).round() as usize).max(self.mss())
     }
 
     fn ssthresh(&self) -> usize {
         if self.ssthresh.is_infinite() {
             usize::MAX
         } else {
-            (self.ssthresh * self.mss as f64).round() as usize
+            (self.ssthresh * self.mss() as f64).round() as usize
         }
     }
 
@@ -138,13 +149,14 @@ impl CongestionControl for Cubic {
             self.w_est = self.cwnd;
         }
         // Otherwise everything is counted in segments already and keeps its meaning.
-        self.mss = mss;
+        self.mss = narrow_mss(mss);
     }
 
     fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>, in_flight: usize) {
         self.pristine = false;
         if let Some(sample) = rtt {
-            self.min_rtt = Some(self.min_rtt.map_or(sample, |m| m.min(sample)));
+            self.min_rtt =
+                OptionDuration::new(Some(self.min_rtt.get().map_or(sample, |m| m.min(sample))));
         }
         let cwnd_bytes = self.cwnd();
         if acked == 0 || !window_is_validated(cwnd_bytes, in_flight) {
@@ -152,7 +164,7 @@ impl CongestionControl for Cubic {
         }
         if self.cwnd < self.ssthresh {
             // Slow start (RFC 9438 §4.10 defers to RFC 5681 / RFC 3465).
-            let increase = slow_start_increase(acked) as f64 / self.mss as f64;
+            let increase = slow_start_increase(acked) as f64 / self.mss() as f64;
             self.cwnd = (self.cwnd + increase).min(self.ssthresh.max(self.cwnd));
             return;
         }
@@ -163,9 +175,9 @@ impl CongestionControl for Cubic {
                 now
             }
         };
-        let segments_acked = acked as f64 / self.mss as f64;
+        let segments_acked = acked as f64 / self.mss() as f64;
         let t = (now - epoch_start).as_secs_f64();
-        let rtt = self.min_rtt.unwrap_or(Duration::ZERO).as_secs_f64();
+        let rtt = self.min_rtt.get().unwrap_or(Duration::ZERO).as_secs_f64();
 
         // RFC 9438 §4.3: the Reno-friendly estimate, α switching to 1 once
         // W_est has regained the window before the last reduction.
@@ -215,7 +227,7 @@ impl CongestionControl for Cubic {
     fn on_idle_restart(&mut self, _now: Instant) {
         // RFC 5681 §4.1 restart window; the epoch restarts too, so the idle
         // time does not count as time spent probing towards W_max.
-        let restart = initial_window(self.mss) as f64 / self.mss as f64;
+        let restart = initial_window(self.mss()) as f64 / self.mss() as f64;
         self.cwnd = self.cwnd.min(restart);
         self.epoch_start = None;
     }
@@ -231,7 +243,7 @@ impl CongestionControl for Cubic {
 
     fn resume_after_undo(&mut self, cwnd_now: usize) {
         self.pristine = false;
-        self.cwnd = self.cwnd.max(cwnd_now as f64 / self.mss as f64);
+        self.cwnd = self.cwnd.max(cwnd_now as f64 / self.mss() as f64);
         // A new epoch from the restored window towards the restored W_max
         // (RFC 9438 §4.2): the time spent in the spurious episode does not
         // count as time on the curve.

@@ -13,7 +13,7 @@ use super::recovery::{Prr, Undo, ts_before};
 use super::sent::Delivered;
 use super::{
     AckDue, Connection, DUP_ACK_THRESHOLD, INVALID_ACK_INTERVAL, MAX_ACK_POINTS, MAX_WINDOW_FIELD,
-    PAWS_IDLE_LIMIT, ProbeDue, QUICK_ACK_SEGMENTS,
+    PAWS_IDLE_LIMIT, ProbeDue, QUICK_ACK_SEGMENTS, narrow,
 };
 use crate::error::ConnError;
 use crate::seq::SeqNum;
@@ -160,8 +160,8 @@ impl Connection {
         // Our SYN advertised this much, unscaled (RFC 7323 §2.2).
         self.rcv_adv_right = self.rcv_nxt + self.recv_buf.window().min(MAX_WINDOW_FIELD);
         // The window of a SYN is never scaled (RFC 7323 §2.2).
-        self.snd_wnd = usize::from(seg.window);
-        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wnd = narrow(usize::from(seg.window));
+        self.max_snd_wnd = narrow(self.snd_wnd());
         self.snd_wl1 = seg.seq;
         self.snd_wl2 = seg.ack;
         if ack_acceptable {
@@ -203,8 +203,8 @@ impl Connection {
         // A SYN's window is unscaled (the crossing SYN,ACK of a
         // simultaneous open); any other segment's is scaled (RFC 7323 §2.2).
         let shift = if seg.flags.syn() { 0 } else { self.snd_wscale };
-        self.snd_wnd = usize::from(seg.window) << shift;
-        self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+        self.snd_wnd = narrow(usize::from(seg.window) << shift);
+        self.max_snd_wnd = narrow(self.max_snd_wnd().max(self.snd_wnd()));
         self.snd_wl1 = seg.seq;
         self.snd_wl2 = seg.ack;
         self.establish(now);
@@ -476,7 +476,7 @@ impl Connection {
         if self.state == TcpState::SynReceived {
             return ack.gt(self.snd_una) && ack.le(self.snd_nxt);
         }
-        ack.le(self.snd_nxt) && !ack.lt(self.snd_una - self.max_snd_wnd)
+        ack.le(self.snd_nxt) && !ack.lt(self.snd_una - self.max_snd_wnd())
     }
 
     /// RFC 9293 §3.10.7.4, fifth check, for ESTABLISHED and later. Returns
@@ -492,7 +492,7 @@ impl Connection {
         }
         // RFC 5961 §5.2: an ACK older than SND.UNA - MAX.SND.WND is
         // unacceptable: ACK and drop.
-        if ack.lt(self.snd_una - self.max_snd_wnd) {
+        if ack.lt(self.snd_una - self.max_snd_wnd()) {
             self.discard(DropCause::BadAck);
             self.ack_invalid(now, seg);
             return false;
@@ -534,7 +534,7 @@ impl Connection {
             && seg.payload.is_empty()
             && !seg.flags.syn()
             && !seg.flags.fin()
-            && (window == self.snd_wnd || seg.options.sacks().next().is_some())
+            && (window == self.snd_wnd() || seg.options.sacks().next().is_some())
         {
             // A duplicate ACK as RFC 5681 §2 defines it (RFC 6675 §2 also
             // counts ACKs carrying SACK information).
@@ -562,12 +562,12 @@ impl Connection {
             let delivered_data = if self.sack_enabled {
                 newly_acked.saturating_sub(delivered.previously_sacked) + delivered.sacked_bytes
             } else if newly_acked == 0 {
-                self.send_mss
+                self.send_mss()
             } else {
                 newly_acked
             };
             let pipe = self.pipe();
-            let (ssthresh, mss) = (self.cc.ssthresh(), self.send_mss);
+            let (ssthresh, mss) = (self.cc.ssthresh(), self.send_mss());
             self.flight_mut()
                 .prr
                 .on_ack(delivered_data, pipe, ssthresh, mss);
@@ -577,10 +577,10 @@ impl Connection {
         // SND.WND update (RFC 9293 §3.10.7.4): only from a segment not older
         // than the one that last set it (SND.WL1, SND.WL2).
         if self.snd_wl1.lt(seg.seq) || (self.snd_wl1 == seg.seq && self.snd_wl2.le(ack)) {
-            self.snd_wnd = window;
+            self.snd_wnd = narrow(window);
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = ack;
-            self.max_snd_wnd = self.max_snd_wnd.max(window);
+            self.max_snd_wnd = narrow(self.max_snd_wnd().max(window));
             if window > 0 {
                 // The window opened: stop probing (RFC 9293 §3.8.6.1).
                 self.persist_deadline = None;
@@ -760,7 +760,7 @@ impl Connection {
             } else if !self.sack_enabled {
                 // RFC 6582 §3.2 step 5: a partial ACK. Retransmit the next
                 // hole at once (with SACK, RACK finds the holes).
-                self.reno_dup_bytes = self.reno_dup_bytes.saturating_sub(acked);
+                self.reno_dup_bytes = narrow(self.reno_dup_bytes().saturating_sub(acked));
                 self.flight_mut().sent.mark_head_lost();
             }
         } else {
@@ -770,7 +770,7 @@ impl Connection {
             // window of data, as Linux's `tcp_is_cwnd_limited` does: ACKs
             // that arrive together (as after any queue) each see a flight
             // the earlier ones already shrank.
-            let used = flight_before.max(self.max_flight);
+            let used = flight_before.max(self.max_flight());
             self.cc.on_ack(now, acked, sample, used);
             self.expand_send_buffer();
         }
@@ -795,15 +795,18 @@ impl Connection {
         }
         if self.in_recovery {
             // Each further duplicate ACK means a segment left the network.
-            self.reno_dup_bytes =
-                (self.reno_dup_bytes + self.send_mss).min(self.snd_nxt.since(self.snd_una));
+            self.reno_dup_bytes = narrow(
+                (self.reno_dup_bytes() + self.send_mss()).min(self.snd_nxt.since(self.snd_una)),
+            );
             return;
         }
         if self.dup_acks >= DUP_ACK_THRESHOLD && self.fast_retransmit_allowed() {
             self.flight_mut().sent.mark_head_lost();
             self.enter_recovery(now);
-            self.reno_dup_bytes =
-                (DUP_ACK_THRESHOLD as usize * self.send_mss).min(self.snd_nxt.since(self.snd_una));
+            self.reno_dup_bytes = narrow(
+                (DUP_ACK_THRESHOLD as usize * self.send_mss())
+                    .min(self.snd_nxt.since(self.snd_una)),
+            );
         }
     }
 
@@ -852,7 +855,7 @@ impl Connection {
         self.flight_mut().prr = Prr::start(flight);
         // The fast retransmit goes out at once (RFC 6937 §3, RFC 5681 §3.2 step 3).
         let pipe = self.pipe();
-        let (ssthresh, mss) = (self.cc.ssthresh(), self.send_mss);
+        let (ssthresh, mss) = (self.cc.ssthresh(), self.send_mss());
         self.flight_mut().prr.on_ack(0, pipe, ssthresh, mss);
         self.counters.fast_recoveries = self.counters.fast_recoveries.wrapping_add(1);
         // A TLP episode ends with recovery (RFC 8985 §7.4).
@@ -877,7 +880,7 @@ impl Connection {
     /// it reports (RFC 3708 §3) and undoes the episode's reduction once all
     /// of them are (Linux's `tcp_try_undo_dsack`).
     fn undo_on_dsack(&mut self, now: Instant, left: SeqNum, right: SeqNum) {
-        let mss = self.send_mss;
+        let mss = self.send_mss();
         if self
             .undo
             .as_mut()
@@ -903,7 +906,7 @@ impl Connection {
         let undo = *undo;
         self.note(Note::Undo);
         let mut prior = undo.prior;
-        prior.set_mss(self.send_mss);
+        prior.set_mss(self.send_mss());
         prior.resume_after_undo(self.cc.cwnd());
         self.cc = prior;
         if self.in_recovery {
@@ -992,7 +995,7 @@ impl Connection {
                 if self.read_shut {
                     self.discard_readable();
                 }
-                self.rcv_mss = self.rcv_mss.max(accepted.min(self.adv_mss));
+                self.rcv_mss = narrow(self.rcv_mss().max(accepted.min(self.adv_mss())));
                 if offset > 0 || had_holes {
                     // RFC 5681 §4.2 / RFC 9293 §3.8.6.3: ACK out-of-order
                     // segments and those that fill a gap at once; stay in
@@ -1074,7 +1077,7 @@ impl Connection {
     /// clock with one lost stretch ACK (that made the simulation's
     /// goodput collapse under random loss, sim_goodput.rs).
     fn schedule_data_ack(&mut self, now: Instant, len: usize) {
-        self.bytes_since_ack += len;
+        self.bytes_since_ack = narrow(self.bytes_since_ack() + len);
         if self.quick_acks > 0 {
             self.quick_acks -= 1;
             if self.ack_due == AckDue::Now && self.ack_points.len() < MAX_ACK_POINTS {
@@ -1084,7 +1087,7 @@ impl Connection {
             self.last_ack_point = self.rcv_nxt;
             self.bytes_since_ack = 0;
             self.ack_now();
-        } else if self.bytes_since_ack >= 2 * self.rcv_mss {
+        } else if self.bytes_since_ack() >= 2 * self.rcv_mss() {
             self.last_ack_point = self.rcv_nxt;
             self.ack_due = match self.ack_due {
                 AckDue::Now => AckDue::Now,

@@ -56,11 +56,11 @@ use crate::tcp::TcpState;
 use crate::tcp::buffer::{RecvBuffer, SendBuffer, copy_to_two};
 use crate::tcp::congestion::{CongestionControl, Controller};
 use crate::tcp::rtt::{RttEstimator, SYN_LOSS_RTO};
-use crate::time::{Duration, Instant};
+use crate::time::{Duration, Instant, OptionDuration};
 use crate::trace::Note;
 use crate::wire::TcpRepr;
 use bytes::Bytes;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -330,12 +330,19 @@ enum ProbeDue {
 /// One connection.
 #[derive(Debug)]
 pub struct Connection {
-    local: SocketAddr,
-    remote: SocketAddr,
+    /// The 4-tuple, as addresses and ports (38 bytes instead of two
+    /// `SocketAddr`s' 64): a connection's addresses never carry an IPv6
+    /// flow label or scope id (the stack makes them from packets and from
+    /// connect's canonical address), so [`Connection::local`] and
+    /// [`Connection::remote`] rebuild them exactly.
+    local_ip: IpAddr,
+    remote_ip: IpAddr,
+    local_port: u16,
+    remote_port: u16,
     config: Arc<ConnectionConfig>,
     options: SocketOptions,
     state: TcpState,
-    state_changes: Vec<(TcpState, TcpState)>,
+    state_changes: StateChanges,
     /// Notes for the trace, kept only while a trace follows us (`Some`;
     /// boxed: one pointer for the connections nobody traces).
     // Boxed on purpose: the point is one pointer instead of a Vec's 24 B.
@@ -352,10 +359,10 @@ pub struct Connection {
     /// Where the next transmission from the queue starts (see module doc).
     tx_next: SeqNum,
     /// SND.WND in bytes (already scaled).
-    snd_wnd: usize,
+    snd_wnd: u32,
     /// The largest window the peer ever offered (RFC 1122 §4.2.3.4 Max(SND.WND),
     /// RFC 5961 §5.2 MAX.SND.WND).
-    max_snd_wnd: usize,
+    max_snd_wnd: u32,
     snd_wl1: SeqNum,
     snd_wl2: SeqNum,
     send_buf: SendBuffer,
@@ -376,15 +383,15 @@ pub struct Connection {
 
     // --- Negotiated options ---
     /// MSS we advertise: mtu - 40 (RFC 9293 §3.7.1).
-    adv_mss: usize,
+    adv_mss: u32,
     /// Largest segment payload the path takes, before options:
     /// min(peer MSS or 536, mtu - 40), lowered by ICMP (RFC 1191).
-    path_mss: usize,
+    path_mss: u32,
     /// Effective send MSS: `path_mss` minus the timestamps option when on
     /// (RFC 9293 §3.7.1 "Eff.snd.MSS").
-    send_mss: usize,
+    send_mss: u32,
     /// Estimate of the peer's segment size, for "full-sized" in the delayed-ACK rule.
-    rcv_mss: usize,
+    rcv_mss: u32,
     /// Shift applied to the peer's window field (RFC 7323 §2.3 Snd.Wind.Shift).
     snd_wscale: u8,
     /// Shift applied to our window field (Rcv.Wind.Shift).
@@ -410,7 +417,7 @@ pub struct Connection {
     // --- Output obligations ---
     ack_due: AckDue,
     /// In-order payload bytes received since our last ACK.
-    bytes_since_ack: usize,
+    bytes_since_ack: u32,
     /// RCV.NXT at earlier points of the current batch where a quick ACK
     /// was owed, sent before the ACK of RCV.NXT (see `schedule_data_ack`).
     ack_points: RareQueue<SeqNum>,
@@ -477,7 +484,7 @@ pub struct Connection {
     /// Without SACK, the bytes duplicate ACKs say have left the network
     /// during recovery (one SMSS each, RFC 6937 §3's DeliveredData estimate;
     /// Linux counts them as "sacked" the same way).
-    reno_dup_bytes: usize,
+    reno_dup_bytes: u32,
     /// What is in flight and the loss recovery around it; `None` until
     /// the first data or FIN goes out (see [`Flight`]).
     flight: Option<Box<Flight>>,
@@ -506,14 +513,14 @@ pub struct Connection {
     /// Receive autotuning (Linux's DRS, `tcp_rcv_space_adjust`): the
     /// receiver's RTT estimate from echoed timestamps, the bytes the
     /// application read, and the last measurement (bytes read per RTT).
-    rcv_rtt: Option<Duration>,
+    rcv_rtt: OptionDuration,
     bytes_read: u64,
-    rcvq_space: usize,
+    rcvq_space: u32,
     rcvq_read: u64,
     rcvq_time: Instant,
     /// The largest flight since SND.UNA passed `max_flight_seq` (a window
     /// of data ago): whether cwnd was in use (Linux's `max_packets_out`).
-    max_flight: usize,
+    max_flight: u32,
     max_flight_seq: SeqNum,
 
     /// What the link does with emitted segments, for the current
@@ -531,6 +538,26 @@ pub struct Connection {
     /// Data segments dropped at `MemoryLevel::Exhausted` (Linux's
     /// TCPRcvQDrop), not yet added to the stack's counter.
     memory_drops: u32,
+}
+
+/// State transitions not yet drained by the stack: one pointer (8 bytes
+/// instead of an empty `Vec`'s 24) for the whole of a connection's life
+/// but the moments between a transition and the stack's drain.
+#[derive(Debug, Default)]
+// Boxed on purpose: the point is one pointer instead of a Vec's 24 B.
+#[allow(clippy::box_collection)]
+struct StateChanges(Option<Box<Vec<(TcpState, TcpState)>>>);
+
+impl StateChanges {
+    fn push(&mut self, change: (TcpState, TcpState)) {
+        self.0.get_or_insert_with(Box::default).push(change);
+    }
+
+    /// Room held for undrained transitions (none once drained).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |changes| changes.capacity())
+    }
 }
 
 /// A queue a connection rarely uses (ACK points of a batch, MSG_EOR
@@ -606,6 +633,18 @@ impl Flight {
 /// What a connection without a [`Flight`] reads: nothing in flight.
 static IDLE_FLIGHT: Flight = Flight::new(SeqNum(0));
 
+/// A window, MSS or byte count in the TCB's 32 bits. Windows are below
+/// 2^30 (a 16-bit field scaled by at most 14, RFC 7323 §2.3), segment sizes
+/// below 2^16 (RFC 9293 §3.7.1), and the byte counts kept this way (bytes
+/// since our last ACK, duplicate-ACK bytes, the largest flight, the
+/// receive-space measurement) within one window; Linux keeps the same
+/// quantities in `u32`s of `struct tcp_sock` (`snd_wnd`, `max_window`,
+/// `mss_cache`, `advmss`, `rcvq_space.space`, ...). Saturating, never
+/// reached.
+fn narrow(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// The window-scale shift to offer: the smallest that lets the 16-bit field
 /// describe the whole receive buffer, at most 14 (RFC 7323 §2.2, §2.3).
 fn window_shift_for(buffer: usize) -> u8 {
@@ -617,6 +656,47 @@ fn window_shift_for(buffer: usize) -> u8 {
 }
 
 impl Connection {
+    // The 32-bit fields (see [`narrow`]) as the `usize`s the code computes with.
+    fn snd_wnd(&self) -> usize {
+        self.snd_wnd as usize
+    }
+
+    fn max_snd_wnd(&self) -> usize {
+        self.max_snd_wnd as usize
+    }
+
+    fn adv_mss(&self) -> usize {
+        self.adv_mss as usize
+    }
+
+    fn path_mss(&self) -> usize {
+        self.path_mss as usize
+    }
+
+    fn send_mss(&self) -> usize {
+        self.send_mss as usize
+    }
+
+    fn rcv_mss(&self) -> usize {
+        self.rcv_mss as usize
+    }
+
+    fn bytes_since_ack(&self) -> usize {
+        self.bytes_since_ack as usize
+    }
+
+    fn reno_dup_bytes(&self) -> usize {
+        self.reno_dup_bytes as usize
+    }
+
+    fn rcvq_space(&self) -> usize {
+        self.rcvq_space as usize
+    }
+
+    fn max_flight(&self) -> usize {
+        self.max_flight as usize
+    }
+
     /// The loss-detection state, empty until something was sent.
     fn flight(&self) -> &Flight {
         self.flight.as_deref().unwrap_or(&IDLE_FLIGHT)
@@ -646,8 +726,10 @@ impl Connection {
         let path_mss = default_mss(&params.remote).min(adv_mss);
         let iss = params.iss;
         Connection {
-            local: params.local,
-            remote: params.remote,
+            local_ip: params.local.ip(),
+            remote_ip: params.remote.ip(),
+            local_port: params.local.port(),
+            remote_port: params.remote.port(),
             config: Arc::clone(&config),
             options,
             state: if active_open {
@@ -655,7 +737,7 @@ impl Connection {
             } else {
                 TcpState::SynReceived
             },
-            state_changes: Vec::new(),
+            state_changes: StateChanges::default(),
             notes: None,
             active_open,
             iss,
@@ -675,10 +757,10 @@ impl Connection {
             recv_buf: RecvBuffer::new(options.recv_buffer),
             peer_fin_at: None,
             fin_received: false,
-            adv_mss,
-            path_mss,
-            send_mss: path_mss,
-            rcv_mss: path_mss,
+            adv_mss: narrow(adv_mss),
+            path_mss: narrow(path_mss),
+            send_mss: narrow(path_mss),
+            rcv_mss: narrow(path_mss),
             snd_wscale: 0,
             // RFC 7323 §2.3: the shift is fixed at the SYN, so it must fit
             // the largest buffer autotuning may reach (Linux's
@@ -744,7 +826,7 @@ impl Connection {
             rcv_urgent: None,
             defer_accept_until: None,
             last_small_end: None,
-            rcv_rtt: None,
+            rcv_rtt: OptionDuration::NONE,
             bytes_read: 0,
             rcvq_space: 0,
             rcvq_read: 0,
@@ -783,8 +865,8 @@ impl Connection {
         conn.rcv_adv_right = conn.rcv_nxt;
         conn.last_ack_sent = conn.rcv_nxt;
         conn.negotiate_options(syn, now);
-        conn.snd_wnd = usize::from(syn.window);
-        conn.max_snd_wnd = conn.snd_wnd;
+        conn.snd_wnd = narrow(usize::from(syn.window));
+        conn.max_snd_wnd = narrow(conn.snd_wnd());
         conn.snd_wl1 = syn.seq;
         conn
     }
@@ -813,12 +895,14 @@ impl Connection {
         }
         self.sack_enabled = opts.sack_permitted;
         // RFC 9293 §3.7.1: without the option the peer takes 536 bytes.
-        let peer_mss = opts.mss.map_or(default_mss(&self.remote), usize::from);
-        self.path_mss = peer_mss
-            .min(self.adv_mss)
-            .max(MIN_SEND_MSS.min(self.adv_mss));
+        let peer_mss = opts.mss.map_or(default_mss(&self.remote()), usize::from);
+        self.path_mss = narrow(
+            peer_mss
+                .min(self.adv_mss())
+                .max(MIN_SEND_MSS.min(self.adv_mss())),
+        );
         self.update_send_mss();
-        self.rcv_mss = self.adv_mss.min(default_mss(&self.remote));
+        self.rcv_mss = narrow(self.adv_mss().min(default_mss(&self.remote())));
     }
 
     /// Eff.snd.MSS: path MSS less the options every segment carries (RFC 9293 §3.7.1).
@@ -828,8 +912,8 @@ impl Connection {
         } else {
             0
         };
-        self.send_mss = self.path_mss.saturating_sub(options).max(1);
-        self.cc.set_mss(self.send_mss);
+        self.send_mss = narrow(self.path_mss().saturating_sub(options).max(1));
+        self.cc.set_mss(self.send_mss());
     }
 
     /// Sequence number one past the last queued data byte (where our FIN goes).
@@ -864,7 +948,7 @@ impl Connection {
     /// The handshake completed (RFC 9293 §3.10.7.3 / §3.10.7.4 SYN-RECEIVED).
     fn establish(&mut self, now: Instant) {
         self.set_state(TcpState::Established);
-        self.cc = Controller::new(self.options.congestion, self.send_mss);
+        self.cc = Controller::new(self.options.congestion, self.send_mss());
         if self.syn_retransmitted {
             // RFC 6298 §5.7: a SYN or SYN,ACK timed out and no RTT sample
             // came from the handshake: data transmission starts at a 3 s RTO
@@ -880,7 +964,7 @@ impl Connection {
         self.last_progress = now;
         // Linux's tcp_init_buffer_space: the first measurement of the
         // receive rate starts from ten segments.
-        self.rcvq_space = (10 * self.adv_mss).min(self.recv_buf.capacity());
+        self.rcvq_space = narrow((10 * self.adv_mss()).min(self.recv_buf.capacity()));
         self.rcvq_time = now;
         self.expand_send_buffer();
         self.arm_keepalive(now);
@@ -1007,14 +1091,14 @@ impl Connection {
         // RFC 8201 §4: a Packet Too Big reporting less than IPv6's minimum
         // link MTU is discarded (no fragment header is added instead: RFC
         // 8021 deprecated atomic fragments).
-        if self.remote.is_ipv6() && mtu < IPV6_MIN_MTU {
+        if self.remote_ip.is_ipv6() && mtu < IPV6_MIN_MTU {
             return;
         }
         let new_mss = mtu
-            .saturating_sub(ip_tcp_headers(&self.remote))
+            .saturating_sub(ip_tcp_headers(&self.remote()))
             .max(MIN_SEND_MSS);
-        if new_mss < self.path_mss {
-            self.path_mss = new_mss;
+        if new_mss < self.path_mss() {
+            self.path_mss = narrow(new_mss);
             self.update_send_mss();
             // RFC 1191 §6.5, RFC 8201 §4: resend what was too big, at once;
             // this is not congestion, so cwnd stays.
@@ -1287,29 +1371,29 @@ impl Connection {
         // Linux grows no buffer under memory pressure (tcp_rcv_space_adjust
         // via tcp_under_memory_pressure / sk_rmem_schedule).
         if self.options.recv_buffer_locked
-            || self.rcvq_space == 0
+            || self.rcvq_space() == 0
             || self.memory_level() > MemoryLevel::Normal
         {
             return;
         }
         let srtt = self.rtt.has_sample().then(|| self.rtt.srtt());
-        let Some(rtt) = self.rcv_rtt.or(srtt) else {
+        let Some(rtt) = self.rcv_rtt.get().or(srtt) else {
             return;
         };
         if now - self.rcvq_time < rtt.max(Duration::from_millis(1)) {
             return;
         }
         let copied = usize::try_from(self.bytes_read - self.rcvq_read).unwrap_or(usize::MAX);
-        if copied > self.rcvq_space {
-            let mut rcvwin = 2 * copied + 16 * self.adv_mss;
-            let grow = rcvwin.saturating_mul(copied - self.rcvq_space) / self.rcvq_space;
+        if copied > self.rcvq_space() {
+            let mut rcvwin = 2 * copied + 16 * self.adv_mss();
+            let grow = rcvwin.saturating_mul(copied - self.rcvq_space()) / self.rcvq_space();
             rcvwin = rcvwin.saturating_add(2 * grow);
             let target = rcvwin.min(self.config.rmem_max);
             if target > self.recv_buf.capacity() {
                 self.recv_buf.set_capacity(target);
                 self.options.recv_buffer = target;
             }
-            self.rcvq_space = copied;
+            self.rcvq_space = narrow(copied);
         }
         self.rcvq_read = self.bytes_read;
         self.rcvq_time = now;
@@ -1325,10 +1409,10 @@ impl Connection {
         }
         let sample = Duration::from_millis(u64::from(elapsed));
         // An EWMA with gain 1/8, like SRTT (RFC 6298 §2.3).
-        self.rcv_rtt = Some(match self.rcv_rtt {
+        self.rcv_rtt = OptionDuration::new(Some(match self.rcv_rtt.get() {
             Some(rtt) => (rtt * 7 + sample) / 8,
             None => sample,
-        });
+        }));
     }
 
     /// Send-buffer autotuning with Linux's `tcp_sndbuf_expand` numbers:
@@ -1350,8 +1434,8 @@ impl Connection {
         if self.options.send_buffer_locked || self.memory_level() > MemoryLevel::Normal {
             return;
         }
-        let per_mss = (self.path_mss + HEADER_ROOM).next_power_of_two() + SKB;
-        let segments = (self.cc.cwnd() / self.send_mss.max(1)).max(MIN_SEGMENTS);
+        let per_mss = (self.path_mss() + HEADER_ROOM).next_power_of_two() + SKB;
+        let segments = (self.cc.cwnd() / self.send_mss().max(1)).max(MIN_SEGMENTS);
         let target = (2 * segments * per_mss)
             .max(crate::config::TCP_WMEM[1])
             .min(self.config.wmem_max);
@@ -1363,7 +1447,7 @@ impl Connection {
 
     /// Receiver SWS threshold: min(RCV.BUFF/2, MSS) (RFC 9293 §3.8.6.2.2).
     fn sws_threshold(&self) -> usize {
-        (self.recv_buf.capacity() / 2).min(self.adv_mss).max(1)
+        (self.recv_buf.capacity() / 2).min(self.adv_mss()).max(1)
     }
 
     /// shutdown(2): `Write` sends FIN after queued data; `Read` discards
@@ -1489,11 +1573,11 @@ impl Connection {
     }
 
     pub fn local(&self) -> SocketAddr {
-        self.local
+        SocketAddr::new(self.local_ip, self.local_port)
     }
 
     pub fn remote(&self) -> SocketAddr {
-        self.remote
+        SocketAddr::new(self.remote_ip, self.remote_port)
     }
 
     /// Whether this TIME-WAIT connection may give way to a new incarnation
@@ -1601,11 +1685,11 @@ impl Connection {
 
     /// Appends the state transitions since the last call, oldest first.
     pub fn drain_state_changes(&mut self, out: &mut Vec<(TcpState, TcpState)>) {
-        out.append(&mut self.state_changes);
         // A connection changes state a handful of times in its life: it
-        // keeps no buffer between them (an idle connection would hold a
-        // 32-byte heap chunk for nothing).
-        self.state_changes.shrink_to_fit();
+        // keeps no buffer between them (see [`StateChanges`]).
+        if let Some(changes) = self.state_changes.0.take() {
+            out.extend_from_slice(&changes);
+        }
     }
 
     pub fn options(&self) -> &SocketOptions {
@@ -1649,7 +1733,7 @@ impl Connection {
             SockOption::Congestion(alg) => {
                 if alg != self.options.congestion {
                     self.options.congestion = alg;
-                    self.cc = Controller::new(alg, self.send_mss);
+                    self.cc = Controller::new(alg, self.send_mss());
                 }
             }
             SockOption::SynCount(n) => self.options.syn_retries = n,
@@ -1718,7 +1802,7 @@ impl Connection {
                 u32::try_from((now - t).as_millis()).unwrap_or(u32::MAX)
             })
         };
-        let mss = self.send_mss.max(1);
+        let mss = self.send_mss().max(1);
         let segs = |bytes: usize| u32::try_from(bytes.div_ceil(mss)).unwrap_or(u32::MAX);
         let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         let small = |n: u32| u8::try_from(n).unwrap_or(u8::MAX);
@@ -1750,8 +1834,8 @@ impl Connection {
             rcv_wscale: if self.ws_enabled { self.rcv_wscale } else { 0 },
             rto_us: us(self.rtt.rto()),
             ato_us: us(self.config.delayed_ack),
-            snd_mss: count(self.send_mss as u64),
-            rcv_mss: count(self.rcv_mss as u64),
+            snd_mss: count(self.send_mss() as u64),
+            rcv_mss: count(self.rcv_mss() as u64),
             unacked: segs(flight),
             sacked: segs(self.flight().sent.sacked_bytes()),
             lost: segs(self.flight().sent.lost_bytes()),
@@ -1759,7 +1843,7 @@ impl Connection {
             last_data_sent_ms: ms_since(self.last_data_sent),
             last_data_recv_ms: ms_since(self.last_data_recv),
             last_ack_recv_ms: ms_since(self.last_ack_recv),
-            pmtu: count((self.path_mss + ip_tcp_headers(&self.remote)) as u64),
+            pmtu: count((self.path_mss() + ip_tcp_headers(&self.remote())) as u64),
             rcv_ssthresh: count(self.recv_buf.capacity() as u64),
             rtt_us: us(srtt),
             rttvar_us: us(self.rtt.rttvar()),
@@ -1770,10 +1854,10 @@ impl Connection {
                 segs(ssthresh)
             },
             snd_cwnd: segs(self.effective_cwnd()),
-            advmss: count(self.adv_mss as u64),
+            advmss: count(self.adv_mss() as u64),
             reordering: 3,
-            rcv_rtt_us: self.rcv_rtt.map_or(0, us),
-            rcv_space: count(self.rcvq_space as u64),
+            rcv_rtt_us: self.rcv_rtt.get().map_or(0, us),
+            rcv_space: count(self.rcvq_space() as u64),
             total_retrans: self.counters.retransmits,
             bytes_acked: self.bytes_acked,
             bytes_received: self.counters.bytes_received,
@@ -1788,7 +1872,7 @@ impl Connection {
                 (self.effective_cwnd().min(flight.max(mss)) as f64 / srtt.as_secs_f64()) as u64
             },
             dsack_dups: count(self.flight().rack.dsacks),
-            snd_wnd: count(self.snd_wnd as u64),
+            snd_wnd: count(self.snd_wnd() as u64),
             rcv_wnd: count(self.rcv_wnd() as u64),
         }
     }
@@ -1829,8 +1913,8 @@ impl Connection {
                 spurious_rtos: u64::from(c.spurious_rtos),
             },
             ssthresh: self.cc.ssthresh(),
-            mss: u16::try_from(self.send_mss).unwrap_or(u16::MAX),
-            snd_wnd: self.snd_wnd,
+            mss: u16::try_from(self.send_mss()).unwrap_or(u16::MAX),
+            snd_wnd: self.snd_wnd(),
             rcv_wnd: self.rcv_wnd(),
             retransmits: u64::from(c.retransmits),
             bytes_sent: c.bytes_sent,

@@ -20,7 +20,7 @@
 //! ([`super::TxOffload::vectored`]).
 
 use super::{
-    AckDue, Connection, MAX_SUPER_SEGMENT, MAX_WINDOW_FIELD, PendingRst, ProbeDue, recovery,
+    AckDue, Connection, MAX_SUPER_SEGMENT, MAX_WINDOW_FIELD, PendingRst, ProbeDue, narrow, recovery,
 };
 use crate::seq::SeqNum;
 use crate::socket::MemoryLevel;
@@ -131,7 +131,7 @@ impl Connection {
         flight.saturating_sub(
             self.flight().sent.sacked_bytes()
                 + self.flight().sent.lost_bytes()
-                + self.reno_dup_bytes,
+                + self.reno_dup_bytes(),
         )
     }
 
@@ -143,13 +143,13 @@ impl Connection {
         let limited_transmit = if self.sack_enabled || self.in_recovery {
             0
         } else {
-            self.dup_acks.min(2) as usize * self.send_mss
+            self.dup_acks.min(2) as usize * self.send_mss()
         };
         (self.effective_cwnd() + limited_transmit, self.pipe())
     }
 
     fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let mss = self.send_mss;
+        let mss = self.send_mss();
         let data_end = self.data_end();
 
         // Segments deemed lost go first (RFC 6675 §5 NextSeg() rule 1; the
@@ -196,7 +196,7 @@ impl Connection {
             self.last_data_sent = None;
         }
         // The send window (RFC 9293 §3.8.6.1): SND.UNA + SND.WND - seq.
-        let usable_wnd = (self.snd_una + self.snd_wnd).since(seq);
+        let usable_wnd = (self.snd_una + self.snd_wnd()).since(seq);
         let (cwnd, pipe) = self.cwnd_and_pipe();
         let mut cwnd_room = cwnd.saturating_sub(pipe);
         if self.in_recovery && cwnd_room > 0 {
@@ -246,7 +246,7 @@ impl Connection {
             // Case 2: everything queued (up to the end of a record) can go
             // now (possibly 0 bytes + FIN).
             avail_in_record
-        } else if can > 0 && can >= self.max_snd_wnd / 2 {
+        } else if can > 0 && can >= self.max_snd_wnd() / 2 {
             // Case 3: at least half the largest window the peer offered
             // (RFC 1122 §4.2.3.4, Fs = 1/2).
             can
@@ -293,11 +293,11 @@ impl Connection {
     /// segment sent (at most one SMSS of its tail). Records the probe
     /// (TLP.end_seq) and re-arms the RTO timer.
     fn send_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let mss = self.send_mss;
+        let mss = self.send_mss();
         let data_end = self.data_end();
         let seq = self.snd_nxt;
         let avail = data_end.since(seq);
-        let usable_wnd = (self.snd_una + self.snd_wnd).since(seq);
+        let usable_wnd = (self.snd_una + self.snd_wnd()).since(seq);
         let new_data = avail > 0 && usable_wnd > 0 && seq == self.tx_next;
         let sent = if new_data {
             let len = avail.min(usable_wnd).min(mss);
@@ -340,7 +340,7 @@ impl Connection {
             return;
         }
         let srtt = self.rtt.has_sample().then(|| self.rtt.srtt());
-        let one_segment = self.snd_nxt.since(self.snd_una) <= self.send_mss;
+        let one_segment = self.snd_nxt.since(self.snd_una) <= self.send_mss();
         self.flight_mut().tlp.deadline = Some(recovery::probe_timeout(
             now,
             srtt,
@@ -357,7 +357,7 @@ impl Connection {
             && self.snd_nxt == self.snd_una
             && self.rtx_deadline.is_none()
             && self.persist_deadline.is_none()
-            && usable_wnd < avail.min(self.send_mss)
+            && usable_wnd < avail.min(self.send_mss())
         {
             self.persist_deadline = Some(now + self.persist_interval());
         }
@@ -379,7 +379,7 @@ impl Connection {
         let options = self.segment_options(now);
         // The payload fits the path MSS less the options this segment carries
         // (SACK blocks can make them longer than the MSS allowed for).
-        let limit = self.path_mss.saturating_sub(options.wire_len()).max(1);
+        let limit = self.path_mss().saturating_sub(options.wire_len()).max(1);
         // A super-segment's pieces would all carry one urgent pointer.
         let cut = if self.tx_offload.segmentation && !self.urgent_mode() {
             // A super-segment: the link cuts it into `limit`-byte pieces.
@@ -453,10 +453,10 @@ impl Connection {
         // The largest flight of this window of data (see `max_flight`).
         let flight = self.snd_nxt.since(self.snd_una);
         if self.snd_una.ge(self.max_flight_seq) {
-            self.max_flight = flight;
+            self.max_flight = narrow(flight);
             self.max_flight_seq = self.snd_nxt;
         } else {
-            self.max_flight = self.max_flight.max(flight);
+            self.max_flight = narrow(self.max_flight().max(flight));
         }
         self.counters.bytes_sent += carried as u64;
         if carried > 0 {
@@ -476,7 +476,7 @@ impl Connection {
     /// The most payload one call may emit: one MSS, or as many whole MSS as
     /// a super-segment holds when the link segments.
     fn max_burst(&self) -> usize {
-        let mss = self.send_mss.max(1);
+        let mss = self.send_mss().max(1);
         if self.tx_offload.segmentation {
             (MAX_SUPER_SEGMENT / mss).max(1) * mss
         } else {
@@ -539,7 +539,7 @@ impl Connection {
         match self.memory_level() {
             MemoryLevel::Normal => {}
             // Linux under tcp_mem pressure: rcv_ssthresh <= 4 × advmss.
-            MemoryLevel::Pressure => free = free.min(promised.max(4 * self.adv_mss)),
+            MemoryLevel::Pressure => free = free.min(promised.max(4 * self.adv_mss())),
             // The right edge stays (it never moves left: RFC 9293 §3.8.6.2.1).
             MemoryLevel::Full | MemoryLevel::Exhausted => free = free.min(promised),
         }
@@ -615,8 +615,8 @@ impl Connection {
             flags |= TcpFlags::URG;
         }
         let repr = TcpRepr {
-            src_port: self.local.port(),
-            dst_port: self.remote.port(),
+            src_port: self.local_port,
+            dst_port: self.remote_port,
             seq,
             ack: if flags.ack() {
                 self.ack_point.unwrap_or(self.rcv_nxt)
@@ -634,7 +634,7 @@ impl Connection {
         } else {
             TxChecksum::Full
         };
-        let (local, remote) = (self.local.ip(), self.remote.ip());
+        let (local, remote) = (self.local_ip, self.remote_ip);
         let n = match apart {
             Some((payload, sum)) => {
                 let (at, len) = payload;
@@ -663,7 +663,7 @@ impl Connection {
         let syn_ack = self.state == TcpState::SynReceived;
         let mut options = TcpOptions {
             // RFC 9293 §3.7.1: MSS = MTU - 40.
-            mss: Some(u16::try_from(self.adv_mss).unwrap_or(u16::MAX)),
+            mss: Some(u16::try_from(self.adv_mss()).unwrap_or(u16::MAX)),
             ..TcpOptions::default()
         };
         if syn_ack {
@@ -735,8 +735,8 @@ impl Connection {
             ..TcpOptions::default()
         };
         let repr = TcpRepr {
-            src_port: self.local.port(),
-            dst_port: self.remote.port(),
+            src_port: self.local_port,
+            dst_port: self.remote_port,
             seq: rst.seq,
             ack: rst.ack.unwrap_or(SeqNum(0)),
             flags: if rst.ack.is_some() {
@@ -752,7 +752,7 @@ impl Connection {
         if buf.len() < repr.buffer_len() {
             return None;
         }
-        let n = repr.emit(buf, self.local.ip(), self.remote.ip());
+        let n = repr.emit(buf, self.local_ip, self.remote_ip);
         self.counters.segments_out = self.counters.segments_out.wrapping_add(1);
         Some(n)
     }

@@ -272,7 +272,7 @@ impl Connection {
             return;
         }
         self.persist_backoff = (self.persist_backoff + 1).min(MAX_PERSIST_BACKOFF);
-        if self.snd_wnd == 0 {
+        if self.snd_wnd() == 0 {
             self.probe_due = ProbeDue::ZeroWindow;
         } else {
             self.force_send = true;
