@@ -17,6 +17,10 @@
 //! backlog. A slot is freed when the driver takes the op from the channel
 //! (parked ops are bounded by the session's pending-ops quota instead).
 //!
+//! A Stream's down side reads with [`Op::StreamRead`], whose reply is not
+//! a oneshot but the Stream itself ([`StreamReply`]): every idle connection
+//! has such a read parked, and it costs no allocation.
+//!
 //! Invariants: every op is answered at most once; an op sent before its
 //! session's end is answered (possibly with EBADF) or dropped with it.
 
@@ -119,6 +123,13 @@ pub enum Op {
         peek: bool,
         wait: bool,
         reply: Reply<ReadData>,
+    },
+    /// A Stream's down side reads (blocking, no peek; see [`StreamReply`]):
+    /// answered into the Stream itself, so a read parked on an idle
+    /// connection holds no channel and no list of its own in the driver.
+    StreamRead {
+        handle: u64,
+        reply: StreamReply,
     },
     /// write(2). With `wait` all of `data` is queued (parking as needed);
     /// without, as much as fits (EAGAIN when nothing does).
@@ -259,6 +270,76 @@ pub enum Op {
         options: Vec<SockOption>,
         reply: Reply<(u64, Result<(), Errno>)>,
     },
+}
+
+/// The reader a Stream's down side is to the driver: the Stream's own shared
+/// state, into which the driver answers its read (see [`StreamReply`]).
+pub trait StreamReader: Send + Sync {
+    /// Most bytes one read takes.
+    fn max_len(&self) -> usize;
+    /// Whether the read is still wanted; `false` once the Stream ended or
+    /// is closing: the caller went away (the driver drops the read).
+    fn wants(&self) -> bool;
+    /// The read's outcome: the Stream takes it and wakes its task. Called
+    /// by the driver, never while the Stream's own state is locked.
+    fn deliver(&self, result: Result<ReadData, Errno>);
+    /// The read was dropped unanswered (its socket closed under it, or the
+    /// driver stopped): the Stream learns it without the driver waiting
+    /// for its state (the drop may happen while the Stream holds it).
+    fn dropped(self: Arc<Self>);
+}
+
+/// The reply of an [`Op::StreamRead`]: as a oneshot [`Reply`] — answered at
+/// most once, and a reply dropped unanswered tells the caller (EBADF) —
+/// but without an allocation per read: the answer goes straight into the
+/// Stream's state, which exists anyway. A socket keeps its Stream's parked
+/// read in 16 bytes of its entry: the [`Default`] reply is empty (answers
+/// nobody), so no `Option` around it is needed.
+#[derive(Default)]
+pub struct StreamReply(Option<Arc<dyn StreamReader>>);
+
+impl StreamReply {
+    pub fn new(reader: Arc<dyn StreamReader>) -> StreamReply {
+        StreamReply(Some(reader))
+    }
+
+    /// Whether it has a reader to answer (not the empty reply).
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Most bytes the read takes.
+    pub fn max_len(&self) -> usize {
+        self.0.as_ref().map_or(0, |r| r.max_len())
+    }
+
+    /// Whether the caller went away (as [`oneshot::Sender::is_closed`]).
+    pub fn is_closed(&self) -> bool {
+        !self.0.as_ref().is_some_and(|r| r.wants())
+    }
+
+    /// Answers the read.
+    pub fn send(mut self, result: Result<ReadData, Errno>) {
+        if let Some(reader) = self.0.take() {
+            reader.deliver(result);
+        }
+    }
+}
+
+impl Drop for StreamReply {
+    fn drop(&mut self) {
+        if let Some(reader) = self.0.take() {
+            reader.dropped();
+        }
+    }
+}
+
+impl std::fmt::Debug for StreamReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReply")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
 }
 
 /// The bytes of one read: slices of the socket's receive queue in order
@@ -514,7 +595,7 @@ fn gone() -> Errno {
 
 /// The sending of an op that had to wait (for a session slot or room in
 /// the op channel).
-type Submit = Pin<Box<dyn Future<Output = Result<(), Errno>> + Send>>;
+pub type Submit = Pin<Box<dyn Future<Output = Result<(), Errno>> + Send>>;
 
 /// One op sent to the driver ([`DriverHandle::start`]): a future of its
 /// reply. Dropping it cancels the op: one still waiting to be sent is never
@@ -579,17 +660,27 @@ impl DriverHandle {
     /// slot and the channel room (no allocation); otherwise the sending
     /// (a session slot, then room in the op channel) runs as a boxed future
     /// of its own inside the `OpCall`, so an op that waits for its reply
-    /// holds only the reply's receiver: a Stream's read parked on an idle
-    /// connection takes 16 bytes of its Stream (see
-    /// `socket_service::tests::a_streams_body_stays_small`).
+    /// holds only the reply's receiver (16 bytes in all).
     pub fn start<T>(&self, session: SessionInfo, op: impl FnOnce(Reply<T>) -> Op) -> OpCall<T> {
         let (reply, result) = oneshot::channel();
-        let request = Request {
+        let submit = self.send(Request {
             session,
             op: op(reply),
-        };
-        let slots = self.slots.of(session.id);
-        let submit: Option<Submit> = match Arc::clone(&slots).try_acquire_owned() {
+        });
+        OpCall {
+            submit: submit.map(Box::new),
+            reply: result,
+        }
+    }
+
+    /// Sends `request` to the driver: `None` when it went into the channel
+    /// at once (its session had a free slot and the channel room; no
+    /// allocation), else the sending as a future of its own (see
+    /// [`DriverHandle::start`]), which completes once the op is in the
+    /// channel (or fails when the driver is gone).
+    pub fn send(&self, request: Request) -> Option<Submit> {
+        let slots = self.slots.of(request.session.id);
+        match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => {
                 let queued = Queued {
                     request,
@@ -624,10 +715,6 @@ impl DriverHandle {
                     .map_err(|_| gone())
                 }))
             }
-        };
-        OpCall {
-            submit: submit.map(Box::new),
-            reply: result,
         }
     }
 

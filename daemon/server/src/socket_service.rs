@@ -29,7 +29,10 @@
 use crate::convert;
 use crate::errno::Errno;
 use crate::idle::Activity;
-use crate::ops::{Control, DriverHandle, Op, OpCall, ReadData, SocketSetup, WriteData};
+use crate::ops::{
+    Control, DriverHandle, Op, OpCall, ReadData, SocketSetup, StreamReader, StreamReply, Submit,
+    WriteData,
+};
 use crate::session::{SessionConnection, SessionInfo};
 use crate::shards::Shards;
 use crate::sockets::MAX_READ;
@@ -747,6 +750,9 @@ pub(crate) struct StreamShared {
     /// The Stream waits in the up pump's queue: further wakes before its
     /// turn add nothing (its turn polls every future of the up side).
     in_pump_queue: AtomicBool,
+    /// The driver dropped the down side's read unanswered (see
+    /// [`StreamReader::dropped`]); the up pump's turn tells the down side.
+    read_dropped: AtomicBool,
     state: std::sync::Mutex<Option<StreamState>>,
 }
 
@@ -799,17 +805,35 @@ enum UpOp {
     SetOption(OpCall<()>, i32),
 }
 
-/// The down side.
+/// The down side. Its reads are [`Op::StreamRead`]s, which the driver
+/// answers into this state ([`StreamReader`] for [`StreamShared`]): no
+/// oneshot per read, nothing allocated for the read an idle Stream keeps
+/// parked.
 enum DownState {
     /// No read in the driver: the next poll parks one.
     Idle,
-    /// A read sent to (and maybe parked in) the driver.
-    Reading(OpCall<ReadData>),
+    /// A read waiting to be sent (its session's op slots or the op channel
+    /// were full).
+    Sending(Box<Submit>),
+    /// A read in (maybe parked in) the driver, which answers it by setting
+    /// `Frames`, `Eof` or `Failed` and waking hyper's task.
+    Reading,
     /// The frames of the last read not yet sent (boxed: an idle Stream's
     /// down side is `Reading`).
     Frames(Box<std::vec::IntoIter<Bytes>>),
+    /// The last read found the end of the stream: `eof` goes out next.
+    Eof,
+    /// The last read failed: the close starts.
+    Failed(Box<Errno>),
     /// `eof` was sent (the up side may go on), or the Stream is closing.
     Ended,
+}
+
+impl DownState {
+    /// A read is on its way to the driver or in it.
+    fn reading(&self) -> bool {
+        matches!(self, DownState::Sending(_) | DownState::Reading)
+    }
 }
 
 /// A Stream whose up side ended (`close`, the client's end, an error): its
@@ -858,6 +882,7 @@ impl StreamBody {
             shared: Arc::new(StreamShared {
                 context: Arc::clone(context),
                 in_pump_queue: AtomicBool::new(false),
+                read_dropped: AtomicBool::new(false),
                 state: std::sync::Mutex::new(Some(state)),
             }),
         }
@@ -884,6 +909,16 @@ impl StreamShared {
         let Some(state) = state.as_mut() else {
             return;
         };
+        if self.read_dropped.swap(false, Ordering::AcqRel)
+            && matches!(state.down, DownState::Reading)
+        {
+            // The driver dropped the read unanswered (its socket closed
+            // under it, the driver stopped): EBADF, as a dropped reply.
+            state.down = DownState::Failed(Box::new(Errno::bad_handle()));
+            if let Some(hyper) = &state.hyper {
+                hyper.wake_by_ref();
+            }
+        }
         if state.up_waits() {
             // hyper's task has it: the notice goes out first, or the
             // Stream is closing.
@@ -910,6 +945,47 @@ impl std::task::Wake for StreamShared {
         }
         // A send fails only once the pump is gone (the runtime stopping).
         let _ = self.context.pump.send(Arc::clone(self));
+    }
+}
+
+/// The driver answers the down side's reads here (see [`DownState`]).
+impl StreamReader for StreamShared {
+    fn max_len(&self) -> usize {
+        STREAM_CHUNK * STREAM_DOWN_QUEUE
+    }
+
+    fn wants(&self) -> bool {
+        self.lock().as_ref().is_some_and(|s| s.down.reading())
+    }
+
+    fn deliver(&self, result: Result<ReadData, Errno>) {
+        let down = match result {
+            Ok(data) if data.is_empty() => DownState::Eof,
+            Ok(data) => DownState::Frames(Box::new(frames_of(data).into_iter())),
+            Err(e) => DownState::Failed(Box::new(e)),
+        };
+        let hyper = {
+            let mut state = self.lock();
+            match state.as_mut() {
+                // A Stream that stopped reading drops the answer, as a
+                // oneshot whose receiver is gone.
+                Some(state) if state.down.reading() => {
+                    state.down = down;
+                    state.hyper.clone()
+                }
+                _ => None,
+            }
+        };
+        if let Some(hyper) = hyper {
+            hyper.wake();
+        }
+    }
+
+    fn dropped(self: Arc<Self>) {
+        // Never the state's lock here: the read may be dropped while it is
+        // held (a read still waiting to be sent, dropped by the close).
+        self.read_dropped.store(true, Ordering::Release);
+        std::task::Wake::wake(self);
     }
 }
 
@@ -1083,6 +1159,7 @@ impl StreamState {
     /// the last one's frames are out. A failed read starts the close.
     fn poll_down(
         &mut self,
+        shared: &Arc<StreamShared>,
         driver: &DriverHandle,
         cx: &mut Context<'_>,
     ) -> Poll<v2::StreamResponse> {
@@ -1098,31 +1175,44 @@ impl StreamState {
                     None => self.down = DownState::Idle,
                 },
                 DownState::Idle => {
-                    let handle = self.handle;
-                    self.down =
-                        DownState::Reading(driver.start(self.session.info, |reply| Op::Read {
-                            handle,
-                            max_len: STREAM_CHUNK * STREAM_DOWN_QUEUE,
-                            peek: false,
-                            wait: true,
-                            reply,
-                        }));
+                    let reader: Arc<dyn StreamReader> = shared.clone();
+                    let request = crate::ops::Request {
+                        session: self.session.info,
+                        op: Op::StreamRead {
+                            handle: self.handle,
+                            reply: StreamReply::new(reader),
+                        },
+                    };
+                    self.down = match driver.send(request) {
+                        None => DownState::Reading,
+                        Some(submit) => DownState::Sending(Box::new(submit)),
+                    };
                 }
-                DownState::Reading(read) => match ready!(Pin::new(read).poll(cx)) {
-                    Ok(data) if data.is_empty() => {
-                        self.down = DownState::Ended;
-                        return Poll::Ready(v2::StreamResponse {
-                            frame: Some(stream_response::Frame::Eof(true)),
-                        });
-                    }
-                    Ok(data) => {
-                        self.down = DownState::Frames(Box::new(frames_of(data).into_iter()));
-                    }
+                // Sent while this poll holds the state: the driver cannot
+                // have answered yet.
+                DownState::Sending(submit) => match ready!(submit.as_mut().as_mut().poll(cx)) {
+                    Ok(()) => self.down = DownState::Reading,
                     Err(e) => {
                         self.begin_close(driver, None, false, Some(e));
                         return Poll::Pending;
                     }
                 },
+                // hyper's task is woken with the answer.
+                DownState::Reading => return Poll::Pending,
+                DownState::Eof => {
+                    self.down = DownState::Ended;
+                    return Poll::Ready(v2::StreamResponse {
+                        frame: Some(stream_response::Frame::Eof(true)),
+                    });
+                }
+                DownState::Failed(_) => {
+                    let DownState::Failed(e) = std::mem::replace(&mut self.down, DownState::Ended)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    self.begin_close(driver, None, false, Some(*e));
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -1214,7 +1304,7 @@ impl StreamState {
             if self.up_waits() {
                 continue;
             }
-            match self.poll_down(driver, cx) {
+            match self.poll_down(shared, driver, cx) {
                 Poll::Ready(frame) => return Poll::Ready(Some(Ok(frame))),
                 // A failed read started the close.
                 Poll::Pending if self.closing().is_some() => continue,

@@ -6,7 +6,7 @@
 //! parked polls, and the translation of stack errors to errno.
 //!
 //! Parking: an op that would block ([`Op::Accept`], [`Op::Connect`],
-//! [`Op::Read`], [`Op::Write`] with `wait`, and [`Op::Poll`]) is kept on its
+//! [`Op::Read`], [`Op::StreamRead`], [`Op::Write`] with `wait`, and [`Op::Poll`]) is kept on its
 //! socket with its reply. [`Sockets::publish_events`] retries a socket's
 //! parked ops when the stack reports a readiness change for it, in arrival
 //! order; an op whose caller went away (reply closed) is dropped there.
@@ -45,7 +45,8 @@
 use crate::errno::Errno;
 use crate::fd_link::{FdLinks, Pumped};
 use crate::ops::{
-    Connected, Op, ReadData, Reply, Request, SocketSetup, StateChange, StatsSnapshot, WriteData,
+    Connected, Op, ReadData, Reply, Request, SocketSetup, StateChange, StatsSnapshot, StreamReply,
+    WriteData,
 };
 use crate::session::{Credentials, SessionId, SessionInfo};
 use crate::taps::Taps;
@@ -261,6 +262,8 @@ enum Parked {
         peek: bool,
         reply: Reply<ReadData>,
     },
+    /// A Stream's read (see [`SocketEntry::stream_read`]).
+    StreamRead(StreamReply),
     Write {
         pending: PendingWrite,
         flags: SendFlags,
@@ -327,6 +330,7 @@ impl Parked {
         match self {
             Parked::Accept { reply, .. } | Parked::Connect { reply, .. } => reply.is_closed(),
             Parked::Read { reply, .. } => reply.is_closed(),
+            Parked::StreamRead(reply) => reply.is_closed(),
             Parked::Write { reply, .. } => reply.is_closed(),
         }
     }
@@ -341,19 +345,141 @@ impl Parked {
 }
 
 /// What the daemon knows about a user socket besides the stack's state.
+///
+/// Every connected socket has one, inline in the socket map (room for
+/// ~100,000 idle ones), so what most sockets never hold is in one box
+/// ([`EntryRare`]) and a Stream's parked read — every idle Stream has one —
+/// is kept in 16 bytes of the entry itself
+/// (`an_idle_sockets_entry_stays_small`).
 #[derive(Debug)]
 struct SocketEntry {
     owner: SessionInfo,
-    parked: Vec<Parked>,
     /// Bytes handed out by non-peek reads (for close's unread check).
     read_total: u64,
+    /// The stack's buffered bytes for it, as last reported (charged to
+    /// the owner; an fd link holds none of its own).
+    buffered: usize,
+    /// A Stream's parked read while it is the socket's oldest parked op:
+    /// it is set only while `rare` holds no parked op, so the ops parked
+    /// on a socket, in arrival order, are this one, then `rare`'s.
+    /// (The empty reply when there is none.)
+    stream_read: StreamReply,
+    /// Other parked ops and co-owners; `None` while there are none.
+    rare: Option<Box<EntryRare>>,
+}
+
+/// The parts of a [`SocketEntry`] few sockets hold.
+#[derive(Debug, Default)]
+struct EntryRare {
+    /// Parked ops (after [`SocketEntry::stream_read`]), in arrival order.
+    parked: Vec<Parked>,
     /// Other sessions that claimed the socket's fd (fork): co-owners. When
     /// the owner's session ends while the socket lives on, the first of
     /// them becomes the owner (see [`Sockets::transfer_owner`]).
     sharers: Vec<SessionInfo>,
-    /// The stack's buffered bytes for it, as last reported (charged to
-    /// the owner; an fd link holds none of its own).
-    buffered: usize,
+}
+
+impl SocketEntry {
+    fn new(owner: SessionInfo) -> SocketEntry {
+        SocketEntry {
+            owner,
+            read_total: 0,
+            buffered: 0,
+            stream_read: StreamReply::default(),
+            rare: None,
+        }
+    }
+
+    fn rare(&mut self) -> &mut EntryRare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the rare box once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.parked.is_empty() && r.sharers.is_empty())
+        {
+            self.rare = None;
+        }
+    }
+
+    fn sharers(&self) -> &[SessionInfo] {
+        self.rare.as_ref().map_or(&[], |r| &r.sharers)
+    }
+
+    /// Keeps the co-owners `keep` says to.
+    fn retain_sharers(&mut self, keep: impl FnMut(&SessionInfo) -> bool) {
+        if let Some(rare) = &mut self.rare {
+            rare.sharers.retain(keep);
+            self.tidy();
+        }
+    }
+
+    /// The ops parked on the socket, in arrival order.
+    fn parked(&self) -> impl Iterator<Item = ParkedRef<'_>> {
+        let rest = self.rare.as_ref().map_or(&[][..], |r| &r.parked);
+        let first = self.stream_read.is_set().then_some(&self.stream_read);
+        first
+            .into_iter()
+            .map(ParkedRef::StreamRead)
+            .chain(rest.iter().map(ParkedRef::Other))
+    }
+
+    /// The Stream's read kept in the entry, if any.
+    fn take_stream_read(&mut self) -> Option<Parked> {
+        let reply = std::mem::take(&mut self.stream_read);
+        reply.is_set().then_some(Parked::StreamRead(reply))
+    }
+
+    /// Parks `op` after the others.
+    fn push_parked(&mut self, op: Parked) {
+        let rare_empty = self.rare.as_ref().is_none_or(|r| r.parked.is_empty());
+        match op {
+            Parked::StreamRead(reply) if !self.stream_read.is_set() && rare_empty => {
+                self.stream_read = reply;
+            }
+            op => {
+                let parked = &mut self.rare().parked;
+                // Usually the only one: room for one, not the four a
+                // first push reserves.
+                parked.reserve_exact(1);
+                parked.push(op);
+            }
+        }
+    }
+}
+
+/// A parked op, seen in place (see [`SocketEntry::parked`]).
+#[derive(Clone, Copy)]
+enum ParkedRef<'a> {
+    StreamRead(&'a StreamReply),
+    Other(&'a Parked),
+}
+
+impl ParkedRef<'_> {
+    fn caller_gone(self) -> bool {
+        match self {
+            ParkedRef::StreamRead(reply) => reply.is_closed(),
+            ParkedRef::Other(op) => op.caller_gone(),
+        }
+    }
+
+    fn bytes(self) -> usize {
+        match self {
+            ParkedRef::StreamRead(_) => 0,
+            ParkedRef::Other(op) => op.bytes(),
+        }
+    }
+
+    /// A connect that created its socket.
+    fn creates(self) -> bool {
+        matches!(
+            self,
+            ParkedRef::Other(Parked::Connect { created: true, .. })
+        )
+    }
 }
 
 /// What one session holds, against its [`Quotas`].
@@ -375,6 +501,8 @@ struct SessionUse {
     /// caller gives up. May name sockets whose connect completed since;
     /// pruned as it grows.
     connecting: Vec<SocketHandle>,
+    /// The length of `connecting` after its last pruning.
+    connecting_kept: usize,
 }
 
 impl SessionUse {
@@ -428,6 +556,16 @@ pub struct Sockets {
 
 /// Epoll tokens of fd channels have this bit (socket handles never do).
 const CHANNEL_TOKEN: u64 = 1 << 63;
+
+/// What retrying a parked op did.
+enum Retried {
+    /// Still blocked: parked again.
+    Kept(Parked),
+    /// Answered, or its caller went away.
+    Done,
+    /// The socket was closed by it (a connect failed or was abandoned).
+    SocketGone,
+}
 
 /// The outcome of one attempt at a blocking op.
 enum Attempt<T> {
@@ -766,7 +904,7 @@ impl Sockets {
         }
         self.polls.retain(|p| p.session.id != id);
         for entry in self.sockets.values_mut() {
-            entry.sharers.retain(|s| s.id != id);
+            entry.retain_sharers(|s| s.id != id);
         }
         // A shared socket of this session goes on with a co-owner: its
         // parked ops and quotas need a live session.
@@ -774,7 +912,7 @@ impl Sockets {
             .sockets
             .iter()
             .filter(|(_, e)| e.owner.id == id)
-            .filter_map(|(h, e)| e.sharers.first().map(|s| (*h, *s)))
+            .filter_map(|(h, e)| e.sharers().first().map(|s| (*h, *s)))
             .collect();
         for (h, heir) in inherited {
             self.transfer_owner(h, heir);
@@ -785,7 +923,7 @@ impl Sockets {
         let handles: Vec<SocketHandle> = self
             .sockets
             .iter()
-            .filter(|(h, e)| e.owner.id == id && e.sharers.is_empty() && !fds.is_live(**h))
+            .filter(|(h, e)| e.owner.id == id && e.sharers().is_empty() && !fds.is_live(**h))
             .map(|(h, _)| *h)
             .collect();
         if !handles.is_empty() {
@@ -885,6 +1023,13 @@ impl Sockets {
                     Attempt::Done(r) => {
                         let _ = reply.send(r);
                     }
+                },
+            },
+            Op::StreamRead { handle, reply } => match self.owned(&session, handle) {
+                Err(e) => reply.send(Err(e)),
+                Ok(h) => match self.try_read(h, reply.max_len(), false) {
+                    Attempt::Blocked => self.park(h, Parked::StreamRead(reply)),
+                    Attempt::Done(r) => reply.send(r),
                 },
             },
             Op::Write {
@@ -1229,9 +1374,9 @@ impl Sockets {
             self.transfer_owner(h, session);
         } else if let Some(entry) = self.sockets.get_mut(&h)
             && entry.owner.id != session.id
-            && !entry.sharers.iter().any(|s| s.id == session.id)
+            && !entry.sharers().iter().any(|s| s.id == session.id)
         {
-            entry.sharers.push(session);
+            entry.rare().sharers.push(session);
         }
         Ok(h.0)
     }
@@ -1246,9 +1391,9 @@ impl Sockets {
             return;
         };
         let old = std::mem::replace(&mut entry.owner, heir);
-        entry.sharers.retain(|s| s.id != heir.id);
-        let parked = entry.parked.len();
-        let parked_bytes: usize = entry.parked.iter().map(Parked::bytes).sum();
+        entry.retain_sharers(|s| s.id != heir.id);
+        let parked = entry.parked().count();
+        let parked_bytes: usize = entry.parked().map(ParkedRef::bytes).sum();
         let buffered = entry.buffered;
         if old.id == heir.id {
             return;
@@ -1289,7 +1434,7 @@ impl Sockets {
         match self.sockets.get(&h) {
             Some(entry)
                 if entry.owner.id == session.id
-                    || entry.sharers.iter().any(|s| s.id == session.id) =>
+                    || entry.sharers().iter().any(|s| s.id == session.id) =>
             {
                 Ok(h)
             }
@@ -1317,16 +1462,7 @@ impl Sockets {
             usage.sockets += 1;
         }
         let h = self.stack.socket_of(family);
-        self.sockets.insert(
-            h,
-            SocketEntry {
-                owner,
-                parked: Vec::new(),
-                read_total: 0,
-                sharers: Vec::new(),
-                buffered: 0,
-            },
-        );
+        self.sockets.insert(h, SocketEntry::new(owner));
         self.apply_session_level(h, owner.id);
         Ok(h)
     }
@@ -1352,16 +1488,7 @@ impl Sockets {
             let _ = self.stack.close(now, h);
             return Err(e);
         }
-        self.sockets.insert(
-            h,
-            SocketEntry {
-                owner,
-                parked: Vec::new(),
-                read_total: 0,
-                sharers: Vec::new(),
-                buffered: 0,
-            },
-        );
+        self.sockets.insert(h, SocketEntry::new(owner));
         self.apply_session_level(h, owner.id);
         Ok(())
     }
@@ -1374,8 +1501,8 @@ impl Sockets {
             self.uncharge_uid_socket(&entry.owner);
             if let Some(usage) = self.sessions.get_mut(&entry.owner.id) {
                 usage.sockets = usage.sockets.saturating_sub(1);
-                usage.parked = usage.parked.saturating_sub(entry.parked.len());
-                let bytes: usize = entry.parked.iter().map(Parked::bytes).sum();
+                usage.parked = usage.parked.saturating_sub(entry.parked().count());
+                let bytes: usize = entry.parked().map(ParkedRef::bytes).sum();
                 usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes);
                 // Its bytes become an orphan's (the stack's to bound).
                 usage.stack_bytes = usage.stack_bytes.saturating_sub(entry.buffered);
@@ -1495,22 +1622,23 @@ impl Sockets {
             return;
         }
         if let Some(entry) = self.sockets.get_mut(&h) {
-            // Usually the only one (a Stream's read): room for one, not
-            // the four a first push reserves (every idle connection has one).
-            entry.parked.reserve_exact(1);
-            entry.parked.push(op);
+            entry.push_parked(op);
         }
         if creating {
             let sockets = &self.sockets;
             if let Some(usage) = self.sessions.get_mut(&owner) {
-                if usage.connecting.len() >= 2 * usage.parked.max(8) {
+                // Pruned when it doubled since the last pruning: a list of
+                // about the connects in progress, at O(1) per connect.
+                if usage.connecting.len() >= 2 * usage.connecting_kept.max(8) {
                     usage.connecting.retain(|h| {
-                        sockets.get(h).is_some_and(|e| {
-                            e.parked
-                                .iter()
-                                .any(|p| matches!(p, Parked::Connect { created: true, .. }))
-                        })
+                        sockets
+                            .get(h)
+                            .is_some_and(|e| e.parked().any(ParkedRef::creates))
                     });
+                    usage
+                        .connecting
+                        .shrink_to(2 * usage.connecting.len().max(8));
+                    usage.connecting_kept = usage.connecting.len();
                 }
                 usage.connecting.push(h);
             }
@@ -1531,19 +1659,20 @@ impl Sockets {
             let gone = self
                 .sockets
                 .get(&h)
-                .is_some_and(|e| e.owner.id == session && e.parked.iter().any(Parked::caller_gone));
+                .is_some_and(|e| e.owner.id == session && e.parked().any(ParkedRef::caller_gone));
             if gone {
                 self.retry_parked(h);
             }
-            if self.sockets.get(&h).is_some_and(|e| {
-                e.parked
-                    .iter()
-                    .any(|p| matches!(p, Parked::Connect { created: true, .. }))
-            }) {
+            if self
+                .sockets
+                .get(&h)
+                .is_some_and(|e| e.parked().any(ParkedRef::creates))
+            {
                 still.push(h);
             }
         }
         if let Some(usage) = self.sessions.get_mut(&session) {
+            usage.connecting_kept = still.len();
             usage.connecting.extend(still);
         }
     }
@@ -1834,88 +1963,136 @@ impl Sockets {
             return;
         };
         let owner = entry.owner.id;
-        let parked = std::mem::take(&mut entry.parked);
+        let first = entry.take_stream_read();
+        let rest = match &mut entry.rare {
+            Some(rare) => std::mem::take(&mut rare.parked),
+            None => Vec::new(),
+        };
+        // The survivors, in order: a Stream's read that stays the oldest
+        // goes back into the entry's slot, the others into its list.
+        let mut still_first = None;
         let mut still = Vec::new();
-        for op in parked {
-            let bytes = op.bytes();
-            if op.caller_gone() {
-                self.uncharge_parked(owner, bytes);
-                if matches!(op, Parked::Connect { created: true, .. }) {
-                    // Nobody will learn this socket's handle.
-                    let _ = self.close_handle(h, true);
-                    return;
+        for op in first.into_iter().chain(rest) {
+            match self.retry_one(h, owner, op) {
+                Retried::Kept(op @ Parked::StreamRead(_))
+                    if still_first.is_none() && still.is_empty() =>
+                {
+                    still_first = Some(op);
                 }
-                continue;
-            }
-            let kept = match op {
-                Parked::Accept { accepter, reply } => match self.try_accept(h, accepter) {
-                    Attempt::Blocked => Some(Parked::Accept { accepter, reply }),
-                    Attempt::Done(r) => {
-                        self.deliver(r, reply);
-                        None
-                    }
-                },
-                Parked::Connect { created, reply } => match self.connect_outcome(h) {
-                    Attempt::Blocked => Some(Parked::Connect { created, reply }),
-                    Attempt::Done(r) => {
-                        self.finish_connect(h, created, r, reply);
-                        None
-                    }
-                },
-                Parked::Read {
-                    max_len,
-                    peek,
-                    reply,
-                } => match self.try_read(h, max_len, peek) {
-                    Attempt::Blocked => Some(Parked::Read {
-                        max_len,
-                        peek,
-                        reply,
-                    }),
-                    Attempt::Done(r) => {
-                        let _ = reply.send(r);
-                        None
-                    }
-                },
-                Parked::Write {
-                    pending,
-                    flags,
-                    reply,
-                } => match self.try_write(h, &pending.rest, flags, 0, true) {
-                    Err(now_written) => Some(Parked::Write {
-                        pending: pending.advance(now_written),
-                        flags,
-                        reply,
-                    }),
-                    Ok(Attempt::Done(r)) => {
-                        let _ = reply.send(pending.answer(r));
-                        None
-                    }
-                    Ok(Attempt::Blocked) => None,
-                },
-            };
-            match kept {
-                Some(op) => {
-                    let now_bytes = op.bytes();
-                    if let Some(usage) = self.sessions.get_mut(&owner) {
-                        usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes - now_bytes);
-                    }
-                    if now_bytes != bytes {
-                        self.touch(owner);
-                    }
-                    still.push(op);
-                }
-                None => self.uncharge_parked(owner, bytes),
-            }
-            if !self.sockets.contains_key(&h) {
+                Retried::Kept(op) => still.push(op),
+                Retried::Done => {}
                 // A failed connect closed the socket; later ops see EBADF.
-                return;
+                Retried::SocketGone => return,
             }
         }
         if let Some(entry) = self.sockets.get_mut(&h) {
             // Ops parked during the retries (none today) go after the survivors.
-            still.append(&mut entry.parked);
-            entry.parked = still;
+            let newer_first = entry.take_stream_read();
+            let newer = match &mut entry.rare {
+                Some(rare) => std::mem::replace(&mut rare.parked, still),
+                None if still.is_empty() => Vec::new(),
+                None => {
+                    entry.rare().parked = still;
+                    Vec::new()
+                }
+            };
+            if let Some(Parked::StreamRead(reply)) = still_first {
+                entry.stream_read = reply;
+            }
+            for op in newer_first.into_iter().chain(newer) {
+                entry.push_parked(op);
+            }
+            entry.tidy();
+        }
+    }
+
+    /// Retries one parked op of `h` (owned by `owner`): answers it, or
+    /// gives it back to stay parked.
+    fn retry_one(&mut self, h: SocketHandle, owner: SessionId, op: Parked) -> Retried {
+        let bytes = op.bytes();
+        if op.caller_gone() {
+            self.uncharge_parked(owner, bytes);
+            if matches!(op, Parked::Connect { created: true, .. }) {
+                // Nobody will learn this socket's handle.
+                let _ = self.close_handle(h, true);
+                return Retried::SocketGone;
+            }
+            return Retried::Done;
+        }
+        let kept = match op {
+            Parked::Accept { accepter, reply } => match self.try_accept(h, accepter) {
+                Attempt::Blocked => Some(Parked::Accept { accepter, reply }),
+                Attempt::Done(r) => {
+                    self.deliver(r, reply);
+                    None
+                }
+            },
+            Parked::Connect { created, reply } => match self.connect_outcome(h) {
+                Attempt::Blocked => Some(Parked::Connect { created, reply }),
+                Attempt::Done(r) => {
+                    self.finish_connect(h, created, r, reply);
+                    None
+                }
+            },
+            Parked::Read {
+                max_len,
+                peek,
+                reply,
+            } => match self.try_read(h, max_len, peek) {
+                Attempt::Blocked => Some(Parked::Read {
+                    max_len,
+                    peek,
+                    reply,
+                }),
+                Attempt::Done(r) => {
+                    let _ = reply.send(r);
+                    None
+                }
+            },
+            Parked::StreamRead(reply) => match self.try_read(h, reply.max_len(), false) {
+                Attempt::Blocked => Some(Parked::StreamRead(reply)),
+                Attempt::Done(r) => {
+                    reply.send(r);
+                    None
+                }
+            },
+            Parked::Write {
+                pending,
+                flags,
+                reply,
+            } => match self.try_write(h, &pending.rest, flags, 0, true) {
+                Err(now_written) => Some(Parked::Write {
+                    pending: pending.advance(now_written),
+                    flags,
+                    reply,
+                }),
+                Ok(Attempt::Done(r)) => {
+                    let _ = reply.send(pending.answer(r));
+                    None
+                }
+                Ok(Attempt::Blocked) => None,
+            },
+        };
+        let retried = match kept {
+            Some(op) => {
+                let now_bytes = op.bytes();
+                if let Some(usage) = self.sessions.get_mut(&owner) {
+                    usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes - now_bytes);
+                }
+                if now_bytes != bytes {
+                    self.touch(owner);
+                }
+                Retried::Kept(op)
+            }
+            None => {
+                self.uncharge_parked(owner, bytes);
+                Retried::Done
+            }
+        };
+        if self.sockets.contains_key(&h) {
+            retried
+        } else {
+            Retried::SocketGone
         }
     }
 
@@ -2174,6 +2351,7 @@ fn fail_parked(op: Parked, e: Errno) {
         Parked::Read { reply, .. } => {
             let _ = reply.send(Err(e));
         }
+        Parked::StreamRead(reply) => reply.send(Err(e)),
         Parked::Write { reply, .. } => {
             let _ = reply.send(Err(e));
         }
@@ -2743,9 +2921,11 @@ mod tests {
     fn parked_write(s: &Sockets) -> Option<(usize, usize)> {
         s.sockets
             .values()
-            .flat_map(|entry| &entry.parked)
+            .flat_map(SocketEntry::parked)
             .find_map(|op| match op {
-                Parked::Write { pending, .. } => Some((pending.held, pending.rest.len())),
+                ParkedRef::Other(Parked::Write { pending, .. }) => {
+                    Some((pending.held, pending.rest.len()))
+                }
                 _ => None,
             })
     }
@@ -3083,7 +3263,7 @@ mod tests {
         }
         let entry = &b.sockets[&SocketHandle(h)];
         assert_eq!(entry.owner.id, owner.id, "still the dead owner's");
-        assert!(entry.sharers.is_empty());
+        assert!(entry.sharers().is_empty());
         assert_eq!(b.sessions[&thief.id].sockets, 0);
         assert_eq!(
             b.uid_sockets.get(&2000),
@@ -3108,7 +3288,7 @@ mod tests {
         assert_eq!(b.sockets[&SocketHandle(h)].owner.id, child.id);
         assert!(
             b.sockets[&SocketHandle(h)]
-                .sharers
+                .sharers()
                 .iter()
                 .any(|s| s.id == thief.id)
         );
@@ -3389,6 +3569,253 @@ mod tests {
         std::io::Write::write_all(&mut client, &[0xff; REQUEST_LEN]).expect("send");
         b.pump_fds();
         assert_eq!(client.read(&mut rest).ok(), Some(0), "EOF");
+    }
+
+    /// A Stream's down side as the driver sees it (see `socket_service`'s
+    /// `StreamShared`): it wants its read until it is answered.
+    struct TestReader {
+        wants: std::sync::atomic::AtomicBool,
+        answers: std::sync::Mutex<Vec<Result<ReadData, Errno>>>,
+        dropped: std::sync::atomic::AtomicUsize,
+    }
+
+    impl TestReader {
+        fn new() -> Arc<TestReader> {
+            Arc::new(TestReader {
+                wants: true.into(),
+                answers: Default::default(),
+                dropped: 0.into(),
+            })
+        }
+
+        /// Reads again (the Stream sends its next read).
+        fn read(self: &Arc<Self>) -> StreamReply {
+            self.wants.store(true, Ordering::SeqCst);
+            StreamReply::new(Arc::clone(self) as Arc<dyn crate::ops::StreamReader>)
+        }
+
+        fn answers(&self) -> Vec<Result<Bytes, i32>> {
+            let answers = std::mem::take(&mut *self.answers.lock().unwrap());
+            answers
+                .into_iter()
+                .map(|a| a.map(ReadData::into_bytes).map_err(|e| e.number))
+                .collect()
+        }
+
+        fn dropped(&self) -> usize {
+            self.dropped.load(Ordering::SeqCst)
+        }
+    }
+
+    impl crate::ops::StreamReader for TestReader {
+        fn max_len(&self) -> usize {
+            100
+        }
+
+        fn wants(&self) -> bool {
+            self.wants.load(Ordering::SeqCst)
+        }
+
+        fn deliver(&self, result: Result<ReadData, Errno>) {
+            self.wants.store(false, Ordering::SeqCst);
+            self.answers.lock().unwrap().push(result);
+        }
+
+        fn dropped(self: Arc<Self>) {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    /// A listener on B's `port` (backlog 64) and `n` connections to it from
+    /// A, each accepted: (client handle, server handle) pairs.
+    fn connections(
+        a: &mut Sockets,
+        b: &mut Sockets,
+        (client, server): (SessionInfo, SessionInfo),
+        port: u16,
+        n: usize,
+    ) -> Vec<(u64, u64)> {
+        let mut rx = run(b, server, |reply| Op::Listen {
+            setup: SocketSetup {
+                bind: Some(SocketAddrV4::new(B, port).into()),
+                ..SocketSetup::default()
+            },
+            backlog: 64,
+            reply,
+        });
+        let (l, _) = answer(&mut rx).expect("listen");
+        (0..n)
+            .map(|_| {
+                let mut connect = run(a, client, |reply| Op::Connect {
+                    setup: SocketSetup::default(),
+                    remote: SocketAddrV4::new(B, port).into(),
+                    wait: true,
+                    reply,
+                });
+                shuttle(a, b);
+                let mut accept = run(b, server, |reply| Op::Accept {
+                    handle: l,
+                    wait: false,
+                    reply,
+                });
+                let c = answer(&mut connect).expect("connected").handle;
+                (c, answer(&mut accept).expect("accepted").handle)
+            })
+            .collect()
+    }
+
+    fn write(s: &mut Sockets, who: SessionInfo, handle: u64, data: &'static [u8]) {
+        let mut write = run(s, who, |reply| Op::Write {
+            handle,
+            data: Bytes::from_static(data).into(),
+            flags: SendFlags::empty(),
+            wait: true,
+            reply,
+        });
+        assert_eq!(answer(&mut write), Ok(data.len()));
+    }
+
+    #[test]
+    fn an_idle_sockets_entry_stays_small() {
+        // The socket map's slot: 96 bytes before the Stream's read moved
+        // into the entry and the rare parts into one box.
+        let slot = std::mem::size_of::<(SocketHandle, SocketEntry)>();
+        assert!(slot <= 72, "a socket map slot takes {slot} bytes");
+    }
+
+    /// A Stream's read: parked in the socket's entry (no list, no box),
+    /// answered into the Stream, in order with other reads, dropped when
+    /// its Stream stops reading, and told (dropped unanswered) when its
+    /// socket closes under it.
+    #[test]
+    fn a_streams_read_parks_in_its_entry_and_is_answered_into_the_stream() {
+        let mut a = facade(A, 8, Quotas::default());
+        let mut b = facade(B, 9, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let server = session(&mut b, 1, 1000);
+        let [(c, child)] = connections(&mut a, &mut b, (client, server), 7002, 1)[..] else {
+            unreachable!("one")
+        };
+        fn entry(s: &Sockets, h: u64) -> &SocketEntry {
+            &s.sockets[&SocketHandle(h)]
+        }
+        let stream = TestReader::new();
+        b.execute(Request {
+            session: server,
+            op: Op::StreamRead {
+                handle: child,
+                reply: stream.read(),
+            },
+        });
+        assert!(entry(&b, child).stream_read.is_set() && entry(&b, child).rare.is_none());
+        assert_eq!(s_blocked(&b, server.id), 1);
+        // A unary read parks behind it.
+        let mut unary = run(&mut b, server, |reply| Op::Read {
+            handle: child,
+            max_len: 100,
+            peek: false,
+            wait: true,
+            reply,
+        });
+        assert!(parked(&mut unary));
+        write(&mut a, client, c, b"ping");
+        shuttle(&mut a, &mut b);
+        assert_eq!(stream.answers(), vec![Ok(Bytes::from_static(b"ping"))]);
+        assert!(parked(&mut unary));
+        // The Stream's next read is behind the older unary one...
+        b.execute(Request {
+            session: server,
+            op: Op::StreamRead {
+                handle: child,
+                reply: stream.read(),
+            },
+        });
+        assert!(!entry(&b, child).stream_read.is_set());
+        write(&mut a, client, c, b"more");
+        shuttle(&mut a, &mut b);
+        assert_eq!(
+            answer(&mut unary).map(ReadData::into_bytes),
+            Ok(Bytes::from_static(b"more"))
+        );
+        // ...and, the oldest again, back in the entry.
+        assert!(entry(&b, child).stream_read.is_set() && entry(&b, child).rare.is_none());
+        assert_eq!(stream.dropped(), 0);
+        // A Stream that stopped reading (closing) has its read dropped at
+        // the next readiness change.
+        stream.wants.store(false, Ordering::SeqCst);
+        write(&mut a, client, c, b"late");
+        shuttle(&mut a, &mut b);
+        assert_eq!(s_blocked(&b, server.id), 0);
+        assert!(!entry(&b, child).stream_read.is_set());
+        assert!(stream.answers().is_empty());
+        // A read parked when its socket closes is dropped unanswered: the
+        // Stream learns it (EBADF on its side).
+        let before = stream.dropped();
+        b.execute(Request {
+            session: server,
+            op: Op::StreamRead {
+                handle: child,
+                reply: stream.read(),
+            },
+        });
+        assert_eq!(stream.answers(), vec![Ok(Bytes::from_static(b"late"))]);
+        b.execute(Request {
+            session: server,
+            op: Op::StreamRead {
+                handle: child,
+                reply: stream.read(),
+            },
+        });
+        let mut close = run(&mut b, server, |reply| Op::Close {
+            handle: child,
+            abort: false,
+            consumed: None,
+            reply,
+        });
+        answer(&mut close).expect("close");
+        assert_eq!(stream.dropped(), before + 1);
+        assert_eq!(s_blocked(&b, server.id), 0);
+        // A socket not the session's: EBADF, answered.
+        b.execute(Request {
+            session: server,
+            op: Op::StreamRead {
+                handle: child,
+                reply: stream.read(),
+            },
+        });
+        assert_eq!(stream.answers(), vec![Err(EBADF)]);
+    }
+
+    /// A session's list of sockets whose connect it created stays about as
+    /// long as the connects in progress, however many sockets it holds.
+    #[test]
+    fn the_list_of_connects_in_progress_stays_short() {
+        let mut a = facade(A, 10, Quotas::default());
+        let mut b = facade(B, 11, Quotas::default());
+        let client = session(&mut a, 1, 1000);
+        let server = session(&mut b, 1, 1000);
+        let streams: Vec<_> = connections(&mut a, &mut b, (client, server), 7003, 40)
+            .into_iter()
+            .map(|(c, _)| {
+                // Each with a Stream's read parked, as idle connections.
+                let stream = TestReader::new();
+                a.execute(Request {
+                    session: client,
+                    op: Op::StreamRead {
+                        handle: c,
+                        reply: stream.read(),
+                    },
+                });
+                stream
+            })
+            .collect();
+        assert_eq!(s_blocked(&a, client.id), 40);
+        let listed = a.sessions[&client.id].connecting.len();
+        assert!(listed <= 16, "{listed} sockets listed as connecting");
+        drop(streams);
     }
 
     fn s_blocked(s: &Sockets, id: SessionId) -> usize {
