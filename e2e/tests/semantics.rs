@@ -498,6 +498,119 @@ fn writes_go_on_while_received_data_waits_unread() {
     );
 }
 
+/// How much the program writes to the slowly reading peer of
+/// [`a_flush_completes_while_a_slow_reader_sends_more_than_is_read`].
+const SLOW_READER_LEN: usize = 4 << 20;
+
+/// The kernel's side for [`a_flush_completes_while_a_slow_reader_sends_more_than_is_read`]:
+/// sends `CROSSING_LEN` bytes (seed 31) at full speed and its FIN, while
+/// it reads slowly (16 KiB per 4 ms, ~4 MB/s): the program's last writes
+/// reach it long after the program's unread data has piled up.
+fn slow_reading_kernel_side(listener: TcpListener) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            // The program may stop reading for good (its flush failing):
+            // a write error then is the test's failure, reported there.
+            let _ = w.write_all(&tcpd_e2e::payload(CROSSING_LEN, 31));
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("kernel read: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(4));
+        }
+        writer.join().expect("kernel writer");
+        got
+    })
+}
+
+/// The program of [`a_flush_completes_while_a_slow_reader_sends_more_than_is_read`]:
+/// writes [`SLOW_READER_LEN`] bytes (seed 32), flushes, shuts down, then
+/// reads to the end.
+async fn write_flush_shutdown_then_read<S>(mut s: S) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let limit = Duration::from_secs(60);
+    let out = tcpd_e2e::payload(SLOW_READER_LEN, 32);
+    tokio::time::timeout(limit, s.write_all(&out))
+        .await
+        .expect("write in time")
+        .expect("write");
+    tokio::time::timeout(limit, s.flush())
+        .await
+        .expect("the flush waited for the program to read")
+        .expect("flush");
+    tokio::time::timeout(limit, s.shutdown())
+        .await
+        .expect("the shutdown waited for the program to read")
+        .expect("shutdown");
+    let mut back = Vec::new();
+    tokio::time::timeout(limit * 2, s.read_to_end(&mut back))
+        .await
+        .expect("read to EOF in time")
+        .expect("read");
+    back
+}
+
+/// A program that writes, then flushes and shuts down before it reads,
+/// to a peer that reads slowly and meanwhile sends much more than the
+/// program has read: on Linux neither `flush` (a no-op) nor `shutdown`
+/// waits for the program to read. Through tcpd the flush's answer comes
+/// behind the received data on the socket's one Stream; once the client
+/// had read ahead its limit while the answer was not yet due, the answer
+/// stayed behind a full HTTP/2 window and flush waited for ever.
+#[test]
+fn a_flush_completes_while_a_slow_reader_sends_more_than_is_read() {
+    let Some(env) = Env::setup("sem-slowread", &[]) else {
+        return;
+    };
+    let rt = runtime();
+    let check = |what: &str, read: Vec<u8>, kernel: Vec<u8>| {
+        assert!(
+            read == tcpd_e2e::payload(CROSSING_LEN, 31),
+            "{what}: the program read {} bytes, not the kernel's {CROSSING_LEN}",
+            read.len()
+        );
+        assert!(
+            kernel == tcpd_e2e::payload(SLOW_READER_LEN, 32),
+            "{what}: the kernel read {} bytes, not the program's {SLOW_READER_LEN}",
+            kernel.len()
+        );
+    };
+    // Kernel sockets both ends (inside the namespace).
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let kernel = slow_reading_kernel_side(listener);
+    let client = env
+        .ns
+        .within(move || TcpStream::connect(addr).expect("kernel connect"));
+    let read = rt.block_on(async {
+        client.set_nonblocking(true).expect("nonblocking");
+        write_flush_shutdown_then_read(tokio::net::TcpStream::from_std(client).expect("tokio"))
+            .await
+    });
+    check("kernel sockets", read, kernel.join().expect("kernel"));
+    // tcpd-client.
+    let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
+    let kernel = slow_reading_kernel_side(listener);
+    let read = rt.block_on(async {
+        let client = tcpd_client::Client::connect(env.daemon.socket())
+            .await
+            .expect("session");
+        write_flush_shutdown_then_read(client.tcp_connect(addr).await.expect("connect")).await
+    });
+    check("tcpd-client", read, kernel.join().expect("kernel"));
+}
+
 /// What a program sees, in order, on a connection whose peer resets it
 /// (SO_LINGER 0 close) after sending `abc`: two reads, then a write and
 /// another write, as `errno`s ("ok N" for a success).

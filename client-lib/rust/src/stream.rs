@@ -76,10 +76,14 @@ const DOWN_QUEUE: usize = 4;
 
 /// Most bytes the pump reads past a full read side while a flush waits for
 /// the daemon's `flushed` answer, which travels behind the received data on
-/// the socket's one Stream. What the daemon can have queued before that
-/// answer is bounded by the HTTP/2 stream window (1 MiB) and its down
-/// queue; past this the flush waits as a kernel socket's writer waits on a
-/// peer that does not read.
+/// the socket's one Stream. Once the answer is due, the daemon sends it
+/// before any data it has not yet sent, so it is behind at most the HTTP/2
+/// stream window (1 MiB) and the down queue. But the answer is due only
+/// when the peer has taken the written bytes into the daemon's send
+/// buffer, and a slowly reading peer can meanwhile send more than this:
+/// then the flush completes without its answer, as a kernel socket's flush
+/// (which never waits) does, instead of waiting for the application to
+/// read what it will read only after the flush.
 const FLUSH_READ_AHEAD: usize = 4 << 20;
 
 /// What the pump hands the read side.
@@ -136,6 +140,10 @@ struct Flushed {
     waiting: AtomicBool,
     /// The response stream has ended.
     done: AtomicBool,
+    /// The pump holds [`FLUSH_READ_AHEAD`] bytes the application has not
+    /// read: a flush's answer behind more received data would wait for
+    /// the application to read, so flushes complete without it.
+    read_ahead_full: AtomicBool,
     waker: AtomicWaker,
     /// Wakes the pump when a flush starts waiting (it may have to read
     /// past a full read side to find the answer).
@@ -151,6 +159,14 @@ impl Flushed {
     fn finish(&self) {
         self.done.store(true, Ordering::SeqCst);
         self.waker.wake();
+    }
+
+    /// Notes how much the pump holds unread (see [`Flushed::read_ahead_full`]).
+    fn note_read_ahead(&self, bytes: usize) {
+        let full = bytes >= FLUSH_READ_AHEAD;
+        if self.read_ahead_full.swap(full, Ordering::SeqCst) != full && full {
+            self.waker.wake();
+        }
     }
 
     /// A flush waits for an answer the pump has not seen yet.
@@ -651,6 +667,11 @@ impl WriteState {
         if self.flushed.count.load(Ordering::SeqCst) >= self.written {
             return Poll::Ready(Ok(()));
         }
+        if self.flushed.read_ahead_full.load(Ordering::SeqCst) {
+            // The answer is behind more unread data than the pump holds
+            // (see FLUSH_READ_AHEAD).
+            return Poll::Ready(Ok(()));
+        }
         if self.flush_requested < self.written {
             let frame = v2::StreamRequest {
                 frame: Some(stream_request::Frame::Flush(true)),
@@ -659,7 +680,9 @@ impl WriteState {
             self.flush_requested = self.written;
         }
         self.flushed.waker.register(cx.waker());
-        if self.flushed.count.load(Ordering::SeqCst) >= self.written {
+        if self.flushed.count.load(Ordering::SeqCst) >= self.written
+            || self.flushed.read_ahead_full.load(Ordering::SeqCst)
+        {
             return Poll::Ready(Ok(()));
         }
         if self.flushed.done.load(Ordering::SeqCst) {
@@ -840,6 +863,7 @@ async fn pump(
             ahead.clear();
             ahead_bytes = 0;
         }
+        flushed.note_read_ahead(ahead_bytes);
     }
     flushed.finish();
     // What was read ahead still goes to the read side, in order; dropping
