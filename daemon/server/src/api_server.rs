@@ -15,19 +15,28 @@
 //! is ready) and the task 256 bytes — 100 000 idle connections are 100 000
 //! open Streams (e2e/BENCHMARKS.md, "Round 7: 100 000 idle connections").
 //!
+//! The Stream RPC (one per connected socket) does not pass tonic's routes
+//! at all: [`StreamRoute`] serves it from hyper's request, and its
+//! response body ([`DownBody`], one pointer) is held inline in hyper's
+//! task through [`ApiBody`] — no box around it.
+//!
 //! Not carried over from tonic's server, because tcpd never used them:
 //! server-side `grpc-timeout` enforcement, load shedding and concurrency
 //! limits, TLS, HTTP/1, and graceful shutdown (the daemon drops the server
 //! on SIGTERM and resets every connection itself).
 
 use crate::session::{SessionConnection, SessionStream};
+use crate::socket_service::{DownBody, StreamRoute};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use http_body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::transport::server::Connected;
 use tower::{Service, ServiceExt};
@@ -43,11 +52,12 @@ pub struct Http2Settings {
     pub keepalive_timeout: Duration,
 }
 
-/// Serves `routes` on each connection of `incoming` until it ends; each
-/// connection runs in a task of its own.
+/// Serves `routes` (and Streams on `stream`, if given) on each connection
+/// of `incoming` until it ends; each connection runs in a task of its own.
 pub async fn serve<S>(
     incoming: impl Stream<Item = io::Result<SessionStream>>,
     routes: S,
+    stream: Option<StreamRoute>,
     settings: Http2Settings,
 ) where
     S: Service<
@@ -84,6 +94,7 @@ pub async fn serve<S>(
         };
         let service = SessionRoutes {
             routes: routes.clone(),
+            stream: stream.clone(),
             connection: io.connect_info(),
         };
         let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -99,7 +110,50 @@ pub async fn serve<S>(
 #[derive(Clone)]
 struct SessionRoutes<S> {
     routes: S,
+    /// The Stream RPC's own route (`None`: tonic's routes serve it).
+    stream: Option<StreamRoute>,
     connection: SessionConnection,
+}
+
+/// A response body: tonic's (boxed) for the routes, a Stream's inline.
+pub enum ApiBody {
+    Routes(tonic::body::Body),
+    Stream(DownBody),
+}
+
+impl Default for ApiBody {
+    fn default() -> Self {
+        ApiBody::Routes(tonic::body::Body::empty())
+    }
+}
+
+impl http_body::Body for ApiBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        match self.get_mut() {
+            ApiBody::Routes(body) => Pin::new(body).poll_frame(cx),
+            ApiBody::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ApiBody::Routes(body) => body.is_end_stream(),
+            ApiBody::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ApiBody::Routes(body) => body.size_hint(),
+            ApiBody::Stream(body) => body.size_hint(),
+        }
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -115,15 +169,37 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<ApiBody>;
     type Error = Infallible;
     /// Boxed: see the module docs.
     type Future = BoxFuture<Result<Self::Response, Infallible>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        if let Some(stream) = &self.stream
+            && request.uri().path() == StreamRoute::PATH
+        {
+            let (stream, connection) = (stream.clone(), self.connection.clone());
+            return Box::pin(async move {
+                Ok(match stream.serve(request, connection).await {
+                    Ok(body) => {
+                        let mut response = http::Response::new(ApiBody::Stream(body));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/grpc"),
+                        );
+                        response
+                    }
+                    // A trailers-only response, as tonic sends a failed call.
+                    Err(status) => status.into_http(),
+                })
+            });
+        }
         let mut request = request.map(tonic::body::Body::new);
         request.extensions_mut().insert(self.connection.clone());
         let routes = self.routes.clone();
-        Box::pin(routes.oneshot(request))
+        Box::pin(async move {
+            let response = routes.oneshot(request).await?;
+            Ok(response.map(ApiBody::Routes))
+        })
     }
 }

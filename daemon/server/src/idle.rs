@@ -18,6 +18,12 @@
 //! - charges the request body's large messages to the session's intake
 //!   budget ([`crate::intake`]).
 //!
+//! The Stream RPC, served below tonic's routes
+//! ([`crate::socket_service::StreamRoute`]), passes no layer: its Stream
+//! holds the [`InFlightGuard`] itself from the request's arrival to the
+//! response's end, and its up side charges large messages to the same
+//! budget (one Stream per connected socket: no per-request wrappers).
+//!
 //! Invariant: `Activity::in_flight` counts exactly the live guards;
 //! `last_active` is when the count last dropped to zero (or the session
 //! started).
@@ -89,12 +95,20 @@ impl Activity {
 
 /// Held by a request until its response ends.
 #[derive(Debug)]
-struct InFlightGuard(Arc<Activity>);
+pub struct InFlightGuard(Arc<Activity>);
 
 impl InFlightGuard {
-    fn new(activity: Arc<Activity>) -> InFlightGuard {
+    pub fn new(activity: Arc<Activity>) -> InFlightGuard {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlightGuard(activity)
+    }
+}
+
+impl std::ops::Deref for InFlightGuard {
+    type Target = Activity;
+
+    fn deref(&self) -> &Activity {
+        &self.0
     }
 }
 

@@ -80,6 +80,37 @@ impl Budget {
     fn bytes(&self) -> usize {
         self.units as usize * UNIT
     }
+
+    /// The budget for a message of `len` bytes (more than [`FREE_MESSAGE`]),
+    /// held until the permit is dropped; ENOBUFS at once when the budget
+    /// cannot cover it (see the module docs).
+    pub fn take(&self, len: usize) -> Result<OwnedSemaphorePermit, Errno> {
+        // A message larger than the whole budget may come alone.
+        let units = len.div_ceil(UNIT).min(self.units as usize) as u32;
+        self.permits
+            .clone()
+            .try_acquire_many_owned(units)
+            .map_err(|_| {
+                if REFUSALS.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        len,
+                        limit = self.bytes(),
+                        "a session's large requests reached its intake budget \
+                         (--session-max-intake-bytes): calls past it fail with ENOBUFS \
+                         (logged once; `tcpctl stats` counts every refusal)"
+                    );
+                }
+                Errno::new(
+                    ENOBUFS,
+                    format!(
+                        "a {len}-byte request while this session's large requests \
+                         (in reception, or Writes not yet answered) already hold most \
+                         of its {} bytes",
+                        self.bytes()
+                    ),
+                )
+            })
+    }
 }
 
 /// The RPC whose message stays charged until it is answered.
@@ -227,35 +258,8 @@ impl IntakeBody {
                 if len <= FREE_MESSAGE {
                     return Ok(());
                 }
-                // A message larger than the whole budget may come alone.
-                let units = len.div_ceil(UNIT).min(budget.units as usize) as u32;
-                match budget.permits.clone().try_acquire_many_owned(units) {
-                    Ok(permit) => {
-                        taken = Some(permit);
-                        Ok(())
-                    }
-                    Err(_) => Err({
-                        if REFUSALS.fetch_add(1, Ordering::Relaxed) == 0 {
-                            tracing::warn!(
-                                len,
-                                limit = budget.bytes(),
-                                "a session's large requests reached its intake budget \
-                                 (--session-max-intake-bytes): calls past it fail with ENOBUFS \
-                                 (logged once; `tcpctl stats` counts every refusal)"
-                            );
-                        }
-                        Errno::new(
-                            ENOBUFS,
-                            format!(
-                                "a {len}-byte request while this session's large requests \
-                                 (in reception, or Writes not yet answered) already hold most \
-                                 of its {} bytes",
-                                budget.bytes()
-                            ),
-                        )
-                        .into_status()
-                    }),
-                }
+                taken = Some(budget.take(len).map_err(Errno::into_status)?);
+                Ok(())
             },
             || {
                 if let (Some(permit), Some(keep)) = (held.take(), keep) {

@@ -54,6 +54,7 @@ mod shards;
 mod socket_file;
 mod socket_service;
 mod sockets;
+mod stream_up;
 mod taps;
 mod trace_hub;
 
@@ -63,7 +64,7 @@ use config::{Cli, Settings};
 use driver::Driver;
 use session::SessionAcceptor;
 use socket_file::SocketFile;
-use socket_service::{SocketRoutes, SocketService};
+use socket_service::{SocketRoutes, SocketService, StreamRoute};
 use sockets::Clock;
 use std::process::ExitCode;
 use tcpd_proto::v2::admin_service_server::AdminServiceServer;
@@ -466,8 +467,11 @@ async fn serve(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tcpd_proto::FILE_DESCRIPTOR_SET)
     };
-    // tonic's routes, served by hyper directly (see `api_server` for why).
-    let routes = tonic::service::Routes::new(SocketRoutes::new(SocketService::new(shards.clone())))
+    // tonic's routes, served by hyper directly (see `api_server` for why),
+    // and the Stream RPC below them (`socket_service::StreamRoute`).
+    let sockets = SocketService::new(shards.clone());
+    let stream_route = StreamRoute::from_env(&sockets);
+    let routes = tonic::service::Routes::new(SocketRoutes::new(sockets))
         .add_service(AdminServiceServer::new(AdminService::new(
             shards.clone(),
             info,
@@ -481,6 +485,7 @@ async fn serve(
     let server = api_server::serve(
         acceptor.into_stream(),
         tower::Layer::layer(&idle::SessionLayer, routes),
+        stream_route,
         api_server::Http2Settings {
             initial_stream_window: STREAM_WINDOW,
             initial_connection_window: CONNECTION_WINDOW,

@@ -28,7 +28,7 @@
 
 use crate::convert;
 use crate::errno::Errno;
-use crate::idle::Activity;
+use crate::idle::{Activity, InFlightGuard};
 use crate::ops::{
     Control, DriverHandle, Op, OpCall, ReadData, SocketSetup, StreamReader, StreamReply, Submit,
     WriteData,
@@ -36,6 +36,7 @@ use crate::ops::{
 use crate::session::{SessionConnection, SessionInfo};
 use crate::shards::Shards;
 use crate::sockets::MAX_READ;
+use crate::stream_up::{UpError, UpFrames, UpMessage, UpSource};
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use std::convert::Infallible;
@@ -442,11 +443,29 @@ impl SocketApi for SocketService {
             Some(c) => Arc::clone(&c.activity),
             None => Arc::new(Activity::new(s, 0)),
         };
-        let mut up = request.into_inner();
-        let open = match up.message().await? {
-            Some(v2::StreamRequest {
+        let up = UpSource::Tonic(Box::new(request.into_inner()));
+        Ok(Response::new(
+            self.open_stream(InFlightGuard::new(session), up).await?,
+        ))
+    }
+}
+
+impl SocketService {
+    /// A Stream's start: reads its first up message, which must be `open`,
+    /// then connects or accepts; the Stream's body drives the rest.
+    async fn open_stream(
+        &self,
+        session: InFlightGuard,
+        mut up: UpSource,
+    ) -> Result<StreamBody, Status> {
+        let s = session.info;
+        let first = std::future::poll_fn(|cx| up.poll_message(cx, &session.intake)).await;
+        let open = match first {
+            Ok(Some(v2::StreamRequest {
                 frame: Some(stream_request::Frame::Open(v2::StreamOpen { how: Some(how), .. })),
-            }) => how,
+            })) => how,
+            Err(UpError::Bad(e)) => return Err(e.into_status()),
+            Err(UpError::Gone(Some(status))) => return Err(status),
             _ => {
                 return Err(Errno::new(
                     EINVAL,
@@ -476,12 +495,12 @@ impl SocketApi for SocketService {
             }
             stream_open::How::Accept(a) => self.shards.accept(s, a.listener, true).await?,
         };
-        Ok(Response::new(StreamBody::new(
+        Ok(StreamBody::new(
             self.stream_context(connected.handle),
             session,
             up,
             connected,
-        )))
+        ))
     }
 }
 
@@ -490,8 +509,69 @@ const STREAM_PATH: &str = "/tcpd.v2.SocketService/Stream";
 
 /// The environment variable that, set to `prost` in the daemon's
 /// environment, has Stream responses encoded by tonic's prost codec as
-/// before [`DownBody`] (an A/B switch for benchmarks).
+/// before [`DownBody`] (an A/B switch for benchmarks); the requests are
+/// then decoded by tonic too.
 pub const STREAM_ENCODE_ENV: &str = "TCPD_STREAM_ENCODE";
+
+/// The environment variable that, set to `tonic` in the daemon's
+/// environment, has the Stream RPC routed by tonic and its requests decoded
+/// by tonic's `Streaming` (with the per-request layers of
+/// [`crate::idle::SessionLayer`]), as before [`StreamRoute`] (an A/B switch
+/// for benchmarks); responses still go out through [`DownBody`].
+pub const STREAM_DECODE_ENV: &str = "TCPD_STREAM_DECODE";
+
+/// The Stream RPC below tonic's routes: the API server hands it every
+/// request for the Stream's path, with the session's connection record,
+/// and it serves it without tonic's router, decoder or per-request
+/// wrappers — the up side read by [`crate::stream_up::UpFrames`], the
+/// in-flight guard and intake budget held by the Stream itself
+/// ([`crate::idle`]), the response a [`DownBody`]. One Stream per connected
+/// socket makes every byte kept per request a byte per idle connection
+/// (e2e/BENCHMARKS.md, "Round 8: 100 000 idle connections").
+#[derive(Debug, Clone)]
+pub struct StreamRoute {
+    service: Arc<SocketService>,
+}
+
+impl StreamRoute {
+    /// The Stream RPC's path.
+    pub const PATH: &'static str = STREAM_PATH;
+
+    /// The route, unless the environment asks for tonic's
+    /// ([`STREAM_DECODE_ENV`], [`STREAM_ENCODE_ENV`]).
+    pub fn from_env(service: &SocketService) -> Option<StreamRoute> {
+        let tonic_decode = std::env::var_os(STREAM_DECODE_ENV).is_some_and(|v| v == "tonic");
+        let prost_encode = std::env::var_os(STREAM_ENCODE_ENV).is_some_and(|v| v == "prost");
+        (!tonic_decode && !prost_encode).then(|| StreamRoute {
+            service: Arc::new(service.clone()),
+        })
+    }
+
+    /// Serves one Stream request: its response body once open, or the
+    /// status of a failed open (sent as a trailers-only response).
+    pub async fn serve(
+        self,
+        request: http::Request<hyper::body::Incoming>,
+        connection: SessionConnection,
+    ) -> Result<DownBody, Status> {
+        // Counted from the request's arrival, as the session layer counts.
+        let session = InFlightGuard::new(connection.activity);
+        let (parts, body) = request.into_parts();
+        if let Some(encoding) = parts.headers.get("grpc-encoding")
+            && encoding != "identity"
+        {
+            // No compression is enabled, as in the generated service.
+            return Err(Status::unimplemented(format!(
+                "Content is compressed with `{encoding:?}` which isn't supported"
+            )));
+        }
+        // The headers (and the buffers their values point into) go now.
+        drop(parts);
+        let up = UpSource::Frames(UpFrames::new(body));
+        let stream = self.service.open_stream(session, up).await?;
+        Ok(DownBody::new(stream))
+    }
+}
 
 /// The SocketService as the gRPC server serves it: the generated service,
 /// whose `Stream` responses are encoded by [`DownBody`] instead of tonic's
@@ -529,6 +609,8 @@ impl tower::Service<http::Request<tonic::body::Body>> for SocketRoutes {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        // The API server sends Streams to [`StreamRoute`] unless the
+        // environment asks for tonic's decoder (or encoder).
         if request.uri().path() != STREAM_PATH || self.prost_encode {
             return tower::Service::call(&mut self.generated, request);
         }
@@ -582,31 +664,27 @@ impl SocketService {
 /// chunks, its header ([`stream_data::data_prefix`]: gRPC prefix, field key,
 /// length) and the payload `Bytes` itself, which hyper and h2 pass to the
 /// socket's `writev` without copying; other messages encoded whole; the
-/// final status as trailers (`grpc-status` 0 when the Stream ends with OK).
+/// final status as trailers (`grpc-status` 0 when the Stream ends with OK),
+/// after which the Stream's state is dropped.
+///
+/// One pointer: the payload between its header and itself waits in the
+/// Stream's state ([`DownFrames`]), and a body whose state is gone has
+/// sent its trailers.
 pub struct DownBody {
     stream: StreamBody,
-    /// The payload whose header went out last.
-    payload: Option<Bytes>,
-    /// The trailers went out.
-    ended: bool,
 }
 
 impl DownBody {
     fn new(stream: StreamBody) -> DownBody {
-        DownBody {
-            stream,
-            payload: None,
-            ended: false,
-        }
+        DownBody { stream }
     }
+}
 
-    /// The trailers frame carrying `status`.
-    fn trailers(&mut self, status: &Status) -> Result<Frame<Bytes>, Status> {
-        self.ended = true;
-        let mut trailers = http::HeaderMap::new();
-        status.add_header(&mut trailers)?;
-        Ok(Frame::trailers(trailers))
-    }
+/// The trailers frame carrying `status`.
+fn trailers(status: &Status) -> Result<Frame<Bytes>, Status> {
+    let mut trailers = http::HeaderMap::new();
+    status.add_header(&mut trailers)?;
+    Ok(Frame::trailers(trailers))
 }
 
 impl http_body::Body for DownBody {
@@ -614,42 +692,46 @@ impl http_body::Body for DownBody {
     type Error = Status;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = &mut *self;
-        if let Some(payload) = this.payload.take() {
+        let shared = &self.stream.shared;
+        let mut guard = shared.lock();
+        let Some(state) = guard.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(payload) = state.take_payload() {
             return Poll::Ready(Some(Ok(Frame::data(payload))));
         }
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        Poll::Ready(Some(
-            match ready!(Pin::new(&mut this.stream).poll_next(cx)) {
-                Some(Ok(v2::StreamResponse {
-                    frame: Some(stream_response::Frame::Data(data)),
-                })) if !data.is_empty() => {
-                    let head = stream_data::data_prefix(data.len());
-                    this.payload = Some(data);
-                    Ok(Frame::data(head))
-                }
-                Some(Ok(message)) => Ok(Frame::data(stream_data::encode_message(&message))),
-                Some(Err(status)) => this.trailers(&status),
-                None => this.trailers(&Status::ok("")),
-            },
-        ))
+        let end = match ready!(state.poll_down_stream(shared, cx)) {
+            Some(Ok(v2::StreamResponse {
+                frame: Some(stream_response::Frame::Data(data)),
+            })) if !data.is_empty() => {
+                let head = stream_data::data_prefix(data.len());
+                state.stash_payload(data);
+                return Poll::Ready(Some(Ok(Frame::data(head))));
+            }
+            Some(Ok(message)) => {
+                return Poll::Ready(Some(Ok(Frame::data(stream_data::encode_message(&message)))));
+            }
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        // The close was answered: the state goes (outside the lock: its
+        // parts may wake tasks) and the trailers end the response.
+        let state = guard.take();
+        drop(guard);
+        drop(state);
+        Poll::Ready(Some(trailers(&end)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.payload.is_none()
+        self.stream.shared.lock().is_none()
     }
 }
 
 /// What the Stream RPC's response stream yields.
 type DownItem = Result<v2::StreamResponse, Status>;
-
-/// What `Streaming::message` gives: a frame, the end, or an error.
-type UpMessage = Result<Option<v2::StreamRequest>, Status>;
 
 /// What every Stream of a [`SocketService`] shares: the driver, and the
 /// queue of the up pump (see [`StreamBody`]).
@@ -757,11 +839,12 @@ pub(crate) struct StreamShared {
 }
 
 struct StreamState {
-    /// The session: who (for the ops), and whether the client went away
-    /// with its whole session (see [`StreamState::begin_close`]).
-    session: Arc<Activity>,
+    /// The session: who (for the ops), whether the client went away with
+    /// its whole session (see [`StreamState::begin_close`]), its intake
+    /// budget; counted in flight while the Stream lives ([`crate::idle`]).
+    session: InFlightGuard,
     handle: u64,
-    up: Streaming<v2::StreamRequest>,
+    up: UpSource,
     /// Up data bytes queued in the socket so far (answers `flush`).
     queued: u64,
     /// The op of the up frame being applied.
@@ -820,7 +903,7 @@ enum DownState {
     Reading,
     /// The frames of the last read not yet sent (boxed: an idle Stream's
     /// down side is `Reading`).
-    Frames(Box<std::vec::IntoIter<Bytes>>),
+    Frames(Box<DownFrames>),
     /// The last read found the end of the stream: `eof` goes out next.
     Eof,
     /// The last read failed: the close starts.
@@ -834,6 +917,14 @@ impl DownState {
     fn reading(&self) -> bool {
         matches!(self, DownState::Sending(_) | DownState::Reading)
     }
+}
+
+/// The frames of one read, on their way out.
+struct DownFrames {
+    frames: std::vec::IntoIter<Bytes>,
+    /// The payload of the `data` message whose header [`DownBody`] sent
+    /// last: it goes out next, whatever else happens (the close keeps it).
+    payload: Option<Bytes>,
 }
 
 /// A Stream whose up side ended (`close`, the client's end, an error): its
@@ -853,8 +944,8 @@ struct Closing {
 impl StreamBody {
     fn new(
         context: &Arc<StreamContext>,
-        session: Arc<Activity>,
-        up: Streaming<v2::StreamRequest>,
+        session: InFlightGuard,
+        up: UpSource,
         connected: crate::ops::Connected,
     ) -> StreamBody {
         context.start_pump();
@@ -961,7 +1052,10 @@ impl StreamReader for StreamShared {
     fn deliver(&self, result: Result<ReadData, Errno>) {
         let down = match result {
             Ok(data) if data.is_empty() => DownState::Eof,
-            Ok(data) => DownState::Frames(Box::new(frames_of(data).into_iter())),
+            Ok(data) => DownState::Frames(Box::new(DownFrames {
+                frames: frames_of(data).into_iter(),
+                payload: None,
+            })),
             Err(e) => DownState::Failed(Box::new(e)),
         };
         let hyper = {
@@ -1042,20 +1136,24 @@ impl StreamState {
             self.up_op = UpOp::None;
             let message = match self.take_rare(|r| r.next.take()) {
                 Some(message) => message,
-                None => match Pin::new(&mut self.up).poll_next(cx) {
+                None => match self.up.poll_message(cx, &self.session.intake) {
                     Poll::Pending => return,
-                    Poll::Ready(message) => message.transpose(),
+                    Poll::Ready(message) => message,
                 },
             };
             let frame = match message {
                 Ok(Some(v2::StreamRequest { frame: Some(frame) })) => frame,
-                Ok(None) | Err(_) => {
+                Ok(None) | Err(UpError::Gone(_)) => {
                     tracing::trace!(
                         handle = self.handle,
                         queued = self.queued,
                         "stream up: client side ended"
                     );
                     return self.begin_close(driver, None, false, None);
+                }
+                Err(UpError::Bad(e)) => {
+                    tracing::debug!(handle = self.handle, error = %e, "stream up: bad input");
+                    return self.begin_close(driver, None, false, Some(e));
                 }
                 Ok(Some(v2::StreamRequest { frame: None })) => {
                     let e = Errno::invalid("empty Stream frame");
@@ -1081,7 +1179,7 @@ impl StreamState {
         let (session, handle) = (self.session.info, self.handle);
         self.up_op = match frame {
             stream_request::Frame::Data(data) => {
-                let (data, next) = batch_data(cx, &mut self.up, data);
+                let (data, next) = batch_data(cx, &mut self.up, &self.session.intake, data);
                 if let Some(next) = next {
                     self.rare().next = Some(next);
                 }
@@ -1166,7 +1264,7 @@ impl StreamState {
         loop {
             match &mut self.down {
                 DownState::Ended => return Poll::Pending,
-                DownState::Frames(frames) => match frames.next() {
+                DownState::Frames(frames) => match frames.frames.next() {
                     Some(data) => {
                         return Poll::Ready(v2::StreamResponse {
                             frame: Some(stream_response::Frame::Data(data)),
@@ -1239,7 +1337,14 @@ impl StreamState {
         failure: Option<Errno>,
     ) {
         self.up_op = UpOp::None;
-        self.down = DownState::Ended;
+        self.down = match std::mem::replace(&mut self.down, DownState::Ended) {
+            // A payload whose header is out must follow it.
+            DownState::Frames(mut frames) if frames.payload.is_some() => {
+                frames.frames = Vec::new().into_iter();
+                DownState::Frames(frames)
+            }
+            _ => DownState::Ended,
+        };
         let swept = consumed.is_none() && !abort && self.session.ended();
         let handle = self.handle;
         let close = (!swept).then(|| {
@@ -1259,6 +1364,32 @@ impl StreamState {
             failure,
             swept,
         });
+    }
+
+    /// The payload [`DownBody`] sent the header of, if it is not out yet.
+    fn take_payload(&mut self) -> Option<Bytes> {
+        let DownState::Frames(frames) = &mut self.down else {
+            return None;
+        };
+        let payload = frames.payload.take()?;
+        if frames.frames.len() == 0 && self.closing().is_some() {
+            self.down = DownState::Ended;
+        }
+        Some(payload)
+    }
+
+    /// Keeps `payload` (of the `data` message just taken from the down
+    /// side's frames) for [`DownBody`]'s next poll.
+    fn stash_payload(&mut self, payload: Bytes) {
+        match &mut self.down {
+            DownState::Frames(frames) => frames.payload = Some(payload),
+            other => {
+                *other = DownState::Frames(Box::new(DownFrames {
+                    frames: Vec::new().into_iter(),
+                    payload: Some(payload),
+                }));
+            }
+        }
     }
 
     /// hyper's poll (see [`StreamBody`]): `cx` is hyper's, `up` the up
@@ -1404,17 +1535,18 @@ fn frames_of(data: ReadData) -> Vec<Bytes> {
 /// join (another kind of frame, the end of the stream, an error).
 fn batch_data(
     cx: &mut Context<'_>,
-    up: &mut Streaming<v2::StreamRequest>,
+    up: &mut UpSource,
+    budget: &crate::intake::Budget,
     first: Bytes,
 ) -> (WriteData, Option<UpMessage>) {
     let mut data = WriteData::from(first);
     while data.len() < STREAM_UP_BATCH {
-        match Pin::new(&mut *up).poll_next(cx) {
+        match up.poll_message(cx, budget) {
             Poll::Pending => break,
-            Poll::Ready(Some(Ok(v2::StreamRequest {
+            Poll::Ready(Ok(Some(v2::StreamRequest {
                 frame: Some(stream_request::Frame::Data(more)),
             }))) => data.push(more),
-            Poll::Ready(other) => return (data, Some(other.transpose())),
+            Poll::Ready(other) => return (data, Some(other)),
         }
     }
     (data, None)
@@ -1441,10 +1573,11 @@ mod tests {
     /// handle plus the shared state (Arc counts included). It was a
     /// spawned task of 1.26 KB (tokio's header included, release build)
     /// plus a ~175-byte down channel before the response body drove the
-    /// socket itself, and 384 bytes in round 6 (inline in hyper's body),
-    /// before the up side got a waker of its own; 368 now, of which the
-    /// request's `Streaming` is 232.
-    const STREAM_BODY_LIMIT: usize = 384;
+    /// socket itself, 384 bytes in round 6 (inline in hyper's body), 376
+    /// in round 7 with tonic's `Streaming` (232 B) as its up side; 312 with
+    /// the daemon's own reader (`UpSource`, 168 B) — and no longer boxed in
+    /// tonic's body wrappers.
+    const STREAM_BODY_LIMIT: usize = 312;
 
     #[test]
     fn a_streams_body_stays_small() {
@@ -1452,9 +1585,11 @@ mod tests {
         let size =
             std::mem::size_of::<StreamBody>() + ARC_COUNTS + std::mem::size_of::<StreamShared>();
         eprintln!(
-            "Stream {size} B: state {} B, Streaming {} B, up op {} B, down {} B, OpCall {} B, Op {} B",
+            "Stream {size} B: state {} B, up {} B (decoder {} B), up op {} B, down {} B, \
+             OpCall {} B, Op {} B",
             std::mem::size_of::<StreamState>(),
-            std::mem::size_of::<Streaming<v2::StreamRequest>>(),
+            std::mem::size_of::<UpSource>(),
+            std::mem::size_of::<tcpd_proto::stream_data::UpDecoder>(),
             std::mem::size_of::<UpOp>(),
             std::mem::size_of::<DownState>(),
             std::mem::size_of::<OpCall<ReadData>>(),
