@@ -411,3 +411,220 @@ fn an_ended_sessions_streams_all_close_in_one_sweep() {
         );
     });
 }
+
+/// The gRPC message `message` as a client sends it (prefix + prost).
+fn grpc_message(message: &v2::StreamRequest) -> Vec<u8> {
+    use prost::Message as _;
+    let body = message.encode_to_vec();
+    let mut wire = vec![0];
+    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    wire.extend_from_slice(&body);
+    wire
+}
+
+type RawFrames =
+    tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, std::convert::Infallible>>;
+
+/// Calls the Stream RPC with a request body of raw bytes: the returned
+/// sender adds DATA frames (dropping it ends the body), the task the
+/// Stream's final status (`Ok` for grpc-status 0).
+fn raw_stream(
+    channel: &Channel,
+) -> (
+    RawFrames,
+    tokio::task::JoinHandle<Result<(), tonic::Status>>,
+) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut request = http::Request::new(tonic::body::Body::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static("/tcpd.v2.SocketService/Stream");
+    let headers = request.headers_mut();
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let channel = channel.clone();
+    let task = tokio::spawn(async move {
+        let response = channel
+            .oneshot(request)
+            .await
+            .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+            // Trailers-only.
+            return if status.code() == tonic::Code::Ok {
+                Ok(())
+            } else {
+                Err(status)
+            };
+        }
+        let collected = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| tonic::Status::unknown(format!("body: {e}")))?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        match tonic::Status::from_header_map(&trailers) {
+            Some(status) if status.code() == tonic::Code::Ok => Ok(()),
+            Some(status) => Err(status),
+            None => Err(tonic::Status::unknown("no grpc-status")),
+        }
+    });
+    (tx, task)
+}
+
+/// Bad bytes on the Stream's up side — a compressed message, a length past
+/// the 4 MiB message limit, bytes that are not protobuf, a body that ends
+/// inside a message, a bad first message — end the Stream with a clear
+/// errno (after `opened`, its socket is closed), without a panic, without
+/// waiting for bytes that will not come, and without a leak. A large
+/// message gathered whole (a `write` with flags) past the session's intake
+/// budget fails with ENOBUFS while another holds it.
+#[test]
+fn malformed_stream_requests_end_with_clear_errors() {
+    // 1 MiB of intake: one 900 KB message fits, two do not.
+    let Some(env) = Env::setup("bad-frames", &["--session-max-intake-bytes", "1048576"]) else {
+        return;
+    };
+    let listener = env
+        .ns
+        .within(|| std::net::TcpListener::bind((HOST_ADDR, 7504)).expect("kernel listen"));
+    // The kernel side reads (and drops) what each connection brings.
+    let accepter = std::thread::spawn(move || {
+        for _ in 0..6 {
+            let Ok((mut s, _)) = listener.accept() else {
+                break;
+            };
+            std::thread::spawn(move || std::io::copy(&mut s, &mut std::io::sink()));
+        }
+    });
+    runtime().block_on(async {
+        let channel = tcpd_client::connect_channel(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut admin = AdminServiceClient::new(
+            tcpd_client::connect_channel(env.daemon.socket())
+                .await
+                .expect("admin session"),
+        );
+        let open = grpc_message(&frame(stream_request::Frame::Open(v2::StreamOpen {
+            how: Some(stream_open::How::Connect(v2::StreamConnect {
+                remote: Some(SocketAddrV4::new(HOST_ADDR, 7504).into()),
+                ..Default::default()
+            })),
+        })));
+        let over = (4u32 << 20) + 1;
+        let cases: Vec<(&str, Vec<u8>, bool, i32)> = vec![
+            (
+                "compressed",
+                vec![1, 0, 0, 0, 2, 0x18, 1],
+                true,
+                errno::EINVAL,
+            ),
+            // Nothing of it is ever sent: the prefix alone is refused.
+            (
+                "over 4 MiB",
+                [&[0u8][..], &over.to_be_bytes()].concat(),
+                true,
+                errno::EMSGSIZE,
+            ),
+            (
+                "not protobuf",
+                vec![0, 0, 0, 0, 2, 0x18, 0xff],
+                true,
+                errno::EINVAL,
+            ),
+            (
+                "truncated",
+                vec![0, 0, 0, 0, 9, 0x12, 7, b'a'],
+                true,
+                errno::EINVAL,
+            ),
+            (
+                "compressed first",
+                vec![1, 0, 0, 0, 2, 0x18, 1],
+                false,
+                errno::EINVAL,
+            ),
+            ("truncated first", vec![0, 0, 0], false, errno::EINVAL),
+        ];
+        for (what, bytes, opened, want) in cases {
+            let (tx, end) = raw_stream(&channel);
+            let mut wire = if opened { open.clone() } else { Vec::new() };
+            wire.extend_from_slice(&bytes);
+            tx.send(Ok(http_body::Frame::data(Bytes::from(wire))))
+                .await
+                .expect("send");
+            // The body stays open (no END_STREAM) except where the case
+            // is a truncation, which needs the end.
+            let keep = if what.starts_with("truncated") {
+                drop(tx);
+                None
+            } else {
+                Some(tx)
+            };
+            let status = tokio::time::timeout(Duration::from_secs(10), end)
+                .await
+                .unwrap_or_else(|_| panic!("{what}: no answer within 10 s"))
+                .expect("join")
+                .expect_err(what);
+            assert_eq!(errno_of(&status), want, "{what}: {status:?}");
+            drop(keep);
+        }
+        // Intake: a `write` of 900 KB gathered whole holds 900 KB of the
+        // 1 MiB budget from its prefix on; another Stream's fails at once.
+        let big = grpc_message(&frame(stream_request::Frame::Write(v2::StreamWrite {
+            data: Bytes::from(vec![7u8; 900_000]),
+            flags: 0,
+        })));
+        let partial = Bytes::from([&open[..], &big[..1000]].concat());
+        let (a, a_end) = raw_stream(&channel);
+        let (b, b_end) = raw_stream(&channel);
+        a.send(Ok(http_body::Frame::data(partial.clone())))
+            .await
+            .expect("send");
+        b.send(Ok(http_body::Frame::data(partial)))
+            .await
+            .expect("send");
+        // Whichever prefix came second is refused, at once.
+        let first = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::future::select(a_end, b_end),
+        )
+        .await
+        .expect("one Stream refused within 10 s");
+        let (status, (sender, end), other) = match first {
+            futures::future::Either::Left((a_status, b_end)) => (a_status, (b, b_end), a),
+            futures::future::Either::Right((b_status, a_end)) => (b_status, (a, a_end), b),
+        };
+        let status = status.expect("join").expect_err("over the intake budget");
+        assert_eq!(errno_of(&status), errno::ENOBUFS, "{status:?}");
+        drop(other);
+        // The holder's message completes and is written; it then closes OK.
+        sender
+            .send(Ok(http_body::Frame::data(Bytes::from(
+                big[1000..].to_vec(),
+            ))))
+            .await
+            .expect("send");
+        let close = grpc_message(&frame(stream_request::Frame::Close(v2::StreamClose {
+            consumed: 0,
+            abort: false,
+        })));
+        sender
+            .send(Ok(http_body::Frame::data(Bytes::from(close))))
+            .await
+            .expect("send");
+        drop(sender);
+        tokio::time::timeout(Duration::from_secs(10), end)
+            .await
+            .expect("the holder answered within 10 s")
+            .expect("join")
+            .expect("its write went through and it closed OK");
+        settles_to_zero(&mut admin).await;
+    });
+    drop(accepter);
+}

@@ -19,6 +19,9 @@
 //! Small messages (every Stream frame, every control call) are free: they
 //! are bounded by HTTP/2 flow control (the connection window) while in
 //! reception, and by the session's op slots and parked-write quota after.
+//! The Stream RPC does not pass this wrapper: its up side
+//! ([`crate::stream_up`]) charges the messages it gathers whole with
+//! [`Budget::take`] the same way, and never gathers `data` payloads.
 //!
 //! A unary Write keeps its message's budget until it is answered, not only
 //! until its last byte is read: the body moves the permit into a

@@ -19,12 +19,21 @@
 //! OK after a close, the connection's error otherwise. A Stream dropped
 //! before that (its client reset it) has its socket closed by the driver.
 //!
-//! The server adds the service as [`SocketRoutes`]: the generated service,
-//! except that a Stream's response goes out through [`DownBody`], which
-//! sends each `data` message as its few header bytes followed by the
-//! payload's own `Bytes` (the receive queue's slice of a TUN read), where
-//! tonic's prost encoder would copy the payload into its buffer
-//! (`tcpd_proto::stream_data`; the bytes on the wire are the same).
+//! The server adds the service as [`SocketRoutes`] (tonic's generated
+//! service for the unary calls) and serves the Stream RPC itself through
+//! [`StreamRoute`], below tonic: the up side's messages are read from the
+//! request body by [`crate::stream_up::UpFrames`] (a `data` payload stays
+//! a slice of the HTTP/2 DATA frame it came in), the Stream holds its
+//! session's in-flight guard and intake budget itself, and the response
+//! goes out through [`DownBody`], which sends each `data` message as its
+//! few header bytes followed by the payload's own `Bytes` (the receive
+//! queue's slice of a TUN read), where tonic's prost encoder would copy the
+//! payload into its buffer (`tcpd_proto::stream_data`; the bytes on the
+//! wire are the same). An idle Stream thus holds its state (one
+//! allocation, shared with its up side's waker) and hyper's and h2's
+//! per-stream parts, and no per-request wrapper or buffer.
+//! `TCPD_STREAM_DECODE=tonic` ([`STREAM_DECODE_ENV`]) routes Streams
+//! through tonic as before (A/B switch).
 
 use crate::convert;
 use crate::errno::Errno;
