@@ -5,7 +5,9 @@
 //! message types through server reflection (grpc.reflection.v1, encoded by
 //! hand since Debian packages no grpcio-reflection), reads
 //! `AdminService.Status`, connects to a kernel peer across the TUN and
-//! exchanges bytes with unary Socket/Connect/Write/Read/Close calls, and
+//! exchanges bytes with unary Socket/Connect/Write/Read/Close calls and
+//! with a Stream RPC (grpcio's `stream_stream`: open by connect, data both
+//! ways, close, OK — the daemon reads the Stream's frames itself), and
 //! reads the `google.rpc.Status` + `ErrorInfo` details of failing calls
 //! (ECONNREFUSED from a closed kernel port, EBADF from a double close). It
 //! does so three times: with grpcio's default `:authority`, with the
@@ -50,9 +52,9 @@ fn python_grpcio_with_defaults_uses_reflection_calls_and_reads_error_info() {
     };
     let (listener, addr) = kernel_listener(&env.ns);
     // The kernel peer: three sessions, each sends 17 bytes and reads them
-    // back in upper case.
+    // back in upper case twice (unary calls, then a Stream).
     let peer = std::thread::spawn(move || {
-        for _ in 0..3 {
+        for _ in 0..6 {
             let (mut conn, _) = listener.accept().expect("accept the client's connection");
             conn.set_read_timeout(Some(Duration::from_secs(30)))
                 .unwrap();

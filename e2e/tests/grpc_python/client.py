@@ -11,6 +11,7 @@ usage: client.py SOCKET_PATH ECHO_IP ECHO_PORT REFUSED_PORT
 Prints one line per check ("ok: ...") and exits non-zero on the first failure.
 """
 
+import queue
 import sys
 import urllib.parse
 
@@ -144,6 +145,49 @@ class Api:
         return cls(ip=bytes(int(p) for p in ip.split(".")), port=port)
 
 
+def stream_echo(channel, pool, api, label):
+    """A Stream RPC (one connected socket's whole life) from grpcio's
+    stream_stream: open by connecting, data up, data down, close -> OK."""
+    Req = message_class(pool, "tcpd.v2.StreamRequest")
+    Resp = message_class(pool, "tcpd.v2.StreamResponse")
+    Open = message_class(pool, "tcpd.v2.StreamOpen")
+    Connect = message_class(pool, "tcpd.v2.StreamConnect")
+    Close = message_class(pool, "tcpd.v2.StreamClose")
+    up = queue.Queue()
+
+    def requests():
+        while True:
+            m = up.get()
+            if m is None:
+                return
+            yield m
+
+    call = channel.stream_stream(
+        "/tcpd.v2.SocketService/Stream",
+        request_serializer=lambda msg: msg.SerializeToString(),
+        response_deserializer=Resp.FromString)
+    responses = call(requests(), timeout=TIMEOUT)
+    up.put(Req(open=Open(connect=Connect(remote=api.address(ECHO_IP, ECHO_PORT)))))
+    first = next(responses)
+    check(first.WhichOneof("frame") == "opened" and first.opened.handle != 0,
+          "%s: Stream opened by connect, handle %d" % (label, first.opened.handle))
+    up.put(Req(data=b"hello from grpcio"))
+    got = b""
+    while len(got) < 17:
+        r = next(responses)
+        if r.WhichOneof("frame") == "data":
+            got += r.data
+    check(got == b"HELLO FROM GRPCIO", "%s: Stream data came back: %r" % (label, got))
+    up.put(Req(close=Close(consumed=len(got))))
+    up.put(None)
+    rest = list(responses)
+    check(call_ok(responses), "%s: the Stream ends OK after close (%d more frames)" % (label, len(rest)))
+
+
+def call_ok(call):
+    return call.code() == grpc.StatusCode.OK
+
+
 def error_info(err):
     """(reason, domain, metadata) of the google.rpc.ErrorInfo in a failed call."""
     for key, value in err.trailing_metadata() or ():
@@ -198,6 +242,8 @@ def session(channel, label):
         got += r.data
     check(got == b"HELLO FROM GRPCIO", "%s: the kernel peer's answer came back: %r" % (label, got))
     api.call("SocketService", "Close", handle=sock.handle)
+
+    stream_echo(channel, pool, api, label)
 
     # A failing call: the details are a google.rpc.Status with an ErrorInfo.
     sock = api.call("SocketService", "Socket")
