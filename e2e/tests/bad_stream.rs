@@ -100,6 +100,92 @@ async fn ending_session(path: &std::path::Path) -> (Channel, std::os::unix::net:
     (channel, copy_rx.recv().expect("the socket"))
 }
 
+/// The down side's order at the peer's FIN: unasked, the count of bytes
+/// queued (`flushed`) goes right before `eof`, so a client whose `flush`
+/// is still on its way learns that its data was queued before the FIN (the
+/// peer answered it). Without it hyper, which polls reads before flushes,
+/// saw EOF while its response looked unflushed and reported "connection
+/// closed before message completed".
+#[test]
+fn the_count_of_queued_bytes_goes_before_eof() {
+    let Some(env) = Env::setup("stream-eof-count", &[]) else {
+        return;
+    };
+    let listener = env
+        .ns
+        .within(|| std::net::TcpListener::bind((HOST_ADDR, 7505)).expect("kernel listen"));
+    // The peer reads the request, then sends its FIN (as a client that got
+    // its whole answer closes).
+    let peer = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut request = [0u8; 5];
+        s.read_exact(&mut request).expect("request");
+        s.shutdown(std::net::Shutdown::Write).expect("FIN");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        request
+    });
+    runtime().block_on(async {
+        let channel = tcpd_client::connect_channel(env.daemon.socket())
+            .await
+            .expect("session");
+        let mut rpc = SocketServiceClient::new(channel);
+        let (up, rx) = tokio::sync::mpsc::unbounded_channel();
+        up.send(frame(stream_request::Frame::Open(v2::StreamOpen {
+            how: Some(stream_open::How::Connect(v2::StreamConnect {
+                remote: Some(SocketAddrV4::new(HOST_ADDR, 7505).into()),
+                ..Default::default()
+            })),
+        })))
+        .expect("open");
+        up.send(frame(stream_request::Frame::Data(Bytes::from_static(
+            b"hello",
+        ))))
+        .expect("data");
+        // No flush: the up side stays open until the test closes it.
+        let mut down = rpc
+            .stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        let mut got = Vec::new();
+        while !matches!(got.last(), Some(stream_response::Frame::Eof(_))) {
+            match tokio::time::timeout(Duration::from_secs(10), down.next())
+                .await
+                .unwrap_or_else(|_| panic!("no eof within 10 s: {got:?}"))
+            {
+                Some(Ok(v2::StreamResponse { frame: Some(f) })) => got.push(f),
+                other => panic!("the stream ended before eof: {other:?} after {got:?}"),
+            }
+        }
+        assert!(
+            matches!(got.first(), Some(stream_response::Frame::Opened(_))),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[1..],
+            [
+                stream_response::Frame::Flushed(5),
+                stream_response::Frame::Eof(true)
+            ],
+            "{got:?}"
+        );
+        up.send(frame(stream_request::Frame::Close(v2::StreamClose {
+            consumed: 0,
+            abort: false,
+        })))
+        .expect("close");
+        while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), down.next())
+            .await
+            .expect("the stream ends within 10 s")
+        {
+            frame.expect("the stream ends OK after close");
+        }
+    });
+    assert_eq!(&peer.join().expect("peer"), b"hello");
+}
+
 #[test]
 fn out_of_order_frames_and_data_after_close_are_clear_errors() {
     let Some(env) = Env::setup("bad-stream", &[]) else {

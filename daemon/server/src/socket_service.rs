@@ -913,8 +913,11 @@ enum DownState {
     /// The frames of the last read not yet sent (boxed: an idle Stream's
     /// down side is `Reading`).
     Frames(Box<DownFrames>),
-    /// The last read found the end of the stream: `eof` goes out next.
+    /// The last read found the end of the stream: the count of bytes
+    /// queued goes out next (see [`StreamState::poll_down`]), then `eof`.
     Eof,
+    /// The count went out: `eof` next.
+    EofCounted,
     /// The last read failed: the close starts.
     Failed(Box<Errno>),
     /// `eof` was sent (the up side may go on), or the Stream is closing.
@@ -1307,6 +1310,24 @@ impl StreamState {
                 // hyper's task is woken with the answer.
                 DownState::Reading => return Poll::Pending,
                 DownState::Eof => {
+                    self.down = DownState::EofCounted;
+                    // Unasked, a `flushed` with every byte queued so far
+                    // goes before `eof` (tcpd.proto, "Down"): the up side
+                    // has just applied what the driver finished, so the
+                    // count holds every byte the peer could have answered
+                    // with its FIN. A client whose `flush` is still on its
+                    // way here learns that its data was queued first. hyper
+                    // polls reads before flushes: shown the peer's EOF while
+                    // its response still looked unflushed, it called the
+                    // connection closed mid-message (with a kernel socket,
+                    // write had queued the data and flush is a no-op).
+                    if self.queued > 0 {
+                        return Poll::Ready(v2::StreamResponse {
+                            frame: Some(stream_response::Frame::Flushed(self.queued)),
+                        });
+                    }
+                }
+                DownState::EofCounted => {
                     self.down = DownState::Ended;
                     return Poll::Ready(v2::StreamResponse {
                         frame: Some(stream_response::Frame::Eof(true)),
