@@ -2786,7 +2786,7 @@ mod memory_tests {
     fn an_idle_connections_entries_stay_within_budget() {
         let conn = size_of::<ConnEntry>();
         let socket = size_of::<SocketEntry>();
-        assert!(conn <= 944, "ConnEntry is {conn} bytes");
+        assert!(conn <= 896, "ConnEntry is {conn} bytes");
         assert!(socket <= 40, "SocketEntry is {socket} bytes");
     }
 }

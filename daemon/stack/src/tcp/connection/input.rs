@@ -451,12 +451,13 @@ impl Connection {
             return;
         }
         if self
+            .occasional()
             .last_invalid_ack
             .is_some_and(|last| now - last < INVALID_ACK_INTERVAL)
         {
             return;
         }
-        self.last_invalid_ack = Some(now);
+        self.occasional_mut().last_invalid_ack = Some(now);
         self.ack_now();
     }
 
@@ -465,7 +466,7 @@ impl Connection {
     /// Linux does), so the sender can tell a spurious retransmission.
     fn note_duplicate(&mut self, seq: SeqNum, len: usize) {
         if self.sack_enabled && len > 0 && seq.lt(self.rcv_nxt) {
-            self.pending_dsack = Some((seq, (seq + len).min(self.rcv_nxt)));
+            self.occasional_mut().pending_dsack = Some((seq, (seq + len).min(self.rcv_nxt)));
         }
     }
 

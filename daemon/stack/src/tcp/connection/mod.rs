@@ -425,13 +425,9 @@ pub struct Connection {
     last_ack_point: SeqNum,
     /// While set, `write` sends this acknowledgment number (an older ACK point).
     ack_point: Option<SeqNum>,
-    /// Duplicate data just received, reported once as a D-SACK (RFC 2883).
-    pending_dsack: Option<(SeqNum, SeqNum)>,
     quick_acks: u32,
     pending_rst: Option<PendingRst>,
     probe_due: ProbeDue,
-    /// When an invalid segment was last answered (see `INVALID_ACK_INTERVAL`).
-    last_invalid_ack: Option<Instant>,
     /// The persist timer expired with a small but non-zero window: send what
     /// fits despite SWS avoidance (RFC 1122 §4.2.3.4 override timeout).
     force_send: bool,
@@ -493,30 +489,27 @@ pub struct Connection {
     undo: Option<Box<Undo>>,
     /// MSG_MORE was given on the last send: hold partial segments.
     more_pending: bool,
-    /// When a cork (TCP_CORK or MSG_MORE) stops holding partial segments,
-    /// and whether that time has come (until the next write starts a new hold).
-    cork_deadline: Option<Instant>,
+    /// Whether a cork's time came (until the next write starts a new hold;
+    /// the deadline is [`Occasional::cork_deadline`]).
     cork_released: bool,
     /// Ends of records written with MSG_EOR still unsent: no segment
     /// crosses one (oldest first).
     eor_marks: RareQueue<SeqNum>,
-    /// The send urgent pointer (one past the last urgent byte, see `urgent`).
-    snd_up: Option<SeqNum>,
-    /// The urgent byte the peer announced (see `urgent`).
-    rcv_urgent: Option<UrgentMark>,
-    /// A passive open under the listener's TCP_DEFER_ACCEPT: until this
-    /// time, it waits off the accept queue for the peer's first data.
-    defer_accept_until: Option<Instant>,
+    /// State of occasional features (see [`Occasional`]); `None` until one
+    /// is used.
+    occasional: Option<Box<Occasional>>,
     /// The end of the last segment shorter than the MSS that we sent
     /// (Minshall's Nagle variant; Linux's `snd_sml`).
     last_small_end: Option<SeqNum>,
     /// Receive autotuning (Linux's DRS, `tcp_rcv_space_adjust`): the
     /// receiver's RTT estimate from echoed timestamps, the bytes the
     /// application read, and the last measurement (bytes read per RTT).
+    /// The read counts are 32-bit and wrap: only their difference over one
+    /// measurement is used, as Linux's `copied_seq - rcvq_space.seq` (u32).
     rcv_rtt: OptionDuration,
-    bytes_read: u64,
+    bytes_read: u32,
     rcvq_space: u32,
-    rcvq_read: u64,
+    rcvq_read: u32,
     rcvq_time: Instant,
     /// The largest flight since SND.UNA passed `max_flight_seq` (a window
     /// of data ago): whether cwnd was in use (Linux's `max_packets_out`).
@@ -539,6 +532,38 @@ pub struct Connection {
     /// TCPRcvQDrop), not yet added to the stack's counter.
     memory_drops: u32,
 }
+
+/// What a connection needs only for occasional features — urgent data,
+/// corking, TCP_DEFER_ACCEPT, answers to invalid segments, duplicate-data
+/// reports — boxed together: 8 bytes in every TCB instead of 56, and
+/// allocated the first time one is used (then kept, like [`Flight`]).
+/// While it is `None`, every field reads as `None` ([`IDLE_OCCASIONAL`]).
+#[derive(Debug, Default)]
+struct Occasional {
+    /// The send urgent pointer (one past the last urgent byte, see `urgent`).
+    snd_up: Option<SeqNum>,
+    /// The urgent byte the peer announced (see `urgent`).
+    rcv_urgent: Option<UrgentMark>,
+    /// A passive open under the listener's TCP_DEFER_ACCEPT: until this
+    /// time, it waits off the accept queue for the peer's first data.
+    defer_accept_until: Option<Instant>,
+    /// When a cork (TCP_CORK or MSG_MORE) stops holding partial segments.
+    cork_deadline: Option<Instant>,
+    /// When an invalid segment was last answered (see `INVALID_ACK_INTERVAL`).
+    last_invalid_ack: Option<Instant>,
+    /// Duplicate data just received, reported once as a D-SACK (RFC 2883).
+    pending_dsack: Option<(SeqNum, SeqNum)>,
+}
+
+/// What a connection without [`Occasional`] state reads.
+static IDLE_OCCASIONAL: Occasional = Occasional {
+    snd_up: None,
+    rcv_urgent: None,
+    defer_accept_until: None,
+    cork_deadline: None,
+    last_invalid_ack: None,
+    pending_dsack: None,
+};
 
 /// State transitions not yet drained by the stack: one pointer (8 bytes
 /// instead of an empty `Vec`'s 24) for the whole of a connection's life
@@ -697,6 +722,28 @@ impl Connection {
         self.max_flight as usize
     }
 
+    /// The occasional features' state (see [`Occasional`]).
+    fn occasional(&self) -> &Occasional {
+        self.occasional.as_deref().unwrap_or(&IDLE_OCCASIONAL)
+    }
+
+    /// The occasional features' state, allocated on first use.
+    fn occasional_mut(&mut self) -> &mut Occasional {
+        self.occasional.get_or_insert_with(Box::default)
+    }
+
+    /// Sets one occasional field, allocating only for a value (a `None`
+    /// where there is no [`Occasional`] is already `None`).
+    fn set_occasional<T>(
+        &mut self,
+        value: Option<T>,
+        field: impl FnOnce(&mut Occasional) -> &mut Option<T>,
+    ) {
+        if value.is_some() || self.occasional.is_some() {
+            *field(self.occasional_mut()) = value;
+        }
+    }
+
     /// The loss-detection state, empty until something was sent.
     fn flight(&self) -> &Flight {
         self.flight.as_deref().unwrap_or(&IDLE_FLIGHT)
@@ -787,11 +834,9 @@ impl Connection {
             ack_points: RareQueue::default(),
             last_ack_point: SeqNum(0),
             ack_point: None,
-            pending_dsack: None,
             quick_acks: QUICK_ACK_SEGMENTS,
             pending_rst: None,
             probe_due: ProbeDue::No,
-            last_invalid_ack: None,
             force_send: false,
             rtx_deadline: None,
             retries: 0,
@@ -819,12 +864,9 @@ impl Connection {
             flight: None,
             undo: None,
             more_pending: false,
-            cork_deadline: None,
             cork_released: false,
+            occasional: None,
             eor_marks: RareQueue::default(),
-            snd_up: None,
-            rcv_urgent: None,
-            defer_accept_until: None,
             last_small_end: None,
             rcv_rtt: OptionDuration::NONE,
             bytes_read: 0,
@@ -969,7 +1011,8 @@ impl Connection {
         self.expand_send_buffer();
         self.arm_keepalive(now);
         if !self.active_open {
-            self.defer_accept_until = self.options.defer_accept.map(|d| now + d.get());
+            let until = self.options.defer_accept.map(|d| now + d.get());
+            self.set_occasional(until, |o| &mut o.defer_accept_until);
         }
         // A shutdown(WR) issued in SYN-RECEIVED was queued until now
         // (RFC 9293 §3.10.4, SYN-RECEIVED: "queue for processing after
@@ -1221,8 +1264,8 @@ impl Connection {
         // MSG_MORE holds a partial segment like TCP_CORK until a send
         // without it; the hold starts now (Linux's 200 ms ceiling).
         self.more_pending = flags.contains(SendFlags::MORE);
-        if (self.more_pending || self.options.cork) && self.cork_deadline.is_none() {
-            self.cork_deadline = Some(now + CORK_TIMEOUT);
+        if (self.more_pending || self.options.cork) && self.occasional().cork_deadline.is_none() {
+            self.occasional_mut().cork_deadline = Some(now + CORK_TIMEOUT);
             self.cork_released = false;
         }
         if flags.contains(SendFlags::OOB) {
@@ -1243,7 +1286,10 @@ impl Connection {
     pub(super) fn corked(&self, now: Instant) -> bool {
         (self.options.cork || self.more_pending)
             && !self.cork_released
-            && self.cork_deadline.is_none_or(|deadline| now < deadline)
+            && self
+                .occasional()
+                .cork_deadline
+                .is_none_or(|deadline| now < deadline)
     }
 
     /// Reads in-order bytes (RFC 9293 §3.10.3); `Ok(0)` is end of stream.
@@ -1312,7 +1358,7 @@ impl Connection {
             }
             self.recv_buf.skip(skip);
             let n = take(&mut self.recv_buf, 0, limit);
-            self.bytes_read += (skip + n) as u64;
+            self.bytes_read = self.bytes_read.wrapping_add((skip + n) as u32);
             self.urgent_after_read();
             self.rcv_space_adjust(now);
             self.window_update_after_read();
@@ -1322,7 +1368,7 @@ impl Connection {
             // Only the urgent byte is here: a read steps over it (and
             // forgets the mark) and waits for what follows, as Linux.
             self.recv_buf.skip(skip);
-            self.bytes_read += skip as u64;
+            self.bytes_read = self.bytes_read.wrapping_add(skip as u32);
             self.urgent_after_read();
         }
         if len == 0 || self.fin_received || self.read_shut || self.state == TcpState::Closed {
@@ -1383,7 +1429,7 @@ impl Connection {
         if now - self.rcvq_time < rtt.max(Duration::from_millis(1)) {
             return;
         }
-        let copied = usize::try_from(self.bytes_read - self.rcvq_read).unwrap_or(usize::MAX);
+        let copied = self.bytes_read.wrapping_sub(self.rcvq_read) as usize;
         if copied > self.rcvq_space() {
             let mut rcvwin = 2 * copied + 16 * self.adv_mss();
             let grow = rcvwin.saturating_mul(copied - self.rcvq_space()) / self.rcvq_space();
@@ -1741,7 +1787,7 @@ impl Connection {
             SockOption::Cork(v) => {
                 self.options.cork = v;
                 // Uncorking pushes what was held (Linux tcp_push_pending_frames).
-                self.cork_deadline = v.then(|| now + CORK_TIMEOUT);
+                self.set_occasional(v.then(|| now + CORK_TIMEOUT), |o| &mut o.cork_deadline);
                 self.cork_released = false;
             }
             SockOption::NotSentLowat(n) => self.options.notsent_lowat = n,
@@ -1783,7 +1829,7 @@ impl Connection {
     /// SYN,ACK at the end of the period); tcpd completes the handshake and
     /// only delays the accept, which is what the application sees.
     pub fn accept_deferred(&self) -> bool {
-        self.defer_accept_until.is_some()
+        self.occasional().defer_accept_until.is_some()
             && self.state == TcpState::Established
             && self.recv_buf.readable() == 0
             && !self.fin_received

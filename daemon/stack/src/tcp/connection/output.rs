@@ -506,11 +506,12 @@ impl Connection {
         // ordinary SACK of data above the ACK, not a duplicate report.
         let ack = self.ack_point.unwrap_or(self.rcv_nxt);
         let dsack = self
+            .occasional()
             .pending_dsack
             .filter(|&(_, right)| self.sack_enabled && right.le(ack))
             .map(|(left, right)| SackBlock { left, right });
         if dsack.is_some() {
-            self.pending_dsack = None;
+            self.set_occasional(None, |o| &mut o.pending_dsack);
         }
         if self.sack_enabled && (dsack.is_some() || self.recv_buf.has_holes()) {
             let rcv_nxt = self.rcv_nxt;

@@ -3356,7 +3356,8 @@ fn dsack_goes_on_an_ack_that_covers_it() {
 
 /// An idle connection carries no loss-recovery state and no buffers: its
 /// [`Flight`] is allocated with its first data (and stays), its state
-/// transitions leave no queue behind once drained, and nothing is traced.
+/// transitions leave no queue behind once drained, nothing is traced,
+/// and no occasional feature's state ([`Occasional`]) is made.
 #[test]
 fn an_idle_connection_keeps_no_flight_and_no_buffers() {
     let mut net = Net::default_pair();
@@ -3366,6 +3367,10 @@ fn an_idle_connection_keeps_no_flight_and_no_buffers() {
         assert!(conn.flight.is_none(), "a flight after the handshake");
         assert_eq!(conn.state_changes.capacity(), 0);
         assert!(conn.notes.is_none());
+        assert!(
+            conn.occasional.is_none(),
+            "occasional state after the handshake"
+        );
     }
     // Keepalive probes and their answers (pure ACKs) allocate nothing either.
     net.a
@@ -3376,6 +3381,7 @@ fn an_idle_connection_keeps_no_flight_and_no_buffers() {
         .unwrap();
     net.advance(Duration::from_secs(5));
     assert!(net.a.flight.is_none() && net.b.flight.is_none());
+    assert!(net.a.occasional.is_none() && net.b.occasional.is_none());
     // Data does, on the side that sent it.
     net.a.send(net.now, b"x").unwrap();
     net.exchange();

@@ -30,9 +30,12 @@ impl Connection {
             self.keepalive_deadline,
             self.close_deadline,
             delayed_ack,
-            self.cork_deadline
+            self.occasional()
+                .cork_deadline
                 .filter(|_| self.options.cork || self.more_pending),
-            self.defer_accept_until.filter(|_| self.accept_deferred()),
+            self.occasional()
+                .defer_accept_until
+                .filter(|_| self.accept_deferred()),
         ]
         .into_iter()
         .flatten()
@@ -61,11 +64,11 @@ impl Connection {
         {
             self.ack_due = AckDue::Now;
         }
-        if let Some(t) = self.defer_accept_until
+        if let Some(t) = self.occasional().defer_accept_until
             && now >= t
         {
             // TCP_DEFER_ACCEPT's time is up: accept it without data.
-            self.defer_accept_until = None;
+            self.set_occasional(None, |o| &mut o.defer_accept_until);
         }
         if let Some(t) = self.rtx_deadline
             && now >= t
@@ -73,11 +76,11 @@ impl Connection {
             self.rtx_deadline = None;
             self.on_retransmission_timeout(now);
         }
-        if let Some(t) = self.cork_deadline
+        if let Some(t) = self.occasional().cork_deadline
             && now >= t
         {
             // The cork's 200 ms ran out: what it held goes (`corked` is false now).
-            self.cork_deadline = None;
+            self.set_occasional(None, |o| &mut o.cork_deadline);
             self.cork_released = true;
             self.more_pending = false;
         }

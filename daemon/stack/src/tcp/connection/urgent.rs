@@ -56,21 +56,23 @@ pub(super) struct UrgentMark {
 impl Connection {
     /// After `send(MSG_OOB)` queued data: its last byte is urgent.
     pub(super) fn mark_urgent_sent(&mut self) {
-        self.snd_up = Some(self.data_end());
+        self.occasional_mut().snd_up = Some(self.data_end());
     }
 
     /// Urgent mode: SND.UNA has not passed the send urgent pointer.
     pub(super) fn urgent_mode(&self) -> bool {
-        self.snd_up.is_some_and(|up| up.gt(self.snd_una))
+        self.occasional()
+            .snd_up
+            .is_some_and(|up| up.gt(self.snd_una))
     }
 
     /// The urgent pointer field for a segment starting at `seq`, when it
     /// must carry URG (Linux's `__tcp_transmit_skb`).
     pub(super) fn urgent_pointer(&mut self, seq: SeqNum) -> Option<u16> {
-        let up = self.snd_up?;
+        let up = self.occasional().snd_up?;
         if !up.gt(self.snd_una) {
             // Everything up to the urgent byte is acknowledged.
-            self.snd_up = None;
+            self.set_occasional(None, |o| &mut o.snd_up);
             return None;
         }
         up.gt(seq)
@@ -102,7 +104,10 @@ impl Connection {
             self.check_urgent_pointer(seg);
         }
         // The byte comes with whatever segment covers it (`tcp_urg`).
-        if let Some(mark) = self.rcv_urgent.as_mut()
+        if let Some(mark) = self
+            .occasional
+            .as_deref_mut()
+            .and_then(|o| o.rcv_urgent.as_mut())
             && mark.byte.is_none()
             && mark.seq.ge(seg.seq)
             && let Some(&byte) = seg.payload.get(mark.seq.since(seg.seq))
@@ -120,7 +125,7 @@ impl Connection {
         if ptr.lt(read_seq) || ptr.lt(self.rcv_nxt) {
             return;
         }
-        if let Some(old) = self.rcv_urgent.filter(|old| !old.passed) {
+        if let Some(old) = self.occasional().rcv_urgent.filter(|old| !old.passed) {
             if !ptr.gt(old.seq) {
                 return;
             }
@@ -131,7 +136,7 @@ impl Connection {
                 self.recv_buf.skip(1);
             }
         }
-        self.rcv_urgent = Some(UrgentMark {
+        self.occasional_mut().rcv_urgent = Some(UrgentMark {
             seq: ptr,
             byte: None,
             read: false,
@@ -143,7 +148,7 @@ impl Connection {
     /// first (the urgent byte when at the mark and not inline) and the most
     /// bytes to return (a read stops before the mark).
     pub(super) fn urgent_read_plan(&self, want: usize) -> (usize, usize) {
-        let Some(mark) = self.rcv_urgent.filter(|mark| !mark.passed) else {
+        let Some(mark) = self.occasional().rcv_urgent.filter(|mark| !mark.passed) else {
             return (0, want);
         };
         let read_seq = self.read_seq();
@@ -160,13 +165,16 @@ impl Connection {
     /// `passed`; gone once its byte was also read out of band.
     pub(super) fn urgent_after_read(&mut self) {
         let read_seq = self.read_seq();
-        if let Some(mark) = self.rcv_urgent.as_mut()
+        if let Some(mark) = self
+            .occasional
+            .as_deref_mut()
+            .and_then(|o| o.rcv_urgent.as_mut())
             && !mark.passed
             && mark.seq.lt(read_seq)
         {
             mark.passed = true;
             if mark.read {
-                self.rcv_urgent = None;
+                self.set_occasional(None, |o| &mut o.rcv_urgent);
             }
         }
     }
@@ -175,7 +183,7 @@ impl Connection {
     /// reads will skip does not count (Linux's tcp_poll `target++`).
     pub(super) fn readable_for_poll(&self) -> usize {
         let readable = self.recv_buf.readable();
-        match self.rcv_urgent {
+        match self.occasional().rcv_urgent {
             Some(mark)
                 if !mark.passed && mark.seq == self.read_seq() && !self.options.oob_inline =>
             {
@@ -187,7 +195,8 @@ impl Connection {
 
     /// The urgent byte waits for `recv(MSG_OOB)` (POLLPRI).
     pub(super) fn urgent_pending(&self) -> bool {
-        self.rcv_urgent
+        self.occasional()
+            .rcv_urgent
             .is_some_and(|mark| mark.byte.is_some() && !mark.read)
     }
 
@@ -197,7 +206,11 @@ impl Connection {
         if self.options.oob_inline {
             return Err(RecvError::NoUrgentData);
         }
-        let Some(mark) = self.rcv_urgent.as_mut() else {
+        let Some(mark) = self
+            .occasional
+            .as_deref_mut()
+            .and_then(|o| o.rcv_urgent.as_mut())
+        else {
             return Err(RecvError::NoUrgentData);
         };
         if mark.read {
@@ -207,7 +220,7 @@ impl Connection {
             if !peek {
                 mark.read = true;
                 if mark.passed {
-                    self.rcv_urgent = None;
+                    self.set_occasional(None, |o| &mut o.rcv_urgent);
                 }
             }
             return Ok(Some(byte));
@@ -220,7 +233,8 @@ impl Connection {
 
     /// SIOCATMARK: the next read starts at the urgent mark.
     pub fn at_mark(&self) -> bool {
-        self.rcv_urgent
+        self.occasional()
+            .rcv_urgent
             .is_some_and(|mark| !mark.passed && mark.seq == self.read_seq())
     }
 }
