@@ -348,17 +348,20 @@ impl Parked {
 ///
 /// Every connected socket has one, inline in the socket map (room for
 /// ~100,000 idle ones), so what most sockets never hold is in one box
-/// ([`EntryRare`]) and a Stream's parked read — every idle Stream has one —
-/// is kept in 16 bytes of the entry itself
-/// (`an_idle_sockets_entry_stays_small`).
+/// ([`EntryRare`]), the owner is an index into [`Owners`], and a Stream's
+/// parked read — every idle Stream has one — is kept in 16 bytes of the
+/// entry itself (`an_idle_sockets_entry_stays_small`).
 #[derive(Debug)]
 struct SocketEntry {
-    owner: SessionInfo,
+    /// The owning session, in [`Sockets::owners`].
+    owner: OwnerRef,
+    /// The stack's buffered bytes for it, as last reported (charged to
+    /// the owner; an fd link holds none of its own). A socket's buffers
+    /// are far below 4 GiB; a larger report would be charged as 4 GiB,
+    /// the same on the way in and out.
+    buffered: u32,
     /// Bytes handed out by non-peek reads (for close's unread check).
     read_total: u64,
-    /// The stack's buffered bytes for it, as last reported (charged to
-    /// the owner; an fd link holds none of its own).
-    buffered: usize,
     /// A Stream's parked read while it is the socket's oldest parked op:
     /// it is set only while `rare` holds no parked op, so the ops parked
     /// on a socket, in arrival order, are this one, then `rare`'s.
@@ -379,8 +382,79 @@ struct EntryRare {
     sharers: Vec<SessionInfo>,
 }
 
+/// A session that owns sockets, as its sockets' entries name it: an index
+/// into [`Owners`] (4 bytes instead of the session's 24 in every entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OwnerRef(u32);
+
+/// The sessions that own sockets, each held once, counted by the entries
+/// naming it (a socket may outlive its owner's session: an fd another
+/// process still holds).
+#[derive(Debug, Default)]
+struct Owners {
+    /// Each owner and how many sockets name it; a slot named by none is
+    /// free (in `free`).
+    slots: Vec<(SessionInfo, u32)>,
+    free: Vec<u32>,
+    by_id: HashMap<SessionId, OwnerRef>,
+}
+
+impl Owners {
+    /// `owner`'s reference, for one more socket.
+    fn hold(&mut self, owner: SessionInfo) -> OwnerRef {
+        if let Some(&r) = self.by_id.get(&owner.id) {
+            self.slots[r.0 as usize].1 += 1;
+            return r;
+        }
+        let r = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = (owner, 1);
+                OwnerRef(i)
+            }
+            None => {
+                // One slot per session owning sockets at once: far below
+                // 2^32 (each session is a connection to the daemon).
+                let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 owners");
+                self.slots.push((owner, 1));
+                OwnerRef(i)
+            }
+        };
+        self.by_id.insert(owner.id, r);
+        r
+    }
+
+    /// One socket naming `r` fewer.
+    fn release(&mut self, r: OwnerRef) {
+        let slot = &mut self.slots[r.0 as usize];
+        slot.1 -= 1;
+        if slot.1 == 0 {
+            self.by_id.remove(&slot.0.id);
+            self.free.push(r.0);
+        }
+    }
+
+    /// The reference of session `id`, if it owns sockets.
+    fn of(&self, id: SessionId) -> Option<OwnerRef> {
+        self.by_id.get(&id).copied()
+    }
+}
+
+impl std::ops::Index<OwnerRef> for Owners {
+    type Output = SessionInfo;
+
+    fn index(&self, r: OwnerRef) -> &SessionInfo {
+        &self.slots[r.0 as usize].0
+    }
+}
+
+/// What the session counts hold of a reported buffer size (see
+/// [`SocketEntry::buffered`]).
+fn buffered_u32(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 impl SocketEntry {
-    fn new(owner: SessionInfo) -> SocketEntry {
+    fn new(owner: OwnerRef) -> SocketEntry {
         SocketEntry {
             owner,
             read_total: 0,
@@ -527,6 +601,8 @@ pub struct Sockets {
     clock: Clock,
     quotas: Quotas,
     sockets: HashMap<SocketHandle, SocketEntry>,
+    /// The sessions named as owners by `sockets`' entries.
+    owners: Owners,
     /// Sessions whose connection is still open. A request that was already
     /// in flight when its session ended must not create sockets nobody owns.
     sessions: HashMap<SessionId, SessionUse>,
@@ -585,6 +661,7 @@ impl Sockets {
             clock,
             quotas,
             sockets: HashMap::new(),
+            owners: Owners::default(),
             sessions: HashMap::new(),
             uid_sockets: HashMap::new(),
             uid_refusals: 0,
@@ -796,10 +873,12 @@ impl Sockets {
             let Some(entry) = self.sockets.get_mut(&h) else {
                 continue;
             };
+            let bytes = buffered_u32(bytes);
             let before = std::mem::replace(&mut entry.buffered, bytes);
-            let owner = entry.owner.id;
+            let owner = self.owners[entry.owner].id;
             if let Some(usage) = self.sessions.get_mut(&owner) {
-                usage.stack_bytes = usage.stack_bytes.saturating_sub(before) + bytes;
+                usage.stack_bytes =
+                    usage.stack_bytes.saturating_sub(before as usize) + bytes as usize;
             }
             self.touch(owner);
         }
@@ -838,10 +917,11 @@ impl Sockets {
             self.refusals.count_limited(id, used, quota, level);
         }
         let now = self.now();
+        let owner = self.owners.of(id);
         let handles: Vec<SocketHandle> = self
             .sockets
             .iter()
-            .filter(|(_, e)| e.owner.id == id)
+            .filter(|(_, e)| Some(e.owner) == owner)
             .map(|(h, _)| *h)
             .collect();
         for h in handles {
@@ -908,10 +988,11 @@ impl Sockets {
         }
         // A shared socket of this session goes on with a co-owner: its
         // parked ops and quotas need a live session.
+        let owner = self.owners.of(id);
         let inherited: Vec<(SocketHandle, SessionInfo)> = self
             .sockets
             .iter()
-            .filter(|(_, e)| e.owner.id == id)
+            .filter(|(_, e)| Some(e.owner) == owner)
             .filter_map(|(h, e)| e.sharers().first().map(|s| (*h, *s)))
             .collect();
         for (h, heir) in inherited {
@@ -920,10 +1001,12 @@ impl Sockets {
         // A socket with a live fd lives as long as some process holds its
         // end (the kernel closed this process's copies if it died).
         let fds = &self.fds;
+        // (Inheriting sockets may have freed the session's reference.)
+        let owner = self.owners.of(id);
         let handles: Vec<SocketHandle> = self
             .sockets
             .iter()
-            .filter(|(h, e)| e.owner.id == id && e.sharers().is_empty() && !fds.is_live(**h))
+            .filter(|(h, e)| Some(e.owner) == owner && e.sharers().is_empty() && !fds.is_live(**h))
             .map(|(h, _)| *h)
             .collect();
         if !handles.is_empty() {
@@ -1364,7 +1447,7 @@ impl Sockets {
         let cookie = crate::fd_link::socket_cookie(fd).map_err(|_| not_ours())?;
         let h = self.fds.by_client_cookie(cookie).ok_or_else(not_ours)?;
         let owner_alive = match self.sockets.get(&h) {
-            Some(entry) => self.sessions.contains_key(&entry.owner.id),
+            Some(entry) => self.sessions.contains_key(&self.owners[entry.owner].id),
             None => return Err(Errno::bad_handle()),
         };
         if !owner_alive {
@@ -1373,7 +1456,7 @@ impl Sockets {
             // socket is the claimer's now.
             self.transfer_owner(h, session);
         } else if let Some(entry) = self.sockets.get_mut(&h)
-            && entry.owner.id != session.id
+            && self.owners[entry.owner].id != session.id
             && !entry.sharers().iter().any(|s| s.id == session.id)
         {
             entry.rare().sharers.push(session);
@@ -1390,11 +1473,14 @@ impl Sockets {
         let Some(entry) = self.sockets.get_mut(&h) else {
             return;
         };
-        let old = std::mem::replace(&mut entry.owner, heir);
+        let heir_ref = self.owners.hold(heir);
+        let old_ref = std::mem::replace(&mut entry.owner, heir_ref);
+        let old = self.owners[old_ref];
+        self.owners.release(old_ref);
         entry.retain_sharers(|s| s.id != heir.id);
         let parked = entry.parked().count();
         let parked_bytes: usize = entry.parked().map(ParkedRef::bytes).sum();
-        let buffered = entry.buffered;
+        let buffered = entry.buffered as usize;
         if old.id == heir.id {
             return;
         }
@@ -1433,7 +1519,7 @@ impl Sockets {
         let h = SocketHandle(handle);
         match self.sockets.get(&h) {
             Some(entry)
-                if entry.owner.id == session.id
+                if self.owners[entry.owner].id == session.id
                     || entry.sharers().iter().any(|s| s.id == session.id) =>
             {
                 Ok(h)
@@ -1462,7 +1548,8 @@ impl Sockets {
             usage.sockets += 1;
         }
         let h = self.stack.socket_of(family);
-        self.sockets.insert(h, SocketEntry::new(owner));
+        let owner_ref = self.owners.hold(owner);
+        self.sockets.insert(h, SocketEntry::new(owner_ref));
         self.apply_session_level(h, owner.id);
         Ok(h)
     }
@@ -1488,7 +1575,8 @@ impl Sockets {
             let _ = self.stack.close(now, h);
             return Err(e);
         }
-        self.sockets.insert(h, SocketEntry::new(owner));
+        let owner_ref = self.owners.hold(owner);
+        self.sockets.insert(h, SocketEntry::new(owner_ref));
         self.apply_session_level(h, owner.id);
         Ok(())
     }
@@ -1498,16 +1586,18 @@ impl Sockets {
         self.fds.remove(h);
         if let Some(entry) = self.sockets.remove(&h) {
             // Dropping the parked replies tells their callers (EBADF).
-            self.uncharge_uid_socket(&entry.owner);
-            if let Some(usage) = self.sessions.get_mut(&entry.owner.id) {
+            let owner = self.owners[entry.owner];
+            self.owners.release(entry.owner);
+            self.uncharge_uid_socket(&owner);
+            if let Some(usage) = self.sessions.get_mut(&owner.id) {
                 usage.sockets = usage.sockets.saturating_sub(1);
                 usage.parked = usage.parked.saturating_sub(entry.parked().count());
                 let bytes: usize = entry.parked().map(ParkedRef::bytes).sum();
                 usage.parked_bytes = usage.parked_bytes.saturating_sub(bytes);
                 // Its bytes become an orphan's (the stack's to bound).
-                usage.stack_bytes = usage.stack_bytes.saturating_sub(entry.buffered);
+                usage.stack_bytes = usage.stack_bytes.saturating_sub(entry.buffered as usize);
             }
-            self.touch(entry.owner.id);
+            self.touch(owner.id);
         }
         let now = self.now();
         if reset {
@@ -1604,7 +1694,7 @@ impl Sockets {
 
     /// Parks `op` on `h`, or answers it with the quota's errno.
     fn park(&mut self, h: SocketHandle, op: Parked) {
-        let Some(owner) = self.sockets.get(&h).map(|e| e.owner.id) else {
+        let Some(owner) = self.sockets.get(&h).map(|e| self.owners[e.owner].id) else {
             return; // Dropping the reply reports EBADF.
         };
         let creating = matches!(op, Parked::Connect { created: true, .. });
@@ -1656,10 +1746,9 @@ impl Sockets {
         let connecting = std::mem::take(&mut usage.connecting);
         let mut still = Vec::new();
         for h in connecting {
-            let gone = self
-                .sockets
-                .get(&h)
-                .is_some_and(|e| e.owner.id == session && e.parked().any(ParkedRef::caller_gone));
+            let gone = self.sockets.get(&h).is_some_and(|e| {
+                self.owners[e.owner].id == session && e.parked().any(ParkedRef::caller_gone)
+            });
             if gone {
                 self.retry_parked(h);
             }
@@ -1962,7 +2051,7 @@ impl Sockets {
         let Some(entry) = self.sockets.get_mut(&h) else {
             return;
         };
-        let owner = entry.owner.id;
+        let owner = self.owners[entry.owner].id;
         let first = entry.take_stream_read();
         let rest = match &mut entry.rare {
             Some(rare) => std::mem::take(&mut rare.parked),
@@ -2143,7 +2232,7 @@ impl Sockets {
                 let owner = info
                     .handle
                     .and_then(|h| self.sockets.get(&h))
-                    .map(|e| e.owner.creds);
+                    .map(|e| self.owners[e.owner].creds);
                 (info, owner)
             })
             .collect()
@@ -2322,7 +2411,7 @@ impl Sockets {
                         .unwrap_or(0);
                     let owner_uid = socket
                         .and_then(|h| self.sockets.get(&h))
-                        .map(|e| e.owner.creds.uid);
+                        .map(|e| self.owners[e.owner].creds.uid);
                     let _ = self.state_changes.send(StateChange {
                         timestamp_us,
                         local,
@@ -3190,7 +3279,10 @@ mod tests {
         shuttle(&mut a, &mut b);
         answer(&mut connect).expect("connected");
         let child = answer(&mut accept).expect("accepted by the worker");
-        assert_eq!(b.sockets[&SocketHandle(child.handle)].owner.id, worker.id);
+        assert_eq!(
+            b.owners[b.sockets[&SocketHandle(child.handle)].owner].id,
+            worker.id
+        );
         let mut attach = run(&mut b, worker, |reply| Op::FdAttach {
             handle: child.handle,
             reply,
@@ -3199,7 +3291,7 @@ mod tests {
         // The parent's session ends (the master exits): the listener
         // lives on, owned by the worker, whose quota now counts it.
         b.session_ended(parent.id);
-        assert_eq!(b.sockets[&SocketHandle(l)].owner.id, worker.id);
+        assert_eq!(b.owners[b.sockets[&SocketHandle(l)].owner].id, worker.id);
         assert_eq!(b.sessions[&worker.id].sockets, 2);
         let mut accept = run(&mut b, worker, |reply| Op::Accept {
             handle: l,
@@ -3215,7 +3307,7 @@ mod tests {
         let heir = session(&mut b, 3, 1000);
         let mut claim = run(&mut b, heir, |reply| Op::FdClaim { fd: end, reply });
         assert_eq!(answer(&mut claim), Ok(l));
-        assert_eq!(b.sockets[&SocketHandle(l)].owner.id, heir.id);
+        assert_eq!(b.owners[b.sockets[&SocketHandle(l)].owner].id, heir.id);
     }
 
     /// The heir rule never hands a socket to a session whose process does
@@ -3262,7 +3354,7 @@ mod tests {
             );
         }
         let entry = &b.sockets[&SocketHandle(h)];
-        assert_eq!(entry.owner.id, owner.id, "still the dead owner's");
+        assert_eq!(b.owners[entry.owner].id, owner.id, "still the dead owner's");
         assert!(entry.sharers().is_empty());
         assert_eq!(b.sessions[&thief.id].sockets, 0);
         assert_eq!(
@@ -3276,7 +3368,7 @@ mod tests {
         let copy = end.try_clone().expect("dup");
         let mut claim = run(&mut b, child, |reply| Op::FdClaim { fd: copy, reply });
         assert_eq!(answer(&mut claim), Ok(h));
-        assert_eq!(b.sockets[&SocketHandle(h)].owner.id, child.id);
+        assert_eq!(b.owners[b.sockets[&SocketHandle(h)].owner].id, child.id);
         assert_eq!(b.sessions[&child.id].sockets, 1);
         // Still nothing for the thief by handle.
         let mut attach = run(&mut b, thief, |reply| Op::FdAttach { handle: h, reply });
@@ -3285,7 +3377,7 @@ mod tests {
         // to use, as on Linux: its claim makes it a co-owner.
         let mut claim = run(&mut b, thief, |reply| Op::FdClaim { fd: end, reply });
         assert_eq!(answer(&mut claim), Ok(h));
-        assert_eq!(b.sockets[&SocketHandle(h)].owner.id, child.id);
+        assert_eq!(b.owners[b.sockets[&SocketHandle(h)].owner].id, child.id);
         assert!(
             b.sockets[&SocketHandle(h)]
                 .sharers()
@@ -3458,8 +3550,11 @@ mod tests {
         let queued = a.stack.socket_info(h).expect("info").recv_queue;
         assert!(queued > 0, "the stack holds what the pair refused");
         let entry = &a.sockets[&h];
-        assert!(entry.buffered >= queued, "the stack's bytes are charged");
-        assert_eq!(a.sessions[&client.id].stack_bytes, entry.buffered);
+        assert!(
+            entry.buffered as usize >= queued,
+            "the stack's bytes are charged"
+        );
+        assert_eq!(a.sessions[&client.id].stack_bytes, entry.buffered as usize);
         // The client reads everything: nothing lost, nothing reordered.
         let mut got = Vec::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -3681,9 +3776,50 @@ mod tests {
     #[test]
     fn an_idle_sockets_entry_stays_small() {
         // The socket map's slot: 96 bytes before the Stream's read moved
-        // into the entry and the rare parts into one box.
+        // into the entry, the rare parts into one box and the owner into
+        // `Owners`.
         let slot = std::mem::size_of::<(SocketHandle, SocketEntry)>();
-        assert!(slot <= 72, "a socket map slot takes {slot} bytes");
+        assert!(slot <= 48, "a socket map slot takes {slot} bytes");
+    }
+
+    /// Owners are held once per session, counted, and their slots reused
+    /// once no socket names them; sockets outliving their owner's session
+    /// keep naming it until a claim transfers them.
+    #[test]
+    fn owners_are_counted_and_their_slots_reused() {
+        let mut s = facade(A, 12, Quotas::default());
+        let alice = session(&mut s, 1, 1000);
+        let bob = session(&mut s, 2, 1001);
+        let (a1, a2, b1) = (
+            socket(&mut s, alice),
+            socket(&mut s, alice),
+            socket(&mut s, bob),
+        );
+        assert_eq!(s.owners.by_id.len(), 2);
+        let alice_ref = s.owners.of(alice.id).expect("alice owns sockets");
+        assert_eq!(s.owners[alice_ref], alice);
+        let owner = |s: &Sockets, h: u64| s.owners[s.sockets[&SocketHandle(h)].owner].id;
+        assert_eq!(
+            (owner(&s, a1), owner(&s, a2), owner(&s, b1)),
+            (alice.id, alice.id, bob.id)
+        );
+        for h in [a1, a2] {
+            let mut close = run(&mut s, alice, |reply| Op::Close {
+                handle: h,
+                abort: false,
+                consumed: None,
+                reply,
+            });
+            answer(&mut close).expect("close");
+        }
+        assert_eq!(s.owners.of(alice.id), None, "released with its last socket");
+        let carol = session(&mut s, 3, 1002);
+        let c1 = socket(&mut s, carol);
+        assert_eq!(s.owners.of(carol.id), Some(alice_ref), "the slot is reused");
+        assert_eq!((owner(&s, b1), owner(&s, c1)), (bob.id, carol.id));
+        s.session_ended(bob.id);
+        s.session_ended(carol.id);
+        assert!(s.owners.by_id.is_empty() && s.sockets.is_empty());
     }
 
     /// A Stream's read: parked in the socket's entry (no list, no box),
