@@ -524,15 +524,7 @@ fn raw_stream(
     use tower::ServiceExt as _;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let mut request = http::Request::new(tonic::body::Body::new(body));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = http::Uri::from_static("/tcpd.v2.SocketService/Stream");
-    let headers = request.headers_mut();
-    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
+    let request = tcpd_proto::stream_data::stream_request(tonic::body::Body::new(body));
     let channel = channel.clone();
     let task = tokio::spawn(async move {
         let response = channel

@@ -37,6 +37,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use prost::encoding::{decode_varint, encode_varint, encoded_len_varint};
 use std::marker::PhantomData;
+use tonic::codegen::http;
 
 /// The gRPC message prefix: compressed flag and big-endian length.
 pub const GRPC_PREFIX: usize = 5;
@@ -108,6 +109,26 @@ impl DataMessage for StreamRequest {
             frame: Some(stream_request::Frame::Data(payload)),
         }
     }
+}
+
+/// The HTTP path of the Stream RPC.
+pub const STREAM_PATH: &str = "/tcpd.v2.SocketService/Stream";
+
+/// A Stream RPC request carrying `body` (the up messages, already
+/// gRPC-framed) with the headers a gRPC client sends: for callers that
+/// drive the call below tonic's generated client.
+pub fn stream_request(body: tonic::body::Body) -> http::Request<tonic::body::Body> {
+    let mut request = http::Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static(STREAM_PATH);
+    *request.version_mut() = http::Version::HTTP_2;
+    let headers = request.headers_mut();
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    request
 }
 
 /// What a [`FrameDecoder`] yields.
@@ -490,25 +511,33 @@ mod tests {
         items
     }
 
-    /// Decodes `wire` fed in pieces cut at `cuts`.
-    fn decode_cut(wire: &[u8], cuts: &[usize]) -> Vec<Item> {
-        let mut decoder = DownDecoder::new();
-        let mut out = Vec::new();
+    /// Feeds `wire` to a decoder in pieces cut at `cuts`, handing every
+    /// part to `part` (data parts are never empty); the stream must end
+    /// between messages.
+    fn feed_cut<M: DataMessage>(wire: &[u8], cuts: &[usize], mut part: impl FnMut(Part<M>)) {
+        let mut decoder = FrameDecoder::<M>::new();
         let mut last = 0;
         for &cut in cuts.iter().chain(std::iter::once(&wire.len())) {
             decoder.feed(Bytes::copy_from_slice(&wire[last..cut]));
             last = cut;
-            while let Some(part) = decoder.next_part().expect("valid stream") {
-                match part {
-                    DownPart::Data(bytes) => {
-                        assert!(!bytes.is_empty(), "no empty data parts");
-                        push_data(&mut out, &bytes);
-                    }
-                    DownPart::Message(m) => out.extend(items(&[m])),
+            while let Some(p) = decoder.next_part().expect("valid stream") {
+                if let Part::Data(bytes) = &p {
+                    assert!(!bytes.is_empty(), "no empty data parts");
                 }
+                part(p);
             }
         }
         assert!(decoder.at_boundary(), "stream ends between messages");
+        assert_eq!(decoder.gathering(), None);
+    }
+
+    /// Decodes `wire` fed in pieces cut at `cuts`.
+    fn decode_cut(wire: &[u8], cuts: &[usize]) -> Vec<Item> {
+        let mut out = Vec::new();
+        feed_cut(wire, cuts, |part| match part {
+            DownPart::Data(bytes) => push_data(&mut out, &bytes),
+            DownPart::Message(m) => out.extend(items(&[m])),
+        });
         out
     }
 
@@ -667,24 +696,11 @@ mod tests {
     /// followed by a non-data one or another data message: joined runs
     /// compare by bytes).
     fn up_decode_cut(wire: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<StreamRequest>) {
-        let mut decoder = UpDecoder::new();
         let (mut data, mut others) = (Vec::new(), Vec::new());
-        let mut last = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&wire.len())) {
-            decoder.feed(Bytes::copy_from_slice(&wire[last..cut]));
-            last = cut;
-            while let Some(part) = decoder.next_part().expect("valid stream") {
-                match part {
-                    Part::Data(bytes) => {
-                        assert!(!bytes.is_empty(), "no empty data parts");
-                        data.extend_from_slice(&bytes);
-                    }
-                    Part::Message(m) => others.push(m),
-                }
-            }
-        }
-        assert!(decoder.at_boundary(), "stream ends between messages");
-        assert_eq!(decoder.gathering(), None);
+        feed_cut(wire, cuts, |part| match part {
+            Part::Data(bytes) => data.extend_from_slice(&bytes),
+            Part::Message(m) => others.push(m),
+        });
         (data, others)
     }
 

@@ -37,9 +37,6 @@ use crate::Client;
 /// tonic's codec (see the module docs).
 pub const CLIENT_DECODE_ENV: &str = "TCPD_CLIENT_DECODE";
 
-/// The path of the Stream RPC.
-const STREAM_PATH: &str = "/tcpd.v2.SocketService/Stream";
-
 /// Whether [`CLIENT_DECODE_ENV`] asks for tonic's decoder (read once).
 fn tonic_decode() -> bool {
     static TONIC: OnceLock<bool> = OnceLock::new();
@@ -75,16 +72,7 @@ pub(crate) async fn open(
     let mut codec =
         tcpd_proto::codec::LeanCodec::<v2::StreamRequest, v2::StreamResponse>::default();
     let body = EncodeBody::new_client(codec.encoder(), ReceiverStream::new(up).map(Ok), None, None);
-    let mut request = http::Request::new(tonic::body::Body::new(body));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = http::Uri::from_static(STREAM_PATH);
-    *request.version_mut() = http::Version::HTTP_2;
-    let headers = request.headers_mut();
-    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
+    let request = tcpd_proto::stream_data::stream_request(tonic::body::Body::new(body));
     let mut channel = client.channel();
     std::future::poll_fn(|cx| channel.poll_ready(cx))
         .await

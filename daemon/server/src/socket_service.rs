@@ -57,6 +57,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 use tcpd_proto::errno::{EINVAL, EIO};
 use tcpd_proto::stream_data;
+use tcpd_proto::stream_data::STREAM_PATH;
 use tcpd_proto::v2;
 use tcpd_proto::v2::socket_service_server::{SocketService as SocketApi, SocketServiceServer};
 use tcpd_proto::v2::{stream_open, stream_request, stream_response};
@@ -512,9 +513,6 @@ impl SocketService {
         ))
     }
 }
-
-/// The path of the Stream RPC.
-const STREAM_PATH: &str = "/tcpd.v2.SocketService/Stream";
 
 /// The environment variable that, set to `prost` in the daemon's
 /// environment, has Stream responses encoded by tonic's prost codec as
