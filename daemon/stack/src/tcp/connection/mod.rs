@@ -680,48 +680,34 @@ fn window_shift_for(buffer: usize) -> u8 {
     shift
 }
 
+/// Accessors of the TCB's 32-bit fields (see [`narrow`]) as the `usize`s
+/// the code computes with.
+macro_rules! widened {
+    ($($field:ident),*) => {
+        impl Connection {
+            $(
+                fn $field(&self) -> usize {
+                    self.$field as usize
+                }
+            )*
+        }
+    };
+}
+
+widened!(
+    snd_wnd,
+    max_snd_wnd,
+    adv_mss,
+    path_mss,
+    send_mss,
+    rcv_mss,
+    bytes_since_ack,
+    reno_dup_bytes,
+    rcvq_space,
+    max_flight
+);
+
 impl Connection {
-    // The 32-bit fields (see [`narrow`]) as the `usize`s the code computes with.
-    fn snd_wnd(&self) -> usize {
-        self.snd_wnd as usize
-    }
-
-    fn max_snd_wnd(&self) -> usize {
-        self.max_snd_wnd as usize
-    }
-
-    fn adv_mss(&self) -> usize {
-        self.adv_mss as usize
-    }
-
-    fn path_mss(&self) -> usize {
-        self.path_mss as usize
-    }
-
-    fn send_mss(&self) -> usize {
-        self.send_mss as usize
-    }
-
-    fn rcv_mss(&self) -> usize {
-        self.rcv_mss as usize
-    }
-
-    fn bytes_since_ack(&self) -> usize {
-        self.bytes_since_ack as usize
-    }
-
-    fn reno_dup_bytes(&self) -> usize {
-        self.reno_dup_bytes as usize
-    }
-
-    fn rcvq_space(&self) -> usize {
-        self.rcvq_space as usize
-    }
-
-    fn max_flight(&self) -> usize {
-        self.max_flight as usize
-    }
-
     /// The occasional features' state (see [`Occasional`]).
     fn occasional(&self) -> &Occasional {
         self.occasional.as_deref().unwrap_or(&IDLE_OCCASIONAL)
