@@ -224,9 +224,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn work_within_the_full_window_restores_it() {
         for recover in [true, false] {
-            // 80 ms: 5 ms at 1/16, so a gap of 25 ms is within the full
-            // window but past the shortened one, even on a loaded machine.
-            let poll = BusyPoll::with_recovery(80_000, recover).expect("on");
+            // 240 ms: 15 ms at 1/16, so a gap of 75 ms is within the full
+            // window but past the shortened one, even on a loaded machine
+            // that wakes the test's sleep 165 ms late.
+            let poll = BusyPoll::with_recovery(240_000, recover).expect("on");
             let spinner = tokio::spawn(poll.clone().run());
             let useless_spin = || async {
                 let before = poll.spins().1;
@@ -238,13 +239,13 @@ mod tests {
             for _ in 0..=MIN_WINDOW_SHIFT {
                 useless_spin().await;
                 // Later than the full window: nothing a spin could catch.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
             useless_spin().await;
-            assert_eq!(poll.last_window_us.load(Relaxed), 5_000, "1/16");
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            assert_eq!(poll.last_window_us.load(Relaxed), 15_000, "1/16");
+            tokio::time::sleep(Duration::from_millis(75)).await;
             useless_spin().await;
-            let expect = if recover { 80_000 } else { 5_000 };
+            let expect = if recover { 240_000 } else { 15_000 };
             assert_eq!(
                 poll.last_window_us.load(Relaxed),
                 expect,
