@@ -572,6 +572,18 @@ pub fn crossing_kernel_side(
     len: usize,
     seed: u64,
 ) -> std::thread::JoinHandle<Vec<u8>> {
+    crossing_kernel_side_reading_every(listener, len, seed, Duration::ZERO)
+}
+
+/// [`crossing_kernel_side`] with a reader that pauses `pause` after each
+/// read of at most 16 KiB (zero: reads at full speed): a slowly reading
+/// peer.
+pub fn crossing_kernel_side_reading_every(
+    listener: std::net::TcpListener,
+    len: usize,
+    seed: u64,
+    pause: Duration,
+) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         use std::io::{Read, Write};
         let (mut s, _) = listener.accept().expect("accept");
@@ -583,7 +595,18 @@ pub fn crossing_kernel_side(
             w.shutdown(std::net::Shutdown::Write).expect("kernel FIN");
         });
         let mut got = Vec::new();
-        s.read_to_end(&mut got).expect("kernel read");
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("kernel read: {e}"),
+            }
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
         writer.join().expect("kernel writer");
         got
     })

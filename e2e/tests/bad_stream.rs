@@ -25,6 +25,16 @@ fn frame(frame: stream_request::Frame) -> v2::StreamRequest {
     v2::StreamRequest { frame: Some(frame) }
 }
 
+/// The first frame of a Stream that connects to the kernel's `port`.
+fn open_connect(port: u16) -> v2::StreamRequest {
+    frame(stream_request::Frame::Open(v2::StreamOpen {
+        how: Some(stream_open::How::Connect(v2::StreamConnect {
+            remote: Some(SocketAddrV4::new(HOST_ADDR, port).into()),
+            ..Default::default()
+        })),
+    }))
+}
+
 /// Runs a Stream RPC over `frames`; the daemon's frames and final status.
 async fn run_stream(
     rpc: &mut SocketServiceClient<Channel>,
@@ -132,13 +142,7 @@ fn the_count_of_queued_bytes_goes_before_eof() {
             .expect("session");
         let mut rpc = SocketServiceClient::new(channel);
         let (up, rx) = tokio::sync::mpsc::unbounded_channel();
-        up.send(frame(stream_request::Frame::Open(v2::StreamOpen {
-            how: Some(stream_open::How::Connect(v2::StreamConnect {
-                remote: Some(SocketAddrV4::new(HOST_ADDR, 7505).into()),
-                ..Default::default()
-            })),
-        })))
-        .expect("open");
+        up.send(open_connect(7505)).expect("open");
         up.send(frame(stream_request::Frame::Data(Bytes::from_static(
             b"hello",
         ))))
@@ -239,14 +243,7 @@ fn out_of_order_frames_and_data_after_close_are_clear_errors() {
         let (_, end) =
             run_stream(&mut rpc, vec![frame(stream_request::Frame::Open(open_v6))]).await;
         assert_eq!(errno_of(&end.expect_err("IPv6")), errno::EAFNOSUPPORT);
-        let open = || {
-            frame(stream_request::Frame::Open(v2::StreamOpen {
-                how: Some(stream_open::How::Connect(v2::StreamConnect {
-                    remote: Some(SocketAddrV4::new(HOST_ADDR, 7501).into()),
-                    ..Default::default()
-                })),
-            }))
-        };
+        let open = || open_connect(7501);
         // A second open on an open stream: EINVAL, and the socket is closed.
         let (got, end) = run_stream(&mut rpc, vec![open(), open()]).await;
         assert!(
@@ -353,12 +350,7 @@ fn pipelined_stream_opens_hit_the_quota_and_leak_nothing() {
         let opens = (0..OPENS).map(|_| {
             let mut rpc = rpc.clone();
             async move {
-                let open = frame(stream_request::Frame::Open(v2::StreamOpen {
-                    how: Some(stream_open::How::Connect(v2::StreamConnect {
-                        remote: Some(SocketAddrV4::new(HOST_ADDR, 7503).into()),
-                        ..Default::default()
-                    })),
-                }));
+                let open = open_connect(7503);
                 // The up half stays open: an opened socket lives on.
                 let up = tokio_stream::iter([open]).chain(tokio_stream::pending());
                 let mut down = match rpc.stream(up).await {
@@ -430,12 +422,7 @@ fn an_ended_sessions_streams_all_close_in_one_sweep() {
         let mut held = Vec::new();
         for i in 0..STREAMS {
             let (up, rx) = tokio::sync::mpsc::unbounded_channel();
-            let open = frame(stream_request::Frame::Open(v2::StreamOpen {
-                how: Some(stream_open::How::Connect(v2::StreamConnect {
-                    remote: Some(SocketAddrV4::new(HOST_ADDR, 7502).into()),
-                    ..Default::default()
-                })),
-            }));
+            let open = open_connect(7502);
             up.send(open).expect("open");
             up.send(frame(stream_request::Frame::Data(Bytes::from(format!(
                 "stream {i}"
@@ -588,12 +575,7 @@ fn malformed_stream_requests_end_with_clear_errors() {
                 .await
                 .expect("admin session"),
         );
-        let open = grpc_message(&frame(stream_request::Frame::Open(v2::StreamOpen {
-            how: Some(stream_open::How::Connect(v2::StreamConnect {
-                remote: Some(SocketAddrV4::new(HOST_ADDR, 7504).into()),
-                ..Default::default()
-            })),
-        })));
+        let open = grpc_message(&open_connect(7504));
         let over = (4u32 << 20) + 1;
         let cases: Vec<(&str, Vec<u8>, bool, i32)> = vec![
             (

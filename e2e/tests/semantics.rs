@@ -398,19 +398,26 @@ fn flush_completes_while_received_data_waits_unread() {
 /// Bytes each side sends in the crossing-writes tests.
 const CROSSING_LEN: usize = 16 << 20;
 
-/// The program both ways: writes `CROSSING_LEN` bytes (seed 32) and its FIN
-/// while reading nothing — whatever the peer sends meanwhile waits unread —
-/// then reads to EOF. Each step under a time limit, named when it fails.
-async fn write_everything_then_read<S>(mut s: S) -> Vec<u8>
+/// The program both ways: writes `len` bytes (seed 32), then (with
+/// `flush`) flushes, then its FIN, while reading nothing — whatever the
+/// peer sends meanwhile waits unread — then reads to EOF. Each step under
+/// a time limit, named when it fails.
+async fn write_everything_then_read<S>(mut s: S, len: usize, flush: bool) -> Vec<u8>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let limit = Duration::from_secs(90);
-    let out = tcpd_e2e::payload(CROSSING_LEN, 32);
+    let out = tcpd_e2e::payload(len, 32);
     tokio::time::timeout(limit, s.write_all(&out))
         .await
         .expect("the write stalled while received data waited unread")
         .expect("write");
+    if flush {
+        tokio::time::timeout(limit, s.flush())
+            .await
+            .expect("the flush stalled while received data waited unread")
+            .expect("flush");
+    }
     tokio::time::timeout(limit, s.shutdown())
         .await
         .expect("shutdown stalled while received data waited unread")
@@ -423,15 +430,17 @@ where
     back
 }
 
-fn assert_crossed(what: &str, program_read: &[u8], kernel_read: &[u8]) {
+/// The program read the kernel's `CROSSING_LEN` bytes (seed 31) and the
+/// kernel the program's `program_len` (seed 32), byte for byte.
+fn assert_crossed(what: &str, program_len: usize, program_read: &[u8], kernel_read: &[u8]) {
     assert!(
         program_read == tcpd_e2e::payload(CROSSING_LEN, 31),
         "{what}: the program read {} bytes, not the kernel's {CROSSING_LEN}",
         program_read.len()
     );
     assert!(
-        kernel_read == tcpd_e2e::payload(CROSSING_LEN, 32),
-        "{what}: the kernel read {} bytes, not the program's {CROSSING_LEN}",
+        kernel_read == tcpd_e2e::payload(program_len, 32),
+        "{what}: the kernel read {} bytes, not the program's {program_len}",
         kernel_read.len()
     );
 }
@@ -458,9 +467,15 @@ fn writes_go_on_while_received_data_waits_unread() {
         .within(move || TcpStream::connect(addr).expect("kernel connect"));
     let read = rt.block_on(async {
         client.set_nonblocking(true).expect("nonblocking");
-        write_everything_then_read(tokio::net::TcpStream::from_std(client).expect("tokio")).await
+        let client = tokio::net::TcpStream::from_std(client).expect("tokio");
+        write_everything_then_read(client, CROSSING_LEN, false).await
     });
-    assert_crossed("kernel sockets", &read, &kernel.join().expect("kernel"));
+    assert_crossed(
+        "kernel sockets",
+        CROSSING_LEN,
+        &read,
+        &kernel.join().expect("kernel"),
+    );
 
     // tcpd-client, async.
     let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
@@ -469,9 +484,15 @@ fn writes_go_on_while_received_data_waits_unread() {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("session");
-        write_everything_then_read(client.tcp_connect(addr).await.expect("connect")).await
+        let stream = client.tcp_connect(addr).await.expect("connect");
+        write_everything_then_read(stream, CROSSING_LEN, false).await
     });
-    assert_crossed("tcpd-client", &read, &kernel.join().expect("kernel"));
+    assert_crossed(
+        "tcpd-client",
+        CROSSING_LEN,
+        &read,
+        &kernel.join().expect("kernel"),
+    );
 
     // tcpd-client, blocking (std::net's API) on threads of its own.
     let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
@@ -493,74 +514,18 @@ fn writes_go_on_while_received_data_waits_unread() {
         .expect("the blocking program stalled while received data waited unread");
     assert_crossed(
         "blocking tcpd-client",
+        CROSSING_LEN,
         &read,
         &kernel.join().expect("kernel"),
     );
 }
 
 /// How much the program writes to the slowly reading peer of
-/// [`a_flush_completes_while_a_slow_reader_sends_more_than_is_read`].
+/// [`a_flush_completes_while_a_slow_reader_sends_more_than_is_read`],
+/// which reads 16 KiB per [`SLOW_READER_PAUSE`] (~4 MB/s): the program's
+/// last writes reach it long after the program's unread data has piled up.
 const SLOW_READER_LEN: usize = 4 << 20;
-
-/// The kernel's side for [`a_flush_completes_while_a_slow_reader_sends_more_than_is_read`]:
-/// sends `CROSSING_LEN` bytes (seed 31) at full speed and its FIN, while
-/// it reads slowly (16 KiB per 4 ms, ~4 MB/s): the program's last writes
-/// reach it long after the program's unread data has piled up.
-fn slow_reading_kernel_side(listener: TcpListener) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        s.set_read_timeout(Some(Duration::from_secs(120)))
-            .expect("timeout");
-        let mut w = s.try_clone().expect("clone");
-        let writer = std::thread::spawn(move || {
-            // The program may stop reading for good (its flush failing):
-            // a write error then is the test's failure, reported there.
-            let _ = w.write_all(&tcpd_e2e::payload(CROSSING_LEN, 31));
-            let _ = w.shutdown(std::net::Shutdown::Write);
-        });
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => panic!("kernel read: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(4));
-        }
-        writer.join().expect("kernel writer");
-        got
-    })
-}
-
-/// The program of [`a_flush_completes_while_a_slow_reader_sends_more_than_is_read`]:
-/// writes [`SLOW_READER_LEN`] bytes (seed 32), flushes, shuts down, then
-/// reads to the end.
-async fn write_flush_shutdown_then_read<S>(mut s: S) -> Vec<u8>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let limit = Duration::from_secs(60);
-    let out = tcpd_e2e::payload(SLOW_READER_LEN, 32);
-    tokio::time::timeout(limit, s.write_all(&out))
-        .await
-        .expect("write in time")
-        .expect("write");
-    tokio::time::timeout(limit, s.flush())
-        .await
-        .expect("the flush waited for the program to read")
-        .expect("flush");
-    tokio::time::timeout(limit, s.shutdown())
-        .await
-        .expect("the shutdown waited for the program to read")
-        .expect("shutdown");
-    let mut back = Vec::new();
-    tokio::time::timeout(limit * 2, s.read_to_end(&mut back))
-        .await
-        .expect("read to EOF in time")
-        .expect("read");
-    back
-}
+const SLOW_READER_PAUSE: Duration = Duration::from_millis(4);
 
 /// A program that writes, then flushes and shuts down before it reads,
 /// to a peer that reads slowly and meanwhile sends much more than the
@@ -575,40 +540,33 @@ fn a_flush_completes_while_a_slow_reader_sends_more_than_is_read() {
         return;
     };
     let rt = runtime();
-    let check = |what: &str, read: Vec<u8>, kernel: Vec<u8>| {
-        assert!(
-            read == tcpd_e2e::payload(CROSSING_LEN, 31),
-            "{what}: the program read {} bytes, not the kernel's {CROSSING_LEN}",
-            read.len()
-        );
-        assert!(
-            kernel == tcpd_e2e::payload(SLOW_READER_LEN, 32),
-            "{what}: the kernel read {} bytes, not the program's {SLOW_READER_LEN}",
-            kernel.len()
-        );
-    };
     // Kernel sockets both ends (inside the namespace).
     let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
-    let kernel = slow_reading_kernel_side(listener);
+    let kernel =
+        tcpd_e2e::crossing_kernel_side_reading_every(listener, CROSSING_LEN, 31, SLOW_READER_PAUSE);
     let client = env
         .ns
         .within(move || TcpStream::connect(addr).expect("kernel connect"));
     let read = rt.block_on(async {
         client.set_nonblocking(true).expect("nonblocking");
-        write_flush_shutdown_then_read(tokio::net::TcpStream::from_std(client).expect("tokio"))
-            .await
+        let client = tokio::net::TcpStream::from_std(client).expect("tokio");
+        write_everything_then_read(client, SLOW_READER_LEN, true).await
     });
-    check("kernel sockets", read, kernel.join().expect("kernel"));
+    let kernel = kernel.join().expect("kernel");
+    assert_crossed("kernel sockets", SLOW_READER_LEN, &read, &kernel);
     // tcpd-client.
     let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
-    let kernel = slow_reading_kernel_side(listener);
+    let kernel =
+        tcpd_e2e::crossing_kernel_side_reading_every(listener, CROSSING_LEN, 31, SLOW_READER_PAUSE);
     let read = rt.block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("session");
-        write_flush_shutdown_then_read(client.tcp_connect(addr).await.expect("connect")).await
+        let stream = client.tcp_connect(addr).await.expect("connect");
+        write_everything_then_read(stream, SLOW_READER_LEN, true).await
     });
-    check("tcpd-client", read, kernel.join().expect("kernel"));
+    let kernel = kernel.join().expect("kernel");
+    assert_crossed("tcpd-client", SLOW_READER_LEN, &read, &kernel);
 }
 
 /// What a program sees, in order, on a connection whose peer resets it

@@ -266,6 +266,24 @@ mod tests {
         Duration::ZERO
     }
 
+    /// How many times the spin polls a wait that is never woken, under
+    /// `policy`, each round giving the CPU away by `give_cpu_away`; waits
+    /// the window and 50 ms more.
+    async fn polls_of_a_wait_never_woken(policy: Policy, give_cpu_away: fn() -> Duration) -> u32 {
+        let polls = std::cell::Cell::new(0u32);
+        let never = std::future::poll_fn(|_| {
+            polls.set(polls.get() + 1);
+            Poll::<()>::Pending
+        });
+        let pending = gives_up_after(
+            policy.window + Duration::from_millis(50),
+            spin_giving_cpu_by(policy, never, give_cpu_away),
+        )
+        .await;
+        assert!(pending, "never completes");
+        polls.get()
+    }
+
     // Whether a real `sched_yield` runs one of the other threads is the
     // host scheduler's choice (CFS and EEVDF treat it as a hint, and a CI
     // container's CPU share changes it), so these tests give the CPU away
@@ -273,11 +291,6 @@ mod tests {
     // rule is in e2e/BENCHMARKS.md ("Round 7").
     #[tokio::test(flavor = "current_thread")]
     async fn a_wait_whose_yield_ran_another_task_stops_spinning() {
-        let polls = std::cell::Cell::new(0u32);
-        let never = std::future::poll_fn(|_| {
-            polls.set(polls.get() + 1);
-            Poll::<()>::Pending
-        });
         let contended = Policy {
             window: Duration::from_millis(200),
             stop_contended: true,
@@ -285,59 +298,33 @@ mod tests {
         // A window of 200 ms would see hundreds of polls; the first yield
         // that ran another task ends the spin, and the future is polled
         // again only when woken (never, here).
-        let pending = gives_up_after(
-            Duration::from_millis(250),
-            spin_giving_cpu_by(contended, never, yield_that_ran_another_task),
-        )
-        .await;
-        assert!(pending, "never completes");
-        assert_eq!(polls.get(), 1, "polled again after a contended yield");
+        let polls = polls_of_a_wait_never_woken(contended, yield_that_ran_another_task).await;
+        assert_eq!(polls, 1, "polled again after a contended yield");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn with_the_rule_off_a_contended_wait_spins_its_window() {
-        let polls = std::cell::Cell::new(0u32);
-        let never = std::future::poll_fn(|_| {
-            polls.set(polls.get() + 1);
-            Poll::<()>::Pending
-        });
         let keep_spinning = Policy {
             window: Duration::from_millis(20),
             stop_contended: false,
         };
-        let pending = gives_up_after(
-            Duration::from_millis(60),
-            spin_giving_cpu_by(keep_spinning, never, yield_that_ran_another_task),
-        )
-        .await;
-        assert!(pending, "never completes");
+        let polls = polls_of_a_wait_never_woken(keep_spinning, yield_that_ran_another_task).await;
         // Polled again without a wake (the rule would have stopped it after
         // the first poll; how many more the window holds depends on the
         // machine's load).
-        assert!(polls.get() >= 2, "polled {} times", polls.get());
+        assert!(polls >= 2, "polled {polls} times");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn uncontended_yields_keep_the_wait_spinning() {
-        let polls = std::cell::Cell::new(0u32);
-        let never = std::future::poll_fn(|_| {
-            polls.set(polls.get() + 1);
-            Poll::<()>::Pending
-        });
         let contended_rule_on = Policy {
             window: Duration::from_millis(5),
             stop_contended: true,
         };
-        assert!(
-            gives_up_after(
-                Duration::from_millis(60),
-                spin_giving_cpu_by(contended_rule_on, never, yield_that_ran_nothing),
-            )
-            .await
-        );
+        let polls = polls_of_a_wait_never_woken(contended_rule_on, yield_that_ran_nothing).await;
         // Polled again without a wake: still spinning after the yields
         // (a contended one would have ended it at the first poll).
-        assert!(polls.get() >= 2, "polled {} times", polls.get());
+        assert!(polls >= 2, "polled {polls} times");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -52,23 +52,40 @@ pub struct Http2Settings {
     pub keepalive_timeout: Duration,
 }
 
-/// Serves `routes` (and Streams on `stream`, if given) on each connection
-/// of `incoming` until it ends; each connection runs in a task of its own.
-pub async fn serve<S>(
-    incoming: impl Stream<Item = io::Result<SessionStream>>,
-    routes: S,
-    stream: Option<StreamRoute>,
-    settings: Http2Settings,
-) where
+/// What [`serve`] routes the unary calls to: tonic's routes (or any
+/// service of their shape) that can be cloned into each connection's task.
+pub trait Routes:
+    Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Routes for S where
     S: Service<
             http::Request<tonic::body::Body>,
             Response = http::Response<tonic::body::Body>,
             Error = Infallible,
+            Future: Send + 'static,
         > + Clone
         + Send
-        + 'static,
-    S::Future: Send + 'static,
+        + 'static
 {
+}
+
+/// Serves `routes` (and Streams on `stream`, if given) on each connection
+/// of `incoming` until it ends; each connection runs in a task of its own.
+pub async fn serve<S: Routes>(
+    incoming: impl Stream<Item = io::Result<SessionStream>>,
+    routes: S,
+    stream: Option<StreamRoute>,
+    settings: Http2Settings,
+) {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -158,17 +175,7 @@ impl http_body::Body for ApiBody {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S> hyper::service::Service<http::Request<Incoming>> for SessionRoutes<S>
-where
-    S: Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: Routes> hyper::service::Service<http::Request<Incoming>> for SessionRoutes<S> {
     type Response = http::Response<ApiBody>;
     type Error = Infallible;
     /// Boxed: see the module docs.
