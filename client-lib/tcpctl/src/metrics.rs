@@ -39,6 +39,9 @@ fn help(name: &str) -> String {
         "passive_opens" => "connections opened by a listener (SYN-RECEIVED)",
         "failed_opens" => "opens that failed before ESTABLISHED",
         "capture_dropped" => "packets dropped from captures whose reader was too slow",
+        "busy_poll_spins_useful" => "busy-poll spins (--busy-poll-us) that found work",
+        "busy_poll_spins_useless" => "busy-poll spins that found no work",
+        "busy_poll_spin_us" => "wall time of the ended busy-poll spins, in microseconds",
         _ => "",
     };
     if known.is_empty() {

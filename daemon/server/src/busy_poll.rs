@@ -49,6 +49,14 @@ use tokio::sync::Notify;
 /// "Busy-polling" for the measurements that chose it.
 pub const DEFAULT_BUSY_POLL_US: u64 = 50;
 
+/// The admin Stats names of [`BusyPoll::counters`]: spins that found work,
+/// spins that found none, and the wall time of both in µs.
+pub const COUNTER_NAMES: [&str; 3] = [
+    "busy_poll_spins_useful",
+    "busy_poll_spins_useless",
+    "busy_poll_spin_us",
+];
+
 /// Spins are at least this fraction of the window (as a shift: 1/16).
 const MIN_WINDOW_SHIFT: u32 = 4;
 
@@ -61,9 +69,11 @@ pub struct BusyPoll {
     /// A spin is running (or has been asked for): no need to notify.
     spinning: AtomicBool,
     wake: Notify,
-    /// Counters for tests and tuning: spins that found work, that did not.
+    /// Counters for tuning (the admin Stats' `busy_poll_*`): spins that
+    /// found work, spins that did not, and the wall time of both, in µs.
     useful: AtomicU64,
     useless: AtomicU64,
+    spun_us: AtomicU64,
     /// Restore the full window for work within it of the last turn (see
     /// the module docs); `TCPD_BUSY_POLL_RECOVER=0` turns that rule off, an
     /// A/B switch for benchmarks.
@@ -90,6 +100,7 @@ impl BusyPoll {
                 wake: Notify::new(),
                 useful: AtomicU64::new(0),
                 useless: AtomicU64::new(0),
+                spun_us: AtomicU64::new(0),
                 recover,
                 #[cfg(test)]
                 last_window_us: AtomicU64::new(0),
@@ -112,6 +123,20 @@ impl BusyPoll {
         (self.useful.load(Relaxed), self.useless.load(Relaxed))
     }
 
+    /// The counters of the spins that have ended, named by
+    /// [`COUNTER_NAMES`]: a spin is counted when it ends, so one running now
+    /// is not. Every spin lasts at least its window (1/16 of
+    /// `--busy-poll-us` at the shortest), which makes `busy_poll_spin_us` a
+    /// wall-clock measure of the spinning that no load on the machine can
+    /// shorten.
+    pub fn counters(&self) -> [u64; 3] {
+        [
+            self.useful.load(Relaxed),
+            self.useless.load(Relaxed),
+            self.spun_us.load(Relaxed),
+        ]
+    }
+
     /// The spin task: sleeps until work is noted, spins, and again. Spawn it
     /// on the runtime whose sleeping it should prevent (the driver's).
     pub async fn run(self: Arc<BusyPoll>) {
@@ -129,7 +154,10 @@ impl BusyPoll {
             #[cfg(test)]
             self.last_window_us
                 .store(window.as_micros() as u64, Relaxed);
+            let started = Instant::now();
             let (found, last) = self.spin(window).await;
+            self.spun_us
+                .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
             last_turn = Some(last);
             if found {
                 self.useful.fetch_add(1, Relaxed);
@@ -214,6 +242,10 @@ mod tests {
         }
         assert_eq!(poll.spins(), (1, 1));
         assert!(!poll.spinning.load(Relaxed));
+        // Each spin lasted at least its window (100 ms: the second came
+        // within the full window of the first, so it was not shortened).
+        let [_, _, spun] = poll.counters();
+        assert!(spun >= 200_000, "spun {spun} µs in two 100 ms spins");
         spinner.abort();
     }
 
@@ -224,10 +256,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn work_within_the_full_window_restores_it() {
         for recover in [true, false] {
-            // 240 ms: 15 ms at 1/16, so a gap of 75 ms is within the full
+            // 480 ms: 30 ms at 1/16, so a gap of 75 ms is within the full
             // window but past the shortened one, even on a loaded machine
-            // that wakes the test's sleep 165 ms late.
-            let poll = BusyPoll::with_recovery(240_000, recover).expect("on");
+            // that wakes the test's sleep 375 ms late (a CI container
+            // throttled by its CPU quota waits out a 100 ms period).
+            let poll = BusyPoll::with_recovery(480_000, recover).expect("on");
             let spinner = tokio::spawn(poll.clone().run());
             let useless_spin = || async {
                 let before = poll.spins().1;
@@ -239,13 +272,13 @@ mod tests {
             for _ in 0..=MIN_WINDOW_SHIFT {
                 useless_spin().await;
                 // Later than the full window: nothing a spin could catch.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             useless_spin().await;
-            assert_eq!(poll.last_window_us.load(Relaxed), 15_000, "1/16");
+            assert_eq!(poll.last_window_us.load(Relaxed), 30_000, "1/16");
             tokio::time::sleep(Duration::from_millis(75)).await;
             useless_spin().await;
-            let expect = if recover { 240_000 } else { 15_000 };
+            let expect = if recover { 480_000 } else { 30_000 };
             assert_eq!(
                 poll.last_window_us.load(Relaxed),
                 expect,

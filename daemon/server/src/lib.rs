@@ -253,7 +253,11 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
         drivers.push((driver, busy_poll));
         handles.push(handle);
     }
-    let shards = shards::Shards::new(handles);
+    let busy_polls = drivers
+        .iter()
+        .filter_map(|(_, poll)| poll.clone())
+        .collect();
+    let shards = shards::Shards::new(handles).with_busy_polls(busy_polls);
 
     // One thread by default: the driver is a task on the API server's
     // current-thread runtime, so an op and its reply never cross threads

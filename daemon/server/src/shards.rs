@@ -34,6 +34,7 @@
 //! merging). Quotas are per shard: a session may hold up to N times its
 //! per-session limits across N shards.
 
+use crate::busy_poll::{self, BusyPoll};
 use crate::errno::Errno;
 use crate::ops::{Connected, DriverHandle, Op, OpCall, Reply, SocketSetup, StatsSnapshot};
 use crate::session::{SessionEvents, SessionId, SessionInfo};
@@ -147,6 +148,9 @@ pub struct Shards {
     drivers: Arc<[Arc<DriverHandle>]>,
     next: Arc<AtomicUsize>,
     listeners: Arc<ListenerGroups>,
+    /// The shards' busy-pollers, for their counters in Stats (none when
+    /// `--busy-poll-us 0`).
+    busy_polls: Arc<[Arc<BusyPoll>]>,
 }
 
 impl Shards {
@@ -161,6 +165,15 @@ impl Shards {
             drivers: drivers.into_iter().map(Arc::new).collect(),
             next: Arc::default(),
             listeners: Arc::default(),
+            busy_polls: Arc::new([]),
+        }
+    }
+
+    /// These shards, whose drivers' turns `busy_polls` follow.
+    pub fn with_busy_polls(self, busy_polls: Vec<Arc<BusyPoll>>) -> Shards {
+        Shards {
+            busy_polls: busy_polls.into(),
+            ..self
         }
     }
 
@@ -524,7 +537,9 @@ impl Shards {
     }
 
     /// Every shard's counters and per-state counts, summed by name (the
-    /// session count, which every shard keeps whole, is not summed).
+    /// session count, which every shard keeps whole, is not summed), and
+    /// the busy-pollers' counters, read outside the drivers' turns (so the
+    /// spin this call's own turn starts is not in them).
     pub async fn stats(&self, session: SessionInfo) -> Result<StatsSnapshot, Errno> {
         let mut merged: Option<StatsSnapshot> = None;
         for shard in self.drivers.iter() {
@@ -538,7 +553,16 @@ impl Shards {
                 }
             });
         }
-        Ok(merged.expect("at least one shard"))
+        let mut merged = merged.expect("at least one shard");
+        let mut busy_poll = [0; busy_poll::COUNTER_NAMES.len()];
+        for one in self.busy_polls.iter() {
+            for (sum, n) in busy_poll.iter_mut().zip(one.counters()) {
+                *sum += n;
+            }
+        }
+        let names = busy_poll::COUNTER_NAMES.iter().map(|name| name.to_string());
+        merged.counters.extend(names.zip(busy_poll));
+        Ok(merged)
     }
 
     /// Whether session `id` owns a socket in some shard (true if a shard
