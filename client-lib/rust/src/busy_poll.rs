@@ -125,8 +125,24 @@ pub(crate) fn policy_for(home: &Home) -> Policy {
 /// Awaits `future`, busy-polling for at most the policy's window while it
 /// is pending (see the module docs); a zero window awaits it plainly.
 pub(crate) async fn spin<F: Future>(policy: Policy, future: F) -> F::Output {
-    spin_giving_cpu_by(policy, future, sched_yield).await
+    spin_on(HOST, policy, future).await
 }
+
+/// What a spin asks of the machine it runs on: the time, and giving the
+/// CPU away. The library's is [`HOST`]; the tests pass one whose clock and
+/// yields do not depend on the host's scheduler or load.
+#[derive(Debug, Clone, Copy)]
+struct Host {
+    now: fn() -> Instant,
+    /// Gives the CPU away; how long that took.
+    give_cpu_away: fn() -> Duration,
+}
+
+/// The real clock and `sched_yield`.
+const HOST: Host = Host {
+    now: Instant::now,
+    give_cpu_away: sched_yield,
+};
 
 /// Gives the CPU away (`sched_yield`); how long it took.
 fn sched_yield() -> Duration {
@@ -135,14 +151,8 @@ fn sched_yield() -> Duration {
     start.elapsed()
 }
 
-/// [`spin`] with the way each round gives the CPU away and learns how long
-/// that took ([`sched_yield`] in the library; the tests pass one whose
-/// outcome does not depend on the host's scheduler or load).
-async fn spin_giving_cpu_by<F: Future>(
-    policy: Policy,
-    future: F,
-    give_cpu_away: fn() -> Duration,
-) -> F::Output {
+/// [`spin`] on `host`.
+async fn spin_on<F: Future>(host: Host, policy: Policy, future: F) -> F::Output {
     let mut future = pin!(future);
     if policy.window.is_zero() {
         return future.await;
@@ -152,7 +162,7 @@ async fn spin_giving_cpu_by<F: Future>(
         if let Poll::Ready(out) = future.as_mut().poll(cx) {
             return Poll::Ready(out);
         }
-        spin.pending_giving_cpu_by(policy, cx, give_cpu_away);
+        spin.pending_on(host, policy, cx);
         Poll::Pending
     })
     .await
@@ -179,25 +189,20 @@ impl Spin {
     /// contended, and spinning would only take turns with that task: the
     /// caller waits for its real wake-up).
     pub(crate) fn pending(&mut self, policy: Policy, cx: &mut Context<'_>) -> bool {
-        self.pending_giving_cpu_by(policy, cx, sched_yield)
+        self.pending_on(HOST, policy, cx)
     }
 
-    /// [`Spin::pending`] with the way the CPU is given away.
-    fn pending_giving_cpu_by(
-        &mut self,
-        policy: Policy,
-        cx: &mut Context<'_>,
-        give_cpu_away: fn() -> Duration,
-    ) -> bool {
+    /// [`Spin::pending`] on `host`.
+    fn pending_on(&mut self, host: Host, policy: Policy, cx: &mut Context<'_>) -> bool {
         if self.contended {
             return false;
         }
-        let now = Instant::now();
+        let now = (host.now)();
         let start = *self.started.get_or_insert(now);
         if now.duration_since(start) >= policy.window {
             return false;
         }
-        let given_away = give_cpu_away();
+        let given_away = (host.give_cpu_away)();
         if policy.stop_contended && given_away > YIELD_RAN_ANOTHER {
             self.contended = true;
             return false;
@@ -217,43 +222,28 @@ impl Spin {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_pending_call_is_polled_again_until_the_window_ends_then_waits() {
-        // A future that is never woken: with the spin it is polled again
-        // and again during the window, then no more. A loaded machine that
-        // deschedules the thread (the tests run beside each other) changes
-        // how many polls the window holds, not the outcome.
-        let window = Duration::from_millis(5);
-        let start = Instant::now();
-        let polls = std::cell::Cell::new(0u32);
-        let last = std::cell::Cell::new(start);
-        let never = std::future::poll_fn(|_| {
-            polls.set(polls.get() + 1);
-            last.set(Instant::now());
-            Poll::<()>::Pending
-        });
-        let uncontended = Policy {
-            window,
-            stop_contended: false,
-        };
-        assert!(
-            gives_up_after(
-                Duration::from_millis(1000),
-                spin_giving_cpu_by(uncontended, never, yield_that_ran_nothing),
-            )
-            .await,
-            "never completes"
-        );
-        // Polled again without a wake: spinning.
-        assert!(polls.get() >= 2, "polled {} times", polls.get());
-        // Until the window's end...
-        let spun = last.get().duration_since(start);
-        assert!(spun >= window, "{spun:?}");
-        // ...and then no more: nothing polled it in the second half of the
-        // 1 s wait (a thread descheduled mid-window polls a little later;
-        // a CI container throttled by its CPU quota waits out a period,
-        // 100 ms, never that long).
-        assert!(spun < Duration::from_millis(500), "kept polling: {spun:?}");
+    // Whether a real `sched_yield` runs one of the other threads is the
+    // host scheduler's choice (CFS and EEVDF treat it as a hint, and a CI
+    // container's CPU share changes it), and how many polls fit a window of
+    // real time depends on the machine's load (a poll delayed past the
+    // window's end by a preemption made a 5 ms spin look 3.5 ms long under
+    // four CPU burners). So the tests spin on a host whose clock moves 1 ms
+    // at every reading and whose yields have a fixed outcome: every count
+    // is exact. The measured effect of the rules is in e2e/BENCHMARKS.md
+    // ("Round 7").
+
+    /// A clock that moves 1 ms at every reading (per thread: each test runs
+    /// on a thread of its own), whatever the machine does meanwhile.
+    fn clock_moving_1ms_a_reading() -> Instant {
+        thread_local! {
+            static READINGS: (Instant, std::cell::Cell<u64>) =
+                (Instant::now(), std::cell::Cell::new(0));
+        }
+        READINGS.with(|(base, readings)| {
+            let n = readings.get();
+            readings.set(n + 1);
+            *base + Duration::from_millis(n)
+        })
     }
 
     /// A `sched_yield` that ran another task for a while: it took well
@@ -267,39 +257,58 @@ mod tests {
         Duration::ZERO
     }
 
-    /// How many times the spin polls a wait that is never woken, under
-    /// `policy`, each round giving the CPU away by `give_cpu_away`; waits
-    /// the window and 50 ms more.
-    async fn polls_of_a_wait_never_woken(policy: Policy, give_cpu_away: fn() -> Duration) -> u32 {
-        let polls = std::cell::Cell::new(0u32);
+    /// A host where giving the CPU away never runs another task.
+    const IDLE_HOST: Host = Host {
+        now: clock_moving_1ms_a_reading,
+        give_cpu_away: yield_that_ran_nothing,
+    };
+
+    /// A host where giving the CPU away always runs another task.
+    const BUSY_HOST: Host = Host {
+        now: clock_moving_1ms_a_reading,
+        give_cpu_away: yield_that_ran_another_task,
+    };
+
+    /// How many times the spin on `host` polls a wait that is never woken,
+    /// under `policy`; waits 100 ms of real time, far more than any spin on
+    /// the test clock lasts.
+    async fn polls_of_a_wait_never_woken(host: Host, policy: Policy) -> u64 {
+        let polls = std::cell::Cell::new(0);
         let never = std::future::poll_fn(|_| {
             polls.set(polls.get() + 1);
             Poll::<()>::Pending
         });
-        let pending = gives_up_after(
-            policy.window + Duration::from_millis(50),
-            spin_giving_cpu_by(policy, never, give_cpu_away),
-        )
-        .await;
+        let pending =
+            gives_up_after(Duration::from_millis(100), spin_on(host, policy, never)).await;
         assert!(pending, "never completes");
         polls.get()
     }
 
-    // Whether a real `sched_yield` runs one of the other threads is the
-    // host scheduler's choice (CFS and EEVDF treat it as a hint, and a CI
-    // container's CPU share changes it), so these tests give the CPU away
-    // by a function whose outcome is fixed; the measured effect of the
-    // rule is in e2e/BENCHMARKS.md ("Round 7").
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pending_call_is_polled_again_until_the_window_ends_then_waits() {
+        let window = Duration::from_millis(5);
+        let uncontended = Policy {
+            window,
+            stop_contended: false,
+        };
+        // The first poll starts the window (reading 0 ms) and asks for
+        // another; so does each poll that reads 1..4 ms; the one that reads
+        // 5 ms ends the spin, and nothing polls the wait again (it is never
+        // woken) in the rest of the 100 ms.
+        let polls = polls_of_a_wait_never_woken(IDLE_HOST, uncontended).await;
+        assert_eq!(polls, 6, "one poll per ms of the window, and the last");
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_wait_whose_yield_ran_another_task_stops_spinning() {
         let contended = Policy {
             window: Duration::from_millis(200),
             stop_contended: true,
         };
-        // A window of 200 ms would see hundreds of polls; the first yield
-        // that ran another task ends the spin, and the future is polled
-        // again only when woken (never, here).
-        let polls = polls_of_a_wait_never_woken(contended, yield_that_ran_another_task).await;
+        // A window of 200 ms would see 201 polls; the first yield that ran
+        // another task ends the spin, and the future is polled again only
+        // when woken (never, here).
+        let polls = polls_of_a_wait_never_woken(BUSY_HOST, contended).await;
         assert_eq!(polls, 1, "polled again after a contended yield");
     }
 
@@ -309,11 +318,8 @@ mod tests {
             window: Duration::from_millis(20),
             stop_contended: false,
         };
-        let polls = polls_of_a_wait_never_woken(keep_spinning, yield_that_ran_another_task).await;
-        // Polled again without a wake (the rule would have stopped it after
-        // the first poll; how many more the window holds depends on the
-        // machine's load).
-        assert!(polls >= 2, "polled {polls} times");
+        let polls = polls_of_a_wait_never_woken(BUSY_HOST, keep_spinning).await;
+        assert_eq!(polls, 21, "the whole window, as if uncontended");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -322,10 +328,8 @@ mod tests {
             window: Duration::from_millis(5),
             stop_contended: true,
         };
-        let polls = polls_of_a_wait_never_woken(contended_rule_on, yield_that_ran_nothing).await;
-        // Polled again without a wake: still spinning after the yields
-        // (a contended one would have ended it at the first poll).
-        assert!(polls >= 2, "polled {polls} times");
+        let polls = polls_of_a_wait_never_woken(IDLE_HOST, contended_rule_on).await;
+        assert_eq!(polls, 6, "the whole window: no yield was contended");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -81,17 +81,21 @@ pub struct BusyPoll {
     /// The window of the latest spin, in µs (for tests).
     #[cfg(test)]
     last_window_us: AtomicU64,
+    /// The clock: `Instant::now`, or in tests one that does not depend on
+    /// the machine's load.
+    now: fn() -> Instant,
 }
 
 impl BusyPoll {
     /// A busy-poller spinning up to `window_us` µs; `None` when 0 (off).
     pub fn new(window_us: u64) -> Option<Arc<BusyPoll>> {
         let recover = std::env::var_os("TCPD_BUSY_POLL_RECOVER").is_none_or(|v| v != "0");
-        BusyPoll::with_recovery(window_us, recover)
+        BusyPoll::with(window_us, recover, Instant::now)
     }
 
-    /// [`BusyPoll::new`] with the recovery rule (module docs) on or off.
-    fn with_recovery(window_us: u64, recover: bool) -> Option<Arc<BusyPoll>> {
+    /// [`BusyPoll::new`] with the recovery rule (module docs) on or off, on
+    /// clock `now`.
+    fn with(window_us: u64, recover: bool, now: fn() -> Instant) -> Option<Arc<BusyPoll>> {
         (window_us > 0).then(|| {
             Arc::new(BusyPoll {
                 window: Duration::from_micros(window_us),
@@ -104,6 +108,7 @@ impl BusyPoll {
                 recover,
                 #[cfg(test)]
                 last_window_us: AtomicU64::new(0),
+                now,
             })
         })
     }
@@ -147,17 +152,17 @@ impl BusyPoll {
             // The notification wakes this task on the turn that noted it:
             // a turn within the full window of the last one a shortened
             // spin saw is one the full window would have caught.
-            if self.recover && last_turn.is_some_and(|t| t.elapsed() < self.window) {
+            if self.recover && last_turn.is_some_and(|t| (self.now)() - t < self.window) {
                 shift = 0;
             }
             let window = self.window / (1 << shift);
             #[cfg(test)]
             self.last_window_us
                 .store(window.as_micros() as u64, Relaxed);
-            let started = Instant::now();
+            let started = (self.now)();
             let (found, last) = self.spin(window).await;
-            self.spun_us
-                .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            let spun = (self.now)() - started;
+            self.spun_us.fetch_add(spun.as_micros() as u64, Relaxed);
             last_turn = Some(last);
             if found {
                 self.useful.fetch_add(1, Relaxed);
@@ -174,7 +179,7 @@ impl BusyPoll {
     async fn spin(&self, window: Duration) -> (bool, Instant) {
         let mut seen = self.turns.load(Relaxed);
         let mut found = false;
-        let mut last_turn = Instant::now();
+        let mut last_turn = (self.now)();
         let mut deadline = last_turn + window;
         loop {
             // Every task the last turn woke (a reply's write to its client)
@@ -182,7 +187,7 @@ impl BusyPoll {
             // polls its sources without blocking and resumes this task.
             tokio::task::yield_now().await;
             let turns = self.turns.load(Relaxed);
-            let now = Instant::now();
+            let now = (self.now)();
             if turns != seen {
                 seen = turns;
                 found = true;
@@ -216,13 +221,37 @@ mod tests {
         assert!(BusyPoll::new(1).is_some());
     }
 
+    /// A clock that moves 1 ms at every reading and jumps when told
+    /// ([`pass`]), whatever the machine does meanwhile: how soon a loaded
+    /// machine runs the test's task again cannot end a spin early or make
+    /// a gap look longer. Per thread: each test runs its runtime on a
+    /// thread of its own.
+    mod test_clock {
+        use std::cell::Cell;
+        use std::time::{Duration, Instant};
+
+        thread_local! {
+            static CLOCK: (Instant, Cell<Duration>) = (Instant::now(), Cell::new(Duration::ZERO));
+        }
+
+        pub fn now() -> Instant {
+            CLOCK.with(|(base, since)| {
+                let t = since.get();
+                since.set(t + Duration::from_millis(1));
+                *base + t
+            })
+        }
+
+        pub fn pass(time: Duration) {
+            CLOCK.with(|(_, since)| since.set(since.get() + time));
+        }
+    }
+
     /// Work noted while a spin runs extends it and counts it useful; a
     /// spin with nothing after its start is useless; nothing noted, no spin.
     #[tokio::test(flavor = "current_thread")]
     async fn spins_follow_work_and_stop() {
-        // Windows long enough that a loaded machine does not end a spin
-        // between two of this task's yields.
-        let poll = BusyPoll::new(100_000).expect("on");
+        let poll = BusyPoll::with(100_000, true, test_clock::now).expect("on");
         let spinner = tokio::spawn(poll.clone().run());
         tokio::task::yield_now().await;
         assert_eq!(poll.spins(), (0, 0), "no work, no spin");
@@ -232,7 +261,8 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(poll.spins(), (0, 1));
-        // A turn, then another one while spinning: useful.
+        // A turn, then another one while spinning (a few readings of the
+        // clock into its 100): useful.
         poll.note_work();
         tokio::task::yield_now().await;
         tokio::task::yield_now().await;
@@ -256,11 +286,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn work_within_the_full_window_restores_it() {
         for recover in [true, false] {
-            // 480 ms: 30 ms at 1/16, so a gap of 75 ms is within the full
-            // window but past the shortened one, even on a loaded machine
-            // that wakes the test's sleep 375 ms late (a CI container
-            // throttled by its CPU quota waits out a 100 ms period).
-            let poll = BusyPoll::with_recovery(480_000, recover).expect("on");
+            // 240 ms: 15 ms at 1/16.
+            let poll = BusyPoll::with(240_000, recover, test_clock::now).expect("on");
             let spinner = tokio::spawn(poll.clone().run());
             let useless_spin = || async {
                 let before = poll.spins().1;
@@ -272,13 +299,15 @@ mod tests {
             for _ in 0..=MIN_WINDOW_SHIFT {
                 useless_spin().await;
                 // Later than the full window: nothing a spin could catch.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                test_clock::pass(Duration::from_millis(300));
             }
             useless_spin().await;
-            assert_eq!(poll.last_window_us.load(Relaxed), 30_000, "1/16");
-            tokio::time::sleep(Duration::from_millis(75)).await;
+            assert_eq!(poll.last_window_us.load(Relaxed), 15_000, "1/16");
+            // Within the full window of the last turn (the spin's 15 ms and
+            // 75), past the shortened one.
+            test_clock::pass(Duration::from_millis(75));
             useless_spin().await;
-            let expect = if recover { 480_000 } else { 30_000 };
+            let expect = if recover { 240_000 } else { 15_000 };
             assert_eq!(
                 poll.last_window_us.load(Relaxed),
                 expect,
