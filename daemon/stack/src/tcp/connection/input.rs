@@ -416,12 +416,14 @@ impl Connection {
                     self.enter_closed(error);
                 }
                 // "Any outstanding RECEIVEs and SEND should receive reset
-                // responses. All segment queues should be flushed."
+                // responses. All segment queues should be flushed." The
+                // receive queue is not: like Linux (tcp_reset purges only
+                // the write queue), what arrived before the RST stays
+                // readable ahead of ECONNRESET (see `read_with`).
                 TcpState::Established
                 | TcpState::FinWait1
                 | TcpState::FinWait2
                 | TcpState::CloseWait => {
-                    self.discard_readable();
                     self.enter_closed(Some(ConnError::Reset));
                 }
                 // CLOSING, LAST-ACK: the connection is gone anyway.

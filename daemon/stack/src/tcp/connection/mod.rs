@@ -1332,9 +1332,12 @@ impl Connection {
         peek: bool,
         take: impl FnOnce(&mut RecvBuffer, usize, usize) -> usize,
     ) -> Result<usize, RecvError> {
-        if let Some(e) = self.pending_error.take() {
-            return Err(RecvError::Failed(e));
-        }
+        // The order is Linux's (tcp_recvmsg): bytes that arrived are read
+        // first, even after a reset or a timeout; then end of stream, once
+        // the FIN is in; only then the pending error. (RFC 9293 §3.10.7.4
+        // would flush the queues on RST, a "should"; Linux keeps them, and
+        // a program reads the reply its peer sent before resetting.)
+        //
         // A read never crosses the urgent mark; at the mark it skips the
         // urgent byte unless SO_OOBINLINE (see `urgent`).
         let (skip, limit) = self.urgent_read_plan(len);
@@ -1357,7 +1360,13 @@ impl Connection {
             self.bytes_read = self.bytes_read.wrapping_add(skip as u32);
             self.urgent_after_read();
         }
-        if len == 0 || self.fin_received || self.read_shut || self.state == TcpState::Closed {
+        if self.fin_received {
+            return Ok(0);
+        }
+        if let Some(e) = self.pending_error.take() {
+            return Err(RecvError::Failed(e));
+        }
+        if len == 0 || self.read_shut || self.state == TcpState::Closed {
             return Ok(0);
         }
         Err(RecvError::WouldBlock)

@@ -769,6 +769,51 @@ fn rst_exactly_at_rcv_nxt_resets_except_in_time_wait_in_family() {
     }
 }
 
+/// What arrived before an RST is read first, then ECONNRESET once, then
+/// end of stream (Linux's tcp_recvmsg order; RFC 9293 §3.10.7.4's flush
+/// is a "should"); in CLOSE-WAIT the FIN is in, so reads see end of stream
+/// and the error waits for a send or SO_ERROR, as on Linux.
+#[test]
+fn data_before_an_rst_stays_readable_ahead_of_the_error() {
+    for_each_family(data_before_an_rst_stays_readable_ahead_of_the_error_in_family);
+}
+
+fn data_before_an_rst_stays_readable_ahead_of_the_error_in_family() {
+    for state in [
+        TcpState::Established,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::CloseWait,
+    ] {
+        let mut s = scripted(state);
+        let (p, o) = (s.peer_nxt, s.our_nxt);
+        let mut buf = [0u8; 16];
+        let rst_seq = if state == TcpState::CloseWait {
+            p
+        } else {
+            let _ = s.feed(&s.peer(p, o, ACK, b"abc"));
+            p + 3
+        };
+        let _ = s.feed(&s.peer(rst_seq, o, RST, b""));
+        assert_eq!(s.conn.state(), TcpState::Closed, "{state}");
+        if state == TcpState::CloseWait {
+            assert_eq!(s.conn.recv(s.now, &mut buf, false), Ok(0), "{state}");
+            assert_eq!(s.conn.take_error(), Some(ConnError::Reset), "{state}");
+            continue;
+        }
+        assert_eq!(s.conn.recv(s.now, &mut buf, true), Ok(3), "{state}: peek");
+        assert_eq!(s.conn.recv(s.now, &mut buf, false), Ok(3), "{state}");
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(
+            s.conn.recv(s.now, &mut buf, false),
+            Err(RecvError::Failed(ConnError::Reset)),
+            "{state}"
+        );
+        assert_eq!(s.conn.recv(s.now, &mut buf, false), Ok(0), "{state}");
+        assert_eq!(s.conn.take_error(), None, "{state}: reported once");
+    }
+}
+
 #[test]
 fn rst_in_window_not_exact_gets_a_challenge_ack() {
     for_each_family(rst_in_window_not_exact_gets_a_challenge_ack_in_family);
