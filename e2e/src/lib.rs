@@ -86,6 +86,26 @@ pub fn bin_path(name: &str) -> PathBuf {
     p
 }
 
+/// A copy of the workspace binary `name` in `dir`, mode 0755, for running
+/// as another user (the build tree may sit where they cannot reach). `cp`
+/// writes it, not this process: a file this process holds open for writing
+/// is inherited, for an instant, by every child another test forks
+/// meanwhile, and exec of the copy then fails with ETXTBSY (seen under
+/// load).
+pub fn copy_of_binary(name: &str, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join(name);
+    let status = Command::new("cp")
+        .arg(bin_path(name))
+        .arg(&copy)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp {name}: {status}");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the copy");
+    copy
+}
+
 /// Where [`bin_path`] looks for `name`, whether or not it exists (for
 /// callers that must not panic, such as the watchdog's report).
 pub(crate) fn sibling_bin(name: &str) -> PathBuf {

@@ -627,9 +627,7 @@ fn session_and_uid_quotas_refuse_with_their_errno() {
     let scratch = tcpd_e2e::TempDir::new("quota-nobody").expect("scratch dir");
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod scratch dir");
-    let nc = scratch.path().join("tcpd-nc");
-    std::fs::copy(tcpd_e2e::bin_path("tcpd-nc"), &nc).expect("copy tcpd-nc");
-    std::fs::set_permissions(&nc, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let nc = tcpd_e2e::copy_of_binary("tcpd-nc", scratch.path());
     let (peer, peer_done) = never_reading_peer(&env.ns);
     let nobody_nc = || {
         Command::new(&nc)

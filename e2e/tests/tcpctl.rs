@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tcpd_client::blocking;
 use tcpd_e2e::{
-    Daemon, HOST_ADDR, Netns, TCPD_ADDR, bin_path, kernel_listener, require_privileges, wait_until,
+    Daemon, HOST_ADDR, Netns, TCPD_ADDR, kernel_listener, require_privileges, wait_until,
 };
 
 /// MSL the daemon runs with here, so TIME-WAIT (2×MSL) lasts one second.
@@ -486,10 +486,7 @@ fn kill_as_non_root_is_refused() {
     let scratch = tcpd_e2e::TempDir::new("tcpctl-nobody").expect("scratch dir");
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod scratch dir");
-    let binary = scratch.path().join("tcpctl");
-    std::fs::copy(bin_path("tcpctl"), &binary).expect("copy tcpctl");
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod tcpctl copy");
+    let binary = tcpd_e2e::copy_of_binary("tcpctl", scratch.path());
     const NOBODY: u32 = 65534;
     let output = tcpctl_command_from(
         &binary,
@@ -688,13 +685,7 @@ fn non_root_sees_addresses_of_all_but_owners_of_its_own_only() {
     let scratch = tcpd_e2e::TempDir::new("views-nobody").expect("scratch dir");
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod scratch dir");
-    let copy = |name: &str| {
-        let binary = scratch.path().join(name);
-        std::fs::copy(bin_path(name), &binary).expect("copy binary");
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod copy");
-        binary
-    };
+    let copy = |name: &str| tcpd_e2e::copy_of_binary(name, scratch.path());
     let (tcpctl_copy, nc_copy) = (copy("tcpctl"), copy("tcpd-nc"));
     const NOBODY: u32 = 65534;
 

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tcpd_client::blocking;
-use tcpd_e2e::{Daemon, Netns, bin_path, kernel_listener, require_privileges};
+use tcpd_e2e::{Daemon, Netns, kernel_listener, require_privileges};
 
 /// `tcpctl` against the daemon, drawing for an 80-column terminal.
 fn tcpctl(daemon: &Daemon, args: &[&str]) -> Command {
@@ -168,10 +168,7 @@ fn trace_of_a_foreign_connection_needs_root() {
     let scratch = tcpd_e2e::TempDir::new("trace-nobody").expect("scratch dir");
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod scratch dir");
-    let binary = scratch.path().join("tcpctl");
-    std::fs::copy(bin_path("tcpctl"), &binary).expect("copy tcpctl");
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod tcpctl copy");
+    let binary = tcpd_e2e::copy_of_binary("tcpctl", scratch.path());
     let output = Command::new(&binary)
         .arg("--socket")
         .arg(daemon.socket())
