@@ -106,16 +106,19 @@ async fn connected_and_pinged(
     (client, socket)
 }
 
-/// A blocking read that must fail with ETIMEDOUT: how long it took.
-async fn read_times_out(socket: &Socket) -> Duration {
-    let started = Instant::now();
+/// A blocking read that must fail with ETIMEDOUT: how long after `since`
+/// it did. `since` is a moment the test knows the timer had not started
+/// yet, so the time is never short however late this thread runs (timed
+/// from the read instead, a thread woken late after the write measured
+/// less than the timeout).
+async fn read_times_out(socket: &Socket, since: Instant) -> Duration {
     let result = tokio::time::timeout(
         Duration::from_secs(30),
         socket.read(1, ReadFlags::default()),
     )
     .await
     .expect("the connection must fail within 30 s");
-    let took = started.elapsed();
+    let took = since.elapsed();
     eprintln!("ETIMEDOUT after {took:?}");
     let err = result.expect_err("the dead peer sent nothing");
     assert_eq!(err.raw_os_error(), Some(errno::ETIMEDOUT), "{err}");
@@ -136,10 +139,13 @@ fn user_timeout_fails_a_connection_whose_data_goes_unacknowledged() {
         let (_client, socket) =
             connected_and_pinged(&env, addr, &[SockOption::UserTimeout(1500)], &[]).await;
         drop_everything_on_the_tun(&env);
+        // The user timeout counts from when the data first goes out, which
+        // is after this write is asked for.
+        let written = Instant::now();
         socket.write(b"lost", false).await.expect("queued");
-        let took = read_times_out(&socket).await;
+        let took = read_times_out(&socket, written).await;
         assert!(
-            took >= Duration::from_millis(1300) && took < Duration::from_secs(6),
+            took >= Duration::from_millis(1450) && took < Duration::from_secs(6),
             "ETIMEDOUT after {took:?}, expected about 1.5 s"
         );
     });
@@ -165,9 +171,14 @@ fn keepalive_fails_an_idle_connection_to_a_dead_peer_and_spares_a_live_one() {
         let (_client, socket) = connected_and_pinged(&env, addr, &[], &keepalive).await;
         // Probes are sent and answered: still alive after 2.5 s idle.
         tokio::time::sleep(Duration::from_millis(2500)).await;
+        // The idle clock restarts when the pong arrives, which is before
+        // the ping returns (by the time the answer takes to reach this
+        // thread: the lower bound leaves 500 ms for it); the path is cut
+        // after that, however long `nft` takes on a loaded machine.
         ping(&socket).await;
+        let last_pong = Instant::now();
         drop_everything_on_the_tun(&env);
-        let took = read_times_out(&socket).await;
+        let took = read_times_out(&socket, last_pong).await;
         assert!(
             took >= Duration::from_millis(2500) && took < Duration::from_secs(9),
             "ETIMEDOUT after {took:?}, expected about 3 s"
