@@ -116,8 +116,22 @@ fn write_after_the_peers_reset_is_econnreset_then_epipe() {
             .await
             .expect("connect");
         peer.join().expect("peer").expect("linger 0");
-        // Let the RST arrive and reach the library.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Wait until the RST has reached the library: write readiness says
+        // WRITE_CLOSED once the connection's error is in, without reporting
+        // it (a fixed pause let a write on a loaded machine, whose daemon
+        // read the RST late, succeed before the error arrived).
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !stream
+                .ready(tokio::io::Interest::WRITABLE)
+                .await
+                .expect("ready")
+                .is_write_closed()
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the RST reached the library within 20 s");
         let first = stream.write_all(b"x").await.expect_err("write after RST");
         assert_eq!(first.raw_os_error(), Some(errno::ECONNRESET), "{first}");
         let second = stream.write_all(b"y").await.expect_err("second write");
@@ -215,9 +229,11 @@ fn flush_completes_when_the_data_is_in_the_daemons_send_buffer() {
     };
     let rt = runtime();
     let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (listening_tx, listening_rx) = mpsc::channel::<()>();
     const BIG: usize = 16 * 1024 * 1024;
     let peer = env.ns.spawn(move || {
         let listener = TcpListener::bind(SocketAddrV4::new(HOST_ADDR, 7405)).expect("listen");
+        listening_tx.send(()).expect("listening");
         let (mut s, _) = listener.accept().expect("accept");
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
@@ -233,7 +249,11 @@ fn flush_completes_when_the_data_is_in_the_daemons_send_buffer() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // The kernel listens before tcpd connects (a fixed pause lost that
+    // race on a loaded machine: connection refused).
+    listening_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the kernel listener started");
     rt.block_on(async {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await

@@ -101,10 +101,12 @@ fn the_same_code_runs_on_tokio_net_and_on_tcpd() {
 
     // tcpd as the client: the kernel echoes in the namespace.
     let echo_port = 7501;
+    let (listening_tx, listening_rx) = std::sync::mpsc::channel();
     let peer = env.ns.spawn(move || {
         use std::io::{Read, Write};
         let listener =
             std::net::TcpListener::bind(SocketAddrV4::new(HOST_ADDR, echo_port)).expect("listen");
+        listening_tx.send(()).expect("listening");
         let (mut s, _) = listener.accept().expect("accept");
         s.set_read_timeout(Some(LIMIT)).expect("timeout");
         let mut buf = vec![0u8; 65536];
@@ -116,8 +118,11 @@ fn the_same_code_runs_on_tokio_net_and_on_tcpd() {
             s.write_all(&buf[..n]).expect("kernel echo");
         }
     });
-    // Let the kernel listener start.
-    std::thread::sleep(Duration::from_millis(200));
+    // The kernel listens before tcpd connects (a fixed pause lost that
+    // race on a loaded machine: connection refused).
+    listening_rx
+        .recv_timeout(LIMIT)
+        .expect("the kernel listener started");
     let target = SocketAddr::from((HOST_ADDR, echo_port));
     let echoed = rt.block_on(async {
         // The report is taken while the client still holds its connection.
