@@ -28,17 +28,28 @@ use tcpd_e2e::{
 /// MSL the daemon runs with here, so TIME-WAIT (2×MSL) lasts one second.
 const MSL_MS: u64 = 500;
 
+/// MSL of the test that must see TIME-WAIT in `tcpctl ls`: its 4 s span
+/// several polls even where one `tcpctl ls` (a process start and a gRPC
+/// call of a debug build) takes most of a second on a loaded machine; in 1 s
+/// such a machine could miss it.
+const LS_TIME_WAIT_MSL_MS: u64 = 2000;
+
 /// Generous limit for anything that should happen "soon" on a loaded machine.
 const SOON: Duration = Duration::from_secs(15);
 
 /// A namespace with tcpd running in it, or `None` when the test must skip.
 fn start(test: &str) -> Option<(Netns, Daemon)> {
+    start_with_msl(test, MSL_MS)
+}
+
+/// [`start`] with tcpd's MSL `msl_ms`.
+fn start_with_msl(test: &str, msl_ms: u64) -> Option<(Netns, Daemon)> {
     if !require_privileges(test) {
         return None;
     }
     let ns = Netns::new("tcpctl").expect("create namespace");
     let daemon =
-        Daemon::start(&ns, &["--msl-ms", &MSL_MS.to_string()]).expect("start tcpd in namespace");
+        Daemon::start(&ns, &["--msl-ms", &msl_ms.to_string()]).expect("start tcpd in namespace");
     Some((ns, daemon))
 }
 
@@ -97,7 +108,10 @@ fn tcpd_to_kernel(
 
 #[test]
 fn ls_shows_transfer_time_wait_and_expiry() {
-    let Some((ns, daemon)) = start("ls_shows_transfer_time_wait_and_expiry") else {
+    let Some((ns, daemon)) = start_with_msl(
+        "ls_shows_transfer_time_wait_and_expiry",
+        LS_TIME_WAIT_MSL_MS,
+    ) else {
         return;
     };
     let client = blocking::connect_client(daemon.socket()).expect("tcpd session");
@@ -187,7 +201,8 @@ fn ls_shows_transfer_time_wait_and_expiry() {
     let gone = wait_until(SOON, || find_row(&daemon, local, target).is_none());
     assert!(gone, "TIME-WAIT never expired");
     assert!(
-        seen_at.elapsed() <= Duration::from_millis(2 * MSL_MS) + Duration::from_secs(5),
+        seen_at.elapsed()
+            <= Duration::from_millis(2 * LS_TIME_WAIT_MSL_MS) + Duration::from_secs(5),
         "TIME-WAIT lasted {:?}",
         seen_at.elapsed()
     );
@@ -627,11 +642,22 @@ fn sample_outputs() {
     let mut sink = vec![0u8; data.len()];
     kernel.read_exact(&mut sink).expect("read");
     kernel.write_all(b"unread by tcpd").expect("write back");
-    let (closing, mut closing_kernel, _) = tcpd_to_kernel(&client, &listener, target);
+    let (closing, mut closing_kernel, closing_local) = tcpd_to_kernel(&client, &listener, target);
     closing.shutdown(Shutdown::Write).expect("FIN");
     let mut rest = Vec::new();
     closing_kernel.read_to_end(&mut rest).expect("EOF");
-    std::thread::sleep(Duration::from_millis(200));
+    // The kernel's ACK of tcpd's FIN moves it to FIN-WAIT-2 once the
+    // daemon has read it (a fixed 200 ms pause saw FIN-WAIT-1 on a loaded
+    // machine).
+    let mut state = Value::Null;
+    assert!(
+        wait_until(SOON, || {
+            state = find_row(&daemon, closing_local, target)
+                .map_or(Value::Null, |r| r["state"].clone());
+            state == "FIN-WAIT-2"
+        }),
+        "the closing connection never reached FIN-WAIT-2, last state {state}"
+    );
     for args in [&["ls"][..], &["ls", "-i"]] {
         let output = tcpctl(&daemon, args);
         let text = String::from_utf8_lossy(&output.stdout);
