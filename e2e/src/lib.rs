@@ -533,6 +533,93 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Waits up to `limit` until no connection with `port` at either end is
+/// left in tcpd (`tcpctl ls`, TIME-WAIT included) nor in the kernel of `ns`
+/// (`ss`: a kernel in LAST-ACK retransmits its FIN even after tcpd forgot
+/// the connection): from then on none of its packets crosses the TUN.
+/// Whether that happened.
+pub fn wait_connections_gone(daemon: &Daemon, ns: &Netns, port: u16, limit: Duration) -> bool {
+    let end = format!(":{port}");
+    let filter = format!("( sport = {end} or dport = {end} )");
+    wait_until(limit, || {
+        let tcpd = daemon
+            .tcpctl(&["ls", "--json"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+        let tcpd_gone = tcpd
+            .as_ref()
+            .and_then(|rows| rows.as_array())
+            .is_some_and(|rows| {
+                !rows.iter().any(|r| {
+                    [&r["local"], &r["remote"]]
+                        .iter()
+                        .any(|a| a.as_str().is_some_and(|a| a.ends_with(&end)))
+                })
+            });
+        tcpd_gone
+            && ns
+                .command("ss")
+                .args(["-Htn", "state", "connected", &filter])
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
+    })
+}
+
+/// The start of a pcapng file that holds whole blocks: a file that
+/// `tcpctl capture` is still writing may end in part of one.
+pub fn pcapng_whole_blocks(bytes: &[u8]) -> &[u8] {
+    // Every block: type (4 bytes), total length (4), body, total length
+    // again; the section header's byte-order magic (at 8) gives the
+    // endianness of them all.
+    let Some(magic) = bytes.get(8..12) else {
+        return &[];
+    };
+    let little = magic == 0x1A2B_3C4Du32.to_le_bytes();
+    let mut whole = 0;
+    while let Some(field) = bytes.get(whole + 4..whole + 8) {
+        let field: [u8; 4] = field.try_into().expect("four bytes");
+        let len = if little {
+            u32::from_le_bytes(field)
+        } else {
+            u32::from_be_bytes(field)
+        } as usize;
+        if len < 12 || whole + len > bytes.len() {
+            break;
+        }
+        whole += len;
+    }
+    &bytes[..whole]
+}
+
+/// Waits up to `limit` until the whole blocks `tcpctl capture` has written
+/// to `file` satisfy `accounted` (say, hold every packet the daemon's
+/// counters say passed) and the file stopped growing (one more look 100 ms
+/// later finds it the same): its last chunks may reach the file well after
+/// the traffic ended on a loaded machine. Whether that happened.
+pub fn wait_capture_written(
+    file: &Path,
+    limit: Duration,
+    mut accounted: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    let start = Instant::now();
+    let mut accounted_at = None;
+    loop {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        let whole = pcapng_whole_blocks(&bytes);
+        if accounted_at == Some(bytes.len()) {
+            return true;
+        }
+        accounted_at = (!whole.is_empty() && accounted(whole)).then_some(bytes.len());
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Starts `command`, a tcpctl that subscribes before it reports anything
 /// (`watch`, `trace`, `capture`), with its stderr piped, and waits for its
 /// first stderr line, which must contain `ready` ("watching", "tracing",

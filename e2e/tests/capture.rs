@@ -154,8 +154,13 @@ fn capture_shows_both_sides_of_the_impairer() {
         .collect();
     drop(stream);
     eprintln!("10 MiB through 5 % loss in {:?}", started.elapsed());
-    // Let the close finish (TIME-WAIT is 0.4 s) and the last chunks arrive.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The close finishes (FINs and ACKs retransmitted through the loss,
+    // TIME-WAIT 0.4 s) before the counters are read: no packet after them.
+    // (A fixed 1.5 s was too short for a loaded machine.)
+    assert!(
+        tcpd_e2e::wait_connections_gone(&daemon, &ns, target.port(), Duration::from_secs(60)),
+        "the connection never finished closing"
+    );
     let (out1, in1, capture_dropped) = impair_counters(&daemon);
     // The same counter in the Prometheus text (node_exporter's textfile collector).
     let metrics = daemon
@@ -174,7 +179,14 @@ fn capture_shows_both_sides_of_the_impairer() {
         metrics.contains("# TYPE tcpd_connections gauge"),
         "{metrics}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // tcpctl may still be writing the last chunks: stop it once the file
+    // holds what the counters account for (or after a minute, to fail
+    // below with the counts).
+    tcpd_e2e::wait_capture_written(&file, Duration::from_secs(60), |whole| {
+        let counts = count(whole);
+        counts.packets[STACK][OUT].saturating_sub(counts.packets[LINK][OUT]) == out1 - out0
+            && counts.packets[LINK][IN].saturating_sub(counts.packets[STACK][IN]) == in1 - in0
+    });
     let status = stop_capture(&mut capture);
     let mut rest = String::new();
     let _ = stderr.read_to_string(&mut rest);

@@ -492,8 +492,27 @@ fn capture_trace_and_impairer_over_ipv6_with_a_flow_label_per_connection() {
         "no SYN row:\n{ladder}"
     );
 
-    std::thread::sleep(Duration::from_millis(1500)); // TIME-WAIT (0.5 s) ends
+    // Both connections finish closing (FINs and ACKs retransmitted
+    // through the loss, TIME-WAIT 0.5 s) before the counters are read: no
+    // packet after them. (A fixed 1.5 s was too short for a loaded machine.)
+    assert!(
+        tcpd_e2e::wait_connections_gone(
+            &env.daemon,
+            &env.ns,
+            target.port(),
+            Duration::from_secs(60)
+        ),
+        "the connections never finished closing"
+    );
     let (out1, in1) = impair_drops(&env);
+    // tcpctl may still be writing the last chunks: stop it once the file
+    // holds what the counters account for (or after a minute, to fail
+    // below with the counts).
+    tcpd_e2e::wait_capture_written(&file, Duration::from_secs(60), |whole| {
+        let [stack, link] = read_capture(whole, target.port()).ipv6;
+        stack[0].saturating_sub(link[0]) == out1 - out0
+            && link[1].saturating_sub(stack[1]) == in1 - in0
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(capture.id()).expect("pid")),
         nix::sys::signal::Signal::SIGINT,
