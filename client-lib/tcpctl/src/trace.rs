@@ -200,6 +200,18 @@ pub async fn capture(
     } else {
         Some(std::fs::File::create(&args.write).map_err(CliError::Output)?)
     };
+    // Listening for ^C from before the "capturing" line on, for the whole
+    // capture: a listener made anew each turn (as `ctrl_c()` would be)
+    // misses a SIGINT that comes while a chunk is being written, and before
+    // its first poll the signal still kills the process.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::Rpc {
+        operation: "capture".into(),
+        message: format!("cannot listen for ^C: {e}"),
+        errno_name: e
+            .raw_os_error()
+            .map_or_else(|| "EIO".to_string(), tcpd_proto::errno_name),
+    })?;
     eprintln!(
         "tcpctl: capturing to {} (^C to stop)",
         if to_stdout {
@@ -219,7 +231,7 @@ pub async fn capture(
         };
         let next = tokio::select! {
             next = stream.message() => next,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             () = stop => break,
         };
         match next {
