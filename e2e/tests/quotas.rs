@@ -255,8 +255,21 @@ fn concurrent_blocking_writes_to_a_peer_that_never_reads_stay_bounded() {
         })
         .collect();
     // Every call is either refused or parked (the peer never reads): wait
-    // until the refusals are in and the parked ones have settled.
-    std::thread::sleep(Duration::from_secs(6));
+    // until each one is answered or parked in the driver. (A fixed 6 s
+    // counted calls still on their way on a loaded machine as parked.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answered = calls.iter().filter(|c| c.is_finished()).count();
+        let parked = Counters::fetch(&rt, &env.daemon).get("api_blocked_calls");
+        if answered as u64 + parked >= SOCKETS as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 60 s, of {SOCKETS} Writes {answered} are answered and {parked} parked"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let finished = calls.iter().filter(|c| c.is_finished()).count();
     let peak_during = sampler.peak();
     let echo = other_session_echo(&env, Duration::from_secs(30));
