@@ -233,9 +233,16 @@ fn a_stream_dropped_before_its_syn_ack_frees_its_socket_at_once() {
             });
             // Round 0 drops the stream while the connect is parked; round 1
             // at once (the op may still be queued when the notice arrives).
+            // (Waiting for the socket to exist: a fixed 100 ms pause was not
+            // enough for the Open to reach the driver on a loaded machine.)
             if round != 1 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                assert!(owns().await, "round {round}: the connect is in progress");
+                let parked = tokio::time::timeout(Duration::from_secs(20), async {
+                    while !owns().await {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await;
+                assert!(parked.is_ok(), "round {round}: the connect is in progress");
             }
             opening.abort();
             drop(up);
