@@ -303,13 +303,22 @@ fn defer_accept_holds_a_silent_kernel_client() {
             .expect("bind");
         listener.listen(8).await.expect("listen");
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (connected_tx, connected_rx) = std::sync::mpsc::channel::<()>();
         let kernel = env.ns.spawn(move || {
             let mut s = TcpStream::connect(SocketAddrV4::new(TCPD_ADDR, 7601)).expect("connect");
+            connected_tx.send(()).expect("connected");
             go_rx.recv().expect("go");
             s.write_all(b"hello").expect("write");
             s
         });
         // The kernel's connect() returned (handshake done) but sent nothing.
+        // (Known rather than assumed after a pause: a late kernel thread
+        // made the EAGAIN below prove nothing.) Its final ACK reaches the
+        // daemon a moment later: the pause lets it.
+        tokio::task::spawn_blocking(move || connected_rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .expect("join")
+            .expect("the kernel connected");
         tokio::time::sleep(Duration::from_millis(500)).await;
         let e = listener.accept(true).await.expect_err("deferred");
         assert_eq!(e.raw_os_error(), Some(errno::EAGAIN));
