@@ -23,7 +23,8 @@
 //! Pinning (2-core machines make this matter several-fold): the client runs
 //! on CPU 0; the server (kernel peer) on CPU 1; the tcpd daemon, when present,
 //! also on CPU 1, beside the peer it talks to through the TUN. With fewer than
-//! two CPUs nothing is pinned.
+//! two CPUs nothing is pinned. CPU n is the n-th CPU the process may use
+//! (a container's cpuset may start elsewhere than CPU 0).
 
 pub mod programs;
 pub mod stats;
@@ -34,25 +35,51 @@ pub use stats::{Summary, percentile};
 use std::io;
 use std::path::Path;
 
-/// Pins the calling thread to `cpu` when the machine has more than one CPU.
+/// The CPU set holding only the `index`-th CPU (0 = the first) this
+/// process may run on: "CPU 1" of a container limited to CPUs 2 and 3 is
+/// CPU 3 (pinning to CPU 1 itself fails there with EINVAL). The CPUs are
+/// those of the main thread when first asked (it is never pinned before:
+/// only workers and helper processes pin themselves). `None` when there
+/// is no such CPU.
+fn allowed_cpu(index: usize) -> Option<nix::sched::CpuSet> {
+    static ALLOWED: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    let allowed = ALLOWED.get_or_init(|| {
+        let main = nix::unistd::Pid::from_raw(std::process::id() as i32);
+        nix::sched::sched_getaffinity(main).map_or_else(
+            |_| Vec::new(),
+            |set| {
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .collect()
+            },
+        )
+    });
+    let mut set = nix::sched::CpuSet::new();
+    set.set(*allowed.get(index)?).ok()?;
+    Some(set)
+}
+
+/// Pins the calling thread to the `cpu`-th CPU it may use (see
+/// [`allowed_cpu`]) when the machine has more than one CPU.
 pub fn pin_current_thread(cpu: usize) {
     if num_cpus() < 2 {
         return;
     }
-    let mut set = nix::sched::CpuSet::new();
-    if set.set(cpu).is_ok() {
+    if let Some(set) = allowed_cpu(cpu) {
         let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
     }
 }
 
-/// Pins every thread of process `pid` to `cpu` (threads it starts later
-/// inherit the mask from whichever thread creates them).
+/// Pins every thread of process `pid` to the `cpu`-th CPU this process
+/// may use (threads it starts later inherit the mask from whichever thread
+/// creates them).
 pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
     if num_cpus() < 2 {
         return Ok(());
     }
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).map_err(io::Error::from)?;
+    let Some(set) = allowed_cpu(cpu) else {
+        return Ok(());
+    };
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let tid: i32 = entry?
             .file_name()
