@@ -260,12 +260,27 @@ fn thread_sched(tid: &str) -> (u64, u64) {
 /// The client's busy-poll (`Client::with_busy_poll`): a read waiting for
 /// the answer to what it wrote keeps its thread running (it never blocks,
 /// and uses the CPU) for the window, then sleeps; a read with nothing
-/// written before it (an idle connection) never spins. This test's thread
-/// looks at the reader for 150 ms of a 1 s window: on a loaded machine it
-/// may start looking late (the project's CI woke threads 100+ ms late), and
-/// up to 850 ms late it still looks within the window.
+/// written before it (an idle connection) never spins.
+///
+/// This test's thread looks at the reader for 150 ms, and on a loaded
+/// machine it may look late (the project's CI woke threads 100+ ms late).
+/// The reader says when each read began, so a look that provably fell
+/// outside the read it is about (past the 1 s window, or after the idle
+/// read ended) is known to prove nothing: the reader reads again (a new
+/// write, a new window), at most `LOOKS` times. The reader's thread lives
+/// until the test is done, so a late look never finds it gone.
 #[test]
 fn a_read_busy_polls_for_the_answer_to_its_write_and_never_when_idle() {
+    /// The client's busy-poll window.
+    const WINDOW: Duration = Duration::from_millis(1000);
+    /// How long a read whose answer never comes waits (a spin, then sleep).
+    const ANSWER_WAIT: Duration = Duration::from_millis(2000);
+    /// How long the idle read waits.
+    const IDLE_WAIT: Duration = Duration::from_millis(1500);
+    /// How long the test looks at the reader.
+    const LOOK: Duration = Duration::from_millis(150);
+    /// Reads tried before a test thread that never looked in time fails.
+    const LOOKS: usize = 5;
     let Some(env) = Env::setup("cli-busy", &[]) else {
         return;
     };
@@ -277,12 +292,17 @@ fn a_read_busy_polls_for_the_answer_to_its_write_and_never_when_idle() {
             std::net::TcpListener::bind(SocketAddrV4::new(HOST_ADDR, 7603)).expect("listen");
         ready_tx.send(()).expect("ready");
         let held = listener.accept().expect("accept");
-        let _ = stop_rx.recv_timeout(LIMIT);
+        let _ = stop_rx.recv_timeout(4 * LIMIT);
         drop(held);
     });
     ready_rx.recv().expect("kernel listener ready");
     let socket = env.daemon.socket().to_path_buf();
-    let (step_tx, step_rx) = mpsc::channel::<(&str, String)>();
+    // Reader -> test: which read began when ("answer due" after a write,
+    // or "idle"). Test -> reader: whether to read again (the look was
+    // late), or go on.
+    let (step_tx, step_rx) = mpsc::channel::<(&str, Instant)>();
+    let (again_tx, mut again_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let (tid_tx, tid_rx) = mpsc::channel::<String>();
     let client_thread = std::thread::spawn(move || {
         let tid = std::fs::read_link("/proc/thread-self")
             .expect("/proc/thread-self")
@@ -290,6 +310,7 @@ fn a_read_busy_polls_for_the_answer_to_its_write_and_never_when_idle() {
             .expect("tid")
             .to_string_lossy()
             .into_owned();
+        tid_tx.send(tid).expect("tid");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -302,60 +323,115 @@ fn a_read_busy_polls_for_the_answer_to_its_write_and_never_when_idle() {
             let client = tcpd_client::Client::connect(&socket)
                 .await
                 .expect("session")
-                .with_busy_poll(Duration::from_millis(1000))
+                .with_busy_poll(WINDOW)
                 .with_busy_poll_stop_contended(false);
             let mut stream = client
                 .tcp_connect(SocketAddrV4::new(HOST_ADDR, 7603))
                 .await
                 .expect("connect");
-            stream.write_all(b"?").await.expect("write");
             let mut buf = [0u8; 1];
-            step_tx.send(("answer due", tid.clone())).expect("step");
-            tokio::time::timeout(Duration::from_millis(2000), stream.read(&mut buf))
-                .await
-                .expect_err("the peer never answers");
-            step_tx.send(("idle", tid.clone())).expect("step");
-            // Long enough for a late look by the test's thread.
-            tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf))
-                .await
-                .expect_err("nothing arrives");
+            for step in ["answer due", "idle"] {
+                loop {
+                    if step == "answer due" {
+                        stream.write_all(b"?").await.expect("write");
+                    }
+                    let began = Instant::now();
+                    step_tx.send((step, began)).expect("step");
+                    let wait = if step == "idle" {
+                        IDLE_WAIT
+                    } else {
+                        ANSWER_WAIT
+                    };
+                    tokio::time::timeout(wait, stream.read(&mut buf))
+                        .await
+                        .expect_err("the peer never answers");
+                    // Asleep (no CPU) until the test has looked.
+                    if !again_rx.recv().await.expect("the test's verdict") {
+                        break;
+                    }
+                }
+            }
         });
     });
-    let (step, tid) = step_rx.recv_timeout(LIMIT).expect("answer due");
-    assert_eq!(step, "answer due");
-    let due = Instant::now();
-    let (cpu0, blocked0) = thread_sched(&tid);
-    std::thread::sleep(Duration::from_millis(150));
-    let (cpu1, blocked1) = thread_sched(&tid);
-    assert_eq!(
-        blocked1,
-        blocked0,
-        "the reader slept while its answer was due (looked at it for {:?})",
-        due.elapsed()
-    );
-    assert!(cpu1 > cpu0, "the reader did not run while spinning");
-    // Past the window (1 s after the read began, which was before `due`):
-    // asleep, until the read times out 2 s after it began.
-    std::thread::sleep(Duration::from_millis(1000).saturating_sub(due.elapsed()));
-    let (cpu2, _) = thread_sched(&tid);
-    std::thread::sleep(Duration::from_millis(300));
-    let (cpu3, _) = thread_sched(&tid);
-    assert!(
-        cpu3 - cpu2 < 30_000_000,
-        "after the window the reader ran {} ns in 300 ms",
-        cpu3 - cpu2
-    );
-    let (step, _) = step_rx.recv_timeout(LIMIT).expect("idle");
-    assert_eq!(step, "idle");
-    std::thread::sleep(Duration::from_millis(100));
-    let (cpu4, _) = thread_sched(&tid);
-    std::thread::sleep(Duration::from_millis(400));
-    let (cpu5, _) = thread_sched(&tid);
-    assert!(
-        cpu5 - cpu4 < 30_000_000,
-        "an idle read ran {} ns in 400 ms",
-        cpu5 - cpu4
-    );
+    let tid = tid_rx.recv_timeout(LIMIT).expect("the reader's thread id");
+    // (CPU time, voluntary context switches) at the start and the end of a
+    // look at the reader, and when the look ended.
+    let look = |pause: Duration| {
+        let before = thread_sched(&tid);
+        std::thread::sleep(pause);
+        let after = thread_sched(&tid);
+        (before, after, Instant::now())
+    };
+    // The reader's CPU time during a look.
+    let cpu_used = |((before, _), (after, _), _): ((u64, u64), (u64, u64), Instant)| after - before;
+    // Whether a look that ended at `looked` came (partly) after the part of
+    // the read that began at `began` it is about (`lasting` long): then it
+    // proves nothing, and the reader reads again, at most LOOKS times.
+    let too_late = |what: &str,
+                    attempt: &mut usize,
+                    began: Instant,
+                    looked: Instant,
+                    lasting: Duration| {
+        if looked <= began + lasting {
+            return false;
+        }
+        assert!(
+            *attempt < LOOKS,
+            "in {LOOKS} reads this test's thread never looked at one {what} in time \
+             (the last look ended {:?} after its read began)",
+            looked - began
+        );
+        eprintln!(
+            "look {attempt} at a read {what} ended {:?} after it began, past {lasting:?}: again",
+            looked - began
+        );
+        *attempt += 1;
+        again_tx.send(true).expect("again");
+        true
+    };
+    let mut attempt = 1;
+    loop {
+        let (step, began) = step_rx.recv_timeout(LIMIT).expect("answer due");
+        assert_eq!(step, "answer due");
+        let ((cpu0, blocked0), (cpu1, blocked1), looked) = look(LOOK);
+        if too_late("spinning", &mut attempt, began, looked, WINDOW) {
+            continue;
+        }
+        assert_eq!(
+            blocked1,
+            blocked0,
+            "the reader slept while its answer was due (looked {:?} after the read began)",
+            looked - LOOK - began
+        );
+        assert!(cpu1 > cpu0, "the reader did not run while spinning");
+        // Past the window (1 s after the read began, with 100 ms for the
+        // read to have started spinning): asleep, until the read times out
+        // 2 s after it began, and after that too (it waits for the test).
+        std::thread::sleep(
+            (began + WINDOW + Duration::from_millis(100)).saturating_duration_since(Instant::now()),
+        );
+        let used = cpu_used(look(Duration::from_millis(300)));
+        assert!(
+            used < 30_000_000,
+            "after the window the reader ran {used} ns in 300 ms"
+        );
+        again_tx.send(false).expect("go on");
+        break;
+    }
+    attempt = 1;
+    loop {
+        let (step, began) = step_rx.recv_timeout(LIMIT).expect("idle");
+        assert_eq!(step, "idle");
+        std::thread::sleep(Duration::from_millis(100));
+        let seen = look(Duration::from_millis(400));
+        if too_late("idle", &mut attempt, began, seen.2, IDLE_WAIT) {
+            continue;
+        }
+        let used = cpu_used(seen);
+        assert!(used < 30_000_000, "an idle read ran {used} ns in 400 ms");
+        again_tx.send(false).expect("done");
+        break;
+    }
     client_thread.join().expect("client thread");
     let _ = stop_tx.send(());
     peer.join().expect("peer");
