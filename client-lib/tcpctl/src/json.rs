@@ -52,7 +52,8 @@ pub struct ConnectionJson {
     pub ssthresh: u64,
     /// Segments retransmitted over the connection's life.
     pub retransmits: u64,
-    /// Payload bytes acknowledged by the peer.
+    /// Payload bytes sent, retransmissions included (Linux's
+    /// `tcpi_bytes_sent`).
     pub bytes_sent: u64,
     /// Payload bytes delivered in order.
     pub bytes_received: u64,
