@@ -459,9 +459,11 @@ fn orphans_of_a_peer_that_never_reads_are_capped_and_expire() {
 
 /// A non-root client process (`uid`, group nogroup, the socket's group)
 /// that opens `count` connections to the API socket, with the HTTP/2
-/// client preface and an empty SETTINGS frame when `preface`, waits
-/// `settle_ms`, and prints how many are still open (`open=N tried=M`);
-/// then holds them until its stdin closes.
+/// client preface and an empty SETTINGS frame when `preface`, waits at
+/// least `settle_ms` and until the daemon has dealt with them (`settled`,
+/// the daemon's counters: after a fixed pause alone, connections a loaded
+/// daemon had not yet accepted counted as open), and prints how many are
+/// still open (`open=N tried=M`); then holds them until its stdin closes.
 struct RawClients {
     child: std::process::Child,
     open: usize,
@@ -485,7 +487,9 @@ for _ in range(count):
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
         except OSError:
             pass  # refused: the daemon closed it already
+print(f"connected {len(held)}", flush=True)
 time.sleep(settle)
+sys.stdin.readline()  # the test's go: the daemon has dealt with them
 still = 0
 for s in held:
     s.setblocking(False)
@@ -501,7 +505,14 @@ sys.stdin.read()
 "#;
 
 impl RawClients {
-    fn open(daemon: &Daemon, uid: u32, count: usize, preface: bool, settle_ms: u64) -> RawClients {
+    fn open(
+        daemon: &Daemon,
+        uid: u32,
+        count: usize,
+        preface: bool,
+        settle_ms: u64,
+        mut settled: impl FnMut(usize) -> bool,
+    ) -> RawClients {
         let mut child = Command::new("/usr/bin/python3")
             .args(["-c", RAW_CLIENTS])
             .arg(daemon.socket())
@@ -514,10 +525,29 @@ impl RawClients {
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 client");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("client report");
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("client connected");
+        let connected: usize = line
+            .strip_prefix("connected ")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("client said {line:?}"));
+        let start = Instant::now();
+        while !settled(connected) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the daemon never dealt with the client's connections ({line:?})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"count\n")
+            .expect("tell the client to count");
+        line.clear();
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("client report");
         let field = |name: &str| -> usize {
             line.split_whitespace()
                 .find_map(|f| f.strip_prefix(name))
@@ -537,6 +567,15 @@ impl Drop for RawClients {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The daemon's counter `name`, read on a session of its own (which
+/// leaves the test's other sessions as idle as they were).
+fn fresh_counter(rt: &tokio::runtime::Runtime, daemon: &Daemon, name: &str) -> u64 {
+    rt.block_on(async {
+        let mut admin = tcpd_e2e::admin_client(daemon).await;
+        counter(&stats(&mut admin).await.counters, name)
+    })
 }
 
 fn open_fds(daemon: &Daemon) -> usize {
@@ -584,7 +623,9 @@ fn api_connection_limits_keep_a_slot_for_the_operator() {
     let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
 
     // Silent connections (no HTTP/2 preface) are dropped after 1 s.
-    let silent = RawClients::open(&env.daemon, 34567, 5, false, 2500);
+    let silent = RawClients::open(&env.daemon, 34567, 5, false, 2500, |_| {
+        api(&mut admin, "api_handshake_timeouts") == 5
+    });
     assert_eq!(
         (silent.open, silent.tried),
         (0, 5),
@@ -594,9 +635,13 @@ fn api_connection_limits_keep_a_slot_for_the_operator() {
     drop(silent);
 
     // One uid gets 20 of 25; a second uid the 10 left of the 30.
-    let first = RawClients::open(&env.daemon, 65534, 25, true, 500);
+    let first = RawClients::open(&env.daemon, 65534, 25, true, 500, |_| {
+        api(&mut admin, "api_refused_per_uid") == 5
+    });
     assert_eq!((first.open, first.tried), (20, 25), "per-uid limit");
-    let second = RawClients::open(&env.daemon, 23456, 25, true, 500);
+    let second = RawClients::open(&env.daemon, 23456, 25, true, 500, |_| {
+        api(&mut admin, "api_refused_total") == 15
+    });
     assert_eq!((second.open, second.tried), (10, 25), "total limit");
     assert_eq!(api(&mut admin, "api_refused_per_uid"), 5);
     assert_eq!(api(&mut admin, "api_refused_total"), 15);
@@ -605,7 +650,13 @@ fn api_connection_limits_keep_a_slot_for_the_operator() {
 
     // The issue's attack: ~20 000 connections from one more uid. All refused;
     // the daemon's descriptors stay bounded and tcpctl still answers.
-    let flood = RawClients::open(&env.daemon, 45678, 19_000, true, 1000);
+    let refused = |admin: &mut AdminClient<Channel>| {
+        api(admin, "api_refused_per_uid") + api(admin, "api_refused_total")
+    };
+    let refused_before = refused(&mut admin);
+    let flood = RawClients::open(&env.daemon, 45678, 19_000, true, 1000, |tried| {
+        refused(&mut admin) - refused_before >= tried as u64
+    });
     let fds = open_fds(&env.daemon);
     let answers = tcpctl_status_answers(&env.daemon);
     eprintln!(
@@ -667,7 +718,9 @@ fn idle_api_connections_are_dropped_but_sessions_in_use_stay() {
     });
 
     // Unused: a client that did its handshake and then nothing.
-    let idle = RawClients::open(&env.daemon, 65534, 3, true, 2500);
+    let idle = RawClients::open(&env.daemon, 65534, 3, true, 2500, |_| {
+        fresh_counter(&rt, &env.daemon, "api_idle_drops") == 3
+    });
     assert_eq!((idle.open, idle.tried), (0, 3), "idle connections dropped");
 
     // The listener's session survived the timeout: the kernel still gets through.
@@ -723,7 +776,9 @@ fn api_connections_that_leave_keepalive_pings_unanswered_are_dropped_and_counted
     let rt = tcpd_e2e::runtime();
     let mut admin = rt.block_on(tcpd_e2e::admin_client(&env.daemon));
     // Preface + SETTINGS, then silence: gone within 0.8 s (+ scheduling).
-    let mute = RawClients::open(&env.daemon, 65534, 3, true, 3000);
+    let mute = RawClients::open(&env.daemon, 65534, 3, true, 3000, |_| {
+        fresh_counter(&rt, &env.daemon, "api_keepalive_drops") == 3
+    });
     assert_eq!((mute.open, mute.tried), (0, 3), "mute connections dropped");
     drop(mute);
     // The admin client sat idle for those 3 s too: its PING acks kept it.
