@@ -857,9 +857,10 @@ fn sockets_inherited_across_exec_keep_working() {
 }
 
 /// What a program sees after the peer's reset, with the kernel's TCP and
-/// with tcpd's under tcpd-run: the first read fails with ECONNRESET, the
-/// next one is EOF; the first write fails with ECONNRESET and no SIGPIPE,
-/// the next with EPIPE and SIGPIPE (Linux's tcp_reset + sk_stream_error).
+/// with tcpd's under tcpd-run: the answer the peer sent just before its
+/// reset is read first, then a read fails with ECONNRESET, the next one is
+/// EOF; the first write fails with ECONNRESET and no SIGPIPE, the next with
+/// EPIPE and SIGPIPE (Linux's tcp_reset + sk_stream_error).
 const AFTER_RESET: &str = r#"
 import select, signal, socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
@@ -873,6 +874,7 @@ def reset_connection():
     assert p.poll(30000), "no reset within 30 s"
     return s
 s = reset_connection()
+assert s.recv(100) == b"answer\n", "the answer sent before the reset"
 try:
     s.recv(100)
     sys.exit("read after the reset: no error")
@@ -907,14 +909,18 @@ fn reads_and_writes_after_a_reset_fail_as_on_linux() {
     };
     let (listener, addr) = tcpd_e2e::kernel_listener(&env.ns);
     let listener = std::sync::Arc::new(listener);
-    // The kernel peer: reads the client's line, then resets (SO_LINGER 0).
+    // The kernel peer: reads the client's line, answers the first one
+    // (answer and RST then arrive together), then resets (SO_LINGER 0).
     let serve = |listener: std::sync::Arc<std::net::TcpListener>| {
         std::thread::spawn(move || {
-            for _ in 0..2 {
+            for round in 0..2 {
                 let (conn, _) = listener.accept().expect("accept");
                 conn.set_read_timeout(Some(LIMIT)).expect("timeout");
                 let mut line = [0u8; 9];
                 (&conn).read_exact(&mut line).expect("the client's line");
+                if round == 0 {
+                    (&conn).write_all(b"answer\n").expect("answer");
+                }
                 nix::sys::socket::setsockopt(
                     &conn,
                     nix::sys::socket::sockopt::Linger,

@@ -214,6 +214,10 @@ impl Running {
                 }
                 request = self.inbox.ops.recv() => {
                     let Some(request) = request else { return };
+                    if let Some(done) = self.queued_terminate() {
+                        self.terminate(done);
+                        return;
+                    }
                     self.execute(request);
                     for _ in 1..OP_BATCH {
                         let Ok(request) = self.inbox.ops.try_recv() else { break };
@@ -229,18 +233,29 @@ impl Running {
                     self.core.pump_fds();
                 }
                 event = self.inbox.sessions.recv() => match event {
-                    Some(event) => self.session_event(event),
+                    Some(event) => {
+                        if let Some(done) = self.queued_terminate() {
+                            self.terminate(done);
+                            return;
+                        }
+                        self.session_event(event);
+                    }
                     None => return,
                 },
-                control = self.inbox.control.recv() => match control {
-                    Some(Control::Terminate(done)) => {
+                control = self.inbox.control.recv() => {
+                    let Some(control) = control else { return };
+                    let terminate = match control {
+                        Control::Terminate(done) => Some(done),
+                        other => self.queued_terminate().or_else(|| {
+                            self.run_control(other);
+                            None
+                        }),
+                    };
+                    if let Some(done) = terminate {
                         self.terminate(done);
                         return;
                     }
-                    Some(Control::ConnectAbandoned(id)) => self.core.connect_abandoned(id),
-                    Some(Control::Close(request)) => self.core.execute(request),
-                    None => return,
-                },
+                }
                 () = async {
                     match sleep_until {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -283,6 +298,39 @@ impl Running {
                 self.core.session_ended(id);
                 self.inbox.slots.forget(id);
             }
+        }
+    }
+
+    /// A Terminate already queued when a session's end, an op or another
+    /// control message is about to run. At shutdown the sessions end and
+    /// their Streams close while the daemon asks its drivers to reset
+    /// everything; the driver's select takes ready branches in random
+    /// order, so a session's end could close its connections gracefully
+    /// first, and the peer read a FIN before the RST (e2e
+    /// `second_daemon_on_the_same_socket_is_refused_and_sigterm_cleans_up`,
+    /// under load). Control messages queued ahead of a Terminate are moot
+    /// (it resets everything); without one they run now, in order.
+    fn queued_terminate(&mut self) -> Option<oneshot::Sender<()>> {
+        let mut ahead = Vec::new();
+        while let Ok(control) = self.inbox.control.try_recv() {
+            match control {
+                Control::Terminate(done) => return Some(done),
+                other => ahead.push(other),
+            }
+        }
+        for control in ahead {
+            self.run_control(control);
+        }
+        None
+    }
+
+    /// Runs a control message other than Terminate (which ends the loop:
+    /// see [`Running::run`]).
+    fn run_control(&mut self, control: Control) {
+        match control {
+            Control::ConnectAbandoned(id) => self.core.connect_abandoned(id),
+            Control::Close(request) => self.core.execute(request),
+            Control::Terminate(done) => self.terminate(done),
         }
     }
 

@@ -386,7 +386,13 @@ impl FdLinks {
             && link.filler > 0
             && !ready.contains(Readiness::IN);
         if ready.contains(Readiness::ERR) {
-            // Leave the error pending for SO_ERROR; tell the client.
+            // What arrived before the error (an RST after the peer's
+            // answer) reaches the client first, as on Linux; the pair's
+            // room wakes us when it is full. Leave the error pending for
+            // SO_ERROR; tell the client once the data is out.
+            if link.filler == 0 && !deliver_readable(end, stack, now, h) {
+                return Pumped::Open;
+            }
             fail(&self.epoll, link);
             return Pumped::Open;
         }
@@ -488,6 +494,40 @@ impl FdLinks {
         }
         Pumped::Open
     }
+}
+
+/// Writes what is readable on `h` to the client's end, stopping before the
+/// stack would answer with its pending error (a read past the data takes
+/// it, and SO_ERROR must still report it); whether all of it went (false:
+/// the pair is full).
+fn deliver_readable(
+    end: &mut UnixStream,
+    stack: &mut Stack,
+    now: Instant,
+    h: SocketHandle,
+) -> bool {
+    while stack.socket_info(h).is_ok_and(|info| info.recv_queue > 0) {
+        let mut full = false;
+        let took = stack.recv_with(now, h, TO_CLIENT_MAX, |slices| {
+            let offered = slices.iter().map(|s| s.len()).sum();
+            match end.write_vectored(slices) {
+                Ok(n) => {
+                    full = n < offered;
+                    n
+                }
+                Err(e) if would_block(&e) => {
+                    full = true;
+                    0
+                }
+                // The client shut its end for reading: discarded.
+                Err(_) => offered,
+            }
+        });
+        if full || took.is_err() {
+            return !full;
+        }
+    }
+    true
 }
 
 /// Writes a listener's signal byte when its accept queue is non-empty.
