@@ -739,6 +739,21 @@ pub async fn admin_client(
     )
 }
 
+/// The daemon's admin Stats counters, by name.
+pub async fn stats_counters(
+    admin: &mut tcpd_proto::v2::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+) -> std::collections::BTreeMap<String, u64> {
+    admin
+        .stats(tcpd_proto::v2::StatsRequest {})
+        .await
+        .expect("Stats")
+        .into_inner()
+        .counters
+        .into_iter()
+        .map(|c| (c.name, c.value))
+        .collect()
+}
+
 /// A namespace with a running daemon, for a test; the daemon is stopped
 /// before the namespace goes (fields drop in declaration order).
 #[derive(Debug)]

@@ -58,16 +58,11 @@ async fn run_stream(
 }
 
 async fn counter(admin: &mut AdminServiceClient<Channel>, name: &str) -> u64 {
-    let stats = admin
-        .stats(v2::StatsRequest {})
+    tcpd_e2e::stats_counters(admin)
         .await
-        .expect("stats")
-        .into_inner();
-    stats
-        .counters
-        .iter()
-        .find(|c| c.name == name)
-        .map_or(0, |c| c.value)
+        .get(name)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Waits until the daemon holds no API socket and no blocked call.

@@ -419,16 +419,8 @@ fn transfer_survives_tcpd_impairment() {
             status.impairment
         );
         transfer_to_kernel(&env, 5002, 10 * MIB).await;
-        let stats = admin
-            .stats(v2::StatsRequest {})
-            .await
-            .expect("Stats")
-            .into_inner();
-        let retransmits = stats
-            .counters
-            .iter()
-            .find(|c| c.name == "retransmits")
-            .map_or(0, |c| c.value);
+        let counters = tcpd_e2e::stats_counters(&mut admin).await;
+        let retransmits = counters.get("retransmits").copied().unwrap_or(0);
         assert!(retransmits > 0, "5% loss must cause retransmissions");
     });
 }
@@ -1039,22 +1031,10 @@ fn corrupted_packets_are_caught_by_checksums() {
         // kernel's catch outbound ones; TCP retransmits either way.
         transfer_to_kernel(&env, 5006, MIB).await;
         let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
-        let stats = admin
-            .stats(v2::StatsRequest {})
-            .await
-            .expect("Stats")
-            .into_inner();
-        let counter = |name: &str| {
-            stats
-                .counters
-                .iter()
-                .find(|c| c.name == name)
-                .map_or(0, |c| c.value)
-        };
+        let counters = tcpd_e2e::stats_counters(&mut admin).await;
         assert!(
-            counter("checksum_errors") > 0,
-            "corrupted inbound packets must fail their checksums: {:?}",
-            stats.counters
+            counters.get("checksum_errors").is_some_and(|&n| n > 0),
+            "corrupted inbound packets must fail their checksums: {counters:?}"
         );
     });
 }
@@ -1196,18 +1176,11 @@ fn thread_sched(pid: u32, tid: u32) -> (u64, u64) {
 /// their wall time in µs). A Stats call is a driver turn, so it starts a
 /// spin of its own, counted by the next call.
 async fn busy_poll_spins(admin: &mut AdminClient<Channel>) -> (u64, u64) {
-    let stats = admin
-        .stats(v2::StatsRequest {})
-        .await
-        .expect("Stats")
-        .into_inner();
+    let counters = tcpd_e2e::stats_counters(admin).await;
     let counter = |name: &str| {
-        stats
-            .counters
-            .iter()
-            .find(|c| c.name == name)
+        *counters
+            .get(name)
             .unwrap_or_else(|| panic!("Stats has no {name}"))
-            .value
     };
     (
         counter("busy_poll_spins_useful") + counter("busy_poll_spins_useless"),

@@ -362,16 +362,11 @@ fn impaired_transfer(tag: &str, port: u16, offload: &str) {
 fn retransmits(env: &Env) -> u64 {
     tcpd_e2e::runtime().block_on(async {
         let mut admin = tcpd_e2e::admin_client(&env.daemon).await;
-        let stats = admin
-            .stats(tcpd_proto::v2::StatsRequest {})
+        tcpd_e2e::stats_counters(&mut admin)
             .await
-            .expect("Stats")
-            .into_inner();
-        stats
-            .counters
-            .iter()
-            .find(|c| c.name == "retransmits")
-            .map_or(0, |c| c.value)
+            .get("retransmits")
+            .copied()
+            .unwrap_or(0)
     })
 }
 
