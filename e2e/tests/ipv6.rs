@@ -329,7 +329,23 @@ fn packet_too_big_from_the_path_shrinks_the_mss() {
         let client = tcpd_client::Client::connect(env.daemon.socket())
             .await
             .expect("session");
-        let mut stream = client.tcp_connect(target).await.expect("connect");
+        // The router's neighbour discovery on the veth it just brought up
+        // can fail the first SYN (ICMPv6 address unreachable: EHOSTUNREACH,
+        // seen once in CI); this test is about the path's MTU, so the
+        // connect is retried until the path is there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut stream = loop {
+            match client.tcp_connect(target).await {
+                Ok(stream) => break stream,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::HostUnreachable
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("connect: {e:?}"),
+            }
+        };
         tokio::time::timeout(Duration::from_secs(60), async {
             stream
                 .write_all(&tcpd_e2e::payload(LEN, 3))
